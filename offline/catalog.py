@@ -1,0 +1,62 @@
+"""Read stage: load a catalog table, validate it, resolve where each image lives."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from groundrec.shared.config import CatalogConfig
+from groundrec.shared.tables import read_table
+
+IMAGE_URI = "image_uri"
+
+
+class CatalogError(ValueError):
+    """The catalog cannot be used as given; the message says what to fix."""
+
+
+def load_catalog(cfg: CatalogConfig) -> pa.Table:
+    """Return the catalog with ids as strings and an ``image_uri`` column added.
+
+    Raises CatalogError for an empty catalog, missing columns, null or duplicate ids.
+    """
+    if cfg.path is None:
+        raise CatalogError("no catalog given: pass --catalog PATH (Parquet, CSV or JSONL)")
+    table = read_table(cfg.path)
+    needed = [cfg.id_column, cfg.image_column, *cfg.text_columns]
+    missing = [c for c in needed if c not in table.column_names]
+    if missing:
+        raise CatalogError(
+            f"catalog {cfg.path} lacks column(s) {missing}; it has {table.column_names}. "
+            "Set the names with --id-column/--image-column/--text-columns or catalog.* in the config"
+        )
+    if table.num_rows == 0:
+        raise CatalogError(f"catalog {cfg.path} is empty: nothing to ground")
+    ids = pc.cast(table.column(cfg.id_column), pa.string())
+    if ids.null_count:
+        raise CatalogError(f"catalog {cfg.path}: {ids.null_count} row(s) have no {cfg.id_column!r}")
+    counts = pc.value_counts(ids)
+    dupes = [v["values"] for v in counts.to_pylist() if v["counts"] > 1]
+    if dupes:
+        raise CatalogError(
+            f"catalog {cfg.path}: {len(dupes)} duplicate {cfg.id_column!r} value(s), e.g. {dupes[:5]}; ids must be unique"
+        )
+    table = table.set_column(table.column_names.index(cfg.id_column), cfg.id_column, ids)
+    for col in cfg.text_columns:
+        i = table.column_names.index(col)
+        table = table.set_column(i, col, pc.fill_null(pc.cast(table.column(col), pa.string()), ""))
+    root = cfg.images_root or Path(cfg.path).parent
+    uris = [resolve_image(v, root) for v in table.column(cfg.image_column).to_pylist()]
+    return table.append_column(IMAGE_URI, pa.array(uris, pa.string()))
+
+
+def resolve_image(value: str | None, root: Path) -> str | None:
+    """An absolute path or URI stays as it is; a relative path is taken under ``root``."""
+    if value is None or str(value).strip() == "":
+        return None
+    value = str(value)
+    if "://" in value or Path(value).is_absolute():
+        return value
+    return str((Path(root) / value).resolve())

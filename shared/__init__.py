@@ -1,0 +1,1 @@
+"""What both tiers need: schemas, the manifest, configuration, version pointers."""
