@@ -13,6 +13,7 @@ import uuid
 from pathlib import Path
 
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from groundrec.shared.config import PromptConfig, VLMConfig
@@ -48,23 +49,22 @@ class GroundingCache:
 
     def lookup(self, keys: set[str]) -> pa.Table:
         """Rows for the given keys (first write wins for a key written twice)."""
-        parts = []
+        wanted = pa.array(sorted(keys), pa.string())
+        parts = [SCHEMA.empty_table()]
         for shard in self.shards():
             t = pq.read_table(shard, schema=SCHEMA)
-            mask = pa.array([k in keys for k in t.column("cache_key").to_pylist()])
-            parts.append(t.filter(mask))
-        if not parts:
-            return SCHEMA.empty_table()
+            parts.append(t.filter(pc.is_in(t.column("cache_key"), value_set=wanted)))
         table = pa.concat_tables(parts)
-        seen, keep = set(), []
-        for i, k in enumerate(table.column("cache_key").to_pylist()):
+        seen: set[str] = set()
+        keep = []
+        for k in table.column("cache_key").to_pylist():
             keep.append(k not in seen)
             seen.add(k)
-        return table.filter(pa.array(keep))
+        return table.filter(pa.array(keep, pa.bool_()))
 
     def append(self, batch: pa.Table) -> int:
         """Write the successful rows of a ground batch as one new shard; returns rows written."""
-        ok = batch.filter(batch.column("ground_error").is_null())
+        ok = batch.filter(pc.is_null(batch.column("ground_error")))
         if ok.num_rows == 0:
             return 0
         table = pa.table({name: ok.column(name).cast(SCHEMA.field(name).type) for name in SCHEMA.names}, schema=SCHEMA)
@@ -73,3 +73,16 @@ class GroundingCache:
         pq.write_table(table, tmp)
         os.replace(tmp, self.root / name)
         return table.num_rows
+
+    def compact(self, max_shards: int = 64) -> None:
+        """Merge shards into one once there are many (one per batch adds up); atomic per file."""
+        shards = self.shards()
+        if len(shards) <= max_shards:
+            return
+        table = pa.concat_tables([pq.read_table(s, schema=SCHEMA) for s in shards])
+        name = f"shard-{uuid.uuid4().hex}.parquet"
+        tmp = self.root / f".{name}.tmp"
+        pq.write_table(table, tmp)
+        os.replace(tmp, self.root / name)
+        for s in shards:
+            s.unlink()

@@ -3,7 +3,8 @@
 ``HashImages`` runs first over every item (read bytes, hash, check they decode);
 ``GroundImages`` then runs only over images the cache does not hold. Both take and
 return Ray's "numpy" batches (dict of column -> array) so Ray and the local runner
-call them identically.
+call them identically. "No value" is the empty string, never None: Ray turns a
+column of only None into float NaN.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from groundrec.shared.config import PromptConfig, VLMConfig
 
 
 class HashImages:
-    """item_id, image_uri -> item_id, image_sha256, image_error."""
+    """item_id, image_uri -> item_id, image_sha256, image_error ("" when fine)."""
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         shas, errors = [], []
@@ -27,9 +28,9 @@ class HashImages:
             try:
                 loaded = images.load(uri)
                 shas.append(loaded.sha256)
-                errors.append(None)
+                errors.append("")
             except images.BadImage as e:
-                shas.append(None)
+                shas.append("")
                 errors.append(str(e))
         return {"item_id": batch["item_id"], "image_sha256": np.array(shas, dtype=object),
                 "image_error": np.array(errors, dtype=object)}
@@ -61,7 +62,7 @@ class GroundImages:
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         started = time.perf_counter()
         n = len(batch["item_id"])
-        errors: list[str | None] = [None] * n
+        errors = [""] * n
         decoded, where = [], []
         for i, uri in enumerate(batch["image_uri"]):
             try:
@@ -69,25 +70,25 @@ class GroundImages:
                 where.append(i)
             except images.BadImage as e:
                 errors[i] = str(e)
-        texts: list[str | None] = [None] * n
+        texts = [""] * n
         for i, answer in zip(where, self._answers(decoded)):
             if isinstance(answer, Exception):
                 errors[i] = f"VLM failed: {type(answer).__name__}: {answer}"
             else:
                 texts[i] = answer
         fields, ok, perr = [], [], []
-        for t in texts:
-            if t is None:
-                fields.append(None), ok.append(None), perr.append(None)
+        for t, err in zip(texts, errors):
+            if err:
+                fields.append(""), ok.append(False), perr.append("")
             elif self.prompt.style == "structured":
                 p = parse_structured(t, self.prompt.fields)
-                fields.append(json.dumps(p.fields)), ok.append(p.ok), perr.append(p.error)
+                fields.append(json.dumps(p.fields)), ok.append(p.ok), perr.append(p.error or "")
             else:
-                fields.append("{}"), ok.append(True), perr.append(None)
+                fields.append("{}"), ok.append(True), perr.append("")
         per_item = (time.perf_counter() - started) / max(n, 1)
         obj = lambda xs: np.array(xs, dtype=object)  # noqa: E731
         return {
             "item_id": batch["item_id"], "cache_key": batch["cache_key"], "image_sha256": batch["image_sha256"],
-            "vlm_text": obj(texts), "vlm_fields": obj(fields), "parse_ok": obj(ok), "parse_error": obj(perr),
+            "vlm_text": obj(texts), "vlm_fields": obj(fields), "parse_ok": np.array(ok, dtype=bool), "parse_error": obj(perr),
             "ground_error": obj(errors), "ground_seconds": np.full(n, per_item),
         }

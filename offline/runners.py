@@ -1,0 +1,115 @@
+"""Where batch mappers run: a Ray Data pipeline (local or cluster) or in-process.
+
+Both runners take an Arrow table and a mapper class and yield the mapper's output
+batches (dict of column -> numpy array), so every stage gives the same result either way.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+
+Batch = dict[str, np.ndarray]
+
+
+def to_numpy_batch(table: pa.Table) -> Batch:
+    return {name: np.array(table.column(name).to_pylist(), dtype=object) if pa.types.is_string(table.column(name).type)
+            or pa.types.is_large_string(table.column(name).type) else table.column(name).to_numpy(zero_copy_only=False)
+            for name in table.column_names}
+
+
+class LocalRunner:
+    """Runs mappers in this process, one instance per stage, batch by batch."""
+
+    name = "local"
+
+    def gpus(self) -> float:
+        try:
+            import torch
+
+            return float(torch.cuda.device_count())
+        except ImportError:
+            return 0.0
+
+    def map(self, table: pa.Table, mapper: type, kwargs: dict, batch_size: int, concurrency: int = 1,
+            num_gpus: float = 0) -> Iterator[Batch]:
+        if table.num_rows == 0:
+            return
+        fn = mapper(**kwargs)
+        for start in range(0, table.num_rows, batch_size):
+            yield fn(to_numpy_batch(table.slice(start, batch_size)))
+
+
+class RayRunner:
+    """A Ray Data pipeline per stage: from_arrow -> map_batches(actor pool) -> streamed back."""
+
+    name = "ray"
+
+    def __init__(self, cpus_total: float):
+        self.cpus_total = cpus_total
+
+    def gpus(self) -> float:
+        import ray
+
+        return float(ray.cluster_resources().get("GPU", 0))
+
+    def map(self, table: pa.Table, mapper: type, kwargs: dict, batch_size: int, concurrency: int = 1,
+            num_gpus: float = 0) -> Iterator[Batch]:
+        import ray
+
+        if table.num_rows == 0:
+            return
+        # Several blocks so that several actors can work at once.
+        blocks = max(concurrency * 4, 1)
+        step = max(batch_size, -(-table.num_rows // blocks))
+        ds = ray.data.from_arrow([table.slice(i, step) for i in range(0, table.num_rows, step)])
+        remote = {"num_gpus": num_gpus} if num_gpus else {}
+        # Torch in an actor uses as many threads as the actor has CPUs: give each its share.
+        remote["num_cpus"] = max(1.0, self.cpus_total // concurrency) if not num_gpus else 1
+        ds = ds.map_batches(mapper, fn_constructor_kwargs=kwargs, batch_size=batch_size, batch_format="numpy",
+                            compute=ray.data.ActorPoolStrategy(size=concurrency), **remote)
+        yield from ds.iter_batches(batch_size=None, batch_format="numpy")
+
+
+def _ray_temp_dir(work_dir: Path) -> str:
+    # Ray's Unix sockets must fit in 107 bytes: fall back to a short folder under /tmp.
+    candidate = Path(work_dir) / "ray"
+    if len(str(candidate.resolve())) <= 40:
+        candidate.mkdir(parents=True, exist_ok=True)
+        return str(candidate.resolve())
+    return tempfile.mkdtemp(prefix="grray-", dir="/tmp")
+
+
+@contextmanager
+def open_runner(kind: str, address: str | None, work_dir: Path, num_cpus: int | None = None):
+    """Yield a runner; for Ray, start it in-process (or join ``address``) and always shut it down."""
+    if kind == "local":
+        yield LocalRunner()
+        return
+    import ray
+
+    started_here = False
+    if not ray.is_initialized():
+        address = address or os.environ.get("RAY_ADDRESS")
+        if address:
+            ray.init(address=address, logging_level=logging.WARNING, log_to_driver=False)
+        else:
+            # A private in-process cluster: no token file in ~/.ray (set RAY_AUTH_MODE to override).
+            os.environ.setdefault("RAY_AUTH_MODE", "disabled")
+            ray.init(num_cpus=num_cpus or os.cpu_count(), include_dashboard=False, _temp_dir=_ray_temp_dir(work_dir),
+                     logging_level=logging.WARNING, log_to_driver=False, configure_logging=True)
+        started_here = True
+    ctx = ray.data.DataContext.get_current()
+    ctx.enable_progress_bars = False
+    try:
+        yield RayRunner(float(ray.cluster_resources().get("CPU", 1)))
+    finally:
+        if started_here:
+            ray.shutdown()

@@ -1,0 +1,56 @@
+"""Published artifact versions: ``<root>/versions/<id>/`` plus a ``<root>/CURRENT`` pointer.
+
+The pointer is a one-line text file replaced atomically (write + rename), so a reader
+sees either the old version or the new one, never a half-written state.
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+from datetime import datetime, timezone
+from pathlib import Path
+
+VERSIONS = "versions"
+CURRENT = "CURRENT"
+STAGING = ".staging"
+
+
+def new_version_id() -> str:
+    return datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ") + "-" + uuid.uuid4().hex[:6]
+
+
+def list_versions(root: str | Path) -> list[str]:
+    d = Path(root) / VERSIONS
+    if not d.is_dir():
+        return []
+    return sorted(p.name for p in d.iterdir() if p.is_dir() and (p / "manifest.json").is_file())
+
+
+def current_version(root: str | Path) -> str | None:
+    pointer = Path(root) / CURRENT
+    if not pointer.is_file():
+        return None
+    return pointer.read_text().strip() or None
+
+
+def current_path(root: str | Path) -> Path:
+    vid = current_version(root)
+    if vid is None:
+        raise FileNotFoundError(f"no published version in {root}: run `groundrec offline run --out {root}` first")
+    path = Path(root) / VERSIONS / vid
+    if not path.is_dir():
+        raise FileNotFoundError(f"{root}/{CURRENT} names version {vid}, which does not exist")
+    return path
+
+
+def activate(root: str | Path, version_id: str) -> None:
+    """Point CURRENT at an existing version, atomically."""
+    root = Path(root)
+    if version_id not in list_versions(root):
+        raise ValueError(f"no published version {version_id!r} in {root}; have {list_versions(root)}")
+    tmp = root / f".{CURRENT}.{uuid.uuid4().hex}.tmp"
+    tmp.write_text(version_id + "\n")
+    with open(tmp) as f:
+        os.fsync(f.fileno())
+    os.replace(tmp, root / CURRENT)
