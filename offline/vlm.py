@@ -83,8 +83,9 @@ class HFVLM:
         self.model.to(self.device).eval()
         self.max_new_tokens = cfg.max_new_tokens
         self.chat = bool(getattr(self.processor, "chat_template", None))
-        pad = self.processor.tokenizer.pad_token_id
-        self.pad_id = pad if pad is not None else self.processor.tokenizer.eos_token_id
+        if self.model.generation_config.pad_token_id is None:
+            tok = self.processor.tokenizer
+            self.model.generation_config.pad_token_id = tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id
 
     def _inputs(self, images: list[Image.Image], prompt: PromptConfig):
         if self.chat:
@@ -105,7 +106,7 @@ class HFVLM:
             inputs["pixel_values"] = inputs["pixel_values"].to(self.model.dtype)
         with self.torch.inference_mode():
             out = self.model.generate(**inputs, max_new_tokens=self.max_new_tokens, do_sample=False,
-                                      num_beams=1, pad_token_id=self.pad_id)
+                                      num_beams=1)
         prompt_ids = inputs["input_ids"]
         n = prompt_ids.shape[1]
         if out.shape[1] >= n and self.torch.equal(out[:, :n].cpu(), prompt_ids.cpu()):

@@ -1,0 +1,42 @@
+import pyarrow as pa
+
+from groundrec.offline.cache import GroundingCache, cache_key, grounding_signature
+from groundrec.shared.config import PromptConfig, VLMConfig
+
+
+def _sig(**vlm):
+    return grounding_signature(VLMConfig(**vlm), PromptConfig(), "local:abc")
+
+
+def test_key_depends_on_image_model_prompt_and_generation():
+    base = cache_key("img1", _sig())
+    assert base == cache_key("img1", _sig())
+    assert base != cache_key("img2", _sig())
+    assert base != cache_key("img1", _sig(max_new_tokens=10))
+    assert base != cache_key("img1", grounding_signature(VLMConfig(), PromptConfig(style="structured"), "local:abc"))
+    assert base != cache_key("img1", grounding_signature(VLMConfig(), PromptConfig(), "local:other"))
+
+
+def _batch(keys, errors):
+    n = len(keys)
+    return pa.table({"item_id": [f"i{k}" for k in keys], "cache_key": keys, "image_sha256": ["s"] * n,
+                     "vlm_text": [f"text {k}" for k in keys], "vlm_fields": ["{}"] * n,
+                     "parse_ok": [True] * n, "parse_error": [None] * n, "ground_error": errors})
+
+
+def test_append_keeps_successes_only_and_lookup_finds_them(tmp_path):
+    cache = GroundingCache(tmp_path)
+    assert cache.append(_batch(["a", "b", "c"], [None, "VLM failed: boom", None])) == 2
+    assert cache.append(_batch(["a"], [None])) == 1  # a duplicate write
+    found = cache.lookup({"a", "b", "c", "zz"})
+    assert sorted(found.column("cache_key").to_pylist()) == ["a", "c"]
+    assert cache.lookup({"zz"}).num_rows == 0
+
+
+def test_compact_merges_shards_without_losing_rows(tmp_path):
+    cache = GroundingCache(tmp_path)
+    for i in range(5):
+        cache.append(_batch([f"k{i}"], [None]))
+    cache.compact(max_shards=2)
+    assert len(cache.shards()) == 1
+    assert cache.lookup({f"k{i}" for i in range(5)}).num_rows == 5

@@ -1,0 +1,70 @@
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from groundrec.offline.catalog import CatalogError, load_catalog, resolve_image
+from groundrec.shared.config import CatalogConfig
+
+
+def _write(tmp_path, rows, name="c.parquet"):
+    p = tmp_path / name
+    pq.write_table(pa.Table.from_pylist(rows), p)
+    return p
+
+
+def test_loads_and_resolves_images(tmp_path):
+    p = _write(tmp_path, [{"item_id": 1, "image": "a.jpg", "title": "t", "description": None},
+                          {"item_id": 2, "image": "/abs/b.jpg", "title": "u", "description": "d"},
+                          {"item_id": 3, "image": "s3://bucket/c.jpg", "title": "v", "description": "e"}])
+    t = load_catalog(CatalogConfig(path=p, images_root=tmp_path / "imgs"))
+    assert t.column("item_id").to_pylist() == ["1", "2", "3"]  # ids become strings
+    assert t.column("image_uri").to_pylist() == [str(tmp_path / "imgs" / "a.jpg"), "/abs/b.jpg", "s3://bucket/c.jpg"]
+    assert t.column("description").to_pylist()[0] == ""  # null text -> empty
+
+
+def test_empty_catalog(tmp_path):
+    p = _write(tmp_path, [{"item_id": "a", "image": "a.jpg", "title": "t", "description": "d"}])
+    pq.write_table(pq.read_table(p).slice(0, 0), p)
+    with pytest.raises(CatalogError, match="empty"):
+        load_catalog(CatalogConfig(path=p))
+
+
+def test_duplicate_ids(tmp_path):
+    p = _write(tmp_path, [{"item_id": "a", "image": "a.jpg", "title": "t", "description": "d"}] * 2)
+    with pytest.raises(CatalogError, match="duplicate 'item_id'.*'a'"):
+        load_catalog(CatalogConfig(path=p))
+
+
+def test_missing_column_names_it_and_lists_what_exists(tmp_path):
+    p = _write(tmp_path, [{"item_id": "a", "picture": "a.jpg", "title": "t", "description": "d"}])
+    with pytest.raises(CatalogError, match=r"lacks column\(s\) \['image'\].*picture"):
+        load_catalog(CatalogConfig(path=p))
+    assert load_catalog(CatalogConfig(path=p, image_column="picture")).num_rows == 1
+
+
+def test_null_id(tmp_path):
+    p = _write(tmp_path, [{"item_id": None, "image": "a.jpg", "title": "t", "description": "d"},
+                          {"item_id": "b", "image": "b.jpg", "title": "t", "description": "d"}])
+    with pytest.raises(CatalogError, match="have no 'item_id'"):
+        load_catalog(CatalogConfig(path=p))
+
+
+def test_csv_keeps_leading_zero_ids(tmp_path):
+    p = tmp_path / "c.csv"
+    p.write_text("sku,img,name\n0108775015,x.jpg,Strap top\n0200000001,y.jpg,Dress\n")
+    t = load_catalog(CatalogConfig(path=p, id_column="sku", image_column="img", text_columns=["name"]))
+    assert t.column("sku").to_pylist() == ["0108775015", "0200000001"]
+
+
+def test_jsonl_and_unknown_format(tmp_path):
+    p = tmp_path / "c.jsonl"
+    p.write_text('{"item_id": "a", "image": "a.jpg", "title": "t", "description": "d"}\n')
+    assert load_catalog(CatalogConfig(path=p)).num_rows == 1
+    q = tmp_path / "c.xlsx"
+    q.write_text("x")
+    with pytest.raises(ValueError, match="cannot read"):
+        load_catalog(CatalogConfig(path=q))
+
+
+def test_blank_image_resolves_to_none(tmp_path):
+    assert resolve_image("  ", tmp_path) is None and resolve_image(None, tmp_path) is None

@@ -1,0 +1,48 @@
+import pytest
+from pydantic import ValidationError
+
+from groundrec.shared.config import JobConfig, load_config
+
+
+def test_defaults_validate_and_document_models():
+    cfg = JobConfig()
+    assert cfg.vlm.model == "HuggingFaceTB/SmolVLM-256M-Instruct"
+    assert cfg.encoder.model.endswith("all-MiniLM-L6-v2")
+    assert cfg.grounded_fields() == ["vlm_text"]
+
+
+def test_template_must_name_known_fields():
+    with pytest.raises(ValidationError, match="vlm_colour"):
+        load_config(None, {"encoder.template": "{title} {vlm_colour}"})
+    cfg = load_config(None, {"encoder.template": "{title} {vlm_colour}", "prompt.style": "structured"})
+    assert "vlm_colour" in cfg.available_text_fields()
+
+
+def test_bad_template_syntax_is_reported():
+    with pytest.raises(ValidationError, match="not a valid format string"):
+        load_config(None, {"encoder.template": "{title"})
+
+
+def test_openai_backend_needs_endpoint():
+    with pytest.raises(ValidationError, match="endpoint"):
+        load_config(None, {"vlm.backend": "openai"})
+
+
+def test_unknown_keys_are_refused(tmp_path):
+    p = tmp_path / "job.yaml"
+    p.write_text("vlm:\n  modle: x\n")
+    with pytest.raises(ValidationError, match="modle"):
+        load_config(p)
+
+
+def test_yaml_then_overrides(tmp_path):
+    p = tmp_path / "job.yaml"
+    p.write_text("catalog:\n  path: a.parquet\n  text_columns: [name]\nencoder:\n  template: '{name}'\nvlm:\n  batch_size: 4\n")
+    cfg = load_config(p, {"vlm.batch_size": 2, "out": "o"})
+    assert cfg.vlm.batch_size == 2 and str(cfg.catalog.path) == "a.parquet" and cfg.catalog.text_columns == ["name"]
+    cfg.require_paths()
+
+
+def test_require_paths_names_what_is_missing():
+    with pytest.raises(ValueError, match="--catalog"):
+        JobConfig().require_paths()

