@@ -17,7 +17,8 @@ STAGING = ".staging"
 
 
 def new_version_id() -> str:
-    return datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ") + "-" + uuid.uuid4().hex[:6]
+    """Sortable by creation time (microseconds), unique across writers."""
+    return datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S.%fZ") + "-" + uuid.uuid4().hex[:6]
 
 
 def list_versions(root: str | Path) -> list[str]:

@@ -1,0 +1,110 @@
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from groundrec.offline.encode import load_sentence_transformer
+from groundrec.offline.export import ExportError, export_encoder
+from groundrec.offline.publish import gc, publish, staging_dir
+from groundrec.shared import versions
+from groundrec.shared.config import ExportConfig
+from groundrec.shared.manifest import Manifest, verify
+from groundrec.shared.onnx_encoder import OnnxTextEncoder
+
+TEXTS = ["Black strap top in jersey", "Blue slim-fit denim jeans with five pockets", "a", "Kleid aus Viskose"]
+
+
+@pytest.fixture(scope="module")
+def minilm():
+    return load_sentence_transformer("all-MiniLM-L6-v2")
+
+
+@pytest.fixture(scope="module")
+def exported(minilm, tmp_path_factory):
+    out = tmp_path_factory.mktemp("encoder")
+    report = export_encoder(minilm, out, ExportConfig(), TEXTS)
+    return out, report
+
+
+def test_onnx_matches_pytorch(minilm, exported):
+    out, report = exported
+    assert report["fp32"]["max_abs_diff"] <= 1e-4
+    texts = TEXTS + ["another sentence, never seen by the export check " * 3]
+    ref = minilm.encode(texts, normalize_embeddings=True)
+    got = OnnxTextEncoder(out).encode(texts, batch_size=2)  # padding inside a batch
+    assert np.max(np.abs(got - ref)) < 1e-4
+
+
+def test_int8_variant_is_close_and_reported(exported):
+    out, report = exported
+    assert report["int8"]["mean_cosine"] >= 0.95 and "dropped" not in report["int8"]
+    a = OnnxTextEncoder(out, "int8").encode(TEXTS)
+    b = OnnxTextEncoder(out, "fp32").encode(TEXTS)
+    assert np.all(np.sum(a * b, axis=1) > 0.9)
+    assert (out / "model.int8.onnx").stat().st_size < (out / "model.onnx").stat().st_size / 2
+
+
+def test_tokenizer_json_pads_to_longest(exported):
+    from tokenizers import Tokenizer
+
+    meta = json.loads((exported[0] / "encoder.json").read_text())
+    tok = Tokenizer.from_file(str(exported[0] / "tokenizer.json"))
+    assert tok.padding is None and tok.truncation["max_length"] == meta["max_seq_length"]
+
+
+def test_export_fails_above_tolerance(minilm, tmp_path):
+    with pytest.raises(ExportError, match="differs from PyTorch"):
+        export_encoder(minilm, tmp_path, ExportConfig(tolerance=1e-12, int8=False), TEXTS)
+
+
+def test_unknown_variant_is_refused(exported):
+    with pytest.raises(ValueError, match="not exported"):
+        OnnxTextEncoder(exported[0], "fp16")
+
+
+def _manifest(vid):
+    return Manifest(version=vid, created_at="now", code_version="test", models={}, prompt={}, text_template="{t}",
+                    dim=4, counts={}, index={}, timings_s={})
+
+
+def _publish_one(root, payload):
+    vid = versions.new_version_id()
+    staged = staging_dir(root, vid)
+    (staged / "data.bin").write_bytes(payload)
+    publish(root, staged, _manifest(vid))
+    return vid
+
+
+def test_publish_switches_current_and_verify_catches_tampering(tmp_path):
+    v1 = _publish_one(tmp_path, b"one")
+    v2 = _publish_one(tmp_path, b"two")
+    assert versions.current_version(tmp_path) == v2 and versions.list_versions(tmp_path) == sorted([v1, v2])
+    assert not any((tmp_path / versions.STAGING).iterdir())
+    path = versions.current_path(tmp_path)
+    verify(path)
+    (path / "data.bin").write_bytes(b"TWO")
+    with pytest.raises(ValueError, match="data.bin: checksum mismatch"):
+        verify(path)
+    versions.activate(tmp_path, v1)
+    assert versions.current_version(tmp_path) == v1
+    with pytest.raises(ValueError, match="no published version"):
+        versions.activate(tmp_path, "nope")
+
+
+def test_gc_never_deletes_the_active_version(tmp_path):
+    vids = [_publish_one(tmp_path, bytes([i])) for i in range(4)]
+    versions.activate(tmp_path, vids[0])  # roll back to the oldest
+    deleted = gc(tmp_path, keep=2)
+    assert vids[0] in versions.list_versions(tmp_path)
+    assert versions.list_versions(tmp_path) == sorted([vids[0], vids[3]]) and len(deleted) == 2
+
+
+def test_online_and_shared_import_no_heavy_stack():
+    code = ("import sys, groundrec.online.version, groundrec.online.retrieve, groundrec.shared.cli, "
+            "groundrec.shared.onnx_encoder, groundrec.shared.manifest; "
+            "heavy = [m for m in ('torch', 'transformers', 'ray', 'sentence_transformers') if m in sys.modules]; "
+            "print(','.join(heavy)); sys.exit(1 if heavy else 0)")
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert r.returncode == 0, f"online/shared pulled in: {r.stdout} {r.stderr[-500:]}"
