@@ -1,0 +1,150 @@
+"""The offline job end to end on small generated catalogs: bad input, crashes, Ray vs in-process."""
+
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pyarrow.parquet as pq
+import pytest
+
+from groundrec.offline import job as job_module
+from groundrec.offline.ground import GroundImages
+from groundrec.offline.job import run_job
+from groundrec.online.version import load_version
+from groundrec.shared import versions
+from groundrec.shared.config import load_config
+
+
+def _cfg(small_catalog, out, vlm, **extra):
+    overrides = {"catalog.path": str(small_catalog["path"]), "catalog.images_root": str(small_catalog["images_root"]),
+                 "out": str(out), "vlm.model": str(vlm), "vlm.max_new_tokens": 6, "vlm.batch_size": 2,
+                 "run.runner": "local", "export.enabled": False}
+    overrides.update(extra)
+    return load_config(None, overrides)
+
+
+def test_bad_images_are_recorded_and_skipped(small_catalog, tmp_path, tiny_vlm):
+    summary = run_job(_cfg(small_catalog, tmp_path / "a", tiny_vlm()), progress=False)
+    assert summary.items_read == 9 and summary.encoded == 6 and summary.grounded_new == 6
+    skipped = {r["item_id"]: r for r in pq.read_table(summary.version_dir / "skipped.parquet").to_pylist()}
+    assert set(skipped) == set(small_catalog["bad"])
+    assert "not found" in skipped["missing"]["reason"]
+    assert "truncated" in skipped["truncated"]["reason"]
+    assert "not an image" in skipped["notimage"]["reason"]
+    version = load_version(tmp_path / "a")
+    assert sorted(version.item_ids) == small_catalog["good"]
+    _, idx = version.index.search(np.asarray(version.vectors), 1)
+    assert list(idx[:, 0]) == list(range(6))
+    items = pq.read_table(summary.version_dir / "items.parquet").to_pandas()  # users open it with pandas
+    assert {"vlm_text", "text", "image_sha256", "parse_ok"} <= set(items.columns)
+
+
+def test_structured_prompt_gives_field_columns(small_catalog, tmp_path, tiny_vlm):
+    cfg = _cfg(small_catalog, tmp_path / "s", tiny_vlm(), **{"prompt.style": "structured",
+                                                             "prompt.fields": ["colour", "pattern"],
+                                                             "encoder.template": "{title}. {vlm_colour}"})
+    summary = run_job(cfg, progress=False)
+    items = pq.read_table(summary.version_dir / "items.parquet")
+    assert {"vlm_colour", "vlm_pattern", "parse_error"} <= set(items.column_names)
+    # A random model cannot answer the fields: every failure is recorded, raw text kept.
+    assert summary.parse_failures == 6 and all(items.column("parse_error").to_pylist())
+
+
+class _CrashOnSecondBatch(GroundImages):
+    calls = 0
+
+    def __call__(self, batch):
+        type(self).calls += 1
+        if type(self).calls == 2:
+            raise RuntimeError("simulated crash in the middle of grounding")
+        return super().__call__(batch)
+
+
+def test_crash_keeps_published_version_and_finished_batches(small_catalog, tmp_path, tiny_vlm, monkeypatch):
+    out = tmp_path / "c"
+    first = run_job(_cfg(small_catalog, out, tiny_vlm()), progress=False)
+    # A new prompt invalidates the cache; the run then crashes after one batch of two images.
+    cfg = _cfg(small_catalog, out, tiny_vlm(), **{"prompt.free_prompt": "What is this?"})
+    monkeypatch.setattr(job_module, "GroundImages", _CrashOnSecondBatch)
+    with pytest.raises(RuntimeError, match="simulated crash"):
+        run_job(cfg, progress=False)
+    assert versions.current_version(out) == first.version
+    assert versions.list_versions(out) == [first.version]
+    assert not any((out / versions.STAGING).iterdir())
+    load_version(out)  # still loads and verifies
+    monkeypatch.setattr(job_module, "GroundImages", GroundImages)
+    again = run_job(cfg, progress=False)
+    assert again.grounded_cached == 2 and again.grounded_new == 4  # the finished batch was kept
+
+
+def test_rerun_is_cached_and_new_items_only_are_grounded(small_catalog, tmp_path, tiny_vlm):
+    out = tmp_path / "r"
+    run_job(_cfg(small_catalog, out, tiny_vlm()), progress=False)
+    second = run_job(_cfg(small_catalog, out, tiny_vlm()), progress=False)
+    assert second.grounded_new == 0 and second.grounded_cached == 6
+    first_items = pq.read_table(versions.current_path(out) / "items.parquet")
+    assert all(first_items.column("from_cache").to_pylist())
+
+
+def test_ray_pipeline_equals_in_process(small_catalog, tmp_path, tiny_vlm):
+    local = run_job(_cfg(small_catalog, tmp_path / "l", tiny_vlm()), progress=False)
+    ray_run = run_job(_cfg(small_catalog, tmp_path / "r", tiny_vlm(), **{"run.runner": "ray"}), progress=False)
+    assert ray_run.runner == "ray" and ray_run.grounded_new == 6
+    a, b = load_version(tmp_path / "l"), load_version(tmp_path / "r")
+    assert a.item_ids == b.item_ids
+    assert a.items.column("vlm_text").to_pylist() == b.items.column("vlm_text").to_pylist()
+    assert np.allclose(a.vectors, b.vectors, atol=1e-5)
+    import ray
+
+    assert not ray.is_initialized()
+
+
+def _cli(*args, env_extra=None, timeout=120):
+    import os
+
+    env = dict(os.environ, HF_HUB_OFFLINE="1", **(env_extra or {}))
+    return subprocess.run([sys.executable, "-m", "groundrec.shared.cli", *args], capture_output=True, text=True,
+                          timeout=timeout, env=env)
+
+
+@pytest.mark.parametrize("rows,message", [
+    ([], "is empty"),
+    ([{"item_id": "a", "image": "a.jpg", "title": "t", "description": "d"}] * 2, "duplicate 'item_id'"),
+    ([{"item_id": "a", "img": "a.jpg", "title": "t", "description": "d"}], "lacks column(s) ['image']"),
+])
+def test_cli_refuses_bad_catalogs_with_a_reason(tmp_path, rows, message):
+    import pyarrow as pa
+
+    table = pa.Table.from_pylist(rows) if rows else pa.table({"item_id": pa.array([], pa.string()),
+                                                                 "image": pa.array([], pa.string()),
+                                                                 "title": pa.array([], pa.string()),
+                                                                 "description": pa.array([], pa.string())})
+    pq.write_table(table, tmp_path / "c.parquet")
+    r = _cli("offline", "run", "--catalog", str(tmp_path / "c.parquet"), "--out", str(tmp_path / "o"))
+    assert r.returncode == 2 and message in r.stderr, r.stderr
+    assert not (tmp_path / "o" / versions.CURRENT).exists()
+
+
+def test_cli_without_a_reachable_vlm_fails_fast_with_the_fix(tmp_path):
+    r = _cli("demo", "--out", str(tmp_path / "d"), timeout=60)
+    assert r.returncode == 2
+    assert "make-tiny-vlm" in r.stderr and "--vlm" in r.stderr
+
+
+def test_cli_help_lists_the_documented_flags():
+    r = _cli("offline", "run", "--help")
+    for flag in ("--catalog", "--images-root", "--out", "--vlm", "--encoder", "--config", "--runner"):
+        assert flag in r.stdout
+
+
+def test_config_file_drives_the_cli(small_catalog, tmp_path, tiny_vlm):
+    cfg = tmp_path / "job.yaml"
+    cfg.write_text(json.dumps({  # JSON is YAML
+        "catalog": {"path": str(small_catalog["path"]), "images_root": str(small_catalog["images_root"])},
+        "out": str(tmp_path / "o"), "vlm": {"model": str(tiny_vlm()), "max_new_tokens": 4},
+        "run": {"runner": "local"}, "export": {"enabled": False}}))
+    r = _cli("offline", "run", "--config", str(cfg), "-q", timeout=300)
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert "published version" in r.stdout and "skipped" in r.stdout
+    assert versions.current_version(tmp_path / "o") is not None
