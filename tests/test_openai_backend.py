@@ -1,0 +1,102 @@
+"""The OpenAI-compatible grounding backend against a real HTTP server on loopback.
+
+The server stands in for vLLM: it reads the image from the request, names its dominant
+colour, answers 503 to every first attempt (the client must retry) and 500 for black
+images (those items must be recorded as skipped, the job must complete)."""
+
+import base64
+import io
+import json
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+import numpy as np
+import pyarrow.parquet as pq
+import pytest
+from PIL import Image
+
+from groundrec.offline.demo import COLOURS
+from groundrec.offline.job import run_job
+from groundrec.shared.config import load_config
+
+
+def _dominant(img: Image.Image) -> str:
+    px = np.asarray(img.convert("RGB"), dtype=float).reshape(-1, 3)
+    px = px[np.abs(px - 250).sum(axis=1) > 30]  # drop the light background
+    mean = px.mean(axis=0) if len(px) else np.array([250, 250, 250])
+    return min(COLOURS, key=lambda c: np.sum((np.array(COLOURS[c]) - mean) ** 2))
+
+
+class _Handler(BaseHTTPRequestHandler):
+    seen: dict[str, int] = {}
+    requests = 0
+
+    def log_message(self, *args):
+        pass
+
+    def do_POST(self):
+        body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+        type(self).requests += 1
+        content = body["messages"][0]["content"]
+        url = next(p["image_url"]["url"] for p in content if p["type"] == "image_url")
+        raw = base64.b64decode(url.split(",", 1)[1])
+        attempts = self.seen[url] = self.seen.get(url, 0) + 1
+        colour = _dominant(Image.open(io.BytesIO(raw)))
+        if attempts == 1:
+            return self._send(503, {"error": "warming up"})
+        if colour == "black":
+            return self._send(500, {"error": "model crashed"})
+        text = f"category: product\ncolour: {colour}\npattern: unknown"
+        self._send(200, {"choices": [{"message": {"role": "assistant", "content": text}}]})
+
+    def _send(self, status, obj):
+        data = json.dumps(obj).encode()
+        self.send_response(status)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+
+
+@pytest.fixture
+def vlm_server():
+    _Handler.seen, _Handler.requests = {}, 0
+    server = ThreadingHTTPServer(("127.0.0.1", 0), _Handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{server.server_address[1]}/v1"
+    server.shutdown()
+    server.server_close()
+
+
+def test_openai_backend_grounds_retries_and_records_failures(small_catalog, tmp_path, vlm_server):
+    cfg = load_config(None, {
+        "catalog.path": str(small_catalog["path"]), "catalog.images_root": str(small_catalog["images_root"]),
+        "out": str(tmp_path / "o"), "vlm.backend": "openai", "vlm.endpoint": vlm_server, "vlm.model": "served-vlm",
+        "vlm.concurrency": 3, "vlm.max_retries": 2, "vlm.timeout_s": 10, "run.runner": "local",
+        "prompt.style": "structured", "prompt.fields": ["colour", "pattern"], "export.enabled": False,
+        "encoder.template": "{title}. {vlm_colour}",
+    })
+    summary = run_job(cfg, progress=False)
+    items = pq.read_table(summary.version_dir / "items.parquet").to_pylist()
+    by_id = {r["item_id"]: r for r in items}
+    # i3 is the black trousers: the server fails it every time -> skipped, recorded, job done.
+    assert "i3" not in by_id and summary.encoded == 5
+    skipped = {r["item_id"]: r["reason"] for r in pq.read_table(summary.version_dir / "skipped.parquet").to_pylist()}
+    assert "HTTP 500" in skipped["i3"] and "VLM failed" in skipped["i3"]
+    assert by_id["i0"]["vlm_colour"] == "red" and by_id["i1"]["vlm_colour"] == "blue"
+    assert all(r["parse_ok"] for r in items)
+    assert _Handler.requests >= 2 * 6  # every image needed a retry after the 503
+
+
+def test_openai_backend_cache_hits_skip_the_server(small_catalog, tmp_path, vlm_server):
+    overrides = {
+        "catalog.path": str(small_catalog["path"]), "catalog.images_root": str(small_catalog["images_root"]),
+        "out": str(tmp_path / "o"), "vlm.backend": "openai", "vlm.endpoint": vlm_server, "vlm.model": "served-vlm",
+        "vlm.max_retries": 2, "run.runner": "local", "export.enabled": False,
+    }
+    run_job(load_config(None, overrides), progress=False)
+    before = _Handler.requests
+    again = run_job(load_config(None, overrides), progress=False)
+    assert again.grounded_new == 0 and again.grounded_cached == 5  # black one is retried: never cached
+    assert _Handler.requests - before == 3  # 1 + 2 retries (all 500) for the failing image, nothing else
