@@ -27,6 +27,9 @@ def resolve_encoder(name: str) -> str:
 
 def load_sentence_transformer(name: str, max_seq_length: int | None = None):
     from sentence_transformers import SentenceTransformer
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()
 
     path = resolve_encoder(name)
     try:

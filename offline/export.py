@@ -4,6 +4,7 @@ its tokenizer as ``tokenizer.json``, checked against PyTorch; optionally an int8
 from __future__ import annotations
 
 import json
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -87,7 +88,8 @@ def export_encoder(model, out_dir: Path, cfg: ExportConfig, sample_texts: list[s
     args = (enc["input_ids"], enc["attention_mask"], enc.get("token_type_ids", torch.zeros_like(enc["input_ids"])))
     dyn = {"input_ids": {0: "batch", 1: "seq"}, "attention_mask": {0: "batch", 1: "seq"},
            "token_type_ids": {0: "batch", 1: "seq"}, "embedding": {0: "batch"}}
-    with torch.no_grad():
+    with torch.no_grad(), warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # tracer chatter about Python branches in the HF model
         torch.onnx.export(wrapper.cpu(), args, str(out_dir / "model.onnx"), dynamo=False, opset_version=17,
                           input_names=["input_ids", "attention_mask", "token_type_ids"],
                           output_names=["embedding"], dynamic_axes=dyn)

@@ -72,6 +72,9 @@ class HFVLM:
     def __init__(self, cfg: VLMConfig):
         import torch
         from transformers import AutoModelForImageTextToText, AutoProcessor
+        from transformers.utils import logging as hf_logging
+
+        hf_logging.disable_progress_bar()  # the job draws its own progress
 
         self.torch = torch
         self.device = "cuda" if torch.cuda.is_available() else "cpu"

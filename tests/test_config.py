@@ -46,3 +46,12 @@ def test_yaml_then_overrides(tmp_path):
 def test_require_paths_names_what_is_missing():
     with pytest.raises(ValueError, match="--catalog"):
         JobConfig().require_paths()
+
+
+def test_shipped_job_configs_validate():
+    from pathlib import Path
+
+    for path in (Path(__file__).resolve().parents[1] / "deploy").glob("*.job.yaml"):
+        cfg = load_config(path)
+        cfg.require_paths()
+        assert cfg.encoder.template
