@@ -239,7 +239,10 @@ def _groundings_table(grounded: pa.Table, rows: list[dict], cfg: JobConfig) -> p
 
 
 def _encode(runner, texts: list[str], cfg: JobConfig, encoder_path: str, progress: bool) -> np.ndarray:
-    table = pa.table({"row": np.arange(len(texts), dtype=np.int64), "text": pa.array(texts, pa.string())})
+    # Length-sorted, like sentence-transformers does within one call: batches of similar
+    # lengths pad little. Rows carry their position, so the output order is the input order.
+    order = np.argsort([len(t) for t in texts], kind="stable")
+    table = pa.table({"row": order.astype(np.int64), "text": pa.array([texts[i] for i in order], pa.string())})
     kwargs = {"model": encoder_path, "batch_size": cfg.encoder.batch_size,
               "max_seq_length": cfg.encoder.max_seq_length}
     gpus = 1.0 if runner.gpus() > 0 else 0.0
