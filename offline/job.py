@@ -94,69 +94,35 @@ def run_job(cfg: JobConfig, progress: bool = True) -> JobSummary:
             with clock.stage("start_runner"):
                 runner = stack.enter_context(open_runner(cfg.run.runner, cfg.run.ray_address, cfg.resolved_work_dir))
             ids = items.column(id_col).to_pylist()
+            uris = items.column(catalog_stage.IMAGE_URI).to_pylist()
             with clock.stage("hash"):
-                sha_by_id: dict[str, str] = {}
-                hash_input = pa.table({"item_id": ids, "image_uri": items.column(catalog_stage.IMAGE_URI)})
-                bar = tqdm(total=len(ids), desc="read images", unit="img", disable=not progress)
-                for b in runner.map(hash_input, HashImages, {}, HASH_BATCH, concurrency=1):
-                    for iid, sha, err in zip(b["item_id"], b["image_sha256"], b["image_error"]):
-                        if not err:
-                            sha_by_id[iid] = sha
-                        else:
-                            _skip(skipped, iid, "read", err)
-                    bar.update(len(b["item_id"]))
-                bar.close()
+                sha_by_id = _hash_images(runner, ids, uris, skipped, progress)
 
             cache = GroundingCache(cfg.resolved_cache_dir)
             key_by_id = {iid: cache_key(sha, signature) for iid, sha in sha_by_id.items()}
             with clock.stage("cache_lookup"):
-                cached = cache.lookup(set(key_by_id.values()))
-            cached_by_key = {r["cache_key"]: r for r in cached.to_pylist()}
-            todo = [iid for iid in ids if iid in key_by_id and key_by_id[iid] not in cached_by_key]
-            uri_by_id = dict(zip(ids, items.column(catalog_stage.IMAGE_URI).to_pylist()))
-
-            new_by_id: dict[str, dict] = {}
+                cached_by_key = {r["cache_key"]: r for r in cache.lookup(set(key_by_id.values())).to_pylist()}
+            uri_by_id = dict(zip(ids, uris))
+            todo = [i for i in ids if i in key_by_id and key_by_id[i] not in cached_by_key]
             with clock.stage("ground"):
-                gpus = cfg.vlm.num_gpus_per_actor or (1.0 if cfg.vlm.backend == "hf" and runner.gpus() > 0 else 0.0)
-                ground_input = pa.table({"item_id": todo, "image_uri": [uri_by_id[i] for i in todo],
-                                         "image_sha256": [sha_by_id[i] for i in todo],
-                                         "cache_key": [key_by_id[i] for i in todo]})
-                bar = tqdm(total=len(todo), desc="ground (VLM)", unit="img", disable=not progress)
-                concurrency = 1 if cfg.vlm.backend == "openai" else cfg.vlm.concurrency
-                for b in runner.map(ground_input, GroundImages,
-                                    {"vlm": cfg.vlm.model_dump(mode="json"), "prompt": cfg.prompt.model_dump(mode="json")},
-                                    cfg.vlm.batch_size, concurrency=concurrency, num_gpus=gpus):
-                    batch = _ground_batch_table(b)
-                    cache.append(batch)  # incremental: a crash keeps every finished batch
-                    for row in batch.to_pylist():
-                        if row["ground_error"]:
-                            _skip(skipped, row["item_id"], "ground", row["ground_error"])
-                        else:
-                            new_by_id[row["item_id"]] = row
-                    bar.update(batch.num_rows)
-                bar.close()
+                todo_table = pa.table({"item_id": todo, "image_uri": [uri_by_id[i] for i in todo],
+                                       "image_sha256": [sha_by_id[i] for i in todo],
+                                       "cache_key": [key_by_id[i] for i in todo]})
+                new_by_id = _ground(runner, todo_table, cfg, cache, skipped, progress)
             with clock.stage("cache_compact"):
                 cache.compact()
 
-            grounded = items.filter(pa.array([i in new_by_id or (i in key_by_id and key_by_id[i] in cached_by_key)
-                                              for i in ids]))
-            rows = []
-            for iid in grounded.column(id_col).to_pylist():
-                g = new_by_id.get(iid) or cached_by_key[key_by_id[iid]]
-                rows.append({"image_sha256": sha_by_id[iid], "vlm_text": g["vlm_text"],
-                             "vlm_fields": g["vlm_fields"], "parse_ok": g["parse_ok"],
-                             "parse_error": g["parse_error"], "from_cache": iid not in new_by_id})
+            answer = {i: new_by_id.get(i) or cached_by_key.get(key_by_id.get(i)) for i in ids}
+            grounded = items.filter(pa.array([answer[i] is not None for i in ids], pa.bool_()))
+            rows = [{**answer[i], "image_sha256": sha_by_id[i], "from_cache": i not in new_by_id}
+                    for i in grounded.column(id_col).to_pylist()]
             groundings = _groundings_table(grounded, rows, cfg)
 
             with clock.stage("encode"):
                 texts = build_texts(groundings, cfg.encoder.template)
                 groundings = groundings.append_column("text", pa.array(texts, pa.string()))
                 vectors = _encode(runner, texts, cfg, encoder_path, progress)
-    except BaseException:
-        discard_staging(staged)
-        raise
 
-    try:
         with clock.stage("index"):
             index, index_report = build_index(vectors, cfg.index)
         export_report = None
@@ -192,7 +158,7 @@ def run_job(cfg: JobConfig, progress: bool = True) -> JobSummary:
         with clock.stage("publish"):
             final = publish(out, staged, manifest, keep=cfg.run.keep_versions)
     except BaseException:
-        discard_staging(staged)
+        discard_staging(staged)  # what is published stays as it was
         raise
 
     reasons: dict[str, int] = {}
@@ -205,6 +171,44 @@ def run_job(cfg: JobConfig, progress: bool = True) -> JobSummary:
         timings_s=dict(clock.times),
         parse_failures=sum(1 for r in rows if r["parse_ok"] is False), skipped_examples=skipped[:5],
     )
+
+
+def _hash_images(runner, ids: list[str], uris: list[str | None], skipped: list[dict], progress: bool) -> dict[str, str]:
+    sha_by_id: dict[str, str] = {}
+    bar = tqdm(total=len(ids), desc="read images", unit="img", disable=not progress)
+    for b in runner.map(pa.table({"item_id": ids, "image_uri": pa.array(uris, pa.string())}), HashImages, {},
+                        HASH_BATCH, concurrency=1):
+        for iid, sha, err in zip(b["item_id"], b["image_sha256"], b["image_error"]):
+            if err:
+                _skip(skipped, iid, "read", err)
+            else:
+                sha_by_id[iid] = sha
+        bar.update(len(b["item_id"]))
+    bar.close()
+    return sha_by_id
+
+
+def _ground(runner, todo: pa.Table, cfg: JobConfig, cache: GroundingCache, skipped: list[dict],
+            progress: bool) -> dict[str, dict]:
+    """Ground the images the cache lacks; each finished batch goes to the cache at once."""
+    hf = cfg.vlm.backend == "hf"
+    gpus = cfg.vlm.num_gpus_per_actor or (1.0 if hf and runner.gpus() > 0 else 0.0)
+    kwargs = {"vlm": cfg.vlm.model_dump(mode="json"), "prompt": cfg.prompt.model_dump(mode="json")}
+    new_by_id: dict[str, dict] = {}
+    bar = tqdm(total=todo.num_rows, desc="ground (VLM)", unit="img", disable=not progress)
+    # The openai backend parallelises requests inside one actor (vlm.concurrency threads).
+    for b in runner.map(todo, GroundImages, kwargs, cfg.vlm.batch_size,
+                        concurrency=cfg.vlm.concurrency if hf else 1, num_gpus=gpus):
+        batch = _ground_batch_table(b)
+        cache.append(batch)  # incremental: a crash keeps every finished batch
+        for row in batch.to_pylist():
+            if row["ground_error"]:
+                _skip(skipped, row["item_id"], "ground", row["ground_error"])
+            else:
+                new_by_id[row["item_id"]] = row
+        bar.update(batch.num_rows)
+    bar.close()
+    return new_by_id
 
 
 def _ground_batch_table(b: dict) -> pa.Table:

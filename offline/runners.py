@@ -17,6 +17,7 @@ import numpy as np
 import pyarrow as pa
 
 Batch = dict[str, np.ndarray]
+BATCHES_PER_BLOCK = 4
 
 
 def to_numpy_batch(table: pa.Table) -> Batch:
@@ -66,9 +67,9 @@ class RayRunner:
 
         if table.num_rows == 0:
             return
-        # Several blocks so that several actors can work at once.
-        blocks = max(concurrency * 4, 1)
-        step = max(batch_size, -(-table.num_rows // blocks))
+        # Blocks of a few batches: results stream back (and get written) block by block,
+        # so small blocks bound what a crash can lose; enough blocks keep every actor busy.
+        step = max(1, min(batch_size * BATCHES_PER_BLOCK, -(-table.num_rows // concurrency)))
         ds = ray.data.from_arrow([table.slice(i, step) for i in range(0, table.num_rows, step)])
         remote = {"num_gpus": num_gpus} if num_gpus else {}
         # Torch in an actor uses as many threads as the actor has CPUs: give each its share.

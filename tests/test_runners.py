@@ -1,0 +1,34 @@
+import numpy as np
+import pyarrow as pa
+
+from groundrec.offline.runners import BATCHES_PER_BLOCK, LocalRunner, open_runner
+
+
+class Double:
+    def __init__(self, factor: int = 2):
+        self.factor = factor
+
+    def __call__(self, batch):
+        return {"row": batch["row"], "value": batch["row"] * self.factor, "n": np.full(len(batch["row"]), len(batch["row"]))}
+
+
+def test_local_runner_calls_mapper_per_batch():
+    out = list(LocalRunner().map(pa.table({"row": np.arange(10)}), Double, {"factor": 3}, batch_size=4))
+    assert [len(b["row"]) for b in out] == [4, 4, 2]
+    assert np.concatenate([b["value"] for b in out]).tolist() == [3 * i for i in range(10)]
+    assert list(LocalRunner().map(pa.table({"row": np.arange(0)}), Double, {}, batch_size=4)) == []
+
+
+def test_ray_runner_streams_small_blocks_and_shuts_down(tmp_path):
+    import ray
+
+    table = pa.table({"row": np.arange(100)})
+    with open_runner("ray", None, tmp_path) as runner:
+        out = list(runner.map(table, Double, {}, batch_size=5))
+    assert not ray.is_initialized()
+    rows = np.concatenate([b["row"] for b in out])
+    assert sorted(rows.tolist()) == list(range(100))
+    assert np.array_equal(np.concatenate([b["value"] for b in out]), rows * 2)
+    # Results come back block by block, a few batches each: the job writes the cache per block.
+    assert max(len(b["row"]) for b in out) <= 5 * BATCHES_PER_BLOCK and len(out) >= 100 // (5 * BATCHES_PER_BLOCK)
+    assert max(np.max(b["n"]) for b in out) <= 5
