@@ -1,7 +1,11 @@
-"""Grounding cache: VLM answers keyed by (image content, model, prompt, generation settings).
+"""Work caches for incremental runs: VLM answers and text embeddings, keyed by content.
 
-Stored as Parquet shards written one per batch with an atomic rename, so a run that
-crashes keeps every batch it finished. Only successful groundings are cached.
+- groundings: keyed by (image sha256, model, prompt, generation settings);
+- embeddings: keyed by (encoder, max sequence length, text).
+
+Each is a folder of Parquet shards, one per finished block of work, written to a
+temporary name and renamed, so a run that crashes keeps everything it finished.
+Only successes are cached: a failed image is tried again on the next run.
 """
 
 from __future__ import annotations
@@ -12,13 +16,14 @@ import os
 import uuid
 from pathlib import Path
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from groundrec.shared.config import PromptConfig, VLMConfig
 
-SCHEMA = pa.schema([
+GROUNDING_SCHEMA = pa.schema([
     ("cache_key", pa.string()), ("image_sha256", pa.string()), ("vlm_text", pa.string()),
     ("vlm_fields", pa.string()), ("parse_ok", pa.bool_()), ("parse_error", pa.string()),
 ])
@@ -34,14 +39,17 @@ def grounding_signature(vlm: VLMConfig, prompt: PromptConfig, fingerprint: str) 
     }
 
 
-def cache_key(image_sha256: str, signature: dict) -> str:
-    blob = json.dumps({"image": image_sha256, **signature}, sort_keys=True).encode()
+def cache_key(content: str, signature: dict) -> str:
+    blob = json.dumps({"content": content, **signature}, sort_keys=True).encode()
     return hashlib.sha256(blob).hexdigest()
 
 
-class GroundingCache:
-    def __init__(self, root: Path):
+class ParquetCache:
+    """Rows keyed by ``cache_key`` in append-only Parquet shards."""
+
+    def __init__(self, root: Path, schema: pa.Schema):
         self.root = Path(root)
+        self.schema = schema
         self.root.mkdir(parents=True, exist_ok=True)
 
     def shards(self) -> list[Path]:
@@ -50,9 +58,9 @@ class GroundingCache:
     def lookup(self, keys: set[str]) -> pa.Table:
         """Rows for the given keys (first write wins for a key written twice)."""
         wanted = pa.array(sorted(keys), pa.string())
-        parts = [SCHEMA.empty_table()]
+        parts = [self.schema.empty_table()]
         for shard in self.shards():
-            t = pq.read_table(shard, schema=SCHEMA)
+            t = pq.read_table(shard, schema=self.schema)
             parts.append(t.filter(pc.is_in(t.column("cache_key"), value_set=wanted)))
         table = pa.concat_tables(parts)
         seen: set[str] = set()
@@ -62,27 +70,53 @@ class GroundingCache:
             seen.add(k)
         return table.filter(pa.array(keep, pa.bool_()))
 
-    def append(self, batch: pa.Table) -> int:
-        """Write the successful rows of a ground batch as one new shard; returns rows written."""
-        ok = batch.filter(pc.is_null(batch.column("ground_error")))
-        if ok.num_rows == 0:
+    def append(self, rows: pa.Table) -> int:
+        """Write the schema's columns of ``rows`` as one new shard; returns rows written."""
+        if rows.num_rows == 0:
             return 0
-        table = pa.table({name: ok.column(name).cast(SCHEMA.field(name).type) for name in SCHEMA.names}, schema=SCHEMA)
-        name = f"shard-{uuid.uuid4().hex}.parquet"
-        tmp = self.root / f".{name}.tmp"
-        pq.write_table(table, tmp)
-        os.replace(tmp, self.root / name)
+        table = pa.table({f.name: rows.column(f.name).cast(f.type) for f in self.schema}, schema=self.schema)
+        self._write(table)
         return table.num_rows
 
     def compact(self, max_shards: int = 64) -> None:
-        """Merge shards into one once there are many (one per batch adds up); atomic per file."""
+        """Merge shards into one once there are many (one per block adds up)."""
         shards = self.shards()
         if len(shards) <= max_shards:
             return
-        table = pa.concat_tables([pq.read_table(s, schema=SCHEMA) for s in shards])
+        self._write(pa.concat_tables([pq.read_table(s, schema=self.schema) for s in shards]))
+        for s in shards:
+            s.unlink()
+
+    def _write(self, table: pa.Table) -> None:
         name = f"shard-{uuid.uuid4().hex}.parquet"
         tmp = self.root / f".{name}.tmp"
         pq.write_table(table, tmp)
         os.replace(tmp, self.root / name)
-        for s in shards:
-            s.unlink()
+
+
+class GroundingCache(ParquetCache):
+    def __init__(self, root: Path):
+        super().__init__(Path(root) / "groundings", GROUNDING_SCHEMA)
+
+    def append(self, batch: pa.Table) -> int:
+        """Cache the successful rows of a ground batch."""
+        return super().append(batch.filter(pc.is_null(batch.column("ground_error"))))
+
+
+class EmbeddingCache(ParquetCache):
+    def __init__(self, root: Path):
+        schema = pa.schema([("cache_key", pa.string()), ("vector", pa.list_(pa.float32()))])
+        super().__init__(Path(root) / "embeddings", schema)
+
+    def get(self, keys: set[str]) -> dict[str, np.ndarray]:
+        table = self.lookup(keys)
+        if table.num_rows == 0:
+            return {}
+        flat = table.column("vector").combine_chunks().flatten().to_numpy()
+        return dict(zip(table.column("cache_key").to_pylist(), flat.reshape(table.num_rows, -1)))
+
+    def put(self, keys: list[str], vectors: np.ndarray) -> int:
+        vectors = np.asarray(vectors, np.float32)
+        offsets = pa.array(np.arange(0, vectors.size + 1, max(vectors.shape[1], 1), dtype=np.int32))
+        vec = pa.ListArray.from_arrays(offsets, pa.array(vectors.ravel()))
+        return self.append(pa.table({"cache_key": pa.array(keys, pa.string()), "vector": vec}))

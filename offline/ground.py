@@ -37,7 +37,7 @@ class HashImages:
 
 
 class GroundImages:
-    """item_id, image_uri, cache_key -> the grounding record (see cache.SCHEMA)."""
+    """item_id, image_uri, cache_key -> the grounding record (see cache.GROUNDING_SCHEMA)."""
 
     def __init__(self, vlm: dict, prompt: dict):
         from groundrec.offline.vlm import HFVLM, OpenAIVLM

@@ -20,7 +20,7 @@ import pyarrow.parquet as pq
 from tqdm.auto import tqdm
 
 from groundrec.offline import catalog as catalog_stage
-from groundrec.offline.cache import GroundingCache, cache_key, grounding_signature
+from groundrec.offline.cache import EmbeddingCache, GroundingCache, cache_key, grounding_signature
 from groundrec.offline.encode import EncodeTexts, build_texts, load_sentence_transformer, resolve_encoder
 from groundrec.offline.export import export_encoder
 from groundrec.offline.ground import GroundImages, HashImages
@@ -46,6 +46,7 @@ class JobSummary:
     grounded_cached: int
     skipped: dict[str, int]
     encoded: int
+    encoded_new: int
     index: dict
     export: dict | None
     timings_s: dict[str, float]
@@ -121,7 +122,7 @@ def run_job(cfg: JobConfig, progress: bool = True) -> JobSummary:
             with clock.stage("encode"):
                 texts = build_texts(groundings, cfg.encoder.template)
                 groundings = groundings.append_column("text", pa.array(texts, pa.string()))
-                vectors = _encode(runner, texts, cfg, encoder_path, progress)
+                vectors, encoded_new = _encode_cached(runner, texts, cfg, encoder_path, progress)
 
         with clock.stage("index"):
             index, index_report = build_index(vectors, cfg.index)
@@ -148,7 +149,7 @@ def run_job(cfg: JobConfig, progress: bool = True) -> JobSummary:
             dim=int(vectors.shape[1]),
             counts={"items_read": items.num_rows, "indexed": int(vectors.shape[0]),
                     "grounded_new": len(new_by_id), "grounded_cached": grounded.num_rows - len(new_by_id),
-                    "skipped": len(skipped)},
+                    "encoded_new": encoded_new, "skipped": len(skipped)},
             index=index_report.to_dict(),
             encoder_export=export_report,
             timings_s=dict(clock.times),
@@ -167,7 +168,7 @@ def run_job(cfg: JobConfig, progress: bool = True) -> JobSummary:
     return JobSummary(
         version=version_id, version_dir=final, runner=cfg.run.runner, items_read=items.num_rows,
         grounded_new=len(new_by_id), grounded_cached=grounded.num_rows - len(new_by_id), skipped=reasons,
-        encoded=int(vectors.shape[0]), index=index_report.to_dict(), export=export_report,
+        encoded=int(vectors.shape[0]), encoded_new=encoded_new, index=index_report.to_dict(), export=export_report,
         timings_s=dict(clock.times),
         parse_failures=sum(1 for r in rows if r["parse_ok"] is False), skipped_examples=skipped[:5],
     )
@@ -240,6 +241,24 @@ def _groundings_table(grounded: pa.Table, rows: list[dict], cfg: JobConfig) -> p
     table = table.append_column("parse_ok", pa.array([r["parse_ok"] for r in rows], pa.bool_()))
     table = table.append_column("parse_error", pa.array([r["parse_error"] for r in rows], pa.string()))
     return table.append_column("from_cache", pa.array([r["from_cache"] for r in rows], pa.bool_()))
+
+
+def _encode_cached(runner, texts: list[str], cfg: JobConfig, encoder_path: str,
+                   progress: bool) -> tuple[np.ndarray, int]:
+    """Vectors for ``texts``: distinct texts only, and only those the embedding cache lacks."""
+    if not texts:
+        raise ValueError("no item could be grounded: nothing to encode (see the skipped reasons)")
+    signature = {"encoder": model_fingerprint(encoder_path), "max_seq_length": cfg.encoder.max_seq_length}
+    key_of = {t: cache_key(t, signature) for t in texts}
+    cache = EmbeddingCache(cfg.resolved_cache_dir)
+    known = cache.get(set(key_of.values()))
+    missing = [t for t in dict.fromkeys(texts) if key_of[t] not in known]
+    if missing:
+        fresh = _encode(runner, missing, cfg, encoder_path, progress)
+        cache.put([key_of[t] for t in missing], fresh)
+        cache.compact()
+        known.update(zip((key_of[t] for t in missing), fresh))
+    return np.stack([known[key_of[t]] for t in texts]).astype(np.float32), len(missing)
 
 
 def _encode(runner, texts: list[str], cfg: JobConfig, encoder_path: str, progress: bool) -> np.ndarray:

@@ -93,7 +93,7 @@ def print_summary(s) -> None:
         t.add_row("structured parse failures", f"{s.parse_failures} (raw text kept)")
     skipped = sum(s.skipped.values())
     t.add_row("skipped", f"{skipped}" + (": " + "; ".join(f"{k} ({v})" for k, v in s.skipped.items()) if skipped else ""))
-    t.add_row("encoded", str(s.encoded))
+    t.add_row("encoded", f"{s.encoded} items; {s.encoded_new} texts encoded, the rest reused from the cache")
     idx = s.index
     t.add_row("index", f"{idx['factory']} ({idx['kind']}), recall@{idx['k']} {idx['recall_at_k']:.3f}"
               + (f", nprobe {idx['nprobe']}" if idx.get("nprobe") else ""))

@@ -40,3 +40,17 @@ def test_compact_merges_shards_without_losing_rows(tmp_path):
     cache.compact(max_shards=2)
     assert len(cache.shards()) == 1
     assert cache.lookup({f"k{i}" for i in range(5)}).num_rows == 5
+
+
+def test_embedding_cache_round_trips_vectors(tmp_path):
+    import numpy as np
+
+    from groundrec.offline.cache import EmbeddingCache
+
+    cache = EmbeddingCache(tmp_path)
+    vecs = np.random.default_rng(0).normal(size=(3, 5)).astype(np.float32)
+    assert cache.put(["a", "b", "c"], vecs) == 3
+    got = cache.get({"a", "c", "zz"})
+    assert set(got) == {"a", "c"}
+    assert np.array_equal(got["a"], vecs[0]) and np.array_equal(got["c"], vecs[2])
+    assert cache.get({"zz"}) == {}

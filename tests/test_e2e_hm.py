@@ -57,8 +57,8 @@ def test_unchanged_catalog_does_no_vlm_work_and_ten_new_items_ground_ten(hm_run)
     root, cfg, _ = hm_run
     again = run_job(load_config(None, {**cfg, "catalog.path": str(root / "items300.parquet"), "export.enabled": False}),
                     progress=False)
-    assert again.grounded_new == 0 and again.grounded_cached == 300
+    assert again.grounded_new == 0 and again.grounded_cached == 300 and again.encoded_new == 0
     more = run_job(load_config(None, {**cfg, "catalog.path": str(root / "items310.parquet"), "export.enabled": False,
                                       "index.kind": "ivf"}), progress=False)
-    assert more.grounded_new == 10 and more.grounded_cached == 300
+    assert more.grounded_new == 10 and more.grounded_cached == 300 and 1 <= more.encoded_new <= 10
     assert more.index["kind"] == "ivf" and 0 < more.index["recall_at_k"] <= 1

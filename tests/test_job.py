@@ -81,10 +81,15 @@ def test_crash_keeps_published_version_and_finished_batches(small_catalog, tmp_p
 def test_rerun_is_cached_and_new_items_only_are_grounded(small_catalog, tmp_path, tiny_vlm):
     out = tmp_path / "r"
     run_job(_cfg(small_catalog, out, tiny_vlm()), progress=False)
+    first_vectors = np.asarray(load_version(out).vectors).copy()
     second = run_job(_cfg(small_catalog, out, tiny_vlm()), progress=False)
     assert second.grounded_new == 0 and second.grounded_cached == 6
-    first_items = pq.read_table(versions.current_path(out) / "items.parquet")
-    assert all(first_items.column("from_cache").to_pylist())
+    assert second.encoded_new == 0 and second.encoded == 6  # embeddings come from the cache too
+    assert np.array_equal(np.asarray(load_version(out).vectors), first_vectors)
+    items = pq.read_table(versions.current_path(out) / "items.parquet")
+    assert all(items.column("from_cache").to_pylist())
+    third = run_job(_cfg(small_catalog, out, tiny_vlm(), **{"encoder.template": "{description}"}), progress=False)
+    assert third.grounded_new == 0 and third.encoded_new == 6  # new texts: encoded afresh
 
 
 def test_ray_pipeline_equals_in_process(small_catalog, tmp_path, tiny_vlm):
