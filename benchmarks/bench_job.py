@@ -49,13 +49,15 @@ def main() -> None:
             s = run_job(cfg, progress=False)
             wall = time.perf_counter() - start
         report[name] = {"wall_s": round(wall, 1), "peak_rss_gib": round(mem.peak_gib, 2), "grounded_new": s.grounded_new,
-                        "grounded_cached": s.grounded_cached, "encoded": s.encoded, "skipped": s.skipped,
+                        "grounded_cached": s.grounded_cached, "encoded": s.encoded, "encoded_new": s.encoded_new, "skipped": s.skipped,
                         "index": s.index["factory"], "stages_s": s.timings_s}
         stages = ", ".join(f"{k} {v:.1f}" for k, v in s.timings_s.items())
         print(f"{name:6}: {wall:6.1f} s wall, peak RSS {mem.peak_gib:.2f} GiB, VLM calls {s.grounded_new}, "
-              f"cached {s.grounded_cached}, encoded {s.encoded}, skipped {sum(s.skipped.values())}\n        stages (s): {stages}")
+              f"cached {s.grounded_cached}, encoded {s.encoded} ({s.encoded_new} new texts), skipped {sum(s.skipped.values())}\n        stages (s): {stages}")
     g1, g2 = report["first"]["stages_s"]["ground"], report["rerun"]["stages_s"]["ground"]
     print(f"re-run ground stage: {g2:.2f} s vs {g1:.2f} s = {100 * g2 / g1:.1f}% of the first run's")
+    w1, w2 = report["first"]["wall_s"], report["rerun"]["wall_s"]
+    print(f"re-run whole job: {w2:.1f} s vs {w1:.1f} s = {100 * w2 / w1:.1f}% of the first run's")
     print(json.dumps(report))
 
 
