@@ -1,42 +1,198 @@
-"""Retrieval over a loaded version: a profile from the history's vectors, then top-K."""
+"""Retrieval over a loaded version: profile -> FAISS top-K, seen items excluded, filters,
+an optional popularity prior, text and mixed queries, single or batched. No torch."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Literal
 
+import faiss
 import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
 
+from groundrec.online.profiles import build_profile
 from groundrec.online.version import LoadedVersion
+
+
+@dataclass(frozen=True)
+class HistoryItem:
+    item_id: str
+    timestamp: float | None = None  # seconds since the epoch
+    weight: float = 1.0
 
 
 @dataclass
 class Recommendation:
     item_id: str
     score: float
+    fields: dict | None = None
 
 
 @dataclass
 class Result:
     items: list[Recommendation]
-    unknown_ids: list[str]
+    unknown_ids: list[str] = field(default_factory=list)
+    fallback: str | None = None  # set when the history could not be used
 
 
-def mean_profile(vectors: np.ndarray) -> np.ndarray:
-    """The VLM4Rec profile: the mean of the history's unit vectors, re-normalised."""
-    p = np.asarray(vectors, dtype=np.float32).mean(axis=0)
-    norm = np.linalg.norm(p)
-    return p / norm if norm > 0 else p
+@dataclass
+class Query:
+    history: list[HistoryItem] = field(default_factory=list)
+    text: str | None = None
+    k: int = 10
+    strategy: str = "mean"
+    filters: dict[str, object] | None = None
+    exclude_seen: bool = True
+    popularity_weight: float = 0.0
+    text_weight: float = 0.5  # mixed queries: share of the text vector in the profile
+    with_fields: bool = False
+
+
+class NoHistory(ValueError):
+    """The history holds no known item and the fallback policy is 'error'."""
+
+
+class Retriever:
+    def __init__(self, version: LoadedVersion, popularity: dict[str, float] | None = None,
+                 encoder=None, fallback: Literal["popular", "error"] = "popular",
+                 half_life_days: float = 30.0, n_interests: int = 3, overfetch: int = 4):
+        self.v = version
+        self.encoder = encoder  # an OnnxTextEncoder, for text queries
+        self.fallback = fallback
+        self.half_life_days = half_life_days
+        self.n_interests = n_interests
+        self.overfetch = overfetch
+        counts = np.zeros(version.index.ntotal, dtype=np.float64)
+        for iid, c in (popularity or {}).items():
+            row = version.row_of.get(iid)
+            if row is not None:
+                counts[row] = c
+        self.log_pop = np.log1p(counts).astype(np.float32)
+        self._popular = np.argsort(-counts, kind="stable")
+
+    # --- building blocks -------------------------------------------------------------
+    def _profile(self, q: Query) -> tuple[np.ndarray | None, list[int], list[str]]:
+        rows, unknown, ts, ws = [], [], [], []
+        for h in q.history:
+            row = self.v.row_of.get(h.item_id)
+            if row is None:
+                unknown.append(h.item_id)
+                continue
+            rows.append(row)
+            ts.append(h.timestamp)
+            ws.append(h.weight)
+        profile = None
+        if rows:
+            timestamps = None if any(t is None for t in ts) else np.array(ts, dtype=np.float64)
+            profile = build_profile(np.asarray(self.v.vectors[rows]), q.strategy, timestamps, np.array(ws),
+                                    self.half_life_days, self.n_interests)
+        if q.text:
+            if self.encoder is None:
+                raise ValueError("text queries need the version's ONNX encoder, which is not loaded")
+            t = self.encoder.encode([q.text])
+            profile = t if profile is None else _unit((1 - q.text_weight) * profile + q.text_weight * t)
+        return profile, rows, unknown
+
+    def _allowed(self, filters: dict[str, object] | None) -> np.ndarray | None:
+        """Boolean mask over rows that pass every filter (column == value, or value in a list)."""
+        if not filters:
+            return None
+        mask = np.ones(self.v.items.num_rows, dtype=bool)
+        for column, wanted in filters.items():
+            if column not in self.v.items.column_names:
+                raise ValueError(f"unknown filter column {column!r}; filterable: {sorted(self.v.items.column_names)}")
+            values = wanted if isinstance(wanted, (list, tuple, set)) else [wanted]
+            col = self.v.items.column(column)
+            hit = pc.is_in(col, value_set=pa.array(list(values), col.type))
+            mask &= np.asarray(pc.fill_null(hit, False))
+        return mask
+
+    def _search(self, profiles: np.ndarray, k: int, seen: set[int], allowed: np.ndarray | None,
+                popularity_weight: float) -> list[tuple[int, float]]:
+        n = self.v.index.ntotal
+        fetch = min(n, (k * self.overfetch if popularity_weight else k) + len(seen))
+        params = None
+        if allowed is not None:
+            bits = np.packbits(allowed, bitorder="little")
+            params = _search_params(self.v.index, faiss.IDSelectorBitmap(n, faiss.swig_ptr(bits)))
+            params._bits = bits  # keep the buffer alive for the search
+        scores, idx = self.v.index.search(np.ascontiguousarray(profiles, dtype=np.float32), fetch, params=params)
+        best: dict[int, float] = {}
+        for s_row, i_row in zip(scores, idx):  # several interests: merge, best score per item
+            for s, i in zip(s_row, i_row):
+                if i >= 0 and i not in seen:
+                    s = float(s) + popularity_weight * float(self.log_pop[i])
+                    if s > best.get(i, -np.inf):
+                        best[int(i)] = s
+        return sorted(best.items(), key=lambda p: (-p[1], p[0]))[:k]
+
+    def _popular_items(self, k: int, seen: set[int], allowed: np.ndarray | None) -> list[tuple[int, float]]:
+        out = []
+        for i in self._popular:
+            if i not in seen and (allowed is None or allowed[i]):
+                out.append((int(i), float(self.log_pop[i])))
+                if len(out) == k:
+                    break
+        return out
+
+    def _result(self, ranked: list[tuple[int, float]], with_fields: bool, unknown: list[str],
+                fallback: str | None) -> Result:
+        recs = []
+        for row, score in ranked:
+            fields = None
+            if with_fields:
+                fields = {c: self.v.items.column(c)[row].as_py() for c in self.v.items.column_names
+                          if c.startswith("vlm_") or c in ("text", *self.v.manifest.model_extra.get("catalog_text_columns", []))}
+            recs.append(Recommendation(self.v.item_ids[row], score, fields))
+        return Result(recs, unknown, fallback)
+
+    # --- public API ------------------------------------------------------------------
+    def recommend(self, q: Query) -> Result:
+        profile, rows, unknown = self._profile(q)
+        seen = set(rows) if q.exclude_seen else set()
+        allowed = self._allowed(q.filters)
+        if profile is None:
+            if self.fallback == "error":
+                raise NoHistory(f"no known item in the history ({len(unknown)} unknown) and no text: nothing to rank by")
+            return self._result(self._popular_items(q.k, seen, allowed), q.with_fields, unknown, "popular")
+        return self._result(self._search(profile, q.k, seen, allowed, q.popularity_weight), q.with_fields, unknown, None)
+
+    def recommend_batch(self, queries: list[Query]) -> list[Result]:
+        """Many users at once: single-profile, unfiltered queries share one FAISS search."""
+        results: list[Result | None] = [None] * len(queries)
+        batch, meta = [], []
+        for n, q in enumerate(queries):
+            profile, rows, unknown = self._profile(q)
+            if profile is None or len(profile) != 1 or q.filters:
+                results[n] = self.recommend(q)
+                continue
+            batch.append(profile[0])
+            meta.append((n, q, set(rows) if q.exclude_seen else set(), unknown))
+        if batch:
+            width = max((q.k * (self.overfetch if q.popularity_weight else 1)) + len(seen) for _, q, seen, _ in meta)
+            scores, idx = self.v.index.search(np.asarray(batch, dtype=np.float32), min(width, self.v.index.ntotal))
+            for (n, q, seen, unknown), s_row, i_row in zip(meta, scores, idx):
+                ranked = [(int(i), float(s) + q.popularity_weight * float(self.log_pop[i]))
+                          for s, i in zip(s_row, i_row) if i >= 0 and i not in seen]
+                ranked.sort(key=lambda p: (-p[1], p[0]))
+                results[n] = self._result(ranked[:q.k], q.with_fields, unknown, None)
+        return results  # type: ignore[return-value]
+
+    def search(self, text: str, k: int = 10, filters: dict | None = None, with_fields: bool = False) -> Result:
+        return self.recommend(Query(text=text, k=k, filters=filters, with_fields=with_fields))
+
+
+def _unit(x: np.ndarray) -> np.ndarray:
+    return (x / np.linalg.norm(x, axis=-1, keepdims=True)).astype(np.float32)
+
+
+def _search_params(index: faiss.Index, selector) -> faiss.SearchParameters:
+    if isinstance(index, faiss.IndexIVF):
+        return faiss.SearchParametersIVF(sel=selector, nprobe=index.nprobe)
+    return faiss.SearchParameters(sel=selector)
 
 
 def recommend(version: LoadedVersion, history: list[str], k: int = 10) -> Result:
-    rows = [version.row_of[i] for i in history if i in version.row_of]
-    unknown = [i for i in history if i not in version.row_of]
-    if not rows:
-        raise ValueError(f"no known item in the history ({len(unknown)} unknown id(s)): cannot build a profile")
-    profile = mean_profile(version.vectors[rows])[None, :]
-    seen = set(rows)
-    fetch = min(version.index.ntotal, k + len(seen))
-    scores, idx = version.index.search(profile, fetch)
-    ids = version.item_ids
-    out = [Recommendation(ids[j], float(s)) for s, j in zip(scores[0], idx[0]) if j >= 0 and j not in seen]
-    return Result(out[:k], unknown)
+    """The VLM4Rec algorithm in one call: mean profile, top-K, seen items excluded."""
+    return Retriever(version, fallback="error").recommend(Query([HistoryItem(i) for i in history], k=k))

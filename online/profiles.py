@@ -1,0 +1,83 @@
+"""User profiles from the vectors of their history. Pure numpy; every function returns unit
+vectors of shape (m, d): one row for a single-interest profile, several for multi-interest."""
+
+from __future__ import annotations
+
+import numpy as np
+
+STRATEGIES = ("mean", "recency", "weighted", "multi_interest")
+
+
+def _unit(x: np.ndarray) -> np.ndarray:
+    norm = np.linalg.norm(x, axis=-1, keepdims=True)
+    return np.where(norm > 0, x / np.where(norm > 0, norm, 1), x).astype(np.float32)
+
+
+def weighted_profile(vectors: np.ndarray, weights: np.ndarray) -> np.ndarray:
+    w = np.asarray(weights, dtype=np.float64)
+    if np.any(w < 0) or not np.isfinite(w).all():
+        raise ValueError("history weights must be finite and >= 0")
+    if w.sum() == 0:
+        raise ValueError("history weights are all zero")
+    return _unit((w[:, None] * np.asarray(vectors, dtype=np.float64)).sum(axis=0, keepdims=True) / w.sum())
+
+
+def mean_profile(vectors: np.ndarray) -> np.ndarray:
+    """VLM4Rec: the mean of the history's vectors (re-normalised: cosine ranking is unchanged)."""
+    return weighted_profile(vectors, np.ones(len(vectors)))
+
+
+def recency_weights(timestamps: np.ndarray, half_life_days: float, now: float | None = None) -> np.ndarray:
+    """Exponential decay: an interaction ``half_life_days`` older than the newest weighs half."""
+    if half_life_days <= 0:
+        raise ValueError("half_life_days must be > 0")
+    t = np.asarray(timestamps, dtype=np.float64)
+    ref = t.max() if now is None else now
+    age_days = (ref - t) / 86_400.0
+    return np.power(0.5, age_days / half_life_days)
+
+
+def multi_interest(vectors: np.ndarray, n_interests: int = 3, iterations: int = 20, seed: int = 0) -> np.ndarray:
+    """Spherical k-means over the history: up to ``n_interests`` centroids, largest cluster first."""
+    x = _unit(np.asarray(vectors, dtype=np.float32))
+    k = max(1, min(n_interests, len(np.unique(x, axis=0))))
+    if k == 1:
+        return mean_profile(x)
+    rng = np.random.default_rng(seed)
+    # k-means++ seeding on cosine distance
+    centres = [x[rng.integers(len(x))]]
+    for _ in range(1, k):
+        d = 1 - np.max(x @ np.array(centres).T, axis=1)
+        d = np.clip(d, 0, None)
+        centres.append(x[rng.choice(len(x), p=d / d.sum())] if d.sum() > 0 else x[rng.integers(len(x))])
+    c = np.array(centres)
+    for _ in range(iterations):
+        assign = np.argmax(x @ c.T, axis=1)
+        new = np.array([x[assign == j].sum(axis=0) if np.any(assign == j) else c[j] for j in range(k)])
+        new = _unit(new)
+        if np.allclose(new, c):
+            break
+        c = new
+    sizes = np.bincount(np.argmax(x @ c.T, axis=1), minlength=k)
+    order = np.argsort(-sizes, kind="stable")
+    return c[order][sizes[order] > 0]
+
+
+def build_profile(vectors: np.ndarray, strategy: str = "mean", timestamps: np.ndarray | None = None,
+                  weights: np.ndarray | None = None, half_life_days: float = 30.0, n_interests: int = 3) -> np.ndarray:
+    if len(vectors) == 0:
+        raise ValueError("cannot build a profile from an empty history")
+    if strategy == "mean":
+        return mean_profile(vectors)
+    if strategy == "weighted":
+        if weights is None:
+            raise ValueError("strategy 'weighted' needs a weight for every history item")
+        return weighted_profile(vectors, weights)
+    if strategy == "recency":
+        if timestamps is None:
+            raise ValueError("strategy 'recency' needs a timestamp for every history item")
+        w = recency_weights(timestamps, half_life_days)
+        return weighted_profile(vectors, w if weights is None else w * np.asarray(weights, dtype=np.float64))
+    if strategy == "multi_interest":
+        return multi_interest(vectors, n_interests)
+    raise ValueError(f"unknown profile strategy {strategy!r}; choose one of {', '.join(STRATEGIES)}")

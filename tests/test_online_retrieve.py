@@ -1,0 +1,156 @@
+"""Profiles and retrieval on small vectors whose answers can be checked by hand."""
+
+import math
+from pathlib import Path
+
+import faiss
+import numpy as np
+import pyarrow as pa
+import pytest
+
+from groundrec.online.profiles import build_profile, mean_profile, multi_interest, recency_weights
+from groundrec.online.retrieve import HistoryItem, NoHistory, Query, Retriever
+from groundrec.online.version import LoadedVersion
+from groundrec.shared.manifest import Manifest
+
+DAY = 86_400.0
+
+
+def _angles(degrees):
+    r = np.radians(degrees)
+    return np.stack([np.cos(r), np.sin(r)], axis=1).astype(np.float32)
+
+
+def _version(vectors, **columns) -> LoadedVersion:
+    ids = [f"i{n}" for n in range(len(vectors))]
+    index = faiss.IndexFlatIP(vectors.shape[1])
+    index.add(vectors)
+    items = pa.table({"item_id": ids, **columns})
+    manifest = Manifest(version="t", created_at="now", code_version="t", models={}, prompt={}, text_template="",
+                        dim=vectors.shape[1], counts={"indexed": len(ids)}, index={}, timings_s={},
+                        id_column="item_id", catalog_text_columns=["title"])
+    return LoadedVersion(Path("."), manifest, index, items, vectors, ids, {i: n for n, i in enumerate(ids)})
+
+
+# Items every 10 degrees on the unit circle: i0 at 0°, i1 at 10°, ... i9 at 90°.
+CIRCLE = _angles(range(0, 100, 10))
+
+
+def test_mean_profile_is_the_normalised_mean():
+    p = mean_profile(_angles([0, 90]))
+    assert np.allclose(p, [[math.sqrt(0.5), math.sqrt(0.5)]], atol=1e-6)
+
+
+def test_recency_weights_halve_per_half_life():
+    w = recency_weights(np.array([0.0, DAY, 2 * DAY]), half_life_days=1.0)
+    assert np.allclose(w, [0.25, 0.5, 1.0])
+    p = build_profile(_angles([0, 90]), "recency", timestamps=np.array([0.0, DAY]), half_life_days=1.0)
+    assert np.allclose(p[0], np.array([0.5, 1.0]) / math.hypot(0.5, 1.0), atol=1e-6)
+
+
+def test_weighted_profile_and_its_errors():
+    p = build_profile(_angles([0, 90]), "weighted", weights=np.array([3.0, 1.0]))
+    assert np.allclose(p[0], np.array([3.0, 1.0]) / math.hypot(3, 1), atol=1e-6)
+    with pytest.raises(ValueError, match="needs a weight"):
+        build_profile(_angles([0]), "weighted")
+    with pytest.raises(ValueError, match=">= 0"):
+        build_profile(_angles([0, 90]), "weighted", weights=np.array([1.0, -1.0]))
+    with pytest.raises(ValueError, match="needs a timestamp"):
+        build_profile(_angles([0]), "recency")
+    with pytest.raises(ValueError, match="unknown profile strategy"):
+        build_profile(_angles([0]), "median")
+
+
+def test_multi_interest_finds_both_clusters_largest_first():
+    history = _angles([0, 2, 4, 88, 90])
+    centres = multi_interest(history, n_interests=2)
+    assert centres.shape == (2, 2)
+    assert np.degrees(np.arctan2(centres[0, 1], centres[0, 0])) == pytest.approx(2, abs=0.5)
+    assert np.degrees(np.arctan2(centres[1, 1], centres[1, 0])) == pytest.approx(89, abs=0.5)
+    assert multi_interest(_angles([10, 10]), n_interests=3).shape == (1, 2)  # one distinct point
+
+
+def test_top_k_excludes_seen_and_still_returns_k():
+    r = Retriever(_version(CIRCLE))
+    res = r.recommend(Query([HistoryItem("i4"), HistoryItem("i5")], k=3))  # profile at 45°
+    assert [x.item_id for x in res.items][:1] in (["i3"], ["i6"])
+    assert {x.item_id for x in res.items} == {"i3", "i6", "i2"} or {x.item_id for x in res.items} == {"i3", "i6", "i7"}
+    assert len(res.items) == 3 and not ({"i4", "i5"} & {x.item_id for x in res.items})
+    kept = r.recommend(Query([HistoryItem("i4"), HistoryItem("i5")], k=2, exclude_seen=False))
+    assert {x.item_id for x in kept.items} == {"i4", "i5"}
+
+
+def test_unknown_ids_reported_and_fallbacks():
+    r = Retriever(_version(CIRCLE), popularity={"i7": 10, "i2": 5, "nope": 99})
+    res = r.recommend(Query([HistoryItem("i0"), HistoryItem("ghost")], k=2))
+    assert res.unknown_ids == ["ghost"] and res.fallback is None
+    assert [x.item_id for x in res.items] == ["i1", "i2"]
+    pop = r.recommend(Query([HistoryItem("ghost")], k=2))
+    assert pop.fallback == "popular" and [x.item_id for x in pop.items] == ["i7", "i2"]
+    with pytest.raises(NoHistory, match="no known item"):
+        Retriever(_version(CIRCLE), fallback="error").recommend(Query([], k=2))
+
+
+def test_filters_on_item_columns():
+    groups = ["Shoes" if n % 2 else "Dress" for n in range(10)]
+    r = Retriever(_version(CIRCLE, product_group=groups))
+    res = r.recommend(Query([HistoryItem("i0")], k=3, filters={"product_group": "Shoes"}))
+    assert [x.item_id for x in res.items] == ["i1", "i3", "i5"]
+    res = r.recommend(Query([HistoryItem("i0")], k=2, filters={"product_group": ["Shoes", "Dress"]}))
+    assert [x.item_id for x in res.items] == ["i1", "i2"]
+    with pytest.raises(ValueError, match="unknown filter column 'colour'"):
+        r.recommend(Query([HistoryItem("i0")], k=2, filters={"colour": "red"}))
+
+
+def test_popularity_prior_reorders_by_hand_computed_score():
+    r = Retriever(_version(CIRCLE), popularity={"i3": 100})
+    base = r.recommend(Query([HistoryItem("i0")], k=3))
+    assert [x.item_id for x in base.items] == ["i1", "i2", "i3"]
+    blended = r.recommend(Query([HistoryItem("i0")], k=3, popularity_weight=0.1))
+    # i3: cos 30° + 0.1 * ln(101) = 0.866 + 0.4615 > i1: cos 10° = 0.985
+    assert blended.items[0].item_id == "i3"
+    assert blended.items[0].score == pytest.approx(math.cos(math.radians(30)) + 0.1 * math.log(101), abs=1e-5)
+
+
+def test_batch_equals_one_by_one():
+    r = Retriever(_version(CIRCLE), popularity={"i9": 3})
+    queries = [Query([HistoryItem("i0")], k=3), Query([HistoryItem("i9"), HistoryItem("i8")], k=2),
+               Query([HistoryItem("ghost")], k=2), Query([HistoryItem("i5")], k=2, popularity_weight=0.2),
+               Query([HistoryItem("i0"), HistoryItem("i9")], k=2, strategy="multi_interest")]
+    batched = r.recommend_batch(queries)
+    single = [r.recommend(q) for q in queries]
+    assert [[(x.item_id, round(x.score, 5)) for x in b.items] for b in batched] == \
+           [[(x.item_id, round(x.score, 5)) for x in s.items] for s in single]
+    assert batched[2].fallback == "popular"
+
+
+def test_multi_interest_retrieves_near_each_interest():
+    r = Retriever(_version(CIRCLE), n_interests=2)
+    res = r.recommend(Query([HistoryItem("i0"), HistoryItem("i9")], k=2, strategy="multi_interest"))
+    assert {x.item_id for x in res.items} == {"i1", "i8"}  # the mean (45°) would give i4, i5
+
+
+def test_fields_explain_the_recommendation():
+    r = Retriever(_version(CIRCLE, title=[f"t{n}" for n in range(10)], vlm_text=[f"v{n}" for n in range(10)]))
+    res = r.recommend(Query([HistoryItem("i0")], k=1, with_fields=True))
+    assert res.items[0].fields == {"title": "t1", "vlm_text": "v1"}
+
+
+def test_text_search_on_a_published_version(small_catalog, tmp_path, tiny_vlm):
+    from groundrec.offline.job import run_job
+    from groundrec.online.version import load_version
+    from groundrec.shared.config import load_config
+    from groundrec.shared.onnx_encoder import OnnxTextEncoder
+
+    cfg = load_config(None, {"catalog.path": str(small_catalog["path"]), "catalog.images_root": str(small_catalog["images_root"]),
+                             "out": str(tmp_path / "o"), "vlm.model": str(tiny_vlm()), "vlm.max_new_tokens": 4,
+                             "run.runner": "local", "encoder.template": "{title}", "export.int8": False})
+    summary = run_job(cfg, progress=False)
+    version = load_version(tmp_path / "o")
+    r = Retriever(version, encoder=OnnxTextEncoder(summary.version_dir / "encoder"))
+    res = r.search("blue striped dress", k=2)
+    assert res.items[0].item_id == "i1" and res.items[0].score > 0.95
+    mixed = r.recommend(Query([HistoryItem("i0")], text="blue striped dress", k=2, text_weight=0.5))
+    assert "i0" not in {x.item_id for x in mixed.items} and len(mixed.items) == 2
+    with pytest.raises(ValueError, match="ONNX encoder"):
+        Retriever(version).search("anything")
