@@ -125,6 +125,34 @@ def demo(
         _fail(e)
 
 
+@app.command()
+def serve(
+    artifacts: Path = typer.Option(..., help="Artifacts directory (the offline job's --out)."),
+    host: str = typer.Option("127.0.0.1", help="Interface to bind; loopback by default."),
+    port: int = typer.Option(8000, help="TCP port."),
+    config: Optional[Path] = typer.Option(None, "--config", "-c", help="YAML with ServeConfig fields (limits, reload...)."),
+    interactions: Optional[Path] = typer.Option(None, help="Interactions table: item popularity for the prior and fallback."),
+    encoder_variant: Optional[str] = typer.Option(None, help="fp32 | int8 ONNX encoder for text queries."),
+):
+    """Serve recommendations over HTTP from the CURRENT version, reloading when it changes."""
+    try:
+        import yaml
+
+        from groundrec.shared.config import ServeConfig
+
+        data = yaml.safe_load(config.read_text()) if config else {}
+        data.update({"artifacts": str(artifacts), "host": host, "port": port})
+        if interactions:
+            data["interactions"] = str(interactions)
+        if encoder_variant:
+            data["encoder_variant"] = encoder_variant
+        cfg = ServeConfig.model_validate(data)
+        from groundrec.online.service import serve as run_server
+    except USER_ERRORS as e:
+        _fail(e)
+    run_server(cfg)
+
+
 @dev_app.command("make-tiny-vlm")
 def make_tiny_vlm(
     out: Path = typer.Argument(..., help="Directory to write the model and processor to."),

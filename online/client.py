@@ -1,0 +1,169 @@
+"""Python clients for the service: ``Client`` (sync), ``AsyncClient`` (asyncio), and
+``LocalClient``, the same API in-process on a loaded version (notebooks, batch scoring).
+
+Retries connection errors and 503 with backoff; any other error status raises
+``GroundrecError`` carrying the server's message.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from pathlib import Path
+
+import httpx
+
+from groundrec.online.schemas import BatchOut, RecommendRequest, ResultOut, SearchRequest, UserQuery, result_out
+
+RETRY_STATUS = {502, 503, 504}
+
+
+class GroundrecError(RuntimeError):
+    def __init__(self, status: int, message: str):
+        super().__init__(f"HTTP {status}: {message}")
+        self.status, self.message = status, message
+
+
+def _recommend_body(history, k, **options) -> dict:
+    return RecommendRequest(history=list(history), k=k, **options).model_dump(exclude_none=True)
+
+
+def _batch_body(users: list[dict | UserQuery], k: int) -> dict:
+    batch = [u if isinstance(u, UserQuery) else UserQuery(**{"k": k, **u}) for u in users]
+    return RecommendRequest(batch=batch).model_dump(exclude_none=True)
+
+
+def _search_body(text, k, **options) -> dict:
+    return SearchRequest(text=text, k=k, **options).model_dump(exclude_none=True)
+
+
+def _raise_for(response: httpx.Response) -> None:
+    if response.status_code < 400:
+        return
+    try:
+        message = response.json().get("detail", response.text)
+    except ValueError:
+        message = response.text
+    raise GroundrecError(response.status_code, str(message))
+
+
+class Client:
+    """Sync client. ``recommend(["id1", "id2"], k=10)`` -> ResultOut."""
+
+    def __init__(self, url: str = "http://127.0.0.1:8000", timeout: float = 10.0, retries: int = 3,
+                 api_key: str | None = None, backoff_s: float = 0.2):
+        headers = {"X-API-Key": api_key} if api_key else {}
+        self._http = httpx.Client(base_url=url, timeout=timeout, headers=headers)
+        self.retries, self.backoff_s = retries, backoff_s
+
+    def _call(self, method: str, path: str, body: dict | None = None) -> dict:
+        for attempt in range(self.retries + 1):
+            try:
+                r = self._http.request(method, path, json=body)
+            except httpx.TransportError:
+                if attempt == self.retries:
+                    raise
+            else:
+                if r.status_code not in RETRY_STATUS or attempt == self.retries:
+                    _raise_for(r)
+                    return r.json()
+            time.sleep(self.backoff_s * 2**attempt)
+        raise AssertionError("unreachable")
+
+    def recommend(self, history, k: int = 10, **options) -> ResultOut:
+        return ResultOut.model_validate(self._call("POST", "/recommend", _recommend_body(history, k, **options)))
+
+    def recommend_batch(self, users: list[dict | UserQuery], k: int = 10) -> BatchOut:
+        return BatchOut.model_validate(self._call("POST", "/recommend", _batch_body(users, k)))
+
+    def search(self, text: str, k: int = 10, **options) -> ResultOut:
+        return ResultOut.model_validate(self._call("POST", "/search", _search_body(text, k, **options)))
+
+    def item(self, item_id: str) -> dict:
+        return self._call("GET", f"/items/{item_id}")["item"]
+
+    def close(self) -> None:
+        self._http.close()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+
+class AsyncClient:
+    """The same API for asyncio: ``await client.recommend([...])``."""
+
+    def __init__(self, url: str = "http://127.0.0.1:8000", timeout: float = 10.0, retries: int = 3,
+                 api_key: str | None = None, backoff_s: float = 0.2):
+        headers = {"X-API-Key": api_key} if api_key else {}
+        self._http = httpx.AsyncClient(base_url=url, timeout=timeout, headers=headers)
+        self.retries, self.backoff_s = retries, backoff_s
+
+    async def _call(self, method: str, path: str, body: dict | None = None) -> dict:
+        for attempt in range(self.retries + 1):
+            try:
+                r = await self._http.request(method, path, json=body)
+            except httpx.TransportError:
+                if attempt == self.retries:
+                    raise
+            else:
+                if r.status_code not in RETRY_STATUS or attempt == self.retries:
+                    _raise_for(r)
+                    return r.json()
+            await asyncio.sleep(self.backoff_s * 2**attempt)
+        raise AssertionError("unreachable")
+
+    async def recommend(self, history, k: int = 10, **options) -> ResultOut:
+        return ResultOut.model_validate(await self._call("POST", "/recommend", _recommend_body(history, k, **options)))
+
+    async def recommend_batch(self, users: list[dict | UserQuery], k: int = 10) -> BatchOut:
+        return BatchOut.model_validate(await self._call("POST", "/recommend", _batch_body(users, k)))
+
+    async def search(self, text: str, k: int = 10, **options) -> ResultOut:
+        return ResultOut.model_validate(await self._call("POST", "/search", _search_body(text, k, **options)))
+
+    async def item(self, item_id: str) -> dict:
+        return (await self._call("GET", f"/items/{item_id}"))["item"]
+
+    async def aclose(self) -> None:
+        await self._http.aclose()
+
+
+class LocalClient:
+    """The client API with no server: a version loaded in this process."""
+
+    def __init__(self, artifacts: str | Path, encoder_variant: str = "fp32", **retriever_options):
+        from groundrec.online.holder import VersionHolder
+        from groundrec.shared.config import ServeConfig
+
+        holder = VersionHolder(ServeConfig(artifacts=Path(artifacts), encoder_variant=encoder_variant,
+                                           **retriever_options))
+        if not holder.check():
+            raise FileNotFoundError(f"no loadable version in {artifacts}: {holder.rejected or 'nothing published'}")
+        self._serving = holder.current
+
+    def _out(self, result) -> ResultOut:
+        return result_out(result, self._serving.version_id)
+
+    def recommend(self, history, k: int = 10, **options) -> ResultOut:
+        q = RecommendRequest(**_recommend_body(history, k, **options))
+        return self._out(self._serving.retriever.recommend(q.to_query()))
+
+    def recommend_batch(self, users: list[dict | UserQuery], k: int = 10) -> BatchOut:
+        body = RecommendRequest(**_batch_body(users, k))
+        results = self._serving.retriever.recommend_batch([q.to_query() for q in body.batch])
+        return BatchOut(results=[self._out(r) for r in results], version=self._serving.version_id)
+
+    def search(self, text: str, k: int = 10, **options) -> ResultOut:
+        body = SearchRequest(**_search_body(text, k, **options))
+        q = UserQuery(text=body.text, k=body.k, filters=body.filters, with_fields=body.with_fields)
+        return self._out(self._serving.retriever.recommend(q.to_query()))
+
+    def item(self, item_id: str) -> dict:
+        v = self._serving.retriever.v
+        row = v.row_of.get(item_id)
+        if row is None:
+            raise KeyError(f"no item {item_id!r} in version {self._serving.version_id}")
+        return v.items.slice(row, 1).to_pylist()[0]

@@ -1,0 +1,97 @@
+"""Holds the serving version and swaps in a new one when CURRENT moves (hot reload).
+
+A request takes ``holder.current`` once and uses it to the end, so a swap never
+changes a request in flight. A version that fails to load or verify is rejected:
+the old one keeps serving, the failure is logged and counted.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from groundrec.online.retrieve import Retriever
+from groundrec.online.version import load_version
+from groundrec.shared import versions
+from groundrec.shared.config import ServeConfig
+from groundrec.shared.onnx_encoder import OnnxTextEncoder
+from groundrec.shared.tables import read_table
+
+log = logging.getLogger("groundrec.serve")
+
+
+@dataclass(frozen=True)
+class Serving:
+    version_id: str
+    retriever: Retriever
+
+
+class VersionHolder:
+    def __init__(self, cfg: ServeConfig, on_loaded=None, on_failed=None):
+        self.cfg = cfg
+        self.current: Serving | None = None
+        self.rejected: dict[str, str] = {}  # version id -> why
+        self._on_loaded, self._on_failed = on_loaded, on_failed
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._popularity = self._load_popularity()
+
+    def _load_popularity(self) -> dict[str, float] | None:
+        if self.cfg.interactions is None:
+            return None
+        col = read_table(self.cfg.interactions).column(self.cfg.interactions_item_column).to_pylist()
+        counts: dict[str, float] = {}
+        for iid in col:
+            counts[str(iid)] = counts.get(str(iid), 0) + 1
+        return counts
+
+    def build(self, version_id: str) -> Serving:
+        path = Path(self.cfg.artifacts) / versions.VERSIONS / version_id
+        version = load_version(path)
+        encoder = None
+        if (path / "encoder" / "encoder.json").is_file():
+            encoder = OnnxTextEncoder(path / "encoder", self.cfg.encoder_variant)
+        retriever = Retriever(version, popularity=self._popularity, encoder=encoder, fallback=self.cfg.fallback,
+                              half_life_days=self.cfg.half_life_days, n_interests=self.cfg.n_interests)
+        return Serving(version_id, retriever)
+
+    def check(self) -> bool:
+        """Load the version CURRENT names if it is new and not rejected; True when swapped."""
+        wanted = versions.current_version(self.cfg.artifacts)
+        if wanted is None or (self.current and self.current.version_id == wanted) or wanted in self.rejected:
+            return False
+        started = time.perf_counter()
+        try:
+            serving = self.build(wanted)
+        except Exception as e:  # a broken version must never take the service down
+            self.rejected[wanted] = f"{type(e).__name__}: {e}"
+            log.error("rejected version %s, still serving %s: %s", wanted,
+                      self.current.version_id if self.current else None, e)
+            if self._on_failed:
+                self._on_failed(wanted, str(e))
+            return False
+        self.current = serving
+        log.info("serving version %s (loaded in %.2f s)", wanted, time.perf_counter() - started)
+        if self._on_loaded:
+            self._on_loaded(wanted)
+        return True
+
+    def start(self) -> None:
+        self.check()
+        self._thread = threading.Thread(target=self._watch, name="groundrec-reload", daemon=True)
+        self._thread.start()
+
+    def _watch(self) -> None:
+        while not self._stop.wait(self.cfg.reload_interval_s):
+            try:
+                self.check()
+            except Exception:  # keep watching whatever happens
+                log.exception("version check failed")
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread:
+            self._thread.join(timeout=5)

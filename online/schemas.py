@@ -1,0 +1,85 @@
+"""The HTTP API's request and response bodies, shared by the service and the client."""
+
+from __future__ import annotations
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from groundrec.online.profiles import STRATEGIES
+from groundrec.online.retrieve import HistoryItem, Query, Result
+
+
+class _Body(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class HistoryEntry(_Body):
+    item_id: str = Field(min_length=1)
+    timestamp: float | None = Field(None, description="seconds since the epoch")
+    weight: float = Field(1.0, ge=0)
+
+
+class UserQuery(_Body):
+    history: list[HistoryEntry | str] = Field(default_factory=list, description="item ids, oldest first")
+    text: str | None = None
+    k: int = Field(10, ge=1)
+    strategy: str = "mean"
+    filters: dict[str, str | int | float | bool | list[str | int | float | bool]] | None = None
+    exclude_seen: bool = True
+    popularity_weight: float = Field(0.0, ge=0)
+    text_weight: float = Field(0.5, ge=0, le=1)
+    with_fields: bool = False
+
+    @model_validator(mode="after")
+    def _known_strategy(self) -> "UserQuery":
+        if self.strategy not in STRATEGIES:
+            raise ValueError(f"strategy must be one of {', '.join(STRATEGIES)}, not {self.strategy!r}")
+        return self
+
+    def to_query(self) -> Query:
+        history = [HistoryItem(h) if isinstance(h, str) else HistoryItem(h.item_id, h.timestamp, h.weight)
+                   for h in self.history]
+        return Query(history=history, text=self.text, k=self.k, strategy=self.strategy, filters=self.filters,
+                     exclude_seen=self.exclude_seen, popularity_weight=self.popularity_weight,
+                     text_weight=self.text_weight, with_fields=self.with_fields)
+
+
+class RecommendRequest(UserQuery):
+    """One user (the fields of UserQuery), or many in ``batch`` (then leave the others unset)."""
+
+    batch: list[UserQuery] | None = None
+
+    @model_validator(mode="after")
+    def _one_or_batch(self) -> "RecommendRequest":
+        if self.batch is not None and (self.history or self.text):
+            raise ValueError("give either one user's history/text or a batch, not both")
+        return self
+
+
+class SearchRequest(_Body):
+    text: str = Field(min_length=1)
+    k: int = Field(10, ge=1)
+    filters: dict[str, str | int | float | bool | list[str | int | float | bool]] | None = None
+    with_fields: bool = False
+
+
+class ItemOut(BaseModel):
+    item_id: str
+    score: float
+    fields: dict | None = None
+
+
+class ResultOut(BaseModel):
+    items: list[ItemOut]
+    unknown_ids: list[str] = []
+    fallback: str | None = None
+    version: str | None = None
+
+
+class BatchOut(BaseModel):
+    results: list[ResultOut]
+    version: str | None = None
+
+
+def result_out(r: Result, version: str) -> ResultOut:
+    return ResultOut(items=[ItemOut(item_id=i.item_id, score=i.score, fields=i.fields) for i in r.items],
+                     unknown_ids=r.unknown_ids, fallback=r.fallback, version=version)

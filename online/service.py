@@ -1,0 +1,167 @@
+"""The HTTP service: FastAPI on uvicorn over the retrieval core.
+
+``create_app(cfg)`` builds the app (tests start it on a free loopback port);
+``serve(cfg)`` runs it. No request can crash the process: bad input gets a 4xx that
+names the problem, anything unexpected a 500 with a short reason.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI, HTTPException, Request
+from fastapi.concurrency import run_in_threadpool
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse, PlainTextResponse
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+
+from groundrec.online.holder import Serving, VersionHolder
+from groundrec.online.retrieve import NoHistory
+from groundrec.online.schemas import BatchOut, RecommendRequest, ResultOut, SearchRequest, UserQuery, result_out
+from groundrec.shared.config import ServeConfig
+
+log = logging.getLogger("groundrec.serve")
+OPEN_PATHS = {"/healthz", "/readyz", "/metrics", "/docs", "/openapi.json"}
+
+
+class _Metrics:
+    def __init__(self):
+        self.registry = CollectorRegistry()
+        self.requests = Counter("groundrec_requests_total", "HTTP requests", ["endpoint", "status"], registry=self.registry)
+        self.latency = Histogram("groundrec_request_seconds", "request latency", ["endpoint"], registry=self.registry,
+                                 buckets=(0.001, 0.0025, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1, 2.5))
+        self.version = Gauge("groundrec_version_info", "the serving version (value 1)", ["version"], registry=self.registry)
+        self.reloads = Counter("groundrec_reloads_total", "versions loaded", registry=self.registry)
+        self.reload_failures = Counter("groundrec_reload_failures_total", "versions rejected", registry=self.registry)
+
+    def loaded(self, version_id: str) -> None:
+        self.version.clear()
+        self.version.labels(version_id).set(1)
+        self.reloads.inc()
+
+
+def create_app(cfg: ServeConfig, watch: bool = True) -> FastAPI:
+    metrics = _Metrics()
+    holder = VersionHolder(cfg, on_loaded=metrics.loaded, on_failed=lambda v, e: metrics.reload_failures.inc())
+    api_key = os.environ.get(cfg.api_key_env) or None
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI):
+        if watch:
+            await run_in_threadpool(holder.start)
+        else:
+            await run_in_threadpool(holder.check)
+        yield
+        holder.stop()
+
+    app = FastAPI(title="groundrec", version="1", lifespan=lifespan,
+                  description="Recommendations from VLM-grounded item text.")
+    app.state.holder, app.state.metrics = holder, metrics
+
+    def serving() -> Serving:
+        s = holder.current
+        if s is None:
+            raise HTTPException(503, "no version loaded yet: is anything published in the artifacts directory?")
+        return s
+
+    def check_limits(q: UserQuery) -> None:
+        if q.k > cfg.max_k:
+            raise HTTPException(422, f"k={q.k} exceeds max_k={cfg.max_k}")
+        if len(q.history) > cfg.max_history:
+            raise HTTPException(422, f"history has {len(q.history)} items, more than max_history={cfg.max_history}")
+        if q.text and len(q.text) > cfg.max_text_chars:
+            raise HTTPException(422, f"text has {len(q.text)} characters, more than max_text_chars={cfg.max_text_chars}")
+
+    @app.middleware("http")
+    async def guard(request: Request, call_next):
+        started = time.perf_counter()
+        if api_key and request.url.path not in OPEN_PATHS and request.headers.get("x-api-key") != api_key:
+            response = JSONResponse({"detail": "missing or wrong X-API-Key header"}, status_code=401)
+        elif int(request.headers.get("content-length") or 0) > cfg.max_body_bytes:
+            response = JSONResponse({"detail": f"body larger than max_body_bytes={cfg.max_body_bytes}"}, status_code=413)
+        else:
+            try:
+                response = await call_next(request)
+            except Exception as e:  # never let a request take the process down
+                log.exception("unhandled error on %s", request.url.path)
+                response = JSONResponse({"detail": f"internal error: {type(e).__name__}"}, status_code=500)
+        route = request.scope.get("route")
+        endpoint = route.path if route is not None else "unmatched"
+        metrics.requests.labels(endpoint, str(response.status_code)).inc()
+        metrics.latency.labels(endpoint).observe(time.perf_counter() - started)
+        return response
+
+    @app.exception_handler(RequestValidationError)
+    async def validation_error(request: Request, exc: RequestValidationError):
+        problems = [f"{'.'.join(str(p) for p in e['loc'] if p != 'body') or 'body'}: {e['msg']}" for e in exc.errors()]
+        errors = [{"loc": list(e["loc"]), "msg": e["msg"], "type": e["type"]} for e in exc.errors()]
+        return JSONResponse({"detail": "; ".join(problems), "errors": errors}, status_code=422)
+
+    def run_query(s: Serving, q: UserQuery) -> ResultOut:
+        try:
+            return result_out(s.retriever.recommend(q.to_query()), s.version_id)
+        except NoHistory as e:
+            raise HTTPException(422, str(e)) from None
+        except ValueError as e:  # unknown filter column, no encoder for text, bad weights...
+            raise HTTPException(400, str(e)) from None
+
+    @app.post("/recommend", response_model=ResultOut | BatchOut)
+    def recommend(body: RecommendRequest):
+        s = serving()
+        if body.batch is None:
+            check_limits(body)
+            return run_query(s, body)
+        if len(body.batch) > cfg.max_batch:
+            raise HTTPException(422, f"batch has {len(body.batch)} users, more than max_batch={cfg.max_batch}")
+        for q in body.batch:
+            check_limits(q)
+        try:
+            results = s.retriever.recommend_batch([q.to_query() for q in body.batch])
+        except NoHistory as e:
+            raise HTTPException(422, str(e)) from None
+        except ValueError as e:
+            raise HTTPException(400, str(e)) from None
+        return BatchOut(results=[result_out(r, s.version_id) for r in results], version=s.version_id)
+
+    @app.post("/search", response_model=ResultOut)
+    def search(body: SearchRequest):
+        s = serving()
+        q = UserQuery(text=body.text, k=body.k, filters=body.filters, with_fields=body.with_fields)
+        check_limits(q)
+        return run_query(s, q)
+
+    @app.get("/items/{item_id}")
+    def item(item_id: str):
+        s = serving()
+        v = s.retriever.v
+        row = v.row_of.get(item_id)
+        if row is None:
+            raise HTTPException(404, f"no item {item_id!r} in version {s.version_id}")
+        return {"version": s.version_id, "item": v.items.slice(row, 1).to_pylist()[0]}
+
+    @app.get("/healthz")
+    def healthz():
+        return {"status": "ok"}
+
+    @app.get("/readyz")
+    def readyz():
+        s = holder.current
+        if s is None:
+            return JSONResponse({"ready": False, "rejected": holder.rejected}, status_code=503)
+        return {"ready": True, "version": s.version_id, "rejected": holder.rejected}
+
+    @app.get("/metrics")
+    def metrics_endpoint():
+        return PlainTextResponse(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)
+
+    return app
+
+
+def serve(cfg: ServeConfig) -> None:
+    import uvicorn
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    uvicorn.run(create_app(cfg), host=cfg.host, port=cfg.port, log_level="info")

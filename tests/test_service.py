@@ -1,0 +1,183 @@
+"""The real HTTP service on a free loopback port, over versions built by the offline job."""
+
+from __future__ import annotations
+
+import asyncio
+import shutil
+import threading
+import time
+from contextlib import contextmanager
+from pathlib import Path
+
+import httpx
+import pyarrow.parquet as pq
+import pytest
+import uvicorn
+
+from groundrec.offline.demo import make_demo_data
+from groundrec.offline.job import run_job
+from groundrec.online.client import AsyncClient, Client, GroundrecError, LocalClient
+from groundrec.online.service import create_app
+from groundrec.shared import versions
+from groundrec.shared.config import ServeConfig, load_config
+
+
+@contextmanager
+def running(app):
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=0, log_level="warning", lifespan="on"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.time() + 30
+    while not server.started:
+        if time.time() > deadline or not thread.is_alive():
+            raise RuntimeError("server did not start")
+        time.sleep(0.05)
+    port = server.servers[0].sockets[0].getsockname()[1]
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.should_exit = True
+        thread.join(timeout=10)
+
+
+@pytest.fixture(scope="module")
+def published(tmp_path_factory, tiny_vlm):
+    root = tmp_path_factory.mktemp("svc")
+    paths = make_demo_data(root / "data", n_items=40, n_users=8)
+    overrides = {"catalog.path": str(paths["catalog"]), "out": str(root / "artifacts"), "vlm.model": str(tiny_vlm()),
+                 "vlm.max_new_tokens": 4, "run.runner": "local", "export.int8": False,
+                 "catalog.text_columns": ["title", "description", "category", "colour"]}
+    run_job(load_config(None, overrides), progress=False)
+    histories: dict[str, list[str]] = {}
+    for r in pq.read_table(paths["interactions"]).to_pylist():
+        histories.setdefault(r["user_id"], []).append(r["item_id"])
+    return {"root": root, "artifacts": root / "artifacts", "overrides": overrides, "histories": list(histories.values()),
+            "interactions": paths["interactions"]}
+
+
+def _cfg(artifacts, **extra) -> ServeConfig:
+    return ServeConfig(artifacts=artifacts, reload_interval_s=0.2, **extra)
+
+
+def _scores(result):
+    return [(i.item_id, round(i.score, 5)) for i in result.items]
+
+
+def test_client_matches_in_process_core(published):
+    local = LocalClient(published["artifacts"])
+    with running(create_app(_cfg(published["artifacts"]))) as url, Client(url) as client:
+        for history in published["histories"]:
+            assert _scores(client.recommend(history, k=5)) == _scores(local.recommend(history, k=5))
+        batch = client.recommend_batch([{"history": h} for h in published["histories"]], k=5)
+        assert [_scores(r) for r in batch.results] == [_scores(local.recommend(h, k=5)) for h in published["histories"]]
+        hit = client.search("red striped dress", k=3, with_fields=True)
+        assert _scores(hit) == _scores(local.search("red striped dress", k=3))
+        assert "title" in hit.items[0].fields
+        mixed = client.recommend(published["histories"][0], k=4, text="yellow bag", strategy="multi_interest")
+        assert _scores(mixed) == _scores(local.recommend(published["histories"][0], k=4, text="yellow bag",
+                                                         strategy="multi_interest"))
+        item = client.item("demo-0003")
+        assert item["item_id"] == "demo-0003" and "vlm_text" in item
+        seen = set(published["histories"][0])
+        assert not seen & {i.item_id for i in client.recommend(published["histories"][0], k=10).items}
+
+
+def test_async_client_gives_the_same(published):
+    history = published["histories"][1]
+
+    async def go(url):
+        c = AsyncClient(url)
+        try:
+            return await c.recommend(history, k=5)
+        finally:
+            await c.aclose()
+
+    with running(create_app(_cfg(published["artifacts"]))) as url:
+        assert _scores(asyncio.run(go(url))) == _scores(Client(url).recommend(history, k=5))
+
+
+def test_bad_requests_get_4xx_with_reasons_and_the_server_survives(published):
+    cfg = _cfg(published["artifacts"], max_k=20, max_batch=2, max_body_bytes=2048)
+    with running(create_app(cfg)) as url:
+        post = lambda path, **kw: httpx.post(url + path, **kw)  # noqa: E731
+        r = post("/recommend", json={"history": ["demo-0001"], "k": 50})
+        assert r.status_code == 422 and "max_k=20" in r.json()["detail"]
+        r = post("/recommend", content=b"{not json", headers={"content-type": "application/json"})
+        assert r.status_code == 422
+        r = post("/recommend", json={"history": ["demo-0001"], "kk": 5})
+        assert r.status_code == 422 and "kk" in r.json()["detail"]
+        r = post("/recommend", json={"history": ["demo-0001"], "strategy": "median"})
+        assert r.status_code == 422 and "strategy" in r.json()["detail"]
+        r = post("/recommend", json={"history": ["demo-0001"], "filters": {"nope": "x"}})
+        assert r.status_code == 400 and "unknown filter column 'nope'" in r.json()["detail"]
+        r = post("/recommend", json={"batch": [{"history": ["demo-0001"]}] * 3})
+        assert r.status_code == 422 and "max_batch=2" in r.json()["detail"]
+        r = post("/recommend", json={"history": ["demo-0001"] * 400})
+        assert r.status_code == 413
+        r = post("/search", json={"text": ""})
+        assert r.status_code == 422 and "text" in r.json()["detail"]
+        assert httpx.get(url + "/items/missing-id").status_code == 404
+        with pytest.raises(GroundrecError, match="max_k") as err:
+            Client(url).recommend(["demo-0001"], k=21)
+        assert err.value.status == 422
+        filtered = Client(url).recommend(["demo-0001"], k=5, filters={"category": "bag"}, with_fields=True)
+        assert filtered.items and all(i.fields and "bag" in i.fields["title"] for i in filtered.items)
+        unknown = Client(url).recommend(["ghost"], k=3)
+        assert unknown.unknown_ids == ["ghost"] and unknown.fallback == "popular"
+        assert httpx.get(url + "/healthz").json() == {"status": "ok"}
+        metrics = httpx.get(url + "/metrics").text
+        assert 'groundrec_requests_total{endpoint="/recommend",status="422"}' in metrics
+
+
+def test_api_key_is_required_when_configured(published, monkeypatch):
+    monkeypatch.setenv("GROUNDREC_TEST_KEY", "s3cret")
+    with running(create_app(_cfg(published["artifacts"], api_key_env="GROUNDREC_TEST_KEY"))) as url:
+        with pytest.raises(GroundrecError) as err:
+            Client(url).recommend(["demo-0001"])
+        assert err.value.status == 401
+        assert Client(url, api_key="s3cret").recommend(["demo-0001"], k=2).items
+        assert httpx.get(url + "/readyz").status_code == 200  # probes stay open
+
+
+def test_not_ready_until_something_is_published(tmp_path):
+    with running(create_app(_cfg(tmp_path))) as url:
+        assert httpx.get(url + "/readyz").status_code == 503
+        with pytest.raises(GroundrecError) as err:
+            Client(url, retries=1, backoff_s=0.01).recommend(["x"])
+        assert err.value.status == 503
+
+
+def _wait_for(predicate, timeout=15.0):
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        if predicate():
+            return True
+        time.sleep(0.1)
+    return False
+
+
+def test_hot_reload_takes_good_versions_and_rejects_broken_ones(published, tmp_path):
+    artifacts = tmp_path / "artifacts"
+    shutil.copytree(published["artifacts"], artifacts)
+    first = versions.current_version(artifacts)
+    with running(create_app(_cfg(artifacts))) as url:
+        client = Client(url)
+        assert client.recommend(published["histories"][0], k=3).version == first
+        # A new good version, published by the offline job: served without a restart.
+        overrides = {**published["overrides"], "out": str(artifacts), "encoder.template": "{description}"}
+        second = run_job(load_config(None, overrides), progress=False).version
+        assert _wait_for(lambda: client.recommend(published["histories"][0], k=3).version == second)
+        # A broken version: its index does not match the manifest's checksum.
+        broken = versions.new_version_id()
+        shutil.copytree(artifacts / versions.VERSIONS / second, artifacts / versions.VERSIONS / broken)
+        with open(artifacts / versions.VERSIONS / broken / "index.faiss", "ab") as f:
+            f.write(b"garbage")
+        versions.activate(artifacts, broken)
+        assert _wait_for(lambda: broken in httpx.get(url + "/readyz").json()["rejected"])
+        assert client.recommend(published["histories"][0], k=3).version == second  # still serving the good one
+        metrics = httpx.get(url + "/metrics").text
+        assert "groundrec_reload_failures_total 1.0" in metrics
+        assert f'groundrec_version_info{{version="{second}"}} 1.0' in metrics
+        # Rolling back with the CLI's mechanism is another reload.
+        versions.activate(artifacts, first)
+        assert _wait_for(lambda: client.recommend(published["histories"][0], k=3).version == first)
