@@ -153,6 +153,34 @@ def serve(
     run_server(cfg)
 
 
+@app.command()
+def loadtest(
+    url: str = typer.Option("http://127.0.0.1:8000", help="A running service; loopback addresses only."),
+    rate: float = typer.Option(50.0, help="Requests started per second (open loop)."),
+    duration: float = typer.Option(10.0, help="Seconds to send for."),
+    concurrency: int = typer.Option(64, help="Most requests in flight; beyond it requests are dropped and counted."),
+    histories: Path = typer.Option(..., help="Interactions table (user_id, item_id, timestamp) or JSONL of {\"history\": [...]}."),
+    search_share: float = typer.Option(0.2, min=0, max=1, help="Share of /search requests; the rest are /recommend."),
+    k: int = typer.Option(10, help="Results per request."),
+    max_requests: int = typer.Option(1_000_000, help="Hard cap on requests sent."),
+    json_out: Optional[Path] = typer.Option(None, help="Also write the figures as JSON here."),
+):
+    """Open-loop load test: throughput, errors by status, latency p50/p90/p99/max."""
+    import asyncio
+
+    from groundrec.online.loadtest import format_report, load_histories, run_load
+
+    try:
+        hist = load_histories(histories)
+        report = asyncio.run(run_load(url, rate, duration, concurrency, hist, search_share, k,
+                                      max_requests=max_requests))
+    except USER_ERRORS as e:
+        _fail(e)
+    typer.echo(format_report(report))
+    if json_out:
+        json_out.write_text(report.to_json())
+
+
 @dev_app.command("make-tiny-vlm")
 def make_tiny_vlm(
     out: Path = typer.Argument(..., help="Directory to write the model and processor to."),

@@ -181,3 +181,24 @@ def test_hot_reload_takes_good_versions_and_rejects_broken_ones(published, tmp_p
         # Rolling back with the CLI's mechanism is another reload.
         versions.activate(artifacts, first)
         assert _wait_for(lambda: client.recommend(published["histories"][0], k=3).version == first)
+
+
+def test_loadtest_reports_against_a_live_server(published, tmp_path):
+    import json
+    import subprocess
+    import sys
+
+    from groundrec.online.loadtest import require_loopback
+
+    with running(create_app(_cfg(published["artifacts"]))) as url:
+        r = subprocess.run([sys.executable, "-m", "groundrec.shared.cli", "loadtest", "--url", url, "--rate", "40",
+                            "--duration", "2", "--concurrency", "8", "--histories", str(published["interactions"]),
+                            "--json-out", str(tmp_path / "load.json")], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr[-1000:]
+    report = json.loads((tmp_path / "load.json").read_text())
+    assert report["sent"] == 80 and report["completed"] == 80 and report["errors"] == {}
+    assert set(report["by_endpoint"]) == {"/recommend", "/search"}
+    assert 0 < report["latency_ms"]["p50"] <= report["latency_ms"]["p99"] <= report["latency_ms"]["max"]
+    assert "p99" in r.stdout
+    with pytest.raises(ValueError, match="only loopback"):
+        require_loopback("http://10.1.2.3:8000")

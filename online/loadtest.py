@@ -1,0 +1,140 @@
+"""Open-loop load test of a running service: requests start at a fixed rate whatever the
+latency (so queueing shows up in the numbers), bounded by duration, count and in-flight
+limit, and only against loopback addresses."""
+
+from __future__ import annotations
+
+import asyncio
+import ipaddress
+import json
+import random
+import socket
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from urllib.parse import urlparse
+
+import httpx
+import numpy as np
+
+from groundrec.shared.tables import read_table
+
+DEFAULT_TEXTS = ["black dress", "running shoes", "striped t-shirt", "warm winter jacket", "blue denim jeans",
+                 "white sneakers", "floral summer dress", "leather bag", "wool sweater", "sports bra"]
+
+
+@dataclass
+class LoadReport:
+    url: str
+    target_rate: float
+    duration_s: float
+    sent: int = 0
+    completed: int = 0
+    dropped: int = 0  # not sent: the in-flight limit was reached (the client, not the server, saturated)
+    achieved_rps: float = 0.0
+    errors: dict[str, int] = field(default_factory=dict)
+    latency_ms: dict[str, float] = field(default_factory=dict)
+    by_endpoint: dict[str, int] = field(default_factory=dict)
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self), indent=2)
+
+
+def require_loopback(url: str) -> None:
+    host = urlparse(url).hostname or ""
+    try:
+        addresses = {info[4][0] for info in socket.getaddrinfo(host, None)}
+    except socket.gaierror:
+        raise ValueError(f"cannot resolve {host!r}") from None
+    if not addresses or not all(ipaddress.ip_address(a.split("%")[0]).is_loopback for a in addresses):
+        raise ValueError(f"refusing to load-test {url}: only loopback addresses (127.0.0.0/8, ::1) are allowed")
+
+
+def load_histories(path: Path, user_column: str = "user_id", item_column: str = "item_id",
+                   time_column: str | None = "timestamp", max_len: int = 50) -> list[list[str]]:
+    """Histories from an interactions table (grouped by user, in time order) or a JSONL of
+    ``{"history": [...]}`` lines."""
+    if Path(path).suffix in (".jsonl", ".ndjson") and "history" in Path(path).read_text().split("\n", 1)[0]:
+        return [json.loads(line)["history"][-max_len:] for line in Path(path).read_text().splitlines() if line.strip()]
+    table = read_table(path)
+    if time_column and time_column in table.column_names:
+        table = table.sort_by([(user_column, "ascending"), (time_column, "ascending")])
+    users: dict[str, list[str]] = {}
+    for u, i in zip(table.column(user_column).to_pylist(), table.column(item_column).to_pylist()):
+        users.setdefault(str(u), []).append(str(i))
+    return [h[-max_len:] for h in users.values() if h]
+
+
+def _percentiles(latencies: list[float]) -> dict[str, float]:
+    if not latencies:
+        return {}
+    a = np.array(latencies) * 1000
+    return {"p50": float(np.percentile(a, 50)), "p90": float(np.percentile(a, 90)),
+            "p99": float(np.percentile(a, 99)), "max": float(a.max()), "mean": float(a.mean())}
+
+
+async def run_load(url: str, rate: float, duration_s: float, concurrency: int, histories: list[list[str]],
+                   search_share: float = 0.2, k: int = 10, texts: list[str] | None = None, timeout_s: float = 5.0,
+                   max_requests: int = 1_000_000, seed: int = 0, api_key: str | None = None) -> LoadReport:
+    require_loopback(url)
+    if rate <= 0 or duration_s <= 0 or concurrency < 1:
+        raise ValueError("rate and duration must be > 0 and concurrency >= 1")
+    if not histories and search_share < 1:
+        raise ValueError("no histories to build /recommend requests from")
+    rng = random.Random(seed)
+    texts = texts or DEFAULT_TEXTS
+    report = LoadReport(url, rate, duration_s)
+    latencies: list[float] = []
+    in_flight = 0
+    total = min(int(rate * duration_s), max_requests)
+    limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
+    headers = {"X-API-Key": api_key} if api_key else {}
+
+    async with httpx.AsyncClient(base_url=url, timeout=timeout_s, limits=limits, headers=headers) as client:
+        async def one(path: str, body: dict) -> None:
+            nonlocal in_flight
+            started = time.perf_counter()
+            try:
+                r = await client.post(path, json=body)
+                key = None if r.status_code < 400 else str(r.status_code)
+            except httpx.HTTPError as e:
+                key = type(e).__name__
+            latencies.append(time.perf_counter() - started)
+            report.completed += 1
+            if key:
+                report.errors[key] = report.errors.get(key, 0) + 1
+            in_flight -= 1
+
+        tasks = []
+        start = time.perf_counter()
+        for n in range(total):
+            delay = start + n / rate - time.perf_counter()
+            if delay > 0:
+                await asyncio.sleep(delay)
+            if in_flight >= concurrency:
+                report.dropped += 1
+                continue
+            if rng.random() < search_share:
+                path, body = "/search", {"text": rng.choice(texts), "k": k}
+            else:
+                path, body = "/recommend", {"history": rng.choice(histories), "k": k}
+            report.by_endpoint[path] = report.by_endpoint.get(path, 0) + 1
+            in_flight += 1
+            report.sent += 1
+            tasks.append(asyncio.create_task(one(path, body)))
+        if tasks:
+            await asyncio.wait(tasks, timeout=timeout_s + 1)
+        elapsed = time.perf_counter() - start
+    report.achieved_rps = report.completed / elapsed if elapsed > 0 else 0.0
+    report.latency_ms = _percentiles(latencies)
+    return report
+
+
+def format_report(r: LoadReport) -> str:
+    lat = r.latency_ms
+    lines = [f"target {r.target_rate:g} req/s for {r.duration_s:g} s against {r.url}",
+             f"sent {r.sent}, completed {r.completed}, achieved {r.achieved_rps:.1f} req/s, dropped {r.dropped}",
+             f"errors: {r.errors or 'none'}   mix: {r.by_endpoint}"]
+    if lat:
+        lines.append(f"latency ms: p50 {lat['p50']:.1f}  p90 {lat['p90']:.1f}  p99 {lat['p99']:.1f}  max {lat['max']:.1f}")
+    return "\n".join(lines)
