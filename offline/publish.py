@@ -30,18 +30,8 @@ def publish(root: Path, staged: Path, manifest: Manifest, keep: int = 0) -> Path
     os.replace(staged, final)
     versions.activate(root, manifest.version)
     if keep:
-        gc(root, keep)
+        versions.gc(root, keep)
     return final
-
-
-def gc(root: Path, keep: int) -> list[str]:
-    """Delete the oldest versions beyond ``keep``; never the one CURRENT names."""
-    current = versions.current_version(root)
-    old = [v for v in versions.list_versions(root) if v != current]
-    doomed = old[: max(0, len(old) - (keep - 1))]
-    for v in doomed:
-        shutil.rmtree(Path(root) / versions.VERSIONS / v)
-    return doomed
 
 
 def discard_staging(staged: Path) -> None:

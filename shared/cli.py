@@ -125,6 +125,14 @@ def demo(
         _fail(e)
 
 
+@versions_app.command("gc")
+def versions_gc(keep: int = typer.Option(..., min=1, help="How many versions to keep (the active one always stays)."),
+                artifacts: Path = typer.Option(..., help="Artifacts directory.")):
+    """Delete the oldest published versions beyond --keep; never the one CURRENT names."""
+    for v in versions.gc(artifacts, keep):
+        typer.echo(f"deleted {v}")
+
+
 @app.command()
 def serve(
     artifacts: Path = typer.Option(..., help="Artifacts directory (the offline job's --out)."),

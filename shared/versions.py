@@ -7,6 +7,7 @@ sees either the old version or the new one, never a half-written state.
 from __future__ import annotations
 
 import os
+import shutil
 import uuid
 from datetime import datetime, timezone
 from pathlib import Path
@@ -55,3 +56,13 @@ def activate(root: str | Path, version_id: str) -> None:
     with open(tmp) as f:
         os.fsync(f.fileno())
     os.replace(tmp, root / CURRENT)
+
+
+def gc(root: Path, keep: int) -> list[str]:
+    """Delete the oldest versions beyond ``keep``; never the one CURRENT names."""
+    current = current_version(root)
+    old = [v for v in list_versions(root) if v != current]
+    doomed = old[: max(0, len(old) - (keep - 1))]
+    for v in doomed:
+        shutil.rmtree(Path(root) / VERSIONS / v)
+    return doomed

@@ -7,7 +7,7 @@ import pytest
 
 from groundrec.offline.encode import load_sentence_transformer
 from groundrec.offline.export import ExportError, export_encoder
-from groundrec.offline.publish import gc, publish, staging_dir
+from groundrec.offline.publish import publish, staging_dir
 from groundrec.shared import versions
 from groundrec.shared.config import ExportConfig
 from groundrec.shared.manifest import Manifest, verify
@@ -96,15 +96,35 @@ def test_publish_switches_current_and_verify_catches_tampering(tmp_path):
 def test_gc_never_deletes_the_active_version(tmp_path):
     vids = [_publish_one(tmp_path, bytes([i])) for i in range(4)]
     versions.activate(tmp_path, vids[0])  # roll back to the oldest
-    deleted = gc(tmp_path, keep=2)
+    deleted = versions.gc(tmp_path, keep=2)
     assert vids[0] in versions.list_versions(tmp_path)
     assert versions.list_versions(tmp_path) == sorted([vids[0], vids[3]]) and len(deleted) == 2
 
 
 def test_online_and_shared_import_no_heavy_stack():
-    code = ("import sys, groundrec.online.version, groundrec.online.retrieve, groundrec.shared.cli, "
-            "groundrec.shared.onnx_encoder, groundrec.shared.manifest; "
+    code = ("import sys, groundrec.online.service, groundrec.online.client, groundrec.online.loadtest, "
+            "groundrec.online.holder, groundrec.shared.cli, groundrec.shared.onnx_encoder; "
+            "from groundrec.shared.config import ServeConfig; import tempfile; "
+            "groundrec.online.service.create_app(ServeConfig(artifacts=tempfile.mkdtemp())); "
             "heavy = [m for m in ('torch', 'transformers', 'ray', 'sentence_transformers') if m in sys.modules]; "
             "print(','.join(heavy)); sys.exit(1 if heavy else 0)")
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert r.returncode == 0, f"online/shared pulled in: {r.stdout} {r.stderr[-500:]}"
+
+
+def test_versions_cli_lists_rolls_back_and_collects(tmp_path):
+    vids = [_publish_one(tmp_path, bytes([i])) for i in range(3)]
+
+    def cli(*args):
+        r = subprocess.run([sys.executable, "-m", "groundrec.shared.cli", "versions", *args, "--artifacts", str(tmp_path)],
+                           capture_output=True, text=True, timeout=60)
+        return r.returncode, r.stdout + r.stderr
+
+    rc, out = cli("list")
+    assert rc == 0 and f"* {vids[2]}" in out and f"  {vids[0]}" in out
+    rc, out = cli("activate", vids[0])
+    assert rc == 0 and versions.current_version(tmp_path) == vids[0]
+    rc, out = cli("activate", "no-such-version")
+    assert rc == 2 and "no published version" in out
+    rc, out = cli("gc", "--keep", "1")
+    assert rc == 0 and versions.list_versions(tmp_path) == [vids[0]]
