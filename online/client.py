@@ -47,14 +47,28 @@ def _raise_for(response: httpx.Response) -> None:
     raise GroundrecError(response.status_code, str(message))
 
 
-class Client:
-    """Sync client. ``recommend(["id1", "id2"], k=10)`` -> ResultOut."""
+class _Http:
+    """What both clients share: connection settings and when to retry."""
+
+    transport: type = httpx.Client
 
     def __init__(self, url: str = "http://127.0.0.1:8000", timeout: float = 10.0, retries: int = 3,
                  api_key: str | None = None, backoff_s: float = 0.2):
         headers = {"X-API-Key": api_key} if api_key else {}
-        self._http = httpx.Client(base_url=url, timeout=timeout, headers=headers)
+        self._http = self.transport(base_url=url, timeout=timeout, headers=headers)
         self.retries, self.backoff_s = retries, backoff_s
+
+    def _final(self, response: httpx.Response | None, attempt: int) -> bool:
+        """True when this answer is the one to return (or raise for); False to retry."""
+        last = attempt == self.retries
+        return response is not None and (response.status_code not in RETRY_STATUS or last)
+
+    def _delay(self, attempt: int) -> float:
+        return self.backoff_s * 2**attempt
+
+
+class Client(_Http):
+    """Sync client. ``recommend(["id1", "id2"], k=10)`` -> ResultOut."""
 
     def _call(self, method: str, path: str, body: dict | None = None) -> dict:
         for attempt in range(self.retries + 1):
@@ -63,11 +77,11 @@ class Client:
             except httpx.TransportError:
                 if attempt == self.retries:
                     raise
-            else:
-                if r.status_code not in RETRY_STATUS or attempt == self.retries:
-                    _raise_for(r)
-                    return r.json()
-            time.sleep(self.backoff_s * 2**attempt)
+                r = None
+            if self._final(r, attempt):
+                _raise_for(r)
+                return r.json()
+            time.sleep(self._delay(attempt))
         raise AssertionError("unreachable")
 
     def recommend(self, history, k: int = 10, **options) -> ResultOut:
@@ -92,14 +106,10 @@ class Client:
         self.close()
 
 
-class AsyncClient:
+class AsyncClient(_Http):
     """The same API for asyncio: ``await client.recommend([...])``."""
 
-    def __init__(self, url: str = "http://127.0.0.1:8000", timeout: float = 10.0, retries: int = 3,
-                 api_key: str | None = None, backoff_s: float = 0.2):
-        headers = {"X-API-Key": api_key} if api_key else {}
-        self._http = httpx.AsyncClient(base_url=url, timeout=timeout, headers=headers)
-        self.retries, self.backoff_s = retries, backoff_s
+    transport = httpx.AsyncClient
 
     async def _call(self, method: str, path: str, body: dict | None = None) -> dict:
         for attempt in range(self.retries + 1):
@@ -108,11 +118,11 @@ class AsyncClient:
             except httpx.TransportError:
                 if attempt == self.retries:
                     raise
-            else:
-                if r.status_code not in RETRY_STATUS or attempt == self.retries:
-                    _raise_for(r)
-                    return r.json()
-            await asyncio.sleep(self.backoff_s * 2**attempt)
+                r = None
+            if self._final(r, attempt):
+                _raise_for(r)
+                return r.json()
+            await asyncio.sleep(self._delay(attempt))
         raise AssertionError("unreachable")
 
     async def recommend(self, history, k: int = 10, **options) -> ResultOut:

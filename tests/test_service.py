@@ -202,3 +202,21 @@ def test_loadtest_reports_against_a_live_server(published, tmp_path):
     assert "p99" in r.stdout
     with pytest.raises(ValueError, match="only loopback"):
         require_loopback("http://10.1.2.3:8000")
+
+
+def test_client_gives_up_on_connection_errors_after_retries():
+    with socket_closed_port() as url:
+        started = time.perf_counter()
+        with pytest.raises(httpx.ConnectError):
+            Client(url, retries=2, backoff_s=0.05).recommend(["x"])
+        assert time.perf_counter() - started >= 0.05 + 0.1  # it waited before each retry
+
+
+@contextmanager
+def socket_closed_port():
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    yield f"http://127.0.0.1:{port}"  # nothing listens there any more
