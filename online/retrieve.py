@@ -14,6 +14,8 @@ import pyarrow.compute as pc
 from groundrec.online.profiles import build_profile
 from groundrec.online.version import LoadedVersion
 
+BATCH_CHUNK = 256
+
 
 @dataclass(frozen=True)
 class HistoryItem:
@@ -70,6 +72,10 @@ class Retriever:
                 counts[row] = c
         self.log_pop = np.log1p(counts).astype(np.float32)
         self._popular = np.argsort(-counts, kind="stable")
+        index = version.index
+        self.exact = (faiss.rev_swig_ptr(index.get_xb(), index.ntotal * index.d).reshape(index.ntotal, index.d)
+                      if isinstance(index, faiss.IndexFlat) and index.metric_type == faiss.METRIC_INNER_PRODUCT
+                      else None)
 
     # --- building blocks -------------------------------------------------------------
     def _profile(self, q: Query) -> tuple[np.ndarray | None, list[int], list[str]]:
@@ -110,6 +116,8 @@ class Retriever:
 
     def _search(self, profiles: np.ndarray, k: int, seen: set[int], allowed: np.ndarray | None,
                 popularity_weight: float) -> list[tuple[int, float]]:
+        if self.exact is not None:
+            return self._search_exact(profiles, k, seen, allowed, popularity_weight)
         n = self.v.index.ntotal
         fetch = min(n, (k * self.overfetch if popularity_weight else k) + len(seen))
         params = None
@@ -126,6 +134,31 @@ class Retriever:
                     if s > best.get(i, -np.inf):
                         best[int(i)] = s
         return sorted(best.items(), key=lambda p: (-p[1], p[0]))[:k]
+
+    def _search_exact(self, profiles: np.ndarray, k: int, seen: set[int], allowed: np.ndarray | None,
+                      popularity_weight: float) -> list[tuple[int, float]]:
+        """Flat index: one matrix product over the index's own vectors (no copy). Cheaper than
+        FAISS's per-call overhead for a single user, and seen items, filters and the
+        popularity prior apply to every item exactly, not to an over-fetched candidate list."""
+        scores = (self.exact @ np.asarray(profiles, dtype=np.float32).T).max(axis=1)
+        return self._top(scores, k, seen, allowed, popularity_weight)
+
+    def _top(self, scores: np.ndarray, k: int, seen: set[int], allowed: np.ndarray | None,
+             popularity_weight: float) -> list[tuple[int, float]]:
+        """Top-k rows of a full score vector (modified in place), ties broken by row."""
+        if popularity_weight:
+            scores = scores + popularity_weight * self.log_pop
+        if allowed is not None:
+            scores = np.where(allowed, scores, -np.inf)
+        if seen:
+            scores[list(seen)] = -np.inf
+        kk = min(k, int(np.isfinite(scores).sum()))
+        if kk == 0:
+            return []
+        top = np.argpartition(-scores, kk - 1)[:kk]
+        top.sort()
+        top = top[np.argsort(-scores[top], kind="stable")]
+        return [(int(i), float(scores[i])) for i in top]
 
     def _popular_items(self, k: int, seen: set[int], allowed: np.ndarray | None) -> list[tuple[int, float]]:
         out = []
@@ -159,7 +192,8 @@ class Retriever:
         return self._result(self._search(profile, q.k, seen, allowed, q.popularity_weight), q.with_fields, unknown, None)
 
     def recommend_batch(self, queries: list[Query]) -> list[Result]:
-        """Many users at once: single-profile, unfiltered queries share one FAISS search."""
+        """Many users at once: single-profile, unfiltered queries share one search (a matrix
+        product on a flat index, one FAISS call otherwise)."""
         results: list[Result | None] = [None] * len(queries)
         batch, meta = [], []
         for n, q in enumerate(queries):
@@ -169,7 +203,13 @@ class Retriever:
                 continue
             batch.append(profile[0])
             meta.append((n, q, set(rows) if q.exclude_seen else set(), unknown))
-        if batch:
+        if batch and self.exact is not None:
+            for start in range(0, len(batch), BATCH_CHUNK):  # one matrix product per chunk of users
+                scores = self.exact @ np.asarray(batch[start:start + BATCH_CHUNK], dtype=np.float32).T
+                for col, (n, q, seen, unknown) in enumerate(meta[start:start + BATCH_CHUNK]):
+                    ranked = self._top(scores[:, col].copy(), q.k, seen, None, q.popularity_weight)
+                    results[n] = self._result(ranked, q.with_fields, unknown, None)
+        elif batch:
             width = max((q.k * (self.overfetch if q.popularity_weight else 1)) + len(seen) for _, q, seen, _ in meta)
             scores, idx = self.v.index.search(np.asarray(batch, dtype=np.float32), min(width, self.v.index.ntotal))
             for (n, q, seen, unknown), s_row, i_row in zip(meta, scores, idx):

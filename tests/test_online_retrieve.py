@@ -154,3 +154,26 @@ def test_text_search_on_a_published_version(small_catalog, tmp_path, tiny_vlm):
     assert "i0" not in {x.item_id for x in mixed.items} and len(mixed.items) == 2
     with pytest.raises(ValueError, match="ONNX encoder"):
         Retriever(version).search("anything")
+
+
+def test_ivf_path_with_filters_matches_exact_when_probing_every_list():
+    rng = np.random.default_rng(1)
+    x = rng.normal(size=(2000, 16)).astype(np.float32)
+    faiss.normalize_L2(x)
+    groups = ["a" if n % 3 else "b" for n in range(2000)]
+    flat = _version(x, group=groups)
+    ivf_index = faiss.IndexIVFFlat(faiss.IndexFlatIP(16), 16, 20, faiss.METRIC_INNER_PRODUCT)
+    ivf_index.train(x)
+    ivf_index.add(x)
+    ivf_index.nprobe = 20  # every list: the approximate index must then answer exactly
+    ivf = _version(x, group=groups)
+    ivf.index = ivf_index
+    exact, approx = Retriever(flat, popularity={"i5": 50}), Retriever(ivf, popularity={"i5": 50})
+    assert exact.exact is not None and approx.exact is None
+    for q in [Query([HistoryItem("i1"), HistoryItem("i2")], k=7, filters={"group": "b"}),
+              Query([HistoryItem("i3")], k=5),
+              Query([HistoryItem("i4"), HistoryItem("i9")], k=5, strategy="multi_interest")]:
+        a, b = exact.recommend(q), approx.recommend(q)
+        assert [(r.item_id, round(r.score, 4)) for r in a.items] == [(r.item_id, round(r.score, 4)) for r in b.items]
+        if q.filters:
+            assert all(int(r.item_id[1:]) % 3 == 0 for r in b.items) and len(b.items) == 7
