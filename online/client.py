@@ -148,7 +148,7 @@ class LocalClient:
         from groundrec.online.holder import VersionHolder
         from groundrec.shared.config import ServeConfig
 
-        holder = VersionHolder(ServeConfig(artifacts=Path(artifacts), encoder_variant=encoder_variant,
+        holder = VersionHolder(ServeConfig(artifacts=str(artifacts), encoder_variant=encoder_variant,
                                            **retriever_options))
         if not holder.check():
             raise FileNotFoundError(f"no loadable version in {artifacts}: {holder.rejected or 'nothing published'}")

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from groundrec.online.retrieve import Retriever
-from groundrec.online.version import load_version
+from groundrec.online.version import default_cache_dir, fetch_version, load_version
 from groundrec.shared import versions
 from groundrec.shared.config import ServeConfig
 from groundrec.shared.onnx_encoder import OnnxTextEncoder
@@ -49,7 +49,11 @@ class VersionHolder:
         return counts
 
     def build(self, version_id: str) -> Serving:
-        path = Path(self.cfg.artifacts) / versions.VERSIONS / version_id
+        if versions.is_uri(self.cfg.artifacts):
+            path = fetch_version(self.cfg.artifacts, version_id,
+                                 self.cfg.version_cache_dir or default_cache_dir(self.cfg.artifacts))
+        else:
+            path = Path(self.cfg.artifacts) / versions.VERSIONS / version_id
         version = load_version(path)
         encoder = None
         if (path / "encoder" / "encoder.json").is_file():

@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import hashlib
+import os
+import tempfile
+import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -11,7 +15,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from groundrec.shared import versions
-from groundrec.shared.manifest import Manifest, verify
+from groundrec.shared.manifest import MANIFEST, Manifest, verify
 
 
 class VersionError(ValueError):
@@ -29,8 +33,41 @@ class LoadedVersion:
     row_of: dict[str, int]
 
 
-def load_version(path: str | Path, check: bool = True) -> LoadedVersion:
-    """Load a version directory, or the CURRENT one of an artifacts root."""
+def fetch_version(root: str, version_id: str, cache_dir: Path) -> Path:
+    """Copy a version from an fsspec location (s3://, gs://, ...) into a local folder, once:
+    FAISS and onnxruntime read local files. The copy is verified like any version."""
+    import fsspec
+
+    local = Path(cache_dir) / version_id
+    if (local / MANIFEST).is_file():
+        return local
+    local.parent.mkdir(parents=True, exist_ok=True)
+    fs, base = fsspec.core.url_to_fs(str(root).rstrip("/"))
+    source = f"{base}/{versions.VERSIONS}/{version_id}"
+    if not fs.exists(f"{source}/{MANIFEST}"):
+        raise VersionError(f"{root} has no version {version_id} (no {MANIFEST})")
+    tmp = local.parent / f".{version_id}.{uuid.uuid4().hex}"
+    tmp.mkdir()
+    for remote in fs.find(source):
+        target = tmp / remote[len(source):].lstrip("/")
+        target.parent.mkdir(parents=True, exist_ok=True)
+        fs.get_file(remote, str(target))
+    os.replace(tmp, local)
+    return local
+
+
+def default_cache_dir(root: str) -> Path:
+    return Path(tempfile.gettempdir()) / "groundrec-versions" / hashlib.sha256(str(root).encode()).hexdigest()[:12]
+
+
+def load_version(path: str | Path, check: bool = True, cache_dir: Path | None = None) -> LoadedVersion:
+    """Load a version directory, or the CURRENT one of an artifacts root (a local folder or
+    an fsspec URI, whose version is first copied to ``cache_dir``)."""
+    if versions.is_uri(path):
+        vid = versions.current_version(path)
+        if vid is None:
+            raise VersionError(f"no {versions.CURRENT} pointer at {path}: nothing published there")
+        path = fetch_version(str(path), vid, cache_dir or default_cache_dir(str(path)))
     path = Path(path)
     if (path / versions.CURRENT).is_file():
         path = versions.current_path(path)

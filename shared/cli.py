@@ -135,7 +135,7 @@ def versions_gc(keep: int = typer.Option(..., min=1, help="How many versions to 
 
 @app.command()
 def serve(
-    artifacts: Path = typer.Option(..., help="Artifacts directory (the offline job's --out)."),
+    artifacts: str = typer.Option(..., help="Artifacts directory (the offline job's --out), or an fsspec URI (s3://...)."),
     host: str = typer.Option("127.0.0.1", help="Interface to bind; loopback by default."),
     port: int = typer.Option(8000, help="TCP port."),
     config: Optional[Path] = typer.Option(None, "--config", "-c", help="YAML with ServeConfig fields (limits, reload...)."),

@@ -206,7 +206,8 @@ def load_config(path: Path | None, overrides: dict | None = None) -> JobConfig:
 class ServeConfig(_Strict):
     """The online service. Limits apply per request; violations get a 4xx naming the field."""
 
-    artifacts: Path
+    artifacts: str = Field(description="artifacts directory, or an fsspec URI such as s3://bucket/groundrec")
+    version_cache_dir: Path | None = Field(None, description="where versions from a URI are copied; default under /tmp")
     host: str = "127.0.0.1"
     port: int = Field(8000, ge=0, le=65535)
     encoder_variant: Literal["fp32", "int8"] = "fp32"
@@ -222,3 +223,8 @@ class ServeConfig(_Strict):
     max_batch: int = Field(256, ge=1)
     max_body_bytes: int = Field(1_000_000, ge=1024)
     api_key_env: str = Field("GROUNDREC_API_KEY", description="if this variable is set, clients must send X-API-Key")
+
+    @field_validator("artifacts", mode="before")
+    @classmethod
+    def _path_to_text(cls, v):
+        return str(v) if isinstance(v, Path) else v

@@ -29,7 +29,21 @@ def list_versions(root: str | Path) -> list[str]:
     return sorted(p.name for p in d.iterdir() if p.is_dir() and (p / "manifest.json").is_file())
 
 
+def is_uri(root: str | Path) -> bool:
+    """An object-store (or other fsspec) location rather than a local folder."""
+    text = str(root)
+    return "://" in text and not text.startswith("file://")
+
+
 def current_version(root: str | Path) -> str | None:
+    if is_uri(root):
+        import fsspec
+
+        try:
+            with fsspec.open(f"{str(root).rstrip('/')}/{CURRENT}", "rt") as f:
+                return f.read().strip() or None
+        except FileNotFoundError:
+            return None
     pointer = Path(root) / CURRENT
     if not pointer.is_file():
         return None

@@ -220,3 +220,26 @@ def socket_closed_port():
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     yield f"http://127.0.0.1:{port}"  # nothing listens there any more
+
+
+def test_serves_from_an_object_store_uri(published, tmp_path):
+    """fsspec's in-memory filesystem stands in for s3:// or gs://."""
+    import fsspec
+
+    from groundrec.online.version import VersionError, load_version
+
+    fs = fsspec.filesystem("memory")
+    root = f"memory://groundrec-test-{tmp_path.name}"
+    for path in Path(published["artifacts"]).rglob("*"):
+        rel = path.relative_to(published["artifacts"])
+        if path.is_file() and rel.parts[0] in (versions.VERSIONS, versions.CURRENT):
+            fs.pipe_file(f"{root}/{rel}", path.read_bytes())
+    local = LocalClient(published["artifacts"])
+    history = published["histories"][0]
+    with running(create_app(_cfg(root, version_cache_dir=tmp_path / "cache"))) as url:
+        assert _scores(Client(url).recommend(history, k=5)) == _scores(local.recommend(history, k=5))
+    assert (tmp_path / "cache" / versions.current_version(published["artifacts"]) / "manifest.json").is_file()
+    assert load_version(root, cache_dir=tmp_path / "cache2").manifest.version == versions.current_version(root)
+    fs.pipe_file(f"{root}/{versions.CURRENT}", b"no-such-version\n")
+    with pytest.raises(VersionError, match="no version no-such-version"):
+        load_version(root, cache_dir=tmp_path / "cache3")
