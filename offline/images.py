@@ -31,7 +31,7 @@ def read_bytes(uri: str | None) -> bytes:
     except FileNotFoundError:
         raise BadImage(f"image file not found: {uri}") from None
     except Exception as e:  # network, permissions, unknown protocol
-        raise BadImage(f"cannot read image {uri}: {type(e).__name__}: {e}") from None
+        raise BadImage(f"cannot read image: {uri}: {type(e).__name__}: {e}") from None
     if not data:
         raise BadImage(f"image file is empty: {uri}")
     return data
@@ -45,7 +45,7 @@ def decode(data: bytes, uri: str = "") -> Image.Image:
     except UnidentifiedImageError:
         raise BadImage(f"not an image (unrecognised format): {uri}") from None
     except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as e:
-        raise BadImage(f"corrupt or truncated image {uri}: {e}") from None
+        raise BadImage(f"corrupt or truncated image: {uri}: {e}") from None
 
 
 def load(uri: str | None) -> LoadedImage:

@@ -8,7 +8,7 @@ import numpy as np
 STRATEGIES = ("mean", "recency", "weighted", "multi_interest")
 
 
-def _unit(x: np.ndarray) -> np.ndarray:
+def unit(x: np.ndarray) -> np.ndarray:
     norm = np.linalg.norm(x, axis=-1, keepdims=True)
     return np.where(norm > 0, x / np.where(norm > 0, norm, 1), x).astype(np.float32)
 
@@ -19,7 +19,7 @@ def weighted_profile(vectors: np.ndarray, weights: np.ndarray) -> np.ndarray:
         raise ValueError("history weights must be finite and >= 0")
     if w.sum() == 0:
         raise ValueError("history weights are all zero")
-    return _unit((w[:, None] * np.asarray(vectors, dtype=np.float64)).sum(axis=0, keepdims=True) / w.sum())
+    return unit((w[:, None] * np.asarray(vectors, dtype=np.float64)).sum(axis=0, keepdims=True) / w.sum())
 
 
 def mean_profile(vectors: np.ndarray) -> np.ndarray:
@@ -39,7 +39,7 @@ def recency_weights(timestamps: np.ndarray, half_life_days: float, now: float | 
 
 def multi_interest(vectors: np.ndarray, n_interests: int = 3, iterations: int = 20, seed: int = 0) -> np.ndarray:
     """Spherical k-means over the history: up to ``n_interests`` centroids, largest cluster first."""
-    x = _unit(np.asarray(vectors, dtype=np.float32))
+    x = unit(np.asarray(vectors, dtype=np.float32))
     k = max(1, min(n_interests, len(np.unique(x, axis=0))))
     if k == 1:
         return mean_profile(x)
@@ -54,7 +54,7 @@ def multi_interest(vectors: np.ndarray, n_interests: int = 3, iterations: int = 
     for _ in range(iterations):
         assign = np.argmax(x @ c.T, axis=1)
         new = np.array([x[assign == j].sum(axis=0) if np.any(assign == j) else c[j] for j in range(k)])
-        new = _unit(new)
+        new = unit(new)
         if np.allclose(new, c):
             break
         c = new

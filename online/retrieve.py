@@ -11,7 +11,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from groundrec.online.profiles import build_profile
+from groundrec.online.profiles import build_profile, unit
 from groundrec.online.version import LoadedVersion
 
 BATCH_CHUNK = 256
@@ -97,7 +97,7 @@ class Retriever:
             if self.encoder is None:
                 raise ValueError("text queries need the version's ONNX encoder, which is not loaded")
             t = self.encoder.encode([q.text])
-            profile = t if profile is None else _unit((1 - q.text_weight) * profile + q.text_weight * t)
+            profile = t if profile is None else unit((1 - q.text_weight) * profile + q.text_weight * t)
         return profile, rows, unknown
 
     def _allowed(self, filters: dict[str, object] | None) -> np.ndarray | None:
@@ -182,7 +182,9 @@ class Retriever:
 
     # --- public API ------------------------------------------------------------------
     def recommend(self, q: Query) -> Result:
-        profile, rows, unknown = self._profile(q)
+        return self._answer(q, *self._profile(q))
+
+    def _answer(self, q: Query, profile: np.ndarray | None, rows: list[int], unknown: list[str]) -> Result:
         seen = set(rows) if q.exclude_seen else set()
         allowed = self._allowed(q.filters)
         if profile is None:
@@ -199,7 +201,7 @@ class Retriever:
         for n, q in enumerate(queries):
             profile, rows, unknown = self._profile(q)
             if profile is None or len(profile) != 1 or q.filters:
-                results[n] = self.recommend(q)
+                results[n] = self._answer(q, profile, rows, unknown)
                 continue
             batch.append(profile[0])
             meta.append((n, q, set(rows) if q.exclude_seen else set(), unknown))
@@ -221,10 +223,6 @@ class Retriever:
 
     def search(self, text: str, k: int = 10, filters: dict | None = None, with_fields: bool = False) -> Result:
         return self.recommend(Query(text=text, k=k, filters=filters, with_fields=with_fields))
-
-
-def _unit(x: np.ndarray) -> np.ndarray:
-    return (x / np.linalg.norm(x, axis=-1, keepdims=True)).astype(np.float32)
 
 
 def _search_params(index: faiss.Index, selector) -> faiss.SearchParameters:
