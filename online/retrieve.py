@@ -72,6 +72,9 @@ class Retriever:
                 counts[row] = c
         self.log_pop = np.log1p(counts).astype(np.float32)
         self._popular = np.argsort(-counts, kind="stable")
+        # What explains a recommendation: the grounded fields, the embedded text, the catalog text.
+        explain = {"text", *version.manifest.model_extra.get("catalog_text_columns", [])}
+        self.field_columns = [c for c in version.items.column_names if c.startswith("vlm_") or c in explain]
         index = version.index
         self.exact = (faiss.rev_swig_ptr(index.get_xb(), index.ntotal * index.d).reshape(index.ntotal, index.d)
                       if isinstance(index, faiss.IndexFlat) and index.metric_type == faiss.METRIC_INNER_PRODUCT
@@ -173,10 +176,7 @@ class Retriever:
                 fallback: str | None) -> Result:
         recs = []
         for row, score in ranked:
-            fields = None
-            if with_fields:
-                fields = {c: self.v.items.column(c)[row].as_py() for c in self.v.items.column_names
-                          if c.startswith("vlm_") or c in ("text", *self.v.manifest.model_extra.get("catalog_text_columns", []))}
+            fields = {c: self.v.items.column(c)[row].as_py() for c in self.field_columns} if with_fields else None
             recs.append(Recommendation(self.v.item_ids[row], score, fields))
         return Result(recs, unknown, fallback)
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 import os
 import time
-from contextlib import asynccontextmanager
+from contextlib import asynccontextmanager, contextmanager
 
 from fastapi import FastAPI, HTTPException, Request
 from fastapi.concurrency import run_in_threadpool
@@ -100,13 +100,18 @@ def create_app(cfg: ServeConfig, watch: bool = True) -> FastAPI:
         errors = [{"loc": list(e["loc"]), "msg": e["msg"], "type": e["type"]} for e in exc.errors()]
         return JSONResponse({"detail": "; ".join(problems), "errors": errors}, status_code=422)
 
-    def run_query(s: Serving, q: UserQuery) -> ResultOut:
+    @contextmanager
+    def as_http_errors():
         try:
-            return result_out(s.retriever.recommend(q.to_query()), s.version_id)
+            yield
         except NoHistory as e:
             raise HTTPException(422, str(e)) from None
         except ValueError as e:  # unknown filter column, no encoder for text, bad weights...
             raise HTTPException(400, str(e)) from None
+
+    def run_query(s: Serving, q: UserQuery) -> ResultOut:
+        with as_http_errors():
+            return result_out(s.retriever.recommend(q.to_query()), s.version_id)
 
     @app.post("/recommend", response_model=ResultOut | BatchOut)
     def recommend(body: RecommendRequest):
@@ -118,12 +123,8 @@ def create_app(cfg: ServeConfig, watch: bool = True) -> FastAPI:
             raise HTTPException(422, f"batch has {len(body.batch)} users, more than max_batch={cfg.max_batch}")
         for q in body.batch:
             check_limits(q)
-        try:
+        with as_http_errors():
             results = s.retriever.recommend_batch([q.to_query() for q in body.batch])
-        except NoHistory as e:
-            raise HTTPException(422, str(e)) from None
-        except ValueError as e:
-            raise HTTPException(400, str(e)) from None
         return BatchOut(results=[result_out(r, s.version_id) for r in results], version=s.version_id)
 
     @app.post("/search", response_model=ResultOut)

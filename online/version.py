@@ -60,7 +60,7 @@ def default_cache_dir(root: str) -> Path:
     return Path(tempfile.gettempdir()) / "groundrec-versions" / hashlib.sha256(str(root).encode()).hexdigest()[:12]
 
 
-def load_version(path: str | Path, check: bool = True, cache_dir: Path | None = None) -> LoadedVersion:
+def load_version(path: str | Path, cache_dir: Path | None = None) -> LoadedVersion:
     """Load a version directory, or the CURRENT one of an artifacts root (a local folder or
     an fsspec URI, whose version is first copied to ``cache_dir``)."""
     if versions.is_uri(path):
@@ -72,7 +72,7 @@ def load_version(path: str | Path, check: bool = True, cache_dir: Path | None = 
     if (path / versions.CURRENT).is_file():
         path = versions.current_path(path)
     try:
-        manifest = verify(path) if check else Manifest.model_validate_json((path / "manifest.json").read_text())
+        manifest = verify(path)
     except (FileNotFoundError, ValueError) as e:
         raise VersionError(str(e)) from None
     index = faiss.read_index(str(path / "index.faiss"))
