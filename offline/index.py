@@ -1,8 +1,10 @@
 """Index stage: the FAISS index that fits the catalog, with its measured recall.
 
-Exact inner product (``IndexFlatIP``) up to ``flat_max_items``; above it an IVF-Flat index
-whose ``nlist`` follows the catalog size and whose ``nprobe`` is the smallest that reaches
-``target_recall`` @K against exact search on a sample of the items themselves.
+Exact inner product (``IndexFlatIP``) up to ``flat_max_items``; above it an HNSW graph
+(``auto``; fastest queries, slower to build) or an IVF-Flat index (``ivf``; fast to build, and
+what faiss-gpu builds). The search-time knob (HNSW ``efSearch``, IVF ``nprobe``) is set to the
+smallest value that reaches ``target_recall`` @K against exact search on profile-like queries,
+and written into the index file, so the online tier searches with it.
 """
 
 from __future__ import annotations
@@ -32,6 +34,7 @@ class IndexReport:
     recall_sample: int
     build_seconds: float
     on_gpu: bool
+    ef_search: int | None = None
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -53,13 +56,32 @@ def recall_at_k(approx: np.ndarray, exact: np.ndarray) -> float:
     return hits / (k * len(exact))
 
 
+def _smallest_meeting(recall_with, start: int, limit: int, target: float) -> tuple[int, float]:
+    """The smallest knob value in [start, limit] whose recall reaches ``target`` (or ``limit``):
+    double until met, then bisect down. Recall grows with the knob."""
+    low, value = start - 1, start
+    recall = recall_with(value)
+    while recall < target and value < limit:
+        low, value = value, min(value * 2, limit)
+        recall = recall_with(value)
+    while value - low > 1 and recall >= target:
+        mid = (low + value) // 2
+        r = recall_with(mid)
+        if r >= target:
+            value, recall = mid, r
+        else:
+            low = mid
+    recall_with(value)
+    return value, recall
+
+
 def build_index(vectors: np.ndarray, cfg: IndexConfig, seed: int = 0) -> tuple[faiss.Index, IndexReport]:
     vectors = np.ascontiguousarray(vectors, dtype=np.float32)
     n, d = vectors.shape
     if n == 0:
         raise ValueError("no vectors to index: every item was skipped")
     started = time.perf_counter()
-    kind = cfg.kind if cfg.kind != "auto" else ("flat" if n <= cfg.flat_max_items else "ivf")
+    kind = cfg.kind if cfg.kind != "auto" else ("flat" if n <= cfg.flat_max_items else "hnsw")
     on_gpu = _gpu_available(cfg)
     k = min(cfg.recall_k, n)
     rng = np.random.default_rng(seed)
@@ -75,6 +97,26 @@ def build_index(vectors: np.ndarray, cfg: IndexConfig, seed: int = 0) -> tuple[f
                              time.perf_counter() - started, False)
         return index, report
 
+    exact = faiss.IndexFlatIP(d)
+    exact.add(vectors)
+    _, truth = exact.search(queries, k)
+    del exact
+
+    if kind == "hnsw":
+        # No GPU build for HNSW in FAISS; the graph is built on every CPU core.
+        index = faiss.IndexHNSWFlat(d, cfg.hnsw_m, faiss.METRIC_INNER_PRODUCT)
+        index.hnsw.efConstruction = cfg.hnsw_ef_construction
+        index.add(vectors)
+
+        def recall_hnsw(ef: int) -> float:
+            index.hnsw.efSearch = ef
+            return recall_at_k(index.search(queries, k)[1], truth)
+
+        ef, recall = _smallest_meeting(recall_hnsw, k, max(4096, k), cfg.target_recall)
+        report = IndexReport("hnsw", f"HNSW{cfg.hnsw_m},Flat", n, d, None, None, recall, k, len(queries),
+                             time.perf_counter() - started, False, ef_search=ef)
+        return index, report
+
     nlist = choose_nlist(n)
     quantizer = faiss.IndexFlatIP(d)
     index = faiss.IndexIVFFlat(quantizer, d, nlist, faiss.METRIC_INNER_PRODUCT)
@@ -88,27 +130,12 @@ def build_index(vectors: np.ndarray, cfg: IndexConfig, seed: int = 0) -> tuple[f
     else:
         index.train(train)
         index.add(vectors)
-    exact = faiss.IndexFlatIP(d)
-    exact.add(vectors)
-    _, truth = exact.search(queries, k)
-    def recall_with(p: int) -> float:
+
+    def recall_ivf(p: int) -> float:
         index.nprobe = p
         return recall_at_k(index.search(queries, k)[1], truth)
 
-    # Double until the target is met, then bisect down to the smallest nprobe that meets it.
-    low, nprobe = 0, 1
-    recall = recall_with(nprobe)
-    while recall < cfg.target_recall and nprobe < nlist:
-        low, nprobe = nprobe, min(nprobe * 2, nlist)
-        recall = recall_with(nprobe)
-    while nprobe - low > 1 and recall >= cfg.target_recall:
-        mid = (low + nprobe) // 2
-        r = recall_with(mid)
-        if r >= cfg.target_recall:
-            nprobe, recall = mid, r
-        else:
-            low = mid
-    index.nprobe = nprobe
+    nprobe, recall = _smallest_meeting(recall_ivf, 1, nlist, cfg.target_recall)
     report = IndexReport("ivf", f"IVF{nlist},Flat", n, d, nlist, nprobe, recall, k, len(queries),
                          time.perf_counter() - started, on_gpu)
     return index, report

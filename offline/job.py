@@ -94,35 +94,12 @@ def run_job(cfg: JobConfig, progress: bool = True) -> JobSummary:
         with ExitStack() as stack:
             with clock.stage("start_runner"):
                 runner = stack.enter_context(open_runner(cfg.run.runner, cfg.run.ray_address, cfg.resolved_work_dir))
-            ids = items.column(id_col).to_pylist()
-            uris = items.column(catalog_stage.IMAGE_URI).to_pylist()
-            with clock.stage("hash"):
-                sha_by_id = _hash_images(runner, ids, uris, skipped, progress)
-
-            cache = GroundingCache(cfg.resolved_cache_dir)
-            key_by_id = {iid: cache_key(sha, signature) for iid, sha in sha_by_id.items()}
-            with clock.stage("cache_lookup"):
-                cached_by_key = {r["cache_key"]: r for r in cache.lookup(set(key_by_id.values())).to_pylist()}
-            uri_by_id = dict(zip(ids, uris))
-            todo = [i for i in ids if i in key_by_id and key_by_id[i] not in cached_by_key]
-            with clock.stage("ground"):
-                todo_table = pa.table({"item_id": todo, "image_uri": [uri_by_id[i] for i in todo],
-                                       "image_sha256": [sha_by_id[i] for i in todo],
-                                       "cache_key": [key_by_id[i] for i in todo]})
-                new_by_id = _ground(runner, todo_table, cfg, cache, skipped, progress)
-            with clock.stage("cache_compact"):
-                cache.compact()
-
-            answer = {i: new_by_id.get(i) or cached_by_key.get(key_by_id.get(i)) for i in ids}
-            grounded = items.filter(pa.array([answer[i] is not None for i in ids], pa.bool_()))
-            rows = [{**answer[i], "image_sha256": sha_by_id[i], "from_cache": i not in new_by_id}
-                    for i in grounded.column(id_col).to_pylist()]
-            groundings = _groundings_table(grounded, rows, cfg)
+            groundings, new_by_id = ground_catalog(runner, items, cfg, signature, skipped, clock, progress)
 
             with clock.stage("encode"):
                 texts = build_texts(groundings, cfg.encoder.template)
                 groundings = groundings.append_column("text", pa.array(texts, pa.string()))
-                vectors, encoded_new = _encode_cached(runner, texts, cfg, encoder_path, progress)
+                vectors, encoded_new = encode_cached(runner, texts, cfg, encoder_path, progress)
 
         with clock.stage("index"):
             index, index_report = build_index(vectors, cfg.index)
@@ -148,7 +125,7 @@ def run_job(cfg: JobConfig, progress: bool = True) -> JobSummary:
             text_template=cfg.encoder.template,
             dim=int(vectors.shape[1]),
             counts={"items_read": items.num_rows, "indexed": int(vectors.shape[0]),
-                    "grounded_new": len(new_by_id), "grounded_cached": grounded.num_rows - len(new_by_id),
+                    "grounded_new": len(new_by_id), "grounded_cached": groundings.num_rows - len(new_by_id),
                     "encoded_new": encoded_new, "skipped": len(skipped)},
             index=index_report.to_dict(),
             encoder_export=export_report,
@@ -167,11 +144,44 @@ def run_job(cfg: JobConfig, progress: bool = True) -> JobSummary:
         reasons[_reason_class(s["reason"])] = reasons.get(_reason_class(s["reason"]), 0) + 1
     return JobSummary(
         version=version_id, version_dir=final, runner=cfg.run.runner, items_read=items.num_rows,
-        grounded_new=len(new_by_id), grounded_cached=grounded.num_rows - len(new_by_id), skipped=reasons,
+        grounded_new=len(new_by_id), grounded_cached=groundings.num_rows - len(new_by_id), skipped=reasons,
         encoded=int(vectors.shape[0]), encoded_new=encoded_new, index=index_report.to_dict(), export=export_report,
         timings_s=dict(clock.times),
-        parse_failures=sum(1 for r in rows if r["parse_ok"] is False), skipped_examples=skipped[:5],
+        parse_failures=groundings.column("parse_ok").to_pylist().count(False), skipped_examples=skipped[:5],
     )
+
+
+
+def ground_catalog(runner, items: pa.Table, cfg: JobConfig, signature: dict, skipped: list[dict],
+                   clock: _Clock, progress: bool) -> tuple[pa.Table, dict[str, dict]]:
+    """hash -> cache lookup -> ground what is new -> the catalog rows that were grounded, with
+    their grounding columns (``vlm_text``, ``vlm_<field>``...). Bad images land in ``skipped``."""
+    id_col = cfg.catalog.id_column
+    ids = items.column(id_col).to_pylist()
+    uris = items.column(catalog_stage.IMAGE_URI).to_pylist()
+    with clock.stage("hash"):
+        sha_by_id = _hash_images(runner, ids, uris, skipped, progress)
+
+    cache = GroundingCache(cfg.resolved_cache_dir)
+    key_by_id = {iid: cache_key(sha, signature) for iid, sha in sha_by_id.items()}
+    with clock.stage("cache_lookup"):
+        cached_by_key = {r["cache_key"]: r for r in cache.lookup(set(key_by_id.values())).to_pylist()}
+    uri_by_id = dict(zip(ids, uris))
+    todo = [i for i in ids if i in key_by_id and key_by_id[i] not in cached_by_key]
+    with clock.stage("ground"):
+        todo_table = pa.table({"item_id": todo, "image_uri": [uri_by_id[i] for i in todo],
+                               "image_sha256": [sha_by_id[i] for i in todo],
+                               "cache_key": [key_by_id[i] for i in todo]})
+        new_by_id = _ground(runner, todo_table, cfg, cache, skipped, progress)
+    with clock.stage("cache_compact"):
+        cache.compact()
+
+    answer = {i: new_by_id.get(i) or cached_by_key.get(key_by_id.get(i)) for i in ids}
+    grounded = items.filter(pa.array([answer[i] is not None for i in ids], pa.bool_()))
+    rows = [{**answer[i], "image_sha256": sha_by_id[i], "from_cache": i not in new_by_id}
+            for i in grounded.column(id_col).to_pylist()]
+    groundings = _groundings_table(grounded, rows, cfg)
+    return groundings, new_by_id
 
 
 def _hash_images(runner, ids: list[str], uris: list[str | None], skipped: list[dict], progress: bool) -> dict[str, str]:
@@ -243,8 +253,8 @@ def _groundings_table(grounded: pa.Table, rows: list[dict], cfg: JobConfig) -> p
     return table.append_column("from_cache", pa.array([r["from_cache"] for r in rows], pa.bool_()))
 
 
-def _encode_cached(runner, texts: list[str], cfg: JobConfig, encoder_path: str,
-                   progress: bool) -> tuple[np.ndarray, int]:
+def encode_cached(runner, texts: list[str], cfg: JobConfig, encoder_path: str,
+                  progress: bool) -> tuple[np.ndarray, int]:
     """Vectors for ``texts``: distinct texts only, and only those the embedding cache lacks."""
     if not texts:
         raise ValueError("no item could be grounded: nothing to encode (see the skipped reasons)")

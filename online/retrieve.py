@@ -58,13 +58,15 @@ class NoHistory(ValueError):
 class Retriever:
     def __init__(self, version: LoadedVersion, popularity: dict[str, float] | None = None,
                  encoder=None, fallback: Literal["popular", "error"] = "popular",
-                 half_life_days: float = 30.0, n_interests: int = 3, overfetch: int = 4):
+                 half_life_days: float = 30.0, n_interests: int = 3, overfetch: int = 4,
+                 exact_subset_max: int = 20_000):
         self.v = version
         self.encoder = encoder  # an OnnxTextEncoder, for text queries
         self.fallback = fallback
         self.half_life_days = half_life_days
         self.n_interests = n_interests
         self.overfetch = overfetch
+        self.exact_subset_max = exact_subset_max  # filters passing fewer items are scored exactly
         counts = np.zeros(version.index.ntotal, dtype=np.float64)
         for iid, c in (popularity or {}).items():
             row = version.row_of.get(iid)
@@ -121,6 +123,8 @@ class Retriever:
                 popularity_weight: float) -> list[tuple[int, float]]:
         if self.exact is not None:
             return self._search_exact(profiles, k, seen, allowed, popularity_weight)
+        if allowed is not None and allowed.sum() <= self.exact_subset_max:
+            return self._search_subset(profiles, k, seen, np.flatnonzero(allowed), popularity_weight)
         n = self.v.index.ntotal
         fetch = min(n, (k * self.overfetch if popularity_weight else k) + len(seen))
         params = None
@@ -145,6 +149,14 @@ class Retriever:
         popularity prior apply to every item exactly, not to an over-fetched candidate list."""
         scores = (self.exact @ np.asarray(profiles, dtype=np.float32).T).max(axis=1)
         return self._top(scores, k, seen, allowed, popularity_weight)
+
+    def _search_subset(self, profiles: np.ndarray, k: int, seen: set[int], rows: np.ndarray,
+                       popularity_weight: float) -> list[tuple[int, float]]:
+        """A selective filter on an approximate index: score the few allowed items exactly.
+        Graph and IVF searches lose recall when most items are filtered out; this does not."""
+        scores = np.full(self.v.index.ntotal, -np.inf, dtype=np.float32)
+        scores[rows] = (np.asarray(self.v.vectors[rows]) @ np.asarray(profiles, dtype=np.float32).T).max(axis=1)
+        return self._top(scores, k, seen, None, popularity_weight)
 
     def _top(self, scores: np.ndarray, k: int, seen: set[int], allowed: np.ndarray | None,
              popularity_weight: float) -> list[tuple[int, float]]:
@@ -226,8 +238,12 @@ class Retriever:
 
 
 def _search_params(index: faiss.Index, selector) -> faiss.SearchParameters:
+    """Search parameters carrying a selector and the index's own tuned knob (a selector
+    given with plain ``SearchParameters`` would reset nprobe/efSearch to their defaults)."""
     if isinstance(index, faiss.IndexIVF):
         return faiss.SearchParametersIVF(sel=selector, nprobe=index.nprobe)
+    if isinstance(index, faiss.IndexHNSW):
+        return faiss.SearchParametersHNSW(sel=selector, efSearch=index.hnsw.efSearch)
     return faiss.SearchParameters(sel=selector)
 
 

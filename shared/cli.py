@@ -96,7 +96,8 @@ def print_summary(s) -> None:
     t.add_row("encoded", f"{s.encoded} items; {s.encoded_new} texts encoded, the rest reused from the cache")
     idx = s.index
     t.add_row("index", f"{idx['factory']} ({idx['kind']}), recall@{idx['k']} {idx['recall_at_k']:.3f}"
-              + (f", nprobe {idx['nprobe']}" if idx.get("nprobe") else ""))
+              + (f", nprobe {idx['nprobe']}" if idx.get("nprobe") else "")
+              + (f", efSearch {idx['ef_search']}" if idx.get("ef_search") else ""))
     if s.export:
         line = f"fp32 max|Δ| {s.export['fp32']['max_abs_diff']:.1e}"
         if "int8" in s.export:

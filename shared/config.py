@@ -107,8 +107,10 @@ class EncoderConfig(_Strict):
 
 
 class IndexConfig(_Strict):
-    kind: Literal["auto", "flat", "ivf"] = "auto"
-    flat_max_items: int = Field(100_000, ge=1, description="auto: exact search up to this many items")
+    kind: Literal["auto", "flat", "hnsw", "ivf"] = "auto"
+    flat_max_items: int = Field(100_000, ge=1, description="auto: exact search up to this many items, HNSW above")
+    hnsw_m: int = Field(32, ge=4, le=128, description="HNSW graph degree (memory: ~2*M*4 bytes per item)")
+    hnsw_ef_construction: int = Field(40, ge=8, description="HNSW build effort")
     target_recall: float = Field(0.95, gt=0, le=1)
     recall_k: int = Field(10, ge=1)
     recall_sample: int = Field(1000, ge=10)

@@ -1,3 +1,4 @@
+import faiss
 import numpy as np
 import pyarrow as pa
 import pytest
@@ -47,10 +48,25 @@ def test_small_catalog_gets_exact_index():
 
 def test_large_catalog_gets_ivf_that_meets_target_recall():
     x = _clustered(20_000)
-    index, report = build_index(x, IndexConfig(flat_max_items=1000, target_recall=0.95, recall_sample=300))
+    index, report = build_index(x, IndexConfig(kind="ivf", target_recall=0.95, recall_sample=300))
     assert report.kind == "ivf" and report.nlist == choose_nlist(20_000)
     assert report.recall_at_k >= 0.95 and 1 <= report.nprobe <= report.nlist
-    assert index.ntotal == 20_000
+    assert index.ntotal == 20_000 and index.nprobe == report.nprobe
+
+
+def test_large_catalog_gets_hnsw_whose_tuned_ef_search_survives_a_round_trip(tmp_path):
+    x = _clustered(20_000)
+    index, report = build_index(x, IndexConfig(flat_max_items=1000, target_recall=0.97, recall_sample=300))
+    assert report.kind == "hnsw" and report.factory == "HNSW32,Flat" and index.ntotal == 20_000
+    assert report.recall_at_k >= 0.97 and index.hnsw.efSearch == report.ef_search >= report.k
+    faiss.write_index(index, str(tmp_path / "i.faiss"))
+    loaded = faiss.read_index(str(tmp_path / "i.faiss"))
+    assert loaded.hnsw.efSearch == report.ef_search  # the online tier searches with the tuned knob
+    q = x[1000:1300] + x[5000:5300]  # other profile-like queries than the build sample's
+    faiss.normalize_L2(q)
+    exact = faiss.IndexFlatIP(x.shape[1])
+    exact.add(x)
+    assert recall_at_k(loaded.search(q, report.k)[1], exact.search(q, report.k)[1]) >= 0.93
 
 
 def test_recall_helper_and_empty_input():

@@ -156,19 +156,32 @@ def test_text_search_on_a_published_version(small_catalog, tmp_path, tiny_vlm):
         Retriever(version).search("anything")
 
 
-def test_ivf_path_with_filters_matches_exact_when_probing_every_list():
+def _exhaustive_ann(kind: str, x: np.ndarray) -> faiss.Index:
+    """An approximate index searched so widely that it must answer exactly."""
+    d = x.shape[1]
+    if kind == "ivf":
+        index = faiss.IndexIVFFlat(faiss.IndexFlatIP(d), d, 20, faiss.METRIC_INNER_PRODUCT)
+        index.train(x)
+        index.nprobe = 20  # every list
+    else:
+        index = faiss.IndexHNSWFlat(d, 16, faiss.METRIC_INNER_PRODUCT)
+        index.hnsw.efSearch = len(x)  # the whole graph
+    index.add(x)
+    return index
+
+
+@pytest.mark.parametrize("kind", ["ivf", "hnsw"])
+@pytest.mark.parametrize("exact_subset_max", [0, 20_000], ids=["selector", "subset"])
+def test_ann_paths_with_filters_match_exact_when_searching_everything(kind, exact_subset_max):
     rng = np.random.default_rng(1)
     x = rng.normal(size=(2000, 16)).astype(np.float32)
     faiss.normalize_L2(x)
     groups = ["a" if n % 3 else "b" for n in range(2000)]
     flat = _version(x, group=groups)
-    ivf_index = faiss.IndexIVFFlat(faiss.IndexFlatIP(16), 16, 20, faiss.METRIC_INNER_PRODUCT)
-    ivf_index.train(x)
-    ivf_index.add(x)
-    ivf_index.nprobe = 20  # every list: the approximate index must then answer exactly
-    ivf = _version(x, group=groups)
-    ivf.index = ivf_index
-    exact, approx = Retriever(flat, popularity={"i5": 50}), Retriever(ivf, popularity={"i5": 50})
+    ann = _version(x, group=groups)
+    ann.index = _exhaustive_ann(kind, x)
+    exact = Retriever(flat, popularity={"i5": 50})
+    approx = Retriever(ann, popularity={"i5": 50}, exact_subset_max=exact_subset_max)
     assert exact.exact is not None and approx.exact is None
     for q in [Query([HistoryItem("i1"), HistoryItem("i2")], k=7, filters={"group": "b"}),
               Query([HistoryItem("i3")], k=5),
