@@ -54,7 +54,7 @@ class JobSummary:
     skipped_examples: list[dict] = field(default_factory=list)
 
 
-class _Clock:
+class StageClock:
     def __init__(self):
         self.times: dict[str, float] = {}
 
@@ -75,7 +75,7 @@ def run_job(cfg: JobConfig, progress: bool = True) -> JobSummary:
     cfg.require_paths()
     out = Path(cfg.out)
     out.mkdir(parents=True, exist_ok=True)
-    clock = _Clock()
+    clock = StageClock()
     skipped: list[dict] = []
 
     with clock.stage("read"):
@@ -153,7 +153,7 @@ def run_job(cfg: JobConfig, progress: bool = True) -> JobSummary:
 
 
 def ground_catalog(runner, items: pa.Table, cfg: JobConfig, signature: dict, skipped: list[dict],
-                   clock: _Clock, progress: bool) -> tuple[pa.Table, dict[str, dict]]:
+                   clock: StageClock, progress: bool) -> tuple[pa.Table, dict[str, dict]]:
     """hash -> cache lookup -> ground what is new -> the catalog rows that were grounded, with
     their grounding columns (``vlm_text``, ``vlm_<field>``...). Bad images land in ``skipped``."""
     id_col = cfg.catalog.id_column

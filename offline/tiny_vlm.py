@@ -7,6 +7,8 @@ on a machine with no network. Their answers are gibberish by construction.
 
 from __future__ import annotations
 
+import json
+
 from pathlib import Path
 
 ARCHITECTURES = ("smolvlm", "qwen2_vl", "llava", "blip")
@@ -213,4 +215,38 @@ def build_tiny_vlm(arch: str, out_dir: str | Path, seed: int = 0) -> Path:
     out.mkdir(parents=True, exist_ok=True)
     model.eval().save_pretrained(out)
     processor.save_pretrained(out)
+    write_tiny_marker(out, arch)
+    return out
+
+
+def write_tiny_marker(out: Path, arch: str) -> None:
+    """Tells the evaluation report that this model's results prove a path, not quality."""
+    (out / "groundrec-tiny.json").write_text(json.dumps({"architecture": arch, "weights": "random"}))
+
+
+def build_tiny_vision(out_dir: str | Path, arch: str = "vit", seed: int = 0) -> Path:
+    """A tiny random-weight image encoder (ViT or CLIP vision tower) with its image processor."""
+    import torch
+    from transformers import (CLIPConfig, CLIPImageProcessor, CLIPModel, ViTConfig, ViTImageProcessor, ViTModel)
+
+    torch.manual_seed(seed)
+    if arch == "vit":
+        model = ViTModel(ViTConfig(hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64,
+                                   image_size=64, patch_size=16))
+        processor = ViTImageProcessor(size={"height": 64, "width": 64})
+    elif arch == "clip":
+        model = CLIPModel(CLIPConfig(
+            text_config={"hidden_size": 32, "num_hidden_layers": 1, "num_attention_heads": 2, "intermediate_size": 64,
+                         "vocab_size": 100, "projection_dim": 16},
+            vision_config={"hidden_size": 32, "num_hidden_layers": 2, "num_attention_heads": 2, "intermediate_size": 64,
+                           "image_size": 64, "patch_size": 16, "projection_dim": 16},
+            projection_dim=16))
+        processor = CLIPImageProcessor(size={"shortest_edge": 64}, crop_size={"height": 64, "width": 64})
+    else:
+        raise ValueError(f"unknown tiny vision architecture {arch!r}; choose vit or clip")
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    model.eval().save_pretrained(out)
+    processor.save_pretrained(out)
+    write_tiny_marker(out, f"{arch} image encoder")
     return out

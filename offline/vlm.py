@@ -28,15 +28,16 @@ def _how_to_fix(name: str) -> str:
     )
 
 
-def resolve_vlm(name: str, revision: str | None = None) -> Path:
+def resolve_vlm(name: str, revision: str | None = None, kind: str = "VLM") -> Path:
     """Find ``name`` locally (a directory, or the Hugging Face cache); download it only if
-    the hub answers. Fails within seconds, with a fix, when neither works."""
+    the hub answers. Fails within seconds, with a fix, when neither works. ``kind`` names the
+    model in messages (any Hugging Face model repository resolves the same way)."""
     if Path(name).is_dir():
         if not (Path(name) / "config.json").is_file():
-            raise VLMUnavailable(f"VLM directory {name} has no config.json: is it a saved Hugging Face model?")
+            raise VLMUnavailable(f"{kind} directory {name} has no config.json: is it a saved Hugging Face model?")
         return Path(name)
     if Path(name).exists() or name.startswith((".", "/")):
-        raise VLMUnavailable(f"VLM path {name} is not a directory. " + _how_to_fix(name))
+        raise VLMUnavailable(f"{kind} path {name} is not a directory. " + _how_to_fix(name))
     from huggingface_hub import snapshot_download
 
     try:
@@ -44,14 +45,14 @@ def resolve_vlm(name: str, revision: str | None = None) -> Path:
     except Exception:
         pass
     if os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes"):
-        raise VLMUnavailable(f"VLM {name!r} is not in the local Hugging Face cache and HF_HUB_OFFLINE is set. " + _how_to_fix(name))
+        raise VLMUnavailable(f"{kind} {name!r} is not in the local Hugging Face cache and HF_HUB_OFFLINE is set. " + _how_to_fix(name))
     os.environ.setdefault("HF_HUB_ETAG_TIMEOUT", "5")
     os.environ.setdefault("HF_HUB_DOWNLOAD_TIMEOUT", "10")
     try:
         return Path(snapshot_download(name, revision=revision))
     except Exception as e:
         raise VLMUnavailable(
-            f"cannot download VLM {name!r} from the Hugging Face Hub ({type(e).__name__}: {str(e)[:200]}). " + _how_to_fix(name)
+            f"cannot download {kind} {name!r} from the Hugging Face Hub ({type(e).__name__}: {str(e)[:200]}). " + _how_to_fix(name)
         ) from None
 
 

@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Optional
 
 import typer
+import yaml
 from pydantic import ValidationError
 from rich.console import Console
 from rich.table import Table
@@ -203,6 +204,55 @@ def make_tiny_vlm(
     except USER_ERRORS as e:
         _fail(e)
     typer.echo(f"tiny {arch} VLM written to {path}")
+
+
+@dev_app.command("make-tiny-vision")
+def make_tiny_vision(
+    out: Path = typer.Argument(..., help="Directory to write the model and image processor to."),
+    arch: str = typer.Option("vit", help="vit | clip."),
+):
+    """Build a tiny random-weight image encoder for `groundrec eval --set vision_model=DIR` smoke tests."""
+    try:
+        from groundrec.offline.tiny_vlm import build_tiny_vision
+
+        path = build_tiny_vision(out, arch)
+    except USER_ERRORS as e:
+        _fail(e)
+    typer.echo(f"tiny {arch} image encoder written to {path}")
+
+
+@app.command("eval")
+def eval_command(
+    config: Optional[Path] = typer.Option(None, "--config", "-c", help="YAML evaluation config (schema: EvalConfig)."),
+    catalog: Optional[Path] = typer.Option(None, help="Catalog table: Parquet, CSV or JSONL."),
+    interactions: Optional[Path] = typer.Option(None, help="Interactions table: user, item, timestamp columns."),
+    images_root: Optional[Path] = typer.Option(None, help="Folder that relative image paths start from."),
+    out: Optional[Path] = typer.Option(None, help="Report directory: report.md, report.html, results.json, *.png."),
+    set_: Optional[list[str]] = typer.Option(None, "--set", help="Override any config field: --set vlm.model=DIR (repeatable)."),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bars."),
+):
+    """Compare item representations and recommenders on a catalog with real interactions: baselines,
+    VLM4Rec on each representation, groundrec's tuned profiles; CIs and significance in the report."""
+    from groundrec.shared.config import EvalConfig
+
+    overrides: dict = {"catalog.path": str(catalog) if catalog else None,
+                       "interactions.path": str(interactions) if interactions else None,
+                       "catalog.images_root": str(images_root) if images_root else None,
+                       "out": str(out) if out else None}
+    try:
+        for item in set_ or []:
+            key, sep, value = item.partition("=")
+            if not sep:
+                raise ValueError(f"--set expects key=value, got {item!r}")
+            overrides[key.strip()] = yaml.safe_load(value)
+        cfg = load_config(config, overrides, EvalConfig)
+        from groundrec.offline.evaluation.run import Evaluation
+
+        result = Evaluation(cfg, progress=not quiet).run()
+    except USER_ERRORS as e:
+        _fail(e)
+    typer.echo(f"best on {result['protocol']['primary_metric']}: {result['best']}")
+    typer.echo(f"report: {Path(cfg.out) / 'report.md'} (also report.html, results.json, PNG plots)")
 
 
 @versions_app.command("list")

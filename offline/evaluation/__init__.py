@@ -1,0 +1,1 @@
+"""``groundrec eval``: splits, systems, metrics, statistics and the report."""

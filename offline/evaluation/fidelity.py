@@ -1,0 +1,44 @@
+"""Grounding fidelity: do the VLM's structured fields agree with the catalog's own attributes?
+
+Values are normalised (lower case, words only, plural "s" dropped, synonyms mapped); a field
+counts as right when the catalog value's words are all in the VLM's answer or the other way
+round ("dark blue" vs "blue" agree; "blue" vs "red" do not). The majority baseline (always
+answering the most common catalog value) is reported beside each accuracy for scale.
+"""
+
+from __future__ import annotations
+
+import re
+from collections import Counter
+
+SYNONYMS = {"gray": "grey", "multicolour": "multi", "multicolor": "multi", "multicoloured": "multi",
+            "striped": "stripe", "stripes": "stripe", "tshirt": "t shirt", "tee": "t shirt", "plain": "solid",
+            "color": "colour", "denim": "denim", "floral": "flower", "check": "checked", "plaid": "checked"}
+
+
+def normalise(value: str | None, synonyms: dict[str, str] | None = None) -> frozenset[str]:
+    table = {**SYNONYMS, **{k.lower(): v.lower() for k, v in (synonyms or {}).items()}}
+    words = []
+    for w in re.findall(r"[a-z0-9]+", (value or "").lower().replace("t-shirt", "tshirt")):
+        w = table.get(w, w)  # before and after dropping a plural "s": "stripes" and "tshirts" both map
+        w = w[:-1] if len(w) > 3 and w.endswith("s") and not w.endswith("ss") else w
+        words.extend(table.get(w, w).split())
+    return frozenset(words)
+
+
+def agrees(vlm_value: str | None, catalog_value: str | None, synonyms: dict[str, str] | None = None) -> bool:
+    a, b = normalise(vlm_value, synonyms), normalise(catalog_value, synonyms)
+    return bool(a) and bool(b) and (a <= b or b <= a)
+
+
+def field_accuracy(vlm_values: list[str | None], catalog_values: list[str | None],
+                   synonyms: dict[str, str] | None = None) -> dict:
+    """Accuracy over items whose catalog value is known; unanswered VLM fields count as wrong."""
+    pairs = [(v, c) for v, c in zip(vlm_values, catalog_values) if normalise(c, synonyms)]
+    if not pairs:
+        return {"n": 0, "accuracy": None, "answered": None, "majority_baseline": None}
+    right = sum(agrees(v, c, synonyms) for v, c in pairs)
+    answered = sum(bool(normalise(v, synonyms)) for v, _ in pairs)
+    majority = Counter(normalise(c, synonyms) for _, c in pairs).most_common(1)[0][1]
+    return {"n": len(pairs), "accuracy": right / len(pairs), "answered": answered / len(pairs),
+            "majority_baseline": majority / len(pairs)}

@@ -1,0 +1,77 @@
+"""Ranking metrics over full-catalog top-K lists, per user (so they can be bootstrapped).
+
+Definitions (K = cut-off, R = the user's relevant items, hits = relevant items in the top K):
+Recall@K = hits / |R|; Precision@K = hits / K; HitRate@K = 1 if hits > 0;
+NDCG@K = DCG / ideal DCG with binary gains, the ideal putting min(K, |R|) hits first;
+MRR@K = 1 / rank of the first hit (0 if none in the top K).
+Ties in scores are broken by item row (the lower row ranks first), so lists are reproducible.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+METRICS = ("recall", "ndcg", "hit_rate", "precision", "mrr")
+
+
+def top_k(scores: np.ndarray, k: int, exclude: list[np.ndarray] | None = None) -> np.ndarray:
+    """Row-wise top-k item rows of a (users x items) score matrix (modified in place for
+    ``exclude``: each user's seen rows). Excluded or -inf items are never returned; a row
+    with fewer than k finite scores is padded with -1."""
+    if exclude is not None:
+        for r, rows in enumerate(exclude):
+            scores[r, rows] = -np.inf
+    k = min(k, scores.shape[1])
+    part = np.argpartition(-scores, k - 1, axis=1)[:, :k]
+    part.sort(axis=1)  # lower row first among equal scores, then a stable sort by score
+    vals = np.take_along_axis(scores, part, axis=1)
+    order = np.argsort(-vals, axis=1, kind="stable")
+    top = np.take_along_axis(part, order, axis=1)
+    top[~np.isfinite(np.take_along_axis(vals, order, axis=1))] = -1
+    # argpartition does not break ties at the k-th score by row: re-rank boundary ties exactly
+    for r in np.flatnonzero(np.isfinite(vals).all(axis=1)):
+        kth = scores[r, top[r, -1]]
+        tied = np.flatnonzero(scores[r] == kth)
+        if len(tied) > 1:
+            above = top[r][scores[r, top[r]] > kth]
+            top[r] = np.concatenate([above, tied[: k - len(above)]])
+    return top
+
+
+def hits_matrix(ranked: np.ndarray, relevant: list[set[int]]) -> np.ndarray:
+    return np.array([[i in rel for i in row] for row, rel in zip(ranked, relevant)], dtype=bool).reshape(ranked.shape)
+
+
+def per_user_metrics(ranked: np.ndarray, relevant: list[set[int]], ks: list[int]) -> dict[str, np.ndarray]:
+    """{"recall@10": array over users, ...} for every metric and cut-off in ``ks``."""
+    hits = hits_matrix(ranked, relevant)
+    n_rel = np.array([len(r) for r in relevant], dtype=np.float64)
+    if np.any(n_rel == 0):
+        raise ValueError("every evaluated user needs at least one relevant item")
+    discount = 1.0 / np.log2(np.arange(2, hits.shape[1] + 2))
+    out: dict[str, np.ndarray] = {}
+    for k in ks:
+        h = hits[:, :k]
+        n_hits = h.sum(axis=1)
+        out[f"recall@{k}"] = n_hits / n_rel
+        out[f"precision@{k}"] = n_hits / k
+        out[f"hit_rate@{k}"] = (n_hits > 0).astype(np.float64)
+        dcg = (h * discount[: h.shape[1]]).sum(axis=1)
+        ideal_n = np.minimum(n_rel, k).astype(int)
+        ideal = np.cumsum(discount)[np.maximum(ideal_n - 1, 0)]
+        out[f"ndcg@{k}"] = dcg / ideal
+        first = np.where(h.any(axis=1), h.argmax(axis=1) + 1, 0)
+        out[f"mrr@{k}"] = np.where(first > 0, 1.0 / np.maximum(first, 1), 0.0)
+    return out
+
+
+def list_metrics(ranked: np.ndarray, popularity: np.ndarray, n_items: int, ks: list[int]) -> dict[str, float]:
+    """Beyond accuracy: catalog coverage (share of items in anybody's top K) and popularity
+    bias (mean training-interaction count of the recommended items, ARP)."""
+    out = {}
+    for k in ks:
+        top = ranked[:, :k]
+        top = top[top >= 0]
+        out[f"coverage@{k}"] = float(len(np.unique(top)) / n_items)
+        out[f"arp@{k}"] = float(popularity[top].mean()) if len(top) else 0.0
+    return out

@@ -1,0 +1,143 @@
+"""The evaluation report: results.json (every number), report.md, report.html and PNG plots."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+
+PLOT_METRICS = ("recall", "ndcg")
+
+
+def _fmt(m: dict) -> str:
+    return f"{m['mean']:.4f} [{m['ci_low']:.4f}, {m['ci_high']:.4f}]"
+
+
+def _sig(row: dict) -> str:
+    vs = row.get("vs_best")
+    if vs is None:
+        return "best"
+    return f"{'**yes**' if vs['significant'] else 'no'} (p={vs['p']:.3g})"
+
+
+def summary_table(result: dict, k: int | None = None) -> str:
+    """The Markdown results table: primary metric family at one cut-off, with 95% CIs."""
+    primary = result["protocol"]["primary_metric"]
+    k = k or int(primary.split("@")[1])
+    level = round(100 * (1 - result["protocol"]["alpha"]))
+    head = (f"| System | Representation | Recall@{k} [{level}% CI] | NDCG@{k} [{level}% CI] | HitRate@{k} | MRR@{k} "
+            f"| Coverage@{k} | ARP@{k} | Differs from best ({primary}, Holm) |")
+    lines = [head, "|" + "---|" * 9]
+    for r in result["rows"]:
+        m = r["metrics"]
+        rep = r["representation"] + (" ⚠" if r.get("note") else "")
+        params = ", ".join(f"{a}={b}" for a, b in r["params"].items() if a != "strategy" or b != "mean")
+        lines.append(f"| {r['system']}{f' ({params})' if params else ''} | {rep} | {_fmt(m[f'recall@{k}'])} | "
+                     f"{_fmt(m[f'ndcg@{k}'])} | {m[f'hit_rate@{k}']['mean']:.4f} | {m[f'mrr@{k}']['mean']:.4f} | "
+                     f"{r['lists'][f'coverage@{k}']:.3f} | {r['lists'][f'arp@{k}']:.1f} | {_sig(r)} |")
+    return "\n".join(lines)
+
+
+def _plots(result: dict, out: Path) -> list[str]:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    primary = result["protocol"]["primary_metric"]
+    rows = result["rows"]
+    labels = [r["label"] for r in rows]
+    files = []
+    mean = np.array([r["metrics"][primary]["mean"] for r in rows])
+    err = np.array([[mean[i] - r["metrics"][primary]["ci_low"], r["metrics"][primary]["ci_high"] - mean[i]]
+                    for i, r in enumerate(rows)]).T
+    fig, ax = plt.subplots(figsize=(9, 0.35 * len(rows) + 1.5))
+    ax.barh(range(len(rows)), mean, xerr=err, color=["#c44" if r.get("note") else "#48c" for r in rows], capsize=3)
+    ax.set_yticks(range(len(rows)), labels, fontsize=7)
+    ax.invert_yaxis()
+    ax.set_xlabel(f"{primary} on test users (95% bootstrap CI; red: tiny/smoke-test model)")
+    fig.tight_layout()
+    fig.savefig(out / "primary_metric.png", dpi=120)
+    plt.close(fig)
+    files.append("primary_metric.png")
+    ks = result["protocol"]["ks"]
+    for metric in PLOT_METRICS:
+        fig, ax = plt.subplots(figsize=(8, 5))
+        for r in rows:
+            ax.plot(ks, [r["metrics"][f"{metric}@{k}"]["mean"] for k in ks], marker="o", label=r["label"],
+                    linestyle="--" if r.get("note") else "-")
+        ax.set_xlabel("K")
+        ax.set_ylabel(f"{metric}@K")
+        ax.legend(fontsize=6, loc="upper left")
+        fig.tight_layout()
+        fig.savefig(out / f"{metric}_at_k.png", dpi=120)
+        plt.close(fig)
+        files.append(f"{metric}_at_k.png")
+    return files
+
+
+def markdown(result: dict, plots: list[str]) -> str:
+    p = result["protocol"]
+    reps = result["representations"]
+    lines = ["# groundrec evaluation", "",
+             "## Protocol", "",
+             f"- Split: {p['split']}. Seed {p['seed']}. Interactions per part: {p['split_counts']}.",
+             f"- Interactions used: {p['interactions_used']} ({p['interactions_unknown_item_dropped']} dropped: item not in the catalog); "
+             f"{p['users']} users.",
+             f"- Test users: {p['test_users']} (dropped: {p['test_users_dropped']}). Validation users: {p['valid_users']} "
+             f"(dropped: {p['valid_users_dropped']}).",
+             f"- Full ranking over all {p['catalog_items']} catalog items, each user's seen items excluded; relevant = "
+             "held-out items the user had not seen before.",
+             f"- Metrics at K in {p['ks']}; {round(100 * (1 - p['alpha']))}% confidence intervals by bootstrap over users "
+             f"({p['bootstrap']} resamples); paired sign-flip randomisation test ({p['permutations']} flips) between every "
+             f"pair of systems on {p['primary_metric']}, Holm-corrected at α={p['alpha']}.",
+             "- Hyper-parameters (representation, profile strategy, half-life, interests, popularity weight, fusion weight) "
+             "chosen on validation users only; every number below is on test users.",
+             "- Coverage@K: share of the catalog in anybody's top K. ARP@K: mean training-interaction count of the "
+             "recommended items (popularity bias).", "",
+             "## Results (test users)", "",
+             summary_table(result), "",
+             f"Best on {p['primary_metric']}: **{result['best']}**. ⚠ = built with a tiny random-weight model "
+             "(proves the path only) or with unreadable images; see the notes below.", ""]
+    for f in plots:
+        lines += [f"![{f}]({f})", ""]
+    lines += ["## Representations", "", "| Name | What | Status | Note | Example text |", "|---|---|---|---|---|"]
+    for r in reps:
+        status = "run" if r["status"] == "run" else f"**not run**: {r['reason']}"
+        example = (r.get("example") or "").replace("|", "/")[:120]
+        lines.append(f"| {r['name']} | {r['description']} | {status} | {r.get('note') or ''} | {example} |")
+    fid = result.get("fidelity") or {}
+    if fid.get("fields"):
+        lines += ["", "## Grounding fidelity (structured VLM fields vs catalog attributes)", ""]
+        if fid.get("note"):
+            lines += [f"⚠ {fid['note']}", ""]
+        lines += ["| Field | Items | Accuracy | Answered | Majority baseline |", "|---|---|---|---|---|"]
+        for f, v in fid["fields"].items():
+            acc = "-" if v["accuracy"] is None else f"{v['accuracy']:.3f}"
+            ans = "-" if v["answered"] is None else f"{v['answered']:.3f}"
+            maj = "-" if v["majority_baseline"] is None else f"{v['majority_baseline']:.3f}"
+            lines.append(f"| {f} | {v['n']} | {acc} | {ans} | {maj} |")
+    lines += ["", "## All metrics (test users, mean)", ""]
+    metrics = list(result["rows"][0]["metrics"])
+    lines += ["| System | " + " | ".join(metrics) + " |", "|---|" + "---|" * len(metrics)]
+    for r in result["rows"]:
+        lines.append(f"| {r['label']} | " + " | ".join(f"{r['metrics'][m]['mean']:.4f}" for m in metrics) + " |")
+    lines += ["", f"Timings (s): {result['timings_s']}", ""]
+    return "\n".join(lines)
+
+
+def write_report(result: dict, out: Path) -> None:
+    from markdown_it import MarkdownIt
+
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "results.json").write_text(json.dumps(result, indent=2, default=float))
+    plots = _plots(result, out)
+    md = markdown(result, plots)
+    (out / "report.md").write_text(md)
+    body = MarkdownIt("commonmark").enable("table").render(md)
+    (out / "report.html").write_text(
+        "<!doctype html><html><head><meta charset='utf-8'><title>groundrec evaluation</title><style>"
+        "body{font-family:sans-serif;max-width:1200px;margin:auto}table{border-collapse:collapse;font-size:13px}"
+        "td,th{border:1px solid #ccc;padding:3px 6px}img{max-width:100%}</style></head><body>"
+        f"{body}</body></html>")

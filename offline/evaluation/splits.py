@@ -1,0 +1,123 @@
+"""Train / validation / test splits of interactions, per user.
+
+Interactions arrive as three aligned arrays (user code, item row, timestamp in seconds).
+Every user's interactions are split into train, validation and test parts; an evaluation
+then asks for (history, relevant items) per user: validation users rank with their train
+part as history, test users with train + validation. Items already in the history cannot
+be relevant (seen items are excluded from the ranking), and users left with no history or
+nothing relevant are dropped and counted.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from groundrec.shared.config import SplitConfig
+
+DAY = 86_400
+
+
+@dataclass
+class UserParts:
+    train: np.ndarray  # positions into the interaction arrays, in time order
+    valid: np.ndarray
+    test: np.ndarray
+
+
+@dataclass
+class Split:
+    parts: dict[int, UserParts]
+    description: str
+
+    def counts(self) -> dict[str, int]:
+        return {name: int(sum(len(getattr(p, name)) for p in self.parts.values())) for name in ("train", "valid", "test")}
+
+
+@dataclass
+class EvalUsers:
+    """The users of one evaluation stage, aligned lists."""
+
+    users: list[int] = field(default_factory=list)
+    history: list[np.ndarray] = field(default_factory=list)  # item rows, time order
+    history_ts: list[np.ndarray] = field(default_factory=list)
+    relevant: list[set[int]] = field(default_factory=list)
+    dropped: dict[str, int] = field(default_factory=dict)
+
+    def __len__(self) -> int:
+        return len(self.users)
+
+
+def _temporal_parts(order: np.ndarray, ts: np.ndarray, cfg: SplitConfig) -> UserParts:
+    """``order``: this user's positions sorted by time; ``ts`` their timestamps."""
+    n = len(order)
+    if cfg.holdout == "last_day":
+        days = ts // DAY
+        distinct = np.unique(days)
+        test_from = np.searchsorted(days, distinct[-1])
+        valid_from = np.searchsorted(days, distinct[-2]) if len(distinct) > 1 else test_from
+    else:
+        size = cfg.n if cfg.holdout == "last_n" else max(1, int(np.ceil(cfg.frac * n)))
+        test_from = max(0, n - size)
+        valid_from = max(0, test_from - size)
+    return UserParts(order[:valid_from], order[valid_from:test_from], order[test_from:])
+
+
+def _random_parts(positions: np.ndarray, rng: np.random.Generator, ratios: tuple[float, float, float]) -> UserParts:
+    shuffled = rng.permutation(positions)
+    n = len(shuffled)
+    n_test = int(round(ratios[2] * n))
+    n_valid = int(round(ratios[1] * n))
+    n_train = n - n_test - n_valid
+    return UserParts(np.sort(shuffled[:n_train]), np.sort(shuffled[n_train:n_train + n_valid]),
+                     np.sort(shuffled[n_train + n_valid:]))
+
+
+def split_interactions(users: np.ndarray, ts: np.ndarray, cfg: SplitConfig) -> Split:
+    """Split every user's interactions; ``ts`` in seconds (ties keep their input order)."""
+    order = np.lexsort((np.arange(len(users)), ts, users))
+    boundaries = np.flatnonzero(np.diff(users[order])) + 1
+    rng = np.random.default_rng(cfg.seed)
+    parts: dict[int, UserParts] = {}
+    for chunk in np.split(order, boundaries) if len(order) else []:
+        u = int(users[chunk[0]])
+        if cfg.kind == "temporal":
+            parts[u] = _temporal_parts(chunk, ts[chunk], cfg)
+        else:
+            parts[u] = _random_parts(chunk, rng, cfg.ratios)
+    if cfg.kind == "temporal":
+        what = {"last_day": "last interaction day", "last_n": f"last {cfg.n} interaction(s)",
+                "last_frac": f"last {cfg.frac:.0%} of interactions"}[cfg.holdout]
+        desc = (f"per-user temporal split: each user's {what} is test, the same amount before it "
+                "validation, the rest train")
+    else:
+        desc = f"per-user random split {':'.join(f'{r:g}' for r in cfg.ratios)} (seed {cfg.seed})"
+    return Split(parts, desc)
+
+
+def eval_users(split: Split, stage: str, items: np.ndarray, ts: np.ndarray) -> EvalUsers:
+    """(history, relevant) per user for ``stage`` = "valid" or "test"."""
+    if stage not in ("valid", "test"):
+        raise ValueError(f"stage must be 'valid' or 'test', not {stage!r}")
+    out = EvalUsers(dropped={"no history": 0, "nothing held out": 0, "held-out items all seen": 0})
+    for u, p in sorted(split.parts.items()):
+        hist = p.train if stage == "valid" else np.concatenate([p.train, p.valid])
+        held = getattr(p, stage)
+        if len(held) == 0:
+            out.dropped["nothing held out"] += 1
+            continue
+        if len(hist) == 0:
+            out.dropped["no history"] += 1
+            continue
+        hist = hist[np.argsort(ts[hist], kind="stable")]
+        seen = set(items[hist].tolist())
+        relevant = set(items[held].tolist()) - seen
+        if not relevant:
+            out.dropped["held-out items all seen"] += 1
+            continue
+        out.users.append(u)
+        out.history.append(items[hist])
+        out.history_ts.append(ts[hist].astype(np.float64))
+        out.relevant.append(relevant)
+    return out

@@ -1,0 +1,81 @@
+"""`groundrec eval` end to end on a synthetic catalog whose users have planted preferences."""
+
+import json
+
+import pyarrow.parquet as pq
+import pytest
+from typer.testing import CliRunner
+
+from groundrec.offline.demo import make_demo_data
+from groundrec.offline.tiny_vlm import build_tiny_vision
+from groundrec.shared.cli import app
+
+
+@pytest.fixture(scope="module")
+def demo(tmp_path_factory):
+    return make_demo_data(tmp_path_factory.mktemp("eval-data"), n_items=120, n_users=60, seed=1)
+
+
+def _eval(demo, out, *sets):
+    args = ["eval", "--catalog", str(demo["catalog"]), "--interactions", str(demo["interactions"]),
+            "--out", str(out), "-q", "--set", "split.holdout=last_n", "--set", "bootstrap=300",
+            "--set", "permutations=2000"]
+    for s in sets:
+        args += ["--set", s]
+    return CliRunner().invoke(app, args)
+
+
+def test_eval_runs_every_system_and_content_beats_random(demo, tiny_vlm, tmp_path):
+    vision = build_tiny_vision(tmp_path / "vit")
+    out = tmp_path / "report"
+    res = _eval(demo, out, f"vlm.model={tiny_vlm('smolvlm')}", f"vision_model={vision}",
+                "prompt.fields=[category, colour, pattern]",
+                "fidelity={category: category, colour: colour, pattern: pattern}")
+    assert res.exit_code == 0, res.output
+    for f in ("report.md", "report.html", "results.json", "primary_metric.png", "recall_at_k.png"):
+        assert (out / f).stat().st_size > 0
+    r = json.loads((out / "results.json").read_text())
+    status = {x["name"]: (x["status"], x["reason"]) for x in r["representations"]}
+    # the tiny VLM's gibberish has no parsable field: that representation is reported, with why
+    structured = status.pop("vlm_structured")
+    assert structured[0] == "not run" and "no parsable field" in structured[1]
+    assert all(s == ("run", None) for s in status.values()), status
+    rows = {x["label"]: x for x in r["rows"]}
+    random_, title = rows["Random / -"], rows["VLM4Rec (mean + cosine) / title"]
+    assert title["metrics"]["recall@20"]["mean"] >= random_["metrics"]["recall@20"]["mean"] + 0.3
+    assert title["metrics"]["recall@20"]["ci_low"] > random_["metrics"]["recall@20"]["ci_high"]
+    pair = next(p for p in r["pairwise"] if {p["a"], p["b"]} == {"Random / -", "VLM4Rec (mean + cosine) / title"})
+    assert pair["significant"] and pair["p"] < 0.01
+    # tiny models are flagged, not passed off as results
+    assert "tiny random-weight" in rows["VLM4Rec (mean + cosine) / vlm_free"]["note"]
+    assert "tiny random-weight" in rows["VLM4Rec (mean + cosine) / visual"]["note"]
+    assert {"Item-item co-occurrence / interactions", "Most popular / -"} <= set(rows)
+    tuned = [x for x in r["rows"] if x["system"].startswith("groundrec")]
+    assert len(tuned) == 4 and all(x["representation"] == r["best_representation"] for x in tuned)
+    assert tuned[0]["params"]["strategy"] == "recency" and "half_life_days" in tuned[0]["params"]
+    assert r["protocol"]["test_users"] == 60 and sum(r["protocol"]["split_counts"].values()) == \
+        pq.read_table(demo["interactions"]).num_rows
+    assert r["fidelity"]["fields"]["colour"]["n"] == 120
+    md = (out / "report.md").read_text()
+    assert "Holm" in md and "| Random |" in md
+    assert "<table>" in (out / "report.html").read_text()
+
+
+def test_representations_that_cannot_be_built_are_reported_not_skipped(demo, tmp_path):
+    out = tmp_path / "report"
+    res = _eval(demo, out, "representations=[title, vlm_free, visual, fusion_concat]",
+                f"vlm.model={tmp_path / 'no-such-vlm'}", f"vision_model={tmp_path / 'no-such-vision'}")
+    assert res.exit_code == 0, res.output
+    reps = {x["name"]: x for x in json.loads((out / "results.json").read_text())["representations"]}
+    assert reps["title"]["status"] == "run"
+    assert reps["vlm_free"]["status"] == "not run" and "VLM" in reps["vlm_free"]["reason"]
+    assert reps["visual"]["status"] == "not run" and "vision model" in reps["visual"]["reason"]
+    assert reps["fusion_concat"]["status"] == "not run" and "visual" in reps["fusion_concat"]["reason"]
+    assert "**not run**" in (out / "report.md").read_text()
+
+
+def test_eval_refuses_bad_input_with_a_clear_error(demo, tmp_path):
+    res = _eval(demo, tmp_path / "r", "interactions.timestamp_column=when")
+    assert res.exit_code == 2 and "lack column(s) ['when']" in res.output
+    res = _eval(demo, tmp_path / "r", "representations=[pixels]")
+    assert res.exit_code == 2 and "unknown representation" in res.output

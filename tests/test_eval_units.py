@@ -1,0 +1,143 @@
+"""Evaluation building blocks against hand-computed cases."""
+
+import numpy as np
+import pytest
+
+from groundrec.offline.evaluation import fidelity, metrics, stats
+from groundrec.offline.evaluation.splits import eval_users, split_interactions
+from groundrec.offline.evaluation.systems import ContentSystem, ItemCooccurrence
+from groundrec.shared.config import EvalConfig, SplitConfig
+
+DAY = 86_400
+
+
+def test_metrics_by_hand_with_fewer_relevant_than_k():
+    ranked = np.array([[3, 1, 0, 4, 2],    # relevant {1, 7}: one hit at rank 2
+                       [5, 6, 8, 9, 2]])   # relevant {5, 6, 8}: hits at ranks 1-3
+    m = metrics.per_user_metrics(ranked, [{1, 7}, {5, 6, 8}], [1, 3, 5])
+    assert m["recall@1"].tolist() == [0.0, 1 / 3]
+    assert m["recall@3"].tolist() == [0.5, 1.0]
+    assert m["precision@5"].tolist() == [0.2, 0.6]
+    assert m["hit_rate@1"].tolist() == [0.0, 1.0]
+    assert m["mrr@5"].tolist() == [0.5, 1.0]
+    assert m["mrr@1"].tolist() == [0.0, 1.0]
+    # user 0: DCG = 1/log2(3); ideal for 2 relevant = 1 + 1/log2(3)
+    assert m["ndcg@3"][0] == pytest.approx((1 / np.log2(3)) / (1 + 1 / np.log2(3)))
+    # user 1: all 3 relevant first: perfect, even at K=5 where the ideal holds only 3 hits
+    assert m["ndcg@5"][1] == pytest.approx(1.0)
+    with pytest.raises(ValueError, match="relevant"):
+        metrics.per_user_metrics(ranked[:1], [set()], [1])
+
+
+def test_top_k_breaks_ties_by_row_and_excludes_seen():
+    scores = np.array([[0.5, 0.9, 0.5, 0.5, 0.1],
+                       [0.2, 0.2, 0.2, 0.2, 0.2]])
+    assert metrics.top_k(scores.copy(), 3).tolist() == [[1, 0, 2], [0, 1, 2]]
+    assert metrics.top_k(scores.copy(), 2, exclude=[np.array([1]), np.array([0, 2])]).tolist() == [[0, 2], [1, 3]]
+    # fewer rankable items than K: padded with -1, never an excluded item
+    few = np.array([[0.3, -np.inf, 0.1]])
+    assert metrics.top_k(few, 3).tolist() == [[0, 2, -1]]
+
+
+def test_list_metrics_coverage_and_popularity_bias():
+    ranked = np.array([[0, 1], [0, 2]])
+    pop = np.array([10.0, 2.0, 0.0, 5.0])
+    out = metrics.list_metrics(ranked, pop, 4, [1, 2])
+    assert out["coverage@1"] == 0.25 and out["coverage@2"] == 0.75
+    assert out["arp@1"] == 10.0 and out["arp@2"] == pytest.approx((10 + 2 + 10 + 0) / 4)
+
+
+def _random_log(n_users=200, seed=0):
+    rng = np.random.default_rng(seed)
+    users = rng.integers(0, n_users, 5000)
+    ts = rng.integers(0, 60, 5000) * DAY + rng.integers(0, DAY, 5000)
+    items = rng.integers(0, 300, 5000)
+    return users, items, ts
+
+
+@pytest.mark.parametrize("holdout", ["last_day", "last_n", "last_frac"])
+def test_temporal_split_has_no_leakage_and_counts_add_up(holdout):
+    users, items, ts = _random_log()
+    split = split_interactions(users, ts, SplitConfig(holdout=holdout, n=2, frac=0.2))
+    assert sum(split.counts().values()) == len(users)
+    for u, p in split.parts.items():
+        mine = np.flatnonzero(users == u)
+        assert sorted(np.concatenate([p.train, p.valid, p.test]).tolist()) == sorted(mine.tolist())
+        if len(p.train) and len(p.valid):
+            assert ts[p.train].max() <= ts[p.valid].min()
+        if len(p.valid) and len(p.test):
+            assert ts[p.valid].max() <= ts[p.test].min()
+        if holdout == "last_day":
+            assert len(set(ts[p.test] // DAY)) == 1 and ts[p.test].min() // DAY == ts[mine].max() // DAY
+            if len(p.train) and len(p.test):
+                assert ts[p.train].max() // DAY < ts[p.test].min() // DAY
+    test = eval_users(split, "test", items, ts)
+    assert len(test) + sum(test.dropped.values()) == len(split.parts)
+    for hist, rel in zip(test.history, test.relevant):
+        assert rel and not (rel & set(hist.tolist()))  # relevant items were never seen
+
+
+def test_random_split_ratios_and_seed():
+    users, items, ts = _random_log()
+    a = split_interactions(users, ts, SplitConfig(kind="random", seed=3))
+    b = split_interactions(users, ts, SplitConfig(kind="random", seed=3))
+    c = a.counts()
+    assert sum(c.values()) == len(users)
+    assert abs(c["train"] / len(users) - 0.8) < 0.03 and abs(c["test"] / len(users) - 0.1) < 0.03
+    assert all(np.array_equal(a.parts[u].test, b.parts[u].test) for u in a.parts)
+
+
+def test_bootstrap_ci_covers_the_true_mean_about_95_percent_of_the_time():
+    rng = np.random.default_rng(0)
+    covered = 0
+    for rep in range(100):
+        sample = rng.random(400) < 0.3  # true mean 0.3
+        mean, lo, hi = stats.bootstrap_ci(sample.astype(float), 500, 0.05, seed=rep)
+        assert lo <= mean <= hi
+        covered += lo <= 0.3 <= hi
+    assert 88 <= covered <= 100
+
+
+def test_paired_test_and_holm():
+    rng = np.random.default_rng(1)
+    a = rng.random(300)
+    assert stats.paired_test(a, a) == 1.0
+    assert stats.paired_test(a + 0.1, a, 2000) < 0.001
+    null = [stats.paired_test(rng.random(200), rng.random(200), 500, seed=s) for s in range(40)]
+    assert np.mean(np.array(null) < 0.05) < 0.2  # not significant under the null, mostly
+    sig = stats.holm({("a", "b"): 0.01, ("a", "c"): 0.02, ("b", "c"): 0.04}, 0.05)
+    # Holm: 0.01 <= 0.05/3 yes; 0.02 <= 0.05/2 yes; 0.04 <= 0.05/1 yes
+    assert sig == {("a", "b"): True, ("a", "c"): True, ("b", "c"): True}
+    sig = stats.holm({("a", "b"): 0.03, ("a", "c"): 0.001}, 0.05)
+    assert sig == {("a", "c"): True, ("a", "b"): True}
+    sig = stats.holm({("a", "b"): 0.04, ("a", "c"): 0.03}, 0.05)  # 0.03 > 0.05/2: none
+    assert sig == {("a", "c"): False, ("a", "b"): False}
+
+
+def test_fidelity_normalises_synonyms_and_partial_answers():
+    assert fidelity.agrees("Dark Blue", "blue") and fidelity.agrees("gray", "Grey")
+    assert fidelity.agrees("Stripes", "striped") and fidelity.agrees("T-shirts", "T-shirt")
+    assert not fidelity.agrees("red", "blue") and not fidelity.agrees(None, "blue") and not fidelity.agrees("", "")
+    assert fidelity.agrees("navy", "blue", {"navy": "blue"})
+    out = fidelity.field_accuracy(["blue", None, "red", "green"], ["blue", "blue", "red", None])
+    assert out == {"n": 3, "accuracy": 2 / 3, "answered": 2 / 3, "majority_baseline": 2 / 3}
+
+
+def test_cooccurrence_and_content_systems_by_hand():
+    # users bought {0,1}, {0,1}, {1,2}: item 1 co-occurs with 0 twice and with 2 once
+    cf = ItemCooccurrence([np.array([0, 1]), np.array([0, 1]), np.array([1, 2])], 4)
+    s = cf.scores([np.array([0])], [np.zeros(1)])[0]
+    assert s[1] > 0 and s[2] == 0 and s[3] == 0
+    assert s[1] == pytest.approx(2 / np.sqrt(2 * 3))  # cosine: both / sqrt(buyers of 0 * buyers of 1)
+    v = np.array([[1, 0], [0.8, 0.6], [0, 1], [0, 0]], dtype=np.float32)  # item 3 has no vector
+    cs = ContentSystem("c", "r", v, popularity=np.array([0, 0, 5, 9.0]))
+    scores = cs.scores([np.array([0]), np.array([3])], [np.zeros(1), np.zeros(1)])
+    assert np.argmax(scores[0][1:3]) == 0 and scores[0][3] == -np.inf
+    assert np.argmax(scores[1][:3]) == 2  # no usable history: popularity fallback
+
+
+def test_eval_config_is_validated_at_the_edge():
+    with pytest.raises(ValueError, match="unknown representation"):
+        EvalConfig(representations=["title", "clip_magic"])
+    with pytest.raises(ValueError, match="primary_metric"):
+        EvalConfig(primary_metric="recall@7")
