@@ -12,7 +12,7 @@ $(BIN)/groundrec: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
 	$(if $(strip $(TORCH)),$(BIN)/pip install --quiet $(TORCH))
-	$(BIN)/pip install --quiet -e ".[offline,dev]"
+	$(BIN)/pip install --quiet -e ".[offline,serve,dev]"
 	touch $@
 
 install: $(BIN)/groundrec
