@@ -1,0 +1,145 @@
+"""The deployment paths that run here: `ray job submit` to a local Ray head, and the Ray
+Serve app (deploy/serve.py) called with the Python client, following `versions activate`."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import httpx
+import pyarrow.parquet as pq
+import pytest
+import yaml
+
+from groundrec.offline.demo import make_demo_data
+from groundrec.offline.job import run_job
+from groundrec.online.client import Client, LocalClient
+from groundrec.shared import versions
+from groundrec.shared.config import load_config
+
+ROOT = Path(__file__).resolve().parents[1]
+BIN = Path(sys.executable).parent
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _env() -> dict:
+    return {**os.environ, "RAY_AUTH_MODE": "disabled", "PATH": f"{BIN}:{os.environ.get('PATH', '')}",
+            "RAY_USAGE_STATS_ENABLED": "0"}
+
+
+def _wait_for(check, timeout=60.0) -> bool:
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        try:
+            if check():
+                return True
+        except (httpx.HTTPError, OSError):
+            pass
+        time.sleep(0.25)
+    return False
+
+
+def _histories(interactions: Path) -> list[list[str]]:
+    out: dict[str, list[str]] = {}
+    for r in pq.read_table(interactions).to_pylist():
+        out.setdefault(r["user_id"], []).append(r["item_id"])
+    return list(out.values())
+
+
+def test_ray_job_submit_runs_the_offline_job_on_a_local_head(tmp_path, tiny_vlm):
+    data = make_demo_data(tmp_path / "data", n_items=24, n_users=4)
+    config = tmp_path / "job.yaml"
+    config.write_text(yaml.safe_dump({
+        "catalog": {"path": str(data["catalog"]), "text_columns": ["title", "description"]},
+        "out": str(tmp_path / "artifacts"),
+        "vlm": {"model": str(tiny_vlm()), "max_new_tokens": 4, "batch_size": 8},
+        "export": {"int8": False},
+        "run": {"runner": "ray"},  # joins the cluster the job runs on (RAY_ADDRESS)
+    }))
+    temp = Path(tempfile.mkdtemp(prefix="grray-", dir="/tmp"))  # short: Ray's socket paths have a length limit
+    dashboard = _free_port()
+    env = _env()
+    start = subprocess.run([str(BIN / "ray"), "start", "--head", f"--port={_free_port()}", "--node-ip-address=127.0.0.1",
+                            "--dashboard-host=127.0.0.1", f"--dashboard-port={dashboard}", "--include-dashboard=true",
+                            "--num-cpus=2", f"--temp-dir={temp}", "--disable-usage-stats"],
+                           env=env, capture_output=True, text=True, timeout=180)
+    try:
+        assert start.returncode == 0, start.stderr[-2000:]
+        r = subprocess.run([str(BIN / "ray"), "job", "submit", "--address", f"http://127.0.0.1:{dashboard}",
+                            "--working-dir", str(ROOT), "--runtime-env", str(ROOT / "deploy" / "runtime_env.yaml"),
+                            "--", "groundrec", "offline", "run", "--config", str(config), "--quiet"],
+                           env=env, capture_output=True, text=True, timeout=600, cwd=ROOT)
+        assert r.returncode == 0 and "succeeded" in r.stdout, (r.stdout + r.stderr)[-4000:]
+        current = versions.current_version(tmp_path / "artifacts")
+        assert current is not None
+        manifest = yaml.safe_load((tmp_path / "artifacts" / versions.VERSIONS / current / "manifest.json").read_text())
+        assert manifest["counts"]["indexed"] == 24
+    finally:
+        subprocess.run([str(BIN / "ray"), "stop", "--force"], env=env, capture_output=True, timeout=120)
+        shutil.rmtree(temp, ignore_errors=True)
+
+
+@pytest.fixture(scope="module")
+def two_versions(tmp_path_factory, tiny_vlm):
+    root = tmp_path_factory.mktemp("serve")
+    paths = make_demo_data(root / "data", n_items=40, n_users=8)
+    overrides = {"catalog.path": str(paths["catalog"]), "out": str(root / "artifacts"), "vlm.model": str(tiny_vlm()),
+                 "vlm.max_new_tokens": 4, "run.runner": "local", "export.int8": False,
+                 "catalog.text_columns": ["title", "description", "category", "colour"]}
+    first = run_job(load_config(None, overrides), progress=False).version
+    second = run_job(load_config(None, {**overrides, "encoder.template": "{description}"}), progress=False).version
+    return {"artifacts": root / "artifacts", "first": first, "second": second,
+            "histories": _histories(paths["interactions"])}
+
+
+def test_ray_serve_app_answers_like_the_core_and_follows_versions_activate(two_versions, tmp_path):
+    import ray
+    from ray import serve
+
+    sys.path.insert(0, str(ROOT))
+    from deploy.serve import build_app
+
+    artifacts = two_versions["artifacts"]
+    os.environ["RAY_AUTH_MODE"] = "disabled"
+    temp = Path(tempfile.mkdtemp(prefix="grsrv-", dir="/tmp"))
+    port = _free_port()
+    ray.init(num_cpus=2, include_dashboard=False, _temp_dir=str(temp), log_to_driver=False)
+    try:
+        serve.start(http_options={"host": "127.0.0.1", "port": port})
+        serve.run(build_app({"artifacts": str(artifacts), "num_replicas": 1, "num_cpus": 0.5,
+                             "reload_interval_s": 0.5}), name="groundrec", route_prefix="/")
+        url = f"http://127.0.0.1:{port}"
+        assert _wait_for(lambda: httpx.get(url + "/readyz").status_code == 200)
+        client, local = Client(url), LocalClient(artifacts)
+        for h in two_versions["histories"][:4]:
+            remote, mine = client.recommend(h, k=5), local.recommend(h, k=5)
+            assert remote.version == two_versions["second"] == mine.version
+            assert [(i.item_id, round(i.score, 5)) for i in remote.items] == \
+                   [(i.item_id, round(i.score, 5)) for i in mine.items]
+        # Roll back with the CLI: the replica hot-reloads the older version.
+        cli = [sys.executable, "-m", "groundrec.shared.cli", "versions"]
+        r = subprocess.run([*cli, "activate", two_versions["first"], "--artifacts", str(artifacts)],
+                           capture_output=True, text=True, timeout=60)
+        assert r.returncode == 0, r.stderr
+        h = two_versions["histories"][0]
+        assert _wait_for(lambda: client.recommend(h, k=3).version == two_versions["first"])
+        # gc keeps the active (older) version even when only one is to be kept
+        r = subprocess.run([*cli, "gc", "--keep", "1", "--artifacts", str(artifacts)], capture_output=True, text=True,
+                           timeout=60)
+        assert r.returncode == 0 and versions.list_versions(artifacts) == [two_versions["first"]]
+        assert client.recommend(h, k=3).version == two_versions["first"]
+    finally:
+        serve.shutdown()
+        ray.shutdown()
+        shutil.rmtree(temp, ignore_errors=True)
