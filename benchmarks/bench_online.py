@@ -9,7 +9,7 @@
 Usage:
   python benchmarks/bench_online.py retrieval --artifacts DIR --interactions FILE
   python benchmarks/bench_online.py text --artifacts DIR
-  python benchmarks/bench_online.py ann [--kind hnsw|ivf] [--items 1000000]
+  python benchmarks/bench_online.py ann [--kind both|hnsw|ivf] [--items 1000000]
 """
 
 from __future__ import annotations
@@ -107,8 +107,12 @@ def text(args) -> None:
 
 
 def ann(args) -> None:
+    import os
+    import tempfile
+
     import faiss
 
+    from common import PeakMemory
     from groundrec.offline.index import PROFILE_SIZES, build_index, profile_queries
     from groundrec.shared.config import IndexConfig
 
@@ -119,31 +123,39 @@ def ann(args) -> None:
     # noise of ``--noise`` times a centre's norm: at 1.0 clusters overlap and neighbours span IVF lists
     x += args.noise * rng.normal(size=x.shape).astype(np.float32) / np.sqrt(d) * np.linalg.norm(centres, axis=1).mean()
     faiss.normalize_L2(x)
-    t = time.perf_counter()
-    index, report = build_index(x, IndexConfig(kind=args.kind, recall_k=20, target_recall=args.target_recall,
-                                                   hnsw_m=args.m, hnsw_ef_construction=args.ef_construction))
-    knob = f"nprobe {report.nprobe}" if report.kind == "ivf" else f"efSearch {report.ef_search}"
-    print(f"{n} x {d} clustered vectors: built {report.factory} in {time.perf_counter() - t:.1f} s, "
-          f"{knob}, recall@20 on the build sample {report.recall_at_k:.3f}")
     # Held-out users drawn like the build's tuning sample (means of 1/2/3/5 random items), other seed.
     queries = profile_queries(x, args.queries, np.random.default_rng(12345))
     sizes = np.resize(np.array(PROFILE_SIZES), args.queries)
     exact = faiss.IndexFlatIP(d)
     exact.add(x)
     _, truth = exact.search(queries, 20)
-    times, hits = [], np.zeros(args.queries)
-    for n_q, (q, tr) in enumerate(zip(queries, truth)):
-        s = time.perf_counter()
-        _, got = index.search(q[None], 20)
-        times.append(time.perf_counter() - s)
-        hits[n_q] = len(set(got[0]) & set(tr)) / 20
-    by_size = ", ".join(f"{z} item(s) {hits[sizes == z].mean():.3f}" for z in PROFILE_SIZES)
-    print(f"{report.kind.upper()} single query: {_pct(times)}; recall@20 vs exact on {args.queries} "
-          f"held-out profiles: {hits.mean():.3f} ({by_size})")
     s = time.perf_counter()
     for q in queries[:50]:
         exact.search(q[None], 20)
-    print(f"exact (Flat) single query for comparison: {1000 * (time.perf_counter() - s) / 50:.1f} ms mean")
+    print(f"{n} x {d} clustered vectors ({args.clusters} clusters, noise {args.noise}); exact (Flat) single "
+          f"query: {1000 * (time.perf_counter() - s) / 50:.1f} ms mean")
+    del exact
+    for kind in (["hnsw", "ivf"] if args.kind == "both" else [args.kind]):
+        t = time.perf_counter()
+        with PeakMemory() as mem:
+            index, report = build_index(x, IndexConfig(kind=kind, recall_k=20, target_recall=args.target_recall,
+                                                       hnsw_m=args.m, hnsw_ef_construction=args.ef_construction))
+        with tempfile.TemporaryDirectory() as tmp:
+            faiss.write_index(index, os.path.join(tmp, "i"))
+            size = os.path.getsize(os.path.join(tmp, "i")) / 2**30
+        knob = f"nprobe {report.nprobe}" if report.kind == "ivf" else f"efSearch {report.ef_search}"
+        print(f"{report.factory}: built in {time.perf_counter() - t:.1f} s (peak RSS {mem.peak_gib:.2f} GiB), "
+              f"index file {size:.2f} GiB, {knob}, recall@20 on the build sample {report.recall_at_k:.3f}")
+        times, hits = [], np.zeros(args.queries)
+        for n_q, (q, tr) in enumerate(zip(queries, truth)):
+            s = time.perf_counter()
+            _, got = index.search(q[None], 20)
+            times.append(time.perf_counter() - s)
+            hits[n_q] = len(set(got[0]) & set(tr)) / 20
+        by_size = ", ".join(f"{z} item(s) {hits[sizes == z].mean():.3f}" for z in PROFILE_SIZES)
+        print(f"  single query: {_pct(times)}; recall@20 vs exact on {args.queries} held-out profiles: "
+              f"{hits.mean():.3f} ({by_size})")
+        del index
 
 
 def main() -> None:
@@ -157,7 +169,7 @@ def main() -> None:
     t.add_argument("--artifacts", required=True)
     t.add_argument("--queries", type=int, default=300)
     i = sub.add_parser("ann")
-    i.add_argument("--kind", choices=["hnsw", "ivf"], default="hnsw")
+    i.add_argument("--kind", choices=["hnsw", "ivf", "both"], default="both")
     i.add_argument("--items", type=int, default=1_000_000)
     i.add_argument("--clusters", type=int, default=10_000)
     i.add_argument("--noise", type=float, default=1.0)

@@ -21,6 +21,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, G
 from groundrec.online.holder import Serving, VersionHolder
 from groundrec.online.retrieve import NoHistory
 from groundrec.online.schemas import BatchOut, RecommendRequest, ResultOut, SearchRequest, UserQuery, result_out
+from groundrec.shared import versions
 from groundrec.shared.config import ServeConfig
 
 log = logging.getLogger("groundrec.serve")
@@ -36,10 +37,13 @@ class _Metrics:
         self.version = Gauge("groundrec_version_info", "the serving version (value 1)", ["version"], registry=self.registry)
         self.reloads = Counter("groundrec_reloads_total", "versions loaded", registry=self.registry)
         self.reload_failures = Counter("groundrec_reload_failures_total", "versions rejected", registry=self.registry)
+        self.version_created = Gauge("groundrec_version_created_timestamp_seconds",
+                                     "when the serving version was published (alert on its age)", registry=self.registry)
 
     def loaded(self, version_id: str) -> None:
         self.version.clear()
         self.version.labels(version_id).set(1)
+        self.version_created.set(versions.created_at(version_id) or 0)
         self.reloads.inc()
 
 

@@ -22,6 +22,14 @@ def new_version_id() -> str:
     return datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S.%fZ") + "-" + uuid.uuid4().hex[:6]
 
 
+def created_at(version_id: str) -> float | None:
+    """The publication time (Unix seconds) encoded in a version id, or None for another name."""
+    try:
+        return datetime.strptime(version_id.split("-")[0], "%Y%m%dT%H%M%S.%fZ").replace(tzinfo=timezone.utc).timestamp()
+    except ValueError:
+        return None
+
+
 def list_versions(root: str | Path) -> list[str]:
     d = Path(root) / VERSIONS
     if not d.is_dir():

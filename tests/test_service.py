@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import re
 import shutil
 import threading
 import time
@@ -178,6 +179,8 @@ def test_hot_reload_takes_good_versions_and_rejects_broken_ones(published, tmp_p
         metrics = httpx.get(url + "/metrics").text
         assert "groundrec_reload_failures_total 1.0" in metrics
         assert f'groundrec_version_info{{version="{second}"}} 1.0' in metrics
+        created = float(re.search(r"^groundrec_version_created_timestamp_seconds (\S+)$", metrics, re.M).group(1))
+        assert abs(created - versions.created_at(second)) < 1 and 0 < time.time() - created < 3600
         # Rolling back with the CLI's mechanism is another reload.
         versions.activate(artifacts, first)
         assert _wait_for(lambda: client.recommend(published["histories"][0], k=3).version == first)
