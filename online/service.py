@@ -84,7 +84,7 @@ def create_app(cfg: ServeConfig, watch: bool = True) -> FastAPI:
         started = time.perf_counter()
         if api_key and request.url.path not in OPEN_PATHS and request.headers.get("x-api-key") != api_key:
             response = JSONResponse({"detail": "missing or wrong X-API-Key header"}, status_code=401)
-        elif int(request.headers.get("content-length") or 0) > cfg.max_body_bytes:
+        elif int(request.headers.get("content-length") or 0) > cfg.max_body_bytes or not await _body_fits(request):
             response = JSONResponse({"detail": f"body larger than max_body_bytes={cfg.max_body_bytes}"}, status_code=413)
         else:
             try:
@@ -97,6 +97,20 @@ def create_app(cfg: ServeConfig, watch: bool = True) -> FastAPI:
         metrics.requests.labels(endpoint, str(response.status_code)).inc()
         metrics.latency.labels(endpoint).observe(time.perf_counter() - started)
         return response
+
+    async def _body_fits(request: Request) -> bool:
+        """A body without Content-Length (chunked) is read here, up to the limit and no further;
+        the route then reads the cached bytes."""
+        if "content-length" in request.headers or request.method not in ("POST", "PUT", "PATCH"):
+            return True
+        chunks, size = [], 0
+        async for chunk in request.stream():
+            size += len(chunk)
+            if size > cfg.max_body_bytes:
+                return False
+            chunks.append(chunk)
+        request._body = b"".join(chunks)
+        return True
 
     @app.exception_handler(RequestValidationError)
     async def validation_error(request: Request, exc: RequestValidationError):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import re
 import shutil
 import threading
@@ -115,6 +116,13 @@ def test_bad_requests_get_4xx_with_reasons_and_the_server_survives(published):
         assert r.status_code == 422 and "max_batch=2" in r.json()["detail"]
         r = post("/recommend", json={"history": ["demo-0001"] * 400})
         assert r.status_code == 413
+        # chunked bodies (no Content-Length) are held to the same limit, and still work below it
+        big = json.dumps({"history": ["demo-0001"] * 400}).encode()
+        r = post("/recommend", content=iter([big[:1000], big[1000:]]), headers={"content-type": "application/json"})
+        assert "content-length" not in r.request.headers and r.status_code == 413
+        small = json.dumps({"history": ["demo-0001"], "k": 3}).encode()
+        r = post("/recommend", content=iter([small[:10], small[10:]]), headers={"content-type": "application/json"})
+        assert r.status_code == 200 and len(r.json()["items"]) == 3
         r = post("/search", json={"text": ""})
         assert r.status_code == 422 and "text" in r.json()["detail"]
         assert httpx.get(url + "/items/missing-id").status_code == 404
