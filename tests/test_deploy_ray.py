@@ -13,7 +13,6 @@ import time
 from pathlib import Path
 
 import httpx
-import pyarrow.parquet as pq
 import pytest
 import yaml
 
@@ -22,6 +21,7 @@ from groundrec.offline.job import run_job
 from groundrec.online.client import Client, LocalClient
 from groundrec.shared import versions
 from groundrec.shared.config import load_config
+from helpers import publish_demo
 
 ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
@@ -48,13 +48,6 @@ def _wait_for(check, timeout=60.0) -> bool:
             pass
         time.sleep(0.25)
     return False
-
-
-def _histories(interactions: Path) -> list[list[str]]:
-    out: dict[str, list[str]] = {}
-    for r in pq.read_table(interactions).to_pylist():
-        out.setdefault(r["user_id"], []).append(r["item_id"])
-    return list(out.values())
 
 
 def test_ray_job_submit_runs_the_offline_job_on_a_local_head(tmp_path, tiny_vlm):
@@ -92,15 +85,10 @@ def test_ray_job_submit_runs_the_offline_job_on_a_local_head(tmp_path, tiny_vlm)
 
 @pytest.fixture(scope="module")
 def two_versions(tmp_path_factory, tiny_vlm):
-    root = tmp_path_factory.mktemp("serve")
-    paths = make_demo_data(root / "data", n_items=40, n_users=8)
-    overrides = {"catalog.path": str(paths["catalog"]), "out": str(root / "artifacts"), "vlm.model": str(tiny_vlm()),
-                 "vlm.max_new_tokens": 4, "run.runner": "local", "export.int8": False,
-                 "catalog.text_columns": ["title", "description", "category", "colour"]}
-    first = run_job(load_config(None, overrides), progress=False).version
-    second = run_job(load_config(None, {**overrides, "encoder.template": "{description}"}), progress=False).version
-    return {"artifacts": root / "artifacts", "first": first, "second": second,
-            "histories": _histories(paths["interactions"])}
+    published = publish_demo(tmp_path_factory.mktemp("serve"), tiny_vlm())
+    overrides = {**published["overrides"], "encoder.template": "{description}"}
+    second = run_job(load_config(None, overrides), progress=False).version
+    return {**published, "first": published["version"], "second": second}
 
 
 def test_ray_serve_app_answers_like_the_core_and_follows_versions_activate(two_versions, tmp_path):

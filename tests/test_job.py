@@ -98,7 +98,7 @@ def test_rerun_is_cached_and_new_items_only_are_grounded(small_catalog, tmp_path
 def test_ray_pipeline_equals_in_process(small_catalog, tmp_path, tiny_vlm):
     local = run_job(_cfg(small_catalog, tmp_path / "l", tiny_vlm()), progress=False)
     ray_run = run_job(_cfg(small_catalog, tmp_path / "r", tiny_vlm(), **{"run.runner": "ray"}), progress=False)
-    assert ray_run.runner == "ray" and ray_run.grounded_new == 6
+    assert (local.runner, ray_run.runner) == ("local", "ray") and local.grounded_new == ray_run.grounded_new == 6
     a, b = load_version(tmp_path / "l"), load_version(tmp_path / "r")
     assert a.item_ids == b.item_ids
     assert a.items.column("vlm_text").to_pylist() == b.items.column("vlm_text").to_pylist()

@@ -12,16 +12,15 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import httpx
-import pyarrow.parquet as pq
 import pytest
 import uvicorn
 
-from groundrec.offline.demo import make_demo_data
 from groundrec.offline.job import run_job
 from groundrec.online.client import AsyncClient, Client, GroundrecError, LocalClient
 from groundrec.online.service import create_app
 from groundrec.shared import versions
 from groundrec.shared.config import ServeConfig, load_config
+from helpers import publish_demo
 
 
 @contextmanager
@@ -44,17 +43,7 @@ def running(app):
 
 @pytest.fixture(scope="module")
 def published(tmp_path_factory, tiny_vlm):
-    root = tmp_path_factory.mktemp("svc")
-    paths = make_demo_data(root / "data", n_items=40, n_users=8)
-    overrides = {"catalog.path": str(paths["catalog"]), "out": str(root / "artifacts"), "vlm.model": str(tiny_vlm()),
-                 "vlm.max_new_tokens": 4, "run.runner": "local", "export.int8": False,
-                 "catalog.text_columns": ["title", "description", "category", "colour"]}
-    run_job(load_config(None, overrides), progress=False)
-    histories: dict[str, list[str]] = {}
-    for r in pq.read_table(paths["interactions"]).to_pylist():
-        histories.setdefault(r["user_id"], []).append(r["item_id"])
-    return {"root": root, "artifacts": root / "artifacts", "overrides": overrides, "histories": list(histories.values()),
-            "interactions": paths["interactions"]}
+    return publish_demo(tmp_path_factory.mktemp("svc"), tiny_vlm())
 
 
 def _cfg(artifacts, **extra) -> ServeConfig:
