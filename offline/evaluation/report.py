@@ -39,6 +39,50 @@ def summary_table(result: dict, k: int | None = None) -> str:
     return "\n".join(lines)
 
 
+BASELINES = ("Random", "Most popular", "Item-item co-occurrence")
+VLM_REPS = ("vlm_free", "vlm_structured", "vlm_free_title")
+CATALOG_REPS = ("title", "metadata", "description")
+
+
+def _compare(result: dict, a: dict, b: dict) -> str:
+    primary = result["protocol"]["primary_metric"]
+    pair = next(p for p in result["pairwise"] if {p["a"], p["b"]} == {a["label"], b["label"]})
+    ma, mb = a["metrics"][primary]["mean"], b["metrics"][primary]["mean"]
+    verdict = "significant" if pair["significant"] else "not significant"
+    return (f"**{a['label']}** {primary} {ma:.4f} vs **{b['label']}** {mb:.4f}: "
+            f"{'higher' if ma > mb else 'lower' if ma < mb else 'equal'}, {verdict} (p={pair['p']:.3g}, Holm)")
+
+
+def verdict(result: dict) -> list[str]:
+    """Plain answers to the questions the evaluation exists for, baselines included."""
+    primary = result["protocol"]["primary_metric"]
+    rows = result["rows"]
+    best_of = lambda rs: max(rs, key=lambda r: r["metrics"][primary]["mean"]) if rs else None  # noqa: E731
+    lines = []
+    best = best_of(rows)
+    base = best_of([r for r in rows if r["system"] in BASELINES])
+    content = best_of([r for r in rows if r["system"] not in BASELINES])
+    if best["system"] in BASELINES:
+        lines.append(f"- A baseline is best overall: **{best['label']}**.")
+    if base and content:
+        lines.append(f"- Best content-based system vs best baseline: {_compare(result, content, base)}.")
+    ref = [r for r in rows if r["system"].startswith("VLM4Rec")]
+    vlm = best_of([r for r in ref if r["representation"] in VLM_REPS])
+    cat = best_of([r for r in ref if r["representation"] in CATALOG_REPS])
+    if vlm and cat:
+        tiny = " (the VLM rows come from a tiny random-weight model here, so this says nothing about real VLMs)" \
+            if vlm.get("note") else ""
+        lines.append(f"- VLM grounding vs catalog text (VLM4Rec algorithm): {_compare(result, vlm, cat)}{tiny}.")
+    vis = next((r for r in ref if r["representation"] == "visual"), None)
+    if vlm and vis:
+        lines.append(f"- VLM grounding vs raw visual features: {_compare(result, vlm, vis)}.")
+    tuned = best_of([r for r in rows if r["system"].startswith("groundrec")])
+    plain = next((r for r in ref if r["representation"] == (tuned or {}).get("representation")), None)
+    if tuned and plain:
+        lines.append(f"- groundrec's tuned profiles vs VLM4Rec on the same representation: {_compare(result, tuned, plain)}.")
+    return lines
+
+
 def _plots(result: dict, out: Path) -> list[str]:
     import matplotlib
 
@@ -99,7 +143,8 @@ def markdown(result: dict, plots: list[str]) -> str:
              "## Results (test users)", "",
              summary_table(result), "",
              f"Best on {p['primary_metric']}: **{result['best']}**. ⚠ = built with a tiny random-weight model "
-             "(proves the path only) or with unreadable images; see the notes below.", ""]
+             "(proves the path only) or with unreadable images; see the notes below.", "",
+             "## Verdict", "", *verdict(result), ""]
     for f in plots:
         lines += [f"![{f}]({f})", ""]
     lines += ["## Representations", "", "| Name | What | Status | Note | Example text |", "|---|---|---|---|---|"]

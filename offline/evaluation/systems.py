@@ -28,10 +28,10 @@ class RandomSystem(System):
     name, representation = "Random", "-"
 
     def __init__(self, n_items: int, seed: int = 0):
-        self.n_items, self.seed = n_items, seed
+        self.n_items, self.rng = n_items, np.random.default_rng(seed)  # one stream: every user draws anew
 
     def scores(self, histories, history_ts):
-        return np.random.default_rng(self.seed).random((len(histories), self.n_items))
+        return self.rng.random((len(histories), self.n_items))
 
 
 class MostPopular(System):
