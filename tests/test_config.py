@@ -55,3 +55,16 @@ def test_shipped_job_configs_validate():
         cfg = load_config(path)
         cfg.require_paths()
         assert cfg.encoder.template
+
+
+def test_shipped_eval_configs_validate():
+    from pathlib import Path
+
+    from groundrec.shared.config import EvalConfig
+
+    paths = list((Path(__file__).resolve().parents[1] / "deploy").glob("*.eval.yaml"))
+    assert paths
+    for path in paths:
+        cfg = load_config(path, {"out": "/tmp/report"}, EvalConfig)
+        cfg.require_paths()
+        assert set(cfg.fidelity) <= set(cfg.prompt.fields)  # every scored field is asked for
