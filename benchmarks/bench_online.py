@@ -3,12 +3,14 @@
   retrieval  in-process recommend on a published version vs the VLM4Rec reference
              (mean of history vectors, scikit-learn cosine to every item, argsort)
   text       single-query latency: ONNX fp32 / int8 (onnxruntime) vs sentence-transformers
+  serve-memory  resident memory of `groundrec serve` with a version loaded
   ann        1,000,000 clustered 384-d vectors: HNSW (or IVF) built by the offline index stage,
              single-query p50/p99 and recall@20 vs exact search
 
 Usage:
   python benchmarks/bench_online.py retrieval --artifacts DIR --interactions FILE
   python benchmarks/bench_online.py text --artifacts DIR
+  python benchmarks/bench_online.py serve-memory --artifacts DIR
   python benchmarks/bench_online.py ann [--kind both|hnsw|ivf] [--items 1000000]
 """
 
@@ -158,6 +160,41 @@ def ann(args) -> None:
         del index
 
 
+def serve_memory(args) -> None:
+    """Resident memory of a real `groundrec serve` process with the version loaded."""
+    import socket
+    import subprocess
+    import sys
+
+    import httpx
+
+    from groundrec.online.version import load_version
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    proc = subprocess.Popen([sys.executable, "-m", "groundrec.shared.cli", "serve", "--artifacts", args.artifacts,
+                             "--port", str(port), "--encoder-variant", args.encoder_variant],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.time() + 120
+        while time.time() < deadline:
+            try:
+                if httpx.get(f"http://127.0.0.1:{port}/readyz").status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.2)
+        httpx.post(f"http://127.0.0.1:{port}/search", json={"text": "warm up", "k": 5})
+        rss = next(int(line.split()[1]) for line in open(f"/proc/{proc.pid}/status") if line.startswith("VmRSS"))
+        v = load_version(args.artifacts)
+        print(f"groundrec serve ({args.encoder_variant} encoder) with {v.index.ntotal} items x {v.index.d} "
+              f"({type(v.index).__name__}): RSS {rss / 2**20:.2f} GiB after load and one query")
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = ap.add_subparsers(dest="what", required=True)
@@ -177,8 +214,11 @@ def main() -> None:
     i.add_argument("--target-recall", type=float, default=0.95, help="recall the build tunes for")
     i.add_argument("--m", type=int, default=32, help="HNSW graph degree")
     i.add_argument("--ef-construction", type=int, default=80, help="HNSW build effort")
+    m = sub.add_parser("serve-memory")
+    m.add_argument("--artifacts", required=True)
+    m.add_argument("--encoder-variant", default="fp32", choices=["fp32", "int8"])
     args = ap.parse_args()
-    {"retrieval": retrieval, "text": text, "ann": ann}[args.what](args)
+    {"retrieval": retrieval, "text": text, "ann": ann, "serve-memory": serve_memory}[args.what](args)
 
 
 if __name__ == "__main__":
