@@ -107,62 +107,102 @@ class Evaluation:
     def run(self) -> dict:
         from contextlib import ExitStack
 
+        from groundrec.offline.evaluation.report import write_report
         from groundrec.offline.runners import open_runner
 
+        cfg = self.cfg
+        self._read_and_split()
+        with ExitStack() as stack:
+            self._runner = stack.enter_context(open_runner(cfg.runner, None, self.out / ".work"))
+            reps = self._representations()
+        t = time.perf_counter()
+        self.rows: list[Row] = []
+        self.valid_score: dict[str, float] = {}
+        self._bar = tqdm(desc="systems", unit="system", disable=not self.progress)
+        self._baselines()
+        built = {r.name: r for r in reps if r.vectors is not None}
+        for name in [r for r in cfg.representations if r in built and not r.startswith("fusion")]:
+            self._reference(built[name])
+        self._fusions(reps, built)
+        best = max((n for n in self.valid_score if n in built), key=self.valid_score.get, default=None)
+        if best is not None:
+            self._tuned(built[best])
+        self._bar.close()
+        self._time("systems", t)
+
+        t = time.perf_counter()
+        result = self._statistics(self.rows)
+        self._time("statistics", t)
+        inter, split, test, valid = self.inter, self.split, self.test, self.valid
+        result.update({
+            "config": cfg.model_dump(mode="json"),
+            "protocol": {
+                "split": split.description, "split_counts": split.counts(), "seed": cfg.split.seed,
+                "interactions_used": int(len(inter.items)), "interactions_unknown_item_dropped": inter.dropped_unknown_items,
+                "users": len(inter.user_ids), "test_users": len(test), "valid_users": len(valid),
+                "test_users_dropped": test.dropped, "valid_users_dropped": valid.dropped,
+                "catalog_items": self.n_items, "ks": cfg.ks, "primary_metric": cfg.primary_metric,
+                "bootstrap": cfg.bootstrap, "permutations": self.permutations, "alpha": cfg.alpha,
+            },
+            "representations": [{"name": r.name, "description": r.description, "status": "not run" if r.not_run else "run",
+                                 "reason": r.not_run, "note": r.note, "example": r.example,
+                                 "valid_" + cfg.primary_metric: self.valid_score.get(r.name)} for r in reps],
+            "best_representation": best,
+            "fidelity": self.fidelity_report,
+            "timings_s": self.timings,
+        })
+        write_report(result, self.out)
+        return result
+
+    # --- data ------------------------------------------------------------------------
+    def _read_and_split(self) -> None:
         cfg = self.cfg
         t = time.perf_counter()
         self.items = catalog_stage.load_catalog(cfg.catalog)
         ids = self.items.column(cfg.catalog.id_column).to_pylist()
         self.n_items = len(ids)
-        inter = load_interactions(cfg, {iid: r for r, iid in enumerate(ids)})
-        split = split_interactions(inter.users, inter.ts, cfg.split)
-        valid = eval_users(split, "valid", inter.items, inter.ts)
-        test = eval_users(split, "test", inter.items, inter.ts)
-        if len(test) == 0 or len(valid) == 0:
-            raise ValueError(f"no user left to evaluate (validation {len(valid)}, test {len(test)}; dropped "
-                             f"{test.dropped}); users need interactions on at least two distinct days/parts")
+        self.inter = inter = load_interactions(cfg, {iid: r for r, iid in enumerate(ids)})
+        self.split = split = split_interactions(inter.users, inter.ts, cfg.split)
+        self.valid = eval_users(split, "valid", inter.items, inter.ts)
+        self.test = eval_users(split, "test", inter.items, inter.ts)
+        if len(self.test) == 0 or len(self.valid) == 0:
+            raise ValueError(f"no user left to evaluate (validation {len(self.valid)}, test {len(self.test)}; dropped "
+                             f"{self.test.dropped}); users need interactions on at least two distinct days/parts")
         # Popularity and collaborative statistics come from each stage's histories only.
-        all_train = [p.train for p in split.parts.values()]
-        pop_valid = _popularity([inter.items[h] for h in all_train], self.n_items)
-        pop_test = _popularity([inter.items[np.concatenate([p.train, p.valid])] for p in split.parts.values()],
-                               self.n_items)
+        self.valid_histories = [inter.items[p.train] for p in split.parts.values()]
+        self.test_histories = [inter.items[np.concatenate([p.train, p.valid])] for p in split.parts.values()]
+        self.pop_valid = _popularity(self.valid_histories, self.n_items)
+        self.pop_test = _popularity(self.test_histories, self.n_items)
         self._time("read_and_split", t)
 
-        with ExitStack() as stack:
-            self._runner = stack.enter_context(open_runner(cfg.runner, None, self.out / ".work"))
-            reps = self._representations()
-        rows: list[Row] = []
-        ks = cfg.ks
+    # --- systems ---------------------------------------------------------------------
+    def _on_test(self, system: System, valid_primary: float | None = None, note: str | None = None) -> None:
+        per_user, lists = evaluate(system, self.test, self.cfg.ks, self.pop_test, self.n_items)
+        self.rows.append(Row(system.name, system.representation, dict(getattr(system, "params", {}) or {}),
+                             per_user, lists, valid_primary, note))
+        self._bar.update()
 
-        def run_on_test(system: System, valid_primary: float | None = None, note: str | None = None) -> Row:
-            per_user, lists = evaluate(system, test, ks, pop_test, self.n_items)
-            row = Row(system.name, system.representation, dict(getattr(system, "params", {}) or {}), per_user, lists,
-                      valid_primary, note)
-            rows.append(row)
-            return row
+    def _on_valid(self, system: System) -> float:
+        per_user, _ = evaluate(system, self.valid, self.cfg.ks, self.pop_valid, self.n_items)
+        return float(per_user[self.cfg.primary_metric].mean())
 
-        def on_valid(system: System) -> float:
-            return float(evaluate(system, valid, ks, pop_valid, self.n_items)[0][cfg.primary_metric].mean())
+    @staticmethod
+    def _content(rep: Representation, pop: np.ndarray, name: str = "VLM4Rec (mean + cosine)", **params) -> ContentSystem:
+        return ContentSystem(name, rep.name, rep.vectors, pop, params=dict(params), **params)
 
-        t = time.perf_counter()
-        bar = tqdm(desc="systems", unit="system", disable=not self.progress)
-        run_on_test(RandomSystem(self.n_items, cfg.seed)); bar.update()
-        run_on_test(MostPopular(pop_test)); bar.update()
-        run_on_test(ItemCooccurrence([inter.items[np.concatenate([p.train, p.valid])] for p in split.parts.values()],
-                                     self.n_items)); bar.update()
+    def _baselines(self) -> None:
+        self._on_test(RandomSystem(self.n_items, self.cfg.seed))
+        self._on_test(MostPopular(self.pop_test))
+        self._on_test(ItemCooccurrence(self.test_histories, self.n_items))
 
-        def content(rep: Representation, pop: np.ndarray, **kw) -> ContentSystem:
-            name = kw.pop("name", "VLM4Rec (mean + cosine)")
-            return ContentSystem(name, rep.name, rep.vectors, pop, params={k: v for k, v in kw.items()}, **kw)
+    def _reference(self, rep: Representation) -> None:
+        """The VLM4Rec algorithm (mean profile, cosine) on one representation."""
+        self.valid_score[rep.name] = self._on_valid(self._content(rep, self.pop_valid))
+        self._on_test(self._content(rep, self.pop_test), self.valid_score[rep.name], rep.note)
 
-        built = {r.name: r for r in reps if r.vectors is not None}
-        valid_score: dict[str, float] = {}
-        for name in [r for r in cfg.representations if r in built and not r.startswith("fusion")]:
-            valid_score[name] = on_valid(content(built[name], pop_valid))
-            run_on_test(content(built[name], pop_test), valid_score[name], built[name].note); bar.update()
-
-        # Fusion of the best text representation (on validation) with the visual one.
-        text_scores = {n: s for n, s in valid_score.items() if n != "visual"}
+    def _fusions(self, reps: list[Representation], built: dict[str, Representation]) -> None:
+        """Fusion of the best text representation (on validation) with the visual one."""
+        text_scores = {n: s for n, s in self.valid_score.items() if n != "visual"}
         best_text = max(text_scores, key=text_scores.get) if text_scores else None
         for r in reps:
             if not r.name.startswith("fusion"):
@@ -171,69 +211,43 @@ class Evaluation:
                 r.not_run = r.not_run or ("needs a text representation and the visual one; "
                                           f"missing: {'visual' if best_text else 'text'}")
                 continue
-            note = "; ".join(n for n in (built[best_text].note, built["visual"].note) if n) or None
-            r.note = note
+            text, visual = built[best_text], built["visual"]
+            r.note = "; ".join(n for n in (text.note, visual.note) if n) or None
             r.description = f"{r.description} ({best_text} + visual)"
             if r.name == "fusion_concat":
-                r.vectors = fused_vectors(built[best_text].vectors, built["visual"].vectors)
+                r.vectors = fused_vectors(text.vectors, visual.vectors)
                 built[r.name] = r
-                valid_score[r.name] = on_valid(content(r, pop_valid))
-                run_on_test(content(r, pop_test), valid_score[r.name], note); bar.update()
-            else:
-                def fusion(w, pop):
-                    return ScoreFusion("VLM4Rec (mean + cosine)", f"fusion_mean ({best_text} + visual)",
-                                       content(built[best_text], pop), content(built["visual"], pop), w,
-                                       params={"text_weight": w})
-                w_best = max(cfg.tuning.fusion_text_weight, key=lambda w: on_valid(fusion(w, pop_valid)))
-                valid_score[r.name] = on_valid(fusion(w_best, pop_valid))
-                run_on_test(fusion(w_best, pop_test), valid_score[r.name], note); bar.update()
+                self._reference(r)
+                continue
 
-        # groundrec's own profiles on the best representation, tuned on validation only.
-        best = max((n for n in valid_score if n in built), key=valid_score.get, default=None)
-        if best is not None:
-            rep = built[best]
-            grids = {
-                "groundrec recency": [dict(strategy="recency", half_life_days=h) for h in cfg.tuning.half_life_days],
-                "groundrec multi-interest": [dict(strategy="multi_interest", n_interests=n) for n in cfg.tuning.n_interests],
-                "groundrec mean + popularity": [dict(strategy="mean", popularity_weight=w)
-                                                for w in cfg.tuning.popularity_weight if w > 0],
-            }
-            grids["groundrec best of all (tuned)"] = [
-                {**p, "popularity_weight": w} for g in list(grids.values())[:2] + [[dict(strategy="mean")]] for p in g
-                for w in cfg.tuning.popularity_weight]
-            for label, grid in grids.items():
-                if not grid:
-                    continue
-                scored = [(on_valid(content(rep, pop_valid, name=label, **p)), n, p) for n, p in enumerate(grid)]
-                score, _, params = max(scored, key=lambda s: (s[0], -s[1]))
-                run_on_test(content(rep, pop_test, name=label, **params), score, rep.note); bar.update()
-        bar.close()
-        self._time("systems", t)
+            def fusion(w: float, pop: np.ndarray) -> ScoreFusion:
+                return ScoreFusion("VLM4Rec (mean + cosine)", f"fusion_mean ({best_text} + visual)",
+                                   self._content(text, pop), self._content(visual, pop), w, params={"text_weight": w})
 
-        t = time.perf_counter()
-        result = self._statistics(rows)
-        self._time("statistics", t)
-        result.update({
-            "config": cfg.model_dump(mode="json"),
-            "protocol": {
-                "split": split.description, "split_counts": split.counts(), "seed": cfg.split.seed,
-                "interactions_used": int(len(inter.items)), "interactions_unknown_item_dropped": inter.dropped_unknown_items,
-                "users": len(inter.user_ids), "test_users": len(test), "valid_users": len(valid),
-                "test_users_dropped": test.dropped, "valid_users_dropped": valid.dropped,
-                "catalog_items": self.n_items, "ks": ks, "primary_metric": cfg.primary_metric,
-                "bootstrap": cfg.bootstrap, "permutations": self.permutations, "alpha": cfg.alpha,
-            },
-            "representations": [{"name": r.name, "description": r.description, "status": "not run" if r.not_run else "run",
-                                 "reason": r.not_run, "note": r.note, "example": r.example,
-                                 "valid_" + cfg.primary_metric: valid_score.get(r.name)} for r in reps],
-            "best_representation": best,
-            "fidelity": self.fidelity_report,
-            "timings_s": self.timings,
-        })
-        from groundrec.offline.evaluation.report import write_report
+            scored = {w: self._on_valid(fusion(w, self.pop_valid)) for w in self.cfg.tuning.fusion_text_weight}
+            w_best = max(scored, key=scored.get)
+            self.valid_score[r.name] = scored[w_best]
+            self._on_test(fusion(w_best, self.pop_test), scored[w_best], r.note)
 
-        write_report(result, self.out)
-        return result
+    def _tuned(self, rep: Representation) -> None:
+        """groundrec's own profiles on the best representation, each grid tuned on validation only."""
+        tuning = self.cfg.tuning
+        grids = {
+            "groundrec recency": [dict(strategy="recency", half_life_days=h) for h in tuning.half_life_days],
+            "groundrec multi-interest": [dict(strategy="multi_interest", n_interests=n) for n in tuning.n_interests],
+            "groundrec mean + popularity": [dict(strategy="mean", popularity_weight=w)
+                                            for w in tuning.popularity_weight if w > 0],
+        }
+        profiles = grids["groundrec recency"] + grids["groundrec multi-interest"] + [dict(strategy="mean")]
+        grids["groundrec best of all (tuned)"] = [{**p, "popularity_weight": w}
+                                                  for p in profiles for w in tuning.popularity_weight]
+        for label, grid in grids.items():
+            if not grid:
+                continue
+            scored = [(self._on_valid(self._content(rep, self.pop_valid, name=label, **p)), -n, p)
+                      for n, p in enumerate(grid)]
+            score, _, params = max(scored, key=lambda s: (s[0], s[1]))  # ties: the first in the grid
+            self._on_test(self._content(rep, self.pop_test, name=label, **params), score, rep.note)
 
     # --- representations -------------------------------------------------------------
     def _representations(self) -> list[Representation]:
