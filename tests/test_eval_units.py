@@ -141,3 +141,22 @@ def test_eval_config_is_validated_at_the_edge():
         EvalConfig(representations=["title", "clip_magic"])
     with pytest.raises(ValueError, match="primary_metric"):
         EvalConfig(primary_metric="recall@7")
+
+
+def test_visual_features_skip_bad_images_and_come_from_the_cache_on_a_rerun(small_catalog, tmp_path):
+    from groundrec.offline.catalog import load_catalog
+    from groundrec.offline.evaluation.visual import encode_images
+    from groundrec.offline.tiny_vlm import build_tiny_vision
+    from groundrec.shared.config import CatalogConfig
+
+    model = build_tiny_vision(tmp_path / "vit")
+    items = load_catalog(CatalogConfig(path=small_catalog["path"], images_root=small_catalog["images_root"]))
+    first, bad, encoded = encode_images(str(model), items, batch_size=4, progress=False, cache_root=tmp_path / "c")
+    assert encoded == 6 and sum(bad.values()) == 3
+    assert set(bad) == {"image file not found", "corrupt or truncated image", "not an image (unrecognised format)"}
+    norms = np.linalg.norm(first, axis=1)
+    ids = items.column("item_id").to_pylist()
+    assert np.allclose(norms[[ids.index(i) for i in small_catalog["good"]]], 1, atol=1e-5)
+    assert (norms[[ids.index(i) for i in ("missing", "truncated", "notimage")]] == 0).all()
+    again, bad_again, encoded_again = encode_images(str(model), items, progress=False, cache_root=tmp_path / "c")
+    assert encoded_again == 0 and np.allclose(again, first, atol=1e-6) and bad_again == bad

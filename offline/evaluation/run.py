@@ -100,6 +100,7 @@ class Evaluation:
         self.out = Path(cfg.out)
         self.out.mkdir(parents=True, exist_ok=True)
         self.timings: dict[str, float] = {}
+        self.visual_encoded: int | None = None  # images through the vision model (the rest: cache)
 
     def _time(self, name: str, start: float) -> None:
         self.timings[name] = round(self.timings.get(name, 0.0) + time.perf_counter() - start, 2)
@@ -149,6 +150,7 @@ class Evaluation:
                                  "valid_" + cfg.primary_metric: self.valid_score.get(r.name)} for r in reps],
             "best_representation": best,
             "fidelity": self.fidelity_report,
+            "visual_images_encoded": self.visual_encoded,
             "timings_s": self.timings,
         })
         write_report(result, self.out)
@@ -342,7 +344,9 @@ class Evaluation:
         except VLMUnavailable as e:
             rep.not_run = f"vision model not available on this machine: {e}"
             return rep
-        rep.vectors, bad = encode_images(str(path), self.items, cfg.vision_batch_size, self.progress)
+        rep.vectors, bad, encoded = encode_images(str(path), self.items, cfg.vision_batch_size, self.progress,
+                                                  cfg.job_config("free").resolved_cache_dir)
+        self.visual_encoded = encoded
         rep.note = tiny_note(cfg.vision_model)
         if bad:
             rep.note = "; ".join(filter(None, [rep.note, "unreadable images: " + ", ".join(f"{k} ({v})" for k, v in bad.items())]))
