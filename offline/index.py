@@ -74,7 +74,8 @@ def recall_at_k(approx: np.ndarray, exact: np.ndarray) -> float:
 
 def _smallest_meeting(recall_with, start: int, limit: int, target: float) -> tuple[int, float]:
     """The smallest knob value in [start, limit] whose recall reaches ``target`` (or ``limit``):
-    double until met, then bisect down. Recall grows with the knob."""
+    double until met, then bisect down. Recall grows with the knob. The caller sets the
+    returned value on its index (the last probe may have been a smaller one)."""
     low, value = start - 1, start
     recall = recall_with(value)
     while recall < target and value < limit:
@@ -87,7 +88,6 @@ def _smallest_meeting(recall_with, start: int, limit: int, target: float) -> tup
             value, recall = mid, r
         else:
             low = mid
-    recall_with(value)
     return value, recall
 
 
@@ -125,6 +125,7 @@ def build_index(vectors: np.ndarray, cfg: IndexConfig, seed: int = 0) -> tuple[f
             return recall_at_k(index.search(queries, k)[1], truth)
 
         ef, recall = _smallest_meeting(recall_hnsw, k, max(4096, k), cfg.target_recall)
+        index.hnsw.efSearch = ef
         report = IndexReport("hnsw", f"HNSW{cfg.hnsw_m},Flat", n, d, None, None, recall, k, len(queries),
                              time.perf_counter() - started, False, ef_search=ef)
         return index, report
@@ -148,6 +149,7 @@ def build_index(vectors: np.ndarray, cfg: IndexConfig, seed: int = 0) -> tuple[f
         return recall_at_k(index.search(queries, k)[1], truth)
 
     nprobe, recall = _smallest_meeting(recall_ivf, 1, nlist, cfg.target_recall)
+    index.nprobe = nprobe
     report = IndexReport("ivf", f"IVF{nlist},Flat", n, d, nlist, nprobe, recall, k, len(queries),
                          time.perf_counter() - started, on_gpu)
     return index, report

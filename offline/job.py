@@ -151,7 +151,6 @@ def run_job(cfg: JobConfig, progress: bool = True) -> JobSummary:
     )
 
 
-
 def ground_catalog(runner, items: pa.Table, cfg: JobConfig, signature: dict, skipped: list[dict],
                    clock: StageClock, progress: bool) -> tuple[pa.Table, dict[str, dict]]:
     """hash -> cache lookup -> ground what is new -> the catalog rows that were grounded, with

@@ -293,10 +293,15 @@ class EvalConfig(_Strict):
         if missing:
             raise ValueError(f"missing required setting(s): {', '.join(missing)}")
 
+    @property
+    def resolved_cache_dir(self) -> Path:
+        assert self.out is not None
+        return self.cache_dir or self.out / "cache"
+
     def job_config(self, style: str) -> JobConfig:
         """The offline job's config for grounding (and encoding) with this evaluation's models."""
         assert self.out is not None
-        return JobConfig(catalog=self.catalog, out=self.out / ".job", cache_dir=self.cache_dir or self.out / "cache",
+        return JobConfig(catalog=self.catalog, out=self.out / ".job", cache_dir=self.resolved_cache_dir,
                          prompt=self.prompt.model_copy(update={"style": style}), vlm=self.vlm,
                          encoder=self.encoder.model_copy(update={"template": "{vlm_text}"}),
                          run=RunConfig(runner=self.runner, work_dir=self.out / ".work"))

@@ -147,7 +147,6 @@ def test_dockerfiles_copy_files_that_exist_and_run_cli_commands(name):
     if name == "online.Dockerfile":
         assert "/readyz" in re.search(r"HEALTHCHECK[\s\S]+?\n\S", text).group(0)
         assert re.search(r"pip install \.\s*$", text, re.M)  # no extras: no torch, no ray
-        assert "torch" not in text.split("FROM", 1)[1].split("HEALTHCHECK")[0].replace("no torch", "")
     else:
         assert "ARG BASE_IMAGE" in text and ".[offline,serve]" in text
 

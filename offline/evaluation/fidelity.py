@@ -13,7 +13,7 @@ from collections import Counter
 
 SYNONYMS = {"gray": "grey", "multicolour": "multi", "multicolor": "multi", "multicoloured": "multi",
             "striped": "stripe", "stripes": "stripe", "tshirt": "t shirt", "tee": "t shirt", "plain": "solid",
-            "color": "colour", "denim": "denim", "floral": "flower", "check": "checked", "plaid": "checked"}
+            "color": "colour", "floral": "flower", "check": "checked", "plaid": "checked"}
 
 
 def normalise(value: str | None, synonyms: dict[str, str] | None = None) -> frozenset[str]:

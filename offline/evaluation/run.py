@@ -345,7 +345,7 @@ class Evaluation:
             rep.not_run = f"vision model not available on this machine: {e}"
             return rep
         rep.vectors, bad, encoded = encode_images(str(path), self.items, cfg.vision_batch_size, self.progress,
-                                                  cfg.job_config("free").resolved_cache_dir)
+                                                  cfg.resolved_cache_dir)
         self.visual_encoded = encoded
         rep.note = tiny_note(cfg.vision_model)
         if bad:
