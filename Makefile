@@ -8,7 +8,7 @@ BIN := $(VENV)/bin
 
 .PHONY: install test demo demo-offline bench clean
 
-$(BIN)/groundrec: pyproject.toml
+$(BIN)/groundrec: pyproject.toml setup.py
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
 	$(if $(strip $(TORCH)),$(BIN)/pip install --quiet $(TORCH))
