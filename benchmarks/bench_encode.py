@@ -15,9 +15,9 @@ import pyarrow.parquet as pq
 
 from common import require_hm
 from groundrec.offline.encode import build_texts, load_sentence_transformer, resolve_encoder
-from groundrec.offline.job import _encode
+from groundrec.offline.encode import _encode
 from groundrec.offline.runners import open_runner
-from groundrec.shared.config import load_config
+from groundrec.offline.config import load_job_config
 
 TEMPLATE = "{title}. {product_type}, {colour}, {graphical_appearance}. {description}"
 
@@ -32,7 +32,7 @@ def main() -> None:
     table = pq.read_table(hm / "items.parquet").slice(0, args.items)
     texts = build_texts(table, TEMPLATE)
     cols = ["title", "product_type", "colour", "graphical_appearance", "description"]
-    cfg = load_config(None, {"catalog.text_columns": cols, "encoder.template": TEMPLATE,
+    cfg = load_job_config(None, {"catalog.text_columns": cols, "encoder.template": TEMPLATE,
                              "encoder.batch_size": args.batch_size, "out": tempfile.mkdtemp(prefix="bench-enc-")})
     words = sum(len(t.split()) for t in texts) / len(texts)
 

@@ -14,9 +14,10 @@ import pyarrow.parquet as pq
 
 from common import median_time, require_hm
 from groundrec.offline import images as image_io
-from groundrec.offline.tiny_vlm import build_tiny_vlm
+from groundrec.offline.dev.tiny_models import build_tiny_vlm
 from groundrec.offline.vlm import HFVLM
-from groundrec.shared.config import PromptConfig, VLMConfig
+from groundrec.offline.config import PromptConfig
+from groundrec.offline.vlm import HFVLMConfig
 
 
 def main() -> None:
@@ -32,7 +33,7 @@ def main() -> None:
     rows = pq.read_table(hm / "items.parquet", columns=["image"]).slice(0, args.images).to_pylist()
     imgs = [image_io.load(str(hm / r["image"])).image for r in rows]
     model = args.model or str(build_tiny_vlm(args.arch, tempfile.mkdtemp(prefix="bench-vlm-")))
-    vlm = HFVLM(VLMConfig(model=model, max_new_tokens=args.max_new_tokens))
+    vlm = HFVLM(HFVLMConfig(model=model, max_new_tokens=args.max_new_tokens))
     prompt = PromptConfig()
     vlm.generate(imgs[:2], prompt)  # warm-up
     results = {}

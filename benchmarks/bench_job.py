@@ -18,8 +18,8 @@ import pyarrow.parquet as pq
 
 from common import PeakMemory, require_hm
 from groundrec.offline.job import run_job
-from groundrec.offline.tiny_vlm import build_tiny_vlm
-from groundrec.shared.config import load_config
+from groundrec.offline.dev.tiny_models import build_tiny_vlm
+from groundrec.offline.config import load_job_config
 
 
 def main() -> None:
@@ -38,7 +38,7 @@ def main() -> None:
         catalog = out / f"items{args.items}.parquet"
         pq.write_table(pq.read_table(hm / "items.parquet").slice(0, args.items), catalog)
     vlm = args.vlm or str(build_tiny_vlm("smolvlm", out / "tiny-vlm"))
-    cfg = load_config(None, {"catalog.path": str(catalog), "catalog.images_root": str(hm), "out": str(out / "artifacts"),
+    cfg = load_job_config(None, {"catalog.path": str(catalog), "catalog.images_root": str(hm), "out": str(out / "artifacts"),
                              "vlm.model": vlm, "vlm.batch_size": args.vlm_batch_size,
                              "vlm.max_new_tokens": args.max_new_tokens, "run.runner": args.runner,
                              "encoder.template": "{title}. {description}. {vlm_text}"})

@@ -116,7 +116,7 @@ def ann(args) -> None:
 
     from common import PeakMemory
     from groundrec.offline.index import PROFILE_SIZES, build_index, profile_queries
-    from groundrec.shared.config import IndexConfig
+    from groundrec.offline.config import IndexConfig
 
     rng = np.random.default_rng(0)
     n, d = args.items, 384

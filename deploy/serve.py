@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from ray import serve
 
-from groundrec.shared.config import ServeConfig
+from groundrec.online.config import ServeConfig
 
 DEFAULT_AUTOSCALING = {"min_replicas": 1, "max_replicas": 4, "target_ongoing_requests": 8,
                        "upscale_delay_s": 10, "downscale_delay_s": 120}

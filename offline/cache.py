@@ -21,7 +21,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from groundrec.shared.config import PromptConfig, VLMConfig
+from groundrec.offline.vlm.registry import backend_class
 
 GROUNDING_SCHEMA = pa.schema([
     ("cache_key", pa.string()), ("image_sha256", pa.string()), ("vlm_text", pa.string()),
@@ -29,11 +29,12 @@ GROUNDING_SCHEMA = pa.schema([
 ])
 
 
-def grounding_signature(vlm: VLMConfig, prompt: PromptConfig, fingerprint: str) -> dict:
-    """Everything that changes a VLM's answer for the same image."""
+def grounding_signature(vlm, prompt) -> dict:
+    """Everything that changes a VLM's answer for the same image: the backend's identity of
+    its model, generation settings and the prompt (``vlm``: a backend's settings;
+    ``prompt``: a PromptConfig)."""
     return {
-        "backend": vlm.backend, "model": vlm.model if vlm.backend == "openai" else fingerprint,
-        "endpoint_model": vlm.model, "revision": vlm.revision, "dtype": vlm.dtype,
+        **backend_class(vlm).identity(vlm),
         "max_new_tokens": vlm.max_new_tokens, "decoding": "greedy",
         "prompt": prompt.text(), "style": prompt.style, "caption_prefix": prompt.caption_prefix,
     }

@@ -10,7 +10,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from PIL import Image, ImageDraw
 
-from groundrec.shared.config import load_config
+from groundrec.offline.config import load_job_config
 
 COLOURS = {"red": (200, 30, 40), "blue": (30, 70, 200), "green": (40, 150, 60), "black": (20, 20, 20),
            "white": (240, 240, 240), "yellow": (235, 200, 40)}
@@ -81,9 +81,9 @@ def run_demo(out: Path, vlm: str | None, n_items: int, runner: str, progress: bo
     from groundrec.offline.vlm import resolve_vlm
     from groundrec.online.retrieve import recommend
     from groundrec.online.version import load_version
-    from groundrec.shared.cli import print_summary
+    from groundrec.offline.cli import print_summary
 
-    cfg = load_config(None, {"vlm.model": vlm, "run.runner": runner, "out": str(Path(out) / "artifacts"),
+    cfg = load_job_config(None, {"vlm.model": vlm, "run.runner": runner, "out": str(Path(out) / "artifacts"),
                              "catalog.path": str(Path(out) / "data" / "catalog.parquet"),
                              "vlm.max_new_tokens": 48})
     resolve_vlm(cfg.vlm.model)  # before any work: no model here means a clear error in seconds

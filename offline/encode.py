@@ -1,4 +1,7 @@
-"""Encode stage: item text from a template, then dense L2-normalised vectors."""
+"""Encode stage: item text from a template, then dense L2-normalised vectors.
+
+``encode_cached`` encodes only distinct texts the embedding cache lacks, length-sorted,
+through the runner's ``EncodeTexts`` actors."""
 
 from __future__ import annotations
 
@@ -7,6 +10,10 @@ from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
+from tqdm.auto import tqdm
+
+from groundrec.offline.cache import EmbeddingCache, cache_key
+from groundrec.offline.vlm.base import model_fingerprint
 
 ALIASES = {"sentence-transformers/all-MiniLM-L6-v2", "all-MiniLM-L6-v2"}
 
@@ -82,3 +89,45 @@ class EncodeTexts:
         vecs = self.model.encode(list(batch["text"]), batch_size=self.batch_size, convert_to_numpy=True,
                                  normalize_embeddings=True, show_progress_bar=False)
         return {"row": batch["row"], "vector": np.asarray(vecs, dtype=np.float32)}
+
+
+def encode_cached(runner, texts: list[str], cfg, encoder_path: str,
+                  progress: bool) -> tuple[np.ndarray, int]:
+    """Vectors for ``texts``: distinct texts only, and only those the embedding cache lacks."""
+    if not texts:
+        raise ValueError("no item could be grounded: nothing to encode (see the skipped reasons)")
+    signature = {"encoder": model_fingerprint(encoder_path), "max_seq_length": cfg.encoder.max_seq_length}
+    key_of = {t: cache_key(t, signature) for t in texts}
+    cache = EmbeddingCache(cfg.resolved_cache_dir)
+    known = cache.get(set(key_of.values()))
+    missing = [t for t in dict.fromkeys(texts) if key_of[t] not in known]
+    if missing:
+        fresh = _encode(runner, missing, cfg, encoder_path, progress)
+        cache.put([key_of[t] for t in missing], fresh)
+        cache.compact()
+        known.update(zip((key_of[t] for t in missing), fresh))
+    return np.stack([known[key_of[t]] for t in texts]).astype(np.float32), len(missing)
+
+
+def _encode(runner, texts: list[str], cfg, encoder_path: str, progress: bool) -> np.ndarray:
+    # Length-sorted, like sentence-transformers does within one call: batches of similar
+    # lengths pad little. Rows carry their position, so the output order is the input order.
+    order = np.argsort([len(t) for t in texts], kind="stable")
+    table = pa.table({"row": order.astype(np.int64), "text": pa.array([texts[i] for i in order], pa.string())})
+    kwargs = {"model": encoder_path, "batch_size": cfg.encoder.batch_size,
+              "max_seq_length": cfg.encoder.max_seq_length}
+    gpus = 1.0 if runner.gpus() > 0 else 0.0
+    out: np.ndarray | None = None
+    bar = tqdm(total=len(texts), desc="encode", unit="item", disable=not progress)
+    # Blocks of several encoder batches: fewer Ray tasks, same per-batch work.
+    for b in runner.map(table, EncodeTexts, kwargs, cfg.encoder.batch_size * 4, concurrency=cfg.encoder.concurrency,
+                        num_gpus=gpus / cfg.encoder.concurrency if gpus else 0):
+        vec = np.asarray(b["vector"], dtype=np.float32)
+        if out is None:
+            out = np.empty((len(texts), vec.shape[1]), dtype=np.float32)
+        out[np.asarray(b["row"], dtype=np.int64)] = vec
+        bar.update(len(vec))
+    bar.close()
+    if out is None:
+        raise ValueError("no item could be grounded: nothing to encode (see the skipped reasons)")
+    return out

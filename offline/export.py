@@ -9,8 +9,9 @@ from pathlib import Path
 
 import numpy as np
 
-from groundrec.shared.config import ExportConfig
-from groundrec.shared.onnx_encoder import ENCODER_META, OnnxTextEncoder
+from groundrec.offline.config import ExportConfig
+from groundrec.shared.artifact import ENCODER_CONFIG, ENCODER_ONNX, ENCODER_TOKENIZER
+from groundrec.shared.onnx_encoder import OnnxTextEncoder
 
 CHECK_TEXTS = [
     "Red cotton t-shirt with short sleeves.",
@@ -77,12 +78,12 @@ def export_encoder(model, out_dir: Path, cfg: ExportConfig, sample_texts: list[s
     tok = type(tok).from_str(tok.to_str())
     tok.no_padding()
     tok.enable_truncation(max_length=max_len)
-    tok.save(str(out_dir / "tokenizer.json"))
+    tok.save(str(out_dir / ENCODER_TOKENIZER))
     pad_token = model.tokenizer.pad_token or "[PAD]"
     meta = {"max_seq_length": max_len, "dim": int(model.get_embedding_dimension() if hasattr(model, "get_embedding_dimension") else model.get_sentence_embedding_dimension()),
-            "pooling": mode, "normalized": True, "tokenizer": "tokenizer.json",
-            "pad_token": pad_token, "pad_id": int(model.tokenizer.pad_token_id or 0), "files": {"fp32": "model.onnx"}}
-    (out_dir / ENCODER_META).write_text(json.dumps(meta, indent=2))
+            "pooling": mode, "normalized": True, "tokenizer": ENCODER_TOKENIZER,
+            "pad_token": pad_token, "pad_id": int(model.tokenizer.pad_token_id or 0), "files": {"fp32": ENCODER_ONNX["fp32"]}}
+    (out_dir / ENCODER_CONFIG).write_text(json.dumps(meta, indent=2))
 
     enc = model.tokenizer(["an example", "a longer example sentence"], padding=True, return_tensors="pt")
     args = (enc["input_ids"], enc["attention_mask"], enc.get("token_type_ids", torch.zeros_like(enc["input_ids"])))
@@ -90,7 +91,7 @@ def export_encoder(model, out_dir: Path, cfg: ExportConfig, sample_texts: list[s
            "token_type_ids": {0: "batch", 1: "seq"}, "embedding": {0: "batch"}}
     with torch.no_grad(), warnings.catch_warnings():
         warnings.simplefilter("ignore")  # tracer chatter about Python branches in the HF model
-        torch.onnx.export(wrapper.cpu(), args, str(out_dir / "model.onnx"), dynamo=False, opset_version=17,
+        torch.onnx.export(wrapper.cpu(), args, str(out_dir / ENCODER_ONNX["fp32"]), dynamo=False, opset_version=17,
                           input_names=["input_ids", "attention_mask", "token_type_ids"],
                           output_names=["embedding"], dynamic_axes=dyn)
 
@@ -113,15 +114,15 @@ def _quantize(out_dir: Path, meta: dict, texts: list[str], fp32: np.ndarray, cfg
     from onnxruntime.quantization.shape_inference import quant_pre_process
 
     pre = out_dir / "model.pre.onnx"
-    quant_pre_process(str(out_dir / "model.onnx"), str(pre), skip_symbolic_shape=True)
-    quantize_dynamic(str(pre), str(out_dir / "model.int8.onnx"), per_channel=True, weight_type=QuantType.QInt8)
+    quant_pre_process(str(out_dir / ENCODER_ONNX["fp32"]), str(pre), skip_symbolic_shape=True)
+    quantize_dynamic(str(pre), str(out_dir / ENCODER_ONNX["int8"]), per_channel=True, weight_type=QuantType.QInt8)
     pre.unlink()
-    meta["files"]["int8"] = "model.int8.onnx"
-    (out_dir / ENCODER_META).write_text(json.dumps(meta, indent=2))
+    meta["files"]["int8"] = ENCODER_ONNX["int8"]
+    (out_dir / ENCODER_CONFIG).write_text(json.dumps(meta, indent=2))
     result = _compare(OnnxTextEncoder(out_dir, "int8").encode(texts), fp32)
     if result["mean_cosine"] < cfg.int8_min_cosine:
-        (out_dir / "model.int8.onnx").unlink()
+        (out_dir / ENCODER_ONNX["int8"]).unlink()
         del meta["files"]["int8"]
-        (out_dir / ENCODER_META).write_text(json.dumps(meta, indent=2))
+        (out_dir / ENCODER_CONFIG).write_text(json.dumps(meta, indent=2))
         result["dropped"] = f"mean cosine to fp32 {result['mean_cosine']:.3f} < {cfg.int8_min_cosine}"
     return result

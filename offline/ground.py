@@ -1,10 +1,13 @@
-"""Ground stage: the batch mapper that turns image locations into VLM text and parsed fields.
+"""Ground stage: image locations -> VLM text and parsed fields, with the cache in front.
 
-``HashImages`` runs first over every item (read bytes, hash, check they decode);
-``GroundImages`` then runs only over images the cache does not hold. Both take and
-return Ray's "numpy" batches (dict of column -> array) so Ray and the local runner
-call them identically. "No value" is the empty string, never None: Ray turns a
-column of only None into float NaN.
+``HashImages`` runs over every item (read bytes, sha256, check the header says image);
+``GroundImages`` runs only over images the cache does not hold: it decodes each image
+(once, here) and asks the VLM backend. Both take and return Ray's "numpy" batches (dict of
+column -> array) so Ray and the local runner call them identically. Inside a batch "no
+value" is the empty string (Ray turns a column of only None into float NaN);
+``batch_to_table`` turns it back into null, the one place that conversion happens.
+``ground_catalog`` wires them: hash -> cache lookup -> ground what is new -> the grounded
+catalog rows. Bad images and failed answers are recorded as skips, never fatal.
 """
 
 from __future__ import annotations
@@ -13,10 +16,17 @@ import json
 import time
 
 import numpy as np
+import pyarrow as pa
+from tqdm.auto import tqdm
 
 from groundrec.offline import images
+from groundrec.offline.cache import GroundingCache, cache_key, grounding_signature
+from groundrec.offline.catalog import IMAGE_URI
 from groundrec.offline.parse import parse_structured
-from groundrec.shared.config import PromptConfig, VLMConfig
+from groundrec.offline.skips import Skips
+from groundrec.offline.vlm.registry import backend_class, load_backend, parse_vlm_config
+
+HASH_BATCH = 64
 
 
 class HashImages:
@@ -26,8 +36,9 @@ class HashImages:
         shas, errors = [], []
         for uri in batch["image_uri"]:
             try:
-                loaded = images.load(uri)
-                shas.append(loaded.sha256)
+                data = images.read_bytes(uri)
+                images.identify(data, uri)
+                shas.append(images.sha256(data))
                 errors.append("")
             except images.BadImage as e:
                 shas.append("")
@@ -40,24 +51,10 @@ class GroundImages:
     """item_id, image_uri, cache_key -> the grounding record (see cache.GROUNDING_SCHEMA)."""
 
     def __init__(self, vlm: dict, prompt: dict):
-        from groundrec.offline.vlm import HFVLM, OpenAIVLM
+        from groundrec.offline.config import PromptConfig
 
-        self.vlm_cfg = VLMConfig.model_validate(vlm)
         self.prompt = PromptConfig.model_validate(prompt)
-        self.backend = OpenAIVLM(self.vlm_cfg) if self.vlm_cfg.backend == "openai" else HFVLM(self.vlm_cfg)
-
-    def _answers(self, imgs: list) -> list[str | Exception]:
-        if hasattr(self.backend, "generate_each"):
-            return self.backend.generate_each(imgs, self.prompt)
-        try:
-            return list(self.backend.generate(imgs, self.prompt))
-        except Exception as e:  # a batch-level failure: retry one by one so one bad item cannot sink others
-            if len(imgs) == 1:
-                return [e]
-            out: list[str | Exception] = []
-            for im in imgs:
-                out.extend(self._answers([im]))
-            return out
+        self.backend = load_backend(parse_vlm_config(vlm))
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         started = time.perf_counter()
@@ -66,12 +63,12 @@ class GroundImages:
         decoded, where = [], []
         for i, uri in enumerate(batch["image_uri"]):
             try:
-                decoded.append(images.load(uri).image)
+                decoded.append(images.decode(images.read_bytes(uri), uri))
                 where.append(i)
             except images.BadImage as e:
                 errors[i] = str(e)
         texts = [""] * n
-        for i, answer in zip(where, self._answers(decoded)):
+        for i, answer in zip(where, self.backend.generate(decoded, self.prompt) if decoded else []):
             if isinstance(answer, Exception):
                 errors[i] = f"VLM failed: {type(answer).__name__}: {answer}"
             else:
@@ -92,3 +89,95 @@ class GroundImages:
             "vlm_text": obj(texts), "vlm_fields": obj(fields), "parse_ok": np.array(ok, dtype=bool), "parse_error": obj(perr),
             "ground_error": obj(errors), "ground_seconds": np.full(n, per_item),
         }
+
+
+def batch_to_table(b: dict) -> pa.Table:
+    """A ground mapper's batch as Arrow, with "" turned back into nulls."""
+    cols = {}
+    for name, values in b.items():
+        if name == "parse_ok":
+            cols[name] = pa.array([bool(v) for v in values], pa.bool_())
+        elif name != "ground_seconds":
+            cols[name] = pa.array([str(v) if isinstance(v, str) and v else None for v in values], pa.string())
+    return pa.table(cols)
+
+
+def ground_catalog(runner, items: pa.Table, cfg, skips: Skips, clock, progress: bool) -> tuple[pa.Table, dict[str, dict]]:
+    """hash -> cache lookup -> ground what is new -> the catalog rows that were grounded, with
+    their grounding columns (``vlm_text``, ``vlm_<field>``...), and the new answers by id.
+    ``cfg`` is a JobConfig (catalog, vlm, prompt, cache_dir); ``clock`` times each step."""
+    id_col = cfg.catalog.id_column
+    ids = items.column(id_col).to_pylist()
+    uris = items.column(IMAGE_URI).to_pylist()
+    with clock.stage("hash"):
+        sha_by_id = _hash_images(runner, ids, uris, skips, progress)
+
+    cache = GroundingCache(cfg.resolved_cache_dir)
+    signature = grounding_signature(cfg.vlm, cfg.prompt)
+    key_by_id = {iid: cache_key(sha, signature) for iid, sha in sha_by_id.items()}
+    with clock.stage("cache_lookup"):
+        cached_by_key = {r["cache_key"]: r for r in cache.lookup(set(key_by_id.values())).to_pylist()}
+    uri_by_id = dict(zip(ids, uris))
+    todo = [i for i in ids if i in key_by_id and key_by_id[i] not in cached_by_key]
+    with clock.stage("ground"):
+        todo_table = pa.table({"item_id": todo, "image_uri": [uri_by_id[i] for i in todo],
+                               "image_sha256": [sha_by_id[i] for i in todo],
+                               "cache_key": [key_by_id[i] for i in todo]})
+        new_by_id = _ground(runner, todo_table, cfg, cache, skips, progress)
+    with clock.stage("cache_compact"):
+        cache.compact()
+
+    answer = {i: new_by_id.get(i) or cached_by_key.get(key_by_id.get(i)) for i in ids}
+    grounded = items.filter(pa.array([answer[i] is not None for i in ids], pa.bool_()))
+    rows = [{**answer[i], "image_sha256": sha_by_id[i], "from_cache": i not in new_by_id}
+            for i in grounded.column(id_col).to_pylist()]
+    return groundings_table(grounded, rows, cfg.prompt), new_by_id
+
+
+def _hash_images(runner, ids: list[str], uris: list[str | None], skips: Skips, progress: bool) -> dict[str, str]:
+    sha_by_id: dict[str, str] = {}
+    bar = tqdm(total=len(ids), desc="read images", unit="img", disable=not progress)
+    for b in runner.map(pa.table({"item_id": ids, "image_uri": pa.array(uris, pa.string())}), HashImages, {},
+                        HASH_BATCH, concurrency=1):
+        for iid, sha, err in zip(b["item_id"], b["image_sha256"], b["image_error"]):
+            if err:
+                skips.add(iid, "read", err)
+            else:
+                sha_by_id[iid] = sha
+        bar.update(len(b["item_id"]))
+    bar.close()
+    return sha_by_id
+
+
+def _ground(runner, todo: pa.Table, cfg, cache: GroundingCache, skips: Skips, progress: bool) -> dict[str, dict]:
+    """Ground the images the cache lacks; each finished batch goes to the cache at once."""
+    res = backend_class(cfg.vlm).resources(cfg.vlm, runner.gpus())
+    kwargs = {"vlm": cfg.vlm.model_dump(mode="json"), "prompt": cfg.prompt.model_dump(mode="json")}
+    new_by_id: dict[str, dict] = {}
+    bar = tqdm(total=todo.num_rows, desc="ground (VLM)", unit="img", disable=not progress)
+    for b in runner.map(todo, GroundImages, kwargs, cfg.vlm.batch_size, concurrency=res.actors,
+                        num_gpus=res.gpus_per_actor):
+        batch = batch_to_table(b)
+        cache.append(batch)  # incremental: a crash keeps every finished batch
+        for row in batch.to_pylist():
+            if row["ground_error"]:
+                skips.add(row["item_id"], "ground", row["ground_error"])
+            else:
+                new_by_id[row["item_id"]] = row
+        bar.update(batch.num_rows)
+    bar.close()
+    return new_by_id
+
+
+def groundings_table(grounded: pa.Table, rows: list[dict], prompt) -> pa.Table:
+    """The grounded catalog rows plus their grounding columns, in catalog order."""
+    table = grounded
+    for name in ("image_sha256", "vlm_text"):
+        table = table.append_column(name, pa.array([r[name] for r in rows], pa.string()))
+    if prompt.style == "structured":
+        parsed = [json.loads(r["vlm_fields"] or "{}") for r in rows]
+        for f in prompt.fields:
+            table = table.append_column(f"vlm_{f}", pa.array([p.get(f) for p in parsed], pa.string()))
+    table = table.append_column("parse_ok", pa.array([r["parse_ok"] for r in rows], pa.bool_()))
+    table = table.append_column("parse_error", pa.array([r["parse_error"] for r in rows], pa.string()))
+    return table.append_column("from_cache", pa.array([r["from_cache"] for r in rows], pa.bool_()))

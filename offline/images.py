@@ -48,6 +48,21 @@ def decode(data: bytes, uri: str = "") -> Image.Image:
         raise BadImage(f"corrupt or truncated image: {uri}: {e}") from None
 
 
+def identify(data: bytes, uri: str = "") -> str:
+    """The image format from the header alone (no pixel decode): rejects what is not an image."""
+    try:
+        with Image.open(io.BytesIO(data)) as img:
+            return img.format or "unknown"
+    except UnidentifiedImageError:
+        raise BadImage(f"not an image (unrecognised format): {uri}") from None
+    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as e:
+        raise BadImage(f"corrupt or truncated image: {uri}: {e}") from None
+
+
+def sha256(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
 def load(uri: str | None) -> LoadedImage:
     data = read_bytes(uri)
-    return LoadedImage(sha256=hashlib.sha256(data).hexdigest(), image=decode(data, uri or ""))
+    return LoadedImage(sha256=sha256(data), image=decode(data, uri or ""))

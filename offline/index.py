@@ -16,7 +16,7 @@ from dataclasses import asdict, dataclass
 import faiss
 import numpy as np
 
-from groundrec.shared.config import IndexConfig
+from groundrec.offline.config import IndexConfig
 
 TRAIN_POINTS_PER_LIST = 64
 

@@ -1,38 +1,50 @@
-"""Publish stage: a staged directory becomes a version, then CURRENT switches to it.
-
-Everything is written under ``<root>/.staging/<id>``; only a complete, checksummed
-directory is renamed into ``<root>/versions/``, and only then does CURRENT move. A run
-that fails anywhere before that leaves what is published untouched.
-"""
+"""Publish stage: write a version's files into its staging folder, describe them in a
+manifest, and hand the folder to the artifact contract (checksums -> rename -> CURRENT).
+A run that fails anywhere before that leaves what is published untouched."""
 
 from __future__ import annotations
 
-import os
-import shutil
+from datetime import datetime, timezone
 from pathlib import Path
 
-from groundrec.shared import versions
-from groundrec.shared.manifest import Manifest, verify, write_manifest
+import faiss
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from groundrec.offline.cache import grounding_signature
+from groundrec.shared.artifact import Manifest, VersionFiles
+from groundrec.shared.version_info import code_version
 
 
-def staging_dir(root: Path, version_id: str) -> Path:
-    path = Path(root) / versions.STAGING / version_id
-    path.mkdir(parents=True, exist_ok=False)
-    return path
+def write_version_files(staged: Path, index: faiss.Index, vectors: np.ndarray, items: pa.Table,
+                        skipped: pa.Table) -> None:
+    files = VersionFiles(Path(staged))
+    faiss.write_index(index, str(files.index))
+    np.save(files.embeddings, vectors)
+    pq.write_table(items, files.items)
+    pq.write_table(skipped, files.skipped)
 
 
-def publish(root: Path, staged: Path, manifest: Manifest, keep: int = 0) -> Path:
-    root = Path(root)
-    write_manifest(staged, manifest)
-    verify(staged)
-    final = root / versions.VERSIONS / manifest.version
-    final.parent.mkdir(parents=True, exist_ok=True)
-    os.replace(staged, final)
-    versions.activate(root, manifest.version)
-    if keep:
-        versions.gc(root, keep)
-    return final
-
-
-def discard_staging(staged: Path) -> None:
-    shutil.rmtree(staged, ignore_errors=True)
+def build_manifest(cfg, version_id: str, encoder_path: str, dim: int, counts: dict, index_report: dict,
+                   export_report: dict | None, timings_s: dict) -> Manifest:
+    """What the job made, from its config (a JobConfig) and its results."""
+    return Manifest(
+        version=version_id,
+        created_at=datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        code_version=code_version(),
+        models={"vlm": {"backend": cfg.vlm.backend, "name": cfg.vlm.model, "revision": getattr(cfg.vlm, "revision", None),
+                        "fingerprint": grounding_signature(cfg.vlm, cfg.prompt)["model"],
+                        "max_new_tokens": cfg.vlm.max_new_tokens},
+                "encoder": {"name": cfg.encoder.model, "resolved": encoder_path,
+                            "max_seq_length": cfg.encoder.max_seq_length}},
+        prompt={"style": cfg.prompt.style, "text": cfg.prompt.text(), "fields": cfg.prompt.fields},
+        text_template=cfg.encoder.template,
+        dim=dim,
+        counts=counts,
+        index=index_report,
+        encoder_export=export_report,
+        timings_s=timings_s,
+        id_column=cfg.catalog.id_column,
+        catalog_text_columns=cfg.catalog.text_columns,
+    )

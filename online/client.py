@@ -146,7 +146,7 @@ class LocalClient:
 
     def __init__(self, artifacts: str | Path, encoder_variant: str = "fp32", **retriever_options):
         from groundrec.online.holder import VersionHolder
-        from groundrec.shared.config import ServeConfig
+        from groundrec.online.config import ServeConfig
 
         holder = VersionHolder(ServeConfig(artifacts=str(artifacts), encoder_variant=encoder_variant,
                                            **retriever_options))

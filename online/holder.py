@@ -14,9 +14,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from groundrec.online.retrieve import Retriever
-from groundrec.online.version import default_cache_dir, fetch_version, load_version
-from groundrec.shared import versions
-from groundrec.shared.config import ServeConfig
+from groundrec.online.version import load_version
+from groundrec.shared import artifact
+from groundrec.online.config import ServeConfig
 from groundrec.shared.onnx_encoder import OnnxTextEncoder
 from groundrec.shared.tables import read_table
 
@@ -49,22 +49,17 @@ class VersionHolder:
         return counts
 
     def build(self, version_id: str) -> Serving:
-        if versions.is_uri(self.cfg.artifacts):
-            path = fetch_version(self.cfg.artifacts, version_id,
-                                 self.cfg.version_cache_dir or default_cache_dir(self.cfg.artifacts))
-        else:
-            path = Path(self.cfg.artifacts) / versions.VERSIONS / version_id
+        path = artifact.locate(self.cfg.artifacts, version_id, self.cfg.version_cache_dir)
         version = load_version(path)
-        encoder = None
-        if (path / "encoder" / "encoder.json").is_file():
-            encoder = OnnxTextEncoder(path / "encoder", self.cfg.encoder_variant)
+        files = artifact.VersionFiles(path)
+        encoder = OnnxTextEncoder(files.encoder_dir, self.cfg.encoder_variant) if files.has_encoder else None
         retriever = Retriever(version, popularity=self._popularity, encoder=encoder, fallback=self.cfg.fallback,
                               half_life_days=self.cfg.half_life_days, n_interests=self.cfg.n_interests)
         return Serving(version_id, retriever)
 
     def check(self) -> bool:
         """Load the version CURRENT names if it is new and not rejected; True when swapped."""
-        wanted = versions.current_version(self.cfg.artifacts)
+        wanted = artifact.current_version(self.cfg.artifacts)
         if wanted is None or (self.current and self.current.version_id == wanted) or wanted in self.rejected:
             return False
         started = time.perf_counter()

@@ -75,7 +75,7 @@ class Retriever:
         self.log_pop = np.log1p(counts).astype(np.float32)
         self._popular = np.argsort(-counts, kind="stable")
         # What explains a recommendation: the grounded fields, the embedded text, the catalog text.
-        explain = {"text", *version.manifest.model_extra.get("catalog_text_columns", [])}
+        explain = {"text", *version.manifest.catalog_text_columns}
         self.field_columns = [c for c in version.items.column_names if c.startswith("vlm_") or c in explain]
         index = version.index
         self.exact = (faiss.rev_swig_ptr(index.get_xb(), index.ntotal * index.d).reshape(index.ntotal, index.d)

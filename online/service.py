@@ -21,8 +21,8 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, G
 from groundrec.online.holder import Serving, VersionHolder
 from groundrec.online.retrieve import NoHistory
 from groundrec.online.schemas import BatchOut, RecommendRequest, ResultOut, SearchRequest, UserQuery, result_out
-from groundrec.shared import versions
-from groundrec.shared.config import ServeConfig
+from groundrec.shared import artifact
+from groundrec.online.config import ServeConfig
 
 log = logging.getLogger("groundrec.serve")
 OPEN_PATHS = {"/healthz", "/readyz", "/metrics", "/docs", "/openapi.json"}
@@ -43,7 +43,7 @@ class _Metrics:
     def loaded(self, version_id: str) -> None:
         self.version.clear()
         self.version.labels(version_id).set(1)
-        self.version_created.set(versions.created_at(version_id) or 0)
+        self.version_created.set(artifact.created_at(version_id) or 0)
         self.reloads.inc()
 
 

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
-ENCODER_META = "encoder.json"
+from groundrec.shared.artifact import ENCODER_CONFIG
 
 
 class OnnxTextEncoder:
@@ -21,7 +21,7 @@ class OnnxTextEncoder:
         from tokenizers import Tokenizer
 
         self.directory = Path(directory)
-        self.meta = json.loads((self.directory / ENCODER_META).read_text())
+        self.meta = json.loads((self.directory / ENCODER_CONFIG).read_text())
         files = self.meta["files"]
         if variant not in files:
             raise ValueError(f"encoder variant {variant!r} not exported here; available: {sorted(files)}")

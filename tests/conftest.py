@@ -20,7 +20,7 @@ HM = Path(os.environ.get("GROUNDREC_HM_DIR", REPO.parent / "shared" / "data" / "
 @pytest.fixture(scope="session")
 def tiny_vlm(tmp_path_factory):
     """tiny_vlm(arch) -> directory of a saved tiny random-weight VLM (built once per session)."""
-    from groundrec.offline.tiny_vlm import build_tiny_vlm
+    from groundrec.offline.dev.tiny_models import build_tiny_vlm
 
     built: dict[str, Path] = {}
 

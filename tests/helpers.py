@@ -21,13 +21,13 @@ def publish_demo(root, vlm_dir, n_items: int = 40, n_users: int = 8) -> dict:
 
     from groundrec.offline.demo import make_demo_data
     from groundrec.offline.job import run_job
-    from groundrec.shared.config import load_config
+    from groundrec.offline.config import load_job_config
 
     paths = make_demo_data(root / "data", n_items=n_items, n_users=n_users)
     overrides = {"catalog.path": str(paths["catalog"]), "out": str(root / "artifacts"), "vlm.model": str(vlm_dir),
                  "vlm.max_new_tokens": 4, "run.runner": "local", "export.int8": False,
                  "catalog.text_columns": ["title", "description", "category", "colour"]}
-    version = run_job(load_config(None, overrides), progress=False).version
+    version = run_job(load_job_config(None, overrides), progress=False).version
     histories: dict[str, list[str]] = {}
     for r in pq.read_table(paths["interactions"]).to_pylist():
         histories.setdefault(r["user_id"], []).append(r["item_id"])

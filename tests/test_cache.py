@@ -1,11 +1,12 @@
 import pyarrow as pa
 
 from groundrec.offline.cache import GroundingCache, cache_key, grounding_signature
-from groundrec.shared.config import PromptConfig, VLMConfig
+from groundrec.offline.config import PromptConfig
+from groundrec.offline.vlm import HFVLMConfig, OpenAIVLMConfig
 
 
 def _sig(**vlm):
-    return grounding_signature(VLMConfig(**vlm), PromptConfig(), "local:abc")
+    return grounding_signature(HFVLMConfig(**vlm), PromptConfig())
 
 
 def test_key_depends_on_image_model_prompt_and_generation():
@@ -13,8 +14,11 @@ def test_key_depends_on_image_model_prompt_and_generation():
     assert base == cache_key("img1", _sig())
     assert base != cache_key("img2", _sig())
     assert base != cache_key("img1", _sig(max_new_tokens=10))
-    assert base != cache_key("img1", grounding_signature(VLMConfig(), PromptConfig(style="structured"), "local:abc"))
-    assert base != cache_key("img1", grounding_signature(VLMConfig(), PromptConfig(), "local:other"))
+    assert base != cache_key("img1", grounding_signature(HFVLMConfig(), PromptConfig(style="structured")))
+    assert base != cache_key("img1", _sig(model="other-org/other-vlm"))
+    assert base != cache_key("img1", _sig(revision="v2"))
+    served = grounding_signature(OpenAIVLMConfig(endpoint="http://127.0.0.1:1/v1"), PromptConfig())
+    assert base != cache_key("img1", served) and served["model"] == HFVLMConfig().model
 
 
 def _batch(keys, errors):

@@ -1,7 +1,8 @@
 import pytest
 from pydantic import ValidationError
 
-from groundrec.shared.config import JobConfig, load_config
+from groundrec.offline.config import JobConfig, load_job_config as load_config
+from groundrec.shared.config import load_config as load_any
 
 
 def test_defaults_validate_and_document_models():
@@ -60,11 +61,11 @@ def test_shipped_job_configs_validate():
 def test_shipped_eval_configs_validate():
     from pathlib import Path
 
-    from groundrec.shared.config import EvalConfig
+    from groundrec.offline.evaluation.config import EvalConfig
 
     paths = list((Path(__file__).resolve().parents[1] / "deploy").glob("*.eval.yaml"))
     assert paths
     for path in paths:
-        cfg = load_config(path, {"out": "/tmp/report"}, EvalConfig)
+        cfg = load_any(path, {"out": "/tmp/report"}, EvalConfig)
         cfg.require_paths()
         assert set(cfg.fidelity) <= set(cfg.prompt.fields)  # every scored field is asked for

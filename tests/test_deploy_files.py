@@ -11,7 +11,8 @@ import typer.main
 import yaml
 
 from groundrec.shared.cli import app
-from groundrec.shared.config import JobConfig, ServeConfig
+from groundrec.offline.config import JobConfig
+from groundrec.online.config import ServeConfig
 
 ROOT = Path(__file__).resolve().parents[1]
 DEPLOY = ROOT / "deploy"

@@ -19,8 +19,8 @@ import yaml
 from groundrec.offline.demo import make_demo_data
 from groundrec.offline.job import run_job
 from groundrec.online.client import Client, LocalClient
-from groundrec.shared import versions
-from groundrec.shared.config import load_config
+from groundrec.shared import artifact
+from groundrec.offline.config import load_job_config
 from helpers import publish_demo
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -74,9 +74,9 @@ def test_ray_job_submit_runs_the_offline_job_on_a_local_head(tmp_path, tiny_vlm)
                             "--", "groundrec", "offline", "run", "--config", str(config), "--quiet"],
                            env=env, capture_output=True, text=True, timeout=600, cwd=ROOT)
         assert r.returncode == 0 and "succeeded" in r.stdout, (r.stdout + r.stderr)[-4000:]
-        current = versions.current_version(tmp_path / "artifacts")
+        current = artifact.current_version(tmp_path / "artifacts")
         assert current is not None
-        manifest = yaml.safe_load((tmp_path / "artifacts" / versions.VERSIONS / current / "manifest.json").read_text())
+        manifest = yaml.safe_load((tmp_path / "artifacts" / artifact.VERSIONS / current / "manifest.json").read_text())
         assert manifest["counts"]["indexed"] == 24
     finally:
         subprocess.run([str(BIN / "ray"), "stop", "--force"], env=env, capture_output=True, timeout=120)
@@ -87,7 +87,7 @@ def test_ray_job_submit_runs_the_offline_job_on_a_local_head(tmp_path, tiny_vlm)
 def two_versions(tmp_path_factory, tiny_vlm):
     published = publish_demo(tmp_path_factory.mktemp("serve"), tiny_vlm())
     overrides = {**published["overrides"], "encoder.template": "{description}"}
-    second = run_job(load_config(None, overrides), progress=False).version
+    second = run_job(load_job_config(None, overrides), progress=False).version
     return {**published, "first": published["version"], "second": second}
 
 
@@ -125,7 +125,7 @@ def test_ray_serve_app_answers_like_the_core_and_follows_versions_activate(two_v
         # gc keeps the active (older) version even when only one is to be kept
         r = subprocess.run([*cli, "gc", "--keep", "1", "--artifacts", str(artifacts)], capture_output=True, text=True,
                            timeout=60)
-        assert r.returncode == 0 and versions.list_versions(artifacts) == [two_versions["first"]]
+        assert r.returncode == 0 and artifact.list_versions(artifacts) == [two_versions["first"]]
         assert client.recommend(h, k=3).version == two_versions["first"]
     finally:
         serve.shutdown()

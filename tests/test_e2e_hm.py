@@ -6,7 +6,7 @@ import pytest
 
 from groundrec.offline.job import run_job
 from groundrec.online.version import load_version
-from groundrec.shared.config import load_config
+from groundrec.offline.config import load_job_config
 from groundrec.shared.onnx_encoder import OnnxTextEncoder
 
 pytestmark = pytest.mark.slow
@@ -20,7 +20,7 @@ def hm_run(hm_dir, tiny_vlm, tmp_path_factory):
     pq.write_table(items.slice(0, 310), root / "items310.parquet")
     cfg = dict(**{"catalog.images_root": str(hm_dir), "out": str(root / "artifacts"), "vlm.model": str(tiny_vlm()),
                   "vlm.max_new_tokens": 12, "vlm.batch_size": 16, "encoder.template": "{title}. {description}. {vlm_text}"})
-    first = run_job(load_config(None, {**cfg, "catalog.path": str(root / "items300.parquet")}), progress=False)
+    first = run_job(load_job_config(None, {**cfg, "catalog.path": str(root / "items300.parquet")}), progress=False)
     return root, cfg, first
 
 
@@ -55,10 +55,10 @@ def test_manifest_vouches_for_the_version(hm_run):
 
 def test_unchanged_catalog_does_no_vlm_work_and_ten_new_items_ground_ten(hm_run):
     root, cfg, _ = hm_run
-    again = run_job(load_config(None, {**cfg, "catalog.path": str(root / "items300.parquet"), "export.enabled": False}),
+    again = run_job(load_job_config(None, {**cfg, "catalog.path": str(root / "items300.parquet"), "export.enabled": False}),
                     progress=False)
     assert again.grounded_new == 0 and again.grounded_cached == 300 and again.encoded_new == 0
-    more = run_job(load_config(None, {**cfg, "catalog.path": str(root / "items310.parquet"), "export.enabled": False,
+    more = run_job(load_job_config(None, {**cfg, "catalog.path": str(root / "items310.parquet"), "export.enabled": False,
                                       "index.kind": "ivf"}), progress=False)
     assert more.grounded_new == 10 and more.grounded_cached == 300 and 1 <= more.encoded_new <= 10
     assert more.index["kind"] == "ivf" and 0 < more.index["recall_at_k"] <= 1

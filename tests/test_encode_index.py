@@ -5,7 +5,7 @@ import pytest
 
 from groundrec.offline.encode import EncodeTexts, build_texts, render, resolve_encoder
 from groundrec.offline.index import build_index, choose_nlist, profile_queries, recall_at_k
-from groundrec.shared.config import IndexConfig
+from groundrec.offline.config import IndexConfig
 
 
 def test_render_fills_and_tidies_missing_values():

@@ -7,7 +7,7 @@ import pytest
 from typer.testing import CliRunner
 
 from groundrec.offline.demo import make_demo_data
-from groundrec.offline.tiny_vlm import build_tiny_vision
+from groundrec.offline.dev.tiny_models import build_tiny_vision
 from groundrec.shared.cli import app
 
 

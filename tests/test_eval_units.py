@@ -6,7 +6,7 @@ import pytest
 from groundrec.offline.evaluation import fidelity, metrics, stats
 from groundrec.offline.evaluation.splits import eval_users, split_interactions
 from groundrec.offline.evaluation.systems import ContentSystem, ItemCooccurrence
-from groundrec.shared.config import EvalConfig, SplitConfig
+from groundrec.offline.evaluation.config import EvalConfig, SplitConfig
 
 DAY = 86_400
 
@@ -146,7 +146,7 @@ def test_eval_config_is_validated_at_the_edge():
 def test_visual_features_skip_bad_images_and_come_from_the_cache_on_a_rerun(small_catalog, tmp_path):
     from groundrec.offline.catalog import load_catalog
     from groundrec.offline.evaluation.visual import encode_images
-    from groundrec.offline.tiny_vlm import build_tiny_vision
+    from groundrec.offline.dev.tiny_models import build_tiny_vision
     from groundrec.shared.config import CatalogConfig
 
     model = build_tiny_vision(tmp_path / "vit")

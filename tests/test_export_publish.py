@@ -7,10 +7,10 @@ import pytest
 
 from groundrec.offline.encode import load_sentence_transformer
 from groundrec.offline.export import ExportError, export_encoder
-from groundrec.offline.publish import publish, staging_dir
-from groundrec.shared import versions
-from groundrec.shared.config import ExportConfig
-from groundrec.shared.manifest import Manifest, verify
+from groundrec.shared.artifact import publish, staging_dir
+from groundrec.shared import artifact
+from groundrec.offline.config import ExportConfig
+from groundrec.shared.artifact import Manifest, verify
 from groundrec.shared.onnx_encoder import OnnxTextEncoder
 
 TEXTS = ["Black strap top in jersey", "Blue slim-fit denim jeans with five pockets", "a", "Kleid aus Viskose"]
@@ -70,8 +70,10 @@ def _manifest(vid):
 
 
 def _publish_one(root, payload):
-    vid = versions.new_version_id()
+    vid = artifact.new_version_id()
     staged = staging_dir(root, vid)
+    for name in artifact.REQUIRED_FILES:
+        (staged / name).write_bytes(b"placeholder")
     (staged / "data.bin").write_bytes(payload)
     publish(root, staged, _manifest(vid))
     return vid
@@ -80,31 +82,49 @@ def _publish_one(root, payload):
 def test_publish_switches_current_and_verify_catches_tampering(tmp_path):
     v1 = _publish_one(tmp_path, b"one")
     v2 = _publish_one(tmp_path, b"two")
-    assert versions.current_version(tmp_path) == v2 and versions.list_versions(tmp_path) == sorted([v1, v2])
-    assert not any((tmp_path / versions.STAGING).iterdir())
-    path = versions.current_path(tmp_path)
+    assert artifact.current_version(tmp_path) == v2 and artifact.list_versions(tmp_path) == sorted([v1, v2])
+    assert not any((tmp_path / artifact.STAGING).iterdir())
+    path = artifact.current_path(tmp_path)
     verify(path)
     (path / "data.bin").write_bytes(b"TWO")
     with pytest.raises(ValueError, match="data.bin: checksum mismatch"):
         verify(path)
-    versions.activate(tmp_path, v1)
-    assert versions.current_version(tmp_path) == v1
+    artifact.activate(tmp_path, v1)
+    assert artifact.current_version(tmp_path) == v1
     with pytest.raises(ValueError, match="no published version"):
-        versions.activate(tmp_path, "nope")
+        artifact.activate(tmp_path, "nope")
+
+
+def test_a_manifest_must_vouch_for_the_core_files(tmp_path):
+    path = artifact.VersionFiles(tmp_path / artifact.VERSIONS / _publish_one(tmp_path, b"x")).root
+    manifest = artifact.read_manifest(path)
+    manifest.files = {}
+    (path / artifact.MANIFEST).write_text(manifest.model_dump_json())
+    with pytest.raises(ValueError, match="index.faiss: not listed in the manifest"):
+        verify(path)
+
+
+def test_current_must_hold_a_version_id(tmp_path):
+    vid = _publish_one(tmp_path, b"x")
+    for bad in (b"../../elsewhere/" + vid.encode(), b"\xff\xfe", b"x" * 5_000_000):
+        (tmp_path / artifact.CURRENT).write_bytes(bad + b"\n")
+        with pytest.raises(ValueError, match="does not hold a version id") as e:
+            artifact.current_version(tmp_path)
+        assert len(str(e.value)) < 300  # a huge pointer is not echoed back
 
 
 def test_gc_never_deletes_the_active_version(tmp_path):
     vids = [_publish_one(tmp_path, bytes([i])) for i in range(4)]
-    versions.activate(tmp_path, vids[0])  # roll back to the oldest
-    deleted = versions.gc(tmp_path, keep=2)
-    assert vids[0] in versions.list_versions(tmp_path)
-    assert versions.list_versions(tmp_path) == sorted([vids[0], vids[3]]) and len(deleted) == 2
+    artifact.activate(tmp_path, vids[0])  # roll back to the oldest
+    deleted = artifact.gc(tmp_path, keep=2)
+    assert vids[0] in artifact.list_versions(tmp_path)
+    assert artifact.list_versions(tmp_path) == sorted([vids[0], vids[3]]) and len(deleted) == 2
 
 
 def test_online_and_shared_import_no_heavy_stack():
     code = ("import sys, groundrec.online.service, groundrec.online.client, groundrec.online.loadtest, "
             "groundrec.online.holder, groundrec.shared.cli, groundrec.shared.onnx_encoder; "
-            "from groundrec.shared.config import ServeConfig; import tempfile; "
+            "from groundrec.online.config import ServeConfig; import tempfile; "
             "groundrec.online.service.create_app(ServeConfig(artifacts=tempfile.mkdtemp())); "
             "heavy = [m for m in ('torch', 'transformers', 'ray', 'sentence_transformers') if m in sys.modules]; "
             "print(','.join(heavy)); sys.exit(1 if heavy else 0)")
@@ -123,8 +143,8 @@ def test_versions_cli_lists_rolls_back_and_collects(tmp_path):
     rc, out = cli("list")
     assert rc == 0 and f"* {vids[2]}" in out and f"  {vids[0]}" in out
     rc, out = cli("activate", vids[0])
-    assert rc == 0 and versions.current_version(tmp_path) == vids[0]
+    assert rc == 0 and artifact.current_version(tmp_path) == vids[0]
     rc, out = cli("activate", "no-such-version")
     assert rc == 2 and "no published version" in out
     rc, out = cli("gc", "--keep", "1")
-    assert rc == 0 and versions.list_versions(tmp_path) == [vids[0]]
+    assert rc == 0 and artifact.list_versions(tmp_path) == [vids[0]]

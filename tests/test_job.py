@@ -12,8 +12,8 @@ from groundrec.offline import job as job_module
 from groundrec.offline.ground import GroundImages
 from groundrec.offline.job import run_job
 from groundrec.online.version import load_version
-from groundrec.shared import versions
-from groundrec.shared.config import load_config
+from groundrec.shared import artifact
+from groundrec.offline.config import load_job_config
 
 
 def _cfg(small_catalog, out, vlm, **extra):
@@ -21,7 +21,7 @@ def _cfg(small_catalog, out, vlm, **extra):
                  "out": str(out), "vlm.model": str(vlm), "vlm.max_new_tokens": 6, "vlm.batch_size": 2,
                  "run.runner": "local", "export.enabled": False}
     overrides.update(extra)
-    return load_config(None, overrides)
+    return load_job_config(None, overrides)
 
 
 def test_bad_images_are_recorded_and_skipped(small_catalog, tmp_path, tiny_vlm):
@@ -72,9 +72,9 @@ def test_crash_keeps_published_version_and_finished_batches(small_catalog, tmp_p
     monkeypatch.setattr(job_module, "GroundImages", _CrashOnSecondBatch)
     with pytest.raises(RuntimeError, match="simulated crash"):
         run_job(cfg, progress=False)
-    assert versions.current_version(out) == first.version
-    assert versions.list_versions(out) == [first.version]
-    assert not any((out / versions.STAGING).iterdir())
+    assert artifact.current_version(out) == first.version
+    assert artifact.list_versions(out) == [first.version]
+    assert not any((out / artifact.STAGING).iterdir())
     load_version(out)  # still loads and verifies
     monkeypatch.setattr(job_module, "GroundImages", GroundImages)
     again = run_job(cfg, progress=False)
@@ -89,7 +89,7 @@ def test_rerun_is_cached_and_new_items_only_are_grounded(small_catalog, tmp_path
     assert second.grounded_new == 0 and second.grounded_cached == 6
     assert second.encoded_new == 0 and second.encoded == 6  # embeddings come from the cache too
     assert np.array_equal(np.asarray(load_version(out).vectors), first_vectors)
-    items = pq.read_table(versions.current_path(out) / "items.parquet")
+    items = pq.read_table(artifact.current_path(out) / "items.parquet")
     assert all(items.column("from_cache").to_pylist())
     third = run_job(_cfg(small_catalog, out, tiny_vlm(), **{"encoder.template": "{description}"}), progress=False)
     assert third.grounded_new == 0 and third.encoded_new == 6  # new texts: encoded afresh
@@ -131,7 +131,7 @@ def test_cli_refuses_bad_catalogs_with_a_reason(tmp_path, rows, message):
     pq.write_table(table, tmp_path / "c.parquet")
     r = _cli("offline", "run", "--catalog", str(tmp_path / "c.parquet"), "--out", str(tmp_path / "o"))
     assert r.returncode == 2 and message in r.stderr, r.stderr
-    assert not (tmp_path / "o" / versions.CURRENT).exists()
+    assert not (tmp_path / "o" / artifact.CURRENT).exists()
 
 
 def test_cli_without_a_reachable_vlm_fails_fast_with_the_fix(tmp_path):
@@ -155,4 +155,4 @@ def test_config_file_drives_the_cli(small_catalog, tmp_path, tiny_vlm):
     r = _cli("offline", "run", "--config", str(cfg), "-q", timeout=300)
     assert r.returncode == 0, r.stderr[-2000:]
     assert "published version" in r.stdout and "skipped" in r.stdout
-    assert versions.current_version(tmp_path / "o") is not None
+    assert artifact.current_version(tmp_path / "o") is not None

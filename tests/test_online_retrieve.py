@@ -11,7 +11,7 @@ import pytest
 from groundrec.online.profiles import build_profile, mean_profile, multi_interest, recency_weights
 from groundrec.online.retrieve import HistoryItem, NoHistory, Query, Retriever
 from groundrec.online.version import LoadedVersion
-from groundrec.shared.manifest import Manifest
+from groundrec.shared.artifact import Manifest
 
 DAY = 86_400.0
 
@@ -139,10 +139,10 @@ def test_fields_explain_the_recommendation():
 def test_text_search_on_a_published_version(small_catalog, tmp_path, tiny_vlm):
     from groundrec.offline.job import run_job
     from groundrec.online.version import load_version
-    from groundrec.shared.config import load_config
+    from groundrec.offline.config import load_job_config
     from groundrec.shared.onnx_encoder import OnnxTextEncoder
 
-    cfg = load_config(None, {"catalog.path": str(small_catalog["path"]), "catalog.images_root": str(small_catalog["images_root"]),
+    cfg = load_job_config(None, {"catalog.path": str(small_catalog["path"]), "catalog.images_root": str(small_catalog["images_root"]),
                              "out": str(tmp_path / "o"), "vlm.model": str(tiny_vlm()), "vlm.max_new_tokens": 4,
                              "run.runner": "local", "encoder.template": "{title}", "export.int8": False})
     summary = run_job(cfg, progress=False)

@@ -17,7 +17,7 @@ from PIL import Image
 
 from groundrec.offline.demo import COLOURS
 from groundrec.offline.job import run_job
-from groundrec.shared.config import load_config
+from groundrec.offline.config import load_job_config
 
 
 def _dominant(img: Image.Image) -> str:
@@ -70,7 +70,7 @@ def vlm_server():
 
 
 def test_openai_backend_grounds_retries_and_records_failures(small_catalog, tmp_path, vlm_server):
-    cfg = load_config(None, {
+    cfg = load_job_config(None, {
         "catalog.path": str(small_catalog["path"]), "catalog.images_root": str(small_catalog["images_root"]),
         "out": str(tmp_path / "o"), "vlm.backend": "openai", "vlm.endpoint": vlm_server, "vlm.model": "served-vlm",
         "vlm.concurrency": 3, "vlm.max_retries": 2, "vlm.timeout_s": 10, "run.runner": "local",
@@ -95,8 +95,8 @@ def test_openai_backend_cache_hits_skip_the_server(small_catalog, tmp_path, vlm_
         "out": str(tmp_path / "o"), "vlm.backend": "openai", "vlm.endpoint": vlm_server, "vlm.model": "served-vlm",
         "vlm.max_retries": 2, "run.runner": "local", "export.enabled": False,
     }
-    run_job(load_config(None, overrides), progress=False)
+    run_job(load_job_config(None, overrides), progress=False)
     before = _Handler.requests
-    again = run_job(load_config(None, overrides), progress=False)
+    again = run_job(load_job_config(None, overrides), progress=False)
     assert again.grounded_new == 0 and again.grounded_cached == 5  # black one is retried: never cached
     assert _Handler.requests - before == 3  # 1 + 2 retries (all 500) for the failing image, nothing else

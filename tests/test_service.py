@@ -18,8 +18,9 @@ import uvicorn
 from groundrec.offline.job import run_job
 from groundrec.online.client import AsyncClient, Client, GroundrecError, LocalClient
 from groundrec.online.service import create_app
-from groundrec.shared import versions
-from groundrec.shared.config import ServeConfig, load_config
+from groundrec.shared import artifact
+from groundrec.offline.config import load_job_config
+from groundrec.online.config import ServeConfig
 from helpers import publish_demo
 
 
@@ -157,20 +158,20 @@ def _wait_for(predicate, timeout=15.0):
 def test_hot_reload_takes_good_versions_and_rejects_broken_ones(published, tmp_path):
     artifacts = tmp_path / "artifacts"
     shutil.copytree(published["artifacts"], artifacts)
-    first = versions.current_version(artifacts)
+    first = artifact.current_version(artifacts)
     with running(create_app(_cfg(artifacts))) as url:
         client = Client(url)
         assert client.recommend(published["histories"][0], k=3).version == first
         # A new good version, published by the offline job: served without a restart.
         overrides = {**published["overrides"], "out": str(artifacts), "encoder.template": "{description}"}
-        second = run_job(load_config(None, overrides), progress=False).version
+        second = run_job(load_job_config(None, overrides), progress=False).version
         assert _wait_for(lambda: client.recommend(published["histories"][0], k=3).version == second)
         # A broken version: its index does not match the manifest's checksum.
-        broken = versions.new_version_id()
-        shutil.copytree(artifacts / versions.VERSIONS / second, artifacts / versions.VERSIONS / broken)
-        with open(artifacts / versions.VERSIONS / broken / "index.faiss", "ab") as f:
+        broken = artifact.new_version_id()
+        shutil.copytree(artifacts / artifact.VERSIONS / second, artifacts / artifact.VERSIONS / broken)
+        with open(artifacts / artifact.VERSIONS / broken / "index.faiss", "ab") as f:
             f.write(b"garbage")
-        versions.activate(artifacts, broken)
+        artifact.activate(artifacts, broken)
         assert _wait_for(lambda: broken in httpx.get(url + "/readyz").json()["rejected"])
         assert client.recommend(published["histories"][0], k=3).version == second  # still serving the good one
         metrics = httpx.get(url + "/metrics").text
@@ -179,7 +180,7 @@ def test_hot_reload_takes_good_versions_and_rejects_broken_ones(published, tmp_p
         created = float(re.search(r"^groundrec_version_created_timestamp_seconds (\S+)$", metrics, re.M).group(1))
         assert abs(created - versions.created_at(second)) < 1 and 0 < time.time() - created < 3600
         # Rolling back with the CLI's mechanism is another reload.
-        versions.activate(artifacts, first)
+        artifact.activate(artifacts, first)
         assert _wait_for(lambda: client.recommend(published["histories"][0], k=3).version == first)
 
 
@@ -232,14 +233,14 @@ def test_serves_from_an_object_store_uri(published, tmp_path):
     root = f"memory://groundrec-test-{tmp_path.name}"
     for path in Path(published["artifacts"]).rglob("*"):
         rel = path.relative_to(published["artifacts"])
-        if path.is_file() and rel.parts[0] in (versions.VERSIONS, versions.CURRENT):
+        if path.is_file() and rel.parts[0] in (artifact.VERSIONS, artifact.CURRENT):
             fs.pipe_file(f"{root}/{rel}", path.read_bytes())
     local = LocalClient(published["artifacts"])
     history = published["histories"][0]
     with running(create_app(_cfg(root, version_cache_dir=tmp_path / "cache"))) as url:
         assert _scores(Client(url).recommend(history, k=5)) == _scores(local.recommend(history, k=5))
-    assert (tmp_path / "cache" / versions.current_version(published["artifacts"]) / "manifest.json").is_file()
-    assert load_version(root, cache_dir=tmp_path / "cache2").manifest.version == versions.current_version(root)
-    fs.pipe_file(f"{root}/{versions.CURRENT}", b"no-such-version\n")
+    assert (tmp_path / "cache" / artifact.current_version(published["artifacts"]) / "manifest.json").is_file()
+    assert load_version(root, cache_dir=tmp_path / "cache2").manifest.version == artifact.current_version(root)
+    fs.pipe_file(f"{root}/{artifact.CURRENT}", b"no-such-version\n")
     with pytest.raises(VersionError, match="no version no-such-version"):
         load_version(root, cache_dir=tmp_path / "cache3")

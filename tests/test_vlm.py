@@ -5,9 +5,10 @@ import pytest
 from PIL import Image
 
 from groundrec.offline.ground import GroundImages
-from groundrec.offline.tiny_vlm import ARCHITECTURES
+from groundrec.offline.dev.tiny_models import ARCHITECTURES
 from groundrec.offline.vlm import HFVLM, VLMUnavailable, model_fingerprint, resolve_vlm
-from groundrec.shared.config import PromptConfig, VLMConfig
+from groundrec.offline.config import PromptConfig
+from groundrec.offline.vlm import HFVLMConfig
 
 
 def _images():
@@ -19,11 +20,11 @@ def _images():
 
 @pytest.mark.parametrize("arch", ARCHITECTURES)
 def test_batched_equals_unbatched_and_only_new_tokens(tiny_vlm, arch):
-    vlm = HFVLM(VLMConfig(model=str(tiny_vlm(arch)), max_new_tokens=8))
+    vlm = HFVLM(HFVLMConfig(model=str(tiny_vlm(arch)), max_new_tokens=8))
     prompt = PromptConfig()
     imgs = _images()
-    batched = vlm.generate(imgs, prompt)
-    one_by_one = [vlm.generate([im], prompt)[0] for im in imgs]
+    batched = vlm.generate_batch(imgs, prompt)
+    one_by_one = [vlm.generate_batch([im], prompt)[0] for im in imgs]
     assert batched == one_by_one
     assert any(a.strip() for a in batched), "the model generated nothing: the test would prove little"
     for answer in batched:
@@ -33,7 +34,7 @@ def test_batched_equals_unbatched_and_only_new_tokens(tiny_vlm, arch):
 
 
 def test_qwen2_vl_batch_really_pads(tiny_vlm):
-    vlm = HFVLM(VLMConfig(model=str(tiny_vlm("qwen2_vl")), max_new_tokens=4))
+    vlm = HFVLM(HFVLMConfig(model=str(tiny_vlm("qwen2_vl")), max_new_tokens=4))
     inputs, _ = vlm._inputs(_images(), PromptConfig())
     mask = inputs["attention_mask"].numpy()
     assert (mask[:, 0] == 0).any() and (mask[:, -1] == 1).all()  # left padded
@@ -44,7 +45,7 @@ def test_ground_mapper_records_bad_images_and_parses(tiny_vlm, small_catalog):
     batch = {"item_id": np.array(["ok", "missing"], dtype=object),
              "image_uri": np.array([str(root / "0.jpg"), str(root / "nope.jpg")], dtype=object),
              "image_sha256": np.array(["x", ""], dtype=object), "cache_key": np.array(["k1", "k2"], dtype=object)}
-    fn = GroundImages(vlm=VLMConfig(model=str(tiny_vlm("smolvlm")), max_new_tokens=6).model_dump(),
+    fn = GroundImages(vlm=HFVLMConfig(model=str(tiny_vlm("smolvlm")), max_new_tokens=6).model_dump(),
                       prompt=PromptConfig(style="structured").model_dump())
     out = fn(batch)
     assert out["ground_error"][0] == "" and "not found" in out["ground_error"][1]

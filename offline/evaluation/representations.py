@@ -16,7 +16,8 @@ import numpy as np
 import pyarrow as pa
 
 from groundrec.offline.encode import render
-from groundrec.shared.config import EvalConfig, template_fields
+from groundrec.offline.config import template_fields
+from groundrec.offline.evaluation.config import EvalConfig
 
 TINY_MARKER = "groundrec-tiny.json"  # written by `groundrec dev make-tiny-*`
 

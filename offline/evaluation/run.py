@@ -19,7 +19,8 @@ from groundrec.offline.evaluation.representations import (Representation, encode
 from groundrec.offline.evaluation.splits import EvalUsers, eval_users, split_interactions
 from groundrec.offline.evaluation.systems import (ContentSystem, ItemCooccurrence, MostPopular, RandomSystem,
                                                   ScoreFusion, System, fused_vectors)
-from groundrec.shared.config import EvalConfig
+from groundrec.offline.config import JobConfig, RunConfig
+from groundrec.offline.evaluation.config import EvalConfig
 from groundrec.shared.tables import read_table
 
 VLM_REPRESENTATIONS = ("vlm_free", "vlm_structured", "vlm_free_title")
@@ -75,6 +76,15 @@ def load_interactions(cfg: EvalConfig, item_rows: dict[str, int]) -> Interaction
     return Interactions(np.array([code[users[n]] for n in keep], dtype=np.int64),
                         np.array([items[n] for n in keep], dtype=np.int64), ts_np[keep], user_ids,
                         len(items) - len(keep))
+
+
+def job_config(cfg: EvalConfig, style: str) -> JobConfig:
+    """The offline job's config for grounding (and encoding) with this evaluation's models."""
+    assert cfg.out is not None
+    return JobConfig(catalog=cfg.catalog, out=cfg.out / ".job", cache_dir=cfg.resolved_cache_dir,
+                     prompt=cfg.prompt.model_copy(update={"style": style}), vlm=cfg.vlm,
+                     encoder=cfg.encoder.model_copy(update={"template": "{vlm_text}"}),
+                     run=RunConfig(runner=cfg.runner, work_dir=cfg.out / ".work"))
 
 
 def evaluate(system: System, users: EvalUsers, ks: list[int], popularity: np.ndarray,
@@ -310,27 +320,25 @@ class Evaluation:
 
     def _ground(self, style: str) -> pa.Table | str:
         """The job's grounding stage on the whole catalog, or the reason it cannot run here."""
-        from groundrec.offline.cache import grounding_signature
-        from groundrec.offline.job import StageClock, ground_catalog
-        from groundrec.offline.vlm import VLMUnavailable, model_fingerprint, resolve_vlm
+        from groundrec.offline.ground import ground_catalog
+        from groundrec.offline.job import StageClock
+        from groundrec.offline.skips import Skips
+        from groundrec.offline.vlm import VLMUnavailable
+        from groundrec.offline.vlm.registry import backend_class
 
-        job = self.cfg.job_config(style)
+        job = job_config(self.cfg, style)
         try:
-            if job.vlm.backend == "hf":
-                resolve_vlm(job.vlm.model, job.vlm.revision)
+            backend_class(job.vlm).check(job.vlm)
         except VLMUnavailable as e:
             return f"VLM not available on this machine: {e}"
-        signature = grounding_signature(job.vlm, job.prompt, model_fingerprint(job.vlm.model, job.vlm.revision))
-        skipped: list[dict] = []
         items = catalog_stage.load_catalog(job.catalog)
-        g, _ = ground_catalog(self._runner, items, job, signature, skipped, StageClock(), self.progress)
+        g, _ = ground_catalog(self._runner, items, job, Skips(), StageClock(), self.progress)
         return g
 
     def _encode(self, texts: list[str]) -> np.ndarray:
-        from groundrec.offline.encode import resolve_encoder
-        from groundrec.offline.job import encode_cached
+        from groundrec.offline.encode import encode_cached, resolve_encoder
 
-        job = self.cfg.job_config("free")
+        job = job_config(self.cfg, "free")
         return encode_cached(self._runner, texts, job, resolve_encoder(job.encoder.model), self.progress)[0]
 
     def _visual(self) -> Representation:

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from groundrec.shared.config import SplitConfig
+from groundrec.offline.evaluation.config import SplitConfig
 
 DAY = 86_400
 

@@ -1,0 +1,154 @@
+"""The offline job's configuration: one typed, validated object for the CLI, the Ray job
+and the evaluation's grounding. Defaults live here and nowhere else; a YAML file mirrors
+this structure and CLI flags override single fields."""
+
+from __future__ import annotations
+
+import string
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, field_validator, model_validator
+
+from groundrec.offline.vlm.registry import VLMConfig, default_vlm_config
+from groundrec.shared.config import CatalogConfig, StrictModel, load_config
+
+DEFAULT_ENCODER = "sentence-transformers/all-MiniLM-L6-v2"
+
+FREE_PROMPT = (
+    "Describe this product for a shopping catalogue: its colour, style, material "
+    "and the occasion it is meant for. Answer in two or three sentences."
+)
+DEFAULT_FIELDS = ["category", "colour", "pattern", "material", "style", "occasion", "target_group"]
+
+
+
+class PromptConfig(StrictModel):
+    style: Literal["free", "structured"] = "free"
+    free_prompt: str = FREE_PROMPT
+    fields: list[str] = Field(default_factory=lambda: list(DEFAULT_FIELDS))
+    # Captioners without a chat template (BLIP) continue a text prefix instead.
+    caption_prefix: str = "a product photo of"
+
+    @field_validator("fields")
+    @classmethod
+    def _fields_are_identifiers(cls, v: list[str]) -> list[str]:
+        if not v:
+            raise ValueError("structured prompt needs at least one field")
+        bad = [f for f in v if not f.isidentifier()]
+        if bad:
+            raise ValueError(f"field names must be identifiers (letters, digits, _): {bad}")
+        if len(set(v)) != len(v):
+            raise ValueError(f"duplicate field names: {v}")
+        return v
+
+    def text(self) -> str:
+        """The instruction sent to the VLM."""
+        if self.style == "free":
+            return self.free_prompt
+        lines = "\n".join(f"{f}: <value>" for f in self.fields)
+        return (
+            "Look at this product photo and fill in each field with a few words. "
+            "Answer with exactly these lines and nothing else:\n" + lines
+        )
+
+
+class EncoderConfig(StrictModel):
+    model: str = DEFAULT_ENCODER
+    template: str = "{title}. {vlm_text}"
+    batch_size: int = Field(64, ge=1)
+    concurrency: int = Field(1, ge=1)
+    max_seq_length: int = Field(256, ge=8)
+
+    @field_validator("template")
+    @classmethod
+    def _template_parses(cls, v: str) -> str:
+        names = template_fields(v)
+        if not names:
+            raise ValueError("encoder.template uses no field, e.g. '{title}. {vlm_text}'")
+        return v
+
+
+class IndexConfig(StrictModel):
+    kind: Literal["auto", "flat", "hnsw", "ivf"] = "auto"
+    flat_max_items: int = Field(100_000, ge=1, description="auto: exact search up to this many items, HNSW above")
+    hnsw_m: int = Field(32, ge=4, le=128, description="HNSW graph degree (memory: ~2*M*4 bytes per item)")
+    hnsw_ef_construction: int = Field(80, ge=8, description="HNSW build effort (80 met the 1M goal; 40 needed 10x the efSearch)")
+    target_recall: float = Field(0.95, gt=0, le=1)
+    recall_k: int = Field(10, ge=1)
+    recall_sample: int = Field(1000, ge=10)
+    use_gpu: Literal["auto", "never"] = "auto"
+
+
+class ExportConfig(StrictModel):
+    enabled: bool = True
+    int8: bool = True
+    tolerance: float = Field(1e-4, gt=0, description="max abs difference ONNX vs PyTorch")
+    int8_min_cosine: float = Field(0.95, gt=0, le=1)
+
+
+class RunConfig(StrictModel):
+    runner: Literal["ray", "local"] = "ray"
+    ray_address: str | None = Field(None, description="None: start Ray in-process; 'auto' or ray://...")
+    work_dir: Path | None = Field(None, description="Ray temp files and scratch; default <out>/.work")
+    keep_versions: int = Field(0, ge=0, description="0 = keep all published versions")
+
+
+class JobConfig(StrictModel):
+    catalog: CatalogConfig = Field(default_factory=CatalogConfig)
+    out: Path | None = None
+    cache_dir: Path | None = Field(None, description="grounding cache; default <out>/cache")
+    prompt: PromptConfig = Field(default_factory=PromptConfig)
+    vlm: VLMConfig = Field(default_factory=default_vlm_config)
+    encoder: EncoderConfig = Field(default_factory=EncoderConfig)
+    index: IndexConfig = Field(default_factory=IndexConfig)
+    export: ExportConfig = Field(default_factory=ExportConfig)
+    run: RunConfig = Field(default_factory=RunConfig)
+
+    @model_validator(mode="after")
+    def _template_fields_exist(self) -> "JobConfig":
+        unknown = set(template_fields(self.encoder.template)) - set(self.available_text_fields())
+        if unknown:
+            raise ValueError(
+                f"encoder.template uses {sorted(unknown)}, which is neither a catalog text column "
+                f"({self.catalog.text_columns}) nor a grounded field ({self.grounded_fields()}); "
+                "add it to catalog.text_columns or fix the template"
+            )
+        return self
+
+    def grounded_fields(self) -> list[str]:
+        names = ["vlm_text"]
+        if self.prompt.style == "structured":
+            names += [f"vlm_{f}" for f in self.prompt.fields]
+        return names
+
+    def available_text_fields(self) -> list[str]:
+        return list(self.catalog.text_columns) + self.grounded_fields()
+
+    def require_paths(self) -> None:
+        missing = [n for n, v in (("catalog.path (--catalog)", self.catalog.path), ("out (--out)", self.out)) if v is None]
+        if missing:
+            raise ValueError(f"missing required setting(s): {', '.join(missing)}")
+
+    @property
+    def resolved_cache_dir(self) -> Path:
+        assert self.out is not None
+        return self.cache_dir or self.out / "cache"
+
+    @property
+    def resolved_work_dir(self) -> Path:
+        assert self.out is not None
+        return self.run.work_dir or self.out / ".work"
+
+
+def template_fields(template: str) -> list[str]:
+    try:
+        return [name for _, name, _, _ in string.Formatter().parse(template) if name]
+    except ValueError as e:
+        raise ValueError(f"encoder.template {template!r} is not a valid format string: {e}") from None
+
+
+
+def load_job_config(path: Path | None = None, overrides: dict | None = None) -> JobConfig:
+    """The job's config from an optional YAML file and dotted overrides such as {'vlm.model': DIR}."""
+    return load_config(path, overrides, JobConfig)

@@ -1,0 +1,105 @@
+"""``groundrec eval``'s configuration: what to compare, how to split, what to tune."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, field_validator, model_validator
+
+from groundrec.offline.config import EncoderConfig, PromptConfig
+from groundrec.offline.vlm.registry import VLMConfig, default_vlm_config
+from groundrec.shared.config import CatalogConfig, StrictModel
+
+REPRESENTATIONS = ("title", "metadata", "description", "vlm_free", "vlm_structured", "vlm_free_title",
+                   "visual", "fusion_concat", "fusion_mean")
+
+
+class InteractionsConfig(StrictModel):
+    path: Path | None = None
+    user_column: str = "user_id"
+    item_column: str = "item_id"
+    timestamp_column: str = "timestamp"
+
+
+class SplitConfig(StrictModel):
+    """Per-user temporal hold-out (the last day / last n / last fraction of each user's
+    interactions is test, the same amount before it validation), or MMRec's random 8:1:1."""
+
+    kind: Literal["temporal", "random"] = "temporal"
+    holdout: Literal["last_day", "last_n", "last_frac"] = "last_day"
+    n: int = Field(1, ge=1, description="last_n: interactions per hold-out part")
+    frac: float = Field(0.2, gt=0, lt=0.5, description="last_frac: share of each user's interactions per part")
+    ratios: tuple[float, float, float] = (0.8, 0.1, 0.1)
+    seed: int = 0
+
+
+class TuningConfig(StrictModel):
+    """Grids searched on validation users only; the winners are then reported on test."""
+
+    half_life_days: list[float] = Field(default_factory=lambda: [7.0, 30.0, 120.0])
+    n_interests: list[int] = Field(default_factory=lambda: [2, 3])
+    popularity_weight: list[float] = Field(default_factory=lambda: [0.0, 0.01, 0.03, 0.1])
+    fusion_text_weight: list[float] = Field(default_factory=lambda: [0.25, 0.5, 0.75])
+
+
+class EvalConfig(StrictModel):
+    catalog: CatalogConfig = Field(default_factory=lambda: CatalogConfig(text_columns=[]))
+    interactions: InteractionsConfig = Field(default_factory=InteractionsConfig)
+    out: Path | None = None
+    cache_dir: Path | None = Field(None, description="grounding/embedding cache; share it with the job's to reuse groundings")
+    split: SplitConfig = Field(default_factory=SplitConfig)
+    ks: list[int] = Field(default_factory=lambda: [5, 10, 20, 50])
+    primary_metric: str = "recall@20"
+    bootstrap: int = Field(1000, ge=100)
+    permutations: int = Field(10_000, ge=100, description="sign flips of the paired randomisation test")
+    alpha: float = Field(0.05, gt=0, lt=1)
+    seed: int = 0
+    representations: list[str] = Field(default_factory=lambda: list(REPRESENTATIONS))
+    title_column: str = "title"
+    description_column: str = "description"
+    metadata_columns: list[str] | None = Field(None, description="default: every string column but id, image, title, description")
+    vlm: VLMConfig = Field(default_factory=default_vlm_config)
+    prompt: PromptConfig = Field(default_factory=PromptConfig)
+    encoder: EncoderConfig = Field(default_factory=EncoderConfig)
+    vision_model: str = Field("openai/clip-vit-base-patch32", description="any HF image model: CLIP, ViT, ResNet...")
+    vision_batch_size: int = Field(32, ge=1)
+    fidelity: dict[str, str] = Field(default_factory=dict, description="VLM field -> catalog column to score it against")
+    synonyms: dict[str, str] = Field(default_factory=dict, description="extra value synonyms for fidelity, e.g. gray: grey")
+    tuning: TuningConfig = Field(default_factory=TuningConfig)
+    runner: Literal["ray", "local"] = "local"
+
+    @field_validator("representations")
+    @classmethod
+    def _known_representations(cls, v: list[str]) -> list[str]:
+        unknown = [r for r in v if r not in REPRESENTATIONS]
+        if unknown:
+            raise ValueError(f"unknown representation(s) {unknown}; choose from {list(REPRESENTATIONS)}")
+        return v
+
+    @field_validator("ks")
+    @classmethod
+    def _positive_ks(cls, v: list[int]) -> list[int]:
+        if not v or min(v) < 1:
+            raise ValueError("ks must be a non-empty list of positive cut-offs, e.g. [5, 10, 20, 50]")
+        return sorted(set(v))
+
+    @model_validator(mode="after")
+    def _primary_metric_is_computed(self) -> "EvalConfig":
+        name, _, k = self.primary_metric.partition("@")
+        if name not in ("recall", "ndcg", "hit_rate", "precision", "mrr") or not k.isdigit() or int(k) not in self.ks:
+            raise ValueError(f"primary_metric {self.primary_metric!r} must be one of recall/ndcg/hit_rate/precision/mrr "
+                             f"@ one of ks {self.ks}, e.g. 'recall@20'")
+        return self
+
+    def require_paths(self) -> None:
+        missing = [n for n, v in (("catalog.path (--catalog)", self.catalog.path),
+                                  ("interactions.path (--interactions)", self.interactions.path),
+                                  ("out (--out)", self.out)) if v is None]
+        if missing:
+            raise ValueError(f"missing required setting(s): {', '.join(missing)}")
+
+    @property
+    def resolved_cache_dir(self) -> Path:
+        assert self.out is not None
+        return self.cache_dir or self.out / "cache"

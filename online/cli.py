@@ -1,0 +1,75 @@
+"""The online tier's commands: ``serve`` and ``loadtest``. Torch-free."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from groundrec.shared.cli_errors import USER_ERRORS, fail
+
+online_root = typer.Typer()
+
+
+@online_root.command()
+def serve(
+    artifacts: str = typer.Option(..., help="Artifacts directory (the offline job's --out), or an fsspec URI (s3://...)."),
+    host: str = typer.Option("127.0.0.1", help="Interface to bind; loopback by default."),
+    port: int = typer.Option(8000, help="TCP port."),
+    config: Optional[Path] = typer.Option(None, "--config", "-c", help="YAML with ServeConfig fields (limits, reload...)."),
+    interactions: Optional[Path] = typer.Option(None, help="Interactions table: item popularity for the prior and fallback."),
+    encoder_variant: Optional[str] = typer.Option(None, help="fp32 | int8 ONNX encoder for text queries."),
+):
+    """Serve recommendations over HTTP from the CURRENT version, reloading when it changes."""
+    try:
+        import yaml
+
+        from groundrec.online.config import ServeConfig
+
+        data = yaml.safe_load(config.read_text()) if config else {}
+        data.update({"artifacts": str(artifacts), "host": host, "port": port})
+        if interactions:
+            data["interactions"] = str(interactions)
+        if encoder_variant:
+            data["encoder_variant"] = encoder_variant
+        cfg = ServeConfig.model_validate(data)
+        from groundrec.online.service import serve as run_server
+    except USER_ERRORS as e:
+        fail(e)
+    run_server(cfg)
+
+
+@online_root.command()
+def loadtest(
+    url: str = typer.Option("http://127.0.0.1:8000", help="A running service; loopback addresses only."),
+    rate: float = typer.Option(50.0, help="Requests started per second (open loop)."),
+    duration: float = typer.Option(10.0, help="Seconds to send for."),
+    concurrency: int = typer.Option(64, help="Most requests in flight; beyond it requests are dropped and counted."),
+    histories: Path = typer.Option(..., help="Interactions table (user_id, item_id, timestamp) or JSONL of {\"history\": [...]}."),
+    search_share: float = typer.Option(0.2, min=0, max=1, help="Share of /search requests; the rest are /recommend."),
+    k: int = typer.Option(10, help="Results per request."),
+    max_requests: int = typer.Option(1_000_000, help="Hard cap on requests sent."),
+    json_out: Optional[Path] = typer.Option(None, help="Also write the figures as JSON here."),
+):
+    """Open-loop load test: throughput, errors by status, latency p50/p90/p99/max."""
+    import asyncio
+
+    from groundrec.online.loadtest import format_report, load_histories, run_load
+
+    try:
+        hist = load_histories(histories)
+        report = asyncio.run(run_load(url, rate, duration, concurrency, hist, search_share, k,
+                                      max_requests=max_requests))
+    except USER_ERRORS as e:
+        fail(e)
+    typer.echo(format_report(report))
+    if json_out:
+        json_out.write_text(report.to_json())
+
+
+
+
+def register(root: typer.Typer) -> None:
+    """Entry point ``groundrec.commands:online``: mount this tier's commands on the root app."""
+    root.registered_commands.extend(online_root.registered_commands)

@@ -1,0 +1,36 @@
+"""The online service's configuration."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, field_validator
+
+from groundrec.shared.config import StrictModel
+
+class ServeConfig(StrictModel):
+    """The online service. Limits apply per request; violations get a 4xx naming the field."""
+
+    artifacts: str = Field(description="artifacts directory, or an fsspec URI such as s3://bucket/groundrec")
+    version_cache_dir: Path | None = Field(None, description="where versions from a URI are copied; default under /tmp")
+    host: str = "127.0.0.1"
+    port: int = Field(8000, ge=0, le=65535)
+    encoder_variant: Literal["fp32", "int8"] = "fp32"
+    reload_interval_s: float = Field(5.0, gt=0, description="how often CURRENT is checked for a new version")
+    fallback: Literal["popular", "error"] = "popular"
+    interactions: Path | None = Field(None, description="Parquet/CSV/JSONL of interactions: item popularity")
+    interactions_item_column: str = "item_id"
+    half_life_days: float = Field(30.0, gt=0)
+    n_interests: int = Field(3, ge=1, le=16)
+    max_k: int = Field(100, ge=1)
+    max_history: int = Field(500, ge=1)
+    max_text_chars: int = Field(1000, ge=1)
+    max_batch: int = Field(256, ge=1)
+    max_body_bytes: int = Field(1_000_000, ge=1024)
+    api_key_env: str = Field("GROUNDREC_API_KEY", description="if this variable is set, clients must send X-API-Key")
+
+    @field_validator("artifacts", mode="before")
+    @classmethod
+    def _path_to_text(cls, v):
+        return str(v) if isinstance(v, Path) else v
