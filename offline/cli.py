@@ -167,9 +167,9 @@ def eval_command(
                 raise ValueError(f"--set expects key=value, got {item!r}")
             overrides[key.strip()] = yaml.safe_load(value)
         cfg = load_config(config, overrides, EvalConfig)
-        from groundrec.offline.evaluation.run import Evaluation
+        from groundrec.offline.evaluation.run import run_evaluation
 
-        result = Evaluation(cfg, progress=not quiet).run()
+        result = run_evaluation(cfg, progress=not quiet)
     except USER_ERRORS as e:
         fail(e)
     typer.echo(f"best on {result['protocol']['primary_metric']}: {result['best']}")

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import httpx
 
-from groundrec.online.schemas import BatchOut, RecommendRequest, ResultOut, SearchRequest, UserQuery, result_out
+from groundrec.online.schemas import BatchOut, RecommendRequest, ResultOut, SearchRequest, UserQuery
 
 RETRY_STATUS = {502, 503, 504}
 
@@ -142,38 +142,34 @@ class AsyncClient(_Http):
 
 
 class LocalClient:
-    """The client API with no server: a version loaded in this process."""
+    """The client API with no server: a version loaded in this process, answered by the same
+    serving methods as the HTTP service (same limits; refusals raise ``GroundrecError``)."""
 
-    def __init__(self, artifacts: str | Path, encoder_variant: str = "fp32", **retriever_options):
-        from groundrec.online.holder import VersionHolder
+    def __init__(self, artifacts: str | Path, encoder_variant: str = "fp32", **serve_options):
         from groundrec.online.config import ServeConfig
+        from groundrec.online.holder import VersionHolder
 
-        holder = VersionHolder(ServeConfig(artifacts=str(artifacts), encoder_variant=encoder_variant,
-                                           **retriever_options))
+        holder = VersionHolder(ServeConfig(artifacts=str(artifacts), encoder_variant=encoder_variant, **serve_options))
         if not holder.check():
             raise FileNotFoundError(f"no loadable version in {artifacts}: {holder.rejected or 'nothing published'}")
         self._serving = holder.current
 
-    def _out(self, result) -> ResultOut:
-        return result_out(result, self._serving.version_id)
+    def _call(self, method, *args):
+        from groundrec.online.serving import ServingError
+
+        try:
+            return method(*args)
+        except ServingError as e:
+            raise GroundrecError(e.status, e.detail) from None
 
     def recommend(self, history, k: int = 10, **options) -> ResultOut:
-        q = RecommendRequest(**_recommend_body(history, k, **options))
-        return self._out(self._serving.retriever.recommend(q.to_query()))
+        return self._call(self._serving.recommend, RecommendRequest(**_recommend_body(history, k, **options)))
 
     def recommend_batch(self, users: list[dict | UserQuery], k: int = 10) -> BatchOut:
-        body = RecommendRequest(**_batch_body(users, k))
-        results = self._serving.retriever.recommend_batch([q.to_query() for q in body.batch])
-        return BatchOut(results=[self._out(r) for r in results], version=self._serving.version_id)
+        return self._call(self._serving.recommend, RecommendRequest(**_batch_body(users, k)))
 
     def search(self, text: str, k: int = 10, **options) -> ResultOut:
-        body = SearchRequest(**_search_body(text, k, **options))
-        q = UserQuery(text=body.text, k=body.k, filters=body.filters, with_fields=body.with_fields)
-        return self._out(self._serving.retriever.recommend(q.to_query()))
+        return self._call(self._serving.search, SearchRequest(**_search_body(text, k, **options)))
 
     def item(self, item_id: str) -> dict:
-        v = self._serving.retriever.v
-        row = v.row_of.get(item_id)
-        if row is None:
-            raise KeyError(f"no item {item_id!r} in version {self._serving.version_id}")
-        return v.items.slice(row, 1).to_pylist()[0]
+        return self._call(self._serving.item, item_id)["item"]

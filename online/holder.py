@@ -10,10 +10,9 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from dataclasses import dataclass
-from pathlib import Path
 
 from groundrec.online.retrieve import Retriever
+from groundrec.online.serving import Serving
 from groundrec.online.version import load_version
 from groundrec.shared import artifact
 from groundrec.online.config import ServeConfig
@@ -21,12 +20,6 @@ from groundrec.shared.onnx_encoder import OnnxTextEncoder
 from groundrec.shared.tables import read_table
 
 log = logging.getLogger("groundrec.serve")
-
-
-@dataclass(frozen=True)
-class Serving:
-    version_id: str
-    retriever: Retriever
 
 
 class VersionHolder:
@@ -55,7 +48,7 @@ class VersionHolder:
         encoder = OnnxTextEncoder(files.encoder_dir, self.cfg.encoder_variant) if files.has_encoder else None
         retriever = Retriever(version, popularity=self._popularity, encoder=encoder, fallback=self.cfg.fallback,
                               half_life_days=self.cfg.half_life_days, n_interests=self.cfg.n_interests)
-        return Serving(version_id, retriever)
+        return Serving(version_id, retriever, self.cfg)
 
     def check(self) -> bool:
         """Load the version CURRENT names if it is new and not rejected; True when swapped."""

@@ -10,17 +10,17 @@ from __future__ import annotations
 import logging
 import os
 import time
-from contextlib import asynccontextmanager, contextmanager
+from contextlib import asynccontextmanager
 
-from fastapi import FastAPI, HTTPException, Request
+from fastapi import FastAPI, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, PlainTextResponse
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
-from groundrec.online.holder import Serving, VersionHolder
-from groundrec.online.retrieve import NoHistory
-from groundrec.online.schemas import BatchOut, RecommendRequest, ResultOut, SearchRequest, UserQuery, result_out
+from groundrec.online.holder import VersionHolder
+from groundrec.online.schemas import BatchOut, RecommendRequest, ResultOut, SearchRequest
+from groundrec.online.serving import Serving, ServingError
 from groundrec.shared import artifact
 from groundrec.online.config import ServeConfig
 
@@ -68,16 +68,8 @@ def create_app(cfg: ServeConfig, watch: bool = True) -> FastAPI:
     def serving() -> Serving:
         s = holder.current
         if s is None:
-            raise HTTPException(503, "no version loaded yet: is anything published in the artifacts directory?")
+            raise ServingError(503, "no version loaded yet: is anything published in the artifacts directory?")
         return s
-
-    def check_limits(q: UserQuery) -> None:
-        if q.k > cfg.max_k:
-            raise HTTPException(422, f"k={q.k} exceeds max_k={cfg.max_k}")
-        if len(q.history) > cfg.max_history:
-            raise HTTPException(422, f"history has {len(q.history)} items, more than max_history={cfg.max_history}")
-        if q.text and len(q.text) > cfg.max_text_chars:
-            raise HTTPException(422, f"text has {len(q.text)} characters, more than max_text_chars={cfg.max_text_chars}")
 
     @app.middleware("http")
     async def guard(request: Request, call_next):
@@ -118,48 +110,21 @@ def create_app(cfg: ServeConfig, watch: bool = True) -> FastAPI:
         errors = [{"loc": list(e["loc"]), "msg": e["msg"], "type": e["type"]} for e in exc.errors()]
         return JSONResponse({"detail": "; ".join(problems), "errors": errors}, status_code=422)
 
-    @contextmanager
-    def as_http_errors():
-        try:
-            yield
-        except NoHistory as e:
-            raise HTTPException(422, str(e)) from None
-        except ValueError as e:  # unknown filter column, no encoder for text, bad weights...
-            raise HTTPException(400, str(e)) from None
-
-    def run_query(s: Serving, q: UserQuery) -> ResultOut:
-        with as_http_errors():
-            return result_out(s.retriever.recommend(q.to_query()), s.version_id)
+    @app.exception_handler(ServingError)
+    async def serving_error(request: Request, exc: ServingError):
+        return JSONResponse({"detail": exc.detail}, status_code=exc.status)
 
     @app.post("/recommend", response_model=ResultOut | BatchOut)
     def recommend(body: RecommendRequest):
-        s = serving()
-        if body.batch is None:
-            check_limits(body)
-            return run_query(s, body)
-        if len(body.batch) > cfg.max_batch:
-            raise HTTPException(422, f"batch has {len(body.batch)} users, more than max_batch={cfg.max_batch}")
-        for q in body.batch:
-            check_limits(q)
-        with as_http_errors():
-            results = s.retriever.recommend_batch([q.to_query() for q in body.batch])
-        return BatchOut(results=[result_out(r, s.version_id) for r in results], version=s.version_id)
+        return serving().recommend(body)
 
     @app.post("/search", response_model=ResultOut)
     def search(body: SearchRequest):
-        s = serving()
-        q = UserQuery(text=body.text, k=body.k, filters=body.filters, with_fields=body.with_fields)
-        check_limits(q)
-        return run_query(s, q)
+        return serving().search(body)
 
     @app.get("/items/{item_id}")
     def item(item_id: str):
-        s = serving()
-        v = s.retriever.v
-        row = v.row_of.get(item_id)
-        if row is None:
-            raise HTTPException(404, f"no item {item_id!r} in version {s.version_id}")
-        return {"version": s.version_id, "item": v.items.slice(row, 1).to_pylist()[0]}
+        return serving().item(item_id)
 
     @app.get("/healthz")
     def healthz():

@@ -72,6 +72,16 @@ def test_client_matches_in_process_core(published):
         assert item["item_id"] == "demo-0003" and "vlm_text" in item
         seen = set(published["histories"][0])
         assert not seen & {i.item_id for i in client.recommend(published["histories"][0], k=10).items}
+        # Refusals are the same in-process and over HTTP: same status, same message.
+        for call in (lambda c: c.recommend(published["histories"][0], k=101), lambda c: c.item("no-such-item"),
+                     lambda c: c.search("bag", k=2, filters={"no_such_column": "x"})):
+            with pytest.raises(GroundrecError) as over_http:
+                call(client)
+            with pytest.raises(GroundrecError) as in_process:
+                call(local)
+            assert (over_http.value.status, over_http.value.message) == (in_process.value.status,
+                                                                         in_process.value.message)
+            assert over_http.value.status in (400, 404, 422)
 
 
 def test_async_client_gives_the_same(published):
@@ -178,7 +188,7 @@ def test_hot_reload_takes_good_versions_and_rejects_broken_ones(published, tmp_p
         assert "groundrec_reload_failures_total 1.0" in metrics
         assert f'groundrec_version_info{{version="{second}"}} 1.0' in metrics
         created = float(re.search(r"^groundrec_version_created_timestamp_seconds (\S+)$", metrics, re.M).group(1))
-        assert abs(created - versions.created_at(second)) < 1 and 0 < time.time() - created < 3600
+        assert abs(created - artifact.created_at(second)) < 1 and 0 < time.time() - created < 3600
         # Rolling back with the CLI's mechanism is another reload.
         artifact.activate(artifacts, first)
         assert _wait_for(lambda: client.recommend(published["histories"][0], k=3).version == first)

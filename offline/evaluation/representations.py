@@ -9,16 +9,21 @@ with the reason, and the evaluation goes on without it.
 from __future__ import annotations
 
 import json
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
+from tqdm.auto import tqdm
 
 from groundrec.offline.encode import render
-from groundrec.offline.config import template_fields
+from groundrec.offline import catalog as catalog_stage
+from groundrec.offline.config import JobConfig, RunConfig, template_fields
+from groundrec.offline.evaluation import fidelity
 from groundrec.offline.evaluation.config import EvalConfig
 
+VLM_REPRESENTATIONS = ("vlm_free", "vlm_structured", "vlm_free_title")
 TINY_MARKER = "groundrec-tiny.json"  # written by `groundrec dev make-tiny-*`
 
 
@@ -85,3 +90,138 @@ def encode_texts(texts: list[str], encode) -> np.ndarray:
     out = np.zeros((len(texts), vec.shape[1]), dtype=np.float32)
     out[present] = vec
     return out
+
+
+# --- building every representation of the config ------------------------------------------
+@dataclass
+class Built:
+    reps: list[Representation]
+    fidelity: dict
+    visual_encoded: int | None  # images through the vision model (the rest: cache)
+    timings: dict[str, float]
+
+
+def job_config(cfg: EvalConfig, style: str) -> JobConfig:
+    """The offline job's config for grounding (and encoding) with this evaluation's models."""
+    assert cfg.out is not None
+    return JobConfig(catalog=cfg.catalog, out=cfg.out / ".job", cache_dir=cfg.resolved_cache_dir,
+                     prompt=cfg.prompt.model_copy(update={"style": style}), vlm=cfg.vlm,
+                     encoder=cfg.encoder.model_copy(update={"template": "{vlm_text}"}),
+                     run=RunConfig(runner=cfg.runner, work_dir=cfg.out / ".work"))
+
+
+def build_representations(cfg: EvalConfig, items: pa.Table, runner, progress: bool) -> Built:
+    return _Builder(cfg, items, runner, progress).build()
+
+
+class _Builder:
+    def __init__(self, cfg: EvalConfig, items: pa.Table, runner, progress: bool):
+        self.cfg, self.items, self._runner, self.progress = cfg, items, runner, progress
+        self.visual_encoded: int | None = None
+        self.timings: dict[str, float] = {}
+
+    def build(self) -> Built:
+        reps = self._representations()
+        return Built(reps, self.fidelity_report, self.visual_encoded, self.timings)
+
+    def _time(self, name: str, start: float) -> None:
+        self.timings[name] = round(self.timings.get(name, 0.0) + time.perf_counter() - start, 2)
+
+    def _representations(self) -> list[Representation]:
+        cfg = self.cfg
+        self.fidelity_report: dict = {}
+        table = self.items
+        tmpl = templates(cfg, table)
+        reps: list[Representation] = []
+        groundings: dict[str, pa.Table | str] = {}
+        for name in tqdm(cfg.representations, desc="representations", unit="rep", disable=not self.progress):
+            t = time.perf_counter()
+            if name in tmpl:
+                template, what = tmpl[name]
+                rep = Representation(name, what)
+                source = table
+                if name in VLM_REPRESENTATIONS:
+                    style = "structured" if name == "vlm_structured" else "free"
+                    if style not in groundings:
+                        groundings[style] = self._ground(style)
+                    g = groundings[style]
+                    if isinstance(g, str):
+                        rep.not_run = g
+                        reps.append(rep)
+                        continue
+                    source = g
+                    rep.note = tiny_note(cfg.vlm.model)
+                missing = missing_columns(template, source)
+                if missing or not template:
+                    rep.not_run = f"the catalog has no column(s) {missing or 'for this template'}"
+                else:
+                    texts = render_texts(template, source)
+                    if source is not table:  # groundings cover the items that could be grounded
+                        by_id = dict(zip(source.column(cfg.catalog.id_column).to_pylist(), texts))
+                        texts = [by_id.get(i, "") for i in table.column(cfg.catalog.id_column).to_pylist()]
+                    rep.example = next((x for x in texts if x), None)
+                    try:
+                        rep.vectors = encode_texts(texts, self._encode)
+                    except ValueError as e:
+                        rep.not_run = str(e)
+            elif name == "visual":
+                rep = self._visual()
+            else:
+                rep = Representation(name, {"fusion_concat": "concatenation of text and visual vectors",
+                                            "fusion_mean": "weighted mean of text and visual cosine scores"}[name])
+            self._time(f"representation:{name}", t)
+            reps.append(rep)
+        if isinstance(groundings.get("structured"), pa.Table) and cfg.fidelity:
+            g = groundings["structured"]
+            self.fidelity_report = {
+                "note": tiny_note(cfg.vlm.model),
+                "fields": {f: fidelity.field_accuracy(g.column(f"vlm_{f}").to_pylist(), g.column(col).to_pylist(),
+                                                      cfg.synonyms)
+                           for f, col in cfg.fidelity.items() if f"vlm_{f}" in g.column_names and col in g.column_names},
+                "unknown": [f"{f} -> {col}" for f, col in cfg.fidelity.items()
+                            if f"vlm_{f}" not in g.column_names or col not in g.column_names],
+            }
+        return reps
+
+    def _ground(self, style: str) -> pa.Table | str:
+        """The job's grounding stage on the whole catalog, or the reason it cannot run here."""
+        from groundrec.offline.ground import ground_catalog
+        from groundrec.offline.job import StageClock
+        from groundrec.offline.skips import Skips
+        from groundrec.offline.vlm import VLMUnavailable
+        from groundrec.offline.vlm.registry import backend_class
+
+        job = job_config(self.cfg, style)
+        try:
+            backend_class(job.vlm).check(job.vlm)
+        except VLMUnavailable as e:
+            return f"VLM not available on this machine: {e}"
+        items = catalog_stage.load_catalog(job.catalog)
+        g, _ = ground_catalog(self._runner, items, job, Skips(), StageClock(), self.progress)
+        return g
+
+    def _encode(self, texts: list[str]) -> np.ndarray:
+        from groundrec.offline.encode import encode_cached, resolve_encoder
+
+        job = job_config(self.cfg, "free")
+        return encode_cached(self._runner, texts, job, resolve_encoder(job.encoder.model), self.progress)[0]
+
+    def _visual(self) -> Representation:
+        from groundrec.offline.evaluation.visual import encode_images
+        from groundrec.offline.vlm import VLMUnavailable, resolve_vlm
+
+        cfg = self.cfg
+        rep = Representation("visual", f"raw visual features ({cfg.vision_model})")
+        try:
+            path = resolve_vlm(cfg.vision_model, kind="vision model")
+        except VLMUnavailable as e:
+            rep.not_run = f"vision model not available on this machine: {e}"
+            return rep
+        rep.vectors, bad, encoded = encode_images(str(path), self.items, cfg.vision_batch_size, self.progress,
+                                                  cfg.resolved_cache_dir)
+        self.visual_encoded = encoded
+        rep.note = tiny_note(cfg.vision_model)
+        if bad:
+            rep.note = "; ".join(filter(None, [rep.note, "unreadable images: " + ", ".join(f"{k} ({v})" for k, v in bad.items())]))
+        return rep
+

@@ -46,3 +46,36 @@ def holm(pvalues: dict[tuple[str, str], float], alpha: float) -> dict[tuple[str,
         still = still and p <= alpha / (m - rank)
         significant[pair] = still
     return significant
+
+
+def summarise(rows, cfg) -> dict:
+    """CIs per row and metric; paired tests between every pair of rows, Holm-corrected; the best row."""
+    primary = cfg.primary_metric
+    for row in rows:
+        row.ci = {m: bootstrap_ci(v, cfg.bootstrap, cfg.alpha, cfg.seed) for m, v in row.per_user.items()}
+    labels = [f"{r.system} / {r.representation}" for r in rows]
+    n_pairs = len(rows) * (len(rows) - 1) // 2
+    # The smallest p-value a randomisation test can give is 1/(flips+1); Holm's strictest
+    # threshold is alpha/pairs. Enough flips that a real difference can pass it.
+    permutations = max(cfg.permutations, int(np.ceil(2 * n_pairs / cfg.alpha)))
+    pvalues = {(labels[i], labels[j]): paired_test(rows[i].per_user[primary], rows[j].per_user[primary],
+                                                   permutations, cfg.seed)
+               for i in range(len(rows)) for j in range(i + 1, len(rows))}
+    significant = holm(pvalues, cfg.alpha)
+    best = max(range(len(rows)), key=lambda i: rows[i].ci[primary][0])
+    vs_best = {}
+    for i, label in enumerate(labels):
+        if i == best:
+            continue
+        pair = (labels[min(i, best)], labels[max(i, best)])
+        vs_best[label] = {"p": pvalues[pair], "significant": significant[pair]}
+    return {
+        "permutations": permutations,
+        "rows": [{"label": lab, "system": r.system, "representation": r.representation, "params": r.params,
+                  "note": r.note, "valid_" + primary: r.valid_primary,
+                  "metrics": {m: {"mean": c[0], "ci_low": c[1], "ci_high": c[2]} for m, c in r.ci.items()},
+                  "lists": r.lists, "vs_best": vs_best.get(lab)}
+                 for lab, r in zip(labels, rows)],
+        "best": labels[best],
+        "pairwise": [{"a": a, "b": b, "p": p, "significant": significant[(a, b)]} for (a, b), p in pvalues.items()],
+    }
