@@ -88,6 +88,8 @@ def print_summary(s) -> None:
         if "int8" in s.export:
             line += f", int8 cos {s.export['int8']['mean_cosine']:.3f}" + (" (dropped)" if "dropped" in s.export["int8"] else "")
         t.add_row("ONNX encoder", line)
+    if s.log_dir:
+        t.add_row("Ray logs", str(s.log_dir))
     t.add_row("time per stage", ", ".join(f"{k} {v:.1f}s" for k, v in s.timings_s.items()))
     out.print(t)
     for ex in s.skipped_examples:

@@ -15,6 +15,7 @@ from groundrec.offline.config import load_job_config
 COLOURS = {"red": (200, 30, 40), "blue": (30, 70, 200), "green": (40, 150, 60), "black": (20, 20, 20),
            "white": (240, 240, 240), "yellow": (235, 200, 40)}
 PATTERNS = ("solid", "striped", "dotted", "checked")
+CUTS = ("", "relaxed", "slim", "cropped", "oversized")
 CATEGORIES = {
     "t-shirt": [(30, 20), (70, 20), (95, 40), (80, 50), (72, 42), (72, 110), (28, 110), (28, 42), (20, 50), (5, 40)],
     "trousers": [(30, 10), (70, 10), (75, 115), (55, 115), (50, 45), (45, 115), (25, 115)],
@@ -55,12 +56,18 @@ def make_demo_data(root: Path, n_items: int = 120, n_users: int = 30, seed: int 
     root = Path(root)
     (root / "images").mkdir(parents=True, exist_ok=True)
     rows = []
+    # Distinct products: every (category, colour, pattern) once before any repeats, and a
+    # repeat gets a cut of its own, so no two items share a title.
+    combos = [(c, col, p) for c in CATEGORIES for col in COLOURS for p in PATTERNS]
+    rng.shuffle(combos)
     for i in range(n_items):
-        category, colour, pattern = rng.choice(list(CATEGORIES)), rng.choice(list(COLOURS)), rng.choice(PATTERNS)
+        category, colour, pattern = combos[i % len(combos)]
+        cut = CUTS[(i // len(combos)) % len(CUTS)]
         item_id = f"demo-{i:04d}"
         rel = f"images/{item_id}.jpg"
         _draw(category, colour, pattern, seed + i).save(root / rel, quality=90)
-        rows.append({"item_id": item_id, "image": rel, "title": f"{colour.capitalize()} {pattern} {category}",
+        rows.append({"item_id": item_id, "image": rel,
+                     "title": f"{colour.capitalize()} {pattern} {category}" + (f", {cut} cut" if cut else ""),
                      "description": f"A {pattern} {category} in {colour}.", "category": category,
                      "colour": colour, "pattern": pattern})
     interactions = []
@@ -97,9 +104,11 @@ def run_demo(out: Path, vlm: str | None, n_items: int, runner: str, progress: bo
     by_user: dict[str, list[dict]] = {}
     for r in users:
         by_user.setdefault(r["user_id"], []).append(r)
+    grounded = dict(zip(version.item_ids, version.items.column("vlm_text").to_pylist()))
     for user, rows in list(by_user.items())[:3]:
         result = recommend(version, [r["item_id"] for r in rows], k=5)
         console.print(f"\n[bold]{user}[/] (prefers {rows[0]['prefers']}) bought: "
-                      + ", ".join(titles.get(r["item_id"], r["item_id"]) for r in rows))
+                      + ", ".join(titles.get(r["item_id"], r["item_id"]) for r in rows), highlight=False)
         for rec in result.items:
-            console.print(f"  {rec.score:.3f}  {titles[rec.item_id]}  ({rec.item_id})")
+            said = (grounded.get(rec.item_id) or "")[:70]
+            console.print(f"  {rec.score:.3f}  {titles[rec.item_id]}  ({rec.item_id})  VLM: {said!r}", highlight=False)

@@ -76,6 +76,7 @@ def run_job(cfg: JobConfig, progress: bool = True) -> JobSummary:
         with ExitStack() as stack:
             with clock.stage("start_runner"):
                 runner = stack.enter_context(open_runner(cfg.run.runner, cfg.run.ray_address, cfg.resolved_work_dir))
+                log_dir = getattr(runner, "log_dir", None)
             groundings, new_by_id = ground_catalog(runner, items, cfg, skips, clock, progress)
             with clock.stage("encode"):
                 texts = build_texts(groundings, cfg.encoder.template)
@@ -108,5 +109,5 @@ def run_job(cfg: JobConfig, progress: bool = True) -> JobSummary:
         encoded=int(vectors.shape[0]), encoded_new=encoded_new, index=index_report.to_dict(), export=export_report,
         timings_s=dict(clock.times), parse_failures=groundings.column("parse_ok").to_pylist().count(False),
         skipped_examples=skips.rows[:5],
-        log_dir=Path(cfg.resolved_work_dir) / "logs" if cfg.run.runner == "ray" else None,
+        log_dir=log_dir,
     )

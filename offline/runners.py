@@ -53,8 +53,9 @@ class RayRunner:
 
     name = "ray"
 
-    def __init__(self, cpus_total: float):
+    def __init__(self, cpus_total: float, log_dir: Path | None = None):
         self.cpus_total = cpus_total
+        self.log_dir = log_dir  # Ray's session logs, when Ray was started here
 
     def gpus(self) -> float:
         import ray
@@ -88,6 +89,15 @@ def _ray_temp_dir(work_dir: Path) -> str:
     return tempfile.mkdtemp(prefix="grray-", dir="/tmp")
 
 
+def _console_quiet() -> None:
+    """Ray Data's INFO lines interleave with our progress bars: keep them in Ray's log files
+    (the session's logs/ folder) and show only errors on the console."""
+    for name in ("ray", "ray.data"):
+        for handler in logging.getLogger(name).handlers:
+            if isinstance(handler, logging.StreamHandler) and not isinstance(handler, logging.FileHandler):
+                handler.setLevel(logging.ERROR)
+
+
 @contextmanager
 def open_runner(kind: str, address: str | None, work_dir: Path, num_cpus: int | None = None):
     """Yield a runner; for Ray, start it in-process (or join ``address``) and always shut it down."""
@@ -96,7 +106,7 @@ def open_runner(kind: str, address: str | None, work_dir: Path, num_cpus: int | 
         return
     import ray
 
-    started_here = False
+    started_here, log_dir = False, None
     if not ray.is_initialized():
         address = address or os.environ.get("RAY_ADDRESS")
         if address:
@@ -104,13 +114,16 @@ def open_runner(kind: str, address: str | None, work_dir: Path, num_cpus: int | 
         else:
             # A private in-process cluster: no token file in ~/.ray (set RAY_AUTH_MODE to override).
             os.environ.setdefault("RAY_AUTH_MODE", "disabled")
-            ray.init(num_cpus=num_cpus or os.cpu_count(), include_dashboard=False, _temp_dir=_ray_temp_dir(work_dir),
+            temp_dir = _ray_temp_dir(work_dir)
+            ray.init(num_cpus=num_cpus or os.cpu_count(), include_dashboard=False, _temp_dir=temp_dir,
                      logging_level=logging.WARNING, log_to_driver=False, configure_logging=True)
+            log_dir = Path(temp_dir) / "session_latest" / "logs"
         started_here = True
     ctx = ray.data.DataContext.get_current()
     ctx.enable_progress_bars = False
+    _console_quiet()
     try:
-        yield RayRunner(float(ray.cluster_resources().get("CPU", 1)))
+        yield RayRunner(float(ray.cluster_resources().get("CPU", 1)), log_dir)
     finally:
         if started_here:
             ray.shutdown()
