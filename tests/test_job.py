@@ -8,7 +8,7 @@ import numpy as np
 import pyarrow.parquet as pq
 import pytest
 
-from groundrec.offline import job as job_module
+from groundrec.offline import ground as ground_module
 from groundrec.offline.ground import GroundImages
 from groundrec.offline.job import run_job
 from groundrec.online.version import load_version
@@ -69,14 +69,14 @@ def test_crash_keeps_published_version_and_finished_batches(small_catalog, tmp_p
     first = run_job(_cfg(small_catalog, out, tiny_vlm()), progress=False)
     # A new prompt invalidates the cache; the run then crashes after one batch of two images.
     cfg = _cfg(small_catalog, out, tiny_vlm(), **{"prompt.free_prompt": "What is this?"})
-    monkeypatch.setattr(job_module, "GroundImages", _CrashOnSecondBatch)
+    monkeypatch.setattr(ground_module, "GroundImages", _CrashOnSecondBatch)
     with pytest.raises(RuntimeError, match="simulated crash"):
         run_job(cfg, progress=False)
     assert artifact.current_version(out) == first.version
     assert artifact.list_versions(out) == [first.version]
     assert not any((out / artifact.STAGING).iterdir())
     load_version(out)  # still loads and verifies
-    monkeypatch.setattr(job_module, "GroundImages", GroundImages)
+    monkeypatch.setattr(ground_module, "GroundImages", GroundImages)
     again = run_job(cfg, progress=False)
     assert again.grounded_cached == 2 and again.grounded_new == 4  # the finished batch was kept
 
