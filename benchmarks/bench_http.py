@@ -1,25 +1,74 @@
-"""Highest request rate the HTTP service sustains with p99 < 50 ms and no errors.
+"""HTTP throughput and latency under concurrency, measured with wrk (Debian package `wrk`).
 
-Starts `groundrec serve` on a free loopback port over ARTIFACTS, sweeps open-loop rates
-with the load tester (short steps), then holds the best passing rate for --confirm-s.
-The load generator runs on the same machine as the server: on a 2-core box they share it.
+Side by side in one run, at each connection count (default 1, 8, 32, 256):
+  ceiling    a FastAPI app on the same uvicorn (uvloop + httptools, no access log) that
+             validates the /recommend body and returns a fixed top-20: what HTTP + validation
+             cost on this machine, with no retrieval at all;
+  groundrec  `groundrec serve` as the README starts it (defaults, one process) over ARTIFACTS.
+While the 256-connection step runs, /healthz is probed every 0.25 s and its worst latency
+reported. Bodies are real purchase histories (POST /recommend, k=20), or text queries for
+--endpoint search. Server and wrk share this machine's cores; wrk runs one thread.
 
-Usage: python benchmarks/bench_http.py --artifacts DIR --histories FILE [--endpoint recommend|search]
+Usage: python benchmarks/bench_http.py --artifacts DIR --histories FILE
+           [--connections 1,8,32,256] [--duration 10] [--endpoint recommend|search] [--json-out F]
 """
 
 from __future__ import annotations
 
 import argparse
-import asyncio
+import json
 import os
+import shutil
 import socket
 import subprocess
 import sys
+import tempfile
+import threading
 import time
+from pathlib import Path
 
 import httpx
 
-from groundrec.online.loadtest import format_report, load_histories, run_load
+from groundrec.online.loadtest import load_histories
+
+LUA = r"""
+local bodies, path = {}, os.getenv("BENCH_PATH")
+for line in io.lines(os.getenv("BENCH_BODIES")) do bodies[#bodies + 1] = line end
+local threads = {}
+function setup(thread) table.insert(threads, thread) end
+function init(args) ok, shed, other, i = 0, 0, 0, 0 end
+function request()
+  i = i % #bodies + 1
+  return wrk.format("POST", path, {["Content-Type"] = "application/json"}, bodies[i])
+end
+function response(status, headers, body)
+  if status == 200 then ok = ok + 1 elseif status == 503 then shed = shed + 1 else other = other + 1 end
+end
+function done(summary, latency, requests)
+  local o, s, x = 0, 0, 0
+  for _, t in ipairs(threads) do o = o + t:get("ok"); s = s + t:get("shed"); x = x + t:get("other") end
+  io.write(string.format('JSON {"requests": %d, "duration_s": %.3f, "ok": %d, "shed_503": %d, "other_status": %d, ' ..
+    '"timeouts": %d, "connect_errors": %d, "read_errors": %d, "p50_ms": %.2f, "p90_ms": %.2f, "p99_ms": %.2f, ' ..
+    '"max_ms": %.2f}\n', summary.requests, summary.duration / 1e6, o, s, x, summary.errors.timeout,
+    summary.errors.connect, summary.errors.read, latency:percentile(50) / 1000, latency:percentile(90) / 1000,
+    latency:percentile(99) / 1000, latency.max / 1000))
+end
+"""
+
+CEILING = r"""
+import sys, uvicorn
+from fastapi import FastAPI, Response
+from groundrec.online.schemas import ItemOut, RecommendRequest, ResultOut
+app = FastAPI()
+FIXED = ResultOut(items=[ItemOut(item_id=f"{i:010d}", score=1.0 - i / 100) for i in range(20)], version="x")
+@app.post("/recommend")
+async def recommend(body: RecommendRequest):
+    return Response(FIXED.model_dump_json(), media_type="application/json")
+@app.post("/search")
+async def search(body: dict):
+    return Response(FIXED.model_dump_json(), media_type="application/json")
+uvicorn.run(app, host="127.0.0.1", port=int(sys.argv[1]), log_level="warning", access_log=False)
+"""
 
 
 def _free_port() -> int:
@@ -28,51 +77,108 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
+def _wait_ready(url: str, path: str, proc: subprocess.Popen) -> None:
+    deadline = time.time() + 90
+    while True:
+        try:
+            if httpx.get(url + path, timeout=2).status_code == 200:
+                return
+        except httpx.TransportError:
+            pass
+        if proc.poll() is not None or time.time() > deadline:
+            raise SystemExit(f"server at {url} did not become ready")
+        time.sleep(0.3)
+
+
+def _wrk(url: str, connections: int, duration: float, env: dict, script: Path) -> dict:
+    out = subprocess.run(["wrk", "-t1", f"-c{connections}", f"-d{duration:g}s", "--timeout", "5s", "-s", str(script),
+                          url], capture_output=True, text=True, env=env, check=True).stdout
+    line = next(x for x in out.splitlines() if x.startswith("JSON "))
+    r = json.loads(line[5:])
+    r["req_per_s"] = round(r["requests"] / r["duration_s"], 1)
+    r["ok_per_s"] = round(r["ok"] / r["duration_s"], 1)
+    return r
+
+
+def _probe(url: str, stop: threading.Event, worst: list[float]) -> None:
+    with httpx.Client(timeout=5) as c:
+        while not stop.wait(0.25):
+            t = time.perf_counter()
+            try:
+                c.get(url + "/healthz")
+                worst.append(time.perf_counter() - t)
+            except httpx.TransportError:
+                worst.append(float("inf"))
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--artifacts", required=True)
-    ap.add_argument("--histories", required=True)
+    ap.add_argument("--histories", required=True, help="interactions table or JSONL of {history: [...]}")
     ap.add_argument("--endpoint", choices=["recommend", "search"], default="recommend")
-    ap.add_argument("--rates", default="25,50,100,200,400")
-    ap.add_argument("--step-s", type=float, default=10)
-    ap.add_argument("--confirm-s", type=float, default=60)
-    ap.add_argument("--p99-ms", type=float, default=50)
+    ap.add_argument("--connections", default="1,8,32,256")
+    ap.add_argument("--duration", type=float, default=10)
+    ap.add_argument("--k", type=int, default=20)
+    ap.add_argument("--skip-ceiling", action="store_true")
+    ap.add_argument("--json-out", type=Path)
     args = ap.parse_args()
-    port = _free_port()
-    url = f"http://127.0.0.1:{port}"
-    server = subprocess.Popen([sys.executable, "-m", "groundrec.shared.cli", "serve", "--artifacts", args.artifacts,
-                               "--port", str(port)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                              env={**os.environ, "OMP_NUM_THREADS": "1"})
-    try:
-        deadline = time.time() + 60
-        while True:
-            try:
-                if httpx.get(url + "/readyz").status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            if time.time() > deadline:
-                raise SystemExit("server did not become ready")
-            time.sleep(0.5)
-        histories = load_histories(args.histories)
-        share = 1.0 if args.endpoint == "search" else 0.0
-        best = None
-        for rate in [float(r) for r in args.rates.split(",")]:
-            rep = asyncio.run(run_load(url, rate, args.step_s, 256, histories, search_share=share))
-            ok = not rep.errors and not rep.dropped and rep.latency_ms["p99"] < args.p99_ms
-            print(f"[{'pass' if ok else 'FAIL'}] " + format_report(rep).replace("\n", "\n       "))
-            if not ok:
-                break
-            best = rate
-        if best is None:
-            print("no rate passed")
-            return
-        rep = asyncio.run(run_load(url, best, args.confirm_s, 256, histories, search_share=share))
-        ok = not rep.errors and not rep.dropped and rep.latency_ms["p99"] < args.p99_ms
-        print(f"confirm {args.confirm_s:g} s at {best:g} req/s: {'pass' if ok else 'FAIL'}\n" + format_report(rep))
-    finally:
-        server.terminate()
-        server.wait(timeout=10)
+    if shutil.which("wrk") is None:
+        raise SystemExit("wrk not found: apt-get install wrk")
+
+    tmp = Path(tempfile.mkdtemp(prefix="bench-http-"))
+    script = tmp / "bodies.lua"
+    script.write_text(LUA)
+    bodies = tmp / "bodies.jsonl"
+    if args.endpoint == "recommend":
+        histories = [h[-100:] for h in load_histories(args.histories) if h]
+        bodies.write_text("".join(json.dumps({"history": h, "k": args.k}) + "\n" for h in histories))
+    else:
+        from groundrec.online.version import load_version
+
+        titles = load_version(args.artifacts).items.column("title").to_pylist()[:2000]
+        bodies.write_text("".join(json.dumps({"text": t, "k": args.k}) + "\n" for t in titles if t))
+    env = {**os.environ, "BENCH_BODIES": str(bodies), "BENCH_PATH": f"/{args.endpoint}"}
+    conns = [int(c) for c in args.connections.split(",")]
+    results: dict = {"endpoint": args.endpoint, "duration_s": args.duration, "rows": []}
+
+    targets = [] if args.skip_ceiling else [("ceiling", [sys.executable, "-c", CEILING], "/openapi.json")]
+    targets.append(("groundrec", [sys.executable, "-m", "groundrec.shared.cli", "serve", "--artifacts",
+                                  args.artifacts], "/readyz"))
+    for name, cmd, ready in targets:
+        port = _free_port()
+        url = f"http://127.0.0.1:{port}"
+        proc = subprocess.Popen(cmd + ([str(port)] if name == "ceiling" else ["--port", str(port)]),
+                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        try:
+            _wait_ready(url, ready, proc)
+            _wrk(url, 8, 2, env, script)  # warm-up
+            for c in conns:
+                stop, worst = threading.Event(), []
+                prober = threading.Thread(target=_probe, args=(url, stop, worst), daemon=True)
+                if c == max(conns):
+                    prober.start()
+                r = _wrk(url, c, args.duration, env, script)
+                stop.set()
+                if prober.is_alive():
+                    prober.join()
+                r.update(server=name, connections=c,
+                         healthz_worst_ms=round(max(worst) * 1000, 1) if worst else None)
+                results["rows"].append(r)
+                print(f"{name:9s} c={c:<4d} {r['req_per_s']:8.1f} req/s ({r['ok_per_s']:.1f} ok/s)  "
+                      f"p50 {r['p50_ms']:.2f} ms  p99 {r['p99_ms']:.2f} ms  max {r['max_ms']:.1f} ms  "
+                      f"503 {r['shed_503']}  other {r['other_status']}  timeouts {r['timeouts']}"
+                      + (f"  /healthz worst {r['healthz_worst_ms']} ms" if r["healthz_worst_ms"] is not None else ""),
+                      flush=True)
+        finally:
+            proc.terminate()
+            proc.wait(timeout=10)
+    by = {(r["server"], r["connections"]): r for r in results["rows"]}
+    for c in conns:
+        if ("ceiling", c) in by and ("groundrec", c) in by:
+            share = by[("groundrec", c)]["ok_per_s"] / max(by[("ceiling", c)]["ok_per_s"], 1e-9)
+            print(f"c={c}: groundrec answers {share:.0%} of the ceiling's rate")
+    if args.json_out:
+        args.json_out.write_text(json.dumps(results, indent=2))
 
 
 if __name__ == "__main__":

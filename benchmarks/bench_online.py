@@ -3,6 +3,8 @@
   retrieval  in-process recommend on a published version vs the VLM4Rec reference
              (mean of history vectors, scikit-learn cosine to every item, argsort)
   text       single-query latency: ONNX fp32 / int8 (onnxruntime) vs sentence-transformers
+  batch      in-process, one compute thread (as the service runs): users one at a time vs
+             recommend_batch in batches of --batch (default 32); identical top-K checked
   serve-memory  resident memory of `groundrec serve` with a version loaded
   ann        1,000,000 clustered 384-d vectors: HNSW (or IVF) built by the offline index stage,
              single-query p50/p99 and recall@20 vs exact search
@@ -10,6 +12,7 @@
 Usage:
   python benchmarks/bench_online.py retrieval --artifacts DIR --interactions FILE
   python benchmarks/bench_online.py text --artifacts DIR
+  python benchmarks/bench_online.py batch --artifacts DIR --interactions FILE [--batch 32]
   python benchmarks/bench_online.py serve-memory --artifacts DIR
   python benchmarks/bench_online.py ann [--kind both|hnsw|ivf] [--items 1000000]
 """
@@ -160,6 +163,32 @@ def ann(args) -> None:
         del index
 
 
+def batch(args) -> None:
+    from groundrec.online.threads import limit_threads
+
+    print("threads:", limit_threads(1))
+    version = load_version(args.artifacts)
+    histories = [[i for i in h if i in version.row_of] for h in load_histories(args.interactions)]
+    queries = [Query([HistoryItem(i) for i in h], k=args.k) for h in histories if h]
+    retriever = Retriever(version, fallback="error")
+    print(f"{len(queries)} users, {version.index.ntotal} items, index {version.manifest.index['factory']}, "
+          f"k={args.k}, batches of {args.batch}")
+    rounds = {"one at a time": [], f"batches of {args.batch}": []}
+    for _ in range(args.repeats):  # alternate, so both see the same machine state
+        t = time.perf_counter()
+        single = [retriever.recommend(q) for q in queries]
+        rounds["one at a time"].append(len(queries) / (time.perf_counter() - t))
+        t = time.perf_counter()
+        batched = [r for s in range(0, len(queries), args.batch) for r in retriever.recommend_batch(queries[s:s + args.batch])]
+        rounds[f"batches of {args.batch}"].append(len(queries) / (time.perf_counter() - t))
+    same = sum([x.item_id for x in a.items] == [x.item_id for x in b.items] for a, b in zip(single, batched))
+    med = {k: float(np.median(v)) for k, v in rounds.items()}
+    for k, v in med.items():
+        print(f"{k:16s} {v:9.1f} users/s (median of {args.repeats})")
+    print(f"batched / one at a time = {med[f'batches of {args.batch}'] / med['one at a time']:.1f}x; "
+          f"top-{args.k} identical for {same}/{len(queries)} users")
+
+
 def serve_memory(args) -> None:
     """Resident memory of a real `groundrec serve` process with the version loaded."""
     import socket
@@ -214,11 +243,17 @@ def main() -> None:
     i.add_argument("--target-recall", type=float, default=0.95, help="recall the build tunes for")
     i.add_argument("--m", type=int, default=32, help="HNSW graph degree")
     i.add_argument("--ef-construction", type=int, default=80, help="HNSW build effort")
+    b = sub.add_parser("batch")
+    b.add_argument("--artifacts", required=True)
+    b.add_argument("--interactions", required=True)
+    b.add_argument("--k", type=int, default=20)
+    b.add_argument("--batch", type=int, default=32)
+    b.add_argument("--repeats", type=int, default=3)
     m = sub.add_parser("serve-memory")
     m.add_argument("--artifacts", required=True)
     m.add_argument("--encoder-variant", default="fp32", choices=["fp32", "int8"])
     args = ap.parse_args()
-    {"retrieval": retrieval, "text": text, "ann": ann, "serve-memory": serve_memory}[args.what](args)
+    {"retrieval": retrieval, "text": text, "ann": ann, "batch": batch, "serve-memory": serve_memory}[args.what](args)
 
 
 if __name__ == "__main__":

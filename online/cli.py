@@ -15,8 +15,9 @@ online_root = typer.Typer()
 @online_root.command()
 def serve(
     artifacts: str = typer.Option(..., help="Artifacts directory (the offline job's --out), or an fsspec URI (s3://...)."),
-    host: str = typer.Option("127.0.0.1", help="Interface to bind; loopback by default."),
-    port: int = typer.Option(8000, help="TCP port."),
+    host: Optional[str] = typer.Option(None, help="Interface to bind (default 127.0.0.1, loopback)."),
+    port: Optional[int] = typer.Option(None, help="TCP port (default 8000)."),
+    workers: Optional[int] = typer.Option(None, help="Server processes (default 1); each loads the version and hot-reloads on its own."),
     config: Optional[Path] = typer.Option(None, "--config", "-c", help="YAML with ServeConfig fields (limits, reload...)."),
     interactions: Optional[Path] = typer.Option(None, help="Interactions table: item popularity for the prior and fallback."),
     encoder_variant: Optional[str] = typer.Option(None, help="fp32 | int8 ONNX encoder for text queries."),
@@ -28,7 +29,9 @@ def serve(
         from groundrec.online.config import ServeConfig
 
         data = yaml.safe_load(config.read_text()) if config else {}
-        data.update({"artifacts": str(artifacts), "host": host, "port": port})
+        data["artifacts"] = str(artifacts)
+        # Flags override the YAML only when given: a YAML's host/port/workers stand otherwise.
+        data.update({k: v for k, v in (("host", host), ("port", port), ("workers", workers)) if v is not None})
         if interactions:
             data["interactions"] = str(interactions)
         if encoder_variant:

@@ -29,6 +29,16 @@ class ServeConfig(StrictModel):
     max_batch: int = Field(256, ge=1)
     max_body_bytes: int = Field(1_000_000, ge=1024)
     api_key_env: str = Field("GROUNDREC_API_KEY", description="if this variable is set, clients must send X-API-Key")
+    body_timeout_s: float = Field(10.0, gt=0, description="a request body not received within this is refused (408)")
+    # Throughput: threads, micro-batching, admission control, processes.
+    compute_threads: int = Field(1, ge=1, description="BLAS/OpenMP/FAISS/onnxruntime threads per process")
+    batching: bool = Field(True, description="gather concurrent /recommend and /search requests into one search")
+    batch_max_size: int = Field(64, ge=1, description="most requests scored together")
+    batch_max_wait_ms: float = Field(2.0, ge=0, description="longest a request waits for others to join its batch")
+    max_queue: int = Field(256, ge=1, description="requests waiting beyond this are refused at once (503, Retry-After)")
+    retry_after_s: int = Field(1, ge=0, description="Retry-After sent with a 503")
+    workers: int = Field(1, ge=1, description="server processes; each loads the version and hot-reloads on its own")
+    access_log: bool = Field(False, description="log every request (costly at high rates)")
 
     @field_validator("artifacts", mode="before")
     @classmethod

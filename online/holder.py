@@ -45,7 +45,8 @@ class VersionHolder:
         path = artifact.locate(self.cfg.artifacts, version_id, self.cfg.version_cache_dir)
         version = load_version(path)
         files = artifact.VersionFiles(path)
-        encoder = OnnxTextEncoder(files.encoder_dir, self.cfg.encoder_variant) if files.has_encoder else None
+        encoder = (OnnxTextEncoder(files.encoder_dir, self.cfg.encoder_variant, threads=self.cfg.compute_threads)
+                   if files.has_encoder else None)
         retriever = Retriever(version, popularity=self._popularity, encoder=encoder, fallback=self.cfg.fallback,
                               half_life_days=self.cfg.half_life_days, n_interests=self.cfg.n_interests)
         return Serving(version_id, retriever, self.cfg)

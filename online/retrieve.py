@@ -83,7 +83,7 @@ class Retriever:
                       else None)
 
     # --- building blocks -------------------------------------------------------------
-    def _profile(self, q: Query) -> tuple[np.ndarray | None, list[int], list[str]]:
+    def _profile(self, q: Query, text_vector: np.ndarray | None = None) -> tuple[np.ndarray | None, list[int], list[str]]:
         rows, unknown, ts, ws = [], [], [], []
         for h in q.history:
             row = self.v.row_of.get(h.item_id)
@@ -99,11 +99,14 @@ class Retriever:
             profile = build_profile(np.asarray(self.v.vectors[rows]), q.strategy, timestamps, np.array(ws),
                                     self.half_life_days, self.n_interests)
         if q.text:
-            if self.encoder is None:
-                raise ValueError("text queries need the version's ONNX encoder, which is not loaded")
-            t = self.encoder.encode([q.text])
+            t = self._encode([q.text]) if text_vector is None else text_vector[None, :]
             profile = t if profile is None else unit((1 - q.text_weight) * profile + q.text_weight * t)
         return profile, rows, unknown
+
+    def _encode(self, texts: list[str]) -> np.ndarray:
+        if self.encoder is None:
+            raise ValueError("text queries need the version's ONNX encoder, which is not loaded")
+        return self.encoder.encode(texts)
 
     def _allowed(self, filters: dict[str, object] | None) -> np.ndarray | None:
         """Boolean mask over rows that pass every filter (column == value, or value in a list)."""
@@ -205,15 +208,25 @@ class Retriever:
             return self._result(self._popular_items(q.k, seen, allowed), q.with_fields, unknown, "popular")
         return self._result(self._search(profile, q.k, seen, allowed, q.popularity_weight), q.with_fields, unknown, None)
 
-    def recommend_batch(self, queries: list[Query]) -> list[Result]:
-        """Many users at once: single-profile, unfiltered queries share one search (a matrix
-        product on a flat index, one FAISS call otherwise)."""
-        results: list[Result | None] = [None] * len(queries)
+    def recommend_batch(self, queries: list[Query], errors: Literal["raise", "return"] = "raise") -> list[Result]:
+        """Many users at once, each answer equal to ``recommend``'s: the texts of all queries
+        are encoded in one call; single-profile, unfiltered queries share one search (a matrix
+        product on a flat index, one FAISS call otherwise). With ``errors="return"`` a query
+        that cannot be answered gets its exception in its place and the others are answered."""
+        results: list[Result | Exception | None] = [None] * len(queries)
+        texts = list(dict.fromkeys(q.text for q in queries if q.text))
+        text_vectors = dict(zip(texts, self._encode(texts))) if texts and self.encoder is not None else {}
         batch, meta = [], []
         for n, q in enumerate(queries):
-            profile, rows, unknown = self._profile(q)
-            if profile is None or len(profile) != 1 or q.filters:
-                results[n] = self._answer(q, profile, rows, unknown)
+            try:
+                profile, rows, unknown = self._profile(q, text_vectors.get(q.text) if q.text else None)
+                if profile is None or len(profile) != 1 or q.filters:
+                    results[n] = self._answer(q, profile, rows, unknown)
+                    continue
+            except (ValueError, NoHistory) as e:
+                if errors == "raise":
+                    raise
+                results[n] = e
                 continue
             batch.append(profile[0])
             meta.append((n, q, set(rows) if q.exclude_seen else set(), unknown))

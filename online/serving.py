@@ -22,14 +22,18 @@ class ServingError(Exception):
         self.status, self.detail = status, detail
 
 
+def _serving_error(e: Exception) -> ServingError:
+    if isinstance(e, NoHistory):
+        return ServingError(422, str(e))
+    return ServingError(400, str(e))  # unknown filter column, no encoder for text, bad weights...
+
+
 @contextmanager
 def _as_serving_errors():
     try:
         yield
-    except NoHistory as e:
-        raise ServingError(422, str(e)) from None
-    except ValueError as e:  # unknown filter column, no encoder for text, bad weights...
-        raise ServingError(400, str(e)) from None
+    except (NoHistory, ValueError) as e:
+        raise _serving_error(e) from None
 
 
 @dataclass(frozen=True)
@@ -37,6 +41,34 @@ class Serving:
     version_id: str
     retriever: Retriever
     limits: ServeConfig
+
+    def check(self, body: UserQuery) -> None:
+        """Refuse what exceeds the limits (422 naming the limit), before any work is queued."""
+        if isinstance(body, RecommendRequest) and body.batch is not None:
+            if len(body.batch) > self.limits.max_batch:
+                raise ServingError(422, f"batch has {len(body.batch)} users, more than max_batch={self.limits.max_batch}")
+            for q in body.batch:
+                self._check(q)
+        else:
+            self._check(body)
+
+    def answer(self, items: list[UserQuery]) -> list[ResultOut | BatchOut | ServingError]:
+        """Answers for checked requests gathered from many callers, in order: the single-user
+        ones in one batched search, each batch request as its own. A request that cannot be
+        answered gets its ServingError; the others are answered."""
+        out: list = [None] * len(items)
+        singles = [n for n, q in enumerate(items) if not (isinstance(q, RecommendRequest) and q.batch is not None)]
+        if singles:
+            results = self.retriever.recommend_batch([items[n].to_query() for n in singles], errors="return")
+            for n, r in zip(singles, results):
+                out[n] = _serving_error(r) if isinstance(r, Exception) else result_out(r, self.version_id)
+        for n, q in enumerate(items):
+            if out[n] is None:
+                try:
+                    out[n] = self.recommend(q)
+                except ServingError as e:
+                    out[n] = e
+        return out
 
     def _check(self, q: UserQuery) -> None:
         lim = self.limits

@@ -252,5 +252,8 @@ def test_serves_from_an_object_store_uri(published, tmp_path):
     assert (tmp_path / "cache" / artifact.current_version(published["artifacts"]) / "manifest.json").is_file()
     assert load_version(root, cache_dir=tmp_path / "cache2").manifest.version == artifact.current_version(root)
     fs.pipe_file(f"{root}/{artifact.CURRENT}", b"no-such-version\n")
-    with pytest.raises(VersionError, match="no version no-such-version"):
+    with pytest.raises(VersionError, match="does not hold a version id"):
+        load_version(root, cache_dir=tmp_path / "cache3")
+    fs.pipe_file(f"{root}/{artifact.CURRENT}", artifact.new_version_id().encode() + b"\n")
+    with pytest.raises(VersionError, match="has no version"):
         load_version(root, cache_dir=tmp_path / "cache3")

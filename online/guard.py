@@ -1,0 +1,87 @@
+"""Pure ASGI middleware in front of every route: API key, body size and read timeout, the
+last-resort 500, and the request metrics. Pure ASGI (no ``BaseHTTPMiddleware``): nothing
+is buffered or copied, and the body is counted as it is read, so a chunked body is stopped
+at the limit and a body that stops half-way is given up after ``body_timeout_s``."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+
+from starlette.exceptions import HTTPException
+
+from groundrec.online.metrics import ServiceMetrics
+
+log = logging.getLogger("groundrec.serve")
+OPEN_PATHS = frozenset({"/healthz", "/readyz", "/metrics", "/docs", "/openapi.json"})
+
+
+class _Refused(HTTPException):
+    """Raised while FastAPI reads the body, it passes through FastAPI's body parsing (which
+    turns other exceptions into a 400) to its HTTPException handler: same JSON, same status."""
+
+
+async def _json(send, status: int, detail: str, headers: list | None = None) -> None:
+    import json
+
+    body = json.dumps({"detail": detail}).encode()
+    await send({"type": "http.response.start", "status": status,
+                "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()),
+                            *(headers or [])]})
+    await send({"type": "http.response.body", "body": body})
+
+
+class Guard:
+    def __init__(self, app, metrics: ServiceMetrics, api_key: str | None, max_body_bytes: int,
+                 body_timeout_s: float):
+        self.app, self.metrics, self.api_key = app, metrics, api_key
+        self.max_body_bytes, self.body_timeout_s = max_body_bytes, body_timeout_s
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        started = time.perf_counter()
+        status = {"code": 500, "sent": False}
+        headers = dict(scope.get("headers") or [])
+
+        async def sending(message):
+            if message["type"] == "http.response.start":
+                status["code"], status["sent"] = message["status"], True
+            await send(message)
+
+        body = {"bytes": 0, "done": False}
+
+        async def receiving():
+            if body["done"]:  # after the body only a disconnect can come: no deadline
+                return await receive()
+            try:
+                message = await asyncio.wait_for(receive(), self.body_timeout_s)
+            except asyncio.TimeoutError:
+                raise _Refused(408, f"request body not received within {self.body_timeout_s:g} s") from None
+            if message["type"] == "http.request":
+                body["bytes"] += len(message.get("body", b""))
+                body["done"] = not message.get("more_body", False)
+                if body["bytes"] > self.max_body_bytes:
+                    raise _Refused(413, f"body larger than max_body_bytes={self.max_body_bytes}")
+            return message
+
+        try:
+            if self.api_key and scope["path"] not in OPEN_PATHS and \
+                    headers.get(b"x-api-key", b"").decode("latin-1") != self.api_key:
+                raise _Refused(401, "missing or wrong X-API-Key header")
+            length = headers.get(b"content-length")
+            if length is not None and (not length.isdigit() or int(length) > self.max_body_bytes):
+                raise _Refused(413, f"body larger than max_body_bytes={self.max_body_bytes}")
+            await self.app(scope, receiving, sending)
+        except _Refused as e:
+            if not status["sent"]:
+                await _json(sending, e.status_code, e.detail)
+        except Exception as e:  # never let a request take the process down
+            log.exception("unhandled error on %s", scope.get("path"))
+            if not status["sent"]:
+                await _json(sending, 500, f"internal error: {type(e).__name__}")
+        route = scope.get("route")
+        endpoint = getattr(route, "path", None) or "unmatched"
+        self.metrics.requests.labels(endpoint, str(status["code"])).inc()
+        self.metrics.latency.labels(endpoint).observe(time.perf_counter() - started)

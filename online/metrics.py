@@ -1,0 +1,39 @@
+"""The service's Prometheus metrics, one registry per app."""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+from groundrec.shared import artifact
+
+
+class ServiceMetrics:
+    def __init__(self):
+        r = self.registry = CollectorRegistry()
+        self.requests = Counter("groundrec_requests_total", "HTTP requests", ["endpoint", "status"], registry=r)
+        self.latency = Histogram("groundrec_request_seconds", "request latency", ["endpoint"], registry=r,
+                                 buckets=(0.001, 0.0025, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1, 2.5))
+        self.version = Gauge("groundrec_version_info", "the serving version (value 1)", ["version"], registry=r)
+        self.reloads = Counter("groundrec_reloads_total", "versions loaded", registry=r)
+        self.reload_failures = Counter("groundrec_reload_failures_total", "versions rejected", registry=r)
+        self.version_created = Gauge("groundrec_version_created_timestamp_seconds",
+                                     "when the serving version was published (alert on its age)", registry=r)
+        self.queue_depth = Gauge("groundrec_queue_depth", "requests waiting for a retrieval batch", registry=r)
+        self.batch_size = Histogram("groundrec_batch_size", "requests scored together", registry=r,
+                                    buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256))
+        self.batch_seconds = Histogram("groundrec_batch_seconds", "compute time of one batch", registry=r,
+                                       buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 1))
+        self.shed = Counter("groundrec_shed_total", "requests refused with 503 because the queue was full", registry=r)
+        self.gone = Counter("groundrec_client_gone_total", "requests dropped because the client disconnected", registry=r)
+        self.threads = Gauge("groundrec_compute_threads", "threads of each native thread pool in this process",
+                             ["pool"], registry=r)
+
+    def loaded(self, version_id: str) -> None:
+        self.version.clear()
+        self.version.labels(version_id).set(1)
+        self.version_created.set(artifact.created_at(version_id) or 0)
+        self.reloads.inc()
+
+    def batch(self, size: int, seconds: float) -> None:
+        self.batch_size.observe(size)
+        self.batch_seconds.observe(seconds)

@@ -1,0 +1,127 @@
+"""Serving under concurrency: batched answers equal one-at-a-time answers, a full queue is
+refused with 503 while probes answer, a client that has gone is not computed, and the
+thread limits are in force in the server process. Behaviour, not timings."""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import socket
+import subprocess
+import sys
+import time
+
+import httpx
+import pytest
+
+from groundrec.online.client import LocalClient
+from groundrec.online.config import ServeConfig
+from groundrec.online.service import create_app
+from helpers import publish_demo
+from test_service import running
+
+
+@pytest.fixture(scope="module")
+def published(tmp_path_factory, tiny_vlm):
+    return publish_demo(tmp_path_factory.mktemp("load"), tiny_vlm())
+
+
+def _cfg(artifacts, **extra) -> ServeConfig:
+    return ServeConfig(artifacts=artifacts, reload_interval_s=60, **extra)
+
+
+def _ids_scores(body: dict) -> list[tuple[str, float]]:
+    return [(i["item_id"], round(i["score"], 4)) for i in body["items"]]
+
+
+async def _concurrently(url: str, requests: list[tuple[str, dict]]) -> list[httpx.Response]:
+    async with httpx.AsyncClient(base_url=url, timeout=30) as c:
+        return await asyncio.gather(*(c.post(path, json=body) for path, body in requests))
+
+
+def test_concurrent_requests_are_batched_and_equal_one_at_a_time(published):
+    local = LocalClient(published["artifacts"], batching=False)
+    requests = []
+    for h in published["histories"]:
+        requests += [("/recommend", {"history": h, "k": 5}),
+                     ("/recommend", {"history": h, "k": 4, "text": "yellow bag", "strategy": "multi_interest"})]
+    requests += [("/search", {"text": t, "k": 3}) for t in ("red striped dress", "black bag", "green t-shirt")]
+    requests += [("/recommend", {"history": published["histories"][0], "filters": {"no_such_column": 1}})]
+    app = create_app(_cfg(published["artifacts"], batch_max_wait_ms=50, batch_max_size=64))
+    with running(app) as url:
+        responses = asyncio.run(_concurrently(url, requests * 3))
+        stats = app.state.batcher.stats
+    assert stats.batches < stats.items, "concurrent requests were never scored together"
+    for (path, body), r in zip(requests * 3, responses):
+        if "filters" in body:  # one bad request in a batch gets its own 400; the others are answered
+            assert r.status_code == 400 and "no_such_column" in r.json()["detail"]
+            continue
+        assert r.status_code == 200, r.text
+        alone = (local.search(body["text"], k=body["k"]) if path == "/search" else
+                 local.recommend(body["history"], **{k: v for k, v in body.items() if k != "history"}))
+        assert _ids_scores(r.json()) == [(i.item_id, round(i.score, 4)) for i in alone.items]
+
+
+def test_full_queue_is_refused_at_once_while_probes_answer(published):
+    # One slow batch at a time (long gathering window), room for 2 waiting requests.
+    app = create_app(_cfg(published["artifacts"], batch_max_wait_ms=400, batch_max_size=1, max_queue=2))
+    body = {"history": published["histories"][0], "k": 5}
+    with running(app) as url:
+        async def go():
+            async with httpx.AsyncClient(base_url=url, timeout=30) as c:
+                posts = [asyncio.ensure_future(c.post("/recommend", json=body)) for _ in range(12)]
+                await asyncio.sleep(0.1)
+                started = time.perf_counter()
+                health = await c.get("/healthz")
+                health_s = time.perf_counter() - started
+                return await asyncio.gather(*posts), health, health_s
+
+        responses, health, health_s = asyncio.run(go())
+        metrics = httpx.get(url + "/metrics").text
+    codes = [r.status_code for r in responses]
+    assert 200 in codes and 503 in codes, codes
+    shed = [r for r in responses if r.status_code == 503]
+    assert all(r.headers.get("retry-after") == "1" and "retry later" in r.json()["detail"] for r in shed)
+    assert health.status_code == 200 and health_s < 0.3  # the probe did not wait behind the queue
+    assert re.search(r"^groundrec_shed_total (\d+)", metrics, re.M).group(1) == str(len(shed))
+
+
+def test_a_request_whose_client_left_is_not_computed(published):
+    app = create_app(_cfg(published["artifacts"], batch_max_wait_ms=600, batch_max_size=64))
+    with running(app) as url:
+        host, port = url.removeprefix("http://").split(":")
+        payload = b'{"history": ["demo-0001"], "k": 5}'
+        with socket.create_connection((host, int(port))) as s:
+            s.sendall(b"POST /recommend HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                      b"Content-Length: %d\r\n\r\n%s" % (len(payload), payload))
+            time.sleep(0.15)  # queued, waiting for its batch to fill
+        time.sleep(1.0)  # the batch window has passed
+        stats = app.state.batcher.stats
+        metrics = httpx.get(url + "/metrics").text
+    assert stats.dropped_gone == 1 and stats.items == 0
+    assert "groundrec_client_gone_total 1.0" in metrics
+
+
+def test_thread_limits_apply_in_the_server_process(published, tmp_path):
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    proc = subprocess.Popen([sys.executable, "-m", "groundrec.shared.cli", "serve", "--artifacts",
+                             str(published["artifacts"]), "--port", str(port)],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    try:
+        deadline = time.time() + 60
+        while True:
+            try:
+                if httpx.get(f"http://127.0.0.1:{port}/readyz").status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            assert proc.poll() is None and time.time() < deadline, proc.stderr.read().decode()[-2000:]
+            time.sleep(0.3)
+        metrics = httpx.get(f"http://127.0.0.1:{port}/metrics").text
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)
+    pools = dict(re.findall(r'^groundrec_compute_threads\{pool="(\w+)"\} (\S+)$', metrics, re.M))
+    assert pools.get("faiss") == "1.0" and pools.get("blas") == "1.0", pools
