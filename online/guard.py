@@ -34,9 +34,11 @@ async def _json(send, status: int, detail: str, headers: list | None = None) -> 
 
 class Guard:
     def __init__(self, app, metrics: ServiceMetrics, api_key: str | None, max_body_bytes: int,
-                 body_timeout_s: float):
+                 body_timeout_s: float, overloaded=lambda: False, shed_paths=frozenset(), retry_after_s: int = 1):
         self.app, self.metrics, self.api_key = app, metrics, api_key
         self.max_body_bytes, self.body_timeout_s = max_body_bytes, body_timeout_s
+        # Shedding here, before the body is read and validated, keeps a refusal cheap.
+        self.overloaded, self.shed_paths, self.retry_after = overloaded, shed_paths, str(retry_after_s).encode()
 
     async def __call__(self, scope, receive, send):
         if scope["type"] != "http":
@@ -70,6 +72,11 @@ class Guard:
             if self.api_key and scope["path"] not in OPEN_PATHS and \
                     headers.get(b"x-api-key", b"").decode("latin-1") != self.api_key:
                 raise _Refused(401, "missing or wrong X-API-Key header")
+            if scope["path"] in self.shed_paths and self.overloaded():
+                self.metrics.shed.inc()
+                await _json(sending, 503, "overloaded, retry later: the request queue is full",
+                            [(b"retry-after", self.retry_after)])
+                return self._count(scope, status, started)
             length = headers.get(b"content-length")
             if length is not None and (not length.isdigit() or int(length) > self.max_body_bytes):
                 raise _Refused(413, f"body larger than max_body_bytes={self.max_body_bytes}")
@@ -81,7 +88,10 @@ class Guard:
             log.exception("unhandled error on %s", scope.get("path"))
             if not status["sent"]:
                 await _json(sending, 500, f"internal error: {type(e).__name__}")
+        self._count(scope, status, started)
+
+    def _count(self, scope, status: dict, started: float) -> None:
         route = scope.get("route")
-        endpoint = getattr(route, "path", None) or "unmatched"
+        endpoint = getattr(route, "path", None) or (scope["path"] if scope["path"] in self.shed_paths else "unmatched")
         self.metrics.requests.labels(endpoint, str(status["code"])).inc()
         self.metrics.latency.labels(endpoint).observe(time.perf_counter() - started)

@@ -81,5 +81,7 @@ class BatchOut(BaseModel):
 
 
 def result_out(r: Result, version: str) -> ResultOut:
-    return ResultOut(items=[ItemOut(item_id=i.item_id, score=i.score, fields=i.fields) for i in r.items],
-                     unknown_ids=r.unknown_ids, fallback=r.fallback, version=version)
+    # One validation call over plain dicts (done in pydantic-core) is the cheapest way to build it.
+    return ResultOut.model_validate({
+        "items": [{"item_id": i.item_id, "score": i.score, "fields": i.fields} for i in r.items],
+        "unknown_ids": r.unknown_ids, "fallback": r.fallback, "version": version})
