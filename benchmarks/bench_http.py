@@ -11,6 +11,7 @@ reported. Bodies are real purchase histories (POST /recommend, k=20), or text qu
 
 Usage: python benchmarks/bench_http.py --artifacts DIR --histories FILE
            [--connections 1,8,32,256] [--duration 10] [--endpoint recommend|search] [--json-out F]
+           [--skip-ceiling] [--serve-args '--workers 2']
 """
 
 from __future__ import annotations
@@ -120,6 +121,7 @@ def main() -> None:
     ap.add_argument("--duration", type=float, default=10)
     ap.add_argument("--k", type=int, default=20)
     ap.add_argument("--skip-ceiling", action="store_true")
+    ap.add_argument("--serve-args", default="", help="extra `groundrec serve` flags, e.g. '--workers 2'")
     ap.add_argument("--json-out", type=Path)
     args = ap.parse_args()
     if shutil.which("wrk") is None:
@@ -143,7 +145,7 @@ def main() -> None:
 
     targets = [] if args.skip_ceiling else [("ceiling", [sys.executable, "-c", CEILING], "/openapi.json")]
     targets.append(("groundrec", [sys.executable, "-m", "groundrec.shared.cli", "serve", "--artifacts",
-                                  args.artifacts], "/readyz"))
+                                  args.artifacts, *args.serve_args.split()], "/readyz"))
     for name, cmd, ready in targets:
         port = _free_port()
         url = f"http://127.0.0.1:{port}"

@@ -182,11 +182,14 @@ def batch(args) -> None:
         batched = [r for s in range(0, len(queries), args.batch) for r in retriever.recommend_batch(queries[s:s + args.batch])]
         rounds[f"batches of {args.batch}"].append(len(queries) / (time.perf_counter() - t))
     same = sum([x.item_id for x in a.items] == [x.item_id for x in b.items] for a, b in zip(single, batched))
+    tied = sum(np.allclose([x.score for x in a.items], [x.score for x in b.items], atol=1e-5)
+               for a, b in zip(single, batched))
     med = {k: float(np.median(v)) for k, v in rounds.items()}
     for k, v in med.items():
         print(f"{k:16s} {v:9.1f} users/s (median of {args.repeats})")
     print(f"batched / one at a time = {med[f'batches of {args.batch}'] / med['one at a time']:.1f}x; "
-          f"top-{args.k} identical for {same}/{len(queries)} users")
+          f"top-{args.k} identical id for id for {same}/{len(queries)} users, same score sequence (equal up to "
+          f"the order of tied items) for {tied}/{len(queries)}")
 
 
 def serve_memory(args) -> None:
