@@ -53,7 +53,17 @@ class VersionHolder:
 
     def check(self) -> bool:
         """Load the version CURRENT names if it is new and not rejected; True when swapped."""
-        wanted = artifact.current_version(self.cfg.artifacts)
+        try:
+            wanted = artifact.current_version(self.cfg.artifacts)
+        except ValueError as e:  # a malformed pointer is refused like a broken version
+            if self.rejected.get(artifact.CURRENT) != str(e):
+                self.rejected[artifact.CURRENT] = str(e)
+                log.error("refusing %s, still serving %s: %s", artifact.CURRENT,
+                          self.current.version_id if self.current else None, e)
+                if self._on_failed:
+                    self._on_failed(artifact.CURRENT, str(e))
+            return False
+        self.rejected.pop(artifact.CURRENT, None)
         if wanted is None or (self.current and self.current.version_id == wanted) or wanted in self.rejected:
             return False
         started = time.perf_counter()

@@ -142,7 +142,11 @@ class Retriever:
                 raise ValueError(f"unknown filter column {column!r}; filterable: {sorted(self.v.items.column_names)}")
             values = wanted if isinstance(wanted, (list, tuple, set)) else [wanted]
             col = self.v.items.column(column)
-            hit = pc.is_in(col, value_set=pa.array(list(values), col.type))
+            try:
+                value_set = pa.array(list(values), col.type)
+            except (pa.ArrowInvalid, pa.ArrowTypeError, pa.ArrowNotImplementedError, TypeError, OverflowError):
+                raise ValueError(f"filter {column!r}: {wanted!r} does not match the column's type ({col.type})") from None
+            hit = pc.is_in(col, value_set=value_set)
             mask &= np.asarray(pc.fill_null(hit, False))
         return mask
 

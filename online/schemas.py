@@ -2,10 +2,25 @@
 
 from __future__ import annotations
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from typing import Annotated
+
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
 
 from groundrec.online.profiles import STRATEGIES
 from groundrec.online.retrieve import HistoryItem, Query, Result
+
+
+def _utf8(v: str) -> str:
+    try:
+        v.encode("utf-8")
+    except UnicodeEncodeError:
+        raise ValueError("text must be valid Unicode (it holds a lone surrogate such as \\ud800)") from None
+    return v
+
+
+# Text from a request: JSON allows lone surrogates ("\ud800"), which cannot be written back out.
+Text = Annotated[str, AfterValidator(_utf8)]
+FilterValue = Text | int | float | bool
 
 
 class _Body(BaseModel):
@@ -13,19 +28,20 @@ class _Body(BaseModel):
 
 
 class HistoryEntry(_Body):
-    item_id: str = Field(min_length=1)
-    timestamp: float | None = Field(None, description="seconds since the epoch")
-    weight: float = Field(1.0, ge=0)
+    item_id: Text = Field(min_length=1)
+    timestamp: float | None = Field(None, description="seconds since the epoch", allow_inf_nan=False)
+    weight: float = Field(1.0, ge=0, le=1e6, allow_inf_nan=False)
 
 
 class UserQuery(_Body):
-    history: list[HistoryEntry | str] = Field(default_factory=list, description="item ids, oldest first")
-    text: str | None = None
+    history: list[HistoryEntry | Text] = Field(default_factory=list, description="item ids, oldest first")
+    text: Text | None = None
     k: int = Field(10, ge=1)
     strategy: str = "mean"
-    filters: dict[str, str | int | float | bool | list[str | int | float | bool]] | None = None
+    filters: dict[Text, FilterValue | list[FilterValue]] | None = None
     exclude_seen: bool = True
-    popularity_weight: float = Field(0.0, ge=0)
+    popularity_weight: float = Field(0.0, ge=0, le=100, allow_inf_nan=False,
+                                     description="score = cosine + w * ln(1 + purchases)")
     text_weight: float = Field(0.5, ge=0, le=1)
     with_fields: bool = False
 
@@ -56,9 +72,9 @@ class RecommendRequest(UserQuery):
 
 
 class SearchRequest(_Body):
-    text: str = Field(min_length=1)
+    text: Text = Field(min_length=1)
     k: int = Field(10, ge=1)
-    filters: dict[str, str | int | float | bool | list[str | int | float | bool]] | None = None
+    filters: dict[Text, FilterValue | list[FilterValue]] | None = None
     with_fields: bool = False
 
 

@@ -103,8 +103,12 @@ def create_app(cfg: ServeConfig, watch: bool = True) -> FastAPI:
 
     @app.exception_handler(RequestValidationError)
     async def validation_error(request: Request, exc: RequestValidationError):
-        problems = [f"{'.'.join(str(p) for p in e['loc'] if p != 'body') or 'body'}: {e['msg']}" for e in exc.errors()]
-        errors = [{"loc": [str(p) for p in e["loc"]], "msg": e["msg"], "type": e["type"]} for e in exc.errors()]
+        def text(x) -> str:  # a key from the request may hold a lone surrogate: escape it
+            return str(x).encode("utf-8", "backslashreplace").decode("utf-8")
+
+        problems = [f"{'.'.join(text(p) for p in e['loc'] if p != 'body') or 'body'}: {text(e['msg'])}"
+                    for e in exc.errors()]
+        errors = [{"loc": [text(p) for p in e["loc"]], "msg": text(e["msg"]), "type": e["type"]} for e in exc.errors()]
         return JSONResponse({"detail": "; ".join(problems), "errors": errors}, status_code=422)
 
     @app.exception_handler(ServingError)

@@ -138,6 +138,46 @@ def test_bad_requests_get_4xx_with_reasons_and_the_server_survives(published):
         assert 'groundrec_requests_total{endpoint="/recommend",status="422"}' in metrics
 
 
+def test_valid_json_of_the_wrong_kind_gets_4xx_never_500(published):
+    """Regressions from the attack run: each of these answered 500 (or an empty 200)."""
+    raw = lambda path, text: httpx.post(url + path, content=text.encode(),  # noqa: E731
+                                         headers={"content-type": "application/json"})
+    with running(create_app(_cfg(published["artifacts"]))) as url:
+        history = ["demo-0001"]
+        for filters in ({"title": 5}, {"title": True}, {"title": 1.5}, {"title": ["x", 5]}, {"vlm_text": [False]}):
+            for path, body in (("/recommend", {"history": history, "filters": filters}),
+                               ("/search", {"text": "bag", "filters": filters}),
+                               ("/recommend", {"batch": [{"history": history, "filters": filters},
+                                                         {"history": history}]})):
+                r = httpx.post(url + path, json=body)
+                assert r.status_code == 400 and "does not match the column's type" in r.json()["detail"], (body, r.text)
+        for text in ('{"history": ["\\ud800"]}', '{"history": [{"item_id": "a\\udc00"}]}',
+                     '{"text": "\\ud800 bag"}', '{"history": ["demo-0001"], "filters": {"\\ud800": "x"}}'):
+            r = raw("/search" if text.startswith('{"text"') else "/recommend", text)
+            assert r.status_code == 422 and ("surrogate" in r.text or "unicode" in r.text), (text, r.text)
+        for weight in ("Infinity", "1e308", "NaN", "-1"):
+            r = raw("/recommend", '{"history": ["demo-0001"], "popularity_weight": %s}' % weight)
+            assert r.status_code == 422 and "popularity_weight" in r.json()["detail"], (weight, r.text)
+        r = raw("/recommend", '{"history": [{"item_id": "demo-0001", "weight": 1e308}]}')
+        assert r.status_code == 422
+        metrics = httpx.get(url + "/metrics").text
+    assert 'status="500"' not in metrics
+
+
+def test_a_malformed_current_is_refused_and_the_server_starts(published, tmp_path):
+    artifacts = tmp_path / "artifacts"
+    shutil.copytree(published["artifacts"], artifacts)
+    good = artifact.current_version(artifacts)
+    (artifacts / artifact.CURRENT).write_bytes(b"\xff\xfe../../elsewhere/" + b"x" * 5_000_000)
+    with running(create_app(_cfg(artifacts))) as url:
+        r = httpx.get(url + "/readyz")
+        assert r.status_code == 503 and len(r.content) < 1000
+        assert "does not hold a version id" in r.json()["rejected"][artifact.CURRENT]
+        artifact.activate(artifacts, good)  # the operator's fix is picked up by the reload watcher
+        assert _wait_for(lambda: httpx.get(url + "/readyz").status_code == 200)
+        assert artifact.CURRENT not in httpx.get(url + "/readyz").json()["rejected"]
+
+
 def test_api_key_is_required_when_configured(published, monkeypatch):
     monkeypatch.setenv("GROUNDREC_TEST_KEY", "s3cret")
     with running(create_app(_cfg(published["artifacts"], api_key_env="GROUNDREC_TEST_KEY"))) as url:
