@@ -1,15 +1,27 @@
-"""Image bytes: fetch from a path or URI, hash, decode. Failures become reasons, not crashes."""
+"""Image bytes: fetch from a path or URI, hash, decode. Failures become reasons, not crashes.
+
+Every failure while reading or decoding one image (whatever Pillow raises) becomes a
+``BadImage`` whose message is that item's skip reason. Only the formats a product catalog
+uses are opened (a DDS or SPIDER file named ``.jpg`` is refused, not parsed); images above
+``MAX_PIXELS`` are refused from their header, before any pixel is decoded; remote reads have
+a timeout and a byte cap.
+"""
 
 from __future__ import annotations
 
 import hashlib
 import io
+import warnings
 from dataclasses import dataclass
 
 import fsspec
 from PIL import Image, UnidentifiedImageError
 
-Image.MAX_IMAGE_PIXELS = 64_000_000  # refuse decompression bombs with a reason
+FORMATS = ("JPEG", "PNG", "WEBP", "GIF", "BMP")
+MAX_PIXELS = 40_000_000  # 8000 x 5000; a product photo is far smaller
+MAX_BYTES = 50 * 1024 * 1024
+REMOTE_TIMEOUT_S = 20.0
+Image.MAX_IMAGE_PIXELS = MAX_PIXELS
 
 
 class BadImage(Exception):
@@ -22,41 +34,88 @@ class LoadedImage:
     image: Image.Image
 
 
+def _read_http(uri: str) -> bytes:
+    import httpx
+
+    try:
+        with httpx.stream("GET", uri, timeout=REMOTE_TIMEOUT_S, follow_redirects=True) as r:
+            if r.status_code == 404:
+                raise BadImage(f"image not found (HTTP 404): {uri}")
+            if r.status_code >= 400:
+                raise BadImage(f"cannot read image: {uri}: HTTP {r.status_code}")
+            chunks, size = [], 0
+            for chunk in r.iter_bytes():
+                size += len(chunk)
+                if size > MAX_BYTES:
+                    raise BadImage(f"image larger than {MAX_BYTES} bytes: {uri}")
+                chunks.append(chunk)
+            return b"".join(chunks)
+    except httpx.ConnectError as e:
+        raise BadImage(f"cannot connect to the image's host (refused or unreachable): {uri}: {e}") from None
+    except httpx.TimeoutException:
+        raise BadImage(f"timed out after {REMOTE_TIMEOUT_S:g} s reading image: {uri}") from None
+    except httpx.HTTPError as e:
+        raise BadImage(f"cannot read image: {uri}: {type(e).__name__}: {e}") from None
+
+
 def read_bytes(uri: str | None) -> bytes:
     if uri is None:
         raise BadImage("no image given")
-    try:
-        with fsspec.open(uri, "rb") as f:
-            data = f.read()
-    except FileNotFoundError:
-        raise BadImage(f"image file not found: {uri}") from None
-    except Exception as e:  # network, permissions, unknown protocol
-        raise BadImage(f"cannot read image: {uri}: {type(e).__name__}: {e}") from None
+    if uri.startswith(("http://", "https://")):
+        data = _read_http(uri)
+    else:
+        try:
+            with fsspec.open(uri, "rb") as f:
+                data = f.read(MAX_BYTES + 1)
+        except FileNotFoundError:
+            raise BadImage(f"image file not found: {uri}") from None
+        except Exception as e:  # permissions, unknown protocol, a directory, object-store errors
+            raise BadImage(f"cannot read image: {uri}: {type(e).__name__}: {e}") from None
+        if len(data) > MAX_BYTES:
+            raise BadImage(f"image larger than {MAX_BYTES} bytes: {uri}")
     if not data:
         raise BadImage(f"image file is empty: {uri}")
     return data
 
 
-def decode(data: bytes, uri: str = "") -> Image.Image:
+def _open(data: bytes, uri: str) -> Image.Image:
+    """Open (header only) with the allowed formats, refusing oversized images."""
     try:
-        img = Image.open(io.BytesIO(data))
-        img.load()  # forces a full decode: truncated files fail here, not later
-        return img.convert("RGB")
+        img = Image.open(io.BytesIO(data), formats=FORMATS)
     except UnidentifiedImageError:
-        raise BadImage(f"not an image (unrecognised format): {uri}") from None
-    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as e:
-        raise BadImage(f"corrupt or truncated image: {uri}: {e}") from None
+        raise BadImage(f"not an image (unrecognised or unsupported format): {uri} "
+                       f"(opened formats: {', '.join(FORMATS)})") from None
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as e:
+        raise BadImage(f"image too large (more than {MAX_PIXELS} pixels): {uri}: {e}") from None
+    if img.width * img.height > MAX_PIXELS:
+        raise BadImage(f"image too large: {img.width}x{img.height} pixels, more than {MAX_PIXELS}: {uri}")
+    return img
 
 
 def identify(data: bytes, uri: str = "") -> str:
     """The image format from the header alone (no pixel decode): rejects what is not an image."""
     try:
-        with Image.open(io.BytesIO(data)) as img:
-            return img.format or "unknown"
-    except UnidentifiedImageError:
-        raise BadImage(f"not an image (unrecognised format): {uri}") from None
-    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as e:
-        raise BadImage(f"corrupt or truncated image: {uri}: {e}") from None
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            with _open(data, uri) as img:
+                return img.format or "unknown"
+    except BadImage:
+        raise
+    except Exception as e:  # whatever a malformed header makes a plugin raise
+        raise BadImage(f"corrupt or truncated image: {uri}: {type(e).__name__}: {e}") from None
+
+
+def decode(data: bytes, uri: str = "") -> Image.Image:
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            img = _open(data, uri)
+            img.load()  # forces a full decode: truncated files fail here, not later
+            return img.convert("RGB")
+    except BadImage:
+        raise
+    except Exception as e:  # OSError, SyntaxError, ValueError, plugin bugs (NotImplementedError...)
+        raise BadImage(f"corrupt or truncated image: {uri}: {type(e).__name__}: {e}") from None
 
 
 def sha256(data: bytes) -> str:

@@ -153,7 +153,7 @@ def test_visual_features_skip_bad_images_and_come_from_the_cache_on_a_rerun(smal
     items = load_catalog(CatalogConfig(path=small_catalog["path"], images_root=small_catalog["images_root"]))
     first, bad, encoded = encode_images(str(model), items, batch_size=4, progress=False, cache_root=tmp_path / "c")
     assert encoded == 6 and sum(bad.values()) == 3
-    assert set(bad) == {"image file not found", "corrupt or truncated image", "not an image (unrecognised format)"}
+    assert set(bad) == {"image file not found", "corrupt or truncated image", "not an image (unrecognised or unsupported format)"}
     norms = np.linalg.norm(first, axis=1)
     ids = items.column("item_id").to_pylist()
     assert np.allclose(norms[[ids.index(i) for i in small_catalog["good"]]], 1, atol=1e-5)

@@ -35,3 +35,86 @@ def test_bad_images_give_reasons(tmp_path, content, reason):
 def test_no_image_given():
     with pytest.raises(images.BadImage, match="no image"):
         images.load(None)
+
+
+def _encoded(fmt: str, size=(24, 16), mode="RGB") -> bytes:
+    import io
+
+    from PIL import Image
+
+    buf = io.BytesIO()
+    Image.new(mode, size, 128).save(buf, format=fmt)
+    return buf.getvalue()
+
+
+@pytest.mark.parametrize("fmt,mode", [("DDS", "RGB"), ("SPIDER", "F")])
+def test_formats_a_catalog_does_not_use_are_refused_not_parsed(tmp_path, fmt, mode):
+    p = tmp_path / "crafted.jpg"  # the attack: Pillow opens these whatever the name says
+    p.write_bytes(_encoded(fmt, mode=mode))
+    with pytest.raises(images.BadImage, match="unsupported format"):
+        images.identify(p.read_bytes(), str(p))
+    with pytest.raises(images.BadImage, match="unsupported format"):
+        images.load(str(p))
+
+
+def test_a_huge_image_is_refused_from_its_header(tmp_path):
+    import io
+
+    from PIL import Image
+
+    buf = io.BytesIO()
+    Image.new("1", (10_000, 10_000)).save(buf, format="PNG")  # ~100 KB on disk, 100 M pixels
+    assert len(buf.getvalue()) < 200_000
+    with pytest.raises(images.BadImage, match="too large"):
+        images.identify(buf.getvalue(), "big.png")
+
+
+def test_a_refused_connection_is_reported_as_such():
+    import socket
+
+    with socket.socket() as s:  # a port nothing listens on
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    with pytest.raises(images.BadImage, match="cannot connect"):
+        images.read_bytes(f"http://127.0.0.1:{port}/a.jpg")
+
+
+SEEDS = {"jpeg": _encoded("JPEG", (40, 30)), "png": _encoded("PNG", (40, 30)), "gif": _encoded("GIF", (40, 30)),
+         "webp": _encoded("WEBP", (40, 30)), "bmp": _encoded("BMP", (20, 10))}
+
+
+def test_mutated_real_images_never_raise_anything_but_bad_image():
+    """Fuzz: flipped bytes, cuts and splices of real encoded images go through the job's
+    header check and decode; each either decodes or becomes a BadImage (a skip reason)."""
+    from hypothesis import HealthCheck, given, settings
+    from hypothesis import strategies as st
+
+    @settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow], derandomize=True)
+    @given(st.sampled_from(sorted(SEEDS)), st.lists(st.tuples(st.integers(0, 10_000), st.integers(0, 255)), max_size=8),
+           st.integers(0, 10_000), st.binary(max_size=64))
+    def check(name, flips, cut, splice):
+        data = bytearray(SEEDS[name])
+        for pos, value in flips:
+            data[pos % len(data)] = value
+        data = bytes(data[: max(1, cut % (len(data) + 1))]) + splice
+        try:
+            images.identify(data, "fuzz")
+            img = images.decode(data, "fuzz")
+        except images.BadImage:
+            return
+        assert img.mode == "RGB" and img.width * img.height <= images.MAX_PIXELS
+
+    check()
+
+
+def test_the_hash_stage_records_a_crafted_file_as_a_skip_reason(tmp_path):
+    import numpy as np
+
+    from groundrec.offline.ground import HashImages
+
+    (tmp_path / "ok.jpg").write_bytes(_encoded("JPEG"))
+    (tmp_path / "dds.jpg").write_bytes(_encoded("DDS"))
+    out = HashImages()({"item_id": np.array(["ok", "dds"], dtype=object),
+                        "image_uri": np.array([str(tmp_path / "ok.jpg"), str(tmp_path / "dds.jpg")], dtype=object)})
+    assert out["image_error"][0] == "" and len(out["image_sha256"][0]) == 64
+    assert "unsupported format" in out["image_error"][1] and out["image_sha256"][1] == ""

@@ -34,7 +34,7 @@ def test_bad_images_are_recorded_and_skipped(small_catalog, tmp_path, tiny_vlm):
     assert "not an image" in skipped["notimage"]["reason"]
     # the summary groups reasons by kind, not by file
     assert summary.skipped == {"image file not found": 1, "corrupt or truncated image": 1,
-                               "not an image (unrecognised format)": 1}
+                               "not an image (unrecognised or unsupported format)": 1}
     version = load_version(tmp_path / "a")
     assert sorted(version.item_ids) == small_catalog["good"]
     _, idx = version.index.search(np.asarray(version.vectors), 1)
