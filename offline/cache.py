@@ -61,7 +61,9 @@ class ParquetCache:
         wanted = pa.array(sorted(keys), pa.string())
         parts = [self.schema.empty_table()]
         for shard in self.shards():
-            t = pq.read_table(shard, schema=self.schema)
+            t = self._read(shard)
+            if t is None:  # merged away by a concurrent compaction: at worst a miss, recomputed
+                continue
             parts.append(t.filter(pc.is_in(t.column("cache_key"), value_set=wanted)))
         table = pa.concat_tables(parts)
         seen: set[str] = set()
@@ -84,9 +86,19 @@ class ParquetCache:
         shards = self.shards()
         if len(shards) <= max_shards:
             return
-        self._write(pa.concat_tables([pq.read_table(s, schema=self.schema) for s in shards]))
-        for s in shards:
-            s.unlink()
+        # Another process may be compacting the same folder: a shard it already merged and
+        # removed is skipped here, and removing one twice is fine (rows may then be written
+        # twice; lookups keep the first).
+        tables = [t for t in (self._read(p) for p in shards) if t is not None]
+        self._write(pa.concat_tables(tables))
+        for p in shards:
+            p.unlink(missing_ok=True)
+
+    def _read(self, shard: Path) -> pa.Table | None:
+        try:
+            return pq.read_table(shard, schema=self.schema)
+        except FileNotFoundError:
+            return None
 
     def _write(self, table: pa.Table) -> None:
         name = f"shard-{uuid.uuid4().hex}.parquet"

@@ -71,43 +71,44 @@ def run_job(cfg: JobConfig, progress: bool = True) -> JobSummary:
         encoder_path = resolve_encoder(cfg.encoder.model)
 
     version_id = artifact.new_version_id()
-    staged = artifact.staging_dir(out, version_id)
-    try:
-        with ExitStack() as stack:
-            with clock.stage("start_runner"):
-                runner = stack.enter_context(open_runner(cfg.run.runner, cfg.run.ray_address, cfg.resolved_work_dir))
-                log_dir = getattr(runner, "log_dir", None)
-            groundings, new_by_id = ground_catalog(runner, items, cfg, skips, clock, progress)
-            with clock.stage("encode"):
-                texts = build_texts(groundings, cfg.encoder.template)
-                groundings = groundings.append_column("text", pa.array(texts, pa.string()))
-                vectors, encoded_new = encode_cached(runner, texts, cfg, encoder_path, progress)
+    with artifact.writer_lock(out):  # one writer per artifacts root; stale staging removed
+        staged = artifact.staging_dir(out, version_id)
+        log_dir = None
+        try:
+            with ExitStack() as stack:
+                with clock.stage("start_runner"):
+                    runner = stack.enter_context(open_runner(cfg.run.runner, cfg.run.ray_address, cfg.resolved_work_dir))
+                    log_dir = getattr(runner, "log_dir", None)
+                groundings, new_by_id = ground_catalog(runner, items, cfg, skips, clock, progress)
+                with clock.stage("encode"):
+                    texts = build_texts(groundings, cfg.encoder.template)
+                    groundings = groundings.append_column("text", pa.array(texts, pa.string()))
+                    vectors, encoded_new = encode_cached(runner, texts, cfg, encoder_path, progress)
 
-        with clock.stage("index"):
-            index, index_report = build_index(vectors, cfg.index)
-        export_report = None
-        if cfg.export.enabled:
-            with clock.stage("export"):
-                model = load_sentence_transformer(encoder_path, cfg.encoder.max_seq_length)
-                export_report = export_encoder(model, artifact.VersionFiles(staged).encoder_dir, cfg.export, texts[:200])
-        with clock.stage("write"):
-            write_version_files(staged, index, vectors, groundings, skips.table())
-        grounded_cached = groundings.num_rows - len(new_by_id)
-        counts = {"items_read": items.num_rows, "indexed": int(vectors.shape[0]), "grounded_new": len(new_by_id),
-                  "grounded_cached": grounded_cached, "encoded_new": encoded_new, "skipped": len(skips)}
-        manifest = build_manifest(cfg, version_id, encoder_path, int(vectors.shape[1]), counts,
-                                  index_report.to_dict(), export_report, dict(clock.times))
-        with clock.stage("publish"):
-            final = artifact.publish(out, staged, manifest, keep=cfg.run.keep_versions)
-    except BaseException:
-        artifact.discard_staging(staged)  # what is published stays as it was
-        raise
+            with clock.stage("index"):
+                index, index_report = build_index(vectors, cfg.index)
+            export_report = None
+            if cfg.export.enabled:
+                with clock.stage("export"):
+                    model = load_sentence_transformer(encoder_path, cfg.encoder.max_seq_length)
+                    export_report = export_encoder(model, artifact.VersionFiles(staged).encoder_dir, cfg.export, texts[:200])
+            with clock.stage("write"):
+                write_version_files(staged, index, vectors, groundings, skips.table())
+            grounded_cached = groundings.num_rows - len(new_by_id)
+            counts = {"items_read": items.num_rows, "indexed": int(vectors.shape[0]), "grounded_new": len(new_by_id),
+                      "grounded_cached": grounded_cached, "encoded_new": encoded_new, "skipped": len(skips)}
+            manifest = build_manifest(cfg, version_id, encoder_path, int(vectors.shape[1]), counts,
+                                      index_report.to_dict(), export_report, dict(clock.times))
+            with clock.stage("publish"):
+                final = artifact.publish(out, staged, manifest, keep=cfg.run.keep_versions)
+        except BaseException:
+            artifact.discard_staging(staged)  # what is published stays as it was
+            raise
 
     return JobSummary(
         version=version_id, version_dir=final, runner=cfg.run.runner, items_read=items.num_rows,
         grounded_new=len(new_by_id), grounded_cached=grounded_cached, skipped=skips.by_kind(),
         encoded=int(vectors.shape[0]), encoded_new=encoded_new, index=index_report.to_dict(), export=export_report,
         timings_s=dict(clock.times), parse_failures=groundings.column("parse_ok").to_pylist().count(False),
-        skipped_examples=skips.rows[:5],
-        log_dir=log_dir,
+        skipped_examples=skips.rows[:5], log_dir=log_dir,
     )

@@ -21,6 +21,7 @@ import re
 import shutil
 import tempfile
 import uuid
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
@@ -258,6 +259,56 @@ def gc(root: Path, keep: int) -> list[str]:
 
 
 # --- writing ---------------------------------------------------------------------------
+LOCK = ".lock"
+
+
+class Locked(RuntimeError):
+    """Another job is writing to the same artifacts root."""
+
+
+@contextmanager
+def writer_lock(root: Path):
+    """One writer per artifacts root: a second job stops at once with a message naming the
+    first (an OS lock, released when the holder exits, even by kill -9). Inside the lock,
+    staging folders left by killed runs are removed."""
+    import fcntl
+    import socket
+
+    root = Path(root)
+    root.mkdir(parents=True, exist_ok=True)
+    handle = open(root / LOCK, "a+")
+    try:
+        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        handle.seek(0)
+        holder = handle.read().strip() or "unknown"
+        handle.close()
+        raise Locked(f"another groundrec job is publishing to {root} ({holder}); "
+                     "wait for it to finish, or give this one another --out") from None
+    try:
+        handle.seek(0)
+        handle.truncate()
+        handle.write(f"pid {os.getpid()} on {socket.gethostname()}, since "
+                     f"{datetime.now(timezone.utc).isoformat(timespec='seconds')}\n")
+        handle.flush()
+        clean_staging(root)
+        yield
+    finally:
+        fcntl.flock(handle, fcntl.LOCK_UN)
+        handle.close()
+
+
+def clean_staging(root: Path) -> list[str]:
+    """Remove what killed runs left in .staging/ (call only while holding the writer lock)."""
+    staging = Path(root) / STAGING
+    if not staging.is_dir():
+        return []
+    removed = [p.name for p in staging.iterdir()]
+    for name in removed:
+        shutil.rmtree(staging / name, ignore_errors=True)
+    return removed
+
+
 def staging_dir(root: Path, version_id: str) -> Path:
     path = Path(root) / STAGING / version_id
     path.mkdir(parents=True, exist_ok=False)

@@ -58,3 +58,24 @@ def test_embedding_cache_round_trips_vectors(tmp_path):
     assert set(got) == {"a", "c"}
     assert np.array_equal(got["a"], vecs[0]) and np.array_equal(got["c"], vecs[2])
     assert cache.get({"zz"}) == {}
+
+
+def test_concurrent_compactions_lose_nothing_and_raise_nothing(tmp_path):
+    import threading
+
+    for n in range(12):
+        GroundingCache(tmp_path).append(_batch([f"k{n}"], [None]))
+    errors = []
+
+    def compact():
+        try:
+            GroundingCache(tmp_path).compact(max_shards=1)
+        except Exception as e:  # noqa: BLE001 - the test is that none escapes
+            errors.append(e)
+
+    threads = [threading.Thread(target=compact) for _ in range(4)]
+    [t.start() for t in threads]
+    [t.join() for t in threads]
+    assert not errors
+    found = GroundingCache(tmp_path).lookup({f"k{n}" for n in range(12)})
+    assert sorted(found.column("cache_key").to_pylist()) == sorted(f"k{n}" for n in range(12))

@@ -148,3 +148,16 @@ def test_versions_cli_lists_rolls_back_and_collects(tmp_path):
     assert rc == 2 and "no published version" in out
     rc, out = cli("gc", "--keep", "1")
     assert rc == 0 and artifact.list_versions(tmp_path) == [vids[0]]
+
+
+def test_one_writer_per_artifacts_root_and_stale_staging_is_cleaned(tmp_path):
+    stale = tmp_path / artifact.STAGING / "20260101T000000.000000Z-dead00"
+    stale.mkdir(parents=True)
+    (stale / "index.faiss").write_bytes(b"half-written by a killed run")
+    with artifact.writer_lock(tmp_path):
+        assert not stale.exists()
+        with pytest.raises(artifact.Locked, match=r"another groundrec job is publishing .*pid \d+"):
+            with artifact.writer_lock(tmp_path):
+                pass
+    with artifact.writer_lock(tmp_path):  # released: the next job gets it
+        pass
