@@ -30,6 +30,7 @@ class VersionHolder:
         self._on_loaded, self._on_failed = on_loaded, on_failed
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
+        self._marker = None  # <artifacts>/.serving/<host>-<pid>: tells gc what this process serves
         self._popularity = self._load_popularity()
 
     def _load_popularity(self) -> dict[str, float] | None:
@@ -77,10 +78,15 @@ class VersionHolder:
                 self._on_failed(wanted, str(e))
             return False
         self.current = serving
+        self._mark()
         log.info("serving version %s (loaded in %.2f s)", wanted, time.perf_counter() - started)
         if self._on_loaded:
             self._on_loaded(wanted)
         return True
+
+    def _mark(self) -> None:
+        if self.current is not None:
+            self._marker = artifact.record_serving(self.cfg.artifacts, self.current.version_id)
 
     def start(self) -> None:
         self.check()
@@ -90,7 +96,8 @@ class VersionHolder:
     def _watch(self) -> None:
         while not self._stop.wait(self.cfg.reload_interval_s):
             try:
-                self.check()
+                if not self.check():
+                    self._mark()  # refresh: a marker older than a day no longer protects
             except Exception:  # keep watching whatever happens
                 log.exception("version check failed")
 
@@ -98,3 +105,4 @@ class VersionHolder:
         self._stop.set()
         if self._thread:
             self._thread.join(timeout=5)
+        artifact.forget_serving(self._marker)

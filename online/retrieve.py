@@ -139,7 +139,10 @@ class Retriever:
         mask = np.ones(self.v.items.num_rows, dtype=bool)
         for column, wanted in filters.items():
             if column not in self.v.items.column_names:
-                raise ValueError(f"unknown filter column {column!r}; filterable: {sorted(self.v.items.column_names)}")
+                names = sorted(self.v.items.column_names)
+                shown = ", ".join(names[:8]) + (f" ... ({len(names)} in all; GET /items/ID shows them)"
+                                                if len(names) > 8 else "")
+                raise ValueError(f"unknown filter column {column[:80]!r}; filterable columns: {shown}")
             values = wanted if isinstance(wanted, (list, tuple, set)) else [wanted]
             col = self.v.items.column(column)
             try:

@@ -29,7 +29,7 @@ from groundrec.online.guard import Guard
 from groundrec.online.holder import VersionHolder
 from groundrec.online.metrics import ServiceMetrics
 from groundrec.online.schemas import BatchOut, RecommendRequest, ResultOut, SearchRequest, UserQuery
-from groundrec.online.serving import Serving, ServingError
+from groundrec.online.serving import Serving, ServingError, public_text
 from groundrec.online.threads import limit_threads
 
 log = logging.getLogger("groundrec.serve")
@@ -143,7 +143,7 @@ def create_app(cfg: ServeConfig, watch: bool = True) -> FastAPI:
     @app.get("/readyz")
     async def readyz():
         s = holder.current
-        body = {"ready": s is not None, "rejected": holder.rejected}
+        body = {"ready": s is not None, "rejected": {k: public_text(v) for k, v in holder.rejected.items()}}
         if s is None:
             return JSONResponse(body, status_code=503)
         return {**body, "version": s.version_id}

@@ -8,12 +8,31 @@ names the problem; the service turns it into a response in one handler.
 
 from __future__ import annotations
 
+import re
 from contextlib import contextmanager
 from dataclasses import dataclass
 
 from groundrec.online.config import ServeConfig
 from groundrec.online.retrieve import NoHistory, Retriever
 from groundrec.online.schemas import BatchOut, RecommendRequest, ResultOut, SearchRequest, UserQuery, result_out
+
+
+# An absolute local path (not the path part of a URI such as s3://bucket/key).
+_LOCAL_PATH = re.compile(r"(?<![\w:/.~-])/[^/\s'\"(),;]+(?:/[^/\s'\"(),;]+)*/?")
+
+
+def public_text(text: str) -> str:
+    """``text`` for an open endpoint: each absolute local path cut to its last component
+    (``/srv/build/art/versions/X`` -> ``.../X``); the logs keep the full text."""
+    return _LOCAL_PATH.sub(lambda m: ".../" + m.group().rstrip("/").rsplit("/", 1)[-1], text)
+
+
+def public_uri(uri):
+    """A catalog image location as an open endpoint shows it: remote URIs as they are, a local
+    path by its file name only."""
+    if not isinstance(uri, str) or "://" in uri and not uri.startswith("file://"):
+        return uri
+    return uri.rstrip("/").rsplit("/", 1)[-1]
 
 
 class ServingError(Exception):
@@ -104,4 +123,7 @@ class Serving:
         row = v.row_of.get(item_id)
         if row is None:
             raise ServingError(404, f"no item {item_id!r} in version {self.version_id}")
-        return {"version": self.version_id, "item": v.items.slice(row, 1).to_pylist()[0]}
+        item = v.items.slice(row, 1).to_pylist()[0]
+        if "image_uri" in item:
+            item["image_uri"] = public_uri(item["image_uri"])
+        return {"version": self.version_id, "item": item}

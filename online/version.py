@@ -40,7 +40,9 @@ def load_version(path: str | Path, cache_dir: Path | None = None) -> LoadedVersi
     files = artifact.VersionFiles(path)
     index = faiss.read_index(str(files.index))
     items = pq.read_table(files.items)
-    vectors = np.load(files.embeddings, mmap_mode="r")
+    # Read into memory, not memory-mapped: a file truncated or rewritten in place under a
+    # running server would otherwise kill it with SIGBUS on the next page it touches.
+    vectors = np.load(files.embeddings)
     problems = []
     if index.d != manifest.dim or vectors.shape[1] != manifest.dim:
         problems.append(f"dimension: manifest {manifest.dim}, index {index.d}, vectors {vectors.shape[1]}")

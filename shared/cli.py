@@ -19,7 +19,7 @@ versions_app = typer.Typer(help="Published artifact versions.", no_args_is_help=
 app.add_typer(versions_app, name="versions")
 
 @versions_app.command("gc")
-def versions_gc(keep: int = typer.Option(..., min=1, help="How many versions to keep (the active one always stays)."),
+def versions_gc(keep: int = typer.Option(..., min=1, help="How many versions to keep. Always kept: the active one, the newest that verifies and any a running server reports serving."),
                 artifacts: Path = typer.Option(..., help="Artifacts directory.")):
     """Delete the oldest published versions beyond --keep; never the one CURRENT names."""
     for v in artifact.gc(artifacts, keep):

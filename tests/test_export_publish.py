@@ -1,4 +1,5 @@
 import json
+import socket
 import subprocess
 import sys
 
@@ -121,6 +122,27 @@ def test_gc_never_deletes_the_active_version(tmp_path):
     assert artifact.list_versions(tmp_path) == sorted([vids[0], vids[3]]) and len(deleted) == 2
 
 
+def test_gc_keeps_the_newest_verified_version_when_current_is_broken(tmp_path):
+    vids = [_publish_one(tmp_path, bytes([i])) for i in range(3)]
+    broken = artifact.version_path(tmp_path, vids[2])
+    (broken / artifact.INDEX).write_bytes(b"damaged")  # CURRENT now names a version servers reject
+    assert artifact.newest_verified(tmp_path) == vids[1]
+    deleted = artifact.gc(tmp_path, keep=1)
+    assert deleted == [vids[0]] and artifact.list_versions(tmp_path) == vids[1:]
+
+
+def test_gc_never_deletes_what_a_server_reports_serving(tmp_path):
+    vids = [_publish_one(tmp_path, bytes([i])) for i in range(4)]
+    marker = artifact.record_serving(tmp_path, vids[0])  # this (live) process serves the oldest
+    gone = tmp_path / artifact.SERVING / f"{socket.gethostname()}-999999999"
+    gone.write_text(vids[1] + "\n")  # a server that died without cleaning up protects nothing
+    assert artifact.serving_versions(tmp_path) == {vids[0]} and not gone.exists()
+    assert artifact.gc(tmp_path, keep=1) == [vids[1], vids[2]]
+    assert artifact.list_versions(tmp_path) == [vids[0], vids[3]]
+    artifact.forget_serving(marker)
+    assert artifact.gc(tmp_path, keep=1) == [vids[0]]
+
+
 def test_online_and_shared_import_no_heavy_stack():
     code = ("import sys, groundrec.online.service, groundrec.online.client, groundrec.online.loadtest, "
             "groundrec.online.holder, groundrec.shared.cli, groundrec.shared.onnx_encoder; "
@@ -146,8 +168,8 @@ def test_versions_cli_lists_rolls_back_and_collects(tmp_path):
     assert rc == 0 and artifact.current_version(tmp_path) == vids[0]
     rc, out = cli("activate", "no-such-version")
     assert rc == 2 and "no published version" in out
-    rc, out = cli("gc", "--keep", "1")
-    assert rc == 0 and artifact.list_versions(tmp_path) == [vids[0]]
+    rc, out = cli("gc", "--keep", "1")  # the active one and the newest verified one both stay
+    assert rc == 0 and artifact.list_versions(tmp_path) == [vids[0], vids[2]]
 
 
 def test_one_writer_per_artifacts_root_and_stale_staging_is_cleaned(tmp_path):

@@ -6,6 +6,8 @@ import asyncio
 import json
 import re
 import shutil
+import subprocess
+import sys
 import threading
 import time
 from contextlib import contextmanager
@@ -112,6 +114,7 @@ def test_bad_requests_get_4xx_with_reasons_and_the_server_survives(published):
         assert r.status_code == 422 and "strategy" in r.json()["detail"]
         r = post("/recommend", json={"history": ["demo-0001"], "filters": {"nope": "x"}})
         assert r.status_code == 400 and "unknown filter column 'nope'" in r.json()["detail"]
+        assert "in all" in r.json()["detail"] and len(r.json()["detail"]) < 400  # a few columns, not all
         r = post("/recommend", json={"batch": [{"history": ["demo-0001"]}] * 3})
         assert r.status_code == 422 and "max_batch=2" in r.json()["detail"]
         r = post("/recommend", json={"history": ["demo-0001"] * 400})
@@ -224,8 +227,21 @@ def test_hot_reload_takes_good_versions_and_rejects_broken_ones(published, tmp_p
         artifact.activate(artifacts, broken)
         assert _wait_for(lambda: broken in httpx.get(url + "/readyz").json()["rejected"])
         assert client.recommend(published["histories"][0], k=3).version == second  # still serving the good one
+        # gc sees what this server serves (its marker) and keeps it although CURRENT names another.
+        assert artifact.serving_versions(artifacts) == {second}
+        artifact.gc(artifacts, keep=1)
+        assert second in artifact.list_versions(artifacts) and first not in artifact.list_versions(artifacts)
+        shutil.copytree(published["artifacts"] / artifact.VERSIONS / first, artifacts / artifact.VERSIONS / first)
+        # Probes are open: a rejection's reason names no build-host path (the log has it).
+        missing = artifact.new_version_id()
+        (artifacts / artifact.CURRENT).write_text(missing + "\n")
+        assert _wait_for(lambda: missing in httpx.get(url + "/readyz").json()["rejected"])
+        assert "has no version" in httpx.get(url + "/readyz").json()["rejected"][missing]
+        assert str(tmp_path) not in httpx.get(url + "/readyz").text
+        item = httpx.get(url + "/items/demo-0001").json()["item"]
+        assert item["image_uri"] and "/" not in item["image_uri"]
         metrics = httpx.get(url + "/metrics").text
-        assert "groundrec_reload_failures_total 1.0" in metrics
+        assert "groundrec_reload_failures_total 2.0" in metrics  # the damaged one and the missing one
         assert f'groundrec_version_info{{version="{second}"}} 1.0' in metrics
         created = float(re.search(r"^groundrec_version_created_timestamp_seconds (\S+)$", metrics, re.M).group(1))
         assert abs(created - artifact.created_at(second)) < 1 and 0 < time.time() - created < 3600
@@ -297,3 +313,18 @@ def test_serves_from_an_object_store_uri(published, tmp_path):
     fs.pipe_file(f"{root}/{artifact.CURRENT}", artifact.new_version_id().encode() + b"\n")
     with pytest.raises(VersionError, match="has no version"):
         load_version(root, cache_dir=tmp_path / "cache3")
+
+
+def test_a_version_file_damaged_in_place_cannot_kill_the_server_process(published, tmp_path):
+    """embeddings.npy truncated under a running server: with a memory map the next request
+    dies of SIGBUS; the vectors are read into memory at load, so answers go on."""
+    artifacts = tmp_path / "artifacts"
+    shutil.copytree(published["artifacts"], artifacts)
+    emb = artifact.current_path(artifacts) / artifact.EMBEDDINGS
+    code = ("import os, sys; from groundrec.online.client import LocalClient; "
+            f"c = LocalClient({str(artifacts)!r}); before = c.recommend({published['histories'][0]!r}, k=5); "
+            f"os.truncate({str(emb)!r}, 128); "
+            f"after = c.recommend({published['histories'][0]!r}, k=5); "
+            "print('same' if [i.item_id for i in before.items] == [i.item_id for i in after.items] else 'differs')")
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0 and r.stdout.strip() == "same", (r.returncode, r.stderr[-1000:])
