@@ -52,7 +52,7 @@ def hand_cases(item_id: str, max_history: int = 500, max_body_bytes: int = 1_000
         Case("k as a string", "POST", "/recommend", j({"history": h, "k": "20"}), ok=(200, 400, 422)),
         Case("unknown ids only", "POST", "/recommend", j({"history": ["no-such-item-1", "no-such-item-2"]}),
              ok=(200, 422)),
-        Case("history over the limit", "POST", "/recommend", j({"history": h * (max_history + 1)}),
+        Case("history longer than max_history", "POST", "/recommend", j({"history": h * (max_history + 1)}),
              ok=(200, 413, 422)),
         Case("1 MB id", "POST", "/recommend", j({"history": ["x" * 1_000_000]}), ok=(413, 422)),
         Case("lone surrogate id", "POST", "/recommend", raw('{"history": ["\\ud800"]}')),

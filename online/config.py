@@ -7,6 +7,7 @@ from typing import Literal
 
 from pydantic import Field, field_validator
 
+from groundrec.online.profiles import MAX_HISTORY
 from groundrec.shared.config import StrictModel
 
 class ServeConfig(StrictModel):
@@ -24,7 +25,9 @@ class ServeConfig(StrictModel):
     half_life_days: float = Field(30.0, gt=0)
     n_interests: int = Field(3, ge=1, le=16)
     max_k: int = Field(100, ge=1)
-    max_history: int = Field(500, ge=1)
+    max_history: int = Field(MAX_HISTORY, ge=1, description="a profile uses the latest this many known history "
+                             "items (eval does the same); older ones still count as seen, the answer's "
+                             "history_ignored says how many were left out")
     max_text_chars: int = Field(1000, ge=1)
     max_batch: int = Field(256, ge=1)
     max_body_bytes: int = Field(1_000_000, ge=1024)

@@ -49,7 +49,8 @@ class VersionHolder:
         encoder = (OnnxTextEncoder(files.encoder_dir, self.cfg.encoder_variant, threads=self.cfg.compute_threads)
                    if files.has_encoder else None)
         retriever = Retriever(version, popularity=self._popularity, encoder=encoder, fallback=self.cfg.fallback,
-                              half_life_days=self.cfg.half_life_days, n_interests=self.cfg.n_interests)
+                              half_life_days=self.cfg.half_life_days, n_interests=self.cfg.n_interests,
+                              max_history=self.cfg.max_history)
         return Serving(version_id, retriever, self.cfg)
 
     def check(self) -> bool:

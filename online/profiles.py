@@ -6,6 +6,9 @@ from __future__ import annotations
 import numpy as np
 
 STRATEGIES = ("mean", "recency", "weighted", "multi_interest")
+# A profile is built from a user's latest MAX_HISTORY known items (service and eval alike);
+# older ones still count as seen.
+MAX_HISTORY = 500
 
 
 def unit(x: np.ndarray) -> np.ndarray:

@@ -11,7 +11,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from groundrec.online.profiles import build_profile, unit
+from groundrec.online.profiles import MAX_HISTORY, build_profile, unit
 from groundrec.online.version import LoadedVersion
 
 BATCH_CHUNK = 256
@@ -36,6 +36,7 @@ class Result:
     items: list[Recommendation]
     unknown_ids: list[str] = field(default_factory=list)
     fallback: str | None = None  # set when the history could not be used
+    history_ignored: int = 0  # known items older than the latest max_history, not in the profile
 
 
 @dataclass
@@ -59,7 +60,7 @@ class Retriever:
     def __init__(self, version: LoadedVersion, popularity: dict[str, float] | None = None,
                  encoder=None, fallback: Literal["popular", "error"] = "popular",
                  half_life_days: float = 30.0, n_interests: int = 3, overfetch: int = 4,
-                 exact_subset_max: int = 20_000):
+                 exact_subset_max: int = 20_000, max_history: int = MAX_HISTORY):
         self.v = version
         self.encoder = encoder  # an OnnxTextEncoder, for text queries
         self.fallback = fallback
@@ -67,6 +68,7 @@ class Retriever:
         self.n_interests = n_interests
         self.overfetch = overfetch
         self.exact_subset_max = exact_subset_max  # filters passing fewer items are scored exactly
+        self.max_history = max_history  # the profile uses the latest this many known items
         counts = np.zeros(version.index.ntotal, dtype=np.float64)
         for iid, c in (popularity or {}).items():
             row = version.row_of.get(iid)
@@ -95,8 +97,10 @@ class Retriever:
             ws.append(h.weight)
         profile = None
         if rows:
+            latest = slice(-self.max_history, None)
+            ts, ws = ts[latest], ws[latest]
             timestamps = None if any(t is None for t in ts) else np.array(ts, dtype=np.float64)
-            profile = build_profile(np.asarray(self.v.vectors[rows]), q.strategy, timestamps, np.array(ws),
+            profile = build_profile(np.asarray(self.v.vectors[rows[latest]]), q.strategy, timestamps, np.array(ws),
                                     self.half_life_days, self.n_interests)
         if q.text:
             t = self._encode([q.text]) if text_vector is None else text_vector[None, :]
@@ -120,9 +124,10 @@ class Retriever:
         if not found:
             return {}
         order = list(found)
-        sizes = np.array([len(found[n][0]) for n in order])
+        used = [found[n][0][-self.max_history:] for n in order]
+        sizes = np.array([len(u) for u in used])
         source = self.exact if self.exact is not None else self.v.vectors
-        stacked = np.asarray(source[np.concatenate([found[n][0] for n in order])], dtype=np.float64)
+        stacked = np.asarray(source[np.concatenate(used)], dtype=np.float64)
         sums = np.add.reduceat(stacked, np.concatenate([[0], np.cumsum(sizes)[:-1]]), axis=0)
         profiles = unit(sums / sizes[:, None].astype(np.float64))
         return {n: (profiles[i:i + 1], found[n][0], found[n][1]) for i, n in enumerate(order)}
@@ -213,12 +218,12 @@ class Retriever:
         return out
 
     def _result(self, ranked: list[tuple[int, float]], with_fields: bool, unknown: list[str],
-                fallback: str | None) -> Result:
+                fallback: str | None, n_known: int = 0) -> Result:
         recs = []
         for row, score in ranked:
             fields = {c: self.v.items.column(c)[row].as_py() for c in self.field_columns} if with_fields else None
             recs.append(Recommendation(self.v.item_ids[row], score, fields))
-        return Result(recs, unknown, fallback)
+        return Result(recs, unknown, fallback, max(0, n_known - self.max_history))
 
     # --- public API ------------------------------------------------------------------
     def recommend(self, q: Query) -> Result:
@@ -231,7 +236,8 @@ class Retriever:
             if self.fallback == "error":
                 raise NoHistory(f"no known item in the history ({len(unknown)} unknown) and no text: nothing to rank by")
             return self._result(self._popular_items(q.k, seen, allowed), q.with_fields, unknown, "popular")
-        return self._result(self._search(profile, q.k, seen, allowed, q.popularity_weight), q.with_fields, unknown, None)
+        return self._result(self._search(profile, q.k, seen, allowed, q.popularity_weight), q.with_fields, unknown,
+                            None, len(rows))
 
     def recommend_batch(self, queries: list[Query], errors: Literal["raise", "return"] = "raise") -> list[Result]:
         """Many users at once, each answer equal to ``recommend``'s: the texts of all queries
@@ -255,27 +261,27 @@ class Retriever:
                 results[n] = e
                 continue
             batch.append(profile[0])
-            meta.append((n, q, set(rows) if q.exclude_seen else set(), unknown))
+            meta.append((n, q, set(rows) if q.exclude_seen else set(), unknown, len(rows)))
         if batch and self.exact is not None:
             for start in range(0, len(batch), BATCH_CHUNK):  # one matrix product per chunk of users
                 chunk = meta[start:start + BATCH_CHUNK]
                 scores = np.asarray(batch[start:start + BATCH_CHUNK], dtype=np.float32) @ self.exact.T
-                for row, (n, q, seen, unknown) in enumerate(chunk):
+                for row, (n, q, seen, unknown, _) in enumerate(chunk):
                     if q.popularity_weight:
                         scores[row] += q.popularity_weight * self.log_pop
                     if seen:
                         scores[row, list(seen)] = -np.inf
-                for row, ranked in enumerate(_top_k_rows(scores, [q.k for _, q, _, _ in chunk])):
-                    n, q, _, unknown = chunk[row]
-                    results[n] = self._result(ranked, q.with_fields, unknown, None)
+                for row, ranked in enumerate(_top_k_rows(scores, [q.k for _, q, *_ in chunk])):
+                    n, q, _, unknown, n_known = chunk[row]
+                    results[n] = self._result(ranked, q.with_fields, unknown, None, n_known)
         elif batch:
-            width = max((q.k * (self.overfetch if q.popularity_weight else 1)) + len(seen) for _, q, seen, _ in meta)
+            width = max((q.k * (self.overfetch if q.popularity_weight else 1)) + len(seen) for _, q, seen, *_ in meta)
             scores, idx = self.v.index.search(np.asarray(batch, dtype=np.float32), min(width, self.v.index.ntotal))
-            for (n, q, seen, unknown), s_row, i_row in zip(meta, scores, idx):
+            for (n, q, seen, unknown, n_known), s_row, i_row in zip(meta, scores, idx):
                 ranked = [(int(i), float(s) + q.popularity_weight * float(self.log_pop[i]))
                           for s, i in zip(s_row, i_row) if i >= 0 and i not in seen]
                 ranked.sort(key=lambda p: (-p[1], p[0]))
-                results[n] = self._result(ranked[:q.k], q.with_fields, unknown, None)
+                results[n] = self._result(ranked[:q.k], q.with_fields, unknown, None, n_known)
         return results  # type: ignore[return-value]
 
     def search(self, text: str, k: int = 10, filters: dict | None = None, with_fields: bool = False) -> Result:

@@ -88,6 +88,8 @@ class ResultOut(BaseModel):
     items: list[ItemOut]
     unknown_ids: list[str] = []
     fallback: str | None = None
+    history_ignored: int = Field(0, description="known history items older than the latest max_history, "
+                                 "left out of the profile (still excluded as seen)")
     version: str | None = None
 
 
@@ -100,4 +102,5 @@ def result_out(r: Result, version: str) -> ResultOut:
     # One validation call over plain dicts (done in pydantic-core) is the cheapest way to build it.
     return ResultOut.model_validate({
         "items": [{"item_id": i.item_id, "score": i.score, "fields": i.fields} for i in r.items],
-        "unknown_ids": r.unknown_ids, "fallback": r.fallback, "version": version})
+        "unknown_ids": r.unknown_ids, "fallback": r.fallback, "history_ignored": r.history_ignored,
+        "version": version})

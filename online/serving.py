@@ -93,8 +93,6 @@ class Serving:
         lim = self.limits
         if q.k > lim.max_k:
             raise ServingError(422, f"k={q.k} exceeds max_k={lim.max_k}")
-        if len(q.history) > lim.max_history:
-            raise ServingError(422, f"history has {len(q.history)} items, more than max_history={lim.max_history}")
         if q.text and len(q.text) > lim.max_text_chars:
             raise ServingError(422, f"text has {len(q.text)} characters, more than max_text_chars={lim.max_text_chars}")
 

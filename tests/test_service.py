@@ -14,6 +14,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import httpx
+import numpy as np
 import pytest
 import uvicorn
 
@@ -328,3 +329,28 @@ def test_a_version_file_damaged_in_place_cannot_kill_the_server_process(publishe
             "print('same' if [i.item_id for i in before.items] == [i.item_id for i in after.items] else 'differs')")
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert r.returncode == 0 and r.stdout.strip() == "same", (r.returncode, r.stderr[-1000:])
+
+
+def test_a_history_longer_than_max_history_uses_its_latest_items_and_says_so(published):
+    """Eval scores users of any history length; the service does the same with the latest
+    max_history known items (older ones still excluded as seen) instead of refusing them."""
+    from groundrec.offline.evaluation.systems import ContentSystem
+    from groundrec.online.version import load_version
+
+    client = LocalClient(published["artifacts"], max_history=3)
+    history = [f"demo-{i:04d}" for i in range(1, 9)]
+    full = client.recommend(history, k=5, exclude_seen=False)
+    latest = client.recommend(history[-3:], k=5, exclude_seen=False)
+    assert full.history_ignored == 5 and latest.history_ignored == 0
+    assert _scores(full) == _scores(latest)
+    seen = client.recommend(history, k=20)
+    assert not {i.item_id for i in seen.items} & set(history)  # the old ones still count as seen
+    batch = client.recommend_batch([{"history": history, "exclude_seen": False}], k=5).results[0]
+    assert _scores(batch) == _scores(full) and batch.history_ignored == 5
+    # The evaluation's content system windows the same way.
+    v = load_version(artifact.current_path(published["artifacts"]))
+    rows = np.array([v.row_of[h] for h in history])
+    system = ContentSystem("x", "text", np.asarray(v.vectors), np.zeros(len(v.item_ids)), max_history=3)
+    scores = system.scores([rows], [np.zeros(len(rows))])[0]
+    top = np.argsort(-scores, kind="stable")[:5]
+    assert [v.item_ids[i] for i in top] == [i.item_id for i in full.items]

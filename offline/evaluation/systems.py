@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import scipy.sparse as sp
 
-from groundrec.online.profiles import build_profile, unit
+from groundrec.online.profiles import MAX_HISTORY, build_profile, unit
 
 CHUNK = 256  # users scored per matrix product
 
@@ -84,6 +84,7 @@ class ContentSystem(System):
     half_life_days: float = 30.0
     n_interests: int = 3
     params: dict = field(default_factory=dict)
+    max_history: int = MAX_HISTORY  # the service's default: the latest this many known items
 
     def __post_init__(self):
         self.has_vector = np.linalg.norm(self.vectors, axis=1) > 0
@@ -93,7 +94,8 @@ class ContentSystem(System):
         keep = self.has_vector[hist]
         if not keep.any():
             return None
-        return build_profile(self.vectors[hist[keep]], self.strategy, ts[keep], np.ones(int(keep.sum())),
+        hist, ts = hist[keep][-self.max_history:], ts[keep][-self.max_history:]
+        return build_profile(self.vectors[hist], self.strategy, ts, np.ones(len(hist)),
                              self.half_life_days, self.n_interests)
 
     def scores(self, histories, history_ts):
