@@ -30,7 +30,9 @@ def load_catalog(cfg: CatalogConfig) -> pa.Table:
     if missing:
         raise CatalogError(
             f"catalog {cfg.path} lacks column(s) {missing}; it has {table.column_names}. "
-            "Set the names with --id-column/--image-column/--text-columns or catalog.* in the config"
+            "Name the columns in the config's catalog block (catalog.id_column, catalog.image_column, "
+            "catalog.text_columns); on the command line: `offline run --id-column/--image-column/--text-columns`, "
+            "`eval --set catalog.id_column=...`"
         )
     if table.num_rows == 0:
         raise CatalogError(f"catalog {cfg.path} is empty: nothing to ground")

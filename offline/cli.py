@@ -11,6 +11,7 @@ import yaml
 from rich.console import Console
 from rich.table import Table
 
+from groundrec.offline.config import INDEX_KINDS
 from groundrec.shared.cli_errors import USER_ERRORS, fail
 
 offline_app = typer.Typer(help="The offline tier: ground, encode, index, publish.", no_args_is_help=True)
@@ -39,7 +40,7 @@ def offline_run(
     vlm_concurrency: Optional[int] = typer.Option(None, help="VLM actors (hf) or parallel requests (openai)."),
     max_new_tokens: Optional[int] = typer.Option(None, help="VLM answer length limit."),
     encode_batch_size: Optional[int] = typer.Option(None, help="Texts per encoder batch."),
-    index_kind: Optional[str] = typer.Option(None, help="auto | flat | ivf."),
+    index_kind: Optional[str] = typer.Option(None, help=f"{' | '.join(INDEX_KINDS)}."),
     no_export: bool = typer.Option(False, "--no-export", help="Skip the ONNX export (the online tier needs it)."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bars."),
 ):
@@ -78,7 +79,8 @@ def print_summary(s) -> None:
         t.add_row("structured parse failures", f"{s.parse_failures} (raw text kept)")
     skipped = sum(s.skipped.values())
     t.add_row("skipped", f"{skipped}" + (": " + "; ".join(f"{k} ({v})" for k, v in s.skipped.items()) if skipped else ""))
-    t.add_row("encoded", f"{s.encoded} items; {s.encoded_new} texts encoded, the rest reused from the cache")
+    t.add_row("encoded", f"{s.encoded} items, {s.distinct_texts} distinct texts: {s.encoded_new} encoded now, "
+              f"{s.distinct_texts - s.encoded_new} from the cache")
     idx = s.index
     t.add_row("index", f"{idx['factory']} ({idx['kind']}), recall@{idx['k']} {idx['recall_at_k']:.3f}"
               + (f", nprobe {idx['nprobe']}" if idx.get("nprobe") else "")

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import string
 from pathlib import Path
-from typing import Literal
+from typing import Literal, get_args
 
 from pydantic import Field, field_validator, model_validator
 
@@ -69,8 +69,12 @@ class EncoderConfig(StrictModel):
         return v
 
 
+IndexKind = Literal["auto", "flat", "hnsw", "ivf"]
+INDEX_KINDS: tuple[str, ...] = get_args(IndexKind)
+
+
 class IndexConfig(StrictModel):
-    kind: Literal["auto", "flat", "hnsw", "ivf"] = "auto"
+    kind: IndexKind = "auto"
     flat_max_items: int = Field(100_000, ge=1, description="auto: exact search up to this many items, HNSW above")
     hnsw_m: int = Field(32, ge=4, le=128, description="HNSW graph degree (memory: ~2*M*4 bytes per item)")
     hnsw_ef_construction: int = Field(80, ge=8, description="HNSW build effort (80 met the 1M goal; 40 needed 10x the efSearch)")

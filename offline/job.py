@@ -43,6 +43,7 @@ class JobSummary:
     parse_failures: int = 0
     skipped_examples: list[dict] = field(default_factory=list)
     log_dir: Path | None = None
+    distinct_texts: int = 0  # encoded counts items; identical texts share one vector
 
 
 class StageClock:
@@ -110,5 +111,5 @@ def run_job(cfg: JobConfig, progress: bool = True) -> JobSummary:
         grounded_new=len(new_by_id), grounded_cached=grounded_cached, skipped=skips.by_kind(),
         encoded=int(vectors.shape[0]), encoded_new=encoded_new, index=index_report.to_dict(), export=export_report,
         timings_s=dict(clock.times), parse_failures=groundings.column("parse_ok").to_pylist().count(False),
-        skipped_examples=skips.rows[:5], log_dir=log_dir,
+        skipped_examples=skips.rows[:5], log_dir=log_dir, distinct_texts=len(set(texts)),
     )

@@ -20,6 +20,7 @@ def serve(
     workers: Optional[int] = typer.Option(None, help="Server processes (default 1); each loads the version and hot-reloads on its own."),
     config: Optional[Path] = typer.Option(None, "--config", "-c", help="YAML with ServeConfig fields (limits, reload...)."),
     interactions: Optional[Path] = typer.Option(None, help="Interactions table: item popularity for the prior and fallback."),
+    interactions_item_column: Optional[str] = typer.Option(None, help="Item id column of --interactions (default item_id)."),
     encoder_variant: Optional[str] = typer.Option(None, help="fp32 | int8 ONNX encoder for text queries."),
 ):
     """Serve recommendations over HTTP from the CURRENT version, reloading when it changes."""
@@ -34,9 +35,15 @@ def serve(
         data.update({k: v for k, v in (("host", host), ("port", port), ("workers", workers)) if v is not None})
         if interactions:
             data["interactions"] = str(interactions)
+        if interactions_item_column:
+            data["interactions_item_column"] = interactions_item_column
         if encoder_variant:
             data["encoder_variant"] = encoder_variant
         cfg = ServeConfig.model_validate(data)
+        if cfg.interactions is not None:  # named at once, not as a traceback from the server
+            from groundrec.online.holder import load_popularity
+
+            load_popularity(cfg)
         from groundrec.online.service import serve as run_server
     except USER_ERRORS as e:
         fail(e)

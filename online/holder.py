@@ -22,6 +22,24 @@ from groundrec.shared.tables import read_table
 log = logging.getLogger("groundrec.serve")
 
 
+def load_popularity(cfg: ServeConfig) -> dict[str, float] | None:
+    """Purchases per item id from ``cfg.interactions``; ValueError naming the columns when the
+    item column is not there."""
+    if cfg.interactions is None:
+        return None
+    table = read_table(cfg.interactions)
+    column = cfg.interactions_item_column
+    if column not in table.column_names:
+        raise ValueError(f"interactions {cfg.interactions} have no column {column!r} (they have "
+                         f"{table.column_names[:20]}); name the item column with --interactions-item-column "
+                         "or interactions_item_column in the serve config")
+    counts: dict[str, float] = {}
+    for iid in table.column(column).to_pylist():
+        if iid is not None:
+            counts[str(iid)] = counts.get(str(iid), 0) + 1
+    return counts
+
+
 class VersionHolder:
     def __init__(self, cfg: ServeConfig, on_loaded=None, on_failed=None):
         self.cfg = cfg
@@ -34,13 +52,7 @@ class VersionHolder:
         self._popularity = self._load_popularity()
 
     def _load_popularity(self) -> dict[str, float] | None:
-        if self.cfg.interactions is None:
-            return None
-        col = read_table(self.cfg.interactions).column(self.cfg.interactions_item_column).to_pylist()
-        counts: dict[str, float] = {}
-        for iid in col:
-            counts[str(iid)] = counts.get(str(iid), 0) + 1
-        return counts
+        return load_popularity(self.cfg)
 
     def build(self, version_id: str) -> Serving:
         path = artifact.locate(self.cfg.artifacts, version_id, self.cfg.version_cache_dir)

@@ -58,6 +58,11 @@ def test_eval_runs_every_system_and_content_beats_random(demo, tiny_vlm, tmp_pat
     assert r["fidelity"]["fields"]["colour"]["n"] == 120
     md = (out / "report.md").read_text()
     assert "Holm" in md and "| Random |" in md
+    # every verdict line that compares a tiny-model row says so on that line
+    tiny_labels = [x["label"] for x in r["rows"] if x.get("note")]
+    verdicts = md.split("## Verdict", 1)[1].split("\n## ", 1)[0].splitlines()
+    compared = [ln for ln in verdicts if any(f"**{lbl}**" in ln for lbl in tiny_labels)]
+    assert compared and all("tiny random-weight model" in ln for ln in compared), compared
     assert "<table>" in (out / "report.html").read_text()
 
 
@@ -79,3 +84,31 @@ def test_eval_refuses_bad_input_with_a_clear_error(demo, tmp_path):
     assert res.exit_code == 2 and "lack column(s) ['when']" in res.output
     res = _eval(demo, tmp_path / "r", "representations=[pixels]")
     assert res.exit_code == 2 and "unknown representation" in res.output
+
+
+def test_eval_takes_catalog_columns_by_other_names_and_sub_second_timestamps(demo, tmp_path):
+    """An unseen catalog: no title/description columns (name, blurb) and a catalog block that
+    does not list text_columns; interactions timed to the millisecond."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    cat = pq.read_table(demo["catalog"])
+    cat = cat.rename_columns([{"title": "name", "description": "blurb"}.get(c, c) for c in cat.column_names])
+    pq.write_table(cat, tmp_path / "catalog.parquet")
+    inter = pq.read_table(demo["interactions"])
+    col = inter.column("timestamp")
+    seconds = pc.cast(col, pa.int64()) if not pa.types.is_timestamp(col.type) else \
+        pc.cast(pc.cast(col, pa.timestamp("s")), pa.int64())
+    ms = pc.cast(pc.add(pc.multiply(seconds, 1000), 123), pa.timestamp("ms"))
+    pq.write_table(inter.set_column(inter.column_names.index("timestamp"), "timestamp", ms),
+                   tmp_path / "interactions.parquet")
+    config = tmp_path / "eval.yaml"
+    config.write_text(f"catalog:\n  path: {tmp_path / 'catalog.parquet'}\n  images_root: {demo['catalog'].parent}\n"
+                      "title_column: name\ndescription_column: blurb\nrepresentations: [title, description]\n")
+    res = CliRunner().invoke(app, ["eval", "--config", str(config), "--interactions",
+                                   str(tmp_path / "interactions.parquet"), "--out", str(tmp_path / "r"), "-q",
+                                   "--set", "split.holdout=last_n", "--set", "bootstrap=200",
+                                   "--set", "permutations=1000"])
+    assert res.exit_code == 0, res.output
+    rows = {x["label"] for x in json.loads((tmp_path / "r" / "results.json").read_text())["rows"]}
+    assert {"VLM4Rec (mean + cosine) / title", "VLM4Rec (mean + cosine) / description"} <= rows

@@ -83,7 +83,9 @@ def test_crash_keeps_published_version_and_finished_batches(small_catalog, tmp_p
 
 def test_rerun_is_cached_and_new_items_only_are_grounded(small_catalog, tmp_path, tiny_vlm):
     out = tmp_path / "r"
-    run_job(_cfg(small_catalog, out, tiny_vlm()), progress=False)
+    first = run_job(_cfg(small_catalog, out, tiny_vlm()), progress=False)
+    texts = pq.read_table(artifact.current_path(out) / "items.parquet").column("text").to_pylist()
+    assert first.distinct_texts == len(set(texts)) and first.encoded_new == first.distinct_texts  # none cached
     first_vectors = np.asarray(load_version(out).vectors).copy()
     second = run_job(_cfg(small_catalog, out, tiny_vlm()), progress=False)
     assert second.grounded_new == 0 and second.grounded_cached == 6

@@ -354,3 +354,21 @@ def test_a_history_longer_than_max_history_uses_its_latest_items_and_says_so(pub
     scores = system.scores([rows], [np.zeros(len(rows))])[0]
     top = np.argsort(-scores, kind="stable")[:5]
     assert [v.item_ids[i] for i in top] == [i.item_id for i in full.items]
+
+
+def test_serve_interactions_with_another_item_column(published, tmp_path):
+    import pyarrow.parquet as pq
+    from typer.testing import CliRunner
+
+    from groundrec.shared.cli import app
+
+    table = pq.read_table(published["interactions"]).rename_columns(
+        ["article" if c == "item_id" else c for c in pq.read_table(published["interactions"]).column_names])
+    pq.write_table(table, tmp_path / "inter.parquet")
+    res = CliRunner().invoke(app, ["serve", "--artifacts", str(published["artifacts"]),
+                                   "--interactions", str(tmp_path / "inter.parquet")])
+    assert res.exit_code == 2 and "no column 'item_id'" in res.output and "--interactions-item-column" in res.output
+    client = LocalClient(published["artifacts"], interactions=str(tmp_path / "inter.parquet"),
+                         interactions_item_column="article")
+    popular = client.recommend(["no-such-item"], k=3)  # unknown history: falls back to popularity
+    assert popular.fallback == "popular" and popular.items[0].score > 0

@@ -69,6 +69,16 @@ class EvalConfig(StrictModel):
     tuning: TuningConfig = Field(default_factory=TuningConfig)
     runner: Literal["ray", "local"] = "local"
 
+    @model_validator(mode="before")
+    @classmethod
+    def _catalog_text_columns_from_eval(cls, data):
+        """A ``catalog:`` block without ``text_columns`` must not bring the job's default
+        (title, description): eval names its text columns itself (title_column,
+        description_column, metadata_columns, templates)."""
+        if isinstance(data, dict) and isinstance(data.get("catalog"), dict) and "text_columns" not in data["catalog"]:
+            data = {**data, "catalog": {**data["catalog"], "text_columns": []}}
+        return data
+
     @field_validator("representations")
     @classmethod
     def _known_representations(cls, v: list[str]) -> list[str]:

@@ -49,13 +49,15 @@ def load_interactions(cfg: EvalConfig, item_rows: dict[str, int]) -> Interaction
         raise ValueError(f"interactions {ic.path} lack column(s) {missing}; they have {table.column_names}. "
                          "Set interactions.user_column/item_column/timestamp_column in the config")
     ts_col = table.column(ic.timestamp_column)
+    # Whole seconds: sub-second parts are truncated (safe=False), never an error.
     if pa.types.is_timestamp(ts_col.type) or pa.types.is_date(ts_col.type):
-        ts = pc.cast(pc.cast(ts_col, pa.timestamp("s")), pa.int64())
+        ts = pc.cast(pc.cast(ts_col, pa.timestamp("s"), safe=False), pa.int64())
     elif pa.types.is_integer(ts_col.type) or pa.types.is_floating(ts_col.type):
-        ts = pc.cast(ts_col, pa.int64())
+        ts = pc.cast(ts_col, pa.int64(), safe=False)
     else:
         try:
-            ts = pc.cast(pc.cast(pc.cast(ts_col, pa.string()), pa.timestamp("s")), pa.int64())
+            ts = pc.cast(pc.cast(pc.cast(ts_col, pa.string()), pa.timestamp("ns")), pa.timestamp("s"), safe=False)
+            ts = pc.cast(ts, pa.int64())
         except pa.ArrowInvalid as e:
             raise ValueError(f"interactions column {ic.timestamp_column!r} is neither a timestamp, a number of "
                              f"seconds nor an ISO date: {e}") from None
