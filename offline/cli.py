@@ -77,8 +77,10 @@ def print_summary(s) -> None:
     t.add_row("grounded", f"{s.grounded_new} new, {s.grounded_cached} from cache")
     if s.parse_failures:
         t.add_row("structured parse failures", f"{s.parse_failures} (raw text kept)")
-    skipped = sum(s.skipped.values())
-    t.add_row("skipped", f"{skipped}" + (": " + "; ".join(f"{k} ({v})" for k, v in s.skipped.items()) if skipped else ""))
+    problems = sum(s.skipped.values())
+    t.add_row("not grounded", f"{s.ungrounded} (published from their catalog text)"
+              + (": " + "; ".join(f"{k} ({v})" for k, v in s.skipped.items()) if problems else ""))
+    t.add_row("dropped", f"{s.dropped} (nothing to embed)")
     t.add_row("encoded", f"{s.encoded} items, {s.distinct_texts} distinct texts: {s.encoded_new} encoded now, "
               f"{s.distinct_texts - s.encoded_new} from the cache")
     idx = s.index
@@ -95,7 +97,8 @@ def print_summary(s) -> None:
     t.add_row("time per stage", ", ".join(f"{k} {v:.1f}s" for k, v in s.timings_s.items()))
     out.print(t)
     for ex in s.skipped_examples:
-        out.print(f"  skipped {ex['item_id']} ({ex['stage']}): {ex['reason']}", highlight=False)
+        out.print(f"  {'dropped' if ex['stage'] == 'embed' else 'not grounded'} {ex['item_id']} ({ex['stage']}): "
+                  f"{ex['reason']}", highlight=False)
 
 
 @offline_root.command()

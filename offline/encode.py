@@ -78,6 +78,30 @@ def build_texts(table: pa.Table, template: str) -> list[str]:
     return [render(template, r) for r in rows]
 
 
+def embeddable(groundings: pa.Table, template: str, text_columns: list[str], id_column: str,
+               skips) -> tuple[pa.Table, list[str]]:
+    """Each item's text to embed and the rows that have one. The template gives it; an item
+    without a grounding (``grounded`` false) whose template renders empty gets its catalog
+    text columns instead. Only items with nothing to embed are left out, recorded in
+    ``skips`` (stage "embed")."""
+    texts = build_texts(groundings, template)
+    grounded = groundings.column("grounded").to_pylist() if "grounded" in groundings.column_names else None
+    rows = groundings.select([c for c in text_columns if c in groundings.column_names]).to_pylist()
+    for n, text in enumerate(texts):
+        if not text and grounded is not None and not grounded[n]:
+            texts[n] = render(". ".join("{%s}" % c for c in rows[n]), rows[n]) if rows[n] else ""
+    keep = [bool(t) for t in texts]
+    for iid, ok in zip(groundings.column(id_column).to_pylist(), keep):
+        if not ok:
+            skips.add(iid, "embed", "nothing to embed: the template and the catalog text columns are empty")
+    if not any(keep):
+        raise ValueError(f"no item has text to embed with template {template!r} (and catalog text columns "
+                         f"{text_columns}); check encoder.template and catalog.text_columns")
+    if all(keep):
+        return groundings, texts
+    return groundings.filter(pa.array(keep, pa.bool_())), [t for t in texts if t]
+
+
 class EncodeTexts:
     """row, text -> row, vector (float32, unit length)."""
 

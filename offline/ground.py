@@ -7,7 +7,9 @@ column -> array) so Ray and the local runner call them identically. Inside a bat
 value" is the empty string (Ray turns a column of only None into float NaN);
 ``batch_to_table`` turns it back into null, the one place that conversion happens.
 ``ground_catalog`` wires them: hash -> cache lookup -> ground what is new -> the grounded
-catalog rows. Bad images and failed answers are recorded as skips, never fatal.
+catalog rows. Bad images and failed answers are recorded as skips, never fatal, and their
+items stay in the table, marked ``grounded`` false with the reason in ``ground_error``: the
+encode stage embeds them from their catalog text.
 """
 
 from __future__ import annotations
@@ -128,10 +130,17 @@ def ground_catalog(runner, items: pa.Table, cfg, skips: Skips, clock, progress: 
         cache.compact()
 
     answer = {i: new_by_id.get(i) or cached_by_key.get(key_by_id.get(i)) for i in ids}
-    grounded = items.filter(pa.array([answer[i] is not None for i in ids], pa.bool_()))
-    rows = [{**answer[i], "image_sha256": sha_by_id[i], "from_cache": i not in new_by_id}
-            for i in grounded.column(id_col).to_pylist()]
-    return groundings_table(grounded, rows, cfg.prompt), new_by_id
+    why = skips.reasons()
+    rows = [{**answer[i], "image_sha256": sha_by_id[i], "from_cache": i not in new_by_id, "grounded": True,
+             "ground_error": None} if answer[i] is not None else
+            {**UNGROUNDED, "image_sha256": sha_by_id.get(i), "ground_error": why.get(i, "no grounding")}
+            for i in ids]
+    return groundings_table(items, rows, cfg.prompt), new_by_id
+
+
+# The grounding columns of an item whose image could not be read or grounded.
+UNGROUNDED = {"vlm_text": None, "vlm_fields": None, "parse_ok": False, "parse_error": None, "from_cache": False,
+              "grounded": False}
 
 
 def _hash_images(runner, ids: list[str], uris: list[str | None], skips: Skips, progress: bool) -> dict[str, str]:
@@ -169,9 +178,10 @@ def _ground(runner, todo: pa.Table, cfg, cache: GroundingCache, skips: Skips, pr
     return new_by_id
 
 
-def groundings_table(grounded: pa.Table, rows: list[dict], prompt) -> pa.Table:
-    """The grounded catalog rows plus their grounding columns, in catalog order."""
-    table = grounded
+def groundings_table(items: pa.Table, rows: list[dict], prompt) -> pa.Table:
+    """The catalog rows plus their grounding columns, in catalog order (``grounded`` false and
+    the reason in ``ground_error`` where there is no grounding)."""
+    table = items
     for name in ("image_sha256", "vlm_text"):
         table = table.append_column(name, pa.array([r[name] for r in rows], pa.string()))
     if prompt.style == "structured":
@@ -180,4 +190,6 @@ def groundings_table(grounded: pa.Table, rows: list[dict], prompt) -> pa.Table:
             table = table.append_column(f"vlm_{f}", pa.array([p.get(f) for p in parsed], pa.string()))
     table = table.append_column("parse_ok", pa.array([r["parse_ok"] for r in rows], pa.bool_()))
     table = table.append_column("parse_error", pa.array([r["parse_error"] for r in rows], pa.string()))
-    return table.append_column("from_cache", pa.array([r["from_cache"] for r in rows], pa.bool_()))
+    table = table.append_column("from_cache", pa.array([r["from_cache"] for r in rows], pa.bool_()))
+    table = table.append_column("grounded", pa.array([r["grounded"] for r in rows], pa.bool_()))
+    return table.append_column("ground_error", pa.array([r["ground_error"] for r in rows], pa.string()))

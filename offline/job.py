@@ -15,7 +15,7 @@ import pyarrow as pa
 
 from groundrec.offline import catalog as catalog_stage
 from groundrec.offline.config import JobConfig
-from groundrec.offline.encode import build_texts, encode_cached, load_sentence_transformer, resolve_encoder
+from groundrec.offline.encode import embeddable, encode_cached, load_sentence_transformer, resolve_encoder
 from groundrec.offline.export import export_encoder
 from groundrec.offline.ground import ground_catalog
 from groundrec.offline.index import build_index
@@ -44,6 +44,8 @@ class JobSummary:
     skipped_examples: list[dict] = field(default_factory=list)
     log_dir: Path | None = None
     distinct_texts: int = 0  # encoded counts items; identical texts share one vector
+    ungrounded: int = 0  # published from catalog text: no image, or it could not be read or grounded
+    dropped: int = 0  # nothing to embed: not published
 
 
 class StageClock:
@@ -82,7 +84,8 @@ def run_job(cfg: JobConfig, progress: bool = True) -> JobSummary:
                     log_dir = getattr(runner, "log_dir", None)
                 groundings, new_by_id = ground_catalog(runner, items, cfg, skips, clock, progress)
                 with clock.stage("encode"):
-                    texts = build_texts(groundings, cfg.encoder.template)
+                    groundings, texts = embeddable(groundings, cfg.encoder.template, cfg.catalog.text_columns,
+                                                   cfg.catalog.id_column, skips)
                     groundings = groundings.append_column("text", pa.array(texts, pa.string()))
                     vectors, encoded_new = encode_cached(runner, texts, cfg, encoder_path, progress)
 
@@ -95,9 +98,11 @@ def run_job(cfg: JobConfig, progress: bool = True) -> JobSummary:
                     export_report = export_encoder(model, artifact.VersionFiles(staged).encoder_dir, cfg.export, texts[:200])
             with clock.stage("write"):
                 write_version_files(staged, index, vectors, groundings, skips.table())
-            grounded_cached = groundings.num_rows - len(new_by_id)
+            grounded = groundings.column("grounded").to_pylist()
+            grounded_cached = sum(groundings.column("from_cache").to_pylist())
             counts = {"items_read": items.num_rows, "indexed": int(vectors.shape[0]), "grounded_new": len(new_by_id),
-                      "grounded_cached": grounded_cached, "encoded_new": encoded_new, "skipped": len(skips)}
+                      "grounded_cached": grounded_cached, "ungrounded": grounded.count(False),
+                      "dropped": skips.dropped(), "encoded_new": encoded_new, "skipped": len(skips)}
             manifest = build_manifest(cfg, version_id, encoder_path, int(vectors.shape[1]), counts,
                                       index_report.to_dict(), export_report, dict(clock.times))
             with clock.stage("publish"):
@@ -110,6 +115,7 @@ def run_job(cfg: JobConfig, progress: bool = True) -> JobSummary:
         version=version_id, version_dir=final, runner=cfg.run.runner, items_read=items.num_rows,
         grounded_new=len(new_by_id), grounded_cached=grounded_cached, skipped=skips.by_kind(),
         encoded=int(vectors.shape[0]), encoded_new=encoded_new, index=index_report.to_dict(), export=export_report,
-        timings_s=dict(clock.times), parse_failures=groundings.column("parse_ok").to_pylist().count(False),
-        skipped_examples=skips.rows[:5], log_dir=log_dir, distinct_texts=len(set(texts)),
+        timings_s=dict(clock.times), skipped_examples=skips.rows[:5], log_dir=log_dir, distinct_texts=len(set(texts)),
+        parse_failures=sum(g and not ok for g, ok in zip(grounded, groundings.column("parse_ok").to_pylist())),
+        ungrounded=grounded.count(False), dropped=skips.dropped(),
     )

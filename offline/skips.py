@@ -1,5 +1,7 @@
-"""Items the job could not use, with the stage and the reason: written to skipped.parquet,
-summarised by kind of reason. Never fatal."""
+"""What went wrong with an item, with the stage and the reason: written to skipped.parquet,
+summarised by kind of reason. Never fatal. An item whose image failed (stage read or
+ground) is still published from its catalog text; one with nothing to embed (stage embed)
+is the only kind left out of the version."""
 
 from __future__ import annotations
 
@@ -14,6 +16,13 @@ class Skips:
 
     def add(self, item_id: str, stage: str, reason: str) -> None:
         self.rows.append({"item_id": item_id, "stage": stage, "reason": reason})
+
+    def reasons(self) -> dict[str, str]:
+        """item id -> "stage: reason" of its latest problem."""
+        return {r["item_id"]: f"{r['stage']}: {r['reason']}" for r in self.rows}
+
+    def dropped(self) -> int:
+        return sum(r["stage"] == "embed" for r in self.rows)
 
     def __len__(self) -> int:
         return len(self.rows)

@@ -24,21 +24,41 @@ def _cfg(small_catalog, out, vlm, **extra):
     return load_job_config(None, overrides)
 
 
-def test_bad_images_are_recorded_and_skipped(small_catalog, tmp_path, tiny_vlm):
-    summary = run_job(_cfg(small_catalog, tmp_path / "a", tiny_vlm()), progress=False)
-    assert summary.items_read == 9 and summary.encoded == 6 and summary.grounded_new == 6
+def test_bad_images_are_recorded_and_their_items_published_from_catalog_text(small_catalog, tmp_path, tiny_vlm):
+    import pyarrow as pa
+
+    catalog = pq.read_table(small_catalog["path"]).to_pylist()
+    catalog += [{"item_id": "noposter", "image": None, "title": "a film without a poster", "description": ""},
+                {"item_id": "blank", "image": None, "title": "", "description": ""}]
+    path = tmp_path / "catalog.parquet"
+    pq.write_table(pa.Table.from_pylist(catalog), path)
+    cfg = _cfg(small_catalog, tmp_path / "a", tiny_vlm(), **{"catalog.path": str(path)})
+    summary = run_job(cfg, progress=False)
+    assert summary.items_read == 11 and summary.grounded_new == 6
+    assert summary.ungrounded == 4 and summary.dropped == 1 and summary.encoded == 10  # published ungrounded
     skipped = {r["item_id"]: r for r in pq.read_table(summary.version_dir / "skipped.parquet").to_pylist()}
-    assert set(skipped) == set(small_catalog["bad"])
+    assert set(skipped) == {*small_catalog["bad"], "noposter", "blank"}
     assert "not found" in skipped["missing"]["reason"]
     assert "truncated" in skipped["truncated"]["reason"]
     assert "not an image" in skipped["notimage"]["reason"]
+    assert skipped["blank"]["stage"] == "embed" and "nothing to embed" in skipped["blank"]["reason"]
     # the summary groups reasons by kind, not by file
-    assert summary.skipped == {"image file not found": 1, "corrupt or truncated image": 1,
-                               "not an image (unrecognised or unsupported format)": 1}
+    assert summary.skipped["image file not found"] == 1 and summary.skipped["corrupt or truncated image"] == 1
+    assert summary.skipped["not an image (unrecognised or unsupported format)"] == 1
+    # every item with something to embed is published: the bad images' items from their catalog text
     version = load_version(tmp_path / "a")
-    assert sorted(version.item_ids) == small_catalog["good"]
+    assert sorted(version.item_ids) == sorted([*small_catalog["good"], *small_catalog["bad"], "noposter"])
+    rows = {r["item_id"]: r for r in version.items.to_pylist()}
+    assert rows["noposter"]["grounded"] is False and rows["noposter"]["text"] == "a film without a poster"
+    assert rows["missing"]["text"] == "ghost" and rows["missing"]["ground_error"].startswith("read: ")
+    assert rows["missing"]["vlm_text"] is None and all(rows[i]["grounded"] for i in small_catalog["good"])
     _, idx = version.index.search(np.asarray(version.vectors), 1)
-    assert list(idx[:, 0]) == list(range(6))
+    assert list(idx[:, 0]) == list(range(len(version.item_ids)))
+    # ... so they are recommended and count in histories (one served answer through the real client)
+    from groundrec.online.client import LocalClient
+
+    answer = LocalClient(tmp_path / "a").recommend(["noposter"], k=3)
+    assert answer.fallback is None and not answer.unknown_ids and answer.items
     items = pq.read_table(summary.version_dir / "items.parquet").to_pandas()  # users open it with pandas
     assert {"vlm_text", "text", "image_sha256", "parse_ok"} <= set(items.columns)
 
@@ -51,7 +71,8 @@ def test_structured_prompt_gives_field_columns(small_catalog, tmp_path, tiny_vlm
     items = pq.read_table(summary.version_dir / "items.parquet")
     assert {"vlm_colour", "vlm_pattern", "parse_error"} <= set(items.column_names)
     # A random model cannot answer the fields: every failure is recorded, raw text kept.
-    assert summary.parse_failures == 6 and all(items.column("parse_error").to_pylist())
+    grounded = items.filter(items.column("grounded"))
+    assert summary.parse_failures == 6 and grounded.num_rows == 6 and all(grounded.column("parse_error").to_pylist())
 
 
 class _CrashOnSecondBatch(GroundImages):
@@ -89,10 +110,10 @@ def test_rerun_is_cached_and_new_items_only_are_grounded(small_catalog, tmp_path
     first_vectors = np.asarray(load_version(out).vectors).copy()
     second = run_job(_cfg(small_catalog, out, tiny_vlm()), progress=False)
     assert second.grounded_new == 0 and second.grounded_cached == 6
-    assert second.encoded_new == 0 and second.encoded == 6  # embeddings come from the cache too
+    assert second.encoded_new == 0 and second.encoded == 9  # embeddings come from the cache too
     assert np.array_equal(np.asarray(load_version(out).vectors), first_vectors)
     items = pq.read_table(artifact.current_path(out) / "items.parquet")
-    assert all(items.column("from_cache").to_pylist())
+    assert items.column("from_cache").to_pylist() == items.column("grounded").to_pylist()  # every grounding
     third = run_job(_cfg(small_catalog, out, tiny_vlm(), **{"encoder.template": "{description}"}), progress=False)
     assert third.grounded_new == 0 and third.encoded_new == 6  # new texts: encoded afresh
 
@@ -156,5 +177,5 @@ def test_config_file_drives_the_cli(small_catalog, tmp_path, tiny_vlm):
         "run": {"runner": "local"}, "export": {"enabled": False}}))
     r = _cli("offline", "run", "--config", str(cfg), "-q", timeout=300)
     assert r.returncode == 0, r.stderr[-2000:]
-    assert "published version" in r.stdout and "skipped" in r.stdout
+    assert "published version" in r.stdout and "not grounded" in r.stdout
     assert artifact.current_version(tmp_path / "o") is not None

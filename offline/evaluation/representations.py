@@ -173,6 +173,7 @@ class _Builder:
             reps.append(rep)
         if isinstance(groundings.get("structured"), pa.Table) and cfg.fidelity:
             g = groundings["structured"]
+            g = g.filter(g.column("grounded"))  # fidelity of answers, not of items without one
             self.fidelity_report = {
                 "note": tiny_note(cfg.vlm.model),
                 "fields": {f: fidelity.field_accuracy(g.column(f"vlm_{f}").to_pylist(), g.column(col).to_pylist(),
