@@ -11,7 +11,7 @@ from typing import Literal, get_args
 from pydantic import Field, field_validator, model_validator
 
 from groundrec.offline.vlm.registry import VLMConfig, default_vlm_config
-from groundrec.shared.config import CatalogConfig, StrictModel, load_config
+from groundrec.shared.config import CatalogConfig, StrictModel, load_config, require_settings
 
 DEFAULT_ENCODER = "sentence-transformers/all-MiniLM-L6-v2"
 
@@ -130,9 +130,7 @@ class JobConfig(StrictModel):
         return list(self.catalog.text_columns) + self.grounded_fields()
 
     def require_paths(self) -> None:
-        missing = [n for n, v in (("catalog.path (--catalog)", self.catalog.path), ("out (--out)", self.out)) if v is None]
-        if missing:
-            raise ValueError(f"missing required setting(s): {', '.join(missing)}")
+        require_settings([("catalog.path (--catalog)", self.catalog.path), ("out (--out)", self.out)])
 
     @property
     def resolved_cache_dir(self) -> Path:

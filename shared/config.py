@@ -30,6 +30,13 @@ class CatalogConfig(StrictModel):
     text_columns: list[str] = Field(default_factory=lambda: ["title", "description"])
 
 
+def require_settings(settings: list[tuple[str, object]]) -> None:
+    """ValueError naming every (name, value) pair whose value is unset."""
+    missing = [name for name, value in settings if value is None]
+    if missing:
+        raise ValueError(f"missing required setting(s): {', '.join(missing)}")
+
+
 def load_config(path: Path | None, overrides: dict | None, model: type[M]) -> M:
     """Read a YAML config (optional), apply dotted overrides like {'vlm.model': 'x'}, validate."""
     data: dict = {}

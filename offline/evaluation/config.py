@@ -9,7 +9,7 @@ from pydantic import Field, field_validator, model_validator
 
 from groundrec.offline.config import EncoderConfig, PromptConfig
 from groundrec.offline.vlm.registry import VLMConfig, default_vlm_config
-from groundrec.shared.config import CatalogConfig, StrictModel
+from groundrec.shared.config import CatalogConfig, StrictModel, require_settings
 
 REPRESENTATIONS = ("title", "metadata", "description", "vlm_free", "vlm_structured", "vlm_free_title",
                    "visual", "fusion_concat", "fusion_mean")
@@ -103,11 +103,8 @@ class EvalConfig(StrictModel):
         return self
 
     def require_paths(self) -> None:
-        missing = [n for n, v in (("catalog.path (--catalog)", self.catalog.path),
-                                  ("interactions.path (--interactions)", self.interactions.path),
-                                  ("out (--out)", self.out)) if v is None]
-        if missing:
-            raise ValueError(f"missing required setting(s): {', '.join(missing)}")
+        require_settings([("catalog.path (--catalog)", self.catalog.path),
+                          ("interactions.path (--interactions)", self.interactions.path), ("out (--out)", self.out)])
 
     @property
     def resolved_cache_dir(self) -> Path:
