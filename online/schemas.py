@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Annotated
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
+from pydantic_core import to_json
 
 from groundrec.online.profiles import STRATEGIES
 from groundrec.online.retrieve import HistoryItem, Query, Result
@@ -98,9 +99,31 @@ class BatchOut(BaseModel):
     version: str | None = None
 
 
+def _printable(x) -> str:
+    """A key from the request may hold a lone surrogate: escape it so the error can be sent."""
+    return str(x).encode("utf-8", "backslashreplace").decode("utf-8")
+
+
+def validation_detail(errors: list[dict], prefix: tuple = ()) -> bytes:
+    """The 422 body for pydantic validation errors, FastAPI's shape: ``detail`` names every
+    field and problem in one line, ``errors`` lists them (``loc`` as FastAPI gives it)."""
+    errors = [{"loc": [_printable(p) for p in (*prefix, *e["loc"])], "msg": _printable(e["msg"]), "type": e["type"]}
+              for e in errors]
+    detail = "; ".join(f"{'.'.join(p for p in e['loc'] if p != 'body') or 'body'}: {e['msg']}" for e in errors)
+    return to_json({"detail": detail, "errors": errors})
+
+
+def result_json(r: Result, version: str) -> bytes:
+    """``result_out(r, version)`` as JSON bytes, built without the model (the service's hot path)."""
+    return to_json(_result_dict(r, version))
+
+
+def _result_dict(r: Result, version: str) -> dict:
+    return {"items": [{"item_id": i.item_id, "score": i.score, "fields": i.fields} for i in r.items],
+            "unknown_ids": r.unknown_ids, "fallback": r.fallback, "history_ignored": r.history_ignored,
+            "version": version}
+
+
 def result_out(r: Result, version: str) -> ResultOut:
     # One validation call over plain dicts (done in pydantic-core) is the cheapest way to build it.
-    return ResultOut.model_validate({
-        "items": [{"item_id": i.item_id, "score": i.score, "fields": i.fields} for i in r.items],
-        "unknown_ids": r.unknown_ids, "fallback": r.fallback, "history_ignored": r.history_ignored,
-        "version": version})
+    return ResultOut.model_validate(_result_dict(r, version))

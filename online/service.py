@@ -1,4 +1,4 @@
-"""The HTTP service: FastAPI on uvicorn over the retrieval core.
+"""The HTTP service: FastAPI on uvicorn over the retrieval core, the two hot routes in plain ASGI.
 
 ``create_app(cfg)`` builds the app (tests start it on a free loopback port; the Ray Serve
 app wraps the same factory); ``serve(cfg)`` runs it in one or more processes. Routes are
@@ -22,22 +22,21 @@ from fastapi.concurrency import run_in_threadpool
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, PlainTextResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from pydantic_core import to_json
 
 from groundrec.online.batching import MicroBatcher, Overloaded
 from groundrec.online.config import ServeConfig
 from groundrec.online.guard import Guard
 from groundrec.online.holder import VersionHolder
 from groundrec.online.metrics import ServiceMetrics
-from groundrec.online.schemas import BatchOut, RecommendRequest, ResultOut, SearchRequest, UserQuery
+from groundrec.online.hotpath import HotRoutes, Reply
+from groundrec.online.schemas import (BatchOut, RecommendRequest, ResultOut, SearchRequest, UserQuery,
+                                      validation_detail)
 from groundrec.online.serving import Serving, ServingError, public_text
 from groundrec.online.threads import limit_threads
 
 log = logging.getLogger("groundrec.serve")
 CONFIG_ENV = "GROUNDREC_SERVE_CONFIG"  # the config, as JSON, for worker processes
-
-
-def _json_response(model) -> Response:
-    return Response(model.model_dump_json(), media_type="application/json")
 
 
 async def _until_disconnected(receive) -> None:
@@ -51,6 +50,7 @@ def create_app(cfg: ServeConfig, watch: bool = True) -> FastAPI:
     metrics = ServiceMetrics()
     holder = VersionHolder(cfg, on_loaded=metrics.loaded, on_failed=lambda v, e: metrics.reload_failures.inc())
     api_key = os.environ.get(cfg.api_key_env) or None
+    retry_after = str(cfg.retry_after_s).encode()
 
     def serving() -> Serving:
         s = holder.current
@@ -86,51 +86,53 @@ def create_app(cfg: ServeConfig, watch: bool = True) -> FastAPI:
                   description="Recommendations from VLM-grounded item text.")
     app.state.holder, app.state.metrics, app.state.batcher = holder, metrics, batcher
 
-    async def answer(request: Request, item) -> Response:
-        """Queue ``item`` for the next batch; answer when it is scored, or drop it when the
-        client goes first."""
-        job = asyncio.ensure_future(batcher.submit(item))
-        gone = asyncio.ensure_future(_until_disconnected(request.receive))
+    async def handle(body: RecommendRequest | SearchRequest, receive) -> Reply:
+        """Check ``body``, queue it for the next batch and return the reply: the JSON the batch
+        worker built, or the error. A request whose client goes first is dropped (499, which
+        nobody reads; counted in the metrics). The hot path and the FastAPI routes both call it."""
         try:
-            done, _ = await asyncio.wait({job, gone}, return_when=asyncio.FIRST_COMPLETED)
-        finally:
-            gone.cancel()
-        if job not in done:
-            job.cancel()  # the batcher skips it
-            metrics.gone.inc()
-            return Response(status_code=499)  # nobody reads it; counted in the metrics
-        return _json_response(job.result())
+            s = serving()
+            if isinstance(body, SearchRequest):
+                body = UserQuery(text=body.text, k=body.k, filters=body.filters, with_fields=body.with_fields)
+            s.check(body)
+            job = asyncio.ensure_future(batcher.submit(body))
+            gone = asyncio.ensure_future(_until_disconnected(receive))
+            try:
+                done, _ = await asyncio.wait({job, gone}, return_when=asyncio.FIRST_COMPLETED)
+            finally:
+                gone.cancel()
+            if job not in done:
+                job.cancel()  # the batcher skips it
+                metrics.gone.inc()
+                return 499, b"", []
+            return 200, job.result(), []
+        except ServingError as e:
+            return e.status, to_json({"detail": e.detail}), []
+        except Overloaded as e:
+            metrics.shed.inc()
+            return 503, to_json({"detail": f"overloaded, retry later: {e}"}), [(b"retry-after", retry_after)]
+
+    def reply(status: int, body: bytes, headers: list) -> Response:
+        return Response(body, status_code=status, media_type="application/json",
+                        headers={k.decode(): v.decode() for k, v in headers})
 
     @app.exception_handler(RequestValidationError)
     async def validation_error(request: Request, exc: RequestValidationError):
-        def text(x) -> str:  # a key from the request may hold a lone surrogate: escape it
-            return str(x).encode("utf-8", "backslashreplace").decode("utf-8")
-
-        problems = [f"{'.'.join(text(p) for p in e['loc'] if p != 'body') or 'body'}: {text(e['msg'])}"
-                    for e in exc.errors()]
-        errors = [{"loc": [text(p) for p in e["loc"]], "msg": text(e["msg"]), "type": e["type"]} for e in exc.errors()]
-        return JSONResponse({"detail": "; ".join(problems), "errors": errors}, status_code=422)
+        return Response(validation_detail(exc.errors()), status_code=422, media_type="application/json")
 
     @app.exception_handler(ServingError)
     async def serving_error(request: Request, exc: ServingError):
         return JSONResponse({"detail": exc.detail}, status_code=exc.status)
 
-    @app.exception_handler(Overloaded)
-    async def overloaded(request: Request, exc: Overloaded):
-        metrics.shed.inc()
-        return JSONResponse({"detail": f"overloaded, retry later: {exc}"}, status_code=503,
-                            headers={"Retry-After": str(cfg.retry_after_s)})
-
+    # Under `groundrec serve` these two are answered by HotRoutes (below) before FastAPI sees
+    # them; FastAPI serves them where the app is mounted without it, and documents them.
     @app.post("/recommend", response_model=ResultOut | BatchOut)
     async def recommend(body: RecommendRequest, request: Request):
-        serving().check(body)
-        return await answer(request, body)
+        return reply(*await handle(body, request.receive))
 
     @app.post("/search", response_model=ResultOut)
     async def search(body: SearchRequest, request: Request):
-        q = UserQuery(text=body.text, k=body.k, filters=body.filters, with_fields=body.with_fields)
-        serving().check(q)
-        return await answer(request, q)
+        return reply(*await handle(body, request.receive))
 
     @app.get("/items/{item_id}")
     async def item(item_id: str):
@@ -152,6 +154,7 @@ def create_app(cfg: ServeConfig, watch: bool = True) -> FastAPI:
     async def metrics_endpoint():
         return PlainTextResponse(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)
 
+    app.add_middleware(HotRoutes, routes={"/recommend": (RecommendRequest, handle), "/search": (SearchRequest, handle)})
     app.add_middleware(Guard, metrics=metrics, api_key=api_key, max_body_bytes=cfg.max_body_bytes,
                        body_timeout_s=cfg.body_timeout_s, overloaded=lambda: batcher.depth >= cfg.max_queue,
                        shed_paths=frozenset({"/recommend", "/search"}), retry_after_s=cfg.retry_after_s)

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 from groundrec.online.config import ServeConfig
 from groundrec.online.retrieve import NoHistory, Retriever
-from groundrec.online.schemas import BatchOut, RecommendRequest, ResultOut, SearchRequest, UserQuery, result_out
+from groundrec.online.schemas import BatchOut, RecommendRequest, ResultOut, SearchRequest, UserQuery, result_json, result_out
 
 
 # An absolute local path (not the path part of a URI such as s3://bucket/key).
@@ -71,20 +71,21 @@ class Serving:
         else:
             self._check(body)
 
-    def answer(self, items: list[UserQuery]) -> list[ResultOut | BatchOut | ServingError]:
-        """Answers for checked requests gathered from many callers, in order: the single-user
-        ones in one batched search, each batch request as its own. A request that cannot be
-        answered gets its ServingError; the others are answered."""
+    def answer(self, items: list[UserQuery]) -> list[bytes | ServingError]:
+        """JSON answers for checked requests gathered from many callers, in order: the
+        single-user ones in one batched search, each batch request as its own. A request that
+        cannot be answered gets its ServingError; the others are answered. The JSON is built
+        here, in the batch worker, so the event loop only sends it."""
         out: list = [None] * len(items)
         singles = [n for n, q in enumerate(items) if not (isinstance(q, RecommendRequest) and q.batch is not None)]
         if singles:
             results = self.retriever.recommend_batch([items[n].to_query() for n in singles], errors="return")
             for n, r in zip(singles, results):
-                out[n] = _serving_error(r) if isinstance(r, Exception) else result_out(r, self.version_id)
+                out[n] = _serving_error(r) if isinstance(r, Exception) else result_json(r, self.version_id)
         for n, q in enumerate(items):
             if out[n] is None:
                 try:
-                    out[n] = self.recommend(q)
+                    out[n] = self.recommend(q).model_dump_json().encode()
                 except ServingError as e:
                     out[n] = e
         return out
