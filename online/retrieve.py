@@ -295,22 +295,29 @@ def _top_k(scores: np.ndarray, k: int) -> list[tuple[int, float]]:
 
 
 def _top_k_rows(scores: np.ndarray, ks: list[int]) -> list[list[tuple[int, float]]]:
-    """``_top_k`` for every row of a (users x items) score matrix, with one partition call."""
+    """``_top_k`` for every row of a (users x items) score matrix: one partition and one sort
+    for all rows; a row only takes the per-row path when ties at its k-th score reach past the
+    partition (the lowest rows must win them) or it has fewer than k usable items."""
     n = scores.shape[1]
     kmax = min(max(ks), n)
     if kmax == 0:
         return [[] for _ in ks]
-    part = np.argpartition(-scores, kmax - 1, axis=1)[:, :kmax] if kmax < n else np.tile(np.arange(n), (len(ks), 1))
+    part = np.argpartition(scores, n - kmax, axis=1)[:, n - kmax:] if kmax < n else np.tile(np.arange(n), (len(ks), 1))
+    vals = np.take_along_axis(scores, part, axis=1)
+    order = np.lexsort((part, -vals), axis=1)  # best first, ties by row
+    part, vals = np.take_along_axis(part, order, axis=1), np.take_along_axis(vals, order, axis=1)
+    kth = vals[np.arange(len(ks)), np.minimum(ks, kmax) - 1]
+    # Rows where an item outside the partition ties with the k-th score, or -inf is reached.
+    ties = (scores >= kth[:, None]).sum(axis=1) > (vals >= kth[:, None]).sum(axis=1)
     out = []
     for row, k in enumerate(ks):
-        s = scores[row]
-        threshold = s[part[row]].min() if k >= kmax else np.partition(s[part[row]], kmax - k)[kmax - k]
-        if not np.isfinite(threshold):  # fewer than k usable items
-            cand = np.flatnonzero(np.isfinite(s))
-        else:  # every item tied with the k-th, so the lowest rows win the tie whatever partition picked
-            cand = np.flatnonzero(s >= threshold)
-        cand = cand[np.lexsort((cand, -s[cand]))][:k]
-        out.append([(int(i), float(s[i])) for i in cand])
+        if ties[row] or not np.isfinite(kth[row]):
+            s = scores[row]
+            cand = np.flatnonzero(s >= kth[row]) if np.isfinite(kth[row]) else np.flatnonzero(np.isfinite(s))
+            cand = cand[np.lexsort((cand, -s[cand]))][:k]
+            out.append([(int(i), float(s[i])) for i in cand])
+        else:
+            out.append(list(zip(part[row, :k].tolist(), vals[row, :k].tolist())))
     return out
 
 
