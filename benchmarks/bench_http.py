@@ -6,12 +6,15 @@ Side by side in one run, at each connection count (default 1, 8, 32, 256):
              cost on this machine, with no retrieval at all;
   groundrec  `groundrec serve` as the README starts it (defaults, one process) over ARTIFACTS.
 While the 256-connection step runs, /healthz is probed every 0.25 s and its worst latency
-reported. Bodies are real purchase histories (POST /recommend, k=20), or text queries for
+reported. With --loadtest-rates, the project's own open-loop generator (`groundrec loadtest`,
+/recommend only, 256 in flight) is then run against the ceiling app at each rate: where its
+achieved rate falls below the target it, not the server, is the limit (wrk drove the same
+app at the rate printed above). Bodies are real purchase histories (POST /recommend, k=20), or text queries for
 --endpoint search. Server and wrk share this machine's cores; wrk runs one thread.
 
 Usage: python benchmarks/bench_http.py --artifacts DIR --histories FILE
            [--connections 1,8,32,256] [--duration 10] [--endpoint recommend|search] [--json-out F]
-           [--skip-ceiling] [--serve-args '--workers 2']
+           [--skip-ceiling] [--serve-args '--workers 2'] [--loadtest-rates 250,500,1000,2000]
 """
 
 from __future__ import annotations
@@ -112,6 +115,24 @@ def _probe(url: str, stop: threading.Event, worst: list[float]) -> None:
                 worst.append(float("inf"))
 
 
+def _loadtest_rows(url: str, args, tmp: Path) -> list[dict]:
+    """`groundrec loadtest` (a separate process, as users run it) at each rate of --loadtest-rates."""
+    rows = []
+    for rate in [float(r) for r in args.loadtest_rates.split(",")]:
+        out = tmp / f"loadtest-{rate:g}.json"
+        subprocess.run([sys.executable, "-m", "groundrec.shared.cli", "loadtest", "--url", url, "--rate", f"{rate:g}",
+                        "--duration", f"{args.duration:g}", "--concurrency", "256", "--search-share", "0",
+                        "--k", str(args.k), "--histories", args.histories, "--json-out", str(out)],
+                       check=True, stdout=subprocess.DEVNULL)
+        r = json.loads(out.read_text())
+        row = {"target_rate": rate, "achieved_rps": r["achieved_rps"], "dropped": r["dropped"],
+               "p99_ms": r["latency_ms"].get("p99"), "errors": r["errors"]}
+        rows.append(row)
+        print(f"loadtest  rate {rate:7.0f}  achieved {row['achieved_rps']:8.1f} req/s  dropped {row['dropped']}  "
+              f"p99 {row['p99_ms']:.1f} ms  errors {row['errors'] or 0}", flush=True)
+    return rows
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--artifacts", required=True)
@@ -122,6 +143,8 @@ def main() -> None:
     ap.add_argument("--k", type=int, default=20)
     ap.add_argument("--skip-ceiling", action="store_true")
     ap.add_argument("--serve-args", default="", help="extra `groundrec serve` flags, e.g. '--workers 2'")
+    ap.add_argument("--loadtest-rates", default="", help="also run `groundrec loadtest` at these rates "
+                    "against the ceiling app, e.g. 250,500,1000,2000")
     ap.add_argument("--json-out", type=Path)
     args = ap.parse_args()
     if shutil.which("wrk") is None:
@@ -171,6 +194,8 @@ def main() -> None:
                       f"503 {r['shed_503']}  other {r['other_status']}  timeouts {r['timeouts']}"
                       + (f"  /healthz worst {r['healthz_worst_ms']} ms" if r["healthz_worst_ms"] is not None else ""),
                       flush=True)
+            if name == "ceiling" and args.loadtest_rates:
+                results["loadtest"] = _loadtest_rows(url, args, tmp)
         finally:
             proc.terminate()
             proc.wait(timeout=10)
