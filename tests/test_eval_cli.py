@@ -50,8 +50,16 @@ def test_eval_runs_every_system_and_content_beats_random(demo, tiny_vlm, tmp_pat
     assert "tiny random-weight" in rows["VLM4Rec (mean + cosine) / vlm_free"]["note"]
     assert "tiny random-weight" in rows["VLM4Rec (mean + cosine) / visual"]["note"]
     assert {"Item-item co-occurrence / interactions", "Most popular / -"} <= set(rows)
-    tuned = [x for x in r["rows"] if x["system"].startswith("groundrec")]
+    tuned = [x for x in r["rows"] if x["system"].startswith("groundrec") and "hybrid" not in x["system"]]
     assert len(tuned) == 4 and all(x["representation"] == r["best_representation"] for x in tuned)
+    # the collaborative rows: tuned on validation, the hybrid on the best representation
+    cf, hybrid = rows["EASE factorised (collaborative) / interactions"], \
+        rows[f"groundrec hybrid (content + collaborative) / {r['best_representation']} + interactions"]
+    assert cf["params"]["reg"] in (10.0, 100.0, 1000.0, 10000.0) and hybrid["params"]["weight"] > 0
+    assert hybrid["metrics"]["recall@20"]["mean"] > random_["metrics"]["recall@20"]["ci_high"]
+    # every row reports the cold and warm slices; last_n holdout of a synthetic catalog leaves both
+    assert all(set(x["slices"]) == {"cold items", "warm items"} for x in r["rows"])
+    assert sum(v["users"] for v in title["slices"].values()) >= r["protocol"]["test_users"]
     assert tuned[0]["params"]["strategy"] == "recency" and "half_life_days" in tuned[0]["params"]
     assert r["protocol"]["test_users"] == 60 and sum(r["protocol"]["split_counts"].values()) == \
         pq.read_table(demo["interactions"]).num_rows

@@ -14,8 +14,8 @@ from groundrec.offline.evaluation.config import EvalConfig
 from groundrec.offline.evaluation.data import EvalData
 from groundrec.offline.evaluation.representations import Representation
 from groundrec.offline.evaluation.splits import EvalUsers
-from groundrec.offline.evaluation.systems import (ContentSystem, ItemCooccurrence, MostPopular, RandomSystem,
-                                                  ScoreFusion, System, fused_vectors)
+from groundrec.offline.evaluation.systems import (CollabSystem, ContentSystem, ItemCooccurrence, MostPopular,
+                                                  RandomSystem, ScoreFusion, System, fused_vectors)
 
 
 @dataclass
@@ -30,17 +30,57 @@ class Row:
     valid_primary: float | None = None
     note: str | None = None
     ci: dict[str, tuple[float, float, float]] = field(default_factory=dict)
+    slices: dict[str, np.ndarray] = field(default_factory=dict)  # "cold items" -> per-user primary metric
+    warnings: list[str] = field(default_factory=list)
 
 
-def evaluate(system: System, users: EvalUsers, ks: list[int], popularity: np.ndarray,
-             n_items: int) -> tuple[dict[str, np.ndarray], dict[str, float]]:
-    """Full ranking over the catalog for every user (seen items excluded), then metrics."""
+COLLAB, HYBRID = "EASE factorised (collaborative)", "groundrec hybrid (content + collaborative)"
+
+
+def item_slices(train_popularity: np.ndarray) -> dict[str, np.ndarray]:
+    """Held-out items with no training interaction (what only content can find) and the rest."""
+    cold = train_popularity == 0
+    return {"cold items": cold, "warm items": ~cold}
+
+
+def slice_recall(ranked: np.ndarray, relevant: list[set[int]], mask: np.ndarray, k: int) -> np.ndarray:
+    """Recall@k over each user's relevant items inside ``mask``; users with none are left out."""
+    out = []
+    for row, rel in zip(ranked[:, :k], relevant):
+        inside = {i for i in rel if mask[i]}
+        if inside:
+            out.append(len(inside.intersection(row.tolist())) / len(inside))
+    return np.array(out, dtype=np.float64)
+
+
+def edge_warnings(grid: list[dict], chosen: dict) -> list[str]:
+    """A tuned value on the edge of its grid: the best may lie beyond it."""
+    out = []
+    for key, value in chosen.items():
+        values = sorted({g[key] for g in grid if isinstance(g.get(key), (int, float)) and not isinstance(g.get(key), bool)})
+        if len(values) < 2 or value not in values:
+            continue
+        if value == values[-1]:
+            out.append(f"{key}={value} is the largest value tried: widen the grid (tuning) upwards")
+        elif value == values[0] and value > 0:
+            out.append(f"{key}={value} is the smallest value tried: widen the grid (tuning) downwards")
+    return out
+
+
+def ranking(system: System, users: EvalUsers, k: int) -> np.ndarray:
+    """Full ranking over the catalog for every user (seen items excluded): the top-k rows."""
     ranked = []
     for start in range(0, len(users), 512):
         stop = start + 512
         scores = system.scores(users.history[start:stop], users.history_ts[start:stop])
-        ranked.append(metrics.top_k(scores, max(ks), exclude=users.history[start:stop]))
-    ranked_all = np.concatenate(ranked)
+        ranked.append(metrics.top_k(scores, k, exclude=users.history[start:stop]))
+    return np.concatenate(ranked)
+
+
+def evaluate(system: System, users: EvalUsers, ks: list[int], popularity: np.ndarray,
+             n_items: int) -> tuple[dict[str, np.ndarray], dict[str, float]]:
+    """Full ranking, then per-user and list metrics."""
+    ranked_all = ranking(system, users, max(ks))
     return metrics.per_user_metrics(ranked_all, users.relevant, ks), metrics.list_metrics(ranked_all, popularity, n_items, ks)
 
 
@@ -53,10 +93,16 @@ class _Runner:
         self.valid_score: dict[str, float] = {}
         self._bar = tqdm(desc="systems", unit="system", disable=not progress)
 
-    def _on_test(self, system: System, valid_primary: float | None = None, note: str | None = None) -> None:
-        per_user, lists = evaluate(system, self.data.test, self.cfg.ks, self.data.pop_test, self.data.n_items)
+    def _on_test(self, system: System, valid_primary: float | None = None, note: str | None = None,
+                 warnings: list[str] | None = None) -> None:
+        test, ks = self.data.test, self.cfg.ks
+        ranked = ranking(system, test, max(ks))
+        per_user = metrics.per_user_metrics(ranked, test.relevant, ks)
+        lists = metrics.list_metrics(ranked, self.data.pop_test, self.data.n_items, ks)
+        k = int(self.cfg.primary_metric.split("@")[1])
+        slices = {name: slice_recall(ranked, test.relevant, mask, k) for name, mask in item_slices(self.data.pop_test).items()}
         self.rows.append(Row(system.name, system.representation, dict(getattr(system, "params", {}) or {}),
-                             per_user, lists, valid_primary, note))
+                             per_user, lists, valid_primary, note, slices=slices, warnings=list(warnings or [])))
         self._bar.update()
 
     def _on_valid(self, system: System) -> float:
@@ -124,7 +170,44 @@ class _Runner:
             scored = [(self._on_valid(self._content(rep, self.data.pop_valid, name=label, **p)), -n, p)
                       for n, p in enumerate(grid)]
             score, _, params = max(scored, key=lambda s: (s[0], s[1]))  # ties: the first in the grid
-            self._on_test(self._content(rep, self.data.pop_test, name=label, **params), score, rep.note)
+            self._on_test(self._content(rep, self.data.pop_test, name=label, **params), score, rep.note,
+                          edge_warnings(grid, params))
+
+    def _collab(self, rep: Representation | None) -> None:
+        """Factorised EASE alone, and the hybrid with the best representation's content vectors.
+        Each is fitted on validation's training part to choose its parameters, then refitted
+        on test's training part (training + validation interactions): no test interaction is
+        ever seen."""
+        from groundrec.offline import collab
+
+        tuning, n, seed = self.cfg.tuning, self.data.n_items, self.cfg.seed
+        content = rep.vectors if rep is not None else None
+
+        def fitted(histories: list[np.ndarray]):
+            return lambda reg: collab.fit(histories, n, content, tuning.collab_rank, reg, seed, tuning.collab_max_dense_items)
+
+        on_valid, on_test = fitted(self.data.valid_histories), fitted(self.data.test_histories)
+        models = {r: on_valid(r) for r in tuning.collab_reg}
+        grid = [{"reg": r} for r in tuning.collab_reg]
+        scored = [(self._on_valid(CollabSystem(COLLAB, "interactions", models[g["reg"]].interactions_only())), -i, g)
+                  for i, g in enumerate(grid)]
+        score, _, best = max(scored, key=lambda s: (s[0], s[1]))
+        params = {**best, "rank": tuning.collab_rank}
+        test_models = {best["reg"]: on_test(best["reg"])}
+        self._on_test(CollabSystem(COLLAB, "interactions", test_models[best["reg"]].interactions_only(), params=params),
+                      score, warnings=edge_warnings(grid, best))
+        if rep is None:
+            return
+        grid = [{"reg": r, "weight": w} for r in tuning.collab_reg for w in tuning.collab_weight]
+        valid_content = self._content(rep, self.data.pop_valid)
+        scored = [(self._on_valid(CollabSystem(HYBRID, rep.name, models[g["reg"]], valid_content, g["weight"])), -i, g)
+                  for i, g in enumerate(grid)]
+        score, _, best = max(scored, key=lambda s: (s[0], s[1]))
+        params = {**best, "rank": tuning.collab_rank}
+        test_model = test_models.get(best["reg"]) or on_test(best["reg"])
+        self._on_test(CollabSystem(HYBRID, f"{rep.name} + interactions", test_model,
+                                   self._content(rep, self.data.pop_test), best["weight"], params=params),
+                      score, rep.note, edge_warnings(grid, best))
 
 
 
@@ -140,5 +223,6 @@ def run_systems(cfg: EvalConfig, data: EvalData, reps: list[Representation],
     best = max((n for n in r.valid_score if n in built), key=r.valid_score.get, default=None)
     if best is not None:
         r._tuned(built[best])
+    r._collab(built.get(best) if best is not None else None)
     r._bar.close()
     return r.rows, r.valid_score, best

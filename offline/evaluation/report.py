@@ -44,6 +44,24 @@ VLM_REPS = ("vlm_free", "vlm_structured", "vlm_free_title")
 CATALOG_REPS = ("title", "metadata", "description")
 
 
+def slices_table(result: dict) -> list[str]:
+    """Recall on the held-out items that had no training interaction (cold) and on the rest."""
+    primary = result["protocol"]["primary_metric"]
+    names = list(result["rows"][0].get("slices") or {})
+    if not names:
+        return []
+    lines = ["| System | Representation | " + " | ".join(f"{primary} on {n} [users]" for n in names) + " |",
+             "|---|---|" + "---|" * len(names)]
+    for r in result["rows"]:
+        cells = [f"{_fmt(v)} [{v['users']}]" if v["users"] else "- [0]" for v in (r["slices"][n] for n in names)]
+        lines.append(f"| {r['system']} | {r['representation']} | " + " | ".join(cells) + " |")
+    return lines
+
+
+def warnings_lines(result: dict) -> list[str]:
+    return [f"- **{r['label']}**: {w}" for r in result["rows"] for w in r.get("warnings") or []]
+
+
 def _compare(result: dict, a: dict, b: dict) -> str:
     primary = result["protocol"]["primary_metric"]
     pair = next(p for p in result["pairwise"] if {p["a"], p["b"]} == {a["label"], b["label"]})
@@ -64,7 +82,8 @@ def verdict(result: dict) -> list[str]:
     lines = []
     best = best_of(rows)
     base = best_of([r for r in rows if r["system"] in BASELINES])
-    content = best_of([r for r in rows if r["system"] not in BASELINES])
+    collaborative = ("EASE factorised", "groundrec hybrid")
+    content = best_of([r for r in rows if r["system"] not in BASELINES and not r["system"].startswith(collaborative)])
     if best["system"] in BASELINES:
         lines.append(f"- A baseline is best overall: **{best['label']}**.")
     if base and content:
@@ -77,7 +96,15 @@ def verdict(result: dict) -> list[str]:
     vis = next((r for r in ref if r["representation"] == "visual"), None)
     if vlm and vis:
         lines.append(f"- VLM grounding vs raw visual features: {_compare(result, vlm, vis)}.")
-    tuned = best_of([r for r in rows if r["system"].startswith("groundrec")])
+    hybrid = next((r for r in rows if r["system"].startswith("groundrec hybrid")), None)
+    if hybrid and base:
+        lines.append(f"- groundrec hybrid vs best baseline: {_compare(result, hybrid, base)}.")
+    if hybrid and content:
+        lines.append(f"- groundrec hybrid vs best content-only system: {_compare(result, hybrid, content)}.")
+    cf = next((r for r in rows if r["system"].startswith("EASE factorised")), None)
+    if hybrid and cf:
+        lines.append(f"- groundrec hybrid vs its collaborative part alone: {_compare(result, hybrid, cf)}.")
+    tuned = best_of([r for r in rows if r["system"].startswith("groundrec") and "hybrid" not in r["system"]])
     plain = next((r for r in ref if r["representation"] == (tuned or {}).get("representation")), None)
     if tuned and plain:
         lines.append(f"- groundrec's tuned profiles vs VLM4Rec on the same representation: {_compare(result, tuned, plain)}.")
@@ -137,7 +164,8 @@ def markdown(result: dict, plots: list[str]) -> str:
              f"- Metrics at K in {p['ks']}; {round(100 * (1 - p['alpha']))}% confidence intervals by bootstrap over users "
              f"({p['bootstrap']} resamples); paired sign-flip randomisation test ({p['permutations']} flips) between every "
              f"pair of systems on {p['primary_metric']}, Holm-corrected at α={p['alpha']}.",
-             "- Hyper-parameters (representation, profile strategy, half-life, interests, popularity weight, fusion weight) "
+             "- Hyper-parameters (representation, profile strategy, half-life, interests, popularity weight, fusion weight, "
+             "EASE regularisation, hybrid weight) "
              "chosen on validation users only; every number below is on test users.",
              "- Coverage@K: share of the catalog in anybody's top K. ARP@K: mean training-interaction count of the "
              "recommended items (popularity bias).", "",
@@ -146,6 +174,12 @@ def markdown(result: dict, plots: list[str]) -> str:
              f"Best on {p['primary_metric']}: **{result['best']}**. ⚠ = built with a tiny random-weight model "
              "(proves the path only) or with unreadable images; see the notes below.", "",
              "## Verdict", "", *verdict(result), ""]
+    if slices_table(result):
+        lines += ["## Cold and warm items (test users)", "",
+                  "Cold items had no interaction in the training part; a user counts in a slice when one of their "
+                  "held-out items is in it.", "", *slices_table(result), ""]
+    if warnings_lines(result):
+        lines += ["## Tuning warnings", "", *warnings_lines(result), ""]
     for f in plots:
         lines += [f"![{f}]({f})", ""]
     lines += ["## Representations", "", "| Name | What | Status | Note | Example text |", "|---|---|---|---|---|"]

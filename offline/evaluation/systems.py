@@ -8,11 +8,15 @@ own profile code, so what is evaluated is what is served.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import numpy as np
 import scipy.sparse as sp
 
 from groundrec.online.profiles import MAX_HISTORY, build_profile, unit
+
+if TYPE_CHECKING:
+    from groundrec.offline.collab import CollabModel
 
 CHUNK = 256  # users scored per matrix product
 
@@ -140,3 +144,28 @@ class ScoreFusion(System):
     def scores(self, histories, history_ts):
         a, b = self.text.scores(histories, history_ts), self.visual.scores(histories, history_ts)
         return self.text_weight * a + (1 - self.text_weight) * b
+
+
+@dataclass
+class CollabSystem(System):
+    """Low-rank EASE (``offline.collab``) alone, or the hybrid: content cosine of the
+    representation's mean profile + ``weight`` x the collaborative score, exactly what the
+    published hybrid version serves."""
+
+    name: str
+    representation: str
+    model: "CollabModel"
+    content: ContentSystem | None = None
+    weight: float = 1.0
+    params: dict = field(default_factory=dict)
+
+    def scores(self, histories, history_ts):
+        from groundrec.offline.collab import user_vectors
+
+        latest = [h[-MAX_HISTORY:] for h in histories]
+        cf = np.empty((len(histories), len(self.model.item)), dtype=np.float32)
+        for start in range(0, len(histories), CHUNK):
+            cf[start:start + CHUNK] = user_vectors(self.model, latest[start:start + CHUNK]) @ self.model.item.T
+        if self.content is None:
+            return cf
+        return self.content.scores(histories, history_ts) + self.weight * cf

@@ -1,0 +1,63 @@
+"""The collaborative model (offline/collab.py) on interactions whose answer is known."""
+
+import numpy as np
+
+from groundrec.offline import collab
+
+
+def _bundles(n_bundles=12, size=4, users=400, seed=0):
+    """Users each buy most of one bundle; bundles are disjoint groups of item rows."""
+    rng = np.random.default_rng(seed)
+    bundles = rng.permutation(n_bundles * size).reshape(n_bundles, size)
+    histories = [rng.choice(bundles[u % n_bundles], size - 1, replace=False) for u in range(users)]
+    return bundles, histories
+
+
+def test_factorised_ease_is_close_to_dense_ease_and_finds_co_purchases():
+    bundles, histories = _bundles()
+    n = bundles.size
+    x = collab.interaction_matrix(histories, n)
+    b = collab.ease(x, reg=10.0)
+    assert np.allclose(np.diag(b), 0)
+    model = collab.fit(histories, n, content=None, rank=24, reg=10.0)
+    approx = model.query @ model.item.T
+    np.fill_diagonal(approx, -np.inf)  # an item is never recommended after itself (seen)
+    np.fill_diagonal(b, -np.inf)
+    # rank 24 holds the 12 bundles' structure: the same top 3 as dense EASE after every single item
+    assert all(set(np.argsort(-approx[i])[:3]) == set(np.argsort(-b[i])[:3]) for i in range(n))
+    # a history of one item brings the rest of its bundle first
+    for bundle in bundles:
+        q = collab.user_vectors(model, [bundle[:1]])[0]
+        top = np.argsort(-(model.item @ q))
+        assert set(top[:4]) - {bundle[0]} == set(bundle[1:])
+
+
+def test_repeated_purchases_count_once_in_a_query():
+    _, histories = _bundles()
+    model = collab.fit(histories, 48, content=None, rank=16, reg=10.0)
+    once, repeated = collab.user_vectors(model, [np.array([3, 7]), np.array([3, 3, 3, 7])])
+    assert np.allclose(once, repeated) and np.isclose(np.linalg.norm(once), 1.0)
+
+
+def test_items_without_interactions_get_vectors_from_their_content():
+    bundles, histories = _bundles()
+    n = bundles.size + 1  # one new item, never bought, that looks like bundle 0's first item
+    rng = np.random.default_rng(1)
+    content = rng.normal(size=(n, 64))
+    content[-1] = content[bundles[0][0]] + 0.01 * rng.normal(size=64)
+    content /= np.linalg.norm(content, axis=1, keepdims=True)
+    model = collab.fit(histories, n, content=content, rank=24, reg=10.0)
+    assert model.info["items_from_content"] == 1 and not model.fitted[-1]
+    q = collab.user_vectors(model, [bundles[0][1:2]])[0]
+    scores = model.item @ q
+    others = np.setdiff1d(np.arange(n - 1), bundles[0])
+    assert scores[-1] > np.max(scores[others])  # ranks with its look-alike's bundle, above every other bundle
+    # without content, or as pure CF, it gets nothing
+    assert not model.interactions_only().item[-1].any()
+    assert not collab.fit(histories, n, content=None, rank=24, reg=10.0).item[-1].any()
+
+
+def test_the_head_budget_fits_the_most_interacted_items_only():
+    counts = np.array([0, 5, 1, 9, 3, 0, 7])
+    assert collab.head_items(counts, 3).tolist() == [1, 3, 6]
+    assert collab.head_items(counts, 100).tolist() == [1, 2, 3, 4, 6]
