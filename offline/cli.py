@@ -42,9 +42,15 @@ def offline_run(
     encode_batch_size: Optional[int] = typer.Option(None, help="Texts per encoder batch."),
     index_kind: Optional[str] = typer.Option(None, help=f"{' | '.join(INDEX_KINDS)}."),
     no_export: bool = typer.Option(False, "--no-export", help="Skip the ONNX export (the online tier needs it)."),
+    interactions: Optional[Path] = typer.Option(None, help="Interactions table (user_id, item_id, timestamp): "
+                                                "publish a hybrid version, content + collaborative."),
+    interactions_item_column: Optional[str] = typer.Option(None, help="Its item id column (default item_id)."),
+    interactions_user_column: Optional[str] = typer.Option(None, help="Its user id column (default user_id)."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bars."),
 ):
-    """Ground every item image with a VLM, encode, index and publish a new artifact version."""
+    """Ground every item image with a VLM, encode, index and publish a new artifact version.
+    With --interactions the version is a hybrid: collaborative item vectors learned from the
+    interactions, content where items have few or none."""
     overrides = {
         "catalog.path": str(catalog) if catalog else None, "catalog.images_root": str(images_root) if images_root else None,
         "out": str(out) if out else None, "vlm.model": vlm, "encoder.model": encoder,
@@ -54,6 +60,8 @@ def offline_run(
         "run.ray_address": ray_address, "vlm.batch_size": vlm_batch_size, "vlm.concurrency": vlm_concurrency,
         "vlm.max_new_tokens": max_new_tokens, "encoder.batch_size": encode_batch_size, "index.kind": index_kind,
         "export.enabled": False if no_export else None,
+        "interactions.path": str(interactions) if interactions else None,
+        "interactions.item_column": interactions_item_column, "interactions.user_column": interactions_user_column,
     }
     from groundrec.offline.config import load_job_config
 
@@ -83,6 +91,16 @@ def print_summary(s) -> None:
     t.add_row("dropped", f"{s.dropped} (nothing to embed)")
     t.add_row("encoded", f"{s.encoded} items, {s.distinct_texts} distinct texts: {s.encoded_new} encoded now, "
               f"{s.distinct_texts - s.encoded_new} from the cache")
+    if s.collab:
+        c, v = s.collab, s.collab["validation"]
+        scores = v["scores"]
+        best = scores.get(f"hybrid reg={c['reg']:g} weight={c['weight']:g}")
+        t.add_row("collaborative", f"{c['model']}, rank {c['rank']}, reg {c['reg']:g}, weight {c['weight']:g}; "
+                  f"{c['window']['interactions']} interactions of {c['window']['users']} users; "
+                  f"{c['head_items']} items fitted, {c['items_from_content']} from their content")
+        if v["users"]:
+            t.add_row("validation", f"{v['metric']} on {v['users']} users: content {scores['content']:.4f}, "
+                      f"hybrid {best:.4f}")
     idx = s.index
     t.add_row("index", f"{idx['factory']} ({idx['kind']}), recall@{idx['k']} {idx['recall_at_k']:.3f}"
               + (f", nprobe {idx['nprobe']}" if idx.get("nprobe") else "")

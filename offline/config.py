@@ -10,6 +10,7 @@ from typing import Literal, get_args
 
 from pydantic import Field, field_validator, model_validator
 
+from groundrec.offline.interactions import InteractionsConfig
 from groundrec.offline.vlm.registry import VLMConfig, default_vlm_config
 from groundrec.shared.config import CatalogConfig, StrictModel, load_config, require_settings
 
@@ -91,6 +92,28 @@ class ExportConfig(StrictModel):
     int8_min_cosine: float = Field(0.95, gt=0, le=1)
 
 
+class CollabConfig(StrictModel):
+    """The collaborative part of a hybrid version (used when interactions.path is set)."""
+
+    rank: int = Field(128, ge=1, le=1024, description="collaborative vector size (the index grows by this)")
+    reg: list[float] = Field(default_factory=lambda: [100.0, 1000.0], min_length=1,
+                             description="EASE regularisation grid, chosen on validation")
+    weight: list[float] = Field(default_factory=lambda: [0.0, 0.1, 0.3, 1.0, 3.0, 10.0, 30.0], min_length=1,
+                                description="weight of the collaborative score next to the content cosine, chosen "
+                                            "on validation (0: content only)")
+    max_dense_items: int = Field(20_000, ge=2, description="EASE fits the most-interacted this many items "
+                                 "(~12 bytes x items^2 of memory while fitting); the others come from content")
+    window_days: float | None = Field(None, gt=0, description="only interactions this recent (before the latest)")
+    valid_users: int = Field(10_000, ge=10, description="most users whose last item is held out for tuning")
+
+    @field_validator("reg", "weight")
+    @classmethod
+    def _non_negative(cls, v: list[float]) -> list[float]:
+        if any(x < 0 for x in v):
+            raise ValueError(f"grid values must be >= 0, got {v}")
+        return sorted(set(v))
+
+
 class RunConfig(StrictModel):
     runner: Literal["ray", "local"] = "ray"
     ray_address: str | None = Field(None, description="None: start Ray in-process; 'auto' or ray://...")
@@ -108,6 +131,9 @@ class JobConfig(StrictModel):
     index: IndexConfig = Field(default_factory=IndexConfig)
     export: ExportConfig = Field(default_factory=ExportConfig)
     run: RunConfig = Field(default_factory=RunConfig)
+    interactions: InteractionsConfig = Field(default_factory=InteractionsConfig,
+                                             description="set path to publish a hybrid (content + collaborative) version")
+    collab: CollabConfig = Field(default_factory=CollabConfig)
 
     @model_validator(mode="after")
     def _template_fields_exist(self) -> "JobConfig":

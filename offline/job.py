@@ -1,4 +1,5 @@
-"""The offline job: read -> hash -> ground (cached) -> encode -> index -> export -> publish.
+"""The offline job: read -> hash -> ground (cached) -> encode -> learn (with interactions) ->
+index -> export -> publish.
 
 Each stage is a module of this package; this one only wires them, keeps time and
 reports. Nothing is published unless every stage succeeded.
@@ -19,6 +20,8 @@ from groundrec.offline.encode import embeddable, encode_cached, load_sentence_tr
 from groundrec.offline.export import export_encoder
 from groundrec.offline.ground import ground_catalog
 from groundrec.offline.index import build_index
+from groundrec.offline.interactions import load_interactions, on_published_rows
+from groundrec.offline.learn import index_vectors, learn
 from groundrec.offline.publish import build_manifest, write_version_files
 from groundrec.offline.runners import open_runner
 from groundrec.offline.skips import Skips
@@ -46,6 +49,7 @@ class JobSummary:
     distinct_texts: int = 0  # encoded counts items; identical texts share one vector
     ungrounded: int = 0  # published from catalog text: no image, or it could not be read or grounded
     dropped: int = 0  # nothing to embed: not published
+    collab: dict | None = None  # a hybrid version's collaborative model (the manifest's collab)
 
 
 class StageClock:
@@ -69,6 +73,10 @@ def run_job(cfg: JobConfig, progress: bool = True) -> JobSummary:
 
     with clock.stage("read"):
         items = catalog_stage.load_catalog(cfg.catalog)
+        interactions = None
+        if cfg.interactions.path is not None:  # read before any model runs: a bad table fails in seconds
+            catalog_ids = items.column(cfg.catalog.id_column).to_pylist()
+            interactions = load_interactions(cfg.interactions, {str(i): r for r, i in enumerate(catalog_ids)})
     with clock.stage("resolve_models"):  # fail in seconds, before any cluster starts
         backend_class(cfg.vlm).check(cfg.vlm)
         encoder_path = resolve_encoder(cfg.encoder.model)
@@ -89,22 +97,28 @@ def run_job(cfg: JobConfig, progress: bool = True) -> JobSummary:
                     groundings = groundings.append_column("text", pa.array(texts, pa.string()))
                     vectors, encoded_new = encode_cached(runner, texts, cfg, encoder_path, progress)
 
+            learned = None
+            if interactions is not None:
+                with clock.stage("learn"):
+                    published = groundings.column(cfg.catalog.id_column).to_pylist()
+                    learned = learn(on_published_rows(interactions, catalog_ids, published), vectors, cfg.collab)
             with clock.stage("index"):
-                index, index_report = build_index(vectors, cfg.index)
+                index, index_report = build_index(index_vectors(vectors, learned), cfg.index)
             export_report = None
             if cfg.export.enabled:
                 with clock.stage("export"):
                     model = load_sentence_transformer(encoder_path, cfg.encoder.max_seq_length)
                     export_report = export_encoder(model, artifact.VersionFiles(staged).encoder_dir, cfg.export, texts[:200])
             with clock.stage("write"):
-                write_version_files(staged, index, vectors, groundings, skips.table())
+                write_version_files(staged, index, vectors, groundings, skips.table(), learned and learned.model)
             grounded = groundings.column("grounded").to_pylist()
             grounded_cached = sum(groundings.column("from_cache").to_pylist())
             counts = {"items_read": items.num_rows, "indexed": int(vectors.shape[0]), "grounded_new": len(new_by_id),
                       "grounded_cached": grounded_cached, "ungrounded": grounded.count(False),
                       "dropped": skips.dropped(), "encoded_new": encoded_new, "skipped": len(skips)}
             manifest = build_manifest(cfg, version_id, encoder_path, int(vectors.shape[1]), counts,
-                                      index_report.to_dict(), export_report, dict(clock.times))
+                                      index_report.to_dict(), export_report, dict(clock.times),
+                                      learned.report if learned else None)
             with clock.stage("publish"):
                 final = artifact.publish(out, staged, manifest, keep=cfg.run.keep_versions)
         except BaseException:
@@ -117,5 +131,5 @@ def run_job(cfg: JobConfig, progress: bool = True) -> JobSummary:
         encoded=int(vectors.shape[0]), encoded_new=encoded_new, index=index_report.to_dict(), export=export_report,
         timings_s=dict(clock.times), skipped_examples=skips.rows[:5], log_dir=log_dir, distinct_texts=len(set(texts)),
         parse_failures=sum(g and not ok for g, ok in zip(grounded, groundings.column("parse_ok").to_pylist())),
-        ungrounded=grounded.count(False), dropped=skips.dropped(),
+        ungrounded=grounded.count(False), dropped=skips.dropped(), collab=learned.report if learned else None,
     )

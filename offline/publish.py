@@ -18,8 +18,11 @@ from groundrec.shared.version_info import code_version
 
 
 def write_version_files(staged: Path, index: faiss.Index, vectors: np.ndarray, items: pa.Table,
-                        skipped: pa.Table) -> None:
+                        skipped: pa.Table, collab_model=None) -> None:
     files = VersionFiles(Path(staged))
+    if collab_model is not None:  # a hybrid version: the collaborative model's two matrices
+        np.save(files.collab_query, collab_model.query)
+        np.save(files.collab_item, collab_model.item)
     faiss.write_index(index, str(files.index))
     np.save(files.embeddings, vectors)
     pq.write_table(items, files.items)
@@ -27,7 +30,7 @@ def write_version_files(staged: Path, index: faiss.Index, vectors: np.ndarray, i
 
 
 def build_manifest(cfg, version_id: str, encoder_path: str, dim: int, counts: dict, index_report: dict,
-                   export_report: dict | None, timings_s: dict) -> Manifest:
+                   export_report: dict | None, timings_s: dict, collab: dict | None = None) -> Manifest:
     """What the job made, from its config (a JobConfig) and its results."""
     return Manifest(
         version=version_id,
@@ -47,4 +50,5 @@ def build_manifest(cfg, version_id: str, encoder_path: str, dim: int, counts: di
         timings_s=timings_s,
         id_column=cfg.catalog.id_column,
         catalog_text_columns=cfg.catalog.text_columns,
+        collab=collab,
     )

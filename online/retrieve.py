@@ -83,6 +83,12 @@ class Retriever:
         self.exact = (faiss.rev_swig_ptr(index.get_xb(), index.ntotal * index.d).reshape(index.ntotal, index.d)
                       if isinstance(index, faiss.IndexFlat) and index.metric_type == faiss.METRIC_INNER_PRODUCT
                       else None)
+        # The items as the index scores them: content vectors, and for a hybrid version the
+        # weighted collaborative item-side vectors beside them (a profile is built to match).
+        self.hybrid = version.collab_query is not None
+        self.space = self.exact if self.exact is not None else (
+            np.hstack([version.vectors, version.collab_weight * version.collab_item]).astype(np.float32)
+            if self.hybrid else version.vectors)
 
     # --- building blocks -------------------------------------------------------------
     def _profile(self, q: Query, text_vector: np.ndarray | None = None) -> tuple[np.ndarray | None, list[int], list[str]]:
@@ -105,7 +111,22 @@ class Retriever:
         if q.text:
             t = self._encode([q.text]) if text_vector is None else text_vector[None, :]
             profile = t if profile is None else unit((1 - q.text_weight) * profile + q.text_weight * t)
+        if profile is not None and self.hybrid:
+            profile = self._with_collab(profile, rows[-self.max_history:])
         return profile, rows, unknown
+
+    def _with_collab(self, content_profile: np.ndarray, rows: list[int]) -> np.ndarray:
+        """A hybrid profile: each content profile row followed by the history's collaborative
+        query, the sum of its distinct items' query-side vectors, unit length (zeros for a text
+        query without history). Its inner product with an indexed item is the content cosine
+        plus weight x the collaborative score, as ``groundrec eval`` scores the hybrid."""
+        cf = np.zeros(self.v.collab_query.shape[1], np.float32)
+        if rows:
+            cf = self.v.collab_query[np.unique(rows)].astype(np.float64).sum(axis=0)
+            norm = np.linalg.norm(cf)
+            cf = (cf / norm if norm > 0 else cf).astype(np.float32)
+        content_profile = np.asarray(content_profile, dtype=np.float32)
+        return np.hstack([content_profile, np.tile(cf, (len(content_profile), 1))])
 
     def _mean_profiles(self, queries: list[Query]) -> dict[int, tuple[np.ndarray, list[int], list[str]]]:
         """The plain VLM4Rec profiles of a batch (mean strategy, unit weights, no text) in a few
@@ -126,10 +147,12 @@ class Retriever:
         order = list(found)
         used = [found[n][0][-self.max_history:] for n in order]
         sizes = np.array([len(u) for u in used])
-        source = self.exact if self.exact is not None else self.v.vectors
-        stacked = np.asarray(source[np.concatenate(used)], dtype=np.float64)
+        stacked = np.asarray(self.v.vectors[np.concatenate(used)], dtype=np.float64)
         sums = np.add.reduceat(stacked, np.concatenate([[0], np.cumsum(sizes)[:-1]]), axis=0)
         profiles = unit(sums / sizes[:, None].astype(np.float64))
+        if self.hybrid:
+            return {n: (self._with_collab(profiles[i:i + 1], used[i]), found[n][0], found[n][1])
+                    for i, n in enumerate(order)}
         return {n: (profiles[i:i + 1], found[n][0], found[n][1]) for i, n in enumerate(order)}
 
     def _encode(self, texts: list[str]) -> np.ndarray:
@@ -194,7 +217,7 @@ class Retriever:
         """A selective filter on an approximate index: score the few allowed items exactly.
         Graph and IVF searches lose recall when most items are filtered out; this does not."""
         scores = np.full(self.v.index.ntotal, -np.inf, dtype=np.float32)
-        scores[rows] = (np.asarray(self.v.vectors[rows]) @ np.asarray(profiles, dtype=np.float32).T).max(axis=1)
+        scores[rows] = (np.asarray(self.space[rows]) @ np.asarray(profiles, dtype=np.float32).T).max(axis=1)
         return self._top(scores, k, seen, None, popularity_weight)
 
     def _top(self, scores: np.ndarray, k: int, seen: set[int], allowed: np.ndarray | None,

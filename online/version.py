@@ -27,6 +27,12 @@ class LoadedVersion:
     vectors: np.ndarray
     item_ids: list[str]
     row_of: dict[str, int]
+    collab_query: np.ndarray | None = None  # hybrid versions: query-side collaborative vectors
+    collab_item: np.ndarray | None = None  # ... and item-side (the index holds them times the weight)
+
+    @property
+    def collab_weight(self) -> float | None:
+        return float(self.manifest.collab["weight"]) if self.manifest.collab else None
 
 
 def load_version(path: str | Path, cache_dir: Path | None = None) -> LoadedVersion:
@@ -44,12 +50,20 @@ def load_version(path: str | Path, cache_dir: Path | None = None) -> LoadedVersi
     # running server would otherwise kill it with SIGBUS on the next page it touches.
     vectors = np.load(files.embeddings)
     problems = []
-    if index.d != manifest.dim or vectors.shape[1] != manifest.dim:
-        problems.append(f"dimension: manifest {manifest.dim}, index {index.d}, vectors {vectors.shape[1]}")
+    if index.d != manifest.index_dim or vectors.shape[1] != manifest.dim:
+        problems.append(f"dimension: manifest {manifest.dim} (index {manifest.index_dim}), index {index.d}, "
+                        f"vectors {vectors.shape[1]}")
+    query = item = None
+    if manifest.collab:
+        query, item = np.load(files.collab_query), np.load(files.collab_item)
+        rank = int(manifest.collab["rank"])
+        if query.shape != (items.num_rows, rank) or item.shape != (items.num_rows, rank):
+            problems.append(f"collaborative vectors: query {query.shape}, item {item.shape}, expected "
+                            f"({items.num_rows}, {rank}) each")
     if not (index.ntotal == items.num_rows == vectors.shape[0] == manifest.counts.get("indexed")):
         problems.append(f"counts: index {index.ntotal}, items {items.num_rows}, vectors {vectors.shape[0]}, "
                         f"manifest {manifest.counts.get('indexed')}")
     if problems:
         raise VersionError(f"version {path.name} is inconsistent: {'; '.join(problems)}")
     ids = items.column(manifest.id_column).to_pylist()
-    return LoadedVersion(path, manifest, index, items, vectors, ids, {iid: i for i, iid in enumerate(ids)})
+    return LoadedVersion(path, manifest, index, items, vectors, ids, {iid: i for i, iid in enumerate(ids)}, query, item)

@@ -26,7 +26,7 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, Field
 
 # --- layout ----------------------------------------------------------------------------
 VERSIONS = "versions"
@@ -38,6 +38,11 @@ INDEX = "index.faiss"
 EMBEDDINGS = "embeddings.npy"
 ITEMS = "items.parquet"
 SKIPPED = "skipped.parquet"
+# A hybrid version (manifest.collab set) adds the collaborative model's two matrices, rows
+# aligned with ITEMS: query-side vectors (summed over a history) and item-side vectors (the
+# index holds [embedding, collab.weight * item-side vector]).
+COLLAB_QUERY = "collab_query.npy"
+COLLAB_ITEM = "collab_item.npy"
 ENCODER_DIR = "encoder"
 # Inside ENCODER_DIR: a descriptor naming the tokenizer and one ONNX file per variant.
 ENCODER_CONFIG = "encoder.json"
@@ -78,6 +83,14 @@ class VersionFiles:
         return self.root / SKIPPED
 
     @property
+    def collab_query(self) -> Path:
+        return self.root / COLLAB_QUERY
+
+    @property
+    def collab_item(self) -> Path:
+        return self.root / COLLAB_ITEM
+
+    @property
     def encoder_dir(self) -> Path:
         return self.root / ENCODER_DIR
 
@@ -112,7 +125,17 @@ class Manifest(BaseModel):
     timings_s: dict
     id_column: str = "item_id"
     catalog_text_columns: list[str] = []
+    collab: dict | None = Field(None, description="hybrid versions: the collaborative model (name, rank, reg, "
+                                "weight, interactions window, validation metrics); None: content only")
     files: dict[str, FileEntry] = {}
+
+    @property
+    def index_dim(self) -> int:
+        """The index's dimension: the content embedding's, plus the collaborative rank."""
+        return self.dim + (int(self.collab["rank"]) if self.collab else 0)
+
+    def required_files(self) -> tuple[str, ...]:
+        return REQUIRED_FILES + ((COLLAB_QUERY, COLLAB_ITEM) if self.collab else ())
 
 
 def sha256_file(path: Path, chunk: int = 1 << 20) -> str:
@@ -145,7 +168,7 @@ def verify(directory: Path) -> Manifest:
     """Raise ValueError naming every file that is missing, unvouched for, or whose checksum
     does not match."""
     manifest = read_manifest(directory)
-    problems = [f"{rel}: not listed in the manifest" for rel in REQUIRED_FILES if rel not in manifest.files]
+    problems = [f"{rel}: not listed in the manifest" for rel in manifest.required_files() if rel not in manifest.files]
     for rel, entry in manifest.files.items():
         p = Path(directory) / rel
         if not p.is_file():

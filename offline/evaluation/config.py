@@ -8,18 +8,12 @@ from typing import Literal
 from pydantic import Field, field_validator, model_validator
 
 from groundrec.offline.config import EncoderConfig, PromptConfig
+from groundrec.offline.interactions import InteractionsConfig
 from groundrec.offline.vlm.registry import VLMConfig, default_vlm_config
 from groundrec.shared.config import CatalogConfig, StrictModel, require_settings
 
 REPRESENTATIONS = ("title", "metadata", "description", "vlm_free", "vlm_structured", "vlm_free_title",
                    "visual", "fusion_concat", "fusion_mean")
-
-
-class InteractionsConfig(StrictModel):
-    path: Path | None = None
-    user_column: str = "user_id"
-    item_column: str = "item_id"
-    timestamp_column: str = "timestamp"
 
 
 class SplitConfig(StrictModel):

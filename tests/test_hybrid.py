@@ -1,0 +1,91 @@
+"""A hybrid version end to end: the job learns collaborative vectors from interactions,
+publishes them through the artifact contract, and the service ranks exactly as eval scores
+the hybrid."""
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from groundrec.offline.collab import CollabModel
+from groundrec.offline.config import load_job_config
+from groundrec.offline.demo import make_demo_data
+from groundrec.offline.evaluation import metrics
+from groundrec.offline.evaluation.systems import CollabSystem, ContentSystem
+from groundrec.offline.job import run_job
+from groundrec.online.retrieve import HistoryItem, Query, Retriever
+from groundrec.online.version import VersionError, load_version
+from groundrec.shared import artifact
+
+
+@pytest.fixture(scope="module")
+def hybrid(tmp_path_factory, tiny_vlm):
+    root = tmp_path_factory.mktemp("hybrid")
+    data = make_demo_data(root / "data", n_items=60, n_users=40, seed=3)
+    # Four catalog items nobody bought: they must still be published, recommended and usable.
+    catalog = pq.read_table(data["catalog"])
+    inter = pq.read_table(data["interactions"])
+    never = [i for i in catalog.column("item_id").to_pylist() if i not in set(inter.column("item_id").to_pylist())]
+    if len(never) < 4:
+        inter = inter.filter(pa.compute.invert(pa.compute.is_in(inter.column("item_id"),
+                                                                pa.array(catalog.column("item_id").to_pylist()[:4]))))
+        pq.write_table(inter, data["interactions"])
+    cfg = load_job_config(None, {
+        "catalog.path": str(data["catalog"]), "out": str(root / "art"), "vlm.model": str(tiny_vlm("smolvlm")),
+        "vlm.max_new_tokens": 6, "vlm.batch_size": 8, "run.runner": "local", "export.enabled": False,
+        "catalog.text_columns": ["title"], "encoder.template": "{title}",
+        "interactions.path": str(data["interactions"]), "collab.rank": 16, "collab.reg": [1.0, 10.0]})
+    summary = run_job(cfg, progress=False)
+    return {"summary": summary, "art": root / "art", "interactions": data["interactions"]}
+
+
+def test_the_job_publishes_a_hybrid_version_and_records_its_model(hybrid):
+    c = hybrid["summary"].collab
+    manifest = artifact.verify(hybrid["summary"].version_dir)
+    assert manifest.collab == c and c["model"] == "EASE, factorised" and c["rank"] == 16
+    assert c["reg"] in (1.0, 10.0) and c["weight"] in load_job_config().collab.weight
+    assert c["window"]["interactions"] == pq.read_metadata(hybrid["interactions"]).num_rows
+    assert c["validation"]["users"] > 0 and "content" in c["validation"]["scores"]
+    assert c["items_from_content"] >= 4  # the never-bought items got vectors from their titles
+    v = load_version(hybrid["art"])
+    assert v.index.d == manifest.dim + 16 == manifest.index_dim
+    assert v.collab_query.shape == v.collab_item.shape == (v.index.ntotal, 16)
+
+
+def test_service_ranks_exactly_as_eval_scores_the_hybrid(hybrid):
+    v = load_version(hybrid["art"])
+    retriever = Retriever(v, fallback="error")
+    model = CollabModel(v.collab_query, v.collab_item, np.ones(len(v.item_ids), bool))
+    content = ContentSystem("c", "text", np.asarray(v.vectors), np.zeros(len(v.item_ids)))
+    system = CollabSystem("hybrid", "text", model, content, v.collab_weight)
+    inter = pq.read_table(hybrid["interactions"]).sort_by([("user_id", "ascending"), ("timestamp", "ascending")])
+    histories: dict[str, list[int]] = {}
+    for u, i in zip(inter.column("user_id").to_pylist(), inter.column("item_id").to_pylist()):
+        histories.setdefault(u, []).append(v.row_of[i])
+    users = list(histories.values())[:15]
+    ranked = metrics.top_k(system.scores([np.array(h) for h in users], [np.zeros(len(h)) for h in users]), 10,
+                           exclude=[np.array(h) for h in users])
+    answers = retriever.recommend_batch([Query([HistoryItem(v.item_ids[r]) for r in h], k=10) for h in users])
+    for h, want, got in zip(users, ranked, answers):
+        assert [v.row_of[x.item_id] for x in got.items] == want.tolist()
+    one = retriever.recommend(Query([HistoryItem(v.item_ids[r]) for r in users[0]], k=10))
+    assert [x.item_id for x in one.items] == [x.item_id for x in answers[0].items]
+
+
+def test_an_item_nobody_bought_counts_in_a_history_through_its_content(hybrid):
+    v = load_version(hybrid["art"])
+    bought = set(pq.read_table(hybrid["interactions"]).column("item_id").to_pylist())
+    fresh = next(i for i in v.item_ids if i not in bought)
+    assert np.abs(v.collab_query[v.row_of[fresh]]).sum() > 0
+    result = Retriever(v, fallback="error").recommend(Query([HistoryItem(fresh)], k=5))
+    assert len(result.items) == 5 and result.fallback is None and fresh not in [x.item_id for x in result.items]
+
+
+def test_a_hybrid_version_missing_its_collaborative_vectors_is_refused(hybrid, tmp_path):
+    import shutil
+
+    copy = tmp_path / "v"
+    shutil.copytree(hybrid["summary"].version_dir, copy)
+    (copy / artifact.COLLAB_ITEM).unlink()
+    with pytest.raises(VersionError, match="collab_item.npy: missing"):
+        load_version(copy)
