@@ -14,8 +14,8 @@ from groundrec.offline.evaluation.config import EvalConfig
 from groundrec.offline.evaluation.data import EvalData
 from groundrec.offline.evaluation.representations import Representation
 from groundrec.offline.evaluation.splits import EvalUsers
-from groundrec.offline.evaluation.systems import (CollabSystem, ContentSystem, ItemCooccurrence, MostPopular,
-                                                  RandomSystem, ScoreFusion, System, fused_vectors)
+from groundrec.offline.evaluation.systems import (CollabSystem, ContentSystem, ImplicitALS, ItemCooccurrence,
+                                                  MostPopular, RandomSystem, ScoreFusion, System, fused_vectors)
 
 
 @dataclass
@@ -118,6 +118,16 @@ class _Runner:
         self._on_test(MostPopular(self.data.pop_test))
         self._on_test(ItemCooccurrence(self.data.test_histories, self.data.n_items))
 
+    def _library_baselines(self) -> None:
+        """Collaborative baselines from a well-kept library, tuned on validation like ours."""
+        tuning = self.cfg.tuning
+        grid = [{"regularization": r, "alpha": a} for r in tuning.als_regularization for a in tuning.als_alpha]
+        scored = [(self._on_valid(ImplicitALS(self.data.valid_histories, self.data.n_items, tuning.collab_rank,
+                                              seed=self.cfg.seed, **g)), -i, g) for i, g in enumerate(grid)]
+        score, _, best = max(scored, key=lambda s: (s[0], s[1]))
+        self._on_test(ImplicitALS(self.data.test_histories, self.data.n_items, tuning.collab_rank, seed=self.cfg.seed,
+                                  **best), score, warnings=edge_warnings(grid, best))
+
     def _reference(self, rep: Representation) -> None:
         """The VLM4Rec algorithm (mean profile, cosine) on one representation."""
         self.valid_score[rep.name] = self._on_valid(self._content(rep, self.data.pop_valid))
@@ -216,6 +226,7 @@ def run_systems(cfg: EvalConfig, data: EvalData, reps: list[Representation],
     """The test rows, the validation score of each representation, and the best one."""
     r = _Runner(cfg, data, progress)
     r._baselines()
+    r._library_baselines()
     built = {rep.name: rep for rep in reps if rep.vectors is not None}
     for name in [n for n in cfg.representations if n in built and not n.startswith("fusion")]:
         r._reference(built[name])

@@ -38,6 +38,9 @@ class TuningConfig(StrictModel):
     collab_rank: int = Field(128, ge=1, description="rank of the low-rank EASE item vectors")
     collab_reg: list[float] = Field(default_factory=lambda: [10.0, 100.0, 1000.0, 10000.0],
                                     description="EASE regularisation (lambda) grid")
+    als_regularization: list[float] = Field(default_factory=lambda: [0.01, 0.1, 1.0],
+                                            description="ALS (implicit) baseline: regularisation grid")
+    als_alpha: list[float] = Field(default_factory=lambda: [1.0, 10.0], description="ALS baseline: confidence scale grid")
     collab_max_dense_items: int = Field(20_000, ge=2, description="EASE fits the most-interacted this many items")
     collab_weight: list[float] = Field(default_factory=lambda: [0.1, 0.3, 1.0, 3.0, 10.0],
                                        description="hybrid: weight of the collaborative score next to the content cosine")

@@ -39,7 +39,7 @@ def summary_table(result: dict, k: int | None = None) -> str:
     return "\n".join(lines)
 
 
-BASELINES = ("Random", "Most popular", "Item-item co-occurrence")
+BASELINES = ("Random", "Most popular", "Item-item co-occurrence", "ALS (implicit)")
 VLM_REPS = ("vlm_free", "vlm_structured", "vlm_free_title")
 CATALOG_REPS = ("title", "metadata", "description")
 
