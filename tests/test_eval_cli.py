@@ -120,3 +120,28 @@ def test_eval_takes_catalog_columns_by_other_names_and_sub_second_timestamps(dem
     assert res.exit_code == 0, res.output
     rows = {x["label"] for x in json.loads((tmp_path / "r" / "results.json").read_text())["rows"]}
     assert {"VLM4Rec (mean + cosine) / title", "VLM4Rec (mean + cosine) / description"} <= rows
+
+
+def test_user_templates_are_representations_of_their_own(demo, tmp_path):
+    """A template over catalog columns is built, run and reported like a built-in one, and
+    the tuning warns when a chosen value sits on the edge of its grid."""
+    out = tmp_path / "r"
+    res = _eval(demo, out, "representations=[title]", "templates={title_colour: '{title}. {colour}'}",
+                "tuning.half_life_days=[7.0, 30.0]")
+    assert res.exit_code == 0, res.output
+    r = json.loads((out / "results.json").read_text())
+    reps = {x["name"]: x for x in r["representations"]}
+    assert reps["title_colour"]["status"] == "run" and reps["title_colour"]["description"] == "user template"
+    assert reps["title_colour"]["example"].count(".") >= 1
+    assert "VLM4Rec (mean + cosine) / title_colour" in {x["label"] for x in r["rows"]}
+    warned = [w for x in r["rows"] for w in x["warnings"]]
+    # two values, both > 0: whichever wins is on an edge
+    assert any(w.startswith("half_life_days=") and "value tried: widen the grid" in w for w in warned), warned
+    assert "## Tuning warnings" in (out / "report.md").read_text()
+
+
+def test_a_template_that_clashes_or_names_nothing_is_refused(demo, tmp_path):
+    res = _eval(demo, tmp_path / "r", "templates={title: '{title}'}")
+    assert res.exit_code != 0 and "built-in representation" in res.output
+    res = _eval(demo, tmp_path / "r", "templates={plain: 'no fields'}")
+    assert res.exit_code != 0 and "names no column" in res.output

@@ -228,7 +228,7 @@ def run_systems(cfg: EvalConfig, data: EvalData, reps: list[Representation],
     r._baselines()
     r._library_baselines()
     built = {rep.name: rep for rep in reps if rep.vectors is not None}
-    for name in [n for n in cfg.representations if n in built and not n.startswith("fusion")]:
+    for name in [n for n in cfg.representation_names if n in built and not n.startswith("fusion")]:
         r._reference(built[name])
     r._fusions(reps, built)
     best = max((n for n in r.valid_score if n in built), key=r.valid_score.get, default=None)

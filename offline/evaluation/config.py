@@ -59,6 +59,9 @@ class EvalConfig(StrictModel):
     alpha: float = Field(0.05, gt=0, lt=1)
     seed: int = 0
     representations: list[str] = Field(default_factory=lambda: list(REPRESENTATIONS))
+    templates: dict[str, str] = Field(default_factory=dict, description="more text representations, name -> "
+                                      "template over catalog columns and grounded fields, e.g. "
+                                      "title_genres: '{name}. {genres}' or look: '{title}. {vlm_text}'")
     title_column: str = "title"
     description_column: str = "description"
     metadata_columns: list[str] | None = Field(None, description="default: every string column but id, image, title, description")
@@ -89,6 +92,23 @@ class EvalConfig(StrictModel):
         if unknown:
             raise ValueError(f"unknown representation(s) {unknown}; choose from {list(REPRESENTATIONS)}")
         return v
+
+    @field_validator("templates")
+    @classmethod
+    def _templates_parse(cls, v: dict[str, str]) -> dict[str, str]:
+        from groundrec.offline.config import template_fields
+
+        for name, template in v.items():
+            if name in REPRESENTATIONS:
+                raise ValueError(f"template name {name!r} is a built-in representation; choose another name")
+            if not template_fields(template):
+                raise ValueError(f"template {name!r} ({template!r}) names no column: write e.g. '{{title}}. {{genres}}'")
+        return v
+
+    @property
+    def representation_names(self) -> list[str]:
+        """The built-in representations asked for, then the user's templates."""
+        return [*self.representations, *[n for n in self.templates if n not in self.representations]]
 
     @field_validator("ks")
     @classmethod

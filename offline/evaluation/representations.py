@@ -23,7 +23,6 @@ from groundrec.offline.config import JobConfig, RunConfig, template_fields
 from groundrec.offline.evaluation import fidelity
 from groundrec.offline.evaluation.config import EvalConfig
 
-VLM_REPRESENTATIONS = ("vlm_free", "vlm_structured", "vlm_free_title")
 TINY_MARKER = "groundrec-tiny.json"  # written by `groundrec dev make-tiny-*`
 
 
@@ -66,7 +65,18 @@ def templates(cfg: EvalConfig, items: pa.Table) -> dict[str, tuple[str, str]]:
         "vlm_free": ("{vlm_text}", "VLM grounding, free description"),
         "vlm_structured": (fields, "VLM grounding, structured fields"),
         "vlm_free_title": (f"{{{t}}}. {{vlm_text}}", "catalog title + VLM free description"),
+        **{name: (template, "user template") for name, template in cfg.templates.items()},
     }
+
+
+def grounding_style(name: str, template: str) -> str | None:
+    """Which VLM grounding a representation needs: structured fields, the free text, or none."""
+    if name == "vlm_structured":
+        return "structured"
+    used = [f for f in template_fields(template) if f.startswith("vlm_")]
+    if not used:
+        return None
+    return "free" if used == ["vlm_text"] * len(used) else "structured"
 
 
 def missing_columns(template: str, table: pa.Table) -> list[str]:
@@ -134,14 +144,14 @@ class _Builder:
         tmpl = templates(cfg, table)
         reps: list[Representation] = []
         groundings: dict[str, pa.Table | str] = {}
-        for name in tqdm(cfg.representations, desc="representations", unit="rep", disable=not self.progress):
+        for name in tqdm(cfg.representation_names, desc="representations", unit="rep", disable=not self.progress):
             t = time.perf_counter()
             if name in tmpl:
                 template, what = tmpl[name]
                 rep = Representation(name, what)
                 source = table
-                if name in VLM_REPRESENTATIONS:
-                    style = "structured" if name == "vlm_structured" else "free"
+                style = grounding_style(name, template)
+                if style is not None:
                     if style not in groundings:
                         groundings[style] = self._ground(style)
                     g = groundings[style]

@@ -186,9 +186,9 @@ class ImplicitALS(System):
         from groundrec.offline.collab import interaction_matrix
 
         self.n_items, self.params = n_items, {"factors": factors, "regularization": regularization, "alpha": alpha}
-        self.model = AlternatingLeastSquares(factors=factors, regularization=regularization, alpha=alpha,
-                                             iterations=15, random_state=seed, num_threads=0)
         with threadpool_limits(1, "blas"):  # implicit runs its own threads; BLAS threads inside them oversubscribe
+            self.model = AlternatingLeastSquares(factors=factors, regularization=regularization, alpha=alpha,
+                                                 iterations=15, random_state=seed, num_threads=0)
             self.model.fit(interaction_matrix(train_histories, n_items), show_progress=False)
 
     def scores(self, histories, history_ts):
