@@ -100,7 +100,7 @@ def fit(histories: list[np.ndarray], n_items: int, content: np.ndarray | None, r
     counts = np.asarray(x.sum(axis=0)).ravel()
     head = head_items(counts, max_dense_items)
     rank = max(1, min(rank, len(head) - 1))
-    query = np.zeros((n_items, rank), np.float64)
+    query = np.zeros((n_items, rank), np.float32)
     item = np.zeros_like(query)
     if len(head) >= 2:
         query[head], item[head] = factorize(ease(x[:, head], reg), rank, seed)
@@ -113,9 +113,12 @@ def fit(histories: list[np.ndarray], n_items: int, content: np.ndarray | None, r
         has_content = np.linalg.norm(content, axis=1) > 0
         train, rest = fitted & has_content, ~fitted & has_content
         if train.sum() >= 2 and rest.any():
-            mapped = content[rest].astype(np.float64) @ content_map(content[train].astype(np.float64),
-                                                                    np.hstack([query[train], item[train]]))
-            query[rest], item[rest] = mapped[:, :rank], mapped[:, rank:]
+            maps = content_map(content[train].astype(np.float64), np.hstack([query[train], item[train]]))
+            rest_rows = np.flatnonzero(rest)
+            for start in range(0, len(rest_rows), 65_536):  # float32 blocks: bounded memory at 1M items
+                rows = rest_rows[start:start + 65_536]
+                mapped = np.asarray(content[rows], dtype=np.float32) @ maps.astype(np.float32)
+                query[rows], item[rows] = mapped[:, :rank], mapped[:, rank:]
             info["items_from_content"] = int(rest.sum())
     # One global scale: a head item-side vector has norm 1 on average, so the weight that
     # mixes these scores with content cosines means the same on every catalog.
@@ -123,7 +126,7 @@ def fit(histories: list[np.ndarray], n_items: int, content: np.ndarray | None, r
     if scale > 0:
         item /= scale
     info["fit_seconds"] = round(time.perf_counter() - started, 3)
-    return CollabModel(query.astype(np.float32), item.astype(np.float32), fitted, info)
+    return CollabModel(query, item, fitted, info)
 
 
 def user_vectors(model: CollabModel, histories: list[np.ndarray]) -> np.ndarray:

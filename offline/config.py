@@ -104,7 +104,7 @@ class CollabConfig(StrictModel):
     max_dense_items: int = Field(20_000, ge=2, description="EASE fits the most-interacted this many items "
                                  "(~12 bytes x items^2 of memory while fitting); the others come from content")
     window_days: float | None = Field(None, gt=0, description="only interactions this recent (before the latest)")
-    valid_users: int = Field(10_000, ge=10, description="most users whose last item is held out for tuning")
+    valid_users: int = Field(2_000, ge=10, description="most users whose last item is held out for tuning")
 
     @field_validator("reg", "weight")
     @classmethod

@@ -22,6 +22,7 @@ from groundrec.offline.interactions import Interactions
 from groundrec.online.profiles import MAX_HISTORY, unit
 
 K = 20
+CHUNK = 256  # validation users scored at a time
 
 
 @dataclass
@@ -83,14 +84,22 @@ def learn(inter: Interactions, content: np.ndarray, cfg: CollabConfig, seed: int
     best = (-1.0, 0, None)
     if users:
         held = [train[u] for u in users]
-        content_part = _content_profiles(content, held) @ content.T
-        tuned["content"] = float(_hits(content_part.copy(), held, targets).mean())
+        profiles = _content_profiles(content, held)
         for reg in cfg.reg:
             model = collab.fit(train, n, content, cfg.rank, reg, seed, cfg.max_dense_items)
-            cf = collab.user_vectors(model, [h[-MAX_HISTORY:] for h in held]) @ model.item.T
-            tuned[f"collaborative reg={reg:g}"] = float(_hits(cf.copy(), held, targets).mean())
+            hits = {"content": 0, "collaborative": 0, **{w: 0 for w in cfg.weight}}
+            for start in range(0, len(users), CHUNK):  # bounded memory: CHUNK x items scores at a time
+                part = slice(start, start + CHUNK)
+                content_part = profiles[part] @ content.T
+                cf = collab.user_vectors(model, [h[-MAX_HISTORY:] for h in held[part]]) @ model.item.T
+                hits["content"] += int(_hits(content_part.copy(), held[part], targets[part]).sum())
+                hits["collaborative"] += int(_hits(cf.copy(), held[part], targets[part]).sum())
+                for weight in cfg.weight:
+                    hits[weight] += int(_hits(content_part + weight * cf, held[part], targets[part]).sum())
+            tuned["content"] = hits["content"] / len(users)
+            tuned[f"collaborative reg={reg:g}"] = hits["collaborative"] / len(users)
             for weight in cfg.weight:
-                score = float(_hits(content_part + weight * cf, held, targets).mean())
+                score = hits[weight] / len(users)
                 tuned[f"hybrid reg={reg:g} weight={weight:g}"] = score
                 if score > best[0]:  # ties: the first (smallest reg, then smallest weight)
                     best = (score, weight, reg)
