@@ -96,9 +96,10 @@ class CollabConfig(StrictModel):
     """The collaborative part of a hybrid version (used when interactions.path is set)."""
 
     rank: int = Field(128, ge=1, le=1024, description="collaborative vector size (the index grows by this)")
-    reg: list[float] = Field(default_factory=lambda: [100.0, 1000.0], min_length=1,
+    reg: list[float] = Field(default_factory=lambda: [10.0, 100.0, 1000.0], min_length=1,
                              description="EASE regularisation grid, chosen on validation")
-    weight: list[float] = Field(default_factory=lambda: [0.0, 0.1, 0.3, 1.0, 3.0, 10.0, 30.0], min_length=1,
+    weight: list[float] = Field(default_factory=lambda: [0.0, 0.01, 0.03, 0.1, 0.3, 1.0, 3.0, 10.0, 30.0, 100.0],
+                                min_length=1,
                                 description="weight of the collaborative score next to the content cosine, chosen "
                                             "on validation (0: content only)")
     max_dense_items: int = Field(20_000, ge=2, description="EASE fits the most-interacted this many items "

@@ -105,6 +105,12 @@ class _Runner:
                              per_user, lists, valid_primary, note, slices=slices, warnings=list(warnings or [])))
         self._bar.update()
 
+    def _valid_of_scores(self, scores: np.ndarray) -> float:
+        """The primary metric on validation users of a precomputed (users x items) score matrix."""
+        users = self.data.valid
+        ranked = metrics.top_k(scores, max(self.cfg.ks), exclude=users.history)
+        return float(metrics.per_user_metrics(ranked, users.relevant, self.cfg.ks)[self.cfg.primary_metric].mean())
+
     def _on_valid(self, system: System) -> float:
         per_user, _ = evaluate(system, self.data.valid, self.cfg.ks, self.data.pop_valid, self.data.n_items)
         return float(per_user[self.cfg.primary_metric].mean())
@@ -162,8 +168,9 @@ class _Runner:
             self.valid_score[r.name] = scored[w_best]
             self._on_test(fusion(w_best, self.data.pop_test), scored[w_best], r.note)
 
-    def _tuned(self, rep: Representation) -> None:
-        """groundrec's own profiles on the best representation, each grid tuned on validation only."""
+    def _tuned(self, rep: Representation) -> dict:
+        """groundrec's own profiles on the best representation, each grid tuned on validation
+        only. Returns the parameters of the best of all."""
         tuning = self.cfg.tuning
         grids = {
             "groundrec recency": [dict(strategy="recency", half_life_days=h) for h in tuning.half_life_days],
@@ -182,9 +189,11 @@ class _Runner:
             score, _, params = max(scored, key=lambda s: (s[0], s[1]))  # ties: the first in the grid
             self._on_test(self._content(rep, self.data.pop_test, name=label, **params), score, rep.note,
                           edge_warnings(grid, params))
+        return params  # the last grid: best of all
 
-    def _collab(self, rep: Representation | None) -> None:
-        """Factorised EASE alone, and the hybrid with the best representation's content vectors.
+    def _collab(self, rep: Representation | None, profile: dict | None = None) -> None:
+        """Factorised EASE alone, and the hybrid with the best representation's content vectors
+        and the best content profile (``profile``: strategy, popularity weight...).
         Each is fitted on validation's training part to choose its parameters, then refitted
         on test's training part (training + validation interactions): no test interaction is
         ever seen."""
@@ -209,14 +218,19 @@ class _Runner:
         if rep is None:
             return
         grid = [{"reg": r, "weight": w} for r in tuning.collab_reg for w in tuning.collab_weight]
-        valid_content = self._content(rep, self.data.pop_valid)
-        scored = [(self._on_valid(CollabSystem(HYBRID, rep.name, models[g["reg"]], valid_content, g["weight"])), -i, g)
+        valid = self.data.valid
+        # The content scores are the same for every (reg, weight): computed once, then blended.
+        content_scores = self._content(rep, self.data.pop_valid, **profile).scores(valid.history, valid.history_ts)
+        cf_scores = {r: CollabSystem(HYBRID, rep.name, models[r]).scores(valid.history, valid.history_ts)
+                     for r in tuning.collab_reg}
+        scored = [(self._valid_of_scores(content_scores + g["weight"] * cf_scores[g["reg"]]), -i, g)
                   for i, g in enumerate(grid)]
         score, _, best = max(scored, key=lambda s: (s[0], s[1]))
-        params = {**best, "rank": tuning.collab_rank}
+        del content_scores, cf_scores
+        params = {**best, "rank": tuning.collab_rank, **profile}
         test_model = test_models.get(best["reg"]) or on_test(best["reg"])
         self._on_test(CollabSystem(HYBRID, f"{rep.name} + interactions", test_model,
-                                   self._content(rep, self.data.pop_test), best["weight"], params=params),
+                                   self._content(rep, self.data.pop_test, **profile), best["weight"], params=params),
                       score, rep.note, edge_warnings(grid, best))
 
 
@@ -232,8 +246,7 @@ def run_systems(cfg: EvalConfig, data: EvalData, reps: list[Representation],
         r._reference(built[name])
     r._fusions(reps, built)
     best = max((n for n in r.valid_score if n in built), key=r.valid_score.get, default=None)
-    if best is not None:
-        r._tuned(built[best])
-    r._collab(built.get(best) if best is not None else None)
+    profile = r._tuned(built[best]) if best is not None else None
+    r._collab(built.get(best) if best is not None else None, profile)
     r._bar.close()
     return r.rows, r.valid_score, best
