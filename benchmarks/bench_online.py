@@ -13,7 +13,7 @@ Usage:
   python benchmarks/bench_online.py retrieval --artifacts DIR --interactions FILE
   python benchmarks/bench_online.py text --artifacts DIR
   python benchmarks/bench_online.py batch --artifacts DIR --interactions FILE [--batch 32]
-  python benchmarks/bench_online.py serve-memory --artifacts DIR
+  python benchmarks/bench_online.py serve-memory --artifacts DIR [--workers 2]
   python benchmarks/bench_online.py ann [--kind both|hnsw|ivf] [--items 1000000]
 """
 
@@ -206,8 +206,15 @@ def serve_memory(args) -> None:
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
     proc = subprocess.Popen([sys.executable, "-m", "groundrec.shared.cli", "serve", "--artifacts", args.artifacts,
-                             "--port", str(port), "--encoder-variant", args.encoder_variant],
+                             "--port", str(port), "--encoder-variant", args.encoder_variant,
+                             "--workers", str(args.workers)],
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+    def rss_gib(pid: int) -> float:
+        return next(int(line.split()[1]) for line in open(f"/proc/{pid}/status") if line.startswith("VmRSS")) / 2**20
+
+    def children(pid: int) -> list[int]:
+        return [int(c) for c in open(f"/proc/{pid}/task/{pid}/children").read().split()]
     try:
         deadline = time.time() + 120
         while time.time() < deadline:
@@ -217,11 +224,18 @@ def serve_memory(args) -> None:
             except httpx.HTTPError:
                 pass
             time.sleep(0.2)
-        httpx.post(f"http://127.0.0.1:{port}/search", json={"text": "warm up", "k": 5})
-        rss = next(int(line.split()[1]) for line in open(f"/proc/{proc.pid}/status") if line.startswith("VmRSS"))
+        for _ in range(20 * args.workers):  # reach every worker (the kernel spreads connections)
+            httpx.post(f"http://127.0.0.1:{port}/search", json={"text": "warm up", "k": 5})
         v = load_version(args.artifacts)
-        print(f"groundrec serve ({args.encoder_variant} encoder) with {v.index.ntotal} items x {v.index.d} "
-              f"({type(v.index).__name__}): RSS {rss / 2**20:.2f} GiB after load and one query")
+        what = (f"groundrec serve ({args.encoder_variant} encoder) with {v.index.ntotal} items x {v.index.d} "
+                f"({type(v.index).__name__})")
+        if args.workers == 1:
+            print(f"{what}: RSS {rss_gib(proc.pid):.2f} GiB after load and one query")
+        else:
+            workers = [w for c in children(proc.pid) for w in ([c] + children(c))]
+            per = sorted((rss_gib(w) for w in workers if rss_gib(w) > 0.1), reverse=True)[:args.workers]
+            print(f"{what}, --workers {args.workers}: supervisor RSS {rss_gib(proc.pid):.2f} GiB; workers "
+                  f"{', '.join(f'{x:.2f}' for x in per)} GiB; total {rss_gib(proc.pid) + sum(per):.2f} GiB")
     finally:
         proc.terminate()
         proc.wait(timeout=30)
@@ -255,6 +269,7 @@ def main() -> None:
     m = sub.add_parser("serve-memory")
     m.add_argument("--artifacts", required=True)
     m.add_argument("--encoder-variant", default="fp32", choices=["fp32", "int8"])
+    m.add_argument("--workers", type=int, default=1, help="server processes (uvicorn workers)")
     args = ap.parse_args()
     {"retrieval": retrieval, "text": text, "ann": ann, "batch": batch, "serve-memory": serve_memory}[args.what](args)
 
