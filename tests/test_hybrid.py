@@ -89,3 +89,19 @@ def test_a_hybrid_version_missing_its_collaborative_vectors_is_refused(hybrid, t
     (copy / artifact.COLLAB_ITEM).unlink()
     with pytest.raises(VersionError, match="collab_item.npy: missing"):
         load_version(copy)
+
+
+def test_bad_interactions_stop_the_job_before_any_work_with_the_fix(hybrid, tmp_path, tiny_vlm):
+    data = hybrid["interactions"].parent
+    base = {"catalog.path": str(data / "catalog.parquet"), "out": str(tmp_path / "art"),
+            "vlm.model": str(tiny_vlm("smolvlm")), "run.runner": "local", "export.enabled": False,
+            "interactions.path": str(hybrid["interactions"])}
+    with pytest.raises(ValueError, match=r"lack column\(s\) \['sku'\].*interactions.user_column/item_column"):
+        run_job(load_job_config(None, {**base, "interactions.item_column": "sku"}), progress=False)
+    assert not (tmp_path / "art" / "versions").exists() or not any((tmp_path / "art" / "versions").iterdir())
+    # interactions whose items are none of the catalog's: a clear refusal, nothing published
+    other = tmp_path / "other.parquet"
+    pq.write_table(pa.table({"user_id": ["u1", "u1", "u2"], "item_id": ["x", "y", "x"], "timestamp": [1, 2, 3]}), other)
+    with pytest.raises(ValueError, match="needs interactions with at least 2 published items"):
+        run_job(load_job_config(None, {**base, "interactions.path": str(other)}), progress=False)
+    assert artifact.current_version(tmp_path / "art") is None
