@@ -15,6 +15,7 @@ app at the rate printed above). Bodies are real purchase histories (POST /recomm
 Usage: python benchmarks/bench_http.py --artifacts DIR --histories FILE
            [--connections 1,8,32,256] [--duration 10] [--endpoint recommend|search] [--json-out F]
            [--skip-ceiling] [--serve-args '--workers 2'] [--loadtest-rates 250,500,1000,2000]
+           [--compare-artifacts OTHER_DIR]
 """
 
 from __future__ import annotations
@@ -145,6 +146,8 @@ def main() -> None:
     ap.add_argument("--serve-args", default="", help="extra `groundrec serve` flags, e.g. '--workers 2'")
     ap.add_argument("--loadtest-rates", default="", help="also run `groundrec loadtest` at these rates "
                     "against the ceiling app, e.g. 250,500,1000,2000")
+    ap.add_argument("--compare-artifacts", help="a second artifacts directory served the same way in the same run "
+                    "(printed as 'other')")
     ap.add_argument("--json-out", type=Path)
     args = ap.parse_args()
     if shutil.which("wrk") is None:
@@ -169,6 +172,9 @@ def main() -> None:
     targets = [] if args.skip_ceiling else [("ceiling", [sys.executable, "-c", CEILING], "/openapi.json")]
     targets.append(("groundrec", [sys.executable, "-m", "groundrec.shared.cli", "serve", "--artifacts",
                                   args.artifacts, *args.serve_args.split()], "/readyz"))
+    if args.compare_artifacts:  # a second version, same settings, same run: e.g. hybrid vs content-only
+        targets.append(("other", [sys.executable, "-m", "groundrec.shared.cli", "serve", "--artifacts",
+                                  args.compare_artifacts, *args.serve_args.split()], "/readyz"))
     for name, cmd, ready in targets:
         port = _free_port()
         url = f"http://127.0.0.1:{port}"
@@ -201,6 +207,9 @@ def main() -> None:
             proc.wait(timeout=10)
     by = {(r["server"], r["connections"]): r for r in results["rows"]}
     for c in conns:
+        if ("other", c) in by and ("groundrec", c) in by:
+            ratio = by[("other", c)]["ok_per_s"] / max(by[("groundrec", c)]["ok_per_s"], 1e-9)
+            print(f"c={c}: {args.compare_artifacts} answers {ratio:.1%} of {args.artifacts}'s rate")
         if ("ceiling", c) in by and ("groundrec", c) in by:
             share = by[("groundrec", c)]["ok_per_s"] / max(by[("ceiling", c)]["ok_per_s"], 1e-9)
             print(f"c={c}: groundrec answers {share:.0%} of the ceiling's rate")

@@ -117,16 +117,24 @@ class Retriever:
 
     def _with_collab(self, content_profile: np.ndarray, rows: list[int]) -> np.ndarray:
         """A hybrid profile: each content profile row followed by the history's collaborative
-        query, the sum of its distinct items' query-side vectors, unit length (zeros for a text
-        query without history). Its inner product with an indexed item is the content cosine
-        plus weight x the collaborative score, as ``groundrec eval`` scores the hybrid."""
-        cf = np.zeros(self.v.collab_query.shape[1], np.float32)
-        if rows:
-            cf = self.v.collab_query[np.unique(rows)].astype(np.float64).sum(axis=0)
-            norm = np.linalg.norm(cf)
-            cf = (cf / norm if norm > 0 else cf).astype(np.float32)
+        query (zeros for a text query without history). Its inner product with an indexed item
+        is the content cosine plus weight x the collaborative score, as ``groundrec eval``
+        scores the hybrid."""
+        cf = self._collab_queries([rows])[0]
         content_profile = np.asarray(content_profile, dtype=np.float32)
         return np.hstack([content_profile, np.tile(cf, (len(content_profile), 1))])
+
+    def _collab_queries(self, histories: list[list[int]]) -> np.ndarray:
+        """Each history's collaborative query: the sum of its distinct items' query-side
+        vectors (float64, in row order), unit length; zeros for an empty history."""
+        out = np.zeros((len(histories), self.v.collab_query.shape[1]), np.float64)
+        distinct = [np.unique(np.asarray(h, dtype=np.int64)) for h in histories]
+        filled = [n for n, d in enumerate(distinct) if len(d)]
+        if filled:
+            sizes = np.array([len(distinct[n]) for n in filled])
+            stacked = self.v.collab_query[np.concatenate([distinct[n] for n in filled])].astype(np.float64)
+            out[filled] = np.add.reduceat(stacked, np.concatenate([[0], np.cumsum(sizes)[:-1]]), axis=0)
+        return unit(out)
 
     def _mean_profiles(self, queries: list[Query]) -> dict[int, tuple[np.ndarray, list[int], list[str]]]:
         """The plain VLM4Rec profiles of a batch (mean strategy, unit weights, no text) in a few
@@ -151,8 +159,7 @@ class Retriever:
         sums = np.add.reduceat(stacked, np.concatenate([[0], np.cumsum(sizes)[:-1]]), axis=0)
         profiles = unit(sums / sizes[:, None].astype(np.float64))
         if self.hybrid:
-            return {n: (self._with_collab(profiles[i:i + 1], used[i]), found[n][0], found[n][1])
-                    for i, n in enumerate(order)}
+            profiles = np.hstack([profiles, self._collab_queries(used)])
         return {n: (profiles[i:i + 1], found[n][0], found[n][1]) for i, n in enumerate(order)}
 
     def _encode(self, texts: list[str]) -> np.ndarray:
