@@ -61,3 +61,21 @@ def test_the_head_budget_fits_the_most_interacted_items_only():
     counts = np.array([0, 5, 1, 9, 3, 0, 7])
     assert collab.head_items(counts, 3).tolist() == [1, 3, 6]
     assert collab.head_items(counts, 100).tolist() == [1, 2, 3, 4, 6]
+
+
+def test_learn_stage_hit_counting_matches_a_full_ranking():
+    """The learn stage counts a target's rank instead of sorting: the same answer as taking
+    the top K of a full ranking (seen items excluded, ties to the lower row)."""
+    from groundrec.offline.learn import K, _hits
+
+    rng = np.random.default_rng(0)
+    scores = rng.integers(0, 6, (40, 60)).astype(np.float32)  # many ties
+    seen = [rng.choice(60, 5, replace=False) for _ in range(40)]
+    targets = np.array([rng.choice(np.setdiff1d(np.arange(60), s)) for s in seen])
+    got = _hits(scores.copy(), seen, targets)
+    for r in range(40):
+        s = scores[r].copy()
+        s[seen[r]] = -np.inf
+        top = sorted(range(60), key=lambda i: (-s[i], i))[:K]
+        assert got[r] == (targets[r] in top)
+    assert 0 < got.sum() < 40
