@@ -6,9 +6,9 @@ matrix. B is fitted in closed form on the *head*: the ``max_dense_items`` most-i
 items (20,000 by default, ~3 GB of float64 while fitting), which carry most interactions of
 a catalog. A rank-r truncated SVD of B (scikit-learn's randomized SVD) then splits it into a
 *query-side* vector per item (U S, summed over a history) and an *item-side* vector (V, what
-the index holds), so retrieval stays one nearest-neighbour search. On a dense synthetic
-catalog rank 128 kept almost all of full EASE's recall, where EASE restricted to the top-r
-singular subspace of X itself lost a third of it.
+the index holds), so retrieval stays one nearest-neighbour search. (EASE restricted to the
+top-r singular subspace of X itself was tried in development and ranked far worse on a dense
+catalog: the important directions of B are not X's largest ones.)
 
 Every other item (never interacted with, or in the tail beyond the head) gets both vectors
 from a ridge map of its content embedding onto the head items' vectors, so a new item still
