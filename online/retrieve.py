@@ -83,12 +83,7 @@ class Retriever:
         self.exact = (faiss.rev_swig_ptr(index.get_xb(), index.ntotal * index.d).reshape(index.ntotal, index.d)
                       if isinstance(index, faiss.IndexFlat) and index.metric_type == faiss.METRIC_INNER_PRODUCT
                       else None)
-        # The items as the index scores them: content vectors, and for a hybrid version the
-        # weighted collaborative item-side vectors beside them (a profile is built to match).
         self.hybrid = version.collab_query is not None
-        self.space = self.exact if self.exact is not None else (
-            np.hstack([version.vectors, version.collab_weight * version.collab_item]).astype(np.float32)
-            if self.hybrid else version.vectors)
 
     # --- building blocks -------------------------------------------------------------
     def _profile(self, q: Query, text_vector: np.ndarray | None = None) -> tuple[np.ndarray | None, list[int], list[str]]:
@@ -224,8 +219,16 @@ class Retriever:
         """A selective filter on an approximate index: score the few allowed items exactly.
         Graph and IVF searches lose recall when most items are filtered out; this does not."""
         scores = np.full(self.v.index.ntotal, -np.inf, dtype=np.float32)
-        scores[rows] = (np.asarray(self.space[rows]) @ np.asarray(profiles, dtype=np.float32).T).max(axis=1)
+        scores[rows] = (self._indexed(rows) @ np.asarray(profiles, dtype=np.float32).T).max(axis=1)
         return self._top(scores, k, seen, None, popularity_weight)
+
+    def _indexed(self, rows: np.ndarray) -> np.ndarray:
+        """Some items' vectors as the index holds them: the content vector, and for a hybrid
+        version the weighted item-side collaborative vector beside it (built for these rows
+        only, not kept for the whole catalog)."""
+        if not self.hybrid:
+            return np.asarray(self.v.vectors[rows])
+        return np.hstack([self.v.vectors[rows], self.v.collab_weight * self.v.collab_item[rows]]).astype(np.float32)
 
     def _top(self, scores: np.ndarray, k: int, seen: set[int], allowed: np.ndarray | None,
              popularity_weight: float) -> list[tuple[int, float]]:

@@ -105,3 +105,22 @@ def test_bad_interactions_stop_the_job_before_any_work_with_the_fix(hybrid, tmp_
     with pytest.raises(ValueError, match="needs interactions with at least 2 published items"):
         run_job(load_job_config(None, {**base, "interactions.path": str(other)}), progress=False)
     assert artifact.current_version(tmp_path / "art") is None
+
+
+def test_a_selective_filter_on_a_graph_index_scores_hybrid_items_as_the_exact_index_does(hybrid):
+    """On HNSW/IVF a filter passing few items is scored exactly over those items: for a hybrid
+    version that must use [content, weight x item-side], the vectors the index holds."""
+    import faiss
+
+    flat = load_version(hybrid["art"])
+    graph = load_version(hybrid["art"])
+    held = faiss.rev_swig_ptr(flat.index.get_xb(), flat.index.ntotal * flat.index.d).reshape(flat.index.ntotal, -1)
+    graph.index = faiss.IndexHNSWFlat(flat.index.d, 8, faiss.METRIC_INNER_PRODUCT)
+    graph.index.add(np.ascontiguousarray(held))
+    column = "category" if "category" in flat.items.column_names else flat.manifest.id_column
+    value = flat.items.column(column)[0].as_py()
+    history = [HistoryItem(i) for i in flat.item_ids[5:9]]
+    want = Retriever(flat, fallback="error").recommend(Query(history, k=5, filters={column: value}))
+    got = Retriever(graph, fallback="error").recommend(Query(history, k=5, filters={column: value}))
+    assert got.items and [x.item_id for x in got.items] == [x.item_id for x in want.items]
+    assert np.allclose([x.score for x in got.items], [x.score for x in want.items], atol=1e-5)
