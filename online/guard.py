@@ -9,8 +9,10 @@ import asyncio
 import logging
 import time
 
+from pydantic_core import to_json
 from starlette.exceptions import HTTPException
 
+from groundrec.online.hotpath import send_reply
 from groundrec.online.metrics import ServiceMetrics
 
 log = logging.getLogger("groundrec.serve")
@@ -23,13 +25,7 @@ class _Refused(HTTPException):
 
 
 async def _json(send, status: int, detail: str, headers: list | None = None) -> None:
-    import json
-
-    body = json.dumps({"detail": detail}).encode()
-    await send({"type": "http.response.start", "status": status,
-                "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()),
-                            *(headers or [])]})
-    await send({"type": "http.response.body", "body": body})
+    await send_reply(send, status, to_json({"detail": detail}), headers or [])
 
 
 class Guard:
