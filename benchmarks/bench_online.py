@@ -6,6 +6,9 @@
   batch      in-process, one compute thread (as the service runs): users one at a time vs
              recommend_batch in batches of --batch (default 32); identical top-K checked
   serve-memory  resident memory of `groundrec serve` with a version loaded
+  gemm       the flat index's matrix product, one thread, at several batch sizes: profiles
+             times the index's own (items x dim) rows vs times the transposed copy
+             (dim x items, contiguous) that the Retriever scores with
   ann        1,000,000 clustered 384-d vectors: HNSW (or IVF) built by the offline index stage,
              single-query p50/p99 and recall@20 vs exact search
 
@@ -15,6 +18,7 @@ Usage:
   python benchmarks/bench_online.py batch --artifacts DIR --interactions FILE [--batch 32]
   python benchmarks/bench_online.py serve-memory --artifacts DIR [--workers 2]
   python benchmarks/bench_online.py ann [--kind both|hnsw|ivf] [--items 1000000]
+  python benchmarks/bench_online.py gemm --artifacts DIR [--batches 1,8,16,32,64]
 """
 
 from __future__ import annotations
@@ -192,6 +196,34 @@ def batch(args) -> None:
           f"the order of tied items) for {tied}/{len(queries)}")
 
 
+def gemm(args) -> None:
+    import faiss
+
+    from groundrec.online.threads import limit_threads
+
+    print("threads:", limit_threads(1))
+    index = load_version(args.artifacts).index
+    if not isinstance(index, faiss.IndexFlat):
+        raise SystemExit(f"gemm needs a version with a flat index, this one is {type(index).__name__}")
+    rows = faiss.rev_swig_ptr(index.get_xb(), index.ntotal * index.d).reshape(index.ntotal, index.d)
+    cols = np.ascontiguousarray(rows.T)
+    rng = np.random.default_rng(0)
+    print(f"{index.ntotal} items x {index.d} dims; median ms per call over {args.repeats} rounds of 0.5 s")
+    for size in [int(b) for b in args.batches.split(",")]:
+        profiles = rng.standard_normal((size, index.d)).astype(np.float32)
+        rounds = {"rows": [], "transposed": []}
+        for _ in range(args.repeats):  # alternate, so both see the same machine state
+            for name, f in (("rows", lambda: profiles @ rows.T), ("transposed", lambda: profiles @ cols)):
+                n, t = 0, time.perf_counter()
+                while time.perf_counter() - t < 0.5:
+                    f()
+                    n += 1
+                rounds[name].append((time.perf_counter() - t) / n * 1e3)
+        a, b = float(np.median(rounds["rows"])), float(np.median(rounds["transposed"]))
+        print(f"batch {size:3d}: rows {a:7.2f} ms  transposed {b:7.2f} ms  ({b / size:.3f} ms/user)  "
+              f"rows / transposed = {a / b:.2f}x")
+
+
 def serve_memory(args) -> None:
     """Resident memory of a real `groundrec serve` process with the version loaded."""
     import socket
@@ -270,8 +302,13 @@ def main() -> None:
     m.add_argument("--artifacts", required=True)
     m.add_argument("--encoder-variant", default="fp32", choices=["fp32", "int8"])
     m.add_argument("--workers", type=int, default=1, help="server processes (uvicorn workers)")
+    g = sub.add_parser("gemm")
+    g.add_argument("--artifacts", required=True)
+    g.add_argument("--batches", default="1,8,16,32,64")
+    g.add_argument("--repeats", type=int, default=5)
     args = ap.parse_args()
-    {"retrieval": retrieval, "text": text, "ann": ann, "batch": batch, "serve-memory": serve_memory}[args.what](args)
+    {"retrieval": retrieval, "text": text, "ann": ann, "batch": batch, "serve-memory": serve_memory,
+     "gemm": gemm}[args.what](args)
 
 
 if __name__ == "__main__":

@@ -30,7 +30,7 @@ class BatchStats:
 
 
 class MicroBatcher:
-    """``await submit(x)`` -> ``fn([... x ...])[i]``. ``fn`` takes a list and returns one
+    """``await enqueue(x)`` -> ``fn([... x ...])[i]``. ``fn`` takes a list and returns one
     result per item, in order; a result that is an exception is raised to that caller only."""
 
     def __init__(self, fn: Callable[[list], Sequence], max_batch: int = 64, max_wait_s: float = 0.002,
@@ -59,7 +59,9 @@ class MicroBatcher:
                 pass
         self._pool.shutdown(wait=False, cancel_futures=True)
 
-    async def submit(self, item):
+    def enqueue(self, item) -> asyncio.Future:
+        """Queue ``item`` and return the future of its result (raises ``Overloaded`` at once
+        when the queue is full). Cancel the future to drop the item if it is still waiting."""
         if self._queue is None:
             raise RuntimeError("MicroBatcher.start() was not called")
         if self._queue.qsize() >= self.max_queue:
@@ -67,7 +69,7 @@ class MicroBatcher:
             raise Overloaded(f"{self._queue.qsize()} requests already waiting (max_queue={self.max_queue})")
         future = asyncio.get_running_loop().create_future()
         self._queue.put_nowait((item, future))
-        return await future  # cancelled with the request when the client goes
+        return future
 
     async def _gather(self) -> list[tuple]:
         batch = [await self._queue.get()]

@@ -182,7 +182,7 @@ def test_ann_paths_with_filters_match_exact_when_searching_everything(kind, exac
     ann.index = _exhaustive_ann(kind, x)
     exact = Retriever(flat, popularity={"i5": 50})
     approx = Retriever(ann, popularity={"i5": 50}, exact_subset_max=exact_subset_max)
-    assert exact.exact is not None and approx.exact is None
+    assert exact.exact_t is not None and approx.exact_t is None
     for q in [Query([HistoryItem("i1"), HistoryItem("i2")], k=7, filters={"group": "b"}),
               Query([HistoryItem("i3")], k=5),
               Query([HistoryItem("i4"), HistoryItem("i9")], k=5, strategy="multi_interest")]:
