@@ -5,8 +5,9 @@ Side by side in one run, at each connection count (default 1, 8, 32, 256):
              validates the /recommend body and returns a fixed top-20: what HTTP + validation
              cost on this machine, with no retrieval at all;
   groundrec  `groundrec serve` as the README starts it (defaults, one process) over ARTIFACTS.
-While the 256-connection step runs, /healthz is probed every 0.25 s and its worst latency
-reported. With --loadtest-rates, the project's own open-loop generator (`groundrec loadtest`,
+While the last (largest) connection step runs, a probe client sends a request every 0.05 s:
+/healthz every fifth time (its worst latency is reported), otherwise a real body, whose latency
+is reported by status (503 p50/p99: how fast excess requests are refused). With --loadtest-rates, the project's own open-loop generator (`groundrec loadtest`,
 /recommend only, 256 in flight) is then run against the ceiling app at each rate: where its
 achieved rate falls below the target it, not the server, is the limit (wrk drove the same
 app at the rate printed above). Bodies are real purchase histories (POST /recommend, k=20), or text queries for
@@ -33,6 +34,7 @@ import time
 from pathlib import Path
 
 import httpx
+import numpy as np
 
 from groundrec.online.loadtest import load_histories
 
@@ -105,15 +107,28 @@ def _wrk(url: str, connections: int, duration: float, env: dict, script: Path) -
     return r
 
 
-def _probe(url: str, stop: threading.Event, worst: list[float]) -> None:
+def _probe(url: str, stop: threading.Event, path: str, body: dict, seen: dict[str, list[float]]) -> None:
+    """Every 0.05 s one request on its own connection, like an extra client arriving during the
+    load: /healthz every fifth time, otherwise a real body on the benchmarked endpoint. Latencies
+    go to ``seen`` by what answered: "healthz", or the endpoint's status ("200", "503", ...)."""
     with httpx.Client(timeout=5) as c:
-        while not stop.wait(0.25):
+        n = 0
+        while not stop.wait(0.05):
+            n += 1
             t = time.perf_counter()
             try:
-                c.get(url + "/healthz")
-                worst.append(time.perf_counter() - t)
+                if n % 5 == 0:
+                    c.get(url + "/healthz")
+                    key = "healthz"
+                else:
+                    key = str(c.post(url + path, json=body).status_code)
             except httpx.TransportError:
-                worst.append(float("inf"))
+                key = "transport error"
+            seen.setdefault(key, []).append(time.perf_counter() - t)
+
+
+def _ms(xs: list[float], q: float) -> float | None:
+    return round(float(np.percentile(xs, q)) * 1000, 1) if xs else None
 
 
 def _loadtest_rows(url: str, args, tmp: Path) -> list[dict]:
@@ -165,6 +180,7 @@ def main() -> None:
 
         titles = load_version(args.artifacts).items.column("title").to_pylist()[:2000]
         bodies.write_text("".join(json.dumps({"text": t, "k": args.k}) + "\n" for t in titles if t))
+    probe_body = json.loads(bodies.read_text().splitlines()[0])
     env = {**os.environ, "BENCH_BODIES": str(bodies), "BENCH_PATH": f"/{args.endpoint}"}
     conns = [int(c) for c in args.connections.split(",")]
     results: dict = {"endpoint": args.endpoint, "duration_s": args.duration, "rows": []}
@@ -184,21 +200,24 @@ def main() -> None:
             _wait_ready(url, ready, proc)
             _wrk(url, 8, 2, env, script)  # warm-up
             for c in conns:
-                stop, worst = threading.Event(), []
-                prober = threading.Thread(target=_probe, args=(url, stop, worst), daemon=True)
+                stop, seen = threading.Event(), {}
+                prober = threading.Thread(target=_probe, args=(url, stop, f"/{args.endpoint}", probe_body, seen),
+                                          daemon=True)
                 if c == max(conns):
                     prober.start()
                 r = _wrk(url, c, args.duration, env, script)
                 stop.set()
                 if prober.is_alive():
                     prober.join()
-                r.update(server=name, connections=c,
-                         healthz_worst_ms=round(max(worst) * 1000, 1) if worst else None)
+                r.update(server=name, connections=c, healthz_worst_ms=_ms(seen.get("healthz", []), 100),
+                         probe={k: {"n": len(v), "p50_ms": _ms(v, 50), "p99_ms": _ms(v, 99)} for k, v in seen.items()})
                 results["rows"].append(r)
                 print(f"{name:9s} c={c:<4d} {r['req_per_s']:8.1f} req/s ({r['ok_per_s']:.1f} ok/s)  "
                       f"p50 {r['p50_ms']:.2f} ms  p99 {r['p99_ms']:.2f} ms  max {r['max_ms']:.1f} ms  "
                       f"503 {r['shed_503']}  other {r['other_status']}  timeouts {r['timeouts']}"
-                      + (f"  /healthz worst {r['healthz_worst_ms']} ms" if r["healthz_worst_ms"] is not None else ""),
+                      + (f"  /healthz worst {r['healthz_worst_ms']} ms" if r["healthz_worst_ms"] is not None else "")
+                      + "".join(f"  probe {k}: n={v['n']} p50 {v['p50_ms']} ms p99 {v['p99_ms']} ms"
+                                for k, v in r["probe"].items() if k != "healthz"),
                       flush=True)
             if name == "ceiling" and args.loadtest_rates:
                 results["loadtest"] = _loadtest_rows(url, args, tmp)

@@ -43,7 +43,8 @@ class ServeConfig(StrictModel):
     gil_switch_interval_ms: float = Field(0.5, gt=0, description="Python's thread switch interval in the server process")
     retry_after_s: int = Field(1, ge=0, description="Retry-After sent with a 503")
     workers: int = Field(1, ge=1, description="server processes; each loads the version and hot-reloads on its own")
-    access_log: bool = Field(False, description="log every request (costly at high rates)")
+    access_log: bool = Field(False, description="log every request (costly at high rates), with the client address "
+                             "from X-Forwarded-For when the proxy is trusted (uvicorn's FORWARDED_ALLOW_IPS)")
 
     @field_validator("artifacts", mode="before")
     @classmethod

@@ -17,6 +17,7 @@ from groundrec.online.metrics import ServiceMetrics
 
 log = logging.getLogger("groundrec.serve")
 OPEN_PATHS = frozenset({"/healthz", "/readyz", "/metrics", "/docs", "/openapi.json"})
+_SHED_BODY = to_json({"detail": "overloaded, retry later: the request queue is full"})
 
 
 class _Refused(HTTPException):
@@ -35,11 +36,14 @@ class Guard:
         self.max_body_bytes, self.body_timeout_s = max_body_bytes, body_timeout_s
         # Shedding here, before the body is read and validated, keeps a refusal cheap.
         self.overloaded, self.shed_paths, self.retry_after = overloaded, shed_paths, str(retry_after_s).encode()
+        self._series: dict[tuple[str, int], tuple] = {}  # (endpoint, status) -> its two metric series
 
     async def __call__(self, scope, receive, send):
         if scope["type"] != "http":
             return await self.app(scope, receive, send)
         started = time.perf_counter()
+        if not self.api_key and scope["path"] in self.shed_paths and self.overloaded():
+            return await self._shed(scope, send, started)  # the cheapest answer: nothing else is built
         status = {"code": 500, "sent": False}
         headers = dict(scope.get("headers") or [])
 
@@ -69,10 +73,7 @@ class Guard:
                     headers.get(b"x-api-key", b"").decode("latin-1") != self.api_key:
                 raise _Refused(401, "missing or wrong X-API-Key header")
             if scope["path"] in self.shed_paths and self.overloaded():
-                self.metrics.shed.inc()
-                await _json(sending, 503, "overloaded, retry later: the request queue is full",
-                            [(b"retry-after", self.retry_after)])
-                return self._count(scope, status, started)
+                return await self._shed(scope, send, started)
             length = headers.get(b"content-length")
             if length is not None and (not length.isdigit() or int(length) > self.max_body_bytes):
                 raise _Refused(413, f"body larger than max_body_bytes={self.max_body_bytes}")
@@ -86,8 +87,19 @@ class Guard:
                 await _json(sending, 500, f"internal error: {type(e).__name__}")
         self._count(scope, status, started)
 
+    async def _shed(self, scope, send, started: float) -> None:
+        """503 with Retry-After, before the body is read: under overload most requests end here."""
+        self.metrics.shed.inc()
+        await send_reply(send, 503, _SHED_BODY, [(b"retry-after", self.retry_after)])
+        self._count(scope, {"code": 503}, started)
+
     def _count(self, scope, status: dict, started: float) -> None:
         route = scope.get("route")
         endpoint = getattr(route, "path", None) or (scope["path"] if scope["path"] in self.shed_paths else "unmatched")
-        self.metrics.requests.labels(endpoint, str(status["code"])).inc()
-        self.metrics.latency.labels(endpoint).observe(time.perf_counter() - started)
+        key = (endpoint, status["code"])
+        series = self._series.get(key)
+        if series is None:  # few keys: the routes (or "unmatched") x the statuses they answer
+            series = self._series[key] = (self.metrics.requests.labels(endpoint, str(status["code"])),
+                                          self.metrics.latency.labels(endpoint))
+        series[0].inc()
+        series[1].observe(time.perf_counter() - started)
