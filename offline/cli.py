@@ -95,9 +95,14 @@ def print_summary(s) -> None:
         c, v = s.collab, s.collab["validation"]
         scores = v["scores"]
         best = scores.get(f"hybrid reg={c['reg']:g} weight={c['weight']:g}")
-        t.add_row("collaborative", f"{c['model']}, rank {c['rank']}, reg {c['reg']:g}, weight {c['weight']:g}; "
-                  f"{c['window']['interactions']} interactions of {c['window']['users']} users; "
-                  f"{c['head_items']} items fitted, {c['items_from_content']} from their content")
+        if c["hybrid"]:
+            t.add_row("collaborative", f"{c['model']}, rank {c['rank']}, reg {c['reg']:g}, weight {c['weight']:g}; "
+                      f"{c['window']['interactions']} interactions of {c['window']['users']} users; "
+                      f"{c['head_items']} items fitted, {c['items_from_content']} from their content")
+        else:
+            t.add_row("collaborative", f"not published: validation chose weight 0 (content alone scored best on "
+                      f"{c['window']['interactions']} interactions of {c['window']['users']} users); "
+                      "the version is content only")
         if v["users"]:
             t.add_row("validation", f"{v['metric']} on {v['users']} users: content {scores['content']:.4f}, "
                       f"hybrid {best:.4f}")

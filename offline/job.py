@@ -49,7 +49,7 @@ class JobSummary:
     distinct_texts: int = 0  # encoded counts items; identical texts share one vector
     ungrounded: int = 0  # published from catalog text: no image, or it could not be read or grounded
     dropped: int = 0  # nothing to embed: not published
-    collab: dict | None = None  # a hybrid version's collaborative model (the manifest's collab)
+    collab: dict | None = None  # the learn stage's report (manifest collab for a hybrid, learn if it chose content only)
 
 
 class StageClock:
@@ -110,7 +110,7 @@ def run_job(cfg: JobConfig, progress: bool = True) -> JobSummary:
                     model = load_sentence_transformer(encoder_path, cfg.encoder.max_seq_length)
                     export_report = export_encoder(model, artifact.VersionFiles(staged).encoder_dir, cfg.export, texts[:200])
             with clock.stage("write"):
-                write_version_files(staged, index, vectors, groundings, skips.table(), learned and learned.model)
+                write_version_files(staged, index, vectors, groundings, skips.table(), learned.model if learned else None)
             grounded = groundings.column("grounded").to_pylist()
             grounded_cached = sum(groundings.column("from_cache").to_pylist())
             counts = {"items_read": items.num_rows, "indexed": int(vectors.shape[0]), "grounded_new": len(new_by_id),
@@ -118,7 +118,8 @@ def run_job(cfg: JobConfig, progress: bool = True) -> JobSummary:
                       "dropped": skips.dropped(), "encoded_new": encoded_new, "skipped": len(skips)}
             manifest = build_manifest(cfg, version_id, encoder_path, int(vectors.shape[1]), counts,
                                       index_report.to_dict(), export_report, dict(clock.times),
-                                      learned.report if learned else None)
+                                      learned.report if learned and learned.hybrid else None,
+                                      learned.report if learned and not learned.hybrid else None)
             with clock.stage("publish"):
                 final = artifact.publish(out, staged, manifest, keep=cfg.run.keep_versions)
         except BaseException:

@@ -27,9 +27,13 @@ CHUNK = 256  # validation users scored at a time
 
 @dataclass
 class Learned:
-    model: collab.CollabModel
+    model: collab.CollabModel | None  # None: validation chose weight 0, the version is content only
     weight: float
-    report: dict  # what the manifest records as ``collab``
+    report: dict  # what the manifest records: as ``collab`` for a hybrid, as ``learn`` otherwise
+
+    @property
+    def hybrid(self) -> bool:
+        return self.model is not None
 
 
 def histories_in_time_order(inter: Interactions) -> list[np.ndarray]:
@@ -107,10 +111,13 @@ def learn(inter: Interactions, content: np.ndarray, cfg: CollabConfig, seed: int
                 if score > best[0]:  # ties: the first (smallest reg, then smallest weight)
                     best = (score, weight, reg)
     _, weight, reg = best if best[2] is not None else (0.0, cfg.weight[0], cfg.reg[0])
-    model = collab.fit(histories, n, content, cfg.rank, reg, seed, cfg.max_dense_items)
+    # Weight 0 scores exactly as content alone: publish content only (no refit, an index no
+    # wider than the embeddings) and keep the report of what was tried.
+    model = collab.fit(histories, n, content, cfg.rank, reg, seed, cfg.max_dense_items) if weight else None
     iso = lambda t: datetime.fromtimestamp(int(t), timezone.utc).isoformat()  # noqa: E731
     report = {
-        **model.info, "weight": float(weight),
+        **(model.info if model else {"model": "EASE, factorised", "rank": cfg.rank, "reg": float(reg)}),
+        "weight": float(weight), "hybrid": model is not None,
         "window": {"days": cfg.window_days, "from": iso(inter.ts.min()), "to": iso(inter.ts.max()),
                    "interactions": int(len(inter.items)), "users": len(histories),
                    "unknown_items_dropped": int(inter.dropped_unknown_items)},
@@ -124,6 +131,6 @@ def learn(inter: Interactions, content: np.ndarray, cfg: CollabConfig, seed: int
 def index_vectors(content: np.ndarray, learned: Learned | None) -> np.ndarray:
     """What the index holds: the content embeddings, and for a hybrid the item-side
     collaborative vectors times the weight beside them."""
-    if learned is None:
+    if learned is None or not learned.hybrid:
         return content
     return np.hstack([content, learned.weight * learned.model.item]).astype(np.float32)

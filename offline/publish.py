@@ -30,7 +30,8 @@ def write_version_files(staged: Path, index: faiss.Index, vectors: np.ndarray, i
 
 
 def build_manifest(cfg, version_id: str, encoder_path: str, dim: int, counts: dict, index_report: dict,
-                   export_report: dict | None, timings_s: dict, collab: dict | None = None) -> Manifest:
+                   export_report: dict | None, timings_s: dict, collab: dict | None = None,
+                   learn: dict | None = None) -> Manifest:
     """What the job made, from its config (a JobConfig) and its results."""
     return Manifest(
         version=version_id,
@@ -51,4 +52,5 @@ def build_manifest(cfg, version_id: str, encoder_path: str, dim: int, counts: di
         id_column=cfg.catalog.id_column,
         catalog_text_columns=cfg.catalog.text_columns,
         collab=collab,
+        learn=learn,
     )

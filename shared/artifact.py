@@ -127,6 +127,8 @@ class Manifest(BaseModel):
     catalog_text_columns: list[str] = []
     collab: dict | None = Field(None, description="hybrid versions: the collaborative model (name, rank, reg, "
                                 "weight, interactions window, validation metrics); None: content only")
+    learn: dict | None = Field(None, description="content-only versions whose job was given interactions: the learn "
+                               "stage's report (what was tried and scored on validation) when it chose weight 0")
     files: dict[str, FileEntry] = {}
 
     @property

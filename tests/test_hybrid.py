@@ -34,16 +34,17 @@ def hybrid(tmp_path_factory, tiny_vlm):
         "catalog.path": str(data["catalog"]), "out": str(root / "art"), "vlm.model": str(tiny_vlm("smolvlm")),
         "vlm.max_new_tokens": 6, "vlm.batch_size": 8, "run.runner": "local", "export.enabled": False,
         "catalog.text_columns": ["title"], "encoder.template": "{title}",
-        "interactions.path": str(data["interactions"]), "collab.rank": 16, "collab.reg": [1.0, 10.0]})
+        "interactions.path": str(data["interactions"]), "collab.rank": 16, "collab.reg": [1.0, 10.0],
+        "collab.weight": [0.1, 1.0, 10.0]})
     summary = run_job(cfg, progress=False)
-    return {"summary": summary, "art": root / "art", "interactions": data["interactions"]}
+    return {"summary": summary, "art": root / "art", "interactions": data["interactions"], "cfg": cfg, "root": root}
 
 
 def test_the_job_publishes_a_hybrid_version_and_records_its_model(hybrid):
     c = hybrid["summary"].collab
     manifest = artifact.verify(hybrid["summary"].version_dir)
     assert manifest.collab == c and c["model"] == "EASE, factorised" and c["rank"] == 16
-    assert c["reg"] in (1.0, 10.0) and c["weight"] in load_job_config().collab.weight
+    assert c["reg"] in (1.0, 10.0) and c["weight"] in (0.1, 1.0, 10.0) and c["hybrid"]
     assert c["window"]["interactions"] == pq.read_metadata(hybrid["interactions"]).num_rows
     assert c["validation"]["users"] > 0 and "content" in c["validation"]["scores"]
     assert c["items_from_content"] >= 4  # the never-bought items got vectors from their titles
@@ -124,3 +125,22 @@ def test_a_selective_filter_on_a_graph_index_scores_hybrid_items_as_the_exact_in
     got = Retriever(graph, fallback="error").recommend(Query(history, k=5, filters={column: value}))
     assert got.items and [x.item_id for x in got.items] == [x.item_id for x in want.items]
     assert np.allclose([x.score for x in got.items], [x.score for x in want.items], atol=1e-5)
+
+
+def test_weight_zero_publishes_content_only_and_keeps_what_was_tried(hybrid):
+    """When validation picks weight 0 the hybrid scores as content alone: the version is
+    content only (no collaborative files, an index as wide as the embeddings) and the
+    manifest's ``learn`` records the validation scores instead of ``collab``."""
+    cfg = hybrid["cfg"].model_copy(update={"out": hybrid["root"] / "art0", "cache_dir": hybrid["cfg"].resolved_cache_dir,
+                                           "collab": hybrid["cfg"].collab.model_copy(update={"weight": [0.0]})})
+    summary = run_job(cfg, progress=False)
+    manifest = artifact.verify(summary.version_dir)
+    assert manifest.collab is None and manifest.learn == summary.collab
+    assert manifest.learn["weight"] == 0 and not manifest.learn["hybrid"]
+    assert set(manifest.learn["validation"]["scores"]) == {"content", "collaborative reg=1", "collaborative reg=10",
+                                                          "hybrid reg=1 weight=0", "hybrid reg=10 weight=0"}
+    assert not (summary.version_dir / artifact.COLLAB_QUERY).exists()
+    v = load_version(hybrid["root"] / "art0")
+    assert v.collab_query is None and v.index.d == manifest.dim == manifest.index_dim
+    hist = [HistoryItem(i) for i in v.item_ids[:3]]
+    assert len(Retriever(v).recommend(Query(hist, k=5)).items) == 5
