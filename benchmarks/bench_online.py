@@ -24,6 +24,7 @@ Usage:
 from __future__ import annotations
 
 import argparse
+import gc
 import time
 
 import numpy as np
@@ -175,6 +176,8 @@ def batch(args) -> None:
     histories = [[i for i in h if i in version.row_of] for h in load_histories(args.interactions)]
     queries = [Query([HistoryItem(i) for i in h], k=args.k) for h in histories if h]
     retriever = Retriever(version, fallback="error")
+    gc.collect()
+    gc.freeze()  # as the service does after loading a version: the collector skips it from then on
     print(f"{len(queries)} users, {version.index.ntotal} items, index {version.manifest.index['factory']}, "
           f"k={args.k}, batches of {args.batch}")
     rounds = {"one at a time": [], f"batches of {args.batch}": []}

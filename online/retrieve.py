@@ -335,29 +335,26 @@ def _top_k(scores: np.ndarray, k: int) -> list[tuple[int, float]]:
 
 
 def _top_k_rows(scores: np.ndarray, ks: list[int]) -> list[list[tuple[int, float]]]:
-    """``_top_k`` for every row of a (users x items) score matrix: one partition and one sort
-    for all rows; a row only takes the per-row path when ties at its k-th score reach past the
-    partition (the lowest rows must win them) or it has fewer than k usable items."""
+    """``_top_k`` for every row of a (users x items) score matrix, without a partition of the
+    whole row: the row is cut into about 8 x k blocks, and the k-th largest block maximum is a
+    floor that the row's k-th best score reaches (k blocks each hold an item at or above it).
+    Only the few items at or above that floor are sorted, so ties at the k-th place are all
+    among them and go to the lowest rows. A row with fewer than k usable blocks sorts all its
+    finite items."""
     n = scores.shape[1]
     kmax = min(max(ks), n)
     if kmax == 0:
         return [[] for _ in ks]
-    part = np.argpartition(scores, n - kmax, axis=1)[:, n - kmax:] if kmax < n else np.tile(np.arange(n), (len(ks), 1))
-    vals = np.take_along_axis(scores, part, axis=1)
-    order = np.lexsort((part, -vals), axis=1)  # best first, ties by row
-    part, vals = np.take_along_axis(part, order, axis=1), np.take_along_axis(vals, order, axis=1)
-    kth = vals[np.arange(len(ks)), np.minimum(ks, kmax) - 1]
-    # Rows where an item outside the partition ties with the k-th score, or -inf is reached.
-    ties = (scores >= kth[:, None]).sum(axis=1) > (vals >= kth[:, None]).sum(axis=1)
+    block = max(1, n // (8 * kmax))
+    blocks = n // block
+    floor = np.partition(scores[:, :blocks * block].reshape(len(ks), blocks, block).max(axis=2),
+                         blocks - kmax, axis=1)[:, blocks - kmax]
     out = []
     for row, k in enumerate(ks):
-        if ties[row] or not np.isfinite(kth[row]):
-            s = scores[row]
-            cand = np.flatnonzero(s >= kth[row]) if np.isfinite(kth[row]) else np.flatnonzero(np.isfinite(s))
-            cand = cand[np.lexsort((cand, -s[cand]))][:k]
-            out.append([(int(i), float(s[i])) for i in cand])
-        else:
-            out.append(list(zip(part[row, :k].tolist(), vals[row, :k].tolist())))
+        s = scores[row]
+        cand = np.flatnonzero(s >= floor[row]) if np.isfinite(floor[row]) else np.flatnonzero(np.isfinite(s))
+        cand = cand[np.lexsort((cand, -s[cand]))][:k]
+        out.append(list(zip(cand.tolist(), s[cand].tolist())))
     return out
 
 
