@@ -94,7 +94,8 @@ def print_summary(s) -> None:
     if s.collab:
         c, v = s.collab, s.collab["validation"]
         scores = v["scores"]
-        best = scores.get(f"hybrid reg={c['reg']:g} weight={c['weight']:g}")
+        best = scores.get(f"hybrid reg={c['reg']:g} rank={c['rank']} weight={c['weight']:g}",  # a narrower rank
+                          scores.get(f"hybrid reg={c['reg']:g} weight={c['weight']:g}"))
         if c["hybrid"]:
             t.add_row("collaborative", f"{c['model']}, rank {c['rank']}, reg {c['reg']:g}, weight {c['weight']:g}; "
                       f"{c['window']['interactions']} interactions of {c['window']['users']} users; "

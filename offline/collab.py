@@ -32,6 +32,15 @@ class CollabModel:
     fitted: np.ndarray  # bool per item: in the EASE head; the others' vectors come from content
     info: dict = field(default_factory=dict)
 
+    def truncated(self, rank: int) -> "CollabModel":
+        """The leading ``rank`` factors (they come sorted by singular value), rescaled as
+        ``fit`` scales its item-side vectors, so a weight means the same at every rank."""
+        query, item = self.query[:, :rank].copy(), self.item[:, :rank].copy()
+        scale = float(np.linalg.norm(item[self.fitted], axis=1).mean()) if self.fitted.any() else 0.0
+        if scale > 0:
+            item /= scale
+        return CollabModel(query, item, self.fitted, {**self.info, "rank": rank})
+
     def interactions_only(self) -> "CollabModel":
         """The same model without the content-mapped rows: pure collaborative filtering."""
         keep = self.fitted[:, None]

@@ -95,7 +95,11 @@ class ExportConfig(StrictModel):
 class CollabConfig(StrictModel):
     """The collaborative part of a hybrid version (used when interactions.path is set)."""
 
-    rank: int = Field(128, ge=1, le=1024, description="collaborative vector size (the index grows by this)")
+    rank: int = Field(128, ge=1, le=1024, description="collaborative vector size at most (the index grows by the "
+                      "published rank)")
+    rank_tolerance: float = Field(0.02, ge=0, le=1, description="publish the narrowest of rank/4, rank/2 (leading "
+                                  "factors) whose validation recall is within this fraction of the full rank's: "
+                                  "a narrower index serves faster")
     reg: list[float] = Field(default_factory=lambda: [10.0, 100.0, 1000.0], min_length=1,
                              description="EASE regularisation grid, chosen on validation")
     weight: list[float] = Field(default_factory=lambda: [0.0, 0.01, 0.03, 0.1, 0.3, 1.0, 3.0, 10.0, 30.0, 100.0],

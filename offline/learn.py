@@ -77,6 +77,27 @@ def _content_profiles(content: np.ndarray, histories: list[np.ndarray]) -> np.nd
     return unit(np.stack([content[h[-MAX_HISTORY:]].astype(np.float64).mean(axis=0) for h in histories])).astype(np.float32)
 
 
+def smaller_ranks(rank: int) -> list[int]:
+    """The narrower ranks tried after the full one, narrowest first: a quarter and a half."""
+    return sorted({r for r in (rank // 4, rank // 2) if 1 <= r < rank})
+
+
+def _validation_hits(model: collab.CollabModel, content: np.ndarray, profiles: np.ndarray, held: list[np.ndarray],
+                     targets: np.ndarray, weights: list[float]) -> dict:
+    """recall@K on the held-out users of content alone, the collaborative part alone and the
+    hybrid at each weight (keys "content", "collaborative" and each weight)."""
+    hits = {"content": 0, "collaborative": 0, **{w: 0 for w in weights}}
+    for start in range(0, len(held), CHUNK):  # bounded memory: CHUNK x items scores at a time
+        part = slice(start, start + CHUNK)
+        content_part = profiles[part] @ content.T
+        cf = collab.user_vectors(model, [h[-MAX_HISTORY:] for h in held[part]]) @ model.item.T
+        hits["content"] += int(_hits(content_part.copy(), held[part], targets[part]).sum())
+        hits["collaborative"] += int(_hits(cf.copy(), held[part], targets[part]).sum())
+        for weight in weights:
+            hits[weight] += int(_hits(content_part + weight * cf, held[part], targets[part]).sum())
+    return {key: value / len(held) for key, value in hits.items()}
+
+
 def learn(inter: Interactions, content: np.ndarray, cfg: CollabConfig, seed: int = 0) -> Learned:
     started = time.perf_counter()
     inter = in_window(inter, cfg.window_days)
@@ -88,32 +109,38 @@ def learn(inter: Interactions, content: np.ndarray, cfg: CollabConfig, seed: int
     n = len(content)
     train, users, targets = hold_out_last(histories, cfg.valid_users, seed)
     tuned: dict = {}
-    best = (-1.0, 0, None)
+    best = (-1.0, 0, None)  # (score, weight, reg) at the full rank
+    rank = cfg.rank
     if users:
         held = [train[u] for u in users]
         profiles = _content_profiles(content, held)
+        chosen_fit = None
         for reg in cfg.reg:
             model = collab.fit(train, n, content, cfg.rank, reg, seed, cfg.max_dense_items)
-            hits = {"content": 0, "collaborative": 0, **{w: 0 for w in cfg.weight}}
-            for start in range(0, len(users), CHUNK):  # bounded memory: CHUNK x items scores at a time
-                part = slice(start, start + CHUNK)
-                content_part = profiles[part] @ content.T
-                cf = collab.user_vectors(model, [h[-MAX_HISTORY:] for h in held[part]]) @ model.item.T
-                hits["content"] += int(_hits(content_part.copy(), held[part], targets[part]).sum())
-                hits["collaborative"] += int(_hits(cf.copy(), held[part], targets[part]).sum())
-                for weight in cfg.weight:
-                    hits[weight] += int(_hits(content_part + weight * cf, held[part], targets[part]).sum())
-            tuned["content"] = hits["content"] / len(users)
-            tuned[f"collaborative reg={reg:g}"] = hits["collaborative"] / len(users)
+            hits = _validation_hits(model, content, profiles, held, targets, cfg.weight)
+            tuned["content"] = hits["content"]
+            tuned[f"collaborative reg={reg:g}"] = hits["collaborative"]
             for weight in cfg.weight:
-                score = hits[weight] / len(users)
-                tuned[f"hybrid reg={reg:g} weight={weight:g}"] = score
-                if score > best[0]:  # ties: the first (smallest reg, then smallest weight)
-                    best = (score, weight, reg)
+                tuned[f"hybrid reg={reg:g} weight={weight:g}"] = hits[weight]
+                if hits[weight] > best[0]:  # ties: the first (smallest reg, then smallest weight)
+                    best, chosen_fit = (hits[weight], weight, reg), model
+        if best[1]:  # a hybrid: the narrowest rank that scores within rank_tolerance of the full one
+            for r in smaller_ranks(cfg.rank):
+                hits = _validation_hits(chosen_fit.truncated(r), content, profiles, held, targets, cfg.weight)
+                tuned[f"collaborative reg={best[2]:g} rank={r}"] = hits["collaborative"]
+                top = max(cfg.weight, key=lambda w: (hits[w], -w))
+                for weight in cfg.weight:
+                    tuned[f"hybrid reg={best[2]:g} rank={r} weight={weight:g}"] = hits[weight]
+                if top and hits[top] >= best[0] * (1 - cfg.rank_tolerance):
+                    rank, best = r, (best[0], top, best[2])
+                    break
     _, weight, reg = best if best[2] is not None else (0.0, cfg.weight[0], cfg.reg[0])
     # Weight 0 scores exactly as content alone: publish content only (no refit, an index no
     # wider than the embeddings) and keep the report of what was tried.
-    model = collab.fit(histories, n, content, cfg.rank, reg, seed, cfg.max_dense_items) if weight else None
+    model = None
+    if weight:
+        model = collab.fit(histories, n, content, cfg.rank, reg, seed, cfg.max_dense_items)
+        model = model.truncated(rank) if rank < model.query.shape[1] else model
     iso = lambda t: datetime.fromtimestamp(int(t), timezone.utc).isoformat()  # noqa: E731
     report = {
         **(model.info if model else {"model": "EASE, factorised", "rank": cfg.rank, "reg": float(reg)}),
@@ -122,7 +149,7 @@ def learn(inter: Interactions, content: np.ndarray, cfg: CollabConfig, seed: int
                    "interactions": int(len(inter.items)), "users": len(histories),
                    "unknown_items_dropped": int(inter.dropped_unknown_items)},
         "validation": {"users": len(users), "metric": f"recall@{K} of each user's last new item",
-                       "chosen": {"reg": float(reg), "weight": float(weight)}, "scores": tuned},
+                       "chosen": {"reg": float(reg), "weight": float(weight), "rank": rank}, "scores": tuned},
         "learn_seconds": round(time.perf_counter() - started, 2),
     }
     return Learned(model, float(weight), report)

@@ -1,6 +1,7 @@
 """The collaborative model (offline/collab.py) on interactions whose answer is known."""
 
 import numpy as np
+import pytest
 
 from groundrec.offline import collab
 
@@ -79,3 +80,39 @@ def test_learn_stage_hit_counting_matches_a_full_ranking():
         top = sorted(range(60), key=lambda i: (-s[i], i))[:K]
         assert got[r] == (targets[r] in top)
     assert 0 < got.sum() < 40
+
+
+def test_truncated_keeps_the_leading_factors_rescaled():
+    bundles, histories = _bundles()
+    model = collab.fit(histories, bundles.size, content=None, rank=24, reg=10.0)
+    small = model.truncated(12)
+    assert small.info["rank"] == 12 and small.query.shape == small.item.shape == (bundles.size, 12)
+    np.testing.assert_array_equal(small.query, model.query[:, :12])
+    ratio = small.item / model.item[:, :12]  # one global factor, chosen so head item vectors average norm 1
+    assert np.allclose(ratio[np.isfinite(ratio)], ratio[np.isfinite(ratio)].flat[0])
+    assert np.linalg.norm(small.item[small.fitted], axis=1).mean() == pytest.approx(1.0, rel=1e-5)
+    q = collab.user_vectors(small, [bundles[3][:1]])[0]
+    top = np.argsort(-(small.item @ q))[:4]
+    assert set(bundles[3]) <= set(top)  # 12 factors still hold 12 bundles
+
+
+def test_learn_publishes_the_narrowest_rank_within_the_tolerance():
+    from groundrec.offline.config import CollabConfig
+    from groundrec.offline.interactions import Interactions
+    from groundrec.offline.learn import learn
+
+    bundles, histories = _bundles(users=600)
+    users = np.repeat(np.arange(len(histories)), [len(h) for h in histories])
+    items = np.concatenate(histories)
+    inter = Interactions(users, items, np.arange(len(items), dtype=np.float64), [f"u{u}" for u in range(len(histories))], 0)
+    content = np.random.default_rng(2).normal(size=(bundles.size, 32)).astype(np.float32)
+    content /= np.linalg.norm(content, axis=1, keepdims=True)  # says nothing about bundles: CF must win
+    loose = learn(inter, content, CollabConfig(rank=24, reg=[10.0], rank_tolerance=1.0, valid_users=200))
+    assert loose.hybrid and loose.report["rank"] == 6 == loose.model.query.shape[1]
+    assert loose.report["validation"]["chosen"]["rank"] == 6
+    strict = learn(inter, content, CollabConfig(rank=24, reg=[10.0], rank_tolerance=0.0, valid_users=200))
+    scores = strict.report["validation"]["scores"]
+    full = max(v for k, v in scores.items() if k.startswith("hybrid") and "rank=" not in k)
+    chosen = strict.report["rank"]
+    assert chosen == 24 or scores[f"hybrid reg=10 rank={chosen} weight={strict.weight:g}"] >= full
+    assert strict.model.query.shape[1] == chosen
