@@ -106,7 +106,7 @@ def print_summary(s) -> None:
                       "the version is content only")
         if v["users"]:
             t.add_row("validation", f"{v['metric']} on {v['users']} users: content {scores['content']:.4f}, "
-                      f"hybrid {best:.4f}")
+                      f"hybrid {best:.4f}" + "".join(f"; {w}" for w in v.get("grid_warnings", [])))
     idx = s.index
     t.add_row("index", f"{idx['factory']} ({idx['kind']}), recall@{idx['k']} {idx['recall_at_k']:.3f}"
               + (f", nprobe {idx['nprobe']}" if idx.get("nprobe") else "")

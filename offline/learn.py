@@ -18,6 +18,7 @@ import numpy as np
 
 from groundrec.offline import collab
 from groundrec.offline.config import CollabConfig
+from groundrec.offline.grids import edge_warnings
 from groundrec.offline.interactions import Interactions
 from groundrec.online.profiles import MAX_HISTORY, unit
 
@@ -149,7 +150,10 @@ def learn(inter: Interactions, content: np.ndarray, cfg: CollabConfig, seed: int
                    "interactions": int(len(inter.items)), "users": len(histories),
                    "unknown_items_dropped": int(inter.dropped_unknown_items)},
         "validation": {"users": len(users), "metric": f"recall@{K} of each user's last new item",
-                       "chosen": {"reg": float(reg), "weight": float(weight), "rank": rank}, "scores": tuned},
+                       "chosen": {"reg": float(reg), "weight": float(weight), "rank": rank}, "scores": tuned,
+                       "grid_warnings": edge_warnings([{"reg": r, "weight": w} for r in cfg.reg for w in cfg.weight],
+                                                      {"reg": float(reg), "weight": float(weight)} if users else {},
+                                                      "collab")},
         "learn_seconds": round(time.perf_counter() - started, 2),
     }
     return Learned(model, float(weight), report)

@@ -15,7 +15,6 @@ import json
 import logging
 import os
 import sys
-from collections.abc import Callable
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI, Request, Response
@@ -54,11 +53,11 @@ class ServiceApp:
     middleware (telemetry checks, error and body-limit wrappers) cost more of the event
     loop's time than a refusal or a hot request itself (py-spy, 256 connections: about a
     quarter of the loop's samples), and it only serves the cold routes. ``api`` is the FastAPI
-    app (OpenAPI docs, the other routes, the lifespan); ``state`` is its state."""
+    app (OpenAPI docs, the other routes, the lifespan), ``state`` its state; ``front`` is the
+    chain that ends in it."""
 
-    def __init__(self, api: FastAPI, front: Callable):
-        self.api, self.state = api, api.state
-        self._app = front(api)
+    def __init__(self, api: FastAPI, front):
+        self.api, self.state, self._app = api, api.state, front
 
     async def __call__(self, scope, receive, send):
         await self._app(scope, receive, send)
@@ -172,12 +171,10 @@ def create_app(cfg: ServeConfig, watch: bool = True) -> ServiceApp:
     async def metrics_endpoint():
         return PlainTextResponse(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)
 
-    def front(api: FastAPI):
-        hot = HotRoutes(api, routes={"/recommend": (RecommendRequest, handle), "/search": (SearchRequest, handle)})
-        return Guard(hot, metrics=metrics, api_key=api_key, max_body_bytes=cfg.max_body_bytes,
-                     body_timeout_s=cfg.body_timeout_s, overloaded=lambda: batcher.depth >= cfg.max_queue,
-                     shed_paths=frozenset({"/recommend", "/search"}), retry_after_s=cfg.retry_after_s)
-
+    hot = HotRoutes(app, routes={"/recommend": (RecommendRequest, handle), "/search": (SearchRequest, handle)})
+    front = Guard(hot, metrics=metrics, api_key=api_key, max_body_bytes=cfg.max_body_bytes,
+                  body_timeout_s=cfg.body_timeout_s, overloaded=lambda: batcher.depth >= cfg.max_queue,
+                  shed_paths=frozenset({"/recommend", "/search"}), retry_after_s=cfg.retry_after_s)
     return ServiceApp(app, front)
 
 

@@ -116,3 +116,21 @@ def test_learn_publishes_the_narrowest_rank_within_the_tolerance():
     chosen = strict.report["rank"]
     assert chosen == 24 or scores[f"hybrid reg=10 rank={chosen} weight={strict.weight:g}"] >= full
     assert strict.model.query.shape[1] == chosen
+
+
+def test_learn_warns_when_its_choice_sits_on_the_edge_of_a_grid():
+    from groundrec.offline.config import CollabConfig
+    from groundrec.offline.interactions import Interactions
+    from groundrec.offline.learn import learn
+
+    bundles, histories = _bundles(users=600)
+    users = np.repeat(np.arange(len(histories)), [len(h) for h in histories])
+    items = np.concatenate(histories)
+    inter = Interactions(users, items, np.arange(len(items), dtype=np.float64), [f"u{u}" for u in range(len(histories))], 0)
+    content = np.random.default_rng(2).normal(size=(bundles.size, 32)).astype(np.float32)
+    content /= np.linalg.norm(content, axis=1, keepdims=True)
+    # content says nothing here, so the most collaborative weight tried wins: the top of the grid
+    learned = learn(inter, content, CollabConfig(rank=24, reg=[10.0], weight=[0.0, 0.001, 1.0], valid_users=200))
+    assert learned.weight == 1.0
+    assert learned.report["validation"]["grid_warnings"] == [
+        "weight=1.0 is the largest value tried: widen the grid (collab) upwards"]

@@ -14,6 +14,7 @@ from groundrec.offline.evaluation.config import EvalConfig
 from groundrec.offline.evaluation.data import EvalData
 from groundrec.offline.evaluation.representations import Representation
 from groundrec.offline.evaluation.splits import EvalUsers
+from groundrec.offline.grids import edge_warnings
 from groundrec.offline.evaluation.systems import (CollabSystem, ContentSystem, ImplicitALS, ItemCooccurrence,
                                                   MostPopular, RandomSystem, ScoreFusion, System, fused_vectors)
 
@@ -51,20 +52,6 @@ def slice_recall(ranked: np.ndarray, relevant: list[set[int]], mask: np.ndarray,
         if inside:
             out.append(len(inside.intersection(row.tolist())) / len(inside))
     return np.array(out, dtype=np.float64)
-
-
-def edge_warnings(grid: list[dict], chosen: dict) -> list[str]:
-    """A tuned value on the edge of its grid: the best may lie beyond it."""
-    out = []
-    for key, value in chosen.items():
-        values = sorted({g[key] for g in grid if isinstance(g.get(key), (int, float)) and not isinstance(g.get(key), bool)})
-        if len(values) < 2 or value not in values:
-            continue
-        if value == values[-1]:
-            out.append(f"{key}={value} is the largest value tried: widen the grid (tuning) upwards")
-        elif value == values[0] and value > 0:
-            out.append(f"{key}={value} is the smallest value tried: widen the grid (tuning) downwards")
-    return out
 
 
 def ranking(system: System, users: EvalUsers, k: int) -> np.ndarray:
