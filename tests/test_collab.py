@@ -96,17 +96,24 @@ def test_truncated_keeps_the_leading_factors_rescaled():
     assert set(bundles[3]) <= set(top)  # 12 factors still hold 12 bundles
 
 
-def test_learn_publishes_the_narrowest_rank_within_the_tolerance():
-    from groundrec.offline.config import CollabConfig
+def _bundle_interactions():
+    """The bundle purchases as the learn stage reads them, and content vectors that say
+    nothing about the bundles (so the collaborative part must win)."""
     from groundrec.offline.interactions import Interactions
-    from groundrec.offline.learn import learn
 
     bundles, histories = _bundles(users=600)
     users = np.repeat(np.arange(len(histories)), [len(h) for h in histories])
     items = np.concatenate(histories)
     inter = Interactions(users, items, np.arange(len(items), dtype=np.float64), [f"u{u}" for u in range(len(histories))], 0)
     content = np.random.default_rng(2).normal(size=(bundles.size, 32)).astype(np.float32)
-    content /= np.linalg.norm(content, axis=1, keepdims=True)  # says nothing about bundles: CF must win
+    return inter, content / np.linalg.norm(content, axis=1, keepdims=True)
+
+
+def test_learn_publishes_the_narrowest_rank_within_the_tolerance():
+    from groundrec.offline.config import CollabConfig
+    from groundrec.offline.learn import learn
+
+    inter, content = _bundle_interactions()
     loose = learn(inter, content, CollabConfig(rank=24, reg=[10.0], rank_tolerance=1.0, valid_users=200))
     assert loose.hybrid and loose.report["rank"] == 6 == loose.model.query.shape[1]
     assert loose.report["validation"]["chosen"]["rank"] == 6
@@ -120,15 +127,9 @@ def test_learn_publishes_the_narrowest_rank_within_the_tolerance():
 
 def test_learn_warns_when_its_choice_sits_on_the_edge_of_a_grid():
     from groundrec.offline.config import CollabConfig
-    from groundrec.offline.interactions import Interactions
     from groundrec.offline.learn import learn
 
-    bundles, histories = _bundles(users=600)
-    users = np.repeat(np.arange(len(histories)), [len(h) for h in histories])
-    items = np.concatenate(histories)
-    inter = Interactions(users, items, np.arange(len(items), dtype=np.float64), [f"u{u}" for u in range(len(histories))], 0)
-    content = np.random.default_rng(2).normal(size=(bundles.size, 32)).astype(np.float32)
-    content /= np.linalg.norm(content, axis=1, keepdims=True)
+    inter, content = _bundle_interactions()
     # content says nothing here, so the most collaborative weight tried wins: the top of the grid
     learned = learn(inter, content, CollabConfig(rank=24, reg=[10.0], weight=[0.0, 0.001, 1.0], valid_users=200))
     assert learned.weight == 1.0
