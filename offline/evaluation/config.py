@@ -36,11 +36,11 @@ class TuningConfig(StrictModel):
     popularity_weight: list[float] = Field(default_factory=lambda: [0.0, 0.01, 0.03, 0.1])
     fusion_text_weight: list[float] = Field(default_factory=lambda: [0.25, 0.5, 0.75])
     collab_rank: int = Field(128, ge=1, description="rank of the low-rank EASE item vectors")
-    collab_reg: list[float] = Field(default_factory=lambda: [1.0, 10.0, 100.0, 1000.0, 10000.0],
+    collab_reg: list[float] = Field(default_factory=lambda: [0.1, 1.0, 10.0, 100.0, 1000.0, 10000.0],
                                     description="EASE regularisation (lambda) grid")
-    als_regularization: list[float] = Field(default_factory=lambda: [0.01, 0.1, 1.0],
+    als_regularization: list[float] = Field(default_factory=lambda: [0.001, 0.01, 0.1, 1.0],
                                             description="ALS (implicit) baseline: regularisation grid")
-    als_alpha: list[float] = Field(default_factory=lambda: [1.0, 10.0], description="ALS baseline: confidence scale grid")
+    als_alpha: list[float] = Field(default_factory=lambda: [0.3, 1.0, 10.0], description="ALS baseline: confidence scale grid")
     collab_max_dense_items: int = Field(20_000, ge=2, description="EASE fits the most-interacted this many items")
     collab_weight: list[float] = Field(default_factory=lambda: [0.0, 0.01, 0.03, 0.1, 0.3, 1.0, 3.0, 10.0, 30.0, 100.0],
                                        description="hybrid: weight of the collaborative score next to the content "
