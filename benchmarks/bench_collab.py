@@ -21,7 +21,7 @@ import numpy as np
 from groundrec.offline import collab
 from groundrec.offline.config import CollabConfig
 from groundrec.offline.interactions import Interactions
-from groundrec.offline.learn import histories_in_time_order, learn
+from groundrec.offline.learn import histories_in_time_order, learn, smaller_ranks
 
 
 def peak_gb() -> float:
@@ -63,8 +63,9 @@ def main() -> None:
         learned = learn(inter, content, cfg)
         v = learned.report["validation"]
         print(f"learn stage          {time.perf_counter() - t:8.1f} s   peak RSS {peak_gb():.1f} GB   "
-              f"grid reg {cfg.reg} x weight {cfg.weight} on {v['users']:,} held-out users, then the final fit",
-              flush=True)
+              f"grid reg {cfg.reg} x weight {cfg.weight} on {v['users']:,} held-out users (then ranks "
+              f"{smaller_ranks(cfg.rank)} at the chosen reg when hybrid), then the final fit; "
+              f"chosen {v['chosen']}", flush=True)
 
 
 if __name__ == "__main__":
