@@ -18,7 +18,7 @@ import numpy as np
 
 from groundrec.offline import collab
 from groundrec.offline.config import CollabConfig
-from groundrec.offline.grids import edge_warnings
+from groundrec.offline.grids import edge_warnings, one_standard_error
 from groundrec.offline.interactions import Interactions
 from groundrec.online.profiles import MAX_HISTORY, unit
 
@@ -84,19 +84,19 @@ def smaller_ranks(rank: int) -> list[int]:
 
 
 def _validation_hits(model: collab.CollabModel, content: np.ndarray, profiles: np.ndarray, held: list[np.ndarray],
-                     targets: np.ndarray, weights: list[float]) -> dict:
-    """recall@K on the held-out users of content alone, the collaborative part alone and the
-    hybrid at each weight (keys "content", "collaborative" and each weight)."""
-    hits = {"content": 0, "collaborative": 0, **{w: 0 for w in weights}}
+                     targets: np.ndarray, weights: list[float]) -> dict[object, np.ndarray]:
+    """Whether each held-out user's target is in the top K of content alone, the collaborative
+    part alone and the hybrid at each weight (keys "content", "collaborative" and each weight)."""
+    hits: dict[object, list] = {"content": [], "collaborative": [], **{w: [] for w in weights}}
     for start in range(0, len(held), CHUNK):  # bounded memory: CHUNK x items scores at a time
         part = slice(start, start + CHUNK)
         content_part = profiles[part] @ content.T
         cf = collab.user_vectors(model, [h[-MAX_HISTORY:] for h in held[part]]) @ model.item.T
-        hits["content"] += int(_hits(content_part.copy(), held[part], targets[part]).sum())
-        hits["collaborative"] += int(_hits(cf.copy(), held[part], targets[part]).sum())
+        hits["content"].append(_hits(content_part.copy(), held[part], targets[part]))
+        hits["collaborative"].append(_hits(cf.copy(), held[part], targets[part]))
         for weight in weights:
-            hits[weight] += int(_hits(content_part + weight * cf, held[part], targets[part]).sum())
-    return {key: value / len(held) for key, value in hits.items()}
+            hits[weight].append(_hits(content_part + weight * cf, held[part], targets[part]))
+    return {key: np.concatenate(value) for key, value in hits.items()}
 
 
 def learn(inter: Interactions, content: np.ndarray, cfg: CollabConfig, seed: int = 0) -> Learned:
@@ -110,32 +110,34 @@ def learn(inter: Interactions, content: np.ndarray, cfg: CollabConfig, seed: int
     n = len(content)
     train, users, targets = hold_out_last(histories, cfg.valid_users, seed)
     tuned: dict = {}
-    best = (-1.0, 0, None)  # (score, weight, reg) at the full rank
+    best = (0.0, 0.0, cfg.reg[0])  # (score, weight, reg) at the full rank
     rank = cfg.rank
     if users:
         held = [train[u] for u in users]
         profiles = _content_profiles(content, held)
-        chosen_fit = None
+        per_user = {}
         for reg in cfg.reg:
             model = collab.fit(train, n, content, cfg.rank, reg, seed, cfg.max_dense_items)
             hits = _validation_hits(model, content, profiles, held, targets, cfg.weight)
-            tuned["content"] = hits["content"]
-            tuned[f"collaborative reg={reg:g}"] = hits["collaborative"]
+            tuned["content"] = float(hits["content"].mean())
+            tuned[f"collaborative reg={reg:g}"] = float(hits["collaborative"].mean())
             for weight in cfg.weight:
-                tuned[f"hybrid reg={reg:g} weight={weight:g}"] = hits[weight]
-                if hits[weight] > best[0]:  # ties: the first (smallest reg, then smallest weight)
-                    best, chosen_fit = (hits[weight], weight, reg), model
-        if best[1]:  # a hybrid: the narrowest rank that scores within rank_tolerance of the full one
+                tuned[f"hybrid reg={reg:g} weight={weight:g}"] = float(hits[weight].mean())
+                per_user[(reg, weight)] = hits[weight]
+        # The smallest weight (0: content alone) within one standard error of the best score.
+        reg, weight = one_standard_error(per_user, sorted(per_user, key=lambda key: (key[1], -per_user[key].mean())))
+        best = (float(per_user[(reg, weight)].mean()), weight, reg)
+        if weight:  # a hybrid: the narrowest rank that scores within rank_tolerance of the full one
+            chosen_fit = model if reg == cfg.reg[-1] else collab.fit(train, n, content, cfg.rank, reg, seed,
+                                                                       cfg.max_dense_items)
             for r in smaller_ranks(cfg.rank):
-                hits = _validation_hits(chosen_fit.truncated(r), content, profiles, held, targets, cfg.weight)
-                tuned[f"collaborative reg={best[2]:g} rank={r}"] = hits["collaborative"]
-                top = max(cfg.weight, key=lambda w: (hits[w], -w))
-                for weight in cfg.weight:
-                    tuned[f"hybrid reg={best[2]:g} rank={r} weight={weight:g}"] = hits[weight]
-                if top and hits[top] >= best[0] * (1 - cfg.rank_tolerance):
-                    rank, best = r, (best[0], top, best[2])
+                hits = _validation_hits(chosen_fit.truncated(r), content, profiles, held, targets, [weight])
+                tuned[f"collaborative reg={reg:g} rank={r}"] = float(hits["collaborative"].mean())
+                tuned[f"hybrid reg={reg:g} rank={r} weight={weight:g}"] = float(hits[weight].mean())
+                if hits[weight].mean() >= best[0] * (1 - cfg.rank_tolerance):
+                    rank = r
                     break
-    _, weight, reg = best if best[2] is not None else (0.0, cfg.weight[0], cfg.reg[0])
+    _, weight, reg = best
     # Weight 0 scores exactly as content alone: publish content only (no refit, an index no
     # wider than the embeddings) and keep the report of what was tried.
     model = None

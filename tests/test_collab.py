@@ -135,3 +135,18 @@ def test_learn_warns_when_its_choice_sits_on_the_edge_of_a_grid():
     assert learned.weight == 1.0
     assert learned.report["validation"]["grid_warnings"] == [
         "weight=1.0 is the largest value tried: widen the grid (collab) upwards"]
+
+
+def test_one_standard_error_prefers_the_simpler_setting_unless_the_gain_stands_out():
+    from groundrec.offline.grids import one_standard_error
+
+    rng = np.random.default_rng(0)
+    content = (rng.random(400) < 0.10).astype(float)  # 400 users' hits
+    noise = content.copy()
+    noise[rng.choice(np.flatnonzero(noise == 0), 4, replace=False)] = 1  # +0.01: well inside one SE (0.015)
+    clear = content.copy()
+    clear[rng.choice(np.flatnonzero(clear == 0), 40, replace=False)] = 1  # +0.10: far outside it
+    assert one_standard_error({0.0: content, 1.0: noise}, [0.0, 1.0]) == 0.0
+    assert one_standard_error({0.0: content, 1.0: clear}, [0.0, 1.0]) == 1.0
+    # among several within one SE of the best, the first in simplicity order
+    assert one_standard_error({0.0: content, 0.5: clear, 1.0: clear}, [0.0, 0.5, 1.0]) == 0.5

@@ -14,7 +14,7 @@ from groundrec.offline.evaluation.config import EvalConfig
 from groundrec.offline.evaluation.data import EvalData
 from groundrec.offline.evaluation.representations import Representation
 from groundrec.offline.evaluation.splits import EvalUsers
-from groundrec.offline.grids import edge_warnings
+from groundrec.offline.grids import edge_warnings, one_standard_error
 from groundrec.offline.evaluation.systems import (CollabSystem, ContentSystem, ImplicitALS, ItemCooccurrence,
                                                   MostPopular, RandomSystem, ScoreFusion, System, fused_vectors)
 
@@ -92,11 +92,11 @@ class _Runner:
                              per_user, lists, valid_primary, note, slices=slices, warnings=list(warnings or [])))
         self._bar.update()
 
-    def _valid_of_scores(self, scores: np.ndarray) -> float:
-        """The primary metric on validation users of a precomputed (users x items) score matrix."""
+    def _valid_per_user(self, scores: np.ndarray) -> np.ndarray:
+        """The primary metric of each validation user for a precomputed (users x items) score matrix."""
         users = self.data.valid
         ranked = metrics.top_k(scores, max(self.cfg.ks), exclude=users.history)
-        return float(metrics.per_user_metrics(ranked, users.relevant, self.cfg.ks)[self.cfg.primary_metric].mean())
+        return metrics.per_user_metrics(ranked, users.relevant, self.cfg.ks)[self.cfg.primary_metric]
 
     def _on_valid(self, system: System) -> float:
         per_user, _ = evaluate(system, self.data.valid, self.cfg.ks, self.data.pop_valid, self.data.n_items)
@@ -210,10 +210,12 @@ class _Runner:
         content_scores = self._content(rep, self.data.pop_valid, **profile).scores(valid.history, valid.history_ts)
         cf_scores = {r: CollabSystem(HYBRID, rep.name, models[r]).scores(valid.history, valid.history_ts)
                      for r in tuning.collab_reg}
-        scored = [(self._valid_of_scores(content_scores + g["weight"] * cf_scores[g["reg"]]), -i, g)
-                  for i, g in enumerate(grid)]
-        score, _, best = max(scored, key=lambda s: (s[0], s[1]))
+        per_user = {i: self._valid_per_user(content_scores + g["weight"] * cf_scores[g["reg"]])
+                    for i, g in enumerate(grid)}
         del content_scores, cf_scores
+        # As the job's learn stage chooses: the smallest weight within one standard error of the best.
+        pick = one_standard_error(per_user, sorted(per_user, key=lambda i: (grid[i]["weight"], -per_user[i].mean(), i)))
+        score, best = float(per_user[pick].mean()), grid[pick]
         params = {**best, "rank": tuning.collab_rank, **profile}
         test_model = test_models.get(best["reg"]) or on_test(best["reg"])
         self._on_test(CollabSystem(HYBRID, f"{rep.name} + interactions", test_model,
