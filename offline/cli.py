@@ -101,9 +101,9 @@ def print_summary(s) -> None:
                       f"{c['window']['interactions']} interactions of {c['window']['users']} users; "
                       f"{c['head_items']} items fitted, {c['items_from_content']} from their content")
         else:
-            t.add_row("collaborative", f"not published: validation chose weight 0 (content alone scored best on "
-                      f"{c['window']['interactions']} interactions of {c['window']['users']} users); "
-                      "the version is content only")
+            t.add_row("collaborative", f"not published: on {c['window']['interactions']} interactions of "
+                      f"{c['window']['users']} users no weight beat content alone by more than one standard error "
+                      "on validation; the version is content only")
         if v["users"]:
             t.add_row("validation", f"{v['metric']} on {v['users']} users: content {scores['content']:.4f}, "
                       f"hybrid {best:.4f}" + "".join(f"; {w}" for w in v.get("grid_warnings", [])))

@@ -154,7 +154,7 @@ def learn(inter: Interactions, content: np.ndarray, cfg: CollabConfig, seed: int
         "validation": {"users": len(users), "metric": f"recall@{K} of each user's last new item",
                        "chosen": {"reg": float(reg), "weight": float(weight), "rank": rank}, "scores": tuned,
                        "grid_warnings": edge_warnings([{"reg": r, "weight": w} for r in cfg.reg for w in cfg.weight],
-                                                      {"reg": float(reg), "weight": float(weight)} if users else {},
+                                                      {"reg": float(reg), "weight": float(weight)} if weight else {},
                                                       "collab")},
         "learn_seconds": round(time.perf_counter() - started, 2),
     }
