@@ -7,7 +7,8 @@ Side by side in one run, at each connection count (default 1, 8, 32, 256):
   groundrec  `groundrec serve` as the README starts it (defaults, one process) over ARTIFACTS.
 While the last (largest) connection step runs, a probe client sends a request every 0.05 s:
 /healthz every fifth time (its worst latency is reported), otherwise a real body, whose latency
-is reported by status (503 p50/p99: how fast excess requests are refused). With --loadtest-rates, the project's own open-loop generator (`groundrec loadtest`,
+is reported by status (503 p50/p99: how fast excess requests are refused).
+With --loadtest-rates, the project's own open-loop generator (`groundrec loadtest`,
 /recommend only, 256 in flight) is then run against the ceiling app at each rate: where its
 achieved rate falls below the target it, not the server, is the limit (wrk drove the same
 app at the rate printed above). Bodies are real purchase histories (POST /recommend, k=20), or text queries for
@@ -108,8 +109,8 @@ def _wrk(url: str, connections: int, duration: float, env: dict, script: Path) -
 
 
 def _probe(url: str, stop: threading.Event, path: str, body: dict, seen: dict[str, list[float]]) -> None:
-    """Every 0.05 s one request on its own connection, like an extra client arriving during the
-    load: /healthz every fifth time, otherwise a real body on the benchmarked endpoint. Latencies
+    """Every 0.05 s one request on the probe's own kept-alive connection, like one more client
+    during the load: /healthz every fifth time, otherwise a real body on the benchmarked endpoint. Latencies
     go to ``seen`` by what answered: "healthz", or the endpoint's status ("200", "503", ...)."""
     with httpx.Client(timeout=5) as c:
         n = 0

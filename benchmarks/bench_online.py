@@ -8,7 +8,8 @@
   serve-memory  resident memory of `groundrec serve` with a version loaded
   gemm       the flat index's matrix product, one thread, at several batch sizes: profiles
              times the index's own (items x dim) rows vs times the transposed copy
-             (dim x items, contiguous) that the Retriever scores with
+             (dim x items, contiguous) that the Retriever scores with, and optionally another
+             version's (e.g. a hybrid's wider index) in the same rounds
   ann        1,000,000 clustered 384-d vectors: HNSW (or IVF) built by the offline index stage,
              single-query p50/p99 and recall@20 vs exact search
 
@@ -18,7 +19,7 @@ Usage:
   python benchmarks/bench_online.py batch --artifacts DIR --interactions FILE [--batch 32]
   python benchmarks/bench_online.py serve-memory --artifacts DIR [--workers 2]
   python benchmarks/bench_online.py ann [--kind both|hnsw|ivf] [--items 1000000]
-  python benchmarks/bench_online.py gemm --artifacts DIR [--batches 1,8,16,32,64]
+  python benchmarks/bench_online.py gemm --artifacts DIR [--batches 1,8,16,32,64] [--compare-artifacts OTHER]
 """
 
 from __future__ import annotations
@@ -200,31 +201,45 @@ def batch(args) -> None:
 
 
 def gemm(args) -> None:
-    import faiss
-
     from groundrec.online.threads import limit_threads
 
     print("threads:", limit_threads(1))
-    index = load_version(args.artifacts).index
-    if not isinstance(index, faiss.IndexFlat):
-        raise SystemExit(f"gemm needs a version with a flat index, this one is {type(index).__name__}")
-    rows = faiss.rev_swig_ptr(index.get_xb(), index.ntotal * index.d).reshape(index.ntotal, index.d)
-    cols = np.ascontiguousarray(rows.T)
+
+    def scored_matrix(path: str) -> np.ndarray:
+        """What the Retriever multiplies profiles by: the flat index transposed (dim x items)."""
+        exact_t = Retriever(load_version(path)).exact_t
+        if exact_t is None:
+            raise SystemExit(f"gemm needs a version with a flat index: {path} has none")
+        return exact_t
+
+    cols = scored_matrix(args.artifacts)
+    rows = np.ascontiguousarray(cols.T)  # the index's own layout, items x dim
+    other = scored_matrix(args.compare_artifacts) if args.compare_artifacts else None
+    if other is not None:  # e.g. a hybrid version (a wider index) against content-only
+        print(f"other: {other.shape[1]} items x {other.shape[0]} dims ({args.compare_artifacts})")
     rng = np.random.default_rng(0)
-    print(f"{index.ntotal} items x {index.d} dims; median ms per call over {args.repeats} rounds of 0.5 s")
+    print(f"{cols.shape[1]} items x {cols.shape[0]} dims; median ms per call over {args.repeats} rounds of 0.5 s")
     for size in [int(b) for b in args.batches.split(",")]:
-        profiles = rng.standard_normal((size, index.d)).astype(np.float32)
-        rounds = {"rows": [], "transposed": []}
-        for _ in range(args.repeats):  # alternate, so both see the same machine state
-            for name, f in (("rows", lambda: profiles @ rows.T), ("transposed", lambda: profiles @ cols)):
+        profiles = rng.standard_normal((size, cols.shape[0])).astype(np.float32)
+        arms = {"rows": lambda: profiles @ rows.T, "transposed": lambda: profiles @ cols}
+        if other is not None:
+            wide = rng.standard_normal((size, other.shape[0])).astype(np.float32)
+            arms["other transposed"] = lambda: wide @ other
+        rounds: dict[str, list[float]] = {name: [] for name in arms}
+        for _ in range(args.repeats):  # alternate, so every arm sees the same machine state
+            for name, f in arms.items():
                 n, t = 0, time.perf_counter()
                 while time.perf_counter() - t < 0.5:
                     f()
                     n += 1
                 rounds[name].append((time.perf_counter() - t) / n * 1e3)
-        a, b = float(np.median(rounds["rows"])), float(np.median(rounds["transposed"]))
-        print(f"batch {size:3d}: rows {a:7.2f} ms  transposed {b:7.2f} ms  ({b / size:.3f} ms/user)  "
-              f"rows / transposed = {a / b:.2f}x")
+        med = {name: float(np.median(v)) for name, v in rounds.items()}
+        line = (f"batch {size:3d}: rows {med['rows']:7.2f} ms  transposed {med['transposed']:7.2f} ms "
+                f"({med['transposed'] / size:.3f} ms/user)  rows / transposed = {med['rows'] / med['transposed']:.2f}x")
+        if "other transposed" in med:
+            line += (f"  other {med['other transposed']:7.2f} ms ({med['other transposed'] / size:.3f} ms/user), "
+                     f"other / transposed = {med['other transposed'] / med['transposed']:.2f}x")
+        print(line)
 
 
 def serve_memory(args) -> None:
@@ -308,6 +323,7 @@ def main() -> None:
     g = sub.add_parser("gemm")
     g.add_argument("--artifacts", required=True)
     g.add_argument("--batches", default="1,8,16,32,64")
+    g.add_argument("--compare-artifacts", help="a second version whose transposed matrix is timed in the same rounds")
     g.add_argument("--repeats", type=int, default=5)
     args = ap.parse_args()
     {"retrieval": retrieval, "text": text, "ann": ann, "batch": batch, "serve-memory": serve_memory,

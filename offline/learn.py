@@ -3,7 +3,9 @@
 From the interactions (mapped onto the items being published) and the items' content
 embeddings: hold out each sampled user's last new item, choose the EASE regularisation and
 the hybrid weight on those users (recall@K of content alone, collaborative alone and the
-hybrid, all recorded), then refit on every interaction in the window. The hybrid score is
+hybrid, all recorded; the smallest weight within one standard error of the best, 0 meaning
+content only), then the narrowest rank within ``rank_tolerance``, then refit on every
+interaction in the window. The hybrid score is
 exactly what the service computes: cosine of the mean content profile + weight x the
 collaborative score (``offline.collab``).
 """
@@ -110,8 +112,7 @@ def learn(inter: Interactions, content: np.ndarray, cfg: CollabConfig, seed: int
     n = len(content)
     train, users, targets = hold_out_last(histories, cfg.valid_users, seed)
     tuned: dict = {}
-    best = (0.0, 0.0, cfg.reg[0])  # (score, weight, reg) at the full rank
-    rank = cfg.rank
+    reg, weight, rank = cfg.reg[0], 0.0, cfg.rank  # no validation user: content only
     if users:
         held = [train[u] for u in users]
         profiles = _content_profiles(content, held)
@@ -126,7 +127,6 @@ def learn(inter: Interactions, content: np.ndarray, cfg: CollabConfig, seed: int
                 per_user[(reg, weight)] = hits[weight]
         # The smallest weight (0: content alone) within one standard error of the best score.
         reg, weight = one_standard_error(per_user, sorted(per_user, key=lambda key: (key[1], -per_user[key].mean())))
-        best = (float(per_user[(reg, weight)].mean()), weight, reg)
         if weight:  # a hybrid: the narrowest rank that scores within rank_tolerance of the full one
             chosen_fit = model if reg == cfg.reg[-1] else collab.fit(train, n, content, cfg.rank, reg, seed,
                                                                        cfg.max_dense_items)
@@ -134,10 +134,9 @@ def learn(inter: Interactions, content: np.ndarray, cfg: CollabConfig, seed: int
                 hits = _validation_hits(chosen_fit.truncated(r), content, profiles, held, targets, [weight])
                 tuned[f"collaborative reg={reg:g} rank={r}"] = float(hits["collaborative"].mean())
                 tuned[f"hybrid reg={reg:g} rank={r} weight={weight:g}"] = float(hits[weight].mean())
-                if hits[weight].mean() >= best[0] * (1 - cfg.rank_tolerance):
+                if hits[weight].mean() >= per_user[(reg, weight)].mean() * (1 - cfg.rank_tolerance):
                     rank = r
                     break
-    _, weight, reg = best
     # Weight 0 scores exactly as content alone: publish content only (no refit, an index no
     # wider than the embeddings) and keep the report of what was tried.
     model = None

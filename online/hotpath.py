@@ -1,6 +1,6 @@
 """The two hot routes, POST /recommend and POST /search, in plain ASGI.
 
-FastAPI declares these routes (their OpenAPI docs, and the app as Ray Serve mounts it), but
+FastAPI declares these routes (their OpenAPI docs) and serves a body not declared JSON, but
 its per-request machinery (Request objects, dependency solving, ``json.loads`` and then
 validation of Python objects) costs more CPU than the retrieval of a batched request. Here the
 body is read from the ASGI messages, validated straight from its bytes by pydantic-core

@@ -215,8 +215,8 @@ class Retriever:
 
     def _search_exact(self, profiles: np.ndarray, k: int, seen: set[int], allowed: np.ndarray | None,
                       popularity_weight: float) -> list[tuple[int, float]]:
-        """Flat index: one matrix product over the index's own vectors (no copy). Cheaper than
-        FAISS's per-call overhead for a single user, and seen items, filters and the
+        """Flat index: one matrix product over the transposed copy of the index's vectors.
+        Cheaper than FAISS's per-call overhead for a single user, and seen items, filters and the
         popularity prior apply to every item exactly, not to an over-fetched candidate list."""
         scores = (np.asarray(profiles, dtype=np.float32) @ self.exact_t).max(axis=0)
         return self._top(scores, k, seen, allowed, popularity_weight)

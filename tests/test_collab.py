@@ -119,9 +119,12 @@ def test_learn_publishes_the_narrowest_rank_within_the_tolerance():
     assert loose.report["validation"]["chosen"]["rank"] == 6
     strict = learn(inter, content, CollabConfig(rank=24, reg=[10.0], rank_tolerance=0.0, valid_users=200))
     scores = strict.report["validation"]["scores"]
-    full = max(v for k, v in scores.items() if k.startswith("hybrid") and "rank=" not in k)
+    full = scores[f"hybrid reg=10 weight={strict.weight:g}"]  # the chosen setting at the full rank
     chosen = strict.report["rank"]
     assert chosen == 24 or scores[f"hybrid reg=10 rank={chosen} weight={strict.weight:g}"] >= full
+    for r in (6, 12):  # every narrower rank scored before the chosen one fell short of it
+        if r < chosen:
+            assert scores[f"hybrid reg=10 rank={r} weight={strict.weight:g}"] < full
     assert strict.model.query.shape[1] == chosen
 
 

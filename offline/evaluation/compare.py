@@ -14,9 +14,9 @@ from groundrec.offline.evaluation.config import EvalConfig
 from groundrec.offline.evaluation.data import EvalData
 from groundrec.offline.evaluation.representations import Representation
 from groundrec.offline.evaluation.splits import EvalUsers
-from groundrec.offline.grids import edge_warnings, one_standard_error
 from groundrec.offline.evaluation.systems import (CollabSystem, ContentSystem, ImplicitALS, ItemCooccurrence,
                                                   MostPopular, RandomSystem, ScoreFusion, System, fused_vectors)
+from groundrec.offline.grids import edge_warnings, one_standard_error
 
 
 @dataclass
