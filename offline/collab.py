@@ -147,3 +147,50 @@ def user_vectors(model: CollabModel, histories: list[np.ndarray]) -> np.ndarray:
             out[n] = model.query[np.unique(h)].sum(axis=0)  # a set, as in EASE: repeats count once
     norms = np.linalg.norm(out, axis=1, keepdims=True)
     return out / np.where(norms > 0, norms, 1.0)
+
+
+@dataclass
+class Projection:
+    """A hybrid index at the content embedding's width. The full hybrid vectors (an item's
+    ``[content, weight x item-side]``, a profile's ``[content profile, collaborative query]``)
+    are ``d + rank`` wide; the index holds ``item_vector @ item`` and a profile is searched as
+    ``profile @ query``, both ``d`` wide, so a hybrid reads as many bytes per item as content
+    alone. ``query @ item.T`` is the best rank-d stand-in for the identity under the profiles
+    actually seen (``fit_projection``)."""
+
+    item: np.ndarray  # (d + rank) x d, float32
+    query: np.ndarray  # (d + rank) x d, float32
+    info: dict = field(default_factory=dict)
+
+    def effective(self, full: np.ndarray) -> np.ndarray:
+        """What full-width item vectors score as after the projection: a profile's inner
+        product with these equals its projected product with the projected item."""
+        return (np.asarray(full, dtype=np.float32) @ self.item) @ self.query.T
+
+
+def fit_projection(items: np.ndarray, profiles: np.ndarray, dim: int, chunk: int = 65_536) -> Projection:
+    """Scores ``p . x`` kept as well as ``dim`` dimensions can for profiles like ``profiles``:
+    with S the square root of their second-moment matrix, the top ``dim`` right singular
+    vectors W of ``items @ S`` give ``item = S W`` and ``query = S^-1 W``, which minimises the
+    squared score error summed over items and expected over those profiles (a small ridge
+    keeps S invertible). ``items``: full-width item vectors (rows); read in chunks, so a 1M-item
+    catalog costs one (d + rank)^2 matrix."""
+    width = items.shape[1]
+    if dim >= width:
+        raise ValueError(f"projection to {dim} dimensions from {width}: nothing to save")
+    p = np.asarray(profiles, dtype=np.float64)
+    second = p.T @ p / max(len(p), 1)
+    second[np.diag_indices_from(second)] += 1e-4 * max(np.trace(second), 1e-12) / width
+    values, vectors = np.linalg.eigh(second)
+    root = (vectors * np.sqrt(values)) @ vectors.T
+    root_inv = (vectors / np.sqrt(values)) @ vectors.T
+    gram = np.zeros((width, width))
+    for start in range(0, len(items), chunk):
+        block = np.asarray(items[start:start + chunk], dtype=np.float64) @ root
+        gram += block.T @ block
+    energy, basis = np.linalg.eigh(gram)
+    top = np.argsort(-energy)[:dim]
+    kept = float(energy[top].sum() / energy.sum()) if energy.sum() > 0 else 1.0
+    return Projection((root @ basis[:, top]).astype(np.float32), (root_inv @ basis[:, top]).astype(np.float32),
+                      {"dim": int(dim), "from": int(width), "profiles": int(len(p)), "energy_kept": round(kept, 6),
+                       "method": "profile-weighted truncated SVD"})

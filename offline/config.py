@@ -100,6 +100,9 @@ class CollabConfig(StrictModel):
     rank_tolerance: float = Field(0.02, ge=0, le=1, description="publish the narrowest of rank/4, rank/2 (leading "
                                   "factors) whose validation recall is within this fraction of the full rank's: "
                                   "a narrower index serves faster")
+    project: bool = Field(True, description="index the hybrid at the content embedding's width (a projection "
+                          "fitted to the users' profiles) when its validation recall is within rank_tolerance of "
+                          "the full rank's: it then serves at content-only cost")
     reg: list[float] = Field(default_factory=lambda: [10.0, 100.0, 1000.0], min_length=1,
                              description="EASE regularisation grid, chosen on validation")
     weight: list[float] = Field(default_factory=lambda: [0.0, 0.01, 0.03, 0.1, 0.3, 1.0, 3.0, 10.0, 30.0, 100.0],

@@ -110,7 +110,7 @@ def run_job(cfg: JobConfig, progress: bool = True) -> JobSummary:
                     model = load_sentence_transformer(encoder_path, cfg.encoder.max_seq_length)
                     export_report = export_encoder(model, artifact.VersionFiles(staged).encoder_dir, cfg.export, texts[:200])
             with clock.stage("write"):
-                write_version_files(staged, index, vectors, groundings, skips.table(), learned.model if learned else None)
+                write_version_files(staged, index, vectors, groundings, skips.table(), learned)
             grounded = groundings.column("grounded").to_pylist()
             grounded_cached = sum(groundings.column("from_cache").to_pylist())
             counts = {"items_read": items.num_rows, "indexed": int(vectors.shape[0]), "grounded_new": len(new_by_id),

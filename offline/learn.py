@@ -4,10 +4,11 @@ From the interactions (mapped onto the items being published) and the items' con
 embeddings: hold out each sampled user's last new item, choose the EASE regularisation and
 the hybrid weight on those users (recall@K of content alone, collaborative alone and the
 hybrid, all recorded; the smallest weight within one standard error of the best, 0 meaning
-content only), then the narrowest rank within ``rank_tolerance``, then refit on every
-interaction in the window. The hybrid score is
-exactly what the service computes: cosine of the mean content profile + weight x the
-collaborative score (``offline.collab``).
+content only), then the narrowest rank within ``rank_tolerance``, then whether the index can
+be projected to the content's width within the same tolerance (``collab.Projection``), then
+refit on every interaction in the window. The hybrid score is exactly what the service
+computes: cosine of the mean content profile + weight x the collaborative score
+(``offline.collab``), through the projection when there is one.
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ from groundrec.online.profiles import MAX_HISTORY, unit
 
 K = 20
 CHUNK = 256  # validation users scored at a time
+PROJECTION_USERS = 20_000  # most training users whose profiles fit the projection
 
 
 @dataclass
@@ -33,6 +35,7 @@ class Learned:
     model: collab.CollabModel | None  # None: validation chose weight 0, the version is content only
     weight: float
     report: dict  # what the manifest records: as ``collab`` for a hybrid, as ``learn`` otherwise
+    projection: collab.Projection | None = None  # a hybrid indexed at the content's width
 
     @property
     def hybrid(self) -> bool:
@@ -80,6 +83,32 @@ def _content_profiles(content: np.ndarray, histories: list[np.ndarray]) -> np.nd
     return unit(np.stack([content[h[-MAX_HISTORY:]].astype(np.float64).mean(axis=0) for h in histories])).astype(np.float32)
 
 
+def hybrid_items(content: np.ndarray, model: collab.CollabModel, weight: float) -> np.ndarray:
+    """Full-width hybrid item vectors: the content embedding, then weight x the item-side vector."""
+    return np.hstack([content, weight * model.item]).astype(np.float32)
+
+
+def hybrid_profiles(content: np.ndarray, model: collab.CollabModel, histories: list[np.ndarray]) -> np.ndarray:
+    """Full-width hybrid profiles, as the service builds them: the mean content profile, then
+    the collaborative query (both over the latest MAX_HISTORY items)."""
+    latest = [h[-MAX_HISTORY:] for h in histories]
+    return np.hstack([_content_profiles(content, latest), collab.user_vectors(model, latest)])
+
+
+def _projection_sample(histories: list[np.ndarray], seed: int) -> list[np.ndarray]:
+    usable = [h for h in histories if len(h)]
+    if len(usable) <= PROJECTION_USERS:
+        return usable
+    return [usable[i] for i in np.sort(np.random.default_rng(seed).choice(len(usable), PROJECTION_USERS, replace=False))]
+
+
+def project(content: np.ndarray, model: collab.CollabModel, weight: float, histories: list[np.ndarray],
+            seed: int = 0) -> collab.Projection:
+    """The projection of a hybrid to the content's width, fitted on these users' profiles."""
+    return collab.fit_projection(hybrid_items(content, model, weight),
+                                 hybrid_profiles(content, model, _projection_sample(histories, seed)), content.shape[1])
+
+
 def smaller_ranks(rank: int) -> list[int]:
     """The narrower ranks tried after the full one, narrowest first: a quarter and a half."""
     return sorted({r for r in (rank // 4, rank // 2) if 1 <= r < rank})
@@ -101,6 +130,18 @@ def _validation_hits(model: collab.CollabModel, content: np.ndarray, profiles: n
     return {key: np.concatenate(value) for key, value in hits.items()}
 
 
+def _projected_hits(model: collab.CollabModel, content: np.ndarray, profiles: np.ndarray, held: list[np.ndarray],
+                    targets: np.ndarray, weight: float, projection: collab.Projection) -> np.ndarray:
+    """``_validation_hits``'s hybrid at ``weight``, scored through the projection."""
+    scored = projection.effective(hybrid_items(content, model, weight))
+    hits = []
+    for start in range(0, len(held), CHUNK):
+        part = slice(start, start + CHUNK)
+        queries = collab.user_vectors(model, [h[-MAX_HISTORY:] for h in held[part]])
+        hits.append(_hits(np.hstack([profiles[part], queries]) @ scored.T, held[part], targets[part]))
+    return np.concatenate(hits)
+
+
 def learn(inter: Interactions, content: np.ndarray, cfg: CollabConfig, seed: int = 0) -> Learned:
     started = time.perf_counter()
     inter = in_window(inter, cfg.window_days)
@@ -112,7 +153,7 @@ def learn(inter: Interactions, content: np.ndarray, cfg: CollabConfig, seed: int
     n = len(content)
     train, users, targets = hold_out_last(histories, cfg.valid_users, seed)
     tuned: dict = {}
-    reg, weight, rank = cfg.reg[0], 0.0, cfg.rank  # no validation user: content only
+    reg, weight, rank, projected = cfg.reg[0], 0.0, cfg.rank, False  # no validation user: content only
     if users:
         held = [train[u] for u in users]
         profiles = _content_profiles(content, held)
@@ -130,39 +171,52 @@ def learn(inter: Interactions, content: np.ndarray, cfg: CollabConfig, seed: int
         if weight:  # a hybrid: the narrowest rank that scores within rank_tolerance of the full one
             chosen_fit = model if reg == cfg.reg[-1] else collab.fit(train, n, content, cfg.rank, reg, seed,
                                                                        cfg.max_dense_items)
+            floor = per_user[(reg, weight)].mean() * (1 - cfg.rank_tolerance)
             for r in smaller_ranks(cfg.rank):
                 hits = _validation_hits(chosen_fit.truncated(r), content, profiles, held, targets, [weight])
                 tuned[f"collaborative reg={reg:g} rank={r}"] = float(hits["collaborative"].mean())
                 tuned[f"hybrid reg={reg:g} rank={r} weight={weight:g}"] = float(hits[weight].mean())
-                if hits[weight].mean() >= per_user[(reg, weight)].mean() * (1 - cfg.rank_tolerance):
+                if hits[weight].mean() >= floor:
                     rank = r
                     break
+            if cfg.project:  # then the content's width, within the same tolerance of the full rank
+                ranked = chosen_fit.truncated(rank) if rank < chosen_fit.query.shape[1] else chosen_fit
+                hits = _projected_hits(ranked, content, profiles, held, targets, weight,
+                                       project(content, ranked, weight, train, seed))
+                tuned[f"hybrid reg={reg:g} rank={rank} weight={weight:g} projected to {content.shape[1]}"] = \
+                    float(hits.mean())
+                projected = bool(hits.mean() >= floor)
     # Weight 0 scores exactly as content alone: publish content only (no refit, an index no
     # wider than the embeddings) and keep the report of what was tried.
-    model = None
+    model = projection = None
     if weight:
         model = collab.fit(histories, n, content, cfg.rank, reg, seed, cfg.max_dense_items)
         model = model.truncated(rank) if rank < model.query.shape[1] else model
+        projection = project(content, model, weight, histories, seed) if projected else None
     iso = lambda t: datetime.fromtimestamp(int(t), timezone.utc).isoformat()  # noqa: E731
     report = {
         **(model.info if model else {"model": "EASE, factorised", "rank": cfg.rank, "reg": float(reg)}),
         "weight": float(weight), "hybrid": model is not None,
+        "projection": projection.info if projection else None,
         "window": {"days": cfg.window_days, "from": iso(inter.ts.min()), "to": iso(inter.ts.max()),
                    "interactions": int(len(inter.items)), "users": len(histories),
                    "unknown_items_dropped": int(inter.dropped_unknown_items)},
         "validation": {"users": len(users), "metric": f"recall@{K} of each user's last new item",
-                       "chosen": {"reg": float(reg), "weight": float(weight), "rank": rank}, "scores": tuned,
+                       "chosen": {"reg": float(reg), "weight": float(weight), "rank": rank,
+                                                                 "projected": projected}, "scores": tuned,
                        "grid_warnings": edge_warnings([{"reg": r, "weight": w} for r in cfg.reg for w in cfg.weight],
                                                       {"reg": float(reg), "weight": float(weight)} if weight else {},
                                                       "collab")},
         "learn_seconds": round(time.perf_counter() - started, 2),
     }
-    return Learned(model, float(weight), report)
+    return Learned(model, float(weight), report, projection)
 
 
 def index_vectors(content: np.ndarray, learned: Learned | None) -> np.ndarray:
     """What the index holds: the content embeddings, and for a hybrid the item-side
-    collaborative vectors times the weight beside them."""
+    collaborative vectors times the weight beside them, projected to the content's width when
+    validation allowed it."""
     if learned is None or not learned.hybrid:
         return content
-    return np.hstack([content, learned.weight * learned.model.item]).astype(np.float32)
+    full = hybrid_items(content, learned.model, learned.weight)
+    return full if learned.projection is None else (full @ learned.projection.item).astype(np.float32)

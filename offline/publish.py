@@ -18,11 +18,15 @@ from groundrec.shared.version_info import code_version
 
 
 def write_version_files(staged: Path, index: faiss.Index, vectors: np.ndarray, items: pa.Table,
-                        skipped: pa.Table, collab_model=None) -> None:
+                        skipped: pa.Table, learned=None) -> None:
+    """``learned``: the learn stage's result (an ``offline.learn.Learned``), or None."""
     files = VersionFiles(Path(staged))
-    if collab_model is not None:  # a hybrid version: the collaborative model's two matrices
-        np.save(files.collab_query, collab_model.query)
-        np.save(files.collab_item, collab_model.item)
+    if learned is not None and learned.hybrid:  # the collaborative model's two matrices
+        np.save(files.collab_query, learned.model.query)
+        np.save(files.collab_item, learned.model.item)
+        if learned.projection is not None:  # ... and the projection to the index's width
+            np.save(files.project_item, learned.projection.item)
+            np.save(files.project_query, learned.projection.query)
     faiss.write_index(index, str(files.index))
     np.save(files.embeddings, vectors)
     pq.write_table(items, files.items)

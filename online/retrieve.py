@@ -91,6 +91,7 @@ class Retriever:
                         if isinstance(index, faiss.IndexFlat) and index.metric_type == faiss.METRIC_INNER_PRODUCT
                         else None)
         self.hybrid = version.collab_query is not None
+        self.projected = version.project_query is not None
 
     # --- building blocks -------------------------------------------------------------
     def _profile(self, q: Query, text_vector: np.ndarray | None = None) -> tuple[np.ndarray | None, list[int], list[str]]:
@@ -121,10 +122,15 @@ class Retriever:
         """A hybrid profile: each content profile row followed by the history's collaborative
         query (zeros for a text query without history). Its inner product with an indexed item
         is the content cosine plus weight x the collaborative score, as ``groundrec eval``
-        scores the hybrid."""
+        scores the hybrid (through the version's projection when it has one)."""
         cf = self._collab_queries([rows])[0]
         content_profile = np.asarray(content_profile, dtype=np.float32)
-        return np.hstack([content_profile, np.tile(cf, (len(content_profile), 1))])
+        return self._searched(np.hstack([content_profile, np.tile(cf, (len(content_profile), 1))]))
+
+    def _searched(self, full: np.ndarray) -> np.ndarray:
+        """Full-width hybrid profiles as the index is searched: projected when the version is."""
+        full = np.asarray(full, dtype=np.float32)
+        return full @ self.v.project_query if self.projected else full
 
     def _collab_queries(self, histories: list[list[int]]) -> np.ndarray:
         """Each history's collaborative query: the sum of its distinct items' query-side
@@ -161,7 +167,7 @@ class Retriever:
         sums = np.add.reduceat(stacked, np.concatenate([[0], np.cumsum(sizes)[:-1]]), axis=0)
         profiles = unit(sums / sizes[:, None].astype(np.float64))
         if self.hybrid:
-            profiles = np.hstack([profiles, self._collab_queries(used)])
+            profiles = self._searched(np.hstack([profiles, self._collab_queries(used)]))
         return {n: (profiles[i:i + 1], found[n][0], found[n][1]) for i, n in enumerate(order)}
 
     def _encode(self, texts: list[str]) -> np.ndarray:
@@ -231,11 +237,12 @@ class Retriever:
 
     def _indexed(self, rows: np.ndarray) -> np.ndarray:
         """Some items' vectors as the index holds them: the content vector, and for a hybrid
-        version the weighted item-side collaborative vector beside it (built for these rows
-        only, not kept for the whole catalog)."""
+        version the weighted item-side collaborative vector beside it, projected when the
+        version is (built for these rows only, not kept for the whole catalog)."""
         if not self.hybrid:
             return np.asarray(self.v.vectors[rows])
-        return np.hstack([self.v.vectors[rows], self.v.collab_weight * self.v.collab_item[rows]]).astype(np.float32)
+        full = np.hstack([self.v.vectors[rows], self.v.collab_weight * self.v.collab_item[rows]]).astype(np.float32)
+        return full @ self.v.project_item if self.projected else full
 
     def _top(self, scores: np.ndarray, k: int, seen: set[int], allowed: np.ndarray | None,
              popularity_weight: float) -> list[tuple[int, float]]:

@@ -29,6 +29,8 @@ class LoadedVersion:
     row_of: dict[str, int]
     collab_query: np.ndarray | None = None  # hybrid versions: query-side collaborative vectors
     collab_item: np.ndarray | None = None  # ... and item-side (the index holds them times the weight)
+    project_item: np.ndarray | None = None  # projected hybrids: full-width item vector -> index vector
+    project_query: np.ndarray | None = None  # ... and full-width profile -> what is searched
 
     @property
     def collab_weight(self) -> float | None:
@@ -60,10 +62,17 @@ def load_version(path: str | Path, cache_dir: Path | None = None) -> LoadedVersi
         if query.shape != (items.num_rows, rank) or item.shape != (items.num_rows, rank):
             problems.append(f"collaborative vectors: query {query.shape}, item {item.shape}, expected "
                             f"({items.num_rows}, {rank}) each")
+    to_item = to_query = None
+    if manifest.projected:
+        to_item, to_query = np.load(files.project_item), np.load(files.project_query)
+        want = (manifest.hybrid_dim, manifest.index_dim)
+        if to_item.shape != want or to_query.shape != want:
+            problems.append(f"projection: item {to_item.shape}, query {to_query.shape}, expected {want} each")
     if not (index.ntotal == items.num_rows == vectors.shape[0] == manifest.counts.get("indexed")):
         problems.append(f"counts: index {index.ntotal}, items {items.num_rows}, vectors {vectors.shape[0]}, "
                         f"manifest {manifest.counts.get('indexed')}")
     if problems:
         raise VersionError(f"version {path.name} is inconsistent: {'; '.join(problems)}")
     ids = items.column(manifest.id_column).to_pylist()
-    return LoadedVersion(path, manifest, index, items, vectors, ids, {iid: i for i, iid in enumerate(ids)}, query, item)
+    return LoadedVersion(path, manifest, index, items, vectors, ids, {iid: i for i, iid in enumerate(ids)}, query, item,
+                         to_item, to_query)

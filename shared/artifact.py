@@ -43,6 +43,11 @@ SKIPPED = "skipped.parquet"
 # index holds [embedding, collab.weight * item-side vector]).
 COLLAB_QUERY = "collab_query.npy"
 COLLAB_ITEM = "collab_item.npy"
+# A hybrid indexed at the content's width (manifest.collab.projection set) adds the projection:
+# the index holds [embedding, weight * item-side] @ PROJECT_ITEM, a profile is searched as
+# [content profile, collaborative query] @ PROJECT_QUERY.
+PROJECT_ITEM = "project_item.npy"
+PROJECT_QUERY = "project_query.npy"
 ENCODER_DIR = "encoder"
 # Inside ENCODER_DIR: a descriptor naming the tokenizer and one ONNX file per variant.
 ENCODER_CONFIG = "encoder.json"
@@ -91,6 +96,14 @@ class VersionFiles:
         return self.root / COLLAB_ITEM
 
     @property
+    def project_item(self) -> Path:
+        return self.root / PROJECT_ITEM
+
+    @property
+    def project_query(self) -> Path:
+        return self.root / PROJECT_QUERY
+
+    @property
     def encoder_dir(self) -> Path:
         return self.root / ENCODER_DIR
 
@@ -132,12 +145,23 @@ class Manifest(BaseModel):
     files: dict[str, FileEntry] = {}
 
     @property
-    def index_dim(self) -> int:
-        """The index's dimension: the content embedding's, plus the collaborative rank."""
+    def projected(self) -> bool:
+        """A hybrid indexed through a projection (``collab.projection``)."""
+        return bool(self.collab and self.collab.get("projection"))
+
+    @property
+    def hybrid_dim(self) -> int:
+        """A hybrid vector's full width: the content embedding's plus the collaborative rank."""
         return self.dim + (int(self.collab["rank"]) if self.collab else 0)
 
+    @property
+    def index_dim(self) -> int:
+        """The index's dimension: the projection's, else the full hybrid (or content) width."""
+        return int(self.collab["projection"]["dim"]) if self.projected else self.hybrid_dim
+
     def required_files(self) -> tuple[str, ...]:
-        return REQUIRED_FILES + ((COLLAB_QUERY, COLLAB_ITEM) if self.collab else ())
+        return (REQUIRED_FILES + ((COLLAB_QUERY, COLLAB_ITEM) if self.collab else ())
+                + ((PROJECT_ITEM, PROJECT_QUERY) if self.projected else ()))
 
 
 def sha256_file(path: Path, chunk: int = 1 << 20) -> str:

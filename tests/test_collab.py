@@ -153,3 +153,52 @@ def test_one_standard_error_prefers_the_simpler_setting_unless_the_gain_stands_o
     assert one_standard_error({0.0: content, 1.0: clear}, [0.0, 1.0]) == 1.0
     # among several within one SE of the best, the first in simplicity order
     assert one_standard_error({0.0: content, 0.5: clear, 1.0: clear}, [0.0, 0.5, 1.0]) == 0.5
+
+
+def test_a_projection_keeps_every_score_when_the_items_fit_in_its_width():
+    rng = np.random.default_rng(4)
+    items = rng.normal(size=(300, 5)) @ rng.normal(size=(5, 14))  # rank 5 in 14 dimensions
+    profiles = rng.normal(size=(500, 14))
+    projection = collab.fit_projection(items, profiles, 6)
+    assert projection.item.shape == projection.query.shape == (14, 6) and projection.info["energy_kept"] > 0.9999
+    fresh = rng.normal(size=(50, 14))  # profiles it was not fitted on
+    searched = (fresh.astype(np.float32) @ projection.query) @ (items.astype(np.float32) @ projection.item).T
+    assert np.allclose(searched, fresh @ items.T, atol=1e-3 * np.abs(fresh @ items.T).max())
+    assert np.allclose(projection.effective(items), items, atol=1e-3 * np.abs(items).max())
+    with pytest.raises(ValueError, match="nothing to save"):
+        collab.fit_projection(items, profiles, 14)
+
+
+def test_a_projection_spends_its_width_where_the_profiles_are():
+    """Items spread over 12 dimensions, their largest variance in 6 that no profile uses: a
+    projection to 6 fitted on the profiles keeps their scores; one that ignores them (isotropic
+    profiles: the items' own top singular directions) loses them."""
+    rng = np.random.default_rng(5)
+    items = rng.normal(size=(400, 12)) * np.r_[np.full(6, 0.3), np.full(6, 3.0)]
+    used = rng.normal(size=(6, 12))  # the profiles' subspace: mostly the low-variance half
+    used[:, 6:] *= 0.05
+    profiles = rng.normal(size=(800, 6)) @ used
+    exact = profiles @ items.T
+    weighted = profiles @ collab.fit_projection(items, profiles, 6).effective(items).T
+    isotropic = profiles @ collab.fit_projection(items, rng.normal(size=(800, 12)), 6).effective(items).T
+    err = lambda s: np.abs(s - exact).mean() / np.abs(exact).mean()  # noqa: E731
+    assert err(weighted) < 0.01 < 0.5 < err(isotropic)
+
+
+def test_learn_projects_the_hybrid_to_the_content_width_only_within_the_tolerance():
+    from groundrec.offline.config import CollabConfig
+    from groundrec.offline.learn import index_vectors, learn
+
+    inter, content = _bundle_interactions()
+    loose = learn(inter, content, CollabConfig(rank=24, reg=[10.0], rank_tolerance=1.0, valid_users=200))
+    assert loose.report["validation"]["chosen"]["projected"] and loose.projection is not None
+    assert loose.report["projection"]["dim"] == 32 and index_vectors(content, loose).shape == (len(content), 32)
+    off = learn(inter, content, CollabConfig(rank=24, reg=[10.0], rank_tolerance=1.0, valid_users=200, project=False))
+    assert off.projection is None and off.report["projection"] is None
+    assert index_vectors(content, off).shape == (len(content), 32 + off.report["rank"])
+    # Zero tolerance: projected only if the projected validation score is no lower than the full rank's.
+    strict = learn(inter, content, CollabConfig(rank=24, reg=[10.0], rank_tolerance=0.0, valid_users=200))
+    scores, chosen = strict.report["validation"]["scores"], strict.report["validation"]["chosen"]
+    key = f"hybrid reg=10 rank={chosen['rank']} weight={strict.weight:g} projected to 32"
+    assert chosen["projected"] == (scores[key] >= scores[f"hybrid reg=10 weight={strict.weight:g}"])
+    assert (strict.projection is not None) == chosen["projected"]

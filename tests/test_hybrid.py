@@ -7,11 +7,11 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from groundrec.offline.collab import CollabModel
+from groundrec.offline.collab import CollabModel, Projection
 from groundrec.offline.config import load_job_config
 from groundrec.offline.demo import make_demo_data
 from groundrec.offline.evaluation import metrics
-from groundrec.offline.evaluation.systems import CollabSystem, ContentSystem
+from groundrec.offline.evaluation.systems import ContentSystem, hybrid_system
 from groundrec.offline.job import run_job
 from groundrec.online.retrieve import HistoryItem, Query, Retriever
 from groundrec.online.version import VersionError, load_version
@@ -40,6 +40,19 @@ def hybrid(tmp_path_factory, tiny_vlm):
     return {"summary": summary, "art": root / "art", "interactions": data["interactions"], "cfg": cfg, "root": root}
 
 
+@pytest.fixture(scope="module")
+def full_width(hybrid):
+    """The same job with ``collab.project`` off: a hybrid indexed at its full width."""
+    cfg = hybrid["cfg"].model_copy(update={"out": hybrid["root"] / "art_full", "cache_dir": hybrid["cfg"].resolved_cache_dir,
+                                           "collab": hybrid["cfg"].collab.model_copy(update={"project": False})})
+    return {**hybrid, "summary": run_job(cfg, progress=False), "art": hybrid["root"] / "art_full"}
+
+
+@pytest.fixture(params=["projected", "full width"])
+def either(request, hybrid):
+    return hybrid if request.param == "projected" else request.getfixturevalue("full_width")
+
+
 def test_the_job_publishes_a_hybrid_version_and_records_its_model(hybrid):
     c = hybrid["summary"].collab
     manifest = artifact.verify(hybrid["summary"].version_dir)
@@ -54,16 +67,34 @@ def test_the_job_publishes_a_hybrid_version_and_records_its_model(hybrid):
     assert c["validation"]["users"] > 0 and "content" in c["validation"]["scores"]
     assert c["items_from_content"] >= 4  # the never-bought items got vectors from their titles
     v = load_version(hybrid["art"])
-    assert v.index.d == manifest.dim + c["rank"] == manifest.index_dim
     assert v.collab_query.shape == v.collab_item.shape == (v.index.ntotal, c["rank"])
+    # Projected to the content's width: only because validation scored it within the tolerance.
+    assert c["validation"]["chosen"]["projected"] and c["projection"]["dim"] == manifest.dim
+    projected = c["validation"]["scores"][f"hybrid reg={c['reg']:g} rank={c['rank']} weight={c['weight']:g} projected "
+                                          f"to {manifest.dim}"]
+    assert projected >= (1 - 0.02) * full
+    assert v.index.d == manifest.dim == manifest.index_dim and manifest.hybrid_dim == manifest.dim + c["rank"]
+    assert v.project_item.shape == v.project_query.shape == (manifest.dim + c["rank"], manifest.dim)
 
 
-def test_service_ranks_exactly_as_eval_scores_the_hybrid(hybrid):
+def test_without_the_projection_the_index_is_the_full_hybrid_width(full_width):
+    c = full_width["summary"].collab
+    manifest = artifact.verify(full_width["summary"].version_dir)
+    assert c["projection"] is None and not c["validation"]["chosen"]["projected"]
+    assert not any("projected" in key for key in c["validation"]["scores"])
+    assert not (full_width["summary"].version_dir / artifact.PROJECT_ITEM).exists()
+    v = load_version(full_width["art"])
+    assert v.project_query is None and v.index.d == manifest.dim + c["rank"] == manifest.index_dim
+
+
+def test_service_ranks_exactly_as_eval_scores_the_hybrid(either):
+    hybrid = either
     v = load_version(hybrid["art"])
     retriever = Retriever(v, fallback="error")
     model = CollabModel(v.collab_query, v.collab_item, np.ones(len(v.item_ids), bool))
     content = ContentSystem("c", "text", np.asarray(v.vectors), np.zeros(len(v.item_ids)))
-    system = CollabSystem("hybrid", "text", model, content, v.collab_weight)
+    projection = None if v.project_item is None else Projection(v.project_item, v.project_query)
+    system = hybrid_system("hybrid", "text", content, model, v.collab_weight, projection)
     inter = pq.read_table(hybrid["interactions"]).sort_by([("user_id", "ascending"), ("timestamp", "ascending")])
     histories: dict[str, list[int]] = {}
     for u, i in zip(inter.column("user_id").to_pylist(), inter.column("item_id").to_pylist()):
@@ -113,11 +144,13 @@ def test_bad_interactions_stop_the_job_before_any_work_with_the_fix(hybrid, tmp_
     assert artifact.current_version(tmp_path / "art") is None
 
 
-def test_a_selective_filter_on_a_graph_index_scores_hybrid_items_as_the_exact_index_does(hybrid):
+def test_a_selective_filter_on_a_graph_index_scores_hybrid_items_as_the_exact_index_does(either):
     """On HNSW/IVF a filter passing few items is scored exactly over those items: for a hybrid
-    version that must use [content, weight x item-side], the vectors the index holds."""
+    version that must use [content, weight x item-side] (projected when the version is), the
+    vectors the index holds."""
     import faiss
 
+    hybrid = either
     flat = load_version(hybrid["art"])
     graph = load_version(hybrid["art"])
     held = faiss.rev_swig_ptr(flat.index.get_xb(), flat.index.ntotal * flat.index.d).reshape(flat.index.ntotal, -1)

@@ -9,14 +9,17 @@ from dataclasses import dataclass, field
 import numpy as np
 from tqdm.auto import tqdm
 
+from groundrec.offline.collab import CollabModel
 from groundrec.offline.evaluation import metrics
 from groundrec.offline.evaluation.config import EvalConfig
 from groundrec.offline.evaluation.data import EvalData
 from groundrec.offline.evaluation.representations import Representation
 from groundrec.offline.evaluation.splits import EvalUsers
 from groundrec.offline.evaluation.systems import (CollabSystem, ContentSystem, ImplicitALS, ItemCooccurrence,
-                                                  MostPopular, RandomSystem, ScoreFusion, System, fused_vectors)
+                                                  MostPopular, RandomSystem, ScoreFusion, System, fused_vectors,
+                                                  hybrid_system)
 from groundrec.offline.grids import edge_warnings, one_standard_error
+from groundrec.offline.learn import project, smaller_ranks
 
 
 @dataclass
@@ -213,15 +216,46 @@ class _Runner:
         per_user = {i: self._valid_per_user(content_scores + g["weight"] * cf_scores[g["reg"]])
                     for i, g in enumerate(grid)}
         del content_scores, cf_scores
-        # As the job's learn stage chooses: the smallest weight within one standard error of the best.
+        # As the job's learn stage chooses: the smallest weight within one standard error of the best,
         pick = one_standard_error(per_user, sorted(per_user, key=lambda i: (grid[i]["weight"], -per_user[i].mean(), i)))
         score, best = float(per_user[pick].mean()), grid[pick]
-        params = {**best, "rank": tuning.collab_rank, **profile}
-        test_model = test_models.get(best["reg"]) or on_test(best["reg"])
-        self._on_test(CollabSystem(HYBRID, f"{rep.name} + interactions", test_model,
-                                   self._content(rep, self.data.pop_test, **profile), best["weight"], params=params),
+        rank, projected = self._narrowed(rep, profile, models[best["reg"]], best["weight"], score)
+        params = {**best, "rank": rank, "projected": projected, **profile}
+        test_model = _at_rank(test_models.get(best["reg"]) or on_test(best["reg"]), rank)
+        projection = project(rep.vectors, test_model, best["weight"], self.data.test_histories, seed) if projected else None
+        self._on_test(self._hybrid(rep, self.data.pop_test, profile, test_model, best["weight"], projection, params),
                       score, rep.note, edge_warnings(grid, best))
 
+    def _narrowed(self, rep: Representation, profile: dict, model, weight: float, score: float) -> tuple[int, bool]:
+        """... then the narrowest rank, then the content's width, each kept only within
+        ``collab_rank_tolerance`` of the full rank's validation score (weight 0 is content alone)."""
+        tuning, valid = self.cfg.tuning, self.data.valid
+        rank, projected, floor = model.query.shape[1], False, score * (1 - tuning.collab_rank_tolerance)
+        if not weight:
+            return rank, projected
+        content_scores = self._content(rep, self.data.pop_valid, **profile).scores(valid.history, valid.history_ts)
+        for r in smaller_ranks(rank):
+            cf = CollabSystem(HYBRID, rep.name, model.truncated(r)).scores(valid.history, valid.history_ts)
+            if self._valid_per_user(content_scores + weight * cf).mean() >= floor:
+                rank = r
+                break
+        del content_scores
+        if tuning.collab_project:
+            ranked = _at_rank(model, rank)
+            system = self._hybrid(rep, self.data.pop_valid, profile, ranked, weight,
+                                  project(rep.vectors, ranked, weight, self.data.valid_histories, self.cfg.seed))
+            projected = bool(self._valid_per_user(system.scores(valid.history, valid.history_ts)).mean() >= floor)
+        return rank, projected
+
+    def _hybrid(self, rep: Representation, pop: np.ndarray, profile: dict, model: CollabModel, weight: float,
+                projection=None, params: dict | None = None) -> CollabSystem:
+        return hybrid_system(HYBRID, f"{rep.name} + interactions", self._content(rep, pop, **profile), model, weight,
+                             projection, params)
+
+
+
+def _at_rank(model: CollabModel, rank: int) -> CollabModel:
+    return model.truncated(rank) if rank < model.query.shape[1] else model
 
 
 def run_systems(cfg: EvalConfig, data: EvalData, reps: list[Representation],

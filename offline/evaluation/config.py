@@ -36,6 +36,11 @@ class TuningConfig(StrictModel):
     popularity_weight: list[float] = Field(default_factory=lambda: [0.0, 0.01, 0.03, 0.1])
     fusion_text_weight: list[float] = Field(default_factory=lambda: [0.25, 0.5, 0.75])
     collab_rank: int = Field(128, ge=1, description="rank of the low-rank EASE item vectors")
+    collab_rank_tolerance: float = Field(0.02, ge=0, le=1, description="hybrid, as the job: the narrowest of rank/4, "
+                                         "rank/2, then the content's width, within this fraction of the full rank's "
+                                         "validation score")
+    collab_project: bool = Field(True, description="hybrid, as the job's collab.project: try the projection to the "
+                                 "content's width")
     collab_reg: list[float] = Field(default_factory=lambda: [0.1, 1.0, 10.0, 100.0, 1000.0, 10000.0],
                                     description="EASE regularisation (lambda) grid")
     als_regularization: list[float] = Field(default_factory=lambda: [0.001, 0.01, 0.1, 1.0],

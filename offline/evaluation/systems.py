@@ -16,7 +16,7 @@ import scipy.sparse as sp
 from groundrec.online.profiles import MAX_HISTORY, build_profile, unit
 
 if TYPE_CHECKING:
-    from groundrec.offline.collab import CollabModel
+    from groundrec.offline.collab import CollabModel, Projection
 
 CHUNK = 256  # users scored per matrix product
 
@@ -89,10 +89,13 @@ class ContentSystem(System):
     n_interests: int = 3
     params: dict = field(default_factory=dict)
     max_history: int = MAX_HISTORY  # the service's default: the latest this many known items
+    scored: np.ndarray | None = None  # what profiles are scored against, if not ``vectors`` (a projected hybrid)
 
     def __post_init__(self):
         self.has_vector = np.linalg.norm(self.vectors, axis=1) > 0
         self.log_pop = np.log1p(self.popularity).astype(np.float32)
+        if self.scored is None:
+            self.scored = self.vectors
 
     def _profile(self, hist: np.ndarray, ts: np.ndarray) -> np.ndarray | None:
         keep = self.has_vector[hist]
@@ -108,12 +111,12 @@ class ContentSystem(System):
         single = [i for i, p in enumerate(profiles) if p is not None and len(p) == 1]
         for start in range(0, len(single), CHUNK):  # one matrix product per chunk of users
             idx = single[start:start + CHUNK]
-            out[idx] = np.stack([profiles[i][0] for i in idx]) @ self.vectors.T
+            out[idx] = np.stack([profiles[i][0] for i in idx]) @ self.scored.T
         for i, p in enumerate(profiles):
             if p is None:
                 out[i] = self.log_pop * 1e3  # popularity fallback, ranked above any cosine
             elif len(p) > 1:  # several interests: best cosine over the centroids
-                out[i] = (self.vectors @ p.T).max(axis=1)
+                out[i] = (self.scored @ p.T).max(axis=1)
         if self.popularity_weight:
             out += self.popularity_weight * self.log_pop
         out[:, ~self.has_vector] = -np.inf
@@ -169,6 +172,24 @@ class CollabSystem(System):
         if self.content is None:
             return cf
         return self.content.scores(histories, history_ts) + self.weight * cf
+
+
+def hybrid_system(name: str, representation: str, content: ContentSystem, model: "CollabModel", weight: float,
+                  projection: "Projection | None" = None, params: dict | None = None) -> CollabSystem:
+    """The hybrid as a version serves it. Through a projection, content profiles and
+    collaborative queries are scored against the items' effective vectors (what a profile's
+    projected product with the projected index amounts to)."""
+    from dataclasses import replace
+
+    from groundrec.offline.collab import CollabModel
+    from groundrec.offline.learn import hybrid_items
+
+    if projection is not None:
+        d = content.vectors.shape[1]
+        scored = projection.effective(hybrid_items(content.vectors, model, weight))
+        content = replace(content, scored=scored[:, :d])
+        model = CollabModel(model.query, scored[:, d:] / weight, model.fitted, model.info)
+    return CollabSystem(name, representation, model, content, weight, params=params or {})
 
 
 class ImplicitALS(System):
