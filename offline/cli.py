@@ -94,12 +94,15 @@ def print_summary(s) -> None:
     if s.collab:
         c, v = s.collab, s.collab["validation"]
         scores = v["scores"]
-        best = scores.get(f"hybrid reg={c['reg']:g} rank={c['rank']} weight={c['weight']:g}",  # a narrower rank
-                          scores.get(f"hybrid reg={c['reg']:g} weight={c['weight']:g}"))
+        at = f"hybrid reg={c['reg']:g} rank={c['rank']} weight={c['weight']:g}"
+        published = (f"{at} projected to {c['projection']['dim']}" if c.get("projection") else at)
+        best = scores.get(published, scores.get(at, scores.get(f"hybrid reg={c['reg']:g} weight={c['weight']:g}")))
         if c["hybrid"]:
+            p = c.get("projection")
+            width = f"index {s.index['dim']} wide" + (f" (projected from {p['from']})" if p else "")
             t.add_row("collaborative", f"{c['model']}, rank {c['rank']}, reg {c['reg']:g}, weight {c['weight']:g}; "
                       f"{c['window']['interactions']} interactions of {c['window']['users']} users; "
-                      f"{c['head_items']} items fitted, {c['items_from_content']} from their content")
+                      f"{c['head_items']} items fitted, {c['items_from_content']} from their content; {width}")
         else:
             t.add_row("collaborative", f"not published: on {c['window']['interactions']} interactions of "
                       f"{c['window']['users']} users no weight beat content alone by more than one standard error "

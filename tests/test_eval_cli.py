@@ -56,6 +56,8 @@ def test_eval_runs_every_system_and_content_beats_random(demo, tiny_vlm, tmp_pat
     cf, hybrid = rows["EASE factorised (collaborative) / interactions"], \
         rows[f"groundrec hybrid (content + collaborative) / {r['best_representation']} + interactions"]
     assert cf["params"]["reg"] in (1.0, 10.0, 100.0, 1000.0, 10000.0) and hybrid["params"]["weight"] >= 0
+    # as the job: a rank and a projection only for a weight above 0
+    assert hybrid["params"]["rank"] <= 128 and (hybrid["params"]["weight"] > 0 or not hybrid["params"]["projected"])
     # the hybrid's grid includes weight 0 over the best content profile: never worse on validation
     best_content = rows[f"groundrec best of all (tuned) / {r['best_representation']}"]
     assert hybrid["valid_recall@20"] >= best_content["valid_recall@20"] - 1e-12

@@ -77,6 +77,18 @@ def test_the_job_publishes_a_hybrid_version_and_records_its_model(hybrid):
     assert v.project_item.shape == v.project_query.shape == (manifest.dim + c["rank"], manifest.dim)
 
 
+def test_the_job_summary_says_how_wide_the_hybrid_index_is(hybrid, full_width, capsys, monkeypatch):
+    from groundrec.offline.cli import print_summary
+
+    monkeypatch.setenv("COLUMNS", "400")
+    dim = artifact.verify(hybrid["summary"].version_dir).dim
+    print_summary(hybrid["summary"])
+    assert f"index {dim} wide (projected from {dim + hybrid['summary'].collab['rank']})" in capsys.readouterr().out
+    print_summary(full_width["summary"])
+    out = capsys.readouterr().out
+    assert f"index {dim + full_width['summary'].collab['rank']} wide" in out and "projected from" not in out
+
+
 def test_without_the_projection_the_index_is_the_full_hybrid_width(full_width):
     c = full_width["summary"].collab
     manifest = artifact.verify(full_width["summary"].version_dir)
