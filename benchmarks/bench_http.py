@@ -13,11 +13,14 @@ With --loadtest-rates, the project's own open-loop generator (`groundrec loadtes
 achieved rate falls below the target it, not the server, is the limit (wrk drove the same
 app at the rate printed above). Bodies are real purchase histories (POST /recommend, k=20), or text queries for
 --endpoint search. Server and wrk share this machine's cores; wrk runs one thread.
+With --compare-artifacts a second `groundrec serve` runs beside the first (idle while the other
+is measured) and the two are measured in alternation at every step, --rounds times; the ratio
+of their median rates is printed.
 
 Usage: python benchmarks/bench_http.py --artifacts DIR --histories FILE
            [--connections 1,8,32,256] [--duration 10] [--endpoint recommend|search] [--json-out F]
            [--skip-ceiling] [--serve-args '--workers 2'] [--loadtest-rates 250,500,1000,2000]
-           [--compare-artifacts OTHER_DIR]
+           [--compare-artifacts OTHER_DIR [--rounds 3]]
 """
 
 from __future__ import annotations
@@ -150,6 +153,31 @@ def _loadtest_rows(url: str, args, tmp: Path) -> list[dict]:
     return rows
 
 
+def _step(url: str, c: int, probed: bool, args, env: dict, script: Path, probe_body: dict) -> dict:
+    """One wrk run at ``c`` connections; ``probed``: with the probe client beside it."""
+    stop, seen = threading.Event(), {}
+    prober = threading.Thread(target=_probe, args=(url, stop, f"/{args.endpoint}", probe_body, seen), daemon=True)
+    if probed:
+        prober.start()
+    r = _wrk(url, c, args.duration, env, script)
+    stop.set()
+    if prober.is_alive():
+        prober.join()
+    r.update(connections=c, healthz_worst_ms=_ms(seen.get("healthz", []), 100),
+             probe={k: {"n": len(v), "p50_ms": _ms(v, 50), "p99_ms": _ms(v, 99)} for k, v in seen.items()})
+    return r
+
+
+def _print_row(r: dict, with_round: bool) -> None:
+    print(f"{r['server']:9s} c={r['connections']:<4d}" + (f" round {r['round'] + 1}" if with_round else "")
+          + f" {r['req_per_s']:8.1f} req/s ({r['ok_per_s']:.1f} ok/s)  p50 {r['p50_ms']:.2f} ms  "
+          f"p99 {r['p99_ms']:.2f} ms  max {r['max_ms']:.1f} ms  503 {r['shed_503']}  other {r['other_status']}  "
+          f"timeouts {r['timeouts']}"
+          + (f"  /healthz worst {r['healthz_worst_ms']} ms" if r["healthz_worst_ms"] is not None else "")
+          + "".join(f"  probe {k}: n={v['n']} p50 {v['p50_ms']} ms p99 {v['p99_ms']} ms"
+                    for k, v in r["probe"].items() if k != "healthz"), flush=True)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--artifacts", required=True)
@@ -164,6 +192,8 @@ def main() -> None:
                     "against the ceiling app, e.g. 250,500,1000,2000")
     ap.add_argument("--compare-artifacts", help="a second artifacts directory served the same way in the same run "
                     "(printed as 'other')")
+    ap.add_argument("--rounds", type=int, default=1, help="with --compare-artifacts: alternate the two servers "
+                    "this many times per step and compare medians")
     ap.add_argument("--json-out", type=Path)
     args = ap.parse_args()
     if shutil.which("wrk") is None:
@@ -186,53 +216,51 @@ def main() -> None:
     conns = [int(c) for c in args.connections.split(",")]
     results: dict = {"endpoint": args.endpoint, "duration_s": args.duration, "rows": []}
 
-    targets = [] if args.skip_ceiling else [("ceiling", [sys.executable, "-c", CEILING], "/openapi.json")]
-    targets.append(("groundrec", [sys.executable, "-m", "groundrec.shared.cli", "serve", "--artifacts",
+    servers = [] if args.skip_ceiling else [("ceiling", [sys.executable, "-c", CEILING], "/openapi.json")]
+    servers.append(("groundrec", [sys.executable, "-m", "groundrec.shared.cli", "serve", "--artifacts",
                                   args.artifacts, *args.serve_args.split()], "/readyz"))
     if args.compare_artifacts:  # a second version, same settings, same run: e.g. hybrid vs content-only
-        targets.append(("other", [sys.executable, "-m", "groundrec.shared.cli", "serve", "--artifacts",
+        servers.append(("other", [sys.executable, "-m", "groundrec.shared.cli", "serve", "--artifacts",
                                   args.compare_artifacts, *args.serve_args.split()], "/readyz"))
-    for name, cmd, ready in targets:
-        port = _free_port()
-        url = f"http://127.0.0.1:{port}"
-        proc = subprocess.Popen(cmd + ([str(port)] if name == "ceiling" else ["--port", str(port)]),
-                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    # The ceiling runs alone; groundrec and "other" are started together and measured in
+    # alternation (every step, --rounds times), so both see the same machine state.
+    groups = [servers[:1], servers[1:]] if servers[0][0] == "ceiling" else [servers]
+    for group in groups:
+        procs, urls = [], {}
         try:
-            _wait_ready(url, ready, proc)
-            _wrk(url, 8, 2, env, script)  # warm-up
-            for c in conns:
-                stop, seen = threading.Event(), {}
-                prober = threading.Thread(target=_probe, args=(url, stop, f"/{args.endpoint}", probe_body, seen),
-                                          daemon=True)
-                if c == max(conns):
-                    prober.start()
-                r = _wrk(url, c, args.duration, env, script)
-                stop.set()
-                if prober.is_alive():
-                    prober.join()
-                r.update(server=name, connections=c, healthz_worst_ms=_ms(seen.get("healthz", []), 100),
-                         probe={k: {"n": len(v), "p50_ms": _ms(v, 50), "p99_ms": _ms(v, 99)} for k, v in seen.items()})
-                results["rows"].append(r)
-                print(f"{name:9s} c={c:<4d} {r['req_per_s']:8.1f} req/s ({r['ok_per_s']:.1f} ok/s)  "
-                      f"p50 {r['p50_ms']:.2f} ms  p99 {r['p99_ms']:.2f} ms  max {r['max_ms']:.1f} ms  "
-                      f"503 {r['shed_503']}  other {r['other_status']}  timeouts {r['timeouts']}"
-                      + (f"  /healthz worst {r['healthz_worst_ms']} ms" if r["healthz_worst_ms"] is not None else "")
-                      + "".join(f"  probe {k}: n={v['n']} p50 {v['p50_ms']} ms p99 {v['p99_ms']} ms"
-                                for k, v in r["probe"].items() if k != "healthz"),
-                      flush=True)
-            if name == "ceiling" and args.loadtest_rates:
-                results["loadtest"] = _loadtest_rows(url, args, tmp)
+            for name, cmd, ready in group:
+                port = _free_port()
+                urls[name] = f"http://127.0.0.1:{port}"
+                procs.append(subprocess.Popen(cmd + ([str(port)] if name == "ceiling" else ["--port", str(port)]),
+                                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
+                _wait_ready(urls[name], ready, procs[-1])
+                _wrk(urls[name], 8, 2, env, script)  # warm-up
+            for round_ in range(args.rounds if len(group) > 1 else 1):
+                for c in conns:
+                    for name in urls:
+                        r = _step(urls[name], c, c == max(conns), args, env, script, probe_body)
+                        r.update(server=name, round=round_)
+                        results["rows"].append(r)
+                        _print_row(r, args.rounds > 1 and len(group) > 1)
+            if group[0][0] == "ceiling" and args.loadtest_rates:
+                results["loadtest"] = _loadtest_rows(urls["ceiling"], args, tmp)
         finally:
-            proc.terminate()
-            proc.wait(timeout=10)
-    by = {(r["server"], r["connections"]): r for r in results["rows"]}
+            for proc in procs:
+                proc.terminate()
+                proc.wait(timeout=10)
+    med = {}
+    for r in results["rows"]:
+        med.setdefault((r["server"], r["connections"]), []).append(r["ok_per_s"])
+    med = {key: float(np.median(v)) for key, v in med.items()}
     for c in conns:
-        if ("other", c) in by and ("groundrec", c) in by:
-            ratio = by[("other", c)]["ok_per_s"] / max(by[("groundrec", c)]["ok_per_s"], 1e-9)
-            print(f"c={c}: {args.compare_artifacts} answers {ratio:.1%} of {args.artifacts}'s rate")
-        if ("ceiling", c) in by and ("groundrec", c) in by:
-            share = by[("groundrec", c)]["ok_per_s"] / max(by[("ceiling", c)]["ok_per_s"], 1e-9)
-            print(f"c={c}: groundrec answers {share:.0%} of the ceiling's rate")
+        if ("other", c) in med and ("groundrec", c) in med:
+            rounds = f" (medians of {args.rounds} alternating rounds: {med[('other', c)]:.1f} vs " \
+                     f"{med[('groundrec', c)]:.1f} ok/s)" if args.rounds > 1 else ""
+            print(f"c={c}: {args.compare_artifacts} answers {med[('other', c)] / max(med[('groundrec', c)], 1e-9):.1%} "
+                  f"of {args.artifacts}'s rate{rounds}")
+        if ("ceiling", c) in med and ("groundrec", c) in med:
+            print(f"c={c}: groundrec answers {med[('groundrec', c)] / max(med[('ceiling', c)], 1e-9):.0%} of the "
+                  f"ceiling's rate")
     if args.json_out:
         args.json_out.write_text(json.dumps(results, indent=2))
 

@@ -12,8 +12,13 @@ MAX_HISTORY = 500
 
 
 def unit(x: np.ndarray) -> np.ndarray:
-    norm = np.linalg.norm(x, axis=-1, keepdims=True)
-    return np.where(norm > 0, x / np.where(norm > 0, norm, 1), x).astype(np.float32)
+    """Rows scaled to length 1 (zero rows stay zero), as float32. The norm is summed as
+    ``np.linalg.norm`` sums it, without its dispatch: this runs several times per request."""
+    x = np.asarray(x)
+    if not np.issubdtype(x.dtype, np.floating):
+        x = x.astype(np.float64)
+    norm = np.sqrt(np.add.reduce(x * x, axis=-1, keepdims=True))
+    return (x / np.where(norm > 0, norm, 1)).astype(np.float32, copy=False)
 
 
 def weighted_profile(vectors: np.ndarray, weights: np.ndarray) -> np.ndarray:

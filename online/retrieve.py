@@ -135,6 +135,11 @@ class Retriever:
     def _collab_queries(self, histories: list[list[int]]) -> np.ndarray:
         """Each history's collaborative query: the sum of its distinct items' query-side
         vectors (float64, in row order), unit length; zeros for an empty history."""
+        if len(histories) == 1:  # one request's history: the same sums, without the batch bookkeeping
+            distinct = np.unique(np.asarray(histories[0], dtype=np.int64))
+            if not len(distinct):
+                return np.zeros((1, self.v.collab_query.shape[1]), np.float32)
+            return unit(np.add.reduceat(self.v.collab_query[distinct].astype(np.float64), [0], axis=0))
         out = np.zeros((len(histories), self.v.collab_query.shape[1]), np.float64)
         distinct = [np.unique(np.asarray(h, dtype=np.int64)) for h in histories]
         filled = [n for n, d in enumerate(distinct) if len(d)]
