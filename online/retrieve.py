@@ -4,6 +4,7 @@ an optional popularity prior, text and mixed queries, single or batched. No torc
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from itertools import chain
 from typing import Literal, NamedTuple
 
 import faiss
@@ -135,18 +136,20 @@ class Retriever:
     def _collab_queries(self, histories: list[list[int]]) -> np.ndarray:
         """Each history's collaborative query: the sum of its distinct items' query-side
         vectors (float64, in row order), unit length; zeros for an empty history."""
-        if len(histories) == 1:  # one request's history: the same sums, without the batch bookkeeping
+        if len(histories) == 1 and len(histories[0]):  # one request: the same sums, less bookkeeping
             distinct = np.unique(np.asarray(histories[0], dtype=np.int64))
-            if not len(distinct):
-                return np.zeros((1, self.v.collab_query.shape[1]), np.float32)
             return unit(np.add.reduceat(self.v.collab_query[distinct].astype(np.float64), [0], axis=0))
         out = np.zeros((len(histories), self.v.collab_query.shape[1]), np.float64)
-        distinct = [np.unique(np.asarray(h, dtype=np.int64)) for h in histories]
-        filled = [n for n, d in enumerate(distinct) if len(d)]
-        if filled:
-            sizes = np.array([len(distinct[n]) for n in filled])
-            stacked = self.v.collab_query[np.concatenate([distinct[n] for n in filled])].astype(np.float64)
-            out[filled] = np.add.reduceat(stacked, np.concatenate([[0], np.cumsum(sizes)[:-1]]), axis=0)
+        lengths = [len(h) for h in histories]
+        if not sum(lengths):
+            return unit(out)
+        # (user, item) pairs made distinct and sorted by user, then item, in one np.unique:
+        # each user's distinct items in row order, for any number of users.
+        flat = np.fromiter(chain.from_iterable(histories), np.int64, sum(lengths))
+        n_items = len(self.v.collab_query)
+        users, items = np.divmod(np.unique(np.repeat(np.arange(len(histories)), lengths) * n_items + flat), n_items)
+        starts = np.flatnonzero(np.r_[True, users[1:] != users[:-1]])
+        out[users[starts]] = np.add.reduceat(self.v.collab_query[items].astype(np.float64), starts, axis=0)
         return unit(out)
 
     def _mean_profiles(self, queries: list[Query]) -> dict[int, tuple[np.ndarray, list[int], list[str]]]:
