@@ -5,6 +5,8 @@ Side by side in one run, at each connection count (default 1, 8, 32, 256):
              validates the /recommend body and returns a fixed top-20: what HTTP + validation
              cost on this machine, with no retrieval at all;
   groundrec  `groundrec serve` as the README starts it (defaults, one process) over ARTIFACTS.
+  refusal floor  (largest step only) plain ASGI on the same uvicorn answering every request 503
+             with a static body: the fastest this machine can refuse, the bound for groundrec's 503s.
 While the last (largest) connection step runs, a probe client sends a request every 0.05 s:
 /healthz every fifth time (its worst latency is reported), otherwise a real body, whose latency
 is reported by status (503 p50/p99: how fast excess requests are refused).
@@ -78,6 +80,27 @@ async def recommend(body: RecommendRequest):
 @app.post("/search")
 async def search(body: dict):
     return Response(FIXED.model_dump_json(), media_type="application/json")
+uvicorn.run(app, host="127.0.0.1", port=int(sys.argv[1]), log_level="warning", access_log=False)
+"""
+
+
+# The refusal floor: plain ASGI on the same uvicorn that answers every request 503 with a
+# static body (GET /healthz 200, for readiness), doing no other work: the fastest any server
+# on this uvicorn can refuse, so the bound for groundrec's 503 latency at the largest step.
+REFUSAL_FLOOR = r"""
+import sys, uvicorn
+HEAD = {"type": "http.response.start", "status": 503, "headers": [(b"content-type", b"application/json"),
+        (b"retry-after", b"1"), (b"content-length", b"23")]}
+OK = {"type": "http.response.start", "status": 200, "headers": [(b"content-length", b"2")]}
+async def app(scope, receive, send):
+    if scope["type"] != "http":
+        return
+    if scope["path"] == "/healthz":
+        await send(OK)
+        await send({"type": "http.response.body", "body": b"ok"})
+        return
+    await send(HEAD)
+    await send({"type": "http.response.body", "body": b'{"detail":"overloaded"}'})
 uvicorn.run(app, host="127.0.0.1", port=int(sys.argv[1]), log_level="warning", access_log=False)
 """
 
@@ -216,7 +239,8 @@ def main() -> None:
     conns = [int(c) for c in args.connections.split(",")]
     results: dict = {"endpoint": args.endpoint, "duration_s": args.duration, "rows": []}
 
-    servers = [] if args.skip_ceiling else [("ceiling", [sys.executable, "-c", CEILING], "/openapi.json")]
+    servers = [] if args.skip_ceiling else [("ceiling", [sys.executable, "-c", CEILING], "/openapi.json"),
+                                            ("refusal floor", [sys.executable, "-c", REFUSAL_FLOOR], "/healthz")]
     servers.append(("groundrec", [sys.executable, "-m", "groundrec.shared.cli", "serve", "--artifacts",
                                   args.artifacts, *args.serve_args.split()], "/readyz"))
     if args.compare_artifacts:  # a second version, same settings, same run: e.g. hybrid vs content-only
@@ -224,20 +248,23 @@ def main() -> None:
                                   args.compare_artifacts, *args.serve_args.split()], "/readyz"))
     # The ceiling runs alone; groundrec and "other" are started together and measured in
     # alternation (every step, --rounds times), so both see the same machine state.
-    groups = [servers[:1], servers[1:]] if servers[0][0] == "ceiling" else [servers]
+    groups = [servers[:2], servers[2:]] if servers[0][0] == "ceiling" else [servers]
     for group in groups:
         procs, urls = [], {}
         try:
             for name, cmd, ready in group:
                 port = _free_port()
                 urls[name] = f"http://127.0.0.1:{port}"
-                procs.append(subprocess.Popen(cmd + ([str(port)] if name == "ceiling" else ["--port", str(port)]),
+                procs.append(subprocess.Popen(cmd + ([str(port)] if name in ("ceiling", "refusal floor")
+                                                    else ["--port", str(port)]),
                                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
                 _wait_ready(urls[name], ready, procs[-1])
                 _wrk(urls[name], 8, 2, env, script)  # warm-up
             for round_ in range(args.rounds if len(group) > 1 else 1):
                 for c in conns:
                     for name in urls:
+                        if name == "refusal floor" and c != max(conns):
+                            continue
                         r = _step(urls[name], c, c == max(conns), args, env, script, probe_body)
                         r.update(server=name, round=round_)
                         results["rows"].append(r)
@@ -258,6 +285,15 @@ def main() -> None:
                      f"{med[('groundrec', c)]:.1f} ok/s)" if args.rounds > 1 else ""
             print(f"c={c}: {args.compare_artifacts} answers {med[('other', c)] / max(med[('groundrec', c)], 1e-9):.1%} "
                   f"of {args.artifacts}'s rate{rounds}")
+        floor = next((r for r in results["rows"] if r["server"] == "refusal floor" and r["connections"] == c), None)
+        shed = next((r["probe"].get("503") for r in results["rows"] if r["server"] == "groundrec"
+                     and r["connections"] == c and r["probe"].get("503")), None)
+        if floor:
+            probe = floor["probe"].get("503") or {}
+            print(f"c={c}: a bare app refusing every request (the refusal floor): p50 {floor['p50_ms']:.1f} ms, "
+                  f"p99 {floor['p99_ms']:.1f} ms at {floor['req_per_s']:.0f} req/s (its probes: p50 "
+                  f"{probe.get('p50_ms')} ms, p99 {probe.get('p99_ms')} ms)"
+                  + (f"; groundrec's refused probes: p50 {shed['p50_ms']} ms, p99 {shed['p99_ms']} ms" if shed else ""))
         if ("ceiling", c) in med and ("groundrec", c) in med:
             print(f"c={c}: groundrec answers {med[('groundrec', c)] / max(med[('ceiling', c)], 1e-9):.0%} of the "
                   f"ceiling's rate")
