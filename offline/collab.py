@@ -162,20 +162,33 @@ class Projection:
     query: np.ndarray  # (d + rank) x d, float32
     info: dict = field(default_factory=dict)
 
+    def index_rows(self, content: np.ndarray, weighted_item: np.ndarray, chunk: int = 65_536) -> np.ndarray:
+        """What the index holds, ``[content, weighted_item] @ item``, in row chunks: never the
+        full-width matrix."""
+        d = content.shape[1]
+        out = np.empty((len(content), self.item.shape[1]), np.float32)
+        for start in range(0, len(content), chunk):
+            part = slice(start, start + chunk)
+            out[part] = np.asarray(content[part], np.float32) @ self.item[:d] + weighted_item[part] @ self.item[d:]
+        return out
+
     def effective(self, full: np.ndarray) -> np.ndarray:
         """What full-width item vectors score as after the projection: a profile's inner
         product with these equals its projected product with the projected item."""
         return (np.asarray(full, dtype=np.float32) @ self.item) @ self.query.T
 
 
-def fit_projection(items: np.ndarray, profiles: np.ndarray, dim: int, chunk: int = 65_536) -> Projection:
+def fit_projection(items: np.ndarray | list[np.ndarray], profiles: np.ndarray, dim: int,
+                   chunk: int = 65_536) -> Projection:
     """Scores ``p . x`` kept as well as ``dim`` dimensions can for profiles like ``profiles``:
     with S the square root of their second-moment matrix, the top ``dim`` right singular
     vectors W of ``items @ S`` give ``item = S W`` and ``query = S^-1 W``, which minimises the
     squared score error summed over items and expected over those profiles (a small ridge
-    keeps S invertible). ``items``: full-width item vectors (rows); read in chunks, so a 1M-item
-    catalog costs one (d + rank)^2 matrix."""
-    width = items.shape[1]
+    keeps S invertible). ``items``: full-width item vectors (rows), or their column blocks side
+    by side (never stacked whole); read in chunks, so a 1M-item catalog costs one
+    (d + rank)^2 matrix."""
+    blocks = items if isinstance(items, (list, tuple)) else [items]
+    width = sum(b.shape[1] for b in blocks)
     if dim >= width:
         raise ValueError(f"projection to {dim} dimensions from {width}: nothing to save")
     p = np.asarray(profiles, dtype=np.float64)
@@ -185,9 +198,9 @@ def fit_projection(items: np.ndarray, profiles: np.ndarray, dim: int, chunk: int
     root = (vectors * np.sqrt(values)) @ vectors.T
     root_inv = (vectors / np.sqrt(values)) @ vectors.T
     gram = np.zeros((width, width))
-    for start in range(0, len(items), chunk):
-        block = np.asarray(items[start:start + chunk], dtype=np.float64) @ root
-        gram += block.T @ block
+    for start in range(0, len(blocks[0]), chunk):
+        rows = np.hstack([np.asarray(b[start:start + chunk], dtype=np.float64) for b in blocks]) @ root
+        gram += rows.T @ rows
     energy, basis = np.linalg.eigh(gram)
     top = np.argsort(-energy)[:dim]
     kept = float(energy[top].sum() / energy.sum()) if energy.sum() > 0 else 1.0

@@ -105,7 +105,7 @@ def _projection_sample(histories: list[np.ndarray], seed: int) -> list[np.ndarra
 def project(content: np.ndarray, model: collab.CollabModel, weight: float, histories: list[np.ndarray],
             seed: int = 0) -> collab.Projection:
     """The projection of a hybrid to the content's width, fitted on these users' profiles."""
-    return collab.fit_projection(hybrid_items(content, model, weight),
+    return collab.fit_projection([content, weight * model.item],
                                  hybrid_profiles(content, model, _projection_sample(histories, seed)), content.shape[1])
 
 
@@ -132,13 +132,15 @@ def _validation_hits(model: collab.CollabModel, content: np.ndarray, profiles: n
 
 def _projected_hits(model: collab.CollabModel, content: np.ndarray, profiles: np.ndarray, held: list[np.ndarray],
                     targets: np.ndarray, weight: float, projection: collab.Projection) -> np.ndarray:
-    """``_validation_hits``'s hybrid at ``weight``, scored through the projection."""
-    scored = projection.effective(hybrid_items(content, model, weight))
+    """``_validation_hits``'s hybrid at ``weight``, scored as the service scores it: projected
+    profiles against the projected index."""
+    index = projection.index_rows(content, weight * model.item)
     hits = []
     for start in range(0, len(held), CHUNK):
         part = slice(start, start + CHUNK)
         queries = collab.user_vectors(model, [h[-MAX_HISTORY:] for h in held[part]])
-        hits.append(_hits(np.hstack([profiles[part], queries]) @ scored.T, held[part], targets[part]))
+        searched = np.hstack([profiles[part], queries]).astype(np.float32) @ projection.query
+        hits.append(_hits(searched @ index.T, held[part], targets[part]))
     return np.concatenate(hits)
 
 
@@ -218,5 +220,6 @@ def index_vectors(content: np.ndarray, learned: Learned | None) -> np.ndarray:
     validation allowed it."""
     if learned is None or not learned.hybrid:
         return content
-    full = hybrid_items(content, learned.model, learned.weight)
-    return full if learned.projection is None else (full @ learned.projection.item).astype(np.float32)
+    if learned.projection is not None:
+        return learned.projection.index_rows(content, learned.weight * learned.model.item)
+    return hybrid_items(content, learned.model, learned.weight)

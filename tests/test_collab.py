@@ -202,3 +202,15 @@ def test_learn_projects_the_hybrid_to_the_content_width_only_within_the_toleranc
     key = f"hybrid reg=10 rank={chosen['rank']} weight={strict.weight:g} projected to 32"
     assert chosen["projected"] == (scores[key] >= scores[f"hybrid reg=10 weight={strict.weight:g}"])
     assert (strict.projection is not None) == chosen["projected"]
+
+
+def test_a_projection_fitted_from_column_blocks_equals_one_from_the_stacked_matrix():
+    rng = np.random.default_rng(6)
+    content, item = rng.normal(size=(500, 10)), rng.normal(size=(500, 4))
+    profiles = rng.normal(size=(300, 14))
+    whole = collab.fit_projection(np.hstack([content, item]), profiles, 10, chunk=128)
+    blocks = collab.fit_projection([content, item], profiles, 10, chunk=77)
+    # compared as the operator they form (an eigenvector's sign is arbitrary)
+    assert np.allclose(whole.query @ whole.item.T, blocks.query @ blocks.item.T, atol=1e-4)
+    assert np.allclose(blocks.index_rows(content, item, chunk=64), np.hstack([content, item]).astype(np.float32)
+                       @ blocks.item, atol=1e-4)
