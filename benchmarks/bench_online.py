@@ -4,7 +4,8 @@
              (mean of history vectors, scikit-learn cosine to every item, argsort)
   text       single-query latency: ONNX fp32 / int8 (onnxruntime) vs sentence-transformers
   batch      in-process, one compute thread (as the service runs): users one at a time vs
-             recommend_batch in batches of --batch (default 32); identical top-K checked
+             recommend_batch in batches of --batch (default 32); identical top-K checked;
+             optionally another version (e.g. a hybrid) in the same alternating rounds
   serve-memory  resident memory of `groundrec serve` with a version loaded
   gemm       the flat index's matrix product, one thread, at several batch sizes: profiles
              times the index's own (items x dim) rows vs times the transposed copy
@@ -17,6 +18,7 @@ Usage:
   python benchmarks/bench_online.py retrieval --artifacts DIR --interactions FILE
   python benchmarks/bench_online.py text --artifacts DIR
   python benchmarks/bench_online.py batch --artifacts DIR --interactions FILE [--batch 32]
+                                          [--compare-artifacts OTHER_DIR]
   python benchmarks/bench_online.py serve-memory --artifacts DIR [--workers 2]
   python benchmarks/bench_online.py ann [--kind both|hnsw|ivf] [--items 1000000]
   python benchmarks/bench_online.py gemm --artifacts DIR [--batches 1,8,16,32,64] [--compare-artifacts OTHER]
@@ -173,31 +175,46 @@ def batch(args) -> None:
     from groundrec.online.threads import limit_threads
 
     print("threads:", limit_threads(1))
-    version = load_version(args.artifacts)
-    histories = [[i for i in h if i in version.row_of] for h in load_histories(args.interactions)]
-    queries = [Query([HistoryItem(i) for i in h], k=args.k) for h in histories if h]
-    retriever = Retriever(version, fallback="error")
+    paths = [args.artifacts] + ([args.compare_artifacts] if args.compare_artifacts else [])
+    arms = {}
+    for path in paths:  # with --compare-artifacts, e.g. a hybrid version against content-only
+        version = load_version(path)
+        histories = [[i for i in h if i in version.row_of] for h in load_histories(args.interactions)]
+        queries = [Query([HistoryItem(i) for i in h], k=args.k) for h in histories if h]
+        arms[path] = (Retriever(version, fallback="error"), queries)
+        print(f"{path}: {len(queries)} users, {version.index.ntotal} items, index {version.manifest.index['factory']} "
+              f"{version.index.d} wide, k={args.k}, batches of {args.batch}")
     gc.collect()
     gc.freeze()  # as the service does after loading a version: the collector skips it from then on
-    print(f"{len(queries)} users, {version.index.ntotal} items, index {version.manifest.index['factory']}, "
-          f"k={args.k}, batches of {args.batch}")
-    rounds = {"one at a time": [], f"batches of {args.batch}": []}
-    for _ in range(args.repeats):  # alternate, so both see the same machine state
-        t = time.perf_counter()
-        single = [retriever.recommend(q) for q in queries]
-        rounds["one at a time"].append(len(queries) / (time.perf_counter() - t))
-        t = time.perf_counter()
-        batched = [r for s in range(0, len(queries), args.batch) for r in retriever.recommend_batch(queries[s:s + args.batch])]
-        rounds[f"batches of {args.batch}"].append(len(queries) / (time.perf_counter() - t))
-    same = sum([x.item_id for x in a.items] == [x.item_id for x in b.items] for a, b in zip(single, batched))
-    tied = sum(np.allclose([x.score for x in a.items], [x.score for x in b.items], atol=1e-5)
-               for a, b in zip(single, batched))
-    med = {k: float(np.median(v)) for k, v in rounds.items()}
-    for k, v in med.items():
-        print(f"{k:16s} {v:9.1f} users/s (median of {args.repeats})")
-    print(f"batched / one at a time = {med[f'batches of {args.batch}'] / med['one at a time']:.1f}x; "
-          f"top-{args.k} identical id for id for {same}/{len(queries)} users, same score sequence (equal up to "
-          f"the order of tied items) for {tied}/{len(queries)}")
+    modes = ["one at a time", f"batches of {args.batch}"]
+    rounds = {(path, mode): [] for path in paths for mode in modes}
+    answers = {}
+    for _ in range(args.repeats):  # alternate, so every arm sees the same machine state
+        for path, (retriever, queries) in arms.items():
+            t = time.perf_counter()
+            single = [retriever.recommend(q) for q in queries]
+            rounds[(path, modes[0])].append(len(queries) / (time.perf_counter() - t))
+            t = time.perf_counter()
+            batched = [r for s in range(0, len(queries), args.batch)
+                       for r in retriever.recommend_batch(queries[s:s + args.batch])]
+            rounds[(path, modes[1])].append(len(queries) / (time.perf_counter() - t))
+            answers[path] = (single, batched)
+    med = {key: float(np.median(v)) for key, v in rounds.items()}
+    for path in paths:
+        single, batched = answers[path]
+        same = sum([x.item_id for x in a.items] == [x.item_id for x in b.items] for a, b in zip(single, batched))
+        tied = sum(np.allclose([x.score for x in a.items], [x.score for x in b.items], atol=1e-5)
+                   for a, b in zip(single, batched))
+        if len(paths) > 1:
+            print(path)
+        for mode in modes:
+            print(f"{mode:16s} {med[(path, mode)]:9.1f} users/s (median of {args.repeats})")
+        print(f"batched / one at a time = {med[(path, modes[1])] / med[(path, modes[0])]:.1f}x; "
+              f"top-{args.k} identical id for id for {same}/{len(single)} users, same score sequence (equal up to "
+              f"the order of tied items) for {tied}/{len(single)}")
+    if len(paths) > 1:
+        for mode in modes:
+            print(f"{mode}: {paths[1]} at {med[(paths[1], mode)] / med[(paths[0], mode)]:.1%} of {paths[0]}'s rate")
 
 
 def gemm(args) -> None:
@@ -316,6 +333,7 @@ def main() -> None:
     b.add_argument("--k", type=int, default=20)
     b.add_argument("--batch", type=int, default=32)
     b.add_argument("--repeats", type=int, default=3)
+    b.add_argument("--compare-artifacts", help="a second version timed in the same alternating rounds")
     m = sub.add_parser("serve-memory")
     m.add_argument("--artifacts", required=True)
     m.add_argument("--encoder-variant", default="fp32", choices=["fp32", "int8"])
