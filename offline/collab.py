@@ -172,10 +172,10 @@ class Projection:
             out[part] = np.asarray(content[part], np.float32) @ self.item[:d] + weighted_item[part] @ self.item[d:]
         return out
 
-    def effective(self, full: np.ndarray) -> np.ndarray:
-        """What full-width item vectors score as after the projection: a profile's inner
-        product with these equals its projected product with the projected item."""
-        return (np.asarray(full, dtype=np.float32) @ self.item) @ self.query.T
+    def effective(self, content: np.ndarray, weighted_item: np.ndarray) -> np.ndarray:
+        """What the items score as after the projection, full width again: a full-width
+        profile's inner product with these equals its projected product with the index rows."""
+        return self.index_rows(content, weighted_item) @ self.query.T
 
 
 def fit_projection(items: np.ndarray | list[np.ndarray], profiles: np.ndarray, dim: int,

@@ -83,11 +83,6 @@ def _content_profiles(content: np.ndarray, histories: list[np.ndarray]) -> np.nd
     return unit(np.stack([content[h[-MAX_HISTORY:]].astype(np.float64).mean(axis=0) for h in histories])).astype(np.float32)
 
 
-def hybrid_items(content: np.ndarray, model: collab.CollabModel, weight: float) -> np.ndarray:
-    """Full-width hybrid item vectors: the content embedding, then weight x the item-side vector."""
-    return np.hstack([content, weight * model.item]).astype(np.float32)
-
-
 def hybrid_profiles(content: np.ndarray, model: collab.CollabModel, histories: list[np.ndarray]) -> np.ndarray:
     """Full-width hybrid profiles, as the service builds them: the mean content profile, then
     the collaborative query (both over the latest MAX_HISTORY items)."""
@@ -222,4 +217,4 @@ def index_vectors(content: np.ndarray, learned: Learned | None) -> np.ndarray:
         return content
     if learned.projection is not None:
         return learned.projection.index_rows(content, learned.weight * learned.model.item)
-    return hybrid_items(content, learned.model, learned.weight)
+    return np.hstack([content, learned.weight * learned.model.item]).astype(np.float32)

@@ -164,7 +164,7 @@ def test_a_projection_keeps_every_score_when_the_items_fit_in_its_width():
     fresh = rng.normal(size=(50, 14))  # profiles it was not fitted on
     searched = (fresh.astype(np.float32) @ projection.query) @ (items.astype(np.float32) @ projection.item).T
     assert np.allclose(searched, fresh @ items.T, atol=1e-3 * np.abs(fresh @ items.T).max())
-    assert np.allclose(projection.effective(items), items, atol=1e-3 * np.abs(items).max())
+    assert np.allclose(projection.effective(items[:, :6], items[:, 6:]), items, atol=1e-3 * np.abs(items).max())
     with pytest.raises(ValueError, match="nothing to save"):
         collab.fit_projection(items, profiles, 14)
 
@@ -179,8 +179,9 @@ def test_a_projection_spends_its_width_where_the_profiles_are():
     used[:, 6:] *= 0.05
     profiles = rng.normal(size=(800, 6)) @ used
     exact = profiles @ items.T
-    weighted = profiles @ collab.fit_projection(items, profiles, 6).effective(items).T
-    isotropic = profiles @ collab.fit_projection(items, rng.normal(size=(800, 12)), 6).effective(items).T
+    weighted = profiles @ collab.fit_projection(items, profiles, 6).effective(items[:, :6], items[:, 6:]).T
+    isotropic = profiles @ collab.fit_projection(items, rng.normal(size=(800, 12)), 6).effective(items[:, :6],
+                                                                                             items[:, 6:]).T
     err = lambda s: np.abs(s - exact).mean() / np.abs(exact).mean()  # noqa: E731
     assert err(weighted) < 0.01 < 0.5 < err(isotropic)
 

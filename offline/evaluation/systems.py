@@ -182,11 +182,10 @@ def hybrid_system(name: str, representation: str, content: ContentSystem, model:
     from dataclasses import replace
 
     from groundrec.offline.collab import CollabModel
-    from groundrec.offline.learn import hybrid_items
 
     if projection is not None:
         d = content.vectors.shape[1]
-        scored = projection.effective(hybrid_items(content.vectors, model, weight))
+        scored = projection.effective(content.vectors, weight * model.item)
         content = replace(content, scored=scored[:, :d])
         model = CollabModel(model.query, scored[:, d:] / weight, model.fitted, model.info)
     return CollabSystem(name, representation, model, content, weight, params=params or {})
