@@ -13,12 +13,14 @@ MAX_HISTORY = 500
 
 def unit(x: np.ndarray) -> np.ndarray:
     """Rows scaled to length 1 (zero rows stay zero), as float32. The norm is summed as
-    ``np.linalg.norm`` sums it, without its dispatch: this runs several times per request."""
+    ``np.linalg.norm`` sums it, without its dispatch, and zero norms are replaced by adding
+    ``norm == 0`` rather than through ``np.where`` (several times cheaper on one row): this
+    runs several times per request."""
     x = np.asarray(x)
-    if not np.issubdtype(x.dtype, np.floating):
+    if x.dtype.kind != "f":
         x = x.astype(np.float64)
     norm = np.sqrt(np.add.reduce(x * x, axis=-1, keepdims=True))
-    return (x / np.where(norm > 0, norm, 1)).astype(np.float32, copy=False)
+    return (x / (norm + (norm == 0))).astype(np.float32, copy=False)
 
 
 def weighted_profile(vectors: np.ndarray, weights: np.ndarray) -> np.ndarray:

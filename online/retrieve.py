@@ -93,6 +93,10 @@ class Retriever:
                         else None)
         self.hybrid = version.collab_query is not None
         self.projected = version.project_query is not None
+        if self.projected:  # the projection's rows for each half of a full-width profile
+            d = version.vectors.shape[1]
+            self._query_content = np.ascontiguousarray(version.project_query[:d])
+            self._query_collab = np.ascontiguousarray(version.project_query[d:])
 
     # --- building blocks -------------------------------------------------------------
     def _profile(self, q: Query, text_vector: np.ndarray | None = None) -> tuple[np.ndarray | None, list[int], list[str]]:
@@ -120,25 +124,29 @@ class Retriever:
         return profile, rows, unknown
 
     def _with_collab(self, content_profile: np.ndarray, rows: list[int]) -> np.ndarray:
-        """A hybrid profile: each content profile row followed by the history's collaborative
-        query (zeros for a text query without history). Its inner product with an indexed item
-        is the content cosine plus weight x the collaborative score, as ``groundrec eval``
-        scores the hybrid (through the version's projection when it has one)."""
-        cf = self._collab_queries([rows])[0]
-        content_profile = np.asarray(content_profile, dtype=np.float32)
-        return self._searched(np.hstack([content_profile, np.tile(cf, (len(content_profile), 1))]))
+        """A hybrid profile: each content profile row beside the history's collaborative query
+        (zeros for a text query without history). Its inner product with an indexed item is the
+        content cosine plus weight x the collaborative score, as ``groundrec eval`` scores the
+        hybrid (through the version's projection when it has one)."""
+        return self._searched(content_profile, self._collab_queries([rows]))
 
-    def _searched(self, full: np.ndarray) -> np.ndarray:
-        """Full-width hybrid profiles as the index is searched: projected when the version is."""
-        full = np.asarray(full, dtype=np.float32)
-        return full @ self.v.project_query if self.projected else full
+    def _searched(self, content: np.ndarray, collab: np.ndarray) -> np.ndarray:
+        """Hybrid profiles as the index is searched: content profiles (m x d) with their
+        collaborative queries (m x rank, or 1 x rank shared by all m), side by side, or through
+        the version's projection as two products (``[c, q] @ P == c @ P[:d] + q @ P[d:]``),
+        without building the full-width rows."""
+        content = np.asarray(content, dtype=np.float32)
+        collab = np.asarray(collab, dtype=np.float32)
+        if self.projected:
+            return content @ self._query_content + collab @ self._query_collab
+        return np.hstack([content, np.broadcast_to(collab, (len(content), collab.shape[1]))])
 
     def _collab_queries(self, histories: list[list[int]]) -> np.ndarray:
         """Each history's collaborative query: the sum of its distinct items' query-side
         vectors (float64, in row order), unit length; zeros for an empty history."""
         if len(histories) == 1 and len(histories[0]):  # one request: the same sums, less bookkeeping
-            distinct = np.unique(np.asarray(histories[0], dtype=np.int64))
-            return unit(np.add.reduceat(self.v.collab_query[distinct].astype(np.float64), [0], axis=0))
+            rows = self.v.collab_query[sorted(set(histories[0]))].astype(np.float64)
+            return unit(np.add.reduce(rows, axis=0, keepdims=True))
         out = np.zeros((len(histories), self.v.collab_query.shape[1]), np.float64)
         lengths = [len(h) for h in histories]
         if not sum(lengths):
@@ -175,7 +183,7 @@ class Retriever:
         sums = np.add.reduceat(stacked, np.concatenate([[0], np.cumsum(sizes)[:-1]]), axis=0)
         profiles = unit(sums / sizes[:, None].astype(np.float64))
         if self.hybrid:
-            profiles = self._searched(np.hstack([profiles, self._collab_queries(used)]))
+            profiles = self._searched(profiles, self._collab_queries(used))
         return {n: (profiles[i:i + 1], found[n][0], found[n][1]) for i, n in enumerate(order)}
 
     def _encode(self, texts: list[str]) -> np.ndarray:
