@@ -143,21 +143,16 @@ class Retriever:
 
     def _collab_queries(self, histories: list[list[int]]) -> np.ndarray:
         """Each history's collaborative query: the sum of its distinct items' query-side
-        vectors (float64, in row order), unit length; zeros for an empty history."""
-        if len(histories) == 1 and len(histories[0]):  # one request: the same sums, less bookkeeping
-            rows = self.v.collab_query[sorted(set(histories[0]))].astype(np.float64)
-            return unit(np.add.reduce(rows, axis=0, keepdims=True))
-        out = np.zeros((len(histories), self.v.collab_query.shape[1]), np.float64)
-        lengths = [len(h) for h in histories]
-        if not sum(lengths):
-            return unit(out)
-        # (user, item) pairs made distinct and sorted by user, then item, in one np.unique:
-        # each user's distinct items in row order, for any number of users.
-        flat = np.fromiter(chain.from_iterable(histories), np.int64, sum(lengths))
-        n_items = len(self.v.collab_query)
-        users, items = np.divmod(np.unique(np.repeat(np.arange(len(histories)), lengths) * n_items + flat), n_items)
-        starts = np.flatnonzero(np.r_[True, users[1:] != users[:-1]])
-        out[users[starts]] = np.add.reduceat(self.v.collab_query[items].astype(np.float64), starts, axis=0)
+        vectors (float32, in row order, as ``groundrec eval`` sums them), unit length; zeros
+        for an empty history. One request or many: the same sums in the same order."""
+        distinct = [sorted(set(h)) for h in histories]  # a set, as in EASE: repeats count once
+        lengths = [len(d) for d in distinct]
+        out = np.zeros((len(histories), self.v.collab_query.shape[1]), np.float32)
+        total = sum(lengths)
+        if total:
+            rows = self.v.collab_query[np.fromiter(chain.from_iterable(distinct), np.intp, total)]
+            used = np.flatnonzero(lengths)
+            out[used] = np.add.reduceat(rows, np.cumsum([0, *lengths[:-1]])[used], axis=0)
         return unit(out)
 
     def _mean_profiles(self, queries: list[Query]) -> dict[int, tuple[np.ndarray, list[int], list[str]]]:

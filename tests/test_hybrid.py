@@ -123,6 +123,24 @@ def test_service_ranks_exactly_as_eval_scores_the_hybrid(either):
         assert np.allclose([x.score for x in one.items], [x.score for x in batched.items], atol=1e-5)
 
 
+def test_collaborative_queries_are_eval_s_sums_one_at_a_time_or_batched(hybrid):
+    """Repeats count once, an empty history gives zeros, and a batch gives each history
+    the query it gets alone and that eval's ``user_vectors`` computes."""
+    from groundrec.offline.collab import user_vectors
+
+    v = load_version(hybrid["art"])
+    retriever = Retriever(v, fallback="error")
+    model = CollabModel(v.collab_query, v.collab_item, np.ones(len(v.item_ids), bool))
+    histories = [[5, 3, 5, 9, 3], [], [7], [2, 2, 2], list(range(40, 0, -3))]
+    batched = retriever._collab_queries(histories)
+    assert batched.dtype == np.float32 and batched.shape == (5, v.collab_query.shape[1])
+    assert not batched[1].any() and np.isclose(np.linalg.norm(batched[0]), 1.0)
+    np.testing.assert_allclose(batched, user_vectors(model, [np.array(h, int) for h in histories]), atol=1e-6)
+    for h, row in zip(histories, batched):
+        assert np.array_equal(retriever._collab_queries([h])[0], row)
+    assert np.array_equal(batched[0], retriever._collab_queries([[3, 5, 9]])[0])
+
+
 def test_an_item_nobody_bought_counts_in_a_history_through_its_content(hybrid):
     v = load_version(hybrid["art"])
     bought = set(pq.read_table(hybrid["interactions"]).column("item_id").to_pylist())
