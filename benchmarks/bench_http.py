@@ -17,7 +17,8 @@ app at the rate printed above). Bodies are real purchase histories (POST /recomm
 --endpoint search. Server and wrk share this machine's cores; wrk runs one thread.
 With --compare-artifacts a second `groundrec serve` runs beside the first (idle while the other
 is measured) and the two are measured in alternation at every step, --rounds times; the ratio
-of their median rates is printed.
+of their median rates is printed, and the ratio of their compute time per request by the servers'
+own clocks (batch seconds over requests in /metrics), which wrk's run-to-run noise does not reach.
 
 Usage: python benchmarks/bench_http.py --artifacts DIR --histories FILE
            [--connections 1,8,32,256] [--duration 10] [--endpoint recommend|search] [--json-out F]
@@ -176,10 +177,27 @@ def _loadtest_rows(url: str, args, tmp: Path) -> list[dict]:
     return rows
 
 
-def _step(url: str, c: int, probed: bool, args, env: dict, script: Path, probe_body: dict) -> dict:
-    """One wrk run at ``c`` connections; ``probed``: with the probe client beside it."""
+def _batch_totals(url: str) -> dict[str, float]:
+    """groundrec's own /metrics: seconds spent computing batches, requests in them, batches."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    wanted = {"groundrec_batch_seconds_sum": "seconds", "groundrec_batch_size_sum": "requests",
+              "groundrec_batch_size_count": "batches"}
+    out = {}
+    for family in text_string_to_metric_families(httpx.get(url + "/metrics", timeout=10).text):
+        for sample in family.samples:
+            if sample.name in wanted:
+                out[wanted[sample.name]] = sample.value
+    return out
+
+
+def _step(url: str, c: int, probed: bool, args, env: dict, script: Path, probe_body: dict,
+          measured: bool = False) -> dict:
+    """One wrk run at ``c`` connections; ``probed``: with the probe client beside it;
+    ``measured`` (a groundrec server): with its compute time per request from its /metrics."""
     stop, seen = threading.Event(), {}
     prober = threading.Thread(target=_probe, args=(url, stop, f"/{args.endpoint}", probe_body, seen), daemon=True)
+    before = _batch_totals(url) if measured else {}
     if probed:
         prober.start()
     r = _wrk(url, c, args.duration, env, script)
@@ -188,6 +206,11 @@ def _step(url: str, c: int, probed: bool, args, env: dict, script: Path, probe_b
         prober.join()
     r.update(connections=c, healthz_worst_ms=_ms(seen.get("healthz", []), 100),
              probe={k: {"n": len(v), "p50_ms": _ms(v, 50), "p99_ms": _ms(v, 99)} for k, v in seen.items()})
+    if measured:
+        after = _batch_totals(url)
+        done = {k: after.get(k, 0.0) - before.get(k, 0.0) for k in ("seconds", "requests", "batches")}
+        r.update(compute_ms_per_request=round(1000 * done["seconds"] / max(done["requests"], 1), 4),
+                 mean_batch=round(done["requests"] / max(done["batches"], 1), 2))
     return r
 
 
@@ -196,6 +219,8 @@ def _print_row(r: dict, with_round: bool) -> None:
           + f" {r['req_per_s']:8.1f} req/s ({r['ok_per_s']:.1f} ok/s)  p50 {r['p50_ms']:.2f} ms  "
           f"p99 {r['p99_ms']:.2f} ms  max {r['max_ms']:.1f} ms  503 {r['shed_503']}  other {r['other_status']}  "
           f"timeouts {r['timeouts']}"
+          + (f"  compute {r['compute_ms_per_request']:.3f} ms/request (batches of {r['mean_batch']:.1f})"
+             if "compute_ms_per_request" in r else "")
           + (f"  /healthz worst {r['healthz_worst_ms']} ms" if r["healthz_worst_ms"] is not None else "")
           + "".join(f"  probe {k}: n={v['n']} p50 {v['p50_ms']} ms p99 {v['p99_ms']} ms"
                     for k, v in r["probe"].items() if k != "healthz"), flush=True)
@@ -265,7 +290,8 @@ def main() -> None:
                     for name in urls:
                         if name == "refusal floor" and c != max(conns):
                             continue
-                        r = _step(urls[name], c, c == max(conns), args, env, script, probe_body)
+                        r = _step(urls[name], c, c == max(conns), args, env, script, probe_body,
+                                  measured=name in ("groundrec", "other"))
                         r.update(server=name, round=round_)
                         results["rows"].append(r)
                         _print_row(r, args.rounds > 1 and len(group) > 1)
@@ -275,16 +301,25 @@ def main() -> None:
             for proc in procs:
                 proc.terminate()
                 proc.wait(timeout=10)
-    med = {}
-    for r in results["rows"]:
-        med.setdefault((r["server"], r["connections"]), []).append(r["ok_per_s"])
-    med = {key: float(np.median(v)) for key, v in med.items()}
+    def medians(field: str) -> dict:
+        seen: dict = {}
+        for r in results["rows"]:
+            if field in r:
+                seen.setdefault((r["server"], r["connections"]), []).append(r[field])
+        return {key: float(np.median(v)) for key, v in seen.items()}
+
+    med, compute = medians("ok_per_s"), medians("compute_ms_per_request")
     for c in conns:
         if ("other", c) in med and ("groundrec", c) in med:
             rounds = f" (medians of {args.rounds} alternating rounds: {med[('other', c)]:.1f} vs " \
                      f"{med[('groundrec', c)]:.1f} ok/s)" if args.rounds > 1 else ""
             print(f"c={c}: {args.compare_artifacts} answers {med[('other', c)] / max(med[('groundrec', c)], 1e-9):.1%} "
                   f"of {args.artifacts}'s rate{rounds}")
+            # The same comparison by the servers' own clocks: their compute time per request
+            # (batch seconds over requests, from /metrics), free of wrk's and the loop's noise.
+            print(f"c={c}: compute per request {compute[('other', c)]:.3f} vs {compute[('groundrec', c)]:.3f} ms: "
+                  f"{args.compare_artifacts} at {compute[('groundrec', c)] / max(compute[('other', c)], 1e-9):.1%} "
+                  f"of {args.artifacts}'s compute rate")
         floor = next((r for r in results["rows"] if r["server"] == "refusal floor" and r["connections"] == c), None)
         shed = next((r["probe"].get("503") for r in results["rows"] if r["server"] == "groundrec"
                      and r["connections"] == c and r["probe"].get("503")), None)
