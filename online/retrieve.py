@@ -93,10 +93,6 @@ class Retriever:
                         else None)
         self.hybrid = version.collab_query is not None
         self.projected = version.project_query is not None
-        if self.projected:  # the projection's rows for each half of a full-width profile
-            d = version.vectors.shape[1]
-            self._query_content = np.ascontiguousarray(version.project_query[:d])
-            self._query_collab = np.ascontiguousarray(version.project_query[d:])
 
     # --- building blocks -------------------------------------------------------------
     def _profile(self, q: Query, text_vector: np.ndarray | None = None) -> tuple[np.ndarray | None, list[int], list[str]]:
@@ -131,15 +127,14 @@ class Retriever:
         return self._searched(content_profile, self._collab_queries([rows]))
 
     def _searched(self, content: np.ndarray, collab: np.ndarray) -> np.ndarray:
-        """Hybrid profiles as the index is searched: content profiles (m x d) with their
-        collaborative queries (m x rank, or 1 x rank shared by all m), side by side, or through
-        the version's projection as two products (``[c, q] @ P == c @ P[:d] + q @ P[d:]``),
-        without building the full-width rows."""
-        content = np.asarray(content, dtype=np.float32)
-        collab = np.asarray(collab, dtype=np.float32)
-        if self.projected:
-            return content @ self._query_content + collab @ self._query_collab
-        return np.hstack([content, np.broadcast_to(collab, (len(content), collab.shape[1]))])
+        """Hybrid profiles as the index is searched: content profiles (m x d) beside their
+        collaborative queries (m x rank, or 1 x rank shared by all m), through the version's
+        projection when it has one. One matrix product on the full-width rows: under load,
+        each product lets the event loop take the GIL, and two half-products (content and
+        collaborative separately) cost the batch worker more than the one concatenation."""
+        content, collab = np.asarray(content, dtype=np.float32), np.asarray(collab, dtype=np.float32)
+        full = np.concatenate([content, np.broadcast_to(collab, (len(content), collab.shape[1]))], axis=1)
+        return full @ self.v.project_query if self.projected else full
 
     def _collab_queries(self, histories: list[list[int]]) -> np.ndarray:
         """Each history's collaborative query: the sum of its distinct items' query-side
