@@ -93,10 +93,6 @@ def print_summary(s) -> None:
               f"{s.distinct_texts - s.encoded_new} from the cache")
     if s.collab:
         c, v = s.collab, s.collab["validation"]
-        scores = v["scores"]
-        at = f"hybrid reg={c['reg']:g} rank={c['rank']} weight={c['weight']:g}"
-        published = (f"{at} projected to {c['projection']['dim']}" if c.get("projection") else at)
-        best = scores.get(published, scores.get(at, scores.get(f"hybrid reg={c['reg']:g} weight={c['weight']:g}")))
         if c["hybrid"]:
             p = c.get("projection")
             width = f"index {s.index['dim']} wide" + (f" (projected from {p['from']})" if p else "")
@@ -108,8 +104,8 @@ def print_summary(s) -> None:
                       f"{c['window']['users']} users no weight beat content alone by more than one standard error "
                       "on validation; the version is content only")
         if v["users"]:
-            t.add_row("validation", f"{v['metric']} on {v['users']} users: content {scores['content']:.4f}, "
-                      f"hybrid {best:.4f}" + "".join(f"; {w}" for w in v.get("grid_warnings", [])))
+            t.add_row("validation", f"{v['metric']} on {v['users']} users: content {v['scores']['content']:.4f}, "
+                      f"hybrid {v['chosen']['score']:.4f}" + "".join(f"; {w}" for w in v.get("grid_warnings", [])))
     idx = s.index
     t.add_row("index", f"{idx['factory']} ({idx['kind']}), recall@{idx['k']} {idx['recall_at_k']:.3f}"
               + (f", nprobe {idx['nprobe']}" if idx.get("nprobe") else "")

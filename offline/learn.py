@@ -14,6 +14,7 @@ computes: cosine of the mean content profile + weight x the collaborative score
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timezone
 
@@ -109,6 +110,23 @@ def smaller_ranks(rank: int) -> list[int]:
     return sorted({r for r in (rank // 4, rank // 2) if 1 <= r < rank})
 
 
+def narrowest(rank: int, score: float, tolerance: float, score_at: Callable[[int], float],
+              projected_score: Callable[[int], float] | None) -> tuple[int, bool, float]:
+    """The hybrid's width, one rule for the job and for eval: the narrowest of ``smaller_ranks``
+    whose validation score (``score_at(rank)``) is within ``tolerance`` of the full rank's
+    ``score`` (else the full rank), then whether that rank projected to the content's width
+    (``projected_score(rank)``; None: not tried) is too. Returns the rank, whether projected,
+    and the validation score of what was chosen."""
+    floor = score * (1 - tolerance)
+    for r in smaller_ranks(rank):
+        if (at := score_at(r)) >= floor:
+            rank, score = r, at
+            break
+    if projected_score is not None and (at := projected_score(rank)) >= floor:
+        return rank, True, at
+    return rank, False, score
+
+
 def _validation_hits(model: collab.CollabModel, content: np.ndarray, profiles: np.ndarray, held: list[np.ndarray],
                      targets: np.ndarray, weights: list[float]) -> dict[object, np.ndarray]:
     """Whether each held-out user's target is in the top K of content alone, the collaborative
@@ -150,7 +168,8 @@ def learn(inter: Interactions, content: np.ndarray, cfg: CollabConfig, seed: int
     n = len(content)
     train, users, targets = hold_out_last(histories, cfg.valid_users, seed)
     tuned: dict = {}
-    reg, weight, rank, projected = cfg.reg[0], 0.0, cfg.rank, False  # no validation user: content only
+    # No validation user: content only, nothing scored.
+    reg, weight, rank, projected, chosen_score = cfg.reg[0], 0.0, cfg.rank, False, None
     if users:
         held = [train[u] for u in users]
         profiles = _content_profiles(content, held)
@@ -168,21 +187,26 @@ def learn(inter: Interactions, content: np.ndarray, cfg: CollabConfig, seed: int
         if weight:  # a hybrid: the narrowest rank that scores within rank_tolerance of the full one
             chosen_fit = model if reg == cfg.reg[-1] else collab.fit(train, n, content, cfg.rank, reg, seed,
                                                                        cfg.max_dense_items)
-            floor = per_user[(reg, weight)].mean() * (1 - cfg.rank_tolerance)
-            for r in smaller_ranks(cfg.rank):
+
+            def score_at(r: int) -> float:
                 hits = _validation_hits(chosen_fit.truncated(r), content, profiles, held, targets, [weight])
                 tuned[f"collaborative reg={reg:g} rank={r}"] = float(hits["collaborative"].mean())
                 tuned[f"hybrid reg={reg:g} rank={r} weight={weight:g}"] = float(hits[weight].mean())
-                if hits[weight].mean() >= floor:
-                    rank = r
-                    break
-            if cfg.project:  # then the content's width, within the same tolerance of the full rank
-                ranked = chosen_fit.truncated(rank) if rank < chosen_fit.query.shape[1] else chosen_fit
+                return float(hits[weight].mean())
+
+            def projected_score(r: int) -> float:
+                ranked = chosen_fit.truncated(r) if r < chosen_fit.query.shape[1] else chosen_fit
                 hits = _projected_hits(ranked, content, profiles, held, targets, weight,
                                        project(content, ranked, weight, train, seed))
-                tuned[f"hybrid reg={reg:g} rank={rank} weight={weight:g} projected to {content.shape[1]}"] = \
-                    float(hits.mean())
-                projected = bool(hits.mean() >= floor)
+                key = f"hybrid reg={reg:g} rank={r} weight={weight:g} projected to {content.shape[1]}"
+                tuned[key] = float(hits.mean())
+                return tuned[key]
+
+            rank, projected, chosen_score = narrowest(cfg.rank, float(per_user[(reg, weight)].mean()),
+                                                      cfg.rank_tolerance, score_at,
+                                                      projected_score if cfg.project else None)
+        else:
+            chosen_score = float(per_user[(reg, weight)].mean())
     # Weight 0 scores exactly as content alone: publish content only (no refit, an index no
     # wider than the embeddings) and keep the report of what was tried.
     model = projection = None
@@ -199,8 +223,8 @@ def learn(inter: Interactions, content: np.ndarray, cfg: CollabConfig, seed: int
                    "interactions": int(len(inter.items)), "users": len(histories),
                    "unknown_items_dropped": int(inter.dropped_unknown_items)},
         "validation": {"users": len(users), "metric": f"recall@{K} of each user's last new item",
-                       "chosen": {"reg": float(reg), "weight": float(weight), "rank": rank,
-                                                                 "projected": projected}, "scores": tuned,
+                       "chosen": {"reg": float(reg), "weight": float(weight), "rank": rank, "projected": projected,
+                                  "score": chosen_score}, "scores": tuned,
                        "grid_warnings": edge_warnings([{"reg": r, "weight": w} for r in cfg.reg for w in cfg.weight],
                                                       {"reg": float(reg), "weight": float(weight)} if weight else {},
                                                       "collab")},

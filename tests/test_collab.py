@@ -215,3 +215,22 @@ def test_a_projection_fitted_from_column_blocks_equals_one_from_the_stacked_matr
     assert np.allclose(whole.query @ whole.item.T, blocks.query @ blocks.item.T, atol=1e-4)
     assert np.allclose(blocks.index_rows(content, item, chunk=64), np.hstack([content, item]).astype(np.float32)
                        @ blocks.item, atol=1e-4)
+
+
+def test_narrowest_takes_the_narrowest_rank_then_the_projection_within_tolerance():
+    """The job's and eval's one rule: a quarter, then a half of the rank, the first within the
+    tolerance of the full rank's score wins; then the projection at that rank, if within it too;
+    the score returned is the chosen setting's."""
+    from groundrec.offline.learn import narrowest
+
+    asked: list[int] = []
+
+    def at(scores):
+        return lambda r: asked.append(r) or scores[r]
+
+    assert narrowest(64, 0.50, 0.02, at({16: 0.495, 32: 0.6}), None) == (16, False, 0.495)
+    assert asked == [16]  # the narrowest first, and no further once it passes
+    assert narrowest(64, 0.50, 0.02, at({16: 0.48, 32: 0.491}), lambda r: 0.49) == (32, True, 0.49)
+    assert narrowest(64, 0.50, 0.02, at({16: 0.1, 32: 0.2}), lambda r: 0.489) == (64, False, 0.50)
+    assert narrowest(64, 0.50, 0.0, at({16: 0.1, 32: 0.2}), lambda r: 0.50) == (64, True, 0.50)
+    assert narrowest(1, 0.30, 0.02, at({}), lambda r: 0.0) == (1, False, 0.30)  # nothing narrower than rank 1

@@ -19,7 +19,7 @@ from groundrec.offline.evaluation.systems import (CollabSystem, ContentSystem, I
                                                   MostPopular, RandomSystem, ScoreFusion, System, fused_vectors,
                                                   hybrid_system)
 from groundrec.offline.grids import edge_warnings, one_standard_error
-from groundrec.offline.learn import project, smaller_ranks
+from groundrec.offline.learn import narrowest, project
 
 
 @dataclass
@@ -228,23 +228,25 @@ class _Runner:
 
     def _narrowed(self, rep: Representation, profile: dict, model, weight: float, score: float) -> tuple[int, bool]:
         """... then the narrowest rank, then the content's width, each kept only within
-        ``collab_rank_tolerance`` of the full rank's validation score (weight 0 is content alone)."""
+        ``collab_rank_tolerance`` of the full rank's validation score (weight 0 is content
+        alone): the job's rule (``learn.narrowest``), scored with eval's tuned content profile."""
         tuning, valid = self.cfg.tuning, self.data.valid
-        rank, projected, floor = model.query.shape[1], False, score * (1 - tuning.collab_rank_tolerance)
         if not weight:
-            return rank, projected
+            return model.query.shape[1], False
         content_scores = self._content(rep, self.data.pop_valid, **profile).scores(valid.history, valid.history_ts)
-        for r in smaller_ranks(rank):
+
+        def score_at(r: int) -> float:
             cf = CollabSystem(HYBRID, rep.name, model.truncated(r)).scores(valid.history, valid.history_ts)
-            if self._valid_per_user(content_scores + weight * cf).mean() >= floor:
-                rank = r
-                break
-        del content_scores
-        if tuning.collab_project:
-            ranked = _at_rank(model, rank)
+            return float(self._valid_per_user(content_scores + weight * cf).mean())
+
+        def projected_score(r: int) -> float:
+            ranked = _at_rank(model, r)
             system = self._hybrid(rep, self.data.pop_valid, profile, ranked, weight,
                                   project(rep.vectors, ranked, weight, self.data.valid_histories, self.cfg.seed))
-            projected = bool(self._valid_per_user(system.scores(valid.history, valid.history_ts)).mean() >= floor)
+            return float(self._valid_per_user(system.scores(valid.history, valid.history_ts)).mean())
+
+        rank, projected, _ = narrowest(model.query.shape[1], score, tuning.collab_rank_tolerance, score_at,
+                                       projected_score if tuning.collab_project else None)
         return rank, projected
 
     def _hybrid(self, rep: Representation, pop: np.ndarray, profile: dict, model: CollabModel, weight: float,
