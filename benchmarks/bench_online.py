@@ -5,7 +5,9 @@
   text       single-query latency: ONNX fp32 / int8 (onnxruntime) vs sentence-transformers
   batch      in-process, one compute thread (as the service runs): users one at a time vs
              recommend_batch in batches of --batch (default 32); identical top-K checked;
-             optionally another version (e.g. a hybrid) in the same alternating rounds
+             optionally another version (e.g. a hybrid) in the same alternating rounds, and
+             optionally beside a thread that always wants the GIL (--gil-contender), as the
+             service's busy event loop does
   serve-memory  resident memory of `groundrec serve` with a version loaded
   gemm       the flat index's matrix product, one thread, at several batch sizes: profiles
              times the index's own (items x dim) rows vs times the transposed copy
@@ -18,7 +20,7 @@ Usage:
   python benchmarks/bench_online.py retrieval --artifacts DIR --interactions FILE
   python benchmarks/bench_online.py text --artifacts DIR
   python benchmarks/bench_online.py batch --artifacts DIR --interactions FILE [--batch 32]
-                                          [--compare-artifacts OTHER_DIR]
+                                          [--compare-artifacts OTHER_DIR] [--gil-contender]
   python benchmarks/bench_online.py serve-memory --artifacts DIR [--workers 2]
   python benchmarks/bench_online.py ann [--kind both|hnsw|ivf] [--items 1000000]
   python benchmarks/bench_online.py gemm --artifacts DIR [--batches 1,8,16,32,64] [--compare-artifacts OTHER]
@@ -28,6 +30,8 @@ from __future__ import annotations
 
 import argparse
 import gc
+import sys
+import threading
 import time
 
 import numpy as np
@@ -171,10 +175,33 @@ def ann(args) -> None:
         del index
 
 
+def _gil_contender() -> threading.Event:
+    """A thread that always wants the GIL (pure Python work, no I/O), standing in for the
+    service's event loop under load, with the service's switch interval. Every GIL release in
+    the measured code (a BLAS call, an array operation over a large enough array) lets it
+    run, and the measured code waits up to the switch interval to get the GIL back."""
+    from groundrec.online.config import ServeConfig
+
+    sys.setswitchinterval(ServeConfig.model_fields["gil_switch_interval_ms"].default / 1000)
+    stop = threading.Event()
+
+    def spin() -> None:
+        scratch: dict[int, str] = {}
+        while not stop.is_set():
+            for i in range(200):
+                scratch[i] = str(i)
+
+    threading.Thread(target=spin, daemon=True).start()
+    return stop
+
+
 def batch(args) -> None:
     from groundrec.online.threads import limit_threads
 
     print("threads:", limit_threads(1))
+    contender = _gil_contender() if args.gil_contender else None
+    if contender:
+        print(f"with a GIL-hungry thread beside the measured one (switch interval {sys.getswitchinterval() * 1e3:g} ms)")
     paths = [args.artifacts] + ([args.compare_artifacts] if args.compare_artifacts else [])
     arms = {}
     for path in paths:  # with --compare-artifacts, e.g. a hybrid version against content-only
@@ -215,6 +242,8 @@ def batch(args) -> None:
     if len(paths) > 1:
         for mode in modes:
             print(f"{mode}: {paths[1]} at {med[(paths[1], mode)] / med[(paths[0], mode)]:.1%} of {paths[0]}'s rate")
+    if contender:
+        contender.set()
 
 
 def gemm(args) -> None:
@@ -334,6 +363,8 @@ def main() -> None:
     b.add_argument("--batch", type=int, default=32)
     b.add_argument("--repeats", type=int, default=3)
     b.add_argument("--compare-artifacts", help="a second version timed in the same alternating rounds")
+    b.add_argument("--gil-contender", action="store_true", help="time it beside a thread that always wants the GIL, "
+                   "as a busy event loop does in the service")
     m = sub.add_parser("serve-memory")
     m.add_argument("--artifacts", required=True)
     m.add_argument("--encoder-variant", default="fp32", choices=["fp32", "int8"])
