@@ -34,7 +34,10 @@ class CollabModel:
 
     def truncated(self, rank: int) -> "CollabModel":
         """The leading ``rank`` factors (they come sorted by singular value), rescaled as
-        ``fit`` scales its item-side vectors, so a weight means the same at every rank."""
+        ``fit`` scales its item-side vectors, so a weight means the same at every rank. At or
+        beyond the model's own rank: the model itself."""
+        if rank >= self.query.shape[1]:
+            return self
         query, item = self.query[:, :rank].copy(), self.item[:, :rank].copy()
         scale = float(np.linalg.norm(item[self.fitted], axis=1).mean()) if self.fitted.any() else 0.0
         if scale > 0:

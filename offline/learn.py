@@ -195,7 +195,7 @@ def learn(inter: Interactions, content: np.ndarray, cfg: CollabConfig, seed: int
                 return float(hits[weight].mean())
 
             def projected_score(r: int) -> float:
-                ranked = chosen_fit.truncated(r) if r < chosen_fit.query.shape[1] else chosen_fit
+                ranked = chosen_fit.truncated(r)
                 hits = _projected_hits(ranked, content, profiles, held, targets, weight,
                                        project(content, ranked, weight, train, seed))
                 key = f"hybrid reg={reg:g} rank={r} weight={weight:g} projected to {content.shape[1]}"
@@ -212,7 +212,7 @@ def learn(inter: Interactions, content: np.ndarray, cfg: CollabConfig, seed: int
     model = projection = None
     if weight:
         model = collab.fit(histories, n, content, cfg.rank, reg, seed, cfg.max_dense_items)
-        model = model.truncated(rank) if rank < model.query.shape[1] else model
+        model = model.truncated(rank)
         projection = project(content, model, weight, histories, seed) if projected else None
     iso = lambda t: datetime.fromtimestamp(int(t), timezone.utc).isoformat()  # noqa: E731
     report = {

@@ -85,6 +85,7 @@ def test_learn_stage_hit_counting_matches_a_full_ranking():
 def test_truncated_keeps_the_leading_factors_rescaled():
     bundles, histories = _bundles()
     model = collab.fit(histories, bundles.size, content=None, rank=24, reg=10.0)
+    assert model.truncated(24) is model and model.truncated(64) is model  # nothing to drop
     small = model.truncated(12)
     assert small.info["rank"] == 12 and small.query.shape == small.item.shape == (bundles.size, 12)
     np.testing.assert_array_equal(small.query, model.query[:, :12])

@@ -221,7 +221,7 @@ class _Runner:
         score, best = float(per_user[pick].mean()), grid[pick]
         rank, projected = self._narrowed(rep, profile, models[best["reg"]], best["weight"], score)
         params = {**best, "rank": rank, "projected": projected, **profile}
-        test_model = _at_rank(test_models.get(best["reg"]) or on_test(best["reg"]), rank)
+        test_model = (test_models.get(best["reg"]) or on_test(best["reg"])).truncated(rank)
         projection = project(rep.vectors, test_model, best["weight"], self.data.test_histories, seed) if projected else None
         self._on_test(self._hybrid(rep, self.data.pop_test, profile, test_model, best["weight"], projection, params),
                       score, rep.note, edge_warnings(grid, best))
@@ -240,7 +240,7 @@ class _Runner:
             return float(self._valid_per_user(content_scores + weight * cf).mean())
 
         def projected_score(r: int) -> float:
-            ranked = _at_rank(model, r)
+            ranked = model.truncated(r)
             system = self._hybrid(rep, self.data.pop_valid, profile, ranked, weight,
                                   project(rep.vectors, ranked, weight, self.data.valid_histories, self.cfg.seed))
             return float(self._valid_per_user(system.scores(valid.history, valid.history_ts)).mean())
@@ -253,11 +253,6 @@ class _Runner:
                 projection=None, params: dict | None = None) -> CollabSystem:
         return hybrid_system(HYBRID, f"{rep.name} + interactions", self._content(rep, pop, **profile), model, weight,
                              projection, params)
-
-
-
-def _at_rank(model: CollabModel, rank: int) -> CollabModel:
-    return model.truncated(rank) if rank < model.query.shape[1] else model
 
 
 def run_systems(cfg: EvalConfig, data: EvalData, reps: list[Representation],
