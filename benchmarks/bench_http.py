@@ -15,15 +15,15 @@ With --loadtest-rates, the project's own open-loop generator (`groundrec loadtes
 achieved rate falls below the target it, not the server, is the limit (wrk drove the same
 app at the rate printed above). Bodies are real purchase histories (POST /recommend, k=20), or text queries for
 --endpoint search. Server and wrk share this machine's cores; wrk runs one thread.
-With --compare-artifacts a second `groundrec serve` runs beside the first (idle while the other
-is measured) and the two are measured in alternation at every step, --rounds times; the ratio
+With --compare-artifacts (another version) or --compare-serve-args (other serve flags) a second
+`groundrec serve` runs beside the first (idle while the other is measured) and the two are measured in alternation at every step, --rounds times; the ratio
 of their median rates is printed, and the ratio of their compute time per request by the servers'
 own clocks (batch seconds over requests in /metrics), which wrk's run-to-run noise does not reach.
 
 Usage: python benchmarks/bench_http.py --artifacts DIR --histories FILE
            [--connections 1,8,32,256] [--duration 10] [--endpoint recommend|search] [--json-out F]
            [--skip-ceiling] [--serve-args '--workers 2'] [--loadtest-rates 250,500,1000,2000]
-           [--compare-artifacts OTHER_DIR [--rounds 3]]
+           [--compare-artifacts OTHER_DIR] [--compare-serve-args '--compute thread'] [--rounds 3]
 """
 
 from __future__ import annotations
@@ -240,6 +240,8 @@ def main() -> None:
                     "against the ceiling app, e.g. 250,500,1000,2000")
     ap.add_argument("--compare-artifacts", help="a second artifacts directory served the same way in the same run "
                     "(printed as 'other')")
+    ap.add_argument("--compare-serve-args", help="serve the 'other' server (of --compare-artifacts, or of --artifacts) "
+                    "with these flags instead of --serve-args, e.g. '--compute thread'")
     ap.add_argument("--rounds", type=int, default=1, help="with --compare-artifacts: alternate the two servers "
                     "this many times per step and compare medians")
     ap.add_argument("--json-out", type=Path)
@@ -268,9 +270,13 @@ def main() -> None:
                                             ("refusal floor", [sys.executable, "-c", REFUSAL_FLOOR], "/healthz")]
     servers.append(("groundrec", [sys.executable, "-m", "groundrec.shared.cli", "serve", "--artifacts",
                                   args.artifacts, *args.serve_args.split()], "/readyz"))
-    if args.compare_artifacts:  # a second version, same settings, same run: e.g. hybrid vs content-only
+    other = None
+    if args.compare_artifacts or args.compare_serve_args is not None:
+        # A second version or other settings, same run: e.g. hybrid vs content-only, thread vs process.
+        other_args = args.serve_args if args.compare_serve_args is None else args.compare_serve_args
+        other = f"{args.compare_artifacts or args.artifacts} {other_args}".strip()
         servers.append(("other", [sys.executable, "-m", "groundrec.shared.cli", "serve", "--artifacts",
-                                  args.compare_artifacts, *args.serve_args.split()], "/readyz"))
+                                  args.compare_artifacts or args.artifacts, *other_args.split()], "/readyz"))
     # The ceiling runs alone; groundrec and "other" are started together and measured in
     # alternation (every step, --rounds times), so both see the same machine state.
     groups = [servers[:2], servers[2:]] if servers[0][0] == "ceiling" else [servers]
@@ -313,13 +319,14 @@ def main() -> None:
         if ("other", c) in med and ("groundrec", c) in med:
             rounds = f" (medians of {args.rounds} alternating rounds: {med[('other', c)]:.1f} vs " \
                      f"{med[('groundrec', c)]:.1f} ok/s)" if args.rounds > 1 else ""
-            print(f"c={c}: {args.compare_artifacts} answers {med[('other', c)] / max(med[('groundrec', c)], 1e-9):.1%} "
-                  f"of {args.artifacts}'s rate{rounds}")
+            mine = f"{args.artifacts} {args.serve_args}".strip()
+            print(f"c={c}: {other} answers {med[('other', c)] / max(med[('groundrec', c)], 1e-9):.1%} "
+                  f"of {mine}'s rate{rounds}")
             # The same comparison by the servers' own clocks: their compute time per request
             # (batch seconds over requests, from /metrics), free of wrk's and the loop's noise.
             print(f"c={c}: compute per request {compute[('other', c)]:.3f} vs {compute[('groundrec', c)]:.3f} ms: "
-                  f"{args.compare_artifacts} at {compute[('groundrec', c)] / max(compute[('other', c)], 1e-9):.1%} "
-                  f"of {args.artifacts}'s compute rate")
+                  f"{other} at {compute[('groundrec', c)] / max(compute[('other', c)], 1e-9):.1%} "
+                  f"of {mine}'s compute rate")
         floor = next((r for r in results["rows"] if r["server"] == "refusal floor" and r["connections"] == c), None)
         shed = next((r["probe"].get("503") for r in results["rows"] if r["server"] == "groundrec"
                      and r["connections"] == c and r["probe"].get("503")), None)

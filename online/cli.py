@@ -22,6 +22,8 @@ def serve(
     interactions: Optional[Path] = typer.Option(None, help="Interactions table: item popularity for the prior and fallback."),
     interactions_item_column: Optional[str] = typer.Option(None, help="Item id column of --interactions (default item_id)."),
     encoder_variant: Optional[str] = typer.Option(None, help="fp32 | int8 ONNX encoder for text queries."),
+    compute: Optional[str] = typer.Option(None, help="Where retrieval runs: process (default; a child process per "
+                                          "server holds the version) | thread (in the server process)."),
 ):
     """Serve recommendations over HTTP from the CURRENT version, reloading when it changes."""
     try:
@@ -39,6 +41,8 @@ def serve(
             data["interactions_item_column"] = interactions_item_column
         if encoder_variant:
             data["encoder_variant"] = encoder_variant
+        if compute:
+            data["compute"] = compute
         cfg = ServeConfig.model_validate(data)
         if cfg.interactions is not None:  # named at once, not as a traceback from the server
             from groundrec.online.holder import load_popularity

@@ -149,7 +149,8 @@ class LocalClient:
         from groundrec.online.config import ServeConfig
         from groundrec.online.holder import VersionHolder
 
-        holder = VersionHolder(ServeConfig(artifacts=str(artifacts), encoder_variant=encoder_variant, **serve_options))
+        holder = VersionHolder(ServeConfig(artifacts=str(artifacts), encoder_variant=encoder_variant,
+                                           **{**serve_options, "compute": "thread"}))  # in this process
         if not holder.check():
             raise FileNotFoundError(f"no loadable version in {artifacts}: {holder.rejected or 'nothing published'}")
         self._serving = holder.current

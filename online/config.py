@@ -34,13 +34,17 @@ class ServeConfig(StrictModel):
     api_key_env: str = Field("GROUNDREC_API_KEY", description="if this variable is set, clients must send X-API-Key")
     body_timeout_s: float = Field(10.0, gt=0, description="a request body not received within this is refused (408)")
     # Throughput: threads, micro-batching, admission control, processes.
-    compute_threads: int = Field(1, ge=1, description="BLAS/OpenMP/FAISS/onnxruntime threads per process")
+    compute: Literal["process", "thread"] = Field(
+        "process", description="where retrieval runs: 'process', a child process per server that holds the version "
+        "(the event loop and the scoring stop taking turns on one GIL); 'thread', a worker thread in the server process")
+    compute_threads: int = Field(1, ge=1, description="BLAS/OpenMP/FAISS/onnxruntime threads of the process that scores")
     batching: bool = Field(True, description="gather concurrent /recommend and /search requests into one search")
     batch_max_size: int = Field(64, ge=1, description="most requests scored together")
     batch_max_wait_ms: float = Field(0.0, ge=0, description="longest a request waits for others to join its batch; 0: take what is queued when the worker frees up (no added latency when idle)")
     max_queue: int = Field(64, ge=1, description="requests waiting beyond this are refused at once (503, Retry-After): "
                            "about one batch, so an accepted request waits at most ~two batches")
-    gil_switch_interval_ms: float = Field(0.5, gt=0, description="Python's thread switch interval in the server process")
+    gil_switch_interval_ms: float = Field(0.5, gt=0, description="Python's thread switch interval in the server "
+                                          "process (what the event loop and a 'thread' worker share)")
     retry_after_s: int = Field(1, ge=0, description="Retry-After sent with a 503")
     workers: int = Field(1, ge=1, description="server processes; each loads the version and hot-reloads on its own")
     access_log: bool = Field(False, description="log every request (costly at high rates), with the client address "

@@ -3,6 +3,10 @@
 A request takes ``holder.current`` once and uses it to the end, so a swap never
 changes a request in flight. A version that fails to load or verify is rejected:
 the old one keeps serving, the failure is logged and counted.
+
+With ``compute: process`` (the default) each version is served by its own child process
+(``compute.RemoteServing``); the one swapped out is stopped ``RETIRE_GRACE_S`` later, when
+any batch begun on it is long done, and one that dies is replaced at the next check.
 """
 
 from __future__ import annotations
@@ -12,15 +16,14 @@ import logging
 import threading
 import time
 
-from groundrec.online.retrieve import Retriever
-from groundrec.online.serving import Serving
-from groundrec.online.version import load_version
-from groundrec.shared import artifact
+from groundrec.online.compute import RemoteServing
 from groundrec.online.config import ServeConfig
-from groundrec.shared.onnx_encoder import OnnxTextEncoder
+from groundrec.online.serving import Serving, build_serving
+from groundrec.shared import artifact
 from groundrec.shared.tables import read_table
 
 log = logging.getLogger("groundrec.serve")
+RETIRE_GRACE_S = 10.0  # a swapped-out compute process is stopped this long after the swap
 
 
 def load_popularity(cfg: ServeConfig) -> dict[str, float] | None:
@@ -50,24 +53,22 @@ class VersionHolder:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._marker = None  # <artifacts>/.serving/<host>-<pid>: tells gc what this process serves
+        self._retired: list[tuple[float, RemoteServing]] = []  # (when swapped out, compute process)
         self._popularity = self._load_popularity()
 
     def _load_popularity(self) -> dict[str, float] | None:
         return load_popularity(self.cfg)
 
-    def build(self, version_id: str) -> Serving:
-        path = artifact.locate(self.cfg.artifacts, version_id, self.cfg.version_cache_dir)
-        version = load_version(path)
-        files = artifact.VersionFiles(path)
-        encoder = (OnnxTextEncoder(files.encoder_dir, self.cfg.encoder_variant, threads=self.cfg.compute_threads)
-                   if files.has_encoder else None)
-        retriever = Retriever(version, popularity=self._popularity, encoder=encoder, fallback=self.cfg.fallback,
-                              half_life_days=self.cfg.half_life_days, n_interests=self.cfg.n_interests,
-                              max_history=self.cfg.max_history)
-        return Serving(version_id, retriever, self.cfg)
+    def build(self, version_id: str) -> Serving | RemoteServing:
+        path = artifact.locate(self.cfg.artifacts, version_id, self.cfg.version_cache_dir)  # copied here if remote
+        if self.cfg.compute == "process":
+            return RemoteServing.start(self.cfg, version_id, path, self._popularity)
+        return build_serving(self.cfg, version_id, path, self._popularity)
 
     def check(self) -> bool:
-        """Load the version CURRENT names if it is new and not rejected; True when swapped."""
+        """Load the version CURRENT names if it is new and not rejected, or restart the serving
+        one if its compute process has died; True when swapped."""
+        self._close_retired()
         try:
             wanted = artifact.current_version(self.cfg.artifacts)
         except ValueError as e:  # a malformed pointer is refused like a broken version
@@ -79,19 +80,26 @@ class VersionHolder:
                     self._on_failed(artifact.CURRENT, str(e))
             return False
         self.rejected.pop(artifact.CURRENT, None)
-        if wanted is None or (self.current and self.current.version_id == wanted) or wanted in self.rejected:
+        dead = self.current is not None and not getattr(self.current, "alive", True)
+        if dead:
+            log.error("the compute process of version %s has died: starting a new one", self.current.version_id)
+            wanted = wanted if wanted and wanted not in self.rejected else self.current.version_id
+        elif wanted is None or (self.current and self.current.version_id == wanted) or wanted in self.rejected:
             return False
         started = time.perf_counter()
         try:
             serving = self.build(wanted)
         except Exception as e:  # a broken version must never take the service down
-            self.rejected[wanted] = f"{type(e).__name__}: {e}"
+            if not (dead and wanted == self.current.version_id):  # a restart that failed is tried again
+                self.rejected[wanted] = f"{type(e).__name__}: {e}"
             log.error("rejected version %s, still serving %s: %s", wanted,
                       self.current.version_id if self.current else None, e)
             if self._on_failed:
                 self._on_failed(wanted, str(e))
             return False
         previous, self.current = self.current, serving
+        if hasattr(previous, "close"):  # a compute process: stopped once batches begun on it are done
+            self._retired.append((time.monotonic(), previous))
         del previous
         # The version's objects (id maps, tables) live until the next swap: move them out of
         # the collector's sight, so its full passes under load stop walking them (the p99).
@@ -103,6 +111,12 @@ class VersionHolder:
         if self._on_loaded:
             self._on_loaded(wanted)
         return True
+
+    def _close_retired(self, grace_s: float | None = None) -> None:
+        grace_s = RETIRE_GRACE_S if grace_s is None else grace_s
+        now = time.monotonic()
+        while self._retired and now - self._retired[0][0] >= grace_s:
+            self._retired.pop(0)[1].close()
 
     def _mark(self) -> None:
         if self.current is not None:
@@ -126,3 +140,6 @@ class VersionHolder:
         if self._thread:
             self._thread.join(timeout=5)
         artifact.forget_serving(self._marker)
+        self._close_retired(grace_s=0)
+        if hasattr(self.current, "close"):
+            self.current.close()

@@ -25,7 +25,8 @@ class ServiceMetrics:
                                        buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 1))
         self.shed = Counter("groundrec_shed_total", "requests refused with 503 because the queue was full", registry=r)
         self.gone = Counter("groundrec_client_gone_total", "requests dropped because the client disconnected", registry=r)
-        self.threads = Gauge("groundrec_compute_threads", "threads of each native thread pool in this process",
+        self.threads = Gauge("groundrec_compute_threads", "threads of each native thread pool in the process that "
+                             "scores (the compute process, or this one)",
                              ["pool"], registry=r)
 
     def loaded(self, version_id: str) -> None:
@@ -33,6 +34,10 @@ class ServiceMetrics:
         self.version.labels(version_id).set(1)
         self.version_created.set(artifact.created_at(version_id) or 0)
         self.reloads.inc()
+
+    def set_threads(self, pools: dict[str, int]) -> None:
+        for pool, n in pools.items():
+            self.threads.labels(pool).set(n)
 
     def batch(self, size: int, seconds: float) -> None:
         self.batch_size.observe(size)

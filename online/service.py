@@ -2,7 +2,9 @@
 
 ``create_app(cfg)`` builds the app (tests start it on a free loopback port; the Ray Serve
 app wraps the same factory); ``serve(cfg)`` runs it in one or more processes. Routes are
-async: retrieval runs in one worker thread behind a micro-batcher (see ``batching``), so
+async: retrieval runs behind a micro-batcher (see ``batching``), whose one worker thread
+hands each batch to the version's compute process (``compute``; or scores it itself with
+``compute: thread``), so
 probes and HTTP parsing never wait behind it, and a full queue is answered 503 at once. No
 request can crash the process: bad input gets a 4xx that names the problem, anything
 unexpected a 500 with a short reason.
@@ -65,7 +67,14 @@ class ServiceApp:
 
 def create_app(cfg: ServeConfig, watch: bool = True) -> ServiceApp:
     metrics = ServiceMetrics()
-    holder = VersionHolder(cfg, on_loaded=metrics.loaded, on_failed=lambda v, e: metrics.reload_failures.inc())
+
+    def loaded(version_id: str) -> None:
+        metrics.loaded(version_id)
+        pools = getattr(holder.current, "threads", None)  # a compute process's own thread pools
+        if pools:
+            metrics.set_threads(pools)
+
+    holder = VersionHolder(cfg, on_loaded=loaded, on_failed=lambda v, e: metrics.reload_failures.inc())
     api_key = os.environ.get(cfg.api_key_env) or None
     retry_after = str(cfg.retry_after_s).encode()
 
@@ -91,8 +100,7 @@ def create_app(cfg: ServeConfig, watch: bool = True) -> ServiceApp:
         # The event loop and the batch worker take turns on the GIL; Python's default 5 ms
         # turn made each wait for the other (measured: ~560 -> ~800 req/s at 32 connections).
         sys.setswitchinterval(cfg.gil_switch_interval_ms / 1000)
-        for pool, n in limit_threads(cfg.compute_threads).items():
-            metrics.threads.labels(pool).set(n)
+        metrics.set_threads(limit_threads(cfg.compute_threads))
         await run_in_threadpool(holder.start if watch else holder.check)
         batcher.start()
         yield
@@ -152,7 +160,7 @@ def create_app(cfg: ServeConfig, watch: bool = True) -> ServiceApp:
         return reply(*await handle(body, request.receive))
 
     @app.get("/items/{item_id}")
-    async def item(item_id: str):
+    def item(item_id: str):  # sync: FastAPI runs it in a thread, as it may wait for the compute process
         return JSONResponse(serving().item(item_id))
 
     @app.get("/healthz")

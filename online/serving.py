@@ -9,11 +9,15 @@ names the problem; the service turns it into a response in one handler.
 from __future__ import annotations
 
 import re
+from pathlib import Path
 from contextlib import contextmanager
 from dataclasses import dataclass
 
 from groundrec.online.config import ServeConfig
 from groundrec.online.retrieve import NoHistory, Retriever
+from groundrec.online.version import load_version
+from groundrec.shared import artifact
+from groundrec.shared.onnx_encoder import OnnxTextEncoder
 from groundrec.online.schemas import BatchOut, RecommendRequest, ResultOut, SearchRequest, UserQuery, result_json, result_out
 
 
@@ -40,6 +44,27 @@ class ServingError(Exception):
         super().__init__(detail)
         self.status, self.detail = status, detail
 
+    def __reduce__(self):  # crosses the pipe from the compute process intact
+        return ServingError, (self.status, self.detail)
+
+
+def check_request(limits: ServeConfig, body: UserQuery) -> None:
+    """Refuse what exceeds the limits (422 naming the limit), before any work is queued."""
+    if isinstance(body, RecommendRequest) and body.batch is not None:
+        if len(body.batch) > limits.max_batch:
+            raise ServingError(422, f"batch has {len(body.batch)} users, more than max_batch={limits.max_batch}")
+        for q in body.batch:
+            _check_one(limits, q)
+    else:
+        _check_one(limits, body)
+
+
+def _check_one(limits: ServeConfig, q: UserQuery) -> None:
+    if q.k > limits.max_k:
+        raise ServingError(422, f"k={q.k} exceeds max_k={limits.max_k}")
+    if q.text and len(q.text) > limits.max_text_chars:
+        raise ServingError(422, f"text has {len(q.text)} characters, more than max_text_chars={limits.max_text_chars}")
+
 
 def _serving_error(e: Exception) -> ServingError:
     if isinstance(e, NoHistory):
@@ -62,14 +87,7 @@ class Serving:
     limits: ServeConfig
 
     def check(self, body: UserQuery) -> None:
-        """Refuse what exceeds the limits (422 naming the limit), before any work is queued."""
-        if isinstance(body, RecommendRequest) and body.batch is not None:
-            if len(body.batch) > self.limits.max_batch:
-                raise ServingError(422, f"batch has {len(body.batch)} users, more than max_batch={self.limits.max_batch}")
-            for q in body.batch:
-                self._check(q)
-        else:
-            self._check(body)
+        check_request(self.limits, body)
 
     def answer(self, items: list[UserQuery]) -> list[bytes | ServingError]:
         """JSON answers for checked requests gathered from many callers, in order: the
@@ -90,15 +108,8 @@ class Serving:
                     out[n] = e
         return out
 
-    def _check(self, q: UserQuery) -> None:
-        lim = self.limits
-        if q.k > lim.max_k:
-            raise ServingError(422, f"k={q.k} exceeds max_k={lim.max_k}")
-        if q.text and len(q.text) > lim.max_text_chars:
-            raise ServingError(422, f"text has {len(q.text)} characters, more than max_text_chars={lim.max_text_chars}")
-
     def _one(self, q: UserQuery) -> ResultOut:
-        self._check(q)
+        _check_one(self.limits, q)
         with _as_serving_errors():
             return result_out(self.retriever.recommend(q.to_query()), self.version_id)
 
@@ -106,10 +117,7 @@ class Serving:
         """One user, or every user of ``body.batch`` in one batched search."""
         if body.batch is None:
             return self._one(body)
-        if len(body.batch) > self.limits.max_batch:
-            raise ServingError(422, f"batch has {len(body.batch)} users, more than max_batch={self.limits.max_batch}")
-        for q in body.batch:
-            self._check(q)
+        check_request(self.limits, body)
         with _as_serving_errors():
             results = self.retriever.recommend_batch([q.to_query() for q in body.batch])
         return BatchOut(results=[result_out(r, self.version_id) for r in results], version=self.version_id)
@@ -126,3 +134,16 @@ class Serving:
         if "image_uri" in item:
             item["image_uri"] = public_uri(item["image_uri"])
         return {"version": self.version_id, "item": item}
+
+
+def build_serving(cfg: ServeConfig, version_id: str, path, popularity: dict[str, float] | None = None) -> Serving:
+    """Load version ``version_id`` from the local folder ``path`` (verified) with its encoder."""
+    path = Path(path)
+    version = load_version(path)
+    files = artifact.VersionFiles(path)
+    encoder = (OnnxTextEncoder(files.encoder_dir, cfg.encoder_variant, threads=cfg.compute_threads)
+               if files.has_encoder else None)
+    retriever = Retriever(version, popularity=popularity, encoder=encoder, fallback=cfg.fallback,
+                          half_life_days=cfg.half_life_days, n_interests=cfg.n_interests,
+                          max_history=cfg.max_history)
+    return Serving(version_id, retriever, cfg)

@@ -39,7 +39,8 @@ async def _concurrently(url: str, requests: list[tuple[str, dict]]) -> list[http
         return await asyncio.gather(*(c.post(path, json=body) for path, body in requests))
 
 
-def test_concurrent_requests_are_batched_and_equal_one_at_a_time(published):
+@pytest.mark.parametrize("compute", ["process", "thread"])
+def test_concurrent_requests_are_batched_and_equal_one_at_a_time(published, compute):
     local = LocalClient(published["artifacts"], batching=False)
     requests = []
     for h in published["histories"]:
@@ -47,7 +48,7 @@ def test_concurrent_requests_are_batched_and_equal_one_at_a_time(published):
                      ("/recommend", {"history": h, "k": 4, "text": "yellow bag", "strategy": "multi_interest"})]
     requests += [("/search", {"text": t, "k": 3}) for t in ("red striped dress", "black bag", "green t-shirt")]
     requests += [("/recommend", {"history": published["histories"][0], "filters": {"no_such_column": 1}})]
-    app = create_app(_cfg(published["artifacts"], batch_max_wait_ms=50, batch_max_size=64))
+    app = create_app(_cfg(published["artifacts"], batch_max_wait_ms=50, batch_max_size=64, compute=compute))
     with running(app) as url:
         responses = asyncio.run(_concurrently(url, requests * 3))
         stats = app.state.batcher.stats
