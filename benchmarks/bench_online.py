@@ -8,7 +8,7 @@
              optionally another version (e.g. a hybrid) in the same alternating rounds, and
              optionally beside a thread that always wants the GIL (--gil-contender), as the
              service's busy event loop does
-  serve-memory  resident memory of `groundrec serve` with a version loaded
+  serve-memory  memory of `groundrec serve` with a version loaded, process by process (RSS and PSS)
   gemm       the flat index's matrix product, one thread, at several batch sizes: profiles
              times the index's own (items x dim) rows vs times the transposed copy
              (dim x items, contiguous) that the Retriever scores with, and optionally another
@@ -21,7 +21,7 @@ Usage:
   python benchmarks/bench_online.py text --artifacts DIR
   python benchmarks/bench_online.py batch --artifacts DIR --interactions FILE [--batch 32]
                                           [--compare-artifacts OTHER_DIR] [--gil-contender]
-  python benchmarks/bench_online.py serve-memory --artifacts DIR [--workers 2]
+  python benchmarks/bench_online.py serve-memory --artifacts DIR [--workers 2] [--compute thread]
   python benchmarks/bench_online.py ann [--kind both|hnsw|ivf] [--items 1000000]
   python benchmarks/bench_online.py gemm --artifacts DIR [--batches 1,8,16,32,64] [--compare-artifacts OTHER]
 """
@@ -303,14 +303,24 @@ def serve_memory(args) -> None:
         port = sock.getsockname()[1]
     proc = subprocess.Popen([sys.executable, "-m", "groundrec.shared.cli", "serve", "--artifacts", args.artifacts,
                              "--port", str(port), "--encoder-variant", args.encoder_variant,
-                             "--workers", str(args.workers)],
+                             "--workers", str(args.workers), "--compute", args.compute],
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
-    def rss_gib(pid: int) -> float:
-        return next(int(line.split()[1]) for line in open(f"/proc/{pid}/status") if line.startswith("VmRSS")) / 2**20
+    def memory_gib(pid: int, field: str) -> float:  # Rss, or Pss: shared pages split among their users
+        return next(int(line.split()[1]) for line in open(f"/proc/{pid}/smaps_rollup")
+                    if line.startswith(field + ":")) / 2**20
 
-    def children(pid: int) -> list[int]:
-        return [int(c) for c in open(f"/proc/{pid}/task/{pid}/children").read().split()]
+    def tree(pid: int, depth: int = 0) -> list[tuple[int, int]]:
+        kids = [int(c) for c in open(f"/proc/{pid}/task/{pid}/children").read().split()]
+        return [(pid, depth)] + [t for c in kids for t in tree(c, depth + 1)]
+
+    def role(pid: int, depth: int) -> str:
+        cmdline = open(f"/proc/{pid}/cmdline").read()
+        if depth == 0:
+            return "server" if args.workers == 1 else "supervisor"
+        if "resource_tracker" in cmdline:
+            return "multiprocessing resource tracker"
+        return "worker" if depth == 1 and args.workers > 1 else "compute process"
     try:
         deadline = time.time() + 120
         while time.time() < deadline:
@@ -323,15 +333,14 @@ def serve_memory(args) -> None:
         for _ in range(20 * args.workers):  # reach every worker (the kernel spreads connections)
             httpx.post(f"http://127.0.0.1:{port}/search", json={"text": "warm up", "k": 5})
         v = load_version(args.artifacts)
-        what = (f"groundrec serve ({args.encoder_variant} encoder) with {v.index.ntotal} items x {v.index.d} "
-                f"({type(v.index).__name__})")
-        if args.workers == 1:
-            print(f"{what}: RSS {rss_gib(proc.pid):.2f} GiB after load and one query")
-        else:
-            workers = [w for c in children(proc.pid) for w in ([c] + children(c))]
-            per = sorted((rss_gib(w) for w in workers if rss_gib(w) > 0.1), reverse=True)[:args.workers]
-            print(f"{what}, --workers {args.workers}: supervisor RSS {rss_gib(proc.pid):.2f} GiB; workers "
-                  f"{', '.join(f'{x:.2f}' for x in per)} GiB; total {rss_gib(proc.pid) + sum(per):.2f} GiB")
+        print(f"groundrec serve ({args.encoder_variant} encoder, --workers {args.workers}, --compute {args.compute}) "
+              f"with {v.index.ntotal} items x {v.index.d} ({type(v.index).__name__}), after load and one query:")
+        total = 0.0
+        for pid, depth in tree(proc.pid):
+            pss = memory_gib(pid, "Pss")
+            total += pss
+            print(f"  {'  ' * depth}{role(pid, depth)} (pid {pid}): RSS {memory_gib(pid, 'Rss'):.2f} GiB, PSS {pss:.2f} GiB")
+        print(f"  total PSS (each shared page counted once): {total:.2f} GiB")
     finally:
         proc.terminate()
         proc.wait(timeout=30)
@@ -369,6 +378,7 @@ def main() -> None:
     m.add_argument("--artifacts", required=True)
     m.add_argument("--encoder-variant", default="fp32", choices=["fp32", "int8"])
     m.add_argument("--workers", type=int, default=1, help="server processes (uvicorn workers)")
+    m.add_argument("--compute", default="process", choices=["process", "thread"], help="where retrieval runs")
     g = sub.add_parser("gemm")
     g.add_argument("--artifacts", required=True)
     g.add_argument("--batches", default="1,8,16,32,64")
