@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import argparse
 import gc
+import os
 import sys
 import threading
 import time
@@ -311,7 +312,8 @@ def serve_memory(args) -> None:
                     if line.startswith(field + ":")) / 2**20
 
     def tree(pid: int, depth: int = 0) -> list[tuple[int, int]]:
-        kids = [int(c) for c in open(f"/proc/{pid}/task/{pid}/children").read().split()]
+        kids = sorted({int(c) for task in os.listdir(f"/proc/{pid}/task")  # any thread may have started one
+                       for c in open(f"/proc/{pid}/task/{task}/children").read().split()})
         return [(pid, depth)] + [t for c in kids for t in tree(c, depth + 1)]
 
     def role(pid: int, depth: int) -> str:
