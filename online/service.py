@@ -170,9 +170,13 @@ def create_app(cfg: ServeConfig, watch: bool = True) -> ServiceApp:
     @app.get("/readyz")
     async def readyz():
         s = holder.current
-        body = {"ready": s is not None, "rejected": {k: public_text(v) for k, v in holder.rejected.items()}}
+        alive = s is not None and getattr(s, "alive", True)  # a dead compute process: not ready until replaced
+        body = {"ready": alive, "rejected": {k: public_text(v) for k, v in holder.rejected.items()}}
         if s is None:
             return JSONResponse(body, status_code=503)
+        if not alive:
+            return JSONResponse({**body, "version": s.version_id,
+                                 "reason": "the compute process exited; a new one is being started"}, status_code=503)
         return {**body, "version": s.version_id}
 
     @app.get("/metrics")

@@ -53,7 +53,10 @@ def test_the_compute_process_serves_is_replaced_when_it_dies_and_stopped_when_sw
         r = httpx.post(url + "/recommend", json=body)
         assert r.status_code == 503 and "compute process" in r.json()["detail"]
         assert httpx.get(url + "/healthz").status_code == 200
-        assert holder.check()  # the watcher's next check starts a new one for the same version
+        ready = httpx.get(url + "/readyz")  # the load balancer stops sending until it is replaced
+        assert ready.status_code == 503 and "compute process" in ready.json()["reason"]
+        assert holder.check()
+        assert httpx.get(url + "/readyz").status_code == 200  # the watcher's next check starts a new one for the same version
         second = holder.current
         assert second.version_id == first.version_id and second.process.pid != first.process.pid
         r = httpx.post(url + "/recommend", json=body)
