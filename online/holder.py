@@ -80,7 +80,7 @@ class VersionHolder:
                     self._on_failed(artifact.CURRENT, str(e))
             return False
         self.rejected.pop(artifact.CURRENT, None)
-        dead = self.current is not None and not getattr(self.current, "alive", True)
+        dead = self.current is not None and not self.current.alive
         if dead:
             log.error("the compute process of version %s has died: starting a new one", self.current.version_id)
             wanted = wanted if wanted and wanted not in self.rejected else self.current.version_id
@@ -98,7 +98,7 @@ class VersionHolder:
                 self._on_failed(wanted, str(e))
             return False
         previous, self.current = self.current, serving
-        if hasattr(previous, "close"):  # a compute process: stopped once batches begun on it are done
+        if isinstance(previous, RemoteServing):  # its process is stopped once batches begun on it are done
             self._retired.append((time.monotonic(), previous))
         del previous
         # The version's objects (id maps, tables) live until the next swap: move them out of
@@ -141,5 +141,5 @@ class VersionHolder:
             self._thread.join(timeout=5)
         artifact.forget_serving(self._marker)
         self._close_retired(grace_s=0)
-        if hasattr(self.current, "close"):
+        if isinstance(self.current, RemoteServing):
             self.current.close()

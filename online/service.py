@@ -170,7 +170,7 @@ def create_app(cfg: ServeConfig, watch: bool = True) -> ServiceApp:
     @app.get("/readyz")
     async def readyz():
         s = holder.current
-        alive = s is not None and getattr(s, "alive", True)  # a dead compute process: not ready until replaced
+        alive = s is not None and s.alive  # a dead compute process: not ready until it is replaced
         body = {"ready": alive, "rejected": {k: public_text(v) for k, v in holder.rejected.items()}}
         if s is None:
             return JSONResponse(body, status_code=503)

@@ -9,9 +9,10 @@ names the problem; the service turns it into a response in one handler.
 from __future__ import annotations
 
 import re
-from pathlib import Path
 from contextlib import contextmanager
 from dataclasses import dataclass
+from pathlib import Path
+from typing import ClassVar
 
 from groundrec.online.config import ServeConfig
 from groundrec.online.retrieve import NoHistory, Retriever
@@ -85,6 +86,7 @@ class Serving:
     version_id: str
     retriever: Retriever
     limits: ServeConfig
+    alive: ClassVar[bool] = True  # answered in this process (``compute.RemoteServing`` may die)
 
     def check(self, body: UserQuery) -> None:
         check_request(self.limits, body)
