@@ -67,7 +67,7 @@ class ComputeProcess:
 
     def __init__(self, cfg: ServeConfig, version_id: str, path: str | Path, popularity: dict | None = None,
                  start_timeout_s: float = START_TIMEOUT_S):
-        self.version_id = version_id
+        self.version_id, self.timeout_s = version_id, cfg.compute_timeout_s
         ctx = mp.get_context("spawn")  # never fork a process with an event loop and threads
         self._conn, child_end = ctx.Pipe()
         self._proc = ctx.Process(target=_child, args=(child_end, cfg.model_dump_json(), version_id, str(path), popularity),
@@ -103,6 +103,12 @@ class ComputeProcess:
         with self._lock:
             try:
                 self._conn.send((op, arg))
+                if not self._conn.poll(self.timeout_s):  # hung: stop it, the holder's next check replaces it
+                    self._proc.kill()
+                    self._proc.join(5)
+                    raise ServingError(503, f"the compute process of version {self.version_id} did not answer within "
+                                            f"{self.timeout_s:g} s and was stopped; a new one is being started, "
+                                            "retry later")
                 kind, value = self._conn.recv()
             except (EOFError, OSError):
                 self._proc.join(1)

@@ -38,6 +38,8 @@ class ServeConfig(StrictModel):
         "process", description="where retrieval runs: 'process', a child process per server that holds the version "
         "(the event loop and the scoring stop taking turns on one GIL); 'thread', a worker thread in the server process")
     compute_threads: int = Field(1, ge=1, description="BLAS/OpenMP/FAISS/onnxruntime threads of the process that scores")
+    compute_timeout_s: float = Field(30.0, gt=0, description="a batch the compute process has not answered within "
+                                     "this is refused (503) and the process is stopped; the next check starts a new one")
     batching: bool = Field(True, description="gather concurrent /recommend and /search requests into one search")
     batch_max_size: int = Field(64, ge=1, description="most requests scored together")
     batch_max_wait_ms: float = Field(0.0, ge=0, description="longest a request waits for others to join its batch; 0: take what is queued when the worker frees up (no added latency when idle)")

@@ -15,6 +15,7 @@ from groundrec.online.client import LocalClient
 from groundrec.online.compute import ComputeProcess, RemoteServing
 from groundrec.online.config import ServeConfig
 from groundrec.online.service import create_app
+from groundrec.online.serving import ServingError
 from groundrec.online.version import VersionError
 from groundrec.shared import artifact
 from helpers import publish_demo
@@ -84,3 +85,18 @@ def test_a_version_the_child_cannot_load_is_refused_with_its_reason(published, t
     (broken / artifact.EMBEDDINGS).write_bytes(b"not numpy")
     with pytest.raises(VersionError, match="checksum mismatch"):
         ComputeProcess(cfg, broken.name, broken)
+
+
+def test_a_compute_process_that_hangs_is_stopped_and_its_batch_refused(published):
+    cfg = ServeConfig(artifacts=published["artifacts"], compute_timeout_s=1.0)
+    version = artifact.current_version(published["artifacts"])
+    serving = RemoteServing.start(cfg, version, artifact.current_path(published["artifacts"]))
+    try:
+        assert serving.item("demo-0001")["item"]["item_id"] == "demo-0001"
+        os.kill(serving.process.pid, signal.SIGSTOP)  # alive, but never answers
+        with pytest.raises(ServingError) as err:
+            serving.item("demo-0001")
+        assert err.value.status == 503 and "did not answer within 1 s" in err.value.detail
+        assert not serving.alive  # so the holder's next check starts a new one
+    finally:
+        serving.close()
