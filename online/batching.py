@@ -34,19 +34,23 @@ class MicroBatcher:
     result per item, in order; a result that is an exception is raised to that caller only."""
 
     def __init__(self, fn: Callable[[list], Sequence], max_batch: int = 64, max_wait_s: float = 0.002,
-                 max_queue: int = 256, on_batch: Callable[[int, float], None] | None = None):
+                 max_queue: int = 256, on_batch: Callable[[int, float], None] | None = None,
+                 worker_init: Callable[[], None] | None = None):
         self.fn, self.max_batch, self.max_wait_s, self.max_queue = fn, max_batch, max_wait_s, max_queue
         self.on_batch = on_batch
         self.stats = BatchStats()
         self._queue: asyncio.Queue | None = None
         self._task: asyncio.Task | None = None
-        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="groundrec-batch")
+        # ``worker_init`` runs in the worker thread before its first batch: settings that are
+        # per thread, such as OpenMP's thread count (FAISS), must be made there.
+        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="groundrec-batch", initializer=worker_init)
 
     @property
     def depth(self) -> int:
         return self._queue.qsize() if self._queue is not None else 0
 
     def start(self) -> None:
+        self._pool.submit(lambda: None)  # start the worker (and its worker_init) now, not on the first request
         self._queue = asyncio.Queue()
         self._task = asyncio.get_running_loop().create_task(self._run(), name="groundrec-batcher")
 

@@ -91,8 +91,14 @@ def create_app(cfg: ServeConfig, watch: bool = True) -> ServiceApp:
         except ServingError as e:
             return [e] * len(items)
 
+    def scoring_thread_limits() -> None:
+        """compute: thread: the batch worker scores, so its own pools are limited and reported
+        (OpenMP's count, which FAISS uses, is per thread: set in another thread, it does not hold)."""
+        metrics.set_threads(limit_threads(cfg.compute_threads))
+
     batcher = MicroBatcher(compute, cfg.batch_max_size if cfg.batching else 1, cfg.batch_max_wait_ms / 1000,
-                           cfg.max_queue, on_batch=metrics.batch)
+                           cfg.max_queue, on_batch=metrics.batch,
+                           worker_init=scoring_thread_limits if cfg.compute == "thread" else None)
     metrics.queue_depth.set_function(lambda: batcher.depth)
 
     @asynccontextmanager

@@ -126,3 +126,17 @@ def test_thread_limits_apply_in_the_server_process(published, tmp_path):
         proc.wait(timeout=10)
     pools = dict(re.findall(r'^groundrec_compute_threads\{pool="(\w+)"\} (\S+)$', metrics, re.M))
     assert pools.get("faiss") == "1.0" and pools.get("blas") == "1.0", pools
+
+
+def test_thread_limits_apply_in_the_batch_worker_that_scores(published):
+    # compute: thread: the worker thread runs FAISS, whose OpenMP thread count is per thread;
+    # 3 is the default of no thread on this 2-core machine, so only a limit set there gives it.
+    import faiss
+
+    app = create_app(_cfg(published["artifacts"], compute="thread", compute_threads=3))
+    with running(app) as url:
+        in_worker = app.state.batcher._pool.submit(faiss.omp_get_max_threads).result()
+        metrics = httpx.get(url + "/metrics").text
+    assert in_worker == 3
+    pools = dict(re.findall(r'^groundrec_compute_threads\{pool="(\w+)"\} (\S+)$', metrics, re.M))
+    assert pools.get("faiss") == "3.0", pools
