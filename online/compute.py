@@ -25,6 +25,7 @@ from pathlib import Path
 
 from groundrec.online.config import ServeConfig
 from groundrec.online.serving import ServingError, build_serving, check_request
+from groundrec.online.threads import limit_threads
 from groundrec.online.version import VersionError
 
 START_TIMEOUT_S = 600.0  # a version that does not load within this is refused
@@ -32,8 +33,6 @@ START_TIMEOUT_S = 600.0  # a version that does not load within this is refused
 
 def _child(conn, cfg_json: str, version_id: str, path: str, popularity: dict | None) -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl+C reaches the whole group: the server stops us
-    from groundrec.online.threads import limit_threads
-
     cfg = ServeConfig.model_validate_json(cfg_json)
     threads = limit_threads(cfg.compute_threads)
     try:

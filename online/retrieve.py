@@ -129,9 +129,10 @@ class Retriever:
     def _searched(self, content: np.ndarray, collab: np.ndarray) -> np.ndarray:
         """Hybrid profiles as the index is searched: content profiles (m x d) beside their
         collaborative queries (m x rank, or 1 x rank shared by all m), through the version's
-        projection when it has one. One matrix product on the full-width rows: under load,
-        each product lets the event loop take the GIL, and two half-products (content and
-        collaborative separately) cost the batch worker more than the one concatenation."""
+        projection when it has one. One matrix product on the full-width rows: with ``compute:
+        thread``, each product lets the busy event loop take the GIL, and two half-products
+        (content and collaborative separately) cost the batch worker more than the one
+        concatenation."""
         content, collab = np.asarray(content, dtype=np.float32), np.asarray(collab, dtype=np.float32)
         full = np.concatenate([content, np.broadcast_to(collab, (len(content), collab.shape[1]))], axis=1)
         return full @ self.v.project_query if self.projected else full
@@ -356,8 +357,8 @@ def _top_k_rows(scores: np.ndarray, ks: list[int]) -> list[list[tuple[int, float
     Only the few items at or above that floor are sorted, so ties at the k-th place are all
     among them and go to the lowest rows. A row with fewer than k usable blocks sorts all its
     finite items. The whole batch goes through a fixed handful of array operations, not a few
-    per row: each one over a large array lets the event loop take the GIL, and getting it back
-    costs the batch worker up to a switch interval."""
+    per row: with ``compute: thread`` each one over a large array lets the event loop take the
+    GIL, and getting it back costs the batch worker up to a switch interval."""
     n = scores.shape[1]
     kmax = min(max(ks), n)
     if kmax == 0:

@@ -68,13 +68,7 @@ class ServiceApp:
 def create_app(cfg: ServeConfig, watch: bool = True) -> ServiceApp:
     metrics = ServiceMetrics()
 
-    def loaded(version_id: str) -> None:
-        metrics.loaded(version_id)
-        pools = getattr(holder.current, "threads", None)  # a compute process's own thread pools
-        if pools:
-            metrics.set_threads(pools)
-
-    holder = VersionHolder(cfg, on_loaded=loaded, on_failed=lambda v, e: metrics.reload_failures.inc())
+    holder = VersionHolder(cfg, on_loaded=metrics.loaded, on_failed=lambda v, e: metrics.reload_failures.inc())
     api_key = os.environ.get(cfg.api_key_env) or None
     retry_after = str(cfg.retry_after_s).encode()
 
@@ -106,7 +100,9 @@ def create_app(cfg: ServeConfig, watch: bool = True) -> ServiceApp:
         # The event loop and the batch worker take turns on the GIL; Python's default 5 ms
         # turn made each wait for the other (measured: ~560 -> ~800 req/s at 32 connections).
         sys.setswitchinterval(cfg.gil_switch_interval_ms / 1000)
-        metrics.set_threads(limit_threads(cfg.compute_threads))
+        # This process's own pools; /metrics reports those of whatever scores (the compute
+        # process, or with compute: thread the batch worker), once it has started.
+        limit_threads(cfg.compute_threads)
         await run_in_threadpool(holder.start if watch else holder.check)
         batcher.start()
         yield
@@ -187,6 +183,9 @@ def create_app(cfg: ServeConfig, watch: bool = True) -> ServiceApp:
 
     @app.get("/metrics")
     async def metrics_endpoint():
+        pools = getattr(holder.current, "threads", None)  # the serving compute process's own pools
+        if pools:
+            metrics.set_threads(pools)
         return PlainTextResponse(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)
 
     hot = HotRoutes(app, routes={"/recommend": (RecommendRequest, handle), "/search": (SearchRequest, handle)})
