@@ -13,6 +13,7 @@ from rich.table import Table
 
 from groundrec.offline.config import INDEX_KINDS
 from groundrec.shared.cli_errors import USER_ERRORS, fail
+from groundrec.shared.errors import UserError
 
 offline_app = typer.Typer(help="The offline tier: ground, encode, index, publish.", no_args_is_help=True)
 dev_app = typer.Typer(help="Developer helpers.", no_args_is_help=True)
@@ -194,7 +195,7 @@ def eval_command(
         for item in set_ or []:
             key, sep, value = item.partition("=")
             if not sep:
-                raise ValueError(f"--set expects key=value, got {item!r}")
+                raise UserError(f"--set expects key=value, got {item!r}")
             overrides[key.strip()] = yaml.safe_load(value)
         cfg = load_config(config, overrides, EvalConfig)
         from groundrec.offline.evaluation.run import run_evaluation

@@ -24,6 +24,9 @@ from dataclasses import dataclass, field
 import numpy as np
 import scipy.sparse as sp
 
+from groundrec.shared.scoring.collab import Projection
+from groundrec.shared.errors import UserError
+
 
 @dataclass
 class CollabModel:
@@ -79,7 +82,7 @@ def ease(x: sp.csr_matrix, reg: float) -> np.ndarray:
     if info == 0:
         p, info = lapack.spotri(p, lower=0, overwrite_c=1)
     if info != 0:
-        raise ValueError(f"EASE: the regularised Gram matrix is not positive definite (LAPACK info {info}); raise reg")
+        raise UserError(f"EASE: the regularised Gram matrix is not positive definite (LAPACK info {info}); raise reg")
     p = np.triu(p)
     p += np.triu(p, 1).T  # potri fills the upper triangle only
     p /= -np.diag(p).copy()  # column j divided by -P[j, j]
@@ -141,46 +144,6 @@ def fit(histories: list[np.ndarray], n_items: int, content: np.ndarray | None, r
     return CollabModel(query, item, fitted, info)
 
 
-def user_vectors(model: CollabModel, histories: list[np.ndarray]) -> np.ndarray:
-    """Each history's query: the sum of its distinct items' query-side vectors, unit-normalised (zero
-    for an empty history)."""
-    out = np.zeros((len(histories), model.query.shape[1]), np.float32)
-    for n, h in enumerate(histories):
-        if len(h):
-            out[n] = model.query[np.unique(h)].sum(axis=0)  # a set, as in EASE: repeats count once
-    norms = np.linalg.norm(out, axis=1, keepdims=True)
-    return out / np.where(norms > 0, norms, 1.0)
-
-
-@dataclass
-class Projection:
-    """A hybrid index at the content embedding's width. The full hybrid vectors (an item's
-    ``[content, weight x item-side]``, a profile's ``[content profile, collaborative query]``)
-    are ``d + rank`` wide; the index holds ``item_vector @ item`` and a profile is searched as
-    ``profile @ query``, both ``d`` wide, so a hybrid reads as many bytes per item as content
-    alone. ``query @ item.T`` is the best rank-d stand-in for the identity under the profiles
-    actually seen (``fit_projection``)."""
-
-    item: np.ndarray  # (d + rank) x d, float32
-    query: np.ndarray  # (d + rank) x d, float32
-    info: dict = field(default_factory=dict)
-
-    def index_rows(self, content: np.ndarray, weighted_item: np.ndarray, chunk: int = 65_536) -> np.ndarray:
-        """What the index holds, ``[content, weighted_item] @ item``, in row chunks: never the
-        full-width matrix."""
-        d = content.shape[1]
-        out = np.empty((len(content), self.item.shape[1]), np.float32)
-        for start in range(0, len(content), chunk):
-            part = slice(start, start + chunk)
-            out[part] = np.asarray(content[part], np.float32) @ self.item[:d] + weighted_item[part] @ self.item[d:]
-        return out
-
-    def effective(self, content: np.ndarray, weighted_item: np.ndarray) -> np.ndarray:
-        """What the items score as after the projection, full width again: a full-width
-        profile's inner product with these equals its projected product with the index rows."""
-        return self.index_rows(content, weighted_item) @ self.query.T
-
-
 def fit_projection(items: np.ndarray | list[np.ndarray], profiles: np.ndarray, dim: int,
                    chunk: int = 65_536) -> Projection:
     """Scores ``p . x`` kept as well as ``dim`` dimensions can for profiles like ``profiles``:
@@ -193,7 +156,7 @@ def fit_projection(items: np.ndarray | list[np.ndarray], profiles: np.ndarray, d
     blocks = items if isinstance(items, (list, tuple)) else [items]
     width = sum(b.shape[1] for b in blocks)
     if dim >= width:
-        raise ValueError(f"projection to {dim} dimensions from {width}: nothing to save")
+        raise UserError(f"projection to {dim} dimensions from {width}: nothing to save")
     p = np.asarray(profiles, dtype=np.float64)
     second = p.T @ p / max(len(p), 1)
     second[np.diag_indices_from(second)] += 1e-4 * max(np.trace(second), 1e-12) / width

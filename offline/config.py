@@ -13,6 +13,7 @@ from pydantic import Field, field_validator, model_validator
 from groundrec.offline.interactions import InteractionsConfig
 from groundrec.offline.vlm.registry import VLMConfig, default_vlm_config
 from groundrec.shared.config import CatalogConfig, StrictModel, load_config, require_settings
+from groundrec.shared.errors import UserError
 
 DEFAULT_ENCODER = "sentence-transformers/all-MiniLM-L6-v2"
 
@@ -35,12 +36,12 @@ class PromptConfig(StrictModel):
     @classmethod
     def _fields_are_identifiers(cls, v: list[str]) -> list[str]:
         if not v:
-            raise ValueError("structured prompt needs at least one field")
+            raise UserError("structured prompt needs at least one field")
         bad = [f for f in v if not f.isidentifier()]
         if bad:
-            raise ValueError(f"field names must be identifiers (letters, digits, _): {bad}")
+            raise UserError(f"field names must be identifiers (letters, digits, _): {bad}")
         if len(set(v)) != len(v):
-            raise ValueError(f"duplicate field names: {v}")
+            raise UserError(f"duplicate field names: {v}")
         return v
 
     def text(self) -> str:
@@ -66,7 +67,7 @@ class EncoderConfig(StrictModel):
     def _template_parses(cls, v: str) -> str:
         names = template_fields(v)
         if not names:
-            raise ValueError("encoder.template uses no field, e.g. '{title}. {vlm_text}'")
+            raise UserError("encoder.template uses no field, e.g. '{title}. {vlm_text}'")
         return v
 
 
@@ -118,7 +119,7 @@ class CollabConfig(StrictModel):
     @classmethod
     def _non_negative(cls, v: list[float]) -> list[float]:
         if any(x < 0 for x in v):
-            raise ValueError(f"grid values must be >= 0, got {v}")
+            raise UserError(f"grid values must be >= 0, got {v}")
         return sorted(set(v))
 
 
@@ -147,7 +148,7 @@ class JobConfig(StrictModel):
     def _template_fields_exist(self) -> "JobConfig":
         unknown = set(template_fields(self.encoder.template)) - set(self.available_text_fields())
         if unknown:
-            raise ValueError(
+            raise UserError(
                 f"encoder.template uses {sorted(unknown)}, which is neither a catalog text column "
                 f"({self.catalog.text_columns}) nor a grounded field ({self.grounded_fields()}); "
                 "add it to catalog.text_columns or fix the template"
@@ -181,7 +182,7 @@ def template_fields(template: str) -> list[str]:
     try:
         return [name for _, name, _, _ in string.Formatter().parse(template) if name]
     except ValueError as e:
-        raise ValueError(f"encoder.template {template!r} is not a valid format string: {e}") from None
+        raise UserError(f"encoder.template {template!r} is not a valid format string: {e}") from None
 
 
 

@@ -6,11 +6,15 @@ from __future__ import annotations
 import random
 from pathlib import Path
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 from PIL import Image, ImageDraw
 
 from groundrec.offline.config import load_job_config
+from groundrec.shared import artifact
+from groundrec.shared.scoring import ranking
+from groundrec.shared.scoring.profiles import latest, mean_profiles
 
 COLOURS = {"red": (200, 30, 40), "blue": (30, 70, 200), "green": (40, 150, 60), "black": (20, 20, 20),
            "white": (240, 240, 240), "yellow": (235, 200, 40)}
@@ -86,8 +90,6 @@ def make_demo_data(root: Path, n_items: int = 120, n_users: int = 30, seed: int 
 def run_demo(out: Path, vlm: str | None, n_items: int, runner: str, progress: bool, console) -> None:
     from groundrec.offline.job import run_job
     from groundrec.offline.vlm import resolve_vlm
-    from groundrec.online.retrieve import recommend
-    from groundrec.online.version import load_version
     from groundrec.offline.cli import print_summary
 
     cfg = load_job_config(None, {"vlm.model": vlm, "run.runner": runner, "out": str(Path(out) / "artifacts"),
@@ -98,17 +100,24 @@ def run_demo(out: Path, vlm: str | None, n_items: int, runner: str, progress: bo
     console.print(f"demo catalog: {n_items} drawn products in {paths['catalog'].parent}")
     summary = run_job(cfg, progress=progress)
     print_summary(summary)
-    version = load_version(cfg.out)
-    titles = dict(zip(version.item_ids, version.items.column("title").to_pylist()))
+    files = artifact.VersionFiles(artifact.current_path(cfg.out))
+    items, vectors = pq.read_table(files.items), np.load(files.embeddings)
+    item_ids = items.column(artifact.read_manifest(files.root).id_column).to_pylist()
+    row_of = {iid: r for r, iid in enumerate(item_ids)}
+    titles = dict(zip(item_ids, items.column("title").to_pylist()))
     users = pq.read_table(paths["interactions"]).to_pylist()
     by_user: dict[str, list[dict]] = {}
     for r in users:
         by_user.setdefault(r["user_id"], []).append(r)
-    grounded = dict(zip(version.item_ids, version.items.column("vlm_text").to_pylist()))
+    grounded = dict(zip(item_ids, items.column("vlm_text").to_pylist()))
     for user, rows in list(by_user.items())[:3]:
-        result = recommend(version, [r["item_id"] for r in rows], k=5)
+        history = [row_of[r["item_id"]] for r in rows if r["item_id"] in row_of]
+        # The service's rule for a content version: mean profile, seen items excluded, top 5.
+        scores = (mean_profiles(vectors, [latest(history)]) @ vectors.T)[0]
+        ranked = ranking.top_k(ranking.exclude(scores, history), 5)
         console.print(f"\n[bold]{user}[/] (prefers {rows[0]['prefers']}) bought: "
                       + ", ".join(titles.get(r["item_id"], r["item_id"]) for r in rows), highlight=False)
-        for rec in result.items:
-            said = (grounded.get(rec.item_id) or "")[:70]
-            console.print(f"  {rec.score:.3f}  {titles[rec.item_id]}  ({rec.item_id})  VLM: {said!r}", highlight=False)
+        for row, score in ranked:
+            iid = item_ids[row]
+            said = (grounded.get(iid) or "")[:70]
+            console.print(f"  {score:.3f}  {titles[iid]}  ({iid})  VLM: {said!r}", highlight=False)

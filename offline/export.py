@@ -11,6 +11,7 @@ import numpy as np
 
 from groundrec.offline.config import ExportConfig
 from groundrec.shared.artifact import ENCODER_CONFIG, ENCODER_ONNX, ENCODER_TOKENIZER
+from groundrec.shared.errors import UserError
 from groundrec.shared.onnx_encoder import OnnxTextEncoder
 
 CHECK_TEXTS = [
@@ -21,7 +22,7 @@ CHECK_TEXTS = [
 ]
 
 
-class ExportError(RuntimeError):
+class ExportError(UserError, RuntimeError):
     """The exported encoder does not reproduce PyTorch within tolerance."""
 
 

@@ -17,6 +17,7 @@ import faiss
 import numpy as np
 
 from groundrec.offline.config import IndexConfig
+from groundrec.shared.errors import UserError
 
 TRAIN_POINTS_PER_LIST = 64
 
@@ -95,7 +96,7 @@ def build_index(vectors: np.ndarray, cfg: IndexConfig, seed: int = 0) -> tuple[f
     vectors = np.ascontiguousarray(vectors, dtype=np.float32)
     n, d = vectors.shape
     if n == 0:
-        raise ValueError("no vectors to index: every item was skipped")
+        raise UserError("no vectors to index: every item was skipped")
     started = time.perf_counter()
     kind = cfg.kind if cfg.kind != "auto" else ("flat" if n <= cfg.flat_max_items else "hnsw")
     on_gpu = _gpu_available(cfg)

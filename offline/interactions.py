@@ -11,6 +11,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from groundrec.shared.config import StrictModel
+from groundrec.shared.errors import UserError
 from groundrec.shared.tables import read_table
 
 
@@ -38,7 +39,7 @@ def load_interactions(ic: InteractionsConfig, item_rows: dict[str, int]) -> Inte
     table = read_table(ic.path)
     missing = [c for c in (ic.user_column, ic.item_column, ic.timestamp_column) if c not in table.column_names]
     if missing:
-        raise ValueError(f"interactions {ic.path} lack column(s) {missing}; they have {table.column_names}. "
+        raise UserError(f"interactions {ic.path} lack column(s) {missing}; they have {table.column_names}. "
                          "Set interactions.user_column/item_column/timestamp_column in the config")
     ts_col = table.column(ic.timestamp_column)
     # Whole seconds: sub-second parts are truncated (safe=False), never an error.
@@ -51,7 +52,7 @@ def load_interactions(ic: InteractionsConfig, item_rows: dict[str, int]) -> Inte
             ts = pc.cast(pc.cast(pc.cast(ts_col, pa.string()), pa.timestamp("ns")), pa.timestamp("s"), safe=False)
             ts = pc.cast(ts, pa.int64())
         except pa.ArrowInvalid as e:
-            raise ValueError(f"interactions column {ic.timestamp_column!r} is neither a timestamp, a number of "
+            raise UserError(f"interactions column {ic.timestamp_column!r} is neither a timestamp, a number of "
                              f"seconds nor an ISO date: {e}") from None
     items = [item_rows.get(i) for i in pc.cast(table.column(ic.item_column), pa.string()).to_pylist()]
     users = pc.cast(table.column(ic.user_column), pa.string()).to_pylist()

@@ -24,7 +24,10 @@ from groundrec.offline import collab
 from groundrec.offline.config import CollabConfig
 from groundrec.offline.grids import edge_warnings, one_standard_error
 from groundrec.offline.interactions import Interactions
-from groundrec.online.profiles import MAX_HISTORY, unit
+from groundrec.shared.errors import UserError
+from groundrec.shared.scoring.collab import collab_queries, hybrid_queries, index_rows
+from groundrec.shared.scoring.profiles import latest, mean_profiles
+from groundrec.shared.scoring.ranking import target_in_top_k
 
 K = 20
 CHUNK = 256  # validation users scored at a time
@@ -71,24 +74,18 @@ def hold_out_last(histories: list[np.ndarray], max_users: int, seed: int = 0) ->
 
 
 def _hits(scores: np.ndarray, seen: list[np.ndarray], targets: np.ndarray) -> np.ndarray:
-    """Whether each user's target is in their top K (seen items excluded, ties to the lower
-    row as the service breaks them): counted in two passes, no partition or sort."""
-    for r, rows in enumerate(seen):
-        scores[r, rows] = -np.inf
-    at = scores[np.arange(len(targets)), targets][:, None]
-    ahead = (scores > at).sum(axis=1) + ((scores == at) & (np.arange(scores.shape[1]) < targets[:, None])).sum(axis=1)
-    return ahead < K
+    return target_in_top_k(scores, seen, targets, K)
 
 
 def _content_profiles(content: np.ndarray, histories: list[np.ndarray]) -> np.ndarray:
-    return unit(np.stack([content[h[-MAX_HISTORY:]].astype(np.float64).mean(axis=0) for h in histories])).astype(np.float32)
+    return mean_profiles(content, [latest(h) for h in histories])
 
 
 def hybrid_profiles(content: np.ndarray, model: collab.CollabModel, histories: list[np.ndarray]) -> np.ndarray:
-    """Full-width hybrid profiles, as the service builds them: the mean content profile, then
-    the collaborative query (both over the latest MAX_HISTORY items)."""
-    latest = [h[-MAX_HISTORY:] for h in histories]
-    return np.hstack([_content_profiles(content, latest), collab.user_vectors(model, latest)])
+    """Full-width hybrid profiles, as the service builds them: the mean content profile beside
+    the collaborative query (both over the latest items)."""
+    recent = [latest(h) for h in histories]
+    return hybrid_queries(mean_profiles(content, recent), collab_queries(model.query, recent), None)
 
 
 def _projection_sample(histories: list[np.ndarray], seed: int) -> list[np.ndarray]:
@@ -135,7 +132,7 @@ def _validation_hits(model: collab.CollabModel, content: np.ndarray, profiles: n
     for start in range(0, len(held), CHUNK):  # bounded memory: CHUNK x items scores at a time
         part = slice(start, start + CHUNK)
         content_part = profiles[part] @ content.T
-        cf = collab.user_vectors(model, [h[-MAX_HISTORY:] for h in held[part]]) @ model.item.T
+        cf = collab_queries(model.query, [latest(h) for h in held[part]]) @ model.item.T
         hits["content"].append(_hits(content_part.copy(), held[part], targets[part]))
         hits["collaborative"].append(_hits(cf.copy(), held[part], targets[part]))
         for weight in weights:
@@ -147,12 +144,12 @@ def _projected_hits(model: collab.CollabModel, content: np.ndarray, profiles: np
                     targets: np.ndarray, weight: float, projection: collab.Projection) -> np.ndarray:
     """``_validation_hits``'s hybrid at ``weight``, scored as the service scores it: projected
     profiles against the projected index."""
-    index = projection.index_rows(content, weight * model.item)
+    index = index_rows(content, weight * model.item, projection.item)
     hits = []
     for start in range(0, len(held), CHUNK):
         part = slice(start, start + CHUNK)
-        queries = collab.user_vectors(model, [h[-MAX_HISTORY:] for h in held[part]])
-        searched = np.hstack([profiles[part], queries]).astype(np.float32) @ projection.query
+        searched = hybrid_queries(profiles[part], collab_queries(model.query, [latest(h) for h in held[part]]),
+                                  projection.query)
         hits.append(_hits(searched @ index.T, held[part], targets[part]))
     return np.concatenate(hits)
 
@@ -162,7 +159,7 @@ def learn(inter: Interactions, content: np.ndarray, cfg: CollabConfig, seed: int
     inter = in_window(inter, cfg.window_days)
     histories = histories_in_time_order(inter)
     if len(histories) < 2 or len(np.unique(inter.items)) < 2:
-        raise ValueError(f"interactions: {len(inter.items)} usable rows from {len(histories)} users; a hybrid version "
+        raise UserError(f"interactions: {len(inter.items)} usable rows from {len(histories)} users; a hybrid version "
                          "needs interactions with at least 2 published items (check interactions.item_column matches "
                          "the catalog ids)")
     n = len(content)
@@ -239,6 +236,5 @@ def index_vectors(content: np.ndarray, learned: Learned | None) -> np.ndarray:
     validation allowed it."""
     if learned is None or not learned.hybrid:
         return content
-    if learned.projection is not None:
-        return learned.projection.index_rows(content, learned.weight * learned.model.item)
-    return np.hstack([content, learned.weight * learned.model.item]).astype(np.float32)
+    return index_rows(content, learned.weight * learned.model.item,
+                      learned.projection.item if learned.projection is not None else None)

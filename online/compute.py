@@ -16,6 +16,7 @@ started a new one.
 from __future__ import annotations
 
 import gc
+import logging
 import multiprocessing as mp
 import pickle
 import signal
@@ -28,6 +29,7 @@ from groundrec.online.serving import ServingError, build_serving, check_request
 from groundrec.online.threads import limit_threads
 from groundrec.online.version import VersionError
 
+log = logging.getLogger("groundrec.serve")
 START_TIMEOUT_S = 600.0  # a version that does not load within this is refused
 
 
@@ -54,6 +56,8 @@ def _child(conn, cfg_json: str, version_id: str, path: str, popularity: dict | N
         try:
             reply = ("ok", ops[op](arg))
         except Exception as e:  # the caller gets it, the child keeps serving
+            if not isinstance(e, ServingError):  # a bug: its traceback goes to this process's log
+                log.exception("compute process of version %s: %s failed", version_id, op)
             reply = ("error", e)
         try:
             conn.send(reply)

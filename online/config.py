@@ -7,7 +7,7 @@ from typing import Literal
 
 from pydantic import Field, field_validator
 
-from groundrec.online.profiles import MAX_HISTORY
+from groundrec.shared.scoring.profiles import MAX_HISTORY
 from groundrec.shared.config import StrictModel
 
 class ServeConfig(StrictModel):

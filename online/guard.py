@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+import uuid
 
 from pydantic_core import to_json
 from starlette.exceptions import HTTPException
@@ -81,10 +82,13 @@ class Guard:
         except _Refused as e:
             if not status["sent"]:
                 await _json(sending, e.status_code, e.detail)
-        except Exception as e:  # never let a request take the process down
-            log.exception("unhandled error on %s", scope.get("path"))
+        except Exception as e:  # a bug: never let it take the process down, and make it findable
+            request_id = uuid.uuid4().hex[:16]
+            log.exception("unhandled error on %s (request id %s)", scope.get("path"), request_id)
             if not status["sent"]:
-                await _json(sending, 500, f"internal error: {type(e).__name__}")
+                await send_reply(sending, 500, to_json({
+                    "detail": f"internal error ({type(e).__name__}); the server log has its traceback under "
+                              f"request id {request_id}", "request_id": request_id}))
         self._count(scope, status, started)
 
     async def _shed(self, scope, send, started: float) -> None:

@@ -20,6 +20,8 @@ from groundrec.online.compute import RemoteServing
 from groundrec.online.config import ServeConfig
 from groundrec.online.serving import Serving, build_serving
 from groundrec.shared import artifact
+from groundrec.shared.errors import UserError
+from groundrec.shared.scoring.popularity import counts_of_ids
 from groundrec.shared.tables import read_table
 
 log = logging.getLogger("groundrec.serve")
@@ -34,14 +36,10 @@ def load_popularity(cfg: ServeConfig) -> dict[str, float] | None:
     table = read_table(cfg.interactions)
     column = cfg.interactions_item_column
     if column not in table.column_names:
-        raise ValueError(f"interactions {cfg.interactions} have no column {column!r} (they have "
+        raise UserError(f"interactions {cfg.interactions} have no column {column!r} (they have "
                          f"{table.column_names[:20]}); name the item column with --interactions-item-column "
                          "or interactions_item_column in the serve config")
-    counts: dict[str, float] = {}
-    for iid in table.column(column).to_pylist():
-        if iid is not None:
-            counts[str(iid)] = counts.get(str(iid), 0) + 1
-    return counts
+    return counts_of_ids(table.column(column).to_pylist())
 
 
 class VersionHolder:

@@ -17,6 +17,7 @@ from urllib.parse import urlparse
 import aiohttp
 import numpy as np
 
+from groundrec.shared.errors import UserError
 from groundrec.shared.tables import read_table
 
 DEFAULT_TEXTS = ["black dress", "running shoes", "striped t-shirt", "warm winter jacket", "blue denim jeans",
@@ -45,9 +46,9 @@ def require_loopback(url: str) -> None:
     try:
         addresses = {info[4][0] for info in socket.getaddrinfo(host, None)}
     except socket.gaierror:
-        raise ValueError(f"cannot resolve {host!r}") from None
+        raise UserError(f"cannot resolve {host!r}") from None
     if not addresses or not all(ipaddress.ip_address(a.split("%")[0]).is_loopback for a in addresses):
-        raise ValueError(f"refusing to load-test {url}: only loopback addresses (127.0.0.0/8, ::1) are allowed")
+        raise UserError(f"refusing to load-test {url}: only loopback addresses (127.0.0.0/8, ::1) are allowed")
 
 
 def load_histories(path: Path, user_column: str = "user_id", item_column: str = "item_id",
@@ -78,9 +79,9 @@ async def run_load(url: str, rate: float, duration_s: float, concurrency: int, h
                    max_requests: int = 1_000_000, seed: int = 0, api_key: str | None = None) -> LoadReport:
     require_loopback(url)
     if rate <= 0 or duration_s <= 0 or concurrency < 1:
-        raise ValueError("rate and duration must be > 0 and concurrency >= 1")
+        raise UserError("rate and duration must be > 0 and concurrency >= 1")
     if not histories and search_share < 1:
-        raise ValueError("no histories to build /recommend requests from")
+        raise UserError("no histories to build /recommend requests from")
     rng = random.Random(seed)
     texts = texts or DEFAULT_TEXTS
     report = LoadReport(url, rate, duration_s)

@@ -4,16 +4,18 @@ an optional popularity prior, text and mixed queries, single or batched. No torc
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from itertools import chain
 from typing import Literal, NamedTuple
 
 import faiss
 import numpy as np
-import pyarrow as pa
-import pyarrow.compute as pc
 
-from groundrec.online.profiles import MAX_HISTORY, build_profile, unit
+from groundrec.online.filters import allowed_rows
 from groundrec.online.version import LoadedVersion
+from groundrec.shared.errors import UserError
+from groundrec.shared.scoring import popularity as pop
+from groundrec.shared.scoring import ranking
+from groundrec.shared.scoring.collab import collab_queries, hybrid_queries, index_rows
+from groundrec.shared.scoring.profiles import MAX_HISTORY, build_profile, mean_profiles, unit
 
 BATCH_CHUNK = 256
 
@@ -55,7 +57,7 @@ class Query:
     with_fields: bool = False
 
 
-class NoHistory(ValueError):
+class NoHistory(UserError):
     """The history holds no known item and the fallback policy is 'error'."""
 
 
@@ -72,13 +74,9 @@ class Retriever:
         self.overfetch = overfetch
         self.exact_subset_max = exact_subset_max  # filters passing fewer items are scored exactly
         self.max_history = max_history  # the profile uses the latest this many known items
-        counts = np.zeros(version.index.ntotal, dtype=np.float64)
-        for iid, c in (popularity or {}).items():
-            row = version.row_of.get(iid)
-            if row is not None:
-                counts[row] = c
-        self.log_pop = np.log1p(counts).astype(np.float32)
-        self._popular = np.argsort(-counts, kind="stable")
+        counts = pop.counts_by_row(popularity, version.row_of, version.index.ntotal)
+        self.log_pop = pop.log_prior(counts)
+        self._popular = pop.most_popular_first(counts)
         # What explains a recommendation: the grounded fields, the embedded text, the catalog text.
         explain = {"text", *version.manifest.catalog_text_columns}
         self.field_columns = [c for c in version.items.column_names if c.startswith("vlm_") or c in explain]
@@ -121,35 +119,11 @@ class Retriever:
 
     def _with_collab(self, content_profile: np.ndarray, rows: list[int]) -> np.ndarray:
         """A hybrid profile: each content profile row beside the history's collaborative query
-        (zeros for a text query without history). Its inner product with an indexed item is the
-        content cosine plus weight x the collaborative score, as ``groundrec eval`` scores the
-        hybrid (through the version's projection when it has one)."""
-        return self._searched(content_profile, self._collab_queries([rows]))
+        (zeros for a text query without history), as the scoring core searches it."""
+        return self._searched(content_profile, collab_queries(self.v.collab_query, [rows]))
 
     def _searched(self, content: np.ndarray, collab: np.ndarray) -> np.ndarray:
-        """Hybrid profiles as the index is searched: content profiles (m x d) beside their
-        collaborative queries (m x rank, or 1 x rank shared by all m), through the version's
-        projection when it has one. One matrix product on the full-width rows: with ``compute:
-        thread``, each product lets the busy event loop take the GIL, and two half-products
-        (content and collaborative separately) cost the batch worker more than the one
-        concatenation."""
-        content, collab = np.asarray(content, dtype=np.float32), np.asarray(collab, dtype=np.float32)
-        full = np.concatenate([content, np.broadcast_to(collab, (len(content), collab.shape[1]))], axis=1)
-        return full @ self.v.project_query if self.projected else full
-
-    def _collab_queries(self, histories: list[list[int]]) -> np.ndarray:
-        """Each history's collaborative query: the sum of its distinct items' query-side
-        vectors (float32, in row order, as ``groundrec eval`` sums them), unit length; zeros
-        for an empty history. One request or many: the same sums in the same order."""
-        distinct = [sorted(set(h)) for h in histories]  # a set, as in EASE: repeats count once
-        lengths = [len(d) for d in distinct]
-        out = np.zeros((len(histories), self.v.collab_query.shape[1]), np.float32)
-        total = sum(lengths)
-        if total:
-            rows = self.v.collab_query[np.fromiter(chain.from_iterable(distinct), np.intp, total)]
-            used = np.flatnonzero(lengths)
-            out[used] = np.add.reduceat(rows, np.cumsum([0, *lengths[:-1]])[used], axis=0)
-        return unit(out)
+        return hybrid_queries(content, collab, self.v.project_query if self.projected else None)
 
     def _mean_profiles(self, queries: list[Query]) -> dict[int, tuple[np.ndarray, list[int], list[str]]]:
         """The plain VLM4Rec profiles of a batch (mean strategy, unit weights, no text) in a few
@@ -169,39 +143,18 @@ class Retriever:
             return {}
         order = list(found)
         used = [found[n][0][-self.max_history:] for n in order]
-        sizes = np.array([len(u) for u in used])
-        stacked = np.asarray(self.v.vectors[np.concatenate(used)], dtype=np.float64)
-        sums = np.add.reduceat(stacked, np.concatenate([[0], np.cumsum(sizes)[:-1]]), axis=0)
-        profiles = unit(sums / sizes[:, None].astype(np.float64))
+        profiles = mean_profiles(self.v.vectors, used)
         if self.hybrid:
-            profiles = self._searched(profiles, self._collab_queries(used))
+            profiles = self._searched(profiles, collab_queries(self.v.collab_query, used))
         return {n: (profiles[i:i + 1], found[n][0], found[n][1]) for i, n in enumerate(order)}
 
     def _encode(self, texts: list[str]) -> np.ndarray:
         if self.encoder is None:
-            raise ValueError("text queries need the version's ONNX encoder, which is not loaded")
+            raise UserError("text queries need the version's ONNX encoder, which is not loaded")
         return self.encoder.encode(texts)
 
     def _allowed(self, filters: dict[str, object] | None) -> np.ndarray | None:
-        """Boolean mask over rows that pass every filter (column == value, or value in a list)."""
-        if not filters:
-            return None
-        mask = np.ones(self.v.items.num_rows, dtype=bool)
-        for column, wanted in filters.items():
-            if column not in self.v.items.column_names:
-                names = sorted(self.v.items.column_names)
-                shown = ", ".join(names[:8]) + (f" ... ({len(names)} in all; GET /items/ID shows them)"
-                                                if len(names) > 8 else "")
-                raise ValueError(f"unknown filter column {column[:80]!r}; filterable columns: {shown}")
-            values = wanted if isinstance(wanted, (list, tuple, set)) else [wanted]
-            col = self.v.items.column(column)
-            try:
-                value_set = pa.array(list(values), col.type)
-            except (pa.ArrowInvalid, pa.ArrowTypeError, pa.ArrowNotImplementedError, TypeError, OverflowError):
-                raise ValueError(f"filter {column!r}: {wanted!r} does not match the column's type ({col.type})") from None
-            hit = pc.is_in(col, value_set=value_set)
-            mask &= np.asarray(pc.fill_null(hit, False))
-        return mask
+        return allowed_rows(self.v.items, filters)
 
     def _search(self, profiles: np.ndarray, k: int, seen: set[int], allowed: np.ndarray | None,
                 popularity_weight: float) -> list[tuple[int, float]]:
@@ -248,19 +201,15 @@ class Retriever:
         version is (built for these rows only, not kept for the whole catalog)."""
         if not self.hybrid:
             return np.asarray(self.v.vectors[rows])
-        full = np.hstack([self.v.vectors[rows], self.v.collab_weight * self.v.collab_item[rows]]).astype(np.float32)
-        return full @ self.v.project_item if self.projected else full
+        return index_rows(self.v.vectors[rows], self.v.collab_weight * self.v.collab_item[rows], self.v.project_item)
 
     def _top(self, scores: np.ndarray, k: int, seen: set[int], allowed: np.ndarray | None,
              popularity_weight: float) -> list[tuple[int, float]]:
         """Top-k rows of a full score vector (modified in place), ties broken by row."""
-        if popularity_weight:
-            scores = scores + popularity_weight * self.log_pop
+        scores = ranking.add_prior(scores, popularity_weight, self.log_pop)
         if allowed is not None:
             scores = np.where(allowed, scores, -np.inf)
-        if seen:
-            scores[list(seen)] = -np.inf
-        return _top_k(scores, k)
+        return ranking.top_k(ranking.exclude(scores, seen), k)
 
     def _popular_items(self, k: int, seen: set[int], allowed: np.ndarray | None) -> list[tuple[int, float]]:
         out = []
@@ -309,7 +258,7 @@ class Retriever:
                 if profile is None or len(profile) != 1 or q.filters:
                     results[n] = self._answer(q, profile, rows, unknown)
                     continue
-            except (ValueError, NoHistory) as e:
+            except UserError as e:  # a bug is not the request's fault: it propagates
                 if errors == "raise":
                     raise
                 results[n] = e
@@ -320,14 +269,10 @@ class Retriever:
             for start in range(0, len(batch), BATCH_CHUNK):  # one matrix product per chunk of users
                 chunk = meta[start:start + BATCH_CHUNK]
                 scores = np.asarray(batch[start:start + BATCH_CHUNK], dtype=np.float32) @ self.exact_t
-                # The whole chunk in one operation each (not one per user: see _top_k_rows).
-                prior = np.array([q.popularity_weight for _, q, *_ in chunk], dtype=np.float32)
-                if prior.any():
-                    scores += prior[:, None] * self.log_pop
-                seen_at = [(row, i) for row, (_, _, seen, *_) in enumerate(chunk) for i in seen]
-                if seen_at:
-                    scores[tuple(np.array(seen_at).T)] = -np.inf
-                for row, ranked in enumerate(_top_k_rows(scores, [q.k for _, q, *_ in chunk])):
+                # The whole chunk in one operation each (not one per user: see top_k_rows).
+                ranking.add_prior(scores, [q.popularity_weight for _, q, *_ in chunk], self.log_pop)
+                ranking.exclude(scores, [seen for _, _, seen, *_ in chunk])
+                for row, ranked in enumerate(ranking.top_k_rows(scores, [q.k for _, q, *_ in chunk])):
                     n, q, _, unknown, n_known = chunk[row]
                     results[n] = self._result(ranked, q.with_fields, unknown, None, n_known)
         elif batch:
@@ -342,41 +287,6 @@ class Retriever:
 
     def search(self, text: str, k: int = 10, filters: dict | None = None, with_fields: bool = False) -> Result:
         return self.recommend(Query(text=text, k=k, filters=filters, with_fields=with_fields))
-
-
-def _top_k(scores: np.ndarray, k: int) -> list[tuple[int, float]]:
-    """The k best finite entries of a score vector as (row, score), best first, ties broken
-    by the lower row: deterministic, so batched and single answers agree."""
-    return _top_k_rows(scores[None, :], [k])[0]
-
-
-def _top_k_rows(scores: np.ndarray, ks: list[int]) -> list[list[tuple[int, float]]]:
-    """``_top_k`` for every row of a (users x items) score matrix, without a partition of the
-    whole row: the row is cut into about 8 x k blocks, and the k-th largest block maximum is a
-    floor that the row's k-th best score reaches (k blocks each hold an item at or above it).
-    Only the few items at or above that floor are sorted, so ties at the k-th place are all
-    among them and go to the lowest rows. A row with fewer than k usable blocks sorts all its
-    finite items. The whole batch goes through a fixed handful of array operations, not a few
-    per row: with ``compute: thread`` each one over a large array lets the event loop take the
-    GIL, and getting it back costs the batch worker up to a switch interval."""
-    n = scores.shape[1]
-    kmax = min(max(ks), n)
-    if kmax == 0:
-        return [[] for _ in ks]
-    block = max(1, n // (8 * kmax))
-    blocks = n // block
-    floor = np.partition(scores[:, :blocks * block].reshape(len(ks), blocks, block).max(axis=2),
-                         blocks - kmax, axis=1)[:, blocks - kmax]
-    # A row whose floor is -inf keeps every finite score (the lowest finite value is the floor).
-    floor = np.where(np.isfinite(floor), floor, np.finfo(scores.dtype).min)
-    kept = np.flatnonzero(scores >= floor[:, None])  # np.nonzero on the 2-d mask is ~20x slower
-    rows, cols = np.divmod(kept, n)
-    values = scores.reshape(-1)[kept]
-    order = np.lexsort((cols, -values, rows))  # by row, then score descending, then item
-    starts = np.searchsorted(rows[order], np.arange(len(ks) + 1)).tolist()
-    cols, values = cols[order].tolist(), values[order].tolist()
-    return [list(zip(cols[start:min(start + k, end)], values[start:min(start + k, end)]))
-            for k, start, end in zip(ks, starts, starts[1:])]
 
 
 def _search_params(index: faiss.Index, selector) -> faiss.SearchParameters:

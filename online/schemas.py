@@ -2,20 +2,23 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
 from pydantic_core import to_json
 
-from groundrec.online.profiles import STRATEGIES
-from groundrec.online.retrieve import HistoryItem, Query, Result
+from groundrec.shared.errors import UserError
+from groundrec.shared.scoring import STRATEGIES
+
+if TYPE_CHECKING:  # the client imports this module: no numpy or faiss at run time
+    from groundrec.online.retrieve import Result
 
 
 def _utf8(v: str) -> str:
     try:
         v.encode("utf-8")
     except UnicodeEncodeError:
-        raise ValueError("text must be valid Unicode (it holds a lone surrogate such as \\ud800)") from None
+        raise UserError("text must be valid Unicode (it holds a lone surrogate such as \\ud800)") from None
     return v
 
 
@@ -49,15 +52,8 @@ class UserQuery(_Body):
     @model_validator(mode="after")
     def _known_strategy(self) -> "UserQuery":
         if self.strategy not in STRATEGIES:
-            raise ValueError(f"strategy must be one of {', '.join(STRATEGIES)}, not {self.strategy!r}")
+            raise UserError(f"strategy must be one of {', '.join(STRATEGIES)}, not {self.strategy!r}")
         return self
-
-    def to_query(self) -> Query:
-        history = [HistoryItem(h) if isinstance(h, str) else HistoryItem(h.item_id, h.timestamp, h.weight)
-                   for h in self.history]
-        return Query(history=history, text=self.text, k=self.k, strategy=self.strategy, filters=self.filters,
-                     exclude_seen=self.exclude_seen, popularity_weight=self.popularity_weight,
-                     text_weight=self.text_weight, with_fields=self.with_fields)
 
 
 class RecommendRequest(UserQuery):
@@ -68,7 +64,7 @@ class RecommendRequest(UserQuery):
     @model_validator(mode="after")
     def _one_or_batch(self) -> "RecommendRequest":
         if self.batch is not None and (self.history or self.text):
-            raise ValueError("give either one user's history/text or a batch, not both")
+            raise UserError("give either one user's history/text or a batch, not both")
         return self
 
 

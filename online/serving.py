@@ -15,9 +15,10 @@ from pathlib import Path
 from typing import ClassVar
 
 from groundrec.online.config import ServeConfig
-from groundrec.online.retrieve import NoHistory, Retriever
+from groundrec.online.retrieve import HistoryItem, NoHistory, Query, Retriever
 from groundrec.online.version import load_version
 from groundrec.shared import artifact
+from groundrec.shared.errors import UserError
 from groundrec.shared.onnx_encoder import OnnxTextEncoder
 from groundrec.online.schemas import BatchOut, RecommendRequest, ResultOut, SearchRequest, UserQuery, result_json, result_out
 
@@ -49,6 +50,15 @@ class ServingError(Exception):
         return ServingError, (self.status, self.detail)
 
 
+def to_query(q: UserQuery) -> Query:
+    """A validated request body as the retriever's query."""
+    history = [HistoryItem(h) if isinstance(h, str) else HistoryItem(h.item_id, h.timestamp, h.weight)
+               for h in q.history]
+    return Query(history=history, text=q.text, k=q.k, strategy=q.strategy, filters=q.filters,
+                 exclude_seen=q.exclude_seen, popularity_weight=q.popularity_weight, text_weight=q.text_weight,
+                 with_fields=q.with_fields)
+
+
 def check_request(limits: ServeConfig, body: UserQuery) -> None:
     """Refuse what exceeds the limits (422 naming the limit), before any work is queued."""
     if isinstance(body, RecommendRequest) and body.batch is not None:
@@ -67,7 +77,7 @@ def _check_one(limits: ServeConfig, q: UserQuery) -> None:
         raise ServingError(422, f"text has {len(q.text)} characters, more than max_text_chars={limits.max_text_chars}")
 
 
-def _serving_error(e: Exception) -> ServingError:
+def _serving_error(e: UserError) -> ServingError:
     if isinstance(e, NoHistory):
         return ServingError(422, str(e))
     return ServingError(400, str(e))  # unknown filter column, no encoder for text, bad weights...
@@ -75,9 +85,11 @@ def _serving_error(e: Exception) -> ServingError:
 
 @contextmanager
 def _as_serving_errors():
+    """The request's own problems (``UserError``) become 4xx; anything else is a bug and
+    propagates to the guard's 500."""
     try:
         yield
-    except (NoHistory, ValueError) as e:
+    except UserError as e:
         raise _serving_error(e) from None
 
 
@@ -99,7 +111,7 @@ class Serving:
         out: list = [None] * len(items)
         singles = [n for n, q in enumerate(items) if not (isinstance(q, RecommendRequest) and q.batch is not None)]
         if singles:
-            results = self.retriever.recommend_batch([items[n].to_query() for n in singles], errors="return")
+            results = self.retriever.recommend_batch([to_query(items[n]) for n in singles], errors="return")
             for n, r in zip(singles, results):
                 out[n] = _serving_error(r) if isinstance(r, Exception) else result_json(r, self.version_id)
         for n, q in enumerate(items):
@@ -113,7 +125,7 @@ class Serving:
     def _one(self, q: UserQuery) -> ResultOut:
         _check_one(self.limits, q)
         with _as_serving_errors():
-            return result_out(self.retriever.recommend(q.to_query()), self.version_id)
+            return result_out(self.retriever.recommend(to_query(q)), self.version_id)
 
     def recommend(self, body: RecommendRequest) -> ResultOut | BatchOut:
         """One user, or every user of ``body.batch`` in one batched search."""
@@ -121,7 +133,7 @@ class Serving:
             return self._one(body)
         check_request(self.limits, body)
         with _as_serving_errors():
-            results = self.retriever.recommend_batch([q.to_query() for q in body.batch])
+            results = self.retriever.recommend_batch([to_query(q) for q in body.batch])
         return BatchOut(results=[result_out(r, self.version_id) for r in results], version=self.version_id)
 
     def search(self, body: SearchRequest) -> ResultOut:

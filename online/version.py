@@ -11,10 +11,11 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from groundrec.shared import artifact
+from groundrec.shared.errors import UserError
 from groundrec.shared.artifact import Manifest
 
 
-class VersionError(ValueError):
+class VersionError(UserError):
     """A version that online must refuse; the message says why."""
 
 

@@ -28,6 +28,8 @@ from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from groundrec.shared.errors import UserError
+
 # --- layout ----------------------------------------------------------------------------
 VERSIONS = "versions"
 CURRENT = "CURRENT"
@@ -202,7 +204,7 @@ def verify(directory: Path) -> Manifest:
         elif p.stat().st_size != entry.bytes or sha256_file(p) != entry.sha256:
             problems.append(f"{rel}: checksum mismatch")
     if problems:
-        raise ValueError(f"version {Path(directory).name} does not match its manifest: {'; '.join(problems)}")
+        raise UserError(f"version {Path(directory).name} does not match its manifest: {'; '.join(problems)}")
     return manifest
 
 
@@ -236,7 +238,7 @@ def _parse_pointer(raw: bytes, where: str) -> str | None:
         return None
     if not is_version_id(text):
         shown = text[:40] + ("..." if len(text) > 40 else "")
-        raise ValueError(f"{where}/{CURRENT} does not hold a version id ({shown!r}); "
+        raise UserError(f"{where}/{CURRENT} does not hold a version id ({shown!r}); "
                          f"fix it with `groundrec versions activate ID --artifacts {where}`")
     return text
 
@@ -261,7 +263,7 @@ def current_version(root: str | Path) -> str | None:
 
 def version_path(root: str | Path, version_id: str) -> Path:
     if not is_version_id(version_id):
-        raise ValueError(f"{version_id!r} is not a version id")
+        raise UserError(f"{version_id!r} is not a version id")
     return Path(root) / VERSIONS / version_id
 
 
@@ -286,7 +288,7 @@ def activate(root: str | Path, version_id: str) -> None:
     """Point CURRENT at an existing version, atomically."""
     root = Path(root)
     if version_id not in list_versions(root):
-        raise ValueError(f"no published version {version_id!r} in {root}; have {list_versions(root)}")
+        raise UserError(f"no published version {version_id!r} in {root}; have {list_versions(root)}")
     tmp = root / f".{CURRENT}.{uuid.uuid4().hex}.tmp"
     tmp.write_text(version_id + "\n")
     with open(tmp) as f:
@@ -395,7 +397,7 @@ def gc(root: Path, keep: int) -> list[str]:
 LOCK = ".lock"
 
 
-class Locked(RuntimeError):
+class Locked(UserError, RuntimeError):
     """Another job is writing to the same artifacts root."""
 
 
@@ -478,7 +480,7 @@ def fetch_version(root: str, version_id: str, cache_dir: Path) -> Path:
     import fsspec
 
     if not is_version_id(version_id):
-        raise ValueError(f"{version_id!r} is not a version id")
+        raise UserError(f"{version_id!r} is not a version id")
     local = Path(cache_dir) / version_id
     if (local / MANIFEST).is_file():
         return local

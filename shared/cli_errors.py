@@ -1,4 +1,5 @@
-"""How every command reports a user error: one line naming the problem, exit status 2."""
+"""How every command reports a user error: one line naming the problem, exit status 2.
+Anything else is a bug and is not caught: Python prints its traceback."""
 
 from __future__ import annotations
 
@@ -6,8 +7,10 @@ import typer
 from pydantic import ValidationError
 from rich.console import Console
 
+from groundrec.shared.errors import UserError
+
 console = Console(stderr=True)
-USER_ERRORS = (ValueError, FileNotFoundError, RuntimeError, ValidationError)
+USER_ERRORS = (UserError, FileNotFoundError, ValidationError)
 
 
 def fail(err: Exception) -> None:

@@ -11,6 +11,8 @@ from typing import TypeVar
 import yaml
 from pydantic import BaseModel, ConfigDict, Field
 
+from groundrec.shared.errors import UserError
+
 M = TypeVar("M", bound=BaseModel)
 
 
@@ -34,7 +36,7 @@ def require_settings(settings: list[tuple[str, object]]) -> None:
     """ValueError naming every (name, value) pair whose value is unset."""
     missing = [name for name, value in settings if value is None]
     if missing:
-        raise ValueError(f"missing required setting(s): {', '.join(missing)}")
+        raise UserError(f"missing required setting(s): {', '.join(missing)}")
 
 
 def load_config(path: Path | None, overrides: dict | None, model: type[M]) -> M:
@@ -45,7 +47,7 @@ def load_config(path: Path | None, overrides: dict | None, model: type[M]) -> M:
             raise FileNotFoundError(f"config file not found: {path}")
         data = yaml.safe_load(Path(path).read_text()) or {}
         if not isinstance(data, dict):
-            raise ValueError(f"config file {path} must hold a mapping at the top level")
+            raise UserError(f"config file {path} must hold a mapping at the top level")
     for dotted, value in (overrides or {}).items():
         if value is None:
             continue

@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 
 from groundrec.shared.artifact import ENCODER_CONFIG
+from groundrec.shared.errors import UserError
 
 
 class OnnxTextEncoder:
@@ -24,7 +25,7 @@ class OnnxTextEncoder:
         self.meta = json.loads((self.directory / ENCODER_CONFIG).read_text())
         files = self.meta["files"]
         if variant not in files:
-            raise ValueError(f"encoder variant {variant!r} not exported here; available: {sorted(files)}")
+            raise UserError(f"encoder variant {variant!r} not exported here; available: {sorted(files)}")
         self.tokenizer = Tokenizer.from_file(str(self.directory / self.meta["tokenizer"]))
         self.tokenizer.enable_truncation(max_length=int(self.meta["max_seq_length"]))
         self.tokenizer.enable_padding(pad_id=int(self.meta["pad_id"]), pad_token=self.meta["pad_token"])

@@ -9,6 +9,8 @@ import pyarrow.csv as pcsv
 import pyarrow.json as pjson
 import pyarrow.parquet as pq
 
+from groundrec.shared.errors import UserError
+
 FORMATS = {".parquet": "parquet", ".pq": "parquet", ".csv": "csv", ".jsonl": "json", ".ndjson": "json", ".json": "json"}
 
 
@@ -16,7 +18,7 @@ def read_table(path: str | Path) -> pa.Table:
     path = Path(path)
     kind = FORMATS.get(path.suffix.lower())
     if kind is None:
-        raise ValueError(f"cannot read {path}: use one of {sorted(FORMATS)}")
+        raise UserError(f"cannot read {path}: use one of {sorted(FORMATS)}")
     if not path.exists():
         raise FileNotFoundError(f"table not found: {path}")
     if kind == "parquet":

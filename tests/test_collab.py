@@ -4,6 +4,7 @@ import numpy as np
 import pytest
 
 from groundrec.offline import collab
+from groundrec.shared.scoring.collab import collab_queries, index_rows
 
 
 def _bundles(n_bundles=12, size=4, users=400, seed=0):
@@ -28,7 +29,7 @@ def test_factorised_ease_is_close_to_dense_ease_and_finds_co_purchases():
     assert all(set(np.argsort(-approx[i])[:3]) == set(np.argsort(-b[i])[:3]) for i in range(n))
     # a history of one item brings the rest of its bundle first
     for bundle in bundles:
-        q = collab.user_vectors(model, [bundle[:1]])[0]
+        q = collab_queries(model.query, [bundle[:1]])[0]
         top = np.argsort(-(model.item @ q))
         assert set(top[:4]) - {bundle[0]} == set(bundle[1:])
 
@@ -36,7 +37,7 @@ def test_factorised_ease_is_close_to_dense_ease_and_finds_co_purchases():
 def test_repeated_purchases_count_once_in_a_query():
     _, histories = _bundles()
     model = collab.fit(histories, 48, content=None, rank=16, reg=10.0)
-    once, repeated = collab.user_vectors(model, [np.array([3, 7]), np.array([3, 3, 3, 7])])
+    once, repeated = collab_queries(model.query, [np.array([3, 7]), np.array([3, 3, 3, 7])])
     assert np.allclose(once, repeated) and np.isclose(np.linalg.norm(once), 1.0)
 
 
@@ -49,7 +50,7 @@ def test_items_without_interactions_get_vectors_from_their_content():
     content /= np.linalg.norm(content, axis=1, keepdims=True)
     model = collab.fit(histories, n, content=content, rank=24, reg=10.0)
     assert model.info["items_from_content"] == 1 and not model.fitted[-1]
-    q = collab.user_vectors(model, [bundles[0][1:2]])[0]
+    q = collab_queries(model.query, [bundles[0][1:2]])[0]
     scores = model.item @ q
     others = np.setdiff1d(np.arange(n - 1), bundles[0])
     assert scores[-1] > np.max(scores[others])  # ranks with its look-alike's bundle, above every other bundle
@@ -92,7 +93,7 @@ def test_truncated_keeps_the_leading_factors_rescaled():
     ratio = small.item / model.item[:, :12]  # one global factor, chosen so head item vectors average norm 1
     assert np.allclose(ratio[np.isfinite(ratio)], ratio[np.isfinite(ratio)].flat[0])
     assert np.linalg.norm(small.item[small.fitted], axis=1).mean() == pytest.approx(1.0, rel=1e-5)
-    q = collab.user_vectors(small, [bundles[3][:1]])[0]
+    q = collab_queries(small.query, [bundles[3][:1]])[0]
     top = np.argsort(-(small.item @ q))[:4]
     assert set(bundles[3]) <= set(top)  # 12 factors still hold 12 bundles
 
@@ -214,7 +215,7 @@ def test_a_projection_fitted_from_column_blocks_equals_one_from_the_stacked_matr
     blocks = collab.fit_projection([content, item], profiles, 10, chunk=77)
     # compared as the operator they form (an eigenvector's sign is arbitrary)
     assert np.allclose(whole.query @ whole.item.T, blocks.query @ blocks.item.T, atol=1e-4)
-    assert np.allclose(blocks.index_rows(content, item, chunk=64), np.hstack([content, item]).astype(np.float32)
+    assert np.allclose(index_rows(content, item, blocks.item, chunk=64), np.hstack([content, item]).astype(np.float32)
                        @ blocks.item, atol=1e-4)
 
 

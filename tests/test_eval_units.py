@@ -29,16 +29,6 @@ def test_metrics_by_hand_with_fewer_relevant_than_k():
         metrics.per_user_metrics(ranked[:1], [set()], [1])
 
 
-def test_top_k_breaks_ties_by_row_and_excludes_seen():
-    scores = np.array([[0.5, 0.9, 0.5, 0.5, 0.1],
-                       [0.2, 0.2, 0.2, 0.2, 0.2]])
-    assert metrics.top_k(scores.copy(), 3).tolist() == [[1, 0, 2], [0, 1, 2]]
-    assert metrics.top_k(scores.copy(), 2, exclude=[np.array([1]), np.array([0, 2])]).tolist() == [[0, 2], [1, 3]]
-    # fewer rankable items than K: padded with -1, never an excluded item
-    few = np.array([[0.3, -np.inf, 0.1]])
-    assert metrics.top_k(few, 3).tolist() == [[0, 2, -1]]
-
-
 def test_list_metrics_coverage_and_popularity_bias():
     ranked = np.array([[0, 1], [0, 2]])
     pop = np.array([10.0, 2.0, 0.0, 5.0])

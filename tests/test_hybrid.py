@@ -7,15 +7,16 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from groundrec.offline.collab import CollabModel, Projection
+from groundrec.offline.collab import CollabModel
 from groundrec.offline.config import load_job_config
 from groundrec.offline.demo import make_demo_data
-from groundrec.offline.evaluation import metrics
 from groundrec.offline.evaluation.systems import ContentSystem, hybrid_system
 from groundrec.offline.job import run_job
 from groundrec.online.retrieve import HistoryItem, Query, Retriever
 from groundrec.online.version import VersionError, load_version
 from groundrec.shared import artifact
+from groundrec.shared.scoring.collab import Projection
+from groundrec.shared.scoring.ranking import top_k_matrix
 
 
 @pytest.fixture(scope="module")
@@ -112,8 +113,8 @@ def test_service_ranks_exactly_as_eval_scores_the_hybrid(either):
     for u, i in zip(inter.column("user_id").to_pylist(), inter.column("item_id").to_pylist()):
         histories.setdefault(u, []).append(v.row_of[i])
     users = list(histories.values())[:15]
-    ranked = metrics.top_k(system.scores([np.array(h) for h in users], [np.zeros(len(h)) for h in users]), 10,
-                           exclude=[np.array(h) for h in users])
+    ranked = top_k_matrix(system.scores([np.array(h) for h in users], [np.zeros(len(h)) for h in users]), 10,
+                          [np.array(h) for h in users])
     answers = retriever.recommend_batch([Query([HistoryItem(v.item_ids[r]) for r in h], k=10) for h in users])
     for h, want, got in zip(users, ranked, answers):
         assert [v.row_of[x.item_id] for x in got.items] == want.tolist()
@@ -121,24 +122,6 @@ def test_service_ranks_exactly_as_eval_scores_the_hybrid(either):
         one = retriever.recommend(Query([HistoryItem(v.item_ids[r]) for r in h], k=10))
         assert [x.item_id for x in one.items] == [x.item_id for x in batched.items]
         assert np.allclose([x.score for x in one.items], [x.score for x in batched.items], atol=1e-5)
-
-
-def test_collaborative_queries_are_eval_s_sums_one_at_a_time_or_batched(hybrid):
-    """Repeats count once, an empty history gives zeros, and a batch gives each history
-    the query it gets alone and that eval's ``user_vectors`` computes."""
-    from groundrec.offline.collab import user_vectors
-
-    v = load_version(hybrid["art"])
-    retriever = Retriever(v, fallback="error")
-    model = CollabModel(v.collab_query, v.collab_item, np.ones(len(v.item_ids), bool))
-    histories = [[5, 3, 5, 9, 3], [], [7], [2, 2, 2], list(range(40, 0, -3))]
-    batched = retriever._collab_queries(histories)
-    assert batched.dtype == np.float32 and batched.shape == (5, v.collab_query.shape[1])
-    assert not batched[1].any() and np.isclose(np.linalg.norm(batched[0]), 1.0)
-    np.testing.assert_allclose(batched, user_vectors(model, [np.array(h, int) for h in histories]), atol=1e-6)
-    for h, row in zip(histories, batched):
-        assert np.array_equal(retriever._collab_queries([h])[0], row)
-    assert np.array_equal(batched[0], retriever._collab_queries([[3, 5, 9]])[0])
 
 
 def test_an_item_nobody_bought_counts_in_a_history_through_its_content(hybrid):

@@ -8,7 +8,7 @@ import numpy as np
 import pyarrow as pa
 import pytest
 
-from groundrec.online.profiles import build_profile, mean_profile, multi_interest, recency_weights
+from groundrec.shared.scoring.profiles import build_profile, mean_profile, multi_interest, recency_weights
 from groundrec.online.retrieve import HistoryItem, NoHistory, Query, Retriever
 from groundrec.online.version import LoadedVersion
 from groundrec.shared.artifact import Manifest
@@ -190,29 +190,3 @@ def test_ann_paths_with_filters_match_exact_when_searching_everything(kind, exac
         assert [(r.item_id, round(r.score, 4)) for r in a.items] == [(r.item_id, round(r.score, 4)) for r in b.items]
         if q.filters:
             assert all(int(r.item_id[1:]) % 3 == 0 for r in b.items) and len(b.items) == 7
-
-
-def test_top_k_rows_matches_a_full_sort_with_ties_and_excluded_items():
-    """The vectorised top-k equals sorting every row by (score desc, row asc) over its finite
-    entries, however many ties straddle the k-th place and however many items are excluded."""
-    from hypothesis import given, settings
-    from hypothesis import strategies as st
-    from hypothesis.extra.numpy import arrays
-
-    from groundrec.online.retrieve import _top_k_rows
-
-    values = st.sampled_from([-np.inf, -1.0, 0.0, 0.25, 0.5, 1.0])  # few values: many ties
-
-    @settings(max_examples=300, deadline=None)
-    @given(arrays(np.float32, st.tuples(st.integers(1, 6), st.integers(1, 400)), elements=values),
-           st.data())
-    def check(scores, data):
-        ks = data.draw(st.lists(st.integers(1, 50), min_size=len(scores), max_size=len(scores)))  # k > items too
-        got = _top_k_rows(scores.copy(), ks)
-        for row, k in enumerate(ks):
-            finite = [i for i in range(scores.shape[1]) if np.isfinite(scores[row, i])]
-            want = sorted(finite, key=lambda i: (-scores[row, i], i))[:k]
-            assert [i for i, _ in got[row]] == want
-            assert [s for _, s in got[row]] == [float(scores[row, i]) for i in want]
-
-    check()

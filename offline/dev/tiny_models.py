@@ -11,6 +11,8 @@ import json
 
 from pathlib import Path
 
+from groundrec.shared.errors import UserError
+
 ARCHITECTURES = ("smolvlm", "qwen2_vl", "llava", "blip")
 
 _CHAT_TEMPLATE = (
@@ -205,7 +207,7 @@ _BUILDERS = {"smolvlm": _smolvlm, "qwen2_vl": _qwen2_vl, "llava": _llava, "blip"
 def build_tiny_vlm(arch: str, out_dir: str | Path, seed: int = 0) -> Path:
     """Build a tiny random-weight VLM of ``arch`` and save model + processor to ``out_dir``."""
     if arch not in _BUILDERS:
-        raise ValueError(f"unknown tiny VLM architecture {arch!r}; choose one of {', '.join(ARCHITECTURES)}")
+        raise UserError(f"unknown tiny VLM architecture {arch!r}; choose one of {', '.join(ARCHITECTURES)}")
     import torch
 
     torch.manual_seed(seed)
@@ -243,7 +245,7 @@ def build_tiny_vision(out_dir: str | Path, arch: str = "vit", seed: int = 0) -> 
             projection_dim=16))
         processor = CLIPImageProcessor(size={"shortest_edge": 64}, crop_size={"height": 64, "width": 64})
     else:
-        raise ValueError(f"unknown tiny vision architecture {arch!r}; choose vit or clip")
+        raise UserError(f"unknown tiny vision architecture {arch!r}; choose vit or clip")
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     model.eval().save_pretrained(out)

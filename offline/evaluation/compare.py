@@ -20,6 +20,7 @@ from groundrec.offline.evaluation.systems import (CollabSystem, ContentSystem, I
                                                   hybrid_system)
 from groundrec.offline.grids import edge_warnings, one_standard_error
 from groundrec.offline.learn import narrowest, project
+from groundrec.shared.scoring.ranking import top_k_matrix
 
 
 @dataclass
@@ -63,7 +64,7 @@ def ranking(system: System, users: EvalUsers, k: int) -> np.ndarray:
     for start in range(0, len(users), 512):
         stop = start + 512
         scores = system.scores(users.history[start:stop], users.history_ts[start:stop])
-        ranked.append(metrics.top_k(scores, k, exclude=users.history[start:stop]))
+        ranked.append(top_k_matrix(scores, k, users.history[start:stop]))
     return np.concatenate(ranked)
 
 
@@ -98,7 +99,7 @@ class _Runner:
     def _valid_per_user(self, scores: np.ndarray) -> np.ndarray:
         """The primary metric of each validation user for a precomputed (users x items) score matrix."""
         users = self.data.valid
-        ranked = metrics.top_k(scores, max(self.cfg.ks), exclude=users.history)
+        ranked = top_k_matrix(scores, max(self.cfg.ks), users.history)
         return metrics.per_user_metrics(ranked, users.relevant, self.cfg.ks)[self.cfg.primary_metric]
 
     def _on_valid(self, system: System) -> float:

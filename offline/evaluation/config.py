@@ -11,6 +11,7 @@ from groundrec.offline.config import EncoderConfig, PromptConfig
 from groundrec.offline.interactions import InteractionsConfig
 from groundrec.offline.vlm.registry import VLMConfig, default_vlm_config
 from groundrec.shared.config import CatalogConfig, StrictModel, require_settings
+from groundrec.shared.errors import UserError
 
 REPRESENTATIONS = ("title", "metadata", "description", "vlm_free", "vlm_structured", "vlm_free_title",
                    "visual", "fusion_concat", "fusion_mean")
@@ -96,7 +97,7 @@ class EvalConfig(StrictModel):
     def _known_representations(cls, v: list[str]) -> list[str]:
         unknown = [r for r in v if r not in REPRESENTATIONS]
         if unknown:
-            raise ValueError(f"unknown representation(s) {unknown}; choose from {list(REPRESENTATIONS)}")
+            raise UserError(f"unknown representation(s) {unknown}; choose from {list(REPRESENTATIONS)}")
         return v
 
     @field_validator("templates")
@@ -106,9 +107,9 @@ class EvalConfig(StrictModel):
 
         for name, template in v.items():
             if name in REPRESENTATIONS:
-                raise ValueError(f"template name {name!r} is a built-in representation; choose another name")
+                raise UserError(f"template name {name!r} is a built-in representation; choose another name")
             if not template_fields(template):
-                raise ValueError(f"template {name!r} ({template!r}) names no column: write e.g. '{{title}}. {{genres}}'")
+                raise UserError(f"template {name!r} ({template!r}) names no column: write e.g. '{{title}}. {{genres}}'")
         return v
 
     @property
@@ -120,14 +121,14 @@ class EvalConfig(StrictModel):
     @classmethod
     def _positive_ks(cls, v: list[int]) -> list[int]:
         if not v or min(v) < 1:
-            raise ValueError("ks must be a non-empty list of positive cut-offs, e.g. [5, 10, 20, 50]")
+            raise UserError("ks must be a non-empty list of positive cut-offs, e.g. [5, 10, 20, 50]")
         return sorted(set(v))
 
     @model_validator(mode="after")
     def _primary_metric_is_computed(self) -> "EvalConfig":
         name, _, k = self.primary_metric.partition("@")
         if name not in ("recall", "ndcg", "hit_rate", "precision", "mrr") or not k.isdigit() or int(k) not in self.ks:
-            raise ValueError(f"primary_metric {self.primary_metric!r} must be one of recall/ndcg/hit_rate/precision/mrr "
+            raise UserError(f"primary_metric {self.primary_metric!r} must be one of recall/ndcg/hit_rate/precision/mrr "
                              f"@ one of ks {self.ks}, e.g. 'recall@20'")
         return self
 

@@ -12,6 +12,8 @@ from groundrec.offline import catalog as catalog_stage
 from groundrec.offline.evaluation.config import EvalConfig
 from groundrec.offline.evaluation.splits import EvalUsers, Split, eval_users, split_interactions
 from groundrec.offline.interactions import Interactions, load_interactions
+from groundrec.shared.errors import UserError
+from groundrec.shared.scoring.popularity import counts_of_rows
 
 
 @dataclass
@@ -31,10 +33,6 @@ class EvalData:
         return self.items.num_rows
 
 
-def popularity(histories: list[np.ndarray], n_items: int) -> np.ndarray:
-    return np.bincount(np.concatenate(histories), minlength=n_items).astype(np.float64) if histories else np.zeros(n_items)
-
-
 def read_and_split(cfg: EvalConfig) -> EvalData:
     items = catalog_stage.load_catalog(cfg.catalog)
     ids = items.column(cfg.catalog.id_column).to_pylist()
@@ -43,9 +41,9 @@ def read_and_split(cfg: EvalConfig) -> EvalData:
     valid = eval_users(split, "valid", inter.items, inter.ts)
     test = eval_users(split, "test", inter.items, inter.ts)
     if len(test) == 0 or len(valid) == 0:
-        raise ValueError(f"no user left to evaluate (validation {len(valid)}, test {len(test)}; dropped "
+        raise UserError(f"no user left to evaluate (validation {len(valid)}, test {len(test)}; dropped "
                          f"{test.dropped}); users need interactions on at least two distinct days/parts")
     valid_histories = [inter.items[p.train] for p in split.parts.values()]
     test_histories = [inter.items[np.concatenate([p.train, p.valid])] for p in split.parts.values()]
     return EvalData(items, inter, split, valid, test, valid_histories, test_histories,
-                    popularity(valid_histories, len(ids)), popularity(test_histories, len(ids)))
+                    counts_of_rows(valid_histories, len(ids)), counts_of_rows(test_histories, len(ids)))

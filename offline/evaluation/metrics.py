@@ -4,38 +4,17 @@ Definitions (K = cut-off, R = the user's relevant items, hits = relevant items i
 Recall@K = hits / |R|; Precision@K = hits / K; HitRate@K = 1 if hits > 0;
 NDCG@K = DCG / ideal DCG with binary gains, the ideal putting min(K, |R|) hits first;
 MRR@K = 1 / rank of the first hit (0 if none in the top K).
-Ties in scores are broken by item row (the lower row ranks first), so lists are reproducible.
+The lists come from the scoring core's ``ranking.top_k_matrix`` (seen items excluded, ties to
+the lower row), the service's own rule.
 """
 
 from __future__ import annotations
 
 import numpy as np
 
+from groundrec.shared.errors import UserError
+
 METRICS = ("recall", "ndcg", "hit_rate", "precision", "mrr")
-
-
-def top_k(scores: np.ndarray, k: int, exclude: list[np.ndarray] | None = None) -> np.ndarray:
-    """Row-wise top-k item rows of a (users x items) score matrix (modified in place for
-    ``exclude``: each user's seen rows). Excluded or -inf items are never returned; a row
-    with fewer than k finite scores is padded with -1."""
-    if exclude is not None:
-        for r, rows in enumerate(exclude):
-            scores[r, rows] = -np.inf
-    k = min(k, scores.shape[1])
-    part = np.argpartition(-scores, k - 1, axis=1)[:, :k]
-    part.sort(axis=1)  # lower row first among equal scores, then a stable sort by score
-    vals = np.take_along_axis(scores, part, axis=1)
-    order = np.argsort(-vals, axis=1, kind="stable")
-    top = np.take_along_axis(part, order, axis=1)
-    top[~np.isfinite(np.take_along_axis(vals, order, axis=1))] = -1
-    # argpartition does not break ties at the k-th score by row: re-rank boundary ties exactly
-    for r in np.flatnonzero(np.isfinite(vals).all(axis=1)):
-        kth = scores[r, top[r, -1]]
-        tied = np.flatnonzero(scores[r] == kth)
-        if len(tied) > 1:
-            above = top[r][scores[r, top[r]] > kth]
-            top[r] = np.concatenate([above, tied[: k - len(above)]])
-    return top
 
 
 def hits_matrix(ranked: np.ndarray, relevant: list[set[int]]) -> np.ndarray:
@@ -47,7 +26,7 @@ def per_user_metrics(ranked: np.ndarray, relevant: list[set[int]], ks: list[int]
     hits = hits_matrix(ranked, relevant)
     n_rel = np.array([len(r) for r in relevant], dtype=np.float64)
     if np.any(n_rel == 0):
-        raise ValueError("every evaluated user needs at least one relevant item")
+        raise UserError("every evaluated user needs at least one relevant item")
     discount = 1.0 / np.log2(np.arange(2, hits.shape[1] + 2))
     out: dict[str, np.ndarray] = {}
     for k in ks:

@@ -22,6 +22,7 @@ from groundrec.offline import catalog as catalog_stage
 from groundrec.offline.config import JobConfig, RunConfig, template_fields
 from groundrec.offline.evaluation import fidelity
 from groundrec.offline.evaluation.config import EvalConfig
+from groundrec.shared.errors import UserError
 
 TINY_MARKER = "groundrec-tiny.json"  # written by `groundrec dev make-tiny-*`
 
@@ -94,7 +95,7 @@ def encode_texts(texts: list[str], encode) -> np.ndarray:
     nothing to say (no grounding, empty columns) gets a zero vector: it is never ranked."""
     present = [i for i, t in enumerate(texts) if t]
     if not present:
-        raise ValueError("every item's text is empty: nothing to encode (for VLM fields: the VLM's answers "
+        raise UserError("every item's text is empty: nothing to encode (for VLM fields: the VLM's answers "
                          "had no parsable field; see parse_error in the job's items table)")
     vec = encode([texts[i] for i in present])
     out = np.zeros((len(texts), vec.shape[1]), dtype=np.float32)

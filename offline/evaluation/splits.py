@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from groundrec.offline.evaluation.config import SplitConfig
+from groundrec.shared.errors import UserError
 
 DAY = 86_400
 
@@ -99,7 +100,7 @@ def split_interactions(users: np.ndarray, ts: np.ndarray, cfg: SplitConfig) -> S
 def eval_users(split: Split, stage: str, items: np.ndarray, ts: np.ndarray) -> EvalUsers:
     """(history, relevant) per user for ``stage`` = "valid" or "test"."""
     if stage not in ("valid", "test"):
-        raise ValueError(f"stage must be 'valid' or 'test', not {stage!r}")
+        raise UserError(f"stage must be 'valid' or 'test', not {stage!r}")
     out = EvalUsers(dropped={"no history": 0, "nothing held out": 0, "held-out items all seen": 0})
     for u, p in sorted(split.parts.items()):
         hist = p.train if stage == "valid" else np.concatenate([p.train, p.valid])

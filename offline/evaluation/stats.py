@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import numpy as np
 
+from groundrec.shared.errors import UserError
+
 
 def bootstrap_ci(values: np.ndarray, n_boot: int = 1000, alpha: float = 0.05, seed: int = 0) -> tuple[float, float, float]:
     """(mean, low, high): percentile bootstrap over users of the mean of ``values``."""
     values = np.asarray(values, dtype=np.float64)
     if len(values) == 0:
-        raise ValueError("no users to bootstrap over")
+        raise UserError("no users to bootstrap over")
     rng = np.random.default_rng(seed)
     means = np.empty(n_boot)
     for start in range(0, n_boot, 200):  # bounded memory: 200 resamples at a time
@@ -25,7 +27,7 @@ def paired_test(a: np.ndarray, b: np.ndarray, n_perm: int = 10_000, seed: int = 
     a and b are exchangeable for each user)."""
     d = np.asarray(a, dtype=np.float64) - np.asarray(b, dtype=np.float64)
     if len(d) == 0:
-        raise ValueError("no users to compare on")
+        raise UserError("no users to compare on")
     observed = abs(d.mean())
     if observed == 0:
         return 1.0

@@ -1,8 +1,9 @@
 """The recommenders compared: baselines and content-based ranking on item vectors.
 
 Each system maps a batch of users (histories) to a (users x items) score matrix; the
-evaluation excludes seen items and takes the top K. Content systems use the online tier's
-own profile code, so what is evaluated is what is served.
+evaluation excludes seen items and takes the top K. Content and hybrid systems score with the
+scoring core the service calls (``groundrec.shared.scoring``), so what is evaluated is what
+is served.
 """
 
 from __future__ import annotations
@@ -13,7 +14,10 @@ from typing import TYPE_CHECKING
 import numpy as np
 import scipy.sparse as sp
 
-from groundrec.online.profiles import MAX_HISTORY, build_profile, unit
+from groundrec.shared.scoring import popularity as pop
+from groundrec.shared.scoring import ranking
+from groundrec.shared.scoring.collab import collab_queries
+from groundrec.shared.scoring.profiles import MAX_HISTORY, build_profile, latest, unit
 
 if TYPE_CHECKING:
     from groundrec.offline.collab import CollabModel, Projection
@@ -93,7 +97,7 @@ class ContentSystem(System):
 
     def __post_init__(self):
         self.has_vector = np.linalg.norm(self.vectors, axis=1) > 0
-        self.log_pop = np.log1p(self.popularity).astype(np.float32)
+        self.log_pop = pop.log_prior(self.popularity)
         if self.scored is None:
             self.scored = self.vectors
 
@@ -117,8 +121,7 @@ class ContentSystem(System):
                 out[i] = self.log_pop * 1e3  # popularity fallback, ranked above any cosine
             elif len(p) > 1:  # several interests: best cosine over the centroids
                 out[i] = (self.scored @ p.T).max(axis=1)
-        if self.popularity_weight:
-            out += self.popularity_weight * self.log_pop
+        ranking.add_prior(out, [self.popularity_weight] * len(out), self.log_pop)
         out[:, ~self.has_vector] = -np.inf
         return out
 
@@ -163,12 +166,10 @@ class CollabSystem(System):
     params: dict = field(default_factory=dict)
 
     def scores(self, histories, history_ts):
-        from groundrec.offline.collab import user_vectors
-
-        latest = [h[-MAX_HISTORY:] for h in histories]
+        recent = [latest(h) for h in histories]
         cf = np.empty((len(histories), len(self.model.item)), dtype=np.float32)
         for start in range(0, len(histories), CHUNK):
-            cf[start:start + CHUNK] = user_vectors(self.model, latest[start:start + CHUNK]) @ self.model.item.T
+            cf[start:start + CHUNK] = collab_queries(self.model.query, recent[start:start + CHUNK]) @ self.model.item.T
         if self.content is None:
             return cf
         return self.content.scores(histories, history_ts) + self.weight * cf

@@ -14,7 +14,8 @@ from groundrec.offline.catalog import IMAGE_URI
 from groundrec.offline.cache import EmbeddingCache, cache_key
 from groundrec.offline.images import BadImage, decode, read_bytes
 from groundrec.offline.vlm import model_fingerprint
-from groundrec.online.profiles import unit
+from groundrec.shared.errors import UserError
+from groundrec.shared.scoring.profiles import unit
 
 
 def _features(model, pixel_values):
@@ -77,7 +78,7 @@ def encode_images(model_dir: str, items: pa.Table, batch_size: int = 32, progres
         cache.compact()
     usable = [row for row in keys if keys[row] in known]
     if not usable:
-        raise ValueError("no image could be read: no visual features")
+        raise UserError("no image could be read: no visual features")
     dim = len(known[keys[usable[0]]])
     vectors = np.zeros((len(uris), dim), dtype=np.float32)
     for row in usable:

@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, ClassVar, Protocol
 from pydantic import Field
 
 from groundrec.shared.config import StrictModel
+from groundrec.shared.errors import UserError
 
 if TYPE_CHECKING:
     from PIL import Image
@@ -61,7 +62,7 @@ class VLMBackend(Protocol):
         """Fail in seconds, before any cluster starts, when the model cannot be reached."""
 
 
-class VLMUnavailable(RuntimeError):
+class VLMUnavailable(UserError, RuntimeError):
     """The configured VLM cannot be loaded here; the message says how to point at one."""
 
 

@@ -1,0 +1,93 @@
+"""Dump every user's top-K from a published version, in-process (``LocalClient``) and over
+HTTP (``groundrec serve`` on a loopback port), one JSON line per user: the evidence that a
+refactor changed no answer. Run it before and after a change and compare the files with
+``cmp`` (scores are written with every bit, ``repr`` of the float).
+
+    python benchmarks/answers.py --artifacts DIR --interactions interactions.parquet --out before.jsonl [--http]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+
+def histories(path: str, user_column: str, item_column: str, timestamp_column: str) -> dict[str, list[dict]]:
+    """Each user's history, oldest first (ties kept in file order), with timestamps."""
+    t = pq.read_table(path, columns=[user_column, item_column, timestamp_column])
+    ts = t.column(timestamp_column)
+    if pa.types.is_timestamp(ts.type):
+        ts = ts.cast(pa.timestamp("s")).cast(pa.int64())
+    users, items, seconds = (t.column(user_column).cast("string").to_pylist(),
+                             t.column(item_column).cast("string").to_pylist(), ts.cast("double").to_pylist())
+    out: dict[str, list] = {}
+    for n in sorted(range(len(users)), key=lambda n: (users[n], seconds[n], n)):
+        out.setdefault(users[n], []).append({"item_id": items[n], "timestamp": seconds[n]})
+    return out
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--artifacts", required=True)
+    ap.add_argument("--interactions", required=True, help="Parquet table of (user, item, timestamp)")
+    ap.add_argument("--user-column", default="user_id")
+    ap.add_argument("--item-column", default="item_id")
+    ap.add_argument("--timestamp-column", default="timestamp")
+    ap.add_argument("--k", type=int, default=20)
+    ap.add_argument("--out", type=Path, required=True, help="JSON lines; with --http also OUT.http")
+    ap.add_argument("--http", action="store_true", help="also ask a real server over a socket")
+    ap.add_argument("--options", default="{}", help="extra request fields as JSON, e.g. '{\"strategy\": \"recency\"}'")
+    args = ap.parse_args()
+
+    from groundrec.online.client import Client, LocalClient
+
+    users = histories(args.interactions, args.user_column, args.item_column, args.timestamp_column)
+    options = json.loads(args.options)
+
+    def dump(client, path: Path) -> None:
+        with path.open("w") as f:
+            for user, history in users.items():
+                r = client.recommend(history, k=args.k, **options)
+                f.write(json.dumps({"user": user, "items": [i.item_id for i in r.items],
+                                    "scores": [repr(i.score) for i in r.items], "fallback": r.fallback}) + "\n")
+        print(f"{len(users)} users -> {path}")
+
+    dump(LocalClient(args.artifacts), args.out)
+    if args.http:
+        port = _free_port()
+        proc = subprocess.Popen([sys.executable, "-m", "groundrec.shared.cli", "serve", "--artifacts", args.artifacts,
+                                 "--port", str(port)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        try:
+            with Client(f"http://127.0.0.1:{port}", retries=5, backoff_s=0.5) as client:
+                deadline = time.time() + 90
+                while True:
+                    try:
+                        if client._http.get("/readyz").status_code == 200:
+                            break
+                    except Exception:
+                        pass
+                    if time.time() > deadline or proc.poll() is not None:
+                        raise SystemExit("server did not become ready")
+                    time.sleep(0.3)
+                dump(client, args.out.with_suffix(args.out.suffix + ".http"))
+        finally:
+            proc.terminate()
+            proc.wait(30)
+
+
+if __name__ == "__main__":
+    main()

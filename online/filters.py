@@ -1,0 +1,32 @@
+"""Filters on catalog columns: which item rows a request allows."""
+
+from __future__ import annotations
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from groundrec.shared.errors import UserError
+
+
+def allowed_rows(items: pa.Table, filters: dict[str, object] | None) -> np.ndarray | None:
+    """Boolean mask over rows that pass every filter (column == value, or value in a list);
+    None without filters. ValueError naming the column or the value that cannot be used."""
+    if not filters:
+        return None
+    mask = np.ones(items.num_rows, dtype=bool)
+    for column, wanted in filters.items():
+        if column not in items.column_names:
+            names = sorted(items.column_names)
+            shown = ", ".join(names[:8]) + (f" ... ({len(names)} in all; GET /items/ID shows them)"
+                                            if len(names) > 8 else "")
+            raise UserError(f"unknown filter column {column[:80]!r}; filterable columns: {shown}")
+        values = wanted if isinstance(wanted, (list, tuple, set)) else [wanted]
+        col = items.column(column)
+        try:
+            value_set = pa.array(list(values), col.type)
+        except (pa.ArrowInvalid, pa.ArrowTypeError, pa.ArrowNotImplementedError, TypeError, OverflowError):
+            raise UserError(f"filter {column!r}: {wanted!r} does not match the column's type ({col.type})") from None
+        hit = pc.is_in(col, value_set=value_set)
+        mask &= np.asarray(pc.fill_null(hit, False))
+    return mask

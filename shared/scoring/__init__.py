@@ -1,0 +1,17 @@
+"""The scoring core: every rule that decides a score, written once, numpy only.
+
+The offline job's learn stage, ``groundrec eval`` and the service all call these functions,
+so what eval measures is what the service serves:
+
+- ``profiles``: a user's content profile from the vectors of their history (mean, recency,
+  weighted, multi-interest; the latest ``MAX_HISTORY`` items), one user or a batch;
+- ``collab``: a history's collaborative query, the hybrid query (content profile beside it,
+  through the version's projection) and the rows the index holds for an item;
+- ``popularity``: interaction counts per item and the popularity prior;
+- ``ranking``: exclusion of seen items, the prior, and top-k with ties to the lower row.
+
+No torch, transformers, ray or faiss here (a test proves it). This file itself imports
+nothing, so the request schemas (and the HTTP client) can name the strategies without numpy.
+"""
+
+STRATEGIES = ("mean", "recency", "weighted", "multi_interest")

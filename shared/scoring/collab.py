@@ -1,0 +1,78 @@
+"""The collaborative and hybrid rules: a history's collaborative query, the hybrid query the
+index is searched with, and what the index holds for an item.
+
+A hybrid scores an item as ``content cosine + weight x collaborative score``: the index holds
+``[content, weight x item-side]`` and a profile is searched as ``[content profile,
+collaborative query]``, both through the version's projection when it has one (then both
+are as wide as the content embedding).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from itertools import chain
+
+import numpy as np
+
+from groundrec.shared.scoring.profiles import unit
+
+CHUNK = 65_536  # index rows projected at a time: bounded memory at 1M items
+
+
+def collab_queries(query_side: np.ndarray, histories: list) -> np.ndarray:
+    """Each history's collaborative query: the sum of its *distinct* items' query-side vectors
+    (a set, as in EASE: repeats count once), float32, summed in row order, unit length; zeros
+    for an empty history. One history or many: the same sums in the same order."""
+    distinct = [sorted(set(np.asarray(h).tolist())) for h in histories]
+    lengths = [len(d) for d in distinct]
+    out = np.zeros((len(histories), query_side.shape[1]), np.float32)
+    total = sum(lengths)
+    if total:
+        rows = query_side[np.fromiter(chain.from_iterable(distinct), np.intp, total)]
+        used = np.flatnonzero(lengths)
+        out[used] = np.add.reduceat(rows, np.cumsum([0, *lengths[:-1]])[used], axis=0)
+    return unit(out)
+
+
+def hybrid_queries(content_profiles: np.ndarray, collab: np.ndarray, project_query: np.ndarray | None) -> np.ndarray:
+    """What the index is searched with: content profiles (m x d) beside their collaborative
+    queries (m x rank, or 1 x rank shared by all m), through ``project_query`` when the
+    version is projected. One matrix product on the concatenated full-width rows."""
+    content, collab = np.asarray(content_profiles, dtype=np.float32), np.asarray(collab, dtype=np.float32)
+    full = np.concatenate([content, np.broadcast_to(collab, (len(content), collab.shape[1]))], axis=1)
+    return full @ project_query if project_query is not None else full
+
+
+@dataclass
+class Projection:
+    """A hybrid index at the content embedding's width. The full hybrid vectors (an item's
+    ``[content, weight x item-side]``, a profile's ``[content profile, collaborative query]``)
+    are ``d + rank`` wide; the index holds ``item_vector @ item`` and a profile is searched as
+    ``profile @ query``, both ``d`` wide. Fitted offline (``offline.collab.fit_projection``)."""
+
+    item: np.ndarray  # (d + rank) x d, float32
+    query: np.ndarray  # (d + rank) x d, float32
+    info: dict = field(default_factory=dict)
+
+    def effective(self, content: np.ndarray, weighted_item: np.ndarray) -> np.ndarray:
+        """What the items score as after the projection, full width again: a full-width
+        profile's inner product with these equals its projected product with the index rows."""
+        return index_rows(content, weighted_item, self.item) @ self.query.T
+
+
+def index_rows(content: np.ndarray, weighted_item: np.ndarray | None, project_item: np.ndarray | None,
+               chunk: int = CHUNK) -> np.ndarray:
+    """What the index holds for these items: the content vectors; for a hybrid the weighted
+    item-side collaborative vectors beside them; projected (``[content, weighted] @
+    project_item``, computed in row chunks from the two blocks, never the full-width matrix)
+    when the version is."""
+    if weighted_item is None:
+        return content
+    if project_item is None:
+        return np.hstack([content, weighted_item]).astype(np.float32)
+    d = content.shape[1]
+    out = np.empty((len(content), project_item.shape[1]), np.float32)
+    for start in range(0, len(content), chunk):
+        part = slice(start, start + chunk)
+        out[part] = np.asarray(content[part], np.float32) @ project_item[:d] + weighted_item[part] @ project_item[d:]
+    return out

@@ -1,0 +1,43 @@
+"""Popularity: interactions per item, and the prior ``w x ln(1 + count)`` added to a score."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+
+import numpy as np
+
+
+def counts_of_rows(histories: list[np.ndarray], n_items: int) -> np.ndarray:
+    """Interactions per item row over these histories (repeats count), float64."""
+    if not histories:
+        return np.zeros(n_items)
+    return np.bincount(np.concatenate(histories), minlength=n_items).astype(np.float64)
+
+
+def counts_of_ids(item_ids: Iterable) -> dict[str, float]:
+    """Interactions per item id (an id column's values; nulls skipped)."""
+    counts: dict[str, float] = {}
+    for iid in item_ids:
+        if iid is not None:
+            counts[str(iid)] = counts.get(str(iid), 0) + 1
+    return counts
+
+
+def counts_by_row(counts: Mapping[str, float] | None, row_of: Mapping[str, int], n_items: int) -> np.ndarray:
+    """Per-id counts laid out on a version's rows (ids it does not hold are ignored)."""
+    out = np.zeros(n_items, dtype=np.float64)
+    for iid, c in (counts or {}).items():
+        row = row_of.get(iid)
+        if row is not None:
+            out[row] = c
+    return out
+
+
+def log_prior(counts: np.ndarray) -> np.ndarray:
+    """``ln(1 + count)`` per item, float32: the popularity prior before its weight."""
+    return np.log1p(counts).astype(np.float32)
+
+
+def most_popular_first(counts: np.ndarray) -> np.ndarray:
+    """Item rows by count, most first, ties to the lower row."""
+    return np.argsort(-counts, kind="stable")

@@ -1,0 +1,124 @@
+"""The request path's parts without a server: the guard, the hot routes and the micro-batcher,
+each driven through ASGI (httpx's in-process transport) or asyncio directly."""
+
+import asyncio
+import logging
+
+import httpx
+import pytest
+from pydantic import BaseModel, ConfigDict
+
+from groundrec.online.batching import MicroBatcher, Overloaded
+from groundrec.online.guard import Guard
+from groundrec.online.hotpath import HotRoutes
+from groundrec.online.metrics import ServiceMetrics
+
+
+async def _fails(scope, receive, send):
+    raise KeyError("a bug")
+
+
+async def _ok(scope, receive, send):
+    while (await receive()).get("more_body"):
+        pass
+    await send({"type": "http.response.start", "status": 200, "headers": [(b"content-type", b"text/plain")]})
+    await send({"type": "http.response.body", "body": b"ok"})
+
+
+def _call(app, method="GET", path="/x", **kw) -> httpx.Response:
+    async def go():
+        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://t") as c:
+            return await c.request(method, path, **kw)
+    return asyncio.run(go())
+
+
+def _guard(app, **kw) -> Guard:
+    return Guard(app, metrics=ServiceMetrics(), **{"api_key": None, "max_body_bytes": 100, "body_timeout_s": 1.0, **kw})
+
+
+def test_a_bug_is_a_500_with_a_request_id_that_the_log_holds_with_its_traceback(caplog):
+    with caplog.at_level(logging.ERROR, logger="groundrec.serve"):
+        r = _call(_guard(_fails))
+    assert r.status_code == 500
+    request_id = r.json()["request_id"]
+    assert len(request_id) == 16 and request_id in r.json()["detail"] and "KeyError" in r.json()["detail"]
+    record = next(rec for rec in caplog.records if request_id in rec.getMessage())
+    assert record.exc_info and record.exc_info[0] is KeyError
+
+
+def test_guard_refuses_a_wrong_key_and_a_large_body_with_reasons():
+    keyed = _guard(_ok, api_key="s3cret")
+    assert _call(keyed).status_code == 401
+    assert _call(keyed, headers={"X-API-Key": "s3cret"}).status_code == 200
+    assert _call(keyed, path="/healthz").status_code == 200  # probes stay open
+    r = _call(_guard(_ok), "POST", content=b"x" * 101)
+    assert r.status_code == 413 and "max_body_bytes=100" in r.json()["detail"]
+
+
+def test_guard_sheds_the_listed_paths_when_overloaded_with_retry_after():
+    g = _guard(_ok, overloaded=lambda: True, shed_paths=frozenset({"/recommend"}), retry_after_s=3)
+    r = _call(g, "POST", "/recommend", json={})
+    assert r.status_code == 503 and r.headers["retry-after"] == "3"
+    assert _call(g, "GET", "/healthz").status_code == 200  # other paths are not shed
+    assert g.metrics.shed._value.get() == 1
+
+
+class _Body(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    n: int
+
+
+def test_hot_routes_validate_from_bytes_and_pass_the_rest_on():
+    seen = []
+
+    async def handler(body, receive):
+        seen.append(body)
+        return 200, b'{"twice": %d}' % (2 * body.n), []
+
+    app = HotRoutes(_ok, routes={"/hot": (_Body, handler)})
+    assert _call(app, "POST", "/hot", json={"n": 4}).json() == {"twice": 8}
+    bad = _call(app, "POST", "/hot", json={"n": "four", "extra": 1})
+    assert bad.status_code == 422 and [e["loc"] for e in bad.json()["errors"]] == [["body", "n"], ["body", "extra"]]
+    assert _call(app, "GET", "/hot").text == "ok"  # not a POST: the app behind
+    assert _call(app, "POST", "/hot", content=b"n=4", headers={"content-type": "text/plain"}).text == "ok"
+    assert len(seen) == 1
+
+
+def test_micro_batcher_batches_answers_in_order_and_refuses_beyond_its_queue():
+    calls = []
+
+    def fn(items):
+        calls.append(list(items))
+        return [ValueError("odd") if i % 2 else i * 10 for i in items]
+
+    async def go():
+        b = MicroBatcher(fn, max_batch=8, max_wait_s=0.05, max_queue=4)
+        b.start()
+        jobs = [b.enqueue(i) for i in range(4)]
+        with pytest.raises(Overloaded, match="max_queue=4"):
+            b.enqueue(99)
+        results = await asyncio.gather(*jobs, return_exceptions=True)
+        await b.stop()
+        return results, b.stats
+
+    results, stats = asyncio.run(go())
+    assert calls == [[0, 1, 2, 3]]  # one call for the four waiting
+    assert results[0] == 0 and results[2] == 20
+    assert isinstance(results[1], ValueError) and isinstance(results[3], ValueError)  # only those callers
+    assert stats.refused == 1 and stats.batches == 1 and stats.items == 4
+
+
+def test_micro_batcher_drops_a_request_whose_caller_has_gone():
+    calls = []
+
+    async def go():
+        b = MicroBatcher(lambda items: calls.append(list(items)) or items, max_batch=8, max_wait_s=0.05)
+        b.start()
+        gone, kept = b.enqueue("gone"), b.enqueue("kept")
+        gone.cancel()
+        result = await kept
+        await b.stop()
+        return result, b.stats
+
+    result, stats = asyncio.run(go())
+    assert result == "kept" and calls == [["kept"]] and stats.dropped_gone == 1

@@ -1,0 +1,124 @@
+"""The scoring core (shared/scoring): the rules the job, eval and the service all call."""
+
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from hypothesis.extra.numpy import arrays
+
+from groundrec.shared.scoring import popularity, ranking
+from groundrec.shared.scoring.collab import Projection, collab_queries, hybrid_queries, index_rows
+from groundrec.shared.scoring.profiles import mean_profile, mean_profiles
+
+VALUES = st.sampled_from([-np.inf, -1.0, 0.0, 0.25, 0.5, 1.0])  # few values: many ties
+
+
+@settings(max_examples=300, deadline=None)
+@given(arrays(np.float32, st.tuples(st.integers(1, 6), st.integers(1, 400)), elements=VALUES), st.data())
+def test_top_k_rows_matches_a_full_sort_with_ties_and_excluded_items(scores, data):
+    """Every row sorted by (score desc, row asc) over its finite entries, however many ties
+    straddle the k-th place and however many items are excluded; k beyond the items too."""
+    ks = data.draw(st.lists(st.integers(1, 50), min_size=len(scores), max_size=len(scores)))
+    got = ranking.top_k_rows(scores.copy(), ks)
+    for row, k in enumerate(ks):
+        finite = [i for i in range(scores.shape[1]) if np.isfinite(scores[row, i])]
+        want = sorted(finite, key=lambda i: (-scores[row, i], i))[:k]
+        assert [i for i, _ in got[row]] == want
+        assert [s for _, s in got[row]] == [float(scores[row, i]) for i in want]
+
+
+def test_top_k_matrix_breaks_ties_by_row_excludes_seen_and_pads():
+    scores = np.array([[0.5, 0.9, 0.5, 0.5, 0.1],
+                       [0.2, 0.2, 0.2, 0.2, 0.2]])
+    assert ranking.top_k_matrix(scores.copy(), 3).tolist() == [[1, 0, 2], [0, 1, 2]]
+    assert ranking.top_k_matrix(scores.copy(), 2, [np.array([1]), np.array([0, 2])]).tolist() == [[0, 2], [1, 3]]
+    # fewer rankable items than K: padded with -1, never an excluded item
+    assert ranking.top_k_matrix(np.array([[0.3, -np.inf, 0.1]]), 3).tolist() == [[0, 2, -1]]
+
+
+@settings(max_examples=200, deadline=None)
+@given(arrays(np.float32, st.tuples(st.integers(1, 5), st.integers(2, 60)), elements=VALUES.filter(np.isfinite)),
+       st.data())
+def test_target_in_top_k_agrees_with_the_list(scores, data):
+    """The learn stage counts a hit without sorting: it must agree with the list itself."""
+    n = scores.shape[1]
+    targets = np.array(data.draw(st.lists(st.integers(0, n - 1), min_size=len(scores), max_size=len(scores))))
+    seen = [np.array(sorted(set(data.draw(st.lists(st.integers(0, n - 1), max_size=5))) - {t})) for t in targets]
+    k = data.draw(st.integers(1, n))
+    hits = ranking.target_in_top_k(scores.copy(), seen, targets, k)
+    lists = ranking.top_k_matrix(scores.copy(), k, seen)
+    assert hits.tolist() == [t in row for t, row in zip(targets, lists)]
+
+
+def test_prior_and_exclusion_one_user_or_many():
+    log_pop = popularity.log_prior(np.array([0.0, 3.0, 1.0]))
+    one = ranking.add_prior(np.array([0.1, 0.1, 0.2], np.float32), 0.5, log_pop)
+    many = ranking.add_prior(np.array([[0.1, 0.1, 0.2], [0.1, 0.1, 0.2]], np.float32), [0.5, 0.0], log_pop)
+    assert np.array_equal(one, many[0]) and np.allclose(many[1], [0.1, 0.1, 0.2])
+    assert ranking.top_k(one, 3)[0][0] == 1  # the popular item overtakes
+    assert [r for r, _ in ranking.top_k(ranking.exclude(one, [1]), 3)] == [2, 0]
+
+
+def test_popularity_counts_by_rows_and_by_ids_agree():
+    by_rows = popularity.counts_of_rows([np.array([0, 2, 2]), np.array([2])], 4)
+    by_ids = popularity.counts_by_row(popularity.counts_of_ids(["a", "c", "c", None, "c", "zz"]),
+                                      {"a": 0, "b": 1, "c": 2, "d": 3}, 4)
+    assert by_rows.tolist() == by_ids.tolist() == [1, 0, 3, 0]
+    assert popularity.most_popular_first(by_rows).tolist() == [2, 0, 1, 3]  # ties to the lower row
+
+
+def test_batched_mean_profiles_are_each_user_s_mean_profile_bit_for_bit():
+    rng = np.random.default_rng(0)
+    vectors = rng.normal(size=(50, 8)).astype(np.float32)
+    histories = [rng.integers(0, 50, size=n) for n in (1, 3, 17, 2)]
+    batched = mean_profiles(vectors, histories)
+    for h, row in zip(histories, batched):
+        assert np.array_equal(mean_profile(vectors[h])[0], row)
+    with pytest.raises(ValueError, match="empty history"):
+        mean_profiles(vectors, [np.array([1]), np.array([], int)])
+
+
+def test_collaborative_queries_count_repeats_once_and_agree_batched_or_alone():
+    rng = np.random.default_rng(1)
+    query_side = rng.normal(size=(60, 6)).astype(np.float32)
+    histories = [[5, 3, 5, 9, 3], [], [7], [2, 2, 2], list(range(40, 0, -3))]
+    batched = collab_queries(query_side, histories)
+    assert batched.dtype == np.float32 and batched.shape == (5, 6)
+    assert not batched[1].any() and np.isclose(np.linalg.norm(batched[0]), 1.0)
+    assert np.allclose(batched[0], query_side[[3, 5, 9]].sum(0) / np.linalg.norm(query_side[[3, 5, 9]].sum(0)))
+    for h, row in zip(histories, batched):
+        assert np.array_equal(collab_queries(query_side, [h])[0], row)
+    assert np.array_equal(batched[0], collab_queries(query_side, [np.array([9, 3, 5])])[0])
+
+
+def test_a_hybrid_score_is_content_cosine_plus_weight_times_collaborative():
+    rng = np.random.default_rng(2)
+    content, item = rng.normal(size=(30, 4)).astype(np.float32), rng.normal(size=(30, 3)).astype(np.float32)
+    profile, query = rng.normal(size=(1, 4)).astype(np.float32), rng.normal(size=(1, 3)).astype(np.float32)
+    weight = 0.7
+    scores = hybrid_queries(profile, query, None) @ index_rows(content, weight * item, None).T
+    assert np.allclose(scores, profile @ content.T + weight * (query @ item.T), atol=1e-5)
+    assert index_rows(content, None, None) is content  # content only: the embeddings themselves
+
+
+def test_projected_index_rows_and_queries_keep_the_full_width_product_through_the_projection():
+    rng = np.random.default_rng(3)
+    content, weighted = rng.normal(size=(200, 4)).astype(np.float32), rng.normal(size=(200, 3)).astype(np.float32)
+    to_item, to_query = rng.normal(size=(7, 4)).astype(np.float32), rng.normal(size=(7, 4)).astype(np.float32)
+    rows = index_rows(content, weighted, to_item, chunk=64)  # in chunks, from the two blocks
+    assert np.allclose(rows, np.hstack([content, weighted]) @ to_item, atol=1e-5)
+    profiles, queries = rng.normal(size=(5, 4)), rng.normal(size=(5, 3))
+    searched = hybrid_queries(profiles, queries, to_query) @ rows.T
+    effective = Projection(to_item, to_query).effective(content, weighted)
+    assert np.allclose(searched, hybrid_queries(profiles, queries, None) @ effective.T, atol=1e-3)
+
+
+def test_the_core_imports_no_heavy_library():
+    code = ("import sys, groundrec.shared.scoring.collab, groundrec.shared.scoring.ranking, "
+            "groundrec.shared.scoring.popularity; "
+            "print(sorted(m for m in ('torch', 'transformers', 'ray', 'faiss', 'scipy') if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "[]"
