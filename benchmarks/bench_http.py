@@ -242,6 +242,9 @@ def main() -> None:
                     "(printed as 'other')")
     ap.add_argument("--compare-serve-args", help="serve the 'other' server (of --compare-artifacts, or of --artifacts) "
                     "with these flags instead of --serve-args, e.g. '--compute thread'")
+    ap.add_argument("--compare-pythonpath", help="serve the 'other' server with this PYTHONPATH first: the same "
+                    "version under another checkout of groundrec (a folder holding groundrec/{offline,online,shared}"
+                    " linked to an old commit's tiers), to compare code before and after a change")
     ap.add_argument("--rounds", type=int, default=1, help="with --compare-artifacts: alternate the two servers "
                     "this many times per step and compare medians")
     ap.add_argument("--json-out", type=Path)
@@ -271,10 +274,11 @@ def main() -> None:
     servers.append(("groundrec", [sys.executable, "-m", "groundrec.shared.cli", "serve", "--artifacts",
                                   args.artifacts, *args.serve_args.split()], "/readyz"))
     other = None
-    if args.compare_artifacts or args.compare_serve_args is not None:
+    if args.compare_artifacts or args.compare_serve_args is not None or args.compare_pythonpath:
         # A second version or other settings, same run: e.g. hybrid vs content-only, thread vs process.
         other_args = args.serve_args if args.compare_serve_args is None else args.compare_serve_args
-        other = f"{args.compare_artifacts or args.artifacts} {other_args}".strip()
+        other = f"{args.compare_artifacts or args.artifacts} {other_args}".strip() + (
+            f" (PYTHONPATH={args.compare_pythonpath})" if args.compare_pythonpath else "")
         servers.append(("other", [sys.executable, "-m", "groundrec.shared.cli", "serve", "--artifacts",
                                   args.compare_artifacts or args.artifacts, *other_args.split()], "/readyz"))
     # The ceiling runs alone; groundrec and "other" are started together and measured in
@@ -286,9 +290,11 @@ def main() -> None:
             for name, cmd, ready in group:
                 port = _free_port()
                 urls[name] = f"http://127.0.0.1:{port}"
+                server_env = ({**os.environ, "PYTHONPATH": args.compare_pythonpath}
+                              if name == "other" and args.compare_pythonpath else None)
                 procs.append(subprocess.Popen(cmd + ([str(port)] if name in ("ceiling", "refusal floor")
                                                     else ["--port", str(port)]),
-                                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
+                                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=server_env))
                 _wait_ready(urls[name], ready, procs[-1])
                 _wrk(urls[name], 8, 2, env, script)  # warm-up
             for round_ in range(args.rounds if len(group) > 1 else 1):

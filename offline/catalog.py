@@ -8,12 +8,13 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from groundrec.shared.config import CatalogConfig
+from groundrec.shared.errors import UserError
 from groundrec.shared.tables import read_table
 
 IMAGE_URI = "image_uri"
 
 
-class CatalogError(ValueError):
+class CatalogError(UserError):
     """The catalog cannot be used as given; the message says what to fix."""
 
 
