@@ -1,9 +1,11 @@
 """Dump every user's top-K from a published version, in-process (``LocalClient``) and over
 HTTP (``groundrec serve`` on a loopback port), one JSON line per user: the evidence that a
 refactor changed no answer. Run it before and after a change and compare the files with
-``cmp`` (scores are written with every bit, ``repr`` of the float).
+``cmp``, or with ``--compare`` to count identical lists and the largest score difference
+(scores are written with every bit, ``repr`` of the float).
 
     python benchmarks/answers.py --artifacts DIR --interactions interactions.parquet --out before.jsonl [--http]
+    python benchmarks/answers.py --compare before.jsonl after.jsonl
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ import sys
 import time
 from pathlib import Path
 
+import httpx
 import pyarrow as pa
 import pyarrow.parquet as pq
 
@@ -40,18 +43,36 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
+def compare(a: Path, b: Path) -> None:
+    """Users, identical top-K lists, and the largest score difference between two dumps."""
+    left = [json.loads(line) for line in a.read_text().splitlines()]
+    right = [json.loads(line) for line in b.read_text().splitlines()]
+    if [x["user"] for x in left] != [y["user"] for y in right]:
+        raise SystemExit(f"{a} and {b} hold different users")
+    same = sum(x["items"] == y["items"] for x, y in zip(left, right))
+    diff = max((abs(float(s) - float(t)) for x, y in zip(left, right) for s, t in zip(x["scores"], y["scores"])),
+               default=0.0)
+    print(f"{len(left)} users: {same} identical top-K lists, {len(left) - same} different; "
+          f"largest score difference {diff:.3g}; files byte-identical: {a.read_bytes() == b.read_bytes()}")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--artifacts", required=True)
-    ap.add_argument("--interactions", required=True, help="Parquet table of (user, item, timestamp)")
+    ap.add_argument("--compare", nargs=2, type=Path, metavar=("A", "B"), help="compare two dumps and exit")
+    ap.add_argument("--artifacts")
+    ap.add_argument("--interactions", help="Parquet table of (user, item, timestamp)")
     ap.add_argument("--user-column", default="user_id")
     ap.add_argument("--item-column", default="item_id")
     ap.add_argument("--timestamp-column", default="timestamp")
     ap.add_argument("--k", type=int, default=20)
-    ap.add_argument("--out", type=Path, required=True, help="JSON lines; with --http also OUT.http")
+    ap.add_argument("--out", type=Path, help="JSON lines; with --http also OUT.http")
     ap.add_argument("--http", action="store_true", help="also ask a real server over a socket")
     ap.add_argument("--options", default="{}", help="extra request fields as JSON, e.g. '{\"strategy\": \"recency\"}'")
     args = ap.parse_args()
+    if args.compare:
+        return compare(*args.compare)
+    if not (args.artifacts and args.interactions and args.out):
+        ap.error("--artifacts, --interactions and --out are required (or --compare A B)")
 
     from groundrec.online.client import Client, LocalClient
 
@@ -76,7 +97,7 @@ def main() -> None:
                 deadline = time.time() + 90
                 while True:
                     try:
-                        if client._http.get("/readyz").status_code == 200:
+                        if httpx.get(f"http://127.0.0.1:{port}/readyz", timeout=2).status_code == 200:
                             break
                     except Exception:
                         pass

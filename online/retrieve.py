@@ -297,8 +297,3 @@ def _search_params(index: faiss.Index, selector) -> faiss.SearchParameters:
     if isinstance(index, faiss.IndexHNSW):
         return faiss.SearchParametersHNSW(sel=selector, efSearch=index.hnsw.efSearch)
     return faiss.SearchParameters(sel=selector)
-
-
-def recommend(version: LoadedVersion, history: list[str], k: int = 10) -> Result:
-    """The VLM4Rec algorithm in one call: mean profile, top-K, seen items excluded."""
-    return Retriever(version, fallback="error").recommend(Query([HistoryItem(i) for i in history], k=k))

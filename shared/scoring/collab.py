@@ -23,7 +23,7 @@ def collab_queries(query_side: np.ndarray, histories: list) -> np.ndarray:
     """Each history's collaborative query: the sum of its *distinct* items' query-side vectors
     (a set, as in EASE: repeats count once), float32, summed in row order, unit length; zeros
     for an empty history. One history or many: the same sums in the same order."""
-    distinct = [sorted(set(np.asarray(h).tolist())) for h in histories]
+    distinct = [sorted(set(h.tolist() if isinstance(h, np.ndarray) else h)) for h in histories]
     lengths = [len(d) for d in distinct]
     out = np.zeros((len(histories), query_side.shape[1]), np.float32)
     total = sum(lengths)

@@ -4,6 +4,8 @@ eval ranks exactly as the service does)."""
 
 from __future__ import annotations
 
+from itertools import chain
+
 import numpy as np
 
 
@@ -19,14 +21,18 @@ def add_prior(scores: np.ndarray, weights, log_pop: np.ndarray) -> np.ndarray:
 
 
 def exclude(scores: np.ndarray, seen: list) -> np.ndarray:
-    """Each row's seen item rows set to -inf, in place (a single score vector: one list)."""
+    """Each row's seen item rows (any iterable of ints: a set, a list, an array) set to -inf,
+    in place; a single score vector takes one iterable. One fancy assignment for the whole
+    matrix, without a Python pair per item."""
     if scores.ndim == 1:
         if len(seen):
-            scores[list(seen)] = -np.inf
+            scores[np.fromiter(seen, np.intp, len(seen))] = -np.inf
         return scores
-    at = [(r, i) for r, rows in enumerate(seen) for i in rows]
-    if at:
-        scores[tuple(np.array(at).T)] = -np.inf
+    lengths = [len(rows) for rows in seen]
+    total = sum(lengths)
+    if total:
+        cols = np.fromiter(chain.from_iterable(seen), np.intp, total)
+        scores[np.repeat(np.arange(len(lengths)), lengths), cols] = -np.inf
     return scores
 
 
