@@ -93,8 +93,9 @@ class ExportConfig(StrictModel):
     int8_min_cosine: float = Field(0.95, gt=0, le=1)
 
 
-class CollabConfig(StrictModel):
-    """The collaborative part of a hybrid version (used when interactions.path is set)."""
+class CollabGrid(StrictModel):
+    """How the collaborative part of a hybrid is chosen on validation: the one declaration of
+    its grids, used by the job's learn stage and by ``groundrec eval`` (``tuning.collab``)."""
 
     rank: int = Field(128, ge=1, le=1024, description="collaborative vector size at most (the index grows by the "
                       "published rank)")
@@ -110,10 +111,10 @@ class CollabConfig(StrictModel):
                                 min_length=1,
                                 description="weight of the collaborative score next to the content cosine, chosen "
                                             "on validation (0: content only)")
+    widenings: int = Field(2, ge=0, le=5, description="a reg or weight chosen on the edge of its grid: add the next "
+                           "value beyond it and choose again, at most this many times (recorded in the report)")
     max_dense_items: int = Field(20_000, ge=2, description="EASE fits the most-interacted this many items "
                                  "(~12 bytes x items^2 of memory while fitting); the others come from content")
-    window_days: float | None = Field(None, gt=0, description="only interactions this recent (before the latest)")
-    valid_users: int = Field(2_000, ge=10, description="most users whose last item is held out for tuning")
 
     @field_validator("reg", "weight")
     @classmethod
@@ -121,6 +122,13 @@ class CollabConfig(StrictModel):
         if any(x < 0 for x in v):
             raise UserError(f"grid values must be >= 0, got {v}")
         return sorted(set(v))
+
+
+class CollabConfig(CollabGrid):
+    """The collaborative part of a hybrid version (used when interactions.path is set)."""
+
+    window_days: float | None = Field(None, gt=0, description="only interactions this recent (before the latest)")
+    valid_users: int = Field(2_000, ge=10, description="most users whose last item is held out for tuning")
 
 
 class RunConfig(StrictModel):

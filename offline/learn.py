@@ -22,7 +22,7 @@ import numpy as np
 
 from groundrec.offline import collab
 from groundrec.offline.config import CollabConfig
-from groundrec.offline.grids import edge_warnings, one_standard_error
+from groundrec.offline.selection import search
 from groundrec.offline.interactions import Interactions
 from groundrec.shared.errors import UserError
 from groundrec.shared.scoring.collab import collab_queries, hybrid_queries, index_rows
@@ -166,24 +166,35 @@ def learn(inter: Interactions, content: np.ndarray, cfg: CollabConfig, seed: int
     train, users, targets = hold_out_last(histories, cfg.valid_users, seed)
     tuned: dict = {}
     # No validation user: content only, nothing scored.
-    reg, weight, rank, projected, chosen_score = cfg.reg[0], 0.0, cfg.rank, False, None
+    reg, weight, rank, projected, chosen_score, found = cfg.reg[0], 0.0, cfg.rank, False, None, None
     if users:
         held = [train[u] for u in users]
         profiles = _content_profiles(content, held)
-        per_user = {}
-        for reg in cfg.reg:
-            model = collab.fit(train, n, content, cfg.rank, reg, seed, cfg.max_dense_items)
-            hits = _validation_hits(model, content, profiles, held, targets, cfg.weight)
-            tuned["content"] = float(hits["content"].mean())
-            tuned[f"collaborative reg={reg:g}"] = float(hits["collaborative"].mean())
-            for weight in cfg.weight:
-                tuned[f"hybrid reg={reg:g} weight={weight:g}"] = float(hits[weight].mean())
-                per_user[(reg, weight)] = hits[weight]
+        fits: dict[float, collab.CollabModel] = {}
+
+        def fitted(reg: float) -> collab.CollabModel:
+            if reg not in fits:
+                fits[reg] = collab.fit(train, n, content, cfg.rank, reg, seed, cfg.max_dense_items)
+            return fits[reg]
+
+        def score(points: list[dict]) -> list[np.ndarray]:
+            out = {}
+            for reg in dict.fromkeys(p["reg"] for p in points):
+                weights = [p["weight"] for p in points if p["reg"] == reg]
+                hits = _validation_hits(fitted(reg), content, profiles, held, targets, weights)
+                tuned["content"] = float(hits["content"].mean())
+                tuned[f"collaborative reg={reg:g}"] = float(hits["collaborative"].mean())
+                for w in weights:
+                    tuned[f"hybrid reg={reg:g} weight={w:g}"] = float(hits[w].mean())
+                    out[(reg, w)] = hits[w]
+            return [out[(p["reg"], p["weight"])] for p in points]
+
         # The smallest weight (0: content alone) within one standard error of the best score.
-        reg, weight = one_standard_error(per_user, sorted(per_user, key=lambda key: (key[1], -per_user[key].mean())))
+        found = search({"reg": cfg.reg, "weight": cfg.weight}, score, simplest="weight", widenings=cfg.widenings,
+                       relevant=lambda p: p if p["weight"] else {}, section="collab")
+        reg, weight, chosen_score = found.chosen["reg"], found.chosen["weight"], found.score
         if weight:  # a hybrid: the narrowest rank that scores within rank_tolerance of the full one
-            chosen_fit = model if reg == cfg.reg[-1] else collab.fit(train, n, content, cfg.rank, reg, seed,
-                                                                       cfg.max_dense_items)
+            chosen_fit = fitted(reg)
 
             def score_at(r: int) -> float:
                 hits = _validation_hits(chosen_fit.truncated(r), content, profiles, held, targets, [weight])
@@ -199,11 +210,8 @@ def learn(inter: Interactions, content: np.ndarray, cfg: CollabConfig, seed: int
                 tuned[key] = float(hits.mean())
                 return tuned[key]
 
-            rank, projected, chosen_score = narrowest(cfg.rank, float(per_user[(reg, weight)].mean()),
-                                                      cfg.rank_tolerance, score_at,
+            rank, projected, chosen_score = narrowest(cfg.rank, chosen_score, cfg.rank_tolerance, score_at,
                                                       projected_score if cfg.project else None)
-        else:
-            chosen_score = float(per_user[(reg, weight)].mean())
     # Weight 0 scores exactly as content alone: publish content only (no refit, an index no
     # wider than the embeddings) and keep the report of what was tried.
     model = projection = None
@@ -222,9 +230,9 @@ def learn(inter: Interactions, content: np.ndarray, cfg: CollabConfig, seed: int
         "validation": {"users": len(users), "metric": f"recall@{K} of each user's last new item",
                        "chosen": {"reg": float(reg), "weight": float(weight), "rank": rank, "projected": projected,
                                   "score": chosen_score}, "scores": tuned,
-                       "grid_warnings": edge_warnings([{"reg": r, "weight": w} for r in cfg.reg for w in cfg.weight],
-                                                      {"reg": float(reg), "weight": float(weight)} if weight else {},
-                                                      "collab")},
+                       "grid": found.axes if found else {"reg": cfg.reg, "weight": cfg.weight},
+                       "widened": found.widened if found else [],
+                       "grid_warnings": found.warnings if found else []},
         "learn_seconds": round(time.perf_counter() - started, 2),
     }
     return Learned(model, float(weight), report, projection)

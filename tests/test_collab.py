@@ -130,31 +130,23 @@ def test_learn_publishes_the_narrowest_rank_within_the_tolerance():
     assert strict.model.query.shape[1] == chosen
 
 
-def test_learn_warns_when_its_choice_sits_on_the_edge_of_a_grid():
+def test_learn_widens_a_grid_whose_edge_wins_and_warns_when_it_may_not():
     from groundrec.offline.config import CollabConfig
     from groundrec.offline.learn import learn
 
     inter, content = _bundle_interactions()
     # content says nothing here, so the most collaborative weight tried wins: the top of the grid
-    learned = learn(inter, content, CollabConfig(rank=24, reg=[10.0], weight=[0.0, 0.001, 1.0], valid_users=200))
-    assert learned.weight == 1.0
+    cfg = CollabConfig(rank=24, reg=[10.0], weight=[0.0, 0.001, 1.0], valid_users=200, widenings=0)
+    learned = learn(inter, content, cfg)
+    assert learned.weight == 1.0 and learned.report["validation"]["widened"] == []
     assert learned.report["validation"]["grid_warnings"] == [
         "weight=1.0 is the largest value tried: widen the grid (collab) upwards"]
-
-
-def test_one_standard_error_prefers_the_simpler_setting_unless_the_gain_stands_out():
-    from groundrec.offline.grids import one_standard_error
-
-    rng = np.random.default_rng(0)
-    content = (rng.random(400) < 0.10).astype(float)  # 400 users' hits
-    noise = content.copy()
-    noise[rng.choice(np.flatnonzero(noise == 0), 4, replace=False)] = 1  # +0.01: well inside one SE (0.015)
-    clear = content.copy()
-    clear[rng.choice(np.flatnonzero(clear == 0), 40, replace=False)] = 1  # +0.10: far outside it
-    assert one_standard_error({0.0: content, 1.0: noise}, [0.0, 1.0]) == 0.0
-    assert one_standard_error({0.0: content, 1.0: clear}, [0.0, 1.0]) == 1.0
-    # among several within one SE of the best, the first in simplicity order
-    assert one_standard_error({0.0: content, 0.5: clear, 1.0: clear}, [0.0, 0.5, 1.0]) == 0.5
+    widened = learn(inter, content, cfg.model_copy(update={"widenings": 1}))
+    validation = widened.report["validation"]
+    assert validation["widened"] == [{"axis": "weight", "value": 1000.0}]  # one step of the grid's ratio beyond 1
+    assert validation["grid"]["weight"] == [0.0, 0.001, 1.0, 1000.0]
+    assert "hybrid reg=10 weight=1000" in validation["scores"]  # the new point was scored, then chosen or not
+    assert widened.weight in (1.0, 1000.0)
 
 
 def test_a_projection_keeps_every_score_when_the_items_fit_in_its_width():

@@ -130,7 +130,7 @@ def test_eval_takes_catalog_columns_by_other_names_and_sub_second_timestamps(dem
 
 def test_user_templates_are_representations_of_their_own(demo, tmp_path):
     """A template over catalog columns is built, run and reported like a built-in one, and
-    the tuning warns when a chosen value sits on the edge of its grid."""
+    a tuned value on the edge of its grid widens the grid (recorded in the row and the report)."""
     out = tmp_path / "r"
     res = _eval(demo, out, "representations=[title]", "templates={title_colour: '{title}. {colour}'}",
                 "tuning.half_life_days=[7.0, 30.0]")
@@ -140,10 +140,11 @@ def test_user_templates_are_representations_of_their_own(demo, tmp_path):
     assert reps["title_colour"]["status"] == "run" and reps["title_colour"]["description"] == "user template"
     assert reps["title_colour"]["example"].count(".") >= 1
     assert "VLM4Rec (mean + cosine) / title_colour" in {x["label"] for x in r["rows"]}
-    warned = [w for x in r["rows"] for w in x["warnings"]]
-    # two values, both > 0: whichever wins is on an edge
-    assert any(w.startswith("half_life_days=") and "value tried: widen the grid" in w for w in warned), warned
-    assert "## Tuning warnings" in (out / "report.md").read_text()
+    recency = next(x for x in r["rows"] if x["system"] == "groundrec recency")
+    # two values, both > 0: whichever wins is on an edge, so the grid grows beyond it at least once
+    assert recency["widened"] and recency["widened"][0]["axis"] == "half_life_days"
+    assert recency["widened"][0]["value"] not in (7.0, 30.0)
+    assert "half_life_days widened to" in (out / "report.md").read_text()
 
 
 def test_a_template_that_clashes_or_names_nothing_is_refused(demo, tmp_path):

@@ -4,7 +4,7 @@ the winners are scored on test. Returns the test rows and the validation scores.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 from tqdm.auto import tqdm
@@ -18,7 +18,7 @@ from groundrec.offline.evaluation.splits import EvalUsers
 from groundrec.offline.evaluation.systems import (CollabSystem, ContentSystem, ImplicitALS, ItemCooccurrence,
                                                   MostPopular, RandomSystem, ScoreFusion, System, fused_vectors,
                                                   hybrid_system)
-from groundrec.offline.grids import edge_warnings, one_standard_error
+from groundrec.offline.selection import Search, search
 from groundrec.offline.learn import narrowest, project
 from groundrec.shared.scoring.ranking import top_k_matrix
 
@@ -37,6 +37,7 @@ class Row:
     ci: dict[str, tuple[float, float, float]] = field(default_factory=dict)
     slices: dict[str, np.ndarray] = field(default_factory=dict)  # "cold items" -> per-user primary metric
     warnings: list[str] = field(default_factory=list)
+    widened: list[dict] = field(default_factory=list)  # grid values added beyond an edge while tuning
 
 
 COLLAB, HYBRID = "EASE factorised (collaborative)", "groundrec hybrid (content + collaborative)"
@@ -85,7 +86,7 @@ class _Runner:
         self._bar = tqdm(desc="systems", unit="system", disable=not progress)
 
     def _on_test(self, system: System, valid_primary: float | None = None, note: str | None = None,
-                 warnings: list[str] | None = None) -> None:
+                 search: Search | None = None) -> None:
         test, ks = self.data.test, self.cfg.ks
         ranked = ranking(system, test, max(ks))
         per_user = metrics.per_user_metrics(ranked, test.relevant, ks)
@@ -93,7 +94,9 @@ class _Runner:
         k = int(self.cfg.primary_metric.split("@")[1])
         slices = {name: slice_recall(ranked, test.relevant, mask, k) for name, mask in item_slices(self.data.pop_test).items()}
         self.rows.append(Row(system.name, system.representation, dict(getattr(system, "params", {}) or {}),
-                             per_user, lists, valid_primary, note, slices=slices, warnings=list(warnings or [])))
+                             per_user, lists, valid_primary, note, slices=slices,
+                             warnings=list(search.warnings) if search else [],
+                             widened=list(search.widened) if search else []))
         self._bar.update()
 
     def _valid_per_user(self, scores: np.ndarray) -> np.ndarray:
@@ -102,9 +105,13 @@ class _Runner:
         ranked = top_k_matrix(scores, max(self.cfg.ks), users.history)
         return metrics.per_user_metrics(ranked, users.relevant, self.cfg.ks)[self.cfg.primary_metric]
 
-    def _on_valid(self, system: System) -> float:
+    def _valid_users_scores(self, system: System) -> np.ndarray:
+        """The primary metric of each validation user for ``system``."""
         per_user, _ = evaluate(system, self.data.valid, self.cfg.ks, self.data.pop_valid, self.data.n_items)
-        return float(per_user[self.cfg.primary_metric].mean())
+        return per_user[self.cfg.primary_metric]
+
+    def _on_valid(self, system: System) -> float:
+        return float(self._valid_users_scores(system).mean())
 
     @staticmethod
     def _content(rep: Representation, pop: np.ndarray, name: str = "VLM4Rec (mean + cosine)", **params) -> ContentSystem:
@@ -115,123 +122,152 @@ class _Runner:
         self._on_test(MostPopular(self.data.pop_test))
         self._on_test(ItemCooccurrence(self.data.test_histories, self.data.n_items))
 
+    def _search(self, axes: dict[str, list], system_at, **rules) -> Search:
+        """The one selection procedure (``offline.selection.search``) over ``system_at(point)``'s
+        validation scores, with this evaluation's widening budget."""
+        return search(axes, lambda points: [self._valid_users_scores(system_at(p)) for p in points],
+                      widenings=self.cfg.tuning.widenings, **rules)
+
     def _library_baselines(self) -> None:
         """Collaborative baselines from a well-kept library, tuned on validation like ours."""
-        tuning = self.cfg.tuning
-        grid = [{"regularization": r, "alpha": a} for r in tuning.als_regularization for a in tuning.als_alpha]
-        scored = [(self._on_valid(ImplicitALS(self.data.valid_histories, self.data.n_items, tuning.collab_rank,
-                                              seed=self.cfg.seed, **g)), -i, g) for i, g in enumerate(grid)]
-        score, _, best = max(scored, key=lambda s: (s[0], s[1]))
-        self._on_test(ImplicitALS(self.data.test_histories, self.data.n_items, tuning.collab_rank, seed=self.cfg.seed,
-                                  **best), score, warnings=edge_warnings(grid, best))
+        tuning, rank = self.cfg.tuning, self.cfg.tuning.collab.rank
+
+        def als(histories: list[np.ndarray], point: dict) -> ImplicitALS:
+            return ImplicitALS(histories, self.data.n_items, rank, seed=self.cfg.seed, **point)
+
+        found = self._search({"regularization": tuning.als_regularization, "alpha": tuning.als_alpha},
+                             lambda p: als(self.data.valid_histories, p))
+        self._on_test(als(self.data.test_histories, found.chosen), found.score, search=found)
 
     def _reference(self, rep: Representation) -> None:
         """The VLM4Rec algorithm (mean profile, cosine) on one representation."""
         self.valid_score[rep.name] = self._on_valid(self._content(rep, self.data.pop_valid))
         self._on_test(self._content(rep, self.data.pop_test), self.valid_score[rep.name], rep.note)
 
-    def _fusions(self, reps: list[Representation], built: dict[str, Representation]) -> None:
-        """Fusion of the best text representation (on validation) with the visual one."""
+    def _fusions(self, reps: list[Representation], built: dict[str, Representation]) -> list[Representation]:
+        """Fusion of the best text representation (on validation) with the visual one. Returns
+        ``reps`` with each fusion as it was run (its vectors, note and description) or the
+        reason it was not; the inputs are left as they were."""
         text_scores = {n: s for n, s in self.valid_score.items() if n != "visual"}
         best_text = max(text_scores, key=text_scores.get) if text_scores else None
+        out = []
         for r in reps:
             if not r.name.startswith("fusion"):
+                out.append(r)
                 continue
             if best_text is None or "visual" not in built:
-                r.not_run = r.not_run or ("needs a text representation and the visual one; "
-                                          f"missing: {'visual' if best_text else 'text'}")
+                out.append(replace(r, not_run=r.not_run or ("needs a text representation and the visual one; "
+                                                            f"missing: {'visual' if best_text else 'text'}")))
                 continue
             text, visual = built[best_text], built["visual"]
-            r.note = "; ".join(n for n in (text.note, visual.note) if n) or None
-            r.description = f"{r.description} ({best_text} + visual)"
+            r = replace(r, note="; ".join(n for n in (text.note, visual.note) if n) or None,
+                        description=f"{r.description} ({best_text} + visual)")
             if r.name == "fusion_concat":
-                r.vectors = fused_vectors(text.vectors, visual.vectors)
-                built[r.name] = r
+                r = replace(r, vectors=fused_vectors(text.vectors, visual.vectors))
                 self._reference(r)
+                out.append(r)
                 continue
 
             def fusion(w: float, pop: np.ndarray) -> ScoreFusion:
                 return ScoreFusion("VLM4Rec (mean + cosine)", f"fusion_mean ({best_text} + visual)",
                                    self._content(text, pop), self._content(visual, pop), w, params={"text_weight": w})
 
-            scored = {w: self._on_valid(fusion(w, self.data.pop_valid)) for w in self.cfg.tuning.fusion_text_weight}
-            w_best = max(scored, key=scored.get)
-            self.valid_score[r.name] = scored[w_best]
-            self._on_test(fusion(w_best, self.data.pop_test), scored[w_best], r.note)
+            found = self._search({"text_weight": self.cfg.tuning.fusion_text_weight},
+                                 lambda p: fusion(p["text_weight"], self.data.pop_valid), limits={"text_weight": (0, 1)})
+            self.valid_score[r.name] = found.score
+            self._on_test(fusion(found.chosen["text_weight"], self.data.pop_test), found.score, r.note, found)
+            out.append(r)
+        return out
 
     def _tuned(self, rep: Representation) -> dict:
         """groundrec's own profiles on the best representation, each grid tuned on validation
         only. Returns the parameters of the best of all."""
-        tuning = self.cfg.tuning
-        grids = {
-            "groundrec recency": [dict(strategy="recency", half_life_days=h) for h in tuning.half_life_days],
-            "groundrec multi-interest": [dict(strategy="multi_interest", n_interests=n) for n in tuning.n_interests],
-            "groundrec mean + popularity": [dict(strategy="mean", popularity_weight=w)
-                                            for w in tuning.popularity_weight if w > 0],
-        }
-        profiles = grids["groundrec recency"] + grids["groundrec multi-interest"] + [dict(strategy="mean")]
-        grids["groundrec best of all (tuned)"] = [{**p, "popularity_weight": w}
-                                                  for p in profiles for w in tuning.popularity_weight]
-        for label, grid in grids.items():
-            if not grid:
-                continue
-            scored = [(self._on_valid(self._content(rep, self.data.pop_valid, name=label, **p)), -n, p)
-                      for n, p in enumerate(grid)]
-            score, _, params = max(scored, key=lambda s: (s[0], s[1]))  # ties: the first in the grid
-            self._on_test(self._content(rep, self.data.pop_test, name=label, **params), score, rep.note,
-                          edge_warnings(grid, params))
-        return params  # the last grid: best of all
+        tuning, valid_pop, test_pop = self.cfg.tuning, self.data.pop_valid, self.data.pop_test
+
+        def tuned(label: str, axes: dict[str, list], fixed: dict, **rules) -> Search:
+            found = self._search(axes, lambda p: self._content(rep, valid_pop, name=label, **fixed, **p), **rules)
+            self._on_test(self._content(rep, test_pop, name=label, **fixed, **found.chosen), found.score, rep.note,
+                          found)
+            return found
+
+        recency = tuned("groundrec recency", {"half_life_days": tuning.half_life_days}, {"strategy": "recency"})
+        interests = tuned("groundrec multi-interest", {"n_interests": tuning.n_interests},
+                          {"strategy": "multi_interest"}, limits={"n_interests": (0, 17)})
+        weights = [w for w in tuning.popularity_weight if w > 0]
+        if weights:
+            tuned("groundrec mean + popularity", {"popularity_weight": weights}, {"strategy": "mean"})
+        # Best of all: every profile the searches above tried (widenings included), with each
+        # popularity weight; the profile axis is categorical, the popularity weight widens.
+        profiles = ([{"strategy": "recency", "half_life_days": h} for h in recency.axes["half_life_days"]]
+                    + [{"strategy": "multi_interest", "n_interests": n} for n in interests.axes["n_interests"]]
+                    + [{"strategy": "mean"}])
+        best = self._search({"profile": list(range(len(profiles))), "popularity_weight": tuning.popularity_weight},
+                            lambda p: self._content(rep, valid_pop, name="groundrec best of all (tuned)",
+                                                    **profiles[p["profile"]], popularity_weight=p["popularity_weight"]),
+                            relevant=lambda p: {"popularity_weight": p["popularity_weight"]})
+        params = {**profiles[best.chosen["profile"]], "popularity_weight": best.chosen["popularity_weight"]}
+        self._on_test(self._content(rep, test_pop, name="groundrec best of all (tuned)", **params), best.score,
+                      rep.note, best)
+        return params
 
     def _collab(self, rep: Representation | None, profile: dict | None = None) -> None:
         """Factorised EASE alone, and the hybrid with the best representation's content vectors
-        and the best content profile (``profile``: strategy, popularity weight...).
-        Each is fitted on validation's training part to choose its parameters, then refitted
-        on test's training part (training + validation interactions): no test interaction is
-        ever seen."""
+        and the best content profile (``profile``: strategy, popularity weight...), chosen by
+        the job's procedure and grids (``tuning.collab``: the one-standard-error rule towards
+        content alone, then the narrowest rank and the projection). Each is fitted on
+        validation's training part to choose its parameters, then refitted on test's training
+        part (training + validation interactions): no test interaction is ever seen."""
         from groundrec.offline import collab
 
-        tuning, n, seed = self.cfg.tuning, self.data.n_items, self.cfg.seed
+        grid, n, seed = self.cfg.tuning.collab, self.data.n_items, self.cfg.seed
         content = rep.vectors if rep is not None else None
+        models: dict[float, CollabModel] = {}
 
-        def fitted(histories: list[np.ndarray]):
-            return lambda reg: collab.fit(histories, n, content, tuning.collab_rank, reg, seed, tuning.collab_max_dense_items)
+        def on_valid(reg: float) -> CollabModel:
+            if reg not in models:
+                models[reg] = collab.fit(self.data.valid_histories, n, content, grid.rank, reg, seed, grid.max_dense_items)
+            return models[reg]
 
-        on_valid, on_test = fitted(self.data.valid_histories), fitted(self.data.test_histories)
-        models = {r: on_valid(r) for r in tuning.collab_reg}
-        grid = [{"reg": r} for r in tuning.collab_reg]
-        scored = [(self._on_valid(CollabSystem(COLLAB, "interactions", models[g["reg"]].interactions_only())), -i, g)
-                  for i, g in enumerate(grid)]
-        score, _, best = max(scored, key=lambda s: (s[0], s[1]))
-        params = {**best, "rank": tuning.collab_rank}
-        test_models = {best["reg"]: on_test(best["reg"])}
-        self._on_test(CollabSystem(COLLAB, "interactions", test_models[best["reg"]].interactions_only(), params=params),
-                      score, warnings=edge_warnings(grid, best))
+        def on_test(reg: float) -> CollabModel:
+            return collab.fit(self.data.test_histories, n, content, grid.rank, reg, seed, grid.max_dense_items)
+
+        found = search({"reg": grid.reg}, lambda points: [self._valid_users_scores(
+            CollabSystem(COLLAB, "interactions", on_valid(p["reg"]).interactions_only())) for p in points],
+            widenings=grid.widenings, section="tuning.collab")
+        reg = found.chosen["reg"]
+        test_models = {reg: on_test(reg)}
+        self._on_test(CollabSystem(COLLAB, "interactions", test_models[reg].interactions_only(),
+                                   params={"reg": reg, "rank": grid.rank}), found.score, search=found)
         if rep is None:
             return
-        grid = [{"reg": r, "weight": w} for r in tuning.collab_reg for w in tuning.collab_weight]
         valid = self.data.valid
         # The content scores are the same for every (reg, weight): computed once, then blended.
         content_scores = self._content(rep, self.data.pop_valid, **profile).scores(valid.history, valid.history_ts)
-        cf_scores = {r: CollabSystem(HYBRID, rep.name, models[r]).scores(valid.history, valid.history_ts)
-                     for r in tuning.collab_reg}
-        per_user = {i: self._valid_per_user(content_scores + g["weight"] * cf_scores[g["reg"]])
-                    for i, g in enumerate(grid)}
-        del content_scores, cf_scores
-        # As the job's learn stage chooses: the smallest weight within one standard error of the best,
-        pick = one_standard_error(per_user, sorted(per_user, key=lambda i: (grid[i]["weight"], -per_user[i].mean(), i)))
-        score, best = float(per_user[pick].mean()), grid[pick]
-        rank, projected = self._narrowed(rep, profile, models[best["reg"]], best["weight"], score)
+
+        def score(points: list[dict]) -> list[np.ndarray]:
+            out = {}
+            for reg in dict.fromkeys(p["reg"] for p in points):
+                cf = CollabSystem(HYBRID, rep.name, on_valid(reg)).scores(valid.history, valid.history_ts)
+                out.update({(reg, p["weight"]): self._valid_per_user(content_scores + p["weight"] * cf)
+                            for p in points if p["reg"] == reg})
+            return [out[(p["reg"], p["weight"])] for p in points]
+
+        found = search({"reg": grid.reg, "weight": grid.weight}, score, simplest="weight", widenings=grid.widenings,
+                       relevant=lambda p: p if p["weight"] else {}, section="tuning.collab")
+        del content_scores
+        best = found.chosen
+        rank, projected = self._narrowed(rep, profile, on_valid(best["reg"]), best["weight"], found.score)
         params = {**best, "rank": rank, "projected": projected, **profile}
         test_model = (test_models.get(best["reg"]) or on_test(best["reg"])).truncated(rank)
         projection = project(rep.vectors, test_model, best["weight"], self.data.test_histories, seed) if projected else None
         self._on_test(self._hybrid(rep, self.data.pop_test, profile, test_model, best["weight"], projection, params),
-                      score, rep.note, edge_warnings(grid, best))
+                      found.score, rep.note, found)
 
     def _narrowed(self, rep: Representation, profile: dict, model, weight: float, score: float) -> tuple[int, bool]:
         """... then the narrowest rank, then the content's width, each kept only within
-        ``collab_rank_tolerance`` of the full rank's validation score (weight 0 is content
+        ``tuning.collab.rank_tolerance`` of the full rank's validation score (weight 0 is content
         alone): the job's rule (``learn.narrowest``), scored with eval's tuned content profile."""
-        tuning, valid = self.cfg.tuning, self.data.valid
+        grid, valid = self.cfg.tuning.collab, self.data.valid
         if not weight:
             return model.query.shape[1], False
         content_scores = self._content(rep, self.data.pop_valid, **profile).scores(valid.history, valid.history_ts)
@@ -246,8 +282,8 @@ class _Runner:
                                   project(rep.vectors, ranked, weight, self.data.valid_histories, self.cfg.seed))
             return float(self._valid_per_user(system.scores(valid.history, valid.history_ts)).mean())
 
-        rank, projected, _ = narrowest(model.query.shape[1], score, tuning.collab_rank_tolerance, score_at,
-                                       projected_score if tuning.collab_project else None)
+        rank, projected, _ = narrowest(model.query.shape[1], score, grid.rank_tolerance, score_at,
+                                       projected_score if grid.project else None)
         return rank, projected
 
     def _hybrid(self, rep: Representation, pop: np.ndarray, profile: dict, model: CollabModel, weight: float,
@@ -257,17 +293,19 @@ class _Runner:
 
 
 def run_systems(cfg: EvalConfig, data: EvalData, reps: list[Representation],
-                progress: bool) -> tuple[list[Row], dict[str, float], str | None]:
-    """The test rows, the validation score of each representation, and the best one."""
+                progress: bool) -> tuple[list[Row], dict[str, float], str | None, list[Representation]]:
+    """The test rows, the validation score of each representation, the best one, and the
+    representations as run (fusions built from the best text one)."""
     r = _Runner(cfg, data, progress)
     r._baselines()
     r._library_baselines()
     built = {rep.name: rep for rep in reps if rep.vectors is not None}
     for name in [n for n in cfg.representation_names if n in built and not n.startswith("fusion")]:
         r._reference(built[name])
-    r._fusions(reps, built)
+    reps = r._fusions(reps, built)
+    built = {rep.name: rep for rep in reps if rep.vectors is not None}
     best = max((n for n in r.valid_score if n in built), key=r.valid_score.get, default=None)
     profile = r._tuned(built[best]) if best is not None else None
     r._collab(built.get(best) if best is not None else None, profile)
     r._bar.close()
-    return r.rows, r.valid_score, best
+    return r.rows, r.valid_score, best, reps

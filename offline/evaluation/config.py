@@ -7,7 +7,7 @@ from typing import Literal
 
 from pydantic import Field, field_validator, model_validator
 
-from groundrec.offline.config import EncoderConfig, PromptConfig
+from groundrec.offline.config import CollabGrid, EncoderConfig, PromptConfig
 from groundrec.offline.interactions import InteractionsConfig
 from groundrec.offline.vlm.registry import VLMConfig, default_vlm_config
 from groundrec.shared.config import CatalogConfig, StrictModel, require_settings
@@ -36,21 +36,13 @@ class TuningConfig(StrictModel):
     n_interests: list[int] = Field(default_factory=lambda: [2, 3])
     popularity_weight: list[float] = Field(default_factory=lambda: [0.0, 0.01, 0.03, 0.1])
     fusion_text_weight: list[float] = Field(default_factory=lambda: [0.25, 0.5, 0.75])
-    collab_rank: int = Field(128, ge=1, description="rank of the low-rank EASE item vectors")
-    collab_rank_tolerance: float = Field(0.02, ge=0, le=1, description="hybrid, as the job: the narrowest of rank/4, "
-                                         "rank/2, then the content's width, within this fraction of the full rank's "
-                                         "validation score")
-    collab_project: bool = Field(True, description="hybrid, as the job's collab.project: try the projection to the "
-                                 "content's width")
-    collab_reg: list[float] = Field(default_factory=lambda: [0.1, 1.0, 10.0, 100.0, 1000.0, 10000.0],
-                                    description="EASE regularisation (lambda) grid")
     als_regularization: list[float] = Field(default_factory=lambda: [0.001, 0.01, 0.1, 1.0],
                                             description="ALS (implicit) baseline: regularisation grid")
     als_alpha: list[float] = Field(default_factory=lambda: [0.3, 1.0, 10.0], description="ALS baseline: confidence scale grid")
-    collab_max_dense_items: int = Field(20_000, ge=2, description="EASE fits the most-interacted this many items")
-    collab_weight: list[float] = Field(default_factory=lambda: [0.0, 0.01, 0.03, 0.1, 0.3, 1.0, 3.0, 10.0, 30.0, 100.0],
-                                       description="hybrid: weight of the collaborative score next to the content "
-                                                   "cosine (0: the content profile alone)")
+    widenings: int = Field(2, ge=0, le=5, description="a value chosen on the edge of its grid: add the next value "
+                           "beyond it and choose again, at most this many times (recorded in the row)")
+    collab: CollabGrid = Field(default_factory=CollabGrid, description="the collaborative and hybrid rows: the "
+                               "job's collab grids and rules")
 
 
 class EvalConfig(StrictModel):

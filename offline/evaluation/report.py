@@ -59,7 +59,10 @@ def slices_table(result: dict) -> list[str]:
 
 
 def warnings_lines(result: dict) -> list[str]:
-    return [f"- **{r['label']}**: {w}" for r in result["rows"] for w in r.get("warnings") or []]
+    """Grid values added beyond an edge while tuning, and values still on an edge."""
+    return ([f"- **{r['label']}**: {w['axis']} widened to {w['value']:g}" for r in result["rows"]
+             for w in r.get("widened") or []]
+            + [f"- **{r['label']}**: {w}" for r in result["rows"] for w in r.get("warnings") or []])
 
 
 def _compare(result: dict, a: dict, b: dict) -> str:
@@ -179,7 +182,7 @@ def markdown(result: dict, plots: list[str]) -> str:
                   "Cold items had no interaction in the training part; a user counts in a slice when one of their "
                   "held-out items is in it.", "", *slices_table(result), ""]
     if warnings_lines(result):
-        lines += ["## Tuning warnings", "", *warnings_lines(result), ""]
+        lines += ["## Tuning grids widened, and values still on an edge", "", *warnings_lines(result), ""]
     for f in plots:
         lines += [f"![{f}]({f})", ""]
     lines += ["## Representations", "", "| Name | What | Status | Note | Example text |", "|---|---|---|---|---|"]

@@ -37,7 +37,7 @@ def run_evaluation(cfg: EvalConfig, progress: bool = True) -> dict:
         built = build_representations(cfg, data.items, runner, progress)
     timings.update(built.timings)
     with timed("systems"):
-        rows, valid_score, best = run_systems(cfg, data, built.reps, progress)
+        rows, valid_score, best, reps = run_systems(cfg, data, built.reps, progress)
     with timed("statistics"):
         result = stats.summarise(rows, cfg)
     permutations = result.pop("permutations")
@@ -53,7 +53,7 @@ def run_evaluation(cfg: EvalConfig, progress: bool = True) -> dict:
         },
         "representations": [{"name": r.name, "description": r.description, "status": "not run" if r.not_run else "run",
                              "reason": r.not_run, "note": r.note, "example": r.example,
-                             "valid_" + cfg.primary_metric: valid_score.get(r.name)} for r in built.reps],
+                             "valid_" + cfg.primary_metric: valid_score.get(r.name)} for r in reps],
         "best_representation": best,
         "fidelity": built.fidelity,
         "visual_images_encoded": built.visual_encoded,

@@ -1,0 +1,119 @@
+"""Model selection on validation users: one procedure for the job's learn stage and for
+``groundrec eval``. A grid is a dict of axes (name -> values); every point is scored per
+validation user; the rule picks a point (the best mean, or the one-standard-error rule
+towards the simplest value of one axis); a numeric value chosen on the edge of its axis is
+widened one step beyond it and the new points scored, a bounded number of times, and every
+widening is recorded. Decisions are pure functions of the scores."""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import numpy as np
+
+
+def _numeric(value) -> bool:
+    return isinstance(value, (int, float, np.integer, np.floating)) and not isinstance(value, bool)
+
+
+def edges(axes: dict[str, list], chosen: dict, limits: dict[str, tuple[float, float]]) -> list[tuple[str, bool, object]]:
+    """The chosen values on the edge of their axis that a step beyond could improve on: (axis,
+    upwards, the next value). A value on an edge with nothing beyond it (0, a limit) is not
+    one."""
+    out = []
+    for name, value in chosen.items():
+        values = axes[name]
+        if len(values) < 2 or not _numeric(value) or value not in (values[0], values[-1]):
+            continue
+        upwards = value == values[-1]
+        new = step_beyond(values, upwards, limits.get(name))
+        if new is not None and new not in values:
+            out.append((name, upwards, new))
+    return out
+
+
+def one_standard_error(per_user: dict, simplest_first: list) -> object:
+    """The one-standard-error rule: the first key of ``simplest_first`` whose mean per-user
+    score is within one standard error (over users) of the best key's mean. On a few hundred
+    validation users many settings differ by noise; this prefers the simpler one (for a
+    hybrid: a smaller collaborative weight, down to content alone) unless the better score
+    stands out of that noise."""
+    best = max(per_user, key=lambda key: (per_user[key].mean(), -simplest_first.index(key)))
+    scores = np.asarray(per_user[best], dtype=np.float64)
+    se = scores.std(ddof=1) / np.sqrt(len(scores)) if len(scores) > 1 else 0.0
+    return next(key for key in simplest_first if per_user[key].mean() >= scores.mean() - se)
+
+
+def step_beyond(values: list, upwards: bool, limits: tuple[float, float] | None = None):
+    """The next value beyond the edge of a sorted numeric axis, or None: geometric for
+    floats (the ratio of the two outermost positive values, x10 when there is none), one
+    step of the outermost difference for integers; never 0 or less, never outside
+    ``limits`` (exclusive)."""
+    if len(values) < 2 or not all(_numeric(v) for v in values):
+        return None
+    outer, inner = (values[-1], values[-2]) if upwards else (values[0], values[1])
+    if all(isinstance(v, (int, np.integer)) for v in values):
+        new = outer + (outer - inner)
+    elif outer <= 0:
+        return None
+    else:
+        ratio = outer / inner if inner > 0 else (10.0 if upwards else 0.1)
+        new = float(f"{outer * ratio:.6g}")  # 0.01, not 0.010000000000000002
+    if new <= 0 or (limits is not None and not limits[0] < new < limits[1]):
+        return None
+    return new
+
+
+@dataclass
+class Search:
+    chosen: dict  # the chosen point
+    score: float  # its mean validation score
+    scores: dict[tuple, np.ndarray]  # every point scored (its values in axis order) -> per-user scores
+    axes: dict[str, list]  # the grid as searched, widenings included
+    widened: list[dict] = field(default_factory=list)  # {"axis", "value"}: each value added beyond an edge
+    warnings: list[str] = field(default_factory=list)  # values still on a widenable edge when the budget ran out
+
+    def report(self) -> dict:
+        return {"chosen": self.chosen, "score": self.score, "grid": self.axes, "widened": self.widened,
+                "warnings": self.warnings}
+
+
+def search(axes: dict[str, list], score: Callable[[list[dict]], list[np.ndarray]], *, simplest: str | None = None,
+           widenings: int = 0, limits: dict[str, tuple[float, float]] | None = None,
+           relevant: Callable[[dict], dict] | None = None, section: str = "tuning") -> Search:
+    """Score every point of ``axes`` (``score`` gets a batch of points and returns each one's
+    per-user validation scores), choose, then widen and rescore while a chosen numeric value
+    sits on the edge of its axis, at most ``widenings`` times.
+
+    The rule: with ``simplest``, the point with the smallest ``simplest`` value whose mean is
+    within one standard error of the best (ties: the better mean, then grid order); without,
+    the best mean (ties: the first in grid order). ``relevant(chosen)`` names the values that
+    matter (e.g. a hybrid's regularisation does not when its weight is 0): only those are
+    widened or warned about. ``limits``: open bounds per axis (e.g. a share in (0, 1))."""
+    axes = {name: sorted(set(values), key=float) if all(_numeric(v) for v in values) else list(values)
+            for name, values in axes.items()}
+    names, limits, scores, widened = list(axes), limits or {}, {}, []
+    relevant = relevant or (lambda point: point)
+    for round_ in range(widenings + 1):
+        todo = [p for p in itertools.product(*axes.values()) if p not in scores]
+        if todo:
+            scores.update(zip(todo, score([dict(zip(names, p)) for p in todo])))
+        order = list(itertools.product(*axes.values()))
+        if simplest is None:
+            key = max(order, key=lambda p: (scores[p].mean(), -order.index(p)))
+        else:
+            at = names.index(simplest)
+            key = one_standard_error({p: scores[p] for p in order},
+                                     sorted(order, key=lambda p: (p[at], -scores[p].mean(), order.index(p))))
+        chosen = dict(zip(names, key))
+        beyond = edges(axes, relevant(chosen), limits)
+        if not beyond or round_ == widenings:
+            break
+        for name, _, new in beyond:
+            axes[name] = sorted([*axes[name], new])
+            widened.append({"axis": name, "value": new})
+    warnings = [f"{name}={chosen[name]} is the {'largest' if up else 'smallest'} value tried: widen the grid "
+                f"({section}) {'upwards' if up else 'downwards'}" for name, up, _ in beyond]
+    return Search(chosen, float(scores[key].mean()), scores, axes, widened, warnings)
