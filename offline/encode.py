@@ -13,6 +13,7 @@ import pyarrow as pa
 from tqdm.auto import tqdm
 
 from groundrec.offline.cache import EmbeddingCache, cache_key
+from groundrec.offline.config import EncoderConfig
 from groundrec.offline.vlm.base import model_fingerprint
 from groundrec.shared.errors import UserError
 
@@ -79,12 +80,12 @@ def build_texts(table: pa.Table, template: str) -> list[str]:
     return [render(template, r) for r in rows]
 
 
-def embeddable(groundings: pa.Table, template: str, text_columns: list[str], id_column: str,
-               skips) -> tuple[pa.Table, list[str]]:
-    """Each item's text to embed and the rows that have one. The template gives it; an item
-    without a grounding (``grounded`` false) whose template renders empty gets its catalog
-    text columns instead. Only items with nothing to embed are left out, recorded in
-    ``skips`` (stage "embed")."""
+def embeddable(groundings: pa.Table, template: str, text_columns: list[str],
+               id_column: str) -> tuple[pa.Table, list[str], list[dict]]:
+    """The rows that have a text to embed, their texts, and the skip record of each row left
+    out (stage "embed"). The template gives the text; an item without a grounding
+    (``grounded`` false) whose template renders empty gets its catalog text columns instead.
+    Only items with nothing to embed are left out."""
     texts = build_texts(groundings, template)
     grounded = groundings.column("grounded").to_pylist() if "grounded" in groundings.column_names else None
     rows = groundings.select([c for c in text_columns if c in groundings.column_names]).to_pylist()
@@ -92,15 +93,15 @@ def embeddable(groundings: pa.Table, template: str, text_columns: list[str], id_
         if not text and grounded is not None and not grounded[n]:
             texts[n] = render(". ".join("{%s}" % c for c in rows[n]), rows[n]) if rows[n] else ""
     keep = [bool(t) for t in texts]
-    for iid, ok in zip(groundings.column(id_column).to_pylist(), keep):
-        if not ok:
-            skips.add(iid, "embed", "nothing to embed: the template and the catalog text columns are empty")
+    skipped = [{"item_id": iid, "stage": "embed",
+                "reason": "nothing to embed: the template and the catalog text columns are empty"}
+               for iid, ok in zip(groundings.column(id_column).to_pylist(), keep) if not ok]
     if not any(keep):
         raise UserError(f"no item has text to embed with template {template!r} (and catalog text columns "
                          f"{text_columns}); check encoder.template and catalog.text_columns")
     if all(keep):
-        return groundings, texts
-    return groundings.filter(pa.array(keep, pa.bool_())), [t for t in texts if t]
+        return groundings, texts, skipped
+    return groundings.filter(pa.array(keep, pa.bool_())), [t for t in texts if t], skipped
 
 
 class EncodeTexts:
@@ -116,37 +117,37 @@ class EncodeTexts:
         return {"row": batch["row"], "vector": np.asarray(vecs, dtype=np.float32)}
 
 
-def encode_cached(runner, texts: list[str], cfg, encoder_path: str,
+def encode_cached(runner, texts: list[str], encoder: EncoderConfig, encoder_path: str, cache_dir: Path,
                   progress: bool) -> tuple[np.ndarray, int]:
-    """Vectors for ``texts``: distinct texts only, and only those the embedding cache lacks."""
+    """Vectors for ``texts`` and how many were encoded now: distinct texts only, and only those
+    the embedding cache in ``cache_dir`` lacks."""
     if not texts:
         raise UserError("no item could be grounded: nothing to encode (see the skipped reasons)")
-    signature = {"encoder": model_fingerprint(encoder_path), "max_seq_length": cfg.encoder.max_seq_length}
+    signature = {"encoder": model_fingerprint(encoder_path), "max_seq_length": encoder.max_seq_length}
     key_of = {t: cache_key(t, signature) for t in texts}
-    cache = EmbeddingCache(cfg.resolved_cache_dir)
+    cache = EmbeddingCache(cache_dir)
     known = cache.get(set(key_of.values()))
     missing = [t for t in dict.fromkeys(texts) if key_of[t] not in known]
     if missing:
-        fresh = _encode(runner, missing, cfg, encoder_path, progress)
+        fresh = _encode(runner, missing, encoder, encoder_path, progress)
         cache.put([key_of[t] for t in missing], fresh)
         cache.compact()
         known.update(zip((key_of[t] for t in missing), fresh))
     return np.stack([known[key_of[t]] for t in texts]).astype(np.float32), len(missing)
 
 
-def _encode(runner, texts: list[str], cfg, encoder_path: str, progress: bool) -> np.ndarray:
+def _encode(runner, texts: list[str], encoder: EncoderConfig, encoder_path: str, progress: bool) -> np.ndarray:
     # Length-sorted, like sentence-transformers does within one call: batches of similar
     # lengths pad little. Rows carry their position, so the output order is the input order.
     order = np.argsort([len(t) for t in texts], kind="stable")
     table = pa.table({"row": order.astype(np.int64), "text": pa.array([texts[i] for i in order], pa.string())})
-    kwargs = {"model": encoder_path, "batch_size": cfg.encoder.batch_size,
-              "max_seq_length": cfg.encoder.max_seq_length}
+    kwargs = {"model": encoder_path, "batch_size": encoder.batch_size, "max_seq_length": encoder.max_seq_length}
     gpus = 1.0 if runner.gpus() > 0 else 0.0
     out: np.ndarray | None = None
     bar = tqdm(total=len(texts), desc="encode", unit="item", disable=not progress)
     # Blocks of several encoder batches: fewer Ray tasks, same per-batch work.
-    for b in runner.map(table, EncodeTexts, kwargs, cfg.encoder.batch_size * 4, concurrency=cfg.encoder.concurrency,
-                        num_gpus=gpus / cfg.encoder.concurrency if gpus else 0):
+    for b in runner.map(table, EncodeTexts, kwargs, encoder.batch_size * 4, concurrency=encoder.concurrency,
+                        num_gpus=gpus / encoder.concurrency if gpus else 0):
         vec = np.asarray(b["vector"], dtype=np.float32)
         if out is None:
             out = np.empty((len(texts), vec.shape[1]), dtype=np.float32)

@@ -16,6 +16,9 @@ from __future__ import annotations
 
 import json
 import time
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
@@ -24,9 +27,10 @@ from tqdm.auto import tqdm
 from groundrec.offline import images
 from groundrec.offline.cache import GroundingCache, cache_key, grounding_signature
 from groundrec.offline.catalog import IMAGE_URI
+from groundrec.offline.config import PromptConfig
 from groundrec.offline.parse import parse_structured
 from groundrec.offline.skips import Skips
-from groundrec.offline.vlm.registry import backend_class, load_backend, parse_vlm_config
+from groundrec.offline.vlm.registry import VLMConfig, backend_class, load_backend, parse_vlm_config
 
 HASH_BATCH = 64
 
@@ -53,8 +57,6 @@ class GroundImages:
     """item_id, image_uri, cache_key -> the grounding record (see cache.GROUNDING_SCHEMA)."""
 
     def __init__(self, vlm: dict, prompt: dict):
-        from groundrec.offline.config import PromptConfig
-
         self.prompt = PromptConfig.model_validate(prompt)
         self.backend = load_backend(parse_vlm_config(vlm))
 
@@ -104,29 +106,46 @@ def batch_to_table(b: dict) -> pa.Table:
     return pa.table(cols)
 
 
-def ground_catalog(runner, items: pa.Table, cfg, skips: Skips, clock, progress: bool) -> tuple[pa.Table, dict[str, dict]]:
-    """hash -> cache lookup -> ground what is new -> the catalog rows that were grounded, with
-    their grounding columns (``vlm_text``, ``vlm_<field>``...), and the new answers by id.
-    ``cfg`` is a JobConfig (catalog, vlm, prompt, cache_dir); ``clock`` times each step."""
-    id_col = cfg.catalog.id_column
-    ids = items.column(id_col).to_pylist()
+@dataclass
+class Grounded:
+    """What the ground stage returns."""
+
+    table: pa.Table  # the catalog rows with their grounding columns (vlm_text, vlm_<field>..., grounded, ...)
+    new_by_id: dict[str, dict]  # the answers grounded in this run (the rest came from the cache)
+    skipped: list[dict]  # {"item_id", "stage", "reason"}: images that could not be read or grounded
+    timings_s: dict[str, float]  # hash, cache_lookup, ground, cache_compact
+
+
+def ground_catalog(runner, items: pa.Table, *, id_column: str, vlm: VLMConfig, prompt: PromptConfig, cache_dir: Path,
+                   progress: bool) -> Grounded:
+    """hash -> cache lookup -> ground what is new -> the catalog rows with their grounding
+    columns, the new answers, what was skipped and how long each step took."""
+    skips, timings = Skips(), {}
+
+    @contextmanager
+    def timed(name: str):
+        start = time.perf_counter()
+        yield
+        timings[name] = round(time.perf_counter() - start, 3)
+
+    ids = items.column(id_column).to_pylist()
     uris = items.column(IMAGE_URI).to_pylist()
-    with clock.stage("hash"):
+    with timed("hash"):
         sha_by_id = _hash_images(runner, ids, uris, skips, progress)
 
-    cache = GroundingCache(cfg.resolved_cache_dir)
-    signature = grounding_signature(cfg.vlm, cfg.prompt)
+    cache = GroundingCache(cache_dir)
+    signature = grounding_signature(vlm, prompt)
     key_by_id = {iid: cache_key(sha, signature) for iid, sha in sha_by_id.items()}
-    with clock.stage("cache_lookup"):
+    with timed("cache_lookup"):
         cached_by_key = {r["cache_key"]: r for r in cache.lookup(set(key_by_id.values())).to_pylist()}
     uri_by_id = dict(zip(ids, uris))
     todo = [i for i in ids if i in key_by_id and key_by_id[i] not in cached_by_key]
-    with clock.stage("ground"):
+    with timed("ground"):
         todo_table = pa.table({"item_id": todo, "image_uri": [uri_by_id[i] for i in todo],
                                "image_sha256": [sha_by_id[i] for i in todo],
                                "cache_key": [key_by_id[i] for i in todo]})
-        new_by_id = _ground(runner, todo_table, cfg, cache, skips, progress)
-    with clock.stage("cache_compact"):
+        new_by_id = _ground(runner, todo_table, vlm, prompt, cache, skips, progress)
+    with timed("cache_compact"):
         cache.compact()
 
     answer = {i: new_by_id.get(i) or cached_by_key.get(key_by_id.get(i)) for i in ids}
@@ -135,7 +154,7 @@ def ground_catalog(runner, items: pa.Table, cfg, skips: Skips, clock, progress: 
              "ground_error": None} if answer[i] is not None else
             {**UNGROUNDED, "image_sha256": sha_by_id.get(i), "ground_error": why.get(i, "no grounding")}
             for i in ids]
-    return groundings_table(items, rows, cfg.prompt), new_by_id
+    return Grounded(groundings_table(items, rows, prompt), new_by_id, skips.rows, timings)
 
 
 # The grounding columns of an item whose image could not be read or grounded.
@@ -158,13 +177,14 @@ def _hash_images(runner, ids: list[str], uris: list[str | None], skips: Skips, p
     return sha_by_id
 
 
-def _ground(runner, todo: pa.Table, cfg, cache: GroundingCache, skips: Skips, progress: bool) -> dict[str, dict]:
+def _ground(runner, todo: pa.Table, vlm: VLMConfig, prompt: PromptConfig, cache: GroundingCache, skips: Skips,
+            progress: bool) -> dict[str, dict]:
     """Ground the images the cache lacks; each finished batch goes to the cache at once."""
-    res = backend_class(cfg.vlm).resources(cfg.vlm, runner.gpus())
-    kwargs = {"vlm": cfg.vlm.model_dump(mode="json"), "prompt": cfg.prompt.model_dump(mode="json")}
+    res = backend_class(vlm).resources(vlm, runner.gpus())
+    kwargs = {"vlm": vlm.model_dump(mode="json"), "prompt": prompt.model_dump(mode="json")}
     new_by_id: dict[str, dict] = {}
     bar = tqdm(total=todo.num_rows, desc="ground (VLM)", unit="img", disable=not progress)
-    for b in runner.map(todo, GroundImages, kwargs, cfg.vlm.batch_size, concurrency=res.actors,
+    for b in runner.map(todo, GroundImages, kwargs, vlm.batch_size, concurrency=res.actors,
                         num_gpus=res.gpus_per_actor):
         batch = batch_to_table(b)
         cache.append(batch)  # incremental: a crash keeps every finished batch

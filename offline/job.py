@@ -69,7 +69,7 @@ def run_job(cfg: JobConfig, progress: bool = True) -> JobSummary:
     cfg.require_paths()
     out = Path(cfg.out)
     out.mkdir(parents=True, exist_ok=True)
-    clock, skips = StageClock(), Skips()
+    clock = StageClock()
 
     with clock.stage("read"):
         items = catalog_stage.load_catalog(cfg.catalog)
@@ -81,56 +81,58 @@ def run_job(cfg: JobConfig, progress: bool = True) -> JobSummary:
         backend_class(cfg.vlm).check(cfg.vlm)
         encoder_path = resolve_encoder(cfg.encoder.model)
 
-    version_id = artifact.new_version_id()
-    with artifact.writer_lock(out):  # one writer per artifacts root; stale staging removed
-        staged = artifact.staging_dir(out, version_id)
-        log_dir = None
-        try:
-            with ExitStack() as stack:
-                with clock.stage("start_runner"):
-                    runner = stack.enter_context(open_runner(cfg.run.runner, cfg.run.ray_address, cfg.resolved_work_dir))
-                    log_dir = getattr(runner, "log_dir", None)
-                groundings, new_by_id = ground_catalog(runner, items, cfg, skips, clock, progress)
-                with clock.stage("encode"):
-                    groundings, texts = embeddable(groundings, cfg.encoder.template, cfg.catalog.text_columns,
-                                                   cfg.catalog.id_column, skips)
-                    groundings = groundings.append_column("text", pa.array(texts, pa.string()))
-                    vectors, encoded_new = encode_cached(runner, texts, cfg, encoder_path, progress)
+    log_dir = None
+    # One writer per artifacts root; any error leaves what is published as it was.
+    with artifact.publishing(out, keep=cfg.run.keep_versions) as pub:
+        staged, version_id = pub.staged, pub.version
+        with ExitStack() as stack:
+            with clock.stage("start_runner"):
+                runner = stack.enter_context(open_runner(cfg.run.runner, cfg.run.ray_address, cfg.resolved_work_dir))
+                log_dir = getattr(runner, "log_dir", None)
+            grounded = ground_catalog(runner, items, id_column=cfg.catalog.id_column, vlm=cfg.vlm,
+                                      prompt=cfg.prompt, cache_dir=cfg.resolved_cache_dir, progress=progress)
+            clock.times.update(grounded.timings_s)
+            with clock.stage("encode"):
+                groundings, texts, not_embedded = embeddable(grounded.table, cfg.encoder.template,
+                                                             cfg.catalog.text_columns, cfg.catalog.id_column)
+                groundings = groundings.append_column("text", pa.array(texts, pa.string()))
+                vectors, encoded_new = encode_cached(runner, texts, cfg.encoder, encoder_path,
+                                                     cfg.resolved_cache_dir, progress)
+        skips = Skips(grounded.skipped + not_embedded)
 
-            learned = None
-            if interactions is not None:
-                with clock.stage("learn"):
-                    published = groundings.column(cfg.catalog.id_column).to_pylist()
-                    learned = learn(on_published_rows(interactions, catalog_ids, published), vectors, cfg.collab)
-            with clock.stage("index"):
-                index, index_report = build_index(index_vectors(vectors, learned), cfg.index)
-            export_report = None
-            if cfg.export.enabled:
-                with clock.stage("export"):
-                    model = load_sentence_transformer(encoder_path, cfg.encoder.max_seq_length)
-                    export_report = export_encoder(model, artifact.VersionFiles(staged).encoder_dir, cfg.export, texts[:200])
-            with clock.stage("write"):
-                write_version_files(staged, index, vectors, groundings, skips.table(), learned)
-            grounded = groundings.column("grounded").to_pylist()
-            grounded_cached = sum(groundings.column("from_cache").to_pylist())
-            counts = {"items_read": items.num_rows, "indexed": int(vectors.shape[0]), "grounded_new": len(new_by_id),
-                      "grounded_cached": grounded_cached, "ungrounded": grounded.count(False),
-                      "dropped": skips.dropped(), "encoded_new": encoded_new, "skipped": len(skips)}
-            manifest = build_manifest(cfg, version_id, encoder_path, int(vectors.shape[1]), counts,
-                                      index_report.to_dict(), export_report, dict(clock.times),
-                                      learned.report if learned and learned.hybrid else None,
-                                      learned.report if learned and not learned.hybrid else None)
-            with clock.stage("publish"):
-                final = artifact.publish(out, staged, manifest, keep=cfg.run.keep_versions)
-        except BaseException:
-            artifact.discard_staging(staged)  # what is published stays as it was
-            raise
+        learned = None
+        if interactions is not None:
+            with clock.stage("learn"):
+                published = groundings.column(cfg.catalog.id_column).to_pylist()
+                learned = learn(on_published_rows(interactions, catalog_ids, published), vectors, cfg.collab)
+        with clock.stage("index"):
+            index, index_report = build_index(index_vectors(vectors, learned), cfg.index)
+        export_report = None
+        if cfg.export.enabled:
+            with clock.stage("export"):
+                model = load_sentence_transformer(encoder_path, cfg.encoder.max_seq_length)
+                export_report = export_encoder(model, artifact.VersionFiles(staged).encoder_dir, cfg.export, texts[:200])
+        with clock.stage("write"):
+            write_version_files(staged, index, vectors, groundings, skips.table(), learned)
+        flags = groundings.column("grounded").to_pylist()
+        counts = {"items_read": items.num_rows, "indexed": int(vectors.shape[0]),
+                  "grounded_new": len(grounded.new_by_id),
+                  "grounded_cached": sum(groundings.column("from_cache").to_pylist()),
+                  "ungrounded": flags.count(False), "dropped": skips.dropped(), "encoded_new": encoded_new,
+                  "skipped": len(skips)}
+        manifest = build_manifest(cfg, version_id, encoder_path, int(vectors.shape[1]), counts,
+                                  index_report.to_dict(), export_report, dict(clock.times),
+                                  learned.report if learned and learned.hybrid else None,
+                                  learned.report if learned and not learned.hybrid else None)
+        with clock.stage("publish"):
+            final = pub.publish(manifest)
 
+    parse_ok = groundings.column("parse_ok").to_pylist()
     return JobSummary(
-        version=version_id, version_dir=final, runner=cfg.run.runner, items_read=items.num_rows,
-        grounded_new=len(new_by_id), grounded_cached=grounded_cached, skipped=skips.by_kind(),
-        encoded=int(vectors.shape[0]), encoded_new=encoded_new, index=index_report.to_dict(), export=export_report,
+        version=version_id, version_dir=final, runner=cfg.run.runner, items_read=counts["items_read"],
+        grounded_new=counts["grounded_new"], grounded_cached=counts["grounded_cached"], skipped=skips.by_kind(),
+        encoded=counts["indexed"], encoded_new=counts["encoded_new"], index=index_report.to_dict(), export=export_report,
         timings_s=dict(clock.times), skipped_examples=skips.rows[:5], log_dir=log_dir, distinct_texts=len(set(texts)),
-        parse_failures=sum(g and not ok for g, ok in zip(grounded, groundings.column("parse_ok").to_pylist())),
-        ungrounded=grounded.count(False), dropped=skips.dropped(), collab=learned.report if learned else None,
+        parse_failures=sum(g and not ok for g, ok in zip(flags, parse_ok)),
+        ungrounded=counts["ungrounded"], dropped=counts["dropped"], collab=learned.report if learned else None,
     )

@@ -11,8 +11,10 @@ SCHEMA = pa.schema([("item_id", pa.string()), ("stage", pa.string()), ("reason",
 
 
 class Skips:
-    def __init__(self):
-        self.rows: list[dict] = []
+    """The skip records of a run ({"item_id", "stage", "reason"}), as the stages returned them."""
+
+    def __init__(self, rows: list[dict] | None = None):
+        self.rows: list[dict] = list(rows or [])
 
     def add(self, item_id: str, stage: str, reason: str) -> None:
         self.rows.append({"item_id": item_id, "stage": stage, "reason": reason})

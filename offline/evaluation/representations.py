@@ -19,7 +19,7 @@ from tqdm.auto import tqdm
 
 from groundrec.offline.encode import render
 from groundrec.offline import catalog as catalog_stage
-from groundrec.offline.config import JobConfig, RunConfig, template_fields
+from groundrec.offline.config import template_fields
 from groundrec.offline.evaluation import fidelity
 from groundrec.offline.evaluation.config import EvalConfig
 from groundrec.shared.errors import UserError
@@ -112,15 +112,6 @@ class Built:
     timings: dict[str, float]
 
 
-def job_config(cfg: EvalConfig, style: str) -> JobConfig:
-    """The offline job's config for grounding (and encoding) with this evaluation's models."""
-    assert cfg.out is not None
-    return JobConfig(catalog=cfg.catalog, out=cfg.out / ".job", cache_dir=cfg.resolved_cache_dir,
-                     prompt=cfg.prompt.model_copy(update={"style": style}), vlm=cfg.vlm,
-                     encoder=cfg.encoder.model_copy(update={"template": "{vlm_text}"}),
-                     run=RunConfig(runner=cfg.runner, work_dir=cfg.out / ".work"))
-
-
 def build_representations(cfg: EvalConfig, items: pa.Table, runner, progress: bool) -> Built:
     return _Builder(cfg, items, runner, progress).build()
 
@@ -198,25 +189,25 @@ class _Builder:
     def _ground(self, style: str) -> pa.Table | str:
         """The job's grounding stage on the whole catalog, or the reason it cannot run here."""
         from groundrec.offline.ground import ground_catalog
-        from groundrec.offline.job import StageClock
-        from groundrec.offline.skips import Skips
         from groundrec.offline.vlm import VLMUnavailable
         from groundrec.offline.vlm.registry import backend_class
 
-        job = job_config(self.cfg, style)
+        cfg = self.cfg
         try:
-            backend_class(job.vlm).check(job.vlm)
+            backend_class(cfg.vlm).check(cfg.vlm)
         except VLMUnavailable as e:
             return f"VLM not available on this machine: {e}"
-        items = catalog_stage.load_catalog(job.catalog)
-        g, _ = ground_catalog(self._runner, items, job, Skips(), StageClock(), self.progress)
-        return g
+        items = catalog_stage.load_catalog(cfg.catalog)
+        return ground_catalog(self._runner, items, id_column=cfg.catalog.id_column, vlm=cfg.vlm,
+                              prompt=cfg.prompt.model_copy(update={"style": style}), cache_dir=cfg.resolved_cache_dir,
+                              progress=self.progress).table
 
     def _encode(self, texts: list[str]) -> np.ndarray:
         from groundrec.offline.encode import encode_cached, resolve_encoder
 
-        job = job_config(self.cfg, "free")
-        return encode_cached(self._runner, texts, job, resolve_encoder(job.encoder.model), self.progress)[0]
+        encoder = self.cfg.encoder
+        return encode_cached(self._runner, texts, encoder, resolve_encoder(encoder.model), self.cfg.resolved_cache_dir,
+                             self.progress)[0]
 
     def _visual(self) -> Representation:
         from groundrec.offline.evaluation.visual import encode_images
