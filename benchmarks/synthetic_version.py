@@ -64,15 +64,13 @@ def publish_synthetic(out: Path, items: int, users: int, clusters: int, noise: f
     table = pa.table({"item_id": ids, "title": [f"synthetic item {i} (cluster {c})" for i, c in enumerate(label)],
                       "grounded": pa.array([True] * items)})
     root = out / "art"
-    version_id = artifact.new_version_id()
-    staged = artifact.staging_dir(root, version_id)
-    write_version_files(staged, index, vectors, table, pa.table({"item_id": pa.array([], pa.string())}))
-    manifest = artifact.Manifest(
-        version=version_id, created_at=datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        code_version=code_version(), models={"synthetic": {"clusters": clusters, "noise": noise, "seed": seed}},
-        prompt={}, text_template="", dim=DIM, counts={"indexed": items}, index=report.to_dict(),
-        timings_s={"index": report.build_seconds}, catalog_text_columns=["title"])
-    artifact.publish(root, staged, manifest)
+    with artifact.publishing(root) as pub:  # the lock, staging and checksums, like the job's versions
+        write_version_files(pub.staged, index, vectors, table, pa.table({"item_id": pa.array([], pa.string())}))
+        pub.publish(artifact.Manifest(
+            version=pub.version, created_at=datetime.now(timezone.utc).isoformat(timespec="seconds"),
+            code_version=code_version(), models={"synthetic": {"clusters": clusters, "noise": noise, "seed": seed}},
+            prompt={}, text_template="", dim=DIM, counts={"indexed": items}, index=report.to_dict(),
+            timings_s={"index": report.build_seconds}, catalog_text_columns=["title"]))
     path = out / "histories.jsonl"
     path.write_text("".join(json.dumps({"history": h}) + "\n" for h in histories(label, users, rng)))
     return path

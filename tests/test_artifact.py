@@ -1,69 +1,14 @@
-import json
+"""The artifact contract (shared/artifact/): publishing, CURRENT, verification, gc and the
+writer lock."""
+
 import socket
 import subprocess
-from pathlib import Path
 import sys
 
-import numpy as np
 import pytest
 
-from groundrec.offline.encode import load_sentence_transformer
-from groundrec.offline.export import ExportError, export_encoder
-from groundrec.shared.artifact import publish, staging_dir
 from groundrec.shared import artifact
-from groundrec.offline.config import ExportConfig
-from groundrec.shared.artifact import Manifest, verify
-from groundrec.shared.onnx_encoder import OnnxTextEncoder
-
-TEXTS = ["Black strap top in jersey", "Blue slim-fit denim jeans with five pockets", "a", "Kleid aus Viskose"]
-
-
-@pytest.fixture(scope="module")
-def minilm():
-    return load_sentence_transformer("all-MiniLM-L6-v2")
-
-
-@pytest.fixture(scope="module")
-def exported(minilm, tmp_path_factory):
-    out = tmp_path_factory.mktemp("encoder")
-    report = export_encoder(minilm, out, ExportConfig(), TEXTS)
-    return out, report
-
-
-def test_onnx_matches_pytorch(minilm, exported):
-    out, report = exported
-    assert report["fp32"]["max_abs_diff"] <= 1e-4
-    texts = TEXTS + ["another sentence, never seen by the export check " * 3]
-    ref = minilm.encode(texts, normalize_embeddings=True)
-    got = OnnxTextEncoder(out).encode(texts, batch_size=2)  # padding inside a batch
-    assert np.max(np.abs(got - ref)) < 1e-4
-
-
-def test_int8_variant_is_close_and_reported(exported):
-    out, report = exported
-    assert report["int8"]["mean_cosine"] >= 0.95 and "dropped" not in report["int8"]
-    a = OnnxTextEncoder(out, "int8").encode(TEXTS)
-    b = OnnxTextEncoder(out, "fp32").encode(TEXTS)
-    assert np.all(np.sum(a * b, axis=1) > 0.9)
-    assert (out / "model.int8.onnx").stat().st_size < (out / "model.onnx").stat().st_size / 2
-
-
-def test_tokenizer_json_pads_to_longest(exported):
-    from tokenizers import Tokenizer
-
-    meta = json.loads((exported[0] / "encoder.json").read_text())
-    tok = Tokenizer.from_file(str(exported[0] / "tokenizer.json"))
-    assert tok.padding is None and tok.truncation["max_length"] == meta["max_seq_length"]
-
-
-def test_export_fails_above_tolerance(minilm, tmp_path):
-    with pytest.raises(ExportError, match="differs from PyTorch"):
-        export_encoder(minilm, tmp_path, ExportConfig(tolerance=1e-12, int8=False), TEXTS)
-
-
-def test_unknown_variant_is_refused(exported):
-    with pytest.raises(ValueError, match="not exported"):
-        OnnxTextEncoder(exported[0], "fp16")
+from groundrec.shared.artifact import Manifest, publish, staging_dir, verify
 
 
 def _manifest(vid):
@@ -144,30 +89,6 @@ def test_gc_never_deletes_what_a_server_reports_serving(tmp_path):
     assert artifact.gc(tmp_path, keep=1) == [vids[0]]
 
 
-def test_online_and_shared_import_no_heavy_stack():
-    code = ("import sys, groundrec.online.service, groundrec.online.client, groundrec.online.loadtest, "
-            "groundrec.online.holder, groundrec.shared.cli, groundrec.shared.onnx_encoder; "
-            "from groundrec.online.config import ServeConfig; import tempfile; "
-            "groundrec.online.service.create_app(ServeConfig(artifacts=tempfile.mkdtemp())); "
-            "heavy = [m for m in ('torch', 'transformers', 'ray', 'sentence_transformers') if m in sys.modules]; "
-            "print(','.join(heavy)); sys.exit(1 if heavy else 0)")
-    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
-    assert r.returncode == 0, f"online/shared pulled in: {r.stdout} {r.stderr[-500:]}"
-
-
-def test_the_http_client_imports_neither_numpy_nor_faiss():
-    code = "import sys, groundrec.online.client; print(sorted(m for m in ('numpy', 'faiss') if m in sys.modules))"
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
-    assert out.strip() == "[]"
-
-
-def test_the_offline_tier_never_imports_the_online_tier():
-    """The tiers meet in the artifact contract and the scoring core (groundrec.shared)."""
-    root = Path(__file__).resolve().parents[1] / "offline"
-    offenders = [str(p.relative_to(root)) for p in root.rglob("*.py") if "groundrec.online" in p.read_text()]
-    assert offenders == []
-
-
 def test_versions_cli_lists_rolls_back_and_collects(tmp_path):
     vids = [_publish_one(tmp_path, bytes([i])) for i in range(3)]
 
@@ -197,3 +118,24 @@ def test_one_writer_per_artifacts_root_and_stale_staging_is_cleaned(tmp_path):
                 pass
     with artifact.writer_lock(tmp_path):  # released: the next job gets it
         pass
+
+
+def test_publishing_publishes_once_or_leaves_what_is_published_as_it_was(tmp_path):
+    first = _publish_one(tmp_path, b"one")
+    with pytest.raises(RuntimeError, match="stage failed"):
+        with artifact.publishing(tmp_path) as pub:
+            (pub.staged / "data.bin").write_bytes(b"half")
+            raise RuntimeError("stage failed")
+    with artifact.publishing(tmp_path) as pub:  # a block left without publish() publishes nothing either
+        (pub.staged / "data.bin").write_bytes(b"unfinished")
+    assert artifact.current_version(tmp_path) == first and artifact.list_versions(tmp_path) == [first]
+    assert not any((tmp_path / artifact.STAGING).iterdir())
+    with artifact.publishing(tmp_path) as pub:
+        with pytest.raises(artifact.Locked):  # the lock is held for the whole block
+            with artifact.writer_lock(tmp_path):
+                pass
+        for name in artifact.REQUIRED_FILES:
+            (pub.staged / name).write_bytes(b"placeholder")
+        final = pub.publish(_manifest(pub.version))
+    assert artifact.current_version(tmp_path) == pub.version and final == artifact.current_path(tmp_path)
+    verify(final)

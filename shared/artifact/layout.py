@@ -1,0 +1,212 @@
+"""What a published version is: the artifacts root's layout, the name of every file of a
+version, the manifest that vouches for them (checksums) and version ids. Pure naming and
+checking: nothing here moves CURRENT or writes a version."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+import uuid
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from groundrec.shared.errors import UserError
+
+VERSIONS = "versions"
+CURRENT = "CURRENT"
+STAGING = ".staging"
+
+MANIFEST = "manifest.json"
+INDEX = "index.faiss"
+EMBEDDINGS = "embeddings.npy"
+ITEMS = "items.parquet"
+SKIPPED = "skipped.parquet"
+# A hybrid version (manifest.collab set) adds the collaborative model's two matrices, rows
+# aligned with ITEMS: query-side vectors (summed over a history) and item-side vectors (the
+# index holds [embedding, collab.weight * item-side vector]).
+COLLAB_QUERY = "collab_query.npy"
+COLLAB_ITEM = "collab_item.npy"
+# A hybrid indexed at the content's width (manifest.collab.projection set) adds the projection:
+# the index holds [embedding, weight * item-side] @ PROJECT_ITEM, a profile is searched as
+# [content profile, collaborative query] @ PROJECT_QUERY.
+PROJECT_ITEM = "project_item.npy"
+PROJECT_QUERY = "project_query.npy"
+ENCODER_DIR = "encoder"
+# Inside ENCODER_DIR: a descriptor naming the tokenizer and one ONNX file per variant.
+ENCODER_CONFIG = "encoder.json"
+ENCODER_TOKENIZER = "tokenizer.json"
+ENCODER_ONNX = {"fp32": "model.onnx", "int8": "model.int8.onnx"}
+# A manifest must vouch for these: a version without them cannot serve.
+REQUIRED_FILES = (INDEX, EMBEDDINGS, ITEMS)
+
+FORMAT_VERSION = 1
+_ID_FORMAT = "%Y%m%dT%H%M%S.%fZ"
+VERSION_ID = re.compile(r"^\d{8}T\d{6}\.\d{6}Z-[0-9a-f]{6}$")
+
+
+@dataclass(frozen=True)
+class VersionFiles:
+    """The paths of one version's files, given its folder."""
+
+    root: Path
+
+    @property
+    def manifest(self) -> Path:
+        return self.root / MANIFEST
+
+    @property
+    def index(self) -> Path:
+        return self.root / INDEX
+
+    @property
+    def embeddings(self) -> Path:
+        return self.root / EMBEDDINGS
+
+    @property
+    def items(self) -> Path:
+        return self.root / ITEMS
+
+    @property
+    def skipped(self) -> Path:
+        return self.root / SKIPPED
+
+    @property
+    def collab_query(self) -> Path:
+        return self.root / COLLAB_QUERY
+
+    @property
+    def collab_item(self) -> Path:
+        return self.root / COLLAB_ITEM
+
+    @property
+    def project_item(self) -> Path:
+        return self.root / PROJECT_ITEM
+
+    @property
+    def project_query(self) -> Path:
+        return self.root / PROJECT_QUERY
+
+    @property
+    def encoder_dir(self) -> Path:
+        return self.root / ENCODER_DIR
+
+    @property
+    def has_encoder(self) -> bool:
+        return (self.encoder_dir / ENCODER_CONFIG).is_file()
+
+
+# --- manifest --------------------------------------------------------------------------
+class FileEntry(BaseModel):
+    sha256: str
+    bytes: int
+
+
+class Manifest(BaseModel):
+    """What a version holds and the checksums that vouch for it. Unknown fields written by a
+    newer job are kept (``extra="allow"``), so an older server can still read the version."""
+
+    model_config = ConfigDict(extra="allow")
+
+    format_version: int = FORMAT_VERSION
+    version: str
+    created_at: str
+    code_version: str
+    models: dict
+    prompt: dict
+    text_template: str
+    dim: int
+    counts: dict
+    index: dict
+    encoder_export: dict | None = None
+    timings_s: dict
+    id_column: str = "item_id"
+    catalog_text_columns: list[str] = []
+    collab: dict | None = Field(None, description="hybrid versions: the collaborative model (name, rank, reg, "
+                                "weight, interactions window, validation metrics); None: content only")
+    learn: dict | None = Field(None, description="content-only versions whose job was given interactions: the learn "
+                               "stage's report (what was tried and scored on validation) when it chose weight 0")
+    files: dict[str, FileEntry] = {}
+
+    @property
+    def projected(self) -> bool:
+        """A hybrid indexed through a projection (``collab.projection``)."""
+        return bool(self.collab and self.collab.get("projection"))
+
+    @property
+    def hybrid_dim(self) -> int:
+        """A hybrid vector's full width: the content embedding's plus the collaborative rank."""
+        return self.dim + (int(self.collab["rank"]) if self.collab else 0)
+
+    @property
+    def index_dim(self) -> int:
+        """The index's dimension: the projection's, else the full hybrid (or content) width."""
+        return int(self.collab["projection"]["dim"]) if self.projected else self.hybrid_dim
+
+    def required_files(self) -> tuple[str, ...]:
+        return (REQUIRED_FILES + ((COLLAB_QUERY, COLLAB_ITEM) if self.collab else ())
+                + ((PROJECT_ITEM, PROJECT_QUERY) if self.projected else ()))
+
+
+def sha256_file(path: Path, chunk: int = 1 << 20) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while block := f.read(chunk):
+            h.update(block)
+    return h.hexdigest()
+
+
+def checksum_tree(root: Path) -> dict[str, FileEntry]:
+    root = Path(root)
+    return {str(p.relative_to(root)): FileEntry(sha256=sha256_file(p), bytes=p.stat().st_size)
+            for p in sorted(root.rglob("*")) if p.is_file() and p.name != MANIFEST}
+
+
+def write_manifest(directory: Path, manifest: Manifest) -> None:
+    manifest.files = checksum_tree(directory)
+    (Path(directory) / MANIFEST).write_text(json.dumps(manifest.model_dump(mode="json"), indent=2))
+
+
+def read_manifest(directory: Path) -> Manifest:
+    path = Path(directory) / MANIFEST
+    if not path.is_file():
+        raise FileNotFoundError(f"{directory} has no {MANIFEST}: not a published groundrec version")
+    return Manifest.model_validate_json(path.read_text())
+
+
+def verify(directory: Path) -> Manifest:
+    """Raise ValueError naming every file that is missing, unvouched for, or whose checksum
+    does not match."""
+    manifest = read_manifest(directory)
+    problems = [f"{rel}: not listed in the manifest" for rel in manifest.required_files() if rel not in manifest.files]
+    for rel, entry in manifest.files.items():
+        p = Path(directory) / rel
+        if not p.is_file():
+            problems.append(f"{rel}: missing")
+        elif p.stat().st_size != entry.bytes or sha256_file(p) != entry.sha256:
+            problems.append(f"{rel}: checksum mismatch")
+    if problems:
+        raise UserError(f"version {Path(directory).name} does not match its manifest: {'; '.join(problems)}")
+    return manifest
+
+
+
+# --- ids -------------------------------------------------------------------------------
+def new_version_id() -> str:
+    """Sortable by creation time (microseconds), unique across writers."""
+    return datetime.now(timezone.utc).strftime(_ID_FORMAT) + "-" + uuid.uuid4().hex[:6]
+
+
+def is_version_id(text: str) -> bool:
+    return bool(VERSION_ID.match(text))
+
+
+def created_at(version_id: str) -> float | None:
+    """The publication time (Unix seconds) encoded in a version id, or None for another name."""
+    try:
+        return datetime.strptime(version_id.split("-")[0], _ID_FORMAT).replace(tzinfo=timezone.utc).timestamp()
+    except ValueError:
+        return None

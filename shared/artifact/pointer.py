@@ -1,0 +1,92 @@
+"""The CURRENT pointer: which version an artifacts root serves, the versions it holds, and
+moving CURRENT atomically."""
+
+from __future__ import annotations
+
+import os
+import uuid
+from pathlib import Path
+
+from groundrec.shared.artifact.layout import CURRENT, MANIFEST, VERSIONS, is_version_id, verify
+from groundrec.shared.errors import UserError
+
+
+def is_uri(root: str | Path) -> bool:
+    """An object-store (or other fsspec) location rather than a local folder."""
+    text = str(root)
+    return "://" in text and not text.startswith("file://")
+
+
+def _parse_pointer(raw: bytes, where: str) -> str | None:
+    text = raw.decode("utf-8", errors="replace").strip()
+    if not text:
+        return None
+    if not is_version_id(text):
+        shown = text[:40] + ("..." if len(text) > 40 else "")
+        raise UserError(f"{where}/{CURRENT} does not hold a version id ({shown!r}); "
+                         f"fix it with `groundrec versions activate ID --artifacts {where}`")
+    return text
+
+
+def current_version(root: str | Path) -> str | None:
+    """The id CURRENT names, None when nothing is published; ValueError when CURRENT holds
+    anything but a well-formed version id (it is never used as a path as it stands)."""
+    if is_uri(root):
+        import fsspec
+
+        try:
+            with fsspec.open(f"{str(root).rstrip('/')}/{CURRENT}", "rb") as f:
+                return _parse_pointer(f.read(128), str(root))
+        except FileNotFoundError:
+            return None
+    pointer = Path(root) / CURRENT
+    if not pointer.is_file():
+        return None
+    with open(pointer, "rb") as f:
+        return _parse_pointer(f.read(128), str(root))
+
+
+def version_path(root: str | Path, version_id: str) -> Path:
+    if not is_version_id(version_id):
+        raise UserError(f"{version_id!r} is not a version id")
+    return Path(root) / VERSIONS / version_id
+
+
+def list_versions(root: str | Path) -> list[str]:
+    d = Path(root) / VERSIONS
+    if not d.is_dir():
+        return []
+    return sorted(p.name for p in d.iterdir() if p.is_dir() and is_version_id(p.name) and (p / MANIFEST).is_file())
+
+
+def current_path(root: str | Path) -> Path:
+    vid = current_version(root)
+    if vid is None:
+        raise FileNotFoundError(f"no published version in {root}: run `groundrec offline run --out {root}` first")
+    path = version_path(root, vid)
+    if not path.is_dir():
+        raise FileNotFoundError(f"{root}/{CURRENT} names version {vid}, which does not exist")
+    return path
+
+
+def activate(root: str | Path, version_id: str) -> None:
+    """Point CURRENT at an existing version, atomically."""
+    root = Path(root)
+    if version_id not in list_versions(root):
+        raise UserError(f"no published version {version_id!r} in {root}; have {list_versions(root)}")
+    tmp = root / f".{CURRENT}.{uuid.uuid4().hex}.tmp"
+    tmp.write_text(version_id + "\n")
+    with open(tmp) as f:
+        os.fsync(f.fileno())
+    os.replace(tmp, root / CURRENT)
+
+
+def newest_verified(root: Path, candidates: list[str] | None = None) -> str | None:
+    """The newest version that verifies against its manifest (what a server falls back to)."""
+    for v in reversed(candidates if candidates is not None else list_versions(root)):
+        try:
+            verify(version_path(root, v))
+            return v
+        except (OSError, ValueError):
+            continue
+    return None

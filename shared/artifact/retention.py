@@ -1,0 +1,97 @@
+"""Which versions stay: the serving markers a running server keeps fresh, and gc, which never
+deletes what CURRENT names, the newest verified version or one a server reports serving."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import uuid
+from pathlib import Path
+
+from groundrec.shared.artifact.layout import VERSIONS, is_version_id
+from groundrec.shared.artifact.pointer import current_version, is_uri, list_versions, newest_verified
+
+# A server records the version it serves in <root>/.serving/<host>-<pid> and refreshes the
+# file while it runs; gc never deletes a version named there.
+SERVING = ".serving"
+SERVING_FRESH_S = 24 * 3600.0
+
+
+def record_serving(root: str | Path, version_id: str) -> Path | None:
+    """Say (for gc) that this process serves ``version_id``; None for an object-store root or
+    a root this process cannot write (a read-only mount): gc there keeps CURRENT and the
+    newest verified version only."""
+    import socket
+
+    if is_uri(root):
+        return None
+    folder = Path(root) / SERVING
+    marker = folder / f"{socket.gethostname()}-{os.getpid()}"
+    try:
+        folder.mkdir(exist_ok=True)
+        tmp = folder / f".{marker.name}.{uuid.uuid4().hex}.tmp"
+        tmp.write_text(version_id + "\n")
+        os.replace(tmp, marker)
+    except OSError:
+        return None
+    return marker
+
+
+def forget_serving(marker: Path | None) -> None:
+    if marker is not None:
+        marker.unlink(missing_ok=True)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def serving_versions(root: str | Path, fresh_s: float = SERVING_FRESH_S) -> set[str]:
+    """Versions that running servers report serving. A marker of a process gone from this host
+    is removed; one from another host counts while refreshed within ``fresh_s``."""
+    import socket
+    import time
+
+    folder = Path(root) / SERVING
+    if is_uri(root) or not folder.is_dir():
+        return set()
+    host, now, found = socket.gethostname(), time.time(), set()
+    for marker in folder.iterdir():
+        if marker.name.startswith("."):
+            continue
+        name_host, _, pid = marker.name.rpartition("-")
+        try:
+            if name_host == host and pid.isdigit() and not _alive(int(pid)):
+                marker.unlink(missing_ok=True)
+                continue
+            if now - marker.stat().st_mtime > fresh_s:
+                continue
+            text = marker.read_text(errors="replace").strip()
+        except OSError:
+            continue
+        if is_version_id(text):
+            found.add(text)
+    return found
+
+
+def gc(root: Path, keep: int) -> list[str]:
+    """Delete the oldest versions beyond ``keep``. Never deleted, whatever ``keep`` says: the
+    one CURRENT names, the newest that verifies (what serves if CURRENT is broken) and any a
+    running server reports serving."""
+    try:
+        current = current_version(root)
+    except ValueError:
+        current = None
+    versions = list_versions(root)
+    protected = {current, newest_verified(root, versions), *serving_versions(root)} - {None}
+    old = [v for v in versions if v not in protected]
+    doomed = old[: max(0, len(old) - max(0, keep - len(protected)))]
+    for v in doomed:
+        shutil.rmtree(Path(root) / VERSIONS / v)
+    return doomed

@@ -1,0 +1,61 @@
+"""Finding a version to read: a local artifacts root, a version folder, or an fsspec URI
+(s3://, gs://, ...) copied once into a local cache and verified like any version."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import tempfile
+import uuid
+from pathlib import Path
+
+from groundrec.shared.artifact.layout import MANIFEST, VERSIONS, is_version_id
+from groundrec.shared.artifact.pointer import current_version, is_uri, version_path
+from groundrec.shared.errors import UserError
+
+
+def default_cache_dir(root: str) -> Path:
+    return Path(tempfile.gettempdir()) / "groundrec-versions" / hashlib.sha256(str(root).encode()).hexdigest()[:12]
+
+
+def fetch_version(root: str, version_id: str, cache_dir: Path) -> Path:
+    """Copy a version from an fsspec location (s3://, gs://, ...) into a local folder, once:
+    FAISS and onnxruntime read local files. The copy is verified like any version."""
+    import fsspec
+
+    if not is_version_id(version_id):
+        raise UserError(f"{version_id!r} is not a version id")
+    local = Path(cache_dir) / version_id
+    if (local / MANIFEST).is_file():
+        return local
+    local.parent.mkdir(parents=True, exist_ok=True)
+    fs, base = fsspec.core.url_to_fs(str(root).rstrip("/"))
+    source = f"{base}/{VERSIONS}/{version_id}"
+    if not fs.exists(f"{source}/{MANIFEST}"):
+        raise FileNotFoundError(f"{root} has no version {version_id} (no {MANIFEST})")
+    tmp = local.parent / f".{version_id}.{uuid.uuid4().hex}"
+    tmp.mkdir()
+    for remote in fs.find(source):
+        target = tmp / remote[len(source):].lstrip("/")
+        target.parent.mkdir(parents=True, exist_ok=True)
+        fs.get_file(remote, str(target))
+    os.replace(tmp, local)
+    return local
+
+
+def locate(root: str | Path, version_id: str | None = None, cache_dir: Path | None = None) -> Path:
+    """The local folder of a version: ``version_id`` of an artifacts root, or the one CURRENT
+    names; a root that is an fsspec URI has the version copied to ``cache_dir`` first. A path
+    that already is a version folder is returned as it is."""
+    if not is_uri(root) and version_id is None and (Path(root) / MANIFEST).is_file():
+        return Path(root)
+    if version_id is None:
+        version_id = current_version(root)
+        if version_id is None:
+            raise FileNotFoundError(f"no published version in {root}: run `groundrec offline run --out {root}` first")
+    if is_uri(root):
+        return fetch_version(str(root), version_id, cache_dir or default_cache_dir(str(root)))
+    path = version_path(root, version_id)
+    if not path.is_dir():
+        raise FileNotFoundError(f"{root} has no version {version_id}")
+    return path

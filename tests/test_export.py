@@ -1,0 +1,61 @@
+"""The ONNX export of the text encoder, checked against PyTorch (offline/export.py)."""
+
+import json
+
+import numpy as np
+import pytest
+
+from groundrec.offline.encode import load_sentence_transformer
+from groundrec.offline.export import ExportError, export_encoder
+from groundrec.offline.config import ExportConfig
+from groundrec.shared.onnx_encoder import OnnxTextEncoder
+
+TEXTS = ["Black strap top in jersey", "Blue slim-fit denim jeans with five pockets", "a", "Kleid aus Viskose"]
+
+
+@pytest.fixture(scope="module")
+def minilm():
+    return load_sentence_transformer("all-MiniLM-L6-v2")
+
+
+@pytest.fixture(scope="module")
+def exported(minilm, tmp_path_factory):
+    out = tmp_path_factory.mktemp("encoder")
+    report = export_encoder(minilm, out, ExportConfig(), TEXTS)
+    return out, report
+
+
+def test_onnx_matches_pytorch(minilm, exported):
+    out, report = exported
+    assert report["fp32"]["max_abs_diff"] <= 1e-4
+    texts = TEXTS + ["another sentence, never seen by the export check " * 3]
+    ref = minilm.encode(texts, normalize_embeddings=True)
+    got = OnnxTextEncoder(out).encode(texts, batch_size=2)  # padding inside a batch
+    assert np.max(np.abs(got - ref)) < 1e-4
+
+
+def test_int8_variant_is_close_and_reported(exported):
+    out, report = exported
+    assert report["int8"]["mean_cosine"] >= 0.95 and "dropped" not in report["int8"]
+    a = OnnxTextEncoder(out, "int8").encode(TEXTS)
+    b = OnnxTextEncoder(out, "fp32").encode(TEXTS)
+    assert np.all(np.sum(a * b, axis=1) > 0.9)
+    assert (out / "model.int8.onnx").stat().st_size < (out / "model.onnx").stat().st_size / 2
+
+
+def test_tokenizer_json_pads_to_longest(exported):
+    from tokenizers import Tokenizer
+
+    meta = json.loads((exported[0] / "encoder.json").read_text())
+    tok = Tokenizer.from_file(str(exported[0] / "tokenizer.json"))
+    assert tok.padding is None and tok.truncation["max_length"] == meta["max_seq_length"]
+
+
+def test_export_fails_above_tolerance(minilm, tmp_path):
+    with pytest.raises(ExportError, match="differs from PyTorch"):
+        export_encoder(minilm, tmp_path, ExportConfig(tolerance=1e-12, int8=False), TEXTS)
+
+
+def test_unknown_variant_is_refused(exported):
+    with pytest.raises(ValueError, match="not exported"):
+        OnnxTextEncoder(exported[0], "fp16")
