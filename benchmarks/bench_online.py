@@ -38,7 +38,8 @@ import time
 import numpy as np
 
 from groundrec.online.loadtest import load_histories
-from groundrec.online.retrieve import HistoryItem, Query, Retriever
+from groundrec.online.retrieve import Retriever
+from groundrec.online.schemas import UserQuery
 from groundrec.online.version import load_version
 
 
@@ -76,7 +77,7 @@ def retrieval(args) -> None:
         ref = reference(h)
         ref_times.append(time.perf_counter() - t)
         ref_lists.append(ref)
-    queries = [Query([HistoryItem(i) for i in h], k=k) for h in histories]
+    queries = [UserQuery(history=list(h), k=k) for h in histories]
     for q, ref in zip(queries, ref_lists):
         t = time.perf_counter()
         res = retriever.recommend(q)
@@ -208,7 +209,7 @@ def batch(args) -> None:
     for path in paths:  # with --compare-artifacts, e.g. a hybrid version against content-only
         version = load_version(path)
         histories = [[i for i in h if i in version.row_of] for h in load_histories(args.interactions)]
-        queries = [Query([HistoryItem(i) for i in h], k=args.k) for h in histories if h]
+        queries = [UserQuery(history=list(h), k=args.k) for h in histories if h]
         arms[path] = (Retriever(version, fallback="error"), queries)
         print(f"{path}: {len(queries)} users, {version.index.ntotal} items, index {version.manifest.index['factory']} "
               f"{version.index.d} wide, k={args.k}, batches of {args.batch}")

@@ -26,7 +26,6 @@ class BatchStats:
     batches: int = 0
     items: int = 0
     dropped_gone: int = 0
-    refused: int = 0
 
 
 class MicroBatcher:
@@ -49,6 +48,12 @@ class MicroBatcher:
     def depth(self) -> int:
         return self._queue.qsize() if self._queue is not None else 0
 
+    @property
+    def full(self) -> bool:
+        """The one overload rule: ``max_queue`` requests are waiting. The service's guard asks it
+        before reading a body; ``enqueue`` refuses by it."""
+        return self.depth >= self.max_queue
+
     def start(self) -> None:
         self._pool.submit(lambda: None)  # start the worker (and its worker_init) now, not on the first request
         self._queue = asyncio.Queue()
@@ -68,8 +73,7 @@ class MicroBatcher:
         when the queue is full). Cancel the future to drop the item if it is still waiting."""
         if self._queue is None:
             raise RuntimeError("MicroBatcher.start() was not called")
-        if self._queue.qsize() >= self.max_queue:
-            self.stats.refused += 1
+        if self.full:
             raise Overloaded(f"{self._queue.qsize()} requests already waiting (max_queue={self.max_queue})")
         future = asyncio.get_running_loop().create_future()
         self._queue.put_nowait((item, future))

@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from groundrec.online.config import ServeConfig
-from groundrec.online.serving import ServingError, build_serving, check_request
+from groundrec.online.serving import ServingError, build_serving
 from groundrec.online.threads import limit_threads
 from groundrec.online.version import VersionError
 
@@ -137,7 +137,7 @@ class ComputeProcess:
 
 @dataclass(frozen=True)
 class RemoteServing:
-    """``Serving``'s interface for the service, answered by a ``ComputeProcess``."""
+    """The compute-process ``Backend``: each call answered by a ``ComputeProcess``."""
 
     version_id: str
     process: ComputeProcess
@@ -155,9 +155,6 @@ class RemoteServing:
     @property
     def threads(self) -> dict[str, int]:
         return self.process.threads
-
-    def check(self, body) -> None:
-        check_request(self.limits, body)
 
     def answer(self, items: list) -> list:
         return self.process.call("answer", items)

@@ -13,12 +13,19 @@ import uuid
 from pydantic_core import to_json
 from starlette.exceptions import HTTPException
 
+from groundrec.online.batching import Overloaded
 from groundrec.online.hotpath import send_reply
 from groundrec.online.metrics import ServiceMetrics
 
 log = logging.getLogger("groundrec.serve")
 OPEN_PATHS = frozenset({"/healthz", "/readyz", "/metrics", "/docs", "/openapi.json"})
 _SHED_BODY = to_json({"detail": "overloaded, retry later: the request queue is full"})
+
+
+def overload_reply(metrics: ServiceMetrics, retry_after: bytes) -> tuple[int, bytes, list[tuple[bytes, bytes]]]:
+    """The one answer to an overload, counted once (``groundrec_shed_total``)."""
+    metrics.shed.inc()
+    return 503, _SHED_BODY, [(b"retry-after", retry_after)]
 
 
 class _Refused(HTTPException):
@@ -79,6 +86,9 @@ class Guard:
             if length is not None and (not length.isdigit() or int(length) > self.max_body_bytes):
                 raise _Refused(413, f"body larger than max_body_bytes={self.max_body_bytes}")
             await self.app(scope, receiving, sending)
+        except Overloaded:  # the queue filled while this request's body was read
+            if not status["sent"]:
+                return await self._shed(scope, send, started)
         except _Refused as e:
             if not status["sent"]:
                 await _json(sending, e.status_code, e.detail)
@@ -92,9 +102,9 @@ class Guard:
         self._count(scope, status, started)
 
     async def _shed(self, scope, send, started: float) -> None:
-        """503 with Retry-After, before the body is read: under overload most requests end here."""
-        self.metrics.shed.inc()
-        await send_reply(send, 503, _SHED_BODY, [(b"retry-after", self.retry_after)])
+        """503 with Retry-After, before the body is read when the queue is full already, after
+        it when the batcher's ``enqueue`` refused it."""
+        await send_reply(send, *overload_reply(self.metrics, self.retry_after))
         self._count(scope, {"code": 503}, started)
 
     def _count(self, scope, status: dict, started: float) -> None:

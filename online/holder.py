@@ -5,8 +5,9 @@ changes a request in flight. A version that fails to load or verify is rejected:
 the old one keeps serving, the failure is logged and counted.
 
 With ``compute: process`` (the default) each version is served by its own child process
-(``compute.RemoteServing``); the one swapped out is stopped ``RETIRE_GRACE_S`` later, when
-any batch begun on it is long done, and one that dies is replaced at the next check.
+(``compute.RemoteServing``); the one swapped out is closed ``RETIRE_GRACE_S`` later (a compute
+process stopped, an in-process version released), when any batch begun on it is long done,
+and one that dies is replaced at the next check.
 """
 
 from __future__ import annotations
@@ -18,7 +19,8 @@ import time
 
 from groundrec.online.compute import RemoteServing
 from groundrec.online.config import ServeConfig
-from groundrec.online.serving import Serving, build_serving
+from groundrec.online.backend import Backend
+from groundrec.online.serving import build_serving
 from groundrec.shared import artifact
 from groundrec.shared.errors import UserError
 from groundrec.shared.scoring.popularity import counts_of_ids
@@ -45,19 +47,19 @@ def load_popularity(cfg: ServeConfig) -> dict[str, float] | None:
 class VersionHolder:
     def __init__(self, cfg: ServeConfig, on_loaded=None, on_failed=None):
         self.cfg = cfg
-        self.current: Serving | None = None
+        self.current: Backend | None = None
         self.rejected: dict[str, str] = {}  # version id -> why
         self._on_loaded, self._on_failed = on_loaded, on_failed
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._marker = None  # <artifacts>/.serving/<host>-<pid>: tells gc what this process serves
-        self._retired: list[tuple[float, RemoteServing]] = []  # (when swapped out, compute process)
+        self._retired: list[tuple[float, Backend]] = []  # (when swapped out, backend): closed after a grace
         self._popularity = self._load_popularity()
 
     def _load_popularity(self) -> dict[str, float] | None:
         return load_popularity(self.cfg)
 
-    def build(self, version_id: str) -> Serving | RemoteServing:
+    def build(self, version_id: str) -> Backend:
         path = artifact.locate(self.cfg.artifacts, version_id, self.cfg.version_cache_dir)  # copied here if remote
         if self.cfg.compute == "process":
             return RemoteServing.start(self.cfg, version_id, path, self._popularity)
@@ -96,7 +98,7 @@ class VersionHolder:
                 self._on_failed(wanted, str(e))
             return False
         previous, self.current = self.current, serving
-        if isinstance(previous, RemoteServing):  # its process is stopped once batches begun on it are done
+        if previous is not None:  # closed (a compute process stopped) once batches begun on it are done
             self._retired.append((time.monotonic(), previous))
         del previous
         # The version's objects (id maps, tables) live until the next swap: move them out of
@@ -139,5 +141,5 @@ class VersionHolder:
             self._thread.join(timeout=5)
         artifact.forget_serving(self._marker)
         self._close_retired(grace_s=0)
-        if isinstance(self.current, RemoteServing):
+        if self.current is not None:
             self.current.close()

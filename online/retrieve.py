@@ -4,12 +4,13 @@ an optional popularity prior, text and mixed queries, single or batched. No torc
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Literal, NamedTuple
+from typing import Literal
 
 import faiss
 import numpy as np
 
 from groundrec.online.filters import allowed_rows
+from groundrec.online.schemas import HistoryEntry, UserQuery
 from groundrec.online.version import LoadedVersion
 from groundrec.shared.errors import UserError
 from groundrec.shared.scoring import popularity as pop
@@ -20,15 +21,9 @@ from groundrec.shared.scoring.profiles import MAX_HISTORY, build_profile, mean_p
 BATCH_CHUNK = 256
 
 
-class HistoryItem(NamedTuple):
-    """One history entry. A named tuple: the service builds one per item of every request,
-    and a frozen dataclass costs twice as much to construct."""
-
-    item_id: str
-    timestamp: float | None = None  # seconds since the epoch
-    weight: float = 1.0
-
-
+# The retriever's answer. Requests are the API's own type (``schemas.UserQuery``); the answer
+# stays a plain dataclass that ``schemas.result_json`` serialises on the hot path: building the
+# API's pydantic ``ResultOut`` (even with ``model_construct``) costs several times as much.
 @dataclass
 class Recommendation:
     item_id: str
@@ -44,17 +39,9 @@ class Result:
     history_ignored: int = 0  # known items older than the latest max_history, not in the profile
 
 
-@dataclass
-class Query:
-    history: list[HistoryItem] = field(default_factory=list)
-    text: str | None = None
-    k: int = 10
-    strategy: str = "mean"
-    filters: dict[str, object] | None = None
-    exclude_seen: bool = True
-    popularity_weight: float = 0.0
-    text_weight: float = 0.5  # mixed queries: share of the text vector in the profile
-    with_fields: bool = False
+def _entry(h: HistoryEntry | str) -> tuple[str, float | None, float]:
+    """A history entry as (item id, timestamp, weight): a bare id has no time and weight 1."""
+    return (h, None, 1.0) if isinstance(h, str) else (h.item_id, h.timestamp, h.weight)
 
 
 class NoHistory(UserError):
@@ -93,16 +80,17 @@ class Retriever:
         self.projected = version.project_query is not None
 
     # --- building blocks -------------------------------------------------------------
-    def _profile(self, q: Query, text_vector: np.ndarray | None = None) -> tuple[np.ndarray | None, list[int], list[str]]:
+    def _profile(self, q: UserQuery, text_vector: np.ndarray | None = None) -> tuple[np.ndarray | None, list[int], list[str]]:
         rows, unknown, ts, ws = [], [], [], []
         for h in q.history:
-            row = self.v.row_of.get(h.item_id)
+            item_id, timestamp, weight = _entry(h)
+            row = self.v.row_of.get(item_id)
             if row is None:
-                unknown.append(h.item_id)
+                unknown.append(item_id)
                 continue
             rows.append(row)
-            ts.append(h.timestamp)
-            ws.append(h.weight)
+            ts.append(timestamp)
+            ws.append(weight)
         profile = None
         if rows:
             latest = slice(-self.max_history, None)
@@ -125,18 +113,19 @@ class Retriever:
     def _searched(self, content: np.ndarray, collab: np.ndarray) -> np.ndarray:
         return hybrid_queries(content, collab, self.v.project_query if self.projected else None)
 
-    def _mean_profiles(self, queries: list[Query]) -> dict[int, tuple[np.ndarray, list[int], list[str]]]:
+    def _mean_profiles(self, queries: list[UserQuery]) -> dict[int, tuple[np.ndarray, list[int], list[str]]]:
         """The plain VLM4Rec profiles of a batch (mean strategy, unit weights, no text) in a few
         array operations instead of one small computation per user; the same numbers as
         ``_profile`` (the same float64 sums in the same order)."""
         plain = [n for n, q in enumerate(queries)
-                 if q.strategy == "mean" and not q.text and all(h.weight == 1.0 for h in q.history)]
+                 if q.strategy == "mean" and not q.text and all(isinstance(h, str) or h.weight == 1.0 for h in q.history)]
         found: dict[int, tuple[list[int], list[str]]] = {}
         for n in plain:
             rows, unknown = [], []
             for h in queries[n].history:
-                row = self.v.row_of.get(h.item_id)
-                (unknown.append(h.item_id) if row is None else rows.append(row))
+                item_id = h if isinstance(h, str) else h.item_id
+                row = self.v.row_of.get(item_id)
+                (unknown.append(item_id) if row is None else rows.append(row))
             if rows:
                 found[n] = (rows, unknown)
         if not found:
@@ -229,10 +218,10 @@ class Retriever:
         return Result(recs, unknown, fallback, max(0, n_known - self.max_history))
 
     # --- public API ------------------------------------------------------------------
-    def recommend(self, q: Query) -> Result:
+    def recommend(self, q: UserQuery) -> Result:
         return self._answer(q, *self._profile(q))
 
-    def _answer(self, q: Query, profile: np.ndarray | None, rows: list[int], unknown: list[str]) -> Result:
+    def _answer(self, q: UserQuery, profile: np.ndarray | None, rows: list[int], unknown: list[str]) -> Result:
         seen = set(rows) if q.exclude_seen else set()
         allowed = self._allowed(q.filters)
         if profile is None:
@@ -242,7 +231,7 @@ class Retriever:
         return self._result(self._search(profile, q.k, seen, allowed, q.popularity_weight), q.with_fields, unknown,
                             None, len(rows))
 
-    def recommend_batch(self, queries: list[Query], errors: Literal["raise", "return"] = "raise") -> list[Result]:
+    def recommend_batch(self, queries: list[UserQuery], errors: Literal["raise", "return"] = "raise") -> list[Result]:
         """Many users at once, each answer equal to ``recommend``'s: the texts of all queries
         are encoded in one call; single-profile, unfiltered queries share one search (a matrix
         product on a flat index, one FAISS call otherwise). With ``errors="return"`` a query
@@ -286,7 +275,7 @@ class Retriever:
         return results  # type: ignore[return-value]
 
     def search(self, text: str, k: int = 10, filters: dict | None = None, with_fields: bool = False) -> Result:
-        return self.recommend(Query(text=text, k=k, filters=filters, with_fields=with_fields))
+        return self.recommend(UserQuery(text=text, k=k, filters=filters, with_fields=with_fields))
 
 
 def _search_params(index: faiss.Index, selector) -> faiss.SearchParameters:

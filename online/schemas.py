@@ -75,6 +75,11 @@ class SearchRequest(_Body):
     with_fields: bool = False
 
 
+def search_query(body: SearchRequest) -> UserQuery:
+    """A text search is a query with text only."""
+    return UserQuery(text=body.text, k=body.k, filters=body.filters, with_fields=body.with_fields)
+
+
 class ItemOut(BaseModel):
     item_id: str
     score: float

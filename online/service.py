@@ -28,13 +28,14 @@ from pydantic_core import to_json
 
 from groundrec.online.batching import MicroBatcher, Overloaded
 from groundrec.online.config import ServeConfig
-from groundrec.online.guard import Guard
+from groundrec.online.guard import Guard, overload_reply
 from groundrec.online.holder import VersionHolder
 from groundrec.online.metrics import ServiceMetrics
 from groundrec.online.hotpath import HotRoutes, Reply
-from groundrec.online.schemas import (BatchOut, RecommendRequest, ResultOut, SearchRequest, UserQuery,
+from groundrec.online.backend import Backend
+from groundrec.online.schemas import (BatchOut, RecommendRequest, ResultOut, SearchRequest, search_query,
                                       validation_detail)
-from groundrec.online.serving import Serving, ServingError, public_text
+from groundrec.online.serving import ServingError, check_request, public_text
 from groundrec.online.threads import limit_threads
 
 log = logging.getLogger("groundrec.serve")
@@ -72,7 +73,7 @@ def create_app(cfg: ServeConfig, watch: bool = True) -> ServiceApp:
     api_key = os.environ.get(cfg.api_key_env) or None
     retry_after = str(cfg.retry_after_s).encode()
 
-    def serving() -> Serving:
+    def serving() -> Backend:
         s = holder.current
         if s is None:
             raise ServingError(503, "no version loaded yet: is anything published in the artifacts directory?")
@@ -118,11 +119,11 @@ def create_app(cfg: ServeConfig, watch: bool = True) -> ServiceApp:
         worker built, or the error. A request whose client goes first is dropped (499, which
         nobody reads; counted in the metrics). The hot path and the FastAPI routes both call it."""
         try:
-            s = serving()
+            serving()  # 503 at once when no version is loaded
             if isinstance(body, SearchRequest):
-                body = UserQuery(text=body.text, k=body.k, filters=body.filters, with_fields=body.with_fields)
-            s.check(body)
-            job = batcher.enqueue(body)
+                body = search_query(body)
+            check_request(cfg, body)  # the limits, checked once, before any work is queued
+            job = batcher.enqueue(body)  # Overloaded: answered by the guard (or the handler below)
             watcher = asyncio.ensure_future(_cancel_when_gone(receive, job))
             try:
                 return 200, await job, []
@@ -135,9 +136,6 @@ def create_app(cfg: ServeConfig, watch: bool = True) -> ServiceApp:
                 watcher.cancel()
         except ServingError as e:
             return e.status, to_json({"detail": e.detail}), []
-        except Overloaded as e:
-            metrics.shed.inc()
-            return 503, to_json({"detail": f"overloaded, retry later: {e}"}), [(b"retry-after", retry_after)]
 
     def reply(status: int, body: bytes, headers: list) -> Response:
         return Response(body, status_code=status, media_type="application/json",
@@ -146,6 +144,10 @@ def create_app(cfg: ServeConfig, watch: bool = True) -> ServiceApp:
     @app.exception_handler(RequestValidationError)
     async def validation_error(request: Request, exc: RequestValidationError):
         return Response(validation_detail(exc.errors()), status_code=422, media_type="application/json")
+
+    @app.exception_handler(Overloaded)  # a body FastAPI parsed (not declared JSON) met a full queue
+    async def overloaded(request: Request, exc: Overloaded):
+        return reply(*overload_reply(metrics, retry_after))
 
     @app.exception_handler(ServingError)
     async def serving_error(request: Request, exc: ServingError):
@@ -183,14 +185,14 @@ def create_app(cfg: ServeConfig, watch: bool = True) -> ServiceApp:
 
     @app.get("/metrics")
     async def metrics_endpoint():
-        pools = getattr(holder.current, "threads", None)  # the serving compute process's own pools
+        pools = holder.current.threads if holder.current is not None else None  # a compute process's pools
         if pools:
             metrics.set_threads(pools)
         return PlainTextResponse(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)
 
     hot = HotRoutes(app, routes={"/recommend": (RecommendRequest, handle), "/search": (SearchRequest, handle)})
     front = Guard(hot, metrics=metrics, api_key=api_key, max_body_bytes=cfg.max_body_bytes,
-                  body_timeout_s=cfg.body_timeout_s, overloaded=lambda: batcher.depth >= cfg.max_queue,
+                  body_timeout_s=cfg.body_timeout_s, overloaded=lambda: batcher.full,
                   shed_paths=frozenset({"/recommend", "/search"}), retry_after_s=cfg.retry_after_s)
     return ServiceApp(app, front)
 

@@ -15,12 +15,13 @@ from pathlib import Path
 from typing import ClassVar
 
 from groundrec.online.config import ServeConfig
-from groundrec.online.retrieve import HistoryItem, NoHistory, Query, Retriever
+from groundrec.online.retrieve import NoHistory, Retriever
 from groundrec.online.version import load_version
 from groundrec.shared import artifact
 from groundrec.shared.errors import UserError
 from groundrec.shared.onnx_encoder import OnnxTextEncoder
-from groundrec.online.schemas import BatchOut, RecommendRequest, ResultOut, SearchRequest, UserQuery, result_json, result_out
+from groundrec.online.schemas import (BatchOut, RecommendRequest, ResultOut, SearchRequest, UserQuery, result_json,
+                                      result_out, search_query)
 
 
 # An absolute local path (not the path part of a URI such as s3://bucket/key).
@@ -48,15 +49,6 @@ class ServingError(Exception):
 
     def __reduce__(self):  # crosses the pipe from the compute process intact
         return ServingError, (self.status, self.detail)
-
-
-def to_query(q: UserQuery) -> Query:
-    """A validated request body as the retriever's query."""
-    history = [HistoryItem(h) if isinstance(h, str) else HistoryItem(h.item_id, h.timestamp, h.weight)
-               for h in q.history]
-    return Query(history=history, text=q.text, k=q.k, strategy=q.strategy, filters=q.filters,
-                 exclude_seen=q.exclude_seen, popularity_weight=q.popularity_weight, text_weight=q.text_weight,
-                 with_fields=q.with_fields)
 
 
 def check_request(limits: ServeConfig, body: UserQuery) -> None:
@@ -95,13 +87,14 @@ def _as_serving_errors():
 
 @dataclass(frozen=True)
 class Serving:
+    """A version served in this process: the in-process ``Backend``, and what ``LocalClient``
+    calls (``recommend``, ``search``: the limits checked once, as the service checks them)."""
+
     version_id: str
     retriever: Retriever
     limits: ServeConfig
     alive: ClassVar[bool] = True  # answered in this process (``compute.RemoteServing`` may die)
-
-    def check(self, body: UserQuery) -> None:
-        check_request(self.limits, body)
+    threads: ClassVar[None] = None  # this process's pools: the service reports them itself
 
     def answer(self, items: list[UserQuery]) -> list[bytes | ServingError]:
         """JSON answers for checked requests gathered from many callers, in order: the
@@ -111,33 +104,35 @@ class Serving:
         out: list = [None] * len(items)
         singles = [n for n, q in enumerate(items) if not (isinstance(q, RecommendRequest) and q.batch is not None)]
         if singles:
-            results = self.retriever.recommend_batch([to_query(items[n]) for n in singles], errors="return")
+            results = self.retriever.recommend_batch([items[n] for n in singles], errors="return")
             for n, r in zip(singles, results):
                 out[n] = _serving_error(r) if isinstance(r, Exception) else result_json(r, self.version_id)
         for n, q in enumerate(items):
             if out[n] is None:
                 try:
-                    out[n] = self.recommend(q).model_dump_json().encode()
+                    out[n] = self._batch(q).model_dump_json().encode()
                 except ServingError as e:
                     out[n] = e
         return out
 
-    def _one(self, q: UserQuery) -> ResultOut:
-        _check_one(self.limits, q)
+    def _batch(self, body: RecommendRequest) -> BatchOut:
         with _as_serving_errors():
-            return result_out(self.retriever.recommend(to_query(q)), self.version_id)
-
-    def recommend(self, body: RecommendRequest) -> ResultOut | BatchOut:
-        """One user, or every user of ``body.batch`` in one batched search."""
-        if body.batch is None:
-            return self._one(body)
-        check_request(self.limits, body)
-        with _as_serving_errors():
-            results = self.retriever.recommend_batch([to_query(q) for q in body.batch])
+            results = self.retriever.recommend_batch(body.batch)
         return BatchOut(results=[result_out(r, self.version_id) for r in results], version=self.version_id)
 
+    def recommend(self, body: RecommendRequest | UserQuery) -> ResultOut | BatchOut:
+        """One user, or every user of ``body.batch`` in one batched search."""
+        check_request(self.limits, body)
+        if getattr(body, "batch", None) is not None:
+            return self._batch(body)
+        with _as_serving_errors():
+            return result_out(self.retriever.recommend(body), self.version_id)
+
     def search(self, body: SearchRequest) -> ResultOut:
-        return self._one(UserQuery(text=body.text, k=body.k, filters=body.filters, with_fields=body.with_fields))
+        return self.recommend(search_query(body))
+
+    def close(self) -> None:
+        """Nothing to release: the version goes with the last reference to it."""
 
     def item(self, item_id: str) -> dict:
         v = self.retriever.v

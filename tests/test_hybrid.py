@@ -12,7 +12,8 @@ from groundrec.offline.config import load_job_config
 from groundrec.offline.demo import make_demo_data
 from groundrec.offline.evaluation.systems import ContentSystem, hybrid_system
 from groundrec.offline.job import run_job
-from groundrec.online.retrieve import HistoryItem, Query, Retriever
+from groundrec.online.retrieve import Retriever
+from groundrec.online.schemas import UserQuery
 from groundrec.online.version import VersionError, load_version
 from groundrec.shared import artifact
 from groundrec.shared.scoring.collab import Projection
@@ -63,7 +64,10 @@ def test_the_job_publishes_a_hybrid_version_and_records_its_model(hybrid):
     if c["rank"] < 16:  # a narrower rank is published only within rank_tolerance of the full one
         assert c["validation"]["scores"][f"hybrid reg={c['reg']:g} rank={c['rank']} weight={c['weight']:g}"] \
             >= (1 - 0.02) * full
-    assert c["reg"] in (1.0, 10.0) and c["weight"] in (0.1, 1.0, 10.0) and c["hybrid"]
+    grid = c["validation"]["grid"]  # the configured grid, widened where a choice sat on its edge
+    assert {1.0, 10.0} <= set(grid["reg"]) and {0.1, 1.0, 10.0} <= set(grid["weight"])
+    assert c["reg"] in grid["reg"] and c["weight"] in grid["weight"] and c["hybrid"]
+    assert all(w["value"] in grid[w["axis"]] for w in c["validation"]["widened"])
     assert c["window"]["interactions"] == pq.read_metadata(hybrid["interactions"]).num_rows
     assert c["validation"]["users"] > 0 and "content" in c["validation"]["scores"]
     assert c["items_from_content"] >= 4  # the never-bought items got vectors from their titles
@@ -115,11 +119,11 @@ def test_service_ranks_exactly_as_eval_scores_the_hybrid(either):
     users = list(histories.values())[:15]
     ranked = top_k_matrix(system.scores([np.array(h) for h in users], [np.zeros(len(h)) for h in users]), 10,
                           [np.array(h) for h in users])
-    answers = retriever.recommend_batch([Query([HistoryItem(v.item_ids[r]) for r in h], k=10) for h in users])
+    answers = retriever.recommend_batch([UserQuery(history=[v.item_ids[r] for r in h], k=10) for h in users])
     for h, want, got in zip(users, ranked, answers):
         assert [v.row_of[x.item_id] for x in got.items] == want.tolist()
     for h, batched in zip(users, answers):  # one at a time (its own collaborative-query path) agrees
-        one = retriever.recommend(Query([HistoryItem(v.item_ids[r]) for r in h], k=10))
+        one = retriever.recommend(UserQuery(history=[v.item_ids[r] for r in h], k=10))
         assert [x.item_id for x in one.items] == [x.item_id for x in batched.items]
         assert np.allclose([x.score for x in one.items], [x.score for x in batched.items], atol=1e-5)
 
@@ -129,7 +133,7 @@ def test_an_item_nobody_bought_counts_in_a_history_through_its_content(hybrid):
     bought = set(pq.read_table(hybrid["interactions"]).column("item_id").to_pylist())
     fresh = next(i for i in v.item_ids if i not in bought)
     assert np.abs(v.collab_query[v.row_of[fresh]]).sum() > 0
-    result = Retriever(v, fallback="error").recommend(Query([HistoryItem(fresh)], k=5))
+    result = Retriever(v, fallback="error").recommend(UserQuery(history=[fresh], k=5))
     assert len(result.items) == 5 and result.fallback is None and fresh not in [x.item_id for x in result.items]
 
 
@@ -173,9 +177,9 @@ def test_a_selective_filter_on_a_graph_index_scores_hybrid_items_as_the_exact_in
     graph.index.add(np.ascontiguousarray(held))
     column = "category" if "category" in flat.items.column_names else flat.manifest.id_column
     value = flat.items.column(column)[0].as_py()
-    history = [HistoryItem(i) for i in flat.item_ids[5:9]]
-    want = Retriever(flat, fallback="error").recommend(Query(history, k=5, filters={column: value}))
-    got = Retriever(graph, fallback="error").recommend(Query(history, k=5, filters={column: value}))
+    history = list(flat.item_ids[5:9])
+    want = Retriever(flat, fallback="error").recommend(UserQuery(history=history, k=5, filters={column: value}))
+    got = Retriever(graph, fallback="error").recommend(UserQuery(history=history, k=5, filters={column: value}))
     assert got.items and [x.item_id for x in got.items] == [x.item_id for x in want.items]
     assert np.allclose([x.score for x in got.items], [x.score for x in want.items], atol=1e-5)
 
@@ -195,5 +199,5 @@ def test_weight_zero_publishes_content_only_and_keeps_what_was_tried(hybrid):
     assert not (summary.version_dir / artifact.COLLAB_QUERY).exists()
     v = load_version(hybrid["root"] / "art0")
     assert v.collab_query is None and v.index.d == manifest.dim == manifest.index_dim
-    hist = [HistoryItem(i) for i in v.item_ids[:3]]
-    assert len(Retriever(v).recommend(Query(hist, k=5)).items) == 5
+    hist = list(v.item_ids[:3])
+    assert len(Retriever(v).recommend(UserQuery(history=hist, k=5)).items) == 5

@@ -9,7 +9,8 @@ import pyarrow as pa
 import pytest
 
 from groundrec.shared.scoring.profiles import build_profile, mean_profile, multi_interest, recency_weights
-from groundrec.online.retrieve import HistoryItem, NoHistory, Query, Retriever
+from groundrec.online.retrieve import NoHistory, Retriever
+from groundrec.online.schemas import UserQuery
 from groundrec.online.version import LoadedVersion
 from groundrec.shared.artifact import Manifest
 
@@ -72,41 +73,41 @@ def test_multi_interest_finds_both_clusters_largest_first():
 
 def test_top_k_excludes_seen_and_still_returns_k():
     r = Retriever(_version(CIRCLE))
-    res = r.recommend(Query([HistoryItem("i4"), HistoryItem("i5")], k=3))  # profile at 45°
+    res = r.recommend(UserQuery(history=["i4", "i5"], k=3))  # profile at 45°
     assert [x.item_id for x in res.items][:1] in (["i3"], ["i6"])
     assert {x.item_id for x in res.items} == {"i3", "i6", "i2"} or {x.item_id for x in res.items} == {"i3", "i6", "i7"}
     assert len(res.items) == 3 and not ({"i4", "i5"} & {x.item_id for x in res.items})
-    kept = r.recommend(Query([HistoryItem("i4"), HistoryItem("i5")], k=2, exclude_seen=False))
+    kept = r.recommend(UserQuery(history=["i4", "i5"], k=2, exclude_seen=False))
     assert {x.item_id for x in kept.items} == {"i4", "i5"}
 
 
 def test_unknown_ids_reported_and_fallbacks():
     r = Retriever(_version(CIRCLE), popularity={"i7": 10, "i2": 5, "nope": 99})
-    res = r.recommend(Query([HistoryItem("i0"), HistoryItem("ghost")], k=2))
+    res = r.recommend(UserQuery(history=["i0", "ghost"], k=2))
     assert res.unknown_ids == ["ghost"] and res.fallback is None
     assert [x.item_id for x in res.items] == ["i1", "i2"]
-    pop = r.recommend(Query([HistoryItem("ghost")], k=2))
+    pop = r.recommend(UserQuery(history=["ghost"], k=2))
     assert pop.fallback == "popular" and [x.item_id for x in pop.items] == ["i7", "i2"]
     with pytest.raises(NoHistory, match="no known item"):
-        Retriever(_version(CIRCLE), fallback="error").recommend(Query([], k=2))
+        Retriever(_version(CIRCLE), fallback="error").recommend(UserQuery(history=[], k=2))
 
 
 def test_filters_on_item_columns():
     groups = ["Shoes" if n % 2 else "Dress" for n in range(10)]
     r = Retriever(_version(CIRCLE, product_group=groups))
-    res = r.recommend(Query([HistoryItem("i0")], k=3, filters={"product_group": "Shoes"}))
+    res = r.recommend(UserQuery(history=["i0"], k=3, filters={"product_group": "Shoes"}))
     assert [x.item_id for x in res.items] == ["i1", "i3", "i5"]
-    res = r.recommend(Query([HistoryItem("i0")], k=2, filters={"product_group": ["Shoes", "Dress"]}))
+    res = r.recommend(UserQuery(history=["i0"], k=2, filters={"product_group": ["Shoes", "Dress"]}))
     assert [x.item_id for x in res.items] == ["i1", "i2"]
     with pytest.raises(ValueError, match="unknown filter column 'colour'"):
-        r.recommend(Query([HistoryItem("i0")], k=2, filters={"colour": "red"}))
+        r.recommend(UserQuery(history=["i0"], k=2, filters={"colour": "red"}))
 
 
 def test_popularity_prior_reorders_by_hand_computed_score():
     r = Retriever(_version(CIRCLE), popularity={"i3": 100})
-    base = r.recommend(Query([HistoryItem("i0")], k=3))
+    base = r.recommend(UserQuery(history=["i0"], k=3))
     assert [x.item_id for x in base.items] == ["i1", "i2", "i3"]
-    blended = r.recommend(Query([HistoryItem("i0")], k=3, popularity_weight=0.1))
+    blended = r.recommend(UserQuery(history=["i0"], k=3, popularity_weight=0.1))
     # i3: cos 30° + 0.1 * ln(101) = 0.866 + 0.4615 > i1: cos 10° = 0.985
     assert blended.items[0].item_id == "i3"
     assert blended.items[0].score == pytest.approx(math.cos(math.radians(30)) + 0.1 * math.log(101), abs=1e-5)
@@ -114,9 +115,9 @@ def test_popularity_prior_reorders_by_hand_computed_score():
 
 def test_batch_equals_one_by_one():
     r = Retriever(_version(CIRCLE), popularity={"i9": 3})
-    queries = [Query([HistoryItem("i0")], k=3), Query([HistoryItem("i9"), HistoryItem("i8")], k=2),
-               Query([HistoryItem("ghost")], k=2), Query([HistoryItem("i5")], k=2, popularity_weight=0.2),
-               Query([HistoryItem("i0"), HistoryItem("i9")], k=2, strategy="multi_interest")]
+    queries = [UserQuery(history=["i0"], k=3), UserQuery(history=["i9", "i8"], k=2),
+               UserQuery(history=["ghost"], k=2), UserQuery(history=["i5"], k=2, popularity_weight=0.2),
+               UserQuery(history=["i0", "i9"], k=2, strategy="multi_interest")]
     batched = r.recommend_batch(queries)
     single = [r.recommend(q) for q in queries]
     assert [[(x.item_id, round(x.score, 5)) for x in b.items] for b in batched] == \
@@ -126,13 +127,13 @@ def test_batch_equals_one_by_one():
 
 def test_multi_interest_retrieves_near_each_interest():
     r = Retriever(_version(CIRCLE), n_interests=2)
-    res = r.recommend(Query([HistoryItem("i0"), HistoryItem("i9")], k=2, strategy="multi_interest"))
+    res = r.recommend(UserQuery(history=["i0", "i9"], k=2, strategy="multi_interest"))
     assert {x.item_id for x in res.items} == {"i1", "i8"}  # the mean (45°) would give i4, i5
 
 
 def test_fields_explain_the_recommendation():
     r = Retriever(_version(CIRCLE, title=[f"t{n}" for n in range(10)], vlm_text=[f"v{n}" for n in range(10)]))
-    res = r.recommend(Query([HistoryItem("i0")], k=1, with_fields=True))
+    res = r.recommend(UserQuery(history=["i0"], k=1, with_fields=True))
     assert res.items[0].fields == {"title": "t1", "vlm_text": "v1"}
 
 
@@ -150,7 +151,7 @@ def test_text_search_on_a_published_version(small_catalog, tmp_path, tiny_vlm):
     r = Retriever(version, encoder=OnnxTextEncoder(summary.version_dir / "encoder"))
     res = r.search("blue striped dress", k=2)
     assert res.items[0].item_id == "i1" and res.items[0].score > 0.95
-    mixed = r.recommend(Query([HistoryItem("i0")], text="blue striped dress", k=2, text_weight=0.5))
+    mixed = r.recommend(UserQuery(history=["i0"], text="blue striped dress", k=2, text_weight=0.5))
     assert "i0" not in {x.item_id for x in mixed.items} and len(mixed.items) == 2
     with pytest.raises(ValueError, match="ONNX encoder"):
         Retriever(version).search("anything")
@@ -183,9 +184,9 @@ def test_ann_paths_with_filters_match_exact_when_searching_everything(kind, exac
     exact = Retriever(flat, popularity={"i5": 50})
     approx = Retriever(ann, popularity={"i5": 50}, exact_subset_max=exact_subset_max)
     assert exact.exact_t is not None and approx.exact_t is None
-    for q in [Query([HistoryItem("i1"), HistoryItem("i2")], k=7, filters={"group": "b"}),
-              Query([HistoryItem("i3")], k=5),
-              Query([HistoryItem("i4"), HistoryItem("i9")], k=5, strategy="multi_interest")]:
+    for q in [UserQuery(history=["i1", "i2"], k=7, filters={"group": "b"}),
+              UserQuery(history=["i3"], k=5),
+              UserQuery(history=["i4", "i9"], k=5, strategy="multi_interest")]:
         a, b = exact.recommend(q), approx.recommend(q)
         assert [(r.item_id, round(r.score, 4)) for r in a.items] == [(r.item_id, round(r.score, 4)) for r in b.items]
         if q.filters:

@@ -1,0 +1,31 @@
+"""What the service asks of the version it serves: one protocol, two implementations.
+``serving.Serving`` scores in this process (``compute: thread``); ``compute.RemoteServing``
+sends each batch to a child process that holds the version (``compute: process``). The
+holder swaps them and the service calls them without knowing which it has."""
+
+from __future__ import annotations
+
+from typing import Protocol
+
+from groundrec.online.schemas import UserQuery
+
+
+class Backend(Protocol):
+    version_id: str
+
+    @property
+    def alive(self) -> bool:
+        """False once a compute process has died: the holder then starts a new one."""
+
+    @property
+    def threads(self) -> dict[str, int] | None:
+        """The native thread pools of a compute process (None: this process's, reported by the service)."""
+
+    def answer(self, items: list[UserQuery]) -> list:
+        """JSON bytes or a ``ServingError`` per request, in order; the requests are checked already."""
+
+    def item(self, item_id: str) -> dict:
+        """One catalog row of the version (``ServingError`` 404 when absent)."""
+
+    def close(self) -> None:
+        """Release what the backend holds (a compute process is stopped)."""
