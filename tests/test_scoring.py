@@ -1,5 +1,6 @@
 """The scoring core (shared/scoring): the rules the job, eval and the service all call."""
 
+import math
 import subprocess
 import sys
 
@@ -11,7 +12,7 @@ from hypothesis.extra.numpy import arrays
 
 from groundrec.shared.scoring import popularity, ranking
 from groundrec.shared.scoring.collab import Projection, collab_queries, hybrid_queries, index_rows
-from groundrec.shared.scoring.profiles import mean_profile, mean_profiles
+from groundrec.shared.scoring.profiles import build_profile, mean_profile, mean_profiles, multi_interest, recency_weights
 
 VALUES = st.sampled_from([-np.inf, -1.0, 0.0, 0.25, 0.5, 1.0])  # few values: many ties
 
@@ -122,3 +123,46 @@ def test_the_core_imports_no_heavy_library():
             "print(sorted(m for m in ('torch', 'transformers', 'ray', 'faiss', 'scipy') if m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]"
+
+
+# --- profiles (moved from the retriever's tests: they are the core's) ---------------------
+DAY = 86_400.0
+
+
+def _angles(degrees):
+    r = np.radians(degrees)
+    return np.stack([np.cos(r), np.sin(r)], axis=1).astype(np.float32)
+
+
+def test_mean_profile_is_the_normalised_mean():
+    p = mean_profile(_angles([0, 90]))
+    assert np.allclose(p, [[math.sqrt(0.5), math.sqrt(0.5)]], atol=1e-6)
+
+
+def test_recency_weights_halve_per_half_life():
+    w = recency_weights(np.array([0.0, DAY, 2 * DAY]), half_life_days=1.0)
+    assert np.allclose(w, [0.25, 0.5, 1.0])
+    p = build_profile(_angles([0, 90]), "recency", timestamps=np.array([0.0, DAY]), half_life_days=1.0)
+    assert np.allclose(p[0], np.array([0.5, 1.0]) / math.hypot(0.5, 1.0), atol=1e-6)
+
+
+def test_weighted_profile_and_its_errors():
+    p = build_profile(_angles([0, 90]), "weighted", weights=np.array([3.0, 1.0]))
+    assert np.allclose(p[0], np.array([3.0, 1.0]) / math.hypot(3, 1), atol=1e-6)
+    with pytest.raises(ValueError, match="needs a weight"):
+        build_profile(_angles([0]), "weighted")
+    with pytest.raises(ValueError, match=">= 0"):
+        build_profile(_angles([0, 90]), "weighted", weights=np.array([1.0, -1.0]))
+    with pytest.raises(ValueError, match="needs a timestamp"):
+        build_profile(_angles([0]), "recency")
+    with pytest.raises(ValueError, match="unknown profile strategy"):
+        build_profile(_angles([0]), "median")
+
+
+def test_multi_interest_finds_both_clusters_largest_first():
+    history = _angles([0, 2, 4, 88, 90])
+    centres = multi_interest(history, n_interests=2)
+    assert centres.shape == (2, 2)
+    assert np.degrees(np.arctan2(centres[0, 1], centres[0, 0])) == pytest.approx(2, abs=0.5)
+    assert np.degrees(np.arctan2(centres[1, 1], centres[1, 0])) == pytest.approx(89, abs=0.5)
+    assert multi_interest(_angles([10, 10]), n_interests=3).shape == (1, 2)  # one distinct point
