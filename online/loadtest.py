@@ -89,7 +89,7 @@ async def run_load(url: str, rate: float, duration_s: float, concurrency: int, h
     in_flight = 0
     total = min(int(rate * duration_s), max_requests)
     headers = {"X-API-Key": api_key} if api_key else {}
-    # aiohttp, not httpx: httpx's async pool saturated near 100 req/s here, far below the server.
+    # aiohttp, not httpx: httpx's async pool saturated far below the server's throughput.
     connector = aiohttp.TCPConnector(limit=concurrency)
     client_timeout = aiohttp.ClientTimeout(total=timeout_s)
 

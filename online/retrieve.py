@@ -69,8 +69,8 @@ class Retriever:
         self.field_columns = [c for c in version.items.column_names if c.startswith("vlm_") or c in explain]
         index = version.index
         # A flat index is scored by one matrix product against its vectors held transposed
-        # (dim x items, contiguous): OpenBLAS multiplies 1-64 profiles by that layout 1.2-2.8x
-        # faster than by the index's own items x dim rows (benchmarks/bench_online.py gemm),
+        # (dim x items, contiguous): OpenBLAS multiplies a few profiles by that layout faster
+        # than by the index's own items x dim rows (benchmarks/bench_online.py gemm),
         # for one more copy of the matrix (items x dim x 4 bytes).
         self.exact_t = (np.ascontiguousarray(faiss.rev_swig_ptr(index.get_xb(), index.ntotal * index.d)
                                              .reshape(index.ntotal, index.d).T)
