@@ -111,12 +111,16 @@ class CollabGrid(StrictModel):
                                 min_length=1,
                                 description="weight of the collaborative score next to the content cosine, chosen "
                                             "on validation (0: content only)")
+    half_life: list[float] = Field(default_factory=lambda: [0.0, 10.0, 40.0], min_length=1,
+                                   description="recency of a history's collaborative query: each item weighted by "
+                                               "0.5 ** (its age in items / half_life), chosen on validation (0: "
+                                               "every item alike)")
     widenings: int = Field(2, ge=0, le=5, description="a reg or weight chosen on the edge of its grid: add the next "
                            "value beyond it and choose again, at most this many times (recorded in the report)")
     max_dense_items: int = Field(20_000, ge=2, description="EASE fits the most-interacted this many items "
                                  "(~12 bytes x items^2 of memory while fitting); the others come from content")
 
-    @field_validator("reg", "weight")
+    @field_validator("reg", "weight", "half_life")
     @classmethod
     def _non_negative(cls, v: list[float]) -> list[float]:
         if any(x < 0 for x in v):

@@ -40,6 +40,7 @@ class Learned:
     weight: float
     report: dict  # what the manifest records: as ``collab`` for a hybrid, as ``learn`` otherwise
     projection: collab.Projection | None = None  # a hybrid indexed at the content's width
+    half_life: float = 0.0  # recency of the collaborative query, in items (0: none)
 
     @property
     def hybrid(self) -> bool:
@@ -81,11 +82,12 @@ def _content_profiles(content: np.ndarray, histories: list[np.ndarray]) -> np.nd
     return mean_profiles(content, [latest(h) for h in histories])
 
 
-def hybrid_profiles(content: np.ndarray, model: collab.CollabModel, histories: list[np.ndarray]) -> np.ndarray:
+def hybrid_profiles(content: np.ndarray, model: collab.CollabModel, histories: list[np.ndarray],
+                    half_life: float = 0.0) -> np.ndarray:
     """Full-width hybrid profiles, as the service builds them: the mean content profile beside
     the collaborative query (both over the latest items)."""
     recent = [latest(h) for h in histories]
-    return hybrid_queries(mean_profiles(content, recent), collab_queries(model.query, recent), None)
+    return hybrid_queries(mean_profiles(content, recent), collab_queries(model.query, recent, half_life), None)
 
 
 def _projection_sample(histories: list[np.ndarray], seed: int) -> list[np.ndarray]:
@@ -96,10 +98,16 @@ def _projection_sample(histories: list[np.ndarray], seed: int) -> list[np.ndarra
 
 
 def project(content: np.ndarray, model: collab.CollabModel, weight: float, histories: list[np.ndarray],
-            seed: int = 0) -> collab.Projection:
+            seed: int = 0, half_life: float = 0.0) -> collab.Projection:
     """The projection of a hybrid to the content's width, fitted on these users' profiles."""
     return collab.fit_projection([content, weight * model.item],
-                                 hybrid_profiles(content, model, _projection_sample(histories, seed)), content.shape[1])
+                                 hybrid_profiles(content, model, _projection_sample(histories, seed), half_life),
+                                 content.shape[1])
+
+
+def _hl(half_life: float) -> str:
+    """The half-life's part of a validation score's name (none when the query has no decay)."""
+    return f" half_life={half_life:g}" if half_life else ""
 
 
 def smaller_ranks(rank: int) -> list[int]:
@@ -125,14 +133,14 @@ def narrowest(rank: int, score: float, tolerance: float, score_at: Callable[[int
 
 
 def _validation_hits(model: collab.CollabModel, content: np.ndarray, profiles: np.ndarray, held: list[np.ndarray],
-                     targets: np.ndarray, weights: list[float]) -> dict[object, np.ndarray]:
+                     targets: np.ndarray, weights: list[float], half_life: float = 0.0) -> dict[object, np.ndarray]:
     """Whether each held-out user's target is in the top K of content alone, the collaborative
     part alone and the hybrid at each weight (keys "content", "collaborative" and each weight)."""
     hits: dict[object, list] = {"content": [], "collaborative": [], **{w: [] for w in weights}}
     for start in range(0, len(held), CHUNK):  # bounded memory: CHUNK x items scores at a time
         part = slice(start, start + CHUNK)
         content_part = profiles[part] @ content.T
-        cf = collab_queries(model.query, [latest(h) for h in held[part]]) @ model.item.T
+        cf = collab_queries(model.query, [latest(h) for h in held[part]], half_life) @ model.item.T
         hits["content"].append(_hits(content_part.copy(), held[part], targets[part]))
         hits["collaborative"].append(_hits(cf.copy(), held[part], targets[part]))
         for weight in weights:
@@ -141,15 +149,16 @@ def _validation_hits(model: collab.CollabModel, content: np.ndarray, profiles: n
 
 
 def _projected_hits(model: collab.CollabModel, content: np.ndarray, profiles: np.ndarray, held: list[np.ndarray],
-                    targets: np.ndarray, weight: float, projection: collab.Projection) -> np.ndarray:
+                    targets: np.ndarray, weight: float, projection: collab.Projection,
+                    half_life: float = 0.0) -> np.ndarray:
     """``_validation_hits``'s hybrid at ``weight``, scored as the service scores it: projected
     profiles against the projected index."""
     index = index_rows(content, weight * model.item, projection.item)
     hits = []
     for start in range(0, len(held), CHUNK):
         part = slice(start, start + CHUNK)
-        searched = hybrid_queries(profiles[part], collab_queries(model.query, [latest(h) for h in held[part]]),
-                                  projection.query)
+        searched = hybrid_queries(profiles[part], collab_queries(model.query, [latest(h) for h in held[part]],
+                                                                 half_life), projection.query)
         hits.append(_hits(searched @ index.T, held[part], targets[part]))
     return np.concatenate(hits)
 
@@ -166,7 +175,7 @@ def learn(inter: Interactions, content: np.ndarray, cfg: CollabConfig, seed: int
     train, users, targets = hold_out_last(histories, cfg.valid_users, seed)
     tuned: dict = {}
     # No validation user: content only, nothing scored.
-    reg, weight, rank, projected, chosen_score, found = cfg.reg[0], 0.0, cfg.rank, False, None, None
+    reg, weight, half_life, rank, projected, chosen_score, found = cfg.reg[0], 0.0, 0.0, cfg.rank, False, None, None
     if users:
         held = [train[u] for u in users]
         profiles = _content_profiles(content, held)
@@ -179,34 +188,35 @@ def learn(inter: Interactions, content: np.ndarray, cfg: CollabConfig, seed: int
 
         def score(points: list[dict]) -> list[np.ndarray]:
             out = {}
-            for reg in dict.fromkeys(p["reg"] for p in points):
-                weights = [p["weight"] for p in points if p["reg"] == reg]
-                hits = _validation_hits(fitted(reg), content, profiles, held, targets, weights)
+            for reg, hl in dict.fromkeys((p["reg"], p["half_life"]) for p in points):
+                weights = [p["weight"] for p in points if (p["reg"], p["half_life"]) == (reg, hl)]
+                hits = _validation_hits(fitted(reg), content, profiles, held, targets, weights, hl)
                 tuned["content"] = float(hits["content"].mean())
-                tuned[f"collaborative reg={reg:g}"] = float(hits["collaborative"].mean())
+                tuned[f"collaborative reg={reg:g}{_hl(hl)}"] = float(hits["collaborative"].mean())
                 for w in weights:
-                    tuned[f"hybrid reg={reg:g} weight={w:g}"] = float(hits[w].mean())
-                    out[(reg, w)] = hits[w]
-            return [out[(p["reg"], p["weight"])] for p in points]
+                    tuned[f"hybrid reg={reg:g}{_hl(hl)} weight={w:g}"] = float(hits[w].mean())
+                    out[(reg, hl, w)] = hits[w]
+            return [out[(p["reg"], p["half_life"], p["weight"])] for p in points]
 
         # The smallest weight (0: content alone) within one standard error of the best score.
-        found = search({"reg": cfg.reg, "weight": cfg.weight}, score, simplest="weight", widenings=cfg.widenings,
-                       relevant=lambda p: p if p["weight"] else {}, section="collab")
-        reg, weight, chosen_score = found.chosen["reg"], found.chosen["weight"], found.score
+        found = search({"reg": cfg.reg, "half_life": cfg.half_life, "weight": cfg.weight}, score, simplest="weight",
+                       widenings=cfg.widenings, relevant=lambda p: p if p["weight"] else {}, section="collab")
+        reg, half_life, weight = found.chosen["reg"], found.chosen["half_life"], found.chosen["weight"]
+        chosen_score = found.score
         if weight:  # a hybrid: the narrowest rank that scores within rank_tolerance of the full one
             chosen_fit = fitted(reg)
 
             def score_at(r: int) -> float:
-                hits = _validation_hits(chosen_fit.truncated(r), content, profiles, held, targets, [weight])
-                tuned[f"collaborative reg={reg:g} rank={r}"] = float(hits["collaborative"].mean())
-                tuned[f"hybrid reg={reg:g} rank={r} weight={weight:g}"] = float(hits[weight].mean())
+                hits = _validation_hits(chosen_fit.truncated(r), content, profiles, held, targets, [weight], half_life)
+                tuned[f"collaborative reg={reg:g}{_hl(half_life)} rank={r}"] = float(hits["collaborative"].mean())
+                tuned[f"hybrid reg={reg:g}{_hl(half_life)} rank={r} weight={weight:g}"] = float(hits[weight].mean())
                 return float(hits[weight].mean())
 
             def projected_score(r: int) -> float:
                 ranked = chosen_fit.truncated(r)
                 hits = _projected_hits(ranked, content, profiles, held, targets, weight,
-                                       project(content, ranked, weight, train, seed))
-                key = f"hybrid reg={reg:g} rank={r} weight={weight:g} projected to {content.shape[1]}"
+                                       project(content, ranked, weight, train, seed, half_life), half_life)
+                key = f"hybrid reg={reg:g}{_hl(half_life)} rank={r} weight={weight:g} projected to {content.shape[1]}"
                 tuned[key] = float(hits.mean())
                 return tuned[key]
 
@@ -218,24 +228,24 @@ def learn(inter: Interactions, content: np.ndarray, cfg: CollabConfig, seed: int
     if weight:
         model = collab.fit(histories, n, content, cfg.rank, reg, seed, cfg.max_dense_items)
         model = model.truncated(rank)
-        projection = project(content, model, weight, histories, seed) if projected else None
+        projection = project(content, model, weight, histories, seed, half_life) if projected else None
     iso = lambda t: datetime.fromtimestamp(int(t), timezone.utc).isoformat()  # noqa: E731
     report = {
         **(model.info if model else {"model": "EASE, factorised", "rank": cfg.rank, "reg": float(reg)}),
-        "weight": float(weight), "hybrid": model is not None,
+        "weight": float(weight), "query_half_life": float(half_life) if weight else 0.0, "hybrid": model is not None,
         "projection": projection.info if projection else None,
         "window": {"days": cfg.window_days, "from": iso(inter.ts.min()), "to": iso(inter.ts.max()),
                    "interactions": int(len(inter.items)), "users": len(histories),
                    "unknown_items_dropped": int(inter.dropped_unknown_items)},
         "validation": {"users": len(users), "metric": f"recall@{K} of each user's last new item",
-                       "chosen": {"reg": float(reg), "weight": float(weight), "rank": rank, "projected": projected,
-                                  "score": chosen_score}, "scores": tuned,
-                       "grid": found.axes if found else {"reg": cfg.reg, "weight": cfg.weight},
+                       "chosen": {"reg": float(reg), "half_life": float(half_life), "weight": float(weight),
+                                  "rank": rank, "projected": projected, "score": chosen_score}, "scores": tuned,
+                       "grid": found.axes if found else {"reg": cfg.reg, "half_life": cfg.half_life, "weight": cfg.weight},
                        "widened": found.widened if found else [],
                        "grid_warnings": found.warnings if found else []},
         "learn_seconds": round(time.perf_counter() - started, 2),
     }
-    return Learned(model, float(weight), report, projection)
+    return Learned(model, float(weight), report, projection, float(half_life) if weight else 0.0)
 
 
 def index_vectors(content: np.ndarray, learned: Learned | None) -> np.ndarray:

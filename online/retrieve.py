@@ -77,6 +77,7 @@ class Retriever:
                         if isinstance(index, faiss.IndexFlat) and index.metric_type == faiss.METRIC_INNER_PRODUCT
                         else None)
         self.hybrid = version.collab_query is not None
+        self.half_life = version.collab_half_life if self.hybrid else 0.0
         self.projected = version.project_query is not None
 
     # --- building blocks -------------------------------------------------------------
@@ -108,7 +109,7 @@ class Retriever:
     def _with_collab(self, content_profile: np.ndarray, rows: list[int]) -> np.ndarray:
         """A hybrid profile: each content profile row beside the history's collaborative query
         (zeros for a text query without history), as the scoring core searches it."""
-        return self._searched(content_profile, collab_queries(self.v.collab_query, [rows]))
+        return self._searched(content_profile, collab_queries(self.v.collab_query, [rows], self.half_life))
 
     def _searched(self, content: np.ndarray, collab: np.ndarray) -> np.ndarray:
         return hybrid_queries(content, collab, self.v.project_query if self.projected else None)
@@ -134,7 +135,7 @@ class Retriever:
         used = [found[n][0][-self.max_history:] for n in order]
         profiles = mean_profiles(self.v.vectors, used)
         if self.hybrid:
-            profiles = self._searched(profiles, collab_queries(self.v.collab_query, used))
+            profiles = self._searched(profiles, collab_queries(self.v.collab_query, used, self.half_life))
         return {n: (profiles[i:i + 1], found[n][0], found[n][1]) for i, n in enumerate(order)}
 
     def _encode(self, texts: list[str]) -> np.ndarray:

@@ -37,6 +37,12 @@ class LoadedVersion:
     def collab_weight(self) -> float | None:
         return float(self.manifest.collab["weight"]) if self.manifest.collab else None
 
+    @property
+    def collab_half_life(self) -> float:
+        """The recency half-life (in items) of a history's collaborative query; 0: none (and
+        for versions published before it existed)."""
+        return float((self.manifest.collab or {}).get("query_half_life") or 0.0)
+
 
 def load_version(path: str | Path, cache_dir: Path | None = None) -> LoadedVersion:
     """Load a version folder, or the CURRENT one of an artifacts root (a local folder or an

@@ -37,16 +37,18 @@ def hybrid(tmp_path_factory, tiny_vlm):
         "vlm.max_new_tokens": 6, "vlm.batch_size": 8, "run.runner": "local", "export.enabled": False,
         "catalog.text_columns": ["title"], "encoder.template": "{title}",
         "interactions.path": str(data["interactions"]), "collab.rank": 16, "collab.reg": [1.0, 10.0],
-        "collab.weight": [0.1, 1.0, 10.0]})
+        "collab.weight": [0.1, 1.0, 10.0], "collab.half_life": [3.0]})  # every hybrid test: a recency-weighted query
     summary = run_job(cfg, progress=False)
     return {"summary": summary, "art": root / "art", "interactions": data["interactions"], "cfg": cfg, "root": root}
 
 
 @pytest.fixture(scope="module")
 def full_width(hybrid):
-    """The same job with ``collab.project`` off: a hybrid indexed at its full width."""
+    """The same job with ``collab.project`` off: a hybrid indexed at its full width, and a
+    collaborative query without recency."""
     cfg = hybrid["cfg"].model_copy(update={"out": hybrid["root"] / "art_full", "cache_dir": hybrid["cfg"].resolved_cache_dir,
-                                           "collab": hybrid["cfg"].collab.model_copy(update={"project": False})})
+                                           "collab": hybrid["cfg"].collab.model_copy(update={"project": False,
+                                                                                             "half_life": [0.0]})})
     return {**hybrid, "summary": run_job(cfg, progress=False), "art": hybrid["root"] / "art_full"}
 
 
@@ -60,10 +62,11 @@ def test_the_job_publishes_a_hybrid_version_and_records_its_model(hybrid):
     manifest = artifact.verify(hybrid["summary"].version_dir)
     assert manifest.collab == c and c["model"] == "EASE, factorised" and c["rank"] in (4, 8, 16)
     assert c["validation"]["chosen"]["rank"] == c["rank"]
-    full = c["validation"]["scores"][f"hybrid reg={c['reg']:g} weight={c['weight']:g}"]
+    assert c["query_half_life"] == 3.0 == c["validation"]["chosen"]["half_life"]  # the one value of its grid
+    full = c["validation"]["scores"][f"hybrid reg={c['reg']:g} half_life=3 weight={c['weight']:g}"]
     if c["rank"] < 16:  # a narrower rank is published only within rank_tolerance of the full one
-        assert c["validation"]["scores"][f"hybrid reg={c['reg']:g} rank={c['rank']} weight={c['weight']:g}"] \
-            >= (1 - 0.02) * full
+        assert c["validation"]["scores"][f"hybrid reg={c['reg']:g} half_life=3 rank={c['rank']} "
+                                         f"weight={c['weight']:g}"] >= (1 - 0.02) * full
     grid = c["validation"]["grid"]  # the configured grid, widened where a choice sat on its edge
     assert {1.0, 10.0} <= set(grid["reg"]) and {0.1, 1.0, 10.0} <= set(grid["weight"])
     assert c["reg"] in grid["reg"] and c["weight"] in grid["weight"] and c["hybrid"]
@@ -75,7 +78,7 @@ def test_the_job_publishes_a_hybrid_version_and_records_its_model(hybrid):
     assert v.collab_query.shape == v.collab_item.shape == (v.index.ntotal, c["rank"])
     # Projected to the content's width: only because validation scored it within the tolerance.
     assert c["validation"]["chosen"]["projected"] and c["projection"]["dim"] == manifest.dim
-    projected = c["validation"]["scores"][f"hybrid reg={c['reg']:g} rank={c['rank']} weight={c['weight']:g} projected "
+    projected = c["validation"]["scores"][f"hybrid reg={c['reg']:g} half_life=3 rank={c['rank']} weight={c['weight']:g} projected "
                                           f"to {manifest.dim}"]
     assert projected >= (1 - 0.02) * full
     assert v.index.d == manifest.dim == manifest.index_dim and manifest.hybrid_dim == manifest.dim + c["rank"]
@@ -105,13 +108,17 @@ def test_without_the_projection_the_index_is_the_full_hybrid_width(full_width):
 
 
 def test_service_ranks_exactly_as_eval_scores_the_hybrid(either):
+    """The top-K identity of eval and the service, the recency of the collaborative query
+    included (as the version stores it: 3 items projected, none at full width)."""
     hybrid = either
     v = load_version(hybrid["art"])
+    assert v.collab_half_life == (3.0 if v.project_item is not None else 0.0)
     retriever = Retriever(v, fallback="error")
     model = CollabModel(v.collab_query, v.collab_item, np.ones(len(v.item_ids), bool))
     content = ContentSystem("c", "text", np.asarray(v.vectors), np.zeros(len(v.item_ids)))
     projection = None if v.project_item is None else Projection(v.project_item, v.project_query)
-    system = hybrid_system("hybrid", "text", content, model, v.collab_weight, projection)
+    system = hybrid_system("hybrid", "text", content, model, v.collab_weight, projection,
+                           half_life=v.collab_half_life)
     inter = pq.read_table(hybrid["interactions"]).sort_by([("user_id", "ascending"), ("timestamp", "ascending")])
     histories: dict[str, list[int]] = {}
     for u, i in zip(inter.column("user_id").to_pylist(), inter.column("item_id").to_pylist()):
@@ -194,8 +201,10 @@ def test_weight_zero_publishes_content_only_and_keeps_what_was_tried(hybrid):
     manifest = artifact.verify(summary.version_dir)
     assert manifest.collab is None and manifest.learn == summary.collab
     assert manifest.learn["weight"] == 0 and not manifest.learn["hybrid"]
-    assert set(manifest.learn["validation"]["scores"]) == {"content", "collaborative reg=1", "collaborative reg=10",
-                                                          "hybrid reg=1 weight=0", "hybrid reg=10 weight=0"}
+    tried = [(r, f" half_life={h:g}" if h else "") for r in ("1", "10") for h in cfg.collab.half_life]
+    assert set(manifest.learn["validation"]["scores"]) == {
+        "content", *(f"collaborative reg={r}{h}" for r, h in tried), *(f"hybrid reg={r}{h} weight=0" for r, h in tried)}
+    assert manifest.learn["query_half_life"] == 0.0  # no collaborative part: nothing to weight
     assert not (summary.version_dir / artifact.COLLAB_QUERY).exists()
     v = load_version(hybrid["root"] / "art0")
     assert v.collab_query is None and v.index.d == manifest.dim == manifest.index_dim

@@ -166,3 +166,21 @@ def test_multi_interest_finds_both_clusters_largest_first():
     assert np.degrees(np.arctan2(centres[0, 1], centres[0, 0])) == pytest.approx(2, abs=0.5)
     assert np.degrees(np.arctan2(centres[1, 1], centres[1, 0])) == pytest.approx(89, abs=0.5)
     assert multi_interest(_angles([10, 10]), n_interests=3).shape == (1, 2)  # one distinct point
+
+
+def test_a_recency_half_life_weights_each_distinct_item_by_its_latest_position():
+    rng = np.random.default_rng(1)
+    query_side = rng.normal(size=(5, 3)).astype(np.float32)
+    history = [0, 1, 0, 4]  # ages from the end: 4 -> 0, item 0 -> 1 (its latest), 1 -> 2
+    want = 0.5 * query_side[0] + 0.25 * query_side[1] + 1.0 * query_side[4]
+    got = collab_queries(query_side, [history], half_life=1.0)[0]
+    assert np.allclose(got, want / np.linalg.norm(want), atol=1e-6)
+    # no half-life: every distinct item alike, as before; a long half-life tends to it
+    flat = collab_queries(query_side, [history])[0]
+    assert np.allclose(flat, collab_queries(query_side, [[0, 1, 4]])[0])
+    assert np.allclose(collab_queries(query_side, [history], half_life=1e9)[0], flat, atol=1e-6)
+    # batched and one at a time: the same numbers
+    histories = [history, [], [3, 3, 2], np.array([4, 0])]
+    batched = collab_queries(query_side, histories, half_life=2.0)
+    for h, row in zip(histories, batched):
+        assert np.array_equal(collab_queries(query_side, [h], half_life=2.0)[0], row)

@@ -246,24 +246,27 @@ class _Runner:
 
         def score(points: list[dict]) -> list[np.ndarray]:
             out = {}
-            for reg in dict.fromkeys(p["reg"] for p in points):
-                cf = CollabSystem(HYBRID, rep.name, on_valid(reg)).scores(valid.history, valid.history_ts)
-                out.update({(reg, p["weight"]): self._valid_per_user(content_scores + p["weight"] * cf)
-                            for p in points if p["reg"] == reg})
-            return [out[(p["reg"], p["weight"])] for p in points]
+            for reg, hl in dict.fromkeys((p["reg"], p["half_life"]) for p in points):
+                cf = CollabSystem(HYBRID, rep.name, on_valid(reg), half_life=hl).scores(valid.history, valid.history_ts)
+                out.update({(reg, hl, p["weight"]): self._valid_per_user(content_scores + p["weight"] * cf)
+                            for p in points if (p["reg"], p["half_life"]) == (reg, hl)})
+            return [out[(p["reg"], p["half_life"], p["weight"])] for p in points]
 
-        found = search({"reg": grid.reg, "weight": grid.weight}, score, simplest="weight", widenings=grid.widenings,
-                       relevant=lambda p: p if p["weight"] else {}, section="tuning.collab")
+        found = search({"reg": grid.reg, "half_life": grid.half_life, "weight": grid.weight}, score, simplest="weight",
+                       widenings=grid.widenings, relevant=lambda p: p if p["weight"] else {}, section="tuning.collab")
         del content_scores
         best = found.chosen
-        rank, projected = self._narrowed(rep, profile, on_valid(best["reg"]), best["weight"], found.score)
-        params = {**best, "rank": rank, "projected": projected, **profile}
+        hl = best["half_life"] if best["weight"] else 0.0
+        rank, projected = self._narrowed(rep, profile, on_valid(best["reg"]), best["weight"], found.score, hl)
+        params = {**best, "half_life": hl, "rank": rank, "projected": projected, **profile}
         test_model = (test_models.get(best["reg"]) or on_test(best["reg"])).truncated(rank)
-        projection = project(rep.vectors, test_model, best["weight"], self.data.test_histories, seed) if projected else None
-        self._on_test(self._hybrid(rep, self.data.pop_test, profile, test_model, best["weight"], projection, params),
-                      found.score, rep.note, found)
+        projection = (project(rep.vectors, test_model, best["weight"], self.data.test_histories, seed, hl)
+                      if projected else None)
+        self._on_test(self._hybrid(rep, self.data.pop_test, profile, test_model, best["weight"], projection, params,
+                                   hl), found.score, rep.note, found)
 
-    def _narrowed(self, rep: Representation, profile: dict, model, weight: float, score: float) -> tuple[int, bool]:
+    def _narrowed(self, rep: Representation, profile: dict, model, weight: float, score: float,
+                  half_life: float = 0.0) -> tuple[int, bool]:
         """... then the narrowest rank, then the content's width, each kept only within
         ``tuning.collab.rank_tolerance`` of the full rank's validation score (weight 0 is content
         alone): the job's rule (``learn.narrowest``), scored with eval's tuned content profile."""
@@ -273,13 +276,15 @@ class _Runner:
         content_scores = self._content(rep, self.data.pop_valid, **profile).scores(valid.history, valid.history_ts)
 
         def score_at(r: int) -> float:
-            cf = CollabSystem(HYBRID, rep.name, model.truncated(r)).scores(valid.history, valid.history_ts)
+            cf = CollabSystem(HYBRID, rep.name, model.truncated(r), half_life=half_life).scores(valid.history,
+                                                                                                valid.history_ts)
             return float(self._valid_per_user(content_scores + weight * cf).mean())
 
         def projected_score(r: int) -> float:
             ranked = model.truncated(r)
             system = self._hybrid(rep, self.data.pop_valid, profile, ranked, weight,
-                                  project(rep.vectors, ranked, weight, self.data.valid_histories, self.cfg.seed))
+                                  project(rep.vectors, ranked, weight, self.data.valid_histories, self.cfg.seed,
+                                          half_life), half_life=half_life)
             return float(self._valid_per_user(system.scores(valid.history, valid.history_ts)).mean())
 
         rank, projected, _ = narrowest(model.query.shape[1], score, grid.rank_tolerance, score_at,
@@ -287,9 +292,9 @@ class _Runner:
         return rank, projected
 
     def _hybrid(self, rep: Representation, pop: np.ndarray, profile: dict, model: CollabModel, weight: float,
-                projection=None, params: dict | None = None) -> CollabSystem:
+                projection=None, params: dict | None = None, half_life: float = 0.0) -> CollabSystem:
         return hybrid_system(HYBRID, f"{rep.name} + interactions", self._content(rep, pop, **profile), model, weight,
-                             projection, params)
+                             projection, params, half_life)
 
 
 def run_systems(cfg: EvalConfig, data: EvalData, reps: list[Representation],

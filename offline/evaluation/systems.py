@@ -164,19 +164,22 @@ class CollabSystem(System):
     content: ContentSystem | None = None
     weight: float = 1.0
     params: dict = field(default_factory=dict)
+    half_life: float = 0.0  # of the collaborative query, in items (0: none), as the version stores it
 
     def scores(self, histories, history_ts):
         recent = [latest(h) for h in histories]
         cf = np.empty((len(histories), len(self.model.item)), dtype=np.float32)
         for start in range(0, len(histories), CHUNK):
-            cf[start:start + CHUNK] = collab_queries(self.model.query, recent[start:start + CHUNK]) @ self.model.item.T
+            cf[start:start + CHUNK] = (collab_queries(self.model.query, recent[start:start + CHUNK], self.half_life)
+                                       @ self.model.item.T)
         if self.content is None:
             return cf
         return self.content.scores(histories, history_ts) + self.weight * cf
 
 
 def hybrid_system(name: str, representation: str, content: ContentSystem, model: "CollabModel", weight: float,
-                  projection: "Projection | None" = None, params: dict | None = None) -> CollabSystem:
+                  projection: "Projection | None" = None, params: dict | None = None,
+                  half_life: float = 0.0) -> CollabSystem:
     """The hybrid as a version serves it. Through a projection, content profiles and
     collaborative queries are scored against the items' effective vectors (what a profile's
     projected product with the projected index amounts to)."""
@@ -189,7 +192,7 @@ def hybrid_system(name: str, representation: str, content: ContentSystem, model:
         scored = projection.effective(content.vectors, weight * model.item)
         content = replace(content, scored=scored[:, :d])
         model = CollabModel(model.query, scored[:, d:] / weight, model.fitted, model.info)
-    return CollabSystem(name, representation, model, content, weight, params=params or {})
+    return CollabSystem(name, representation, model, content, weight, params=params or {}, half_life=half_life)
 
 
 class ImplicitALS(System):

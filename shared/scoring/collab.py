@@ -19,16 +19,34 @@ from groundrec.shared.scoring.profiles import unit
 CHUNK = 65_536  # index rows projected at a time: bounded memory at 1M items
 
 
-def collab_queries(query_side: np.ndarray, histories: list) -> np.ndarray:
+def recency_of(history, half_life: float) -> tuple[list[int], np.ndarray | None]:
+    """A history's distinct items in row order and, with a ``half_life`` (in items; 0: none),
+    each one's weight ``0.5 ** (age / half_life)``, its age counted in items from the end of
+    the history to its latest occurrence (the newest item: age 0, weight 1)."""
+    items = history.tolist() if isinstance(history, np.ndarray) else list(history)
+    if not half_life:
+        return sorted(set(items)), None
+    age: dict[int, int] = {}
+    for n, item in enumerate(reversed(items)):
+        age.setdefault(item, n)
+    distinct = sorted(age)
+    return distinct, np.power(0.5, np.array([age[i] for i in distinct], np.float32) / np.float32(half_life))
+
+
+def collab_queries(query_side: np.ndarray, histories: list, half_life: float = 0.0) -> np.ndarray:
     """Each history's collaborative query: the sum of its *distinct* items' query-side vectors
-    (a set, as in EASE: repeats count once), float32, summed in row order, unit length; zeros
-    for an empty history. One history or many: the same sums in the same order."""
-    distinct = [sorted(set(h.tolist() if isinstance(h, np.ndarray) else h)) for h in histories]
-    lengths = [len(d) for d in distinct]
+    (a set, as in EASE: repeats count once), each weighted by its recency when ``half_life``
+    (in items, chosen on validation and stored in the version) is set, float32, summed in
+    row order, unit length; zeros for an empty history. One history or many: the same sums in
+    the same order."""
+    parts = [recency_of(h, half_life) for h in histories]
+    lengths = [len(d) for d, _ in parts]
     out = np.zeros((len(histories), query_side.shape[1]), np.float32)
     total = sum(lengths)
     if total:
-        rows = query_side[np.fromiter(chain.from_iterable(distinct), np.intp, total)]
+        rows = query_side[np.fromiter(chain.from_iterable(d for d, _ in parts), np.intp, total)]
+        if half_life:
+            rows = rows * np.concatenate([w for _, w in parts])[:, None]
         used = np.flatnonzero(lengths)
         out[used] = np.add.reduceat(rows, np.cumsum([0, *lengths[:-1]])[used], axis=0)
     return unit(out)
