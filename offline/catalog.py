@@ -12,6 +12,7 @@ from groundrec.shared.errors import UserError
 from groundrec.shared.tables import read_table
 
 IMAGE_URI = "image_uri"
+NO_IMAGE_COLUMN = "the catalog has no image column"
 
 
 class CatalogError(UserError):
@@ -19,20 +20,21 @@ class CatalogError(UserError):
 
 
 def load_catalog(cfg: CatalogConfig) -> pa.Table:
-    """Return the catalog with ids as strings and an ``image_uri`` column added.
+    """Return the catalog with ids as strings and an ``image_uri`` column added (all null when
+    the catalog has no ``image_column``: a text-only catalog, see ``text_only``).
 
-    Raises CatalogError for an empty catalog, missing columns, null or duplicate ids.
+    Raises CatalogError for an empty catalog, missing id or text columns, null or duplicate ids.
     """
     if cfg.path is None:
         raise CatalogError("no catalog given: pass --catalog PATH (Parquet, CSV or JSONL)")
     table = read_table(cfg.path)
-    needed = [cfg.id_column, cfg.image_column, *cfg.text_columns]
+    needed = [cfg.id_column, *cfg.text_columns]
     missing = [c for c in needed if c not in table.column_names]
     if missing:
         raise CatalogError(
             f"catalog {cfg.path} lacks column(s) {missing}; it has {table.column_names}. "
-            "Name the columns in the config's catalog block (catalog.id_column, catalog.image_column, "
-            "catalog.text_columns); on the command line: `offline run --id-column/--image-column/--text-columns`, "
+            "Name the columns in the config's catalog block (catalog.id_column, catalog.text_columns); on the "
+            "command line: `offline run --id-column/--text-columns`, "
             "`eval --set catalog.id_column=...`"
         )
     if table.num_rows == 0:
@@ -50,9 +52,22 @@ def load_catalog(cfg: CatalogConfig) -> pa.Table:
     for col in cfg.text_columns:
         i = table.column_names.index(col)
         table = table.set_column(i, col, pc.fill_null(pc.cast(table.column(col), pa.string()), ""))
+    if cfg.image_column not in table.column_names:
+        return table.append_column(IMAGE_URI, pa.nulls(table.num_rows, pa.string()))
     root = cfg.images_root or Path(cfg.path).parent
     uris = [resolve_image(v, root) for v in table.column(cfg.image_column).to_pylist()]
     return table.append_column(IMAGE_URI, pa.array(uris, pa.string()))
+
+
+def text_only(items: pa.Table, cfg: CatalogConfig) -> str | None:
+    """Why nothing of this catalog can be grounded (it has no image column), or None. Such a
+    catalog is embedded from its text columns; no VLM is loaded."""
+    if cfg.image_column in items.column_names:
+        return None
+    others = [c for c in items.column_names if c != IMAGE_URI]
+    return (f"{NO_IMAGE_COLUMN} {cfg.image_column!r}: every item is embedded from its catalog text "
+            f"{cfg.text_columns} and no VLM runs; if the images are in one of {others}, name it with "
+            "catalog.image_column (--image-column)")
 
 
 def resolve_image(value: str | None, root: Path) -> str | None:

@@ -83,6 +83,8 @@ def print_summary(s) -> None:
     t.add_row("location", str(s.version_dir))
     t.add_row("runner", s.runner)
     t.add_row("items read", str(s.items_read))
+    for note in s.notes:
+        t.add_row("note", note)
     t.add_row("grounded", f"{s.grounded_new} new, {s.grounded_cached} from cache")
     if s.parse_failures:
         t.add_row("structured parse failures", f"{s.parse_failures} (raw text kept)")

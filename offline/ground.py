@@ -157,6 +157,13 @@ def ground_catalog(runner, items: pa.Table, *, id_column: str, vlm: VLMConfig, p
     return Grounded(groundings_table(items, rows, prompt), new_by_id, skips.rows, timings)
 
 
+def not_grounded(items: pa.Table, prompt: PromptConfig, reason: str) -> Grounded:
+    """The ground stage's result for a catalog that cannot be grounded at all (no image
+    column): every item ungrounded for ``reason``, nothing skipped, no VLM loaded."""
+    rows = [{**UNGROUNDED, "image_sha256": None, "ground_error": reason}] * items.num_rows
+    return Grounded(groundings_table(items, rows, prompt), {}, [], {})
+
+
 # The grounding columns of an item whose image could not be read or grounded.
 UNGROUNDED = {"vlm_text": None, "vlm_fields": None, "parse_ok": False, "parse_error": None, "from_cache": False,
               "grounded": False}

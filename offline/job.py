@@ -18,7 +18,7 @@ from groundrec.offline import catalog as catalog_stage
 from groundrec.offline.config import JobConfig
 from groundrec.offline.encode import embeddable, encode_cached, load_sentence_transformer, resolve_encoder
 from groundrec.offline.export import export_encoder
-from groundrec.offline.ground import ground_catalog
+from groundrec.offline.ground import ground_catalog, not_grounded
 from groundrec.offline.index import build_index
 from groundrec.offline.interactions import load_interactions, on_published_rows
 from groundrec.offline.learn import index_vectors, learn
@@ -50,6 +50,7 @@ class JobSummary:
     ungrounded: int = 0  # published from catalog text: no image, or it could not be read or grounded
     dropped: int = 0  # nothing to embed: not published
     collab: dict | None = None  # the learn stage's report (manifest collab for a hybrid, learn if it chose content only)
+    notes: list[str] = field(default_factory=list)  # what the user should know about this run (e.g. no images)
 
 
 class StageClock:
@@ -77,8 +78,10 @@ def run_job(cfg: JobConfig, progress: bool = True) -> JobSummary:
         if cfg.interactions.path is not None:  # read before any model runs: a bad table fails in seconds
             catalog_ids = items.column(cfg.catalog.id_column).to_pylist()
             interactions = load_interactions(cfg.interactions, {str(i): r for r, i in enumerate(catalog_ids)})
+    no_images = catalog_stage.text_only(items, cfg.catalog)
     with clock.stage("resolve_models"):  # fail in seconds, before any cluster starts
-        backend_class(cfg.vlm).check(cfg.vlm)
+        if not no_images:
+            backend_class(cfg.vlm).check(cfg.vlm)
         encoder_path = resolve_encoder(cfg.encoder.model)
 
     log_dir = None
@@ -89,8 +92,9 @@ def run_job(cfg: JobConfig, progress: bool = True) -> JobSummary:
             with clock.stage("start_runner"):
                 runner = stack.enter_context(open_runner(cfg.run.runner, cfg.run.ray_address, cfg.resolved_work_dir))
                 log_dir = getattr(runner, "log_dir", None)
-            grounded = ground_catalog(runner, items, id_column=cfg.catalog.id_column, vlm=cfg.vlm,
-                                      prompt=cfg.prompt, cache_dir=cfg.resolved_cache_dir, progress=progress)
+            grounded = (not_grounded(items, cfg.prompt, no_images) if no_images else
+                        ground_catalog(runner, items, id_column=cfg.catalog.id_column, vlm=cfg.vlm,
+                                       prompt=cfg.prompt, cache_dir=cfg.resolved_cache_dir, progress=progress))
             clock.times.update(grounded.timings_s)
             with clock.stage("encode"):
                 groundings, texts, not_embedded = embeddable(grounded.table, cfg.encoder.template,
@@ -123,7 +127,8 @@ def run_job(cfg: JobConfig, progress: bool = True) -> JobSummary:
         manifest = build_manifest(cfg, version_id, encoder_path, int(vectors.shape[1]), counts,
                                   index_report.to_dict(), export_report, dict(clock.times),
                                   learned.report if learned and learned.hybrid else None,
-                                  learned.report if learned and not learned.hybrid else None)
+                                  learned.report if learned and not learned.hybrid else None,
+                                  [no_images] if no_images else [])
         with clock.stage("publish"):
             final = pub.publish(manifest)
 
@@ -135,4 +140,5 @@ def run_job(cfg: JobConfig, progress: bool = True) -> JobSummary:
         timings_s=dict(clock.times), skipped_examples=skips.rows[:5], log_dir=log_dir, distinct_texts=len(set(texts)),
         parse_failures=sum(g and not ok for g, ok in zip(flags, parse_ok)),
         ungrounded=counts["ungrounded"], dropped=counts["dropped"], collab=learned.report if learned else None,
+        notes=[no_images] if no_images else [],
     )

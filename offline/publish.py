@@ -13,6 +13,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from groundrec.offline.cache import grounding_signature
+from groundrec.offline.catalog import NO_IMAGE_COLUMN
 from groundrec.shared.artifact import Manifest, VersionFiles
 from groundrec.shared.version_info import code_version
 
@@ -35,15 +36,17 @@ def write_version_files(staged: Path, index: faiss.Index, vectors: np.ndarray, i
 
 def build_manifest(cfg, version_id: str, encoder_path: str, dim: int, counts: dict, index_report: dict,
                    export_report: dict | None, timings_s: dict, collab: dict | None = None,
-                   learn: dict | None = None) -> Manifest:
-    """What the job made, from its config (a JobConfig) and its results."""
+                   learn: dict | None = None, notes: list[str] | None = None) -> Manifest:
+    """What the job made, from its config (a JobConfig) and its results. ``notes``: what the
+    run says about itself (a text-only catalog: no VLM ran, so none is recorded)."""
+    vlm = None if notes and any(n.startswith(NO_IMAGE_COLUMN) for n in notes) else {
+        "backend": cfg.vlm.backend, "name": cfg.vlm.model, "revision": getattr(cfg.vlm, "revision", None),
+        "fingerprint": grounding_signature(cfg.vlm, cfg.prompt)["model"], "max_new_tokens": cfg.vlm.max_new_tokens}
     return Manifest(
         version=version_id,
         created_at=datetime.now(timezone.utc).isoformat(timespec="seconds"),
         code_version=code_version(),
-        models={"vlm": {"backend": cfg.vlm.backend, "name": cfg.vlm.model, "revision": getattr(cfg.vlm, "revision", None),
-                        "fingerprint": grounding_signature(cfg.vlm, cfg.prompt)["model"],
-                        "max_new_tokens": cfg.vlm.max_new_tokens},
+        models={"vlm": vlm,
                 "encoder": {"name": cfg.encoder.model, "resolved": encoder_path,
                             "max_seq_length": cfg.encoder.max_seq_length}},
         prompt={"style": cfg.prompt.style, "text": cfg.prompt.text(), "fields": cfg.prompt.fields},
@@ -57,4 +60,5 @@ def build_manifest(cfg, version_id: str, encoder_path: str, dim: int, counts: di
         catalog_text_columns=cfg.catalog.text_columns,
         collab=collab,
         learn=learn,
+        notes=list(notes or []),
     )

@@ -2,7 +2,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from groundrec.offline.catalog import CatalogError, load_catalog, resolve_image
+from groundrec.offline.catalog import CatalogError, load_catalog, resolve_image, text_only
 from groundrec.shared.config import CatalogConfig
 
 
@@ -37,9 +37,15 @@ def test_duplicate_ids(tmp_path):
 
 def test_missing_column_names_it_and_lists_what_exists(tmp_path):
     p = _write(tmp_path, [{"item_id": "a", "picture": "a.jpg", "title": "t", "description": "d"}])
-    with pytest.raises(CatalogError, match=r"lacks column\(s\) \['image'\].*picture"):
-        load_catalog(CatalogConfig(path=p))
-    assert load_catalog(CatalogConfig(path=p, image_column="picture")).num_rows == 1
+    with pytest.raises(CatalogError, match=r"lacks column\(s\) \['summary'\].*picture"):
+        load_catalog(CatalogConfig(path=p, text_columns=["title", "summary"]))
+    # no image column: a text-only catalog, with a note that names the column and the candidates
+    items = load_catalog(CatalogConfig(path=p))
+    assert items.column("image_uri").null_count == 1
+    assert "no image column 'image'" in text_only(items, CatalogConfig(path=p)) and "picture" in text_only(
+        items, CatalogConfig(path=p))
+    named = CatalogConfig(path=p, image_column="picture")
+    assert load_catalog(named).column("image_uri").null_count == 0 and text_only(load_catalog(named), named) is None
 
 
 def test_null_id(tmp_path):

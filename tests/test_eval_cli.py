@@ -152,3 +152,22 @@ def test_a_template_that_clashes_or_names_nothing_is_refused(demo, tmp_path):
     assert res.exit_code != 0 and "built-in representation" in res.output
     res = _eval(demo, tmp_path / "r", "templates={plain: 'no fields'}")
     assert res.exit_code != 0 and "names no column" in res.output
+
+
+def test_eval_on_a_catalog_without_an_image_column_runs_its_text_rows(demo, tmp_path, tiny_vlm):
+    import pyarrow.parquet as pq
+
+    path = tmp_path / "text_only.parquet"
+    pq.write_table(pq.read_table(demo["catalog"]).drop_columns(["image"]), path)
+    out = tmp_path / "r"
+    res = CliRunner().invoke(app, ["eval", "--catalog", str(path), "--interactions", str(demo["interactions"]),
+                                   "--out", str(out), "-q", "--set", "split.holdout=last_n", "--set", "bootstrap=200",
+                                   "--set", "permutations=1000", "--set", "representations=[title, vlm_free, visual]",
+                                   "--set", f"vlm.model={tiny_vlm('smolvlm')}"])
+    assert res.exit_code == 0, res.output
+    r = json.loads((out / "results.json").read_text())
+    reps = {x["name"]: x for x in r["representations"]}
+    assert reps["title"]["status"] == "run"
+    for name in ("vlm_free", "visual"):
+        assert reps[name]["status"] == "not run" and "no image column" in reps[name]["reason"]
+    assert "VLM4Rec (mean + cosine) / title" in {x["label"] for x in r["rows"]}

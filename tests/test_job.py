@@ -142,7 +142,7 @@ def _cli(*args, env_extra=None, timeout=120):
 @pytest.mark.parametrize("rows,message", [
     ([], "is empty"),
     ([{"item_id": "a", "image": "a.jpg", "title": "t", "description": "d"}] * 2, "duplicate 'item_id'"),
-    ([{"item_id": "a", "img": "a.jpg", "title": "t", "description": "d"}], "lacks column(s) ['image']"),
+    ([{"item_id": "a", "image": "a.jpg", "title": "t"}], "lacks column(s) ['description']"),
 ])
 def test_cli_refuses_bad_catalogs_with_a_reason(tmp_path, rows, message):
     import pyarrow as pa
@@ -179,3 +179,24 @@ def test_config_file_drives_the_cli(small_catalog, tmp_path, tiny_vlm):
     assert r.returncode == 0, r.stderr[-2000:]
     assert "published version" in r.stdout and "not grounded" in r.stdout
     assert artifact.current_version(tmp_path / "o") is not None
+
+
+def test_a_catalog_without_an_image_column_is_published_from_its_text_without_a_vlm(small_catalog, tmp_path):
+    from groundrec.online.client import LocalClient
+
+    catalog = pq.read_table(small_catalog["path"]).drop_columns(["image"])
+    path = tmp_path / "text_only.parquet"
+    pq.write_table(catalog, path)
+    # a VLM that does not exist: a text-only catalog never loads one
+    cfg = _cfg(small_catalog, tmp_path / "art", tmp_path / "no-such-vlm", **{"catalog.path": str(path)})
+    summary = run_job(cfg, progress=False)
+    assert summary.items_read == summary.encoded == summary.ungrounded == catalog.num_rows
+    assert summary.grounded_new == 0 and not summary.skipped  # nothing went wrong: there was nothing to ground
+    assert len(summary.notes) == 1 and "no image column 'image'" in summary.notes[0]
+    manifest = artifact.verify(summary.version_dir)
+    assert manifest.notes == summary.notes and manifest.models["vlm"] is None
+    items = pq.read_table(summary.version_dir / artifact.ITEMS)
+    assert set(items.column("ground_error").to_pylist()) == {summary.notes[0]}
+    ids = catalog.column("item_id").to_pylist()
+    answer = LocalClient(tmp_path / "art").recommend(ids[:2], k=3)
+    assert len(answer.items) == 3 and not set(ids[:2]) & {i.item_id for i in answer.items}

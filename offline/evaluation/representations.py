@@ -193,11 +193,13 @@ class _Builder:
         from groundrec.offline.vlm.registry import backend_class
 
         cfg = self.cfg
+        items = catalog_stage.load_catalog(cfg.catalog)
+        if (why := catalog_stage.text_only(items, cfg.catalog)) is not None:
+            return why
         try:
             backend_class(cfg.vlm).check(cfg.vlm)
         except VLMUnavailable as e:
             return f"VLM not available on this machine: {e}"
-        items = catalog_stage.load_catalog(cfg.catalog)
         return ground_catalog(self._runner, items, id_column=cfg.catalog.id_column, vlm=cfg.vlm,
                               prompt=cfg.prompt.model_copy(update={"style": style}), cache_dir=cfg.resolved_cache_dir,
                               progress=self.progress).table
@@ -215,6 +217,9 @@ class _Builder:
 
         cfg = self.cfg
         rep = Representation("visual", f"raw visual features ({cfg.vision_model})")
+        if (why := catalog_stage.text_only(self.items, cfg.catalog)) is not None:
+            rep.not_run = why
+            return rep
         try:
             path = resolve_vlm(cfg.vision_model, kind="vision model")
         except VLMUnavailable as e:

@@ -129,6 +129,7 @@ class Manifest(BaseModel):
                                 "weight, interactions window, validation metrics); None: content only")
     learn: dict | None = Field(None, description="content-only versions whose job was given interactions: the learn "
                                "stage's report (what was tried and scored on validation) when it chose weight 0")
+    notes: list[str] = Field([], description="what the job said about this run (e.g. a catalog without images)")
     files: dict[str, FileEntry] = {}
 
     @property
