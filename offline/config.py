@@ -115,12 +115,16 @@ class CollabGrid(StrictModel):
                                    description="recency of a history's collaborative query: each item weighted by "
                                                "0.5 ** (its age in items / half_life), chosen on validation (0: "
                                                "every item alike)")
+    fresh_weight: list[float] = Field(default_factory=lambda: [0.0, 0.03, 0.1, 0.3, 1.0], min_length=1,
+                                      description="hybrid: added to the score of an item with no interaction in the "
+                                                  "window (a new item, which the collaborative part cannot know), "
+                                                  "chosen on validation after the rest (0: none)")
     widenings: int = Field(2, ge=0, le=5, description="a reg or weight chosen on the edge of its grid: add the next "
                            "value beyond it and choose again, at most this many times (recorded in the report)")
     max_dense_items: int = Field(20_000, ge=2, description="EASE fits the most-interacted this many items "
                                  "(~12 bytes x items^2 of memory while fitting); the others come from content")
 
-    @field_validator("reg", "weight", "half_life")
+    @field_validator("reg", "weight", "half_life", "fresh_weight")
     @classmethod
     def _non_negative(cls, v: list[float]) -> list[float]:
         if any(x < 0 for x in v):

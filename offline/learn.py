@@ -26,6 +26,7 @@ from groundrec.offline.selection import search
 from groundrec.offline.interactions import Interactions
 from groundrec.shared.errors import UserError
 from groundrec.shared.scoring.collab import collab_queries, hybrid_queries, index_rows
+from groundrec.shared.scoring.popularity import counts_of_rows, fresh_prior
 from groundrec.shared.scoring.profiles import latest, mean_profiles
 from groundrec.shared.scoring.ranking import target_in_top_k
 
@@ -41,6 +42,8 @@ class Learned:
     report: dict  # what the manifest records: as ``collab`` for a hybrid, as ``learn`` otherwise
     projection: collab.Projection | None = None  # a hybrid indexed at the content's width
     half_life: float = 0.0  # recency of the collaborative query, in items (0: none)
+    fresh_weight: float = 0.0  # added to the score of an item with no interaction in the window
+    counts: np.ndarray | None = None  # interactions per published item in the window (what "new" means)
 
     @property
     def hybrid(self) -> bool:
@@ -148,19 +151,24 @@ def _validation_hits(model: collab.CollabModel, content: np.ndarray, profiles: n
     return {key: np.concatenate(value) for key, value in hits.items()}
 
 
-def _projected_hits(model: collab.CollabModel, content: np.ndarray, profiles: np.ndarray, held: list[np.ndarray],
-                    targets: np.ndarray, weight: float, projection: collab.Projection,
-                    half_life: float = 0.0) -> np.ndarray:
-    """``_validation_hits``'s hybrid at ``weight``, scored as the service scores it: projected
-    profiles against the projected index."""
-    index = index_rows(content, weight * model.item, projection.item)
-    hits = []
+def _published_hits(model: collab.CollabModel, content: np.ndarray, profiles: np.ndarray, held: list[np.ndarray],
+                    targets: np.ndarray, weight: float, projection: collab.Projection | None, half_life: float = 0.0,
+                    fresh: np.ndarray | None = None, fresh_weights: tuple[float, ...] = (0.0,)) -> dict[float, np.ndarray]:
+    """``_validation_hits``'s hybrid at ``weight``, scored as the service scores it (projected
+    profiles against the projected index when there is a projection), with each freshness
+    prior weight added to the new items (``fresh``) in turn."""
+    index = index_rows(content, weight * model.item, projection.item if projection is not None else None)
+    hits: dict[float, list] = {fw: [] for fw in fresh_weights}
     for start in range(0, len(held), CHUNK):
         part = slice(start, start + CHUNK)
         searched = hybrid_queries(profiles[part], collab_queries(model.query, [latest(h) for h in held[part]],
-                                                                 half_life), projection.query)
-        hits.append(_hits(searched @ index.T, held[part], targets[part]))
-    return np.concatenate(hits)
+                                                                 half_life),
+                                  projection.query if projection is not None else None)
+        scores = searched @ index.T
+        for fw in fresh_weights:
+            scored = scores + fw * fresh if fw else scores.copy()
+            hits[fw].append(_hits(scored, held[part], targets[part]))
+    return {fw: np.concatenate(h) for fw, h in hits.items()}
 
 
 def learn(inter: Interactions, content: np.ndarray, cfg: CollabConfig, seed: int = 0) -> Learned:
@@ -176,6 +184,7 @@ def learn(inter: Interactions, content: np.ndarray, cfg: CollabConfig, seed: int
     tuned: dict = {}
     # No validation user: content only, nothing scored.
     reg, weight, half_life, rank, projected, chosen_score, found = cfg.reg[0], 0.0, 0.0, cfg.rank, False, None, None
+    fresh_weight, fresh_found = 0.0, None
     if users:
         held = [train[u] for u in users]
         profiles = _content_profiles(content, held)
@@ -212,16 +221,33 @@ def learn(inter: Interactions, content: np.ndarray, cfg: CollabConfig, seed: int
                 tuned[f"hybrid reg={reg:g}{_hl(half_life)} rank={r} weight={weight:g}"] = float(hits[weight].mean())
                 return float(hits[weight].mean())
 
+            projections: dict[int, collab.Projection] = {}
+
             def projected_score(r: int) -> float:
                 ranked = chosen_fit.truncated(r)
-                hits = _projected_hits(ranked, content, profiles, held, targets, weight,
-                                       project(content, ranked, weight, train, seed, half_life), half_life)
+                projections[r] = project(content, ranked, weight, train, seed, half_life)
+                hits = _published_hits(ranked, content, profiles, held, targets, weight, projections[r], half_life)[0.0]
                 key = f"hybrid reg={reg:g}{_hl(half_life)} rank={r} weight={weight:g} projected to {content.shape[1]}"
                 tuned[key] = float(hits.mean())
                 return tuned[key]
 
             rank, projected, chosen_score = narrowest(cfg.rank, chosen_score, cfg.rank_tolerance, score_at,
                                                       projected_score if cfg.project else None)
+            # Last, the freshness prior on the published scoring: how much a new item (no
+            # interaction in the training part) is lifted so that its content can place it.
+            fresh = fresh_prior(counts_of_rows(train, n))
+
+            def fresh_scores(points: list[dict]) -> list[np.ndarray]:
+                weights = tuple(p["fresh_weight"] for p in points)
+                hits = _published_hits(chosen_fit.truncated(rank), content, profiles, held, targets, weight,
+                                       projections.get(rank) if projected else None, half_life, fresh, weights)
+                for fw in weights:
+                    tuned[f"published fresh_weight={fw:g}"] = float(hits[fw].mean())
+                return [hits[fw] for fw in weights]
+
+            fresh_found = search({"fresh_weight": cfg.fresh_weight}, fresh_scores, widenings=cfg.widenings,
+                                 section="collab")
+            fresh_weight = fresh_found.chosen["fresh_weight"]
     # Weight 0 scores exactly as content alone: publish content only (no refit, an index no
     # wider than the embeddings) and keep the report of what was tried.
     model = projection = None
@@ -232,7 +258,8 @@ def learn(inter: Interactions, content: np.ndarray, cfg: CollabConfig, seed: int
     iso = lambda t: datetime.fromtimestamp(int(t), timezone.utc).isoformat()  # noqa: E731
     report = {
         **(model.info if model else {"model": "EASE, factorised", "rank": cfg.rank, "reg": float(reg)}),
-        "weight": float(weight), "query_half_life": float(half_life) if weight else 0.0, "hybrid": model is not None,
+        "weight": float(weight), "query_half_life": float(half_life) if weight else 0.0,
+        "fresh_weight": float(fresh_weight), "hybrid": model is not None,
         "projection": projection.info if projection else None,
         "window": {"days": cfg.window_days, "from": iso(inter.ts.min()), "to": iso(inter.ts.max()),
                    "interactions": int(len(inter.items)), "users": len(histories),
@@ -241,11 +268,13 @@ def learn(inter: Interactions, content: np.ndarray, cfg: CollabConfig, seed: int
                        "chosen": {"reg": float(reg), "half_life": float(half_life), "weight": float(weight),
                                   "rank": rank, "projected": projected, "score": chosen_score}, "scores": tuned,
                        "grid": found.axes if found else {"reg": cfg.reg, "half_life": cfg.half_life, "weight": cfg.weight},
-                       "widened": found.widened if found else [],
-                       "grid_warnings": found.warnings if found else []},
+                       "widened": (found.widened if found else []) + (fresh_found.widened if fresh_found else []),
+                       "grid_warnings": (found.warnings if found else []) + (fresh_found.warnings if fresh_found else []),
+                       "fresh": fresh_found.report() if fresh_found else None},
         "learn_seconds": round(time.perf_counter() - started, 2),
     }
-    return Learned(model, float(weight), report, projection, float(half_life) if weight else 0.0)
+    return Learned(model, float(weight), report, projection, float(half_life) if weight else 0.0, float(fresh_weight),
+                   counts_of_rows(histories, n) if model is not None else None)
 
 
 def index_vectors(content: np.ndarray, learned: Learned | None) -> np.ndarray:

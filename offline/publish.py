@@ -14,7 +14,7 @@ import pyarrow.parquet as pq
 
 from groundrec.offline.cache import grounding_signature
 from groundrec.offline.catalog import NO_IMAGE_COLUMN
-from groundrec.shared.artifact import Manifest, VersionFiles
+from groundrec.shared.artifact import WINDOW_INTERACTIONS, Manifest, VersionFiles
 from groundrec.shared.version_info import code_version
 
 
@@ -28,6 +28,8 @@ def write_version_files(staged: Path, index: faiss.Index, vectors: np.ndarray, i
         if learned.projection is not None:  # ... and the projection to the index's width
             np.save(files.project_item, learned.projection.item)
             np.save(files.project_query, learned.projection.query)
+    if learned is not None and learned.hybrid and learned.counts is not None:  # what "new item" means to it
+        items = items.append_column(WINDOW_INTERACTIONS, pa.array(learned.counts.astype(np.int64)))
     faiss.write_index(index, str(files.index))
     np.save(files.embeddings, vectors)
     pq.write_table(items, files.items)

@@ -11,6 +11,7 @@ import numpy as np
 
 from groundrec.online.filters import allowed_rows
 from groundrec.online.schemas import HistoryEntry, UserQuery
+from groundrec.shared.artifact import WINDOW_INTERACTIONS
 from groundrec.online.version import LoadedVersion
 from groundrec.shared.errors import UserError
 from groundrec.shared.scoring import popularity as pop
@@ -78,6 +79,11 @@ class Retriever:
                         else None)
         self.hybrid = version.collab_query is not None
         self.half_life = version.collab_half_life if self.hybrid else 0.0
+        # New items (no interaction in the job's window) and the lift the job chose for them.
+        fresh = (version.items.column(WINDOW_INTERACTIONS).to_numpy()
+                 if self.hybrid and WINDOW_INTERACTIONS in version.items.column_names else None)
+        self.fresh = pop.fresh_prior(fresh) if fresh is not None else None
+        self.fresh_weight = version.collab_fresh_weight if self.fresh is not None else 0.0
         self.projected = version.project_query is not None
 
     # --- building blocks -------------------------------------------------------------
@@ -146,14 +152,29 @@ class Retriever:
     def _allowed(self, filters: dict[str, object] | None) -> np.ndarray | None:
         return allowed_rows(self.v.items, filters)
 
+    def _fresh(self, q: UserQuery) -> float:
+        """The freshness prior's weight for this query: its own, else the version's."""
+        if self.fresh is None:
+            return 0.0
+        return self.fresh_weight if q.fresh_weight is None else q.fresh_weight
+
+    def _prior(self, q: UserQuery) -> np.ndarray | None:
+        """What is added to every item's score for this query: the popularity prior and, for a
+        hybrid version, the freshness prior of its new items (None: nothing)."""
+        fresh = self._fresh(q)
+        if not q.popularity_weight and not fresh:
+            return None
+        prior = ranking.add_prior(np.zeros_like(self.log_pop), q.popularity_weight, self.log_pop)
+        return ranking.add_prior(prior, fresh, self.fresh) if fresh else prior
+
     def _search(self, profiles: np.ndarray, k: int, seen: set[int], allowed: np.ndarray | None,
-                popularity_weight: float) -> list[tuple[int, float]]:
+                prior: np.ndarray | None) -> list[tuple[int, float]]:
         if self.exact_t is not None:
-            return self._search_exact(profiles, k, seen, allowed, popularity_weight)
+            return self._search_exact(profiles, k, seen, allowed, prior)
         if allowed is not None and allowed.sum() <= self.exact_subset_max:
-            return self._search_subset(profiles, k, seen, np.flatnonzero(allowed), popularity_weight)
+            return self._search_subset(profiles, k, seen, np.flatnonzero(allowed), prior)
         n = self.v.index.ntotal
-        fetch = min(n, (k * self.overfetch if popularity_weight else k) + len(seen))
+        fetch = min(n, (k * self.overfetch if prior is not None else k) + len(seen))
         params = None
         if allowed is not None:
             bits = np.packbits(allowed, bitorder="little")
@@ -164,26 +185,26 @@ class Retriever:
         for s_row, i_row in zip(scores, idx):  # several interests: merge, best score per item
             for s, i in zip(s_row, i_row):
                 if i >= 0 and i not in seen:
-                    s = float(s) + popularity_weight * float(self.log_pop[i])
+                    s = float(s) + (float(prior[i]) if prior is not None else 0.0)
                     if s > best.get(i, -np.inf):
                         best[int(i)] = s
         return sorted(best.items(), key=lambda p: (-p[1], p[0]))[:k]
 
     def _search_exact(self, profiles: np.ndarray, k: int, seen: set[int], allowed: np.ndarray | None,
-                      popularity_weight: float) -> list[tuple[int, float]]:
+                      prior: np.ndarray | None) -> list[tuple[int, float]]:
         """Flat index: one matrix product over the transposed copy of the index's vectors.
         Cheaper than FAISS's per-call overhead for a single user, and seen items, filters and the
         popularity prior apply to every item exactly, not to an over-fetched candidate list."""
         scores = (np.asarray(profiles, dtype=np.float32) @ self.exact_t).max(axis=0)
-        return self._top(scores, k, seen, allowed, popularity_weight)
+        return self._top(scores, k, seen, allowed, prior)
 
     def _search_subset(self, profiles: np.ndarray, k: int, seen: set[int], rows: np.ndarray,
-                       popularity_weight: float) -> list[tuple[int, float]]:
+                       prior: np.ndarray | None) -> list[tuple[int, float]]:
         """A selective filter on an approximate index: score the few allowed items exactly.
         Graph and IVF searches lose recall when most items are filtered out; this does not."""
         scores = np.full(self.v.index.ntotal, -np.inf, dtype=np.float32)
         scores[rows] = (self._indexed(rows) @ np.asarray(profiles, dtype=np.float32).T).max(axis=1)
-        return self._top(scores, k, seen, None, popularity_weight)
+        return self._top(scores, k, seen, None, prior)
 
     def _indexed(self, rows: np.ndarray) -> np.ndarray:
         """Some items' vectors as the index holds them: the content vector, and for a hybrid
@@ -194,9 +215,10 @@ class Retriever:
         return index_rows(self.v.vectors[rows], self.v.collab_weight * self.v.collab_item[rows], self.v.project_item)
 
     def _top(self, scores: np.ndarray, k: int, seen: set[int], allowed: np.ndarray | None,
-             popularity_weight: float) -> list[tuple[int, float]]:
+             prior: np.ndarray | None) -> list[tuple[int, float]]:
         """Top-k rows of a full score vector (modified in place), ties broken by row."""
-        scores = ranking.add_prior(scores, popularity_weight, self.log_pop)
+        if prior is not None:
+            scores = scores + prior
         if allowed is not None:
             scores = np.where(allowed, scores, -np.inf)
         return ranking.top_k(ranking.exclude(scores, seen), k)
@@ -229,7 +251,7 @@ class Retriever:
             if self.fallback == "error":
                 raise NoHistory(f"no known item in the history ({len(unknown)} unknown) and no text: nothing to rank by")
             return self._result(self._popular_items(q.k, seen, allowed), q.with_fields, unknown, "popular")
-        return self._result(self._search(profile, q.k, seen, allowed, q.popularity_weight), q.with_fields, unknown,
+        return self._result(self._search(profile, q.k, seen, allowed, self._prior(q)), q.with_fields, unknown,
                             None, len(rows))
 
     def recommend_batch(self, queries: list[UserQuery], errors: Literal["raise", "return"] = "raise") -> list[Result]:
@@ -261,15 +283,19 @@ class Retriever:
                 scores = np.asarray(batch[start:start + BATCH_CHUNK], dtype=np.float32) @ self.exact_t
                 # The whole chunk in one operation each (not one per user: see top_k_rows).
                 ranking.add_prior(scores, [q.popularity_weight for _, q, *_ in chunk], self.log_pop)
+                if self.fresh is not None:
+                    ranking.add_prior(scores, [self._fresh(q) for _, q, *_ in chunk], self.fresh)
                 ranking.exclude(scores, [seen for _, _, seen, *_ in chunk])
                 for row, ranked in enumerate(ranking.top_k_rows(scores, [q.k for _, q, *_ in chunk])):
                     n, q, _, unknown, n_known = chunk[row]
                     results[n] = self._result(ranked, q.with_fields, unknown, None, n_known)
         elif batch:
-            width = max((q.k * (self.overfetch if q.popularity_weight else 1)) + len(seen) for _, q, seen, *_ in meta)
+            priors = [self._prior(q) for _, q, *_ in meta]
+            width = max((q.k * (self.overfetch if prior is not None else 1)) + len(seen)
+                        for (_, q, seen, *_), prior in zip(meta, priors))
             scores, idx = self.v.index.search(np.asarray(batch, dtype=np.float32), min(width, self.v.index.ntotal))
-            for (n, q, seen, unknown, n_known), s_row, i_row in zip(meta, scores, idx):
-                ranked = [(int(i), float(s) + q.popularity_weight * float(self.log_pop[i]))
+            for (n, q, seen, unknown, n_known), s_row, i_row, prior in zip(meta, scores, idx, priors):
+                ranked = [(int(i), float(s) + (float(prior[i]) if prior is not None else 0.0))
                           for s, i in zip(s_row, i_row) if i >= 0 and i not in seen]
                 ranked.sort(key=lambda p: (-p[1], p[0]))
                 results[n] = self._result(ranked[:q.k], q.with_fields, unknown, None, n_known)

@@ -47,6 +47,10 @@ class UserQuery(_Body):
     popularity_weight: float = Field(0.0, ge=0, le=100, allow_inf_nan=False,
                                      description="score = cosine + w * ln(1 + purchases)")
     text_weight: float = Field(0.5, ge=0, le=1)
+    fresh_weight: float | None = Field(None, ge=0, le=100, allow_inf_nan=False,
+                                       description="hybrid versions: added to the score of an item nobody interacted "
+                                                   "with in the job's window (a new item); default: the version's, "
+                                                   "chosen on validation")
     with_fields: bool = False
 
     @model_validator(mode="after")

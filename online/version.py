@@ -43,6 +43,12 @@ class LoadedVersion:
         for versions published before it existed)."""
         return float((self.manifest.collab or {}).get("query_half_life") or 0.0)
 
+    @property
+    def collab_fresh_weight(self) -> float:
+        """What a hybrid adds to the score of an item with no interaction in the job's window;
+        0 for versions published before it existed."""
+        return float((self.manifest.collab or {}).get("fresh_weight") or 0.0)
+
 
 def load_version(path: str | Path, cache_dir: Path | None = None) -> LoadedVersion:
     """Load a version folder, or the CURRENT one of an artifacts root (a local folder or an

@@ -115,10 +115,12 @@ def test_service_ranks_exactly_as_eval_scores_the_hybrid(either):
     assert v.collab_half_life == (3.0 if v.project_item is not None else 0.0)
     retriever = Retriever(v, fallback="error")
     model = CollabModel(v.collab_query, v.collab_item, np.ones(len(v.item_ids), bool))
-    content = ContentSystem("c", "text", np.asarray(v.vectors), np.zeros(len(v.item_ids)))
+    # the window's counts: what makes an item new (the freshness prior) in eval as in the service
+    counts = v.items.column(artifact.WINDOW_INTERACTIONS).to_numpy().astype(np.float64)
+    content = ContentSystem("c", "text", np.asarray(v.vectors), counts)
     projection = None if v.project_item is None else Projection(v.project_item, v.project_query)
     system = hybrid_system("hybrid", "text", content, model, v.collab_weight, projection,
-                           half_life=v.collab_half_life)
+                           half_life=v.collab_half_life, fresh_weight=v.collab_fresh_weight)
     inter = pq.read_table(hybrid["interactions"]).sort_by([("user_id", "ascending"), ("timestamp", "ascending")])
     histories: dict[str, list[int]] = {}
     for u, i in zip(inter.column("user_id").to_pylist(), inter.column("item_id").to_pylist()):
@@ -133,6 +135,29 @@ def test_service_ranks_exactly_as_eval_scores_the_hybrid(either):
         one = retriever.recommend(UserQuery(history=[v.item_ids[r] for r in h], k=10))
         assert [x.item_id for x in one.items] == [x.item_id for x in batched.items]
         assert np.allclose([x.score for x in one.items], [x.score for x in batched.items], atol=1e-5)
+
+
+def test_a_new_item_reaches_a_list_through_the_freshness_prior(hybrid):
+    """Items nobody bought in the window are marked in the version; the freshness prior the
+    job chose (here forced to a large value) lifts them into lists, and a request can set its
+    own (0: the collaborative part alone decides, and they stay out)."""
+    cfg = hybrid["cfg"].model_copy(update={"out": hybrid["root"] / "art_fresh", "cache_dir": hybrid["cfg"].resolved_cache_dir,
+                                           "collab": hybrid["cfg"].collab.model_copy(update={"fresh_weight": [5.0]})})
+    summary = run_job(cfg, progress=False)
+    assert summary.collab["fresh_weight"] == 5.0 and "published fresh_weight=5" in summary.collab["validation"]["scores"]
+    v = load_version(hybrid["root"] / "art_fresh")
+    counts = v.items.column(artifact.WINDOW_INTERACTIONS).to_pylist()
+    bought = set(pq.read_table(hybrid["interactions"]).column("item_id").to_pylist())
+    new = {i for i, c in zip(v.item_ids, counts) if c == 0}
+    assert new and new == {i for i in v.item_ids if i not in bought}
+    retriever = Retriever(v, fallback="error")
+    history = [i for i in v.item_ids if i in bought][:3]
+    lifted = retriever.recommend(UserQuery(history=history, k=10))
+    assert {x.item_id for x in lifted.items[:len(new)]} == new  # +5 puts every new item first
+    plain = retriever.recommend(UserQuery(history=history, k=10, fresh_weight=0.0))
+    assert [x.item_id for x in plain.items] != [x.item_id for x in lifted.items]
+    assert len(new & {x.item_id for x in plain.items}) < len(new)
+    assert retriever.recommend_batch([UserQuery(history=history, k=10)])[0].items == lifted.items
 
 
 def test_an_item_nobody_bought_counts_in_a_history_through_its_content(hybrid):

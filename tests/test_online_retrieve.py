@@ -153,3 +153,15 @@ def test_ann_paths_with_filters_match_exact_when_searching_everything(kind, exac
         assert [(r.item_id, round(r.score, 4)) for r in a.items] == [(r.item_id, round(r.score, 4)) for r in b.items]
         if q.filters:
             assert all(int(r.item_id[1:]) % 3 == 0 for r in b.items) and len(b.items) == 7
+
+
+def test_a_bad_fresh_weight_is_refused_naming_the_field():
+    from pydantic import ValidationError
+
+    for bad in (-1, 101, float("nan")):
+        with pytest.raises(ValidationError, match="fresh_weight"):
+            UserQuery(history=["i0"], fresh_weight=bad)
+    # a content-only version has no new items to lift: the weight changes nothing
+    r = Retriever(_version(CIRCLE))
+    assert r.recommend(UserQuery(history=["i0"], k=3, fresh_weight=5.0)).items == \
+        r.recommend(UserQuery(history=["i0"], k=3)).items

@@ -20,6 +20,7 @@ from groundrec.offline.evaluation.systems import (CollabSystem, ContentSystem, I
                                                   hybrid_system)
 from groundrec.offline.selection import Search, search
 from groundrec.offline.learn import narrowest, project
+from groundrec.shared.scoring.popularity import fresh_prior
 from groundrec.shared.scoring.ranking import top_k_matrix
 
 
@@ -86,7 +87,7 @@ class _Runner:
         self._bar = tqdm(desc="systems", unit="system", disable=not progress)
 
     def _on_test(self, system: System, valid_primary: float | None = None, note: str | None = None,
-                 search: Search | None = None) -> None:
+                 search: Search | None = None, extra_widened: list[dict] = ()) -> None:
         test, ks = self.data.test, self.cfg.ks
         ranked = ranking(system, test, max(ks))
         per_user = metrics.per_user_metrics(ranked, test.relevant, ks)
@@ -96,7 +97,7 @@ class _Runner:
         self.rows.append(Row(system.name, system.representation, dict(getattr(system, "params", {}) or {}),
                              per_user, lists, valid_primary, note, slices=slices,
                              warnings=list(search.warnings) if search else [],
-                             widened=list(search.widened) if search else []))
+                             widened=(list(search.widened) if search else []) + list(extra_widened)))
         self._bar.update()
 
     def _valid_per_user(self, scores: np.ndarray) -> np.ndarray:
@@ -258,12 +259,31 @@ class _Runner:
         best = found.chosen
         hl = best["half_life"] if best["weight"] else 0.0
         rank, projected = self._narrowed(rep, profile, on_valid(best["reg"]), best["weight"], found.score, hl)
-        params = {**best, "half_life": hl, "rank": rank, "projected": projected, **profile}
+        fresh = self._fresh(rep, profile, on_valid(best["reg"]).truncated(rank), best["weight"], projected, hl)
+        params = {**best, "half_life": hl, "rank": rank, "projected": projected,
+                  "fresh_weight": fresh.chosen["fresh_weight"] if fresh else 0.0, **profile}
         test_model = (test_models.get(best["reg"]) or on_test(best["reg"])).truncated(rank)
         projection = (project(rep.vectors, test_model, best["weight"], self.data.test_histories, seed, hl)
                       if projected else None)
         self._on_test(self._hybrid(rep, self.data.pop_test, profile, test_model, best["weight"], projection, params,
-                                   hl), found.score, rep.note, found)
+                                   hl, params["fresh_weight"]), found.score, rep.note, found,
+                      extra_widened=fresh.widened if fresh else [])
+
+    def _fresh(self, rep: Representation, profile: dict, model: CollabModel, weight: float, projected: bool,
+               half_life: float) -> Search | None:
+        """... and last, as the job: the freshness prior's weight on the published scoring (new
+        items: none of validation's training interactions). None for content alone."""
+        if not weight:
+            return None
+        valid, grid = self.data.valid, self.cfg.tuning.collab
+        projection = (project(rep.vectors, model, weight, self.data.valid_histories, self.cfg.seed, half_life)
+                      if projected else None)
+        base = self._hybrid(rep, self.data.pop_valid, profile, model, weight, projection,
+                            half_life=half_life).scores(valid.history, valid.history_ts)
+        fresh = fresh_prior(self.data.pop_valid)
+        return search({"fresh_weight": grid.fresh_weight},
+                      lambda points: [self._valid_per_user(base + p["fresh_weight"] * fresh) for p in points],
+                      widenings=grid.widenings, section="tuning.collab")
 
     def _narrowed(self, rep: Representation, profile: dict, model, weight: float, score: float,
                   half_life: float = 0.0) -> tuple[int, bool]:
@@ -292,9 +312,10 @@ class _Runner:
         return rank, projected
 
     def _hybrid(self, rep: Representation, pop: np.ndarray, profile: dict, model: CollabModel, weight: float,
-                projection=None, params: dict | None = None, half_life: float = 0.0) -> CollabSystem:
+                projection=None, params: dict | None = None, half_life: float = 0.0,
+                fresh_weight: float = 0.0) -> CollabSystem:
         return hybrid_system(HYBRID, f"{rep.name} + interactions", self._content(rep, pop, **profile), model, weight,
-                             projection, params, half_life)
+                             projection, params, half_life, fresh_weight)
 
 
 def run_systems(cfg: EvalConfig, data: EvalData, reps: list[Representation],

@@ -165,6 +165,7 @@ class CollabSystem(System):
     weight: float = 1.0
     params: dict = field(default_factory=dict)
     half_life: float = 0.0  # of the collaborative query, in items (0: none), as the version stores it
+    fresh_weight: float = 0.0  # hybrid: added to items with no training interaction (the content's popularity 0)
 
     def scores(self, histories, history_ts):
         recent = [latest(h) for h in histories]
@@ -174,12 +175,15 @@ class CollabSystem(System):
                                        @ self.model.item.T)
         if self.content is None:
             return cf
-        return self.content.scores(histories, history_ts) + self.weight * cf
+        out = self.content.scores(histories, history_ts) + self.weight * cf
+        if self.fresh_weight:
+            ranking.add_prior(out, [self.fresh_weight] * len(out), pop.fresh_prior(self.content.popularity))
+        return out
 
 
 def hybrid_system(name: str, representation: str, content: ContentSystem, model: "CollabModel", weight: float,
                   projection: "Projection | None" = None, params: dict | None = None,
-                  half_life: float = 0.0) -> CollabSystem:
+                  half_life: float = 0.0, fresh_weight: float = 0.0) -> CollabSystem:
     """The hybrid as a version serves it. Through a projection, content profiles and
     collaborative queries are scored against the items' effective vectors (what a profile's
     projected product with the projected index amounts to)."""
@@ -192,7 +196,8 @@ def hybrid_system(name: str, representation: str, content: ContentSystem, model:
         scored = projection.effective(content.vectors, weight * model.item)
         content = replace(content, scored=scored[:, :d])
         model = CollabModel(model.query, scored[:, d:] / weight, model.fitted, model.info)
-    return CollabSystem(name, representation, model, content, weight, params=params or {}, half_life=half_life)
+    return CollabSystem(name, representation, model, content, weight, params=params or {}, half_life=half_life,
+                        fresh_weight=fresh_weight)
 
 
 class ImplicitALS(System):

@@ -17,7 +17,8 @@ The names below are the contract's public surface.
 from groundrec.shared.artifact.layout import (COLLAB_ITEM, COLLAB_QUERY, CURRENT, EMBEDDINGS,  # noqa: F401
                                               ENCODER_CONFIG, ENCODER_DIR, ENCODER_ONNX, ENCODER_TOKENIZER,
                                               FORMAT_VERSION, INDEX, ITEMS, MANIFEST, PROJECT_ITEM, PROJECT_QUERY,
-                                              REQUIRED_FILES, SKIPPED, STAGING, VERSION_ID, VERSIONS, FileEntry,
+                                              REQUIRED_FILES, SKIPPED, STAGING, VERSION_ID, VERSIONS, WINDOW_INTERACTIONS,
+                                              FileEntry,
                                               Manifest, VersionFiles, checksum_tree, created_at, is_version_id,
                                               new_version_id, read_manifest, sha256_file, verify, write_manifest)
 from groundrec.shared.artifact.pointer import (activate, current_path, current_version, is_uri,  # noqa: F401

@@ -35,6 +35,9 @@ COLLAB_ITEM = "collab_item.npy"
 # [content profile, collaborative query] @ PROJECT_QUERY.
 PROJECT_ITEM = "project_item.npy"
 PROJECT_QUERY = "project_query.npy"
+# A hybrid's ITEMS has this column: each item's interactions in the learn window (0: a new item,
+# which collab.fresh_weight lifts).
+WINDOW_INTERACTIONS = "window_interactions"
 ENCODER_DIR = "encoder"
 # Inside ENCODER_DIR: a descriptor naming the tokenizer and one ONNX file per variant.
 ENCODER_CONFIG = "encoder.json"

@@ -1,4 +1,5 @@
-"""Popularity: interactions per item, and the prior ``w x ln(1 + count)`` added to a score."""
+"""Popularity: interactions per item, the prior ``w x ln(1 + count)`` added to a score, and
+the freshness prior of items nobody interacted with."""
 
 from __future__ import annotations
 
@@ -36,6 +37,13 @@ def counts_by_row(counts: Mapping[str, float] | None, row_of: Mapping[str, int],
 def log_prior(counts: np.ndarray) -> np.ndarray:
     """``ln(1 + count)`` per item, float32: the popularity prior before its weight."""
     return np.log1p(counts).astype(np.float32)
+
+
+def fresh_prior(counts: np.ndarray) -> np.ndarray:
+    """1 for an item with no interaction in the training window (a new item), else 0, float32:
+    the freshness prior before its weight. A hybrid's collaborative part cannot know such an
+    item; this lets it reach a list through its content (weight chosen on validation)."""
+    return (np.asarray(counts) == 0).astype(np.float32)
 
 
 def most_popular_first(counts: np.ndarray) -> np.ndarray:
