@@ -171,3 +171,19 @@ def test_eval_on_a_catalog_without_an_image_column_runs_its_text_rows(demo, tmp_
     for name in ("vlm_free", "visual"):
         assert reps[name]["status"] == "not run" and "no image column" in reps[name]["reason"]
     assert "VLM4Rec (mean + cosine) / title" in {x["label"] for x in r["rows"]}
+
+
+def test_eval_with_the_cold_items_split_scores_only_items_it_never_trained_on(demo, tmp_path):
+    out = tmp_path / "r"
+    res = _eval(demo, out, "representations=[title]", "split.kind=cold_items", "split.cold_share=0.2")
+    assert res.exit_code == 0, res.output
+    r = json.loads((out / "results.json").read_text())
+    assert r["protocol"]["split"].startswith("item cold-start split")
+    rows = {x["label"]: x for x in r["rows"]}
+    # every held-out item is cold: the cold slice is every test user, the warm one nobody
+    for row in rows.values():
+        assert row["slices"]["cold items"]["users"] == r["protocol"]["test_users"]
+        assert row["slices"]["warm items"]["users"] == 0
+    # collaborative filtering alone cannot find an item it never saw; content can
+    assert rows["EASE factorised (collaborative) / interactions"]["metrics"]["recall@20"]["mean"] == 0
+    assert rows["VLM4Rec (mean + cosine) / title"]["metrics"]["recall@20"]["mean"] > 0

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from groundrec.offline.evaluation import fidelity, metrics, stats
-from groundrec.offline.evaluation.splits import eval_users, split_interactions
+from groundrec.offline.evaluation.splits import cold_items, eval_users, split_interactions
 from groundrec.offline.evaluation.systems import ContentSystem, ItemCooccurrence
 from groundrec.offline.evaluation.config import EvalConfig, SplitConfig
 
@@ -75,6 +75,28 @@ def test_random_split_ratios_and_seed():
     assert sum(c.values()) == len(users)
     assert abs(c["train"] / len(users) - 0.8) < 0.03 and abs(c["test"] / len(users) - 0.1) < 0.03
     assert all(np.array_equal(a.parts[u].test, b.parts[u].test) for u in a.parts)
+
+
+def test_cold_items_split_holds_out_every_interaction_of_its_items():
+    users, items, ts = _random_log()
+    cfg = SplitConfig(kind="cold_items", cold_share=0.2, seed=1)
+    split = split_interactions(users, ts, cfg, items)
+    valid_items, test_items = cold_items(items, cfg)
+    assert len(test_items) == len(valid_items) == round(0.2 * len(np.unique(items)))
+    assert not set(valid_items.tolist()) & set(test_items.tolist())
+    assert sum(split.counts().values()) == len(users)
+    for u, p in split.parts.items():
+        assert set(items[p.test].tolist()) <= set(test_items.tolist())
+        assert set(items[p.valid].tolist()) <= set(valid_items.tolist())
+        assert not set(items[p.train].tolist()) & (set(test_items.tolist()) | set(valid_items.tolist()))
+    # every interaction of a test item is in some user's test part: nothing of it is trained on
+    held = np.concatenate([p.test for p in split.parts.values()])
+    assert sorted(held.tolist()) == np.flatnonzero(np.isin(items, test_items)).tolist()
+    test = eval_users(split, "test", items, ts)
+    for hist, rel in zip(test.history, test.relevant):
+        assert rel <= set(test_items.tolist()) and not set(hist.tolist()) & set(test_items.tolist())
+    with pytest.raises(ValueError, match="needs the interactions' items"):
+        split_interactions(users, ts, cfg)
 
 
 def test_bootstrap_ci_covers_the_true_mean_about_95_percent_of_the_time():

@@ -37,7 +37,7 @@ def read_and_split(cfg: EvalConfig) -> EvalData:
     items = catalog_stage.load_catalog(cfg.catalog)
     ids = items.column(cfg.catalog.id_column).to_pylist()
     inter = load_interactions(cfg.interactions, {iid: r for r, iid in enumerate(ids)})
-    split = split_interactions(inter.users, inter.ts, cfg.split)
+    split = split_interactions(inter.users, inter.ts, cfg.split, inter.items)
     valid = eval_users(split, "valid", inter.items, inter.ts)
     test = eval_users(split, "test", inter.items, inter.ts)
     if len(test) == 0 or len(valid) == 0:

@@ -75,9 +75,24 @@ def _random_parts(positions: np.ndarray, rng: np.random.Generator, ratios: tuple
                      np.sort(shuffled[n_train + n_valid:]))
 
 
-def split_interactions(users: np.ndarray, ts: np.ndarray, cfg: SplitConfig) -> Split:
-    """Split every user's interactions; ``ts`` in seconds (ties keep their input order)."""
+def cold_items(items: np.ndarray, cfg: SplitConfig) -> tuple[np.ndarray, np.ndarray]:
+    """The item cold-start split's held-out items: (validation items, test items), disjoint
+    random samples of ``cold_share`` of the items that have interactions each."""
+    present = np.unique(items)
+    n = max(1, int(round(cfg.cold_share * len(present))))
+    chosen = np.random.default_rng(cfg.seed).permutation(present)
+    return np.sort(chosen[n:2 * n]), np.sort(chosen[:n])
+
+
+def split_interactions(users: np.ndarray, ts: np.ndarray, cfg: SplitConfig,
+                       items: np.ndarray | None = None) -> Split:
+    """Split every user's interactions; ``ts`` in seconds (ties keep their input order).
+    ``items`` (item rows, aligned) is needed by the cold_items split only."""
     order = np.lexsort((np.arange(len(users)), ts, users))
+    if cfg.kind == "cold_items":
+        if items is None:
+            raise UserError("the cold_items split needs the interactions' items")
+        return _cold_item_split(order, users, items, cfg)
     boundaries = np.flatnonzero(np.diff(users[order])) + 1
     rng = np.random.default_rng(cfg.seed)
     parts: dict[int, UserParts] = {}
@@ -94,6 +109,19 @@ def split_interactions(users: np.ndarray, ts: np.ndarray, cfg: SplitConfig) -> S
                 "validation, the rest train")
     else:
         desc = f"per-user random split {':'.join(f'{r:g}' for r in cfg.ratios)} (seed {cfg.seed})"
+    return Split(parts, desc)
+
+
+def _cold_item_split(order: np.ndarray, users: np.ndarray, items: np.ndarray, cfg: SplitConfig) -> Split:
+    valid_items, test_items = cold_items(items, cfg)
+    part = np.where(np.isin(items, test_items), 2, np.where(np.isin(items, valid_items), 1, 0))
+    parts: dict[int, UserParts] = {}
+    for chunk in np.split(order, np.flatnonzero(np.diff(users[order])) + 1) if len(order) else []:
+        where = part[chunk]
+        parts[int(users[chunk[0]])] = UserParts(chunk[where == 0], chunk[where == 1], chunk[where == 2])
+    desc = (f"item cold-start split: {len(test_items)} random items with interactions ({cfg.cold_share:.0%}, seed "
+            f"{cfg.seed}) are test items and {len(valid_items)} others validation items; every interaction with "
+            "them is held out, and each user ranks every item with the rest of their interactions as history")
     return Split(parts, desc)
 
 
