@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 
 from pydantic import Field, field_validator
 
@@ -24,6 +24,9 @@ class ServeConfig(StrictModel):
     interactions_item_column: str = "item_id"
     half_life_days: float = Field(30.0, gt=0)
     n_interests: int = Field(3, ge=1, le=16)
+    max_per: dict[str, Annotated[int, Field(ge=1)]] | None = Field(
+        None, description="default of a request's max_per: at most this many items per value of a column, e.g. "
+        "{product_code: 1}; note that it sends every request through the per-user path (no shared batch search)")
     max_k: int = Field(100, ge=1)
     max_history: int = Field(MAX_HISTORY, ge=1, description="a profile uses the latest this many known history "
                              "items (eval does the same); older ones still count as seen, the answer's "

@@ -30,3 +30,14 @@ def allowed_rows(items: pa.Table, filters: dict[str, object] | None) -> np.ndarr
         hit = pc.is_in(col, value_set=value_set)
         mask &= np.asarray(pc.fill_null(hit, False))
     return mask
+
+
+def group_codes(items: pa.Table, column: str) -> np.ndarray:
+    """Each row's group in ``column`` as an int code (equal values, equal codes; -1 for a null),
+    for ``max_per``. UserError naming the column when the items do not have it."""
+    if column not in items.column_names:
+        names = sorted(items.column_names)
+        raise UserError(f"max_per names column {column[:80]!r}, which the items do not have; columns: "
+                        + ", ".join(names[:8]) + (" ..." if len(names) > 8 else ""))
+    codes = pc.dictionary_encode(items.column(column).combine_chunks()).indices
+    return np.asarray(pc.fill_null(codes, -1), dtype=np.int64)

@@ -9,7 +9,7 @@ from typing import Literal
 import faiss
 import numpy as np
 
-from groundrec.online.filters import allowed_rows
+from groundrec.online.filters import allowed_rows, group_codes
 from groundrec.online.schemas import HistoryEntry, UserQuery
 from groundrec.shared.artifact import WINDOW_INTERACTIONS
 from groundrec.online.version import LoadedVersion
@@ -53,7 +53,7 @@ class Retriever:
     def __init__(self, version: LoadedVersion, popularity: dict[str, float] | None = None,
                  encoder=None, fallback: Literal["popular", "error"] = "popular",
                  half_life_days: float = 30.0, n_interests: int = 3, overfetch: int = 4,
-                 exact_subset_max: int = 20_000, max_history: int = MAX_HISTORY):
+                 exact_subset_max: int = 20_000, max_history: int = MAX_HISTORY, max_per: dict[str, int] | None = None):
         self.v = version
         self.encoder = encoder  # an OnnxTextEncoder, for text queries
         self.fallback = fallback
@@ -62,6 +62,8 @@ class Retriever:
         self.overfetch = overfetch
         self.exact_subset_max = exact_subset_max  # filters passing fewer items are scored exactly
         self.max_history = max_history  # the profile uses the latest this many known items
+        self.max_per = max_per or None  # a request's default: at most N items per value of a column
+        self._groups: dict[str, np.ndarray] = {}  # column -> each row's group code (max_per)
         counts = pop.counts_by_row(popularity, version.row_of, version.index.ntotal)
         self.log_pop = pop.log_prior(counts)
         self._popular = pop.most_popular_first(counts)
@@ -167,14 +169,25 @@ class Retriever:
         prior = ranking.add_prior(np.zeros_like(self.log_pop), q.popularity_weight, self.log_pop)
         return ranking.add_prior(prior, fresh, self.fresh) if fresh else prior
 
+    def _limits(self, q: UserQuery) -> tuple[list[np.ndarray], list[int]] | None:
+        """The query's max_per (else the server's) as group codes and limits; None: no limit."""
+        wanted = self.max_per if q.max_per is None else q.max_per
+        if not wanted:
+            return None
+        for column in wanted:
+            if column not in self._groups:
+                self._groups[column] = group_codes(self.v.items, column)
+        return [self._groups[c] for c in wanted], list(wanted.values())
+
     def _search(self, profiles: np.ndarray, k: int, seen: set[int], allowed: np.ndarray | None,
-                prior: np.ndarray | None) -> list[tuple[int, float]]:
+                prior: np.ndarray | None, limits=None) -> list[tuple[int, float]]:
         if self.exact_t is not None:
-            return self._search_exact(profiles, k, seen, allowed, prior)
+            return self._search_exact(profiles, k, seen, allowed, prior, limits)
         if allowed is not None and allowed.sum() <= self.exact_subset_max:
-            return self._search_subset(profiles, k, seen, np.flatnonzero(allowed), prior)
+            return self._search_subset(profiles, k, seen, np.flatnonzero(allowed), prior, limits)
         n = self.v.index.ntotal
-        fetch = min(n, (k * self.overfetch if prior is not None else k) + len(seen))
+        wide = k * self.overfetch * (4 if limits else 1) if prior is not None or limits else k
+        fetch = min(n, wide + len(seen))
         params = None
         if allowed is not None:
             bits = np.packbits(allowed, bitorder="little")
@@ -188,23 +201,24 @@ class Retriever:
                     s = float(s) + (float(prior[i]) if prior is not None else 0.0)
                     if s > best.get(i, -np.inf):
                         best[int(i)] = s
-        return sorted(best.items(), key=lambda p: (-p[1], p[0]))[:k]
+        ranked = sorted(best.items(), key=lambda p: (-p[1], p[0]))
+        return ranking.at_most_per(ranked, *limits, k) if limits else ranked[:k]
 
     def _search_exact(self, profiles: np.ndarray, k: int, seen: set[int], allowed: np.ndarray | None,
-                      prior: np.ndarray | None) -> list[tuple[int, float]]:
+                      prior: np.ndarray | None, limits=None) -> list[tuple[int, float]]:
         """Flat index: one matrix product over the transposed copy of the index's vectors.
         Cheaper than FAISS's per-call overhead for a single user, and seen items, filters and the
         popularity prior apply to every item exactly, not to an over-fetched candidate list."""
         scores = (np.asarray(profiles, dtype=np.float32) @ self.exact_t).max(axis=0)
-        return self._top(scores, k, seen, allowed, prior)
+        return self._top(scores, k, seen, allowed, prior, limits)
 
     def _search_subset(self, profiles: np.ndarray, k: int, seen: set[int], rows: np.ndarray,
-                       prior: np.ndarray | None) -> list[tuple[int, float]]:
+                       prior: np.ndarray | None, limits=None) -> list[tuple[int, float]]:
         """A selective filter on an approximate index: score the few allowed items exactly.
         Graph and IVF searches lose recall when most items are filtered out; this does not."""
         scores = np.full(self.v.index.ntotal, -np.inf, dtype=np.float32)
         scores[rows] = (self._indexed(rows) @ np.asarray(profiles, dtype=np.float32).T).max(axis=1)
-        return self._top(scores, k, seen, None, prior)
+        return self._top(scores, k, seen, None, prior, limits)
 
     def _indexed(self, rows: np.ndarray) -> np.ndarray:
         """Some items' vectors as the index holds them: the content vector, and for a hybrid
@@ -215,21 +229,34 @@ class Retriever:
         return index_rows(self.v.vectors[rows], self.v.collab_weight * self.v.collab_item[rows], self.v.project_item)
 
     def _top(self, scores: np.ndarray, k: int, seen: set[int], allowed: np.ndarray | None,
-             prior: np.ndarray | None) -> list[tuple[int, float]]:
-        """Top-k rows of a full score vector (modified in place), ties broken by row."""
+             prior: np.ndarray | None, limits=None) -> list[tuple[int, float]]:
+        """Top-k rows of a full score vector (modified in place), ties broken by row; with
+        ``limits`` (max_per), the best k that keep them, from a widening head of the ranking."""
         if prior is not None:
             scores = scores + prior
         if allowed is not None:
             scores = np.where(allowed, scores, -np.inf)
-        return ranking.top_k(ranking.exclude(scores, seen), k)
+        scores = ranking.exclude(scores, seen)
+        if not limits:
+            return ranking.top_k(scores, k)
+        wide = 4 * k
+        while True:
+            head = ranking.top_k(scores, wide)
+            picked = ranking.at_most_per(head, *limits, k)
+            if len(picked) == k or len(head) < wide:
+                return picked
+            wide *= 4
 
-    def _popular_items(self, k: int, seen: set[int], allowed: np.ndarray | None) -> list[tuple[int, float]]:
+    def _popular_items(self, k: int, seen: set[int], allowed: np.ndarray | None, limits=None) -> list[tuple[int, float]]:
+        usable = ((int(i), float(self.log_pop[i])) for i in self._popular
+                  if i not in seen and (allowed is None or allowed[i]))
+        if limits:
+            return ranking.at_most_per(usable, *limits, k)
         out = []
-        for i in self._popular:
-            if i not in seen and (allowed is None or allowed[i]):
-                out.append((int(i), float(self.log_pop[i])))
-                if len(out) == k:
-                    break
+        for pair in usable:
+            out.append(pair)
+            if len(out) == k:
+                break
         return out
 
     def _result(self, ranked: list[tuple[int, float]], with_fields: bool, unknown: list[str],
@@ -247,11 +274,12 @@ class Retriever:
     def _answer(self, q: UserQuery, profile: np.ndarray | None, rows: list[int], unknown: list[str]) -> Result:
         seen = set(rows) if q.exclude_seen else set()
         allowed = self._allowed(q.filters)
+        limits = self._limits(q)
         if profile is None:
             if self.fallback == "error":
                 raise NoHistory(f"no known item in the history ({len(unknown)} unknown) and no text: nothing to rank by")
-            return self._result(self._popular_items(q.k, seen, allowed), q.with_fields, unknown, "popular")
-        return self._result(self._search(profile, q.k, seen, allowed, self._prior(q)), q.with_fields, unknown,
+            return self._result(self._popular_items(q.k, seen, allowed, limits), q.with_fields, unknown, "popular")
+        return self._result(self._search(profile, q.k, seen, allowed, self._prior(q), limits), q.with_fields, unknown,
                             None, len(rows))
 
     def recommend_batch(self, queries: list[UserQuery], errors: Literal["raise", "return"] = "raise") -> list[Result]:
@@ -267,7 +295,8 @@ class Retriever:
         for n, q in enumerate(queries):
             try:
                 profile, rows, unknown = means.get(n) or self._profile(q, text_vectors.get(q.text) if q.text else None)
-                if profile is None or len(profile) != 1 or q.filters:
+                if profile is None or len(profile) != 1 or q.filters or (self.max_per if q.max_per is None
+                                                                          else q.max_per):
                     results[n] = self._answer(q, profile, rows, unknown)
                     continue
             except UserError as e:  # a bug is not the request's fault: it propagates

@@ -51,6 +51,9 @@ class UserQuery(_Body):
                                        description="hybrid versions: added to the score of an item nobody interacted "
                                                    "with in the job's window (a new item); default: the version's, "
                                                    "chosen on validation")
+    max_per: dict[Text, Annotated[int, Field(ge=1)]] | None = Field(
+        None, max_length=4, description="at most this many items per value of a column, e.g. {\"product_code\": 1} "
+        "(colour variants of one product); default: the server's max_per; {} for none")
     with_fields: bool = False
 
     @model_validator(mode="after")

@@ -165,3 +165,32 @@ def test_a_bad_fresh_weight_is_refused_naming_the_field():
     r = Retriever(_version(CIRCLE))
     assert r.recommend(UserQuery(history=["i0"], k=3, fresh_weight=5.0)).items == \
         r.recommend(UserQuery(history=["i0"], k=3)).items
+
+
+def test_max_per_keeps_at_most_n_items_per_value_in_score_order():
+    product = pa.array(["a", "a", "a", "b", "b", "c", "c", "d", None, None])
+    r = Retriever(_version(CIRCLE, product=product), max_per={"product": 1})  # the server's default
+    plain = Retriever(_version(CIRCLE, product=product))
+    q = UserQuery(history=["i0"], k=4)
+    got = [x.item_id for x in r.recommend(q).items]
+    assert got == ["i1", "i3", "i5", "i7"]  # i2 (a again), i4 (b again) skipped, order kept
+    assert [x.item_id for x in plain.recommend(q).items] == ["i1", "i2", "i3", "i4"]
+    # the request's own max_per wins; {} turns the default off; nulls are never limited
+    assert [x.item_id for x in r.recommend(UserQuery(history=["i0"], k=4, max_per={})).items] == \
+        ["i1", "i2", "i3", "i4"]
+    assert [x.item_id for x in r.recommend(UserQuery(history=["i9"], k=4)).items] == ["i8", "i7", "i6", "i4"]
+    assert [x.item_id for x in r.recommend(UserQuery(history=["i9"], k=4, max_per={"product": 2})).items] == \
+        ["i8", "i7", "i6", "i5"]
+    # batched: the same answers as one at a time
+    batch = r.recommend_batch([q, UserQuery(history=["i9"], k=3)])
+    assert [x.item_id for x in batch[0].items] == got
+    assert [x.item_id for x in batch[1].items] == [x.item_id for x in r.recommend(UserQuery(history=["i9"], k=3)).items]
+    # the popular fallback honours it too, and an unknown column is the request's error
+    popular = Retriever(_version(CIRCLE, product=product), popularity={"i0": 5, "i1": 4, "i2": 3, "i3": 2},
+                        max_per={"product": 1})
+    fallback = popular.recommend(UserQuery(history=["ghost"], k=3))
+    assert fallback.fallback == "popular" and [x.item_id for x in fallback.items] == ["i0", "i3", "i5"]
+    with pytest.raises(ValueError, match="max_per names column 'colour'"):
+        r.recommend(UserQuery(history=["i0"], k=2, max_per={"colour": 1}))
+    with pytest.raises(ValueError):
+        UserQuery(history=["i0"], max_per={"product": 0})

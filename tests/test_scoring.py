@@ -184,3 +184,13 @@ def test_a_recency_half_life_weights_each_distinct_item_by_its_latest_position()
     batched = collab_queries(query_side, histories, half_life=2.0)
     for h, row in zip(histories, batched):
         assert np.array_equal(collab_queries(query_side, [h], half_life=2.0)[0], row)
+
+
+def test_at_most_per_keeps_score_order_and_every_limit():
+    ranked = [(0, 0.9), (1, 0.8), (2, 0.7), (3, 0.6), (4, 0.5), (5, 0.4)]
+    product = np.array([7, 7, 8, 7, -1, 8])  # -1: no group, never limited
+    colour = np.array([1, 2, 1, 1, 1, 2])
+    assert ranking.at_most_per(ranked, [product], [1], 4) == [(0, 0.9), (2, 0.7), (4, 0.5)]
+    assert ranking.at_most_per(ranked, [product], [2], 3) == [(0, 0.9), (1, 0.8), (2, 0.7)]
+    # two groupings: both limits hold
+    assert ranking.at_most_per(ranked, [product, colour], [1, 1], 6) == [(0, 0.9), (5, 0.4)]

@@ -89,3 +89,23 @@ def target_in_top_k(scores: np.ndarray, seen: list, targets: np.ndarray, k: int)
     at = scores[np.arange(len(targets)), targets][:, None]
     ahead = (scores > at).sum(axis=1) + ((scores == at) & (np.arange(scores.shape[1]) < targets[:, None])).sum(axis=1)
     return ahead < k
+
+
+def at_most_per(ranked: list[tuple[int, float]], groups: list[np.ndarray], limits: list[int],
+                k: int) -> list[tuple[int, float]]:
+    """The first ``k`` of ``ranked`` (best first) keeping, for each grouping, at most its limit
+    of items per group (``groups[j][row]``: the row's group code, -1 for none, never limited).
+    An item over any limit is skipped and the next one taken, so the list stays in score order."""
+    taken: list[dict[int, int]] = [{} for _ in groups]
+    out = []
+    for row, score in ranked:
+        codes = [int(g[row]) for g in groups]
+        if any(c >= 0 and taken[j].get(c, 0) >= limits[j] for j, c in enumerate(codes)):
+            continue
+        for j, c in enumerate(codes):
+            if c >= 0:
+                taken[j][c] = taken[j].get(c, 0) + 1
+        out.append((row, score))
+        if len(out) == k:
+            break
+    return out
