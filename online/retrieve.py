@@ -85,6 +85,7 @@ class Retriever:
         fresh = (version.items.column(WINDOW_INTERACTIONS).to_numpy()
                  if self.hybrid and WINDOW_INTERACTIONS in version.items.column_names else None)
         self.fresh = pop.fresh_prior(fresh) if fresh is not None else None
+        self.fresh_rows = np.flatnonzero(self.fresh) if self.fresh is not None else None
         self.fresh_weight = version.collab_fresh_weight if self.fresh is not None else 0.0
         self.projected = version.project_query is not None
 
@@ -312,8 +313,10 @@ class Retriever:
                 scores = np.asarray(batch[start:start + BATCH_CHUNK], dtype=np.float32) @ self.exact_t
                 # The whole chunk in one operation each (not one per user: see top_k_rows).
                 ranking.add_prior(scores, [q.popularity_weight for _, q, *_ in chunk], self.log_pop)
-                if self.fresh is not None:
-                    ranking.add_prior(scores, [self._fresh(q) for _, q, *_ in chunk], self.fresh)
+                if self.fresh is not None:  # only the new items' columns: usually a few
+                    lift = np.array([self._fresh(q) for _, q, *_ in chunk], np.float32)
+                    if lift.any():
+                        scores[:, self.fresh_rows] += lift[:, None]
                 ranking.exclude(scores, [seen for _, _, seen, *_ in chunk])
                 for row, ranked in enumerate(ranking.top_k_rows(scores, [q.k for _, q, *_ in chunk])):
                     n, q, _, unknown, n_known = chunk[row]
