@@ -1,22 +1,23 @@
-"""Retrieval over a loaded version: profile -> FAISS top-K, seen items excluded, filters,
-an optional popularity prior, text and mixed queries, single or batched. No torch."""
+"""The retriever: a query's profile (content, and for a hybrid version its collaborative
+part), then the search strategies of ``search`` over the version's index, seen items
+excluded, filters, priors, max_per; text and mixed queries, single or batched. No torch."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 from typing import Literal
 
-import faiss
 import numpy as np
 
 from groundrec.online.filters import allowed_rows, group_codes
+from groundrec.online.search import IndexSearch
 from groundrec.online.schemas import HistoryEntry, UserQuery
 from groundrec.shared.artifact import WINDOW_INTERACTIONS
 from groundrec.online.version import LoadedVersion
 from groundrec.shared.errors import UserError
 from groundrec.shared.scoring import popularity as pop
 from groundrec.shared.scoring import ranking
-from groundrec.shared.scoring.collab import collab_queries, hybrid_queries, index_rows
+from groundrec.shared.scoring.collab import collab_queries, hybrid_queries
 from groundrec.shared.scoring.profiles import MAX_HISTORY, build_profile, mean_profiles, unit
 
 BATCH_CHUNK = 256
@@ -60,7 +61,6 @@ class Retriever:
         self.half_life_days = half_life_days
         self.n_interests = n_interests
         self.overfetch = overfetch
-        self.exact_subset_max = exact_subset_max  # filters passing fewer items are scored exactly
         self.max_history = max_history  # the profile uses the latest this many known items
         self.max_per = max_per or None  # a request's default: at most N items per value of a column
         self._groups: dict[str, np.ndarray] = {}  # column -> each row's group code (max_per)
@@ -70,15 +70,8 @@ class Retriever:
         # What explains a recommendation: the grounded fields, the embedded text, the catalog text.
         explain = {"text", *version.manifest.catalog_text_columns}
         self.field_columns = [c for c in version.items.column_names if c.startswith("vlm_") or c in explain]
-        index = version.index
-        # A flat index is scored by one matrix product against its vectors held transposed
-        # (dim x items, contiguous): OpenBLAS multiplies a few profiles by that layout faster
-        # than by the index's own items x dim rows (benchmarks/bench_online.py gemm),
-        # for one more copy of the matrix (items x dim x 4 bytes).
-        self.exact_t = (np.ascontiguousarray(faiss.rev_swig_ptr(index.get_xb(), index.ntotal * index.d)
-                                             .reshape(index.ntotal, index.d).T)
-                        if isinstance(index, faiss.IndexFlat) and index.metric_type == faiss.METRIC_INNER_PRODUCT
-                        else None)
+        self.searcher = IndexSearch(version, overfetch, exact_subset_max)
+        self.exact_t = self.searcher.exact_t  # a flat index's vectors, transposed: the batch path's product
         self.hybrid = version.collab_query is not None
         self.half_life = version.collab_half_life if self.hybrid else 0.0
         # New items (no interaction in the job's window) and the lift the job chose for them.
@@ -180,74 +173,6 @@ class Retriever:
                 self._groups[column] = group_codes(self.v.items, column)
         return [self._groups[c] for c in wanted], list(wanted.values())
 
-    def _search(self, profiles: np.ndarray, k: int, seen: set[int], allowed: np.ndarray | None,
-                prior: np.ndarray | None, limits=None) -> list[tuple[int, float]]:
-        if self.exact_t is not None:
-            return self._search_exact(profiles, k, seen, allowed, prior, limits)
-        if allowed is not None and allowed.sum() <= self.exact_subset_max:
-            return self._search_subset(profiles, k, seen, np.flatnonzero(allowed), prior, limits)
-        n = self.v.index.ntotal
-        wide = k * self.overfetch * (4 if limits else 1) if prior is not None or limits else k
-        fetch = min(n, wide + len(seen))
-        params = None
-        if allowed is not None:
-            bits = np.packbits(allowed, bitorder="little")
-            params = _search_params(self.v.index, faiss.IDSelectorBitmap(n, faiss.swig_ptr(bits)))
-            params._bits = bits  # keep the buffer alive for the search
-        scores, idx = self.v.index.search(np.ascontiguousarray(profiles, dtype=np.float32), fetch, params=params)
-        best: dict[int, float] = {}
-        for s_row, i_row in zip(scores, idx):  # several interests: merge, best score per item
-            for s, i in zip(s_row, i_row):
-                if i >= 0 and i not in seen:
-                    s = float(s) + (float(prior[i]) if prior is not None else 0.0)
-                    if s > best.get(i, -np.inf):
-                        best[int(i)] = s
-        ranked = sorted(best.items(), key=lambda p: (-p[1], p[0]))
-        return ranking.at_most_per(ranked, *limits, k) if limits else ranked[:k]
-
-    def _search_exact(self, profiles: np.ndarray, k: int, seen: set[int], allowed: np.ndarray | None,
-                      prior: np.ndarray | None, limits=None) -> list[tuple[int, float]]:
-        """Flat index: one matrix product over the transposed copy of the index's vectors.
-        Cheaper than FAISS's per-call overhead for a single user, and seen items, filters and the
-        popularity prior apply to every item exactly, not to an over-fetched candidate list."""
-        scores = (np.asarray(profiles, dtype=np.float32) @ self.exact_t).max(axis=0)
-        return self._top(scores, k, seen, allowed, prior, limits)
-
-    def _search_subset(self, profiles: np.ndarray, k: int, seen: set[int], rows: np.ndarray,
-                       prior: np.ndarray | None, limits=None) -> list[tuple[int, float]]:
-        """A selective filter on an approximate index: score the few allowed items exactly.
-        Graph and IVF searches lose recall when most items are filtered out; this does not."""
-        scores = np.full(self.v.index.ntotal, -np.inf, dtype=np.float32)
-        scores[rows] = (self._indexed(rows) @ np.asarray(profiles, dtype=np.float32).T).max(axis=1)
-        return self._top(scores, k, seen, None, prior, limits)
-
-    def _indexed(self, rows: np.ndarray) -> np.ndarray:
-        """Some items' vectors as the index holds them: the content vector, and for a hybrid
-        version the weighted item-side collaborative vector beside it, projected when the
-        version is (built for these rows only, not kept for the whole catalog)."""
-        if not self.hybrid:
-            return np.asarray(self.v.vectors[rows])
-        return index_rows(self.v.vectors[rows], self.v.collab_weight * self.v.collab_item[rows], self.v.project_item)
-
-    def _top(self, scores: np.ndarray, k: int, seen: set[int], allowed: np.ndarray | None,
-             prior: np.ndarray | None, limits=None) -> list[tuple[int, float]]:
-        """Top-k rows of a full score vector (modified in place), ties broken by row; with
-        ``limits`` (max_per), the best k that keep them, from a widening head of the ranking."""
-        if prior is not None:
-            scores = scores + prior
-        if allowed is not None:
-            scores = np.where(allowed, scores, -np.inf)
-        scores = ranking.exclude(scores, seen)
-        if not limits:
-            return ranking.top_k(scores, k)
-        wide = 4 * k
-        while True:
-            head = ranking.top_k(scores, wide)
-            picked = ranking.at_most_per(head, *limits, k)
-            if len(picked) == k or len(head) < wide:
-                return picked
-            wide *= 4
-
     def _popular_items(self, k: int, seen: set[int], allowed: np.ndarray | None, limits=None) -> list[tuple[int, float]]:
         usable = ((int(i), float(self.log_pop[i])) for i in self._popular
                   if i not in seen and (allowed is None or allowed[i]))
@@ -280,7 +205,7 @@ class Retriever:
             if self.fallback == "error":
                 raise NoHistory(f"no known item in the history ({len(unknown)} unknown) and no text: nothing to rank by")
             return self._result(self._popular_items(q.k, seen, allowed, limits), q.with_fields, unknown, "popular")
-        return self._result(self._search(profile, q.k, seen, allowed, self._prior(q), limits), q.with_fields, unknown,
+        return self._result(self.searcher.search(profile, q.k, seen, allowed, self._prior(q), limits), q.with_fields, unknown,
                             None, len(rows))
 
     def recommend_batch(self, queries: list[UserQuery], errors: Literal["raise", "return"] = "raise") -> list[Result]:
@@ -335,13 +260,3 @@ class Retriever:
 
     def search(self, text: str, k: int = 10, filters: dict | None = None, with_fields: bool = False) -> Result:
         return self.recommend(UserQuery(text=text, k=k, filters=filters, with_fields=with_fields))
-
-
-def _search_params(index: faiss.Index, selector) -> faiss.SearchParameters:
-    """Search parameters carrying a selector and the index's own tuned knob (a selector
-    given with plain ``SearchParameters`` would reset nprobe/efSearch to their defaults)."""
-    if isinstance(index, faiss.IndexIVF):
-        return faiss.SearchParametersIVF(sel=selector, nprobe=index.nprobe)
-    if isinstance(index, faiss.IndexHNSW):
-        return faiss.SearchParametersHNSW(sel=selector, efSearch=index.hnsw.efSearch)
-    return faiss.SearchParameters(sel=selector)

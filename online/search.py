@@ -1,0 +1,109 @@
+"""Search strategies over one version's index, each ending in the scoring core's top-k:
+exact (one matrix product over the flat index's vectors held transposed), a selective filter
+on an approximate index scored exactly over the items it passes, or FAISS with an ID
+selector and an over-fetched candidate list. The retriever builds the profiles and priors;
+this module only finds the best rows for them."""
+
+from __future__ import annotations
+
+import faiss
+import numpy as np
+
+from groundrec.online.version import LoadedVersion
+from groundrec.shared.scoring import ranking
+from groundrec.shared.scoring.collab import index_rows
+
+
+class IndexSearch:
+    def __init__(self, version: LoadedVersion, overfetch: int = 4, exact_subset_max: int = 20_000):
+        self.v = version
+        self.overfetch = overfetch  # candidates per result when a prior or max_per reorders them
+        self.exact_subset_max = exact_subset_max  # filters passing fewer items are scored exactly
+        self.hybrid = version.collab_query is not None
+        index = version.index
+        # A flat index is scored by one matrix product against its vectors held transposed
+        # (dim x items, contiguous): OpenBLAS multiplies a few profiles by that layout faster
+        # than by the index's own items x dim rows (benchmarks/bench_online.py gemm),
+        # for one more copy of the matrix (items x dim x 4 bytes).
+        self.exact_t = (np.ascontiguousarray(faiss.rev_swig_ptr(index.get_xb(), index.ntotal * index.d)
+                                             .reshape(index.ntotal, index.d).T)
+                        if isinstance(index, faiss.IndexFlat) and index.metric_type == faiss.METRIC_INNER_PRODUCT
+                        else None)
+
+    def search(self, profiles: np.ndarray, k: int, seen: set[int], allowed: np.ndarray | None,
+                prior: np.ndarray | None, limits=None) -> list[tuple[int, float]]:
+        if self.exact_t is not None:
+            return self._exact(profiles, k, seen, allowed, prior, limits)
+        if allowed is not None and allowed.sum() <= self.exact_subset_max:
+            return self._subset(profiles, k, seen, np.flatnonzero(allowed), prior, limits)
+        n = self.v.index.ntotal
+        wide = k * self.overfetch * (4 if limits else 1) if prior is not None or limits else k
+        fetch = min(n, wide + len(seen))
+        params = None
+        if allowed is not None:
+            bits = np.packbits(allowed, bitorder="little")
+            params = _search_params(self.v.index, faiss.IDSelectorBitmap(n, faiss.swig_ptr(bits)))
+            params._bits = bits  # keep the buffer alive for the search
+        scores, idx = self.v.index.search(np.ascontiguousarray(profiles, dtype=np.float32), fetch, params=params)
+        best: dict[int, float] = {}
+        for s_row, i_row in zip(scores, idx):  # several interests: merge, best score per item
+            for s, i in zip(s_row, i_row):
+                if i >= 0 and i not in seen:
+                    s = float(s) + (float(prior[i]) if prior is not None else 0.0)
+                    if s > best.get(i, -np.inf):
+                        best[int(i)] = s
+        ranked = sorted(best.items(), key=lambda p: (-p[1], p[0]))
+        return ranking.at_most_per(ranked, *limits, k) if limits else ranked[:k]
+
+    def _exact(self, profiles: np.ndarray, k: int, seen: set[int], allowed: np.ndarray | None,
+                      prior: np.ndarray | None, limits=None) -> list[tuple[int, float]]:
+        """Flat index: one matrix product over the transposed copy of the index's vectors.
+        Cheaper than FAISS's per-call overhead for a single user, and seen items, filters and the
+        popularity prior apply to every item exactly, not to an over-fetched candidate list."""
+        scores = (np.asarray(profiles, dtype=np.float32) @ self.exact_t).max(axis=0)
+        return self._top(scores, k, seen, allowed, prior, limits)
+
+    def _subset(self, profiles: np.ndarray, k: int, seen: set[int], rows: np.ndarray,
+                       prior: np.ndarray | None, limits=None) -> list[tuple[int, float]]:
+        """A selective filter on an approximate index: score the few allowed items exactly.
+        Graph and IVF searches lose recall when most items are filtered out; this does not."""
+        scores = np.full(self.v.index.ntotal, -np.inf, dtype=np.float32)
+        scores[rows] = (self._indexed(rows) @ np.asarray(profiles, dtype=np.float32).T).max(axis=1)
+        return self._top(scores, k, seen, None, prior, limits)
+
+    def _indexed(self, rows: np.ndarray) -> np.ndarray:
+        """Some items' vectors as the index holds them: the content vector, and for a hybrid
+        version the weighted item-side collaborative vector beside it, projected when the
+        version is (built for these rows only, not kept for the whole catalog)."""
+        if not self.hybrid:
+            return np.asarray(self.v.vectors[rows])
+        return index_rows(self.v.vectors[rows], self.v.collab_weight * self.v.collab_item[rows], self.v.project_item)
+
+    def _top(self, scores: np.ndarray, k: int, seen: set[int], allowed: np.ndarray | None,
+             prior: np.ndarray | None, limits=None) -> list[tuple[int, float]]:
+        """Top-k rows of a full score vector (modified in place), ties broken by row; with
+        ``limits`` (max_per), the best k that keep them, from a widening head of the ranking."""
+        if prior is not None:
+            scores = scores + prior
+        if allowed is not None:
+            scores = np.where(allowed, scores, -np.inf)
+        scores = ranking.exclude(scores, seen)
+        if not limits:
+            return ranking.top_k(scores, k)
+        wide = 4 * k
+        while True:
+            head = ranking.top_k(scores, wide)
+            picked = ranking.at_most_per(head, *limits, k)
+            if len(picked) == k or len(head) < wide:
+                return picked
+            wide *= 4
+
+
+def _search_params(index: faiss.Index, selector) -> faiss.SearchParameters:
+    """Search parameters carrying a selector and the index's own tuned knob (a selector
+    given with plain ``SearchParameters`` would reset nprobe/efSearch to their defaults)."""
+    if isinstance(index, faiss.IndexIVF):
+        return faiss.SearchParametersIVF(sel=selector, nprobe=index.nprobe)
+    if isinstance(index, faiss.IndexHNSW):
+        return faiss.SearchParametersHNSW(sel=selector, efSearch=index.hnsw.efSearch)
+    return faiss.SearchParameters(sel=selector)
