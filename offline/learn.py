@@ -245,8 +245,10 @@ def learn(inter: Interactions, content: np.ndarray, cfg: CollabConfig, seed: int
                     tuned[f"published fresh_weight={fw:g}"] = float(hits[fw].mean())
                 return [hits[fw] for fw in weights]
 
-            fresh_found = search({"fresh_weight": cfg.fresh_weight}, fresh_scores, widenings=cfg.widenings,
-                                 section="collab")
+            # The largest lift whose validation recall is within one standard error of the best:
+            # new items get all the exposure that costs no measurable recall.
+            fresh_found = search({"fresh_weight": cfg.fresh_weight}, fresh_scores, simplest="fresh_weight",
+                                 simplest_is_largest=True, widenings=cfg.widenings, section="collab")
             fresh_weight = fresh_found.chosen["fresh_weight"]
     # Weight 0 scores exactly as content alone: publish content only (no refit, an index no
     # wider than the embeddings) and keep the report of what was tried.

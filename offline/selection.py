@@ -82,14 +82,17 @@ class Search:
 
 def search(axes: dict[str, list], score: Callable[[list[dict]], list[np.ndarray]], *, simplest: str | None = None,
            widenings: int = 0, limits: dict[str, tuple[float, float]] | None = None,
-           relevant: Callable[[dict], dict] | None = None, section: str = "tuning") -> Search:
+           relevant: Callable[[dict], dict] | None = None, section: str = "tuning",
+           simplest_is_largest: bool = False) -> Search:
     """Score every point of ``axes`` (``score`` gets a batch of points and returns each one's
     per-user validation scores), choose, then widen and rescore while a chosen numeric value
     sits on the edge of its axis, at most ``widenings`` times.
 
     The rule: with ``simplest``, the point with the smallest ``simplest`` value whose mean is
     within one standard error of the best (ties: the better mean, then grid order); without,
-    the best mean (ties: the first in grid order). ``relevant(chosen)`` names the values that
+    the best mean (ties: the first in grid order). ``simplest_is_largest``: the rule prefers the
+    largest ``simplest`` value instead (the most of something that costs nothing measurable,
+    e.g. the lift of new items). ``relevant(chosen)`` names the values that
     matter (e.g. a hybrid's regularisation does not when its weight is 0): only those are
     widened or warned about. ``limits``: open bounds per axis (e.g. a share in (0, 1))."""
     axes = {name: sorted(set(values), key=float) if all(_numeric(v) for v in values) else list(values)
@@ -106,7 +109,8 @@ def search(axes: dict[str, list], score: Callable[[list[dict]], list[np.ndarray]
         else:
             at = names.index(simplest)
             key = one_standard_error({p: scores[p] for p in order},
-                                     sorted(order, key=lambda p: (p[at], -scores[p].mean(), order.index(p))))
+                                     sorted(order, key=lambda p: (-p[at] if simplest_is_largest else p[at],
+                                                                  -scores[p].mean(), order.index(p))))
         chosen = dict(zip(names, key))
         beyond = edges(axes, relevant(chosen), limits)
         if not beyond or round_ == widenings:

@@ -80,3 +80,15 @@ def test_the_simplest_rule_and_what_is_relevant_to_widen():
     assert {w["axis"] for w in found.widened} == {"reg", "weight"}
     assert found.axes["weight"] == [0.0, 1.0, 10.0]
     assert found.report()["grid"] == found.axes
+
+
+def test_the_simplest_value_may_be_the_largest_one_that_costs_nothing_measurable():
+    # overall recall flat within noise up to 0.3, clearly lower at 1: the largest lift inside
+    # one standard error is chosen (and the lowest, 0, without simplest_is_largest)
+    base = (np.arange(400) < 40).astype(float)
+    worse = (np.arange(400) < 20).astype(float)
+    table = {0.0: base, 0.1: base, 0.3: np.r_[base[:-1], 0.0], 1.0: worse}
+    score = _scorer(lambda p: table[p["fresh_weight"]])
+    high = search({"fresh_weight": [0.0, 0.1, 0.3, 1.0]}, score, simplest="fresh_weight", simplest_is_largest=True)
+    low = search({"fresh_weight": [0.0, 0.1, 0.3, 1.0]}, score, simplest="fresh_weight")
+    assert high.chosen == {"fresh_weight": 0.3} and low.chosen == {"fresh_weight": 0.0}

@@ -283,7 +283,8 @@ class _Runner:
         fresh = fresh_prior(self.data.pop_valid)
         return search({"fresh_weight": grid.fresh_weight},
                       lambda points: [self._valid_per_user(base + p["fresh_weight"] * fresh) for p in points],
-                      widenings=grid.widenings, section="tuning.collab")
+                      simplest="fresh_weight", simplest_is_largest=True, widenings=grid.widenings,
+                      section="tuning.collab")
 
     def _narrowed(self, rep: Representation, profile: dict, model, weight: float, score: float,
                   half_life: float = 0.0) -> tuple[int, bool]:
