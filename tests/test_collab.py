@@ -136,7 +136,7 @@ def test_learn_widens_a_grid_whose_edge_wins_and_warns_when_it_may_not():
 
     inter, content = _bundle_interactions()
     # content says nothing here, so the most collaborative weight tried wins: the top of the grid
-    cfg = CollabConfig(rank=24, reg=[10.0], weight=[0.0, 0.001, 1.0], valid_users=200, widenings=0)
+    cfg = CollabConfig(rank=24, reg=[10.0], weight=[0.0, 0.001, 1.0], valid_users=200, widenings=0, fresh_weight=[0.0])
     learned = learn(inter, content, cfg)
     assert learned.weight == 1.0 and learned.report["validation"]["widened"] == []
     assert learned.report["validation"]["grid_warnings"] == [
