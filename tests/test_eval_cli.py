@@ -187,3 +187,7 @@ def test_eval_with_the_cold_items_split_scores_only_items_it_never_trained_on(de
     # collaborative filtering alone cannot find an item it never saw; content can
     assert rows["EASE factorised (collaborative) / interactions"]["metrics"]["recall@20"]["mean"] == 0
     assert rows["VLM4Rec (mean + cosine) / title"]["metrics"]["recall@20"]["mean"] > 0
+    # every row's lists are measured for diversity in one space (the title vectors), and reported
+    assert r["diversity_space"] == "title" and all(0 <= x["lists"]["diversity@20"] <= 2 for x in rows.values())
+    assert rows["Most popular / -"]["lists"]["diversity@20"] != rows["Random / -"]["lists"]["diversity@20"]
+    assert "Diversity@20" in (out / "report.md").read_text()

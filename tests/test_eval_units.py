@@ -172,3 +172,14 @@ def test_visual_features_skip_bad_images_and_come_from_the_cache_on_a_rerun(smal
     assert (norms[[ids.index(i) for i in ("missing", "truncated", "notimage")]] == 0).all()
     again, bad_again, encoded_again = encode_images(str(model), items, progress=False, cache_root=tmp_path / "c")
     assert encoded_again == 0 and np.allclose(again, first, atol=1e-6) and bad_again == bad
+
+
+def test_intra_list_diversity_by_hand():
+    space = np.array([[1.0, 0.0], [0.0, 1.0], [1.0, 0.0], [-1.0, 0.0]])
+    # lists: two orthogonal items (distance 1), two identical (0), one opposite pair (2), padding
+    top = np.array([[0, 1], [0, 2], [0, 3], [1, -1]])
+    assert metrics.intra_list_diversity(top, space) == pytest.approx((1 + 0 + 2) / 3)
+    three = np.array([[0, 1, 2]])  # pairs: (0,1) 1, (0,2) 0, (1,2) 1
+    assert metrics.intra_list_diversity(three, space) == pytest.approx(2 / 3)
+    lists = metrics.list_metrics(top, np.ones(4), 4, [2], space)
+    assert lists["diversity@2"] == pytest.approx(1.0) and "diversity@2" not in metrics.list_metrics(top, np.ones(4), 4, [2])

@@ -84,6 +84,7 @@ class _Runner:
         self.cfg, self.data = cfg, data
         self.rows: list[Row] = []
         self.valid_score: dict[str, float] = {}
+        self.space: np.ndarray | None = None  # unit item vectors in which list diversity is measured
         self._bar = tqdm(desc="systems", unit="system", disable=not progress)
 
     def _on_test(self, system: System, valid_primary: float | None = None, note: str | None = None,
@@ -91,7 +92,7 @@ class _Runner:
         test, ks = self.data.test, self.cfg.ks
         ranked = ranking(system, test, max(ks))
         per_user = metrics.per_user_metrics(ranked, test.relevant, ks)
-        lists = metrics.list_metrics(ranked, self.data.pop_test, self.data.n_items, ks)
+        lists = metrics.list_metrics(ranked, self.data.pop_test, self.data.n_items, ks, self.space)
         k = int(self.cfg.primary_metric.split("@")[1])
         slices = {name: slice_recall(ranked, test.relevant, mask, k) for name, mask in item_slices(self.data.pop_test).items()}
         self.rows.append(Row(system.name, system.representation, dict(getattr(system, "params", {}) or {}),
@@ -324,6 +325,10 @@ def run_systems(cfg: EvalConfig, data: EvalData, reps: list[Representation],
     """The test rows, the validation score of each representation, the best one, and the
     representations as run (fusions built from the best text one)."""
     r = _Runner(cfg, data, progress)
+    # Every row's diversity@K is measured in one space: the first text representation built
+    # (the same yardstick for all rows, whatever each one ranks with).
+    text = [rep for rep in reps if rep.vectors is not None and rep.name not in ("visual", "fusion_concat")]
+    r.space = text[0].vectors if text else None
     r._baselines()
     r._library_baselines()
     built = {rep.name: rep for rep in reps if rep.vectors is not None}

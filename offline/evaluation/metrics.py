@@ -44,13 +44,35 @@ def per_user_metrics(ranked: np.ndarray, relevant: list[set[int]], ks: list[int]
     return out
 
 
-def list_metrics(ranked: np.ndarray, popularity: np.ndarray, n_items: int, ks: list[int]) -> dict[str, float]:
-    """Beyond accuracy: catalog coverage (share of items in anybody's top K) and popularity
-    bias (mean training-interaction count of the recommended items, ARP)."""
+def list_metrics(ranked: np.ndarray, popularity: np.ndarray, n_items: int, ks: list[int],
+                 space: np.ndarray | None = None) -> dict[str, float]:
+    """Beyond accuracy: catalog coverage (share of items in anybody's top K), popularity bias
+    (mean training-interaction count of the recommended items, ARP) and, given ``space`` (unit
+    item vectors), intra-list diversity (``diversity@K``: the mean cosine distance between
+    the items of a list, averaged over lists)."""
     out = {}
     for k in ks:
         top = ranked[:, :k]
-        top = top[top >= 0]
-        out[f"coverage@{k}"] = float(len(np.unique(top)) / n_items)
-        out[f"arp@{k}"] = float(popularity[top].mean()) if len(top) else 0.0
+        flat = top[top >= 0]
+        out[f"coverage@{k}"] = float(len(np.unique(flat)) / n_items)
+        out[f"arp@{k}"] = float(popularity[flat].mean()) if len(flat) else 0.0
+        if space is not None:
+            out[f"diversity@{k}"] = intra_list_diversity(top, space)
     return out
+
+
+def intra_list_diversity(top: np.ndarray, space: np.ndarray) -> float:
+    """Mean over lists (of at least 2 items; -1 pads) of the mean pairwise cosine distance
+    ``1 - u.v`` of their items' unit vectors: from the vector sum, ``sum_{i != j} u_i.u_j =
+    |sum u|^2 - sum |u|^2``, no pair loop."""
+    values = []
+    for row in top:
+        items = row[row >= 0]
+        n = len(items)
+        if n < 2:
+            continue
+        v = space[items].astype(np.float64)
+        total = v.sum(axis=0)
+        pairs = float(total @ total - (v * v).sum())
+        values.append(1.0 - pairs / (n * (n - 1)))
+    return float(np.mean(values)) if values else 0.0

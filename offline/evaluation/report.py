@@ -27,16 +27,22 @@ def summary_table(result: dict, k: int | None = None) -> str:
     k = k or int(primary.split("@")[1])
     level = round(100 * (1 - result["protocol"]["alpha"]))
     head = (f"| System | Representation | Recall@{k} [{level}% CI] | NDCG@{k} [{level}% CI] | HitRate@{k} | MRR@{k} "
-            f"| Coverage@{k} | ARP@{k} | Differs from best ({primary}, Holm) |")
-    lines = [head, "|" + "---|" * 9]
+            f"| Coverage@{k} | ARP@{k} | Diversity@{k} | Differs from best ({primary}, Holm) |")
+    lines = [head, "|" + "---|" * 10]
     for r in result["rows"]:
         m = r["metrics"]
         rep = r["representation"] + (" ⚠" if r.get("note") else "")
         params = ", ".join(f"{a}={b}" for a, b in r["params"].items() if a != "strategy" or b != "mean")
         lines.append(f"| {r['system']}{f' ({params})' if params else ''} | {rep} | {_fmt(m[f'recall@{k}'])} | "
                      f"{_fmt(m[f'ndcg@{k}'])} | {m[f'hit_rate@{k}']['mean']:.4f} | {m[f'mrr@{k}']['mean']:.4f} | "
-                     f"{r['lists'][f'coverage@{k}']:.3f} | {r['lists'][f'arp@{k}']:.1f} | {_sig(r)} |")
+                     f"{r['lists'][f'coverage@{k}']:.3f} | {r['lists'][f'arp@{k}']:.1f} | "
+                     f"{_diversity(r, k)} | {_sig(r)} |")
     return "\n".join(lines)
+
+
+def _diversity(row: dict, k: int) -> str:
+    value = row["lists"].get(f"diversity@{k}")
+    return "-" if value is None else f"{value:.3f}"
 
 
 BASELINES = ("Random", "Most popular", "Item-item co-occurrence", "ALS (implicit)")
@@ -171,7 +177,9 @@ def markdown(result: dict, plots: list[str]) -> str:
              "EASE regularisation, hybrid weight) "
              "chosen on validation users only; every number below is on test users.",
              "- Coverage@K: share of the catalog in anybody's top K. ARP@K: mean training-interaction count of the "
-             "recommended items (popularity bias).", "",
+             "recommended items (popularity bias). Diversity@K: mean cosine distance between the items of a list "
+             f"in {result.get('diversity_space') or 'the first text representation'}'s space (intra-list diversity).",
+             "",
              "## Results (test users)", "",
              summary_table(result), "",
              f"Best on {p['primary_metric']}: **{result['best']}**. ⚠ = built with a tiny random-weight model "

@@ -55,6 +55,8 @@ def run_evaluation(cfg: EvalConfig, progress: bool = True) -> dict:
                              "reason": r.not_run, "note": r.note, "example": r.example,
                              "valid_" + cfg.primary_metric: valid_score.get(r.name)} for r in reps],
         "best_representation": best,
+        "diversity_space": next((r.name for r in reps if r.vectors is not None
+                                 and r.name not in ("visual", "fusion_concat")), None),
         "fidelity": built.fidelity,
         "visual_images_encoded": built.visual_encoded,
         "timings_s": timings,
