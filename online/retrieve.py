@@ -5,6 +5,8 @@ excluded, filters, priors, max_per; text and mixed queries, single or batched. N
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from functools import partial
+from itertools import islice
 from typing import Literal
 
 import numpy as np
@@ -163,21 +165,23 @@ class Retriever:
         prior = ranking.add_prior(np.zeros_like(self.log_pop), q.popularity_weight, self.log_pop)
         return ranking.add_prior(prior, fresh, self.fresh) if fresh else prior
 
-    def _limits(self, q: UserQuery) -> tuple[list[np.ndarray], list[int]] | None:
-        """The query's max_per (else the server's) as group codes and limits; None: no limit."""
+    def _pick(self, q: UserQuery):
+        """How the k items are taken from the ranking's head when the query asks for more than
+        the best k: its max_per (else the server's) and its diversity; None: the best k."""
         wanted = self.max_per if q.max_per is None else q.max_per
-        if not wanted:
+        if not wanted and not q.diversity:
             return None
-        for column in wanted:
+        for column in wanted or {}:
             if column not in self._groups:
                 self._groups[column] = group_codes(self.v.items, column)
-        return [self._groups[c] for c in wanted], list(wanted.values())
+        groups, limits = [self._groups[c] for c in wanted or {}], list((wanted or {}).values())
+        return partial(ranking.select, groups=groups, limits=limits, vectors=self.v.vectors, diversity=q.diversity)
 
-    def _popular_items(self, k: int, seen: set[int], allowed: np.ndarray | None, limits=None) -> list[tuple[int, float]]:
+    def _popular_items(self, k: int, seen: set[int], allowed: np.ndarray | None, pick=None) -> list[tuple[int, float]]:
         usable = ((int(i), float(self.log_pop[i])) for i in self._popular
                   if i not in seen and (allowed is None or allowed[i]))
-        if limits:
-            return ranking.at_most_per(usable, *limits, k)
+        if pick:
+            return pick(list(islice(usable, 16 * k)), k)
         out = []
         for pair in usable:
             out.append(pair)
@@ -200,12 +204,12 @@ class Retriever:
     def _answer(self, q: UserQuery, profile: np.ndarray | None, rows: list[int], unknown: list[str]) -> Result:
         seen = set(rows) if q.exclude_seen else set()
         allowed = self._allowed(q.filters)
-        limits = self._limits(q)
+        pick = self._pick(q)
         if profile is None:
             if self.fallback == "error":
                 raise NoHistory(f"no known item in the history ({len(unknown)} unknown) and no text: nothing to rank by")
-            return self._result(self._popular_items(q.k, seen, allowed, limits), q.with_fields, unknown, "popular")
-        return self._result(self.searcher.search(profile, q.k, seen, allowed, self._prior(q), limits), q.with_fields, unknown,
+            return self._result(self._popular_items(q.k, seen, allowed, pick), q.with_fields, unknown, "popular")
+        return self._result(self.searcher.search(profile, q.k, seen, allowed, self._prior(q), pick), q.with_fields, unknown,
                             None, len(rows))
 
     def recommend_batch(self, queries: list[UserQuery], errors: Literal["raise", "return"] = "raise") -> list[Result]:
@@ -221,8 +225,7 @@ class Retriever:
         for n, q in enumerate(queries):
             try:
                 profile, rows, unknown = means.get(n) or self._profile(q, text_vectors.get(q.text) if q.text else None)
-                if profile is None or len(profile) != 1 or q.filters or (self.max_per if q.max_per is None
-                                                                          else q.max_per):
+                if profile is None or len(profile) != 1 or q.filters or self._pick(q) is not None:
                     results[n] = self._answer(q, profile, rows, unknown)
                     continue
             except UserError as e:  # a bug is not the request's fault: it propagates

@@ -54,6 +54,9 @@ class UserQuery(_Body):
     max_per: dict[Text, Annotated[int, Field(ge=1)]] | None = Field(
         None, max_length=4, description="at most this many items per value of a column, e.g. {\"product_code\": 1} "
         "(colour variants of one product); default: the server's max_per; {} for none")
+    diversity: float = Field(0.0, ge=0, le=1, allow_inf_nan=False,
+                             description="0: the best k; above it, the list is taken greedily by score minus this "
+                                         "share of each item's closeness to those already taken (MMR)")
     with_fields: bool = False
 
     @model_validator(mode="after")

@@ -31,13 +31,13 @@ class IndexSearch:
                         else None)
 
     def search(self, profiles: np.ndarray, k: int, seen: set[int], allowed: np.ndarray | None,
-                prior: np.ndarray | None, limits=None) -> list[tuple[int, float]]:
+                prior: np.ndarray | None, pick=None) -> list[tuple[int, float]]:
         if self.exact_t is not None:
-            return self._exact(profiles, k, seen, allowed, prior, limits)
+            return self._exact(profiles, k, seen, allowed, prior, pick)
         if allowed is not None and allowed.sum() <= self.exact_subset_max:
-            return self._subset(profiles, k, seen, np.flatnonzero(allowed), prior, limits)
+            return self._subset(profiles, k, seen, np.flatnonzero(allowed), prior, pick)
         n = self.v.index.ntotal
-        wide = k * self.overfetch * (4 if limits else 1) if prior is not None or limits else k
+        wide = k * self.overfetch * (4 if pick else 1) if prior is not None or pick else k
         fetch = min(n, wide + len(seen))
         params = None
         if allowed is not None:
@@ -53,23 +53,23 @@ class IndexSearch:
                     if s > best.get(i, -np.inf):
                         best[int(i)] = s
         ranked = sorted(best.items(), key=lambda p: (-p[1], p[0]))
-        return ranking.at_most_per(ranked, *limits, k) if limits else ranked[:k]
+        return pick(ranked, k) if pick else ranked[:k]
 
     def _exact(self, profiles: np.ndarray, k: int, seen: set[int], allowed: np.ndarray | None,
-                      prior: np.ndarray | None, limits=None) -> list[tuple[int, float]]:
+                      prior: np.ndarray | None, pick=None) -> list[tuple[int, float]]:
         """Flat index: one matrix product over the transposed copy of the index's vectors.
         Cheaper than FAISS's per-call overhead for a single user, and seen items, filters and the
         popularity prior apply to every item exactly, not to an over-fetched candidate list."""
         scores = (np.asarray(profiles, dtype=np.float32) @ self.exact_t).max(axis=0)
-        return self._top(scores, k, seen, allowed, prior, limits)
+        return self._top(scores, k, seen, allowed, prior, pick)
 
     def _subset(self, profiles: np.ndarray, k: int, seen: set[int], rows: np.ndarray,
-                       prior: np.ndarray | None, limits=None) -> list[tuple[int, float]]:
+                       prior: np.ndarray | None, pick=None) -> list[tuple[int, float]]:
         """A selective filter on an approximate index: score the few allowed items exactly.
         Graph and IVF searches lose recall when most items are filtered out; this does not."""
         scores = np.full(self.v.index.ntotal, -np.inf, dtype=np.float32)
         scores[rows] = (self._indexed(rows) @ np.asarray(profiles, dtype=np.float32).T).max(axis=1)
-        return self._top(scores, k, seen, None, prior, limits)
+        return self._top(scores, k, seen, None, prior, pick)
 
     def _indexed(self, rows: np.ndarray) -> np.ndarray:
         """Some items' vectors as the index holds them: the content vector, and for a hybrid
@@ -80,20 +80,21 @@ class IndexSearch:
         return index_rows(self.v.vectors[rows], self.v.collab_weight * self.v.collab_item[rows], self.v.project_item)
 
     def _top(self, scores: np.ndarray, k: int, seen: set[int], allowed: np.ndarray | None,
-             prior: np.ndarray | None, limits=None) -> list[tuple[int, float]]:
+             prior: np.ndarray | None, pick=None) -> list[tuple[int, float]]:
         """Top-k rows of a full score vector (modified in place), ties broken by row; with
-        ``limits`` (max_per), the best k that keep them, from a widening head of the ranking."""
+        ``pick`` (max_per, diversity: ``ranking.select``), the k it takes from a widening head
+        of the ranking."""
         if prior is not None:
             scores = scores + prior
         if allowed is not None:
             scores = np.where(allowed, scores, -np.inf)
         scores = ranking.exclude(scores, seen)
-        if not limits:
+        if not pick:
             return ranking.top_k(scores, k)
         wide = 4 * k
         while True:
             head = ranking.top_k(scores, wide)
-            picked = ranking.at_most_per(head, *limits, k)
+            picked = pick(head, k)
             if len(picked) == k or len(head) < wide:
                 return picked
             wide *= 4

@@ -194,3 +194,21 @@ def test_max_per_keeps_at_most_n_items_per_value_in_score_order():
         r.recommend(UserQuery(history=["i0"], k=2, max_per={"colour": 1}))
     with pytest.raises(ValueError):
         UserQuery(history=["i0"], max_per={"product": 0})
+
+
+def test_diversity_takes_the_list_by_score_minus_closeness_to_what_is_taken():
+    # two tight clusters near the profile and one item apart: MMR reaches across
+    vectors = _angles([0, 1, 2, 3, 30, 89])
+    r = Retriever(_version(vectors))
+    q = dict(history=["i0"], k=3)
+    assert [x.item_id for x in r.recommend(UserQuery(**q)).items] == ["i1", "i2", "i3"]
+    # by hand: after i1, 0.4 x cos - 0.6 x closeness favours i5 (89 degrees) over i2, then i4 over i2
+    spread = r.recommend(UserQuery(**q, diversity=0.6)).items
+    assert [x.item_id for x in spread] == ["i1", "i5", "i4"]
+    assert [x.item_id for x in r.recommend(UserQuery(**q, diversity=0.3)).items] == ["i1", "i2", "i3"]
+    # scores are still each item's own; 0 is exactly the plain list; batch = single
+    assert spread[1].score == pytest.approx(float(np.cos(np.radians(89))), abs=1e-6)
+    assert r.recommend(UserQuery(**q, diversity=0.0)).items == r.recommend(UserQuery(**q)).items
+    assert r.recommend_batch([UserQuery(**q, diversity=0.6)])[0].items == spread
+    with pytest.raises(ValueError, match="diversity"):
+        UserQuery(**q, diversity=1.5)

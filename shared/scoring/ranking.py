@@ -109,3 +109,39 @@ def at_most_per(ranked: list[tuple[int, float]], groups: list[np.ndarray], limit
         if len(out) == k:
             break
     return out
+
+
+def select(ranked, k: int, groups: list[np.ndarray] = (), limits: list[int] = (), vectors: np.ndarray | None = None,
+           diversity: float = 0.0) -> list[tuple[int, float]]:
+    """``k`` items from ``ranked`` ((row, score), best first): ``at_most_per`` the limits and,
+    with ``diversity`` > 0 (and unit item ``vectors``), greedily the candidate that maximises
+    ``(1 - diversity) x score - diversity x its largest cosine to the items already taken``
+    (maximal marginal relevance, Carbonell & Goldstein 1998). Scores are returned unchanged;
+    the order is the order of taking."""
+    if not diversity or vectors is None:
+        return at_most_per(ranked, list(groups), list(limits), k)
+    cand = list(ranked)
+    if not cand:
+        return []
+    rows = np.array([r for r, _ in cand], dtype=np.intp)
+    scores = np.array([s for _, s in cand], dtype=np.float64)
+    v = np.asarray(vectors[rows], dtype=np.float64)
+    sims = v @ v.T
+    closest = np.full(len(cand), -np.inf)  # largest cosine to what is taken (none yet: no penalty)
+    available = np.ones(len(cand), dtype=bool)
+    taken: list[dict[int, int]] = [{} for _ in groups]
+    out = []
+    while len(out) < k and available.any():
+        value = (1 - diversity) * scores - diversity * np.maximum(closest, 0.0)
+        value[~available] = -np.inf
+        j = int(np.argmax(value))
+        available[j] = False
+        codes = [int(g[rows[j]]) for g in groups]
+        if any(c >= 0 and taken[i].get(c, 0) >= limits[i] for i, c in enumerate(codes)):
+            continue
+        for i, c in enumerate(codes):
+            if c >= 0:
+                taken[i][c] = taken[i].get(c, 0) + 1
+        out.append(cand[j])
+        closest = np.maximum(closest, sims[j])
+    return out
