@@ -25,16 +25,16 @@ class GroundrecError(RuntimeError):
 
 
 def _recommend_body(history, k, **options) -> dict:
-    return RecommendRequest(history=list(history), k=k, **options).model_dump(exclude_none=True)
+    return RecommendRequest(history=list(history), k=k, **options).model_dump(exclude_unset=True, exclude_none=True)
 
 
 def _batch_body(users: list[dict | UserQuery], k: int) -> dict:
     batch = [u if isinstance(u, UserQuery) else UserQuery(**{"k": k, **u}) for u in users]
-    return RecommendRequest(batch=batch).model_dump(exclude_none=True)
+    return RecommendRequest(batch=batch).model_dump(exclude_unset=True, exclude_none=True)
 
 
 def _search_body(text, k, **options) -> dict:
-    return SearchRequest(text=text, k=k, **options).model_dump(exclude_none=True)
+    return SearchRequest(text=text, k=k, **options).model_dump(exclude_unset=True, exclude_none=True)
 
 
 def _raise_for(response: httpx.Response) -> None:
