@@ -191,3 +191,19 @@ def test_eval_with_the_cold_items_split_scores_only_items_it_never_trained_on(de
     assert r["diversity_space"] == "title" and all(0 <= x["lists"]["diversity@20"] <= 2 for x in rows.values())
     assert rows["Most popular / -"]["lists"]["diversity@20"] != rows["Random / -"]["lists"]["diversity@20"]
     assert "Diversity@20" in (out / "report.md").read_text()
+
+
+def test_a_narrowed_hybrid_is_reported_beside_its_full_width(demo, tmp_path):
+    out = tmp_path / "r"
+    # a collaborative weight forced on, and any narrower rank accepted: the width rule narrows
+    res = _eval(demo, out, "representations=[title]", "tuning.collab.weight=[1.0]", "tuning.collab.rank=16",
+                "tuning.collab.rank_tolerance=1.0")
+    assert res.exit_code == 0, res.output
+    r = json.loads((out / "results.json").read_text())
+    rows = {x["system"]: x for x in r["rows"]}
+    published = rows["groundrec hybrid (content + collaborative)"]
+    full = rows["groundrec hybrid at full width (what the width rule gave up)"]
+    assert published["params"]["rank"] == 4 and full["params"]["rank"] == 16 and not full["params"]["projected"]
+    assert {k: v for k, v in full["params"].items() if k not in ("rank", "projected")} == \
+        {k: v for k, v in published["params"].items() if k not in ("rank", "projected")}
+    assert "vs at its full width" in (out / "report.md").read_text()

@@ -42,6 +42,7 @@ class Row:
 
 
 COLLAB, HYBRID = "EASE factorised (collaborative)", "groundrec hybrid (content + collaborative)"
+HYBRID_FULL = "groundrec hybrid at full width (what the width rule gave up)"
 
 
 def item_slices(train_popularity: np.ndarray) -> dict[str, np.ndarray]:
@@ -269,6 +270,13 @@ class _Runner:
         self._on_test(self._hybrid(rep, self.data.pop_test, profile, test_model, best["weight"], projection, params,
                                    hl, params["fresh_weight"]), found.score, rep.note, found,
                       extra_widened=fresh.widened if fresh else [])
+        if best["weight"] and (rank < grid.rank or projected):
+            # What the width rule cost: the same hybrid at its full width, beside the published one.
+            full = test_models.get(best["reg"]) or on_test(best["reg"])
+            self._on_test(hybrid_system(HYBRID_FULL, f"{rep.name} + interactions", self._content(rep, self.data.pop_test,
+                                                                                               **profile),
+                                        full, best["weight"], None, {**params, "rank": grid.rank, "projected": False},
+                                        hl, params["fresh_weight"]), None, rep.note)
 
     def _fresh(self, rep: Representation, profile: dict, model: CollabModel, weight: float, projected: bool,
                half_life: float) -> Search | None:

@@ -110,6 +110,10 @@ def verdict(result: dict) -> list[str]:
         lines.append(f"- groundrec hybrid vs best baseline: {_compare(result, hybrid, base)}.")
     if hybrid and content:
         lines.append(f"- groundrec hybrid vs best content-only system: {_compare(result, hybrid, content)}.")
+    full = next((r for r in rows if r["system"].startswith("groundrec hybrid at full width")), None)
+    if hybrid and full:
+        lines.append(f"- the hybrid as published (narrower or projected) vs at its full width: "
+                     f"{_compare(result, hybrid, full)}.")
     cf = next((r for r in rows if r["system"].startswith("EASE factorised")), None)
     if hybrid and cf:
         lines.append(f"- groundrec hybrid vs its collaborative part alone: {_compare(result, hybrid, cf)}.")
