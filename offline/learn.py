@@ -26,9 +26,9 @@ from groundrec.offline.selection import search
 from groundrec.offline.interactions import Interactions
 from groundrec.shared.errors import UserError
 from groundrec.shared.scoring.collab import collab_queries, hybrid_queries, index_rows
-from groundrec.shared.scoring.popularity import counts_of_rows, fresh_prior
+from groundrec.shared.scoring.popularity import counts_of_rows, new_items
 from groundrec.shared.scoring.profiles import latest, mean_profiles
-from groundrec.shared.scoring.ranking import target_in_top_k
+from groundrec.shared.scoring.ranking import lift, target_in_top_k
 
 K = 20
 CHUNK = 256  # validation users scored at a time
@@ -153,10 +153,10 @@ def _validation_hits(model: collab.CollabModel, content: np.ndarray, profiles: n
 
 def _published_hits(model: collab.CollabModel, content: np.ndarray, profiles: np.ndarray, held: list[np.ndarray],
                     targets: np.ndarray, weight: float, projection: collab.Projection | None, half_life: float = 0.0,
-                    fresh: np.ndarray | None = None, fresh_weights: tuple[float, ...] = (0.0,)) -> dict[float, np.ndarray]:
+                    new: np.ndarray | None = None, fresh_weights: tuple[float, ...] = (0.0,)) -> dict[float, np.ndarray]:
     """``_validation_hits``'s hybrid at ``weight``, scored as the service scores it (projected
     profiles against the projected index when there is a projection), with each freshness
-    prior weight added to the new items (``fresh``) in turn."""
+    prior weight added to the new items (rows ``new``) in turn."""
     index = index_rows(content, weight * model.item, projection.item if projection is not None else None)
     hits: dict[float, list] = {fw: [] for fw in fresh_weights}
     for start in range(0, len(held), CHUNK):
@@ -166,7 +166,7 @@ def _published_hits(model: collab.CollabModel, content: np.ndarray, profiles: np
                                   projection.query if projection is not None else None)
         scores = searched @ index.T
         for fw in fresh_weights:
-            scored = scores + fw * fresh if fw else scores.copy()
+            scored = lift(scores.copy(), [fw] * len(scores), new)
             hits[fw].append(_hits(scored, held[part], targets[part]))
     return {fw: np.concatenate(h) for fw, h in hits.items()}
 
@@ -235,12 +235,12 @@ def learn(inter: Interactions, content: np.ndarray, cfg: CollabConfig, seed: int
                                                       projected_score if cfg.project else None)
             # Last, the freshness prior on the published scoring: how much a new item (no
             # interaction in the training part) is lifted so that its content can place it.
-            fresh = fresh_prior(counts_of_rows(train, n))
+            new = new_items(counts_of_rows(train, n))
 
             def fresh_scores(points: list[dict]) -> list[np.ndarray]:
                 weights = tuple(p["fresh_weight"] for p in points)
                 hits = _published_hits(chosen_fit.truncated(rank), content, profiles, held, targets, weight,
-                                       projections.get(rank) if projected else None, half_life, fresh, weights)
+                                       projections.get(rank) if projected else None, half_life, new, weights)
                 for fw in weights:
                     tuned[f"published fresh_weight={fw:g}"] = float(hits[fw].mean())
                 return [hits[fw] for fw in weights]

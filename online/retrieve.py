@@ -62,7 +62,6 @@ class Retriever:
         self.fallback = fallback
         self.half_life_days = half_life_days
         self.n_interests = n_interests
-        self.overfetch = overfetch
         self.max_history = max_history  # the profile uses the latest this many known items
         self.max_per = max_per or None  # a request's default: at most N items per value of a column
         self._groups: dict[str, np.ndarray] = {}  # column -> each row's group code (max_per)
@@ -79,9 +78,8 @@ class Retriever:
         # New items (no interaction in the job's window) and the lift the job chose for them.
         fresh = (version.items.column(WINDOW_INTERACTIONS).to_numpy()
                  if self.hybrid and WINDOW_INTERACTIONS in version.items.column_names else None)
-        self.fresh = pop.fresh_prior(fresh) if fresh is not None else None
-        self.fresh_rows = np.flatnonzero(self.fresh) if self.fresh is not None else None
-        self.fresh_weight = version.collab_fresh_weight if self.fresh is not None else 0.0
+        self.new_rows = pop.new_items(fresh) if fresh is not None else None
+        self.fresh_weight = version.collab_fresh_weight if fresh is not None else 0.0
         self.projected = version.project_query is not None
 
     # --- building blocks -------------------------------------------------------------
@@ -152,7 +150,7 @@ class Retriever:
 
     def _fresh(self, q: UserQuery) -> float:
         """The freshness prior's weight for this query: its own, else the version's."""
-        if self.fresh is None:
+        if self.new_rows is None:
             return 0.0
         return self.fresh_weight if q.fresh_weight is None else q.fresh_weight
 
@@ -163,7 +161,7 @@ class Retriever:
         if not q.popularity_weight and not fresh:
             return None
         prior = ranking.add_prior(np.zeros_like(self.log_pop), q.popularity_weight, self.log_pop)
-        return ranking.add_prior(prior, fresh, self.fresh) if fresh else prior
+        return ranking.lift(prior, fresh, self.new_rows)
 
     def _pick(self, q: UserQuery):
         """How the k items are taken from the ranking's head when the query asks for more than
@@ -241,17 +239,14 @@ class Retriever:
                 scores = np.asarray(batch[start:start + BATCH_CHUNK], dtype=np.float32) @ self.exact_t
                 # The whole chunk in one operation each (not one per user: see top_k_rows).
                 ranking.add_prior(scores, [q.popularity_weight for _, q, *_ in chunk], self.log_pop)
-                if self.fresh is not None:  # only the new items' columns: usually a few
-                    lift = np.array([self._fresh(q) for _, q, *_ in chunk], np.float32)
-                    if lift.any():
-                        scores[:, self.fresh_rows] += lift[:, None]
+                ranking.lift(scores, [self._fresh(q) for _, q, *_ in chunk], self.new_rows)
                 ranking.exclude(scores, [seen for _, _, seen, *_ in chunk])
                 for row, ranked in enumerate(ranking.top_k_rows(scores, [q.k for _, q, *_ in chunk])):
                     n, q, _, unknown, n_known = chunk[row]
                     results[n] = self._result(ranked, q.with_fields, unknown, None, n_known)
         elif batch:
             priors = [self._prior(q) for _, q, *_ in meta]
-            width = max((q.k * (self.overfetch if prior is not None else 1)) + len(seen)
+            width = max((q.k * (self.searcher.overfetch if prior is not None else 1)) + len(seen)
                         for (_, q, seen, *_), prior in zip(meta, priors))
             scores, idx = self.v.index.search(np.asarray(batch, dtype=np.float32), min(width, self.v.index.ntotal))
             for (n, q, seen, unknown, n_known), s_row, i_row, prior in zip(meta, scores, idx, priors):

@@ -194,3 +194,13 @@ def test_at_most_per_keeps_score_order_and_every_limit():
     assert ranking.at_most_per(ranked, [product], [2], 3) == [(0, 0.9), (1, 0.8), (2, 0.7)]
     # two groupings: both limits hold
     assert ranking.at_most_per(ranked, [product, colour], [1, 1], 6) == [(0, 0.9), (5, 0.4)]
+
+
+def test_lift_adds_each_weight_to_the_new_items_only():
+    new = popularity.new_items(np.array([3.0, 0.0, 1.0, 0.0]))
+    assert new.tolist() == [1, 3]
+    vector = ranking.lift(np.zeros(4, np.float32), 0.5, new)
+    assert vector.tolist() == [0.0, 0.5, 0.0, 0.5]
+    matrix = ranking.lift(np.zeros((2, 4), np.float32), [0.0, 2.0], new)
+    assert matrix.tolist() == [[0, 0, 0, 0], [0, 2, 0, 2]]
+    assert ranking.lift(np.ones(4), 1.0, np.array([], np.intp)).tolist() == [1, 1, 1, 1]

@@ -20,8 +20,8 @@ from groundrec.offline.evaluation.systems import (CollabSystem, ContentSystem, I
                                                   hybrid_system)
 from groundrec.offline.selection import Search, search
 from groundrec.offline.learn import narrowest, project
-from groundrec.shared.scoring.popularity import fresh_prior
-from groundrec.shared.scoring.ranking import top_k_matrix
+from groundrec.shared.scoring.popularity import new_items
+from groundrec.shared.scoring.ranking import lift, top_k_matrix
 
 
 @dataclass
@@ -289,9 +289,9 @@ class _Runner:
                       if projected else None)
         base = self._hybrid(rep, self.data.pop_valid, profile, model, weight, projection,
                             half_life=half_life).scores(valid.history, valid.history_ts)
-        fresh = fresh_prior(self.data.pop_valid)
+        new = new_items(self.data.pop_valid)
         return search({"fresh_weight": grid.fresh_weight},
-                      lambda points: [self._valid_per_user(base + p["fresh_weight"] * fresh) for p in points],
+                      lambda points: [self._valid_per_user(lift(base.copy(), [p["fresh_weight"]] * len(base), new)) for p in points],
                       simplest="fresh_weight", simplest_is_largest=True, widenings=grid.widenings,
                       section="tuning.collab")
 

@@ -177,7 +177,7 @@ class CollabSystem(System):
             return cf
         out = self.content.scores(histories, history_ts) + self.weight * cf
         if self.fresh_weight:
-            ranking.add_prior(out, [self.fresh_weight] * len(out), pop.fresh_prior(self.content.popularity))
+            ranking.lift(out, [self.fresh_weight] * len(out), pop.new_items(self.content.popularity))
         return out
 
 

@@ -39,11 +39,11 @@ def log_prior(counts: np.ndarray) -> np.ndarray:
     return np.log1p(counts).astype(np.float32)
 
 
-def fresh_prior(counts: np.ndarray) -> np.ndarray:
-    """1 for an item with no interaction in the training window (a new item), else 0, float32:
-    the freshness prior before its weight. A hybrid's collaborative part cannot know such an
-    item; this lets it reach a list through its content (weight chosen on validation)."""
-    return (np.asarray(counts) == 0).astype(np.float32)
+def new_items(counts: np.ndarray) -> np.ndarray:
+    """The rows of the items with no interaction in the training window: what the freshness
+    prior lifts (``ranking.lift``). A hybrid's collaborative part cannot know such an item;
+    the lift lets it reach a list through its content (weight chosen on validation)."""
+    return np.flatnonzero(np.asarray(counts) == 0)
 
 
 def most_popular_first(counts: np.ndarray) -> np.ndarray:

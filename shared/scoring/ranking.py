@@ -20,6 +20,22 @@ def add_prior(scores: np.ndarray, weights, log_pop: np.ndarray) -> np.ndarray:
     return scores
 
 
+def lift(scores: np.ndarray, weights, rows: np.ndarray | None) -> np.ndarray:
+    """``scores + w`` on ``rows`` only (the freshness prior of the new items), in place: one
+    weight for a score vector, one per row of a (users x items) matrix. Only the lifted
+    columns are touched: new items are usually few."""
+    if rows is None or not len(rows):
+        return scores
+    if scores.ndim == 1:
+        if weights:
+            scores[rows] += weights
+        return scores
+    weights = np.asarray(weights, dtype=scores.dtype)
+    if weights.any():
+        scores[:, rows] += weights[:, None]
+    return scores
+
+
 def exclude(scores: np.ndarray, seen: list) -> np.ndarray:
     """Each row's seen item rows (any iterable of ints: a set, a list, an array) set to -inf,
     in place; a single score vector takes one iterable. One fancy assignment for the whole
