@@ -104,13 +104,14 @@ def search(axes: dict[str, list], score: Callable[[list[dict]], list[np.ndarray]
         if todo:
             scores.update(zip(todo, score([dict(zip(names, p)) for p in todo])))
         order = list(itertools.product(*axes.values()))
+        position = {p: i for i, p in enumerate(order)}
         if simplest is None:
-            key = max(order, key=lambda p: (scores[p].mean(), -order.index(p)))
+            key = max(order, key=lambda p: (scores[p].mean(), -position[p]))
         else:
             at = names.index(simplest)
             key = one_standard_error({p: scores[p] for p in order},
                                      sorted(order, key=lambda p: (-p[at] if simplest_is_largest else p[at],
-                                                                  -scores[p].mean(), order.index(p))))
+                                                                  -scores[p].mean(), position[p])))
         chosen = dict(zip(names, key))
         beyond = edges(axes, relevant(chosen), limits)
         if not beyond or round_ == widenings:

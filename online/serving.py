@@ -123,7 +123,7 @@ class Serving:
     def recommend(self, body: RecommendRequest | UserQuery) -> ResultOut | BatchOut:
         """One user, or every user of ``body.batch`` in one batched search."""
         check_request(self.limits, body)
-        if getattr(body, "batch", None) is not None:
+        if isinstance(body, RecommendRequest) and body.batch is not None:
             return self._batch(body)
         with _as_serving_errors():
             return result_out(self.retriever.recommend(body), self.version_id)
