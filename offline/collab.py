@@ -1,8 +1,10 @@
-"""Collaborative item vectors with grounded content as side information: EASE, factorised.
+"""Collaborative item vectors with grounded content as side information: EASE or DLAE,
+factorised.
 
 EASE (Steck 2019) scores item j for a user as the sum over the history of B[i, j], with
 B = I - P / diag(P), P = (X'X + reg I)^-1, diag(B) = 0 and X the users x items interaction
-matrix. B is fitted in closed form on the *head*: the ``max_dense_items`` most-interacted
+matrix; DLAE (Steck 2020) is its generalisation with input dropout (``ease``). B is
+fitted in closed form on the *head*: the ``max_dense_items`` most-interacted
 items (20,000 by default, ~3 GB of float64 while fitting), which carry most interactions of
 a catalog. A rank-r truncated SVD of B (scikit-learn's randomized SVD) then splits it into a
 *query-side* vector per item (U S, summed over a history) and an *item-side* vector (V, what
@@ -70,14 +72,24 @@ def head_items(counts: np.ndarray, max_dense_items: int) -> np.ndarray:
     return np.sort(warm)
 
 
-def ease(x: sp.csr_matrix, reg: float) -> np.ndarray:
-    """EASE's item-item matrix B (dense float32, items x items) over the columns of ``x``.
-    P is inverted through its Cholesky factor (LAPACK potrf + potri: a third of a general
-    inverse's work) in float32: reg keeps the system well conditioned."""
+def ease(x: sp.csr_matrix, reg: float, dropout: float = 0.0) -> np.ndarray:
+    """The item-item matrix B (dense float32, items x items) over the columns of ``x``.
+
+    ``dropout`` 0: EASE (Steck 2019), ``B = I - P / diag(P)``, ``P = (G + reg I)^-1``, G = X'X.
+    ``dropout`` p > 0: DLAE (Steck 2020, "Autoencoders that don't overfit towards the
+    identity"), the closed form of a linear autoencoder trained with input dropout p:
+    ``B = I - P Lambda``, ``P = (G + Lambda)^-1``, ``Lambda = diag(reg + p / (1 - p) x G_jj)``,
+    so a popular item is regularised more. Its diagonal is set to 0 like EASE's (it only
+    scores an item already in the history, which is never recommended, and the factorisation
+    then spends no rank on it). P is inverted through its Cholesky factor (LAPACK potrf +
+    potri: a third of a general inverse's work) in float32: reg keeps it well conditioned."""
     from scipy.linalg import lapack
 
+    if not 0 <= dropout < 1:
+        raise UserError(f"dropout must be in [0, 1), got {dropout}")
     p = np.asarray((x.T @ x).todense(), dtype=np.float32)
-    p[np.diag_indices_from(p)] += reg
+    penalty = reg + (dropout / (1 - dropout)) * np.diag(p).astype(np.float64)
+    p[np.diag_indices_from(p)] += penalty.astype(np.float32)
     p, info = lapack.spotrf(p, lower=0, overwrite_a=1, clean=1)
     if info == 0:
         p, info = lapack.spotri(p, lower=0, overwrite_c=1)
@@ -85,9 +97,16 @@ def ease(x: sp.csr_matrix, reg: float) -> np.ndarray:
         raise UserError(f"EASE: the regularised Gram matrix is not positive definite (LAPACK info {info}); raise reg")
     p = np.triu(p)
     p += np.triu(p, 1).T  # potri fills the upper triangle only
-    p /= -np.diag(p).copy()  # column j divided by -P[j, j]
+    if dropout:
+        p *= -penalty.astype(np.float32)  # column j times -Lambda_j (the identity is on the diagonal)
+    else:
+        p /= -np.diag(p).copy()  # column j divided by -P[j, j]
     p[np.diag_indices_from(p)] = 0.0
     return p
+
+
+def model_name(dropout: float) -> str:
+    return f"DLAE (dropout {dropout:g}), factorised" if dropout else "EASE, factorised"
 
 
 def factorize(b: np.ndarray, rank: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
@@ -106,7 +125,7 @@ def content_map(content: np.ndarray, target: np.ndarray, ridge: float = 1.0) -> 
 
 
 def fit(histories: list[np.ndarray], n_items: int, content: np.ndarray | None, rank: int = 128,
-        reg: float = 100.0, seed: int = 0, max_dense_items: int = 20_000) -> CollabModel:
+        reg: float = 100.0, seed: int = 0, max_dense_items: int = 20_000, dropout: float = 0.0) -> CollabModel:
     """Learn the model from training histories (rows of the catalog). ``content``: the items'
     unit content vectors (rows of zeros for items without one), or None: then items outside
     the head get zero vectors (they are never recommended by this part)."""
@@ -118,10 +137,10 @@ def fit(histories: list[np.ndarray], n_items: int, content: np.ndarray | None, r
     query = np.zeros((n_items, rank), np.float32)
     item = np.zeros_like(query)
     if len(head) >= 2:
-        query[head], item[head] = factorize(ease(x[:, head], reg), rank, seed)
+        query[head], item[head] = factorize(ease(x[:, head], reg, dropout), rank, seed)
     fitted = np.zeros(n_items, bool)
     fitted[head] = len(head) >= 2
-    info = {"model": "EASE, factorised", "rank": rank, "reg": float(reg), "users": int(x.shape[0]),
+    info = {"model": model_name(dropout), "rank": rank, "reg": float(reg), "dropout": float(dropout), "users": int(x.shape[0]),
             "interactions": int(x.nnz), "items_with_interactions": int((counts > 0).sum()),
             "head_items": int(fitted.sum()), "max_dense_items": int(max_dense_items), "items_from_content": 0}
     if content is not None and fitted.any():

@@ -107,6 +107,10 @@ class CollabGrid(StrictModel):
                           "the full rank's: it then serves at content-only cost")
     reg: list[float] = Field(default_factory=lambda: [10.0, 100.0, 1000.0], min_length=1,
                              description="EASE regularisation grid, chosen on validation")
+    dropout: list[float] = Field(default_factory=lambda: [0.0, 0.5], min_length=1,
+                                 description="input dropout of the collaborative model, chosen on validation with "
+                                             "reg: 0 is EASE, p > 0 is DLAE (Steck 2020: a popular item is "
+                                             "regularised more); each value costs one more fit per reg")
     weight: list[float] = Field(default_factory=lambda: [0.0, 0.01, 0.03, 0.1, 0.3, 1.0, 3.0, 10.0, 30.0, 100.0],
                                 min_length=1,
                                 description="weight of the collaborative score next to the content cosine, chosen "
@@ -119,6 +123,11 @@ class CollabGrid(StrictModel):
                                       description="hybrid: added to the score of an item with no interaction in the "
                                                   "window (a new item, which the collaborative part cannot know), "
                                                   "chosen on validation after the rest (0: none)")
+    fresh_slots: list[int] = Field(default_factory=lambda: [0, 1, 2], min_length=1,
+                                   description="hybrid: of each list, this many places kept for the best new items "
+                                               "(their content places them), chosen on validation after the lift "
+                                               "(the most whose recall is within one standard error of the best); a "
+                                               "request can set its own")
     widenings: int = Field(2, ge=0, le=5, description="a reg or weight chosen on the edge of its grid: add the next "
                            "value beyond it and choose again, at most this many times (recorded in the report)")
     max_dense_items: int = Field(20_000, ge=2, description="EASE fits the most-interacted this many items "
@@ -129,6 +138,20 @@ class CollabGrid(StrictModel):
     def _non_negative(cls, v: list[float]) -> list[float]:
         if any(x < 0 for x in v):
             raise UserError(f"grid values must be >= 0, got {v}")
+        return sorted(set(v))
+
+    @field_validator("fresh_slots")
+    @classmethod
+    def _counts(cls, v: list[int]) -> list[int]:
+        if any(x < 0 for x in v):
+            raise UserError(f"fresh_slots values must be >= 0, got {v}")
+        return sorted(set(v))
+
+    @field_validator("dropout")
+    @classmethod
+    def _probability(cls, v: list[float]) -> list[float]:
+        if any(not 0 <= x < 1 for x in v):
+            raise UserError(f"dropout values must be in [0, 1), got {v}")
         return sorted(set(v))
 
 

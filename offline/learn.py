@@ -28,7 +28,7 @@ from groundrec.shared.errors import UserError
 from groundrec.shared.scoring.collab import collab_queries, hybrid_queries, index_rows
 from groundrec.shared.scoring.popularity import counts_of_rows, new_items
 from groundrec.shared.scoring.profiles import latest, mean_profiles
-from groundrec.shared.scoring.ranking import lift, target_in_top_k
+from groundrec.shared.scoring.ranking import lift, target_in_top_k, top_k_matrix
 
 K = 20
 CHUNK = 256  # validation users scored at a time
@@ -44,6 +44,7 @@ class Learned:
     half_life: float = 0.0  # recency of the collaborative query, in items (0: none)
     fresh_weight: float = 0.0  # added to the score of an item with no interaction in the window
     counts: np.ndarray | None = None  # interactions per published item in the window (what "new" means)
+    fresh_slots: int = 0  # of each list, the places kept for new items (the version's default)
 
     @property
     def hybrid(self) -> bool:
@@ -108,6 +109,10 @@ def project(content: np.ndarray, model: collab.CollabModel, weight: float, histo
                                  content.shape[1])
 
 
+def _dropout(dropout: float) -> str:
+    return f" dropout={dropout:g}" if dropout else ""
+
+
 def _hl(half_life: float) -> str:
     """The half-life's part of a validation score's name (none when the query has no decay)."""
     return f" half_life={half_life:g}" if half_life else ""
@@ -153,22 +158,27 @@ def _validation_hits(model: collab.CollabModel, content: np.ndarray, profiles: n
 
 def _published_hits(model: collab.CollabModel, content: np.ndarray, profiles: np.ndarray, held: list[np.ndarray],
                     targets: np.ndarray, weight: float, projection: collab.Projection | None, half_life: float = 0.0,
-                    new: np.ndarray | None = None, fresh_weights: tuple[float, ...] = (0.0,)) -> dict[float, np.ndarray]:
+                    new: np.ndarray | None = None,
+                    fresh: tuple[tuple[float, int], ...] = ((0.0, 0),)) -> dict[tuple[float, int], np.ndarray]:
     """``_validation_hits``'s hybrid at ``weight``, scored as the service scores it (projected
-    profiles against the projected index when there is a projection), with each freshness
-    prior weight added to the new items (rows ``new``) in turn."""
+    profiles against the projected index when there is a projection), for each (freshness
+    prior weight added to the new items ``new``, places kept for them) in turn."""
     index = index_rows(content, weight * model.item, projection.item if projection is not None else None)
-    hits: dict[float, list] = {fw: [] for fw in fresh_weights}
+    hits: dict[tuple[float, int], list] = {point: [] for point in fresh}
     for start in range(0, len(held), CHUNK):
         part = slice(start, start + CHUNK)
         searched = hybrid_queries(profiles[part], collab_queries(model.query, [latest(h) for h in held[part]],
                                                                  half_life),
                                   projection.query if projection is not None else None)
         scores = searched @ index.T
-        for fw in fresh_weights:
+        for fw, slots in fresh:
             scored = lift(scores.copy(), [fw] * len(scores), new)
-            hits[fw].append(_hits(scored, held[part], targets[part]))
-    return {fw: np.concatenate(h) for fw, h in hits.items()}
+            if slots:
+                top = top_k_matrix(scored, K, held[part], new, slots)
+                hits[fw, slots].append((top == targets[part][:, None]).any(axis=1))
+            else:
+                hits[fw, slots].append(_hits(scored, held[part], targets[part]))
+    return {point: np.concatenate(h) for point, h in hits.items()}
 
 
 def learn(inter: Interactions, content: np.ndarray, cfg: CollabConfig, seed: int = 0) -> Learned:
@@ -183,42 +193,47 @@ def learn(inter: Interactions, content: np.ndarray, cfg: CollabConfig, seed: int
     train, users, targets = hold_out_last(histories, cfg.valid_users, seed)
     tuned: dict = {}
     # No validation user: content only, nothing scored.
-    reg, weight, half_life, rank, projected, chosen_score, found = cfg.reg[0], 0.0, 0.0, cfg.rank, False, None, None
-    fresh_weight, fresh_found = 0.0, None
+    reg, dropout, weight, half_life, rank, projected, chosen_score, found = (cfg.reg[0], cfg.dropout[0], 0.0, 0.0,
+                                                                             cfg.rank, False, None, None)
+    fresh_weight, fresh_slots, fresh_found, slots_found = 0.0, 0, None, None
     if users:
         held = [train[u] for u in users]
         profiles = _content_profiles(content, held)
-        fits: dict[float, collab.CollabModel] = {}
+        fits: dict[tuple[float, float], collab.CollabModel] = {}
 
-        def fitted(reg: float) -> collab.CollabModel:
-            if reg not in fits:
-                fits[reg] = collab.fit(train, n, content, cfg.rank, reg, seed, cfg.max_dense_items)
-            return fits[reg]
+        def fitted(reg: float, dropout: float) -> collab.CollabModel:
+            if (reg, dropout) not in fits:
+                fits[reg, dropout] = collab.fit(train, n, content, cfg.rank, reg, seed, cfg.max_dense_items, dropout)
+            return fits[reg, dropout]
 
         def score(points: list[dict]) -> list[np.ndarray]:
             out = {}
-            for reg, hl in dict.fromkeys((p["reg"], p["half_life"]) for p in points):
-                weights = [p["weight"] for p in points if (p["reg"], p["half_life"]) == (reg, hl)]
-                hits = _validation_hits(fitted(reg), content, profiles, held, targets, weights, hl)
+            model_of = lambda p: (p["reg"], p["dropout"], p["half_life"])  # noqa: E731
+            for reg, dropout, hl in dict.fromkeys(map(model_of, points)):
+                weights = [p["weight"] for p in points if model_of(p) == (reg, dropout, hl)]
+                hits = _validation_hits(fitted(reg, dropout), content, profiles, held, targets, weights, hl)
+                name = f"reg={reg:g}{_dropout(dropout)}{_hl(hl)}"
                 tuned["content"] = float(hits["content"].mean())
-                tuned[f"collaborative reg={reg:g}{_hl(hl)}"] = float(hits["collaborative"].mean())
+                tuned[f"collaborative {name}"] = float(hits["collaborative"].mean())
                 for w in weights:
-                    tuned[f"hybrid reg={reg:g}{_hl(hl)} weight={w:g}"] = float(hits[w].mean())
-                    out[(reg, hl, w)] = hits[w]
-            return [out[(p["reg"], p["half_life"], p["weight"])] for p in points]
+                    tuned[f"hybrid {name} weight={w:g}"] = float(hits[w].mean())
+                    out[(reg, dropout, hl, w)] = hits[w]
+            return [out[(*model_of(p), p["weight"])] for p in points]
 
         # The smallest weight (0: content alone) within one standard error of the best score.
-        found = search({"reg": cfg.reg, "half_life": cfg.half_life, "weight": cfg.weight}, score, simplest="weight",
-                       widenings=cfg.widenings, relevant=lambda p: p if p["weight"] else {}, section="collab")
-        reg, half_life, weight = found.chosen["reg"], found.chosen["half_life"], found.chosen["weight"]
+        found = search({"reg": cfg.reg, "dropout": cfg.dropout, "half_life": cfg.half_life, "weight": cfg.weight},
+                       score, simplest="weight", widenings=cfg.widenings, relevant=lambda p: p if p["weight"] else {},
+                       limits={"dropout": (0.0, 1.0)}, section="collab")
+        reg, dropout, half_life, weight = (found.chosen[k] for k in ("reg", "dropout", "half_life", "weight"))
         chosen_score = found.score
         if weight:  # a hybrid: the narrowest rank that scores within rank_tolerance of the full one
-            chosen_fit = fitted(reg)
+            chosen_fit = fitted(reg, dropout)
+            name = f"reg={reg:g}{_dropout(dropout)}{_hl(half_life)}"
 
             def score_at(r: int) -> float:
                 hits = _validation_hits(chosen_fit.truncated(r), content, profiles, held, targets, [weight], half_life)
-                tuned[f"collaborative reg={reg:g}{_hl(half_life)} rank={r}"] = float(hits["collaborative"].mean())
-                tuned[f"hybrid reg={reg:g}{_hl(half_life)} rank={r} weight={weight:g}"] = float(hits[weight].mean())
+                tuned[f"collaborative {name} rank={r}"] = float(hits["collaborative"].mean())
+                tuned[f"hybrid {name} rank={r} weight={weight:g}"] = float(hits[weight].mean())
                 return float(hits[weight].mean())
 
             projections: dict[int, collab.Projection] = {}
@@ -226,8 +241,8 @@ def learn(inter: Interactions, content: np.ndarray, cfg: CollabConfig, seed: int
             def projected_score(r: int) -> float:
                 ranked = chosen_fit.truncated(r)
                 projections[r] = project(content, ranked, weight, train, seed, half_life)
-                hits = _published_hits(ranked, content, profiles, held, targets, weight, projections[r], half_life)[0.0]
-                key = f"hybrid reg={reg:g}{_hl(half_life)} rank={r} weight={weight:g} projected to {content.shape[1]}"
+                hits = _published_hits(ranked, content, profiles, held, targets, weight, projections[r], half_life)[0.0, 0]
+                key = f"hybrid {name} rank={r} weight={weight:g} projected to {content.shape[1]}"
                 tuned[key] = float(hits.mean())
                 return tuned[key]
 
@@ -238,45 +253,54 @@ def learn(inter: Interactions, content: np.ndarray, cfg: CollabConfig, seed: int
             new = new_items(counts_of_rows(train, n))
 
             def fresh_scores(points: list[dict]) -> list[np.ndarray]:
-                weights = tuple(p["fresh_weight"] for p in points)
+                fresh = tuple((p.get("fresh_weight", fresh_weight), p.get("fresh_slots", 0)) for p in points)
                 hits = _published_hits(chosen_fit.truncated(rank), content, profiles, held, targets, weight,
-                                       projections.get(rank) if projected else None, half_life, new, weights)
-                for fw in weights:
-                    tuned[f"published fresh_weight={fw:g}"] = float(hits[fw].mean())
-                return [hits[fw] for fw in weights]
+                                       projections.get(rank) if projected else None, half_life, new, fresh)
+                for fw, slots in fresh:
+                    tuned[f"published fresh_weight={fw:g}" + (f" fresh_slots={slots}" if slots else "")] = float(
+                        hits[fw, slots].mean())
+                return [hits[point] for point in fresh]
 
-            # The largest lift whose validation recall is within one standard error of the best:
-            # new items get all the exposure that costs no measurable recall.
+            # The largest lift whose validation recall is within one standard error of the best
+            # (new items get all the exposure that costs no measurable recall), then as many
+            # places kept for new items as that rule allows.
             fresh_found = search({"fresh_weight": cfg.fresh_weight}, fresh_scores, simplest="fresh_weight",
                                  simplest_is_largest=True, widenings=cfg.widenings, section="collab")
             fresh_weight = fresh_found.chosen["fresh_weight"]
+            slots_found = search({"fresh_slots": cfg.fresh_slots}, fresh_scores, simplest="fresh_slots",
+                                 simplest_is_largest=True, section="collab")
+            fresh_slots = int(slots_found.chosen["fresh_slots"])
     # Weight 0 scores exactly as content alone: publish content only (no refit, an index no
     # wider than the embeddings) and keep the report of what was tried.
     model = projection = None
     if weight:
-        model = collab.fit(histories, n, content, cfg.rank, reg, seed, cfg.max_dense_items)
+        model = collab.fit(histories, n, content, cfg.rank, reg, seed, cfg.max_dense_items, dropout)
         model = model.truncated(rank)
         projection = project(content, model, weight, histories, seed, half_life) if projected else None
     iso = lambda t: datetime.fromtimestamp(int(t), timezone.utc).isoformat()  # noqa: E731
     report = {
-        **(model.info if model else {"model": "EASE, factorised", "rank": cfg.rank, "reg": float(reg)}),
+        **(model.info if model else {"model": collab.model_name(dropout), "rank": cfg.rank, "reg": float(reg),
+                                     "dropout": float(dropout)}),
         "weight": float(weight), "query_half_life": float(half_life) if weight else 0.0,
-        "fresh_weight": float(fresh_weight), "hybrid": model is not None,
+        "fresh_weight": float(fresh_weight), "fresh_slots": fresh_slots, "hybrid": model is not None,
         "projection": projection.info if projection else None,
         "window": {"days": cfg.window_days, "from": iso(inter.ts.min()), "to": iso(inter.ts.max()),
                    "interactions": int(len(inter.items)), "users": len(histories),
                    "unknown_items_dropped": int(inter.dropped_unknown_items)},
         "validation": {"users": len(users), "metric": f"recall@{K} of each user's last new item",
-                       "chosen": {"reg": float(reg), "half_life": float(half_life), "weight": float(weight),
+                       "chosen": {"reg": float(reg), "dropout": float(dropout), "half_life": float(half_life),
+                                  "weight": float(weight),
                                   "rank": rank, "projected": projected, "score": chosen_score}, "scores": tuned,
-                       "grid": found.axes if found else {"reg": cfg.reg, "half_life": cfg.half_life, "weight": cfg.weight},
+                       "grid": found.axes if found else {"reg": cfg.reg, "dropout": cfg.dropout,
+                                                         "half_life": cfg.half_life, "weight": cfg.weight},
                        "widened": (found.widened if found else []) + (fresh_found.widened if fresh_found else []),
                        "grid_warnings": (found.warnings if found else []) + (fresh_found.warnings if fresh_found else []),
-                       "fresh": fresh_found.report() if fresh_found else None},
+                       "fresh": fresh_found.report() if fresh_found else None,
+                       "fresh_slots": slots_found.report() if slots_found else None},
         "learn_seconds": round(time.perf_counter() - started, 2),
     }
     return Learned(model, float(weight), report, projection, float(half_life) if weight else 0.0, float(fresh_weight),
-                   counts_of_rows(histories, n) if model is not None else None)
+                   counts_of_rows(histories, n) if model is not None else None, fresh_slots)
 
 
 def index_vectors(content: np.ndarray, learned: Learned | None) -> np.ndarray:

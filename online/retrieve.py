@@ -80,6 +80,8 @@ class Retriever:
                  if self.hybrid and WINDOW_INTERACTIONS in version.items.column_names else None)
         self.new_rows = pop.new_items(fresh) if fresh is not None else None
         self.fresh_weight = version.collab_fresh_weight if fresh is not None else 0.0
+        self.fresh_slots = version.collab_fresh_slots if fresh is not None else 0
+        self.new_set = set(self.new_rows.tolist()) if self.new_rows is not None else set()
         self.projected = version.project_query is not None
 
     # --- building blocks -------------------------------------------------------------
@@ -154,6 +156,12 @@ class Retriever:
             return 0.0
         return self.fresh_weight if q.fresh_weight is None else q.fresh_weight
 
+    def _slots(self, q: UserQuery) -> int:
+        """The places kept for new items in this query's list: its own, else the version's."""
+        if not self.new_set:
+            return 0
+        return min(q.k, self.fresh_slots if q.fresh_slots is None else q.fresh_slots)
+
     def _prior(self, q: UserQuery) -> np.ndarray | None:
         """What is added to every item's score for this query: the popularity prior and, for a
         hybrid version, the freshness prior of its new items (None: nothing)."""
@@ -207,8 +215,12 @@ class Retriever:
             if self.fallback == "error":
                 raise NoHistory(f"no known item in the history ({len(unknown)} unknown) and no text: nothing to rank by")
             return self._result(self._popular_items(q.k, seen, allowed, pick), q.with_fields, unknown, "popular")
-        return self._result(self.searcher.search(profile, q.k, seen, allowed, self._prior(q), pick), q.with_fields, unknown,
-                            None, len(rows))
+        prior, slots = self._prior(q), self._slots(q)
+        ranked = self.searcher.search(profile, q.k, seen, allowed, prior, pick)
+        if slots:
+            fresh = self.searcher.among(profile, slots, seen, allowed, prior, self.new_rows)
+            ranked = ranking.reserve(ranked, fresh, q.k, slots, self.new_set)
+        return self._result(ranked, q.with_fields, unknown, None, len(rows))
 
     def recommend_batch(self, queries: list[UserQuery], errors: Literal["raise", "return"] = "raise") -> list[Result]:
         """Many users at once, each answer equal to ``recommend``'s: the texts of all queries
@@ -223,7 +235,8 @@ class Retriever:
         for n, q in enumerate(queries):
             try:
                 profile, rows, unknown = means.get(n) or self._profile(q, text_vectors.get(q.text) if q.text else None)
-                if profile is None or len(profile) != 1 or q.filters or self._pick(q) is not None:
+                if (profile is None or len(profile) != 1 or q.filters or self._pick(q) is not None
+                        or (self._slots(q) and self.exact_t is None)):
                     results[n] = self._answer(q, profile, rows, unknown)
                     continue
             except UserError as e:  # a bug is not the request's fault: it propagates
@@ -241,7 +254,14 @@ class Retriever:
                 ranking.add_prior(scores, [q.popularity_weight for _, q, *_ in chunk], self.log_pop)
                 ranking.lift(scores, [self._fresh(q) for _, q, *_ in chunk], self.new_rows)
                 ranking.exclude(scores, [seen for _, _, seen, *_ in chunk])
-                for row, ranked in enumerate(ranking.top_k_rows(scores, [q.k for _, q, *_ in chunk])):
+                lists = ranking.top_k_rows(scores, [q.k for _, q, *_ in chunk])
+                slots = [self._slots(q) for _, q, *_ in chunk]
+                if any(slots):  # the best new items of each user, kept in its list (ranking.reserve)
+                    fresh = ranking.top_k_rows(np.ascontiguousarray(scores[:, self.new_rows]), slots)
+                    lists = [ranking.reserve(ranked, [(int(self.new_rows[c]), s) for c, s in best], q.k, n_slots,
+                                             self.new_set) if n_slots else ranked
+                             for ranked, best, n_slots, (_, q, *_) in zip(lists, fresh, slots, chunk)]
+                for row, ranked in enumerate(lists):
                     n, q, _, unknown, n_known = chunk[row]
                     results[n] = self._result(ranked, q.with_fields, unknown, None, n_known)
         elif batch:

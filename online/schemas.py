@@ -51,6 +51,9 @@ class UserQuery(_Body):
                                        description="hybrid versions: added to the score of an item nobody interacted "
                                                    "with in the job's window (a new item); default: the version's, "
                                                    "chosen on validation")
+    fresh_slots: int | None = Field(None, ge=0, description="hybrid versions: of the k places, this many kept for "
+                                    "the best new items (no interaction in the job's window), which their content "
+                                    "places; default: the version's, chosen on validation; at most k")
     max_per: dict[Text, Annotated[int, Field(ge=1)]] | None = Field(
         None, max_length=4, description="at most this many items per value of a column, e.g. {\"product_code\": 1} "
         "(colour variants of one product); default: the server's max_per; {} for none")
@@ -63,6 +66,8 @@ class UserQuery(_Body):
     def _known_strategy(self) -> "UserQuery":
         if self.strategy not in STRATEGIES:
             raise UserError(f"strategy must be one of {', '.join(STRATEGIES)}, not {self.strategy!r}")
+        if self.fresh_slots is not None and self.fresh_slots > self.k:
+            raise UserError(f"fresh_slots ({self.fresh_slots}) must be at most k ({self.k})")
         return self
 
 

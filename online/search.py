@@ -55,6 +55,13 @@ class IndexSearch:
         ranked = sorted(best.items(), key=lambda p: (-p[1], p[0]))
         return pick(ranked, k) if pick else ranked[:k]
 
+    def among(self, profiles: np.ndarray, k: int, seen: set[int], allowed: np.ndarray | None,
+              prior: np.ndarray | None, rows: np.ndarray) -> list[tuple[int, float]]:
+        """The best ``k`` of these rows (the new items: usually few), scored exactly."""
+        if allowed is not None:
+            rows = rows[allowed[rows]]
+        return self._subset(profiles, k, seen, rows, prior) if len(rows) else []
+
     def _exact(self, profiles: np.ndarray, k: int, seen: set[int], allowed: np.ndarray | None,
                       prior: np.ndarray | None, pick=None) -> list[tuple[int, float]]:
         """Flat index: one matrix product over the transposed copy of the index's vectors.

@@ -49,6 +49,12 @@ class LoadedVersion:
         0 for versions published before it existed."""
         return float((self.manifest.collab or {}).get("fresh_weight") or 0.0)
 
+    @property
+    def collab_fresh_slots(self) -> int:
+        """Of each list, the places a hybrid keeps for new items; 0 for versions published
+        before it existed."""
+        return int((self.manifest.collab or {}).get("fresh_slots") or 0)
+
 
 def load_version(path: str | Path, cache_dir: Path | None = None) -> LoadedVersion:
     """Load a version folder, or the CURRENT one of an artifacts root (a local folder or an

@@ -34,6 +34,25 @@ def test_factorised_ease_is_close_to_dense_ease_and_finds_co_purchases():
         assert set(top[:4]) - {bundle[0]} == set(bundle[1:])
 
 
+def test_dlae_is_the_least_squares_autoencoder_under_dropout():
+    bundles, histories = _bundles()
+    histories = [np.append(h, 0) for h in histories[:300]] + histories[300:]  # item 0: bought by most users
+    n = bundles.size
+    x = collab.interaction_matrix(histories, n)
+    g = np.asarray((x.T @ x).todense(), dtype=np.float64)
+    dropout, reg = 0.5, 10.0
+    penalty = np.diag(reg + dropout / (1 - dropout) * np.diag(g))
+    # Steck 2020: argmin ||X - XB||^2 + ||Lambda^1/2 B||^2 is (G + Lambda)^-1 G
+    expected = np.linalg.solve(g + penalty, g)
+    np.fill_diagonal(expected, 0)
+    b = collab.ease(x, reg=reg, dropout=dropout)
+    assert np.allclose(b, expected, atol=1e-4)
+    model = collab.fit(histories, n, content=None, rank=24, reg=reg, dropout=dropout)
+    assert model.info["model"] == "DLAE (dropout 0.5), factorised" and model.info["dropout"] == 0.5
+    with pytest.raises(Exception, match="dropout must be in"):
+        collab.ease(x, reg=reg, dropout=1.0)
+
+
 def test_repeated_purchases_count_once_in_a_query():
     _, histories = _bundles()
     model = collab.fit(histories, 48, content=None, rank=16, reg=10.0)

@@ -17,7 +17,6 @@ from groundrec.online.schemas import UserQuery
 from groundrec.online.version import VersionError, load_version
 from groundrec.shared import artifact
 from groundrec.shared.scoring.collab import Projection
-from groundrec.shared.scoring.ranking import top_k_matrix
 
 
 @pytest.fixture(scope="module")
@@ -120,14 +119,15 @@ def test_service_ranks_exactly_as_eval_scores_the_hybrid(either):
     content = ContentSystem("c", "text", np.asarray(v.vectors), counts)
     projection = None if v.project_item is None else Projection(v.project_item, v.project_query)
     system = hybrid_system("hybrid", "text", content, model, v.collab_weight, projection,
-                           half_life=v.collab_half_life, fresh_weight=v.collab_fresh_weight)
+                           half_life=v.collab_half_life, fresh_weight=v.collab_fresh_weight,
+                           fresh_slots=v.collab_fresh_slots)
     inter = pq.read_table(hybrid["interactions"]).sort_by([("user_id", "ascending"), ("timestamp", "ascending")])
     histories: dict[str, list[int]] = {}
     for u, i in zip(inter.column("user_id").to_pylist(), inter.column("item_id").to_pylist()):
         histories.setdefault(u, []).append(v.row_of[i])
     users = list(histories.values())[:15]
-    ranked = top_k_matrix(system.scores([np.array(h) for h in users], [np.zeros(len(h)) for h in users]), 10,
-                          [np.array(h) for h in users])
+    ranked = system.top(system.scores([np.array(h) for h in users], [np.zeros(len(h)) for h in users]), 10,
+                        [np.array(h) for h in users])
     answers = retriever.recommend_batch([UserQuery(history=[v.item_ids[r] for r in h], k=10) for h in users])
     for h, want, got in zip(users, ranked, answers):
         assert [v.row_of[x.item_id] for x in got.items] == want.tolist()
@@ -135,6 +135,33 @@ def test_service_ranks_exactly_as_eval_scores_the_hybrid(either):
         one = retriever.recommend(UserQuery(history=[v.item_ids[r] for r in h], k=10))
         assert [x.item_id for x in one.items] == [x.item_id for x in batched.items]
         assert np.allclose([x.score for x in one.items], [x.score for x in batched.items], atol=1e-5)
+
+
+def test_places_kept_for_new_items_rank_the_same_in_eval_and_the_service(either):
+    """With ``fresh_slots`` each list holds that many new items (the best by their score),
+    the others are the best of the rest; eval's ranking (``System.top``) and the service's
+    single and batch paths give the same lists."""
+    hybrid = either
+    v = load_version(hybrid["art"])
+    counts = v.items.column(artifact.WINDOW_INTERACTIONS).to_numpy().astype(np.float64)
+    new = {v.item_ids[r] for r in np.flatnonzero(counts == 0)}
+    model = CollabModel(v.collab_query, v.collab_item, np.ones(len(v.item_ids), bool))
+    projection = None if v.project_item is None else Projection(v.project_item, v.project_query)
+    system = hybrid_system("hybrid", "text", ContentSystem("c", "text", np.asarray(v.vectors), counts), model,
+                           v.collab_weight, projection, half_life=v.collab_half_life, fresh_slots=2)
+    bought = pq.read_table(hybrid["interactions"]).column("item_id").to_pylist()
+    users = [[v.row_of[i] for i in bought[n:n + 4]] for n in range(0, 60, 4)]
+    ranked = system.top(system.scores([np.array(h) for h in users], [np.zeros(len(h)) for h in users]), 10,
+                        [np.array(h) for h in users])
+    retriever = Retriever(v, fallback="error")
+    queries = [UserQuery(history=[v.item_ids[r] for r in h], k=10, fresh_weight=0.0, fresh_slots=2) for h in users]
+    batched = retriever.recommend_batch(queries)
+    without = retriever.recommend_batch([q.model_copy(update={"fresh_slots": 0}) for q in queries])
+    assert any(len(new & {x.item_id for x in plain.items}) < 2 for plain in without)  # the places change lists
+    for q, want, got in zip(queries, ranked, batched):
+        assert [v.row_of[x.item_id] for x in got.items] == want.tolist()
+        assert len(new & {x.item_id for x in got.items}) >= 2
+        assert [x.item_id for x in retriever.recommend(q).items] == [x.item_id for x in got.items]
 
 
 def test_a_new_item_reaches_a_list_through_the_freshness_prior(hybrid):
@@ -226,7 +253,8 @@ def test_weight_zero_publishes_content_only_and_keeps_what_was_tried(hybrid):
     manifest = artifact.verify(summary.version_dir)
     assert manifest.collab is None and manifest.learn == summary.collab
     assert manifest.learn["weight"] == 0 and not manifest.learn["hybrid"]
-    tried = [(r, f" half_life={h:g}" if h else "") for r in ("1", "10") for h in cfg.collab.half_life]
+    tried = [(r, (f" dropout={d:g}" if d else "") + (f" half_life={h:g}" if h else ""))
+             for r in ("1", "10") for d in cfg.collab.dropout for h in cfg.collab.half_life]
     assert set(manifest.learn["validation"]["scores"]) == {
         "content", *(f"collaborative reg={r}{h}" for r, h in tried), *(f"hybrid reg={r}{h} weight=0" for r, h in tried)}
     assert manifest.learn["query_half_life"] == 0.0  # no collaborative part: nothing to weight

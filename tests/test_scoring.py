@@ -204,3 +204,37 @@ def test_lift_adds_each_weight_to_the_new_items_only():
     matrix = ranking.lift(np.zeros((2, 4), np.float32), [0.0, 2.0], new)
     assert matrix.tolist() == [[0, 0, 0, 0], [0, 2, 0, 2]]
     assert ranking.lift(np.ones(4), 1.0, np.array([], np.intp)).tolist() == [1, 1, 1, 1]
+
+
+def test_reserve_keeps_places_for_the_best_new_items_in_score_order():
+    ranked = [(0, 0.9), (1, 0.8), (2, 0.7), (3, 0.6)]
+    new = {7, 8, 9, 2}
+    fresh = [(2, 0.7), (8, 0.3), (7, 0.2), (9, 0.1)]  # the new items, best first (2 is already in the list)
+    # two places: item 2 holds one, the best new item not in the list (8) replaces the lowest other (3)
+    assert ranking.reserve(ranked, fresh, 4, 2, new) == [(0, 0.9), (1, 0.8), (2, 0.7), (8, 0.3)]
+    assert ranking.reserve(ranked, fresh, 4, 3, new) == [(0, 0.9), (2, 0.7), (8, 0.3), (7, 0.2)]
+    assert ranking.reserve(ranked, fresh, 4, 1, new) == ranked  # item 2 already fills the place
+    assert ranking.reserve(ranked, fresh, 4, 0, new) == ranked
+    # a short list takes the new items in its free places first
+    assert ranking.reserve(ranked[:2], fresh, 4, 2, new) == [(0, 0.9), (1, 0.8), (2, 0.7), (8, 0.3)]
+    # fewer new items than places: what there is
+    assert ranking.reserve(ranked, [(9, 0.1)], 4, 3, {9}) == [(0, 0.9), (1, 0.8), (2, 0.7), (9, 0.1)]
+
+
+@settings(max_examples=100, deadline=None)
+@given(arrays(np.float32, st.tuples(st.integers(1, 4), st.integers(2, 40)), elements=VALUES.filter(np.isfinite)),
+       st.data())
+def test_top_k_matrix_with_places_for_new_items_holds_them_and_the_best_others(scores, data):
+    n = scores.shape[1]
+    new = np.array(sorted(set(data.draw(st.lists(st.integers(0, n - 1), min_size=1, max_size=n)))))
+    k = data.draw(st.integers(1, n))
+    slots = data.draw(st.integers(0, k))
+    lists = ranking.top_k_matrix(scores.copy(), k, new_rows=new, slots=slots)
+    plain = ranking.top_k_matrix(scores.copy(), k)
+    for row, got, best in zip(scores, lists, plain):
+        got = got[got >= 0].tolist()
+        assert len(got) == len(set(got)) == k
+        assert sum(r in set(new.tolist()) for r in got) >= min(slots, len(new))
+        others = [r for r in got if r not in set(new.tolist())]
+        assert others == [r for r in best.tolist() if r not in set(new.tolist())][:len(others)]  # the best others
+        assert [row[r] for r in got] == sorted((row[r] for r in got), reverse=True)  # score order

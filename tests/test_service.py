@@ -164,6 +164,9 @@ def test_valid_json_of_the_wrong_kind_gets_4xx_never_500(published):
             assert r.status_code == 422 and "popularity_weight" in r.json()["detail"], (weight, r.text)
         r = raw("/recommend", '{"history": [{"item_id": "demo-0001", "weight": 1e308}]}')
         assert r.status_code == 422
+        for slots, k in (("-1", 5), ("6", 5), ("1.5", 5), ('"x"', 5)):
+            r = raw("/recommend", '{"history": ["demo-0001"], "k": %d, "fresh_slots": %s}' % (k, slots))
+            assert r.status_code == 422 and "fresh_slots" in r.json()["detail"], (slots, r.text)
         metrics = httpx.get(url + "/metrics").text
     assert 'status="500"' not in metrics
 

@@ -67,7 +67,7 @@ def ranking(system: System, users: EvalUsers, k: int) -> np.ndarray:
     for start in range(0, len(users), 512):
         stop = start + 512
         scores = system.scores(users.history[start:stop], users.history_ts[start:stop])
-        ranked.append(top_k_matrix(scores, k, users.history[start:stop]))
+        ranked.append(system.top(scores, k, users.history[start:stop]))
     return np.concatenate(ranked)
 
 
@@ -102,10 +102,11 @@ class _Runner:
                              widened=(list(search.widened) if search else []) + list(extra_widened)))
         self._bar.update()
 
-    def _valid_per_user(self, scores: np.ndarray) -> np.ndarray:
-        """The primary metric of each validation user for a precomputed (users x items) score matrix."""
+    def _valid_per_user(self, scores: np.ndarray, new_rows: np.ndarray | None = None, slots: int = 0) -> np.ndarray:
+        """The primary metric of each validation user for a precomputed (users x items) score
+        matrix (with ``slots`` of each list kept for ``new_rows``)."""
         users = self.data.valid
-        ranked = top_k_matrix(scores, max(self.cfg.ks), users.history)
+        ranked = top_k_matrix(scores, max(self.cfg.ks), users.history, new_rows, slots)
         return metrics.per_user_metrics(ranked, users.relevant, self.cfg.ks)[self.cfg.primary_metric]
 
     def _valid_users_scores(self, system: System) -> np.ndarray:
@@ -224,22 +225,24 @@ class _Runner:
 
         grid, n, seed = self.cfg.tuning.collab, self.data.n_items, self.cfg.seed
         content = rep.vectors if rep is not None else None
-        models: dict[float, CollabModel] = {}
+        models: dict[tuple[float, float], CollabModel] = {}
 
-        def on_valid(reg: float) -> CollabModel:
-            if reg not in models:
-                models[reg] = collab.fit(self.data.valid_histories, n, content, grid.rank, reg, seed, grid.max_dense_items)
-            return models[reg]
+        def on_valid(reg: float, dropout: float = 0.0) -> CollabModel:
+            if (reg, dropout) not in models:
+                models[reg, dropout] = collab.fit(self.data.valid_histories, n, content, grid.rank, reg, seed,
+                                                  grid.max_dense_items, dropout)
+            return models[reg, dropout]
 
-        def on_test(reg: float) -> CollabModel:
-            return collab.fit(self.data.test_histories, n, content, grid.rank, reg, seed, grid.max_dense_items)
+        def on_test(reg: float, dropout: float = 0.0) -> CollabModel:
+            return collab.fit(self.data.test_histories, n, content, grid.rank, reg, seed, grid.max_dense_items, dropout)
 
+        # The EASE row is plain EASE (dropout 0): the reference the hybrid is compared with.
         found = search({"reg": grid.reg}, lambda points: [self._valid_users_scores(
             CollabSystem(COLLAB, "interactions", on_valid(p["reg"]).interactions_only())) for p in points],
             widenings=grid.widenings, section="tuning.collab")
         reg = found.chosen["reg"]
-        test_models = {reg: on_test(reg)}
-        self._on_test(CollabSystem(COLLAB, "interactions", test_models[reg].interactions_only(),
+        test_models = {(reg, 0.0): on_test(reg)}
+        self._on_test(CollabSystem(COLLAB, "interactions", test_models[reg, 0.0].interactions_only(),
                                    params={"reg": reg, "rank": grid.rank}), found.score, search=found)
         if rep is None:
             return
@@ -249,39 +252,45 @@ class _Runner:
 
         def score(points: list[dict]) -> list[np.ndarray]:
             out = {}
-            for reg, hl in dict.fromkeys((p["reg"], p["half_life"]) for p in points):
-                cf = CollabSystem(HYBRID, rep.name, on_valid(reg), half_life=hl).scores(valid.history, valid.history_ts)
-                out.update({(reg, hl, p["weight"]): self._valid_per_user(content_scores + p["weight"] * cf)
-                            for p in points if (p["reg"], p["half_life"]) == (reg, hl)})
-            return [out[(p["reg"], p["half_life"], p["weight"])] for p in points]
+            model_of = lambda p: (p["reg"], p["dropout"], p["half_life"])  # noqa: E731
+            for reg, dropout, hl in dict.fromkeys(map(model_of, points)):
+                cf = CollabSystem(HYBRID, rep.name, on_valid(reg, dropout), half_life=hl).scores(valid.history,
+                                                                                                 valid.history_ts)
+                out.update({(reg, dropout, hl, p["weight"]): self._valid_per_user(content_scores + p["weight"] * cf)
+                            for p in points if model_of(p) == (reg, dropout, hl)})
+            return [out[(*model_of(p), p["weight"])] for p in points]
 
-        found = search({"reg": grid.reg, "half_life": grid.half_life, "weight": grid.weight}, score, simplest="weight",
-                       widenings=grid.widenings, relevant=lambda p: p if p["weight"] else {}, section="tuning.collab")
+        found = search({"reg": grid.reg, "dropout": grid.dropout, "half_life": grid.half_life, "weight": grid.weight},
+                       score, simplest="weight", widenings=grid.widenings, relevant=lambda p: p if p["weight"] else {},
+                       limits={"dropout": (0.0, 1.0)}, section="tuning.collab")
         del content_scores
         best = found.chosen
         hl = best["half_life"] if best["weight"] else 0.0
-        rank, projected = self._narrowed(rep, profile, on_valid(best["reg"]), best["weight"], found.score, hl)
-        fresh = self._fresh(rep, profile, on_valid(best["reg"]).truncated(rank), best["weight"], projected, hl)
+        chosen = best["reg"], best["dropout"]
+        rank, projected = self._narrowed(rep, profile, on_valid(*chosen), best["weight"], found.score, hl)
+        fresh = self._fresh(rep, profile, on_valid(*chosen).truncated(rank), best["weight"], projected, hl)
         params = {**best, "half_life": hl, "rank": rank, "projected": projected,
-                  "fresh_weight": fresh.chosen["fresh_weight"] if fresh else 0.0, **profile}
-        test_model = (test_models.get(best["reg"]) or on_test(best["reg"])).truncated(rank)
+                  "fresh_weight": fresh[0].chosen["fresh_weight"] if fresh else 0.0,
+                  "fresh_slots": fresh[1].chosen["fresh_slots"] if fresh else 0, **profile}
+        test_model = (test_models.get(chosen) or on_test(*chosen)).truncated(rank)
         projection = (project(rep.vectors, test_model, best["weight"], self.data.test_histories, seed, hl)
                       if projected else None)
         self._on_test(self._hybrid(rep, self.data.pop_test, profile, test_model, best["weight"], projection, params,
-                                   hl, params["fresh_weight"]), found.score, rep.note, found,
-                      extra_widened=fresh.widened if fresh else [])
+                                   hl, params["fresh_weight"], params["fresh_slots"]), found.score, rep.note, found,
+                      extra_widened=[*fresh[0].widened, *fresh[1].widened] if fresh else [])
         if best["weight"] and (rank < grid.rank or projected):
             # What the width rule cost: the same hybrid at its full width, beside the published one.
-            full = test_models.get(best["reg"]) or on_test(best["reg"])
+            full = test_models.get(chosen) or on_test(*chosen)
             self._on_test(hybrid_system(HYBRID_FULL, f"{rep.name} + interactions", self._content(rep, self.data.pop_test,
                                                                                                **profile),
                                         full, best["weight"], None, {**params, "rank": grid.rank, "projected": False},
-                                        hl, params["fresh_weight"]), None, rep.note)
+                                        hl, params["fresh_weight"], params["fresh_slots"]), None, rep.note)
 
     def _fresh(self, rep: Representation, profile: dict, model: CollabModel, weight: float, projected: bool,
-               half_life: float) -> Search | None:
+               half_life: float) -> tuple[Search, Search] | None:
         """... and last, as the job: the freshness prior's weight on the published scoring (new
-        items: none of validation's training interactions). None for content alone."""
+        items: none of validation's training interactions), then the places kept for new
+        items, each the most within one standard error of the best. None for content alone."""
         if not weight:
             return None
         valid, grid = self.data.valid, self.cfg.tuning.collab
@@ -290,10 +299,16 @@ class _Runner:
         base = self._hybrid(rep, self.data.pop_valid, profile, model, weight, projection,
                             half_life=half_life).scores(valid.history, valid.history_ts)
         new = new_items(self.data.pop_valid)
-        return search({"fresh_weight": grid.fresh_weight},
-                      lambda points: [self._valid_per_user(lift(base.copy(), [p["fresh_weight"]] * len(base), new)) for p in points],
-                      simplest="fresh_weight", simplest_is_largest=True, widenings=grid.widenings,
-                      section="tuning.collab")
+        lifted = search({"fresh_weight": grid.fresh_weight},
+                        lambda points: [self._valid_per_user(lift(base.copy(), [p["fresh_weight"]] * len(base), new))
+                                        for p in points],
+                        simplest="fresh_weight", simplest_is_largest=True, widenings=grid.widenings,
+                        section="tuning.collab")
+        lift(base, [lifted.chosen["fresh_weight"]] * len(base), new)
+        kept = search({"fresh_slots": grid.fresh_slots},
+                      lambda points: [self._valid_per_user(base.copy(), new, p["fresh_slots"]) for p in points],
+                      simplest="fresh_slots", simplest_is_largest=True, section="tuning.collab")
+        return lifted, kept
 
     def _narrowed(self, rep: Representation, profile: dict, model, weight: float, score: float,
                   half_life: float = 0.0) -> tuple[int, bool]:
@@ -323,9 +338,9 @@ class _Runner:
 
     def _hybrid(self, rep: Representation, pop: np.ndarray, profile: dict, model: CollabModel, weight: float,
                 projection=None, params: dict | None = None, half_life: float = 0.0,
-                fresh_weight: float = 0.0) -> CollabSystem:
+                fresh_weight: float = 0.0, fresh_slots: int = 0) -> CollabSystem:
         return hybrid_system(HYBRID, f"{rep.name} + interactions", self._content(rep, pop, **profile), model, weight,
-                             projection, params, half_life, fresh_weight)
+                             projection, params, half_life, fresh_weight, fresh_slots)
 
 
 def run_systems(cfg: EvalConfig, data: EvalData, reps: list[Representation],

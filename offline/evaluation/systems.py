@@ -31,6 +31,10 @@ class System:
     def scores(self, histories: list[np.ndarray], history_ts: list[np.ndarray]) -> np.ndarray:
         raise NotImplementedError
 
+    def top(self, scores: np.ndarray, k: int, seen: list) -> np.ndarray:
+        """The top-k rows of each user's scores (seen excluded, in place), as the service ranks."""
+        return ranking.top_k_matrix(scores, k, seen)
+
 
 class RandomSystem(System):
     name, representation = "Random", "-"
@@ -166,6 +170,7 @@ class CollabSystem(System):
     params: dict = field(default_factory=dict)
     half_life: float = 0.0  # of the collaborative query, in items (0: none), as the version stores it
     fresh_weight: float = 0.0  # hybrid: added to items with no training interaction (the content's popularity 0)
+    fresh_slots: int = 0  # hybrid: of each list, this many kept for those new items (ranking.reserve)
 
     def scores(self, histories, history_ts):
         recent = [latest(h) for h in histories]
@@ -180,10 +185,15 @@ class CollabSystem(System):
             ranking.lift(out, [self.fresh_weight] * len(out), pop.new_items(self.content.popularity))
         return out
 
+    def top(self, scores, k, seen):
+        if not self.fresh_slots or self.content is None:
+            return super().top(scores, k, seen)
+        return ranking.top_k_matrix(scores, k, seen, pop.new_items(self.content.popularity), self.fresh_slots)
+
 
 def hybrid_system(name: str, representation: str, content: ContentSystem, model: "CollabModel", weight: float,
                   projection: "Projection | None" = None, params: dict | None = None,
-                  half_life: float = 0.0, fresh_weight: float = 0.0) -> CollabSystem:
+                  half_life: float = 0.0, fresh_weight: float = 0.0, fresh_slots: int = 0) -> CollabSystem:
     """The hybrid as a version serves it. Through a projection, content profiles and
     collaborative queries are scored against the items' effective vectors (what a profile's
     projected product with the projected index amounts to)."""
@@ -197,7 +207,7 @@ def hybrid_system(name: str, representation: str, content: ContentSystem, model:
         content = replace(content, scored=scored[:, :d])
         model = CollabModel(model.query, scored[:, d:] / weight, model.fitted, model.info)
     return CollabSystem(name, representation, model, content, weight, params=params or {}, half_life=half_life,
-                        fresh_weight=fresh_weight)
+                        fresh_weight=fresh_weight, fresh_slots=fresh_slots)
 
 
 class ImplicitALS(System):

@@ -86,16 +86,47 @@ def top_k_rows(scores: np.ndarray, ks: list[int]) -> list[list[tuple[int, float]
             for k, start, end in zip(ks, starts, starts[1:])]
 
 
-def top_k_matrix(scores: np.ndarray, k: int, seen: list | None = None) -> np.ndarray:
+def top_k_matrix(scores: np.ndarray, k: int, seen: list | None = None, new_rows: np.ndarray | None = None,
+                 slots: int = 0) -> np.ndarray:
     """``top_k_rows`` as an int array (users x min(k, items)) of item rows, padded with -1
-    where a row has fewer finite scores; ``seen`` rows are excluded first (in place)."""
+    where a row has fewer finite scores; ``seen`` rows are excluded first (in place). With
+    ``slots``, each list keeps that many of ``new_rows`` (``reserve``)."""
     if seen is not None:
         exclude(scores, seen)
     k = min(k, scores.shape[1])
     out = np.full((len(scores), k), -1, dtype=np.int64)
-    for r, ranked in enumerate(top_k_rows(scores, [k] * len(scores))):
+    lists = top_k_rows(scores, [k] * len(scores))
+    if slots and new_rows is not None and len(new_rows):
+        fresh = [[(int(new_rows[c]), s) for c, s in best]
+                 for best in top_k_rows(np.ascontiguousarray(scores[:, new_rows]), [slots] * len(scores))]
+        is_new = set(new_rows.tolist())
+        lists = [reserve(ranked, best, k, slots, is_new) for ranked, best in zip(lists, fresh)]
+    for r, ranked in enumerate(lists):
         out[r, :len(ranked)] = [row for row, _ in ranked]
     return out
+
+
+def reserve(ranked: list[tuple[int, float]], fresh: list[tuple[int, float]], k: int, slots: int,
+            is_new) -> list[tuple[int, float]]:
+    """The first ``k`` of ``ranked`` (best first) holding at least ``slots`` new items (rows
+    in ``is_new``) when there are that many: the best of ``fresh`` (the new items, best first)
+    not in the list replace its lowest-scored other items. The list stays in score order and
+    the scores unchanged: a reserved share for the items the collaborative part cannot know,
+    which their content places (the user sets it per request)."""
+    out = list(ranked[:k])
+    missing = slots - sum(row in is_new for row, _ in out)
+    if missing <= 0:
+        return out
+    present = {row for row, _ in out}
+    extra = [pair for pair in fresh if pair[0] not in present][:missing]
+    drop = len(extra) - (k - len(out))  # room left by a short list is used first
+    for at in range(len(out) - 1, -1, -1):
+        if drop <= 0:
+            break
+        if out[at][0] not in is_new:
+            del out[at]
+            drop -= 1
+    return sorted(out + extra, key=lambda p: (-p[1], p[0]))[:k]
 
 
 def target_in_top_k(scores: np.ndarray, seen: list, targets: np.ndarray, k: int) -> np.ndarray:
