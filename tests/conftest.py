@@ -67,3 +67,20 @@ def small_catalog(tmp_path):
     pq.write_table(pa.Table.from_pylist(rows), path)
     return {"path": path, "images_root": images, "good": [f"i{i}" for i in range(6)],
             "bad": ["missing", "truncated", "notimage"]}
+
+
+@pytest.fixture(scope="session")
+def redis_server(tmp_path_factory):
+    """A real redis-server on a free loopback port, with the durable setting the docs give
+    (appendonly, appendfsync always). CI installs it (.ci/run) and sets
+    GROUNDREC_REQUIRE_REDIS=1, so there a missing server fails instead of skipping."""
+    from helpers import RedisServer
+
+    if RedisServer.binary() is None:
+        if os.environ.get("GROUNDREC_REQUIRE_REDIS"):
+            pytest.fail("redis-server is not installed (apt-get install redis-server), and GROUNDREC_REQUIRE_REDIS is set")
+        pytest.skip("redis-server is not installed: apt-get install redis-server (CI runs these tests)")
+    server = RedisServer(tmp_path_factory.mktemp("redis"))
+    server.start()
+    yield server
+    server.stop()

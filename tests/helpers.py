@@ -33,3 +33,58 @@ def publish_demo(root, vlm_dir, n_items: int = 40, n_users: int = 8) -> dict:
         histories.setdefault(r["user_id"], []).append(r["item_id"])
     return {"root": root, "artifacts": root / "artifacts", "overrides": overrides, "version": version,
             "histories": list(histories.values()), "interactions": paths["interactions"]}
+
+
+class RedisServer:
+    """A redis-server process for tests: started on a free port, stoppable and restartable
+    on the same port and data directory (what a restart must not lose)."""
+
+    def __init__(self, directory):
+        import socket
+
+        self.dir = directory
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            self.port = s.getsockname()[1]
+        self.proc = None
+
+    @staticmethod
+    def binary():
+        import shutil
+
+        return shutil.which("redis-server")
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    def start(self) -> None:
+        import subprocess
+        import time
+
+        import redis
+
+        self.proc = subprocess.Popen([self.binary(), "--port", str(self.port), "--bind", "127.0.0.1",
+                                      "--dir", str(self.dir), "--appendonly", "yes", "--appendfsync", "always",
+                                      "--save", "", "--protected-mode", "no"],
+                                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        deadline = time.monotonic() + 10
+        while True:
+            try:
+                redis.Redis(port=self.port, socket_connect_timeout=0.2).ping()
+                return
+            except redis.RedisError:
+                if time.monotonic() > deadline or self.proc.poll() is not None:
+                    raise RuntimeError(f"redis-server did not start on port {self.port}")
+                time.sleep(0.05)
+
+    def stop(self, hard: bool = False) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            (self.proc.kill if hard else self.proc.terminate)()
+            self.proc.wait(10)
+        self.proc = None
+
+    def flush(self) -> None:
+        import redis
+
+        redis.Redis(port=self.port).flushall()

@@ -1,0 +1,129 @@
+"""The shared event store: Redis, for several hosts and Ray Serve replicas.
+
+Keys (under ``groundrec:``): ``log``, a stream of every event (what export reads);
+``h:<user>``, a sorted set of the user's events by time (what a profile reads, one round
+trip); ``ue:<user>``, the user's event ids; ``eid:<id>``, an id seen (idempotency). Each
+``add`` is one Lua script, so a batch is applied whole or not at all and a retried event id
+is skipped atomically. Durability is Redis's: run it with ``appendonly yes`` and
+``appendfsync always`` for no loss of an acknowledged event (docs/operations.md)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+
+from groundrec.shared.events.store import Event, StoreUnavailable
+
+PREFIX = "groundrec:"
+SEP = "\x1f"
+TIMEOUT_S = 2.0
+
+# ARGV: prefix, then 6 values per event: event id ('' for none), user, item, ts, type, weight.
+ADD = """
+local p = ARGV[1]
+local stored = 0
+for i = 2, #ARGV, 6 do
+  local eid, user, item, ts, typ, w = ARGV[i], ARGV[i+1], ARGV[i+2], ARGV[i+3], ARGV[i+4], ARGV[i+5]
+  local fresh = true
+  if eid ~= '' then
+    fresh = redis.call('SET', p .. 'eid:' .. eid, '1', 'NX')
+  end
+  if fresh then
+    local id = redis.call('XADD', p .. 'log', '*', 'u', user, 'i', item, 't', ts, 'y', typ, 'w', w, 'e', eid)
+    redis.call('ZADD', p .. 'h:' .. user, ts, id .. '\\31' .. item .. '\\31' .. w)
+    if eid ~= '' then redis.call('SADD', p .. 'ue:' .. user, eid) end
+    stored = stored + 1
+  end
+end
+return stored
+"""
+
+# ARGV: prefix, user. Erases the user's stream entries, history, event ids.
+DELETE = """
+local p, user = ARGV[1], ARGV[2]
+local members = redis.call('ZRANGE', p .. 'h:' .. user, 0, -1)
+for _, m in ipairs(members) do
+  local id = string.match(m, '^([^\\31]+)')
+  redis.call('XDEL', p .. 'log', id)
+end
+for _, eid in ipairs(redis.call('SMEMBERS', p .. 'ue:' .. user)) do
+  redis.call('DEL', p .. 'eid:' .. eid)
+end
+redis.call('DEL', p .. 'h:' .. user, p .. 'ue:' .. user)
+return #members
+"""
+
+
+class RedisStore:
+    def __init__(self, url: str, prefix: str = PREFIX):
+        import redis
+
+        self.url, self.prefix, self._errors = url, prefix, (redis.RedisError, OSError)
+        self._r = redis.Redis.from_url(url, socket_timeout=TIMEOUT_S, socket_connect_timeout=TIMEOUT_S,
+                                       health_check_interval=10, decode_responses=True)
+        self._add = self._r.register_script(ADD)
+        self._delete = self._r.register_script(DELETE)
+
+    def _call(self, fn, *args):
+        try:
+            return fn(*args)
+        except self._errors as e:
+            raise StoreUnavailable(f"events store {self.url}: {e}") from None
+
+    def add(self, events: Sequence[Event]) -> int:
+        if not events:
+            return 0
+        args = [self.prefix]
+        for e in events:
+            args += [e.event_id or "", e.user_id, e.item_id, repr(float(e.timestamp)), e.type, repr(float(e.weight))]
+        return int(self._call(lambda: self._add(args=args)))
+
+    @staticmethod
+    def _parse(members: list[tuple[str, float]]) -> list[tuple[str, float, float]]:
+        out = []
+        for member, ts in members:
+            _, item, weight = member.split(SEP)
+            out.append((item, float(ts), float(weight)))
+        return out
+
+    def history(self, user_id: str, limit: int) -> list[tuple[str, float, float]]:
+        return self._parse(self._call(self._r.zrange, f"{self.prefix}h:{user_id}", -limit, -1, False, True))
+
+    def histories(self, user_ids: Sequence[str], limit: int) -> list[list[tuple[str, float, float]]]:
+        def run():
+            pipe = self._r.pipeline(transaction=False)
+            for u in user_ids:
+                pipe.zrange(f"{self.prefix}h:{u}", -limit, -1, withscores=True)
+            return pipe.execute()
+        return [self._parse(m) for m in self._call(run)]
+
+    def delete_user(self, user_id: str) -> int:
+        return int(self._call(lambda: self._delete(args=[self.prefix, user_id])))
+
+    def scan(self, since: float | None = None, chunk: int = 50_000) -> Iterator[list[Event]]:
+        start = "-"
+        while True:
+            entries = self._call(self._r.xrange, f"{self.prefix}log", start, "+", chunk)
+            if not entries:
+                return
+            batch = [Event(f["u"], f["i"], float(f["t"]), f["y"], float(f["w"]), f.get("e") or None)
+                     for _, f in entries]
+            if since is not None:
+                batch = [e for e in batch if e.timestamp >= since]
+            if batch:
+                yield batch
+            if len(entries) < chunk:
+                return
+            start = "(" + entries[-1][0]
+
+    def popularity(self, since: float | None = None) -> dict[str, float]:
+        out: dict[str, float] = {}
+        for batch in self.scan(since):
+            for e in batch:
+                out[e.item_id] = out.get(e.item_id, 0.0) + e.weight
+        return out
+
+    def count(self) -> int:
+        return int(self._call(self._r.xlen, f"{self.prefix}log"))
+
+    def close(self) -> None:
+        self._r.close()

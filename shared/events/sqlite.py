@@ -1,0 +1,177 @@
+"""The embedded event store: one SQLite file in WAL mode, safe for several server processes
+on one host (SQLite's own locking), nothing to install.
+
+Writes are group-committed: concurrent ``add`` calls (the service's threads, one per
+request) queue their events, and whichever finds no commit running writes everything queued
+in one transaction and wakes the others, so a commit's fsync is shared by all the requests
+that arrived meanwhile. ``synchronous=FULL``: an acknowledged event survives a killed
+process and a power loss. ``secure_delete`` and a WAL checkpoint after an erasure leave no
+byte of an erased user in the files."""
+
+from __future__ import annotations
+
+import sqlite3
+import threading
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+
+from groundrec.shared.errors import UserError
+from groundrec.shared.events.store import Event, StoreUnavailable
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS events (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT,
+    event_id TEXT UNIQUE,
+    user_id TEXT NOT NULL,
+    item_id TEXT NOT NULL,
+    ts REAL NOT NULL,
+    type TEXT NOT NULL,
+    weight REAL NOT NULL
+);
+CREATE INDEX IF NOT EXISTS events_by_user ON events (user_id, ts);
+CREATE INDEX IF NOT EXISTS events_by_time ON events (ts);
+"""
+INSERT = "INSERT OR IGNORE INTO events (event_id, user_id, item_id, ts, type, weight) VALUES (?, ?, ?, ?, ?, ?)"
+BUSY_MS = 10_000  # another process's commit is waited for this long
+
+
+def path_of(url: str) -> Path:
+    rest = url.split(":", 1)[1]
+    path = rest[2:] if rest.startswith("//") else rest  # sqlite:///abs -> /abs; sqlite:rel -> rel
+    if not path:
+        raise UserError(f"events store {url!r}: no file path (sqlite:///path/events.db)")
+    return Path(path)
+
+
+class _Ticket:
+    __slots__ = ("events", "stored", "error", "done")
+
+    def __init__(self, events: Sequence[Event]):
+        self.events, self.stored, self.error, self.done = events, 0, None, False
+
+
+class SQLiteStore:
+    def __init__(self, url: str):
+        self.url, self.path = url, path_of(url)
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self._writer = self._connect()
+            self._writer.executescript(SCHEMA)
+        except (OSError, sqlite3.Error) as e:
+            raise StoreUnavailable(f"events store {self.path}: {e}") from None
+        self._local = threading.local()
+        self._cv = threading.Condition()
+        self._pending: list[_Ticket] = []
+        self._committing = False
+
+    def _connect(self) -> sqlite3.Connection:
+        conn = sqlite3.connect(self.path, timeout=BUSY_MS / 1000, isolation_level=None, check_same_thread=False)
+        conn.execute("PRAGMA journal_mode=WAL")
+        conn.execute("PRAGMA synchronous=FULL")
+        conn.execute("PRAGMA secure_delete=ON")
+        return conn
+
+    def _reader(self) -> sqlite3.Connection:
+        conn = getattr(self._local, "conn", None)
+        if conn is None:
+            conn = self._local.conn = self._connect()
+        return conn
+
+    # --- writes: group commit -----------------------------------------------------------
+    def add(self, events: Sequence[Event]) -> int:
+        if not events:
+            return 0
+        ticket = _Ticket(events)
+        with self._cv:
+            self._pending.append(ticket)
+            while not ticket.done and self._committing:
+                self._cv.wait()
+            if ticket.done:
+                return self._outcome(ticket)
+            self._committing, batch, self._pending = True, self._pending, []
+        try:
+            self._commit(batch)
+        finally:
+            with self._cv:
+                self._committing = False
+                self._cv.notify_all()
+        return self._outcome(ticket)
+
+    @staticmethod
+    def _outcome(ticket: _Ticket) -> int:
+        if ticket.error is not None:
+            raise StoreUnavailable(f"events store: {ticket.error}")
+        return ticket.stored
+
+    def _commit(self, batch: list[_Ticket]) -> None:
+        conn = self._writer
+        try:
+            conn.execute("BEGIN IMMEDIATE")
+            for ticket in batch:
+                before = conn.total_changes
+                conn.executemany(INSERT, [(e.event_id, e.user_id, e.item_id, e.timestamp, e.type, e.weight)
+                                          for e in ticket.events])
+                ticket.stored = conn.total_changes - before
+            conn.execute("COMMIT")
+        except sqlite3.Error as e:
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
+            for ticket in batch:
+                ticket.error = e
+        for ticket in batch:
+            ticket.done = True
+
+    def delete_user(self, user_id: str) -> int:
+        with self._cv:  # no group commit in flight: the erasure is its own transaction
+            while self._committing:
+                self._cv.wait()
+            self._committing = True
+        try:
+            conn = self._writer
+            n = conn.execute("DELETE FROM events WHERE user_id = ?", (user_id,)).rowcount
+            conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")  # the WAL's copies of the erased pages go too
+            return n
+        except sqlite3.Error as e:
+            raise StoreUnavailable(f"events store: {e}") from None
+        finally:
+            with self._cv:
+                self._committing = False
+                self._cv.notify_all()
+
+    # --- reads --------------------------------------------------------------------------
+    def _query(self, sql: str, args: tuple = ()) -> list[tuple]:
+        try:
+            return self._reader().execute(sql, args).fetchall()
+        except sqlite3.Error as e:
+            raise StoreUnavailable(f"events store: {e}") from None
+
+    def history(self, user_id: str, limit: int) -> list[tuple[str, float, float]]:
+        rows = self._query("SELECT item_id, ts, weight FROM events WHERE user_id = ? ORDER BY ts DESC, seq DESC "
+                           "LIMIT ?", (user_id, limit))
+        return rows[::-1]
+
+    def histories(self, user_ids: Sequence[str], limit: int) -> list[list[tuple[str, float, float]]]:
+        return [self.history(u, limit) for u in user_ids]
+
+    def scan(self, since: float | None = None, chunk: int = 50_000) -> Iterator[list[Event]]:
+        try:
+            cur = self._connect().execute(
+                "SELECT user_id, item_id, ts, type, weight, event_id FROM events WHERE ts >= ? ORDER BY ts, seq",
+                (since if since is not None else float("-inf"),))
+            while rows := cur.fetchmany(chunk):
+                yield [Event(*r) for r in rows]
+        except sqlite3.Error as e:
+            raise StoreUnavailable(f"events store: {e}") from None
+
+    def popularity(self, since: float | None = None) -> dict[str, float]:
+        return dict(self._query("SELECT item_id, SUM(weight) FROM events WHERE ts >= ? GROUP BY item_id",
+                                (since if since is not None else float("-inf"),)))
+
+    def count(self) -> int:
+        return int(self._query("SELECT COUNT(*) FROM events")[0][0])
+
+    def close(self) -> None:
+        self._writer.close()
+        conn = getattr(self._local, "conn", None)
+        if conn is not None:
+            conn.close()

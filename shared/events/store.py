@@ -1,0 +1,79 @@
+"""The event store's contract and how a URL picks its backend.
+
+An event is (user, item, time, type, weight, optional id). ``add`` returns once the events
+are durable and skips an event whose id was stored before (a retried request is harmless);
+``history`` is a user's latest events, oldest first, as a profile reads them; ``delete_user``
+erases everything of a user; ``scan`` reads the log for export; ``popularity`` sums weights
+per item over a window."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from typing import Protocol
+
+from groundrec.shared.errors import UserError
+
+SCHEMES = ("sqlite", "redis", "rediss")
+
+
+@dataclass(frozen=True, slots=True)
+class Event:
+    user_id: str
+    item_id: str
+    timestamp: float  # seconds since the epoch
+    type: str
+    weight: float
+    event_id: str | None = None
+
+
+class StoreUnavailable(Exception):
+    """The store cannot be reached or written now (the reason says why); the caller answers
+    503 and the store is tried again on the next request."""
+
+
+class EventStore(Protocol):
+    url: str
+
+    def add(self, events: Sequence[Event]) -> int:
+        """Store ``events`` durably; the number stored (events whose id was stored before are
+        skipped)."""
+
+    def history(self, user_id: str, limit: int) -> list[tuple[str, float, float]]:
+        """The user's latest ``limit`` events as (item id, timestamp, weight), oldest first."""
+
+    def histories(self, user_ids: Sequence[str], limit: int) -> list[list[tuple[str, float, float]]]:
+        """``history`` of each user."""
+
+    def delete_user(self, user_id: str) -> int:
+        """Erase every event of the user (and its event ids); how many events there were."""
+
+    def scan(self, since: float | None = None, chunk: int = 50_000) -> Iterator[list[Event]]:
+        """Every event with a timestamp at or after ``since``, in chunks."""
+
+    def popularity(self, since: float | None = None) -> dict[str, float]:
+        """Summed event weight per item id over events at or after ``since``."""
+
+    def count(self) -> int:
+        """How many events are stored."""
+
+    def close(self) -> None: ...
+
+
+def open_store(url: str) -> EventStore:
+    """``sqlite:///abs/path/events.db`` (or ``sqlite:relative/path.db``), or
+    ``redis://host:port/db``."""
+    scheme = url.split(":", 1)[0].lower() if ":" in url else ""
+    if scheme == "sqlite":
+        from groundrec.shared.events.sqlite import SQLiteStore
+
+        return SQLiteStore(url)
+    if scheme in ("redis", "rediss"):
+        from groundrec.shared.events.redis_store import RedisStore
+
+        return RedisStore(url)
+    raise UserError(f"events store {url!r}: use sqlite:///path/events.db or redis://host:port/0")
+
+
+def is_store_url(text: str) -> bool:
+    return ":" in str(text) and str(text).split(":", 1)[0].lower() in SCHEMES

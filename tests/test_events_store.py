@@ -1,0 +1,109 @@
+"""The event store's contract (shared/events), the same tests for both backends: a SQLite
+file and a real redis-server."""
+
+import threading
+
+import pytest
+
+from groundrec.shared.errors import UserError
+from groundrec.shared.events import Event, StoreUnavailable, open_store
+
+
+@pytest.fixture(params=["sqlite", "redis"])
+def store(request, tmp_path):
+    if request.param == "sqlite":
+        s = open_store(f"sqlite:///{tmp_path}/events.db")
+    else:
+        server = request.getfixturevalue("redis_server")
+        server.flush()
+        s = open_store(server.url)
+    yield s
+    s.close()
+
+
+def ev(user, item, ts, eid=None, weight=1.0, type_="purchase"):
+    return Event(user, item, float(ts), type_, weight, eid)
+
+
+def test_history_is_the_latest_events_oldest_first_by_time(store):
+    assert store.add([ev("u1", "a", 30), ev("u1", "b", 10), ev("u2", "x", 5), ev("u1", "c", 20, weight=0.2)]) == 4
+    assert store.history("u1", 10) == [("b", 10.0, 1.0), ("c", 20.0, 0.2), ("a", 30.0, 1.0)]
+    assert store.history("u1", 2) == [("c", 20.0, 0.2), ("a", 30.0, 1.0)]
+    assert store.history("nobody", 5) == []
+    assert store.histories(["u2", "nobody", "u1"], 1) == [[("x", 5.0, 1.0)], [], [("a", 30.0, 1.0)]]
+    assert store.count() == 4
+
+
+def test_an_event_id_is_stored_once_however_often_it_is_sent(store):
+    assert store.add([ev("u1", "a", 1, "e1"), ev("u1", "b", 2, "e2")]) == 2
+    assert store.add([ev("u1", "a", 1, "e1"), ev("u1", "c", 3, "e3")]) == 1  # a retry with one new event
+    assert store.add([ev("u1", "c", 3, "e3")]) == 0
+    assert [i for i, *_ in store.history("u1", 10)] == ["a", "b", "c"] and store.count() == 3
+
+
+def test_delete_user_erases_events_and_ids_and_nothing_else(store):
+    store.add([ev("gone", "a", 1, "g1"), ev("gone", "b", 2), ev("kept", "a", 3, "k1")])
+    assert store.delete_user("gone") == 2
+    assert store.history("gone", 10) == [] and store.history("kept", 10) == [("a", 3.0, 1.0)]
+    assert all(e.user_id != "gone" for batch in store.scan() for e in batch)
+    assert store.add([ev("gone", "a", 1, "g1")]) == 1  # its ids are forgotten too: a new event, not a retry
+    assert store.delete_user("nobody") == 0
+
+
+def test_scan_and_popularity_over_a_window(store):
+    store.add([ev("u1", "a", 10, weight=0.5), ev("u2", "a", 20), ev("u2", "b", 30, "x"), ev("u3", "c", 5)])
+    events = [e for batch in store.scan(chunk=2) for e in batch]
+    assert sorted((e.user_id, e.item_id, e.timestamp, e.weight) for e in events) == [
+        ("u1", "a", 10.0, 0.5), ("u2", "a", 20.0, 1.0), ("u2", "b", 30.0, 1.0), ("u3", "c", 5.0, 1.0)]
+    assert next(e for e in events if e.item_id == "b").event_id == "x"
+    assert sorted(e.item_id for batch in store.scan(since=20) for e in batch) == ["a", "b"]
+    assert store.popularity() == {"a": 1.5, "b": 1.0, "c": 1.0}
+    assert store.popularity(since=15) == {"a": 1.0, "b": 1.0}
+
+
+def test_concurrent_writers_lose_nothing_and_share_commits(store):
+    def write(n):
+        for j in range(25):
+            store.add([ev(f"u{n}", f"i{j}", j, f"{n}-{j}"), ev(f"u{n}", f"k{j}", j)])
+
+    threads = [threading.Thread(target=write, args=(n,)) for n in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert store.count() == 8 * 25 * 2
+    assert len(store.history("u3", 1000)) == 50
+
+
+def test_a_bad_url_is_refused_with_the_forms_that_work(tmp_path):
+    with pytest.raises(UserError, match="sqlite:///path/events.db or redis://"):
+        open_store("mysql://x")
+    (tmp_path / "a-file").write_text("x")
+    with pytest.raises(StoreUnavailable, match="events store"):
+        open_store(f"sqlite:///{tmp_path}/a-file/events.db")  # its folder is a file
+
+
+def test_an_erased_user_leaves_no_byte_in_the_sqlite_files(tmp_path):
+    s = open_store(f"sqlite:///{tmp_path}/events.db")
+    s.add([ev("erase-me-7f3a", f"item-{n}", n, f"eid-erase-me-{n}") for n in range(200)] + [ev("other", "x", 1)])
+    s.history("erase-me-7f3a", 5)
+    assert s.delete_user("erase-me-7f3a") == 200
+    s.close()
+    files = list(tmp_path.glob("events.db*"))
+    assert files and not any(b"erase-me" in f.read_bytes() for f in files)
+
+
+def test_an_unreachable_redis_answers_store_unavailable_then_recovers(redis_server):
+    s = open_store(redis_server.url)
+    s.add([ev("u", "a", 1)])
+    redis_server.stop()
+    try:
+        with pytest.raises(StoreUnavailable, match="events store"):
+            s.history("u", 5)
+        with pytest.raises(StoreUnavailable):
+            s.add([ev("u", "b", 2)])
+    finally:
+        redis_server.start()
+    assert s.history("u", 5) == [("a", 1.0, 1.0)]  # appendfsync always: what was acknowledged survived
+    s.add([ev("u", "b", 2)])
+    assert [i for i, *_ in s.history("u", 5)] == ["a", "b"]
