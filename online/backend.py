@@ -27,5 +27,8 @@ class Backend(Protocol):
     def item(self, item_id: str) -> dict:
         """One catalog row of the version (``ServingError`` 404 when absent)."""
 
+    def unknown(self, item_ids: list[str]) -> int:
+        """How many of these ids the version does not hold."""
+
     def close(self) -> None:
         """Release what the backend holds (a compute process is stopped)."""

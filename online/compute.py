@@ -45,7 +45,7 @@ def _child(conn, cfg_json: str, version_id: str, path: str, popularity: dict | N
     gc.collect()
     gc.freeze()  # the version's objects live as long as this process: out of the collector's sight
     conn.send(("ready", threads))
-    ops = {"answer": serving.answer, "item": serving.item}
+    ops = {"answer": serving.answer, "item": serving.item, "unknown": serving.unknown}
     while True:
         try:
             op, arg = conn.recv()
@@ -161,6 +161,9 @@ class RemoteServing:
 
     def item(self, item_id: str) -> dict:
         return self.process.call("item", item_id)
+
+    def unknown(self, item_ids: list[str]) -> int:
+        return self.process.call("unknown", item_ids)
 
     def close(self) -> None:
         self.process.close()

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Annotated, Literal
 
-from pydantic import Field, field_validator
+from pydantic import Field, field_validator, model_validator
 
 from groundrec.shared.scoring.profiles import MAX_HISTORY
 from groundrec.shared.config import StrictModel
@@ -35,6 +35,16 @@ class ServeConfig(StrictModel):
     max_batch: int = Field(256, ge=1)
     max_body_bytes: int = Field(1_000_000, ge=1024)
     api_key_env: str = Field("GROUNDREC_API_KEY", description="if this variable is set, clients must send X-API-Key")
+    read_api_key_env: str = Field("GROUNDREC_READ_API_KEY", description="if this variable is set, its key opens "
+                                  "every route but the writes (POST /events, DELETE /users/...)")
+    # Events: what users do, stored durably; /recommend reads a user's history from them.
+    events: str = Field("auto", description="the event store: sqlite:///path/events.db, redis://host:port/0, 'auto' "
+                        "(a SQLite file events/events.db in a local artifacts directory) or 'none'")
+    event_types: dict[Annotated[str, Field(min_length=1, max_length=32)], Annotated[float, Field(ge=0, le=1e6)]] = Field(
+        default_factory=lambda: {"view": 0.2, "cart": 0.5, "purchase": 1.0}, min_length=1,
+        description="the event types accepted and the weight each gives a history item")
+    default_event_type: str = Field("purchase", description="the type of an event sent without one")
+    max_events: int = Field(1000, ge=1, description="most events in one POST /events")
     body_timeout_s: float = Field(10.0, gt=0, description="a request body not received within this is refused (408)")
     # Throughput: threads, micro-batching, admission control, processes.
     compute: Literal["process", "thread"] = Field(
@@ -54,6 +64,23 @@ class ServeConfig(StrictModel):
     workers: int = Field(1, ge=1, description="server processes; each loads the version and hot-reloads on its own")
     access_log: bool = Field(False, description="log every request (costly at high rates), with the client address "
                              "from X-Forwarded-For when the proxy is trusted (uvicorn's FORWARDED_ALLOW_IPS)")
+
+    @model_validator(mode="after")
+    def _default_type_known(self) -> "ServeConfig":
+        if self.default_event_type not in self.event_types:
+            raise ValueError(f"default_event_type {self.default_event_type!r} is not one of event_types "
+                             f"{sorted(self.event_types)}")
+        return self
+
+    def events_url(self) -> str | None:
+        """The event store's URL; None when events are off (or 'auto' with artifacts at a URI)."""
+        if self.events == "none":
+            return None
+        if self.events != "auto":
+            return self.events
+        if "://" in self.artifacts:
+            return None
+        return f"sqlite://{(Path(self.artifacts) / 'events' / 'events.db').resolve()}"
 
     @field_validator("artifacts", mode="before")
     @classmethod

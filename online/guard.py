@@ -6,6 +6,7 @@ at the limit and a body that stops half-way is given up after ``body_timeout_s``
 from __future__ import annotations
 
 import asyncio
+import hmac
 import logging
 import time
 import uuid
@@ -37,10 +38,20 @@ async def _json(send, status: int, detail: str, headers: list | None = None) -> 
     await send_reply(send, status, to_json({"detail": detail}), headers or [])
 
 
+def is_write(method: str, path: str) -> bool:
+    """Requests that change stored data: posting events, erasing a user."""
+    return (method == "POST" and path == "/events") or (method == "DELETE" and path.startswith("/users/"))
+
+
 class Guard:
     def __init__(self, app, metrics: ServiceMetrics, api_key: str | None, max_body_bytes: int,
-                 body_timeout_s: float, overloaded=lambda: False, shed_paths=frozenset(), retry_after_s: int = 1):
-        self.app, self.metrics, self.api_key = app, metrics, api_key
+                 body_timeout_s: float, overloaded=lambda: False, shed_paths=frozenset(), retry_after_s: int = 1,
+                 read_key: str | None = None):
+        self.app, self.metrics = app, metrics
+        # The keys as bytes, compared in constant time. The read-only key opens every route but
+        # the writes; the API key opens all of them. A read key alone leaves no way to write.
+        self.api_key = api_key.encode("latin-1") if api_key else None
+        self.read_key = read_key.encode("latin-1") if read_key else None
         self.max_body_bytes, self.body_timeout_s = max_body_bytes, body_timeout_s
         # Shedding here, before the body is read and validated, keeps a refusal cheap.
         self.overloaded, self.shed_paths, self.retry_after = overloaded, shed_paths, str(retry_after_s).encode()
@@ -50,7 +61,7 @@ class Guard:
         if scope["type"] != "http":
             return await self.app(scope, receive, send)
         started = time.perf_counter()
-        if not self.api_key and scope["path"] in self.shed_paths and self.overloaded():
+        if not (self.api_key or self.read_key) and scope["path"] in self.shed_paths and self.overloaded():
             return await self._shed(scope, send, started)  # the cheapest answer: nothing else is built
         status = {"code": 500, "sent": False}
         headers = dict(scope.get("headers") or [])
@@ -77,9 +88,9 @@ class Guard:
             return message
 
         try:
-            if self.api_key and scope["path"] not in OPEN_PATHS and \
-                    headers.get(b"x-api-key", b"").decode("latin-1") != self.api_key:
-                raise _Refused(401, "missing or wrong X-API-Key header")
+            if scope["path"] not in OPEN_PATHS and not self._allowed(scope, headers.get(b"x-api-key", b"")):
+                raise _Refused(401, "missing or wrong X-API-Key header" if not is_write(scope["method"], scope["path"])
+                               else "missing or wrong X-API-Key header: writes need the API key, not the read-only key")
             if scope["path"] in self.shed_paths and self.overloaded():
                 return await self._shed(scope, send, started)
             length = headers.get(b"content-length")
@@ -100,6 +111,15 @@ class Guard:
                     "detail": f"internal error ({type(e).__name__}); the server log has its traceback under "
                               f"request id {request_id}", "request_id": request_id}))
         self._count(scope, status, started)
+
+    def _allowed(self, scope, key: bytes) -> bool:
+        if self.api_key and hmac.compare_digest(key, self.api_key):
+            return True
+        if is_write(scope["method"], scope["path"]):
+            return not self.api_key and not self.read_key
+        if self.read_key:
+            return hmac.compare_digest(key, self.read_key)
+        return not self.api_key
 
     async def _shed(self, scope, send, started: float) -> None:
         """503 with Retry-After, before the body is read when the queue is full already, after

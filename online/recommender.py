@@ -14,6 +14,7 @@ from pydantic_core import to_json
 from groundrec.online.backend import Backend
 from groundrec.online.batching import MicroBatcher
 from groundrec.online.config import ServeConfig
+from groundrec.online.events import Events
 from groundrec.online.holder import VersionHolder
 from groundrec.online.hotpath import Reply
 from groundrec.online.metrics import ServiceMetrics
@@ -39,6 +40,7 @@ class Recommender:
                                     cfg.batch_max_wait_ms / 1000, cfg.max_queue, on_batch=metrics.batch,
                                     worker_init=self._scoring_thread_limits if cfg.compute == "thread" else None)
         metrics.queue_depth.set_function(lambda: self.batcher.depth)
+        self.events = Events(cfg, self.serving)
 
     def serving(self) -> Backend:
         s = self.holder.current
@@ -74,6 +76,7 @@ class Recommender:
         finally:
             await self.batcher.stop()
             self.holder.stop()
+            self.events.close()
 
     async def handle(self, body: RecommendRequest | SearchRequest, receive) -> Reply:
         """Check ``body``, queue it for the next batch and return the reply: the JSON the batch
@@ -84,6 +87,7 @@ class Recommender:
             if isinstance(body, SearchRequest):
                 body = search_query(body)
             check_request(self.cfg, body)  # the limits, checked once, before any work is queued
+            body = await self.events.with_histories(body)  # a user_id's history, from the event store
             job = self.batcher.enqueue(body)
             watcher = asyncio.ensure_future(_cancel_when_gone(receive, job))
             try:

@@ -38,6 +38,9 @@ class HistoryEntry(_Body):
 
 
 class UserQuery(_Body):
+    user_id: Text | None = Field(None, min_length=1, max_length=256,
+                                 description="read the history from the event store (the latest max_history "
+                                             "events); a history sent beside it is added after them (newest)")
     history: list[HistoryEntry | Text] = Field(default_factory=list, description="item ids, oldest first")
     text: Text | None = None
     k: int = Field(10, ge=1)
@@ -78,7 +81,7 @@ class RecommendRequest(UserQuery):
 
     @model_validator(mode="after")
     def _one_or_batch(self) -> "RecommendRequest":
-        if self.batch is not None and (self.history or self.text):
+        if self.batch is not None and (self.history or self.text or self.user_id):
             raise UserError("give either one user's history/text or a batch, not both")
         return self
 
@@ -143,3 +146,28 @@ def _result_dict(r: Result, version: str) -> dict:
 def result_out(r: Result, version: str) -> ResultOut:
     # One validation call over plain dicts (done in pydantic-core) is the cheapest way to build it.
     return ResultOut.model_validate(_result_dict(r, version))
+
+
+Id = Annotated[Text, Field(min_length=1, max_length=256)]
+
+
+class EventIn(_Body):
+    user_id: Id
+    item_id: Id
+    timestamp: float | None = Field(None, ge=0, le=1e11, allow_inf_nan=False,
+                                    description="seconds since the epoch; default: when the server receives it")
+    type: Annotated[Text, Field(min_length=1, max_length=32)] | None = Field(
+        None, description="one of the server's event_types (default: its default_event_type)")
+    weight: float | None = Field(None, ge=0, le=1e6, allow_inf_nan=False, description="default: the type's weight")
+    event_id: Id | None = Field(None, description="makes a retry harmless: an id already stored is skipped")
+
+
+class EventsRequest(_Body):
+    events: list[EventIn] = Field(min_length=1)
+
+
+class EventsOut(BaseModel):
+    accepted: int = Field(description="events stored now (durable when this answer is sent)")
+    duplicates: int = Field(description="events whose event_id was stored before: skipped")
+    unknown_items: int = Field(description="events whose item the serving version does not hold (kept: the next "
+                                           "job may publish it)")

@@ -27,7 +27,9 @@ from groundrec.online.guard import Guard, overload_reply
 from groundrec.online.hotpath import HotRoutes
 from groundrec.online.metrics import ServiceMetrics
 from groundrec.online.recommender import Recommender
-from groundrec.online.schemas import BatchOut, RecommendRequest, ResultOut, SearchRequest, validation_detail
+from groundrec.online.schemas import (BatchOut, EventsOut, EventsRequest, RecommendRequest, ResultOut, SearchRequest,
+                                      validation_detail)
+from groundrec.shared.errors import UserError
 from groundrec.online.serving import ServingError, public_text
 
 log = logging.getLogger("groundrec.serve")
@@ -59,8 +61,13 @@ def create_app(cfg: ServeConfig, watch: bool = True) -> ServiceApp:
     app.state.holder, app.state.metrics, app.state.batcher = rec.holder, metrics, rec.batcher
     _error_handlers(app, metrics, str(cfg.retry_after_s).encode())
     _routes(app, rec)
-    hot = HotRoutes(app, routes={"/recommend": (RecommendRequest, rec.handle), "/search": (SearchRequest, rec.handle)})
-    front = Guard(hot, metrics=metrics, api_key=os.environ.get(cfg.api_key_env) or None,
+    hot = HotRoutes(app, routes={"/recommend": (RecommendRequest, rec.handle), "/search": (SearchRequest, rec.handle),
+                                 "/events": (EventsRequest, rec.events.handle)})
+    api_key, read_key = os.environ.get(cfg.api_key_env) or None, os.environ.get(cfg.read_api_key_env) or None
+    if read_key and not api_key:
+        raise UserError(f"{cfg.read_api_key_env} is set but {cfg.api_key_env} is not: set the API key too (writes "
+                        "need it), or unset the read-only key")
+    front = Guard(hot, metrics=metrics, api_key=api_key, read_key=read_key,
                   max_body_bytes=cfg.max_body_bytes, body_timeout_s=cfg.body_timeout_s,
                   overloaded=lambda: rec.batcher.full, shed_paths=frozenset({"/recommend", "/search"}),
                   retry_after_s=cfg.retry_after_s)
@@ -100,6 +107,15 @@ def _routes(app: FastAPI, rec: Recommender) -> None:
     @app.post("/search", response_model=ResultOut)
     async def search(body: SearchRequest, request: Request):
         return _reply(*await rec.handle(body, request.receive))
+
+    @app.post("/events", response_model=EventsOut)
+    async def events(body: EventsRequest, request: Request):
+        return _reply(*await rec.events.handle(body, request.receive))
+
+    @app.delete("/users/{user_id}")
+    def delete_user(user_id: str):  # sync: the store's erasure runs in FastAPI's thread pool
+        """Erase every event of the user from the event store (the right to be forgotten)."""
+        return JSONResponse(rec.events.delete_user(user_id))
 
     @app.get("/items/{item_id}")
     def item(item_id: str):  # sync: FastAPI runs it in a thread, as it may wait for the compute process

@@ -134,6 +134,10 @@ class Serving:
     def close(self) -> None:
         """Nothing to release: the version goes with the last reference to it."""
 
+    def unknown(self, item_ids: list[str]) -> int:
+        row_of = self.retriever.v.row_of
+        return sum(i not in row_of for i in item_ids)
+
     def item(self, item_id: str) -> dict:
         v = self.retriever.v
         row = v.row_of.get(item_id)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+from contextlib import contextmanager
 
 
 def jpeg_bytes(colour=(200, 30, 40), size=(64, 96)) -> bytes:
@@ -33,6 +34,31 @@ def publish_demo(root, vlm_dir, n_items: int = 40, n_users: int = 8) -> dict:
         histories.setdefault(r["user_id"], []).append(r["item_id"])
     return {"root": root, "artifacts": root / "artifacts", "overrides": overrides, "version": version,
             "histories": list(histories.values()), "interactions": paths["interactions"]}
+
+
+@contextmanager
+def running(app):
+    """Serve ``app`` with uvicorn on a free loopback port in a thread; yields its base URL."""
+    import threading
+    import time
+
+    import uvicorn
+
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=0, log_level="warning", lifespan="on"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.time() + 30
+    while not server.started:
+        if time.time() > deadline or not thread.is_alive():
+            raise RuntimeError("server did not start")
+        time.sleep(0.05)
+    port = server.servers[0].sockets[0].getsockname()[1]
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.should_exit = True
+        thread.join(timeout=10)
+
 
 
 class RedisServer:

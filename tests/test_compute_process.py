@@ -19,7 +19,7 @@ from groundrec.online.serving import ServingError
 from groundrec.online.version import VersionError
 from groundrec.shared import artifact
 from helpers import publish_demo
-from test_service import running
+from helpers import running
 
 
 @pytest.fixture(scope="module")

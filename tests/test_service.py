@@ -24,25 +24,7 @@ from groundrec.online.service import create_app
 from groundrec.shared import artifact
 from groundrec.offline.config import load_job_config
 from groundrec.online.config import ServeConfig
-from helpers import publish_demo
-
-
-@contextmanager
-def running(app):
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=0, log_level="warning", lifespan="on"))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.time() + 30
-    while not server.started:
-        if time.time() > deadline or not thread.is_alive():
-            raise RuntimeError("server did not start")
-        time.sleep(0.05)
-    port = server.servers[0].sockets[0].getsockname()[1]
-    try:
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        server.should_exit = True
-        thread.join(timeout=10)
+from helpers import publish_demo, running
 
 
 @pytest.fixture(scope="module")

@@ -18,7 +18,7 @@ from groundrec.online.client import LocalClient
 from groundrec.online.config import ServeConfig
 from groundrec.online.service import create_app
 from helpers import publish_demo
-from test_service import running
+from helpers import running
 
 
 @pytest.fixture(scope="module")

@@ -1,0 +1,112 @@
+"""The events API and the histories by user id: what users do is stored durably in the event
+store (``shared.events``), and a request with a ``user_id`` gets its history from there.
+
+The store is written and read in the server process (FastAPI's thread pool: a SQLite commit
+waits for the disk, a Redis call for the network), never in the compute process, so events
+and scoring do not wait for each other. A store that cannot be reached answers 503 with the
+reason, and is tried again on the next request; a history sent in the request still works."""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+
+from fastapi.concurrency import run_in_threadpool
+from pydantic_core import to_json
+
+from groundrec.online.config import ServeConfig
+from groundrec.online.hotpath import Reply
+from groundrec.online.schemas import EventsRequest, HistoryEntry, RecommendRequest, UserQuery
+from groundrec.online.serving import ServingError
+from groundrec.shared.errors import UserError
+from groundrec.shared.events import Event, EventStore, StoreUnavailable, open_store
+
+log = logging.getLogger("groundrec.serve")
+
+
+class Events:
+    def __init__(self, cfg: ServeConfig, serving):
+        self.cfg, self.serving = cfg, serving  # serving(): the current Backend (counts unknown items)
+        self.url = cfg.events_url()
+        self._store: EventStore | None = None
+        self._lock = threading.Lock()
+        self.reason = "events are off (serve config events: none)" if self.url is None else None
+
+    def store(self) -> EventStore:
+        """The open store, opened on first use and again after a failure (503 while it fails)."""
+        if self.url is None:
+            raise ServingError(503, self.reason)
+        with self._lock:
+            if self._store is None:
+                try:
+                    self._store = open_store(self.url)
+                except (StoreUnavailable, UserError) as e:
+                    raise ServingError(503, f"the event store is unavailable: {e}") from None
+            return self._store
+
+    def close(self) -> None:
+        if self._store is not None:
+            self._store.close()
+
+    # --- POST /events -------------------------------------------------------------------
+    def _events(self, body: EventsRequest) -> list[Event]:
+        cfg = self.cfg
+        if len(body.events) > cfg.max_events:
+            raise ServingError(422, f"{len(body.events)} events, more than max_events={cfg.max_events}")
+        now = time.time()
+        out = []
+        for n, e in enumerate(body.events):
+            kind = e.type or cfg.default_event_type
+            weight = cfg.event_types.get(kind)
+            if weight is None:
+                raise ServingError(422, f"events.{n}.type: {kind!r} is not one of {sorted(cfg.event_types)}")
+            out.append(Event(e.user_id, e.item_id, now if e.timestamp is None else e.timestamp, kind,
+                             weight if e.weight is None else e.weight, e.event_id))
+        return out
+
+    def _add(self, events: list[Event]) -> bytes:
+        try:
+            stored = self.store().add(events)
+        except StoreUnavailable as e:
+            raise ServingError(503, f"the event store is unavailable, nothing was stored: {e}") from None
+        try:
+            unknown = self.serving().unknown(list({e.item_id for e in events}))
+        except ServingError:
+            unknown = None  # no version loaded: nothing to compare with
+        return to_json({"accepted": stored, "duplicates": len(events) - stored, "unknown_items": unknown})
+
+    async def handle(self, body: EventsRequest, receive) -> Reply:
+        try:
+            return 200, await run_in_threadpool(self._add, self._events(body)), []
+        except ServingError as e:
+            return e.status, to_json({"detail": e.detail}), []
+
+    # --- /recommend by user id ----------------------------------------------------------
+    def _histories(self, user_ids: list[str]) -> list[list[HistoryEntry]]:
+        try:
+            found = self.store().histories(user_ids, self.cfg.max_history)
+        except StoreUnavailable as e:
+            raise ServingError(503, f"the event store is unavailable, so no history by user_id (a history sent "
+                                    f"in the request still works): {e}") from None
+        return [[HistoryEntry.model_construct(item_id=i, timestamp=t, weight=w) for i, t, w in h] for h in found]
+
+    async def with_histories(self, body: RecommendRequest | UserQuery):
+        """``body`` with each user_id's stored history before the history it sent."""
+        batch = isinstance(body, RecommendRequest) and body.batch is not None
+        queries = body.batch if batch else [body]
+        asking = [q for q in queries if q.user_id is not None]
+        if not asking:
+            return body
+        stored = await run_in_threadpool(self._histories, [q.user_id for q in asking])
+        filled = {id(q): q.model_copy(update={"history": h + q.history}) for q, h in zip(asking, stored)}
+        if batch:
+            return body.model_copy(update={"batch": [filled.get(id(q), q) for q in queries]})
+        return filled[id(body)]
+
+    # --- DELETE /users/{user_id} --------------------------------------------------------
+    def delete_user(self, user_id: str) -> dict:
+        try:
+            return {"user_id": user_id, "deleted_events": self.store().delete_user(user_id)}
+        except StoreUnavailable as e:
+            raise ServingError(503, f"the event store is unavailable, nothing was erased: {e}") from None

@@ -1,0 +1,135 @@
+"""The events API and recommendations by user id on the real HTTP service, over SQLite and a
+real redis-server: what is posted is durable, shows in that user's very next list, can be
+erased, and a store that goes away costs only what needs it."""
+
+from __future__ import annotations
+
+import httpx
+import pytest
+
+from groundrec.online.config import ServeConfig
+from groundrec.online.service import create_app
+from groundrec.shared.events import open_store
+from helpers import publish_demo, running
+
+
+@pytest.fixture(scope="module")
+def published(tmp_path_factory, tiny_vlm):
+    return publish_demo(tmp_path_factory.mktemp("events"), tiny_vlm())
+
+
+@pytest.fixture(params=["sqlite", "redis"])
+def events_url(request, tmp_path):
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path}/events.db"
+    server = request.getfixturevalue("redis_server")
+    server.flush()
+    return server.url
+
+
+def _cfg(published, events_url, **extra) -> ServeConfig:
+    return ServeConfig(artifacts=published["artifacts"], events=events_url, reload_interval_s=0.2, **extra)
+
+
+def _ids(reply) -> list[str]:
+    return [i["item_id"] for i in reply.json()["items"]]
+
+
+def test_posted_events_are_durable_and_shape_that_user_s_next_list(published, events_url):
+    history = published["histories"][0]
+    with running(create_app(_cfg(published, events_url))) as url:
+        cold = httpx.post(url + "/recommend", json={"user_id": "shopper", "k": 5})
+        assert cold.status_code == 200 and cold.json()["fallback"] == "popular"  # unknown user: popular
+        events = [{"user_id": "shopper", "item_id": item, "timestamp": 1000 + n, "event_id": f"e{n}"}
+                  for n, item in enumerate(history)]
+        r = httpx.post(url + "/events", json={"events": [*events, {"user_id": "shopper", "item_id": "not-yet-sold", "timestamp": 1500}]})
+        assert r.status_code == 200 and r.json() == {"accepted": len(history) + 1, "duplicates": 0, "unknown_items": 1}
+        by_user = httpx.post(url + "/recommend", json={"user_id": "shopper", "k": 5})
+        sent = httpx.post(url + "/recommend", json={"history": history, "k": 5})
+        assert by_user.status_code == 200 and by_user.json()["fallback"] is None
+        assert _ids(by_user) == _ids(sent) and not set(_ids(by_user)) & set(history)  # purchases: weight 1, as sent
+        assert by_user.json()["unknown_ids"] == ["not-yet-sold"]
+        # a retried request stores nothing twice
+        again = httpx.post(url + "/events", json={"events": events[:2]})
+        assert again.json()["accepted"] == 0 and again.json()["duplicates"] == 2
+        # one more event moves the very next list; a batch mixes users by id and by history
+        httpx.post(url + "/events", json={"events": [{"user_id": "shopper", "item_id": _ids(by_user)[0],
+                                                      "type": "cart", "timestamp": 5000}]})
+        after = httpx.post(url + "/recommend", json={"user_id": "shopper", "k": 5})
+        assert _ids(by_user)[0] not in _ids(after)
+        batch = httpx.post(url + "/recommend", json={"batch": [{"user_id": "shopper", "k": 5}, {"history": history, "k": 5}]})
+        assert [[i["item_id"] for i in r["items"]] for r in batch.json()["results"]] == [_ids(after), _ids(sent)]
+    store = open_store(events_url)
+    assert [i for i, *_ in store.history("shopper", 100)][-1] == _ids(by_user)[0]
+    assert store.history("shopper", 100)[-1][2] == 0.5  # the cart's weight from the server's event_types
+    store.close()
+
+
+def test_bad_events_get_4xx_naming_the_problem_and_store_nothing(published, events_url):
+    ok = {"user_id": "u", "item_id": "i"}
+    with running(create_app(_cfg(published, events_url, max_events=3))) as url:
+        for body, words in (({"events": [ok] * 4}, "max_events=3"),
+                            ({"events": [{**ok, "type": "like"}]}, "'like' is not one of"),
+                            ({"events": [{"item_id": "i"}]}, "user_id"),
+                            ({"events": [{**ok, "user_id": "x" * 300}]}, "user_id"),
+                            ({"events": [{**ok, "timestamp": -5}]}, "timestamp"),
+                            ({"events": [{**ok, "weight": "heavy"}]}, "weight"),
+                            ({"events": []}, "events"),
+                            ({"events": [ok], "extra": 1}, "extra")):
+            r = httpx.post(url + "/events", json=body)
+            assert r.status_code == 422 and words in r.json()["detail"], (body, r.text)
+    store = open_store(events_url)
+    assert store.count() == 0
+    store.close()
+
+
+def test_delete_user_erases_them_and_nothing_else(published, events_url):
+    with running(create_app(_cfg(published, events_url))) as url:
+        item = published["histories"][0][0]
+        httpx.post(url + "/events", json={"events": [{"user_id": u, "item_id": item, "event_id": f"{u}-1"}
+                                                     for u in ("forget-me", "keep-me")]})
+        r = httpx.delete(url + "/users/forget-me")
+        assert r.status_code == 200 and r.json() == {"user_id": "forget-me", "deleted_events": 1}
+        assert httpx.post(url + "/recommend", json={"user_id": "forget-me"}).json()["fallback"] == "popular"
+        assert httpx.post(url + "/recommend", json={"user_id": "keep-me"}).json()["fallback"] is None
+    store = open_store(events_url)
+    assert {e.user_id for batch in store.scan() for e in batch} == {"keep-me"}
+    store.close()
+
+
+def test_writes_need_the_api_key_and_the_read_key_only_reads(published, tmp_path, monkeypatch):
+    monkeypatch.setenv("GROUNDREC_API_KEY", "write-secret")
+    monkeypatch.setenv("GROUNDREC_READ_API_KEY", "read-secret")
+    event = {"events": [{"user_id": "u", "item_id": published["histories"][0][0]}]}
+    with running(create_app(_cfg(published, f"sqlite:///{tmp_path}/e.db"))) as url:
+        read, write = {"X-API-Key": "read-secret"}, {"X-API-Key": "write-secret"}
+        assert httpx.post(url + "/events", json=event).status_code == 401
+        r = httpx.post(url + "/events", json=event, headers=read)
+        assert r.status_code == 401 and "writes need the API key" in r.json()["detail"]
+        assert httpx.delete(url + "/users/u", headers=read).status_code == 401
+        assert httpx.post(url + "/events", json=event, headers=write).status_code == 200
+        assert httpx.post(url + "/recommend", json={"user_id": "u"}, headers=read).status_code == 200
+        assert httpx.post(url + "/recommend", json={"user_id": "u"}, headers={"X-API-Key": "wrong"}).status_code == 401
+        assert httpx.delete(url + "/users/u", headers=write).json()["deleted_events"] == 1
+    monkeypatch.delenv("GROUNDREC_API_KEY")
+    with pytest.raises(Exception, match="set the API key too"):
+        create_app(_cfg(published, f"sqlite:///{tmp_path}/e.db"))
+
+
+def test_an_unreachable_store_costs_only_what_needs_it_and_heals(published, redis_server):
+    redis_server.flush()
+    history = published["histories"][0]
+    with running(create_app(_cfg(published, redis_server.url))) as url:
+        event = {"events": [{"user_id": "u", "item_id": history[0]}]}
+        assert httpx.post(url + "/events", json=event).status_code == 200
+        redis_server.stop()
+        try:
+            r = httpx.post(url + "/events", json=event)
+            assert r.status_code == 503 and "event store is unavailable" in r.json()["detail"]
+            r = httpx.post(url + "/recommend", json={"user_id": "u"})
+            assert r.status_code == 503 and "a history sent in the request still works" in r.json()["detail"]
+            assert httpx.post(url + "/recommend", json={"history": history}).status_code == 200
+        finally:
+            redis_server.start()
+        assert httpx.post(url + "/events", json=event).status_code == 200  # by itself, no restart
+        assert httpx.post(url + "/recommend", json={"user_id": "u"}).json()["fallback"] is None
