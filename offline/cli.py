@@ -43,8 +43,9 @@ def offline_run(
     encode_batch_size: Optional[int] = typer.Option(None, help="Texts per encoder batch."),
     index_kind: Optional[str] = typer.Option(None, help=f"{' | '.join(INDEX_KINDS)}."),
     no_export: bool = typer.Option(False, "--no-export", help="Skip the ONNX export (the online tier needs it)."),
-    interactions: Optional[Path] = typer.Option(None, help="Interactions table (user_id, item_id, timestamp): "
-                                                "publish a hybrid version, content + collaborative."),
+    interactions: Optional[str] = typer.Option(None, help="Interactions (user_id, item_id, timestamp): a table, a "
+                                               "folder of Parquet files, or the event store's URL (sqlite:///..., "
+                                               "redis://...): publish a hybrid version, content + collaborative."),
     interactions_item_column: Optional[str] = typer.Option(None, help="Its item id column (default item_id)."),
     interactions_user_column: Optional[str] = typer.Option(None, help="Its user id column (default user_id)."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bars."),

@@ -10,6 +10,8 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from pydantic import Field, field_validator
+
 from groundrec.shared.config import StrictModel
 from groundrec.shared.errors import UserError
 from groundrec.shared.tables import read_table
@@ -18,10 +20,16 @@ from groundrec.shared.tables import read_table
 class InteractionsConfig(StrictModel):
     """A table of user-item interactions (Parquet, CSV or JSONL), columns named here."""
 
-    path: Path | None = None
+    path: str | None = Field(None, description="a table (Parquet, CSV, JSONL), a folder of Parquet files "
+                             "(groundrec events export's), or an event store URL (sqlite:///..., redis://...)")
     user_column: str = "user_id"
     item_column: str = "item_id"
     timestamp_column: str = "timestamp"
+
+    @field_validator("path", mode="before")
+    @classmethod
+    def _path_to_text(cls, v):
+        return str(v) if isinstance(v, Path) else v
 
 
 @dataclass

@@ -84,6 +84,52 @@ def loadtest(
 
 
 
+events_app = typer.Typer(help="The event log: export it as interactions for the nightly job.")
+
+
+def _since(text: Optional[str]) -> Optional[float]:
+    """Seconds since the epoch, from a number or an ISO date/time (UTC when it has no zone)."""
+    if text is None:
+        return None
+    try:
+        return float(text)
+    except ValueError:
+        pass
+    from datetime import datetime, timezone
+
+    try:
+        when = datetime.fromisoformat(text)
+    except ValueError:
+        raise typer.BadParameter(f"--since {text!r}: give seconds since the epoch or an ISO date such as 2026-11-30")
+    return (when if when.tzinfo else when.replace(tzinfo=timezone.utc)).timestamp()
+
+
+@events_app.command("export")
+def events_export(
+    events: str = typer.Option(..., help="The event store: sqlite:///path/events.db or redis://host:port/0."),
+    out: Path = typer.Option(..., help="Folder for the Parquet files, one day=YYYY-MM-DD folder per day (UTC)."),
+    since: Optional[str] = typer.Option(None, help="Only events at or after this (ISO date/time, or epoch seconds)."),
+):
+    """Write the events as interactions (user_id, item_id, timestamp, type, weight, event_id) that
+    `groundrec offline run --interactions OUT` and `groundrec eval` read. A day written again is
+    replaced whole: re-running an export is safe."""
+    import json
+
+    from groundrec.shared.events import StoreUnavailable, open_store
+    from groundrec.shared.events.export import export
+
+    try:
+        store = open_store(events)
+        try:
+            report = export(store, out, _since(since))
+        finally:
+            store.close()
+    except (*USER_ERRORS, StoreUnavailable) as e:
+        fail(e)
+    typer.echo(json.dumps(report))
+
+
 def register(root: typer.Typer) -> None:
     """Entry point ``groundrec.commands:online``: mount this tier's commands on the root app."""
+    root.add_typer(events_app, name="events")
     root.registered_commands.extend(online_root.registered_commands)

@@ -1,7 +1,8 @@
 """Python clients for the service: ``Client`` (sync), ``AsyncClient`` (asyncio), and
 ``LocalClient``, the same API in-process on a loaded version (notebooks, batch scoring).
 
-Retries connection errors and 503 with backoff; any other error status raises
+Retries connection errors and 503 with backoff (events carry an event_id, drawn when the
+caller gives none, so a retry never stores one twice); any other error status raises
 ``GroundrecError`` carrying the server's message.
 """
 
@@ -9,11 +10,14 @@ from __future__ import annotations
 
 import asyncio
 import time
+import uuid
 from pathlib import Path
+from urllib.parse import quote
 
 import httpx
 
-from groundrec.online.schemas import BatchOut, RecommendRequest, ResultOut, SearchRequest, UserQuery
+from groundrec.online.schemas import (BatchOut, EventIn, EventsOut, EventsRequest, RecommendRequest, ResultOut,
+                                      SearchRequest, UserQuery)
 
 RETRY_STATUS = {502, 503, 504}
 
@@ -31,6 +35,16 @@ def _recommend_body(history, k, **options) -> dict:
 def _batch_body(users: list[dict | UserQuery], k: int) -> dict:
     batch = [u if isinstance(u, UserQuery) else UserQuery(**{"k": k, **u}) for u in users]
     return RecommendRequest(batch=batch).model_dump(exclude_unset=True, exclude_none=True)
+
+
+def _events_body(events) -> dict:
+    """Each event (a dict or ``EventIn``) with an ``event_id``: one is drawn for an event
+    without, so a retried request never stores it twice."""
+    out = []
+    for e in events:
+        e = e if isinstance(e, EventIn) else EventIn(**e)
+        out.append(e if e.event_id else e.model_copy(update={"event_id": uuid.uuid4().hex}))
+    return EventsRequest(events=out).model_dump(exclude_none=True)
 
 
 def _search_body(text, k, **options) -> dict:
@@ -84,8 +98,19 @@ class Client(_Http):
             time.sleep(self._delay(attempt))
         raise AssertionError("unreachable")
 
-    def recommend(self, history, k: int = 10, **options) -> ResultOut:
+    def recommend(self, history=(), k: int = 10, **options) -> ResultOut:
+        """By history (item ids, oldest first), or by ``user_id=`` (the history the server
+        stored from events), or both."""
         return ResultOut.model_validate(self._call("POST", "/recommend", _recommend_body(history, k, **options)))
+
+    def add_events(self, events) -> EventsOut:
+        """Store events (dicts with user_id, item_id and optionally timestamp, type, weight,
+        event_id); the answer comes once they are durable."""
+        return EventsOut.model_validate(self._call("POST", "/events", _events_body(events)))
+
+    def delete_user(self, user_id: str) -> dict:
+        """Erase every event of the user."""
+        return self._call("DELETE", f"/users/{quote(user_id, safe='')}")
 
     def recommend_batch(self, users: list[dict | UserQuery], k: int = 10) -> BatchOut:
         return BatchOut.model_validate(self._call("POST", "/recommend", _batch_body(users, k)))
@@ -125,8 +150,14 @@ class AsyncClient(_Http):
             await asyncio.sleep(self._delay(attempt))
         raise AssertionError("unreachable")
 
-    async def recommend(self, history, k: int = 10, **options) -> ResultOut:
+    async def recommend(self, history=(), k: int = 10, **options) -> ResultOut:
         return ResultOut.model_validate(await self._call("POST", "/recommend", _recommend_body(history, k, **options)))
+
+    async def add_events(self, events) -> EventsOut:
+        return EventsOut.model_validate(await self._call("POST", "/events", _events_body(events)))
+
+    async def delete_user(self, user_id: str) -> dict:
+        return await self._call("DELETE", f"/users/{quote(user_id, safe='')}")
 
     async def recommend_batch(self, users: list[dict | UserQuery], k: int = 10) -> BatchOut:
         return BatchOut.model_validate(await self._call("POST", "/recommend", _batch_body(users, k)))

@@ -15,7 +15,24 @@ FORMATS = {".parquet": "parquet", ".pq": "parquet", ".csv": "csv", ".jsonl": "js
 
 
 def read_table(path: str | Path) -> pa.Table:
+    """A table file; a folder of Parquet files (hive-partitioned, e.g. ``groundrec events
+    export``'s); or an event store URL (``sqlite:///...``, ``redis://...``): its events."""
+    from groundrec.shared.events.store import is_store_url
+
+    if is_store_url(str(path)):
+        from groundrec.shared.events import open_store
+        from groundrec.shared.events.export import table
+
+        store = open_store(str(path))
+        try:
+            return table(store)
+        finally:
+            store.close()
     path = Path(path)
+    if path.is_dir():
+        import pyarrow.dataset as ds
+
+        return ds.dataset(path, format="parquet", partitioning="hive").to_table()
     kind = FORMATS.get(path.suffix.lower())
     if kind is None:
         raise UserError(f"cannot read {path}: use one of {sorted(FORMATS)}")

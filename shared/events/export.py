@@ -1,0 +1,49 @@
+"""The event log as interactions: Parquet partitioned by day (``day=YYYY-MM-DD/``), the
+columns the job and eval read (user_id, item_id, timestamp in seconds) plus type, weight and
+event_id. ``table`` gives the same rows in memory (the job reading a store URL directly)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.dataset as ds
+
+from groundrec.shared.events.store import Event, EventStore
+
+DAY_S = 86_400
+SCHEMA = pa.schema([("user_id", pa.string()), ("item_id", pa.string()), ("timestamp", pa.float64()),
+                    ("type", pa.string()), ("weight", pa.float64()), ("event_id", pa.string())])
+
+
+def _batch(events: list[Event]) -> pa.RecordBatch:
+    return pa.RecordBatch.from_arrays(
+        [pa.array([getattr(e, f) for e in events], type=SCHEMA.field(f).type) for f in
+         ("user_id", "item_id", "timestamp", "type", "weight", "event_id")], schema=SCHEMA)
+
+
+def table(store: EventStore, since: float | None = None) -> pa.Table:
+    """Every event at or after ``since`` as one table (the interactions format)."""
+    return pa.Table.from_batches([_batch(b) for b in store.scan(since)], schema=SCHEMA)
+
+
+def export(store: EventStore, out: str | Path, since: float | None = None) -> dict:
+    """Write the events as Parquet under ``out``, one folder per day (UTC) of their timestamp;
+    a day written again is replaced whole (``delete_matching``), so a re-export is idempotent;
+    ``since`` is taken back to the start of its day, so no day is ever written in part.
+    Returns the counts."""
+    if since is not None:
+        since -= since % DAY_S
+    t = table(store, since)
+    day = pc.strftime(pc.cast(pc.multiply(t.column("timestamp"), 1000).cast(pa.int64()), pa.timestamp("ms")),
+                      format="%Y-%m-%d")
+    t = t.append_column("day", day)
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    ds.write_dataset(t, out, format="parquet", partitioning=ds.partitioning(pa.schema([("day", pa.string())]),
+                                                                            flavor="hive"),
+                     existing_data_behavior="delete_matching", basename_template="events-{i}.parquet")
+    days = sorted(set(day.to_pylist()))
+    return {"events": t.num_rows, "users": len(set(t.column("user_id").to_pylist())), "days": len(days),
+            "first_day": days[0] if days else None, "last_day": days[-1] if days else None, "out": str(out)}
