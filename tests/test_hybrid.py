@@ -10,6 +10,8 @@ import pytest
 from groundrec.offline.collab import CollabModel
 from groundrec.offline.config import load_job_config
 from groundrec.offline.demo import make_demo_data
+from groundrec.offline.evaluation.compare import ranking
+from groundrec.offline.evaluation.splits import EvalUsers
 from groundrec.offline.evaluation.systems import ContentSystem, hybrid_system
 from groundrec.offline.job import run_job
 from groundrec.online.retrieve import Retriever
@@ -162,6 +164,16 @@ def test_places_kept_for_new_items_rank_the_same_in_eval_and_the_service(either)
         assert [v.row_of[x.item_id] for x in got.items] == want.tolist()
         assert len(new & {x.item_id for x in got.items}) >= 2
         assert [x.item_id for x in retriever.recommend(q).items] == [x.item_id for x in got.items]
+    # eval measures each cut-off on the list ranked for it, as the service answers a request for k:
+    # the top 5 keeps its own two places (it is not the first 5 of the list of 10)
+    users_obj = EvalUsers(list(range(len(users))), [np.array(h) for h in users], [np.zeros(len(h)) for h in users],
+                          [set() for _ in users])
+    by_k = ranking(system, users_obj, [5, 10])
+    for h, five in zip(users, by_k[5]):
+        q = UserQuery(history=[v.item_ids[r] for r in h], k=5, fresh_weight=0.0, fresh_slots=2)
+        assert [v.row_of[x.item_id] for x in retriever.recommend(q).items] == five.tolist()
+        assert len(new & {v.item_ids[r] for r in five}) >= 2
+    assert (by_k[5] != by_k[10][:, :5]).any()
 
 
 def test_a_new_item_reaches_a_list_through_the_freshness_prior(hybrid):

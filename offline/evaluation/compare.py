@@ -61,21 +61,36 @@ def slice_recall(ranked: np.ndarray, relevant: list[set[int]], mask: np.ndarray,
     return np.array(out, dtype=np.float64)
 
 
-def ranking(system: System, users: EvalUsers, k: int) -> np.ndarray:
-    """Full ranking over the catalog for every user (seen items excluded): the top-k rows."""
-    ranked = []
+def ranking(system: System, users: EvalUsers, ks: list[int]) -> dict[int, np.ndarray]:
+    """Full ranking over the catalog for every user (seen items excluded): the top-k rows for
+    each k. One list cut at each k, unless the system's list of k is not the first k of a
+    longer one (places kept for new items: a list of 20 holds them in its top 20): then each
+    k is ranked on its own, from the same scores, as the service answers a request for k."""
+    cuts = sorted(set(ks)) if not system.prefix_consistent else [max(ks)]
+    ranked: dict[int, list] = {k: [] for k in cuts}
     for start in range(0, len(users), 512):
         stop = start + 512
         scores = system.scores(users.history[start:stop], users.history_ts[start:stop])
-        ranked.append(system.top(scores, k, users.history[start:stop]))
-    return np.concatenate(ranked)
+        for k in cuts:
+            ranked[k].append(system.top(scores, k, users.history[start:stop]))
+    lists = {k: np.concatenate(v) for k, v in ranked.items()}
+    return {k: lists[k if k in lists else max(ks)] for k in ks}
+
+
+def measured(lists: dict[int, np.ndarray], relevant: list[set[int]], popularity: np.ndarray, n_items: int,
+             space: np.ndarray | None = None) -> tuple[dict[str, np.ndarray], dict[str, float]]:
+    """Per-user and list metrics at each k, each from the list ranked for that k."""
+    per_user, lists_out = {}, {}
+    for k, ranked in lists.items():
+        per_user.update(metrics.per_user_metrics(ranked, relevant, [k]))
+        lists_out.update(metrics.list_metrics(ranked, popularity, n_items, [k], space))
+    return per_user, lists_out
 
 
 def evaluate(system: System, users: EvalUsers, ks: list[int], popularity: np.ndarray,
              n_items: int) -> tuple[dict[str, np.ndarray], dict[str, float]]:
     """Full ranking, then per-user and list metrics."""
-    ranked_all = ranking(system, users, max(ks))
-    return metrics.per_user_metrics(ranked_all, users.relevant, ks), metrics.list_metrics(ranked_all, popularity, n_items, ks)
+    return measured(ranking(system, users, ks), users.relevant, popularity, n_items)
 
 
 class _Runner:
@@ -91,11 +106,11 @@ class _Runner:
     def _on_test(self, system: System, valid_primary: float | None = None, note: str | None = None,
                  search: Search | None = None, extra_widened: list[dict] = ()) -> None:
         test, ks = self.data.test, self.cfg.ks
-        ranked = ranking(system, test, max(ks))
-        per_user = metrics.per_user_metrics(ranked, test.relevant, ks)
-        lists = metrics.list_metrics(ranked, self.data.pop_test, self.data.n_items, ks, self.space)
+        lists_by_k = ranking(system, test, ks)
+        per_user, lists = measured(lists_by_k, test.relevant, self.data.pop_test, self.data.n_items, self.space)
         k = int(self.cfg.primary_metric.split("@")[1])
-        slices = {name: slice_recall(ranked, test.relevant, mask, k) for name, mask in item_slices(self.data.pop_test).items()}
+        slices = {name: slice_recall(lists_by_k[k], test.relevant, mask, k)
+                  for name, mask in item_slices(self.data.pop_test).items()}
         self.rows.append(Row(system.name, system.representation, dict(getattr(system, "params", {}) or {}),
                              per_user, lists, valid_primary, note, slices=slices,
                              warnings=list(search.warnings) if search else [],
@@ -105,9 +120,9 @@ class _Runner:
     def _valid_per_user(self, scores: np.ndarray, new_rows: np.ndarray | None = None, slots: int = 0) -> np.ndarray:
         """The primary metric of each validation user for a precomputed (users x items) score
         matrix (with ``slots`` of each list kept for ``new_rows``)."""
-        users = self.data.valid
-        ranked = top_k_matrix(scores, max(self.cfg.ks), users.history, new_rows, slots)
-        return metrics.per_user_metrics(ranked, users.relevant, self.cfg.ks)[self.cfg.primary_metric]
+        users, k = self.data.valid, int(self.cfg.primary_metric.split("@")[1])
+        ranked = top_k_matrix(scores, k, users.history, new_rows, slots)
+        return metrics.per_user_metrics(ranked, users.relevant, [k])[self.cfg.primary_metric]
 
     def _valid_users_scores(self, system: System) -> np.ndarray:
         """The primary metric of each validation user for ``system``."""

@@ -28,6 +28,9 @@ CHUNK = 256  # users scored per matrix product
 class System:
     """``name`` and ``representation`` label the report row (class or instance attributes)."""
 
+    # Its list of k is the first k of any longer list (not so with places kept for new items).
+    prefix_consistent = True
+
     def scores(self, histories: list[np.ndarray], history_ts: list[np.ndarray]) -> np.ndarray:
         raise NotImplementedError
 
@@ -184,6 +187,10 @@ class CollabSystem(System):
         if self.fresh_weight:
             ranking.lift(out, [self.fresh_weight] * len(out), pop.new_items(self.content.popularity))
         return out
+
+    @property
+    def prefix_consistent(self) -> bool:
+        return not (self.fresh_slots and self.content is not None)
 
     def top(self, scores, k, seen):
         if not self.fresh_slots or self.content is None:
