@@ -6,7 +6,9 @@ environment (it reads histories with groundrec's own loader) after `pip install 
         --host http://127.0.0.1:8000 --headless -u 64 -r 16 -t 60s
 
 GROUNDREC_HISTORIES: an interactions table (user_id, item_id, timestamp) or JSONL of
-{"history": [...]}; GROUNDREC_K: results per request (default 20); GROUNDREC_API_KEY is sent as
+{"history": [...]}; GROUNDREC_K: results per request (default 20); GROUNDREC_EVENTS_PER_RECOMMEND
+(e.g. 5): post that many single events for a user before each recommendation by its user_id
+(a shop's traffic) instead of sending histories; GROUNDREC_API_KEY is sent as
 X-API-Key when set. A 503 (load shed) is reported as a failure named "503 shed", so Locust's
 table shows how much was refused apart from real errors.
 """
@@ -22,6 +24,7 @@ from groundrec.online.loadtest import DEFAULT_TEXTS, load_histories
 
 HISTORIES: list[list[str]] = []
 K = int(os.environ.get("GROUNDREC_K", "20"))
+EVENTS_PER_RECOMMEND = float(os.environ.get("GROUNDREC_EVENTS_PER_RECOMMEND", "0"))
 
 
 @events.init.add_listener
@@ -52,7 +55,16 @@ class GroundrecUser(FastHttpUser):
 
     @task(4)
     def recommend(self):
-        self._post("/recommend", {"history": random.choice(HISTORIES), "k": K})
+        if EVENTS_PER_RECOMMEND:  # a shop's traffic: events, then recommendations by user id
+            user = f"locust-{random.randrange(1000)}"
+            for _ in range(round(EVENTS_PER_RECOMMEND)):
+                with self.client.post("/events", json={"events": [{"user_id": user, "item_id": random.choice(
+                        random.choice(HISTORIES))}]}, headers=self.headers, catch_response=True) as r:
+                    if r.status_code != 200:
+                        r.failure(f"{r.status_code}: {r.text[:200]}")
+            self._post("/recommend", {"user_id": user, "k": K})
+        else:
+            self._post("/recommend", {"history": random.choice(HISTORIES), "k": K})
 
     @task(1)
     def search(self):

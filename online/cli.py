@@ -24,6 +24,8 @@ def serve(
     encoder_variant: Optional[str] = typer.Option(None, help="fp32 | int8 ONNX encoder for text queries."),
     compute: Optional[str] = typer.Option(None, help="Where retrieval runs: process (default; a child process per "
                                           "server holds the version) | thread (in the server process)."),
+    events: Optional[str] = typer.Option(None, help="The event store: sqlite:///path/events.db, redis://host:port/0, "
+                                         "or none (default: auto, ARTIFACTS/events/events.db for a local folder)."),
 ):
     """Serve recommendations over HTTP from the CURRENT version, reloading when it changes."""
     try:
@@ -43,6 +45,8 @@ def serve(
             data["encoder_variant"] = encoder_variant
         if compute:
             data["compute"] = compute
+        if events:
+            data["events"] = events
         cfg = ServeConfig.model_validate(data)
         if cfg.interactions is not None:  # named at once, not as a traceback from the server
             from groundrec.online.holder import load_popularity
@@ -64,6 +68,9 @@ def loadtest(
     search_share: float = typer.Option(0.2, min=0, max=1, help="Share of /search requests; the rest are /recommend."),
     k: int = typer.Option(10, help="Results per request."),
     max_requests: int = typer.Option(1_000_000, help="Hard cap on requests sent."),
+    events_per_recommend: float = typer.Option(0.0, min=0, help="Above 0: a shop's traffic instead of histories in "
+                                               "requests: single events (POST /events) and recommendations by "
+                                               "user_id, this many events per recommendation (e.g. 5)."),
     json_out: Optional[Path] = typer.Option(None, help="Also write the figures as JSON here."),
 ):
     """Open-loop load test: throughput, errors by status, latency p50/p90/p99/max."""
@@ -74,7 +81,7 @@ def loadtest(
     try:
         hist = load_histories(histories)
         report = asyncio.run(run_load(url, rate, duration, concurrency, hist, search_share, k,
-                                      max_requests=max_requests))
+                                      max_requests=max_requests, events_per_recommend=events_per_recommend))
     except USER_ERRORS as e:
         fail(e)
     typer.echo(format_report(report))
@@ -127,6 +134,33 @@ def events_export(
     except (*USER_ERRORS, StoreUnavailable) as e:
         fail(e)
     typer.echo(json.dumps(report))
+
+
+@events_app.command("prune")
+def events_prune(
+    events: str = typer.Option(..., help="The event store: sqlite:///path/events.db or redis://host:port/0."),
+    keep_days: Optional[float] = typer.Option(None, min=0, help="Erase events older than this many days."),
+    before: Optional[str] = typer.Option(None, help="Erase events before this (ISO date/time, or epoch seconds)."),
+):
+    """Retention: erase old events from the store (export them first if you keep an archive)."""
+    import json
+    import time
+
+    from groundrec.shared.events import StoreUnavailable, open_store
+
+    if (keep_days is None) == (before is None):
+        fail(ValueError("give exactly one of --keep-days and --before"))
+    cutoff = time.time() - keep_days * 86_400 if keep_days is not None else _since(before)
+    try:
+        store = open_store(events)
+        try:
+            erased = store.prune(cutoff)
+            left = store.count()
+        finally:
+            store.close()
+    except (*USER_ERRORS, StoreUnavailable) as e:
+        fail(e)
+    typer.echo(json.dumps({"erased": erased, "left": left, "before": cutoff}))
 
 
 def register(root: typer.Typer) -> None:

@@ -76,7 +76,11 @@ def _percentiles(latencies: list[float]) -> dict[str, float]:
 
 async def run_load(url: str, rate: float, duration_s: float, concurrency: int, histories: list[list[str]],
                    search_share: float = 0.2, k: int = 10, texts: list[str] | None = None, timeout_s: float = 5.0,
-                   max_requests: int = 1_000_000, seed: int = 0, api_key: str | None = None) -> LoadReport:
+                   max_requests: int = 1_000_000, seed: int = 0, api_key: str | None = None,
+                   events_per_recommend: float = 0.0, users: int = 1000) -> LoadReport:
+    """With ``events_per_recommend`` > 0 the /recommend share becomes a shop's traffic: single
+    events (POST /events) for ``users`` simulated users, and recommendations by their user_id,
+    that many events per recommendation; 0: recommendations with the history in the request."""
     require_loopback(url)
     if rate <= 0 or duration_s <= 0 or concurrency < 1:
         raise UserError("rate and duration must be > 0 and concurrency >= 1")
@@ -120,6 +124,12 @@ async def run_load(url: str, rate: float, duration_s: float, concurrency: int, h
                 continue
             if rng.random() < search_share:
                 path, body = "/search", {"text": rng.choice(texts), "k": k}
+            elif events_per_recommend:
+                user = f"load-{rng.randrange(users)}"
+                if rng.random() < events_per_recommend / (events_per_recommend + 1):
+                    path, body = "/events", {"events": [{"user_id": user, "item_id": rng.choice(rng.choice(histories))}]}
+                else:
+                    path, body = "/recommend", {"user_id": user, "k": k}
             else:
                 path, body = "/recommend", {"history": rng.choice(histories), "k": k}
             report.by_endpoint[path] = report.by_endpoint.get(path, 0) + 1

@@ -94,6 +94,7 @@ def test_kuberay_rayjob_and_raycronjob_structure_and_job_config():
     # the job's config is the same typed config the CLI uses, and it is valid
     job = JobConfig.model_validate(yaml.safe_load(configmap["data"]["job.yaml"]))
     assert job.run.runner == "ray" and str(job.out).startswith("/mnt/shared")
+    assert job.interactions.path.startswith("redis://")  # the replicas' shared event store
     assert rayjob["spec"]["entrypoint"].endswith("/etc/groundrec/job.yaml")
     (cron,) = _docs(DEPLOY / "kuberay" / "raycronjob.yaml")
     assert (cron["apiVersion"], cron["kind"]) == ("ray.io/v1", "RayCronJob")
@@ -173,5 +174,10 @@ def test_single_machine_schedules_call_real_commands():
     for c in calls:
         assert_cli_accepts(c)
     assert any(c[:2] == ["versions", "gc"] for c in calls) and any(c[:2] == ["offline", "run"] for c in calls)
+    # the nightly job learns from the event log the server writes: exported, then read as interactions
+    exports = [c for c in calls if c[:2] == ["events", "export"]]
+    runs = [c for c in calls if c[:2] == ["offline", "run"]]
+    assert len(exports) == 2 and all(c[c.index("--out") + 1] == r[r.index("--interactions") + 1]
+                                     for c, r in zip(exports, runs))
     timer = (DEPLOY / "systemd" / "groundrec-offline.timer").read_text()
     assert "OnCalendar=" in timer and "Persistent=true" in timer

@@ -70,3 +70,15 @@ def test_events_reach_the_nightly_job_and_come_back_as_a_hybrid(tmp_path, tiny_v
         direct = run_job(load_job_config(None, {**overrides, "interactions.path": events_url}), progress=False)
         assert artifact.verify(direct.version_dir).collab["window"]["interactions"] == len(rows)
         assert client.delete_user(user)["deleted_events"] == sum(r["user_id"] == user for r in rows)
+    # retention: everything before the newest event's day goes, the rest stays
+    newest = max(_seconds(r["timestamp"]) for r in rows)
+    result = CliRunner().invoke(cli, ["events", "prune", "--events", events_url, "--before", str(newest)])
+    assert result.exit_code == 0, result.output
+    pruned = json.loads(result.output)
+    kept = [r for r in rows if r["user_id"] != user and _seconds(r["timestamp"]) >= newest]
+    assert pruned["left"] == len(kept) and pruned["erased"] > 0
+    assert CliRunner().invoke(cli, ["events", "prune", "--events", events_url]).exit_code != 0  # which cut-off?
+
+
+def _seconds(ts) -> float:
+    return ts.timestamp() if hasattr(ts, "timestamp") else float(ts)

@@ -61,6 +61,15 @@ def test_scan_and_popularity_over_a_window(store):
     assert store.popularity(since=15) == {"a": 1.0, "b": 1.0}
 
 
+def test_prune_erases_what_is_older_than_the_retention_and_keeps_the_rest(store):
+    store.add([ev("u1", "old", 10, "o1"), ev("u1", "new", 50, "n1"), ev("u2", "old", 20), ev("u2", "late", 5, "l")])
+    assert store.prune(before=30) == 3
+    assert store.history("u1", 10) == [("new", 50.0, 1.0)] and store.history("u2", 10) == []
+    assert [e.item_id for batch in store.scan() for e in batch] == ["new"] and store.count() == 1
+    assert store.add([ev("u1", "old", 10, "o1")]) == 1  # a pruned event's id is forgotten with it
+    assert store.add([ev("u1", "new", 50, "n1")]) == 0  # a kept one's is not
+
+
 def test_concurrent_writers_lose_nothing_and_share_commits(store):
     def write(n):
         for j in range(25):

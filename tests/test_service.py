@@ -253,6 +253,22 @@ def test_loadtest_reports_against_a_live_server(published, tmp_path):
     assert set(report["by_endpoint"]) == {"/recommend", "/search"}
     assert 0 < report["latency_ms"]["p50"] <= report["latency_ms"]["p99"] <= report["latency_ms"]["max"]
     assert "p99" in r.stdout
+    # a shop's traffic: events and recommendations by user id, 5 events per recommendation
+    events = f"sqlite:///{tmp_path}/events.db"
+    with running(create_app(_cfg(published["artifacts"], events=events))) as url:
+        r = subprocess.run([sys.executable, "-m", "groundrec.shared.cli", "loadtest", "--url", url, "--rate", "60",
+                            "--duration", "2", "--concurrency", "8", "--histories", str(published["interactions"]),
+                            "--search-share", "0", "--events-per-recommend", "5",
+                            "--json-out", str(tmp_path / "shop.json")], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr[-1000:]
+    shop = json.loads((tmp_path / "shop.json").read_text())
+    assert shop["errors"] == {} and set(shop["by_endpoint"]) == {"/events", "/recommend"}
+    assert shop["by_endpoint"]["/events"] > 2 * shop["by_endpoint"]["/recommend"]
+    from groundrec.shared.events import open_store
+
+    store = open_store(events)
+    assert store.count() == shop["by_endpoint"]["/events"]  # every acknowledged event is stored
+    store.close()
     with pytest.raises(ValueError, match="only loopback"):
         require_loopback("http://10.1.2.3:8000")
 

@@ -52,6 +52,29 @@ redis.call('DEL', p .. 'h:' .. user, p .. 'ue:' .. user)
 return #members
 """
 
+# ARGV: prefix, start id (exclusive after the first call), count, before. Erases the events of
+# one chunk of the log older than ``before``; returns {last id read or '', erased}.
+PRUNE = """
+local p, start, count, before = ARGV[1], ARGV[2], tonumber(ARGV[3]), tonumber(ARGV[4])
+local entries = redis.call('XRANGE', p .. 'log', start, '+', 'COUNT', count)
+local erased = 0
+for _, entry in ipairs(entries) do
+  local id, f = entry[1], {}
+  for i = 1, #entry[2], 2 do f[entry[2][i]] = entry[2][i + 1] end
+  if tonumber(f['t']) < before then
+    redis.call('ZREM', p .. 'h:' .. f['u'], id .. '\\31' .. f['i'] .. '\\31' .. f['w'])
+    if f['e'] ~= '' then
+      redis.call('DEL', p .. 'eid:' .. f['e'])
+      redis.call('SREM', p .. 'ue:' .. f['u'], f['e'])
+    end
+    redis.call('XDEL', p .. 'log', id)
+    erased = erased + 1
+  end
+end
+if #entries < count then return {'', erased} end
+return {entries[#entries][1], erased}
+"""
+
 
 class RedisStore:
     def __init__(self, url: str, prefix: str = PREFIX):
@@ -62,6 +85,7 @@ class RedisStore:
                                        health_check_interval=10, decode_responses=True)
         self._add = self._r.register_script(ADD)
         self._delete = self._r.register_script(DELETE)
+        self._prune = self._r.register_script(PRUNE)
 
     def _call(self, fn, *args):
         try:
@@ -98,6 +122,15 @@ class RedisStore:
 
     def delete_user(self, user_id: str) -> int:
         return int(self._call(lambda: self._delete(args=[self.prefix, user_id])))
+
+    def prune(self, before: float, chunk: int = 5_000) -> int:
+        start, erased = "-", 0
+        while True:  # one script per chunk: the server is never blocked for the whole log
+            last, n = self._call(lambda: self._prune(args=[self.prefix, start, chunk, repr(float(before))]))
+            erased += int(n)
+            if not last:
+                return erased
+            start = "(" + last
 
     def scan(self, since: float | None = None, chunk: int = 50_000) -> Iterator[list[Event]]:
         start = "-"

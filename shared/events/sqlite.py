@@ -122,13 +122,19 @@ class SQLiteStore:
             ticket.done = True
 
     def delete_user(self, user_id: str) -> int:
+        return self._erase("DELETE FROM events WHERE user_id = ?", (user_id,))
+
+    def prune(self, before: float) -> int:
+        return self._erase("DELETE FROM events WHERE ts < ?", (before,))
+
+    def _erase(self, sql: str, args: tuple) -> int:
         with self._cv:  # no group commit in flight: the erasure is its own transaction
             while self._committing:
                 self._cv.wait()
             self._committing = True
         try:
             conn = self._writer
-            n = conn.execute("DELETE FROM events WHERE user_id = ?", (user_id,)).rowcount
+            n = conn.execute(sql, args).rowcount
             conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")  # the WAL's copies of the erased pages go too
             return n
         except sqlite3.Error as e:

@@ -51,6 +51,9 @@ class EventStore(Protocol):
     def scan(self, since: float | None = None, chunk: int = 50_000) -> Iterator[list[Event]]:
         """Every event with a timestamp at or after ``since``, in chunks."""
 
+    def prune(self, before: float) -> int:
+        """Erase every event with a timestamp before ``before`` (retention); how many."""
+
     def popularity(self, since: float | None = None) -> dict[str, float]:
         """Summed event weight per item id over events at or after ``since``."""
 
