@@ -23,6 +23,7 @@ from groundrec.shared.errors import UserError
 from groundrec.shared.events import Event, EventStore, StoreUnavailable, open_store
 
 log = logging.getLogger("groundrec.serve")
+TIMED = frozenset({"recency", "weighted"})  # the profile strategies that read an entry's time or weight
 
 
 class Events:
@@ -83,13 +84,22 @@ class Events:
             return e.status, to_json({"detail": e.detail}), []
 
     # --- /recommend by user id ----------------------------------------------------------
-    def _histories(self, user_ids: list[str]) -> list[list[HistoryEntry]]:
+    async def _histories(self, user_ids: list[str]) -> list[list[tuple[str, float, float]]]:
         try:
-            found = self.store().histories(user_ids, self.cfg.max_history)
+            store = self._store or await run_in_threadpool(self.store)  # opening may touch the disk
+            return await store.ahistories(user_ids, self.cfg.max_history)
         except StoreUnavailable as e:
             raise ServingError(503, f"the event store is unavailable, so no history by user_id (a history sent "
                                     f"in the request still works): {e}") from None
-        return [[HistoryEntry.model_construct(item_id=i, timestamp=t, weight=w) for i, t, w in h] for h in found]
+
+    @staticmethod
+    def _entries(q: UserQuery, stored: list[tuple[str, float, float]]) -> list:
+        """The stored events as history entries: with their time and weight where the query's
+        profile reads them (recency, weighted), bare ids otherwise (the same profile, and a
+        query several times cheaper to hand to the compute process)."""
+        if q.strategy in TIMED:
+            return [HistoryEntry.model_construct(item_id=i, timestamp=t, weight=w) for i, t, w in stored]
+        return [i for i, _, _ in stored]
 
     async def with_histories(self, body: RecommendRequest | UserQuery):
         """``body`` with each user_id's stored history before the history it sent."""
@@ -98,8 +108,8 @@ class Events:
         asking = [q for q in queries if q.user_id is not None]
         if not asking:
             return body
-        stored = await run_in_threadpool(self._histories, [q.user_id for q in asking])
-        filled = {id(q): q.model_copy(update={"history": h + q.history}) for q, h in zip(asking, stored)}
+        stored = await self._histories([q.user_id for q in asking])
+        filled = {id(q): q.model_copy(update={"history": self._entries(q, h) + q.history}) for q, h in zip(asking, stored)}
         if batch:
             return body.model_copy(update={"batch": [filled.get(id(q), q) for q in queries]})
         return filled[id(body)]

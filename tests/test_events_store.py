@@ -1,6 +1,7 @@
 """The event store's contract (shared/events), the same tests for both backends: a SQLite
 file and a real redis-server."""
 
+import asyncio
 import threading
 
 import pytest
@@ -31,6 +32,7 @@ def test_history_is_the_latest_events_oldest_first_by_time(store):
     assert store.history("u1", 2) == [("c", 20.0, 0.2), ("a", 30.0, 1.0)]
     assert store.history("nobody", 5) == []
     assert store.histories(["u2", "nobody", "u1"], 1) == [[("x", 5.0, 1.0)], [], [("a", 30.0, 1.0)]]
+    assert asyncio.run(store.ahistories(["u2", "nobody", "u1"], 2)) == store.histories(["u2", "nobody", "u1"], 2)
     assert store.count() == 4
 
 

@@ -86,6 +86,7 @@ class RedisStore:
         self._add = self._r.register_script(ADD)
         self._delete = self._r.register_script(DELETE)
         self._prune = self._r.register_script(PRUNE)
+        self._async = None  # redis.asyncio client of the service's event loop (ahistories)
 
     def _call(self, fn, *args):
         try:
@@ -119,6 +120,23 @@ class RedisStore:
                 pipe.zrange(f"{self.prefix}h:{u}", -limit, -1, withscores=True)
             return pipe.execute()
         return [self._parse(m) for m in self._call(run)]
+
+    async def ahistories(self, user_ids: Sequence[str], limit: int) -> list[list[tuple[str, float, float]]]:
+        """One pipelined round trip on redis.asyncio (no thread, no blocked loop); its client is
+        made on first use, in the loop that uses it."""
+        if self._async is None:
+            import redis.asyncio
+
+            self._async = redis.asyncio.Redis.from_url(self.url, socket_timeout=TIMEOUT_S,
+                                                       socket_connect_timeout=TIMEOUT_S, decode_responses=True)
+        try:
+            pipe = self._async.pipeline(transaction=False)
+            for u in user_ids:
+                pipe.zrange(f"{self.prefix}h:{u}", -limit, -1, withscores=True)
+            found = await pipe.execute()
+        except self._errors as e:
+            raise StoreUnavailable(f"events store {self.url}: {e}") from None
+        return [self._parse(m) for m in found]
 
     def delete_user(self, user_id: str) -> int:
         return int(self._call(lambda: self._delete(args=[self.prefix, user_id])))

@@ -10,6 +10,7 @@ byte of an erased user in the files."""
 
 from __future__ import annotations
 
+import asyncio
 import sqlite3
 import threading
 from collections.abc import Iterator, Sequence
@@ -158,6 +159,10 @@ class SQLiteStore:
 
     def histories(self, user_ids: Sequence[str], limit: int) -> list[list[tuple[str, float, float]]]:
         return [self.history(u, limit) for u in user_ids]
+
+    async def ahistories(self, user_ids: Sequence[str], limit: int) -> list[list[tuple[str, float, float]]]:
+        # In a thread: a read can wait on a lock (busy_timeout) in rare WAL states.
+        return await asyncio.to_thread(self.histories, user_ids, limit)
 
     def scan(self, since: float | None = None, chunk: int = 50_000) -> Iterator[list[Event]]:
         try:

@@ -45,6 +45,9 @@ class EventStore(Protocol):
     def histories(self, user_ids: Sequence[str], limit: int) -> list[list[tuple[str, float, float]]]:
         """``history`` of each user."""
 
+    async def ahistories(self, user_ids: Sequence[str], limit: int) -> list[list[tuple[str, float, float]]]:
+        """``histories`` from an event loop, which it never blocks (the service's request path)."""
+
     def delete_user(self, user_id: str) -> int:
         """Erase every event of the user (and its event ids); how many events there were."""
 
