@@ -30,5 +30,8 @@ class Backend(Protocol):
     def unknown(self, item_ids: list[str]) -> int:
         """How many of these ids the version does not hold."""
 
+    def set_popularity(self, popularity: dict[str, float] | None) -> None:
+        """Replace the interactions per item id behind the prior and the popular fallback."""
+
     def close(self) -> None:
         """Release what the backend holds (a compute process is stopped)."""

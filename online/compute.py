@@ -45,7 +45,8 @@ def _child(conn, cfg_json: str, version_id: str, path: str, popularity: dict | N
     gc.collect()
     gc.freeze()  # the version's objects live as long as this process: out of the collector's sight
     conn.send(("ready", threads))
-    ops = {"answer": serving.answer, "item": serving.item, "unknown": serving.unknown}
+    ops = {"answer": serving.answer, "item": serving.item, "unknown": serving.unknown,
+           "popularity": serving.set_popularity}
     while True:
         try:
             op, arg = conn.recv()
@@ -164,6 +165,9 @@ class RemoteServing:
 
     def unknown(self, item_ids: list[str]) -> int:
         return self.process.call("unknown", item_ids)
+
+    def set_popularity(self, popularity: dict[str, float] | None) -> None:
+        self.process.call("popularity", popularity)
 
     def close(self) -> None:
         self.process.close()

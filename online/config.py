@@ -45,6 +45,11 @@ class ServeConfig(StrictModel):
         description="the event types accepted and the weight each gives a history item")
     default_event_type: str = Field("purchase", description="the type of an event sent without one")
     max_events: int = Field(1000, ge=1, description="most events in one POST /events")
+    popularity_window_days: float | None = Field(30.0, gt=0, description="with events on: popularity (the prior "
+                                                 "and the popular fallback) is the summed event weight per item over "
+                                                 "this many days, read from the store in the background (once the "
+                                                 "window holds an event; until then, --interactions); None: off")
+    popularity_refresh_s: float = Field(60.0, gt=0, description="how often that popularity is read again")
     body_timeout_s: float = Field(10.0, gt=0, description="a request body not received within this is refused (408)")
     # Throughput: threads, micro-batching, admission control, processes.
     compute: Literal["process", "thread"] = Field(

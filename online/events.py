@@ -33,6 +33,8 @@ class Events:
         self._store: EventStore | None = None
         self._lock = threading.Lock()
         self.reason = "events are off (serve config events: none)" if self.url is None else None
+        self._stop = threading.Event()
+        self._refresher: threading.Thread | None = None
 
     def store(self) -> EventStore:
         """The open store, opened on first use and again after a failure (503 while it fails)."""
@@ -47,8 +49,34 @@ class Events:
             return self._store
 
     def close(self) -> None:
+        self._stop.set()
+        if self._refresher is not None:
+            self._refresher.join(timeout=5)
         if self._store is not None:
             self._store.close()
+
+    # --- popularity from the store --------------------------------------------------------
+    def follow_popularity(self, holder) -> None:
+        """Read the summed event weight per item over ``popularity_window_days`` every
+        ``popularity_refresh_s`` and hand it to ``holder`` (the prior and the popular fallback
+        then follow what sells now). Until the window holds an event, the serve config's
+        ``interactions`` stay in use; a store that fails is tried again next time."""
+        if self.url is None or self.cfg.popularity_window_days is None:
+            return
+
+        def run():
+            while True:
+                try:
+                    counts = self.store().popularity(since=time.time() - self.cfg.popularity_window_days * 86_400)
+                    if counts:
+                        holder.set_popularity(counts)
+                except Exception as e:  # keep following whatever happens
+                    log.warning("popularity from the event store not refreshed: %s", e)
+                if self._stop.wait(self.cfg.popularity_refresh_s):
+                    return
+
+        self._refresher = threading.Thread(target=run, name="groundrec-popularity", daemon=True)
+        self._refresher.start()
 
     # --- POST /events -------------------------------------------------------------------
     def _events(self, body: EventsRequest) -> list[Event]:

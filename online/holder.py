@@ -59,6 +59,13 @@ class VersionHolder:
     def _load_popularity(self) -> dict[str, float] | None:
         return load_popularity(self.cfg)
 
+    def set_popularity(self, popularity: dict[str, float] | None) -> None:
+        """New popularity for the serving version now and for every version loaded later."""
+        self._popularity = popularity
+        current = self.current
+        if current is not None and current.alive:
+            current.set_popularity(popularity)
+
     def build(self, version_id: str) -> Backend:
         path = artifact.locate(self.cfg.artifacts, version_id, self.cfg.version_cache_dir)  # copied here if remote
         if self.cfg.compute == "process":

@@ -71,6 +71,7 @@ class Recommender:
         limit_threads(self.cfg.compute_threads)
         await run_in_threadpool(self.holder.start if watch else self.holder.check)
         self.batcher.start()
+        self.events.follow_popularity(self.holder)
         try:
             yield
         finally:

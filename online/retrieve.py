@@ -65,9 +65,7 @@ class Retriever:
         self.max_history = max_history  # the profile uses the latest this many known items
         self.max_per = max_per or None  # a request's default: at most N items per value of a column
         self._groups: dict[str, np.ndarray] = {}  # column -> each row's group code (max_per)
-        counts = pop.counts_by_row(popularity, version.row_of, version.index.ntotal)
-        self.log_pop = pop.log_prior(counts)
-        self._popular = pop.most_popular_first(counts)
+        self.set_popularity(popularity)
         # What explains a recommendation: the grounded fields, the embedded text, the catalog text.
         explain = {"text", *version.manifest.catalog_text_columns}
         self.field_columns = [c for c in version.items.column_names if c.startswith("vlm_") or c in explain]
@@ -83,6 +81,12 @@ class Retriever:
         self.fresh_slots = version.collab_fresh_slots if fresh is not None else 0
         self.new_set = set(self.new_rows.tolist()) if self.new_rows is not None else set()
         self.projected = version.project_query is not None
+
+    def set_popularity(self, popularity: dict[str, float] | None) -> None:
+        """Interactions per item id: the prior and the popular fallback (replaced whole, so a
+        batch in flight reads the old or the new, never a mix)."""
+        counts = pop.counts_by_row(popularity, self.v.row_of, self.v.index.ntotal)
+        self.log_pop, self._popular = pop.log_prior(counts), pop.most_popular_first(counts)
 
     # --- building blocks -------------------------------------------------------------
     def _profile(self, q: UserQuery, text_vector: np.ndarray | None = None) -> tuple[np.ndarray | None, list[int], list[str]]:

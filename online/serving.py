@@ -134,6 +134,9 @@ class Serving:
     def close(self) -> None:
         """Nothing to release: the version goes with the last reference to it."""
 
+    def set_popularity(self, popularity: dict[str, float] | None) -> None:
+        self.retriever.set_popularity(popularity)
+
     def unknown(self, item_ids: list[str]) -> int:
         row_of = self.retriever.v.row_of
         return sum(i not in row_of for i in item_ids)

@@ -133,3 +133,26 @@ def test_an_unreachable_store_costs_only_what_needs_it_and_heals(published, redi
             redis_server.start()
         assert httpx.post(url + "/events", json=event).status_code == 200  # by itself, no restart
         assert httpx.post(url + "/recommend", json={"user_id": "u"}).json()["fallback"] is None
+
+
+def test_popularity_follows_the_events_of_the_window(published, events_url):
+    """The popular fallback (and the prior) come from the store's recent events, refreshed in
+    the background: an item bought by many now leads an unknown user's list; events older
+    than the window do not count."""
+    import time
+
+    items = published["histories"][1]
+    hot, old = items[-1], items[0]
+    cfg = _cfg(published, events_url, popularity_window_days=1.0, popularity_refresh_s=0.1)
+    with running(create_app(cfg)) as url:
+        now = time.time()
+        httpx.post(url + "/events", json={"events": [{"user_id": f"b{n}", "item_id": hot, "timestamp": now}
+                                                     for n in range(5)]
+                                          + [{"user_id": f"o{n}", "item_id": old, "timestamp": now - 3 * 86_400}
+                                             for n in range(50)]})
+        deadline = time.time() + 10
+        while _ids(httpx.post(url + "/recommend", json={"user_id": "newcomer", "k": 3}))[0] != hot:
+            assert time.time() < deadline, "popularity did not follow the events"
+            time.sleep(0.1)
+        # first although the old item has ten times its events: those are outside the window
+        assert httpx.post(url + "/recommend", json={"user_id": "newcomer", "k": 3}).json()["fallback"] == "popular"
