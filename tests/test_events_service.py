@@ -10,6 +10,8 @@ import pytest
 from groundrec.online.config import ServeConfig
 from groundrec.online.service import create_app
 from groundrec.shared.events import open_store
+from groundrec.shared.events.export import export
+from groundrec.shared.tables import read_table
 from helpers import publish_demo, running
 
 
@@ -83,7 +85,7 @@ def test_bad_events_get_4xx_naming_the_problem_and_store_nothing(published, even
     store.close()
 
 
-def test_delete_user_erases_them_and_nothing_else(published, events_url):
+def test_delete_user_erases_them_and_nothing_else(published, events_url, tmp_path):
     with running(create_app(_cfg(published, events_url))) as url:
         item = published["histories"][0][0]
         httpx.post(url + "/events", json={"events": [{"user_id": u, "item_id": item, "event_id": f"{u}-1"}
@@ -94,7 +96,9 @@ def test_delete_user_erases_them_and_nothing_else(published, events_url):
         assert httpx.post(url + "/recommend", json={"user_id": "keep-me"}).json()["fallback"] is None
     store = open_store(events_url)
     assert {e.user_id for batch in store.scan() for e in batch} == {"keep-me"}
+    export(store, tmp_path / "export")
     store.close()
+    assert set(read_table(tmp_path / "export").column("user_id").to_pylist()) == {"keep-me"}  # nor in the next export
 
 
 def test_writes_need_the_api_key_and_the_read_key_only_reads(published, tmp_path, monkeypatch):

@@ -36,8 +36,8 @@ def export(store: EventStore, out: str | Path, since: float | None = None) -> di
     if since is not None:
         since -= since % DAY_S
     t = table(store, since)
-    day = pc.strftime(pc.cast(pc.multiply(t.column("timestamp"), 1000).cast(pa.int64()), pa.timestamp("ms")),
-                      format="%Y-%m-%d")
+    ms = pc.floor(pc.multiply(t.column("timestamp"), 1000)).cast(pa.int64())  # arrival times have fractions
+    day = pc.strftime(ms.cast(pa.timestamp("ms")), format="%Y-%m-%d")
     t = t.append_column("day", day)
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
