@@ -86,6 +86,13 @@ class IndexConfig(StrictModel):
     use_gpu: Literal["auto", "never"] = "auto"
 
 
+class ThumbnailConfig(StrictModel):
+    enabled: bool = Field(True, description="write a WebP thumbnail per item into the version, for the web page "
+                          "(turn off for very large catalogs: the page then shows placeholders)")
+    max_side: int = Field(256, ge=16, le=1024, description="longest side in pixels")
+    quality: int = Field(75, ge=1, le=100, description="WebP quality")
+
+
 class ExportConfig(StrictModel):
     enabled: bool = True
     int8: bool = True
@@ -178,6 +185,7 @@ class JobConfig(StrictModel):
     encoder: EncoderConfig = Field(default_factory=EncoderConfig)
     index: IndexConfig = Field(default_factory=IndexConfig)
     export: ExportConfig = Field(default_factory=ExportConfig)
+    thumbnails: ThumbnailConfig = Field(default_factory=ThumbnailConfig)
     run: RunConfig = Field(default_factory=RunConfig)
     interactions: InteractionsConfig = Field(default_factory=InteractionsConfig,
                                              description="set path to publish a hybrid (content + collaborative) version")

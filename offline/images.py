@@ -105,11 +105,15 @@ def identify(data: bytes, uri: str = "") -> str:
         raise BadImage(f"corrupt or truncated image: {uri}: {type(e).__name__}: {e}") from None
 
 
-def decode(data: bytes, uri: str = "") -> Image.Image:
+def decode(data: bytes, uri: str = "", at_most: int | None = None) -> Image.Image:
+    """The image as RGB (``BadImage`` when it cannot be). ``at_most``: a JPEG may be decoded at
+    a reduced scale that still covers that many pixels on each side (much faster)."""
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
             img = _open(data, uri)
+            if at_most:
+                img.draft("RGB", (at_most, at_most))
             img.load()  # forces a full decode: truncated files fail here, not later
             return img.convert("RGB")
     except BadImage:

@@ -23,6 +23,7 @@ from groundrec.offline.index import build_index
 from groundrec.offline.interactions import load_interactions, on_published_rows
 from groundrec.offline.learn import index_vectors, learn
 from groundrec.offline.publish import build_manifest, write_version_files
+from groundrec.offline.thumbnails import make_thumbnails
 from groundrec.offline.runners import open_runner
 from groundrec.offline.skips import Skips
 from groundrec.offline.vlm.registry import backend_class
@@ -109,6 +110,11 @@ def run_job(cfg: JobConfig, progress: bool = True) -> JobSummary:
             with clock.stage("learn"):
                 published = groundings.column(cfg.catalog.id_column).to_pylist()
                 learned = learn(on_published_rows(interactions, catalog_ids, published), vectors, cfg.collab)
+        thumbnails, thumb_counts = None, None
+        if cfg.thumbnails.enabled and not no_images:
+            with clock.stage("thumbnails"):
+                thumbnails, thumb_counts = make_thumbnails(groundings, cfg.catalog.id_column, cfg.resolved_cache_dir,
+                                                           cfg.thumbnails.max_side, cfg.thumbnails.quality)
         with clock.stage("index"):
             index, index_report = build_index(index_vectors(vectors, learned), cfg.index)
         export_report = None
@@ -117,13 +123,14 @@ def run_job(cfg: JobConfig, progress: bool = True) -> JobSummary:
                 model = load_sentence_transformer(encoder_path, cfg.encoder.max_seq_length)
                 export_report = export_encoder(model, artifact.VersionFiles(staged).encoder_dir, cfg.export, texts[:200])
         with clock.stage("write"):
-            write_version_files(staged, index, vectors, groundings, skips.table(), learned)
+            write_version_files(staged, index, vectors, groundings, skips.table(), learned, thumbnails)
         flags = groundings.column("grounded").to_pylist()
         counts = {"items_read": items.num_rows, "indexed": int(vectors.shape[0]),
                   "grounded_new": len(grounded.new_by_id),
                   "grounded_cached": sum(groundings.column("from_cache").to_pylist()),
                   "ungrounded": flags.count(False), "dropped": skips.dropped(), "encoded_new": encoded_new,
-                  "skipped": len(skips)}
+                  "skipped": len(skips), **({f"thumbnails_{k}": v for k, v in thumb_counts.items()}
+                                            if thumb_counts else {})}
         manifest = build_manifest(cfg, version_id, encoder_path, int(vectors.shape[1]), counts,
                                   index_report.to_dict(), export_report, dict(clock.times),
                                   learned.report if learned and learned.hybrid else None,

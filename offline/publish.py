@@ -19,9 +19,12 @@ from groundrec.shared.version_info import code_version
 
 
 def write_version_files(staged: Path, index: faiss.Index, vectors: np.ndarray, items: pa.Table,
-                        skipped: pa.Table, learned=None) -> None:
-    """``learned``: the learn stage's result (an ``offline.learn.Learned``), or None."""
+                        skipped: pa.Table, learned=None, thumbnails: pa.Table | None = None) -> None:
+    """``learned``: the learn stage's result (an ``offline.learn.Learned``), or None;
+    ``thumbnails``: (item_id, webp) rows, or None."""
     files = VersionFiles(Path(staged))
+    if thumbnails is not None:
+        pq.write_table(thumbnails, files.thumbnails)
     if learned is not None and learned.hybrid:  # the collaborative model's two matrices
         np.save(files.collab_query, learned.model.query)
         np.save(files.collab_item, learned.model.item)

@@ -1,5 +1,6 @@
 """The offline job end to end on small generated catalogs: bad input, crashes, Ray vs in-process."""
 
+import io
 import json
 import subprocess
 import sys
@@ -61,6 +62,16 @@ def test_bad_images_are_recorded_and_their_items_published_from_catalog_text(sma
     assert answer.fallback is None and not answer.unknown_ids and answer.items
     items = pq.read_table(summary.version_dir / "items.parquet").to_pandas()  # users open it with pandas
     assert {"vlm_text", "text", "image_sha256", "parse_ok"} <= set(items.columns)
+    # a WebP thumbnail for each readable image, none for the bad ones (the page shows a placeholder)
+    from PIL import Image
+
+    thumbs = {r["item_id"]: r["webp"] for r in pq.read_table(summary.version_dir / "thumbnails.parquet").to_pylist()}
+    assert set(thumbs) == set(small_catalog["good"])
+    for data in thumbs.values():
+        with Image.open(io.BytesIO(data)) as im:
+            assert im.format == "WEBP" and max(im.size) <= 256
+    manifest = artifact.verify(summary.version_dir)
+    assert manifest.counts["thumbnails_made"] == 6 and "thumbnails.parquet" in manifest.files
 
 
 def test_structured_prompt_gives_field_columns(small_catalog, tmp_path, tiny_vlm):
@@ -110,6 +121,8 @@ def test_rerun_is_cached_and_new_items_only_are_grounded(small_catalog, tmp_path
     first_vectors = np.asarray(load_version(out).vectors).copy()
     second = run_job(_cfg(small_catalog, out, tiny_vlm()), progress=False)
     assert second.grounded_new == 0 and second.grounded_cached == 6
+    counts = artifact.verify(second.version_dir).counts
+    assert counts["thumbnails_made"] == 0 and counts["thumbnails_from_cache"] == 6  # nothing decoded again
     assert second.encoded_new == 0 and second.encoded == 9  # embeddings come from the cache too
     assert np.array_equal(np.asarray(load_version(out).vectors), first_vectors)
     items = pq.read_table(artifact.current_path(out) / "items.parquet")

@@ -25,6 +25,8 @@ INDEX = "index.faiss"
 EMBEDDINGS = "embeddings.npy"
 ITEMS = "items.parquet"
 SKIPPED = "skipped.parquet"
+# Optional: a WebP thumbnail per item with a readable image (item_id, webp), for the web page.
+THUMBNAILS = "thumbnails.parquet"
 # A hybrid version (manifest.collab set) adds the collaborative model's two matrices, rows
 # aligned with ITEMS: query-side vectors (summed over a history) and item-side vectors (the
 # index holds [embedding, collab.weight * item-side vector]).
@@ -76,6 +78,10 @@ class VersionFiles:
     @property
     def skipped(self) -> Path:
         return self.root / SKIPPED
+
+    @property
+    def thumbnails(self) -> Path:
+        return self.root / THUMBNAILS
 
     @property
     def collab_query(self) -> Path:
