@@ -24,6 +24,8 @@ def serve(
     encoder_variant: Optional[str] = typer.Option(None, help="fp32 | int8 ONNX encoder for text queries."),
     compute: Optional[str] = typer.Option(None, help="Where retrieval runs: process (default; a child process per "
                                           "server holds the version) | thread (in the server process)."),
+    report: Optional[Path] = typer.Option(None, help="An evaluation report folder (groundrec eval --out) for the "
+                                          "web page's version view."),
     events: Optional[str] = typer.Option(None, help="The event store: sqlite:///path/events.db, redis://host:port/0, "
                                          "or none (default: auto, ARTIFACTS/events/events.db for a local folder)."),
 ):
@@ -47,6 +49,8 @@ def serve(
             data["compute"] = compute
         if events:
             data["events"] = events
+        if report:
+            data["report"] = str(report)
         cfg = ServeConfig.model_validate(data)
         if cfg.interactions is not None:  # named at once, not as a traceback from the server
             from groundrec.online.holder import load_popularity

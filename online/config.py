@@ -67,6 +67,8 @@ class ServeConfig(StrictModel):
                                           "process (what the event loop and a 'thread' worker share)")
     retry_after_s: int = Field(1, ge=0, description="Retry-After sent with a 503")
     workers: int = Field(1, ge=1, description="server processes; each loads the version and hot-reloads on its own")
+    report: Path | None = Field(None, description="an evaluation report folder (groundrec eval --out) shown by the "
+                                "web page's version view")
     access_log: bool = Field(False, description="log every request (costly at high rates), with the client address "
                              "from X-Forwarded-For when the proxy is trusted (uvicorn's FORWARDED_ALLOW_IPS)")
 

@@ -19,7 +19,8 @@ from groundrec.online.hotpath import send_reply
 from groundrec.online.metrics import ServiceMetrics
 
 log = logging.getLogger("groundrec.serve")
-OPEN_PATHS = frozenset({"/healthz", "/readyz", "/metrics", "/docs", "/openapi.json"})
+OPEN_PATHS = frozenset({"/healthz", "/readyz", "/metrics", "/docs", "/openapi.json", "/ui/login"})
+KEY_COOKIE = b"groundrec_key"  # the web page's key (set by /ui/login, HttpOnly), accepted on GETs only
 _SHED_BODY = to_json({"detail": "overloaded, retry later: the request queue is full"})
 
 
@@ -36,6 +37,19 @@ class _Refused(HTTPException):
 
 async def _json(send, status: int, detail: str, headers: list | None = None) -> None:
     await send_reply(send, status, to_json({"detail": detail}), headers or [])
+
+
+def _key(scope, headers: dict) -> bytes:
+    """The X-API-Key header, else (GET only: a cookie rides along on any request) the page's
+    cookie."""
+    key = headers.get(b"x-api-key")
+    if key is not None or scope["method"] != "GET" or b"cookie" not in headers:
+        return key or b""
+    for part in headers[b"cookie"].split(b";"):
+        name, _, value = part.strip().partition(b"=")
+        if name == KEY_COOKIE:
+            return value.strip(b'"')
+    return b""
 
 
 def is_write(method: str, path: str) -> bool:
@@ -88,7 +102,9 @@ class Guard:
             return message
 
         try:
-            if scope["path"] not in OPEN_PATHS and not self._allowed(scope, headers.get(b"x-api-key", b"")):
+            if scope["path"] not in OPEN_PATHS and not self._allowed(scope, _key(scope, headers)):
+                if scope["method"] == "GET" and (scope["path"] == "/" or scope["path"].startswith("/ui/")):
+                    return await send_reply(sending, 303, b"", [(b"location", b"/ui/login")])  # the page signs in
                 raise _Refused(401, "missing or wrong X-API-Key header" if not is_write(scope["method"], scope["path"])
                                else "missing or wrong X-API-Key header: writes need the API key, not the read-only key")
             if scope["path"] in self.shed_paths and self.overloaded():

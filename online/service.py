@@ -31,6 +31,7 @@ from groundrec.online.schemas import (BatchOut, EventsOut, EventsRequest, Recomm
                                       validation_detail)
 from groundrec.shared.errors import UserError
 from groundrec.online.serving import ServingError, public_text
+from groundrec.online.ui import mount_ui
 
 log = logging.getLogger("groundrec.serve")
 CONFIG_ENV = "GROUNDREC_SERVE_CONFIG"  # the config, as JSON, for worker processes
@@ -61,6 +62,7 @@ def create_app(cfg: ServeConfig, watch: bool = True) -> ServiceApp:
     app.state.holder, app.state.metrics, app.state.batcher = rec.holder, metrics, rec.batcher
     _error_handlers(app, metrics, str(cfg.retry_after_s).encode())
     _routes(app, rec)
+    mount_ui(app, rec, cfg.report)
     hot = HotRoutes(app, routes={"/recommend": (RecommendRequest, rec.handle), "/search": (SearchRequest, rec.handle),
                                  "/events": (EventsRequest, rec.events.handle)})
     api_key, read_key = os.environ.get(cfg.api_key_env) or None, os.environ.get(cfg.read_api_key_env) or None

@@ -1,0 +1,295 @@
+"""The web page: look at what groundrec recommends, and why. Server-rendered HTML (no build
+step, no CDN, works offline); every list comes through the same request path as the API
+(``Recommender.handle``: the same guard, limits and batcher), so the page shows exactly what
+a client gets. Pages: ``/`` (popular items and a search box), ``/ui/search``, ``/ui/items/{id}``
+(image, catalog fields, what the VLM said, the nearest items), ``/ui/user`` (a history built
+by clicking, or a user id from the event store: the list with images, scores and the grounded
+fields each item shares with the history), ``/ui/version`` (manifest, skipped items, the eval
+report). Thumbnails: ``GET /items/{id}/thumbnail``. Standard library only: nothing heavy
+is imported, and nothing here runs on the hot routes."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import threading
+from html import escape
+from pathlib import Path
+from urllib.parse import parse_qs, quote, urlencode
+
+import pyarrow.parquet as pq
+from fastapi import FastAPI, Request
+from fastapi.concurrency import run_in_threadpool
+from fastapi.responses import FileResponse, HTMLResponse, RedirectResponse, Response
+
+from groundrec.online.guard import KEY_COOKIE as KEY_COOKIE_NAME
+from groundrec.online.recommender import Recommender
+from groundrec.online.schemas import RecommendRequest, SearchRequest
+from groundrec.online.serving import ServingError
+from groundrec.shared import artifact
+
+KEY_COOKIE = KEY_COOKIE_NAME.decode()
+CACHE_S = 86_400
+PLACEHOLDER = (b'<svg xmlns="http://www.w3.org/2000/svg" width="256" height="256" viewBox="0 0 256 256">'
+               b'<rect width="256" height="256" fill="#e8e8e8"/><text x="128" y="136" font-family="sans-serif" '
+               b'font-size="20" fill="#888" text-anchor="middle">no image</text></svg>')
+STYLE = """
+body{font-family:system-ui,sans-serif;margin:0;color:#222}
+header{background:#1f2937;color:#fff;padding:.6rem 1rem;display:flex;gap:1.2rem;align-items:center;flex-wrap:wrap}
+header a{color:#fff}
+main{padding:1rem}
+form.inline{display:flex;gap:.5rem;align-items:center;flex-wrap:wrap}
+.grid{list-style:none;padding:0;display:grid;grid-template-columns:repeat(auto-fill,minmax(170px,1fr));gap:.8rem}
+.card{border:1px solid #ddd;border-radius:6px;padding:.5rem;display:flex;flex-direction:column;gap:.3rem}
+.card img{width:100%;height:170px;object-fit:contain;background:#f4f4f4}
+.card a:focus,.card button:focus{outline:3px solid #2563eb}
+.why{font-size:.85rem;color:#555}
+.score{font-variant-numeric:tabular-nums;color:#444;font-size:.85rem}
+.history{display:flex;gap:.4rem;flex-wrap:wrap;list-style:none;padding:0}
+.history img{width:64px;height:64px;object-fit:contain;background:#f4f4f4}
+table{border-collapse:collapse}td,th{border:1px solid #ddd;padding:.25rem .5rem;text-align:left;vertical-align:top}
+pre{background:#f6f6f6;padding:.6rem;overflow:auto;max-height:30rem}
+.error{color:#b91c1c}
+"""
+
+
+class Thumbnails:
+    """The serving version's thumbnails, read in the server process (not the compute process:
+    images never cross its pipe), reopened when the version changes."""
+
+    def __init__(self, cfg):
+        self.cfg = cfg
+        self._lock = threading.Lock()
+        self._version: str | None = None
+        self._rows: dict[str, int] = {}
+        self._webp = None
+
+    def get(self, version_id: str, item_id: str) -> bytes | None:
+        with self._lock:
+            if version_id != self._version:
+                self._open(version_id)
+            row = self._rows.get(item_id)
+            return None if row is None else self._webp[row].as_py()
+
+    def _open(self, version_id: str) -> None:
+        path = artifact.VersionFiles(artifact.locate(self.cfg.artifacts, version_id, self.cfg.version_cache_dir))
+        self._rows, self._webp = {}, None
+        if path.thumbnails.is_file():
+            table = pq.read_table(path.thumbnails, memory_map=True)
+            self._rows = {i: n for n, i in enumerate(table.column("item_id").to_pylist())}
+            self._webp = table.column("webp")
+        self._version = version_id
+
+
+def _page(title: str, body: str, version: str | None = None) -> HTMLResponse:
+    nav = ('<header><strong>groundrec</strong><nav aria-label="pages" style="display:flex;gap:1rem">'
+           '<a href="/">Items</a><a href="/ui/user">A user\'s list</a><a href="/ui/version">Version</a></nav>'
+           + (f'<span style="margin-left:auto">version {escape(version)}</span>' if version else "") + "</header>")
+    return HTMLResponse(f'<!doctype html><html lang="en"><head><meta charset="utf-8">'
+                        f'<meta name="viewport" content="width=device-width,initial-scale=1"><link rel="icon" href="data:,">'
+                        f'<title>{escape(title)} · groundrec</title><style>{STYLE}</style></head>'
+                        f'<body>{nav}<main><h1>{escape(title)}</h1>{body}</main></body></html>')
+
+
+def _title(item: dict) -> str:
+    fields = item.get("fields") or {}
+    return str(fields.get("title") or fields.get("text") or item["item_id"])
+
+
+def _thumb(item_id: str, alt: str, css: str = "") -> str:
+    return (f'<img src="/items/{quote(item_id, safe="")}/thumbnail" alt="{escape(alt)}" loading="lazy"'
+            f'{f" class={css!r}" if css else ""}>')
+
+
+def _card(item: dict, history: list[str], why: str = "", score: bool = False) -> str:
+    iid, title = item["item_id"], _title(item)
+    add = urlencode({"h": ",".join([*history, iid])})
+    return (f'<li class="card" data-item="{escape(iid)}">{_thumb(iid, title)}'
+            f'<a href="/ui/items/{quote(iid, safe="")}">{escape(title[:80])}</a>'
+            + (f'<span class="score">score {item["score"]:.4f}</span>' if score else "")
+            + (f'<span class="why">{why}</span>' if why else "")
+            + f'<a class="add" href="/ui/user?{add}" aria-label="add {escape(title[:60])} to the history">'
+              f'+ add to history</a></li>')
+
+
+def _grid(items: list[dict], history: list[str], label: str, whys: dict | None = None, score: bool = False) -> str:
+    if not items:
+        return "<p>Nothing to show.</p>"
+    return (f'<ul class="grid" aria-label="{escape(label)}">'
+            + "".join(_card(i, history, (whys or {}).get(i["item_id"], ""), score) for i in items) + "</ul>")
+
+
+def _split(text: str | None) -> list[str]:
+    return [x for x in (text or "").split(",") if x]
+
+
+def mount_ui(app: FastAPI, rec: Recommender, report_dir: Path | None = None) -> None:
+    cfg = rec.cfg
+    thumbs = Thumbnails(cfg)
+
+    async def ask(body, request: Request) -> dict:
+        status, data, _ = await rec.handle(body, request.receive)
+        if status != 200:
+            raise ServingError(status, json.loads(data).get("detail", "error") if data else "error")
+        return json.loads(data)
+
+    def version() -> str | None:
+        current = rec.holder.current
+        return current.version_id if current is not None else None
+
+    async def guarded(render) -> HTMLResponse:
+        try:
+            return await render()
+        except ServingError as e:
+            page = _page("Not available", f'<p class="error" role="alert">{escape(e.detail)}</p>', version())
+            page.status_code = e.status
+            return page
+
+    @app.get("/items/{item_id}/thumbnail", include_in_schema=True)
+    def thumbnail(item_id: str):
+        """The item's WebP thumbnail (a placeholder image when it has none)."""
+        current = version()
+        data = thumbs.get(current, item_id) if current else None
+        if data is None:
+            return Response(PLACEHOLDER, media_type="image/svg+xml", headers={"Cache-Control": "public, max-age=300"})
+        return Response(data, media_type="image/webp",
+                        headers={"Cache-Control": f"public, max-age={CACHE_S}",
+                                 "ETag": f'"{hashlib.sha1(data).hexdigest()[:16]}"'})
+
+    @app.get("/", response_class=HTMLResponse, include_in_schema=False)
+    async def home(request: Request, h: str | None = None):
+        async def render():
+            popular = await ask(RecommendRequest(history=[], k=40, with_fields=True), request)
+            form = ('<form class="inline" action="/ui/search" role="search"><label for="q">Search items</label>'
+                    '<input id="q" name="q" type="search" required placeholder="e.g. black strap top">'
+                    '<button type="submit">Search</button></form>')
+            return _page("Items", form + "<h2>Most popular</h2>" + _grid(popular["items"], _split(h), "most popular items"),
+                         version())
+        return await guarded(render)
+
+    @app.get("/ui/search", response_class=HTMLResponse, include_in_schema=False)
+    async def search(request: Request, q: str = "", column: str = "", value: str = "", h: str | None = None):
+        async def render():
+            filters = {column: value} if column and value else None
+            found = await ask(SearchRequest(text=q, k=40, filters=filters, with_fields=True), request) if q else {"items": []}
+            form = (f'<form class="inline" action="/ui/search" role="search"><label for="q">Search items</label>'
+                    f'<input id="q" name="q" type="search" value="{escape(q)}" required>'
+                    f'<label for="column">filter column</label><input id="column" name="column" value="{escape(column)}">'
+                    f'<label for="value">equals</label><input id="value" name="value" value="{escape(value)}">'
+                    f'<button type="submit">Search</button></form>')
+            return _page(f"Search: {q}" if q else "Search", form + _grid(found["items"], _split(h), "search results",
+                                                                          score=True), version())
+        return await guarded(render)
+
+    @app.get("/ui/items/{item_id}", response_class=HTMLResponse, include_in_schema=False)
+    async def item_page(request: Request, item_id: str):
+        async def render():
+            row = (await run_in_threadpool(rec.serving().item, item_id))["item"]
+            near = await ask(RecommendRequest(history=[item_id], k=12, with_fields=True), request)
+            grounded = {k: v for k, v in row.items() if k.startswith("vlm_") and v not in (None, "")}
+            catalog = {k: v for k, v in row.items() if not k.startswith("vlm_") and k not in
+                       ("text", "image", "image_sha256", "parse_ok", "parse_error", "from_cache", "grounded",
+                        "ground_error", artifact.WINDOW_INTERACTIONS)}
+            source = ("grounded by the VLM" if row.get("grounded") else
+                      f"published from catalog text (not grounded: {row.get('ground_error') or 'no image'})")
+            title = str(row.get("title") or item_id)
+            body = (f'<div style="display:flex;gap:1.5rem;flex-wrap:wrap">{_thumb(item_id, title)}<div>'
+                    f'<h2>What the VLM said</h2><p id="source">{escape(source)}</p>'
+                    + ("<table aria-label='grounded fields'>" + "".join(
+                        f"<tr><th scope='row'>{escape(k.removeprefix('vlm_'))}</th><td>{escape(str(v))}</td></tr>"
+                        for k, v in grounded.items()) + "</table>" if grounded else "<p>No grounded text.</p>")
+                    + f'<h2>Embedded text</h2><p>{escape(str(row.get("text") or ""))}</p>'
+                    + "<h2>Catalog</h2><table aria-label='catalog fields'>" + "".join(
+                        f"<tr><th scope='row'>{escape(k)}</th><td>{escape(str(v))}</td></tr>" for k, v in catalog.items())
+                    + f'</table><p><a href="/ui/user?{urlencode({"h": item_id})}">Start a history with this item</a></p>'
+                    f'</div></div><h2>Nearest items</h2>' + _grid(near["items"], [item_id], "nearest items", score=True))
+            return _page(title, body, version())
+        return await guarded(render)
+
+    @app.get("/ui/user", response_class=HTMLResponse, include_in_schema=False)
+    async def user_page(request: Request, h: str | None = None, user_id: str = "", k: int = 12,
+                        popularity_weight: float = 0.0, diversity: float = 0.0, column: str = "", value: str = ""):
+        async def render():
+            history = _split(h)
+            body_args = {"history": history, "k": k, "popularity_weight": popularity_weight, "diversity": diversity,
+                         "with_fields": True, "filters": {column: value} if column and value else None}
+            if user_id:
+                body_args["user_id"] = user_id
+            answer = await ask(RecommendRequest(**body_args), request)
+            seen = [(await run_in_threadpool(rec.serving().item, i))["item"] for i in history[-20:]
+                    if i not in answer.get("unknown_ids", [])]
+            whys = {i["item_id"]: _why(i.get("fields") or {}, seen) for i in answer["items"]}
+            hist = ('<ul class="history" aria-label="history">' + "".join(
+                f'<li><a href="/ui/items/{quote(r["item_id"], safe="")}">{_thumb(r["item_id"], str(r.get("title") or r["item_id"]))}</a>'
+                f'<a href="/ui/user?{urlencode({"h": ",".join(x for x in history if x != r["item_id"])})}" '
+                f'aria-label="remove {escape(str(r.get("title") or r["item_id"]))}">remove</a></li>' for r in seen)
+                + "</ul>") if seen else "<p>No history yet: add items from any list, or give a user id.</p>"
+            controls = (f'<form class="inline" action="/ui/user"><input type="hidden" name="h" value="{escape(h or "")}">'
+                        f'<label for="user_id">user id</label><input id="user_id" name="user_id" value="{escape(user_id)}">'
+                        f'<label for="k">k</label><input id="k" name="k" type="number" min="1" value="{k}">'
+                        f'<label for="pw">popularity weight</label><input id="pw" name="popularity_weight" type="number" '
+                        f'step="0.05" min="0" value="{popularity_weight:g}">'
+                        f'<label for="div">diversity</label><input id="div" name="diversity" type="number" step="0.1" '
+                        f'min="0" max="1" value="{diversity:g}">'
+                        f'<label for="column">filter column</label><input id="column" name="column" value="{escape(column)}">'
+                        f'<label for="value">equals</label><input id="value" name="value" value="{escape(value)}">'
+                        f'<button type="submit">Update</button></form>')
+            note = (f'<p>Fallback: {escape(answer["fallback"])} (no usable history).</p>' if answer.get("fallback") else "")
+            return _page("A user's list", controls + "<h2>History</h2>" + hist + "<h2>Recommended</h2>" + note
+                         + _grid(answer["items"], history, "recommended items", whys, score=True), version())
+        return await guarded(render)
+
+    @app.get("/ui/version", response_class=HTMLResponse, include_in_schema=False)
+    async def version_page():
+        async def render():
+            current = version()
+            if current is None:
+                raise ServingError(503, "no version loaded yet")
+            files = artifact.VersionFiles(await run_in_threadpool(artifact.locate, cfg.artifacts, current,
+                                                                  cfg.version_cache_dir))
+            manifest = json.loads(files.manifest.read_text())
+            manifest.pop("files", None)  # checksums: long and of no use to a reader here
+            skipped = pq.read_table(files.skipped).slice(0, 200).to_pylist() if files.skipped.is_file() else []
+            rows = "".join("<tr>" + "".join(f"<td>{escape(str(v))}</td>" for v in r.values()) + "</tr>" for r in skipped)
+            head = "".join(f"<th scope='col'>{escape(c)}</th>" for c in (skipped[0] if skipped else {}))
+            report = ('<p><a href="/ui/report/report.html">The evaluation report</a></p>' if report_dir else
+                      "<p>No evaluation report given (groundrec serve --report DIR).</p>")
+            body = (report + f"<h2>Manifest</h2><pre>{escape(json.dumps(manifest, indent=2, default=str))}</pre>"
+                    f"<h2>Skipped items ({len(skipped)} shown)</h2>"
+                    + (f"<table><thead><tr>{head}</tr></thead><tbody>{rows}</tbody></table>" if skipped else "<p>None.</p>"))
+            return _page("Version", body, current)
+        return await guarded(render)
+
+    @app.get("/ui/report/{name}", include_in_schema=False)
+    def report_file(name: str):
+        path = (report_dir / name) if report_dir else None
+        if path is None or "/" in name or name.startswith(".") or not path.is_file():
+            return Response(b'{"detail": "no such report file"}', status_code=404, media_type="application/json")
+        return FileResponse(path)
+
+    @app.get("/ui/login", response_class=HTMLResponse, include_in_schema=False)
+    def login_form(error: str = ""):
+        return _page("Sign in", (f'<p class="error" role="alert">{escape(error)}</p>' if error else "")
+                     + '<form method="post" action="/ui/login"><label for="key">API key</label> '
+                       '<input id="key" name="key" type="password" autocomplete="current-password" required> '
+                       '<button type="submit">Sign in</button></form>')
+
+    @app.post("/ui/login", include_in_schema=False)
+    async def login(request: Request):
+        """The key goes into an HttpOnly cookie (never a URL); the guard checks it like the header."""
+        key = (parse_qs((await request.body()).decode("utf-8", "replace")).get("key") or [""])[0]
+        response = RedirectResponse("/", status_code=303)
+        response.set_cookie(KEY_COOKIE, key, httponly=True, samesite="strict")
+        return response
+
+
+def _why(fields: dict, history: list[dict]) -> str:
+    """The grounded fields an item shares with the history, in words a person reads."""
+    shared = []
+    for name, value in fields.items():
+        if not name.startswith("vlm_") or name == "vlm_text" or value in (None, ""):
+            continue
+        n = sum(1 for h in history if str(h.get(name) or "").lower() == str(value).lower())
+        if n:
+            shared.append(f"{name.removeprefix('vlm_')}: {escape(str(value))} (like {n} in the history)")
+    return "; ".join(shared)
