@@ -33,6 +33,7 @@ class Recommendation:
     item_id: str
     score: float
     fields: dict | None = None
+    parts: dict | None = None  # with explain: what the score is made of
 
 
 @dataclass
@@ -90,6 +91,12 @@ class Retriever:
 
     # --- building blocks -------------------------------------------------------------
     def _profile(self, q: UserQuery, text_vector: np.ndarray | None = None) -> tuple[np.ndarray | None, list[int], list[str]]:
+        profile, rows, unknown = self._content_profile(q, text_vector)
+        if profile is not None and self.hybrid:
+            profile = self._with_collab(profile, rows[-self.max_history:])
+        return profile, rows, unknown
+
+    def _content_profile(self, q: UserQuery, text_vector: np.ndarray | None = None):
         rows, unknown, ts, ws = [], [], [], []
         for h in q.history:
             item_id, timestamp, weight = _entry(h)
@@ -110,9 +117,28 @@ class Retriever:
         if q.text:
             t = self._encode([q.text]) if text_vector is None else text_vector[None, :]
             profile = t if profile is None else unit((1 - q.text_weight) * profile + q.text_weight * t)
-        if profile is not None and self.hybrid:
-            profile = self._with_collab(profile, rows[-self.max_history:])
         return profile, rows, unknown
+
+    def _parts(self, q: UserQuery, rows: list[int], ranked: list[tuple[int, float]]) -> list[dict]:
+        """What each ranked item's score is made of, at the version's full width: the content
+        cosine (the best of the profile's rows), for a hybrid ``weight x`` the collaborative
+        score, and the priors (popularity, freshness). A projected version ranks by an
+        approximation of their sum (``score``)."""
+        content, _, _ = self._content_profile(q)
+        picked = np.array([r for r, _ in ranked], dtype=np.intp)
+        out = [{} for _ in ranked]
+        if content is not None and len(picked):
+            for part, value in zip(out, (np.asarray(self.v.vectors[picked]) @ content.T).max(axis=1)):
+                part["content"] = float(value)
+        if self.hybrid and rows and len(picked):
+            query = collab_queries(self.v.collab_query, [rows[-self.max_history:]], self.half_life)[0]
+            for part, value in zip(out, self.v.collab_weight * (self.v.collab_item[picked] @ query)):
+                part["collaborative"] = float(value)
+        prior = self._prior(q)
+        if prior is not None:
+            for part, row in zip(out, picked):
+                part["prior"] = float(prior[row])
+        return out
 
     def _with_collab(self, content_profile: np.ndarray, rows: list[int]) -> np.ndarray:
         """A hybrid profile: each content profile row beside the history's collaborative query
@@ -200,11 +226,11 @@ class Retriever:
         return out
 
     def _result(self, ranked: list[tuple[int, float]], with_fields: bool, unknown: list[str],
-                fallback: str | None, n_known: int = 0) -> Result:
+                fallback: str | None, n_known: int = 0, parts: list[dict] | None = None) -> Result:
         recs = []
-        for row, score in ranked:
+        for n, (row, score) in enumerate(ranked):
             fields = {c: self.v.items.column(c)[row].as_py() for c in self.field_columns} if with_fields else None
-            recs.append(Recommendation(self.v.item_ids[row], score, fields))
+            recs.append(Recommendation(self.v.item_ids[row], score, fields, parts[n] if parts else None))
         return Result(recs, unknown, fallback, max(0, n_known - self.max_history))
 
     # --- public API ------------------------------------------------------------------
@@ -224,7 +250,8 @@ class Retriever:
         if slots:
             fresh = self.searcher.among(profile, slots, seen, allowed, prior, self.new_rows)
             ranked = ranking.reserve(ranked, fresh, q.k, slots, self.new_set)
-        return self._result(ranked, q.with_fields, unknown, None, len(rows))
+        return self._result(ranked, q.with_fields, unknown, None, len(rows),
+                            self._parts(q, rows, ranked) if q.explain else None)
 
     def recommend_batch(self, queries: list[UserQuery], errors: Literal["raise", "return"] = "raise") -> list[Result]:
         """Many users at once, each answer equal to ``recommend``'s: the texts of all queries
@@ -239,7 +266,7 @@ class Retriever:
         for n, q in enumerate(queries):
             try:
                 profile, rows, unknown = means.get(n) or self._profile(q, text_vectors.get(q.text) if q.text else None)
-                if (profile is None or len(profile) != 1 or q.filters or self._pick(q) is not None
+                if (profile is None or len(profile) != 1 or q.filters or self._pick(q) is not None or q.explain
                         or (self._slots(q) and self.exact_t is None)):
                     results[n] = self._answer(q, profile, rows, unknown)
                     continue

@@ -64,6 +64,8 @@ class UserQuery(_Body):
                              description="0: the best k; above it, the list is taken greedily by score minus this "
                                          "share of each item's closeness to those already taken (MMR)")
     with_fields: bool = False
+    explain: bool = Field(False, description="each item's score in parts: content cosine, collaborative (weight x "
+                          "its score, hybrid versions), prior (popularity and freshness)")
 
     @model_validator(mode="after")
     def _known_strategy(self) -> "UserQuery":
@@ -102,6 +104,7 @@ class ItemOut(BaseModel):
     item_id: str
     score: float
     fields: dict | None = None
+    parts: dict[str, float] | None = None
 
 
 class ResultOut(BaseModel):
@@ -138,7 +141,8 @@ def result_json(r: Result, version: str) -> bytes:
 
 
 def _result_dict(r: Result, version: str) -> dict:
-    return {"items": [{"item_id": i.item_id, "score": i.score, "fields": i.fields} for i in r.items],
+    return {"items": [{"item_id": i.item_id, "score": i.score, "fields": i.fields,
+                       **({"parts": i.parts} if i.parts is not None else {})} for i in r.items],
             "unknown_ids": r.unknown_ids, "fallback": r.fallback, "history_ignored": r.history_ignored,
             "version": version}
 

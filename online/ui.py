@@ -107,6 +107,7 @@ def _card(item: dict, history: list[str], why: str = "", score: bool = False) ->
     return (f'<li class="card" data-item="{escape(iid)}">{_thumb(iid, title)}'
             f'<a href="/ui/items/{quote(iid, safe="")}">{escape(title[:80])}</a>'
             + (f'<span class="score">score {item["score"]:.4f}</span>' if score else "")
+            + (f'<span class="score parts">{_parts(item["parts"])}</span>' if item.get("parts") else "")
             + (f'<span class="why">{why}</span>' if why else "")
             + f'<a class="add" href="/ui/user?{add}" aria-label="add {escape(title[:60])} to the history">'
               f'+ add to history</a></li>')
@@ -212,7 +213,7 @@ def mount_ui(app: FastAPI, rec: Recommender, report_dir: Path | None = None) -> 
         async def render():
             history = _split(h)
             body_args = {"history": history, "k": k, "popularity_weight": popularity_weight, "diversity": diversity,
-                         "with_fields": True, "filters": {column: value} if column and value else None}
+                         "with_fields": True, "explain": True, "filters": {column: value} if column and value else None}
             if user_id:
                 body_args["user_id"] = user_id
             answer = await ask(RecommendRequest(**body_args), request)
@@ -281,6 +282,10 @@ def mount_ui(app: FastAPI, rec: Recommender, report_dir: Path | None = None) -> 
         response = RedirectResponse("/", status_code=303)
         response.set_cookie(KEY_COOKIE, key, httponly=True, samesite="strict")
         return response
+
+
+def _parts(parts: dict) -> str:
+    return " · ".join(f"{escape(name)} {value:+.3f}" for name, value in parts.items())
 
 
 def _why(fields: dict, history: list[dict]) -> str:

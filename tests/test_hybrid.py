@@ -176,6 +176,22 @@ def test_places_kept_for_new_items_rank_the_same_in_eval_and_the_service(either)
     assert (by_k[5] != by_k[10][:, :5]).any()
 
 
+def test_explain_gives_each_score_in_its_content_collaborative_and_prior_parts(either):
+    v = load_version(either["art"])
+    retriever = Retriever(v, fallback="error")
+    history = [v.item_ids[r] for r in range(3)]
+    plain = retriever.recommend(UserQuery(history=history, k=8, popularity_weight=0.2))
+    told = retriever.recommend(UserQuery(history=history, k=8, popularity_weight=0.2, explain=True))
+    assert [x.item_id for x in told.items] == [x.item_id for x in plain.items] and plain.items[0].parts is None
+    for item in told.items:
+        assert set(item.parts) == {"content", "collaborative", "prior"} and item.parts["collaborative"] != 0
+        total = sum(item.parts.values())
+        if v.project_item is None:  # at full width the parts add up to the score exactly
+            assert total == pytest.approx(item.score, abs=1e-4)
+        else:  # projected: the score is the projection's approximation of their sum
+            assert total == pytest.approx(item.score, abs=0.25)
+
+
 def test_a_new_item_reaches_a_list_through_the_freshness_prior(hybrid):
     """Items nobody bought in the window are marked in the version; the freshness prior the
     job chose (here forced to a large value) lifts them into lists, and a request can set its

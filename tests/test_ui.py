@@ -74,6 +74,7 @@ def test_search_build_a_history_and_read_an_item(published, browser):
         before = page.eval_on_selector_all("ul[aria-label='recommended items'] li.card",
                                            "els => els.map(e => e.dataset.item)")
         assert before and first not in before  # seen items are excluded
+        assert "content" in page.locator("ul[aria-label='recommended items'] .parts").first.inner_text()
         second = page.locator("ul[aria-label='recommended items'] li.card").nth(3)
         second_id = second.get_attribute("data-item")
         # keyboard: focus its "add" link and press Enter
