@@ -4,6 +4,7 @@ Prints each stage's time, VLM work done, and the peak memory of the job's proces
 (driver + Ray workers). Usage:
   python benchmarks/bench_job.py [--items N] [--vlm DIR] [--runner ray] [--out DIR]
 Goal (issue 2): the re-run makes no VLM call and its ground stage takes < 10% of the first's.
+Goal (issue 24): the thumbnails stage adds at most 10% to the first run and ~nothing to the re-run.
 """
 
 from __future__ import annotations
@@ -58,6 +59,9 @@ def main() -> None:
     print(f"re-run ground stage: {g2:.2f} s vs {g1:.2f} s = {100 * g2 / g1:.1f}% of the first run's")
     w1, w2 = report["first"]["wall_s"], report["rerun"]["wall_s"]
     print(f"re-run whole job: {w2:.1f} s vs {w1:.1f} s = {100 * w2 / w1:.1f}% of the first run's")
+    t1, t2 = (report[r]["stages_s"].get("thumbnails", 0.0) for r in ("first", "rerun"))
+    print(f"thumbnails stage: {t1:.1f} s of the first run ({100 * t1 / w1:.1f}% of its wall time), "
+          f"{t2:.1f} s of the re-run ({100 * t2 / w2:.1f}%)")
     print(json.dumps(report))
 
 

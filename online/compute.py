@@ -21,7 +21,6 @@ import multiprocessing as mp
 import pickle
 import signal
 import threading
-from dataclasses import dataclass
 from pathlib import Path
 
 from groundrec.online.config import ServeConfig
@@ -64,6 +63,10 @@ def _child(conn, cfg_json: str, version_id: str, path: str, popularity: dict | N
             conn.send(reply)
         except (pickle.PicklingError, TypeError, AttributeError) as e:
             conn.send(("error", RuntimeError(f"{type(reply[1]).__name__}: {reply[1]} (not picklable: {e})")))
+
+
+class ComputeDied(ServingError):
+    """The compute process exited or hung (and was stopped): the call never got an answer."""
 
 
 class ComputeProcess:
@@ -110,13 +113,13 @@ class ComputeProcess:
                 if not self._conn.poll(self.timeout_s):  # hung: stop it, the holder's next check replaces it
                     self._proc.kill()
                     self._proc.join(5)
-                    raise ServingError(503, f"the compute process of version {self.version_id} did not answer within "
+                    raise ComputeDied(503, f"the compute process of version {self.version_id} did not answer within "
                                             f"{self.timeout_s:g} s and was stopped; a new one is being started, "
                                             "retry later")
                 kind, value = self._conn.recv()
             except (EOFError, OSError):
                 self._proc.join(1)
-                raise ServingError(503, f"the compute process of version {self.version_id} exited (code "
+                raise ComputeDied(503, f"the compute process of version {self.version_id} exited (code "
                                         f"{self._proc.exitcode}); a new one is being started, retry later") from None
         if kind == "error":
             raise value
@@ -136,38 +139,102 @@ class ComputeProcess:
             self._conn.close()
 
 
-@dataclass(frozen=True)
 class RemoteServing:
-    """The compute-process ``Backend``: each call answered by a ``ComputeProcess``."""
+    """The compute-process ``Backend``: each call answered by a ``ComputeProcess``, with a
+    warm standby (``compute_standby``, on by default): a second child holding the same
+    version, idle. A child that dies (its pipe closes) or hangs (no answer within
+    ``compute_timeout_s``) is replaced by the standby at once and the call in flight is
+    retried there, once; a new standby is then started in the background. Without a standby
+    the replacement is started on the spot and the call waits for it (requests queue behind
+    it, and the queue's bound sheds the excess)."""
 
-    version_id: str
-    process: ComputeProcess
-    limits: ServeConfig
+    def __init__(self, version_id: str, limits: ServeConfig, start_child, popularity: dict | None = None):
+        self.version_id, self.limits = version_id, limits
+        self._start_child = start_child  # popularity -> a new ComputeProcess of this version
+        self._popularity = popularity
+        self._lock = threading.Lock()
+        self._closed = False
+        self.replaced = 0  # children replaced after a death or a hang
+        self.process = start_child(popularity)
+        self.standby: ComputeProcess | None = None
+        if limits.compute_standby:
+            self._refill()
 
     @classmethod
     def start(cls, cfg: ServeConfig, version_id: str, path: str | Path, popularity: dict | None = None) -> RemoteServing:
-        """Start a child serving the version in the local folder ``path``."""
-        return cls(version_id, ComputeProcess(cfg, version_id, path, popularity), cfg)
+        """Start a child (and its standby) serving the version in the local folder ``path``."""
+        return cls(version_id, cfg, lambda pop: ComputeProcess(cfg, version_id, path, pop), popularity)
 
     @property
     def alive(self) -> bool:
-        return self.process.alive
+        standby = self.standby
+        return self.process.alive or (standby is not None and standby.alive)
 
     @property
     def threads(self) -> dict[str, int]:
         return self.process.threads
 
+    def _call(self, op: str, arg):
+        process = self.process
+        if not process.alive:
+            process = self._replace(process)
+        try:
+            return process.call(op, arg)
+        except ComputeDied as e:
+            log.error("version %s: %s; replacing it and retrying the call once", self.version_id, e.detail)
+            return self._replace(process).call(op, arg)
+
+    def _replace(self, dead: ComputeProcess) -> ComputeProcess:
+        with self._lock:
+            if self.process is dead:
+                standby, self.standby = self.standby, None
+                if standby is None or not standby.alive:
+                    standby = self._start_child(self._popularity)  # no standby: load one now, the call waits
+                self.process = standby
+                self.replaced += 1
+        threading.Thread(target=dead.close, args=(0.5,), daemon=True).start()
+        if self.limits.compute_standby and self.standby is None:
+            self._refill()
+        return self.process
+
+    def _refill(self) -> None:
+        """Start a standby in the background (a failure is logged; the next death then waits)."""
+        def run():
+            try:
+                child = self._start_child(self._popularity)
+            except Exception as e:
+                log.error("version %s: no standby compute process: %s", self.version_id, e)
+                return
+            with self._lock:
+                if self._closed or self.standby is not None:
+                    extra, child = child, None
+                else:
+                    self.standby, extra = child, None
+            if extra is not None:
+                extra.close()
+
+        threading.Thread(target=run, name=f"groundrec-standby-{self.version_id}", daemon=True).start()
+
     def answer(self, items: list) -> list:
-        return self.process.call("answer", items)
+        return self._call("answer", items)
 
     def item(self, item_id: str) -> dict:
-        return self.process.call("item", item_id)
+        return self._call("item", item_id)
 
     def unknown(self, item_ids: list[str]) -> int:
-        return self.process.call("unknown", item_ids)
+        return self._call("unknown", item_ids)
 
     def set_popularity(self, popularity: dict[str, float] | None) -> None:
-        self.process.call("popularity", popularity)
+        self._popularity = popularity
+        self._call("popularity", popularity)
+        standby = self.standby
+        if standby is not None and standby.alive:
+            standby.call("popularity", popularity)
 
     def close(self) -> None:
+        with self._lock:
+            self._closed = True
+            standby, self.standby = self.standby, None
         self.process.close()
+        if standby is not None:
+            standby.close()

@@ -56,6 +56,9 @@ class ServeConfig(StrictModel):
         "process", description="where retrieval runs: 'process', a child process per server that holds the version "
         "(the event loop and the scoring stop taking turns on one GIL); 'thread', a worker thread in the server process")
     compute_threads: int = Field(1, ge=1, description="BLAS/OpenMP/FAISS/onnxruntime threads of the process that scores")
+    compute_standby: bool = Field(True, description="keep a second compute process with the version loaded, idle: "
+                                  "one that dies or hangs is replaced at once and its batch retried there (costs "
+                                  "the version's memory once more per server)")
     compute_timeout_s: float = Field(30.0, gt=0, description="a batch the compute process has not answered within "
                                      "this is refused (503) and the process is stopped; the next check starts a new one")
     batching: bool = Field(True, description="gather concurrent /recommend and /search requests into one search")

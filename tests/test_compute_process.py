@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import shutil
 import signal
+import time
 
 import httpx
 import pytest
@@ -48,14 +49,26 @@ def test_the_compute_process_serves_is_replaced_when_it_dies_and_stopped_when_sw
         assert httpx.get(url + "/items/demo-0001").json()["item"]["item_id"] == "demo-0001"
         assert httpx.get(url + "/items/nope").status_code == 404  # the child's refusal crosses the pipe intact
 
-        os.kill(first.process.pid, signal.SIGKILL)
+        # A dead child is replaced by the warm standby at once, and the request is answered.
+        _wait_for_standby(first)
+        dead, standby = first.process.pid, first.standby.pid
+        os.kill(dead, signal.SIGKILL)
         first.process._proc.join(10)
+        assert httpx.get(url + "/readyz").status_code == 200  # the standby is there: still ready
         r = httpx.post(url + "/recommend", json=body)
-        assert r.status_code == 503 and "compute process" in r.json()["detail"]
-        assert httpx.get(url + "/healthz").status_code == 200
+        assert r.status_code == 200 and _ids(r.json()) == expected
+        assert first.replaced == 1 and first.process.pid == standby
+        _wait_for_standby(first)  # ... and a new standby is started behind it
+        assert first.standby.pid not in (dead, standby)
+        # both gone (no standby to take over): /readyz says so and the watcher's check starts a new one
+        os.kill(first.process.pid, signal.SIGKILL)
+        os.kill(first.standby.pid, signal.SIGKILL)
+        first.process._proc.join(10)
+        first.standby._proc.join(10)
         ready = httpx.get(url + "/readyz")  # the load balancer stops sending until it is replaced
         assert ready.status_code == 503 and "compute process" in ready.json()["reason"]
-        assert holder.check()  # the watcher's next check starts a new one for the same version
+        assert httpx.get(url + "/healthz").status_code == 200
+        assert holder.check()
         assert httpx.get(url + "/readyz").status_code == 200
         second = holder.current
         assert second.version_id == first.version_id and second.process.pid != first.process.pid
@@ -86,16 +99,39 @@ def test_a_version_the_child_cannot_load_is_refused_with_its_reason(published, t
         ComputeProcess(cfg, broken.name, broken)
 
 
-def test_a_compute_process_that_hangs_is_stopped_and_its_batch_refused(published):
-    cfg = ServeConfig(artifacts=published["artifacts"], compute_timeout_s=1.0)
+def _wait_for_standby(serving: RemoteServing, timeout_s: float = 60.0) -> None:
+    deadline = time.time() + timeout_s
+    while serving.standby is None or not serving.standby.alive:
+        assert time.time() < deadline, "no standby compute process was started"
+        time.sleep(0.05)
+
+
+@pytest.mark.parametrize("standby", [True, False])
+def test_a_hung_or_dead_compute_process_is_replaced_and_the_call_retried_there(published, standby):
+    """Hung (SIGSTOP): stopped after compute_timeout_s, the call answered by the replacement.
+    Dead (SIGKILL): the call answered by the replacement. With a standby it takes over at
+    once; without one, a new child is loaded while the call waits."""
+    cfg = ServeConfig(artifacts=published["artifacts"], compute_timeout_s=1.0, compute_standby=standby)
     version = artifact.current_version(published["artifacts"])
     serving = RemoteServing.start(cfg, version, artifact.current_path(published["artifacts"]))
     try:
+        if standby:
+            _wait_for_standby(serving)
         assert serving.item("demo-0001")["item"]["item_id"] == "demo-0001"
-        os.kill(serving.process.pid, signal.SIGSTOP)  # alive, but never answers
-        with pytest.raises(ServingError) as err:
-            serving.item("demo-0001")
-        assert err.value.status == 503 and "did not answer within 1 s" in err.value.detail
-        assert not serving.alive  # so the holder's next check starts a new one
+        hung = serving.process
+        os.kill(hung.pid, signal.SIGSTOP)  # alive, but never answers
+        started = time.perf_counter()
+        assert serving.item("demo-0002")["item"]["item_id"] == "demo-0002"
+        assert 1.0 <= time.perf_counter() - started and serving.replaced == 1 and serving.process is not hung
+        hung._proc.join(10)
+        assert not hung.alive  # the hung child was stopped
+        dead = serving.process
+        os.kill(dead.pid, signal.SIGKILL)
+        dead._proc.join(10)
+        assert serving.item("demo-0003")["item"]["item_id"] == "demo-0003"
+        assert serving.replaced == 2 and serving.alive
+        with pytest.raises(ServingError) as err:  # a refusal of the child is not a death: no retry
+            serving.item("nope")
+        assert err.value.status == 404 and serving.replaced == 2
     finally:
         serving.close()
