@@ -1,0 +1,106 @@
+"""The service keeps answering through its own faults (issue 25), behaviour only: the client
+with its default retries sees no failure while the compute process is killed under load, and
+with --workers 2 a killed worker is replaced while the other keeps serving."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+
+from groundrec.online.client import Client
+from groundrec.online.config import ServeConfig
+from groundrec.online.service import create_app
+from helpers import publish_demo, running
+
+
+@pytest.fixture(scope="module")
+def published(tmp_path_factory, tiny_vlm):
+    return publish_demo(tmp_path_factory.mktemp("faults"), tiny_vlm())
+
+
+def _children(pid: int) -> list[int]:
+    out = []
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                if int(Path(f"/proc/{entry}/stat").read_text().rsplit(")", 1)[1].split()[1]) == pid:
+                    out.append(int(entry))
+            except (OSError, IndexError, ValueError):
+                pass
+    return out
+
+
+def test_killing_the_compute_process_under_load_costs_the_client_nothing(published):
+    app = create_app(ServeConfig(artifacts=published["artifacts"], events="none"))
+    with running(app) as url:
+        serving = app.state.holder.current
+        deadline = time.time() + 60
+        while serving.standby is None:
+            assert time.time() < deadline
+            time.sleep(0.05)
+        failures: list[Exception] = []
+        answered = [0]
+        stop = threading.Event()
+
+        def load():
+            with Client(url) as c:  # default retries
+                while not stop.is_set():
+                    try:
+                        c.recommend(published["histories"][answered[0] % len(published["histories"])], k=5)
+                        answered[0] += 1
+                    except Exception as e:
+                        failures.append(e)
+
+        threads = [threading.Thread(target=load) for _ in range(4)]
+        for t in threads:
+            t.start()
+        time.sleep(0.5)
+        os.kill(serving.process.pid, signal.SIGKILL)
+        time.sleep(1.0)
+        stop.set()
+        for t in threads:
+            t.join(10)
+        assert failures == [] and answered[0] > 20 and serving.replaced == 1
+        assert httpx.get(url + "/readyz").status_code == 200
+
+
+def test_a_killed_worker_is_replaced_and_the_others_keep_serving(published):
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    url = f"http://127.0.0.1:{port}"
+    server = subprocess.Popen([sys.executable, "-m", "groundrec.shared.cli", "serve", "--artifacts",
+                               str(published["artifacts"]), "--port", str(port), "--workers", "2", "--events", "none"],
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    try:
+        deadline = time.time() + 90
+        while True:
+            try:
+                if httpx.get(url + "/readyz", timeout=1).status_code == 200 and len(_children(server.pid)) >= 2:
+                    break
+            except httpx.TransportError:
+                pass
+            assert time.time() < deadline and server.poll() is None, "server did not start"
+            time.sleep(0.2)
+        workers = [c for c in _children(server.pid) if _children(c)]
+        assert len(workers) == 2
+        os.kill(workers[0], signal.SIGKILL)
+        with Client(url) as c:  # the other worker answers meanwhile
+            for n in range(20):
+                assert c.recommend(published["histories"][n % len(published["histories"])], k=5).items
+        while len([c for c in _children(server.pid) if _children(c)]) < 2 or workers[0] in _children(server.pid):
+            assert time.time() < deadline + 60, "the dead worker was not replaced"
+            time.sleep(0.2)
+    finally:
+        os.killpg(server.pid, signal.SIGTERM)
+        server.wait(30)
