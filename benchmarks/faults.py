@@ -131,7 +131,8 @@ def _window(url: str, args, env: dict, script: Path, body: dict, fault) -> dict:
     thread.join()
     r = json.loads(next(x for x in out.splitlines() if x.startswith("JSON "))[5:])
     return {"fault": what, "requests": r["requests"], "ok": r["ok"], "non_2xx": r["shed_503"] + r["other_status"],
-            "timeouts": r["timeouts"], "probe_longest_gap_without_200_s": round(probe.gap, 3),
+            "timeouts": r["timeouts"], "socket_errors": r["connect_errors"] + r["read_errors"],
+            "probe_longest_gap_without_200_s": round(probe.gap, 3),
             "probe_codes": {str(k): v for k, v in probe.codes.items()}}
 
 

@@ -18,7 +18,7 @@ import yaml
 
 from groundrec.offline.demo import make_demo_data
 from groundrec.offline.job import run_job
-from groundrec.online.client import Client, LocalClient
+from groundrec.online.client import Client, GroundrecError, LocalClient
 from groundrec.shared import artifact
 from groundrec.offline.config import load_job_config
 from helpers import publish_demo
@@ -132,6 +132,21 @@ def test_ray_serve_app_answers_like_the_core_and_follows_versions_activate(two_v
         assert r.returncode == 0
         assert artifact.list_versions(artifacts) == sorted([two_versions["first"], two_versions["second"]])
         assert client.recommend(h, k=3).version == two_versions["first"]
+        # A replica that dies is replaced by Ray Serve, and the app answers again.
+        def replicas() -> set[str]:
+            return {a["name"] for a in ray.util.list_named_actors(all_namespaces=True)
+                    if a["namespace"] == "serve" and "groundrec" in a["name"] and "REPLICA" in a["name"].upper()}
+
+        (dead,) = replicas()
+        ray.kill(ray.get_actor(dead, namespace="serve"), no_restart=True)
+        assert _wait_for(lambda: len(replicas() - {dead}) == 1, 120)
+        def answers() -> bool:
+            try:
+                return client.recommend(h, k=3).version == two_versions["first"]
+            except GroundrecError:  # 503 while no replica is up
+                return False
+
+        assert _wait_for(answers, 120)
     finally:
         serve.shutdown()
         ray.shutdown()
