@@ -104,3 +104,45 @@ def test_a_killed_worker_is_replaced_and_the_others_keep_serving(published):
     finally:
         os.killpg(server.pid, signal.SIGTERM)
         server.wait(30)
+
+
+def test_a_version_swap_under_load_answers_every_request(published, tmp_path):
+    import shutil
+
+    from groundrec.shared import artifact
+
+    artifacts = tmp_path / "artifacts"
+    shutil.copytree(published["artifacts"], artifacts)
+    first = artifact.current_version(artifacts)
+    app = create_app(ServeConfig(artifacts=artifacts, events="none", reload_interval_s=0.2))
+    with running(app) as url:
+        statuses: list[int] = []
+        versions: set[str] = set()
+        stop = threading.Event()
+
+        def load():
+            with httpx.Client(base_url=url, timeout=10) as c:  # no retries: every answer counts
+                n = 0
+                while not stop.is_set():
+                    r = c.post("/recommend", json={"history": published["histories"][n % 4], "k": 5})
+                    statuses.append(r.status_code)
+                    if r.status_code == 200:
+                        versions.add(r.json()["version"])
+                    n += 1
+
+        threads = [threading.Thread(target=load) for _ in range(4)]
+        for t in threads:
+            t.start()
+        time.sleep(0.5)
+        new = artifact.new_version_id()
+        shutil.copytree(artifacts / artifact.VERSIONS / first, artifacts / artifact.VERSIONS / new)
+        artifact.activate(artifacts, new)
+        deadline = time.time() + 60
+        while new not in versions:
+            assert time.time() < deadline, "the new version was not served"
+            time.sleep(0.1)
+        time.sleep(0.5)
+        stop.set()
+        for t in threads:
+            t.join(10)
+    assert versions == {first, new} and len(statuses) > 50 and set(statuses) == {200}

@@ -130,3 +130,17 @@ def test_the_page_needs_the_key_when_one_is_set_and_never_puts_it_in_a_url(publi
         r = httpx.post(url + "/events", json={"events": [{"user_id": "u", "item_id": "x"}]}, cookies=cookies)
         assert r.status_code == 401
         assert [p for p in problems if "401" not in p] == []
+
+
+def test_the_version_view_links_the_eval_report_and_serves_only_its_files(published, tmp_path):
+    report = tmp_path / "report"
+    report.mkdir()
+    (report / "report.html").write_text("<html><body>recall@20 table</body></html>")
+    (tmp_path / "secret.txt").write_text("not for the page")
+    cfg = ServeConfig(artifacts=published["artifacts"], events="none", report=report)
+    with running(create_app(cfg)) as url:
+        page = httpx.get(url + "/ui/version")
+        assert page.status_code == 200 and "/ui/report/report.html" in page.text and published["version"] in page.text
+        assert "recall@20 table" in httpx.get(url + "/ui/report/report.html").text
+        for name in ("..%2Fsecret.txt", ".hidden", "nope.html"):
+            assert httpx.get(url + f"/ui/report/{name}").status_code == 404
