@@ -62,3 +62,28 @@ def test_shipped_eval_configs_validate():
         cfg = load_any(path, {"out": "/tmp/report"}, EvalConfig)
         cfg.require_paths()
         assert set(cfg.fidelity) <= set(cfg.prompt.fields)  # every scored field is asked for
+
+
+@pytest.mark.parametrize("key, value, words", [
+    ("collab.dropout", [0.0, 1.0], "dropout values must be in [0, 1)"),
+    ("collab.fresh_slots", [-1], "fresh_slots values must be >= 0"),
+    ("collab.fresh_weight", [-0.5], "grid values must be >= 0"),
+    ("thumbnails.max_side", 8, "max_side"),
+])
+def test_bad_collab_and_thumbnail_settings_name_the_setting(key, value, words):
+    with pytest.raises((ValidationError, ValueError), match=words.replace("[", r"\[").replace(")", r"\)")):
+        load_config(None, {key: value})
+
+
+def test_bad_serve_event_settings_name_the_setting():
+    from groundrec.online.config import ServeConfig
+
+    with pytest.raises(ValidationError, match="default_event_type 'buy' is not one of event_types"):
+        ServeConfig(artifacts="/tmp/a", default_event_type="buy")
+    with pytest.raises(ValidationError, match="event_types"):
+        ServeConfig(artifacts="/tmp/a", event_types={"view": -1})
+    with pytest.raises(ValidationError, match="popularity_window_days"):
+        ServeConfig(artifacts="/tmp/a", popularity_window_days=0)
+    assert ServeConfig(artifacts="/tmp/a", events="none").events_url() is None
+    assert ServeConfig(artifacts="s3://bucket/a").events_url() is None  # no default store beside remote artifacts
+    assert ServeConfig(artifacts="/tmp/a").events_url() == "sqlite:///tmp/a/events/events.db"
