@@ -160,7 +160,7 @@ def mount_ui(app: FastAPI, rec: Recommender, report_dir: Path | None = None) -> 
     @app.get("/", response_class=HTMLResponse, include_in_schema=False)
     async def home(request: Request, h: str | None = None):
         async def render():
-            popular = await ask(RecommendRequest(history=[], k=40, with_fields=True), request)
+            popular = await ask(RecommendRequest(history=[], k=min(40, cfg.max_k), with_fields=True), request)
             form = ('<form class="inline" action="/ui/search" role="search"><label for="q">Search items</label>'
                     '<input id="q" name="q" type="search" required placeholder="e.g. black strap top">'
                     '<button type="submit">Search</button></form>')
@@ -172,7 +172,7 @@ def mount_ui(app: FastAPI, rec: Recommender, report_dir: Path | None = None) -> 
     async def search(request: Request, q: str = "", column: str = "", value: str = "", h: str | None = None):
         async def render():
             filters = {column: value} if column and value else None
-            found = await ask(SearchRequest(text=q, k=40, filters=filters, with_fields=True), request) if q else {"items": []}
+            found = await ask(SearchRequest(text=q, k=min(40, cfg.max_k), filters=filters, with_fields=True), request) if q else {"items": []}
             form = (f'<form class="inline" action="/ui/search" role="search"><label for="q">Search items</label>'
                     f'<input id="q" name="q" type="search" value="{escape(q)}" required>'
                     f'<label for="column">filter column</label><input id="column" name="column" value="{escape(column)}">'
@@ -186,7 +186,7 @@ def mount_ui(app: FastAPI, rec: Recommender, report_dir: Path | None = None) -> 
     async def item_page(request: Request, item_id: str):
         async def render():
             row = (await run_in_threadpool(rec.serving().item, item_id))["item"]
-            near = await ask(RecommendRequest(history=[item_id], k=12, with_fields=True), request)
+            near = await ask(RecommendRequest(history=[item_id], k=min(12, cfg.max_k), with_fields=True), request)
             grounded = {k: v for k, v in row.items() if k.startswith("vlm_") and v not in (None, "")}
             catalog = {k: v for k, v in row.items() if not k.startswith("vlm_") and k not in
                        ("text", "image", "image_sha256", "parse_ok", "parse_error", "from_cache", "grounded",
