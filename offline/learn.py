@@ -202,7 +202,11 @@ def learn(inter: Interactions, content: np.ndarray, cfg: CollabConfig, seed: int
         fits: dict[tuple[float, float], collab.CollabModel] = {}
 
         def fitted(reg: float, dropout: float) -> collab.CollabModel:
+            # The grid is scored one model at a time: keep the last two fits only (each is
+            # 2 x items x rank floats, 1 GB at 1M items), not one per grid point.
             if (reg, dropout) not in fits:
+                while len(fits) >= 2:
+                    fits.pop(next(iter(fits)))
                 fits[reg, dropout] = collab.fit(train, n, content, cfg.rank, reg, seed, cfg.max_dense_items, dropout)
             return fits[reg, dropout]
 
