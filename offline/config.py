@@ -140,18 +140,11 @@ class CollabGrid(StrictModel):
     max_dense_items: int = Field(20_000, ge=2, description="EASE fits the most-interacted this many items "
                                  "(~12 bytes x items^2 of memory while fitting); the others come from content")
 
-    @field_validator("reg", "weight", "half_life", "fresh_weight")
+    @field_validator("reg", "weight", "half_life", "fresh_weight", "fresh_slots")
     @classmethod
     def _non_negative(cls, v: list[float]) -> list[float]:
         if any(x < 0 for x in v):
             raise UserError(f"grid values must be >= 0, got {v}")
-        return sorted(set(v))
-
-    @field_validator("fresh_slots")
-    @classmethod
-    def _counts(cls, v: list[int]) -> list[int]:
-        if any(x < 0 for x in v):
-            raise UserError(f"fresh_slots values must be >= 0, got {v}")
         return sorted(set(v))
 
     @field_validator("dropout")

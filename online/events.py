@@ -21,9 +21,9 @@ from groundrec.online.schemas import EventsRequest, HistoryEntry, RecommendReque
 from groundrec.online.serving import ServingError
 from groundrec.shared.errors import UserError
 from groundrec.shared.events import Event, EventStore, StoreUnavailable, open_store
+from groundrec.shared.scoring import READS_TIME_OR_WEIGHT
 
 log = logging.getLogger("groundrec.serve")
-TIMED = frozenset({"recency", "weighted"})  # the profile strategies that read an entry's time or weight
 
 
 class Events:
@@ -125,7 +125,7 @@ class Events:
         """The stored events as history entries: with their time and weight where the query's
         profile reads them (recency, weighted), bare ids otherwise (the same profile, and a
         query several times cheaper to hand to the compute process)."""
-        if q.strategy in TIMED:
+        if q.strategy in READS_TIME_OR_WEIGHT:
             return [HistoryEntry.model_construct(item_id=i, timestamp=t, weight=w) for i, t, w in stored]
         return [i for i, _, _ in stored]
 

@@ -66,7 +66,7 @@ def test_shipped_eval_configs_validate():
 
 @pytest.mark.parametrize("key, value, words", [
     ("collab.dropout", [0.0, 1.0], "dropout values must be in [0, 1)"),
-    ("collab.fresh_slots", [-1], "fresh_slots values must be >= 0"),
+    ("collab.fresh_slots", [-1], "grid values must be >= 0"),
     ("collab.fresh_weight", [-0.5], "grid values must be >= 0"),
     ("thumbnails.max_side", 8, "max_side"),
 ])

@@ -15,3 +15,6 @@ nothing, so the request schemas (and the HTTP client) can name the strategies wi
 """
 
 STRATEGIES = ("mean", "recency", "weighted", "multi_interest")
+# The strategies whose profile reads a history entry's time or weight (``build_profile``);
+# the others read only the item.
+READS_TIME_OR_WEIGHT = frozenset({"recency", "weighted"})
