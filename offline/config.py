@@ -135,6 +135,8 @@ class CollabGrid(StrictModel):
                                                "(their content places them), chosen on validation after the lift "
                                                "(the most whose recall is within one standard error of the best); a "
                                                "request can set its own")
+    refine: bool = Field(True, description="after the grid, try reg and half_life halfway (geometrically) to the "
+                         "neighbours of the chosen values: two more fits and four more scoring passes")
     widenings: int = Field(2, ge=0, le=5, description="a reg or weight chosen on the edge of its grid: add the next "
                            "value beyond it and choose again, at most this many times (recorded in the report)")
     max_dense_items: int = Field(20_000, ge=2, description="EASE fits the most-interacted this many items "

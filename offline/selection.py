@@ -66,6 +66,11 @@ def step_beyond(values: list, upwards: bool, limits: tuple[float, float] | None 
     return new
 
 
+def _merged(*values: list) -> list:
+    both = list(dict.fromkeys(v for vs in values for v in vs))
+    return sorted(both, key=float) if all(_numeric(v) for v in both) else both
+
+
 @dataclass
 class Search:
     chosen: dict  # the chosen point
@@ -119,6 +124,67 @@ def search(axes: dict[str, list], score: Callable[[list[dict]], list[np.ndarray]
         for name, _, new in beyond:
             axes[name] = sorted([*axes[name], new])
             widened.append({"axis": name, "value": new})
-    warnings = [f"{name}={chosen[name]} is the {'largest' if up else 'smallest'} value tried: widen the grid "
-                f"({section}) {'upwards' if up else 'downwards'}" for name, up, _ in beyond]
-    return Search(chosen, float(scores[key].mean()), scores, axes, widened, warnings)
+    return Search(chosen, float(scores[key].mean()), scores, axes, widened, _warnings(beyond, chosen, section))
+
+
+def _warnings(beyond: list[tuple[str, bool, object]], chosen: dict, section: str) -> list[str]:
+    return [f"{name}={chosen[name]} is the {'largest' if up else 'smallest'} value tried: widen the grid "
+            f"({section}) {'upwards' if up else 'downwards'}" for name, up, _ in beyond]
+
+
+def midpoints(values: list, value) -> list:
+    """The values halfway between ``value`` and its neighbours on a sorted numeric axis:
+    geometric between positive values, arithmetic next to 0 (10 between 0 and 20)."""
+    at = values.index(value)
+    out = []
+    for other in values[max(at - 1, 0):at] + values[at + 1:at + 2]:
+        low, high = sorted((value, other))
+        mid = float(np.sqrt(low * high)) if low > 0 else (low + high) / 2
+        out.append(float(f"{mid:.3g}"))  # 316, not 316.22776601683796
+    return [m for m in out if m not in values]
+
+
+def coarse_to_fine(axes: dict[str, list], score: Callable[[list[dict]], list[np.ndarray]], *, later: str, at: str,
+                   refine: tuple[str, ...] = (), **rules) -> Search:
+    """``search`` in stages, for an axis that multiplies the cost of another and for grids
+    too coarse to land near the best value:
+
+    1. every axis but ``later``, which stays at its first value;
+    2. ``later``'s whole grid with ``at`` fixed at the value stage 1 chose (every other axis
+       searched again, from its values as widened so far; each stage has the widening budget): with ``later`` of n values and ``at`` of m, m + n - 1 values of the
+       pair are scored instead of m x n;
+    3. for each axis of ``refine`` in turn (when ``relevant`` to the choice), the ``midpoints``
+       between the chosen value and its neighbours, every other axis fixed at its choice
+       except the rule's ``simplest``.
+
+    A point is scored once across the stages, and the result is the last stage's choice
+    with every score, value and widening; warnings are those of the final choice on the
+    grid as searched."""
+    known: dict[tuple, np.ndarray] = {}
+    names = list(axes)
+    relevant, limits = rules.get("relevant") or (lambda point: point), rules.get("limits") or {}
+
+    def cached(points: list[dict]) -> list[np.ndarray]:
+        keys = [tuple(p[n] for n in names) for p in points]
+        todo = [p for p, key in zip(points, keys) if key not in known]
+        known.update(zip((tuple(p[n] for n in names) for p in todo), score(todo) if todo else []))
+        return [known[key] for key in keys]
+
+    found = [search({**axes, later: list(axes[later])[:1]}, cached, **rules)]
+    tried = lambda: {n: _merged(*(f.axes[n] for f in found)) for n in names}  # noqa: E731  (widenings included)
+    if len(set(axes[later])) > 1:
+        found.append(search({**tried(), later: list(axes[later]), at: [found[-1].chosen[at]]}, cached, **rules))
+    for axis in refine:
+        chosen = found[-1].chosen
+        if axis not in relevant(chosen):  # e.g. a hybrid's reg when its weight is 0
+            continue
+        grid = {n: [chosen[n]] for n in names}
+        grid[axis] = sorted([chosen[axis], *midpoints(tried()[axis], chosen[axis])], key=float)
+        if rules.get("simplest"):
+            grid[rules["simplest"]] = tried()[rules["simplest"]]
+        found.append(search(grid, cached, **{**rules, "widenings": 0}))
+    merged = tried()
+    last = found[-1]
+    warnings = _warnings(edges(merged, relevant(last.chosen), limits), last.chosen, rules.get("section", "tuning"))
+    return Search(last.chosen, last.score, {k: v for f in found for k, v in f.scores.items()}, merged,
+                  [w for f in found for w in f.widened], warnings)

@@ -71,7 +71,8 @@ def test_the_job_publishes_a_hybrid_version_and_records_its_model(hybrid):
     grid = c["validation"]["grid"]  # the configured grid, widened where a choice sat on its edge
     assert {1.0, 10.0} <= set(grid["reg"]) and {0.1, 1.0, 10.0} <= set(grid["weight"])
     assert c["reg"] in grid["reg"] and c["weight"] in grid["weight"] and c["hybrid"]
-    assert all(w["value"] in grid[w["axis"]] for w in c["validation"]["widened"])
+    searched = {**grid, **c["validation"]["fresh"]["grid"]}  # the freshness lift's grid widens too
+    assert all(w["value"] in searched[w["axis"]] for w in c["validation"]["widened"])
     assert c["window"]["interactions"] == pq.read_metadata(hybrid["interactions"]).num_rows
     assert c["validation"]["users"] > 0 and "content" in c["validation"]["scores"]
     assert c["items_from_content"] >= 4  # the never-bought items got vectors from their titles
@@ -281,8 +282,11 @@ def test_weight_zero_publishes_content_only_and_keeps_what_was_tried(hybrid):
     manifest = artifact.verify(summary.version_dir)
     assert manifest.collab is None and manifest.learn == summary.collab
     assert manifest.learn["weight"] == 0 and not manifest.learn["hybrid"]
+    # reg x half_life at the first dropout, then the other dropouts at the reg chosen (weight 0
+    # everywhere ties, so the first: reg 1)
+    assert cfg.collab.reg == [1.0, 10.0] and cfg.collab.dropout == [0.0, 0.5]
     tried = [(r, (f" dropout={d:g}" if d else "") + (f" half_life={h:g}" if h else ""))
-             for r in ("1", "10") for d in cfg.collab.dropout for h in cfg.collab.half_life]
+             for r, d in (("1", 0.0), ("10", 0.0), ("1", 0.5)) for h in cfg.collab.half_life]
     assert set(manifest.learn["validation"]["scores"]) == {
         "content", *(f"collaborative reg={r}{h}" for r, h in tried), *(f"hybrid reg={r}{h} weight=0" for r, h in tried)}
     assert manifest.learn["query_half_life"] == 0.0  # no collaborative part: nothing to weight

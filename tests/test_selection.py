@@ -4,7 +4,7 @@ widening of a grid whose edge wins, and what is recorded."""
 import numpy as np
 import pytest
 
-from groundrec.offline.selection import one_standard_error, search, step_beyond
+from groundrec.offline.selection import coarse_to_fine, midpoints, one_standard_error, search, step_beyond
 
 
 def _scorer(table: dict, calls: list | None = None):
@@ -92,3 +92,64 @@ def test_the_simplest_value_may_be_the_largest_one_that_costs_nothing_measurable
     high = search({"fresh_weight": [0.0, 0.1, 0.3, 1.0]}, score, simplest="fresh_weight", simplest_is_largest=True)
     low = search({"fresh_weight": [0.0, 0.1, 0.3, 1.0]}, score, simplest="fresh_weight")
     assert high.chosen == {"fresh_weight": 0.3} and low.chosen == {"fresh_weight": 0.0}
+
+
+def test_coarse_to_fine_tries_the_later_axis_only_at_the_value_chosen_first():
+    calls = []
+    # reg peaks at 100; dropout 0.5 helps, and helps most at reg 1000 (which the second stage never sees)
+    table = lambda p: [-abs(np.log10(p["reg"]) - 2) + p["dropout"] * (3 if p["reg"] == 1000.0 else 1)]  # noqa: E731
+    found = coarse_to_fine({"reg": [10.0, 100.0, 1000.0], "dropout": [0.0, 0.5], "weight": [1.0]},
+                           _scorer(table, calls), later="dropout", at="reg")
+    scored = [(p["reg"], p["dropout"]) for batch in calls for p in batch]
+    assert scored == [(10.0, 0.0), (100.0, 0.0), (1000.0, 0.0), (100.0, 0.5)]  # m + n - 1 pairs, each once
+    assert found.chosen == {"reg": 100.0, "dropout": 0.5, "weight": 1.0} and found.score == pytest.approx(0.5)
+    assert found.axes == {"reg": [10.0, 100.0, 1000.0], "dropout": [0.0, 0.5], "weight": [1.0]}
+    assert set(found.scores) == {(r, d, 1.0) for r, d in scored}
+    # one value of the later axis: the first stage is the search
+    assert coarse_to_fine({"reg": [10.0, 100.0], "dropout": [0.0]}, _scorer(table), later="dropout",
+                          at="reg").chosen == {"reg": 100.0, "dropout": 0.0}
+
+
+def test_coarse_to_fine_keeps_the_first_stage_warnings_on_the_fixed_axis():
+    rising = _scorer(lambda p: [p["reg"] + p["dropout"]])  # reg wants more: its top edge, with no widening left
+    found = coarse_to_fine({"reg": [10.0, 100.0], "dropout": [0.0, 0.5]}, rising, later="dropout", at="reg",
+                           limits={"dropout": (0.0, 1.0)}, section="collab")
+    assert found.chosen == {"reg": 100.0, "dropout": 0.5}
+    assert found.warnings == ["reg=100.0 is the largest value tried: widen the grid (collab) upwards"]
+    widened = coarse_to_fine({"reg": [10.0, 100.0], "dropout": [0.0, 0.5]}, rising, later="dropout", at="reg",
+                             limits={"dropout": (0.0, 1.0)}, widenings=1)
+    assert widened.chosen == {"reg": 1000.0, "dropout": 0.5} and widened.axes["reg"] == [10.0, 100.0, 1000.0]
+    assert widened.widened == [{"axis": "reg", "value": 1000.0}]
+
+
+@pytest.mark.parametrize("values, value, expected", [
+    ([10.0, 100.0, 1000.0], 100.0, [31.6, 316.0]),
+    ([10.0, 100.0, 1000.0], 1000.0, [316.0]),
+    ([0.0, 10.0, 40.0], 10.0, [5.0, 20.0]),   # next to 0: arithmetic
+    ([0.0, 10.0, 40.0], 0.0, [5.0]),
+    ([0.0, 5.0, 10.0], 5.0, [2.5, 7.07]),
+    ([0.0, 5.0, 10.0, 20.0], 10.0, [7.07, 14.1]),
+    ([1.0, 1.0001], 1.0, []),                 # nothing new at three significant digits
+])
+def test_midpoints(values, value, expected):
+    assert midpoints(values, value) == expected
+
+
+def test_refinement_moves_to_a_better_midpoint_and_only_where_it_matters():
+    calls = []
+    # the best reg is 300 (between the grid's 100 and 1000); the best half_life 7 (10 on the grid)
+    table = lambda p: [p["weight"] * (2 - abs(np.log10(p["reg"]) - 2.5) - abs(p["half_life"] - 7) / 100)]  # noqa: E731
+    found = coarse_to_fine({"reg": [10.0, 100.0, 1000.0], "dropout": [0.0], "half_life": [0.0, 10.0, 40.0],
+                            "weight": [0.0, 1.0]}, _scorer(table, calls), later="dropout", at="reg",
+                           refine=("reg", "half_life"), simplest="weight", relevant=lambda p: p if p["weight"] else {})
+    assert found.chosen == {"reg": 316.0, "dropout": 0.0, "half_life": 5.0, "weight": 1.0}
+    assert found.axes["reg"] == [10.0, 31.6, 100.0, 316.0, 1000.0] and found.axes["half_life"] == [0.0, 5.0, 10.0, 20.0, 40.0]
+    refined = [(p["reg"], p["half_life"]) for batch in calls[1:] for p in batch]
+    assert set(refined) == {(31.6, 10.0), (316.0, 10.0), (316.0, 5.0), (316.0, 20.0)}  # one axis at a time
+    assert len(refined) == 2 * len({*refined})  # each at both weights, once
+    # content alone (weight 0) wins: reg and half_life do not matter, nothing is refined
+    calls.clear()
+    flat = coarse_to_fine({"reg": [10.0, 100.0], "dropout": [0.0], "half_life": [0.0, 10.0], "weight": [0.0, 1.0]},
+                          _scorer(lambda p: [0.5], calls), later="dropout", at="reg", refine=("reg", "half_life"),
+                          simplest="weight", relevant=lambda p: p if p["weight"] else {})
+    assert flat.chosen["weight"] == 0.0 and len(calls) == 1

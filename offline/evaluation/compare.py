@@ -19,7 +19,7 @@ from groundrec.offline.evaluation.systems import (CollabSystem, ContentSystem, I
                                                   MostPopular, RandomSystem, ScoreFusion, System, fused_vectors,
                                                   hybrid_system)
 from groundrec.offline.selection import Search, search
-from groundrec.offline.learn import narrowest, project
+from groundrec.offline.learn import choose_hybrid, narrowest, project
 from groundrec.shared.scoring.popularity import new_items
 from groundrec.shared.scoring.ranking import lift, top_k_matrix
 
@@ -275,9 +275,7 @@ class _Runner:
                             for p in points if model_of(p) == (reg, dropout, hl)})
             return [out[(*model_of(p), p["weight"])] for p in points]
 
-        found = search({"reg": grid.reg, "dropout": grid.dropout, "half_life": grid.half_life, "weight": grid.weight},
-                       score, simplest="weight", widenings=grid.widenings, relevant=lambda p: p if p["weight"] else {},
-                       limits={"dropout": (0.0, 1.0)}, section="tuning.collab")
+        found = choose_hybrid(grid, score, "tuning.collab")
         del content_scores
         best = found.chosen
         hl = best["half_life"] if best["weight"] else 0.0
