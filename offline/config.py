@@ -130,11 +130,12 @@ class CollabGrid(StrictModel):
                                       description="hybrid: added to the score of an item with no interaction in the "
                                                   "window (a new item, which the collaborative part cannot know), "
                                                   "chosen on validation after the rest (0: none)")
-    fresh_slots: list[int] = Field(default_factory=lambda: [0, 1, 2], min_length=1,
+    fresh_slots: list[int] = Field(default_factory=lambda: [1], min_length=1,
                                    description="hybrid: of each list, this many places kept for the best new items "
-                                               "(their content places them), chosen on validation after the lift "
-                                               "(the most whose recall is within one standard error of the best); a "
-                                               "request can set its own")
+                                               "(their content places them): an exposure policy, 1 by default; with "
+                                               "several values, chosen on validation after the lift (the most whose "
+                                               "recall is within one standard error of the best); a request can "
+                                               "set its own")
     refine: bool = Field(True, description="after the grid, try reg and half_life halfway (geometrically) to the "
                          "neighbours of the chosen values: two more fits and four more scoring passes")
     widenings: int = Field(2, ge=0, le=5, description="a reg or weight chosen on the edge of its grid: add the next "

@@ -28,7 +28,7 @@ from groundrec.shared.errors import UserError
 from groundrec.shared.scoring.collab import collab_queries, hybrid_queries, index_rows
 from groundrec.shared.scoring.popularity import counts_of_rows, new_items
 from groundrec.shared.scoring.profiles import latest, mean_profiles
-from groundrec.shared.scoring.ranking import lift, target_in_top_k, top_k_matrix
+from groundrec.shared.scoring.ranking import lift, target_in_top_k, target_in_top_k_of_blends, top_k_matrix
 
 K = 20
 CHUNK = 256  # validation users scored at a time
@@ -165,8 +165,9 @@ def _validation_hits(model: collab.CollabModel, content: np.ndarray, profiles: n
         cf = collab_queries(model.query, [latest(h) for h in held[part]], half_life) @ model.item.T
         hits["content"].append(_hits(content_part.copy(), held[part], targets[part]))
         hits["collaborative"].append(_hits(cf.copy(), held[part], targets[part]))
-        for weight in weights:
-            hits[weight].append(_hits(content_part + weight * cf, held[part], targets[part]))
+        for weight, hit in zip(weights, target_in_top_k_of_blends(content_part, cf, held[part], targets[part],
+                                                                 weights, K)):
+            hits[weight].append(hit)
     return {key: np.concatenate(value) for key, value in hits.items()}
 
 

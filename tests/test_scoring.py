@@ -15,6 +15,8 @@ from groundrec.shared.scoring.collab import Projection, collab_queries, hybrid_q
 from groundrec.shared.scoring.profiles import build_profile, mean_profile, mean_profiles, multi_interest, recency_weights
 
 VALUES = st.sampled_from([-np.inf, -1.0, 0.0, 0.25, 0.5, 1.0])  # few values: many ties
+# ties, and values whose sums round together in float32
+BLENDED = st.one_of(VALUES.filter(np.isfinite), st.floats(-100, 100, width=32), st.sampled_from([1e-7, 2e-7, 1 + 1e-7]))
 
 
 @settings(max_examples=300, deadline=None)
@@ -238,3 +240,30 @@ def test_top_k_matrix_with_places_for_new_items_holds_them_and_the_best_others(s
         others = [r for r in got if r not in set(new.tolist())]
         assert others == [r for r in best.tolist() if r not in set(new.tolist())][:len(others)]  # the best others
         assert [row[r] for r in got] == sorted((row[r] for r in got), reverse=True)  # score order
+
+
+@settings(max_examples=300, deadline=None)
+@given(arrays(np.float32, st.tuples(st.integers(1, 5), st.integers(2, 60)), elements=BLENDED),
+       arrays(np.float32, st.tuples(st.integers(1, 5), st.integers(2, 60)), elements=BLENDED),
+       st.lists(st.sampled_from([0.0, 0.01, 0.3, 1.0, 3.0, 100.0, 1e-30]), min_size=1, max_size=4), st.data())
+def test_target_in_top_k_of_blends_counts_as_the_full_blend(first, second, weights, data):
+    """The learn stage's per-weight count over the items near the target agrees with counting
+    over every item of ``first + w * second``, ties and rounding included."""
+    rows, n = min(len(first), len(second)), min(first.shape[1], second.shape[1])
+    first, second = first[:rows, :n].copy(), second[:rows, :n].copy()
+    targets = np.array(data.draw(st.lists(st.integers(0, n - 1), min_size=rows, max_size=rows)))
+    seen = [np.array(sorted(set(data.draw(st.lists(st.integers(0, n - 1), max_size=5))) - {t})) for t in targets]
+    k = data.draw(st.integers(1, n))
+    got = ranking.target_in_top_k_of_blends(first.copy(), second.copy(), seen, targets, weights, k)
+    for j, w in enumerate(weights):
+        assert got[j].tolist() == ranking.target_in_top_k(first + w * second, seen, targets, k).tolist(), w
+
+
+def test_a_blend_that_rounds_two_scores_together_breaks_the_tie_by_row():
+    # item 0 is below the target (item 1) on both parts, yet 1 + 0.01 x 100 and its neighbour
+    # round to one float32: the tie puts item 0 first, so the target is not the top 1
+    first = np.array([[1.0, np.nextafter(np.float32(1), np.float32(2))]], np.float32)
+    second = np.array([[100.0, np.nextafter(np.float32(100), np.float32(200))]], np.float32)
+    blended = first + 0.01 * second
+    assert blended[0, 0] == blended[0, 1] and not ranking.target_in_top_k(blended, [[]], np.array([1]), 1)[0]
+    assert ranking.target_in_top_k_of_blends(first, second, [[]], np.array([1]), [0.01], 1).tolist() == [[False]]

@@ -138,6 +138,35 @@ def target_in_top_k(scores: np.ndarray, seen: list, targets: np.ndarray, k: int)
     return ahead < k
 
 
+def target_in_top_k_of_blends(first: np.ndarray, second: np.ndarray, seen: list, targets: np.ndarray,
+                              weights: list[float], k: int) -> np.ndarray:
+    """``target_in_top_k(first + w * second, ...)`` for each weight w >= 0 of ``weights``
+    (float32 rows; one row of the result per weight), without a full pass per weight: an item
+    scored below the target on both parts can only tie it, never pass it, so each weight is
+    counted over the items at or above the target's score on one part at least (those within
+    float32 rounding of it included, so ties break as ``target_in_top_k`` breaks them); a user
+    with k items clearly above the target on both parts misses at every weight."""
+    if any(w < 0 for w in weights):
+        raise ValueError(f"blend weights must be >= 0, got {weights}")
+    rows = np.arange(len(targets))
+    eps = float(np.finfo(np.float32).eps)
+    # Rounding bound of (first + w * second) per row: scores within it may tie after rounding.
+    slack = 4 * eps * (np.abs(first).max(axis=1) + max(weights, default=0.0) * np.abs(second).max(axis=1))
+    exclude(first, seen)
+    exclude(second, seen)
+    at_first, at_second = first[rows, targets], second[rows, targets]
+    near = (first >= (at_first - slack)[:, None]) | (second >= at_second[:, None])
+    clearly_ahead = ((first > (at_first + slack)[:, None]) & (second >= at_second[:, None])).sum(axis=1)
+    hits = np.zeros((len(weights), len(targets)), bool)
+    for row in np.flatnonzero(clearly_ahead < k):
+        items = np.flatnonzero(near[row])
+        a, b, t = first[row, items], second[row, items], targets[row]
+        for j, w in enumerate(weights):
+            blended, at = a + w * b, at_first[row] + w * at_second[row]
+            hits[j, row] = (blended > at).sum() + ((blended == at) & (items < t)).sum() < k
+    return hits
+
+
 def at_most_per(ranked: list[tuple[int, float]], groups: list[np.ndarray], limits: list[int],
                 k: int) -> list[tuple[int, float]]:
     """The first ``k`` of ``ranked`` (best first) keeping, for each grouping, at most its limit
