@@ -69,6 +69,7 @@ def test_shipped_eval_configs_validate():
     ("collab.fresh_slots", [-1], "grid values must be >= 0"),
     ("collab.fresh_weight", [-0.5], "grid values must be >= 0"),
     ("thumbnails.max_side", 8, "max_side"),
+    ("collab.refine", "sometimes", "refine"),
 ])
 def test_bad_collab_and_thumbnail_settings_name_the_setting(key, value, words):
     with pytest.raises((ValidationError, ValueError), match=words.replace("[", r"\[").replace(")", r"\)")):
