@@ -1,10 +1,11 @@
 """Learn stage of the offline job: the collaborative part of a hybrid version.
 
 From the interactions (mapped onto the items being published) and the items' content
-embeddings: hold out each sampled user's last new item, choose the EASE regularisation and
-the hybrid weight on those users (recall@K of content alone, collaborative alone and the
-hybrid, all recorded; the smallest weight within one standard error of the best, 0 meaning
-content only), then the narrowest rank within ``rank_tolerance``, then whether the index can
+embeddings: hold out each sampled user's last new item, choose the collaborative model
+(EASE or DLAE, its regularisation, the query's half-life) and the hybrid weight on those
+users in the stages of ``choose_hybrid`` (recall@K of content alone, collaborative alone and
+the hybrid, all recorded; the smallest weight within one standard error of the best, 0
+meaning content only), then the narrowest rank within ``rank_tolerance``, then whether the index can
 be projected to the content's width within the same tolerance (``collab.Projection``), then
 refit on every interaction in the window. The hybrid score is exactly what the service
 computes: cosine of the mean content profile + weight x the collaborative score

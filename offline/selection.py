@@ -149,10 +149,11 @@ def coarse_to_fine(axes: dict[str, list], score: Callable[[list[dict]], list[np.
     """``search`` in stages, for an axis that multiplies the cost of another and for grids
     too coarse to land near the best value:
 
-    1. every axis but ``later``, which stays at its first value;
-    2. ``later``'s whole grid with ``at`` fixed at the value stage 1 chose (every other axis
-       searched again, from its values as widened so far; each stage has the widening budget): with ``later`` of n values and ``at`` of m, m + n - 1 values of the
-       pair are scored instead of m x n;
+    1. every axis but ``later``, which stays at its smallest value;
+    2. ``later``'s whole grid with ``at`` fixed at the value stage 1 chose, every other axis
+       searched again from its values as widened so far (each stage has the widening
+       budget): with ``later`` of n values and ``at`` of m, m + n - 1 values of the pair are
+       scored instead of m x n;
     3. for each axis of ``refine`` in turn (when ``relevant`` to the choice), the ``midpoints``
        between the chosen value and its neighbours, every other axis fixed at its choice
        except the rule's ``simplest``.
@@ -170,7 +171,7 @@ def coarse_to_fine(axes: dict[str, list], score: Callable[[list[dict]], list[np.
         known.update(zip((tuple(p[n] for n in names) for p in todo), score(todo) if todo else []))
         return [known[key] for key in keys]
 
-    found = [search({**axes, later: list(axes[later])[:1]}, cached, **rules)]
+    found = [search({**axes, later: _merged(axes[later])[:1]}, cached, **rules)]
     tried = lambda: {n: _merged(*(f.axes[n] for f in found)) for n in names}  # noqa: E731  (widenings included)
     if len(set(axes[later])) > 1:
         found.append(search({**tried(), later: list(axes[later]), at: [found[-1].chosen[at]]}, cached, **rules))
