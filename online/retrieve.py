@@ -247,7 +247,7 @@ class Retriever:
             return self._result(self._popular_items(q.k, seen, allowed, pick), q.with_fields, unknown, "popular")
         prior, slots = self._prior(q), self._slots(q)
         ranked = self.searcher.search(profile, q.k, seen, allowed, prior, pick)
-        if slots:
+        if slots and ranking.missing_new(ranked, slots, self.new_set):
             fresh = self.searcher.among(profile, slots, seen, allowed, prior, self.new_rows)
             ranked = ranking.reserve(ranked, fresh, q.k, slots, self.new_set)
         return self._result(ranked, q.with_fields, unknown, None, len(rows),
@@ -287,11 +287,10 @@ class Retriever:
                 ranking.exclude(scores, [seen for _, _, seen, *_ in chunk])
                 lists = ranking.top_k_rows(scores, [q.k for _, q, *_ in chunk])
                 slots = [self._slots(q) for _, q, *_ in chunk]
-                if any(slots):  # the best new items of each user, kept in its list (ranking.reserve)
-                    fresh = ranking.top_k_rows(np.ascontiguousarray(scores[:, self.new_rows]), slots)
-                    lists = [ranking.reserve(ranked, [(int(self.new_rows[c]), s) for c, s in best], q.k, n_slots,
-                                             self.new_set) if n_slots else ranked
-                             for ranked, best, n_slots, (_, q, *_) in zip(lists, fresh, slots, chunk)]
+                # The best new items of each user whose list holds too few, kept in it (ranking.reserve).
+                short = [r for r, ranked in enumerate(lists) if ranking.missing_new(ranked, slots[r], self.new_set)]
+                for r, fresh in zip(short, ranking.best_new(scores, short, self.new_rows, [slots[r] for r in short])):
+                    lists[r] = ranking.reserve(lists[r], fresh, chunk[r][1].k, slots[r], self.new_set)
                 for row, ranked in enumerate(lists):
                     n, q, _, unknown, n_known = chunk[row]
                     results[n] = self._result(ranked, q.with_fields, unknown, None, n_known)

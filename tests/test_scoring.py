@@ -239,6 +239,8 @@ def test_top_k_matrix_with_places_for_new_items_holds_them_and_the_best_others(s
         assert sum(r in set(new.tolist()) for r in got) >= min(slots, len(new))
         others = [r for r in got if r not in set(new.tolist())]
         assert others == [r for r in best.tolist() if r not in set(new.tolist())][:len(others)]  # the best others
+        held = [r for r in got if r in set(new.tolist())]
+        assert held == sorted(new.tolist(), key=lambda r: (-row[r], r))[:len(held)]  # and the best new items
         assert [row[r] for r in got] == sorted((row[r] for r in got), reverse=True)  # score order
 
 

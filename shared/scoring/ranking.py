@@ -97,13 +97,29 @@ def top_k_matrix(scores: np.ndarray, k: int, seen: list | None = None, new_rows:
     out = np.full((len(scores), k), -1, dtype=np.int64)
     lists = top_k_rows(scores, [k] * len(scores))
     if slots and new_rows is not None and len(new_rows):
-        fresh = [[(int(new_rows[c]), s) for c, s in best]
-                 for best in top_k_rows(np.ascontiguousarray(scores[:, new_rows]), [slots] * len(scores))]
         is_new = set(new_rows.tolist())
-        lists = [reserve(ranked, best, k, slots, is_new) for ranked, best in zip(lists, fresh)]
+        short = [r for r, ranked in enumerate(lists) if missing_new(ranked, slots, is_new)]
+        for r, best in zip(short, best_new(scores, short, new_rows, [slots] * len(short))):
+            lists[r] = reserve(lists[r], best, k, slots, is_new)
     for r, ranked in enumerate(lists):
         out[r, :len(ranked)] = [row for row, _ in ranked]
     return out
+
+
+def missing_new(ranked: list[tuple[int, float]], slots: int, is_new) -> int:
+    """How many more new items (rows in ``is_new``) a list needs to hold ``slots`` of them:
+    only such a list needs the best new items looked up (``reserve`` leaves the others as
+    they are), which keeps the lookup cheap when new items are most of a catalog."""
+    return max(slots - sum(row in is_new for row, _ in ranked), 0)
+
+
+def best_new(scores: np.ndarray, users: list[int], new_rows: np.ndarray, ks: list[int]) -> list[list[tuple[int, float]]]:
+    """For these rows of a (users x items) score matrix, the best ``ks`` new items each (item
+    rows and scores, best first): what ``reserve`` takes as ``fresh``."""
+    if not users:
+        return []
+    best = top_k_rows(np.ascontiguousarray(scores[np.ix_(users, new_rows)]), ks)
+    return [[(int(new_rows[c]), s) for c, s in pairs] for pairs in best]
 
 
 def reserve(ranked: list[tuple[int, float]], fresh: list[tuple[int, float]], k: int, slots: int,
@@ -114,8 +130,8 @@ def reserve(ranked: list[tuple[int, float]], fresh: list[tuple[int, float]], k: 
     the scores unchanged: a reserved share for the items the collaborative part cannot know,
     which their content places (the user sets it per request)."""
     out = list(ranked[:k])
-    missing = slots - sum(row in is_new for row, _ in out)
-    if missing <= 0:
+    missing = missing_new(out, slots, is_new)
+    if not missing:
         return out
     present = {row for row, _ in out}
     extra = [pair for pair in fresh if pair[0] not in present][:missing]
