@@ -70,14 +70,14 @@ class Retriever:
         # What explains a recommendation: the grounded fields, the embedded text, the catalog text.
         explain = {"text", *version.manifest.catalog_text_columns}
         self.field_columns = [c for c in version.items.column_names if c.startswith("vlm_") or c in explain]
-        self.searcher = IndexSearch(version, overfetch, exact_subset_max)
-        self.exact_t = self.searcher.exact_t  # a flat index's vectors, transposed: the batch path's product
         self.hybrid = version.collab_query is not None
         self.half_life = version.collab_half_life if self.hybrid else 0.0
         # New items (no interaction in the job's window) and the lift the job chose for them.
         fresh = (version.items.column(WINDOW_INTERACTIONS).to_numpy()
                  if self.hybrid and WINDOW_INTERACTIONS in version.items.column_names else None)
         self.new_rows = pop.new_items(fresh) if fresh is not None else None
+        self.searcher = IndexSearch(version, overfetch, exact_subset_max, self.new_rows)
+        self.exact_t = self.searcher.exact_t  # a flat index's vectors, transposed: the batch path's product
         self.fresh_weight = version.collab_fresh_weight if fresh is not None else 0.0
         self.fresh_slots = version.collab_fresh_slots if fresh is not None else 0
         self.new_set = set(self.new_rows.tolist()) if self.new_rows is not None else set()
@@ -246,10 +246,14 @@ class Retriever:
                 raise NoHistory(f"no known item in the history ({len(unknown)} unknown) and no text: nothing to rank by")
             return self._result(self._popular_items(q.k, seen, allowed, pick), q.with_fields, unknown, "popular")
         prior, slots = self._prior(q), self._slots(q)
-        ranked = self.searcher.search(profile, q.k, seen, allowed, prior, pick)
-        if slots and ranking.missing_new(ranked, slots, self.new_set):
-            fresh = self.searcher.among(profile, slots, seen, allowed, prior, self.new_rows)
+        if slots and self.exact_t is not None:  # one score vector for the list and the new items
+            ranked, fresh = self.searcher.exact_with_new(profile, q.k, slots, seen, allowed, prior, pick)
             ranked = ranking.reserve(ranked, fresh, q.k, slots, self.new_set)
+        else:
+            ranked = self.searcher.search(profile, q.k, seen, allowed, prior, pick)
+            if slots and ranking.missing_new(ranked, slots, self.new_set):
+                fresh = self.searcher.among(profile, slots, seen, allowed, prior)
+                ranked = ranking.reserve(ranked, fresh, q.k, slots, self.new_set)
         return self._result(ranked, q.with_fields, unknown, None, len(rows),
                             self._parts(q, rows, ranked) if q.explain else None)
 

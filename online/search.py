@@ -15,7 +15,8 @@ from groundrec.shared.scoring.collab import index_rows
 
 
 class IndexSearch:
-    def __init__(self, version: LoadedVersion, overfetch: int = 4, exact_subset_max: int = 20_000):
+    def __init__(self, version: LoadedVersion, overfetch: int = 4, exact_subset_max: int = 20_000,
+                 new_rows: np.ndarray | None = None):
         self.v = version
         self.overfetch = overfetch  # candidates per result when a prior or max_per reorders them
         self.exact_subset_max = exact_subset_max  # filters passing fewer items are scored exactly
@@ -29,6 +30,11 @@ class IndexSearch:
                                              .reshape(index.ntotal, index.d).T)
                         if isinstance(index, faiss.IndexFlat) and index.metric_type == faiss.METRIC_INNER_PRODUCT
                         else None)
+        # The new items (``among``) as an approximate index holds them, built once: for a
+        # projected hybrid that is a product per item, too dear to repeat on every request that
+        # keeps a place (a flat index scores them with every other item: ``exact_with_new``).
+        self.new_rows = new_rows if new_rows is not None else np.zeros(0, np.int64)
+        self.new_vectors = self._indexed(self.new_rows) if len(self.new_rows) and self.exact_t is None else None
 
     def search(self, profiles: np.ndarray, k: int, seen: set[int], allowed: np.ndarray | None,
                 prior: np.ndarray | None, pick=None) -> list[tuple[int, float]]:
@@ -56,11 +62,19 @@ class IndexSearch:
         return pick(ranked, k) if pick else ranked[:k]
 
     def among(self, profiles: np.ndarray, k: int, seen: set[int], allowed: np.ndarray | None,
-              prior: np.ndarray | None, rows: np.ndarray) -> list[tuple[int, float]]:
-        """The best ``k`` of these rows (the new items: usually few), scored exactly."""
+              prior: np.ndarray | None) -> list[tuple[int, float]]:
+        """The best ``k`` of the new items (those this search was built with), scored exactly."""
+        rows = self.new_rows
+        vectors = self.new_vectors if self.new_vectors is not None else self._indexed(rows)
+        scores = (vectors @ np.asarray(profiles, dtype=np.float32).T).max(axis=1)  # one per new item
+        if prior is not None:
+            scores = scores + prior[rows]  # as ``_top`` adds it
         if allowed is not None:
-            rows = rows[allowed[rows]]
-        return self._subset(profiles, k, seen, rows, prior) if len(rows) else []
+            scores[~allowed[rows]] = -np.inf
+        if seen:
+            scores[np.isin(rows, np.fromiter(seen, np.int64, len(seen)))] = -np.inf
+        # rows ascend, so ties broken by position are ties broken by row, as everywhere
+        return [(int(rows[at]), score) for at, score in ranking.top_k(scores, k)]
 
     def _exact(self, profiles: np.ndarray, k: int, seen: set[int], allowed: np.ndarray | None,
                       prior: np.ndarray | None, pick=None) -> list[tuple[int, float]]:
@@ -91,11 +105,27 @@ class IndexSearch:
         """Top-k rows of a full score vector (modified in place), ties broken by row; with
         ``pick`` (max_per, diversity: ``ranking.select``), the k it takes from a widening head
         of the ranking."""
+        return self._ranked(self._final(scores, seen, allowed, prior), k, pick)
+
+    def exact_with_new(self, profiles: np.ndarray, k: int, slots: int, seen: set[int], allowed: np.ndarray | None,
+                       prior: np.ndarray | None, pick=None) -> tuple[list[tuple[int, float]], list[tuple[int, float]]]:
+        """On a flat index, ``search`` and ``among`` (the best ``slots`` new items) from the one
+        score vector: every item is scored once for both."""
+        scores = self._final((np.asarray(profiles, dtype=np.float32) @ self.exact_t).max(axis=0), seen, allowed, prior)
+        fresh = [(int(self.new_rows[at]), s) for at, s in ranking.top_k(scores[self.new_rows], slots)]
+        return self._ranked(scores, k, pick), fresh
+
+    @staticmethod
+    def _final(scores: np.ndarray, seen: set[int], allowed: np.ndarray | None, prior: np.ndarray | None) -> np.ndarray:
+        """A full score vector as ranked: the prior added, filtered-out and seen items at -inf."""
         if prior is not None:
             scores = scores + prior
         if allowed is not None:
             scores = np.where(allowed, scores, -np.inf)
-        scores = ranking.exclude(scores, seen)
+        return ranking.exclude(scores, seen)
+
+    @staticmethod
+    def _ranked(scores: np.ndarray, k: int, pick=None) -> list[tuple[int, float]]:
         if not pick:
             return ranking.top_k(scores, k)
         wide = 4 * k

@@ -272,6 +272,34 @@ def test_a_selective_filter_on_a_graph_index_scores_hybrid_items_as_the_exact_in
     assert np.allclose([x.score for x in got.items], [x.score for x in want.items], atol=1e-5)
 
 
+def test_the_best_new_items_are_the_same_on_a_graph_index_and_the_flat_one(either):
+    """A kept place is filled from the new items scored exactly: on a flat index from the one
+    score vector of the request (``exact_with_new``), on a graph index from the new items'
+    vectors built once at load (``among``); both must be the vectors the index holds."""
+    import faiss
+
+    flat = load_version(either["art"])
+    graph = load_version(either["art"])
+    held = faiss.rev_swig_ptr(flat.index.get_xb(), flat.index.ntotal * flat.index.d).reshape(flat.index.ntotal, -1)
+    graph.index = faiss.IndexHNSWFlat(flat.index.d, 8, faiss.METRIC_INNER_PRODUCT)
+    graph.index.add(np.ascontiguousarray(held))
+    on_flat, on_graph = Retriever(flat, fallback="error"), Retriever(graph, fallback="error")
+    assert on_flat.exact_t is not None and on_graph.exact_t is None and len(on_graph.new_rows) >= 3
+    assert on_graph.searcher.new_vectors.shape == (len(on_graph.new_rows), flat.index.d)
+    found = []
+    for start in (0, 4, 8, 12):
+        history = list(flat.item_ids[start:start + 4])
+        profile, rows, _ = on_flat._profile(UserQuery(history=history, k=5))
+        prior = on_flat._prior(UserQuery(history=history, k=5, popularity_weight=0.3))
+        _, want = on_flat.searcher.exact_with_new(profile, 5, 3, set(rows), None, prior)
+        got = on_graph.searcher.among(profile, 3, set(rows), None, prior)
+        assert [r for r, _ in got] == [r for r, _ in want] and len(got) == min(3, len(set(on_flat.new_rows) - set(rows))), (len(on_flat.new_rows), rows)
+        assert np.allclose([s for _, s in got], [s for _, s in want], atol=1e-5)
+        assert all(r in on_flat.new_set and r not in rows for r, _ in got)
+        found.append(len(got))
+    assert max(found) >= 2  # an order among new items was compared, not a single one
+
+
 def test_weight_zero_publishes_content_only_and_keeps_what_was_tried(hybrid):
     """When validation picks weight 0 the hybrid scores as content alone: the version is
     content only (no collaborative files, an index as wide as the embeddings) and the
