@@ -247,7 +247,7 @@ class Retriever:
             return self._result(self._popular_items(q.k, seen, allowed, pick), q.with_fields, unknown, "popular")
         prior, slots = self._prior(q), self._slots(q)
         if slots and self.exact_t is not None:  # one score vector for the list and the new items
-            ranked, fresh = self.searcher.exact_with_new(profile, q.k, slots, seen, allowed, prior, pick)
+            ranked, fresh = self.searcher.exact_with_new(profile, q.k, slots, seen, allowed, prior, pick, self.new_set)
             ranked = ranking.reserve(ranked, fresh, q.k, slots, self.new_set)
         else:
             ranked = self.searcher.search(profile, q.k, seen, allowed, prior, pick)

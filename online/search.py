@@ -108,12 +108,16 @@ class IndexSearch:
         return self._ranked(self._final(scores, seen, allowed, prior), k, pick)
 
     def exact_with_new(self, profiles: np.ndarray, k: int, slots: int, seen: set[int], allowed: np.ndarray | None,
-                       prior: np.ndarray | None, pick=None) -> tuple[list[tuple[int, float]], list[tuple[int, float]]]:
+                       prior: np.ndarray | None, pick=None,
+                       is_new=()) -> tuple[list[tuple[int, float]], list[tuple[int, float]]]:
         """On a flat index, ``search`` and ``among`` (the best ``slots`` new items) from the one
-        score vector: every item is scored once for both."""
+        score vector: every item is scored once for both; the new items are ranked only when
+        the list holds fewer than ``slots`` of them (rows in ``is_new``)."""
         scores = self._final((np.asarray(profiles, dtype=np.float32) @ self.exact_t).max(axis=0), seen, allowed, prior)
-        fresh = [(int(self.new_rows[at]), s) for at, s in ranking.top_k(scores[self.new_rows], slots)]
-        return self._ranked(scores, k, pick), fresh
+        ranked = self._ranked(scores, k, pick)
+        if not ranking.missing_new(ranked, slots, is_new):
+            return ranked, []
+        return ranked, [(int(self.new_rows[at]), s) for at, s in ranking.top_k(scores[self.new_rows], slots)]
 
     @staticmethod
     def _final(scores: np.ndarray, seen: set[int], allowed: np.ndarray | None, prior: np.ndarray | None) -> np.ndarray:

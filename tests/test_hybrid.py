@@ -291,7 +291,7 @@ def test_the_best_new_items_are_the_same_on_a_graph_index_and_the_flat_one(eithe
         history = list(flat.item_ids[start:start + 4])
         profile, rows, _ = on_flat._profile(UserQuery(history=history, k=5))
         prior = on_flat._prior(UserQuery(history=history, k=5, popularity_weight=0.3))
-        _, want = on_flat.searcher.exact_with_new(profile, 5, 3, set(rows), None, prior)
+        _, want = on_flat.searcher.exact_with_new(profile, 5, 3, set(rows), None, prior)  # no is_new: always ranked
         got = on_graph.searcher.among(profile, 3, set(rows), None, prior)
         assert [r for r, _ in got] == [r for r, _ in want] and len(got) == min(3, len(set(on_flat.new_rows) - set(rows))), (len(on_flat.new_rows), rows)
         assert np.allclose([s for _, s in got], [s for _, s in want], atol=1e-5)
