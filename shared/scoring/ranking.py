@@ -118,7 +118,8 @@ def best_new(scores: np.ndarray, users: list[int], new_rows: np.ndarray, ks: lis
     rows and scores, best first): what ``reserve`` takes as ``fresh``."""
     if not users:
         return []
-    best = top_k_rows(np.ascontiguousarray(scores[np.ix_(users, new_rows)]), ks)
+    block = scores if len(users) == len(scores) else scores[users]  # usually every row: no copy
+    best = top_k_rows(block.take(new_rows, axis=1), ks)  # take: a fifth of the time of np.ix_
     return [[(int(new_rows[c]), s) for c, s in pairs] for pairs in best]
 
 
