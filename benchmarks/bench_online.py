@@ -5,7 +5,8 @@
   text       single-query latency: ONNX fp32 / int8 (onnxruntime) vs sentence-transformers
   batch      in-process, one compute thread (as the service runs): users one at a time vs
              recommend_batch in batches of --batch (default 32); identical top-K checked;
-             optionally another version (e.g. a hybrid) in the same alternating rounds, and
+             optionally another version (e.g. a hybrid) or the same one with request fields set
+             (e.g. a feature turned off) in the same alternating rounds, and
              optionally beside a thread that always wants the GIL (--gil-contender), as the
              service's busy event loop does
   serve-memory  memory of `groundrec serve` with a version loaded, process by process (RSS and PSS)
@@ -21,6 +22,7 @@ Usage:
   python benchmarks/bench_online.py text --artifacts DIR
   python benchmarks/bench_online.py batch --artifacts DIR --interactions FILE [--batch 32]
                                           [--compare-artifacts OTHER_DIR] [--gil-contender]
+                                          [--compare-request '{"fresh_slots": 0}']
   python benchmarks/bench_online.py serve-memory --artifacts DIR [--workers 2] [--compute thread]
   python benchmarks/bench_online.py ann [--kind both|hnsw|ivf] [--items 1000000]
   python benchmarks/bench_online.py gemm --artifacts DIR [--batches 1,8,16,32,64] [--compare-artifacts OTHER]
@@ -29,6 +31,7 @@ Usage:
 from __future__ import annotations
 
 import argparse
+import json
 import gc
 import os
 import sys
@@ -213,6 +216,12 @@ def batch(args) -> None:
         arms[path] = (Retriever(version, fallback="error"), queries)
         print(f"{path}: {len(queries)} users, {version.index.ntotal} items, index {version.manifest.index['factory']} "
               f"{version.index.d} wide, k={args.k}, batches of {args.batch}")
+    if args.compare_request:  # the same retriever, each request with these fields set (e.g. a feature off)
+        fields = json.loads(args.compare_request)
+        retriever, queries = arms[args.artifacts]
+        paths.append(f"{args.artifacts} with {fields}")
+        arms[paths[-1]] = (retriever, [q.model_copy(update=fields) for q in queries])
+        print(f"{paths[-1]}: the same retriever and users, each request with {fields}")
     gc.collect()
     gc.freeze()  # as the service does after loading a version: the collector skips it from then on
     modes = ["one at a time", f"batches of {args.batch}"]
@@ -241,9 +250,9 @@ def batch(args) -> None:
         print(f"batched / one at a time = {med[(path, modes[1])] / med[(path, modes[0])]:.1f}x; "
               f"top-{args.k} identical id for id for {same}/{len(single)} users, same score sequence (equal up to "
               f"the order of tied items) for {tied}/{len(single)}")
-    if len(paths) > 1:
+    for other in paths[1:]:
         for mode in modes:
-            print(f"{mode}: {paths[1]} at {med[(paths[1], mode)] / med[(paths[0], mode)]:.1%} of {paths[0]}'s rate")
+            print(f"{mode}: {other} at {med[(other, mode)] / med[(paths[0], mode)]:.1%} of {paths[0]}'s rate")
     if contender:
         contender.set()
 
@@ -375,6 +384,8 @@ def main() -> None:
     b.add_argument("--batch", type=int, default=32)
     b.add_argument("--repeats", type=int, default=3)
     b.add_argument("--compare-artifacts", help="a second version timed in the same alternating rounds")
+    b.add_argument("--compare-request", help="JSON fields set on every request of a second arm over the same "
+                                             "version, timed in the same rounds, e.g. '{\"fresh_slots\": 0}'")
     b.add_argument("--gil-contender", action="store_true", help="time it beside a thread that always wants the GIL, "
                    "as a busy event loop does in the service")
     m = sub.add_parser("serve-memory")
