@@ -28,25 +28,20 @@ def median_time(fn, repeats: int = 3) -> float:
 
 
 def _tree_rss_bytes(root_pid: int) -> int:
-    """RSS of a process and all its descendants, from /proc (Ray workers descend from the driver)."""
-    children: dict[int, list[int]] = {}
-    rss: dict[int, int] = {}
-    page = os.sysconf("SC_PAGE_SIZE")
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
+    """RSS of a process and all its descendants (Ray workers descend from the driver)."""
+    import psutil
+
+    total = 0
+    try:
+        root = psutil.Process(root_pid)
+        tree = [root, *root.children(recursive=True)]
+    except psutil.NoSuchProcess:
+        return 0
+    for proc in tree:
         try:
-            stat = Path(f"/proc/{entry}/stat").read_text()
-            ppid = int(stat.rsplit(")", 1)[1].split()[1])
-            rss[int(entry)] = int(Path(f"/proc/{entry}/statm").read_text().split()[1]) * page
-        except (OSError, IndexError, ValueError):
-            continue
-        children.setdefault(ppid, []).append(int(entry))
-    total, stack = 0, [root_pid]
-    while stack:
-        pid = stack.pop()
-        total += rss.get(pid, 0)
-        stack.extend(children.get(pid, []))
+            total += proc.memory_info().rss
+        except psutil.NoSuchProcess:  # exited while we read
+            pass
     return total
 
 

@@ -39,30 +39,22 @@ import httpx
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_http import LUA, _free_port, _wait_ready  # noqa: E402
 from common import _tree_rss_bytes  # noqa: E402
+import psutil  # noqa: E402
 
 from groundrec.online.loadtest import load_histories  # noqa: E402
 from groundrec.shared import artifact  # noqa: E402
 
 
 def _children(pid: int) -> list[int]:
-    out = []
-    for entry in os.listdir("/proc"):
-        if entry.isdigit():
-            try:
-                if int(Path(f"/proc/{entry}/stat").read_text().rsplit(")", 1)[1].split()[1]) == pid:
-                    out.append(int(entry))
-            except (OSError, IndexError, ValueError):
-                pass
-    return out
+    try:
+        return [c.pid for c in psutil.Process(pid).children()]
+    except psutil.NoSuchProcess:
+        return []
 
 
-def _cpu(pid: int) -> int:
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return int(fields[11]) + int(fields[12])
-
-
-def _rss(pid: int) -> int:
-    return int(Path(f"/proc/{pid}/statm").read_text().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+def _cpu(pid: int) -> float:
+    times = psutil.Process(pid).cpu_times()
+    return times.user + times.system
 
 
 def _compute_processes(server: int) -> list[int]:
@@ -72,10 +64,10 @@ def _compute_processes(server: int) -> list[int]:
     for pid in [server, *_children(server)]:
         for child in _children(pid):
             try:
-                cmd = Path(f"/proc/{child}/cmdline").read_bytes()
-            except OSError:
+                cmd = " ".join(psutil.Process(child).cmdline())
+            except psutil.NoSuchProcess:
                 continue
-            if b"spawn_main" in cmd and b"resource_tracker" not in cmd and not _children(child):
+            if "spawn_main" in cmd and "resource_tracker" not in cmd and not _children(child):
                 out.append(child)
     return out
 
@@ -220,11 +212,10 @@ def main() -> None:
                                         "-s", str(script), url], stdout=subprocess.PIPE, text=True, env=env)
                 started = time.time()
                 while wrk.poll() is None:
-                    for pid in [server.pid, *_children(server.pid),
-                                *[g for c in _children(server.pid) for g in _children(c)]]:
+                    for proc in [psutil.Process(server.pid), *psutil.Process(server.pid).children(recursive=True)]:
                         try:
-                            samples.setdefault(pid, []).append(_rss(pid))
-                        except OSError:
+                            samples.setdefault(proc.pid, []).append(proc.memory_info().rss)
+                        except psutil.NoSuchProcess:
                             pass
                     time.sleep(10)
                 out = wrk.communicate()[0]

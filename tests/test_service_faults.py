@@ -10,9 +10,9 @@ import subprocess
 import sys
 import threading
 import time
-from pathlib import Path
 
 import httpx
+import psutil
 import pytest
 
 from groundrec.online.client import Client
@@ -27,15 +27,7 @@ def published(tmp_path_factory, tiny_vlm):
 
 
 def _children(pid: int) -> list[int]:
-    out = []
-    for entry in os.listdir("/proc"):
-        if entry.isdigit():
-            try:
-                if int(Path(f"/proc/{entry}/stat").read_text().rsplit(")", 1)[1].split()[1]) == pid:
-                    out.append(int(entry))
-            except (OSError, IndexError, ValueError):
-                pass
-    return out
+    return [c.pid for c in psutil.Process(pid).children()]
 
 
 def test_killing_the_compute_process_under_load_costs_the_client_nothing(published):
