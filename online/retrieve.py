@@ -6,7 +6,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from functools import partial
-from itertools import islice
 from typing import Literal
 
 import numpy as np
@@ -20,7 +19,8 @@ from groundrec.shared.errors import UserError
 from groundrec.shared.scoring import popularity as pop
 from groundrec.shared.scoring import ranking
 from groundrec.shared.scoring.collab import collab_queries, hybrid_queries
-from groundrec.shared.scoring.profiles import MAX_HISTORY, build_profile, mean_profiles, unit
+from groundrec.shared.scoring.searcher import best_of
+from groundrec.shared.scoring.profiles import MAX_HISTORY, build_profile, latest, mean_profiles, unit
 
 BATCH_CHUNK = 256
 
@@ -66,7 +66,6 @@ class Retriever:
         self.max_history = max_history  # the profile uses the latest this many known items
         self.max_per = max_per or None  # a request's default: at most N items per value of a column
         self._groups: dict[str, np.ndarray] = {}  # column -> each row's group code (max_per)
-        self.set_popularity(popularity)
         # What explains a recommendation: the grounded fields, the embedded text, the catalog text.
         explain = {"text", *version.manifest.catalog_text_columns}
         self.field_columns = [c for c in version.items.column_names if c.startswith("vlm_") or c in explain]
@@ -77,23 +76,27 @@ class Retriever:
                  if self.hybrid and WINDOW_INTERACTIONS in version.items.column_names else None)
         self.new_rows = pop.new_items(fresh) if fresh is not None else None
         self.searcher = IndexSearch(version, overfetch, exact_subset_max, self.new_rows)
+        self.ranker = self.searcher.ranker  # the one searcher: every list is ranked by it
         self.exact_t = self.searcher.exact_t  # a flat index's vectors, transposed: the batch path's product
+        self.set_popularity(popularity)
         self.fresh_weight = version.collab_fresh_weight if fresh is not None else 0.0
         self.fresh_slots = version.collab_fresh_slots if fresh is not None else 0
-        self.new_set = set(self.new_rows.tolist()) if self.new_rows is not None else set()
         self.projected = version.project_query is not None
 
     def set_popularity(self, popularity: dict[str, float] | None) -> None:
         """Interactions per item id: the prior and the popular fallback (replaced whole, so a
         batch in flight reads the old or the new, never a mix)."""
-        counts = pop.counts_by_row(popularity, self.v.row_of, self.v.index.ntotal)
-        self.log_pop, self._popular = pop.log_prior(counts), pop.most_popular_first(counts)
+        self.ranker.set_counts(pop.counts_by_row(popularity, self.v.row_of, self.v.index.ntotal))
+
+    @property
+    def log_pop(self) -> np.ndarray:
+        return self.ranker.popularity.log_pop
 
     # --- building blocks -------------------------------------------------------------
     def _profile(self, q: UserQuery, text_vector: np.ndarray | None = None) -> tuple[np.ndarray | None, list[int], list[str]]:
         profile, rows, unknown = self._content_profile(q, text_vector)
         if profile is not None and self.hybrid:
-            profile = self._with_collab(profile, rows[-self.max_history:])
+            profile = self._with_collab(profile, latest(rows, self.max_history))
         return profile, rows, unknown
 
     def _content_profile(self, q: UserQuery, text_vector: np.ndarray | None = None):
@@ -109,10 +112,10 @@ class Retriever:
             ws.append(weight)
         profile = None
         if rows:
-            latest = slice(-self.max_history, None)
-            ts, ws = ts[latest], ws[latest]
+            ts, ws = latest(ts, self.max_history), latest(ws, self.max_history)
             timestamps = None if any(t is None for t in ts) else np.array(ts, dtype=np.float64)
-            profile = build_profile(np.asarray(self.v.vectors[rows[latest]]), q.strategy, timestamps, np.array(ws),
+            profile = build_profile(np.asarray(self.v.vectors[latest(rows, self.max_history)]), q.strategy,
+                                    timestamps, np.array(ws),
                                     self.half_life_days, self.n_interests)
         if q.text:
             t = self._encode([q.text]) if text_vector is None else text_vector[None, :]
@@ -128,10 +131,10 @@ class Retriever:
         picked = np.array([r for r, _ in ranked], dtype=np.intp)
         out = [{} for _ in ranked]
         if content is not None and len(picked):
-            for part, value in zip(out, (np.asarray(self.v.vectors[picked]) @ content.T).max(axis=1)):
+            for part, value in zip(out, best_of(np.asarray(self.v.vectors[picked]), content)):
                 part["content"] = float(value)
         if self.hybrid and rows and len(picked):
-            query = collab_queries(self.v.collab_query, [rows[-self.max_history:]], self.half_life)[0]
+            query = collab_queries(self.v.collab_query, [latest(rows, self.max_history)], self.half_life)[0]
             for part, value in zip(out, self.v.collab_weight * (self.v.collab_item[picked] @ query)):
                 part["collaborative"] = float(value)
         prior = self._prior(q)
@@ -166,7 +169,7 @@ class Retriever:
         if not found:
             return {}
         order = list(found)
-        used = [found[n][0][-self.max_history:] for n in order]
+        used = [latest(found[n][0], self.max_history) for n in order]
         profiles = mean_profiles(self.v.vectors, used)
         if self.hybrid:
             profiles = self._searched(profiles, collab_queries(self.v.collab_query, used, self.half_life))
@@ -188,7 +191,7 @@ class Retriever:
 
     def _slots(self, q: UserQuery) -> int:
         """The places kept for new items in this query's list: its own, else the version's."""
-        if not self.new_set:
+        if not self.ranker.is_new:
             return 0
         return min(q.k, self.fresh_slots if q.fresh_slots is None else q.fresh_slots)
 
@@ -213,18 +216,6 @@ class Retriever:
         groups, limits = [self._groups[c] for c in wanted or {}], list((wanted or {}).values())
         return partial(ranking.select, groups=groups, limits=limits, vectors=self.v.vectors, diversity=q.diversity)
 
-    def _popular_items(self, k: int, seen: set[int], allowed: np.ndarray | None, pick=None) -> list[tuple[int, float]]:
-        usable = ((int(i), float(self.log_pop[i])) for i in self._popular
-                  if i not in seen and (allowed is None or allowed[i]))
-        if pick:
-            return pick(list(islice(usable, 16 * k)), k)
-        out = []
-        for pair in usable:
-            out.append(pair)
-            if len(out) == k:
-                break
-        return out
-
     def _result(self, ranked: list[tuple[int, float]], with_fields: bool, unknown: list[str],
                 fallback: str | None, n_known: int = 0, parts: list[dict] | None = None) -> Result:
         recs = []
@@ -244,16 +235,8 @@ class Retriever:
         if profile is None:
             if self.fallback == "error":
                 raise NoHistory(f"no known item in the history ({len(unknown)} unknown) and no text: nothing to rank by")
-            return self._result(self._popular_items(q.k, seen, allowed, pick), q.with_fields, unknown, "popular")
-        prior, slots = self._prior(q), self._slots(q)
-        if slots and self.exact_t is not None:  # one score vector for the list and the new items
-            ranked, fresh = self.searcher.exact_with_new(profile, q.k, slots, seen, allowed, prior, pick, self.new_set)
-            ranked = ranking.reserve(ranked, fresh, q.k, slots, self.new_set)
-        else:
-            ranked = self.searcher.search(profile, q.k, seen, allowed, prior, pick)
-            if slots and ranking.missing_new(ranked, slots, self.new_set):
-                fresh = self.searcher.among(profile, slots, seen, allowed, prior)
-                ranked = ranking.reserve(ranked, fresh, q.k, slots, self.new_set)
+            return self._result(self.ranker.popular(q.k, seen, allowed, pick), q.with_fields, unknown, "popular")
+        ranked = self.searcher.search(profile, q.k, seen, allowed, self._prior(q), pick, self._slots(q))
         return self._result(ranked, q.with_fields, unknown, None, len(rows),
                             self._parts(q, rows, ranked) if q.explain else None)
 
@@ -288,13 +271,8 @@ class Retriever:
                 # The whole chunk in one operation each (not one per user: see top_k_rows).
                 ranking.add_prior(scores, [q.popularity_weight for _, q, *_ in chunk], self.log_pop)
                 ranking.lift(scores, [self._fresh(q) for _, q, *_ in chunk], self.new_rows)
-                ranking.exclude(scores, [seen for _, _, seen, *_ in chunk])
-                lists = ranking.top_k_rows(scores, [q.k for _, q, *_ in chunk])
-                slots = [self._slots(q) for _, q, *_ in chunk]
-                # The best new items of each user whose list holds too few, kept in it (ranking.reserve).
-                short = [r for r, ranked in enumerate(lists) if ranking.missing_new(ranked, slots[r], self.new_set)]
-                for r, fresh in zip(short, ranking.best_new(scores, short, self.new_rows, [slots[r] for r in short])):
-                    lists[r] = ranking.reserve(lists[r], fresh, chunk[r][1].k, slots[r], self.new_set)
+                lists = self.ranker.rank_rows(scores, [q.k for _, q, *_ in chunk], [seen for _, _, seen, *_ in chunk],
+                                              [self._slots(q) for _, q, *_ in chunk])
                 for row, ranked in enumerate(lists):
                     n, q, _, unknown, n_known = chunk[row]
                     results[n] = self._result(ranked, q.with_fields, unknown, None, n_known)
@@ -302,12 +280,10 @@ class Retriever:
             priors = [self._prior(q) for _, q, *_ in meta]
             width = max((q.k * (self.searcher.overfetch if prior is not None else 1)) + len(seen)
                         for (_, q, seen, *_), prior in zip(meta, priors))
-            scores, idx = self.v.index.search(np.asarray(batch, dtype=np.float32), min(width, self.v.index.ntotal))
+            scores, idx = self.searcher.candidates(np.asarray(batch, dtype=np.float32), min(width, self.v.index.ntotal))
             for (n, q, seen, unknown, n_known), s_row, i_row, prior in zip(meta, scores, idx, priors):
-                ranked = [(int(i), float(s) + (float(prior[i]) if prior is not None else 0.0))
-                          for s, i in zip(s_row, i_row) if i >= 0 and i not in seen]
-                ranked.sort(key=lambda p: (-p[1], p[0]))
-                results[n] = self._result(ranked[:q.k], q.with_fields, unknown, None, n_known)
+                ranked = self.ranker.merge(s_row[None, :], i_row[None, :], q.k, seen, prior)
+                results[n] = self._result(ranked, q.with_fields, unknown, None, n_known)
         return results  # type: ignore[return-value]
 
     def search(self, text: str, k: int = 10, filters: dict | None = None, with_fields: bool = False) -> Result:

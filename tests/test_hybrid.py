@@ -274,7 +274,7 @@ def test_a_selective_filter_on_a_graph_index_scores_hybrid_items_as_the_exact_in
 
 def test_the_best_new_items_are_the_same_on_a_graph_index_and_the_flat_one(either):
     """A kept place is filled from the new items scored exactly: on a flat index from the one
-    score vector of the request (``exact_with_new``), on a graph index from the new items'
+    score vector of the request (``Searcher.rank``), on a graph index from the new items'
     vectors built once at load (``among``); both must be the vectors the index holds."""
     import faiss
 
@@ -291,11 +291,13 @@ def test_the_best_new_items_are_the_same_on_a_graph_index_and_the_flat_one(eithe
         history = list(flat.item_ids[start:start + 4])
         profile, rows, _ = on_flat._profile(UserQuery(history=history, k=5))
         prior = on_flat._prior(UserQuery(history=history, k=5, popularity_weight=0.3))
-        _, want = on_flat.searcher.exact_with_new(profile, 5, 3, set(rows), None, prior)  # no is_new: always ranked
+        r = on_flat.ranker
+        scores = r.final(r.scores_of(profile), set(rows), None, prior)
+        want = r.best_new(scores[None, :], [0], [3])[0]  # what ``rank`` fills a flat index's places from
         got = on_graph.searcher.among(profile, 3, set(rows), None, prior)
         assert [r for r, _ in got] == [r for r, _ in want] and len(got) == min(3, len(set(on_flat.new_rows) - set(rows))), (len(on_flat.new_rows), rows)
         assert np.allclose([s for _, s in got], [s for _, s in want], atol=1e-5)
-        assert all(r in on_flat.new_set and r not in rows for r, _ in got)
+        assert all(r in on_flat.ranker.is_new and r not in rows for r, _ in got)
         found.append(len(got))
     assert max(found) >= 2  # an order among new items was compared, not a single one
 

@@ -18,6 +18,7 @@ from groundrec.shared.scoring import popularity as pop
 from groundrec.shared.scoring import ranking
 from groundrec.shared.scoring.collab import collab_queries
 from groundrec.shared.scoring.profiles import MAX_HISTORY, build_profile, latest, unit
+from groundrec.shared.scoring.searcher import Searcher, best_of
 
 if TYPE_CHECKING:
     from groundrec.offline.collab import CollabModel, Projection
@@ -36,7 +37,7 @@ class System:
 
     def top(self, scores: np.ndarray, k: int, seen: list) -> np.ndarray:
         """The top-k rows of each user's scores (seen excluded, in place), as the service ranks."""
-        return ranking.top_k_matrix(scores, k, seen)
+        return Searcher(scores.shape[1]).top_matrix(scores, k, seen)
 
 
 class RandomSystem(System):
@@ -112,7 +113,7 @@ class ContentSystem(System):
         keep = self.has_vector[hist]
         if not keep.any():
             return None
-        hist, ts = hist[keep][-self.max_history:], ts[keep][-self.max_history:]
+        hist, ts = latest(hist[keep], self.max_history), latest(ts[keep], self.max_history)
         return build_profile(self.vectors[hist], self.strategy, ts, np.ones(len(hist)),
                              self.half_life_days, self.n_interests)
 
@@ -125,12 +126,21 @@ class ContentSystem(System):
             out[idx] = np.stack([profiles[i][0] for i in idx]) @ self.scored.T
         for i, p in enumerate(profiles):
             if p is None:
-                out[i] = self.log_pop * 1e3  # popularity fallback, ranked above any cosine
+                out[i] = self.log_pop * 1e3  # by popularity (validation); ``top`` gives the service's fallback
             elif len(p) > 1:  # several interests: best cosine over the centroids
-                out[i] = (self.scored @ p.T).max(axis=1)
+                out[i] = best_of(self.scored, p)
         ranking.add_prior(out, [self.popularity_weight] * len(out), self.log_pop)
         out[:, ~self.has_vector] = -np.inf
         return out
+
+    def no_profile(self, histories: list[np.ndarray]) -> list[int]:
+        """The users whose history has no item with a vector: ``scores`` ranks them by
+        popularity, and their lists are the service's popular fallback (``top``)."""
+        return [i for i, h in enumerate(histories) if not self.has_vector[h].any()]
+
+    def top(self, scores, k, seen):
+        return Searcher(len(self.vectors), counts=self.popularity).top_matrix(scores, k, seen,
+                                                                              no_profile=self.no_profile(seen))
 
 
 def fused_vectors(text: np.ndarray, visual: np.ndarray) -> np.ndarray:
@@ -157,6 +167,9 @@ class ScoreFusion(System):
     def scores(self, histories, history_ts):
         a, b = self.text.scores(histories, history_ts), self.visual.scores(histories, history_ts)
         return self.text_weight * a + (1 - self.text_weight) * b
+
+    def top(self, scores, k, seen):
+        return self.text.top(scores, k, seen)
 
 
 @dataclass
@@ -193,9 +206,11 @@ class CollabSystem(System):
         return not (self.fresh_slots and self.content is not None)
 
     def top(self, scores, k, seen):
-        if not self.fresh_slots or self.content is None:
+        if self.content is None:
             return super().top(scores, k, seen)
-        return ranking.top_k_matrix(scores, k, seen, pop.new_items(self.content.popularity), self.fresh_slots)
+        popularity = self.content.popularity
+        return Searcher(len(popularity), pop.new_items(popularity) if self.fresh_slots else None,
+                        counts=popularity).top_matrix(scores, k, seen, self.fresh_slots, self.content.no_profile(seen))
 
 
 def hybrid_system(name: str, representation: str, content: ContentSystem, model: "CollabModel", weight: float,

@@ -88,22 +88,10 @@ def top_k_rows(scores: np.ndarray, ks: list[int]) -> list[list[tuple[int, float]
 
 def top_k_matrix(scores: np.ndarray, k: int, seen: list | None = None, new_rows: np.ndarray | None = None,
                  slots: int = 0) -> np.ndarray:
-    """``top_k_rows`` as an int array (users x min(k, items)) of item rows, padded with -1
-    where a row has fewer finite scores; ``seen`` rows are excluded first (in place). With
-    ``slots``, each list keeps that many of ``new_rows`` (``reserve``)."""
-    if seen is not None:
-        exclude(scores, seen)
-    k = min(k, scores.shape[1])
-    out = np.full((len(scores), k), -1, dtype=np.int64)
-    lists = top_k_rows(scores, [k] * len(scores))
-    if slots and new_rows is not None and len(new_rows):
-        is_new = set(new_rows.tolist())
-        short = [r for r, ranked in enumerate(lists) if missing_new(ranked, slots, is_new)]
-        for r, best in zip(short, best_new(scores, short, new_rows, [slots] * len(short))):
-            lists[r] = reserve(lists[r], best, k, slots, is_new)
-    for r, ranked in enumerate(lists):
-        out[r, :len(ranked)] = [row for row, _ in ranked]
-    return out
+    """``searcher.Searcher.top_matrix`` (kept for callers not yet moved to the searcher)."""
+    from groundrec.shared.scoring.searcher import Searcher
+
+    return Searcher(scores.shape[1], new_rows).top_matrix(scores, k, seen, slots)
 
 
 def missing_new(ranked: list[tuple[int, float]], slots: int, is_new) -> int:

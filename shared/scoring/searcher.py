@@ -1,0 +1,173 @@
+"""One searcher owns ranking: every way a list is made from scores is a method here, on
+arrays only (no index library), so the service and ``groundrec eval`` rank with the same code.
+
+A list is made in one order: the prior added, filtered-out and seen items at -inf
+(``final``), the best k taken with ties to the lower row (``take``, through ``pick`` when
+max_per or diversity asks for more than the best k), then the places kept for new items
+(``keep_places``). The ways in:
+
+- ``rank``: one query's full score vector (an exact search);
+- ``rank_rows``: a (users x items) score matrix (a batch, and eval's lists);
+- ``merge``: candidates from an approximate index (one row per profile: several interests are
+  merged, best score per item);
+- ``popular``: the fallback when a history gives nothing to rank by.
+
+``best_of`` is the score of an item for a profile of several rows (multi-interest): its best
+row. The index's own search (FAISS) stays with the online tier, which hands its arrays here.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from itertools import islice
+
+import numpy as np
+
+from groundrec.shared.scoring import popularity as pop
+from groundrec.shared.scoring import ranking
+
+Ranked = list[tuple[int, float]]
+
+
+def best_of(vectors: np.ndarray, profiles: np.ndarray) -> np.ndarray:
+    """Each item's score for a profile of one or several rows: its best cosine over the rows
+    (items x dim against rows x dim, one score per item)."""
+    return (vectors @ np.asarray(profiles, dtype=np.float32).T).max(axis=1)
+
+
+@dataclass(frozen=True)
+class Popularity:
+    """A catalog's popularity as ranking reads it, replaced whole (a batch in flight reads the
+    old or the new, never a mix): ``log_pop`` for the prior, ``order`` for the fallback."""
+
+    log_pop: np.ndarray
+    order: np.ndarray  # item rows, most popular first, ties to the lower row
+
+    @classmethod
+    def of(cls, counts: np.ndarray) -> "Popularity":
+        return cls(pop.log_prior(counts), pop.most_popular_first(counts))
+
+
+class Searcher:
+    """Ranking over one catalog of ``n_items`` rows. ``new_rows``: the items a hybrid keeps
+    places for (no interaction in its window); ``items_t``: every item's vector as searched,
+    transposed (dim x items, contiguous), when profiles are scored exactly against all items."""
+
+    def __init__(self, n_items: int, new_rows: np.ndarray | None = None, items_t: np.ndarray | None = None,
+                 counts: np.ndarray | None = None):
+        self.n_items = n_items
+        self.new_rows = new_rows if new_rows is not None else np.zeros(0, np.int64)
+        self.is_new = frozenset(self.new_rows.tolist())
+        self.items_t = items_t
+        self.popularity = Popularity.of(counts if counts is not None else np.zeros(n_items))
+
+    def set_counts(self, counts: np.ndarray) -> None:
+        self.popularity = Popularity.of(counts)
+
+    # --- scores ----------------------------------------------------------------------
+    def scores_of(self, profiles: np.ndarray) -> np.ndarray:
+        """Every item's score for a profile (best over its rows), from ``items_t``."""
+        return (np.asarray(profiles, dtype=np.float32) @ self.items_t).max(axis=0)
+
+    @staticmethod
+    def final(scores: np.ndarray, seen, allowed: np.ndarray | None = None,
+              prior: np.ndarray | None = None) -> np.ndarray:
+        """A full score vector as ranked: the prior added, filtered-out and seen items at -inf."""
+        if prior is not None:
+            scores = scores + prior
+        if allowed is not None:
+            scores = np.where(allowed, scores, -np.inf)
+        return ranking.exclude(scores, seen)
+
+    @staticmethod
+    def take(scores: np.ndarray, k: int, pick=None) -> Ranked:
+        """The best ``k`` of a final score vector; with ``pick`` (``ranking.select``: max_per,
+        diversity) the k it takes from a widening head of the ranking."""
+        if not pick:
+            return ranking.top_k(scores, k)
+        wide = 4 * k
+        while True:
+            head = ranking.top_k(scores, wide)
+            picked = pick(head, k)
+            if len(picked) == k or len(head) < wide:
+                return picked
+            wide *= 4
+
+    # --- places kept for new items ------------------------------------------------------
+    def needs_new(self, ranked: Ranked, slots: int) -> int:
+        """How many new items this list lacks for ``slots`` places (0: leave it as it is)."""
+        return ranking.missing_new(ranked, slots, self.is_new) if slots else 0
+
+    def keep_places(self, ranked: Ranked, fresh: Ranked, k: int, slots: int) -> Ranked:
+        """``ranked`` holding ``slots`` of the new items when there are that many, the best of
+        ``fresh`` (the new items ranked, best first) in the places of its lowest others."""
+        return ranking.reserve(ranked, fresh, k, slots, self.is_new)
+
+    def best_new(self, scores: np.ndarray, users: list[int], ks: list[int]) -> list[Ranked]:
+        """For these rows of a final (users x items) score matrix, the best ``ks`` new items."""
+        return ranking.best_new(scores, users, self.new_rows, ks)
+
+    # --- the ways a list is made -------------------------------------------------------------
+    def rank(self, scores: np.ndarray, k: int, seen, allowed: np.ndarray | None = None,
+             prior: np.ndarray | None = None, pick=None, slots: int = 0) -> Ranked:
+        """One query's list from its full score vector; the new items for its places come from
+        the same vector, ranked only when the list holds too few."""
+        scores = self.final(scores, seen, allowed, prior)
+        ranked = self.take(scores, k, pick)
+        if not self.needs_new(ranked, slots):
+            return ranked
+        return self.keep_places(ranked, self.best_new(scores[None, :], [0], [slots])[0], k, slots)
+
+    def rank_rows(self, scores: np.ndarray, ks: list[int], seen: list | None = None,
+                  slots: list[int] | None = None) -> list[Ranked]:
+        """Each row's list from a (users x items) matrix (the prior already in it; seen items
+        excluded here, in place), with its places for new items: the whole batch in a fixed
+        handful of array operations (``ranking.top_k_rows``)."""
+        if seen is not None:
+            ranking.exclude(scores, seen)
+        lists = ranking.top_k_rows(scores, ks)
+        if slots is None or not self.is_new:
+            return lists
+        short = [r for r, ranked in enumerate(lists) if self.needs_new(ranked, slots[r])]
+        for r, fresh in zip(short, self.best_new(scores, short, [slots[r] for r in short])):
+            lists[r] = self.keep_places(lists[r], fresh, ks[r], slots[r])
+        return lists
+
+    def top_matrix(self, scores: np.ndarray, k: int, seen: list | None = None, slots: int = 0,
+                   no_profile: list[int] = ()) -> np.ndarray:
+        """``rank_rows`` with one k for every row, as an int array (users x min(k, items)) of
+        item rows padded with -1 where a row has fewer finite scores. The rows ``no_profile``
+        (users with nothing to rank by) get the ``popular`` fallback, as the service gives it."""
+        k = min(k, scores.shape[1])
+        lists = self.rank_rows(scores, [k] * len(scores), seen, [slots] * len(scores) if slots else None)
+        for r in no_profile:
+            lists[r] = self.popular(k, set(np.asarray(seen[r]).tolist()) if seen is not None else set())
+        out = np.full((len(scores), k), -1, dtype=np.int64)
+        for r, ranked in enumerate(lists):
+            out[r, :len(ranked)] = [row for row, _ in ranked]
+        return out
+
+    @staticmethod
+    def merge(scores: np.ndarray, ids: np.ndarray, k: int, seen, prior: np.ndarray | None = None,
+              pick=None) -> Ranked:
+        """A list from an approximate index's candidates (one row of ``scores``/``ids`` per
+        profile row, -1 for none): seen items dropped, the prior added, several rows merged
+        with the best score per item, ties to the lower row."""
+        best: dict[int, float] = {}
+        for s_row, i_row in zip(scores, ids):
+            for s, i in zip(s_row, i_row):
+                if i >= 0 and i not in seen:
+                    s = float(s) + (float(prior[i]) if prior is not None else 0.0)
+                    if s > best.get(i, -np.inf):
+                        best[int(i)] = s
+        ranked = sorted(best.items(), key=lambda p: (-p[1], p[0]))
+        return pick(ranked, k) if pick else ranked[:k]
+
+    def popular(self, k: int, seen, allowed: np.ndarray | None = None, pick=None) -> Ranked:
+        """The fallback when there is nothing to rank by: the most popular items not seen and
+        allowed, scored by their log count."""
+        p = self.popularity
+        usable = ((int(i), float(p.log_pop[i])) for i in p.order if i not in seen and (allowed is None or allowed[i]))
+        if pick:
+            return pick(list(islice(usable, 16 * k)), k)
+        return list(islice(usable, k))

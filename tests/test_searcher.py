@@ -1,0 +1,125 @@
+"""The one searcher (shared/scoring/searcher.py) against a naive reference: a Python sort of
+(item, score) pairs by score descending, then by item row."""
+
+from __future__ import annotations
+
+import numpy as np
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from groundrec.shared.scoring import ranking
+from groundrec.shared.scoring.searcher import Searcher, best_of
+
+
+def naive(scores, k, seen=(), allowed=None, prior=None):
+    """The reference ranking: every finite, unseen, allowed item, best first, ties to the lower row."""
+    pairs = []
+    for row, s in enumerate(scores):
+        s = float(np.float32(s) + (np.float32(prior[row]) if prior is not None else np.float32(0)))
+        if row in seen or (allowed is not None and not allowed[row]) or not np.isfinite(s):
+            continue
+        pairs.append((row, s))
+    return sorted(pairs, key=lambda p: (-p[1], p[0]))[:k]
+
+
+def naive_places(ranked_all, k, slots, new):
+    """The reference for kept places: the best k, then the best new items not in it replace its
+    lowest others until it holds ``slots`` new items (or no new item is left)."""
+    top = ranked_all[:k]
+    have = sum(r in new for r, _ in top)
+    extra = [p for p in ranked_all[k:] if p[0] in new][:max(slots - have, 0)]
+    others = [p for p in top if p[0] not in new]
+    keep_new = [p for p in top if p[0] in new]
+    drop = max(len(top) + len(extra) - k, 0)
+    kept_others = others[:max(len(others) - drop, 0)]
+    return sorted(keep_new + kept_others + extra, key=lambda p: (-p[1], p[0]))[:k]
+
+
+# Scores on a coarse grid so that ties are frequent.
+scores_st = st.lists(st.integers(-4, 4), min_size=1, max_size=30).map(lambda v: np.array(v, np.float32) / 4)
+row12 = st.lists(st.integers(-4, 4), min_size=12, max_size=12).map(lambda v: np.array(v, np.float32) / 4)
+
+
+def test_ties_go_to_the_lower_row_untied_and_tied():
+    s = Searcher(4)
+    assert [r for r, _ in s.rank(np.array([0.1, 0.9, 0.5, 0.7], np.float32), 3, set())] == [1, 3, 2]
+    tied = np.array([0.5, 0.9, 0.5, 0.5], np.float32)
+    assert [r for r, _ in s.rank(tied, 3, set())] == [1, 0, 2]  # of three tied items, the two lowest rows
+    assert [r for r, _ in s.rank(tied.copy(), 3, {0})] == [1, 2, 3]
+    matrix = np.stack([tied, tied[::-1].copy()])
+    assert s.top_matrix(matrix, 2).tolist() == [[1, 0], [2, 0]]
+
+
+@settings(max_examples=200, deadline=None)
+@given(scores_st, st.integers(1, 8), st.sets(st.integers(0, 29), max_size=5), st.booleans(), st.booleans())
+def test_rank_is_the_naive_ranking(scores, k, seen, filtered, with_prior):
+    n = len(scores)
+    seen = {r for r in seen if r < n}
+    allowed = (np.arange(n) % 3 != 1) if filtered else None
+    prior = (np.arange(n, dtype=np.float32) % 2) / 8 if with_prior else None
+    got = Searcher(n).rank(scores.copy(), k, seen, allowed, prior)
+    assert got == naive(scores, k, seen, allowed, prior)
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(row12, min_size=1, max_size=5), st.integers(1, 6),
+       st.integers(0, 3))
+def test_rank_rows_is_the_naive_ranking_with_places(rows, k, slots):
+    scores = np.stack(rows)
+    new = np.array([2, 5, 7, 11])
+    seen = [{(i * 5) % 12} for i in range(len(rows))]
+    lists = Searcher(12, new).rank_rows(scores.copy(), [k] * len(rows), seen, [slots] * len(rows))
+    for i, got in enumerate(lists):
+        want = naive(scores[i], 12, seen[i])
+        assert got == (naive_places(want, k, slots, set(new.tolist())) if slots else want[:k])
+
+
+@settings(max_examples=100, deadline=None)
+@given(row12, st.integers(1, 6), st.integers(0, 3))
+def test_one_query_keeps_the_same_places_as_a_batch(scores, k, slots):
+    new = np.array([0, 3, 4, 9])
+    searcher = Searcher(12, new)
+    want = naive_places(naive(scores, 12, {1}), k, slots, set(new.tolist())) if slots else naive(scores, k, {1})
+    assert searcher.rank(scores.copy(), k, {1}, slots=slots) == want
+
+
+def test_merge_takes_the_best_score_per_item_over_the_profile_rows():
+    scores = np.array([[0.9, 0.5, 0.4], [0.8, 0.7, 0.1]], np.float32)
+    ids = np.array([[3, 1, 0], [1, 2, -1]])
+    prior = np.array([0.0, 0.0, 0.25, 0.0], np.float32)
+    got = Searcher.merge(scores, ids, 3, {0}, prior)
+    assert [r for r, _ in got] == [2, 3, 1]  # 2: 0.7 + 0.25; item 1's best is 0.8 from the second row
+    assert np.allclose([s for _, s in got], [0.95, 0.9, 0.8])
+    assert Searcher.merge(scores, ids, 2, set()) == [(3, float(np.float32(0.9))), (1, float(np.float32(0.8)))]
+
+
+def test_popular_fallback_by_count_unseen_allowed_ties_to_lower_row():
+    s = Searcher(5, counts=np.array([3.0, 7.0, 3.0, 0.0, 7.0]))
+    assert [r for r, _ in s.popular(4, set())] == [1, 4, 0, 2]
+    assert [r for r, _ in s.popular(3, {4}, allowed=np.array([True, True, False, True, True]))] == [1, 0, 3]
+    assert s.popular(1, set())[0][1] == float(np.log1p(np.float32(7.0)))
+    s.set_counts(np.array([0.0, 0.0, 0.0, 9.0, 0.0]))
+    assert [r for r, _ in s.popular(2, set())] == [3, 0]
+
+
+def test_top_matrix_gives_users_without_a_profile_the_popular_list():
+    s = Searcher(4, counts=np.array([1.0, 5.0, 2.0, 0.0]))
+    scores = np.array([[0.1, 0.2, 0.3, 0.4], [9.0, 0.0, 0.0, 0.0]], np.float32)
+    assert s.top_matrix(scores.copy(), 2, [np.array([3]), np.array([1])]).tolist() == [[2, 1], [0, 2]]
+    assert s.top_matrix(scores.copy(), 2, [np.array([3]), np.array([1])], no_profile=[1]).tolist() == [[2, 1], [2, 0]]
+    assert s.top_matrix(scores.copy(), 3, [np.array([3]), np.array([0])], no_profile=[1]).tolist() == [[2, 1, 0], [1, 2, 3]]
+
+
+def test_best_of_is_the_best_row_of_a_multi_interest_profile():
+    vectors = np.array([[1, 0], [0, 1], [0.6, 0.8]], np.float32)
+    profiles = np.array([[1, 0], [0, 1]], np.float32)
+    assert best_of(vectors, profiles).tolist() == [1.0, 1.0, np.float32(0.8)]
+    s = Searcher(3, items_t=np.ascontiguousarray(vectors.T))
+    assert np.array_equal(s.scores_of(profiles), best_of(vectors, profiles))
+
+
+def test_take_with_a_pick_widens_until_it_has_k():
+    scores = np.array([0.9, 0.8, 0.7, 0.6, 0.5, 0.4, 0.3, 0.2, 0.1], np.float32)
+    groups = [np.array([0, 0, 0, 0, 0, 0, 0, 0, 1])]  # the second group's only item is last
+    got = Searcher.take(scores, 2, lambda ranked, k: ranking.at_most_per(ranked, groups, [1], k))
+    assert [r for r, _ in got] == [0, 8]
