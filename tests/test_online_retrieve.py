@@ -35,12 +35,21 @@ CIRCLE = _angles(range(0, 100, 10))
 
 def test_top_k_excludes_seen_and_still_returns_k():
     r = Retriever(_version(CIRCLE))
-    res = r.recommend(UserQuery(history=["i4", "i5"], k=3))  # profile at 45°
-    assert [x.item_id for x in res.items][:1] in (["i3"], ["i6"])
-    assert {x.item_id for x in res.items} == {"i3", "i6", "i2"} or {x.item_id for x in res.items} == {"i3", "i6", "i7"}
-    assert len(res.items) == 3 and not ({"i4", "i5"} & {x.item_id for x in res.items})
+    res = r.recommend(UserQuery(history=["i0", "i1"], k=3))  # profile at 5°: i2 (15° away), i3, i4
+    assert [x.item_id for x in res.items] == ["i2", "i3", "i4"]
     kept = r.recommend(UserQuery(history=["i4", "i5"], k=2, exclude_seen=False))
     assert {x.item_id for x in kept.items} == {"i4", "i5"}
+
+
+def test_ties_go_to_the_lower_row_single_and_batched():
+    # i10 is i3 again: every profile scores the two exactly alike, so only the tie rule orders them.
+    r = Retriever(_version(np.concatenate([CIRCLE, CIRCLE[3:4]])))
+    for q in (UserQuery(history=["i0"], k=4), UserQuery(history=["i9"], k=7)):
+        single = [x.item_id for x in r.recommend(q).items]
+        batched = [x.item_id for x in r.recommend_batch([q, UserQuery(history=["i5"], k=2)])[0].items]
+        assert single == batched
+        assert single.index("i3") + 1 == single.index("i10")  # tied: the lower row first, side by side
+    assert [x.item_id for x in r.recommend(UserQuery(history=["i0"], k=4)).items] == ["i1", "i2", "i3", "i10"]
 
 
 def test_unknown_ids_reported_and_fallbacks():
@@ -75,16 +84,28 @@ def test_popularity_prior_reorders_by_hand_computed_score():
     assert blended.items[0].score == pytest.approx(math.cos(math.radians(30)) + 0.1 * math.log(101), abs=1e-5)
 
 
-def test_batch_equals_one_by_one():
+def _naive(vectors, history, k, log_pop=None, weight=0.0):
+    """The reference answer: the mean of the history's vectors, cosine to every unseen item plus
+    ``weight x ln(1 + count)``, sorted by score then row."""
+    profile = vectors[history].astype(np.float64).mean(axis=0)
+    profile /= np.linalg.norm(profile)
+    scores = vectors.astype(np.float64) @ profile + (weight * log_pop if log_pop is not None else 0)
+    return [(f"i{n}", scores[n]) for n in sorted(set(range(len(vectors))) - set(history), key=lambda n: (-scores[n], n))][:k]
+
+
+def test_batch_and_one_by_one_both_give_the_reference_answer():
     r = Retriever(_version(CIRCLE), popularity={"i9": 3})
-    queries = [UserQuery(history=["i0"], k=3), UserQuery(history=["i9", "i8"], k=2),
-               UserQuery(history=["ghost"], k=2), UserQuery(history=["i5"], k=2, popularity_weight=0.2),
-               UserQuery(history=["i0", "i9"], k=2, strategy="multi_interest")]
-    batched = r.recommend_batch(queries)
-    single = [r.recommend(q) for q in queries]
-    assert [[(x.item_id, round(x.score, 5)) for x in b.items] for b in batched] == \
-           [[(x.item_id, round(x.score, 5)) for x in s.items] for s in single]
-    assert batched[2].fallback == "popular"
+    log_pop = np.log1p(np.array([0] * 9 + [3], dtype=np.float64))
+    queries = [(UserQuery(history=["i0"], k=3), [0], 0.0), (UserQuery(history=["i9", "i8"], k=2), [9, 8], 0.0),
+               (UserQuery(history=["i5"], k=2, popularity_weight=0.2), [5], 0.2),
+               (UserQuery(history=["i2", "i7", "i3"], k=4), [2, 7, 3], 0.0)]
+    for answers in (r.recommend_batch([q for q, *_ in queries]), [r.recommend(q) for q, *_ in queries]):
+        for got, (q, history, weight) in zip(answers, queries):
+            want = _naive(CIRCLE, history, q.k, log_pop, weight)
+            assert [x.item_id for x in got.items] == [i for i, _ in want]
+            assert [x.score for x in got.items] == pytest.approx([s for _, s in want], abs=1e-6)
+    fallback = r.recommend_batch([UserQuery(history=["ghost"], k=2)])[0]
+    assert fallback.fallback == "popular" and [x.item_id for x in fallback.items] == ["i9", "i0"]
 
 
 def test_multi_interest_retrieves_near_each_interest():

@@ -79,6 +79,9 @@ def test_batched_mean_profiles_are_each_user_s_mean_profile_bit_for_bit():
     histories = [rng.integers(0, 50, size=n) for n in (1, 3, 17, 2)]
     batched = mean_profiles(vectors, histories)
     for h, row in zip(histories, batched):
+        naive = sum(vectors[i].astype(np.float64) for i in h) / len(h)  # the reference: a loop over the history
+        assert np.allclose(row, naive / np.linalg.norm(naive), atol=1e-6)
+        # and bit for bit the single-user profile: a batch and a single request give the same lists
         assert np.array_equal(mean_profile(vectors[h])[0], row)
     with pytest.raises(ValueError, match="empty history"):
         mean_profiles(vectors, [np.array([1]), np.array([], int)])
@@ -93,6 +96,8 @@ def test_collaborative_queries_count_repeats_once_and_agree_batched_or_alone():
     assert not batched[1].any() and np.isclose(np.linalg.norm(batched[0]), 1.0)
     assert np.allclose(batched[0], query_side[[3, 5, 9]].sum(0) / np.linalg.norm(query_side[[3, 5, 9]].sum(0)))
     for h, row in zip(histories, batched):
+        naive = sum((query_side[i].astype(np.float64) for i in set(h)), np.zeros(6))  # each item once
+        assert np.allclose(row, naive / (np.linalg.norm(naive) or 1.0), atol=1e-6)
         assert np.array_equal(collab_queries(query_side, [h])[0], row)
     assert np.array_equal(batched[0], collab_queries(query_side, [np.array([9, 3, 5])])[0])
 
