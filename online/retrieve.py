@@ -19,10 +19,8 @@ from groundrec.shared.errors import UserError
 from groundrec.shared.scoring import popularity as pop
 from groundrec.shared.scoring import ranking
 from groundrec.shared.scoring.collab import collab_queries, hybrid_queries
-from groundrec.shared.scoring.searcher import best_of
+from groundrec.shared.scoring.searcher import Ask, best_of
 from groundrec.shared.scoring.profiles import MAX_HISTORY, build_profile, latest, mean_profiles, unit
-
-BATCH_CHUNK = 256
 
 
 # The retriever's answer. Requests are the API's own type (``schemas.UserQuery``); the answer
@@ -87,10 +85,6 @@ class Retriever:
         """Interactions per item id: the prior and the popular fallback (replaced whole, so a
         batch in flight reads the old or the new, never a mix)."""
         self.ranker.set_counts(pop.counts_by_row(popularity, self.v.row_of, self.v.index.ntotal))
-
-    @property
-    def log_pop(self) -> np.ndarray:
-        return self.ranker.popularity.log_pop
 
     # --- building blocks -------------------------------------------------------------
     def _profile(self, q: UserQuery, text_vector: np.ndarray | None = None) -> tuple[np.ndarray | None, list[int], list[str]]:
@@ -198,11 +192,7 @@ class Retriever:
     def _prior(self, q: UserQuery) -> np.ndarray | None:
         """What is added to every item's score for this query: the popularity prior and, for a
         hybrid version, the freshness prior of its new items (None: nothing)."""
-        fresh = self._fresh(q)
-        if not q.popularity_weight and not fresh:
-            return None
-        prior = ranking.add_prior(np.zeros_like(self.log_pop), q.popularity_weight, self.log_pop)
-        return ranking.lift(prior, fresh, self.new_rows)
+        return self.ranker.prior(q.popularity_weight, self._fresh(q))
 
     def _pick(self, q: UserQuery):
         """How the k items are taken from the ranking's head when the query asks for more than
@@ -248,7 +238,7 @@ class Retriever:
         results: list[Result | Exception | None] = [None] * len(queries)
         texts = list(dict.fromkeys(q.text for q in queries if q.text))
         text_vectors = dict(zip(texts, self._encode(texts))) if texts and self.encoder is not None else {}
-        batch, meta = [], []
+        batch, asks, meta = [], [], []
         means = self._mean_profiles(queries)
         for n, q in enumerate(queries):
             try:
@@ -263,26 +253,11 @@ class Retriever:
                 results[n] = e
                 continue
             batch.append(profile[0])
-            meta.append((n, q, set(rows) if q.exclude_seen else set(), unknown, len(rows)))
-        if batch and self.exact_t is not None:
-            for start in range(0, len(batch), BATCH_CHUNK):  # one matrix product per chunk of users
-                chunk = meta[start:start + BATCH_CHUNK]
-                scores = np.asarray(batch[start:start + BATCH_CHUNK], dtype=np.float32) @ self.exact_t
-                # The whole chunk in one operation each (not one per user: see top_k_rows).
-                ranking.add_prior(scores, [q.popularity_weight for _, q, *_ in chunk], self.log_pop)
-                ranking.lift(scores, [self._fresh(q) for _, q, *_ in chunk], self.new_rows)
-                lists = self.ranker.rank_rows(scores, [q.k for _, q, *_ in chunk], [seen for _, _, seen, *_ in chunk],
-                                              [self._slots(q) for _, q, *_ in chunk])
-                for row, ranked in enumerate(lists):
-                    n, q, _, unknown, n_known = chunk[row]
-                    results[n] = self._result(ranked, q.with_fields, unknown, None, n_known)
-        elif batch:
-            priors = [self._prior(q) for _, q, *_ in meta]
-            width = max((q.k * (self.searcher.overfetch if prior is not None else 1)) + len(seen)
-                        for (_, q, seen, *_), prior in zip(meta, priors))
-            scores, idx = self.searcher.candidates(np.asarray(batch, dtype=np.float32), min(width, self.v.index.ntotal))
-            for (n, q, seen, unknown, n_known), s_row, i_row, prior in zip(meta, scores, idx, priors):
-                ranked = self.ranker.merge(s_row[None, :], i_row[None, :], q.k, seen, prior)
+            asks.append(Ask(q.k, set(rows) if q.exclude_seen else set(), q.popularity_weight, self._fresh(q),
+                            self._slots(q)))
+            meta.append((n, q, unknown, len(rows)))
+        if batch:
+            for (n, q, unknown, n_known), ranked in zip(meta, self.searcher.search_batch(np.asarray(batch), asks)):
                 results[n] = self._result(ranked, q.with_fields, unknown, None, n_known)
         return results  # type: ignore[return-value]
 

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from itertools import islice
+from typing import NamedTuple
 
 import numpy as np
 
@@ -33,6 +34,17 @@ def best_of(vectors: np.ndarray, profiles: np.ndarray) -> np.ndarray:
     """Each item's score for a profile of one or several rows: its best cosine over the rows
     (items x dim against rows x dim, one score per item)."""
     return (vectors @ np.asarray(profiles, dtype=np.float32).T).max(axis=1)
+
+
+class Ask(NamedTuple):
+    """One list asked of a batch: its length, the rows it must not hold, the weights of its
+    priors (popularity, freshness of the new items) and its places kept for new items."""
+
+    k: int
+    seen: set[int]
+    popularity_weight: float = 0.0
+    fresh_weight: float = 0.0
+    slots: int = 0
 
 
 @dataclass(frozen=True)
@@ -65,6 +77,15 @@ class Searcher:
         self.popularity = Popularity.of(counts)
 
     # --- scores ----------------------------------------------------------------------
+    def prior(self, popularity_weight: float, fresh_weight: float = 0.0) -> np.ndarray | None:
+        """What is added to every item's score for one query: ``w x ln(1 + count)`` and the
+        freshness lift of the new items (None: nothing)."""
+        if not popularity_weight and not fresh_weight:
+            return None
+        log_pop = self.popularity.log_pop
+        return ranking.lift(ranking.add_prior(np.zeros_like(log_pop), popularity_weight, log_pop), fresh_weight,
+                            self.new_rows)
+
     def scores_of(self, profiles: np.ndarray) -> np.ndarray:
         """Every item's score for a profile (best over its rows), from ``items_t``."""
         return (np.asarray(profiles, dtype=np.float32) @ self.items_t).max(axis=0)
@@ -117,6 +138,12 @@ class Searcher:
         if not self.needs_new(ranked, slots):
             return ranked
         return self.keep_places(ranked, self.best_new(scores[None, :], [0], [slots])[0], k, slots)
+
+    def rank_asks(self, scores: np.ndarray, asks: list[Ask]) -> list[Ranked]:
+        """``rank_rows`` for a batch of asks: each row's priors added (in place), then ranked."""
+        ranking.add_prior(scores, [a.popularity_weight for a in asks], self.popularity.log_pop)
+        ranking.lift(scores, [a.fresh_weight for a in asks], self.new_rows)
+        return self.rank_rows(scores, [a.k for a in asks], [a.seen for a in asks], [a.slots for a in asks])
 
     def rank_rows(self, scores: np.ndarray, ks: list[int], seen: list | None = None,
                   slots: list[int] | None = None) -> list[Ranked]:
