@@ -12,13 +12,8 @@ from __future__ import annotations
 
 import argparse
 import json
-import socket
-import subprocess
-import sys
-import time
 from pathlib import Path
 
-import httpx
 import pyarrow as pa
 import pyarrow.parquet as pq
 
@@ -35,12 +30,6 @@ def histories(path: str, user_column: str, item_column: str, timestamp_column: s
     for n in sorted(range(len(users)), key=lambda n: (users[n], seconds[n], n)):
         out.setdefault(users[n], []).append({"item_id": items[n], "timestamp": seconds[n]})
     return out
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def compare(a: Path, b: Path) -> None:
@@ -75,6 +64,7 @@ def main() -> None:
         ap.error("--artifacts, --interactions and --out are required (or --compare A B)")
 
     from groundrec.online.client import Client, LocalClient
+    from groundrec.online.testing import serving
 
     users = histories(args.interactions, args.user_column, args.item_column, args.timestamp_column)
     options = json.loads(args.options)
@@ -89,25 +79,8 @@ def main() -> None:
 
     dump(LocalClient(args.artifacts), args.out)
     if args.http:
-        port = _free_port()
-        proc = subprocess.Popen([sys.executable, "-m", "groundrec.shared.cli", "serve", "--artifacts", args.artifacts,
-                                 "--port", str(port)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        try:
-            with Client(f"http://127.0.0.1:{port}", retries=5, backoff_s=0.5) as client:
-                deadline = time.time() + 90
-                while True:
-                    try:
-                        if httpx.get(f"http://127.0.0.1:{port}/readyz", timeout=2).status_code == 200:
-                            break
-                    except Exception:
-                        pass
-                    if time.time() > deadline or proc.poll() is not None:
-                        raise SystemExit("server did not become ready")
-                    time.sleep(0.3)
-                dump(client, args.out.with_suffix(args.out.suffix + ".http"))
-        finally:
-            proc.terminate()
-            proc.wait(30)
+        with serving(args.artifacts) as server, Client(server.url, retries=5, backoff_s=0.5) as client:
+            dump(client, args.out.with_suffix(args.out.suffix + ".http"))
 
 
 if __name__ == "__main__":

@@ -22,9 +22,12 @@ import subprocess
 import sys
 import time
 from dataclasses import dataclass
+from contextlib import ExitStack
 from pathlib import Path
 
 import httpx
+
+from groundrec.online.testing import serving
 
 
 @dataclass(frozen=True)
@@ -132,34 +135,6 @@ def run_schemathesis(url: str, examples: int, max_time_s: int, seed: int) -> tup
     return r.returncode, r.stdout + r.stderr
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def start_server(artifacts: str, serve_config: str | None, log_path: Path) -> tuple[subprocess.Popen, str]:
-    port = _free_port()
-    groundrec = shutil.which("groundrec") or str(Path(sys.executable).with_name("groundrec"))
-    cmd = [groundrec, "serve", "--artifacts", artifacts, "--port", str(port)]
-    if serve_config:
-        cmd += ["--config", serve_config]
-    proc = subprocess.Popen(cmd, stdout=open(log_path, "w"), stderr=subprocess.STDOUT)
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.time() + 120
-    while time.time() < deadline:
-        if proc.poll() is not None:
-            raise SystemExit(f"groundrec serve exited with {proc.returncode}; see {log_path}")
-        try:
-            if httpx.get(url + "/readyz", timeout=2).status_code == 200:
-                return proc, url
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.3)
-    proc.kill()
-    raise SystemExit(f"groundrec serve did not become ready in 120 s; see {log_path}")
-
-
 def _first_item_id(artifacts: str) -> str:
     import pyarrow.parquet as pq
 
@@ -198,13 +173,15 @@ def main(argv: list[str] | None = None) -> int:
     if not item_id:
         p.error("--item-id is needed with --url")
 
-    proc = None
-    if args.url:
-        url = args.url.rstrip("/")
-    else:
-        proc, url = start_server(args.artifacts, args.serve_config, Path(args.log))
     rows: list[tuple[str, str, str, bool]] = []
-    try:
+    with ExitStack() as stack:
+        server = None
+        if args.url:
+            url = args.url.rstrip("/")
+        else:  # its output in --log; stopped when this block ends
+            server = stack.enter_context(serving(args.artifacts, *(["--config", args.serve_config] if args.serve_config
+                                                                   else []), log=Path(args.log), timeout=120))
+            url = server.url
         with httpx.Client(base_url=url, timeout=30) as client:
             for case in hand_cases(item_id, limits["max_history"], limits["max_body_bytes"]):
                 status, ms = _run_case(client, case)
@@ -228,12 +205,10 @@ def main(argv: list[str] | None = None) -> int:
         metrics = httpx.get(url + "/metrics", timeout=5).text
         fives = sum(float(m) for m in re.findall(r'status="5\d\d"[^\n]*\} (\S+)', metrics))
         rows.append(("5xx counted in /metrics", "0", f"{fives:g}", fives == 0))
-    finally:
-        if proc is not None:
-            alive = proc.poll() is None
-            proc.terminate()
-            proc.wait(timeout=30)
-            rows.append(("server process survived", "alive", "alive" if alive else f"exit {proc.returncode}", alive))
+        if server is not None:
+            alive = server.proc.poll() is None
+            rows.append(("server process survived", "alive", "alive" if alive else f"exit {server.proc.returncode}",
+                         alive))
 
     print("| attack | acceptable | got | ok |\n|---|---|---|---|")
     for name, ok, got, good in rows:

@@ -34,8 +34,9 @@ from pathlib import Path
 import httpx
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_http import LUA, _free_port, _wait_ready, _wrk  # noqa: E402
+from bench_http import LUA, _wrk  # noqa: E402
 
+from groundrec.online.testing import free_port, serving  # noqa: E402
 from groundrec.shared.tables import read_table  # noqa: E402
 
 
@@ -49,7 +50,7 @@ def _user_histories(path: str, max_len: int) -> dict[str, list[tuple[str, float]
 
 
 def _redis(tmp: Path) -> tuple[subprocess.Popen, str]:
-    port = _free_port()
+    port = free_port()
     proc = subprocess.Popen(["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--dir", str(tmp),
                              "--appendonly", "yes", "--appendfsync", "always", "--save", ""],
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
@@ -70,57 +71,51 @@ def _run_store(store: str, args, users: dict, tmp: Path) -> dict:
         redis_proc, url_events = None, f"sqlite://{tmp / 'events.db'}"
     config = tmp / f"serve-{store}.yaml"
     config.write_text(json.dumps({"events": url_events, "max_history": args.max_history}))
-    port = _free_port()
-    url = f"http://127.0.0.1:{port}"
-    server = subprocess.Popen([sys.executable, "-m", "groundrec.shared.cli", "serve", "--artifacts", args.artifacts,
-                               "--port", str(port), "-c", str(config), *extra],
-                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
-        _wait_ready(url, "/readyz", server)
-        out: dict = {"store": store, "url": url_events}
-        # load: every user's history as purchase events, 100 per request
-        events = [{"user_id": u, "item_id": i, "timestamp": t} for u, h in users.items() for i, t in h]
-        started = time.perf_counter()
-        with httpx.Client(base_url=url, timeout=30) as c:
-            for n in range(0, len(events), 100):
-                r = c.post("/events", json={"events": events[n:n + 100]})
-                r.raise_for_status()
-        out["load"] = {"events": len(events), "users": len(users), "seconds": round(time.perf_counter() - started, 2)}
-        env = {**os.environ, "BENCH_PATH": "/events"}
-        script = tmp / "bench.lua"
-        script.write_text(LUA)
-        rng = random.Random(0)
-        items = sorted({i for h in users.values() for i, _ in h})
-        hundred = [{"events": [{"user_id": f"bench-{rng.randrange(10**6)}", "item_id": rng.choice(items),
-                                "type": "view"} for _ in range(100)]} for _ in range(200)]
-        env["BENCH_BODIES"] = str(_bodies(tmp / "ev100.jsonl", hundred))
-        r = _wrk(url, args.connections, args.duration, env, script)
-        out["ingest_x100"] = {**r, "events_per_s": round(r["ok_per_s"] * 100, 1)}
-        single = [{"events": [{"user_id": f"bench-{rng.randrange(10**6)}", "item_id": rng.choice(items)}]}
-                  for _ in range(2000)]
-        env["BENCH_BODIES"] = str(_bodies(tmp / "ev1.jsonl", single))
-        out["ingest_x1"] = _wrk(url, args.connections, args.duration, env, script)
-        # by user id vs the same history in the request
-        chosen = list(users)[: args.users]
-        by_user = _bodies(tmp / "by-user.jsonl", [{"user_id": u, "k": 20} for u in chosen])
-        by_history = _bodies(tmp / "by-history.jsonl", [{"history": [i for i, _ in users[u]], "k": 20} for u in chosen])
-        env["BENCH_PATH"] = "/recommend"
-        rates: dict[str, list[float]] = {"user_id": [], "history": []}
-        runs: dict[str, list[dict]] = {"user_id": [], "history": []}
-        for _ in range(args.rounds):
-            for name, bodies in (("user_id", by_user), ("history", by_history)):
-                env["BENCH_BODIES"] = str(bodies)
-                r = _wrk(url, args.connections, args.duration, env, script)
-                rates[name].append(r["ok_per_s"])
-                runs[name].append(r)
-        out["recommend"] = {name: {"ok_per_s_median": statistics.median(v), "rounds": runs[name]}
-                            for name, v in rates.items()}
-        out["recommend"]["ratio_user_id_to_history"] = round(
-            statistics.median(rates["user_id"]) / statistics.median(rates["history"]), 3)
-        return out
+        with serving(args.artifacts, "-c", str(config), *extra) as server:
+            url = server.url
+            out: dict = {"store": store, "url": url_events}
+            # load: every user's history as purchase events, 100 per request
+            events = [{"user_id": u, "item_id": i, "timestamp": t} for u, h in users.items() for i, t in h]
+            started = time.perf_counter()
+            with httpx.Client(base_url=url, timeout=30) as c:
+                for n in range(0, len(events), 100):
+                    r = c.post("/events", json={"events": events[n:n + 100]})
+                    r.raise_for_status()
+            out["load"] = {"events": len(events), "users": len(users), "seconds": round(time.perf_counter() - started, 2)}
+            env = {**os.environ, "BENCH_PATH": "/events"}
+            script = tmp / "bench.lua"
+            script.write_text(LUA)
+            rng = random.Random(0)
+            items = sorted({i for h in users.values() for i, _ in h})
+            hundred = [{"events": [{"user_id": f"bench-{rng.randrange(10**6)}", "item_id": rng.choice(items),
+                                    "type": "view"} for _ in range(100)]} for _ in range(200)]
+            env["BENCH_BODIES"] = str(_bodies(tmp / "ev100.jsonl", hundred))
+            r = _wrk(url, args.connections, args.duration, env, script)
+            out["ingest_x100"] = {**r, "events_per_s": round(r["ok_per_s"] * 100, 1)}
+            single = [{"events": [{"user_id": f"bench-{rng.randrange(10**6)}", "item_id": rng.choice(items)}]}
+                      for _ in range(2000)]
+            env["BENCH_BODIES"] = str(_bodies(tmp / "ev1.jsonl", single))
+            out["ingest_x1"] = _wrk(url, args.connections, args.duration, env, script)
+            # by user id vs the same history in the request
+            chosen = list(users)[: args.users]
+            by_user = _bodies(tmp / "by-user.jsonl", [{"user_id": u, "k": 20} for u in chosen])
+            by_history = _bodies(tmp / "by-history.jsonl", [{"history": [i for i, _ in users[u]], "k": 20} for u in chosen])
+            env["BENCH_PATH"] = "/recommend"
+            rates: dict[str, list[float]] = {"user_id": [], "history": []}
+            runs: dict[str, list[dict]] = {"user_id": [], "history": []}
+            for _ in range(args.rounds):
+                for name, bodies in (("user_id", by_user), ("history", by_history)):
+                    env["BENCH_BODIES"] = str(bodies)
+                    r = _wrk(url, args.connections, args.duration, env, script)
+                    rates[name].append(r["ok_per_s"])
+                    runs[name].append(r)
+            out["recommend"] = {name: {"ok_per_s_median": statistics.median(v), "rounds": runs[name]}
+                                for name, v in rates.items()}
+            out["recommend"]["ratio_user_id_to_history"] = round(
+                statistics.median(rates["user_id"]) / statistics.median(rates["history"]), 3)
+            return out
     finally:
-        server.terminate()
-        server.wait(30)
         if redis_proc is not None:
             redis_proc.terminate()
             redis_proc.wait(10)

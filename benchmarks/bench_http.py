@@ -32,18 +32,19 @@ import argparse
 import json
 import os
 import shutil
-import socket
 import subprocess
 import sys
 import tempfile
 import threading
 import time
+from contextlib import ExitStack
 from pathlib import Path
 
 import httpx
 import numpy as np
 
 from groundrec.online.loadtest import load_histories
+from groundrec.online.testing import serve_command, started
 
 LUA = r"""
 local bodies, path = {}, os.getenv("BENCH_PATH")
@@ -104,25 +105,6 @@ async def app(scope, receive, send):
     await send({"type": "http.response.body", "body": b'{"detail":"overloaded"}'})
 uvicorn.run(app, host="127.0.0.1", port=int(sys.argv[1]), log_level="warning", access_log=False)
 """
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _wait_ready(url: str, path: str, proc: subprocess.Popen) -> None:
-    deadline = time.time() + 90
-    while True:
-        try:
-            if httpx.get(url + path, timeout=2).status_code == 200:
-                return
-        except httpx.TransportError:
-            pass
-        if proc.poll() is not None or time.time() > deadline:
-            raise SystemExit(f"server at {url} did not become ready")
-        time.sleep(0.3)
 
 
 def _wrk(url: str, connections: int, duration: float, env: dict, script: Path) -> dict:
@@ -269,33 +251,27 @@ def main() -> None:
     conns = [int(c) for c in args.connections.split(",")]
     results: dict = {"endpoint": args.endpoint, "duration_s": args.duration, "rows": []}
 
-    servers = [] if args.skip_ceiling else [("ceiling", [sys.executable, "-c", CEILING], "/openapi.json"),
-                                            ("refusal floor", [sys.executable, "-c", REFUSAL_FLOOR], "/healthz")]
-    servers.append(("groundrec", [sys.executable, "-m", "groundrec.shared.cli", "serve", "--artifacts",
-                                  args.artifacts, *args.serve_args.split()], "/readyz"))
+    servers = [] if args.skip_ceiling else [("ceiling", [sys.executable, "-c", CEILING, "{port}"], "/openapi.json"),
+                                            ("refusal floor", [sys.executable, "-c", REFUSAL_FLOOR, "{port}"], "/healthz")]
+    servers.append(("groundrec", serve_command(args.artifacts, *args.serve_args.split()), "/readyz"))
     other = None
     if args.compare_artifacts or args.compare_serve_args is not None or args.compare_pythonpath:
         # A second version or other settings, same run: e.g. hybrid vs content-only, thread vs process.
         other_args = args.serve_args if args.compare_serve_args is None else args.compare_serve_args
         other = f"{args.compare_artifacts or args.artifacts} {other_args}".strip() + (
             f" (PYTHONPATH={args.compare_pythonpath})" if args.compare_pythonpath else "")
-        servers.append(("other", [sys.executable, "-m", "groundrec.shared.cli", "serve", "--artifacts",
-                                  args.compare_artifacts or args.artifacts, *other_args.split()], "/readyz"))
+        servers.append(("other", serve_command(args.compare_artifacts or args.artifacts, *other_args.split()),
+                        "/readyz"))
     # The ceiling runs alone; groundrec and "other" are started together and measured in
     # alternation (every step, --rounds times), so both see the same machine state.
     groups = [servers[:2], servers[2:]] if servers[0][0] == "ceiling" else [servers]
     for group in groups:
-        procs, urls = [], {}
-        try:
+        urls = {}
+        with ExitStack() as stack:
             for name, cmd, ready in group:
-                port = _free_port()
-                urls[name] = f"http://127.0.0.1:{port}"
                 server_env = ({**os.environ, "PYTHONPATH": args.compare_pythonpath}
                               if name == "other" and args.compare_pythonpath else None)
-                procs.append(subprocess.Popen(cmd + ([str(port)] if name in ("ceiling", "refusal floor")
-                                                    else ["--port", str(port)]),
-                                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=server_env))
-                _wait_ready(urls[name], ready, procs[-1])
+                urls[name] = stack.enter_context(started(cmd, ready=ready, env=server_env)).url
                 _wrk(urls[name], 8, 2, env, script)  # warm-up
             for round_ in range(args.rounds if len(group) > 1 else 1):
                 for c in conns:
@@ -309,10 +285,6 @@ def main() -> None:
                         _print_row(r, args.rounds > 1 and len(group) > 1)
             if group[0][0] == "ceiling" and args.loadtest_rates:
                 results["loadtest"] = _loadtest_rows(urls["ceiling"], args, tmp)
-        finally:
-            for proc in procs:
-                proc.terminate()
-                proc.wait(timeout=10)
     def medians(field: str) -> dict:
         seen: dict = {}
         for r in results["rows"]:

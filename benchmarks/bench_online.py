@@ -301,21 +301,10 @@ def gemm(args) -> None:
 
 def serve_memory(args) -> None:
     """Resident memory of a real `groundrec serve` process with the version loaded."""
-    import socket
-    import subprocess
-    import sys
-
     import httpx
 
+    from groundrec.online.testing import serving
     from groundrec.online.version import load_version
-
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-    proc = subprocess.Popen([sys.executable, "-m", "groundrec.shared.cli", "serve", "--artifacts", args.artifacts,
-                             "--port", str(port), "--encoder-variant", args.encoder_variant,
-                             "--workers", str(args.workers), "--compute", args.compute],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
     def memory_gib(pid: int, field: str) -> float:  # Rss, or Pss: shared pages split among their users
         return next(int(line.split()[1]) for line in open(f"/proc/{pid}/smaps_rollup")
@@ -333,29 +322,20 @@ def serve_memory(args) -> None:
         if "resource_tracker" in cmdline:
             return "multiprocessing resource tracker"
         return "worker" if depth == 1 and args.workers > 1 else "compute process"
-    try:
-        deadline = time.time() + 120
-        while time.time() < deadline:
-            try:
-                if httpx.get(f"http://127.0.0.1:{port}/readyz").status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            time.sleep(0.2)
+
+    with serving(args.artifacts, "--encoder-variant", args.encoder_variant, "--workers", str(args.workers),
+                 "--compute", args.compute, timeout=120) as server:
         for _ in range(20 * args.workers):  # reach every worker (the kernel spreads connections)
-            httpx.post(f"http://127.0.0.1:{port}/search", json={"text": "warm up", "k": 5})
+            httpx.post(server.url + "/search", json={"text": "warm up", "k": 5})
         v = load_version(args.artifacts)
         print(f"groundrec serve ({args.encoder_variant} encoder, --workers {args.workers}, --compute {args.compute}) "
               f"with {v.index.ntotal} items x {v.index.d} ({type(v.index).__name__}), after load and one query:")
         total = 0.0
-        for pid, depth in tree(proc.pid):
+        for pid, depth in tree(server.pid):
             pss = memory_gib(pid, "Pss")
             total += pss
             print(f"  {'  ' * depth}{role(pid, depth)} (pid {pid}): RSS {memory_gib(pid, 'Rss'):.2f} GiB, PSS {pss:.2f} GiB")
         print(f"  total PSS (each shared page counted once): {total:.2f} GiB")
-    finally:
-        proc.terminate()
-        proc.wait(timeout=30)
 
 
 def main() -> None:

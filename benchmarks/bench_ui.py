@@ -15,7 +15,6 @@ import json
 import os
 import re
 import statistics
-import subprocess
 import sys
 import tempfile
 import threading
@@ -25,9 +24,10 @@ from pathlib import Path
 import httpx
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_http import LUA, _free_port, _wait_ready, _wrk  # noqa: E402
+from bench_http import LUA, _wrk  # noqa: E402
 
 from groundrec.online.loadtest import load_histories  # noqa: E402
+from groundrec.online.testing import serving  # noqa: E402
 
 
 def _browse(url: str, stop: threading.Event, every: float, seen: dict) -> None:
@@ -52,13 +52,8 @@ def main() -> None:
     p.add_argument("--rounds", type=int, default=3)
     p.add_argument("--page-every", type=float, default=1.0)
     args = p.parse_args()
-    port = _free_port()
-    url = f"http://127.0.0.1:{port}"
-    server = subprocess.Popen([sys.executable, "-m", "groundrec.shared.cli", "serve", "--artifacts", args.artifacts,
-                               "--port", str(port), "--events", "none"],
-                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    try:
-        _wait_ready(url, "/readyz", server)
+    with serving(args.artifacts, "--events", "none") as server:
+        url = server.url
         with tempfile.TemporaryDirectory() as tmp:
             bodies = Path(tmp) / "bodies.jsonl"
             bodies.write_text("".join(json.dumps({"history": h, "k": 20}) + "\n"
@@ -76,9 +71,6 @@ def main() -> None:
                 rates["with the page"].append(_wrk(url, args.connections, args.duration, env, script)["ok_per_s"])
                 stop.set()
                 browser.join()
-    finally:
-        server.terminate()
-        server.wait(30)
     alone, shared = (statistics.median(rates[k]) for k in ("alone", "with the page"))
     pages = sorted(seen["pages"])
     print(f"/recommend at {args.connections} connections, medians of {args.rounds} rounds: alone {alone:.1f} ok/s, "

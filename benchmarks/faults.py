@@ -37,11 +37,12 @@ from pathlib import Path
 import httpx
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_http import LUA, _free_port, _wait_ready  # noqa: E402
+from bench_http import LUA  # noqa: E402
 from common import _tree_rss_bytes  # noqa: E402
 import psutil  # noqa: E402
 
 from groundrec.online.loadtest import load_histories  # noqa: E402
+from groundrec.online.testing import serving  # noqa: E402
 from groundrec.shared import artifact  # noqa: E402
 
 
@@ -152,14 +153,8 @@ def main() -> None:
         script = tmp / "bench.lua"
         script.write_text(LUA)
         env = {**os.environ, "BENCH_PATH": "/recommend", "BENCH_BODIES": str(bodies)}
-        port = _free_port()
-        url = f"http://127.0.0.1:{port}"
-        server = subprocess.Popen([sys.executable, "-m", "groundrec.shared.cli", "serve", "--artifacts", str(arts),
-                                   "--port", str(port), "--workers", str(args.workers), "--events", "none",
-                                   *shlex.split(args.serve_args)],
-                                  stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
-        try:
-            _wait_ready(url, "/readyz", server)
+        with serving(arts, "--workers", str(args.workers), "--events", "none", *shlex.split(args.serve_args)) as server:
+            url = server.url
             time.sleep(5)  # the standbys load
             body = {"history": histories[0], "k": 20}
 
@@ -225,9 +220,6 @@ def main() -> None:
                                             "growth_pct": round(100 * (s[-1] - s[0]) / s[0], 2)}
                                       for pid, s in samples.items() if len(s) > 2}}
                 print(json.dumps({"soak": soak}), flush=True)
-        finally:
-            os.killpg(server.pid, signal.SIGTERM)
-            server.wait(30)
 
 
 if __name__ == "__main__":

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import io
-from contextlib import contextmanager
+
+from groundrec.online.testing import running  # noqa: F401  (re-exported: tests import it from here)
 
 
 def jpeg_bytes(colour=(200, 30, 40), size=(64, 96)) -> bytes:
@@ -36,42 +37,15 @@ def publish_demo(root, vlm_dir, n_items: int = 40, n_users: int = 8) -> dict:
             "histories": list(histories.values()), "interactions": paths["interactions"]}
 
 
-@contextmanager
-def running(app):
-    """Serve ``app`` with uvicorn on a free loopback port in a thread; yields its base URL."""
-    import threading
-    import time
-
-    import uvicorn
-
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=0, log_level="warning", lifespan="on"))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.time() + 30
-    while not server.started:
-        if time.time() > deadline or not thread.is_alive():
-            raise RuntimeError("server did not start")
-        time.sleep(0.05)
-    port = server.servers[0].sockets[0].getsockname()[1]
-    try:
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        server.should_exit = True
-        thread.join(timeout=10)
-
-
-
 class RedisServer:
     """A redis-server process for tests: started on a free port, stoppable and restartable
     on the same port and data directory (what a restart must not lose)."""
 
     def __init__(self, directory):
-        import socket
+        from groundrec.online.testing import free_port
 
         self.dir = directory
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            self.port = s.getsockname()[1]
+        self.port = free_port()
         self.proc = None
 
     @staticmethod

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import socket
 import subprocess
 import sys
 import tempfile
@@ -19,18 +18,13 @@ import yaml
 from groundrec.offline.demo import make_demo_data
 from groundrec.offline.job import run_job
 from groundrec.online.client import Client, GroundrecError, LocalClient
+from groundrec.online.testing import free_port, wait_ready
 from groundrec.shared import artifact
 from groundrec.offline.config import load_job_config
 from helpers import publish_demo
 
 ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _env() -> dict:
@@ -61,9 +55,9 @@ def test_ray_job_submit_runs_the_offline_job_on_a_local_head(tmp_path, tiny_vlm)
         "run": {"runner": "ray"},  # joins the cluster the job runs on (RAY_ADDRESS)
     }))
     temp = Path(tempfile.mkdtemp(prefix="grray-", dir="/tmp"))  # short: Ray's socket paths have a length limit
-    dashboard = _free_port()
+    dashboard = free_port()
     env = _env()
-    start = subprocess.run([str(BIN / "ray"), "start", "--head", f"--port={_free_port()}", "--node-ip-address=127.0.0.1",
+    start = subprocess.run([str(BIN / "ray"), "start", "--head", f"--port={free_port()}", "--node-ip-address=127.0.0.1",
                             "--dashboard-host=127.0.0.1", f"--dashboard-port={dashboard}", "--include-dashboard=true",
                             "--num-cpus=2", f"--temp-dir={temp}", "--disable-usage-stats"],
                            env=env, capture_output=True, text=True, timeout=180)
@@ -101,14 +95,14 @@ def test_ray_serve_app_answers_like_the_core_and_follows_versions_activate(two_v
     artifacts = two_versions["artifacts"]
     os.environ["RAY_AUTH_MODE"] = "disabled"
     temp = Path(tempfile.mkdtemp(prefix="grsrv-", dir="/tmp"))
-    port = _free_port()
+    port = free_port()
     ray.init(num_cpus=2, include_dashboard=False, _temp_dir=str(temp), log_to_driver=False)
     try:
         serve.start(http_options={"host": "127.0.0.1", "port": port})
         serve.run(build_app({"artifacts": str(artifacts), "num_replicas": 1, "num_cpus": 0.5,
                              "reload_interval_s": 0.5}), name="groundrec", route_prefix="/")
         url = f"http://127.0.0.1:{port}"
-        assert _wait_for(lambda: httpx.get(url + "/readyz").status_code == 200)
+        wait_ready(url, timeout=60)
         client, local = Client(url), LocalClient(artifacts)
         for h in two_versions["histories"][:4]:
             remote, mine = client.recommend(h, k=5), local.recommend(h, k=5)

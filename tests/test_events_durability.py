@@ -4,42 +4,14 @@ POST /events was answered 200 is in the store afterwards."""
 
 from __future__ import annotations
 
-import os
-import signal
-import subprocess
-import sys
 import threading
 import time
 
 import httpx
 
+from groundrec.online.testing import serving
 from groundrec.shared.events import open_store
 from helpers import publish_demo
-
-
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _serve(artifacts, events_url: str, workers: int = 1) -> tuple[subprocess.Popen, str]:
-    port = _free_port()
-    proc = subprocess.Popen([sys.executable, "-m", "groundrec.shared.cli", "serve", "--artifacts", str(artifacts),
-                             "--port", str(port), "--events", events_url, "--workers", str(workers)],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.time() + 60
-    while True:
-        try:
-            if httpx.get(url + "/readyz", timeout=1).status_code == 200:
-                return proc, url
-        except httpx.TransportError:
-            pass
-        assert proc.poll() is None and time.time() < deadline, "server did not start"
-        time.sleep(0.2)
 
 
 def _ingest(url: str, item: str, stop: threading.Event, acked: list[str], writer: int,
@@ -89,14 +61,9 @@ def test_kill_9_of_the_server_during_ingest_loses_no_acknowledged_event(tmp_path
     while both ingest, and nothing acknowledged lost when the whole server is killed."""
     demo = publish_demo(tmp_path, tiny_vlm())
     events_url = f"sqlite:///{tmp_path}/events.db"
-    proc, url = _serve(demo["artifacts"], events_url, workers=2)
     refused: list[int] = []
-    try:
-        acked = _load_then(url, demo["histories"][0][0], lambda: os.killpg(proc.pid, signal.SIGKILL), refused=refused)
-    finally:
-        if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGKILL)
-        proc.wait(10)
+    with serving(demo["artifacts"], "--events", events_url, "--workers", "2", timeout=60) as server:
+        acked = _load_then(server.url, demo["histories"][0][0], server.kill, refused=refused)
     assert len(acked) > 100 and refused == []  # it was ingesting at full rate when killed, refusing nothing
     stored = _stored_ids(events_url)
     assert set(acked) <= stored  # acknowledged <= stored: nothing acknowledged was lost
@@ -105,15 +72,11 @@ def test_kill_9_of_the_server_during_ingest_loses_no_acknowledged_event(tmp_path
 def test_kill_9_of_redis_during_ingest_loses_no_acknowledged_event(tmp_path, tiny_vlm, redis_server):
     redis_server.flush()
     demo = publish_demo(tmp_path, tiny_vlm())
-    proc, url = _serve(demo["artifacts"], redis_server.url)
-    try:
-        acked = _load_then(url, demo["histories"][0][0], lambda: redis_server.stop(hard=True))
+    with serving(demo["artifacts"], "--events", redis_server.url, timeout=60) as server:
+        acked = _load_then(server.url, demo["histories"][0][0], lambda: redis_server.stop(hard=True))
         redis_server.start()  # appendonly yes, appendfsync always: the AOF is replayed
         assert len(acked) > 100
         assert set(acked) <= _stored_ids(redis_server.url)
         # and the server recovers by itself: the next post succeeds
-        r = httpx.post(url + "/events", json={"events": [{"user_id": "after", "item_id": demo["histories"][0][0]}]})
+        r = httpx.post(server.url + "/events", json={"events": [{"user_id": "after", "item_id": demo["histories"][0][0]}]})
         assert r.status_code == 200
-    finally:
-        os.killpg(proc.pid, signal.SIGKILL)
-        proc.wait(10)

@@ -17,10 +17,11 @@ from groundrec.offline.job import run_job
 from groundrec.online.client import AsyncClient, Client
 from groundrec.online.config import ServeConfig
 from groundrec.online.service import create_app
+from groundrec.online.testing import running
 from groundrec.shared import artifact
 from groundrec.shared.cli import app as cli
 from groundrec.shared.tables import read_table
-from helpers import publish_demo, running
+from helpers import publish_demo
 
 
 def test_events_reach_the_nightly_job_and_come_back_as_a_hybrid(tmp_path, tiny_vlm):

@@ -6,8 +6,6 @@ from __future__ import annotations
 
 import os
 import signal
-import subprocess
-import sys
 import threading
 import time
 
@@ -18,7 +16,8 @@ import pytest
 from groundrec.online.client import Client
 from groundrec.online.config import ServeConfig
 from groundrec.online.service import create_app
-from helpers import publish_demo, running
+from groundrec.online.testing import running, serving
+from helpers import publish_demo
 
 
 @pytest.fixture(scope="module")
@@ -65,37 +64,18 @@ def test_killing_the_compute_process_under_load_costs_the_client_nothing(publish
 
 
 def test_a_killed_worker_is_replaced_and_the_others_keep_serving(published):
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    url = f"http://127.0.0.1:{port}"
-    server = subprocess.Popen([sys.executable, "-m", "groundrec.shared.cli", "serve", "--artifacts",
-                               str(published["artifacts"]), "--port", str(port), "--workers", "2", "--events", "none"],
-                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
-    try:
-        deadline = time.time() + 90
-        while True:
-            try:
-                if httpx.get(url + "/readyz", timeout=1).status_code == 200 and len(_children(server.pid)) >= 2:
-                    break
-            except httpx.TransportError:
-                pass
-            assert time.time() < deadline and server.poll() is None, "server did not start"
-            time.sleep(0.2)
+    with serving(published["artifacts"], "--workers", "2", "--events", "none", timeout=90,
+                 until=lambda server: len(_children(server.pid)) >= 2) as server:
         workers = [c for c in _children(server.pid) if _children(c)]
         assert len(workers) == 2
         os.kill(workers[0], signal.SIGKILL)
-        with Client(url) as c:  # the other worker answers meanwhile
+        with Client(server.url) as c:  # the other worker answers meanwhile
             for n in range(20):
                 assert c.recommend(published["histories"][n % len(published["histories"])], k=5).items
+        deadline = time.time() + 60
         while len([c for c in _children(server.pid) if _children(c)]) < 2 or workers[0] in _children(server.pid):
-            assert time.time() < deadline + 60, "the dead worker was not replaced"
+            assert time.time() < deadline, "the dead worker was not replaced"
             time.sleep(0.2)
-    finally:
-        os.killpg(server.pid, signal.SIGTERM)
-        server.wait(30)
 
 
 def test_a_version_swap_under_load_answers_every_request(published, tmp_path):

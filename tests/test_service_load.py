@@ -7,8 +7,6 @@ from __future__ import annotations
 import asyncio
 import re
 import socket
-import subprocess
-import sys
 import time
 
 import httpx
@@ -17,8 +15,8 @@ import pytest
 from groundrec.online.client import LocalClient
 from groundrec.online.config import ServeConfig
 from groundrec.online.service import create_app
+from groundrec.online.testing import running, serving
 from helpers import publish_demo
-from helpers import running
 
 
 @pytest.fixture(scope="module")
@@ -104,26 +102,8 @@ def test_a_request_whose_client_left_is_not_computed(published):
 
 
 def test_thread_limits_apply_in_the_server_process(published, tmp_path):
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    proc = subprocess.Popen([sys.executable, "-m", "groundrec.shared.cli", "serve", "--artifacts",
-                             str(published["artifacts"]), "--port", str(port)],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    try:
-        deadline = time.time() + 60
-        while True:
-            try:
-                if httpx.get(f"http://127.0.0.1:{port}/readyz").status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            assert proc.poll() is None and time.time() < deadline, proc.stderr.read().decode()[-2000:]
-            time.sleep(0.3)
-        metrics = httpx.get(f"http://127.0.0.1:{port}/metrics").text
-    finally:
-        proc.terminate()
-        proc.wait(timeout=10)
+    with serving(published["artifacts"], timeout=60) as server:
+        metrics = httpx.get(server.url + "/metrics").text
     pools = dict(re.findall(r'^groundrec_compute_threads\{pool="(\w+)"\} (\S+)$', metrics, re.M))
     assert pools.get("faiss") == "1.0" and pools.get("blas") == "1.0", pools
 
