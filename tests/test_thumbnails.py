@@ -1,0 +1,64 @@
+"""offline/thumbnails.py: a WebP per readable image, longest side at most max_side and the
+picture's proportions kept; cached by image content, so a re-run decodes nothing; an unreadable
+image gets none and is counted."""
+
+from __future__ import annotations
+
+import hashlib
+import io
+
+import pyarrow as pa
+from PIL import Image
+
+from groundrec.offline.thumbnails import make_thumbnails, thumbnail
+
+
+def _image(path, size=(400, 240), colour=(200, 30, 40)) -> str:
+    im = Image.new("RGB", size, colour)
+    im.paste((20, 20, 220), (0, 0, size[0] // 2, size[1]))  # left half blue: orientation survives
+    im.save(path, "JPEG", quality=95)
+    return str(path)
+
+
+def _sha(path) -> str:
+    return hashlib.sha256(open(path, "rb").read()).hexdigest()
+
+
+def test_a_thumbnail_is_a_smaller_webp_of_the_same_picture(tmp_path):
+    data = thumbnail(_image(tmp_path / "wide.jpg"), max_side=100, quality=75)
+    im = Image.open(io.BytesIO(data))
+    assert im.format == "WEBP" and im.size == (100, 60)
+    left, right = im.convert("RGB").getpixel((10, 30)), im.convert("RGB").getpixel((90, 30))
+    assert left[2] > 150 > left[0] and right[0] > 150 > right[2]
+    tall = Image.open(io.BytesIO(thumbnail(_image(tmp_path / "tall.jpg", (120, 300)), 100, 75)))
+    assert tall.size == (40, 100)
+    small = Image.open(io.BytesIO(thumbnail(_image(tmp_path / "small.jpg", (50, 30)), 100, 75)))
+    assert small.size == (50, 30)  # never enlarged
+
+
+def test_unreadable_images_give_none(tmp_path):
+    (tmp_path / "text.jpg").write_bytes(b"not an image")
+    assert thumbnail(str(tmp_path / "text.jpg"), 100, 75) is None
+    assert thumbnail(str(tmp_path / "missing.jpg"), 100, 75) is None
+
+
+def test_make_thumbnails_counts_and_caches(tmp_path):
+    a, b = _image(tmp_path / "a.jpg"), _image(tmp_path / "b.jpg", colour=(0, 200, 0))
+    (tmp_path / "bad.jpg").write_bytes(b"truncated")
+    groundings = pa.table({
+        "item_id": ["a", "b", "bad", "never-read"],
+        "image_sha256": [_sha(a), _sha(b), _sha(tmp_path / "bad.jpg"), None],  # None: failed in the ground stage
+        "image_uri": [a, b, str(tmp_path / "bad.jpg"), str(tmp_path / "nope.jpg")],
+    })
+    table, counts = make_thumbnails(groundings, "item_id", tmp_path / "cache", max_side=64)
+    assert counts == {"made": 2, "from_cache": 0, "unreadable": 1}
+    assert table.column("item_id").to_pylist() == ["a", "b"]
+    assert all(Image.open(io.BytesIO(w)).format == "WEBP" for w in table.column("webp").to_pylist())
+    # A re-run reads the cache: the image files can be gone.
+    (tmp_path / "a.jpg").unlink()
+    (tmp_path / "b.jpg").unlink()
+    again, counts = make_thumbnails(groundings, "item_id", tmp_path / "cache", max_side=64)
+    assert counts == {"made": 0, "from_cache": 2, "unreadable": 1} and again.equals(table)
+    # Other settings are other cache entries.
+    _, counts = make_thumbnails(groundings, "item_id", tmp_path / "cache", max_side=32)
+    assert counts["from_cache"] == 0 and counts["unreadable"] == 3
