@@ -118,3 +118,67 @@ def test_an_unreachable_redis_answers_store_unavailable_then_recovers(redis_serv
     assert s.history("u", 5) == [("a", 1.0, 1.0)]  # appendfsync always: what was acknowledged survived
     s.add([ev("u", "b", 2)])
     assert [i for i, *_ in s.history("u", 5)] == ["a", "b"]
+
+
+# --- impressions (the lists shown) and attribution ids -------------------------------------
+from groundrec.shared.events import Impression  # noqa: E402
+
+
+def imp(rid, user, ts, items=("a", "b"), arm=None, teams=None):
+    return Impression(rid, user, float(ts), "v1", tuple(items), arm, teams, "recommend", '{"k": 2}')
+
+
+def test_impressions_are_stored_once_and_read_back_whole_in_time_order(store):
+    shown = [imp("r1", "u1", 10), imp("r2", "u1", 20, ("c", "a"), arm="B", teams=("B", "A")), imp("r3", None, 30)]
+    assert store.add_impressions(shown) == 3
+    assert store.add_impressions([imp("r1", "u1", 10), imp("r4", "u2", 40)]) == 1  # r1 again: skipped
+    assert store.impression("r2") == shown[1] and store.impression("nope") is None
+    scanned = [m for batch in store.scan_impressions(chunk=2) for m in batch]
+    assert [m.recommendation_id for m in scanned] == ["r1", "r2", "r3", "r4"]
+    assert scanned[1].teams == ("B", "A") and scanned[2].user_id is None
+    assert [m.recommendation_id for b in store.scan_impressions(since=25) for m in b] == ["r3", "r4"]
+
+
+def test_an_event_keeps_the_recommendation_id_it_was_sent_with(store):
+    store.add([Event("u1", "a", 5.0, "click", 1.0, "e1", "r1"), ev("u1", "b", 6)])
+    events = [e for batch in store.scan() for e in batch]
+    assert [(e.item_id, e.recommendation_id) for e in events] == [("a", "r1"), ("b", None)]
+
+
+def test_erasing_a_user_erases_their_impressions_and_pruning_old_ones_keeps_the_rest(store):
+    store.add_impressions([imp("r1", "gone", 10), imp("r2", "kept", 11), imp("r3", "gone", 12), imp("r4", None, 1)])
+    store.add([ev("gone", "a", 10)])
+    store.delete_user("gone")
+    assert store.impression("r1") is None and store.impression("r3") is None and store.impression("r2") is not None
+    assert store.prune_impressions(before=5) == 1  # r4
+    assert [m.recommendation_id for b in store.scan_impressions() for m in b] == ["r2"]
+    assert store.add_impressions([imp("r1", "gone", 13)]) == 1  # an erased id is forgotten
+
+
+def test_a_store_written_by_the_code_before_impressions_opens_migrated_in_place(tmp_path):
+    """The events table as the previous release created it (no recommendation_id column, no
+    impressions table): opening it adds both and keeps every event."""
+    import sqlite3
+
+    path = tmp_path / "old.db"
+    conn = sqlite3.connect(path)
+    conn.executescript("""
+        CREATE TABLE events (seq INTEGER PRIMARY KEY AUTOINCREMENT, event_id TEXT UNIQUE, user_id TEXT NOT NULL,
+            item_id TEXT NOT NULL, ts REAL NOT NULL, type TEXT NOT NULL, weight REAL NOT NULL);
+        CREATE INDEX events_by_user ON events (user_id, ts);
+        CREATE INDEX events_by_time ON events (ts);
+        INSERT INTO events (event_id, user_id, item_id, ts, type, weight) VALUES ('e1', 'u1', 'a', 1.0, 'view', 1.0);
+    """)
+    conn.commit()
+    conn.close()
+    store = open_store(f"sqlite:///{path}")
+    try:
+        assert [(e.event_id, e.recommendation_id) for b in store.scan() for e in b] == [("e1", None)]
+        assert store.add([Event("u1", "b", 2.0, "click", 1.0, "e2", "r9")]) == 1
+        assert store.add_impressions([imp("r9", "u1", 1.5)]) == 1
+        assert store.history("u1", 5) == [("a", 1.0, 1.0), ("b", 2.0, 1.0)]
+    finally:
+        store.close()
+    reopened = open_store(f"sqlite:///{path}")  # migrating twice is a no-op
+    assert reopened.impression("r9").user_id == "u1"
+    reopened.close()

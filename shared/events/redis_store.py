@@ -2,7 +2,8 @@
 
 Keys (under ``groundrec:``): ``log``, a stream of every event (what export reads);
 ``h:<user>``, a sorted set of the user's events by time (what a profile reads, one round
-trip); ``ue:<user>``, the user's event ids; ``eid:<id>``, an id seen (idempotency). Each
+trip); ``ue:<user>``, the user's event ids; ``eid:<id>``, an id seen (idempotency); the
+impressions' keys are in ``redis_impressions``. Each
 ``add`` is one Lua script, so a batch is applied whole or not at all and a retried event id
 is skipped atomically. Durability is Redis's: run it with ``appendonly yes`` and
 ``appendfsync always`` for no loss of an acknowledged event (docs/operations.md)."""
@@ -11,24 +12,27 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
 
+from groundrec.shared.events.redis_impressions import RedisImpressions
 from groundrec.shared.events.store import Event, StoreUnavailable
 
 PREFIX = "groundrec:"
 SEP = "\x1f"
 TIMEOUT_S = 2.0
 
-# ARGV: prefix, then 6 values per event: event id ('' for none), user, item, ts, type, weight.
+# ARGV: prefix, then 7 values per event: event id ('' for none), user, item, ts, type, weight,
+# recommendation id ('' for none).
 ADD = """
 local p = ARGV[1]
 local stored = 0
-for i = 2, #ARGV, 6 do
-  local eid, user, item, ts, typ, w = ARGV[i], ARGV[i+1], ARGV[i+2], ARGV[i+3], ARGV[i+4], ARGV[i+5]
+for i = 2, #ARGV, 7 do
+  local eid, user, item, ts, typ, w, rid = ARGV[i], ARGV[i+1], ARGV[i+2], ARGV[i+3], ARGV[i+4], ARGV[i+5], ARGV[i+6]
   local fresh = true
   if eid ~= '' then
     fresh = redis.call('SET', p .. 'eid:' .. eid, '1', 'NX')
   end
   if fresh then
-    local id = redis.call('XADD', p .. 'log', '*', 'u', user, 'i', item, 't', ts, 'y', typ, 'w', w, 'e', eid)
+    local id = redis.call('XADD', p .. 'log', '*', 'u', user, 'i', item, 't', ts, 'y', typ, 'w', w, 'e', eid,
+                          'r', rid)
     redis.call('ZADD', p .. 'h:' .. user, ts, id .. '\\31' .. item .. '\\31' .. w)
     if eid ~= '' then redis.call('SADD', p .. 'ue:' .. user, eid) end
     stored = stored + 1
@@ -76,7 +80,7 @@ return {entries[#entries][1], erased}
 """
 
 
-class RedisStore:
+class RedisStore(RedisImpressions):
     def __init__(self, url: str, prefix: str = PREFIX):
         import redis
 
@@ -86,6 +90,7 @@ class RedisStore:
         self._add = self._r.register_script(ADD)
         self._delete = self._r.register_script(DELETE)
         self._prune = self._r.register_script(PRUNE)
+        self._scripts_for_impressions()
         self._async = None  # redis.asyncio client of the service's event loop (ahistories)
 
     def _call(self, fn, *args):
@@ -99,7 +104,8 @@ class RedisStore:
             return 0
         args = [self.prefix]
         for e in events:
-            args += [e.event_id or "", e.user_id, e.item_id, repr(float(e.timestamp)), e.type, repr(float(e.weight))]
+            args += [e.event_id or "", e.user_id, e.item_id, repr(float(e.timestamp)), e.type, repr(float(e.weight)),
+                     e.recommendation_id or ""]
         return int(self._call(lambda: self._add(args=args)))
 
     @staticmethod
@@ -139,7 +145,10 @@ class RedisStore:
         return [self._parse(m) for m in found]
 
     def delete_user(self, user_id: str) -> int:
-        return int(self._call(lambda: self._delete(args=[self.prefix, user_id])))
+        """The user's events, then the lists shown to them."""
+        n = int(self._call(lambda: self._delete(args=[self.prefix, user_id])))
+        self._delete_impressions(user_id)
+        return n
 
     def prune(self, before: float, chunk: int = 5_000) -> int:
         start, erased = "-", 0
@@ -156,8 +165,8 @@ class RedisStore:
             entries = self._call(self._r.xrange, f"{self.prefix}log", start, "+", chunk)
             if not entries:
                 return
-            batch = [Event(f["u"], f["i"], float(f["t"]), f["y"], float(f["w"]), f.get("e") or None)
-                     for _, f in entries]
+            batch = [Event(f["u"], f["i"], float(f["t"]), f["y"], float(f["w"]), f.get("e") or None,
+                           f.get("r") or None) for _, f in entries]
             if since is not None:
                 batch = [e for e in batch if e.timestamp >= since]
             if batch:

@@ -17,7 +17,7 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 from groundrec.shared.errors import UserError
-from groundrec.shared.events.store import Event, StoreUnavailable
+from groundrec.shared.events.store import Event, Impression, StoreUnavailable, impression_from_json, impression_json
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS events (
@@ -31,8 +31,21 @@ CREATE TABLE IF NOT EXISTS events (
 );
 CREATE INDEX IF NOT EXISTS events_by_user ON events (user_id, ts);
 CREATE INDEX IF NOT EXISTS events_by_time ON events (ts);
+CREATE TABLE IF NOT EXISTS impressions (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT,
+    recommendation_id TEXT NOT NULL UNIQUE,
+    user_id TEXT,
+    ts REAL NOT NULL,
+    body TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS impressions_by_user ON impressions (user_id);
+CREATE INDEX IF NOT EXISTS impressions_by_time ON impressions (ts);
 """
-INSERT = "INSERT OR IGNORE INTO events (event_id, user_id, item_id, ts, type, weight) VALUES (?, ?, ?, ?, ?, ?)"
+# Columns added after a store was first written: (table, column, type), added in place on open.
+MIGRATIONS = [("events", "recommendation_id", "TEXT")]
+INSERT = ("INSERT OR IGNORE INTO events (event_id, user_id, item_id, ts, type, weight, recommendation_id) "
+          "VALUES (?, ?, ?, ?, ?, ?, ?)")
+INSERT_IMPRESSION = "INSERT OR IGNORE INTO impressions (recommendation_id, user_id, ts, body) VALUES (?, ?, ?, ?)"
 BUSY_MS = 10_000  # another process's commit is waited for this long
 
 
@@ -45,10 +58,20 @@ def path_of(url: str) -> Path:
 
 
 class _Ticket:
-    __slots__ = ("events", "stored", "error", "done")
+    """Rows waiting for the next group commit: one statement, its rows."""
 
-    def __init__(self, events: Sequence[Event]):
-        self.events, self.stored, self.error, self.done = events, 0, None, False
+    __slots__ = ("sql", "rows", "stored", "error", "done")
+
+    def __init__(self, sql: str, rows: list[tuple]):
+        self.sql, self.rows, self.stored, self.error, self.done = sql, rows, 0, None, False
+
+
+def migrate(conn: sqlite3.Connection) -> None:
+    """Bring a store written by older code to this schema, in place (new tables are created
+    by SCHEMA; new columns of old tables are added here)."""
+    for table, column, kind in MIGRATIONS:
+        if column not in {row[1] for row in conn.execute(f"PRAGMA table_info({table})")}:
+            conn.execute(f"ALTER TABLE {table} ADD COLUMN {column} {kind}")
 
 
 class SQLiteStore:
@@ -58,6 +81,7 @@ class SQLiteStore:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             self._writer = self._connect()
             self._writer.executescript(SCHEMA)
+            migrate(self._writer)
         except (OSError, sqlite3.Error) as e:
             raise StoreUnavailable(f"events store {self.path}: {e}") from None
         self._local = threading.local()
@@ -80,9 +104,17 @@ class SQLiteStore:
 
     # --- writes: group commit -----------------------------------------------------------
     def add(self, events: Sequence[Event]) -> int:
-        if not events:
+        return self._write(INSERT, [(e.event_id, e.user_id, e.item_id, e.timestamp, e.type, e.weight,
+                                     e.recommendation_id) for e in events])
+
+    def add_impressions(self, impressions: Sequence[Impression]) -> int:
+        return self._write(INSERT_IMPRESSION, [(m.recommendation_id, m.user_id, m.timestamp, impression_json(m))
+                                               for m in impressions])
+
+    def _write(self, sql: str, rows: list[tuple]) -> int:
+        if not rows:
             return 0
-        ticket = _Ticket(events)
+        ticket = _Ticket(sql, rows)
         with self._cv:
             self._pending.append(ticket)
             while not ticket.done and self._committing:
@@ -110,8 +142,7 @@ class SQLiteStore:
             conn.execute("BEGIN IMMEDIATE")
             for ticket in batch:
                 before = conn.total_changes
-                conn.executemany(INSERT, [(e.event_id, e.user_id, e.item_id, e.timestamp, e.type, e.weight)
-                                          for e in ticket.events])
+                conn.executemany(ticket.sql, ticket.rows)
                 ticket.stored = conn.total_changes - before
             conn.execute("COMMIT")
         except sqlite3.Error as e:
@@ -123,22 +154,35 @@ class SQLiteStore:
             ticket.done = True
 
     def delete_user(self, user_id: str) -> int:
-        return self._erase("DELETE FROM events WHERE user_id = ?", (user_id,))
+        """The user's events and the lists shown to them, in one transaction."""
+        return self._erase("DELETE FROM events WHERE user_id = ?", (user_id,),
+                           "DELETE FROM impressions WHERE user_id = ?")
 
     def prune(self, before: float) -> int:
         return self._erase("DELETE FROM events WHERE ts < ?", (before,))
 
-    def _erase(self, sql: str, args: tuple) -> int:
+    def prune_impressions(self, before: float) -> int:
+        return self._erase("DELETE FROM impressions WHERE ts < ?", (before,))
+
+    def _erase(self, sql: str, args: tuple, *more: str) -> int:
+        """Run ``sql`` (and ``more`` statements with the same arguments) in one transaction;
+        the rows the first erased."""
         with self._cv:  # no group commit in flight: the erasure is its own transaction
             while self._committing:
                 self._cv.wait()
             self._committing = True
+        conn = self._writer
         try:
-            conn = self._writer
+            conn.execute("BEGIN IMMEDIATE")
             n = conn.execute(sql, args).rowcount
+            for other in more:
+                conn.execute(other, args)
+            conn.execute("COMMIT")
             conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")  # the WAL's copies of the erased pages go too
             return n
         except sqlite3.Error as e:
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
             raise StoreUnavailable(f"events store: {e}") from None
         finally:
             with self._cv:
@@ -165,14 +209,24 @@ class SQLiteStore:
         return await asyncio.to_thread(self.histories, user_ids, limit)
 
     def scan(self, since: float | None = None, chunk: int = 50_000) -> Iterator[list[Event]]:
+        yield from self._scan("SELECT user_id, item_id, ts, type, weight, event_id, recommendation_id FROM events "
+                              "WHERE ts >= ? ORDER BY ts, seq", since, chunk, lambda r: Event(*r))
+
+    def scan_impressions(self, since: float | None = None, chunk: int = 50_000) -> Iterator[list[Impression]]:
+        yield from self._scan("SELECT body FROM impressions WHERE ts >= ? ORDER BY ts, seq", since, chunk,
+                              lambda r: impression_from_json(r[0]))
+
+    def _scan(self, sql: str, since: float | None, chunk: int, make) -> Iterator[list]:
         try:
-            cur = self._connect().execute(
-                "SELECT user_id, item_id, ts, type, weight, event_id FROM events WHERE ts >= ? ORDER BY ts, seq",
-                (since if since is not None else float("-inf"),))
+            cur = self._connect().execute(sql, (since if since is not None else float("-inf"),))
             while rows := cur.fetchmany(chunk):
-                yield [Event(*r) for r in rows]
+                yield [make(r) for r in rows]
         except sqlite3.Error as e:
             raise StoreUnavailable(f"events store: {e}") from None
+
+    def impression(self, recommendation_id: str) -> Impression | None:
+        rows = self._query("SELECT body FROM impressions WHERE recommendation_id = ?", (recommendation_id,))
+        return impression_from_json(rows[0][0]) if rows else None
 
     def popularity(self, since: float | None = None) -> dict[str, float]:
         return dict(self._query("SELECT item_id, SUM(weight) FROM events WHERE ts >= ? GROUP BY item_id",

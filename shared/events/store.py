@@ -1,13 +1,16 @@
 """The event store's contract and how a URL picks its backend.
 
-An event is (user, item, time, type, weight, optional id). ``add`` returns once the events
-are durable and skips an event whose id was stored before (a retried request is harmless);
-``history`` is a user's latest events, oldest first, as a profile reads them; ``delete_user``
-erases everything of a user; ``scan`` reads the log for export; ``popularity`` sums weights
-per item over a window."""
+An event is (user, item, time, type, weight, optional id, optional recommendation id). ``add``
+returns once the events are durable and skips an event whose id was stored before (a retried
+request is harmless); ``history`` is a user's latest events, oldest first, as a profile reads
+them; ``delete_user`` erases everything of a user, impressions included; ``scan`` reads the log
+for export; ``popularity`` sums weights per item over a window. An impression is a list shown
+(``recommendation_id``, user, version, arm, items in order): the service logs them, the online
+report joins the events to them."""
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Protocol
@@ -25,6 +28,40 @@ class Event:
     type: str
     weight: float
     event_id: str | None = None
+    # The answer that showed the item, as the client sent it (``POST /events``); the online
+    # report checks it against the impressions (same user, item shown) before crediting it.
+    recommendation_id: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Impression:
+    """One list shown: the answer's ``recommendation_id``, who asked (None when the request
+    named no user), when, which version and experiment arm answered, the item ids in the
+    order shown, and for an interleaved list the arm each position was drawn from."""
+
+    recommendation_id: str
+    user_id: str | None
+    timestamp: float
+    version: str
+    items: tuple[str, ...]
+    arm: str | None = None
+    teams: tuple[str, ...] | None = None  # interleaving: the arm credited for each position
+    endpoint: str = "recommend"  # or "search"
+    settings: str = "{}"  # the request's settings that matter, as JSON text
+
+
+def impression_json(m: Impression) -> str:
+    """An impression as the stores keep it: one JSON object."""
+    return json.dumps({"recommendation_id": m.recommendation_id, "user_id": m.user_id, "timestamp": m.timestamp,
+                       "version": m.version, "items": list(m.items), "arm": m.arm,
+                       "teams": list(m.teams) if m.teams is not None else None, "endpoint": m.endpoint,
+                       "settings": m.settings}, separators=(",", ":"))
+
+
+def impression_from_json(text: str) -> Impression:
+    d = json.loads(text)
+    return Impression(d["recommendation_id"], d["user_id"], d["timestamp"], d["version"], tuple(d["items"]),
+                      d["arm"], tuple(d["teams"]) if d["teams"] is not None else None, d["endpoint"], d["settings"])
 
 
 class StoreUnavailable(Exception):
@@ -62,6 +99,19 @@ class EventStore(Protocol):
 
     def count(self) -> int:
         """How many events are stored."""
+
+    def add_impressions(self, impressions: Sequence[Impression]) -> int:
+        """Store lists shown (an id stored before is skipped); how many were new."""
+
+    def impression(self, recommendation_id: str) -> Impression | None:
+        """One list shown, by its id (None: unknown, or erased)."""
+
+    def scan_impressions(self, since: float | None = None, chunk: int = 50_000) -> Iterator[list[Impression]]:
+        """Every impression with a timestamp at or after ``since``, in chunks: by time (SQLite)
+        or in the order logged (Redis; the service logs as it answers, so nearly by time)."""
+
+    def prune_impressions(self, before: float) -> int:
+        """Erase every impression older than ``before`` (their retention); how many."""
 
     def close(self) -> None: ...
 

@@ -1,0 +1,113 @@
+"""The lists shown (impressions) in the Redis store. Keys (under the store's prefix):
+``ilog``, a stream of impressions in the order logged (field ``t``: time, ``j``: the
+impression as JSON; what the online report scans); ``imp:<recommendation id>``, the stream
+entry of that impression (lookup by id, idempotency); ``ui:<user>``, the user's impressions
+(erasure). Each write is one Lua script: a batch is applied whole, a logged id is skipped."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+
+from groundrec.shared.events.store import Impression, impression_from_json, impression_json
+
+# ARGV: prefix, then 4 values per impression: recommendation id, user ('' for none), ts, JSON.
+ADD = """
+local p = ARGV[1]
+local stored = 0
+for i = 2, #ARGV, 4 do
+  local rid, user, ts, body = ARGV[i], ARGV[i+1], ARGV[i+2], ARGV[i+3]
+  if redis.call('SET', p .. 'imp:' .. rid, '', 'NX') then
+    local sid = redis.call('XADD', p .. 'ilog', '*', 't', ts, 'j', body)
+    redis.call('SET', p .. 'imp:' .. rid, sid)
+    if user ~= '' then redis.call('SADD', p .. 'ui:' .. user, sid .. '\\31' .. rid) end
+    stored = stored + 1
+  end
+end
+return stored
+"""
+
+# ARGV: prefix, user.
+DELETE = """
+local p, user = ARGV[1], ARGV[2]
+local members = redis.call('SMEMBERS', p .. 'ui:' .. user)
+for _, m in ipairs(members) do
+  local sid, rid = string.match(m, '^([^\\31]+)\\31(.*)$')
+  redis.call('XDEL', p .. 'ilog', sid)
+  redis.call('DEL', p .. 'imp:' .. rid)
+end
+redis.call('DEL', p .. 'ui:' .. user)
+return #members
+"""
+
+# ARGV: prefix, start id, count, before: erases one chunk's impressions older than ``before``
+# (``user`` and ``rid`` are read from the JSON); returns {last id read or '', erased}.
+PRUNE = """
+local p, start, count, before = ARGV[1], ARGV[2], tonumber(ARGV[3]), tonumber(ARGV[4])
+local entries = redis.call('XRANGE', p .. 'ilog', start, '+', 'COUNT', count)
+local erased = 0
+for _, entry in ipairs(entries) do
+  local sid, f = entry[1], {}
+  for i = 1, #entry[2], 2 do f[entry[2][i]] = entry[2][i + 1] end
+  if tonumber(f['t']) < before then
+    local m = cjson.decode(f['j'])
+    redis.call('DEL', p .. 'imp:' .. m['recommendation_id'])
+    if type(m['user_id']) == 'string' then
+      redis.call('SREM', p .. 'ui:' .. m['user_id'], sid .. '\\31' .. m['recommendation_id'])
+    end
+    redis.call('XDEL', p .. 'ilog', sid)
+    erased = erased + 1
+  end
+end
+if #entries < count then return {'', erased} end
+return {entries[#entries][1], erased}
+"""
+
+
+class RedisImpressions:
+    """The impression half of ``RedisStore`` (which provides ``_r``, ``_call``, ``prefix``)."""
+
+    def _scripts_for_impressions(self) -> None:
+        self._add_imp = self._r.register_script(ADD)
+        self._delete_imp = self._r.register_script(DELETE)
+        self._prune_imp = self._r.register_script(PRUNE)
+
+    def add_impressions(self, impressions: Sequence[Impression]) -> int:
+        if not impressions:
+            return 0
+        args = [self.prefix]
+        for m in impressions:
+            args += [m.recommendation_id, m.user_id or "", repr(float(m.timestamp)), impression_json(m)]
+        return int(self._call(lambda: self._add_imp(args=args)))
+
+    def impression(self, recommendation_id: str) -> Impression | None:
+        sid = self._call(self._r.get, f"{self.prefix}imp:{recommendation_id}")
+        if not sid:
+            return None
+        entries = self._call(self._r.xrange, f"{self.prefix}ilog", sid, sid)
+        return impression_from_json(entries[0][1]["j"]) if entries else None
+
+    def scan_impressions(self, since: float | None = None, chunk: int = 50_000) -> Iterator[list[Impression]]:
+        start = "-"
+        while True:
+            entries = self._call(self._r.xrange, f"{self.prefix}ilog", start, "+", chunk)
+            if not entries:
+                return
+            batch = [impression_from_json(f["j"]) for _, f in entries
+                     if since is None or float(f["t"]) >= since]
+            if batch:
+                yield batch
+            if len(entries) < chunk:
+                return
+            start = "(" + entries[-1][0]
+
+    def prune_impressions(self, before: float, chunk: int = 5_000) -> int:
+        start, erased = "-", 0
+        while True:
+            last, n = self._call(lambda: self._prune_imp(args=[self.prefix, start, chunk, repr(float(before))]))
+            erased += int(n)
+            if not last:
+                return erased
+            start = "(" + last
+
+    def _delete_impressions(self, user_id: str) -> int:
+        return int(self._call(lambda: self._delete_imp(args=[self.prefix, user_id])))
