@@ -1,0 +1,122 @@
+"""The impression log: every list the service answers (its ``recommendation_id``, who asked,
+the version and arm, the items in order) written to the event store after the answer, in
+batches, by one background thread, so the request path only appends to a queue.
+
+Best effort by design: a list is shown whether or not it is logged. What is not written (the
+queue full, the store down) is counted (``dropped``), never retried forever. ``share`` logs a
+sampled part of the users (whole users, by a hash of their id, so per-user metrics stay
+whole); ``flush`` writes what is queued now (``POST /events`` calls it before it checks the
+ids it was sent, so a click right after its answer finds the list)."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import threading
+import time
+import uuid
+from collections import deque
+
+from groundrec.shared.events.store import Impression, StoreUnavailable
+
+log = logging.getLogger("groundrec.impressions")
+
+
+def new_recommendation_id() -> str:
+    """A fresh id for one answer (random, 32 hex digits)."""
+    return uuid.uuid4().hex
+
+
+def sampled(key: str, share: float) -> bool:
+    """Whether ``key`` (a user id, or an answer's id without one) falls in the logged share."""
+    if share >= 1.0:
+        return True
+    if share <= 0.0:
+        return False
+    return int.from_bytes(hashlib.blake2b(key.encode(), digest_size=8).digest(), "big") / 2**64 < share
+
+
+def impression_of(recommendation_id: str, user_id: str | None, body: bytes, arm: str | None, settings: dict,
+                  endpoint: str = "recommend", teams: list[str] | None = None) -> Impression:
+    """The impression of one answer from its JSON (read in the logger's thread, off the hot path)."""
+    answer = json.loads(body)
+    return Impression(recommendation_id, user_id, time.time(), answer.get("version") or "",
+                      tuple(i["item_id"] for i in answer["items"]), arm, tuple(teams) if teams else None, endpoint,
+                      json.dumps(settings, sort_keys=True, separators=(",", ":")))
+
+
+class ImpressionLog:
+    def __init__(self, store, share: float = 1.0, flush_interval_s: float = 0.2, max_pending: int = 50_000,
+                 on_written=None):
+        """``store``: a callable giving the event store (it may raise StoreUnavailable)."""
+        self.store, self.share, self.flush_interval_s, self.max_pending = store, share, flush_interval_s, max_pending
+        self.on_written = on_written  # called with each written batch (the live counters)
+        self._queue: deque = deque()
+        self._cv = threading.Condition()
+        self._stop = False
+        self.logged = self.written = self.dropped = 0  # queued; written to the store; not written
+        self._done = 0  # queued entries the writer has finished with (written or dropped), in order
+        self._thread = threading.Thread(target=self._run, name="impressions", daemon=True)
+        self._thread.start()
+
+    def log(self, recommendation_id: str, user_id: str | None, body: bytes, arm: str | None, settings: dict,
+            endpoint: str = "recommend", teams: list[str] | None = None) -> bool:
+        """Queue one answer's impression (sampled by ``share``); False when not logged."""
+        if not sampled(user_id or recommendation_id, self.share):
+            return False
+        if len(self._queue) >= self.max_pending:
+            self.dropped += 1
+            return False
+        self._queue.append((recommendation_id, user_id, body, arm, settings, endpoint, teams))
+        self.logged += 1
+        return True
+
+    def flush(self, timeout_s: float = 2.0) -> None:
+        """Return once everything queued before this call is written (or dropped)."""
+        target = self.logged
+        with self._cv:
+            self._cv.notify_all()
+            self._cv.wait_for(lambda: self._done >= target or self._stop, timeout_s)
+
+    def close(self) -> None:
+        with self._cv:
+            self._stop = True
+            self._cv.notify_all()
+        self._thread.join(timeout=5)
+
+    def _run(self) -> None:
+        while True:
+            with self._cv:
+                if not self._stop:
+                    self._cv.wait(self.flush_interval_s)
+                stop = self._stop
+            done = self._write_queued()
+            with self._cv:
+                self._done += done
+                self._cv.notify_all()
+            if stop:
+                return
+
+    def _write_queued(self) -> int:
+        """Write everything queued; how many entries were taken."""
+        batch = []
+        while self._queue:
+            batch.append(self._queue.popleft())
+        if not batch:
+            return 0
+        try:
+            impressions = [impression_of(*entry) for entry in batch]
+            self.store().add_impressions(impressions)
+        except StoreUnavailable as e:
+            self.dropped += len(batch)
+            log.warning("%d impressions not logged: %s", len(batch), e)
+            return len(batch)
+        except Exception:  # a bug must not stop the logger: counted and logged with its traceback
+            self.dropped += len(batch)
+            log.exception("%d impressions not logged", len(batch))
+            return len(batch)
+        self.written += len(batch)
+        if self.on_written is not None:
+            self.on_written(impressions)
+        return len(batch)

@@ -1,0 +1,54 @@
+"""Experiments (online/experiments.py): the config, the sticky salted assignment, the layers
+of request settings."""
+
+from collections import Counter
+
+import pytest
+from pydantic import ValidationError
+
+from groundrec.online.experiments import Experiment, with_defaults
+from groundrec.online.schemas import UserQuery
+
+
+def exp(**kw):
+    return Experiment.model_validate({"name": "e1", "arms": [{"name": "A"}, {"name": "B", "version": "v2"}], **kw})
+
+
+def test_assignment_is_sticky_salted_and_follows_the_weights():
+    e = exp(arms=[{"name": "A", "weight": 3}, {"name": "B"}])
+    users = [f"u{n}" for n in range(20_000)]
+    arms = [e.assign(u).name for u in users]
+    assert arms == [e.assign(u).name for u in users]  # sticky
+    share = Counter(arms)["A"] / len(users)
+    assert 0.73 < share < 0.77
+    other = Experiment.model_validate({**e.model_dump(), "name": "e2"})
+    moved = sum(a != other.assign(u).name for a, u in zip(arms, users)) / len(users)
+    assert 0.3 < moved < 0.45  # a new salt reshuffles (independent draws: 2 x 0.75 x 0.25 = 0.375)
+
+
+def test_a_request_without_user_goes_to_the_default_arm():
+    assert exp().assign(None).name == "A"
+    assert exp(default_arm="B").assign(None).name == "B"
+
+
+def test_request_fields_win_over_the_arm_which_wins_over_the_server():
+    sent = UserQuery.model_validate({"history": ["i1"], "strategy": "recency"})
+    got = with_defaults(sent, {"strategy": "mean", "popularity_weight": 0.2, "k": 5})
+    assert got.strategy == "recency" and got.popularity_weight == 0.2 and got.k == 5 and got.history == ["i1"]
+    assert with_defaults(sent, {}) is sent
+    plain = UserQuery.model_validate({"history": ["i1"]})
+    assert with_defaults(plain, {}).max_per is None  # the server's default applies later, untouched
+
+
+@pytest.mark.parametrize("bad, message", [
+    ({"arms": [{"name": "A"}]}, "at least 2"),
+    ({"arms": [{"name": "A"}, {"name": "A"}]}, "must differ"),
+    ({"default_arm": "C"}, "default_arm 'C'"),
+    ({"arms": [{"name": "A", "defaults": {"user_id": "x"}}, {"name": "B"}]}, "not request settings"),
+    ({"arms": [{"name": "A", "defaults": {"strategy": "nope"}}, {"name": "B"}]}, "strategy must be one of"),
+    ({"arms": [{"name": "A b"}, {"name": "B"}]}, "arm name"),
+    ({"mode": "team_draft", "arms": [{"name": "A"}, {"name": "B"}, {"name": "C"}]}, "exactly two"),
+])
+def test_a_bad_experiment_is_refused_naming_the_problem(bad, message):
+    with pytest.raises((ValidationError, ValueError), match=message):
+        exp(**bad)
