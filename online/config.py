@@ -7,6 +7,7 @@ from typing import Annotated, Literal
 
 from pydantic import Field, field_validator, model_validator
 
+from groundrec.online.experiments import Experiment
 from groundrec.shared.scoring.profiles import MAX_HISTORY
 from groundrec.shared.config import StrictModel
 
@@ -50,6 +51,11 @@ class ServeConfig(StrictModel):
                                                  "this many days, read from the store in the background (once the "
                                                  "window holds an event; until then, --interactions); None: off")
     popularity_refresh_s: float = Field(60.0, gt=0, description="how often that popularity is read again")
+    # Online evaluation: every answer has a recommendation_id; the lists shown are logged.
+    impressions: float = Field(1.0, ge=0, le=1, description="share of users whose lists are logged as impressions "
+                               "in the event store (1: all, 0: none; whole users, by a hash of their id)")
+    experiment: Experiment | None = Field(None, description="arms compared on live traffic (A/B or team_draft "
+                                          "interleaving): each a version ('current' or an id) plus request defaults")
     body_timeout_s: float = Field(10.0, gt=0, description="a request body not received within this is refused (408)")
     # Throughput: threads, micro-batching, admission control, processes.
     compute: Literal["process", "thread"] = Field(

@@ -55,6 +55,18 @@ class VersionHolder:
         self._marker = None  # <artifacts>/.serving/<host>-<pid>: tells gc what this process serves
         self._retired: list[tuple[float, Backend]] = []  # (when swapped out, backend): closed after a grace
         self._popularity = self._load_popularity()
+        # Versions an experiment's arms name by id, loaded beside the current one and kept (none
+        # without an experiment); a pinned id that is also CURRENT's shares its backend.
+        self.pinned: dict[str, Backend] = {}
+        self._wanted_pins = sorted(v for v in (cfg.experiment.versions() if cfg.experiment else ()) if v != "current")
+
+    def backend(self, version: str) -> Backend | None:
+        """What serves ``version`` ('current' or a pinned id) now: None when it is not loaded
+        (the caller serves the current version instead and says so)."""
+        current = self.current
+        if version == "current" or (current is not None and current.version_id == version):
+            return current
+        return self.pinned.get(version)
 
     def _load_popularity(self) -> dict[str, float] | None:
         return load_popularity(self.cfg)
@@ -62,9 +74,9 @@ class VersionHolder:
     def set_popularity(self, popularity: dict[str, float] | None) -> None:
         """New popularity for the serving version now and for every version loaded later."""
         self._popularity = popularity
-        current = self.current
-        if current is not None and current.alive:
-            current.set_popularity(popularity)
+        for backend in [self.current, *self.pinned.values()]:
+            if backend is not None and backend.alive:
+                backend.set_popularity(popularity)
 
     def build(self, version_id: str) -> Backend:
         path = artifact.locate(self.cfg.artifacts, version_id, self.cfg.version_cache_dir)  # copied here if remote
@@ -74,8 +86,9 @@ class VersionHolder:
 
     def check(self) -> bool:
         """Load the version CURRENT names if it is new and not rejected, or restart the serving
-        one if its compute process has died; True when swapped."""
+        one if its compute process has died (the pinned versions likewise); True when swapped."""
         self._close_retired()
+        self._check_pinned()
         try:
             wanted = artifact.current_version(self.cfg.artifacts)
         except ValueError as e:  # a malformed pointer is refused like a broken version
@@ -119,6 +132,25 @@ class VersionHolder:
             self._on_loaded(wanted)
         return True
 
+    def _check_pinned(self) -> None:
+        """Load each pinned version not loaded yet (or whose compute process died); one that
+        cannot be loaded is rejected, logged and counted, and its arm served by the current one."""
+        for version_id in self._wanted_pins:
+            loaded = self.pinned.get(version_id)
+            if (loaded is not None and loaded.alive) or version_id in self.rejected:
+                continue
+            if loaded is not None:  # its compute process died
+                self.pinned.pop(version_id).close()
+            try:
+                self.pinned[version_id] = self.build(version_id)
+                log.info("experiment: version %s loaded beside the current one", version_id)
+            except Exception as e:  # an arm's broken version never takes the service down
+                self.rejected[version_id] = f"{type(e).__name__}: {e}"
+                log.error("experiment: version %s could not be loaded, its arm is served by the current "
+                          "version: %s", version_id, e)
+                if self._on_failed:
+                    self._on_failed(version_id, str(e))
+
     def _close_retired(self, grace_s: float | None = None) -> None:
         grace_s = RETIRE_GRACE_S if grace_s is None else grace_s
         now = time.monotonic()
@@ -127,7 +159,7 @@ class VersionHolder:
 
     def _mark(self) -> None:
         if self.current is not None:
-            self._marker = artifact.record_serving(self.cfg.artifacts, self.current.version_id)
+            self._marker = artifact.record_serving(self.cfg.artifacts, self.current.version_id, *self.pinned)
 
     def start(self) -> None:
         self.check()
@@ -150,3 +182,5 @@ class VersionHolder:
         self._close_retired(grace_s=0)
         if self.current is not None:
             self.current.close()
+        for backend in self.pinned.values():
+            backend.close()

@@ -17,8 +17,9 @@ SERVING = ".serving"
 SERVING_FRESH_S = 24 * 3600.0
 
 
-def record_serving(root: str | Path, version_id: str) -> Path | None:
-    """Say (for gc) that this process serves ``version_id``; None for an object-store root or
+def record_serving(root: str | Path, version_id: str, *more: str) -> Path | None:
+    """Say (for gc) that this process serves ``version_id`` (and ``more``: an experiment's
+    pinned versions, one per line); None for an object-store root or
     a root this process cannot write (a read-only mount): gc there keeps CURRENT and the
     newest verified version only."""
     import socket
@@ -30,7 +31,7 @@ def record_serving(root: str | Path, version_id: str) -> Path | None:
     try:
         folder.mkdir(exist_ok=True)
         tmp = folder / f".{marker.name}.{uuid.uuid4().hex}.tmp"
-        tmp.write_text(version_id + "\n")
+        tmp.write_text("".join(v + "\n" for v in (version_id, *more)))
         os.replace(tmp, marker)
     except OSError:
         return None
@@ -75,8 +76,7 @@ def serving_versions(root: str | Path, fresh_s: float = SERVING_FRESH_S) -> set[
             text = marker.read_text(errors="replace").strip()
         except OSError:
             continue
-        if is_version_id(text):
-            found.add(text)
+        found.update(line for line in text.splitlines() if is_version_id(line))
     return found
 
 

@@ -1,0 +1,58 @@
+"""The version holder (online/holder.py): the current version, and the versions an experiment
+pins beside it, over versions published by the real job."""
+
+from __future__ import annotations
+
+import pytest
+
+from groundrec.offline.config import load_job_config
+from groundrec.offline.job import run_job
+from groundrec.online.config import ServeConfig
+from groundrec.online.holder import VersionHolder
+from groundrec.online.schemas import UserQuery
+from groundrec.shared import artifact
+from helpers import publish_demo
+
+
+@pytest.fixture(scope="module")
+def two_versions(tmp_path_factory, tiny_vlm):
+    pub = publish_demo(tmp_path_factory.mktemp("holder"), tiny_vlm(), n_items=20, n_users=4)
+    second = run_job(load_job_config(None, pub["overrides"]), progress=False).version
+    return pub["artifacts"], pub["version"], second
+
+
+def _holder(artifacts, arms, **extra) -> VersionHolder:
+    cfg = ServeConfig(artifacts=artifacts, compute="thread", events="none",
+                      experiment={"arms": arms}, **extra)
+    return VersionHolder(cfg)
+
+
+def test_an_experiment_s_pinned_version_is_loaded_beside_the_current_one(two_versions):
+    artifacts, first, second = two_versions
+    assert artifact.current_version(artifacts) == second
+    holder = _holder(artifacts, [{"name": "A"}, {"name": "B", "version": first}])
+    try:
+        assert holder.check()
+        assert holder.current.version_id == second and set(holder.pinned) == {first}
+        assert holder.backend("current") is holder.current and holder.backend(second) is holder.current
+        assert holder.backend(first).version_id == first
+        assert {first, second} <= artifact.serving_versions(artifacts)  # gc keeps both
+        pinned = holder.backend(first)
+        answer = pinned.recommend(UserQuery(history=[pinned.retriever.v.item_ids[0]], k=3))
+        assert answer.version == first and len(answer.items) == 3
+    finally:
+        holder.stop()
+
+
+def test_a_pinned_version_that_cannot_load_is_rejected_and_the_arm_left_to_current(two_versions):
+    artifacts, _, second = two_versions
+    failures = []
+    holder = VersionHolder(ServeConfig(artifacts=artifacts, compute="thread", events="none",
+                                       experiment={"arms": [{"name": "A"}, {"name": "B", "version": "v-nope"}]}),
+                           on_failed=lambda v, why: failures.append(v))
+    try:
+        holder.check()
+        assert holder.current.version_id == second
+        assert holder.backend("v-nope") is None and "v-nope" in holder.rejected and failures == ["v-nope"]
+    finally:
+        holder.stop()
