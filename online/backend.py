@@ -22,10 +22,11 @@ class Backend(Protocol):
         """The native thread pools of a compute process (None: this process's, reported by the service)."""
 
     def answer(self, items: list[UserQuery]) -> list:
-        """JSON bytes or a ``ServingError`` per request, in order; the requests are checked already."""
+        """JSON bytes or the request's error (``errors``) per request, in order; the requests are
+        checked already (``serving.checked``)."""
 
     def item(self, item_id: str) -> dict:
-        """One catalog row of the version (``ServingError`` 404 when absent)."""
+        """One catalog row of the version (``errors.NotFound`` when absent)."""
 
     def unknown(self, item_ids: list[str]) -> int:
         """How many of these ids the version does not hold."""

@@ -4,7 +4,7 @@ Concurrent requests are gathered for at most ``max_wait_s`` (or until ``max_batc
 waiting) and handed to one function call in one worker thread: on a flat index the item
 matrix is then read once per batch instead of once per user, and the event loop stays free
 for HTTP parsing and probes. Beyond ``max_queue`` waiting requests a new one is refused at
-once (``Overloaded`` -> 503 with Retry-After) instead of queueing for seconds. A request
+once (``errors.Overloaded``: 503 with Retry-After) instead of queueing for seconds. A request
 whose caller has gone (its future was cancelled) is dropped before it is computed.
 """
 
@@ -16,9 +16,7 @@ from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
-
-class Overloaded(Exception):
-    """The queue is full: retry later."""
+from groundrec.online.errors import Overloaded
 
 
 @dataclass

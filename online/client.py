@@ -187,12 +187,12 @@ class LocalClient:
         self._serving = holder.current
 
     def _call(self, method, *args):
-        from groundrec.online.serving import ServingError
+        from groundrec.online.errors import ERRORS, http_status
 
         try:
             return method(*args)
-        except ServingError as e:
-            raise GroundrecError(e.status, e.detail) from None
+        except ERRORS as e:  # the status the service would answer, the same message
+            raise GroundrecError(http_status(e), str(e)) from None
 
     def recommend(self, history, k: int = 10, **options) -> ResultOut:
         return self._call(self._serving.recommend, RecommendRequest(**_recommend_body(history, k, **options)))

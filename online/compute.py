@@ -9,8 +9,8 @@ so the two no longer share a GIL; the HTTP process keeps no copy of the version.
 
 The child is started for one version and serves it until closed: a new version starts a
 new child (the holder swaps them as it swaps in-process versions), so a child never
-changes under a batch in flight. A child that dies is answered 503 until the holder has
-started a new one.
+changes under a batch in flight. A child that dies makes its calls ``ComputeDied`` (an
+``Unavailable``: 503) until the holder has started a new one.
 """
 
 from __future__ import annotations
@@ -24,7 +24,8 @@ import threading
 from pathlib import Path
 
 from groundrec.online.config import ServeConfig
-from groundrec.online.serving import ServingError, build_serving
+from groundrec.online.errors import ERRORS, Unavailable
+from groundrec.online.serving import build_serving
 from groundrec.online.threads import limit_threads
 from groundrec.online.version import VersionError
 
@@ -55,8 +56,8 @@ def _child(conn, cfg_json: str, version_id: str, path: str, popularity: dict | N
             return
         try:
             reply = ("ok", ops[op](arg))
-        except Exception as e:  # the caller gets it, the child keeps serving
-            if not isinstance(e, ServingError):  # a bug: its traceback goes to this process's log
+        except Exception as e:  # the caller gets it (domain errors pickle as they are), the child keeps serving
+            if not isinstance(e, ERRORS):  # a bug: its traceback goes to this process's log
                 log.exception("compute process of version %s: %s failed", version_id, op)
             reply = ("error", e)
         try:
@@ -65,7 +66,7 @@ def _child(conn, cfg_json: str, version_id: str, path: str, popularity: dict | N
             conn.send(("error", RuntimeError(f"{type(reply[1]).__name__}: {reply[1]} (not picklable: {e})")))
 
 
-class ComputeDied(ServingError):
+class ComputeDied(Unavailable):
     """The compute process exited or hung (and was stopped): the call never got an answer."""
 
 
@@ -113,14 +114,13 @@ class ComputeProcess:
                 if not self._conn.poll(self.timeout_s):  # hung: stop it, the holder's next check replaces it
                     self._proc.kill()
                     self._proc.join(5)
-                    raise ComputeDied(503, f"the compute process of version {self.version_id} did not answer within "
-                                            f"{self.timeout_s:g} s and was stopped; a new one is being started, "
-                                            "retry later")
+                    raise ComputeDied(f"the compute process of version {self.version_id} did not answer within "
+                                      f"{self.timeout_s:g} s and was stopped; a new one is being started, retry later")
                 kind, value = self._conn.recv()
             except (EOFError, OSError):
                 self._proc.join(1)
-                raise ComputeDied(503, f"the compute process of version {self.version_id} exited (code "
-                                        f"{self._proc.exitcode}); a new one is being started, retry later") from None
+                raise ComputeDied(f"the compute process of version {self.version_id} exited (code "
+                                  f"{self._proc.exitcode}); a new one is being started, retry later") from None
         if kind == "error":
             raise value
         return value
@@ -181,7 +181,7 @@ class RemoteServing:
         try:
             return process.call(op, arg)
         except ComputeDied as e:
-            log.error("version %s: %s; replacing it and retrying the call once", self.version_id, e.detail)
+            log.error("version %s: %s; replacing it and retrying the call once", self.version_id, e)
             return self._replace(process).call(op, arg)
 
     def _replace(self, dead: ComputeProcess) -> ComputeProcess:
@@ -189,7 +189,10 @@ class RemoteServing:
             if self.process is dead:
                 standby, self.standby = self.standby, None
                 if standby is None or not standby.alive:
-                    standby = self._start_child(self._popularity)  # no standby: load one now, the call waits
+                    try:  # no standby: load one now, the call waits
+                        standby = self._start_child(self._popularity)
+                    except VersionError as e:  # not the request's fault (VersionError is a UserError)
+                        raise ComputeDied(f"version {self.version_id}: no compute process could be started: {e}") from None
                 self.process = standby
                 self.replaced += 1
         threading.Thread(target=dead.close, args=(0.5,), daemon=True).start()

@@ -3,8 +3,9 @@ store (``shared.events``), and a request with a ``user_id`` gets its history fro
 
 The store is written and read in the server process (FastAPI's thread pool: a SQLite commit
 waits for the disk, a Redis call for the network), never in the compute process, so events
-and scoring do not wait for each other. A store that cannot be reached answers 503 with the
-reason, and is tried again on the next request; a history sent in the request still works."""
+and scoring do not wait for each other. A store that cannot be reached is ``Unavailable``
+(503) with the reason, and is tried again on the next request; a history sent in the request
+still works."""
 
 from __future__ import annotations
 
@@ -16,9 +17,8 @@ from fastapi.concurrency import run_in_threadpool
 from pydantic_core import to_json
 
 from groundrec.online.config import ServeConfig
-from groundrec.online.hotpath import Reply
+from groundrec.online.errors import Reply, Unavailable, Unprocessable
 from groundrec.online.schemas import EventsRequest, HistoryEntry, RecommendRequest, UserQuery
-from groundrec.online.serving import ServingError
 from groundrec.shared.errors import UserError
 from groundrec.shared.events import Event, EventStore, StoreUnavailable, open_store
 from groundrec.shared.scoring import READS_TIME_OR_WEIGHT
@@ -37,15 +37,16 @@ class Events:
         self._refresher: threading.Thread | None = None
 
     def store(self) -> EventStore:
-        """The open store, opened on first use and again after a failure (503 while it fails)."""
+        """The open store, opened on first use and again after a failure (``Unavailable`` while
+        it fails)."""
         if self.url is None:
-            raise ServingError(503, self.reason)
+            raise Unavailable(self.reason)
         with self._lock:
             if self._store is None:
                 try:
                     self._store = open_store(self.url)
                 except (StoreUnavailable, UserError) as e:
-                    raise ServingError(503, f"the event store is unavailable: {e}") from None
+                    raise Unavailable(f"the event store is unavailable: {e}") from None
             return self._store
 
     def close(self) -> None:
@@ -82,14 +83,14 @@ class Events:
     def _events(self, body: EventsRequest) -> list[Event]:
         cfg = self.cfg
         if len(body.events) > cfg.max_events:
-            raise ServingError(422, f"{len(body.events)} events, more than max_events={cfg.max_events}")
+            raise Unprocessable(f"{len(body.events)} events, more than max_events={cfg.max_events}")
         now = time.time()
         out = []
         for n, e in enumerate(body.events):
             kind = e.type or cfg.default_event_type
             weight = cfg.event_types.get(kind)
             if weight is None:
-                raise ServingError(422, f"events.{n}.type: {kind!r} is not one of {sorted(cfg.event_types)}")
+                raise Unprocessable(f"events.{n}.type: {kind!r} is not one of {sorted(cfg.event_types)}")
             out.append(Event(e.user_id, e.item_id, now if e.timestamp is None else e.timestamp, kind,
                              weight if e.weight is None else e.weight, e.event_id))
         return out
@@ -98,18 +99,17 @@ class Events:
         try:
             stored = self.store().add(events)
         except StoreUnavailable as e:
-            raise ServingError(503, f"the event store is unavailable, nothing was stored: {e}") from None
+            raise Unavailable(f"the event store is unavailable, nothing was stored: {e}") from None
         try:
             unknown = self.serving().unknown(list({e.item_id for e in events}))
-        except ServingError:
-            unknown = None  # no version loaded: nothing to compare with
+        except Unavailable:
+            unknown = None  # no version loaded (or its compute process died): nothing to compare with
         return to_json({"accepted": stored, "duplicates": len(events) - stored, "unknown_items": unknown})
 
     async def handle(self, body: EventsRequest, receive) -> Reply:
-        try:
-            return 200, await run_in_threadpool(self._add, self._events(body)), []
-        except ServingError as e:
-            return e.status, to_json({"detail": e.detail}), []
+        """The hot route's handler: 200 once the events are durable; an error is raised to the
+        guard, which answers it (``errors.http_reply``)."""
+        return 200, await run_in_threadpool(self._add, self._events(body)), []
 
     # --- /recommend by user id ----------------------------------------------------------
     async def _histories(self, user_ids: list[str]) -> list[list[tuple[str, float, float]]]:
@@ -117,8 +117,8 @@ class Events:
             store = self._store or await run_in_threadpool(self.store)  # opening may touch the disk
             return await store.ahistories(user_ids, self.cfg.max_history)
         except StoreUnavailable as e:
-            raise ServingError(503, f"the event store is unavailable, so no history by user_id (a history sent "
-                                    f"in the request still works): {e}") from None
+            raise Unavailable(f"the event store is unavailable, so no history by user_id (a history sent "
+                              f"in the request still works): {e}") from None
 
     @staticmethod
     def _entries(q: UserQuery, stored: list[tuple[str, float, float]]) -> list:
@@ -147,4 +147,4 @@ class Events:
         try:
             return {"user_id": user_id, "deleted_events": self.store().delete_user(user_id)}
         except StoreUnavailable as e:
-            raise ServingError(503, f"the event store is unavailable, nothing was erased: {e}") from None
+            raise Unavailable(f"the event store is unavailable, nothing was erased: {e}") from None

@@ -1,5 +1,6 @@
 """Pure ASGI middleware in front of every route: API key, body size and read timeout, the
-last-resort 500, and the request metrics. Pure ASGI (no ``BaseHTTPMiddleware``): nothing
+answers to the errors the hot routes raise (``errors.http_reply``), the last-resort 500, and
+the request metrics. Pure ASGI (no ``BaseHTTPMiddleware``): nothing
 is buffered or copied, and the body is counted as it is read, so a chunked body is stopped
 at the limit and a body that stops half-way is given up after ``body_timeout_s``."""
 
@@ -14,20 +15,21 @@ import uuid
 from pydantic_core import to_json
 from starlette.exceptions import HTTPException
 
-from groundrec.online.batching import Overloaded
+from groundrec.online.errors import ERRORS, Overloaded, Reply, http_reply
 from groundrec.online.hotpath import send_reply
 from groundrec.online.metrics import ServiceMetrics
 
 log = logging.getLogger("groundrec.serve")
 OPEN_PATHS = frozenset({"/healthz", "/readyz", "/metrics", "/docs", "/openapi.json", "/ui/login"})
 KEY_COOKIE = b"groundrec_key"  # the web page's key (set by /ui/login, HttpOnly), accepted on GETs only
-_SHED_BODY = to_json({"detail": "overloaded, retry later: the request queue is full"})
+_FULL = Overloaded("the request queue is full")  # refused before the body is read: nothing raised it
 
 
-def overload_reply(metrics: ServiceMetrics, retry_after: bytes) -> tuple[int, bytes, list[tuple[bytes, bytes]]]:
-    """The one answer to an overload, counted once (``groundrec_shed_total``)."""
-    metrics.shed.inc()
-    return 503, _SHED_BODY, [(b"retry-after", retry_after)]
+def error_reply(e: BaseException, metrics: ServiceMetrics, retry_after_s: int) -> Reply:
+    """``errors.http_reply``, with an overload counted once (``groundrec_shed_total``)."""
+    if isinstance(e, Overloaded):
+        metrics.shed.inc()
+    return http_reply(e, retry_after_s)
 
 
 class _Refused(HTTPException):
@@ -68,7 +70,7 @@ class Guard:
         self.read_key = read_key.encode("latin-1") if read_key else None
         self.max_body_bytes, self.body_timeout_s = max_body_bytes, body_timeout_s
         # Shedding here, before the body is read and validated, keeps a refusal cheap.
-        self.overloaded, self.shed_paths, self.retry_after = overloaded, shed_paths, str(retry_after_s).encode()
+        self.overloaded, self.shed_paths, self.retry_after_s = overloaded, shed_paths, retry_after_s
         self._series: dict[tuple[str, int], tuple] = {}  # (endpoint, status) -> its two metric series
 
     async def __call__(self, scope, receive, send):
@@ -113,9 +115,12 @@ class Guard:
             if length is not None and (not length.isdigit() or int(length) > self.max_body_bytes):
                 raise _Refused(413, f"body larger than max_body_bytes={self.max_body_bytes}")
             await self.app(scope, receiving, sending)
-        except Overloaded:  # the queue filled while this request's body was read
+        except Overloaded as e:  # the queue filled while this request's body was read
             if not status["sent"]:
-                return await self._shed(scope, send, started)
+                return await self._shed(scope, send, started, e)
+        except ERRORS as e:  # a hot route's refusal, or the request's own mistake
+            if not status["sent"]:
+                await send_reply(sending, *http_reply(e))
         except _Refused as e:
             if not status["sent"]:
                 await _json(sending, e.status_code, e.detail)
@@ -137,10 +142,10 @@ class Guard:
             return hmac.compare_digest(key, self.read_key)
         return not self.api_key
 
-    async def _shed(self, scope, send, started: float) -> None:
+    async def _shed(self, scope, send, started: float, error: Overloaded = _FULL) -> None:
         """503 with Retry-After, before the body is read when the queue is full already, after
         it when the batcher's ``enqueue`` refused it."""
-        await send_reply(send, *overload_reply(self.metrics, self.retry_after))
+        await send_reply(send, *error_reply(error, self.metrics, self.retry_after_s))
         self._count(scope, {"code": 503}, started)
 
     def _count(self, scope, status: dict, started: float) -> None:

@@ -1,13 +1,14 @@
-"""The two hot routes, POST /recommend and POST /search, in plain ASGI.
+"""The hot routes, POST /recommend, /search and /events, in plain ASGI.
 
-FastAPI declares these routes (their OpenAPI docs) and serves a body not declared JSON, but
-its per-request machinery (Request objects, dependency solving, ``json.loads`` and then
+FastAPI declares these routes (their OpenAPI docs), but its per-request machinery (Request objects, dependency solving, ``json.loads`` and then
 validation of Python objects) costs more CPU than the retrieval of a batched request. Here the
 body is read from the ASGI messages, validated straight from its bytes by pydantic-core
 (``model_validate_json``) and handed to the same ``handle`` the FastAPI routes call; the reply
-is the JSON bytes the batch worker built. Errors have FastAPI's shape (422 ``detail`` +
-``errors`` with ``loc`` starting at ``body``). A body that is not declared JSON goes to
-FastAPI, which answers it as before.
+is the JSON bytes the batch worker built. The body is read as JSON whatever content type it
+declares (``curl -d`` sends ``application/x-www-form-urlencoded``): these routes take nothing
+else. Validation errors have FastAPI's shape (422 ``detail`` + ``errors`` with ``loc``
+starting at ``body``; a body that is not JSON is one, ``Invalid JSON`` and where); an error the
+handler raises is answered by the guard (``errors.http_reply``).
 """
 
 from __future__ import annotations
@@ -16,17 +17,10 @@ from collections.abc import Awaitable, Callable
 
 from pydantic import BaseModel, ValidationError
 
+from groundrec.online.errors import Reply
 from groundrec.online.schemas import validation_detail
 
-Reply = tuple[int, bytes, list[tuple[bytes, bytes]]]
 Handler = Callable[[BaseModel, Callable], Awaitable[Reply]]
-
-
-def _is_json(content_type: bytes | None) -> bool:
-    if content_type is None:
-        return True  # FastAPI reads a body without a content type as JSON too
-    media = content_type.split(b";", 1)[0].strip().lower()
-    return media == b"application/json" or (media.startswith(b"application/") and media.endswith(b"+json"))
 
 
 async def read_body(receive) -> bytes:
@@ -56,15 +50,15 @@ def _explained(error: dict) -> dict:
 
 
 class HotRoutes:
-    """``routes``: path -> (request model, handler). POSTs with a JSON body on those paths are
-    answered here; every other request goes to ``app``."""
+    """``routes``: path -> (request model, handler). POSTs on those paths are answered here,
+    their body read as JSON; every other request goes to ``app``."""
 
     def __init__(self, app, routes: dict[str, tuple[type[BaseModel], Handler]]):
         self.app, self.routes = app, routes
 
     async def __call__(self, scope, receive, send):
         route = self.routes.get(scope.get("path")) if scope["type"] == "http" and scope["method"] == "POST" else None
-        if route is None or not _is_json(dict(scope["headers"]).get(b"content-type")):
+        if route is None:
             return await self.app(scope, receive, send)
         model, handler = route
         try:

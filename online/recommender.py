@@ -1,25 +1,26 @@
-"""The request path behind the two hot routes: the version holder, the micro-batcher that
-feeds the serving backend, and ``handle``, which checks a request, queues it and returns the
-reply. The HTTP layer (``service``) only routes to it."""
+"""The request path behind the two hot routes and the web page: the version holder, the
+micro-batcher that feeds the serving backend, and ``answer``, which checks a request, fills
+in a user_id's history, queues it and returns the answer (or raises the domain error that
+stopped it, ``errors``). The HTTP layer (``service``, ``ui``) only routes to it."""
 
 from __future__ import annotations
 
 import asyncio
+import json
 import sys
 from contextlib import asynccontextmanager
 
 from fastapi.concurrency import run_in_threadpool
-from pydantic_core import to_json
 
 from groundrec.online.backend import Backend
 from groundrec.online.batching import MicroBatcher
 from groundrec.online.config import ServeConfig
+from groundrec.online.errors import ClientGone, Reply, Unavailable
 from groundrec.online.events import Events
 from groundrec.online.holder import VersionHolder
-from groundrec.online.hotpath import Reply
 from groundrec.online.metrics import ServiceMetrics
-from groundrec.online.schemas import RecommendRequest, SearchRequest, search_query
-from groundrec.online.serving import ServingError, check_request
+from groundrec.online.schemas import RecommendRequest, SearchRequest
+from groundrec.online.serving import checked
 from groundrec.online.threads import limit_threads
 
 
@@ -45,15 +46,13 @@ class Recommender:
     def serving(self) -> Backend:
         s = self.holder.current
         if s is None:
-            raise ServingError(503, "no version loaded yet: is anything published in the artifacts directory?")
+            raise Unavailable("no version loaded yet: is anything published in the artifacts directory?")
         return s
 
     def _compute(self, items: list) -> list:
-        """The batcher's worker: one version for the whole batch, answers in order."""
-        try:
-            return self.serving().answer(items)
-        except ServingError as e:
-            return [e] * len(items)
+        """The batcher's worker: one version for the whole batch, answers in order (an error
+        of the whole call, such as ``Unavailable``, goes to every caller: ``MicroBatcher``)."""
+        return self.serving().answer(items)
 
     def _scoring_thread_limits(self) -> None:
         """compute: thread: the batch worker scores, so its own pools are limited and reported
@@ -79,26 +78,35 @@ class Recommender:
             self.holder.stop()
             self.events.close()
 
-    async def handle(self, body: RecommendRequest | SearchRequest, receive) -> Reply:
-        """Check ``body``, queue it for the next batch and return the reply: the JSON the batch
-        worker built, or the error. A full queue raises ``Overloaded`` (answered by the guard).
-        A request whose client goes first is dropped (499, which nobody reads; counted)."""
+    async def answer(self, body: RecommendRequest | SearchRequest, receive=None) -> bytes:
+        """The answer to ``body``, as the JSON the batch worker built. The request is checked
+        against the limits once, here, before any work is queued (the backend answers checked
+        queries), a user_id's history is read from the event store, then it waits for the next
+        batch. Raises the error that stops it (``errors``): ``Unavailable`` at once when no
+        version is loaded, ``Overloaded`` when the queue is full, the request's ``UserError``;
+        with ``receive`` (the ASGI channel, body read), ``ClientGone`` when the client leaves
+        first: the batcher then skips the request (counted)."""
+        self.serving()
+        query = await self.events.with_histories(checked(self.cfg, body))
+        job = self.batcher.enqueue(query)
+        if receive is None:
+            return await job
+        watcher = asyncio.ensure_future(_cancel_when_gone(receive, job))
         try:
-            self.serving()  # 503 at once when no version is loaded
-            if isinstance(body, SearchRequest):
-                body = search_query(body)
-            check_request(self.cfg, body)  # the limits, checked once, before any work is queued
-            body = await self.events.with_histories(body)  # a user_id's history, from the event store
-            job = self.batcher.enqueue(body)
-            watcher = asyncio.ensure_future(_cancel_when_gone(receive, job))
-            try:
-                return 200, await job, []
-            except asyncio.CancelledError:
-                if not watcher.done():
-                    raise  # this request itself was cancelled (shutdown), not by its client
-                self.metrics.gone.inc()  # the batcher skips a cancelled job
-                return 499, b"", []
-            finally:
-                watcher.cancel()
-        except ServingError as e:
-            return e.status, to_json({"detail": e.detail}), []
+            return await job
+        except asyncio.CancelledError:
+            if not watcher.done():
+                raise  # this request itself was cancelled (shutdown), not by its client
+            self.metrics.gone.inc()
+            raise ClientGone("the client went away before its answer was ready") from None
+        finally:
+            watcher.cancel()
+
+    async def ask(self, body: RecommendRequest | SearchRequest, receive=None) -> dict:
+        """``answer`` as a dict (the web page)."""
+        return json.loads(await self.answer(body, receive))
+
+    async def handle(self, body: RecommendRequest | SearchRequest, receive) -> Reply:
+        """The hot routes' handler: 200 and the answer; an error is raised to the guard, which
+        answers it (``errors.http_reply``)."""
+        return 200, await self.answer(body, receive), []

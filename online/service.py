@@ -21,16 +21,16 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, PlainTextResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from groundrec.online.batching import Overloaded
 from groundrec.online.config import ServeConfig
-from groundrec.online.guard import Guard, overload_reply
+from groundrec.online.errors import ERRORS
+from groundrec.online.guard import Guard, error_reply
 from groundrec.online.hotpath import HotRoutes
 from groundrec.online.metrics import ServiceMetrics
 from groundrec.online.recommender import Recommender
 from groundrec.online.schemas import (BatchOut, EventsOut, EventsRequest, RecommendRequest, ResultOut, SearchRequest,
                                       validation_detail)
 from groundrec.shared.errors import UserError
-from groundrec.online.serving import ServingError, public_text
+from groundrec.online.serving import public_text
 from groundrec.online.ui import mount_ui
 
 log = logging.getLogger("groundrec.serve")
@@ -60,7 +60,7 @@ def create_app(cfg: ServeConfig, watch: bool = True) -> ServiceApp:
     app = FastAPI(title="groundrec", version="1", lifespan=lambda app: rec.running(watch),
                   description="Recommendations from VLM-grounded item text.")
     app.state.holder, app.state.metrics, app.state.batcher = rec.holder, metrics, rec.batcher
-    _error_handlers(app, metrics, str(cfg.retry_after_s).encode())
+    _error_handlers(app, metrics, cfg.retry_after_s)
     _routes(app, rec)
     mount_ui(app, rec, cfg.report)
     hot = HotRoutes(app, routes={"/recommend": (RecommendRequest, rec.handle), "/search": (SearchRequest, rec.handle),
@@ -81,27 +81,26 @@ def _reply(status: int, body: bytes, headers: list) -> Response:
                     headers={k.decode(): v.decode() for k, v in headers})
 
 
-def _error_handlers(app: FastAPI, metrics: ServiceMetrics, retry_after: bytes) -> None:
-    """FastAPI's own errors in our shapes (a bug is the guard's 500)."""
+def _error_handlers(app: FastAPI, metrics: ServiceMetrics, retry_after_s: int) -> None:
+    """FastAPI's own errors in our shapes, and the domain's errors (``errors``) answered as on
+    the hot routes (a bug is the guard's 500)."""
 
     @app.exception_handler(RequestValidationError)
     async def validation_error(request: Request, exc: RequestValidationError):
         return Response(validation_detail(exc.errors()), status_code=422, media_type="application/json")
 
-    @app.exception_handler(Overloaded)  # a body FastAPI parsed (not declared JSON) met a full queue
-    async def overloaded(request: Request, exc: Overloaded):
-        return _reply(*overload_reply(metrics, retry_after))
+    async def domain_error(request: Request, exc: Exception):
+        return _reply(*error_reply(exc, metrics, retry_after_s))
 
-    @app.exception_handler(ServingError)
-    async def serving_error(request: Request, exc: ServingError):
-        return JSONResponse({"detail": exc.detail}, status_code=exc.status)
+    for kind in ERRORS:
+        app.add_exception_handler(kind, domain_error)
 
 
 def _routes(app: FastAPI, rec: Recommender) -> None:
     holder, metrics = rec.holder, rec.metrics
 
-    # HotRoutes (in front, see ServiceApp) answers these two before FastAPI sees them;
-    # FastAPI documents them, and serves a body that is not declared JSON.
+    # HotRoutes (in front, see ServiceApp) answers these three before FastAPI sees them, whatever
+    # the body's content type; FastAPI documents them.
     @app.post("/recommend", response_model=ResultOut | BatchOut)
     async def recommend(body: RecommendRequest, request: Request):
         return _reply(*await rec.handle(body, request.receive))

@@ -1,20 +1,21 @@
 """The serving state of one loaded version and what can be asked of it: recommend, search,
 item. The HTTP service and ``LocalClient`` both call these methods, so the limits, the
-error statuses and the answers are the same in-process and over HTTP.
+errors and the answers are the same in-process and over HTTP.
 
-Every refusal is a ``ServingError`` carrying the HTTP status it maps to and a message that
-names the problem; the service turns it into a response in one handler.
+Every refusal is one of the domain errors of ``errors`` (the request's own mistakes are
+``UserError``s), with a message that names the problem; ``errors.http_reply`` says what each
+becomes in HTTP.
 """
 
 from __future__ import annotations
 
 import re
-from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import ClassVar
 
 from groundrec.online.config import ServeConfig
+from groundrec.online.errors import NotFound, Unprocessable
 from groundrec.online.retrieve import NoHistory, Retriever
 from groundrec.online.version import load_version
 from groundrec.shared import artifact
@@ -42,20 +43,21 @@ def public_uri(uri):
     return uri.rstrip("/").rsplit("/", 1)[-1]
 
 
-class ServingError(Exception):
-    def __init__(self, status: int, detail: str):
-        super().__init__(detail)
-        self.status, self.detail = status, detail
-
-    def __reduce__(self):  # crosses the pipe from the compute process intact
-        return ServingError, (self.status, self.detail)
+def checked(limits: ServeConfig, body: RecommendRequest | SearchRequest | UserQuery) -> RecommendRequest | UserQuery:
+    """``body`` as the query a backend answers (a search is a text query), refused when it
+    exceeds the limits (``Unprocessable`` naming the limit), before any work is queued. The
+    one check of a request: the service makes it before queueing, ``Serving.recommend``
+    (``LocalClient``) before answering; ``answer`` takes checked queries."""
+    query = search_query(body) if isinstance(body, SearchRequest) else body
+    check_request(limits, query)
+    return query
 
 
 def check_request(limits: ServeConfig, body: UserQuery) -> None:
-    """Refuse what exceeds the limits (422 naming the limit), before any work is queued."""
+    """Refuse what exceeds the limits."""
     if isinstance(body, RecommendRequest) and body.batch is not None:
         if len(body.batch) > limits.max_batch:
-            raise ServingError(422, f"batch has {len(body.batch)} users, more than max_batch={limits.max_batch}")
+            raise Unprocessable(f"batch has {len(body.batch)} users, more than max_batch={limits.max_batch}")
         for q in body.batch:
             _check_one(limits, q)
     else:
@@ -64,25 +66,16 @@ def check_request(limits: ServeConfig, body: UserQuery) -> None:
 
 def _check_one(limits: ServeConfig, q: UserQuery) -> None:
     if q.k > limits.max_k:
-        raise ServingError(422, f"k={q.k} exceeds max_k={limits.max_k}")
+        raise Unprocessable(f"k={q.k} exceeds max_k={limits.max_k}")
     if q.text and len(q.text) > limits.max_text_chars:
-        raise ServingError(422, f"text has {len(q.text)} characters, more than max_text_chars={limits.max_text_chars}")
+        raise Unprocessable(f"text has {len(q.text)} characters, more than max_text_chars={limits.max_text_chars}")
 
 
-def _serving_error(e: UserError) -> ServingError:
-    if isinstance(e, NoHistory):
-        return ServingError(422, str(e))
-    return ServingError(400, str(e))  # unknown filter column, no encoder for text, bad weights...
-
-
-@contextmanager
-def _as_serving_errors():
-    """The request's own problems (``UserError``) become 4xx; anything else is a bug and
-    propagates to the guard's 500."""
-    try:
-        yield
-    except UserError as e:
-        raise _serving_error(e) from None
+def _own(e: UserError) -> UserError:
+    """The retriever's ``NoHistory`` (fallback: error) is a request that cannot be answered as
+    asked, like one beyond a limit; its other errors (an unknown filter column, no encoder for
+    text, bad weights...) are the request's mistakes as they are."""
+    return Unprocessable(str(e)) if isinstance(e, NoHistory) else e
 
 
 @dataclass(frozen=True)
@@ -96,40 +89,44 @@ class Serving:
     alive: ClassVar[bool] = True  # answered in this process (``compute.RemoteServing`` may die)
     threads: ClassVar[None] = None  # this process's pools: the service reports them itself
 
-    def answer(self, items: list[UserQuery]) -> list[bytes | ServingError]:
+    def answer(self, items: list[UserQuery]) -> list[bytes | UserError]:
         """JSON answers for checked requests gathered from many callers, in order: the
         single-user ones in one batched search, each batch request as its own. A request that
-        cannot be answered gets its ServingError; the others are answered. The JSON is built
-        here, in the batch worker, so the event loop only sends it."""
+        cannot be answered gets its error; the others are answered. The JSON is built here, in
+        the batch worker, so the event loop only sends it."""
         out: list = [None] * len(items)
         singles = [n for n, q in enumerate(items) if not (isinstance(q, RecommendRequest) and q.batch is not None)]
         if singles:
             results = self.retriever.recommend_batch([items[n] for n in singles], errors="return")
             for n, r in zip(singles, results):
-                out[n] = _serving_error(r) if isinstance(r, Exception) else result_json(r, self.version_id)
+                out[n] = _own(r) if isinstance(r, Exception) else result_json(r, self.version_id)
         for n, q in enumerate(items):
             if out[n] is None:
                 try:
                     out[n] = self._batch(q).model_dump_json().encode()
-                except ServingError as e:
+                except UserError as e:
                     out[n] = e
         return out
 
     def _batch(self, body: RecommendRequest) -> BatchOut:
-        with _as_serving_errors():
+        try:
             results = self.retriever.recommend_batch(body.batch)
+        except UserError as e:
+            raise _own(e) from None
         return BatchOut(results=[result_out(r, self.version_id) for r in results], version=self.version_id)
 
-    def recommend(self, body: RecommendRequest | UserQuery) -> ResultOut | BatchOut:
-        """One user, or every user of ``body.batch`` in one batched search."""
-        check_request(self.limits, body)
-        if isinstance(body, RecommendRequest) and body.batch is not None:
-            return self._batch(body)
-        with _as_serving_errors():
-            return result_out(self.retriever.recommend(body), self.version_id)
+    def recommend(self, body: RecommendRequest | SearchRequest | UserQuery) -> ResultOut | BatchOut:
+        """One user (or a text search), or every user of ``body.batch`` in one batched search."""
+        query = checked(self.limits, body)
+        if isinstance(query, RecommendRequest) and query.batch is not None:
+            return self._batch(query)
+        try:
+            return result_out(self.retriever.recommend(query), self.version_id)
+        except UserError as e:
+            raise _own(e) from None
 
     def search(self, body: SearchRequest) -> ResultOut:
-        return self.recommend(search_query(body))
+        return self.recommend(body)
 
     def close(self) -> None:
         """Nothing to release: the version goes with the last reference to it."""
@@ -145,7 +142,7 @@ class Serving:
         v = self.retriever.v
         row = v.row_of.get(item_id)
         if row is None:
-            raise ServingError(404, f"no item {item_id!r} in version {self.version_id}")
+            raise NotFound(f"no item {item_id!r} in version {self.version_id}")
         item = v.items.slice(row, 1).to_pylist()[0]
         if "image_uri" in item:
             item["image_uri"] = public_uri(item["image_uri"])

@@ -1,6 +1,6 @@
 """The web page: look at what groundrec recommends, and why. Server-rendered HTML (no build
 step, no CDN, works offline); every list comes through the same request path as the API
-(``Recommender.handle``: the same guard, limits and batcher), so the page shows exactly what
+(``Recommender.ask``: the same limits, batcher and errors), so the page shows exactly what
 a client gets. Pages: ``/`` (popular items and a search box), ``/ui/search``, ``/ui/items/{id}``
 (image, catalog fields, what the VLM said, the nearest items), ``/ui/user`` (a history built
 by clicking, or a user id from the event store: the list with images, scores and the grounded
@@ -22,10 +22,10 @@ from fastapi import FastAPI, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import FileResponse, HTMLResponse, RedirectResponse, Response
 
+from groundrec.online.errors import ERRORS, Overloaded, Unavailable, http_status
 from groundrec.online.guard import KEY_COOKIE as KEY_COOKIE_NAME
 from groundrec.online.recommender import Recommender
 from groundrec.online.schemas import RecommendRequest, SearchRequest
-from groundrec.online.serving import ServingError
 from groundrec.shared import artifact
 
 KEY_COOKIE = KEY_COOKIE_NAME.decode()
@@ -128,12 +128,6 @@ def mount_ui(app: FastAPI, rec: Recommender, report_dir: Path | None = None) -> 
     cfg = rec.cfg
     thumbs = Thumbnails(cfg)
 
-    async def ask(body, request: Request) -> dict:
-        status, data, _ = await rec.handle(body, request.receive)
-        if status != 200:
-            raise ServingError(status, json.loads(data).get("detail", "error") if data else "error")
-        return json.loads(data)
-
     def version() -> str | None:
         current = rec.holder.current
         return current.version_id if current is not None else None
@@ -141,9 +135,11 @@ def mount_ui(app: FastAPI, rec: Recommender, report_dir: Path | None = None) -> 
     async def guarded(render) -> HTMLResponse:
         try:
             return await render()
-        except ServingError as e:
-            page = _page("Not available", f'<p class="error" role="alert">{escape(e.detail)}</p>', version())
-            page.status_code = e.status
+        except Overloaded:
+            raise  # the one overload answer (JSON, Retry-After), as on every route
+        except ERRORS as e:  # the page of the error the API answers
+            page = _page("Not available", f'<p class="error" role="alert">{escape(str(e))}</p>', version())
+            page.status_code = http_status(e)
             return page
 
     @app.get("/items/{item_id}/thumbnail", include_in_schema=True)
@@ -160,7 +156,7 @@ def mount_ui(app: FastAPI, rec: Recommender, report_dir: Path | None = None) -> 
     @app.get("/", response_class=HTMLResponse, include_in_schema=False)
     async def home(request: Request, h: str | None = None):
         async def render():
-            popular = await ask(RecommendRequest(history=[], k=min(40, cfg.max_k), with_fields=True), request)
+            popular = await rec.ask(RecommendRequest(history=[], k=min(40, cfg.max_k), with_fields=True), request.receive)
             form = ('<form class="inline" action="/ui/search" role="search"><label for="q">Search items</label>'
                     '<input id="q" name="q" type="search" required placeholder="e.g. black strap top">'
                     '<button type="submit">Search</button></form>')
@@ -172,7 +168,8 @@ def mount_ui(app: FastAPI, rec: Recommender, report_dir: Path | None = None) -> 
     async def search(request: Request, q: str = "", column: str = "", value: str = "", h: str | None = None):
         async def render():
             filters = {column: value} if column and value else None
-            found = await ask(SearchRequest(text=q, k=min(40, cfg.max_k), filters=filters, with_fields=True), request) if q else {"items": []}
+            found = (await rec.ask(SearchRequest(text=q, k=min(40, cfg.max_k), filters=filters, with_fields=True),
+                                   request.receive) if q else {"items": []})
             form = (f'<form class="inline" action="/ui/search" role="search"><label for="q">Search items</label>'
                     f'<input id="q" name="q" type="search" value="{escape(q)}" required>'
                     f'<label for="column">filter column</label><input id="column" name="column" value="{escape(column)}">'
@@ -186,7 +183,7 @@ def mount_ui(app: FastAPI, rec: Recommender, report_dir: Path | None = None) -> 
     async def item_page(request: Request, item_id: str):
         async def render():
             row = (await run_in_threadpool(rec.serving().item, item_id))["item"]
-            near = await ask(RecommendRequest(history=[item_id], k=min(12, cfg.max_k), with_fields=True), request)
+            near = await rec.ask(RecommendRequest(history=[item_id], k=min(12, cfg.max_k), with_fields=True), request.receive)
             grounded = {k: v for k, v in row.items() if k.startswith("vlm_") and v not in (None, "")}
             catalog = {k: v for k, v in row.items() if not k.startswith("vlm_") and k not in
                        ("text", "image", "image_sha256", "parse_ok", "parse_error", "from_cache", "grounded",
@@ -216,7 +213,7 @@ def mount_ui(app: FastAPI, rec: Recommender, report_dir: Path | None = None) -> 
                          "with_fields": True, "explain": True, "filters": {column: value} if column and value else None}
             if user_id:
                 body_args["user_id"] = user_id
-            answer = await ask(RecommendRequest(**body_args), request)
+            answer = await rec.ask(RecommendRequest(**body_args), request.receive)
             seen = [(await run_in_threadpool(rec.serving().item, i))["item"] for i in history[-20:]
                     if i not in answer.get("unknown_ids", [])]
             whys = {i["item_id"]: _why(i.get("fields") or {}, seen) for i in answer["items"]}
@@ -245,7 +242,7 @@ def mount_ui(app: FastAPI, rec: Recommender, report_dir: Path | None = None) -> 
         async def render():
             current = version()
             if current is None:
-                raise ServingError(503, "no version loaded yet")
+                raise Unavailable("no version loaded yet")
             files = artifact.VersionFiles(await run_in_threadpool(artifact.locate, cfg.artifacts, current,
                                                                   cfg.version_cache_dir))
             manifest = json.loads(files.manifest.read_text())

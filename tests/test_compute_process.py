@@ -13,10 +13,10 @@ import pytest
 
 from groundrec.online import holder as holder_module
 from groundrec.online.client import LocalClient
-from groundrec.online.compute import ComputeProcess, RemoteServing
+from groundrec.online.compute import ComputeDied, ComputeProcess, RemoteServing
 from groundrec.online.config import ServeConfig
+from groundrec.online.errors import NotFound, http_reply
 from groundrec.online.service import create_app
-from groundrec.online.serving import ServingError
 from groundrec.online.version import VersionError
 from groundrec.shared import artifact
 from helpers import publish_demo
@@ -130,8 +130,27 @@ def test_a_hung_or_dead_compute_process_is_replaced_and_the_call_retried_there(p
         dead._proc.join(10)
         assert serving.item("demo-0003")["item"]["item_id"] == "demo-0003"
         assert serving.replaced == 2 and serving.alive
-        with pytest.raises(ServingError) as err:  # a refusal of the child is not a death: no retry
+        with pytest.raises(NotFound, match="no item 'nope'"):  # a refusal of the child is not a death: no retry
             serving.item("nope")
-        assert err.value.status == 404 and serving.replaced == 2
+        assert serving.replaced == 2
+    finally:
+        serving.close()
+
+
+def test_a_replacement_that_cannot_load_is_unavailable_not_the_request_s_mistake(published, tmp_path):
+    """The child dies and no replacement loads (its files broke meanwhile): the call is
+    refused as ``ComputeDied`` (503, retry later) with the reason, never the load's
+    ``VersionError`` (a ``UserError``, which would be answered 400 as if the request were at fault)."""
+    cfg = ServeConfig(artifacts=published["artifacts"], compute_standby=False)
+    version = tmp_path / "v"
+    shutil.copytree(artifact.current_path(published["artifacts"]), version)
+    serving = RemoteServing.start(cfg, version.name, version)
+    try:
+        (version / artifact.EMBEDDINGS).write_bytes(b"not numpy")
+        os.kill(serving.process.pid, signal.SIGKILL)
+        serving.process._proc.join(10)
+        with pytest.raises(ComputeDied, match="no compute process could be started: .*checksum mismatch") as err:
+            serving.item("demo-0001")
+        assert http_reply(err.value)[0] == 503
     finally:
         serving.close()

@@ -8,7 +8,8 @@ import httpx
 import pytest
 from pydantic import BaseModel, ConfigDict
 
-from groundrec.online.batching import MicroBatcher, Overloaded
+from groundrec.online.batching import MicroBatcher
+from groundrec.online.errors import Overloaded
 from groundrec.online.guard import Guard
 from groundrec.online.hotpath import HotRoutes
 from groundrec.online.metrics import ServiceMetrics
@@ -80,8 +81,24 @@ def test_hot_routes_validate_from_bytes_and_pass_the_rest_on():
     bad = _call(app, "POST", "/hot", json={"n": "four", "extra": 1})
     assert bad.status_code == 422 and [e["loc"] for e in bad.json()["errors"]] == [["body", "n"], ["body", "extra"]]
     assert _call(app, "GET", "/hot").text == "ok"  # not a POST: the app behind
-    assert _call(app, "POST", "/hot", content=b"n=4", headers={"content-type": "text/plain"}).text == "ok"
+    assert _call(app, "POST", "/other", json={"n": 4}).text == "ok"  # not a hot path: the app behind
     assert len(seen) == 1
+
+
+def test_hot_routes_read_json_whatever_content_type_it_declares():
+    """``curl -d`` declares application/x-www-form-urlencoded: the JSON is read all the same,
+    and a body that is not JSON is a 422 naming the problem, not handed to another parser."""
+    async def handler(body, receive):
+        return 200, b'{"n": %d}' % body.n, []
+
+    app = HotRoutes(_ok, routes={"/hot": (_Body, handler)})
+    for content_type in ("application/x-www-form-urlencoded", "text/plain", "multipart/form-data; boundary=x",
+                         "application/json; charset=utf-8", None):
+        headers = {"content-type": content_type} if content_type else {}
+        r = _call(app, "POST", "/hot", content=b'{"n": 4}', headers=headers)
+        assert (r.status_code, r.json()) == (200, {"n": 4}), content_type
+    r = _call(app, "POST", "/hot", content=b"n=4", headers={"content-type": "application/x-www-form-urlencoded"})
+    assert r.status_code == 422 and r.json()["detail"].startswith("body: Invalid JSON: expected ident at line 1 column 2")
 
 
 def test_micro_batcher_batches_answers_in_order_and_refuses_beyond_its_queue():
