@@ -74,3 +74,26 @@ def test_fingerprint_changes_when_weights_change(tiny_vlm, tmp_path):
     (d / "model.safetensors").write_bytes((d / "model.safetensors").read_bytes() + b"\0")
     assert model_fingerprint(str(d)) != before
     assert model_fingerprint("org/name", "v1") == "hub:org/name@v1"
+
+
+def test_a_cache_entry_that_cannot_be_read_is_named_in_a_warning_not_swallowed(tmp_path, monkeypatch, caplog):
+    """A real Hugging Face cache whose entry for the model is broken (its ``refs/main`` a
+    folder, not the file holding the commit): resolving the name says so, then goes on to the
+    hub (here: offline, so the usual fix). A name simply not cached gives no warning."""
+    import logging
+
+    from huggingface_hub import constants
+
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path))
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    (tmp_path / "models--some-org--broken-vlm" / "refs" / "main").mkdir(parents=True)
+    with caplog.at_level(logging.WARNING, logger="groundrec.vlm"):
+        with pytest.raises(VLMUnavailable, match="make-tiny-vlm"):
+            resolve_vlm("some-org/broken-vlm")
+        assert [r.getMessage() for r in caplog.records] == [
+            f"VLM 'some-org/broken-vlm': the local Hugging Face cache was not used (IsADirectoryError: [Errno 21] "
+            f"Is a directory: '{tmp_path}/models--some-org--broken-vlm/refs/main'); trying the hub"]
+        caplog.clear()
+        with pytest.raises(VLMUnavailable, match="make-tiny-vlm"):
+            resolve_vlm("some-org/never-downloaded-vlm")
+        assert caplog.records == []

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,6 +22,7 @@ if TYPE_CHECKING:
     from groundrec.offline.config import PromptConfig
 
 DEFAULT_VLM = "HuggingFaceTB/SmolVLM-256M-Instruct"
+log = logging.getLogger("groundrec.vlm")
 
 
 class VLMSettings(StrictModel):
@@ -85,11 +87,14 @@ def resolve_vlm(name: str, revision: str | None = None, kind: str = "VLM") -> Pa
     if Path(name).exists() or name.startswith((".", "/")):
         raise VLMUnavailable(f"{kind} path {name} is not a directory. " + _how_to_fix(name))
     from huggingface_hub import snapshot_download
+    from huggingface_hub.errors import LocalEntryNotFoundError
 
     try:
         return Path(snapshot_download(name, revision=revision, local_files_only=True))
-    except Exception:
-        pass
+    except (OSError, ValueError) as e:  # LocalEntryNotFoundError is an OSError, a name that is no repo id a ValueError
+        if type(e) is not LocalEntryNotFoundError:  # anything but "not in the cache" (then the hub, quietly)
+            log.warning("%s %r: the local Hugging Face cache was not used (%s: %s); trying the hub",
+                        kind, name, type(e).__name__, e)
     if os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes"):
         raise VLMUnavailable(f"{kind} {name!r} is not in the local Hugging Face cache and HF_HUB_OFFLINE is set. " + _how_to_fix(name))
     os.environ.setdefault("HF_HUB_ETAG_TIMEOUT", "5")
