@@ -1,4 +1,5 @@
-"""The online tier's commands: ``serve`` and ``loadtest``. Torch-free."""
+"""The online tier's commands: ``serve``, ``loadtest``, ``events export|prune`` and ``online report``.
+Torch-free."""
 
 from __future__ import annotations
 
@@ -167,7 +168,46 @@ def events_prune(
     typer.echo(json.dumps({"erased": erased, "left": left, "before": cutoff}))
 
 
+online_app = typer.Typer(help="Online results: what the lists shown earned, per version and per arm.")
+
+
+@online_app.command("report")
+def online_report(
+    events: str = typer.Option(..., help="The event store: sqlite:///path/events.db or redis://host:port/0."),
+    out: Path = typer.Option(..., help="Folder for report.md, report.html, results.json and the plots."),
+    since: Optional[str] = typer.Option(None, help="Only lists shown and events at or after this (ISO date/time, "
+                                        "UTC without a zone, or epoch seconds); default: the whole log."),
+    window_s: float = typer.Option(1800.0, help="An event without a recommendation id is credited to the latest "
+                                   "list that showed its item to its user at most this many seconds before."),
+    id_window_s: float = typer.Option(7 * 86_400.0, help="An event's recommendation id is looked up among the "
+                                      "lists shown at most this many seconds before it."),
+    purchase_type: Optional[list[str]] = typer.Option(None, help="Event type that counts as a conversion "
+                                                      "(repeatable; default: purchase)."),
+    bootstrap: int = typer.Option(1000, help="Bootstrap resamples over users for the intervals."),
+    seed: int = typer.Option(0, help="Seed of the bootstrap and the randomisation tests."),
+):
+    """Attribute events to the lists shown (by recommendation id, else by the window) and report
+    impressions, click-through, conversion, engaged position and coverage per version, arm and
+    day with 95% intervals, the A/B tests between arms and the interleaving results."""
+    from groundrec.shared.events import StoreUnavailable
+
+    try:
+        from groundrec.online.report.run import ReportConfig, run
+
+        data = {"events": events, "out": out, "since": _since(since), "window_s": window_s,
+                "id_window_s": id_window_s, "bootstrap": bootstrap, "seed": seed}
+        if purchase_type:
+            data["purchase_types"] = purchase_type
+        results = run(ReportConfig.model_validate(data))
+    except (*USER_ERRORS, StoreUnavailable) as e:
+        fail(e)
+    a = results["attribution"]
+    typer.echo(f"{a['impressions']} impressions, {a['events']} events ({a['by_id']} by id, {a['by_window']} by "
+               f"window, {a['unverified']} unverified); wrote {', '.join(results['files'])} in {out}")
+
+
 def register(root: typer.Typer) -> None:
     """Entry point ``groundrec.commands:online``: mount this tier's commands on the root app."""
     root.add_typer(events_app, name="events")
+    root.add_typer(online_app, name="online")
     root.registered_commands.extend(online_root.registered_commands)

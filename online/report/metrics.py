@@ -1,0 +1,137 @@
+"""Online metrics from the tallies, per version, per arm and per day, with their intervals and
+tests (the statistics are in ``groundrec.shared.stats``; the user is the unit everywhere).
+
+For a group of impressions: ``impressions``; ``clicks`` = impressions with any event credited
+(click-through rate = clicks / impressions); ``conversions`` = impressions with a credited
+event of a purchase type (conversion rate = conversions / impressions); the mean 1-based
+position of the engaged items (each engaged position of a list once); ``coverage`` = distinct
+items shown; ``users``. Rates are ratios of sums over the group's users, with 95% intervals by
+a bootstrap over users (per version and per arm) or by the delta method over users (per day:
+many small groups). A/B: between every two arms, on the lists that were not interleaved, a
+two-sample test over users (``two_sample_test``). Interleaving: each engaged item of an
+interleaved list is credited to the arm whose team drew its position; per user, the arm with
+more credits wins; a sign test over the users with a preference, and the paired test on the
+per-user credits."""
+
+from __future__ import annotations
+
+import math
+from datetime import datetime, timezone
+from itertools import combinations
+
+import numpy as np
+import pyarrow as pa
+
+from groundrec.online.report.tally import SUMS, Tally
+from groundrec.shared.stats import bootstrap_ratios, delta_interval, paired_test, sign_test, two_sample_test
+
+RATES = {"ctr": ("clicks", "impressions"), "cvr": ("conversions", "impressions"),
+         "mean_position": ("position_sum", "engaged")}
+
+
+def _columns(table: pa.Table) -> dict[str, np.ndarray]:
+    return {name: table.column(name).to_numpy() for name in table.column_names}
+
+
+def by_user(cells: dict[str, np.ndarray], rows: np.ndarray) -> dict[str, np.ndarray]:
+    """The sums of ``rows`` of the cells, one entry per user (and per anonymous list)."""
+    users, inverse = np.unique(cells["user"][rows], return_inverse=True)
+    out = {s: np.bincount(inverse, weights=cells[s][rows], minlength=len(users)) for s in SUMS}
+    out["user"] = users
+    return out
+
+
+def summary(per_user: dict[str, np.ndarray], *, coverage: int | None, bootstrap: int | None, alpha: float,
+            seed: int) -> dict:
+    """Counts, rates and intervals of one group; ``bootstrap`` None: delta-method intervals."""
+    out = {"impressions": int(per_user["impressions"].sum()), "clicks": int(per_user["clicks"].sum()),
+           "conversions": int(per_user["conversions"].sum()), "users": int((per_user["user"] >= 0).sum())}
+    if coverage is not None:
+        out["coverage"] = coverage
+    names = list(RATES)
+    if bootstrap:
+        num = np.column_stack([per_user[RATES[r][0]] for r in names])
+        den = np.column_stack([per_user[RATES[r][1]] for r in names])
+        point, lo, hi = bootstrap_ratios(num, den, bootstrap, seed, alpha)
+        cis = [(p, lo_, hi_) for p, lo_, hi_ in zip(point, lo, hi)]
+    else:
+        cis = [delta_interval(per_user[RATES[r][0]], per_user[RATES[r][1]], alpha) for r in names]
+    for name, (p, lo, hi) in zip(names, cis):
+        out[name] = _num(p)
+        out[f"{name}_ci"] = [_num(lo), _num(hi)]
+    out["interval"] = f"bootstrap over users ({bootstrap} resamples)" if bootstrap else "delta method over users"
+    return out
+
+
+def compute(tally: Tally, *, bootstrap: int = 1000, alpha: float = 0.05, seed: int = 0) -> dict:
+    """Everything the report shows: ``versions``, ``arms``, ``days``, ``days_by_version``,
+    ``ab_tests`` and ``interleaving``."""
+    cells = _columns(tally.cells())
+    versions = {code: name for name, code in tally.versions.items()}
+    arms = {code: name for name, code in tally.arms.items()}
+    level = {"bootstrap": bootstrap, "alpha": alpha, "seed": seed}
+    out: dict = {"versions": {}, "arms": {}, "days": {}, "days_by_version": {}, "ab_tests": [], "interleaving": []}
+    for code, name in sorted(versions.items(), key=lambda kv: kv[1]):
+        rows = np.flatnonzero(cells["version"] == code)
+        out["versions"][name] = summary(by_user(cells, rows), coverage=len(tally.items_by_version[name]), **level)
+        out["days_by_version"][name] = _days(cells, rows, alpha)
+    for code, name in sorted(arms.items(), key=lambda kv: kv[1]):
+        rows = np.flatnonzero(cells["arm"] == code)
+        out["arms"][name] = summary(by_user(cells, rows), coverage=len(tally.items_by_arm[name]), **level)
+    out["days"] = _days(cells, np.arange(len(cells["user"])), alpha)
+    plain = {name: by_user(cells, np.flatnonzero((cells["arm"] == code) & (cells["interleaved"] == 0)))
+             for code, name in sorted(arms.items(), key=lambda kv: kv[1])}
+    plain = {name: u for name, u in plain.items() if len(u["user"])}
+    for a, b in combinations(plain, 2):
+        ua, ub = plain[a], plain[b]
+        both = int(np.isin(ua["user"][ua["user"] >= 0], ub["user"]).sum())
+        for metric in ("ctr", "cvr"):
+            num, den = RATES[metric]
+            test = two_sample_test(ua[num], ua[den], ub[num], ub[den])
+            out["ab_tests"].append({"a": a, "b": b, "metric": metric, **{k: _num(v) for k, v in test.items()},
+                                    "users_a": int(len(ua["user"])), "users_b": int(len(ub["user"])),
+                                    "users_in_both": both,
+                                    "method": "two-sample z-test over users, delta-method (Welch) standard error, "
+                                              "two-sided normal p"})
+    out["interleaving"] = interleaving(_columns(tally.credits()), {c: n for n, c in tally.teams.items()}, seed)
+    return out
+
+
+def interleaving(credits: dict[str, np.ndarray], teams: dict[int, str], seed: int = 0) -> list[dict]:
+    """For every two teams (arms) of the interleaved lists: per user the credits each earned
+    on the lists both could be credited on; wins, ties, the sign test and the paired test."""
+    results = []
+    for ta, tb in combinations(sorted(teams, key=lambda c: teams[c]), 2):
+        rows = np.isin(credits["team"], (ta, tb))
+        users, inverse = np.unique(credits["user"][rows], return_inverse=True)
+        got = {t: np.bincount(inverse, weights=np.where(credits["team"][rows] == t, credits["credits"][rows], 0),
+                              minlength=len(users)) for t in (ta, tb)}
+        a, b = got[ta], got[tb]
+        if not len(users):
+            continue
+        wins_a, wins_b = int((a > b).sum()), int((b > a).sum())
+        results.append({
+            "a": teams[ta], "b": teams[tb], "users": int(len(users)), "users_with_preference": wins_a + wins_b,
+            "wins_a": wins_a, "wins_b": wins_b, "ties": int(len(users)) - wins_a - wins_b,
+            "credits_a": int(a.sum()), "credits_b": int(b.sum()),
+            "preference_a": _num(wins_a / (wins_a + wins_b)) if wins_a + wins_b else None,
+            "p_sign": sign_test(wins_a, wins_b), "p_paired": paired_test(a, b, seed=seed),
+            "method": "per user, the arm with more credited engagements wins; two-sided sign test over users "
+                      "with a preference (exact binomial up to 2000); paired: sign-flip test on per-user credits"})
+    return results
+
+
+def _days(cells: dict[str, np.ndarray], rows: np.ndarray, alpha: float) -> dict[str, dict]:
+    days = cells["day"][rows]
+    out = {}
+    for day in np.unique(days):
+        mine = rows[days == day]
+        label = datetime.fromtimestamp(int(day) * 86_400, timezone.utc).strftime("%Y-%m-%d")
+        out[label] = summary(by_user(cells, mine), coverage=None, bootstrap=None, alpha=alpha, seed=0)
+    return out
+
+
+def _num(x) -> float | None:
+    """A float for JSON (NaN, e.g. a rate with no denominator, as None)."""
+    x = float(x)
+    return None if math.isnan(x) else x

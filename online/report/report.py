@@ -1,0 +1,164 @@
+"""The files of an online report: ``results.json`` (everything, numbers as numbers),
+``report.md`` and ``report.html`` (the same tables and notes) and, when matplotlib imports
+(``pip install groundrec[offline]``), PNG plots: click-through per day per version, and per
+arm with its interval."""
+
+from __future__ import annotations
+
+import html
+import json
+from datetime import date
+from pathlib import Path
+
+PLOTS_NEED = "plots need matplotlib (pip install groundrec[offline])"
+COLUMNS = [("impressions", "impressions"), ("clicks", "clicks"), ("conversions", "conversions"), ("users", "users"),
+           ("CTR", "ctr"), ("CVR", "cvr"), ("mean position", "mean_position"), ("coverage", "coverage")]
+
+
+def write(results: dict, out: Path) -> list[str]:
+    """Write the report into ``out`` (created); the names of the files written."""
+    out.mkdir(parents=True, exist_ok=True)
+    plots = _plots(results, out)
+    results = {**results, "plots": plots}
+    if not plots:
+        results["notes"] = [*results.get("notes", []), PLOTS_NEED]
+    (out / "results.json").write_text(json.dumps(results, indent=2, allow_nan=False))
+    sections = _sections(results)
+    (out / "report.md").write_text(_markdown(sections, plots))
+    (out / "report.html").write_text(_html(sections, plots))
+    return ["results.json", "report.md", "report.html", *plots]
+
+
+def _fmt(value, ci=None) -> str:
+    if value is None:
+        return "–"
+    if isinstance(value, int):
+        return str(value)
+    text = f"{value:.4f}" if abs(value) < 10 else f"{value:.2f}"
+    if ci and ci[0] is not None and ci[1] is not None:
+        text += f" [{ci[0]:.4f}, {ci[1]:.4f}]" if abs(value) < 10 else f" [{ci[0]:.2f}, {ci[1]:.2f}]"
+    return text
+
+
+def _group_table(groups: dict[str, dict], label: str) -> tuple[list[str], list[list[str]]]:
+    header = [label] + [name for name, key in COLUMNS if any(key in g for g in groups.values())]
+    rows = []
+    for name, g in groups.items():
+        rows.append([name] + [_fmt(g.get(key), g.get(f"{key}_ci")) for col, key in COLUMNS
+                              if any(key in h for h in groups.values())])
+    return header, rows
+
+
+def _sections(r: dict) -> list[tuple[str, list[str], tuple | None]]:
+    """(title, paragraphs, table or None) in the order shown."""
+    a = r["attribution"]
+    s = r["settings"]
+    out = [("Attribution", [
+        f"Events read: {a['events']}; credited by recommendation id: {a['by_id']}; by the window "
+        f"({s['window_s']:g} s, no id): {a['by_window']}; unverified (an id unknown, another user's, or not showing "
+        f"the item): {a['unverified']}; unattributed: {a['unattributed']}. Impressions: {a['impressions']} "
+        f"(and {a['context_impressions']} from before the period, read only to credit its events).",
+        f"Rates: CTR = impressions with any credited event / impressions; CVR = impressions with a credited event "
+        f"of type {', '.join(s['purchase_types'])} / impressions; mean position = mean 1-based position of the "
+        f"engaged items. Intervals at {1 - s['alpha']:.0%}, the user the unit."], None)]
+    out.append(("Per version", [f"Intervals: bootstrap over users ({s['bootstrap']} resamples, seed {s['seed']})."],
+                _group_table(r["versions"], "version")))
+    out.append(("Per arm", ["An arm's lists: those logged with it, interleaved or not."], _group_table(r["arms"], "arm")))
+    if r["ab_tests"]:
+        rows = [[t["a"], t["b"], t["metric"], _fmt(t["diff"]), _fmt(t["se"]), _fmt(t["p"]),
+                 f"{t['users_a']} / {t['users_b']}", str(t["users_in_both"])] for t in r["ab_tests"]]
+        out.append(("A/B tests between arms", [
+            f"{r['ab_tests'][0]['method']}; diff = b − a; lists not interleaved only. Users in both arms break "
+            "the test's independence: it should be 0 with sticky assignment."],
+            (["a", "b", "metric", "diff", "se", "p", "users a / b", "in both"], rows)))
+    if r["interleaving"]:
+        rows = [[t["a"], t["b"], str(t["users"]), f"{t['wins_a']} / {t['wins_b']} / {t['ties']}",
+                 _fmt(t["preference_a"]), _fmt(t["p_sign"]), _fmt(t["p_paired"])] for t in r["interleaving"]]
+        out.append(("Interleaving (team draft)", [r["interleaving"][0]["method"] + "."],
+                    (["a", "b", "users", "wins a / b / ties", "share preferring a", "p (sign)", "p (paired)"], rows)))
+    out.append(("Per day", ["Intervals: delta method over users."], _group_table(r["days"], "day (UTC)")))
+    for version, days in r["days_by_version"].items():
+        out.append((f"Per day, version {version}", [], _group_table(days, "day (UTC)")))
+    if r.get("notes"):
+        out.append(("Notes", list(r["notes"]), None))
+    return out
+
+
+def _markdown(sections, plots: list[str]) -> str:
+    lines = ["# groundrec online report", ""]
+    for title, paragraphs, table in sections:
+        lines += [f"## {title}", ""]
+        for p in paragraphs:
+            lines += [p, ""]
+        if table:
+            header, rows = table
+            lines += ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+            lines += ["| " + " | ".join(row) + " |" for row in rows]
+            lines.append("")
+    lines += [f"![{p}]({p})\n" for p in plots]
+    return "\n".join(lines)
+
+
+def _html(sections, plots: list[str]) -> str:
+    e = html.escape
+    body = ["<h1>groundrec online report</h1>"]
+    for title, paragraphs, table in sections:
+        body.append(f"<h2>{e(title)}</h2>")
+        body += [f"<p>{e(p)}</p>" for p in paragraphs]
+        if table:
+            header, rows = table
+            body.append("<table><tr>" + "".join(f"<th>{e(h)}</th>" for h in header) + "</tr>")
+            body += ["<tr>" + "".join(f"<td>{e(c)}</td>" for c in row) + "</tr>" for row in rows]
+            body.append("</table>")
+    body += [f'<p><img src="{e(p)}" alt="{e(p)}"></p>' for p in plots]
+    style = ("body{font-family:sans-serif;max-width:70em;margin:2em auto}table{border-collapse:collapse}"
+             "td,th{border:1px solid #ccc;padding:2px 8px;text-align:right}")
+    return (f"<!doctype html><html><head><meta charset='utf-8'><title>groundrec online report</title>"
+            f"<style>{style}</style></head><body>{''.join(body)}</body></html>\n")
+
+
+def _plots(r: dict, out: Path) -> list[str]:
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return []
+    files = []
+    if r["days_by_version"]:
+        fig, axes = plt.subplots(1, 2, figsize=(11, 4))
+        for version, days in r["days_by_version"].items():
+            x = [date.fromisoformat(d) for d in days]  # dates: versions with different days stay in order
+            ctr = [d["ctr"] for d in days.values()]
+            lo = [d["ctr_ci"][0] for d in days.values()]
+            hi = [d["ctr_ci"][1] for d in days.values()]
+            axes[0].plot(x, ctr, marker="o", label=version)
+            axes[0].fill_between(x, lo, hi, alpha=0.2)
+            axes[1].plot(x, [d["impressions"] for d in days.values()], marker="o", label=version)
+        axes[0].set_ylabel("click-through rate (95% interval)")
+        axes[1].set_ylabel("impressions")
+        for ax in axes:
+            ax.tick_params(axis="x", labelrotation=60, labelsize=7)
+            ax.legend(fontsize=7)
+        fig.tight_layout()
+        fig.savefig(out / "per_day.png", dpi=110)
+        plt.close(fig)
+        files.append("per_day.png")
+    for kind in ("arms", "versions"):
+        groups = {k: g for k, g in r[kind].items() if g["ctr"] is not None}
+        if not groups:
+            continue
+        fig, ax = plt.subplots(figsize=(7, 0.5 * len(groups) + 1.5))
+        names = list(groups)
+        ctr = [groups[n]["ctr"] for n in names]
+        err = [[c - (groups[n]["ctr_ci"][0] or c) for c, n in zip(ctr, names)],
+               [(groups[n]["ctr_ci"][1] or c) - c for c, n in zip(ctr, names)]]
+        ax.barh(range(len(names)), ctr, xerr=err, capsize=4, color="#48c")
+        ax.set_yticks(range(len(names)), names, fontsize=8)
+        ax.set_xlabel(f"click-through rate per {kind[:-1]} (95% bootstrap interval over users)")
+        fig.tight_layout()
+        fig.savefig(out / f"ctr_per_{kind[:-1]}.png", dpi=110)
+        plt.close(fig)
+        files.append(f"ctr_per_{kind[:-1]}.png")
+    return files

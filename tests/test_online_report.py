@@ -1,0 +1,239 @@
+"""The online report: the attribution rule (groundrec.online.report.attribution) against a naive
+reference, the statistics (groundrec.shared.stats), the tallies and metrics
+(groundrec.online.report.tally, groundrec.online.report.metrics) and `groundrec online report`
+(groundrec.online.report.run, groundrec.online.report.report) on a real SQLite store."""
+
+from __future__ import annotations
+
+import json
+import random
+
+import numpy as np
+import pytest
+from typer.testing import CliRunner
+
+from groundrec.online.report.attribution import AttributionCounts, attribute
+from groundrec.shared.cli import app
+from groundrec.shared.events.store import Event, Impression, open_store
+from groundrec.shared.stats import bootstrap_ratios, paired_test, sign_test, two_sample_test
+
+T0 = 1_760_000_000.0
+
+
+def _chunks(rows, size=3):
+    return [rows[i:i + size] for i in range(0, len(rows), size)]
+
+
+def _run(events, impressions, **kw):
+    counts = AttributionCounts()
+    shown = [s for batch in attribute(_chunks(events), _chunks(impressions), counts, **kw) for s in batch]
+    return {m.recommendation_id: engaged for m, engaged in shown}, counts
+
+
+def _imp(rid, user, t, items, **kw):
+    return Impression(rid, user, T0 + t, "v1", tuple(items), **kw)
+
+
+def _ev(user, item, t, rid=None, kind="click"):
+    return Event(user, item, T0 + t, kind, 1.0, None, rid)
+
+
+def test_an_id_credits_the_list_it_names_not_the_latest():
+    imps = [_imp("r1", "u1", 0, "abc"), _imp("r2", "u1", 10, "ad")]
+    got, counts = _run([_ev("u1", "a", 20, "r1"), _ev("u1", "c", 21, "r1", "purchase")], imps)
+    assert got == {"r1": [(0, "click"), (2, "purchase")], "r2": []}
+    assert (counts.by_id, counts.by_window, counts.unverified, counts.impressions) == (2, 0, 0, 2)
+
+
+def test_an_id_that_does_not_check_out_is_unverified_and_not_credited_by_the_window():
+    imps = [_imp("r1", "u1", 0, "abc"), _imp("r2", "u2", 5, "ab")]
+    events = [_ev("u2", "a", 10, "r1"),  # another user's list
+              _ev("u1", "z", 11, "r1"),  # an item the list did not show
+              _ev("u1", "a", 12, "nope"),  # unknown id (the window would have found r1)
+              _ev("u1", "a", 13, "r2")]  # u2's list
+    got, counts = _run(events, imps)
+    assert got == {"r1": [], "r2": []}
+    assert (counts.unverified, counts.by_id, counts.by_window, counts.unattributed, counts.events) == (4, 0, 0, 0, 4)
+
+
+def test_without_an_id_the_latest_list_showing_the_item_to_the_user_within_the_window():
+    imps = [_imp("r1", "u1", 0, "abc"), _imp("r2", "u1", 10, "ad"), _imp("r3", "u2", 15, "a")]
+    events = [_ev("u1", "a", 20),  # r2: latest showing a to u1 (r3 is u2's)
+              _ev("u1", "b", 21),  # r1: r2 did not show b
+              _ev("u1", "q", 22),  # nothing showed q
+              _ev("u3", "a", 23)]  # nothing was shown to u3
+    got, counts = _run(events, imps)
+    assert got == {"r1": [(1, "click")], "r2": [(0, "click")], "r3": []}
+    assert (counts.by_window, counts.unattributed) == (2, 2)
+
+
+def test_the_window_edge_and_the_same_second():
+    imps = [_imp("r1", "u1", 0, "ab")]
+    got, counts = _run([_ev("u1", "a", 0), _ev("u1", "b", 100)], imps, window_s=100)
+    assert got == {"r1": [(0, "click"), (1, "click")]}  # at the same time, and exactly window_s later
+    got, counts = _run([_ev("u1", "a", 100.001)], imps, window_s=100)
+    assert got == {"r1": []} and counts.unattributed == 1
+    got, counts = _run([_ev("u1", "a", 100.001, "r1")], imps, window_s=100, id_window_s=200)
+    assert got == {"r1": [(0, "click")]}  # an id reaches further: the id window
+    got, counts = _run([_ev("u1", "a", 200.001, "r1")], imps, window_s=100, id_window_s=200)
+    assert got == {"r1": []} and counts.unverified == 1
+
+
+def test_lists_before_since_credit_later_events_but_are_not_reported():
+    imps = [_imp("r0", "u1", 0, "ab"), _imp("r1", "u1", 500, "cd")]
+    got, counts = _run([_ev("u1", "a", 600, "r0"), _ev("u1", "c", 601)], imps, since=T0 + 400)
+    assert got == {"r1": [(0, "click")]}
+    assert (counts.by_id, counts.by_window, counts.impressions, counts.context_impressions) == (1, 1, 1, 1)
+
+
+def test_lists_are_handed_on_while_the_stream_is_still_read():
+    """Memory bounded: a list leaves once no later event can be credited to it."""
+    read = []
+
+    def events():
+        for day in range(10):
+            read.append(day)
+            yield [_ev("u1", "a", day * 86_400 + 1)]
+
+    imps = [_imp(f"r{day}", "u1", day * 86_400, "ab") for day in range(10)]
+    stream = attribute(events(), _chunks(imps), AttributionCounts(), window_s=60, id_window_s=3600, batch=1)
+    first = next(stream)
+    assert first[0][0].recommendation_id == "r0" and first[0][1] == [(0, "click")]
+    assert len(read) < 10
+
+
+def _naive(events, impressions, window_s, id_window_s):
+    """The rule spelled out with no streaming: for checking ``attribute``."""
+    by_id = {m.recommendation_id: m for m in impressions}
+    credit = {m.recommendation_id: [] for m in impressions}
+    for e in events:
+        if e.recommendation_id is not None:
+            m = by_id.get(e.recommendation_id)
+            if (m is not None and m.user_id == e.user_id and e.item_id in m.items
+                    and e.timestamp - id_window_s <= m.timestamp <= e.timestamp):
+                credit[m.recommendation_id].append((m.items.index(e.item_id), e.type))
+            continue
+        before = [m for m in impressions if m.user_id == e.user_id and e.item_id in m.items
+                  and e.timestamp - window_s <= m.timestamp <= e.timestamp]
+        if before:
+            m = before[-1]  # impressions are in time order; the latest wins
+            credit[m.recommendation_id].append((m.items.index(e.item_id), e.type))
+    return credit
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_attribution_matches_the_naive_rule_on_random_logs(seed):
+    rng = random.Random(seed)
+    imps = sorted((_imp(f"r{i}", f"u{rng.randrange(4)}", rng.randrange(2000),
+                        rng.sample("abcdefgh", 3)) for i in range(60)), key=lambda m: m.timestamp)
+    events = sorted((_ev(f"u{rng.randrange(4)}", rng.choice("abcdefgh"), rng.randrange(2500),
+                         rng.choice([None, None, f"r{rng.randrange(70)}"]), rng.choice(["click", "purchase"]))
+                     for _ in range(300)), key=lambda e: e.timestamp)
+    got, counts = _run(events, imps, window_s=150, id_window_s=400)
+    assert got == _naive(events, imps, 150, 400)
+    assert counts.by_id + counts.by_window + counts.unverified + counts.unattributed == counts.events == 300
+
+
+def test_bootstrap_intervals_cover_the_true_rate_about_95_percent_of_the_time():
+    rng = np.random.default_rng(0)
+    covered = 0
+    for rep in range(200):
+        shown = rng.integers(1, 8, 300)
+        clicks = rng.binomial(shown, rng.beta(2, 6, 300))  # users differ: correlated within a user
+        _, lo, hi = bootstrap_ratios(clicks, shown, 400, seed=rep)
+        covered += lo[0] <= 0.25 <= hi[0]
+    assert 0.89 <= covered / 200 <= 0.99
+
+
+def _arm(rng, n, p):
+    shown = rng.integers(1, 10, n)
+    return rng.binomial(shown, np.clip(rng.normal(p, 0.05, n), 0, 1)), shown
+
+
+def test_the_two_sample_test_finds_a_planted_difference_and_holds_its_level():
+    rng = np.random.default_rng(1)
+    assert two_sample_test(*_arm(rng, 2000, 0.20), *_arm(rng, 2000, 0.23))["p"] < 1e-4
+    null = np.array([two_sample_test(*_arm(rng, 500, 0.2), *_arm(rng, 500, 0.2))["p"] for _ in range(400)])
+    assert 0.025 <= (null < 0.05).mean() <= 0.085
+
+
+def test_paired_test_and_sign_test():
+    rng = np.random.default_rng(2)
+    a = rng.poisson(1.0, 300).astype(float)
+    assert paired_test(a, a) == 1.0
+    assert paired_test(a + rng.poisson(0.3, 300), a, 2000) < 0.01
+    null = np.array([paired_test(rng.poisson(1, 200), rng.poisson(1, 200), 400, seed=s) for s in range(100)])
+    assert 0.01 <= (null < 0.05).mean() <= 0.11
+    big = rng.normal(0, 1, 20_000)  # the normal branch
+    assert paired_test(big + 0.05, big - rng.normal(0, 1, 20_000) * 0) < 1e-10
+    assert sign_test(9, 1) == pytest.approx(2 * 11 / 1024)
+    assert sign_test(1040, 960) == pytest.approx(sign_test(1041, 960), rel=0.15)  # exact vs normal at the switch
+    assert sign_test(0, 0) == 1.0
+
+
+def _fill(url, rng):
+    """Two A/B arms (B's lists clicked more often), interleaved lists (team B's items clicked
+    more), events by id and by window, a purchase now and then. The expected counts."""
+    store = open_store(url)
+    imps, events = [], []
+    expected = {"A": [0, 0, 0], "B": [0, 0, 0]}
+    for i in range(1200):
+        user = f"u{i % 300}"
+        arm = "A" if (i % 300) < 150 else "B"
+        t = T0 + 60 * i
+        items = tuple(f"i{j}" for j in rng.sample(range(50), 8))
+        imps.append(Impression(f"r{i}", user, t, f"v-{arm}", items, arm))
+        expected[arm][0] += 1
+        if rng.random() < (0.2 if arm == "A" else 0.4):
+            pos = rng.randrange(8)
+            events.append(Event(user, items[pos], t + 5, "click", 1.0, f"e{i}", f"r{i}" if i % 2 else None))
+            expected[arm][1] += 1
+            if rng.random() < 0.3:
+                events.append(Event(user, items[pos], t + 30, "purchase", 1.0, f"p{i}"))
+                expected[arm][2] += 1
+        if i % 3 == 0:  # an interleaved list for another user
+            teams = tuple(rng.choice("AB") for _ in range(6))
+            rid = f"x{i}"
+            imps.append(Impression(rid, f"w{i % 90}", t + 1, "v-AB", tuple(f"k{j}" for j in range(6)),
+                                   "AB", tuple(teams)))
+            for pos, team in enumerate(teams):
+                if rng.random() < (0.05 if team == "A" else 0.25):
+                    events.append(Event(f"w{i % 90}", f"k{pos}", t + 2, "click", 1.0, f"x{i}-{pos}", rid))
+    events.append(Event("u0", "i0", T0 + 3, "click", 1.0, "bad", "r999999"))  # unknown id
+    store.add_impressions(imps)
+    store.add(events)
+    store.close()
+    return expected
+
+
+def test_the_cli_on_a_sqlite_store_writes_the_report_with_numeric_counts(tmp_path):
+    url = f"sqlite:///{tmp_path}/events.db"
+    expected = _fill(url, random.Random(3))
+    out = tmp_path / "report"
+    r = CliRunner().invoke(app, ["online", "report", "--events", url, "--out", str(out), "--bootstrap", "200"])
+    assert r.exit_code == 0, r.output
+    for name in ("report.md", "report.html", "results.json"):
+        assert (out / name).stat().st_size > 0
+    res = json.loads((out / "results.json").read_text())
+    for arm, (n, clicks, conversions) in expected.items():
+        got = res["arms"][arm]
+        assert (got["impressions"], got["clicks"], got["conversions"]) == (n, clicks, conversions)
+        assert all(isinstance(got[k], int) for k in ("impressions", "clicks", "conversions"))
+        assert got["ctr"] == pytest.approx(clicks / n)
+        assert got["ctr_ci"][0] < got["ctr"] < got["ctr_ci"][1]
+        assert res["versions"][f"v-{arm}"]["users"] == 150
+    assert res["attribution"]["unverified"] == 1
+    ctr = next(t for t in res["ab_tests"] if t["metric"] == "ctr" and {t["a"], t["b"]} == {"A", "B"})
+    assert ctr["p"] < 0.001 and ctr["diff"] > 0 and ctr["users_in_both"] == 0
+    inter = res["interleaving"][0]
+    assert (inter["a"], inter["b"]) == ("A", "B") and inter["wins_b"] > inter["wins_a"] and inter["p_sign"] < 0.01
+    assert "| A |" in (out / "report.md").read_text()
+    pngs = sorted(p.name for p in out.glob("*.png"))
+    assert pngs == sorted(res["plots"]) and ("per_day.png" in pngs or any("matplotlib" in n for n in res["notes"]))
+
+
+def test_the_cli_names_a_missing_store_instead_of_creating_one(tmp_path):
+    r = CliRunner().invoke(app, ["online", "report", "--events", f"sqlite:///{tmp_path}/none.db",
+                                 "--out", str(tmp_path / "o")])
+    assert r.exit_code == 2 and "no such file" in r.output
+    assert not (tmp_path / "none.db").exists()
