@@ -6,6 +6,7 @@ import pyarrow.parquet as pq
 import pytest
 from typer.testing import CliRunner
 
+from groundrec.offline.config import CollabGrid
 from groundrec.offline.demo import make_demo_data
 from groundrec.offline.dev.tiny_models import build_tiny_vision
 from groundrec.shared.cli import app
@@ -55,7 +56,18 @@ def test_eval_runs_every_system_and_content_beats_random(demo, tiny_vlm, tmp_pat
     # the collaborative rows: tuned on validation, the hybrid on the best representation
     cf, hybrid = rows["EASE factorised (collaborative) / interactions"], \
         rows[f"groundrec hybrid (content + collaborative) / {r['best_representation']} + interactions"]
-    assert cf["params"]["reg"] in (1.0, 10.0, 100.0, 1000.0, 10000.0) and hybrid["params"]["weight"] >= 0
+    assert cf["params"]["reg"] in (1.0, 10.0, 100.0, 1000.0, 10000.0)
+    # each tuned value of the hybrid is one its grid holds (as widened; reg and half-life may be
+    # refined halfway between two); content alone (weight 0) tunes nothing past the grid
+    grid, params = CollabGrid(), hybrid["params"]
+    tried = {axis: getattr(grid, axis) + [w["value"] for w in hybrid["widened"] if w["axis"] == axis]
+             for axis in ("reg", "dropout", "half_life", "weight", "fresh_weight", "fresh_slots")}
+    assert params["weight"] in tried["weight"] and params["dropout"] in tried["dropout"]
+    assert all(min(tried[axis]) <= params[axis] <= max(tried[axis]) for axis in ("reg", "half_life"))
+    if params["weight"]:
+        assert params["fresh_weight"] in tried["fresh_weight"] and params["fresh_slots"] in tried["fresh_slots"]
+    else:
+        assert params["half_life"] == params["fresh_weight"] == params["fresh_slots"] == 0
     # as the job: a rank and a projection only for a weight above 0
     assert hybrid["params"]["rank"] <= 128 and (hybrid["params"]["weight"] > 0 or not hybrid["params"]["projected"])
     # the hybrid's grid includes weight 0 over the best content profile: never worse on validation

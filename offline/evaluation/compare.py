@@ -9,19 +9,16 @@ from dataclasses import dataclass, field, replace
 import numpy as np
 from tqdm.auto import tqdm
 
-from groundrec.offline.collab import CollabModel
 from groundrec.offline.evaluation import metrics
 from groundrec.offline.evaluation.config import EvalConfig
 from groundrec.offline.evaluation.data import EvalData
 from groundrec.offline.evaluation.representations import Representation
 from groundrec.offline.evaluation.splits import EvalUsers
-from groundrec.offline.evaluation.systems import (CollabSystem, ContentSystem, ImplicitALS, ItemCooccurrence,
-                                                  MostPopular, RandomSystem, ScoreFusion, System, fused_vectors,
-                                                  hybrid_system)
+from groundrec.offline.evaluation.hybrid import collab_rows
+from groundrec.offline.evaluation.systems import (ContentSystem, ImplicitALS, ItemCooccurrence, MostPopular,
+                                                  RandomSystem, ScoreFusion, System, fused_vectors)
 from groundrec.offline.selection import Search, search
-from groundrec.offline.learn import choose_hybrid, narrowest, project
-from groundrec.shared.scoring.popularity import new_items
-from groundrec.shared.scoring.ranking import lift, top_k_matrix
+from groundrec.shared.scoring.ranking import top_k_matrix
 
 
 @dataclass
@@ -39,10 +36,6 @@ class Row:
     slices: dict[str, np.ndarray] = field(default_factory=dict)  # "cold items" -> per-user primary metric
     warnings: list[str] = field(default_factory=list)
     widened: list[dict] = field(default_factory=list)  # grid values added beyond an edge while tuning
-
-
-COLLAB, HYBRID = "EASE factorised (collaborative)", "groundrec hybrid (content + collaborative)"
-HYBRID_FULL = "groundrec hybrid at full width (what the width rule gave up)"
 
 
 def item_slices(train_popularity: np.ndarray) -> dict[str, np.ndarray]:
@@ -93,7 +86,7 @@ def evaluate(system: System, users: EvalUsers, ks: list[int], popularity: np.nda
     return measured(ranking(system, users, ks), users.relevant, popularity, n_items)
 
 
-class _Runner:
+class Runner:
     """Scores systems on validation and test; collects the test rows."""
 
     def __init__(self, cfg: EvalConfig, data: EvalData, progress: bool):
@@ -103,8 +96,8 @@ class _Runner:
         self.space: np.ndarray | None = None  # unit item vectors in which list diversity is measured
         self._bar = tqdm(desc="systems", unit="system", disable=not progress)
 
-    def _on_test(self, system: System, valid_primary: float | None = None, note: str | None = None,
-                 search: Search | None = None, extra_widened: list[dict] = ()) -> None:
+    def on_test(self, system: System, valid_primary: float | None = None, note: str | None = None,
+                search: Search | None = None, extra_widened: list[dict] = ()) -> None:
         test, ks = self.data.test, self.cfg.ks
         lists_by_k = ranking(system, test, ks)
         per_user, lists = measured(lists_by_k, test.relevant, self.data.pop_test, self.data.n_items, self.space)
@@ -117,34 +110,34 @@ class _Runner:
                              widened=(list(search.widened) if search else []) + list(extra_widened)))
         self._bar.update()
 
-    def _valid_per_user(self, scores: np.ndarray, new_rows: np.ndarray | None = None, slots: int = 0) -> np.ndarray:
+    def valid_per_user(self, scores: np.ndarray, new_rows: np.ndarray | None = None, slots: int = 0) -> np.ndarray:
         """The primary metric of each validation user for a precomputed (users x items) score
         matrix (with ``slots`` of each list kept for ``new_rows``)."""
         users, k = self.data.valid, int(self.cfg.primary_metric.split("@")[1])
         ranked = top_k_matrix(scores, k, users.history, new_rows, slots)
         return metrics.per_user_metrics(ranked, users.relevant, [k])[self.cfg.primary_metric]
 
-    def _valid_users_scores(self, system: System) -> np.ndarray:
+    def valid_users_scores(self, system: System) -> np.ndarray:
         """The primary metric of each validation user for ``system``."""
         per_user, _ = evaluate(system, self.data.valid, self.cfg.ks, self.data.pop_valid, self.data.n_items)
         return per_user[self.cfg.primary_metric]
 
     def _on_valid(self, system: System) -> float:
-        return float(self._valid_users_scores(system).mean())
+        return float(self.valid_users_scores(system).mean())
 
     @staticmethod
-    def _content(rep: Representation, pop: np.ndarray, name: str = "VLM4Rec (mean + cosine)", **params) -> ContentSystem:
+    def content(rep: Representation, pop: np.ndarray, name: str = "VLM4Rec (mean + cosine)", **params) -> ContentSystem:
         return ContentSystem(name, rep.name, rep.vectors, pop, params=dict(params), **params)
 
     def _baselines(self) -> None:
-        self._on_test(RandomSystem(self.data.n_items, self.cfg.seed))
-        self._on_test(MostPopular(self.data.pop_test))
-        self._on_test(ItemCooccurrence(self.data.test_histories, self.data.n_items))
+        self.on_test(RandomSystem(self.data.n_items, self.cfg.seed))
+        self.on_test(MostPopular(self.data.pop_test))
+        self.on_test(ItemCooccurrence(self.data.test_histories, self.data.n_items))
 
     def _search(self, axes: dict[str, list], system_at, **rules) -> Search:
         """The one selection procedure (``offline.selection.search``) over ``system_at(point)``'s
         validation scores, with this evaluation's widening budget."""
-        return search(axes, lambda points: [self._valid_users_scores(system_at(p)) for p in points],
+        return search(axes, lambda points: [self.valid_users_scores(system_at(p)) for p in points],
                       widenings=self.cfg.tuning.widenings, **rules)
 
     def _library_baselines(self) -> None:
@@ -156,12 +149,12 @@ class _Runner:
 
         found = self._search({"regularization": tuning.als_regularization, "alpha": tuning.als_alpha},
                              lambda p: als(self.data.valid_histories, p))
-        self._on_test(als(self.data.test_histories, found.chosen), found.score, search=found)
+        self.on_test(als(self.data.test_histories, found.chosen), found.score, search=found)
 
     def _reference(self, rep: Representation) -> None:
         """The VLM4Rec algorithm (mean profile, cosine) on one representation."""
-        self.valid_score[rep.name] = self._on_valid(self._content(rep, self.data.pop_valid))
-        self._on_test(self._content(rep, self.data.pop_test), self.valid_score[rep.name], rep.note)
+        self.valid_score[rep.name] = self._on_valid(self.content(rep, self.data.pop_valid))
+        self.on_test(self.content(rep, self.data.pop_test), self.valid_score[rep.name], rep.note)
 
     def _fusions(self, reps: list[Representation], built: dict[str, Representation]) -> list[Representation]:
         """Fusion of the best text representation (on validation) with the visual one. Returns
@@ -189,12 +182,12 @@ class _Runner:
 
             def fusion(w: float, pop: np.ndarray) -> ScoreFusion:
                 return ScoreFusion("VLM4Rec (mean + cosine)", f"fusion_mean ({best_text} + visual)",
-                                   self._content(text, pop), self._content(visual, pop), w, params={"text_weight": w})
+                                   self.content(text, pop), self.content(visual, pop), w, params={"text_weight": w})
 
             found = self._search({"text_weight": self.cfg.tuning.fusion_text_weight},
                                  lambda p: fusion(p["text_weight"], self.data.pop_valid), limits={"text_weight": (0, 1)})
             self.valid_score[r.name] = found.score
-            self._on_test(fusion(found.chosen["text_weight"], self.data.pop_test), found.score, r.note, found)
+            self.on_test(fusion(found.chosen["text_weight"], self.data.pop_test), found.score, r.note, found)
             out.append(r)
         return out
 
@@ -204,9 +197,9 @@ class _Runner:
         tuning, valid_pop, test_pop = self.cfg.tuning, self.data.pop_valid, self.data.pop_test
 
         def tuned(label: str, axes: dict[str, list], fixed: dict, **rules) -> Search:
-            found = self._search(axes, lambda p: self._content(rep, valid_pop, name=label, **fixed, **p), **rules)
-            self._on_test(self._content(rep, test_pop, name=label, **fixed, **found.chosen), found.score, rep.note,
-                          found)
+            found = self._search(axes, lambda p: self.content(rep, valid_pop, name=label, **fixed, **p), **rules)
+            self.on_test(self.content(rep, test_pop, name=label, **fixed, **found.chosen), found.score, rep.note,
+                         found)
             return found
 
         recency = tuned("groundrec recency", {"half_life_days": tuning.half_life_days}, {"strategy": "recency"})
@@ -221,146 +214,20 @@ class _Runner:
                     + [{"strategy": "multi_interest", "n_interests": n} for n in interests.axes["n_interests"]]
                     + [{"strategy": "mean"}])
         best = self._search({"profile": list(range(len(profiles))), "popularity_weight": tuning.popularity_weight},
-                            lambda p: self._content(rep, valid_pop, name="groundrec best of all (tuned)",
-                                                    **profiles[p["profile"]], popularity_weight=p["popularity_weight"]),
+                            lambda p: self.content(rep, valid_pop, name="groundrec best of all (tuned)",
+                                                   **profiles[p["profile"]], popularity_weight=p["popularity_weight"]),
                             relevant=lambda p: {"popularity_weight": p["popularity_weight"]})
         params = {**profiles[best.chosen["profile"]], "popularity_weight": best.chosen["popularity_weight"]}
-        self._on_test(self._content(rep, test_pop, name="groundrec best of all (tuned)", **params), best.score,
-                      rep.note, best)
+        self.on_test(self.content(rep, test_pop, name="groundrec best of all (tuned)", **params), best.score,
+                     rep.note, best)
         return params
-
-    def _collab(self, rep: Representation | None, profile: dict | None = None) -> None:
-        """Factorised EASE alone, and the hybrid with the best representation's content vectors
-        and the best content profile (``profile``: strategy, popularity weight...), chosen by
-        the job's procedure and grids (``tuning.collab``: the one-standard-error rule towards
-        content alone, then the narrowest rank and the projection). Each is fitted on
-        validation's training part to choose its parameters, then refitted on test's training
-        part (training + validation interactions): no test interaction is ever seen."""
-        from groundrec.offline import collab
-
-        grid, n, seed = self.cfg.tuning.collab, self.data.n_items, self.cfg.seed
-        content = rep.vectors if rep is not None else None
-        models: dict[tuple[float, float], CollabModel] = {}
-
-        def on_valid(reg: float, dropout: float = 0.0) -> CollabModel:
-            if (reg, dropout) not in models:
-                models[reg, dropout] = collab.fit(self.data.valid_histories, n, content, grid.rank, reg, seed,
-                                                  grid.max_dense_items, dropout)
-            return models[reg, dropout]
-
-        def on_test(reg: float, dropout: float = 0.0) -> CollabModel:
-            return collab.fit(self.data.test_histories, n, content, grid.rank, reg, seed, grid.max_dense_items, dropout)
-
-        # The EASE row is plain EASE (dropout 0): the reference the hybrid is compared with.
-        found = search({"reg": grid.reg}, lambda points: [self._valid_users_scores(
-            CollabSystem(COLLAB, "interactions", on_valid(p["reg"]).interactions_only())) for p in points],
-            widenings=grid.widenings, section="tuning.collab")
-        reg = found.chosen["reg"]
-        test_models = {(reg, 0.0): on_test(reg)}
-        self._on_test(CollabSystem(COLLAB, "interactions", test_models[reg, 0.0].interactions_only(),
-                                   params={"reg": reg, "rank": grid.rank}), found.score, search=found)
-        if rep is None:
-            return
-        valid = self.data.valid
-        # The content scores are the same for every (reg, weight): computed once, then blended.
-        content_scores = self._content(rep, self.data.pop_valid, **profile).scores(valid.history, valid.history_ts)
-
-        def score(points: list[dict]) -> list[np.ndarray]:
-            out = {}
-            model_of = lambda p: (p["reg"], p["dropout"], p["half_life"])  # noqa: E731
-            for reg, dropout, hl in dict.fromkeys(map(model_of, points)):
-                cf = CollabSystem(HYBRID, rep.name, on_valid(reg, dropout), half_life=hl).scores(valid.history,
-                                                                                                 valid.history_ts)
-                out.update({(reg, dropout, hl, p["weight"]): self._valid_per_user(content_scores + p["weight"] * cf)
-                            for p in points if model_of(p) == (reg, dropout, hl)})
-            return [out[(*model_of(p), p["weight"])] for p in points]
-
-        found = choose_hybrid(grid, score, "tuning.collab")
-        del content_scores
-        best = found.chosen
-        hl = best["half_life"] if best["weight"] else 0.0
-        chosen = best["reg"], best["dropout"]
-        rank, projected = self._narrowed(rep, profile, on_valid(*chosen), best["weight"], found.score, hl)
-        fresh = self._fresh(rep, profile, on_valid(*chosen).truncated(rank), best["weight"], projected, hl)
-        params = {**best, "half_life": hl, "rank": rank, "projected": projected,
-                  "fresh_weight": fresh[0].chosen["fresh_weight"] if fresh else 0.0,
-                  "fresh_slots": fresh[1].chosen["fresh_slots"] if fresh else 0, **profile}
-        test_model = (test_models.get(chosen) or on_test(*chosen)).truncated(rank)
-        projection = (project(rep.vectors, test_model, best["weight"], self.data.test_histories, seed, hl)
-                      if projected else None)
-        self._on_test(self._hybrid(rep, self.data.pop_test, profile, test_model, best["weight"], projection, params,
-                                   hl, params["fresh_weight"], params["fresh_slots"]), found.score, rep.note, found,
-                      extra_widened=[*fresh[0].widened, *fresh[1].widened] if fresh else [])
-        if best["weight"] and (rank < grid.rank or projected):
-            # What the width rule cost: the same hybrid at its full width, beside the published one.
-            full = test_models.get(chosen) or on_test(*chosen)
-            self._on_test(hybrid_system(HYBRID_FULL, f"{rep.name} + interactions", self._content(rep, self.data.pop_test,
-                                                                                               **profile),
-                                        full, best["weight"], None, {**params, "rank": grid.rank, "projected": False},
-                                        hl, params["fresh_weight"], params["fresh_slots"]), None, rep.note)
-
-    def _fresh(self, rep: Representation, profile: dict, model: CollabModel, weight: float, projected: bool,
-               half_life: float) -> tuple[Search, Search] | None:
-        """... and last, as the job: the freshness prior's weight on the published scoring (new
-        items: none of validation's training interactions), then the places kept for new
-        items, each the most within one standard error of the best. None for content alone."""
-        if not weight:
-            return None
-        valid, grid = self.data.valid, self.cfg.tuning.collab
-        projection = (project(rep.vectors, model, weight, self.data.valid_histories, self.cfg.seed, half_life)
-                      if projected else None)
-        base = self._hybrid(rep, self.data.pop_valid, profile, model, weight, projection,
-                            half_life=half_life).scores(valid.history, valid.history_ts)
-        new = new_items(self.data.pop_valid)
-        lifted = search({"fresh_weight": grid.fresh_weight},
-                        lambda points: [self._valid_per_user(lift(base.copy(), [p["fresh_weight"]] * len(base), new))
-                                        for p in points],
-                        simplest="fresh_weight", simplest_is_largest=True, widenings=grid.widenings,
-                        section="tuning.collab")
-        lift(base, [lifted.chosen["fresh_weight"]] * len(base), new)
-        kept = search({"fresh_slots": grid.fresh_slots},
-                      lambda points: [self._valid_per_user(base.copy(), new, p["fresh_slots"]) for p in points],
-                      simplest="fresh_slots", simplest_is_largest=True, section="tuning.collab")
-        return lifted, kept
-
-    def _narrowed(self, rep: Representation, profile: dict, model, weight: float, score: float,
-                  half_life: float = 0.0) -> tuple[int, bool]:
-        """... then the narrowest rank, then the content's width, each kept only within
-        ``tuning.collab.rank_tolerance`` of the full rank's validation score (weight 0 is content
-        alone): the job's rule (``learn.narrowest``), scored with eval's tuned content profile."""
-        grid, valid = self.cfg.tuning.collab, self.data.valid
-        if not weight:
-            return model.query.shape[1], False
-        content_scores = self._content(rep, self.data.pop_valid, **profile).scores(valid.history, valid.history_ts)
-
-        def score_at(r: int) -> float:
-            cf = CollabSystem(HYBRID, rep.name, model.truncated(r), half_life=half_life).scores(valid.history,
-                                                                                                valid.history_ts)
-            return float(self._valid_per_user(content_scores + weight * cf).mean())
-
-        def projected_score(r: int) -> float:
-            ranked = model.truncated(r)
-            system = self._hybrid(rep, self.data.pop_valid, profile, ranked, weight,
-                                  project(rep.vectors, ranked, weight, self.data.valid_histories, self.cfg.seed,
-                                          half_life), half_life=half_life)
-            return float(self._valid_per_user(system.scores(valid.history, valid.history_ts)).mean())
-
-        rank, projected, _ = narrowest(model.query.shape[1], score, grid.rank_tolerance, score_at,
-                                       projected_score if grid.project else None)
-        return rank, projected
-
-    def _hybrid(self, rep: Representation, pop: np.ndarray, profile: dict, model: CollabModel, weight: float,
-                projection=None, params: dict | None = None, half_life: float = 0.0,
-                fresh_weight: float = 0.0, fresh_slots: int = 0) -> CollabSystem:
-        return hybrid_system(HYBRID, f"{rep.name} + interactions", self._content(rep, pop, **profile), model, weight,
-                             projection, params, half_life, fresh_weight, fresh_slots)
 
 
 def run_systems(cfg: EvalConfig, data: EvalData, reps: list[Representation],
                 progress: bool) -> tuple[list[Row], dict[str, float], str | None, list[Representation]]:
     """The test rows, the validation score of each representation, the best one, and the
     representations as run (fusions built from the best text one)."""
-    r = _Runner(cfg, data, progress)
+    r = Runner(cfg, data, progress)
     # Every row's diversity@K is measured in one space: the first text representation built
     # (the same yardstick for all rows, whatever each one ranks with).
     text = [rep for rep in reps if rep.vectors is not None and rep.name not in ("visual", "fusion_concat")]
@@ -374,6 +241,6 @@ def run_systems(cfg: EvalConfig, data: EvalData, reps: list[Representation],
     built = {rep.name: rep for rep in reps if rep.vectors is not None}
     best = max((n for n in r.valid_score if n in built), key=r.valid_score.get, default=None)
     profile = r._tuned(built[best]) if best is not None else None
-    r._collab(built.get(best) if best is not None else None, profile)
+    collab_rows(r, built.get(best) if best is not None else None, profile)
     r._bar.close()
     return r.rows, r.valid_score, best, reps

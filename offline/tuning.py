@@ -1,0 +1,182 @@
+"""The hybrid's tuner: one procedure for the job's learn stage and for ``groundrec eval``.
+
+Each passes a ``HybridScorer`` (how a candidate configuration scores on its validation users);
+the order of the search, its rules and its grids (``config.CollabGrid``) are written here
+once, on the one selection procedure (``selection.search``, ``selection.coarse_to_fine``):
+
+1. reg x half_life x weight with the first dropout (EASE by default), then the dropout grid at
+   the chosen reg only (each dropout value costs one fit, not one per reg), then reg and
+   half_life each refined halfway to their neighbours: the smallest weight (0: content alone)
+   within one standard error of the best validation score;
+2. for a weight above 0, the width: the narrowest of rank/4 and rank/2 within
+   ``rank_tolerance`` of the full rank's score, then the projection to the content's width
+   within the same tolerance (``narrowest``);
+3. the freshness prior's weight on the published scoring (the largest within one standard
+   error of the best), then the places kept for new items (the most within it).
+
+It returns what was chosen (``HybridChoice``) and what every stage scored (``HybridTuning``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
+from typing import Protocol
+
+import numpy as np
+
+from groundrec.offline.config import CollabGrid
+from groundrec.offline.selection import Search, coarse_to_fine, search
+
+HYBRID_AXES = ("reg", "dropout", "half_life", "weight")
+
+
+@dataclass(frozen=True)
+class HybridChoice:
+    """The hybrid configuration chosen on validation. Weight 0 is content alone: then nothing
+    past the grid was tuned (the full rank, no projection, no freshness prior, no place)."""
+
+    reg: float
+    dropout: float
+    half_life: float  # as chosen; the query's half-life only with a collaborative part (``query_half_life``)
+    weight: float
+    rank: int  # the published rank (the full rank when nothing narrower was tried)
+    projected: bool = False  # indexed at the content's width through a projection
+    score: float | None = None  # the validation score of the published setting (None: nothing scored)
+    fresh_weight: float = 0.0  # added to the score of an item with no interaction
+    fresh_slots: int = 0  # of each list, the places kept for such items
+
+    @property
+    def hybrid(self) -> bool:
+        return bool(self.weight)
+
+    @property
+    def query_half_life(self) -> float:
+        """The collaborative query's half-life as served: none without a collaborative part."""
+        return self.half_life if self.weight else 0.0
+
+    @classmethod
+    def untuned(cls, grid: CollabGrid) -> "HybridChoice":
+        """Content alone when there is nothing to validate on: the grids' first model, weight 0."""
+        return cls(float(grid.reg[0]), float(grid.dropout[0]), 0.0, 0.0, grid.rank)
+
+
+@dataclass(frozen=True)
+class HybridTuning:
+    """What each stage of the tuner scored: the grid search (every point, widenings and
+    warnings), the mean validation score of each narrower rank and of each projected rank
+    tried, and the freshness prior's and kept places' searches (None for content alone)."""
+
+    grid: Search
+    ranks: dict[int, float] = field(default_factory=dict)
+    projected: dict[int, float] = field(default_factory=dict)
+    fresh: Search | None = None
+    slots: Search | None = None
+
+    @property
+    def widened(self) -> list[dict]:
+        """Every value added beyond an edge, in the order of the stages."""
+        return [*self.grid.widened, *(self.fresh.widened if self.fresh else []),
+                *(self.slots.widened if self.slots else [])]
+
+    @property
+    def warnings(self) -> list[str]:
+        """The grid's and the freshness prior's values still on a widenable edge."""
+        return [*self.grid.warnings, *(self.fresh.warnings if self.fresh else [])]
+
+
+class HybridScorer(Protocol):
+    """How a candidate configuration scores on validation: per-user scores for the grid and
+    the published scoring, mean scores for the width (``narrowest`` compares means)."""
+
+    def hybrid(self, reg: float, dropout: float, half_life: float, weights: list[float]) -> list[np.ndarray]:
+        """Per-user scores of content + each weight x the collaborative model (reg, dropout)
+        with the query's half-life: one model, every weight."""
+
+    def full_rank(self, reg: float, dropout: float) -> int:
+        """The rank the narrower ones are compared with (and published for content alone)."""
+
+    def at_rank(self, choice: HybridChoice, rank: int) -> float:
+        """The mean score of ``choice``'s hybrid with its model truncated to ``rank``."""
+
+    def projected(self, choice: HybridChoice, rank: int) -> float:
+        """... at ``rank``, projected to the content's width, as the service scores it."""
+
+    def published(self, choice: HybridChoice, fresh: list[tuple[float, int]]) -> list[np.ndarray]:
+        """Per-user scores of ``choice`` as published (its rank, its projection), for each
+        (freshness prior weight, places kept for new items)."""
+
+
+def by_model(points: list[dict],
+             hybrid: Callable[[float, float, float, list[float]], list[np.ndarray]]) -> list[np.ndarray]:
+    """The grid's points scored one model (reg, dropout, half_life) at a time, every weight of
+    it from the same collaborative scores, in the points' order."""
+    model_of = lambda p: (p["reg"], p["dropout"], p["half_life"])  # noqa: E731
+    out = {}
+    for model in dict.fromkeys(map(model_of, points)):
+        weights = [p["weight"] for p in points if model_of(p) == model]
+        out.update({(*model, w): scores for w, scores in zip(weights, hybrid(*model, weights))})
+    return [out[(*model_of(p), p["weight"])] for p in points]
+
+
+def smaller_ranks(rank: int) -> list[int]:
+    """The narrower ranks tried after the full one, narrowest first: a quarter and a half."""
+    return sorted({r for r in (rank // 4, rank // 2) if 1 <= r < rank})
+
+
+def narrowest(rank: int, score: float, tolerance: float, score_at: Callable[[int], float],
+              projected_score: Callable[[int], float] | None) -> tuple[int, bool, float]:
+    """The hybrid's width: the narrowest of ``smaller_ranks`` whose validation score
+    (``score_at(rank)``) is within ``tolerance`` of the full rank's ``score`` (else the full
+    rank), then whether that rank projected to the content's width (``projected_score(rank)``;
+    None: not tried) is too. Returns the rank, whether projected, and the validation score of
+    what was chosen."""
+    floor = score * (1 - tolerance)
+    for r in smaller_ranks(rank):
+        if (at := score_at(r)) >= floor:
+            rank, score = r, at
+            break
+    if projected_score is not None and (at := projected_score(rank)) >= floor:
+        return rank, True, at
+    return rank, False, score
+
+
+def tune_hybrid(grid: CollabGrid, scorer: HybridScorer, section: str) -> tuple[HybridChoice, HybridTuning]:
+    """The hybrid chosen on validation by ``scorer``'s scores, in the stages above; ``section``
+    names the grid's place in the config (in warnings)."""
+    found = coarse_to_fine({axis: getattr(grid, axis) for axis in HYBRID_AXES},
+                           lambda points: by_model(points, scorer.hybrid), later="dropout", at="reg",
+                           refine=("reg", "half_life") if grid.refine else (), simplest="weight",
+                           widenings=grid.widenings, relevant=lambda p: p if p["weight"] else {},
+                           limits={"dropout": (0.0, 1.0)}, section=section)
+    reg, dropout, half_life, weight = (found.chosen[axis] for axis in HYBRID_AXES)
+    choice = HybridChoice(float(reg), float(dropout), float(half_life), float(weight), scorer.full_rank(reg, dropout),
+                          score=found.score)
+    if not choice.weight:
+        return choice, HybridTuning(found)
+    ranks: dict[int, float] = {}
+    projected: dict[int, float] = {}
+
+    def at_rank(r: int) -> float:
+        ranks[r] = scorer.at_rank(choice, r)
+        return ranks[r]
+
+    def projected_at(r: int) -> float:
+        projected[r] = scorer.projected(choice, r)
+        return projected[r]
+
+    rank, is_projected, score = narrowest(choice.rank, found.score, grid.rank_tolerance, at_rank,
+                                          projected_at if grid.project else None)
+    choice = replace(choice, rank=rank, projected=is_projected, score=score)
+    # Last, on the published scoring: the largest lift of new items whose validation score is
+    # within one standard error of the best (all the exposure that costs nothing measurable),
+    # then as many places kept for them as that rule allows.
+    fresh = search({"fresh_weight": grid.fresh_weight},
+                   lambda points: scorer.published(choice, [(p["fresh_weight"], 0) for p in points]),
+                   simplest="fresh_weight", simplest_is_largest=True, widenings=grid.widenings, section=section)
+    choice = replace(choice, fresh_weight=float(fresh.chosen["fresh_weight"]))
+    slots = search({"fresh_slots": grid.fresh_slots},
+                   lambda points: scorer.published(choice, [(choice.fresh_weight, p["fresh_slots"]) for p in points]),
+                   simplest="fresh_slots", simplest_is_largest=True, section=section)
+    choice = replace(choice, fresh_slots=int(slots.chosen["fresh_slots"]))
+    return choice, HybridTuning(found, ranks, projected, fresh, slots)
