@@ -95,21 +95,20 @@ def print_summary(s) -> None:
     t.add_row("dropped", f"{s.dropped} (nothing to embed)")
     t.add_row("encoded", f"{s.encoded} items, {s.distinct_texts} distinct texts: {s.encoded_new} encoded now, "
               f"{s.distinct_texts - s.encoded_new} from the cache")
-    if s.collab:
-        c, v = s.collab, s.collab["validation"]
-        if c["hybrid"]:
-            p = c.get("projection")
-            width = f"index {s.index['dim']} wide" + (f" (projected from {p['from']})" if p else "")
-            t.add_row("collaborative", f"{c['model']}, rank {c['rank']}, reg {c['reg']:g}, weight {c['weight']:g}; "
-                      f"{c['window']['interactions']} interactions of {c['window']['users']} users; "
-                      f"{c['head_items']} items fitted, {c['items_from_content']} from their content; {width}")
+    if s.learned is not None:
+        r, c, w = s.learned, s.learned.choice, s.learned.window
+        if r.hybrid:
+            width = f"index {s.index['dim']} wide" + (f" (projected from {r.projected_from})" if r.projection else "")
+            t.add_row("collaborative", f"{r.model_name}, rank {r.rank}, reg {c.reg:g}, weight {c.weight:g}; "
+                      f"{w.interactions} interactions of {w.users} users; "
+                      f"{r.head_items} items fitted, {r.items_from_content} from their content; {width}")
         else:
-            t.add_row("collaborative", f"not published: on {c['window']['interactions']} interactions of "
-                      f"{c['window']['users']} users no weight beat content alone by more than one standard error "
+            t.add_row("collaborative", f"not published: on {w.interactions} interactions of "
+                      f"{w.users} users no weight beat content alone by more than one standard error "
                       "on validation; the version is content only")
-        if v["users"]:
-            t.add_row("validation", f"{v['metric']} on {v['users']} users: content {v['scores']['content']:.4f}, "
-                      f"hybrid {v['chosen']['score']:.4f}" + "".join(f"; {w}" for w in v.get("grid_warnings", [])))
+        if r.validation_users:
+            t.add_row("validation", f"{r.metric} on {r.validation_users} users: content {r.content_score:.4f}, "
+                      f"hybrid {c.score:.4f}" + "".join(f"; {warning}" for warning in r.warnings))
     idx = s.index
     t.add_row("index", f"{idx['factory']} ({idx['kind']}), recall@{idx['k']} {idx['recall_at_k']:.3f}"
               + (f", nprobe {idx['nprobe']}" if idx.get("nprobe") else "")

@@ -22,6 +22,7 @@ from groundrec.offline.ground import ground_catalog, not_grounded
 from groundrec.offline.index import build_index
 from groundrec.offline.interactions import load_interactions, on_published_rows
 from groundrec.offline.learn import index_vectors, learn
+from groundrec.offline.learn_report import LearnReport
 from groundrec.offline.publish import build_manifest, write_version_files
 from groundrec.offline.thumbnails import make_thumbnails
 from groundrec.offline.runners import open_runner
@@ -50,7 +51,7 @@ class JobSummary:
     distinct_texts: int = 0  # encoded counts items; identical texts share one vector
     ungrounded: int = 0  # published from catalog text: no image, or it could not be read or grounded
     dropped: int = 0  # nothing to embed: not published
-    collab: dict | None = None  # the learn stage's report (manifest collab for a hybrid, learn if it chose content only)
+    learned: LearnReport | None = None  # the learn stage's report (with interactions; a hybrid or content only)
     notes: list[str] = field(default_factory=list)  # what the user should know about this run (e.g. no images)
 
 
@@ -133,9 +134,7 @@ def run_job(cfg: JobConfig, progress: bool = True) -> JobSummary:
                                             if thumb_counts else {})}
         manifest = build_manifest(cfg, version_id, encoder_path, int(vectors.shape[1]), counts,
                                   index_report.to_dict(), export_report, dict(clock.times),
-                                  learned.report if learned and learned.hybrid else None,
-                                  learned.report if learned and not learned.hybrid else None,
-                                  [no_images] if no_images else [])
+                                  learned.report if learned else None, [no_images] if no_images else [])
         with clock.stage("publish"):
             final = pub.publish(manifest)
 
@@ -146,6 +145,6 @@ def run_job(cfg: JobConfig, progress: bool = True) -> JobSummary:
         encoded=counts["indexed"], encoded_new=counts["encoded_new"], index=index_report.to_dict(), export=export_report,
         timings_s=dict(clock.times), skipped_examples=skips.rows[:5], log_dir=log_dir, distinct_texts=len(set(texts)),
         parse_failures=sum(g and not ok for g, ok in zip(flags, parse_ok)),
-        ungrounded=counts["ungrounded"], dropped=counts["dropped"], collab=learned.report if learned else None,
+        ungrounded=counts["ungrounded"], dropped=counts["dropped"], learned=learned.report if learned else None,
         notes=[no_images] if no_images else [],
     )

@@ -14,6 +14,7 @@ import pyarrow.parquet as pq
 
 from groundrec.offline.cache import grounding_signature
 from groundrec.offline.catalog import NO_IMAGE_COLUMN
+from groundrec.offline.learn_report import LearnReport
 from groundrec.shared.artifact import WINDOW_INTERACTIONS, Manifest, VersionFiles
 from groundrec.shared.version_info import code_version
 
@@ -40,10 +41,13 @@ def write_version_files(staged: Path, index: faiss.Index, vectors: np.ndarray, i
 
 
 def build_manifest(cfg, version_id: str, encoder_path: str, dim: int, counts: dict, index_report: dict,
-                   export_report: dict | None, timings_s: dict, collab: dict | None = None,
-                   learn: dict | None = None, notes: list[str] | None = None) -> Manifest:
-    """What the job made, from its config (a JobConfig) and its results. ``notes``: what the
-    run says about itself (a text-only catalog: no VLM ran, so none is recorded)."""
+                   export_report: dict | None, timings_s: dict, learned: LearnReport | None = None,
+                   notes: list[str] | None = None) -> Manifest:
+    """What the job made, from its config (a JobConfig) and its results. ``learned``: the learn
+    stage's report (recorded as ``collab`` for a hybrid version, as ``learn`` for a content-only
+    one). ``notes``: what the run says about itself (a text-only catalog: no VLM ran, so none is
+    recorded)."""
+    recorded = learned.to_manifest() if learned is not None else None
     vlm = None if notes and any(n.startswith(NO_IMAGE_COLUMN) for n in notes) else {
         "backend": cfg.vlm.backend, "name": cfg.vlm.model, "revision": getattr(cfg.vlm, "revision", None),
         "fingerprint": grounding_signature(cfg.vlm, cfg.prompt)["model"], "max_new_tokens": cfg.vlm.max_new_tokens}
@@ -63,7 +67,7 @@ def build_manifest(cfg, version_id: str, encoder_path: str, dim: int, counts: di
         timings_s=timings_s,
         id_column=cfg.catalog.id_column,
         catalog_text_columns=cfg.catalog.text_columns,
-        collab=collab,
-        learn=learn,
+        collab=recorded if learned is not None and learned.hybrid else None,
+        learn=recorded if learned is not None and not learned.hybrid else None,
         notes=list(notes or []),
     )

@@ -87,13 +87,13 @@ def test_the_head_budget_fits_the_most_interacted_items_only():
 def test_learn_stage_hit_counting_matches_a_full_ranking():
     """The learn stage counts a target's rank instead of sorting: the same answer as taking
     the top K of a full ranking (seen items excluded, ties to the lower row)."""
-    from groundrec.offline.learn import K, _hits
+    from groundrec.offline.holdout import K, hits
 
     rng = np.random.default_rng(0)
     scores = rng.integers(0, 6, (40, 60)).astype(np.float32)  # many ties
     seen = [rng.choice(60, 5, replace=False) for _ in range(40)]
     targets = np.array([rng.choice(np.setdiff1d(np.arange(60), s)) for s in seen])
-    got = _hits(scores.copy(), seen, targets)
+    got = hits(scores.copy(), seen, targets)
     for r in range(40):
         s = scores[r].copy()
         s[seen[r]] = -np.inf
@@ -136,12 +136,12 @@ def test_learn_publishes_the_narrowest_rank_within_the_tolerance():
 
     inter, content = _bundle_interactions()
     loose = learn(inter, content, CollabConfig(rank=24, reg=[10.0], rank_tolerance=1.0, valid_users=200))
-    assert loose.hybrid and loose.report["rank"] == 6 == loose.model.query.shape[1]
-    assert loose.report["validation"]["chosen"]["rank"] == 6
+    assert loose.hybrid and loose.report.rank == 6 == loose.model.query.shape[1]
+    assert loose.choice.rank == 6
     strict = learn(inter, content, CollabConfig(rank=24, reg=[10.0], rank_tolerance=0.0, valid_users=200))
-    scores = strict.report["validation"]["scores"]
+    scores = strict.report.scores
     full = scores[f"hybrid reg=10 weight={strict.weight:g}"]  # the chosen setting at the full rank
-    chosen = strict.report["rank"]
+    chosen = strict.report.rank
     assert chosen == 24 or scores[f"hybrid reg=10 rank={chosen} weight={strict.weight:g}"] >= full
     for r in (6, 12):  # every narrower rank scored before the chosen one fell short of it
         if r < chosen:
@@ -157,14 +157,14 @@ def test_learn_widens_a_grid_whose_edge_wins_and_warns_when_it_may_not():
     # content says nothing here, so the most collaborative weight tried wins: the top of the grid
     cfg = CollabConfig(rank=24, reg=[10.0], weight=[0.0, 0.001, 1.0], valid_users=200, widenings=0, fresh_weight=[0.0])
     learned = learn(inter, content, cfg)
-    assert learned.weight == 1.0 and learned.report["validation"]["widened"] == []
-    assert learned.report["validation"]["grid_warnings"] == [
+    assert learned.weight == 1.0 and learned.report.tuning.widened == []
+    assert learned.report.warnings == [
         "weight=1.0 is the largest value tried: widen the grid (collab) upwards"]
     widened = learn(inter, content, cfg.model_copy(update={"widenings": 1}))
-    validation = widened.report["validation"]
-    assert validation["widened"] == [{"axis": "weight", "value": 1000.0}]  # one step of the grid's ratio beyond 1
-    assert validation["grid"]["weight"] == [0.0, 0.001, 1.0, 1000.0]
-    assert "hybrid reg=10 weight=1000" in validation["scores"]  # the new point was scored, then chosen or not
+    report = widened.report
+    assert report.tuning.widened == [{"axis": "weight", "value": 1000.0}]  # one step of the grid's ratio beyond 1
+    assert report.axes["weight"] == [0.0, 0.001, 1.0, 1000.0]
+    assert "hybrid reg=10 weight=1000" in report.scores  # the new point was scored, then chosen or not
     assert widened.weight in (1.0, 1000.0)
 
 
@@ -205,17 +205,17 @@ def test_learn_projects_the_hybrid_to_the_content_width_only_within_the_toleranc
 
     inter, content = _bundle_interactions()
     loose = learn(inter, content, CollabConfig(rank=24, reg=[10.0], rank_tolerance=1.0, valid_users=200))
-    assert loose.report["validation"]["chosen"]["projected"] and loose.projection is not None
-    assert loose.report["projection"]["dim"] == 32 and index_vectors(content, loose).shape == (len(content), 32)
+    assert loose.choice.projected and loose.projection is not None
+    assert loose.report.projection["dim"] == 32 and index_vectors(content, loose).shape == (len(content), 32)
     off = learn(inter, content, CollabConfig(rank=24, reg=[10.0], rank_tolerance=1.0, valid_users=200, project=False))
-    assert off.projection is None and off.report["projection"] is None
-    assert index_vectors(content, off).shape == (len(content), 32 + off.report["rank"])
+    assert off.projection is None and off.report.projection is None and off.report.projected_from is None
+    assert index_vectors(content, off).shape == (len(content), 32 + off.report.rank)
     # Zero tolerance: projected only if the projected validation score is no lower than the full rank's.
     strict = learn(inter, content, CollabConfig(rank=24, reg=[10.0], rank_tolerance=0.0, valid_users=200))
-    scores, chosen = strict.report["validation"]["scores"], strict.report["validation"]["chosen"]
-    key = f"hybrid reg=10 rank={chosen['rank']} weight={strict.weight:g} projected to 32"
-    assert chosen["projected"] == (scores[key] >= scores[f"hybrid reg=10 weight={strict.weight:g}"])
-    assert (strict.projection is not None) == chosen["projected"]
+    scores, chosen = strict.report.scores, strict.choice
+    key = f"hybrid reg=10 rank={chosen.rank} weight={strict.weight:g} projected to 32"
+    assert chosen.projected == (scores[key] >= scores[f"hybrid reg=10 weight={strict.weight:g}"])
+    assert (strict.projection is not None) == chosen.projected
 
 
 def test_a_projection_fitted_from_column_blocks_equals_one_from_the_stacked_matrix():
@@ -228,22 +228,3 @@ def test_a_projection_fitted_from_column_blocks_equals_one_from_the_stacked_matr
     assert np.allclose(whole.query @ whole.item.T, blocks.query @ blocks.item.T, atol=1e-4)
     assert np.allclose(index_rows(content, item, blocks.item, chunk=64), np.hstack([content, item]).astype(np.float32)
                        @ blocks.item, atol=1e-4)
-
-
-def test_narrowest_takes_the_narrowest_rank_then_the_projection_within_tolerance():
-    """The job's and eval's one rule: a quarter, then a half of the rank, the first within the
-    tolerance of the full rank's score wins; then the projection at that rank, if within it too;
-    the score returned is the chosen setting's."""
-    from groundrec.offline.learn import narrowest
-
-    asked: list[int] = []
-
-    def at(scores):
-        return lambda r: asked.append(r) or scores[r]
-
-    assert narrowest(64, 0.50, 0.02, at({16: 0.495, 32: 0.6}), None) == (16, False, 0.495)
-    assert asked == [16]  # the narrowest first, and no further once it passes
-    assert narrowest(64, 0.50, 0.02, at({16: 0.48, 32: 0.491}), lambda r: 0.49) == (32, True, 0.49)
-    assert narrowest(64, 0.50, 0.02, at({16: 0.1, 32: 0.2}), lambda r: 0.489) == (64, False, 0.50)
-    assert narrowest(64, 0.50, 0.0, at({16: 0.1, 32: 0.2}), lambda r: 0.50) == (64, True, 0.50)
-    assert narrowest(1, 0.30, 0.02, at({}), lambda r: 0.0) == (1, False, 0.30)  # nothing narrower than rank 1

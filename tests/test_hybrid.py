@@ -59,9 +59,11 @@ def either(request, hybrid):
 
 
 def test_the_job_publishes_a_hybrid_version_and_records_its_model(hybrid):
-    c = hybrid["summary"].collab
+    report = hybrid["summary"].learned
     manifest = artifact.verify(hybrid["summary"].version_dir)
-    assert manifest.collab == c and c["model"] == "EASE, factorised" and c["rank"] in (4, 8, 16)
+    c = manifest.collab  # the version's record of the learn stage: the typed report, key for key
+    assert c == report.to_manifest() and manifest.learn is None
+    assert report.model_name == c["model"] == "EASE, factorised" and report.rank == c["rank"] in (4, 8, 16)
     assert c["validation"]["chosen"]["rank"] == c["rank"]
     assert c["query_half_life"] == 3.0 == c["validation"]["chosen"]["half_life"]  # the one value of its grid
     full = c["validation"]["scores"][f"hybrid reg={c['reg']:g} half_life=3 weight={c['weight']:g}"]
@@ -93,15 +95,16 @@ def test_the_job_summary_says_how_wide_the_hybrid_index_is(hybrid, full_width, c
     monkeypatch.setenv("COLUMNS", "400")
     dim = artifact.verify(hybrid["summary"].version_dir).dim
     print_summary(hybrid["summary"])
-    assert f"index {dim} wide (projected from {dim + hybrid['summary'].collab['rank']})" in capsys.readouterr().out
+    assert f"index {dim} wide (projected from {dim + hybrid['summary'].learned.rank})" in capsys.readouterr().out
     print_summary(full_width["summary"])
     out = capsys.readouterr().out
-    assert f"index {dim + full_width['summary'].collab['rank']} wide" in out and "projected from" not in out
+    assert f"index {dim + full_width['summary'].learned.rank} wide" in out and "projected from" not in out
 
 
 def test_without_the_projection_the_index_is_the_full_hybrid_width(full_width):
-    c = full_width["summary"].collab
     manifest = artifact.verify(full_width["summary"].version_dir)
+    c = manifest.collab
+    assert c == full_width["summary"].learned.to_manifest()
     assert c["projection"] is None and not c["validation"]["chosen"]["projected"]
     assert not any("projected" in key for key in c["validation"]["scores"])
     assert not (full_width["summary"].version_dir / artifact.PROJECT_ITEM).exists()
@@ -200,7 +203,7 @@ def test_a_new_item_reaches_a_list_through_the_freshness_prior(hybrid):
     cfg = hybrid["cfg"].model_copy(update={"out": hybrid["root"] / "art_fresh", "cache_dir": hybrid["cfg"].resolved_cache_dir,
                                            "collab": hybrid["cfg"].collab.model_copy(update={"fresh_weight": [5.0]})})
     summary = run_job(cfg, progress=False)
-    assert summary.collab["fresh_weight"] == 5.0 and "published fresh_weight=5" in summary.collab["validation"]["scores"]
+    assert summary.learned.choice.fresh_weight == 5.0 and "published fresh_weight=5" in summary.learned.scores
     v = load_version(hybrid["root"] / "art_fresh")
     counts = v.items.column(artifact.WINDOW_INTERACTIONS).to_pylist()
     bought = set(pq.read_table(hybrid["interactions"]).column("item_id").to_pylist())
@@ -310,7 +313,7 @@ def test_weight_zero_publishes_content_only_and_keeps_what_was_tried(hybrid):
                                            "collab": hybrid["cfg"].collab.model_copy(update={"weight": [0.0]})})
     summary = run_job(cfg, progress=False)
     manifest = artifact.verify(summary.version_dir)
-    assert manifest.collab is None and manifest.learn == summary.collab
+    assert manifest.collab is None and manifest.learn == summary.learned.to_manifest()
     assert manifest.learn["weight"] == 0 and not manifest.learn["hybrid"]
     # reg x half_life at the first dropout, then the other dropouts at the reg chosen (weight 0
     # everywhere ties, so the first: reg 1)

@@ -1,0 +1,80 @@
+"""The learn stage's validation: each sampled user's last new item held out, and whether a
+hybrid finds it in its top K (recall@K over those users) — at each weight of a grid, at a
+narrower rank, and as the service scores the published version (projected, new items lifted,
+places kept for them)."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from groundrec.offline import collab
+from groundrec.shared.scoring.collab import collab_queries, hybrid_queries, index_rows
+from groundrec.shared.scoring.profiles import latest, mean_profiles
+from groundrec.shared.scoring.ranking import lift, target_in_top_k, target_in_top_k_of_blends, top_k_matrix
+
+K = 20
+CHUNK = 256  # validation users scored at a time
+METRIC = f"recall@{K} of each user's last new item"
+
+
+def hold_out_last(histories: list[np.ndarray], max_users: int, seed: int = 0) -> tuple[list[np.ndarray], list[int], np.ndarray]:
+    """Training histories (every user; a held-out user without their last item), the held-out
+    users and their targets: a user's last item when it is new to them."""
+    candidates = [u for u, h in enumerate(histories) if len(h) >= 2 and h[-1] not in set(h[:-1].tolist())]
+    rng = np.random.default_rng(seed)
+    chosen = sorted(rng.choice(candidates, min(max_users, len(candidates)), replace=False).tolist()) if candidates else []
+    train = list(histories)
+    for u in chosen:
+        train[u] = histories[u][:-1]
+    return train, chosen, np.array([histories[u][-1] for u in chosen], dtype=np.int64)
+
+
+def hits(scores: np.ndarray, seen: list[np.ndarray], targets: np.ndarray) -> np.ndarray:
+    """Whether each row's target is in its top K (seen items excluded, in place)."""
+    return target_in_top_k(scores, seen, targets, K)
+
+
+def content_profiles(content: np.ndarray, histories: list[np.ndarray]) -> np.ndarray:
+    return mean_profiles(content, [latest(h) for h in histories])
+
+
+def validation_hits(model: collab.CollabModel, content: np.ndarray, profiles: np.ndarray, held: list[np.ndarray],
+                    targets: np.ndarray, weights: list[float], half_life: float = 0.0) -> dict[object, np.ndarray]:
+    """Whether each held-out user's target is in the top K of content alone, the collaborative
+    part alone and the hybrid at each weight (keys "content", "collaborative" and each weight)."""
+    found: dict[object, list] = {"content": [], "collaborative": [], **{w: [] for w in weights}}
+    for start in range(0, len(held), CHUNK):  # bounded memory: CHUNK x items scores at a time
+        part = slice(start, start + CHUNK)
+        content_part = profiles[part] @ content.T
+        cf = collab_queries(model.query, [latest(h) for h in held[part]], half_life) @ model.item.T
+        found["content"].append(hits(content_part.copy(), held[part], targets[part]))
+        found["collaborative"].append(hits(cf.copy(), held[part], targets[part]))
+        for weight, hit in zip(weights, target_in_top_k_of_blends(content_part, cf, held[part], targets[part],
+                                                                 weights, K)):
+            found[weight].append(hit)
+    return {key: np.concatenate(value) for key, value in found.items()}
+
+
+def published_hits(model: collab.CollabModel, content: np.ndarray, profiles: np.ndarray, held: list[np.ndarray],
+                   targets: np.ndarray, weight: float, projection: collab.Projection | None, half_life: float = 0.0,
+                   new: np.ndarray | None = None,
+                   fresh: tuple[tuple[float, int], ...] = ((0.0, 0),)) -> dict[tuple[float, int], np.ndarray]:
+    """``validation_hits``'s hybrid at ``weight``, scored as the service scores it (projected
+    profiles against the projected index when there is a projection), for each (freshness
+    prior weight added to the new items ``new``, places kept for them) in turn."""
+    index = index_rows(content, weight * model.item, projection.item if projection is not None else None)
+    found: dict[tuple[float, int], list] = {point: [] for point in fresh}
+    for start in range(0, len(held), CHUNK):
+        part = slice(start, start + CHUNK)
+        searched = hybrid_queries(profiles[part], collab_queries(model.query, [latest(h) for h in held[part]],
+                                                                 half_life),
+                                  projection.query if projection is not None else None)
+        scores = searched @ index.T
+        for fw, slots in fresh:
+            scored = lift(scores.copy(), [fw] * len(scores), new)
+            if slots:
+                top = top_k_matrix(scored, K, held[part], new, slots)
+                found[fw, slots].append((top == targets[part][:, None]).any(axis=1))
+            else:
+                found[fw, slots].append(hits(scored, held[part], targets[part]))
+    return {point: np.concatenate(h) for point, h in found.items()}

@@ -1,0 +1,125 @@
+"""The learn stage's typed report (offline/learn_report.py): its fields are what was chosen and
+scored, and ``to_manifest()`` is the manifest's record of it, key for key and in order, through
+the version's manifest on disk and back."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from groundrec.offline.catalog import NO_IMAGE_COLUMN
+from groundrec.offline.config import CollabConfig, load_job_config
+from groundrec.offline.interactions import Interactions
+from groundrec.offline.learn import learn
+from groundrec.offline.publish import build_manifest
+from groundrec.shared import artifact
+
+# The manifest's record of a learn stage, in order: readers (the service, scripts) depend on it.
+HYBRID_KEYS = ["model", "rank", "reg", "dropout", "users", "interactions", "items_with_interactions", "head_items",
+               "max_dense_items", "items_from_content", "fit_seconds", "weight", "query_half_life", "fresh_weight",
+               "fresh_slots", "hybrid", "projection", "window", "validation", "learn_seconds"]
+CONTENT_KEYS = ["model", "rank", "reg", "dropout", *HYBRID_KEYS[HYBRID_KEYS.index("weight"):]]
+WINDOW_KEYS = ["days", "from", "to", "interactions", "users", "unknown_items_dropped"]
+VALIDATION_KEYS = ["users", "metric", "chosen", "scores", "grid", "widened", "grid_warnings", "fresh", "fresh_slots"]
+CHOSEN_KEYS = ["reg", "dropout", "half_life", "weight", "rank", "projected", "score"]
+
+
+def _bundles(users: int = 300, last_repeats: bool = False, seed: int = 0):
+    """Users buying within one of 6 bundles of 8 items (content that says nothing of them): the
+    collaborative part must win. ``last_repeats``: every user's last item is one bought before
+    (nobody can be held out)."""
+    rng = np.random.default_rng(seed)
+    rows, items, ts = [], [], []
+    for u in range(users):
+        bundle = rng.integers(6) * 8 + np.arange(8)
+        bought = list(rng.choice(bundle, 5, replace=False))
+        if last_repeats:
+            bought.append(bought[0])
+        rows += [u] * len(bought)
+        items += bought
+        ts += list(range(len(ts), len(ts) + len(bought)))
+    inter = Interactions(np.array(rows), np.array(items), np.array(ts, dtype=np.float64) * 3600,
+                         [f"u{u}" for u in range(users)], 3)
+    content = rng.normal(size=(48, 16)).astype(np.float32)
+    return inter, content / np.linalg.norm(content, axis=1, keepdims=True)
+
+
+def _recorded(tmp_path, report):
+    """The report as a version's manifest holds it: built by the job's writer, written to disk
+    and read back."""
+    cfg = load_job_config(None, {"catalog.path": str(tmp_path / "items.parquet"), "out": str(tmp_path / "art")})
+    manifest = build_manifest(cfg, "v1", "/enc", 16, {}, {}, None, {}, report, [NO_IMAGE_COLUMN + ": from text"])
+    artifact.write_manifest(tmp_path, manifest)
+    return artifact.read_manifest(tmp_path)
+
+
+def test_a_hybrid_report_is_recorded_as_collab_key_for_key(tmp_path):
+    inter, content = _bundles()
+    cfg = CollabConfig(rank=8, reg=[10.0], weight=[0.0, 1.0], fresh_weight=[0.0, 0.1], valid_users=100, widenings=1)
+    learned = learn(inter, content, cfg)
+    report, choice = learned.report, learned.choice
+    assert report.hybrid and choice.weight > 0
+    record = report.to_manifest()
+    assert list(record) == HYBRID_KEYS and list(record["window"]) == WINDOW_KEYS
+    assert list(record["validation"]) == VALIDATION_KEYS and list(record["validation"]["chosen"]) == CHOSEN_KEYS
+    # each value is the typed field's
+    assert record["rank"] == report.rank == learned.model.query.shape[1] and record["reg"] == choice.reg
+    assert (record["weight"], record["query_half_life"], record["fresh_weight"], record["fresh_slots"]) == (
+        choice.weight, choice.query_half_life, choice.fresh_weight, choice.fresh_slots)
+    assert record["validation"]["chosen"] == {"reg": choice.reg, "dropout": choice.dropout,
+                                              "half_life": choice.half_life, "weight": choice.weight,
+                                              "rank": choice.rank, "projected": choice.projected, "score": choice.score}
+    assert record["projection"] == (learned.projection.info if learned.projection else None)
+    assert record["window"] == {"days": None, "from": "1970-01-01T00:00:00+00:00",
+                                "to": report.window.end, "interactions": len(inter.items), "users": 300,
+                                "unknown_items_dropped": 3}
+    validation = record["validation"]
+    assert validation["users"] == report.validation_users == 100 and validation["scores"] is report.scores
+    assert validation["grid"] == report.axes == report.tuning.grid.axes
+    assert validation["widened"] == report.tuning.widened and validation["grid_warnings"] == report.warnings
+    assert validation["fresh"] == report.tuning.fresh.report()
+    assert validation["fresh_slots"] == report.tuning.slots.report()
+    assert validation["fresh"]["chosen"] == {"fresh_weight": choice.fresh_weight}
+    assert record["learn_seconds"] == report.seconds
+    # through the version: the manifest's collab is this dict, in this order; no learn section
+    manifest = _recorded(tmp_path, report)
+    assert manifest.collab == record and manifest.learn is None
+    on_disk = json.loads((tmp_path / artifact.MANIFEST).read_text())
+    assert json.dumps(on_disk["collab"]) == json.dumps(record)  # the same keys in the same order
+
+
+def test_a_content_only_report_is_recorded_as_learn_with_the_grids_first_model(tmp_path):
+    inter, content = _bundles()
+    learned = learn(inter, content, CollabConfig(rank=8, reg=[10.0, 100.0], weight=[0.0], valid_users=100))
+    report, record = learned.report, learned.report.to_manifest()
+    assert not report.hybrid and learned.model is None and list(record) == CONTENT_KEYS
+    assert record["model"] == "EASE, factorised" and record["rank"] == 8 and report.rank == 8
+    assert record["hybrid"] is False and record["projection"] is None and report.projected_from is None
+    assert record["validation"]["fresh"] is None and record["validation"]["fresh_slots"] is None
+    assert record["validation"]["chosen"]["score"] == report.content_score  # weight 0 scores as content alone
+    manifest = _recorded(tmp_path, report)
+    assert manifest.learn == record and manifest.collab is None
+
+
+def test_without_a_user_to_hold_out_nothing_is_scored_and_the_grid_is_the_configured_one():
+    inter, content = _bundles(users=50, last_repeats=True)
+    cfg = CollabConfig(rank=8, reg=[100.0, 10.0], weight=[0.0, 1.0], valid_users=20)
+    report = learn(inter, content, cfg).report
+    assert report.validation_users == 0 and report.tuning is None and report.scores == {}
+    record = report.to_manifest()
+    assert record["validation"]["chosen"] == {"reg": 10.0, "dropout": 0.0, "half_life": 0.0, "weight": 0.0,
+                                              "rank": 8, "projected": False, "score": None}
+    assert record["validation"]["grid"] == {"reg": [10.0, 100.0], "dropout": [0.0, 0.5], "half_life": [0.0, 10.0, 40.0],
+                                            "weight": [0.0, 1.0]}
+    assert record["validation"]["widened"] == [] and record["validation"]["grid_warnings"] == []
+    assert report.content_score is None and report.warnings == []
+
+
+def test_the_report_and_its_parts_are_frozen():
+    inter, content = _bundles(users=50, last_repeats=True)
+    report = learn(inter, content, CollabConfig(rank=8, valid_users=20)).report
+    for part, name in ((report, "choice"), (report.window, "users"), (report.choice, "weight")):
+        with pytest.raises(AttributeError):
+            setattr(part, name, None)
