@@ -4,7 +4,7 @@ Items get Zipf-like popularity and random unit content vectors; users draw their
 the popularity. Measured: building the interaction matrix, one `collab.fit` (EASE on the head
 of ``max_dense_items`` items, randomized SVD, content map for every other item), and the
 job's whole learn stage (`learn.learn`: tuning on held-out items over the default grids in
-the stages of `learn.choose_hybrid`, then the final fit), each with wall time and the process's peak resident memory.
+the stages of `tuning.tune_hybrid`, then the final fit), each with wall time and the process's peak resident memory.
 
 Usage: python benchmarks/bench_collab.py [--items 1000000] [--interactions 10000000]
            [--users 1000000] [--rank 128] [--max-dense-items 20000] [--skip-learn]
@@ -21,7 +21,8 @@ import numpy as np
 from groundrec.offline import collab
 from groundrec.offline.config import CollabConfig
 from groundrec.offline.interactions import Interactions
-from groundrec.offline.learn import histories_in_time_order, learn, smaller_ranks
+from groundrec.offline.learn import histories_in_time_order, learn
+from groundrec.offline.tuning import smaller_ranks
 
 
 def peak_gb() -> float:
@@ -61,13 +62,13 @@ def main() -> None:
         cfg = CollabConfig(rank=a.rank, max_dense_items=a.max_dense_items)
         t = time.perf_counter()
         learned = learn(inter, content, cfg)
-        v = learned.report["validation"]
+        v = learned.report.to_manifest()["validation"]
         models = {k.split(" weight=")[0].removeprefix("hybrid ") for k in v["scores"]
                   if k.startswith("hybrid ") and " rank=" not in k}
         fits = {m.split(" half_life=")[0] for m in models}
         print(f"learn stage          {time.perf_counter() - t:8.1f} s   peak RSS {peak_gb():.1f} GB   "
               f"on {v['users']:,} held-out users: {len(fits)} fits ({', '.join(sorted(fits))}), {len(models)} scoring "
-              f"passes over the weights {v['grid']['weight']} (learn.choose_hybrid), then ranks "
+              f"passes over the weights {v['grid']['weight']} (tuning.tune_hybrid), then ranks "
               f"{smaller_ranks(cfg.rank)} and the projection at the chosen model when hybrid, then the final fit; "
               f"chosen {v['chosen']}", flush=True)
 
