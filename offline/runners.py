@@ -6,9 +6,11 @@ batches (dict of column -> numpy array), so every stage gives the same result ei
 
 from __future__ import annotations
 
+import inspect
 import logging
 import os
 import tempfile
+import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -53,9 +55,10 @@ class RayRunner:
 
     name = "ray"
 
-    def __init__(self, cpus_total: float, log_dir: Path | None = None):
+    def __init__(self, cpus_total: float, log_dir: Path | None = None, restart_actors: bool = True):
         self.cpus_total = cpus_total
         self.log_dir = log_dir  # Ray's session logs, when Ray was started here
+        self.restart_actors = restart_actors
 
     def gpus(self) -> float:
         import ray
@@ -75,9 +78,24 @@ class RayRunner:
         remote = {"num_gpus": num_gpus} if num_gpus else {}
         # Torch in an actor uses as many threads as the actor has CPUs: give each its share.
         remote["num_cpus"] = max(1.0, self.cpus_total // concurrency) if not num_gpus else 1
-        ds = ds.map_batches(mapper, fn_constructor_kwargs=kwargs, batch_size=batch_size, batch_format="numpy",
-                            compute=ray.data.ActorPoolStrategy(size=concurrency), **remote)
+        with warnings.catch_warnings():
+            if not self.restart_actors and _takes_remote_args(ds.map_batches):
+                # Ray Data restarts a dead actor (max_restarts=-1) and passes its constructor
+                # arguments through the object store, so Ray's core worker prints an error for
+                # every actor it starts (ray-project/ray#53727). On one machine a restart buys
+                # nothing (what killed the actor kills it again; a rerun resumes from the cache):
+                # none, and no such line. max_restarts has no named parameter: it goes through
+                # ray_remote_args, deprecated since Ray 2.60 (and not passed once Ray drops them).
+                remote["max_restarts"] = 0
+                warnings.filterwarnings("ignore", "`ray_remote_args` is deprecated", DeprecationWarning)
+            ds = ds.map_batches(mapper, fn_constructor_kwargs=kwargs, batch_size=batch_size, batch_format="numpy",
+                                compute=ray.data.ActorPoolStrategy(size=concurrency), **remote)
         yield from ds.iter_batches(batch_size=None, batch_format="numpy")
+
+
+def _takes_remote_args(map_batches) -> bool:
+    """Whether ``map_batches`` still takes Ray remote options as extra keyword arguments."""
+    return any(p.kind is inspect.Parameter.VAR_KEYWORD for p in inspect.signature(map_batches).parameters.values())
 
 
 def _ray_temp_dir(work_dir: Path) -> str:
@@ -123,7 +141,9 @@ def open_runner(kind: str, address: str | None, work_dir: Path, num_cpus: int | 
     ctx.enable_progress_bars = False
     _console_quiet()
     try:
-        yield RayRunner(float(ray.cluster_resources().get("CPU", 1)), log_dir)
+        # On a cluster (joined: no log_dir here) a node may go away, and its actors are restarted
+        # elsewhere (Ray Data's default); Ray started in this process is one machine.
+        yield RayRunner(float(ray.cluster_resources().get("CPU", 1)), log_dir, restart_actors=log_dir is None)
     finally:
         if started_here:
             ray.shutdown()
