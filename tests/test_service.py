@@ -373,3 +373,23 @@ def test_serve_interactions_with_another_item_column(published, tmp_path):
                          interactions_item_column="article")
     popular = client.recommend(["no-such-item"], k=3)  # unknown history: falls back to popularity
     assert popular.fallback == "popular" and popular.items[0].score > 0
+
+
+def test_a_request_whose_client_leaves_first_is_dropped_and_counted(published):
+    """The client sends a request and closes its connection while the request waits for its
+    batch: nothing is scored for it, and it is counted (499 and groundrec_client_gone_total)."""
+    import socket
+
+    app = create_app(_cfg(published["artifacts"], compute="thread", batch_max_wait_ms=3000))
+    with running(app) as url:
+        body = json.dumps({"history": published["histories"][0], "k": 3}).encode()
+        with socket.create_connection(("127.0.0.1", int(url.rsplit(":", 1)[1]))) as s:
+            s.sendall(b"POST /recommend HTTP/1.1\r\nHost: t\r\nContent-Length: %d\r\n\r\n%s" % (len(body), body))
+            time.sleep(0.3)  # queued, waiting up to 3 s for others to join its batch
+        deadline = time.time() + 10
+        while "groundrec_client_gone_total 1.0" not in (metrics := httpx.get(url + "/metrics").text):
+            assert time.time() < deadline, "the request of a client that left was not counted"
+            time.sleep(0.1)
+        assert 'groundrec_requests_total{endpoint="/recommend",status="499"} 1.0' in metrics
+        time.sleep(3)  # its batch has been gathered since
+        assert app.state.batcher.stats.dropped_gone == 1 and app.state.batcher.stats.items == 0
