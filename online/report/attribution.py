@@ -51,15 +51,18 @@ def attribute(events: Iterable[list[Event]], impressions: Iterable[list[Impressi
     id_window_s)`` so that events just after ``since`` find the lists they came from."""
     start = float("-inf") if since is None else since
     keep = max(window_s, id_window_s)
-    by_user: dict[str, deque[list]] = {}  # impressions within window_s of now, per user, oldest first
-    by_id: dict[str, list] = {}  # impressions within ``keep`` of now
+    inf = float("inf")
+    # A record: [timestamp, user, items, recommendation id, impression, engagement or None].
+    by_user: dict[str, deque[list]] = {}  # records within window_s of now, per user, oldest first
+    by_id: dict[str, list] = {}  # records within ``keep`` of now
     recent: deque[list] = deque()  # by_user's records, oldest first
     held: deque[list] = deque()  # by_id's records, oldest first
     out: list[Shown] = []
     shown_iter = iter(impressions)
     pending: list[Impression] = []
     pos = 0
-    next_ts = float("inf")
+    due = inf  # the time after which the oldest record leaves a queue
+    n_events = n_id = n_window = n_unverified = 0
 
     def refill() -> float:
         nonlocal pending, pos
@@ -68,72 +71,86 @@ def attribute(events: Iterable[list[Event]], impressions: Iterable[list[Impressi
                 pending, pos = chunk, 0
                 return chunk[0].timestamp
         pending, pos = [], 0
-        return float("inf")
+        return inf
 
     def show(m: Impression) -> None:
-        rec = [m, None]  # the impression, its engagement (None until an event is credited)
+        nonlocal due
+        rec = [m.timestamp, m.user_id, m.items, m.recommendation_id, m, None]
         by_id[m.recommendation_id] = rec
         held.append(rec)
         if m.user_id is not None:
             recent.append(rec)
-            by_user.setdefault(m.user_id, deque()).append(rec)
+            mine = by_user.get(m.user_id)
+            if mine is None:
+                by_user[m.user_id] = deque((rec,))
+            else:
+                mine.append(rec)
+        if due == inf:
+            due = m.timestamp + min(window_s, keep)
 
     def forget(now: float) -> None:
+        nonlocal due
         horizon = now - window_s
-        while recent and recent[0][0].timestamp < horizon:
-            user = recent.popleft()[0].user_id
+        while recent and recent[0][0] < horizon:
+            user = recent.popleft()[1]
             mine = by_user[user]
             mine.popleft()  # the user's oldest: records enter both queues in time order
             if not mine:
                 del by_user[user]
         horizon = now - keep
-        while held and held[0][0].timestamp < horizon:
+        while held and held[0][0] < horizon:
             rec = held.popleft()
-            m = rec[0]
-            if by_id.get(m.recommendation_id) is rec:
-                del by_id[m.recommendation_id]
-            if m.timestamp >= start:
+            if by_id.get(rec[3]) is rec:
+                del by_id[rec[3]]
+            if rec[0] >= start:
                 counts.impressions += 1
-                out.append((m, rec[1] or []))
+                out.append((rec[4], rec[5] or []))
             else:
                 counts.context_impressions += 1
+        due = min(recent[0][0] + window_s if recent else inf, held[0][0] + keep if held else inf)
+
+    def tally() -> None:
+        counts.events, counts.by_id, counts.by_window, counts.unverified = n_events, n_id, n_window, n_unverified
+        counts.unattributed = n_events - n_id - n_window - n_unverified
 
     next_ts = refill()
     for chunk in events:
+        n_events += len(chunk)
         for e in chunk:
             t = e.timestamp
             while next_ts <= t:  # the lists shown up to this event, first
                 show(pending[pos])
                 pos += 1
                 next_ts = pending[pos].timestamp if pos < len(pending) else refill()
-            if (held and held[0][0].timestamp < t - keep) or (recent and recent[0][0].timestamp < t - window_s):
+            if t > due:
                 forget(t)
                 if len(out) >= batch:
+                    tally()
                     yield out
                     out = []
-            counts.events += 1
             rid = e.recommendation_id
             if rid is not None:
                 rec = by_id.get(rid)
-                if rec is not None and rec[0].user_id == e.user_id and e.item_id in rec[0].items:
+                if (rec is not None and rec[1] == e.user_id and e.item_id in rec[2]
+                        and rec[0] >= t - id_window_s):
                     _credit(rec, e)
-                    counts.by_id += 1
+                    n_id += 1
                 else:
-                    counts.unverified += 1
+                    n_unverified += 1
                 continue
             mine = by_user.get(e.user_id)
             if mine is not None:
-                for rec in reversed(mine):  # latest first; all within the window (forget ran)
-                    if e.item_id in rec[0].items:
-                        _credit(rec, e)
-                        counts.by_window += 1
+                horizon = t - window_s
+                for rec in reversed(mine):  # latest first
+                    if rec[0] < horizon:
                         break
-                else:
-                    counts.unattributed += 1
-            else:
-                counts.unattributed += 1
-    forget(float("inf"))  # no event is left to change a list held
-    while next_ts < float("inf"):  # lists shown after the last event: nothing to credit them
+                    if e.item_id in rec[2]:
+                        _credit(rec, e)
+                        n_window += 1
+                        break
+    tally()
+    forget(inf)  # no event is left to change a list held
+    while next_ts < inf:  # lists shown after the last event: nothing to credit them
         m = pending[pos]
         pos += 1
         next_ts = pending[pos].timestamp if pos < len(pending) else refill()
@@ -150,8 +167,8 @@ def attribute(events: Iterable[list[Event]], impressions: Iterable[list[Impressi
 
 
 def _credit(rec: list, e: Event) -> None:
-    entry = (rec[0].items.index(e.item_id), e.type)
-    if rec[1] is None:
-        rec[1] = [entry]
+    entry = (rec[2].index(e.item_id), e.type)
+    if rec[5] is None:
+        rec[5] = [entry]
     else:
-        rec[1].append(entry)
+        rec[5].append(entry)

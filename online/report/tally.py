@@ -36,31 +36,43 @@ class Tally:
         self._credits: list[pa.Table] = []
 
     def add(self, batch: list[Shown]) -> None:
+        users, versions, arms, days, interleaved = [], [], [], [], []
+        codes, version_codes, arm_codes = self.user_codes, self.versions, self.arms
+        by_version, by_arm = self.items_by_version, self.items_by_arm
+        for m in (s[0] for s in batch):
+            user = m.user_id
+            if user is None:
+                self.anonymous += 1
+                users.append(-self.anonymous)
+            else:
+                code = codes.get(user)
+                users.append(code if code is not None else codes.setdefault(user, len(codes)))
+            arm = m.arm if m.arm is not None else NO_ARM
+            version = m.version
+            code = version_codes.get(version)
+            if code is None:
+                code = version_codes[version] = len(version_codes)
+                by_version[version] = set()
+            versions.append(code)
+            code = arm_codes.get(arm)
+            if code is None:
+                code = arm_codes[arm] = len(arm_codes)
+                by_arm[arm] = set()
+            arms.append(code)
+            days.append(m.timestamp)
+            interleaved.append(m.teams is not None)
+            by_version[version].update(m.items)
+            by_arm[arm].update(m.items)
         n = len(batch)
-        cols = {k: np.empty(n, np.int64) for k in (*KEYS, *SUMS)}
-        users, codes, versions, arms = cols["user"], self.user_codes, self.versions, self.arms
+        cols = {"user": np.array(users, np.int64), "day": (np.array(days) // 86_400).astype(np.int64),
+                "version": np.array(versions, np.int64), "arm": np.array(arms, np.int64),
+                "interleaved": np.array(interleaved, np.int64)}
+        for name in SUMS[1:]:
+            cols[name] = np.zeros(n, np.int64)
         credit_users: list[int] = []
         credit_teams: list[int] = []
         buy = self.purchase_types
         for i, (m, engaged) in enumerate(batch):
-            if m.user_id is None:
-                self.anonymous += 1
-                users[i] = -self.anonymous
-            else:
-                users[i] = codes.setdefault(m.user_id, len(codes))
-            arm = m.arm if m.arm is not None else NO_ARM
-            cols["version"][i] = versions.setdefault(m.version, len(versions))
-            cols["arm"][i] = arms.setdefault(arm, len(arms))
-            cols["day"][i] = int(m.timestamp // 86_400)
-            cols["interleaved"][i] = m.teams is not None
-            seen = self.items_by_version.get(m.version)
-            if seen is None:
-                seen = self.items_by_version[m.version] = set()
-            seen.update(m.items)
-            seen = self.items_by_arm.get(arm)
-            if seen is None:
-                seen = self.items_by_arm[arm] = set()
-            seen.update(m.items)
             if engaged:
                 positions = {p for p, _ in engaged}
                 cols["clicks"][i] = 1
@@ -71,13 +83,11 @@ class Tally:
                     for p in positions:
                         credit_users.append(users[i])
                         credit_teams.append(self.teams.setdefault(m.teams[p], len(self.teams)))
-            else:
-                cols["clicks"][i] = cols["conversions"][i] = cols["engaged"][i] = cols["position_sum"][i] = 0
             if m.teams is not None:  # every team of the list is in the experiment, clicked or not
                 for team in set(m.teams):
                     credit_users.append(users[i])
                     credit_teams.append(-1 - self.teams.setdefault(team, len(self.teams)))
-        cols["impressions"][:] = 1
+        cols["impressions"] = np.ones(n, np.int64)
         self._cells.append(_reduce(pa.table(cols), KEYS, SUMS))
         self._cell_rows += self._cells[-1].num_rows
         if self._cell_rows > self.merge_rows:
