@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from dataclasses import replace
 
 from fastapi.concurrency import run_in_threadpool
 from pydantic_core import to_json
@@ -27,8 +28,10 @@ log = logging.getLogger("groundrec.serve")
 
 
 class Events:
-    def __init__(self, cfg: ServeConfig, serving):
+    def __init__(self, cfg: ServeConfig, serving, metrics=None):
         self.cfg, self.serving = cfg, serving  # serving(): the current Backend (counts unknown items)
+        self.metrics = metrics  # the live counters of attributed events (None: not counted)
+        self.before_attributing = None  # called before ids are checked: the impression log's flush
         self.url = cfg.events_url()
         self._store: EventStore | None = None
         self._lock = threading.Lock()
@@ -92,19 +95,49 @@ class Events:
             if weight is None:
                 raise Unprocessable(f"events.{n}.type: {kind!r} is not one of {sorted(cfg.event_types)}")
             out.append(Event(e.user_id, e.item_id, now if e.timestamp is None else e.timestamp, kind,
-                             weight if e.weight is None else e.weight, e.event_id))
+                             weight if e.weight is None else e.weight, e.event_id, e.recommendation_id))
         return out
+
+    def _attributed(self, events: list[Event]) -> tuple[list[Event], list]:
+        """The events with each ``recommendation_id`` kept only when it names a list shown to
+        that user that held that item (else stored without it: counted, not an error), and the
+        impression each kept id names (None where there is none)."""
+        if not any(e.recommendation_id for e in events):
+            return events, [None] * len(events)
+        if self.before_attributing is not None:
+            self.before_attributing()  # a click right after its answer finds the list
+        store, found = self.store(), {}
+        out, shown = [], []
+        for e in events:
+            rid = e.recommendation_id
+            if rid and rid not in found:
+                found[rid] = store.impression(rid)
+            m = found.get(rid) if rid else None
+            if rid and (m is None or m.user_id != e.user_id or e.item_id not in m.items):
+                e, m = replace(e, recommendation_id=None), None
+            out.append(e)
+            shown.append(m)
+        return out, shown
 
     def _add(self, events: list[Event]) -> bytes:
         try:
+            sent = sum(e.recommendation_id is not None for e in events)
+            events, shown = self._attributed(events)
             stored = self.store().add(events)
         except StoreUnavailable as e:
             raise Unavailable(f"the event store is unavailable, nothing was stored: {e}") from None
+        unattributed = sent - sum(m is not None for m in shown)
+        if self.metrics is not None and stored == len(events):  # a retry (duplicates) is not counted again
+            for e, m in zip(events, shown):
+                if m is not None:
+                    self.metrics.attributed.labels(m.version, m.arm or "", e.type).inc()
+            self.metrics.unattributed.inc(unattributed)
         try:
             unknown = self.serving().unknown(list({e.item_id for e in events}))
         except Unavailable:
             unknown = None  # no version loaded (or its compute process died): nothing to compare with
-        return to_json({"accepted": stored, "duplicates": len(events) - stored, "unknown_items": unknown})
+        return to_json({"accepted": stored, "duplicates": len(events) - stored, "unknown_items": unknown,
+                        "unattributed": unattributed})
 
     async def handle(self, body: EventsRequest, receive) -> Reply:
         """The hot route's handler: 200 once the events are durable; an error is raised to the
@@ -144,6 +177,7 @@ class Events:
 
     # --- DELETE /users/{user_id} --------------------------------------------------------
     def delete_user(self, user_id: str) -> dict:
+        """Every event of the user and every list shown to them."""
         try:
             return {"user_id": user_id, "deleted_events": self.store().delete_user(user_id)}
         except StoreUnavailable as e:

@@ -29,6 +29,20 @@ class ServiceMetrics:
                              "scores (the compute process, or this one)",
                              ["pool"], registry=r)
 
+        # Online evaluation, live: what was shown and what it earned (the online report has the rest).
+        self.impressions = Counter("groundrec_impressions_total", "lists shown and logged", ["version", "arm"],
+                                   registry=r)
+        self.impressions_dropped = Gauge("groundrec_impressions_dropped", "lists shown but not logged since the "
+                                         "server started (queue full or event store down)", registry=r)
+        self.attributed = Counter("groundrec_attributed_events_total", "events sent with the recommendation_id of "
+                                  "a list that showed their item to their user", ["version", "arm", "type"], registry=r)
+        self.unattributed = Counter("groundrec_unattributed_events_total", "events sent with a recommendation_id "
+                                    "that is unknown, of another user, or did not show the item", registry=r)
+
+    def impressions_written(self, impressions) -> None:
+        for m in impressions:
+            self.impressions.labels(m.version, m.arm or "").inc()
+
     def loaded(self, version_id: str) -> None:
         self.version.clear()
         self.version.labels(version_id).set(1)

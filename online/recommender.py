@@ -1,7 +1,9 @@
 """The request path behind the two hot routes and the web page: the version holder, the
-micro-batcher that feeds the serving backend, and ``answer``, which checks a request, fills
-in a user_id's history, queues it and returns the answer (or raises the domain error that
-stopped it, ``errors``). The HTTP layer (``service``, ``ui``) only routes to it."""
+micro-batcher that feeds the serving backends, and ``answer``, which checks a request, sends
+it to its experiment arm (the arm's version and request defaults), fills in a user_id's
+history, queues it and returns the answer with its ``recommendation_id`` (or raises the
+domain error that stopped it, ``errors``), logging the list shown after the answer. The HTTP
+layer (``service``, ``ui``) only routes to it."""
 
 from __future__ import annotations
 
@@ -12,14 +14,17 @@ from contextlib import asynccontextmanager
 
 from fastapi.concurrency import run_in_threadpool
 
+from groundrec.online.answers import interleaved, merged_results, settings_of, stamped, stamped_results
 from groundrec.online.backend import Backend
 from groundrec.online.batching import MicroBatcher
 from groundrec.online.config import ServeConfig
 from groundrec.online.errors import ClientGone, Reply, Unavailable
 from groundrec.online.events import Events
+from groundrec.online.experiments import Arm, with_defaults
 from groundrec.online.holder import VersionHolder
+from groundrec.online.impressions import ImpressionLog, new_recommendation_id
 from groundrec.online.metrics import ServiceMetrics
-from groundrec.online.schemas import RecommendRequest, SearchRequest
+from groundrec.online.schemas import RecommendRequest, SearchRequest, UserQuery
 from groundrec.online.serving import checked
 from groundrec.online.threads import limit_threads
 
@@ -41,7 +46,14 @@ class Recommender:
                                     cfg.batch_max_wait_ms / 1000, cfg.max_queue, on_batch=metrics.batch,
                                     worker_init=self._scoring_thread_limits if cfg.compute == "thread" else None)
         metrics.queue_depth.set_function(lambda: self.batcher.depth)
-        self.events = Events(cfg, self.serving)
+        self.events = Events(cfg, self.serving, metrics)
+        self.experiment = cfg.experiment
+        # The lists shown, logged after the answer (with events on and a share above 0).
+        self.impressions = (ImpressionLog(self.events.store, cfg.impressions, on_written=metrics.impressions_written)
+                            if self.events.url is not None and cfg.impressions > 0 else None)
+        if self.impressions is not None:
+            self.events.before_attributing = self.impressions.flush
+            metrics.impressions_dropped.set_function(lambda: self.impressions.dropped)
 
     def serving(self) -> Backend:
         s = self.holder.current
@@ -49,10 +61,28 @@ class Recommender:
             raise Unavailable("no version loaded yet: is anything published in the artifacts directory?")
         return s
 
+    def backend(self, version: str = "current") -> Backend:
+        """What serves ``version`` (an arm's): the current version when it is not loaded."""
+        return self.holder.backend(version) or self.serving()
+
     def _compute(self, items: list) -> list:
-        """The batcher's worker: one version for the whole batch, answers in order (an error
-        of the whole call, such as ``Unavailable``, goes to every caller: ``MicroBatcher``)."""
-        return self.serving().answer(items)
+        """The batcher's worker: each (version, query) answered by that version's backend, the
+        queries of one version together, answers in order (an error of a whole backend call,
+        such as ``Unavailable``, goes to each of its callers)."""
+        groups: dict[str, list[int]] = {}
+        for n, (version, _) in enumerate(items):
+            groups.setdefault(version, []).append(n)
+        if len(groups) == 1:
+            return self.backend(items[0][0]).answer([q for _, q in items])
+        out: list = [None] * len(items)
+        for version, positions in groups.items():
+            try:
+                answers = self.backend(version).answer([items[n][1] for n in positions])
+            except Unavailable as e:
+                answers = [e] * len(positions)
+            for n, a in zip(positions, answers):
+                out[n] = a
+        return out
 
     def _scoring_thread_limits(self) -> None:
         """compute: thread: the batch worker scores, so its own pools are limited and reported
@@ -76,19 +106,35 @@ class Recommender:
         finally:
             await self.batcher.stop()
             self.holder.stop()
+            if self.impressions is not None:
+                self.impressions.close()
             self.events.close()
 
     async def answer(self, body: RecommendRequest | SearchRequest, receive=None) -> bytes:
-        """The answer to ``body``, as the JSON the batch worker built. The request is checked
-        against the limits once, here, before any work is queued (the backend answers checked
-        queries), a user_id's history is read from the event store, then it waits for the next
+        """The answer to ``body``, as the JSON the batch worker built, with its
+        ``recommendation_id`` and arm. The request is checked against the limits once, here,
+        before any work is queued (the backend answers checked queries), takes its arm's
+        defaults, a user_id's history is read from the event store, then it waits for the next
         batch. Raises the error that stops it (``errors``): ``Unavailable`` at once when no
         version is loaded, ``Overloaded`` when the queue is full, the request's ``UserError``;
         with ``receive`` (the ASGI channel, body read), ``ClientGone`` when the client leaves
         first: the batcher then skips the request (counted)."""
         self.serving()
-        query = await self.events.with_histories(checked(self.cfg, body))
-        job = self.batcher.enqueue(query)
+        query = checked(self.cfg, body)
+        if isinstance(query, RecommendRequest) and query.batch is not None:
+            return await self._batch(query, receive)
+        if isinstance(body, SearchRequest) or self.experiment is None:
+            return self._shown(await self._queued("current", query, receive), query, None,
+                               "search" if isinstance(body, SearchRequest) else "recommend")
+        if self.experiment.mode == "team_draft":
+            return await self._interleaved(query, receive)
+        arm = self.experiment.assign(query.user_id)
+        query = with_defaults(query, arm.defaults)
+        return self._shown(await self._queued(arm.version, query, receive), query, arm.name)
+
+    async def _queued(self, version: str, query, receive) -> bytes:
+        """``query`` (its user's history filled in) answered by ``version`` in the next batch."""
+        job = self.batcher.enqueue((version, await self.events.with_histories(query)))
         if receive is None:
             return await job
         watcher = asyncio.ensure_future(_cancel_when_gone(receive, job))
@@ -102,7 +148,49 @@ class Recommender:
         finally:
             watcher.cancel()
 
-    async def ask(self, body: RecommendRequest | SearchRequest, receive=None) -> dict:
+    def _shown(self, body: bytes, query: UserQuery, arm: str | None, endpoint: str = "recommend") -> bytes:
+        """The answer with a fresh ``recommendation_id``; its list queued for the impression log."""
+        rid = new_recommendation_id()
+        if self.impressions is not None:
+            self.impressions.log(rid, query.user_id, body, arm, settings_of(query), endpoint)
+        return stamped(body, rid, arm)
+
+    def _arm_of(self, query: UserQuery) -> Arm | None:
+        return self.experiment.assign(query.user_id) if self.experiment is not None else None
+
+    async def _batch(self, request: RecommendRequest, receive) -> bytes:
+        """A batch request: each entry with its arm's defaults, the entries of one arm version
+        answered together (one group, as before, without an experiment), each with its own id."""
+        arms = [self._arm_of(q) for q in request.batch]
+        entries = [with_defaults(q, a.defaults) if a is not None else q for q, a in zip(request.batch, arms)]
+        groups: dict[str, list[int]] = {}
+        for n, a in enumerate(arms):
+            groups.setdefault(a.version if a is not None else "current", []).append(n)
+        parts = [(positions, await self._queued(version, request.model_copy(
+                     update={"batch": [entries[n] for n in positions]}), receive))
+                 for version, positions in groups.items()]
+        body = parts[0][1] if len(parts) == 1 else merged_results(parts, len(entries))
+        ids = [new_recommendation_id() for _ in entries]
+        names = [a.name if a is not None else None for a in arms]
+        if self.impressions is not None:
+            for rid, q, name, result in zip(ids, entries, names, json.loads(body)["results"]):
+                self.impressions.log(rid, q.user_id, json.dumps(result).encode(), name, settings_of(q))
+        return stamped_results(body, ids, names)
+
+    async def _interleaved(self, query: UserQuery, receive) -> bytes:
+        """team_draft: both arms answer the user (each with its defaults and version), and one
+        list is drafted from the two; each position is credited to the arm that gave it."""
+        a, b = self.experiment.arms
+        qa, qb = with_defaults(query, a.defaults), with_defaults(query, b.defaults)
+        first, second = await asyncio.gather(self._queued(a.version, qa, receive),  # one watches the client
+                                             self._queued(b.version, qb, None))
+        rid = new_recommendation_id()
+        body, teams = interleaved(first, second, (a.name, b.name), query.k, rid)
+        if self.impressions is not None:
+            self.impressions.log(rid, query.user_id, body, f"{a.name}+{b.name}", settings_of(query), teams=teams)
+        return body
+
+    async def ask(self, body: RecommendRequest | SearchRequest, receive) -> dict:
         """``answer`` as a dict (the web page)."""
         return json.loads(await self.answer(body, receive))
 

@@ -108,7 +108,11 @@ class ItemOut(BaseModel):
 
 
 class ResultOut(BaseModel):
+    recommendation_id: str | None = Field(None, description="this answer's id: send it with the events it earns "
+                                          "(POST /events) to credit them to this list")
+    arm: str | None = Field(None, description="the experiment arm that answered (None without an experiment)")
     items: list[ItemOut]
+    teams: list[str] | None = Field(None, description="team_draft: the arm that drafted each item")
     unknown_ids: list[str] = []
     fallback: str | None = None
     history_ignored: int = Field(0, description="known history items older than the latest max_history, "
@@ -164,6 +168,8 @@ class EventIn(_Body):
         None, description="one of the server's event_types (default: its default_event_type)")
     weight: float | None = Field(None, ge=0, le=1e6, allow_inf_nan=False, description="default: the type's weight")
     event_id: Id | None = Field(None, description="makes a retry harmless: an id already stored is skipped")
+    recommendation_id: Id | None = Field(None, description="the answer that showed the item (its "
+                                         "recommendation_id): the event is credited to that list, its version and arm")
 
 
 class EventsRequest(_Body):
@@ -173,5 +179,7 @@ class EventsRequest(_Body):
 class EventsOut(BaseModel):
     accepted: int = Field(description="events stored now (durable when this answer is sent)")
     duplicates: int = Field(description="events whose event_id was stored before: skipped")
-    unknown_items: int = Field(description="events whose item the serving version does not hold (kept: the next "
-                                           "job may publish it)")
+    unknown_items: int | None = Field(description="events whose item the serving version does not hold (kept: the "
+                                                  "next job may publish it)")
+    unattributed: int = Field(0, description="events sent with a recommendation_id that is unknown, was shown to "
+                                             "another user or did not show the item: stored without it")

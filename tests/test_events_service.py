@@ -45,7 +45,8 @@ def test_posted_events_are_durable_and_shape_that_user_s_next_list(published, ev
         events = [{"user_id": "shopper", "item_id": item, "timestamp": 1000 + n, "event_id": f"e{n}"}
                   for n, item in enumerate(history)]
         r = httpx.post(url + "/events", json={"events": [*events, {"user_id": "shopper", "item_id": "not-yet-sold", "timestamp": 1500}]})
-        assert r.status_code == 200 and r.json() == {"accepted": len(history) + 1, "duplicates": 0, "unknown_items": 1}
+        assert r.status_code == 200 and r.json() == {"accepted": len(history) + 1, "duplicates": 0, "unknown_items": 1,
+                                                     "unattributed": 0}
         by_user = httpx.post(url + "/recommend", json={"user_id": "shopper", "k": 5})
         sent = httpx.post(url + "/recommend", json={"history": history, "k": 5})
         assert by_user.status_code == 200 and by_user.json()["fallback"] is None

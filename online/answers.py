@@ -1,0 +1,69 @@
+"""What an answer carries beyond its items: its ``recommendation_id`` and experiment ``arm``,
+stamped into the JSON the batch worker built (a byte splice for one user, no parse on the hot
+path); a team-draft answer merged from two arms' answers; and the request settings an
+impression records."""
+
+from __future__ import annotations
+
+import json
+import random
+
+from pydantic_core import to_json
+
+from groundrec.online.interleaving import team_draft
+
+# The request settings an impression records (what made the list, beside its version and arm).
+SETTINGS = ("k", "strategy", "popularity_weight", "diversity", "max_per", "filters", "fresh_weight", "fresh_slots",
+            "exclude_seen", "text_weight")
+
+
+def settings_of(query) -> dict:
+    """The settings of one query that matter to the list it got (``text`` as a flag only)."""
+    out = {f: getattr(query, f) for f in SETTINGS}
+    if query.text:
+        out["text"] = True
+    return out
+
+
+def stamped(body: bytes, recommendation_id: str, arm: str | None) -> bytes:
+    """One user's answer JSON with its id and arm as its first fields."""
+    head = b'{"recommendation_id":"' + recommendation_id.encode() + b'","arm":' + to_json(arm) + b","
+    return head + body[1:]
+
+
+def stamped_results(body: bytes, ids: list[str], arms: list[str | None]) -> bytes:
+    """A batch answer JSON with each result's id and arm (parsed: the batch path is not the hot one)."""
+    answer = json.loads(body)
+    answer["results"] = [{"recommendation_id": rid, "arm": arm, **r}
+                         for rid, arm, r in zip(ids, arms, answer["results"])]
+    return to_json(answer)
+
+
+def merged_results(parts: list[tuple[list[int], bytes]], n: int) -> bytes:
+    """Batch answers of subsets of one batch (each with the positions its results fill) as one
+    batch answer in the request's order; its ``version`` is the first part's."""
+    results: list = [None] * n
+    version = None
+    for positions, body in parts:
+        answer = json.loads(body)
+        version = version or answer.get("version")
+        for at, r in zip(positions, answer["results"]):
+            results[at] = r
+    return to_json({"results": results, "version": version})
+
+
+def interleaved(first: bytes, second: bytes, names: tuple[str, str], k: int,
+                recommendation_id: str) -> tuple[bytes, list[str]]:
+    """Two arms' answers for one user merged by team draft into one list of ``k`` (each item
+    keeps the score its own arm gave it); the coin flips are seeded by the answer's id, so a
+    list can be replayed. Returns the answer JSON (``arm``: "A+B") and each position's arm."""
+    a, b = json.loads(first), json.loads(second)
+    by_id = {i["item_id"]: i for i in b["items"]}
+    by_id.update({i["item_id"]: i for i in a["items"]})
+    items, team_names = team_draft([i["item_id"] for i in a["items"]], [i["item_id"] for i in b["items"]], k,
+                                   random.Random(recommendation_id), names)
+    versions = a.get("version") if a.get("version") == b.get("version") else f"{a.get('version')}|{b.get('version')}"
+    answer = {"recommendation_id": recommendation_id, "arm": "+".join(names), "items": [by_id[i] for i in items],
+              "teams": team_names, "unknown_ids": a.get("unknown_ids", []), "fallback": a.get("fallback"),
+              "history_ignored": a.get("history_ignored", 0), "version": versions}
+    return to_json(answer), team_names
