@@ -34,7 +34,8 @@ def stamped(body: bytes, recommendation_id: str, arm: str | None) -> bytes:
 def stamped_results(body: bytes, ids: list[str], arms: list[str | None]) -> bytes:
     """A batch answer JSON with each result's id and arm (parsed: the batch path is not the hot one)."""
     answer = json.loads(body)
-    answer["results"] = [{"recommendation_id": rid, "arm": arm, **r}
+    answer["results"] = [{"recommendation_id": rid, "arm": arm,
+                          **{f: v for f, v in r.items() if f not in ("recommendation_id", "arm")}}
                          for rid, arm, r in zip(ids, arms, answer["results"])]
     return to_json(answer)
 

@@ -126,7 +126,7 @@ class Recommender:
         if isinstance(body, SearchRequest) or self.experiment is None:
             return self._shown(await self._queued("current", query, receive), query, None,
                                "search" if isinstance(body, SearchRequest) else "recommend")
-        if self.experiment.mode == "team_draft":
+        if self.experiment.mode == "team_draft" and query.user_id is not None:
             return await self._interleaved(query, receive)
         arm = self.experiment.assign(query.user_id)
         query = with_defaults(query, arm.defaults)

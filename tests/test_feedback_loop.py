@@ -1,0 +1,121 @@
+"""The feedback loop on the real HTTP service (issue 32): every answer has a
+recommendation_id, the list shown is logged as an impression, an event sent with the id is
+credited to that list only when it was shown to that user with that item, experiment arms
+(their versions and request defaults) and team-draft interleaving, erasure of what was shown."""
+
+from __future__ import annotations
+
+import time
+
+import httpx
+import pytest
+
+from groundrec.offline.config import load_job_config
+from groundrec.offline.job import run_job
+from groundrec.online.config import ServeConfig
+from groundrec.online.service import create_app
+from groundrec.shared.events import open_store
+from helpers import publish_demo, running
+
+
+@pytest.fixture(scope="module")
+def two_versions(tmp_path_factory, tiny_vlm):
+    pub = publish_demo(tmp_path_factory.mktemp("loop"), tiny_vlm())
+    pub["old"] = pub["version"]
+    pub["new"] = run_job(load_job_config(None, pub["overrides"]), progress=False).version
+    return pub
+
+
+def _serve(pub, tmp_path, **extra):
+    url = f"sqlite:///{tmp_path}/events.db"
+    cfg = ServeConfig(artifacts=pub["artifacts"], events=url, compute="thread", reload_interval_s=0.2, **extra)
+    return running(create_app(cfg)), url
+
+
+def _impression(store_url, rid, timeout_s=1.0):
+    """The impression as a report reading the live store sees it (None if not there within ``timeout_s``)."""
+    store = open_store(store_url)
+    try:
+        deadline = time.time() + timeout_s
+        while (found := store.impression(rid)) is None and time.time() < deadline:
+            time.sleep(0.02)
+        return found
+    finally:
+        store.close()
+
+
+def test_answers_carry_ids_their_lists_are_logged_and_feedback_is_credited_only_when_true(two_versions, tmp_path):
+    history = two_versions["histories"][0]
+    server, store_url = _serve(two_versions, tmp_path)
+    with server as url:
+        r = httpx.post(url + "/recommend", json={"user_id": "u1", "history": history, "k": 4}).json()
+        rid, shown = r["recommendation_id"], [i["item_id"] for i in r["items"]]
+        assert len(rid) == 32 and r["arm"] is None and len(shown) == 4
+        logged = _impression(store_url, rid)  # readable within 1 s, by another reader of the store
+        assert logged is not None and list(logged.items) == shown and logged.user_id == "u1"
+        assert logged.version == two_versions["new"] and logged.endpoint == "recommend"
+        s = httpx.post(url + "/search", json={"text": "red dress", "k": 3}).json()
+        assert _impression(store_url, s["recommendation_id"]).endpoint == "search"
+        other = httpx.post(url + "/recommend", json={"user_id": "u2", "history": history, "k": 4}).json()
+        events = [{"user_id": "u1", "item_id": shown[1], "type": "view", "recommendation_id": rid},  # true
+                  {"user_id": "u1", "item_id": shown[0], "type": "view", "recommendation_id": "f" * 32},  # unknown id
+                  {"user_id": "u1", "item_id": shown[0], "type": "view",
+                   "recommendation_id": other["recommendation_id"]},  # shown to another user
+                  {"user_id": "u1", "item_id": history[0], "type": "view", "recommendation_id": rid}]  # not shown
+        reply = httpx.post(url + "/events", json={"events": events}).json()
+        assert reply["accepted"] == 4 and reply["unattributed"] == 3
+        metrics = httpx.get(url + "/metrics").text
+        assert f'groundrec_attributed_events_total{{arm="",type="view",version="{two_versions["new"]}"}} 1.0' in metrics
+        assert "groundrec_unattributed_events_total 3.0" in metrics and "groundrec_impressions_total{" in metrics
+        batch = httpx.post(url + "/recommend", json={"batch": [{"user_id": "u3", "history": history},
+                                                               {"history": history[:1], "k": 2}]}).json()
+        ids = [x["recommendation_id"] for x in batch["results"]]
+        assert len(set(ids)) == 2 and all(_impression(store_url, i) is not None for i in ids)
+        assert httpx.delete(url + "/users/u1").status_code == 200
+    store = open_store(store_url)
+    try:
+        kept = {e.item_id: e.recommendation_id for b in store.scan() for e in b if e.user_id == "u1"}
+        assert kept == {} and store.impression(rid) is None  # erased with the user
+        assert store.impression(other["recommendation_id"]) is not None
+    finally:
+        store.close()
+
+
+def test_experiment_arms_get_their_version_and_defaults_and_stick_to_their_users(two_versions, tmp_path):
+    history = two_versions["histories"][1]
+    old = two_versions["old"]
+    server, store_url = _serve(two_versions, tmp_path, experiment={
+        "name": "pin", "arms": [{"name": "A"}, {"name": "B", "version": old, "defaults": {"k": 3}}]})
+    with server as url:
+        seen = {}
+        for n in range(40):
+            r = httpx.post(url + "/recommend", json={"user_id": f"user-{n}", "history": history}).json()
+            seen[f"user-{n}"] = r["arm"]
+            if r["arm"] == "B":
+                assert r["version"] == old and len(r["items"]) == 3  # the arm's version and default k
+            else:
+                assert r["version"] == two_versions["new"] and len(r["items"]) == 10  # the server's default k
+        assert set(seen.values()) == {"A", "B"}
+        b_user = next(u for u, a in seen.items() if a == "B")
+        again = httpx.post(url + "/recommend", json={"user_id": b_user, "history": history, "k": 5}).json()
+        assert again["arm"] == "B" and len(again["items"]) == 5  # sticky; the request's own k wins
+        assert _impression(store_url, again["recommendation_id"]).arm == "B"
+        anonymous = httpx.post(url + "/recommend", json={"history": history}).json()
+        assert anonymous["arm"] == "A"  # no user_id: the default arm (the first)
+
+
+def test_team_draft_interleaves_two_arms_and_credits_each_position(two_versions, tmp_path):
+    history = two_versions["histories"][2]
+    server, store_url = _serve(two_versions, tmp_path, experiment={
+        "mode": "team_draft", "arms": [{"name": "A"}, {"name": "B", "defaults": {"popularity_weight": 5.0}}]})
+    with server as url:
+        r = httpx.post(url + "/recommend", json={"user_id": "u9", "history": history, "k": 6}).json()
+        a = httpx.post(url + "/recommend", json={"history": history, "k": 6}).json()
+        b = httpx.post(url + "/recommend", json={"history": history, "k": 6, "popularity_weight": 5.0}).json()
+        assert r["arm"] == "A+B" and len(r["items"]) == 6 and len(r["teams"]) == 6
+        ids_a, ids_b = [i["item_id"] for i in a["items"]], [i["item_id"] for i in b["items"]]
+        for item, team in zip(r["items"], r["teams"]):
+            assert item["item_id"] in (ids_a if team == "A" else ids_b)
+        assert abs(r["teams"].count("A") - r["teams"].count("B")) <= 1
+        logged = _impression(store_url, r["recommendation_id"])
+        assert list(logged.teams) == r["teams"] and logged.arm == "A+B"
