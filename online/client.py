@@ -4,6 +4,10 @@
 Retries connection errors and 503 with backoff (events carry an event_id, drawn when the
 caller gives none, so a retry never stores one twice); any other error status raises
 ``GroundrecError`` carrying the server's message.
+
+Every answer has a ``recommendation_id``; ``feedback(result, item_id, user_id)`` sends the
+event a shown item earned with it, so the online report credits it to that list (its version
+and experiment arm).
 """
 
 from __future__ import annotations
@@ -45,6 +49,15 @@ def _events_body(events) -> dict:
         e = e if isinstance(e, EventIn) else EventIn(**e)
         out.append(e if e.event_id else e.model_copy(update={"event_id": uuid.uuid4().hex}))
     return EventsRequest(events=out).model_dump(exclude_none=True)
+
+
+def _feedback_body(result_or_id, item_id: str, user_id: str, type: str, fields: dict) -> dict:
+    """One event carrying the answer's recommendation_id (from a ``ResultOut`` or the id itself)."""
+    rid = result_or_id.recommendation_id if isinstance(result_or_id, ResultOut) else result_or_id
+    if not isinstance(rid, str) or not rid:
+        raise ValueError(f"feedback needs an answer's recommendation_id (a ResultOut or its id), not {rid!r}: "
+                         "this answer has none")
+    return _events_body([{"user_id": user_id, "item_id": item_id, "type": type, **fields, "recommendation_id": rid}])
 
 
 def _search_body(text, k, **options) -> dict:
@@ -105,8 +118,17 @@ class Client(_Http):
 
     def add_events(self, events) -> EventsOut:
         """Store events (dicts with user_id, item_id and optionally timestamp, type, weight,
-        event_id); the answer comes once they are durable."""
+        event_id, recommendation_id); the answer comes once they are durable."""
         return EventsOut.model_validate(self._call("POST", "/events", _events_body(events)))
+
+    def feedback(self, result_or_id, item_id: str, user_id: str, type: str = "view", **fields) -> EventsOut:
+        """What the user did with ``item_id`` of an answer (a ``ResultOut`` or its
+        recommendation_id): one event carrying the id (and an event_id, so a retry is
+        harmless); ``type`` one of the server's event_types (the default config's are view, cart
+        and purchase: a click is a "view"); ``fields``: timestamp, weight, event_id. ``unattributed`` is 1 when the server
+        found no such list shown to that user with that item (the event is stored all the same)."""
+        return EventsOut.model_validate(self._call("POST", "/events", _feedback_body(result_or_id, item_id, user_id,
+                                                                                      type, fields)))
 
     def delete_user(self, user_id: str) -> dict:
         """Erase every event of the user."""
@@ -155,6 +177,10 @@ class AsyncClient(_Http):
 
     async def add_events(self, events) -> EventsOut:
         return EventsOut.model_validate(await self._call("POST", "/events", _events_body(events)))
+
+    async def feedback(self, result_or_id, item_id: str, user_id: str, type: str = "view", **fields) -> EventsOut:
+        return EventsOut.model_validate(await self._call("POST", "/events", _feedback_body(
+            result_or_id, item_id, user_id, type, fields)))
 
     async def delete_user(self, user_id: str) -> dict:
         return await self._call("DELETE", f"/users/{quote(user_id, safe='')}")
