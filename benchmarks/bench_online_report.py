@@ -6,7 +6,8 @@ day in time order) with a synthetic shop: ``--users`` users, ``--items`` items, 
 ``--events`` events in all: a click on a shown item for 30% of the lists (half of them sending
 the recommendation id), a purchase after a fifth of those clicks, and background events on
 random items (credited only when the window finds a list). Then runs the command in a child
-process and samples the RSS of the whole process tree.
+process: its wall and CPU time (with the machine's load average) and its peak RSS (the
+child's own maximum, and the process tree's as sampled, which adds this script's memory).
 
     .venv/bin/python benchmarks/bench_online_report.py --events 10000000 --impressions 1000000
     .venv/bin/python benchmarks/bench_online_report.py --store /tmp/shop.db --reuse   # time again
@@ -124,7 +125,8 @@ def main() -> None:
     res = json.loads((out / "results.json").read_text())
     print(r.stdout.strip())
     print(json.dumps({"wall_s": round(wall, 1), "cpu_s": round(cpu, 1), "load_average": os.getloadavg(),
-                      "peak_rss_gib": round(mem.peak_gib, 2),
+                      "peak_rss_gib_command": round(cpu_after.ru_maxrss / 2**20, 2),  # the child's own peak (KiB)
+                      "peak_rss_gib_tree": round(mem.peak_gib, 2),  # sampled, with this script's own memory
                       "timing_s": res["timing_s"], "attribution": res["attribution"],
                       "ctr": {a: res["arms"][a]["ctr"] for a in res["arms"]}}, indent=1))
 

@@ -77,6 +77,8 @@ def test_the_window_edge_and_the_same_second():
     assert got == {"r1": [(0, "click")]}  # an id reaches further: the id window
     got, counts = _run([_ev("u1", "a", 200.001, "r1")], imps, window_s=100, id_window_s=200)
     assert got == {"r1": []} and counts.unverified == 1
+    got, counts = _run([_ev("u1", "a", 200, "r1")], imps, window_s=1000, id_window_s=100)
+    assert got == {"r1": []} and counts.unverified == 1  # an id has its own window, even when shorter
 
 
 def test_lists_before_since_credit_later_events_but_are_not_reported():

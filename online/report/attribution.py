@@ -53,7 +53,7 @@ def attribute(events: Iterable[list[Event]], impressions: Iterable[list[Impressi
     keep = max(window_s, id_window_s)
     inf = float("inf")
     # A record: [timestamp, user, items, recommendation id, impression, engagement or None].
-    by_user: dict[str, deque[list]] = {}  # records within window_s of now, per user, oldest first
+    by_user: dict[str, list[list]] = {}  # records within window_s of now, per user, oldest first
     by_id: dict[str, list] = {}  # records within ``keep`` of now
     recent: deque[list] = deque()  # by_user's records, oldest first
     held: deque[list] = deque()  # by_id's records, oldest first
@@ -61,7 +61,10 @@ def attribute(events: Iterable[list[Event]], impressions: Iterable[list[Impressi
     shown_iter = iter(impressions)
     pending: list[Impression] = []
     pos = 0
-    due = inf  # the time after which the oldest record leaves a queue
+    # Records leave their queues in sweeps, ``slack`` seconds after the oldest is due: the lookups
+    # check both windows themselves, so a record kept a little longer changes nothing.
+    slack = min(window_s, 60.0)
+    due = inf  # the time after which the oldest record is due to leave, plus slack
     n_events = n_id = n_window = n_unverified = 0
 
     def refill() -> float:
@@ -82,11 +85,11 @@ def attribute(events: Iterable[list[Event]], impressions: Iterable[list[Impressi
             recent.append(rec)
             mine = by_user.get(m.user_id)
             if mine is None:
-                by_user[m.user_id] = deque((rec,))
+                by_user[m.user_id] = [rec]  # a user's lists within a window are few: a list, not a deque
             else:
                 mine.append(rec)
         if due == inf:
-            due = m.timestamp + min(window_s, keep)
+            due = m.timestamp + min(window_s, keep) + slack
 
     def forget(now: float) -> None:
         nonlocal due
@@ -94,7 +97,7 @@ def attribute(events: Iterable[list[Event]], impressions: Iterable[list[Impressi
         while recent and recent[0][0] < horizon:
             user = recent.popleft()[1]
             mine = by_user[user]
-            mine.popleft()  # the user's oldest: records enter both queues in time order
+            del mine[0]  # the user's oldest: records enter both queues in time order
             if not mine:
                 del by_user[user]
         horizon = now - keep
@@ -107,7 +110,7 @@ def attribute(events: Iterable[list[Event]], impressions: Iterable[list[Impressi
                 out.append((rec[4], rec[5] or []))
             else:
                 counts.context_impressions += 1
-        due = min(recent[0][0] + window_s if recent else inf, held[0][0] + keep if held else inf)
+        due = min(recent[0][0] + window_s if recent else inf, held[0][0] + keep if held else inf) + slack
 
     def tally() -> None:
         counts.events, counts.by_id, counts.by_window, counts.unverified = n_events, n_id, n_window, n_unverified

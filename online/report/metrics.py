@@ -73,11 +73,11 @@ def compute(tally: Tally, *, bootstrap: int = 1000, alpha: float = 0.05, seed: i
     out: dict = {"versions": {}, "arms": {}, "days": {}, "days_by_version": {}, "ab_tests": [], "interleaving": []}
     for code, name in sorted(versions.items(), key=lambda kv: kv[1]):
         rows = np.flatnonzero(cells["version"] == code)
-        out["versions"][name] = summary(by_user(cells, rows), coverage=len(tally.items_by_version[name]), **level)
+        out["versions"][name] = summary(by_user(cells, rows), coverage=tally.coverage(version=name), **level)
         out["days_by_version"][name] = _days(cells, rows, alpha)
     for code, name in sorted(arms.items(), key=lambda kv: kv[1]):
         rows = np.flatnonzero(cells["arm"] == code)
-        out["arms"][name] = summary(by_user(cells, rows), coverage=len(tally.items_by_arm[name]), **level)
+        out["arms"][name] = summary(by_user(cells, rows), coverage=tally.coverage(arm=name), **level)
     out["days"] = _days(cells, np.arange(len(cells["user"])), alpha)
     plain = {name: by_user(cells, np.flatnonzero((cells["arm"] == code) & (cells["interleaved"] == 0)))
              for code, name in sorted(arms.items(), key=lambda kv: kv[1])}

@@ -29,8 +29,7 @@ class Tally:
         self.versions: dict[str, int] = {}
         self.arms: dict[str, int] = {}
         self.teams: dict[str, int] = {}
-        self.items_by_version: dict[str, set[str]] = {}
-        self.items_by_arm: dict[str, set[str]] = {}
+        self._shown: dict[tuple[str, str], set[str]] = {}  # items shown per (version, arm)
         self._cells: list[pa.Table] = []
         self._cell_rows = 0
         self._credits: list[pa.Table] = []
@@ -38,7 +37,7 @@ class Tally:
     def add(self, batch: list[Shown]) -> None:
         users, versions, arms, days, interleaved = [], [], [], [], []
         codes, version_codes, arm_codes = self.user_codes, self.versions, self.arms
-        by_version, by_arm = self.items_by_version, self.items_by_arm
+        shown = self._shown
         for m in (s[0] for s in batch):
             user = m.user_id
             if user is None:
@@ -50,19 +49,15 @@ class Tally:
             arm = m.arm if m.arm is not None else NO_ARM
             version = m.version
             code = version_codes.get(version)
-            if code is None:
-                code = version_codes[version] = len(version_codes)
-                by_version[version] = set()
-            versions.append(code)
+            versions.append(code if code is not None else version_codes.setdefault(version, len(version_codes)))
             code = arm_codes.get(arm)
-            if code is None:
-                code = arm_codes[arm] = len(arm_codes)
-                by_arm[arm] = set()
-            arms.append(code)
+            arms.append(code if code is not None else arm_codes.setdefault(arm, len(arm_codes)))
             days.append(m.timestamp)
             interleaved.append(m.teams is not None)
-            by_version[version].update(m.items)
-            by_arm[arm].update(m.items)
+            seen = shown.get((version, arm))
+            if seen is None:
+                seen = shown[version, arm] = set()
+            seen.update(m.items)
         n = len(batch)
         cols = {"user": np.array(users, np.int64), "day": (np.array(days) // 86_400).astype(np.int64),
                 "version": np.array(versions, np.int64), "arm": np.array(arms, np.int64),
@@ -101,6 +96,11 @@ class Tally:
                 ["user", "team"], ["credits", "lists"]))
             if len(self._credits) > 64:
                 self._credits = [_reduce(pa.concat_tables(self._credits), ["user", "team"], ["credits", "lists"])]
+
+    def coverage(self, version: str | None = None, arm: str | None = None) -> int:
+        """Distinct items shown by a version (or an arm)."""
+        return len(set().union(*(items for (v, a), items in self._shown.items()
+                                 if version in (None, v) and arm in (None, a))))
 
     def cells(self) -> pa.Table:
         """One row per (user, day, version, arm, interleaved) with the sums in ``SUMS``."""
