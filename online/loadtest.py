@@ -36,6 +36,8 @@ class LoadReport:
     errors: dict[str, int] = field(default_factory=dict)
     latency_ms: dict[str, float] = field(default_factory=dict)
     by_endpoint: dict[str, int] = field(default_factory=dict)
+    feedback: int = 0  # events sent with the recommendation_id of an answer that showed their item to their user
+    unattributed: int = 0  # of those, what the server stored without crediting the list (should stay 0)
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), indent=2)
@@ -77,19 +79,24 @@ def _percentiles(latencies: list[float]) -> dict[str, float]:
 async def run_load(url: str, rate: float, duration_s: float, concurrency: int, histories: list[list[str]],
                    search_share: float = 0.2, k: int = 10, texts: list[str] | None = None, timeout_s: float = 5.0,
                    max_requests: int = 1_000_000, seed: int = 0, api_key: str | None = None,
-                   events_per_recommend: float = 0.0, users: int = 1000) -> LoadReport:
+                   events_per_recommend: float = 0.0, users: int = 1000, feedback_share: float = 0.5) -> LoadReport:
     """With ``events_per_recommend`` > 0 the /recommend share becomes a shop's traffic: single
     events (POST /events) for ``users`` simulated users, and recommendations by their user_id,
-    that many events per recommendation; 0: recommendations with the history in the request."""
+    that many events per recommendation; 0: recommendations with the history in the request.
+    Of the events of a user who got an answer, ``feedback_share`` are feedback on it: a view of
+    one of the items it showed, sent with its recommendation_id; the rest are plain events."""
     require_loopback(url)
     if rate <= 0 or duration_s <= 0 or concurrency < 1:
         raise UserError("rate and duration must be > 0 and concurrency >= 1")
     if not histories and search_share < 1:
         raise UserError("no histories to build /recommend requests from")
+    if not 0 <= feedback_share <= 1:
+        raise UserError(f"feedback_share {feedback_share}: give a share between 0 and 1")
     rng = random.Random(seed)
     texts = texts or DEFAULT_TEXTS
     report = LoadReport(url, rate, duration_s)
     latencies: list[float] = []
+    shown: dict[str, tuple[str, list[str]]] = {}  # a simulated user's latest answer: its id and items
     in_flight = 0
     total = min(int(rate * duration_s), max_requests)
     headers = {"X-API-Key": api_key} if api_key else {}
@@ -98,16 +105,18 @@ async def run_load(url: str, rate: float, duration_s: float, concurrency: int, h
     client_timeout = aiohttp.ClientTimeout(total=timeout_s)
 
     async with aiohttp.ClientSession(url, connector=connector, timeout=client_timeout, headers=headers) as client:
-        async def one(path: str, body: dict) -> None:
+        async def one(path: str, body: dict, user: str | None = None) -> None:
             nonlocal in_flight
             started = time.perf_counter()
             try:
                 async with client.post(path, json=body) as r:
-                    await r.read()
+                    data = await r.read()
                     key = None if r.status < 400 else str(r.status)
             except (aiohttp.ClientError, asyncio.TimeoutError) as e:
                 key = type(e).__name__
             latencies.append(time.perf_counter() - started)
+            if key is None and user is not None:  # the answer a user's feedback will carry the id of
+                _remember(shown, user, path, body, data, report)
             report.completed += 1
             if key:
                 report.errors[key] = report.errors.get(key, 0) + 1
@@ -122,12 +131,19 @@ async def run_load(url: str, rate: float, duration_s: float, concurrency: int, h
             if in_flight >= concurrency:
                 report.dropped += 1
                 continue
+            user = None  # a simulated shop user (events_per_recommend > 0)
             if rng.random() < search_share:
                 path, body = "/search", {"text": rng.choice(texts), "k": k}
             elif events_per_recommend:
                 user = f"load-{rng.randrange(users)}"
                 if rng.random() < events_per_recommend / (events_per_recommend + 1):
-                    path, body = "/events", {"events": [{"user_id": user, "item_id": rng.choice(rng.choice(histories))}]}
+                    event = {"user_id": user, "item_id": rng.choice(rng.choice(histories))}
+                    if user in shown and rng.random() < feedback_share:
+                        rid, items = shown[user]
+                        event = {"user_id": user, "item_id": rng.choice(items), "type": "view",
+                                 "recommendation_id": rid}
+                        report.feedback += 1
+                    path, body = "/events", {"events": [event]}
                 else:
                     path, body = "/recommend", {"user_id": user, "k": k}
             else:
@@ -135,7 +151,7 @@ async def run_load(url: str, rate: float, duration_s: float, concurrency: int, h
             report.by_endpoint[path] = report.by_endpoint.get(path, 0) + 1
             in_flight += 1
             report.sent += 1
-            tasks.append(asyncio.create_task(one(path, body)))
+            tasks.append(asyncio.create_task(one(path, body, user)))
         if tasks:
             await asyncio.wait(tasks, timeout=timeout_s + 1)
         elapsed = time.perf_counter() - start
@@ -144,11 +160,26 @@ async def run_load(url: str, rate: float, duration_s: float, concurrency: int, h
     return report
 
 
+def _remember(shown: dict, user: str, path: str, body: dict, data: bytes, report: LoadReport) -> None:
+    """After a 200: a /recommend answer's id and items become the user's latest list shown; a
+    feedback event's answer says whether the server credited it."""
+    try:
+        answer = json.loads(data)
+    except ValueError:
+        return
+    if path == "/recommend" and answer.get("recommendation_id") and answer.get("items"):
+        shown[user] = (answer["recommendation_id"], [i["item_id"] for i in answer["items"]])
+    elif path == "/events" and "recommendation_id" in body["events"][0]:
+        report.unattributed += answer.get("unattributed", 0)
+
+
 def format_report(r: LoadReport) -> str:
     lat = r.latency_ms
     lines = [f"target {r.target_rate:g} req/s for {r.duration_s:g} s against {r.url}",
              f"sent {r.sent}, completed {r.completed}, achieved {r.achieved_rps:.1f} req/s, dropped {r.dropped}",
              f"errors: {r.errors or 'none'}   mix: {r.by_endpoint}"]
+    if r.feedback:
+        lines.append(f"feedback with a recommendation_id: {r.feedback} events, {r.unattributed} not credited")
     if lat:
         lines.append(f"latency ms: p50 {lat['p50']:.1f}  p90 {lat['p90']:.1f}  p99 {lat['p99']:.1f}  max {lat['max']:.1f}")
     return "\n".join(lines)

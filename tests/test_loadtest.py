@@ -1,0 +1,50 @@
+"""The load test's shop traffic (online/loadtest.py) against the real service with an SQLite
+event store: besides plain events, feedback that carries the recommendation_id of the answer
+the simulated user got, on an item that answer showed, which the server credits to that list."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from groundrec.online.config import ServeConfig
+from groundrec.online.loadtest import format_report, run_load
+from groundrec.online.service import create_app
+from groundrec.shared.errors import UserError
+from groundrec.shared.events import open_store
+from helpers import publish_demo, running
+
+
+@pytest.fixture(scope="module")
+def published(tmp_path_factory, tiny_vlm):
+    return publish_demo(tmp_path_factory.mktemp("load"), tiny_vlm(), n_items=30, n_users=6)
+
+
+def test_shop_traffic_sends_feedback_with_the_id_of_the_answer_each_user_got(published, tmp_path):
+    store_url = f"sqlite:///{tmp_path}/events.db"
+    cfg = ServeConfig(artifacts=published["artifacts"], events=store_url, compute="thread")
+    with running(create_app(cfg)) as url:
+        report = asyncio.run(run_load(url, rate=80, duration_s=2.5, concurrency=8, histories=published["histories"],
+                                      search_share=0.1, k=5, events_per_recommend=3, users=6, seed=1))
+    assert report.errors == {} and report.completed == report.sent
+    assert set(report.by_endpoint) == {"/events", "/recommend", "/search"}
+    assert 0 < report.feedback < report.by_endpoint["/events"]  # feedback besides the plain events
+    assert report.unattributed == 0  # every id named a list shown to that user with that item
+    assert f"feedback with a recommendation_id: {report.feedback} events, 0 not credited" in format_report(report)
+    store = open_store(store_url)
+    try:
+        events = [e for b in store.scan() for e in b]
+        credited = [e for e in events if e.recommendation_id is not None]
+        assert len(events) == report.by_endpoint["/events"] and len(credited) == report.feedback
+        for e in credited:  # the list named is the one that user was shown, and it held the item
+            shown = store.impression(e.recommendation_id)
+            assert shown.user_id == e.user_id and e.item_id in shown.items and e.type == "view"
+    finally:
+        store.close()
+
+
+def test_feedback_share_out_of_range_is_refused_before_anything_is_sent():
+    with pytest.raises(UserError, match="feedback_share 1.5"):
+        asyncio.run(run_load("http://127.0.0.1:9", rate=1, duration_s=1, concurrency=1, histories=[["a"]],
+                             events_per_recommend=1, feedback_share=1.5))
