@@ -146,26 +146,38 @@ def events_prune(
     events: str = typer.Option(..., help="The event store: sqlite:///path/events.db or redis://host:port/0."),
     keep_days: Optional[float] = typer.Option(None, min=0, help="Erase events older than this many days."),
     before: Optional[str] = typer.Option(None, help="Erase events before this (ISO date/time, or epoch seconds)."),
+    impressions_keep_days: Optional[float] = typer.Option(None, min=0, help="Erase impressions (the lists shown) "
+                                                          "older than this many days; alone or with the events' "
+                                                          "cut-off."),
 ):
-    """Retention: erase old events from the store (export them first if you keep an archive)."""
+    """Retention: erase old events and impressions from the store (export the events first if you
+    keep an archive)."""
     import json
     import time
 
     from groundrec.shared.events import StoreUnavailable, open_store
 
-    if (keep_days is None) == (before is None):
-        fail(ValueError("give exactly one of --keep-days and --before"))
-    cutoff = time.time() - keep_days * 86_400 if keep_days is not None else _since(before)
+    if keep_days is not None and before is not None:
+        fail(ValueError("give one of --keep-days and --before, not both"))
+    if keep_days is None and before is None and impressions_keep_days is None:
+        fail(ValueError("give --keep-days or --before (events), and/or --impressions-keep-days (impressions)"))
+    now = time.time()
+    cutoff = now - keep_days * 86_400 if keep_days is not None else _since(before)
+    shown_cutoff = None if impressions_keep_days is None else now - impressions_keep_days * 86_400
     try:
         store = open_store(events)
         try:
-            erased = store.prune(cutoff)
+            erased = store.prune(cutoff) if cutoff is not None else 0
+            shown_erased = store.prune_impressions(shown_cutoff) if shown_cutoff is not None else None
             left = store.count()
         finally:
             store.close()
     except (*USER_ERRORS, StoreUnavailable) as e:
         fail(e)
-    typer.echo(json.dumps({"erased": erased, "left": left, "before": cutoff}))
+    report = {"erased": erased, "left": left, "before": cutoff}
+    if shown_cutoff is not None:
+        report.update(impressions_erased=shown_erased, impressions_before=shown_cutoff)
+    typer.echo(json.dumps(report))
 
 
 online_app = typer.Typer(help="Online results: what the lists shown earned, per version and per arm.")

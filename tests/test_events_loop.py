@@ -20,6 +20,7 @@ from groundrec.online.service import create_app
 from groundrec.online.testing import running
 from groundrec.shared import artifact
 from groundrec.shared.cli import app as cli
+from groundrec.shared.events import Event, Impression, open_store
 from groundrec.shared.tables import read_table
 from helpers import publish_demo
 
@@ -79,6 +80,44 @@ def test_events_reach_the_nightly_job_and_come_back_as_a_hybrid(tmp_path, tiny_v
     kept = [r for r in rows if r["user_id"] != user and _seconds(r["timestamp"]) >= newest]
     assert pruned["left"] == len(kept) and pruned["erased"] > 0
     assert CliRunner().invoke(cli, ["events", "prune", "--events", events_url]).exit_code != 0  # which cut-off?
+
+
+def test_prune_erases_old_impressions_alone_or_with_the_events(tmp_path):
+    events_url = f"sqlite:///{tmp_path}/events.db"
+    now = time.time()
+    store = open_store(events_url)
+    try:
+        store.add([Event("u1", "a", now - 10 * 86_400, "view", 0.2, "e-old"),
+                   Event("u1", "b", now - 86_400, "view", 0.2, "e-new")])
+        store.add_impressions([Impression("r-old", "u1", now - 10 * 86_400, "v1", ("a", "b")),
+                               Impression("r-mid", "u1", now - 4 * 86_400, "v1", ("a",)),
+                               Impression("r-new", None, now - 86_400, "v1", ("b",))])
+    finally:
+        store.close()
+
+    def prune(*args):
+        result = CliRunner().invoke(cli, ["events", "prune", "--events", events_url, *args])
+        return result.exit_code, result.output
+
+    code, output = prune("--impressions-keep-days", "7")  # impressions only: the events stay
+    assert code == 0, output
+    report = json.loads(output)
+    assert report["impressions_erased"] == 1 and report["erased"] == 0 and report["left"] == 2
+    assert abs(report["impressions_before"] - (now - 7 * 86_400)) < 60 and report["before"] is None
+    code, output = prune("--keep-days", "5", "--impressions-keep-days", "2")  # both, each its own cut-off
+    assert code == 0, output
+    report = json.loads(output)
+    assert (report["erased"], report["left"], report["impressions_erased"]) == (1, 1, 1)
+    store = open_store(events_url)
+    try:
+        assert [store.impression(r) is not None for r in ("r-old", "r-mid", "r-new")] == [False, False, True]
+        assert [e.event_id for b in store.scan() for e in b] == ["e-new"]
+    finally:
+        store.close()
+    code, output = prune("--keep-days", "5", "--before", "2020-01-01")
+    assert code == 2 and "not both" in output
+    code, output = prune()
+    assert code == 2 and "--impressions-keep-days" in output
 
 
 def _seconds(ts) -> float:
