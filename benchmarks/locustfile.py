@@ -8,7 +8,9 @@ environment (it reads histories with groundrec's own loader) after `pip install 
 GROUNDREC_HISTORIES: an interactions table (user_id, item_id, timestamp) or JSONL of
 {"history": [...]}; GROUNDREC_K: results per request (default 20); GROUNDREC_EVENTS_PER_RECOMMEND
 (e.g. 5): post that many single events for a user before each recommendation by its user_id
-(a shop's traffic) instead of sending histories; GROUNDREC_API_KEY is sent as
+(a shop's traffic) instead of sending histories; of a user's events once it got an answer,
+GROUNDREC_FEEDBACK_SHARE (default 0.5) are feedback on it: a view of an item it showed, sent
+with its recommendation_id (the rest are plain events); GROUNDREC_API_KEY is sent as
 X-API-Key when set. A 503 (load shed) is reported as a failure named "503 shed", so Locust's
 table shows how much was refused apart from real errors.
 """
@@ -25,6 +27,8 @@ from groundrec.online.loadtest import DEFAULT_TEXTS, load_histories
 HISTORIES: list[list[str]] = []
 K = int(os.environ.get("GROUNDREC_K", "20"))
 EVENTS_PER_RECOMMEND = float(os.environ.get("GROUNDREC_EVENTS_PER_RECOMMEND", "0"))
+FEEDBACK_SHARE = float(os.environ.get("GROUNDREC_FEEDBACK_SHARE", "0.5"))
+SHOWN: dict[str, tuple[str, list[str]]] = {}  # a simulated user's latest answer: its recommendation_id and items
 
 
 @events.init.add_listener
@@ -44,25 +48,42 @@ class GroundrecUser(FastHttpUser):
         key = os.environ.get("GROUNDREC_API_KEY")
         self.headers = {"X-API-Key": key} if key else {}
 
-    def _post(self, path: str, body: dict) -> None:
+    def _post(self, path: str, body: dict) -> dict | None:
         with self.client.post(path, json=body, headers=self.headers, catch_response=True) as r:
             if r.status_code == 503:
                 r.failure("503 shed")
             elif r.status_code != 200:
                 r.failure(f"{r.status_code}: {r.text[:200]}")
-            elif not r.json().get("items"):
+            elif not (answer := r.json()).get("items"):
                 r.failure("200 without items")
+            else:
+                return answer
+        return None
+
+    def _event(self, user: str) -> None:
+        """A plain event, or feedback on the user's latest answer (its id, an item it showed)."""
+        event = {"user_id": user, "item_id": random.choice(random.choice(HISTORIES))}
+        name = "/events"
+        if user in SHOWN and random.random() < FEEDBACK_SHARE:
+            rid, items = SHOWN[user]
+            event = {"user_id": user, "item_id": random.choice(items), "type": "view", "recommendation_id": rid}
+            name = "/events (feedback)"
+        with self.client.post("/events", json={"events": [event]}, headers=self.headers, name=name,
+                              catch_response=True) as r:
+            if r.status_code != 200:
+                r.failure(f"{r.status_code}: {r.text[:200]}")
+            elif "recommendation_id" in event and r.json().get("unattributed"):
+                r.failure("feedback not credited to the list shown")
 
     @task(4)
     def recommend(self):
         if EVENTS_PER_RECOMMEND:  # a shop's traffic: events, then recommendations by user id
             user = f"locust-{random.randrange(1000)}"
             for _ in range(round(EVENTS_PER_RECOMMEND)):
-                with self.client.post("/events", json={"events": [{"user_id": user, "item_id": random.choice(
-                        random.choice(HISTORIES))}]}, headers=self.headers, catch_response=True) as r:
-                    if r.status_code != 200:
-                        r.failure(f"{r.status_code}: {r.text[:200]}")
-            self._post("/recommend", {"user_id": user, "k": K})
+                self._event(user)
+            answer = self._post("/recommend", {"user_id": user, "k": K})
+            if answer and answer.get("recommendation_id"):
+                SHOWN[user] = (answer["recommendation_id"], [i["item_id"] for i in answer["items"]])
         else:
             self._post("/recommend", {"history": random.choice(HISTORIES), "k": K})
 
