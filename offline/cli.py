@@ -48,11 +48,17 @@ def offline_run(
                                                "redis://...): publish a hybrid version, content + collaborative."),
     interactions_item_column: Optional[str] = typer.Option(None, help="Its item id column (default item_id)."),
     interactions_user_column: Optional[str] = typer.Option(None, help="Its user id column (default user_id)."),
+    activate: Optional[str] = typer.Option(None, help="Make the new version current: always | gate | never | auto "
+                                           "(default: gate when there are interactions and a version is serving, "
+                                           "else always). gate: only if not significantly worse than the serving "
+                                           "version on the interactions since its training cutoff; refused: exit 3."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bars."),
 ):
     """Ground every item image with a VLM, encode, index and publish a new artifact version.
     With --interactions the version is a hybrid: collaborative item vectors learned from the
-    interactions, content where items have few or none."""
+    interactions, content where items have few or none. Exit status: 0 published (and current
+    unless --activate never), 2 the input is wrong, 3 published but the promotion gate kept the
+    serving version."""
     overrides = {
         "catalog.path": str(catalog) if catalog else None, "catalog.images_root": str(images_root) if images_root else None,
         "out": str(out) if out else None, "vlm.model": vlm, "encoder.model": encoder,
@@ -64,6 +70,7 @@ def offline_run(
         "export.enabled": False if no_export else None,
         "interactions.path": str(interactions) if interactions else None,
         "interactions.item_column": interactions_item_column, "interactions.user_column": interactions_user_column,
+        "publish.activate": activate,
     }
     from groundrec.offline.config import load_job_config
 
@@ -76,6 +83,10 @@ def offline_run(
     except USER_ERRORS as e:
         fail(e)
     print_summary(summary)
+    if summary.gate is not None and summary.gate.mode == "gate" and not summary.gate.activated:
+        from groundrec.offline.gate import EXIT_REFUSED
+
+        raise typer.Exit(EXIT_REFUSED)
 
 
 def print_summary(s) -> None:
@@ -120,6 +131,11 @@ def print_summary(s) -> None:
         t.add_row("ONNX encoder", line)
     if s.log_dir:
         t.add_row("Ray logs", str(s.log_dir))
+    if s.gate is not None:
+        g = s.gate
+        went = "current" if g.activated else f"published, NOT current (still serving {g.serving_version})"
+        t.add_row("activation", f"{g.mode}: {went}: {g.reason}" + (
+            f"; {g.metric}, {g.users} users from {g.window_from}" if g.users else ""))
     t.add_row("time per stage", ", ".join(f"{k} {v:.1f}s" for k, v in s.timings_s.items()))
     out.print(t)
     for ex in s.skipped_examples:

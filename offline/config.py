@@ -172,6 +172,18 @@ class RunConfig(StrictModel):
     keep_versions: int = Field(0, ge=0, description="0 = keep all published versions")
 
 
+class PublishConfig(StrictModel):
+    """Whether the new version goes live (CURRENT moves to it) when the job publishes it."""
+
+    activate: Literal["auto", "always", "gate", "never"] = Field(
+        "auto", description="always; never (publish only: `groundrec versions activate ID` later); gate: only if it "
+        "is not significantly worse than the serving version on the interactions since that one's training cutoff "
+        "(a refused candidate exits 3); auto: gate when there are interactions and a version is serving, else always")
+    gate_alpha: float = Field(0.05, gt=0, lt=1, description="the gate refuses a candidate worse at this significance")
+    gate_k: int = Field(20, ge=1, description="the gate compares recall@k")
+    gate_max_users: int = Field(5_000, ge=1, description="most window users the gate scores (a seeded sample)")
+
+
 class JobConfig(StrictModel):
     catalog: CatalogConfig = Field(default_factory=CatalogConfig)
     out: Path | None = None
@@ -186,6 +198,7 @@ class JobConfig(StrictModel):
     interactions: InteractionsConfig = Field(default_factory=InteractionsConfig,
                                              description="set path to publish a hybrid (content + collaborative) version")
     collab: CollabConfig = Field(default_factory=CollabConfig)
+    publish: PublishConfig = Field(default_factory=PublishConfig)
 
     @model_validator(mode="after")
     def _template_fields_exist(self) -> "JobConfig":

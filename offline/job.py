@@ -1,5 +1,5 @@
 """The offline job: read -> hash -> ground (cached) -> encode -> learn (with interactions) ->
-index -> export -> publish.
+index -> export -> gate -> publish.
 
 Each stage is a module of this package; this one only wires them, keeps time and
 reports. Nothing is published unless every stage succeeded.
@@ -18,6 +18,7 @@ from groundrec.offline import catalog as catalog_stage
 from groundrec.offline.config import JobConfig
 from groundrec.offline.encode import embeddable, encode_cached, load_sentence_transformer, resolve_encoder
 from groundrec.offline.export import export_encoder
+from groundrec.offline.gate import GateDecision, resolve_mode, run_gate, serving_version
 from groundrec.offline.ground import ground_catalog, not_grounded
 from groundrec.offline.index import build_index
 from groundrec.offline.interactions import load_interactions, on_published_rows
@@ -52,6 +53,7 @@ class JobSummary:
     ungrounded: int = 0  # published from catalog text: no image, or it could not be read or grounded
     dropped: int = 0  # nothing to embed: not published
     learned: LearnReport | None = None  # the learn stage's report (with interactions; a hybrid or content only)
+    gate: GateDecision | None = None  # whether the version went live, and why
     notes: list[str] = field(default_factory=list)  # what the user should know about this run (e.g. no images)
 
 
@@ -106,11 +108,16 @@ def run_job(cfg: JobConfig, progress: bool = True) -> JobSummary:
                                                      cfg.resolved_cache_dir, progress)
         skips = Skips(grounded.skipped + not_embedded)
 
-        learned = None
+        learned = on_rows = None
+        published = [str(i) for i in groundings.column(cfg.catalog.id_column).to_pylist()]
         if interactions is not None:
             with clock.stage("learn"):
-                published = groundings.column(cfg.catalog.id_column).to_pylist()
-                learned = learn(on_published_rows(interactions, catalog_ids, published), vectors, cfg.collab)
+                on_rows = on_published_rows(interactions, catalog_ids, published)
+                learned = learn(on_rows, vectors, cfg.collab)
+        mode = resolve_mode(cfg.publish.activate, interactions is not None, serving_version(out))
+        with clock.stage("gate"):
+            gate = run_gate(mode, out, on_rows, published, vectors, learned, cfg.collab, cfg.publish.gate_alpha,
+                            cfg.publish.gate_k, cfg.publish.gate_max_users)
         thumbnails, thumb_counts = None, None
         if cfg.thumbnails.enabled and not no_images:
             with clock.stage("thumbnails"):
@@ -135,8 +142,11 @@ def run_job(cfg: JobConfig, progress: bool = True) -> JobSummary:
         manifest = build_manifest(cfg, version_id, encoder_path, int(vectors.shape[1]), counts,
                                   index_report.to_dict(), export_report, dict(clock.times),
                                   learned.report if learned else None, [no_images] if no_images else [])
+        manifest.gate = gate.to_manifest()
         with clock.stage("publish"):
-            final = pub.publish(manifest)
+            final = pub.publish(manifest, activate_it=gate.activated)
+        if gate.activated:
+            artifact.record_activation(out, version_id, f"offline run (activate: {gate.mode})", note=gate.reason)
 
     parse_ok = groundings.column("parse_ok").to_pylist()
     return JobSummary(
@@ -146,5 +156,5 @@ def run_job(cfg: JobConfig, progress: bool = True) -> JobSummary:
         timings_s=dict(clock.times), skipped_examples=skips.rows[:5], log_dir=log_dir, distinct_texts=len(set(texts)),
         parse_failures=sum(g and not ok for g, ok in zip(flags, parse_ok)),
         ungrounded=counts["ungrounded"], dropped=counts["dropped"], learned=learned.report if learned else None,
-        notes=[no_images] if no_images else [],
+        gate=gate, notes=[no_images] if no_images else [],
     )

@@ -36,12 +36,17 @@ def versions_list(artifacts: Path = typer.Option(..., help="Artifacts directory.
 
 @versions_app.command("activate")
 def versions_activate(version: str, artifacts: Path = typer.Option(..., help="Artifacts directory.")):
-    """Point CURRENT at an earlier (or later) published version: a rollback."""
+    """Point CURRENT at an earlier (or later) published version: a rollback, or the manual
+    override of the promotion gate (recorded in activations.jsonl as a bypass)."""
     try:
         artifact.activate(artifacts, version)
+        refused = artifact.gate_refused(artifacts, version)
+        artifact.record_activation(artifacts, version, "versions activate", gate_bypassed=refused is not None,
+                                   note=f"the gate had refused it: {refused}" if refused else "")
     except USER_ERRORS as e:
         fail(e)
-    typer.echo(f"CURRENT -> {version}")
+    typer.echo(f"CURRENT -> {version}" + (f" (the promotion gate had refused it: {refused}; recorded as a bypass)"
+                                          if refused else ""))
 
 
 def mount_tiers(root: typer.Typer) -> None:

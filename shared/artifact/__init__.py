@@ -7,13 +7,15 @@ An artifacts root (a local folder or an fsspec URI such as ``s3://bucket/groundr
     .staging/<id>/        a version being written; renamed into versions/ when complete
 
 One module per job: ``layout`` (file names, the manifest, checksums, ids), ``pointer``
-(CURRENT), ``retention`` (serving markers, gc), ``publisher`` (the only writer: lock,
+(CURRENT), ``activations`` (who made which version current, gate bypasses), ``retention`` (serving markers, gc), ``publisher`` (the only writer: lock,
 staging, checksums, rename, CURRENT) and ``store`` (locate or fetch a version to read). The
 offline job writes through the publisher, the service and the CLI read through the store;
 adding a file to a version is a change in ``layout`` and in the stage that produces it.
 The names below are the contract's public surface.
 """
 
+from groundrec.shared.artifact.activations import (ACTIVATIONS, activations, gate_refused,  # noqa: F401
+                                                   record_activation)
 from groundrec.shared.artifact.layout import (COLLAB_ITEM, COLLAB_QUERY, CURRENT, EMBEDDINGS,  # noqa: F401
                                               ENCODER_CONFIG, ENCODER_DIR, ENCODER_ONNX, ENCODER_TOKENIZER,
                                               FORMAT_VERSION, INDEX, ITEMS, MANIFEST, PROJECT_ITEM, PROJECT_QUERY,

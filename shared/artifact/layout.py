@@ -138,6 +138,8 @@ class Manifest(BaseModel):
                                 "weight, interactions window, validation metrics); None: content only")
     learn: dict | None = Field(None, description="content-only versions whose job was given interactions: the learn "
                                "stage's report (what was tried and scored on validation) when it chose weight 0")
+    gate: dict | None = Field(None, description="whether the job made this version current: the activation mode "
+                              "and, for the promotion gate, the window, users, both versions' scores and the test")
     notes: list[str] = Field([], description="what the job said about this run (e.g. a catalog without images)")
     files: dict[str, FileEntry] = {}
 

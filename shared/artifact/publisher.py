@@ -73,16 +73,18 @@ def staging_dir(root: Path, version_id: str) -> Path:
     return path
 
 
-def publish(root: Path, staged: Path, manifest: Manifest, keep: int = 0) -> Path:
-    """Checksum a complete staged folder, rename it into versions/, then move CURRENT.
-    Anything failing before the rename leaves what is published untouched."""
+def publish(root: Path, staged: Path, manifest: Manifest, keep: int = 0, activate_it: bool = True) -> Path:
+    """Checksum a complete staged folder, rename it into versions/, then move CURRENT (unless
+    ``activate_it`` is False: the promotion gate kept the serving version). Anything failing
+    before the rename leaves what is published untouched."""
     root = Path(root)
     write_manifest(staged, manifest)
     verify(staged)
     final = root / VERSIONS / manifest.version
     final.parent.mkdir(parents=True, exist_ok=True)
     os.replace(staged, final)
-    activate(root, manifest.version)
+    if activate_it:
+        activate(root, manifest.version)
     if keep:
         gc(root, keep)
     return final
@@ -103,8 +105,8 @@ class Publication:
     keep: int = 0
     final: Path | None = None
 
-    def publish(self, manifest: Manifest) -> Path:
-        self.final = publish(self.root, self.staged, manifest, keep=self.keep)
+    def publish(self, manifest: Manifest, activate_it: bool = True) -> Path:
+        self.final = publish(self.root, self.staged, manifest, keep=self.keep, activate_it=activate_it)
         return self.final
 
 

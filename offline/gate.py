@@ -1,0 +1,209 @@
+"""The promotion gate: a new version goes live only if it is not significantly worse than the
+version serving, on events neither of them trained on.
+
+The window runs from the serving version's training cutoff (the last interaction it learned
+from, in its manifest; its publication time when it learned from none) to the newest
+interaction this job read. Each user with a history before the window and an item in it that
+is new to them is one paired observation: the candidate ranks from that history as it would
+have been fitted before the window (its chosen setting refitted on the interactions before
+the cutoff: ``candidate_system``), the serving version ranks as it is (its published vectors:
+``serving_system``), both exactly as the service scores a version (``evaluation.systems``,
+``shared/scoring``), and each list's recall@K of the user's window items is compared by a
+paired sign-flip test (``evaluation.stats.paired_test``). The decision (``decide``) is a pure
+function of the two score arrays."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import asdict, dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+
+import numpy as np
+import pyarrow.parquet as pq
+
+from groundrec.offline import collab
+from groundrec.offline.evaluation.metrics import per_user_metrics
+from groundrec.offline.evaluation.stats import paired_test
+from groundrec.offline.evaluation.systems import ContentSystem, System, hybrid_system
+from groundrec.offline.interactions import Interactions
+from groundrec.shared import artifact
+from groundrec.shared.scoring.collab import Projection
+from groundrec.shared.scoring.popularity import counts_of_rows
+
+EXIT_REFUSED = 3  # the job's exit status when the gate keeps the serving version (2: the input is wrong)
+
+
+@dataclass(frozen=True)
+class GateDecision:
+    mode: str  # always | gate | never: how this job's version was to be activated
+    activated: bool
+    reason: str
+    serving_version: str | None = None
+    window_from: str | None = None  # ISO times of the window's bounds
+    window_to: str | None = None
+    users: int = 0
+    metric: str = ""
+    candidate: float | None = None  # the mean metric over the window's users
+    serving: float | None = None
+    p_value: float | None = None  # paired, two-sided
+    alpha: float = 0.05
+    seconds: float = 0.0
+
+    def to_manifest(self) -> dict:
+        return asdict(self)
+
+
+def serving_version(root: Path) -> str | None:
+    """What CURRENT names (None: nothing published, or a CURRENT that is not a version id)."""
+    try:
+        return artifact.current_version(root)
+    except ValueError:
+        return None
+
+
+def resolve_mode(setting: str, has_interactions: bool, serving_version: str | None) -> str:
+    """``auto``: ``gate`` when the job has interactions and a version is serving, else ``always``."""
+    if setting != "auto":
+        return setting
+    return "gate" if has_interactions and serving_version is not None else "always"
+
+
+def decide(candidate: np.ndarray, serving: np.ndarray, alpha: float, min_users: int = 1) -> tuple[bool, float | None, str]:
+    """Activate unless the candidate's mean is below the serving version's and the paired
+    test says so at ``alpha``: (activate, p, reason)."""
+    if len(candidate) < min_users:
+        return True, None, f"{len(candidate)} users in the window (fewer than {min_users}): nothing to compare on"
+    p = paired_test(candidate, serving)
+    worse = candidate.mean() < serving.mean()
+    if worse and p < alpha:
+        return False, p, (f"significantly worse than the serving version ({candidate.mean():.4f} vs "
+                          f"{serving.mean():.4f}, p = {p:.3g} < {alpha})")
+    return True, p, (f"not significantly worse ({candidate.mean():.4f} vs {serving.mean():.4f}, p = {p:.3g})"
+                     if worse else f"not worse ({candidate.mean():.4f} vs {serving.mean():.4f}, p = {p:.3g})")
+
+
+def cutoff_of(manifest: artifact.Manifest) -> float:
+    """The last interaction a version learned from (its publication time when it learned from none)."""
+    record = manifest.collab or manifest.learn
+    if record and record.get("window", {}).get("to"):
+        return datetime.fromisoformat(record["window"]["to"]).timestamp()
+    return artifact.created_at(manifest.version) or datetime.fromisoformat(manifest.created_at).timestamp()
+
+
+@dataclass
+class Window:
+    """The users of the window: their histories before it (item ids, oldest first) and the
+    items of the window new to them."""
+
+    histories: list[list[str]]
+    targets: list[set[str]]
+
+
+def window_users(inter: Interactions, item_ids: list[str], cutoff: float, max_users: int, seed: int = 0) -> Window:
+    order = np.lexsort((inter.ts, inter.users))
+    users, items, ts = inter.users[order], inter.items[order], inter.ts[order]
+    cuts = np.flatnonzero(np.diff(users)) + 1
+    histories, targets = [], []
+    for u_items, u_ts in zip(np.split(items, cuts), np.split(ts, cuts)):
+        before = [item_ids[i] for i in u_items[u_ts <= cutoff]]
+        after = {item_ids[i] for i in u_items[u_ts > cutoff]} - set(before)
+        if before and after:
+            histories.append(before)
+            targets.append(after)
+    if len(histories) > max_users:
+        keep = sorted(np.random.default_rng(seed).choice(len(histories), max_users, replace=False).tolist())
+        histories, targets = [histories[n] for n in keep], [targets[n] for n in keep]
+    return Window(histories, targets)
+
+
+def recall_of(system: System, row_of: dict[str, int], window: Window, k: int) -> np.ndarray:
+    """Each window user's recall@k under ``system`` (whose rows ``row_of`` names): history items
+    the system does not hold are left out of the profile, window items it does not hold count
+    and are never found."""
+    histories = [np.array([row_of[i] for i in h if i in row_of], dtype=np.int64) for h in window.histories]
+    relevant = [{row_of.get(i, -2 - n) for n, i in enumerate(sorted(t))} for t in window.targets]
+    keep = [n for n, h in enumerate(histories) if len(h)]
+    out = np.zeros(len(histories))
+    for start in range(0, len(keep), 256):
+        part = keep[start:start + 256]
+        hist = [histories[n] for n in part]
+        ranked = system.top(system.scores(hist, [np.zeros(len(h)) for h in hist]), k, hist)
+        out[part] = per_user_metrics(ranked, [relevant[n] for n in part], [k])[f"recall@{k}"]
+    return out
+
+
+def serving_system(path: Path) -> tuple[System, dict[str, int]]:
+    """A published version as the service scores it (exact over its index rows), and its rows."""
+    files, manifest = artifact.VersionFiles(path), artifact.read_manifest(path)
+    table = pq.read_table(files.items)
+    ids = [str(i) for i in table.column(manifest.id_column).to_pylist()]
+    content = np.load(files.embeddings)
+    counts = (table.column(artifact.WINDOW_INTERACTIONS).to_numpy().astype(np.float64)
+              if artifact.WINDOW_INTERACTIONS in table.column_names else np.zeros(len(ids)))
+    system = ContentSystem("serving", "published", content, counts)
+    c = manifest.collab
+    if c:
+        model = collab.CollabModel(np.load(files.collab_query), np.load(files.collab_item), np.ones(len(ids), bool))
+        projection = (Projection(np.load(files.project_item), np.load(files.project_query))
+                      if manifest.projected else None)
+        system = hybrid_system("serving", "published", system, model, float(c["weight"]), projection,
+                               half_life=float(c.get("query_half_life") or 0.0),
+                               fresh_weight=float(c.get("fresh_weight") or 0.0),
+                               fresh_slots=int(c.get("fresh_slots") or 0))
+    return system, {i: n for n, i in enumerate(ids)}
+
+
+def candidate_system(learned, content: np.ndarray, before: list[np.ndarray], cfg, seed: int = 0) -> System:
+    """The candidate's chosen setting fitted on the interactions before the window only."""
+    from groundrec.offline.learn import project
+
+    counts = counts_of_rows(before, len(content))
+    system = ContentSystem("candidate", "published", content, counts)
+    choice = learned.choice if learned is not None else None
+    if choice is None or not choice.hybrid:
+        return system
+    model = collab.fit(before, len(content), content, cfg.rank, choice.reg, seed, cfg.max_dense_items,
+                       choice.dropout).truncated(choice.rank)
+    projection = project(content, model, choice.weight, before, seed, choice.half_life) if choice.projected else None
+    return hybrid_system("candidate", "published", system, model, choice.weight, projection,
+                         half_life=choice.query_half_life, fresh_weight=choice.fresh_weight,
+                         fresh_slots=choice.fresh_slots)
+
+
+def run_gate(mode: str, root: Path, inter: Interactions | None, item_ids: list[str], content: np.ndarray, learned,
+             collab_cfg, alpha: float = 0.05, k: int = 20, max_users: int = 5_000, seed: int = 0) -> GateDecision:
+    """The decision for a candidate published from ``content`` (rows ``item_ids``) and
+    ``learned`` (None: content only), against what CURRENT names under ``root``."""
+    started = time.perf_counter()
+    serving = serving_version(root)
+    if mode != "gate":
+        return GateDecision(mode, mode == "always", f"activate: {mode}", serving)
+    if serving is None or inter is None:
+        return GateDecision(mode, True, "no version serving or no interactions: nothing to compare with", serving)
+    path = artifact.version_path(root, serving)
+    cutoff = cutoff_of(artifact.read_manifest(path))
+    window = window_users(inter, item_ids, cutoff, max_users, seed)
+    iso = lambda t: datetime.fromtimestamp(float(t), timezone.utc).isoformat(timespec="seconds")  # noqa: E731
+    common = dict(serving_version=serving, window_from=iso(cutoff),
+                  window_to=iso(inter.ts.max()) if len(inter.ts) else None, users=len(window.histories),
+                  metric=f"recall@{k} of each user's items in the window", alpha=alpha)
+    if not window.histories:
+        return GateDecision(mode, True, "no user with a history and a new item in the window: nothing to compare on",
+                            seconds=round(time.perf_counter() - started, 2), **common)
+    row_of = {i: n for n, i in enumerate(item_ids)}
+    before = _rows_before(inter, cutoff, len(content))
+    ours = recall_of(candidate_system(learned, content, before, collab_cfg, seed), row_of, window, k)
+    theirs = recall_of(*serving_system(path), window, k)
+    activated, p, reason = decide(ours, theirs, alpha)
+    return GateDecision(mode, activated, reason, candidate=float(ours.mean()), serving=float(theirs.mean()),
+                        p_value=p, seconds=round(time.perf_counter() - started, 2), **common)
+
+
+def _rows_before(inter: Interactions, cutoff: float, n_items: int) -> list[np.ndarray]:
+    """Each user's item rows before the cutoff, oldest first (what the candidate is refitted on)."""
+    keep = inter.ts <= cutoff
+    users, items, ts = inter.users[keep], inter.items[keep], inter.ts[keep]
+    order = np.lexsort((ts, users))
+    cuts = np.flatnonzero(np.diff(users[order])) + 1
+    return [h for h in np.split(items[order], cuts) if len(h)] if len(order) else []

@@ -1,0 +1,93 @@
+"""The promotion gate (offline/gate.py): the decision as a pure function, and the real job on a
+dense catalog with planted preferences, published three times as the purchases grow."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+import pytest
+
+from groundrec.offline.config import load_job_config
+from groundrec.offline.dev.dense_catalog import make_dense_data
+from groundrec.offline.gate import EXIT_REFUSED, decide, resolve_mode
+from groundrec.offline.job import run_job
+from groundrec.shared import artifact
+
+
+def test_the_decision_refuses_only_a_significantly_worse_candidate():
+    rng = np.random.default_rng(0)
+    serving = rng.random(400)
+    ok, p, reason = decide(serving - 0.3 * rng.random(400), serving, 0.05)
+    assert not ok and p < 0.05 and "significantly worse" in reason
+    ok, p, _ = decide(serving + rng.normal(0, 0.01, 400), serving, 0.05)
+    assert ok and p > 0.05  # a tiny difference either way: not refused
+    assert decide(serving + 0.1, serving, 0.05)[0]  # better: activated
+    assert decide(np.zeros(0), np.zeros(0), 0.05)[0]  # nobody to compare on: activated, said so
+
+
+def test_auto_gates_only_with_interactions_and_a_serving_version():
+    assert resolve_mode("auto", True, "v1") == "gate"
+    assert resolve_mode("auto", False, "v1") == resolve_mode("auto", True, None) == "always"
+    assert resolve_mode("never", True, "v1") == "never"
+
+
+T0 = 1_700_000_000
+
+
+@pytest.fixture(scope="module")
+def shop(tmp_path_factory, tiny_vlm):
+    """A dense catalog whose purchases arrive in three periods (each user's steps 0-19, 20-29, 30+)."""
+    root = tmp_path_factory.mktemp("gate")
+    paths = make_dense_data(root / "data", n_items=300, n_users=250, per_user=40, seed=3)
+    table = pq.read_table(paths["interactions"])
+    seconds = pc.cast(pc.cast(table.column("timestamp"), "timestamp[s]"), "int64")
+    for name, upto in (("first", 20), ("second", 30)):
+        pq.write_table(table.filter(pc.less(seconds, T0 + upto * 3600)), root / f"{name}.parquet")
+    return {"root": root, "catalog": paths["catalog"], "all": paths["interactions"],
+            "first": root / "first.parquet", "second": root / "second.parquet", "out": root / "artifacts",
+            "vlm": str(tiny_vlm())}  # the catalog's image column is empty: no image is grounded
+
+
+def _overrides(shop, interactions, **more):
+    return {"catalog.path": str(shop["catalog"]), "out": str(shop["out"]), "interactions.path": str(interactions),
+            "catalog.text_columns": ["title"], "encoder.template": "{title}", "run.runner": "local",
+            "export.enabled": False, "thumbnails.enabled": False, "vlm.model": shop["vlm"], **more}
+
+
+def test_the_gate_activates_a_better_candidate_and_refuses_a_worse_one(shop):
+    # First a content-only version (the hybrid's weight held at 0), then a hybrid: better.
+    first = run_job(load_job_config(None, _overrides(shop, shop["first"], **{"collab.weight": [0.0]})), progress=False)
+    assert first.gate.mode == "always" and artifact.current_version(shop["out"]) == first.version
+    second = run_job(load_job_config(None, _overrides(shop, shop["second"])), progress=False)
+    g = second.gate
+    assert second.learned.hybrid and g.mode == "gate" and g.serving_version == first.version and g.users > 50
+    assert g.activated and g.candidate > g.serving, g
+    assert artifact.current_version(shop["out"]) == second.version
+    manifest = artifact.read_manifest(second.version_dir)
+    assert manifest.gate["activated"] and manifest.gate["candidate"] is not None and manifest.gate["p_value"] is not None
+
+    # A content-only candidate against the hybrid serving: worse on the period since its cutoff.
+    cmd = [sys.executable, "-m", "groundrec.shared.cli", "offline", "run", "--catalog", str(shop["catalog"]),
+           "--out", str(shop["out"]), "--interactions", str(shop["all"]), "--text-columns", "title",
+           "--template", "{title}", "--runner", "local", "--no-export", "--vlm", shop["vlm"], "-q"]
+    config = shop["root"] / "content_only.yaml"
+    config.write_text(json.dumps({"collab": {"weight": [0.0]}, "thumbnails": {"enabled": False}}))
+    refused = subprocess.run(cmd + ["--config", str(config)], capture_output=True, text=True)
+    assert refused.returncode == EXIT_REFUSED, refused.stdout[-2000:] + refused.stderr[-2000:]
+    assert "NOT current" in refused.stdout and "significantly worse" in refused.stdout
+    assert artifact.current_version(shop["out"]) != (newest := artifact.list_versions(shop["out"])[-1])
+    gate = artifact.read_manifest(artifact.version_path(shop["out"], newest)).gate
+    assert gate["mode"] == "gate" and not gate["activated"] and gate["candidate"] < gate["serving"]
+
+    # The manual override activates it and records that the gate was bypassed.
+    override = subprocess.run([sys.executable, "-m", "groundrec.shared.cli", "versions", "activate", newest,
+                               "--artifacts", str(shop["out"])], capture_output=True, text=True)
+    assert override.returncode == 0 and "bypass" in override.stdout
+    assert artifact.current_version(shop["out"]) == newest
+    log = artifact.activations(shop["out"])
+    assert log[-1]["version"] == newest and log[-1]["gate_bypassed"] and not log[0]["gate_bypassed"]
