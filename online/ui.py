@@ -5,8 +5,8 @@ a client gets. Pages: ``/`` (popular items and a search box), ``/ui/search``, ``
 (image, catalog fields, what the VLM said, the nearest items), ``/ui/user`` (a history built
 by clicking, or a user id from the event store: the list with images, scores and the grounded
 fields each item shares with the history), ``/ui/version`` (manifest, skipped items, the eval
-report). Thumbnails: ``GET /items/{id}/thumbnail``. Standard library only: nothing heavy
-is imported, and nothing here runs on the hot routes."""
+report), ``/ui/online`` (the online report: ui_online.py). Thumbnails: ``GET /items/{id}/thumbnail``.
+Standard library only: nothing heavy is imported, and nothing here runs on the hot routes."""
 
 from __future__ import annotations
 
@@ -26,6 +26,7 @@ from groundrec.online.errors import ERRORS, Overloaded, Unavailable, http_status
 from groundrec.online.guard import KEY_COOKIE as KEY_COOKIE_NAME
 from groundrec.online.recommender import Recommender
 from groundrec.online.schemas import RecommendRequest, SearchRequest
+from groundrec.online.ui_online import mount_online
 from groundrec.shared import artifact
 
 KEY_COOKIE = KEY_COOKIE_NAME.decode()
@@ -83,7 +84,7 @@ class Thumbnails:
 
 def _page(title: str, body: str, version: str | None = None) -> HTMLResponse:
     nav = ('<header><strong>groundrec</strong><nav aria-label="pages" style="display:flex;gap:1rem">'
-           '<a href="/">Items</a><a href="/ui/user">A user\'s list</a><a href="/ui/version">Version</a></nav>'
+           '<a href="/">Items</a><a href="/ui/user">A user\'s list</a><a href="/ui/version">Version</a><a href="/ui/online">Online</a></nav>'
            + (f'<span style="margin-left:auto">version {escape(version)}</span>' if version else "") + "</header>")
     return HTMLResponse(f'<!doctype html><html lang="en"><head><meta charset="utf-8">'
                         f'<meta name="viewport" content="width=device-width,initial-scale=1"><link rel="icon" href="data:,">'
@@ -141,6 +142,8 @@ def mount_ui(app: FastAPI, rec: Recommender, report_dir: Path | None = None) -> 
             page = _page("Not available", f'<p class="error" role="alert">{escape(str(e))}</p>', version())
             page.status_code = http_status(e)
             return page
+
+    mount_online(app, rec, _page, guarded, version)  # /ui/online: the online report (online/ui_online.py)
 
     @app.get("/items/{item_id}/thumbnail", include_in_schema=True)
     def thumbnail(item_id: str):
