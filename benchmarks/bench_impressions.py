@@ -1,0 +1,115 @@
+"""What logging the lists shown costs the request path, side by side in one process: two
+``Recommender``s over the same version (the service's request path: check, history, queue,
+micro-batch, compute, the answer's id; ``compute: thread``), one logging every answer's
+impression to the event store (``impressions: 1``), one not (``impressions: 0``), timed in
+alternating rounds of the same requests at a fixed concurrency, for SQLite and Redis. Each
+round's requests/s and its p99; the ratio of the medians (on / off). The logger's writes
+(a background thread) run during the rounds, so their cost is in the figure.
+
+    python benchmarks/bench_impressions.py --artifacts DIR --interactions FILE \\
+        [--stores sqlite,redis] [--concurrency 32] [--requests 2000] [--rounds 7]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import subprocess
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+from groundrec.online.config import ServeConfig
+from groundrec.online.loadtest import load_histories
+from groundrec.online.metrics import ServiceMetrics
+from groundrec.online.recommender import Recommender
+from groundrec.online.schemas import RecommendRequest
+from groundrec.online.testing import free_port
+from groundrec.shared.events import open_store
+
+
+async def _round(rec: Recommender, bodies: list[RecommendRequest], concurrency: int) -> tuple[float, float]:
+    """requests/s and p99 latency (s) of one pass over ``bodies`` with ``concurrency`` in flight."""
+    queue = list(reversed(bodies))
+    latencies: list[float] = []
+
+    async def worker():
+        while queue:
+            body = queue.pop()
+            t = time.perf_counter()
+            await rec.answer(body)
+            latencies.append(time.perf_counter() - t)
+
+    start = time.perf_counter()
+    await asyncio.gather(*(worker() for _ in range(concurrency)))
+    return len(bodies) / (time.perf_counter() - start), float(np.percentile(latencies, 99))
+
+
+def _redis(tmp: Path) -> tuple[subprocess.Popen, str]:
+    port = free_port()
+    proc = subprocess.Popen(["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--dir", str(tmp),
+                             "--appendonly", "yes", "--appendfsync", "always", "--save", ""],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    time.sleep(0.5)
+    return proc, f"redis://127.0.0.1:{port}/0"
+
+
+async def _compare(args, url: str, bodies: list[RecommendRequest]) -> dict:
+    arms = {}
+    for name, share in (("on", 1.0), ("off", 0.0)):
+        cfg = ServeConfig(artifacts=args.artifacts, compute="thread", events=url, impressions=share,
+                          popularity_window_days=None)
+        arms[name] = Recommender(cfg, ServiceMetrics())
+    rates = {name: [] for name in arms}
+    p99 = {name: [] for name in arms}
+    async with arms["on"].running(watch=False), arms["off"].running(watch=False):
+        for name in arms:  # warm up both
+            await _round(arms[name], bodies[:200], args.concurrency)
+        for n in range(args.rounds):
+            for name in (("on", "off") if n % 2 == 0 else ("off", "on")):
+                rate, tail = await _round(arms[name], bodies, args.concurrency)
+                rates[name].append(rate)
+                p99[name].append(tail)
+        arms["on"].impressions.flush()
+        logged, dropped = arms["on"].impressions.written, arms["on"].impressions.dropped
+    return {"rates": rates, "p99": p99, "logged": logged, "dropped": dropped}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--artifacts", required=True)
+    ap.add_argument("--interactions", required=True)
+    ap.add_argument("--stores", default="sqlite,redis")
+    ap.add_argument("--concurrency", type=int, default=32)
+    ap.add_argument("--requests", type=int, default=2000)
+    ap.add_argument("--rounds", type=int, default=7)
+    ap.add_argument("--k", type=int, default=20)
+    args = ap.parse_args()
+    histories = [h for h in load_histories(args.interactions) if h]
+    bodies = [RecommendRequest(history=histories[n % len(histories)], k=args.k) for n in range(args.requests)]
+    print(f"{len(bodies)} POST /recommend bodies (k={args.k}) per round, {args.concurrency} in flight, "
+          f"{args.rounds} alternating rounds, compute: thread, version {args.artifacts}")
+    for store in args.stores.split(","):
+        with tempfile.TemporaryDirectory() as tmp:
+            proc, url = _redis(Path(tmp)) if store == "redis" else (None, f"sqlite://{tmp}/events.db")
+            try:
+                r = asyncio.run(_compare(args, url, bodies))
+                check = open_store(url)
+                stored = sum(len(b) for b in check.scan_impressions())
+                check.close()
+            finally:
+                if proc is not None:
+                    proc.terminate()
+                    proc.wait(10)
+        on, off = np.median(r["rates"]["on"]), np.median(r["rates"]["off"])
+        ratios = [a / b for a, b in zip(r["rates"]["on"], r["rates"]["off"])]
+        print(f"{store:6s} logging on {on:8.1f} req/s (p99 {np.median(r['p99']['on']) * 1e3:.1f} ms)  "
+              f"off {off:8.1f} req/s (p99 {np.median(r['p99']['off']) * 1e3:.1f} ms)  on/off {on / off:.1%} "
+              f"(rounds {min(ratios):.1%} to {max(ratios):.1%}); impressions written {r['logged']}, "
+              f"in the store {stored}, dropped {r['dropped']}")
+
+
+if __name__ == "__main__":
+    main()
