@@ -155,6 +155,15 @@ def test_erasing_a_user_erases_their_impressions_and_pruning_old_ones_keeps_the_
     assert store.add_impressions([imp("r1", "gone", 13)]) == 1  # an erased id is forgotten
 
 
+def test_one_chunked_prune_script_serves_events_and_impressions():
+    from groundrec.shared.events import redis_impressions, redis_store
+    from groundrec.shared.events.redis_lua import chunk_prune
+
+    script = chunk_prune("s", "    redis.call('DEL', 'x')")
+    assert "XRANGE', p .. 's'" in script and "XDEL', p .. 's'" in script and "redis.call('DEL', 'x')" in script
+    assert "p .. 'log'" in redis_store.PRUNE and "p .. 'ilog'" in redis_impressions.PRUNE
+
+
 def test_a_store_written_by_the_code_before_impressions_opens_migrated_in_place(tmp_path):
     """The events table as the previous release created it (no recommendation_id column, no
     impressions table): opening it adds both and keeps every event."""

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
 
+from groundrec.shared.events.redis_lua import chunk_prune
 from groundrec.shared.events.store import Impression, impression_from_json, impression_json
 
 # ARGV: prefix, then 4 values per impression: recommendation id, user ('' for none), ts, JSON.
@@ -39,28 +40,13 @@ redis.call('DEL', p .. 'ui:' .. user)
 return #members
 """
 
-# ARGV: prefix, start id, count, before: erases one chunk's impressions older than ``before``
-# (``user`` and ``rid`` are read from the JSON); returns {last id read or '', erased}.
-PRUNE = """
-local p, start, count, before = ARGV[1], ARGV[2], tonumber(ARGV[3]), tonumber(ARGV[4])
-local entries = redis.call('XRANGE', p .. 'ilog', start, '+', 'COUNT', count)
-local erased = 0
-for _, entry in ipairs(entries) do
-  local sid, f = entry[1], {}
-  for i = 1, #entry[2], 2 do f[entry[2][i]] = entry[2][i + 1] end
-  if tonumber(f['t']) < before then
+# Erases one chunk's impressions older than ``before`` (``user`` and ``rid`` read from the JSON).
+PRUNE = chunk_prune("ilog", """
     local m = cjson.decode(f['j'])
     redis.call('DEL', p .. 'imp:' .. m['recommendation_id'])
     if type(m['user_id']) == 'string' then
-      redis.call('SREM', p .. 'ui:' .. m['user_id'], sid .. '\\31' .. m['recommendation_id'])
-    end
-    redis.call('XDEL', p .. 'ilog', sid)
-    erased = erased + 1
-  end
-end
-if #entries < count then return {'', erased} end
-return {entries[#entries][1], erased}
-"""
+      redis.call('SREM', p .. 'ui:' .. m['user_id'], id .. '\\31' .. m['recommendation_id'])
+    end""")
 
 
 class RedisImpressions:

@@ -13,6 +13,7 @@ from __future__ import annotations
 from collections.abc import Iterator, Sequence
 
 from groundrec.shared.events.redis_impressions import RedisImpressions
+from groundrec.shared.events.redis_lua import chunk_prune
 from groundrec.shared.events.store import Event, StoreUnavailable
 
 PREFIX = "groundrec:"
@@ -56,28 +57,12 @@ redis.call('DEL', p .. 'h:' .. user, p .. 'ue:' .. user)
 return #members
 """
 
-# ARGV: prefix, start id (exclusive after the first call), count, before. Erases the events of
-# one chunk of the log older than ``before``; returns {last id read or '', erased}.
-PRUNE = """
-local p, start, count, before = ARGV[1], ARGV[2], tonumber(ARGV[3]), tonumber(ARGV[4])
-local entries = redis.call('XRANGE', p .. 'log', start, '+', 'COUNT', count)
-local erased = 0
-for _, entry in ipairs(entries) do
-  local id, f = entry[1], {}
-  for i = 1, #entry[2], 2 do f[entry[2][i]] = entry[2][i + 1] end
-  if tonumber(f['t']) < before then
+PRUNE = chunk_prune("log", """
     redis.call('ZREM', p .. 'h:' .. f['u'], id .. '\\31' .. f['i'] .. '\\31' .. f['w'])
     if f['e'] ~= '' then
       redis.call('DEL', p .. 'eid:' .. f['e'])
       redis.call('SREM', p .. 'ue:' .. f['u'], f['e'])
-    end
-    redis.call('XDEL', p .. 'log', id)
-    erased = erased + 1
-  end
-end
-if #entries < count then return {'', erased} end
-return {entries[#entries][1], erased}
-"""
+    end""")
 
 
 class RedisStore(RedisImpressions):
