@@ -38,10 +38,13 @@ def sampled(key: str, share: float) -> bool:
 
 
 def impression_of(recommendation_id: str, user_id: str | None, body: bytes, arm: str | None, settings: dict,
-                  endpoint: str = "recommend", teams: list[str] | None = None) -> Impression:
-    """The impression of one answer from its JSON (read in the logger's thread, off the hot path)."""
+                  endpoint: str = "recommend", teams: list[str] | None = None,
+                  shown_at: float | None = None) -> Impression:
+    """The impression of one answer from its JSON (read in the logger's thread, off the hot
+    path), stamped with the time it was answered (``shown_at``: before any event it earns)."""
     answer = json.loads(body)
-    return Impression(recommendation_id, user_id, time.time(), answer.get("version") or "",
+    return Impression(recommendation_id, user_id, time.time() if shown_at is None else shown_at,
+                      answer.get("version") or "",
                       tuple(i["item_id"] for i in answer["items"]), arm, tuple(teams) if teams else None, endpoint,
                       json.dumps(settings, sort_keys=True, separators=(",", ":")))
 
@@ -68,7 +71,7 @@ class ImpressionLog:
         if len(self._queue) >= self.max_pending:
             self.dropped += 1
             return False
-        self._queue.append((recommendation_id, user_id, body, arm, settings, endpoint, teams))
+        self._queue.append((recommendation_id, user_id, body, arm, settings, endpoint, teams, time.time()))
         self.logged += 1
         return True
 

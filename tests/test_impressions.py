@@ -92,3 +92,25 @@ def test_sampling_keeps_whole_users_at_about_the_share():
     assert 0.23 < len(kept) / len(users) < 0.27
     assert all(sampled(u, 0.25) for u in kept[:100])  # the same user, the same decision
     assert sampled("x", 1.0) and not sampled("x", 0.0)
+
+
+def test_an_impression_is_stamped_when_answered_not_when_written(store):
+    gate = threading.Event()
+
+    def late():
+        gate.wait(5)
+        return store
+
+    imp = ImpressionLog(late, flush_interval_s=0.01)
+    try:
+        rid = new_recommendation_id()
+        before = time.time()
+        imp.log(rid, "u1", answer("v", "a"), None, {})
+        answered = time.time()
+        time.sleep(0.3)  # written well after the answer: a click sent meanwhile must not predate its list
+        gate.set()
+        imp.flush()
+        assert before <= store.impression(rid).timestamp <= answered
+    finally:
+        gate.set()
+        imp.close()

@@ -131,8 +131,9 @@ def _plots(r: dict, out: Path) -> list[str]:
         for version, days in r["days_by_version"].items():
             x = [date.fromisoformat(d) for d in days]  # dates: versions with different days stay in order
             ctr = [d["ctr"] for d in days.values()]
-            lo = [d["ctr_ci"][0] for d in days.values()]
-            hi = [d["ctr_ci"][1] for d in days.values()]
+            # a day with one user has no interval: drawn as its point (NaN leaves a gap, never an error)
+            lo = [d["ctr_ci"][0] if d["ctr_ci"][0] is not None else float("nan") for d in days.values()]
+            hi = [d["ctr_ci"][1] if d["ctr_ci"][1] is not None else float("nan") for d in days.values()]
             axes[0].plot(x, ctr, marker="o", label=version)
             axes[0].fill_between(x, lo, hi, alpha=0.2)
             axes[1].plot(x, [d["impressions"] for d in days.values()], marker="o", label=version)
