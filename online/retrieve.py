@@ -189,6 +189,15 @@ class Retriever:
             return 0
         return min(q.k, self.fresh_slots if q.fresh_slots is None else q.fresh_slots)
 
+    def _excluded(self, q: UserQuery, rows: list[int]) -> set[int]:
+        """The rows no list of this query may hold: its history (unless exclude_seen is off)
+        and the items it names in ``exclude``, in the one place the searcher excludes them."""
+        seen = set(rows) if q.exclude_seen else set()
+        if q.exclude:
+            row_of = self.v.row_of
+            seen.update(row_of[i] for i in q.exclude if i in row_of)
+        return seen
+
     def _prior(self, q: UserQuery) -> np.ndarray | None:
         """What is added to every item's score for this query: the popularity prior and, for a
         hybrid version, the freshness prior of its new items (None: nothing)."""
@@ -219,7 +228,7 @@ class Retriever:
         return self._answer(q, *self._profile(q))
 
     def _answer(self, q: UserQuery, profile: np.ndarray | None, rows: list[int], unknown: list[str]) -> Result:
-        seen = set(rows) if q.exclude_seen else set()
+        seen = self._excluded(q, rows)
         allowed = self._allowed(q.filters)
         pick = self._pick(q)
         if profile is None:
@@ -253,7 +262,7 @@ class Retriever:
                 results[n] = e
                 continue
             batch.append(profile[0])
-            asks.append(Ask(q.k, set(rows) if q.exclude_seen else set(), q.popularity_weight, self._fresh(q),
+            asks.append(Ask(q.k, self._excluded(q, rows), q.popularity_weight, self._fresh(q),
                             self._slots(q)))
             meta.append((n, q, unknown, len(rows)))
         if batch:

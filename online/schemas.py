@@ -47,6 +47,8 @@ class UserQuery(_Body):
     strategy: str = "mean"
     filters: dict[Text, FilterValue | list[FilterValue]] | None = None
     exclude_seen: bool = True
+    exclude: list[Text] | None = Field(None, max_length=10_000, description="item ids never to show in this answer "
+                                       "(excluded with the seen items; ids the version does not hold are ignored)")
     popularity_weight: float = Field(0.0, ge=0, le=100, allow_inf_nan=False,
                                      description="score = cosine + w * ln(1 + purchases)")
     text_weight: float = Field(0.5, ge=0, le=1)

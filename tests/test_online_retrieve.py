@@ -232,3 +232,15 @@ def test_diversity_takes_the_list_by_score_minus_closeness_to_what_is_taken():
     assert r.recommend_batch([UserQuery(**q, diversity=0.6)])[0].items == spread
     with pytest.raises(ValueError, match="diversity"):
         UserQuery(**q, diversity=1.5)
+
+
+def test_exclude_keeps_named_items_out_of_every_path():
+    r = Retriever(_version(CIRCLE), popularity={"i9": 5, "i8": 3})
+    single = r.recommend(UserQuery(history=["i0"], k=3, exclude=["i1", "ghost"]))
+    assert [x.item_id for x in single.items] == ["i2", "i3", "i4"]  # i1 (the nearest) left out; unknown ids ignored
+    [batched] = r.recommend_batch([UserQuery(history=["i0"], k=3, exclude=["i1"])])
+    assert [x.item_id for x in batched.items] == ["i2", "i3", "i4"]
+    popular = r.recommend(UserQuery(history=["ghost"], k=2, exclude=["i9"]))
+    assert popular.fallback == "popular" and [x.item_id for x in popular.items] == ["i8", "i0"]
+    kept = r.recommend(UserQuery(history=["i0"], k=2, exclude_seen=False, exclude=["i0"]))
+    assert [x.item_id for x in kept.items] == ["i1", "i2"]  # exclude holds even when seen items may show
