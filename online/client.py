@@ -13,10 +13,11 @@ and experiment arm).
 from __future__ import annotations
 
 import asyncio
+import json
 import time
 import uuid
 from pathlib import Path
-from urllib.parse import quote
+from urllib.parse import quote, urlencode
 
 import httpx
 
@@ -94,6 +95,15 @@ class _Http:
         return self.backoff_s * 2**attempt
 
 
+def _list_path(path: str, k: int, filters: dict | None) -> str:
+    """A GET list route with its query string (``filters`` as JSON, as the route reads it)."""
+    return f"{path}?{urlencode({'k': k, **({'filters': json.dumps(filters)} if filters else {})})}"
+
+
+def _similar_path(item_id: str, k: int, filters: dict | None) -> str:
+    return _list_path(f"/items/{quote(item_id, safe='')}/similar", k, filters)
+
+
 class Client(_Http):
     """Sync client. ``recommend(["id1", "id2"], k=10)`` -> ResultOut."""
 
@@ -142,6 +152,14 @@ class Client(_Http):
 
     def item(self, item_id: str) -> dict:
         return self._call("GET", f"/items/{item_id}")["item"]
+
+    def similar(self, item_id: str, k: int = 10, filters: dict | None = None) -> ResultOut:
+        """Items like ``item_id`` (GET /items/{id}/similar)."""
+        return ResultOut.model_validate(self._call("GET", _similar_path(item_id, k, filters)))
+
+    def popular(self, k: int = 10, filters: dict | None = None) -> ResultOut:
+        """The most popular items (GET /popular)."""
+        return ResultOut.model_validate(self._call("GET", _list_path("/popular", k, filters)))
 
     def close(self) -> None:
         self._http.close()
@@ -193,6 +211,12 @@ class AsyncClient(_Http):
 
     async def item(self, item_id: str) -> dict:
         return (await self._call("GET", f"/items/{item_id}"))["item"]
+
+    async def similar(self, item_id: str, k: int = 10, filters: dict | None = None) -> ResultOut:
+        return ResultOut.model_validate(await self._call("GET", _similar_path(item_id, k, filters)))
+
+    async def popular(self, k: int = 10, filters: dict | None = None) -> ResultOut:
+        return ResultOut.model_validate(await self._call("GET", _list_path("/popular", k, filters)))
 
     async def aclose(self) -> None:
         await self._http.aclose()

@@ -16,13 +16,14 @@ import json
 import logging
 import os
 
-from fastapi import FastAPI, Request, Response
+from fastapi import FastAPI, Query, Request, Response
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, PlainTextResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from pydantic import ValidationError
 
 from groundrec.online.config import ServeConfig
-from groundrec.online.errors import ERRORS
+from groundrec.online.errors import ERRORS, NotFound
 from groundrec.online.guard import Guard, error_reply
 from groundrec.online.hotpath import HotRoutes
 from groundrec.online.metrics import ServiceMetrics
@@ -122,6 +123,22 @@ def _routes(app: FastAPI, rec: Recommender) -> None:
     def item(item_id: str):  # sync: FastAPI runs it in a thread, as it may wait for the compute process
         return JSONResponse(rec.serving().item(item_id))
 
+    @app.get("/items/{item_id}/similar", response_model=ResultOut)
+    async def similar(item_id: str, request: Request, k: int = Query(10, ge=1), filters: str | None = None):
+        """Items like this one: ranked from the item alone as a history (its content vector and,
+        in a hybrid version, its collaborative query), the item itself left out; ``filters``: a
+        JSON object, as in /recommend. A list shown like any other (an id, an impression)."""
+        if rec.serving().unknown([item_id]):
+            raise NotFound(f"no item {item_id!r} in the serving version")
+        body = _query(history=[item_id], k=k, filters=_filters(filters))
+        return _reply(*await rec.handle(body, request.receive))
+
+    @app.get("/popular", response_model=ResultOut)
+    async def popular(request: Request, k: int = Query(10, ge=1), filters: str | None = None):
+        """The most popular items (the server's popularity: its window of events, or
+        --interactions), filters respected; a list shown like any other."""
+        return _reply(*await rec.handle(_query(history=[], k=k, filters=_filters(filters)), request.receive))
+
     @app.get("/healthz")
     async def healthz():
         return {"status": "ok"}
@@ -144,6 +161,27 @@ def _routes(app: FastAPI, rec: Recommender) -> None:
         if pools:
             metrics.set_threads(pools)
         return PlainTextResponse(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)
+
+
+def _query(**fields) -> RecommendRequest:
+    """A request built from a GET route's parameters: invalid values are a 422 like a body's."""
+    try:
+        return RecommendRequest(**fields)
+    except ValidationError as e:
+        raise RequestValidationError(e.errors()) from None
+
+
+def _filters(text: str | None) -> dict | None:
+    """A query string's ``filters``: a JSON object of column -> value(s); a UserError naming it otherwise."""
+    if text is None:
+        return None
+    try:
+        value = json.loads(text)
+    except ValueError as e:
+        raise UserError(f"filters must be a JSON object such as {{\"colour\": \"red\"}}: {e}") from None
+    if not isinstance(value, dict):
+        raise UserError(f"filters must be a JSON object of column -> value(s), not {type(value).__name__}")
+    return value
 
 
 def app_from_env() -> ServiceApp:
