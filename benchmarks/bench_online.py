@@ -23,7 +23,7 @@ Usage:
   python benchmarks/bench_online.py batch --artifacts DIR --interactions FILE [--batch 32]
                                           [--compare-artifacts OTHER_DIR] [--gil-contender]
                                           [--compare-request '{"fresh_slots": 0}']
-  python benchmarks/bench_online.py serve-memory --artifacts DIR [--workers 2] [--compute thread]
+  python benchmarks/bench_online.py serve-memory --artifacts DIR [--workers 2] [--compute thread] [--config serve.yaml]
   python benchmarks/bench_online.py ann [--kind both|hnsw|ivf] [--items 1000000]
   python benchmarks/bench_online.py gemm --artifacts DIR [--batches 1,8,16,32,64] [--compare-artifacts OTHER]
 """
@@ -323,8 +323,9 @@ def serve_memory(args) -> None:
             return "multiprocessing resource tracker"
         return "worker" if depth == 1 and args.workers > 1 else "compute process"
 
+    extra = ["--config", args.config] if args.config else []  # e.g. an experiment pinning a second version
     with serving(args.artifacts, "--encoder-variant", args.encoder_variant, "--workers", str(args.workers),
-                 "--compute", args.compute, timeout=120) as server:
+                 "--compute", args.compute, *extra, timeout=180) as server:
         for _ in range(20 * args.workers):  # reach every worker (the kernel spreads connections)
             httpx.post(server.url + "/search", json={"text": "warm up", "k": 5})
         v = load_version(args.artifacts)
@@ -373,6 +374,7 @@ def main() -> None:
     m.add_argument("--encoder-variant", default="fp32", choices=["fp32", "int8"])
     m.add_argument("--workers", type=int, default=1, help="server processes (uvicorn workers)")
     m.add_argument("--compute", default="process", choices=["process", "thread"], help="where retrieval runs")
+    m.add_argument("--config", help="a serve config YAML (e.g. an experiment whose arm pins another version)")
     g = sub.add_parser("gemm")
     g.add_argument("--artifacts", required=True)
     g.add_argument("--batches", default="1,8,16,32,64")
