@@ -25,6 +25,7 @@ a number of users = share of ``--experiments`` seeded experiments that succeed; 
 needed for 80% power are read off a grid in steps of sqrt(2), interpolated on log(users).
 
     .venv/bin/python benchmarks/bench_interleaving.py --experiments 100
+    .venv/bin/python benchmarks/bench_interleaving.py --experiments 100 --sweep-sigma-b 0.65,0.8,1.0,1.5
 """
 
 from __future__ import annotations
@@ -143,21 +144,43 @@ def main() -> None:
     ap.add_argument("--requests-mean", type=float, default=5.0, help="mean requests per user (1 + Poisson)")
     ap.add_argument("--propensity-sd", type=float, default=1.0, help="sd of log click propensity across users")
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--sweep-sigma-b", type=str, default=None,
+                    help="comma-separated sigma_b values: measure each (the effect grows with sigma_b) and print "
+                         "the ratio at each, e.g. 0.65,0.8,1.0,1.5")
     args = ap.parse_args()
+    if not args.sweep_sigma_b:
+        print(json.dumps(measure(args)))
+        return
+    rows = []
+    for sigma_b in [float(x) for x in args.sweep_sigma_b.split(",")]:
+        args.sigma_b = sigma_b
+        r = measure(args)
+        rows.append(r)
+        print(json.dumps(r), flush=True)
+    print("| sigma_b | CTR A | CTR B | relative effect | A/B users | interleaving users | ratio |")
+    print("|---|---|---|---|---|---|---|")
+    for r in rows:
+        ab, il, ratio = r["users_for_80_power"]["ab"], r["users_for_80_power"]["interleaving"], r["ratio_ab_over_interleaving"]
+        print(f"| {r['sigma_b']} | {r['ctr']['A']:.4f} | {r['ctr']['B']:.4f} | {r['ctr']['A'] / r['ctr']['B'] - 1:+.1%} | "
+              f"{ab and round(ab):,} | {il and round(il):,} | {ratio and round(ratio, 1)}x |")
+
+
+def measure(args) -> dict:
+    """Users for 80% power, A/B and interleaving, at ``args``' setting."""
     rng = np.random.default_rng(args.seed)
     s, a, b = shop(rng, 20_000, args.items, args.sigma_a, args.sigma_b)
     who, propensity = users_of(rng, 20_000, args)
     ctr = {name: float(clicks(rng, s[who], lst[who], propensity[who]).any(1).mean()) for name, lst in (("A", a), ("B", b))}
     print(f"effect: CTR A {ctr['A']:.4f}, B {ctr['B']:.4f} (relative {ctr['A'] / ctr['B'] - 1:+.1%}), "
           f"sigma_a={args.sigma_a}, sigma_b={args.sigma_b}, {args.items} items, K={K}, "
-          f"{args.requests_mean} requests per user on average, propensity sd {args.propensity_sd}")
+          f"{args.requests_mean} requests per user on average, propensity sd {args.propensity_sd}", flush=True)
     grid = [int(round(25 * 2 ** (i / 2))) for i in range(30)]  # steps of sqrt(2)
     il, il_power = users_for_power(interleaving_p, args, grid)
     ab, ab_power = users_for_power(ab_p, args, grid)
     ratio = ab / il if ab and il else None
-    print(json.dumps({"ctr": ctr, "experiments": args.experiments, "users_for_80_power": {"ab": ab, "interleaving": il},
-                      "ratio_ab_over_interleaving": ratio, "power": {"ab": ab_power, "interleaving": il_power}}))
-
+    return {"sigma_a": args.sigma_a, "sigma_b": args.sigma_b, "ctr": ctr, "experiments": args.experiments,
+            "users_for_80_power": {"ab": ab, "interleaving": il}, "ratio_ab_over_interleaving": ratio,
+            "power": {"ab": ab_power, "interleaving": il_power}}
 
 if __name__ == "__main__":
     main()

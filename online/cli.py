@@ -197,17 +197,22 @@ def online_report(
                                                       "(repeatable; default: purchase)."),
     bootstrap: int = typer.Option(1000, help="Bootstrap resamples over users for the intervals."),
     seed: int = typer.Option(0, help="Seed of the bootstrap and the randomisation tests."),
+    workers: Optional[int] = typer.Option(None, help="Processes reading parts of the time range in parallel "
+                                          "(the same results for any number; default: min(2, CPUs))."),
 ):
     """Attribute events to the lists shown (by recommendation id, else by the window) and report
     impressions, click-through, conversion, engaged position and coverage per version, arm and
     day with 95% intervals, the A/B tests between arms and the interleaving results."""
+    import os
+
     from groundrec.shared.events import StoreUnavailable
 
     try:
         from groundrec.online.report.run import ReportConfig, run
 
         data = {"events": events, "out": out, "since": _since(since), "window_s": window_s,
-                "id_window_s": id_window_s, "bootstrap": bootstrap, "seed": seed}
+                "id_window_s": id_window_s, "bootstrap": bootstrap, "seed": seed,
+                "workers": workers if workers is not None else min(2, os.cpu_count() or 1)}
         if purchase_type:
             data["purchase_types"] = purchase_type
         results = run(ReportConfig.model_validate(data))

@@ -191,3 +191,26 @@ def test_a_store_written_by_the_code_before_impressions_opens_migrated_in_place(
     reopened = open_store(f"sqlite:///{path}")  # migrating twice is a no-op
     assert reopened.impression("r9").user_id == "u1"
     reopened.close()
+
+
+def test_the_column_scans_read_what_the_object_scans_read(store):
+    """``scan_columns`` / ``scan_impression_columns`` (what the online report reads): the same
+    rows as ``scan`` / ``scan_impressions``, with ``until`` and ``named_only``; ``time_span``."""
+    import pyarrow as pa
+
+    from groundrec.shared.events.store import Event
+
+    store.add([Event("u1", "a", 10.5, "click", 1.0, "e1", "r1"), Event("u2", "b", 20.25, "purchase", 2.0, "e2"),
+               Event("u1", "é", 30.0, "click", 1.0, "e3", "r2")])
+    store.add_impressions([imp("r1", "u1", 10), imp("r2", None, 20, ("c", "a"), arm="B", teams=("B", "A"))])
+    rows = pa.concat_tables(list(store.scan_columns(chunk=2))).to_pylist()
+    assert [(r["user_id"], r["item_id"], r["timestamp"], r["type"], r["recommendation_id"]) for r in rows] == [
+        (e.user_id, e.item_id, e.timestamp, e.type, e.recommendation_id) for b in store.scan() for e in b]
+    assert [r["item_id"] for t in store.scan_columns(since=15, until=30) for r in t.to_pylist()] == ["b"]
+    assert [r["recommendation_id"] for t in store.scan_columns(named_only=True) for r in t.to_pylist()] == ["r1", "r2"]
+    assert store.time_span() == (10.5, 30.0) and store.time_span(since=40) is None
+    shown = pa.concat_tables(list(store.scan_impression_columns(chunk=1))).to_pylist()
+    assert [(m["recommendation_id"], m["user_id"], m["timestamp"], m["items"], m["arm"], m["teams"]) for m in shown] == [
+        (m.recommendation_id, m.user_id, m.timestamp, list(m.items), m.arm, list(m.teams) if m.teams else None)
+        for b in store.scan_impressions() for m in b]
+    assert [m["recommendation_id"] for t in store.scan_impression_columns(until=15) for m in t.to_pylist()] == ["r1"]

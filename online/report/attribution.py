@@ -1,5 +1,6 @@
-"""The attribution rule, the one place it is written: which list shown (impression) an event
-is credited to. The online report, the tests and the benchmarks all go through ``attribute``.
+"""The attribution rule, the one place it is written (``_credit``): which list shown
+(impression) an event is credited to. The online report, the tests and the benchmarks all go
+through ``attribute_columns`` (``attribute``: the same over objects).
 
 - An event that names a ``recommendation_id`` is credited to that impression only when the
   impression was shown to the same user and held the event's item. Otherwise (an id the log
@@ -11,23 +12,31 @@ is credited to. The online report, the tests and the benchmarks all go through `
   (a list is shown before it is clicked). An event whose id names an impression logged later
   than the event itself (a client clock behind the server's) is therefore unverified.
 
-Memory is bounded by the windows, not by the log: an impression is looked up by user for
-``window_s`` and by id for ``id_window_s`` after it was shown, then handed on with what it
-earned and forgotten. Impressions shown before ``since`` are read (as far back as the longer
-window) only so that events after ``since`` can still find them; they are not handed on."""
+Each stream comes in chunks, each in time order, as columns: a chunk of events is matched
+against the lists held in one vectorised step (by id; by (user, item) in a sort merge), never
+an object per event. Memory is bounded by the windows, not by the log: an impression is held
+until no later event can reach it (``max(window_s, id_window_s)`` after it was shown), then
+handed on with what it earned and forgotten. Impressions shown before ``since`` are read (as
+far back as the longer window) only so that events after ``since`` can still find them; they
+are not handed on."""
 
 from __future__ import annotations
 
-from collections import deque
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
+from itertools import chain
 
-from groundrec.shared.events.store import Event, Impression
+import numpy as np
+import pyarrow as pa
+
+from groundrec.online.report.held import Held, Vocab, flat_lists
+from groundrec.shared.events.store import Event, Impression, event_table
 
 # What an impression earned: (0-based position of the engaged item, event type), one entry per
 # event credited to it, in time order.
 Engagement = list[tuple[int, str]]
 Shown = tuple[Impression, Engagement]
+ITEM_CODES = 1 << 31  # (user, item) as one int64 key
 
 
 @dataclass
@@ -41,137 +50,209 @@ class AttributionCounts:
     context_impressions: int = 0  # read from before ``since`` only to attribute later events
 
 
-def attribute(events: Iterable[list[Event]], impressions: Iterable[list[Impression]], counts: AttributionCounts,
-              *, since: float | None = None, window_s: float = 1800.0, id_window_s: float = 7 * 86_400.0,
-              batch: int = 50_000) -> Iterator[list[Shown]]:
-    """Stream ``events`` and ``impressions`` (chunks, each stream in time order) and yield, in
-    batches of about ``batch``, every impression at or after ``since`` with the events credited
-    to it (``Shown``: the impression and its engagement), once no later event can change it.
-    ``counts`` is filled as it goes. Pass the impressions from ``since - max(window_s,
-    id_window_s)`` so that events just after ``since`` find the lists they came from."""
-    start = float("-inf") if since is None else since
-    keep = max(window_s, id_window_s)
-    inf = float("inf")
-    # A record: [timestamp, user, items, recommendation id, impression, engagement or None].
-    by_user: dict[str, list[list]] = {}  # records within window_s of now, per user, oldest first
-    by_id: dict[str, list] = {}  # records within ``keep`` of now
-    recent: deque[list] = deque()  # by_user's records, oldest first
-    held: deque[list] = deque()  # by_id's records, oldest first
-    out: list[Shown] = []
-    shown_iter = iter(impressions)
-    pending: list[Impression] = []
-    pos = 0
-    # Records leave their queues in sweeps, ``slack`` seconds after the oldest is due: the lookups
-    # check both windows themselves, so a record kept a little longer changes nothing.
-    slack = min(window_s, 60.0)
-    due = inf  # the time after which the oldest record is due to leave, plus slack
-    n_events = n_id = n_window = n_unverified = 0
+@dataclass
+class Attributed:
+    """Impressions handed on (``IMPRESSION_COLUMNS`` rows) and what they earned: one entry per
+    credited event, ``row`` (in ``shown``), 0-based ``position`` and ``type`` (a code into
+    ``types``), in the order of (row, event time)."""
 
-    def refill() -> float:
-        nonlocal pending, pos
-        for chunk in shown_iter:
-            if chunk:
-                pending, pos = chunk, 0
-                return chunk[0].timestamp
-        pending, pos = [], 0
-        return inf
-
-    def show(m: Impression) -> None:
-        nonlocal due
-        rec = [m.timestamp, m.user_id, m.items, m.recommendation_id, m, None]
-        by_id[m.recommendation_id] = rec
-        held.append(rec)
-        if m.user_id is not None:
-            recent.append(rec)
-            mine = by_user.get(m.user_id)
-            if mine is None:
-                by_user[m.user_id] = [rec]  # a user's lists within a window are few: a list, not a deque
-            else:
-                mine.append(rec)
-        if due == inf:
-            due = m.timestamp + min(window_s, keep) + slack
-
-    def forget(now: float) -> None:
-        nonlocal due
-        horizon = now - window_s
-        while recent and recent[0][0] < horizon:
-            user = recent.popleft()[1]
-            mine = by_user[user]
-            del mine[0]  # the user's oldest: records enter both queues in time order
-            if not mine:
-                del by_user[user]
-        horizon = now - keep
-        while held and held[0][0] < horizon:
-            rec = held.popleft()
-            if by_id.get(rec[3]) is rec:
-                del by_id[rec[3]]
-            if rec[0] >= start:
-                counts.impressions += 1
-                out.append((rec[4], rec[5] or []))
-            else:
-                counts.context_impressions += 1
-        due = min(recent[0][0] + window_s if recent else inf, held[0][0] + keep if held else inf) + slack
-
-    def tally() -> None:
-        counts.events, counts.by_id, counts.by_window, counts.unverified = n_events, n_id, n_window, n_unverified
-        counts.unattributed = n_events - n_id - n_window - n_unverified
-
-    next_ts = refill()
-    for chunk in events:
-        n_events += len(chunk)
-        for e in chunk:
-            t = e.timestamp
-            while next_ts <= t:  # the lists shown up to this event, first
-                show(pending[pos])
-                pos += 1
-                next_ts = pending[pos].timestamp if pos < len(pending) else refill()
-            if t > due:
-                forget(t)
-                if len(out) >= batch:
-                    tally()
-                    yield out
-                    out = []
-            rid = e.recommendation_id
-            if rid is not None:
-                rec = by_id.get(rid)
-                if (rec is not None and rec[1] == e.user_id and e.item_id in rec[2]
-                        and rec[0] >= t - id_window_s):
-                    _credit(rec, e)
-                    n_id += 1
-                else:
-                    n_unverified += 1
-                continue
-            mine = by_user.get(e.user_id)
-            if mine is not None:
-                horizon = t - window_s
-                for rec in reversed(mine):  # latest first
-                    if rec[0] < horizon:
-                        break
-                    if e.item_id in rec[2]:
-                        _credit(rec, e)
-                        n_window += 1
-                        break
-    tally()
-    forget(inf)  # no event is left to change a list held
-    while next_ts < inf:  # lists shown after the last event: nothing to credit them
-        m = pending[pos]
-        pos += 1
-        next_ts = pending[pos].timestamp if pos < len(pending) else refill()
-        if m.timestamp >= start:
-            counts.impressions += 1
-            out.append((m, []))
-        else:
-            counts.context_impressions += 1
-        if len(out) >= batch:
-            yield out
-            out = []
-    if out:
-        yield out
+    shown: pa.Table
+    row: np.ndarray
+    position: np.ndarray
+    type: np.ndarray
+    types: list[str]
 
 
-def _credit(rec: list, e: Event) -> None:
-    entry = (rec[2].index(e.item_id), e.type)
-    if rec[5] is None:
-        rec[5] = [entry]
+def _credit(held: Held, ts: np.ndarray, user: np.ndarray, item: np.ndarray, rids: pa.Array,
+            window_s: float, id_window_s: float) -> tuple[np.ndarray, np.ndarray, np.ndarray, int, np.ndarray]:
+    """The rule over one chunk of events (time, user and item codes, recommendation ids) and
+    the impressions held (all those shown up to the chunk's last event): the events credited
+    (indices), the impression (g) and position each is credited to, how many of them (the
+    first) by id, and the events that named an id (indices)."""
+    has_id = rids.is_valid().to_numpy(zero_copy_only=False)
+    named = np.flatnonzero(has_id)
+    g = np.fromiter((held.by_id.get(r, -1) for r in rids.filter(has_id).to_pylist()), np.int64, len(named))
+    k = g - held.base
+    ok = g >= 0
+    k_ok, e_ok = k[ok], named[ok]
+    good = ((held.user[k_ok] == user[e_ok]) & (held.ts[k_ok] <= ts[e_ok])
+            & (held.ts[k_ok] >= ts[e_ok] - id_window_s))
+    k_ok, e_ok = k_ok[good], e_ok[good]
+    pos_id = held.position(k_ok, item[e_ok])
+    shown = pos_id >= 0
+    ev_id, g_id, pos_id = e_ok[shown], k_ok[shown] + held.base, pos_id[shown]
+    # Without an id: the latest list (by time, then stream order) showing the (user, item).
+    plain = np.flatnonzero(~has_id)
+    if len(plain) and len(held):
+        near = np.flatnonzero((held.ts >= ts[plain].min() - window_s) & (held.ts <= ts[plain].max())
+                              & (held.user >= 0))
+        which, pos = held.slots(near)
+        slot_k = near[which]
+        slot_item = held.slot_item[held.starts[slot_k] + pos]
+        first = np.unique(slot_k * ITEM_CODES + slot_item, return_index=True)[1]  # an item's first position
+        slot_k, slot_item, pos = slot_k[first], slot_item[first], pos[first]
+        slot_key = held.user[slot_k] * ITEM_CODES + slot_item
+        ev_key = user[plain] * ITEM_CODES + item[plain]
+        maybe = np.isin(ev_key, slot_key) & (item[plain] >= 0)
+        cand = plain[maybe]
+        n_s = len(slot_k)
+        key = np.concatenate([slot_key, ev_key[maybe]])
+        when = np.concatenate([held.ts[slot_k], ts[cand]])
+        is_event = np.concatenate([np.zeros(n_s, bool), np.ones(len(cand), bool)])
+        order = np.lexsort((np.concatenate([slot_k, np.zeros(len(cand), np.int64)]), is_event, when, key))
+        last = np.maximum.accumulate(np.where(is_event[order], -1, np.arange(len(order))))
+        at = np.flatnonzero(is_event[order])
+        src = last[at]
+        ev = order[at] - n_s
+        hit = src >= 0
+        hit[hit] = (key[order[src[hit]]] == key[order[at[hit]]]) & (when[order[src[hit]]] >= ts[cand[ev[hit]]] - window_s)
+        slot = order[src[hit]]
+        ev_w, g_w, pos_w = cand[ev[hit]], slot_k[slot] + held.base, pos[slot]
     else:
-        rec[5].append(entry)
+        ev_w = g_w = pos_w = np.empty(0, np.int64)
+    return (np.concatenate([ev_id, ev_w]), np.concatenate([g_id, g_w]), np.concatenate([pos_id, pos_w]),
+            len(ev_id), named)
+
+
+def attribute_columns(events: Iterable[pa.Table], impressions: Iterable[pa.Table], counts: AttributionCounts, *,
+                      since: float | None = None, window_s: float = 1800.0, id_window_s: float = 7 * 86_400.0,
+                      batch: int = 50_000, until: float | None = None) -> Iterator[Attributed]:
+    """Stream ``events`` and ``impressions`` (``EVENT_COLUMNS`` and ``IMPRESSION_COLUMNS``
+    tables, each stream in time order) and yield, in batches of about ``batch`` impressions,
+    every impression at or after ``since`` with the events credited to it, once no later event
+    can change it. ``counts`` is filled as it goes. Pass the impressions from ``since -
+    max(window_s, id_window_s)`` so that events just after ``since`` find the lists they came
+    from. With ``until``, a part of a longer run: impressions at or after it are neither handed
+    on nor counted, events at or after it are matched (to credit the lists before it) but not
+    counted."""
+    start = float("-inf") if since is None else since
+    end = float("inf") if until is None else until
+    keep = max(window_s, id_window_s)
+    users, items, types = Vocab(), Vocab(), Vocab()
+    held = Held(users, items)
+    shown_iter = iter(impressions)
+    pending: pa.Table | None = None
+    out: list[Attributed] = []
+    seq = 0
+
+    def pull(upto: float) -> bool:
+        """Hold the impressions shown up to ``upto``; False once the stream is spent."""
+        nonlocal pending
+        while True:
+            if pending is None or not pending.num_rows:
+                pending = next(shown_iter, None)
+                if pending is None:
+                    return False
+                continue
+            later = np.flatnonzero(pending["timestamp"].to_numpy() > upto)
+            cut = int(later[0]) if len(later) else pending.num_rows
+            held.add(pending.slice(0, cut))
+            pending = pending.slice(cut)
+            if cut < pending.num_rows + cut:
+                return True
+
+    def release(k: int) -> None:
+        if not k:
+            return
+        rows, earned = held.release(k)
+        ts = rows["timestamp"].to_numpy()
+        mine = (ts >= start) & (ts < end)
+        counts.context_impressions += int((ts < start).sum())
+        counts.impressions += int(mine.sum())
+        if not mine.all():
+            new_row = np.cumsum(mine) - 1
+            earned = earned[:, mine[earned[0]]]
+            earned[0] = new_row[earned[0]]
+            rows = rows.filter(pa.array(mine))
+        if rows.num_rows:
+            out.append(Attributed(rows, earned[0], earned[1], earned[2], []))
+
+    def flush(final: bool = False) -> Iterator[Attributed]:
+        nonlocal out
+        if out and (final or sum(a.shown.num_rows for a in out) >= batch):
+            yield _join(out, types.values.to_pylist())
+            out = []
+
+    for chunk in _gather(events, keep):
+        ts = chunk["timestamp"].to_numpy()
+        pull(float(ts.max()))
+        ev, g, pos, n_id, named = _credit(held, ts, users.encode(chunk["user_id"]),
+                                                 items.encode(chunk["item_id"]),
+                                                 chunk["recommendation_id"].combine_chunks(), window_s, id_window_s)
+        if len(ev):
+            held.credit(g, pos, types.encode(chunk["type"].take(pa.array(ev))), seq + ev)
+        seq += chunk.num_rows
+        counted = ts < end
+        counts.events += int(counted.sum())
+        counts.by_id += int(counted[ev[:n_id]].sum())
+        counts.by_window += int(counted[ev[n_id:]].sum())
+        counts.unverified += int(counted[named].sum()) - int(counted[ev[:n_id]].sum())
+        counts.unattributed = counts.events - counts.by_id - counts.by_window - counts.unverified
+        old = np.flatnonzero(held.ts >= ts.max() - keep)  # held from the first not yet out of reach
+        release(int(old[0]) if len(old) else len(held))
+        yield from flush()
+    release(len(held))  # no event is left to change a list held
+    for table in chain([pending] if pending is not None else [], shown_iter):
+        held.add(table)  # lists shown after the last event: nothing to credit them
+        release(len(held))
+        yield from flush()
+    yield from flush(final=True)
+
+
+def _gather(events: Iterable[pa.Table], max_span: float, rows: int = 250_000) -> Iterator[pa.Table]:
+    """The event chunks joined into chunks of about ``rows`` (fewer, larger steps: each one
+    encodes against the codes known so far), none spanning more than ``max_span`` seconds (so
+    that lists are still handed on as the stream is read)."""
+    parts: list[pa.Table] = []
+    n, first = 0, 0.0
+    for chunk in events:
+        if not chunk.num_rows:
+            continue
+        ts = chunk["timestamp"]
+        if parts and (n >= rows or ts[len(ts) - 1].as_py() - first > max_span):
+            yield pa.concat_tables(parts).combine_chunks()
+            parts, n = [], 0
+        if not parts:
+            first = ts[0].as_py()
+        parts.append(chunk)
+        n += chunk.num_rows
+    if parts:
+        yield pa.concat_tables(parts).combine_chunks()
+
+
+def _join(parts: list[Attributed], types: list[str]) -> Attributed:
+    offsets = np.cumsum([0] + [a.shown.num_rows for a in parts])
+    return Attributed(pa.concat_tables([a.shown for a in parts]),
+                      np.concatenate([a.row + o for a, o in zip(parts, offsets)]),
+                      np.concatenate([a.position for a in parts]), np.concatenate([a.type for a in parts]), types)
+
+
+def attribute(events: Iterable[list[Event]], impressions: Iterable[list[Impression]], counts: AttributionCounts,
+              **settings) -> Iterator[list[Shown]]:
+    """``attribute_columns`` over chunks of ``Event`` and ``Impression`` objects, yielding each
+    impression handed on with its engagement (``Shown``)."""
+    objects: dict[str, list[Impression]] = {}
+
+    def tables() -> Iterator[pa.Table]:
+        for chunk in impressions:
+            for m in chunk:
+                objects.setdefault(m.recommendation_id, []).append(m)
+            yield impressions_table(chunk)
+
+    for a in attribute_columns((event_table([(e.user_id, e.item_id, e.timestamp, e.type, e.recommendation_id)
+                                              for e in chunk]) for chunk in events), tables(), counts, **settings):
+        engaged: list[Engagement] = [[] for _ in range(a.shown.num_rows)]
+        for r, p, t in zip(a.row.tolist(), a.position.tolist(), a.type.tolist()):
+            engaged[r].append((p, a.types[t]))
+        yield [(objects[rid].pop(0), e) for rid, e in zip(a.shown["recommendation_id"].to_pylist(), engaged)]
+
+
+def impressions_table(chunk: list[Impression]) -> pa.Table:
+    from groundrec.shared.events.store import IMPRESSION_COLUMNS
+
+    return pa.table([[m.recommendation_id for m in chunk], [m.user_id for m in chunk], [m.timestamp for m in chunk],
+                     [m.version for m in chunk], [list(m.items) for m in chunk], [m.arm for m in chunk],
+                     [list(m.teams) if m.teams is not None else None for m in chunk]], schema=IMPRESSION_COLUMNS)
+
+
+__all__ = ["Attributed", "AttributionCounts", "Shown", "attribute", "attribute_columns", "flat_lists"]

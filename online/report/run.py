@@ -4,13 +4,16 @@ attribute, tally, compute and write the report. Settings are checked here, at th
 from __future__ import annotations
 
 import time
-from dataclasses import asdict
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import asdict, fields
+from multiprocessing import get_context
+from itertools import chain
 from pathlib import Path
 
 from pydantic import Field, field_validator
 
 from groundrec.online.report import report as files
-from groundrec.online.report.attribution import AttributionCounts, attribute
+from groundrec.online.report.attribution import AttributionCounts, attribute_columns
 from groundrec.online.report.metrics import compute
 from groundrec.online.report.tally import Tally
 from groundrec.shared.config import StrictModel
@@ -29,6 +32,9 @@ class ReportConfig(StrictModel):
     alpha: float = Field(0.05, gt=0, lt=0.5)
     seed: int = 0
     chunk: int = Field(50_000, ge=100)  # rows read from the store at a time
+    # Processes, each reading its own part of the time range (the same results for any number);
+    # the command's default is min(2, CPUs), a caller inside the service keeps to its own.
+    workers: int = Field(1, ge=1, le=64)
 
     @field_validator("events")
     @classmethod
@@ -48,21 +54,11 @@ class ReportConfig(StrictModel):
 def run(cfg: ReportConfig) -> dict:
     """Compute the report and write its files; the results (as in ``results.json``)."""
     started = time.perf_counter()
-    counts = AttributionCounts()
-    tally = Tally(cfg.purchase_types)
-    back = None if cfg.since is None else cfg.since - max(cfg.window_s, cfg.id_window_s)
-    store = open_store(cfg.events)
-    try:
-        stream = attribute(store.scan(cfg.since, cfg.chunk), store.scan_impressions(back, cfg.chunk), counts,
-                           since=cfg.since, window_s=cfg.window_s, id_window_s=cfg.id_window_s)
-        for batch in stream:
-            tally.add(batch)
-    finally:
-        store.close()
+    counts, tally = read(cfg)
     read_s = time.perf_counter() - started
     results = compute(tally, bootstrap=cfg.bootstrap, alpha=cfg.alpha, seed=cfg.seed)
     results["attribution"] = asdict(counts)
-    results["settings"] = cfg.model_dump(mode="json", exclude={"out"})
+    results["settings"] = cfg.model_dump(mode="json", exclude={"out", "workers"})  # workers: speed only
     results["notes"] = []
     if counts.impressions == 0:
         results["notes"].append("no impressions in the period: is impression logging on in the service "
@@ -73,3 +69,51 @@ def run(cfg: ReportConfig) -> dict:
                            "statistics": round(time.perf_counter() - started - read_s, 3)}
     results["files"] = files.write(results, cfg.out)
     return results
+
+
+def read(cfg: ReportConfig) -> tuple[AttributionCounts, Tally]:
+    """Attribute and tally the whole period: in ``cfg.workers`` parts of its time range, one
+    process each, when the range is long enough for the overlaps (what a part reads of its
+    neighbours': ``max(window_s, id_window_s)`` of lists before it, ``window_s`` of events after
+    it and the events naming an id up to the longer window after it) to be small."""
+    keep = max(cfg.window_s, cfg.id_window_s)
+    store = open_store(cfg.events)
+    try:
+        span = store.time_span(cfg.since) if cfg.workers > 1 else None
+    finally:
+        store.close()
+    if span is None or span[1] - span[0] < 3 * keep:
+        return read_part(cfg, cfg.since, None)
+    step = (span[1] - span[0]) / cfg.workers
+    cuts = [cfg.since] + [span[0] + i * step for i in range(1, cfg.workers)] + [None]
+    with ProcessPoolExecutor(cfg.workers - 1, mp_context=get_context("spawn")) as pool:
+        early = [pool.submit(read_part, cfg, a, b) for a, b in zip(cuts[:-2], cuts[1:-1])]
+        last = read_part(cfg, cuts[-2], None)  # meanwhile, here
+        parts = [f.result() for f in early] + [last]
+    counts, tally = parts[0]
+    for later_counts, later in parts[1:]:  # a later part's context lists are an earlier part's own
+        for f in fields(counts):
+            if f.name != "context_impressions":
+                setattr(counts, f.name, getattr(counts, f.name) + getattr(later_counts, f.name))
+        tally.merge(later)
+    return counts, tally
+
+
+def read_part(cfg: ReportConfig, since: float | None, until: float | None) -> tuple[AttributionCounts, Tally]:
+    """The lists shown in [since, until) with what they earned, and the events in that range."""
+    counts, tally = AttributionCounts(), Tally(cfg.purchase_types)
+    keep = max(cfg.window_s, cfg.id_window_s)
+    store = open_store(cfg.events)
+    try:
+        events = store.scan_columns(since, cfg.chunk, until=None if until is None else until + cfg.window_s)
+        if until is not None:  # later events that name an id reach back up to the id window
+            events = chain(events, store.scan_columns(until + cfg.window_s, cfg.chunk, until=until + keep,
+                                                      named_only=True))
+        shown = store.scan_impression_columns(None if since is None else since - keep, cfg.chunk,
+                                              until=None if until is None else until + cfg.window_s)
+        for batch in attribute_columns(events, shown, counts, since=since, until=until, window_s=cfg.window_s,
+                                       id_window_s=cfg.id_window_s):
+            tally.add(batch)
+    finally:
+        store.close()
+    return counts, tally

@@ -2,7 +2,8 @@
 arm and mode (plain or interleaved) the sums the metrics need; the items shown per version and
 per arm (coverage); per user and interleaving team the credits earned.
 
-A batch of ``Shown`` is turned into columns in one pass and reduced with pyarrow's group-by;
+A batch (``Attributed``: the impressions and their credits, as columns) is reduced with
+pyarrow's group-by, with no object per list;
 the reduced rows are merged again whenever they pile up, so memory grows with the distinct
 (user, day, version, arm) cells, never with the log."""
 
@@ -12,8 +13,10 @@ from collections.abc import Iterable
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 
-from groundrec.online.report.attribution import Shown
+from groundrec.online.report.attribution import Attributed
+from groundrec.online.report.held import flat_lists
 
 KEYS = ["user", "day", "version", "arm", "interleaved"]
 SUMS = ["impressions", "clicks", "conversions", "engaged", "position_sum"]
@@ -34,68 +37,86 @@ class Tally:
         self._cell_rows = 0
         self._credits: list[pa.Table] = []
 
-    def add(self, batch: list[Shown]) -> None:
-        users, versions, arms, days, interleaved = [], [], [], [], []
-        codes, version_codes, arm_codes = self.user_codes, self.versions, self.arms
-        shown = self._shown
-        for m in (s[0] for s in batch):
-            user = m.user_id
-            if user is None:
-                self.anonymous += 1
-                users.append(-self.anonymous)
-            else:
-                code = codes.get(user)
-                users.append(code if code is not None else codes.setdefault(user, len(codes)))
-            arm = m.arm if m.arm is not None else NO_ARM
-            version = m.version
-            code = version_codes.get(version)
-            versions.append(code if code is not None else version_codes.setdefault(version, len(version_codes)))
-            code = arm_codes.get(arm)
-            arms.append(code if code is not None else arm_codes.setdefault(arm, len(arm_codes)))
-            days.append(m.timestamp)
-            interleaved.append(m.teams is not None)
-            seen = shown.get((version, arm))
-            if seen is None:
-                seen = shown[version, arm] = set()
-            seen.update(m.items)
-        n = len(batch)
-        cols = {"user": np.array(users, np.int64), "day": (np.array(days) // 86_400).astype(np.int64),
-                "version": np.array(versions, np.int64), "arm": np.array(arms, np.int64),
-                "interleaved": np.array(interleaved, np.int64)}
-        for name in SUMS[1:]:
-            cols[name] = np.zeros(n, np.int64)
-        credit_users: list[int] = []
-        credit_teams: list[int] = []
-        buy = self.purchase_types
-        for i, (m, engaged) in enumerate(batch):
-            if engaged:
-                positions = {p for p, _ in engaged}
-                cols["clicks"][i] = 1
-                cols["conversions"][i] = any(t in buy for _, t in engaged)
-                cols["engaged"][i] = len(positions)
-                cols["position_sum"][i] = sum(positions) + len(positions)  # 1-based
-                if m.teams is not None:
-                    for p in positions:
-                        credit_users.append(users[i])
-                        credit_teams.append(self.teams.setdefault(m.teams[p], len(self.teams)))
-            if m.teams is not None:  # every team of the list is in the experiment, clicked or not
-                for team in set(m.teams):
-                    credit_users.append(users[i])
-                    credit_teams.append(-1 - self.teams.setdefault(team, len(self.teams)))
-        cols["impressions"] = np.ones(n, np.int64)
+    def add(self, att: Attributed) -> None:
+        """One batch of impressions handed on with their credits, as columns."""
+        t, n = att.shown, att.shown.num_rows
+        users = self._users(t["user_id"])
+        versions = _codes(t["version"], self.versions)
+        arms = _codes(t["arm"].fill_null(NO_ARM), self.arms)
+        teams, team_row, team_start = flat_lists(t["teams"])
+        interleaved = t["teams"].is_valid().to_numpy(zero_copy_only=False)
+        self._cover(t, versions, arms)
+        buy = np.isin(att.type, [i for i, name in enumerate(att.types) if name in self.purchase_types])
+        width = int(att.position.max()) + 1 if len(att.position) else 1
+        engaged = np.unique(att.row * width + att.position)  # each engaged position of a list once
+        e_row, e_pos = engaged // width, engaged % width
+        cols = {"user": users, "day": (t["timestamp"].to_numpy() // 86_400).astype(np.int64),
+                "version": versions, "arm": arms, "interleaved": interleaved.astype(np.int64),
+                "impressions": np.ones(n, np.int64),
+                "clicks": (np.bincount(att.row, minlength=n) > 0).astype(np.int64),
+                "conversions": (np.bincount(att.row[buy], minlength=n) > 0).astype(np.int64),
+                "engaged": np.bincount(e_row, minlength=n).astype(np.int64),
+                "position_sum": np.bincount(e_row, weights=e_pos + 1, minlength=n).astype(np.int64)}
         self._cells.append(_reduce(pa.table(cols), KEYS, SUMS))
         self._cell_rows += self._cells[-1].num_rows
         if self._cell_rows > self.merge_rows:
             self._cells = [_reduce(pa.concat_tables(self._cells), KEYS, SUMS)]
             self._cell_rows = self._cells[0].num_rows
-        if credit_users:
-            teams = np.array(credit_teams, np.int64)
+        if len(teams):
+            team_codes = _codes(teams, self.teams)
+            won = interleaved[e_row]  # an engaged item of an interleaved list: its position's team
+            credited = team_codes[team_start[e_row[won]] + e_pos[won]]
+            took_part = np.unique(team_row * (len(self.teams) + 1) + team_codes)  # every team of the list
+            part_row, part_team = took_part // (len(self.teams) + 1), took_part % (len(self.teams) + 1)
             self._credits.append(_reduce(pa.table({
-                "user": np.array(credit_users, np.int64), "team": np.where(teams < 0, -1 - teams, teams),
-                "credits": (teams >= 0).astype(np.int64), "lists": (teams < 0).astype(np.int64)}),
-                ["user", "team"], ["credits", "lists"]))
+                "user": np.concatenate([users[e_row[won]], users[part_row]]),
+                "team": np.concatenate([credited, part_team]),
+                "credits": np.repeat([1, 0], [len(credited), len(part_row)]),
+                "lists": np.repeat([0, 1], [len(credited), len(part_row)])}), ["user", "team"], ["credits", "lists"]))
             if len(self._credits) > 64:
                 self._credits = [_reduce(pa.concat_tables(self._credits), ["user", "team"], ["credits", "lists"])]
+
+    def _users(self, names: pa.ChunkedArray) -> np.ndarray:
+        """Codes in order of first appearance; a list shown to no user id is its own unit (a
+        negative code)."""
+        codes = _codes(names, self.user_codes)
+        anonymous = np.flatnonzero(codes < 0)
+        codes[anonymous] = -self.anonymous - 1 - np.arange(len(anonymous))
+        self.anonymous += len(anonymous)
+        return codes
+
+    def _cover(self, t: pa.Table, versions: np.ndarray, arms: np.ndarray) -> None:
+        items, row, _ = flat_lists(t["items"])
+        names = {c: v for v, c in self.versions.items()}, {c: a for a, c in self.arms.items()}
+        pair = versions * (len(self.arms) + 1) + arms
+        for p in np.unique(pair):
+            mine = pair[row] == p
+            key = (names[0][int(p // (len(self.arms) + 1))], names[1][int(p % (len(self.arms) + 1))])
+            self._shown.setdefault(key, set()).update(pc.unique(items.filter(pa.array(mine))).to_pylist())
+
+    def merge(self, later: Tally) -> None:
+        """Add the tally of a later part of the log (its lists shown after all of this one's):
+        codes as if one tally had seen both, users numbered in order of first appearance."""
+        users = _remap(later.user_codes, self.user_codes)
+        versions, arms, teams = (_remap(a, b) for a, b in ((later.versions, self.versions),
+                                                            (later.arms, self.arms), (later.teams, self.teams)))
+        for key, items in later._shown.items():
+            self._shown.setdefault(key, set()).update(items)
+
+        def user(col: pa.ChunkedArray) -> np.ndarray:
+            code = col.to_numpy()
+            return np.where(code >= 0, users[np.maximum(code, 0)], code - self.anonymous)
+
+        cells = later.cells()
+        self._cells.append(pa.table({**{k: cells[k].to_numpy() for k in (*KEYS, *SUMS)}, "user": user(cells["user"]),
+                                     "version": versions[cells["version"].to_numpy()],
+                                     "arm": arms[cells["arm"].to_numpy()]}).select([*KEYS, *SUMS]))
+        self._cells = [_reduce(pa.concat_tables(self._cells), KEYS, SUMS)]
+        self._cell_rows = self._cells[0].num_rows
+        credits = later.credits()
+        self._credits.append(pa.table({"user": user(credits["user"]), "team": teams[credits["team"].to_numpy()],
+                                       "credits": credits["credits"].to_numpy(), "lists": credits["lists"].to_numpy()}))
+        self.anonymous += later.anonymous
 
     def coverage(self, version: str | None = None, arm: str | None = None) -> int:
         """Distinct items shown by a version (or an arm)."""
@@ -118,3 +139,19 @@ class Tally:
 def _reduce(table: pa.Table, keys: list[str], sums: list[str]) -> pa.Table:
     out = table.group_by(keys, use_threads=False).aggregate([(s, "sum") for s in sums])
     return out.rename_columns([c.removesuffix("_sum") for c in out.column_names])
+
+
+def _codes(names: pa.ChunkedArray | pa.Array, known: dict[str, int]) -> np.ndarray:
+    """Codes of ``names`` from ``known``, new names added in order of first appearance; a null
+    is -1."""
+    if isinstance(names, pa.ChunkedArray):
+        names = names.combine_chunks()
+    encoded = names.dictionary_encode()  # its dictionary: in order of first appearance
+    mapping = np.array([known.setdefault(v, len(known)) for v in encoded.dictionary.to_pylist()] + [-1], np.int64)
+    return mapping[encoded.indices.fill_null(-1).to_numpy(zero_copy_only=False)]
+
+
+def _remap(later: dict[str, int], known: dict[str, int]) -> np.ndarray:
+    """For each code of ``later`` (assigned 0, 1, ... in its insertion order), the code of the
+    same name in ``known``, which takes the new names in that order."""
+    return np.array([known.setdefault(name, len(known)) for name in later] + [-1], np.int64)

@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Iterator, Sequence
 
 from groundrec.shared.events.redis_lua import chunk_prune
-from groundrec.shared.events.store import Impression, impression_from_json, impression_json
+from groundrec.shared.events.store import Impression, impression_from_json, impression_json, impression_table
 
 # ARGV: prefix, then 4 values per impression: recommendation id, user ('' for none), ts, JSON.
 ADD = """
@@ -85,6 +85,14 @@ class RedisImpressions:
             if len(entries) < chunk:
                 return
             start = "(" + entries[-1][0]
+
+    def scan_impression_columns(self, since: float | None = None, chunk: int = 50_000, until: float | None = None):
+        """``_entries`` is ``RedisStore``'s."""
+        lo, hi = (float("-inf") if since is None else since), (float("inf") if until is None else until)
+        for entries in self._entries("ilog", chunk):
+            bodies = [f["j"] for _, f in entries if lo <= float(f["t"]) < hi]
+            if bodies:
+                yield impression_table(bodies)
 
     def prune_impressions(self, before: float, chunk: int = 5_000) -> int:
         start, erased = "-", 0

@@ -14,7 +14,7 @@ from collections.abc import Iterator, Sequence
 
 from groundrec.shared.events.redis_impressions import RedisImpressions
 from groundrec.shared.events.redis_lua import chunk_prune
-from groundrec.shared.events.store import Event, StoreUnavailable
+from groundrec.shared.events.store import Event, StoreUnavailable, event_table
 
 PREFIX = "groundrec:"
 SEP = "\x1f"
@@ -156,6 +156,33 @@ class RedisStore(RedisImpressions):
                 batch = [e for e in batch if e.timestamp >= since]
             if batch:
                 yield batch
+            if len(entries) < chunk:
+                return
+            start = "(" + entries[-1][0]
+
+    def scan_columns(self, since: float | None = None, chunk: int = 50_000, until: float | None = None,
+                     named_only: bool = False):
+        lo, hi = (float("-inf") if since is None else since), (float("inf") if until is None else until)
+        for entries in self._entries("log", chunk):
+            rows = [(f["u"], f["i"], t, f["y"], f.get("r") or None) for t, f in ((float(f["t"]), f) for _, f in entries)
+                    if lo <= t < hi and (f.get("r") or not named_only)]
+            if rows:
+                yield event_table(rows)
+
+    def time_span(self, since: float | None = None) -> tuple[float, float] | None:
+        first = self._call(self._r.xrange, f"{self.prefix}log", "-", "+", 1)
+        last = self._call(self._r.xrevrange, f"{self.prefix}log", "+", "-", 1)
+        if not first:
+            return None
+        lo, hi = float(first[0][1]["t"]), float(last[0][1]["t"])
+        lo = lo if since is None else max(lo, since)
+        return None if hi < lo else (lo, hi)
+
+    def _entries(self, key: str, chunk: int) -> Iterator[list]:
+        """The stream ``key``'s entries in order, ``chunk`` at a time."""
+        start = "-"
+        while entries := self._call(self._r.xrange, f"{self.prefix}{key}", start, "+", chunk):
+            yield entries
             if len(entries) < chunk:
                 return
             start = "(" + entries[-1][0]

@@ -17,7 +17,8 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 from groundrec.shared.errors import UserError
-from groundrec.shared.events.store import Event, Impression, StoreUnavailable, impression_from_json, impression_json
+from groundrec.shared.events.store import (Event, Impression, StoreUnavailable, event_table, impression_from_json,
+                                           impression_json, impression_table)
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS events (
@@ -71,7 +72,11 @@ def migrate(conn: sqlite3.Connection) -> None:
     by SCHEMA; new columns of old tables are added here)."""
     for table, column, kind in MIGRATIONS:
         if column not in {row[1] for row in conn.execute(f"PRAGMA table_info({table})")}:
-            conn.execute(f"ALTER TABLE {table} ADD COLUMN {column} {kind}")
+            try:
+                conn.execute(f"ALTER TABLE {table} ADD COLUMN {column} {kind}")
+            except sqlite3.OperationalError as e:  # another process migrated it between the check and now
+                if "duplicate column" not in str(e):
+                    raise
 
 
 class SQLiteStore:
@@ -216,11 +221,38 @@ class SQLiteStore:
         yield from self._scan("SELECT body FROM impressions WHERE ts >= ? ORDER BY ts, seq", since, chunk,
                               lambda r: impression_from_json(r[0]))
 
-    def _scan(self, sql: str, since: float | None, chunk: int, make) -> Iterator[list]:
+    def scan_columns(self, since: float | None = None, chunk: int = 50_000, until: float | None = None,
+                     named_only: bool = False):
+        named = " AND recommendation_id IS NOT NULL" if named_only else ""
+        yield from self._scan("SELECT user_id, item_id, ts, type, recommendation_id FROM events "
+                              f"WHERE ts >= ? AND ts < ?{named} ORDER BY ts, seq", since, chunk, None, event_table,
+                              until, raw=True)
+
+    def time_span(self, since: float | None = None) -> tuple[float, float] | None:
+        lo, hi = self._query("SELECT min(ts), max(ts) FROM events WHERE ts >= ?",
+                             (since if since is not None else float("-inf"),))[0]
+        return None if lo is None else (lo, hi)
+
+    def scan_impression_columns(self, since: float | None = None, chunk: int = 50_000, until: float | None = None):
+        # The JSON as bytes (no text decoded per row), parsed a chunk at a time by pyarrow.
+        yield from self._scan("SELECT CAST(body AS BLOB) FROM impressions WHERE ts >= ? AND ts < ? ORDER BY ts, seq",
+                              since, chunk, None, lambda rows: impression_table([r[0] for r in rows]), until)
+
+    def _scan(self, sql: str, since: float | None, chunk: int, make, whole=None, until: float | None = None,
+              raw: bool = False):
+        """Rows of ``sql`` (its arguments: ``since``, then ``until`` if it takes two) in chunks:
+        ``make`` of each row, or ``whole`` of each chunk's rows; ``raw``: text as UTF-8 bytes
+        (no str per value)."""
+        args = (since if since is not None else float("-inf"),)
+        if sql.count("?") == 2:
+            args += (until if until is not None else float("inf"),)
         try:
-            cur = self._connect().execute(sql, (since if since is not None else float("-inf"),))
+            conn = self._connect()
+            if raw:
+                conn.text_factory = bytes
+            cur = conn.execute(sql, args)
             while rows := cur.fetchmany(chunk):
-                yield [make(r) for r in rows]
+                yield whole(rows) if whole is not None else [make(r) for r in rows]
         except sqlite3.Error as e:
             raise StoreUnavailable(f"events store: {e}") from None
 

@@ -10,10 +10,13 @@ report joins the events to them."""
 
 from __future__ import annotations
 
+import io
 import json
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Protocol
+
+import pyarrow as pa
 
 from groundrec.shared.errors import UserError
 
@@ -64,6 +67,37 @@ def impression_from_json(text: str) -> Impression:
                       d["arm"], tuple(d["teams"]) if d["teams"] is not None else None, d["endpoint"], d["settings"])
 
 
+EVENT_COLUMNS = pa.schema([("user_id", pa.string()), ("item_id", pa.string()), ("timestamp", pa.float64()),
+                           ("type", pa.string()), ("recommendation_id", pa.string())])
+IMPRESSION_COLUMNS = pa.schema([("recommendation_id", pa.string()), ("user_id", pa.string()),
+                                ("timestamp", pa.float64()), ("version", pa.string()),
+                                ("items", pa.list_(pa.string())), ("arm", pa.string()),
+                                ("teams", pa.list_(pa.string()))])
+
+
+def event_table(rows: Sequence[tuple]) -> pa.Table:
+    """Rows of (user, item, timestamp, type, recommendation id) as an ``EVENT_COLUMNS`` table;
+    the text as str or as UTF-8 bytes."""
+    cols = list(zip(*rows)) if rows else [()] * 5
+    raw = bool(rows) and isinstance(rows[0][0], bytes)
+    return pa.table([pa.array(c, pa.binary()).cast(f.type) if raw and f.type == pa.string() else pa.array(c, f.type)
+                     for c, f in zip(cols, EVENT_COLUMNS)], schema=EVENT_COLUMNS)
+
+
+def impression_table(bodies: Sequence[bytes | str]) -> pa.Table:
+    """Impressions kept as JSON text (``impression_json``), parsed in one call by pyarrow: an
+    ``IMPRESSION_COLUMNS`` table, the same values as ``impression_from_json`` (``endpoint`` and
+    ``settings`` are not read)."""
+    if not bodies:
+        return IMPRESSION_COLUMNS.empty_table()
+    import pyarrow.json as pj
+
+    data = b"\n".join(bodies) if isinstance(bodies[0], bytes) else "\n".join(bodies).encode()
+    return pj.read_json(io.BytesIO(data), read_options=pj.ReadOptions(use_threads=False, block_size=len(data) + 1),
+                        parse_options=pj.ParseOptions(explicit_schema=IMPRESSION_COLUMNS,
+                                                      unexpected_field_behavior="ignore")).combine_chunks()
+
+
 class StoreUnavailable(Exception):
     """The store cannot be reached or written now (the reason says why); the caller answers
     503 and the store is tried again on the next request."""
@@ -91,6 +125,15 @@ class EventStore(Protocol):
     def scan(self, since: float | None = None, chunk: int = 50_000) -> Iterator[list[Event]]:
         """Every event with a timestamp at or after ``since``, in chunks."""
 
+    def scan_columns(self, since: float | None = None, chunk: int = 50_000, until: float | None = None,
+                     named_only: bool = False) -> Iterator[pa.Table]:
+        """``scan``'s events (before ``until`` too, when given; only those that name a
+        recommendation id with ``named_only``) as ``EVENT_COLUMNS`` tables."""
+
+    def time_span(self, since: float | None = None) -> tuple[float, float] | None:
+        """The first and the last event time at or after ``since`` (None: no event); Redis:
+        of the log's first and last entries, nearly so."""
+
     def prune(self, before: float) -> int:
         """Erase every event with a timestamp before ``before`` (retention); how many."""
 
@@ -109,6 +152,11 @@ class EventStore(Protocol):
     def scan_impressions(self, since: float | None = None, chunk: int = 50_000) -> Iterator[list[Impression]]:
         """Every impression with a timestamp at or after ``since``, in chunks: by time (SQLite)
         or in the order logged (Redis; the service logs as it answers, so nearly by time)."""
+
+    def scan_impression_columns(self, since: float | None = None, chunk: int = 50_000,
+                                until: float | None = None) -> Iterator[pa.Table]:
+        """``scan_impressions``' lists (before ``until`` too, when given) as ``IMPRESSION_COLUMNS``
+        tables."""
 
     def prune_impressions(self, before: float) -> int:
         """Erase every impression older than ``before`` (their retention); how many."""
