@@ -172,9 +172,13 @@ def candidate_system(learned, content: np.ndarray, before: list[np.ndarray], cfg
 
 
 def run_gate(mode: str, root: Path, inter: Interactions | None, item_ids: list[str], content: np.ndarray, learned,
-             collab_cfg, alpha: float = 0.05, k: int = 20, max_users: int = 5_000, seed: int = 0) -> GateDecision:
-    """The decision for a candidate published from ``content`` (rows ``item_ids``) and
-    ``learned`` (None: content only), against what CURRENT names under ``root``."""
+             collab_cfg, alpha: float = 0.05, k: int = 20, max_users: int = 5_000, seed: int = 0,
+             catalog: tuple[Interactions, list[str]] | None = None) -> GateDecision:
+    """The decision for a candidate published from ``content`` (rows ``item_ids``; ``inter``
+    the interactions on those rows) and ``learned`` (None: content only), against what CURRENT
+    names under ``root``. The window's users and items come from ``catalog`` (the interactions
+    on the catalog's rows, and its ids) when given, so an item the candidate did not publish
+    still counts against it."""
     started = time.perf_counter()
     serving = serving_version(root)
     if mode != "gate":
@@ -182,8 +186,11 @@ def run_gate(mode: str, root: Path, inter: Interactions | None, item_ids: list[s
     if serving is None or inter is None:
         return GateDecision(mode, True, "no version serving or no interactions: nothing to compare with", serving)
     path = artifact.version_path(root, serving)
-    cutoff = cutoff_of(artifact.read_manifest(path))
-    window = window_users(inter, item_ids, cutoff, max_users, seed)
+    try:
+        cutoff = cutoff_of(artifact.read_manifest(path))
+    except (OSError, ValueError) as e:  # the serving version is broken: nothing sound to keep serving
+        return GateDecision(mode, True, f"the serving version {serving} could not be read ({e}): activated", serving)
+    window = window_users(*(catalog or (inter, item_ids)), cutoff, max_users, seed)
     iso = lambda t: datetime.fromtimestamp(float(t), timezone.utc).isoformat(timespec="seconds")  # noqa: E731
     common = dict(serving_version=serving, window_from=iso(cutoff),
                   window_to=iso(inter.ts.max()) if len(inter.ts) else None, users=len(window.histories),
@@ -192,17 +199,22 @@ def run_gate(mode: str, root: Path, inter: Interactions | None, item_ids: list[s
         return GateDecision(mode, True, "no user with a history and a new item in the window: nothing to compare on",
                             seconds=round(time.perf_counter() - started, 2), **common)
     row_of = {i: n for n, i in enumerate(item_ids)}
-    before = _rows_before(inter, cutoff, len(content))
+    before = _rows_before(inter, cutoff, collab_cfg.window_days)
     ours = recall_of(candidate_system(learned, content, before, collab_cfg, seed), row_of, window, k)
-    theirs = recall_of(*serving_system(path), window, k)
+    try:
+        theirs = recall_of(*serving_system(path), window, k)
+    except (OSError, ValueError, KeyError) as e:
+        return GateDecision(mode, True, f"the serving version {serving} could not be scored ({e}): activated",
+                            seconds=round(time.perf_counter() - started, 2), **common)
     activated, p, reason = decide(ours, theirs, alpha)
     return GateDecision(mode, activated, reason, candidate=float(ours.mean()), serving=float(theirs.mean()),
                         p_value=p, seconds=round(time.perf_counter() - started, 2), **common)
 
 
-def _rows_before(inter: Interactions, cutoff: float, n_items: int) -> list[np.ndarray]:
-    """Each user's item rows before the cutoff, oldest first (what the candidate is refitted on)."""
-    keep = inter.ts <= cutoff
+def _rows_before(inter: Interactions, cutoff: float, window_days: float | None) -> list[np.ndarray]:
+    """Each user's item rows before the cutoff, oldest first: what the candidate is refitted on,
+    within its learn window (``collab.window_days`` before the cutoff) as the learn stage fits."""
+    keep = (inter.ts <= cutoff) & ((inter.ts >= cutoff - window_days * 86_400) if window_days else True)
     users, items, ts = inter.users[keep], inter.items[keep], inter.ts[keep]
     order = np.lexsort((ts, users))
     cuts = np.flatnonzero(np.diff(users[order])) + 1

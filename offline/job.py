@@ -117,7 +117,8 @@ def run_job(cfg: JobConfig, progress: bool = True) -> JobSummary:
         mode = resolve_mode(cfg.publish.activate, interactions is not None, serving_version(out))
         with clock.stage("gate"):
             gate = run_gate(mode, out, on_rows, published, vectors, learned, cfg.collab, cfg.publish.gate_alpha,
-                            cfg.publish.gate_k, cfg.publish.gate_max_users)
+                            cfg.publish.gate_k, cfg.publish.gate_max_users,
+                            catalog=(interactions, [str(i) for i in catalog_ids]) if interactions is not None else None)
         thumbnails, thumb_counts = None, None
         if cfg.thumbnails.enabled and not no_images:
             with clock.stage("thumbnails"):

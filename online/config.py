@@ -84,6 +84,13 @@ class ServeConfig(StrictModel):
                              "from X-Forwarded-For when the proxy is trusted (uvicorn's FORWARDED_ALLOW_IPS)")
 
     @model_validator(mode="after")
+    def _arms_within_limits(self) -> "ServeConfig":
+        for arm in self.experiment.arms if self.experiment else ():
+            if arm.defaults.get("k", 0) > self.max_k:
+                raise ValueError(f"experiment arm {arm.name!r}: default k={arm.defaults['k']} exceeds max_k={self.max_k}")
+        return self
+
+    @model_validator(mode="after")
     def _default_type_known(self) -> "ServeConfig":
         if self.default_event_type not in self.event_types:
             raise ValueError(f"default_event_type {self.default_event_type!r} is not one of event_types "

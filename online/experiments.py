@@ -94,8 +94,18 @@ class Experiment(StrictModel):
 
 
 def with_defaults(query, defaults: dict[str, Any]):
-    """``query`` (a ``UserQuery``) with ``defaults`` for the fields it did not send itself."""
+    """``query`` (a ``UserQuery``) with ``defaults`` for the fields it did not send itself; a
+    combination that is not a valid request (say an arm's fresh_slots above the k sent) is the
+    request's ``UserError``, naming both."""
+    from pydantic import ValidationError
+
+    from groundrec.shared.errors import UserError
+
     missing = {f: v for f, v in defaults.items() if f not in query.model_fields_set}
     if not missing:
         return query
-    return query.model_validate({**query.model_dump(exclude_unset=True), **missing})
+    try:
+        return query.model_validate({**query.model_dump(exclude_unset=True), **missing})
+    except (ValidationError, UserError) as e:
+        detail = "; ".join(err["msg"] for err in e.errors()) if isinstance(e, ValidationError) else str(e)
+        raise UserError(f"this request with its experiment arm's defaults {missing} is not valid: {detail}") from None

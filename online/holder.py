@@ -88,7 +88,14 @@ class VersionHolder:
         """Load the version CURRENT names if it is new and not rejected, or restart the serving
         one if its compute process has died (the pinned versions likewise); True when swapped."""
         self._close_retired()
-        self._check_pinned()
+        try:
+            return self._check_current()
+        finally:
+            if self._wanted_pins:
+                self._check_pinned()  # after CURRENT: a pin of the version CURRENT names shares its backend
+                self._mark()  # gc keeps the pinned versions too
+
+    def _check_current(self) -> bool:
         try:
             wanted = artifact.current_version(self.cfg.artifacts)
         except ValueError as e:  # a malformed pointer is refused like a broken version
@@ -136,6 +143,10 @@ class VersionHolder:
         """Load each pinned version not loaded yet (or whose compute process died); one that
         cannot be loaded is rejected, logged and counted, and its arm served by the current one."""
         for version_id in self._wanted_pins:
+            if self.current is not None and self.current.version_id == version_id:
+                if version_id in self.pinned:  # CURRENT moved onto a pinned version: one backend is enough
+                    self._retired.append((time.monotonic(), self.pinned.pop(version_id)))
+                continue
             loaded = self.pinned.get(version_id)
             if (loaded is not None and loaded.alive) or version_id in self.rejected:
                 continue

@@ -21,6 +21,7 @@ from collections import deque
 from groundrec.shared.events.store import Impression, StoreUnavailable
 
 log = logging.getLogger("groundrec.impressions")
+WRITE_CHUNK = 2_000  # impressions per store write
 
 
 def new_recommendation_id() -> str:
@@ -69,7 +70,8 @@ class ImpressionLog:
         if not sampled(user_id or recommendation_id, self.share):
             return False
         if len(self._queue) >= self.max_pending:
-            self.dropped += 1
+            with self._cv:
+                self.dropped += 1
             return False
         self._queue.append((recommendation_id, user_id, body, arm, settings, endpoint, teams, time.time()))
         self.logged += 1
@@ -110,13 +112,17 @@ class ImpressionLog:
             return 0
         try:
             impressions = [impression_of(*entry) for entry in batch]
-            self.store().add_impressions(impressions)
+            store = self.store()
+            for start in range(0, len(impressions), WRITE_CHUNK):  # events' commits never wait behind a huge one
+                store.add_impressions(impressions[start:start + WRITE_CHUNK])
         except StoreUnavailable as e:
-            self.dropped += len(batch)
+            with self._cv:
+                self.dropped += len(batch)
             log.warning("%d impressions not logged: %s", len(batch), e)
             return len(batch)
         except Exception:  # a bug must not stop the logger: counted and logged with its traceback
-            self.dropped += len(batch)
+            with self._cv:
+                self.dropped += len(batch)
             log.exception("%d impressions not logged", len(batch))
             return len(batch)
         self.written += len(batch)

@@ -129,7 +129,7 @@ class Recommender:
         if self.experiment.mode == "team_draft" and query.user_id is not None:
             return await self._interleaved(query, receive)
         arm = self.experiment.assign(query.user_id)
-        query = with_defaults(query, arm.defaults)
+        query = checked(self.cfg, with_defaults(query, arm.defaults))  # the limits hold for the arm's defaults too
         return self._shown(await self._queued(arm.version, query, receive), query, arm.name)
 
     async def _queued(self, version: str, query, receive) -> bytes:
@@ -162,13 +162,15 @@ class Recommender:
         """A batch request: each entry with its arm's defaults, the entries of one arm version
         answered together (one group, as before, without an experiment), each with its own id."""
         arms = [self._arm_of(q) for q in request.batch]
-        entries = [with_defaults(q, a.defaults) if a is not None else q for q, a in zip(request.batch, arms)]
+        entries = [checked(self.cfg, with_defaults(q, a.defaults)) if a is not None else q
+                   for q, a in zip(request.batch, arms)]
         groups: dict[str, list[int]] = {}
         for n, a in enumerate(arms):
             groups.setdefault(a.version if a is not None else "current", []).append(n)
-        parts = [(positions, await self._queued(version, request.model_copy(
-                     update={"batch": [entries[n] for n in positions]}), receive))
-                 for version, positions in groups.items()]
+        answers = await asyncio.gather(*(self._queued(version, request.model_copy(
+            update={"batch": [entries[n] for n in positions]}), receive if first else None)
+            for first, (version, positions) in zip([True] + [False] * len(groups), groups.items())))
+        parts = list(zip(groups.values(), answers))
         body = parts[0][1] if len(parts) == 1 else merged_results(parts, len(entries))
         ids = [new_recommendation_id() for _ in entries]
         names = [a.name if a is not None else None for a in arms]
@@ -181,7 +183,7 @@ class Recommender:
         """team_draft: both arms answer the user (each with its defaults and version), and one
         list is drafted from the two; each position is credited to the arm that gave it."""
         a, b = self.experiment.arms
-        qa, qb = with_defaults(query, a.defaults), with_defaults(query, b.defaults)
+        qa, qb = (checked(self.cfg, with_defaults(query, arm.defaults)) for arm in (a, b))
         first, second = await asyncio.gather(self._queued(a.version, qa, receive),  # one watches the client
                                              self._queued(b.version, qb, None))
         rid = new_recommendation_id()

@@ -17,6 +17,7 @@ import logging
 import os
 
 from fastapi import FastAPI, Query, Request, Response
+from fastapi.concurrency import run_in_threadpool
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, PlainTextResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
@@ -128,9 +129,9 @@ def _routes(app: FastAPI, rec: Recommender) -> None:
         """Items like this one: ranked from the item alone as a history (its content vector and,
         in a hybrid version, its collaborative query), the item itself left out; ``filters``: a
         JSON object, as in /recommend. A list shown like any other (an id, an impression)."""
-        if rec.serving().unknown([item_id]):
+        if await run_in_threadpool(rec.serving().unknown, [item_id]):  # the compute process: off the event loop
             raise NotFound(f"no item {item_id!r} in the serving version")
-        body = _query(history=[item_id], k=k, filters=_filters(filters))
+        body = _query(history=[item_id], k=k, filters=_filters(filters), exclude=[item_id])
         return _reply(*await rec.handle(body, request.receive))
 
     @app.get("/popular", response_model=ResultOut)

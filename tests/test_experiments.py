@@ -52,3 +52,18 @@ def test_request_fields_win_over_the_arm_which_wins_over_the_server():
 def test_a_bad_experiment_is_refused_naming_the_problem(bad, message):
     with pytest.raises((ValidationError, ValueError), match=message):
         exp(**bad)
+
+
+def test_an_arm_default_that_makes_the_request_invalid_is_the_request_s_error_naming_it():
+    from groundrec.shared.errors import UserError
+
+    sent = UserQuery.model_validate({"history": ["i1"], "k": 5})
+    with pytest.raises(UserError, match="arm's defaults .*fresh_slots"):
+        with_defaults(sent, {"fresh_slots": 8})
+
+
+def test_an_arm_default_k_beyond_max_k_is_refused_when_the_config_loads():
+    from groundrec.online.config import ServeConfig
+
+    with pytest.raises(ValidationError, match="default k=500 exceeds max_k=100"):
+        ServeConfig(artifacts="/tmp/x", experiment={"arms": [{"name": "A", "defaults": {"k": 500}}, {"name": "B"}]})
