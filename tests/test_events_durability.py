@@ -101,8 +101,11 @@ def test_kill_9_while_lists_are_logged_loses_no_acknowledged_event_and_only_the_
                     r = c.post("/recommend", json={"user_id": f"s{writer}", "history": history, "k": 3})
                     if r.status_code != 200:
                         continue
-                    rid, item = r.json()["recommendation_id"], r.json()["items"][0]["item_id"]
-                    answered.append(rid)
+                    answer = r.json()
+                    answered.append(answer["recommendation_id"])
+                    if not answer["items"]:
+                        continue
+                    rid, item = answer["recommendation_id"], answer["items"][0]["item_id"]
                     eid = f"f{writer}-{n}"
                     n += 1
                     e = c.post("/events", json={"events": [{"user_id": f"s{writer}", "item_id": item, "type": "view",
@@ -130,5 +133,7 @@ def test_kill_9_while_lists_are_logged_loses_no_acknowledged_event_and_only_the_
         credited = [e for b in store.scan() for e in b if e.recommendation_id]
     finally:
         store.close()
-    assert logged <= set(answered) and len(logged) >= len(answered) // 2  # best effort: only the last ones lost
+    # Best effort: only the last ones are lost; a list logged but never received is one whose
+    # answer was on its way when the server died (at most one per client in flight).
+    assert len(logged - set(answered)) <= len(threads) and len(logged & set(answered)) >= len(answered) // 2
     assert all(e.recommendation_id in logged for e in credited)  # an event is credited only to a list logged
