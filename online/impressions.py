@@ -11,12 +11,13 @@ ids it was sent, so a click right after its answer finds the list)."""
 from __future__ import annotations
 
 import hashlib
-import json
 import logging
 import threading
 import time
 import uuid
 from collections import deque
+
+from pydantic_core import from_json, to_json
 
 from groundrec.shared.events.store import Impression, StoreUnavailable
 
@@ -43,11 +44,11 @@ def impression_of(recommendation_id: str, user_id: str | None, body: bytes, arm:
                   shown_at: float | None = None) -> Impression:
     """The impression of one answer from its JSON (read in the logger's thread, off the hot
     path), stamped with the time it was answered (``shown_at``: before any event it earns)."""
-    answer = json.loads(body)
+    answer = from_json(body)  # pydantic-core's parser: several times json.loads's speed, on the GIL it shares
     return Impression(recommendation_id, user_id, time.time() if shown_at is None else shown_at,
                       answer.get("version") or "",
                       tuple(i["item_id"] for i in answer["items"]), arm, tuple(teams) if teams else None, endpoint,
-                      json.dumps(settings, sort_keys=True, separators=(",", ":")))
+                      to_json(settings).decode())
 
 
 class ImpressionLog:

@@ -18,6 +18,8 @@ from typing import Protocol
 
 import pyarrow as pa
 
+from pydantic_core import to_json
+
 from groundrec.shared.errors import UserError
 
 SCHEMES = ("sqlite", "redis", "rediss")
@@ -54,11 +56,12 @@ class Impression:
 
 
 def impression_json(m: Impression) -> str:
-    """An impression as the stores keep it: one JSON object."""
-    return json.dumps({"recommendation_id": m.recommendation_id, "user_id": m.user_id, "timestamp": m.timestamp,
-                       "version": m.version, "items": list(m.items), "arm": m.arm,
-                       "teams": list(m.teams) if m.teams is not None else None, "endpoint": m.endpoint,
-                       "settings": m.settings}, separators=(",", ":"))
+    """An impression as the stores keep it: one compact JSON object (pydantic-core's
+    serializer: the impression log writes one per answer)."""
+    return to_json({"recommendation_id": m.recommendation_id, "user_id": m.user_id, "timestamp": m.timestamp,
+                    "version": m.version, "items": list(m.items), "arm": m.arm,
+                    "teams": list(m.teams) if m.teams is not None else None, "endpoint": m.endpoint,
+                    "settings": m.settings}).decode()
 
 
 def impression_from_json(text: str) -> Impression:
