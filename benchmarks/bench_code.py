@@ -6,7 +6,7 @@ then times every user; the figure is users/s, the median over rounds, and the ra
 One compute thread, as the service scores.
 
     python benchmarks/bench_code.py --old-pythonpath /tmp/gr-base-site --artifacts DIR \\
-        --interactions FILE [--rounds 5] [--batch 16] [--k 20]
+        --interactions FILE [--rounds 5] [--batch 16] [--k 20] [--new-pythonpath OTHER_SITE]
 """
 
 from __future__ import annotations
@@ -57,6 +57,7 @@ def main() -> None:
     ap.add_argument("--artifacts", required=True)
     ap.add_argument("--interactions", required=True)
     ap.add_argument("--old-pythonpath", help="the other code tree, put first on PYTHONPATH")
+    ap.add_argument("--new-pythonpath", help="this side's tree likewise (default: the checkout as installed)")
     ap.add_argument("--rounds", type=int, default=5)
     ap.add_argument("--batch", type=int, default=16)
     ap.add_argument("--k", type=int, default=20)
@@ -70,6 +71,8 @@ def main() -> None:
            "--batch", str(args.batch), "--k", str(args.k)]
     env_new = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
     env_old = {**env_new, "PYTHONPATH": args.old_pythonpath}
+    if args.new_pythonpath:
+        env_new["PYTHONPATH"] = args.new_pythonpath
     results: dict[str, list[dict]] = {"new": [], "old": []}
     for n in range(args.rounds):  # alternate, so both trees see the same machine state
         for arm, env in (("new", env_new), ("old", env_old)) if n % 2 == 0 else (("old", env_old), ("new", env_new)):
