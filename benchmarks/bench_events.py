@@ -25,7 +25,6 @@ import os
 import random
 import shutil
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -35,8 +34,9 @@ import httpx
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_http import LUA, _wrk  # noqa: E402
+from common import start_redis  # noqa: E402
 
-from groundrec.online.testing import free_port, serving  # noqa: E402
+from groundrec.online.testing import serving  # noqa: E402
 from groundrec.shared.tables import read_table  # noqa: E402
 
 
@@ -49,15 +49,6 @@ def _user_histories(path: str, max_len: int) -> dict[str, list[tuple[str, float]
     return {u: h[-max_len:] for u, h in users.items()}
 
 
-def _redis(tmp: Path) -> tuple[subprocess.Popen, str]:
-    port = free_port()
-    proc = subprocess.Popen(["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--dir", str(tmp),
-                             "--appendonly", "yes", "--appendfsync", "always", "--save", ""],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    time.sleep(0.5)
-    return proc, f"redis://127.0.0.1:{port}/0"
-
-
 def _bodies(path: Path, lines: list[dict]) -> Path:
     path.write_text("".join(json.dumps(b) + "\n" for b in lines))
     return path
@@ -66,7 +57,7 @@ def _bodies(path: Path, lines: list[dict]) -> Path:
 def _run_store(store: str, args, users: dict, tmp: Path) -> dict:
     extra = []
     if store == "redis":
-        redis_proc, url_events = _redis(tmp / "redis")
+        redis_proc, url_events = start_redis(tmp / "redis")
     else:
         redis_proc, url_events = None, f"sqlite://{tmp / 'events.db'}"
     config = tmp / f"serve-{store}.yaml"

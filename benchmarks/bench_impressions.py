@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import subprocess
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -26,8 +26,10 @@ from groundrec.online.loadtest import load_histories
 from groundrec.online.metrics import ServiceMetrics
 from groundrec.online.recommender import Recommender
 from groundrec.online.schemas import RecommendRequest
-from groundrec.online.testing import free_port
 from groundrec.shared.events import open_store
+
+sys.path.insert(0, str(Path(__file__).parent))
+from common import start_redis  # noqa: E402
 
 
 async def _round(rec: Recommender, bodies: list[RecommendRequest], concurrency: int) -> tuple[float, float]:
@@ -45,15 +47,6 @@ async def _round(rec: Recommender, bodies: list[RecommendRequest], concurrency: 
     start = time.perf_counter()
     await asyncio.gather(*(worker() for _ in range(concurrency)))
     return len(bodies) / (time.perf_counter() - start), float(np.percentile(latencies, 99))
-
-
-def _redis(tmp: Path) -> tuple[subprocess.Popen, str]:
-    port = free_port()
-    proc = subprocess.Popen(["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--dir", str(tmp),
-                             "--appendonly", "yes", "--appendfsync", "always", "--save", ""],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    time.sleep(0.5)
-    return proc, f"redis://127.0.0.1:{port}/0"
 
 
 async def _compare(args, url: str, bodies: list[RecommendRequest]) -> dict:
@@ -93,7 +86,7 @@ def main() -> None:
           f"{args.rounds} alternating rounds, compute: thread, version {args.artifacts}")
     for store in args.stores.split(","):
         with tempfile.TemporaryDirectory() as tmp:
-            proc, url = _redis(Path(tmp)) if store == "redis" else (None, f"sqlite://{tmp}/events.db")
+            proc, url = start_redis(Path(tmp)) if store == "redis" else (None, f"sqlite://{tmp}/events.db")
             try:
                 r = asyncio.run(_compare(args, url, bodies))
                 check = open_store(url)

@@ -68,3 +68,18 @@ class PeakMemory:
     @property
     def peak_gib(self) -> float:
         return self.peak / 2**30
+
+
+def start_redis(folder: Path):
+    """A durable redis-server (appendonly, appendfsync always) on a free loopback port, data in
+    ``folder``: (its process, its URL). Stop it with ``proc.terminate()``."""
+    import subprocess
+
+    from groundrec.online.testing import free_port
+
+    port = free_port()
+    proc = subprocess.Popen(["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--dir", str(folder),
+                             "--appendonly", "yes", "--appendfsync", "always", "--save", ""],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    time.sleep(0.5)
+    return proc, f"redis://127.0.0.1:{port}/0"
