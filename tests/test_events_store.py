@@ -214,3 +214,145 @@ def test_the_column_scans_read_what_the_object_scans_read(store):
         (m.recommendation_id, m.user_id, m.timestamp, list(m.items), m.arm, list(m.teams) if m.teams else None)
         for b in store.scan_impressions() for m in b]
     assert [m["recommendation_id"] for t in store.scan_impression_columns(until=15) for m in t.to_pylist()] == ["r1"]
+
+
+# --- the live catalog's change log (the items API's puts, patches, deletes) -----------------
+from groundrec.shared.events import ItemChange  # noqa: E402
+
+
+def chg(item, op="put", ts=1.0, fields='{"title": "x"}', seq=0):
+    return ItemChange(item, op, fields, float(ts), seq)
+
+
+def test_item_changes_read_back_in_commit_order_with_increasing_seq_apart_from_the_events(store):
+    sent = [chg("a", ts=10.25, fields='{"title": "Café ✓", "price": 9.99}'), chg("a", "patch", 11, '{"price": 5}'),
+            chg("b", "delete", 12, "{}", seq=99), chg("a", ts=10.25, fields='{"title": "Café ✓", "price": 9.99}')]
+    assert store.add_item_changes(sent) == 4 and store.add_item_changes([]) == 0
+    got = store.item_changes()
+    assert [(c.item_id, c.op, c.fields, c.timestamp) for c in got] == [
+        (c.item_id, c.op, c.fields, c.timestamp) for c in sent]  # the same change twice is stored twice
+    seqs = [c.seq for c in got]
+    assert seqs[0] > 0 and seqs == sorted(set(seqs)) and 99 not in seqs  # the store assigns seq
+    assert store.add_item_changes([chg("c", ts=13)]) == 1
+    assert [(c.item_id, c.seq > seqs[-1]) for c in store.item_changes(after=seqs[-1])] == [("c", True)]
+    # A log of its own: no event, nothing exported, untouched by the events' erasure and retention.
+    assert store.count() == 0 and list(store.scan()) == [] and store.time_span() is None
+    store.delete_user("a")
+    store.prune(before=float("inf"))
+    store.prune_impressions(before=float("inf"))
+    assert len(store.item_changes()) == 5
+
+
+def test_item_changes_page_by_after_and_limit_and_prune_keeps_the_rest(store):
+    store.add_item_changes([chg(f"i{n}", ts=n) for n in range(7)])
+    pages, cursor = [], 0
+    while page := store.item_changes(after=cursor, limit=3):
+        pages.append([c.item_id for c in page])
+        cursor = page[-1].seq
+    assert pages == [["i0", "i1", "i2"], ["i3", "i4", "i5"], ["i6"]]
+    assert store.item_changes(after=cursor) == [] and store.item_changes(limit=0) == []
+    every = store.item_changes()
+    assert store.prune_item_changes(through=every[2].seq) == 3
+    assert store.item_changes() == every[3:]  # the rest kept, with their seq
+    assert store.item_changes(after=0, limit=1) == every[3:4]
+    assert store.prune_item_changes(through=every[2].seq) == 0
+    assert store.prune_item_changes(through=every[-1].seq) == 4 and store.item_changes() == []
+    store.add_item_changes([chg("late")])
+    assert store.item_changes()[0].seq > every[-1].seq  # a pruned seq is never handed out again
+
+
+def test_concurrent_item_change_writers_lose_nothing_and_a_poller_misses_nothing(store):
+    """Eight writers on two store objects (as two processes would), and a reader polling what
+    is new by ``after``, as the servers do: the seqs are unique and increase in each writer's
+    order, and the poller, which never reads a seq twice, ends up with every change."""
+    second = open_store(store.url)
+    done, polled = threading.Event(), []
+
+    def write(n):
+        s = store if n % 2 else second
+        for j in range(20):
+            s.add_item_changes([chg(f"w{n}-{j}-0", ts=j), chg(f"w{n}-{j}-1", "patch", j, '{"n": 1}')])
+
+    def poll():
+        cursor = 0
+        while True:
+            last_round = done.is_set()
+            while page := store.item_changes(after=cursor, limit=7):
+                polled.extend(page)
+                cursor = page[-1].seq
+            if last_round:
+                return
+
+    writers = [threading.Thread(target=write, args=(n,)) for n in range(8)]
+    poller = threading.Thread(target=poll)
+    try:
+        poller.start()
+        for t in writers:
+            t.start()
+        for t in writers:
+            t.join()
+        done.set()
+        poller.join()
+    finally:
+        second.close()
+    every = store.item_changes(limit=100_000)
+    assert len(every) == 8 * 20 * 2
+    seqs = [c.seq for c in every]
+    assert seqs == sorted(set(seqs))
+    for n in range(8):
+        assert [c.item_id for c in every if c.item_id.startswith(f"w{n}-")] == [
+            f"w{n}-{j}-{k}" for j in range(20) for k in range(2)]
+    assert [c.seq for c in polled] == seqs
+
+
+def test_redis_item_changes_and_their_counter_survive_a_killed_server(redis_server):
+    import redis
+
+    redis_server.flush()
+    s = open_store(redis_server.url)
+    try:
+        s.add_item_changes([chg("a"), chg("b", "delete", 2, "{}")])
+        before = s.item_changes()
+        redis_server.stop(hard=True)  # kill -9: appendfsync always kept what was acknowledged
+        redis_server.start()
+        assert s.item_changes() == before
+        s.add_item_changes([chg("c")])
+        assert s.item_changes(after=before[-1].seq)[0].seq == before[-1].seq + 1
+        keys = {k.decode() for k in redis.Redis.from_url(redis_server.url).keys("*")}
+        assert keys == {"groundrec:items:log", "groundrec:items:seq"}
+        from groundrec.shared.events.redis_store import RedisStore
+
+        other = RedisStore(redis_server.url, prefix="other:")  # keys under the store's prefix
+        assert other.item_changes() == [] and other.prune_item_changes(10**9) == 0
+        other.close()
+        assert len(s.item_changes()) == 3
+    finally:
+        s.close()
+
+
+def test_a_store_written_before_item_changes_opens_migrated_in_place(tmp_path):
+    """A file with the previous release's tables (events, impressions) and no item_changes:
+    opening it creates the table and keeps the events; opening it again is a no-op."""
+    import sqlite3
+
+    from groundrec.shared.events import sqlite as sqlite_store
+
+    path = tmp_path / "old.db"
+    conn = sqlite3.connect(path)
+    conn.executescript(sqlite_store.SCHEMA + "INSERT INTO events (event_id, user_id, item_id, ts, type, weight) "
+                       "VALUES ('e1', 'u1', 'a', 1.0, 'view', 1.0);")
+    conn.commit()
+    assert "item_changes" not in {r[0] for r in conn.execute("SELECT name FROM sqlite_master")}
+    conn.close()
+    store = open_store(f"sqlite:///{path}")
+    try:
+        assert store.item_changes() == []
+        assert store.add_item_changes([chg("a", ts=5), chg("a", "delete", 6, "{}")]) == 2
+        assert store.history("u1", 5) == [("a", 1.0, 1.0)]
+    finally:
+        store.close()
+    reopened = open_store(f"sqlite:///{path}")
+    try:
+        assert [(c.item_id, c.op, c.seq) for c in reopened.item_changes()] == [("a", "put", 1), ("a", "delete", 2)]
+    finally:
+        reopened.close()

@@ -3,7 +3,8 @@
 Keys (under ``groundrec:``): ``log``, a stream of every event (what export reads);
 ``h:<user>``, a sorted set of the user's events by time (what a profile reads, one round
 trip); ``ue:<user>``, the user's event ids; ``eid:<id>``, an id seen (idempotency); the
-impressions' keys are in ``redis_impressions``. Each
+impressions' keys are in ``redis_impressions``, the live catalog's changes' in
+``redis_items``. Each
 ``add`` is one Lua script, so a batch is applied whole or not at all and a retried event id
 is skipped atomically. Durability is Redis's: run it with ``appendonly yes`` and
 ``appendfsync always`` for no loss of an acknowledged event (docs/operations.md)."""
@@ -13,6 +14,7 @@ from __future__ import annotations
 from collections.abc import Iterator, Sequence
 
 from groundrec.shared.events.redis_impressions import RedisImpressions
+from groundrec.shared.events.redis_items import RedisItems
 from groundrec.shared.events.redis_lua import chunk_prune
 from groundrec.shared.events.store import Event, StoreUnavailable, event_table
 
@@ -65,7 +67,7 @@ PRUNE = chunk_prune("log", """
     end""")
 
 
-class RedisStore(RedisImpressions):
+class RedisStore(RedisImpressions, RedisItems):
     def __init__(self, url: str, prefix: str = PREFIX):
         import redis
 
@@ -76,6 +78,7 @@ class RedisStore(RedisImpressions):
         self._delete = self._r.register_script(DELETE)
         self._prune = self._r.register_script(PRUNE)
         self._scripts_for_impressions()
+        self._scripts_for_items()
         self._async = None  # redis.asyncio client of the service's event loop (ahistories)
 
     def _call(self, fn, *args):

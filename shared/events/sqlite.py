@@ -6,7 +6,7 @@ request) queue their events, and whichever finds no commit running writes everyt
 in one transaction and wakes the others, so a commit's fsync is shared by all the requests
 that arrived meanwhile. ``synchronous=FULL``: an acknowledged event survives a killed
 process and a power loss. ``secure_delete`` and a WAL checkpoint after an erasure leave no
-byte of an erased user in the files."""
+byte of an erased user in the files. The live catalog's change log is in ``sqlite_items``."""
 
 from __future__ import annotations
 
@@ -17,6 +17,7 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 from groundrec.shared.errors import UserError
+from groundrec.shared.events.sqlite_items import ITEMS_SCHEMA, SQLiteItems
 from groundrec.shared.events.store import (Event, Impression, StoreUnavailable, event_table, impression_from_json,
                                            impression_json, impression_table)
 
@@ -79,13 +80,13 @@ def migrate(conn: sqlite3.Connection) -> None:
                     raise
 
 
-class SQLiteStore:
+class SQLiteStore(SQLiteItems):
     def __init__(self, url: str):
         self.url, self.path = url, path_of(url)
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             self._writer = self._connect()
-            self._writer.executescript(SCHEMA)
+            self._writer.executescript(SCHEMA + ITEMS_SCHEMA)
             migrate(self._writer)
         except (OSError, sqlite3.Error) as e:
             raise StoreUnavailable(f"events store {self.path}: {e}") from None

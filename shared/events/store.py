@@ -4,7 +4,8 @@ An event is (user, item, time, type, weight, optional id, optional recommendatio
 returns once the events are durable and skips an event whose id was stored before (a retried
 request is harmless); ``history`` is a user's latest events, oldest first, as a profile reads
 them; ``delete_user`` erases everything of a user, impressions included; ``scan`` reads the log
-for export; ``popularity`` sums weights per item over a window. An impression is a list shown
+for export; ``popularity`` sums weights per item over a window. Item changes (the items API's
+puts, patches and deletes) are a log of their own, read in commit order. An impression is a list shown
 (``recommendation_id``, user, version, arm, items in order): the service logs them, the online
 report joins the events to them."""
 
@@ -53,6 +54,21 @@ class Impression:
     teams: tuple[str, ...] | None = None  # interleaving: the arm credited for each position
     endpoint: str = "recommend"  # or "search"
     settings: str = "{}"  # the request's settings that matter, as JSON text
+
+
+@dataclass(frozen=True, slots=True)
+class ItemChange:
+    """One change to the live catalog (the items API): ``put`` (an upsert: the item's catalog
+    columns as sent), ``patch`` (a few fields merged over the item's current ones) or
+    ``delete``; ``fields`` is a JSON object's text. ``seq`` is assigned by the store, increasing
+    in commit order (0 until stored): a reader that has applied every change up to ``seq`` asks
+    for those after it."""
+
+    item_id: str
+    op: str  # "put" | "patch" | "delete"
+    fields: str = "{}"
+    timestamp: float = 0.0
+    seq: int = 0
 
 
 def impression_json(m: Impression) -> str:
@@ -163,6 +179,17 @@ class EventStore(Protocol):
 
     def prune_impressions(self, before: float) -> int:
         """Erase every impression older than ``before`` (their retention); how many."""
+
+    def add_item_changes(self, changes: Sequence[ItemChange]) -> int:
+        """Store live-catalog changes durably, in order (their ``seq`` is ignored: the store
+        assigns it); how many were stored."""
+
+    def item_changes(self, after: int = 0, limit: int = 10_000) -> list[ItemChange]:
+        """The stored changes with ``seq > after``, by ``seq`` ascending, at most ``limit``; a
+        change committed later always gets a higher ``seq`` than one already readable."""
+
+    def prune_item_changes(self, through: int) -> int:
+        """Erase the changes with ``seq <= through`` (a published version absorbed them); how many."""
 
     def close(self) -> None: ...
 
