@@ -16,6 +16,7 @@ from groundrec.offline.cache import EmbeddingCache, cache_key
 from groundrec.offline.config import EncoderConfig
 from groundrec.offline.vlm.base import model_fingerprint
 from groundrec.shared.errors import UserError
+from groundrec.shared.text import render  # noqa: F401  (the job's and the service's one template rule)
 
 ALIASES = {"sentence-transformers/all-MiniLM-L6-v2", "all-MiniLM-L6-v2"}
 
@@ -57,22 +58,6 @@ def _device() -> str:
     import torch
 
     return "cuda" if torch.cuda.is_available() else "cpu"
-
-
-class _Blank(dict):
-    def __missing__(self, key: str) -> str:
-        return ""
-
-
-_JOINERS = re.compile(r"(\s*[.,;:]\s*){2,}")
-
-
-def render(template: str, row: dict) -> str:
-    """Fill the template; absent or empty values leave no dangling punctuation."""
-    values = _Blank({k: ("" if v is None else str(v).strip()) for k, v in row.items()})
-    text = template.format_map(values)
-    text = _JOINERS.sub(lambda m: m.group(0).strip()[0] + " ", text)
-    return re.sub(r"\s+", " ", text).strip(" .,;:") or ""
 
 
 def build_texts(table: pa.Table, template: str) -> list[str]:

@@ -34,5 +34,12 @@ class Backend(Protocol):
     def set_popularity(self, popularity: dict[str, float] | None) -> None:
         """Replace the interactions per item id behind the prior and the popular fallback."""
 
+    def apply_live(self, arg) -> dict:
+        """Apply live items (``online/live``): ``arg`` is (LiveItems, their embeddings or None);
+        the embeddings computed."""
+
+    def check_live(self, changes: list) -> None:
+        """Refuse changes the version cannot take (``online/live.check_changes``)."""
+
     def close(self) -> None:
         """Release what the backend holds (a compute process is stopped)."""

@@ -46,7 +46,7 @@ def _child(conn, cfg_json: str, version_id: str, path: str, popularity: dict | N
     gc.freeze()  # the version's objects live as long as this process: out of the collector's sight
     conn.send(("ready", threads))
     ops = {"answer": serving.answer, "item": serving.item, "unknown": serving.unknown,
-           "popularity": serving.set_popularity}
+           "popularity": serving.set_popularity, "live": serving.apply_live, "check_live": serving.check_live}
     while True:
         try:
             op, arg = conn.recv()
@@ -152,10 +152,14 @@ class RemoteServing:
         self.version_id, self.limits = version_id, limits
         self._start_child = start_child  # popularity -> a new ComputeProcess of this version
         self._popularity = popularity
-        self._lock = threading.Lock()
+        self._lock = threading.RLock()  # _replace starts a child (``_started``) under it
         self._closed = False
         self.replaced = 0  # children replaced after a death or a hang
-        self.process = start_child(popularity)
+        # The live items applied (id -> LiveItem) and their embeddings: a child started later
+        # (a replacement, a standby) gets them before it serves, without encoding them again.
+        self._live: dict = {}
+        self._vectors: dict = {}
+        self.process = self._started(popularity)
         self.standby: ComputeProcess | None = None
         if limits.compute_standby:
             self._refill()
@@ -190,7 +194,7 @@ class RemoteServing:
                 standby, self.standby = self.standby, None
                 if standby is None or not standby.alive:
                     try:  # no standby: load one now, the call waits
-                        standby = self._start_child(self._popularity)
+                        standby = self._started(self._popularity)
                     except VersionError as e:  # not the request's fault (VersionError is a UserError)
                         raise ComputeDied(f"version {self.version_id}: no compute process could be started: {e}") from None
                 self.process = standby
@@ -204,7 +208,7 @@ class RemoteServing:
         """Start a standby in the background (a failure is logged; the next death then waits)."""
         def run():
             try:
-                child = self._start_child(self._popularity)
+                child = self._started(self._popularity)
             except Exception as e:
                 log.error("version %s: no standby compute process: %s", self.version_id, e)
                 return
@@ -215,11 +219,54 @@ class RemoteServing:
                     self.standby, extra = child, None
             if extra is not None:
                 extra.close()
+                return
+            with self._lock:  # what was applied while it loaded (applying again skips the rest)
+                live, vectors = list(self._live.values()), dict(self._vectors)
+            if live:
+                try:
+                    child.call("live", (live, vectors))
+                except ComputeDied:
+                    pass
 
         threading.Thread(target=run, name=f"groundrec-standby-{self.version_id}", daemon=True).start()
 
+    def _started(self, popularity):
+        """A new child with this backend's popularity and live items."""
+        child = self._start_child(popularity)
+        with self._lock:
+            live, vectors = list(self._live.values()), dict(self._vectors)
+        if live:
+            try:
+                child.call("live", (live, vectors))
+            except BaseException:
+                child.close()
+                raise
+        return child
+
     def answer(self, items: list) -> list:
         return self._call("answer", items)
+
+    def apply_live(self, arg) -> dict:
+        """Apply live items in the child, then in its standby with the embeddings the child
+        computed (encoded once); remembered for the children started later."""
+        items, given = arg
+        computed = self._call("live", (items, given))
+        with self._lock:
+            for item in items:
+                self._live[item.item_id] = item
+                self._vectors.pop(item.item_id, None)
+            self._vectors.update(given or {})
+            self._vectors.update(computed)
+        standby = self.standby
+        if standby is not None and standby.alive:
+            try:
+                standby.call("live", (items, {**(given or {}), **computed}))
+            except ComputeDied:  # replaced by the next refill, which gets every live item
+                pass
+        return computed
+
+    def check_live(self, changes: list) -> None:
+        return self._call("check_live", changes)
 
     def item(self, item_id: str) -> dict:
         return self._call("item", item_id)

@@ -56,6 +56,11 @@ class ServeConfig(StrictModel):
                                "in the event store (1: all, 0: none; whole users, by a hash of their id)")
     experiment: Experiment | None = Field(None, description="arms compared on live traffic (A/B or team_draft "
                                           "interleaving): each a version ('current' or an id) plus request defaults")
+    # The live catalog: PUT/PATCH/DELETE /items, stored in the event store, applied online.
+    live_poll_s: float = Field(0.25, gt=0, description="how often changes stored through other workers and replicas "
+                               "are read and applied (this server's own are applied before it answers)")
+    max_item_chars: int = Field(10_000, ge=1, description="longest text value of an item sent to the items API")
+    max_items_batch: int = Field(1000, ge=1, description="most items in one POST /items")
     body_timeout_s: float = Field(10.0, gt=0, description="a request body not received within this is refused (408)")
     # Throughput: threads, micro-batching, admission control, processes.
     compute: Literal["process", "thread"] = Field(

@@ -55,8 +55,9 @@ def _key(scope, headers: dict) -> bytes:
 
 
 def is_write(method: str, path: str) -> bool:
-    """Requests that change stored data: posting events, erasing a user."""
-    return (method == "POST" and path == "/events") or (method == "DELETE" and path.startswith("/users/"))
+    """Requests that change stored data: posting events, erasing a user, changing the live catalog."""
+    return ((method == "POST" and path in ("/events", "/items")) or (method == "DELETE" and path.startswith("/users/"))
+            or (method in ("PUT", "PATCH", "DELETE") and path.startswith("/items/")))
 
 
 class Guard:

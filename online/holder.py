@@ -58,6 +58,10 @@ class VersionHolder:
         # Versions an experiment's arms name by id, loaded beside the current one and kept (none
         # without an experiment); a pinned id that is also CURRENT's shares its backend.
         self.pinned: dict[str, Backend] = {}
+        # The live catalog (the items API) as applied, id -> LiveItem: every backend gets it,
+        # one loaded later (a hot swap, a pinned arm) before it serves.
+        self.live: dict = {}
+        self._live_lock = threading.Lock()
         self._wanted_pins = sorted(v for v in (cfg.experiment.versions() if cfg.experiment else ()) if v != "current")
 
     def backend(self, version: str) -> Backend | None:
@@ -77,6 +81,22 @@ class VersionHolder:
         for backend in [self.current, *self.pinned.values()]:
             if backend is not None and backend.alive:
                 backend.set_popularity(popularity)
+
+    def apply_live(self, items: list) -> None:
+        """Apply live items to every loaded version (the current one and the pinned arms)."""
+        with self._live_lock:
+            for item in items:
+                self.live[item.item_id] = item
+            backends = {id(b): b for b in [self.current, *self.pinned.values()] if b is not None}
+            for backend in backends.values():
+                backend.apply_live((items, None))
+
+    def _with_live(self, backend: Backend) -> None:
+        """Give a backend about to serve every live item: the bulk first, then, under the lock
+        its caller holds while it swaps the backend in, what arrived meanwhile (skipped when
+        applied already)."""
+        if self.live:
+            backend.apply_live((list(dict(self.live).values()), None))  # a copy: applied to meanwhile
 
     def build(self, version_id: str) -> Backend:
         path = artifact.locate(self.cfg.artifacts, version_id, self.cfg.version_cache_dir)  # copied here if remote
@@ -124,7 +144,10 @@ class VersionHolder:
             if self._on_failed:
                 self._on_failed(wanted, str(e))
             return False
-        previous, self.current = self.current, serving
+        self._with_live(serving)  # the bulk, while the old version still serves
+        with self._live_lock:
+            self._with_live(serving)
+            previous, self.current = self.current, serving
         if previous is not None:  # closed (a compute process stopped) once batches begun on it are done
             self._retired.append((time.monotonic(), previous))
         del previous
@@ -153,7 +176,11 @@ class VersionHolder:
             if loaded is not None:  # its compute process died
                 self.pinned.pop(version_id).close()
             try:
-                self.pinned[version_id] = self.build(version_id)
+                backend = self.build(version_id)
+                self._with_live(backend)
+                with self._live_lock:
+                    self._with_live(backend)
+                    self.pinned[version_id] = backend
                 log.info("experiment: version %s loaded beside the current one", version_id)
             except Exception as e:  # an arm's broken version never takes the service down
                 self.rejected[version_id] = f"{type(e).__name__}: {e}"

@@ -17,6 +17,7 @@ from fastapi.concurrency import run_in_threadpool
 from groundrec.online.answers import interleaved, merged_results, settings_of, stamped, stamped_results
 from groundrec.online.backend import Backend
 from groundrec.online.batching import MicroBatcher
+from groundrec.online.catalog import LiveCatalog
 from groundrec.online.config import ServeConfig
 from groundrec.online.errors import ClientGone, Reply, Unavailable
 from groundrec.online.events import Events
@@ -47,6 +48,7 @@ class Recommender:
                                     worker_init=self._scoring_thread_limits if cfg.compute == "thread" else None)
         metrics.queue_depth.set_function(lambda: self.batcher.depth)
         self.events = Events(cfg, self.serving, metrics)
+        self.catalog = LiveCatalog(cfg, self.events, self.holder, self.serving)  # the items API
         self.experiment = cfg.experiment
         # The lists shown, logged after the answer (with events on and a share above 0).
         self.impressions = (ImpressionLog(self.events.store, cfg.impressions, on_written=metrics.impressions_written)
@@ -101,10 +103,12 @@ class Recommender:
         await run_in_threadpool(self.holder.start if watch else self.holder.check)
         self.batcher.start()
         self.events.follow_popularity(self.holder)
+        await run_in_threadpool(self.catalog.follow)  # the live items, applied before serving
         try:
             yield
         finally:
             await self.batcher.stop()
+            self.catalog.close()
             self.holder.stop()
             if self.impressions is not None:
                 self.impressions.close()

@@ -11,6 +11,7 @@ from typing import Literal
 import numpy as np
 
 from groundrec.online.filters import allowed_rows, group_codes
+from groundrec.online.live import LiveOverlay, latest_items
 from groundrec.online.search import IndexSearch
 from groundrec.online.schemas import HistoryEntry, UserQuery
 from groundrec.shared.artifact import WINDOW_INTERACTIONS
@@ -74,17 +75,23 @@ class Retriever:
                  if self.hybrid and WINDOW_INTERACTIONS in version.items.column_names else None)
         self.new_rows = pop.new_items(fresh) if fresh is not None else None
         self.searcher = IndexSearch(version, overfetch, exact_subset_max, self.new_rows)
+        self.popularity_map: dict[str, float] | None = None
+        self.counts = np.zeros(0)
         self.ranker = self.searcher.ranker  # the one searcher: every list is ranked by it
         self.exact_t = self.searcher.exact_t  # a flat index's vectors, transposed: the batch path's product
         self.set_popularity(popularity)
         self.fresh_weight = version.collab_fresh_weight if fresh is not None else 0.0
         self.fresh_slots = version.collab_fresh_slots if fresh is not None else 0
         self.projected = version.project_query is not None
+        # Live items (the items API), applied between batches: rows added, rows removed.
+        self.live = LiveOverlay(self) if {"hidden", "available_until"} & set(version.items.column_names) else None
 
     def set_popularity(self, popularity: dict[str, float] | None) -> None:
         """Interactions per item id: the prior and the popular fallback (replaced whole, so a
         batch in flight reads the old or the new, never a mix)."""
-        self.ranker.set_counts(pop.counts_by_row(popularity, self.v.row_of, self.v.index.ntotal))
+        self.popularity_map = popularity
+        self.counts = pop.counts_by_row(popularity, self.v.row_of, self.v.index.ntotal)
+        self.ranker.set_counts(self.counts)
 
     # --- building blocks -------------------------------------------------------------
     def _profile(self, q: UserQuery, text_vector: np.ndarray | None = None) -> tuple[np.ndarray | None, list[int], list[str]]:
@@ -193,6 +200,8 @@ class Retriever:
         """The rows no list of this query may hold: its history (unless exclude_seen is off)
         and the items it names in ``exclude``, in the one place the searcher excludes them."""
         seen = set(rows) if q.exclude_seen else set()
+        if self.live is not None:  # replaced, hidden, expired and deleted items
+            seen.update(self.live.excluded())
         if q.exclude:
             row_of = self.v.row_of
             seen.update(row_of[i] for i in q.exclude if i in row_of)
@@ -232,6 +241,8 @@ class Retriever:
         allowed = self._allowed(q.filters)
         pick = self._pick(q)
         if profile is None:
+            if q.order == "latest":
+                return self._result(latest_items(self, q.k, seen, allowed, pick), q.with_fields, unknown, "latest")
             if self.fallback == "error":
                 raise NoHistory(f"no known item in the history ({len(unknown)} unknown) and no text: nothing to rank by")
             return self._result(self.ranker.popular(q.k, seen, allowed, pick), q.with_fields, unknown, "popular")
@@ -272,3 +283,10 @@ class Retriever:
 
     def search(self, text: str, k: int = 10, filters: dict | None = None, with_fields: bool = False) -> Result:
         return self.recommend(UserQuery(text=text, k=k, filters=filters, with_fields=with_fields))
+
+    def apply_live(self, items: list, vectors: dict | None = None) -> dict:
+        """Apply the live catalog's items (``shared.live_items.LiveItem``) to this version
+        (``online/live``); the embeddings computed, for a standby to reuse."""
+        if self.live is None:
+            self.live = LiveOverlay(self)
+        return self.live.apply(items, vectors)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Annotated
+from typing import TYPE_CHECKING, Annotated, Literal
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
 from pydantic_core import to_json
@@ -66,6 +66,9 @@ class UserQuery(_Body):
                              description="0: the best k; above it, the list is taken greedily by score minus this "
                                          "share of each item's closeness to those already taken (MMR)")
     with_fields: bool = False
+    order: Literal["popular", "latest"] = Field("popular", description="with nothing to rank by (no known history, "
+                                                "no text): the most popular items, or the latest (by when each first "
+                                                "appeared: a live item's first PUT, else its first interaction)")
     explain: bool = Field(False, description="each item's score in parts: content cosine, collaborative (weight x "
                           "its score, hybrid versions), prior (popularity and freshness)")
 

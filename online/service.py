@@ -27,6 +27,7 @@ from groundrec.online.config import ServeConfig
 from groundrec.online.errors import ERRORS, NotFound
 from groundrec.online.guard import Guard, error_reply
 from groundrec.online.hotpath import HotRoutes
+from groundrec.online.items_api import mount_items
 from groundrec.online.metrics import ServiceMetrics
 from groundrec.online.recommender import Recommender
 from groundrec.online.schemas import (BatchOut, EventsOut, EventsRequest, RecommendRequest, ResultOut, SearchRequest,
@@ -64,6 +65,7 @@ def create_app(cfg: ServeConfig, watch: bool = True) -> ServiceApp:
     app.state.holder, app.state.metrics, app.state.batcher = rec.holder, metrics, rec.batcher
     _error_handlers(app, metrics, cfg.retry_after_s)
     _routes(app, rec)
+    mount_items(app, rec, _query, _filters, _reply)
     mount_ui(app, rec, cfg.report)
     hot = HotRoutes(app, routes={"/recommend": (RecommendRequest, rec.handle), "/search": (SearchRequest, rec.handle),
                                  "/events": (EventsRequest, rec.events.handle)})

@@ -10,12 +10,14 @@ becomes in HTTP.
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+import threading
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import ClassVar
 
 from groundrec.online.config import ServeConfig
 from groundrec.online.errors import NotFound, Unprocessable
+from groundrec.online.live import check_changes
 from groundrec.online.retrieve import NoHistory, Retriever
 from groundrec.online.version import load_version
 from groundrec.shared import artifact
@@ -86,6 +88,9 @@ class Serving:
     version_id: str
     retriever: Retriever
     limits: ServeConfig
+    # Live items are applied between batches, never under one (``compute: thread`` answers in
+    # the batch worker while the service applies them from its own threads).
+    lock: threading.Lock = field(default_factory=threading.Lock, compare=False, repr=False)
     alive: ClassVar[bool] = True  # answered in this process (``compute.RemoteServing`` may die)
     threads: ClassVar[None] = None  # this process's pools: the service reports them itself
 
@@ -94,6 +99,10 @@ class Serving:
         single-user ones in one batched search, each batch request as its own. A request that
         cannot be answered gets its error; the others are answered. The JSON is built here, in
         the batch worker, so the event loop only sends it."""
+        with self.lock:
+            return self._answer(items)
+
+    def _answer(self, items: list[UserQuery]) -> list[bytes | UserError]:
         out: list = [None] * len(items)
         singles = [n for n, q in enumerate(items) if not (isinstance(q, RecommendRequest) and q.batch is not None)]
         if singles:
@@ -135,18 +144,36 @@ class Serving:
         self.retriever.set_popularity(popularity)
 
     def unknown(self, item_ids: list[str]) -> int:
-        row_of = self.retriever.v.row_of
-        return sum(i not in row_of for i in item_ids)
+        """How many of these ids name no item (a deleted one included)."""
+        row_of, live = self.retriever.v.row_of, self.retriever.live
+        return sum(i not in row_of or (live is not None and i in live.deleted) for i in item_ids)
 
     def item(self, item_id: str) -> dict:
-        v = self.retriever.v
-        row = v.row_of.get(item_id)
-        if row is None:
-            raise NotFound(f"no item {item_id!r} in version {self.version_id}")
-        item = v.items.slice(row, 1).to_pylist()[0]
+        """The item's row (a live item's latest), and whether answers may show it now."""
+        with self.lock:
+            v, live = self.retriever.v, self.retriever.live
+            row = v.row_of.get(item_id)
+            if row is None or (live is not None and item_id in live.deleted):
+                raise NotFound(f"no item {item_id!r} in version {self.version_id}")
+            item = v.items.slice(row, 1).to_pylist()[0]
+            state = live.state(item_id, row) if live is not None else {}
         if "image_uri" in item:
             item["image_uri"] = public_uri(item["image_uri"])
-        return {"version": self.version_id, "item": item}
+        return {"version": self.version_id, "item": item, **state}
+
+    def apply_live(self, arg) -> dict:
+        """Apply live items (``online/live``): ``arg`` is (items, embeddings given or None); the
+        embeddings computed here."""
+        items, vectors = arg
+        with self.lock:
+            return self.retriever.apply_live(items, vectors)
+
+    def check_live(self, changes: list[tuple[str, str, dict]]) -> None:
+        """Refuse, before anything is stored, a change this version cannot take: an unknown
+        column or a value of the wrong type (``Unprocessable`` naming it), a patch or delete of
+        an item that does not exist (``NotFound``)."""
+        with self.lock:
+            check_changes(self.retriever, changes)
 
 
 def build_serving(cfg: ServeConfig, version_id: str, path, popularity: dict[str, float] | None = None) -> Serving:

@@ -1,0 +1,145 @@
+"""The live catalog in the server process: the items API's changes checked, stored durably in
+the event store (``ItemChange``, a log of its own) and applied to every loaded version.
+
+A write is answered once its change is durable and this server's compute process and its
+standby have applied it: after the store's commit, ``sync`` reads every change not applied yet
+(this server's and any other's, in commit order), folds them (``shared.live_items.fold``) and
+hands the items they touched to the holder. A thread does the same every ``live_poll_s``, so
+changes made through other workers and replicas are applied within that. Concurrent writers
+share a sync: whoever holds the lock applies what the others stored meanwhile."""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import re
+import threading
+import time
+
+from pydantic_core import to_json
+
+from groundrec.online.config import ServeConfig
+from groundrec.online.errors import Unavailable, Unprocessable
+from groundrec.shared.events import ItemChange, StoreUnavailable
+from groundrec.shared.live_items import LiveItem, fold
+
+log = logging.getLogger("groundrec.serve")
+BAD_ID = re.compile(r"[\x00-\x1f\x7f]")
+MAX_ID_CHARS = 256
+
+
+def _id(item_id) -> str:
+    if not isinstance(item_id, str) or not item_id.strip():
+        raise Unprocessable(f"item_id must be a non-empty string, not {item_id!r}")
+    if len(item_id) > MAX_ID_CHARS:
+        raise Unprocessable(f"item_id has {len(item_id)} characters, more than {MAX_ID_CHARS}")
+    if BAD_ID.search(item_id):
+        raise Unprocessable(f"item_id {item_id!r} holds a control character")
+    return item_id
+
+
+def _when(item_id: str, value) -> float | None:
+    """``available_until`` as seconds since the epoch: a number, or an ISO 8601 time (UTC when
+    it names no zone)."""
+    if value is None or (isinstance(value, (int, float)) and not isinstance(value, bool)):
+        return None if value is None else float(value)
+    if isinstance(value, str):
+        try:
+            t = dt.datetime.fromisoformat(value.replace("Z", "+00:00"))
+            return (t if t.tzinfo else t.replace(tzinfo=dt.timezone.utc)).timestamp()
+        except ValueError:
+            pass
+    raise Unprocessable(f"item {item_id!r}: available_until must be seconds since the epoch or an ISO 8601 time, "
+                        f"not {value!r}")
+
+
+def checked_fields(cfg: ServeConfig, item_id: str, fields) -> dict:
+    """An item's fields as a flat JSON object of scalars within the limits (``Unprocessable``
+    naming the field otherwise), ``available_until`` as epoch seconds."""
+    if not isinstance(fields, dict):
+        raise Unprocessable(f"item {item_id!r}: the body must be a JSON object of column -> value")
+    out = {}
+    for column, value in fields.items():
+        if isinstance(value, (dict, list)):
+            raise Unprocessable(f"item {item_id!r}: column {column!r} holds a {type(value).__name__}; an item is a "
+                                "flat object of column values")
+        if isinstance(value, str) and len(value) > cfg.max_item_chars:
+            raise Unprocessable(f"item {item_id!r}: column {column!r} has {len(value)} characters, more than "
+                                f"max_item_chars={cfg.max_item_chars}")
+        if column == "hidden" and not isinstance(value, bool) and value is not None:
+            raise Unprocessable(f"item {item_id!r}: hidden must be true or false, not {value!r}")
+        out[column] = _when(item_id, value) if column == "available_until" else value
+    return out
+
+
+class LiveCatalog:
+    def __init__(self, cfg: ServeConfig, events, holder, backend):
+        self.cfg, self.events, self.holder = cfg, events, holder
+        self.backend = backend  # () -> the current Backend (checks a change before it is stored)
+        self.state: dict[str, LiveItem] = {}  # every item the changes touched, as they left it
+        self.applied = 0  # the seq of the last change applied
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    @property
+    def on(self) -> bool:
+        return self.events.url is not None
+
+    def write(self, changes: list[tuple[str, str, dict]]) -> dict:
+        """Check, store durably and apply (item id, op, fields) changes; what was done."""
+        if not self.on:
+            raise Unavailable(f"the items API needs the event store: {self.events.reason}")
+        if len(changes) > self.cfg.max_items_batch:
+            raise Unprocessable(f"{len(changes)} items, more than max_items_batch={self.cfg.max_items_batch}")
+        clean = [(_id(i), op, checked_fields(self.cfg, i, f)) for i, op, f in changes]
+        self.sync()  # a patch of an item put through another worker a moment ago finds it
+        self.backend().check_live(clean)
+        now = time.time()
+        try:
+            self.events.store().add_item_changes([ItemChange(i, op, to_json(f).decode(), now) for i, op, f in clean])
+        except StoreUnavailable as e:
+            raise Unavailable(f"the event store is unavailable, nothing was stored: {e}") from None
+        self.sync()
+        return {"accepted": len(clean), "applied_through": self.applied}
+
+    def sync(self) -> int:
+        """Apply every stored change not applied yet; how many."""
+        if not self.on:
+            return 0
+        done = 0
+        with self._lock:
+            while True:
+                try:
+                    changes = self.events.store().item_changes(after=self.applied)
+                except StoreUnavailable as e:
+                    raise Unavailable(f"the event store is unavailable: {e}") from None
+                if not changes:
+                    return done
+                touched = fold(self.state, changes)
+                self.holder.apply_live([self.state[i] for i in touched])
+                self.applied, done = changes[-1].seq, done + len(changes)
+
+    def follow(self) -> None:
+        """Apply the changes other servers store, every ``live_poll_s``."""
+        if not self.on:
+            return
+
+        def run():
+            while not self._stop.wait(self.cfg.live_poll_s):
+                try:
+                    self.sync()
+                except Exception as e:  # keep following whatever happens
+                    log.warning("live items not synced: %s", e)
+
+        try:
+            self.sync()
+        except Exception as e:  # the store may come later: the thread keeps trying
+            log.warning("live items not applied at start: %s", e)
+        self._thread = threading.Thread(target=run, name="groundrec-live-items", daemon=True)
+        self._thread.start()
+
+    def close(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=5)

@@ -1,0 +1,254 @@
+"""Live items in a served version: the items API's changes applied to a ``Retriever`` in the
+process that scores (the compute process and its standby alike), between batches.
+
+Every change appends a row: the item's new catalog row (``shared.live_items.record``), its
+vector (embedded from the version's template with the version's ONNX encoder, or the old
+row's when its text did not change) and, in a hybrid, its collaborative vectors (the old row's;
+zeros for a new item, which then counts as new: placed by content, in the places kept for new
+items). The row it replaces, and any item hidden, expired or deleted, joins ``removed``: the
+rows the retriever excludes with the seen items (``Retriever._excluded``). Arrays grow with
+spare capacity (amortised appends); FAISS adds the rows to the index (flat, HNSW, IVF).
+
+A change the version absorbed already (its manifest's ``live_items.through``) is skipped, as
+is one applied before (by ``seq``): applying is idempotent, so a restart or a hot swap simply
+applies the whole live catalog again."""
+
+from __future__ import annotations
+
+import heapq
+import time
+from itertools import islice
+
+import numpy as np
+import pyarrow as pa
+
+from groundrec.shared.artifact import WINDOW_INTERACTIONS
+from groundrec.shared.errors import UserError
+from groundrec.shared.live_items import CONTROL, LiveItem, catalog_columns, record, shown
+from groundrec.shared.scoring.collab import index_rows
+from groundrec.shared.scoring.searcher import Popularity
+from groundrec.shared.text import render
+
+COMBINE_CHUNKS = 32  # the item table's chunks are merged beyond this many (one per apply)
+
+
+def _grown(buf: np.ndarray, used: int, extra: int, axis: int = 0) -> np.ndarray:
+    """``buf`` with room for ``extra`` more along ``axis`` (its first ``used`` kept): itself when
+    it has room, else a copy with twice the room."""
+    if buf.shape[axis] >= used + extra:
+        return buf
+    shape = list(buf.shape)
+    shape[axis] = max(2 * (used + extra), 1024)
+    out = np.empty(shape, buf.dtype)
+    index = (slice(None),) * axis + (slice(0, used),)
+    out[index] = buf[index]
+    return out
+
+
+class LiveOverlay:
+    """The live items of one ``Retriever`` (``retriever.live``)."""
+
+    def __init__(self, retriever):
+        self.r = retriever
+        v = retriever.v
+        self.n_version = v.index.ntotal  # rows the published version holds
+        self.through = int(((v.manifest.model_extra or {}).get("live_items") or {}).get("through") or 0)
+        self.applied: dict[str, int] = {}  # item id -> seq of the change applied last
+        self.deleted: set[str] = set()
+        self.first_seen: dict[str, float] = {}  # live items' first PUT
+        self.removed: set[int] = set()
+        self._expiring: list[tuple[float, int]] = []  # (available_until, row): a heap
+        self._bufs: dict[str, np.ndarray] = {}  # arrays with spare room; the version holds views of them
+        self._published: dict[str, int] = {}  # an item's published row, once a live row replaced it
+        columns = v.items.column_names
+        if "hidden" in columns or "available_until" in columns:  # absorbed by a job: rules kept as columns
+            rows = v.items.select([c for c in ("hidden", "available_until") if c in columns]).to_pylist()
+            for row, fields in enumerate(rows):
+                self._rule(row, fields, time.time())
+        self.frozen = frozenset(self.removed)
+
+    # --- what requests read ---------------------------------------------------------
+    def excluded(self) -> frozenset[int]:
+        """The rows no answer may hold now (replaced, hidden, deleted or expired)."""
+        if self._expiring and self._expiring[0][0] <= time.time():
+            while self._expiring and self._expiring[0][0] <= time.time():
+                self.removed.add(heapq.heappop(self._expiring)[1])
+            self.frozen = frozenset(self.removed)
+        return self.frozen
+
+    def _rule(self, row: int, fields, now: float) -> None:
+        if not shown(fields, now):
+            self.removed.add(row)
+        elif fields.get("available_until") is not None:
+            heapq.heappush(self._expiring, (float(fields["available_until"]), row))
+
+    def state(self, item_id: str, row: int) -> dict:
+        """What ``GET /items/{id}`` adds for an item: whether answers may show it, and for a
+        live one when it was changed and first put."""
+        out: dict = {"shown": row not in self.excluded()}
+        if item_id in self.applied:
+            out["live"] = {"seq": self.applied[item_id], "first_seen": self.first_seen.get(item_id)}
+        return out
+
+    # --- applying changes -----------------------------------------------------------
+    def apply(self, items: list[LiveItem], vectors: dict[str, np.ndarray] | None = None) -> dict[str, np.ndarray]:
+        """Apply live items' states (``vectors``: their embeddings, computed by another process
+        holding the same version, e.g. the primary for its standby); the embeddings it computed."""
+        r, v, now = self.r, self.r.v, time.time()
+        todo = [i for i in items if i.seq > self.through and i.seq > self.applied.get(i.item_id, 0)]
+        rows, texts, olds = [], [], []
+        for item in todo:
+            self.applied[item.item_id] = item.seq
+            old = v.row_of.get(item.item_id)
+            published = item.item_id in self._published or (old is not None and old < self.n_version)
+            if item.first_seen is not None and not published:  # new to the catalog: /latest shows it
+                self.first_seen.setdefault(item.item_id, item.first_seen)
+            if item.deleted:
+                self.deleted.add(item.item_id)
+                if old is not None:
+                    self.removed.add(old)
+                continue
+            self.deleted.discard(item.item_id)
+            origin = self._published.get(item.item_id, old if old is not None and old < self.n_version else None)
+            base = v.items.slice(origin, 1).to_pylist()[0] if origin is not None else None
+            row = record(item, base, v.items.column_names, v.manifest.id_column)
+            if "text" in row:  # the embedded text, as the job writes it
+                row["text"] = render(v.manifest.text_template, row)
+            rows.append((item, row))
+            texts.append(render(v.manifest.text_template, row))
+            olds.append(old)
+        computed: dict[str, np.ndarray] = {}
+        if rows:
+            content = self._vectors(rows, texts, olds, vectors or {}, computed)
+            self._append(rows, olds, content, now)
+        self.frozen = frozenset(self.removed)
+        return computed
+
+    def _vectors(self, rows, texts, olds, given, computed) -> np.ndarray:
+        v, dim = self.r.v, self.r.v.vectors.shape[1]
+        out = np.empty((len(rows), dim), np.float32)
+        todo = []
+        for n, ((item, row), text, old) in enumerate(zip(rows, texts, olds)):
+            if item.item_id in given:
+                out[n] = given[item.item_id]
+            elif old is not None and "text" in row and v.items.column("text")[old].as_py() == text:
+                out[n] = v.vectors[old]  # same text, same vector (a patch of its price or stock)
+            else:
+                todo.append(n)
+        if todo:
+            if self.r.encoder is None:
+                raise UserError("live items need the version's ONNX encoder, which is not loaded")
+            out[todo] = self.r.encoder.encode([texts[n] for n in todo])
+            for n in todo:
+                computed[rows[n][0].item_id] = out[n]
+        return out
+
+    def _append(self, rows, olds, content: np.ndarray, now: float) -> None:
+        r, v = self.r, self.r.v
+        n, k = v.index.ntotal, len(rows)
+        new = np.arange(n, n + k)
+        old = np.array([o if o is not None else -1 for o in olds])
+        known = old >= 0
+        # content vectors
+        buf = _grown(self._bufs.get("vectors", v.vectors), n, k)
+        buf[n:n + k] = content
+        self._bufs["vectors"], v.vectors = buf, buf[:n + k]
+        weighted = None
+        if r.hybrid:
+            for name in ("collab_query", "collab_item"):
+                cur = getattr(v, name)
+                buf = _grown(self._bufs.get(name, cur), n, k)
+                buf[n:n + k] = 0.0
+                buf[n:n + k][known] = cur[old[known]]
+                self._bufs[name] = buf
+                setattr(v, name, buf[:n + k])
+            weighted = v.collab_weight * v.collab_item[n:n + k]
+        indexed = np.ascontiguousarray(index_rows(content, weighted, v.project_item), dtype=np.float32)
+        v.index.add(indexed)
+        if r.ranker.items_t is not None:
+            buf = _grown(self._bufs.get("items_t", r.ranker.items_t), n, k, axis=1)
+            buf[:, n:n + k] = indexed.T
+            self._bufs["items_t"] = buf
+            r.ranker.items_t = buf[:, :n + k]
+            r.exact_t = r.searcher.exact_t
+        # the item table, ids and rows
+        records = [row for _, row in rows]
+        for rec, o in zip(records, olds):
+            if WINDOW_INTERACTIONS in rec:
+                rec[WINDOW_INTERACTIONS] = v.items.column(WINDOW_INTERACTIONS)[o].as_py() if o is not None else 0
+        table = pa.concat_tables([v.items, pa.Table.from_pylist(records, schema=v.items.schema)])
+        v.items = table.combine_chunks() if table.column(0).num_chunks > COMBINE_CHUNKS else table
+        for (item, _), row, o in zip(rows, new, olds):
+            if o is not None and o < self.n_version:
+                self._published[item.item_id] = o  # a patch is over the published row
+            v.item_ids.append(item.item_id)
+            v.row_of[item.item_id] = int(row)
+            if o is not None:
+                self.removed.add(o)
+            self._rule(int(row), item.fields, now)
+        self._grow_ranking(new, known, rows)
+
+    def _grow_ranking(self, new: np.ndarray, known: np.ndarray, rows) -> None:
+        """The searcher's view of the catalog: its size, the new items it keeps places for
+        (a live item nobody interacted with), popularity laid on the new rows."""
+        r = self.r
+        ranker, total = r.ranker, r.v.index.ntotal
+        ranker.n_items = total
+        if r.new_rows is not None:
+            fresh = new[~known] if WINDOW_INTERACTIONS in r.v.items.column_names else new[:0]
+            r.new_rows = np.concatenate([r.new_rows, fresh])
+            ranker.new_rows = r.searcher.new_rows = r.new_rows
+            ranker.is_new = frozenset(r.new_rows.tolist())
+            if r.searcher.new_vectors is not None or (len(r.new_rows) and r.exact_t is None):
+                r.searcher.new_vectors = r.searcher._indexed(r.new_rows)
+        counts = np.concatenate([r.counts, [float((r.popularity_map or {}).get(item.item_id, 0.0))
+                                            for item, _ in rows]])
+        r.counts = counts
+        ranker.popularity = Popularity.of(counts)
+        r._groups.clear()
+
+
+def latest_items(r, k: int, seen: set[int], allowed: np.ndarray | None, pick) -> list[tuple[int, float]]:
+    """A retriever's items by when each first appeared, newest first, scored by that time: a
+    live item's first PUT, else the version's ``first_seen`` column (its first interaction in
+    the job's window); items with neither last, in row order (cached until the catalog changes)."""
+    n, live = r.v.index.ntotal, r.live
+    key = (n, len(live.first_seen) if live is not None else 0)
+    if getattr(r, "_latest", (None,))[0] != key:
+        when = np.full(n, -np.inf)
+        if "first_seen" in r.v.items.column_names:
+            first = r.v.items.column("first_seen").to_numpy(zero_copy_only=False).astype(np.float64)
+            when[:len(first)] = np.nan_to_num(first, nan=-np.inf)
+        for item_id, t in (live.first_seen.items() if live is not None else ()):
+            when[r.v.row_of[item_id]] = t
+        r._latest = (key, np.argsort(-when, kind="stable"), np.where(np.isfinite(when), when, 0.0))
+    _, order, when = r._latest
+    usable = ((int(i), float(when[i])) for i in order if i not in seen and (allowed is None or allowed[i]))
+    return pick(list(islice(usable, 16 * k)), k) if pick else list(islice(usable, k))
+
+
+def check_changes(retriever, changes: list[tuple[str, str, dict]]) -> None:
+    """Refuse what a version cannot take, naming it: a column its item table does not have or
+    the job derives (``Unprocessable``), a value of the wrong type for its column, a patch or a
+    delete of an item that does not exist (``NotFound``). Nothing is stored before this passes."""
+    from groundrec.online.errors import NotFound, Unprocessable
+
+    v, live = retriever.v, retriever.live
+    allowed = set(catalog_columns(v.items.column_names, v.manifest.id_column)) | set(CONTROL)
+    schema = v.items.schema
+    for item_id, op, fields in changes:
+        exists = item_id in v.row_of and not (live is not None and item_id in live.deleted)
+        if op in ("patch", "delete") and not exists:
+            raise NotFound(f"no item {item_id!r} to {op}: PUT it first (it is neither in version "
+                           f"{v.path.name} nor a live item)")
+        unknown = sorted(set(fields) - allowed)
+        if unknown:
+            raise Unprocessable(f"item {item_id!r}: unknown column(s) {unknown}; the columns an item may have: "
+                                f"{sorted(allowed)}")
+        typed = {c: val for c, val in fields.items() if c in schema.names}
+        for column, value in typed.items():
+            try:
+                pa.array([value], schema.field(column).type)
+            except (pa.ArrowInvalid, pa.ArrowTypeError, TypeError, OverflowError):
+                raise Unprocessable(f"item {item_id!r}: column {column!r} holds {schema.field(column).type}, "
+                                    f"not {value!r}") from None

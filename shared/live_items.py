@@ -1,0 +1,106 @@
+"""The live catalog: what the items API's changes (``ItemChange``: put, patch, delete) make of
+an item, folded in commit order, and the row an item then has. The one rule the service
+(``online/live``, ``online/catalog``) and the next job (``--live-items``) apply them by.
+
+A PUT gives an item's catalog columns whole (an upsert: columns it leaves out are empty); a
+PATCH changes the fields it names over what the item has (the version's row, or an earlier
+PUT); a DELETE removes it. ``hidden`` and ``available_until`` (seconds since the epoch) say
+whether an item may be shown, not what it is: a hidden, expired or deleted item is in no answer.
+The columns the job derives (grounded ``vlm_*`` fields, the embedded ``text``, image checksums,
+window counts) are never sent: a changed item keeps its grounded fields unless its image changed.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+
+CONTROL = ("hidden", "available_until")  # whether an item may be shown
+IMAGE = "image"  # the catalog's image column: a change of it drops the grounded fields
+# Columns the job adds to a version's item table (besides ``vlm_*``): never sent by a client.
+DERIVED = frozenset({"image_uri", "image_sha256", "parse_ok", "parse_error", "from_cache", "grounded", "ground_error",
+                     "ground_seconds", "text", "window_interactions", "first_seen", *CONTROL})
+
+
+def derived(column: str) -> bool:
+    """Whether the job, not the catalog, writes ``column``."""
+    return column.startswith("vlm_") or column in DERIVED
+
+
+def catalog_columns(columns: Iterable[str], id_column: str = "item_id") -> list[str]:
+    """The columns a client may send for an item of a version whose item table has ``columns``."""
+    return [c for c in columns if c != id_column and not derived(c)]
+
+
+@dataclass(frozen=True)
+class LiveItem:
+    """An item as the live catalog's changes left it. ``whole``: ``fields`` are its catalog
+    columns entire (a PUT); else only the fields patched over the version's row. ``first_seen``:
+    the time of its first PUT (None when it was only patched)."""
+
+    item_id: str
+    fields: dict = field(default_factory=dict)
+    whole: bool = False
+    first_seen: float | None = None
+    updated: float = 0.0
+    seq: int = 0
+    deleted: bool = False
+    image_changed: bool = False  # a change since the version named a new image
+
+    def shown(self, now: float) -> bool:
+        """Whether any answer may hold it at ``now``."""
+        return not self.deleted and shown(self.fields, now)
+
+
+def shown(fields: Mapping, now: float) -> bool:
+    """A row's (or a live item's) ``hidden`` and ``available_until`` at ``now``."""
+    if fields.get("hidden"):
+        return False
+    until = fields.get("available_until")
+    return until is None or (isinstance(until, float | int) and not math.isnan(until) and until > now)
+
+
+def fold(state: dict[str, LiveItem], changes: Iterable) -> list[str]:
+    """Apply ``changes`` (``ItemChange``s, by seq ascending) to ``state`` (id -> LiveItem), in
+    place; the ids changed, each once, in the order first changed."""
+    changed: dict[str, None] = {}
+    for c in changes:
+        before = state.get(c.item_id)
+        alive = before is not None and not before.deleted
+        if c.op == "delete":
+            state[c.item_id] = LiveItem(c.item_id, {}, True, before.first_seen if before else None, c.timestamp,
+                                        c.seq, deleted=True)
+        else:
+            sent = json.loads(c.fields)
+            if c.op == "put":
+                fields, whole = sent, True
+                first = before.first_seen if alive and before.first_seen is not None else c.timestamp
+            else:  # patch
+                fields = {**(before.fields if alive else {}), **sent}
+                whole, first = alive and before.whole, before.first_seen if alive else None
+            image = IMAGE in sent and (not alive or sent[IMAGE] != before.fields.get(IMAGE))
+            state[c.item_id] = LiveItem(c.item_id, fields, whole, first, c.timestamp, c.seq,
+                                        image_changed=image or (alive and before.image_changed))
+        changed[c.item_id] = None
+    return list(changed)
+
+
+def record(item: LiveItem, base: Mapping | None, columns: Iterable[str], id_column: str = "item_id") -> dict:
+    """The item's row over ``columns`` (a version's item table): a PUT's fields over an empty
+    row, a patch's over ``base`` (its row in the version); the derived columns from ``base``
+    (grounded fields, unless the image changed), ``text`` left for the caller to fill."""
+    row = {c: None for c in columns}
+    keep = base is not None and not item.image_changed
+    for c in row:
+        if base is not None and (not item.whole or (derived(c) and keep)):
+            row[c] = base.get(c)
+    if item.image_changed:
+        for c in row:
+            if c.startswith("vlm_") or c in ("grounded", "parse_ok", "image_sha256", "from_cache"):
+                row[c] = None
+    row.update({k: v for k, v in item.fields.items() if k in row})
+    if id_column in row:
+        row[id_column] = item.item_id
+    return row

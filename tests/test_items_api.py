@@ -1,0 +1,147 @@
+"""The items API (issue 33) on the real service over HTTP: live items added, changed, hidden,
+expired and deleted, in the compute process and its standby, kept across a restart, applied
+by another server on the same store, and bad input refused with nothing stored."""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+
+import httpx
+import pytest
+
+from groundrec.online.config import ServeConfig
+from groundrec.online.service import create_app
+from groundrec.shared.events import open_store
+from helpers import publish_demo, running
+
+NEW = {"title": "zebra striped raincoat", "description": "A zebra striped raincoat.", "category": "raincoat",
+       "colour": "zebra"}
+
+
+@pytest.fixture(scope="module")
+def published(tmp_path_factory, tiny_vlm):
+    return publish_demo(tmp_path_factory.mktemp("items"), tiny_vlm())
+
+
+def _cfg(pub, store, **kw) -> ServeConfig:
+    return ServeConfig(artifacts=pub["artifacts"], events=store, interactions=pub["interactions"],
+                       reload_interval_s=0.2, live_poll_s=0.1, **kw)
+
+
+def _ids(r: httpx.Response) -> list[str]:
+    assert r.status_code == 200, r.text
+    return [i["item_id"] for i in r.json()["items"]]
+
+
+def _everywhere(url: str, item: str, history: list[str]) -> dict[str, bool]:
+    """Whether ``item`` is in each kind of answer (k large enough to hold every item)."""
+    k = 60
+    return {"search": item in _ids(httpx.post(url + "/search", json={"text": "zebra striped raincoat", "k": k})),
+            "recommend": item in _ids(httpx.post(url + "/recommend", json={"history": history, "k": k})),
+            "similar": item in _ids(httpx.get(f"{url}/items/{history[0]}/similar", params={"k": k})),
+            "popular": item in _ids(httpx.get(url + "/popular", params={"k": k})),
+            "latest": item in _ids(httpx.get(url + "/latest", params={"k": k}))}
+
+
+def test_a_live_item_is_served_at_once_then_hidden_expired_and_deleted(published, tmp_path):
+    store = f"sqlite:///{tmp_path}/events.db"
+    history = published["histories"][0]
+    with running(create_app(_cfg(published, store, compute="process"))) as url:
+        r = httpx.put(url + "/items/live-1", json=NEW)
+        assert r.status_code == 200 and r.json()["accepted"] == 1, r.text
+        assert _ids(httpx.post(url + "/search", json={"text": "zebra striped raincoat", "k": 3}))[0] == "live-1"
+        assert _ids(httpx.get(url + "/latest", params={"k": 1})) == ["live-1"]
+        assert all(_everywhere(url, "live-1", history).values())
+        got = httpx.get(url + "/items/live-1").json()
+        assert got["item"]["title"] == NEW["title"] and got["shown"] and got["live"]["first_seen"]
+        # a history holding it is a known history: the item counts in the profile
+        body = httpx.post(url + "/recommend", json={"history": ["live-1"], "k": 3}).json()
+        assert body["unknown_ids"] == [] and body["fallback"] is None
+
+        assert httpx.patch(url + "/items/live-1", json={"hidden": True}).status_code == 200
+        assert not any(_everywhere(url, "live-1", history).values())
+        assert httpx.get(url + "/items/live-1").json()["shown"] is False
+        assert httpx.patch(url + "/items/live-1", json={"hidden": False}).status_code == 200
+        assert _everywhere(url, "live-1", history)["search"]
+
+        # a catalog item withdrawn by time
+        top = _ids(httpx.post(url + "/recommend", json={"history": history[1:], "k": 60}))
+        assert httpx.patch(f"{url}/items/{top[0]}", json={"available_until": time.time() + 0.5}).status_code == 200
+        assert top[0] in _ids(httpx.post(url + "/recommend", json={"history": history[1:], "k": 60}))
+        time.sleep(0.7)
+        assert top[0] not in _ids(httpx.post(url + "/recommend", json={"history": history[1:], "k": 60}))
+
+        assert httpx.delete(url + "/items/live-1").status_code == 200
+        assert httpx.get(url + "/items/live-1").status_code == 404
+        assert not any(_everywhere(url, "live-1", history).values())
+        assert httpx.get(url + "/items/live-1/similar").status_code == 404
+
+
+def test_the_standby_a_restart_and_another_server_serve_the_same_live_items(published, tmp_path):
+    store = f"sqlite:///{tmp_path}/events.db"
+    app = create_app(_cfg(published, store, compute="process"))
+    with running(app) as url:
+        items = [{"item_id": f"feed-{n}", **NEW, "title": f"zebra striped raincoat {n}"} for n in range(20)]
+        r = httpx.post(url + "/items", json={"items": items})
+        assert r.status_code == 200 and r.json()["accepted"] == 20
+        before = _ids(httpx.post(url + "/search", json={"text": "zebra striped raincoat 7", "k": 5}))
+        assert before[0] == "feed-7"
+        with running(create_app(_cfg(published, store, compute="thread"))) as other:
+            assert _ids(httpx.post(other + "/search", json={"text": "zebra striped raincoat 7", "k": 5})) == before
+            started = time.monotonic()
+            assert httpx.put(other + "/items/elsewhere", json={**NEW, "title": "quokka"}).status_code == 200
+            while "elsewhere" not in _ids(httpx.post(url + "/search", json={"text": "quokka", "k": 3})):
+                assert time.monotonic() - started < 1.0, "the other server's item was not applied within 1 s"
+                time.sleep(0.02)
+        backend = app.state.holder.current
+        deadline = time.monotonic() + 60
+        while backend.standby is None:  # the standby loads in the background
+            assert time.monotonic() < deadline
+            time.sleep(0.1)
+        os.kill(backend.process.pid, signal.SIGKILL)  # the standby takes over with the same live items
+        assert _ids(httpx.post(url + "/search", json={"text": "zebra striped raincoat 7", "k": 5})) == before
+        assert backend.replaced == 1
+    with running(create_app(_cfg(published, store, compute="thread"))) as url:  # a restart re-applies them
+        assert _ids(httpx.post(url + "/search", json={"text": "zebra striped raincoat 7", "k": 5})) == before
+
+
+@pytest.mark.parametrize("method, path, body, status, says", [
+    ("put", "/items/x1", {**NEW, "colour_code": 3}, 422, "colour_code"),
+    ("put", "/items/x1", {**NEW, "vlm_text": "forged"}, 422, "vlm_text"),
+    ("put", "/items/x1", {**NEW, "description": "a" * 20_000}, 422, "max_item_chars"),
+    ("put", "/items/x1", {**NEW, "title": {"nested": 1}}, 422, "flat object"),
+    ("put", "/items/bad%01id", NEW, 422, "control character"),
+    ("put", "/items/x1", {**NEW, "available_until": "soon"}, 422, "available_until"),
+    ("put", "/items/x1", {**NEW, "hidden": "yes"}, 422, "hidden"),
+    ("patch", "/items/no-such-item", {"hidden": True}, 404, "no-such-item"),
+    ("delete", "/items/no-such-item", None, 404, "no-such-item"),
+    ("post", "/items", {"items": [NEW]}, 422, "item_id"),
+    ("post", "/items", {"nope": []}, 422, "items"),
+])
+def test_bad_items_get_a_4xx_that_names_the_problem_and_nothing_is_stored(published, tmp_path, method, path, body,
+                                                                          status, says):
+    store = f"sqlite:///{tmp_path}/events.db"
+    with running(create_app(_cfg(published, store, compute="thread"))) as url:
+        r = httpx.request(method.upper(), url + path, json=body)
+        assert r.status_code == status, r.text
+        assert says in r.json()["detail"]
+        r = httpx.put(url + "/items/ok", content=b"{not json")
+        assert r.status_code == 400 and "JSON" in r.json()["detail"]
+    s = open_store(store)
+    try:
+        assert s.item_changes() == []
+    finally:
+        s.close()
+
+
+def test_item_writes_need_the_api_key(published, tmp_path, monkeypatch):
+    monkeypatch.setenv("GROUNDREC_API_KEY", "write-secret")
+    monkeypatch.setenv("GROUNDREC_READ_API_KEY", "read-secret")
+    with running(create_app(_cfg(published, f"sqlite:///{tmp_path}/e.db", compute="thread"))) as url:
+        for method, path in [("PUT", "/items/k1"), ("PATCH", "/items/k1"), ("DELETE", "/items/k1"), ("POST", "/items")]:
+            r = httpx.request(method, url + path, json=NEW, headers={"X-API-Key": "read-secret"})
+            assert r.status_code == 401 and "writes need the API key" in r.json()["detail"], (method, r.text)
+        assert httpx.put(url + "/items/k1", json=NEW, headers={"X-API-Key": "write-secret"}).status_code == 200
+        assert httpx.get(url + "/items/k1", headers={"X-API-Key": "read-secret"}).status_code == 200

@@ -1,0 +1,108 @@
+"""The live catalog's rules (shared/live_items.py: fold, record) and live items applied to a
+served version (online/live.py) on flat, HNSW and IVF indexes: found by text, recommendable,
+removed when hidden or deleted, a changed item re-embedded, applying twice changes nothing."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from groundrec.online.config import ServeConfig
+from groundrec.online.schemas import RecommendRequest
+from groundrec.online.serving import build_serving
+from groundrec.shared import artifact
+from groundrec.shared.events import ItemChange
+from groundrec.shared.live_items import LiveItem, catalog_columns, fold, record
+from groundrec.shared.text import render
+from helpers import publish_demo
+
+
+def ch(seq, item, op, ts=None, **fields):
+    return ItemChange(item, op, json.dumps(fields), float(ts if ts is not None else seq), seq)
+
+
+def test_fold_puts_patches_and_deletes_in_commit_order():
+    state: dict[str, LiveItem] = {}
+    assert fold(state, [ch(1, "a", "put", title="A", image="a.jpg"), ch(2, "b", "patch", hidden=True),
+                        ch(3, "a", "patch", price=3.0), ch(4, "a", "put", title="A2", image="a.jpg")]) == ["a", "b"]
+    a, b = state["a"], state["b"]
+    assert a.fields == {"title": "A2", "image": "a.jpg"} and a.whole and a.first_seen == 1.0 and a.seq == 4
+    assert b.fields == {"hidden": True} and not b.whole and b.first_seen is None and not b.shown(0)
+    fold(state, [ch(5, "a", "delete"), ch(6, "a", "put", ts=60, title="again")])
+    assert state["a"].first_seen == 60.0 and not state["a"].deleted  # deleted, then put anew: new again
+    fold(state, [ch(7, "c", "patch", image="new.jpg"), ch(8, "d", "patch", available_until=10.0)])
+    assert state["c"].image_changed and state["d"].shown(9.9) and not state["d"].shown(10.0)
+
+
+def test_record_keeps_grounded_fields_unless_the_image_changed():
+    base = {"item_id": "x", "title": "old", "image": "x.jpg", "vlm_text": "a red dress", "price": 2.0, "text": "t"}
+    columns = list(base)
+    put = LiveItem("x", {"title": "new", "image": "x.jpg"}, whole=True)
+    assert record(put, base, columns) == {**base, "title": "new", "price": None}  # a PUT is the item whole
+    patch = LiveItem("x", {"price": 3.0}, whole=False)
+    assert record(patch, base, columns) == {**base, "price": 3.0}
+    moved = LiveItem("x", {"image": "y.jpg"}, whole=False, image_changed=True)
+    assert record(moved, base, columns)["vlm_text"] is None and record(moved, base, columns)["image"] == "y.jpg"
+    assert catalog_columns(columns) == ["title", "image", "price"]
+    assert render("{title}. {vlm_text}", {"title": "new", "vlm_text": None}) == "new"
+
+
+@pytest.fixture(scope="module", params=["flat", "hnsw", "ivf"])
+def serving(request, tmp_path_factory, tiny_vlm):
+    root = tmp_path_factory.mktemp(f"live-{request.param}")
+    pub = publish_demo(root, tiny_vlm(), n_items=60) if request.param == "flat" else None
+    if pub is None:
+        from groundrec.offline.config import load_job_config
+        from groundrec.offline.job import run_job
+
+        base = publish_demo(root / "base", tiny_vlm(), n_items=60)
+        overrides = {**base["overrides"], "index.kind": request.param, "out": str(root / "artifacts")}
+        run_job(load_job_config(None, overrides), progress=False)
+        pub = {**base, "artifacts": root / "artifacts"}
+    vid = artifact.current_version(pub["artifacts"])
+    s = build_serving(ServeConfig(artifacts=pub["artifacts"], events="none", compute="thread"), vid,
+                      artifact.locate(pub["artifacts"], vid))
+    return s, pub
+
+
+def _live(item_id, seq, **fields):
+    return LiveItem(item_id, fields, whole=True, first_seen=float(seq), updated=float(seq), seq=seq)
+
+
+def test_live_items_are_searched_recommended_removed_and_reapplied_idempotently(serving):
+    s, pub = serving
+    r = s.retriever
+    n = r.v.index.ntotal
+    items = [_live(f"new-{i}", i + 1, title=f"quokka lantern {i}", description="A quokka lantern.")
+             for i in range(5)]
+    computed = s.apply_live((items, None))
+    assert set(computed) == {i.item_id for i in items} and r.v.index.ntotal == n + 5
+    assert np.allclose(computed["new-2"], r.encoder.encode([render(r.v.manifest.text_template,
+                                                                   {"title": "quokka lantern 2",
+                                                                    "description": "A quokka lantern."})])[0],
+                       atol=1e-5)
+    assert r.search("quokka lantern 3", k=5).items[0].item_id == "new-3"
+    assert s.apply_live((items, None)) == {} and r.v.index.ntotal == n + 5  # applied before: nothing happens
+    history = pub["histories"][0]
+    top = [x.item_id for x in r.recommend(RecommendRequest(history=["new-1"], k=10)).items]
+    assert "new-1" not in top and len(top) == 10  # seen, and a known history
+
+    # hidden: in no list; a catalog item changed: re-embedded, its old row gone from answers
+    s.apply_live(([LiveItem("new-3", {"hidden": True}, False, None, 9.0, 9)], None))
+    assert "new-3" not in [x.item_id for x in r.search("quokka lantern 3", k=70).items]
+    old = history[0]
+    old_row = r.v.row_of[old]
+    s.apply_live(([LiveItem(old, {"title": "quokka lantern deluxe"}, False, None, 10.0, 10)], None))
+    assert r.v.row_of[old] != old_row and r.v.item_ids.count(old) == 2
+    found = [x.item_id for x in r.search("quokka lantern deluxe", k=70).items]
+    assert found.count(old) == 1 and s.item(old)["item"]["title"] == "quokka lantern deluxe"
+    batch = r.recommend_batch([RecommendRequest(history=history[1:], k=70)])[0]
+    assert [x.item_id for x in batch.items] == [x.item_id for x in r.recommend(
+        RecommendRequest(history=history[1:], k=70)).items]
+    assert sum(x.item_id == old for x in batch.items) <= 1 and "new-3" not in [x.item_id for x in batch.items]
+
+    s.apply_live(([LiveItem("new-0", {}, True, 1.0, 11.0, 11, deleted=True)], None))
+    assert s.unknown(["new-0", "new-1"]) == 1
+    assert "new-0" not in [x.item_id for x in r.search("quokka lantern 0", k=70).items]
