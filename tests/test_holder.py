@@ -56,3 +56,28 @@ def test_a_pinned_version_that_cannot_load_is_rejected_and_the_arm_left_to_curre
         assert holder.backend("v-nope") is None and "v-nope" in holder.rejected and failures == ["v-nope"]
     finally:
         holder.stop()
+
+
+def test_live_items_reach_the_pinned_arm_and_survive_a_hot_swap(two_versions):
+    """Live items apply to every loaded version, and a version swapped in gets them before it
+    serves (the holder re-applies the live catalog)."""
+    from groundrec.shared.live_items import LiveItem
+
+    artifacts, first, second = two_versions
+    holder = _holder(artifacts, [{"name": "A"}, {"name": "B", "version": first}])
+    item = LiveItem("live-x", {"title": "quokka lantern", "description": "A quokka lantern."}, True, 1.0, 1.0, 1)
+    try:
+        assert holder.check()
+        holder.apply_live([item])
+        for backend in (holder.current, holder.backend(first)):
+            assert backend.retriever.search("quokka lantern", k=1).items[0].item_id == "live-x"
+        artifact.activate(artifacts, first)  # CURRENT moves onto the pinned version: one backend serves both
+        assert holder.check() and holder.current.version_id == first
+        assert holder.current.retriever.search("quokka lantern", k=1).items[0].item_id == "live-x"
+        artifact.activate(artifacts, second)  # and back: a fresh load of the second version gets it too
+        assert holder.check() and holder.current.version_id == second
+        assert holder.current.retriever.search("quokka lantern", k=1).items[0].item_id == "live-x"
+        assert holder.current.retriever.v.item_ids.count("live-x") == 1
+    finally:
+        holder.stop()
+        artifact.activate(artifacts, second)
