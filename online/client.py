@@ -5,6 +5,9 @@ Retries connection errors and 503 with backoff (events carry an event_id, drawn 
 caller gives none, so a retry never stores one twice); any other error status raises
 ``GroundrecError`` carrying the server's message.
 
+The items API (``put_item``, ``patch_item``, ``delete_item``, ``put_items``) keeps the live
+catalog; request bodies and paths are built in ``online/client_bodies.py``.
+
 Every answer has a ``recommendation_id``; ``feedback(result, item_id, user_id)`` sends the
 event a shown item earned with it, so the online report credits it to that list (its version
 and experiment arm).
@@ -13,16 +16,15 @@ and experiment arm).
 from __future__ import annotations
 
 import asyncio
-import json
 import time
-import uuid
 from pathlib import Path
-from urllib.parse import quote, urlencode
+from urllib.parse import quote
 
 import httpx
 
-from groundrec.online.schemas import (BatchOut, EventIn, EventsOut, EventsRequest, RecommendRequest, ResultOut,
-                                      SearchRequest, UserQuery)
+from groundrec.online.client_bodies import (_batch_body, _events_body, _feedback_body, _item_path, _items_body,
+                                            _list_path, _recommend_body, _search_body, _similar_path)
+from groundrec.online.schemas import BatchOut, EventsOut, RecommendRequest, ResultOut, SearchRequest, UserQuery
 
 RETRY_STATUS = {502, 503, 504}
 
@@ -31,38 +33,6 @@ class GroundrecError(RuntimeError):
     def __init__(self, status: int, message: str):
         super().__init__(f"HTTP {status}: {message}")
         self.status, self.message = status, message
-
-
-def _recommend_body(history, k, **options) -> dict:
-    return RecommendRequest(history=list(history), k=k, **options).model_dump(exclude_unset=True, exclude_none=True)
-
-
-def _batch_body(users: list[dict | UserQuery], k: int) -> dict:
-    batch = [u if isinstance(u, UserQuery) else UserQuery(**{"k": k, **u}) for u in users]
-    return RecommendRequest(batch=batch).model_dump(exclude_unset=True, exclude_none=True)
-
-
-def _events_body(events) -> dict:
-    """Each event (a dict or ``EventIn``) with an ``event_id``: one is drawn for an event
-    without, so a retried request never stores it twice."""
-    out = []
-    for e in events:
-        e = e if isinstance(e, EventIn) else EventIn(**e)
-        out.append(e if e.event_id else e.model_copy(update={"event_id": uuid.uuid4().hex}))
-    return EventsRequest(events=out).model_dump(exclude_none=True)
-
-
-def _feedback_body(result_or_id, item_id: str, user_id: str, type: str, fields: dict) -> dict:
-    """One event carrying the answer's recommendation_id (from a ``ResultOut`` or the id itself)."""
-    rid = result_or_id.recommendation_id if isinstance(result_or_id, ResultOut) else result_or_id
-    if not isinstance(rid, str) or not rid:
-        raise ValueError(f"feedback needs an answer's recommendation_id (a ResultOut or its id), not {rid!r}: "
-                         "this answer has none")
-    return _events_body([{"user_id": user_id, "item_id": item_id, "type": type, **fields, "recommendation_id": rid}])
-
-
-def _search_body(text, k, **options) -> dict:
-    return SearchRequest(text=text, k=k, **options).model_dump(exclude_unset=True, exclude_none=True)
 
 
 def _raise_for(response: httpx.Response) -> None:
@@ -93,15 +63,6 @@ class _Http:
 
     def _delay(self, attempt: int) -> float:
         return self.backoff_s * 2**attempt
-
-
-def _list_path(path: str, k: int, filters: dict | None) -> str:
-    """A GET list route with its query string (``filters`` as JSON, as the route reads it)."""
-    return f"{path}?{urlencode({'k': k, **({'filters': json.dumps(filters)} if filters else {})})}"
-
-
-def _similar_path(item_id: str, k: int, filters: dict | None) -> str:
-    return _list_path(f"/items/{quote(item_id, safe='')}/similar", k, filters)
 
 
 class Client(_Http):
@@ -151,7 +112,7 @@ class Client(_Http):
         return ResultOut.model_validate(self._call("POST", "/search", _search_body(text, k, **options)))
 
     def item(self, item_id: str) -> dict:
-        return self._call("GET", f"/items/{item_id}")["item"]
+        return self._call("GET", _item_path(item_id))["item"]
 
     def similar(self, item_id: str, k: int = 10, filters: dict | None = None) -> ResultOut:
         """Items like ``item_id`` (GET /items/{id}/similar)."""
@@ -160,6 +121,30 @@ class Client(_Http):
     def popular(self, k: int = 10, filters: dict | None = None) -> ResultOut:
         """The most popular items (GET /popular)."""
         return ResultOut.model_validate(self._call("GET", _list_path("/popular", k, filters)))
+
+    def latest(self, k: int = 10, filters: dict | None = None) -> ResultOut:
+        """The items that appeared last (GET /latest): live items by their first PUT."""
+        return ResultOut.model_validate(self._call("GET", _list_path("/latest", k, filters)))
+
+    # The live catalog (the items API). Each answers {"accepted": n, "applied_through": seq} once
+    # the change is durable and applied by the server that took it (searchable and recommendable
+    # there from the next request on; on its other workers and replicas within live_poll_s).
+    def put_item(self, item_id: str, fields: dict) -> dict:
+        """Add or replace an item: its catalog columns (``hidden``, ``available_until`` too)."""
+        return self._call("PUT", _item_path(item_id), fields)
+
+    def patch_item(self, item_id: str, fields: dict) -> dict:
+        """Change a few fields of an item (``{"hidden": True}``, a price...)."""
+        return self._call("PATCH", _item_path(item_id), fields)
+
+    def delete_item(self, item_id: str) -> dict:
+        """Remove an item (404 when there is none: a retry after a lost answer may find it gone)."""
+        return self._call("DELETE", _item_path(item_id))
+
+    def put_items(self, items: list[dict]) -> dict:
+        """Add or replace many items at once (POST /items), each a dict with its ``item_id``;
+        at most the server's max_items_batch (1000 by default)."""
+        return self._call("POST", "/items", _items_body(items))
 
     def close(self) -> None:
         self._http.close()
@@ -210,13 +195,28 @@ class AsyncClient(_Http):
         return ResultOut.model_validate(await self._call("POST", "/search", _search_body(text, k, **options)))
 
     async def item(self, item_id: str) -> dict:
-        return (await self._call("GET", f"/items/{item_id}"))["item"]
+        return (await self._call("GET", _item_path(item_id)))["item"]
 
     async def similar(self, item_id: str, k: int = 10, filters: dict | None = None) -> ResultOut:
         return ResultOut.model_validate(await self._call("GET", _similar_path(item_id, k, filters)))
 
     async def popular(self, k: int = 10, filters: dict | None = None) -> ResultOut:
         return ResultOut.model_validate(await self._call("GET", _list_path("/popular", k, filters)))
+
+    async def latest(self, k: int = 10, filters: dict | None = None) -> ResultOut:
+        return ResultOut.model_validate(await self._call("GET", _list_path("/latest", k, filters)))
+
+    async def put_item(self, item_id: str, fields: dict) -> dict:
+        return await self._call("PUT", _item_path(item_id), fields)
+
+    async def patch_item(self, item_id: str, fields: dict) -> dict:
+        return await self._call("PATCH", _item_path(item_id), fields)
+
+    async def delete_item(self, item_id: str) -> dict:
+        return await self._call("DELETE", _item_path(item_id))
+
+    async def put_items(self, items: list[dict]) -> dict:
+        return await self._call("POST", "/items", _items_body(items))
 
     async def aclose(self) -> None:
         await self._http.aclose()

@@ -1,12 +1,16 @@
-"""The HTTP client (online/client.py): request bodies carry what the caller set and nothing
-else, so a newer client still talks to a server that does not know a newer field; feedback
-carries the answer's recommendation_id to the real server, which credits it to the list shown."""
+"""The HTTP client (online/client.py, its bodies from online/client_bodies.py): request bodies
+carry what the caller set and nothing else, so a newer client still talks to a server that does
+not know a newer field; feedback carries the answer's recommendation_id to the real server,
+which credits it to the list shown; the items API's methods keep the live catalog of a real
+server, and its refusals arrive as ``GroundrecError`` with the server's reason."""
 
 import asyncio
 
 import pytest
 
-from groundrec.online.client import AsyncClient, Client, _batch_body, _feedback_body, _recommend_body, _search_body
+from groundrec.online.client import AsyncClient, Client, GroundrecError
+from groundrec.online.client_bodies import (_batch_body, _feedback_body, _item_path, _items_body, _list_path,
+                                            _recommend_body, _search_body)
 from groundrec.online.config import ServeConfig
 from groundrec.online.service import create_app
 from groundrec.shared.events import open_store
@@ -20,6 +24,11 @@ def test_bodies_carry_only_what_the_caller_set():
     assert _batch_body([{"history": ["a"]}, {"history": ["b"], "k": 2}], 3) == {
         "batch": [{"history": ["a"], "k": 3}, {"history": ["b"], "k": 2}]}
     assert _search_body("black top", 4, with_fields=True) == {"text": "black top", "k": 4, "with_fields": True}
+    assert _item_path("a/b?c d", "/similar") == "/items/a%2Fb%3Fc%20d/similar"
+    assert _list_path("/latest", 3, {"colour": "red"}) == "/latest?k=3&filters=%7B%22colour%22%3A+%22red%22%7D"
+    assert _items_body(iter([{"item_id": "a", "title": "t"}])) == {"items": [{"item_id": "a", "title": "t"}]}
+    with pytest.raises(ValueError, match=r"items\[1\].*item_id"):
+        _items_body([{"item_id": "a"}, {"title": "no id"}])
 
 
 # --- feedback with the answer's recommendation_id, against the real server ---------------
@@ -80,3 +89,80 @@ def test_feedback_and_add_events_credit_the_list_shown_on_a_real_server(publishe
     assert kept == {("u1", first, "view"): rid, ("u1", second, "purchase"): rid, ("u2", third, "view"): None,
                     ("u1", third, "cart"): rid,
                     ("u3", async_answer.items[0].item_id, "view"): async_answer.recommendation_id}
+
+
+# --- the items API through both clients, against the real server ---------------------------
+
+NEW = {"title": "zebra striped raincoat", "description": "A zebra striped raincoat.", "category": "raincoat",
+       "colour": "zebra"}
+
+
+def _ids(answer) -> list[str]:
+    return [i.item_id for i in answer.items]
+
+
+def test_the_items_api_through_the_client_on_a_real_server(published, tmp_path):
+    cfg = ServeConfig(artifacts=published["artifacts"], events=f"sqlite:///{tmp_path}/events.db", compute="thread")
+    history = published["histories"][0]
+    with running(create_app(cfg)) as url, Client(url) as client:
+        put = client.put_item("live-1", NEW)
+        assert put["accepted"] == 1 and put["applied_through"] >= 1
+        assert _ids(client.search("zebra striped raincoat", k=3))[0] == "live-1"  # found at once
+        assert "live-1" in _ids(client.recommend(history, k=60))  # and recommendable
+        latest = client.latest(k=1)
+        assert _ids(latest) == ["live-1"] and len(latest.recommendation_id) == 32
+        assert _ids(client.latest(k=5, filters={"category": "raincoat"})) == ["live-1"]
+        assert client.item("live-1")["title"] == NEW["title"]
+
+        assert client.patch_item("live-1", {"hidden": True})["applied_through"] > put["applied_through"]
+        assert "live-1" not in _ids(client.search("zebra striped raincoat", k=60))
+        client.patch_item("live-1", {"hidden": False})
+
+        feed = client.put_items([{"item_id": f"feed {n}", **NEW, "title": f"quokka hat {n}"} for n in range(3)])
+        assert feed["accepted"] == 3
+        assert set(_ids(client.search("quokka hat", k=3))) == {"feed 0", "feed 1", "feed 2"}  # an id with a space
+        assert client.item("feed 1")["title"] == "quokka hat 1"
+
+        assert client.delete_item("live-1")["accepted"] == 1
+        with pytest.raises(GroundrecError) as gone:
+            client.item("live-1")
+        assert gone.value.status == 404
+        assert "live-1" not in _ids(client.search("zebra striped raincoat", k=60))
+
+        # refusals: the client's error with the server's reason, and nothing applied
+        with pytest.raises(GroundrecError) as bad:
+            client.put_item("x1", {**NEW, "colour_code": 3})
+        assert bad.value.status == 422 and "colour_code" in bad.value.message
+        with pytest.raises(GroundrecError) as missing:
+            client.patch_item("no-such-item", {"hidden": True})
+        assert missing.value.status == 404 and "no-such-item" in missing.value.message
+        with pytest.raises(GroundrecError) as deleted_twice:
+            client.delete_item("live-1")
+        assert deleted_twice.value.status == 404
+        with pytest.raises(GroundrecError) as bad_feed:
+            client.put_items([{"item_id": "y1", **NEW, "title": {"nested": 1}}])
+        assert bad_feed.value.status == 422 and "flat object" in bad_feed.value.message
+        with pytest.raises(GroundrecError):
+            client.item("x1")
+
+        async def from_async():
+            c = AsyncClient(url)
+            try:
+                put = await c.put_item("async-1", {**NEW, "title": "okapi scarf"})
+                found = _ids(await c.search("okapi scarf", k=1))
+                feed = await c.put_items([{"item_id": "async-2", **NEW, "title": "okapi gloves"}])
+                newest = _ids(await c.latest(k=2))
+                patched = await c.patch_item("async-2", {"hidden": True})
+                hidden = _ids(await c.latest(k=2, filters={"category": "raincoat"}))
+                await c.delete_item("async-1")
+                try:
+                    await c.item("async-1")
+                except GroundrecError as e:
+                    return put, found, feed, newest, patched, hidden, e
+            finally:
+                await c.aclose()
+
+        put, found, feed, newest, patched, hidden, error = asyncio.run(from_async())
+        assert put["accepted"] == feed["accepted"] == patched["accepted"] == 1
+        assert found == ["async-1"] and newest == ["async-2", "async-1"] and hidden[0] == "async-1"
+        assert error.status == 404
