@@ -96,6 +96,10 @@ def _check_shape(method: str, path: str, answer) -> None:
         assert ResultOut.model_validate(answer).items, answer
     elif method == "DELETE" and path.startswith("/users/"):
         assert set(answer) == {"user_id", "deleted_events"} and answer["deleted_events"] >= 0, answer
+    elif method in ("PUT", "PATCH", "DELETE") and path.startswith("/items/") or (method, path) == ("POST", "/items"):
+        assert answer["accepted"] >= 1 and answer["applied_through"] >= 1, answer
+    elif (method, path) in (("GET", "/latest"), ("GET", "/popular")):
+        assert ResultOut.model_validate(answer).items and answer["recommendation_id"], answer
     elif method == "GET" and path.startswith("/items/"):
         assert answer["item"]["item_id"] == path.split("/")[2], answer
     elif method == "GET" and path in ("/readyz", "/healthz"):
