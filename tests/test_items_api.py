@@ -54,6 +54,9 @@ def test_a_live_item_is_served_at_once_then_hidden_expired_and_deleted(published
         assert _ids(httpx.post(url + "/search", json={"text": "zebra striped raincoat", "k": 3}))[0] == "live-1"
         assert _ids(httpx.get(url + "/latest", params={"k": 1})) == ["live-1"]
         assert all(_everywhere(url, "live-1", history).values())
+        page = httpx.get(url + "/ui/items/live-1")
+        assert page.status_code == 200 and NEW["title"] in page.text  # the web page shows it too
+        assert "live-1" in httpx.get(url + "/ui/search", params={"q": "zebra striped raincoat"}).text
         got = httpx.get(url + "/items/live-1").json()
         assert got["item"]["title"] == NEW["title"] and got["shown"] and got["live"]["first_seen"]
         # a history holding it is a known history: the item counts in the profile
@@ -75,6 +78,8 @@ def test_a_live_item_is_served_at_once_then_hidden_expired_and_deleted(published
 
         assert httpx.delete(url + "/items/live-1").status_code == 200
         assert httpx.get(url + "/items/live-1").status_code == 404
+        assert httpx.get(url + "/ui/items/live-1").status_code == 404
+        assert "live-1" not in httpx.get(url + "/ui/search", params={"q": "zebra striped raincoat"}).text
         assert not any(_everywhere(url, "live-1", history).values())
         assert httpx.get(url + "/items/live-1/similar").status_code == 404
 
