@@ -6,6 +6,12 @@ alternating rounds of the same requests at a fixed concurrency, for SQLite and R
 round's requests/s and its p99; the ratio of the medians (on / off). The logger's writes
 (a background thread) run during the rounds, so their cost is in the figure.
 
+Timed rounds on a shared 2-core machine spread by +-15%, too much to resolve a 5% cost. So each
+round also counts the CPU time it used: this process's (every thread: the request path and the
+logger, whose queue is flushed before the round's count ends) plus redis-server's, and reports
+requests per CPU-second, the throughput of a machine whose cores are busy serving. That figure
+moves little with the machine's load and resolves a few percent.
+
     python benchmarks/bench_impressions.py --artifacts DIR --interactions FILE \\
         [--stores sqlite,redis] [--concurrency 32] [--requests 2000] [--rounds 7]
 """
@@ -49,7 +55,8 @@ async def _round(rec: Recommender, bodies: list[RecommendRequest], concurrency: 
     return len(bodies) / (time.perf_counter() - start), float(np.percentile(latencies, 99))
 
 
-async def _compare(args, url: str, bodies: list[RecommendRequest]) -> dict:
+async def _compare(args, url: str, bodies: list[RecommendRequest], server_cpu=lambda: 0.0) -> dict:
+    """Both arms in alternating rounds (``server_cpu``: the store server's CPU seconds so far)."""
     arms = {}
     for name, share in (("on", 1.0), ("off", 0.0)):
         cfg = ServeConfig(artifacts=args.artifacts, compute="thread", events=url, impressions=share,
@@ -57,17 +64,32 @@ async def _compare(args, url: str, bodies: list[RecommendRequest]) -> dict:
         arms[name] = Recommender(cfg, ServiceMetrics())
     rates = {name: [] for name in arms}
     p99 = {name: [] for name in arms}
+    per_cpu = {name: [] for name in arms}  # requests per CPU-second
     async with arms["on"].running(watch=False), arms["off"].running(watch=False):
         for name in arms:  # warm up both
             await _round(arms[name], bodies[:200], args.concurrency)
         for n in range(args.rounds):
             for name in (("on", "off") if n % 2 == 0 else ("off", "on")):
+                cpu = time.process_time() + server_cpu()
                 rate, tail = await _round(arms[name], bodies, args.concurrency)
+                if arms[name].impressions is not None:
+                    await asyncio.to_thread(arms[name].impressions.flush)  # this round's writes, counted here
+                per_cpu[name].append(len(bodies) / (time.process_time() + server_cpu() - cpu))
                 rates[name].append(rate)
                 p99[name].append(tail)
         arms["on"].impressions.flush()
         logged, dropped = arms["on"].impressions.written, arms["on"].impressions.dropped
-    return {"rates": rates, "p99": p99, "logged": logged, "dropped": dropped}
+    return {"rates": rates, "p99": p99, "per_cpu": per_cpu, "logged": logged, "dropped": dropped}
+
+
+def _cpu_of(proc):
+    """() -> CPU seconds (user + system) the process ``proc`` has used so far (0 without one)."""
+    if proc is None:
+        return lambda: 0.0
+    import psutil
+
+    server = psutil.Process(proc.pid)
+    return lambda: sum(server.cpu_times()[:2])
 
 
 def main() -> None:
@@ -88,7 +110,7 @@ def main() -> None:
         with tempfile.TemporaryDirectory() as tmp:
             proc, url = start_redis(Path(tmp)) if store == "redis" else (None, f"sqlite://{tmp}/events.db")
             try:
-                r = asyncio.run(_compare(args, url, bodies))
+                r = asyncio.run(_compare(args, url, bodies, _cpu_of(proc)))
                 check = open_store(url)
                 stored = sum(len(b) for b in check.scan_impressions())
                 check.close()
@@ -102,6 +124,10 @@ def main() -> None:
               f"off {off:8.1f} req/s (p99 {np.median(r['p99']['off']) * 1e3:.1f} ms)  on/off {on / off:.1%} "
               f"(rounds {min(ratios):.1%} to {max(ratios):.1%}); impressions written {r['logged']}, "
               f"in the store {stored}, dropped {r['dropped']}")
+        c_on, c_off = np.median(r["per_cpu"]["on"]), np.median(r["per_cpu"]["off"])
+        c_ratios = [a / b for a, b in zip(r["per_cpu"]["on"], r["per_cpu"]["off"])]
+        print(f"{store:6s} requests per CPU-second: on {c_on:8.1f}  off {c_off:8.1f}  on/off {c_on / c_off:.1%} "
+              f"(rounds {min(c_ratios):.1%} to {max(c_ratios):.1%})")
 
 
 if __name__ == "__main__":
