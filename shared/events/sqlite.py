@@ -224,10 +224,10 @@ class SQLiteStore(SQLiteItems):
 
     def scan_columns(self, since: float | None = None, chunk: int = 50_000, until: float | None = None,
                      named_only: bool = False):
-        named = " AND recommendation_id IS NOT NULL" if named_only else ""
-        yield from self._scan("SELECT user_id, item_id, ts, type, recommendation_id FROM events "
-                              f"WHERE ts >= ? AND ts < ?{named} ORDER BY ts, seq", since, chunk, None, event_table,
-                              until, raw=True)
+        # Each chunk's columns concatenated by SQLite, split by numpy: no Python object per row.
+        from groundrec.shared.events.sqlite_columns import event_columns
+
+        yield from event_columns(self._connect, since, chunk, until, named_only)
 
     def time_span(self, since: float | None = None) -> tuple[float, float] | None:
         lo, hi = self._query("SELECT min(ts), max(ts) FROM events WHERE ts >= ?",
@@ -235,9 +235,10 @@ class SQLiteStore(SQLiteItems):
         return None if lo is None else (lo, hi)
 
     def scan_impression_columns(self, since: float | None = None, chunk: int = 50_000, until: float | None = None):
-        # The JSON as bytes (no text decoded per row), parsed a chunk at a time by pyarrow.
-        yield from self._scan("SELECT CAST(body AS BLOB) FROM impressions WHERE ts >= ? AND ts < ? ORDER BY ts, seq",
-                              since, chunk, None, lambda rows: impression_table([r[0] for r in rows]), until)
+        # A chunk's JSON joined by SQLite, parsed in one call by pyarrow: no Python object per row.
+        from groundrec.shared.events.sqlite_columns import impression_columns
+
+        yield from impression_columns(self._connect, since, chunk, until)
 
     def _scan(self, sql: str, since: float | None, chunk: int, make, whole=None, until: float | None = None,
               raw: bool = False):
