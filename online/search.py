@@ -62,18 +62,20 @@ class IndexSearch:
         return r.keep_places(ranked, self.among(profiles, slots, seen, allowed, prior), k, slots)
 
     def search_batch(self, profiles: np.ndarray, asks: list[Ask]) -> list[list[tuple[int, float]]]:
-        """The lists of many single-row profiles (no filter, no pick): one matrix product per
-        chunk of users on a flat index, one FAISS call otherwise."""
+        """The lists of many single-row profiles (no filter; a pick only for max_per), each the
+        list ``search`` gives: one matrix product per chunk of users on a flat index, one FAISS
+        call otherwise, each row cut to the candidates ``search`` fetches for it (FAISS's best
+        n are the first n of its best m > n, HNSW's too: tests/test_batch_max_per.py)."""
         r = self.ranker
         if self.exact_t is not None:
             return [ranked for start in range(0, len(asks), BATCH_CHUNK)
                     for ranked in r.rank_asks(np.asarray(profiles[start:start + BATCH_CHUNK], dtype=np.float32)
                                               @ self.exact_t, asks[start:start + BATCH_CHUNK])]
         priors = [r.prior(a.popularity_weight, a.fresh_weight) for a in asks]
-        width = max(a.k * (self.overfetch if prior is not None else 1) + len(a.seen) for a, prior in zip(asks, priors))
-        scores, idx = self.candidates(np.asarray(profiles, dtype=np.float32), min(width, self.v.index.ntotal))
-        return [r.merge(s_row[None, :], i_row[None, :], a.k, a.seen, prior)
-                for a, s_row, i_row, prior in zip(asks, scores, idx, priors)]
+        widths = [self._width(a.k, len(a.seen), prior is not None or a.pick, a.pick) for a, prior in zip(asks, priors)]
+        scores, idx = self.candidates(np.asarray(profiles, dtype=np.float32), max(widths))
+        return [r.merge(s_row[None, :w], i_row[None, :w], a.k, a.seen, prior, a.pick)
+                for a, w, s_row, i_row, prior in zip(asks, widths, scores, idx, priors)]
 
     def _width(self, k: int, n_seen: int, reordered, pick) -> int:
         """Candidates to fetch: k, over-fetched when a prior or a pick reorders them, plus seen."""

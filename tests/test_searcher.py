@@ -123,3 +123,29 @@ def test_take_with_a_pick_widens_until_it_has_k():
     groups = [np.array([0, 0, 0, 0, 0, 0, 0, 0, 1])]  # the second group's only item is last
     got = Searcher.take(scores, 2, lambda ranked, k: ranking.at_most_per(ranked, groups, [1], k))
     assert [r for r, _ in got] == [0, 8]
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.lists(st.integers(-8, 8), min_size=40, max_size=40), min_size=1, max_size=6),
+       st.lists(st.integers(1, 4), min_size=6, max_size=6), st.integers(1, 3), st.integers(0, 2))
+def test_rank_rows_with_max_per_is_rank_one_row_at_a_time(rows, ks, limit, slots):
+    """A batch's picks (max_per) give each row the list ``rank`` gives it alone, widening
+    included: items 0..31 fall in two groups of 16 and score above the others, so a head of
+    4k holds too few items to pick; 32..39 have no group (never limited)."""
+    scores = np.stack([np.array(r, np.float32) / 8 for r in rows])
+    scores[:, :32] += 2
+    groups = [np.array([r // 16 for r in range(32)] + [-1] * 8)]
+    new = np.array([3, 17, 25, 38])
+    searcher = Searcher(40, new)
+
+    def pick(ranked, k):
+        return ranking.select(ranked, k, groups, [limit])
+    ks = ks[:len(rows)]
+    seen = [{(i * 7) % 40} for i in range(len(rows))]
+    picks = [pick if i % 3 else None for i in range(len(rows))]  # every third row: the best k
+    got = searcher.rank_rows(scores.copy(), ks, seen, [slots] * len(rows), picks)
+    for i in range(len(rows)):
+        assert got[i] == searcher.rank(scores[i].copy(), ks[i], seen[i], pick=picks[i], slots=slots)
+        if picks[i]:  # and the limit holds where places for new items did not add to a group
+            codes = [groups[0][r] for r, _ in got[i] if r not in searcher.is_new and groups[0][r] >= 0]
+            assert all(codes.count(c) <= limit for c in codes)

@@ -7,7 +7,7 @@ max_per or diversity asks for more than the best k), then the places kept for ne
 (``keep_places``). The ways in:
 
 - ``rank``: one query's full score vector (an exact search);
-- ``rank_rows``: a (users x items) score matrix (a batch, and eval's lists);
+- ``rank_rows``: a (users x items) score matrix (a batch, and eval's lists), max_per included;
 - ``merge``: candidates from an approximate index (one row per profile: several interests are
   merged, best score per item);
 - ``popular``: the fallback when a history gives nothing to rank by.
@@ -20,7 +20,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from itertools import islice
-from typing import NamedTuple
+from typing import Callable, NamedTuple
 
 import numpy as np
 
@@ -28,6 +28,7 @@ from groundrec.shared.scoring import popularity as pop
 from groundrec.shared.scoring import ranking
 
 Ranked = list[tuple[int, float]]
+HEAD = 4  # a pick takes its k from the best HEAD x k, widened HEAD-fold while that is not enough
 
 
 def best_of(vectors: np.ndarray, profiles: np.ndarray) -> np.ndarray:
@@ -38,13 +39,16 @@ def best_of(vectors: np.ndarray, profiles: np.ndarray) -> np.ndarray:
 
 class Ask(NamedTuple):
     """One list asked of a batch: its length, the rows it must not hold, the weights of its
-    priors (popularity, freshness of the new items) and its places kept for new items."""
+    priors (popularity, freshness of the new items), its places kept for new items and how its
+    k are taken from the ranking's head (``pick``: ``ranking.select`` with max_per; None: the
+    best k)."""
 
     k: int
     seen: set[int]
     popularity_weight: float = 0.0
     fresh_weight: float = 0.0
     slots: int = 0
+    pick: Callable | None = None
 
 
 @dataclass(frozen=True)
@@ -103,16 +107,16 @@ class Searcher:
     @staticmethod
     def take(scores: np.ndarray, k: int, pick=None) -> Ranked:
         """The best ``k`` of a final score vector; with ``pick`` (``ranking.select``: max_per,
-        diversity) the k it takes from a widening head of the ranking."""
+        diversity) the k it takes from a widening head of the ranking (``HEAD`` x k first)."""
         if not pick:
             return ranking.top_k(scores, k)
-        wide = 4 * k
+        wide = HEAD * k
         while True:
             head = ranking.top_k(scores, wide)
             picked = pick(head, k)
             if len(picked) == k or len(head) < wide:
                 return picked
-            wide *= 4
+            wide *= HEAD
 
     # --- places kept for new items ------------------------------------------------------
     def needs_new(self, ranked: Ranked, slots: int) -> int:
@@ -143,16 +147,28 @@ class Searcher:
         """``rank_rows`` for a batch of asks: each row's priors added (in place), then ranked."""
         ranking.add_prior(scores, [a.popularity_weight for a in asks], self.popularity.log_pop)
         ranking.lift(scores, [a.fresh_weight for a in asks], self.new_rows)
-        return self.rank_rows(scores, [a.k for a in asks], [a.seen for a in asks], [a.slots for a in asks])
+        return self.rank_rows(scores, [a.k for a in asks], [a.seen for a in asks], [a.slots for a in asks],
+                              [a.pick for a in asks])
 
     def rank_rows(self, scores: np.ndarray, ks: list[int], seen: list | None = None,
-                  slots: list[int] | None = None) -> list[Ranked]:
+                  slots: list[int] | None = None, picks: list | None = None) -> list[Ranked]:
         """Each row's list from a (users x items) matrix (the prior already in it; seen items
         excluded here, in place), with its places for new items: the whole batch in a fixed
-        handful of array operations (``ranking.top_k_rows``)."""
+        handful of array operations (``ranking.top_k_rows``). A row with a pick (max_per) gets
+        its head of ``HEAD`` x k in the same operations and takes its k from it as ``take``
+        does; only a row whose head was not enough is widened alone, by ``take``."""
         if seen is not None:
             ranking.exclude(scores, seen)
-        lists = ranking.top_k_rows(scores, ks)
+        if picks is None or not any(picks):
+            lists = ranking.top_k_rows(scores, ks)
+        else:
+            lists = ranking.top_k_rows(scores, [HEAD * k if pick else k for k, pick in zip(ks, picks)])
+            for r, pick in enumerate(picks):
+                if pick:
+                    head, k = lists[r], ks[r]
+                    lists[r] = pick(head, k)
+                    if len(lists[r]) < k and len(head) == HEAD * k:  # the head was not enough: widen
+                        lists[r] = self.take(scores[r], k, pick)
         if slots is None or not self.is_new:
             return lists
         short = [r for r, ranked in enumerate(lists) if self.needs_new(ranked, slots[r])]
