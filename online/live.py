@@ -58,6 +58,9 @@ class LiveOverlay:
         self.first_seen: dict[str, float] = {}  # live items' first PUT
         self.removed: set[int] = set()
         self._expiring: list[tuple[float, int]] = []  # (available_until, row): a heap
+        self._until: dict[int, float] = {}  # a row's available_until now (older heap entries are stale)
+        self.states: dict[str, LiveItem] = {}  # the state applied last per item
+        self._published_rules: dict[int, dict] = {}  # the version's own hidden/available_until per row
         self._bufs: dict[str, np.ndarray] = {}  # arrays with spare room; the version holds views of them
         self._published: dict[str, int] = {}  # an item's published row, once a live row replaced it
         columns = v.items.column_names
@@ -65,6 +68,7 @@ class LiveOverlay:
             rows = v.items.select([c for c in ("hidden", "available_until") if c in columns]).to_pylist()
             for row, fields in enumerate(rows):
                 self._rule(row, fields, time.time())
+            self._published_rules = dict(enumerate(rows))
         self.frozen = frozenset(self.removed)
 
     # --- what requests read ---------------------------------------------------------
@@ -72,15 +76,34 @@ class LiveOverlay:
         """The rows no answer may hold now (replaced, hidden, deleted or expired)."""
         if self._expiring and self._expiring[0][0] <= time.time():
             while self._expiring and self._expiring[0][0] <= time.time():
-                self.removed.add(heapq.heappop(self._expiring)[1])
+                until, row = heapq.heappop(self._expiring)
+                if self._until.get(row) == until:
+                    self.removed.add(row)
             self.frozen = frozenset(self.removed)
         return self.frozen
 
     def _rule(self, row: int, fields, now: float) -> None:
+        """Whether ``row`` may be shown, from its ``hidden`` and ``available_until``."""
+        self.removed.discard(row)
+        self._until.pop(row, None)
         if not shown(fields, now):
             self.removed.add(row)
         elif fields.get("available_until") is not None:
-            heapq.heappush(self._expiring, (float(fields["available_until"]), row))
+            self._until[row] = float(fields["available_until"])
+            heapq.heappush(self._expiring, (self._until[row], row))
+
+    def _rules_only(self, item: LiveItem, old: int | None) -> bool:
+        """Whether ``item`` differs from what its current row holds only in ``hidden`` or
+        ``available_until`` (then no row is added: its rules change, in place)."""
+        if old is None or item.deleted or item.item_id in self.deleted:
+            return False
+        prev = self.states.get(item.item_id)
+
+        def core(fields):
+            return {k: v for k, v in fields.items() if k not in CONTROL}
+
+        return (core(item.fields) == (core(prev.fields) if prev else {}) and item.whole == (prev.whole if prev else False)
+                and item.image_changed == (prev.image_changed if prev else False))
 
     def state(self, item_id: str, row: int) -> dict:
         """What ``GET /items/{id}`` adds for an item: whether answers may show it, and for a
@@ -103,6 +126,11 @@ class LiveOverlay:
             published = item.item_id in self._published or (old is not None and old < self.n_version)
             if item.first_seen is not None and not published:  # new to the catalog: /latest shows it
                 self.first_seen.setdefault(item.item_id, item.first_seen)
+            if self._rules_only(item, old):  # hidden, shown again, a new end of sale: no new row
+                self.states[item.item_id] = item
+                self._rule(old, {**self._published_rules.get(old, {}), **item.fields}, now)
+                continue
+            self.states[item.item_id] = item
             if item.deleted:
                 self.deleted.add(item.item_id)
                 if old is not None:

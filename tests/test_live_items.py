@@ -106,3 +106,18 @@ def test_live_items_are_searched_recommended_removed_and_reapplied_idempotently(
     s.apply_live(([LiveItem("new-0", {}, True, 1.0, 11.0, 11, deleted=True)], None))
     assert s.unknown(["new-0", "new-1"]) == 1
     assert "new-0" not in [x.item_id for x in r.search("quokka lantern 0", k=70).items]
+
+
+def test_hiding_showing_and_expiring_change_rules_in_place_without_new_rows(serving):
+    s, pub = serving
+    r = s.retriever
+    item = pub["histories"][1][0]
+    history = next(h for h in pub["histories"] if item not in h)
+    n = r.v.index.ntotal
+    seq = 1000
+    for fields in ({"hidden": True}, {"hidden": False}, {"available_until": 4e9}, {"available_until": 1.0}):
+        seq += 1
+        s.apply_live(([LiveItem(item, fields, False, None, float(seq), seq)], None))
+        listed = item in [x.item_id for x in r.recommend(RecommendRequest(history=history, k=70)).items]
+        assert listed == (fields.get("hidden") is False or fields.get("available_until") == 4e9), fields
+    assert r.v.index.ntotal == n  # no row was added for a change of rules only
