@@ -18,7 +18,7 @@ from groundrec.shared.artifact.activations import (ACTIVATIONS, activations, gat
                                                    record_activation)
 from groundrec.shared.artifact.layout import (COLLAB_ITEM, COLLAB_QUERY, CURRENT, EMBEDDINGS,  # noqa: F401
                                               ENCODER_CONFIG, ENCODER_DIR, ENCODER_ONNX, ENCODER_TOKENIZER,
-                                              FORMAT_VERSION, INDEX, ITEMS, MANIFEST, PROJECT_ITEM, PROJECT_QUERY,
+                                              FIRST_SEEN, FORMAT_VERSION, INDEX, ITEMS, MANIFEST, PROJECT_ITEM, PROJECT_QUERY,
                                               REQUIRED_FILES, SKIPPED, STAGING, VERSION_ID, VERSIONS, WINDOW_INTERACTIONS,
                                               FileEntry,
                                               Manifest, VersionFiles, checksum_tree, created_at, is_version_id,

@@ -40,6 +40,9 @@ PROJECT_QUERY = "project_query.npy"
 # A hybrid's ITEMS has this column: each item's interactions in the learn window (0: a new item,
 # which collab.fresh_weight lifts).
 WINDOW_INTERACTIONS = "window_interactions"
+# ITEMS' float64 column of when each item first appeared (seconds since the epoch; null: not
+# known): its first interaction the job read, or a live item's first PUT (``GET /latest``).
+FIRST_SEEN = "first_seen"
 ENCODER_DIR = "encoder"
 # Inside ENCODER_DIR: a descriptor naming the tokenizer and one ONNX file per variant.
 ENCODER_CONFIG = "encoder.json"
