@@ -46,6 +46,9 @@ def offline_run(
     interactions: Optional[str] = typer.Option(None, help="Interactions (user_id, item_id, timestamp): a table, a "
                                                "folder of Parquet files, or the event store's URL (sqlite:///..., "
                                                "redis://...): publish a hybrid version, content + collaborative."),
+    live_items: Optional[str] = typer.Option(None, help="The event store of the items API's changes (puts, patches, "
+                                             "deletes), laid over the catalog file: sqlite:///... or redis://...; "
+                                             "default: --interactions when that is a store URL; none: the file alone."),
     interactions_item_column: Optional[str] = typer.Option(None, help="Its item id column (default item_id)."),
     interactions_user_column: Optional[str] = typer.Option(None, help="Its user id column (default user_id)."),
     activate: Optional[str] = typer.Option(None, help="Make the new version current: always | gate | never | auto "
@@ -69,7 +72,8 @@ def offline_run(
         "vlm.max_new_tokens": max_new_tokens, "encoder.batch_size": encode_batch_size, "index.kind": index_kind,
         "export.enabled": False if no_export else None,
         "interactions.path": str(interactions) if interactions else None,
-        "interactions.item_column": interactions_item_column, "interactions.user_column": interactions_user_column,
+        "catalog.live_items": live_items, "interactions.item_column": interactions_item_column,
+        "interactions.user_column": interactions_user_column,
         "publish.activate": activate,
     }
     from groundrec.offline.config import load_job_config
@@ -95,6 +99,9 @@ def print_summary(s) -> None:
     t.add_row("location", str(s.version_dir))
     t.add_row("runner", s.runner)
     t.add_row("items read", str(s.items_read))
+    if s.live_items is not None:
+        t.add_row("live items", f"{s.live_items['items']} item(s) from {s.live_items['changes']} change(s), "
+                  f"through seq {s.live_items['through']}")
     for note in s.notes:
         t.add_row("note", note)
     t.add_row("grounded", f"{s.grounded_new} new, {s.grounded_cached} from cache")

@@ -184,8 +184,25 @@ class PublishConfig(StrictModel):
     gate_max_users: int = Field(5_000, ge=1, description="most window users the gate scores (a seeded sample)")
 
 
+class JobCatalogConfig(CatalogConfig):
+    """The catalog file and, over it, the live catalog's changes (the items API's)."""
+
+    live_items: str | None = Field(None, description="the event store whose item changes (the items API's puts, "
+                                   "patches, deletes) are laid over the catalog file (sqlite:///..., redis://...); "
+                                   "default: interactions.path when that is a store URL; none: the file alone")
+
+    @field_validator("live_items")
+    @classmethod
+    def _a_store(cls, v: str | None) -> str | None:
+        from groundrec.offline.live_items import live_items_url
+
+        if v is not None:
+            live_items_url(v, None)  # a UserError unless a store URL or none
+        return v
+
+
 class JobConfig(StrictModel):
-    catalog: CatalogConfig = Field(default_factory=CatalogConfig)
+    catalog: JobCatalogConfig = Field(default_factory=JobCatalogConfig)
     out: Path | None = None
     cache_dir: Path | None = Field(None, description="grounding cache; default <out>/cache")
     prompt: PromptConfig = Field(default_factory=PromptConfig)

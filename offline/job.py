@@ -24,6 +24,7 @@ from groundrec.offline.index import build_index
 from groundrec.offline.interactions import load_interactions, on_published_rows
 from groundrec.offline.learn import index_vectors, learn
 from groundrec.offline.learn_report import LearnReport
+from groundrec.offline.live_items import absorb, first_seen, live_items_url
 from groundrec.offline.publish import build_manifest, write_version_files
 from groundrec.offline.thumbnails import make_thumbnails
 from groundrec.offline.runners import open_runner
@@ -55,6 +56,7 @@ class JobSummary:
     learned: LearnReport | None = None  # the learn stage's report (with interactions; a hybrid or content only)
     gate: GateDecision | None = None  # whether the version went live, and why
     notes: list[str] = field(default_factory=list)  # what the user should know about this run (e.g. no images)
+    live_items: dict | None = None  # the live catalog's changes absorbed (through, changes, items); None: not read
 
 
 class StageClock:
@@ -78,11 +80,14 @@ def run_job(cfg: JobConfig, progress: bool = True) -> JobSummary:
 
     with clock.stage("read"):
         items = catalog_stage.load_catalog(cfg.catalog)
+        items, absorbed = absorb(items, live_items_url(cfg.catalog.live_items, cfg.interactions.path), cfg.catalog,
+                                 cfg.catalog.images_root or Path(cfg.catalog.path).parent)
         interactions = None
         if cfg.interactions.path is not None:  # read before any model runs: a bad table fails in seconds
             catalog_ids = items.column(cfg.catalog.id_column).to_pylist()
             interactions = load_interactions(cfg.interactions, {str(i): r for r, i in enumerate(catalog_ids)})
     no_images = catalog_stage.text_only(items, cfg.catalog)
+    notes = ([no_images] if no_images else []) + (absorbed.notes if absorbed is not None else [])
     with clock.stage("resolve_models"):  # fail in seconds, before any cluster starts
         if not no_images:
             backend_class(cfg.vlm).check(cfg.vlm)
@@ -132,7 +137,8 @@ def run_job(cfg: JobConfig, progress: bool = True) -> JobSummary:
                 model = load_sentence_transformer(encoder_path, cfg.encoder.max_seq_length)
                 export_report = export_encoder(model, artifact.VersionFiles(staged).encoder_dir, cfg.export, texts[:200])
         with clock.stage("write"):
-            write_version_files(staged, index, vectors, groundings, skips.table(), learned, thumbnails)
+            write_version_files(staged, index, vectors, groundings, skips.table(), learned, thumbnails,
+                                first_seen(published, on_rows, absorbed))
         flags = groundings.column("grounded").to_pylist()
         counts = {"items_read": items.num_rows, "indexed": int(vectors.shape[0]),
                   "grounded_new": len(grounded.new_by_id),
@@ -142,8 +148,10 @@ def run_job(cfg: JobConfig, progress: bool = True) -> JobSummary:
                                             if thumb_counts else {})}
         manifest = build_manifest(cfg, version_id, encoder_path, int(vectors.shape[1]), counts,
                                   index_report.to_dict(), export_report, dict(clock.times),
-                                  learned.report if learned else None, [no_images] if no_images else [])
+                                  learned.report if learned else None, notes)
         manifest.gate = gate.to_manifest()
+        if absorbed is not None:  # the service skips the changes through this seq (online/live)
+            manifest.live_items = absorbed.to_manifest()
         with clock.stage("publish"):
             final = pub.publish(manifest, activate_it=gate.activated)
         if gate.activated:
@@ -157,5 +165,5 @@ def run_job(cfg: JobConfig, progress: bool = True) -> JobSummary:
         timings_s=dict(clock.times), skipped_examples=skips.rows[:5], log_dir=log_dir, distinct_texts=len(set(texts)),
         parse_failures=sum(g and not ok for g, ok in zip(flags, parse_ok)),
         ungrounded=counts["ungrounded"], dropped=counts["dropped"], learned=learned.report if learned else None,
-        gate=gate, notes=[no_images] if no_images else [],
+        gate=gate, notes=notes, live_items=absorbed.to_manifest() if absorbed is not None else None,
     )

@@ -15,14 +15,15 @@ import pyarrow.parquet as pq
 from groundrec.offline.cache import grounding_signature
 from groundrec.offline.catalog import NO_IMAGE_COLUMN
 from groundrec.offline.learn_report import LearnReport
-from groundrec.shared.artifact import WINDOW_INTERACTIONS, Manifest, VersionFiles
+from groundrec.shared.artifact import FIRST_SEEN, WINDOW_INTERACTIONS, Manifest, VersionFiles
 from groundrec.shared.version_info import code_version
 
 
 def write_version_files(staged: Path, index: faiss.Index, vectors: np.ndarray, items: pa.Table,
-                        skipped: pa.Table, learned=None, thumbnails: pa.Table | None = None) -> None:
+                        skipped: pa.Table, learned=None, thumbnails: pa.Table | None = None,
+                        first_seen: pa.Array | None = None) -> None:
     """``learned``: the learn stage's result (an ``offline.learn.Learned``), or None;
-    ``thumbnails``: (item_id, webp) rows, or None."""
+    ``thumbnails``: (item_id, webp) rows, or None; ``first_seen``: the items' ``FIRST_SEEN``."""
     files = VersionFiles(Path(staged))
     if thumbnails is not None:
         pq.write_table(thumbnails, files.thumbnails)
@@ -34,6 +35,8 @@ def write_version_files(staged: Path, index: faiss.Index, vectors: np.ndarray, i
             np.save(files.project_query, learned.projection.query)
     if learned is not None and learned.hybrid and learned.counts is not None:  # what "new item" means to it
         items = items.append_column(WINDOW_INTERACTIONS, pa.array(learned.counts.astype(np.int64)))
+    if first_seen is not None:
+        items = items.append_column(FIRST_SEEN, first_seen)
     faiss.write_index(index, str(files.index))
     np.save(files.embeddings, vectors)
     pq.write_table(items, files.items)

@@ -178,7 +178,8 @@ def test_cli_without_a_reachable_vlm_fails_fast_with_the_fix(tmp_path):
 
 def test_cli_help_lists_the_documented_flags():
     r = _cli("offline", "run", "--help")
-    for flag in ("--catalog", "--images-root", "--out", "--vlm", "--encoder", "--config", "--runner", "--interactions"):
+    for flag in ("--catalog", "--images-root", "--out", "--vlm", "--encoder", "--config", "--runner", "--interactions",
+                 "--live-items"):
         assert flag in r.stdout
 
 
