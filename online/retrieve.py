@@ -252,9 +252,10 @@ class Retriever:
 
     def recommend_batch(self, queries: list[UserQuery], errors: Literal["raise", "return"] = "raise") -> list[Result]:
         """Many users at once, each answer equal to ``recommend``'s: the texts of all queries
-        are encoded in one call; single-profile, unfiltered queries share one search (a matrix
-        product on a flat index, one FAISS call otherwise). With ``errors="return"`` a query
-        that cannot be answered gets its exception in its place and the others are answered."""
+        are encoded in one call; single-profile, unfiltered queries without diversity share one
+        search (a matrix product on a flat index, one FAISS call otherwise), max_per included.
+        With ``errors="return"`` a query that cannot be answered gets its exception in its
+        place and the others are answered."""
         results: list[Result | Exception | None] = [None] * len(queries)
         texts = list(dict.fromkeys(q.text for q in queries if q.text))
         text_vectors = dict(zip(texts, self._encode(texts))) if texts and self.encoder is not None else {}
@@ -263,7 +264,8 @@ class Retriever:
         for n, q in enumerate(queries):
             try:
                 profile, rows, unknown = means.get(n) or self._profile(q, text_vectors.get(q.text) if q.text else None)
-                if (profile is None or len(profile) != 1 or q.filters or self._pick(q) is not None or q.explain
+                pick = self._pick(q)  # max_per joins the batch; diversity is taken one list at a time
+                if (profile is None or len(profile) != 1 or q.filters or q.diversity or q.explain
                         or (self._slots(q) and self.exact_t is None)):
                     results[n] = self._answer(q, profile, rows, unknown)
                     continue
@@ -274,7 +276,7 @@ class Retriever:
                 continue
             batch.append(profile[0])
             asks.append(Ask(q.k, self._excluded(q, rows), q.popularity_weight, self._fresh(q),
-                            self._slots(q)))
+                            self._slots(q), pick))
             meta.append((n, q, unknown, len(rows)))
         if batch:
             for (n, q, unknown, n_known), ranked in zip(meta, self.searcher.search_batch(np.asarray(batch), asks)):
