@@ -6,7 +6,10 @@ a client gets. Pages: ``/`` (popular items and a search box), ``/ui/search``, ``
 by clicking, or a user id from the event store: the list with images, scores and the grounded
 fields each item shares with the history), ``/ui/version`` (manifest, skipped items, the eval
 report), ``/ui/online`` (the online report: ui_online.py). Thumbnails: ``GET /items/{id}/thumbnail``.
-Standard library only: nothing heavy is imported, and nothing here runs on the hot routes."""
+The lists of ``/``, ``/ui/search`` and ``/ui/user`` take a ``max_per`` (``?max_per=title:1``,
+a field of their form; the server's default when absent, shown beside the field). The HTML
+itself is ``ui_html.py``. Standard library only: nothing heavy is imported, and nothing here
+runs on the hot routes."""
 
 from __future__ import annotations
 
@@ -26,32 +29,12 @@ from groundrec.online.errors import ERRORS, Overloaded, Unavailable, http_status
 from groundrec.online.guard import KEY_COOKIE as KEY_COOKIE_NAME
 from groundrec.online.recommender import Recommender
 from groundrec.online.schemas import RecommendRequest, SearchRequest
+from groundrec.online.ui_html import PLACEHOLDER, grid, max_per_field, page, parse_max_per, split, thumb, why
 from groundrec.online.ui_online import mount_online
 from groundrec.shared import artifact
 
 KEY_COOKIE = KEY_COOKIE_NAME.decode()
 CACHE_S = 86_400
-PLACEHOLDER = (b'<svg xmlns="http://www.w3.org/2000/svg" width="256" height="256" viewBox="0 0 256 256">'
-               b'<rect width="256" height="256" fill="#e8e8e8"/><text x="128" y="136" font-family="sans-serif" '
-               b'font-size="20" fill="#888" text-anchor="middle">no image</text></svg>')
-STYLE = """
-body{font-family:system-ui,sans-serif;margin:0;color:#222}
-header{background:#1f2937;color:#fff;padding:.6rem 1rem;display:flex;gap:1.2rem;align-items:center;flex-wrap:wrap}
-header a{color:#fff}
-main{padding:1rem}
-form.inline{display:flex;gap:.5rem;align-items:center;flex-wrap:wrap}
-.grid{list-style:none;padding:0;display:grid;grid-template-columns:repeat(auto-fill,minmax(170px,1fr));gap:.8rem}
-.card{border:1px solid #ddd;border-radius:6px;padding:.5rem;display:flex;flex-direction:column;gap:.3rem}
-.card img{width:100%;height:170px;object-fit:contain;background:#f4f4f4}
-.card a:focus,.card button:focus{outline:3px solid #2563eb}
-.why{font-size:.85rem;color:#555}
-.score{font-variant-numeric:tabular-nums;color:#444;font-size:.85rem}
-.history{display:flex;gap:.4rem;flex-wrap:wrap;list-style:none;padding:0}
-.history img{width:64px;height:64px;object-fit:contain;background:#f4f4f4}
-table{border-collapse:collapse}td,th{border:1px solid #ddd;padding:.25rem .5rem;text-align:left;vertical-align:top}
-pre{background:#f6f6f6;padding:.6rem;overflow:auto;max-height:30rem}
-.error{color:#b91c1c}
-"""
 
 
 class Thumbnails:
@@ -82,49 +65,6 @@ class Thumbnails:
         self._version = version_id
 
 
-def _page(title: str, body: str, version: str | None = None) -> HTMLResponse:
-    nav = ('<header><strong>groundrec</strong><nav aria-label="pages" style="display:flex;gap:1rem">'
-           '<a href="/">Items</a><a href="/ui/user">A user\'s list</a><a href="/ui/version">Version</a><a href="/ui/online">Online</a></nav>'
-           + (f'<span style="margin-left:auto">version {escape(version)}</span>' if version else "") + "</header>")
-    return HTMLResponse(f'<!doctype html><html lang="en"><head><meta charset="utf-8">'
-                        f'<meta name="viewport" content="width=device-width,initial-scale=1"><link rel="icon" href="data:,">'
-                        f'<title>{escape(title)} · groundrec</title><style>{STYLE}</style></head>'
-                        f'<body>{nav}<main><h1>{escape(title)}</h1>{body}</main></body></html>')
-
-
-def _title(item: dict) -> str:
-    fields = item.get("fields") or {}
-    return str(fields.get("title") or fields.get("text") or item["item_id"])
-
-
-def _thumb(item_id: str, alt: str, css: str = "") -> str:
-    return (f'<img src="/items/{quote(item_id, safe="")}/thumbnail" alt="{escape(alt)}" loading="lazy"'
-            f'{f" class={css!r}" if css else ""}>')
-
-
-def _card(item: dict, history: list[str], why: str = "", score: bool = False) -> str:
-    iid, title = item["item_id"], _title(item)
-    add = urlencode({"h": ",".join([*history, iid])})
-    return (f'<li class="card" data-item="{escape(iid)}">{_thumb(iid, title)}'
-            f'<a href="/ui/items/{quote(iid, safe="")}">{escape(title[:80])}</a>'
-            + (f'<span class="score">score {item["score"]:.4f}</span>' if score else "")
-            + (f'<span class="score parts">{_parts(item["parts"])}</span>' if item.get("parts") else "")
-            + (f'<span class="why">{why}</span>' if why else "")
-            + f'<a class="add" href="/ui/user?{add}" aria-label="add {escape(title[:60])} to the history">'
-              f'+ add to history</a></li>')
-
-
-def _grid(items: list[dict], history: list[str], label: str, whys: dict | None = None, score: bool = False) -> str:
-    if not items:
-        return "<p>Nothing to show.</p>"
-    return (f'<ul class="grid" aria-label="{escape(label)}">'
-            + "".join(_card(i, history, (whys or {}).get(i["item_id"], ""), score) for i in items) + "</ul>")
-
-
-def _split(text: str | None) -> list[str]:
-    return [x for x in (text or "").split(",") if x]
-
-
 def mount_ui(app: FastAPI, rec: Recommender, report_dir: Path | None = None) -> None:
     cfg = rec.cfg
     thumbs = Thumbnails(cfg)
@@ -139,11 +79,11 @@ def mount_ui(app: FastAPI, rec: Recommender, report_dir: Path | None = None) -> 
         except Overloaded:
             raise  # the one overload answer (JSON, Retry-After), as on every route
         except ERRORS as e:  # the page of the error the API answers
-            page = _page("Not available", f'<p class="error" role="alert">{escape(str(e))}</p>', version())
-            page.status_code = http_status(e)
-            return page
+            shown = page("Not available", f'<p class="error" role="alert">{escape(str(e))}</p>', version())
+            shown.status_code = http_status(e)
+            return shown
 
-    mount_online(app, rec, _page, guarded, version)  # /ui/online: the online report (online/ui_online.py)
+    mount_online(app, rec, page, guarded, version)  # /ui/online: the online report (online/ui_online.py)
 
     @app.get("/items/{item_id}/thumbnail", include_in_schema=True)
     def thumbnail(item_id: str):
@@ -157,28 +97,34 @@ def mount_ui(app: FastAPI, rec: Recommender, report_dir: Path | None = None) -> 
                                  "ETag": f'"{hashlib.sha1(data).hexdigest()[:16]}"'})
 
     @app.get("/", response_class=HTMLResponse, include_in_schema=False)
-    async def home(request: Request, h: str | None = None):
+    async def home(request: Request, h: str | None = None, max_per: str = ""):
         async def render():
-            popular = await rec.ask(RecommendRequest(history=[], k=min(40, cfg.max_k), with_fields=True), request.receive)
+            popular = await rec.ask(RecommendRequest(history=[], k=min(40, cfg.max_k), with_fields=True,
+                                                     max_per=parse_max_per(max_per)), request.receive)
             form = ('<form class="inline" action="/ui/search" role="search"><label for="q">Search items</label>'
                     '<input id="q" name="q" type="search" required placeholder="e.g. black strap top">'
+                    f'<input type="hidden" name="max_per" value="{escape(max_per)}">'
                     '<button type="submit">Search</button></form>')
-            return _page("Items", form + "<h2>Most popular</h2>" + _grid(popular["items"], _split(h), "most popular items"),
-                         version())
+            limit = f'<form class="inline" action="/">{max_per_field(max_per, cfg.max_per)}<button type="submit">Update</button></form>'
+            return page("Items", form + "<h2>Most popular</h2>" + limit
+                        + grid(popular["items"], split(h), "most popular items"), version())
         return await guarded(render)
 
     @app.get("/ui/search", response_class=HTMLResponse, include_in_schema=False)
-    async def search(request: Request, q: str = "", column: str = "", value: str = "", h: str | None = None):
+    async def search(request: Request, q: str = "", column: str = "", value: str = "", h: str | None = None,
+                     max_per: str = ""):
         async def render():
             filters = {column: value} if column and value else None
-            found = (await rec.ask(SearchRequest(text=q, k=min(40, cfg.max_k), filters=filters, with_fields=True),
-                                   request.receive) if q else {"items": []})
+            limit, asked = parse_max_per(max_per), dict(text=q, k=min(40, cfg.max_k), filters=filters, with_fields=True)
+            # SearchRequest has no max_per: with one, the same text-only query as a RecommendRequest
+            body = SearchRequest(**asked) if limit is None else RecommendRequest(**asked, history=[], max_per=limit)
+            found = await rec.ask(body, request.receive) if q else {"items": []}
             form = (f'<form class="inline" action="/ui/search" role="search"><label for="q">Search items</label>'
                     f'<input id="q" name="q" type="search" value="{escape(q)}" required>'
                     f'<label for="column">filter column</label><input id="column" name="column" value="{escape(column)}">'
                     f'<label for="value">equals</label><input id="value" name="value" value="{escape(value)}">'
-                    f'<button type="submit">Search</button></form>')
-            return _page(f"Search: {q}" if q else "Search", form + _grid(found["items"], _split(h), "search results",
+                    f'{max_per_field(max_per, cfg.max_per)}<button type="submit">Search</button></form>')
+            return page(f"Search: {q}" if q else "Search", form + grid(found["items"], split(h), "search results",
                                                                           score=True), version())
         return await guarded(render)
 
@@ -194,7 +140,7 @@ def mount_ui(app: FastAPI, rec: Recommender, report_dir: Path | None = None) -> 
             source = ("grounded by the VLM" if row.get("grounded") else
                       f"published from catalog text (not grounded: {row.get('ground_error') or 'no image'})")
             title = str(row.get("title") or item_id)
-            body = (f'<div style="display:flex;gap:1.5rem;flex-wrap:wrap">{_thumb(item_id, title)}<div>'
+            body = (f'<div style="display:flex;gap:1.5rem;flex-wrap:wrap">{thumb(item_id, title)}<div>'
                     f'<h2>What the VLM said</h2><p id="source">{escape(source)}</p>'
                     + ("<table aria-label='grounded fields'>" + "".join(
                         f"<tr><th scope='row'>{escape(k.removeprefix('vlm_'))}</th><td>{escape(str(v))}</td></tr>"
@@ -203,25 +149,27 @@ def mount_ui(app: FastAPI, rec: Recommender, report_dir: Path | None = None) -> 
                     + "<h2>Catalog</h2><table aria-label='catalog fields'>" + "".join(
                         f"<tr><th scope='row'>{escape(k)}</th><td>{escape(str(v))}</td></tr>" for k, v in catalog.items())
                     + f'</table><p><a href="/ui/user?{urlencode({"h": item_id})}">Start a history with this item</a></p>'
-                    f'</div></div><h2>Nearest items</h2>' + _grid(near["items"], [item_id], "nearest items", score=True))
-            return _page(title, body, version())
+                    f'</div></div><h2>Nearest items</h2>' + grid(near["items"], [item_id], "nearest items", score=True))
+            return page(title, body, version())
         return await guarded(render)
 
     @app.get("/ui/user", response_class=HTMLResponse, include_in_schema=False)
     async def user_page(request: Request, h: str | None = None, user_id: str = "", k: int = 12,
-                        popularity_weight: float = 0.0, diversity: float = 0.0, column: str = "", value: str = ""):
+                        popularity_weight: float = 0.0, diversity: float = 0.0, column: str = "", value: str = "",
+                        max_per: str = ""):
         async def render():
-            history = _split(h)
+            history = split(h)
             body_args = {"history": history, "k": k, "popularity_weight": popularity_weight, "diversity": diversity,
-                         "with_fields": True, "explain": True, "filters": {column: value} if column and value else None}
+                         "with_fields": True, "explain": True, "filters": {column: value} if column and value else None,
+                         "max_per": parse_max_per(max_per)}
             if user_id:
                 body_args["user_id"] = user_id
             answer = await rec.ask(RecommendRequest(**body_args), request.receive)
             seen = [(await run_in_threadpool(rec.serving().item, i))["item"] for i in history[-20:]
                     if i not in answer.get("unknown_ids", [])]
-            whys = {i["item_id"]: _why(i.get("fields") or {}, seen) for i in answer["items"]}
+            whys = {i["item_id"]: why(i.get("fields") or {}, seen) for i in answer["items"]}
             hist = ('<ul class="history" aria-label="history">' + "".join(
-                f'<li><a href="/ui/items/{quote(r["item_id"], safe="")}">{_thumb(r["item_id"], str(r.get("title") or r["item_id"]))}</a>'
+                f'<li><a href="/ui/items/{quote(r["item_id"], safe="")}">{thumb(r["item_id"], str(r.get("title") or r["item_id"]))}</a>'
                 f'<a href="/ui/user?{urlencode({"h": ",".join(x for x in history if x != r["item_id"])})}" '
                 f'aria-label="remove {escape(str(r.get("title") or r["item_id"]))}">remove</a></li>' for r in seen)
                 + "</ul>") if seen else "<p>No history yet: add items from any list, or give a user id.</p>"
@@ -234,10 +182,10 @@ def mount_ui(app: FastAPI, rec: Recommender, report_dir: Path | None = None) -> 
                         f'min="0" max="1" value="{diversity:g}">'
                         f'<label for="column">filter column</label><input id="column" name="column" value="{escape(column)}">'
                         f'<label for="value">equals</label><input id="value" name="value" value="{escape(value)}">'
-                        f'<button type="submit">Update</button></form>')
+                        f'{max_per_field(max_per, cfg.max_per)}<button type="submit">Update</button></form>')
             note = (f'<p>Fallback: {escape(answer["fallback"])} (no usable history).</p>' if answer.get("fallback") else "")
-            return _page("A user's list", controls + "<h2>History</h2>" + hist + "<h2>Recommended</h2>" + note
-                         + _grid(answer["items"], history, "recommended items", whys, score=True), version())
+            return page("A user's list", controls + "<h2>History</h2>" + hist + "<h2>Recommended</h2>" + note
+                         + grid(answer["items"], history, "recommended items", whys, score=True), version())
         return await guarded(render)
 
     @app.get("/ui/version", response_class=HTMLResponse, include_in_schema=False)
@@ -258,7 +206,7 @@ def mount_ui(app: FastAPI, rec: Recommender, report_dir: Path | None = None) -> 
             body = (report + f"<h2>Manifest</h2><pre>{escape(json.dumps(manifest, indent=2, default=str))}</pre>"
                     f"<h2>Skipped items ({len(skipped)} shown)</h2>"
                     + (f"<table><thead><tr>{head}</tr></thead><tbody>{rows}</tbody></table>" if skipped else "<p>None.</p>"))
-            return _page("Version", body, current)
+            return page("Version", body, current)
         return await guarded(render)
 
     @app.get("/ui/report/{name}", include_in_schema=False)
@@ -270,7 +218,7 @@ def mount_ui(app: FastAPI, rec: Recommender, report_dir: Path | None = None) -> 
 
     @app.get("/ui/login", response_class=HTMLResponse, include_in_schema=False)
     def login_form(error: str = ""):
-        return _page("Sign in", (f'<p class="error" role="alert">{escape(error)}</p>' if error else "")
+        return page("Sign in", (f'<p class="error" role="alert">{escape(error)}</p>' if error else "")
                      + '<form method="post" action="/ui/login"><label for="key">API key</label> '
                        '<input id="key" name="key" type="password" autocomplete="current-password" required> '
                        '<button type="submit">Sign in</button></form>')
@@ -283,18 +231,3 @@ def mount_ui(app: FastAPI, rec: Recommender, report_dir: Path | None = None) -> 
         response.set_cookie(KEY_COOKIE, key, httponly=True, samesite="strict")
         return response
 
-
-def _parts(parts: dict) -> str:
-    return " · ".join(f"{escape(name)} {value:+.3f}" for name, value in parts.items())
-
-
-def _why(fields: dict, history: list[dict]) -> str:
-    """The grounded fields an item shares with the history, in words a person reads."""
-    shared = []
-    for name, value in fields.items():
-        if not name.startswith("vlm_") or name == "vlm_text" or value in (None, ""):
-            continue
-        n = sum(1 for h in history if str(h.get(name) or "").lower() == str(value).lower())
-        if n:
-            shared.append(f"{name.removeprefix('vlm_')}: {escape(str(value))} (like {n} in the history)")
-    return "; ".join(shared)

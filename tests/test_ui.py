@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import os
 import shutil
+from html import unescape
 from urllib.parse import unquote
 
 import httpx
@@ -144,3 +145,100 @@ def test_the_version_view_links_the_eval_report_and_serves_only_its_files(publis
         assert "recall@20 table" in httpx.get(url + "/ui/report/report.html").text
         for name in ("..%2Fsecret.txt", ".hidden", "nope.html"):
             assert httpx.get(url + f"/ui/report/{name}").status_code == 404
+
+
+@pytest.fixture(scope="module")
+def variants(tmp_path_factory, tiny_vlm):
+    """The demo catalog with H&M's problem: its pattern variants share a title ("Red dress"),
+    as H&M's colour variants of one product do. Published by the real job."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from groundrec.offline.config import load_job_config
+    from groundrec.offline.demo import make_demo_data
+    from groundrec.offline.job import run_job
+
+    root = tmp_path_factory.mktemp("variants")
+    paths = make_demo_data(root / "data", n_items=40, n_users=4)
+    table = pq.read_table(paths["catalog"])
+    titles = [f"{c.capitalize()} {k}" for c, k in zip(table["colour"].to_pylist(), table["category"].to_pylist())]
+    pq.write_table(table.set_column(table.schema.get_field_index("title"), "title", pa.array(titles)), paths["catalog"])
+    run_job(load_job_config(None, {"catalog.path": str(paths["catalog"]), "out": str(root / "artifacts"),
+                                   "vlm.model": str(tiny_vlm()), "vlm.max_new_tokens": 4, "run.runner": "local",
+                                   "export.int8": False, "catalog.text_columns": ["title", "category", "colour"]}),
+            progress=False)
+    return root / "artifacts"
+
+
+def _titles(html: str, label: str) -> list[str]:
+    """The titles of a page's list, as its cards show them."""
+    import re
+
+    (grid,) = re.findall(rf'<ul class="grid" aria-label="{label}">(.*?)</ul>', html, re.S)
+    return [unescape(t) for t in re.findall(r'<a href="/ui/items/[^"]+">([^<]*)</a>', grid)]
+
+
+def test_every_list_of_the_page_takes_max_per_and_shows_the_one_in_force(variants):
+
+    with running(create_app(ServeConfig(artifacts=variants, events="none"))) as url:
+        plain = _titles(httpx.get(url + "/").text, "most popular items")
+        assert len(plain) == 40 and len(set(plain)) < len(plain)  # without it, titles repeat
+        home = httpx.get(url + "/", params={"max_per": "title:1"}).text
+        once = _titles(home, "most popular items")
+        assert once and len(set(once)) == len(once) == len(set(plain))  # each title once, every title there
+        assert 'value="title:1"' in home and "at most 1 per title" in home
+        found = httpx.get(url + "/ui/search", params={"q": "red dress", "max_per": "title:1"}).text
+        assert len(set(_titles(found, "search results"))) == len(_titles(found, "search results")) > 1
+        two = _titles(httpx.get(url + "/ui/search", params={"q": "red dress", "max_per": "title:2"}).text,
+                      "search results")
+        assert max(two.count(t) for t in two) == 2
+        first = httpx.get(url + "/").text.split('data-item="')[1].split('"')[0]
+        user = httpx.get(url + "/ui/user", params={"h": first, "k": 20, "max_per": "title:1"}).text
+        listed = _titles(user, "recommended items")
+        assert len(listed) == len(set(listed)) > 5 and 'id="max_per" name="max_per" value="title:1"' in user
+        bad = httpx.get(url + "/ui/user", params={"h": first, "max_per": "title:0"})
+        assert bad.status_code == 400 and "max_per" in bad.text and "column:N" in bad.text
+        unknown = httpx.get(url + "/", params={"max_per": "no_such_column:1"})
+        assert unknown.status_code == 400 and "no_such_column" in unknown.text
+    # the server's default applies when the page gives none, says so, and "none" lifts it
+    with running(create_app(ServeConfig(artifacts=variants, events="none", max_per={"title": 1}))) as url:
+        home = httpx.get(url + "/").text
+        assert _titles(home, "most popular items") == once
+        assert "at most 1 per title (the server&#x27;s default)" in home and 'placeholder="title:1"' in home
+        assert _titles(httpx.get(url + "/", params={"max_per": "none"}).text, "most popular items") == plain
+
+
+def test_max_per_in_the_browser_changes_the_users_list(variants, browser):
+    with running(create_app(ServeConfig(artifacts=variants, events="none"))) as url:
+        page, problems = _watched(browser)
+        page.goto(url + "/")
+        first = page.locator("ul[aria-label='most popular items'] li.card").first.get_attribute("data-item")
+        page.goto(url + f"/ui/user?h={first}&k=30")  # 30 of 39 items: more than their 23 titles
+        titles = "els => els.map(e => e.querySelector('a[href^=\"/ui/items/\"]').textContent)"
+        before = page.eval_on_selector_all("ul[aria-label='recommended items'] li.card", titles)
+        assert len(set(before)) < len(before)  # variants side by side
+        assert "no limit (the server's default)" in page.inner_text("#max_per_used")
+        page.fill("#max_per", "title:1")
+        page.click("form.inline button[type=submit]")
+        after = page.eval_on_selector_all("ul[aria-label='recommended items'] li.card", titles)
+        assert "max_per=title%3A1" in page.url and len(after) == len(set(after)) >= 22  # every title (but the seen one's)
+        assert page.input_value("#max_per") == "title:1" and "at most 1 per title" in page.inner_text("#max_per_used")
+        assert problems == []
+
+
+def test_the_pages_max_per_field_reads_and_writes_the_apis_max_per():
+    from groundrec.online.ui_html import format_max_per, max_per_field, parse_max_per
+    from groundrec.shared.errors import UserError
+
+    assert parse_max_per("") is None and parse_max_per(None) is None and parse_max_per(" none ") == {}
+    assert parse_max_per("title:1, colour : 2") == {"title": 1, "colour": 2}
+    assert parse_max_per("a:b:3") == {"a:b": 3}  # the last colon splits: a column may hold one
+    for given in ({"title": 1, "colour": 2}, {}, None):
+        assert parse_max_per(format_max_per(given)) == given
+    for bad in ("title", "title:0", "title:x", ":1", "title:1,"):
+        with pytest.raises(UserError, match="column:N"):
+            parse_max_per(bad)
+    field = max_per_field("", {"title": 1})
+    assert 'value=""' in field and "at most 1 per title (the server&#x27;s default)" in field
+    assert "no limit</span>" in max_per_field("none", {"title": 1})
+    assert 'value="x:2"' in max_per_field('x:2', None) and "at most 2 per x</span>" in max_per_field("x:2", None)
