@@ -181,3 +181,17 @@ def test_single_machine_schedules_call_real_commands():
                                      for c, r in zip(exports, runs))
     timer = (DEPLOY / "systemd" / "groundrec-offline.timer").read_text()
     assert "OnCalendar=" in timer and "Persistent=true" in timer
+
+
+def test_the_hm_serve_config_is_a_serve_config_with_one_item_per_title():
+    """deploy/hm.serve.yaml as `groundrec serve --config` reads it (the CLI adds --artifacts),
+    with the max_per default the H&M lists need, on the title column the H&M job publishes."""
+    data = yaml.safe_load((DEPLOY / "hm.serve.yaml").read_text())
+    cfg = ServeConfig.model_validate({**data, "artifacts": "artifacts/hm"})
+    assert cfg.max_per == {"title": 1}
+    job = yaml.safe_load((DEPLOY / "hm.job.yaml").read_text())
+    assert "title" in job["catalog"]["text_columns"]  # the column max_per names is in the published items
+    assert str(cfg.interactions) == job["interactions"]["path"]
+    assert cfg.encoder_variant == "int8" and JobConfig.model_fields["export"].default_factory().int8
+    with pytest.raises(ValueError, match="max_per"):
+        ServeConfig.model_validate({**data, "artifacts": "a", "max_per": {"title": 0}})
