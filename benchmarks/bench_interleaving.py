@@ -42,7 +42,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from groundrec.online.interleaving import team_draft  # noqa: E402
-from groundrec.shared.stats import sign_test, two_sample_test  # noqa: E402
+from groundrec.shared.stats import paired_test, sign_test, two_sample_test  # noqa: E402
 
 D, K = 8, 10
 EXAMINE = 1.0 / np.arange(1, K + 1)
@@ -93,7 +93,8 @@ def ab_p(seed: int, users: int, args) -> tuple[float, bool]:
     return t["p"], t["diff"] < 0  # B - A < 0: A found better
 
 
-def interleaving_p(seed: int, users: int, args) -> tuple[float, bool]:
+def _interleaved_credits(seed: int, users: int, args) -> tuple[np.ndarray, np.ndarray]:
+    """Per user, the clicks credited to A and to B over their team-drafted lists."""
     rng = np.random.default_rng(seed)
     s, a, b = shop(rng, users, args.items, args.sigma_a, args.sigma_b)
     who, propensity = users_of(rng, users, args)
@@ -108,8 +109,20 @@ def interleaving_p(seed: int, users: int, args) -> tuple[float, bool]:
     c = clicks(rng, s[who], shown, propensity[who])
     credit_a = np.bincount(who, weights=(c & from_a).sum(1), minlength=users)
     credit_b = np.bincount(who, weights=(c & ~from_a).sum(1), minlength=users)
+    return credit_a, credit_b
+
+
+def interleaving_p(seed: int, users: int, args) -> tuple[float, bool]:
+    """The sign test over users with a preference (the report's ``p_sign``)."""
+    credit_a, credit_b = _interleaved_credits(seed, users, args)
     wins_a, wins_b = int((credit_a > credit_b).sum()), int((credit_b > credit_a).sum())
     return sign_test(wins_a, wins_b), wins_a > wins_b
+
+
+def interleaving_paired_p(seed: int, users: int, args) -> tuple[float, bool]:
+    """The paired sign-flip test on per-user credits (the report's ``p_paired``)."""
+    credit_a, credit_b = _interleaved_credits(seed, users, args)
+    return paired_test(credit_a, credit_b, n_perm=2000, seed=seed), credit_a.sum() > credit_b.sum()
 
 
 def users_for_power(method, args, grid: list[int]) -> tuple[float | None, dict[int, float]]:
@@ -176,11 +189,13 @@ def measure(args) -> dict:
           f"{args.requests_mean} requests per user on average, propensity sd {args.propensity_sd}", flush=True)
     grid = [int(round(25 * 2 ** (i / 2))) for i in range(30)]  # steps of sqrt(2)
     il, il_power = users_for_power(interleaving_p, args, grid)
+    ilp, ilp_power = users_for_power(interleaving_paired_p, args, grid)
     ab, ab_power = users_for_power(ab_p, args, grid)
     ratio = ab / il if ab and il else None
     return {"sigma_a": args.sigma_a, "sigma_b": args.sigma_b, "ctr": ctr, "experiments": args.experiments,
-            "users_for_80_power": {"ab": ab, "interleaving": il}, "ratio_ab_over_interleaving": ratio,
-            "power": {"ab": ab_power, "interleaving": il_power}}
+            "users_for_80_power": {"ab": ab, "interleaving": il, "interleaving_paired": ilp},
+            "ratio_ab_over_interleaving": ratio, "ratio_ab_over_interleaving_paired": ab / ilp if ab and ilp else None,
+            "power": {"ab": ab_power, "interleaving": il_power, "interleaving_paired": ilp_power}}
 
 if __name__ == "__main__":
     main()
