@@ -138,7 +138,9 @@ class Tally:
 
 def _reduce(table: pa.Table, keys: list[str], sums: list[str]) -> pa.Table:
     out = table.group_by(keys, use_threads=False).aggregate([(s, "sum") for s in sums])
-    return out.rename_columns([c.removesuffix("_sum") for c in out.column_names])
+    # One chunk per column: the group-by's many chunks are slices of shared buffers, which a
+    # pickle (a part's tally sent back by its process) would copy whole, once per chunk.
+    return out.rename_columns([c.removesuffix("_sum") for c in out.column_names]).combine_chunks()
 
 
 def _codes(names: pa.ChunkedArray | pa.Array, known: dict[str, int]) -> np.ndarray:
