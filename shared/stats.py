@@ -24,6 +24,7 @@ import numpy as np
 from groundrec.shared.errors import UserError
 
 _CELLS = 4_000_000  # resample x user cells drawn at a time (bounded memory)
+_CACHE = 1 << 17  # resample x user cells counted at a time
 
 
 def bootstrap_ratios(num: np.ndarray, den: np.ndarray, n_boot: int = 1000, seed: int = 0,
@@ -37,15 +38,19 @@ def bootstrap_ratios(num: np.ndarray, den: np.ndarray, n_boot: int = 1000, seed:
         raise UserError("no users to bootstrap over")
     with np.errstate(invalid="ignore", divide="ignore"):
         point = num2.sum(0) / den2.sum(0)
-    both = np.hstack([num2, den2])
+    both_t = np.ascontiguousarray(np.hstack([num2, den2]).T)
     rng = np.random.default_rng(seed)
-    sums = np.empty((n_boot, both.shape[1]))
-    step = max(1, _CELLS // n)
+    sums = np.empty((n_boot, both_t.shape[0]))
+    step, block = max(1, _CELLS // n), max(1, _CACHE // n)
     for start in range(0, n_boot, step):
         b = min(step, n_boot - start)
-        draws = rng.integers(0, n, (b, n)) + (np.arange(b) * n)[:, None]
-        times = np.bincount(draws.ravel(), minlength=b * n).reshape(b, n)  # how often each user was drawn
-        sums[start:start + b] = times @ both
+        draws = rng.integers(0, n, (b, n))
+        for i in range(0, b, block):  # counted a few resamples at a time: the counts stay in cache
+            rows = draws[i:i + block]
+            m = len(rows)
+            times = np.bincount((rows + (np.arange(m) * n)[:, None]).ravel() if m > 1 else rows[0],
+                                minlength=m * n).reshape(m, n)  # how often each user was drawn
+            sums[start + i:start + i + m] = (both_t @ times.T).T
     k = num2.shape[1]
     with np.errstate(invalid="ignore", divide="ignore"):
         ratios = sums[:, :k] / sums[:, k:]

@@ -16,6 +16,8 @@ per-user credits."""
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
+from concurrent.futures import Executor, Future
 from datetime import datetime, timezone
 from itertools import combinations
 
@@ -25,6 +27,7 @@ import pyarrow as pa
 from groundrec.online.report.tally import SUMS, Tally
 from groundrec.shared.stats import bootstrap_ratios, delta_interval, paired_test, sign_test, two_sample_test
 
+POOL_CELLS = 200_000_000  # resample x user cells for the pool's share to be worth its start (about 1 s)
 RATES = {"ctr": ("clicks", "impressions"), "cvr": ("conversions", "impressions"),
          "mean_position": ("position_sum", "engaged")}
 
@@ -41,18 +44,24 @@ def by_user(cells: dict[str, np.ndarray], rows: np.ndarray) -> dict[str, np.ndar
     return out
 
 
+def _ratios(per_user: dict[str, np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+    """The numerators and denominators of ``RATES``, one column each, as ``bootstrap_ratios`` takes them."""
+    return (np.column_stack([per_user[num] for num, _ in RATES.values()]),
+            np.column_stack([per_user[den] for _, den in RATES.values()]))
+
+
 def summary(per_user: dict[str, np.ndarray], *, coverage: int | None, bootstrap: int | None, alpha: float,
-            seed: int) -> dict:
-    """Counts, rates and intervals of one group; ``bootstrap`` None: delta-method intervals."""
+            seed: int, resampled: tuple | None = None) -> dict:
+    """Counts, rates and intervals of one group; ``bootstrap`` None: delta-method intervals;
+    ``resampled``: the group's ``bootstrap_ratios`` already computed (elsewhere)."""
     out = {"impressions": int(per_user["impressions"].sum()), "clicks": int(per_user["clicks"].sum()),
            "conversions": int(per_user["conversions"].sum()), "users": int((per_user["user"] >= 0).sum())}
     if coverage is not None:
         out["coverage"] = coverage
     names = list(RATES)
     if bootstrap:
-        num = np.column_stack([per_user[RATES[r][0]] for r in names])
-        den = np.column_stack([per_user[RATES[r][1]] for r in names])
-        point, lo, hi = bootstrap_ratios(num, den, bootstrap, seed, alpha)
+        point, lo, hi = resampled if resampled is not None else bootstrap_ratios(*_ratios(per_user), bootstrap, seed,
+                                                                                 alpha)
         cis = [(p, lo_, hi_) for p, lo_, hi_ in zip(point, lo, hi)]
     else:
         cis = [delta_interval(per_user[RATES[r][0]], per_user[RATES[r][1]], alpha) for r in names]
@@ -63,21 +72,25 @@ def summary(per_user: dict[str, np.ndarray], *, coverage: int | None, bootstrap:
     return out
 
 
-def compute(tally: Tally, *, bootstrap: int = 1000, alpha: float = 0.05, seed: int = 0) -> dict:
+def compute(tally: Tally, *, bootstrap: int = 1000, alpha: float = 0.05, seed: int = 0,
+            pool: Callable[[], Executor] | None = None) -> dict:
     """Everything the report shows: ``versions``, ``arms``, ``days``, ``days_by_version``,
-    ``ab_tests`` and ``interleaving``."""
+    ``ab_tests`` and ``interleaving``. ``pool``: gives processes that take a share of the
+    bootstraps (the same results), asked for only when they are long enough to be worth it."""
     cells = _columns(tally.cells())
     versions = {code: name for name, code in tally.versions.items()}
     arms = {code: name for name, code in tally.arms.items()}
     level = {"bootstrap": bootstrap, "alpha": alpha, "seed": seed}
     out: dict = {"versions": {}, "arms": {}, "days": {}, "days_by_version": {}, "ab_tests": [], "interleaving": []}
-    for code, name in sorted(versions.items(), key=lambda kv: kv[1]):
-        rows = np.flatnonzero(cells["version"] == code)
-        out["versions"][name] = summary(by_user(cells, rows), coverage=tally.coverage(version=name), **level)
-        out["days_by_version"][name] = _days(cells, rows, alpha)
-    for code, name in sorted(arms.items(), key=lambda kv: kv[1]):
-        rows = np.flatnonzero(cells["arm"] == code)
-        out["arms"][name] = summary(by_user(cells, rows), coverage=tally.coverage(arm=name), **level)
+    rows = {("versions", name): np.flatnonzero(cells["version"] == code)
+            for code, name in sorted(versions.items(), key=lambda kv: kv[1])}
+    rows |= {("arms", name): np.flatnonzero(cells["arm"] == code)
+             for code, name in sorted(arms.items(), key=lambda kv: kv[1])}
+    groups = {key: by_user(cells, mine) for key, mine in rows.items()}  # (versions | arms, name): sums per user
+    resampled = _bootstraps(groups, bootstrap, alpha, seed, pool)  # the pool's share goes on meanwhile
+    for (kind, name), mine in rows.items():
+        if kind == "versions":
+            out["days_by_version"][name] = _days(cells, mine, alpha)
     out["days"] = _days(cells, np.arange(len(cells["user"])), alpha)
     plain = {name: by_user(cells, np.flatnonzero((cells["arm"] == code) & (cells["interleaved"] == 0)))
              for code, name in sorted(arms.items(), key=lambda kv: kv[1])}
@@ -94,7 +107,31 @@ def compute(tally: Tally, *, bootstrap: int = 1000, alpha: float = 0.05, seed: i
                                     "method": "two-sample z-test over users, delta-method (Welch) standard error, "
                                               "two-sided normal p"})
     out["interleaving"] = interleaving(_columns(tally.credits()), {c: n for n, c in tally.teams.items()}, seed)
+    for (kind, name), per_user in groups.items():
+        got = resampled[kind, name]
+        out[kind][name] = summary(per_user, coverage=tally.coverage(**{kind[:-1]: name}), **level,
+                                  resampled=got.result() if isinstance(got, Future) else got)
     return out
+
+
+def _bootstraps(groups: dict, bootstrap: int, alpha: float, seed: int,
+                pool: Callable[[], Executor] | None) -> dict:
+    """``bootstrap_ratios`` of every group (each with the same seed, as one at a time): the
+    largest first, each to whichever of this process and the pool's has the least work so far;
+    the pool's are returned as futures."""
+    if not bootstrap:
+        return dict.fromkeys(groups)
+    lanes = [0.0, 0.0]  # users resampled here, in the pool
+    where: dict = {}
+    for key in sorted(groups, key=lambda k: -len(groups[k]["user"])):
+        lane = int(lanes[1] < lanes[0])
+        lanes[lane] += len(groups[key]["user"])
+        where[key] = lane
+    executor = pool() if pool is not None and lanes[1] * bootstrap >= POOL_CELLS else None
+    later = {key: executor.submit(bootstrap_ratios, *_ratios(groups[key]), bootstrap, seed, alpha)
+             for key in groups if executor is not None and where[key]}
+    return {key: later[key] if key in later else bootstrap_ratios(*_ratios(groups[key]), bootstrap, seed, alpha)
+            for key in groups}
 
 
 def interleaving(credits: dict[str, np.ndarray], teams: dict[int, str], seed: int = 0) -> list[dict]:

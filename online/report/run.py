@@ -51,12 +51,33 @@ class ReportConfig(StrictModel):
         return url
 
 
+class Pool:
+    """``cfg.workers - 1`` processes, started when first asked for (by the parts of ``read``,
+    then the statistics' bootstraps), shut down on leaving."""
+
+    def __init__(self, workers: int):
+        self.workers, self.pool = workers, None
+
+    def __call__(self) -> ProcessPoolExecutor:
+        if self.pool is None:
+            self.pool = ProcessPoolExecutor(self.workers - 1, mp_context=get_context("spawn"))
+        return self.pool
+
+    def __enter__(self) -> Pool | None:
+        return self if self.workers > 1 else None
+
+    def __exit__(self, *exc) -> None:
+        if self.pool is not None:
+            self.pool.shutdown(cancel_futures=True)
+
+
 def run(cfg: ReportConfig) -> dict:
     """Compute the report and write its files; the results (as in ``results.json``)."""
     started = time.perf_counter()
-    counts, tally = read(cfg)
-    read_s = time.perf_counter() - started
-    results = compute(tally, bootstrap=cfg.bootstrap, alpha=cfg.alpha, seed=cfg.seed)
+    with Pool(cfg.workers) as pool:
+        counts, tally = read(cfg, pool)
+        read_s = time.perf_counter() - started
+        results = compute(tally, bootstrap=cfg.bootstrap, alpha=cfg.alpha, seed=cfg.seed, pool=pool)
     results["attribution"] = asdict(counts)
     results["settings"] = cfg.model_dump(mode="json", exclude={"out", "workers"})  # workers: speed only
     results["notes"] = []
@@ -71,25 +92,25 @@ def run(cfg: ReportConfig) -> dict:
     return results
 
 
-def read(cfg: ReportConfig) -> tuple[AttributionCounts, Tally]:
-    """Attribute and tally the whole period: in ``cfg.workers`` parts of its time range, one
-    process each, when the range is long enough for the overlaps (what a part reads of its
-    neighbours': ``max(window_s, id_window_s)`` of lists before it, ``window_s`` of events after
-    it and the events naming an id up to the longer window after it) to be small."""
+def read(cfg: ReportConfig, pool: Pool | None = None) -> tuple[AttributionCounts, Tally]:
+    """Attribute and tally the whole period: in ``cfg.workers`` parts of its time range, this
+    process and the pool's one each, when the range is long enough for the overlaps (what a
+    part reads of its neighbours': ``max(window_s, id_window_s)`` of lists before it,
+    ``window_s`` of events after it and the events naming an id up to the longer window after
+    it) to be small."""
     keep = max(cfg.window_s, cfg.id_window_s)
     store = open_store(cfg.events)
     try:
         span = store.time_span(cfg.since) if cfg.workers > 1 else None
     finally:
         store.close()
-    if span is None or span[1] - span[0] < 3 * keep:
+    if pool is None or span is None or span[1] - span[0] < 3 * keep:
         return read_part(cfg, cfg.since, None)
     step = (span[1] - span[0]) / cfg.workers
     cuts = [cfg.since] + [span[0] + i * step for i in range(1, cfg.workers)] + [None]
-    with ProcessPoolExecutor(cfg.workers - 1, mp_context=get_context("spawn")) as pool:
-        early = [pool.submit(read_part, cfg, a, b) for a, b in zip(cuts[:-2], cuts[1:-1])]
-        last = read_part(cfg, cuts[-2], None)  # meanwhile, here
-        parts = [f.result() for f in early] + [last]
+    early = [pool().submit(read_part, cfg, a, b) for a, b in zip(cuts[:-2], cuts[1:-1])]
+    last = read_part(cfg, cuts[-2], None)  # meanwhile, here
+    parts = [f.result() for f in early] + [last]
     counts, tally = parts[0]
     for later_counts, later in parts[1:]:  # a later part's context lists are an earlier part's own
         for f in fields(counts):
