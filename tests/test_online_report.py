@@ -136,6 +136,28 @@ def test_attribution_matches_the_naive_rule_on_random_logs(seed):
     assert counts.by_id + counts.by_window + counts.unverified + counts.unattributed == counts.events == 300
 
 
+@pytest.mark.parametrize("seed", range(4))
+def test_attribution_matches_the_naive_rule_with_anonymous_lists_repeated_items_and_ties(seed):
+    """Lists shown to no user id, an item twice in a list, lists and events at the same second,
+    events of users never shown a list, ids of other users' lists and of lists shown later."""
+    rng = random.Random(100 + seed)
+    users = [None, "u0", "u1", "u2", "u3"]
+    imps = sorted((_imp(f"r{i}", rng.choice(users), rng.randrange(0, 3000, 7),
+                        [rng.choice("abcdef") for _ in range(rng.randrange(1, 6))]) for i in range(80)),
+                  key=lambda m: m.timestamp)
+    events = [_ev(rng.choice(["u0", "u1", "u2", "u3", "u9"]), rng.choice("abcdefg"), rng.randrange(0, 3500, 7),
+                  rng.choice([None, None, None, f"r{rng.randrange(90)}"]), rng.choice(["click", "purchase"]))
+              for _ in range(300)]
+    for m in rng.choices([m for m in imps if m.user_id], k=100):  # engagement with a list shown
+        events.append(_ev(m.user_id, rng.choice(m.items), m.timestamp - T0 + rng.randrange(0, 800, 7),
+                          rng.choice([None, m.recommendation_id]), rng.choice(["click", "purchase"])))
+    events.sort(key=lambda e: e.timestamp)
+    got, counts = _run(events, imps, window_s=140, id_window_s=700)
+    assert got == _naive(events, imps, 140, 700)
+    assert counts.by_id + counts.by_window + counts.unverified + counts.unattributed == counts.events == 400
+    assert counts.by_id and counts.by_window and counts.unverified
+
+
 def test_bootstrap_intervals_cover_the_true_rate_about_95_percent_of_the_time():
     rng = np.random.default_rng(0)
     covered = 0

@@ -29,7 +29,7 @@ from itertools import chain
 import numpy as np
 import pyarrow as pa
 
-from groundrec.online.report.held import Held, Vocab, flat_lists
+from groundrec.online.report.held import Held, Reach, Vocab, flat_lists
 from groundrec.shared.events.store import Event, Impression, event_table
 
 # What an impression earned: (0-based position of the engaged item, event type), one entry per
@@ -63,10 +63,10 @@ class Attributed:
     types: list[str]
 
 
-def _credit(held: Held, ts: np.ndarray, user: np.ndarray, item: np.ndarray, rids: pa.Array,
+def _credit(held: Held, ts: np.ndarray, users: pa.Array, items: pa.Array, rids: pa.Array,
             window_s: float, id_window_s: float) -> tuple[np.ndarray, np.ndarray, np.ndarray, int, np.ndarray]:
-    """The rule over one chunk of events (time, user and item codes, recommendation ids) and
-    the impressions held (all those shown up to the chunk's last event): the events credited
+    """The rule over one chunk of events (times, and user, item and recommendation id strings)
+    and the impressions held (all those shown up to the chunk's last event): the events credited
     (indices), the impression (g) and position each is credited to, how many of them (the
     first) by id, and the events that named an id (indices)."""
     has_id = rids.is_valid().to_numpy(zero_copy_only=False)
@@ -75,25 +75,37 @@ def _credit(held: Held, ts: np.ndarray, user: np.ndarray, item: np.ndarray, rids
     k = g - held.base
     ok = g >= 0
     k_ok, e_ok = k[ok], named[ok]
-    good = ((held.user[k_ok] == user[e_ok]) & (held.ts[k_ok] <= ts[e_ok])
-            & (held.ts[k_ok] >= ts[e_ok] - id_window_s))
+    good = (held.ts[k_ok] <= ts[e_ok]) & (held.ts[k_ok] >= ts[e_ok] - id_window_s)
     k_ok, e_ok = k_ok[good], e_ok[good]
-    pos_id = held.position(k_ok, item[e_ok])
-    shown = pos_id >= 0
-    ev_id, g_id, pos_id = e_ok[shown], k_ok[shown] + held.base, pos_id[shown]
-    # Without an id: the latest list (by time, then stream order) showing the (user, item).
     plain = np.flatnonzero(~has_id)
-    if len(plain) and len(held):
-        near = np.flatnonzero((held.ts >= ts[plain].min() - window_s) & (held.ts <= ts[plain].max())
-                              & (held.user >= 0))
-        which, pos = held.slots(near)
-        slot_k = near[which]
-        slot_item = held.slot_item[held.starts[slot_k] + pos]
-        first = np.unique(slot_k * ITEM_CODES + slot_item, return_index=True)[1]  # an item's first position
-        slot_k, slot_item, pos = slot_k[first], slot_item[first], pos[first]
-        slot_key = held.user[slot_k] * ITEM_CODES + slot_item
-        ev_key = user[plain] * ITEM_CODES + item[plain]
-        maybe = np.isin(ev_key, slot_key) & (item[plain] >= 0)
+    near = np.empty(0, np.int64)
+    if len(plain) and len(held):  # the lists an event without an id can reach (shown to a user id)
+        near = np.flatnonzero((held.ts >= ts[plain].min() - window_s) & (held.ts <= ts[plain].max()) & held.known)
+    reach = Reach(held, _distinct(np.concatenate([k_ok, near])))
+    user = reach.user_codes(users)  # in the lists reached' codes
+    j_id = np.searchsorted(reach.k, k_ok)
+    same = reach.user[j_id] == user[e_ok]
+    j_id, e_ok = j_id[same], e_ok[same]
+    pos_id = reach.position(j_id, reach.item_codes(items.take(pa.array(e_ok))))
+    shown = pos_id >= 0
+    ev_id, g_id, pos_id = e_ok[shown], reach.k[j_id[shown]] + held.base, pos_id[shown]
+    # Without an id: the latest list (by time, then stream order) showing the (user, item).
+    if len(near):
+        plain = plain[user[plain] >= 0]  # among the users of the lists reached
+        item = reach.item_codes(items.take(pa.array(plain)))
+        plain, item = plain[item >= 0], item[item >= 0]
+        ev_key = user[plain] * ITEM_CODES + item
+        j_near = np.searchsorted(reach.k, near)
+        which, pos = reach.slots(j_near)
+        slot_j = j_near[which]
+        slot_item = reach.slot_item[reach.starts[slot_j] + pos]
+        slot_key = reach.user[slot_j] * ITEM_CODES + slot_item
+        wanted = _among(slot_key, np.sort(ev_key))  # the few slots an event's (user, item) names
+        slot_j, slot_item, pos, slot_key = slot_j[wanted], slot_item[wanted], pos[wanted], slot_key[wanted]
+        first = np.unique(slot_j * ITEM_CODES + slot_item, return_index=True)[1]  # an item's first position
+        slot_j, pos, slot_key = slot_j[first], pos[first], slot_key[first]
+        slot_k = reach.k[slot_j]
+        maybe = _among(ev_key, np.sort(slot_key))
         cand = plain[maybe]
         n_s = len(slot_k)
         key = np.concatenate([slot_key, ev_key[maybe]])
@@ -114,6 +126,20 @@ def _credit(held: Held, ts: np.ndarray, user: np.ndarray, item: np.ndarray, rids
             len(ev_id), named)
 
 
+def _distinct(values: np.ndarray) -> np.ndarray:
+    """``np.unique`` by sorting (numpy's own hashes, slow on keys such as user * 2**31 + item)."""
+    values = np.sort(values)
+    return values[np.concatenate([[True], values[1:] != values[:-1]])] if len(values) else values
+
+
+def _among(keys: np.ndarray, known: np.ndarray) -> np.ndarray:
+    """Whether each of ``keys`` is in ``known`` (sorted): ``np.isin`` by binary search (numpy's
+    own hashes, slow on such keys)."""
+    if not len(known):
+        return np.zeros(len(keys), bool)
+    return known[np.minimum(np.searchsorted(known, keys), len(known) - 1)] == keys
+
+
 def attribute_columns(events: Iterable[pa.Table], impressions: Iterable[pa.Table], counts: AttributionCounts, *,
                       since: float | None = None, window_s: float = 1800.0, id_window_s: float = 7 * 86_400.0,
                       batch: int = 50_000, until: float | None = None) -> Iterator[Attributed]:
@@ -128,8 +154,8 @@ def attribute_columns(events: Iterable[pa.Table], impressions: Iterable[pa.Table
     start = float("-inf") if since is None else since
     end = float("inf") if until is None else until
     keep = max(window_s, id_window_s)
-    users, items, types = Vocab(), Vocab(), Vocab()
-    held = Held(users, items)
+    types = Vocab()
+    held = Held()
     shown_iter = iter(impressions)
     pending: pa.Table | None = None
     out: list[Attributed] = []
@@ -176,9 +202,8 @@ def attribute_columns(events: Iterable[pa.Table], impressions: Iterable[pa.Table
     for chunk in _gather(events, keep):
         ts = chunk["timestamp"].to_numpy()
         pull(float(ts.max()))
-        ev, g, pos, n_id, named = _credit(held, ts, users.encode(chunk["user_id"]),
-                                                 items.encode(chunk["item_id"]),
-                                                 chunk["recommendation_id"].combine_chunks(), window_s, id_window_s)
+        ev, g, pos, n_id, named = _credit(held, ts, chunk["user_id"].combine_chunks(), chunk["item_id"].combine_chunks(),
+                                          chunk["recommendation_id"].combine_chunks(), window_s, id_window_s)
         if len(ev):
             held.credit(g, pos, types.encode(chunk["type"].take(pa.array(ev))), seq + ev)
         seq += chunk.num_rows
