@@ -53,12 +53,9 @@ def test_every_chunking_of_every_range_reads_the_per_row_tables(tmp_path, stamps
     row_reads = []
     real = sqlite_columns._scan
 
-    def counting(*args):
-        # the per-row fallback is the 9th argument: count its use
-        args = list(args)
-        from_rows = args[9]
-        args[9] = lambda got: row_reads.append(len(got)) or from_rows(got)
-        return real(*args)
+    def counting(*args):  # the per-row reading is the last argument: count its use
+        *rest, from_rows = args
+        return real(*rest, lambda got: row_reads.append(len(got)) or from_rows(got))
 
     monkeypatch.setattr(sqlite_columns, "_scan", counting)
     cuts = sorted(set(stamps)) + [None]

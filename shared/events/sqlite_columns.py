@@ -3,8 +3,8 @@ online report reads), a chunk of rows at a time with no Python object per row.
 
 A chunk is the next ``chunk`` rows in (ts, seq) order: its bounds are found on the time index
 (keyset paging), then one aggregate statement has SQLite concatenate each column of the chunk's
-rows into one value (``group_concat``, in the order of an ordered subquery), which numpy and
-pyarrow split into columns. Text is joined with a separator (0x1F) that the split counts;
+rows into one value (``group_concat`` over a scan of the time index, whose order is (ts,
+seq)), which numpy and pyarrow split into columns. Text is joined with a separator (0x1F) that the split counts;
 ``seq`` and integers come as decimal text; a timestamp comes exactly, as its integral part and
 its fractional part times 2**52 (both integers for 1 <= |ts| < 2**62); the impressions' JSON
 is joined by newlines and parsed in one call, as before. Each chunk is checked (rows in (ts,
@@ -29,7 +29,9 @@ MIN_SEQ = -(1 << 63)
 # Rows from (a, a_seq) on, before (b, b_seq): the index gives the range on ts (one upper bound only,
 # else SQLite may range over the wrong one).
 BOUNDS = "ts >= :a AND ts <= :b AND (ts > :a OR seq >= :a_seq) AND (ts < :b OR seq < :b_seq){extra}"
-NEXT = ("SELECT ts, seq FROM {table} WHERE ts >= :a AND ts < :until AND (ts > :a OR seq >= :a_seq){extra} "
+# The first row of the next chunk: on the time index alone (a chunk of ``named_only`` holds the
+# named among ``chunk`` rows, so that the rows are scanned once).
+NEXT = ("SELECT ts, seq FROM {table} WHERE ts >= :a AND ts < :until AND (ts > :a OR seq >= :a_seq) "
         "ORDER BY ts, seq LIMIT 1 OFFSET :chunk")
 TS = ("group_concat(seq), group_concat(CAST(ts AS INTEGER)), "
       f"group_concat(CAST((ts - CAST(ts AS INTEGER)) * {FRAC:.1f} AS INTEGER))")
@@ -53,7 +55,7 @@ def event_columns(connect: Callable[[], sqlite3.Connection], since: float | None
     """``EVENT_COLUMNS`` tables of the events in [since, until) (naming a recommendation id
     with ``named_only``), ``chunk`` rows each, in (ts, seq) order."""
     extra = NAMED if named_only else ""
-    yield from _scan(connect, "events", extra, since, chunk, until, EVENTS.format(bounds=BOUNDS.format(extra=extra)),
+    yield from _scan(connect, "events", since, chunk, until, EVENTS.format(bounds=BOUNDS.format(extra=extra)),
                      _events, EVENT_ROWS.format(bounds=BOUNDS.format(extra=extra)), event_table)
 
 
@@ -61,11 +63,11 @@ def impression_columns(connect: Callable[[], sqlite3.Connection], since: float |
                        until: float | None) -> Iterator[pa.Table]:
     """``IMPRESSION_COLUMNS`` tables of the impressions in [since, until), ``chunk`` rows each."""
     rows = IMPRESSION_ROWS.format(bounds=BOUNDS.format(extra=""))
-    yield from _scan(connect, "impressions", "", since, chunk, until, IMPRESSIONS.format(bounds=BOUNDS.format(extra="")),
+    yield from _scan(connect, "impressions", since, chunk, until, IMPRESSIONS.format(bounds=BOUNDS.format(extra="")),
                      _impressions, rows, lambda got: impression_table([r[0] for r in got]))
 
 
-def _scan(connect, table: str, extra: str, since: float | None, chunk: int, until: float | None, sql: str,
+def _scan(connect, table: str, since: float | None, chunk: int, until: float | None, sql: str,
           decode: Callable[[tuple], pa.Table], rows_sql: str, from_rows: Callable[[list], pa.Table]) -> Iterator[pa.Table]:
     at = {"a": float("-inf") if since is None else since, "a_seq": MIN_SEQ,
           "until": float("inf") if until is None else until}
@@ -76,7 +78,7 @@ def _scan(connect, table: str, extra: str, since: float | None, chunk: int, unti
     try:
         conn.text_factory = bytes  # text as UTF-8 bytes: no str per value, also row by row
         conn.execute("BEGIN")  # one snapshot for all the chunks' statements
-        next_sql = NEXT.format(table=table, extra=extra)
+        next_sql = NEXT.format(table=table)
         while True:
             following = conn.execute(next_sql, {**at, "chunk": chunk}).fetchone()
             # The last chunk ends before ``until`` (b_seq MIN_SEQ: none at ts == until).
