@@ -6,9 +6,13 @@ B = I - P / diag(P), P = (X'X + reg I)^-1, diag(B) = 0 and X the users x items i
 matrix; DLAE (Steck 2020) is its generalisation with input dropout (``ease``). B is
 fitted in closed form on the *head*: the ``max_dense_items`` most-interacted
 items (20,000 by default, ~3 GB of float64 while fitting), which carry most interactions of
-a catalog. A rank-r truncated SVD of B (scikit-learn's randomized SVD) then splits it into a
-*query-side* vector per item (U S, summed over a history) and an *item-side* vector (V, what
-the index holds), so retrieval stays one nearest-neighbour search. (EASE restricted to the
+a catalog. When the version it makes fits ``full_rank_max_mb`` (``full_rank_fits``), the
+model is exact: a head item's query-side vector is its row of B and its item-side vector
+the unit vector of its column, so a score is exactly EASE's. Otherwise, and for a narrower
+width (``CollabModel.truncated``), a rank-r truncated SVD of B (scikit-learn's randomized
+SVD) splits it into a *query-side* vector per item (U S, summed over a history) and an
+*item-side* vector (V, what the index holds). Either way retrieval stays one
+nearest-neighbour search. (EASE restricted to the
 top-r singular subspace of X itself was tried in development and ranked far worse on a dense
 catalog: the important directions of B are not X's largest ones.)
 
@@ -36,23 +40,53 @@ class CollabModel:
     item: np.ndarray  # (items x rank) float32: scored against the query
     fitted: np.ndarray  # bool per item: in the EASE head; the others' vectors come from content
     info: dict = field(default_factory=dict)
+    # An exact model's leading right singular vectors of B (head x r), as far as computed:
+    # what its narrower widths are cut from (``truncated``).
+    basis: np.ndarray | None = field(default=None, repr=False, compare=False)
+    seed: int = 0  # of the randomized SVDs
+
+    @property
+    def rank(self) -> int:
+        return int(self.query.shape[1])
+
+    @property
+    def exact(self) -> bool:
+        """At full rank: the head's rows of B beside unit item vectors (``fit``'s exact form)."""
+        return bool(self.info.get("full_rank"))
 
     def truncated(self, rank: int) -> "CollabModel":
-        """The leading ``rank`` factors (they come sorted by singular value), rescaled as
-        ``fit`` scales its item-side vectors, so a weight means the same at every rank. At or
-        beyond the model's own rank: the model itself."""
-        if rank >= self.query.shape[1]:
+        """The leading ``rank`` factors (a factorised model's come sorted by singular value; an
+        exact model is rotated onto B's leading right singular vectors, which gives the
+        factorised model of that rank, content-mapped rows included), rescaled as ``fit``
+        scales its item-side vectors, so a weight means the same at every rank. At or beyond
+        the model's own rank: the model itself."""
+        if rank >= self.rank:
             return self
-        query, item = self.query[:, :rank].copy(), self.item[:, :rank].copy()
+        if self.exact:
+            basis = self.leading_basis(rank)
+            query, item = self.query @ basis, self.item @ basis
+        else:
+            query, item = self.query[:, :rank].copy(), self.item[:, :rank].copy()
         scale = float(np.linalg.norm(item[self.fitted], axis=1).mean()) if self.fitted.any() else 0.0
         if scale > 0:
             item /= scale
-        return CollabModel(query, item, self.fitted, {**self.info, "rank": rank})
+        return CollabModel(query, item, self.fitted, {**self.info, "rank": rank, "full_rank": False,
+                                                      "model": model_name(float(self.info.get("dropout", 0.0)))},
+                           seed=self.seed)
+
+    def leading_basis(self, rank: int) -> np.ndarray:
+        """An exact model's ``rank`` leading right singular vectors of B: one randomized SVD at
+        the widest rank asked for so far, narrower ones its leading columns (so a ladder of
+        widths asked widest first costs one SVD)."""
+        if self.basis is None or self.basis.shape[1] < rank:
+            self.basis = factorize(self.query[self.fitted], rank, self.seed)[1]
+        return self.basis[:, :rank]
 
     def interactions_only(self) -> "CollabModel":
         """The same model without the content-mapped rows: pure collaborative filtering."""
         keep = self.fitted[:, None]
-        return CollabModel(self.query * keep, self.item * keep, self.fitted, {**self.info, "items_from_content": 0})
+        return CollabModel(self.query * keep, self.item * keep, self.fitted, {**self.info, "items_from_content": 0},
+                           self.basis, self.seed)
 
 
 def interaction_matrix(histories: list[np.ndarray], n_items: int) -> sp.csr_matrix:
@@ -105,8 +139,17 @@ def ease(x: sp.csr_matrix, reg: float, dropout: float = 0.0) -> np.ndarray:
     return p
 
 
-def model_name(dropout: float) -> str:
-    return f"DLAE (dropout {dropout:g}), factorised" if dropout else "EASE, factorised"
+def model_name(dropout: float, full_rank: bool = False) -> str:
+    form = "full rank" if full_rank else "factorised"
+    return f"DLAE (dropout {dropout:g}), {form}" if dropout else f"EASE, {form}"
+
+
+def full_rank_fits(head: int, n_items: int, dim: int, budget_mb: float) -> bool:
+    """Whether an exact (full-rank) model of ``head`` items fits ``budget_mb``: what a version
+    then holds, float32, is its collaborative vectors (query and item side, items x head each)
+    and its index rows (items x (dim + head)), so 4 x items x (dim + 3 x head) bytes. (Fitting
+    B itself, head x head, is bounded by ``max_dense_items`` either way.)"""
+    return head >= 2 and 4 * n_items * (dim + 3 * head) <= budget_mb * 2**20
 
 
 def factorize(b: np.ndarray, rank: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
@@ -125,24 +168,31 @@ def content_map(content: np.ndarray, target: np.ndarray, ridge: float = 1.0) -> 
 
 
 def fit(histories: list[np.ndarray], n_items: int, content: np.ndarray | None, rank: int = 128,
-        reg: float = 100.0, seed: int = 0, max_dense_items: int = 20_000, dropout: float = 0.0) -> CollabModel:
+        reg: float = 100.0, seed: int = 0, max_dense_items: int = 20_000, dropout: float = 0.0,
+        full_rank_max_mb: float = 0.0) -> CollabModel:
     """Learn the model from training histories (rows of the catalog). ``content``: the items'
     unit content vectors (rows of zeros for items without one), or None: then items outside
-    the head get zero vectors (they are never recommended by this part)."""
+    the head get zero vectors (they are never recommended by this part). Exact (full rank)
+    when ``full_rank_fits`` the budget, else factorised at ``rank``."""
     started = time.perf_counter()
     x = interaction_matrix(histories, n_items)
     counts = np.asarray(x.sum(axis=0)).ravel()
     head = head_items(counts, max_dense_items)
-    rank = max(1, min(rank, len(head) - 1))
+    exact = full_rank_fits(len(head), n_items, content.shape[1] if content is not None else 0, full_rank_max_mb)
+    rank = len(head) if exact else max(1, min(rank, len(head) - 1))
     query = np.zeros((n_items, rank), np.float32)
     item = np.zeros_like(query)
-    if len(head) >= 2:
+    if exact:  # a head item's row of B beside the unit vector of its column: scores are EASE's
+        query[head] = ease(x[:, head], reg, dropout)
+        item[head, np.arange(rank)] = 1.0
+    elif len(head) >= 2:
         query[head], item[head] = factorize(ease(x[:, head], reg, dropout), rank, seed)
     fitted = np.zeros(n_items, bool)
     fitted[head] = len(head) >= 2
-    info = {"model": model_name(dropout), "rank": rank, "reg": float(reg), "dropout": float(dropout), "users": int(x.shape[0]),
-            "interactions": int(x.nnz), "items_with_interactions": int((counts > 0).sum()),
-            "head_items": int(fitted.sum()), "max_dense_items": int(max_dense_items), "items_from_content": 0}
+    info = {"model": model_name(dropout, exact), "rank": rank, "full_rank": exact, "reg": float(reg),
+            "dropout": float(dropout), "users": int(x.shape[0]), "interactions": int(x.nnz),
+            "items_with_interactions": int((counts > 0).sum()), "head_items": int(fitted.sum()),
+            "max_dense_items": int(max_dense_items), "items_from_content": 0}
     if content is not None and fitted.any():
         has_content = np.linalg.norm(content, axis=1) > 0
         train, rest = fitted & has_content, ~fitted & has_content
@@ -160,7 +210,15 @@ def fit(histories: list[np.ndarray], n_items: int, content: np.ndarray | None, r
     if scale > 0:
         item /= scale
     info["fit_seconds"] = round(time.perf_counter() - started, 3)
-    return CollabModel(query, item, fitted, info)
+    return CollabModel(query, item, fitted, info, seed=seed)
+
+
+def fit_grid(histories: list[np.ndarray], n_items: int, content: np.ndarray | None, grid, reg: float,
+             dropout: float = 0.0, seed: int = 0) -> CollabModel:
+    """``fit`` with a collaborative grid's rank, head and full-rank budget (``config.CollabGrid``):
+    how the learn stage, the gate and ``groundrec eval`` fit every model."""
+    return fit(histories, n_items, content, grid.rank, reg, seed, grid.max_dense_items, dropout,
+               grid.full_rank_max_mb)
 
 
 def fit_projection(items: np.ndarray | list[np.ndarray], profiles: np.ndarray, dim: int,

@@ -104,14 +104,27 @@ class CollabGrid(StrictModel):
     """How the collaborative part of a hybrid is chosen on validation: the one declaration of
     its grids, used by the job's learn stage and by ``groundrec eval`` (``tuning.collab``)."""
 
-    rank: int = Field(128, ge=1, le=1024, description="collaborative vector size at most (the index grows by the "
+    rank: int = Field(128, ge=1, le=1024, description="collaborative vector size of a factorised model (one "
+                      "whose exact form does not fit full_rank_max_mb), and the unit of the narrower widths tried: "
+                      "rank/4, rank/2, rank, 2 x rank, 4 x rank below the model's own (the index grows by the "
                       "published rank)")
-    rank_tolerance: float = Field(0.02, ge=0, le=1, description="publish the narrowest of rank/4, rank/2 (leading "
-                                  "factors) whose validation recall is within this fraction of the full rank's: "
-                                  "a narrower index serves faster")
+    full_rank_max_mb: float = Field(2048.0, ge=0, description="keep the model exact (full rank: a head item's "
+                                    "row of B, no factorisation) when the version's collaborative vectors and "
+                                    "index then take at most this many MB: 4 x items x (d + 3 x head items) bytes "
+                                    "(retail, 3,658 items: 166 MB; 10,000 items all in the head: 1.2 GB; the "
+                                    "service holds it once per compute process); 0: always factorised at rank")
+    rank_tolerance: float = Field(0.02, ge=0, le=1, description="publish the narrowest width (narrower ranks, "
+                                  "then the projection) whose validation recall loss against the full model's, "
+                                  "plus rank_confidence standard errors of that paired loss, is within this "
+                                  "fraction of the full model's recall: a narrower index serves faster")
+    rank_confidence: float = Field(1.0, ge=0, description="standard errors (of the per-user paired loss on "
+                                   "validation) added to a narrower width's loss before it is held against "
+                                   "rank_tolerance, so that the loss accepted holds on users it was not chosen on; "
+                                   "0: the mean loss alone")
     project: bool = Field(True, description="index the hybrid at the content embedding's width (a projection "
-                          "fitted to the users' profiles) when its validation recall is within rank_tolerance of "
-                          "the full rank's: it then serves at content-only cost")
+                          "fitted to the users' profiles) when that passes the width rule (rank_tolerance) against "
+                          "the full model: it then serves at content-only cost; tried only when the chosen rank "
+                          "is at most the content's width")
     reg: list[float] = Field(default_factory=lambda: [10.0, 100.0, 1000.0], min_length=1,
                              description="EASE regularisation grid, chosen on validation")
     dropout: list[float] = Field(default_factory=lambda: [0.0, 0.5], min_length=1,

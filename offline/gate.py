@@ -156,15 +156,14 @@ def serving_system(path: Path) -> tuple[System, dict[str, int]]:
 
 def candidate_system(learned, content: np.ndarray, before: list[np.ndarray], cfg, seed: int = 0) -> System:
     """The candidate's chosen setting fitted on the interactions before the window only."""
-    from groundrec.offline.learn import project
+    from groundrec.offline.learn import fit_chosen, project
 
     counts = counts_of_rows(before, len(content))
     system = ContentSystem("candidate", "published", content, counts)
     choice = learned.choice if learned is not None else None
     if choice is None or not choice.hybrid:
         return system
-    model = collab.fit(before, len(content), content, cfg.rank, choice.reg, seed, cfg.max_dense_items,
-                       choice.dropout).truncated(choice.rank)
+    model = fit_chosen(before, len(content), content, cfg, choice, seed)
     projection = project(content, model, choice.weight, before, seed, choice.half_life) if choice.projected else None
     return hybrid_system("candidate", "published", system, model, choice.weight, projection,
                          half_life=choice.query_half_life, fresh_weight=choice.fresh_weight,

@@ -111,6 +111,7 @@ class JobScorer:
     def __init__(self, content: np.ndarray, train: list[np.ndarray], users: list[int], targets: np.ndarray,
                  cfg: CollabConfig, seed: int = 0):
         self.content, self.train, self.targets, self.cfg, self.seed = content, train, targets, cfg, seed
+        self.content_dim = content.shape[1]
         self.held = [train[u] for u in users]
         self.profiles = content_profiles(content, self.held)
         self.scores: dict[str, float] = {}
@@ -126,8 +127,8 @@ class JobScorer:
         if (reg, dropout) not in fits:
             while len(fits) >= 3:
                 fits.pop(next(iter(fits)))
-            fits[reg, dropout] = collab.fit(self.train, len(self.content), self.content, self.cfg.rank, reg, self.seed,
-                                            self.cfg.max_dense_items, dropout)
+            fits[reg, dropout] = collab.fit_grid(self.train, len(self.content), self.content, self.cfg, reg, dropout,
+                                                 self.seed)
         fits[reg, dropout] = fits.pop((reg, dropout))  # the most recently used last
         return fits[reg, dropout]
 
@@ -149,23 +150,22 @@ class JobScorer:
         return [hits[w] for w in weights]
 
     def full_rank(self, reg: float, dropout: float) -> int:
-        return self.cfg.rank
+        return self.fitted(reg, dropout).rank
 
-    def at_rank(self, choice: HybridChoice, rank: int) -> float:
+    def at_rank(self, choice: HybridChoice, rank: int) -> np.ndarray:
         c, name = choice, _name(choice.reg, choice.dropout, choice.half_life)
         hits = self._validation(self.fitted(c.reg, c.dropout).truncated(rank), [c.weight], c.half_life)
         self.scores[f"collaborative {name} rank={rank}"] = float(hits["collaborative"].mean())
         self.scores[f"hybrid {name} rank={rank} weight={c.weight:g}"] = float(hits[c.weight].mean())
-        return float(hits[c.weight].mean())
+        return hits[c.weight]
 
-    def projected(self, choice: HybridChoice, rank: int) -> float:
+    def projected(self, choice: HybridChoice, rank: int) -> np.ndarray:
         c, name = choice, _name(choice.reg, choice.dropout, choice.half_life)
         ranked = self.fitted(c.reg, c.dropout).truncated(rank)
         self.projections[rank] = project(self.content, ranked, c.weight, self.train, self.seed, c.half_life)
         hits = self._published(ranked, c.weight, self.projections[rank], c.half_life)[0.0, 0]
-        key = f"hybrid {name} rank={rank} weight={c.weight:g} projected to {self.content.shape[1]}"
-        self.scores[key] = float(hits.mean())
-        return self.scores[key]
+        self.scores[f"hybrid {name} rank={rank} weight={c.weight:g} projected to {self.content_dim}"] = float(hits.mean())
+        return hits
 
     def published(self, choice: HybridChoice, fresh: list[tuple[float, int]]) -> list[np.ndarray]:
         c = choice
@@ -175,6 +175,15 @@ class JobScorer:
             self.scores[f"published fresh_weight={fw:g}" + (f" fresh_slots={slots}" if slots else "")] = float(
                 hits[fw, slots].mean())
         return [hits[point] for point in fresh]
+
+
+def fit_chosen(histories: list[np.ndarray], n_items: int, content: np.ndarray | None, grid, choice: HybridChoice,
+               seed: int = 0) -> collab.CollabModel:
+    """The chosen model refitted on ``histories`` (more than it was chosen on) as published:
+    at its own full rank when validation kept the full rank (an exact model's head may have
+    grown), else truncated to the chosen rank. The learn stage, the gate and eval refit so."""
+    model = collab.fit_grid(histories, n_items, content, grid, choice.reg, choice.dropout, seed)
+    return model if choice.full_rank else model.truncated(choice.rank)
 
 
 def learn(inter: Interactions, content: np.ndarray, cfg: CollabConfig, seed: int = 0) -> Learned:
@@ -196,8 +205,7 @@ def learn(inter: Interactions, content: np.ndarray, cfg: CollabConfig, seed: int
     # wider than the embeddings) and keep the report of what was tried.
     model = projection = None
     if choice.hybrid:
-        model = collab.fit(histories, n, content, cfg.rank, choice.reg, seed, cfg.max_dense_items, choice.dropout)
-        model = model.truncated(choice.rank)
+        model = fit_chosen(histories, n, content, cfg, choice, seed)
         if choice.projected:
             projection = project(content, model, choice.weight, histories, seed, choice.half_life)
     iso = lambda t: datetime.fromtimestamp(int(t), timezone.utc).isoformat()  # noqa: E731

@@ -8,9 +8,11 @@ once, on the one selection procedure (``selection.search``, ``selection.coarse_t
    the chosen reg only (each dropout value costs one fit, not one per reg), then reg and
    half_life each refined halfway to their neighbours: the smallest weight (0: content alone)
    within one standard error of the best validation score;
-2. for a weight above 0, the width: the narrowest of rank/4 and rank/2 within
-   ``rank_tolerance`` of the full rank's score, then the projection to the content's width
-   within the same tolerance (``narrowest``);
+2. for a weight above 0, the width (``narrowest``): every narrower rank of the ladder
+   (``smaller_ranks``) is scored, and the narrowest whose paired loss against the full
+   model, plus ``rank_confidence`` standard errors of it, is within ``rank_tolerance`` of the
+   full model's score is published; then the projection to the content's width by the same
+   rule;
 3. the freshness prior's weight on the published scoring (the largest within one standard
    error of the best), then the places kept for new items (the most within it).
 
@@ -42,6 +44,7 @@ class HybridChoice:
     weight: float
     rank: int  # the published rank (the full rank when nothing narrower was tried)
     projected: bool = False  # indexed at the content's width through a projection
+    full_rank: bool = False  # the model's own rank: a refit on more data keeps its own (exact: its head's)
     score: float | None = None  # the validation score of the published setting (None: nothing scored)
     fresh_weight: float = 0.0  # added to the score of an item with no interaction
     fresh_slots: int = 0  # of each list, the places kept for such items
@@ -65,13 +68,16 @@ class HybridChoice:
 class HybridTuning:
     """What each stage of the tuner scored: the grid search (every point, widenings and
     warnings), the mean validation score of each narrower rank and of each projected rank
-    tried, and the freshness prior's and kept places' searches (None for content alone)."""
+    tried, what each width tried costs (``width``: rank, projected, score, loss and its
+    standard error against the full model, whether within the rule; the full model first),
+    and the freshness prior's and kept places' searches (None for content alone)."""
 
     grid: Search
     ranks: dict[int, float] = field(default_factory=dict)
     projected: dict[int, float] = field(default_factory=dict)
     fresh: Search | None = None
     slots: Search | None = None
+    width: list[dict] = field(default_factory=list)
 
     @property
     def widened(self) -> list[dict]:
@@ -86,20 +92,23 @@ class HybridTuning:
 
 
 class HybridScorer(Protocol):
-    """How a candidate configuration scores on validation: per-user scores for the grid and
-    the published scoring, mean scores for the width (``narrowest`` compares means)."""
+    """How a candidate configuration scores on validation: per-user scores (``narrowest``
+    compares a width with the full model user by user). ``content_dim``: the content
+    embedding's width (what a projection indexes at)."""
+
+    content_dim: int
 
     def hybrid(self, reg: float, dropout: float, half_life: float, weights: list[float]) -> list[np.ndarray]:
         """Per-user scores of content + each weight x the collaborative model (reg, dropout)
         with the query's half-life: one model, every weight."""
 
     def full_rank(self, reg: float, dropout: float) -> int:
-        """The rank the narrower ones are compared with (and published for content alone)."""
+        """The model's own rank, the narrower ones are compared with (exact: its head's)."""
 
-    def at_rank(self, choice: HybridChoice, rank: int) -> float:
-        """The mean score of ``choice``'s hybrid with its model truncated to ``rank``."""
+    def at_rank(self, choice: HybridChoice, rank: int) -> np.ndarray:
+        """Per-user scores of ``choice``'s hybrid with its model truncated to ``rank``."""
 
-    def projected(self, choice: HybridChoice, rank: int) -> float:
+    def projected(self, choice: HybridChoice, rank: int) -> np.ndarray:
         """... at ``rank``, projected to the content's width, as the service scores it."""
 
     def published(self, choice: HybridChoice, fresh: list[tuple[float, int]]) -> list[np.ndarray]:
@@ -119,26 +128,53 @@ def by_model(points: list[dict],
     return [out[(*model_of(p), p["weight"])] for p in points]
 
 
-def smaller_ranks(rank: int) -> list[int]:
-    """The narrower ranks tried after the full one, narrowest first: a quarter and a half."""
-    return sorted({r for r in (rank // 4, rank // 2) if 1 <= r < rank})
+def smaller_ranks(rank: int, unit: int | None = None) -> list[int]:
+    """The narrower ranks tried below a model's own ``rank``, narrowest first: a quarter, a
+    half, one, two and four times ``unit`` (the configured rank; by default ``rank`` itself,
+    which leaves a quarter and a half of it)."""
+    unit = rank if unit is None else unit
+    return sorted({r for r in (unit // 4, unit // 2, unit, 2 * unit, 4 * unit) if 1 <= r < rank})
 
 
-def narrowest(rank: int, score: float, tolerance: float, score_at: Callable[[int], float],
-              projected_score: Callable[[int], float] | None) -> tuple[int, bool, float]:
-    """The hybrid's width: the narrowest of ``smaller_ranks`` whose validation score
-    (``score_at(rank)``) is within ``tolerance`` of the full rank's ``score`` (else the full
-    rank), then whether that rank projected to the content's width (``projected_score(rank)``;
-    None: not tried) is too. Returns the rank, whether projected, and the validation score of
-    what was chosen."""
-    floor = score * (1 - tolerance)
-    for r in smaller_ranks(rank):
-        if (at := score_at(r)) >= floor:
-            rank, score = r, at
-            break
-    if projected_score is not None and (at := projected_score(rank)) >= floor:
-        return rank, True, at
-    return rank, False, score
+def within(full: np.ndarray, narrow: np.ndarray, tolerance: float, confidence: float) -> dict:
+    """The width rule for one narrower setting: its per-user loss against the full model
+    (paired, the same users), whose mean plus ``confidence`` standard errors must be within
+    ``tolerance`` of the full model's mean score. A loss inside the noise of few validation
+    users is then not taken for none: the bound holds on users the choice was not made on
+    about as often as one standard error says (84% at 1)."""
+    full, narrow = np.asarray(full, np.float64), np.asarray(narrow, np.float64)
+    loss = full - narrow
+    se = float(loss.std(ddof=1) / np.sqrt(len(loss))) if len(loss) > 1 else 0.0
+    bound = float(loss.mean()) + confidence * se
+    return {"score": float(narrow.mean()), "loss": float(loss.mean()), "se": se,
+            "within": bool(bound <= tolerance * float(full.mean()) + 1e-12)}
+
+
+def narrowest(rank: int, full: np.ndarray, tolerance: float, score_at: Callable[[int], np.ndarray],
+              projected_score: Callable[[int], np.ndarray] | None, unit: int | None = None,
+              confidence: float = 0.0, project_up_to: int | None = None) -> tuple[int, bool, float, list[dict]]:
+    """The hybrid's width: every rank of ``smaller_ranks(rank, unit)`` is scored
+    (``score_at(rank)``: per-user scores; widest first, so an exact model's narrower widths
+    come from one SVD), and the narrowest that passes ``within`` against the full model's
+    per-user scores ``full`` is taken (else the full rank); then that rank projected to the
+    content's width (``projected_score(rank)``; None: not tried; nor above ``project_up_to``)
+    if it passes too. Returns the rank, whether projected, the validation score of what was
+    chosen, and every width tried (the full model first) with its score, loss and standard
+    error: what width costs."""
+    tried = [{"rank": rank, "projected": False, "score": float(np.mean(full)), "loss": 0.0, "se": 0.0,
+              "within": True}]
+    scores = {r: score_at(r) for r in sorted(smaller_ranks(rank, unit), reverse=True)}
+    chosen, score = rank, float(np.mean(full))
+    for r in sorted(scores):
+        tried.append({"rank": r, "projected": False, **within(full, scores[r], tolerance, confidence)})
+        if tried[-1]["within"] and chosen == rank:
+            chosen, score = r, tried[-1]["score"]
+    if projected_score is not None and (project_up_to is None or chosen <= project_up_to):
+        tried.append({"rank": chosen, "projected": True,
+                      **within(full, projected_score(chosen), tolerance, confidence)})
+        if tried[-1]["within"]:
+            return chosen, True, tried[-1]["score"], tried
+    return chosen, False, score, tried
 
 
 def tune_hybrid(grid: CollabGrid, scorer: HybridScorer, section: str) -> tuple[HybridChoice, HybridTuning]:
@@ -154,20 +190,14 @@ def tune_hybrid(grid: CollabGrid, scorer: HybridScorer, section: str) -> tuple[H
                           score=found.score)
     if not choice.weight:
         return choice, HybridTuning(found)
-    ranks: dict[int, float] = {}
-    projected: dict[int, float] = {}
-
-    def at_rank(r: int) -> float:
-        ranks[r] = scorer.at_rank(choice, r)
-        return ranks[r]
-
-    def projected_at(r: int) -> float:
-        projected[r] = scorer.projected(choice, r)
-        return projected[r]
-
-    rank, is_projected, score = narrowest(choice.rank, found.score, grid.rank_tolerance, at_rank,
-                                          projected_at if grid.project else None)
-    choice = replace(choice, rank=rank, projected=is_projected, score=score)
+    full = found.scores[tuple(found.chosen[axis] for axis in HYBRID_AXES)]  # per user, the full model
+    rank, is_projected, score, width = narrowest(
+        choice.rank, full, grid.rank_tolerance, lambda r: scorer.at_rank(choice, r),
+        (lambda r: scorer.projected(choice, r)) if grid.project else None, grid.rank, grid.rank_confidence,
+        scorer.content_dim)
+    ranks = {w["rank"]: w["score"] for w in width[1:] if not w["projected"]}
+    projected = {w["rank"]: w["score"] for w in width if w["projected"]}
+    choice = replace(choice, rank=rank, projected=is_projected, score=score, full_rank=rank == choice.rank)
     # Last, on the published scoring: the largest lift of new items whose validation score is
     # within one standard error of the best (all the exposure that costs nothing measurable),
     # then as many places kept for them as that rule allows.
@@ -179,4 +209,4 @@ def tune_hybrid(grid: CollabGrid, scorer: HybridScorer, section: str) -> tuple[H
                    lambda points: scorer.published(choice, [(choice.fresh_weight, p["fresh_slots"]) for p in points]),
                    simplest="fresh_slots", simplest_is_largest=True, section=section)
     choice = replace(choice, fresh_slots=int(slots.chosen["fresh_slots"]))
-    return choice, HybridTuning(found, ranks, projected, fresh, slots)
+    return choice, HybridTuning(found, ranks, projected, fresh, slots, width)

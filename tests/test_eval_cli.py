@@ -51,7 +51,8 @@ def test_eval_runs_every_system_and_content_beats_random(demo, tiny_vlm, tmp_pat
     assert "tiny random-weight" in rows["VLM4Rec (mean + cosine) / vlm_free"]["note"]
     assert "tiny random-weight" in rows["VLM4Rec (mean + cosine) / visual"]["note"]
     assert {"Item-item co-occurrence / interactions", "Most popular / -"} <= set(rows)
-    tuned = [x for x in r["rows"] if x["system"].startswith("groundrec") and "hybrid" not in x["system"]]
+    tuned = [x for x in r["rows"] if x["system"].startswith("groundrec") and "hybrid" not in x["system"]
+             and x["system"] != "groundrec published"]
     assert len(tuned) == 4 and all(x["representation"] == r["best_representation"] for x in tuned)
     # the collaborative rows: tuned on validation, the hybrid on the best representation
     cf, hybrid = rows["EASE factorised (collaborative) / interactions"], \
@@ -205,9 +206,17 @@ def test_eval_with_the_cold_items_split_scores_only_items_it_never_trained_on(de
     assert "Diversity@20" in (out / "report.md").read_text()
 
 
+def _test_training_items(demo) -> int:
+    """Items bought in test's training part under split.holdout=last_n (every interaction but
+    each user's last): the head of an exact model fitted on it."""
+    inter = pq.read_table(demo["interactions"]).to_pandas().sort_values(["user_id", "timestamp"], kind="stable")
+    return inter.groupby("user_id", sort=False).head(-1)["item_id"].nunique()
+
+
 def test_a_narrowed_hybrid_is_reported_beside_its_full_width(demo, tmp_path):
     out = tmp_path / "r"
     # a collaborative weight forced on, and any narrower rank accepted: the width rule narrows
+    # the exact model (every bought item's row of B) down to a quarter of tuning.collab.rank
     res = _eval(demo, out, "representations=[title]", "tuning.collab.weight=[1.0]", "tuning.collab.rank=16",
                 "tuning.collab.rank_tolerance=1.0")
     assert res.exit_code == 0, res.output
@@ -215,7 +224,44 @@ def test_a_narrowed_hybrid_is_reported_beside_its_full_width(demo, tmp_path):
     rows = {x["system"]: x for x in r["rows"]}
     published = rows["groundrec hybrid (content + collaborative)"]
     full = rows["groundrec hybrid at full width (what the width rule gave up)"]
-    assert published["params"]["rank"] == 4 and full["params"]["rank"] == 16 and not full["params"]["projected"]
+    head = _test_training_items(demo)
+    assert published["params"]["rank"] == 4 and full["params"]["rank"] == head > 64 and not full["params"]["projected"]
     assert {k: v for k, v in full["params"].items() if k not in ("rank", "projected")} == \
         {k: v for k, v in published["params"].items() if k not in ("rank", "projected")}
-    assert "vs at its full width" in (out / "report.md").read_text()
+    # what width costs: the exact model first, then the ladder 4, 8, 16, 32, 64, then the projection
+    width = published["width"]
+    assert [(w["rank"], w["projected"]) for w in width[1:]] == [(4, False), (8, False), (16, False), (32, False),
+                                                                (64, False), (4, True)]
+    assert width[0]["rank"] > 64 and width[0]["loss"] == 0 and all(w["within"] for w in width)
+    md = (out / "report.md").read_text()
+    assert "vs at its full width" in md and "## What width costs (validation)" in md
+
+
+def test_the_published_row_the_recency_ease_row_and_a_variant_side_by_side(demo, tmp_path):
+    """Exactly one row is what the job would publish; recency-weighted EASE is exact (one
+    vector per bought item), tuned on the hybrid's grids; a grid variant is a row of its own."""
+    out = tmp_path / "r"
+    res = _eval(demo, out, "representations=[title]", "tuning.collab.weight=[0.0, 1.0, 10.0]",
+                "tuning.collab_variants={factorised: {full_rank_max_mb: 0, rank_confidence: 0}}")
+    assert res.exit_code == 0, res.output
+    r = json.loads((out / "results.json").read_text())
+    rows = {x["system"]: x for x in r["rows"]}
+    mine = [x for x in r["rows"] if x["system"] == "groundrec published"]
+    assert len(mine) == 1
+    published, best = mine[0], r["best_representation"]
+    assert published["representation"] == (f"{best} + interactions" if published["params"]["weight"] else best)
+    if published["params"]["weight"]:
+        assert published["params"]["fresh_slots"] in CollabGrid().fresh_slots
+    recency = rows["EASE full rank + recency (collaborative)"]
+    assert recency["params"]["rank"] == _test_training_items(demo)
+    grid = CollabGrid()
+    tried = {axis: getattr(grid, axis) + [w["value"] for w in recency["widened"] if w["axis"] == axis]
+             for axis in ("reg", "half_life")}
+    assert all(min(tried[a]) <= recency["params"][a] <= max(tried[a]) for a in ("reg", "half_life"))
+    assert rows["EASE factorised (collaborative)"]["params"]["rank"] == 128
+    variant = rows["groundrec hybrid (content + collaborative) [factorised]"]
+    assert variant["params"]["rank"] <= 127 and variant["representation"] == f"{best} + interactions"
+    hybrid = rows["groundrec hybrid (content + collaborative)"]
+    assert hybrid["params"]["weight"] == 0 or hybrid["width"][0]["rank"] > variant["params"]["rank"]
+    md = (out / "report.md").read_text()
+    assert "what the job would publish vs recency-weighted EASE" in md

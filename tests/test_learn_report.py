@@ -17,13 +17,14 @@ from groundrec.offline.publish import build_manifest
 from groundrec.shared import artifact
 
 # The manifest's record of a learn stage, in order: readers (the service, scripts) depend on it.
-HYBRID_KEYS = ["model", "rank", "reg", "dropout", "users", "interactions", "items_with_interactions", "head_items",
+HYBRID_KEYS = ["model", "rank", "full_rank", "reg", "dropout", "users", "interactions", "items_with_interactions", "head_items",
                "max_dense_items", "items_from_content", "fit_seconds", "weight", "query_half_life", "fresh_weight",
                "fresh_slots", "hybrid", "projection", "window", "validation", "learn_seconds"]
 CONTENT_KEYS = ["model", "rank", "reg", "dropout", *HYBRID_KEYS[HYBRID_KEYS.index("weight"):]]
 WINDOW_KEYS = ["days", "from", "to", "interactions", "users", "unknown_items_dropped"]
-VALIDATION_KEYS = ["users", "metric", "chosen", "scores", "grid", "widened", "grid_warnings", "fresh", "fresh_slots"]
-CHOSEN_KEYS = ["reg", "dropout", "half_life", "weight", "rank", "projected", "score"]
+VALIDATION_KEYS = ["users", "metric", "chosen", "scores", "grid", "widened", "grid_warnings", "fresh", "fresh_slots",
+                   "width"]
+CHOSEN_KEYS = ["reg", "dropout", "half_life", "weight", "rank", "full_rank", "projected", "score"]
 
 
 def _bundles(users: int = 300, last_repeats: bool = False, seed: int = 0):
@@ -70,7 +71,8 @@ def test_a_hybrid_report_is_recorded_as_collab_key_for_key(tmp_path):
         choice.weight, choice.query_half_life, choice.fresh_weight, choice.fresh_slots)
     assert record["validation"]["chosen"] == {"reg": choice.reg, "dropout": choice.dropout,
                                               "half_life": choice.half_life, "weight": choice.weight,
-                                              "rank": choice.rank, "projected": choice.projected, "score": choice.score}
+                                              "rank": choice.rank, "full_rank": choice.full_rank,
+                                              "projected": choice.projected, "score": choice.score}
     assert record["projection"] == (learned.projection.info if learned.projection else None)
     assert record["window"] == {"days": None, "from": "1970-01-01T00:00:00+00:00",
                                 "to": report.window.end, "interactions": len(inter.items), "users": 300,
@@ -82,6 +84,14 @@ def test_a_hybrid_report_is_recorded_as_collab_key_for_key(tmp_path):
     assert validation["fresh"] == report.tuning.fresh.report()
     assert validation["fresh_slots"] == report.tuning.slots.report()
     assert validation["fresh"]["chosen"] == {"fresh_weight": choice.fresh_weight}
+    # what width costs: the full model's validation score first, then every narrower width tried
+    # (all 48 items are bought: the exact model of their EASE is 48 wide, and published as such
+    # only when no narrower width passed the rule; the refit on every interaction is exact too)
+    assert validation["width"] == report.tuning.width and validation["width"][0] == {
+        "rank": 48, "projected": False, "score": validation["width"][0]["score"], "loss": 0.0, "se": 0.0,
+        "within": True}
+    assert record["full_rank"] == choice.full_rank and (report.rank == 48) == choice.full_rank
+    assert [w["rank"] for w in validation["width"][1:] if not w["projected"]] == sorted(report.tuning.ranks)
     assert record["learn_seconds"] == report.seconds
     # through the version: the manifest's collab is this dict, in this order; no learn section
     manifest = _recorded(tmp_path, report)
@@ -110,7 +120,7 @@ def test_without_a_user_to_hold_out_nothing_is_scored_and_the_grid_is_the_config
     assert report.validation_users == 0 and report.tuning is None and report.scores == {}
     record = report.to_manifest()
     assert record["validation"]["chosen"] == {"reg": 10.0, "dropout": 0.0, "half_life": 0.0, "weight": 0.0,
-                                              "rank": 8, "projected": False, "score": None}
+                                              "rank": 8, "full_rank": False, "projected": False, "score": None}
     assert record["validation"]["grid"] == {"reg": [10.0, 100.0], "dropout": [0.0, 0.5], "half_life": [0.0, 10.0, 40.0],
                                             "weight": [0.0, 1.0]}
     assert record["validation"]["widened"] == [] and record["validation"]["grid_warnings"] == []

@@ -6,7 +6,7 @@ import pytest
 
 from groundrec.offline.config import CollabGrid
 from groundrec.offline.tuning import (HybridChoice, HybridTuning, by_model, narrowest, smaller_ranks,
-                                      tune_hybrid)
+                                      tune_hybrid, within)
 
 USERS = 400
 
@@ -21,10 +21,10 @@ def _hits(mean: float) -> np.ndarray:
 class Scorer:
     """A ``HybridScorer`` from tables of mean scores; records every call in order."""
 
-    def __init__(self, hybrid, ranks=None, projected=None, published=None, full=16):
+    def __init__(self, hybrid, ranks=None, projected=None, published=None, full=16, content_dim=32):
         self.tables = {"hybrid": hybrid, "ranks": ranks or {}, "projected": projected or {},
                        "published": published or (lambda fw, slots: 0.5)}
-        self.full, self.calls = full, []
+        self.full, self.calls, self.content_dim = full, [], content_dim
 
     def hybrid(self, reg, dropout, half_life, weights):
         self.calls.append(("hybrid", (reg, dropout, half_life), list(weights)))
@@ -36,11 +36,11 @@ class Scorer:
 
     def at_rank(self, choice, rank):
         self.calls.append(("at_rank", choice, rank))
-        return self.tables["ranks"][rank]
+        return _hits(self.tables["ranks"][rank])
 
     def projected(self, choice, rank):
         self.calls.append(("projected", choice, rank))
-        return self.tables["projected"][rank]
+        return _hits(self.tables["projected"][rank])
 
     def published(self, choice, fresh):
         self.calls.append(("published", choice, list(fresh)))
@@ -75,22 +75,27 @@ def test_a_hybrid_is_narrowed_projected_then_given_its_freshness_prior_and_place
     means = {0.0: 0.30, 1.0: 0.60, 10.0: 0.50}  # weight 1 wins on the grid, and is not its edge once widened
     scorer = Scorer(lambda reg, d, hl, w: means[w] - (0.1 if reg != 10.0 or hl else 0.0),
                     ranks={4: 0.595, 8: 0.60}, projected={4: 0.59}, published=lambda fw, slots: 0.59)
-    choice, tuning = tune_hybrid(_grid(widenings=1), scorer, "collab")
-    # the width: rank 4 (a quarter) is within 2% of the full rank's 0.60, then projected (0.59 >= 0.588)
-    assert [c[2] for c in scorer.named("at_rank")] == [4] and [c[2] for c in scorer.named("projected")] == [4]
+    # the mean loss alone (no standard error added): the rule before rank_confidence
+    choice, tuning = tune_hybrid(_grid(widenings=1, rank_confidence=0.0), scorer, "collab")
+    # the width: every narrower rank scored, widest first; rank 4 (a quarter) is within 2% of the
+    # full rank's 0.60, then projected (0.59 >= 0.588)
+    assert [c[2] for c in scorer.named("at_rank")] == [8, 4] and [c[2] for c in scorer.named("projected")] == [4]
     assert scorer.named("at_rank")[0][1] == HybridChoice(10.0, 0.0, 0.0, 1.0, 16, score=0.6)
-    assert tuning.ranks == {4: 0.595} and tuning.projected == {4: 0.59}
+    assert tuning.ranks == {4: 0.595, 8: 0.6} and tuning.projected == {4: 0.59}
+    assert [(w["rank"], w["projected"], w["within"]) for w in tuning.width] == [
+        (16, False, True), (4, False, True), (8, False, True), (4, True, True)]
+    assert [round(w["loss"], 6) for w in tuning.width] == [0.0, 0.005, 0.0, 0.01]
     # the freshness prior: every value scores alike, so the largest; on its edge, widened once (x10)
     assert tuning.fresh.widened == [{"axis": "fresh_weight", "value": 10.0}] and tuning.fresh.chosen == {
         "fresh_weight": 10.0}
     lifts = [c for c in scorer.named("published") if all(s == 0 for _, s in c[2])]
-    assert all(c[1] == HybridChoice(10.0, 0.0, 0.0, 1.0, 4, True, 0.59) for c in lifts)  # at the published width
+    assert all(c[1] == HybridChoice(10.0, 0.0, 0.0, 1.0, 4, True, score=0.59) for c in lifts)  # at the published width
     # ... then the places, at the chosen lift: the most within one standard error
     places = [c for c in scorer.named("published") if c not in lifts]
     assert places and all(c[1].fresh_weight == 10.0 and [fw for fw, _ in c[2]] == [10.0] * len(c[2]) for c in places)
     assert choice == HybridChoice(reg=10.0, dropout=0.0, half_life=0.0, weight=1.0, rank=4, projected=True, score=0.59,
                                   fresh_weight=10.0, fresh_slots=1)
-    assert isinstance(choice.fresh_slots, int)
+    assert isinstance(choice.fresh_slots, int) and not choice.full_rank
     # reg was widened down to 1 and the weight up to 10, both lost: no warning for either; the lift
     # still sits on its edge
     assert tuning.grid.widened == [{"axis": "reg", "value": 1.0}, {"axis": "weight", "value": 10.0}]
@@ -100,20 +105,47 @@ def test_a_hybrid_is_narrowed_projected_then_given_its_freshness_prior_and_place
     assert tuning.slots.warnings and not set(tuning.slots.warnings) & set(tuning.warnings)
 
 
+def test_a_loss_inside_the_noise_of_validation_is_not_taken_for_none():
+    """With the default rule (one standard error of the paired loss added), rank 4's loss of
+    0.01 (4 of 400 users) is within 2% of 0.6 (0.012) but not with its standard error (0.005)
+    added; rank 8 loses nothing; the projection's 0.01 is refused likewise. On means alone
+    (confidence 0), rank 4 and its projection pass."""
+    means = {0.0: 0.30, 1.0: 0.60}
+    scores = dict(ranks={4: 0.59, 8: 0.60}, projected={4: 0.59, 8: 0.59})
+    scorer = Scorer(lambda reg, d, hl, w: means[w], **scores)
+    choice, tuning = tune_hybrid(_grid(reg=[10.0], half_life=[0.0], widenings=0), scorer, "collab")
+    assert (choice.rank, choice.projected, choice.full_rank) == (8, False, False)
+    assert [(w["rank"], w["projected"], w["within"]) for w in tuning.width] == [
+        (16, False, True), (4, False, False), (8, False, True), (8, True, False)]
+    four = tuning.width[1]
+    assert four["loss"] == pytest.approx(0.01) and four["se"] == pytest.approx(np.sqrt(0.01 * 0.99 / 399), rel=1e-6)
+    loose, _ = tune_hybrid(_grid(reg=[10.0], half_life=[0.0], widenings=0, rank_confidence=0.0),
+                           Scorer(lambda reg, d, hl, w: means[w], **scores), "collab")
+    assert (loose.rank, loose.projected) == (4, True)
+
+
 def test_the_full_rank_and_no_projection_when_neither_is_within_the_tolerance():
     scorer = Scorer(lambda reg, d, hl, w: 0.3 + 0.3 * w, ranks={4: 0.5, 8: 0.55}, projected={16: 0.4},
                     published=lambda fw, slots: 0.6 - 0.2 * fw)
     choice, tuning = tune_hybrid(_grid(reg=[10.0]), scorer, "tuning.collab")
-    assert (choice.rank, choice.projected, choice.score) == (16, False, 0.6)
-    assert [c[2] for c in scorer.named("at_rank")] == [4, 8] and [c[2] for c in scorer.named("projected")] == [16]
+    assert (choice.rank, choice.projected, choice.score, choice.full_rank) == (16, False, 0.6, True)
+    assert [c[2] for c in scorer.named("at_rank")] == [8, 4] and [c[2] for c in scorer.named("projected")] == [16]
     assert choice.fresh_weight == 0.0  # a lift that costs recall is not taken
     assert tuning.warnings == ["weight=1.0 is the largest value tried: widen the grid (tuning.collab) upwards"]
 
 
-def test_without_projection_none_is_tried():
-    scorer = Scorer(lambda reg, d, hl, w: 0.3 + 0.3 * w, ranks={4: 0.6})
+def test_without_projection_none_is_tried_nor_above_the_content_width():
+    scorer = Scorer(lambda reg, d, hl, w: 0.3 + 0.3 * w, ranks={4: 0.6, 8: 0.6})
     choice, _ = tune_hybrid(_grid(reg=[10.0], project=False), scorer, "collab")
     assert (choice.rank, choice.projected) == (4, False) and scorer.named("projected") == []
+    # an exact model of 600 head items, nothing narrower within the rule, a content 32 wide:
+    # a projection of 600 + 32 dimensions to 32 is not tried
+    wide = Scorer(lambda reg, d, hl, w: 0.3 + 0.3 * w, ranks={r: 0.3 for r in (4, 8, 16, 32, 64)},
+                  projected={}, full=600)
+    choice, tuning = tune_hybrid(_grid(reg=[10.0]), wide, "collab")
+    assert (choice.rank, choice.projected, choice.full_rank) == (600, False, True)
+    assert [c[2] for c in wide.named("at_rank")] == [64, 32, 16, 8, 4] and wide.named("projected") == []
+    assert [w["rank"] for w in tuning.width] == [600, 4, 8, 16, 32, 64]
 
 
 def test_by_model_scores_each_model_once_and_answers_in_the_points_order():
@@ -132,21 +164,48 @@ def test_by_model_scores_each_model_once_and_answers_in_the_points_order():
 
 
 def test_narrowest_takes_the_narrowest_rank_then_the_projection_within_tolerance():
-    """The width rule: a quarter, then a half of the rank, the first within the tolerance of
-    the full rank's score wins; then the projection at that rank, if within it too; the score
-    returned is the chosen setting's."""
+    """The width rule on means (confidence 0): every narrower rank is scored, widest first, and
+    the narrowest within the tolerance of the full rank's score wins; then the projection at
+    that rank, if within it too; the score returned is the chosen setting's."""
     asked: list[int] = []
 
     def at(scores):
-        return lambda r: asked.append(r) or scores[r]
+        return lambda r: asked.append(r) or _hits(scores[r])
 
-    assert narrowest(64, 0.50, 0.02, at({16: 0.495, 32: 0.6}), None) == (16, False, 0.495)
-    assert asked == [16]  # the narrowest first, and no further once it passes
-    assert narrowest(64, 0.50, 0.02, at({16: 0.48, 32: 0.491}), lambda r: 0.49) == (32, True, 0.49)
-    assert narrowest(64, 0.50, 0.02, at({16: 0.1, 32: 0.2}), lambda r: 0.489) == (64, False, 0.50)
-    assert narrowest(64, 0.50, 0.0, at({16: 0.1, 32: 0.2}), lambda r: 0.50) == (64, True, 0.50)
-    assert narrowest(1, 0.30, 0.02, at({}), lambda r: 0.0) == (1, False, 0.30)  # nothing narrower than rank 1
+    full = _hits(0.5)
+    assert narrowest(64, full, 0.02, at({16: 0.495, 32: 0.6}), None)[:3] == (16, False, 0.495)
+    assert asked == [32, 16]  # the widest first: an exact model's narrower widths from one SVD
+    assert narrowest(64, full, 0.02, at({16: 0.48, 32: 0.491}), lambda r: _hits(0.49))[:3] == (32, True, 0.49)
+    assert narrowest(64, full, 0.02, at({16: 0.1, 32: 0.2}), lambda r: _hits(0.4875))[:3] == (64, False, 0.5)
+    assert narrowest(64, full, 0.0, at({16: 0.1, 32: 0.2}), lambda r: _hits(0.5))[:3] == (64, True, 0.5)
+    assert narrowest(1, _hits(0.3), 0.02, at({}), lambda r: _hits(0.0))[:3] == (1, False, 0.3)  # nothing narrower
+    assert narrowest(64, full, 0.02, at({16: 0.5, 32: 0.5}), lambda r: _hits(0.5), project_up_to=8)[:2] == (16, False)
+    width = narrowest(64, full, 0.02, at({16: 0.48, 32: 0.491}), lambda r: _hits(0.49))[3]
+    assert [(w["rank"], w["projected"], w["within"]) for w in width] == [
+        (64, False, True), (16, False, False), (32, False, True), (32, True, True)]
+
+
+def test_the_ladder_of_narrower_ranks():
     assert smaller_ranks(128) == [32, 64] and smaller_ranks(3) == [1] and smaller_ranks(1) == []
+    assert smaller_ranks(3658, 128) == [32, 64, 128, 256, 512]  # an exact model of 3,658 items
+    assert smaller_ranks(300, 128) == [32, 64, 128, 256] and smaller_ranks(128, 128) == [32, 64]
+
+
+def test_within_bounds_the_paired_loss_by_its_standard_error():
+    rng = np.random.default_rng(0)
+    full = (rng.random(2000) < 0.3).astype(float)
+    narrow = full.copy()
+    narrow[np.flatnonzero(full)[:6]] = 0  # 6 hits of 600 lost: 0.003, 1.0% of 0.3
+    tight = within(full, narrow, 0.02, 1.0)
+    assert tight["loss"] == pytest.approx(0.003) and tight["within"]  # se 0.0012: 0.0042 <= 0.006
+    few = within(full[:200], narrow[:200], 0.02, 1.0)  # the same 6 losses among 200 users
+    assert few["loss"] == pytest.approx(0.03) and not few["within"]
+    churn = full[:400].copy()  # 20 users lose their hit and 20 others gain one: no loss on average, much noise
+    lose, gain = np.flatnonzero(churn == 1)[:20], np.flatnonzero(churn == 0)[:20]
+    churn[lose], churn[gain] = 0, 1
+    assert within(full[:400], churn, 0.02, 0.0) == {"score": full[:400].mean(), "loss": 0.0,
+                                                   "se": pytest.approx(np.sqrt(0.1 * 400 / 399 / 400)), "within": True}
+    assert not within(full[:400], churn, 0.02, 1.0)["within"]
 
 
 def test_a_choice_is_frozen_and_untuned_is_content_alone_with_the_first_model():

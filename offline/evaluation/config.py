@@ -47,6 +47,28 @@ class TuningConfig(StrictModel):
                            "beyond it and choose again, at most this many times (recorded in the row)")
     collab: CollabGrid = Field(default_factory=CollabGrid, description="the collaborative and hybrid rows: the "
                                "job's collab grids and rules")
+    collab_variants: dict[str, dict] = Field(default_factory=dict, description="more hybrid rows in the same run, "
+                                             "each tuned on tuning.collab with these settings changed, labelled "
+                                             "'groundrec hybrid (content + collaborative) [NAME]', e.g. {before: "
+                                             "{full_rank_max_mb: 0, rank_confidence: 0}}: configurations compared "
+                                             "side by side, on the same users")
+
+    @model_validator(mode="after")
+    def _variants_are_grids(self) -> "TuningConfig":
+        self.variant_grids()  # a UserError naming the variant unless each is a valid grid
+        return self
+
+    def variant_grids(self) -> dict[str, CollabGrid]:
+        """Each variant's grid: tuning.collab with the variant's settings."""
+        from pydantic import ValidationError
+
+        out = {}
+        for name, changes in self.collab_variants.items():
+            try:
+                out[name] = CollabGrid(**{**self.collab.model_dump(), **changes})
+            except (ValidationError, TypeError) as e:
+                raise UserError(f"tuning.collab_variants.{name}: {e}") from None
+        return out
 
 
 class EvalConfig(StrictModel):

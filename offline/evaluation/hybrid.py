@@ -1,9 +1,10 @@
-"""eval's collaborative rows: factorised EASE alone, the hybrid tuned by the job's tuner
-(``offline.tuning.tune_hybrid``) with eval's scores (``EvalHybridScorer``: the primary metric
-of the validation users, the best content profile beside the collaborative part), and the
-same hybrid at its full width when the width rule narrowed it. Each model is fitted on
-validation's training part to choose its parameters, then refitted on test's training part
-(training + validation interactions): no test interaction is ever seen."""
+"""eval's collaborative rows: EASE alone (factorised, and recency-weighted at its own rank),
+the hybrid tuned by the job's tuner (``offline.tuning.tune_hybrid``) with eval's scores
+(``EvalHybridScorer``: the primary metric of the validation users, the best content profile
+beside the collaborative part), the same hybrid at its full width when the width rule
+narrowed it, the hybrid of each grid variant, and what the job would publish. Each model is
+fitted on validation's training part to choose its parameters, then refitted on test's
+training part (training + validation interactions): no test interaction is ever seen."""
 
 from __future__ import annotations
 
@@ -15,8 +16,9 @@ from groundrec.offline import collab
 from groundrec.offline.collab import CollabModel
 from groundrec.offline.evaluation.representations import Representation
 from groundrec.offline.evaluation.systems import CollabSystem, hybrid_system
-from groundrec.offline.learn import project
-from groundrec.offline.selection import search
+from groundrec.offline.evaluation.published import published_row
+from groundrec.offline.learn import fit_chosen, project
+from groundrec.offline.selection import coarse_to_fine, search
 from groundrec.offline.tuning import HybridChoice, tune_hybrid
 from groundrec.shared.scoring.popularity import new_items
 from groundrec.shared.scoring.ranking import lift
@@ -25,6 +27,7 @@ if TYPE_CHECKING:
     from groundrec.offline.evaluation.compare import Runner
 
 COLLAB, HYBRID = "EASE factorised (collaborative)", "groundrec hybrid (content + collaborative)"
+RECENCY_FULL, RECENCY = "EASE full rank + recency (collaborative)", "EASE factorised + recency (collaborative)"
 HYBRID_FULL = "groundrec hybrid at full width (what the width rule gave up)"
 
 
@@ -43,6 +46,7 @@ class EvalHybridScorer:
 
     def __init__(self, runner: "Runner", rep: Representation, profile: dict, on_valid):
         self.runner, self.rep, self.profile, self.on_valid = runner, rep, profile, on_valid
+        self.content_dim = rep.vectors.shape[1]
         self.valid = runner.data.valid
         self._content_scores: np.ndarray | None = None
         self._base: tuple[tuple, np.ndarray] | None = None  # the published scores of one choice
@@ -65,11 +69,11 @@ class EvalHybridScorer:
         return [self.runner.valid_per_user(self.content_scores() + w * cf) for w in weights]
 
     def full_rank(self, reg: float, dropout: float) -> int:
-        return self.on_valid(reg, dropout).query.shape[1]
+        return self.on_valid(reg, dropout).rank
 
-    def at_rank(self, choice: HybridChoice, rank: int) -> float:
+    def at_rank(self, choice: HybridChoice, rank: int) -> np.ndarray:
         cf = self._collab(self.on_valid(choice.reg, choice.dropout).truncated(rank), choice.half_life)
-        return float(self.runner.valid_per_user(self.content_scores() + choice.weight * cf).mean())
+        return self.runner.valid_per_user(self.content_scores() + choice.weight * cf)
 
     def _published_scores(self, choice: HybridChoice, model: CollabModel, projected: bool) -> np.ndarray:
         runner = self.runner
@@ -78,9 +82,9 @@ class EvalHybridScorer:
         return self._scores(hybrid_row(runner, self.rep, runner.data.pop_valid, self.profile, model, choice.weight,
                                        projection, half_life=choice.half_life))
 
-    def projected(self, choice: HybridChoice, rank: int) -> float:
+    def projected(self, choice: HybridChoice, rank: int) -> np.ndarray:
         ranked = self.on_valid(choice.reg, choice.dropout).truncated(rank)
-        return float(self.runner.valid_per_user(self._published_scores(choice, ranked, True)).mean())
+        return self.runner.valid_per_user(self._published_scores(choice, ranked, True))
 
     def published(self, choice: HybridChoice, fresh: list[tuple[float, int]]) -> list[np.ndarray]:
         self._content_scores = None  # not needed past the width (recomputed if asked again)
@@ -92,46 +96,97 @@ class EvalHybridScorer:
         return [self.runner.valid_per_user(lift(base.copy(), [fw] * len(base), new), new, slots) for fw, slots in fresh]
 
 
-def collab_rows(runner: "Runner", rep: Representation | None, profile: dict | None = None) -> None:
-    """Factorised EASE alone, then (with a representation) the hybrid of its content vectors
-    and the best content ``profile`` (strategy, popularity weight...), chosen by the job's tuner
-    and grids (``tuning.collab``), and at its full width if the width rule narrowed it."""
-    data, grid, seed = runner.data, runner.cfg.tuning.collab, runner.cfg.seed
-    content = rep.vectors if rep is not None else None
-    models: dict[tuple[float, float], CollabModel] = {}
+class Fits:
+    """The models of one grid fitted on a training part, by (reg, dropout), kept while they
+    fit in ``max_bytes`` (at least the three used last: the chosen model and the two fits
+    of the refinement around it), as the job keeps its fits."""
 
-    def on_valid(reg: float, dropout: float = 0.0) -> CollabModel:
+    def __init__(self, histories: list[np.ndarray], n_items: int, content: np.ndarray | None, grid, seed: int,
+                 max_bytes: float = 4 * 2**30):
+        self.histories, self.n_items, self.content, self.grid, self.seed = histories, n_items, content, grid, seed
+        self.max_bytes, self.models = max_bytes, {}
+
+    def __call__(self, reg: float, dropout: float = 0.0) -> CollabModel:
+        models = self.models
         if (reg, dropout) not in models:
-            models[reg, dropout] = collab.fit(data.valid_histories, data.n_items, content, grid.rank, reg, seed,
-                                              grid.max_dense_items, dropout)
+            size = lambda m: m.query.nbytes + m.item.nbytes  # noqa: E731
+            while len(models) >= 3 and sum(map(size, models.values())) > self.max_bytes:
+                models.pop(next(iter(models)))
+            models[reg, dropout] = collab.fit_grid(self.histories, self.n_items, self.content, self.grid, reg, dropout,
+                                                   self.seed)
+        models[reg, dropout] = models.pop((reg, dropout))  # the most recently used last
         return models[reg, dropout]
 
-    def on_test(reg: float, dropout: float = 0.0) -> CollabModel:
-        return collab.fit(data.test_histories, data.n_items, content, grid.rank, reg, seed, grid.max_dense_items,
-                          dropout)
 
-    # The EASE row is plain EASE (dropout 0): the reference the hybrid is compared with.
+def ease_rows(runner: "Runner", on_valid: Fits, on_test: Fits) -> None:
+    """EASE alone, as the collaborative reference: factorised at the grid's rank (its reg
+    chosen on validation), and with the recency-weighted query at the model's own rank
+    (exact when it fits the grid's budget), its reg and half-life chosen by the hybrid's
+    procedure (``selection.coarse_to_fine``, refined halfway to the neighbours)."""
+    grid = runner.cfg.tuning.collab
     found = search({"reg": grid.reg}, lambda points: [runner.valid_users_scores(
-        CollabSystem(COLLAB, "interactions", on_valid(p["reg"]).interactions_only())) for p in points],
-        widenings=grid.widenings, section="tuning.collab")
+        CollabSystem(COLLAB, "interactions", on_valid(p["reg"]).truncated(grid.rank).interactions_only()))
+        for p in points], widenings=grid.widenings, section="tuning.collab")
     reg = found.chosen["reg"]
-    test_models = {(reg, 0.0): on_test(reg)}
-    runner.on_test(CollabSystem(COLLAB, "interactions", test_models[reg, 0.0].interactions_only(),
+    runner.on_test(CollabSystem(COLLAB, "interactions", on_test(reg).truncated(grid.rank).interactions_only(),
                                 params={"reg": reg, "rank": grid.rank}), found.score, search=found)
-    if rep is None:
-        return
+    name = recency_name(on_valid(grid.reg[0]))
+    found = coarse_to_fine({"reg": grid.reg, "dropout": [0.0], "half_life": grid.half_life},
+                           lambda points: [runner.valid_users_scores(CollabSystem(
+                               name, "interactions", on_valid(p["reg"]).interactions_only(), half_life=p["half_life"]))
+                               for p in points], later="dropout", at="reg",
+                           refine=("reg", "half_life") if grid.refine else (), widenings=grid.widenings,
+                           section="tuning.collab")
+    reg, half_life = found.chosen["reg"], found.chosen["half_life"]
+    model = on_test(reg)
+    runner.on_test(CollabSystem(recency_name(model), "interactions", model.interactions_only(), half_life=half_life,
+                                params={"reg": reg, "half_life": half_life, "rank": model.rank}), found.score,
+                   search=found)
+
+
+def recency_name(model: CollabModel) -> str:
+    return RECENCY_FULL if model.exact else RECENCY
+
+
+def hybrid_rows(runner: "Runner", rep: Representation, profile: dict, grid, on_valid: Fits, on_test: Fits,
+                name: str = HYBRID) -> None:
+    """The hybrid of ``rep``'s content vectors and the best content ``profile`` (strategy,
+    popularity weight...), chosen by the job's tuner on ``grid``, and at its full width if
+    the width rule narrowed or projected it."""
+    data, seed = runner.data, runner.cfg.seed
     c, tuning = tune_hybrid(grid, EvalHybridScorer(runner, rep, profile, on_valid), "tuning.collab")
-    hl, chosen = c.query_half_life, (c.reg, c.dropout)
-    params = {"reg": c.reg, "dropout": c.dropout, "half_life": hl, "weight": c.weight, "rank": c.rank,
+    hl = c.query_half_life
+    test_model = fit_chosen(data.test_histories, data.n_items, rep.vectors, grid, c, seed)
+    params = {"reg": c.reg, "dropout": c.dropout, "half_life": hl, "weight": c.weight, "rank": test_model.rank,
               "projected": c.projected, "fresh_weight": c.fresh_weight, "fresh_slots": c.fresh_slots, **profile}
-    full = test_models.get(chosen) or on_test(*chosen)
-    test_model = full.truncated(c.rank)
     projection = project(rep.vectors, test_model, c.weight, data.test_histories, seed, hl) if c.projected else None
     runner.on_test(hybrid_row(runner, rep, data.pop_test, profile, test_model, c.weight, projection, params, hl,
-                              c.fresh_weight, c.fresh_slots), tuning.grid.score, rep.note, tuning.grid,
-                   extra_widened=[w for later in (tuning.fresh, tuning.slots) if later for w in later.widened])
-    if c.weight and (c.rank < grid.rank or c.projected):
+                              c.fresh_weight, c.fresh_slots, name), tuning.grid.score, rep.note, tuning.grid,
+                   extra_widened=[w for later in (tuning.fresh, tuning.slots) if later for w in later.widened],
+                   width=tuning.width)
+    if c.weight and (not c.full_rank or c.projected) and name == HYBRID:
         # What the width rule cost: the same hybrid at its full width, beside the published one.
+        full = on_test(c.reg, c.dropout)
         runner.on_test(hybrid_row(runner, rep, data.pop_test, profile, full, c.weight, None,
-                                  {**params, "rank": grid.rank, "projected": False}, hl, c.fresh_weight,
+                                  {**params, "rank": full.rank, "projected": False}, hl, c.fresh_weight,
                                   c.fresh_slots, name=HYBRID_FULL), None, rep.note)
+
+
+def collab_rows(runner: "Runner", rep: Representation | None, profile: dict | None = None) -> None:
+    """The EASE rows, then (with a representation) the hybrid (``hybrid_rows``), the hybrid
+    of each grid variant (``tuning.collab_variants``) and what the job would publish
+    (``published_row``)."""
+    data, grid, seed = runner.data, runner.cfg.tuning.collab, runner.cfg.seed
+    content = rep.vectors if rep is not None else None
+    on_valid = Fits(data.valid_histories, data.n_items, content, grid, seed)
+    on_test = Fits(data.test_histories, data.n_items, content, grid, seed)
+    ease_rows(runner, on_valid, on_test)
+    if rep is None:
+        return
+    hybrid_rows(runner, rep, profile, grid, on_valid, on_test)
+    on_valid.models.clear()
+    on_test.models.clear()
+    for variant, other in runner.cfg.tuning.variant_grids().items():
+        hybrid_rows(runner, rep, profile, other, Fits(data.valid_histories, data.n_items, content, other, seed),
+                    Fits(data.test_histories, data.n_items, content, other, seed), f"{HYBRID} [{variant}]")
+    published_row(runner, rep)

@@ -64,6 +64,19 @@ def slices_table(result: dict) -> list[str]:
     return lines
 
 
+def width_lines(result: dict) -> list[str]:
+    """What width costs: each width a hybrid row's width rule tried on validation."""
+    lines = []
+    for r in result["rows"]:
+        for w in r.get("width") or []:
+            if not lines:
+                lines = ["| System | Rank | Projected | Validation score | Loss vs full [standard error] | Within "
+                         "the rule |", "|---|---|---|---|---|---|"]
+            lines.append(f"| {r['label']} | {w['rank']} | {'yes' if w['projected'] else 'no'} | {w['score']:.4f} | "
+                         f"{w['loss']:.4f} [{w['se']:.4f}] | {'yes' if w['within'] else 'no'} |")
+    return lines
+
+
 def warnings_lines(result: dict) -> list[str]:
     """Grid values added beyond an edge while tuning, and values still on an edge."""
     return ([f"- **{r['label']}**: {w['axis']} widened to {w['value']:g}" for r in result["rows"]
@@ -91,7 +104,7 @@ def verdict(result: dict) -> list[str]:
     lines = []
     best = best_of(rows)
     base = best_of([r for r in rows if r["system"] in BASELINES])
-    collaborative = ("EASE factorised", "groundrec hybrid")
+    collaborative = ("EASE", "groundrec hybrid", "groundrec published")
     content = best_of([r for r in rows if r["system"] not in BASELINES and not r["system"].startswith(collaborative)])
     if best["system"] in BASELINES:
         lines.append(f"- A baseline is best overall: **{best['label']}**.")
@@ -114,10 +127,16 @@ def verdict(result: dict) -> list[str]:
     if hybrid and full:
         lines.append(f"- the hybrid as published (narrower or projected) vs at its full width: "
                      f"{_compare(result, hybrid, full)}.")
-    cf = next((r for r in rows if r["system"].startswith("EASE factorised")), None)
+    cf = next((r for r in rows if r["system"].startswith("EASE factorised (")), None)
     if hybrid and cf:
         lines.append(f"- groundrec hybrid vs its collaborative part alone: {_compare(result, hybrid, cf)}.")
-    tuned = best_of([r for r in rows if r["system"].startswith("groundrec") and "hybrid" not in r["system"]])
+    published = next((r for r in rows if r["system"] == "groundrec published"), None)
+    recency = next((r for r in rows if "+ recency" in r["system"] and r["system"].startswith("EASE")), None)
+    for other, what in ((recency, "recency-weighted EASE"), (hybrid, "eval's hybrid")):
+        if published and other:
+            lines.append(f"- what the job would publish vs {what}: {_compare(result, published, other)}.")
+    tuned = best_of([r for r in rows if r["system"].startswith("groundrec") and "hybrid" not in r["system"]
+                     and r["system"] != "groundrec published"])
     plain = next((r for r in ref if r["representation"] == (tuned or {}).get("representation")), None)
     if tuned and plain:
         lines.append(f"- groundrec's tuned profiles vs VLM4Rec on the same representation: {_compare(result, tuned, plain)}.")
@@ -193,6 +212,10 @@ def markdown(result: dict, plots: list[str]) -> str:
         lines += ["## Cold and warm items (test users)", "",
                   "Cold items had no interaction in the training part; a user counts in a slice when one of their "
                   "held-out items is in it.", "", *slices_table(result), ""]
+    if width_lines(result):
+        lines += ["## What width costs (validation)", "",
+                  "Each width the width rule tried, against the full model on the same validation users; the "
+                  "narrowest within the rule is published.", "", *width_lines(result), ""]
     if warnings_lines(result):
         lines += ["## Tuning grids widened, and values still on an edge", "", *warnings_lines(result), ""]
     for f in plots:
