@@ -228,3 +228,45 @@ def test_a_projection_fitted_from_column_blocks_equals_one_from_the_stacked_matr
     assert np.allclose(whole.query @ whole.item.T, blocks.query @ blocks.item.T, atol=1e-4)
     assert np.allclose(index_rows(content, item, blocks.item, chunk=64), np.hstack([content, item]).astype(np.float32)
                        @ blocks.item, atol=1e-4)
+
+
+def test_an_exact_model_scores_as_ease_and_its_narrower_widths_are_the_factorised_models():
+    """Within the budget the model is exact: a head item's row of B beside a unit item vector,
+    so a history of one item scores every item as EASE's B does. Cut to rank r it is the
+    factorised model of rank r (B's leading singular vectors), content-mapped rows included,
+    and the widest width asked for is the one SVD the narrower ones are cut from."""
+    bundles, histories = _bundles()
+    n = bundles.size
+    rng = np.random.default_rng(1)
+    content = rng.normal(size=(n + 6, 8)).astype(np.float32)  # 6 items nobody bought: placed by content
+    content /= np.linalg.norm(content, axis=1, keepdims=True)
+    exact = collab.fit(histories, n + 6, content, rank=24, reg=10.0, full_rank_max_mb=1.0)
+    assert exact.exact and exact.rank == n and exact.info["model"] == "EASE, full rank"
+    b = collab.ease(collab.interaction_matrix(histories, n + 6)[:, :n], reg=10.0)
+    np.testing.assert_array_equal(exact.query[:n] @ exact.item[:n].T, b)
+    assert exact.info["items_from_content"] == 6 and exact.item[n:].any()
+    factorised = collab.fit(histories, n + 6, content, rank=24, reg=10.0)
+    assert not factorised.exact and factorised.rank == 24 and factorised.info["model"] == "EASE, factorised"
+    wide = exact.truncated(24)
+    assert wide.rank == 24 and not wide.exact and exact.basis.shape == (n, 24)
+    scores = lambda m: m.query @ m.item.T  # noqa: E731  (content-mapped rows included)
+    assert np.abs(scores(wide) - scores(factorised)).max() < 1e-3 * np.abs(scores(factorised)).max()
+    narrow = exact.truncated(12)
+    assert exact.basis.shape == (n, 24)  # cut from the widest SVD, not a new one
+    np.testing.assert_allclose(narrow.query, exact.query @ exact.basis[:, :12], rtol=1e-6)
+    assert np.linalg.norm(narrow.item[narrow.fitted], axis=1).mean() == pytest.approx(1.0, rel=1e-5)
+    assert exact.truncated(n) is exact and exact.interactions_only().exact
+
+
+def test_the_full_rank_budget_counts_what_the_version_holds():
+    # retail: 3,658 items all in the head, 384-d content: 4 x 3658 x (384 + 3 x 3658) bytes = 158.5 MiB
+    assert collab.full_rank_fits(3658, 3658, 384, 159) and not collab.full_rank_fits(3658, 3658, 384, 158)
+    assert not collab.full_rank_fits(1, 10, 384, 1e6)  # one item: nothing to fit
+    assert not collab.full_rank_fits(2000, 1_000_000, 384, 2048)  # a small head in a huge catalog
+    _, histories = _bundles()
+    assert not collab.fit(histories, 48, None, rank=16, reg=10.0, full_rank_max_mb=0.01).exact  # 48 x 144 x 4 > 10 KB
+    from groundrec.offline.config import CollabGrid
+
+    grid = CollabGrid(rank=16, full_rank_max_mb=0.1)
+    assert collab.fit_grid(histories, 48, None, grid, reg=10.0).exact
+    assert collab.fit_grid(histories, 48, None, grid.model_copy(update={"full_rank_max_mb": 0}), reg=10.0).rank == 16

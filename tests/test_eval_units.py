@@ -183,3 +183,24 @@ def test_intra_list_diversity_by_hand():
     assert metrics.intra_list_diversity(three, space) == pytest.approx(2 / 3)
     lists = metrics.list_metrics(top, np.ones(4), 4, [2], space)
     assert lists["diversity@2"] == pytest.approx(1.0) and "diversity@2" not in metrics.list_metrics(top, np.ones(4), 4, [2])
+
+
+def test_the_published_row_learns_from_what_test_may_see_and_nothing_else():
+    """``groundrec published``'s job runs on every user's training and validation parts: the
+    interactions test users' histories hold, not one of test's."""
+    from groundrec.offline.evaluation.data import EvalData
+    from groundrec.offline.evaluation.published import training_interactions
+    from groundrec.offline.interactions import Interactions
+
+    users, items, ts = _random_log()
+    split = split_interactions(users, ts, SplitConfig(holdout="last_frac"))
+    inter = Interactions(users, items, ts, [f"u{u}" for u in range(200)], 0)
+    data = EvalData(None, inter, split, eval_users(split, "valid", items, ts), eval_users(split, "test", items, ts),
+                    [], [], None, None)
+    seen = training_interactions(data)
+    c = split.counts()
+    assert len(seen.items) == c["train"] + c["valid"] and c["test"] > 0
+    held = {(int(users[i]), int(ts[i]), int(items[i])) for p in split.parts.values() for i in p.test}
+    got = set(zip(seen.users.tolist(), seen.ts.tolist(), seen.items.tolist()))
+    assert got == {(int(users[i]), int(ts[i]), int(items[i])) for p in split.parts.values()
+                   for i in np.concatenate([p.train, p.valid])} and not got & held
