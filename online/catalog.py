@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
+import math
 import re
 import threading
 import time
@@ -41,8 +42,15 @@ def _id(item_id) -> str:
 def _when(item_id: str, value) -> float | None:
     """``available_until`` as seconds since the epoch: a number, or an ISO 8601 time (UTC when
     it names no zone)."""
-    if value is None or (isinstance(value, (int, float)) and not isinstance(value, bool)):
-        return None if value is None else float(value)
+    if value is None:
+        return None
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        try:
+            when = float(value)
+        except OverflowError:
+            when = math.nan
+        if math.isfinite(when):
+            return when
     if isinstance(value, str):
         try:
             t = dt.datetime.fromisoformat(value.replace("Z", "+00:00"))
@@ -94,7 +102,9 @@ class LiveCatalog:
             raise Unprocessable(f"{len(changes)} items, more than max_items_batch={self.cfg.max_items_batch}")
         clean = [(_id(i), op, checked_fields(self.cfg, i, f)) for i, op, f in changes]
         self.sync()  # a patch of an item put through another worker a moment ago finds it
-        self.backend().check_live(clean)
+        self.backend()  # Unavailable when no version is loaded yet
+        for backend in self.holder.loaded():  # every version it will be applied to (an experiment's arms)
+            backend.check_live(clean)
         now = time.time()
         try:
             self.events.store().add_item_changes([ItemChange(i, op, to_json(f).decode(), now) for i, op, f in clean])

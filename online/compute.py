@@ -66,6 +66,12 @@ def _child(conn, cfg_json: str, version_id: str, path: str, popularity: dict | N
             conn.send(("error", RuntimeError(f"{type(reply[1]).__name__}: {reply[1]} (not picklable: {e})")))
 
 
+def live_timeout(items: list, vectors: dict | None) -> float:
+    """How long applying live items may take before the child is taken for hung: encoding
+    the ones without an embedding, a few ms each, with a wide margin."""
+    return 60.0 + 0.05 * sum(i.item_id not in (vectors or {}) for i in items)
+
+
 class ComputeDied(Unavailable):
     """The compute process exited or hung (and was stopped): the call never got an answer."""
 
@@ -107,15 +113,18 @@ class ComputeProcess:
     def pid(self) -> int | None:
         return self._proc.pid
 
-    def call(self, op: str, arg):
+    def call(self, op: str, arg, timeout_s: float | None = None):
+        """``op`` answered by the child; a child silent for ``timeout_s`` (default: the serve
+        config's ``compute_timeout_s``, meant for a batch) is taken for hung."""
+        timeout_s = self.timeout_s if timeout_s is None else timeout_s
         with self._lock:
             try:
                 self._conn.send((op, arg))
-                if not self._conn.poll(self.timeout_s):  # hung: stop it, the holder's next check replaces it
+                if not self._conn.poll(timeout_s):  # hung: stop it, the holder's next check replaces it
                     self._proc.kill()
                     self._proc.join(5)
                     raise ComputeDied(f"the compute process of version {self.version_id} did not answer within "
-                                      f"{self.timeout_s:g} s and was stopped; a new one is being started, retry later")
+                                      f"{timeout_s:g} s and was stopped; a new one is being started, retry later")
                 kind, value = self._conn.recv()
             except (EOFError, OSError):
                 self._proc.join(1)
@@ -178,15 +187,15 @@ class RemoteServing:
     def threads(self) -> dict[str, int]:
         return self.process.threads
 
-    def _call(self, op: str, arg):
+    def _call(self, op: str, arg, timeout_s: float | None = None):
         process = self.process
         if not process.alive:
             process = self._replace(process)
         try:
-            return process.call(op, arg)
+            return process.call(op, arg, timeout_s)
         except ComputeDied as e:
             log.error("version %s: %s; replacing it and retrying the call once", self.version_id, e)
-            return self._replace(process).call(op, arg)
+            return self._replace(process).call(op, arg, timeout_s)
 
     def _replace(self, dead: ComputeProcess) -> ComputeProcess:
         with self._lock:
@@ -224,7 +233,7 @@ class RemoteServing:
                 live, vectors = list(self._live.values()), dict(self._vectors)
             if live:
                 try:
-                    child.call("live", (live, vectors))
+                    child.call("live", (live, vectors), live_timeout(live, vectors))
                 except ComputeDied:
                     pass
 
@@ -237,7 +246,7 @@ class RemoteServing:
             live, vectors = list(self._live.values()), dict(self._vectors)
         if live:
             try:
-                child.call("live", (live, vectors))
+                child.call("live", (live, vectors), live_timeout(live, vectors))
             except BaseException:
                 child.close()
                 raise
@@ -248,19 +257,21 @@ class RemoteServing:
 
     def apply_live(self, arg) -> dict:
         """Apply live items in the child, then in its standby with the embeddings the child
-        computed (encoded once); remembered for the children started later."""
+        computed (encoded once). They are remembered first, so a child started meanwhile gets
+        them; a child promoted while this ran gets them too (applying twice changes nothing)."""
         items, given = arg
-        computed = self._call("live", (items, given))
         with self._lock:
             for item in items:
                 self._live[item.item_id] = item
                 self._vectors.pop(item.item_id, None)
             self._vectors.update(given or {})
+        computed = self._call("live", (items, given), live_timeout(items, given))
+        with self._lock:
             self._vectors.update(computed)
-        standby = self.standby
-        if standby is not None and standby.alive:
+        known = {**(given or {}), **computed}
+        for child in {id(c): c for c in (self.process, self.standby) if c is not None and c.alive}.values():
             try:
-                standby.call("live", (items, {**(given or {}), **computed}))
+                child.call("live", (items, known), live_timeout(items, known))
             except ComputeDied:  # replaced by the next refill, which gets every live item
                 pass
         return computed

@@ -82,13 +82,17 @@ class VersionHolder:
             if backend is not None and backend.alive:
                 backend.set_popularity(popularity)
 
+    def loaded(self) -> list[Backend]:
+        """Every backend serving now (the current version and the pinned arms), each once."""
+        return list({id(b): b for b in [self.current, *self.pinned.values()] if b is not None and b.alive}.values())
+
     def apply_live(self, items: list) -> None:
         """Apply live items to every loaded version (the current one and the pinned arms)."""
         with self._live_lock:
             for item in items:
                 self.live[item.item_id] = item
-            backends = {id(b): b for b in [self.current, *self.pinned.values()] if b is not None}
-            for backend in backends.values():
+            # A dead backend is left to the holder's check, which restarts it with every live item.
+            for backend in self.loaded():
                 backend.apply_live((items, None))
 
     def _with_live(self, backend: Backend) -> None:
@@ -136,6 +140,11 @@ class VersionHolder:
         started = time.perf_counter()
         try:
             serving = self.build(wanted)
+            try:
+                self._with_live(serving)  # the bulk, while the old version still serves
+            except BaseException:
+                serving.close()
+                raise
         except Exception as e:  # a broken version must never take the service down
             if not (dead and wanted == self.current.version_id):  # a restart that failed is tried again
                 self.rejected[wanted] = f"{type(e).__name__}: {e}"
@@ -144,7 +153,6 @@ class VersionHolder:
             if self._on_failed:
                 self._on_failed(wanted, str(e))
             return False
-        self._with_live(serving)  # the bulk, while the old version still serves
         with self._live_lock:
             self._with_live(serving)
             previous, self.current = self.current, serving
@@ -177,7 +185,11 @@ class VersionHolder:
                 self.pinned.pop(version_id).close()
             try:
                 backend = self.build(version_id)
-                self._with_live(backend)
+                try:
+                    self._with_live(backend)
+                except BaseException:
+                    backend.close()
+                    raise
                 with self._live_lock:
                     self._with_live(backend)
                     self.pinned[version_id] = backend

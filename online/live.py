@@ -102,8 +102,7 @@ class LiveOverlay:
         def core(fields):
             return {k: v for k, v in fields.items() if k not in CONTROL}
 
-        return (core(item.fields) == (core(prev.fields) if prev else {}) and item.whole == (prev.whole if prev else False)
-                and item.image_changed == (prev.image_changed if prev else False))
+        return core(item.fields) == (core(prev.fields) if prev else {}) and item.whole == (prev.whole if prev else False)
 
     def state(self, item_id: str, row: int) -> dict:
         """What ``GET /items/{id}`` adds for an item: whether answers may show it, and for a
@@ -116,39 +115,48 @@ class LiveOverlay:
     # --- applying changes -----------------------------------------------------------
     def apply(self, items: list[LiveItem], vectors: dict[str, np.ndarray] | None = None) -> dict[str, np.ndarray]:
         """Apply live items' states (``vectors``: their embeddings, computed by another process
-        holding the same version, e.g. the primary for its standby); the embeddings it computed."""
-        r, v, now = self.r, self.r.v, time.time()
-        todo = [i for i in items if i.seq > self.through and i.seq > self.applied.get(i.item_id, 0)]
-        rows, texts, olds = [], [], []
+        holding the same version, e.g. the primary for its standby); the embeddings it computed.
+        Everything that can fail (encoding, the table's types) is done before anything changes:
+        a failed apply leaves the version as it was and its items not applied."""
+        v, now = self.r.v, time.time()
+        todo = list({i.item_id: i for i in items if i.seq > self.through
+                     and i.seq > self.applied.get(i.item_id, 0)}.values())
+        rows, texts, olds, quick = [], [], [], []
         for item in todo:
-            self.applied[item.item_id] = item.seq
             old = v.row_of.get(item.item_id)
-            published = item.item_id in self._published or (old is not None and old < self.n_version)
-            if item.first_seen is not None and not published:  # new to the catalog: /latest shows it
-                self.first_seen.setdefault(item.item_id, item.first_seen)
-            if self._rules_only(item, old):  # hidden, shown again, a new end of sale: no new row
-                self.states[item.item_id] = item
-                self._rule(old, {**self._published_rules.get(old, {}), **item.fields}, now)
+            if self._rules_only(item, old) or item.deleted:
+                quick.append((item, old))
                 continue
-            self.states[item.item_id] = item
-            if item.deleted:
-                self.deleted.add(item.item_id)
-                if old is not None:
-                    self.removed.add(old)
-                continue
-            self.deleted.discard(item.item_id)
             origin = self._published.get(item.item_id, old if old is not None and old < self.n_version else None)
             base = v.items.slice(origin, 1).to_pylist()[0] if origin is not None else None
             row = record(item, base, v.items.column_names, v.manifest.id_column)
             if "text" in row:  # the embedded text, as the job writes it
                 row["text"] = render(v.manifest.text_template, row)
+            if WINDOW_INTERACTIONS in row:
+                row[WINDOW_INTERACTIONS] = v.items.column(WINDOW_INTERACTIONS)[old].as_py() if old is not None else 0
             rows.append((item, row))
             texts.append(render(v.manifest.text_template, row))
             olds.append(old)
         computed: dict[str, np.ndarray] = {}
         if rows:
             content = self._vectors(rows, texts, olds, vectors or {}, computed)
-            self._append(rows, olds, content, now)
+            table = pa.Table.from_pylist([row for _, row in rows], schema=v.items.schema)
+            self._append(rows, olds, content, table, now)
+        for item, old in quick:
+            if item.deleted:
+                self.deleted.add(item.item_id)
+                if old is not None:
+                    self.removed.add(old)
+            else:  # hidden, shown again, a new end of sale: the row's rules change, no new row
+                self._rule(old, {**self._published_rules.get(old, {}), **item.fields}, now)
+        for item in todo:
+            self.applied[item.item_id] = item.seq
+            self.states[item.item_id] = item
+            if not item.deleted:
+                self.deleted.discard(item.item_id)
+            published = item.item_id in self._published or v.row_of.get(item.item_id, self.n_version) < self.n_version
+            if item.first_seen is not None and not published:  # new to the catalog: /latest shows it
+                self.first_seen[item.item_id] = item.first_seen
         self.frozen = frozenset(self.removed)
         return computed
 
@@ -171,7 +179,7 @@ class LiveOverlay:
                 computed[rows[n][0].item_id] = out[n]
         return out
 
-    def _append(self, rows, olds, content: np.ndarray, now: float) -> None:
+    def _append(self, rows, olds, content: np.ndarray, table: pa.Table, now: float) -> None:
         r, v = self.r, self.r.v
         n, k = v.index.ntotal, len(rows)
         new = np.arange(n, n + k)
@@ -200,30 +208,28 @@ class LiveOverlay:
             r.ranker.items_t = buf[:, :n + k]
             r.exact_t = r.searcher.exact_t
         # the item table, ids and rows
-        records = [row for _, row in rows]
-        for rec, o in zip(records, olds):
-            if WINDOW_INTERACTIONS in rec:
-                rec[WINDOW_INTERACTIONS] = v.items.column(WINDOW_INTERACTIONS)[o].as_py() if o is not None else 0
-        table = pa.concat_tables([v.items, pa.Table.from_pylist(records, schema=v.items.schema)])
+        table = pa.concat_tables([v.items, table])
         v.items = table.combine_chunks() if table.column(0).num_chunks > COMBINE_CHUNKS else table
-        for (item, _), row, o in zip(rows, new, olds):
+        for (item, rec), row, o in zip(rows, new, olds):
             if o is not None and o < self.n_version:
                 self._published[item.item_id] = o  # a patch is over the published row
             v.item_ids.append(item.item_id)
             v.row_of[item.item_id] = int(row)
             if o is not None:
                 self.removed.add(o)
-            self._rule(int(row), item.fields, now)
-        self._grow_ranking(new, known, rows)
+            self._rule(int(row), {c: item.fields.get(c, rec.get(c)) for c in CONTROL}, now)
+        self._grow_ranking(new, old, rows)
 
-    def _grow_ranking(self, new: np.ndarray, known: np.ndarray, rows) -> None:
-        """The searcher's view of the catalog: its size, the new items it keeps places for
-        (a live item nobody interacted with), popularity laid on the new rows."""
+    def _grow_ranking(self, new: np.ndarray, old: np.ndarray, rows) -> None:
+        """The searcher's view of the catalog: its size, the new items it keeps places for (a
+        live item nobody interacted with, or one that replaces such an item's row), popularity
+        laid on the new rows."""
         r = self.r
         ranker, total = r.ranker, r.v.index.ntotal
         ranker.n_items = total
         if r.new_rows is not None:
-            fresh = new[~known] if WINDOW_INTERACTIONS in r.v.items.column_names else new[:0]
+            was_new = np.array([o < 0 or int(o) in ranker.is_new for o in old], bool)
+            fresh = new[was_new] if WINDOW_INTERACTIONS in r.v.items.column_names else new[:0]
             r.new_rows = np.concatenate([r.new_rows, fresh])
             ranker.new_rows = r.searcher.new_rows = r.new_rows
             ranker.is_new = frozenset(r.new_rows.tolist())
@@ -266,6 +272,9 @@ def check_changes(retriever, changes: list[tuple[str, str, dict]]) -> None:
     schema = v.items.schema
     for item_id, op, fields in changes:
         exists = item_id in v.row_of and not (live is not None and item_id in live.deleted)
+        if retriever.encoder is None and op != "delete" and set(fields) - set(CONTROL):
+            raise Unprocessable(f"item {item_id!r}: version {v.path.name} has no ONNX text encoder to embed it "
+                                "(published without export); only hidden, available_until and deletes can be applied")
         if op in ("patch", "delete") and not exists:
             raise NotFound(f"no item {item_id!r} to {op}: PUT it first (it is neither in version "
                            f"{v.path.name} nor a live item)")

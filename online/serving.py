@@ -141,7 +141,8 @@ class Serving:
         """Nothing to release: the version goes with the last reference to it."""
 
     def set_popularity(self, popularity: dict[str, float] | None) -> None:
-        self.retriever.set_popularity(popularity)
+        with self.lock:  # never between a live apply's rows and their counts
+            self.retriever.set_popularity(popularity)
 
     def unknown(self, item_ids: list[str]) -> int:
         """How many of these ids name no item (a deleted one included)."""

@@ -47,9 +47,13 @@ class LiveItem:
     updated: float = 0.0
     seq: int = 0
     deleted: bool = False
-    image_changed: bool = False  # a change since the version named a new image
 
     def shown(self, now: float) -> bool:
+        """Whether any answer may hold it at ``now``."""
+        return not self.deleted and shown(self.fields, now)
+
+
+def shown(self, now: float) -> bool:
         """Whether any answer may hold it at ``now``."""
         return not self.deleted and shown(self.fields, now)
 
@@ -64,7 +68,8 @@ def shown(fields: Mapping, now: float) -> bool:
 
 def fold(state: dict[str, LiveItem], changes: Iterable) -> list[str]:
     """Apply ``changes`` (``ItemChange``s, by seq ascending) to ``state`` (id -> LiveItem), in
-    place; the ids changed, each once, in the order first changed."""
+    place; the ids changed, each once, in the order first changed. A patch of a deleted item
+    leaves it deleted (a PUT brings it back)."""
     changed: dict[str, None] = {}
     for c in changes:
         before = state.get(c.item_id)
@@ -72,6 +77,8 @@ def fold(state: dict[str, LiveItem], changes: Iterable) -> list[str]:
         if c.op == "delete":
             state[c.item_id] = LiveItem(c.item_id, {}, True, before.first_seen if before else None, c.timestamp,
                                         c.seq, deleted=True)
+        elif c.op == "patch" and before is not None and before.deleted:
+            continue
         else:
             sent = json.loads(c.fields)
             if c.op == "put":
@@ -80,11 +87,17 @@ def fold(state: dict[str, LiveItem], changes: Iterable) -> list[str]:
             else:  # patch
                 fields = {**(before.fields if alive else {}), **sent}
                 whole, first = alive and before.whole, before.first_seen if alive else None
-            image = IMAGE in sent and (not alive or sent[IMAGE] != before.fields.get(IMAGE))
-            state[c.item_id] = LiveItem(c.item_id, fields, whole, first, c.timestamp, c.seq,
-                                        image_changed=image or (alive and before.image_changed))
+            state[c.item_id] = LiveItem(c.item_id, fields, whole, first, c.timestamp, c.seq)
         changed[c.item_id] = None
     return list(changed)
+
+
+def image_changed(item: LiveItem, base: Mapping | None) -> bool:
+    """Whether the item's image is not the one its published row (``base``) was grounded from."""
+    if base is None:
+        return False
+    image = item.fields.get(IMAGE) if item.whole else item.fields.get(IMAGE, base.get(IMAGE))
+    return image != base.get(IMAGE)
 
 
 def record(item: LiveItem, base: Mapping | None, columns: Iterable[str], id_column: str = "item_id") -> dict:
@@ -92,11 +105,11 @@ def record(item: LiveItem, base: Mapping | None, columns: Iterable[str], id_colu
     row, a patch's over ``base`` (its row in the version); the derived columns from ``base``
     (grounded fields, unless the image changed), ``text`` left for the caller to fill."""
     row = {c: None for c in columns}
-    keep = base is not None and not item.image_changed
+    moved = image_changed(item, base)
     for c in row:
-        if base is not None and (not item.whole or (derived(c) and keep)):
+        if base is not None and (not item.whole or (derived(c) and not moved)):
             row[c] = base.get(c)
-    if item.image_changed:
+    if moved:
         for c in row:
             if c.startswith("vlm_") or c in ("grounded", "parse_ok", "image_sha256", "from_cache"):
                 row[c] = None

@@ -120,6 +120,7 @@ def test_the_standby_a_restart_and_another_server_serve_the_same_live_items(publ
     ("put", "/items/bad%01id", NEW, 422, "control character"),
     ("put", "/items/x1", {**NEW, "available_until": "soon"}, 422, "available_until"),
     ("put", "/items/x1", {**NEW, "hidden": "yes"}, 422, "hidden"),
+    ("put", "/items/x1", {**NEW, "available_until": 10 ** 400}, 422, "available_until"),
     ("patch", "/items/no-such-item", {"hidden": True}, 404, "no-such-item"),
     ("delete", "/items/no-such-item", None, 404, "no-such-item"),
     ("post", "/items", {"items": [NEW]}, 422, "item_id"),

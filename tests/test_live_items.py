@@ -32,8 +32,9 @@ def test_fold_puts_patches_and_deletes_in_commit_order():
     assert b.fields == {"hidden": True} and not b.whole and b.first_seen is None and not b.shown(0)
     fold(state, [ch(5, "a", "delete"), ch(6, "a", "put", ts=60, title="again")])
     assert state["a"].first_seen == 60.0 and not state["a"].deleted  # deleted, then put anew: new again
-    fold(state, [ch(7, "c", "patch", image="new.jpg"), ch(8, "d", "patch", available_until=10.0)])
-    assert state["c"].image_changed and state["d"].shown(9.9) and not state["d"].shown(10.0)
+    fold(state, [ch(7, "d", "patch", available_until=10.0), ch(8, "e", "delete"), ch(9, "e", "patch", title="x")])
+    assert state["d"].shown(9.9) and not state["d"].shown(10.0)
+    assert state["e"].deleted and state["e"].seq == 8  # a patch after a delete leaves it deleted
 
 
 def test_record_keeps_grounded_fields_unless_the_image_changed():
@@ -43,8 +44,11 @@ def test_record_keeps_grounded_fields_unless_the_image_changed():
     assert record(put, base, columns) == {**base, "title": "new", "price": None}  # a PUT is the item whole
     patch = LiveItem("x", {"price": 3.0}, whole=False)
     assert record(patch, base, columns) == {**base, "price": 3.0}
-    moved = LiveItem("x", {"image": "y.jpg"}, whole=False, image_changed=True)
+    moved = LiveItem("x", {"image": "y.jpg"}, whole=False)
     assert record(moved, base, columns)["vlm_text"] is None and record(moved, base, columns)["image"] == "y.jpg"
+    same = LiveItem("x", {"image": "x.jpg", "title": "new"}, whole=False)  # a feed re-sending the same image
+    assert record(same, base, columns)["vlm_text"] == "a red dress"
+    assert record(LiveItem("x", {"title": "no image"}, whole=True), base, columns)["vlm_text"] is None
     assert catalog_columns(columns) == ["title", "image", "price"]
     assert render("{title}. {vlm_text}", {"title": "new", "vlm_text": None}) == "new"
 
