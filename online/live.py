@@ -68,7 +68,8 @@ class LiveOverlay:
             rows = v.items.select([c for c in ("hidden", "available_until") if c in columns]).to_pylist()
             for row, fields in enumerate(rows):
                 self._rule(row, fields, time.time())
-            self._published_rules = dict(enumerate(rows))
+            self._published_rules = {row: f for row, f in enumerate(rows)  # only the rows with a rule
+                                     if f.get("hidden") or f.get("available_until") is not None}
         self.frozen = frozenset(self.removed)
 
     # --- what requests read ---------------------------------------------------------
