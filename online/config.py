@@ -27,7 +27,7 @@ class ServeConfig(StrictModel):
     n_interests: int = Field(3, ge=1, le=16)
     max_per: dict[str, Annotated[int, Field(ge=1)]] | None = Field(
         None, description="default of a request's max_per: at most this many items per value of a column, e.g. "
-        "{product_code: 1}; note that it sends every request through the per-user path (no shared batch search)")
+        "{product_code: 1}; requests with it still share the batched search")
     max_k: int = Field(100, ge=1)
     max_history: int = Field(MAX_HISTORY, ge=1, description="a profile uses the latest this many known history "
                              "items (eval does the same); older ones still count as seen, the answer's "
