@@ -97,12 +97,15 @@ class SearchRequest(_Body):
     text: Text = Field(min_length=1)
     k: int = Field(10, ge=1)
     filters: dict[Text, FilterValue | list[FilterValue]] | None = None
+    max_per: dict[Text, Annotated[int, Field(ge=1)]] | None = Field(
+        None, max_length=4, description="as in /recommend: at most this many items per value of a column")
     with_fields: bool = False
 
 
 def search_query(body: SearchRequest) -> UserQuery:
     """A text search is a query with text only."""
-    return UserQuery(text=body.text, k=body.k, filters=body.filters, with_fields=body.with_fields)
+    return UserQuery(text=body.text, k=body.k, filters=body.filters, max_per=body.max_per,
+                     with_fields=body.with_fields)
 
 
 class ItemOut(BaseModel):

@@ -85,3 +85,13 @@ def test_the_clients_ask_for_similar_and_popular(served):
     assert [i.item_id for i in asim.items] == [i.item_id for i in sim.items]
     with Client(url) as c:
         assert apop.items and all(c.item(i.item_id)["category"] == "dress" for i in apop.items)
+
+
+def test_search_takes_max_per_like_recommend(served):
+    url, _ = served
+    body = {"text": "a striped dress", "k": 3, "with_fields": True}
+    plain = httpx.post(url + "/search", json=body).json()["items"]
+    limited = httpx.post(url + "/search", json={**body, "max_per": {"category": 1}}).json()["items"]
+    cats = [httpx.get(f"{url}/items/{i['item_id']}").json()["item"]["category"] for i in limited]
+    assert len(cats) == len(set(cats)) == 3
+    assert len({httpx.get(f"{url}/items/{i['item_id']}").json()["item"]["category"] for i in plain}) < 3
