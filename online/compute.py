@@ -67,8 +67,7 @@ def _child(conn, cfg_json: str, version_id: str, path: str, popularity: dict | N
 
 
 def live_timeout(items: list, vectors: dict | None) -> float:
-    """How long applying live items may take before the child is taken for hung: encoding
-    the ones without an embedding, a few ms each, with a wide margin."""
+    """How long applying live items may take (a few ms to encode each, a wide margin)."""
     return 60.0 + 0.05 * sum(i.item_id not in (vectors or {}) for i in items)
 
 
