@@ -218,7 +218,7 @@ def test_a_narrowed_hybrid_is_reported_beside_its_full_width(demo, tmp_path):
     # a collaborative weight forced on, and any narrower rank accepted: the width rule narrows
     # the exact model (every bought item's row of B) down to a quarter of tuning.collab.rank
     res = _eval(demo, out, "representations=[title]", "tuning.collab.weight=[1.0]", "tuning.collab.rank=16",
-                "tuning.collab.rank_tolerance=1.0")
+                "tuning.collab.rank_tolerance=1.0", "tuning.collab.full_rank_max_mb=2048")  # the exact model allowed
     assert res.exit_code == 0, res.output
     r = json.loads((out / "results.json").read_text())
     rows = {x["system"]: x for x in r["rows"]}
@@ -242,6 +242,7 @@ def test_the_published_row_the_recency_ease_row_and_a_variant_side_by_side(demo,
     vector per bought item), tuned on the hybrid's grids; a grid variant is a row of its own."""
     out = tmp_path / "r"
     res = _eval(demo, out, "representations=[title]", "tuning.collab.weight=[0.0, 1.0, 10.0]",
+                "tuning.collab.full_rank_max_mb=2048",  # the exact models allowed (off by default)
                 "tuning.collab_variants={factorised: {full_rank_max_mb: 0, rank_confidence: 0}}")
     assert res.exit_code == 0, res.output
     r = json.loads((out / "results.json").read_text())
