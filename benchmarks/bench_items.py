@@ -1,0 +1,344 @@
+"""The items API (issue 33) on a published H&M version, side by side in one run. New items carry
+H&M texts (a catalog row's columns from --catalog, its title made unique by a made-up word), no
+image: text only, embedded by the server with the version's ONNX encoder.
+
+1. visibility  PUT an item on server A, then POST /search its title on A once and on B, a
+   second `groundrec serve` on the same SQLite store, until the item is in the answer (top
+   --search-k). Per item, the delay from the PUT's answer to the answer of the first search
+   that holds it (0 on A when its first search does); p50/p99 over --items; and whether B's
+   /recommend then knows the item (a history of it alone: no unknown_ids).
+2. upserts     on a server alone, for each --variants (the serve config's encoder_variant:
+   fp32, int8): single PUTs at 8 connections (wrk, --duration s, each request a new item),
+   then POST /items in batches of 100 on one connection (--batches of them): items/s, the
+   encoding included. The fp32 batches (10,000 items by default) are the live items of 3.
+3. /recommend with those live items against none: in-process, two ``Recommender``s
+   (`compute: thread`, impressions off; the service's request path) in alternating rounds of
+   the same H&M purchase histories at 32 in flight (bench_impressions.py's rounds), requests/s
+   and requests per CPU-second; over HTTP, two `groundrec serve`s (the store with the live
+   items, an empty one), wrk at 32 connections on POST /recommend, alternating rounds: ok/s, p99.
+
+Servers are `groundrec serve --artifacts ARTIFACTS --interactions FILE --events sqlite:///TMP/...`
+(defaults otherwise: a compute process and its standby per server, live_poll_s 0.25): nothing is
+written into ARTIFACTS. Server, clients and wrk share this machine's cores.
+
+    python benchmarks/bench_items.py --artifacts DIR [--interactions FILE] [--catalog FILE]
+        [--items 200] [--duration 10] [--batches 100] [--variants fp32,int8] [--rounds 7]
+        [--http-rounds 3] [--connections 32] [--requests 2000]
+
+ARTIFACTS must hold a published H&M version (CURRENT). To publish one (the H&M catalog in
+../shared/data/hm; a VLM as README.md says):
+
+    groundrec offline run --config deploy/hm.job.yaml --out OUT/hm \\
+        --interactions ../shared/data/hm/interactions.parquet [--vlm DIR]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import shutil
+import sys
+import tempfile
+import time
+from contextlib import ExitStack
+from pathlib import Path
+
+import httpx
+import numpy as np
+import pyarrow.parquet as pq
+
+from groundrec.online.loadtest import load_histories
+from groundrec.online.testing import serve_command, started
+
+sys.path.insert(0, str(Path(__file__).parent))
+from bench_http import LUA, _wrk  # noqa: E402
+from common import HM  # noqa: E402
+
+# wrk: every request a PUT of a new item, /items/<BENCH_PATH><n>, its body the n-th line (cycled).
+PUT_LUA = LUA.replace('''function request()
+  i = i % #bodies + 1
+  return wrk.format("POST", path, {["Content-Type"] = "application/json"}, bodies[i])
+end''', '''function request()
+  i = i + 1
+  return wrk.format("PUT", path .. i, {["Content-Type"] = "application/json"}, bodies[(i - 1) % #bodies + 1])
+end''')
+assert PUT_LUA != LUA, "bench_http.LUA changed: update PUT_LUA"
+
+COLUMNS = ("title", "product_type", "product_group", "graphical_appearance", "colour", "perceived_colour",
+           "department", "index_group", "section", "garment_group", "description")
+SYLLABLES = [c + v for c in "bdfgklmnprstvz" for v in "aeiou"]  # 70
+
+
+def _word(n: int) -> str:
+    """A made-up word per n (three syllables: 343,000 of them), to make a title unique."""
+    a, b, c = n % 70, (n // 70) % 70, (n // 4900) % 70
+    return (SYLLABLES[(a * 37 + 11) % 70] + SYLLABLES[(b * 23 + c) % 70] + SYLLABLES[(c * 13 + a) % 70]).capitalize()
+
+
+class Texts:
+    """H&M-like items: the catalog's rows in a shuffled order, each title + a unique word."""
+
+    def __init__(self, catalog: Path, seed: int = 0):
+        table = pq.read_table(catalog, columns=[c for c in COLUMNS if c in pq.read_schema(catalog).names])
+        rows = table.to_pylist()
+        order = np.random.default_rng(seed).permutation(len(rows))
+        self.rows, self.n = [rows[i] for i in order], 0
+
+    def take(self, count: int) -> list[dict]:
+        out = []
+        for _ in range(count):
+            row = {k: v for k, v in self.rows[self.n % len(self.rows)].items() if v is not None}
+            row["title"] = f"{row.get('title') or 'Item'} {_word(self.n)}"
+            out.append(row)
+            self.n += 1
+        return out
+
+
+def _q(xs: list[float], q: float) -> float:
+    return float(np.percentile(xs, q)) if xs else float("nan")
+
+
+def _serve(stack: ExitStack, args, tmp: Path, name: str, store: str, variant: str = "fp32") -> str:
+    cmd = serve_command(args.artifacts, "--interactions", args.interactions, "--events", f"sqlite://{tmp}/{store}.db",
+                        "--encoder-variant", variant)
+    t = time.perf_counter()
+    url = stack.enter_context(started(cmd, log=tmp / f"{name}.log", timeout=300)).url
+    print(f"  server {name} (store {store}, {variant}) ready in {time.perf_counter() - t:.1f} s", flush=True)
+    return url
+
+
+def _found(client: httpx.Client, url: str, item_id: str, title: str, k: int) -> bool:
+    r = client.post(url + "/search", json={"text": title, "k": k})
+    r.raise_for_status()
+    return any(i["item_id"] == item_id for i in r.json()["items"])
+
+
+def visibility(args, a: str, b: str, texts: Texts) -> dict:
+    """PUT on ``a``; then search ``a`` until found (once, when its first search finds it) and
+    ``b`` until found, every ``poll_s``: the delays (s) from the PUT's answer, per item. An item
+    ``a`` does not find within 2 s is one its title does not rank in the top ``search_k``
+    (``a`` applied it before answering the PUT): listed in ``unranked``, not looked for on ``b``."""
+    out = {"put_s": [], "a_s": [], "b_s": [], "a_first": 0, "unranked": [], "b_missed": [], "b_unknown": 0}
+    with httpx.Client(timeout=10) as ca, httpx.Client(timeout=10) as cb:
+        for n, item in enumerate(texts.take(args.items)):
+            item_id = f"vis-{n}"
+            t0 = time.perf_counter()
+            ca.put(f"{a}/items/{item_id}", json=item).raise_for_status()
+            put = time.perf_counter()
+            out["put_s"].append(put - t0)
+            for server, client, key, limit in ((a, ca, "a_s", 2), (b, cb, "b_s", 10)):
+                tries = 0
+                while True:
+                    tries += 1
+                    hit = _found(client, server, item_id, item["title"], args.search_k)
+                    now = time.perf_counter()
+                    if hit:
+                        out[key].append(now - put)
+                        out["a_first"] += key == "a_s" and tries == 1
+                        break
+                    if now - put > limit:
+                        (out["unranked"] if key == "a_s" else out["b_missed"]).append(item["title"])
+                        break
+                    time.sleep(args.poll_s)
+                if not hit:
+                    break
+            if hit:  # found on b: b's /recommend knows it too
+                r = cb.post(b + "/recommend", json={"history": [item_id], "k": 10}).json()
+                out["b_unknown"] += bool(r.get("unknown_ids"))
+    return out
+
+
+def singles(args, url: str, texts: Texts, tmp: Path, prefix: str) -> dict:
+    """wrk: PUTs of new items at 8 connections for --duration s."""
+    bodies = tmp / f"put-{prefix}.jsonl"
+    bodies.write_text("".join(json.dumps(t) + "\n" for t in texts.take(args.put_bodies)))
+    script = tmp / "put.lua"
+    script.write_text(PUT_LUA)
+    env = {**os.environ, "BENCH_BODIES": str(bodies), "BENCH_PATH": f"/items/{prefix}-put-"}
+    return _wrk(url, 8, args.duration, env, script)
+
+
+def batches(url: str, texts: Texts, count: int, prefix: str) -> dict:
+    """``count`` POST /items of 100 new items, one after another on one connection."""
+    times = []
+    with httpx.Client(timeout=60) as c:
+        for n in range(count):
+            items = [{"item_id": f"{prefix}-{n * 100 + m}", **t} for m, t in enumerate(texts.take(100))]
+            t = time.perf_counter()
+            r = c.post(url + "/items", json={"items": items})
+            times.append(time.perf_counter() - t)
+            r.raise_for_status()
+            assert r.json()["accepted"] == 100, r.text
+    return {"items_per_s": 100 * count / sum(times), "p50_s": _q(times, 50), "p99_s": _q(times, 99),
+            "items": 100 * count}
+
+
+def _print_visibility(args, vis: dict) -> None:
+    ms = {k: [1e3 * x for x in vis[k]] for k in ("put_s", "a_s", "b_s")}
+    print(f"   {args.items} items (fp32): PUT answered p50 {_q(ms['put_s'], 50):.1f} ms, p99 "
+          f"{_q(ms['put_s'], 99):.1f} ms")
+    print(f"   on A (took the PUT): found by its first search {vis['a_first']}/{args.items}; delay p50 "
+          f"{_q(ms['a_s'], 50):.1f} ms, p99 {_q(ms['a_s'], 99):.1f} ms (the search's own time)")
+    print(f"   on B (another process): found {len(ms['b_s'])}/{args.items}, delay p50 "
+          f"{_q(ms['b_s'], 50):.1f} ms, p99 {_q(ms['b_s'], 99):.1f} ms, max "
+          f"{max(ms['b_s'], default=float('nan')):.1f} ms; not found in 10 s: {vis['b_missed']}; unknown to "
+          f"B's /recommend after: {vis['b_unknown']}; not in A's top {args.search_k} for its title (so not "
+          f"looked for on B): {vis['unranked']}", flush=True)
+
+
+def _print_singles(variant: str, s: dict) -> None:
+    print(f"   {variant}: single PUTs at 8 connections {s['ok_per_s']:.1f} items/s (p50 {s['p50_ms']:.1f} ms, p99 "
+          f"{s['p99_ms']:.1f} ms, non-200 {s['other_status'] + s['shed_503']})", flush=True)
+
+
+def _print_batches(variant: str, u: dict) -> None:
+    print(f"   {variant}: POST /items of 100 {u['items_per_s']:.1f} items/s ({u['items']} items; a batch p50 "
+          f"{1e3 * u['p50_s']:.0f} ms, p99 {1e3 * u['p99_s']:.0f} ms)", flush=True)
+
+
+def http_rounds(args, urls: dict[str, str], tmp: Path) -> dict:
+    """wrk at --connections on POST /recommend, the servers in alternation, --http-rounds times."""
+    bodies = tmp / "recommend.jsonl"
+    bodies.write_text("".join(json.dumps({"history": h[-100:], "k": args.k}) + "\n" for h in args.histories))
+    script = tmp / "recommend.lua"
+    script.write_text(LUA)
+    env = {**os.environ, "BENCH_BODIES": str(bodies), "BENCH_PATH": "/recommend"}
+    for url in urls.values():
+        _wrk(url, 8, 2, env, script)  # warm-up
+    out = {name: [] for name in urls}
+    for n in range(args.http_rounds):
+        for name in (list(urls) if n % 2 == 0 else list(reversed(urls))):
+            out[name].append(_wrk(urls[name], args.connections, args.duration, env, script))
+    return out
+
+
+async def in_process(args, stores: dict[str, str]) -> dict:
+    """Two Recommenders (compute: thread, impressions off), one per store, alternating rounds:
+    requests/s, p99 and requests per CPU-second of this process (every thread)."""
+    from bench_impressions import _round
+
+    from groundrec.online.config import ServeConfig
+    from groundrec.online.metrics import ServiceMetrics
+    from groundrec.online.recommender import Recommender
+    from groundrec.online.schemas import RecommendRequest
+
+    bodies = [RecommendRequest(history=args.histories[n % len(args.histories)][-100:], k=args.k)
+              for n in range(args.requests)]
+    arms = {name: Recommender(ServeConfig(artifacts=args.artifacts, compute="thread", events=url, impressions=0,
+                                          interactions=args.interactions, popularity_window_days=None),
+                            ServiceMetrics())
+            for name, url in stores.items()}
+    out = {name: {"rate": [], "p99": [], "per_cpu": []} for name in arms}
+    names = list(arms)
+    t = time.perf_counter()
+    async with arms[names[0]].running(watch=False), arms[names[1]].running(watch=False):
+        print(f"  in-process: both loaded (the live items embedded) in {time.perf_counter() - t:.1f} s", flush=True)
+        for name in names:
+            out[name]["live"] = len(arms[name].catalog.state)
+            await _round(arms[name], bodies[:200], args.concurrency)  # warm-up
+        for n in range(args.rounds):
+            for name in (names if n % 2 == 0 else list(reversed(names))):
+                cpu = time.process_time()
+                rate, tail = await _round(arms[name], bodies, args.concurrency)
+                out[name]["per_cpu"].append(len(bodies) / (time.process_time() - cpu))
+                out[name]["rate"].append(rate)
+                out[name]["p99"].append(tail)
+    return out
+
+
+def _ratio(a: list[float], b: list[float]) -> str:
+    rounds = [x / y for x, y in zip(a, b)]
+    return f"{np.median(a) / np.median(b):.1%} (rounds {min(rounds):.1%} to {max(rounds):.1%})"
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--artifacts", required=True, help="a folder with a published H&M version (CURRENT)")
+    ap.add_argument("--interactions", default=str(HM / "interactions.parquet"))
+    ap.add_argument("--catalog", default=str(HM / "items.parquet"), help="where the new items' texts come from")
+    ap.add_argument("--items", type=int, default=200, help="items timed for visibility")
+    ap.add_argument("--search-k", type=int, default=20)
+    ap.add_argument("--poll-s", type=float, default=0.005)
+    ap.add_argument("--duration", type=float, default=10, help="seconds of each wrk run")
+    ap.add_argument("--put-bodies", type=int, default=5000)
+    ap.add_argument("--batches", type=int, default=100, help="POST /items of 100 with fp32: the live items of 3.")
+    ap.add_argument("--other-batches", type=int, default=20, help="POST /items of 100 with the other variants")
+    ap.add_argument("--variants", default="fp32,int8")
+    ap.add_argument("--connections", type=int, default=32)
+    ap.add_argument("--concurrency", type=int, default=32, help="requests in flight in-process")
+    ap.add_argument("--requests", type=int, default=2000, help="requests per in-process round")
+    ap.add_argument("--rounds", type=int, default=7, help="in-process rounds per arm")
+    ap.add_argument("--http-rounds", type=int, default=3)
+    ap.add_argument("--k", type=int, default=20)
+    ap.add_argument("--parts", default="1,2,3", help="which of 1 (visibility), 2 (upserts), 3 (/recommend) to run")
+    ap.add_argument("--keep", action="store_true", help="keep the temporary folder (stores, server logs)")
+    args = ap.parse_args()
+    if not (Path(args.artifacts) / "CURRENT").is_file():
+        raise SystemExit(f"no published version in {args.artifacts} (no CURRENT). Publish the H&M one with\n"
+                         "  groundrec offline run --config deploy/hm.job.yaml --out OUT/hm "
+                         "--interactions ../shared/data/hm/interactions.parquet [--vlm DIR]\n"
+                         "and pass --artifacts OUT/hm")
+    if shutil.which("wrk") is None:
+        raise SystemExit("wrk not found: apt-get install wrk")
+    args.histories = [h for h in load_histories(args.interactions) if h]
+    texts = Texts(Path(args.catalog))
+    tmp = Path(tempfile.mkdtemp(prefix="bench-items-"))
+    variants, parts = args.variants.split(","), args.parts.split(",")
+    print(f"version {(Path(args.artifacts) / 'CURRENT').read_text().strip()} in {args.artifacts}; "
+          f"new items' texts from {args.catalog}; work in {tmp}; {os.cpu_count()} cores", flush=True)
+    try:
+        with ExitStack() as on_a:
+            if "1" in parts or ("2" in parts and "fp32" in variants):
+                a = _serve(on_a, args, tmp, "A", "vis")
+            if "1" in parts:
+                print("1. visibility: PUT on A, /search on A and on B (another server on the same store)", flush=True)
+                with ExitStack() as on_b:
+                    vis = visibility(args, a, _serve(on_b, args, tmp, "B", "vis"), texts)
+                _print_visibility(args, vis)
+            if "2" in parts:
+                print("2. upserts: single PUTs (wrk, 8 connections) on a server alone (fp32: A, B stopped); POST "
+                      "/items of 100 on one connection", flush=True)
+                if "fp32" in variants:
+                    _print_singles("fp32", singles(args, a, texts, tmp, "fp32"))
+        for variant in (v for v in variants if v != "fp32" and "2" in parts):
+            with ExitStack() as stack:
+                url = _serve(stack, args, tmp, f"U-{variant}", f"singles-{variant}", variant)
+                _print_singles(variant, singles(args, url, texts, tmp, variant))
+                _print_batches(variant, batches(url, texts, args.other_batches, f"{variant}-batch"))
+
+        if "3" not in parts:
+            return
+        print(f"3. /recommend with {100 * args.batches} live items (fp32; their batches timed first) against none",
+              flush=True)
+        with ExitStack() as stack:
+            urls = {"live": _serve(stack, args, tmp, "R-live", "live"),
+                    "none": _serve(stack, args, tmp, "R-none", "none")}
+            _print_batches("fp32", batches(urls["live"], texts, args.batches, "live"))
+            http = http_rounds(args, urls, tmp)
+        for name, rows in http.items():
+            print(f"   HTTP {name:4s}: ok/s {[r['ok_per_s'] for r in rows]}, p99 ms {[r['p99_ms'] for r in rows]}, "
+                  f"non-200 {sum(r['other_status'] + r['shed_503'] for r in rows)}")
+        rates = {name: [r["ok_per_s"] for r in rows] for name, rows in http.items()}
+        p99 = {name: [r["p99_ms"] for r in rows] for name, rows in http.items()}
+        print(f"   HTTP at {args.connections} connections: live/none {_ratio(rates['live'], rates['none'])}; p99 "
+              f"median live {np.median(p99['live']):.1f} ms (max {max(p99['live']):.1f}), none "
+              f"{np.median(p99['none']):.1f} ms (max {max(p99['none']):.1f})", flush=True)
+        stores = {"live": f"sqlite://{tmp}/live.db", "none": f"sqlite://{tmp}/none.db"}
+        inp = asyncio.run(in_process(args, stores))
+        for name, r in inp.items():
+            print(f"   in-process {name:4s} ({r['live']} live items): {np.median(r['rate']):.1f} req/s (rounds "
+                  f"{min(r['rate']):.0f}-{max(r['rate']):.0f}), p99 {1e3 * np.median(r['p99']):.1f} ms, "
+                  f"{np.median(r['per_cpu']):.1f} req per CPU-second")
+        print(f"   in-process live/none: requests/s {_ratio(inp['live']['rate'], inp['none']['rate'])}; per CPU-second "
+              f"{_ratio(inp['live']['per_cpu'], inp['none']['per_cpu'])}")
+    finally:
+        if args.keep:
+            print(f"kept {tmp}")
+        else:
+            shutil.rmtree(tmp, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
