@@ -105,7 +105,8 @@ def _serve(stack: ExitStack, args, tmp: Path, name: str, store: str, variant: st
                         "--encoder-variant", variant)
     t = time.perf_counter()
     url = stack.enter_context(started(cmd, log=tmp / f"{name}.log", timeout=300)).url
-    print(f"  server {name} (store {store}, {variant}) ready in {time.perf_counter() - t:.1f} s", flush=True)
+    print(f"  server {name} (store {store}, {variant}) ready in {time.perf_counter() - t:.1f} s; load average "
+          f"{os.getloadavg()[0]:.2f}", flush=True)
     return url
 
 
@@ -234,7 +235,8 @@ async def in_process(args, stores: dict[str, str]) -> dict:
     names = list(arms)
     t = time.perf_counter()
     async with arms[names[0]].running(watch=False), arms[names[1]].running(watch=False):
-        print(f"  in-process: both loaded (the live items embedded) in {time.perf_counter() - t:.1f} s", flush=True)
+        print(f"  in-process: both loaded (the live items embedded) in {time.perf_counter() - t:.1f} s; load average "
+              f"{os.getloadavg()[0]:.2f}", flush=True)
         for name in names:
             out[name]["live"] = len(arms[name].catalog.state)
             await _round(arms[name], bodies[:200], args.concurrency)  # warm-up
@@ -324,7 +326,8 @@ def main() -> None:
         p99 = {name: [r["p99_ms"] for r in rows] for name, rows in http.items()}
         print(f"   HTTP at {args.connections} connections: live/none {_ratio(rates['live'], rates['none'])}; p99 "
               f"median live {np.median(p99['live']):.1f} ms (max {max(p99['live']):.1f}), none "
-              f"{np.median(p99['none']):.1f} ms (max {max(p99['none']):.1f})", flush=True)
+              f"{np.median(p99['none']):.1f} ms (max {max(p99['none']):.1f}); load average {os.getloadavg()[0]:.2f}",
+              flush=True)
         stores = {"live": f"sqlite://{tmp}/live.db", "none": f"sqlite://{tmp}/none.db"}
         inp = asyncio.run(in_process(args, stores))
         for name, r in inp.items():
@@ -332,7 +335,7 @@ def main() -> None:
                   f"{min(r['rate']):.0f}-{max(r['rate']):.0f}), p99 {1e3 * np.median(r['p99']):.1f} ms, "
                   f"{np.median(r['per_cpu']):.1f} req per CPU-second")
         print(f"   in-process live/none: requests/s {_ratio(inp['live']['rate'], inp['none']['rate'])}; per CPU-second "
-              f"{_ratio(inp['live']['per_cpu'], inp['none']['per_cpu'])}")
+              f"{_ratio(inp['live']['per_cpu'], inp['none']['per_cpu'])}; load average {os.getloadavg()[0]:.2f}")
     finally:
         if args.keep:
             print(f"kept {tmp}")
