@@ -18,8 +18,8 @@ from pathlib import Path
 
 from groundrec.shared.errors import UserError
 from groundrec.shared.events.sqlite_items import ITEMS_SCHEMA, SQLiteItems
-from groundrec.shared.events.store import (Event, Impression, StoreUnavailable, event_table, impression_from_json,
-                                           impression_json, impression_table)
+from groundrec.shared.events.store import (Event, Impression, StoreUnavailable, impression_from_json,
+                                           impression_json)
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS events (
