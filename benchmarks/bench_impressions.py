@@ -82,6 +82,64 @@ async def _compare(args, url: str, bodies: list[RecommendRequest], server_cpu=la
     return {"rates": rates, "p99": p99, "per_cpu": per_cpu, "logged": logged, "dropped": dropped}
 
 
+# The impressions table and its indexes as the release before time-ordered ids had them.
+_BEFORE = """CREATE TABLE impressions (seq INTEGER PRIMARY KEY AUTOINCREMENT, recommendation_id TEXT NOT NULL UNIQUE,
+    user_id TEXT, ts REAL NOT NULL, body TEXT NOT NULL);
+CREATE INDEX impressions_by_user ON impressions (user_id);
+CREATE INDEX impressions_by_time ON impressions (ts);"""
+
+
+def _parts(args, bodies: list[RecommendRequest], tmp: Path) -> None:
+    """The logger's cost per impression by part, on this version's answers: the impression
+    from the ids the batch worker hands over and from the answer's JSON (parsed); the SQLite
+    insert (the store's statement and pragmas, batches of 400) into a table already holding
+    ``--parts-rows`` impressions, as the store has it now (time-ordered ids, no user index)
+    and as it was (random ids, an index by user)."""
+    import sqlite3
+    import uuid
+
+    from groundrec.online.impressions import impression_of, new_recommendation_id
+    from groundrec.online.serving import checked
+    from groundrec.shared.events.sqlite import INSERT_IMPRESSION
+    from groundrec.shared.events.store import impression_json
+
+    cfg = ServeConfig(artifacts=args.artifacts, compute="thread", impressions=0, popularity_window_days=None)
+    rec = Recommender(cfg, ServiceMetrics())
+
+    async def answers():
+        async with rec.running(watch=False):
+            return rec.serving().answer([checked(cfg, b) for b in bodies[:400]])
+
+    shown = asyncio.run(answers())
+    for name, given in (("ids handed over", shown), ("JSON parsed", [a[0] for a in shown])):
+        start = time.perf_counter()
+        imps = [impression_of("r", "u", a, None, {"k": args.k}) for _ in range(10) for a in given]
+        print(f"parts  impression from {name}: {(time.perf_counter() - start) / len(imps) * 1e6:.2f} us")
+    body, chunk = impression_json(imps[0]), 400
+    for name, ids in (("now (time-ordered ids, no user index)", new_recommendation_id),
+                      ("before (random ids, user index)", lambda: uuid.uuid4().hex)):
+        path = tmp / f"parts-{name.split()[0]}.db"
+        if name.startswith("before"):
+            sqlite3.connect(path).executescript(_BEFORE)
+        if name.startswith("now"):
+            open_store(f"sqlite://{path}").close()  # the schema as the store creates it
+        conn = sqlite3.connect(path, isolation_level=None)
+        conn.execute("PRAGMA journal_mode=WAL")
+        conn.execute("PRAGMA synchronous=FULL")
+        spent, timed = 0.0, 0
+        for n in range(0, args.parts_rows + 20_000, chunk):
+            rows = [(ids(), f"u{(n + j) * 7919 % 50_000}", time.time(), body) for j in range(chunk)]
+            start = time.perf_counter()
+            conn.execute("BEGIN IMMEDIATE")
+            conn.executemany(INSERT_IMPRESSION, rows)
+            conn.execute("COMMIT")
+            if n >= args.parts_rows:
+                spent, timed = spent + time.perf_counter() - start, timed + chunk
+        conn.close()
+        print(f"parts  SQLite insert, {name}: {spent / timed * 1e6:.2f} us per impression "
+              f"({timed} timed after {args.parts_rows} in the table)")
+
+
 def _cpu_of(proc):
     """() -> CPU seconds (user + system) the process ``proc`` has used so far (0 without one)."""
     if proc is None:
@@ -101,12 +159,17 @@ def main() -> None:
     ap.add_argument("--requests", type=int, default=2000)
     ap.add_argument("--rounds", type=int, default=7)
     ap.add_argument("--k", type=int, default=20)
+    ap.add_argument("--parts", action="store_true", help="also time the logger's parts per impression")
+    ap.add_argument("--parts-rows", type=int, default=200_000, help="impressions in the table before --parts times")
     args = ap.parse_args()
     histories = [h for h in load_histories(args.interactions) if h]
     bodies = [RecommendRequest(history=histories[n % len(histories)], k=args.k) for n in range(args.requests)]
     print(f"{len(bodies)} POST /recommend bodies (k={args.k}) per round, {args.concurrency} in flight, "
           f"{args.rounds} alternating rounds, compute: thread, version {args.artifacts}")
-    for store in args.stores.split(","):
+    if args.parts:
+        with tempfile.TemporaryDirectory() as tmp:
+            _parts(args, bodies, Path(tmp))
+    for store in [s for s in args.stores.split(",") if s]:
         with tempfile.TemporaryDirectory() as tmp:
             proc, url = start_redis(Path(tmp)) if store == "redis" else (None, f"sqlite://{tmp}/events.db")
             try:

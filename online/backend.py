@@ -22,7 +22,8 @@ class Backend(Protocol):
         """The native thread pools of a compute process (None: this process's, reported by the service)."""
 
     def answer(self, items: list[UserQuery]) -> list:
-        """JSON bytes or the request's error (``errors``) per request, in order; the requests are
+        """Per request, in order: a single user's ``serving.Shown`` (JSON, item ids, version), a
+        batch request's JSON bytes, or the request's error (``errors``); the requests are
         checked already (``serving.checked``)."""
 
     def item(self, item_id: str) -> dict:

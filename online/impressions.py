@@ -12,9 +12,9 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import os
 import threading
 import time
-import uuid
 from collections import deque
 
 from pydantic_core import from_json, to_json
@@ -26,8 +26,11 @@ WRITE_CHUNK = 2_000  # impressions per store write
 
 
 def new_recommendation_id() -> str:
-    """A fresh id for one answer (random, 32 hex digits)."""
-    return uuid.uuid4().hex
+    """A fresh id for one answer: 32 hex digits, the first 12 the time in milliseconds, the
+    rest random (80 bits). Ids made later sort later, so the store's unique index on them
+    grows at its end, like the time index, instead of at random places (what a random id's
+    insert costs: ``benchmarks/bench_impressions.py``, docs/benchmarks.md)."""
+    return f"{time.time_ns() // 1_000_000:012x}{int.from_bytes(os.urandom(10), 'big'):020x}"
 
 
 def sampled(key: str, share: float) -> bool:
@@ -39,16 +42,19 @@ def sampled(key: str, share: float) -> bool:
     return int.from_bytes(hashlib.blake2b(key.encode(), digest_size=8).digest(), "big") / 2**64 < share
 
 
-def impression_of(recommendation_id: str, user_id: str | None, body: bytes, arm: str | None, settings: dict,
+def impression_of(recommendation_id: str, user_id: str | None, answer, arm: str | None, settings: dict,
                   endpoint: str = "recommend", teams: list[str] | None = None,
                   shown_at: float | None = None) -> Impression:
-    """The impression of one answer from its JSON (read in the logger's thread, off the hot
-    path), stamped with the time it was answered (``shown_at``: before any event it earns)."""
-    answer = from_json(body)  # pydantic-core's parser: several times json.loads's speed, on the GIL it shares
-    return Impression(recommendation_id, user_id, time.time() if shown_at is None else shown_at,
-                      answer.get("version") or "",
-                      tuple(i["item_id"] for i in answer["items"]), arm, tuple(teams) if teams else None, endpoint,
-                      to_json(settings).decode())
+    """The impression of one answer (built in the logger's thread, off the hot path), stamped
+    with the time it was answered (``shown_at``: before any event it earns). ``answer``: a
+    ``serving.Shown`` (JSON, item ids, version), or the answer's JSON alone (parsed here)."""
+    if isinstance(answer, tuple):
+        _, items, version = answer
+    else:
+        parsed = from_json(answer)  # pydantic-core's parser: several times json.loads's speed
+        items, version = tuple(i["item_id"] for i in parsed["items"]), parsed.get("version") or ""
+    return Impression(recommendation_id, user_id, time.time() if shown_at is None else shown_at, version, items, arm,
+                      tuple(teams) if teams else None, endpoint, to_json(settings).decode())
 
 
 class ImpressionLog:
@@ -65,16 +71,17 @@ class ImpressionLog:
         self._thread = threading.Thread(target=self._run, name="impressions", daemon=True)
         self._thread.start()
 
-    def log(self, recommendation_id: str, user_id: str | None, body: bytes, arm: str | None, settings: dict,
+    def log(self, recommendation_id: str, user_id: str | None, answer, arm: str | None, settings: dict,
             endpoint: str = "recommend", teams: list[str] | None = None) -> bool:
-        """Queue one answer's impression (sampled by ``share``); False when not logged."""
+        """Queue one answer's impression (sampled by ``share``; ``answer`` as ``impression_of``
+        takes it); False when not logged."""
         if not sampled(user_id or recommendation_id, self.share):
             return False
         if len(self._queue) >= self.max_pending:
             with self._cv:
                 self.dropped += 1
             return False
-        self._queue.append((recommendation_id, user_id, body, arm, settings, endpoint, teams, time.time()))
+        self._queue.append((recommendation_id, user_id, answer, arm, settings, endpoint, teams, time.time()))
         self.logged += 1
         return True
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import collections
+
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 from groundrec.shared import artifact
@@ -40,8 +42,9 @@ class ServiceMetrics:
                                     "that is unknown, of another user, or did not show the item", registry=r)
 
     def impressions_written(self, impressions) -> None:
-        for m in impressions:
-            self.impressions.labels(m.version, m.arm or "").inc()
+        counts = collections.Counter((m.version, m.arm or "") for m in impressions)  # one labelled inc per (version, arm)
+        for labels, n in counts.items():
+            self.impressions.labels(*labels).inc(n)
 
     def loaded(self, version_id: str) -> None:
         self.version.clear()

@@ -26,7 +26,7 @@ from groundrec.online.holder import VersionHolder
 from groundrec.online.impressions import ImpressionLog, new_recommendation_id
 from groundrec.online.metrics import ServiceMetrics
 from groundrec.online.schemas import RecommendRequest, SearchRequest, UserQuery
-from groundrec.online.serving import checked
+from groundrec.online.serving import Shown, checked
 from groundrec.online.threads import limit_threads
 
 
@@ -136,8 +136,9 @@ class Recommender:
         query = checked(self.cfg, with_defaults(query, arm.defaults))  # the limits hold for the arm's defaults too
         return self._shown(await self._queued(arm.version, query, receive), query, arm.name)
 
-    async def _queued(self, version: str, query, receive) -> bytes:
-        """``query`` (its user's history filled in) answered by ``version`` in the next batch."""
+    async def _queued(self, version: str, query, receive) -> Shown | bytes:
+        """``query`` (its user's history filled in) answered by ``version`` in the next batch
+        (a ``Shown`` for one user, the JSON of a batch request)."""
         job = self.batcher.enqueue((version, await self.events.with_histories(query)))
         if receive is None:
             return await job
@@ -152,12 +153,12 @@ class Recommender:
         finally:
             watcher.cancel()
 
-    def _shown(self, body: bytes, query: UserQuery, arm: str | None, endpoint: str = "recommend") -> bytes:
+    def _shown(self, answer: Shown, query: UserQuery, arm: str | None, endpoint: str = "recommend") -> bytes:
         """The answer with a fresh ``recommendation_id``; its list queued for the impression log."""
         rid = new_recommendation_id()
         if self.impressions is not None:
-            self.impressions.log(rid, query.user_id, body, arm, settings_of(query), endpoint)
-        return stamped(body, rid, arm)
+            self.impressions.log(rid, query.user_id, answer, arm, settings_of(query), endpoint)
+        return stamped(answer[0], rid, arm)
 
     def _arm_of(self, query: UserQuery) -> Arm | None:
         return self.experiment.assign(query.user_id) if self.experiment is not None else None
@@ -191,7 +192,7 @@ class Recommender:
         first, second = await asyncio.gather(self._queued(a.version, qa, receive),  # one watches the client
                                              self._queued(b.version, qb, None))
         rid = new_recommendation_id()
-        body, teams = interleaved(first, second, (a.name, b.name), query.k, rid)
+        body, teams = interleaved(first[0], second[0], (a.name, b.name), query.k, rid)
         if self.impressions is not None:
             self.impressions.log(rid, query.user_id, body, f"{a.name}+{b.name}", settings_of(query), teams=teams)
         return body

@@ -27,6 +27,10 @@ from groundrec.online.schemas import (BatchOut, RecommendRequest, ResultOut, Sea
                                       result_out, search_query)
 
 
+# One user's answer as the batch worker gives it: its JSON, the ids of its items in order and the
+# version that ranked them (a plain tuple: it crosses the compute process's pipe cheaply).
+Shown = tuple[bytes, tuple[str, ...], str]
+
 # An absolute local path (not the path part of a URI such as s3://bucket/key).
 _LOCAL_PATH = re.compile(r"(?<![\w:/.~-])/[^/\s'\"(),;]+(?:/[^/\s'\"(),;]+)*/?")
 
@@ -94,21 +98,24 @@ class Serving:
     alive: ClassVar[bool] = True  # answered in this process (``compute.RemoteServing`` may die)
     threads: ClassVar[None] = None  # this process's pools: the service reports them itself
 
-    def answer(self, items: list[UserQuery]) -> list[bytes | UserError]:
+    def answer(self, items: list[UserQuery]) -> list[Shown | bytes | UserError]:
         """JSON answers for checked requests gathered from many callers, in order: the
         single-user ones in one batched search, each batch request as its own. A request that
         cannot be answered gets its error; the others are answered. The JSON is built here, in
-        the batch worker, so the event loop only sends it."""
+        the batch worker, so the event loop only sends it. A single-user answer comes as a
+        ``Shown`` (its JSON, item ids and version: the impression log needs no parse); a batch
+        request's as its JSON."""
         with self.lock:
             return self._answer(items)
 
-    def _answer(self, items: list[UserQuery]) -> list[bytes | UserError]:
+    def _answer(self, items: list[UserQuery]) -> list[Shown | bytes | UserError]:
         out: list = [None] * len(items)
         singles = [n for n, q in enumerate(items) if not (isinstance(q, RecommendRequest) and q.batch is not None)]
         if singles:
             results = self.retriever.recommend_batch([items[n] for n in singles], errors="return")
             for n, r in zip(singles, results):
-                out[n] = _own(r) if isinstance(r, Exception) else result_json(r, self.version_id)
+                out[n] = _own(r) if isinstance(r, Exception) else (
+                    result_json(r, self.version_id), tuple(i.item_id for i in r.items), self.version_id)
         for n, q in enumerate(items):
             if out[n] is None:
                 try:

@@ -193,6 +193,32 @@ def test_a_store_written_by_the_code_before_impressions_opens_migrated_in_place(
     reopened.close()
 
 
+def test_a_store_with_the_impressions_by_user_index_drops_it_and_still_erases_a_users_lists(tmp_path):
+    """The impressions table as the release before time-ordered ids created it (AUTOINCREMENT,
+    an index by user): opened, the index is gone (its random inserts cost more than the rest),
+    its rows are kept, and erasing a user still removes their lists."""
+    import sqlite3
+
+    path = tmp_path / "old.db"
+    conn = sqlite3.connect(path)
+    conn.executescript("""
+        CREATE TABLE impressions (seq INTEGER PRIMARY KEY AUTOINCREMENT, recommendation_id TEXT NOT NULL UNIQUE,
+            user_id TEXT, ts REAL NOT NULL, body TEXT NOT NULL);
+        CREATE INDEX impressions_by_user ON impressions (user_id);
+        CREATE INDEX impressions_by_time ON impressions (ts);
+    """)
+    conn.close()
+    store = open_store(f"sqlite:///{path}")
+    try:
+        assert store.add_impressions([imp("r1", "u1", 1), imp("r2", "u2", 2), imp("r3", "u1", 3)]) == 3
+        indexes = {r[0] for r in sqlite3.connect(path).execute("SELECT name FROM sqlite_master WHERE type='index'")}
+        assert "impressions_by_user" not in indexes and "impressions_by_time" in indexes
+        store.delete_user("u1")
+        assert [m.recommendation_id for b in store.scan_impressions() for m in b] == ["r2"]
+    finally:
+        store.close()
+
+
 def test_the_column_scans_read_what_the_object_scans_read(store):
     """``scan_columns`` / ``scan_impression_columns`` (what the online report reads): the same
     rows as ``scan`` / ``scan_impressions``, with ``until`` and ``named_only``; ``time_span``."""

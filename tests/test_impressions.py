@@ -39,6 +39,29 @@ def test_answers_are_written_after_the_fact_and_readable_after_flush(store):
         imp.close()
 
 
+def test_a_shown_answer_is_logged_from_its_ids_without_parsing_its_json(store):
+    """The batch worker hands over (JSON, ids, version): the logger takes the ids as given (a
+    JSON it could not parse is never read)."""
+    imp = ImpressionLog(lambda: store, flush_interval_s=5.0)
+    try:
+        rid = new_recommendation_id()
+        assert imp.log(rid, "u1", (b"not json", ("x", "y"), "v9"), None, {"k": 2})
+        imp.flush()
+        got = store.impression(rid)
+        assert got.items == ("x", "y") and got.version == "v9" and imp.dropped == 0
+    finally:
+        imp.close()
+
+
+def test_recommendation_ids_are_unique_hex_and_sort_by_when_they_were_made():
+    ids = [new_recommendation_id() for _ in range(2_000)]
+    assert len(set(ids)) == len(ids) and all(len(i) == 32 and int(i, 16) >= 0 for i in ids)
+    time.sleep(0.002)
+    later = new_recommendation_id()
+    assert all(later > i for i in ids)  # the store's unique index grows at its end
+    assert abs(int(later[:12], 16) / 1000 - time.time()) < 5
+
+
 def test_logged_without_flush_within_a_second(store):
     imp = ImpressionLog(lambda: store, flush_interval_s=0.2)
     try:

@@ -17,7 +17,7 @@ local p = ARGV[1]
 local stored = 0
 for i = 2, #ARGV, 4 do
   local rid, user, ts, body = ARGV[i], ARGV[i+1], ARGV[i+2], ARGV[i+3]
-  if redis.call('SET', p .. 'imp:' .. rid, '', 'NX') then
+  if redis.call('EXISTS', p .. 'imp:' .. rid) == 0 then
     local sid = redis.call('XADD', p .. 'ilog', '*', 't', ts, 'j', body)
     redis.call('SET', p .. 'imp:' .. rid, sid)
     if user ~= '' then redis.call('SADD', p .. 'ui:' .. user, sid .. '\\31' .. rid) end
