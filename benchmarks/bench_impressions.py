@@ -1,7 +1,7 @@
-"""What logging the lists shown costs the request path, side by side in one process: two
-``Recommender``s over the same version (the service's request path: check, history, queue,
-micro-batch, compute, the answer's id; ``compute: thread``), one logging every answer's
-impression to the event store (``impressions: 1``), one not (``impressions: 0``), timed in
+"""What logging the lists shown costs the request path, side by side in one process: one
+``Recommender`` (the service's request path: check, history, queue, micro-batch, compute, the
+answer's id; ``compute: thread``) logging every answer's impression to the event store
+(``impressions: 1``) in one round and with its logger detached in the next, timed in
 alternating rounds of the same requests at a fixed concurrency, for SQLite and Redis. Each
 round's requests/s and its p99; the ratio of the medians (on / off). The logger's writes
 (a background thread) run during the rounds, so their cost is in the figure.
@@ -56,29 +56,29 @@ async def _round(rec: Recommender, bodies: list[RecommendRequest], concurrency: 
 
 
 async def _compare(args, url: str, bodies: list[RecommendRequest], server_cpu=lambda: 0.0) -> dict:
-    """Both arms in alternating rounds (``server_cpu``: the store server's CPU seconds so far)."""
-    arms = {}
-    for name, share in (("on", 1.0), ("off", 0.0)):
-        cfg = ServeConfig(artifacts=args.artifacts, compute="thread", events=url, impressions=share,
-                          popularity_window_days=None)
-        arms[name] = Recommender(cfg, ServiceMetrics())
-    rates = {name: [] for name in arms}
-    p99 = {name: [] for name in arms}
-    per_cpu = {name: [] for name in arms}  # requests per CPU-second
-    async with arms["on"].running(watch=False), arms["off"].running(watch=False):
-        for name in arms:  # warm up both
-            await _round(arms[name], bodies[:200], args.concurrency)
+    """Logging on and off in alternating rounds of one ``Recommender`` (``server_cpu``: the
+    store server's CPU seconds so far). One service, its logger detached in the "off" rounds:
+    two services over the same version differed by a few percent with nothing logged."""
+    cfg = ServeConfig(artifacts=args.artifacts, compute="thread", events=url, impressions=1.0,
+                      popularity_window_days=None)
+    rec = Recommender(cfg, ServiceMetrics())
+    logger = rec.impressions
+    rates, p99, per_cpu = ({"on": [], "off": []} for _ in range(3))  # per_cpu: requests per CPU-second
+    async with rec.running(watch=False):
+        await _round(rec, bodies[:400], args.concurrency)  # warm up
         for n in range(args.rounds):
             for name in (("on", "off") if n % 2 == 0 else ("off", "on")):
+                rec.impressions = logger if name == "on" and not args.aa else None
                 cpu = time.process_time() + server_cpu()
-                rate, tail = await _round(arms[name], bodies, args.concurrency)
-                if arms[name].impressions is not None:
-                    await asyncio.to_thread(arms[name].impressions.flush)  # this round's writes, counted here
+                rate, tail = await _round(rec, bodies, args.concurrency)
+                if rec.impressions is not None:
+                    await asyncio.to_thread(logger.flush)  # this round's writes, counted here
                 per_cpu[name].append(len(bodies) / (time.process_time() + server_cpu() - cpu))
                 rates[name].append(rate)
                 p99[name].append(tail)
-        arms["on"].impressions.flush()
-        logged, dropped = arms["on"].impressions.written, arms["on"].impressions.dropped
+        rec.impressions = logger
+        logger.flush()
+        logged, dropped = logger.written, logger.dropped
     return {"rates": rates, "p99": p99, "per_cpu": per_cpu, "logged": logged, "dropped": dropped}
 
 
@@ -135,9 +135,12 @@ def _parts(args, bodies: list[RecommendRequest], tmp: Path) -> None:
             conn.execute("COMMIT")
             if n >= args.parts_rows:
                 spent, timed = spent + time.perf_counter() - start, timed + chunk
+        start = time.perf_counter()
+        conn.execute("DELETE FROM impressions WHERE user_id = ?", ("u7919",))  # a user's erasure (a scan now)
+        erase = time.perf_counter() - start
         conn.close()
         print(f"parts  SQLite insert, {name}: {spent / timed * 1e6:.2f} us per impression "
-              f"({timed} timed after {args.parts_rows} in the table)")
+              f"({timed} timed after {args.parts_rows} in the table); erasing one user's: {erase * 1e3:.1f} ms")
 
 
 def _cpu_of(proc):
@@ -159,13 +162,16 @@ def main() -> None:
     ap.add_argument("--requests", type=int, default=2000)
     ap.add_argument("--rounds", type=int, default=7)
     ap.add_argument("--k", type=int, default=20)
+    ap.add_argument("--aa", action="store_true", help="A/A control: the logger detached in both arms' rounds "
+                    "(what the comparison reads when logging costs nothing)")
     ap.add_argument("--parts", action="store_true", help="also time the logger's parts per impression")
     ap.add_argument("--parts-rows", type=int, default=200_000, help="impressions in the table before --parts times")
     args = ap.parse_args()
     histories = [h for h in load_histories(args.interactions) if h]
     bodies = [RecommendRequest(history=histories[n % len(histories)], k=args.k) for n in range(args.requests)]
     print(f"{len(bodies)} POST /recommend bodies (k={args.k}) per round, {args.concurrency} in flight, "
-          f"{args.rounds} alternating rounds, compute: thread, version {args.artifacts}")
+          f"{args.rounds} alternating rounds, compute: thread, version {args.artifacts}"
+          + ("; A/A control: no round logs" if args.aa else ""))
     if args.parts:
         with tempfile.TemporaryDirectory() as tmp:
             _parts(args, bodies, Path(tmp))
