@@ -1,0 +1,1 @@
+"""The learned profile encoder (issue 34): model, training, ONNX export."""

@@ -1,0 +1,162 @@
+"""The learned profile encoder: a small causal transformer over a user's history (SASRec /
+gSASRec style) whose output is a query for the version's index (inner product).
+
+An item's input is ``W x + b + id`` where ``x`` is the item's published vectors (content, and
+collaborative where the version has them: ``item_inputs``) and ``id`` a learned embedding for
+a *warm* item (one seen in training); a cold or new item's id part is zero, so it still has
+an input from its vectors. Because that input is linear in the item's vectors, every item's
+input is one row of a table (``item_table``: items + 1 rows, the last a zero pad) that the
+export writes beside the graph, and a new item's row is ``W x + b``.
+
+A history is its latest ``max_len`` known item rows, left-padded with -1 (the one rule,
+``groundrec.shared.sequence_encoder.pad_histories``): the newest item sits in the last slot,
+and a position is counted from the end (the newest is position 0), so the last slot's output,
+projected to the index's width (``out_dim``), is the query. An empty history (no known item) gives a zero query.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass
+
+import numpy as np
+import torch
+from torch import nn
+
+from groundrec.shared.sequence_encoder import PAD, pad_histories  # noqa: F401  (PAD: an empty slot)
+
+
+@dataclass
+class SequenceConfig:
+    """The encoder's shape and its training settings (``offline.sequence.train``)."""
+
+    max_len: int = 50  # the latest items of a history that are read
+    dim: int = 64
+    blocks: int = 2
+    heads: int = 1
+    dropout: float = 0.2
+    id_dropout: float = 0.1  # in training, a warm item's id embedding is dropped this often (teaches the vectors)
+    skip_repeats: bool = True  # no loss on a target already in its history (eval and the service exclude seen items)
+    epochs: int = 40
+    patience: int = 3  # epochs without a better validation recall before stopping
+    batch_size: int = 128
+    lr: float = 1e-3
+    weight_decay: float = 0.01
+    valid_users: int = 2000  # held out (their last new item) when no validation set is given
+    k: int = 20  # validation recall@k
+    threads: int = 1  # torch.set_num_threads while training (set on purpose: the machine is shared)
+    max_seconds: float = 480.0  # training stops after the epoch that passes this
+    seed: int = 0
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+class Block(nn.Module):
+    """Pre-norm transformer block: causal self-attention, then a feed-forward layer."""
+
+    def __init__(self, dim: int, heads: int, dropout: float):
+        super().__init__()
+        self.heads = heads
+        self.norm1, self.norm2 = nn.LayerNorm(dim), nn.LayerNorm(dim)
+        self.qkv, self.proj = nn.Linear(dim, 3 * dim), nn.Linear(dim, dim)
+        self.ff = nn.Sequential(nn.Linear(dim, 4 * dim), nn.GELU(), nn.Dropout(dropout), nn.Linear(4 * dim, dim))
+        self.drop = nn.Dropout(dropout)
+
+    def forward(self, x: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
+        b, n, d = x.shape
+        h = self.heads
+        q, k, v = self.qkv(self.norm1(x)).reshape(b, n, 3, h, d // h).permute(2, 0, 3, 1, 4)
+        att = torch.softmax(q @ k.transpose(-1, -2) / math.sqrt(d // h) + bias, dim=-1)
+        y = (self.drop(att) @ v).transpose(1, 2).reshape(b, n, d)
+        x = x + self.drop(self.proj(y))
+        return x + self.drop(self.ff(self.norm2(x)))
+
+
+class Encoder(nn.Module):
+    """What the ONNX file holds: embedded histories (``[batch, max_len, dim]``, the item table's
+    rows) and which slots hold an item (``[batch, max_len]``, 1.0 or 0.0) -> queries
+    (``[batch, out_dim]``)."""
+
+    def __init__(self, cfg: SequenceConfig, out_dim: int):
+        super().__init__()
+        self.max_len = cfg.max_len
+        self.position = nn.Embedding(cfg.max_len, cfg.dim)
+        self.drop = nn.Dropout(cfg.dropout)
+        self.blocks = nn.ModuleList(Block(cfg.dim, cfg.heads, cfg.dropout) for _ in range(cfg.blocks))
+        self.norm = nn.LayerNorm(cfg.dim)
+        self.out = nn.Linear(cfg.dim, out_dim)
+        causal = torch.tril(torch.ones(cfg.max_len, cfg.max_len, dtype=torch.bool))
+        self.register_buffer("causal", causal, persistent=False)
+        self.register_buffer("from_end", torch.arange(cfg.max_len - 1, -1, -1), persistent=False)
+
+    def hidden(self, x: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
+        """Every slot's output (``[batch, max_len, dim]``): slot i sees slots <= i that hold an
+        item, and itself (a pad slot then sees only itself: no slot is left with nothing)."""
+        eye = torch.eye(self.max_len, dtype=torch.bool, device=x.device)
+        allowed = (self.causal & (valid[:, None, :] > 0)) | eye
+        bias = torch.where(allowed, 0.0, -1e9)[:, None, :, :]
+        x = self.drop((x + self.position(self.from_end)[None]) * valid[..., None])
+        for block in self.blocks:
+            x = block(x, bias)
+        return self.norm(x)
+
+    def forward(self, x: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
+        query = self.out(self.hidden(x, valid)[:, -1])
+        return query * (valid.sum(1, keepdim=True) > 0).to(query.dtype)  # an empty history: a zero query
+
+
+class SequenceModel(nn.Module):
+    """The encoder with the item inputs it learns from: ``item_inputs`` (items x d_in, the
+    published vectors, fixed) projected to ``dim`` plus an id embedding for ``warm`` items."""
+
+    def __init__(self, item_inputs: np.ndarray, warm: np.ndarray, out_dim: int, cfg: SequenceConfig):
+        super().__init__()
+        self.cfg = cfg
+        n, d_in = item_inputs.shape
+        self.register_buffer("inputs", torch.as_tensor(np.asarray(item_inputs, np.float32)))
+        self.register_buffer("warm", torch.as_tensor(np.asarray(warm, bool), dtype=torch.float32)[:, None])
+        self.project = nn.Linear(d_in, cfg.dim)
+        self.ids = nn.Embedding(n, cfg.dim)
+        nn.init.normal_(self.ids.weight, std=0.02)
+        self.encoder = Encoder(cfg, out_dim)
+
+    @property
+    def n_items(self) -> int:
+        return int(self.inputs.shape[0])
+
+    def item_table(self) -> torch.Tensor:
+        """Each item's input (items + 1 rows; the last, the pad, zeros). In training a warm
+        item's id part is dropped at random (``id_dropout``), the same for every slot of a batch."""
+        ids = self.ids.weight * self.warm
+        if self.training and self.cfg.id_dropout:
+            ids = ids * (torch.rand(len(ids), 1) >= self.cfg.id_dropout).to(ids.dtype)
+        rows = self.project(self.inputs) + ids
+        return torch.cat([rows, rows.new_zeros(1, rows.shape[1])])
+
+    def embed(self, items: torch.Tensor, table: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """Padded histories (``[batch, max_len]`` item rows, -1 empty) -> (embedded, valid)."""
+        table = self.item_table() if table is None else table
+        valid = (items >= 0) & (items < self.n_items)
+        return table[torch.where(valid, items, self.n_items)], valid.to(table.dtype)
+
+    def hidden(self, items: torch.Tensor) -> torch.Tensor:
+        return self.encoder.hidden(*self.embed(items))
+
+    def forward(self, items: torch.Tensor) -> torch.Tensor:
+        return self.encoder(*self.embed(items))
+
+    def encode(self, histories: list, batch_size: int = 512) -> np.ndarray:
+        """Queries for these histories (lists of item rows, oldest first), in eval mode,
+        float32 ``[n, out_dim]``: the reference the ONNX export is checked against."""
+        was = self.training
+        self.eval()
+        out = []
+        with torch.no_grad():
+            table = self.item_table()
+            for start in range(0, len(histories), batch_size):
+                items = torch.as_tensor(pad_histories(histories[start:start + batch_size], self.cfg.max_len, self.n_items))
+                out.append(self.encoder(*self.embed(items, table)).numpy())
+        self.train(was)
+        return np.concatenate(out) if out else np.zeros((0, self.encoder.out.out_features), np.float32)
+

@@ -1,0 +1,171 @@
+"""Training the profile encoder (``offline.sequence.model``): next-item prediction at every
+position of the training histories, a full softmax of each position's query against every
+item's index vector (``logits = query . target_item``, the inner product the index ranks by),
+AdamW, early stopping on validation recall@k. Seeded; torch's thread count is set from the
+config for the run and restored after.
+
+Validation: either given (histories and their relevant items, e.g. ``groundrec eval``'s
+validation users) or drawn here: up to ``valid_users`` users whose last item is new to them
+have it held out (``offline.holdout.hold_out_last``, as the learn stage holds out), and the
+encoder trains on the rest.
+"""
+
+from __future__ import annotations
+
+import copy
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from groundrec.offline.holdout import hold_out_last
+from groundrec.offline.sequence.model import PAD, SequenceConfig, SequenceModel
+from groundrec.shared.errors import UserError
+from groundrec.shared.scoring.ranking import top_k_matrix
+
+
+@dataclass
+class Trained:
+    model: SequenceModel
+    valid_recall: np.ndarray  # per validation user, recall@k of the best epoch
+    epochs: list[dict] = field(default_factory=list)  # per epoch: loss, validation recall, seconds
+    best_epoch: int = 0
+    seconds: float = 0.0
+    windows: int = 0  # training sequences (a long history gives several)
+    positions: int = 0  # next-item targets trained on per epoch
+
+    @property
+    def score(self) -> float:
+        return float(self.valid_recall.mean()) if len(self.valid_recall) else 0.0
+
+    def report(self) -> dict:
+        """What a manifest would record."""
+        return {"config": self.model.cfg.to_dict(), "valid_recall": round(self.score, 6),
+                "valid_users": int(len(self.valid_recall)), "best_epoch": self.best_epoch, "epochs": self.epochs,
+                "seconds": round(self.seconds, 2), "windows": self.windows, "positions": self.positions,
+                "parameters": int(sum(p.numel() for p in self.model.parameters()))}
+
+
+def training_windows(histories: list, max_len: int, skip_repeats: bool = True) -> tuple[np.ndarray, np.ndarray]:
+    """(inputs, targets), each ``[windows, max_len]`` int64, right-aligned and -1 padded: a
+    history of n items gives its next-item pairs in windows of ``max_len`` from its end. A
+    target already in the history before it is -1 with ``skip_repeats`` (no loss)."""
+    xs, ys = [], []
+    for h in histories:
+        h = np.asarray(h, np.int64)
+        if len(h) < 2:
+            continue
+        new = np.ones(len(h), bool)
+        if skip_repeats:
+            seen: set[int] = set()
+            for t, item in enumerate(h.tolist()):
+                new[t] = item not in seen
+                seen.add(item)
+        for end in range(len(h), 1, -max_len):
+            start = max(0, end - max_len - 1)
+            x, y = h[start:end - 1], np.where(new[start + 1:end], h[start + 1:end], PAD)
+            if (y >= 0).any():
+                xs.append(np.pad(x, (max_len - len(x), 0), constant_values=PAD))
+                ys.append(np.pad(y, (max_len - len(y), 0), constant_values=PAD))
+    if not xs:
+        return np.zeros((0, max_len), np.int64), np.zeros((0, max_len), np.int64)
+    return np.stack(xs), np.stack(ys)
+
+
+def recall_at(queries: np.ndarray, targets: np.ndarray, histories: list, relevant: list[set], k: int) -> np.ndarray:
+    """Per user, recall@k of ranking every item by ``queries . targets`` with the history's
+    items excluded (as eval and the service rank)."""
+    out = np.zeros(len(relevant))
+    for start in range(0, len(relevant), 1024):
+        stop = start + 1024
+        ranked = top_k_matrix(queries[start:stop] @ targets.T, k, list(histories[start:stop]))
+        out[start:stop] = [len(rel.intersection(row.tolist())) / len(rel)
+                           for row, rel in zip(ranked, relevant[start:stop])]
+    return out
+
+
+def _validation(histories: list, cfg: SequenceConfig, valid) -> tuple[list, list, list[set]]:
+    if valid is not None:
+        v_hist, v_rel = valid
+        return list(histories), list(v_hist), [set(map(int, r)) for r in v_rel]
+    train, users, held = hold_out_last([np.asarray(h, np.int64) for h in histories], cfg.valid_users, cfg.seed)
+    return train, [train[u] for u in users], [{int(t)} for t in held]
+
+
+def train_sequence_encoder(histories: list, item_vectors: np.ndarray, warm_items: np.ndarray | None = None,
+                           cfg: SequenceConfig | None = None, targets: np.ndarray | None = None,
+                           valid: tuple[list, list] | None = None, log=None) -> Trained:
+    """The encoder trained on ``histories`` (item rows, oldest first). ``item_vectors``: each
+    item's published vectors (its input); ``targets``: what the index holds per item (the
+    output space; default ``item_vectors``); ``warm_items``: bool per item, the items with an
+    id embedding (default: those in ``histories``); ``valid``: (histories, relevant item rows)
+    to stop on, else drawn from ``histories``. ``log``: called with each epoch's line."""
+    cfg = cfg or SequenceConfig()
+    item_vectors = np.asarray(item_vectors, np.float32)
+    targets = item_vectors if targets is None else np.asarray(targets, np.float32)
+    n = len(item_vectors)
+    if len(targets) != n:
+        raise UserError(f"sequence encoder: {n} item inputs but {len(targets)} index vectors")
+    train, v_hist, v_rel = _validation(histories, cfg, valid)
+    if warm_items is None:
+        warm_items = np.zeros(n, bool)
+        for h in train:
+            warm_items[np.asarray(h, np.int64)] = True
+    x_all, y_all = training_windows(train, cfg.max_len, cfg.skip_repeats)
+    if not len(x_all) or not v_rel:
+        raise UserError(f"sequence encoder: {len(x_all)} training sequences and {len(v_rel)} validation users; "
+                        "it needs histories of at least two items")
+    threads = torch.get_num_threads()
+    torch.set_num_threads(cfg.threads)
+    try:
+        return _fit(cfg, item_vectors, targets, warm_items, x_all, y_all, v_hist, v_rel, log)
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _fit(cfg, item_vectors, targets, warm, x_all, y_all, v_hist, v_rel, log) -> Trained:
+    started = time.perf_counter()
+    torch.manual_seed(cfg.seed)
+    rng = np.random.default_rng(cfg.seed)
+    model = SequenceModel(item_vectors, warm, targets.shape[1], cfg)
+    opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    t = torch.as_tensor(targets)
+    x_all, y_all = torch.as_tensor(x_all), torch.as_tensor(y_all)
+    trained = Trained(model, np.zeros(0), windows=len(x_all), positions=int((y_all >= 0).sum()))
+    best, best_state, since = -1.0, None, 0
+    for epoch in range(1, cfg.epochs + 1):
+        tick, total = time.perf_counter(), 0.0
+        model.train()
+        order = torch.as_tensor(rng.permutation(len(x_all)))
+        for start in range(0, len(x_all), cfg.batch_size):
+            batch = order[start:start + cfg.batch_size]
+            y = y_all[batch]
+            keep = y >= 0
+            h = model.hidden(x_all[batch])[keep]
+            out = model.encoder.out
+            logits = h @ (t @ out.weight).T + t @ out.bias  # = out(h) . targets: the index's inner product
+            loss = F.cross_entropy(logits, y[keep])
+            opt.zero_grad()
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+            opt.step()
+            total += float(loss.detach()) * int(keep.sum())
+        recall = recall_at(model.encode(v_hist), targets, v_hist, v_rel, cfg.k)
+        line = {"epoch": epoch, "loss": round(total / max(trained.positions, 1), 4),
+                f"valid_recall@{cfg.k}": round(float(recall.mean()), 5), "seconds": round(time.perf_counter() - tick, 2)}
+        trained.epochs.append(line)
+        if log:
+            log(line)
+        if recall.mean() > best:
+            best, best_state, since = float(recall.mean()), copy.deepcopy(model.state_dict()), 0
+            trained.best_epoch, trained.valid_recall = epoch, recall
+        else:
+            since += 1
+        if since >= cfg.patience or time.perf_counter() - started > cfg.max_seconds:
+            break
+    model.load_state_dict(best_state)
+    model.eval()
+    trained.seconds = time.perf_counter() - started
+    return trained

@@ -1,0 +1,82 @@
+"""Torch-free runner of the learned profile encoder (``groundrec.offline.sequence``): numpy +
+onnxruntime over an exported directory.
+
+The directory (written by ``groundrec.offline.sequence.export``) holds ``sequence.json``
+(the metadata), ``sequence.onnx`` (the transformer: embedded histories -> queries) and
+``sequence_items.npy`` (each item's input row, items + 1 rows, the last a zero pad). A
+history is a list of item rows of the version's item table, oldest first:
+
+- rows outside ``[0, n_items)`` (-1, or an item the encoder was not exported with) are
+  dropped first, then the latest ``max_len`` rows are kept (an over-long history is cut);
+- an empty history (or one with no known item) gives a **zero row** (every item then scores
+  0: the caller falls back, e.g. to the popular items, as for any unusable history).
+
+``encode`` returns float32 queries ``[n, out_dim]`` for the index's inner-product search.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+
+from groundrec.shared.errors import UserError
+
+SEQUENCE_CONFIG = "sequence.json"
+SEQUENCE_ONNX = "sequence.onnx"
+SEQUENCE_ITEMS = "sequence_items.npy"
+SEQUENCE_PROJECT = "sequence_project.npz"  # W, b: a new item's input row is W @ its vectors + b
+PAD = -1
+
+
+def pad_histories(histories: list, max_len: int, n_items: int) -> np.ndarray:
+    """``[n, max_len]`` int64: each history's known item rows (in ``[0, n_items)``), the latest
+    ``max_len`` of them, right-aligned, ``PAD`` before them. The one rule of the runner and of
+    the PyTorch model it is checked against."""
+    out = np.full((len(histories), max_len), PAD, np.int64)
+    for i, h in enumerate(histories):
+        h = np.asarray(h, np.int64).reshape(-1)
+        h = h[(h >= 0) & (h < n_items)][-max_len:] if max_len else h[:0]
+        if len(h):
+            out[i, max_len - len(h):] = h
+    return out
+
+
+class SequenceEncoder:
+    """``SequenceEncoder(directory, threads=1).encode(histories) -> np.ndarray``."""
+
+    def __init__(self, directory: str | Path, threads: int | None = 1):
+        import onnxruntime as ort
+
+        self.directory = Path(directory)
+        try:
+            self.meta = json.loads((self.directory / SEQUENCE_CONFIG).read_text())
+            self.table = np.load(self.directory / self.meta["items"])
+        except (OSError, ValueError, KeyError) as e:
+            raise UserError(f"sequence encoder at {self.directory}: cannot read it ({e})") from None
+        self.max_len, self.n_items = int(self.meta["max_len"]), int(self.meta["n_items"])
+        self.out_dim = int(self.meta["out_dim"])
+        if self.table.shape != (self.n_items + 1, int(self.meta["dim"])):
+            raise UserError(f"sequence encoder at {self.directory}: item table {self.table.shape}, expected "
+                            f"({self.n_items + 1}, {self.meta['dim']})")
+        opts = ort.SessionOptions()
+        if threads:  # set on purpose: onnxruntime would otherwise take every core
+            opts.intra_op_num_threads = threads
+            opts.inter_op_num_threads = 1
+        opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        self.session = ort.InferenceSession(str(self.directory / self.meta["files"]["fp32"]), opts,
+                                            providers=["CPUExecutionProvider"])
+
+    def encode(self, histories: list, batch_size: int = 256) -> np.ndarray:
+        """Queries ``[len(histories), out_dim]`` float32; zero rows for empty histories."""
+        out = np.zeros((len(histories), self.out_dim), np.float32)
+        items = pad_histories(histories, self.max_len, self.n_items)
+        used = np.flatnonzero((items >= 0).any(axis=1))
+        for start in range(0, len(used), batch_size):
+            rows = used[start:start + batch_size]
+            idx = items[rows]
+            valid = idx >= 0
+            feed = {"embedded": self.table[np.where(valid, idx, self.n_items)], "valid": valid.astype(np.float32)}
+            out[rows] = self.session.run(None, feed)[0]
+        return out

@@ -1,0 +1,55 @@
+"""The profile encoder's model (offline/sequence/model.py): shapes, the padding rule, causality,
+cold items, empty histories."""
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+
+from groundrec.offline.sequence.model import SequenceConfig, SequenceModel  # noqa: E402
+from groundrec.shared.sequence_encoder import pad_histories  # noqa: E402
+
+
+def _model(n=30, d_in=8, out_dim=12, warm=None, **cfg):
+    torch.manual_seed(0)
+    vectors = np.random.default_rng(0).normal(size=(n, d_in)).astype(np.float32)
+    warm = np.ones(n, bool) if warm is None else warm
+    return SequenceModel(vectors, warm, out_dim, SequenceConfig(max_len=6, dim=16, **cfg)).eval()
+
+
+def test_padding_keeps_the_latest_known_items_right_aligned():
+    padded = pad_histories([[], [3], [1, 2, 3, 4, 5, 6, 7, 8], [-1, 2, 99, 4]], 4, n_items=10)
+    assert padded.tolist() == [[-1, -1, -1, -1], [-1, -1, -1, 3], [5, 6, 7, 8], [-1, -1, 2, 4]]
+
+
+def test_queries_have_the_index_width_and_an_empty_history_is_a_zero_row():
+    model = _model()
+    q = model.encode([[], [1], list(range(20)), [-1, 5]])
+    assert q.shape == (4, 12) and q.dtype == np.float32
+    assert not q[0].any() and q[1].any() and q[2].any()
+    assert np.allclose(q[3], model.encode([[5]])[0], atol=1e-5)  # an unknown item is dropped, not an input
+
+
+def test_an_over_long_history_is_read_as_its_latest_max_len_items():
+    model = _model()
+    long = list(range(25))
+    assert np.allclose(model.encode([long])[0], model.encode([long[-6:]])[0], atol=1e-5)
+
+
+def test_the_output_at_a_position_depends_on_nothing_after_it():
+    model = _model()
+    items = torch.as_tensor(pad_histories([[1, 2, 3, 4, 5, 6], [1, 2, 3, 9, 8, 7]], 6, 30))
+    with torch.no_grad():
+        h = model.hidden(items)
+    assert torch.allclose(h[0, :3], h[1, :3], atol=1e-6) and not torch.allclose(h[0, 3:], h[1, 3:])
+
+
+def test_a_cold_item_has_no_id_part_but_still_an_input_from_its_vectors():
+    warm = np.ones(30, bool)
+    warm[7] = False
+    model = _model(warm=warm)
+    with torch.no_grad():
+        table = model.item_table()
+        projected = model.project(model.inputs)
+    assert table.shape == (31, 16) and not table[-1].any()
+    assert torch.allclose(table[7], projected[7]) and not torch.allclose(table[6], projected[6])

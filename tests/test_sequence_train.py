@@ -1,0 +1,72 @@
+"""Training the profile encoder (offline/sequence/train.py): windows, a planted sequential
+pattern learned far above chance, determinism, errors."""
+
+import numpy as np
+import pytest
+
+pytest.importorskip("torch")
+
+from groundrec.offline.sequence.model import SequenceConfig  # noqa: E402
+from groundrec.offline.sequence.train import recall_at, train_sequence_encoder, training_windows  # noqa: E402
+from groundrec.shared.errors import UserError  # noqa: E402
+
+N = 60
+FAST = dict(dim=32, max_len=10, epochs=25, valid_users=100, batch_size=32, lr=5e-3, patience=4, dropout=0.1,
+            k=3, threads=1)
+
+
+def _planted(n_users=400, seed=0):
+    """Item i is always followed by item i + 1 (mod N); random unit vectors say nothing of it."""
+    rng = np.random.default_rng(seed)
+    vectors = rng.normal(size=(N, 16)).astype(np.float32)
+    vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
+    histories = [(rng.integers(0, N) + np.arange(rng.integers(3, 12))) % N for _ in range(n_users)]
+    return histories, vectors
+
+
+def test_windows_cover_every_position_from_the_end_and_skip_repeats():
+    x, y = training_windows([np.array([1, 2, 1, 3, 4, 5, 6])], max_len=3)
+    assert x.tolist() == [[3, 4, 5], [1, 2, 1]]  # all 6 next-item pairs, once each
+    assert y.tolist() == [[4, 5, 6], [2, -1, 3]]  # 1 after 2 is a repeat: no loss there
+    x, y = training_windows([np.array([1, 2, 1])], max_len=3, skip_repeats=False)
+    assert y.tolist() == [[-1, 2, 1]]
+    assert training_windows([np.array([5]), np.array([], np.int64)], 4)[0].shape == (0, 4)
+
+
+def test_the_encoder_learns_that_item_i_is_followed_by_item_i_plus_1():
+    histories, vectors = _planted()
+    trained = train_sequence_encoder(histories, vectors, cfg=SequenceConfig(**FAST))
+    chance = FAST["k"] / N
+    assert trained.score > 0.9 > 10 * chance, trained.epochs
+    test = [(s + np.arange(5)) % N for s in range(N)]  # every start, never held out as such
+    q = trained.model.encode(test)
+    nxt = [{int((s + 5) % N)} for s in range(N)]
+    assert recall_at(q, vectors, test, nxt, 1).mean() > 0.8  # the very next item on top
+    report = trained.report()
+    assert report["best_epoch"] >= 1 and report["parameters"] > 0 and report["valid_users"] == 100
+
+
+def test_training_is_seeded_and_deterministic():
+    histories, vectors = _planted(150)
+    cfg = SequenceConfig(**{**FAST, "epochs": 2, "patience": 5})
+    a = train_sequence_encoder(histories, vectors, cfg=cfg)
+    b = train_sequence_encoder(histories, vectors, cfg=cfg)
+    assert [e["loss"] for e in a.epochs] == [e["loss"] for e in b.epochs]
+    assert np.array_equal(a.model.encode(histories[:20]), b.model.encode(histories[:20]))
+
+
+def test_a_given_validation_set_and_other_index_vectors():
+    histories, vectors = _planted(200)
+    targets = np.random.default_rng(1).normal(size=(N, 24)).astype(np.float32)
+    valid = ([h[:-1] for h in histories[:50]], [[int(h[-1])] for h in histories[:50]])
+    trained = train_sequence_encoder(histories[50:], vectors, None, SequenceConfig(**{**FAST, "epochs": 2}),
+                                     targets=targets, valid=valid)
+    assert len(trained.valid_recall) == 50 and trained.model.encode([[1, 2]]).shape == (1, 24)
+
+
+def test_unusable_inputs_are_refused_with_a_message():
+    _, vectors = _planted(10)
+    with pytest.raises(UserError, match="at least two items"):
+        train_sequence_encoder([np.array([1]), np.array([2])], vectors, cfg=SequenceConfig(**FAST))
+    with pytest.raises(UserError, match="index vectors"):
+        train_sequence_encoder([np.array([1, 2])], vectors, targets=vectors[:5], cfg=SequenceConfig(**FAST))
