@@ -2,6 +2,7 @@
 H&M texts (a catalog row's columns from --catalog, its title made unique by a made-up word), no
 image: text only, embedded by the server with the version's ONNX encoder.
 
+0. encoder     the version's ONNX encoder alone on 128 such texts: ms per text by batch size.
 1. visibility  PUT an item on server A, then POST /search its title on A once and on B, a
    second `groundrec serve` on the same SQLite store, until the item is in the answer (top
    --search-k). Per item, the delay from the PUT's answer to the answer of the first search
@@ -94,6 +95,30 @@ class Texts:
             out.append(row)
             self.n += 1
         return out
+
+
+def encoder_costs(args, texts: Texts) -> None:
+    """0. The version's ONNX encoder (one thread, as the compute process runs it) on 128 new
+    items' texts (the version's template), ms per text by the batch size ``encode`` runs."""
+    from groundrec.online.version import load_version
+    from groundrec.shared import artifact
+    from groundrec.shared.onnx_encoder import OnnxTextEncoder
+    from groundrec.shared.text import render
+
+    path = artifact.locate(args.artifacts, artifact.current_version(args.artifacts))
+    template = load_version(path).manifest.text_template
+    sample = [render(template, row) for row in texts.take(128)]
+    for variant in args.variants.split(","):
+        enc = OnnxTextEncoder(artifact.VersionFiles(path).encoder_dir, variant, threads=1)
+        tokens = [len(e.ids) for e in enc.tokenizer.encode_batch(sample)]
+        costs = []
+        for size in (1, 2, 4, 8, 16, 64):
+            enc.encode(sample[:16], batch_size=size)  # warm
+            start = time.perf_counter()
+            enc.encode(sample, batch_size=size)
+            costs.append(f"{size}: {(time.perf_counter() - start) / len(sample) * 1e3:.1f}")
+        print(f"0. encoder {variant}: ms per text by batch size (sorted by length) {', '.join(costs)}; tokens "
+              f"p50 {np.median(tokens):.0f}, p90 {np.percentile(tokens, 90):.0f}, max {max(tokens)}", flush=True)
 
 
 def _q(xs: list[float], q: float) -> float:
@@ -274,7 +299,8 @@ def main() -> None:
     ap.add_argument("--rounds", type=int, default=7, help="in-process rounds per arm")
     ap.add_argument("--http-rounds", type=int, default=3)
     ap.add_argument("--k", type=int, default=20)
-    ap.add_argument("--parts", default="1,2,3", help="which of 1 (visibility), 2 (upserts), 3 (/recommend) to run")
+    ap.add_argument("--parts", default="0,1,2,3", help="which of 0 (the encoder's cost by batch size), 1 "
+                    "(visibility), 2 (upserts), 3 (/recommend) to run")
     ap.add_argument("--keep", action="store_true", help="keep the temporary folder (stores, server logs)")
     args = ap.parse_args()
     if not (Path(args.artifacts) / "CURRENT").is_file():
@@ -290,6 +316,8 @@ def main() -> None:
     variants, parts = args.variants.split(","), args.parts.split(",")
     print(f"version {(Path(args.artifacts) / 'CURRENT').read_text().strip()} in {args.artifacts}; "
           f"new items' texts from {args.catalog}; work in {tmp}; {os.cpu_count()} cores", flush=True)
+    if "0" in parts:
+        encoder_costs(args, texts)
     try:
         with ExitStack() as on_a:
             if "1" in parts or ("2" in parts and "fp32" in variants):

@@ -16,6 +16,11 @@ from groundrec.shared.artifact import ENCODER_CONFIG
 from groundrec.shared.errors import UserError
 
 
+# Texts per onnxruntime run: on a CPU the cost per text grows with the batch (activations out
+# of cache), so batches stay small; sorting by length keeps their padding small too.
+BATCH = 4
+
+
 class OnnxTextEncoder:
     def __init__(self, directory: str | Path, variant: str = "fp32", threads: int | None = None):
         import onnxruntime as ort
@@ -28,7 +33,8 @@ class OnnxTextEncoder:
             raise UserError(f"encoder variant {variant!r} not exported here; available: {sorted(files)}")
         self.tokenizer = Tokenizer.from_file(str(self.directory / self.meta["tokenizer"]))
         self.tokenizer.enable_truncation(max_length=int(self.meta["max_seq_length"]))
-        self.tokenizer.enable_padding(pad_id=int(self.meta["pad_id"]), pad_token=self.meta["pad_token"])
+        self.tokenizer.no_padding()  # encode pads each batch itself
+        self.pad_id = int(self.meta["pad_id"])
         opts = ort.SessionOptions()
         if threads:
             opts.intra_op_num_threads = threads
@@ -38,14 +44,25 @@ class OnnxTextEncoder:
         self.inputs = [i.name for i in self.session.get_inputs()]
         self.dim = int(self.meta["dim"])
 
-    def encode(self, texts: list[str], batch_size: int = 64) -> np.ndarray:
+    def encode(self, texts: list[str], batch_size: int = BATCH) -> np.ndarray:
+        """Unit vectors for ``texts``, in order. The texts are tokenized together, then run in
+        batches of ``batch_size`` texts of similar length (sorted by token count), each padded to
+        its own longest: no text pays for a longer one's padding. Small batches are the cheaper
+        ones on CPU (ms per text by batch size: docs/benchmarks.md, "Issue 33")."""
         out = np.empty((len(texts), self.dim), dtype=np.float32)
-        for start in range(0, len(texts), batch_size):
-            chunk = self.tokenizer.encode_batch(list(texts[start:start + batch_size]))
-            feed = {
-                "input_ids": np.array([e.ids for e in chunk], dtype=np.int64),
-                "attention_mask": np.array([e.attention_mask for e in chunk], dtype=np.int64),
-                "token_type_ids": np.array([e.type_ids for e in chunk], dtype=np.int64),
-            }
-            out[start:start + len(chunk)] = self.session.run(None, {k: feed[k] for k in self.inputs})[0]
+        if not texts:
+            return out
+        encodings = self.tokenizer.encode_batch(list(texts))
+        order = np.argsort([len(e.ids) for e in encodings], kind="stable")
+        for start in range(0, len(order), batch_size):
+            rows = order[start:start + batch_size]
+            chunk = [encodings[n] for n in rows]
+            width = max(len(e.ids) for e in chunk)
+            feed = {name: np.full((len(chunk), width), fill, dtype=np.int64)
+                    for name, fill in (("input_ids", self.pad_id), ("attention_mask", 0), ("token_type_ids", 0))}
+            for n, e in enumerate(chunk):
+                feed["input_ids"][n, :len(e.ids)] = e.ids
+                feed["attention_mask"][n, :len(e.ids)] = e.attention_mask
+                feed["token_type_ids"][n, :len(e.ids)] = e.type_ids
+            out[rows] = self.session.run(None, {k: feed[k] for k in self.inputs})[0]
         return out

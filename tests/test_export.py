@@ -34,6 +34,19 @@ def test_onnx_matches_pytorch(minilm, exported):
     assert np.max(np.abs(got - ref)) < 1e-4
 
 
+def test_texts_batched_by_length_come_back_in_order_as_if_encoded_alone(exported):
+    """encode sorts by token count and pads each batch itself: every vector equals the text's
+    own, alone, whatever the batch size and the order of lengths."""
+    out, _ = exported
+    enc = OnnxTextEncoder(out)
+    texts = ["a much longer text about a striped cotton shirt with buttons " * 2, "a", "Kleid", "jeans in blue denim",
+             "a", "x " * 40]
+    alone = np.stack([enc.encode([t])[0] for t in texts])
+    for batch_size in (1, 2, 4, 64):
+        assert np.max(np.abs(enc.encode(texts, batch_size=batch_size) - alone)) < 1e-5
+    assert enc.encode([]).shape == (0, enc.dim)
+
+
 def test_int8_variant_is_close_and_reported(exported):
     out, report = exported
     assert report["int8"]["mean_cosine"] >= 0.95 and "dropped" not in report["int8"]
