@@ -1,11 +1,10 @@
 """Live items in a served version: the items API's changes applied to a ``Retriever`` in the
 process that scores (the compute process and its standby alike), between batches.
 
-Every change appends a row: the item's new catalog row (``shared.live_items.record``), its
-vector (embedded from the version's template with the version's ONNX encoder, or the old
-row's when its text did not change) and, in a hybrid, its collaborative vectors (the old row's;
-zeros for a new item, which then counts as new: placed by content, in the places kept for new
-items). The row it replaces, and any item hidden, expired or deleted, joins ``removed``: the
+A change whose embedded text is the item's current one (a price, a stock) is written over its
+row in place. Any other appends a row: the item's new catalog row (``shared.live_items.record``),
+its vector (embedded with the version's template and ONNX encoder) and, in a hybrid, its
+collaborative vectors (the old row's; zeros for a new item, which then counts as new). The row it replaces, and any item hidden, expired or deleted, joins ``removed``: the
 rows the retriever excludes with the seen items (``Retriever._excluded``). Arrays grow with
 spare capacity (amortised appends); FAISS adds the rows to the index (flat, HNSW, IVF).
 
@@ -24,7 +23,7 @@ import pyarrow as pa
 
 from groundrec.shared.artifact import WINDOW_INTERACTIONS
 from groundrec.shared.errors import UserError
-from groundrec.shared.live_items import CONTROL, LiveItem, catalog_columns, record, shown
+from groundrec.shared.live_items import CONTROL, LiveItem, catalog_columns, patched, record, shown
 from groundrec.shared.scoring.collab import index_rows
 from groundrec.shared.scoring.searcher import Popularity
 from groundrec.shared.text import render
@@ -122,7 +121,7 @@ class LiveOverlay:
         v, now = self.r.v, time.time()
         todo = list({i.item_id: i for i in items if i.seq > self.through
                      and i.seq > self.applied.get(i.item_id, 0)}.values())
-        rows, texts, olds, quick = [], [], [], []
+        rows, texts, olds, quick, in_place = [], [], [], [], []
         for item in todo:
             old = v.row_of.get(item.item_id)
             if self._rules_only(item, old) or item.deleted:
@@ -135,13 +134,26 @@ class LiveOverlay:
                 row["text"] = render(v.manifest.text_template, row)
             if WINDOW_INTERACTIONS in row:
                 row[WINDOW_INTERACTIONS] = v.items.column(WINDOW_INTERACTIONS)[old].as_py() if old is not None else 0
+            text = render(v.manifest.text_template, row)
+            current = v.items.slice(old, 1).to_pylist()[0] if old is not None else None
+            if current is not None and render(v.manifest.text_template, current) == text:
+                # the same text, the same vectors (a price or a stock): its row changes in place
+                in_place.append((item, old, row, {c: x for c, x in row.items() if current.get(c) != x}))
+                continue
             rows.append((item, row))
-            texts.append(render(v.manifest.text_template, row))
+            texts.append(text)
             olds.append(old)
         computed: dict[str, np.ndarray] = {}
+        items_now = patched(v.items, [(old, values) for _, old, _, values in in_place if values], COMBINE_CHUNKS)
         if rows:
-            content = self._vectors(rows, texts, olds, vectors or {}, computed)
+            content = self._vectors(rows, texts, vectors or {}, computed)
             table = pa.Table.from_pylist([row for _, row in rows], schema=v.items.schema)
+        if in_place:
+            v.items = items_now
+            self.r._groups.clear()  # max_per's groups read the columns
+            for item, old, row, _ in in_place:
+                self._rule(old, {c: item.fields.get(c, row.get(c)) for c in CONTROL}, now)
+        if rows:
             self._append(rows, olds, content, table, now)
         for item, old in quick:
             if item.deleted:
@@ -161,17 +173,13 @@ class LiveOverlay:
         self.frozen = frozenset(self.removed)
         return computed
 
-    def _vectors(self, rows, texts, olds, given, computed) -> np.ndarray:
-        v, dim = self.r.v, self.r.v.vectors.shape[1]
-        out = np.empty((len(rows), dim), np.float32)
-        todo = []
-        for n, ((item, row), text, old) in enumerate(zip(rows, texts, olds)):
+    def _vectors(self, rows, texts, given, computed) -> np.ndarray:
+        """The rows' vectors: ``given`` (by the primary) or encoded here (kept in ``computed``)."""
+        out = np.empty((len(rows), self.r.v.vectors.shape[1]), np.float32)
+        todo = [n for n, (item, _) in enumerate(rows) if item.item_id not in given]
+        for n, (item, _) in enumerate(rows):
             if item.item_id in given:
                 out[n] = given[item.item_id]
-            elif old is not None and "text" in row and v.items.column("text")[old].as_py() == text:
-                out[n] = v.vectors[old]  # same text, same vector (a patch of its price or stock)
-            else:
-                todo.append(n)
         if todo:
             if self.r.encoder is None:
                 raise UserError("live items need the version's ONNX encoder, which is not loaded")

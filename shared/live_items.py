@@ -117,3 +117,19 @@ def record(item: LiveItem, base: Mapping | None, columns: Iterable[str], id_colu
     if id_column in row:
         row[id_column] = item.item_id
     return row
+
+
+def patched(table, changes: list[tuple[int, dict]], combine_beyond: int = 32):
+    """``table`` (a pyarrow Table) with each (row, {column: value}) of ``changes`` written over
+    that row, the other rows shared, not copied (a chunk per change; the chunks merged beyond
+    ``combine_beyond``). Raises pyarrow's error for a value its column cannot hold."""
+    import pyarrow as pa
+
+    for row, values in changes:
+        for column, value in values.items():
+            i = table.schema.get_field_index(column)
+            col = table.column(i)
+            chunks = [*col.slice(0, row).chunks, pa.array([value], col.type), *col.slice(row + 1).chunks]
+            table = table.set_column(i, table.field(i), pa.chunked_array([c for c in chunks if len(c)], col.type))
+    worst = max((table.column(c).num_chunks for c in range(table.num_columns)), default=0)
+    return table.combine_chunks() if worst > combine_beyond else table

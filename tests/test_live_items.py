@@ -112,6 +112,32 @@ def test_live_items_are_searched_recommended_removed_and_reapplied_idempotently(
     assert "new-0" not in [x.item_id for x in r.search("quokka lantern 0", k=70).items]
 
 
+def test_a_change_that_keeps_the_text_is_written_over_its_row_in_place(serving):
+    """A patch of a column the template does not embed (a price, a stock; here ``pattern``) on a
+    published item and on a live one: no new row, nothing removed, the new value served (the
+    item view, filters); a change of the text still appends a re-embedded row."""
+    s, pub = serving
+    r = s.retriever
+    template = r.v.manifest.text_template
+    assert "pattern" in r.v.items.column_names and "{pattern}" not in template
+    published = pub["histories"][2][-1]
+    s.apply_live(([_live("patchy", 2000, title="quokka kettle", description="A kettle.", pattern="plain")], None))
+    n, removed, vector = r.v.index.ntotal, set(r.live.removed), r.v.vectors[r.v.row_of["patchy"]].copy()
+    rows = {i: r.v.row_of[i] for i in (published, "patchy")}
+    kettle = {"title": "quokka kettle", "description": "A kettle."}  # a live item's state holds all its fields
+    s.apply_live(([LiveItem(published, {"pattern": "zebra-striped"}, False, None, 2001.0, 2001),
+                   LiveItem("patchy", {**kettle, "pattern": "zebra-striped"}, True, 2000.0, 2002.0, 2002)], None))
+    assert r.v.index.ntotal == n and set(r.live.removed) == removed
+    assert {i: r.v.row_of[i] for i in rows} == rows and np.array_equal(r.v.vectors[rows["patchy"]], vector)
+    assert s.item(published)["item"]["pattern"] == "zebra-striped" == s.item("patchy")["item"]["pattern"]
+    found = r.recommend(RecommendRequest(history=pub["histories"][0], k=70, filters={"pattern": "zebra-striped"}))
+    assert {x.item_id for x in found.items} <= {published, "patchy"} and found.items
+    s.apply_live(([LiveItem("patchy", {**kettle, "title": "quokka teapot", "pattern": "zebra-striped"}, True, 2000.0,
+                            2003.0, 2003)], None))
+    assert r.v.index.ntotal == n + 1 and rows["patchy"] in r.live.removed
+    assert s.item("patchy")["item"]["pattern"] == "zebra-striped"  # the patch is kept by the new row
+
+
 def test_hiding_showing_and_expiring_change_rules_in_place_without_new_rows(serving):
     s, pub = serving
     r = s.retriever
