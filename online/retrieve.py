@@ -12,16 +12,16 @@ import numpy as np
 
 from groundrec.online.filters import allowed_rows, group_codes
 from groundrec.online.live import LiveOverlay, latest_items
+from groundrec.online.profiling import Profiles
 from groundrec.online.search import IndexSearch
-from groundrec.online.schemas import HistoryEntry, UserQuery
+from groundrec.online.schemas import UserQuery
 from groundrec.shared.artifact import WINDOW_INTERACTIONS
 from groundrec.online.version import LoadedVersion
 from groundrec.shared.errors import UserError
 from groundrec.shared.scoring import popularity as pop
 from groundrec.shared.scoring import ranking
-from groundrec.shared.scoring.collab import collab_queries, hybrid_queries
-from groundrec.shared.scoring.searcher import Ask, best_of
-from groundrec.shared.scoring.profiles import MAX_HISTORY, build_profile, latest, mean_profiles, unit
+from groundrec.shared.scoring.searcher import Ask
+from groundrec.shared.scoring.profiles import MAX_HISTORY
 
 
 # The retriever's answer. Requests are the API's own type (``schemas.UserQuery``); the answer
@@ -43,22 +43,20 @@ class Result:
     history_ignored: int = 0  # known items older than the latest max_history, not in the profile
 
 
-def _entry(h: HistoryEntry | str) -> tuple[str, float | None, float]:
-    """A history entry as (item id, timestamp, weight): a bare id has no time and weight 1."""
-    return (h, None, 1.0) if isinstance(h, str) else (h.item_id, h.timestamp, h.weight)
-
-
 class NoHistory(UserError):
     """The history holds no known item and the fallback policy is 'error'."""
 
 
-class Retriever:
+class Retriever(Profiles):
     def __init__(self, version: LoadedVersion, popularity: dict[str, float] | None = None,
                  encoder=None, fallback: Literal["popular", "error"] = "popular",
                  half_life_days: float = 30.0, n_interests: int = 3, overfetch: int = 4,
-                 exact_subset_max: int = 20_000, max_history: int = MAX_HISTORY, max_per: dict[str, int] | None = None):
+                 exact_subset_max: int = 20_000, max_history: int = MAX_HISTORY, max_per: dict[str, int] | None = None,
+                 sequence=None):
         self.v = version
         self.encoder = encoder  # an OnnxTextEncoder, for text queries
+        self.sequence = sequence  # a SequenceEncoder (``profiling.load_sequence``): the sequence strategy
+        self.default_strategy = version.manifest.default_strategy  # a request's that names none
         self.fallback = fallback
         self.half_life_days = half_life_days
         self.n_interests = n_interests
@@ -93,94 +91,7 @@ class Retriever:
         self.counts = pop.counts_by_row(popularity, self.v.row_of, self.v.index.ntotal)
         self.ranker.set_counts(self.counts)
 
-    # --- building blocks -------------------------------------------------------------
-    def _profile(self, q: UserQuery, text_vector: np.ndarray | None = None) -> tuple[np.ndarray | None, list[int], list[str]]:
-        profile, rows, unknown = self._content_profile(q, text_vector)
-        if profile is not None and self.hybrid:
-            profile = self._with_collab(profile, latest(rows, self.max_history))
-        return profile, rows, unknown
-
-    def _content_profile(self, q: UserQuery, text_vector: np.ndarray | None = None):
-        rows, unknown, ts, ws = [], [], [], []
-        for h in q.history:
-            item_id, timestamp, weight = _entry(h)
-            row = self.v.row_of.get(item_id)
-            if row is None:
-                unknown.append(item_id)
-                continue
-            rows.append(row)
-            ts.append(timestamp)
-            ws.append(weight)
-        profile = None
-        if rows:
-            ts, ws = latest(ts, self.max_history), latest(ws, self.max_history)
-            timestamps = None if any(t is None for t in ts) else np.array(ts, dtype=np.float64)
-            profile = build_profile(np.asarray(self.v.vectors[latest(rows, self.max_history)]), q.strategy,
-                                    timestamps, np.array(ws),
-                                    self.half_life_days, self.n_interests)
-        if q.text:
-            t = self._encode([q.text]) if text_vector is None else text_vector[None, :]
-            profile = t if profile is None else unit((1 - q.text_weight) * profile + q.text_weight * t)
-        return profile, rows, unknown
-
-    def _parts(self, q: UserQuery, rows: list[int], ranked: list[tuple[int, float]]) -> list[dict]:
-        """What each ranked item's score is made of, at the version's full width: the content
-        cosine (the best of the profile's rows), for a hybrid ``weight x`` the collaborative
-        score, and the priors (popularity, freshness). A projected version ranks by an
-        approximation of their sum (``score``)."""
-        content, _, _ = self._content_profile(q)
-        picked = np.array([r for r, _ in ranked], dtype=np.intp)
-        out = [{} for _ in ranked]
-        if content is not None and len(picked):
-            for part, value in zip(out, best_of(np.asarray(self.v.vectors[picked]), content)):
-                part["content"] = float(value)
-        if self.hybrid and rows and len(picked):
-            query = collab_queries(self.v.collab_query, [latest(rows, self.max_history)], self.half_life)[0]
-            for part, value in zip(out, self.v.collab_weight * (self.v.collab_item[picked] @ query)):
-                part["collaborative"] = float(value)
-        prior = self._prior(q)
-        if prior is not None:
-            for part, row in zip(out, picked):
-                part["prior"] = float(prior[row])
-        return out
-
-    def _with_collab(self, content_profile: np.ndarray, rows: list[int]) -> np.ndarray:
-        """A hybrid profile: each content profile row beside the history's collaborative query
-        (zeros for a text query without history), as the scoring core searches it."""
-        return self._searched(content_profile, collab_queries(self.v.collab_query, [rows], self.half_life))
-
-    def _searched(self, content: np.ndarray, collab: np.ndarray) -> np.ndarray:
-        return hybrid_queries(content, collab, self.v.project_query if self.projected else None)
-
-    def _mean_profiles(self, queries: list[UserQuery]) -> dict[int, tuple[np.ndarray, list[int], list[str]]]:
-        """The plain VLM4Rec profiles of a batch (mean strategy, unit weights, no text) in a few
-        array operations instead of one small computation per user; the same numbers as
-        ``_profile`` (the same float64 sums in the same order)."""
-        plain = [n for n, q in enumerate(queries)
-                 if q.strategy == "mean" and not q.text and all(isinstance(h, str) or h.weight == 1.0 for h in q.history)]
-        found: dict[int, tuple[list[int], list[str]]] = {}
-        for n in plain:
-            rows, unknown = [], []
-            for h in queries[n].history:
-                item_id = h if isinstance(h, str) else h.item_id
-                row = self.v.row_of.get(item_id)
-                (unknown.append(item_id) if row is None else rows.append(row))
-            if rows:
-                found[n] = (rows, unknown)
-        if not found:
-            return {}
-        order = list(found)
-        used = [latest(found[n][0], self.max_history) for n in order]
-        profiles = mean_profiles(self.v.vectors, used)
-        if self.hybrid:
-            profiles = self._searched(profiles, collab_queries(self.v.collab_query, used, self.half_life))
-        return {n: (profiles[i:i + 1], found[n][0], found[n][1]) for i, n in enumerate(order)}
-
-    def _encode(self, texts: list[str]) -> np.ndarray:
-        if self.encoder is None:
-            raise UserError("text queries need the version's ONNX encoder, which is not loaded")
-        return self.encoder.encode(texts)
-
+    # --- building blocks (the profiles: ``profiling.Profiles``) ----------------------
     def _allowed(self, filters: dict[str, object] | None) -> np.ndarray | None:
         return allowed_rows(self.v.items, filters)
 
@@ -248,7 +159,7 @@ class Retriever:
             return self._result(self.ranker.popular(q.k, seen, allowed, pick), q.with_fields, unknown, "popular")
         ranked = self.searcher.search(profile, q.k, seen, allowed, self._prior(q), pick, self._slots(q))
         return self._result(ranked, q.with_fields, unknown, None, len(rows),
-                            self._parts(q, rows, ranked) if q.explain else None)
+                            self._parts(q, rows, ranked, profile) if q.explain else None)
 
     def recommend_batch(self, queries: list[UserQuery], errors: Literal["raise", "return"] = "raise") -> list[Result]:
         """Many users at once, each answer equal to ``recommend``'s: the texts of all queries
@@ -261,6 +172,8 @@ class Retriever:
         text_vectors = dict(zip(texts, self._encode(texts))) if texts and self.encoder is not None else {}
         batch, asks, meta = [], [], []
         means = self._mean_profiles(queries)
+        if self.sequence is not None:  # every sequence history in one encode call
+            means.update(self._sequence_profiles(queries, text_vectors))
         for n, q in enumerate(queries):
             try:
                 profile, rows, unknown = means.get(n) or self._profile(q, text_vectors.get(q.text) if q.text else None)

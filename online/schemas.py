@@ -44,7 +44,9 @@ class UserQuery(_Body):
     history: list[HistoryEntry | Text] = Field(default_factory=list, description="item ids, oldest first")
     text: Text | None = None
     k: int = Field(10, ge=1)
-    strategy: str = "mean"
+    strategy: str | None = Field(None, description="the profile: mean, recency, weighted, multi_interest, or "
+                                 "sequence (the version's learned encoder, where it has one); default: the version's "
+                                 "default_strategy (mean for versions that do not say)")
     filters: dict[Text, FilterValue | list[FilterValue]] | None = None
     exclude_seen: bool = True
     exclude: list[Text] | None = Field(None, max_length=10_000, description="item ids never to show in this answer "
@@ -74,7 +76,7 @@ class UserQuery(_Body):
 
     @model_validator(mode="after")
     def _known_strategy(self) -> "UserQuery":
-        if self.strategy not in STRATEGIES:
+        if self.strategy is not None and self.strategy not in STRATEGIES:
             raise UserError(f"strategy must be one of {', '.join(STRATEGIES)}, not {self.strategy!r}")
         if self.fresh_slots is not None and self.fresh_slots > self.k:
             raise UserError(f"fresh_slots ({self.fresh_slots}) must be at most k ({self.k})")

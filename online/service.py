@@ -32,8 +32,10 @@ from groundrec.online.metrics import ServiceMetrics
 from groundrec.online.recommender import Recommender
 from groundrec.online.schemas import (BatchOut, EventsOut, EventsRequest, RecommendRequest, ResultOut, SearchRequest,
                                       validation_detail)
+from groundrec.shared import artifact
 from groundrec.shared.errors import UserError
 from groundrec.online.serving import public_text
+from groundrec.online.version import strategy_info
 from groundrec.online.ui import mount_ui
 
 log = logging.getLogger("groundrec.serve")
@@ -146,6 +148,17 @@ def _routes(app: FastAPI, rec: Recommender) -> None:
     async def healthz():
         return {"status": "ok"}
 
+    profiles: dict[str, dict] = {}  # version id -> its strategy_info (read once)
+
+    def profile_of(version_id: str) -> dict:
+        if version_id not in profiles:
+            try:
+                profiles[version_id] = strategy_info(artifact.locate(rec.cfg.artifacts, version_id,
+                                                                     rec.cfg.version_cache_dir))
+            except (OSError, ValueError, UserError):  # gone since it loaded: readiness is what counts here
+                return {}
+        return profiles[version_id]
+
     @app.get("/readyz")
     async def readyz():
         s = holder.current
@@ -156,7 +169,7 @@ def _routes(app: FastAPI, rec: Recommender) -> None:
         if not alive:
             return JSONResponse({**body, "version": s.version_id,
                                  "reason": "the compute process exited; a new one is being started"}, status_code=503)
-        return {**body, "version": s.version_id}
+        return {**body, "version": s.version_id, **await run_in_threadpool(profile_of, s.version_id)}
 
     @app.get("/metrics")
     async def metrics_endpoint():

@@ -18,6 +18,7 @@ from typing import ClassVar
 from groundrec.online.config import ServeConfig
 from groundrec.online.errors import NotFound, Unprocessable
 from groundrec.online.live import check_changes
+from groundrec.online.profiling import check_default_strategy, load_sequence
 from groundrec.online.retrieve import NoHistory, Retriever
 from groundrec.online.version import load_version
 from groundrec.shared import artifact
@@ -185,13 +186,16 @@ class Serving:
 
 
 def build_serving(cfg: ServeConfig, version_id: str, path, popularity: dict[str, float] | None = None) -> Serving:
-    """Load version ``version_id`` from the local folder ``path`` (verified) with its encoder."""
+    """Load version ``version_id`` from the local folder ``path`` (verified) with its encoders
+    (the text encoder; the sequence encoder where the version holds ``sequence/``)."""
     path = Path(path)
     version = load_version(path)
+    check_default_strategy(version)
     files = artifact.VersionFiles(path)
     encoder = (OnnxTextEncoder(files.encoder_dir, cfg.encoder_variant, threads=cfg.compute_threads)
                if files.has_encoder else None)
     retriever = Retriever(version, popularity=popularity, encoder=encoder, fallback=cfg.fallback,
                           half_life_days=cfg.half_life_days, n_interests=cfg.n_interests,
-                          max_history=cfg.max_history, max_per=cfg.max_per)
+                          max_history=cfg.max_history, max_per=cfg.max_per,
+                          sequence=load_sequence(files, version, cfg.compute_threads))
     return Serving(version_id, retriever, cfg)

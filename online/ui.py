@@ -203,7 +203,10 @@ def mount_ui(app: FastAPI, rec: Recommender, report_dir: Path | None = None) -> 
             head = "".join(f"<th scope='col'>{escape(c)}</th>" for c in (skipped[0] if skipped else {}))
             report = ('<p><a href="/ui/report/report.html">The evaluation report</a></p>' if report_dir else
                       "<p>No evaluation report given (groundrec serve --report DIR).</p>")
-            body = (report + f"<h2>Manifest</h2><pre>{escape(json.dumps(manifest, indent=2, default=str))}</pre>"
+            default = str(manifest.get("default_strategy") or artifact.DEFAULT_STRATEGY)
+            profiles = (f"<p>Default strategy: <strong>{escape(default)}</strong>; sequence encoder: "
+                        f"{'loaded' if files.has_sequence else 'none in this version'}.</p>")
+            body = (profiles + report + f"<h2>Manifest</h2><pre>{escape(json.dumps(manifest, indent=2, default=str))}</pre>"
                     f"<h2>Skipped items ({len(skipped)} shown)</h2>"
                     + (f"<table><thead><tr>{head}</tr></thead><tbody>{rows}</tbody></table>" if skipped else "<p>None.</p>"))
             return page("Version", body, current)

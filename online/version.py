@@ -95,3 +95,11 @@ def load_version(path: str | Path, cache_dir: Path | None = None) -> LoadedVersi
     ids = items.column(manifest.id_column).to_pylist()
     return LoadedVersion(path, manifest, index, items, vectors, ids, {iid: i for i, iid in enumerate(ids)}, query, item,
                          to_item, to_query)
+
+
+def strategy_info(path: str | Path) -> dict:
+    """What a version's profiles are, as ``/readyz`` and the web page report them: the strategy
+    a request that names none gets, and whether it serves ``sequence`` (a version that holds
+    the encoder serves with it loaded, or is not served at all)."""
+    return {"default_strategy": artifact.read_manifest(path).default_strategy,
+            "sequence_encoder": artifact.VersionFiles(Path(path)).has_sequence}

@@ -16,13 +16,14 @@ The names below are the contract's public surface.
 
 from groundrec.shared.artifact.activations import (ACTIVATIONS, activations, gate_refused,  # noqa: F401
                                                    record_activation)
-from groundrec.shared.artifact.layout import (COLLAB_ITEM, COLLAB_QUERY, CURRENT, EMBEDDINGS,  # noqa: F401
-                                              ENCODER_CONFIG, ENCODER_DIR, ENCODER_ONNX, ENCODER_TOKENIZER,
+from groundrec.shared.artifact.layout import (COLLAB_ITEM, COLLAB_QUERY, CURRENT, DEFAULT_STRATEGY,  # noqa: F401
+                                              EMBEDDINGS, ENCODER_CONFIG, ENCODER_DIR, ENCODER_ONNX, ENCODER_TOKENIZER,
                                               FIRST_SEEN, FORMAT_VERSION, INDEX, ITEMS, MANIFEST, PROJECT_ITEM, PROJECT_QUERY,
-                                              REQUIRED_FILES, SKIPPED, STAGING, VERSION_ID, VERSIONS, WINDOW_INTERACTIONS,
+                                              REQUIRED_FILES, SEQUENCE_DIR, SEQUENCE_FILES, SKIPPED, STAGING, VERSION_ID, VERSIONS, WINDOW_INTERACTIONS,
                                               FileEntry,
                                               Manifest, VersionFiles, checksum_tree, created_at, is_version_id,
-                                              new_version_id, read_manifest, sha256_file, verify, write_manifest)
+                                              new_version_id, read_manifest, sequence_files, sha256_file, verify,
+                                              write_manifest)
 from groundrec.shared.artifact.pointer import (activate, current_path, current_version, is_uri,  # noqa: F401
                                                list_versions, newest_verified, version_path)
 from groundrec.shared.artifact.publisher import (LOCK, Locked, Publication, clean_staging,  # noqa: F401

@@ -1,6 +1,17 @@
 """What a published version is: the artifacts root's layout, the name of every file of a
 version, the manifest that vouches for them (checksums) and version ids. Pure naming and
-checking: nothing here moves CURRENT or writes a version."""
+checking: nothing here moves CURRENT or writes a version.
+
+The learned profile encoder (issue 34): a version may hold a folder ``sequence/``
+(``SEQUENCE_DIR``), exactly what ``groundrec.offline.sequence.export`` writes (``SEQUENCE_FILES``:
+sequence.json, sequence.onnx, sequence_items.npy, sequence_project.npz), checksummed in the
+manifest's ``files`` like ``encoder/`` (``sequence/sequence.json`` etc.); ``verify`` refuses a
+version whose ``sequence/`` holds one of them unlisted, or whose ``default_strategy`` is
+``sequence`` without them (``Manifest.required_files``). The service then loads it
+(``VersionFiles.sequence_dir``, ``has_sequence``) and serves the ``sequence`` strategy. The
+manifest says which strategy a request that names none gets (``default_strategy``; absent
+in older manifests: ``mean``) and may carry the encoder's validation scores (``sequence``, a
+free-form dict, present whether or not the encoder was published)."""
 
 from __future__ import annotations
 
@@ -48,6 +59,12 @@ ENCODER_DIR = "encoder"
 ENCODER_CONFIG = "encoder.json"
 ENCODER_TOKENIZER = "tokenizer.json"
 ENCODER_ONNX = {"fp32": "model.onnx", "int8": "model.int8.onnx"}
+# The learned profile encoder's export (optional; offline/sequence/export.py writes it, the
+# names of shared/sequence_encoder.py): served as the ``sequence`` strategy.
+SEQUENCE_DIR = "sequence"
+SEQUENCE_FILES = ("sequence.json", "sequence.onnx", "sequence_items.npy", "sequence_project.npz")
+# What a request that names no strategy gets from a version whose manifest does not say.
+DEFAULT_STRATEGY = "mean"
 # A manifest must vouch for these: a version without them cannot serve.
 REQUIRED_FILES = (INDEX, EMBEDDINGS, ITEMS)
 
@@ -110,6 +127,15 @@ class VersionFiles:
     def has_encoder(self) -> bool:
         return (self.encoder_dir / ENCODER_CONFIG).is_file()
 
+    @property
+    def sequence_dir(self) -> Path:
+        """The learned profile encoder's export (``SequenceEncoder(files.sequence_dir)``)."""
+        return self.root / SEQUENCE_DIR
+
+    @property
+    def has_sequence(self) -> bool:
+        return (self.sequence_dir / SEQUENCE_FILES[0]).is_file()
+
 
 # --- manifest --------------------------------------------------------------------------
 class FileEntry(BaseModel):
@@ -144,6 +170,11 @@ class Manifest(BaseModel):
     gate: dict | None = Field(None, description="whether the job made this version current: the activation mode "
                               "and, for the promotion gate, the window, users, both versions' scores and the test")
     notes: list[str] = Field([], description="what the job said about this run (e.g. a catalog without images)")
+    default_strategy: str = Field(DEFAULT_STRATEGY, description="the profile strategy of a request that names none "
+                                  "(absent in manifests written before it: mean); 'sequence' needs the version's "
+                                  "sequence/ folder")
+    sequence: dict | None = Field(None, description="the learned profile encoder's validation scores (free-form), "
+                                  "whether or not it was published (sequence/)")
     files: dict[str, FileEntry] = {}
 
     @property
@@ -163,7 +194,13 @@ class Manifest(BaseModel):
 
     def required_files(self) -> tuple[str, ...]:
         return (REQUIRED_FILES + ((COLLAB_QUERY, COLLAB_ITEM) if self.collab else ())
-                + ((PROJECT_ITEM, PROJECT_QUERY) if self.projected else ()))
+                + ((PROJECT_ITEM, PROJECT_QUERY) if self.projected else ())
+                + (sequence_files() if self.default_strategy == "sequence" else ()))
+
+
+def sequence_files() -> tuple[str, ...]:
+    """The sequence encoder's files as the manifest's ``files`` names them."""
+    return tuple(f"{SEQUENCE_DIR}/{name}" for name in SEQUENCE_FILES)
 
 
 def sha256_file(path: Path, chunk: int = 1 << 20) -> str:
@@ -196,7 +233,10 @@ def verify(directory: Path) -> Manifest:
     """Raise ValueError naming every file that is missing, unvouched for, or whose checksum
     does not match."""
     manifest = read_manifest(directory)
-    problems = [f"{rel}: not listed in the manifest" for rel in manifest.required_files() if rel not in manifest.files]
+    required = manifest.required_files()
+    if (Path(directory) / SEQUENCE_DIR).is_dir():  # an encoder present is served: all of it vouched for
+        required += tuple(rel for rel in sequence_files() if rel not in required and (Path(directory) / rel).exists())
+    problems = [f"{rel}: not listed in the manifest" for rel in required if rel not in manifest.files]
     for rel, entry in manifest.files.items():
         p = Path(directory) / rel
         if not p.is_file():

@@ -8,7 +8,7 @@ from __future__ import annotations
 import numpy as np
 
 from groundrec.shared.errors import UserError
-from groundrec.shared.scoring import STRATEGIES
+from groundrec.shared.scoring import VECTOR_STRATEGIES
 # A profile is built from a user's latest MAX_HISTORY known items (service and eval alike);
 # older ones still count as seen.
 MAX_HISTORY = 500
@@ -112,4 +112,4 @@ def build_profile(vectors: np.ndarray, strategy: str = "mean", timestamps: np.nd
         return weighted_profile(vectors, w if weights is None else w * np.asarray(weights, dtype=np.float64))
     if strategy == "multi_interest":
         return multi_interest(vectors, n_interests)
-    raise UserError(f"unknown profile strategy {strategy!r}; choose one of {', '.join(STRATEGIES)}")
+    raise UserError(f"unknown profile strategy {strategy!r}; choose one of {', '.join(VECTOR_STRATEGIES)}")

@@ -1,0 +1,217 @@
+"""The ``sequence`` strategy served (online/profiling.py, online/serving.py, shared/artifact
+layout): a small version published with a tiny encoder trained and exported by
+offline/sequence into its ``sequence/`` folder, served by a real server; its answers equal the
+encoder's query searched directly. A version records its default strategy (absent: mean)."""
+
+from __future__ import annotations
+
+import json
+from datetime import datetime, timezone
+
+import httpx
+import numpy as np
+import pyarrow as pa
+import pytest
+
+pytest.importorskip("torch")
+pytest.importorskip("onnxruntime")
+
+from groundrec.offline.config import IndexConfig  # noqa: E402
+from groundrec.offline.index import build_index  # noqa: E402
+from groundrec.offline.publish import write_version_files  # noqa: E402
+from groundrec.offline.sequence.export import export_sequence_encoder  # noqa: E402
+from groundrec.offline.sequence.model import SequenceConfig  # noqa: E402
+from groundrec.offline.sequence.train import train_sequence_encoder  # noqa: E402
+from groundrec.online.client import Client, GroundrecError  # noqa: E402
+from groundrec.online.config import ServeConfig  # noqa: E402
+from groundrec.online.errors import Unprocessable  # noqa: E402
+from groundrec.online.profiling import load_sequence  # noqa: E402
+from groundrec.online.retrieve import NoHistory, Retriever  # noqa: E402
+from groundrec.online.schemas import UserQuery  # noqa: E402
+from groundrec.online.service import create_app  # noqa: E402
+from groundrec.online.serving import build_serving  # noqa: E402
+from groundrec.online.version import VersionError, load_version  # noqa: E402
+from groundrec.shared import artifact  # noqa: E402
+from groundrec.shared.sequence_encoder import SequenceEncoder  # noqa: E402
+from helpers import running  # noqa: E402
+
+N_ITEMS, DIM, CLUSTERS = 120, 16, 8
+
+
+def _catalog(seed: int = 0):
+    rng = np.random.default_rng(seed)
+    centres = rng.normal(size=(CLUSTERS, DIM)).astype(np.float32)
+    label = rng.integers(0, CLUSTERS, N_ITEMS)
+    x = centres[label] + 0.6 * rng.normal(size=(N_ITEMS, DIM)).astype(np.float32)
+    x /= np.linalg.norm(x, axis=1, keepdims=True)
+    members = [np.flatnonzero(label == c) for c in range(CLUSTERS)]
+    histories = []
+    for _ in range(200):  # item rows, oldest first: one or two clusters each
+        picked = [int(rng.choice(members[c])) for c in rng.integers(0, CLUSTERS, 2) for _ in range(rng.integers(2, 8))]
+        histories.append(picked)
+    return x, label, histories
+
+
+def _publish(root, vectors, label, sequence_from=None, default=None, report=None):
+    """One version under ``root``: a flat index over ``vectors``; ``sequence_from``: a trained
+    model exported into its sequence/ folder."""
+    ids = [f"it{n:03d}" for n in range(len(vectors))]
+    table = pa.table({"item_id": ids, "title": [f"item {n}" for n in range(len(ids))],
+                      "group": [str(c) for c in label]})
+    index, rep = build_index(vectors, IndexConfig())
+    with artifact.publishing(root) as pub:
+        write_version_files(pub.staged, index, vectors, table, pa.table({"item_id": pa.array([], pa.string())}))
+        extra = {}
+        if sequence_from is not None:
+            export_sequence_encoder(sequence_from, artifact.VersionFiles(pub.staged).sequence_dir)
+            extra = {"default_strategy": default or "sequence", "sequence": report}
+        return pub.publish(artifact.Manifest(
+            version=pub.version, created_at=datetime.now(timezone.utc).isoformat(), code_version="test", models={},
+            prompt={}, text_template="{title}", dim=DIM, counts={"indexed": len(ids)}, index=rep.to_dict(),
+            timings_s={}, catalog_text_columns=["title"], **extra))
+
+
+@pytest.fixture(scope="module")
+def versions(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("seqserve")
+    vectors, label, histories = _catalog()
+    trained = train_sequence_encoder(histories, vectors, cfg=SequenceConfig(
+        max_len=8, dim=16, blocks=1, heads=1, epochs=2, valid_users=40, batch_size=64, k=10))
+    seq = _publish(tmp / "seq", vectors, label, trained.model, report=trained.report())
+    old = _publish(tmp / "old", vectors, label)
+    manifest = json.loads((old / artifact.MANIFEST).read_text())  # as a job before issue 34 wrote it
+    for key in ("default_strategy", "sequence"):
+        manifest.pop(key)
+    (old / artifact.MANIFEST).write_text(json.dumps(manifest))
+    ids = [f"it{n:03d}" for n in range(N_ITEMS)]
+    return {"seq": seq, "old": old, "vectors": vectors, "label": label, "ids": ids,
+            "histories": [[ids[r] for r in h] for h in histories[:12]], "model": trained.model}
+
+
+def _expected(v, history, k, allowed=None, exclude=()):
+    """The encoder's query searched directly: every item's inner product, the history and
+    ``exclude`` left out, ties to the lower row."""
+    enc = SequenceEncoder(artifact.VersionFiles(v["seq"]).sequence_dir)
+    row = {i: n for n, i in enumerate(v["ids"])}
+    query = enc.encode([[row[i] for i in history if i in row]])[0]
+    scores = (v["vectors"] @ query).astype(np.float64)
+    scores[[row[i] for i in (*history, *exclude) if i in row]] = -np.inf
+    if allowed is not None:
+        scores[~allowed] = -np.inf
+    order = np.lexsort((np.arange(len(scores)), -scores))[:k]
+    return [v["ids"][n] for n in order]
+
+
+def _cfg(artifacts, **extra) -> ServeConfig:
+    return ServeConfig(artifacts=artifacts, reload_interval_s=0.2, compute_standby=False, **extra)
+
+
+def test_sequence_over_http_is_the_encoder_searched_and_the_version_s_default(versions):
+    v = versions
+    with running(create_app(_cfg(v["seq"].parent.parent))) as url, Client(url) as client:
+        ready = httpx.get(url + "/readyz").json()
+        assert ready["default_strategy"] == "sequence" and ready["sequence_encoder"] is True
+        for history in v["histories"]:
+            named = client.recommend(history, k=6, strategy="sequence")
+            assert [i.item_id for i in named.items] == _expected(v, history, 6)
+            default = client.recommend(history, k=6)  # the request names none: the version's sequence
+            assert [(i.item_id, i.score) for i in default.items] == [(i.item_id, i.score) for i in named.items]
+            assert not set(history) & {i.item_id for i in named.items}
+        assert len(client.recommend(v["histories"][0], k=6, strategy="mean").items) == 6  # the others still served
+        # filters and exclude, as for any strategy
+        h = v["histories"][1]
+        group = v["label"][v["ids"].index(h[-1])]
+        got = client.recommend(h, k=4, strategy="sequence", filters={"group": str(group)})
+        assert [i.item_id for i in got.items] == _expected(v, h, 4, allowed=v["label"] == group)
+        first = _expected(v, h, 2)
+        got = client.recommend(h, k=5, exclude=first[:2])
+        assert [i.item_id for i in got.items] == _expected(v, h, 5, exclude=first[:2])
+        # a batch is the singles, an empty or unknown history falls back as for mean
+        users = [{"history": hh} for hh in v["histories"]] + [{"history": []}, {"history": ["nope"]}]
+        batch = client.recommend_batch(users, k=5)
+        singles = [client.recommend(u["history"], k=5) for u in users]
+        assert [[(i.item_id, i.score) for i in r.items] for r in batch.results] == \
+               [[(i.item_id, i.score) for i in r.items] for r in singles]
+        for r in batch.results[-2:]:
+            assert r.fallback == "popular"
+        assert batch.results[-1].unknown_ids == ["nope"]
+        assert batch.results[-2].items == client.recommend([], k=5, strategy="mean").items
+
+
+def test_an_old_version_defaults_to_mean_and_refuses_sequence_with_the_reason(versions):
+    old = versions["old"]
+    manifest = artifact.verify(old)
+    assert manifest.default_strategy == "mean" and manifest.sequence is None
+    with running(create_app(_cfg(old.parent.parent, compute="thread"))) as url, Client(url) as client:
+        ready = httpx.get(url + "/readyz").json()
+        assert ready["default_strategy"] == "mean" and ready["sequence_encoder"] is False
+        h = versions["histories"][2]
+        assert client.recommend(h, k=5).items == client.recommend(h, k=5, strategy="mean").items
+        with pytest.raises(GroundrecError) as refused:
+            client.recommend(h, k=5, strategy="sequence")
+        assert refused.value.status == 422
+        assert f"version {old.name} has no sequence encoder; use mean, recency" in refused.value.message
+        r = httpx.post(url + "/recommend", json={"batch": [{"history": h, "strategy": "sequence"}]})
+        assert r.status_code == 422 and "no sequence encoder" in r.json()["detail"]
+
+
+def test_the_manifest_and_the_checksums_cover_the_encoder(versions, tmp_path):
+    seq = versions["seq"]
+    manifest = artifact.verify(seq)
+    assert manifest.default_strategy == "sequence" and manifest.sequence["valid_users"] > 0
+    assert set(artifact.sequence_files()) <= set(manifest.files)
+    assert artifact.VersionFiles(seq).has_sequence and not artifact.VersionFiles(versions["old"]).has_sequence
+    import shutil
+    copy = tmp_path / seq.name
+    shutil.copytree(seq, copy)
+    (copy / "sequence" / "sequence_items.npy").write_bytes(b"tampered")
+    with pytest.raises(ValueError, match="sequence/sequence_items.npy: checksum mismatch"):
+        artifact.verify(copy)
+    shutil.rmtree(copy)
+    shutil.copytree(versions["old"], copy)  # an encoder dropped into a version that does not vouch for it
+    shutil.copytree(seq / "sequence", copy / "sequence")
+    with pytest.raises(ValueError, match="sequence/sequence.onnx: not listed in the manifest"):
+        artifact.verify(copy)
+
+
+def test_in_process_text_explain_zero_query_and_a_mismatched_encoder(versions):
+    v = versions
+    serving = build_serving(ServeConfig(artifacts=v["seq"]), "seq", v["seq"])
+    r = serving.retriever
+    h = v["histories"][3]
+    plain = r.recommend(UserQuery(history=h, k=5))
+    explained = r.recommend(UserQuery(history=h, k=5, explain=True))
+    assert [(i.item_id, i.score) for i in explained.items] == [(i.item_id, i.score) for i in plain.items]
+    assert all(abs(i.parts["sequence"] - i.score) < 1e-5 for i in explained.items)
+    # only ids the encoder does not know: a zero query, the fallback of a history with nothing usable
+    fallback = r.recommend(UserQuery(history=["ghost"], k=3))
+    assert fallback.fallback == "popular" and fallback.unknown_ids == ["ghost"]
+    strict = Retriever(r.v, sequence=r.sequence, fallback="error")
+    with pytest.raises(NoHistory):
+        strict.recommend(UserQuery(history=["ghost"], k=3))
+    bare = Retriever(r.v)  # the same version without the encoder loaded
+    with pytest.raises(Unprocessable, match="has no sequence encoder"):
+        bare.recommend(UserQuery(history=h, k=3))
+    assert isinstance(bare.recommend_batch([UserQuery(history=h, k=3)], errors="return")[0], Unprocessable)
+    mixed = [UserQuery(history=h, k=4, strategy="mean"), UserQuery(history=h, k=4),
+             UserQuery(history=v["histories"][4], k=4, strategy="sequence", popularity_weight=0.5)]
+    assert [[i.item_id for i in x.items] for x in r.recommend_batch(mixed)] == \
+           [[i.item_id for i in r.recommend(q).items] for q in mixed]
+
+    class Text:  # a text vector of our choosing: the mixing rule by hand
+        def encode(self, texts):
+            return np.tile(v["vectors"][7:8], (len(texts), 1))
+
+    with_text = Retriever(r.v, encoder=Text(), sequence=r.sequence)
+    query = r.sequence.encode([[v["ids"].index(i) for i in h]])[0]
+    mix = 0.7 * query / np.linalg.norm(query) + 0.3 * v["vectors"][7]
+    scores = v["vectors"] @ mix
+    scores[[v["ids"].index(i) for i in h]] = -np.inf
+    want = [v["ids"][n] for n in np.argsort(-scores, kind="stable")[:4]]
+    assert [i.item_id for i in with_text.recommend(UserQuery(history=h, k=4, text="x", text_weight=0.3)).items] == want
+    alone = with_text.recommend(UserQuery(text="x", k=3, strategy="sequence"))  # no history: the text alone
+    assert alone.fallback is None and alone.items[0].item_id == v["ids"][7]
+    version = load_version(v["old"])
+    version.items = version.items.slice(0, N_ITEMS - 1)  # an encoder exported for other items is refused
+    with pytest.raises(VersionError, match="exported for 120 items"):
+        load_sequence(artifact.VersionFiles(v["seq"]), version)
