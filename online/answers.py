@@ -13,6 +13,8 @@ from pydantic_core import to_json
 from groundrec.online.interleaving import team_draft
 
 # The request settings an impression records (what made the list, beside its version and arm).
+# ``strategy`` as requested: null when the request (and its arm) named none, i.e. the default
+# strategy of the impression's version (its manifest's ``default_strategy``; mean when absent).
 SETTINGS = ("k", "strategy", "popularity_weight", "diversity", "max_per", "filters", "fresh_weight", "fresh_slots",
             "exclude_seen", "text_weight")
 

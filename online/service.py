@@ -132,10 +132,11 @@ def _routes(app: FastAPI, rec: Recommender) -> None:
     async def similar(item_id: str, request: Request, k: int = Query(10, ge=1), filters: str | None = None):
         """Items like this one: ranked from the item alone as a history (its content vector and,
         in a hybrid version, its collaborative query), the item itself left out; ``filters``: a
-        JSON object, as in /recommend. A list shown like any other (an id, an impression)."""
+        JSON object, as in /recommend. A list shown like any other (an id, an impression). Always
+        the mean profile: likeness, not what comes next (a version's default may be sequence)."""
         if await run_in_threadpool(rec.serving().unknown, [item_id]):  # the compute process: off the event loop
             raise NotFound(f"no item {item_id!r} in the serving version")
-        body = _query(history=[item_id], k=k, filters=_filters(filters), exclude=[item_id])
+        body = _query(history=[item_id], k=k, filters=_filters(filters), exclude=[item_id], strategy="mean")
         return _reply(*await rec.handle(body, request.receive))
 
     @app.get("/popular", response_model=ResultOut)

@@ -132,7 +132,8 @@ def mount_ui(app: FastAPI, rec: Recommender, report_dir: Path | None = None) -> 
     async def item_page(request: Request, item_id: str):
         async def render():
             row = (await run_in_threadpool(rec.serving().item, item_id))["item"]
-            near = await rec.ask(RecommendRequest(history=[item_id], k=min(12, cfg.max_k), with_fields=True), request.receive)
+            near = await rec.ask(RecommendRequest(history=[item_id], k=min(12, cfg.max_k), with_fields=True,
+                                                    strategy="mean"), request.receive)
             grounded = {k: v for k, v in row.items() if k.startswith("vlm_") and v not in (None, "")}
             catalog = {k: v for k, v in row.items() if not k.startswith("vlm_") and k not in
                        ("text", "image", "image_sha256", "parse_ok", "parse_error", "from_cache", "grounded",

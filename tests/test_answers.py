@@ -44,3 +44,10 @@ def test_the_settings_an_impression_records():
     q = UserQuery(history=["a"], k=5, strategy="recency", text="red")
     s = settings_of(q)
     assert s["k"] == 5 and s["strategy"] == "recency" and s["text"] is True and "history" not in s
+
+
+def test_an_impression_records_the_strategy_as_requested_null_for_the_version_s_default():
+    """A request naming no strategy gets its version's default_strategy (online/profiling.py);
+    the impression's settings say null, and its version says which."""
+    assert settings_of(UserQuery(history=["a"]))["strategy"] is None
+    assert settings_of(UserQuery(history=["a"], strategy="sequence"))["strategy"] == "sequence"

@@ -32,7 +32,8 @@ from groundrec.online.service import create_app  # noqa: E402
 from groundrec.online.serving import build_serving  # noqa: E402
 from groundrec.online.version import VersionError, load_version  # noqa: E402
 from groundrec.shared import artifact  # noqa: E402
-from groundrec.shared.sequence_encoder import SequenceEncoder  # noqa: E402
+from groundrec.shared.sequence_encoder import (SEQUENCE_CONFIG, SEQUENCE_ITEMS, SEQUENCE_ONNX,  # noqa: E402
+                                               SEQUENCE_PROJECT, SequenceEncoder)
 from helpers import running  # noqa: E402
 
 N_ITEMS, DIM, CLUSTERS = 120, 16, 8
@@ -136,6 +137,10 @@ def test_sequence_over_http_is_the_encoder_searched_and_the_version_s_default(ve
             assert r.fallback == "popular"
         assert batch.results[-1].unknown_ids == ["nope"]
         assert batch.results[-2].items == client.recommend([], k=5, strategy="mean").items
+        item = v["ids"][5]  # similar items stay likeness (the mean profile), whatever the default
+        similar = httpx.get(url + f"/items/{item}/similar", params={"k": 4}).json()
+        assert [i["item_id"] for i in similar["items"]] == \
+               [i.item_id for i in client.recommend([item], k=4, strategy="mean").items]
 
 
 def test_an_old_version_defaults_to_mean_and_refuses_sequence_with_the_reason(versions):
@@ -160,6 +165,7 @@ def test_the_manifest_and_the_checksums_cover_the_encoder(versions, tmp_path):
     manifest = artifact.verify(seq)
     assert manifest.default_strategy == "sequence" and manifest.sequence["valid_users"] > 0
     assert set(artifact.sequence_files()) <= set(manifest.files)
+    assert artifact.SEQUENCE_FILES == (SEQUENCE_CONFIG, SEQUENCE_ONNX, SEQUENCE_ITEMS, SEQUENCE_PROJECT)  # one naming
     assert artifact.VersionFiles(seq).has_sequence and not artifact.VersionFiles(versions["old"]).has_sequence
     import shutil
     copy = tmp_path / seq.name
