@@ -20,7 +20,7 @@ import time
 from pydantic_core import to_json
 
 from groundrec.online.config import ServeConfig
-from groundrec.online.errors import Unavailable, Unprocessable
+from groundrec.online.errors import NotFound, Unavailable, Unprocessable
 from groundrec.shared.events import ItemChange, StoreUnavailable
 from groundrec.shared.live_items import LiveItem, fold
 
@@ -80,6 +80,16 @@ def checked_fields(cfg: ServeConfig, item_id: str, fields) -> dict:
     return out
 
 
+class _Write:
+    """One write waiting for its group: its checked changes, then its answer (a dict or the
+    error to raise)."""
+
+    __slots__ = ("changes", "answer")
+
+    def __init__(self, changes: list):
+        self.changes, self.answer = changes, None
+
+
 class LiveCatalog:
     def __init__(self, cfg: ServeConfig, events, holder, backend):
         self.cfg, self.events, self.holder = cfg, events, holder
@@ -87,6 +97,9 @@ class LiveCatalog:
         self.state: dict[str, LiveItem] = {}  # every item the changes touched, as they left it
         self.applied = 0  # the seq of the last change applied
         self._lock = threading.Lock()
+        self._cv = threading.Condition()  # the group of writes in flight
+        self._queued: list[_Write] = []
+        self._leading = False
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
@@ -95,23 +108,76 @@ class LiveCatalog:
         return self.events.url is not None
 
     def write(self, changes: list[tuple[str, str, dict]]) -> dict:
-        """Check, store durably and apply (item id, op, fields) changes; what was done."""
+        """Check, store durably and apply (item id, op, fields) changes; what was done.
+        Concurrent writes are grouped: whoever finds no group in flight checks, stores and
+        applies every write queued meanwhile at once (one round trip to each compute process,
+        one commit, one encoding of all their texts), and each write gets its own answer or
+        its own error."""
         if not self.on:
             raise Unavailable(f"the items API needs the event store: {self.events.reason}")
         if len(changes) > self.cfg.max_items_batch:
             raise Unprocessable(f"{len(changes)} items, more than max_items_batch={self.cfg.max_items_batch}")
-        clean = [(_id(i), op, checked_fields(self.cfg, i, f)) for i, op, f in changes]
-        self.sync()  # a patch of an item put through another worker a moment ago finds it
-        self.backend()  # Unavailable when no version is loaded yet
-        for backend in self.holder.loaded():  # every version it will be applied to (an experiment's arms)
-            backend.check_live(clean)
-        now = time.time()
+        ticket = _Write([(_id(i), op, checked_fields(self.cfg, i, f)) for i, op, f in changes])
+        with self._cv:
+            self._queued.append(ticket)
+            while ticket.answer is None and self._leading:
+                self._cv.wait()
+            if ticket.answer is None:
+                self._leading, group, self._queued = True, self._queued, []
+        if ticket.answer is None:
+            try:
+                self._write_group(group)
+            finally:
+                with self._cv:
+                    self._leading = False
+                    self._cv.notify_all()
+        if isinstance(ticket.answer, Exception):
+            raise ticket.answer
+        return ticket.answer
+
+    def _write_group(self, group: list[_Write]) -> None:
         try:
-            self.events.store().add_item_changes([ItemChange(i, op, to_json(f).decode(), now) for i, op, f in clean])
-        except StoreUnavailable as e:
-            raise Unavailable(f"the event store is unavailable, nothing was stored: {e}") from None
-        self.sync()
-        return {"accepted": len(clean), "applied_through": self.applied}
+            self.sync()  # a patch of an item put through another worker a moment ago finds it
+            self.backend()  # Unavailable when no version is loaded yet
+            ok = self._checked(group)
+            if not ok:
+                return
+            now = time.time()
+            rows = [ItemChange(i, op, to_json(f).decode(), now) for t in ok for i, op, f in t.changes]
+            try:
+                self.events.store().add_item_changes(rows)
+            except StoreUnavailable as e:
+                raise Unavailable(f"the event store is unavailable, nothing was stored: {e}") from None
+            self.sync()
+            for t in ok:
+                t.answer = {"accepted": len(t.changes), "applied_through": self.applied}
+        except Exception as e:  # the whole group's (no version, the store, the compute process)
+            for t in group:
+                if t.answer is None:
+                    t.answer = e
+
+    def _checked(self, group: list[_Write]) -> list[_Write]:
+        """The writes every loaded version can take (an experiment's arms too): all of them in
+        one check each when they pass; otherwise each write alone, a refused one answered with
+        its own error (nothing of it stored)."""
+        backends = self.holder.loaded()
+        try:
+            for backend in backends:
+                backend.check_live([c for t in group for c in t.changes])
+            return group
+        except (Unprocessable, NotFound) as e:
+            if len(group) == 1:
+                group[0].answer = e
+                return []
+        ok = []
+        for t in group:
+            try:
+                for backend in backends:
+                    backend.check_live(t.changes)
+                ok.append(t)
+            except (Unprocessable, NotFound) as e:
+                t.answer = e
+        return ok
 
     def sync(self) -> int:
         """Apply every stored change not applied yet; how many."""

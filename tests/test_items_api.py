@@ -142,6 +142,34 @@ def test_bad_items_get_a_4xx_that_names_the_problem_and_nothing_is_stored(publis
         s.close()
 
 
+def test_concurrent_writes_are_grouped_and_each_gets_its_own_answer(published, tmp_path):
+    """Writes arriving together are checked, stored and applied as one group: a bad one among
+    them gets its own 4xx (nothing of it stored), every other is stored, applied and served."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    store = f"sqlite:///{tmp_path}/events.db"
+    writes = [("PUT", f"/items/g{n}", {**NEW, "title": f"zebra striped raincoat {n}"}) for n in range(10)]
+    writes[3] = ("PUT", "/items/g3", {**NEW, "colour_code": 3})
+    writes[7] = ("PATCH", "/items/no-such-item", {"hidden": True})
+    with running(create_app(_cfg(published, store, compute="process"))) as url:
+        with httpx.Client(timeout=60) as client, ThreadPoolExecutor(len(writes)) as pool:
+            answers = list(pool.map(lambda w: client.request(w[0], url + w[1], json=w[2]), writes))
+        for n, r in enumerate(answers):
+            if n == 3:
+                assert r.status_code == 422 and "colour_code" in r.json()["detail"], r.text
+            elif n == 7:
+                assert r.status_code == 404 and "no-such-item" in r.json()["detail"], r.text
+            else:
+                assert r.status_code == 200 and r.json()["accepted"] == 1, r.text
+                assert httpx.get(f"{url}/items/g{n}").json()["item"]["title"] == f"zebra striped raincoat {n}"
+        assert httpx.get(url + "/items/g3").status_code == 404
+    s = open_store(store)
+    try:
+        assert sorted(c.item_id for c in s.item_changes()) == sorted(f"g{n}" for n in range(10) if n not in (3, 7))
+    finally:
+        s.close()
+
+
 def test_item_writes_need_the_api_key(published, tmp_path, monkeypatch):
     monkeypatch.setenv("GROUNDREC_API_KEY", "write-secret")
     monkeypatch.setenv("GROUNDREC_READ_API_KEY", "read-secret")
