@@ -107,9 +107,12 @@ class Profiles:
             (unknown.append(item_id) if row is None else rows.append(row))
         return rows, unknown
 
-    def _sequence_profiles(self, queries: list[UserQuery], text_vectors: dict | None = None) -> dict[int, Profile]:
+    def _sequence_profiles(self, queries: list[UserQuery], text_vectors: dict | None = None,
+                           skip_errors: bool = False) -> dict[int, Profile]:
         """The profiles of a batch's ``sequence`` queries (by position), every history through
-        the encoder in one call. Without the encoder: the first such query's refusal."""
+        the encoder in one call. Without the encoder: the first such query's refusal; a query
+        whose text cannot be encoded raises, or with ``skip_errors`` is left out (its own
+        ``_profile`` then raises it in its place)."""
         todo = [n for n, q in enumerate(queries) if self.strategy_of(q) == "sequence"]
         if not todo:
             return {}
@@ -124,7 +127,12 @@ class Profiles:
             profile = query[None, :] if query.any() else None  # a zero query: nothing known to the encoder
             if q.text:
                 t = (text_vectors or {}).get(q.text)
-                t = self._encode([q.text]) if t is None else t[None, :]
+                try:
+                    t = self._encode([q.text]) if t is None else t[None, :]
+                except UserError:
+                    if skip_errors:
+                        continue
+                    raise
                 if self.hybrid:  # as a text search is searched: no collaborative part
                     t = self._searched(t, np.zeros((1, self.v.collab_query.shape[1]), np.float32))
                 profile = t if profile is None else (1 - q.text_weight) * unit(profile) + q.text_weight * t

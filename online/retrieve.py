@@ -173,7 +173,7 @@ class Retriever(Profiles):
         batch, asks, meta = [], [], []
         means = self._mean_profiles(queries)
         if self.sequence is not None:  # every sequence history in one encode call
-            means.update(self._sequence_profiles(queries, text_vectors))
+            means.update(self._sequence_profiles(queries, text_vectors, skip_errors=True))
         for n, q in enumerate(queries):
             try:
                 profile, rows, unknown = means.get(n) or self._profile(q, text_vectors.get(q.text) if q.text else None)

@@ -32,6 +32,8 @@ from groundrec.online.service import create_app  # noqa: E402
 from groundrec.online.serving import build_serving  # noqa: E402
 from groundrec.online.version import VersionError, load_version  # noqa: E402
 from groundrec.shared import artifact  # noqa: E402
+from groundrec.shared.errors import UserError  # noqa: E402
+from groundrec.shared.live_items import LiveItem  # noqa: E402
 from groundrec.shared.sequence_encoder import (SEQUENCE_CONFIG, SEQUENCE_ITEMS, SEQUENCE_ONNX,  # noqa: E402
                                                SEQUENCE_PROJECT, SequenceEncoder)
 from helpers import running  # noqa: E402
@@ -204,6 +206,10 @@ def test_in_process_text_explain_zero_query_and_a_mismatched_encoder(versions):
     assert [[i.item_id for i in x.items] for x in r.recommend_batch(mixed)] == \
            [[i.item_id for i in r.recommend(q).items] for q in mixed]
 
+    answers = r.recommend_batch([UserQuery(history=h, k=3), UserQuery(history=h, k=3, text="no text encoder here")],
+                                errors="return")  # one query's refusal is its own
+    assert answers[0].items and isinstance(answers[1], UserError) and "ONNX encoder" in str(answers[1])
+
     class Text:  # a text vector of our choosing: the mixing rule by hand
         def encode(self, texts):
             return np.tile(v["vectors"][7:8], (len(texts), 1))
@@ -217,6 +223,13 @@ def test_in_process_text_explain_zero_query_and_a_mismatched_encoder(versions):
     assert [i.item_id for i in with_text.recommend(UserQuery(history=h, k=4, text="x", text_weight=0.3)).items] == want
     alone = with_text.recommend(UserQuery(text="x", k=3, strategy="sequence"))  # no history: the text alone
     assert alone.fallback is None and alone.items[0].item_id == v["ids"][7]
+    # a live item: known to the version, not to the encoder (dropped from its history)
+    serving.apply_live(([LiveItem("live-1", {"title": "new", "group": "0"}, whole=True, first_seen=1.0, updated=1.0,
+                                  seq=1)], {"live-1": v["vectors"][3]}))
+    assert [i.item_id for i in r.recommend(UserQuery(history=[*h, "live-1"], k=5)).items] == \
+           [i.item_id for i in r.recommend(UserQuery(history=h, k=5, exclude=["live-1"])).items]
+    only_live = r.recommend(UserQuery(history=["live-1"], k=3))  # a zero query: the no-usable-history fallback
+    assert only_live.fallback == "popular" and only_live.unknown_ids == []
     version = load_version(v["old"])
     version.items = version.items.slice(0, N_ITEMS - 1)  # an encoder exported for other items is refused
     with pytest.raises(VersionError, match="exported for 120 items"):
