@@ -35,24 +35,7 @@ from groundrec.online.schemas import RecommendRequest
 from groundrec.shared.events import open_store
 
 sys.path.insert(0, str(Path(__file__).parent))
-from common import start_redis  # noqa: E402
-
-
-async def _round(rec: Recommender, bodies: list[RecommendRequest], concurrency: int) -> tuple[float, float]:
-    """requests/s and p99 latency (s) of one pass over ``bodies`` with ``concurrency`` in flight."""
-    queue = list(reversed(bodies))
-    latencies: list[float] = []
-
-    async def worker():
-        while queue:
-            body = queue.pop()
-            t = time.perf_counter()
-            await rec.answer(body)
-            latencies.append(time.perf_counter() - t)
-
-    start = time.perf_counter()
-    await asyncio.gather(*(worker() for _ in range(concurrency)))
-    return len(bodies) / (time.perf_counter() - start), float(np.percentile(latencies, 99))
+from common import start_redis, timed_round  # noqa: E402
 
 
 async def _compare(args, url: str, bodies: list[RecommendRequest], server_cpu=lambda: 0.0) -> dict:
@@ -65,12 +48,12 @@ async def _compare(args, url: str, bodies: list[RecommendRequest], server_cpu=la
     logger = rec.impressions
     rates, p99, per_cpu = ({"on": [], "off": []} for _ in range(3))  # per_cpu: requests per CPU-second
     async with rec.running(watch=False):
-        await _round(rec, bodies[:400], args.concurrency)  # warm up
+        await timed_round(rec, bodies[:400], args.concurrency)  # warm up
         for n in range(args.rounds):
             for name in (("on", "off") if n % 2 == 0 else ("off", "on")):
                 rec.impressions = logger if name == "on" and not args.aa else None
                 cpu = time.process_time() + server_cpu()
-                rate, tail = await _round(rec, bodies, args.concurrency)
+                rate, tail = await timed_round(rec, bodies, args.concurrency)
                 if rec.impressions is not None:
                     await asyncio.to_thread(logger.flush)  # this round's writes, counted here
                 per_cpu[name].append(len(bodies) / (time.process_time() + server_cpu() - cpu))

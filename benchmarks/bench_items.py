@@ -55,7 +55,7 @@ from groundrec.online.testing import serve_command, started
 
 sys.path.insert(0, str(Path(__file__).parent))
 from bench_http import LUA, _wrk  # noqa: E402
-from common import HM  # noqa: E402
+from common import HM, timed_round  # noqa: E402
 
 # wrk: every request a PUT of a new item, /items/<BENCH_PATH><n>, its body the n-th line (cycled).
 PUT_LUA = LUA.replace('''function request()
@@ -243,7 +243,6 @@ def http_rounds(args, urls: dict[str, str], tmp: Path) -> dict:
 async def in_process(args, stores: dict[str, str]) -> dict:
     """Two Recommenders (compute: thread, impressions off), one per store, alternating rounds:
     requests/s, p99 and requests per CPU-second of this process (every thread)."""
-    from bench_impressions import _round
 
     from groundrec.online.config import ServeConfig
     from groundrec.online.metrics import ServiceMetrics
@@ -264,11 +263,11 @@ async def in_process(args, stores: dict[str, str]) -> dict:
               f"{os.getloadavg()[0]:.2f}", flush=True)
         for name in names:
             out[name]["live"] = len(arms[name].catalog.state)
-            await _round(arms[name], bodies[:200], args.concurrency)  # warm-up
+            await timed_round(arms[name], bodies[:200], args.concurrency)  # warm-up
         for n in range(args.rounds):
             for name in (names if n % 2 == 0 else list(reversed(names))):
                 cpu = time.process_time()
-                rate, tail = await _round(arms[name], bodies, args.concurrency)
+                rate, tail = await timed_round(arms[name], bodies, args.concurrency)
                 out[name]["per_cpu"].append(len(bodies) / (time.process_time() - cpu))
                 out[name]["rate"].append(rate)
                 out[name]["p99"].append(tail)

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 import statistics
 import threading
 import time
 from pathlib import Path
+
+import numpy as np
 
 REPO = Path(__file__).resolve().parents[1]
 HM = Path(os.environ.get("GROUNDREC_HM_DIR", REPO.parent / "shared" / "data" / "hm"))
@@ -83,3 +86,21 @@ def start_redis(folder: Path):
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     time.sleep(0.5)
     return proc, f"redis://127.0.0.1:{port}/0"
+
+
+async def timed_round(rec, bodies: list, concurrency: int) -> tuple[float, float]:
+    """requests/s and p99 latency (s) of one pass over ``bodies`` (requests) through ``rec.answer``
+    (a ``Recommender``, in-process) with ``concurrency`` in flight."""
+    queue = list(reversed(bodies))
+    latencies: list[float] = []
+
+    async def worker():
+        while queue:
+            body = queue.pop()
+            t = time.perf_counter()
+            await rec.answer(body)
+            latencies.append(time.perf_counter() - t)
+
+    start = time.perf_counter()
+    await asyncio.gather(*(worker() for _ in range(concurrency)))
+    return len(bodies) / (time.perf_counter() - start), float(np.percentile(latencies, 99))
