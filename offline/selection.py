@@ -189,3 +189,20 @@ def coarse_to_fine(axes: dict[str, list], score: Callable[[list[dict]], list[np.
     warnings = _warnings(edges(merged, relevant(last.chosen), limits), last.chosen, rules.get("section", "tuning"))
     return Search(last.chosen, last.score, {k: v for f in found for k, v in f.scores.items()}, merged,
                   [w for f in found for w in f.widened], warnings)
+
+
+def beats_by_one_standard_error(candidate, incumbent) -> dict:
+    """The paired rule for replacing a published model by another: on the same validation
+    users (per-user scores, aligned), the candidate wins only when the mean of its per-user
+    differences from the incumbent is above one standard error of those differences. A gain
+    inside the noise of the validation users keeps the incumbent (the simpler, known model).
+    Returns both means, the mean difference, its standard error, the users and ``wins``."""
+    candidate, incumbent = np.asarray(candidate, np.float64), np.asarray(incumbent, np.float64)
+    if candidate.shape != incumbent.shape:
+        raise ValueError(f"paired scores need the same users: {candidate.shape} vs {incumbent.shape}")
+    diff = candidate - incumbent
+    n = len(diff)
+    se = float(diff.std(ddof=1) / np.sqrt(n)) if n > 1 else 0.0
+    mean = float(diff.mean()) if n else 0.0
+    return {"candidate": float(candidate.mean()) if n else 0.0, "incumbent": float(incumbent.mean()) if n else 0.0,
+            "diff": mean, "se": se, "users": n, "wins": bool(n > 0 and mean > se)}

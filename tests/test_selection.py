@@ -4,7 +4,8 @@ widening of a grid whose edge wins, and what is recorded."""
 import numpy as np
 import pytest
 
-from groundrec.offline.selection import coarse_to_fine, midpoints, one_standard_error, search, step_beyond
+from groundrec.offline.selection import (beats_by_one_standard_error, coarse_to_fine, midpoints, one_standard_error,
+                                         search, step_beyond)
 
 
 def _scorer(table: dict, calls: list | None = None):
@@ -153,3 +154,29 @@ def test_refinement_moves_to_a_better_midpoint_and_only_where_it_matters():
                           _scorer(lambda p: [0.5], calls), later="dropout", at="reg", refine=("reg", "half_life"),
                           simplest="weight", relevant=lambda p: p if p["weight"] else {})
     assert flat.chosen["weight"] == 0.0 and len(calls) == 1
+
+
+def test_a_candidate_replaces_the_incumbent_only_by_more_than_one_paired_standard_error():
+    incumbent = np.array([1, 0, 1, 0, 1, 0, 1, 0, 1, 0] * 10, float)
+    # Three users better and two worse in a hundred: a gain inside the noise keeps the incumbent.
+    slightly = incumbent.copy()
+    slightly[[1, 3, 5]], slightly[[0, 2]] = 1, 0
+    r = beats_by_one_standard_error(slightly, incumbent)
+    assert r["diff"] == pytest.approx(0.01) and r["se"] == pytest.approx(np.sqrt((5 - 0.01) / 99 / 100))
+    assert not r["wins"]
+    assert r["users"] == 100 and r["candidate"] == pytest.approx(0.51) and r["incumbent"] == pytest.approx(0.5)
+    # Ten users better, none worse: the mean difference stands out of its standard error.
+    better = incumbent.copy()
+    better[1:20:2] = 1
+    r = beats_by_one_standard_error(better, incumbent)
+    assert r["diff"] == pytest.approx(0.1) and r["se"] == pytest.approx(np.std([1] * 10 + [0] * 90, ddof=1) / 10)
+    assert r["wins"]
+    # Paired, not two-sample: the same means with the gains on different users and losses on others.
+    swapped = incumbent.copy()
+    swapped[1:40:2], swapped[0:30:2] = 1, 0
+    r = beats_by_one_standard_error(swapped, incumbent)
+    assert r["diff"] == pytest.approx(0.05) and not r["wins"]
+    assert not beats_by_one_standard_error(incumbent, incumbent)["wins"]  # a tie keeps the incumbent
+    assert not beats_by_one_standard_error([], [])["wins"]
+    with pytest.raises(ValueError):
+        beats_by_one_standard_error([1, 0], [1, 0, 1])
