@@ -11,7 +11,8 @@ export writes beside the graph, and a new item's row is ``W x + b``.
 A history is its latest ``max_len`` known item rows, left-padded with -1 (the one rule,
 ``groundrec.shared.sequence_encoder.pad_histories``): the newest item sits in the last slot,
 and a position is counted from the end (the newest is position 0), so the last slot's output,
-projected to the index's width (``out_dim``), is the query. An empty history (no known item) gives a zero query.
+projected to the index's width (``out_dim``) and scaled to unit length, is the query. An empty
+history (no known item) gives a zero query.
 """
 
 from __future__ import annotations
@@ -40,9 +41,10 @@ class SequenceConfig:
     epochs: int = 40
     patience: int = 3  # epochs without a better validation recall before stopping
     batch_size: int = 128
-    lr: float = 1e-3
+    lr: float = 3e-3
     weight_decay: float = 0.01
     valid_users: int = 2000  # held out (their last new item) when no validation set is given
+    scale: float = 5.0  # the softmax temperature's start (logits = scale x unit query . index vector)
     k: int = 20  # validation recall@k
     threads: int = 1  # torch.set_num_threads while training (set on purpose: the machine is shared)
     max_seconds: float = 480.0  # training stops after the epoch that passes this
@@ -103,6 +105,7 @@ class Encoder(nn.Module):
 
     def forward(self, x: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
         query = self.out(self.hidden(x, valid)[:, -1])
+        query = query / query.norm(dim=1, keepdim=True).clamp_min(1e-12)  # unit length: a ranking needs no scale
         return query * (valid.sum(1, keepdim=True) > 0).to(query.dtype)  # an empty history: a zero query
 
 
@@ -113,6 +116,7 @@ class SequenceModel(nn.Module):
     def __init__(self, item_inputs: np.ndarray, warm: np.ndarray, out_dim: int, cfg: SequenceConfig):
         super().__init__()
         self.cfg = cfg
+        self.log_scale = nn.Parameter(torch.tensor(math.log(cfg.scale)))  # training's softmax temperature, learned
         n, d_in = item_inputs.shape
         self.register_buffer("inputs", torch.as_tensor(np.asarray(item_inputs, np.float32)))
         self.register_buffer("warm", torch.as_tensor(np.asarray(warm, bool), dtype=torch.float32)[:, None])

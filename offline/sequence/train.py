@@ -1,6 +1,7 @@
 """Training the profile encoder (``offline.sequence.model``): next-item prediction at every
 position of the training histories, a full softmax of each position's query against every
-item's index vector (``logits = query . target_item``, the inner product the index ranks by),
+item's index vector (``logits = scale x query . target_item``: the inner product the index
+ranks by, the query at unit length, the scale learned),
 AdamW, early stopping on validation recall@k. Seeded; torch's thread count is set from the
 config for the run and restored after.
 
@@ -145,7 +146,9 @@ def _fit(cfg, item_vectors, targets, warm, x_all, y_all, v_hist, v_rel, log) -> 
             keep = y >= 0
             h = model.hidden(x_all[batch])[keep]
             out = model.encoder.out
-            logits = h @ (t @ out.weight).T + t @ out.bias  # = out(h) . targets: the index's inner product
+            norm = out(h).norm(dim=1).clamp_min(1e-12)  # the query is out(h) at unit length
+            scale = (model.log_scale.exp() / norm)[:, None]
+            logits = (h @ (t @ out.weight).T + t @ out.bias) * scale  # = scale x unit query . index vector
             loss = F.cross_entropy(logits, y[keep])
             opt.zero_grad()
             loss.backward()
