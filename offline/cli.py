@@ -55,6 +55,9 @@ def offline_run(
                                            "(default: gate when there are interactions and a version is serving, "
                                            "else always). gate: only if not significantly worse than the serving "
                                            "version on the interactions since its training cutoff; refused: exit 3."),
+    sequence: Optional[str] = typer.Option(None, help="The learned profile encoder (with --interactions): auto "
+                                           "(default: on) | true | false. Trained and published only where it beats "
+                                           "the hybrid on validation by more than one standard error."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bars."),
 ):
     """Ground every item image with a VLM, encode, index and publish a new artifact version.
@@ -74,7 +77,7 @@ def offline_run(
         "interactions.path": str(interactions) if interactions else None,
         "catalog.live_items": live_items, "interactions.item_column": interactions_item_column,
         "interactions.user_column": interactions_user_column,
-        "publish.activate": activate,
+        "publish.activate": activate, "sequence.enabled": sequence,
     }
     from groundrec.offline.config import load_job_config
 
@@ -127,6 +130,8 @@ def print_summary(s) -> None:
         if r.validation_users:
             t.add_row("validation", f"{r.metric} on {r.validation_users} users: content {r.content_score:.4f}, "
                       f"hybrid {c.score:.4f}" + "".join(f"; {warning}" for warning in r.warnings))
+    if s.sequence:
+        t.add_row("sequence encoder", s.sequence)
     idx = s.index
     t.add_row("index", f"{idx['factory']} ({idx['kind']}), recall@{idx['k']} {idx['recall_at_k']:.3f}"
               + (f", nprobe {idx['nprobe']}" if idx.get("nprobe") else "")

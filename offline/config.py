@@ -11,6 +11,7 @@ from typing import Literal, get_args
 from pydantic import Field, field_validator, model_validator
 
 from groundrec.offline.interactions import InteractionsConfig
+from groundrec.offline.sequence_config import SequenceJobConfig
 from groundrec.offline.vlm.registry import VLMConfig, default_vlm_config
 from groundrec.shared.config import CatalogConfig, StrictModel, load_config, require_settings
 from groundrec.shared.errors import UserError
@@ -231,6 +232,9 @@ class JobConfig(StrictModel):
     interactions: InteractionsConfig = Field(default_factory=InteractionsConfig,
                                              description="set path to publish a hybrid (content + collaborative) version")
     collab: CollabConfig = Field(default_factory=CollabConfig)
+    sequence: SequenceJobConfig = Field(default_factory=SequenceJobConfig,
+                                        description="the learned profile encoder, trained and chosen on validation "
+                                                    "with interactions")
     publish: PublishConfig = Field(default_factory=PublishConfig)
 
     @model_validator(mode="after")

@@ -23,6 +23,7 @@ from groundrec.offline.ground import ground_catalog, not_grounded
 from groundrec.offline.index import build_index
 from groundrec.offline.interactions import load_interactions, on_published_rows
 from groundrec.offline.learn import index_vectors, learn
+from groundrec.offline.learn_sequence import export as export_sequence
 from groundrec.offline.learn_report import LearnReport
 from groundrec.offline.live_items import absorb, first_seen, live_items_url
 from groundrec.offline.publish import build_manifest, write_version_files
@@ -57,6 +58,7 @@ class JobSummary:
     gate: GateDecision | None = None  # whether the version went live, and why
     notes: list[str] = field(default_factory=list)  # what the user should know about this run (e.g. no images)
     live_items: dict | None = None  # the live catalog's changes absorbed (through, changes, items); None: not read
+    sequence: str | None = None  # the learned profile encoder's decision in one line (None: not trained)
 
 
 class StageClock:
@@ -118,7 +120,12 @@ def run_job(cfg: JobConfig, progress: bool = True) -> JobSummary:
         if interactions is not None:
             with clock.stage("learn"):
                 on_rows = on_published_rows(interactions, catalog_ids, published)
-                learned = learn(on_rows, vectors, cfg.collab)
+                learned = learn(on_rows, vectors, cfg.collab,
+                                sequence=cfg.sequence if cfg.sequence.active(True) else None)
+            outcome = learned.sequence
+            if outcome is not None and outcome.published:  # into the version: its checksums cover it
+                with clock.stage("sequence_export"):
+                    export_sequence(outcome, artifact.VersionFiles(staged).sequence_dir, cfg.sequence.threads)
         mode = resolve_mode(cfg.publish.activate, interactions is not None, serving_version(out))
         with clock.stage("gate"):
             gate = run_gate(mode, out, on_rows, published, vectors, learned, cfg.collab, cfg.publish.gate_alpha,
@@ -150,6 +157,10 @@ def run_job(cfg: JobConfig, progress: bool = True) -> JobSummary:
                                   index_report.to_dict(), export_report, dict(clock.times),
                                   learned.report if learned else None, notes)
         manifest.gate = gate.to_manifest()
+        if learned is not None and learned.sequence is not None:
+            manifest.sequence = learned.sequence.to_manifest()
+            if learned.sequence.published:
+                manifest.default_strategy = "sequence"
         if absorbed is not None:  # the service skips the changes through this seq (online/live)
             manifest.live_items = absorbed.to_manifest()
         with clock.stage("publish"):
@@ -166,4 +177,5 @@ def run_job(cfg: JobConfig, progress: bool = True) -> JobSummary:
         parse_failures=sum(g and not ok for g, ok in zip(flags, parse_ok)),
         ungrounded=counts["ungrounded"], dropped=counts["dropped"], learned=learned.report if learned else None,
         gate=gate, notes=notes, live_items=absorbed.to_manifest() if absorbed is not None else None,
+        sequence=learned.sequence.line() if learned is not None and learned.sequence is not None else None,
     )

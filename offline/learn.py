@@ -19,11 +19,13 @@ from datetime import datetime, timezone
 
 import numpy as np
 
-from groundrec.offline import collab
+from groundrec.offline import collab, learn_sequence
 from groundrec.offline.config import CollabConfig
 from groundrec.offline.holdout import content_profiles, hold_out_last, published_hits, validation_hits
 from groundrec.offline.interactions import Interactions
 from groundrec.offline.learn_report import LearnReport, Window
+from groundrec.offline.learn_sequence import SequenceOutcome
+from groundrec.offline.sequence_config import SequenceJobConfig
 from groundrec.offline.tuning import HYBRID_AXES, HybridChoice, tune_hybrid
 from groundrec.shared.errors import UserError
 from groundrec.shared.scoring.collab import collab_queries, hybrid_queries, index_rows
@@ -39,6 +41,7 @@ class Learned:
     report: LearnReport  # what was chosen and scored; the manifest records ``report.to_manifest()``
     projection: collab.Projection | None = None  # a hybrid indexed at the content's width
     counts: np.ndarray | None = None  # interactions per published item in the window (what "new" means)
+    sequence: "SequenceOutcome | None" = None  # the learned profile encoder's scores and decision (None: not trained)
 
     @property
     def hybrid(self) -> bool:
@@ -186,7 +189,10 @@ def fit_chosen(histories: list[np.ndarray], n_items: int, content: np.ndarray | 
     return model if choice.full_rank else model.truncated(choice.rank)
 
 
-def learn(inter: Interactions, content: np.ndarray, cfg: CollabConfig, seed: int = 0) -> Learned:
+def learn(inter: Interactions, content: np.ndarray, cfg: CollabConfig, seed: int = 0,
+          sequence: SequenceJobConfig | None = None) -> Learned:
+    """``sequence``: the learned profile encoder's settings; when given and enabled it is trained
+    and chosen against the hybrid on the same validation users (``learn_sequence``)."""
     started = time.perf_counter()
     inter = in_window(inter, cfg.window_days)
     histories = histories_in_time_order(inter)
@@ -197,10 +203,16 @@ def learn(inter: Interactions, content: np.ndarray, cfg: CollabConfig, seed: int
     n = len(content)
     train, users, targets = hold_out_last(histories, cfg.valid_users, seed)
     choice, tuning, scores = HybridChoice.untuned(cfg), None, {}  # no validation user: content only, nothing scored
+    outcome = None
     if users:
         scorer = JobScorer(content, train, users, targets, cfg, seed)
         choice, tuning = tune_hybrid(cfg, scorer, "collab")
         scores = scorer.scores
+        if sequence is not None and sequence.active(True):
+            outcome = learn_sequence.choose(sequence, scorer, users, choice, tuning, seed)
+    elif sequence is not None and sequence.active(True):
+        outcome = learn_sequence.SequenceOutcome(False, "not trained: no validation user (no user's last item is new "
+                                                 "to them)")
     # Weight 0 scores exactly as content alone: publish content only (no refit, an index no
     # wider than the embeddings) and keep the report of what was tried.
     model = projection = None
@@ -208,6 +220,10 @@ def learn(inter: Interactions, content: np.ndarray, cfg: CollabConfig, seed: int
         model = fit_chosen(histories, n, content, cfg, choice, seed)
         if choice.projected:
             projection = project(content, model, choice.weight, histories, seed, choice.half_life)
+    if outcome is not None and outcome.published:  # trained again for the final index (``index_vectors``)
+        final = content if model is None else index_rows(content, choice.weight * model.item,
+                                                         projection.item if projection is not None else None)
+        learn_sequence.train_published(outcome, sequence, histories, content, model, final, seed)
     iso = lambda t: datetime.fromtimestamp(int(t), timezone.utc).isoformat()  # noqa: E731
     report = LearnReport(
         model=model.info if model else {"model": collab.model_name(choice.dropout), "rank": cfg.rank, "reg": choice.reg,
@@ -219,7 +235,7 @@ def learn(inter: Interactions, content: np.ndarray, cfg: CollabConfig, seed: int
         axes=tuning.grid.axes if tuning else {axis: getattr(cfg, axis) for axis in HYBRID_AXES},
         scores=scores, tuning=tuning, projection=projection.info if projection else None,
         seconds=round(time.perf_counter() - started, 2))
-    return Learned(model, report, projection, counts_of_rows(histories, n) if model is not None else None)
+    return Learned(model, report, projection, counts_of_rows(histories, n) if model is not None else None, outcome)
 
 
 def index_vectors(content: np.ndarray, learned: Learned | None) -> np.ndarray:

@@ -1,0 +1,207 @@
+"""The learn stage's learned profile encoder (issue 34): trained, scored against the hybrid on
+the same validation users, published only where it wins.
+
+1. **Validation.** The encoder (``offline.sequence``) trains on the training part the hybrid
+   was tuned on (every history, the held-out users' last new item removed), against the rows
+   the index of the hybrid's chosen point holds (its validation fit at the chosen rank,
+   weight and projection; content alone when the hybrid chose weight 0): its output is a
+   query for that index, ranked by inner product. Its early stopping holds out the last new
+   item of other users (``early_stopping_split``), never the validation users' items.
+2. **The score** is recall@K of each validation user's held-out item, exactly as the hybrid's
+   chosen point was scored (``holdout``), with what the service applies to every strategy of
+   that version: seen items excluded, the freshness prior of new items and the places kept
+   for them (a hybrid version's ``fresh_weight``/``fresh_slots``; none for content only).
+3. **The decision** (``selection.beats_by_one_standard_error``): published when the mean of
+   the per-user differences (encoder - hybrid) is above one standard error of them.
+4. **The published encoder** is trained again, on every history, against the final (refitted)
+   version's index rows: the validation model's outputs live in the validation fit's space
+   (a refit's collaborative vectors are another basis), so it cannot be reused. It is exported
+   into the version's ``sequence/`` (checked against PyTorch) and the version's
+   ``default_strategy`` is ``sequence``.
+
+``SequenceOutcome.to_manifest()`` is the manifest's ``sequence`` (published or not).
+"""
+
+from __future__ import annotations
+
+import shutil
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from groundrec.offline.holdout import CHUNK, K, METRIC, hits, hold_out_last
+from groundrec.offline.selection import beats_by_one_standard_error
+from groundrec.offline.sequence_config import SequenceJobConfig
+from groundrec.offline.tuning import HybridChoice, HybridTuning
+from groundrec.shared.errors import UserError
+from groundrec.shared.scoring.collab import index_rows
+from groundrec.shared.scoring.profiles import unit
+from groundrec.shared.scoring.ranking import lift, top_k_matrix
+
+RULE = "published when mean(encoder - hybrid) > one standard error of the paired per-user differences"
+
+
+@dataclass
+class SequenceOutcome:
+    published: bool
+    reason: str  # the decision in words (the job's summary line ends with it)
+    validation: dict = field(default_factory=dict)  # encoder, hybrid, diff, se, users, metric, rule, early stopping
+    config: dict = field(default_factory=dict)  # the encoder's settings (SequenceConfig)
+    train_s: float = 0.0  # seconds training (validation, and the published encoder's when it won)
+    training: dict = field(default_factory=dict)  # "validation" / "published": epochs, best epoch, parameters...
+    model: object | None = None  # the published encoder (a SequenceModel), None when not published
+    parity: dict | None = None  # the export's check against PyTorch (``export``)
+    sample: list = field(default_factory=list, repr=False)  # histories the export is checked on (real ones)
+
+    def to_manifest(self) -> dict:
+        return {"published": self.published, "reason": self.reason, "validation": self.validation,
+                "config": self.config, "train_s": round(self.train_s, 2), "training": self.training,
+                **({"parity": self.parity} if self.parity is not None else {})}
+
+    def line(self) -> str:
+        """The decision in one line (the job's summary)."""
+        v = self.validation
+        if "encoder" not in v:
+            return f"not published: {self.reason}"
+        figures = (f"{v['metric']} on {v['users']} validation users: encoder {v['encoder']:.4f}, hybrid "
+                   f"{v['hybrid']:.4f}, difference {v['diff']:+.4f} (standard error {v['se']:.4f}); "
+                   f"trained in {self.train_s:.0f} s")
+        return f"{'published (default strategy)' if self.published else 'not published'}: {figures}"
+
+
+def item_inputs(content: np.ndarray, model) -> np.ndarray:
+    """What the encoder reads of each item: its content vector and, for a hybrid, its
+    collaborative query- and item-side vectors at unit length (content-mapped for an item
+    nobody interacted with, so a new item still has all of them)."""
+    if model is None:
+        return np.ascontiguousarray(content, np.float32)
+    return np.ascontiguousarray(np.hstack([content, unit(model.query), unit(model.item)]), np.float32)
+
+
+def validation_index(scorer, choice: HybridChoice) -> tuple[np.ndarray, object]:
+    """The rows the index of the hybrid's chosen point holds on validation (``JobScorer``'s fit at
+    the chosen rank, weight and projection), and that fit (None: content alone)."""
+    if not choice.hybrid:
+        return np.ascontiguousarray(scorer.content, np.float32), None
+    model = scorer.fitted(choice.reg, choice.dropout).truncated(choice.rank)
+    projection = scorer.projections.get(choice.rank) if choice.projected else None
+    rows = index_rows(scorer.content, choice.weight * model.item, projection.item if projection is not None else None)
+    return np.ascontiguousarray(rows, np.float32), model
+
+
+def hybrid_hits(tuning: HybridTuning, choice: HybridChoice) -> np.ndarray:
+    """The hybrid's per-user hits at its chosen point as published (its freshness prior and
+    kept places for a hybrid; content alone's hits for weight 0): what the tuner scored."""
+    last = tuning.slots if choice.hybrid and tuning.slots is not None else tuning.grid
+    return np.asarray(last.scores[tuple(last.chosen[axis] for axis in last.axes)], np.float64)
+
+
+def served_hits(queries: np.ndarray, index: np.ndarray, held: list[np.ndarray], targets: np.ndarray,
+                new: np.ndarray | None = None, fresh_weight: float = 0.0, slots: int = 0) -> np.ndarray:
+    """Whether each user's target is in the top K of ``queries . index`` as the service ranks a
+    query (seen items excluded, ``fresh_weight`` added to the ``new`` items, ``slots`` places
+    kept for them), as ``holdout.published_hits`` scores the hybrid."""
+    found = []
+    for start in range(0, len(held), CHUNK):
+        part = slice(start, start + CHUNK)
+        scores = lift(np.asarray(queries[part], np.float32) @ index.T, [fresh_weight] * len(held[part]), new)
+        if slots:
+            top = top_k_matrix(scores, K, held[part], new, slots)
+            found.append((top == targets[part][:, None]).any(axis=1))
+        else:
+            found.append(hits(scores, held[part], targets[part]))
+    return np.concatenate(found) if found else np.zeros(0, bool)
+
+
+def _settings(cfg: SequenceJobConfig, seed: int):
+    from groundrec.offline.sequence.model import SequenceConfig
+
+    return SequenceConfig(**cfg.encoder_settings(K, seed))
+
+
+def _trained_report(trained) -> dict:
+    report = trained.report()
+    report.pop("config", None)
+    return report
+
+
+def early_stopping_split(train: list[np.ndarray], users: list[int], max_users: int,
+                         seed: int = 0) -> tuple[list[np.ndarray], tuple[list, list]]:
+    """The encoder's training histories and its early-stopping set: the last new item of up to
+    ``max_users`` users held out, drawn from the users *not* validating the choice (``users``,
+    whose histories already end before their held-out item and are trained on as they are);
+    when no other user has a last new item, from every user's training part."""
+    validating = set(users)
+    others = [h[:0] if u in validating else h for u, h in enumerate(train)]
+    cut, held, targets = hold_out_last(others, max_users, seed)
+    if not held:  # every candidate validates the choice (a small catalog): their training parts' last items
+        validating = set()
+        cut, held, targets = hold_out_last(train, max_users, seed)
+    histories = [train[u] if u in validating else cut[u] for u in range(len(train))]
+    return histories, ([cut[u] for u in held], [[int(t)] for t in targets])
+
+
+def choose(cfg: SequenceJobConfig, scorer, users: list[int], choice: HybridChoice, tuning: HybridTuning,
+           seed: int = 0, log=None) -> SequenceOutcome:
+    """Train the encoder on ``scorer``'s training part against the chosen point's index rows,
+    score it on ``scorer``'s validation users (``users``, whose held-out items it never sees) as
+    the hybrid was scored, and decide."""
+    from groundrec.offline.sequence.train import train_sequence_encoder
+
+    settings = _settings(cfg, seed)
+    index, model = validation_index(scorer, choice)
+    train, stopping = early_stopping_split(scorer.train, users, cfg.valid_users, seed)
+    started = time.perf_counter()
+    try:
+        trained = train_sequence_encoder(train, item_inputs(scorer.content, model), None, settings,
+                                         targets=index, valid=stopping, log=log)
+    except UserError as e:  # too little to train on: the hybrid stands, and the manifest says why
+        return SequenceOutcome(False, f"not trained: {e}", {"metric": METRIC, "rule": RULE}, settings.to_dict(),
+                               time.perf_counter() - started)
+    train_s = time.perf_counter() - started
+    fresh = (choice.fresh_weight, choice.fresh_slots) if choice.hybrid else (0.0, 0)
+    encoder = served_hits(trained.model.encode(scorer.held), index, scorer.held, scorer.targets,
+                          scorer.new if choice.hybrid else None, *fresh)
+    hybrid = hybrid_hits(tuning, choice)
+    rule = beats_by_one_standard_error(encoder, hybrid)
+    validation = {"encoder": rule["candidate"], "hybrid": rule["incumbent"], "diff": rule["diff"], "se": rule["se"],
+                  "users": rule["users"], "metric": METRIC, "rule": RULE,
+                  "fresh_weight": fresh[0], "fresh_slots": fresh[1], "early_stopping_recall": round(trained.score, 6)}
+    reason = ("it beats the hybrid by more than one standard error" if rule["wins"] else
+              "it does not beat the hybrid by more than one standard error: the version is the hybrid")
+    return SequenceOutcome(rule["wins"], reason, validation, settings.to_dict(), train_s,
+                           {"validation": _trained_report(trained)})
+
+
+def train_published(outcome: SequenceOutcome, cfg: SequenceJobConfig, histories: list[np.ndarray],
+                    content: np.ndarray, model, index: np.ndarray, seed: int = 0, log=None) -> SequenceOutcome:
+    """The winning encoder trained again on every history against the final version's index
+    rows ``index`` (``model``: its refitted collaborative model, None for content alone)."""
+    from groundrec.offline.sequence.train import train_sequence_encoder
+
+    started = time.perf_counter()
+    trained = train_sequence_encoder(histories, item_inputs(content, model), None, _settings(cfg, seed),
+                                     targets=np.ascontiguousarray(index, np.float32), log=log)
+    outcome.train_s += time.perf_counter() - started
+    outcome.training["published"] = _trained_report(trained)
+    outcome.model, outcome.sample = trained.model, list(histories[:1000])
+    return outcome
+
+
+def export(outcome: SequenceOutcome, directory: Path, threads: int = 1) -> dict | None:
+    """The published encoder exported into the version's ``sequence/`` folder and checked
+    against PyTorch on 1,000 histories (the training's first, then the edge cases and random
+    ones ``export.check_histories`` adds); the parity report is recorded. An export that fails
+    its check is not published: the folder is removed and the version stays the hybrid, with
+    the reason in the manifest (the encoder is an option of the version, not what makes one)."""
+    from groundrec.offline.sequence.export import SequenceExportError, export_sequence_encoder
+
+    try:
+        outcome.parity = export_sequence_encoder(outcome.model, directory, outcome.sample, threads=threads)
+    except SequenceExportError as e:
+        shutil.rmtree(directory, ignore_errors=True)
+        outcome.published, outcome.model = False, None
+        outcome.reason = f"{outcome.reason}, but its ONNX export failed its check: {e}"
+    return outcome.parity

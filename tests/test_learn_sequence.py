@@ -1,0 +1,219 @@
+"""The learned profile encoder in the offline job (offline/learn_sequence.py, the ``sequence``
+section of offline/sequence_config.py): trained in the learn stage, scored on the hybrid's
+validation users with the hybrid's metric, published only where it beats the hybrid by more
+than one standard error of the paired differences; otherwise the version is the hybrid with
+the encoder's scores in its manifest.
+
+The data: text-only catalogs (no VLM) of items with random titles, and users whose histories
+are hops ``x, x+1`` (item x is always followed by item x+1): which unseen neighbour comes
+next is in the order alone. The hybrid's grid leaves out the recency of the collaborative
+query (``half_life: [0]``), which would read the order of the last item."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+pytest.importorskip("torch")
+pytest.importorskip("onnxruntime")
+
+from groundrec.offline import collab, learn_sequence  # noqa: E402
+from groundrec.offline.config import load_job_config  # noqa: E402
+from groundrec.offline.holdout import K, published_hits  # noqa: E402
+from groundrec.offline.job import run_job  # noqa: E402
+from groundrec.offline.sequence.model import SequenceConfig  # noqa: E402
+from groundrec.offline.sequence_config import SequenceJobConfig  # noqa: E402
+from groundrec.online.config import ServeConfig  # noqa: E402
+from groundrec.online.schemas import UserQuery  # noqa: E402
+from groundrec.online.serving import build_serving  # noqa: E402
+from groundrec.shared import artifact  # noqa: E402
+from groundrec.shared.scoring.collab import collab_queries, hybrid_queries, index_rows  # noqa: E402
+from groundrec.shared.scoring.profiles import latest, mean_profiles  # noqa: E402
+from groundrec.shared.scoring.ranking import lift, top_k_matrix  # noqa: E402
+from groundrec.shared.sequence_encoder import SequenceEncoder  # noqa: E402
+
+WORDS = ["red", "blue", "green", "black", "white", "wool", "cotton", "linen", "denim", "silk", "shirt", "dress",
+         "coat", "scarf", "boot", "bag", "hat", "skirt", "jacket", "sock", "striped", "plain", "checked", "slim"]
+
+
+def hop_data(root, n_items=200, n_users=300, hops=12, ordered=True, seed=0):
+    """catalog.parquet (item_id, title) and interactions.parquet: each user ``hops`` times an
+    item x then x + 1 (in time order; ``ordered=False``: the same items in a random order)."""
+    rng = np.random.default_rng(seed)
+    ids = [f"p{i:04d}" for i in range(n_items)]
+    root.mkdir(parents=True, exist_ok=True)
+    pq.write_table(pa.table({"item_id": ids, "title": [" ".join(rng.choice(WORDS, 4)) for _ in ids]}),
+                   root / "catalog.parquet")
+    users, items, ts = [], [], []
+    for u in range(n_users):
+        history = [int(i) for x in rng.integers(0, n_items, hops) for i in (x, (x + 1) % n_items)]
+        if not ordered:
+            rng.shuffle(history)
+        users += [f"u{u}"] * len(history)
+        items += [ids[i] for i in history]
+        ts += [1_700_000_000 + 1_000 * u + t for t in range(len(history))]
+    pq.write_table(pa.table({"user_id": users, "item_id": items, "timestamp": pa.array(np.array(ts, "datetime64[s]"))}),
+                   root / "interactions.parquet")
+    return root
+
+
+def job(data, out, cache, **extra):
+    cfg = load_job_config(None, {
+        "catalog.path": str(data / "catalog.parquet"), "out": str(out), "cache_dir": str(cache), "run.runner": "local",
+        "export.enabled": False, "catalog.text_columns": ["title"], "encoder.template": "{title}",
+        "interactions.path": str(data / "interactions.parquet"), "collab.rank": 32, "collab.reg": [10.0, 100.0],
+        "collab.dropout": [0.0], "collab.weight": [0.0, 1.0, 10.0], "collab.half_life": [0.0], "collab.refine": False,
+        "collab.valid_users": 100, "sequence.dim": 32, "sequence.blocks": 1, "sequence.max_len": 30,
+        "sequence.batch_size": 16, "sequence.lr": 0.003, "sequence.epochs": 15, "sequence.patience": 3, **extra})
+    summary = run_job(cfg, progress=False)
+    return {"summary": summary, "dir": summary.version_dir, "manifest": artifact.verify(summary.version_dir)}
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory):
+    root = tmp_path_factory.mktemp("learn_sequence")
+    ordered, shuffled = hop_data(root / "ordered"), hop_data(root / "shuffled", ordered=False)
+    return {"ordered": ordered, "shuffled": shuffled, "root": root,
+            "won": job(ordered, root / "won", root / "cache")}
+
+
+def _recorded_hybrid(manifest) -> float:
+    """The hybrid's validation score at its published point, as the tuner recorded it."""
+    c = manifest.collab
+    name = f"published fresh_weight={c['fresh_weight']:g}" + (f" fresh_slots={c['fresh_slots']}"
+                                                               if c["fresh_slots"] else "")
+    return c["validation"]["scores"][name]
+
+
+def test_an_order_the_hybrid_cannot_see_publishes_the_encoder_as_the_default(runs):
+    won = runs["won"]
+    m, seq = won["manifest"], won["manifest"].sequence
+    v = seq["validation"]
+    assert seq["published"] and m.default_strategy == "sequence"
+    assert v["users"] == m.collab["validation"]["users"] == 100  # the hybrid's validation users
+    assert v["hybrid"] == pytest.approx(_recorded_hybrid(m))  # ... and its score at the published point
+    assert v["encoder"] > v["hybrid"] + v["se"] and v["diff"] == pytest.approx(v["encoder"] - v["hybrid"])
+    assert v["encoder"] > 0.95 and v["hybrid"] < 0.9
+    assert seq["config"]["dim"] == 32 and seq["train_s"] > 0
+    assert set(seq["training"]) == {"validation", "published"}  # trained again for the final index
+    assert seq["parity"]["max_abs_diff"] <= 1e-4 and seq["parity"]["n_histories"] == 1000
+    assert seq["parity"]["empty"] and seq["parity"]["length_1"] and seq["parity"]["over_long"]
+    files = artifact.VersionFiles(won["dir"])
+    assert files.has_sequence and set(artifact.sequence_files()) <= set(m.files)  # checksummed like encoder/
+    assert won["summary"].sequence.startswith("published (default strategy): recall@20")
+    assert "sequence_export" in won["summary"].timings_s
+
+
+def test_a_request_naming_no_strategy_is_the_encoder_s_query_searched(runs):
+    """The served list of a strategy-less request equals SequenceEncoder's query searched over
+    the version's index rows (seen items out; the version's freshness prior and kept places)."""
+    path = runs["won"]["dir"]
+    retriever = build_serving(ServeConfig(artifacts=path.parent.parent), path.name, path).retriever  # the service's
+    v = retriever.v
+    encoder = SequenceEncoder(artifact.VersionFiles(runs["won"]["dir"]).sequence_dir)
+    rows = v.index.reconstruct_n(0, v.index.ntotal)
+    inter = pq.read_table(runs["ordered"] / "interactions.parquet")
+    by_user: dict[str, list[int]] = {}
+    for u, i in zip(inter.column("user_id").to_pylist(), inter.column("item_id").to_pylist()):
+        by_user.setdefault(u, []).append(v.row_of[i])
+    histories = [h[:n] for h, n in zip(list(by_user.values())[:12], range(3, 27, 2))]  # cut at odd lengths
+    counts = v.items.column(artifact.WINDOW_INTERACTIONS).to_numpy()
+    new = np.flatnonzero(counts == 0)
+    scores = lift(encoder.encode(histories) @ rows.T, [v.collab_fresh_weight] * len(histories), new)
+    want = top_k_matrix(scores, 10, histories, new, v.collab_fresh_slots)
+    answers = retriever.recommend_batch([UserQuery(history=[v.item_ids[r] for r in h], k=10) for h in histories])
+    for h, expected, got in zip(histories, want, answers):
+        assert [v.row_of[x.item_id] for x in got.items] == expected.tolist()
+    nexts = [(h[-1] + 1) % len(v.item_ids) for h in histories]  # each cut ends on an x: x + 1 is next
+    found = [n in [v.row_of[x.item_id] for x in got.items] for n, h, got in zip(nexts, histories, answers) if n not in h]
+    assert len(found) >= 8 and sum(found) >= len(found) - 1  # (recall@20 on validation: 1.0)
+    mean = retriever.recommend(UserQuery(history=[v.item_ids[r] for r in histories[0]], k=10, strategy="mean"))
+    assert [x.item_id for x in mean.items] != [x.item_id for x in answers[0].items]
+
+
+def test_without_an_order_to_learn_the_scores_are_recorded_and_the_rule_decides(runs):
+    got = job(runs["shuffled"], runs["root"] / "shuffled_out", runs["root"] / "cache")
+    m, seq = got["manifest"], got["manifest"].sequence
+    v = seq["validation"]
+    assert v["users"] == 100 and v["hybrid"] == pytest.approx(_recorded_hybrid(m))
+    assert 0 <= v["encoder"] <= 1 and v["se"] > 0
+    assert seq["published"] == (v["diff"] > v["se"])
+    if not seq["published"]:
+        assert m.default_strategy == "mean" and not artifact.VersionFiles(got["dir"]).has_sequence
+        assert "parity" not in seq and list(seq["training"]) == ["validation"]
+        assert got["summary"].sequence.startswith("not published: recall@20")
+
+
+def test_a_losing_encoder_leaves_the_hybrid_with_its_scores(runs, monkeypatch):
+    """The same ordered data with the rule answering no: nothing of the encoder is published."""
+    def never(candidate, incumbent):
+        return {**real(candidate, incumbent), "wins": False}
+
+    real = learn_sequence.beats_by_one_standard_error
+    monkeypatch.setattr(learn_sequence, "beats_by_one_standard_error", never)
+    got = job(runs["ordered"], runs["root"] / "lost", runs["root"] / "cache")
+    m, seq = got["manifest"], got["manifest"].sequence
+    assert not seq["published"] and m.default_strategy == "mean" and "parity" not in seq
+    assert seq["validation"]["encoder"] > seq["validation"]["hybrid"]  # recorded as scored
+    assert not (got["dir"] / artifact.SEQUENCE_DIR).exists()
+    assert not any(f.startswith(artifact.SEQUENCE_DIR) for f in m.files)
+    manifest = json.loads((got["dir"] / artifact.MANIFEST).read_text())
+    assert manifest["default_strategy"] == "mean" and manifest["sequence"]["published"] is False
+
+
+def test_sequence_off_trains_nothing(runs):
+    got = job(runs["ordered"], runs["root"] / "off", runs["root"] / "cache", **{"sequence.enabled": False})
+    assert got["manifest"].sequence is None and got["manifest"].default_strategy == "mean"
+    assert got["summary"].sequence is None and not artifact.VersionFiles(got["dir"]).has_sequence
+
+
+def test_the_encoder_is_scored_exactly_as_the_hybrid_s_published_point():
+    """``served_hits`` with the hybrid's own queries and index rows is ``holdout.published_hits``:
+    the same users, metric, exclusion, freshness prior and kept places."""
+    rng = np.random.default_rng(1)
+    n, d, r = 80, 12, 6
+    content = rng.normal(size=(n, d)).astype(np.float32)
+    content /= np.linalg.norm(content, axis=1, keepdims=True)
+    model = collab.CollabModel(rng.normal(size=(n, r)).astype(np.float32), rng.normal(size=(n, r)).astype(np.float32),
+                               np.ones(n, bool))
+    held = [rng.choice(n, int(rng.integers(1, 9)), replace=False) for _ in range(300)]
+    targets = np.array([int(rng.choice(np.setdiff1d(np.arange(n), h))) for h in held])
+    profiles = mean_profiles(content, [latest(h) for h in held])
+    new = np.arange(0, n, 7)
+    fresh = ((0.0, 0), (0.3, 0), (0.3, 2))
+    want = published_hits(model, content, profiles, held, targets, 3.0, None, 5.0, new, fresh)
+    queries = hybrid_queries(profiles, collab_queries(model.query, [latest(h) for h in held], 5.0), None)
+    index = index_rows(content, 3.0 * model.item, None)
+    for fw, slots in fresh:
+        got = learn_sequence.served_hits(queries, index, held, targets, new, fw, slots)
+        assert np.array_equal(got, want[fw, slots]) and 0 < got.mean() < 1
+
+
+def test_the_section_mirrors_the_encoder_s_settings_and_is_checked_at_the_edge():
+    assert SequenceConfig(**SequenceJobConfig().encoder_settings(K, 0)).to_dict() == SequenceConfig(k=K, seed=0).to_dict()
+    assert SequenceJobConfig().active(True) and not SequenceJobConfig().active(False)
+    assert not SequenceJobConfig(enabled=False).active(True) and SequenceJobConfig(enabled=True).active(True)
+    assert load_job_config(None, {"sequence.enabled": "false"}).sequence.enabled is False
+    with pytest.raises(ValueError, match="multiple of sequence.heads"):
+        load_job_config(None, {"sequence.dim": 30, "sequence.heads": 4})
+    for bad in ({"sequence.enabled": "sometimes"}, {"sequence.threads": 0}, {"sequence.lr": 0},
+                {"sequence.typo": 1}):
+        with pytest.raises(Exception):
+            load_job_config(None, bad)
+
+
+def test_the_early_stopping_users_are_never_the_validation_users():
+    histories = [np.arange(u, u + 6) for u in range(40)]
+    train, stopping = learn_sequence.early_stopping_split(histories, [0, 1, 2, 3], 10, seed=0)
+    assert len(stopping[0]) == 10
+    held = [u for u in range(40) if len(train[u]) == 5]
+    assert len(held) == 10 and not set(held) & {0, 1, 2, 3}
+    assert all(np.array_equal(train[u], histories[u]) for u in (0, 1, 2, 3))
+    assert [t[0] for t in stopping[1]] == [int(histories[u][-1]) for u in held]
+    # Every candidate validating: the training parts' last items instead.
+    _, stopping = learn_sequence.early_stopping_split(histories[:3], [0, 1, 2], 10)
+    assert len(stopping[0]) == 3
