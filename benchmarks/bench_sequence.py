@@ -86,17 +86,36 @@ def references(cfg: EvalConfig, runner: Runner, rep, args) -> dict:
     out["seconds"]["hybrid tuning"] = time.perf_counter() - started
     if args.ease:
         started = time.perf_counter()
-        found = coarse_to_fine({"reg": grid.reg, "dropout": [0.0], "half_life": grid.half_life},
-                               lambda points: [runner.valid_users_scores(CollabSystem(
-                                   "recency-EASE", "interactions", on_valid(p["reg"]).interactions_only(),
-                                   half_life=p["half_life"])) for p in points],
-                               later="dropout", at="reg", refine=("reg", "half_life") if grid.refine else (),
-                               widenings=grid.widenings, section="tuning.collab")
-        out["ease"] = found.scores[tuple(found.chosen[a] for a in found.axes)]
-        out["ease_chosen"] = {**found.chosen, "name": recency_name(on_valid(found.chosen["reg"]))}
+        out["ease"], out["ease_chosen"] = recency_ease(runner, on_valid, grid)
         out["seconds"]["recency-EASE tuning"] = time.perf_counter() - started
     cache.write_bytes(pickle.dumps(out))
     return out
+
+
+def recency_ease(runner: Runner, on_valid: Fits, grid) -> tuple[np.ndarray, dict]:
+    """Recency-weighted EASE as eval's row chooses it (reg and half-life by ``coarse_to_fine``):
+    per-user validation recall of the chosen point, and the point."""
+    found = coarse_to_fine({"reg": grid.reg, "dropout": [0.0], "half_life": grid.half_life},
+                           lambda points: [runner.valid_users_scores(CollabSystem(
+                               "recency-EASE", "interactions", on_valid(p["reg"]).interactions_only(),
+                               half_life=p["half_life"])) for p in points],
+                           later="dropout", at="reg", refine=("reg", "half_life") if grid.refine else (),
+                           widenings=grid.widenings, section="tuning.collab")
+    chosen = {**found.chosen, "name": recency_name(on_valid(found.chosen["reg"]))}
+    return found.scores[tuple(found.chosen[a] for a in found.axes)], chosen
+
+
+def full_rank_ease(cfg: EvalConfig, runner: Runner, rep, args) -> tuple[np.ndarray, dict]:
+    """Recency-EASE at full rank (eval's row with ``tuning.collab.full_rank_max_mb`` set), cached."""
+    key = hashlib.sha256(json.dumps([cfg.model_dump(mode="json"), args.ease_full_rank_mb],
+                                    sort_keys=True, default=str).encode()).hexdigest()[:16]
+    cache = Path(args.out) / f"ease-full-{key}.pkl"
+    if not cache.is_file():
+        grid = cfg.tuning.collab.model_copy(update={"full_rank_max_mb": args.ease_full_rank_mb})
+        data = runner.data
+        cache.write_bytes(pickle.dumps(recency_ease(runner, Fits(data.valid_histories, data.n_items, rep.vectors,
+                                                                 grid, cfg.seed), grid)))
+    return pickle.loads(cache.read_bytes())
 
 
 def index_and_inputs(cfg: EvalConfig, data, rep, choice, inputs: str) -> tuple[np.ndarray, np.ndarray]:
@@ -125,6 +144,8 @@ def main() -> None:
     p.add_argument("--out", default="/tmp/bench_sequence", help="caches, the export (never inside the repository)")
     p.add_argument("--threads", type=int, default=1, help="torch and onnxruntime threads")
     p.add_argument("--ease", action="store_true", help="also recency-EASE, tuned as eval's row (more fits)")
+    p.add_argument("--ease-full-rank-mb", type=float, help="also recency-EASE at full rank within this budget "
+                                                             "(tuning.collab.full_rank_max_mb), e.g. 2048")
     p.add_argument("--profile", help="the content profile as JSON (skips eval's profile tuning), e.g. "
                                      '\'{"strategy": "multi_interest", "n_interests": 5, "popularity_weight": 0.1}\'')
     p.add_argument("--set", action="append", help="an eval config override, as groundrec eval --set")
@@ -168,7 +189,12 @@ def main() -> None:
     print(line("groundrec hybrid, no fresh lift or place", ref["hybrid_no_fresh"]))
     if "ease" in ref:
         print(line(ref["ease_chosen"]["name"], ref["ease"], str(ref["ease_chosen"])))
-    for name in ("hybrid", "hybrid_no_fresh", "ease"):
+    if args.ease_full_rank_mb:
+        ref["ease_full"], chosen = full_rank_ease(cfg, runner, rep, args)
+        print(line(chosen["name"], ref["ease_full"], str(chosen)))
+    np.savez(Path(args.out) / "per_user.npz", encoder=encoder, **{n: ref[n] for n in
+                                                                  ("hybrid", "hybrid_no_fresh", "ease", "ease_full") if n in ref})
+    for name in ("hybrid", "hybrid_no_fresh", "ease", "ease_full"):
         if name in ref:
             d = encoder - ref[name]
             lo, hi = np.quantile([d[np.random.default_rng(s).integers(0, len(d), len(d))].mean() for s in range(1000)],
