@@ -14,8 +14,9 @@ the same validation users, published only where it wins.
 3. **The decision** (``selection.beats_by_one_standard_error``): published when the mean of
    the per-user differences (encoder - hybrid) is above one standard error of them.
 4. **The published encoder** is trained again, on every history, against the final (refitted)
-   version's index rows: the validation model's outputs live in the validation fit's space
-   (a refit's collaborative vectors are another basis), so it cannot be reused. It is exported
+   version's index rows, for as many epochs as validation chose: the validation model's outputs
+   live in the validation fit's space (a refit's collaborative vectors are another basis), so
+   it cannot be reused. It is exported
    into the version's ``sequence/`` (checked against PyTorch) and the version's
    ``default_strategy`` is ``sequence``.
 
@@ -26,7 +27,7 @@ from __future__ import annotations
 
 import shutil
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -178,11 +179,17 @@ def choose(cfg: SequenceJobConfig, scorer, users: list[int], choice: HybridChoic
 def train_published(outcome: SequenceOutcome, cfg: SequenceJobConfig, histories: list[np.ndarray],
                     content: np.ndarray, model, index: np.ndarray, seed: int = 0, log=None) -> SequenceOutcome:
     """The winning encoder trained again on every history against the final version's index
-    rows ``index`` (``model``: its refitted collaborative model, None for content alone)."""
+    rows ``index`` (``model``: its refitted collaborative model, None for content alone), for
+    the number of epochs validation chose (bounded by twice ``max_seconds``)."""
     from groundrec.offline.sequence.train import train_sequence_encoder
 
+    settings = _settings(cfg, seed)
+    # As many epochs as validation chose (its time cap, hit on a loaded machine, would otherwise
+    # publish a less trained encoder than the one that won); twice the cap as a bound.
+    epochs = int(outcome.training.get("validation", {}).get("best_epoch") or settings.epochs)
+    settings = replace(settings, epochs=epochs, patience=epochs, max_seconds=2 * settings.max_seconds)
     started = time.perf_counter()
-    trained = train_sequence_encoder(histories, item_inputs(content, model), None, _settings(cfg, seed),
+    trained = train_sequence_encoder(histories, item_inputs(content, model), None, settings,
                                      targets=np.ascontiguousarray(index, np.float32), log=log)
     outcome.train_s += time.perf_counter() - started
     outcome.training["published"] = _trained_report(trained)

@@ -37,7 +37,7 @@ class SequenceJobConfig(StrictModel):
     epochs: int = Field(40, ge=1, description="most epochs of a training (early stopping usually ends it sooner)")
     patience: int = Field(3, ge=1, description="epochs without a better early-stopping recall before stopping")
     batch_size: int = Field(128, ge=1, description="training sequences per step")
-    lr: float = Field(1e-3, gt=0, description="AdamW learning rate")
+    lr: float = Field(3e-3, gt=0, description="AdamW learning rate")
     weight_decay: float = Field(0.01, ge=0, description="AdamW weight decay")
     valid_users: int = Field(2_000, ge=10, description="users whose last new item is held out of the encoder's "
                              "training for early stopping (never the hybrid's validation users' items, which "

@@ -99,7 +99,8 @@ def test_an_order_the_hybrid_cannot_see_publishes_the_encoder_as_the_default(run
     assert v["encoder"] > v["hybrid"] + v["se"] and v["diff"] == pytest.approx(v["encoder"] - v["hybrid"])
     assert v["encoder"] > 0.95 and v["hybrid"] < 0.9
     assert seq["config"]["dim"] == 32 and seq["train_s"] > 0
-    assert set(seq["training"]) == {"validation", "published"}  # trained again for the final index
+    assert set(seq["training"]) == {"validation", "published"}  # trained again for the final index ...
+    assert len(seq["training"]["published"]["epochs"]) == seq["training"]["validation"]["best_epoch"]  # ... as long
     assert seq["parity"]["max_abs_diff"] <= 1e-4 and seq["parity"]["n_histories"] == 1000
     assert seq["parity"]["empty"] and seq["parity"]["length_1"] and seq["parity"]["over_long"]
     files = artifact.VersionFiles(won["dir"])
