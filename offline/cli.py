@@ -55,8 +55,8 @@ def offline_run(
                                            "(default: gate when there are interactions and a version is serving, "
                                            "else always). gate: only if not significantly worse than the serving "
                                            "version on the interactions since its training cutoff; refused: exit 3."),
-    sequence: Optional[str] = typer.Option(None, help="The learned profile encoder (with --interactions): auto "
-                                           "(default: on) | true | false. Trained and published only where it beats "
+    sequence: Optional[str] = typer.Option(None, help="The learned profile encoder (with --interactions): true | "
+                                           "auto (on) | false (the default, for now: docs/hybrid.md). Trained and published only where it beats "
                                            "the hybrid on validation by more than one standard error."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bars."),
 ):
