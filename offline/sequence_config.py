@@ -4,17 +4,49 @@ beats the hybrid on the same validation users by more than one standard error of
 differences (``offline.learn_sequence``); otherwise its scores are only recorded.
 
 Torch-free on purpose: the config is read (and ``--help`` shown) without importing torch.
-The knobs mirror ``offline.sequence.model.SequenceConfig`` (its defaults; a test keeps them
-equal), except ``k`` (the learn stage's metric, recall@20) and ``seed`` (the job's)."""
+``SequenceConfig`` (the encoder's settings, which ``offline.sequence`` trains with) is defined
+here once; the job's section takes its defaults from it and adds the edge checks, except ``k``
+(the learn stage's metric, recall@20), ``scale`` and ``seed`` (the job's)."""
 
 from __future__ import annotations
 
+from dataclasses import asdict, dataclass
 from typing import Literal
 
 from pydantic import Field, model_validator
 
 from groundrec.shared.config import StrictModel
 from groundrec.shared.errors import UserError
+
+
+@dataclass
+class SequenceConfig:
+    """The encoder's shape and its training settings (``offline.sequence.train``)."""
+
+    max_len: int = 50  # the latest items of a history that are read
+    dim: int = 64
+    blocks: int = 2
+    heads: int = 1
+    dropout: float = 0.2
+    id_dropout: float = 0.1  # in training, a warm item's id embedding is dropped this often (teaches the vectors)
+    skip_repeats: bool = True  # no loss on a target already in its history (eval and the service exclude seen items)
+    epochs: int = 40
+    patience: int = 3  # epochs without a better validation recall before stopping
+    batch_size: int = 128
+    lr: float = 3e-3
+    weight_decay: float = 0.01
+    valid_users: int = 2000  # held out (their last new item) when no validation set is given
+    scale: float = 5.0  # the softmax temperature's start (logits = scale x unit query . index vector)
+    k: int = 20  # validation recall@k
+    threads: int = 1  # torch.set_num_threads while training (set on purpose: the machine is shared)
+    max_seconds: float = 480.0  # training stops after the epoch that passes this
+    seed: int = 0
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+_D = SequenceConfig()  # the defaults, in one place
 
 
 class SequenceJobConfig(StrictModel):
@@ -27,26 +59,26 @@ class SequenceJobConfig(StrictModel):
         "false (the default for now: its training is capped by wall time, so on a loaded machine the decision "
         "can differ, it costs 3.7-4.6x the learn stage on retail, and eval's published row does not train it "
         "yet): not trained (the version is the hybrid, nothing recorded)")
-    max_len: int = Field(50, ge=1, le=1024, description="the latest items of a history the encoder reads")
-    dim: int = Field(64, ge=4, le=1024, description="the transformer's width")
-    blocks: int = Field(2, ge=1, le=12, description="transformer blocks (causal self-attention + feed-forward)")
-    heads: int = Field(1, ge=1, le=16, description="attention heads (dim must be a multiple)")
-    dropout: float = Field(0.2, ge=0, lt=1, description="dropout in training")
-    id_dropout: float = Field(0.1, ge=0, le=1, description="in training, a warm item's id embedding is dropped "
+    max_len: int = Field(_D.max_len, ge=1, le=1024, description="the latest items of a history the encoder reads")
+    dim: int = Field(_D.dim, ge=4, le=1024, description="the transformer's width")
+    blocks: int = Field(_D.blocks, ge=1, le=12, description="transformer blocks (causal self-attention + feed-forward)")
+    heads: int = Field(_D.heads, ge=1, le=16, description="attention heads (dim must be a multiple)")
+    dropout: float = Field(_D.dropout, ge=0, lt=1, description="dropout in training")
+    id_dropout: float = Field(_D.id_dropout, ge=0, le=1, description="in training, a warm item's id embedding is dropped "
                               "this often (the encoder learns to read an item's vectors, which new items have)")
-    skip_repeats: bool = Field(True, description="no loss on a next item already in the history (the service "
+    skip_repeats: bool = Field(_D.skip_repeats, description="no loss on a next item already in the history (the service "
                                "excludes seen items)")
-    epochs: int = Field(40, ge=1, description="most epochs of a training (early stopping usually ends it sooner)")
-    patience: int = Field(3, ge=1, description="epochs without a better early-stopping recall before stopping")
-    batch_size: int = Field(128, ge=1, description="training sequences per step")
-    lr: float = Field(3e-3, gt=0, description="AdamW learning rate")
-    weight_decay: float = Field(0.01, ge=0, description="AdamW weight decay")
-    valid_users: int = Field(2_000, ge=10, description="users whose last new item is held out of the encoder's "
+    epochs: int = Field(_D.epochs, ge=1, description="most epochs of a training (early stopping usually ends it sooner)")
+    patience: int = Field(_D.patience, ge=1, description="epochs without a better early-stopping recall before stopping")
+    batch_size: int = Field(_D.batch_size, ge=1, description="training sequences per step")
+    lr: float = Field(_D.lr, gt=0, description="AdamW learning rate")
+    weight_decay: float = Field(_D.weight_decay, ge=0, description="AdamW weight decay")
+    valid_users: int = Field(_D.valid_users, ge=10, description="users whose last new item is held out of the encoder's "
                              "training for early stopping (never the hybrid's validation users' items, which "
                              "are already out of the training part)")
-    threads: int = Field(1, ge=1, le=256, description="torch threads while training and onnxruntime threads of "
+    threads: int = Field(_D.threads, ge=1, le=256, description="torch threads while training and onnxruntime threads of "
                          "the export's check (set on purpose: the job may share the machine)")
-    max_seconds: float = Field(480.0, gt=0, description="a training stops after the epoch that passes this many "
+    max_seconds: float = Field(_D.max_seconds, gt=0, description="a training stops after the epoch that passes this many "
                                "seconds (the learn stage trains up to twice: on validation, then, when it wins, "
                                "for the published version)")
 

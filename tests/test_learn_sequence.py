@@ -195,8 +195,9 @@ def test_the_encoder_is_scored_exactly_as_the_hybrid_s_published_point():
         assert np.array_equal(got, want[fw, slots]) and 0 < got.mean() < 1
 
 
-def test_the_section_mirrors_the_encoder_s_settings_and_is_checked_at_the_edge():
-    assert SequenceConfig(**SequenceJobConfig().encoder_settings(K, 0)).to_dict() == SequenceConfig(k=K, seed=0).to_dict()
+def test_the_section_gives_the_encoder_its_settings_and_is_checked_at_the_edge():
+    settings = SequenceJobConfig(dim=32, heads=2, lr=0.01).encoder_settings(K, 7)
+    assert SequenceConfig(**settings) == SequenceConfig(dim=32, heads=2, lr=0.01, k=K, seed=7)
     assert not SequenceJobConfig().active(True)  # off by default for now (docs/hybrid.md)
     assert SequenceJobConfig(enabled="auto").active(True) and not SequenceJobConfig(enabled="auto").active(False)
     assert not SequenceJobConfig(enabled=False).active(True) and SequenceJobConfig(enabled=True).active(True)

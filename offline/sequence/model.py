@@ -18,40 +18,13 @@ history (no known item) gives a zero query.
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass
 
 import numpy as np
 import torch
 from torch import nn
 
+from groundrec.offline.sequence_config import SequenceConfig  # noqa: F401  (the settings, torch-free)
 from groundrec.shared.sequence_encoder import PAD, pad_histories  # noqa: F401  (PAD: an empty slot)
-
-
-@dataclass
-class SequenceConfig:
-    """The encoder's shape and its training settings (``offline.sequence.train``)."""
-
-    max_len: int = 50  # the latest items of a history that are read
-    dim: int = 64
-    blocks: int = 2
-    heads: int = 1
-    dropout: float = 0.2
-    id_dropout: float = 0.1  # in training, a warm item's id embedding is dropped this often (teaches the vectors)
-    skip_repeats: bool = True  # no loss on a target already in its history (eval and the service exclude seen items)
-    epochs: int = 40
-    patience: int = 3  # epochs without a better validation recall before stopping
-    batch_size: int = 128
-    lr: float = 3e-3
-    weight_decay: float = 0.01
-    valid_users: int = 2000  # held out (their last new item) when no validation set is given
-    scale: float = 5.0  # the softmax temperature's start (logits = scale x unit query . index vector)
-    k: int = 20  # validation recall@k
-    threads: int = 1  # torch.set_num_threads while training (set on purpose: the machine is shared)
-    max_seconds: float = 480.0  # training stops after the epoch that passes this
-    seed: int = 0
-
-    def to_dict(self) -> dict:
-        return asdict(self)
 
 
 class Block(nn.Module):
