@@ -130,12 +130,12 @@ class LiveOverlay:
             origin = self._published.get(item.item_id, old if old is not None and old < self.n_version else None)
             base = v.items.slice(origin, 1).to_pylist()[0] if origin is not None else None
             row = record(item, base, v.items.column_names, v.manifest.id_column)
+            text = render(v.manifest.text_template, row)
             if "text" in row:  # the embedded text, as the job writes it
-                row["text"] = render(v.manifest.text_template, row)
+                row["text"] = text
             if WINDOW_INTERACTIONS in row:
                 row[WINDOW_INTERACTIONS] = v.items.column(WINDOW_INTERACTIONS)[old].as_py() if old is not None else 0
-            text = render(v.manifest.text_template, row)
-            current = v.items.slice(old, 1).to_pylist()[0] if old is not None else None
+            current = base if origin == old else v.items.slice(old, 1).to_pylist()[0] if old is not None else None
             if current is not None and render(v.manifest.text_template, current) == text:
                 # the same text, the same vectors (a price or a stock): its row changes in place
                 in_place.append((item, old, row, {c: x for c, x in row.items() if current.get(c) != x}))
