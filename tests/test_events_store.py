@@ -155,6 +155,18 @@ def test_erasing_a_user_erases_their_impressions_and_pruning_old_ones_keeps_the_
     assert store.add_impressions([imp("r1", "gone", 13)]) == 1  # an erased id is forgotten
 
 
+def test_sqlite_commits_impressions_alone_without_fsync_and_events_and_erasures_with_it(tmp_path):
+    store = open_store(f"sqlite:///{tmp_path}/ev.db")
+    synchronous = lambda: store._writer.execute("PRAGMA synchronous").fetchone()[0]  # noqa: E731 (1 NORMAL, 2 FULL)
+    store.add_impressions([imp("r1", "u1", 10)])
+    assert synchronous() == 1  # best effort: survives a killed process, a power loss may take it
+    store.add([ev("u1", "a", 11)])
+    assert synchronous() == 2  # an acknowledged event survives a power loss
+    store.add_impressions([imp("r2", "u1", 12)])
+    store.delete_user("u1")
+    assert synchronous() == 2 and store.impression("r2") is None
+
+
 def test_one_chunked_prune_script_serves_events_and_impressions():
     from groundrec.shared.events import redis_impressions, redis_store
     from groundrec.shared.events.redis_lua import chunk_prune

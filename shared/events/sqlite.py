@@ -5,7 +5,10 @@ Writes are group-committed: concurrent ``add`` calls (the service's threads, one
 request) queue their events, and whichever finds no commit running writes everything queued
 in one transaction and wakes the others, so a commit's fsync is shared by all the requests
 that arrived meanwhile. ``synchronous=FULL``: an acknowledged event survives a killed
-process and a power loss. ``secure_delete`` and a WAL checkpoint after an erasure leave no
+process and a power loss; a commit that holds only impressions (best effort by design: a list
+is shown whether or not it is logged) runs with ``synchronous=NORMAL``, which in WAL mode still
+survives a killed process but skips the fsync (a power loss can take its last commits).
+``secure_delete`` and a WAL checkpoint after an erasure leave no
 byte of an erased user in the files. The live catalog's change log is in ``sqlite_items``."""
 
 from __future__ import annotations
@@ -99,6 +102,7 @@ class SQLiteStore(SQLiteItems):
         self._cv = threading.Condition()
         self._pending: list[_Ticket] = []
         self._committing = False
+        self._synchronous = "FULL"  # the writer's setting now: changed only between transactions
 
     def _connect(self) -> sqlite3.Connection:
         conn = sqlite3.connect(self.path, timeout=BUSY_MS / 1000, isolation_level=None, check_same_thread=False)
@@ -150,6 +154,7 @@ class SQLiteStore(SQLiteItems):
     def _commit(self, batch: list[_Ticket]) -> None:
         conn = self._writer
         try:
+            self._synchronous_set("NORMAL" if all(t.sql is INSERT_IMPRESSION for t in batch) else "FULL")
             conn.execute("BEGIN IMMEDIATE")
             for ticket in batch:
                 before = conn.total_changes
@@ -163,6 +168,12 @@ class SQLiteStore(SQLiteItems):
                 ticket.error = e
         for ticket in batch:
             ticket.done = True
+
+    def _synchronous_set(self, level: str) -> None:
+        """The writer's ``synchronous`` for its next transaction (set only when it changes)."""
+        if level != self._synchronous:
+            self._writer.execute(f"PRAGMA synchronous={level}")
+            self._synchronous = level
 
     def delete_user(self, user_id: str) -> int:
         """The user's events and the lists shown to them, in one transaction."""
@@ -184,6 +195,7 @@ class SQLiteStore(SQLiteItems):
             self._committing = True
         conn = self._writer
         try:
+            self._synchronous_set("FULL")  # an erasure is durable like an event
             conn.execute("BEGIN IMMEDIATE")
             n = conn.execute(sql, args).rowcount
             for other in more:
