@@ -266,3 +266,32 @@ def test_the_published_row_the_recency_ease_row_and_a_variant_side_by_side(demo,
     assert hybrid["params"]["weight"] == 0 or hybrid["width"][0]["rank"] > variant["params"]["rank"]
     md = (out / "report.md").read_text()
     assert "what the job would publish vs recency-weighted EASE" in md
+
+
+def test_the_sequence_encoder_is_a_row_of_its_own_and_published_only_as_the_job_would(demo, tmp_path):
+    """With ``sequence_row`` the learned profile encoder is trained by the published row's learn
+    stage and reported as ``groundrec sequence encoder``; the published row stays what the job
+    would publish: the hybrid while the job's ``sequence.enabled`` is off, the encoder where it
+    is on and validation chose it."""
+    tiny = ["sequence.dim=8", "sequence.epochs=2", "sequence.valid_users=10", "sequence.max_len=8",
+            "representations=[title]", "tuning.collab.weight=[0.0, 1.0]"]
+    out = tmp_path / "off"
+    res = _eval(demo, out, "sequence_row=true", *tiny)
+    assert res.exit_code == 0, res.output
+    rows = {x["system"]: x for x in json.loads((out / "results.json").read_text())["rows"]}
+    encoder, published = rows["groundrec sequence encoder"], rows["groundrec published"]
+    assert encoder["params"]["dim"] == 8 and "published_by_validation" in encoder["params"]
+    assert "published_by_validation" not in published["params"]  # the job does not train it: the hybrid
+    assert 0 <= encoder["metrics"]["recall@20"]["mean"] <= 1
+    assert encoder["note"].startswith("published" if encoder["params"]["published_by_validation"] else "not published")
+    md = (out / "report.md").read_text()
+    assert "the learned profile encoder vs eval's hybrid" in md
+    out = tmp_path / "on"
+    res = _eval(demo, out, "sequence.enabled=true", *tiny)
+    assert res.exit_code == 0, res.output
+    rows = [x for x in json.loads((out / "results.json").read_text())["rows"]]
+    published = [x for x in rows if x["system"] == "groundrec published"]
+    encoder = next(x for x in rows if x["system"] == "groundrec sequence encoder")
+    assert len(published) == 1
+    chose = encoder["params"]["published_by_validation"]
+    assert ("published_by_validation" in published[0]["params"]) == chose

@@ -204,3 +204,24 @@ def test_the_published_row_learns_from_what_test_may_see_and_nothing_else():
     got = set(zip(seen.users.tolist(), seen.ts.tolist(), seen.items.tolist()))
     assert got == {(int(users[i]), int(ts[i]), int(items[i])) for p in split.parts.values()
                    for i in np.concatenate([p.train, p.valid])} and not got & held
+
+
+def test_the_sequence_encoder_row_ranks_by_its_queries_keeps_places_for_new_items_and_falls_back_to_popular():
+    """``SequenceSystem`` answers as a ``strategy: sequence`` request does: the encoder's query
+    by inner product against the index rows, seen items excluded, the places kept for new
+    items, and a history the encoder makes nothing of (a zero query) gets the popular list."""
+    from groundrec.offline.evaluation.sequence_system import SequenceSystem
+
+    class Queries:  # the encoder's part: each history's query is the vector of its last item
+        def encode(self, histories):
+            return np.stack([index[h[-1]] if len(h) and h[-1] < 4 else np.zeros(2, np.float32) for h in histories])
+
+    index = np.array([[1, 0], [0.9, 0.1], [0.8, 0.2], [0, 1], [0.7, 0.3], [0.1, 0.9]], np.float32)
+    popularity = np.array([5, 4, 3, 9, 0, 1])  # item 4 is new
+    system = SequenceSystem("s", "r", Queries(), index, popularity)
+    histories = [np.array([0]), np.array([5])]  # item 5's row is unknown to the encoder here: a zero query
+    top = system.top(system.scores(histories, [np.zeros(1)] * 2), 3, histories)
+    assert top[0].tolist() == [1, 2, 4] and top[1].tolist() == [3, 0, 1]  # by score; then by popularity
+    kept = SequenceSystem("s", "r", Queries(), index, popularity, fresh_slots=1)
+    assert not kept.prefix_consistent
+    assert kept.top(kept.scores(histories[:1], [np.zeros(1)]), 2, histories[:1])[0].tolist() == [1, 4]

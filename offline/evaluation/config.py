@@ -9,6 +9,7 @@ from pydantic import Field, field_validator, model_validator
 
 from groundrec.offline.config import CollabGrid, EncoderConfig, PromptConfig
 from groundrec.offline.interactions import InteractionsConfig
+from groundrec.offline.sequence_config import SequenceJobConfig
 from groundrec.offline.vlm.registry import VLMConfig, default_vlm_config
 from groundrec.shared.config import CatalogConfig, StrictModel, require_settings
 from groundrec.shared.errors import UserError
@@ -99,6 +100,14 @@ class EvalConfig(StrictModel):
     synonyms: dict[str, str] = Field(default_factory=dict, description="extra value synonyms for fidelity, e.g. gray: grey")
     tuning: TuningConfig = Field(default_factory=TuningConfig)
     runner: Literal["ray", "local"] = "local"
+    sequence: SequenceJobConfig = Field(default_factory=SequenceJobConfig, description="the job's sequence section "
+                                        "(same defaults): when the job would train the learned profile encoder "
+                                        "(sequence.enabled), the 'groundrec published' row trains and chooses it "
+                                        "as the job does")
+    sequence_row: bool = Field(False, description="also report the learned profile encoder as its own row, "
+                               "'groundrec sequence encoder' (trained by the published row's learn stage, scored "
+                               "on test whatever validation decided); it costs the encoder's training (minutes "
+                               "on a catalog of retail's size); on whenever sequence.enabled is")
 
     @model_validator(mode="before")
     @classmethod

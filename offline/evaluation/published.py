@@ -6,7 +6,15 @@ every user (what test may see), over the best representation's content vectors a
 version's embeddings; the version is then ranked as the service answers a request that sets
 nothing (the mean profile, no popularity prior, the version's collaborative weight,
 half-life, projection, freshness prior and places kept for new items). A hybrid or content
-alone, as the job's selection decides: exactly one row, whenever a representation was built."""
+alone, as the job's selection decides: exactly one row, whenever a representation was built.
+
+The learned profile encoder (``sequence`` in eval's config, the job's own section with the
+same defaults): when the job would train it (``sequence.enabled``), the learn stage trains and
+chooses it as the job does, and the published row is the encoder where it won. With
+``sequence_row`` (or ``sequence.enabled``) the encoder is also a row of its own, ``groundrec
+sequence encoder``: trained by the same learn stage and, where it did not win, refitted as it
+would have been published (``learn_sequence.train_published``), so it is scored on test
+whatever validation decided; its note gives the decision."""
 
 from __future__ import annotations
 
@@ -17,6 +25,7 @@ import numpy as np
 
 from groundrec.offline.config import CollabConfig
 from groundrec.offline.evaluation.representations import Representation
+from groundrec.offline.evaluation.sequence_system import SEQUENCE, SequenceSystem
 from groundrec.offline.evaluation.systems import ContentSystem, System, hybrid_system
 from groundrec.offline.interactions import Interactions
 
@@ -36,22 +45,59 @@ def training_interactions(data: "EvalData") -> Interactions:
     return Interactions(inter.users[at], inter.items[at], inter.ts[at], inter.user_ids, 0)
 
 
-def published_system(runner: "Runner", rep: Representation) -> System:
-    """The version the job's learn stage makes of the test users' training data, as served."""
+def published_systems(runner: "Runner", rep: Representation) -> tuple[System, System | None]:
+    """The version the job's learn stage makes of the test users' training data, as served,
+    and the learned profile encoder's row (None unless it was trained)."""
     from groundrec.offline.learn import learn
 
-    data, grid = runner.data, runner.cfg.tuning.collab
-    learned = learn(training_interactions(data), rep.vectors, CollabConfig(**grid.model_dump()), runner.cfg.seed)
+    data, grid, cfg = runner.data, runner.cfg.tuning.collab, runner.cfg
+    trains = cfg.sequence.active(True) or cfg.sequence_row
+    sequence = cfg.sequence.model_copy(update={"enabled": True}) if trains else None
+    inter = training_interactions(data)
+    learned = learn(inter, rep.vectors, CollabConfig(**grid.model_dump()), cfg.seed, sequence=sequence)
     content = ContentSystem(PUBLISHED, rep.name, rep.vectors, data.pop_test)  # a request's defaults: mean, no prior
     c = learned.choice
     if not learned.hybrid:
-        return replace(content, params={"weight": 0.0})
-    params = {"reg": c.reg, "dropout": c.dropout, "half_life": c.query_half_life, "weight": c.weight,
-              "rank": learned.model.rank, "projected": c.projected, "fresh_weight": c.fresh_weight,
-              "fresh_slots": c.fresh_slots}
-    return hybrid_system(PUBLISHED, f"{rep.name} + interactions", content, learned.model, c.weight,
-                         learned.projection, params, c.query_half_life, c.fresh_weight, c.fresh_slots)
+        hybrid = replace(content, params={"weight": 0.0})
+    else:
+        params = {"reg": c.reg, "dropout": c.dropout, "half_life": c.query_half_life, "weight": c.weight,
+                  "rank": learned.model.rank, "projected": c.projected, "fresh_weight": c.fresh_weight,
+                  "fresh_slots": c.fresh_slots}
+        hybrid = hybrid_system(PUBLISHED, f"{rep.name} + interactions", content, learned.model, c.weight,
+                               learned.projection, params, c.query_half_life, c.fresh_weight, c.fresh_slots)
+    encoder = _encoder_system(learned, sequence, inter, rep, data.pop_test, cfg.seed)
+    if encoder is not None and cfg.sequence.active(True) and learned.sequence.published:
+        return replace(encoder, name=PUBLISHED), encoder
+    return hybrid, encoder
+
+
+def _encoder_system(learned, sequence, inter: Interactions, rep: Representation, popularity: np.ndarray,
+                    seed: int) -> SequenceSystem | None:
+    """The encoder the learn stage trained, as it would be published (refitted on every
+    history when validation did not choose it); None when it was not trained."""
+    from groundrec.offline import learn_sequence
+    from groundrec.offline.learn import histories_in_time_order, in_window, index_vectors
+
+    outcome = learned.sequence
+    if outcome is None or (outcome.model is None and outcome.chosen is None):
+        return None
+    index = index_vectors(rep.vectors, learned)
+    if outcome.model is None:  # not published: refitted as the job would have
+        histories = histories_in_time_order(in_window(inter, learned.report.window.days))
+        learn_sequence.train_published(outcome, sequence, histories, rep.vectors, learned.model, index, seed)
+    fresh = (learned.choice.fresh_weight, learned.choice.fresh_slots) if learned.hybrid else (0.0, 0)
+    v = outcome.validation
+    params = {**{k: outcome.config[k] for k in ("dim", "blocks", "max_len") if k in outcome.config},
+              "published_by_validation": outcome.published, "validation_encoder": v.get("encoder"),
+              "validation_hybrid": v.get("hybrid"), "fresh_weight": fresh[0], "fresh_slots": fresh[1]}
+    representation = f"{rep.name} + interactions" if learned.hybrid else rep.name
+    return SequenceSystem(SEQUENCE, representation, outcome.model, index, popularity, *fresh, params=params)
 
 
 def published_row(runner: "Runner", rep: Representation) -> None:
-    runner.on_test(published_system(runner, rep), None, rep.note)
+    published, encoder = published_systems(runner, rep)
+    runner.on_test(published, None, rep.note)
+    if encoder is not None:
+        learned_by = "published by validation" if encoder.params["published_by_validation"] else (
+            "not published by validation (scored as it would have been published)")
+        runner.on_test(encoder, encoder.params.get("validation_encoder"), learned_by)

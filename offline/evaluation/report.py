@@ -104,7 +104,7 @@ def verdict(result: dict) -> list[str]:
     lines = []
     best = best_of(rows)
     base = best_of([r for r in rows if r["system"] in BASELINES])
-    collaborative = ("EASE", "groundrec hybrid", "groundrec published")
+    collaborative = ("EASE", "groundrec hybrid", "groundrec published", "groundrec sequence encoder")
     content = best_of([r for r in rows if r["system"] not in BASELINES and not r["system"].startswith(collaborative)])
     if best["system"] in BASELINES:
         lines.append(f"- A baseline is best overall: **{best['label']}**.")
@@ -135,8 +135,11 @@ def verdict(result: dict) -> list[str]:
     for other, what in ((recency, "recency-weighted EASE"), (hybrid, "eval's hybrid")):
         if published and other:
             lines.append(f"- what the job would publish vs {what}: {_compare(result, published, other)}.")
-    tuned = best_of([r for r in rows if r["system"].startswith("groundrec") and "hybrid" not in r["system"]
-                     and r["system"] != "groundrec published"])
+    encoder = next((r for r in rows if r["system"] == "groundrec sequence encoder"), None)
+    for other, what in ((hybrid, "eval's hybrid"), (recency, "recency-weighted EASE")):
+        if encoder and other:
+            lines.append(f"- the learned profile encoder vs {what}: {_compare(result, encoder, other)}.")
+    tuned = best_of([r for r in rows if r["system"].startswith("groundrec") and not r["system"].startswith(collaborative)])
     plain = next((r for r in ref if r["representation"] == (tuned or {}).get("representation")), None)
     if tuned and plain:
         lines.append(f"- groundrec's tuned profiles vs VLM4Rec on the same representation: {_compare(result, tuned, plain)}.")
