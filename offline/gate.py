@@ -7,7 +7,8 @@ interaction this job read. Each user with a history before the window and an ite
 is new to them is one paired observation: the candidate ranks from that history as it would
 have been fitted before the window (its chosen setting refitted on the interactions before
 the cutoff: ``candidate_system``), the serving version ranks as it is (its published vectors:
-``serving_system``), both exactly as the service scores a version (``evaluation.systems``,
+``serving_system``; through its learned profile encoder when that is its default strategy),
+both exactly as the service scores a version (``evaluation.systems``,
 ``shared/scoring``), and each list's recall@K of the user's window items is compared by a
 paired sign-flip test (``evaluation.stats.paired_test``). The decision (``decide``) is a pure
 function of the two score arrays."""
@@ -24,11 +25,12 @@ import pyarrow.parquet as pq
 
 from groundrec.offline import collab
 from groundrec.offline.evaluation.metrics import per_user_metrics
+from groundrec.offline.evaluation.sequence_system import SequenceSystem
 from groundrec.offline.evaluation.stats import paired_test
 from groundrec.offline.evaluation.systems import ContentSystem, System, hybrid_system
 from groundrec.offline.interactions import Interactions
 from groundrec.shared import artifact
-from groundrec.shared.scoring.collab import Projection
+from groundrec.shared.scoring.collab import Projection, index_rows
 from groundrec.shared.scoring.popularity import counts_of_rows
 
 EXIT_REFUSED = 3  # the job's exit status when the gate keeps the serving version (2: the input is wrong)
@@ -147,6 +149,14 @@ def serving_system(path: Path) -> tuple[System, dict[str, int]]:
         model = collab.CollabModel(np.load(files.collab_query), np.load(files.collab_item), np.ones(len(ids), bool))
         projection = (Projection(np.load(files.project_item), np.load(files.project_query))
                       if manifest.projected else None)
+    if manifest.default_strategy == "sequence" and files.has_sequence:  # a request's default: the encoder
+        from groundrec.shared.sequence_encoder import SequenceEncoder
+
+        index = content if not c else index_rows(content, float(c["weight"]) * model.item,
+                                                  projection.item if projection is not None else None)
+        fresh = (float(c.get("fresh_weight") or 0.0), int(c.get("fresh_slots") or 0)) if c else (0.0, 0)
+        system = SequenceSystem("serving", "published", SequenceEncoder(files.sequence_dir), index, counts, *fresh)
+    elif c:
         system = hybrid_system("serving", "published", system, model, float(c["weight"]), projection,
                                half_life=float(c.get("query_half_life") or 0.0),
                                fresh_weight=float(c.get("fresh_weight") or 0.0),

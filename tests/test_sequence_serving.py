@@ -234,3 +234,23 @@ def test_in_process_text_explain_zero_query_and_a_mismatched_encoder(versions):
     version.items = version.items.slice(0, N_ITEMS - 1)  # an encoder exported for other items is refused
     with pytest.raises(VersionError, match="exported for 120 items"):
         load_sequence(artifact.VersionFiles(v["seq"]), version)
+
+
+def test_the_gate_scores_a_version_that_defaults_to_the_encoder_as_the_service_answers(versions):
+    """``gate.serving_system``: the serving version is compared as it serves a request that
+    names no strategy: through its encoder when that is its default, by the mean profile when
+    the version has none."""
+    from groundrec.offline.gate import serving_system
+
+    v = versions
+    for name, expect in (("seq", lambda h: _expected(v, h, 10)), ("old", None)):
+        system, row_of = serving_system(v[name])
+        rows = [np.array([row_of[i] for i in h], np.int64) for h in v["histories"]]
+        top = system.top(system.scores(rows, [np.zeros(len(r)) for r in rows]), 10, rows)
+        got = [[v["ids"][n] for n in t] for t in top]
+        if expect is not None:
+            assert got == [expect(h) for h in v["histories"]]
+        else:  # the mean profile of the history's vectors
+            mean = np.stack([v["vectors"][r].mean(0) for r in rows])
+            assert got != [_expected(v, h, 10) for h in v["histories"]] and got[0][0] == v["ids"][int(np.argmax(
+                np.where(np.isin(np.arange(N_ITEMS), rows[0]), -np.inf, v["vectors"] @ mean[0])))]
