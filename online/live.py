@@ -4,9 +4,10 @@ process that scores (the compute process and its standby alike), between batches
 A change whose embedded text is the item's current one (a price, a stock) is written over its
 row in place. Any other appends a row: the item's new catalog row (``shared.live_items.record``),
 its vector (embedded with the version's template and ONNX encoder) and, in a hybrid, its
-collaborative vectors (the old row's; zeros for a new item, which then counts as new). The row it replaces, and any item hidden, expired or deleted, joins ``removed``: the
-rows the retriever excludes with the seen items (``Retriever._excluded``). Arrays grow with
-spare capacity (amortised appends); FAISS adds the rows to the index (flat, HNSW, IVF).
+collaborative vectors (the old row's; zeros for a new item, which then counts as new). The row
+it replaces, and any item hidden, expired or deleted, joins ``removed``: the rows the retriever
+excludes with the seen items (``Retriever._excluded``). Arrays grow with spare room; FAISS adds
+the rows (flat, HNSW, IVF), the learned profile encoder their input rows (``add_items``).
 
 A change the version absorbed already (its manifest's ``live_items.through``) is skipped, as
 is one applied before (by ``seq``): applying is idempotent, so a restart or a hot swap simply
@@ -26,14 +27,14 @@ from groundrec.shared.errors import UserError
 from groundrec.shared.live_items import CONTROL, LiveItem, catalog_columns, patched, record, shown
 from groundrec.shared.scoring.collab import index_rows
 from groundrec.shared.scoring.searcher import Popularity
+from groundrec.shared.sequence_encoder import item_inputs
 from groundrec.shared.text import render
 
 COMBINE_CHUNKS = 32  # the item table's chunks are merged beyond this many (one per apply)
 
 
 def _grown(buf: np.ndarray, used: int, extra: int, axis: int = 0) -> np.ndarray:
-    """``buf`` with room for ``extra`` more along ``axis`` (its first ``used`` kept): itself when
-    it has room, else a copy with twice the room."""
+    """``buf`` with room for ``extra`` more along ``axis``: itself, or a copy (its first ``used``) twice as big."""
     if buf.shape[axis] >= used + extra:
         return buf
     shape = list(buf.shape)
@@ -98,10 +99,7 @@ class LiveOverlay:
         if old is None or item.deleted or item.item_id in self.deleted:
             return False
         prev = self.states.get(item.item_id)
-
-        def core(fields):
-            return {k: v for k, v in fields.items() if k not in CONTROL}
-
+        core = lambda fields: {k: v for k, v in fields.items() if k not in CONTROL}  # noqa: E731
         return core(item.fields) == (core(prev.fields) if prev else {}) and item.whole == (prev.whole if prev else False)
 
     def state(self, item_id: str, row: int) -> dict:
@@ -228,6 +226,8 @@ class LiveOverlay:
                 self.removed.add(o)
             self._rule(int(row), {c: item.fields.get(c, rec.get(c)) for c in CONTROL}, now)
         self._grow_ranking(new, old, rows)
+        if r.sequence is not None:  # the learned profile encoder reads the new rows too (an item's new vectors)
+            r.sequence.add_items(item_inputs(content, *((v.collab_query[new], v.collab_item[new]) if r.hybrid else ())))
 
     def _grow_ranking(self, new: np.ndarray, old: np.ndarray, rows) -> None:
         """The searcher's view of the catalog: its size, the new items it keeps places for (a

@@ -46,6 +46,11 @@ def load_sequence(files, version: LoadedVersion, threads: int | None = 1):
         raise VersionError(f"version {version.path.name}: its sequence encoder was exported for {encoder.n_items} "
                            f"items and {encoder.out_dim}-wide queries, the version holds {version.items.num_rows} "
                            f"items in a {version.index.d}-wide index")
+    reads = version.vectors.shape[1] + (0 if version.collab_query is None else
+                                        version.collab_query.shape[1] + version.collab_item.shape[1])
+    if int(encoder.meta.get("item_inputs_dim", reads)) != reads:  # what a live item's row is made of (add_items)
+        raise VersionError(f"version {version.path.name}: its sequence encoder reads {encoder.meta['item_inputs_dim']} "
+                           f"values per item, the version's vectors have {reads}")
     return encoder
 
 

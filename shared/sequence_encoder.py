@@ -12,6 +12,12 @@ history is a list of item rows of the version's item table, oldest first:
   0: the caller falls back, e.g. to the popular items, as for any unusable history).
 
 ``encode`` returns float32 queries ``[n, out_dim]`` for the index's inner-product search.
+
+Items added after the export (the live catalog's new rows, issue 33) get an input row as a
+new item had one in training: the exported projection (``sequence_project.npz``) of what the
+encoder reads of an item (``item_inputs``: its content vector, and for a hybrid its
+collaborative vectors at unit length, zeros while nobody interacted with it), no id part
+(``add_items``).
 """
 
 from __future__ import annotations
@@ -22,12 +28,21 @@ from pathlib import Path
 import numpy as np
 
 from groundrec.shared.errors import UserError
+from groundrec.shared.scoring.profiles import unit
 
 SEQUENCE_CONFIG = "sequence.json"
 SEQUENCE_ONNX = "sequence.onnx"
 SEQUENCE_ITEMS = "sequence_items.npy"
 SEQUENCE_PROJECT = "sequence_project.npz"  # W, b: a new item's input row is W @ its vectors + b
 PAD = -1
+
+
+def item_inputs(content: np.ndarray, query: np.ndarray | None = None, item: np.ndarray | None = None) -> np.ndarray:
+    """What the encoder reads of each item (one rule for training and serving): its content
+    vector and, for a hybrid, its collaborative query- and item-side vectors at unit length."""
+    if query is None:
+        return np.ascontiguousarray(content, np.float32)
+    return np.ascontiguousarray(np.hstack([content, unit(query), unit(item)]), np.float32)
 
 
 def pad_histories(histories: list, max_len: int, n_items: int) -> np.ndarray:
@@ -56,10 +71,12 @@ class SequenceEncoder:
         except (OSError, ValueError, KeyError) as e:
             raise UserError(f"sequence encoder at {self.directory}: cannot read it ({e})") from None
         self.max_len, self.n_items = int(self.meta["max_len"]), int(self.meta["n_items"])
+        self._rows = (self.table, self.n_items)  # read once per encode: added items change both at once
         self.out_dim = int(self.meta["out_dim"])
         if self.table.shape != (self.n_items + 1, int(self.meta["dim"])):
             raise UserError(f"sequence encoder at {self.directory}: item table {self.table.shape}, expected "
                             f"({self.n_items + 1}, {self.meta['dim']})")
+        self._project: tuple[np.ndarray, np.ndarray] | None = None  # W, b: read when items are first added
         opts = ort.SessionOptions()
         if threads:  # set on purpose: onnxruntime would otherwise take every core
             opts.intra_op_num_threads = threads
@@ -71,12 +88,28 @@ class SequenceEncoder:
     def encode(self, histories: list, batch_size: int = 256) -> np.ndarray:
         """Queries ``[len(histories), out_dim]`` float32; zero rows for empty histories."""
         out = np.zeros((len(histories), self.out_dim), np.float32)
-        items = pad_histories(histories, self.max_len, self.n_items)
+        table, n_items = self._rows
+        items = pad_histories(histories, self.max_len, n_items)
         used = np.flatnonzero((items >= 0).any(axis=1))
         for start in range(0, len(used), batch_size):
             rows = used[start:start + batch_size]
             idx = items[rows]
             valid = idx >= 0
-            feed = {"embedded": self.table[np.where(valid, idx, self.n_items)], "valid": valid.astype(np.float32)}
+            feed = {"embedded": table[np.where(valid, idx, n_items)], "valid": valid.astype(np.float32)}
             out[rows] = self.session.run(None, feed)[0]
         return out
+
+    def add_items(self, inputs: np.ndarray) -> None:
+        """Rows for items appended to the version after the export (``inputs``: their
+        ``item_inputs``), numbered on from ``n_items`` as the version numbers them."""
+        if self._project is None:
+            with np.load(self.directory / self.meta.get("project", SEQUENCE_PROJECT)) as f:
+                self._project = (f["W"].astype(np.float32), f["b"].astype(np.float32))
+        w, b = self._project
+        if inputs.shape[1] != w.shape[1]:
+            raise UserError(f"sequence encoder at {self.directory}: new items' inputs have {inputs.shape[1]} "
+                            f"columns, the encoder reads {w.shape[1]}")
+        table, n = self._rows
+        self.table = np.concatenate([table[:n], inputs.astype(np.float32) @ w.T + b, table[n:]])
+        self.n_items = n + len(inputs)
+        self._rows = (self.table, self.n_items)

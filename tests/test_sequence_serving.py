@@ -223,13 +223,19 @@ def test_in_process_text_explain_zero_query_and_a_mismatched_encoder(versions):
     assert [i.item_id for i in with_text.recommend(UserQuery(history=h, k=4, text="x", text_weight=0.3)).items] == want
     alone = with_text.recommend(UserQuery(text="x", k=3, strategy="sequence"))  # no history: the text alone
     assert alone.fallback is None and alone.items[0].item_id == v["ids"][7]
-    # a live item: known to the version, not to the encoder (dropped from its history)
+    # a live item: the encoder reads it as a new item of training, the projection of its vectors, no id part
     serving.apply_live(([LiveItem("live-1", {"title": "new", "group": "0"}, whole=True, first_seen=1.0, updated=1.0,
                                   seq=1)], {"live-1": v["vectors"][3]}))
-    assert [i.item_id for i in r.recommend(UserQuery(history=[*h, "live-1"], k=5)).items] == \
-           [i.item_id for i in r.recommend(UserQuery(history=h, k=5, exclude=["live-1"])).items]
-    only_live = r.recommend(UserQuery(history=["live-1"], k=3))  # a zero query: the no-usable-history fallback
-    assert only_live.fallback == "popular" and only_live.unknown_ids == []
+    with np.load(artifact.VersionFiles(v["seq"]).sequence_dir / SEQUENCE_PROJECT) as f:
+        row = f["W"] @ v["vectors"][3] + f["b"]
+    assert r.sequence.n_items == N_ITEMS + 1 and np.allclose(r.sequence.table[N_ITEMS], row, atol=1e-5)
+    assert not r.sequence.table[-1].any()  # the pad row stays last and zero
+    only_live = r.recommend(UserQuery(history=["live-1"], k=3))
+    query = r.sequence.encode([[N_ITEMS]])[0]
+    scores = np.vstack([v["vectors"], v["vectors"][3:4]]) @ query
+    scores[N_ITEMS] = -np.inf  # seen
+    assert only_live.fallback is None and query.any()
+    assert [i.item_id for i in only_live.items] == [v["ids"][n] for n in np.argsort(-scores, kind="stable")[:3]]
     version = load_version(v["old"])
     version.items = version.items.slice(0, N_ITEMS - 1)  # an encoder exported for other items is refused
     with pytest.raises(VersionError, match="exported for 120 items"):
