@@ -99,31 +99,57 @@ def _parts(args, bodies: list[RecommendRequest], tmp: Path) -> None:
         imps = [impression_of("r", "u", a, None, {"k": args.k}) for _ in range(10) for a in given]
         print(f"parts  impression from {name}: {(time.perf_counter() - start) / len(imps) * 1e6:.2f} us")
     body, chunk = impression_json(imps[0]), 400
-    for name, ids in (("now (time-ordered ids, no user index)", new_recommendation_id),
-                      ("before (random ids, user index)", lambda: uuid.uuid4().hex)):
-        path = tmp / f"parts-{name.split()[0]}.db"
+    for name, ids, sync in (("now (time-ordered ids, no user index, synchronous=NORMAL)", new_recommendation_id, "NORMAL"),
+                            ("with synchronous=FULL (before fb19124)", new_recommendation_id, "FULL"),
+                            ("before (random ids, user index, FULL)", lambda: uuid.uuid4().hex, "FULL")):
+        path = tmp / f"parts-{len(name)}.db"
         if name.startswith("before"):
             sqlite3.connect(path).executescript(_BEFORE)
-        if name.startswith("now"):
+        else:
             open_store(f"sqlite://{path}").close()  # the schema as the store creates it
         conn = sqlite3.connect(path, isolation_level=None)
         conn.execute("PRAGMA journal_mode=WAL")
-        conn.execute("PRAGMA synchronous=FULL")
-        spent, timed = 0.0, 0
+        conn.execute(f"PRAGMA synchronous={sync}")
+        spent, cpu, timed = 0.0, 0.0, 0
         for n in range(0, args.parts_rows + 20_000, chunk):
             rows = [(ids(), f"u{(n + j) * 7919 % 50_000}", time.time(), body) for j in range(chunk)]
-            start = time.perf_counter()
+            start, cpu_start = time.perf_counter(), time.process_time()
             conn.execute("BEGIN IMMEDIATE")
             conn.executemany(INSERT_IMPRESSION, rows)
             conn.execute("COMMIT")
             if n >= args.parts_rows:
                 spent, timed = spent + time.perf_counter() - start, timed + chunk
+                cpu += time.process_time() - cpu_start
         start = time.perf_counter()
         conn.execute("DELETE FROM impressions WHERE user_id = ?", ("u7919",))  # a user's erasure (a scan now)
         erase = time.perf_counter() - start
         conn.close()
-        print(f"parts  SQLite insert, {name}: {spent / timed * 1e6:.2f} us per impression "
-              f"({timed} timed after {args.parts_rows} in the table); erasing one user's: {erase * 1e3:.1f} ms")
+        print(f"parts  SQLite insert, {name}: {spent / timed * 1e6:.2f} us per impression, CPU "
+              f"{cpu / timed * 1e6:.2f} us ({timed} timed after {args.parts_rows} in the table); erasing one "
+              f"user's: {erase * 1e3:.1f} ms")
+    _redis_part(imps[:4000] * 5, tmp)
+
+
+def _redis_part(imps: list, tmp: Path) -> None:
+    """The Redis store's add (its Lua script, batches of 400): CPU per impression in this
+    process and in redis-server (appendfsync always), fresh ids each."""
+    from dataclasses import replace
+
+    from groundrec.online.impressions import new_recommendation_id
+
+    proc, url = start_redis(tmp)
+    try:
+        store, server = open_store(url), _cpu_of(proc)
+        imps = [replace(m, recommendation_id=new_recommendation_id()) for m in imps]
+        ours, theirs = time.process_time(), server()
+        for start in range(0, len(imps), 400):
+            store.add_impressions(imps[start:start + 400])
+        ours, theirs = time.process_time() - ours, server() - theirs
+        print(f"parts  Redis add: {ours / len(imps) * 1e6:.2f} us per impression here, "
+              f"{theirs / len(imps) * 1e6:.2f} us in redis-server ({len(imps)} impressions)")
+    finally:
+        proc.terminate()
+        proc.wait(10)
 
 
 def _cpu_of(proc):
