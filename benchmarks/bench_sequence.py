@@ -15,12 +15,13 @@ figure is what the exported ONNX encoder scores (checked against PyTorch first).
 Usage (from the repository root; the data is only read; caches and the export go to --out):
   OMP_NUM_THREADS=1 .venv/bin/python benchmarks/bench_sequence.py [--data ../shared/data/retail]
       [--out /tmp/bench_sequence] [--threads 1] [--ease] [--profile JSON] [--set key=value ...]
-      [--max-len 50] [--dim 64] [--blocks 2] [--epochs 40] [--lr 0.003] [--max-seconds 480] [--inputs hybrid|content]
+      [--max-len 50] [--dim 64] [--blocks 2] [--epochs 40] [--lr 0.003] [--max-steps 600] [--inputs hybrid|content]
 The first run tunes eval's hybrid (about 9 min on retail) and caches it in --out; later runs
 train the encoder only. On a machine other work shares, one thread per process is faster than
 two (torch's threads wait on each other): an epoch on retail took 30 s with 1 thread and 107 s
-with 2 beside another job, 15 s with 2 on a quiet machine. ``--max-seconds`` caps training
-(the default config's 480 s), so a loaded machine stops it early: raise it to measure quality.
+with 2 beside another job, 15 s with 2 on a quiet machine. The training's budget is epochs,
+patience and ``--max-steps`` (work, not seconds): the same seeded run gives the same encoder
+on a loaded machine, only later.
 """
 
 from __future__ import annotations

@@ -13,12 +13,13 @@ the same validation users, published only where it wins.
    for them (a hybrid version's ``fresh_weight``/``fresh_slots``; none for content only).
 3. **The decision** (``selection.beats_by_one_standard_error``): published when the mean of
    the per-user differences (encoder - hybrid) is above one standard error of them.
-4. **The published encoder** is trained again, on every history, against the final (refitted)
-   version's index rows, for as many epochs as validation chose: the validation model's outputs
-   live in the validation fit's space (a refit's collaborative vectors are another basis), so
-   it cannot be reused. It is exported
-   into the version's ``sequence/`` (checked against PyTorch) and the version's
-   ``default_strategy`` is ``sequence``.
+4. **The published encoder** starts from the validation model's weights, carried over to the
+   final (refitted) version's vectors (``sequence.train.carried_over``: the input projection
+   and the output layer mapped by least squares, as a refit's collaborative vectors are in
+   another basis), and trains ``refit_epochs`` more epochs (at most validation's best epoch) on
+   every history; the best of those epochs (0: the carried weights) on its own early-stopping
+   users is exported into the version's ``sequence/`` (checked against PyTorch) and the
+   version's ``default_strategy`` is ``sequence``.
 
 ``SequenceOutcome.to_manifest()`` is the manifest's ``sequence`` (published or not).
 """
@@ -55,6 +56,7 @@ class SequenceOutcome:
     model: object | None = None  # the published encoder (a SequenceModel), None when not published
     parity: dict | None = None  # the export's check against PyTorch (``export``)
     sample: list = field(default_factory=list, repr=False)  # histories the export is checked on (real ones)
+    chosen: tuple | None = field(default=None, repr=False)  # (validation's model, its index rows): the refit's start
 
     def to_manifest(self) -> dict:
         return {"published": self.published, "reason": self.reason, "validation": self.validation,
@@ -173,27 +175,28 @@ def choose(cfg: SequenceJobConfig, scorer, users: list[int], choice: HybridChoic
     reason = ("it beats the hybrid by more than one standard error" if rule["wins"] else
               "it does not beat the hybrid by more than one standard error: the version is the hybrid")
     return SequenceOutcome(rule["wins"], reason, validation, settings.to_dict(), train_s,
-                           {"validation": _trained_report(trained)})
+                           {"validation": _trained_report(trained)}, chosen=(trained.model, index))
 
 
 def train_published(outcome: SequenceOutcome, cfg: SequenceJobConfig, histories: list[np.ndarray],
                     content: np.ndarray, model, index: np.ndarray, seed: int = 0, log=None) -> SequenceOutcome:
-    """The winning encoder trained again on every history against the final version's index
-    rows ``index`` (``model``: its refitted collaborative model, None for content alone), for
-    the number of epochs validation chose (bounded by twice ``max_seconds``)."""
-    from groundrec.offline.sequence.train import train_sequence_encoder
+    """The winning encoder for the final version: validation's weights carried over to the
+    final index rows ``index`` (``model``: its refitted collaborative model, None for content
+    alone) and trained ``refit_epochs`` more epochs on every history (never more than
+    validation's best epoch), keeping the best on early-stopping users drawn from them."""
+    from groundrec.offline.sequence.train import carried_over, train_sequence_encoder
 
     settings = _settings(cfg, seed)
-    # As many epochs as validation chose (its time cap, hit on a loaded machine, would otherwise
-    # publish a less trained encoder than the one that won); twice the cap as a bound.
-    epochs = int(outcome.training.get("validation", {}).get("best_epoch") or settings.epochs)
-    settings = replace(settings, epochs=epochs, patience=epochs, max_seconds=2 * settings.max_seconds)
+    best = int(outcome.training.get("validation", {}).get("best_epoch") or settings.epochs)
+    inputs, index = item_inputs(content, model), np.ascontiguousarray(index, np.float32)
+    start = carried_over(*outcome.chosen, inputs, index) if outcome.chosen is not None else None
+    epochs = min(settings.refit_epochs, best) if start is not None else best  # no start: as long as validation's
+    settings = replace(settings, epochs=epochs, patience=epochs + 1)  # every epoch runs; the best is kept
     started = time.perf_counter()
-    trained = train_sequence_encoder(histories, item_inputs(content, model), None, settings,
-                                     targets=np.ascontiguousarray(index, np.float32), log=log)
+    trained = train_sequence_encoder(histories, inputs, None, settings, targets=index, log=log, start=start)
     outcome.train_s += time.perf_counter() - started
     outcome.training["published"] = _trained_report(trained)
-    outcome.model, outcome.sample = trained.model, list(histories[:1000])
+    outcome.model, outcome.sample, outcome.chosen = trained.model, list(histories[:1000]), None
     return outcome
 
 

@@ -30,16 +30,17 @@ class SequenceConfig:
     dropout: float = 0.2
     id_dropout: float = 0.1  # in training, a warm item's id embedding is dropped this often (teaches the vectors)
     skip_repeats: bool = True  # no loss on a target already in its history (eval and the service exclude seen items)
-    epochs: int = 40
+    epochs: int = 40  # most epochs of a training (the budget is work, never wall time)
     patience: int = 3  # epochs without a better validation recall before stopping
+    max_steps: int = 600  # most optimizer steps of a training (0: epochs and patience alone bound it)
+    refit_epochs: int = 2  # the published encoder: epochs on every history from validation's weights
     batch_size: int = 128
     lr: float = 3e-3
     weight_decay: float = 0.01
     valid_users: int = 2000  # held out (their last new item) when no validation set is given
     scale: float = 5.0  # the softmax temperature's start (logits = scale x unit query . index vector)
     k: int = 20  # validation recall@k
-    threads: int = 1  # torch.set_num_threads while training (set on purpose: the machine is shared)
-    max_seconds: float = 480.0  # training stops after the epoch that passes this
+    threads: int = 2  # torch.set_num_threads while training (set on purpose: a seeded training is the same per count)
     seed: int = 0
 
     def to_dict(self) -> dict:
@@ -56,9 +57,8 @@ class SequenceJobConfig(StrictModel):
         False, description="train the encoder in the learn stage, score it on the hybrid's validation users and "
         "publish it (sequence/, default_strategy sequence) only where it beats the hybrid by more than one "
         "standard error of the paired per-user differences; true or auto: on when the job has interactions; "
-        "false (the default for now: its training is capped by wall time, so on a loaded machine the decision "
-        "can differ, it costs 3.7-4.6x the learn stage on retail, and eval's published row does not train it "
-        "yet): not trained (the version is the hybrid, nothing recorded)")
+        "false (the default: it costs about 8x the learn stage on retail, and eval's published row does not "
+        "train it yet; docs/hybrid.md): not trained (the version is the hybrid, nothing recorded)")
     max_len: int = Field(_D.max_len, ge=1, le=1024, description="the latest items of a history the encoder reads")
     dim: int = Field(_D.dim, ge=4, le=1024, description="the transformer's width")
     blocks: int = Field(_D.blocks, ge=1, le=12, description="transformer blocks (causal self-attention + feed-forward)")
@@ -77,10 +77,15 @@ class SequenceJobConfig(StrictModel):
                              "training for early stopping (never the hybrid's validation users' items, which "
                              "are already out of the training part)")
     threads: int = Field(_D.threads, ge=1, le=256, description="torch threads while training and onnxruntime threads of "
-                         "the export's check (set on purpose: the job may share the machine)")
-    max_seconds: float = Field(_D.max_seconds, gt=0, description="a training stops after the epoch that passes this many "
-                               "seconds (the learn stage trains up to twice: on validation, then, when it wins, "
-                               "for the published version)")
+                         "the export's check (set on purpose: nothing else of the learn stage runs beside the "
+                         "training; a seeded training is the same for a given count, whatever the machine's load)")
+    max_steps: int = Field(_D.max_steps, ge=0, description="most optimizer steps of a training (batches; 0: no cap "
+                           "beyond epochs and patience): a budget in work, so the same seeded run decides the same "
+                           "on a loaded machine")
+    refit_epochs: int = Field(_D.refit_epochs, ge=0, description="the published encoder (when it wins): epochs on every "
+                              "history starting from the weights validation chose (carried over to the final "
+                              "index's vectors), at most validation's best epoch; the best of them (0: the carried "
+                              "weights) on its early-stopping users is exported")
 
     @model_validator(mode="after")
     def _heads_divide_dim(self) -> "SequenceJobConfig":

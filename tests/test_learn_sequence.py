@@ -101,7 +101,11 @@ def test_an_order_the_hybrid_cannot_see_publishes_the_encoder_as_the_default(run
     assert v["encoder"] > 0.95 and v["hybrid"] < 0.9
     assert seq["config"]["dim"] == 32 and seq["train_s"] > 0
     assert set(seq["training"]) == {"validation", "published"}  # trained again for the final index ...
-    assert len(seq["training"]["published"]["epochs"]) == seq["training"]["validation"]["best_epoch"]  # ... as long
+    published, chosen = seq["training"]["published"], seq["training"]["validation"]
+    refit = min(seq["config"]["refit_epochs"], chosen["best_epoch"])  # ... from validation's weights, a few epochs
+    assert [e["epoch"] for e in published["epochs"]] == list(range(refit + 1))
+    assert published["epochs"][0]["loss"] is None
+    assert chosen["stopped"] in ("patience", "epochs") and published["stopped"] == "epochs"
     assert seq["parity"]["max_abs_diff"] <= 1e-4 and seq["parity"]["n_histories"] == 1000
     assert seq["parity"]["empty"] and seq["parity"]["length_1"] and seq["parity"]["over_long"]
     files = artifact.VersionFiles(won["dir"])

@@ -44,6 +44,15 @@ def test_the_output_at_a_position_depends_on_nothing_after_it():
     assert torch.allclose(h[0, :3], h[1, :3], atol=1e-6) and not torch.allclose(h[0, 3:], h[1, 3:])
 
 
+def test_a_batch_cut_to_its_last_slots_gives_the_kept_slots_the_same_outputs():
+    """Training cuts a batch's leading empty slots (left-padded histories): nothing changes."""
+    model = _model()
+    items = torch.as_tensor(pad_histories([[1, 2], [3, 4, 5], [6]], 6, 30))
+    with torch.no_grad():
+        full, cut = model.hidden(items), model.hidden(items[:, 3:])
+    assert cut.shape == (3, 3, 16) and torch.allclose(full[:, 3:], cut, atol=1e-6)
+
+
 def test_a_cold_item_has_no_id_part_but_still_an_input_from_its_vectors():
     warm = np.ones(30, bool)
     warm[7] = False

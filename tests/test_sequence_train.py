@@ -7,7 +7,8 @@ import pytest
 pytest.importorskip("torch")
 
 from groundrec.offline.sequence.model import SequenceConfig  # noqa: E402
-from groundrec.offline.sequence.train import recall_at, train_sequence_encoder, training_windows  # noqa: E402
+from groundrec.offline.sequence.train import (carried_over, recall_at, train_sequence_encoder,  # noqa: E402
+                                              training_windows)
 from groundrec.shared.errors import UserError  # noqa: E402
 
 N = 60
@@ -53,6 +54,41 @@ def test_training_is_seeded_and_deterministic():
     b = train_sequence_encoder(histories, vectors, cfg=cfg)
     assert [e["loss"] for e in a.epochs] == [e["loss"] for e in b.epochs]
     assert np.array_equal(a.model.encode(histories[:20]), b.model.encode(histories[:20]))
+
+
+def test_the_budget_is_work_not_seconds_and_says_what_ended_it():
+    histories, vectors = _planted(150)
+    cfg = SequenceConfig(**{**FAST, "epochs": 3, "patience": 5})
+    capped = train_sequence_encoder(histories, vectors, cfg=SequenceConfig(**{**FAST, "max_steps": 3}))
+    assert capped.steps == 3 and capped.stopped == "max_steps" and len(capped.epochs) == 1
+    full = train_sequence_encoder(histories, vectors, cfg=cfg)
+    assert full.stopped == "epochs" and len(full.epochs) == 3 and full.steps == 3 * full.epochs[0]["steps"]
+    assert full.report()["steps"] == full.steps and not hasattr(cfg, "max_seconds")
+
+
+def test_weights_carried_over_to_another_basis_rank_every_item_as_before():
+    """A refit's vectors as another basis of the same items (inputs and index vectors through
+    invertible maps): the carried weights give the same per-user ranking of every item, and a
+    training started from them scores them first, as epoch 0."""
+    histories, vectors = _planted(200)
+    targets = np.random.default_rng(1).normal(size=(N, 12)).astype(np.float32)
+    trained = train_sequence_encoder(histories, vectors, cfg=SequenceConfig(**{**FAST, "epochs": 3}), targets=targets)
+    rng = np.random.default_rng(2)
+    inputs2 = (vectors @ rng.normal(size=(16, 16))).astype(np.float32)
+    targets2 = (targets @ rng.normal(size=(12, 20))).astype(np.float32)  # wider, same information
+    start = carried_over(trained.model, targets, inputs2, targets2)
+    cfg = SequenceConfig(**{**FAST, "epochs": 0})
+    again = train_sequence_encoder(histories, inputs2, None, cfg, targets=targets2, start=start)
+    test = histories[:40]
+    before, after = trained.model.encode(test) @ targets.T, again.model.encode(test) @ targets2.T
+    unit = lambda s: s / np.linalg.norm(s, axis=1, keepdims=True)  # noqa: E731  (each query's scale is free)
+    assert np.allclose(unit(before), unit(after), atol=1e-3)
+    assert [e["epoch"] for e in again.epochs] == [0] and again.epochs[0]["loss"] is None and again.best_epoch == 0
+    more = train_sequence_encoder(histories, inputs2, None, SequenceConfig(**{**FAST, "epochs": 2, "patience": 2}),
+                                  targets=targets2, start=start)
+    assert [e["epoch"] for e in more.epochs] == [0, 1, 2]
+    assert more.epochs[0]["valid_recall@3"] == pytest.approx(again.score, abs=1e-5)
+    assert more.score >= again.score
 
 
 def test_a_given_validation_set_and_other_index_vectors():

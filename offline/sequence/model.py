@@ -65,13 +65,18 @@ class Encoder(nn.Module):
         self.register_buffer("causal", causal, persistent=False)
         self.register_buffer("from_end", torch.arange(cfg.max_len - 1, -1, -1), persistent=False)
 
-    def hidden(self, x: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
+    def hidden(self, x: torch.Tensor, valid: torch.Tensor, length: int | None = None) -> torch.Tensor:
         """Every slot's output (``[batch, max_len, dim]``): slot i sees slots <= i that hold an
-        item, and itself (a pad slot then sees only itself: no slot is left with nothing)."""
-        eye = torch.eye(self.max_len, dtype=torch.bool, device=x.device)
-        allowed = (self.causal & (valid[:, None, :] > 0)) | eye
+        item, and itself (a pad slot then sees only itself: no slot is left with nothing).
+        ``length`` (training): the histories are their last ``length`` slots (the ones before
+        were empty in every row); the kept slots' outputs are the same as at full length."""
+        n = self.max_len if length is None else int(length)
+        causal, from_end = (self.causal, self.from_end) if n == self.max_len else (self.causal[:n, :n],
+                                                                                    self.from_end[-n:])
+        eye = torch.eye(n, dtype=torch.bool, device=x.device)
+        allowed = (causal & (valid[:, None, :] > 0)) | eye
         bias = torch.where(allowed, 0.0, -1e9)[:, None, :, :]
-        x = self.drop((x + self.position(self.from_end)[None]) * valid[..., None])
+        x = self.drop((x + self.position(from_end)[None]) * valid[..., None])
         for block in self.blocks:
             x = block(x, bias)
         return self.norm(x)
@@ -117,8 +122,10 @@ class SequenceModel(nn.Module):
         valid = (items >= 0) & (items < self.n_items)
         return table[torch.where(valid, items, self.n_items)], valid.to(table.dtype)
 
-    def hidden(self, items: torch.Tensor) -> torch.Tensor:
-        return self.encoder.hidden(*self.embed(items))
+    def hidden(self, items: torch.Tensor, table: torch.Tensor | None = None) -> torch.Tensor:
+        """Every slot's output for padded histories of up to ``max_len`` slots (training cuts a
+        batch's leading empty slots)."""
+        return self.encoder.hidden(*self.embed(items, table), length=items.shape[1])
 
     def forward(self, items: torch.Tensor) -> torch.Tensor:
         return self.encoder(*self.embed(items))

@@ -2,8 +2,11 @@
 position of the training histories, a full softmax of each position's query against every
 item's index vector (``logits = scale x query . target_item``: the inner product the index
 ranks by, the query at unit length, the scale learned),
-AdamW, early stopping on validation recall@k. Seeded; torch's thread count is set from the
-config for the run and restored after.
+AdamW, early stopping on validation recall@k. The budget is counted in work (epochs and
+optimizer steps), never in seconds: seeded, with torch's thread count set from the config for
+the run (and restored after), a training is the same whatever else the machine runs. A
+training can start from another model's weights (``carried_over``: the published encoder
+starts from the one validation chose).
 
 Validation: either given (histories and their relevant items, e.g. ``groundrec eval``'s
 validation users) or drawn here: up to ``valid_users`` users whose last item is new to them
@@ -31,11 +34,13 @@ from groundrec.shared.scoring.ranking import top_k_matrix
 class Trained:
     model: SequenceModel
     valid_recall: np.ndarray  # per validation user, recall@k of the best epoch
-    epochs: list[dict] = field(default_factory=list)  # per epoch: loss, validation recall, seconds
-    best_epoch: int = 0
+    epochs: list[dict] = field(default_factory=list)  # per epoch: loss, validation recall, steps, seconds
+    best_epoch: int = 0  # 0: the starting weights (a warm start) were never bettered
     seconds: float = 0.0
     windows: int = 0  # training sequences (a long history gives several)
     positions: int = 0  # next-item targets trained on per epoch
+    steps: int = 0  # optimizer steps taken
+    stopped: str = ""  # what ended the training: "patience", "epochs" or "max_steps"
 
     @property
     def score(self) -> float:
@@ -45,7 +50,8 @@ class Trained:
         """What a manifest would record."""
         return {"config": self.model.cfg.to_dict(), "valid_recall": round(self.score, 6),
                 "valid_users": int(len(self.valid_recall)), "best_epoch": self.best_epoch, "epochs": self.epochs,
-                "seconds": round(self.seconds, 2), "windows": self.windows, "positions": self.positions,
+                "steps": self.steps, "stopped": self.stopped, "seconds": round(self.seconds, 2),
+                "windows": self.windows, "positions": self.positions,
                 "parameters": int(sum(p.numel() for p in self.model.parameters()))}
 
 
@@ -97,12 +103,18 @@ def _validation(histories: list, cfg: SequenceConfig, valid) -> tuple[list, list
 
 def train_sequence_encoder(histories: list, item_vectors: np.ndarray, warm_items: np.ndarray | None = None,
                            cfg: SequenceConfig | None = None, targets: np.ndarray | None = None,
-                           valid: tuple[list, list] | None = None, log=None) -> Trained:
+                           valid: tuple[list, list] | None = None, log=None, start: dict | None = None) -> Trained:
     """The encoder trained on ``histories`` (item rows, oldest first). ``item_vectors``: each
     item's published vectors (its input); ``targets``: what the index holds per item (the
     output space; default ``item_vectors``); ``warm_items``: bool per item, the items with an
     id embedding (default: those in ``histories``); ``valid``: (histories, relevant item rows)
-    to stop on, else drawn from ``histories``. ``log``: called with each epoch's line."""
+    to stop on, else drawn from ``histories``. ``log``: called with each epoch's line.
+    ``start``: weights to start from (``carried_over``), scored first as epoch 0.
+
+    The budget is work, never the clock: at most ``cfg.epochs`` epochs and ``cfg.max_steps``
+    optimizer steps (0: no step cap), stopped after ``cfg.patience`` epochs without a better
+    validation recall; the best epoch's weights are kept. For a seed and a thread count the
+    training is the same on a loaded machine as on a quiet one."""
     cfg = cfg or SequenceConfig()
     item_vectors = np.asarray(item_vectors, np.float32)
     targets = item_vectors if targets is None else np.asarray(targets, np.float32)
@@ -121,12 +133,51 @@ def train_sequence_encoder(histories: list, item_vectors: np.ndarray, warm_items
     threads = torch.get_num_threads()
     torch.set_num_threads(cfg.threads)
     try:
-        return _fit(cfg, item_vectors, targets, warm_items, x_all, y_all, v_hist, v_rel, log)
+        return _fit(cfg, item_vectors, targets, warm_items, x_all, y_all, v_hist, v_rel, log, start)
     finally:
         torch.set_num_threads(threads)
 
 
-def _fit(cfg, item_vectors, targets, warm, x_all, y_all, v_hist, v_rel, log) -> Trained:
+def carried_over(model: SequenceModel, old_targets: np.ndarray, item_vectors: np.ndarray, targets: np.ndarray) -> dict:
+    """``model``'s weights (trained against ``old_targets``, the index vectors it was trained
+    for) for the same items given other input vectors and index vectors (a
+    refit's collaborative vectors are another basis): the input projection refitted by least
+    squares so that every item's projected input is what ``model`` computed from its own
+    inputs, and the output layer composed with the least-squares map from the new index
+    vectors to ``model``'s (scores of every item kept as well as a linear map keeps them).
+    The transformer, the id embeddings and the temperature are kept as they are."""
+    state = {k: v.detach().clone() for k, v in model.state_dict().items() if k not in ("inputs", "warm")}
+    inputs = model.inputs.numpy().astype(np.float64)
+    new_inputs = np.asarray(item_vectors, np.float64)
+    if new_inputs.shape != inputs.shape or not np.allclose(new_inputs, inputs):
+        with torch.no_grad():
+            rows = model.project(model.inputs).numpy().astype(np.float64)
+        a = np.hstack([new_inputs, np.ones((len(new_inputs), 1))])
+        solution = np.linalg.lstsq(a, rows, rcond=None)[0]  # [d_in + 1, dim]
+        state["project.weight"] = torch.as_tensor(solution[:-1].T, dtype=torch.float32)
+        state["project.bias"] = torch.as_tensor(solution[-1], dtype=torch.float32)
+    old_targets, new_targets = np.asarray(old_targets, np.float64), np.asarray(targets, np.float64)
+    if old_targets.shape != new_targets.shape or not np.allclose(old_targets, new_targets):
+        to_old = np.linalg.lstsq(new_targets, old_targets, rcond=None)[0]  # [d_new, d_old]
+        weight = model.encoder.out.weight.detach().numpy().astype(np.float64)  # [d_old, dim]
+        bias = model.encoder.out.bias.detach().numpy().astype(np.float64)
+        state["encoder.out.weight"] = torch.as_tensor(to_old @ weight, dtype=torch.float32)
+        state["encoder.out.bias"] = torch.as_tensor(to_old @ bias, dtype=torch.float32)
+    return state
+
+
+def _batches(cfg, x_all, y_all, rng):
+    """One epoch's batches in a seeded random order, each cut to the slots that hold an item
+    in some row (histories are left-padded: a batch of short ones needs no full-length pass)."""
+    order = torch.as_tensor(rng.permutation(len(x_all)))
+    for first in range(0, len(x_all), cfg.batch_size):
+        batch = order[first:first + cfg.batch_size]
+        x, y = x_all[batch], y_all[batch]
+        cut = int(torch.argmax((x >= 0).any(0).to(torch.int8)))  # the first slot any row holds an item in
+        yield x[:, cut:], y[:, cut:]
+
+
+def _fit(cfg, item_vectors, targets, warm, x_all, y_all, v_hist, v_rel, log, start) -> Trained:
     started = time.perf_counter()
     torch.manual_seed(cfg.seed)
     rng = np.random.default_rng(cfg.seed)
@@ -136,15 +187,36 @@ def _fit(cfg, item_vectors, targets, warm, x_all, y_all, v_hist, v_rel, log) -> 
     x_all, y_all = torch.as_tensor(x_all), torch.as_tensor(y_all)
     trained = Trained(model, np.zeros(0), windows=len(x_all), positions=int((y_all >= 0).sum()))
     best, best_state, since = -1.0, None, 0
+
+    def scored(epoch: int, loss: float | None, tick: float) -> bool:
+        nonlocal best, best_state, since
+        recall = recall_at(model.encode(v_hist), targets, v_hist, v_rel, cfg.k)
+        line = {"epoch": epoch, "loss": None if loss is None else round(loss, 4),
+                f"valid_recall@{cfg.k}": round(float(recall.mean()), 5), "steps": trained.steps,
+                "seconds": round(time.perf_counter() - tick, 2)}
+        trained.epochs.append(line)
+        if log:
+            log(line)
+        if recall.mean() > best:
+            best, best_state, since = float(recall.mean()), copy.deepcopy(model.state_dict()), 0
+            trained.best_epoch, trained.valid_recall = epoch, recall
+            return True
+        since += 1
+        return False
+
+    if start is not None:
+        model.load_state_dict({**model.state_dict(), **start})
+        scored(0, None, time.perf_counter())
+    trained.stopped = "epochs"
     for epoch in range(1, cfg.epochs + 1):
-        tick, total = time.perf_counter(), 0.0
+        tick, total, seen = time.perf_counter(), 0.0, 0
         model.train()
-        order = torch.as_tensor(rng.permutation(len(x_all)))
-        for start in range(0, len(x_all), cfg.batch_size):
-            batch = order[start:start + cfg.batch_size]
-            y = y_all[batch]
+        for x, y in _batches(cfg, x_all, y_all, rng):
+            if cfg.max_steps and trained.steps >= cfg.max_steps:
+                break
             keep = y >= 0
-            h = model.hidden(x_all[batch])[keep]
+            table = model.item_table()
+            h = model.hidden(x, table)[keep]
             out = model.encoder.out
             norm = out(h).norm(dim=1).clamp_min(1e-12)  # the query is out(h) at unit length
             scale = (model.log_scale.exp() / norm)[:, None]
@@ -154,19 +226,14 @@ def _fit(cfg, item_vectors, targets, warm, x_all, y_all, v_hist, v_rel, log) -> 
             loss.backward()
             torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
             opt.step()
-            total += float(loss.detach()) * int(keep.sum())
-        recall = recall_at(model.encode(v_hist), targets, v_hist, v_rel, cfg.k)
-        line = {"epoch": epoch, "loss": round(total / max(trained.positions, 1), 4),
-                f"valid_recall@{cfg.k}": round(float(recall.mean()), 5), "seconds": round(time.perf_counter() - tick, 2)}
-        trained.epochs.append(line)
-        if log:
-            log(line)
-        if recall.mean() > best:
-            best, best_state, since = float(recall.mean()), copy.deepcopy(model.state_dict()), 0
-            trained.best_epoch, trained.valid_recall = epoch, recall
-        else:
-            since += 1
-        if since >= cfg.patience or time.perf_counter() - started > cfg.max_seconds:
+            trained.steps += 1
+            total, seen = total + float(loss.detach()) * int(keep.sum()), seen + int(keep.sum())
+        scored(epoch, total / max(seen, 1), tick)
+        if cfg.max_steps and trained.steps >= cfg.max_steps:
+            trained.stopped = "max_steps"
+            break
+        if since >= cfg.patience:
+            trained.stopped = "patience"
             break
     model.load_state_dict(best_state)
     model.eval()
