@@ -39,7 +39,7 @@ from groundrec.offline.sequence_config import SequenceJobConfig
 from groundrec.offline.tuning import HybridChoice, HybridTuning
 from groundrec.shared.errors import UserError
 from groundrec.shared.scoring.collab import index_rows
-from groundrec.shared.scoring.profiles import unit
+from groundrec.shared.sequence_encoder import item_inputs as encoder_inputs
 from groundrec.shared.scoring.ranking import lift, top_k_matrix
 
 RULE = "published when mean(encoder - hybrid) > one standard error of the paired per-user differences"
@@ -75,12 +75,11 @@ class SequenceOutcome:
 
 
 def item_inputs(content: np.ndarray, model) -> np.ndarray:
-    """What the encoder reads of each item: its content vector and, for a hybrid, its
-    collaborative query- and item-side vectors at unit length (content-mapped for an item
-    nobody interacted with, so a new item still has all of them)."""
-    if model is None:
-        return np.ascontiguousarray(content, np.float32)
-    return np.ascontiguousarray(np.hstack([content, unit(model.query), unit(model.item)]), np.float32)
+    """What the encoder reads of each item (``shared.sequence_encoder.item_inputs``, the rule the
+    service applies to a live item too): its content vector and, for a hybrid, its collaborative
+    query- and item-side vectors at unit length (content-mapped for an item nobody interacted
+    with, so a new item still has all of them)."""
+    return encoder_inputs(content, *((model.query, model.item) if model is not None else ()))
 
 
 def validation_index(scorer, choice: HybridChoice) -> tuple[np.ndarray, object]:
