@@ -2,7 +2,9 @@
 H&M texts (a catalog row's columns from --catalog, its title made unique by a made-up word), no
 image: text only, embedded by the server with the version's ONNX encoder.
 
-0. encoder     the version's ONNX encoder alone on 128 such texts: ms per text by batch size.
+0. encoder     the version's ONNX encoder alone on 128 such texts: ms per text by batch size,
+   wall and CPU, by intra-op threads (--encoder-threads); other encoder directories beside it
+   in the same rounds (--encoders NAME=DIR: benchmarks/encoder_graphs.py writes a fused graph).
 1. visibility  PUT an item on server A, then POST /search its title on A once and on B, a
    second `groundrec serve` on the same SQLite store, until the item is in the answer (top
    --search-k). Per item, the delay from the PUT's answer to the answer of the first search
@@ -24,7 +26,9 @@ written into ARTIFACTS. Server, clients and wrk share this machine's cores.
 
     python benchmarks/bench_items.py --artifacts DIR [--interactions FILE] [--catalog FILE]
         [--items 200] [--duration 10] [--batches 100] [--variants fp32,int8] [--rounds 7]
-        [--http-rounds 3] [--connections 32] [--requests 2000]
+        [--http-rounds 3] [--connections 32] [--requests 2000] [--parts 0,1,2,3]
+        [--encoders NAME=DIR,...] [--encoder-threads 1,2] [--encoder-batches 1,2,4,8,16,64]
+        [--encoder-rounds 3] [--encoder-profile]
 
 ARTIFACTS must hold a published H&M version (CURRENT). To publish one (the H&M catalog in
 ../shared/data/hm; a VLM as README.md says):
@@ -37,6 +41,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import copy
 import json
 import os
 import shutil
@@ -98,8 +103,12 @@ class Texts:
 
 
 def encoder_costs(args, texts: Texts) -> None:
-    """0. The version's ONNX encoder (one thread, as the compute process runs it) on 128 new
-    items' texts (the version's template), ms per text by the batch size ``encode`` runs."""
+    """0. The version's ONNX encoder on 128 new items' texts (the version's template), ms per
+    text by the batch size ``encode`` runs: wall and CPU time (every thread of this process), the
+    median of --encoder-rounds rounds. One intra-op thread is how the compute process runs it
+    (``compute_threads``); --encoder-threads adds others. --encoders times other encoder
+    directories (benchmarks/encoder_graphs.py writes a fused one) beside it, in the same rounds:
+    every round runs each encoder, precision and thread count once, by batch size."""
     from groundrec.online.version import load_version
     from groundrec.shared import artifact
     from groundrec.shared.onnx_encoder import OnnxTextEncoder
@@ -108,17 +117,62 @@ def encoder_costs(args, texts: Texts) -> None:
     path = artifact.locate(args.artifacts, artifact.current_version(args.artifacts))
     template = load_version(path).manifest.text_template
     sample = [render(template, row) for row in texts.take(128)]
-    for variant in args.variants.split(","):
-        enc = OnnxTextEncoder(artifact.VersionFiles(path).encoder_dir, variant, threads=1)
-        tokens = [len(e.ids) for e in enc.tokenizer.encode_batch(sample)]
-        costs = []
-        for size in (1, 2, 4, 8, 16, 64):
-            enc.encode(sample[:16], batch_size=size)  # warm
-            start = time.perf_counter()
-            enc.encode(sample, batch_size=size)
-            costs.append(f"{size}: {(time.perf_counter() - start) / len(sample) * 1e3:.1f}")
-        print(f"0. encoder {variant}: ms per text by batch size (sorted by length) {', '.join(costs)}; tokens "
-              f"p50 {np.median(tokens):.0f}, p90 {np.percentile(tokens, 90):.0f}, max {max(tokens)}", flush=True)
+    dirs = {"version": artifact.VersionFiles(path).encoder_dir,
+            **dict(e.split("=", 1) for e in args.encoders.split(",") if e)}
+    sizes = [int(s) for s in args.encoder_batches.split(",")]
+    encs = {(name, variant, threads): OnnxTextEncoder(d, variant, threads=threads)
+            for name, d in dirs.items() for variant in args.variants.split(",")
+            for threads in (int(t) for t in args.encoder_threads.split(","))}
+    tokens = [len(e.ids) for e in next(iter(encs.values())).tokenizer.encode_batch(sample)]
+    print(f"0. encoder: {len(sample)} texts, tokens p50 {np.median(tokens):.0f}, mean {np.mean(tokens):.1f}, p90 "
+          f"{np.percentile(tokens, 90):.0f}, max {max(tokens)}; ms per text by batch size (sorted by length), wall "
+          f"(CPU), median of {args.encoder_rounds} rounds", flush=True)
+    wall = {k: {s: [] for s in sizes} for k in encs}
+    cpu = {k: {s: [] for s in sizes} for k in encs}
+    for _ in range(args.encoder_rounds):
+        for key, enc in encs.items():
+            for size in sizes:
+                enc.encode(sample[:16], batch_size=size)  # warm
+                start, cpu_start = time.perf_counter(), time.process_time()
+                enc.encode(sample, batch_size=size)
+                wall[key][size].append((time.perf_counter() - start) / len(sample) * 1e3)
+                cpu[key][size].append((time.process_time() - cpu_start) / len(sample) * 1e3)
+    for (name, variant, threads), enc in encs.items():
+        costs = ", ".join(f"{s}: {np.median(wall[name, variant, threads][s]):.2f} "
+                          f"({np.median(cpu[name, variant, threads][s]):.2f})" for s in sizes)
+        fused = enc.meta.get("fused")
+        print(f"   {name} {variant}, {threads} thread{'s' if threads > 1 else ''}: {costs}"
+              f"{f'; fused {fused}' if fused else ''}", flush=True)
+    print(f"   load average {os.getloadavg()[0]:.2f}", flush=True)
+    if args.encoder_profile:
+        for (name, variant, threads), enc in encs.items():
+            if threads == 1:
+                _profile(enc, sample, name, variant)
+
+
+def _profile(enc, sample: list[str], name: str, variant: str, batch: int = 4) -> None:
+    """Where one encoder's time goes: onnxruntime's profile of ``encode`` (one thread, batches of
+    ``batch``), the kernels' ms per text by operator, the largest first."""
+    import onnxruntime as ort
+
+    opts = ort.SessionOptions()
+    opts.intra_op_num_threads, opts.enable_profiling = 1, True
+    opts.profile_file_prefix = str(Path(tempfile.gettempdir()) / "bench-items-encoder")
+    profiled = copy.copy(enc)
+    profiled.session = ort.InferenceSession(str(enc.directory / enc.meta["files"][variant]), opts,
+                                            providers=["CPUExecutionProvider"])
+    profiled.encode(sample, batch_size=batch)
+    trace = Path(profiled.session.end_profiling())
+    events = json.loads(trace.read_text())
+    trace.unlink()
+    by_op: dict[str, float] = {}
+    for e in events:
+        if e.get("cat") == "Node" and e["name"].endswith("_kernel_time"):
+            by_op[e["args"]["op_name"]] = by_op.get(e["args"]["op_name"], 0.0) + e["dur"] / 1e3 / len(sample)
+    total = sum(by_op.values())
+    top = sorted(by_op.items(), key=lambda kv: -kv[1])[:6]
+    print(f"   profile {name} {variant} (batch {batch}): kernels {total:.2f} ms per text; "
+          + ", ".join(f"{op} {ms:.2f} ({ms / total:.0%})" for op, ms in top), flush=True)
 
 
 def _q(xs: list[float], q: float) -> float:
@@ -298,6 +352,13 @@ def main() -> None:
     ap.add_argument("--rounds", type=int, default=7, help="in-process rounds per arm")
     ap.add_argument("--http-rounds", type=int, default=3)
     ap.add_argument("--k", type=int, default=20)
+    ap.add_argument("--encoders", default="", help="0: other encoder directories timed beside the version's, "
+                    "NAME=DIR,... (benchmarks/encoder_graphs.py writes them)")
+    ap.add_argument("--encoder-threads", default="1", help="0: intra-op thread counts, e.g. 1,2")
+    ap.add_argument("--encoder-batches", default="1,2,4,8,16,64", help="0: batch sizes")
+    ap.add_argument("--encoder-rounds", type=int, default=3)
+    ap.add_argument("--encoder-profile", action="store_true", help="0: where each encoder's time goes (one thread, "
+                    "batches of 4): onnxruntime's profile, ms per text by operator")
     ap.add_argument("--parts", default="0,1,2,3", help="which of 0 (the encoder's cost by batch size), 1 "
                     "(visibility), 2 (upserts), 3 (/recommend) to run")
     ap.add_argument("--keep", action="store_true", help="keep the temporary folder (stores, server logs)")
