@@ -145,6 +145,8 @@ def main() -> None:
     p.add_argument("--out", default="/tmp/bench_sequence", help="caches, the export (never inside the repository)")
     p.add_argument("--threads", type=int, default=1, help="torch and onnxruntime threads")
     p.add_argument("--ease", action="store_true", help="also recency-EASE, tuned as eval's row (more fits)")
+    p.add_argument("--compare", help="an earlier run's per_user.npz: its encoder as a row (\"earlier encoder\"), "
+                                     "compared paired (the same validation users)")
     p.add_argument("--ease-full-rank-mb", type=float, help="also recency-EASE at full rank within this budget "
                                                              "(tuning.collab.full_rank_max_mb), e.g. 2048")
     p.add_argument("--profile", help="the content profile as JSON (skips eval's profile tuning), e.g. "
@@ -152,7 +154,7 @@ def main() -> None:
     p.add_argument("--set", action="append", help="an eval config override, as groundrec eval --set")
     p.add_argument("--inputs", choices=["hybrid", "content"], default="hybrid")
     for name, value in SequenceConfig().to_dict().items():
-        if name not in ("threads", "seed"):
+        if name not in ("threads", "seed", "refit_epochs"):  # one training here: no refit
             kind = (lambda s: s.lower() in ("1", "true", "yes")) if isinstance(value, bool) else type(value)
             p.add_argument("--" + name.replace("_", "-"), type=kind, default=value)
     args = p.parse_args()
@@ -169,7 +171,8 @@ def main() -> None:
     print(f"split: {data.split.description}; {len(data.valid)} validation users, {data.n_items} items", flush=True)
     print(f"hybrid chosen on validation: {choice}\ncontent profile: {ref['profile']}", flush=True)
     targets, item_inputs = index_and_inputs(cfg, data, rep, choice, args.inputs)
-    seq_cfg = SequenceConfig(**{k: getattr(args, k) for k in SequenceConfig().to_dict() if k not in ("threads", "seed")},
+    seq_cfg = SequenceConfig(**{k: getattr(args, k) for k in SequenceConfig().to_dict()
+                                if k not in ("threads", "seed", "refit_epochs")},
                              threads=args.threads, seed=cfg.seed)
     tick = time.perf_counter()
     trained = train_sequence_encoder(data.valid_histories, item_inputs, data.pop_valid > 0, seq_cfg, targets=targets,
@@ -193,9 +196,12 @@ def main() -> None:
     if args.ease_full_rank_mb:
         ref["ease_full"], chosen = full_rank_ease(cfg, runner, rep, args)
         print(line(chosen["name"], ref["ease_full"], str(chosen)))
+    if args.compare:
+        ref["earlier encoder"] = np.load(args.compare)["encoder"]
+        print(line(f"earlier encoder ({args.compare})", ref["earlier encoder"]))
     np.savez(Path(args.out) / "per_user.npz", encoder=encoder, **{n: ref[n] for n in
                                                                   ("hybrid", "hybrid_no_fresh", "ease", "ease_full") if n in ref})
-    for name in ("hybrid", "hybrid_no_fresh", "ease", "ease_full"):
+    for name in ("hybrid", "hybrid_no_fresh", "ease", "ease_full", "earlier encoder"):
         if name in ref:
             d = encoder - ref[name]
             lo, hi = np.quantile([d[np.random.default_rng(s).integers(0, len(d), len(d))].mean() for s in range(1000)],
