@@ -14,7 +14,7 @@ chooses it as the job does, and the published row is the encoder where it won. W
 ``sequence_row`` (or ``sequence.enabled``) the encoder is also a row of its own, ``groundrec
 sequence encoder``: trained by the same learn stage and, where it did not win, refitted as it
 would have been published (``learn_sequence.train_published``), so it is scored on test
-whatever validation decided; its note gives the decision."""
+whatever validation decided; ``published_by_validation`` among its settings gives the decision."""
 
 from __future__ import annotations
 
@@ -97,7 +97,5 @@ def _encoder_system(learned, sequence, inter: Interactions, rep: Representation,
 def published_row(runner: "Runner", rep: Representation) -> None:
     published, encoder = published_systems(runner, rep)
     runner.on_test(published, None, rep.note)
-    if encoder is not None:
-        learned_by = "published by validation" if encoder.params["published_by_validation"] else (
-            "not published by validation (scored as it would have been published)")
-        runner.on_test(encoder, encoder.params.get("validation_encoder"), learned_by)
+    if encoder is not None:  # params["published_by_validation"]: whether the job would have published it
+        runner.on_test(encoder, encoder.params.get("validation_encoder"), rep.note)
