@@ -67,15 +67,17 @@ class SequenceEncoder:
         self.directory = Path(directory)
         try:
             self.meta = json.loads((self.directory / SEQUENCE_CONFIG).read_text())
-            self.table = np.load(self.directory / self.meta["items"])
+            table = np.load(self.directory / self.meta["items"])
         except (OSError, ValueError, KeyError) as e:
             raise UserError(f"sequence encoder at {self.directory}: cannot read it ({e})") from None
-        self.max_len, self.n_items = int(self.meta["max_len"]), int(self.meta["n_items"])
-        self._rows = (self.table, self.n_items)  # read once per encode: added items change both at once
+        self.max_len, n_items = int(self.meta["max_len"]), int(self.meta["n_items"])
         self.out_dim = int(self.meta["out_dim"])
-        if self.table.shape != (self.n_items + 1, int(self.meta["dim"])):
-            raise UserError(f"sequence encoder at {self.directory}: item table {self.table.shape}, expected "
-                            f"({self.n_items + 1}, {self.meta['dim']})")
+        if table.shape != (n_items + 1, int(self.meta["dim"])):
+            raise UserError(f"sequence encoder at {self.directory}: item table {table.shape}, expected "
+                            f"({n_items + 1}, {self.meta['dim']})")
+        # (buffer, items): the buffer's rows past the items are zeros, the first of them the pad.
+        # Added items fill its spare rows (grown twice as big when full), so an add copies nothing.
+        self._rows = (table, n_items)
         self._project: tuple[np.ndarray, np.ndarray] | None = None  # W, b: read when items are first added
         opts = ort.SessionOptions()
         if threads:  # set on purpose: onnxruntime would otherwise take every core
@@ -84,6 +86,16 @@ class SequenceEncoder:
         opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         self.session = ort.InferenceSession(str(self.directory / self.meta["files"]["fp32"]), opts,
                                             providers=["CPUExecutionProvider"])
+
+    @property
+    def n_items(self) -> int:
+        return self._rows[1]
+
+    @property
+    def table(self) -> np.ndarray:
+        """Each item's input row, then the pad (zeros)."""
+        buf, n = self._rows
+        return buf[:n + 1]
 
     def encode(self, histories: list, batch_size: int = 256) -> np.ndarray:
         """Queries ``[len(histories), out_dim]`` float32; zero rows for empty histories."""
@@ -109,7 +121,11 @@ class SequenceEncoder:
         if inputs.shape[1] != w.shape[1]:
             raise UserError(f"sequence encoder at {self.directory}: new items' inputs have {inputs.shape[1]} "
                             f"columns, the encoder reads {w.shape[1]}")
-        table, n = self._rows
-        self.table = np.concatenate([table[:n], inputs.astype(np.float32) @ w.T + b, table[n:]])
-        self.n_items = n + len(inputs)
-        self._rows = (self.table, self.n_items)
+        buf, n = self._rows
+        k = len(inputs)
+        if len(buf) < n + k + 1:  # room for the rows and the pad after them
+            grown = np.zeros((2 * (n + k) + 1, buf.shape[1]), np.float32)
+            grown[:n] = buf[:n]
+            buf = grown
+        buf[n:n + k] = inputs.astype(np.float32) @ w.T + b
+        self._rows = (buf, n + k)

@@ -236,6 +236,12 @@ def test_in_process_text_explain_zero_query_and_a_mismatched_encoder(versions):
     scores[N_ITEMS] = -np.inf  # seen
     assert only_live.fallback is None and query.any()
     assert [i.item_id for i in only_live.items] == [v["ids"][n] for n in np.argsort(-scores, kind="stable")[:3]]
+    serving.apply_live(([LiveItem("live-2", {"title": "newer", "group": "1"}, whole=True, first_seen=2.0,
+                                  updated=2.0, seq=2)], {"live-2": v["vectors"][5]}))  # into the spare rows
+    with np.load(artifact.VersionFiles(v["seq"]).sequence_dir / SEQUENCE_PROJECT) as f:
+        assert np.allclose(r.sequence.table[N_ITEMS + 1], f["W"] @ v["vectors"][5] + f["b"], atol=1e-5)
+    assert r.sequence.table.shape[0] == N_ITEMS + 3 and not r.sequence.table[-1].any()
+    assert np.allclose(r.sequence.table[N_ITEMS], row, atol=1e-5)  # the earlier row kept
     version = load_version(v["old"])
     version.items = version.items.slice(0, N_ITEMS - 1)  # an encoder exported for other items is refused
     with pytest.raises(VersionError, match="exported for 120 items"):
