@@ -40,7 +40,7 @@ class Backend(Protocol):
         the embeddings computed."""
 
     def check_live(self, changes: list) -> None:
-        """Refuse changes the version cannot take (``online/live.check_changes``)."""
+        """Refuse changes the version cannot take (``online/live_checks.check_changes``)."""
 
     def close(self) -> None:
         """Release what the backend holds (a compute process is stopped)."""

@@ -25,6 +25,7 @@ from pathlib import Path
 
 from groundrec.online.config import ServeConfig
 from groundrec.online.errors import ERRORS, Unavailable
+from groundrec.online.live_sharing import live_timeout, shared_vectors
 from groundrec.online.serving import build_serving
 from groundrec.online.threads import limit_threads
 from groundrec.online.version import VersionError
@@ -45,8 +46,9 @@ def _child(conn, cfg_json: str, version_id: str, path: str, popularity: dict | N
     gc.collect()
     gc.freeze()  # the version's objects live as long as this process: out of the collector's sight
     conn.send(("ready", threads))
-    ops = {"answer": serving.answer, "item": serving.item, "unknown": serving.unknown,
-           "popularity": serving.set_popularity, "live": serving.apply_live, "check_live": serving.check_live}
+    ops = {"answer": serving.answer, "item": serving.item, "unknown": serving.unknown, "popularity": serving.set_popularity,
+           "live": serving.apply_live, "check_live": serving.check_live, "live_texts": serving.live_texts,
+           "encode": serving.encode}
     while True:
         try:
             op, arg = conn.recv()
@@ -64,11 +66,6 @@ def _child(conn, cfg_json: str, version_id: str, path: str, popularity: dict | N
             conn.send(reply)
         except (pickle.PicklingError, TypeError, AttributeError) as e:
             conn.send(("error", RuntimeError(f"{type(reply[1]).__name__}: {reply[1]} (not picklable: {e})")))
-
-
-def live_timeout(items: list, vectors: dict | None) -> float:
-    """How long applying live items may take (a few ms to encode each, a wide margin)."""
-    return 60.0 + 0.05 * sum(i.item_id not in (vectors or {}) for i in items)
 
 
 class ComputeDied(Unavailable):
@@ -112,11 +109,14 @@ class ComputeProcess:
     def pid(self) -> int | None:
         return self._proc.pid
 
-    def call(self, op: str, arg, timeout_s: float | None = None):
+    def call(self, op: str, arg, timeout_s: float | None = None, wait: bool = True):
         """``op`` answered by the child; a child silent for ``timeout_s`` (default: the serve
-        config's ``compute_timeout_s``, meant for a batch) is taken for hung."""
+        config's ``compute_timeout_s``, meant for a batch) is taken for hung. ``wait`` False:
+        ``BlockingIOError`` at once while another call is in flight."""
         timeout_s = self.timeout_s if timeout_s is None else timeout_s
-        with self._lock:
+        if not self._lock.acquire(blocking=wait):
+            raise BlockingIOError(f"the compute process of version {self.version_id} is busy")
+        try:
             try:
                 self._conn.send((op, arg))
                 if not self._conn.poll(timeout_s):  # hung: stop it, the holder's next check replaces it
@@ -129,6 +129,8 @@ class ComputeProcess:
                 self._proc.join(1)
                 raise ComputeDied(f"the compute process of version {self.version_id} exited (code "
                                   f"{self._proc.exitcode}); a new one is being started, retry later") from None
+        finally:
+            self._lock.release()
         if kind == "error":
             raise value
         return value
@@ -179,8 +181,7 @@ class RemoteServing:
 
     @property
     def alive(self) -> bool:
-        standby = self.standby
-        return self.process.alive or (standby is not None and standby.alive)
+        return self.process.alive or getattr(self.standby, "alive", False)  # one read of the standby
 
     @property
     def threads(self) -> dict[str, int]:
@@ -255,25 +256,24 @@ class RemoteServing:
         return self._call("answer", items)
 
     def apply_live(self, arg) -> dict:
-        """Apply live items in the child, then in its standby with the embeddings the child
-        computed (encoded once). They are remembered first, so a child started meanwhile gets
-        them; a child promoted while this ran gets them too (applying twice changes nothing)."""
+        """Apply live items in the child (their texts encoded half by the standby: ``live_sharing``),
+        then in its standby with those embeddings. They are remembered first, so a child started
+        meanwhile gets them; a child promoted while this ran gets them too (applying twice changes nothing)."""
         items, given = arg
         with self._lock:
             for item in items:
                 self._live[item.item_id] = item
                 self._vectors.pop(item.item_id, None)
-            self._vectors.update(given or {})
-        computed = self._call("live", (items, given), live_timeout(items, given))
+        given = {**(given or {}), **shared_vectors(self._call, self.standby, items, given, live_timeout(items, given))}
+        known = {**given, **self._call("live", (items, given), live_timeout(items, given))}
         with self._lock:
-            self._vectors.update(computed)
-        known = {**(given or {}), **computed}
+            self._vectors.update(known)
         for child in {id(c): c for c in (self.process, self.standby) if c is not None and c.alive}.values():
             try:
                 child.call("live", (items, known), live_timeout(items, known))
             except ComputeDied:  # replaced by the next refill, which gets every live item
                 pass
-        return computed
+        return known
 
     def check_live(self, changes: list) -> None:
         return self._call("check_live", changes)

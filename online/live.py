@@ -24,7 +24,7 @@ import pyarrow as pa
 
 from groundrec.shared.artifact import WINDOW_INTERACTIONS
 from groundrec.shared.errors import UserError
-from groundrec.shared.live_items import CONTROL, LiveItem, catalog_columns, patched, record, shown
+from groundrec.shared.live_items import CONTROL, LiveItem, patched, record, shown
 from groundrec.shared.scoring.collab import index_rows
 from groundrec.shared.scoring.searcher import Popularity
 from groundrec.shared.sequence_encoder import item_inputs
@@ -111,12 +111,11 @@ class LiveOverlay:
         return out
 
     # --- applying changes -----------------------------------------------------------
-    def apply(self, items: list[LiveItem], vectors: dict[str, np.ndarray] | None = None) -> dict[str, np.ndarray]:
-        """Apply live items' states (``vectors``: their embeddings, computed by another process
-        holding the same version, e.g. the primary for its standby); the embeddings it computed.
-        Everything that can fail (encoding, the table's types) is done before anything changes:
-        a failed apply leaves the version as it was and its items not applied."""
-        v, now = self.r.v, time.time()
+    def _plan(self, items: list[LiveItem]):
+        """What applying ``items`` means: the changes still to apply, the rows to append with
+        their embedded texts and the rows they replace, the rule-only changes and the in-place
+        ones. Reads the version, changes nothing."""
+        v = self.r.v
         todo = list({i.item_id: i for i in items if i.seq > self.through
                      and i.seq > self.applied.get(i.item_id, 0)}.values())
         rows, texts, olds, quick, in_place = [], [], [], [], []
@@ -141,6 +140,21 @@ class LiveOverlay:
             rows.append((item, row))
             texts.append(text)
             olds.append(old)
+        return todo, rows, texts, olds, quick, in_place
+
+    def texts(self, items: list[LiveItem], vectors: dict[str, np.ndarray] | None = None) -> dict[str, str]:
+        """The texts applying ``items`` would embed (item id -> text; those not in ``vectors``),
+        without applying them: another process may encode them (``compute.RemoteServing``)."""
+        _, rows, texts, _, _, _ = self._plan(items)
+        return {item.item_id: text for (item, _), text in zip(rows, texts) if item.item_id not in (vectors or {})}
+
+    def apply(self, items: list[LiveItem], vectors: dict[str, np.ndarray] | None = None) -> dict[str, np.ndarray]:
+        """Apply live items' states (``vectors``: their embeddings, computed by another process
+        holding the same version, e.g. the primary for its standby); the embeddings it computed.
+        Everything that can fail (encoding, the table's types) is done before anything changes:
+        a failed apply leaves the version as it was and its items not applied."""
+        v, now = self.r.v, time.time()
+        todo, rows, texts, olds, quick, in_place = self._plan(items)
         computed: dict[str, np.ndarray] = {}
         items_now = patched(v.items, [(old, values) for _, old, _, values in in_place if values], COMBINE_CHUNKS)
         if rows:
@@ -269,32 +283,3 @@ def latest_items(r, k: int, seen: set[int], allowed: np.ndarray | None, pick) ->
     usable = ((int(i), float(when[i])) for i in order if i not in seen and (allowed is None or allowed[i]))
     return pick(list(islice(usable, 16 * k)), k) if pick else list(islice(usable, k))
 
-
-def check_changes(retriever, changes: list[tuple[str, str, dict]]) -> None:
-    """Refuse what a version cannot take, naming it: a column its item table does not have or
-    the job derives (``Unprocessable``), a value of the wrong type for its column, a patch or a
-    delete of an item that does not exist (``NotFound``). Nothing is stored before this passes."""
-    from groundrec.online.errors import NotFound, Unprocessable
-
-    v, live = retriever.v, retriever.live
-    allowed = set(catalog_columns(v.items.column_names, v.manifest.id_column)) | set(CONTROL)
-    schema = v.items.schema
-    for item_id, op, fields in changes:
-        exists = item_id in v.row_of and not (live is not None and item_id in live.deleted)
-        if retriever.encoder is None and op != "delete" and set(fields) - set(CONTROL):
-            raise Unprocessable(f"item {item_id!r}: version {v.path.name} has no ONNX text encoder to embed it "
-                                "(published without export); only hidden, available_until and deletes can be applied")
-        if op in ("patch", "delete") and not exists:
-            raise NotFound(f"no item {item_id!r} to {op}: PUT it first (it is neither in version "
-                           f"{v.path.name} nor a live item)")
-        unknown = sorted(set(fields) - allowed)
-        if unknown:
-            raise Unprocessable(f"item {item_id!r}: unknown column(s) {unknown}; the columns an item may have: "
-                                f"{sorted(allowed)}")
-        typed = {c: val for c, val in fields.items() if c in schema.names}
-        for column, value in typed.items():
-            try:
-                pa.array([value], schema.field(column).type)
-            except (pa.ArrowInvalid, pa.ArrowTypeError, TypeError, OverflowError):
-                raise Unprocessable(f"item {item_id!r}: column {column!r} holds {schema.field(column).type}, "
-                                    f"not {value!r}") from None

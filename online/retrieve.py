@@ -199,6 +199,12 @@ class Retriever(Profiles):
     def search(self, text: str, k: int = 10, filters: dict | None = None, with_fields: bool = False) -> Result:
         return self.recommend(UserQuery(text=text, k=k, filters=filters, with_fields=with_fields))
 
+    def live_texts(self, items: list, vectors: dict | None = None) -> dict[str, str]:
+        """The texts ``apply_live`` would embed (``LiveOverlay.texts``)."""
+        if self.live is None:
+            self.live = LiveOverlay(self)
+        return self.live.texts(items, vectors)
+
     def apply_live(self, items: list, vectors: dict | None = None) -> dict:
         """Apply the live catalog's items (``shared.live_items.LiveItem``) to this version
         (``online/live``); the embeddings computed, for a standby to reuse."""

@@ -17,7 +17,7 @@ from typing import ClassVar
 
 from groundrec.online.config import ServeConfig
 from groundrec.online.errors import NotFound, Unprocessable
-from groundrec.online.live import check_changes
+from groundrec.online.live_checks import check_changes
 from groundrec.online.profiling import check_default_strategy, load_sequence
 from groundrec.online.retrieve import NoHistory, Retriever
 from groundrec.online.version import load_version
@@ -176,6 +176,19 @@ class Serving:
         items, vectors = arg
         with self.lock:
             return self.retriever.apply_live(items, vectors)
+
+    def live_texts(self, arg) -> dict[str, str]:
+        """The texts applying live items would embed: ``arg`` as ``apply_live``'s."""
+        items, vectors = arg
+        with self.lock:
+            return self.retriever.live_texts(items, vectors)
+
+    def encode(self, texts: list[str]):
+        """``texts`` embedded by the version's ONNX text encoder (part of a write group's live
+        items, for the process that applies them)."""
+        if self.retriever.encoder is None:
+            raise Unprocessable(f"version {self.version_id} has no ONNX text encoder to embed live items")
+        return self.retriever.encoder.encode(texts)
 
     def check_live(self, changes: list[tuple[str, str, dict]]) -> None:
         """Refuse, before anything is stored, a change this version cannot take: an unknown

@@ -1,0 +1,37 @@
+"""The live catalog's changes checked against a served version before anything is stored: the
+items API refuses (4xx, naming it) what ``online/live`` could not apply."""
+
+from __future__ import annotations
+
+import pyarrow as pa
+
+from groundrec.online.errors import NotFound, Unprocessable
+from groundrec.shared.live_items import CONTROL, catalog_columns
+
+
+def check_changes(retriever, changes: list[tuple[str, str, dict]]) -> None:
+    """Refuse what a version cannot take, naming it: a column its item table does not have or
+    the job derives (``Unprocessable``), a value of the wrong type for its column, a patch or a
+    delete of an item that does not exist (``NotFound``). Nothing is stored before this passes."""
+    v, live = retriever.v, retriever.live
+    allowed = set(catalog_columns(v.items.column_names, v.manifest.id_column)) | set(CONTROL)
+    schema = v.items.schema
+    for item_id, op, fields in changes:
+        exists = item_id in v.row_of and not (live is not None and item_id in live.deleted)
+        if retriever.encoder is None and op != "delete" and set(fields) - set(CONTROL):
+            raise Unprocessable(f"item {item_id!r}: version {v.path.name} has no ONNX text encoder to embed it "
+                                "(published without export); only hidden, available_until and deletes can be applied")
+        if op in ("patch", "delete") and not exists:
+            raise NotFound(f"no item {item_id!r} to {op}: PUT it first (it is neither in version "
+                           f"{v.path.name} nor a live item)")
+        unknown = sorted(set(fields) - allowed)
+        if unknown:
+            raise Unprocessable(f"item {item_id!r}: unknown column(s) {unknown}; the columns an item may have: "
+                                f"{sorted(allowed)}")
+        typed = {c: val for c, val in fields.items() if c in schema.names}
+        for column, value in typed.items():
+            try:
+                pa.array([value], schema.field(column).type)
+            except (pa.ArrowInvalid, pa.ArrowTypeError, TypeError, OverflowError):
+                raise Unprocessable(f"item {item_id!r}: column {column!r} holds {schema.field(column).type}, "
+                                    f"not {value!r}") from None

@@ -1,0 +1,52 @@
+"""The live catalog's changes checked against a served version before anything is stored
+(online/live_checks.py): each refusal names the item and what is wrong; a change the version
+can take passes and leaves the version as it was."""
+
+from __future__ import annotations
+
+import pytest
+
+from groundrec.online.config import ServeConfig
+from groundrec.online.errors import NotFound, Unprocessable
+from groundrec.online.live_checks import check_changes
+from groundrec.online.serving import build_serving
+from groundrec.shared import artifact
+from helpers import publish_demo
+
+NEW = {"title": "zebra raincoat", "description": "A raincoat.", "category": "raincoat", "colour": "zebra"}
+
+
+@pytest.fixture(scope="module")
+def retriever(tmp_path_factory, tiny_vlm):
+    pub = publish_demo(tmp_path_factory.mktemp("checks"), tiny_vlm(), n_items=20)
+    vid = artifact.current_version(pub["artifacts"])
+    serving = build_serving(ServeConfig(artifacts=pub["artifacts"], events="none", compute="thread"), vid,
+                            artifact.locate(pub["artifacts"], vid))
+    return serving.retriever
+
+
+@pytest.mark.parametrize("change, error, says", [
+    (("x1", "put", {**NEW, "size": "L"}), Unprocessable, "unknown column(s) ['size']"),
+    (("x1", "put", {**NEW, "vlm_text": "forged"}), Unprocessable, "vlm_text"),  # the job derives it
+    (("x1", "put", {**NEW, "title": 7}), Unprocessable, "column 'title' holds string, not 7"),
+    (("ghost", "patch", {"hidden": True}), NotFound, "no item 'ghost' to patch"),
+    (("ghost", "delete", {}), NotFound, "no item 'ghost' to delete"),
+])
+def test_a_change_the_version_cannot_take_is_refused_naming_it(retriever, change, error, says):
+    with pytest.raises(error, match=None) as e:
+        check_changes(retriever, [("ok", "put", NEW), change])
+    assert says in str(e.value) and change[0] in str(e.value)
+
+
+def test_a_change_it_can_take_passes_and_changes_nothing(retriever):
+    n, first = retriever.v.index.ntotal, retriever.v.item_ids[0]
+    check_changes(retriever, [("x2", "put", NEW), (first, "patch", {"hidden": True}), (first, "delete", {})])
+    assert retriever.v.index.ntotal == n and retriever.live is None
+
+
+def test_without_the_text_encoder_only_rules_and_deletes_can_be_applied(retriever, monkeypatch):
+    first = retriever.v.item_ids[0]
+    monkeypatch.setattr(retriever, "encoder", None)  # a version published without export
+    with pytest.raises(Unprocessable, match="no ONNX text encoder"):
+        check_changes(retriever, [("x3", "put", NEW)])
+    check_changes(retriever, [(first, "patch", {"hidden": True, "available_until": 1e10}), (first, "delete", {})])

@@ -1,0 +1,85 @@
+"""A write group's live items encoded half by the standby compute process
+(online/live_sharing.py): the embeddings the primary applies are its own encoding of the same
+texts, a busy standby leaves its share to the primary, and both processes then serve the items."""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+import pytest
+
+from groundrec.online.compute import RemoteServing
+from groundrec.online.config import ServeConfig
+from groundrec.online.live_sharing import shared_vectors
+from groundrec.online.schemas import UserQuery
+from groundrec.online.serving import build_serving
+from groundrec.shared import artifact
+from groundrec.shared.live_items import LiveItem
+from helpers import publish_demo
+
+
+@pytest.fixture(scope="module")
+def remote(tmp_path_factory, tiny_vlm):
+    pub = publish_demo(tmp_path_factory.mktemp("sharing"), tiny_vlm(), n_items=40)
+    vid = artifact.current_version(pub["artifacts"])
+    path = artifact.locate(pub["artifacts"], vid)
+    cfg = ServeConfig(artifacts=pub["artifacts"], events="none", compute_standby=True)
+    serving = RemoteServing.start(cfg, vid, path)
+    deadline = time.time() + 120
+    while serving.standby is None or not serving.standby.alive:
+        assert time.time() < deadline, "no standby compute process was started"
+        time.sleep(0.1)
+    local = build_serving(ServeConfig(artifacts=pub["artifacts"], events="none", compute="thread"), vid, path)
+    yield serving, local
+    serving.close()
+
+
+def _items(prefix: str, n: int, seq0: int) -> list[LiveItem]:
+    return [LiveItem(f"{prefix}-{i}", {"title": f"{prefix} wombat kettle {'x' * i}", "description": "A kettle."},
+                     whole=True, first_seen=float(seq0 + i), updated=float(seq0 + i), seq=seq0 + i)
+            for i in range(n)]
+
+
+def _top(process, text: str) -> str:
+    _, ids, _ = process.call("answer", [UserQuery(text=text, k=3)])[0]  # (JSON, item ids, version)
+    return ids[0]
+
+
+def test_the_standby_encodes_half_and_both_processes_serve_the_items(remote):
+    serving, local = remote
+    items = _items("shared", 6, 1)
+    texts = serving.process.call("live_texts", (items, None))
+    assert sorted(texts) == sorted(i.item_id for i in items)  # every new item's text, none applied yet
+    vectors = shared_vectors(serving._call, serving.standby, items, None, 60.0)
+    assert sorted(vectors) == sorted(texts)
+    expected = local.encode([texts[i] for i in sorted(texts)])
+    assert np.allclose(np.stack([vectors[i] for i in sorted(texts)]), expected, atol=1e-5)
+    # the primary's texts are what it then applies: the whole write path, both processes
+    known = serving.apply_live((items, None))
+    assert sorted(known) == sorted(texts)
+    assert serving.process.call("live_texts", (items, None)) == {}  # applied: nothing left to embed
+    for process in (serving.process, serving.standby):
+        assert _top(process, texts["shared-4"]) == "shared-4"
+
+
+def test_a_busy_standby_leaves_its_share_to_the_primary(remote):
+    serving, local = remote
+    items = _items("busy", 4, 100)
+    standby = serving.standby
+    assert standby._lock.acquire(timeout=10)  # a call in flight (as a new standby applying the live catalog)
+    try:
+        vectors = shared_vectors(serving._call, standby, items, None, 60.0)
+    finally:
+        standby._lock.release()
+    assert len(vectors) == 2  # the primary's half only, without waiting for the standby
+    serving.apply_live((items, None))  # the primary's apply encodes the rest
+    for process in (serving.process, serving.standby):
+        assert _top(process, "busy wombat kettle xxx") == "busy-3"
+
+
+def test_one_text_or_no_standby_is_not_shared(remote):
+    serving, _ = remote
+    one = _items("alone", 1, 200)
+    assert shared_vectors(serving._call, serving.standby, one, None, 60.0) == {}
+    assert shared_vectors(serving._call, None, _items("none", 3, 300), None, 60.0) == {}
