@@ -11,7 +11,7 @@ image: text only, embedded by the server with the version's ONNX encoder.
    that holds it (0 on A when its first search does); p50/p99 over --items; and whether B's
    /recommend then knows the item (a history of it alone: no unknown_ids).
 2. upserts     on a server alone, for each --variants (the serve config's encoder_variant:
-   fp32, int8): single PUTs at 8 connections (wrk, --duration s, each request a new item),
+   fp32, int8; /alone: its standby encodes none of the texts): single PUTs at 8 connections (wrk, --duration s, each request a new item),
    then POST /items in batches of 100 on one connection (--batches of them): items/s, the
    encoding included. The fp32 batches (10,000 items by default) are the live items of 3.
 3. /recommend with those live items against none: in-process, two ``Recommender``s
@@ -120,8 +120,9 @@ def encoder_costs(args, texts: Texts) -> None:
     dirs = {"version": artifact.VersionFiles(path).encoder_dir,
             **dict(e.split("=", 1) for e in args.encoders.split(",") if e)}
     sizes = [int(s) for s in args.encoder_batches.split(",")]
+    precisions = dict.fromkeys(v.partition("/")[0] for v in args.variants.split(","))
     encs = {(name, variant, threads): OnnxTextEncoder(d, variant, threads=threads)
-            for name, d in dirs.items() for variant in args.variants.split(",")
+            for name, d in dirs.items() for variant in precisions
             for threads in (int(t) for t in args.encoder_threads.split(","))}
     tokens = [len(e.ids) for e in next(iter(encs.values())).tokenizer.encode_batch(sample)]
     print(f"0. encoder: {len(sample)} texts, tokens p50 {np.median(tokens):.0f}, mean {np.mean(tokens):.1f}, p90 "
@@ -180,8 +181,13 @@ def _q(xs: list[float], q: float) -> float:
 
 
 def _serve(stack: ExitStack, args, tmp: Path, name: str, store: str, variant: str = "fp32") -> str:
+    """``variant``: the encoder's precision, ``/alone`` after it for a server whose standby
+    compute process encodes nothing (``standby_encodes: false``)."""
+    precision, _, alone = variant.partition("/")
+    config = tmp / f"{name}.yaml"
+    config.write_text(f"standby_encodes: {'false' if alone else 'true'}\n")
     cmd = serve_command(args.artifacts, "--interactions", args.interactions, "--events", f"sqlite://{tmp}/{store}.db",
-                        "--encoder-variant", variant)
+                        "--encoder-variant", precision, "--config", config)
     t = time.perf_counter()
     url = stack.enter_context(started(cmd, log=tmp / f"{name}.log", timeout=300)).url
     print(f"  server {name} (store {store}, {variant}) ready in {time.perf_counter() - t:.1f} s; load average "
@@ -345,7 +351,9 @@ def main() -> None:
     ap.add_argument("--put-bodies", type=int, default=5000)
     ap.add_argument("--batches", type=int, default=100, help="POST /items of 100 with fp32: the live items of 3.")
     ap.add_argument("--other-batches", type=int, default=20, help="POST /items of 100 with the other variants")
-    ap.add_argument("--variants", default="fp32,int8")
+    ap.add_argument("--variants", default="fp32,int8", help="2: encoder precisions, each on a server of its own "
+                    "(fp32 on A), in this order; NAME/alone: its standby compute process encodes nothing "
+                    "(standby_encodes false), e.g. int8,int8/alone,int8,int8/alone")
     ap.add_argument("--connections", type=int, default=32)
     ap.add_argument("--concurrency", type=int, default=32, help="requests in flight in-process")
     ap.add_argument("--requests", type=int, default=2000, help="requests per in-process round")
@@ -392,11 +400,13 @@ def main() -> None:
                       "/items of 100 on one connection", flush=True)
                 if "fp32" in variants:
                     _print_singles("fp32", singles(args, a, texts, tmp, "fp32"))
-        for variant in (v for v in variants if v != "fp32" and "2" in parts):
+        for n, variant in enumerate(variants):
+            if variant == "fp32" or "2" not in parts:
+                continue
             with ExitStack() as stack:
-                url = _serve(stack, args, tmp, f"U-{variant}", f"singles-{variant}", variant)
-                _print_singles(variant, singles(args, url, texts, tmp, variant))
-                _print_batches(variant, batches(url, texts, args.other_batches, f"{variant}-batch"))
+                url = _serve(stack, args, tmp, f"U-{n}", f"singles-{n}", variant)
+                _print_singles(variant, singles(args, url, texts, tmp, f"v{n}"))
+                _print_batches(variant, batches(url, texts, args.other_batches, f"v{n}-batch"))
 
         if "3" not in parts:
             return

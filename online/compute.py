@@ -264,7 +264,7 @@ class RemoteServing:
             for item in items:
                 self._live[item.item_id] = item
                 self._vectors.pop(item.item_id, None)
-        given = {**(given or {}), **shared_vectors(self._call, self.standby, items, given, live_timeout(items, given))}
+        given = {**(given or {}), **shared_vectors(self, items, given)}
         known = {**given, **self._call("live", (items, given), live_timeout(items, given))}
         with self._lock:
             self._vectors.update(known)

@@ -70,6 +70,9 @@ class ServeConfig(StrictModel):
     compute_standby: bool = Field(True, description="keep a second compute process with the version loaded, idle: "
                                   "one that dies or hangs is replaced at once and its batch retried there (costs "
                                   "the version's memory once more per server)")
+    standby_encodes: bool = Field(True, description="the standby compute process encodes half of a write group's "
+                                  "live items (the items API) while the primary encodes the rest: about half the "
+                                  "time per group where a core is free; false: the primary encodes them all")
     compute_timeout_s: float = Field(2.0, gt=0, description="a compute process that has not answered a batch within "
                                      "this is taken for hung: stopped, and the batch retried on its replacement "
                                      "(p99.9 of a batch: <= 0.1 s on H&M, docs/benchmarks.md; raise it for a "

@@ -24,11 +24,13 @@ def live_timeout(items: list, vectors: dict | None) -> float:
     return 60.0 + 0.05 * sum(i.item_id not in (vectors or {}) for i in items)
 
 
-def shared_vectors(call, standby, items: list, given: dict | None, timeout_s: float) -> dict[str, np.ndarray]:
-    """Embeddings of ``items``' texts not in ``given``, half of them by ``standby`` (a
-    ``ComputeProcess`` or None), the other half by the primary (``call``: op, arg, timeout ->
-    its answer); {} when there is no standby or too little to share."""
-    if standby is None or not standby.alive or sum(not i.deleted for i in items) < MIN_SHARED:
+def shared_vectors(remote, items: list, given: dict | None) -> dict[str, np.ndarray]:
+    """Embeddings of ``items``' texts not in ``given``, half of them by the standby of
+    ``remote`` (a ``compute.RemoteServing``), the other half by its primary; {} when there is no
+    standby, its config says not to (``standby_encodes``) or there is too little to share."""
+    call, standby, timeout_s = remote._call, remote.standby, live_timeout(items, given)
+    if not remote.limits.standby_encodes or standby is None or not standby.alive or \
+            sum(not i.deleted for i in items) < MIN_SHARED:
         return {}
     texts: dict[str, str] = call("live_texts", (items, given), timeout_s)
     if len(texts) < MIN_SHARED:

@@ -51,7 +51,7 @@ def test_the_standby_encodes_half_and_both_processes_serve_the_items(remote):
     items = _items("shared", 6, 1)
     texts = serving.process.call("live_texts", (items, None))
     assert sorted(texts) == sorted(i.item_id for i in items)  # every new item's text, none applied yet
-    vectors = shared_vectors(serving._call, serving.standby, items, None, 60.0)
+    vectors = shared_vectors(serving, items, None)
     assert sorted(vectors) == sorted(texts)
     expected = local.encode([texts[i] for i in sorted(texts)])
     assert np.allclose(np.stack([vectors[i] for i in sorted(texts)]), expected, atol=1e-5)
@@ -69,7 +69,7 @@ def test_a_busy_standby_leaves_its_share_to_the_primary(remote):
     standby = serving.standby
     assert standby._lock.acquire(timeout=10)  # a call in flight (as a new standby applying the live catalog)
     try:
-        vectors = shared_vectors(serving._call, standby, items, None, 60.0)
+        vectors = shared_vectors(serving, items, None)
     finally:
         standby._lock.release()
     assert len(vectors) == 2  # the primary's half only, without waiting for the standby
@@ -78,8 +78,8 @@ def test_a_busy_standby_leaves_its_share_to_the_primary(remote):
         assert _top(process, "busy wombat kettle xxx") == "busy-3"
 
 
-def test_one_text_or_no_standby_is_not_shared(remote):
+def test_one_text_or_a_standby_told_not_to_encode_is_not_shared(remote, monkeypatch):
     serving, _ = remote
-    one = _items("alone", 1, 200)
-    assert shared_vectors(serving._call, serving.standby, one, None, 60.0) == {}
-    assert shared_vectors(serving._call, None, _items("none", 3, 300), None, 60.0) == {}
+    assert shared_vectors(serving, _items("alone", 1, 200), None) == {}
+    monkeypatch.setattr(serving, "limits", serving.limits.model_copy(update={"standby_encodes": False}))
+    assert shared_vectors(serving, _items("none", 3, 300), None) == {}
