@@ -11,8 +11,9 @@ image: text only, embedded by the server with the version's ONNX encoder.
    that holds it (0 on A when its first search does); p50/p99 over --items; and whether B's
    /recommend then knows the item (a history of it alone: no unknown_ids).
 2. upserts     on a server alone, for each --variants (the serve config's encoder_variant:
-   fp32, int8; /alone: its standby encodes none of the texts): single PUTs at 8 connections (wrk, --duration s, each request a new item),
-   then POST /items in batches of 100 on one connection (--batches of them): items/s, the
+   fp32, int8; /alone: its standby encodes none of the texts; fp32 with part 1: on A, singles
+   only): single PUTs at 8 connections (wrk, --duration s, each request a new item),
+   then POST /items in batches of 100 on one connection (--other-batches): items/s, the
    encoding included. The fp32 batches (10,000 items by default) are the live items of 3.
 3. /recommend with those live items against none: in-process, two ``Recommender``s
    (`compute: thread`, impressions off; the service's request path) in alternating rounds of
@@ -388,7 +389,7 @@ def main() -> None:
         encoder_costs(args, texts)
     try:
         with ExitStack() as on_a:
-            if "1" in parts or ("2" in parts and "fp32" in variants):
+            if "1" in parts:
                 a = _serve(on_a, args, tmp, "A", "vis")
             if "1" in parts:
                 print("1. visibility: PUT on A, /search on A and on B (another server on the same store)", flush=True)
@@ -396,12 +397,12 @@ def main() -> None:
                     vis = visibility(args, a, _serve(on_b, args, tmp, "B", "vis"), texts)
                 _print_visibility(args, vis)
             if "2" in parts:
-                print("2. upserts: single PUTs (wrk, 8 connections) on a server alone (fp32: A, B stopped); POST "
-                      "/items of 100 on one connection", flush=True)
-                if "fp32" in variants:
+                print("2. upserts: single PUTs (wrk, 8 connections) on a server alone (fp32 with part 1: A, B stopped, "
+                      "no batches); POST /items of 100 on one connection", flush=True)
+                if "fp32" in variants and "1" in parts:
                     _print_singles("fp32", singles(args, a, texts, tmp, "fp32"))
         for n, variant in enumerate(variants):
-            if variant == "fp32" or "2" not in parts:
+            if (variant == "fp32" and "1" in parts) or "2" not in parts:
                 continue
             with ExitStack() as stack:
                 url = _serve(stack, args, tmp, f"U-{n}", f"singles-{n}", variant)

@@ -25,7 +25,7 @@ from pathlib import Path
 
 from groundrec.online.config import ServeConfig
 from groundrec.online.errors import ERRORS, Unavailable
-from groundrec.online.live_sharing import live_timeout, shared_vectors
+from groundrec.online.live_sharing import encoded_vectors, live_timeout
 from groundrec.online.serving import build_serving
 from groundrec.online.threads import limit_threads
 from groundrec.online.version import VersionError
@@ -264,7 +264,7 @@ class RemoteServing:
             for item in items:
                 self._live[item.item_id] = item
                 self._vectors.pop(item.item_id, None)
-        given = {**(given or {}), **shared_vectors(self, items, given)}
+        given = {**(given or {}), **encoded_vectors(self, items, given)}
         known = {**given, **self._call("live", (items, given), live_timeout(items, given))}
         with self._lock:
             self._vectors.update(known)

@@ -1,6 +1,7 @@
-"""A write group's live items encoded on two compute processes at once (``compute.RemoteServing``):
-the primary names the texts its apply would embed, its standby encodes every other one while
-the primary encodes the rest, and the primary then applies them all with their embeddings given.
+"""A write group's live items encoded before the compute process applies them
+(``compute.RemoteServing``): the primary names the texts its apply would embed, its standby
+encodes every other one while the primary encodes the rest a few at a time (request batches
+are scored in between), and the primary then applies them all with their embeddings given.
 Encoding is the write path's cost (docs/benchmarks.md, issue 33: 6-14 ms per H&M text on one
 core), so where the second core is free a group is applied in about half the time.
 
@@ -12,11 +13,14 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 
 import numpy as np
 
 log = logging.getLogger("groundrec.serve")
-MIN_SHARED = 2  # fewer texts than this are encoded by the primary alone
+MIN_SHARED = 2  # fewer texts than this are encoded by the primary's apply
+ENCODE_CHUNK = 8  # texts per call to the primary (8 H&M texts: ~0.1 s in fp32, one core)
+PAUSE_S = 0.001  # between two of its calls: a thread waiting for the primary gets its lock
 
 
 def live_timeout(items: list, vectors: dict | None) -> float:
@@ -24,19 +28,21 @@ def live_timeout(items: list, vectors: dict | None) -> float:
     return 60.0 + 0.05 * sum(i.item_id not in (vectors or {}) for i in items)
 
 
-def shared_vectors(remote, items: list, given: dict | None) -> dict[str, np.ndarray]:
-    """Embeddings of ``items``' texts not in ``given``, half of them by the standby of
-    ``remote`` (a ``compute.RemoteServing``), the other half by its primary; {} when there is no
-    standby, its config says not to (``standby_encodes``) or there is too little to share."""
-    call, standby, timeout_s = remote._call, remote.standby, live_timeout(items, given)
-    if not remote.limits.standby_encodes or standby is None or not standby.alive or \
-            sum(not i.deleted for i in items) < MIN_SHARED:
+def encoded_vectors(remote, items: list, given: dict | None) -> dict[str, np.ndarray]:
+    """Embeddings of ``items``' texts not in ``given``, computed before the primary of ``remote``
+    (a ``compute.RemoteServing``) applies them: every other one by its standby where it has one
+    and may (``standby_encodes``), the rest by the primary in calls of ``ENCODE_CHUNK`` texts,
+    between which it scores the requests waiting (a feed of 100 long texts held its batches for
+    a second in one call). {} for a lone text: the primary's apply encodes it."""
+    if sum(not i.deleted for i in items) < MIN_SHARED:
         return {}
+    call, standby, timeout_s = remote._call, remote.standby, live_timeout(items, given)
     texts: dict[str, str] = call("live_texts", (items, given), timeout_s)
     if len(texts) < MIN_SHARED:
         return {}
     ids = sorted(texts, key=lambda i: len(texts[i]))  # alike lengths in each share (the encoder pads a batch)
-    mine, theirs = ids[0::2], ids[1::2]
+    share = remote.limits.standby_encodes and standby is not None and standby.alive
+    mine, theirs = (ids[0::2], ids[1::2]) if share else (ids, [])
     out: dict[str, np.ndarray] = {}
 
     def encode_theirs() -> None:
@@ -48,9 +54,15 @@ def shared_vectors(remote, items: list, given: dict | None) -> dict[str, np.ndar
             log.warning("the standby compute process did not encode %d live items: %s", len(theirs), e)
 
     thread = threading.Thread(target=encode_theirs, name="groundrec-standby-encode", daemon=True)
-    thread.start()
+    if theirs:
+        thread.start()
     try:
-        out.update(zip(mine, call("encode", [texts[i] for i in mine], timeout_s)))
+        for start in range(0, len(mine), ENCODE_CHUNK):
+            if start:
+                time.sleep(PAUSE_S)  # a request batch waiting for the primary takes its turn
+            chunk = mine[start:start + ENCODE_CHUNK]
+            out.update(zip(chunk, call("encode", [texts[i] for i in chunk], timeout_s)))
     finally:
-        thread.join()
+        if theirs:
+            thread.join()
     return out

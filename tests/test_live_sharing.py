@@ -4,6 +4,7 @@ texts, a busy standby leaves its share to the primary, and both processes then s
 
 from __future__ import annotations
 
+import threading
 import time
 
 import numpy as np
@@ -11,7 +12,7 @@ import pytest
 
 from groundrec.online.compute import RemoteServing
 from groundrec.online.config import ServeConfig
-from groundrec.online.live_sharing import shared_vectors
+from groundrec.online.live_sharing import ENCODE_CHUNK, encoded_vectors
 from groundrec.online.schemas import UserQuery
 from groundrec.online.serving import build_serving
 from groundrec.shared import artifact
@@ -51,7 +52,7 @@ def test_the_standby_encodes_half_and_both_processes_serve_the_items(remote):
     items = _items("shared", 6, 1)
     texts = serving.process.call("live_texts", (items, None))
     assert sorted(texts) == sorted(i.item_id for i in items)  # every new item's text, none applied yet
-    vectors = shared_vectors(serving, items, None)
+    vectors = encoded_vectors(serving, items, None)
     assert sorted(vectors) == sorted(texts)
     expected = local.encode([texts[i] for i in sorted(texts)])
     assert np.allclose(np.stack([vectors[i] for i in sorted(texts)]), expected, atol=1e-5)
@@ -69,7 +70,7 @@ def test_a_busy_standby_leaves_its_share_to_the_primary(remote):
     standby = serving.standby
     assert standby._lock.acquire(timeout=10)  # a call in flight (as a new standby applying the live catalog)
     try:
-        vectors = shared_vectors(serving, items, None)
+        vectors = encoded_vectors(serving, items, None)
     finally:
         standby._lock.release()
     assert len(vectors) == 2  # the primary's half only, without waiting for the standby
@@ -78,8 +79,32 @@ def test_a_busy_standby_leaves_its_share_to_the_primary(remote):
         assert _top(process, "busy wombat kettle xxx") == "busy-3"
 
 
-def test_one_text_or_a_standby_told_not_to_encode_is_not_shared(remote, monkeypatch):
-    serving, _ = remote
-    assert shared_vectors(serving, _items("alone", 1, 200), None) == {}
+def test_one_text_is_left_to_the_apply_and_a_standby_told_not_to_encode_encodes_nothing(remote, monkeypatch):
+    serving, local = remote
+    assert encoded_vectors(serving, _items("alone", 1, 200), None) == {}
     monkeypatch.setattr(serving, "limits", serving.limits.model_copy(update={"standby_encodes": False}))
-    assert shared_vectors(serving, _items("none", 3, 300), None) == {}
+    standby = serving.standby
+    assert standby._lock.acquire(timeout=10)  # were the standby asked, this would be its share's BlockingIOError
+    try:
+        vectors = encoded_vectors(serving, _items("none", 3, 300), None)
+    finally:
+        standby._lock.release()
+    assert len(vectors) == 3  # all by the primary
+
+
+def test_request_batches_are_scored_between_the_primarys_encoding_calls(remote, monkeypatch):
+    """A feed's texts are encoded by the primary a few at a time: requests waiting for it are
+    answered while the feed is still being encoded, not after it."""
+    serving, _ = remote
+    monkeypatch.setattr(serving, "limits", serving.limits.model_copy(update={"standby_encodes": False}))
+    items = _items("feed", 64, 400)
+    assert len(items) >= 6 * ENCODE_CHUNK
+    done = threading.Event()
+    worker = threading.Thread(target=lambda: (encoded_vectors(serving, items, None), done.set()))
+    answered = 0
+    worker.start()
+    while not done.is_set():
+        _top(serving.process, "wombat kettle")
+        answered += not done.is_set()
+    worker.join()
+    assert answered >= 3, answered  # one long call would let at most one answer through meanwhile
