@@ -20,6 +20,9 @@ image: text only, embedded by the server with the version's ONNX encoder.
    the same H&M purchase histories at 32 in flight (bench_impressions.py's rounds), requests/s
    and requests per CPU-second; over HTTP, two `groundrec serve`s (the store with the live
    items, an empty one), wrk at 32 connections on POST /recommend, alternating rounds: ok/s, p99.
+4. feed         /recommend at 8 connections (wrk) with and without a feed of POST /items of 100
+   running beside it, alternating rounds, per --feed-variants (int8: the compute process encodes
+   its share 8 texts per call; int8/whole: in one call): p99, ok/s and the feed's items/s.
 
 Servers are `groundrec serve --artifacts ARTIFACTS --interactions FILE --events sqlite:///TMP/...`
 (defaults otherwise: a compute process and its standby per server, live_poll_s 0.25): nothing is
@@ -27,7 +30,7 @@ written into ARTIFACTS. Server, clients and wrk share this machine's cores.
 
     python benchmarks/bench_items.py --artifacts DIR [--interactions FILE] [--catalog FILE]
         [--items 200] [--duration 10] [--batches 100] [--variants fp32,int8] [--rounds 7]
-        [--http-rounds 3] [--connections 32] [--requests 2000] [--parts 0,1,2,3]
+        [--http-rounds 3] [--connections 32] [--requests 2000] [--parts 0,1,2,3] [--feed-variants int8,int8/whole]
         [--encoders NAME=DIR,...] [--encoder-threads 1,2] [--encoder-batches 1,2,4,8,16,64]
         [--encoder-rounds 3] [--encoder-profile]
 
@@ -48,6 +51,7 @@ import os
 import shutil
 import sys
 import tempfile
+import threading
 import time
 from contextlib import ExitStack
 from pathlib import Path
@@ -121,7 +125,7 @@ def encoder_costs(args, texts: Texts) -> None:
     dirs = {"version": artifact.VersionFiles(path).encoder_dir,
             **dict(e.split("=", 1) for e in args.encoders.split(",") if e)}
     sizes = [int(s) for s in args.encoder_batches.split(",")]
-    precisions = dict.fromkeys(v.partition("/")[0] for v in args.variants.split(","))
+    precisions = dict.fromkeys(v.split("/")[0] for v in args.variants.split(","))
     encs = {(name, variant, threads): OnnxTextEncoder(d, variant, threads=threads)
             for name, d in dirs.items() for variant in precisions
             for threads in (int(t) for t in args.encoder_threads.split(","))}
@@ -182,11 +186,13 @@ def _q(xs: list[float], q: float) -> float:
 
 
 def _serve(stack: ExitStack, args, tmp: Path, name: str, store: str, variant: str = "fp32") -> str:
-    """``variant``: the encoder's precision, ``/alone`` after it for a server whose standby
-    compute process encodes nothing (``standby_encodes: false``)."""
-    precision, _, alone = variant.partition("/")
+    """``variant``: the encoder's precision, then ``/alone`` for a server whose standby compute
+    process encodes nothing (``standby_encodes: false``), ``/whole`` for one whose compute
+    process encodes its share of a write group in one call (``live_encode_chunk: 0``)."""
+    precision, *flags = variant.split("/")
     config = tmp / f"{name}.yaml"
-    config.write_text(f"standby_encodes: {'false' if alone else 'true'}\n")
+    config.write_text(f"standby_encodes: {'false' if 'alone' in flags else 'true'}\n"
+                      f"live_encode_chunk: {0 if 'whole' in flags else 8}\n")
     cmd = serve_command(args.artifacts, "--interactions", args.interactions, "--events", f"sqlite://{tmp}/{store}.db",
                         "--encoder-variant", precision, "--config", config)
     t = time.perf_counter()
@@ -285,6 +291,51 @@ def _print_batches(variant: str, u: dict) -> None:
           f"{1e3 * u['p50_s']:.0f} ms, p99 {1e3 * u['p99_s']:.0f} ms)", flush=True)
 
 
+def feed_rounds(args, texts: Texts, tmp: Path) -> None:
+    """4. /recommend while a feed runs: per --feed-variants, a server alone; wrk at 8 connections
+    on POST /recommend for --duration s, without a feed and with one (POST /items of 100, one
+    after another on one connection, for as long as wrk runs), alternating, --http-rounds each."""
+    bodies = tmp / "recommend.jsonl"
+    bodies.write_text("".join(json.dumps({"history": h[-100:], "k": args.k}) + "\n" for h in args.histories))
+    script = tmp / "recommend.lua"
+    script.write_text(LUA)
+    env = {**os.environ, "BENCH_BODIES": str(bodies), "BENCH_PATH": "/recommend"}
+    for n, variant in enumerate(args.feed_variants.split(",")):
+        with ExitStack() as stack:
+            url = _serve(stack, args, tmp, f"F-{n}", f"feed-{n}", variant)
+            _wrk(url, 8, 2, env, script)  # warm-up
+            rows: dict[str, list] = {"alone": [], "feed": []}
+            fed: list[float] = []
+            for r in range(2 * args.http_rounds):
+                arm = ("alone", "feed")[(r + r // 2) % 2]  # alone, feed, feed, alone, ...
+                stop, done = threading.Event(), []
+                feeder = threading.Thread(target=lambda stop=stop, done=done, prefix=f"f{n}-{r}": done.append(
+                    _feed(url, texts, stop, prefix)))
+                if arm == "feed":
+                    feeder.start()
+                rows[arm].append(_wrk(url, 8, args.duration, env, script))
+                if arm == "feed":
+                    stop.set()
+                    feeder.join()
+                    fed.append(done[0])
+            p99 = {arm: [x["p99_ms"] for x in xs] for arm, xs in rows.items()}
+            ok = {arm: [x["ok_per_s"] for x in xs] for arm, xs in rows.items()}
+            print(f"   {variant}: /recommend at 8 connections, p99 ms alone {p99['alone']}, with the feed "
+                  f"{p99['feed']}; ok/s alone {ok['alone']}, with the feed {ok['feed']}; the feed "
+                  f"{[round(f) for f in fed]} items/s; load average {os.getloadavg()[0]:.2f}", flush=True)
+
+
+def _feed(url: str, texts: Texts, stop: threading.Event, prefix: str) -> float:
+    """POST /items of 100 until ``stop``: items/s."""
+    n, t = 0, time.perf_counter()
+    with httpx.Client(timeout=60) as c:
+        while not stop.is_set():
+            items = [{"item_id": f"{prefix}-{n + m}", **x} for m, x in enumerate(texts.take(100))]
+            c.post(url + "/items", json={"items": items}).raise_for_status()
+            n += 100
+    return n / (time.perf_counter() - t)
+
+
 def http_rounds(args, urls: dict[str, str], tmp: Path) -> dict:
     """wrk at --connections on POST /recommend, the servers in alternation, --http-rounds times."""
     bodies = tmp / "recommend.jsonl"
@@ -368,8 +419,10 @@ def main() -> None:
     ap.add_argument("--encoder-rounds", type=int, default=3)
     ap.add_argument("--encoder-profile", action="store_true", help="0: where each encoder's time goes (one thread, "
                     "batches of 4): onnxruntime's profile, ms per text by operator")
+    ap.add_argument("--feed-variants", default="int8,int8/whole", help="4: servers (as --variants; /whole: the "
+                    "compute process encodes its share of a write group in one call)")
     ap.add_argument("--parts", default="0,1,2,3", help="which of 0 (the encoder's cost by batch size), 1 "
-                    "(visibility), 2 (upserts), 3 (/recommend) to run")
+                    "(visibility), 2 (upserts), 3 (/recommend with live items), 4 (/recommend during a feed) to run")
     ap.add_argument("--keep", action="store_true", help="keep the temporary folder (stores, server logs)")
     args = ap.parse_args()
     if not (Path(args.artifacts) / "CURRENT").is_file():
@@ -409,6 +462,9 @@ def main() -> None:
                 _print_singles(variant, singles(args, url, texts, tmp, f"v{n}"))
                 _print_batches(variant, batches(url, texts, args.other_batches, f"v{n}-batch"))
 
+        if "4" in parts:
+            print("4. /recommend (8 connections) while a feed of POST /items of 100 runs, and without", flush=True)
+            feed_rounds(args, texts, tmp)
         if "3" not in parts:
             return
         print(f"3. /recommend with {100 * args.batches} live items (fp32; their batches timed first) against none",

@@ -73,6 +73,8 @@ class ServeConfig(StrictModel):
     standby_encodes: bool = Field(True, description="the standby compute process encodes half of a write group's "
                                   "live items (the items API) while the primary encodes the rest: about half the "
                                   "time per group where a core is free; false: the primary encodes them all")
+    live_encode_chunk: int = Field(8, ge=0, description="texts of a write group the compute process encodes per call, "
+                                   "scoring the request batches waiting in between (0: its whole share in one call)")
     compute_timeout_s: float = Field(2.0, gt=0, description="a compute process that has not answered a batch within "
                                      "this is taken for hung: stopped, and the batch retried on its replacement "
                                      "(p99.9 of a batch: <= 0.1 s on H&M, docs/benchmarks.md; raise it for a "

@@ -19,7 +19,6 @@ import numpy as np
 
 log = logging.getLogger("groundrec.serve")
 MIN_SHARED = 2  # fewer texts than this are encoded by the primary's apply
-ENCODE_CHUNK = 8  # texts per call to the primary (8 H&M texts: ~0.1 s in fp32, one core)
 PAUSE_S = 0.001  # between two of its calls: a thread waiting for the primary gets its lock
 
 
@@ -31,7 +30,7 @@ def live_timeout(items: list, vectors: dict | None) -> float:
 def encoded_vectors(remote, items: list, given: dict | None) -> dict[str, np.ndarray]:
     """Embeddings of ``items``' texts not in ``given``, computed before the primary of ``remote``
     (a ``compute.RemoteServing``) applies them: every other one by its standby where it has one
-    and may (``standby_encodes``), the rest by the primary in calls of ``ENCODE_CHUNK`` texts,
+    and may (``standby_encodes``), the rest by the primary in calls of ``live_encode_chunk`` texts,
     between which it scores the requests waiting (a feed of 100 long texts held its batches for
     a second in one call). {} for a lone text: the primary's apply encodes it."""
     if sum(not i.deleted for i in items) < MIN_SHARED:
@@ -57,10 +56,11 @@ def encoded_vectors(remote, items: list, given: dict | None) -> dict[str, np.nda
     if theirs:
         thread.start()
     try:
-        for start in range(0, len(mine), ENCODE_CHUNK):
+        step = remote.limits.live_encode_chunk or len(mine) or 1  # 8 H&M texts: ~0.1 s in fp32 on one core
+        for start in range(0, len(mine), step):
             if start:
                 time.sleep(PAUSE_S)  # a request batch waiting for the primary takes its turn
-            chunk = mine[start:start + ENCODE_CHUNK]
+            chunk = mine[start:start + step]
             out.update(zip(chunk, call("encode", [texts[i] for i in chunk], timeout_s)))
     finally:
         if theirs:

@@ -12,7 +12,7 @@ import pytest
 
 from groundrec.online.compute import RemoteServing
 from groundrec.online.config import ServeConfig
-from groundrec.online.live_sharing import ENCODE_CHUNK, encoded_vectors
+from groundrec.online.live_sharing import encoded_vectors
 from groundrec.online.schemas import UserQuery
 from groundrec.online.serving import build_serving
 from groundrec.shared import artifact
@@ -97,8 +97,8 @@ def test_request_batches_are_scored_between_the_primarys_encoding_calls(remote, 
     answered while the feed is still being encoded, not after it."""
     serving, _ = remote
     monkeypatch.setattr(serving, "limits", serving.limits.model_copy(update={"standby_encodes": False}))
+    assert serving.limits.live_encode_chunk == 8  # the default
     items = _items("feed", 64, 400)
-    assert len(items) >= 6 * ENCODE_CHUNK
     done = threading.Event()
     worker = threading.Thread(target=lambda: (encoded_vectors(serving, items, None), done.set()))
     answered = 0
@@ -108,3 +108,4 @@ def test_request_batches_are_scored_between_the_primarys_encoding_calls(remote, 
         answered += not done.is_set()
     worker.join()
     assert answered >= 3, answered  # one long call would let at most one answer through meanwhile
+
