@@ -394,3 +394,26 @@ def test_a_store_written_before_item_changes_opens_migrated_in_place(tmp_path):
         assert [(c.item_id, c.op, c.seq) for c in reopened.item_changes()] == [("a", "put", 1), ("a", "delete", 2)]
     finally:
         reopened.close()
+
+
+def test_item_vectors_are_read_back_by_version_item_and_seq_and_pruned_with_the_changes(store):
+    import numpy as np
+
+    a, b = np.arange(4, dtype=np.float32), -np.ones(4, dtype=np.float32)
+    assert store.add_item_vectors("v1/fp32", [("a", 3, a.tobytes()), ("b", 5, b.tobytes())]) == 2
+    assert store.add_item_vectors("v1/fp32", []) == 0
+    store.add_item_vectors("v2/fp32", [("a", 3, b.tobytes())])
+    got = store.item_vectors("v1/fp32", [("a", 3), ("b", 5), ("b", 4), ("c", 1)])
+    assert set(got) == {("a", 3), ("b", 5)}  # another state of b, an item never cached: absent
+    assert np.array_equal(np.frombuffer(got["a", 3], np.float32), a)
+    assert np.array_equal(np.frombuffer(store.item_vectors("v2/fp32", [("a", 3)])["a", 3], np.float32), b)
+    assert store.item_vectors("v1/int8", [("a", 3)]) == {} and store.item_vectors("v1/fp32", []) == {}
+    store.add_item_vectors("v1/fp32", [("a", 3, b.tobytes())])  # the same key again: replaced
+    assert np.array_equal(np.frombuffer(store.item_vectors("v1/fp32", [("a", 3)])["a", 3], np.float32), b)
+    store.add_item_changes([chg(f"i{n}") for n in range(4)])  # seqs 1-4
+    store.prune_item_changes(through=4)  # a version absorbed every state up to seq 4
+    assert store.item_vectors("v1/fp32", [("a", 3), ("b", 5)]).keys() == {("b", 5)}
+    assert store.item_vectors("v2/fp32", [("a", 3)]) == {}
+    if hasattr(store, "_writer"):  # SQLite: a cache, committed without fsync
+        store.add_item_vectors("v1/fp32", [("c", 9, a.tobytes())])
+        assert store._writer.execute("PRAGMA synchronous").fetchone()[0] == 1

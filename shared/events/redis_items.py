@@ -4,10 +4,15 @@ Keys (under the store's prefix): ``items:seq``, a counter (INCR) that hands out 
 [item id, op, timestamp, fields]>`` (the ``seq`` keeps two equal changes apart). A batch is one
 Lua script, which takes each ``seq`` and adds the change in the same step: no change is readable
 while one with a lower ``seq`` is still to come. The counter is never reset, so a pruned ``seq``
-is never handed out again. Durability is the store's (``appendfsync always``)."""
+is never handed out again. Durability is the store's (``appendfsync always``).
+
+``items:vec:<version>``: a hash of the embeddings a server computed for live items in that
+version, field ``<seq>:<item id>``, value the float32 bytes in base64 (the client decodes
+replies as text): a cache, pruned with the changes."""
 
 from __future__ import annotations
 
+import base64
 import json
 from collections.abc import Sequence
 
@@ -23,6 +28,7 @@ end
 return #ARGV - 1
 """
 PRUNE_CHUNK = 5_000  # changes erased per command: the server is never blocked for the whole log
+VECTOR_CHUNK = 500  # cached embeddings read per HSCAN while pruning
 
 
 class RedisItems:
@@ -55,6 +61,33 @@ class RedisItems:
         while True:  # seqs are dense (one INCR each): a range of PRUNE_CHUNK seqs is at most that many changes
             first = self._call(self._r.zrange, key, 0, 0, False, True)
             if not first or first[0][1] > through:
+                self._prune_vectors(int(through))
                 return erased
             upto = min(int(through), int(first[0][1]) + PRUNE_CHUNK - 1)
             erased += int(self._call(self._r.zremrangebyscore, key, "-inf", upto))
+
+    def _prune_vectors(self, through: int) -> None:
+        for key in self._call(lambda: list(self._r.scan_iter(f"{self.prefix}items:vec:*", count=1000))):
+            cursor = 0
+            while True:
+                cursor, fields = self._call(lambda: self._r.hscan(key, cursor, count=VECTOR_CHUNK))
+                old = [f for f in fields if int(f.split(":", 1)[0]) <= through]
+                if old:
+                    self._call(self._r.hdel, key, *old)
+                if not cursor:
+                    break
+
+    def add_item_vectors(self, version: str, vectors: Sequence[tuple[str, int, bytes]]) -> int:
+        if not vectors:
+            return 0
+        mapping = {f"{int(seq)}:{item_id}": base64.b64encode(blob).decode() for item_id, seq, blob in vectors}
+        self._call(lambda: self._r.hset(f"{self.prefix}items:vec:{version}", mapping=mapping))
+        return len(mapping)
+
+    def item_vectors(self, version: str, keys: Sequence[tuple[str, int]]) -> dict[tuple[str, int], bytes]:
+        keys = list(dict.fromkeys(keys))
+        if not keys:
+            return {}
+        values = self._call(self._r.hmget, f"{self.prefix}items:vec:{version}",
+                            [f"{int(seq)}:{item_id}" for item_id, seq in keys])
+        return {k: base64.b64decode(v) for k, v in zip(keys, values) if v is not None}

@@ -20,7 +20,7 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 from groundrec.shared.errors import UserError
-from groundrec.shared.events.sqlite_items import ITEMS_SCHEMA, SQLiteItems
+from groundrec.shared.events.sqlite_items import INSERT_ITEM_VECTOR, ITEMS_SCHEMA, SQLiteItems
 from groundrec.shared.events.store import (Event, Impression, StoreUnavailable, impression_from_json,
                                            impression_json)
 
@@ -54,6 +54,7 @@ DROPPED_INDEXES = ["impressions_by_user"]
 INSERT = ("INSERT OR IGNORE INTO events (event_id, user_id, item_id, ts, type, weight, recommendation_id) "
           "VALUES (?, ?, ?, ?, ?, ?, ?)")
 INSERT_IMPRESSION = "INSERT OR IGNORE INTO impressions (recommendation_id, user_id, ts, body) VALUES (?, ?, ?, ?)"
+LOSSY = (INSERT_IMPRESSION, INSERT_ITEM_VECTOR)  # a commit of only these runs with synchronous=NORMAL
 BUSY_MS = 10_000  # another process's commit is waited for this long
 
 
@@ -154,7 +155,7 @@ class SQLiteStore(SQLiteItems):
     def _commit(self, batch: list[_Ticket]) -> None:
         conn = self._writer
         try:
-            self._synchronous_set("NORMAL" if all(t.sql is INSERT_IMPRESSION for t in batch) else "FULL")
+            self._synchronous_set("NORMAL" if all(t.sql in LOSSY for t in batch) else "FULL")
             conn.execute("BEGIN IMMEDIATE")
             for ticket in batch:
                 before = conn.total_changes

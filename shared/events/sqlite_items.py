@@ -2,7 +2,10 @@
 a table of its own, ``item_changes``, whose ``seq`` is the AUTOINCREMENT rowid. SQLite has one
 writer at a time, so ``seq`` increases in commit order, and AUTOINCREMENT never hands out a
 pruned ``seq`` again. Writes go through the store's group commit (``synchronous=FULL``: durable
-when ``add_item_changes`` returns); a read of what is new is a range on the rowid."""
+when ``add_item_changes`` returns); a read of what is new is a range on the rowid.
+
+``item_vectors`` keeps the embeddings a server computed for live items (by version, item and
+``seq``): a cache, so committed with ``synchronous=NORMAL``, pruned with the changes."""
 
 from __future__ import annotations
 
@@ -19,8 +22,18 @@ CREATE TABLE IF NOT EXISTS item_changes (
     ts REAL NOT NULL,
     body TEXT NOT NULL
 );
+CREATE TABLE IF NOT EXISTS item_vectors (
+    version TEXT NOT NULL,
+    item_id TEXT NOT NULL,
+    seq INTEGER NOT NULL,
+    vector BLOB NOT NULL,
+    PRIMARY KEY (version, item_id, seq)
+) WITHOUT ROWID;
 """
 INSERT_ITEM_CHANGE = "INSERT INTO item_changes (item_id, op, ts, body) VALUES (?, ?, ?, ?)"
+# A cache (the embedding of an item's state in one version): committed without fsync, like impressions.
+INSERT_ITEM_VECTOR = "INSERT OR REPLACE INTO item_vectors (version, item_id, seq, vector) VALUES (?, ?, ?, ?)"
+IN_CHUNK = 500  # item ids per SELECT ... IN (...)
 
 
 class SQLiteItems:
@@ -37,4 +50,18 @@ class SQLiteItems:
         return [ItemChange(*r) for r in rows]
 
     def prune_item_changes(self, through: int) -> int:
-        return self._erase("DELETE FROM item_changes WHERE seq <= ?", (int(through),))
+        return self._erase("DELETE FROM item_changes WHERE seq <= ?", (int(through),),
+                           "DELETE FROM item_vectors WHERE seq <= ?")
+
+    def add_item_vectors(self, version: str, vectors: Sequence[tuple[str, int, bytes]]) -> int:
+        return self._write(INSERT_ITEM_VECTOR, [(version, item_id, int(seq), blob) for item_id, seq, blob in vectors])
+
+    def item_vectors(self, version: str, keys: Sequence[tuple[str, int]]) -> dict[tuple[str, int], bytes]:
+        wanted, out = set(keys), {}
+        ids = sorted({item_id for item_id, _ in wanted})
+        for start in range(0, len(ids), IN_CHUNK):
+            chunk = ids[start:start + IN_CHUNK]
+            rows = self._query(f"SELECT item_id, seq, vector FROM item_vectors WHERE version = ? AND item_id IN "
+                               f"({','.join('?' * len(chunk))})", (version, *chunk))
+            out.update({(i, q): v for i, q, v in rows if (i, q) in wanted})
+        return out

@@ -189,7 +189,15 @@ class EventStore(Protocol):
         change committed later always gets a higher ``seq`` than one already readable."""
 
     def prune_item_changes(self, through: int) -> int:
-        """Erase the changes with ``seq <= through`` (a published version absorbed them); how many."""
+        """Erase the changes with ``seq <= through`` (a published version absorbed them), and the
+        cached embeddings of item states up to it; how many changes."""
+
+    def add_item_vectors(self, version: str, vectors: Sequence[tuple[str, int, bytes]]) -> int:
+        """Cache live items' embeddings in ``version`` (a version id and encoder variant), each
+        (item id, the ``seq`` of the item's state, float32 bytes): best effort, without fsync."""
+
+    def item_vectors(self, version: str, keys: Sequence[tuple[str, int]]) -> dict[tuple[str, int], bytes]:
+        """The cached embeddings of these (item id, seq) in ``version`` (those there are)."""
 
     def close(self) -> None: ...
 
