@@ -61,6 +61,7 @@ class VersionHolder:
         # The live catalog (the items API) as applied, id -> LiveItem: every backend gets it,
         # one loaded later (a hot swap, a pinned arm) before it serves.
         self.live: dict = {}
+        self.vectors = None  # their embeddings kept in the event store (``live_vectors.LiveVectors``), or None
         self._live_lock = threading.Lock()
         self._wanted_pins = sorted(v for v in (cfg.experiment.versions() if cfg.experiment else ()) if v != "current")
 
@@ -93,14 +94,22 @@ class VersionHolder:
                 self.live[item.item_id] = item
             # A dead backend is left to the holder's check, which restarts it with every live item.
             for backend in self.loaded():
-                backend.apply_live((items, None))
+                self._apply(backend, items)
+
+    def _apply(self, backend: Backend, items: list) -> None:
+        """Live items applied to one backend, with their cached embeddings when the live catalog
+        keeps them (``self.vectors``: ``live_vectors.LiveVectors``, set by the live catalog)."""
+        if self.vectors is None:
+            backend.apply_live((items, None))
+        else:
+            self.vectors.apply(backend, items)
 
     def _with_live(self, backend: Backend) -> None:
         """Give a backend about to serve every live item: the bulk first, then, under the lock
         its caller holds while it swaps the backend in, what arrived meanwhile (skipped when
         applied already)."""
         if self.live:
-            backend.apply_live((list(dict(self.live).values()), None))  # a copy: applied to meanwhile
+            self._apply(backend, list(dict(self.live).values()))  # a copy: applied to meanwhile
 
     def build(self, version_id: str) -> Backend:
         path = artifact.locate(self.cfg.artifacts, version_id, self.cfg.version_cache_dir)  # copied here if remote

@@ -30,6 +30,8 @@ class ServiceMetrics:
         self.threads = Gauge("groundrec_compute_threads", "threads of each native thread pool in the process that "
                              "scores (the compute process, or this one)",
                              ["pool"], registry=r)
+        self.live_encoded = Counter("groundrec_live_items_encoded_total", "live items' texts this server encoded "
+                                    "(not found among the embeddings kept in the event store)", registry=r)
 
         # Online evaluation, live: what was shown and what it earned (the online report has the rest).
         self.impressions = Counter("groundrec_impressions_total", "lists shown and logged", ["version", "arm"],

@@ -18,6 +18,7 @@ from groundrec.online.answers import interleaved, merged_results, settings_of, s
 from groundrec.online.backend import Backend
 from groundrec.online.batching import MicroBatcher
 from groundrec.online.catalog import LiveCatalog
+from groundrec.online.live_vectors import LiveVectors
 from groundrec.online.config import ServeConfig
 from groundrec.online.errors import ClientGone, Reply, Unavailable
 from groundrec.online.events import Events
@@ -49,6 +50,8 @@ class Recommender:
         metrics.queue_depth.set_function(lambda: self.batcher.depth)
         self.events = Events(cfg, self.serving, metrics)
         self.catalog = LiveCatalog(cfg, self.events, self.holder, self.serving)  # the items API
+        if self.catalog.on:  # live items' embeddings kept in the event store: encoded once, by any server
+            self.holder.vectors = LiveVectors(self.events, cfg.encoder_variant, metrics.live_encoded.inc)
         self.experiment = cfg.experiment
         # The lists shown, logged after the answer (with events on and a share above 0).
         self.impressions = (ImpressionLog(self.events.store, cfg.impressions, on_written=metrics.impressions_written)
@@ -110,6 +113,8 @@ class Recommender:
             await self.batcher.stop()
             self.catalog.close()
             self.holder.stop()
+            if self.holder.vectors is not None:
+                self.holder.vectors.close()  # the embeddings queued, written before the store closes
             if self.impressions is not None:
                 self.impressions.close()
             self.events.close()
