@@ -13,6 +13,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 
+from groundrec.online.errors import Unavailable
 from groundrec.shared.events import StoreUnavailable
 
 log = logging.getLogger("groundrec.serve")
@@ -34,7 +35,7 @@ class LiveVectors:
             return {}
         try:
             found = self.events.store().item_vectors(self.key(version_id), keys)
-        except StoreUnavailable as e:
+        except (StoreUnavailable, Unavailable) as e:  # a cache: the apply encodes them
             log.warning("live items' embeddings not read from the event store (they are encoded): %s", e)
             return {}
         return {item_id: np.frombuffer(blob, np.float32) for (item_id, _), blob in found.items()}
@@ -49,7 +50,10 @@ class LiveVectors:
         if new:
             if self.on_encoded is not None:
                 self.on_encoded(len(new))
-            self._saver.submit(self._save, self.key(backend.version_id), new)
+            try:
+                self._saver.submit(self._save, self.key(backend.version_id), new)
+            except RuntimeError:  # closed: the server is stopping (the next process encodes them)
+                pass
 
     def _save(self, key: str, rows: list[tuple[str, int, bytes]]) -> None:
         try:

@@ -71,3 +71,46 @@ def test_a_restart_applies_the_live_catalog_from_the_cache_without_encoding(publ
         r = httpx.patch(url + "/items/owl-1", json={"title": "owl clock"})  # a new text: encoded
         assert r.status_code == 200 and _encoded(url) == 1
         assert _search(url, "owl clock")[0][0] == "owl-1"
+
+
+def test_an_apply_after_close_is_applied_and_not_cached(published, tmp_path):
+    """A write that lands while the server stops is still applied; its embedding is just not kept."""
+    from groundrec.online.events import Events
+    from groundrec.online.live_vectors import LiveVectors
+    from groundrec.online.serving import build_serving
+    from groundrec.shared.live_items import LiveItem
+
+    events = Events(ServeConfig(artifacts=published["artifacts"], events=f"sqlite:///{tmp_path}/events.db"),
+                    serving=None)
+    vid = artifact.current_version(published["artifacts"])
+    serving = build_serving(ServeConfig(artifacts=published["artifacts"], events="none", compute="thread"), vid,
+                            artifact.locate(published["artifacts"], vid))
+    counted = []
+    vectors = LiveVectors(events, "fp32", counted.append)
+    vectors.apply(serving, [LiveItem("heron-1", {"title": "heron vase"}, whole=True, first_seen=1.0, seq=1)])
+    vectors.close()  # writes what is queued
+    assert counted == [1] and set(events.store().item_vectors(vectors.key(vid), [("heron-1", 1)])) == {("heron-1", 1)}
+    vectors.apply(serving, [LiveItem("heron-2", {"title": "heron jug"}, whole=True, first_seen=2.0, seq=2)])
+    assert counted == [1, 1] and serving.retriever.v.row_of.get("heron-2") is not None
+    assert events.store().item_vectors(vectors.key(vid), [("heron-2", 2)]) == {}
+    events.close()
+
+
+@pytest.mark.parametrize("url", ["redis://127.0.0.1:1/0", "sqlite:///{tmp}/a-file/events.db"],
+                         ids=["refused", "cannot-open"])
+def test_a_store_that_does_not_answer_costs_an_encoding_not_the_apply(published, tmp_path, url):
+    from groundrec.online.events import Events
+    from groundrec.online.live_vectors import LiveVectors
+    from groundrec.online.serving import build_serving
+    from groundrec.shared.live_items import LiveItem
+
+    (tmp_path / "a-file").write_text("not a folder")
+    events = Events(ServeConfig(artifacts=published["artifacts"], events=url.format(tmp=tmp_path)), serving=None)
+    vid = artifact.current_version(published["artifacts"])
+    serving = build_serving(ServeConfig(artifacts=published["artifacts"], events="none", compute="thread"), vid,
+                            artifact.locate(published["artifacts"], vid))
+    vectors = LiveVectors(events, "fp32")
+    assert vectors.cached(vid, [LiveItem("ibis-1", {"title": "ibis"}, whole=True, seq=1)]) == {}
+    vectors.apply(serving, [LiveItem("ibis-1", {"title": "ibis bowl"}, whole=True, first_seen=1.0, seq=1)])
+    vectors.close()
+    assert serving.retriever.v.row_of.get("ibis-1") is not None  # applied, encoded here
