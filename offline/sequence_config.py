@@ -35,6 +35,7 @@ class SequenceConfig:
     max_steps: int = 600  # most optimizer steps of a training (0: epochs and patience alone bound it)
     refit_epochs: int = 2  # the published encoder: epochs on every history from validation's weights
     batch_size: int = 128
+    negatives: int = 1024  # items drawn per step for the softmax, shared by the batch (0, or at least every item: all)
     lr: float = 3e-3
     weight_decay: float = 0.01
     valid_users: int = 2000  # held out (their last new item) when no validation set is given
@@ -57,7 +58,7 @@ class SequenceJobConfig(StrictModel):
         False, description="train the encoder in the learn stage, score it on the hybrid's validation users and "
         "publish it (sequence/, default_strategy sequence) only where it beats the hybrid by more than one "
         "standard error of the paired per-user differences; true or auto: on when the job has interactions; "
-        "false (the default: it costs about 8x the learn stage on retail; docs/hybrid.md): not trained (the "
+        "false (the default: it costs about 3.3-4.5x the learn stage on retail; docs/hybrid.md): not trained (the "
         "version is the hybrid, nothing recorded)")
     max_len: int = Field(_D.max_len, ge=1, le=1024, description="the latest items of a history the encoder reads")
     dim: int = Field(_D.dim, ge=4, le=1024, description="the transformer's width")
@@ -71,6 +72,9 @@ class SequenceJobConfig(StrictModel):
     epochs: int = Field(_D.epochs, ge=1, description="most epochs of a training (early stopping usually ends it sooner)")
     patience: int = Field(_D.patience, ge=1, description="epochs without a better early-stopping recall before stopping")
     batch_size: int = Field(_D.batch_size, ge=1, description="training sequences per step")
+    negatives: int = Field(_D.negatives, ge=0, description="the loss: a softmax of each next item against this many "
+                           "items drawn at random each step, shared by the batch; 0, or at least the catalog's item "
+                           "count: a full softmax over every item (cost and recall on retail: docs/hybrid.md)")
     lr: float = Field(_D.lr, gt=0, description="AdamW learning rate")
     weight_decay: float = Field(_D.weight_decay, ge=0, description="AdamW weight decay")
     valid_users: int = Field(_D.valid_users, ge=10, description="users whose last new item is held out of the encoder's "

@@ -62,3 +62,30 @@ def test_a_cold_item_has_no_id_part_but_still_an_input_from_its_vectors():
         projected = model.project(model.inputs)
     assert table.shape == (31, 16) and not table[-1].any()
     assert torch.allclose(table[7], projected[7]) and not torch.allclose(table[6], projected[6])
+
+
+def test_dropout_keeps_about_one_minus_p_scaled_up_and_is_the_identity_in_eval_mode():
+    from groundrec.offline.sequence.model import Dropout
+
+    drop, x = Dropout(0.25), torch.ones(200, 500)
+    torch.manual_seed(0)
+    y = drop.train()(x)
+    kept = y != 0
+    assert abs(float(kept.float().mean()) - 0.75) < 0.01 and torch.allclose(y[kept], torch.full_like(y[kept], 4 / 3))
+    torch.manual_seed(0)
+    assert torch.equal(drop(x), y)  # seeded
+    assert drop.eval()(x) is x and Dropout(0.0).train()(x) is x and not Dropout(1.0).train()(x).any()
+    model = _model(dropout=0.5)
+    assert model.encoder.blocks[0].ff[2].__class__ is Dropout and model.encoder.drop.__class__ is Dropout
+
+
+def test_the_wanted_slots_alone_are_the_same_outputs_as_every_slot_then_picked():
+    """Training asks for the slots with a next item to predict: the last block's feed-forward
+    runs on those alone, and their outputs are the ones of the whole pass."""
+    model = _model(blocks=2)
+    items = torch.as_tensor(pad_histories([[1, 2, 3, 4, 5, 6], [7, 8], [9, 10, 11]], 6, 30))
+    rows = torch.zeros(3, 6, dtype=torch.bool)
+    rows[0, 1:4] = rows[1, 5] = rows[2, 3:] = True
+    with torch.no_grad():
+        full, some = model.hidden(items), model.hidden(items, rows=rows)
+    assert some.shape == (int(rows.sum()), 16) and torch.allclose(full[rows], some, atol=1e-6)

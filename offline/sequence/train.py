@@ -1,7 +1,8 @@
 """Training the profile encoder (``offline.sequence.model``): next-item prediction at every
-position of the training histories, a full softmax of each position's query against every
-item's index vector (``logits = scale x query . target_item``: the inner product the index
-ranks by, the query at unit length, the scale learned),
+position of the training histories, a softmax of each position's query against the items'
+index vectors (``logits = scale x query . target_item``: the inner product the index ranks
+by, the query at unit length, the scale learned): over every item, or over ``negatives``
+items drawn each step and shared by the batch (``offline.sequence.loss``),
 AdamW, early stopping on validation recall@k. The budget is counted in work (epochs and
 optimizer steps), never in seconds: seeded, with torch's thread count set from the config for
 the run (and restored after), a training is the same whatever else the machine runs. A
@@ -22,9 +23,9 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 from groundrec.offline.holdout import hold_out_last
+from groundrec.offline.sequence.loss import next_item_loss
 from groundrec.offline.sequence.model import PAD, SequenceConfig, SequenceModel
 from groundrec.shared.errors import UserError
 from groundrec.shared.scoring.ranking import top_k_matrix
@@ -182,7 +183,7 @@ def _fit(cfg, item_vectors, targets, warm, x_all, y_all, v_hist, v_rel, log, sta
     torch.manual_seed(cfg.seed)
     rng = np.random.default_rng(cfg.seed)
     model = SequenceModel(item_vectors, warm, targets.shape[1], cfg)
-    opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay, fused=True)
     t = torch.as_tensor(targets)
     x_all, y_all = torch.as_tensor(x_all), torch.as_tensor(y_all)
     trained = Trained(model, np.zeros(0), windows=len(x_all), positions=int((y_all >= 0).sum()))
@@ -216,12 +217,8 @@ def _fit(cfg, item_vectors, targets, warm, x_all, y_all, v_hist, v_rel, log, sta
                 break
             keep = y >= 0
             table = model.item_table()
-            h = model.hidden(x, table)[keep]
-            out = model.encoder.out
-            norm = out(h).norm(dim=1).clamp_min(1e-12)  # the query is out(h) at unit length
-            scale = (model.log_scale.exp() / norm)[:, None]
-            logits = (h @ (t @ out.weight).T + t @ out.bias) * scale  # = scale x unit query . index vector
-            loss = F.cross_entropy(logits, y[keep])
+            h = model.hidden(x, table, keep)  # the slots with a next item to predict
+            loss = next_item_loss(h, model.encoder.out, model.log_scale, t, y[keep], cfg.negatives)
             opt.zero_grad()
             loss.backward()
             torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)

@@ -1,0 +1,99 @@
+"""Where the learned profile encoder's training time goes (issue 34): seconds and page faults a
+step on the job's own inputs, per loss (``negatives``) and thread count.
+
+The first run runs the job you name after ``--`` up to the encoder's validation training and
+keeps that training's arguments in ``--out`` (``inputs.pkl``); later runs reuse them. Each
+variant trains ``--warmup`` steps, then ``--warmup + --steps`` steps from the same seed (a 50-user
+early-stopping set, scored once each); the difference is the figure, so setup and scoring
+cancel. ``--profile`` adds a third run under torch's profiler, its table of the ops' own CPU
+time.
+
+Usage (from the repository root):
+  OMP_NUM_THREADS=2 .venv/bin/python benchmarks/bench_sequence_steps.py --out /tmp/steps \\
+      [--steps 20] [--variants 0:1,1024:1,0:2,1024:2] [--profile] -- offline run \\
+      --catalog ../shared/data/retail/items.parquet --interactions ../shared/data/retail/interactions.parquet \\
+      --text-columns title --template "{title}" --runner local --no-export --activate never \\
+      --out /tmp/steps/job --sequence true
+A variant is NEGATIVES:THREADS (negatives 0: the full softmax over every item).
+"""
+
+from __future__ import annotations
+
+import argparse
+import pickle
+import resource
+import sys
+import time
+from dataclasses import replace
+from pathlib import Path
+
+
+def capture(out: Path, job_args: list[str]) -> None:
+    """Run the job with the encoder's first training replaced by a pickle of its arguments."""
+    import groundrec.offline.sequence.train as train
+    from groundrec.shared.cli import app
+
+    def keep(*args, **kwargs):
+        kwargs.pop("log", None)
+        (out / "inputs.pkl").write_bytes(pickle.dumps((args, kwargs)))
+        raise SystemExit(0)
+
+    real, train.train_sequence_encoder = train.train_sequence_encoder, keep
+    sys.argv = ["groundrec", *job_args]
+    try:
+        app()
+    except SystemExit:
+        pass
+    finally:
+        train.train_sequence_encoder = real
+    if not (out / "inputs.pkl").exists():
+        raise SystemExit("the job never trained the encoder: give it interactions and --sequence true")
+
+
+def timed(args, kwargs, steps: int, negatives: int, threads: int, profile: bool = False):
+    import torch
+
+    from groundrec.offline.sequence.train import train_sequence_encoder
+
+    histories, inputs, warm, cfg = args
+    cfg = replace(cfg, max_steps=steps, negatives=negatives, threads=threads)
+    valid = tuple(part[:50] for part in kwargs["valid"])
+    before, start = resource.getrusage(resource.RUSAGE_SELF), time.perf_counter()
+    if profile:
+        from torch.profiler import ProfilerActivity
+        with torch.profiler.profile(activities=[ProfilerActivity.CPU]) as prof:
+            train_sequence_encoder(histories, inputs, warm, cfg, targets=kwargs["targets"], valid=valid)
+        print(prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=15))
+    else:
+        train_sequence_encoder(histories, inputs, warm, cfg, targets=kwargs["targets"], valid=valid)
+    after = resource.getrusage(resource.RUSAGE_SELF)
+    return time.perf_counter() - start, after.ru_minflt - before.ru_minflt
+
+
+def main() -> None:
+    argv = sys.argv[1:]
+    job_args = argv[argv.index("--") + 1:] if "--" in argv else []
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--out", type=Path, required=True)
+    p.add_argument("--steps", type=int, default=20)
+    p.add_argument("--warmup", type=int, default=5)
+    p.add_argument("--variants", default="0:1,1024:1,0:2,1024:2")
+    p.add_argument("--profile", action="store_true")
+    a = p.parse_args(argv[: argv.index("--")] if "--" in argv else argv)
+    a.out.mkdir(parents=True, exist_ok=True)
+    if not (a.out / "inputs.pkl").exists():
+        capture(a.out, job_args)
+    args, kwargs = pickle.loads((a.out / "inputs.pkl").read_bytes())
+    print(f"items {args[1].shape}, index {kwargs['targets'].shape}, {len(args[0])} histories")
+    for variant in a.variants.split(","):
+        negatives, threads = map(int, variant.split(":"))
+        w_s, w_f = timed(args, kwargs, a.warmup, negatives, threads)
+        s, f = timed(args, kwargs, a.warmup + a.steps, negatives, threads)
+        print(f"negatives {negatives:>5}, {threads} thread(s): {(s - w_s) / a.steps:.3f} s a step, "
+              f"{(f - w_f) / a.steps:,.0f} page faults a step", flush=True)
+        if a.profile:
+            timed(args, kwargs, a.warmup + a.steps, negatives, threads, profile=True)
+
+
+if __name__ == "__main__":
+    main()

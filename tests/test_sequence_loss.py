@@ -1,0 +1,55 @@
+"""The encoder's training loss (offline/sequence/loss.py): cross-entropy under a softmax of
+``scale x unit query . index vector`` over every item, the scale folded into one product with
+the same value and gradients; the sampled softmax is that softmax over the drawn items, each
+row's target always in and never twice."""
+
+import pytest
+
+torch = pytest.importorskip("torch")
+F = torch.nn.functional
+
+from groundrec.offline.sequence import loss  # noqa: E402
+
+
+def _inputs(rows=37, n=100, d=9, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    queries = torch.randn(rows, d, dtype=torch.float64, generator=g, requires_grad=True)
+    items = torch.randn(n, d, dtype=torch.float64, generator=g, requires_grad=True)
+    return queries, items, torch.randint(0, n, (rows,), generator=g)
+
+
+def test_the_folded_scale_is_the_scaled_unit_query_against_every_index_vector():
+    torch.manual_seed(0)
+    h = torch.randn(37, 8, dtype=torch.float64, requires_grad=True)
+    out = torch.nn.Linear(8, 12).double()
+    log_scale = torch.tensor(1.3, dtype=torch.float64, requires_grad=True)
+    index = torch.randn(50, 12, dtype=torch.float64)
+    targets = torch.randint(0, 50, (37,))
+    got = loss.next_item_loss(h, out, log_scale, index, targets)
+    query = out(h)
+    want = F.cross_entropy(log_scale.exp() * (query / query.norm(dim=1, keepdim=True)) @ index.T, targets)
+    assert got.item() == pytest.approx(want.item(), abs=1e-12)
+    wrt = (h, log_scale, out.weight, out.bias)
+    for a, b in zip(torch.autograd.grad(got, wrt), torch.autograd.grad(want, wrt)):
+        assert torch.allclose(a, b, atol=1e-12)
+    # Negatives of at least the item count: the full softmax, the same figure.
+    assert loss.next_item_loss(h, out, log_scale, index, targets, 50).item() == pytest.approx(got.item(), abs=1e-12)
+
+
+def test_sampled_negatives_are_a_softmax_over_the_drawn_items_with_each_target_once():
+    queries, items, targets = _inputs()
+    full = F.cross_entropy(queries @ items.T, targets)
+    # Every item drawn: each target masked among the negatives and added once, the full softmax.
+    every = loss.sampled_softmax_cross_entropy(queries, items, targets, len(items))
+    assert every.item() == pytest.approx(full.item(), abs=1e-12)
+    torch.manual_seed(3)
+    some = loss.sampled_softmax_cross_entropy(queries, items, targets, 20)
+    torch.manual_seed(3)
+    drawn = torch.randperm(len(items))[:20]
+    logits = queries @ items.T
+    want = [torch.logsumexp(logits[i, sorted({int(targets[i])} | set(drawn.tolist()))], 0) - logits[i, targets[i]]
+            for i in range(len(targets))]
+    assert some.item() == pytest.approx(torch.stack(want).mean().item(), abs=1e-12)
+    assert some.item() < full.item()  # fewer terms in each denominator
+    torch.manual_seed(3)
+    assert loss.sampled_softmax_cross_entropy(queries, items, targets, 20).item() == some.item()  # seeded
