@@ -35,7 +35,7 @@ class SequenceConfig:
     max_steps: int = 600  # most optimizer steps of a training (0: epochs and patience alone bound it)
     refit_epochs: int = 2  # the published encoder: epochs on every history from validation's weights
     batch_size: int = 128
-    negatives: int = 1024  # items drawn per step for the softmax, shared by the batch (0, or at least every item: all)
+    negatives: int = 0  # items drawn per step for the softmax, shared by the batch (0, or at least every item: all)
     lr: float = 3e-3
     weight_decay: float = 0.01
     valid_users: int = 2000  # held out (their last new item) when no validation set is given
@@ -74,7 +74,8 @@ class SequenceJobConfig(StrictModel):
     batch_size: int = Field(_D.batch_size, ge=1, description="training sequences per step")
     negatives: int = Field(_D.negatives, ge=0, description="the loss: a softmax of each next item against this many "
                            "items drawn at random each step, shared by the batch; 0, or at least the catalog's item "
-                           "count: a full softmax over every item (cost and recall on retail: docs/hybrid.md)")
+                           "count (the default): a full softmax over every item; 1024 halves an epoch on retail, its recall "
+                           "not settled (docs/hybrid.md)")
     lr: float = Field(_D.lr, gt=0, description="AdamW learning rate")
     weight_decay: float = Field(_D.weight_decay, ge=0, description="AdamW weight decay")
     valid_users: int = Field(_D.valid_users, ge=10, description="users whose last new item is held out of the encoder's "
