@@ -52,8 +52,8 @@ def encoded_vectors(remote, items: list, given: dict | None) -> dict[str, np.nda
         except Exception as e:  # the primary's apply encodes them instead
             log.warning("the standby compute process did not encode %d live items: %s", len(theirs), e)
 
-    thread = threading.Thread(target=encode_theirs, name="groundrec-standby-encode", daemon=True)
-    if theirs:
+    thread = threading.Thread(target=encode_theirs, name="groundrec-standby-encode", daemon=True) if theirs else None
+    if thread is not None:
         thread.start()
     try:
         step = remote.limits.live_encode_chunk or len(mine) or 1  # 8 H&M texts: ~0.1 s in fp32 on one core
@@ -63,6 +63,6 @@ def encoded_vectors(remote, items: list, given: dict | None) -> dict[str, np.nda
             chunk = mine[start:start + step]
             out.update(zip(chunk, call("encode", [texts[i] for i in chunk], timeout_s)))
     finally:
-        if theirs:
+        if thread is not None:
             thread.join()
     return out
