@@ -15,14 +15,11 @@ image: text only, embedded by the server with the version's ONNX encoder.
    only): single PUTs at 8 connections (wrk, --duration s, each request a new item),
    then POST /items in batches of 100 on one connection (--other-batches): items/s, the
    encoding included. The fp32 batches (10,000 items by default) are the live items of 3.
-3. /recommend with those live items against none, three arms: ``live`` (the default
-   ``live_exact_max``: on a flat index, live rows past 2,000 searched apart by a graph,
-   online/live_segment.py), ``exact`` (every live row scored exactly) and ``none``. In-process,
-   a ``Recommender`` each (`compute: thread`, impressions off; the service's request path) in
-   alternating rounds of the same H&M purchase histories at 32 in flight (bench_impressions.py's
-   rounds), requests/s and requests per CPU-second, then how much of ``exact``'s lists of 500
-   histories each arm's hold (the live graph's recall in the answers); over HTTP, a `groundrec
-   serve` each, wrk at 32 connections on POST /recommend, alternating rounds: ok/s, p99.
+3. /recommend with those live items against none: in-process, two ``Recommender``s
+   (`compute: thread`, impressions off; the service's request path) in alternating rounds of
+   the same H&M purchase histories at 32 in flight (bench_impressions.py's rounds), requests/s
+   and requests per CPU-second; over HTTP, two `groundrec serve`s (the store with the live
+   items, an empty one), wrk at 32 connections on POST /recommend, alternating rounds: ok/s, p99.
 4. feed         /recommend at 8 connections (wrk) with and without a feed of POST /items of 100
    running beside it, alternating rounds, per --feed-variants (int8: the compute process encodes
    its share 8 texts per call; int8/whole: in one call): p99, ok/s and the feed's items/s.
@@ -56,7 +53,7 @@ import sys
 import tempfile
 import threading
 import time
-from contextlib import AsyncExitStack, ExitStack
+from contextlib import ExitStack
 from pathlib import Path
 
 import httpx
@@ -191,13 +188,11 @@ def _q(xs: list[float], q: float) -> float:
 def _serve(stack: ExitStack, args, tmp: Path, name: str, store: str, variant: str = "fp32") -> str:
     """``variant``: the encoder's precision, then ``/alone`` for a server whose standby compute
     process encodes nothing (``standby_encodes: false``), ``/whole`` for one whose compute
-    process encodes its share of a write group in one call (``live_encode_chunk: 0``), ``/exact``
-    for one that scores every live row exactly on a flat index (no ``live_segment``)."""
+    process encodes its share of a write group in one call (``live_encode_chunk: 0``)."""
     precision, *flags = variant.split("/")
     config = tmp / f"{name}.yaml"
     config.write_text(f"standby_encodes: {'false' if 'alone' in flags else 'true'}\n"
-                      f"live_encode_chunk: {0 if 'whole' in flags else 8}\n"
-                      f"live_exact_max: {EXACT if 'exact' in flags else 2000}\n")
+                      f"live_encode_chunk: {0 if 'whole' in flags else 8}\n")
     cmd = serve_command(args.artifacts, "--interactions", args.interactions, "--events", f"sqlite://{tmp}/{store}.db",
                         "--encoder-variant", precision, "--config", config)
     t = time.perf_counter()
@@ -205,9 +200,6 @@ def _serve(stack: ExitStack, args, tmp: Path, name: str, store: str, variant: st
     print(f"  server {name} (store {store}, {variant}) ready in {time.perf_counter() - t:.1f} s; load average "
           f"{os.getloadavg()[0]:.2f}", flush=True)
     return url
-
-
-EXACT = 10**9  # live_exact_max: never a live segment
 
 
 def _found(client: httpx.Client, url: str, item_id: str, title: str, k: int) -> bool:
@@ -360,10 +352,9 @@ def http_rounds(args, urls: dict[str, str], tmp: Path) -> dict:
     return out
 
 
-async def in_process(args, stores: dict[str, tuple[str, int]]) -> dict:
-    """Recommenders (compute: thread, impressions off), one per (store, live_exact_max),
-    alternating rounds: requests/s, p99 and requests per CPU-second of this process (every
-    thread); then each arm's lists of the first 500 bodies against the ``exact`` arm's."""
+async def in_process(args, stores: dict[str, str]) -> dict:
+    """Two Recommenders (compute: thread, impressions off), one per store, alternating rounds:
+    requests/s, p99 and requests per CPU-second of this process (every thread)."""
 
     from groundrec.online.config import ServeConfig
     from groundrec.online.metrics import ServiceMetrics
@@ -373,15 +364,13 @@ async def in_process(args, stores: dict[str, tuple[str, int]]) -> dict:
     bodies = [RecommendRequest(history=args.histories[n % len(args.histories)][-100:], k=args.k)
               for n in range(args.requests)]
     arms = {name: Recommender(ServeConfig(artifacts=args.artifacts, compute="thread", events=url, impressions=0,
-                                          interactions=args.interactions, popularity_window_days=None,
-                                          live_exact_max=exact_max), ServiceMetrics())
-            for name, (url, exact_max) in stores.items()}
+                                          interactions=args.interactions, popularity_window_days=None),
+                            ServiceMetrics())
+            for name, url in stores.items()}
     out = {name: {"rate": [], "p99": [], "per_cpu": []} for name in arms}
     names = list(arms)
     t = time.perf_counter()
-    async with AsyncExitStack() as running:
-        for arm in arms.values():
-            await running.enter_async_context(arm.running(watch=False))
+    async with arms[names[0]].running(watch=False), arms[names[1]].running(watch=False):
         print(f"  in-process: both loaded (the live items embedded) in {time.perf_counter() - t:.1f} s; load average "
               f"{os.getloadavg()[0]:.2f}", flush=True)
         for name in names:
@@ -394,11 +383,6 @@ async def in_process(args, stores: dict[str, tuple[str, int]]) -> dict:
                 out[name]["per_cpu"].append(len(bodies) / (time.process_time() - cpu))
                 out[name]["rate"].append(rate)
                 out[name]["p99"].append(tail)
-        lists = {name: [[x["item_id"] for x in json.loads(await arm.answer(b))["items"]] for b in bodies[:500]]
-                 for name, arm in arms.items()}
-    for name in arms:
-        out[name]["overlap"] = float(np.mean([len(set(a) & set(b)) / max(len(b), 1)
-                                              for a, b in zip(lists[name], lists["exact"])]))
     return out
 
 
@@ -487,7 +471,6 @@ def main() -> None:
               flush=True)
         with ExitStack() as stack:
             urls = {"live": _serve(stack, args, tmp, "R-live", "live"),
-                    "exact": _serve(stack, args, tmp, "R-exact", "live", "fp32/exact"),
                     "none": _serve(stack, args, tmp, "R-none", "none")}
             _print_batches("fp32", batches(urls["live"], texts, args.batches, "live"))
             http = http_rounds(args, urls, tmp)
@@ -496,21 +479,18 @@ def main() -> None:
                   f"non-200 {sum(r['other_status'] + r['shed_503'] for r in rows)}")
         rates = {name: [r["ok_per_s"] for r in rows] for name, rows in http.items()}
         p99 = {name: [r["p99_ms"] for r in rows] for name, rows in http.items()}
-        print(f"   HTTP at {args.connections} connections: live/none {_ratio(rates['live'], rates['none'])}, exact/none "
-              f"{_ratio(rates['exact'], rates['none'])}; p99 median " + ", ".join(
-                  f"{name} {np.median(p99[name]):.1f} ms (max {max(p99[name]):.1f})" for name in p99)
-              + f"; load average {os.getloadavg()[0]:.2f}", flush=True)
-        stores = {"live": (f"sqlite://{tmp}/live.db", 2000), "exact": (f"sqlite://{tmp}/live.db", EXACT),
-                  "none": (f"sqlite://{tmp}/none.db", 2000)}
+        print(f"   HTTP at {args.connections} connections: live/none {_ratio(rates['live'], rates['none'])}; p99 "
+              f"median live {np.median(p99['live']):.1f} ms (max {max(p99['live']):.1f}), none "
+              f"{np.median(p99['none']):.1f} ms (max {max(p99['none']):.1f}); load average {os.getloadavg()[0]:.2f}",
+              flush=True)
+        stores = {"live": f"sqlite://{tmp}/live.db", "none": f"sqlite://{tmp}/none.db"}
         inp = asyncio.run(in_process(args, stores))
         for name, r in inp.items():
             print(f"   in-process {name:4s} ({r['live']} live items): {np.median(r['rate']):.1f} req/s (rounds "
                   f"{min(r['rate']):.0f}-{max(r['rate']):.0f}), p99 {1e3 * np.median(r['p99']):.1f} ms, "
-                  f"{np.median(r['per_cpu']):.1f} req per CPU-second; its lists hold {r['overlap']:.1%} of exact's")
-        for name in ("live", "exact"):
-            print(f"   in-process {name}/none: requests/s {_ratio(inp[name]['rate'], inp['none']['rate'])}; per "
-                  f"CPU-second {_ratio(inp[name]['per_cpu'], inp['none']['per_cpu'])}")
-        print(f"   load average {os.getloadavg()[0]:.2f}")
+                  f"{np.median(r['per_cpu']):.1f} req per CPU-second")
+        print(f"   in-process live/none: requests/s {_ratio(inp['live']['rate'], inp['none']['rate'])}; per CPU-second "
+              f"{_ratio(inp['live']['per_cpu'], inp['none']['per_cpu'])}; load average {os.getloadavg()[0]:.2f}")
     finally:
         if args.keep:
             print(f"kept {tmp}")

@@ -73,9 +73,6 @@ class ServeConfig(StrictModel):
     standby_encodes: bool = Field(True, description="the standby compute process encodes half of a write group's "
                                   "live items (the items API) while the primary encodes the rest: about half the "
                                   "time per group where a core is free; false: the primary encodes them all")
-    live_exact_max: int = Field(2000, ge=0, description="with a flat index, live items' rows scored exactly with the "
-                                "published ones up to this many; beyond, every live row is searched apart by a small "
-                                "HNSW graph (approximate: its recall, docs/operations.md)")
     live_encode_chunk: int = Field(8, ge=0, description="texts of a write group the compute process encodes per call, "
                                    "scoring the request batches waiting in between (0: its whole share in one call)")
     compute_timeout_s: float = Field(2.0, gt=0, description="a compute process that has not answered a batch within "

@@ -228,7 +228,6 @@ class LiveOverlay:
             self._bufs["items_t"] = buf
             r.ranker.items_t = buf[:, :n + k]
             r.exact_t = r.searcher.exact_t
-            r.searcher.live_rows_added(self.n_version, self.excluded)  # many: searched apart (live_segment)
         # the item table, ids and rows
         table = pa.concat_tables([v.items, table])
         v.items = table.combine_chunks() if table.column(0).num_chunks > COMBINE_CHUNKS else table

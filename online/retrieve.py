@@ -52,7 +52,7 @@ class Retriever(Profiles):
                  encoder=None, fallback: Literal["popular", "error"] = "popular",
                  half_life_days: float = 30.0, n_interests: int = 3, overfetch: int = 4,
                  exact_subset_max: int = 20_000, max_history: int = MAX_HISTORY, max_per: dict[str, int] | None = None,
-                 sequence=None, live_exact_max: int = 2000):
+                 sequence=None):
         self.v = version
         self.encoder = encoder  # an OnnxTextEncoder, for text queries
         self.sequence = sequence  # a SequenceEncoder (``profiling.load_sequence``): the sequence strategy
@@ -72,7 +72,7 @@ class Retriever(Profiles):
         fresh = (version.items.column(WINDOW_INTERACTIONS).to_numpy()
                  if self.hybrid and WINDOW_INTERACTIONS in version.items.column_names else None)
         self.new_rows = pop.new_items(fresh) if fresh is not None else None
-        self.searcher = IndexSearch(version, overfetch, exact_subset_max, self.new_rows, live_exact_max)
+        self.searcher = IndexSearch(version, overfetch, exact_subset_max, self.new_rows)
         self.popularity_map: dict[str, float] | None = None
         self.counts = np.zeros(0)
         self.ranker = self.searcher.ranker  # the one searcher: every list is ranked by it

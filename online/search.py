@@ -10,7 +10,6 @@ from __future__ import annotations
 import faiss
 import numpy as np
 
-from groundrec.online.live_segment import LiveSegment
 from groundrec.online.version import LoadedVersion
 from groundrec.shared.scoring.collab import index_rows
 from groundrec.shared.scoring.searcher import Ask, Searcher, best_of
@@ -20,10 +19,8 @@ BATCH_CHUNK = 256  # users per matrix product
 
 class IndexSearch:
     def __init__(self, version: LoadedVersion, overfetch: int = 4, exact_subset_max: int = 20_000,
-                 new_rows: np.ndarray | None = None, live_exact_max: int = 2000):
+                 new_rows: np.ndarray | None = None):
         self.v = version
-        self.live_exact_max = live_exact_max  # a flat index's live rows beyond this many: a graph apart
-        self.segment: LiveSegment | None = None
         self.overfetch = overfetch  # candidates per result when a prior or max_per reorders them
         self.exact_subset_max = exact_subset_max  # filters passing fewer items are scored exactly
         self.hybrid = version.collab_query is not None
@@ -53,10 +50,7 @@ class IndexSearch:
         """The list for one profile (one or several rows), with ``slots`` places for new items."""
         r = self.ranker
         if self.exact_t is not None:
-            if self.segment is None or allowed is not None:  # a filter's items: every row exactly
-                return r.rank(r.scores_of(profiles), k, seen, allowed, prior, pick, slots)
-            width = self.segment.width(self._base(k, prior is not None or pick, pick) + slots, seen)
-            return r.rank(self.segment.score_profile(profiles, self.exact_t, width), k, seen, None, prior, pick, slots)
+            return r.rank(r.scores_of(profiles), k, seen, allowed, prior, pick, slots)
         if allowed is not None and allowed.sum() <= self.exact_subset_max:
             ranked = r.rank(self._subset(profiles, np.flatnonzero(allowed)), k, seen, None, prior, pick)
         else:
@@ -75,42 +69,18 @@ class IndexSearch:
         r = self.ranker
         if self.exact_t is not None:
             return [ranked for start in range(0, len(asks), BATCH_CHUNK)
-                    for ranked in r.rank_asks(self._exact_rows(np.asarray(profiles[start:start + BATCH_CHUNK],
-                                                                          dtype=np.float32), asks[start:start + BATCH_CHUNK]),
-                                              asks[start:start + BATCH_CHUNK])]
+                    for ranked in r.rank_asks(np.asarray(profiles[start:start + BATCH_CHUNK], dtype=np.float32)
+                                              @ self.exact_t, asks[start:start + BATCH_CHUNK])]
         priors = [r.prior(a.popularity_weight, a.fresh_weight) for a in asks]
         widths = [self._width(a.k, len(a.seen), prior is not None or a.pick, a.pick) for a, prior in zip(asks, priors)]
         scores, idx = self.candidates(np.asarray(profiles, dtype=np.float32), max(widths))
         return [r.merge(s_row[None, :w], i_row[None, :w], a.k, a.seen, prior, a.pick)
                 for a, w, s_row, i_row, prior in zip(asks, widths, scores, idx, priors)]
 
-    def _exact_rows(self, profiles: np.ndarray, asks: list[Ask]) -> np.ndarray:
-        """A flat index's (users x rows) scores for single-row profiles: one product, or with a
-        live segment the published rows' product and each user's live candidates."""
-        if self.segment is None:
-            return profiles @ self.exact_t
-        # a prior (popularity, freshness) or a pick reorders the candidates, as ``_width`` reads it
-        width = max(self.segment.width(self._base(a.k, a.popularity_weight or a.fresh_weight or a.pick, a.pick)
-                                       + a.slots, a.seen) for a in asks)
-        return self.segment.score_rows(profiles, self.exact_t, width)
-
-    def live_rows_added(self, start: int, excluded) -> None:
-        """The live overlay appended rows (past the version's ``start`` published ones) to a flat
-        index: past ``live_exact_max`` of them, the live rows are searched apart (``LiveSegment``)."""
-        if self.exact_t is None:
-            return
-        if self.segment is None and self.exact_t.shape[1] - start > self.live_exact_max:
-            self.segment = LiveSegment(start, self.exact_t.shape[0], excluded)
-        if self.segment is not None:
-            self.segment.sync(self.exact_t)
-
-    def _base(self, k: int, reordered, pick) -> int:
-        """Candidates a list needs: k, over-fetched when a prior or a pick reorders them."""
-        return k * self.overfetch * (4 if pick else 1) if reordered else k
-
     def _width(self, k: int, n_seen: int, reordered, pick) -> int:
-        """Candidates to fetch from an approximate index: ``_base``, plus seen."""
-        return min(self.v.index.ntotal, self._base(k, reordered, pick) + n_seen)
+        """Candidates to fetch: k, over-fetched when a prior or a pick reorders them, plus seen."""
+        wide = k * self.overfetch * (4 if pick else 1) if reordered else k
+        return min(self.v.index.ntotal, wide + n_seen)
 
     def candidates(self, profiles: np.ndarray, fetch: int, allowed: np.ndarray | None = None):
         """FAISS's ``fetch`` best (scores, ids) per profile row, within ``allowed``."""

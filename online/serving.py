@@ -209,6 +209,6 @@ def build_serving(cfg: ServeConfig, version_id: str, path, popularity: dict[str,
                if files.has_encoder else None)
     retriever = Retriever(version, popularity=popularity, encoder=encoder, fallback=cfg.fallback,
                           half_life_days=cfg.half_life_days, n_interests=cfg.n_interests,
-                          max_history=cfg.max_history, max_per=cfg.max_per, live_exact_max=cfg.live_exact_max,
+                          max_history=cfg.max_history, max_per=cfg.max_per,
                           sequence=load_sequence(files, version, cfg.compute_threads))
     return Serving(version_id, retriever, cfg)

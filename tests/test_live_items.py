@@ -53,12 +53,10 @@ def test_record_keeps_grounded_fields_unless_the_image_changed():
     assert render("{title}. {vlm_text}", {"title": "new", "vlm_text": None}) == "new"
 
 
-@pytest.fixture(scope="module", params=["flat", "flat-segment", "hnsw", "ivf"])
+@pytest.fixture(scope="module", params=["flat", "hnsw", "ivf"])
 def serving(request, tmp_path_factory, tiny_vlm):
-    """A served demo version per index; ``flat-segment``: a flat one whose live rows are all
-    searched apart (``live_exact_max`` 0: online/live_segment.py)."""
     root = tmp_path_factory.mktemp(f"live-{request.param}")
-    pub = publish_demo(root, tiny_vlm(), n_items=60) if request.param.startswith("flat") else None
+    pub = publish_demo(root, tiny_vlm(), n_items=60) if request.param == "flat" else None
     if pub is None:
         from groundrec.offline.config import load_job_config
         from groundrec.offline.job import run_job
@@ -68,8 +66,7 @@ def serving(request, tmp_path_factory, tiny_vlm):
         run_job(load_job_config(None, overrides), progress=False)
         pub = {**base, "artifacts": root / "artifacts"}
     vid = artifact.current_version(pub["artifacts"])
-    s = build_serving(ServeConfig(artifacts=pub["artifacts"], events="none", compute="thread",
-                                  live_exact_max=0 if request.param == "flat-segment" else 2000), vid,
+    s = build_serving(ServeConfig(artifacts=pub["artifacts"], events="none", compute="thread"), vid,
                       artifact.locate(pub["artifacts"], vid))
     return s, pub
 
@@ -86,8 +83,6 @@ def test_live_items_are_searched_recommended_removed_and_reapplied_idempotently(
              for i in range(5)]
     computed = s.apply_live((items, None))
     assert set(computed) == {i.item_id for i in items} and r.v.index.ntotal == n + 5
-    # a flat index with live_exact_max 0 searches its live rows in a graph apart; no other does
-    assert (r.searcher.segment is not None) == (r.exact_t is not None and s.limits.live_exact_max == 0)
     assert np.allclose(computed["new-2"], r.encoder.encode([render(r.v.manifest.text_template,
                                                                    {"title": "quokka lantern 2",
                                                                     "description": "A quokka lantern."})])[0],
