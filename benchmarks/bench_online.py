@@ -6,7 +6,8 @@
   batch      in-process, one compute thread (as the service runs): users one at a time vs
              recommend_batch in batches of --batch (default 32); identical top-K checked;
              optionally another version (e.g. a hybrid) or the same one with request fields set
-             (e.g. a feature turned off) in the same alternating rounds, and
+             (e.g. a feature turned off) or, for an exact hybrid, the same version scored as
+             one product with its index rows (--one-product) in the same alternating rounds, and
              optionally beside a thread that always wants the GIL (--gil-contender), as the
              service's busy event loop does
   serve-memory  memory of `groundrec serve` with a version loaded, process by process (RSS and PSS)
@@ -22,7 +23,7 @@ Usage:
   python benchmarks/bench_online.py text --artifacts DIR
   python benchmarks/bench_online.py batch --artifacts DIR --interactions FILE [--batch 32]
                                           [--compare-artifacts OTHER_DIR] [--gil-contender]
-                                          [--compare-request '{"fresh_slots": 0}']
+                                          [--compare-request '{"fresh_slots": 0}'] [--one-product]
   python benchmarks/bench_online.py serve-memory --artifacts DIR [--workers 2] [--compute thread] [--config serve.yaml]
   python benchmarks/bench_online.py ann [--kind both|hnsw|ivf] [--items 1000000]
   python benchmarks/bench_online.py gemm --artifacts DIR [--batches 1,8,16,32,64] [--compare-artifacts OTHER]
@@ -222,6 +223,17 @@ def batch(args) -> None:
         paths.append(f"{args.artifacts} with {fields}")
         arms[paths[-1]] = (retriever, [q.model_copy(update=fields) for q in queries])
         print(f"{paths[-1]}: the same retriever and users, each request with {fields}")
+    if args.one_product:  # the same version, its flat index scored as one product with the index rows
+        from groundrec.online.flat_scores import FlatScores
+
+        retriever, queries = arms[args.artifacts]
+        dense = Retriever(retriever.v, fallback="error")
+        if dense.flat is None or not dense.flat.split:
+            raise SystemExit(f"--one-product needs a flat exact hybrid version (scored split): {args.artifacts} is not")
+        dense.flat = dense.searcher.flat = dense.ranker.scorer = FlatScores(dense.v, dense.v.index, split=False)
+        paths.append(f"{args.artifacts} as one product")
+        arms[paths[-1]] = (dense, queries)
+        print(f"{paths[-1]}: the same version and users, its index rows ({dense.flat.t.shape[0]} wide) in one product")
     gc.collect()
     gc.freeze()  # as the service does after loading a version: the collector skips it from then on
     modes = ["one at a time", f"batches of {args.batch}"]
@@ -253,6 +265,10 @@ def batch(args) -> None:
     for other in paths[1:]:
         for mode in modes:
             print(f"{mode}: {other} at {med[(other, mode)] / med[(paths[0], mode)]:.1%} of {paths[0]}'s rate")
+        if arms[other][1] is arms[paths[0]][1]:  # the same users: are the lists the same?
+            same = sum([x.item_id for x in a.items] == [x.item_id for x in b.items]
+                       for a, b in zip(answers[paths[0]][1], answers[other][1]))
+            print(f"{other}: top-{args.k} identical to {paths[0]}'s id for id for {same}/{len(answers[other][1])} users")
     if contender:
         contender.set()
 
@@ -264,10 +280,10 @@ def gemm(args) -> None:
 
     def scored_matrix(path: str) -> np.ndarray:
         """What the Retriever multiplies profiles by: the flat index transposed (dim x items)."""
-        exact_t = Retriever(load_version(path)).exact_t
-        if exact_t is None:
-            raise SystemExit(f"gemm needs a version with a flat index: {path} has none")
-        return exact_t
+        flat = Retriever(load_version(path)).flat
+        if flat is None or flat.split:
+            raise SystemExit(f"gemm needs a version with a flat index scored by one product: {path} has none")
+        return flat.t
 
     cols = scored_matrix(args.artifacts)
     rows = np.ascontiguousarray(cols.T)  # the index's own layout, items x dim
@@ -367,6 +383,8 @@ def main() -> None:
     b.add_argument("--compare-artifacts", help="a second version timed in the same alternating rounds")
     b.add_argument("--compare-request", help="JSON fields set on every request of a second arm over the same "
                                              "version, timed in the same rounds, e.g. '{\"fresh_slots\": 0}'")
+    b.add_argument("--one-product", action="store_true", help="a further arm: the --artifacts version (a flat exact "
+                   "hybrid) scored as one product with its index rows, not split (online/flat_scores.py)")
     b.add_argument("--gil-contender", action="store_true", help="time it beside a thread that always wants the GIL, "
                    "as a busy event loop does in the service")
     m = sub.add_parser("serve-memory")

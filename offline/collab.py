@@ -31,6 +31,7 @@ import numpy as np
 import scipy.sparse as sp
 
 from groundrec.shared.scoring.collab import Projection
+from groundrec.shared.scoring.item_side import ItemSide
 from groundrec.shared.errors import UserError
 
 
@@ -44,6 +45,15 @@ class CollabModel:
     # what its narrower widths are cut from (``truncated``).
     basis: np.ndarray | None = field(default=None, repr=False, compare=False)
     seed: int = 0  # of the randomized SVDs
+    _item_side: ItemSide | None = field(default=None, repr=False, compare=False)
+
+    @property
+    def item_side(self) -> ItemSide:
+        """``item`` as it is scored (``ItemSide``: an exact model's head gathered, not multiplied),
+        built on first use."""
+        if self._item_side is None:
+            self._item_side = ItemSide(self.item)
+        return self._item_side
 
     @property
     def rank(self) -> int:

@@ -46,7 +46,7 @@ def validation_hits(model: collab.CollabModel, content: np.ndarray, profiles: np
     for start in range(0, len(held), CHUNK):  # bounded memory: CHUNK x items scores at a time
         part = slice(start, start + CHUNK)
         content_part = profiles[part] @ content.T
-        cf = collab_queries(model.query, [latest(h) for h in held[part]], half_life) @ model.item.T
+        cf = model.item_side.scores(collab_queries(model.query, [latest(h) for h in held[part]], half_life))
         found["content"].append(hits(content_part.copy(), held[part], targets[part]))
         found["collaborative"].append(hits(cf.copy(), held[part], targets[part]))
         for weight, hit in zip(weights, target_in_top_k_of_blends(content_part, cf, held[part], targets[part],

@@ -22,6 +22,7 @@ from itertools import islice
 import numpy as np
 import pyarrow as pa
 
+from groundrec.online.flat_scores import grown
 from groundrec.shared.artifact import WINDOW_INTERACTIONS
 from groundrec.shared.errors import UserError
 from groundrec.shared.live_items import CONTROL, LiveItem, patched, record, shown
@@ -31,18 +32,6 @@ from groundrec.shared.sequence_encoder import item_inputs
 from groundrec.shared.text import render
 
 COMBINE_CHUNKS = 32  # the item table's chunks are merged beyond this many (one per apply)
-
-
-def _grown(buf: np.ndarray, used: int, extra: int, axis: int = 0) -> np.ndarray:
-    """``buf`` with room for ``extra`` more along ``axis``: itself, or a copy (its first ``used``) twice as big."""
-    if buf.shape[axis] >= used + extra:
-        return buf
-    shape = list(buf.shape)
-    shape[axis] = max(2 * (used + extra), 1024)
-    out = np.empty(shape, buf.dtype)
-    index = (slice(None),) * axis + (slice(0, used),)
-    out[index] = buf[index]
-    return out
 
 
 class LiveOverlay:
@@ -207,14 +196,14 @@ class LiveOverlay:
         old = np.array([o if o is not None else -1 for o in olds])
         known = old >= 0
         # content vectors
-        buf = _grown(self._bufs.get("vectors", v.vectors), n, k)
+        buf = grown(self._bufs.get("vectors", v.vectors), n, k)
         buf[n:n + k] = content
         self._bufs["vectors"], v.vectors = buf, buf[:n + k]
         weighted = None
         if r.hybrid:
             for name in ("collab_query", "collab_item"):
                 cur = getattr(v, name)
-                buf = _grown(self._bufs.get(name, cur), n, k)
+                buf = grown(self._bufs.get(name, cur), n, k)
                 buf[n:n + k] = 0.0
                 buf[n:n + k][known] = cur[old[known]]
                 self._bufs[name] = buf
@@ -222,12 +211,8 @@ class LiveOverlay:
             weighted = v.collab_weight * v.collab_item[n:n + k]
         indexed = np.ascontiguousarray(index_rows(content, weighted, v.project_item), dtype=np.float32)
         v.index.add(indexed)
-        if r.ranker.items_t is not None:
-            buf = _grown(self._bufs.get("items_t", r.ranker.items_t), n, k, axis=1)
-            buf[:, n:n + k] = indexed.T
-            self._bufs["items_t"] = buf
-            r.ranker.items_t = buf[:, :n + k]
-            r.exact_t = r.searcher.exact_t
+        if r.flat is not None:
+            r.flat.append(indexed, content, v.collab_item[n:n + k] if r.hybrid else None)
         # the item table, ids and rows
         table = pa.concat_tables([v.items, table])
         v.items = table.combine_chunks() if table.column(0).num_chunks > COMBINE_CHUNKS else table
@@ -256,7 +241,7 @@ class LiveOverlay:
             r.new_rows = np.concatenate([r.new_rows, fresh])
             ranker.new_rows = r.searcher.new_rows = r.new_rows
             ranker.is_new = frozenset(r.new_rows.tolist())
-            if r.searcher.new_vectors is not None or (len(r.new_rows) and r.exact_t is None):
+            if r.searcher.new_vectors is not None or (len(r.new_rows) and r.flat is None):
                 r.searcher.new_vectors = r.searcher._indexed(r.new_rows)
         counts = np.concatenate([r.counts, [float((r.popularity_map or {}).get(item.item_id, 0.0))
                                             for item, _ in rows]])

@@ -76,7 +76,7 @@ class Retriever(Profiles):
         self.popularity_map: dict[str, float] | None = None
         self.counts = np.zeros(0)
         self.ranker = self.searcher.ranker  # the one searcher: every list is ranked by it
-        self.exact_t = self.searcher.exact_t  # a flat index's vectors, transposed: the batch path's product
+        self.flat = self.searcher.flat  # a flat index's exact scores (None: an approximate index)
         self.set_popularity(popularity)
         self.fresh_weight = version.collab_fresh_weight if fresh is not None else 0.0
         self.fresh_slots = version.collab_fresh_slots if fresh is not None else 0
@@ -179,7 +179,7 @@ class Retriever(Profiles):
                 profile, rows, unknown = means.get(n) or self._profile(q, text_vectors.get(q.text) if q.text else None)
                 pick = self._pick(q)  # max_per joins the batch; diversity is taken one list at a time
                 if (profile is None or len(profile) != 1 or q.filters or q.diversity or q.explain
-                        or (self._slots(q) and self.exact_t is None)):
+                        or (self._slots(q) and self.flat is None)):
                     results[n] = self._answer(q, profile, rows, unknown)
                     continue
             except UserError as e:  # a bug is not the request's fault: it propagates

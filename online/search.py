@@ -10,6 +10,7 @@ from __future__ import annotations
 import faiss
 import numpy as np
 
+from groundrec.online.flat_scores import FlatScores
 from groundrec.online.version import LoadedVersion
 from groundrec.shared.scoring.collab import index_rows
 from groundrec.shared.scoring.searcher import Ask, Searcher, best_of
@@ -25,31 +26,22 @@ class IndexSearch:
         self.exact_subset_max = exact_subset_max  # filters passing fewer items are scored exactly
         self.hybrid = version.collab_query is not None
         index = version.index
-        # A flat index is scored by one matrix product against its vectors held transposed
-        # (dim x items, contiguous): OpenBLAS multiplies a few profiles by that layout faster
-        # than by the index's own items x dim rows (benchmarks/bench_online.py gemm),
-        # for one more copy of the matrix (items x dim x 4 bytes).
-        exact_t = (np.ascontiguousarray(faiss.rev_swig_ptr(index.get_xb(), index.ntotal * index.d)
-                                        .reshape(index.ntotal, index.d).T)
-                   if isinstance(index, faiss.IndexFlat) and index.metric_type == faiss.METRIC_INNER_PRODUCT
-                   else None)
-        self.ranker = Searcher(index.ntotal, new_rows, exact_t)
+        # A flat index is scored exactly, every item by one product (``FlatScores``).
+        self.flat = (FlatScores(version, index)
+                     if isinstance(index, faiss.IndexFlat) and index.metric_type == faiss.METRIC_INNER_PRODUCT
+                     else None)
+        self.ranker = Searcher(index.ntotal, new_rows, self.flat)
         self.new_rows = self.ranker.new_rows
         # The new items (``among``) as an approximate index holds them, built once: for a
         # projected hybrid that is a product per item, too dear to repeat on every request that
         # keeps a place (a flat index scores them with every other item, in ``rank``).
-        self.new_vectors = self._indexed(self.new_rows) if len(self.new_rows) and exact_t is None else None
-
-    @property
-    def exact_t(self) -> np.ndarray | None:
-        """A flat index's vectors, transposed (None for an approximate index)."""
-        return self.ranker.items_t
+        self.new_vectors = self._indexed(self.new_rows) if len(self.new_rows) and self.flat is None else None
 
     def search(self, profiles: np.ndarray, k: int, seen: set[int], allowed: np.ndarray | None,
                prior: np.ndarray | None, pick=None, slots: int = 0) -> list[tuple[int, float]]:
         """The list for one profile (one or several rows), with ``slots`` places for new items."""
         r = self.ranker
-        if self.exact_t is not None:
+        if self.flat is not None:
             return r.rank(r.scores_of(profiles), k, seen, allowed, prior, pick, slots)
         if allowed is not None and allowed.sum() <= self.exact_subset_max:
             ranked = r.rank(self._subset(profiles, np.flatnonzero(allowed)), k, seen, None, prior, pick)
@@ -67,10 +59,10 @@ class IndexSearch:
         call otherwise, each row cut to the candidates ``search`` fetches for it (FAISS's best
         n are the first n of its best m > n, HNSW's too: tests/test_batch_max_per.py)."""
         r = self.ranker
-        if self.exact_t is not None:
+        if self.flat is not None:
             return [ranked for start in range(0, len(asks), BATCH_CHUNK)
-                    for ranked in r.rank_asks(np.asarray(profiles[start:start + BATCH_CHUNK], dtype=np.float32)
-                                              @ self.exact_t, asks[start:start + BATCH_CHUNK])]
+                    for ranked in r.rank_asks(self.flat(profiles[start:start + BATCH_CHUNK]),
+                                              asks[start:start + BATCH_CHUNK])]
         priors = [r.prior(a.popularity_weight, a.fresh_weight) for a in asks]
         widths = [self._width(a.k, len(a.seen), prior is not None or a.pick, a.pick) for a, prior in zip(asks, priors)]
         scores, idx = self.candidates(np.asarray(profiles, dtype=np.float32), max(widths))

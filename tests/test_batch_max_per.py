@@ -92,7 +92,7 @@ def _calls(fn, *names: str) -> tuple[object, Counter]:
 def test_max_per_batched_gives_the_one_at_a_time_answers(kind):
     r = Retriever(_version(_index(kind)), popularity={IDS[n]: float(n % 13) for n in range(0, len(IDS), 3)},
                   max_per={"title": 1})
-    assert (r.exact_t is not None) == (kind == "flat")
+    assert (r.flat is not None) == (kind == "flat")
     users = _users(300)
     single = [r.recommend(q) for q in users]
     batched, calls = _calls(lambda: [a for s in range(0, len(users), 32) for a in r.recommend_batch(users[s:s + 32])],

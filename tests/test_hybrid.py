@@ -53,9 +53,23 @@ def full_width(hybrid):
     return {**hybrid, "summary": run_job(cfg, progress=False), "art": hybrid["root"] / "art_full"}
 
 
-@pytest.fixture(params=["projected", "full width"])
+@pytest.fixture(scope="module")
+def exact(hybrid):
+    """The same job with the exact (full-rank) model kept at its full width: the service scores
+    its collaborative part by a gather (``online/flat_scores.py``, split)."""
+    collab_cfg = hybrid["cfg"].collab.model_copy(update={"project": False, "half_life": [0.0], "full_rank_max_mb": 64.0,
+                                                         "rank": 1000})  # no narrower width to try
+    cfg = hybrid["cfg"].model_copy(update={"out": hybrid["root"] / "art_exact", "collab": collab_cfg,
+                                           "cache_dir": hybrid["cfg"].resolved_cache_dir})
+    summary = run_job(cfg, progress=False)
+    c = artifact.verify(summary.version_dir).collab
+    assert c["full_rank"] and c["weight"] > 0  # what is tested: an exact hybrid
+    return {**hybrid, "summary": summary, "art": hybrid["root"] / "art_exact"}
+
+
+@pytest.fixture(params=["projected", "full width", "exact"])
 def either(request, hybrid):
-    return hybrid if request.param == "projected" else request.getfixturevalue("full_width")
+    return hybrid if request.param == "projected" else request.getfixturevalue(request.param.replace(" ", "_"))
 
 
 def test_the_job_publishes_a_hybrid_version_and_records_its_model(hybrid):
@@ -125,6 +139,8 @@ def test_service_ranks_exactly_as_eval_scores_the_hybrid(either):
     v = load_version(hybrid["art"])
     assert v.collab_half_life == (3.0 if v.project_item is not None else 0.0)
     retriever = Retriever(v, fallback="error")
+    # the exact model's collaborative part is gathered, not multiplied; every other is one product
+    assert retriever.flat.split == bool(v.manifest.collab.get("full_rank") and v.project_item is None)
     model = CollabModel(v.collab_query, v.collab_item, np.ones(len(v.item_ids), bool))
     # the window's counts: what makes an item new (the freshness prior) in eval as in the service
     counts = v.items.column(artifact.WINDOW_INTERACTIONS).to_numpy().astype(np.float64)
@@ -293,7 +309,7 @@ def test_the_best_new_items_are_the_same_on_a_graph_index_and_the_flat_one(eithe
     graph.index = faiss.IndexHNSWFlat(flat.index.d, 8, faiss.METRIC_INNER_PRODUCT)
     graph.index.add(np.ascontiguousarray(held))
     on_flat, on_graph = Retriever(flat, fallback="error"), Retriever(graph, fallback="error")
-    assert on_flat.exact_t is not None and on_graph.exact_t is None and len(on_graph.new_rows) >= 3
+    assert on_flat.flat is not None and on_graph.flat is None and len(on_graph.new_rows) >= 3
     assert on_graph.searcher.new_vectors.shape == (len(on_graph.new_rows), flat.index.d)
     found = []
     for start in (0, 4, 8, 12):

@@ -166,7 +166,7 @@ def test_ann_paths_with_filters_match_exact_when_searching_everything(kind, exac
     ann.index = _exhaustive_ann(kind, x)
     exact = Retriever(flat, popularity={"i5": 50})
     approx = Retriever(ann, popularity={"i5": 50}, exact_subset_max=exact_subset_max)
-    assert exact.exact_t is not None and approx.exact_t is None
+    assert exact.flat is not None and approx.flat is None
     for q in [UserQuery(history=["i1", "i2"], k=7, filters={"group": "b"}),
               UserQuery(history=["i3"], k=5),
               UserQuery(history=["i4", "i9"], k=5, strategy="multi_interest")]:

@@ -37,7 +37,7 @@ def naive(profile, k, seen=(), allowed=None):
 
 def test_a_flat_index_is_scored_exactly_single_and_batched():
     search = IndexSearch(_version(faiss.IndexFlatIP(16)))
-    assert search.exact_t is not None
+    assert search.flat is not None
     profiles = VECTORS[[5, 17, 42]]
     for p in profiles:
         assert [r for r, _ in search.search(p[None], 10, {5}, None, None)] == naive(p[None], 10, {5})
@@ -52,7 +52,7 @@ def test_a_graph_index_asks_faiss_for_candidates_and_a_selective_filter_is_score
     graph = faiss.IndexHNSWFlat(16, 16, faiss.METRIC_INNER_PRODUCT)
     graph.hnsw.efSearch = 256  # 300 items: the graph search is exact here
     search = IndexSearch(_version(graph), exact_subset_max=50)
-    assert search.exact_t is None
+    assert search.flat is None
     p = VECTORS[7][None]
     assert [r for r, _ in search.search(p, 10, {7}, None, None)] == naive(p, 10, {7})
     few = np.zeros(len(VECTORS), bool)

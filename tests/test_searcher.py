@@ -114,7 +114,7 @@ def test_best_of_is_the_best_row_of_a_multi_interest_profile():
     vectors = np.array([[1, 0], [0, 1], [0.6, 0.8]], np.float32)
     profiles = np.array([[1, 0], [0, 1]], np.float32)
     assert best_of(vectors, profiles).tolist() == [1.0, 1.0, np.float32(0.8)]
-    s = Searcher(3, items_t=np.ascontiguousarray(vectors.T))
+    s = Searcher(3, scorer=lambda p: p @ vectors.T)
     assert np.array_equal(s.scores_of(profiles), best_of(vectors, profiles))
 
 

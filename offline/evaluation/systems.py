@@ -192,8 +192,8 @@ class CollabSystem(System):
         recent = [latest(h) for h in histories]
         cf = np.empty((len(histories), len(self.model.item)), dtype=np.float32)
         for start in range(0, len(histories), CHUNK):
-            cf[start:start + CHUNK] = (collab_queries(self.model.query, recent[start:start + CHUNK], self.half_life)
-                                       @ self.model.item.T)
+            cf[start:start + CHUNK] = self.model.item_side.scores(
+                collab_queries(self.model.query, recent[start:start + CHUNK], self.half_life))
         if self.content is None:
             return cf
         out = self.content.scores(histories, history_ts) + self.weight * cf

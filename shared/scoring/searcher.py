@@ -66,15 +66,16 @@ class Popularity:
 
 class Searcher:
     """Ranking over one catalog of ``n_items`` rows. ``new_rows``: the items a hybrid keeps
-    places for (no interaction in its window); ``items_t``: every item's vector as searched,
-    transposed (dim x items, contiguous), when profiles are scored exactly against all items."""
+    places for (no interaction in its window); ``scorer``: every item's score for each row of
+    a profile (rows x items), when profiles are scored exactly against all items (the online
+    tier's ``FlatScores``)."""
 
-    def __init__(self, n_items: int, new_rows: np.ndarray | None = None, items_t: np.ndarray | None = None,
+    def __init__(self, n_items: int, new_rows: np.ndarray | None = None, scorer: Callable | None = None,
                  counts: np.ndarray | None = None):
         self.n_items = n_items
         self.new_rows = new_rows if new_rows is not None else np.zeros(0, np.int64)
         self.is_new = frozenset(self.new_rows.tolist())
-        self.items_t = items_t
+        self.scorer = scorer
         self.popularity = Popularity.of(counts if counts is not None else np.zeros(n_items))
 
     def set_counts(self, counts: np.ndarray) -> None:
@@ -91,8 +92,8 @@ class Searcher:
                             self.new_rows)
 
     def scores_of(self, profiles: np.ndarray) -> np.ndarray:
-        """Every item's score for a profile (best over its rows), from ``items_t``."""
-        return (np.asarray(profiles, dtype=np.float32) @ self.items_t).max(axis=0)
+        """Every item's score for a profile (best over its rows), from ``scorer``."""
+        return self.scorer(np.asarray(profiles, dtype=np.float32)).max(axis=0)
 
     @staticmethod
     def final(scores: np.ndarray, seen, allowed: np.ndarray | None = None,
