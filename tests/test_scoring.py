@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 
 from groundrec.shared.scoring import popularity, ranking
-from groundrec.shared.scoring.collab import Projection, collab_queries, hybrid_queries, index_rows
+from groundrec.shared.scoring.collab import Projection, collab_queries, hybrid_queries, index_rows, recency_of
 from groundrec.shared.scoring.profiles import build_profile, mean_profile, mean_profiles, multi_interest, recency_weights
 
 VALUES = st.sampled_from([-np.inf, -1.0, 0.0, 0.25, 0.5, 1.0])  # few values: many ties
@@ -100,6 +100,22 @@ def test_collaborative_queries_count_repeats_once_and_agree_batched_or_alone():
         assert np.allclose(row, naive / (np.linalg.norm(naive) or 1.0), atol=1e-6)
         assert np.array_equal(collab_queries(query_side, [h])[0], row)
     assert np.array_equal(batched[0], collab_queries(query_side, [np.array([9, 3, 5])])[0])
+
+
+def test_wide_collaborative_queries_are_summed_a_few_users_at_a_time_with_the_same_sums():
+    """An exact model's query side is thousands wide: a batch's history rows are gathered for a
+    few users at a time (``GATHER_BYTES``), each user's sum the one it gets alone, recency too."""
+    rng = np.random.default_rng(2)
+    query_side = rng.normal(size=(300, 4096)).astype(np.float32)  # 64 rows per MB: groups of 1-3 users
+    histories = [rng.integers(0, 300, size=n).tolist() for n in (30, 5, 70, 0, 12, 40, 1, 25)]
+    for half_life in (0.0, 4.0):
+        batched = collab_queries(query_side, histories, half_life)
+        for h, row in zip(histories, batched):
+            assert np.array_equal(collab_queries(query_side, [h], half_life)[0], row)
+            items, weights = recency_of(h, half_life)
+            naive = ((query_side[items].astype(np.float64) * (weights[:, None] if weights is not None else 1.0)).sum(0)
+                     if items else np.zeros(4096))
+            assert np.allclose(row, naive / (np.linalg.norm(naive) or 1.0), atol=1e-5)
 
 
 def test_a_hybrid_score_is_content_cosine_plus_weight_times_collaborative():

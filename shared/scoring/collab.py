@@ -17,6 +17,7 @@ import numpy as np
 from groundrec.shared.scoring.profiles import unit
 
 CHUNK = 65_536  # index rows projected at a time: bounded memory at 1M items
+GATHER_BYTES = 1 << 20  # a batch's history rows summed a group of users at a time, about this much each
 
 
 def recency_of(history, half_life: float) -> tuple[list[int], np.ndarray | None]:
@@ -42,14 +43,28 @@ def collab_queries(query_side: np.ndarray, histories: list, half_life: float = 0
     parts = [recency_of(h, half_life) for h in histories]
     lengths = [len(d) for d, _ in parts]
     out = np.zeros((len(histories), query_side.shape[1]), np.float32)
-    total = sum(lengths)
-    if total:
-        rows = query_side[np.fromiter(chain.from_iterable(d for d, _ in parts), np.intp, total)]
-        if half_life:
-            rows = rows * np.concatenate([w for _, w in parts])[:, None]
-        used = np.flatnonzero(lengths)
-        out[used] = np.add.reduceat(rows, np.cumsum([0, *lengths[:-1]])[used], axis=0)
+    budget = max(1, GATHER_BYTES // (4 * max(query_side.shape[1], 1)))  # rows gathered at a time
+    start = 0
+    while start < len(parts):  # users in groups whose gathered rows stay in cache (an exact model's are wide)
+        end, rows_in = start + 1, lengths[start]
+        while end < len(parts) and rows_in + lengths[end] <= budget:
+            rows_in += lengths[end]
+            end += 1
+        _sum_rows(query_side, parts[start:end], lengths[start:end], half_life, out[start:end])
+        start = end
     return unit(out)
+
+
+def _sum_rows(query_side: np.ndarray, parts: list, lengths: list[int], half_life: float, out: np.ndarray) -> None:
+    """``collab_queries``'s sums for a group of users, into ``out`` (their rows)."""
+    total = sum(lengths)
+    if not total:
+        return
+    rows = query_side[np.fromiter(chain.from_iterable(d for d, _ in parts), np.intp, total)]
+    if half_life:
+        rows *= np.concatenate([w for _, w in parts])[:, None]
+    used = np.flatnonzero(lengths)
+    out[used] = np.add.reduceat(rows, np.cumsum([0, *lengths[:-1]])[used], axis=0)
 
 
 def hybrid_queries(content_profiles: np.ndarray, collab: np.ndarray, project_query: np.ndarray | None) -> np.ndarray:
