@@ -350,3 +350,30 @@ def test_weight_zero_publishes_content_only_and_keeps_what_was_tried(hybrid):
     assert v.collab_query is None and v.index.d == manifest.dim == manifest.index_dim
     hist = list(v.item_ids[:3])
     assert len(Retriever(v).recommend(UserQuery(history=hist, k=5)).items) == 5
+
+
+def test_live_items_on_an_exact_hybrid_are_scored_as_its_index_rows(exact):
+    """A changed item keeps its collaborative row (a unit vector: gathered), a new one has none
+    (zeros): after both are applied the split scores still equal the product with every row the
+    index now holds, and the new item is recommendable by its content."""
+    import faiss
+
+    from groundrec.shared.live_items import LiveItem
+
+    v = load_version(exact["art"])
+    r = Retriever(v, fallback="error")
+    assert r.flat.split
+    old = v.item_ids[0]
+    rng = np.random.default_rng(0)
+    given = {i: (x / np.linalg.norm(x)).astype(np.float32) for i, x in
+             (("brand-new", rng.standard_normal(v.vectors.shape[1])), (old, v.vectors[5]))}
+    r.apply_live([LiveItem(old, {"title": "a changed title"}, False, None, 1.0, 1),
+                  LiveItem("brand-new", {"title": "a new thing"}, True, 1.0, 1.0, 2)], given)
+    n = v.index.ntotal
+    assert r.flat.n == n == len(v.item_ids) and v.row_of[old] == n - 2 and not v.collab_item[n - 1].any()
+    held = faiss.rev_swig_ptr(v.index.get_xb(), n * v.index.d).reshape(n, v.index.d)
+    history = list(v.item_ids[1:5])
+    profile, _, _ = r._profile(UserQuery(history=history, k=5))
+    np.testing.assert_allclose(r.flat(profile), profile @ held.T, rtol=1e-5, atol=1e-5)
+    found = r.recommend(UserQuery(history=history, k=len(v.item_ids) - 4, exclude_seen=True))
+    assert "brand-new" in [x.item_id for x in found.items]
