@@ -62,14 +62,15 @@ def published_hits(model: collab.CollabModel, content: np.ndarray, profiles: np.
     """``validation_hits``'s hybrid at ``weight``, scored as the service scores it (projected
     profiles against the projected index when there is a projection), for each (freshness
     prior weight added to the new items ``new``, places kept for them) in turn."""
-    index = index_rows(content, weight * model.item, projection.item if projection is not None else None)
+    index = index_rows(content, weight * model.item, projection.item) if projection is not None else None
     found: dict[tuple[float, int], list] = {point: [] for point in fresh}
     for start in range(0, len(held), CHUNK):
         part = slice(start, start + CHUNK)
-        searched = hybrid_queries(profiles[part], collab_queries(model.query, [latest(h) for h in held[part]],
-                                                                 half_life),
-                                  projection.query if projection is not None else None)
-        scores = searched @ index.T
+        queries = collab_queries(model.query, [latest(h) for h in held[part]], half_life)
+        if projection is not None:
+            scores = hybrid_queries(profiles[part], queries, projection.query) @ index.T
+        else:  # the content product plus the collaborative part, as the service's flat index scores it
+            scores = profiles[part] @ content.T + weight * model.item_side.scores(queries)
         for fw, slots in fresh:
             scored = lift(scores.copy(), [fw] * len(scores), new)
             if slots:
