@@ -36,6 +36,8 @@ class SequenceConfig:
     refit_epochs: int = 2  # the published encoder: epochs on every history from validation's weights
     batch_size: int = 128
     negatives: int = 0  # items drawn per step for the softmax, shared by the batch (0, or at least every item: all)
+    horizon: int = 1  # each position's targets: its next `horizon` new items (the loss their mean cross-entropy)
+    cold_negatives: bool = True  # the softmax over every item (False: over the warm ones, those with an id embedding)
     lr: float = 3e-3
     weight_decay: float = 0.01
     valid_users: int = 2000  # held out (their last new item) when no validation set is given
@@ -76,6 +78,12 @@ class SequenceJobConfig(StrictModel):
                            "items drawn at random each step, shared by the batch; 0, or at least the catalog's item "
                            "count (the default): a full softmax over every item; 1024 halves an epoch on retail, its recall "
                            "not settled (docs/hybrid.md)")
+    horizon: int = Field(_D.horizon, ge=1, le=100, description="the loss's targets at each position: the next this "
+                         "many items new to the history (their mean cross-entropy under one softmax); 1: the next "
+                         "item alone")
+    cold_negatives: bool = Field(_D.cold_negatives, description="the loss's softmax over every item (true) or only "
+                                 "the items with training interactions (false: the encoder is never taught to push "
+                                 "down the items nobody interacted with, which new items' vectors resemble)")
     lr: float = Field(_D.lr, gt=0, description="AdamW learning rate")
     weight_decay: float = Field(_D.weight_decay, ge=0, description="AdamW weight decay")
     valid_users: int = Field(_D.valid_users, ge=10, description="users whose last new item is held out of the encoder's "

@@ -53,3 +53,45 @@ def test_sampled_negatives_are_a_softmax_over_the_drawn_items_with_each_target_o
     assert some.item() < full.item()  # fewer terms in each denominator
     torch.manual_seed(3)
     assert loss.sampled_softmax_cross_entropy(queries, items, targets, 20).item() == some.item()  # seeded
+
+
+def test_a_horizon_of_targets_is_the_mean_of_their_cross_entropies_under_one_softmax():
+    queries, items, _ = _inputs()
+    g = torch.Generator().manual_seed(5)
+    horizon = torch.randint(0, len(items), (len(queries), 3), generator=g)
+    horizon[::4, 1:] = -1  # some positions with one target only
+    horizon[1::4, 2] = -1
+    h = torch.randn(len(queries), 6, dtype=torch.float64, generator=g)
+    out = torch.nn.Linear(6, items.shape[1]).double()
+    log_scale = torch.tensor(0.7, dtype=torch.float64)
+    got = loss.next_item_loss(h, out, log_scale, items.detach(), horizon)
+    q = out(h)
+    logits = log_scale.exp() * (q / q.norm(dim=1, keepdim=True)) @ items.detach().T
+    want = torch.stack([torch.stack([F.cross_entropy(logits[i:i + 1], t[None]) for t in row if t >= 0]).mean()
+                        for i, row in enumerate(horizon)]).mean()
+    assert got.item() == pytest.approx(want.item(), abs=1e-10)
+    # One column: the next-item loss itself, full and sampled.
+    one = horizon[:, 0]
+    assert loss.next_item_loss(h, out, log_scale, items.detach(), one[:, None]).item() == pytest.approx(
+        loss.next_item_loss(h, out, log_scale, items.detach(), one).item(), abs=1e-10)
+    torch.manual_seed(3)
+    a = loss.sampled_softmax_cross_entropy(queries, items, one, 20)
+    torch.manual_seed(3)
+    assert loss.sampled_softmax_cross_entropy(queries, items, one[:, None], 20).item() == pytest.approx(a.item(), abs=1e-12)
+
+
+def test_sampled_negatives_with_a_horizon_leave_every_target_of_a_row_out_of_the_negatives():
+    queries, items, _ = _inputs()
+    horizon = torch.stack([torch.arange(len(queries)) % 50, torch.arange(len(queries)) % 50 + 50], 1)
+    horizon[::3, 1] = -1
+    torch.manual_seed(4)
+    got = loss.sampled_softmax_cross_entropy(queries, items, horizon, 30)
+    torch.manual_seed(4)
+    drawn = torch.randperm(len(items))[:30].tolist()
+    logits = queries @ items.T
+    rows = []
+    for i, row in enumerate(horizon.tolist()):
+        mine = [t for t in row if t >= 0]
+        rest = [j for j in drawn if j not in mine]
+        rows.append(torch.stack([torch.logsumexp(logits[i, [t] + rest], 0) - logits[i, t] for t in mine]).mean())
+    assert got.item() == pytest.approx(torch.stack(rows).mean().item(), abs=1e-10)

@@ -121,3 +121,46 @@ def test_sampled_negatives_learn_the_pattern_too_and_stay_seeded():
     assert losses == [e["loss"] for e in twice.epochs] == [e["loss"] for e in trained.epochs[:2]]
     full = train_sequence_encoder(histories, vectors, cfg=SequenceConfig(**{**FAST, "epochs": 2}))
     assert [e["loss"] for e in full.epochs] != losses  # another loss, not the full one
+
+
+def test_a_horizon_targets_the_next_new_items_past_the_window():
+    x, y = training_windows([np.array([1, 2, 1, 3, 4, 5, 6])], max_len=3, horizon=2)
+    assert x.tolist() == [[3, 4, 5], [1, 2, 1]]
+    assert y.tolist() == [[[4, 5], [5, 6], [6, -1]],
+                          [[2, 3], [3, 4], [3, 4]]]  # after 2 comes 1 (a repeat): the new ones after it
+    x, y = training_windows([np.array([1, 2, 1])], max_len=3, skip_repeats=False, horizon=3)
+    assert y.tolist() == [[[-1, -1, -1], [2, 1, -1], [1, -1, -1]]]
+    assert training_windows([np.array([5])], 4, horizon=3)[1].shape == (0, 4, 3)
+
+
+def test_a_horizon_loss_learns_the_items_that_follow():
+    """Item i is followed by i + 1, i + 2, ...: trained on the next three new items, the
+    encoder ranks those three on top (recall@3 of the next three far above chance)."""
+    histories, vectors = _planted()
+    cfg = SequenceConfig(**{**FAST, "horizon": 3})
+    trained = train_sequence_encoder(histories, vectors, cfg=cfg)
+    assert trained.positions == sum(len(h) - 1 for h in histories) - len(trained.valid_recall), trained.positions
+    test = [(s + np.arange(5)) % N for s in range(N)]
+    following = [{int((s + 5 + j) % N) for j in range(3)} for s in range(N)]
+    assert recall_at(trained.model.encode(test), vectors, test, following, 3).mean() > 0.4  # chance: 3/55 (one query, 16-dim vectors)
+
+
+def test_the_softmax_can_leave_out_the_items_nobody_interacted_with():
+    """``cold_negatives: false``: the loss's softmax holds the warm items (and every target)
+    alone, targets renumbered to them; with every item warm it is the same training."""
+    from groundrec.offline.sequence.train import _warm_softmax
+
+    torch = pytest.importorskip("torch")
+    index = torch.arange(12.0).reshape(6, 2)
+    kept, y = _warm_softmax(index, torch.tensor([[0, -1, 3], [5, 2, -1]]), np.array([1, 0, 1, 0, 0, 1], bool))
+    assert kept.tolist() == [[0, 1], [4, 5], [6, 7], [10, 11]]  # 3 is cold but a target: kept
+    assert y.tolist() == [[0, -1, 2], [3, 1, -1]]
+    histories, vectors = _planted(150)
+    cfg = {**FAST, "epochs": 2, "patience": 5}
+    every = train_sequence_encoder(histories, vectors, cfg=SequenceConfig(**cfg))
+    same = train_sequence_encoder(histories, vectors, cfg=SequenceConfig(**cfg, cold_negatives=False))
+    assert [e["loss"] for e in same.epochs] == [e["loss"] for e in every.epochs]
+    few = [h[h < 40] for h in histories]  # items 40-59: nobody interacted with them
+    with_cold = train_sequence_encoder(few, vectors, cfg=SequenceConfig(**cfg))
+    warm_only = train_sequence_encoder(few, vectors, cfg=SequenceConfig(**cfg, cold_negatives=False))
+    assert warm_only.epochs[0]["loss"] < with_cold.epochs[0]["loss"]  # fewer items in each denominator

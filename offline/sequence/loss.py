@@ -20,22 +20,37 @@ def next_item_loss(h: torch.Tensor, out: torch.nn.Linear, log_scale: torch.Tenso
                    targets: torch.Tensor, negatives: int = 0) -> torch.Tensor:
     """Mean cross-entropy of ``targets`` (rows of ``index``, the index vectors) for the hidden
     states ``h`` (``[positions, dim]``) whose queries are ``out(h)``: a full softmax when
-    ``negatives`` is 0 or at least the item count, else ``sampled_softmax_cross_entropy``."""
+    ``negatives`` is 0 or at least the item count, else ``sampled_softmax_cross_entropy``.
+    ``targets`` ``[positions]``, or ``[positions, H]`` (a horizon of future items, -1 padded,
+    each position with at least one): each position's loss is the mean of its targets'
+    cross-entropies under the one softmax, and the loss the mean over positions."""
     scale = log_scale.exp() / out(h).norm(dim=1, keepdim=True).clamp_min(1e-12)
     queries = torch.cat([h * scale, scale], 1)
     items = torch.cat([index @ out.weight, (index @ out.bias)[:, None]], 1)
     if 0 < negatives < len(items):
         return sampled_softmax_cross_entropy(queries, items, targets, negatives)
-    return F.cross_entropy(queries @ items.T, targets)
+    if targets.dim() == 1:
+        return F.cross_entropy(queries @ items.T, targets)
+    logits = queries @ items.T
+    valid = targets >= 0
+    positive = logits.gather(1, targets.clamp_min(0))
+    mean_positive = (positive * valid).sum(1) / valid.sum(1)
+    return (torch.logsumexp(logits, 1) - mean_positive).mean()
 
 
 def sampled_softmax_cross_entropy(queries: torch.Tensor, items: torch.Tensor, targets: torch.Tensor,
                                   negatives: int) -> torch.Tensor:
     """Mean cross-entropy of each row's target against ``negatives`` items drawn uniformly
     without replacement (torch's seeded generator) and shared by every row; a drawn item that
-    is a row's own target is left out of that row's softmax."""
+    is a row's own target is left out of that row's softmax. ``targets`` ``[rows, H]`` (-1
+    padded): each target's softmax is itself and the drawn items none of the row's targets,
+    and a row's loss the mean over its targets."""
     drawn = torch.randperm(len(items))[:negatives]
     logits = queries @ items[drawn].T
-    logits.masked_fill_(drawn[None, :] == targets[:, None], float("-inf"))
-    positive = (queries * items[targets]).sum(1, keepdim=True)
-    return (torch.logsumexp(torch.cat([positive, logits], 1), dim=1) - positive[:, 0]).mean()
+    horizon = targets if targets.dim() == 2 else targets[:, None]
+    valid = horizon >= 0
+    logits.masked_fill_((drawn[None, :, None] == horizon[:, None, :]).any(2), float("-inf"))
+    positive = (queries[:, None, :] * items[horizon.clamp_min(0)]).sum(2)  # [rows, H]
+    rest = torch.logsumexp(logits, dim=1, keepdim=True)
+    each = torch.logaddexp(positive, rest) - positive
+    return ((each * valid).sum(1) / valid.sum(1)).mean()

@@ -56,10 +56,14 @@ class Trained:
                 "parameters": int(sum(p.numel() for p in self.model.parameters()))}
 
 
-def training_windows(histories: list, max_len: int, skip_repeats: bool = True) -> tuple[np.ndarray, np.ndarray]:
-    """(inputs, targets), each ``[windows, max_len]`` int64, right-aligned and -1 padded: a
-    history of n items gives its next-item pairs in windows of ``max_len`` from its end. A
-    target already in the history before it is -1 with ``skip_repeats`` (no loss)."""
+def training_windows(histories: list, max_len: int, skip_repeats: bool = True,
+                     horizon: int = 1) -> tuple[np.ndarray, np.ndarray]:
+    """(inputs, targets), right-aligned and -1 padded: a history of n items gives its
+    next-item pairs in windows of ``max_len`` from its end; inputs ``[windows, max_len]``,
+    targets the same or, with ``horizon`` H > 1, ``[windows, max_len, H]``: each position's
+    next H items new to the history so far, read past the window's end (a position whose next
+    item is a repeat still has the new ones after it). A target already in the history before
+    it is -1 with ``skip_repeats`` (no loss)."""
     xs, ys = [], []
     for h in histories:
         h = np.asarray(h, np.int64)
@@ -71,15 +75,29 @@ def training_windows(histories: list, max_len: int, skip_repeats: bool = True) -
             for t, item in enumerate(h.tolist()):
                 new[t] = item not in seen
                 seen.add(item)
+        ahead = _ahead(h, new, horizon) if horizon > 1 else np.where(new, h, PAD)[1:]
         for end in range(len(h), 1, -max_len):
             start = max(0, end - max_len - 1)
-            x, y = h[start:end - 1], np.where(new[start + 1:end], h[start + 1:end], PAD)
+            x, y = h[start:end - 1], ahead[start:end - 1]
             if (y >= 0).any():
-                xs.append(np.pad(x, (max_len - len(x), 0), constant_values=PAD))
-                ys.append(np.pad(y, (max_len - len(y), 0), constant_values=PAD))
+                pad = [(max_len - len(x), 0)] + [(0, 0)] * (y.ndim - 1)
+                xs.append(np.pad(x, pad[0], constant_values=PAD))
+                ys.append(np.pad(y, pad, constant_values=PAD))
     if not xs:
-        return np.zeros((0, max_len), np.int64), np.zeros((0, max_len), np.int64)
+        shape = (0, max_len) if horizon <= 1 else (0, max_len, horizon)
+        return np.zeros((0, max_len), np.int64), np.zeros(shape, np.int64)
     return np.stack(xs), np.stack(ys)
+
+
+def _ahead(h: np.ndarray, new: np.ndarray, horizon: int) -> np.ndarray:
+    """``[len(h) - 1, horizon]``: for each position t, the items of the first ``horizon``
+    slots after t that hold an item new to the history (``new``: first occurrences), -1
+    padded, left-packed; with ``new`` all true (no ``skip_repeats``), the next ``horizon``."""
+    at = np.flatnonzero(new)
+    if not len(at):
+        return np.full((len(h) - 1, horizon), PAD, np.int64)
+    nth = np.searchsorted(at, np.arange(1, len(h)))[:, None] + np.arange(horizon)  # which new items, per position
+    return np.where(nth < len(at), h[at[np.minimum(nth, len(at) - 1)]], PAD)
 
 
 def recall_at(queries: np.ndarray, targets: np.ndarray, histories: list, relevant: list[set], k: int) -> np.ndarray:
@@ -127,7 +145,7 @@ def train_sequence_encoder(histories: list, item_vectors: np.ndarray, warm_items
         warm_items = np.zeros(n, bool)
         for h in train:
             warm_items[np.asarray(h, np.int64)] = True
-    x_all, y_all = training_windows(train, cfg.max_len, cfg.skip_repeats)
+    x_all, y_all = training_windows(train, cfg.max_len, cfg.skip_repeats, cfg.horizon)
     if not len(x_all) or not v_rel:
         raise UserError(f"sequence encoder: {len(x_all)} training sequences and {len(v_rel)} validation users; "
                         "it needs histories of at least two items")
@@ -178,6 +196,17 @@ def _batches(cfg, x_all, y_all, rng):
         yield x[:, cut:], y[:, cut:]
 
 
+def _warm_softmax(index: torch.Tensor, y: torch.Tensor, warm: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
+    """The index rows of the warm items and of every target, and the targets renumbered to
+    them (-1 stays -1): a softmax that never pushes down the items nobody interacted with,
+    which a new item's vectors resemble."""
+    kept = torch.as_tensor(np.asarray(warm, bool)).clone()
+    kept[y[y >= 0]] = True
+    renumber = torch.full((len(kept) + 1,), PAD, dtype=torch.int64)  # the last: -1 stays -1
+    renumber[:-1][kept] = torch.arange(int(kept.sum()))
+    return index[kept], renumber[y]
+
+
 def _fit(cfg, item_vectors, targets, warm, x_all, y_all, v_hist, v_rel, log, start) -> Trained:
     started = time.perf_counter()
     torch.manual_seed(cfg.seed)
@@ -186,7 +215,10 @@ def _fit(cfg, item_vectors, targets, warm, x_all, y_all, v_hist, v_rel, log, sta
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay, fused=True)
     t = torch.as_tensor(targets)
     x_all, y_all = torch.as_tensor(x_all), torch.as_tensor(y_all)
-    trained = Trained(model, np.zeros(0), windows=len(x_all), positions=int((y_all >= 0).sum()))
+    if not cfg.cold_negatives:  # the softmax over warm items (and every target) alone
+        t, y_all = _warm_softmax(t, y_all, warm)
+    first = y_all if y_all.dim() == 2 else y_all[..., 0]  # a horizon's first target: whether a slot has any
+    trained = Trained(model, np.zeros(0), windows=len(x_all), positions=int((first >= 0).sum()))
     best, best_state, since = -1.0, None, 0
 
     def scored(epoch: int, loss: float | None, tick: float) -> bool:
@@ -215,7 +247,7 @@ def _fit(cfg, item_vectors, targets, warm, x_all, y_all, v_hist, v_rel, log, sta
         for x, y in _batches(cfg, x_all, y_all, rng):
             if cfg.max_steps and trained.steps >= cfg.max_steps:
                 break
-            keep = y >= 0
+            keep = (y if y.dim() == 2 else y[..., 0]) >= 0
             table = model.item_table()
             h = model.hidden(x, table, keep)  # the slots with a next item to predict
             loss = next_item_loss(h, model.encoder.out, model.log_scale, t, y[keep], cfg.negatives)
