@@ -16,6 +16,13 @@ Usage (from the repository root; the data is only read; caches and the export go
   OMP_NUM_THREADS=1 .venv/bin/python benchmarks/bench_sequence.py [--data ../shared/data/retail]
       [--out /tmp/bench_sequence] [--threads 1] [--ease] [--profile JSON] [--set key=value ...]
       [--max-len 50] [--dim 64] [--blocks 2] [--epochs 40] [--lr 0.003] [--max-steps 600] [--inputs hybrid|content]
+      [--horizon 5] [--cold-negatives false] [--blend] [--encoder EARLIER_OUT/encoder] [--compare EARLIER/per_user.npz]
+(every ``SequenceConfig`` setting is an option). ``--blend`` also scores ``(1 - alpha) x encoder
++ alpha x hybrid`` (the encoder's unit query at the hybrid's scale, the hybrid's base scores;
+then the hybrid's freshness lift and kept places) per alpha, with eval's content profile and
+with the mean a version serves, the alpha cross-fitted on halves of the users, and the encoder
+alone times 1 ... 1000 under that lift (a larger query is a smaller lift); ``--encoder`` scores
+an earlier run's export instead of training one.
 The first run tunes eval's hybrid (about 9 min on retail) and caches it in --out; later runs
 train the encoder only. On a machine other work shares, one thread per process is faster than
 two (torch's threads wait on each other): an epoch on retail took 30 s with 1 thread and 107 s
@@ -53,6 +60,7 @@ from groundrec.offline.tuning import tune_hybrid
 from groundrec.shared.config import load_config
 from groundrec.shared.scoring.collab import index_rows
 from groundrec.shared.scoring.profiles import unit
+from groundrec.shared.scoring.ranking import top_k_matrix
 from groundrec.shared.sequence_encoder import SequenceEncoder
 
 REPO = Path(__file__).resolve().parents[1]
@@ -71,7 +79,8 @@ def eval_config(args) -> EvalConfig:
 def references(cfg: EvalConfig, runner: Runner, rep, args) -> dict:
     """eval's hybrid (and recency-EASE) on validation: chosen settings and per-user recall,
     cached in --out by the eval config (the tuning is most of this benchmark's time)."""
-    key = hashlib.sha256(json.dumps([cfg.model_dump(mode="json"), args.profile, args.ease],
+    settings = cfg.model_dump(mode="json", exclude={"out", "cache_dir", "sequence", "sequence_row"})  # not the references'
+    key = hashlib.sha256(json.dumps([settings, args.profile, args.ease],
                                     sort_keys=True, default=str).encode()).hexdigest()[:16]
     cache = Path(args.out) / f"references-{key}.pkl"
     if cache.is_file():
@@ -134,9 +143,64 @@ def index_and_inputs(cfg: EvalConfig, data, rep, choice, inputs: str) -> tuple[n
     return np.ascontiguousarray(targets, np.float32), np.ascontiguousarray(item_inputs, np.float32)
 
 
+ALPHAS = (0.0, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0)
+SCALES = (1, 3, 10, 30, 100, 1000)
+
+
+def blends(cfg: EvalConfig, runner: Runner, rep, ref: dict, enc_scores: np.ndarray, profile: dict) -> dict:
+    """``(1 - alpha) x encoder + alpha x hybrid`` scores, the encoder's at the hybrid's scale
+    (its unit query times sqrt(1 + weight^2), the length of a hybrid query of unit parts) and
+    the hybrid's base scores (``profile``: its content profile, {} for the mean a version
+    serves), then the hybrid's freshness lift and kept places, per alpha: (per-user
+    recall@20, per-user cold-item recall@20)."""
+    from groundrec.offline.evaluation.compare import slice_recall
+    from groundrec.shared.scoring.popularity import new_items
+    from groundrec.shared.scoring.ranking import lift
+
+    data, choice = runner.data, ref["choice"]
+    on_valid = Fits(data.valid_histories, data.n_items, rep.vectors, cfg.tuning.collab, cfg.seed)
+    model = on_valid(choice.reg, choice.dropout).truncated(choice.rank)
+    hybrid = EvalHybridScorer(runner, rep, profile, on_valid)._published_scores(choice, model, choice.projected)
+    new, cold = new_items(data.pop_valid), data.pop_valid == 0
+    out = {}
+    for alpha in ALPHAS + tuple(f"x{c}" for c in SCALES):
+        if isinstance(alpha, str):  # the encoder alone, its query times c, with the hybrid's lift and places
+            scores = enc_scores * float(alpha[1:])
+        else:
+            scores = (1 - alpha) * enc_scores * np.sqrt(1 + choice.weight ** 2) + alpha * hybrid
+        lift(scores, [choice.fresh_weight] * len(scores), new)
+        ranked = top_k_matrix(scores, 20, data.valid.history, new, choice.fresh_slots)
+        out[alpha] = (runner.valid_per_user(scores, new, choice.fresh_slots),
+                      slice_recall(ranked, data.valid.relevant, cold, 20))
+    return out
+
+
+def cross_fitted(per_beta: dict) -> np.ndarray:
+    """Per user, the blend whose alpha is best on the *other* half of the users (odd / even)."""
+    half = np.arange(len(next(iter(per_beta.values()))[0])) % 2
+    out = np.zeros(len(half))
+    for h in (0, 1):
+        best = max(ALPHAS, key=lambda b: per_beta[b][0][half != h].mean())
+        out[half == h] = per_beta[best][0][half == h]
+        print(f"  alpha chosen on half {1 - h}: {best}")
+    return out
+
+
 def line(name: str, per_user: np.ndarray, extra: str = "") -> str:
     mean, lo, hi = bootstrap_ci(per_user)
     return f"  {name:<44} {mean:.4f} [{lo:.4f}, {hi:.4f}]  {extra}"
+
+
+def train_and_export(args, data, seq_cfg, item_inputs, targets, export_dir: Path) -> None:
+    tick = time.perf_counter()
+    trained = train_sequence_encoder(data.valid_histories, item_inputs, data.pop_valid > 0, seq_cfg, targets=targets,
+                                     log=lambda e: print("  ", e, flush=True))
+    train_s = time.perf_counter() - tick
+    parity = export_sequence_encoder(trained.model, export_dir, list(data.valid.history), threads=args.threads)
+    print(f"\nencoder: {trained.report()['parameters']} parameters, inputs {item_inputs.shape[1]} wide, index "
+          f"{targets.shape[1]} wide; {trained.windows} sequences, {trained.positions} targets; best epoch "
+          f"{trained.best_epoch} of {len(trained.epochs)}; early-stopping recall@20 {trained.score:.4f}")
+    print(f"training wall time {train_s:.1f} s on {args.threads} thread(s); ONNX parity {parity}")
 
 
 def main() -> None:
@@ -153,6 +217,9 @@ def main() -> None:
                                      '\'{"strategy": "multi_interest", "n_interests": 5, "popularity_weight": 0.1}\'')
     p.add_argument("--set", action="append", help="an eval config override, as groundrec eval --set")
     p.add_argument("--inputs", choices=["hybrid", "content"], default="hybrid")
+    p.add_argument("--blend", action="store_true", help="also encoder + beta x hybrid (eval's content profile and the "
+                                                        "mean a version serves), per alpha, and alpha cross-fitted")
+    p.add_argument("--encoder", help="an earlier run's export (OUT/encoder): scored as it is, no training")
     for name, value in SequenceConfig().to_dict().items():
         if name not in ("threads", "seed", "refit_epochs"):  # one training here: no refit
             kind = (lambda s: s.lower() in ("1", "true", "yes")) if isinstance(value, bool) else type(value)
@@ -174,18 +241,11 @@ def main() -> None:
     seq_cfg = SequenceConfig(**{k: getattr(args, k) for k in SequenceConfig().to_dict()
                                 if k not in ("threads", "seed", "refit_epochs")},
                              threads=args.threads, seed=cfg.seed)
-    tick = time.perf_counter()
-    trained = train_sequence_encoder(data.valid_histories, item_inputs, data.pop_valid > 0, seq_cfg, targets=targets,
-                                     log=lambda e: print("  ", e, flush=True))
-    train_s = time.perf_counter() - tick
-    export_dir = Path(args.out) / "encoder"
-    parity = export_sequence_encoder(trained.model, export_dir, list(data.valid.history), threads=args.threads)
+    export_dir = Path(args.encoder or Path(args.out) / "encoder")
+    if not args.encoder:
+        train_and_export(args, data, seq_cfg, item_inputs, targets, export_dir)
     queries = SequenceEncoder(export_dir, threads=args.threads).encode(data.valid.history)
     encoder = runner.valid_per_user(queries @ targets.T)
-    print(f"\nencoder: {trained.report()['parameters']} parameters, inputs {item_inputs.shape[1]} wide, index "
-          f"{targets.shape[1]} wide; {trained.windows} sequences, {trained.positions} targets; best epoch "
-          f"{trained.best_epoch} of {len(trained.epochs)}; early-stopping recall@20 {trained.score:.4f}")
-    print(f"training wall time {train_s:.1f} s on {args.threads} thread(s); ONNX parity {parity}")
     print(f"\nvalidation recall@{seq_cfg.k} [95% bootstrap CI], {len(encoder)} of eval's validation users:")
     print(line("groundrec sequence encoder (ONNX)", encoder, f"(index of the hybrid below, {args.inputs} inputs)"))
     print(line("groundrec hybrid (eval's tuner, published)", ref["hybrid"],
@@ -199,10 +259,22 @@ def main() -> None:
     if args.compare:
         ref["earlier encoder"] = np.load(args.compare)["encoder"]
         print(line(f"earlier encoder ({args.compare})", ref["earlier encoder"]))
+    if args.blend:
+        for label, profile in (("eval's profile", ref["profile"]), ("mean profile", {})):
+            per_beta = blends(cfg, runner, rep, ref, queries @ targets.T, profile)
+            print(f"\n(1 - alpha) encoder + alpha hybrid ({label}): alpha, recall@20 [CI], cold-item recall@20 [users]")
+            for alpha, (rec, cold_rec) in per_beta.items():
+                print(line(f"alpha {alpha}", rec, f"cold {cold_rec.mean():.4f} [{len(cold_rec)}]"))
+            ref[f"blend, {label}"] = cross_fitted(per_beta)
+            print(line(f"blend ({label}), alpha cross-fitted", ref[f"blend, {label}"]))
     np.savez(Path(args.out) / "per_user.npz", encoder=encoder, **{n: ref[n] for n in
                                                                   ("hybrid", "hybrid_no_fresh", "ease", "ease_full") if n in ref})
-    for name in ("hybrid", "hybrid_no_fresh", "ease", "ease_full", "earlier encoder"):
-        if name in ref:
+    for name in ("hybrid", "hybrid_no_fresh", "ease", "ease_full", "earlier encoder",
+                 "blend, eval's profile", "blend, mean profile"):
+        if name in ref and name.startswith("blend"):
+            d = ref[name] - ref["hybrid"]
+            print(f"  {name} - hybrid: {d.mean():+.4f}, paired p = {paired_test(ref[name], ref['hybrid']):.4f}")
+        elif name in ref:
             d = encoder - ref[name]
             lo, hi = np.quantile([d[np.random.default_rng(s).integers(0, len(d), len(d))].mean() for s in range(1000)],
                                  [0.025, 0.975])
