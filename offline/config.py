@@ -114,9 +114,9 @@ class CollabGrid(StrictModel):
                                     "index then take at most this many MB: 4 x items x (d + 3 x head items) bytes "
                                     "(retail, 3,658 items: 166 MB; 10,000 items all in the head: 1.2 GB; the "
                                     "service holds it once per compute process). 0 (the default): always "
-                                    "factorised at rank. Off by default: on retail the exact model served at "
-                                    "11-20% of the factorised rate for a published recall not significantly "
-                                    "higher (docs/hybrid.md)")
+                                    "factorised at rank. Off by default: on retail the exact model serves at "
+                                    "60-72% of the factorised rate (scored split: docs/hybrid.md) for a "
+                                    "published recall not shown higher side by side")
     rank_tolerance: float = Field(0.02, ge=0, le=1, description="publish the narrowest width (narrower ranks, "
                                   "then the projection) whose validation recall loss against the full model's, "
                                   "plus rank_confidence standard errors of that paired loss, is within this "
