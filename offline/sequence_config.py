@@ -36,7 +36,7 @@ class SequenceConfig:
     refit_epochs: int = 2  # the published encoder: epochs on every history from validation's weights
     batch_size: int = 128
     negatives: int = 0  # items drawn per step for the softmax, shared by the batch (0, or at least every item: all)
-    horizon: int = 1  # each position's targets: its next `horizon` new items (the loss their mean cross-entropy)
+    horizon: int = 5  # each position's targets: its next `horizon` new items (the loss their mean cross-entropy)
     cold_negatives: bool = True  # the softmax over every item (False: over the warm ones, those with an id embedding)
     lr: float = 3e-3
     weight_decay: float = 0.01
@@ -80,7 +80,8 @@ class SequenceJobConfig(StrictModel):
                            "not settled (docs/hybrid.md)")
     horizon: int = Field(_D.horizon, ge=1, le=100, description="the loss's targets at each position: the next this "
                          "many items new to the history (their mean cross-entropy under one softmax); 1: the next "
-                         "item alone")
+                         "item alone; 5 (the default) scored +0.0066 recall@20 over 1 on eval's retail validation "
+                         "(p = 0.01; docs/hybrid.md)")
     cold_negatives: bool = Field(_D.cold_negatives, description="the loss's softmax over every item (true) or only "
                                  "the items with training interactions (false: the encoder is never taught to push "
                                  "down the items nobody interacted with, which new items' vectors resemble)")
