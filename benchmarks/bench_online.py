@@ -230,7 +230,7 @@ def batch(args) -> None:
         dense = Retriever(retriever.v, fallback="error")
         if dense.flat is None or not dense.flat.split:
             raise SystemExit(f"--one-product needs a flat exact hybrid version (scored split): {args.artifacts} is not")
-        dense.flat = dense.searcher.flat = dense.ranker.scorer = FlatScores(dense.v, dense.v.index, split=False)
+        dense.ranker.scorer = FlatScores(dense.v, dense.v.index, split=False)  # what .flat reads
         paths.append(f"{args.artifacts} as one product")
         arms[paths[-1]] = (dense, queries)
         print(f"{paths[-1]}: the same version and users, its index rows ({dense.flat.t.shape[0]} wide) in one product")

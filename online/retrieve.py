@@ -76,13 +76,17 @@ class Retriever(Profiles):
         self.popularity_map: dict[str, float] | None = None
         self.counts = np.zeros(0)
         self.ranker = self.searcher.ranker  # the one searcher: every list is ranked by it
-        self.flat = self.searcher.flat  # a flat index's exact scores (None: an approximate index)
         self.set_popularity(popularity)
         self.fresh_weight = version.collab_fresh_weight if fresh is not None else 0.0
         self.fresh_slots = version.collab_fresh_slots if fresh is not None else 0
         self.projected = version.project_query is not None
         # Live items (the items API), applied between batches: rows added, rows removed.
         self.live = LiveOverlay(self) if {"hidden", "available_until"} & set(version.items.column_names) else None
+
+    @property
+    def flat(self):
+        """A flat index's exact scores (``FlatScores``; None: an approximate index)."""
+        return self.searcher.flat
 
     def set_popularity(self, popularity: dict[str, float] | None) -> None:
         """Interactions per item id: the prior and the popular fallback (replaced whole, so a

@@ -27,15 +27,19 @@ class IndexSearch:
         self.hybrid = version.collab_query is not None
         index = version.index
         # A flat index is scored exactly, every item by one product (``FlatScores``).
-        self.flat = (FlatScores(version, index)
-                     if isinstance(index, faiss.IndexFlat) and index.metric_type == faiss.METRIC_INNER_PRODUCT
-                     else None)
-        self.ranker = Searcher(index.ntotal, new_rows, self.flat)
+        flat = (FlatScores(version, index)
+                if isinstance(index, faiss.IndexFlat) and index.metric_type == faiss.METRIC_INNER_PRODUCT else None)
+        self.ranker = Searcher(index.ntotal, new_rows, flat)
         self.new_rows = self.ranker.new_rows
         # The new items (``among``) as an approximate index holds them, built once: for a
         # projected hybrid that is a product per item, too dear to repeat on every request that
         # keeps a place (a flat index scores them with every other item, in ``rank``).
         self.new_vectors = self._indexed(self.new_rows) if len(self.new_rows) and self.flat is None else None
+
+    @property
+    def flat(self) -> FlatScores | None:
+        """A flat index's exact scores (the searcher's scorer; None: an approximate index)."""
+        return self.ranker.scorer
 
     def search(self, profiles: np.ndarray, k: int, seen: set[int], allowed: np.ndarray | None,
                prior: np.ndarray | None, pick=None, slots: int = 0) -> list[tuple[int, float]]:
