@@ -16,7 +16,7 @@ Usage (from the repository root; the data is only read; caches and the export go
   OMP_NUM_THREADS=1 .venv/bin/python benchmarks/bench_sequence.py [--data ../shared/data/retail]
       [--out /tmp/bench_sequence] [--threads 1] [--ease] [--profile JSON] [--set key=value ...]
       [--max-len 50] [--dim 64] [--blocks 2] [--epochs 40] [--lr 0.003] [--max-steps 600] [--inputs hybrid|content]
-      [--horizon 5] [--cold-negatives false] [--blend] [--encoder EARLIER_OUT/encoder] [--compare EARLIER/per_user.npz]
+      [--horizon 5] [--cold-negatives false] [--blend] [--kept] [--encoder EARLIER_OUT/encoder] [--compare EARLIER/per_user.npz]
 (every ``SequenceConfig`` setting is an option). ``--blend`` also scores ``(1 - alpha) x encoder
 + alpha x hybrid`` (the encoder's unit query at the hybrid's scale, the hybrid's base scores;
 then the hybrid's freshness lift and kept places) per alpha, with eval's content profile and
@@ -45,6 +45,7 @@ import yaml
 
 from groundrec.offline.evaluation.compare import Runner
 from groundrec.offline.evaluation.config import EvalConfig
+from groundrec.offline.evaluation import metrics
 from groundrec.offline.evaluation.data import read_and_split
 from groundrec.offline.evaluation.hybrid import EvalHybridScorer, Fits, recency_name
 from groundrec.offline.evaluation.representations import build_representations
@@ -175,6 +176,50 @@ def blends(cfg: EvalConfig, runner: Runner, rep, ref: dict, enc_scores: np.ndarr
     return out
 
 
+def kept_places(cfg: EvalConfig, runner: Runner, rep, ref: dict, enc_scores: np.ndarray) -> dict:
+    """The encoder's lists and the new items, per way of placing them: ``slots`` places kept and
+    filled by the encoder's own ranking, or by the hybrid's base scores (the mean profile a
+    version serves, or eval's content profile); and the rule the service applies, each list
+    holding the new items of the hybrid's own list (its lift and places; ``Searcher.
+    rank_holding_new_of``). Per way: (per-user recall@20, per-user cold-item recall@20)."""
+    from groundrec.offline.evaluation.compare import slice_recall
+    from groundrec.shared.scoring.popularity import new_items
+    from groundrec.shared.scoring.ranking import lift, reserve
+    from groundrec.shared.scoring.searcher import Searcher
+
+    data, choice = runner.data, ref["choice"]
+    on_valid = Fits(data.valid_histories, data.n_items, rep.vectors, cfg.tuning.collab, cfg.seed)
+    model = on_valid(choice.reg, choice.dropout).truncated(choice.rank)
+    new, cold = new_items(data.pop_valid), data.pop_valid == 0
+    searcher, seen = Searcher(data.n_items, new), data.valid.history
+
+    def measured(lists) -> tuple[np.ndarray, np.ndarray]:
+        ranked = np.array([[row for row, _ in r] + [-1] * (20 - len(r)) for r in lists])
+        return (metrics.per_user_metrics(ranked, data.valid.relevant, [20])["recall@20"],
+                slice_recall(ranked, data.valid.relevant, cold, 20))
+
+    out = {}
+    for slots in (0, 1, 2, 3, 5):
+        out[("encoder's own ranking", slots)] = measured(searcher.rank_rows(enc_scores.copy(), [20] * len(seen), seen,
+                                                                            [slots] * len(seen)))
+    own = searcher.rank_rows(enc_scores.copy(), [20] * len(seen), seen)
+    for label, profile in (("mean profile", {}), ("eval's profile", ref["profile"])):
+        hybrid = EvalHybridScorer(runner, rep, profile, on_valid)._published_scores(choice, model, choice.projected)
+        only_new = np.full_like(hybrid, -np.inf)
+        only_new[:, new] = hybrid[:, new]
+        by_hybrid = searcher.rank_rows(only_new, [len(new)] * len(seen), seen)  # the new items in the hybrid's order
+        for slots in (1, 2, 3, 5):
+            lists = [reserve(ranked, [(row, float(enc_scores[u, row])) for row, _ in by_hybrid[u] if row in searcher.is_new],
+                             20, slots, searcher.is_new) for u, ranked in enumerate(own)]
+            out[(f"hybrid ({label}) ranks them", slots)] = measured(lists)
+        lift(hybrid, [choice.fresh_weight] * len(hybrid), new)
+        listed = searcher.top_matrix(hybrid.copy(), 20, seen, choice.fresh_slots)
+        out[(f"the new items of the hybrid's list ({label}, {np.isin(listed, new).sum(1).mean():.2f} a list; hybrid "
+             f"{measured([[(r, 0) for r in row if r >= 0] for row in listed])[0].mean():.4f})", "held")] = measured(
+            searcher.rank_holding_new_of(enc_scores.copy(), listed, 20, seen))
+    return out
+
+
 def cross_fitted(per_beta: dict) -> np.ndarray:
     """Per user, the blend whose alpha is best on the *other* half of the users (odd / even)."""
     half = np.arange(len(next(iter(per_beta.values()))[0])) % 2
@@ -219,6 +264,8 @@ def main() -> None:
     p.add_argument("--inputs", choices=["hybrid", "content"], default="hybrid")
     p.add_argument("--blend", action="store_true", help="also encoder + beta x hybrid (eval's content profile and the "
                                                         "mean a version serves), per alpha, and alpha cross-fitted")
+    p.add_argument("--kept", action="store_true", help="also the encoder with places kept for new items, ranked "
+                                                       "by itself or by the hybrid's query (Searcher's fresh)")
     p.add_argument("--encoder", help="an earlier run's export (OUT/encoder): scored as it is, no training")
     for name, value in SequenceConfig().to_dict().items():
         if name not in ("threads", "seed", "refit_epochs"):  # one training here: no refit
@@ -267,6 +314,10 @@ def main() -> None:
                 print(line(f"alpha {alpha}", rec, f"cold {cold_rec.mean():.4f} [{len(cold_rec)}]"))
             ref[f"blend, {label}"] = cross_fitted(per_beta)
             print(line(f"blend ({label}), alpha cross-fitted", ref[f"blend, {label}"]))
+    if args.kept:
+        print("\nencoder with places kept for new items: ranked by, places, recall@20 [CI], cold-item recall@20 [users]")
+        for (label, slots), (rec, cold_rec) in kept_places(cfg, runner, rep, ref, queries @ targets.T).items():
+            print(line(f"{label}, {slots}", rec, f"cold {cold_rec.mean():.4f} [{len(cold_rec)}]"))
     np.savez(Path(args.out) / "per_user.npz", encoder=encoder, **{n: ref[n] for n in
                                                                   ("hybrid", "hybrid_no_fresh", "ease", "ease_full") if n in ref})
     for name in ("hybrid", "hybrid_no_fresh", "ease", "ease_full", "earlier encoder",

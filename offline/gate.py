@@ -149,18 +149,18 @@ def serving_system(path: Path) -> tuple[System, dict[str, int]]:
         model = collab.CollabModel(np.load(files.collab_query), np.load(files.collab_item), np.ones(len(ids), bool))
         projection = (Projection(np.load(files.project_item), np.load(files.project_query))
                       if manifest.projected else None)
+    if c:
+        system = hybrid_system("serving", "published", system, model, float(c["weight"]), projection,
+                               half_life=float(c.get("query_half_life") or 0.0),
+                               fresh_weight=float(c.get("fresh_weight") or 0.0),
+                               fresh_slots=int(c.get("fresh_slots") or 0))
     if manifest.default_strategy == "sequence" and files.has_sequence:  # a request's default: the encoder
         from groundrec.shared.sequence_encoder import SequenceEncoder
 
         index = content if not c else index_rows(content, float(c["weight"]) * model.item,
                                                   projection.item if projection is not None else None)
-        fresh = (float(c.get("fresh_weight") or 0.0), int(c.get("fresh_slots") or 0)) if c else (0.0, 0)
-        system = SequenceSystem("serving", "published", SequenceEncoder(files.sequence_dir), index, counts, *fresh)
-    elif c:
-        system = hybrid_system("serving", "published", system, model, float(c["weight"]), projection,
-                               half_life=float(c.get("query_half_life") or 0.0),
-                               fresh_weight=float(c.get("fresh_weight") or 0.0),
-                               fresh_slots=int(c.get("fresh_slots") or 0))
+        system = SequenceSystem("serving", "published", SequenceEncoder(files.sequence_dir), index, counts,
+                                system if c else None)  # its lists hold the new items of the hybrid's
     return system, {i: n for n, i in enumerate(ids)}
 
 

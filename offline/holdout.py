@@ -55,22 +55,29 @@ def validation_hits(model: collab.CollabModel, content: np.ndarray, profiles: np
     return {key: np.concatenate(value) for key, value in found.items()}
 
 
-def published_hits(model: collab.CollabModel, content: np.ndarray, profiles: np.ndarray, held: list[np.ndarray],
-                   targets: np.ndarray, weight: float, projection: collab.Projection | None, half_life: float = 0.0,
-                   new: np.ndarray | None = None,
-                   fresh: tuple[tuple[float, int], ...] = ((0.0, 0),)) -> dict[tuple[float, int], np.ndarray]:
-    """``validation_hits``'s hybrid at ``weight``, scored as the service scores it (projected
-    profiles against the projected index when there is a projection), for each (freshness
-    prior weight added to the new items ``new``, places kept for them) in turn."""
+def published_scores(model: collab.CollabModel, content: np.ndarray, profiles: np.ndarray, held: list[np.ndarray],
+                     weight: float, projection: collab.Projection | None, half_life: float = 0.0):
+    """The hybrid at ``weight`` scored as the service scores it (projected profiles against the
+    projected index when there is a projection), ``CHUNK`` users at a time: (their slice, their
+    scores)."""
     index = index_rows(content, weight * model.item, projection.item) if projection is not None else None
-    found: dict[tuple[float, int], list] = {point: [] for point in fresh}
     for start in range(0, len(held), CHUNK):
         part = slice(start, start + CHUNK)
         queries = collab_queries(model.query, [latest(h) for h in held[part]], half_life)
         if projection is not None:
-            scores = hybrid_queries(profiles[part], queries, projection.query) @ index.T
+            yield part, hybrid_queries(profiles[part], queries, projection.query) @ index.T
         else:  # the content product plus the collaborative part, as the service's flat index scores it
-            scores = profiles[part] @ content.T + weight * model.item_side.scores(queries)
+            yield part, profiles[part] @ content.T + weight * model.item_side.scores(queries)
+
+
+def published_hits(model: collab.CollabModel, content: np.ndarray, profiles: np.ndarray, held: list[np.ndarray],
+                   targets: np.ndarray, weight: float, projection: collab.Projection | None, half_life: float = 0.0,
+                   new: np.ndarray | None = None,
+                   fresh: tuple[tuple[float, int], ...] = ((0.0, 0),)) -> dict[tuple[float, int], np.ndarray]:
+    """``validation_hits``'s hybrid at ``weight`` (``published_scores``), for each (freshness
+    prior weight added to the new items ``new``, places kept for them) in turn."""
+    found: dict[tuple[float, int], list] = {point: [] for point in fresh}
+    for part, scores in published_scores(model, content, profiles, held, weight, projection, half_life):
         for fw, slots in fresh:
             scored = lift(scores.copy(), [fw] * len(scores), new)
             if slots:
@@ -79,3 +86,13 @@ def published_hits(model: collab.CollabModel, content: np.ndarray, profiles: np.
             else:
                 found[fw, slots].append(hits(scored, held[part], targets[part]))
     return {point: np.concatenate(h) for point, h in found.items()}
+
+
+def published_lists(model: collab.CollabModel, content: np.ndarray, profiles: np.ndarray, held: list[np.ndarray],
+                    weight: float, projection: collab.Projection | None, half_life: float, new: np.ndarray,
+                    fresh_weight: float, slots: int) -> np.ndarray:
+    """The hybrid's top-K lists (item rows, users x K) as published: ``published_scores`` with
+    its freshness prior and kept places, seen items excluded."""
+    lists = [top_k_matrix(lift(scores, [fresh_weight] * len(scores), new), K, held[part], new, slots)
+             for part, scores in published_scores(model, content, profiles, held, weight, projection, half_life)]
+    return np.concatenate(lists) if lists else np.zeros((0, K), np.int64)

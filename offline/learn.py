@@ -21,7 +21,7 @@ import numpy as np
 
 from groundrec.offline import collab, learn_sequence
 from groundrec.offline.config import CollabConfig
-from groundrec.offline.holdout import content_profiles, hold_out_last, published_hits, validation_hits
+from groundrec.offline.holdout import content_profiles, hold_out_last, published_hits, published_lists, validation_hits
 from groundrec.offline.interactions import Interactions
 from groundrec.offline.learn_report import LearnReport, Window
 from groundrec.offline.learn_sequence import SequenceOutcome
@@ -142,6 +142,14 @@ class JobScorer:
                    half_life: float, new: np.ndarray | None = None, fresh=((0.0, 0),)) -> dict:
         return published_hits(model, self.content, self.profiles, self.held, self.targets, weight, projection,
                               half_life, new, fresh)
+
+    def published_lists(self, choice: HybridChoice) -> np.ndarray:
+        """The hybrid's top-K lists of the held-out users at ``choice`` as published (its freshness
+        prior and kept places): the new items a ``sequence`` list of that version holds."""
+        c = choice
+        return published_lists(self.fitted(c.reg, c.dropout).truncated(c.rank), self.content, self.profiles, self.held,
+                               c.weight, self.projections.get(c.rank) if c.projected else None, c.half_life, self.new,
+                               c.fresh_weight, c.fresh_slots)
 
     def hybrid(self, reg: float, dropout: float, half_life: float, weights: list[float]) -> list[np.ndarray]:
         hits = self._validation(self.fitted(reg, dropout), weights, half_life)

@@ -8,9 +8,10 @@ the same validation users, published only where it wins.
    query for that index, ranked by inner product. Its early stopping holds out the last new
    item of other users (``early_stopping_split``), never the validation users' items.
 2. **The score** is recall@K of each validation user's held-out item, exactly as the hybrid's
-   chosen point was scored (``holdout``), with what the service applies to every strategy of
-   that version: seen items excluded, the freshness prior of new items and the places kept
-   for them (a hybrid version's ``fresh_weight``/``fresh_slots``; none for content only).
+   chosen point was scored (``holdout``), as the service answers a ``sequence`` request to that
+   version: seen items excluded and, on a hybrid, each list holding the new items of the
+   hybrid's own list for that user (its ``fresh_weight`` lift and ``fresh_slots`` places;
+   ``Searcher.holding_new_of``): the encoder cannot rank items nobody has interacted with.
 3. **The decision** (``selection.beats_by_one_standard_error``): published when the mean of
    the per-user differences (encoder - hybrid) is above one standard error of them.
 4. **The published encoder** starts from the validation model's weights, carried over to the
@@ -40,7 +41,7 @@ from groundrec.offline.tuning import HybridChoice, HybridTuning
 from groundrec.shared.errors import UserError
 from groundrec.shared.scoring.collab import index_rows
 from groundrec.shared.sequence_encoder import item_inputs as encoder_inputs
-from groundrec.shared.scoring.ranking import lift, top_k_matrix
+from groundrec.shared.scoring.searcher import Searcher
 
 RULE = "published when mean(encoder - hybrid) > one standard error of the paired per-user differences"
 
@@ -101,17 +102,18 @@ def hybrid_hits(tuning: HybridTuning, choice: HybridChoice) -> np.ndarray:
 
 
 def served_hits(queries: np.ndarray, index: np.ndarray, held: list[np.ndarray], targets: np.ndarray,
-                new: np.ndarray | None = None, fresh_weight: float = 0.0, slots: int = 0) -> np.ndarray:
+                new: np.ndarray | None = None, others: np.ndarray | None = None) -> np.ndarray:
     """Whether each user's target is in the top K of ``queries . index`` as the service ranks a
-    query (seen items excluded, ``fresh_weight`` added to the ``new`` items, ``slots`` places
-    kept for them), as ``holdout.published_hits`` scores the hybrid."""
+    ``sequence`` query (seen items excluded; on a hybrid version the list holds the ``new``
+    items of the hybrid's list ``others``, a row per user: ``Searcher.rank_holding_new_of``),
+    as ``holdout.published_hits`` scores the hybrid."""
     found = []
     for start in range(0, len(held), CHUNK):
         part = slice(start, start + CHUNK)
-        scores = lift(np.asarray(queries[part], np.float32) @ index.T, [fresh_weight] * len(held[part]), new)
-        if slots:
-            top = top_k_matrix(scores, K, held[part], new, slots)
-            found.append((top == targets[part][:, None]).any(axis=1))
+        scores = np.asarray(queries[part], np.float32) @ index.T
+        if others is not None and new is not None and len(new):
+            lists = Searcher(len(index), new).rank_holding_new_of(scores, others[part], K, held[part])
+            found.append(np.array([any(row == t for row, _ in ranked) for ranked, t in zip(lists, targets[part])]))
         else:
             found.append(hits(scores, held[part], targets[part]))
     return np.concatenate(found) if found else np.zeros(0, bool)
@@ -164,8 +166,9 @@ def choose(cfg: SequenceJobConfig, scorer, users: list[int], choice: HybridChoic
                                time.perf_counter() - started)
     train_s = time.perf_counter() - started
     fresh = (choice.fresh_weight, choice.fresh_slots) if choice.hybrid else (0.0, 0)
+    others = scorer.published_lists(choice) if choice.hybrid else None  # the new items its lists hold
     encoder = served_hits(trained.model.encode(scorer.held), index, scorer.held, scorer.targets,
-                          scorer.new if choice.hybrid else None, *fresh)
+                          scorer.new if choice.hybrid else None, others)
     hybrid = hybrid_hits(tuning, choice)
     rule = beats_by_one_standard_error(encoder, hybrid)
     validation = {"encoder": rule["candidate"], "hybrid": rule["incumbent"], "diff": rule["diff"], "se": rule["se"],

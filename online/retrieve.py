@@ -20,7 +20,7 @@ from groundrec.online.version import LoadedVersion
 from groundrec.shared.errors import UserError
 from groundrec.shared.scoring import popularity as pop
 from groundrec.shared.scoring import ranking
-from groundrec.shared.scoring.searcher import Ask
+from groundrec.shared.scoring.searcher import Ask, best_of
 from groundrec.shared.scoring.profiles import MAX_HISTORY
 
 
@@ -100,16 +100,40 @@ class Retriever(Profiles):
         return allowed_rows(self.v.items, filters)
 
     def _fresh(self, q: UserQuery) -> float:
-        """The freshness prior's weight for this query: its own, else the version's."""
-        if self.new_rows is None:
+        """The freshness prior's weight for this query: its own, else the version's (none for a
+        list that holds the hybrid's new items instead: ``_holds_hybrids_new``)."""
+        if self.new_rows is None or self._holds_hybrids_new(q):
             return 0.0
         return self.fresh_weight if q.fresh_weight is None else q.fresh_weight
 
     def _slots(self, q: UserQuery) -> int:
-        """The places kept for new items in this query's list: its own, else the version's."""
-        if not self.ranker.is_new:
+        """The places kept for new items in this query's list: its own, else the version's (none
+        for a list that holds the hybrid's new items instead: ``_holds_hybrids_new``)."""
+        if not self.ranker.is_new or self._holds_hybrids_new(q):
             return 0
         return min(q.k, self.fresh_slots if q.fresh_slots is None else q.fresh_slots)
+
+    def _holds_hybrids_new(self, q: UserQuery) -> bool:
+        """Whether this query's list holds the new items of the hybrid's list for the same
+        request instead of lifting and placing them itself: a ``sequence`` query on a hybrid
+        version with new items (the encoder cannot rank items nobody has interacted with)."""
+        return self.hybrid and bool(self.ranker.is_new) and self.strategy_of(q) == "sequence"
+
+    def _with_hybrids_new(self, queries: list[UserQuery], lists: list, profiles: list[np.ndarray]) -> list:
+        """``lists`` (the encoder's, one per query) holding the new items of the hybrid's list for
+        the same request (asked again with the ``mean`` strategy, its freshness prior and places
+        as the request sets them), each at its score for the encoder's query
+        (``Searcher.holding_new_of``), as eval and the job's validation rank them."""
+        asked = [q.model_copy(update={"strategy": "mean", "explain": False, "with_fields": False}) for q in queries]
+        out = []
+        for q, ranked, profile, other in zip(queries, lists, profiles, self.recommend_batch(asked, errors="return")):
+            if isinstance(other, Exception):  # the encoder's list stands as it is
+                out.append(ranked)
+                continue
+            rows = [self.v.row_of[x.item_id] for x in other.items]
+            out.append(self.ranker.holding_new_of(
+                ranked, rows, q.k, lambda new, p=profile: best_of(self.searcher._indexed(np.asarray(new)), p)))
+        return out
 
     def _excluded(self, q: UserQuery, rows: list[int]) -> set[int]:
         """The rows no list of this query may hold: its history (unless exclude_seen is off)
@@ -162,6 +186,8 @@ class Retriever(Profiles):
                 raise NoHistory(f"no known item in the history ({len(unknown)} unknown) and no text: nothing to rank by")
             return self._result(self.ranker.popular(q.k, seen, allowed, pick), q.with_fields, unknown, "popular")
         ranked = self.searcher.search(profile, q.k, seen, allowed, self._prior(q), pick, self._slots(q))
+        if self._holds_hybrids_new(q):
+            ranked = self._with_hybrids_new([q], [ranked], [profile])[0]
         return self._result(ranked, q.with_fields, unknown, None, len(rows),
                             self._parts(q, rows, ranked, profile) if q.explain else None)
 
@@ -196,7 +222,13 @@ class Retriever(Profiles):
                             self._slots(q), pick))
             meta.append((n, q, unknown, len(rows)))
         if batch:
-            for (n, q, unknown, n_known), ranked in zip(meta, self.searcher.search_batch(np.asarray(batch), asks)):
+            lists = self.searcher.search_batch(np.asarray(batch), asks)
+            held = [i for i, (_, q, _, _) in enumerate(meta) if self._holds_hybrids_new(q)]
+            if held:
+                for i, ranked in zip(held, self._with_hybrids_new([meta[i][1] for i in held], [lists[i] for i in held],
+                                                                  [batch[i][None, :] for i in held])):
+                    lists[i] = ranked
+            for (n, q, unknown, n_known), ranked in zip(meta, lists):
                 results[n] = self._result(ranked, q.with_fields, unknown, None, n_known)
         return results  # type: ignore[return-value]
 

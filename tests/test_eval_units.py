@@ -206,15 +206,22 @@ def test_the_published_row_learns_from_what_test_may_see_and_nothing_else():
                    for i in np.concatenate([p.train, p.valid])} and not got & held
 
 
-def test_the_sequence_encoder_row_ranks_by_its_queries_keeps_places_for_new_items_and_falls_back_to_popular():
+def test_the_sequence_encoder_row_ranks_by_its_queries_holds_the_hybrids_new_items_and_falls_back_to_popular():
     """``SequenceSystem`` answers as a ``strategy: sequence`` request does: the encoder's query
-    by inner product against the index rows, seen items excluded, the places kept for new
-    items, and a history the encoder makes nothing of (a zero query) gets the popular list."""
+    by inner product against the index rows, seen items excluded; with the version's hybrid
+    (``places``) each list holds the new items of the hybrid's list for that user, each at its
+    encoder score in place of the list's lowest others; a history the encoder makes nothing of
+    (a zero query) gets the popular list."""
     from groundrec.offline.evaluation.sequence_system import SequenceSystem
+    from groundrec.offline.evaluation.systems import System
 
     class Queries:  # the encoder's part: each history's query is the vector of its last item
         def encode(self, histories):
             return np.stack([index[h[-1]] if len(h) and h[-1] < 4 else np.zeros(2, np.float32) for h in histories])
+
+    class Hybrid(System):  # the hybrid's part: user 0's list leads with the new item 4, user 1's holds none
+        def scores(self, histories, history_ts):
+            return np.array([[0, 0, 0, 0, 9, 8], [0, 0, 0, 9, -1, 8]], np.float32)[:len(histories)]
 
     index = np.array([[1, 0], [0.9, 0.1], [0.8, 0.2], [0, 1], [0.7, 0.3], [0.1, 0.9]], np.float32)
     popularity = np.array([5, 4, 3, 9, 0, 1])  # item 4 is new
@@ -222,6 +229,10 @@ def test_the_sequence_encoder_row_ranks_by_its_queries_keeps_places_for_new_item
     histories = [np.array([0]), np.array([5])]  # item 5's row is unknown to the encoder here: a zero query
     top = system.top(system.scores(histories, [np.zeros(1)] * 2), 3, histories)
     assert top[0].tolist() == [1, 2, 4] and top[1].tolist() == [3, 0, 1]  # by score; then by popularity
-    kept = SequenceSystem("s", "r", Queries(), index, popularity, fresh_slots=1)
-    assert not kept.prefix_consistent
-    assert kept.top(kept.scores(histories[:1], [np.zeros(1)]), 2, histories[:1])[0].tolist() == [1, 4]
+    held = SequenceSystem("s", "r", Queries(), index, popularity, places=Hybrid())
+    assert not held.prefix_consistent
+    two = [np.array([0]), np.array([2])]
+    top = held.top(held.scores(two, [np.zeros(1)] * 2), 2, two)
+    assert top[0].tolist() == [1, 4]  # the hybrid's new item in place of the encoder's second
+    assert top[1].tolist() == [0, 1]  # the hybrid's list holds no new item: the encoder's own list
+    assert held.top(held.scores(two, [np.zeros(1)] * 2), 3, two)[0].tolist() == [1, 2, 4]  # already there

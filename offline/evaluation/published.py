@@ -65,16 +65,18 @@ def published_systems(runner: "Runner", rep: Representation) -> tuple[System, Sy
                   "fresh_slots": c.fresh_slots}
         hybrid = hybrid_system(PUBLISHED, f"{rep.name} + interactions", content, learned.model, c.weight,
                                learned.projection, params, c.query_half_life, c.fresh_weight, c.fresh_slots)
-    encoder = _encoder_system(learned, sequence, inter, rep, data.pop_test, cfg.seed)
+    encoder = _encoder_system(learned, sequence, inter, rep, data.pop_test, cfg.seed,
+                              hybrid if learned.hybrid else None)
     if encoder is not None and cfg.sequence.active(True) and learned.sequence.published:
         return replace(encoder, name=PUBLISHED), encoder
     return hybrid, encoder
 
 
 def _encoder_system(learned, sequence, inter: Interactions, rep: Representation, popularity: np.ndarray,
-                    seed: int) -> SequenceSystem | None:
+                    seed: int, hybrid: System | None = None) -> SequenceSystem | None:
     """The encoder the learn stage trained, as it would be published (refitted on every
-    history when validation did not choose it); None when it was not trained."""
+    history when validation did not choose it), its lists holding the new items of
+    ``hybrid``'s (the version's hybrid); None when it was not trained."""
     from groundrec.offline import learn_sequence
     from groundrec.offline.learn import histories_in_time_order, in_window, index_vectors
 
@@ -85,13 +87,12 @@ def _encoder_system(learned, sequence, inter: Interactions, rep: Representation,
     if outcome.model is None:  # not published: refitted as the job would have
         histories = histories_in_time_order(in_window(inter, learned.report.window.days))
         learn_sequence.train_published(outcome, sequence, histories, rep.vectors, learned.model, index, seed)
-    fresh = (learned.choice.fresh_weight, learned.choice.fresh_slots) if learned.hybrid else (0.0, 0)
     v = outcome.validation
     params = {**{k: outcome.config[k] for k in ("dim", "blocks", "max_len") if k in outcome.config},
               "published_by_validation": outcome.published, "validation_encoder": v.get("encoder"),
-              "validation_hybrid": v.get("hybrid"), "fresh_weight": fresh[0], "fresh_slots": fresh[1]}
+              "validation_hybrid": v.get("hybrid"), "new_items": "the hybrid's" if hybrid is not None else "none"}
     representation = f"{rep.name} + interactions" if learned.hybrid else rep.name
-    return SequenceSystem(SEQUENCE, representation, outcome.model, index, popularity, *fresh, params=params)
+    return SequenceSystem(SEQUENCE, representation, outcome.model, index, popularity, hybrid, params=params)
 
 
 def published_row(runner: "Runner", rep: Representation) -> None:

@@ -1,9 +1,10 @@
 """The learned profile encoder (issue 34) as eval scores it: each test user's history through
 the encoder to one query, ranked by inner product against the version's index rows (the
-hybrid's content and collaborative columns, or content alone), seen items excluded, with the
-freshness prior and the places kept for new items a hybrid version applies to every strategy:
-what a ``strategy: sequence`` request to that version answers. A history the encoder makes
-nothing of (a zero query) gets the service's popular fallback."""
+hybrid's content and collaborative columns, or content alone), seen items excluded; on a
+hybrid version each list then holds the new items of the hybrid's own list for that user
+(``places``: its freshness lift and kept places; ``Searcher.holding_new_of``): what a
+``strategy: sequence`` request to that version answers. A history the encoder makes nothing
+of (a zero query) gets the service's popular fallback."""
 
 from __future__ import annotations
 
@@ -13,7 +14,6 @@ import numpy as np
 
 from groundrec.offline.evaluation.systems import System
 from groundrec.shared.scoring import popularity as pop
-from groundrec.shared.scoring import ranking
 from groundrec.shared.scoring.searcher import Searcher
 
 SEQUENCE = "groundrec sequence encoder"
@@ -26,27 +26,37 @@ class SequenceSystem(System):
     model: object  # offline.sequence.model.SequenceModel (its ``encode`` is what the ONNX export is checked against)
     index: np.ndarray  # the version's index rows, one per item
     popularity: np.ndarray  # training interactions per item (0: a new item)
-    fresh_weight: float = 0.0
-    fresh_slots: int = 0
+    places: System | None = None  # the version's hybrid: which new items a list holds, and how many
     params: dict = field(default_factory=dict)
 
     def __post_init__(self):
         self.index = np.ascontiguousarray(self.index, np.float32)
         self.new = pop.new_items(self.popularity)
         self._empty: set[int] = set()
+        self._hybrid: tuple | None = None  # the hybrid's scores of the users last scored
 
     @property
     def prefix_consistent(self) -> bool:
-        return not self.fresh_slots
+        return self.places is None  # a list of k holds the new items of the hybrid's list of k
 
     def scores(self, histories, history_ts):
         queries = self.model.encode([np.asarray(h, np.int64) for h in histories])
         self._empty = {i for i, q in enumerate(queries) if not q.any()}
-        out = queries @ self.index.T
-        if self.fresh_weight:
-            ranking.lift(out, [self.fresh_weight] * len(out), self.new)
-        return out
+        if self.places is not None:
+            self._hybrid = (self.places.scores(histories, history_ts), histories)
+        return queries @ self.index.T
 
     def top(self, scores, k, seen):
-        return Searcher(len(self.index), self.new if self.fresh_slots else None,
-                        counts=self.popularity).top_matrix(scores, k, seen, self.fresh_slots, sorted(self._empty))
+        searcher = Searcher(len(self.index), self.new, counts=self.popularity)
+        if self.places is None:
+            return searcher.top_matrix(scores, k, seen, 0, sorted(self._empty))
+        hybrid, histories = self._hybrid
+        assert len(histories) == len(scores), "top() ranks the users scores() scored last"
+        others = self.places.top(hybrid.copy(), k, seen)
+        k = min(k, scores.shape[1])
+        out = np.full((len(scores), k), -1, dtype=np.int64)
+        for r, ranked in enumerate(searcher.rank_holding_new_of(scores, others, k, seen)):
+            if r in self._empty:
+                ranked = searcher.popular(k, set(np.asarray(seen[r]).tolist()) if seen is not None else set())
+            out[r, :len(ranked)] = [row for row, _ in ranked]
+        return out

@@ -129,6 +129,29 @@ class Searcher:
         ``fresh`` (the new items ranked, best first) in the places of its lowest others."""
         return ranking.reserve(ranked, fresh, k, slots, self.is_new)
 
+    def holding_new_of(self, ranked: Ranked, other: list[int], k: int, score_of: Callable) -> Ranked:
+        """``ranked`` (the sequence encoder's list) holding the new items of ``other`` (item
+        rows of the hybrid's list for the same request, its freshness lift and kept places
+        applied): each of them not already in it replaces its lowest other item, at its score
+        in ``ranked``'s query (``score_of``: item rows -> scores). The hybrid decides which new
+        items a list shows and how many, the encoder orders everything else: it cannot rank
+        items nobody has interacted with."""
+        present = {row for row, _ in ranked[:k]}
+        extra = [int(row) for row in other if row in self.is_new and row not in present]
+        if not extra:
+            return list(ranked[:k])
+        have = sum(row in self.is_new for row in present)
+        fresh = list(zip(extra, (float(s) for s in score_of(extra))))
+        return self.keep_places(ranked, fresh, k, min(k, have + len(extra)))
+
+    def rank_holding_new_of(self, scores: np.ndarray, others: np.ndarray, k: int, seen: list | None = None) -> list[Ranked]:
+        """Each row's list of k from a (users x items) matrix (``rank_rows``, no places of its
+        own), then ``holding_new_of`` that row of ``others`` (item rows, -1 padded): the
+        sequence encoder's lists on a hybrid version, in eval and the job's validation."""
+        lists = self.rank_rows(scores, [k] * len(scores), seen)
+        return [self.holding_new_of(ranked, [r for r in row.tolist() if r >= 0], k, lambda rows, n=n: scores[n, rows])
+                for n, (ranked, row) in enumerate(zip(lists, others))]
+
     def best_new(self, scores: np.ndarray, users: list[int], ks: list[int]) -> list[Ranked]:
         """For these rows of a final (users x items) score matrix, the best ``ks`` new items."""
         return ranking.best_new(scores, users, self.new_rows, ks)
