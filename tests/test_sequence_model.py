@@ -89,3 +89,18 @@ def test_the_wanted_slots_alone_are_the_same_outputs_as_every_slot_then_picked()
     with torch.no_grad():
         full, some = model.hidden(items), model.hidden(items, rows=rows)
     assert some.shape == (int(rows.sum()), 16) and torch.allclose(full[rows], some, atol=1e-6)
+
+
+def test_the_query_from_its_slot_alone_is_the_query_from_every_slot():
+    """Serving's forward runs the last block on the query's slot alone (``last_only``): the same
+    queries as the whole pass, short, padded, empty and over-long histories alike."""
+    model = _model(blocks=2, heads=2)
+    histories = [[1, 2, 3, 4, 5, 6, 7, 8], [7, 8], [], [9], [3, 30, 4]]
+    items = torch.as_tensor(pad_histories(histories, 6, 30))
+    with torch.no_grad():
+        alone = model(items)
+        model.encoder.last_only = False
+        every = model(items)
+        picked = model.encoder.out(model.hidden(items)[:, -1])
+    assert torch.allclose(alone, every, atol=1e-6) and not alone[2].any() and alone[0].abs().sum() > 0
+    assert torch.allclose(every[0], picked[0] / picked[0].norm(), atol=1e-6)

@@ -52,13 +52,17 @@ class Block(nn.Module):
         self.ff = nn.Sequential(nn.Linear(dim, 4 * dim), nn.GELU(), Dropout(dropout), nn.Linear(4 * dim, dim))
         self.drop = Dropout(dropout)
 
-    def forward(self, x: torch.Tensor, bias: torch.Tensor, rows: torch.Tensor | None = None) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, bias: torch.Tensor, rows: torch.Tensor | None = None,
+                last: bool = False) -> torch.Tensor:
         """``[batch, slots, dim]``, or with ``rows`` (a bool mask ``[batch, slots]``) only those
         slots' outputs, ``[rows, dim]``: the attention reads every slot, the projection and the
-        feed-forward run on the wanted ones alone."""
+        feed-forward run on the wanted ones alone. ``last``: only the last slot's output,
+        ``[batch, 1, dim]`` (its query row of the attention, its projection and feed-forward)."""
         b, n, d = x.shape
         h = self.heads
         q, k, v = self.qkv(self.norm1(x)).reshape(b, n, 3, h, d // h).permute(2, 0, 3, 1, 4)
+        if last:  # the query's slot alone: one row of the attention, then its projection and feed-forward
+            q, bias, x, n = q[:, :, -1:], bias[:, :, -1:], x[:, -1:], 1
         att = torch.softmax(q @ k.transpose(-1, -2) / math.sqrt(d // h) + bias, dim=-1)
         y = (self.drop(att) @ v).transpose(1, 2).reshape(b, n, d)
         if rows is not None:
@@ -83,15 +87,17 @@ class Encoder(nn.Module):
         causal = torch.tril(torch.ones(cfg.max_len, cfg.max_len, dtype=torch.bool))
         self.register_buffer("causal", causal, persistent=False)
         self.register_buffer("from_end", torch.arange(cfg.max_len - 1, -1, -1), persistent=False)
+        self.last_only = True  # forward's last block computes the query's slot alone (False: every slot)
 
     def hidden(self, x: torch.Tensor, valid: torch.Tensor, length: int | None = None,
-               rows: torch.Tensor | None = None) -> torch.Tensor:
+               rows: torch.Tensor | None = None, last: bool = False) -> torch.Tensor:
         """Every slot's output (``[batch, max_len, dim]``): slot i sees slots <= i that hold an
         item, and itself (a pad slot then sees only itself: no slot is left with nothing).
         ``length`` (training): the histories are their last ``length`` slots (the ones before
         were empty in every row); the kept slots' outputs are the same as at full length.
         ``rows`` (training: the slots with a next item to predict, a bool mask): only those
-        slots' outputs, ``[rows, dim]``, the last block's feed-forward run on them alone."""
+        slots' outputs, ``[rows, dim]``, the last block's feed-forward run on them alone.
+        ``last`` (serving): the last slot's output alone, ``[batch, 1, dim]``, the same values."""
         n = self.max_len if length is None else int(length)
         causal, from_end = (self.causal, self.from_end) if n == self.max_len else (self.causal[:n, :n],
                                                                                     self.from_end[-n:])
@@ -100,11 +106,12 @@ class Encoder(nn.Module):
         bias = torch.where(allowed, 0.0, -1e9)[:, None, :, :]
         x = self.drop((x + self.position(from_end)[None]) * valid[..., None])
         for i, block in enumerate(self.blocks):
-            x = block(x, bias, rows if i == len(self.blocks) - 1 else None)
+            final = i == len(self.blocks) - 1
+            x = block(x, bias, rows if final else None, last and final)
         return self.norm(x)
 
     def forward(self, x: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
-        query = self.out(self.hidden(x, valid)[:, -1])
+        query = self.out(self.hidden(x, valid, last=self.last_only)[:, -1])
         query = query / query.norm(dim=1, keepdim=True).clamp_min(1e-12)  # unit length: a ranking needs no scale
         return query * (valid.sum(1, keepdim=True) > 0).to(query.dtype)  # an empty history: a zero query
 
