@@ -242,7 +242,7 @@ class LiveOverlay:
             ranker.new_rows = r.searcher.new_rows = r.new_rows
             ranker.is_new = frozenset(r.new_rows.tolist())
             if r.searcher.new_vectors is not None or (len(r.new_rows) and r.flat is None):
-                r.searcher.new_vectors = r.searcher._indexed(r.new_rows)
+                r.searcher.new_vectors = r.searcher.indexed(r.new_rows)
         counts = np.concatenate([r.counts, [float((r.popularity_map or {}).get(item.item_id, 0.0))
                                             for item, _ in rows]])
         r.counts = counts

@@ -155,7 +155,7 @@ class Profiles:
         picked = np.array([r for r, _ in ranked], dtype=np.intp)
         out = [{} for _ in ranked]
         if sequence and profile is not None and len(picked):
-            for part, value in zip(out, best_of(self.searcher._indexed(picked), profile)):
+            for part, value in zip(out, best_of(self.searcher.indexed(picked), profile)):
                 part["sequence"] = float(value)
         content = None if sequence else self._content_profile(q)[0]
         if content is not None and len(picked):

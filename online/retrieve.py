@@ -132,7 +132,7 @@ class Retriever(Profiles):
                 continue
             rows = [self.v.row_of[x.item_id] for x in other.items]
             out.append(self.ranker.holding_new_of(
-                ranked, rows, q.k, lambda new, p=profile: best_of(self.searcher._indexed(np.asarray(new)), p)))
+                ranked, rows, q.k, lambda new, p=profile: best_of(self.searcher.indexed(np.asarray(new)), p)))
         return out
 
     def _excluded(self, q: UserQuery, rows: list[int]) -> set[int]:

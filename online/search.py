@@ -34,7 +34,7 @@ class IndexSearch:
         # The new items (``among``) as an approximate index holds them, built once: for a
         # projected hybrid that is a product per item, too dear to repeat on every request that
         # keeps a place (a flat index scores them with every other item, in ``rank``).
-        self.new_vectors = self._indexed(self.new_rows) if len(self.new_rows) and self.flat is None else None
+        self.new_vectors = self.indexed(self.new_rows) if len(self.new_rows) and self.flat is None else None
 
     @property
     def flat(self) -> FlatScores | None:
@@ -91,7 +91,7 @@ class IndexSearch:
               prior: np.ndarray | None) -> list[tuple[int, float]]:
         """The best ``k`` of the new items (those this search was built with), scored exactly."""
         rows = self.new_rows
-        vectors = self.new_vectors if self.new_vectors is not None else self._indexed(rows)
+        vectors = self.new_vectors if self.new_vectors is not None else self.indexed(rows)
         scores = best_of(vectors, profiles)  # one per new item
         if prior is not None:
             scores = scores + prior[rows]  # as ``final`` adds it
@@ -107,10 +107,10 @@ class IndexSearch:
         (-inf elsewhere). Graph and IVF searches lose recall when most items are filtered out;
         this does not."""
         scores = np.full(self.v.index.ntotal, -np.inf, dtype=np.float32)
-        scores[rows] = best_of(self._indexed(rows), profiles)
+        scores[rows] = best_of(self.indexed(rows), profiles)
         return scores
 
-    def _indexed(self, rows: np.ndarray) -> np.ndarray:
+    def indexed(self, rows: np.ndarray) -> np.ndarray:
         """Some items' vectors as the index holds them: the content vector, and for a hybrid
         version the weighted item-side collaborative vector beside it, projected when the
         version is (built for these rows only, not kept for the whole catalog)."""
