@@ -265,7 +265,7 @@ def main() -> None:
     p.add_argument("--blend", action="store_true", help="also encoder + beta x hybrid (eval's content profile and the "
                                                         "mean a version serves), per alpha, and alpha cross-fitted")
     p.add_argument("--kept", action="store_true", help="also the encoder with places kept for new items, ranked "
-                                                       "by itself or by the hybrid's query (Searcher's fresh)")
+                                                       "by itself or by the hybrid, and holding the hybrid's new items")
     p.add_argument("--encoder", help="an earlier run's export (OUT/encoder): scored as it is, no training")
     for name, value in SequenceConfig().to_dict().items():
         if name not in ("threads", "seed", "refit_epochs"):  # one training here: no refit

@@ -112,8 +112,8 @@ def served_hits(queries: np.ndarray, index: np.ndarray, held: list[np.ndarray], 
         part = slice(start, start + CHUNK)
         scores = np.asarray(queries[part], np.float32) @ index.T
         if others is not None and new is not None and len(new):
-            lists = Searcher(len(index), new).rank_holding_new_of(scores, others[part], K, held[part])
-            found.append(np.array([any(row == t for row, _ in ranked) for ranked, t in zip(lists, targets[part])]))
+            top = Searcher(len(index), new).top_matrix(scores, K, held[part], others=others[part])
+            found.append((top == targets[part][:, None]).any(axis=1))
         else:
             found.append(hits(scores, held[part], targets[part]))
     return np.concatenate(found) if found else np.zeros(0, bool)

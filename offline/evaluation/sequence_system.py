@@ -33,7 +33,7 @@ class SequenceSystem(System):
         self.index = np.ascontiguousarray(self.index, np.float32)
         self.new = pop.new_items(self.popularity)
         self._empty: set[int] = set()
-        self._hybrid: tuple | None = None  # the hybrid's scores of the users last scored
+        self._hybrid: np.ndarray | None = None  # the hybrid's scores of the users last scored
 
     @property
     def prefix_consistent(self) -> bool:
@@ -43,20 +43,13 @@ class SequenceSystem(System):
         queries = self.model.encode([np.asarray(h, np.int64) for h in histories])
         self._empty = {i for i, q in enumerate(queries) if not q.any()}
         if self.places is not None:
-            self._hybrid = (self.places.scores(histories, history_ts), histories)
+            self._hybrid = self.places.scores(histories, history_ts)
         return queries @ self.index.T
 
     def top(self, scores, k, seen):
         searcher = Searcher(len(self.index), self.new, counts=self.popularity)
-        if self.places is None:
-            return searcher.top_matrix(scores, k, seen, 0, sorted(self._empty))
-        hybrid, histories = self._hybrid
-        assert len(histories) == len(scores), "top() ranks the users scores() scored last"
-        others = self.places.top(hybrid.copy(), k, seen)
-        k = min(k, scores.shape[1])
-        out = np.full((len(scores), k), -1, dtype=np.int64)
-        for r, ranked in enumerate(searcher.rank_holding_new_of(scores, others, k, seen)):
-            if r in self._empty:
-                ranked = searcher.popular(k, set(np.asarray(seen[r]).tolist()) if seen is not None else set())
-            out[r, :len(ranked)] = [row for row, _ in ranked]
-        return out
+        others = None
+        if self.places is not None:
+            assert len(self._hybrid) == len(scores), "top() ranks the users scores() scored last"
+            others = self.places.top(self._hybrid.copy(), k, seen)
+        return searcher.top_matrix(scores, k, seen, 0, sorted(self._empty), others)

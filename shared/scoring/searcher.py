@@ -201,12 +201,16 @@ class Searcher:
         return lists
 
     def top_matrix(self, scores: np.ndarray, k: int, seen: list | None = None, slots: int = 0,
-                   no_profile: list[int] = ()) -> np.ndarray:
-        """``rank_rows`` with one k for every row, as an int array (users x min(k, items)) of
-        item rows padded with -1 where a row has fewer finite scores. The rows ``no_profile``
-        (users with nothing to rank by) get the ``popular`` fallback, as the service gives it."""
+                   no_profile: list[int] = (), others: np.ndarray | None = None) -> np.ndarray:
+        """``rank_rows`` with one k for every row (``rank_holding_new_of`` with ``others``, the
+        hybrid's lists), as an int array (users x min(k, items)) of item rows padded with -1
+        where a row has fewer finite scores. The rows ``no_profile`` (users with nothing to rank
+        by) get the ``popular`` fallback, as the service gives it."""
         k = min(k, scores.shape[1])
-        lists = self.rank_rows(scores, [k] * len(scores), seen, [slots] * len(scores) if slots else None)
+        if others is not None:
+            lists = self.rank_holding_new_of(scores, others, k, seen)
+        else:
+            lists = self.rank_rows(scores, [k] * len(scores), seen, [slots] * len(scores) if slots else None)
         for r in no_profile:
             lists[r] = self.popular(k, set(np.asarray(seen[r]).tolist()) if seen is not None else set())
         out = np.full((len(scores), k), -1, dtype=np.int64)
