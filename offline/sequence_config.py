@@ -60,7 +60,7 @@ class SequenceJobConfig(StrictModel):
         False, description="train the encoder in the learn stage, score it on the hybrid's validation users and "
         "publish it (sequence/, default_strategy sequence) only where it beats the hybrid by more than one "
         "standard error of the paired per-user differences; true or auto: on when the job has interactions; "
-        "false (the default: it costs about 3.3-4.5x the learn stage on retail; docs/hybrid.md): not trained (the "
+        "false (the default: it costs about 6x the learn stage on retail; docs/hybrid.md): not trained (the "
         "version is the hybrid, nothing recorded)")
     max_len: int = Field(_D.max_len, ge=1, le=1024, description="the latest items of a history the encoder reads")
     dim: int = Field(_D.dim, ge=4, le=1024, description="the transformer's width")

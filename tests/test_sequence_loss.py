@@ -95,3 +95,24 @@ def test_sampled_negatives_with_a_horizon_leave_every_target_of_a_row_out_of_the
         rest = [j for j in drawn if j not in mine]
         rows.append(torch.stack([torch.logsumexp(logits[i, [t] + rest], 0) - logits[i, t] for t in mine]).mean())
     assert got.item() == pytest.approx(torch.stack(rows).mean().item(), abs=1e-10)
+
+
+@pytest.mark.parametrize("block", [1 << 20, 250, 7])  # one block, several, one row per block (and a ragged last)
+def test_the_blocked_log_sum_exp_equals_the_whole_one_with_its_gradients(monkeypatch, block):
+    monkeypatch.setattr(loss, "BLOCK", block)
+    queries, items, _ = _inputs()
+    got = loss.mean_log_sum_exp(queries, items)
+    want = torch.logsumexp(queries @ items.T, 1).mean()
+    assert got.item() == pytest.approx(want.item(), abs=1e-12)
+    # Scaled upstream (a weighted loss) and the gradients of both inputs.
+    for a, b in zip(torch.autograd.grad(3 * got, (queries, items)), torch.autograd.grad(3 * want, (queries, items))):
+        assert torch.allclose(a, b, atol=1e-12)
+    # Items without a gradient (fixed index vectors): the queries' gradient alone, the same.
+    fixed = items.detach()
+    (a,) = torch.autograd.grad(loss.mean_log_sum_exp(queries, fixed), (queries,))
+    (b,) = torch.autograd.grad(torch.logsumexp(queries @ fixed.T, 1).mean(), (queries,))
+    assert torch.allclose(a, b, atol=1e-12)
+    # Large logits stay finite (each block shifted by its rows' maximum).
+    big = loss.mean_log_sum_exp(queries.detach() * 1e4, fixed)
+    assert torch.isfinite(big) and big.item() == pytest.approx(
+        torch.logsumexp(queries.detach() * 1e4 @ fixed.T, 1).mean().item(), rel=1e-12)

@@ -8,12 +8,18 @@ The scale is folded into one matrix product: ``scale x (W h + b) . t / |W h + b|
 logits are made once, unscaled copies and their gradients never (on retail, about 3,300
 positions x 3,658 items, each such tensor is 49 MB, above the 32 MB past which glibc maps an
 allocation afresh from the system, page by page).
+
+The full softmax's normaliser is ``mean_log_sum_exp``: row blocks of the logits small enough to
+stay in the CPU's cache, each made, normalised and multiplied back while there, the gradients
+computed in the forward pass (they depend on the upstream gradient only through a scalar), so
+the ``positions x items`` logits never exist whole (on retail's job inputs a training step
+took 0.199 s against 0.351 s with the whole logits: docs/benchmarks.md, "the softmax in
+blocks").
 """
 
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 
 
 def next_item_loss(h: torch.Tensor, out: torch.nn.Linear, log_scale: torch.Tensor, index: torch.Tensor,
@@ -29,13 +35,50 @@ def next_item_loss(h: torch.Tensor, out: torch.nn.Linear, log_scale: torch.Tenso
     items = torch.cat([index @ out.weight, (index @ out.bias)[:, None]], 1)
     if 0 < negatives < len(items):
         return sampled_softmax_cross_entropy(queries, items, targets, negatives)
-    if targets.dim() == 1:
-        return F.cross_entropy(queries @ items.T, targets)
-    logits = queries @ items.T
-    valid = targets >= 0
-    positive = logits.gather(1, targets.clamp_min(0))
+    horizon = targets if targets.dim() == 2 else targets[:, None]
+    valid = horizon >= 0
+    positive = (queries[:, None, :] * items[horizon.clamp_min(0)]).sum(2)  # [positions, H]
     mean_positive = (positive * valid).sum(1) / valid.sum(1)
-    return (torch.logsumexp(logits, 1) - mean_positive).mean()
+    return mean_log_sum_exp(queries, items) - mean_positive.mean()
+
+
+BLOCK = 1 << 20  # logits per row block of mean_log_sum_exp (4 MB in float32: within the cache)
+
+
+class _MeanLogSumExp(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, queries, items):
+        rows = max(1, BLOCK // max(len(items), 1))
+        grads = ctx.needs_input_grad
+        d_queries = torch.empty_like(queries) if grads[0] else None
+        d_items = torch.zeros_like(items) if grads[1] else None
+        total = queries.new_zeros(())
+        for first in range(0, len(queries), rows):
+            q = queries[first:first + rows]
+            block = q @ items.T
+            top = block.amax(1, keepdim=True)
+            norm = block.sub_(top).exp_().sum(1, keepdim=True)
+            total += (top + norm.log()).sum()
+            if d_queries is not None or d_items is not None:
+                block.div_(norm)  # the softmax: the gradient of each row's log-sum-exp
+                if d_queries is not None:
+                    torch.mm(block, items, out=d_queries[first:first + rows])
+                if d_items is not None:
+                    d_items.addmm_(block.T, q)
+        n = max(len(queries), 1)
+        ctx.grads = [None if g is None else g / n for g in (d_queries, d_items)]
+        return total / n
+
+    @staticmethod
+    def backward(ctx, upstream):
+        return tuple(None if g is None else g * upstream for g in ctx.grads)
+
+
+def mean_log_sum_exp(queries: torch.Tensor, items: torch.Tensor) -> torch.Tensor:
+    """``logsumexp(queries @ items.T, 1).mean()`` with its gradients, in row blocks that stay
+    in cache (the gradients made in the forward pass, once; a second backward is not
+    supported)."""
+    return _MeanLogSumExp.apply(queries, items)
 
 
 def sampled_softmax_cross_entropy(queries: torch.Tensor, items: torch.Tensor, targets: torch.Tensor,
