@@ -42,6 +42,8 @@ import time
 import numpy as np
 
 from groundrec.online.loadtest import load_histories
+from groundrec.online.profiling import load_sequence
+from groundrec.shared.artifact import VersionFiles
 from groundrec.online.retrieve import Retriever
 from groundrec.online.schemas import UserQuery
 from groundrec.online.version import load_version
@@ -214,7 +216,8 @@ def batch(args) -> None:
         version = load_version(path)
         histories = [[i for i in h if i in version.row_of] for h in load_histories(args.interactions)]
         queries = [UserQuery(history=list(h), k=args.k) for h in histories if h]
-        arms[path] = (Retriever(version, fallback="error"), queries)
+        sequence = load_sequence(VersionFiles(version.path), version, 1)  # the encoder, where the version has one
+        arms[path] = (Retriever(version, fallback="error", sequence=sequence), queries)
         print(f"{path}: {len(queries)} users, {version.index.ntotal} items, index {version.manifest.index['factory']} "
               f"{version.index.d} wide, k={args.k}, batches of {args.batch}")
     if args.compare_request:  # the same retriever, each request with these fields set (e.g. a feature off)

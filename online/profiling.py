@@ -179,15 +179,16 @@ class Profiles:
     def _searched(self, content: np.ndarray, collab: np.ndarray) -> np.ndarray:
         return hybrid_queries(content, collab, self.v.project_query if self.projected else None)
 
-    def _mean_profiles(self, queries: list[UserQuery]) -> dict[int, Profile]:
+    def _mean_profiles(self, queries: list[UserQuery], known: list | None = None) -> dict[int, Profile]:
         """The plain VLM4Rec profiles of a batch (mean strategy, unit weights, no text) in a few
         array operations instead of one small computation per user; the same numbers as
-        ``_profile`` (the same float64 sums in the same order)."""
+        ``_profile`` (the same float64 sums in the same order). ``known``: each query's
+        (known rows, unknown ids) as ``_known`` gives them, when the caller has them."""
         plain = [n for n, q in enumerate(queries) if self.strategy_of(q) == "mean" and not q.text
                  and all(isinstance(h, str) or h.weight == 1.0 for h in q.history)]
         found: dict[int, tuple[list[int], list[str]]] = {}
         for n in plain:
-            rows, unknown = self._known(queries[n])
+            rows, unknown = self._known(queries[n]) if known is None else known[n]
             if rows:
                 found[n] = (rows, unknown)
         if not found:

@@ -119,20 +119,43 @@ class Retriever(Profiles):
         version with new items (the encoder cannot rank items nobody has interacted with)."""
         return self.hybrid and bool(self.ranker.is_new) and self.strategy_of(q) == "sequence"
 
-    def _with_hybrids_new(self, queries: list[UserQuery], lists: list, profiles: list[np.ndarray]) -> list:
+    def _with_hybrids_new(self, queries: list[UserQuery], lists: list, profiles: list[np.ndarray],
+                          known: list | None = None) -> list:
         """``lists`` (the encoder's, one per query) holding the new items of the hybrid's list for
-        the same request (asked again with the ``mean`` strategy, its freshness prior and places
-        as the request sets them), each at its score for the encoder's query
-        (``Searcher.holding_new_of``), as eval and the job's validation rank them."""
+        the same request (``_hybrid_rows``), each at its score for the encoder's query
+        (``Searcher.holding_new_of``), as eval and the job's validation rank them. ``known``:
+        each query's (known rows, unknown ids), when the caller has them."""
+        others = self._hybrid_rows(queries, known)
+        new = sorted({row for other in others if other for row in other if row in self.ranker.is_new})
+        vectors = dict(zip(new, self.searcher.indexed(np.asarray(new, np.int64)))) if new else {}
+        return [ranked if other is None else self.ranker.holding_new_of(
+                    ranked, other, q.k, lambda rows, p=profile: best_of(np.asarray([vectors[r] for r in rows]), p))
+                for q, ranked, profile, other in zip(queries, lists, profiles, others)]
+
+    def _hybrid_rows(self, queries: list[UserQuery], known: list | None = None) -> list[list[int] | None]:
+        """The item rows of the hybrid's list for each request, asked again with the ``mean``
+        strategy (its freshness prior and places as the request sets them): one batched search
+        for those ``recommend_batch`` would batch, ``recommend`` for the others (None where it
+        refuses: the encoder's list then stands as it is)."""
         asked = [q.model_copy(update={"strategy": "mean", "explain": False, "with_fields": False}) for q in queries]
-        out = []
-        for q, ranked, profile, other in zip(queries, lists, profiles, self.recommend_batch(asked, errors="return")):
-            if isinstance(other, Exception):  # the encoder's list stands as it is
-                out.append(ranked)
+        means = self._mean_profiles(asked, known)
+        out: list[list[int] | None] = [None] * len(asked)
+        batch, asks, where = [], [], []
+        for n, a in enumerate(asked):
+            if n not in means or a.filters or a.diversity or (self._slots(a) and self.flat is None):
+                try:
+                    out[n] = [self.v.row_of[x.item_id] for x in self.recommend(a).items]
+                except UserError:
+                    pass
                 continue
-            rows = [self.v.row_of[x.item_id] for x in other.items]
-            out.append(self.ranker.holding_new_of(
-                ranked, rows, q.k, lambda new, p=profile: best_of(self.searcher.indexed(np.asarray(new)), p)))
+            profile, rows, _ = means[n]
+            batch.append(profile[0])
+            asks.append(Ask(a.k, self._excluded(a, rows), a.popularity_weight, self._fresh(a), self._slots(a),
+                            self._pick(a)))
+            where.append(n)
+        if batch:
+            for n, ranked in zip(where, self.searcher.search_batch(np.asarray(batch), asks)):
+                out[n] = [row for row, _ in ranked]
         return out
 
     def _excluded(self, q: UserQuery, rows: list[int]) -> set[int]:
@@ -187,7 +210,7 @@ class Retriever(Profiles):
             return self._result(self.ranker.popular(q.k, seen, allowed, pick), q.with_fields, unknown, "popular")
         ranked = self.searcher.search(profile, q.k, seen, allowed, self._prior(q), pick, self._slots(q))
         if self._holds_hybrids_new(q):
-            ranked = self._with_hybrids_new([q], [ranked], [profile])[0]
+            ranked = self._with_hybrids_new([q], [ranked], [profile], [(rows, unknown)])[0]
         return self._result(ranked, q.with_fields, unknown, None, len(rows),
                             self._parts(q, rows, ranked, profile) if q.explain else None)
 
@@ -220,16 +243,17 @@ class Retriever(Profiles):
             batch.append(profile[0])
             asks.append(Ask(q.k, self._excluded(q, rows), q.popularity_weight, self._fresh(q),
                             self._slots(q), pick))
-            meta.append((n, q, unknown, len(rows)))
+            meta.append((n, q, unknown, rows))
         if batch:
             lists = self.searcher.search_batch(np.asarray(batch), asks)
             held = [i for i, (_, q, _, _) in enumerate(meta) if self._holds_hybrids_new(q)]
             if held:
-                for i, ranked in zip(held, self._with_hybrids_new([meta[i][1] for i in held], [lists[i] for i in held],
-                                                                  [batch[i][None, :] for i in held])):
+                for i, ranked in zip(held, self._with_hybrids_new(
+                        [meta[i][1] for i in held], [lists[i] for i in held], [batch[i][None, :] for i in held],
+                        [(meta[i][3], meta[i][2]) for i in held])):
                     lists[i] = ranked
-            for (n, q, unknown, n_known), ranked in zip(meta, lists):
-                results[n] = self._result(ranked, q.with_fields, unknown, None, n_known)
+            for (n, q, unknown, rows), ranked in zip(meta, lists):
+                results[n] = self._result(ranked, q.with_fields, unknown, None, len(rows))
         return results  # type: ignore[return-value]
 
     def search(self, text: str, k: int = 10, filters: dict | None = None, with_fields: bool = False) -> Result:

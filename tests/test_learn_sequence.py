@@ -143,6 +143,15 @@ def test_a_request_naming_no_strategy_is_the_encoder_s_query_searched(runs):
         assert set(np.intersect1d(other, new).tolist()) <= {v.row_of[x.item_id] for x in got.items}
     one = retriever.recommend(UserQuery(history=[v.item_ids[r] for r in histories[0]], k=10, fresh_slots=2))
     assert [x.item_id for x in one.items] == [x.item_id for x in answers[0].items]
+    explained = retriever.recommend(UserQuery(history=[v.item_ids[r] for r in histories[0]], k=10, fresh_slots=2,
+                                              explain=True))  # a list made alone, its hybrid list batched
+    assert [x.item_id for x in explained.items] == [x.item_id for x in answers[0].items]
+    # A hybrid list no batch takes (a filter) is asked as its own request would be.
+    kept = list(v.item_ids[::2])
+    filtered = UserQuery(history=[v.item_ids[r] for r in histories[1]], k=10, filters={"item_id": kept})
+    alone = [v.row_of[x.item_id] for x in retriever.recommend(filtered.model_copy(update={"strategy": "mean"})).items]
+    assert len(alone) == 10 and all(v.item_ids[r] in kept for r in alone)
+    assert retriever._hybrid_rows([filtered]) == [alone]
     nexts = [(h[-1] + 1) % 200 for h in histories]  # each cut ends on an x: x + 1 is next
     found = [n in [v.row_of[x.item_id] for x in got.items] for n, h, got in zip(nexts, histories, answers) if n not in h]
     assert len(found) >= 8 and sum(found) >= len(found) - 1  # (recall@20 on validation: 1.0)
