@@ -14,7 +14,8 @@ Usage (from the repository root):
       --catalog ../shared/data/retail/items.parquet --interactions ../shared/data/retail/interactions.parquet \\
       --text-columns title --template "{title}" --runner local --no-export --activate never \\
       --out /tmp/steps/job --sequence true
-A variant is NEGATIVES:THREADS (negatives 0: the full softmax over every item).
+A variant is NEGATIVES:THREADS[:PRECISION] (negatives 0: the full softmax over every item;
+precision float32, the default, or bfloat16: the full softmax's products).
 """
 
 from __future__ import annotations
@@ -50,13 +51,13 @@ def capture(out: Path, job_args: list[str]) -> None:
         raise SystemExit("the job never trained the encoder: give it interactions and --sequence true")
 
 
-def timed(args, kwargs, steps: int, negatives: int, threads: int, profile: bool = False):
+def timed(args, kwargs, steps: int, negatives: int, threads: int, profile: bool = False, precision: str = "float32"):
     import torch
 
     from groundrec.offline.sequence.train import train_sequence_encoder
 
     histories, inputs, warm, cfg = args
-    cfg = replace(cfg, max_steps=steps, negatives=negatives, threads=threads)
+    cfg = replace(cfg, max_steps=steps, negatives=negatives, threads=threads, precision=precision)
     valid = tuple(part[:50] for part in kwargs["valid"])
     before, start = resource.getrusage(resource.RUSAGE_SELF), time.perf_counter()
     if profile:
@@ -87,13 +88,14 @@ def main() -> None:
     print(f"items {args[1].shape}, index {kwargs['targets'].shape}, {len(args[0])} histories")
     timed(args, kwargs, 1, 0, 1)  # the process's one-time costs (first allocations, lazy inits) go here
     for variant in a.variants.split(","):
-        negatives, threads = map(int, variant.split(":"))
-        w_s, w_f = timed(args, kwargs, a.warmup, negatives, threads)
-        s, f = timed(args, kwargs, a.warmup + a.steps, negatives, threads)
-        print(f"negatives {negatives:>5}, {threads} thread(s): {(s - w_s) / a.steps:.3f} s a step, "
+        negatives, threads, *rest = variant.split(":")
+        negatives, threads, precision = int(negatives), int(threads), (rest or ["float32"])[0]
+        w_s, w_f = timed(args, kwargs, a.warmup, negatives, threads, precision=precision)
+        s, f = timed(args, kwargs, a.warmup + a.steps, negatives, threads, precision=precision)
+        print(f"negatives {negatives:>5}, {threads} thread(s), {precision}: {(s - w_s) / a.steps:.3f} s a step, "
               f"{(f - w_f) / a.steps:,.0f} page faults a step", flush=True)
         if a.profile:
-            timed(args, kwargs, a.warmup + a.steps, negatives, threads, profile=True)
+            timed(args, kwargs, a.warmup + a.steps, negatives, threads, profile=True, precision=precision)
 
 
 if __name__ == "__main__":

@@ -26,7 +26,7 @@ from groundrec.offline.config import load_job_config  # noqa: E402
 from groundrec.offline.holdout import K, published_hits, published_lists  # noqa: E402
 from groundrec.offline.job import run_job  # noqa: E402
 from groundrec.offline.sequence.model import SequenceConfig  # noqa: E402
-from groundrec.offline.sequence_config import SequenceJobConfig  # noqa: E402
+from groundrec.offline.sequence_config import SequenceJobConfig, resolved_precision  # noqa: E402
 from groundrec.online.config import ServeConfig  # noqa: E402
 from groundrec.online.schemas import UserQuery  # noqa: E402
 from groundrec.online.serving import build_serving  # noqa: E402
@@ -256,6 +256,9 @@ def test_the_encoder_is_scored_exactly_as_the_hybrid_s_published_point():
 def test_the_section_gives_the_encoder_its_settings_and_is_checked_at_the_edge():
     settings = SequenceJobConfig(dim=32, heads=2, lr=0.01).encoder_settings(K, 7)
     assert SequenceConfig(**settings) == SequenceConfig(dim=32, heads=2, lr=0.01, k=K, seed=7)
+    assert settings["precision"] == "float32"  # the default: a seeded training the same on every run
+    auto = SequenceJobConfig(precision="auto").encoder_settings(K, 7)["precision"]  # resolved: what the manifest records
+    assert auto == resolved_precision("auto") and auto in ("float32", "bfloat16")
     assert not SequenceJobConfig().active(True)  # off by default for now (docs/hybrid.md)
     assert SequenceJobConfig(enabled="auto").active(True) and not SequenceJobConfig(enabled="auto").active(False)
     assert not SequenceJobConfig(enabled=False).active(True) and SequenceJobConfig(enabled=True).active(True)
@@ -263,7 +266,7 @@ def test_the_section_gives_the_encoder_its_settings_and_is_checked_at_the_edge()
     with pytest.raises(ValueError, match="multiple of sequence.heads"):
         load_job_config(None, {"sequence.dim": 30, "sequence.heads": 4})
     for bad in ({"sequence.enabled": "sometimes"}, {"sequence.threads": 0}, {"sequence.lr": 0},
-                {"sequence.typo": 1}):
+                {"sequence.typo": 1}, {"sequence.precision": "float16"}):
         with pytest.raises(Exception):
             load_job_config(None, bad)
 

@@ -116,3 +116,23 @@ def test_the_blocked_log_sum_exp_equals_the_whole_one_with_its_gradients(monkeyp
     big = loss.mean_log_sum_exp(queries.detach() * 1e4, fixed)
     assert torch.isfinite(big) and big.item() == pytest.approx(
         torch.logsumexp(queries.detach() * 1e4 @ fixed.T, 1).mean().item(), rel=1e-12)
+
+
+def test_the_bfloat16_products_stay_close_to_the_exact_softmax():
+    g = torch.Generator().manual_seed(2)
+    queries = torch.randn(300, 17, generator=g, requires_grad=True)  # float32, as training has them
+    items = torch.randn(500, 17, generator=g, requires_grad=True)
+    got = loss.mean_log_sum_exp(queries, items, bf16=True)
+    want = loss.mean_log_sum_exp(queries, items)
+    assert got.dtype == torch.float32 and got.item() == pytest.approx(want.item(), rel=1e-2)
+    for a, b in zip(torch.autograd.grad(got, (queries, items)), torch.autograd.grad(want, (queries, items))):
+        assert a.dtype == torch.float32
+        assert F.cosine_similarity(a.flatten(), b.flatten(), dim=0) > 0.999
+        assert (a - b).abs().max() < 0.02 * b.abs().max()
+    # The whole loss takes it too, and differs from the exact one only by bfloat16's rounding.
+    h = torch.randn(300, 8, generator=g)
+    out = torch.nn.Linear(8, 17)
+    targets = torch.randint(0, 500, (300, 3), generator=g)
+    exact = loss.next_item_loss(h, out, torch.tensor(1.5), items.detach(), targets)
+    rounded = loss.next_item_loss(h, out, torch.tensor(1.5), items.detach(), targets, bf16=True)
+    assert rounded.item() == pytest.approx(exact.item(), rel=1e-2) and rounded.item() != exact.item()

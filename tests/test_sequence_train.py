@@ -164,3 +164,20 @@ def test_the_softmax_can_leave_out_the_items_nobody_interacted_with():
     with_cold = train_sequence_encoder(few, vectors, cfg=SequenceConfig(**cfg))
     warm_only = train_sequence_encoder(few, vectors, cfg=SequenceConfig(**cfg, cold_negatives=False))
     assert warm_only.epochs[0]["loss"] < with_cold.epochs[0]["loss"]  # fewer items in each denominator
+
+
+def test_the_softmax_precision_is_bfloat16_only_where_the_cpu_has_it_and_both_learn():
+    from groundrec.offline.sequence_config import resolved_precision
+
+    assert resolved_precision("auto", frozenset({"avx2", "avx512_bf16"})) == "bfloat16"
+    assert resolved_precision("auto", frozenset({"amx_bf16"})) == "bfloat16"
+    assert resolved_precision("auto", frozenset({"avx2", "avx512f"})) == "float32"
+    assert resolved_precision("float32", frozenset({"avx512_bf16"})) == "float32"
+    assert resolved_precision("bfloat16", frozenset()) == "bfloat16"
+    histories, vectors = _planted()
+    runs = {p: train_sequence_encoder(histories, vectors, cfg=SequenceConfig(**FAST, precision=p))
+            for p in ("float32", "bfloat16")}
+    for precision, trained in runs.items():
+        assert trained.report()["config"]["precision"] == precision  # what the manifest records
+        assert trained.score > 0.9, (precision, trained.epochs)
+    assert runs["float32"].epochs[0]["loss"] != runs["bfloat16"].epochs[0]["loss"]  # the products differ

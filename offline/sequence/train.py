@@ -5,7 +5,8 @@ by, the query at unit length, the scale learned): over every item, or over ``neg
 items drawn each step and shared by the batch (``offline.sequence.loss``),
 AdamW, early stopping on validation recall@k. The budget is counted in work (epochs and
 optimizer steps), never in seconds: seeded, with torch's thread count set from the config for
-the run (and restored after), a training is the same whatever else the machine runs. A
+the run (and restored after), a training is the same whatever else the machine runs (for a
+given ``precision`` of the softmax's products: ``resolved_precision``). A
 training can start from another model's weights (``carried_over``: the published encoder
 starts from the one validation chose).
 
@@ -19,7 +20,7 @@ from __future__ import annotations
 
 import copy
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 import torch
@@ -27,6 +28,7 @@ import torch
 from groundrec.offline.holdout import hold_out_last
 from groundrec.offline.sequence.loss import next_item_loss
 from groundrec.offline.sequence.model import PAD, SequenceConfig, SequenceModel
+from groundrec.offline.sequence_config import resolved_precision
 from groundrec.shared.errors import UserError
 from groundrec.shared.scoring.ranking import top_k_matrix
 
@@ -149,6 +151,7 @@ def train_sequence_encoder(histories: list, item_vectors: np.ndarray, warm_items
     if not len(x_all) or not v_rel:
         raise UserError(f"sequence encoder: {len(x_all)} training sequences and {len(v_rel)} validation users; "
                         "it needs histories of at least two items")
+    cfg = replace(cfg, precision=resolved_precision(cfg.precision))  # what the manifest records
     threads = torch.get_num_threads()
     torch.set_num_threads(cfg.threads)
     try:
@@ -250,7 +253,8 @@ def _fit(cfg, item_vectors, targets, warm, x_all, y_all, v_hist, v_rel, log, sta
             keep = (y if y.dim() == 2 else y[..., 0]) >= 0
             table = model.item_table()
             h = model.hidden(x, table, keep)  # the slots with a next item to predict
-            loss = next_item_loss(h, model.encoder.out, model.log_scale, t, y[keep], cfg.negatives)
+            loss = next_item_loss(h, model.encoder.out, model.log_scale, t, y[keep], cfg.negatives,
+                                  cfg.precision == "bfloat16")
             opt.zero_grad()
             loss.backward()
             torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
