@@ -43,10 +43,10 @@ import numpy as np
 
 from groundrec.online.loadtest import load_histories
 from groundrec.online.profiling import load_sequence
-from groundrec.shared.artifact import VersionFiles
 from groundrec.online.retrieve import Retriever
 from groundrec.online.schemas import UserQuery
 from groundrec.online.version import load_version
+from groundrec.shared.artifact import VersionFiles
 
 
 def _pct(times: list[float]) -> str:

@@ -19,6 +19,28 @@ from groundrec.shared.config import StrictModel
 from groundrec.shared.errors import UserError
 
 
+NATIVE_BF16 = ("avx512_bf16", "amx_bf16")  # CPU flags under which bfloat16 products are faster than float32
+
+
+def resolved_precision(precision: str, flags: frozenset[str] | None = None) -> str:
+    """``float32`` or ``bfloat16`` for the full softmax's products: ``auto`` is bfloat16 where
+    the CPU's ``flags`` (default: this machine's) include one of ``NATIVE_BF16`` (without them
+    torch emulates it, slower than float32), else float32."""
+    if precision != "auto":
+        return precision
+    flags = cpu_flags() if flags is None else flags
+    return "bfloat16" if flags.intersection(NATIVE_BF16) else "float32"
+
+
+def cpu_flags() -> frozenset[str]:
+    """This machine's CPU flags (Linux's /proc/cpuinfo; empty elsewhere)."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            return frozenset(next((line.split(":", 1)[1].split() for line in f if line.startswith("flags")), []))
+    except OSError:
+        return frozenset()
+
+
 @dataclass
 class SequenceConfig:
     """The encoder's shape and its training settings (``offline.sequence.train``)."""
@@ -50,31 +72,11 @@ class SequenceConfig:
     def to_dict(self) -> dict:
         return asdict(self)
 
+    def __post_init__(self) -> None:
+        self.precision = resolved_precision(self.precision)  # auto: decided here, once (what a manifest records)
+
 
 _D = SequenceConfig()  # the defaults, in one place
-
-
-NATIVE_BF16 = ("avx512_bf16", "amx_bf16")  # CPU flags under which bfloat16 products are faster than float32
-
-
-def resolved_precision(precision: str, flags: frozenset[str] | None = None) -> str:
-    """``float32`` or ``bfloat16`` for the full softmax's products: ``auto`` is bfloat16 where
-    the CPU's ``flags`` (default: this machine's) include one of ``NATIVE_BF16`` (without them
-    torch emulates it, slower than float32), else float32."""
-    if precision != "auto":
-        return precision
-    flags = cpu_flags() if flags is None else flags
-    return "bfloat16" if flags.intersection(NATIVE_BF16) else "float32"
-
-
-def cpu_flags() -> frozenset[str]:
-    """This machine's CPU flags (Linux's /proc/cpuinfo; empty elsewhere)."""
-    try:
-        with open("/proc/cpuinfo") as f:
-            return frozenset(next((line.split(":", 1)[1].split() for line in f if line.startswith("flags")), []))
-    except OSError:
-        return frozenset()
-
 
 
 class SequenceJobConfig(StrictModel):
@@ -142,7 +144,5 @@ class SequenceJobConfig(StrictModel):
         return bool(has_interactions) if self.enabled == "auto" else bool(self.enabled and has_interactions)
 
     def encoder_settings(self, k: int, seed: int) -> dict:
-        """The keyword arguments of ``offline.sequence.model.SequenceConfig`` (``precision``
-        resolved on this machine: what the manifest records)."""
-        return {**self.model_dump(exclude={"enabled"}), "precision": resolved_precision(self.precision), "k": k,
-                "seed": seed}
+        """The keyword arguments of ``offline.sequence.model.SequenceConfig``."""
+        return {**self.model_dump(exclude={"enabled"}), "k": k, "seed": seed}

@@ -142,7 +142,7 @@ class Retriever(Profiles):
         out: list[list[int] | None] = [None] * len(asked)
         batch, asks, where = [], [], []
         for n, a in enumerate(asked):
-            if n not in means or a.filters or a.diversity or (self._slots(a) and self.flat is None):
+            if n not in means or not self._batchable(a, means[n][0]):
                 try:
                     out[n] = [self.v.row_of[x.item_id] for x in self.recommend(a).items]
                 except UserError:
@@ -150,13 +150,23 @@ class Retriever(Profiles):
                 continue
             profile, rows, _ = means[n]
             batch.append(profile[0])
-            asks.append(Ask(a.k, self._excluded(a, rows), a.popularity_weight, self._fresh(a), self._slots(a),
-                            self._pick(a)))
+            asks.append(self._ask(a, rows, self._pick(a)))
             where.append(n)
         if batch:
             for n, ranked in zip(where, self.searcher.search_batch(np.asarray(batch), asks)):
                 out[n] = [row for row, _ in ranked]
         return out
+
+    def _batchable(self, q: UserQuery, profile: np.ndarray | None) -> bool:
+        """Whether this query's list joins a batch's one search: a one-row profile, no filter,
+        diversity or explain, and no place kept on an approximate index (max_per joins the
+        batch; diversity is taken one list at a time)."""
+        return (profile is not None and len(profile) == 1 and not (q.filters or q.diversity or q.explain)
+                and not (self._slots(q) and self.flat is None))
+
+    def _ask(self, q: UserQuery, rows: list[int], pick) -> Ask:
+        """This query's list as one row of a batch's search (``_batchable``)."""
+        return Ask(q.k, self._excluded(q, rows), q.popularity_weight, self._fresh(q), self._slots(q), pick)
 
     def _excluded(self, q: UserQuery, rows: list[int]) -> set[int]:
         """The rows no list of this query may hold: its history (unless exclude_seen is off)
@@ -230,9 +240,8 @@ class Retriever(Profiles):
         for n, q in enumerate(queries):
             try:
                 profile, rows, unknown = means.get(n) or self._profile(q, text_vectors.get(q.text) if q.text else None)
-                pick = self._pick(q)  # max_per joins the batch; diversity is taken one list at a time
-                if (profile is None or len(profile) != 1 or q.filters or q.diversity or q.explain
-                        or (self._slots(q) and self.flat is None)):
+                pick = self._pick(q)
+                if not self._batchable(q, profile):
                     results[n] = self._answer(q, profile, rows, unknown)
                     continue
             except UserError as e:  # a bug is not the request's fault: it propagates
@@ -241,8 +250,7 @@ class Retriever(Profiles):
                 results[n] = e
                 continue
             batch.append(profile[0])
-            asks.append(Ask(q.k, self._excluded(q, rows), q.popularity_weight, self._fresh(q),
-                            self._slots(q), pick))
+            asks.append(self._ask(q, rows, pick))
             meta.append((n, q, unknown, rows))
         if batch:
             lists = self.searcher.search_batch(np.asarray(batch), asks)

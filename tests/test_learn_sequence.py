@@ -257,8 +257,8 @@ def test_the_section_gives_the_encoder_its_settings_and_is_checked_at_the_edge()
     settings = SequenceJobConfig(dim=32, heads=2, lr=0.01).encoder_settings(K, 7)
     assert SequenceConfig(**settings) == SequenceConfig(dim=32, heads=2, lr=0.01, k=K, seed=7)
     assert settings["precision"] == "float32"  # the default: a seeded training the same on every run
-    auto = SequenceJobConfig(precision="auto").encoder_settings(K, 7)["precision"]  # resolved: what the manifest records
-    assert auto == resolved_precision("auto") and auto in ("float32", "bfloat16")
+    auto = SequenceConfig(**SequenceJobConfig(precision="auto").encoder_settings(K, 7))  # what the manifest records
+    assert auto.precision == resolved_precision("auto") and auto.to_dict()["precision"] in ("float32", "bfloat16")
     assert not SequenceJobConfig().active(True)  # off by default for now (docs/hybrid.md)
     assert SequenceJobConfig(enabled="auto").active(True) and not SequenceJobConfig(enabled="auto").active(False)
     assert not SequenceJobConfig(enabled=False).active(True) and SequenceJobConfig(enabled=True).active(True)

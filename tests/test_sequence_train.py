@@ -174,6 +174,7 @@ def test_the_softmax_precision_is_bfloat16_only_where_the_cpu_has_it_and_both_le
     assert resolved_precision("auto", frozenset({"avx2", "avx512f"})) == "float32"
     assert resolved_precision("float32", frozenset({"avx512_bf16"})) == "float32"
     assert resolved_precision("bfloat16", frozenset()) == "bfloat16"
+    assert SequenceConfig(precision="auto").precision == resolved_precision("auto")  # decided once, on construction
     histories, vectors = _planted()
     runs = {p: train_sequence_encoder(histories, vectors, cfg=SequenceConfig(**FAST, precision=p))
             for p in ("float32", "bfloat16")}

@@ -6,7 +6,7 @@ items drawn each step and shared by the batch (``offline.sequence.loss``),
 AdamW, early stopping on validation recall@k. The budget is counted in work (epochs and
 optimizer steps), never in seconds: seeded, with torch's thread count set from the config for
 the run (and restored after), a training is the same whatever else the machine runs (for a
-given ``precision`` of the softmax's products: ``resolved_precision``). A
+given ``precision`` of the softmax's products). A
 training can start from another model's weights (``carried_over``: the published encoder
 starts from the one validation chose).
 
@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import copy
 import time
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 
 import numpy as np
 import torch
@@ -28,7 +28,6 @@ import torch
 from groundrec.offline.holdout import hold_out_last
 from groundrec.offline.sequence.loss import next_item_loss
 from groundrec.offline.sequence.model import PAD, SequenceConfig, SequenceModel
-from groundrec.offline.sequence_config import resolved_precision
 from groundrec.shared.errors import UserError
 from groundrec.shared.scoring.ranking import top_k_matrix
 
@@ -151,7 +150,6 @@ def train_sequence_encoder(histories: list, item_vectors: np.ndarray, warm_items
     if not len(x_all) or not v_rel:
         raise UserError(f"sequence encoder: {len(x_all)} training sequences and {len(v_rel)} validation users; "
                         "it needs histories of at least two items")
-    cfg = replace(cfg, precision=resolved_precision(cfg.precision))  # what the manifest records
     threads = torch.get_num_threads()
     torch.set_num_threads(cfg.threads)
     try:
