@@ -15,7 +15,7 @@ figure is what the exported ONNX encoder scores (checked against PyTorch first).
 Usage (from the repository root; the data is only read; caches and the export go to --out):
   OMP_NUM_THREADS=1 .venv/bin/python benchmarks/bench_sequence.py [--data ../shared/data/retail]
       [--out /tmp/bench_sequence] [--threads 1] [--ease] [--profile JSON] [--set key=value ...]
-      [--max-len 50] [--dim 64] [--blocks 2] [--epochs 40] [--lr 0.003] [--max-steps 600] [--inputs hybrid|content]
+      [--max-len 50] [--dim 64] [--blocks 2] [--epochs 40] [--lr 0.003] [--scale 5] [--max-steps 600] [--inputs hybrid|content]
       [--horizon 5] [--cold-negatives false] [--blend] [--kept] [--encoder EARLIER_OUT/encoder] [--compare EARLIER/per_user.npz]
 (every ``SequenceConfig`` setting is an option). ``--blend`` also scores ``(1 - alpha) x encoder
 + alpha x hybrid`` (the encoder's unit query at the hybrid's scale, the hybrid's base scores;
@@ -244,7 +244,8 @@ def train_and_export(args, data, seq_cfg, item_inputs, targets, export_dir: Path
     parity = export_sequence_encoder(trained.model, export_dir, list(data.valid.history), threads=args.threads)
     print(f"\nencoder: {trained.report()['parameters']} parameters, inputs {item_inputs.shape[1]} wide, index "
           f"{targets.shape[1]} wide; {trained.windows} sequences, {trained.positions} targets; best epoch "
-          f"{trained.best_epoch} of {len(trained.epochs)}; early-stopping recall@20 {trained.score:.4f}")
+          f"{trained.best_epoch} of {len(trained.epochs)}; early-stopping recall@20 {trained.score:.4f}; softmax "
+          f"multiplier {seq_cfg.scale:g} at the start, {trained.report()['scale']:.3f} learned")
     print(f"training wall time {train_s:.1f} s on {args.threads} thread(s); ONNX parity {parity}")
 
 

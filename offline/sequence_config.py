@@ -6,7 +6,7 @@ differences (``offline.learn_sequence``); otherwise its scores are only recorded
 Torch-free on purpose: the config is read (and ``--help`` shown) without importing torch.
 ``SequenceConfig`` (the encoder's settings, which ``offline.sequence`` trains with) is defined
 here once; the job's section takes its defaults from it and adds the edge checks, except ``k``
-(the learn stage's metric, recall@20), ``scale`` and ``seed`` (the job's)."""
+(the learn stage's metric, recall@20) and ``seed`` (the job's)."""
 
 from __future__ import annotations
 
@@ -63,7 +63,7 @@ class SequenceConfig:
     lr: float = 3e-3
     weight_decay: float = 0.01
     valid_users: int = 2000  # held out (their last new item) when no validation set is given
-    scale: float = 5.0  # the softmax temperature's start (logits = scale x unit query . index vector)
+    scale: float = 5.0  # the softmax temperature's start (logits = scale x unit query . index vector), learned
     k: int = 20  # validation recall@k
     threads: int = 2  # torch.set_num_threads while training (set on purpose: a seeded training is the same per count)
     precision: str = "float32"  # the full softmax's products: float32, bfloat16, or auto (bfloat16 where the CPU has it)
@@ -112,6 +112,10 @@ class SequenceJobConfig(StrictModel):
                                  "the items with training interactions (false: the encoder is never taught to push "
                                  "down the items nobody interacted with, which new items' vectors resemble)")
     lr: float = Field(_D.lr, gt=0, description="AdamW learning rate")
+    scale: float = Field(_D.scale, gt=0, le=1000, description="the training softmax's starting multiplier (logits = "
+                         "scale x unit query . index row; learned from there; the manifest records the learned one): "
+                         "its best start depends on the index rows' length (docs/hybrid.md, \"The softmax's "
+                         "starting temperature\")")
     weight_decay: float = Field(_D.weight_decay, ge=0, description="AdamW weight decay")
     valid_users: int = Field(_D.valid_users, ge=10, description="users whose last new item is held out of the encoder's "
                              "training for early stopping (never the hybrid's validation users' items, which "

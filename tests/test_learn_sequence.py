@@ -70,7 +70,7 @@ def job(data, out, cache, **extra):
         "collab.dropout": [0.0], "collab.weight": [0.0, 1.0, 10.0], "collab.half_life": [0.0], "collab.refine": False,
         "collab.valid_users": 100, "sequence.dim": 32, "sequence.blocks": 1, "sequence.max_len": 30,
         "sequence.batch_size": 16, "sequence.lr": 0.003, "sequence.epochs": 15, "sequence.patience": 3,
-        "sequence.enabled": True, **extra})
+        "sequence.refit_epochs": 1, "sequence.enabled": True, **extra})  # a refit that trains, one epoch
     summary = run_job(cfg, progress=False)
     return {"summary": summary, "dir": summary.version_dir, "manifest": artifact.verify(summary.version_dir)}
 
@@ -104,7 +104,7 @@ def test_an_order_the_hybrid_cannot_see_publishes_the_encoder_as_the_default(run
     assert set(seq["training"]) == {"validation", "published"}  # trained again for the final index ...
     published, chosen = seq["training"]["published"], seq["training"]["validation"]
     refit = min(seq["config"]["refit_epochs"], chosen["best_epoch"])  # ... from validation's weights, a few epochs
-    assert [e["epoch"] for e in published["epochs"]] == list(range(refit + 1))
+    assert refit == 1 and [e["epoch"] for e in published["epochs"]] == [0, 1]
     assert published["epochs"][0]["loss"] is None
     assert chosen["stopped"] in ("patience", "epochs") and published["stopped"] == "epochs"
     assert seq["parity"]["max_abs_diff"] <= 1e-4 and seq["parity"]["n_histories"] == 1000
@@ -254,8 +254,9 @@ def test_the_encoder_is_scored_exactly_as_the_hybrid_s_published_point():
 
 
 def test_the_section_gives_the_encoder_its_settings_and_is_checked_at_the_edge():
-    settings = SequenceJobConfig(dim=32, heads=2, lr=0.01).encoder_settings(K, 7)
-    assert SequenceConfig(**settings) == SequenceConfig(dim=32, heads=2, lr=0.01, k=K, seed=7)
+    settings = SequenceJobConfig(dim=32, heads=2, lr=0.01, scale=8).encoder_settings(K, 7)
+    assert SequenceConfig(**settings) == SequenceConfig(dim=32, heads=2, lr=0.01, scale=8, k=K, seed=7)
+    assert set(settings) == set(SequenceConfig().to_dict())  # every setting of the encoder is the job's to set
     assert settings["precision"] == "float32"  # the default: a seeded training the same on every run
     auto = SequenceConfig(**SequenceJobConfig(precision="auto").encoder_settings(K, 7))  # what the manifest records
     assert auto.precision == resolved_precision("auto") and auto.to_dict()["precision"] in ("float32", "bfloat16")
@@ -266,7 +267,7 @@ def test_the_section_gives_the_encoder_its_settings_and_is_checked_at_the_edge()
     with pytest.raises(ValueError, match="multiple of sequence.heads"):
         load_job_config(None, {"sequence.dim": 30, "sequence.heads": 4})
     for bad in ({"sequence.enabled": "sometimes"}, {"sequence.threads": 0}, {"sequence.lr": 0},
-                {"sequence.typo": 1}, {"sequence.precision": "float16"}):
+                {"sequence.typo": 1}, {"sequence.precision": "float16"}, {"sequence.scale": 0}):
         with pytest.raises(Exception):
             load_job_config(None, bad)
 

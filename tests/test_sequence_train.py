@@ -45,6 +45,7 @@ def test_the_encoder_learns_that_item_i_is_followed_by_item_i_plus_1():
     assert recall_at(q, vectors, test, nxt, 1).mean() > 0.5  # the very next item on top, mostly (chance: 1/55)
     report = trained.report()
     assert report["best_epoch"] >= 1 and report["parameters"] > 0 and report["valid_users"] == 100
+    assert report["scale"] > 0 and report["scale"] != SequenceConfig().scale  # the multiplier learned, recorded
 
 
 def test_training_is_seeded_and_deterministic():

@@ -54,6 +54,7 @@ class Trained:
                 "valid_users": int(len(self.valid_recall)), "best_epoch": self.best_epoch, "epochs": self.epochs,
                 "steps": self.steps, "stopped": self.stopped, "seconds": round(self.seconds, 2),
                 "windows": self.windows, "positions": self.positions,
+                "scale": round(float(self.model.log_scale.detach().exp()), 4),  # the softmax's multiplier, learned
                 "parameters": int(sum(p.numel() for p in self.model.parameters()))}
 
 
