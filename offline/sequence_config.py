@@ -64,6 +64,8 @@ class SequenceConfig:
     weight_decay: float = 0.01
     valid_users: int = 2000  # held out (their last new item) when no validation set is given
     scale: float = 5.0  # the softmax temperature's start (logits = scale x unit query . index vector), learned
+    scale_lr: float = 0.03  # the temperature's own AdamW rate (0: lr; one scalar moves about its rate a step in log space)
+    out_init: str = "random"  # the output layer's start: random (torch's), or principal (the index rows' leading directions)
     k: int = 20  # validation recall@k
     threads: int = 2  # torch.set_num_threads while training (set on purpose: a seeded training is the same per count)
     precision: str = "float32"  # the full softmax's products: float32, bfloat16, or auto (bfloat16 where the CPU has it)
@@ -116,6 +118,15 @@ class SequenceJobConfig(StrictModel):
                          "scale x unit query . index row; learned from there; the manifest records the learned one): "
                          "its best start depends on the index rows' length (docs/hybrid.md, \"The softmax's "
                          "starting temperature\")")
+    scale_lr: float = Field(_D.scale_lr, ge=0, description="the softmax multiplier's own AdamW learning rate (0: "
+                            "lr): a single scalar moves about its rate a step in log space, so at lr it cannot "
+                            "travel from its start to where a catalog wants it (about 5 on a dense synthetic "
+                            "catalog, 140 on retail) within a training (docs/hybrid.md, \"The temperature's own "
+                            "rate\")")
+    out_init: Literal["random", "principal"] = Field(
+        _D.out_init, description="the output layer's start (the map from the transformer's width to the index's): "
+        "random (torch's default), or principal: the index rows' leading right singular vectors, so that every "
+        "item's key starts as its best rank-dim approximation (docs/hybrid.md, \"The output layer's start\")")
     weight_decay: float = Field(_D.weight_decay, ge=0, description="AdamW weight decay")
     valid_users: int = Field(_D.valid_users, ge=10, description="users whose last new item is held out of the encoder's "
                              "training for early stopping (never the hybrid's validation users' items, which "

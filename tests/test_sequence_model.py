@@ -6,7 +6,7 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
-from groundrec.offline.sequence.model import SequenceConfig, SequenceModel  # noqa: E402
+from groundrec.offline.sequence.model import SequenceConfig, SequenceModel, start_at_principal  # noqa: E402
 from groundrec.shared.sequence_encoder import pad_histories  # noqa: E402
 
 
@@ -104,3 +104,29 @@ def test_the_query_from_its_slot_alone_is_the_query_from_every_slot():
         picked = model.encoder.out(model.hidden(items)[:, -1])
     assert torch.allclose(alone, every, atol=1e-6) and not alone[2].any() and alone[0].abs().sum() > 0
     assert torch.allclose(every[0], picked[0] / picked[0].norm(), atol=1e-6)
+
+
+def test_the_principal_start_gives_every_item_its_best_rank_dim_key():
+    """``start_at_principal``: the items' keys ``index @ W`` keep as much of the index rows as
+    any ``dim`` directions can (the leading singular values' share of the energy), where a
+    random start keeps less; the weights' spread is torch's default start's, the bias zero."""
+    rng = np.random.default_rng(0)
+    index = torch.as_tensor((rng.normal(size=(300, 8)) @ rng.normal(size=(8, 40)) * 3
+                             + rng.normal(size=(300, 40))).astype(np.float32))
+    random_out, principal_out = torch.nn.Linear(6, 40), torch.nn.Linear(6, 40)
+    start_at_principal(principal_out, index)
+
+    def kept(out):  # the share of the rows' energy in the span of the output layer's columns
+        basis, _ = torch.linalg.qr(out.weight.detach().double())
+        return float((index.double() @ basis).square().sum() / index.double().square().sum())
+
+    s = torch.linalg.svdvals(index.double()).square()
+    assert kept(principal_out) == pytest.approx(float(s[:6].sum() / s.sum()), rel=1e-3)
+    assert kept(random_out) < kept(principal_out) - 0.2
+    assert float(principal_out.weight.detach().std()) == pytest.approx(float(random_out.weight.detach().std()), rel=0.15)
+    assert not principal_out.bias.any()
+    narrow = torch.nn.Linear(6, 3)  # an index narrower than the width: its 3 directions, the rest as they were
+    before = narrow.weight.detach().clone()
+    start_at_principal(narrow, index[:, :3])
+    assert torch.equal(narrow.weight[:, 3:], before[:, 3:]) and not torch.equal(narrow.weight[:, :3], before[:, :3])
+

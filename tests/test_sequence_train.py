@@ -4,9 +4,9 @@ pattern learned far above chance, determinism, errors."""
 import numpy as np
 import pytest
 
-pytest.importorskip("torch")
+torch = pytest.importorskip("torch")
 
-from groundrec.offline.sequence.model import SequenceConfig  # noqa: E402
+from groundrec.offline.sequence.model import SequenceConfig, start_at_principal  # noqa: E402
 from groundrec.offline.sequence.train import (carried_over, recall_at, train_sequence_encoder,  # noqa: E402
                                               training_windows)
 from groundrec.shared.errors import UserError  # noqa: E402
@@ -183,3 +183,26 @@ def test_the_softmax_precision_is_bfloat16_only_where_the_cpu_has_it_and_both_le
         assert trained.report()["config"]["precision"] == precision  # what the manifest records
         assert trained.score > 0.9, (precision, trained.epochs)
     assert runs["float32"].epochs[0]["loss"] != runs["bfloat16"].epochs[0]["loss"]  # the products differ
+
+
+def test_the_temperature_moves_at_its_own_rate():
+    """``scale_lr``: the softmax multiplier, one scalar, has its own AdamW rate, so it travels
+    from its start much further in the same steps than at the model's rate (0: the model's)."""
+    histories, vectors = _planted(150)
+    moved = {}
+    for scale_lr in (0.0, 0.05):
+        cfg = SequenceConfig(**{**FAST, "epochs": 3, "patience": 5, "scale_lr": scale_lr})
+        trained = train_sequence_encoder(histories, vectors, cfg=cfg)
+        moved[scale_lr] = abs(np.log(trained.report()["scale"] / cfg.scale))
+    assert moved[0.05] > 3 * moved[0.0] > 0
+
+
+def test_the_principal_start_is_where_training_starts_and_it_learns_the_pattern():
+    histories, vectors = _planted()
+    still = SequenceConfig(**{**FAST, "out_init": "principal", "max_steps": 1, "lr": 1e-12, "scale_lr": 1e-12})
+    out = train_sequence_encoder(histories, vectors, cfg=still).model.encoder.out
+    expected = torch.nn.Linear(FAST["dim"], vectors.shape[1])
+    start_at_principal(expected, torch.as_tensor(vectors))  # the 16 index directions; the other 16 columns random
+    assert torch.allclose(out.weight[:, :16], expected.weight[:, :16], atol=1e-6) and not out.bias.abs().max() > 1e-6
+    trained = train_sequence_encoder(histories, vectors, cfg=SequenceConfig(**{**FAST, "out_init": "principal"}))
+    assert trained.score > 0.9, trained.epochs

@@ -116,6 +116,24 @@ class Encoder(nn.Module):
         return query * (valid.sum(1, keepdim=True) > 0).to(query.dtype)  # an empty history: a zero query
 
 
+def start_at_principal(out: nn.Linear, index: torch.Tensor) -> None:
+    """Start the output layer (``[out_dim, dim]``) at the index rows' leading right singular
+    vectors (as many as the width, uncentred: the inner product ranks by them), each item's key
+    ``index @ W`` then its best rank-``dim`` approximation rather than a random projection of
+    its row, and the bias at zero. The vectors are scaled to torch's default start's spread
+    (uniform within ``1 / sqrt(dim)``), so that the optimizer's steps are the same size
+    relative to the weights; directions beyond the index's rank keep their random start
+    (docs/hybrid.md, "The temperature's own rate, and the output layer's start")."""
+    dim = out.in_features
+    rank = min(dim, *index.shape)
+    with torch.no_grad(), torch.random.fork_rng(devices=[]):  # its own draws: the training's stay as they were
+        torch.manual_seed(0)
+        _, _, v = torch.svd_lowrank(index.float(), q=min(rank + 16, *index.shape), niter=4)  # v: [out_dim, q]
+        spread = 1.0 / math.sqrt(3 * dim)  # the default start's standard deviation
+        out.weight[:, :rank] = v[:, :rank] * spread * math.sqrt(out.out_features)
+        out.bias.zero_()
+
+
 class SequenceModel(nn.Module):
     """The encoder with the item inputs it learns from: ``item_inputs`` (items x d_in, the
     published vectors, fixed) projected to ``dim`` plus an id embedding for ``warm`` items."""

@@ -27,7 +27,7 @@ import torch
 
 from groundrec.offline.holdout import hold_out_last
 from groundrec.offline.sequence.loss import next_item_loss
-from groundrec.offline.sequence.model import PAD, SequenceConfig, SequenceModel
+from groundrec.offline.sequence.model import PAD, SequenceConfig, SequenceModel, start_at_principal
 from groundrec.shared.errors import UserError
 from groundrec.shared.scoring.ranking import top_k_matrix
 
@@ -214,7 +214,11 @@ def _fit(cfg, item_vectors, targets, warm, x_all, y_all, v_hist, v_rel, log, sta
     torch.manual_seed(cfg.seed)
     rng = np.random.default_rng(cfg.seed)
     model = SequenceModel(item_vectors, warm, targets.shape[1], cfg)
-    opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay, fused=True)
+    if cfg.out_init == "principal":
+        start_at_principal(model.encoder.out, torch.as_tensor(targets))
+    rest = [p for name, p in model.named_parameters() if name != "log_scale"]
+    opt = torch.optim.AdamW([{"params": rest}, {"params": [model.log_scale], "lr": cfg.scale_lr or cfg.lr}],
+                            lr=cfg.lr, weight_decay=cfg.weight_decay, fused=True)
     t = torch.as_tensor(targets)
     x_all, y_all = torch.as_tensor(x_all), torch.as_tensor(y_all)
     if not cfg.cold_negatives:  # the softmax over warm items (and every target) alone
