@@ -104,8 +104,8 @@ class SequenceJobConfig(StrictModel):
     batch_size: int = Field(_D.batch_size, ge=1, description="training sequences per step")
     negatives: int = Field(_D.negatives, ge=0, description="the loss: a softmax of each next item against this many "
                            "items drawn at random each step, shared by the batch; 0, or at least the catalog's item "
-                           "count (the default): a full softmax over every item; 1024 halves an epoch on retail, its recall "
-                           "not settled (docs/hybrid.md)")
+                           "count (the default): a full softmax over every item; 1024 is no cheaper a step on retail since "
+                           "the softmax in blocks and scores 0.0034 lower (docs/benchmarks.md, \"A training step\")")
     horizon: int = Field(_D.horizon, ge=1, le=100, description="the loss's targets at each position: the next this "
                          "many items new to the history (their mean cross-entropy under one softmax); 1: the next "
                          "item alone; 5 (the default) scored +0.0066 recall@20 over 1 on eval's retail validation "
@@ -116,17 +116,18 @@ class SequenceJobConfig(StrictModel):
     lr: float = Field(_D.lr, gt=0, description="AdamW learning rate")
     scale: float = Field(_D.scale, gt=0, le=1000, description="the training softmax's starting multiplier (logits = "
                          "scale x unit query . index row; learned from there; the manifest records the learned one): "
-                         "its best start depends on the index rows' length (docs/hybrid.md, \"The softmax's "
-                         "starting temperature\")")
+                         "with scale_lr it travels from there to where the catalog wants it (docs/hybrid.md, \"The "
+                         "softmax's starting temperature\")")
     scale_lr: float = Field(_D.scale_lr, ge=0, description="the softmax multiplier's own AdamW learning rate (0: "
                             "lr): a single scalar moves about its rate a step in log space, so at lr it cannot "
                             "travel from its start to where a catalog wants it (about 5 on a dense synthetic "
-                            "catalog, 140 on retail) within a training (docs/hybrid.md, \"The temperature's own "
-                            "rate\")")
+                            "catalog, 15 and 140 on retail's exact and factorised indexes) within a training "
+                            "(docs/hybrid.md, \"The temperature's own rate\")")
     out_init: Literal["random", "principal"] = Field(
         _D.out_init, description="the output layer's start (the map from the transformer's width to the index's): "
         "random (torch's default), or principal: the index rows' leading right singular vectors, so that every "
-        "item's key starts as its best rank-dim approximation (docs/hybrid.md, \"The output layer's start\")")
+        "item's key starts as its best rank-dim approximation; helped retail's two indexes, cost a dense synthetic "
+        "catalog (docs/hybrid.md, \"The temperature's own rate, and the output layer's start\")")
     weight_decay: float = Field(_D.weight_decay, ge=0, description="AdamW weight decay")
     valid_users: int = Field(_D.valid_users, ge=10, description="users whose last new item is held out of the encoder's "
                              "training for early stopping (never the hybrid's validation users' items, which "
