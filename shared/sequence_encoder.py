@@ -58,6 +58,15 @@ def pad_histories(histories: list, max_len: int, n_items: int) -> np.ndarray:
     return out
 
 
+def slot_groups(lengths: np.ndarray, max_len: int) -> list[tuple[np.ndarray, int]]:
+    """(positions, slots) groups of histories by their filled slots (``lengths``, 1 to
+    ``max_len``): each group's histories fill at most ``slots``, a power of two or
+    ``max_len``, so a group's padding is under half of it and a batch takes a few calls."""
+    bounds = sorted({min(1 << max(int(n) - 1, 0).bit_length(), max_len) for n in lengths})
+    of = np.searchsorted(np.asarray(bounds), lengths)
+    return [(np.flatnonzero(of == g), b) for g, b in enumerate(bounds)]
+
+
 class SequenceEncoder:
     """``SequenceEncoder(directory, threads=1).encode(histories) -> np.ndarray``."""
 
@@ -98,17 +107,24 @@ class SequenceEncoder:
         return buf[:n + 1]
 
     def encode(self, histories: list, batch_size: int = 256) -> np.ndarray:
-        """Queries ``[len(histories), out_dim]`` float32; zero rows for empty histories."""
+        """Queries ``[len(histories), out_dim]`` float32; zero rows for empty histories. On a
+        graph whose slots axis is dynamic (``meta["slots"]``; exports before it have
+        ``max_len`` slots fixed) the histories go in groups by length (``slot_groups``), each
+        fed only the last slots its longest history fills: the same queries for less work."""
         out = np.zeros((len(histories), self.out_dim), np.float32)
         table, n_items = self._rows
         items = pad_histories(histories, self.max_len, n_items)
-        used = np.flatnonzero((items >= 0).any(axis=1))
-        for start in range(0, len(used), batch_size):
-            rows = used[start:start + batch_size]
-            idx = items[rows]
-            valid = idx >= 0
-            feed = {"embedded": table[np.where(valid, idx, n_items)], "valid": valid.astype(np.float32)}
-            out[rows] = self.session.run(None, feed)[0]
+        filled = (items >= 0).sum(axis=1)
+        used = np.flatnonzero(filled)
+        groups = slot_groups(filled[used], self.max_len) if self.meta.get("slots") == "dynamic" else [
+            (np.arange(len(used)), self.max_len)]
+        for members, slots in groups:
+            for start in range(0, len(members), batch_size):
+                rows = used[members[start:start + batch_size]]
+                idx = items[rows, self.max_len - slots:]
+                valid = idx >= 0
+                feed = {"embedded": table[np.where(valid, idx, n_items)], "valid": valid.astype(np.float32)}
+                out[rows] = self.session.run(None, feed)[0]
         return out
 
     def add_items(self, inputs: np.ndarray) -> None:

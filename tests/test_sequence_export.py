@@ -53,6 +53,25 @@ def test_export_matches_pytorch_on_1000_histories(model, tmp_path):
     assert np.allclose(got[2], enc.encode([list(range(40))[-8:]])[0], atol=1e-5)  # over-long: the latest 8
 
 
+def test_histories_go_in_groups_by_length_with_the_same_queries_as_at_full_length(model, tmp_path):
+    """The graph's slots axis is dynamic: each group of histories (by length) is fed only the
+    last slots it fills, and the queries are those of the whole ``max_len`` (an export from
+    before the dynamic axis, without ``meta["slots"]``, is fed every slot as it was)."""
+    export_sequence_encoder(model, tmp_path / "enc")
+    enc = SequenceEncoder(tmp_path / "enc", threads=1)
+    assert enc.meta["slots"] == "dynamic"
+    histories = [list(range(n)) for n in range(0, 12)] + [[5], [9, 2, 2]]
+    fed = []
+    run = enc.session.run
+    enc.session = type("Spy", (), {"run": lambda self, o, feed: fed.append(feed["valid"].shape) or run(o, feed)})()
+    grouped = enc.encode(histories)
+    assert sorted({shape[1] for shape in fed}) == [1, 2, 4, 8] and sum(shape[0] for shape in fed) == 13
+    enc.meta = {k: v for k, v in enc.meta.items() if k != "slots"}
+    whole = enc.encode(histories)
+    assert {shape[1] for shape in fed[-1:]} == {8}
+    assert np.abs(grouped - whole).max() <= 1e-5 and np.abs(grouped - model.encode(histories)).max() <= 1e-4
+
+
 def test_a_drifting_export_is_refused(model, tmp_path, monkeypatch):
     class Drifting(SequenceEncoder):
         def encode(self, histories, batch_size=256):

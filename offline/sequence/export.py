@@ -3,8 +3,9 @@ for the text encoder: metadata json beside the .onnx, the TorchScript exporter, 
 check that refuses to publish a drifting graph).
 
 The directory (read by ``groundrec.shared.sequence_encoder.SequenceEncoder``):
-``sequence.onnx`` (embedded histories ``[batch, max_len, dim]`` and their valid slots
-``[batch, max_len]`` -> queries ``[batch, out_dim]``, the batch dynamic), ``sequence_items.npy``
+``sequence.onnx`` (embedded histories ``[batch, slots, dim]`` and their valid slots
+``[batch, slots]`` -> queries ``[batch, out_dim]``; the batch and the slots, up to ``max_len``,
+dynamic: a batch of short histories is fed only its last slots), ``sequence_items.npy``
 (the item table the runner gathers from), ``sequence_project.npz`` (``W``, ``b``: a new item's
 row from its vectors) and ``sequence.json``.
 
@@ -69,10 +70,11 @@ def export_sequence_encoder(model: SequenceModel, out_dir: str | Path, sample_hi
         warnings.simplefilter("ignore")  # the TorchScript exporter's deprecation chatter
         torch.onnx.export(encoder, example, str(out_dir / SEQUENCE_ONNX), dynamo=False, opset_version=17,
                           input_names=["embedded", "valid"], output_names=["query"],
-                          dynamic_axes={"embedded": {0: "batch"}, "valid": {0: "batch"}, "query": {0: "batch"}})
+                          dynamic_axes={"embedded": {0: "batch", 1: "slots"}, "valid": {0: "batch", 1: "slots"},
+                                        "query": {0: "batch"}})
     meta = {"kind": "sequence", "max_len": cfg.max_len, "dim": cfg.dim, "out_dim": encoder.out.out_features,
             "n_items": model.n_items, "item_inputs_dim": int(model.inputs.shape[1]), "pad": PAD,
-            "empty_history": "zero row", "files": {"fp32": SEQUENCE_ONNX}, "items": SEQUENCE_ITEMS,
+            "empty_history": "zero row", "slots": "dynamic", "files": {"fp32": SEQUENCE_ONNX}, "items": SEQUENCE_ITEMS,
             "project": SEQUENCE_PROJECT, "inputs": ["embedded", "valid"], "output": "query", "config": cfg.to_dict()}
     (out_dir / SEQUENCE_CONFIG).write_text(json.dumps(meta, indent=2))
     report = parity(model, out_dir, sample_histories, tolerance, threads)

@@ -87,6 +87,7 @@ class Encoder(nn.Module):
         causal = torch.tril(torch.ones(cfg.max_len, cfg.max_len, dtype=torch.bool))
         self.register_buffer("causal", causal, persistent=False)
         self.register_buffer("from_end", torch.arange(cfg.max_len - 1, -1, -1), persistent=False)
+        self.register_buffer("eye", torch.eye(cfg.max_len, dtype=torch.bool), persistent=False)
         self.last_only = True  # forward's last block computes the query's slot alone (False: every slot)
 
     def hidden(self, x: torch.Tensor, valid: torch.Tensor, length: int | None = None,
@@ -98,10 +99,8 @@ class Encoder(nn.Module):
         ``rows`` (training: the slots with a next item to predict, a bool mask): only those
         slots' outputs, ``[rows, dim]``, the last block's feed-forward run on them alone.
         ``last`` (serving): the last slot's output alone, ``[batch, 1, dim]``, the same values."""
-        n = self.max_len if length is None else int(length)
-        causal, from_end = (self.causal, self.from_end) if n == self.max_len else (self.causal[:n, :n],
-                                                                                    self.from_end[-n:])
-        eye = torch.eye(n, dtype=torch.bool, device=x.device)
+        n = x.shape[1] if length is None else int(length)  # the export traces it: its slots axis is dynamic
+        causal, from_end, eye = self.causal[:n, :n], self.from_end[-n:], self.eye[:n, :n]
         allowed = (causal & (valid[:, None, :] > 0)) | eye
         bias = torch.where(allowed, 0.0, -1e9)[:, None, :, :]
         x = self.drop((x + self.position(from_end)[None]) * valid[..., None])
