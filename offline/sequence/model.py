@@ -72,9 +72,9 @@ class Block(nn.Module):
 
 
 class Encoder(nn.Module):
-    """What the ONNX file holds: embedded histories (``[batch, max_len, dim]``, the item table's
-    rows) and which slots hold an item (``[batch, max_len]``, 1.0 or 0.0) -> queries
-    (``[batch, out_dim]``)."""
+    """What the ONNX file holds: embedded histories (``[batch, slots, dim]``, the item table's
+    rows; ``slots`` up to ``max_len``, the histories' last ones) and which slots hold an item
+    (``[batch, slots]``, 1.0 or 0.0) -> queries (``[batch, out_dim]``)."""
 
     def __init__(self, cfg: SequenceConfig, out_dim: int):
         super().__init__()
@@ -92,7 +92,7 @@ class Encoder(nn.Module):
 
     def hidden(self, x: torch.Tensor, valid: torch.Tensor, length: int | None = None,
                rows: torch.Tensor | None = None, last: bool = False) -> torch.Tensor:
-        """Every slot's output (``[batch, max_len, dim]``): slot i sees slots <= i that hold an
+        """Every slot's output (``[batch, slots, dim]``): slot i sees slots <= i that hold an
         item, and itself (a pad slot then sees only itself: no slot is left with nothing).
         ``length`` (training): the histories are their last ``length`` slots (the ones before
         were empty in every row); the kept slots' outputs are the same as at full length.
