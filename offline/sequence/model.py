@@ -90,16 +90,17 @@ class Encoder(nn.Module):
         self.register_buffer("eye", torch.eye(cfg.max_len, dtype=torch.bool), persistent=False)
         self.last_only = True  # forward's last block computes the query's slot alone (False: every slot)
 
-    def hidden(self, x: torch.Tensor, valid: torch.Tensor, length: int | None = None,
-               rows: torch.Tensor | None = None, last: bool = False) -> torch.Tensor:
+    def hidden(self, x: torch.Tensor, valid: torch.Tensor, rows: torch.Tensor | None = None,
+               last: bool = False) -> torch.Tensor:
         """Every slot's output (``[batch, slots, dim]``): slot i sees slots <= i that hold an
         item, and itself (a pad slot then sees only itself: no slot is left with nothing).
-        ``length`` (training): the histories are their last ``length`` slots (the ones before
-        were empty in every row); the kept slots' outputs are the same as at full length.
+        ``slots`` may be fewer than ``max_len`` (training cuts a batch's leading empty slots,
+        serving feeds short histories their last slots): the kept slots' outputs are the same as
+        at full length.
         ``rows`` (training: the slots with a next item to predict, a bool mask): only those
         slots' outputs, ``[rows, dim]``, the last block's feed-forward run on them alone.
         ``last`` (serving): the last slot's output alone, ``[batch, 1, dim]``, the same values."""
-        n = x.shape[1] if length is None else int(length)  # the export traces it: its slots axis is dynamic
+        n = x.shape[1]  # the export traces it: its slots axis is dynamic
         causal, from_end, eye = self.causal[:n, :n], self.from_end[-n:], self.eye[:n, :n]
         allowed = (causal & (valid[:, None, :] > 0)) | eye
         bias = torch.where(allowed, 0.0, -1e9)[:, None, :, :]
@@ -172,7 +173,7 @@ class SequenceModel(nn.Module):
                rows: torch.Tensor | None = None) -> torch.Tensor:
         """Every slot's output for padded histories of up to ``max_len`` slots (training cuts a
         batch's leading empty slots), or the ``rows`` slots' alone (``Encoder.hidden``)."""
-        return self.encoder.hidden(*self.embed(items, table), length=items.shape[1], rows=rows)
+        return self.encoder.hidden(*self.embed(items, table), rows=rows)
 
     def forward(self, items: torch.Tensor) -> torch.Tensor:
         return self.encoder(*self.embed(items))
