@@ -22,7 +22,7 @@ from groundrec.offline import collab
 from groundrec.offline.config import CollabConfig
 from groundrec.offline.interactions import Interactions
 from groundrec.offline.learn import histories_in_time_order, learn
-from groundrec.offline.tuning import smaller_ranks
+from groundrec.offline.width_rule import smaller_ranks
 
 
 def peak_gb() -> float:

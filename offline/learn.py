@@ -27,6 +27,7 @@ from groundrec.offline.learn_report import LearnReport, Window
 from groundrec.offline.learn_sequence import SequenceOutcome
 from groundrec.offline.sequence_config import SequenceJobConfig
 from groundrec.offline.tuning import HYBRID_AXES, HybridChoice, tune_hybrid
+from groundrec.offline.width_rule import user_slices
 from groundrec.shared.errors import UserError
 from groundrec.shared.scoring.collab import collab_queries, hybrid_queries, index_rows
 from groundrec.shared.scoring.popularity import counts_of_rows, new_items
@@ -121,6 +122,7 @@ class JobScorer:
         self.fits: dict[tuple[float, float], collab.CollabModel] = {}
         self.projections: dict[int, collab.Projection] = {}
         self.new = new_items(counts_of_rows(train, len(content)))  # new items: no interaction in the training part
+        self.slices = user_slices([[t] for t in targets], self.new)  # what the width rule judges apart
 
     def fitted(self, reg: float, dropout: float) -> collab.CollabModel:
         # The grid is scored one model at a time: keep the three fits used last (each is

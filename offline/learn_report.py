@@ -95,6 +95,6 @@ class LearnReport:
                            "widened": t.widened if t else [], "grid_warnings": self.warnings,
                            "fresh": t.fresh.report() if t and t.fresh else None,
                            "fresh_slots": t.slots.report() if t and t.slots else None,
-                           "width": t.width if t else []},
+                           "width": t.width if t else [], "width_folds": t.width_folds if t else []},
             "learn_seconds": self.seconds,
         }

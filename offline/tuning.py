@@ -8,11 +8,12 @@ once, on the one selection procedure (``selection.search``, ``selection.coarse_t
    the chosen reg only (each dropout value costs one fit, not one per reg), then reg and
    half_life each refined halfway to their neighbours: the smallest weight (0: content alone)
    within one standard error of the best validation score;
-2. for a weight above 0, the width (``narrowest``): every narrower rank of the ladder
-   (``smaller_ranks``) is scored, and the narrowest whose paired loss against the full
-   model, plus ``rank_confidence`` standard errors of it, is within ``rank_tolerance`` of the
-   full model's score is published; then the projection to the content's width by the same
-   rule;
+2. for a weight above 0, the width (``width_rule.narrowest``): every narrower rank of the
+   ladder (``width_rule.smaller_ranks``) is scored, and the narrowest whose paired loss
+   against the full model, plus ``rank_confidence`` standard errors of it, is within
+   ``rank_tolerance`` of the full model's score, and that clearly costs neither slice of the
+   users (cold, warm: the scorer's ``slices``), is published; then the projection to the
+   content's width by the same rule;
 3. the freshness prior's weight on the published scoring (the largest within one standard
    error of the best), then the places kept for new items (the most within it).
 
@@ -29,6 +30,7 @@ import numpy as np
 
 from groundrec.offline.config import CollabGrid
 from groundrec.offline.selection import Search, coarse_to_fine, search
+from groundrec.offline.width_rule import narrowest
 
 HYBRID_AXES = ("reg", "dropout", "half_life", "weight")
 
@@ -69,8 +71,10 @@ class HybridTuning:
     """What each stage of the tuner scored: the grid search (every point, widenings and
     warnings), the mean validation score of each narrower rank and of each projected rank
     tried, what each width tried costs (``width``: rank, projected, score, loss and its
-    standard error against the full model, whether within the rule; the full model first),
-    and the freshness prior's and kept places' searches (None for content alone)."""
+    standard error against the full model, on all users and per slice, whether within the
+    rule; the full model first; ``width_folds``: the rule on each half of the users, its loss
+    on the other), and the freshness prior's and kept places' searches (None for content
+    alone)."""
 
     grid: Search
     ranks: dict[int, float] = field(default_factory=dict)
@@ -78,6 +82,7 @@ class HybridTuning:
     fresh: Search | None = None
     slots: Search | None = None
     width: list[dict] = field(default_factory=list)
+    width_folds: list[dict] = field(default_factory=list)  # the rule on one half of the users, checked on the other
 
     @property
     def widened(self) -> list[dict]:
@@ -94,9 +99,12 @@ class HybridTuning:
 class HybridScorer(Protocol):
     """How a candidate configuration scores on validation: per-user scores (``narrowest``
     compares a width with the full model user by user). ``content_dim``: the content
-    embedding's width (what a projection indexes at)."""
+    embedding's width (what a projection indexes at); ``slices``: masks over the validation
+    users the width rule also judges on their own (``width_rule.within``): "cold", the users
+    whose held-out items include one with no training interaction, and "warm", the rest."""
 
     content_dim: int
+    slices: dict[str, np.ndarray]
 
     def hybrid(self, reg: float, dropout: float, half_life: float, weights: list[float]) -> list[np.ndarray]:
         """Per-user scores of content + each weight x the collaborative model (reg, dropout)
@@ -128,55 +136,6 @@ def by_model(points: list[dict],
     return [out[(*model_of(p), p["weight"])] for p in points]
 
 
-def smaller_ranks(rank: int, unit: int | None = None) -> list[int]:
-    """The narrower ranks tried below a model's own ``rank``, narrowest first: a quarter, a
-    half, one, two and four times ``unit`` (the configured rank; by default ``rank`` itself,
-    which leaves a quarter and a half of it)."""
-    unit = rank if unit is None else unit
-    return sorted({r for r in (unit // 4, unit // 2, unit, 2 * unit, 4 * unit) if 1 <= r < rank})
-
-
-def within(full: np.ndarray, narrow: np.ndarray, tolerance: float, confidence: float) -> dict:
-    """The width rule for one narrower setting: its per-user loss against the full model
-    (paired, the same users), whose mean plus ``confidence`` standard errors must be within
-    ``tolerance`` of the full model's mean score. A loss inside the noise of few validation
-    users is then not taken for none: the bound holds on users the choice was not made on
-    about as often as one standard error says (84% at 1)."""
-    full, narrow = np.asarray(full, np.float64), np.asarray(narrow, np.float64)
-    loss = full - narrow
-    se = float(loss.std(ddof=1) / np.sqrt(len(loss))) if len(loss) > 1 else 0.0
-    bound = float(loss.mean()) + confidence * se
-    return {"score": float(narrow.mean()), "loss": float(loss.mean()), "se": se,
-            "within": bool(bound <= tolerance * float(full.mean()) + 1e-12)}
-
-
-def narrowest(rank: int, full: np.ndarray, tolerance: float, score_at: Callable[[int], np.ndarray],
-              projected_score: Callable[[int], np.ndarray] | None, unit: int | None = None,
-              confidence: float = 0.0, project_up_to: int | None = None) -> tuple[int, bool, float, list[dict]]:
-    """The hybrid's width: every rank of ``smaller_ranks(rank, unit)`` is scored
-    (``score_at(rank)``: per-user scores; widest first, so an exact model's narrower widths
-    come from one SVD), and the narrowest that passes ``within`` against the full model's
-    per-user scores ``full`` is taken (else the full rank); then that rank projected to the
-    content's width (``projected_score(rank)``; None: not tried; nor above ``project_up_to``)
-    if it passes too. Returns the rank, whether projected, the validation score of what was
-    chosen, and every width tried (the full model first) with its score, loss and standard
-    error: what width costs."""
-    tried = [{"rank": rank, "projected": False, "score": float(np.mean(full)), "loss": 0.0, "se": 0.0,
-              "within": True}]
-    scores = {r: score_at(r) for r in sorted(smaller_ranks(rank, unit), reverse=True)}
-    chosen, score = rank, float(np.mean(full))
-    for r in sorted(scores):
-        tried.append({"rank": r, "projected": False, **within(full, scores[r], tolerance, confidence)})
-        if tried[-1]["within"] and chosen == rank:
-            chosen, score = r, tried[-1]["score"]
-    if projected_score is not None and (project_up_to is None or chosen <= project_up_to):
-        tried.append({"rank": chosen, "projected": True,
-                      **within(full, projected_score(chosen), tolerance, confidence)})
-        if tried[-1]["within"]:
-            return chosen, True, tried[-1]["score"], tried
-    return chosen, False, score, tried
-
-
 def tune_hybrid(grid: CollabGrid, scorer: HybridScorer, section: str) -> tuple[HybridChoice, HybridTuning]:
     """The hybrid chosen on validation by ``scorer``'s scores, in the stages above; ``section``
     names the grid's place in the config (in warnings)."""
@@ -191,13 +150,13 @@ def tune_hybrid(grid: CollabGrid, scorer: HybridScorer, section: str) -> tuple[H
     if not choice.weight:
         return choice, HybridTuning(found)
     full = found.scores[tuple(found.chosen[axis] for axis in HYBRID_AXES)]  # per user, the full model
-    rank, is_projected, score, width = narrowest(
-        choice.rank, full, grid.rank_tolerance, lambda r: scorer.at_rank(choice, r),
-        (lambda r: scorer.projected(choice, r)) if grid.project else None, grid.rank, grid.rank_confidence,
-        scorer.content_dim)
-    ranks = {w["rank"]: w["score"] for w in width[1:] if not w["projected"]}
-    projected = {w["rank"]: w["score"] for w in width if w["projected"]}
-    choice = replace(choice, rank=rank, projected=is_projected, score=score, full_rank=rank == choice.rank)
+    width = narrowest(choice.rank, full, grid.rank_tolerance, lambda r: scorer.at_rank(choice, r),
+                      (lambda r: scorer.projected(choice, r)) if grid.project else None, grid.rank,
+                      grid.rank_confidence, scorer.content_dim, scorer.slices)
+    ranks = {w["rank"]: w["score"] for w in width.tried[1:] if not w["projected"]}
+    projected = {w["rank"]: w["score"] for w in width.tried if w["projected"]}
+    choice = replace(choice, rank=width.rank, projected=width.projected, score=width.score,
+                     full_rank=width.rank == choice.rank)
     # Last, on the published scoring: the largest lift of new items whose validation score is
     # within one standard error of the best (all the exposure that costs nothing measurable),
     # then as many places kept for them as that rule allows.
@@ -209,4 +168,4 @@ def tune_hybrid(grid: CollabGrid, scorer: HybridScorer, section: str) -> tuple[H
                    lambda points: scorer.published(choice, [(choice.fresh_weight, p["fresh_slots"]) for p in points]),
                    simplest="fresh_slots", simplest_is_largest=True, section=section)
     choice = replace(choice, fresh_slots=int(slots.chosen["fresh_slots"]))
-    return choice, HybridTuning(found, ranks, projected, fresh, slots, width)
+    return choice, HybridTuning(found, ranks, projected, fresh, slots, width.tried, width.folds)

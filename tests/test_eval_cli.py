@@ -233,8 +233,11 @@ def test_a_narrowed_hybrid_is_reported_beside_its_full_width(demo, tmp_path):
     assert [(w["rank"], w["projected"]) for w in width[1:]] == [(4, False), (8, False), (16, False), (32, False),
                                                                 (64, False), (4, True)]
     assert width[0]["rank"] > 64 and width[0]["loss"] == 0 and all(w["within"] for w in width)
+    assert all(w["slices"]["warm"]["users"] >= 2 for w in width[1:])  # judged on the warm users too
+    assert [f["rank"] for f in published["width_folds"]] == [4, 4]  # each half of validation, any loss accepted
     md = (out / "report.md").read_text()
     assert "vs at its full width" in md and "## What width costs (validation)" in md
+    assert md.count(": chosen on ") == 2 and "within the tolerance" in md
 
 
 def test_the_published_row_the_recency_ease_row_and_a_variant_side_by_side(demo, tmp_path):

@@ -23,7 +23,7 @@ HYBRID_KEYS = ["model", "rank", "full_rank", "reg", "dropout", "users", "interac
 CONTENT_KEYS = ["model", "rank", "reg", "dropout", *HYBRID_KEYS[HYBRID_KEYS.index("weight"):]]
 WINDOW_KEYS = ["days", "from", "to", "interactions", "users", "unknown_items_dropped"]
 VALIDATION_KEYS = ["users", "metric", "chosen", "scores", "grid", "widened", "grid_warnings", "fresh", "fresh_slots",
-                   "width"]
+                   "width", "width_folds"]
 CHOSEN_KEYS = ["reg", "dropout", "half_life", "weight", "rank", "full_rank", "projected", "score"]
 
 
@@ -93,6 +93,11 @@ def test_a_hybrid_report_is_recorded_as_collab_key_for_key(tmp_path):
         "within": True}
     assert record["full_rank"] == choice.full_rank and (report.rank == 48) == choice.full_rank
     assert [w["rank"] for w in validation["width"][1:] if not w["projected"]] == sorted(report.tuning.ranks)
+    # each narrower width judged on the warm users too (the cold slice: users whose held-out item
+    # is new to training), and the rule on each half of the users checked on the other
+    assert all(w["slices"]["warm"]["users"] >= 2 for w in validation["width"][1:])
+    assert validation["width_folds"] == report.tuning.width_folds and len(validation["width_folds"]) == 2
+    assert {f["users"] + f["other_users"] for f in validation["width_folds"]} == {validation["users"]}
     assert record["learn_seconds"] == report.seconds
     # through the version: the manifest's collab is this dict, in this order; no learn section
     manifest = _recorded(tmp_path, report)

@@ -5,8 +5,7 @@ import numpy as np
 import pytest
 
 from groundrec.offline.config import CollabGrid
-from groundrec.offline.tuning import (HybridChoice, HybridTuning, by_model, narrowest, smaller_ranks,
-                                      tune_hybrid, within)
+from groundrec.offline.tuning import HybridChoice, HybridTuning, by_model, tune_hybrid
 
 USERS = 400
 
@@ -21,10 +20,11 @@ def _hits(mean: float) -> np.ndarray:
 class Scorer:
     """A ``HybridScorer`` from tables of mean scores; records every call in order."""
 
-    def __init__(self, hybrid, ranks=None, projected=None, published=None, full=16, content_dim=32):
+    def __init__(self, hybrid, ranks=None, projected=None, published=None, full=16, content_dim=32, slices=None):
         self.tables = {"hybrid": hybrid, "ranks": ranks or {}, "projected": projected or {},
                        "published": published or (lambda fw, slots: 0.5)}
         self.full, self.calls, self.content_dim = full, [], content_dim
+        self.slices = slices if slices is not None else {}
 
     def hybrid(self, reg, dropout, half_life, weights):
         self.calls.append(("hybrid", (reg, dropout, half_life), list(weights)))
@@ -163,51 +163,6 @@ def test_by_model_scores_each_model_once_and_answers_in_the_points_order():
                      ((10.0, 0.0, 3.0), [0.0, 2.0])]
 
 
-def test_narrowest_takes_the_narrowest_rank_then_the_projection_within_tolerance():
-    """The width rule on means (confidence 0): every narrower rank is scored, widest first, and
-    the narrowest within the tolerance of the full rank's score wins; then the projection at
-    that rank, if within it too; the score returned is the chosen setting's."""
-    asked: list[int] = []
-
-    def at(scores):
-        return lambda r: asked.append(r) or _hits(scores[r])
-
-    full = _hits(0.5)
-    assert narrowest(64, full, 0.02, at({16: 0.495, 32: 0.6}), None)[:3] == (16, False, 0.495)
-    assert asked == [32, 16]  # the widest first: an exact model's narrower widths from one SVD
-    assert narrowest(64, full, 0.02, at({16: 0.48, 32: 0.491}), lambda r: _hits(0.49))[:3] == (32, True, 0.49)
-    assert narrowest(64, full, 0.02, at({16: 0.1, 32: 0.2}), lambda r: _hits(0.4875))[:3] == (64, False, 0.5)
-    assert narrowest(64, full, 0.0, at({16: 0.1, 32: 0.2}), lambda r: _hits(0.5))[:3] == (64, True, 0.5)
-    assert narrowest(1, _hits(0.3), 0.02, at({}), lambda r: _hits(0.0))[:3] == (1, False, 0.3)  # nothing narrower
-    assert narrowest(64, full, 0.02, at({16: 0.5, 32: 0.5}), lambda r: _hits(0.5), project_up_to=8)[:2] == (16, False)
-    width = narrowest(64, full, 0.02, at({16: 0.48, 32: 0.491}), lambda r: _hits(0.49))[3]
-    assert [(w["rank"], w["projected"], w["within"]) for w in width] == [
-        (64, False, True), (16, False, False), (32, False, True), (32, True, True)]
-
-
-def test_the_ladder_of_narrower_ranks():
-    assert smaller_ranks(128) == [32, 64] and smaller_ranks(3) == [1] and smaller_ranks(1) == []
-    assert smaller_ranks(3658, 128) == [32, 64, 128, 256, 512]  # an exact model of 3,658 items
-    assert smaller_ranks(300, 128) == [32, 64, 128, 256] and smaller_ranks(128, 128) == [32, 64]
-
-
-def test_within_bounds_the_paired_loss_by_its_standard_error():
-    rng = np.random.default_rng(0)
-    full = (rng.random(2000) < 0.3).astype(float)
-    narrow = full.copy()
-    narrow[np.flatnonzero(full)[:6]] = 0  # 6 hits of 600 lost: 0.003, 1.0% of 0.3
-    tight = within(full, narrow, 0.02, 1.0)
-    assert tight["loss"] == pytest.approx(0.003) and tight["within"]  # se 0.0012: 0.0042 <= 0.006
-    few = within(full[:200], narrow[:200], 0.02, 1.0)  # the same 6 losses among 200 users
-    assert few["loss"] == pytest.approx(0.03) and not few["within"]
-    churn = full[:400].copy()  # 20 users lose their hit and 20 others gain one: no loss on average, much noise
-    lose, gain = np.flatnonzero(churn == 1)[:20], np.flatnonzero(churn == 0)[:20]
-    churn[lose], churn[gain] = 0, 1
-    assert within(full[:400], churn, 0.02, 0.0) == {"score": full[:400].mean(), "loss": 0.0,
-                                                   "se": pytest.approx(np.sqrt(0.1 * 400 / 399 / 400)), "within": True}
-    assert not within(full[:400], churn, 0.02, 1.0)["within"]
-
-
 def test_a_choice_is_frozen_and_untuned_is_content_alone_with_the_first_model():
     grid = _grid(reg=[100.0, 10.0], dropout=[0.5, 0.0])  # the config sorts its grids
     choice = HybridChoice.untuned(grid)
@@ -217,3 +172,21 @@ def test_a_choice_is_frozen_and_untuned_is_content_alone_with_the_first_model():
     assert HybridChoice(1.0, 0.0, 20.0, 0.0, 8).query_half_life == 0.0  # no collaborative part: no query
     assert HybridChoice(1.0, 0.0, 20.0, 0.1, 8).query_half_life == 20.0
     assert HybridTuning.__dataclass_params__.frozen
+
+
+def test_the_width_is_judged_on_the_scorers_slices_too():
+    """On means alone rank 4's loss (4 hits of 400) is within 2% of 0.6; but the 20 users of the
+    scorer's cold slice hold all four (0.2 of their 0.5): rank 8, which loses nothing, is published."""
+    means = {0.0: 0.30, 1.0: 0.60}
+    cold = np.zeros(USERS, bool)
+    cold[230:250] = True  # _hits(0.59) loses users 236..239
+    scores = dict(ranks={4: 0.59, 8: 0.60}, projected={4: 0.5, 8: 0.55})
+    grid = _grid(reg=[10.0], half_life=[0.0], widenings=0, rank_confidence=0.0)
+    blind, _ = tune_hybrid(grid, Scorer(lambda reg, d, hl, w: means[w], **scores), "collab")
+    assert blind.rank == 4
+    choice, tuning = tune_hybrid(grid, Scorer(lambda reg, d, hl, w: means[w], slices={"cold": cold, "warm": ~cold},
+                                              **scores), "collab")
+    assert (choice.rank, choice.projected) == (8, False)
+    four = tuning.width[1]
+    assert four["rank"] == 4 and four["slices"]["cold"]["loss"] == pytest.approx(0.2) and not four["within"]
+    assert four["slices"]["warm"]["loss"] == 0.0 and len(tuning.width_folds) == 2

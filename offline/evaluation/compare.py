@@ -36,7 +36,8 @@ class Row:
     slices: dict[str, np.ndarray] = field(default_factory=dict)  # "cold items" -> per-user primary metric
     warnings: list[str] = field(default_factory=list)
     widened: list[dict] = field(default_factory=list)  # grid values added beyond an edge while tuning
-    width: list[dict] = field(default_factory=list)  # a hybrid: each width tried on validation (tuning.narrowest)
+    width: list[dict] = field(default_factory=list)  # a hybrid: each width tried on validation (width_rule.narrowest)
+    width_folds: list[dict] = field(default_factory=list)  # ... the rule on one half of validation, checked on the other
 
 
 def item_slices(train_popularity: np.ndarray) -> dict[str, np.ndarray]:
@@ -98,7 +99,8 @@ class Runner:
         self._bar = tqdm(desc="systems", unit="system", disable=not progress)
 
     def on_test(self, system: System, valid_primary: float | None = None, note: str | None = None,
-                search: Search | None = None, extra_widened: list[dict] = (), width: list[dict] = ()) -> None:
+                search: Search | None = None, extra_widened: list[dict] = (), width: list[dict] = (),
+                width_folds: list[dict] = ()) -> None:
         test, ks = self.data.test, self.cfg.ks
         lists_by_k = ranking(system, test, ks)
         per_user, lists = measured(lists_by_k, test.relevant, self.data.pop_test, self.data.n_items, self.space)
@@ -109,7 +111,7 @@ class Runner:
                              per_user, lists, valid_primary, note, slices=slices,
                              warnings=list(search.warnings) if search else [],
                              widened=(list(search.widened) if search else []) + list(extra_widened),
-                             width=list(width)))
+                             width=list(width), width_folds=list(width_folds)))
         self._bar.update()
 
     def valid_per_user(self, scores: np.ndarray, new_rows: np.ndarray | None = None, slots: int = 0) -> np.ndarray:

@@ -20,6 +20,7 @@ from groundrec.offline.evaluation.published import published_row
 from groundrec.offline.learn import fit_chosen, project
 from groundrec.offline.selection import coarse_to_fine, search
 from groundrec.offline.tuning import HybridChoice, tune_hybrid
+from groundrec.offline.width_rule import user_slices
 from groundrec.shared.scoring.popularity import new_items
 from groundrec.shared.scoring.ranking import lift
 
@@ -48,6 +49,7 @@ class EvalHybridScorer:
         self.runner, self.rep, self.profile, self.on_valid = runner, rep, profile, on_valid
         self.content_dim = rep.vectors.shape[1]
         self.valid = runner.data.valid
+        self.slices = user_slices(self.valid.relevant, new_items(runner.data.pop_valid))  # what the width rule judges apart
         self._content_scores: np.ndarray | None = None
         self._base: tuple[tuple, np.ndarray] | None = None  # the published scores of one choice
 
@@ -163,7 +165,7 @@ def hybrid_rows(runner: "Runner", rep: Representation, profile: dict, grid, on_v
     runner.on_test(hybrid_row(runner, rep, data.pop_test, profile, test_model, c.weight, projection, params, hl,
                               c.fresh_weight, c.fresh_slots, name), tuning.grid.score, rep.note, tuning.grid,
                    extra_widened=[w for later in (tuning.fresh, tuning.slots) if later for w in later.widened],
-                   width=tuning.width)
+                   width=tuning.width, width_folds=tuning.width_folds)
     if c.weight and (not c.full_rank or c.projected) and name == HYBRID:
         # What the width rule cost: the same hybrid at its full width, beside the published one.
         full = on_test(c.reg, c.dropout)

@@ -64,17 +64,29 @@ def slices_table(result: dict) -> list[str]:
     return lines
 
 
+def _slice_loss(width: dict, name: str) -> str:
+    part = (width.get("slices") or {}).get(name)
+    return f"{part['loss']:.4f} [{part['se']:.4f}] ({part['users']} users)" if part else ""
+
+
 def width_lines(result: dict) -> list[str]:
-    """What width costs: each width a hybrid row's width rule tried on validation."""
-    lines = []
+    """What width costs: each width a hybrid row's width rule tried on validation, its loss on
+    all users and on each slice (cold: users with a held-out item new to training), and the
+    rule applied to one half of the users and checked on the other."""
+    lines, folds = [], []
     for r in result["rows"]:
         for w in r.get("width") or []:
             if not lines:
-                lines = ["| System | Rank | Projected | Validation score | Loss vs full [standard error] | Within "
-                         "the rule |", "|---|---|---|---|---|---|"]
+                lines = ["| System | Rank | Projected | Validation score | Loss vs full [standard error] | Cold users: "
+                         "loss [se] | Warm users: loss [se] | Within the rule |", "|---|---|---|---|---|---|---|---|"]
             lines.append(f"| {r['label']} | {w['rank']} | {'yes' if w['projected'] else 'no'} | {w['score']:.4f} | "
-                         f"{w['loss']:.4f} [{w['se']:.4f}] | {'yes' if w['within'] else 'no'} |")
-    return lines
+                         f"{w['loss']:.4f} [{w['se']:.4f}] | {_slice_loss(w, 'cold')} | {_slice_loss(w, 'warm')} | "
+                         f"{'yes' if w['within'] else 'no'} |")
+        for f in r.get("width_folds") or []:
+            folds.append(f"- **{r['label']}**: chosen on {f['users']} users, rank {f['rank']}"
+                         f"{' projected' if f['projected'] else ''}; on the other {f['other_users']} its loss "
+                         f"{f['loss_on_other']:.4f}: {'within' if f['holds'] else 'beyond'} the tolerance")
+    return lines + ([""] + folds if folds else [])
 
 
 def warnings_lines(result: dict) -> list[str]:
@@ -217,8 +229,10 @@ def markdown(result: dict, plots: list[str]) -> str:
                   "held-out items is in it.", "", *slices_table(result), ""]
     if width_lines(result):
         lines += ["## What width costs (validation)", "",
-                  "Each width the width rule tried, against the full model on the same validation users; the "
-                  "narrowest within the rule is published.", "", *width_lines(result), ""]
+                  "Each width the width rule tried, against the full model on the same validation users (all, and "
+                  "the cold and warm slices: users with and without a held-out item new to training); the "
+                  "narrowest within the rule is published. Then the rule applied to one half of the users, its "
+                  "choice's loss on the other half.", "", *width_lines(result), ""]
     if warnings_lines(result):
         lines += ["## Tuning grids widened, and values still on an edge", "", *warnings_lines(result), ""]
     for f in plots:

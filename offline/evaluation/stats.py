@@ -77,7 +77,7 @@ def summarise(rows, cfg) -> dict:
                   "note": r.note, "valid_" + primary: r.valid_primary,
                   "metrics": {m: {"mean": c[0], "ci_low": c[1], "ci_high": c[2]} for m, c in r.ci.items()},
                   "lists": r.lists, "vs_best": vs_best.get(lab), "warnings": r.warnings, "widened": r.widened,
-                  "width": getattr(r, "width", []),
+                  "width": getattr(r, "width", []), "width_folds": getattr(r, "width_folds", []),
                   "slices": {name: {"users": len(v), **({"mean": c[0], "ci_low": c[1], "ci_high": c[2]} if len(v) else {})}
                              for name, v in r.slices.items()
                              for c in [bootstrap_ci(v, cfg.bootstrap, cfg.alpha, cfg.seed) if len(v) else None]}}
