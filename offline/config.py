@@ -120,7 +120,10 @@ class CollabGrid(StrictModel):
     rank_tolerance: float = Field(0.02, ge=0, le=1, description="publish the narrowest width (narrower ranks, "
                                   "then the projection) whose validation recall loss against the full model's, "
                                   "plus rank_confidence standard errors of that paired loss, is within this "
-                                  "fraction of the full model's recall: a narrower index serves faster")
+                                  "fraction of the full model's recall, and whose loss on the cold users (a held-out "
+                                  "item new to training) and on the warm ones, less rank_confidence standard errors, "
+                                  "is within this fraction of that slice's recall: a narrower index serves faster "
+                                  "(offline/width_rule.py)")
     rank_confidence: float = Field(1.0, ge=0, description="standard errors (of the per-user paired loss on "
                                    "validation) added to a narrower width's loss before it is held against "
                                    "rank_tolerance, so that the loss accepted holds on users it was not chosen on; "
@@ -179,7 +182,9 @@ class CollabConfig(CollabGrid):
     """The collaborative part of a hybrid version (used when interactions.path is set)."""
 
     window_days: float | None = Field(None, gt=0, description="only interactions this recent (before the latest)")
-    valid_users: int = Field(2_000, ge=10, description="most users whose last item is held out for tuning")
+    valid_users: int = Field(2_000, ge=10, description="most users whose last item is held out for tuning; where "
+                             "fewer users have a last new item, about this many items are held out: every user's "
+                             "last new items, up to 5 each, each user's recall of them one score (offline/holdout.py)")
 
 
 class RunConfig(StrictModel):

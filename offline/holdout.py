@@ -1,9 +1,12 @@
-"""The learn stage's validation: each sampled user's last new item held out, and whether a
+"""The learn stage's validation: each sampled user's last new item held out (and, where too few
+users have one, up to their last ``MAX_PER_USER`` new items: ``hold_out_recent``), and whether a
 hybrid finds it in its top K (recall@K over those users) — at each weight of a grid, at a
 narrower rank, and as the service scores the published version (projected, new items lifted,
 places kept for them)."""
 
 from __future__ import annotations
+
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -13,8 +16,9 @@ from groundrec.shared.scoring.profiles import latest, mean_profiles
 from groundrec.shared.scoring.ranking import lift, target_in_top_k, target_in_top_k_of_blends, top_k_matrix
 
 K = 20
-CHUNK = 256  # validation users scored at a time
-METRIC = f"recall@{K} of each user's last new item"
+CHUNK = 256  # validation rows scored at a time
+METRIC = f"recall@{K} of each user's last new item(s)"
+MAX_PER_USER = 5  # most items held out of one user (when too few users have a last new item)
 
 
 def hold_out_last(histories: list[np.ndarray], max_users: int, seed: int = 0) -> tuple[list[np.ndarray], list[int], np.ndarray]:
@@ -27,6 +31,70 @@ def hold_out_last(histories: list[np.ndarray], max_users: int, seed: int = 0) ->
     for u in chosen:
         train[u] = histories[u][:-1]
     return train, chosen, np.array([histories[u][-1] for u in chosen], dtype=np.int64)
+
+
+@dataclass(frozen=True)
+class HeldOut:
+    """The learn stage's validation set. ``train``: every user's training history (a held-out
+    user's ends before their first held-out item); ``users``: the held-out users (sorted);
+    per validation row (one held-out item each, a user's rows in time order): ``rows`` its
+    user's place in ``users``, ``histories`` the history before its item (what a request would
+    send), ``targets`` the item."""
+
+    train: list[np.ndarray]
+    users: list[int]
+    rows: np.ndarray
+    histories: list[np.ndarray]
+    targets: np.ndarray
+
+    def per_user(self, values) -> np.ndarray:
+        """Per-row values (hits) as each user's mean over their rows (recall of their held-out
+        items): what every rule compares, so that a user's rows count once and are paired."""
+        values = np.asarray(values, np.float64)
+        if len(self.rows) == len(self.users):
+            return values
+        return np.bincount(self.rows, values, len(self.users)) / np.bincount(self.rows, minlength=len(self.users))
+
+    @property
+    def targets_by_user(self) -> list[np.ndarray]:
+        return [self.targets[self.rows == i] for i in range(len(self.users))]
+
+
+def _new_positions(h: np.ndarray) -> list[int]:
+    """The positions (after the first) whose item is new to the history before it."""
+    seen: set[int] = set()
+    out = []
+    for p, item in enumerate(h.tolist()):
+        if p and item not in seen:
+            out.append(p)
+        seen.add(item)
+    return out
+
+
+def hold_out_recent(histories: list[np.ndarray], max_items: int, seed: int = 0) -> HeldOut:
+    """About ``max_items`` held-out items: where at least that many users' last item is new to
+    them, one each from that many of them drawn at random (``hold_out_last``); else, from every
+    user with a new item in the later half of their history, their last m new items there, m =
+    max_items / those users (at most ``MAX_PER_USER``; a user's training part keeps at least
+    the first half of their history): a catalog of few users with long histories gets a
+    validation set large enough to choose on, not a few hundred single items."""
+    train, users, targets = hold_out_last(histories, max_items, seed)
+    if len(users) >= max_items or not histories:
+        return HeldOut(train, users, np.arange(len(users)), [train[u] for u in users], targets)
+    news = [[p for p in _new_positions(np.asarray(h)) if p >= len(h) // 2] for h in histories]  # the later half
+    users = [u for u, positions in enumerate(news) if positions]
+    if len(users) > max_items:
+        users = sorted(np.random.default_rng(seed).choice(users, max_items, replace=False).tolist())
+    per = max(1, min(MAX_PER_USER, -(-max_items // max(len(users), 1))))
+    train, rows, held, targets = list(histories), [], [], []
+    for i, u in enumerate(users):
+        positions = news[u][-per:]
+        train[u] = histories[u][:positions[0]]
+        for p in positions:
+            rows.append(i)
+            held.append(histories[u][:p])
+            targets.append(histories[u][p])
+    return HeldOut(train, users, np.asarray(rows, np.int64), held, np.asarray(targets, np.int64))
 
 
 def hits(scores: np.ndarray, seen: list[np.ndarray], targets: np.ndarray) -> np.ndarray:

@@ -21,7 +21,8 @@ import numpy as np
 
 from groundrec.offline import collab, learn_sequence
 from groundrec.offline.config import CollabConfig
-from groundrec.offline.holdout import content_profiles, hold_out_last, published_hits, published_lists, validation_hits
+from groundrec.offline.holdout import (HeldOut, content_profiles, hold_out_recent, published_hits, published_lists,
+                                      validation_hits)
 from groundrec.offline.interactions import Interactions
 from groundrec.offline.learn_report import LearnReport, Window
 from groundrec.offline.learn_sequence import SequenceOutcome
@@ -109,20 +110,21 @@ def _name(reg: float, dropout: float, half_life: float) -> str:
 
 
 class JobScorer:
-    """The learn stage's ``tuning.HybridScorer``: hits on the held-out users' last new items,
-    every mean recorded by name in ``scores`` (what the manifest's ``validation.scores`` holds)."""
+    """The learn stage's ``tuning.HybridScorer``: per held-out user, the recall of their held-out
+    last new item(s) (``holdout.HeldOut``: hits per row, averaged per user), every mean recorded
+    by name in ``scores`` (what the manifest's ``validation.scores`` holds). ``held`` and
+    ``targets`` are per row (a user may have several)."""
 
-    def __init__(self, content: np.ndarray, train: list[np.ndarray], users: list[int], targets: np.ndarray,
-                 cfg: CollabConfig, seed: int = 0):
-        self.content, self.train, self.targets, self.cfg, self.seed = content, train, targets, cfg, seed
+    def __init__(self, content: np.ndarray, held_out: HeldOut, cfg: CollabConfig, seed: int = 0):
+        self.content, self.held_out, self.cfg, self.seed = content, held_out, cfg, seed
+        self.train, self.held, self.targets = held_out.train, held_out.histories, held_out.targets
         self.content_dim = content.shape[1]
-        self.held = [train[u] for u in users]
         self.profiles = content_profiles(content, self.held)
         self.scores: dict[str, float] = {}
         self.fits: dict[tuple[float, float], collab.CollabModel] = {}
         self.projections: dict[int, collab.Projection] = {}
-        self.new = new_items(counts_of_rows(train, len(content)))  # new items: no interaction in the training part
-        self.slices = user_slices([[t] for t in targets], self.new)  # what the width rule judges apart
+        self.new = new_items(counts_of_rows(self.train, len(content)))  # new items: no interaction in the training part
+        self.slices = user_slices(held_out.targets_by_user, self.new)  # what the width rule judges apart
 
     def fitted(self, reg: float, dropout: float) -> collab.CollabModel:
         # The grid is scored one model at a time: keep the three fits used last (each is
@@ -138,15 +140,17 @@ class JobScorer:
         return fits[reg, dropout]
 
     def _validation(self, model: collab.CollabModel, weights: list[float], half_life: float) -> dict:
-        return validation_hits(model, self.content, self.profiles, self.held, self.targets, weights, half_life)
+        hits = validation_hits(model, self.content, self.profiles, self.held, self.targets, weights, half_life)
+        return {key: self.held_out.per_user(value) for key, value in hits.items()}
 
     def _published(self, model: collab.CollabModel, weight: float, projection: collab.Projection | None,
                    half_life: float, new: np.ndarray | None = None, fresh=((0.0, 0),)) -> dict:
-        return published_hits(model, self.content, self.profiles, self.held, self.targets, weight, projection,
+        hits = published_hits(model, self.content, self.profiles, self.held, self.targets, weight, projection,
                               half_life, new, fresh)
+        return {key: self.held_out.per_user(value) for key, value in hits.items()}
 
     def published_lists(self, choice: HybridChoice) -> np.ndarray:
-        """The hybrid's top-K lists of the held-out users at ``choice`` as published (its freshness
+        """The hybrid's top-K lists of the validation rows at ``choice`` as published (its freshness
         prior and kept places): the new items a ``sequence`` list of that version holds."""
         c = choice
         return published_lists(self.fitted(c.reg, c.dropout).truncated(c.rank), self.content, self.profiles, self.held,
@@ -211,15 +215,15 @@ def learn(inter: Interactions, content: np.ndarray, cfg: CollabConfig, seed: int
                          "needs interactions with at least 2 published items (check interactions.item_column matches "
                          "the catalog ids)")
     n = len(content)
-    train, users, targets = hold_out_last(histories, cfg.valid_users, seed)
+    held_out = hold_out_recent(histories, cfg.valid_users, seed)
     choice, tuning, scores = HybridChoice.untuned(cfg), None, {}  # no validation user: content only, nothing scored
     outcome = None
-    if users:
-        scorer = JobScorer(content, train, users, targets, cfg, seed)
+    if held_out.users:
+        scorer = JobScorer(content, held_out, cfg, seed)
         choice, tuning = tune_hybrid(cfg, scorer, "collab")
         scores = scorer.scores
         if sequence is not None and sequence.active(True):
-            outcome = learn_sequence.choose(sequence, scorer, users, choice, tuning, seed)
+            outcome = learn_sequence.choose(sequence, scorer, held_out.users, choice, tuning, seed)
     elif sequence is not None and sequence.active(True):
         outcome = learn_sequence.SequenceOutcome(False, "not trained: no validation user (no user's last item is new "
                                                  "to them)")
@@ -241,7 +245,7 @@ def learn(inter: Interactions, content: np.ndarray, cfg: CollabConfig, seed: int
         choice=choice,
         window=Window(cfg.window_days, iso(inter.ts.min()), iso(inter.ts.max()), int(len(inter.items)), len(histories),
                       int(inter.dropped_unknown_items)),
-        validation_users=len(users),
+        validation_users=len(held_out.users), validation_items=len(held_out.targets),
         axes=tuning.grid.axes if tuning else {axis: getattr(cfg, axis) for axis in HYBRID_AXES},
         scores=scores, tuning=tuning, projection=projection.info if projection else None,
         seconds=round(time.perf_counter() - started, 2))

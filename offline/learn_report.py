@@ -38,6 +38,7 @@ class LearnReport:
     tuning: HybridTuning | None = None  # None: no validation user, nothing tuned
     projection: dict | None = None  # the projection's description (``Projection.info``), or None
     seconds: float = 0.0
+    validation_items: int = 0  # the items held out of those users (one each unless users are few: holdout.HeldOut)
 
     @property
     def hybrid(self) -> bool:
@@ -87,7 +88,7 @@ class LearnReport:
             **self.model, "weight": c.weight, "query_half_life": c.query_half_life, "fresh_weight": c.fresh_weight,
             "fresh_slots": c.fresh_slots, "hybrid": self.hybrid, "projection": self.projection,
             "window": self.window.to_manifest(),
-            "validation": {"users": self.validation_users, "metric": self.metric,
+            "validation": {"users": self.validation_users, "items": self.validation_items, "metric": self.metric,
                            "chosen": {"reg": c.reg, "dropout": c.dropout, "half_life": c.half_life, "weight": c.weight,
                                       "rank": c.rank, "full_rank": c.full_rank, "projected": c.projected,
                                       "score": c.score},

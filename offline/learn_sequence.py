@@ -167,8 +167,8 @@ def choose(cfg: SequenceJobConfig, scorer, users: list[int], choice: HybridChoic
     train_s = time.perf_counter() - started
     fresh = (choice.fresh_weight, choice.fresh_slots) if choice.hybrid else (0.0, 0)
     others = scorer.published_lists(choice) if choice.hybrid else None  # the new items its lists hold
-    encoder = served_hits(trained.model.encode(scorer.held), index, scorer.held, scorer.targets,
-                          scorer.new if choice.hybrid else None, others)
+    encoder = scorer.held_out.per_user(served_hits(trained.model.encode(scorer.held), index, scorer.held,
+                                                   scorer.targets, scorer.new if choice.hybrid else None, others))
     hybrid = hybrid_hits(tuning, choice)
     rule = beats_by_one_standard_error(encoder, hybrid)
     validation = {"encoder": rule["candidate"], "hybrid": rule["incumbent"], "diff": rule["diff"], "se": rule["se"],

@@ -157,9 +157,17 @@ def tune_hybrid(grid: CollabGrid, scorer: HybridScorer, section: str) -> tuple[H
     projected = {w["rank"]: w["score"] for w in width.tried if w["projected"]}
     choice = replace(choice, rank=width.rank, projected=width.projected, score=width.score,
                      full_rank=width.rank == choice.rank)
-    # Last, on the published scoring: the largest lift of new items whose validation score is
-    # within one standard error of the best (all the exposure that costs nothing measurable),
-    # then as many places kept for them as that rule allows.
+    choice, fresh, slots = tune_fresh(grid, scorer, choice, section)
+    return choice, HybridTuning(found, ranks, projected, fresh, slots, width.tried, width.folds)
+
+
+def tune_fresh(grid: CollabGrid, scorer: HybridScorer, choice: HybridChoice,
+               section: str) -> tuple[HybridChoice, Search, Search]:
+    """The last stage, on ``choice`` as published (its rank, its projection): the largest lift
+    of new items whose validation score is within one standard error of the best (all the
+    exposure that costs nothing measurable), then as many places kept for them as that rule
+    allows. A lift is in the scores' own units, so a setting of another width (eval's row at
+    full width) has its own."""
     fresh = search({"fresh_weight": grid.fresh_weight},
                    lambda points: scorer.published(choice, [(p["fresh_weight"], 0) for p in points]),
                    simplest="fresh_weight", simplest_is_largest=True, widenings=grid.widenings, section=section)
@@ -167,5 +175,4 @@ def tune_hybrid(grid: CollabGrid, scorer: HybridScorer, section: str) -> tuple[H
     slots = search({"fresh_slots": grid.fresh_slots},
                    lambda points: scorer.published(choice, [(choice.fresh_weight, p["fresh_slots"]) for p in points]),
                    simplest="fresh_slots", simplest_is_largest=True, section=section)
-    choice = replace(choice, fresh_slots=int(slots.chosen["fresh_slots"]))
-    return choice, HybridTuning(found, ranks, projected, fresh, slots, width.tried, width.folds)
+    return replace(choice, fresh_slots=int(slots.chosen["fresh_slots"])), fresh, slots

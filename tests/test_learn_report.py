@@ -22,22 +22,22 @@ HYBRID_KEYS = ["model", "rank", "full_rank", "reg", "dropout", "users", "interac
                "fresh_slots", "hybrid", "projection", "window", "validation", "learn_seconds"]
 CONTENT_KEYS = ["model", "rank", "reg", "dropout", *HYBRID_KEYS[HYBRID_KEYS.index("weight"):]]
 WINDOW_KEYS = ["days", "from", "to", "interactions", "users", "unknown_items_dropped"]
-VALIDATION_KEYS = ["users", "metric", "chosen", "scores", "grid", "widened", "grid_warnings", "fresh", "fresh_slots",
+VALIDATION_KEYS = ["users", "items", "metric", "chosen", "scores", "grid", "widened", "grid_warnings", "fresh", "fresh_slots",
                    "width", "width_folds"]
 CHOSEN_KEYS = ["reg", "dropout", "half_life", "weight", "rank", "full_rank", "projected", "score"]
 
 
-def _bundles(users: int = 300, last_repeats: bool = False, seed: int = 0):
+def _bundles(users: int = 300, repeats_only: bool = False, seed: int = 0):
     """Users buying within one of 6 bundles of 8 items (content that says nothing of them): the
-    collaborative part must win. ``last_repeats``: every user's last item is one bought before
-    (nobody can be held out)."""
+    collaborative part must win. ``repeats_only``: every user buys their first item again and
+    again (no item is new to them after the first: nobody can be held out)."""
     rng = np.random.default_rng(seed)
     rows, items, ts = [], [], []
     for u in range(users):
         bundle = rng.integers(6) * 8 + np.arange(8)
         bought = list(rng.choice(bundle, 5, replace=False))
-        if last_repeats:
-            bought.append(bought[0])
+        if repeats_only:
+            bought = [bought[0]] * len(bought)
         rows += [u] * len(bought)
         items += bought
         ts += list(range(len(ts), len(ts) + len(bought)))
@@ -120,7 +120,7 @@ def test_a_content_only_report_is_recorded_as_learn_with_the_grids_first_model(t
 
 
 def test_without_a_user_to_hold_out_nothing_is_scored_and_the_grid_is_the_configured_one():
-    inter, content = _bundles(users=50, last_repeats=True)
+    inter, content = _bundles(users=50, repeats_only=True)
     cfg = CollabConfig(rank=8, reg=[100.0, 10.0], weight=[0.0, 1.0], valid_users=20)
     report = learn(inter, content, cfg).report
     assert report.validation_users == 0 and report.tuning is None and report.scores == {}
@@ -134,8 +134,24 @@ def test_without_a_user_to_hold_out_nothing_is_scored_and_the_grid_is_the_config
 
 
 def test_the_report_and_its_parts_are_frozen():
-    inter, content = _bundles(users=50, last_repeats=True)
+    inter, content = _bundles(users=50, repeats_only=True)
     report = learn(inter, content, CollabConfig(rank=8, valid_users=20)).report
     for part, name in ((report, "choice"), (report.window, "users"), (report.choice, "weight")):
         with pytest.raises(AttributeError):
             setattr(part, name, None)
+
+
+def test_few_users_hold_out_several_items_each_and_are_scored_per_user():
+    """60 users, 200 items wanted: each holds out the new items of the later half of its history
+    (3 of the 5 it bought), and every rule compares users, not items: the width's folds split
+    the 60 users."""
+    inter, content = _bundles(users=60)
+    cfg = CollabConfig(rank=8, reg=[10.0], weight=[1.0], valid_users=200)  # a hybrid, whose width is judged
+    report = learn(inter, content, cfg).report
+    assert (report.validation_users, report.validation_items) == (60, 180)
+    validation = report.to_manifest()["validation"]
+    assert (validation["users"], validation["items"]) == (60, 180)
+    assert report.tuning.grid.scores and all(len(s) == 60 for s in report.tuning.grid.scores.values())
+    assert report.hybrid and [f["users"] + f["other_users"] for f in validation["width_folds"]] == [60, 60]
+    per_user = next(iter(report.tuning.grid.scores.values()))
+    assert set(np.round(per_user * 3, 9).tolist()) <= {0.0, 1.0, 2.0, 3.0}  # a recall of 3 items

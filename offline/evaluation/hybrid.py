@@ -8,6 +8,7 @@ training part (training + validation interactions): no test interaction is ever 
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -19,7 +20,7 @@ from groundrec.offline.evaluation.systems import CollabSystem, hybrid_system
 from groundrec.offline.evaluation.published import published_row
 from groundrec.offline.learn import fit_chosen, project
 from groundrec.offline.selection import coarse_to_fine, search
-from groundrec.offline.tuning import HybridChoice, tune_hybrid
+from groundrec.offline.tuning import HybridChoice, tune_fresh, tune_hybrid
 from groundrec.offline.width_rule import user_slices
 from groundrec.shared.scoring.popularity import new_items
 from groundrec.shared.scoring.ranking import lift
@@ -156,7 +157,8 @@ def hybrid_rows(runner: "Runner", rep: Representation, profile: dict, grid, on_v
     popularity weight...), chosen by the job's tuner on ``grid``, and at its full width if
     the width rule narrowed or projected it."""
     data, seed = runner.data, runner.cfg.seed
-    c, tuning = tune_hybrid(grid, EvalHybridScorer(runner, rep, profile, on_valid), "tuning.collab")
+    scorer = EvalHybridScorer(runner, rep, profile, on_valid)
+    c, tuning = tune_hybrid(grid, scorer, "tuning.collab")
     hl = c.query_half_life
     test_model = fit_chosen(data.test_histories, data.n_items, rep.vectors, grid, c, seed)
     params = {"reg": c.reg, "dropout": c.dropout, "half_life": hl, "weight": c.weight, "rank": test_model.rank,
@@ -167,11 +169,15 @@ def hybrid_rows(runner: "Runner", rep: Representation, profile: dict, grid, on_v
                    extra_widened=[w for later in (tuning.fresh, tuning.slots) if later for w in later.widened],
                    width=tuning.width, width_folds=tuning.width_folds)
     if c.weight and (not c.full_rank or c.projected) and name == HYBRID:
-        # What the width rule cost: the same hybrid at its full width, beside the published one.
+        # What the width rule cost: the same hybrid at its full width, beside the published one,
+        # with the freshness lift and places chosen for that width (a lift is in its scores' units).
+        wide, _, kept = tune_fresh(grid, scorer, replace(c, rank=on_valid(c.reg, c.dropout).rank, projected=False,
+                                                      full_rank=True), "tuning.collab")
         full = on_test(c.reg, c.dropout)
         runner.on_test(hybrid_row(runner, rep, data.pop_test, profile, full, c.weight, None,
-                                  {**params, "rank": full.rank, "projected": False}, hl, c.fresh_weight,
-                                  c.fresh_slots, name=HYBRID_FULL), None, rep.note)
+                                  {**params, "rank": full.rank, "projected": False, "fresh_weight": wide.fresh_weight,
+                                   "fresh_slots": wide.fresh_slots}, hl, wide.fresh_weight, wide.fresh_slots,
+                                  name=HYBRID_FULL), kept.score, rep.note)
 
 
 def collab_rows(runner: "Runner", rep: Representation | None, profile: dict | None = None) -> None:

@@ -1,0 +1,97 @@
+"""Where the published hybrid loses (issue 34): what the job would publish from ``groundrec
+eval``'s training data (its ``groundrec published`` row: the job's learn stage, served with a
+request's defaults), scored on eval's test users, then with one part of its choice undone at a
+time: the place kept for new items, the freshness lift, the projection, the rank, the content
+weight, the query's half-life. Recall@20 with 95% bootstrap intervals and the paired sign-flip
+p against the published version, on the test users (nothing here chooses anything: the
+choices are the job's, on its own validation).
+
+Usage (from the repository root; the data is only read; caches go to --out):
+  OMP_NUM_THREADS=2 .venv/bin/python benchmarks/bench_published.py --catalog CATALOG --interactions INTERACTIONS
+      [--out /tmp/bench_published] [--set key=value ...]   (eval config overrides, as groundrec eval --set)
+Defaults: ``representations=[title]``, ``split.holdout=last_frac``. A dense synthetic catalog of the shape
+issue 34 names (10,000 items, 400 users with long histories): ``python -m
+groundrec.offline.dev.dense_catalog OUT --items 10000 --users 400 --per-user 250 --seed 3``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+from dataclasses import replace
+from pathlib import Path
+
+import yaml
+
+from groundrec.offline.config import CollabConfig, load_config
+from groundrec.offline.evaluation.compare import evaluate
+from groundrec.offline.evaluation.config import EvalConfig
+from groundrec.offline.evaluation.data import read_and_split
+from groundrec.offline.evaluation.published import training_interactions
+from groundrec.offline.evaluation.representations import build_representations
+from groundrec.offline.evaluation.stats import bootstrap_ci, paired_test
+from groundrec.offline.evaluation.systems import ContentSystem, hybrid_system
+from groundrec.offline.learn import fit_chosen, histories_in_time_order, in_window, learn, project
+from groundrec.offline.runners import open_runner
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--catalog", required=True)
+    p.add_argument("--interactions", required=True)
+    p.add_argument("--out", default="/tmp/bench_published", help="caches (never inside the repository)")
+    p.add_argument("--set", action="append", help="an eval config override, as groundrec eval --set")
+    args = p.parse_args()
+    overrides = {"catalog.path": args.catalog, "interactions.path": args.interactions, "out": args.out,
+                 "representations": ["title"], "split.holdout": "last_frac"}
+    for item in args.set or []:
+        key, _, value = item.partition("=")
+        overrides[key.strip()] = yaml.safe_load(value)
+    cfg = load_config(None, overrides, EvalConfig)
+    data = read_and_split(cfg)
+    with open_runner("local", None, Path(args.out) / ".work") as job_runner:
+        rep = next(r for r in build_representations(cfg, data.items, job_runner, False).reps if r.name == "title")
+    grid = CollabConfig(**cfg.tuning.collab.model_dump())
+    started = time.perf_counter()
+    inter = training_interactions(data)
+    learned = learn(inter, rep.vectors, grid, cfg.seed)
+    c, report = learned.choice, learned.report
+    print(f"the job's learn stage: {time.perf_counter() - started:.1f} s; validation {report.validation_users} users, "
+          f"{report.validation_items} items; chosen {c}")
+    if not c.hybrid:
+        print("content alone was published: nothing to undo")
+        return
+    histories = histories_in_time_order(in_window(inter, grid.window_days))
+    content = ContentSystem("published", rep.name, rep.vectors, data.pop_test)  # a request's defaults
+
+    def scored(choice, projected: bool):
+        model = fit_chosen(histories, data.n_items, rep.vectors, grid, choice, cfg.seed)
+        hl = choice.query_half_life
+        projection = project(rep.vectors, model, choice.weight, histories, cfg.seed, hl) if projected else None
+        system = hybrid_system("x", "x", content, model, choice.weight, projection, {}, hl, choice.fresh_weight,
+                               choice.fresh_slots)
+        return evaluate(system, data.test, [20], data.pop_test, data.n_items)[0]["recall@20"]
+
+    variants = {"published": (c, c.projected),
+                "no kept place": (replace(c, fresh_slots=0), c.projected),
+                "no freshness lift, no kept place": (replace(c, fresh_weight=0.0, fresh_slots=0), c.projected),
+                "not projected": (c, False),
+                "full rank, not projected, no lift or place": (replace(c, full_rank=True, fresh_weight=0.0,
+                                                                       fresh_slots=0), False),
+                "half-life 0": (replace(c, half_life=0.0), c.projected)}
+    for weight in sorted({c.weight * 3, c.weight * 10, c.weight / 3} - {c.weight}):
+        variants[f"weight {weight:g}"] = (replace(c, weight=weight), c.projected)
+    base = None
+    print(f"\n{len(data.test)} test users, recall@20 [95% CI], paired p against the published version\n")
+    print("| variant | recall@20 [95% CI] | vs published | p |\n|---|---|---|---|")
+    for name, (choice, projected) in variants.items():
+        recall = scored(choice, projected)
+        mean, low, high = bootstrap_ci(recall, cfg.bootstrap, cfg.alpha, cfg.seed)
+        if base is None:
+            base = recall
+        p_value = paired_test(recall, base, cfg.permutations, cfg.seed) if recall is not base else 1.0
+        print(f"| {name} | {mean:.4f} [{low:.4f}, {high:.4f}] | {recall.mean() - base.mean():+.4f} | {p_value:.3g} |")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,49 @@
+"""The learn stage's validation set (offline/holdout.py): one last new item per user where
+enough users have one, else up to the last few new items of every user, scored per user."""
+
+import numpy as np
+
+from groundrec.offline.holdout import MAX_PER_USER, hold_out_last, hold_out_recent
+
+
+def _h(*items):
+    return np.array(items, np.int64)
+
+
+def test_with_enough_users_each_holds_out_its_last_item_as_before():
+    histories = [_h(1, 2, 3), _h(4, 5), _h(6, 6), _h(7, 8, 9)]  # user 2's last item is a repeat
+    held = hold_out_recent(histories, 3, seed=0)
+    train, users, targets = hold_out_last(histories, 3, seed=0)
+    assert held.users == users == [0, 1, 3] and held.targets.tolist() == targets.tolist() == [3, 5, 9]
+    assert held.rows.tolist() == [0, 1, 2] and [h.tolist() for h in held.histories] == [[1, 2], [4], [7, 8]]
+    assert [h.tolist() for h in held.train] == [h.tolist() for h in train] == [[1, 2], [4], [6, 6], [7, 8]]
+    assert held.per_user([1.0, 0.0, 1.0]).tolist() == [1.0, 0.0, 1.0]
+
+
+def test_with_few_users_each_holds_out_its_last_new_items():
+    """Two users with a last new item, 9 items wanted: every user with a new item in the later
+    half of their history (user 2's last item is a repeat; user 3 has nothing new after the
+    first) holds out up to 3 new items from that half, each row the history before its item;
+    the user's training part ends before the first of them (at least half of the history)."""
+    histories = [_h(1, 2, 3, 4, 5), _h(1, 2, 1, 6, 7), _h(8, 9, 10, 8), _h(11, 11)]
+    held = hold_out_recent(histories, 9, seed=0)
+    assert held.users == [0, 1, 2]
+    assert held.targets.tolist() == [3, 4, 5, 6, 7, 10] and held.rows.tolist() == [0, 0, 0, 1, 1, 2]
+    assert [h.tolist() for h in held.histories] == [[1, 2], [1, 2, 3], [1, 2, 3, 4], [1, 2, 1], [1, 2, 1, 6],
+                                                    [8, 9]]
+    assert [h.tolist() for h in held.train] == [[1, 2], [1, 2, 1], [8, 9], [11, 11]]
+    # per user: the mean of its rows (the recall of its held-out items)
+    assert held.per_user([1, 0, 0, 1, 0, 1]).tolist() == [1 / 3, 0.5, 1.0]
+    assert [t.tolist() for t in held.targets_by_user] == [[3, 4, 5], [6, 7], [10]]
+
+
+def test_no_user_holds_out_more_than_the_most_per_user():
+    histories = [np.arange(30)]
+    held = hold_out_recent(histories, 2000)
+    assert held.targets.tolist() == list(range(30 - MAX_PER_USER, 30)) and held.train[0].tolist() == list(
+        range(30 - MAX_PER_USER))
+
+
+def test_nothing_new_after_the_first_item_holds_out_nothing():
+    held = hold_out_recent([_h(1, 1, 1), _h(2)], 10)
+    assert held.users == [] and len(held.targets) == 0 and [h.tolist() for h in held.train] == [[1, 1, 1], [2]]
