@@ -128,7 +128,8 @@ def print_summary(s) -> None:
                       f"{w.users} users no weight beat content alone by more than one standard error "
                       "on validation; the version is content only")
         if r.validation_users:
-            t.add_row("validation", f"{r.metric} on {r.validation_users} users: content {r.content_score:.4f}, "
+            items = f" ({r.validation_items} items)" if r.validation_items > r.validation_users else ""
+            t.add_row("validation", f"{r.metric} on {r.validation_users} users{items}: content {r.content_score:.4f}, "
                       f"hybrid {c.score:.4f}" + "".join(f"; {warning}" for warning in r.warnings))
     if s.sequence:
         t.add_row("sequence encoder", s.sequence)
