@@ -165,6 +165,7 @@ class VersionHolder:
         with self._live_lock:
             self._with_live(serving)
             previous, self.current = self.current, serving
+        self._mark()  # at once: gc reads it (the collection below can take a while under load)
         if previous is not None:  # closed (a compute process stopped) once batches begun on it are done
             self._retired.append((time.monotonic(), previous))
         del previous
@@ -173,7 +174,6 @@ class VersionHolder:
         gc.unfreeze()
         gc.collect()
         gc.freeze()
-        self._mark()
         log.info("serving version %s (loaded in %.2f s)", wanted, time.perf_counter() - started)
         if self._on_loaded:
             self._on_loaded(wanted)

@@ -118,9 +118,12 @@ def test_ray_serve_app_answers_like_the_core_and_follows_versions_activate(two_v
         assert _wait_for(lambda: client.recommend(h, k=3).version == two_versions["first"])
         # gc keeps the active (older) version even when only one is to be kept, and the newest
         # version that verifies (what a server falls back to); the replica reports what it serves
-        markers = {p.name: p.read_text().strip() for p in (artifacts / artifact.SERVING).iterdir()}
-        replica = {v for name, v in markers.items() if not name.endswith(f"-{os.getpid()}")}  # not LocalClient's
-        assert replica == {two_versions["first"]} and two_versions["first"] in artifact.serving_versions(artifacts)
+        def replica_marks() -> set[str]:  # not LocalClient's (this process's) marker
+            return {p.read_text().strip() for p in (artifacts / artifact.SERVING).iterdir()
+                    if not p.name.startswith(".") and not p.name.endswith(f"-{os.getpid()}")}
+
+        assert _wait_for(lambda: replica_marks() == {two_versions["first"]}, timeout=10)  # written as it swaps
+        assert two_versions["first"] in artifact.serving_versions(artifacts)
         r = subprocess.run([*cli, "gc", "--keep", "1", "--artifacts", str(artifacts)], capture_output=True, text=True,
                            timeout=60)
         assert r.returncode == 0
