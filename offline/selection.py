@@ -34,6 +34,15 @@ def edges(axes: dict[str, list], chosen: dict, limits: dict[str, tuple[float, fl
     return out
 
 
+def mean_and_se(values) -> tuple[float, float]:
+    """The mean of per-user values and its standard error over users (0 for fewer than two):
+    what every one-standard-error rule of the project compares."""
+    values = np.asarray(values, dtype=np.float64)
+    if not len(values):
+        return 0.0, 0.0
+    return float(values.mean()), float(values.std(ddof=1) / np.sqrt(len(values))) if len(values) > 1 else 0.0
+
+
 def one_standard_error(per_user: dict, simplest_first: list) -> object:
     """The one-standard-error rule: the first key of ``simplest_first`` whose mean per-user
     score is within one standard error (over users) of the best key's mean. On a few hundred
@@ -41,9 +50,8 @@ def one_standard_error(per_user: dict, simplest_first: list) -> object:
     hybrid: a smaller collaborative weight, down to content alone) unless the better score
     stands out of that noise."""
     best = max(per_user, key=lambda key: (per_user[key].mean(), -simplest_first.index(key)))
-    scores = np.asarray(per_user[best], dtype=np.float64)
-    se = scores.std(ddof=1) / np.sqrt(len(scores)) if len(scores) > 1 else 0.0
-    return next(key for key in simplest_first if per_user[key].mean() >= scores.mean() - se)
+    mean, se = mean_and_se(per_user[best])
+    return next(key for key in simplest_first if per_user[key].mean() >= mean - se)
 
 
 def step_beyond(values: list, upwards: bool, limits: tuple[float, float] | None = None):
@@ -200,9 +208,7 @@ def beats_by_one_standard_error(candidate, incumbent) -> dict:
     candidate, incumbent = np.asarray(candidate, np.float64), np.asarray(incumbent, np.float64)
     if candidate.shape != incumbent.shape:
         raise ValueError(f"paired scores need the same users: {candidate.shape} vs {incumbent.shape}")
-    diff = candidate - incumbent
-    n = len(diff)
-    se = float(diff.std(ddof=1) / np.sqrt(n)) if n > 1 else 0.0
-    mean = float(diff.mean()) if n else 0.0
+    n = len(candidate)
+    mean, se = mean_and_se(candidate - incumbent)
     return {"candidate": float(candidate.mean()) if n else 0.0, "incumbent": float(incumbent.mean()) if n else 0.0,
             "diff": mean, "se": se, "users": n, "wins": bool(n > 0 and mean > se)}

@@ -26,6 +26,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from groundrec.offline.selection import mean_and_se
+
 FOLD_SEED = 20261205  # the two halves of the validation users (fixed: the same halves every run)
 
 
@@ -46,11 +48,6 @@ def user_slices(held_out: list, new_rows: np.ndarray) -> dict[str, np.ndarray]:
     return {"cold": cold, "warm": ~cold}
 
 
-def _paired(full: np.ndarray, narrow: np.ndarray) -> tuple[float, float]:
-    loss = full - narrow
-    return float(loss.mean()), float(loss.std(ddof=1) / np.sqrt(len(loss))) if len(loss) > 1 else 0.0
-
-
 def within(full: np.ndarray, narrow: np.ndarray, tolerance: float, confidence: float,
            slices: dict[str, np.ndarray] | None = None) -> dict:
     """The width rule for one narrower setting against the full model's per-user scores
@@ -60,7 +57,7 @@ def within(full: np.ndarray, narrow: np.ndarray, tolerance: float, confidence: f
     over the users; slices of fewer than two users are left out) the loss's mean minus
     ``confidence`` standard errors within the tolerance of the slice's own score."""
     full, narrow = np.asarray(full, np.float64), np.asarray(narrow, np.float64)
-    loss, se = _paired(full, narrow)
+    loss, se = mean_and_se(full - narrow)
     out = {"score": float(narrow.mean()), "loss": loss, "se": se,
            "within": bool(loss + confidence * se <= tolerance * float(full.mean()) + 1e-12)}
     if slices:
@@ -69,7 +66,7 @@ def within(full: np.ndarray, narrow: np.ndarray, tolerance: float, confidence: f
             mask = np.asarray(mask, bool)
             if mask.sum() < 2:
                 continue
-            s_loss, s_se = _paired(full[mask], narrow[mask])
+            s_loss, s_se = mean_and_se(full[mask] - narrow[mask])
             ok = s_loss - confidence * s_se <= tolerance * float(full[mask].mean()) + 1e-12
             out["slices"][name] = {"users": int(mask.sum()), "score": float(narrow[mask].mean()), "loss": s_loss,
                                    "se": s_se, "within": bool(ok)}

@@ -180,3 +180,11 @@ def test_a_candidate_replaces_the_incumbent_only_by_more_than_one_paired_standar
     assert not beats_by_one_standard_error([], [])["wins"]
     with pytest.raises(ValueError):
         beats_by_one_standard_error([1, 0], [1, 0, 1])
+
+
+def test_mean_and_se_is_over_users_and_zero_below_two():
+    from groundrec.offline.selection import mean_and_se
+
+    mean, se = mean_and_se([1.0, 0.0, 1.0, 0.0])
+    assert mean == 0.5 and se == pytest.approx(np.std([1, 0, 1, 0], ddof=1) / 2)
+    assert mean_and_se([3.0]) == (3.0, 0.0) and mean_and_se([]) == (0.0, 0.0)
