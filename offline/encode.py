@@ -5,7 +5,6 @@ through the runner's ``EncodeTexts`` actors."""
 
 from __future__ import annotations
 
-import re
 from pathlib import Path
 
 import numpy as np

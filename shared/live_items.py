@@ -53,11 +53,6 @@ class LiveItem:
         return not self.deleted and shown(self.fields, now)
 
 
-def shown(self, now: float) -> bool:
-        """Whether any answer may hold it at ``now``."""
-        return not self.deleted and shown(self.fields, now)
-
-
 def shown(fields: Mapping, now: float) -> bool:
     """A row's (or a live item's) ``hidden`` and ``available_until`` at ``now``."""
     if fields.get("hidden"):

@@ -8,7 +8,6 @@ import re
 import shutil
 import subprocess
 import sys
-import threading
 import time
 from contextlib import contextmanager
 from pathlib import Path
@@ -16,7 +15,6 @@ from pathlib import Path
 import httpx
 import numpy as np
 import pytest
-import uvicorn
 
 from groundrec.offline.job import run_job
 from groundrec.online.client import AsyncClient, Client, GroundrecError, LocalClient
