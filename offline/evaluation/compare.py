@@ -155,6 +155,27 @@ class Runner:
                              lambda p: als(self.data.valid_histories, p))
         self.on_test(als(self.data.test_histories, found.chosen), found.score, search=found)
 
+    def _sasrec(self) -> None:
+        """SASRec as published (``evaluation.sasrec``): its dropout (the paper's two) and epochs
+        chosen on validation, then retrained for that many epochs on every user's training and
+        validation parts."""
+        from groundrec.offline.evaluation.sasrec import SASRecSettings, SASRecSystem, train_sasrec
+
+        data, runs = self.data, {}
+        valid = (list(data.valid.history), list(data.valid.relevant))
+
+        def trained(point: dict) -> np.ndarray:
+            s = SASRecSettings(seed=self.cfg.seed, **point)
+            runs[point["dropout"]] = (s, train_sasrec(data.valid_histories, data.n_items, s, valid)[1])
+            return runs[point["dropout"]][1]["valid_per_user"]
+
+        found = search({"dropout": [0.2, 0.5]}, lambda points: [trained(p) for p in points])
+        s, chosen = runs[found.chosen["dropout"]]
+        model, refit = train_sasrec(data.test_histories, data.n_items, s, epochs=chosen["best_epoch"])
+        params = {**{k: chosen[k] for k in ("dim", "blocks", "max_len", "dropout", "best_epoch", "steps")},
+                  "seconds": round(sum(r["seconds"] for _, r in runs.values()) + refit["seconds"], 1)}
+        self.on_test(SASRecSystem(model, params), found.score, search=found)
+
     def _reference(self, rep: Representation) -> None:
         """The VLM4Rec algorithm (mean profile, cosine) on one representation."""
         self.valid_score[rep.name] = self._on_valid(self.content(rep, self.data.pop_valid))
@@ -238,6 +259,8 @@ def run_systems(cfg: EvalConfig, data: EvalData, reps: list[Representation],
     r.space = text[0].vectors if text else None
     r._baselines()
     r._library_baselines()
+    if cfg.sasrec_row:
+        r._sasrec()
     built = {rep.name: rep for rep in reps if rep.vectors is not None}
     for name in [n for n in cfg.representation_names if n in built and not n.startswith("fusion")]:
         r._reference(built[name])

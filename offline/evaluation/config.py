@@ -104,6 +104,10 @@ class EvalConfig(StrictModel):
                                         "(same defaults): when the job would train the learned profile encoder "
                                         "(sequence.enabled), the 'groundrec published' row trains and chooses it "
                                         "as the job does")
+    sasrec_row: bool = Field(False, description="also report SASRec as published (Kang & McAuley 2018: item ids only, "
+                             "binary cross-entropy against one random item; offline/evaluation/sasrec.py), the "
+                             "learned encoder's literature reference: stopped on validation, retrained for the "
+                             "chosen epochs on every user's training and validation parts (minutes on retail)")
     sequence_row: bool = Field(False, description="also report the learned profile encoder as its own row, "
                                "'groundrec sequence encoder' (trained by the published row's learn stage, scored "
                                "on test whatever validation decided); it costs the encoder's training (minutes "

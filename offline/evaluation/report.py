@@ -45,7 +45,7 @@ def _diversity(row: dict, k: int) -> str:
     return "-" if value is None else f"{value:.3f}"
 
 
-BASELINES = ("Random", "Most popular", "Item-item co-occurrence", "ALS (implicit)")
+BASELINES = ("Random", "Most popular", "Item-item co-occurrence", "ALS (implicit)", "SASRec")
 VLM_REPS = ("vlm_free", "vlm_structured", "vlm_free_title")
 CATALOG_REPS = ("title", "metadata", "description")
 
@@ -143,12 +143,13 @@ def verdict(result: dict) -> list[str]:
     if hybrid and cf:
         lines.append(f"- groundrec hybrid vs its collaborative part alone: {_compare(result, hybrid, cf)}.")
     published = next((r for r in rows if r["system"] == "groundrec published"), None)
+    sasrec = next((r for r in rows if r["system"].startswith("SASRec")), None)
     recency = next((r for r in rows if "+ recency" in r["system"] and r["system"].startswith("EASE")), None)
-    for other, what in ((recency, "recency-weighted EASE"), (hybrid, "eval's hybrid")):
+    for other, what in ((recency, "recency-weighted EASE"), (hybrid, "eval's hybrid"), (sasrec, "SASRec as published")):
         if published and other:
             lines.append(f"- what the job would publish vs {what}: {_compare(result, published, other)}.")
     encoder = next((r for r in rows if r["system"] == "groundrec sequence encoder"), None)
-    for other, what in ((hybrid, "eval's hybrid"), (recency, "recency-weighted EASE")):
+    for other, what in ((hybrid, "eval's hybrid"), (recency, "recency-weighted EASE"), (sasrec, "SASRec as published")):
         if encoder and other:
             lines.append(f"- the learned profile encoder vs {what}: {_compare(result, encoder, other)}.")
     tuned = best_of([r for r in rows if r["system"].startswith("groundrec") and not r["system"].startswith(collaborative)])
