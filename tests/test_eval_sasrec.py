@@ -67,6 +67,7 @@ def test_sasrec_is_an_eval_row_compared_with_what_the_job_publishes(tmp_path):
     assert sasrec["valid_recall@20"] is not None and 0 <= sasrec["metrics"]["recall@20"]["mean"] <= 1
     md = (out / "report.md").read_text()
     assert "what the job would publish vs SASRec as published" in md
+    assert "content-only system: **SASRec" not in md and "content-based system vs best baseline: **SASRec" not in md
     res = _eval(demo, tmp_path / "without", "representations=[title]", "tuning.collab.weight=[0.0, 1.0]")
     rows = {x["system"] for x in json.loads((tmp_path / "without" / "results.json").read_text())["rows"]}
     assert SASREC not in rows  # off by default: it costs a training

@@ -45,7 +45,7 @@ def _diversity(row: dict, k: int) -> str:
     return "-" if value is None else f"{value:.3f}"
 
 
-BASELINES = ("Random", "Most popular", "Item-item co-occurrence", "ALS (implicit)", "SASRec")
+BASELINES = ("Random", "Most popular", "Item-item co-occurrence", "ALS (implicit)", "SASRec")  # names' starts
 VLM_REPS = ("vlm_free", "vlm_structured", "vlm_free_title")
 CATALOG_REPS = ("title", "metadata", "description")
 
@@ -115,10 +115,10 @@ def verdict(result: dict) -> list[str]:
     best_of = lambda rs: max(rs, key=lambda r: r["metrics"][primary]["mean"]) if rs else None  # noqa: E731
     lines = []
     best = best_of(rows)
-    base = best_of([r for r in rows if r["system"] in BASELINES])
+    base = best_of([r for r in rows if r["system"].startswith(BASELINES)])
     collaborative = ("EASE", "groundrec hybrid", "groundrec published", "groundrec sequence encoder")
-    content = best_of([r for r in rows if r["system"] not in BASELINES and not r["system"].startswith(collaborative)])
-    if best["system"] in BASELINES:
+    content = best_of([r for r in rows if not r["system"].startswith(BASELINES + collaborative)])
+    if best["system"].startswith(BASELINES):
         lines.append(f"- A baseline is best overall: **{best['label']}**.")
     if base and content:
         lines.append(f"- Best content-based system vs best baseline: {_compare(result, content, base)}.")
