@@ -58,12 +58,14 @@ def test_sasrec_is_an_eval_row_compared_with_what_the_job_publishes(tmp_path):
 
     demo = make_demo_data(tmp_path / "data", n_items=120, n_users=60, seed=1)
     out = tmp_path / "report"
-    res = _eval(demo, out, "sasrec_row=true", "representations=[title]", "tuning.collab.weight=[0.0, 1.0]")
+    res = _eval(demo, out, "sasrec_row=true", "sasrec_max_steps=12", "representations=[title]",
+                "tuning.collab.weight=[0.0, 1.0]")
     assert res.exit_code == 0, res.output
     rows = {x["system"]: x for x in json.loads((out / "results.json").read_text())["rows"]}
     sasrec = rows[SASREC]
     assert sasrec["representation"] == "interactions" and sasrec["params"]["best_epoch"] >= 1
     assert sasrec["params"]["dropout"] in (0.2, 0.5)  # the paper's two, chosen on validation
+    assert sasrec["params"]["steps"] <= 12  # its budget, from the eval config
     assert sasrec["valid_recall@20"] is not None and 0 <= sasrec["metrics"]["recall@20"]["mean"] <= 1
     md = (out / "report.md").read_text()
     assert "what the job would publish vs SASRec as published" in md

@@ -165,7 +165,7 @@ class Runner:
         valid = (list(data.valid.history), list(data.valid.relevant))
 
         def trained(point: dict) -> np.ndarray:
-            s = SASRecSettings(seed=self.cfg.seed, **point)
+            s = SASRecSettings(seed=self.cfg.seed, max_steps=self.cfg.sasrec_max_steps, **point)
             runs[point["dropout"]] = (s, train_sasrec(data.valid_histories, data.n_items, s, valid)[1])
             return runs[point["dropout"]][1]["valid_per_user"]
 

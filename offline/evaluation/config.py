@@ -108,6 +108,8 @@ class EvalConfig(StrictModel):
                              "binary cross-entropy against one random item; offline/evaluation/sasrec.py), the "
                              "learned encoder's literature reference: stopped on validation, retrained for the "
                              "chosen epochs on every user's training and validation parts (minutes on retail)")
+    sasrec_max_steps: int = Field(4000, ge=0, description="SASRec's budget: optimizer steps per training at most "
+                                  "(0: the paper's 200 epochs, ended earlier only by validation's patience)")
     sequence_row: bool = Field(False, description="also report the learned profile encoder as its own row, "
                                "'groundrec sequence encoder' (trained by the published row's learn stage, scored "
                                "on test whatever validation decided); it costs the encoder's training (minutes "

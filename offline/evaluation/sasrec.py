@@ -12,8 +12,8 @@ Where this differs from the paper: the blocks are the encoder's own (``offline.s
 pre-norm, GELU), the negative may be an item of the user's history, and training stops on
 eval's validation users (recall@k, ``patience`` epochs without a better one, at most
 ``max_steps`` steps) instead of running a fixed 200 epochs; the test row is then retrained on every user's training and
-validation parts for the chosen number of epochs (as eval refits ALS with its chosen
-settings). Scores are ``last slot's output . item embedding``; seen items are excluded by eval.
+validation parts for the chosen number of epochs, within the same step cap (as eval refits
+ALS with its chosen settings). Scores are ``last slot's output . item embedding``; seen items are excluded by eval.
 """
 
 from __future__ import annotations
