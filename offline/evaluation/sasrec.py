@@ -28,7 +28,7 @@ from torch import nn
 
 from groundrec.offline.evaluation.systems import System
 from groundrec.offline.sequence.model import Encoder, SequenceConfig
-from groundrec.offline.sequence.train import recall_at, training_windows
+from groundrec.offline.sequence.train import epoch_batches, recall_at, training_windows
 from groundrec.shared.errors import UserError
 from groundrec.shared.sequence_encoder import pad_histories
 
@@ -118,14 +118,9 @@ def train_sasrec(histories: list, n_items: int, s: SASRecSettings, valid: tuple[
         for epoch in range(1, (epochs or s.epochs) + 1):
             model.train()
             total, seen = 0.0, 0
-            order = torch.as_tensor(rng.permutation(len(x_all)))
-            for first in range(0, len(x_all), s.batch_size):
+            for x, y in epoch_batches(s, x_all, y_all, rng):
                 if s.max_steps and steps >= s.max_steps:
                     break
-                at = order[first:first + s.batch_size]
-                x, y = x_all[at], y_all[at]
-                cut = int(torch.argmax((x >= 0).any(0).to(torch.int8)))
-                x, y = x[:, cut:], y[:, cut:]
                 keep = y >= 0
                 h = model.hidden(x, rows=keep)
                 pos = y[keep]

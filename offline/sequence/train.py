@@ -187,9 +187,10 @@ def carried_over(model: SequenceModel, old_targets: np.ndarray, item_vectors: np
     return state
 
 
-def _batches(cfg, x_all, y_all, rng):
-    """One epoch's batches in a seeded random order, each cut to the slots that hold an item
-    in some row (histories are left-padded: a batch of short ones needs no full-length pass)."""
+def epoch_batches(cfg, x_all, y_all, rng):
+    """One epoch's batches (``cfg.batch_size`` windows) in a seeded random order, each cut to
+    the slots that hold an item in some row (histories are left-padded: a batch of short ones
+    needs no full-length pass). Eval's SASRec row batches the same way."""
     order = torch.as_tensor(rng.permutation(len(x_all)))
     for first in range(0, len(x_all), cfg.batch_size):
         batch = order[first:first + cfg.batch_size]
@@ -250,7 +251,7 @@ def _fit(cfg, item_vectors, targets, warm, x_all, y_all, v_hist, v_rel, log, sta
     for epoch in range(1, cfg.epochs + 1):
         tick, total, seen = time.perf_counter(), 0.0, 0
         model.train()
-        for x, y in _batches(cfg, x_all, y_all, rng):
+        for x, y in epoch_batches(cfg, x_all, y_all, rng):
             if cfg.max_steps and trained.steps >= cfg.max_steps:
                 break
             keep = (y if y.dim() == 2 else y[..., 0]) >= 0
