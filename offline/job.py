@@ -94,6 +94,10 @@ def run_job(cfg: JobConfig, progress: bool = True) -> JobSummary:
         if not no_images:
             backend_class(cfg.vlm).check(cfg.vlm)
         encoder_path = resolve_encoder(cfg.encoder.model)
+        if interactions is not None and cfg.sequence.active(True) and cfg.sequence.device != "auto":
+            from groundrec.offline.sequence.train import resolved_device
+
+            resolved_device(cfg.sequence.device)  # a device the machine lacks: refused now, not after grounding
 
     log_dir = None
     # One writer per artifacts root; any error leaves what is published as it was.

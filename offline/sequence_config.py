@@ -69,6 +69,7 @@ class SequenceConfig:
     k: int = 20  # validation recall@k
     threads: int = 2  # torch.set_num_threads while training (set on purpose: a seeded training is the same per count)
     precision: str = "float32"  # the full softmax's products: float32, bfloat16, or auto (bfloat16 where the CPU has it)
+    device: str = "auto"  # where training runs: auto (a CUDA GPU when torch sees one, else the CPU), cpu or cuda
     seed: int = 0
 
     def to_dict(self) -> dict:
@@ -141,6 +142,11 @@ class SequenceJobConfig(StrictModel):
         "retail a learn stage 8% shorter, the same validation recall, but not bit-for-bit the same from run to run), "
         "or auto: bfloat16 where the CPU multiplies it natively (avx512_bf16 or amx_bf16), else float32; the "
         "manifest records the precision used (docs/hybrid.md)")
+    device: Literal["auto", "cpu", "cuda"] = Field(
+        _D.device, description="where the encoder trains: auto (the default: a CUDA GPU when torch sees one on the "
+        "machine running the learn stage, else the CPU), cpu, or cuda (refused when torch sees none); the manifest's "
+        "trainings record the device used. A seeded training is the same from run to run on the CPU, not on a GPU "
+        "(torch's scatter-adds) nor from one device to the other")
     max_steps: int = Field(_D.max_steps, ge=0, description="most optimizer steps of a training (batches; 0: no cap "
                            "beyond epochs and patience): a budget in work, so the same seeded run decides the same "
                            "on a loaded machine")

@@ -18,7 +18,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-pytest.importorskip("torch")
+torch = pytest.importorskip("torch")
 pytest.importorskip("onnxruntime")
 
 from groundrec.offline import collab, learn_sequence  # noqa: E402
@@ -34,6 +34,7 @@ from groundrec.shared import artifact  # noqa: E402
 from groundrec.shared.scoring.collab import collab_queries, hybrid_queries, index_rows  # noqa: E402
 from groundrec.shared.scoring.profiles import latest, mean_profiles  # noqa: E402
 from groundrec.shared.scoring.searcher import Searcher  # noqa: E402
+from groundrec.shared.errors import UserError  # noqa: E402
 from groundrec.shared.sequence_encoder import SequenceEncoder  # noqa: E402
 
 WORDS = ["red", "blue", "green", "black", "white", "wool", "cotton", "linen", "denim", "silk", "shirt", "dress",
@@ -283,3 +284,10 @@ def test_the_early_stopping_users_are_never_the_validation_users():
     # Every candidate validating: the training parts' last items instead.
     _, stopping = learn_sequence.early_stopping_split(histories[:3], [0, 1, 2], 10)
     assert len(stopping[0]) == 3
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the refusal on a machine without CUDA")
+def test_a_gpu_the_machine_lacks_is_refused_before_anything_is_grounded(runs):
+    with pytest.raises(UserError, match="sequence.device is 'cuda'"):
+        job(runs["ordered"], runs["root"] / "nogpu", runs["root"] / "nocache", **{"sequence.device": "cuda"})
+    assert not (runs["root"] / "nocache").exists()  # nothing encoded: refused in the job's first seconds

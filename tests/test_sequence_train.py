@@ -206,3 +206,20 @@ def test_the_principal_start_is_where_training_starts_and_it_learns_the_pattern(
     assert torch.allclose(out.weight[:, :16], expected.weight[:, :16], atol=1e-6) and not out.bias.abs().max() > 1e-6
     trained = train_sequence_encoder(histories, vectors, cfg=SequenceConfig(**{**FAST, "out_init": "principal"}))
     assert trained.score > 0.9, trained.epochs
+
+
+def test_the_training_runs_on_the_device_the_config_names_and_hands_the_model_back_on_the_cpu(monkeypatch):
+    from groundrec.offline.sequence.train import resolved_device
+
+    here = "cuda" if torch.cuda.is_available() else "cpu"
+    assert resolved_device("auto") == here and resolved_device("cpu") == "cpu"
+    histories, vectors = _planted(150)
+    trained = train_sequence_encoder(histories, vectors, cfg=SequenceConfig(**{**FAST, "epochs": 1}))
+    assert trained.report()["device"] == here and trained.report()["config"]["device"] == "auto"
+    assert {p.device.type for p in trained.model.parameters()} == {"cpu"}  # what export and carry-over read
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    assert resolved_device("auto") == "cpu"
+    with pytest.raises(UserError, match="sequence.device is 'cuda' but torch sees no CUDA device"):
+        train_sequence_encoder(histories, vectors, cfg=SequenceConfig(**{**FAST, "device": "cuda"}))
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    assert resolved_device("auto") == "cuda" and resolved_device("cuda:1") == "cuda:1"

@@ -99,7 +99,7 @@ def sampled_softmax_cross_entropy(queries: torch.Tensor, items: torch.Tensor, ta
     is a row's own target is left out of that row's softmax. ``targets`` ``[rows, H]`` (-1
     padded): each target's softmax is itself and the drawn items none of the row's targets,
     and a row's loss the mean over its targets."""
-    drawn = torch.randperm(len(items))[:negatives]
+    drawn = torch.randperm(len(items), device=items.device)[:negatives]
     logits = queries @ items[drawn].T
     horizon = targets if targets.dim() == 2 else targets[:, None]
     valid = horizon >= 0

@@ -159,7 +159,7 @@ class SequenceModel(nn.Module):
         item's id part is dropped at random (``id_dropout``), the same for every slot of a batch."""
         ids = self.ids.weight * self.warm
         if self.training and self.cfg.id_dropout:
-            ids = ids * (torch.rand(len(ids), 1) >= self.cfg.id_dropout).to(ids.dtype)
+            ids = ids * (torch.rand(len(ids), 1, device=ids.device) >= self.cfg.id_dropout).to(ids.dtype)
         rows = self.project(self.inputs) + ids
         return torch.cat([rows, rows.new_zeros(1, rows.shape[1])])
 
@@ -188,7 +188,7 @@ class SequenceModel(nn.Module):
             table = self.item_table()
             for start in range(0, len(histories), batch_size):
                 items = torch.as_tensor(pad_histories(histories[start:start + batch_size], self.cfg.max_len, self.n_items))
-                out.append(self.encoder(*self.embed(items, table)).numpy())
+                out.append(self.encoder(*self.embed(items.to(table.device), table)).cpu().numpy())
         self.train(was)
         return np.concatenate(out) if out else np.zeros((0, self.encoder.out.out_features), np.float32)
 

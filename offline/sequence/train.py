@@ -6,7 +6,8 @@ items drawn each step and shared by the batch (``offline.sequence.loss``),
 AdamW, early stopping on validation recall@k. The budget is counted in work (epochs and
 optimizer steps), never in seconds: seeded, with torch's thread count set from the config for
 the run (and restored after), a training is the same whatever else the machine runs (for a
-given ``precision`` of the softmax's products). A
+given ``precision`` of the softmax's products and device: ``device`` auto trains on a CUDA GPU
+when torch sees one, and the trained model is handed back on the CPU either way). A
 training can start from another model's weights (``carried_over``: the published encoder
 starts from the one validation chose).
 
@@ -43,6 +44,7 @@ class Trained:
     positions: int = 0  # next-item targets trained on per epoch
     steps: int = 0  # optimizer steps taken
     stopped: str = ""  # what ended the training: "patience", "epochs" or "max_steps"
+    device: str = "cpu"  # where it trained (``resolved_device``)
 
     @property
     def score(self) -> float:
@@ -53,9 +55,21 @@ class Trained:
         return {"config": self.model.cfg.to_dict(), "valid_recall": round(self.score, 6),
                 "valid_users": int(len(self.valid_recall)), "best_epoch": self.best_epoch, "epochs": self.epochs,
                 "steps": self.steps, "stopped": self.stopped, "seconds": round(self.seconds, 2),
-                "windows": self.windows, "positions": self.positions,
+                "windows": self.windows, "positions": self.positions, "device": self.device,
                 "scale": round(float(self.model.log_scale.detach().exp()), 4),  # the softmax's multiplier, learned
                 "parameters": int(sum(p.numel() for p in self.model.parameters()))}
+
+
+def resolved_device(name: str) -> str:
+    """Where a training runs: ``auto`` is ``cuda`` when torch sees a CUDA device, else ``cpu``;
+    ``cuda`` without one is refused (a job told to use a GPU should not quietly take hours on
+    the CPU)."""
+    if name == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise UserError(f"sequence.device is {name!r} but torch sees no CUDA device here (torch "
+                        f"{torch.__version__}); set sequence.device to auto or cpu")
+    return name
 
 
 def training_windows(histories: list, max_len: int, skip_repeats: bool = True,
@@ -151,10 +165,11 @@ def train_sequence_encoder(histories: list, item_vectors: np.ndarray, warm_items
     if not len(x_all) or not v_rel:
         raise UserError(f"sequence encoder: {len(x_all)} training sequences and {len(v_rel)} validation users; "
                         "it needs histories of at least two items")
+    device = torch.device(resolved_device(cfg.device))
     threads = torch.get_num_threads()
     torch.set_num_threads(cfg.threads)
     try:
-        return _fit(cfg, item_vectors, targets, warm_items, x_all, y_all, v_hist, v_rel, log, start)
+        return _fit(cfg, item_vectors, targets, warm_items, x_all, y_all, v_hist, v_rel, log, start, device)
     finally:
         torch.set_num_threads(threads)
 
@@ -210,13 +225,14 @@ def _warm_softmax(index: torch.Tensor, y: torch.Tensor, warm: np.ndarray) -> tup
     return index[kept], renumber[y]
 
 
-def _fit(cfg, item_vectors, targets, warm, x_all, y_all, v_hist, v_rel, log, start) -> Trained:
+def _fit(cfg, item_vectors, targets, warm, x_all, y_all, v_hist, v_rel, log, start, device) -> Trained:
     started = time.perf_counter()
     torch.manual_seed(cfg.seed)
     rng = np.random.default_rng(cfg.seed)
     model = SequenceModel(item_vectors, warm, targets.shape[1], cfg)
     if cfg.out_init == "principal":
         start_at_principal(model.encoder.out, torch.as_tensor(targets))
+    model.to(device)  # the batches follow it there; the epochs' order and windows stay on the CPU
     rest = [p for name, p in model.named_parameters() if name != "log_scale"]
     opt = torch.optim.AdamW([{"params": rest}, {"params": [model.log_scale], "lr": cfg.scale_lr or cfg.lr}],
                             lr=cfg.lr, weight_decay=cfg.weight_decay, fused=True)
@@ -224,8 +240,9 @@ def _fit(cfg, item_vectors, targets, warm, x_all, y_all, v_hist, v_rel, log, sta
     x_all, y_all = torch.as_tensor(x_all), torch.as_tensor(y_all)
     if not cfg.cold_negatives:  # the softmax over warm items (and every target) alone
         t, y_all = _warm_softmax(t, y_all, warm)
+    t = t.to(device)
     first = y_all if y_all.dim() == 2 else y_all[..., 0]  # a horizon's first target: whether a slot has any
-    trained = Trained(model, np.zeros(0), windows=len(x_all), positions=int((first >= 0).sum()))
+    trained = Trained(model, np.zeros(0), windows=len(x_all), positions=int((first >= 0).sum()), device=str(device))
     best, best_state, since = -1.0, None, 0
 
     def scored(epoch: int, loss: float | None, tick: float) -> bool:
@@ -254,6 +271,7 @@ def _fit(cfg, item_vectors, targets, warm, x_all, y_all, v_hist, v_rel, log, sta
         for x, y in epoch_batches(cfg, x_all, y_all, rng):
             if cfg.max_steps and trained.steps >= cfg.max_steps:
                 break
+            x, y = x.to(device), y.to(device)
             keep = (y if y.dim() == 2 else y[..., 0]) >= 0
             table = model.item_table()
             h = model.hidden(x, table, keep)  # the slots with a next item to predict
@@ -273,6 +291,7 @@ def _fit(cfg, item_vectors, targets, warm, x_all, y_all, v_hist, v_rel, log, sta
             trained.stopped = "patience"
             break
     model.load_state_dict(best_state)
+    model.to("cpu")  # what encodes, exports and carries over reads its weights here
     model.eval()
     trained.seconds = time.perf_counter() - started
     return trained
