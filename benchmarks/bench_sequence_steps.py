@@ -14,8 +14,16 @@ Usage (from the repository root):
       --catalog ../shared/data/retail/items.parquet --interactions ../shared/data/retail/interactions.parquet \\
       --text-columns title --template "{title}" --runner local --no-export --activate never \\
       --out /tmp/steps/job --sequence true
-A variant is NEGATIVES:THREADS[:PRECISION] (negatives 0: the full softmax over every item;
-precision float32, the default, or bfloat16: the full softmax's products).
+A variant is NEGATIVES:THREADS[:PRECISION[:DEVICE]] (negatives 0: the full softmax over every
+item; precision float32, the default, or bfloat16: the full softmax's products; device cpu, the
+default, or cuda).
+
+``--synthetic ITEMS:USERS:LENGTH`` needs no job (nor ``../shared``): random item inputs and index
+rows of the retail job's widths (640 and 384) and random histories of LENGTH items, the
+encoder's default settings; for timing a device against the CPU on a machine that has only the
+repository, e.g. a GPU machine:
+  python benchmarks/bench_sequence_steps.py --out /tmp/steps-syn --synthetic 3658:4334:60 \
+      --variants 0:2:float32:cpu,0:2:float32:cuda,0:2:bfloat16:cuda
 """
 
 from __future__ import annotations
@@ -51,13 +59,29 @@ def capture(out: Path, job_args: list[str]) -> None:
         raise SystemExit("the job never trained the encoder: give it interactions and --sequence true")
 
 
-def timed(args, kwargs, steps: int, negatives: int, threads: int, profile: bool = False, precision: str = "float32"):
+def synthetic(shape: str) -> tuple:
+    """A training's arguments without a job: ``ITEMS:USERS:LENGTH`` (random, seeded)."""
+    import numpy as np
+
+    from groundrec.offline.sequence.model import SequenceConfig
+
+    n_items, n_users, length = (int(x) for x in shape.split(":"))
+    rng = np.random.default_rng(0)
+    histories = [rng.integers(0, n_items, length) for _ in range(n_users)]
+    inputs = rng.normal(size=(n_items, 640)).astype(np.float32)
+    targets = rng.normal(size=(n_items, 384)).astype(np.float32) / 20
+    valid = ([h[:-1] for h in histories[:50]], [[int(h[-1])] for h in histories[:50]])
+    return (histories, inputs, np.ones(n_items, bool), SequenceConfig()), {"targets": targets, "valid": valid}
+
+
+def timed(args, kwargs, steps: int, negatives: int, threads: int, profile: bool = False, precision: str = "float32",
+          device: str = "cpu"):
     import torch
 
     from groundrec.offline.sequence.train import train_sequence_encoder
 
     histories, inputs, warm, cfg = args
-    cfg = replace(cfg, max_steps=steps, negatives=negatives, threads=threads, precision=precision)
+    cfg = replace(cfg, max_steps=steps, negatives=negatives, threads=threads, precision=precision, device=device)
     valid = tuple(part[:50] for part in kwargs["valid"])
     before, start = resource.getrusage(resource.RUSAGE_SELF), time.perf_counter()
     if profile:
@@ -71,6 +95,13 @@ def timed(args, kwargs, steps: int, negatives: int, threads: int, profile: bool 
     return time.perf_counter() - start, after.ru_minflt - before.ru_minflt
 
 
+def parsed(variant: str) -> tuple[int, int, str, str]:
+    """NEGATIVES:THREADS[:PRECISION[:DEVICE]] -> (negatives, threads, precision, device)."""
+    negatives, threads, *rest = variant.split(":")
+    precision, device = (rest + ["float32", "cpu"][len(rest):])[:2]
+    return int(negatives), int(threads), precision, device
+
+
 def main() -> None:
     argv = sys.argv[1:]
     job_args = argv[argv.index("--") + 1:] if "--" in argv else []
@@ -80,22 +111,27 @@ def main() -> None:
     p.add_argument("--warmup", type=int, default=5)
     p.add_argument("--variants", default="0:1,1024:1,0:2,1024:2")
     p.add_argument("--profile", action="store_true")
+    p.add_argument("--synthetic", help="ITEMS:USERS:LENGTH: random inputs instead of a job's (no job run)")
     a = p.parse_args(argv[: argv.index("--")] if "--" in argv else argv)
     a.out.mkdir(parents=True, exist_ok=True)
-    if not (a.out / "inputs.pkl").exists():
-        capture(a.out, job_args)
-    args, kwargs = pickle.loads((a.out / "inputs.pkl").read_bytes())
+    if a.synthetic:
+        args, kwargs = synthetic(a.synthetic)
+    else:
+        if not (a.out / "inputs.pkl").exists():
+            capture(a.out, job_args)
+        args, kwargs = pickle.loads((a.out / "inputs.pkl").read_bytes())
     print(f"items {args[1].shape}, index {kwargs['targets'].shape}, {len(args[0])} histories")
-    timed(args, kwargs, 1, 0, 1)  # the process's one-time costs (first allocations, lazy inits) go here
-    for variant in a.variants.split(","):
-        negatives, threads, *rest = variant.split(":")
-        negatives, threads, precision = int(negatives), int(threads), (rest or ["float32"])[0]
-        w_s, w_f = timed(args, kwargs, a.warmup, negatives, threads, precision=precision)
-        s, f = timed(args, kwargs, a.warmup + a.steps, negatives, threads, precision=precision)
-        print(f"negatives {negatives:>5}, {threads} thread(s), {precision}: {(s - w_s) / a.steps:.3f} s a step, "
-              f"{(f - w_f) / a.steps:,.0f} page faults a step", flush=True)
+    variants = [parsed(v) for v in a.variants.split(",")]
+    for device in sorted({v[3] for v in variants}):
+        timed(args, kwargs, 1, 0, 1, device=device)  # one-time costs (first allocations, lazy inits) go here
+    for negatives, threads, precision, device in variants:
+        w_s, w_f = timed(args, kwargs, a.warmup, negatives, threads, precision=precision, device=device)
+        s, f = timed(args, kwargs, a.warmup + a.steps, negatives, threads, precision=precision, device=device)
+        print(f"negatives {negatives:>5}, {threads} thread(s), {precision}, {device}: {(s - w_s) / a.steps:.3f} s a "
+              f"step, {(f - w_f) / a.steps:,.0f} page faults a step", flush=True)
         if a.profile:
-            timed(args, kwargs, a.warmup + a.steps, negatives, threads, profile=True, precision=precision)
+            timed(args, kwargs, a.warmup + a.steps, negatives, threads, profile=True, precision=precision,
+                  device=device)
 
 
 if __name__ == "__main__":
