@@ -23,7 +23,7 @@ from groundrec.offline.ground import ground_catalog, not_grounded
 from groundrec.offline.index import build_index
 from groundrec.offline.interactions import load_interactions, on_published_rows
 from groundrec.offline.learn import index_vectors, learn
-from groundrec.offline.learn_sequence import export as export_sequence
+from groundrec.offline.learn_sequence import check_device, export as export_sequence
 from groundrec.offline.learn_report import LearnReport
 from groundrec.offline.live_items import absorb, first_seen, live_items_url
 from groundrec.offline.publish import build_manifest, write_version_files
@@ -94,19 +94,18 @@ def run_job(cfg: JobConfig, progress: bool = True) -> JobSummary:
         if not no_images:
             backend_class(cfg.vlm).check(cfg.vlm)
         encoder_path = resolve_encoder(cfg.encoder.model)
-        if interactions is not None and cfg.sequence.active(True) and cfg.sequence.device != "auto":
-            from groundrec.offline.sequence.train import resolved_device
-
-            resolved_device(cfg.sequence.device)  # a device the machine lacks: refused now, not after grounding
 
     log_dir = None
     # One writer per artifacts root; any error leaves what is published as it was.
     with artifact.publishing(out, keep=cfg.run.keep_versions) as pub:
         staged, version_id = pub.staged, pub.version
+        train_sequence = interactions is not None and cfg.sequence.active(True)
         with ExitStack() as stack:
             with clock.stage("start_runner"):
                 runner = stack.enter_context(open_runner(cfg.run.runner, cfg.run.ray_address, cfg.resolved_work_dir))
                 log_dir = getattr(runner, "log_dir", None)
+                if train_sequence:  # a GPU the runner lacks: refused now, not after grounding
+                    check_device(cfg.sequence, runner)
             grounded = (not_grounded(items, cfg.prompt, no_images) if no_images else
                         ground_catalog(runner, items, id_column=cfg.catalog.id_column, vlm=cfg.vlm,
                                        prompt=cfg.prompt, cache_dir=cfg.resolved_cache_dir, progress=progress))
@@ -117,15 +116,15 @@ def run_job(cfg: JobConfig, progress: bool = True) -> JobSummary:
                 groundings = groundings.append_column("text", pa.array(texts, pa.string()))
                 vectors, encoded_new = encode_cached(runner, texts, cfg.encoder, encoder_path,
                                                      cfg.resolved_cache_dir, progress)
+            learned = on_rows = None
+            published = [str(i) for i in groundings.column(cfg.catalog.id_column).to_pylist()]
+            if interactions is not None:  # the encoder's trainings are the runner's tasks (Ray: a GPU if any)
+                with clock.stage("learn"):
+                    on_rows = on_published_rows(interactions, catalog_ids, published)
+                    learned = learn(on_rows, vectors, cfg.collab, sequence=cfg.sequence if train_sequence else None,
+                                    runner=runner)
         skips = Skips(grounded.skipped + not_embedded)
-
-        learned = on_rows = None
-        published = [str(i) for i in groundings.column(cfg.catalog.id_column).to_pylist()]
         if interactions is not None:
-            with clock.stage("learn"):
-                on_rows = on_published_rows(interactions, catalog_ids, published)
-                learned = learn(on_rows, vectors, cfg.collab,
-                                sequence=cfg.sequence if cfg.sequence.active(True) else None)
             outcome = learned.sequence
             if outcome is not None and outcome.published:  # into the version: its checksums cover it
                 with clock.stage("sequence_export"):

@@ -204,9 +204,10 @@ def fit_chosen(histories: list[np.ndarray], n_items: int, content: np.ndarray | 
 
 
 def learn(inter: Interactions, content: np.ndarray, cfg: CollabConfig, seed: int = 0,
-          sequence: SequenceJobConfig | None = None) -> Learned:
+          sequence: SequenceJobConfig | None = None, runner=None) -> Learned:
     """``sequence``: the learned profile encoder's settings; when given and enabled it is trained
-    and chosen against the hybrid on the same validation users (``learn_sequence``)."""
+    and chosen against the hybrid on the same validation users (``learn_sequence``), its
+    trainings Ray tasks when ``runner`` is the job's Ray runner."""
     started = time.perf_counter()
     inter = in_window(inter, cfg.window_days)
     histories = histories_in_time_order(inter)
@@ -223,7 +224,7 @@ def learn(inter: Interactions, content: np.ndarray, cfg: CollabConfig, seed: int
         choice, tuning = tune_hybrid(cfg, scorer, "collab")
         scores = scorer.scores
         if sequence is not None and sequence.active(True):
-            outcome = learn_sequence.choose(sequence, scorer, held_out.users, choice, tuning, seed)
+            outcome = learn_sequence.choose(sequence, scorer, held_out.users, choice, tuning, seed, runner=runner)
     elif sequence is not None and sequence.active(True):
         outcome = learn_sequence.SequenceOutcome(False, "not trained: no validation user (no user's last item is new "
                                                  "to them)")
@@ -237,7 +238,7 @@ def learn(inter: Interactions, content: np.ndarray, cfg: CollabConfig, seed: int
     if outcome is not None and outcome.published:  # trained again for the final index (``index_vectors``)
         final = content if model is None else index_rows(content, choice.weight * model.item,
                                                          projection.item if projection is not None else None)
-        learn_sequence.train_published(outcome, sequence, histories, content, model, final, seed)
+        learn_sequence.train_published(outcome, sequence, histories, content, model, final, seed, runner=runner)
     iso = lambda t: datetime.fromtimestamp(int(t), timezone.utc).isoformat()  # noqa: E731
     report = LearnReport(
         model=model.info if model else {"model": collab.model_name(choice.dropout), "rank": cfg.rank, "reg": choice.reg,

@@ -125,10 +125,37 @@ def _settings(cfg: SequenceJobConfig, seed: int):
     return SequenceConfig(**cfg.encoder_settings(K, seed))
 
 
-def _trained_report(trained) -> dict:
+def _trained_report(trained, runner=None) -> dict:
     report = trained.report()
     report.pop("config", None)
+    report["ran_in"] = "ray task" if _on_ray(runner) else "job process"
     return report
+
+
+def _on_ray(runner) -> bool:
+    """Whether the encoder's trainings are Ray tasks: the job runs on the Ray runner."""
+    return getattr(runner, "name", None) == "ray"
+
+
+def check_device(cfg: SequenceJobConfig, runner) -> None:
+    """Refuse ``device: cuda`` where the runner has no GPU (torch here for the local runner, the
+    cluster's resources for Ray), before anything is grounded."""
+    if cfg.device == "cuda" and not runner.gpus():
+        raise UserError(f"sequence.device is 'cuda' but the {runner.name} runner has no GPU (local: torch sees no "
+                        "CUDA device; ray: the cluster has none); set sequence.device to auto or cpu")
+
+
+def _train(runner, cfg: SequenceJobConfig, *args, **kwargs):
+    """``train_sequence_encoder`` in this process, or, where the job runs on Ray, as one Ray task
+    holding ``cfg.threads`` CPUs and a GPU when the cluster has one (and ``device`` is not cpu):
+    the task's torch then sees that GPU and ``device: auto`` trains on it."""
+    from groundrec.offline.sequence.train import train_sequence_encoder
+
+    if not _on_ray(runner):
+        return train_sequence_encoder(*args, **kwargs)
+    kwargs.pop("log", None)  # a callback stays in this process
+    gpus = 1 if cfg.device != "cpu" and runner.gpus() > 0 else 0
+    return runner.run_task(train_sequence_encoder, args, kwargs, num_cpus=cfg.threads, num_gpus=gpus)
 
 
 def early_stopping_split(train: list[np.ndarray], users: list[int], max_users: int,
@@ -148,19 +175,18 @@ def early_stopping_split(train: list[np.ndarray], users: list[int], max_users: i
 
 
 def choose(cfg: SequenceJobConfig, scorer, users: list[int], choice: HybridChoice, tuning: HybridTuning,
-           seed: int = 0, log=None) -> SequenceOutcome:
-    """Train the encoder on ``scorer``'s training part against the chosen point's index rows,
-    score it on ``scorer``'s validation users (``users``, whose held-out items it never sees) as
-    the hybrid was scored, and decide."""
-    from groundrec.offline.sequence.train import train_sequence_encoder
-
+           seed: int = 0, log=None, runner=None) -> SequenceOutcome:
+    """Train the encoder on ``scorer``'s training part against the chosen point's index rows
+    (``_train``: in this process, or a Ray task with ``runner``), score it on ``scorer``'s
+    validation users (``users``, whose held-out items it never sees) as the hybrid was scored,
+    and decide."""
     settings = _settings(cfg, seed)
     index, model = validation_index(scorer, choice)
     train, stopping = early_stopping_split(scorer.train, users, cfg.valid_users, seed)
     started = time.perf_counter()
     try:
-        trained = train_sequence_encoder(train, item_inputs(scorer.content, model), None, settings,
-                                         targets=index, valid=stopping, log=log)
+        trained = _train(runner, cfg, train, item_inputs(scorer.content, model), None, settings,
+                         targets=index, valid=stopping, log=log)
     except UserError as e:  # too little to train on: the hybrid stands, and the manifest says why
         return SequenceOutcome(False, f"not trained: {e}", {"metric": METRIC, "rule": RULE}, settings.to_dict(),
                                time.perf_counter() - started)
@@ -177,16 +203,17 @@ def choose(cfg: SequenceJobConfig, scorer, users: list[int], choice: HybridChoic
     reason = ("it beats the hybrid by more than one standard error" if rule["wins"] else
               "it does not beat the hybrid by more than one standard error: the version is the hybrid")
     return SequenceOutcome(rule["wins"], reason, validation, settings.to_dict(), train_s,
-                           {"validation": _trained_report(trained)}, chosen=(trained.model, index))
+                           {"validation": _trained_report(trained, runner)}, chosen=(trained.model, index))
 
 
 def train_published(outcome: SequenceOutcome, cfg: SequenceJobConfig, histories: list[np.ndarray],
-                    content: np.ndarray, model, index: np.ndarray, seed: int = 0, log=None) -> SequenceOutcome:
+                    content: np.ndarray, model, index: np.ndarray, seed: int = 0, log=None,
+                    runner=None) -> SequenceOutcome:
     """The winning encoder for the final version: validation's weights carried over to the
     final index rows ``index`` (``model``: its refitted collaborative model, None for content
     alone) and trained ``refit_epochs`` more epochs on every history (never more than
     validation's best epoch), keeping the best on early-stopping users drawn from them."""
-    from groundrec.offline.sequence.train import carried_over, train_sequence_encoder
+    from groundrec.offline.sequence.train import carried_over
 
     settings = _settings(cfg, seed)
     best = int(outcome.training.get("validation", {}).get("best_epoch") or settings.epochs)
@@ -195,9 +222,9 @@ def train_published(outcome: SequenceOutcome, cfg: SequenceJobConfig, histories:
     epochs = min(settings.refit_epochs, best) if start is not None else best  # no start: as long as validation's
     settings = replace(settings, epochs=epochs, patience=epochs + 1)  # every epoch runs; the best is kept
     started = time.perf_counter()
-    trained = train_sequence_encoder(histories, inputs, None, settings, targets=index, log=log, start=start)
+    trained = _train(runner, cfg, histories, inputs, None, settings, targets=index, log=log, start=start)
     outcome.train_s += time.perf_counter() - started
-    outcome.training["published"] = _trained_report(trained)
+    outcome.training["published"] = _trained_report(trained, runner)
     outcome.model, outcome.sample, outcome.chosen = trained.model, list(histories[:1000]), None
     return outcome
 

@@ -1,7 +1,9 @@
 """Where batch mappers run: a Ray Data pipeline (local or cluster) or in-process.
 
 Both runners take an Arrow table and a mapper class and yield the mapper's output
-batches (dict of column -> numpy array), so every stage gives the same result either way.
+batches (dict of column -> numpy array), so every stage gives the same result either way;
+and both run one function as a task (``run_task``: a Ray task with the CPUs and GPUs it asks
+for, or a call in this process), as the learn stage trains its encoder.
 """
 
 from __future__ import annotations
@@ -17,6 +19,8 @@ from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
+
+from groundrec.shared.errors import UserError
 
 Batch = dict[str, np.ndarray]
 BATCHES_PER_BLOCK = 4
@@ -41,6 +45,10 @@ class LocalRunner:
         except ImportError:
             return 0.0
 
+    def run_task(self, fn, args: tuple, kwargs: dict, num_cpus: float = 1, num_gpus: float = 0):
+        """``fn(*args, **kwargs)`` here, in this process."""
+        return fn(*args, **kwargs)
+
     def map(self, table: pa.Table, mapper: type, kwargs: dict, batch_size: int, concurrency: int = 1,
             num_gpus: float = 0) -> Iterator[Batch]:
         if table.num_rows == 0:
@@ -64,6 +72,20 @@ class RayRunner:
         import ray
 
         return float(ray.cluster_resources().get("GPU", 0))
+
+    def run_task(self, fn, args: tuple, kwargs: dict, num_cpus: float = 1, num_gpus: float = 0):
+        """``fn(*args, **kwargs)`` as one Ray task holding ``num_cpus`` (at most the cluster's)
+        and ``num_gpus``, not retried; our own errors come back as themselves."""
+        import ray
+
+        task = ray.remote(fn).options(num_cpus=min(float(num_cpus), self.cpus_total), num_gpus=num_gpus,
+                                      max_retries=0)
+        try:
+            return ray.get(task.remote(*args, **kwargs))
+        except ray.exceptions.RayTaskError as e:
+            if isinstance(e.cause, UserError):
+                raise e.cause from None
+            raise
 
     def map(self, table: pa.Table, mapper: type, kwargs: dict, batch_size: int, concurrency: int = 1,
             num_gpus: float = 0) -> Iterator[Batch]:

@@ -143,9 +143,10 @@ class SequenceJobConfig(StrictModel):
         "or auto: bfloat16 where the CPU multiplies it natively (avx512_bf16 or amx_bf16), else float32; the "
         "manifest records the precision used (docs/hybrid.md)")
     device: Literal["auto", "cpu", "cuda"] = Field(
-        _D.device, description="where the encoder trains: auto (the default: a CUDA GPU when torch sees one on the "
-        "machine running the learn stage, else the CPU), cpu, or cuda (refused when torch sees none); the manifest's "
-        "trainings record the device used. A seeded training is the same from run to run on the CPU, not on a GPU "
+        _D.device, description="where the encoder trains: auto (the default: a CUDA GPU when the process that trains "
+        "sees one, else the CPU; on the Ray runner each training is a Ray task given a GPU when the cluster has one), "
+        "cpu, or cuda (refused as the runner starts when it has no GPU); the manifest's trainings record the device "
+        "used. A seeded training is the same from run to run on the CPU, not on a GPU "
         "(torch's scatter-adds) nor from one device to the other")
     max_steps: int = Field(_D.max_steps, ge=0, description="most optimizer steps of a training (batches; 0: no cap "
                            "beyond epochs and patience): a budget in work, so the same seeded run decides the same "

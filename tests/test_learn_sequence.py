@@ -291,3 +291,15 @@ def test_a_gpu_the_machine_lacks_is_refused_before_anything_is_grounded(runs):
     with pytest.raises(UserError, match="sequence.device is 'cuda'"):
         job(runs["ordered"], runs["root"] / "nogpu", runs["root"] / "nocache", **{"sequence.device": "cuda"})
     assert not (runs["root"] / "nocache").exists()  # nothing encoded: refused in the job's first seconds
+
+
+def test_on_the_ray_runner_the_trainings_are_ray_tasks_that_learn_what_the_job_process_learns(runs):
+    """The job on Ray trains the encoder as Ray tasks (with a GPU where the cluster has one);
+    seeded, with the same threads, they train exactly what the job process trains."""
+    got = job(runs["ordered"], runs["root"] / "on-ray", runs["root"] / "cache", **{"run.runner": "ray"})
+    here, there = runs["won"]["manifest"].sequence, got["manifest"].sequence
+    for part in ("validation", "published"):
+        assert there["training"][part]["ran_in"] == "ray task" and here["training"][part]["ran_in"] == "job process"
+        assert there["training"][part]["device"] == here["training"][part]["device"]
+        assert [e["loss"] for e in there["training"][part]["epochs"]] == [e["loss"] for e in here["training"][part]["epochs"]]
+    assert there["validation"] == here["validation"] and there["published"]

@@ -1,7 +1,11 @@
+import os
+
 import numpy as np
 import pyarrow as pa
+import pytest
 
 from groundrec.offline.runners import BATCHES_PER_BLOCK, LocalRunner, open_runner
+from groundrec.shared.errors import UserError
 
 
 class Double:
@@ -19,12 +23,26 @@ def test_local_runner_calls_mapper_per_batch():
     assert list(LocalRunner().map(pa.table({"row": np.arange(0)}), Double, {}, batch_size=4)) == []
 
 
-def test_ray_runner_streams_small_blocks_and_shuts_down(tmp_path):
+def where_and_what(x: int, fail: bool = False) -> tuple[int, int]:
+    if fail:
+        raise UserError(f"cannot use {x}")
+    return os.getpid(), 2 * x
+
+
+def test_local_runner_runs_a_task_in_this_process():
+    assert LocalRunner().run_task(where_and_what, (3,), {}) == (os.getpid(), 6)
+
+
+def test_ray_runner_streams_small_blocks_runs_tasks_and_shuts_down(tmp_path):
     import ray
 
     table = pa.table({"row": np.arange(100)})
     with open_runner("ray", None, tmp_path) as runner:
         out = list(runner.map(table, Double, {}, batch_size=5))
+        pid, doubled = runner.run_task(where_and_what, (21,), {}, num_cpus=64)  # more CPUs than there are: capped
+        assert doubled == 42 and pid != os.getpid()  # a Ray worker's result
+        with pytest.raises(UserError, match="^cannot use 5$"):  # our error as itself, not Ray's wrapper
+            runner.run_task(where_and_what, (5,), {"fail": True})
     assert not ray.is_initialized()
     rows = np.concatenate([b["row"] for b in out])
     assert sorted(rows.tolist()) == list(range(100))
