@@ -116,6 +116,8 @@ def run_job(cfg: JobConfig, progress: bool = True) -> JobSummary:
                 groundings = groundings.append_column("text", pa.array(texts, pa.string()))
                 vectors, encoded_new = encode_cached(runner, texts, cfg.encoder, encoder_path,
                                                      cfg.resolved_cache_dir, progress)
+            if not train_sequence:
+                stack.close()  # nothing more runs on the runner (Ray shuts down here, as before the encoder)
             learned = on_rows = None
             published = [str(i) for i in groundings.column(cfg.catalog.id_column).to_pylist()]
             if interactions is not None:  # the encoder's trainings are the runner's tasks (Ray: a GPU if any)
