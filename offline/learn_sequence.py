@@ -146,14 +146,16 @@ def check_device(cfg: SequenceJobConfig, runner) -> None:
 
 
 def _train(runner, cfg: SequenceJobConfig, *args, **kwargs):
-    """``train_sequence_encoder`` in this process, or, where the job runs on Ray, as one Ray task
-    holding ``cfg.threads`` CPUs and a GPU when the cluster has one (and ``device`` is not cpu):
-    the task's torch then sees that GPU and ``device: auto`` trains on it."""
+    """``train_sequence_encoder`` as the runner's task (``run_task``): a call in this process
+    (no runner, or the local one), or one Ray task holding ``cfg.threads`` CPUs and a GPU when
+    the cluster has one (and ``device`` is not cpu): the task's torch then sees that GPU and
+    ``device: auto`` trains on it."""
     from groundrec.offline.sequence.train import train_sequence_encoder
 
-    if not _on_ray(runner):
+    if runner is None:
         return train_sequence_encoder(*args, **kwargs)
-    kwargs.pop("log", None)  # a callback stays in this process
+    if _on_ray(runner):
+        kwargs.pop("log", None)  # a callback stays in this process
     gpus = 1 if cfg.device != "cpu" and runner.gpus() > 0 else 0
     return runner.run_task(train_sequence_encoder, args, kwargs, num_cpus=cfg.threads, num_gpus=gpus)
 
