@@ -182,9 +182,13 @@ class CollabConfig(CollabGrid):
     """The collaborative part of a hybrid version (used when interactions.path is set)."""
 
     window_days: float | None = Field(None, gt=0, description="only interactions this recent (before the latest)")
-    valid_users: int = Field(2_000, ge=10, description="most users whose last item is held out for tuning; where "
-                             "fewer users have a last new item, about this many items are held out: every user's "
-                             "last new items, up to 5 each, each user's recall of them one score (offline/holdout.py)")
+    valid_users: int = Field(2_000, ge=10, description="most users whose last item is held out for tuning (one "
+                             "each); where fewer users have a last new item, see valid_items")
+    valid_items: int = Field(10_000, ge=10, description="where fewer than valid_users users have a last new item (few "
+                             "users, long histories): about this many items held out for tuning, every user's last "
+                             "new items in the later half of their history, up to 25 each, each user's recall of "
+                             "them one score (offline/holdout.py); more items, less noise in every choice, longer "
+                             "scoring")
 
 
 class RunConfig(StrictModel):

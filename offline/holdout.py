@@ -1,5 +1,5 @@
 """The learn stage's validation: each sampled user's last new item held out (and, where too few
-users have one, up to their last ``MAX_PER_USER`` new items: ``hold_out_recent``), and whether a
+users have one, up to ``valid_items`` of them, at most ``MAX_PER_USER`` each: ``hold_out_recent``), and whether a
 hybrid finds it in its top K (recall@K over those users) — at each weight of a grid, at a
 narrower rank, and as the service scores the published version (projected, new items lifted,
 places kept for them)."""
@@ -18,7 +18,7 @@ from groundrec.shared.scoring.ranking import lift, target_in_top_k, target_in_to
 K = 20
 CHUNK = 256  # validation rows scored at a time
 METRIC = f"recall@{K} of each user's last new item(s)"
-MAX_PER_USER = 5  # most items held out of one user (when too few users have a last new item)
+MAX_PER_USER = 25  # most items held out of one user (when too few users have a last new item)
 
 
 def hold_out_last(histories: list[np.ndarray], max_users: int, seed: int = 0) -> tuple[list[np.ndarray], list[int], np.ndarray]:
@@ -71,16 +71,19 @@ def _new_positions(h: np.ndarray) -> list[int]:
     return out
 
 
-def hold_out_recent(histories: list[np.ndarray], max_items: int, seed: int = 0) -> HeldOut:
-    """About ``max_items`` held-out items: where at least that many users' last item is new to
-    them, one each from that many of them drawn at random (``hold_out_last``); else, from every
-    user with a new item in the later half of their history, their last m new items there, m =
-    max_items / those users (at most ``MAX_PER_USER``; a user's training part keeps at least
-    the first half of their history): a catalog of few users with long histories gets a
-    validation set large enough to choose on, not a few hundred single items."""
-    train, users, targets = hold_out_last(histories, max_items, seed)
-    if len(users) >= max_items or not histories:
+def hold_out_recent(histories: list[np.ndarray], max_users: int, seed: int = 0,
+                    max_items: int | None = None) -> HeldOut:
+    """Where at least ``max_users`` users' last item is new to them, one each from that many of
+    them drawn at random (``hold_out_last``); else about ``max_items`` (default ``max_users``)
+    held-out items: from every user with a new item in the later half of their history, their
+    last m new items there, m = max_items / those users (at most ``MAX_PER_USER``; a user's
+    training part keeps at least the first half of their history). A catalog of few users with
+    long histories gets a validation set large enough to choose on, not a few hundred single
+    items: every one-standard-error rule slides by the noise of this set (docs/hybrid.md)."""
+    train, users, targets = hold_out_last(histories, max_users, seed)
+    if len(users) >= max_users or not histories:
         return HeldOut(train, users, np.arange(len(users)), [train[u] for u in users], targets)
+    max_items = max_users if max_items is None else max_items
     news = [[p for p in _new_positions(np.asarray(h)) if p >= len(h) // 2] for h in histories]  # the later half
     users = [u for u, positions in enumerate(news) if positions]
     if len(users) > max_items:

@@ -38,10 +38,20 @@ def test_with_few_users_each_holds_out_its_last_new_items():
 
 
 def test_no_user_holds_out_more_than_the_most_per_user():
-    histories = [np.arange(30)]
-    held = hold_out_recent(histories, 2000)
-    assert held.targets.tolist() == list(range(30 - MAX_PER_USER, 30)) and held.train[0].tolist() == list(
-        range(30 - MAX_PER_USER))
+    n = 2 * MAX_PER_USER + 10  # a later half longer than the most per user
+    held = hold_out_recent([np.arange(n)], 2000)
+    assert held.targets.tolist() == list(range(n - MAX_PER_USER, n)) and held.train[0].tolist() == list(
+        range(n - MAX_PER_USER))
+
+
+def test_with_few_users_the_items_budget_is_its_own():
+    """``max_users`` decides whether users are few (here 3 users, none enough); ``max_items``
+    alone sets how many items they hold out: 2 each for 6, as many as each later half allows
+    (at most the most per user) for 1,000; without it, ``max_users`` is the budget."""
+    histories = [np.arange(u * 100, u * 100 + 40) for u in range(3)]
+    assert len(hold_out_recent(histories, 10, max_items=6).targets) == 6
+    assert len(hold_out_recent(histories, 10, max_items=1000).targets) == 3 * min(MAX_PER_USER, 20)
+    assert len(hold_out_recent(histories, 10).targets) == 3 * 4  # 10 / 3 users, rounded up
 
 
 def test_nothing_new_after_the_first_item_holds_out_nothing():

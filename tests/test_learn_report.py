@@ -142,11 +142,13 @@ def test_the_report_and_its_parts_are_frozen():
 
 
 def test_few_users_hold_out_several_items_each_and_are_scored_per_user():
-    """60 users, 200 items wanted: each holds out the new items of the later half of its history
-    (3 of the 5 it bought), and every rule compares users, not items: the width's folds split
-    the 60 users."""
+    """60 users, fewer than the 200 of ``valid_users``: each holds out the new items of the later
+    half of its history (3 of the 5 it bought; ``valid_items`` 60 makes it one each), and every
+    rule compares users, not items: the width's folds split the 60 users."""
     inter, content = _bundles(users=60)
     cfg = CollabConfig(rank=8, reg=[10.0], weight=[1.0], valid_users=200)  # a hybrid, whose width is judged
+    one_each = learn(inter, content, cfg.model_copy(update={"valid_items": 60})).report
+    assert (one_each.validation_users, one_each.validation_items) == (60, 60)
     report = learn(inter, content, cfg).report
     assert (report.validation_users, report.validation_items) == (60, 180)
     validation = report.to_manifest()["validation"]
