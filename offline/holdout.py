@@ -1,8 +1,8 @@
 """The learn stage's validation: each sampled user's last new item held out (and, where too few
-users have one, up to ``valid_items`` of them, at most ``MAX_PER_USER`` each: ``hold_out_recent``), and whether a
-hybrid finds it in its top K (recall@K over those users) — at each weight of a grid, at a
-narrower rank, and as the service scores the published version (projected, new items lifted,
-places kept for them)."""
+users have one, about ``valid_items`` of the users' last new items, at most ``MAX_PER_USER``
+each: ``hold_out_recent``), and whether a hybrid finds it in its top K (recall@K over those
+users) — at each weight of a grid, at a narrower rank, and as the service scores the published
+version (projected, new items lifted, places kept for them)."""
 
 from __future__ import annotations
 
