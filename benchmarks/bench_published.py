@@ -9,6 +9,7 @@ choices are the job's, on its own validation).
 Usage (from the repository root; the data is only read; caches go to --out):
   OMP_NUM_THREADS=2 .venv/bin/python benchmarks/bench_published.py --catalog CATALOG --interactions INTERACTIONS
       [--out /tmp/bench_published] [--set key=value ...]   (eval config overrides, as groundrec eval --set)
+      [--valid-items N]   (the job's collab.valid_items: the few-user validation's budget)
 Defaults: ``representations=[title]``, ``split.holdout=last_frac``. A dense synthetic catalog of the shape
 issue 34 names (10,000 items, 400 users with long histories): ``python -m
 groundrec.offline.dev.dense_catalog OUT --items 10000 --users 400 --per-user 250 --seed 3``.
@@ -17,6 +18,7 @@ groundrec.offline.dev.dense_catalog OUT --items 10000 --users 400 --per-user 250
 from __future__ import annotations
 
 import argparse
+import resource
 import time
 from dataclasses import replace
 from pathlib import Path
@@ -41,6 +43,7 @@ def main() -> None:
     p.add_argument("--interactions", required=True)
     p.add_argument("--out", default="/tmp/bench_published", help="caches (never inside the repository)")
     p.add_argument("--set", action="append", help="an eval config override, as groundrec eval --set")
+    p.add_argument("--valid-items", type=int, help="the job's collab.valid_items (default: the job's default)")
     args = p.parse_args()
     overrides = {"catalog.path": args.catalog, "interactions.path": args.interactions, "out": args.out,
                  "representations": ["title"], "split.holdout": "last_frac"}
@@ -51,13 +54,15 @@ def main() -> None:
     data = read_and_split(cfg)
     with open_runner("local", None, Path(args.out) / ".work") as job_runner:
         rep = next(r for r in build_representations(cfg, data.items, job_runner, False).reps if r.name == "title")
-    grid = CollabConfig(**cfg.tuning.collab.model_dump())
+    grid = CollabConfig(**cfg.tuning.collab.model_dump(),
+                        **({"valid_items": args.valid_items} if args.valid_items else {}))
     started = time.perf_counter()
     inter = training_interactions(data)
     learned = learn(inter, rep.vectors, grid, cfg.seed)
     c, report = learned.choice, learned.report
-    print(f"the job's learn stage: {time.perf_counter() - started:.1f} s; validation {report.validation_users} users, "
-          f"{report.validation_items} items; chosen {c}")
+    print(f"the job's learn stage: {time.perf_counter() - started:.1f} s, peak RSS "
+          f"{resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1e6:.2f} GB; validation {report.validation_users} "
+          f"users, {report.validation_items} items; chosen {c}")
     if not c.hybrid:
         print("content alone was published: nothing to undo")
         return

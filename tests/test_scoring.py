@@ -87,6 +87,20 @@ def test_batched_mean_profiles_are_each_user_s_mean_profile_bit_for_bit():
         mean_profiles(vectors, [np.array([1]), np.array([], int)])
 
 
+def test_mean_profiles_gather_a_few_histories_at_a_time_with_the_same_numbers(monkeypatch):
+    """Histories' vectors are gathered about GATHER_ROWS at a time (whole histories, at least
+    one): the profiles are those of one gather, bit for bit, however the histories fall."""
+    import groundrec.shared.scoring.profiles as profiles
+
+    rng = np.random.default_rng(1)
+    vectors = rng.normal(size=(50, 8)).astype(np.float32)
+    histories = [rng.integers(0, 50, size=n) for n in (5, 1, 9, 3, 3, 12, 2, 7)]
+    whole = mean_profiles(vectors, histories)
+    for rows in (1, 4, 5, 6, 13, 100):  # below, at and across the histories' sizes
+        monkeypatch.setattr(profiles, "GATHER_ROWS", rows)
+        assert np.array_equal(mean_profiles(vectors, histories), whole)
+
+
 def test_collaborative_queries_count_repeats_once_and_agree_batched_or_alone():
     rng = np.random.default_rng(1)
     query_side = rng.normal(size=(60, 6)).astype(np.float32)
