@@ -55,14 +55,14 @@ def main() -> None:
     with open_runner("local", None, Path(args.out) / ".work") as job_runner:
         rep = next(r for r in build_representations(cfg, data.items, job_runner, False).reps if r.name == "title")
     grid = CollabConfig(**cfg.tuning.collab.model_dump(),
-                        **({"valid_items": args.valid_items} if args.valid_items else {}))
-    started = time.perf_counter()
+                        **({"valid_items": args.valid_items} if args.valid_items is not None else {}))
+    before, started = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss, time.perf_counter()
     inter = training_interactions(data)
     learned = learn(inter, rep.vectors, grid, cfg.seed)
     c, report = learned.choice, learned.report
-    print(f"the job's learn stage: {time.perf_counter() - started:.1f} s, peak RSS "
-          f"{resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1e6:.2f} GB; validation {report.validation_users} "
-          f"users, {report.validation_items} items; chosen {c}")
+    print(f"the job's learn stage: {time.perf_counter() - started:.1f} s; the process's peak RSS "
+          f"{resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1e6:.2f} GB ({before / 1e6:.2f} GB before the learn "
+          f"stage); validation {report.validation_users} users, {report.validation_items} items; chosen {c}")
     if not c.hybrid:
         print("content alone was published: nothing to undo")
         return

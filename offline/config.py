@@ -185,10 +185,11 @@ class CollabConfig(CollabGrid):
     valid_users: int = Field(2_000, ge=10, description="most users whose last item is held out for tuning (one "
                              "each); where fewer users have a last new item, see valid_items")
     valid_items: int = Field(10_000, ge=10, description="where fewer than valid_users users have a last new item (few "
-                             "users, long histories): about this many items held out for tuning, every user's last "
-                             "new items in the later half of their history, up to 25 each, each user's recall of "
-                             "them one score (offline/holdout.py); more items, less noise in every choice, longer "
-                             "scoring")
+                             "users, long histories): at most this many items held out for tuning, each user's last "
+                             "new items in the later half of their history, an even share of this budget each, at "
+                             "most holdout.MAX_PER_USER (a random this many users, one each, when more have one); "
+                             "each user's recall of them one score (offline/holdout.py). More items, less noise in "
+                             "every choice, longer scoring")
 
 
 class RunConfig(StrictModel):

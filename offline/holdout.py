@@ -74,10 +74,11 @@ def _new_positions(h: np.ndarray) -> list[int]:
 def hold_out_recent(histories: list[np.ndarray], max_users: int, seed: int = 0,
                     max_items: int | None = None) -> HeldOut:
     """Where at least ``max_users`` users' last item is new to them, one each from that many of
-    them drawn at random (``hold_out_last``); else about ``max_items`` (default ``max_users``)
-    held-out items: from every user with a new item in the later half of their history, their
-    last m new items there, m = max_items / those users (at most ``MAX_PER_USER``; a user's
-    training part keeps at least the first half of their history). A catalog of few users with
+    them drawn at random (``hold_out_last``); else at most ``max_items`` (default ``max_users``)
+    held-out items: from every user with a new item in the later half of their history (a random
+    ``max_items`` of them when more), their last new items there, as many as their share of
+    ``max_items`` (``_shares``; at most ``MAX_PER_USER``; a user's training part keeps at least
+    the first half of their history). A catalog of few users with
     long histories gets a validation set large enough to choose on, not a few hundred single
     items: every one-standard-error rule slides by the noise of this set (docs/hybrid.md)."""
     train, users, targets = hold_out_last(histories, max_users, seed)
@@ -88,16 +89,25 @@ def hold_out_recent(histories: list[np.ndarray], max_users: int, seed: int = 0,
     users = [u for u, positions in enumerate(news) if positions]
     if len(users) > max_items:
         users = sorted(np.random.default_rng(seed).choice(users, max_items, replace=False).tolist())
-    per = max(1, min(MAX_PER_USER, -(-max_items // max(len(users), 1))))
+    share = _shares(max_items, len(users), seed)
     train, rows, held, targets = list(histories), [], [], []
     for i, u in enumerate(users):
-        positions = news[u][-per:]
+        positions = news[u][-share[i]:]
         train[u] = histories[u][:positions[0]]
         for p in positions:
             rows.append(i)
             held.append(histories[u][:p])
             targets.append(histories[u][p])
     return HeldOut(train, users, np.asarray(rows, np.int64), held, np.asarray(targets, np.int64))
+
+
+def _shares(budget: int, n: int, seed: int = 0) -> np.ndarray:
+    """How many items each of ``n`` users may hold out of ``budget`` (n <= budget): an even
+    share, the remainder one more each to users drawn at random, at most ``MAX_PER_USER``."""
+    base, extra = divmod(budget, max(n, 1))
+    share = np.full(n, base, np.int64)
+    share[np.random.default_rng(seed + 1).choice(n, extra, replace=False)] += 1
+    return np.minimum(share, MAX_PER_USER)
 
 
 def hits(scores: np.ndarray, seen: list[np.ndarray], targets: np.ndarray) -> np.ndarray:

@@ -47,11 +47,22 @@ def test_no_user_holds_out_more_than_the_most_per_user():
 def test_with_few_users_the_items_budget_is_its_own():
     """``max_users`` decides whether users are few (here 3 users, none enough); ``max_items``
     alone sets how many items they hold out: 2 each for 6, as many as each later half allows
-    (at most the most per user) for 1,000; without it, ``max_users`` is the budget."""
+    (at most the most per user) for 1,000; without it, ``max_users`` is the budget: 10 items
+    over 3 users is 3, 3 and 4 (the one left over to a user drawn at random), not 4 each."""
     histories = [np.arange(u * 100, u * 100 + 40) for u in range(3)]
     assert len(hold_out_recent(histories, 10, max_items=6).targets) == 6
     assert len(hold_out_recent(histories, 10, max_items=1000).targets) == 3 * min(MAX_PER_USER, 20)
-    assert len(hold_out_recent(histories, 10).targets) == 3 * 4  # 10 / 3 users, rounded up
+    held = hold_out_recent(histories, 10)
+    assert sorted(np.bincount(held.rows).tolist()) == [3, 3, 4]
+
+
+def test_the_budget_is_never_overshot_when_users_are_just_fewer_than_it():
+    """6 users of 2 new items each (in the later half) and a budget of 7: an even share rounded
+    up would hold out 2 each, 12 items; the shares hold out 7 (one each, one user a second)."""
+    histories = [np.array([u * 10, u * 10 + 1, u * 10 + 2, u * 10 + 3]) for u in range(6)]
+    held = hold_out_recent(histories, 100, max_items=7)
+    assert len(held.users) == 6 and len(held.targets) == 7
+    assert sorted(np.bincount(held.rows).tolist()) == [1, 1, 1, 1, 1, 2]
 
 
 def test_nothing_new_after_the_first_item_holds_out_nothing():

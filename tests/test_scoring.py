@@ -96,9 +96,20 @@ def test_mean_profiles_gather_a_few_histories_at_a_time_with_the_same_numbers(mo
     vectors = rng.normal(size=(50, 8)).astype(np.float32)
     histories = [rng.integers(0, 50, size=n) for n in (5, 1, 9, 3, 3, 12, 2, 7)]
     whole = mean_profiles(vectors, histories)
+
+    class Gathers(np.ndarray):  # the vectors, recording how many rows each gather takes
+        taken: list = []
+
+        def __getitem__(self, rows):
+            Gathers.taken.append(len(rows))
+            return np.asarray(self)[rows]
+
     for rows in (1, 4, 5, 6, 13, 100):  # below, at and across the histories' sizes
         monkeypatch.setattr(profiles, "GATHER_ROWS", rows)
-        assert np.array_equal(mean_profiles(vectors, histories), whole)
+        Gathers.taken = []
+        assert np.array_equal(mean_profiles(vectors.view(Gathers), histories), whole)
+        assert sum(Gathers.taken) == sum(map(len, histories))
+        assert max(Gathers.taken) <= max(rows, 12)  # one history longer than the limit goes alone
 
 
 def test_collaborative_queries_count_repeats_once_and_agree_batched_or_alone():

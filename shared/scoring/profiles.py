@@ -47,7 +47,8 @@ def mean_profile(vectors: np.ndarray) -> np.ndarray:
 def mean_profiles(vectors: np.ndarray, histories: list[np.ndarray]) -> np.ndarray:
     """The mean profile of each history (rows of ``vectors``; every history non-empty), one
     row per history: float64 sums in history order divided by the count, as ``mean_profile``
-    computes one. A few array operations for the whole batch, not a few per user."""
+    computes one. A few array operations per ``GATHER_ROWS`` items of the batch's histories,
+    not a few per user."""
     sizes = np.array([len(h) for h in histories])
     if len(sizes) == 0:
         return np.zeros((0, vectors.shape[1]), np.float32)
