@@ -78,9 +78,9 @@ def hold_out_recent(histories: list[np.ndarray], max_users: int, seed: int = 0,
     held-out items: from every user with a new item in the later half of their history (a random
     ``max_items`` of them when more), their last new items there, as many as their share of
     ``max_items`` (``_shares``; at most ``MAX_PER_USER``; a user's training part keeps at least
-    the first half of their history). A catalog of few users with
-    long histories gets a validation set large enough to choose on, not a few hundred single
-    items: every one-standard-error rule slides by the noise of this set (docs/hybrid.md)."""
+    the first half of their history). A catalog of few users with long histories gets a
+    validation set large enough to choose on, not a few hundred single items: every
+    one-standard-error rule slides by the noise of this set (docs/hybrid.md)."""
     train, users, targets = hold_out_last(histories, max_users, seed)
     if len(users) >= max_users or not histories:
         return HeldOut(train, users, np.arange(len(users)), [train[u] for u in users], targets)
