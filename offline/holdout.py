@@ -71,11 +71,9 @@ def _new_positions(h: np.ndarray) -> list[int]:
     return out
 
 
-def hold_out_recent(histories: list[np.ndarray], max_users: int, seed: int = 0,
-                    max_items: int | None = None) -> HeldOut:
+def hold_out_recent(histories: list[np.ndarray], max_users: int, max_items: int, seed: int = 0) -> HeldOut:
     """Where at least ``max_users`` users' last item is new to them, one each from that many of
-    them drawn at random (``hold_out_last``); else at most ``max_items`` (default ``max_users``)
-    held-out items: from every user with a new item in the later half of their history (a random
+    them drawn at random (``hold_out_last``); else at most ``max_items`` held-out items: from every user with a new item in the later half of their history (a random
     ``max_items`` of them when more), their last new items there, as many as their share of
     ``max_items`` (``_shares``; at most ``MAX_PER_USER``; a user's training part keeps at least
     the first half of their history). A catalog of few users with long histories gets a
@@ -84,7 +82,6 @@ def hold_out_recent(histories: list[np.ndarray], max_users: int, seed: int = 0,
     train, users, targets = hold_out_last(histories, max_users, seed)
     if len(users) >= max_users or not histories:
         return HeldOut(train, users, np.arange(len(users)), [train[u] for u in users], targets)
-    max_items = max_users if max_items is None else max_items
     news = [[p for p in _new_positions(np.asarray(h)) if p >= len(h) // 2] for h in histories]  # the later half
     users = [u for u, positions in enumerate(news) if positions]
     if len(users) > max_items:

@@ -216,7 +216,7 @@ def learn(inter: Interactions, content: np.ndarray, cfg: CollabConfig, seed: int
                          "needs interactions with at least 2 published items (check interactions.item_column matches "
                          "the catalog ids)")
     n = len(content)
-    held_out = hold_out_recent(histories, cfg.valid_users, seed, cfg.valid_items)
+    held_out = hold_out_recent(histories, cfg.valid_users, cfg.valid_items, seed)
     choice, tuning, scores = HybridChoice.untuned(cfg), None, {}  # no validation user: content only, nothing scored
     outcome = None
     if held_out.users:
