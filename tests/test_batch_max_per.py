@@ -99,8 +99,9 @@ def test_max_per_batched_gives_the_one_at_a_time_answers(kind):
                             "search", "search_batch")
     diverse = sum(1 for q in users if q.diversity)
     assert calls == {"search": diverse, "search_batch": 10}  # only the diversity users one at a time
-    for q, a, b in zip(users, single, batched):
-        assert [(x.item_id, x.score) for x in b.items] == [(x.item_id, x.score) for x in a.items]
+    for q, a, b in zip(users, single, batched):  # the same items; scores up to the rounding of another product's shape
+        assert [x.item_id for x in b.items] == [x.item_id for x in a.items]
+        assert [x.score for x in b.items] == pytest.approx([x.score for x in a.items], abs=1e-6)
     # max_per held: one item per title under the server's default, two where the user asked
     for q, a in zip(users, single):
         titles = Counter(TITLES[int(x.item_id[1:])] for x in a.items)
