@@ -38,8 +38,9 @@ class HeldOut:
     """The learn stage's validation set. ``train``: every user's training history (a held-out
     user's ends before their first held-out item); ``users``: the held-out users (sorted);
     per validation row (one held-out item each, a user's rows in time order): ``rows`` its
-    user's place in ``users``, ``histories`` the history before its item (what a request would
-    send), ``targets`` the item."""
+    user's place in ``users``, ``histories`` the history before its user's first held-out item
+    (what a request would send: one list must find all of the user's held-out items, as
+    ``groundrec eval``'s test finds a user's later block), ``targets`` the item."""
 
     train: list[np.ndarray]
     users: list[int]
@@ -91,9 +92,9 @@ def hold_out_recent(histories: list[np.ndarray], max_users: int, max_items: int,
     for i, u in enumerate(users):
         positions = news[u][-share[i]:]
         train[u] = histories[u][:positions[0]]
-        for p in positions:
+        for p in positions:  # all found from one list: the history before the first of them
             rows.append(i)
-            held.append(histories[u][:p])
+            held.append(train[u])
             targets.append(histories[u][p])
     return HeldOut(train, users, np.asarray(rows, np.int64), held, np.asarray(targets, np.int64))
 
