@@ -10,6 +10,9 @@ Usage (from the repository root; the data is only read; caches go to --out):
   OMP_NUM_THREADS=2 .venv/bin/python benchmarks/bench_published.py --catalog CATALOG --interactions INTERACTIONS
       [--out /tmp/bench_published] [--set key=value ...]   (eval config overrides, as groundrec eval --set)
       [--valid-items N]   (the job's collab.valid_items: the few-user validation's budget)
+      [--valid-users N]   (the job's collab.valid_users: above the users with a last new item, the block path)
+      [--compare OTHER_OUT]   (paired p of this run's published version against another run's, on the same split)
+Each run keeps its published version's per-user recall in --out (``published_recall.npy``).
 Defaults: ``representations=[title]``, ``split.holdout=last_frac``. A dense synthetic catalog of the shape
 issue 34 names (10,000 items, 400 users with long histories): ``python -m
 groundrec.offline.dev.dense_catalog OUT --items 10000 --users 400 --per-user 250 --seed 3``.
@@ -23,6 +26,7 @@ import time
 from dataclasses import replace
 from pathlib import Path
 
+import numpy as np
 import yaml
 
 from groundrec.offline.config import CollabConfig, load_config
@@ -44,6 +48,8 @@ def main() -> None:
     p.add_argument("--out", default="/tmp/bench_published", help="caches (never inside the repository)")
     p.add_argument("--set", action="append", help="an eval config override, as groundrec eval --set")
     p.add_argument("--valid-items", type=int, help="the job's collab.valid_items (default: the job's default)")
+    p.add_argument("--valid-users", type=int, help="the job's collab.valid_users (default: the job's default)")
+    p.add_argument("--compare", help="another run's --out: its published version against this run's, paired")
     args = p.parse_args()
     overrides = {"catalog.path": args.catalog, "interactions.path": args.interactions, "out": args.out,
                  "representations": ["title"], "split.holdout": "last_frac"}
@@ -54,8 +60,8 @@ def main() -> None:
     data = read_and_split(cfg)
     with open_runner("local", None, Path(args.out) / ".work") as job_runner:
         rep = next(r for r in build_representations(cfg, data.items, job_runner, False).reps if r.name == "title")
-    grid = CollabConfig(**cfg.tuning.collab.model_dump(),
-                        **({"valid_items": args.valid_items} if args.valid_items is not None else {}))
+    job = {"valid_items": args.valid_items, "valid_users": args.valid_users}
+    grid = CollabConfig(**cfg.tuning.collab.model_dump(), **{k: v for k, v in job.items() if v is not None})
     before, started = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss, time.perf_counter()
     inter = training_interactions(data)
     learned = learn(inter, rep.vectors, grid, cfg.seed)
@@ -94,6 +100,11 @@ def main() -> None:
         mean, low, high = bootstrap_ci(recall, cfg.bootstrap, cfg.alpha, cfg.seed)
         if base is None:
             base = recall
+            np.save(Path(args.out) / "published_recall.npy", recall)
+            if args.compare:
+                other = np.load(Path(args.compare) / "published_recall.npy")
+                print(f"| (the other run's published version, {args.compare}) | {other.mean():.4f} | "
+                      f"{other.mean() - base.mean():+.4f} | {paired_test(other, base, cfg.permutations, cfg.seed):.3g} |")
         p_value = paired_test(recall, base, cfg.permutations, cfg.seed) if recall is not base else 1.0
         print(f"| {name} | {mean:.4f} [{low:.4f}, {high:.4f}] | {recall.mean() - base.mean():+.4f} | {p_value:.3g} |")
 

@@ -182,14 +182,13 @@ class CollabConfig(CollabGrid):
     """The collaborative part of a hybrid version (used when interactions.path is set)."""
 
     window_days: float | None = Field(None, gt=0, description="only interactions this recent (before the latest)")
-    valid_users: int = Field(2_000, ge=10, description="most users whose last item is held out for tuning (one "
-                             "each); where fewer users have a last new item, see valid_items")
-    valid_items: int = Field(10_000, ge=10, description="where fewer than valid_users users have a last new item (few "
-                             "users, long histories): at most this many items held out for tuning, each user's last "
-                             "new items in the later half of their history, an even share of this budget each, at "
-                             "most holdout.MAX_PER_USER (a random this many users, one each, when more have one); "
-                             "each user's recall of them one score (offline/holdout.py). More items, less noise in "
-                             "every choice, longer scoring")
+    valid_users: int = Field(5_000, ge=10, description="most users who hold out items for tuning (a random this many "
+                             "when more have a new item in the later half of their history): each holds out a block "
+                             "of their last new items, found from the history before it (offline/holdout.py)")
+    valid_items: int = Field(10_000, ge=10, description="the items held out for tuning in all: an even share each "
+                             "of the users holding out, at most holdout.MAX_PER_USER, from the later half of their "
+                             "history; each user's recall of them one score. More items, less noise in every choice, "
+                             "longer scoring")
 
 
 class RunConfig(StrictModel):

@@ -113,13 +113,15 @@ class JobScorer:
     """The learn stage's ``tuning.HybridScorer``: per held-out user, the recall of their held-out
     last new item(s) (``holdout.HeldOut``: hits per row, averaged per user), every mean recorded
     by name in ``scores`` (what the manifest's ``validation.scores`` holds). ``held`` and
-    ``targets`` are per row (a user may have several)."""
+    ``targets`` are per row (a user may have several); ``profiles`` and ``user_held`` per user
+    (each user's rows are scored from one list: ``owner``, each row's user)."""
 
     def __init__(self, content: np.ndarray, held_out: HeldOut, cfg: CollabConfig, seed: int = 0):
         self.content, self.held_out, self.cfg, self.seed = content, held_out, cfg, seed
         self.train, self.held, self.targets = held_out.train, held_out.histories, held_out.targets
+        self.user_held, self.owner = held_out.user_histories, held_out.rows
         self.content_dim = content.shape[1]
-        self.profiles = content_profiles(content, self.held)
+        self.profiles = content_profiles(content, self.user_held)
         self.scores: dict[str, float] = {}
         self.fits: dict[tuple[float, float], collab.CollabModel] = {}
         self.projections: dict[int, collab.Projection] = {}
@@ -140,22 +142,23 @@ class JobScorer:
         return fits[reg, dropout]
 
     def _validation(self, model: collab.CollabModel, weights: list[float], half_life: float) -> dict:
-        hits = validation_hits(model, self.content, self.profiles, self.held, self.targets, weights, half_life)
+        hits = validation_hits(model, self.content, self.profiles, self.user_held, self.targets, weights, half_life,
+                               self.owner)
         return {key: self.held_out.per_user(value) for key, value in hits.items()}
 
     def _published(self, model: collab.CollabModel, weight: float, projection: collab.Projection | None,
                    half_life: float, new: np.ndarray | None = None, fresh=((0.0, 0),)) -> dict:
-        hits = published_hits(model, self.content, self.profiles, self.held, self.targets, weight, projection,
-                              half_life, new, fresh)
+        hits = published_hits(model, self.content, self.profiles, self.user_held, self.targets, weight, projection,
+                              half_life, new, fresh, self.owner)
         return {key: self.held_out.per_user(value) for key, value in hits.items()}
 
     def published_lists(self, choice: HybridChoice) -> np.ndarray:
         """The hybrid's top-K lists of the validation rows at ``choice`` as published (its freshness
         prior and kept places): the new items a ``sequence`` list of that version holds."""
         c = choice
-        return published_lists(self.fitted(c.reg, c.dropout).truncated(c.rank), self.content, self.profiles, self.held,
-                               c.weight, self.projections.get(c.rank) if c.projected else None, c.half_life, self.new,
-                               c.fresh_weight, c.fresh_slots)
+        return published_lists(self.fitted(c.reg, c.dropout).truncated(c.rank), self.content, self.profiles,
+                               self.user_held, c.weight, self.projections.get(c.rank) if c.projected else None,
+                               c.half_life, self.new, c.fresh_weight, c.fresh_slots, self.owner)
 
     def hybrid(self, reg: float, dropout: float, half_life: float, weights: list[float]) -> list[np.ndarray]:
         hits = self._validation(self.fitted(reg, dropout), weights, half_life)

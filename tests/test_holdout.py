@@ -1,5 +1,6 @@
-"""The learn stage's validation set (offline/holdout.py): one last new item per user where
-enough users have one, else up to the last few new items of every user, scored per user."""
+"""The learn stage's validation set (offline/holdout.py): each held-out user's last new items (a
+block, an even share of the items budget), all found from the history before them, scored per
+user."""
 
 import numpy as np
 
@@ -10,7 +11,7 @@ def _h(*items):
     return np.array(items, np.int64)
 
 
-def test_with_enough_users_each_holds_out_its_last_item_as_before():
+def test_a_budget_of_one_item_a_user_holds_out_each_user_s_last_new_item():
     histories = [_h(1, 2, 3), _h(4, 5), _h(6, 6), _h(7, 8, 9)]  # user 2's last item is a repeat
     held = hold_out_recent(histories, 3, 3, seed=0)
     train, users, targets = hold_out_last(histories, 3, seed=0)
@@ -18,6 +19,21 @@ def test_with_enough_users_each_holds_out_its_last_item_as_before():
     assert held.rows.tolist() == [0, 1, 2] and [h.tolist() for h in held.histories] == [[1, 2], [4], [7, 8]]
     assert [h.tolist() for h in held.train] == [h.tolist() for h in train] == [[1, 2], [4], [6, 6], [7, 8]]
     assert held.per_user([1.0, 0.0, 1.0]).tolist() == [1.0, 0.0, 1.0]
+
+
+def test_many_users_a_random_max_users_of_them_hold_out_a_block_each():
+    """More users with a new item than ``max_users``: a random ``max_users`` of them, each a block
+    of their last new items (an even share of the budget), not one item each: the horizon of
+    eval's test, where one item a user chose for one step ahead."""
+    histories = [np.arange(u * 100, u * 100 + 20) for u in range(10)]
+    held = hold_out_recent(histories, 4, 12, seed=0)
+    assert len(held.users) == 4 and held.rows.tolist() == [0, 0, 0, 1, 1, 1, 2, 2, 2, 3, 3, 3]
+    for i, u in enumerate(held.users):
+        assert held.targets_by_user[i].tolist() == list(range(u * 100 + 17, u * 100 + 20))
+        assert held.user_histories[i].tolist() == held.train[u].tolist() == list(range(u * 100, u * 100 + 17))
+    assert held.users != hold_out_recent(histories, 4, 12, seed=1).users  # drawn by the seed
+    assert [h.tolist() for u, h in enumerate(held.train) if u not in held.users] == [
+        histories[u].tolist() for u in range(10) if u not in held.users]  # the others train on everything
 
 
 def test_with_few_users_each_holds_out_its_last_new_items():
@@ -67,3 +83,36 @@ def test_the_budget_is_never_overshot_when_users_are_just_fewer_than_it():
 def test_nothing_new_after_the_first_item_holds_out_nothing():
     held = hold_out_recent([_h(1, 1, 1), _h(2)], 10, 10)
     assert held.users == [] and len(held.targets) == 0 and [h.tolist() for h in held.train] == [[1, 1, 1], [2]]
+
+
+def test_a_user_s_rows_scored_once_are_the_rows_scored_each_from_the_same_history():
+    """``owner`` (each row's user): profiles and histories per user, each scored once, give every
+    row the hits it gets when scored on its own, across chunks that never split a user."""
+    from groundrec.offline import collab
+    from groundrec.offline.holdout import CHUNK, content_profiles, published_hits, published_lists, validation_hits
+
+    rng = np.random.default_rng(0)
+    n_items = 60
+    histories = [rng.choice(n_items, 30, replace=False) for _ in range(3 * CHUNK // 10)]  # rows span chunks
+    held = hold_out_recent(histories, 1000, 10 * len(histories))
+    content = rng.normal(size=(n_items, 8)).astype(np.float32)
+    content /= np.linalg.norm(content, axis=1, keepdims=True)
+    model = collab.fit(held.train, n_items, content, rank=8, reg=10.0)
+    per_user, per_row = held.user_histories, held.histories
+    assert len(held.targets) > CHUNK and np.bincount(held.rows).min() > 1
+    once = validation_hits(model, content, content_profiles(content, per_user), per_user, held.targets, [0.5, 2.0],
+                           3.0, held.rows)
+    each = validation_hits(model, content, content_profiles(content, per_row), per_row, held.targets, [0.5, 2.0], 3.0)
+    assert set(once) == set(each) and all(np.array_equal(once[k], each[k]) for k in each)
+    assert 0 < once[2.0].mean() < 1  # hits and misses both
+    new = np.arange(50, 60)
+    fresh = ((0.0, 0), (0.3, 2))
+    once = published_hits(model, content, content_profiles(content, per_user), per_user, held.targets, 2.0, None, 3.0,
+                          new, fresh, held.rows)
+    each = published_hits(model, content, content_profiles(content, per_row), per_row, held.targets, 2.0, None, 3.0,
+                          new, fresh)
+    assert all(np.array_equal(once[k], each[k]) for k in fresh)
+    lists = published_lists(model, content, content_profiles(content, per_user), per_user, 2.0, None, 3.0, new, 0.3,
+                            2, held.rows)
+    assert lists.shape == (len(held.targets), 20) and np.array_equal(lists, published_lists(
+        model, content, content_profiles(content, per_row), per_row, 2.0, None, 3.0, new, 0.3, 2))
