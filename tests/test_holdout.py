@@ -60,10 +60,11 @@ def test_no_user_holds_out_more_than_the_most_per_user():
         range(n - MAX_PER_USER))
 
 
-def test_with_few_users_the_items_budget_is_its_own():
-    """``max_users`` decides whether users are few (here 3 users, none enough); ``max_items``
-    alone sets how many items they hold out: 2 each for 6, as many as each later half allows
-    (at most the most per user) for 1,000; 10 items over 3 users is 3, 3 and 4 (the one left over to a user drawn at random), not 4 each."""
+def test_the_items_budget_is_shared_evenly_by_the_users_holding_out():
+    """``max_users`` only caps the users (here 3, under it); ``max_items`` alone sets how many
+    items they hold out: 2 each for 6, as many as each later half allows (at most the most per
+    user) for 1,000; 10 items over 3 users is 3, 3 and 4 (the one left over to a user drawn at
+    random), not 4 each."""
     histories = [np.arange(u * 100, u * 100 + 40) for u in range(3)]
     assert len(hold_out_recent(histories, 10, 6).targets) == 6
     assert len(hold_out_recent(histories, 10, 1000).targets) == 3 * min(MAX_PER_USER, 20)
