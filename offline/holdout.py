@@ -85,8 +85,8 @@ def hold_out_recent(histories: list[np.ndarray], max_users: int, max_items: int,
     block, like ``groundrec eval``'s temporal test, found from the history before it (a user's
     training part, at least the first half of the history). One held-out item a user, found
     from the history just before it, chose for one step ahead (on retail reg 31.6 where the
-    block chooses 100, 0.0042 lower on eval's test: docs/hybrid.md, "The validation's
-    horizon"); few items a user leave every one-standard-error rule sliding by the noise."""
+    block chooses 100, 0.0042 lower on eval's test: docs/hybrid.md, "The validation's horizon
+    on every catalog"); few items a user leave every one-standard-error rule sliding by the noise."""
     news = [[p for p in _new_positions(np.asarray(h)) if p >= len(h) // 2] for h in histories]  # the later half
     users = [u for u, positions in enumerate(news) if positions]
     most = min(max_users, max_items)
