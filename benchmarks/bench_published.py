@@ -10,7 +10,7 @@ Usage (from the repository root; the data is only read; caches go to --out):
   OMP_NUM_THREADS=2 .venv/bin/python benchmarks/bench_published.py --catalog CATALOG --interactions INTERACTIONS
       [--out /tmp/bench_published] [--set key=value ...]   (eval config overrides, as groundrec eval --set)
       [--valid-items N]   (the job's collab.valid_items: the few-user validation's budget)
-      [--valid-users N]   (the job's collab.valid_users: above the users with a last new item, the block path)
+      [--valid-users N]   (the job's collab.valid_users: the most users holding out a block)
       [--compare OTHER_OUT]   (paired p of this run's published version against another run's, on the same split)
 Each run keeps its published version's per-user recall in --out (``published_recall.npy``).
 Defaults: ``representations=[title]``, ``split.holdout=last_frac``. A dense synthetic catalog of the shape

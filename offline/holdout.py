@@ -39,14 +39,14 @@ class HeldOut:
     """The learn stage's validation set. ``train``: every user's training history (a held-out
     user's ends before their first held-out item); ``users``: the held-out users (sorted);
     per validation row (one held-out item each, a user's rows in time order): ``rows`` its
-    user's place in ``users``, ``histories`` the history before its user's first held-out item
-    (what a request would send: one list must find all of the user's held-out items, as
-    ``groundrec eval``'s test finds a user's later block), ``targets`` the item."""
+    user's place in ``users``, ``targets`` the item. Every row of a user is found from the
+    user's training part, the history before their first held-out item (what a request would
+    send: one list must find all of the user's held-out items, as ``groundrec eval``'s test
+    finds a user's later block)."""
 
     train: list[np.ndarray]
     users: list[int]
     rows: np.ndarray
-    histories: list[np.ndarray]
     targets: np.ndarray
 
     def per_user(self, values) -> np.ndarray:
@@ -61,6 +61,11 @@ class HeldOut:
     def user_histories(self) -> list[np.ndarray]:
         """Each held-out user's history before their block: what all their rows are scored from."""
         return [self.train[u] for u in self.users]
+
+    @property
+    def histories(self) -> list[np.ndarray]:
+        """Each row's history (its user's ``user_histories`` entry, repeated per row)."""
+        return [self.train[self.users[i]] for i in self.rows]
 
     @property
     def targets_by_user(self) -> list[np.ndarray]:
@@ -93,15 +98,13 @@ def hold_out_recent(histories: list[np.ndarray], max_users: int, max_items: int,
     if len(users) > most:
         users = sorted(np.random.default_rng(seed).choice(users, most, replace=False).tolist())
     share = _shares(max_items, len(users), seed)
-    train, rows, held, targets = list(histories), [], [], []
+    train, rows, targets = list(histories), [], []
     for i, u in enumerate(users):
         positions = news[u][-share[i]:]
-        train[u] = histories[u][:positions[0]]
-        for p in positions:  # all found from one list: the history before the first of them
-            rows.append(i)
-            held.append(train[u])
-            targets.append(histories[u][p])
-    return HeldOut(train, users, np.asarray(rows, np.int64), held, np.asarray(targets, np.int64))
+        train[u] = histories[u][:positions[0]]  # all found from one list: the history before the first of them
+        rows += [i] * len(positions)
+        targets += [histories[u][p] for p in positions]
+    return HeldOut(train, users, np.asarray(rows, np.int64), np.asarray(targets, np.int64))
 
 
 def _shares(budget: int, n: int, seed: int = 0) -> np.ndarray:
@@ -132,7 +135,6 @@ def _chunks(owner: np.ndarray):
     first = 0
     while first <= owner[-1]:
         last = max(first + 1, int(np.searchsorted(bounds, bounds[first] + CHUNK, side="right")) - 1)
-        last = min(last, int(owner[-1]) + 1)
         rows = slice(int(bounds[first]), int(bounds[last]))
         yield slice(first, last), rows, owner[rows] - first
         first = last

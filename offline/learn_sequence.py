@@ -195,7 +195,8 @@ def choose(cfg: SequenceJobConfig, scorer, users: list[int], choice: HybridChoic
     train_s = time.perf_counter() - started
     fresh = (choice.fresh_weight, choice.fresh_slots) if choice.hybrid else (0.0, 0)
     others = scorer.published_lists(choice) if choice.hybrid else None  # the new items its lists hold
-    encoder = scorer.held_out.per_user(served_hits(trained.model.encode(scorer.held), index, scorer.held,
+    queries = trained.model.encode(scorer.user_held)[scorer.owner]  # each user encoded once, a row per held-out item
+    encoder = scorer.held_out.per_user(served_hits(queries, index, scorer.held,
                                                    scorer.targets, scorer.new if choice.hybrid else None, others))
     hybrid = hybrid_hits(tuning, choice)
     rule = beats_by_one_standard_error(encoder, hybrid)
