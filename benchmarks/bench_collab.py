@@ -67,7 +67,8 @@ def main() -> None:
                   if k.startswith("hybrid ") and " rank=" not in k}
         fits = {m.split(" half_life=")[0] for m in models}
         print(f"learn stage          {time.perf_counter() - t:8.1f} s   peak RSS {peak_gb():.1f} GB   "
-              f"on {v['users']:,} held-out users: {len(fits)} fits ({', '.join(sorted(fits))}), {len(models)} scoring "
+              f"on {v['users']:,} held-out users ({v['items']:,} items): {len(fits)} fits ({', '.join(sorted(fits))}), "
+              f"{len(models)} scoring "
               f"passes over the weights {v['grid']['weight']} (tuning.tune_hybrid), then ranks "
               f"{smaller_ranks(cfg.rank)} and the projection at the chosen model when hybrid, then the final fit; "
               f"chosen {v['chosen']}", flush=True)

@@ -188,7 +188,8 @@ class CollabConfig(CollabGrid):
     valid_items: int = Field(10_000, ge=10, description="the items held out for tuning in all: an even share each "
                              "of the users holding out, at most holdout.MAX_PER_USER, from the later half of their "
                              "history; each user's recall of them one score. More items, less noise in every choice, "
-                             "longer scoring")
+                             "longer scoring; fewer on a large catalog, at most holdout.SCORED_CELLS (2e9) / its items "
+                             "(2,000 at 1M items), as each is scored against every item at every point of the grids")
 
 
 class RunConfig(StrictModel):

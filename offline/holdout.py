@@ -20,6 +20,7 @@ K = 20
 CHUNK = 256  # validation rows scored at a time
 METRIC = f"recall@{K} of each user's last new item(s)"
 MAX_PER_USER = 25  # most items held out of one user (when too few users have a last new item)
+SCORED_CELLS = 2_000_000_000  # held-out items x catalog items, at most: what one scoring pass of the validation costs
 
 
 def hold_out_last(histories: list[np.ndarray], max_users: int, seed: int = 0) -> tuple[list[np.ndarray], list[int], np.ndarray]:
@@ -105,6 +106,15 @@ def hold_out_recent(histories: list[np.ndarray], max_users: int, max_items: int,
         rows += [i] * len(positions)
         targets += [histories[u][p] for p in positions]
     return HeldOut(train, users, np.asarray(rows, np.int64), np.asarray(targets, np.int64))
+
+
+def items_to_hold_out(max_items: int, n_items: int) -> int:
+    """How many items the validation holds out of a catalog of ``n_items``: ``max_items``, or
+    fewer where scoring each against every item would pass ``SCORED_CELLS`` per pass (every
+    held-out item's row is scored against the whole catalog, at every point of the grids). A
+    1M-item catalog holds out 2,000 (with one item a user, the validation its learn-stage
+    benchmark was measured with: docs/benchmarks.md); retail's 3,658 items, the full 10,000."""
+    return int(max(1, min(max_items, SCORED_CELLS // max(n_items, 1))))
 
 
 def _shares(budget: int, n: int, seed: int = 0) -> np.ndarray:

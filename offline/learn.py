@@ -21,8 +21,8 @@ import numpy as np
 
 from groundrec.offline import collab, learn_sequence
 from groundrec.offline.config import CollabConfig
-from groundrec.offline.holdout import (HeldOut, content_profiles, hold_out_recent, published_hits, published_lists,
-                                      validation_hits)
+from groundrec.offline.holdout import (HeldOut, content_profiles, hold_out_recent, items_to_hold_out, published_hits,
+                                      published_lists, validation_hits)
 from groundrec.offline.interactions import Interactions
 from groundrec.offline.learn_report import LearnReport, Window
 from groundrec.offline.learn_sequence import SequenceOutcome
@@ -219,7 +219,7 @@ def learn(inter: Interactions, content: np.ndarray, cfg: CollabConfig, seed: int
                          "needs interactions with at least 2 published items (check interactions.item_column matches "
                          "the catalog ids)")
     n = len(content)
-    held_out = hold_out_recent(histories, cfg.valid_users, cfg.valid_items, seed)
+    held_out = hold_out_recent(histories, cfg.valid_users, items_to_hold_out(cfg.valid_items, n), seed)
     choice, tuning, scores = HybridChoice.untuned(cfg), None, {}  # no validation user: content only, nothing scored
     outcome = None
     if held_out.users:

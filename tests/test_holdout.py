@@ -4,7 +4,7 @@ user."""
 
 import numpy as np
 
-from groundrec.offline.holdout import MAX_PER_USER, hold_out_last, hold_out_recent
+from groundrec.offline.holdout import MAX_PER_USER, SCORED_CELLS, hold_out_last, hold_out_recent, items_to_hold_out
 
 
 def _h(*items):
@@ -19,6 +19,13 @@ def test_a_budget_of_one_item_a_user_holds_out_each_user_s_last_new_item():
     assert held.rows.tolist() == [0, 1, 2] and [h.tolist() for h in held.histories] == [[1, 2], [4], [7, 8]]
     assert [h.tolist() for h in held.train] == [h.tolist() for h in train] == [[1, 2], [4], [6, 6], [7, 8]]
     assert held.per_user([1.0, 0.0, 1.0]).tolist() == [1.0, 0.0, 1.0]
+
+
+def test_the_items_held_out_stay_within_the_scoring_budget_of_a_pass():
+    assert items_to_hold_out(10_000, 3_658) == 10_000  # retail: the whole budget
+    assert items_to_hold_out(10_000, 1_000_000) == SCORED_CELLS // 1_000_000 == 2_000
+    assert items_to_hold_out(1_000, 1_000_000) == 1_000  # the config's own cap is kept where lower
+    assert items_to_hold_out(10_000, 10 * SCORED_CELLS) == 1  # never none
 
 
 def test_many_users_a_random_max_users_of_them_hold_out_a_block_each():

@@ -157,3 +157,16 @@ def test_few_users_hold_out_several_items_each_and_are_scored_per_user():
     assert report.hybrid and [f["users"] + f["other_users"] for f in validation["width_folds"]] == [60, 60]
     per_user = next(iter(report.tuning.grid.scores.values()))
     assert set(np.round(per_user * 3, 9).tolist()) <= {0.0, 1.0, 2.0, 3.0}  # a recall of 3 items
+
+
+def test_a_large_catalog_holds_out_fewer_items_within_the_scoring_budget(monkeypatch):
+    """The items held out shrink where scoring each against the whole catalog would pass
+    ``holdout.SCORED_CELLS`` a pass (a 1M-item catalog: 2,000): here a budget of 60 rows of
+    this catalog's items makes it one item a user, whatever ``valid_items`` says."""
+    from groundrec.offline import holdout
+
+    inter, content = _bundles(users=60)
+    cfg = CollabConfig(rank=8, reg=[10.0], weight=[1.0], valid_users=200)
+    monkeypatch.setattr(holdout, "SCORED_CELLS", 60 * len(content))
+    report = learn(inter, content, cfg).report
+    assert (report.validation_users, report.validation_items) == (60, 60)
