@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 
 from groundrec.shared.scoring import popularity, ranking
-from groundrec.shared.scoring.collab import Projection, collab_queries, hybrid_queries, index_rows, recency_of
+from groundrec.shared.scoring.collab import Projection, collab_queries, hybrid_queries, index_rows, recency_of, recency_parts
 from groundrec.shared.scoring.profiles import build_profile, mean_profile, mean_profiles, multi_interest, recency_weights
 
 VALUES = st.sampled_from([-np.inf, -1.0, 0.0, 0.25, 0.5, 1.0])  # few values: many ties
@@ -315,3 +315,31 @@ def test_a_blend_that_rounds_two_scores_together_breaks_the_tie_by_row():
     blended = first + 0.01 * second
     assert blended[0, 0] == blended[0, 1] and not ranking.target_in_top_k(blended, [[]], np.array([1]), 1)[0]
     assert ranking.target_in_top_k_of_blends(first, second, [[]], np.array([1]), [0.01], 1).tolist() == [[False]]
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.lists(st.integers(0, 30), max_size=40), max_size=8), st.sampled_from([0.0, 1.0, 2.5, 40.0]))
+def test_recency_parts_are_each_historys_distinct_items_weighted_by_their_latest_position(histories, half_life):
+    """The batch's flat parts are, history after history, what a Python walk of each one gives."""
+    items, weights, counts = recency_parts(histories, half_life)
+    assert counts.tolist() == [len(set(h)) for h in histories]
+    at = 0
+    for h, n in zip(histories, counts):
+        age: dict[int, int] = {}
+        for position, item in enumerate(reversed(h)):  # the newest item is 0 items old
+            age.setdefault(item, position)
+        assert items[at:at + n].tolist() == sorted(age)
+        if half_life:
+            assert np.allclose(weights[at:at + n], [0.5 ** (age[i] / half_life) for i in sorted(age)], rtol=1e-6)
+        at += n
+    assert weights is None if not half_life else len(weights) == len(items) == at
+
+
+def test_excluding_seen_rows_given_as_arrays_sets_or_lists_is_the_same():
+    rng = np.random.default_rng(4)
+    scores = rng.normal(size=(4, 30)).astype(np.float32)
+    seen = [np.array([3, 7, 7]), np.array([]), np.array([0, 29], np.int32), np.arange(5)]  # an empty float array too
+    by_array = ranking.exclude(scores.copy(), seen)
+    assert np.array_equal(by_array, ranking.exclude(scores.copy(), [set(s.astype(int).tolist()) for s in seen]))
+    assert np.isneginf(by_array[0, [3, 7]]).all() and np.isfinite(by_array[1]).all() and np.isneginf(by_array[3, :5]).all()
+    assert np.isfinite(by_array).sum() == 120 - 2 - 2 - 5

@@ -10,7 +10,6 @@ are as wide as the content embedding).
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from itertools import chain
 
 import numpy as np
 
@@ -24,14 +23,27 @@ def recency_of(history, half_life: float) -> tuple[list[int], np.ndarray | None]
     """A history's distinct items in row order and, with a ``half_life`` (in items; 0: none),
     each one's weight ``0.5 ** (age / half_life)``, its age counted in items from the end of
     the history to its latest occurrence (the newest item: age 0, weight 1)."""
-    items = history.tolist() if isinstance(history, np.ndarray) else list(history)
+    items, weights, _ = recency_parts([history], half_life)
+    return items.tolist(), weights
+
+
+def recency_parts(histories: list, half_life: float) -> tuple[np.ndarray, np.ndarray | None, np.ndarray]:
+    """``recency_of`` for many histories at once, flat: every history's distinct items in row
+    order one after the other, their weights (None without a ``half_life``) and how many each
+    history has. A few array operations for the batch, not a Python step per item."""
+    lengths = np.fromiter((len(h) for h in histories), np.int64, len(histories))
+    flat = (np.concatenate([np.asarray(h, np.int64) for h in histories]) if lengths.sum()
+            else np.zeros(0, np.int64))
+    owner = np.repeat(np.arange(len(histories)), lengths)
+    age = np.cumsum(lengths)[owner] - 1 - np.arange(len(flat))  # items from the end of its history
+    order = np.lexsort((age, flat, owner))  # by history, then item, its latest occurrence first
+    owner, flat, age = owner[order], flat[order], age[order]
+    first = np.ones(len(flat), bool)
+    first[1:] = (owner[1:] != owner[:-1]) | (flat[1:] != flat[:-1])
+    counts = np.bincount(owner[first], minlength=len(histories))
     if not half_life:
-        return sorted(set(items)), None
-    age: dict[int, int] = {}
-    for n, item in enumerate(reversed(items)):
-        age.setdefault(item, n)
-    distinct = sorted(age)
-    return distinct, np.power(0.5, np.array([age[i] for i in distinct], np.float32) / np.float32(half_life))
+        return flat[first], None, counts
+    return flat[first], np.power(0.5, age[first].astype(np.float32) / np.float32(half_life)), counts
 
 
 def collab_queries(query_side: np.ndarray, histories: list, half_life: float = 0.0) -> np.ndarray:
@@ -40,31 +52,23 @@ def collab_queries(query_side: np.ndarray, histories: list, half_life: float = 0
     (in items, chosen on validation and stored in the version) is set, float32, summed in
     row order, unit length; zeros for an empty history. One history or many: the same sums in
     the same order."""
-    parts = [recency_of(h, half_life) for h in histories]
-    lengths = [len(d) for d, _ in parts]
+    items, weights, lengths = recency_parts(histories, half_life)
+    ends = np.cumsum(lengths)
+    starts = ends - lengths
     out = np.zeros((len(histories), query_side.shape[1]), np.float32)
     budget = max(1, GATHER_BYTES // (4 * max(query_side.shape[1], 1)))  # rows gathered at a time
-    start = 0
-    while start < len(parts):  # users in groups whose gathered rows stay in cache (an exact model's are wide)
-        end, rows_in = start + 1, lengths[start]
-        while end < len(parts) and rows_in + lengths[end] <= budget:
-            rows_in += lengths[end]
-            end += 1
-        _sum_rows(query_side, parts[start:end], lengths[start:end], half_life, out[start:end])
-        start = end
+    first = 0
+    while first < len(histories):  # users in groups whose gathered rows stay in cache (an exact model's are wide)
+        last = max(first + 1, int(np.searchsorted(ends, starts[first] + budget, side="right")))
+        part = slice(int(starts[first]), int(ends[last - 1]))
+        if part.stop > part.start:
+            rows = query_side[items[part]]
+            if half_life:
+                rows *= weights[part][:, None]
+            used = np.flatnonzero(lengths[first:last])
+            out[first:last][used] = np.add.reduceat(rows, starts[first:last][used] - part.start, axis=0)
+        first = last
     return unit(out)
-
-
-def _sum_rows(query_side: np.ndarray, parts: list, lengths: list[int], half_life: float, out: np.ndarray) -> None:
-    """``collab_queries``'s sums for a group of users, into ``out`` (their rows)."""
-    total = sum(lengths)
-    if not total:
-        return
-    rows = query_side[np.fromiter(chain.from_iterable(d for d, _ in parts), np.intp, total)]
-    if half_life:
-        rows *= np.concatenate([w for _, w in parts])[:, None]
-    used = np.flatnonzero(lengths)
-    out[used] = np.add.reduceat(rows, np.cumsum([0, *lengths[:-1]])[used], axis=0)
 
 
 def hybrid_queries(content_profiles: np.ndarray, collab: np.ndarray, project_query: np.ndarray | None) -> np.ndarray:

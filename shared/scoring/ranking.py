@@ -47,7 +47,10 @@ def exclude(scores: np.ndarray, seen: list) -> np.ndarray:
     lengths = [len(rows) for rows in seen]
     total = sum(lengths)
     if total:
-        cols = np.fromiter(chain.from_iterable(seen), np.intp, total)
+        if all(isinstance(rows, np.ndarray) for rows in seen):  # histories: one copy, not a Python int per item
+            cols = np.concatenate(seen).astype(np.intp, copy=False)
+        else:
+            cols = np.fromiter(chain.from_iterable(seen), np.intp, total)
         scores[np.repeat(np.arange(len(lengths)), lengths), cols] = -np.inf
     return scores
 
@@ -142,7 +145,11 @@ def target_in_top_k(scores: np.ndarray, seen: list, targets: np.ndarray, k: int)
     lower row as ``top_k_rows`` breaks them), counted without a sort: the items ahead of it."""
     exclude(scores, seen)
     at = scores[np.arange(len(targets)), targets][:, None]
-    ahead = (scores > at).sum(axis=1) + ((scores == at) & (np.arange(scores.shape[1]) < targets[:, None])).sum(axis=1)
+    ahead = (scores > at).sum(axis=1)
+    close = np.flatnonzero(ahead < k)  # ties can only add to these rows' counts: the others miss already
+    if len(close):
+        ties = (scores[close] == at[close]) & (np.arange(scores.shape[1]) < targets[close, None])
+        ahead[close] += ties.sum(axis=1)
     return ahead < k
 
 
@@ -166,12 +173,12 @@ def target_in_top_k_of_blends(first: np.ndarray, second: np.ndarray, seen: list,
     near = (first >= (at_first - slack)[:, None]) | (second >= at_second[:, None])
     clearly_ahead = ((first > (at_first + slack)[:, None]) & (second >= at_second[:, None])).sum(axis=1)
     hits = np.zeros((len(weights), len(targets)), bool)
-    for row in np.flatnonzero(clearly_ahead < k):
+    w = np.asarray(weights, dtype=np.float32)  # each weight as float32 arithmetic takes it: the same sums
+    for row in np.flatnonzero(clearly_ahead < k):  # every weight of a row in one (weights x items) block
         items = np.flatnonzero(near[row])
-        a, b, t = first[row, items], second[row, items], targets[row]
-        for j, w in enumerate(weights):
-            blended, at = a + w * b, at_first[row] + w * at_second[row]
-            hits[j, row] = (blended > at).sum() + ((blended == at) & (items < t)).sum() < k
+        blended = first[row, items] + w[:, None] * second[row, items]
+        at = (at_first[row] + w * at_second[row])[:, None]
+        hits[:, row] = (blended > at).sum(axis=1) + ((blended == at) & (items < targets[row])).sum(axis=1) < k
     return hits
 
 
