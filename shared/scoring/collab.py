@@ -30,20 +30,31 @@ def recency_of(history, half_life: float) -> tuple[list[int], np.ndarray | None]
 def recency_parts(histories: list, half_life: float) -> tuple[np.ndarray, np.ndarray | None, np.ndarray]:
     """``recency_of`` for many histories at once, flat: every history's distinct items in row
     order one after the other, their weights (None without a ``half_life``) and how many each
-    history has. A few array operations for the batch, not a Python step per item."""
-    lengths = np.fromiter((len(h) for h in histories), np.int64, len(histories))
-    flat = (np.concatenate([np.asarray(h, np.int64) for h in histories]) if lengths.sum()
-            else np.zeros(0, np.int64))
-    owner = np.repeat(np.arange(len(histories)), lengths)
-    age = np.cumsum(lengths)[owner] - 1 - np.arange(len(flat))  # items from the end of its history
-    order = np.lexsort((age, flat, owner))  # by history, then item, its latest occurrence first
-    owner, flat, age = owner[order], flat[order], age[order]
-    first = np.ones(len(flat), bool)
-    first[1:] = (owner[1:] != owner[:-1]) | (flat[1:] != flat[:-1])
-    counts = np.bincount(owner[first], minlength=len(histories))
+    history has. One stable sort of the batch's (history, item) keys, each history read newest
+    first, so a key's first place holds its latest occurrence: no Python step per item."""
+    if len(histories) == 1:  # a single request's history: no batch bookkeeping
+        flat = keys = np.asarray(histories[0], np.int64)[::-1]
+        owner = starts = None
+    else:
+        lengths = np.fromiter((len(h) for h in histories), np.int64, len(histories))
+        flat = (np.concatenate([np.asarray(h, np.int64)[::-1] for h in histories]) if lengths.sum()
+                else np.zeros(0, np.int64))
+        owner = np.repeat(np.arange(len(histories)), lengths)
+        starts = np.cumsum(lengths) - lengths
+        keys = owner * (int(flat.max()) + 1) + flat if len(flat) else flat
+    order = np.argsort(keys, kind="stable")
+    ordered = keys[order]
+    first = np.ones(len(order), bool)
+    first[1:] = ordered[1:] != ordered[:-1]
+    at = order[first]  # each distinct (history, item)'s newest occurrence, by history then item
+    if owner is None:
+        age, counts = at, np.array([len(at)])
+    else:
+        whose = owner[at]
+        age, counts = at - starts[whose], np.bincount(whose, minlength=len(histories))
     if not half_life:
-        return flat[first], None, counts
-    return flat[first], np.power(0.5, age[first].astype(np.float32) / np.float32(half_life)), counts
+        return flat[at], None, counts
+    return flat[at], np.power(0.5, age.astype(np.float32) / np.float32(half_life)), counts
 
 
 def collab_queries(query_side: np.ndarray, histories: list, half_life: float = 0.0) -> np.ndarray:
