@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 
 from groundrec.shared.scoring import popularity, ranking
-from groundrec.shared.scoring.collab import Projection, collab_queries, hybrid_queries, index_rows, recency_of, recency_parts
+from groundrec.shared.scoring.collab import Projection, collab_queries, hybrid_queries, index_rows, recency_parts
 from groundrec.shared.scoring.profiles import build_profile, mean_profile, mean_profiles, multi_interest, recency_weights
 
 VALUES = st.sampled_from([-np.inf, -1.0, 0.0, 0.25, 0.5, 1.0])  # few values: many ties
@@ -137,9 +137,9 @@ def test_wide_collaborative_queries_are_summed_a_few_users_at_a_time_with_the_sa
         batched = collab_queries(query_side, histories, half_life)
         for h, row in zip(histories, batched):
             assert np.array_equal(collab_queries(query_side, [h], half_life)[0], row)
-            items, weights = recency_of(h, half_life)
-            naive = ((query_side[items].astype(np.float64) * (weights[:, None] if weights is not None else 1.0)).sum(0)
-                     if items else np.zeros(4096))
+            age = {item: n for n, item in reversed(list(enumerate(reversed(h))))}  # each item's newest place
+            naive = sum((query_side[i].astype(np.float64) * (0.5 ** (a / half_life) if half_life else 1.0)
+                         for i, a in age.items()), np.zeros(4096))
             assert np.allclose(row, naive / (np.linalg.norm(naive) or 1.0), atol=1e-5)
 
 

@@ -19,19 +19,13 @@ CHUNK = 65_536  # index rows projected at a time: bounded memory at 1M items
 GATHER_BYTES = 1 << 20  # a batch's history rows summed a group of users at a time, about this much each
 
 
-def recency_of(history, half_life: float) -> tuple[list[int], np.ndarray | None]:
-    """A history's distinct items in row order and, with a ``half_life`` (in items; 0: none),
-    each one's weight ``0.5 ** (age / half_life)``, its age counted in items from the end of
-    the history to its latest occurrence (the newest item: age 0, weight 1)."""
-    items, weights, _ = recency_parts([history], half_life)
-    return items.tolist(), weights
-
-
 def recency_parts(histories: list, half_life: float) -> tuple[np.ndarray, np.ndarray | None, np.ndarray]:
-    """``recency_of`` for many histories at once, flat: every history's distinct items in row
-    order one after the other, their weights (None without a ``half_life``) and how many each
-    history has. One stable sort of the batch's (history, item) keys, each history read newest
-    first, so a key's first place holds its latest occurrence: no Python step per item."""
+    """Each history's distinct items in row order, one history after the other, flat; with a
+    ``half_life`` (in items; 0: none) each one's weight ``0.5 ** (age / half_life)``, its age
+    counted in items from the end of the history to its latest occurrence (the newest item: age
+    0, weight 1), else None; and how many distinct items each history has. One stable sort of the
+    batch's (history, item) keys, each history read newest first, so a key's first place holds
+    its latest occurrence: no Python step per item."""
     if len(histories) == 1:  # a single request's history: no batch bookkeeping
         flat = keys = np.asarray(histories[0], np.int64)[::-1]
         owner = starts = None
