@@ -39,8 +39,9 @@ class Backend(Protocol):
         """Apply live items (``online/live``): ``arg`` is (LiveItems, their embeddings or None);
         the embeddings computed."""
 
-    def check_live(self, changes: list) -> None:
-        """Refuse changes the version cannot take (``online/live_checks.check_changes``)."""
+    def check_live(self, arg: tuple[list, bool]) -> None:
+        """Refuse changes the version cannot take (``online/live_checks.check_changes``); ``arg``:
+        (changes, whether a patched or deleted item must exist in it: the current version's check)."""
 
     def close(self) -> None:
         """Release what the backend holds (a compute process is stopped)."""

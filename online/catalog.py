@@ -74,6 +74,8 @@ def checked_fields(cfg: ServeConfig, item_id: str, fields) -> dict:
         if isinstance(value, str) and len(value) > cfg.max_item_chars:
             raise Unprocessable(f"item {item_id!r}: column {column!r} has {len(value)} characters, more than "
                                 f"max_item_chars={cfg.max_item_chars}")
+        if isinstance(value, float) and not math.isfinite(value) and column != "available_until":
+            raise Unprocessable(f"item {item_id!r}: column {column!r} holds {value}; a number must be finite")
         if column == "hidden" and not isinstance(value, bool) and value is not None:
             raise Unprocessable(f"item {item_id!r}: hidden must be true or false, not {value!r}")
         out[column] = _when(item_id, value) if column == "available_until" else value
@@ -160,10 +162,11 @@ class LiveCatalog:
         """The writes every loaded version can take (an experiment's arms too): all of them in
         one check each when they pass; otherwise each write alone, a refused one answered with
         its own error (nothing of it stored)."""
-        backends = self.holder.loaded()
+        backends, current = self.holder.loaded(), self.holder.current
+        # a patch or delete needs the item in the current version, not in a pinned arm that predates it
         try:
             for backend in backends:
-                backend.check_live([c for t in group for c in t.changes])
+                backend.check_live(([c for t in group for c in t.changes], backend is current))
             return group
         except (Unprocessable, NotFound) as e:
             if len(group) == 1:
@@ -173,7 +176,7 @@ class LiveCatalog:
         for t in group:
             try:
                 for backend in backends:
-                    backend.check_live(t.changes)
+                    backend.check_live((t.changes, backend is current))
                 ok.append(t)
             except (Unprocessable, NotFound) as e:
                 t.answer = e

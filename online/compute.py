@@ -275,8 +275,8 @@ class RemoteServing:
                 pass
         return known
 
-    def check_live(self, changes: list) -> None:
-        return self._call("check_live", changes)
+    def check_live(self, arg: tuple[list, bool]) -> None:
+        return self._call("check_live", arg)
 
     def item(self, item_id: str) -> dict:
         return self._call("item", item_id)

@@ -91,6 +91,12 @@ class LiveOverlay:
         core = lambda fields: {k: v for k, v in fields.items() if k not in CONTROL}  # noqa: E731
         return core(item.fields) == (core(prev.fields) if prev else {}) and item.whole == (prev.whole if prev else False)
 
+    def _orphan(self, item: LiveItem) -> bool:
+        """A patch of an item this version never held (e.g. put into a later version, then
+        the current version rolled back): nothing to patch here, so it is left out, as the next
+        job leaves it out (``offline/live_items``), never turned into an item with empty columns."""
+        return not (item.whole or item.deleted) and item.item_id not in self.r.v.row_of
+
     def state(self, item_id: str, row: int) -> dict:
         """What ``GET /items/{id}`` adds for an item: whether answers may show it, and for a
         live one when it was changed and first put."""
@@ -106,7 +112,7 @@ class LiveOverlay:
         ones. Reads the version, changes nothing."""
         v = self.r.v
         todo = list({i.item_id: i for i in items if i.seq > self.through
-                     and i.seq > self.applied.get(i.item_id, 0)}.values())
+                     and i.seq > self.applied.get(i.item_id, 0) and not self._orphan(i)}.values())
         rows, texts, olds, quick, in_place = [], [], [], [], []
         for item in todo:
             old = v.row_of.get(item.item_id)
@@ -168,8 +174,9 @@ class LiveOverlay:
             self.states[item.item_id] = item
             if not item.deleted:
                 self.deleted.discard(item.item_id)
-            published = item.item_id in self._published or v.row_of.get(item.item_id, self.n_version) < self.n_version
-            if item.first_seen is not None and not published:  # new to the catalog: /latest shows it
+            row = v.row_of.get(item.item_id)  # None: deleted before this version ever held it
+            published = item.item_id in self._published or (row is not None and row < self.n_version)
+            if item.first_seen is not None and row is not None and not published:  # new to the catalog: /latest shows it
                 self.first_seen[item.item_id] = item.first_seen
         self.frozen = frozenset(self.removed)
         return computed

@@ -9,19 +9,23 @@ from groundrec.online.errors import NotFound, Unprocessable
 from groundrec.shared.live_items import CONTROL, catalog_columns
 
 
-def check_changes(retriever, changes: list[tuple[str, str, dict]]) -> None:
+def check_changes(retriever, changes: list[tuple[str, str, dict]], must_exist: bool = True) -> None:
     """Refuse what a version cannot take, naming it: a column its item table does not have or
-    the job derives (``Unprocessable``), a value of the wrong type for its column, a patch or a
-    delete of an item that does not exist (``NotFound``). Nothing is stored before this passes."""
+    the job derives (``Unprocessable``), a value of the wrong type for its column, a change that
+    needs its text embedded on a version without the ONNX text encoder, and with ``must_exist``
+    (the current version; not an experiment's pinned arm, which may predate the item) a patch or
+    a delete of an item that does not exist (``NotFound``). Nothing is stored before this passes."""
     v, live = retriever.v, retriever.live
     allowed = set(catalog_columns(v.items.column_names, v.manifest.id_column)) | set(CONTROL)
     schema = v.items.schema
     for item_id, op, fields in changes:
         exists = item_id in v.row_of and not (live is not None and item_id in live.deleted)
-        if retriever.encoder is None and op != "delete" and set(fields) - set(CONTROL):
+        # a PUT gives the item's columns whole (its text embedded anew), a patch of a catalog column may change it
+        if retriever.encoder is None and (op == "put" or (op == "patch" and set(fields) - set(CONTROL))):
             raise Unprocessable(f"item {item_id!r}: version {v.path.name} has no ONNX text encoder to embed it "
-                                "(published without export); only hidden, available_until and deletes can be applied")
-        if op in ("patch", "delete") and not exists:
+                                "(published without export); only patches of hidden and available_until, and "
+                                "deletes, can be applied")
+        if op in ("patch", "delete") and not exists and must_exist:
             raise NotFound(f"no item {item_id!r} to {op}: PUT it first (it is neither in version "
                            f"{v.path.name} nor a live item)")
         unknown = sorted(set(fields) - allowed)

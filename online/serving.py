@@ -190,12 +190,14 @@ class Serving:
             raise Unprocessable(f"version {self.version_id} has no ONNX text encoder to embed live items")
         return self.retriever.encoder.encode(texts)
 
-    def check_live(self, changes: list[tuple[str, str, dict]]) -> None:
+    def check_live(self, arg: tuple[list[tuple[str, str, dict]], bool]) -> None:
         """Refuse, before anything is stored, a change this version cannot take: an unknown
-        column or a value of the wrong type (``Unprocessable`` naming it), a patch or delete of
-        an item that does not exist (``NotFound``)."""
+        column or a value of the wrong type (``Unprocessable`` naming it), and where ``arg``'s
+        ``must_exist`` is set a patch or delete of an item that does not exist (``NotFound``).
+        ``arg``: (changes, must_exist)."""
+        changes, must_exist = arg
         with self.lock:
-            check_changes(self.retriever, changes)
+            check_changes(self.retriever, changes, must_exist)
 
 
 def build_serving(cfg: ServeConfig, version_id: str, path, popularity: dict[str, float] | None = None) -> Serving:

@@ -49,4 +49,14 @@ def test_without_the_text_encoder_only_rules_and_deletes_can_be_applied(retrieve
     monkeypatch.setattr(retriever, "encoder", None)  # a version published without export
     with pytest.raises(Unprocessable, match="no ONNX text encoder"):
         check_changes(retriever, [("x3", "put", NEW)])
+    with pytest.raises(Unprocessable, match="no ONNX text encoder"):  # a PUT is the item whole: its text changes
+        check_changes(retriever, [(first, "put", {"hidden": True})])
     check_changes(retriever, [(first, "patch", {"hidden": True, "available_until": 1e10}), (first, "delete", {})])
+
+
+def test_a_pinned_arm_that_predates_an_item_does_not_refuse_its_patch_or_delete(retriever):
+    """Only the current version must hold a patched or deleted item (``must_exist``): an
+    experiment's arm pinned to an older version checks columns and types alone."""
+    check_changes(retriever, [("ghost", "patch", {"hidden": True}), ("ghost", "delete", {})], must_exist=False)
+    with pytest.raises(Unprocessable, match="unknown column"):
+        check_changes(retriever, [("ghost", "patch", {"size": "L"})], must_exist=False)

@@ -112,6 +112,23 @@ def test_live_items_are_searched_recommended_removed_and_reapplied_idempotently(
     assert "new-0" not in [x.item_id for x in r.search("quokka lantern 0", k=70).items]
 
 
+def test_what_a_version_never_held_is_left_out_and_latest_still_answers(serving):
+    """A process that reads the live catalog afresh (a restart, a hot swap, another replica)
+    folds a PUT then a DELETE into one deleted item: /latest lists the others, never it. A
+    patch of an item this version never held (put into a later version, then rolled back) adds
+    no item with empty columns."""
+    s, _ = serving
+    r = s.retriever
+    n = r.v.index.ntotal
+    state: dict[str, LiveItem] = {}
+    fold(state, [ch(2001, "gone", "put", title="ephemeral lamp"), ch(2002, "gone", "delete"),
+                 ch(2003, "elsewhere", "patch", title="quokka stool")])
+    s.apply_live((list(state.values()), None))
+    assert r.v.index.ntotal == n and s.unknown(["gone", "elsewhere"]) == 2
+    latest = [x.item_id for x in r.recommend(RecommendRequest(history=[], k=10, order="latest")).items]
+    assert len(latest) == 10 and "gone" not in latest
+
+
 def test_a_change_that_keeps_the_text_is_written_over_its_row_in_place(serving):
     """A patch of a column the template does not embed (a price, a stock; here ``pattern``) on a
     published item and on a live one: no new row, nothing removed, the new value served (the
