@@ -215,7 +215,7 @@ class Retriever(Profiles):
         if profile is None:
             if q.order == "latest":
                 return self._result(latest_items(self, q.k, seen, allowed, pick), q.with_fields, unknown, "latest")
-            if self.fallback == "error":
+            if self.fallback == "error" and q.order is None:  # a list asked for by its order is no fallback
                 raise NoHistory(f"no known item in the history ({len(unknown)} unknown) and no text: nothing to rank by")
             return self._result(self.ranker.popular(q.k, seen, allowed, pick), q.with_fields, unknown, "popular")
         ranked = self.searcher.search(profile, q.k, seen, allowed, self._prior(q), pick, self._slots(q))

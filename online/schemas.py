@@ -68,9 +68,10 @@ class UserQuery(_Body):
                              description="0: the best k; above it, the list is taken greedily by score minus this "
                                          "share of each item's closeness to those already taken (MMR)")
     with_fields: bool = False
-    order: Literal["popular", "latest"] = Field("popular", description="with nothing to rank by (no known history, "
-                                                "no text): the most popular items, or the latest (by when each first "
-                                                "appeared: a live item's first PUT, else its first interaction)")
+    order: Literal["popular", "latest"] | None = Field(
+        None, description="with nothing to rank by (no known history, no text): the most popular items, or the "
+        "latest (by when each first appeared: a live item's first PUT, else its first interaction); default: the "
+        "server's fallback (popular, or a 422 with fallback: error)")
     explain: bool = Field(False, description="each item's score in parts: content cosine, collaborative (weight x "
                           "its score, hybrid versions), prior (popularity and freshness)")
 
@@ -166,7 +167,9 @@ def result_out(r: Result, version: str) -> ResultOut:
     return ResultOut.model_validate(_result_dict(r, version))
 
 
-Id = Annotated[Text, Field(min_length=1, max_length=256)]
+# An id the event store keeps: no control characters (as the items API's ids; a store may join
+# ids with one, e.g. the Redis store's history members).
+Id = Annotated[Text, Field(min_length=1, max_length=256, pattern=r"^[^\x00-\x1f\x7f]+$")]
 
 
 class EventIn(_Body):

@@ -143,7 +143,8 @@ def _routes(app: FastAPI, rec: Recommender) -> None:
     async def popular(request: Request, k: int = Query(10, ge=1), filters: str | None = None):
         """The most popular items (the server's popularity: its window of events, or
         --interactions), filters respected; a list shown like any other."""
-        return _reply(*await rec.handle(_query(history=[], k=k, filters=_filters(filters)), request.receive))
+        return _reply(*await rec.handle(_query(history=[], k=k, filters=_filters(filters), order="popular"),
+                                       request.receive))
 
     @app.get("/healthz")
     async def healthz():

@@ -24,8 +24,9 @@ import pyarrow.parquet as pq
 from fastapi import FastAPI, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import FileResponse, HTMLResponse, RedirectResponse, Response
+from pydantic import ValidationError
 
-from groundrec.online.errors import ERRORS, Overloaded, Unavailable, http_status
+from groundrec.online.errors import ERRORS, NotFound, Overloaded, Unavailable, Unprocessable, http_status
 from groundrec.online.guard import KEY_COOKIE as KEY_COOKIE_NAME
 from groundrec.online.recommender import Recommender
 from groundrec.online.schemas import RecommendRequest, SearchRequest
@@ -75,13 +76,23 @@ def mount_ui(app: FastAPI, rec: Recommender, report_dir: Path | None = None) -> 
 
     async def guarded(render) -> HTMLResponse:
         try:
-            return await render()
+            try:
+                return await render()
+            except ValidationError as e:  # a query value out of the API's range (k=0, a 300-character user id)
+                raise Unprocessable("; ".join(f"{'.'.join(map(str, x['loc']))}: {x['msg']}" for x in e.errors())) from None
         except Overloaded:
             raise  # the one overload answer (JSON, Retry-After), as on every route
         except ERRORS as e:  # the page of the error the API answers
             shown = page("Not available", f'<p class="error" role="alert">{escape(str(e))}</p>', version())
             shown.status_code = http_status(e)
             return shown
+
+    async def history_row(item_id: str) -> dict | None:
+        """A history item's catalog row; None for one deleted since (the list leaves it out too)."""
+        try:
+            return (await run_in_threadpool(rec.serving().item, item_id))["item"]
+        except NotFound:
+            return None
 
     mount_online(app, rec, page, guarded, version)  # /ui/online: the online report (online/ui_online.py)
 
@@ -99,7 +110,7 @@ def mount_ui(app: FastAPI, rec: Recommender, report_dir: Path | None = None) -> 
     @app.get("/", response_class=HTMLResponse, include_in_schema=False)
     async def home(request: Request, h: str | None = None, max_per: str = ""):
         async def render():
-            popular = await rec.ask(RecommendRequest(history=[], k=min(40, cfg.max_k), with_fields=True,
+            popular = await rec.ask(RecommendRequest(history=[], k=min(40, cfg.max_k), with_fields=True, order="popular",
                                                      max_per=parse_max_per(max_per)), request.receive)
             form = ('<form class="inline" action="/ui/search" role="search"><label for="q">Search items</label>'
                     '<input id="q" name="q" type="search" required placeholder="e.g. black strap top">'
@@ -117,8 +128,10 @@ def mount_ui(app: FastAPI, rec: Recommender, report_dir: Path | None = None) -> 
             filters = {column: value} if column and value else None
             limit, asked = parse_max_per(max_per), dict(text=q, k=min(40, cfg.max_k), filters=filters, with_fields=True)
             # SearchRequest has no max_per: with one, the same text-only query as a RecommendRequest
-            body = SearchRequest(**asked) if limit is None else RecommendRequest(**asked, history=[], max_per=limit)
-            found = await rec.ask(body, request.receive) if q else {"items": []}
+            found = {"items": []}
+            if q:  # an empty search is the form alone
+                body = SearchRequest(**asked) if limit is None else RecommendRequest(**asked, history=[], max_per=limit)
+                found = await rec.ask(body, request.receive)
             form = (f'<form class="inline" action="/ui/search" role="search"><label for="q">Search items</label>'
                     f'<input id="q" name="q" type="search" value="{escape(q)}" required>'
                     f'<label for="column">filter column</label><input id="column" name="column" value="{escape(column)}">'
@@ -166,8 +179,8 @@ def mount_ui(app: FastAPI, rec: Recommender, report_dir: Path | None = None) -> 
             if user_id:
                 body_args["user_id"] = user_id
             answer = await rec.ask(RecommendRequest(**body_args), request.receive)
-            seen = [(await run_in_threadpool(rec.serving().item, i))["item"] for i in history[-20:]
-                    if i not in answer.get("unknown_ids", [])]
+            seen = [row for row in [await history_row(i) for i in history[-20:] if i not in answer.get("unknown_ids", [])]
+                    if row is not None]
             whys = {i["item_id"]: why(i.get("fields") or {}, seen) for i in answer["items"]}
             hist = ('<ul class="history" aria-label="history">' + "".join(
                 f'<li><a href="/ui/items/{quote(r["item_id"], safe="")}">{thumb(r["item_id"], str(r.get("title") or r["item_id"]))}</a>'

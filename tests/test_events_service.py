@@ -75,6 +75,7 @@ def test_bad_events_get_4xx_naming_the_problem_and_store_nothing(published, even
                             ({"events": [{**ok, "type": "like"}]}, "'like' is not one of"),
                             ({"events": [{"item_id": "i"}]}, "user_id"),
                             ({"events": [{**ok, "user_id": "x" * 300}]}, "user_id"),
+                            ({"events": [{**ok, "item_id": "a\x1fb"}]}, "item_id"),  # no control characters in ids
                             ({"events": [{**ok, "timestamp": -5}]}, "timestamp"),
                             ({"events": [{**ok, "weight": "heavy"}]}, "weight"),
                             ({"events": []}, "events"),

@@ -36,6 +36,13 @@ def test_history_is_the_latest_events_oldest_first_by_time(store):
     assert store.count() == 4
 
 
+def test_an_item_id_holding_the_redis_members_separator_reads_back_whole(store):
+    """The API refuses ids with control characters (online/schemas.py ``Id``); one stored before
+    that (or by another writer) still reads back: the history's members split on their ends."""
+    assert store.add([ev("u1", "a\x1fb", 1), ev("u1", "c", 2, weight=0.5)]) == 2
+    assert store.history("u1", 10) == [("a\x1fb", 1.0, 1.0), ("c", 2.0, 0.5)]
+
+
 def test_an_event_id_is_stored_once_however_often_it_is_sent(store):
     assert store.add([ev("u1", "a", 1, "e1"), ev("u1", "b", 2, "e2")]) == 2
     assert store.add([ev("u1", "a", 1, "e1"), ev("u1", "c", 3, "e3")]) == 1  # a retry with one new event

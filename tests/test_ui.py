@@ -133,6 +133,29 @@ def test_the_page_needs_the_key_when_one_is_set_and_never_puts_it_in_a_url(publi
         assert [p for p in problems if "401" not in p] == []
 
 
+def test_bad_query_values_get_a_4xx_page_and_lists_asked_by_name_ignore_the_fallback(published, tmp_path):
+    """The page's query values go through the API's limits: out of range is a 422 page naming
+    the field, never a 500; an empty search is the form alone; with ``fallback: error`` the
+    home page and /popular still list the popular items (asked for by name, not a fallback);
+    a history item deleted since is left out of the user's page."""
+    cfg = ServeConfig(artifacts=published["artifacts"], events=f"sqlite:///{tmp_path}/events.db", fallback="error")
+    with running(create_app(cfg)) as url:
+        empty = httpx.get(url + "/ui/search")
+        assert empty.status_code == 200 and 'name="q"' in empty.text
+        home = httpx.get(url + "/")
+        assert home.status_code == 200 and 'data-item="' in home.text
+        assert len(httpx.get(url + "/popular", params={"k": 3}).json()["items"]) == 3
+        first, second = [h.split('"')[0] for h in home.text.split('data-item="')[1:3]]
+        for params, says in (({"h": first, "k": 0}, "k"), ({"h": first, "diversity": 2}, "diversity"),
+                             ({"user_id": "u" * 300}, "user_id")):
+            r = httpx.get(url + "/ui/user", params=params)
+            assert r.status_code == 422 and says in unescape(r.text), (params, r.text[-300:])
+        assert httpx.delete(url + f"/items/{first}").status_code == 200
+        page = httpx.get(url + "/ui/user", params={"h": f"{first},{second}"})
+        assert page.status_code == 200 and f"/ui/items/{second}" in unquote(page.text)
+        assert f"/ui/items/{first}" not in unquote(page.text)
+
+
 def test_the_version_view_links_the_eval_report_and_serves_only_its_files(published, tmp_path):
     report = tmp_path / "report"
     report.mkdir()

@@ -100,7 +100,7 @@ class RedisStore(RedisImpressions, RedisItems):
     def _parse(members: list[tuple[str, float]]) -> list[tuple[str, float, float]]:
         out = []
         for member, ts in members:
-            _, item, weight = member.split(SEP)
+            item, weight = member.split(SEP, 1)[1].rsplit(SEP, 1)  # log id, item, weight (an old item id may hold SEP)
             out.append((item, float(ts), float(weight)))
         return out
 
