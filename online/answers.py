@@ -33,26 +33,22 @@ def stamped(body: bytes, recommendation_id: str, arm: str | None) -> bytes:
     return head + body[1:]
 
 
-def stamped_results(body: bytes, ids: list[str], arms: list[str | None]) -> bytes:
-    """A batch answer JSON with each result's id and arm (parsed: the batch path is not the hot one)."""
-    answer = json.loads(body)
-    answer["results"] = [{"recommendation_id": rid, "arm": arm,
-                          **{f: v for f, v in r.items() if f not in ("recommendation_id", "arm")}}
-                         for rid, arm, r in zip(ids, arms, answer["results"])]
-    return to_json(answer)
+def stamped_result(result: dict, recommendation_id: str, arm: str | None) -> dict:
+    """One result of a batch answer (parsed: the batch path is not the hot one) with its id and arm first."""
+    return {"recommendation_id": recommendation_id, "arm": arm,
+            **{f: v for f, v in result.items() if f not in ("recommendation_id", "arm")}}
 
 
-def merged_results(parts: list[tuple[list[int], bytes]], n: int) -> bytes:
-    """Batch answers of subsets of one batch (each with the positions its results fill) as one
-    batch answer in the request's order; its ``version`` is the first part's."""
-    results: list = [None] * n
+def results_by_key(parts: list[tuple[list, bytes]]) -> tuple[dict, str | None]:
+    """Batch answers of parts of one batch (each with the keys of the entries its results
+    answer, in order) as key -> result, and the first part's ``version``."""
+    results: dict = {}
     version = None
-    for positions, body in parts:
+    for keys, body in parts:
         answer = json.loads(body)
         version = version or answer.get("version")
-        for at, r in zip(positions, answer["results"]):
-            results[at] = r
-    return to_json({"results": results, "version": version})
+        results.update(zip(keys, answer["results"]))
+    return results, version
 
 
 def interleaved(first: bytes, second: bytes, names: tuple[str, str], k: int,

@@ -14,7 +14,9 @@ from contextlib import asynccontextmanager
 
 from fastapi.concurrency import run_in_threadpool
 
-from groundrec.online.answers import interleaved, merged_results, settings_of, stamped, stamped_results
+from pydantic_core import to_json
+
+from groundrec.online.answers import interleaved, results_by_key, settings_of, stamped, stamped_result
 from groundrec.online.backend import Backend
 from groundrec.online.batching import MicroBatcher
 from groundrec.online.catalog import LiveCatalog
@@ -168,36 +170,54 @@ class Recommender:
     def _arm_of(self, query: UserQuery) -> Arm | None:
         return self.experiment.assign(query.user_id) if self.experiment is not None else None
 
+    def _asked(self, query: UserQuery) -> list[tuple[Arm | None, UserQuery]]:
+        """Who answers ``query`` and with what: both arms, each with its defaults, for a user's
+        request under team_draft (drafted into one list); else its arm (or none)."""
+        exp = self.experiment
+        if exp is not None and exp.mode == "team_draft" and query.user_id is not None:
+            return [(arm, checked(self.cfg, with_defaults(query, arm.defaults))) for arm in exp.arms]
+        arm = self._arm_of(query)
+        return [(arm, checked(self.cfg, with_defaults(query, arm.defaults)) if arm is not None else query)]
+
     async def _batch(self, request: RecommendRequest, receive) -> bytes:
-        """A batch request: each entry with its arm's defaults, the entries of one arm version
-        answered together (one group, as before, without an experiment), each with its own id."""
-        arms = [self._arm_of(q) for q in request.batch]
-        entries = [checked(self.cfg, with_defaults(q, a.defaults)) if a is not None else q
-                   for q, a in zip(request.batch, arms)]
-        groups: dict[str, list[int]] = {}
-        for n, a in enumerate(arms):
-            groups.setdefault(a.version if a is not None else "current", []).append(n)
+        """A batch request: each entry asked as a single request would be (``_asked``), the
+        entries of one arm version answered together (one group without an experiment), each
+        answer with its own id and logged as shown, a team_draft entry drafted like ``_interleaved``."""
+        asked = [self._asked(q) for q in request.batch]
+        groups: dict[str, list[tuple[int, int]]] = {}  # version -> (entry, its arm) in the group's order
+        for n, arms in enumerate(asked):
+            for j, (arm, _) in enumerate(arms):
+                groups.setdefault(arm.version if arm is not None else "current", []).append((n, j))
         answers = await asyncio.gather(*(self._queued(version, request.model_copy(
-            update={"batch": [entries[n] for n in positions]}), receive if first else None)
-            for first, (version, positions) in zip([True] + [False] * len(groups), groups.items())))
-        parts = list(zip(groups.values(), answers))
-        body = parts[0][1] if len(parts) == 1 else merged_results(parts, len(entries))
-        ids = [new_recommendation_id() for _ in entries]
-        names = [a.name if a is not None else None for a in arms]
-        if self.impressions is not None:
-            for rid, q, name, result in zip(ids, entries, names, json.loads(body)["results"]):
-                self.impressions.log(rid, q.user_id, json.dumps(result).encode(), name, settings_of(q))
-        return stamped_results(body, ids, names)
+            update={"batch": [asked[n][j][1] for n, j in keys]}), receive if first else None)
+            for first, (version, keys) in zip([True] + [False] * len(groups), groups.items())))
+        got, version = results_by_key(list(zip(groups.values(), answers)))
+        results = []
+        for n, (query, arms) in enumerate(zip(request.batch, asked)):
+            rid = new_recommendation_id()
+            if len(arms) == 2:
+                results.append(json.loads(self._drafted(query, rid, to_json(got[n, 0]), to_json(got[n, 1]))))
+                continue
+            (arm, entry), = arms
+            name = arm.name if arm is not None else None
+            if self.impressions is not None:
+                self.impressions.log(rid, entry.user_id, to_json(got[n, 0]), name, settings_of(entry))
+            results.append(stamped_result(got[n, 0], rid, name))
+        return to_json({"results": results, "version": version})
 
     async def _interleaved(self, query: UserQuery, receive) -> bytes:
         """team_draft: both arms answer the user (each with its defaults and version), and one
         list is drafted from the two; each position is credited to the arm that gave it."""
-        a, b = self.experiment.arms
-        qa, qb = (checked(self.cfg, with_defaults(query, arm.defaults)) for arm in (a, b))
+        (a, qa), (b, qb) = self._asked(query)
         first, second = await asyncio.gather(self._queued(a.version, qa, receive),  # one watches the client
                                              self._queued(b.version, qb, None))
-        rid = new_recommendation_id()
-        body, teams = interleaved(first[0], second[0], (a.name, b.name), query.k, rid)
+        return self._drafted(query, new_recommendation_id(), first[0], second[0])
+
+    def _drafted(self, query: UserQuery, rid: str, first: bytes, second: bytes) -> bytes:
+        """The two arms' answers to ``query`` drafted into one list (``answers.interleaved``),
+        logged as shown with each position's arm."""
+        a, b = self.experiment.arms
+        body, teams = interleaved(first, second, (a.name, b.name), query.k, rid)
         if self.impressions is not None:
             self.impressions.log(rid, query.user_id, body, f"{a.name}+{b.name}", settings_of(query), teams=teams)
         return body

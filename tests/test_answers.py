@@ -1,9 +1,9 @@
 """What an answer carries (online/answers.py): its id and arm stamped into the batch worker's
-JSON, batch answers split by arm and merged back, and the team-draft merge of two answers."""
+JSON, batch answers split by arm and read back by entry, and the team-draft merge of two answers."""
 
 import json
 
-from groundrec.online.answers import interleaved, merged_results, settings_of, stamped, stamped_results
+from groundrec.online.answers import interleaved, results_by_key, settings_of, stamped, stamped_result
 from groundrec.online.schemas import UserQuery
 
 
@@ -19,13 +19,13 @@ def test_one_answer_gets_its_id_and_arm_first_and_stays_valid_json():
     assert json.loads(stamped(answer("a"), "r2", None))["arm"] is None
 
 
-def test_batch_results_each_get_their_own_id_and_parts_merge_back_in_request_order():
+def test_batch_parts_come_back_by_key_and_each_result_gets_its_own_id_first():
     batch = json.dumps({"results": [json.loads(answer("a")), json.loads(answer("b"))], "version": "v1"}).encode()
     other = json.dumps({"results": [json.loads(answer("c", version="v2"))], "version": "v2"}).encode()
-    merged = merged_results([([0, 2], batch), ([1], other)], 3)
-    assert [r["items"][0]["item_id"] for r in json.loads(merged)["results"]] == ["a", "c", "b"]
-    out = json.loads(stamped_results(merged, ["r1", "r2", "r3"], ["A", "B", "A"]))
-    assert [(r["recommendation_id"], r["arm"]) for r in out["results"]] == [("r1", "A"), ("r2", "B"), ("r3", "A")]
+    got, version = results_by_key([([(0, 0), (2, 0)], batch), ([(1, 0)], other)])
+    assert version == "v1" and [got[n, 0]["items"][0]["item_id"] for n in range(3)] == ["a", "c", "b"]
+    out = stamped_result({**got[1, 0], "arm": "stale"}, "r2", "B")
+    assert list(out)[:3] == ["recommendation_id", "arm", "items"] and (out["recommendation_id"], out["arm"]) == ("r2", "B")
 
 
 def test_interleaving_keeps_each_item_s_own_score_and_credits_its_arm():

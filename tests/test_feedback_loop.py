@@ -119,3 +119,13 @@ def test_team_draft_interleaves_two_arms_and_credits_each_position(two_versions,
         assert abs(r["teams"].count("A") - r["teams"].count("B")) <= 1
         logged = _impression(store_url, r["recommendation_id"])
         assert list(logged.teams) == r["teams"] and logged.arm == "A+B"
+        # a batch drafts each user's list as a single request does; an entry without a user gets the default arm
+        batch = httpx.post(url + "/recommend", json={"batch": [{"user_id": "u9", "history": history, "k": 6},
+                                                               {"history": history, "k": 6}]}).json()
+        drafted, anonymous = batch["results"]
+        assert drafted["arm"] == "A+B" and len(drafted["teams"]) == 6 and anonymous["arm"] == "A"
+        for item, team in zip(drafted["items"], drafted["teams"]):
+            assert item["item_id"] in (ids_a if team == "A" else ids_b)
+        assert [i["item_id"] for i in anonymous["items"]] == ids_a and anonymous.get("teams") is None
+        assert list(_impression(store_url, drafted["recommendation_id"]).teams) == drafted["teams"]
+        assert _impression(store_url, anonymous["recommendation_id"]).arm == "A"
