@@ -79,22 +79,26 @@ class VersionHolder:
     def set_popularity(self, popularity: dict[str, float] | None) -> None:
         """New popularity for the serving version now and for every version loaded later."""
         self._popularity = popularity
-        for backend in [self.current, *self.pinned.values()]:
-            if backend is not None and backend.alive:
-                backend.set_popularity(popularity)
+        for backend in self.loaded():  # a dead one gets the next refresh (its next child starts with the old)
+            backend.set_popularity(popularity)
 
     def loaded(self) -> list[Backend]:
         """Every backend serving now (the current version and the pinned arms), each once."""
         return list({id(b): b for b in [self.current, *self.pinned.values()] if b is not None and b.alive}.values())
 
     def apply_live(self, items: list) -> None:
-        """Apply live items to every loaded version (the current one and the pinned arms)."""
+        """Apply live items to every loaded version (the current one and the pinned arms), alive or not."""
         with self._live_lock:
             for item in items:
                 self.live[item.item_id] = item
-            # A dead backend is left to the holder's check, which restarts it with every live item.
-            for backend in self.loaded():
+            # A dead backend too: a compute backend starts its next child with every live item it
+            # was given, whether the holder's check or a request restarts it first.
+            for backend in self._every():
                 self._apply(backend, items)
+
+    def _every(self) -> list[Backend]:
+        """The current backend and the pinned arms', each once, alive or not."""
+        return list({id(b): b for b in [self.current, *self.pinned.values()] if b is not None}.values())
 
     def _apply(self, backend: Backend, items: list) -> None:
         """Live items applied to one backend, with their cached embeddings when the live catalog

@@ -90,6 +90,27 @@ def test_the_compute_process_serves_is_replaced_when_it_dies_and_stopped_when_sw
     assert not third.alive  # the server's shutdown stops it
 
 
+def test_a_live_change_applied_while_the_only_child_is_dead_reaches_its_replacement(published):
+    """Without a standby, a live change applied while the compute process is dead is not lost
+    when a request restarts it before the holder's check does: the holder hands live items to
+    a dead backend too, which starts its next child with them."""
+    from groundrec.shared.live_items import LiveItem
+
+    app = create_app(ServeConfig(artifacts=published["artifacts"], compute_standby=False, reload_interval_s=3600))
+    holder = app.state.holder
+    body = {"history": published["histories"][0], "k": 5}
+    with running(app) as url:
+        top = _ids(httpx.post(url + "/recommend", json=body).json())
+        serving = holder.current
+        os.kill(serving.process.pid, signal.SIGKILL)
+        serving.process._proc.join(10)
+        assert not serving.alive
+        holder.apply_live([LiveItem(top[0], {"hidden": True}, False, None, 1.0, 1)])
+        after = _ids(httpx.post(url + "/recommend", json=body).json())
+        assert holder.current is serving and serving.replaced == 1
+        assert top[0] not in after and after[:4] == top[1:]
+
+
 def test_a_version_the_child_cannot_load_is_refused_with_its_reason(published, tmp_path):
     cfg = ServeConfig(artifacts=published["artifacts"])
     broken = tmp_path / "broken"
