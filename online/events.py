@@ -26,12 +26,14 @@ from groundrec.shared.scoring import READS_TIME_OR_WEIGHT
 
 log = logging.getLogger("groundrec.serve")
 
+MAX_LANDING_WAIT_S = 1.0  # the most a request of events waits for lists other workers are writing
+LANDING_POLL_S = 0.05
 
 class Events:
     def __init__(self, cfg: ServeConfig, serving, metrics=None):
         self.cfg, self.serving = cfg, serving  # serving(): the current Backend (counts unknown items)
         self.metrics = metrics  # the live counters of attributed events (None: not counted)
-        self.before_attributing = None  # called before ids are checked: the impression log's flush
+        self.impressions = None  # the impression log (flushed before ids are checked), when lists are logged
         self.url = cfg.events_url()
         self._store: EventStore | None = None
         self._lock = threading.Lock()
@@ -104,20 +106,36 @@ class Events:
         impression each kept id names (None where there is none)."""
         if not any(e.recommendation_id for e in events):
             return events, [None] * len(events)
-        if self.before_attributing is not None:
-            self.before_attributing()  # a click right after its answer finds the list
-        store, found = self.store(), {}
+        if self.impressions is not None:
+            self.impressions.flush()  # a click right after its answer finds the list
+        store = self.store()
+        found = {e.recommendation_id: store.impression(e.recommendation_id) for e in events if e.recommendation_id}
+        if self.impressions is not None:
+            self._await_landing(store, found, {e.recommendation_id: e.user_id for e in events if e.recommendation_id})
         out, shown = [], []
         for e in events:
             rid = e.recommendation_id
-            if rid and rid not in found:
-                found[rid] = store.impression(rid)
             m = found.get(rid) if rid else None
             if rid and (m is None or m.user_id != e.user_id or e.item_id not in m.items):
                 e, m = replace(e, recommendation_id=None), None
             out.append(e)
             shown.append(m)
         return out, shown
+
+    def _await_landing(self, store, found: dict, users: dict) -> None:
+        """Read again the ids not found whose list another worker (or replica) may still be
+        writing (``ImpressionLog.landed_by``), until each is found or must have landed; the
+        whole wait at most ``MAX_LANDING_WAIT_S``."""
+        now = time.time()
+        waiting = {rid: self.impressions.landed_by(rid, users[rid]) for rid, m in found.items() if m is None}
+        waiting = {rid: t for rid, t in waiting.items() if t > now}
+        until = min(max(waiting.values(), default=now), now + MAX_LANDING_WAIT_S)
+        while waiting and time.time() < until:
+            time.sleep(LANDING_POLL_S)
+            for rid in list(waiting):
+                found[rid] = store.impression(rid)
+                if found[rid] is not None or waiting[rid] <= time.time():
+                    del waiting[rid]
 
     def _add(self, events: list[Event]) -> bytes:
         try:

@@ -24,6 +24,7 @@ from groundrec.shared.events.store import Impression, StoreUnavailable
 log = logging.getLogger("groundrec.impressions")
 WRITE_CHUNK = 2_000  # impressions per store write
 
+WRITE_GRACE_S = 0.5  # how long a due batch of impressions may take to reach the store (``landed_by``)
 
 def new_recommendation_id() -> str:
     """A fresh id for one answer: 32 hex digits, the first 12 the time in milliseconds, the
@@ -84,6 +85,21 @@ class ImpressionLog:
         self._queue.append((recommendation_id, user_id, answer, arm, settings, endpoint, teams, time.time()))
         self.logged += 1
         return True
+
+    def landed_by(self, recommendation_id: str, user_id: str | None) -> float:
+        """When the list answered as ``recommendation_id`` is in the store at the latest, had a
+        worker with this log's settings logged it (the id's time, a flush interval and a write's
+        grace): a click another worker takes waits that long for it (``Events``); 0 when it was
+        not logged (outside the share) or the id holds no time."""
+        if not sampled(user_id or recommendation_id, self.share):
+            return 0.0
+        try:
+            made = int(recommendation_id[:12], 16) / 1000
+        except ValueError:
+            return 0.0
+        if made > time.time() + WRITE_GRACE_S:  # not an id of ours (clocks of replicas differ less)
+            return 0.0
+        return made + self.flush_interval_s + WRITE_GRACE_S
 
     def flush(self, timeout_s: float = 2.0) -> None:
         """Return once everything queued before this call is written (or dropped)."""

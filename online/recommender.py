@@ -59,7 +59,7 @@ class Recommender:
         self.impressions = (ImpressionLog(self.events.store, cfg.impressions, on_written=metrics.impressions_written)
                             if self.events.url is not None and cfg.impressions > 0 else None)
         if self.impressions is not None:
-            self.events.before_attributing = self.impressions.flush
+            self.events.impressions = self.impressions
             metrics.impressions_dropped.set_function(lambda: self.impressions.dropped)
 
     def serving(self) -> Backend:

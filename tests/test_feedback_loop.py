@@ -104,6 +104,26 @@ def test_experiment_arms_get_their_version_and_defaults_and_stick_to_their_users
         assert anonymous["arm"] == "A"  # no user_id: the default arm (the first)
 
 
+def test_a_click_another_worker_takes_at_once_is_credited_to_the_list_being_written(two_versions, tmp_path):
+    """Two servers on one event store (workers, replicas): the list one answered is still in
+    its impression log's queue when the other gets the click; the click waits for it to land
+    (``ImpressionLog.landed_by``) instead of losing its recommendation_id."""
+    history = two_versions["histories"][0]
+    first, store_url = _serve(two_versions, tmp_path)
+    second, _ = _serve(two_versions, tmp_path)
+    with first as url_a, second as url_b:
+        for n in range(3):
+            r = httpx.post(url_a + "/recommend", json={"user_id": f"w{n}", "history": history, "k": 4}).json()
+            click = {"user_id": f"w{n}", "item_id": r["items"][0]["item_id"], "type": "view",
+                     "recommendation_id": r["recommendation_id"]}
+            reply = httpx.post(url_b + "/events", json={"events": [click]}).json()
+            assert reply["accepted"] == 1 and reply["unattributed"] == 0, reply
+        started = time.time()
+        forged = {**click, "recommendation_id": "f" * 32}  # a time far ahead: not an id of ours, no wait
+        assert httpx.post(url_b + "/events", json={"events": [forged]}).json()["unattributed"] == 1
+        assert time.time() - started < 0.5
+
+
 def test_team_draft_interleaves_two_arms_and_credits_each_position(two_versions, tmp_path):
     history = two_versions["histories"][2]
     server, store_url = _serve(two_versions, tmp_path, experiment={
