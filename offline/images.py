@@ -56,6 +56,10 @@ def _read_http(uri: str) -> bytes:
         raise BadImage(f"timed out after {REMOTE_TIMEOUT_S:g} s reading image: {uri}") from None
     except httpx.HTTPError as e:
         raise BadImage(f"cannot read image: {uri}: {type(e).__name__}: {e}") from None
+    except BadImage:
+        raise
+    except Exception as e:  # not a URL httpx can send (a bad port, an unclosed [, a control character)
+        raise BadImage(f"not a valid image URL: {uri!r}: {type(e).__name__}: {e}") from None
 
 
 def read_bytes(uri: str | None) -> bytes:

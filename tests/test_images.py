@@ -118,3 +118,10 @@ def test_the_hash_stage_records_a_crafted_file_as_a_skip_reason(tmp_path):
                         "image_uri": np.array([str(tmp_path / "ok.jpg"), str(tmp_path / "dds.jpg")], dtype=object)})
     assert out["image_error"][0] == "" and len(out["image_sha256"][0]) == 64
     assert "unsupported format" in out["image_error"][1] and out["image_sha256"][1] == ""
+
+
+@pytest.mark.parametrize("uri", ["http://example.com:8o/x.jpg", "http://[::1/a.jpg", "https://exa mple.com/\x01.jpg"])
+def test_a_malformed_image_url_is_a_bad_image_not_a_crash(uri):
+    """httpx refuses such URLs with InvalidURL (not an HTTPError): recorded as the item's skip."""
+    with pytest.raises(images.BadImage, match="not a valid image URL"):
+        images.read_bytes(uri)
