@@ -75,6 +75,8 @@ class GroundImages:
         for i, answer in zip(where, self.backend.generate(decoded, self.prompt) if decoded else []):
             if isinstance(answer, Exception):
                 errors[i] = f"VLM failed: {type(answer).__name__}: {answer}"
+            elif not answer.strip():  # recorded, so never cached as a grounding: the next run asks again
+                errors[i] = "VLM answered nothing (an empty text)"
             else:
                 texts[i] = answer
         fields, ok, perr = [], [], []

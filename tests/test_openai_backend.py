@@ -30,6 +30,7 @@ def _dominant(img: Image.Image) -> str:
 class _Handler(BaseHTTPRequestHandler):
     seen: dict[str, int] = {}
     requests = 0
+    empty: set[str] = set()  # colours answered with no text (``content: null``)
 
     def log_message(self, *args):
         pass
@@ -46,7 +47,7 @@ class _Handler(BaseHTTPRequestHandler):
             return self._send(503, {"error": "warming up"})
         if colour == "black":
             return self._send(500, {"error": "model crashed"})
-        text = f"category: product\ncolour: {colour}\npattern: unknown"
+        text = None if colour in self.empty else f"category: product\ncolour: {colour}\npattern: unknown"
         self._send(200, {"choices": [{"message": {"role": "assistant", "content": text}}]})
 
     def _send(self, status, obj):
@@ -60,7 +61,7 @@ class _Handler(BaseHTTPRequestHandler):
 
 @pytest.fixture
 def vlm_server():
-    _Handler.seen, _Handler.requests = {}, 0
+    _Handler.seen, _Handler.requests, _Handler.empty = {}, 0, set()
     server = ThreadingHTTPServer(("127.0.0.1", 0), _Handler)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
@@ -102,3 +103,20 @@ def test_openai_backend_cache_hits_skip_the_server(small_catalog, tmp_path, vlm_
     again = run_job(load_job_config(None, overrides), progress=False)
     assert again.grounded_new == 0 and again.grounded_cached == 5  # black one is retried: never cached
     assert _Handler.requests - before == 3  # 1 + 2 retries (all 500) for the failing image, nothing else
+
+
+def test_an_empty_answer_is_recorded_and_asked_again_never_cached(small_catalog, tmp_path, vlm_server):
+    """A VLM that answers nothing (``content: null``) has not grounded the item: it is recorded
+    as skipped, published from its catalog text, and the next run asks again."""
+    _Handler.empty = {"green"}  # i2, the green bag
+    overrides = {
+        "catalog.path": str(small_catalog["path"]), "catalog.images_root": str(small_catalog["images_root"]),
+        "out": str(tmp_path / "o"), "vlm.backend": "openai", "vlm.endpoint": vlm_server, "vlm.model": "served-vlm",
+        "vlm.max_retries": 2, "run.runner": "local", "export.enabled": False,
+    }
+    first = run_job(load_job_config(None, overrides), progress=False)
+    skipped = {r["item_id"]: r["reason"] for r in pq.read_table(first.version_dir / "skipped.parquet").to_pylist()}
+    assert "VLM answered nothing" in skipped["i2"]
+    before = _Handler.requests
+    again = run_job(load_job_config(None, overrides), progress=False)
+    assert again.grounded_cached == 4 and _Handler.requests - before == 1 + 3  # i2 asked again, black i3 too
