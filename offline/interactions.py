@@ -41,6 +41,43 @@ class Interactions:
     dropped_unknown_items: int
 
 
+LATEST_SECONDS = 1e11  # about the year 5138: a larger "time" is in milliseconds (or finer)
+
+
+def seconds(column: pa.ChunkedArray, what: str) -> np.ndarray:
+    """A time column as whole seconds since the epoch (int64; sub-second parts truncated):
+    Arrow timestamps and dates, numbers of seconds, or text holding either (CSV reads every
+    column as text): numbers, or ISO 8601 times, naive (UTC) or with a zone (``Z``,
+    ``+02:00``). ``UserError`` naming ``what`` for a missing time, one that is not a time,
+    or numbers too large to be seconds (milliseconds)."""
+    if column.null_count:
+        raise UserError(f"{what}: {column.null_count} row(s) have no time; every interaction needs one")
+    if pa.types.is_string(column.type) or pa.types.is_large_string(column.type):
+        column = _parsed_times(column, what)
+    if pa.types.is_timestamp(column.type) or pa.types.is_date(column.type):
+        return np.asarray(pc.cast(pc.cast(column, pa.timestamp("s"), safe=False), pa.int64()).to_numpy(), np.int64)
+    if not (pa.types.is_integer(column.type) or pa.types.is_floating(column.type)):
+        raise UserError(f"{what} holds {column.type}: give a timestamp, a number of seconds or an ISO date")
+    values = np.asarray(column.to_numpy(), np.float64)
+    if not np.isfinite(values).all():
+        raise UserError(f"{what}: {int((~np.isfinite(values)).sum())} time(s) are not finite numbers")
+    if len(values) and np.abs(values).max() >= LATEST_SECONDS:
+        raise UserError(f"{what}: times up to {np.abs(values).max():.4g} are not seconds since the epoch (milliseconds? "
+                        "divide them by 1,000)")
+    return values.astype(np.int64)
+
+
+def _parsed_times(column: pa.ChunkedArray, what: str) -> pa.ChunkedArray:
+    """Text times as numbers of seconds, else as timestamps (naive ones as UTC)."""
+    for kind in (pa.float64(), pa.timestamp("ns"), pa.timestamp("ns", tz="UTC")):
+        try:
+            return pc.cast(column, kind)
+        except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
+            continue
+    raise UserError(f"{what} is neither a timestamp, a number of seconds nor an ISO date (naive or zoned; one form "
+                    f"for every row), e.g. {column[0].as_py()!r}")
+
+
 def load_interactions(ic: InteractionsConfig, item_rows: dict[str, int]) -> Interactions:
     """The interactions whose item is in ``item_rows`` (catalog id -> row), users coded 0..U-1,
     timestamps in whole seconds; the count of the others is kept."""
@@ -49,27 +86,14 @@ def load_interactions(ic: InteractionsConfig, item_rows: dict[str, int]) -> Inte
     if missing:
         raise UserError(f"interactions {ic.path} lack column(s) {missing}; they have {table.column_names}. "
                          "Set interactions.user_column/item_column/timestamp_column in the config")
-    ts_col = table.column(ic.timestamp_column)
-    # Whole seconds: sub-second parts are truncated (safe=False), never an error.
-    if pa.types.is_timestamp(ts_col.type) or pa.types.is_date(ts_col.type):
-        ts = pc.cast(pc.cast(ts_col, pa.timestamp("s"), safe=False), pa.int64())
-    elif pa.types.is_integer(ts_col.type) or pa.types.is_floating(ts_col.type):
-        ts = pc.cast(ts_col, pa.int64(), safe=False)
-    else:
-        try:
-            ts = pc.cast(pc.cast(pc.cast(ts_col, pa.string()), pa.timestamp("ns")), pa.timestamp("s"), safe=False)
-            ts = pc.cast(ts, pa.int64())
-        except pa.ArrowInvalid as e:
-            raise UserError(f"interactions column {ic.timestamp_column!r} is neither a timestamp, a number of "
-                             f"seconds nor an ISO date: {e}") from None
+    ts = seconds(table.column(ic.timestamp_column), f"interactions {ic.path} column {ic.timestamp_column!r}")
     items = [item_rows.get(i) for i in pc.cast(table.column(ic.item_column), pa.string()).to_pylist()]
     users = pc.cast(table.column(ic.user_column), pa.string()).to_pylist()
-    ts_np = np.asarray(ts.to_numpy(zero_copy_only=False), dtype=np.int64)
     keep = [n for n, i in enumerate(items) if i is not None and users[n] is not None]
     user_ids = sorted({users[n] for n in keep})
     code = {u: c for c, u in enumerate(user_ids)}
     return Interactions(np.array([code[users[n]] for n in keep], dtype=np.int64),
-                        np.array([items[n] for n in keep], dtype=np.int64), ts_np[keep], user_ids,
+                        np.array([items[n] for n in keep], dtype=np.int64), ts[keep], user_ids,
                         len(items) - len(keep))
 
 
