@@ -9,6 +9,7 @@ import pyarrow.compute as pc
 
 from groundrec.shared.config import CatalogConfig
 from groundrec.shared.errors import UserError
+from groundrec.shared.live_items import CONTROL, derived
 from groundrec.shared.tables import read_table
 
 IMAGE_URI = "image_uri"
@@ -48,6 +49,10 @@ def load_catalog(cfg: CatalogConfig) -> pa.Table:
         raise CatalogError(
             f"catalog {cfg.path}: {len(dupes)} duplicate {cfg.id_column!r} value(s), e.g. {dupes[:5]}; ids must be unique"
         )
+    written = [c for c in table.column_names if derived(c) and c not in CONTROL]
+    if written:
+        raise CatalogError(f"catalog {cfg.path}: column(s) {written} are written by the job (image URIs, groundings, "
+                           f"the embedded text); rename them in the catalog (an image column: catalog.image_column)")
     table = table.set_column(table.column_names.index(cfg.id_column), cfg.id_column, ids)
     for col in cfg.text_columns:
         i = table.column_names.index(col)

@@ -227,7 +227,10 @@ def eval_command(
             key, sep, value = item.partition("=")
             if not sep:
                 raise UserError(f"--set expects key=value, got {item!r}")
-            overrides[key.strip()] = yaml.safe_load(value)
+            try:
+                overrides[key.strip()] = yaml.safe_load(value)
+            except yaml.YAMLError as e:
+                raise UserError(f"--set {item!r}: the value is not valid YAML: {e}") from None
         cfg = load_config(config, overrides, EvalConfig)
         from groundrec.offline.evaluation.run import run_evaluation
 

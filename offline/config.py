@@ -282,10 +282,18 @@ class JobConfig(StrictModel):
 
 
 def template_fields(template: str) -> list[str]:
+    """The columns a template names; ``UserError`` for what ``shared.text.render`` cannot fill
+    (every value is text: no format spec, conversion, attribute or index)."""
     try:
-        return [name for _, name, _, _ in string.Formatter().parse(template) if name]
+        parts = [(name, spec, conv) for _, name, spec, conv in string.Formatter().parse(template) if name is not None]
     except ValueError as e:
         raise UserError(f"encoder.template {template!r} is not a valid format string: {e}") from None
+    for name, spec, conv in parts:
+        if spec or conv or not name or any(c in name for c in ".["):
+            raise UserError(f"encoder.template {template!r}: {{{name}{'!' + conv if conv else ''}"
+                            f"{':' + spec if spec else ''}}} is not a plain column name in braces (values are "
+                            "filled in as text: no format spec, conversion, attribute or index)")
+    return [name for name, _, _ in parts]
 
 
 

@@ -9,6 +9,7 @@ from typing import Optional
 import typer
 
 from groundrec.shared.cli_errors import USER_ERRORS, fail
+from groundrec.shared.errors import UserError
 
 online_root = typer.Typer()
 
@@ -36,7 +37,12 @@ def serve(
 
         from groundrec.online.config import ServeConfig
 
-        data = yaml.safe_load(config.read_text()) if config else {}
+        try:
+            data = (yaml.safe_load(config.read_text()) if config else None) or {}
+        except yaml.YAMLError as e:
+            raise UserError(f"config file {config} is not valid YAML: {e}") from None
+        if not isinstance(data, dict):
+            raise UserError(f"config file {config} must hold a mapping at the top level")
         data["artifacts"] = str(artifacts)
         # Flags override the YAML only when given: a YAML's host/port/workers stand otherwise.
         data.update({k: v for k, v in (("host", host), ("port", port), ("workers", workers)) if v is not None})

@@ -29,7 +29,10 @@ def versions_gc(keep: int = typer.Option(..., min=1, help="How many versions to 
 @versions_app.command("list")
 def versions_list(artifacts: Path = typer.Option(..., help="Artifacts directory.")):
     """List published versions; * marks the one CURRENT points to."""
-    current = artifact.current_version(artifacts)
+    try:
+        current = artifact.current_version(artifacts)
+    except USER_ERRORS as e:
+        fail(e)
     for v in artifact.list_versions(artifacts):
         typer.echo(("* " if v == current else "  ") + v)
 

@@ -45,7 +45,10 @@ def load_config(path: Path | None, overrides: dict | None, model: type[M]) -> M:
     if path is not None:
         if not Path(path).is_file():
             raise FileNotFoundError(f"config file not found: {path}")
-        data = yaml.safe_load(Path(path).read_text()) or {}
+        try:
+            data = yaml.safe_load(Path(path).read_text()) or {}
+        except yaml.YAMLError as e:
+            raise UserError(f"config file {path} is not valid YAML: {e}") from None
         if not isinstance(data, dict):
             raise UserError(f"config file {path} must hold a mapping at the top level")
     for dotted, value in (overrides or {}).items():
@@ -54,6 +57,10 @@ def load_config(path: Path | None, overrides: dict | None, model: type[M]) -> M:
         node = data
         *parents, leaf = dotted.split(".")
         for p in parents:
-            node = node.setdefault(p, {})
+            if node.get(p) is None:  # absent, or an empty section (``run:`` with nothing under it)
+                node[p] = {}
+            elif not isinstance(node[p], dict):
+                raise UserError(f"cannot set {dotted}: {p} is {node[p]!r} in the config, not a section")
+            node = node[p]
         node[leaf] = value
     return model.model_validate(data)

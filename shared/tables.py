@@ -38,10 +38,13 @@ def read_table(path: str | Path) -> pa.Table:
         raise UserError(f"cannot read {path}: use one of {sorted(FORMATS)}")
     if not path.exists():
         raise FileNotFoundError(f"table not found: {path}")
-    if kind == "parquet":
-        return pq.read_table(path)
-    if kind == "csv":
-        # Ids like 0108775015 must stay strings: read every column as text first.
-        header = pcsv.open_csv(path).schema.names
-        return pcsv.read_csv(path, convert_options=pcsv.ConvertOptions(column_types={c: pa.string() for c in header}))
-    return pjson.read_json(path)
+    try:
+        if kind == "parquet":
+            return pq.read_table(path)
+        if kind == "csv":
+            # Ids like 0108775015 must stay strings: read every column as text first.
+            header = pcsv.open_csv(path).schema.names
+            return pcsv.read_csv(path, convert_options=pcsv.ConvertOptions(column_types={c: pa.string() for c in header}))
+        return pjson.read_json(path)
+    except pa.ArrowInvalid as e:  # corrupt Parquet, a CSV not in UTF-8, an empty file
+        raise UserError(f"cannot read {path} as {kind}: {e}") from None

@@ -72,5 +72,26 @@ def test_jsonl_and_unknown_format(tmp_path):
         load_catalog(CatalogConfig(path=q))
 
 
+@pytest.mark.parametrize("column", ["image_uri", "vlm_text", "text", "grounded"])
+def test_a_column_the_job_writes_is_refused_naming_it(tmp_path, column):
+    p = _write(tmp_path, [{"item_id": "a", "image": "a.jpg", "title": "t", "description": "d", column: "x"}])
+    with pytest.raises(CatalogError, match=f"column\\(s\\) \\['{column}'\\] are written by the job"):
+        load_catalog(CatalogConfig(path=p))
+    hidden = _write(tmp_path, [{"item_id": "a", "image": "a.jpg", "title": "t", "description": "d", "hidden": True}])
+    assert load_catalog(CatalogConfig(path=hidden)).column("hidden").to_pylist() == [True]  # a rule, not derived
+
+
+@pytest.mark.parametrize("name, content, says", [
+    ("c.parquet", b"not parquet at all", "as parquet"),
+    ("c.csv", b"", "as csv"),
+    ("c.csv", b"item_id,title\na,\xff\xfe bad\n", "as csv"),
+])
+def test_an_unreadable_table_is_a_user_error_naming_it(tmp_path, name, content, says):
+    p = tmp_path / name
+    p.write_bytes(content)
+    with pytest.raises(ValueError, match=f"cannot read .*{name} {says}"):
+        load_catalog(CatalogConfig(path=p))
+
+
 def test_blank_image_resolves_to_none(tmp_path):
     assert resolve_image("  ", tmp_path) is None and resolve_image(None, tmp_path) is None

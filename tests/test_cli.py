@@ -69,6 +69,13 @@ def test_a_users_mistake_is_one_line_and_exit_status_2(tmp_path):
     assert "invalid configuration" in r.output and "not_a_setting" in r.output and "max_k" in r.output
     r = runner.invoke(app, ["serve", "--artifacts", str(tmp_path), "--interactions", str(tmp_path / "nope.parquet")])
     assert r.exit_code == 2 and "error:" in r.output and "nope.parquet" in r.output and "Traceback" not in r.output
+    bad.write_text("max_k: [1\n")
+    (tmp_path / "CURRENT").write_text("../../etc\n")  # a CURRENT someone edited by hand
+    for args, says in ((["serve", "--artifacts", str(tmp_path), "--config", str(bad)], "not valid YAML"),
+                       (["eval", "--catalog", str(bad), "--out", str(tmp_path), "--set", "k=[1"], "not valid YAML"),
+                       (["versions", "list", "--artifacts", str(tmp_path)], "CURRENT")):
+        r = runner.invoke(app, args)
+        assert r.exit_code == 2 and "error:" in r.output and says in r.output and "Traceback" not in r.output, r.output
 
 
 def test_fail_formats_each_error_and_exits_2():

@@ -17,6 +17,26 @@ def test_bad_template_syntax_is_reported():
         load_config(None, {"encoder.template": "{title"})
 
 
+@pytest.mark.parametrize("template", ["{title:d}", "{title!x}", "{title.upper}", "{tags[0]}", "{}"])
+def test_a_template_field_is_a_plain_column_name(template):
+    """Values are filled in as text (shared.text.render): a format spec, conversion, attribute or
+    index is refused when the config is read, not in the encode stage after grounding."""
+    with pytest.raises(ValidationError, match="not a plain column name"):
+        load_config(None, {"encoder.template": template})
+
+
+def test_a_yaml_error_names_the_file_and_an_empty_section_takes_overrides(tmp_path):
+    p = tmp_path / "job.yaml"
+    p.write_text("vlm:\n  batch_size: [1\n")
+    with pytest.raises(ValueError, match="job.yaml is not valid YAML"):
+        load_config(p)
+    p.write_text("run:\nvlm:\n  batch_size: 3\n")  # ``run:`` with nothing under it is null
+    assert load_config(p, {"run.runner": "local"}).run.runner == "local"
+    p.write_text("run: 7\n")
+    with pytest.raises(ValueError, match="run is 7 in the config, not a section"):
+        load_config(p, {"run.runner": "local"})
+
+
 def test_openai_backend_needs_endpoint():
     with pytest.raises(ValidationError, match="endpoint"):
         load_config(None, {"vlm.backend": "openai"})
