@@ -288,11 +288,10 @@ def template_fields(template: str) -> list[str]:
         parts = [(name, spec, conv) for _, name, spec, conv in string.Formatter().parse(template) if name is not None]
     except ValueError as e:
         raise UserError(f"encoder.template {template!r} is not a valid format string: {e}") from None
-    for name, spec, conv in parts:
-        if spec or conv or not name or any(c in name for c in ".["):
-            raise UserError(f"encoder.template {template!r}: {{{name}{'!' + conv if conv else ''}"
-                            f"{':' + spec if spec else ''}}} is not a plain column name in braces (values are "
-                            "filled in as text: no format spec, conversion, attribute or index)")
+    bad = [n + ("!" + c if c else "") + (":" + f if f else "") for n, f, c in parts if f or c or not n or "." in n or "[" in n]
+    if bad:
+        raise UserError(f"encoder.template {template!r}: {{{bad[0]}}} is not a plain column name in braces (values are "
+                        "filled in as text: no format spec, conversion, attribute or index)")
     return [name for name, _, _ in parts]
 
 
