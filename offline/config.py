@@ -282,8 +282,7 @@ class JobConfig(StrictModel):
 
 
 def template_fields(template: str) -> list[str]:
-    """The columns a template names; ``UserError`` for what ``shared.text.render`` cannot fill
-    (every value is text: no format spec, conversion, attribute or index)."""
+    """The columns a template names; ``UserError`` for a field ``shared.text.render`` cannot fill."""
     try:
         parts = [(name, spec, conv) for _, name, spec, conv in string.Formatter().parse(template) if name is not None]
     except ValueError as e:
