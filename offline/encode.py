@@ -34,6 +34,19 @@ def resolve_encoder(name: str) -> str:
     return name
 
 
+def check_encoder(name: str) -> str:
+    """``resolve_encoder``'s answer, once it is known to load: a local path that exists, the
+    packaged all-MiniLM-L6-v2, or a hub model found in the cache or on the hub (a name without
+    an organisation is sentence-transformers'). ``UserError`` in seconds, before the VLM runs."""
+    path = resolve_encoder(name)
+    if not Path(path).is_dir():
+        from groundrec.offline.vlm.base import resolve_vlm
+
+        local = path.startswith((".", "/")) or Path(path).exists()
+        resolve_vlm(path if local or "/" in path else f"sentence-transformers/{path}", kind="text encoder")
+    return path
+
+
 def load_sentence_transformer(name: str, max_seq_length: int | None = None):
     from sentence_transformers import SentenceTransformer
     from transformers.utils import logging as hf_logging

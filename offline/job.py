@@ -16,7 +16,7 @@ import pyarrow as pa
 
 from groundrec.offline import catalog as catalog_stage
 from groundrec.offline.config import JobConfig
-from groundrec.offline.encode import embeddable, encode_cached, load_sentence_transformer, resolve_encoder
+from groundrec.offline.encode import check_encoder, embeddable, encode_cached, load_sentence_transformer
 from groundrec.offline.export import export_encoder
 from groundrec.offline.gate import GateDecision, resolve_mode, run_gate, serving_version
 from groundrec.offline.ground import ground_catalog, not_grounded
@@ -93,7 +93,7 @@ def run_job(cfg: JobConfig, progress: bool = True) -> JobSummary:
     with clock.stage("resolve_models"):  # fail in seconds, before any cluster starts
         if not no_images:
             backend_class(cfg.vlm).check(cfg.vlm)
-        encoder_path = resolve_encoder(cfg.encoder.model)
+        encoder_path = check_encoder(cfg.encoder.model)
 
     log_dir = None
     # One writer per artifacts root; any error leaves what is published as it was.

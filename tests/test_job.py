@@ -176,6 +176,15 @@ def test_cli_without_a_reachable_vlm_fails_fast_with_the_fix(tmp_path):
     assert "make-tiny-vlm" in r.stderr and "--vlm" in r.stderr
 
 
+def test_a_text_encoder_that_cannot_load_fails_before_anything_is_grounded(small_catalog, tmp_path, tiny_vlm):
+    from groundrec.shared.errors import UserError
+
+    cfg = _cfg(small_catalog, tmp_path / "o", tiny_vlm(), **{"encoder.model": str(tmp_path / "no-such-encoder")})
+    with pytest.raises(UserError, match="text encoder path .*no-such-encoder is not a directory.*--encoder"):
+        run_job(cfg, progress=False)
+    assert not list((tmp_path / "o").rglob("*.parquet"))  # the VLM never ran: no grounding cached, nothing published
+
+
 def test_cli_help_lists_the_documented_flags():
     r = _cli("offline", "run", "--help")
     for flag in ("--catalog", "--images-root", "--out", "--vlm", "--encoder", "--config", "--runner", "--interactions",

