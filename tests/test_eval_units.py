@@ -236,3 +236,26 @@ def test_the_sequence_encoder_row_ranks_by_its_queries_holds_the_hybrids_new_ite
     assert top[0].tolist() == [1, 4]  # the hybrid's new item in place of the encoder's second
     assert top[1].tolist() == [0, 1]  # the hybrid's list holds no new item: the encoder's own list
     assert held.top(held.scores(two, [np.zeros(1)] * 2), 3, two)[0].tolist() == [1, 2, 4]  # already there
+
+
+def _row(system, test, valid, representation="title"):
+    return {"system": system, "label": system, "representation": representation, "note": None,
+            "metrics": {"recall@20": {"mean": test}}, "valid_recall@20": valid}
+
+
+def test_the_verdict_takes_each_groups_row_by_validation_not_by_test():
+    """The best of several rows on test is biased upward: a comparison's row is the group's best
+    on validation when every row of the group has a validation score, else its best on test."""
+    from groundrec.offline.evaluation.report import verdict
+
+    rows = [_row("VLM4Rec mean (a)", 0.30, 0.20), _row("VLM4Rec mean (b)", 0.28, 0.25),
+            _row("Most popular", 0.10, 0.12), _row("Random", 0.01, 0.01)]
+    result = {"protocol": {"primary_metric": "recall@20"}, "rows": rows,
+              "pairwise": [{"a": x["label"], "b": y["label"], "significant": True, "p": 0.001}
+                           for i, x in enumerate(rows) for y in rows[i + 1:]]}
+    line = next(x for x in verdict(result) if x.startswith("- Best content-based system vs best baseline"))
+    assert line.startswith("- Best content-based system vs best baseline: **VLM4Rec mean (b)** recall@20 0.2800 vs "
+                           "**Most popular**")
+    rows[1]["valid_recall@20"] = None  # one row without a validation score: the group is taken on test
+    line = next(x for x in verdict(result) if x.startswith("- Best content-based system vs best baseline"))
+    assert "**VLM4Rec mean (a)** recall@20 0.3000" in line
