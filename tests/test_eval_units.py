@@ -259,3 +259,23 @@ def test_the_verdict_takes_each_groups_row_by_validation_not_by_test():
     rows[1]["valid_recall@20"] = None  # one row without a validation score: the group is taken on test
     line = next(x for x in verdict(result) if x.startswith("- Best content-based system vs best baseline"))
     assert "**VLM4Rec mean (a)** recall@20 0.3000" in line
+
+
+def test_a_global_time_split_is_one_cut_for_every_user():
+    """``global_time``: the last ``frac`` of all interactions by time is test and the ``frac``
+    before it validation, for every user alike: nothing any system learns from comes after a
+    test interaction of anyone's."""
+    rng = np.random.default_rng(3)
+    users, ts = rng.integers(0, 40, 2000), rng.integers(0, 10_000_000, 2000)
+    items = rng.integers(0, 300, 2000)
+    split = split_interactions(users, ts, SplitConfig(kind="global_time", frac=0.1))
+    train = np.concatenate([p.train for p in split.parts.values()])
+    valid = np.concatenate([p.valid for p in split.parts.values()])
+    test = np.concatenate([p.test for p in split.parts.values()])
+    assert len(train) + len(valid) + len(test) == 2000 and len(test) == 200 and len(valid) == 200
+    assert ts[train].max() < ts[valid].min() and ts[valid].max() < ts[test].min()
+    assert "global temporal split" in split.description
+    late = eval_users(split_interactions(np.array([0, 0, 1, 1]), np.array([0, 10, 20, 30]),
+                                         SplitConfig(kind="global_time", frac=0.25)), "test", np.array([1, 2, 3, 4]),
+                      np.array([0, 10, 20, 30]))
+    assert late.users == [1] and late.history[0].tolist() == [3] and late.relevant == [{4}]

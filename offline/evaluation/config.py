@@ -20,14 +20,17 @@ REPRESENTATIONS = ("title", "metadata", "description", "vlm_free", "vlm_structur
 
 class SplitConfig(StrictModel):
     """Per-user temporal hold-out (the last day / last n / last fraction of each user's
-    interactions is test, the same amount before it validation), MMRec's random 8:1:1, or an
-    item cold-start split (a random share of the items is test, as many validation: all their
+    interactions is test, the same amount before it validation), one cut in time for every user
+    (``global_time``: the last ``frac`` of all interactions is test, the ``frac`` before it
+    validation: no system learns from anyone's future), MMRec's random 8:1:1, or an item
+    cold-start split (a random share of the items is test, as many validation: all their
     interactions are held out, the systems learn from the rest)."""
 
-    kind: Literal["temporal", "random", "cold_items"] = "temporal"
+    kind: Literal["temporal", "global_time", "random", "cold_items"] = "temporal"
     holdout: Literal["last_day", "last_n", "last_frac"] = "last_day"
     n: int = Field(1, ge=1, description="last_n: interactions per hold-out part")
-    frac: float = Field(0.2, gt=0, lt=0.5, description="last_frac: share of each user's interactions per part")
+    frac: float = Field(0.2, gt=0, lt=0.5, description="last_frac: share of each user's interactions per part; "
+                        "global_time: share of all interactions (by time) in each of test and validation")
     ratios: tuple[float, float, float] = (0.8, 0.1, 0.1)
     cold_share: float = Field(0.1, gt=0, lt=0.5, description="cold_items: share of the items with interactions held "
                               "out as test items (and as many as validation items)")

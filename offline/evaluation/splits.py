@@ -1,4 +1,4 @@
-"""Train / validation / test splits of interactions, per user.
+"""Train / validation / test splits of interactions, per user (or one cut in time for all).
 
 Interactions arrive as three aligned arrays (user code, item row, timestamp in seconds).
 Every user's interactions are split into train, validation and test parts; an evaluation
@@ -93,6 +93,8 @@ def split_interactions(users: np.ndarray, ts: np.ndarray, cfg: SplitConfig,
         if items is None:
             raise UserError("the cold_items split needs the interactions' items")
         return _cold_item_split(order, users, items, cfg)
+    if cfg.kind == "global_time":
+        return _global_time_split(order, users, ts, cfg)
     boundaries = np.flatnonzero(np.diff(users[order])) + 1
     rng = np.random.default_rng(cfg.seed)
     parts: dict[int, UserParts] = {}
@@ -109,6 +111,30 @@ def split_interactions(users: np.ndarray, ts: np.ndarray, cfg: SplitConfig,
                 "validation, the rest train")
     else:
         desc = f"per-user random split {':'.join(f'{r:g}' for r in cfg.ratios)} (seed {cfg.seed})"
+    return Split(parts, desc)
+
+
+def global_cuts(ts: np.ndarray, frac: float) -> tuple[float, float]:
+    """(validation's first time, test's first time): the last ``frac`` of the interactions by
+    time is test and the ``frac`` before it validation (an interaction at a cut's time falls after it)."""
+    ordered = np.sort(ts)
+    n = len(ordered)
+    test_from = max(0, n - max(1, int(np.ceil(frac * n))))
+    valid_from = max(0, test_from - max(1, int(np.ceil(frac * n))))
+    return float(ordered[valid_from]), float(ordered[test_from])
+
+
+def _global_time_split(order: np.ndarray, users: np.ndarray, ts: np.ndarray, cfg: SplitConfig) -> Split:
+    valid_at, test_at = global_cuts(ts, cfg.frac) if len(ts) else (0.0, 0.0)
+    part = np.where(ts >= test_at, 2, np.where(ts >= valid_at, 1, 0))
+    parts: dict[int, UserParts] = {}
+    for chunk in np.split(order, np.flatnonzero(np.diff(users[order])) + 1) if len(order) else []:
+        where = part[chunk]
+        parts[int(users[chunk[0]])] = UserParts(chunk[where == 0], chunk[where == 1], chunk[where == 2])
+    day = lambda t: np.datetime_as_string(np.datetime64(int(t), "s"), unit="D")  # noqa: E731
+    desc = (f"global temporal split: one cut in time for every user; interactions from {day(test_at)} on (the last "
+            f"{cfg.frac:.0%}) are test, from {day(valid_at)} validation, the rest train: no system learns from "
+            "anyone's future")
     return Split(parts, desc)
 
 
