@@ -36,6 +36,8 @@ def _id(item_id) -> str:
         raise Unprocessable(f"item_id has {len(item_id)} characters, more than {MAX_ID_CHARS}")
     if BAD_ID.search(item_id):
         raise Unprocessable(f"item_id {item_id!r} holds a control character")
+    if "/" in item_id:  # /items/{id} could never address it: servers decode %2F before routing
+        raise Unprocessable(f"item_id {item_id!r} holds a '/', which no /items/{{id}} path can carry")
     return item_id
 
 

@@ -100,6 +100,16 @@ class ServeConfig(StrictModel):
                 raise ValueError(f"experiment arm {arm.name!r}: default k={arm.defaults['k']} exceeds max_k={self.max_k}")
         return self
 
+    @field_validator("events")
+    @classmethod
+    def _events_is_a_store(cls, v: str) -> str:
+        from groundrec.shared.events.store import SCHEMES, is_store_url
+
+        if v not in ("auto", "none") and not is_store_url(v):
+            raise ValueError(f"events {v!r} is not an event store: give sqlite:///path/events.db, "
+                             f"redis://host:port/0 (schemes {list(SCHEMES)}), auto or none")
+        return v
+
     @model_validator(mode="after")
     def _default_type_known(self) -> "ServeConfig":
         if self.default_event_type not in self.event_types:

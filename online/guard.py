@@ -88,13 +88,15 @@ class Guard:
                 status["code"], status["sent"] = message["status"], True
             await send(message)
 
-        body = {"bytes": 0, "done": False}
+        body = {"bytes": 0, "done": False, "by": None}
 
         async def receiving():
             if body["done"]:  # after the body only a disconnect can come: no deadline
                 return await receive()
+            if body["by"] is None:  # one deadline for the whole body, not one per chunk (a slow drip)
+                body["by"] = time.monotonic() + self.body_timeout_s
             try:
-                message = await asyncio.wait_for(receive(), self.body_timeout_s)
+                message = await asyncio.wait_for(receive(), max(0.0, body["by"] - time.monotonic()))
             except asyncio.TimeoutError:
                 raise _Refused(408, f"request body not received within {self.body_timeout_s:g} s") from None
             if message["type"] == "http.request":

@@ -22,6 +22,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, PlainTextResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from pydantic import ValidationError
+from pydantic_core import to_json
 
 from groundrec.online.config import ServeConfig
 from groundrec.online.errors import ERRORS, NotFound
@@ -119,14 +120,15 @@ def _routes(app: FastAPI, rec: Recommender) -> None:
     async def events(body: EventsRequest, request: Request):
         return _reply(*await rec.events.handle(body, request.receive))
 
-    @app.delete("/users/{user_id}")
+    @app.delete("/users/{user_id:path}")  # a user id may hold a '/' (servers decode %2F before routing)
     def delete_user(user_id: str):  # sync: the store's erasure runs in FastAPI's thread pool
         """Erase every event of the user from the event store (the right to be forgotten)."""
         return JSONResponse(rec.events.delete_user(user_id))
 
     @app.get("/items/{item_id}")
     def item(item_id: str):  # sync: FastAPI runs it in a thread, as it may wait for the compute process
-        return JSONResponse(rec.serving().item(item_id))
+        # pydantic-core writes any catalog column's values (dates, decimals, bytes; NaN as null)
+        return Response(to_json(rec.serving().item(item_id), inf_nan_mode="null", bytes_mode="base64"), media_type="application/json")
 
     @app.get("/items/{item_id}/similar", response_model=ResultOut)
     async def similar(item_id: str, request: Request, k: int = Query(10, ge=1), filters: str | None = None):
@@ -195,8 +197,9 @@ def _filters(text: str | None) -> dict | None:
         return None
     try:
         value = json.loads(text)
-    except ValueError as e:
-        raise UserError(f"filters must be a JSON object such as {{\"colour\": \"red\"}}: {e}") from None
+    except (ValueError, RecursionError) as e:  # RecursionError: nested thousands deep
+        raise UserError(f"filters must be a JSON object such as {{\"colour\": \"red\"}}: "
+                        f"{e if isinstance(e, ValueError) else 'nested too deep'}") from None
     if not isinstance(value, dict):
         raise UserError(f"filters must be a JSON object of column -> value(s), not {type(value).__name__}")
     return value

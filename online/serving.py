@@ -20,7 +20,7 @@ from groundrec.online.errors import NotFound, Unprocessable
 from groundrec.online.live_checks import check_changes
 from groundrec.online.profiling import check_default_strategy, load_sequence
 from groundrec.online.retrieve import NoHistory, Retriever
-from groundrec.online.version import load_version
+from groundrec.online.version import VersionError, load_version
 from groundrec.shared import artifact
 from groundrec.shared.errors import UserError
 from groundrec.shared.onnx_encoder import OnnxTextEncoder
@@ -200,12 +200,26 @@ class Serving:
             check_changes(self.retriever, changes, must_exist)
 
 
+def check_max_per(cfg: ServeConfig, version) -> None:
+    """The server's and the experiment arms' default ``max_per`` name columns this version's
+    items have: else the version is refused (``VersionError``, the last good one serves on),
+    not every request blamed for the server's setting."""
+    defaults = [("max_per", cfg.max_per)] + [(f"experiment arm {a.name!r}'s max_per", a.defaults.get("max_per"))
+                                             for a in (cfg.experiment.arms if cfg.experiment else ())]
+    for where, limits in defaults:
+        missing = sorted(set(limits or {}) - set(version.items.column_names))
+        if missing:
+            raise VersionError(f"version {version.path.name}: the server's {where} names column(s) {missing} that its "
+                               f"items do not have; columns: {', '.join(sorted(version.items.column_names)[:12])}")
+
+
 def build_serving(cfg: ServeConfig, version_id: str, path, popularity: dict[str, float] | None = None) -> Serving:
     """Load version ``version_id`` from the local folder ``path`` (verified) with its encoders
     (the text encoder; the sequence encoder where the version holds ``sequence/``)."""
     path = Path(path)
     version = load_version(path)
     check_default_strategy(version)
+    check_max_per(cfg, version)
     files = artifact.VersionFiles(path)
     encoder = (OnnxTextEncoder(files.encoder_dir, cfg.encoder_variant, threads=cfg.compute_threads)
                if files.has_encoder else None)

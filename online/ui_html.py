@@ -107,7 +107,7 @@ def parse_max_per(text: str | None) -> dict[str, int] | None:
     out: dict[str, int] = {}
     for pair in text.split(","):
         column, _, n = pair.strip().rpartition(":")
-        if not column.strip() or not n.strip().isdigit() or int(n) < 1:
+        if not column.strip() or not (n.strip().isascii() and n.strip().isdigit()) or len(n.strip()) > 6 or int(n) < 1:
             raise UserError(f"max_per: {pair.strip()[:80]!r} is not column:N with N >= 1 (e.g. title:1; "
                             "several as title:1,colour:2; none for no limit)")
         out[column.strip()] = int(n)

@@ -7,6 +7,7 @@ from __future__ import annotations
 import httpx
 import pytest
 
+from groundrec.online.client import Client
 from groundrec.online.config import ServeConfig
 from groundrec.online.service import create_app
 from groundrec.shared.events import open_store
@@ -96,6 +97,9 @@ def test_delete_user_erases_them_and_nothing_else(published, events_url, tmp_pat
         assert r.status_code == 200 and r.json() == {"user_id": "forget-me", "deleted_events": 1}
         assert httpx.post(url + "/recommend", json={"user_id": "forget-me"}).json()["fallback"] == "popular"
         assert httpx.post(url + "/recommend", json={"user_id": "keep-me"}).json()["fallback"] is None
+        httpx.post(url + "/events", json={"events": [{"user_id": "shop/42", "item_id": item}]})
+        slashed = Client(url).delete_user("shop/42")  # a '/' in a user id: %2F reaches the server decoded
+        assert slashed == {"user_id": "shop/42", "deleted_events": 1}
     store = open_store(events_url)
     assert {e.user_id for batch in store.scan() for e in batch} == {"keep-me"}
     export(store, tmp_path / "export")

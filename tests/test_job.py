@@ -205,9 +205,20 @@ def test_config_file_drives_the_cli(small_catalog, tmp_path, tiny_vlm):
 
 
 def test_a_catalog_without_an_image_column_is_published_from_its_text_without_a_vlm(small_catalog, tmp_path):
+    import datetime as dt
+    import decimal
+
+    import httpx
+    import pyarrow as pa
+
     from groundrec.online.client import LocalClient
+    from groundrec.online.config import ServeConfig
+    from groundrec.online.service import create_app
+    from helpers import running
 
     catalog = pq.read_table(small_catalog["path"]).drop_columns(["image"])
+    catalog = catalog.append_column("first_sold", pa.array([dt.datetime(2024, 1, n + 1) for n in range(catalog.num_rows)]))
+    catalog = catalog.append_column("price", pa.array([decimal.Decimal("9.90")] * catalog.num_rows))
     path = tmp_path / "text_only.parquet"
     pq.write_table(catalog, path)
     # a VLM that does not exist: a text-only catalog never loads one
@@ -223,3 +234,7 @@ def test_a_catalog_without_an_image_column_is_published_from_its_text_without_a_
     ids = catalog.column("item_id").to_pylist()
     answer = LocalClient(tmp_path / "art").recommend(ids[:2], k=3)
     assert len(answer.items) == 3 and not set(ids[:2]) & {i.item_id for i in answer.items}
+    with running(create_app(ServeConfig(artifacts=tmp_path / "art", events="none", compute="thread"))) as url:
+        shown = httpx.get(url + f"/items/{ids[1]}")  # a date and a decimal column: JSON as text
+        assert shown.status_code == 200 and shown.json()["item"]["first_sold"].startswith("2024-01-02")
+        assert shown.json()["item"]["price"] == "9.90"

@@ -56,6 +56,21 @@ def test_guard_refuses_a_wrong_key_and_a_large_body_with_reasons():
     assert r.status_code == 413 and "max_body_bytes=100" in r.json()["detail"]
 
 
+def test_a_body_dripped_in_chunks_is_refused_once_the_whole_body_is_late():
+    """``body_timeout_s`` bounds the whole body: chunks each within it, together beyond it, get
+    a 408 (a slow client cannot hold a request open by dripping bytes)."""
+    async def drip():
+        for _ in range(4):
+            await asyncio.sleep(0.4)  # each chunk well within the 1 s; the body not
+            yield b"x"
+
+    async def go():
+        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=_guard(_ok)), base_url="http://t") as c:
+            return await c.post("/x", content=drip())
+    r = asyncio.run(go())
+    assert r.status_code == 408 and "not received within 1 s" in r.json()["detail"]
+
+
 def test_guard_sheds_the_listed_paths_when_overloaded_with_retry_after():
     g = _guard(_ok, overloaded=lambda: True, shed_paths=frozenset({"/recommend"}), retry_after_s=3)
     r = _call(g, "POST", "/recommend", json={})

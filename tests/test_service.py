@@ -110,6 +110,8 @@ def test_bad_requests_get_4xx_with_reasons_and_the_server_survives(published):
         r = post("/search", json={"text": ""})
         assert r.status_code == 422 and "text" in r.json()["detail"]
         assert httpx.get(url + "/items/missing-id").status_code == 404
+        deep = httpx.get(url + "/popular", params={"filters": "[" * 3000})  # nested past Python's recursion limit
+        assert deep.status_code == 400 and "nested too deep" in deep.json()["detail"]
         with pytest.raises(GroundrecError, match="max_k") as err:
             Client(url).recommend(["demo-0001"], k=21)
         assert err.value.status == 422
@@ -120,6 +122,17 @@ def test_bad_requests_get_4xx_with_reasons_and_the_server_survives(published):
         assert httpx.get(url + "/healthz").json() == {"status": "ok"}
         metrics = httpx.get(url + "/metrics").text
         assert 'groundrec_requests_total{endpoint="/recommend",status="422"}' in metrics
+
+
+def test_server_settings_that_cannot_hold_are_refused_when_read_or_loaded(published):
+    """An event store URL with a typo is refused when the config is read; a server max_per
+    naming a column the version lacks refuses the version (named in /readyz), instead of
+    blaming every request."""
+    with pytest.raises(ValueError, match="not an event store"):
+        _cfg(published["artifacts"], events="sqlit:///x.db")
+    with running(create_app(_cfg(published["artifacts"], max_per={"prodcut_code": 1}))) as url:
+        ready = httpx.get(url + "/readyz")
+        assert ready.status_code == 503 and "prodcut_code" in json.dumps(ready.json()["rejected"])
 
 
 def test_valid_json_of_the_wrong_kind_gets_4xx_never_500(published):

@@ -258,7 +258,7 @@ def test_the_pages_max_per_field_reads_and_writes_the_apis_max_per():
     assert parse_max_per("a:b:3") == {"a:b": 3}  # the last colon splits: a column may hold one
     for given in ({"title": 1, "colour": 2}, {}, None):
         assert parse_max_per(format_max_per(given)) == given
-    for bad in ("title", "title:0", "title:x", ":1", "title:1,"):
+    for bad in ("title", "title:0", "title:x", ":1", "title:1,", "title:\u00b2", "title:" + "9" * 5000):
         with pytest.raises(UserError, match="column:N"):
             parse_max_per(bad)
     field = max_per_field("", {"title": 1})
