@@ -22,17 +22,11 @@ from urllib.parse import quote
 
 import httpx
 
-from groundrec.online.client_bodies import (_batch_body, _events_body, _feedback_body, _item_path, _items_body,
-                                            _list_path, _recommend_body, _search_body, _similar_path)
+from groundrec.online.client_bodies import (GroundrecError, _batch_body, _events_body, _feedback_body, _item_path,
+                                            _items_body, _list_path, _recommend_body, _search_body, _similar_path)
 from groundrec.online.schemas import BatchOut, EventsOut, RecommendRequest, ResultOut, SearchRequest, UserQuery
 
 RETRY_STATUS = {502, 503, 504}
-
-
-class GroundrecError(RuntimeError):
-    def __init__(self, status: int, message: str):
-        super().__init__(f"HTTP {status}: {message}")
-        self.status, self.message = status, message
 
 
 def _raise_for(response: httpx.Response) -> None:
@@ -221,6 +215,14 @@ class AsyncClient(_Http):
     async def aclose(self) -> None:
         await self._http.aclose()
 
+    close = aclose  # ``await client.close()``, as ``client.close()`` on the sync client
+
+    async def __aenter__(self):
+        return self
+
+    async def __aexit__(self, *exc):
+        await self.aclose()
+
 
 class LocalClient:
     """The client API with no server: a version loaded in this process, answered by the same
@@ -245,13 +247,22 @@ class LocalClient:
             raise GroundrecError(http_status(e), str(e)) from None
 
     def recommend(self, history, k: int = 10, **options) -> ResultOut:
-        return self._call(self._serving.recommend, RecommendRequest(**_recommend_body(history, k, **options)))
+        return self._call(self._serving.recommend, _no_user_id(RecommendRequest(**_recommend_body(history, k, **options))))
 
     def recommend_batch(self, users: list[dict | UserQuery], k: int = 10) -> BatchOut:
-        return self._call(self._serving.recommend, RecommendRequest(**_batch_body(users, k)))
+        return self._call(self._serving.recommend, _no_user_id(RecommendRequest(**_batch_body(users, k))))
 
     def search(self, text: str, k: int = 10, **options) -> ResultOut:
         return self._call(self._serving.search, SearchRequest(**_search_body(text, k, **options)))
 
     def item(self, item_id: str) -> dict:
         return self._call(self._serving.item, item_id)["item"]
+
+
+def _no_user_id(body: RecommendRequest) -> RecommendRequest:
+    """``LocalClient`` has no event store to read a user's history from: a user_id is refused
+    (503, as a service with events off answers it), never silently ignored."""
+    if any(q.user_id is not None for q in (body.batch or [body])):
+        raise GroundrecError(503, "LocalClient has no event store: send the history itself, or use Client against "
+                                  "a server with events on")
+    return body

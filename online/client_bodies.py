@@ -8,18 +8,47 @@ import json
 import uuid
 from urllib.parse import quote, urlencode
 
+from functools import wraps
+
+from pydantic import ValidationError
+
 from groundrec.online.schemas import EventIn, EventsRequest, RecommendRequest, ResultOut, SearchRequest, UserQuery
 
 
+class GroundrecError(RuntimeError):
+    """What the service refused (``status``: its HTTP status), or a request the client refused
+    before sending it (422, as the service would answer it)."""
+
+    def __init__(self, status: int, message: str):
+        super().__init__(f"HTTP {status}: {message}")
+        self.status, self.message = status, message
+
+
+def _checked(build):
+    """A body builder whose invalid arguments raise ``GroundrecError`` (422) naming each field,
+    before anything is sent."""
+    @wraps(build)
+    def checked(*args, **kwargs):
+        try:
+            return build(*args, **kwargs)
+        except ValidationError as e:
+            raise GroundrecError(422, "; ".join(f"{'.'.join(map(str, x['loc']))}: {x['msg']}"
+                                                for x in e.errors())) from None
+    return checked
+
+
+@_checked
 def _recommend_body(history, k, **options) -> dict:
     return RecommendRequest(history=list(history), k=k, **options).model_dump(exclude_unset=True, exclude_none=True)
 
 
+@_checked
 def _batch_body(users: list[dict | UserQuery], k: int) -> dict:
     batch = [u if isinstance(u, UserQuery) else UserQuery(**{"k": k, **u}) for u in users]
     return RecommendRequest(batch=batch).model_dump(exclude_unset=True, exclude_none=True)
 
 
+@_checked
 def _events_body(events) -> dict:
     """Each event (a dict or ``EventIn``) with an ``event_id``: one is drawn for an event
     without, so a retried request never stores it twice."""
@@ -39,6 +68,7 @@ def _feedback_body(result_or_id, item_id: str, user_id: str, type: str, fields: 
     return _events_body([{"user_id": user_id, "item_id": item_id, "type": type, **fields, "recommendation_id": rid}])
 
 
+@_checked
 def _search_body(text, k, **options) -> dict:
     return SearchRequest(text=text, k=k, **options).model_dump(exclude_unset=True, exclude_none=True)
 
@@ -54,7 +84,8 @@ def _items_body(items) -> dict:
 
 
 def _item_path(item_id: str, tail: str = "") -> str:
-    """/items/{id} with the id escaped (a ``/`` or ``?`` in it stays part of the id)."""
+    """/items/{id} with the id escaped (a ``?`` or a space in it stays part of the id; the
+    items API refuses ids holding a ``/``, which no path can carry)."""
     return f"/items/{quote(item_id, safe='')}{tail}"
 
 

@@ -29,6 +29,11 @@ def test_bodies_carry_only_what_the_caller_set():
     assert _items_body(iter([{"item_id": "a", "title": "t"}])) == {"items": [{"item_id": "a", "title": "t"}]}
     with pytest.raises(ValueError, match=r"items\[1\].*item_id"):
         _items_body([{"item_id": "a"}, {"title": "no id"}])
+    for bad, field in ((lambda: _recommend_body(["a"], 0), "k"), (lambda: _search_body("x", 3, k2=1), "k2"),
+                       (lambda: _batch_body([{"history": ["a"], "diversity": 3}], 3), "diversity")):
+        with pytest.raises(GroundrecError) as refused:  # refused before sending, as the service would refuse it
+            bad()
+        assert refused.value.status == 422 and field in refused.value.message
 
 
 # --- feedback with the answer's recommendation_id, against the real server ---------------
@@ -145,8 +150,17 @@ def test_the_items_api_through_the_client_on_a_real_server(published, tmp_path):
         with pytest.raises(GroundrecError):
             client.item("x1")
 
+        with pytest.raises(GroundrecError) as slash:  # no /items/{id} path could carry it
+            client.put_items([{"item_id": "shop/7", **NEW}])
+        assert slash.value.status == 422 and "'/'" in slash.value.message
+
         async def from_async():
-            c = AsyncClient(url)
+            async with AsyncClient(url) as c:  # an async context manager, closed on the way out
+                got = await _async_items(c)
+            assert c._http.is_closed
+            return got
+
+        async def _async_items(c):
             try:
                 put = await c.put_item("async-1", {**NEW, "title": "okapi scarf"})
                 found = _ids(await c.search("okapi scarf", k=1))
@@ -160,7 +174,7 @@ def test_the_items_api_through_the_client_on_a_real_server(published, tmp_path):
                 except GroundrecError as e:
                     return put, found, feed, newest, patched, hidden, e
             finally:
-                await c.aclose()
+                assert not c._http.is_closed
 
         put, found, feed, newest, patched, hidden, error = asyncio.run(from_async())
         assert put["accepted"] == feed["accepted"] == patched["accepted"] == 1
