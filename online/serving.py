@@ -126,10 +126,13 @@ class Serving:
         return out
 
     def _batch(self, body: RecommendRequest) -> BatchOut:
-        try:
-            results = self.retriever.recommend_batch(body.batch)
-        except UserError as e:
-            raise _own(e) from None
+        """Every entry answered, or the batch refused naming the first entry that cannot be
+        (``batch[n]: ...``, its own error's status)."""
+        results = self.retriever.recommend_batch(body.batch, errors="return")
+        for n, r in enumerate(results):
+            if isinstance(r, UserError):
+                e = _own(r)
+                raise type(e)(f"batch[{n}]: {e}") from None
         return BatchOut(results=[result_out(r, self.version_id) for r in results], version=self.version_id)
 
     def recommend(self, body: RecommendRequest | SearchRequest | UserQuery) -> ResultOut | BatchOut:

@@ -98,6 +98,9 @@ def test_bad_requests_get_4xx_with_reasons_and_the_server_survives(published):
         assert "in all" in r.json()["detail"] and len(r.json()["detail"]) < 400  # a few columns, not all
         r = post("/recommend", json={"batch": [{"history": ["demo-0001"]}] * 3})
         assert r.status_code == 422 and "max_batch=2" in r.json()["detail"]
+        r = post("/recommend", json={"batch": [{"history": ["demo-0001"]}, {"history": ["demo-0001"],
+                                                                          "filters": {"nope": "x"}}]})
+        assert r.status_code == 400 and r.json()["detail"].startswith("batch[1]: unknown filter column 'nope'")
         r = post("/recommend", json={"history": ["demo-0001"] * 400})
         assert r.status_code == 413
         # chunked bodies (no Content-Length) are held to the same limit, and still work below it
