@@ -14,6 +14,7 @@ import uuid
 
 from pydantic_core import to_json
 from starlette.exceptions import HTTPException
+from starlette.requests import ClientDisconnect
 
 from groundrec.online.errors import ERRORS, Overloaded, Reply, http_reply
 from groundrec.online.hotpath import send_reply
@@ -63,7 +64,7 @@ def is_write(method: str, path: str) -> bool:
 class Guard:
     def __init__(self, app, metrics: ServiceMetrics, api_key: str | None, max_body_bytes: int,
                  body_timeout_s: float, overloaded=lambda: False, shed_paths=frozenset(), retry_after_s: int = 1,
-                 read_key: str | None = None):
+                 read_key: str | None = None, named_paths=frozenset()):
         self.app, self.metrics = app, metrics
         # The keys as bytes, compared in constant time. The read-only key opens every route but
         # the writes; the API key opens all of them. A read key alone leaves no way to write.
@@ -72,6 +73,7 @@ class Guard:
         self.max_body_bytes, self.body_timeout_s = max_body_bytes, body_timeout_s
         # Shedding here, before the body is read and validated, keeps a refusal cheap.
         self.overloaded, self.shed_paths, self.retry_after_s = overloaded, shed_paths, retry_after_s
+        self.named_paths = shed_paths | named_paths  # paths no FastAPI route names (the hot routes): metric labels
         self._series: dict[tuple[str, int], tuple] = {}  # (endpoint, status) -> its two metric series
 
     async def __call__(self, scope, receive, send):
@@ -124,6 +126,8 @@ class Guard:
         except ERRORS as e:  # a hot route's refusal, or the request's own mistake
             if not status["sent"]:
                 await send_reply(sending, *http_reply(e))
+        except ClientDisconnect:  # a FastAPI route's body cut off: nobody to answer, no error of ours
+            status["code"] = 499
         except _Refused as e:
             if not status["sent"]:
                 await _json(sending, e.status_code, e.detail)
@@ -153,7 +157,7 @@ class Guard:
 
     def _count(self, scope, status: dict, started: float) -> None:
         route = scope.get("route")
-        endpoint = getattr(route, "path", None) or (scope["path"] if scope["path"] in self.shed_paths else "unmatched")
+        endpoint = getattr(route, "path", None) or (scope["path"] if scope["path"] in self.named_paths else "unmatched")
         key = (endpoint, status["code"])
         series = self._series.get(key)
         if series is None:  # few keys: the routes (or "unmatched") x the statuses they answer

@@ -17,7 +17,7 @@ from collections.abc import Awaitable, Callable
 
 from pydantic import BaseModel, ValidationError
 
-from groundrec.online.errors import Reply
+from groundrec.online.errors import ClientGone, Reply
 from groundrec.online.schemas import validation_detail
 
 Handler = Callable[[BaseModel, Callable], Awaitable[Reply]]
@@ -64,7 +64,7 @@ class HotRoutes:
         try:
             body = await read_body(receive)
         except ConnectionResetError:
-            return  # nobody to answer
+            raise ClientGone("the client went away while sending the body") from None  # counted 499, no answer
         try:
             parsed = model.model_validate_json(body)
         except ValidationError as e:

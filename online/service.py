@@ -79,7 +79,7 @@ def create_app(cfg: ServeConfig, watch: bool = True) -> ServiceApp:
     front = Guard(hot, metrics=metrics, api_key=api_key, read_key=read_key,
                   max_body_bytes=cfg.max_body_bytes, body_timeout_s=cfg.body_timeout_s,
                   overloaded=lambda: rec.batcher.full, shed_paths=frozenset({"/recommend", "/search"}),
-                  retry_after_s=cfg.retry_after_s)
+                  named_paths=frozenset({"/events"}), retry_after_s=cfg.retry_after_s)
     return ServiceApp(app, front)
 
 

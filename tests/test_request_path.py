@@ -6,6 +6,7 @@ import logging
 
 import httpx
 import pytest
+from prometheus_client import generate_latest
 from pydantic import BaseModel, ConfigDict
 
 from groundrec.online.batching import MicroBatcher
@@ -154,3 +155,29 @@ def test_micro_batcher_drops_a_request_whose_caller_has_gone():
 
     result, stats = asyncio.run(go())
     assert result == "kept" and calls == [["kept"]] and stats.dropped_gone == 1
+
+
+def test_a_client_gone_mid_body_is_counted_499_and_hot_paths_keep_their_names():
+    """A body cut off by the client is nobody's error: counted 499 under its path (a hot route
+    has no FastAPI route, so the guard names it), never a 500."""
+    async def handler(body, receive):
+        return 200, b"{}", []
+
+    g = _guard(HotRoutes(_ok, routes={"/events": (_Body, handler)}), named_paths=frozenset({"/events"}))
+    sent = []
+
+    async def go():
+        messages = iter([{"type": "http.request", "body": b'{"n"', "more_body": True}, {"type": "http.disconnect"}])
+
+        async def receive():
+            return next(messages)
+
+        async def send(message):
+            sent.append(message)
+        await g({"type": "http", "method": "POST", "path": "/events", "headers": []}, receive, send)
+    asyncio.run(go())
+    text = generate_latest(g.metrics.registry).decode()
+    assert 'groundrec_requests_total{endpoint="/events",status="499"} 1.0' in text
+    assert 'status="500"' not in text
+    assert _call(g, "POST", "/events", json={"n": 1}).status_code == 200
+    assert 'groundrec_requests_total{endpoint="/events",status="200"} 1.0' in generate_latest(g.metrics.registry).decode()
