@@ -29,6 +29,7 @@ log = logging.getLogger("groundrec.serve")
 MAX_LANDING_WAIT_S = 1.0  # the most a request of events waits for lists other workers are writing
 LANDING_POLL_S = 0.05
 
+
 class Events:
     def __init__(self, cfg: ServeConfig, serving, metrics=None):
         self.cfg, self.serving = cfg, serving  # serving(): the current Backend (counts unknown items)

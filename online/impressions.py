@@ -26,6 +26,7 @@ WRITE_CHUNK = 2_000  # impressions per store write
 
 WRITE_GRACE_S = 0.5  # how long a due batch of impressions may take to reach the store (``landed_by``)
 
+
 def new_recommendation_id() -> str:
     """A fresh id for one answer: 32 hex digits, the first 12 the time in milliseconds, the
     rest random (80 bits). Ids made later sort later, so the store's unique index on them
