@@ -12,7 +12,8 @@ from functools import wraps
 
 from pydantic import ValidationError
 
-from groundrec.online.schemas import EventIn, EventsRequest, RecommendRequest, ResultOut, SearchRequest, UserQuery
+from groundrec.online.schemas import (EventIn, EventsRequest, RecommendRequest, ResultOut, SearchRequest, UserQuery,
+                                      validation_line)
 
 
 class GroundrecError(RuntimeError):
@@ -32,8 +33,7 @@ def _checked(build):
         try:
             return build(*args, **kwargs)
         except ValidationError as e:
-            raise GroundrecError(422, "; ".join(f"{'.'.join(map(str, x['loc']))}: {x['msg']}"
-                                                for x in e.errors())) from None
+            raise GroundrecError(422, validation_line(e.errors())) from None
     return checked
 
 

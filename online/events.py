@@ -110,7 +110,8 @@ class Events:
         if self.impressions is not None:
             self.impressions.flush()  # a click right after its answer finds the list
         store = self.store()
-        found = {e.recommendation_id: store.impression(e.recommendation_id) for e in events if e.recommendation_id}
+        found = {rid: store.impression(rid) for rid in dict.fromkeys(e.recommendation_id for e in events)
+                 if rid}  # each id read once, however many of the events carry it
         if self.impressions is not None:
             self._await_landing(store, found, {e.recommendation_id: e.user_id for e in events if e.recommendation_id})
         out, shown = [], []

@@ -84,7 +84,7 @@ class VersionHolder:
 
     def loaded(self) -> list[Backend]:
         """Every backend serving now (the current version and the pinned arms), each once."""
-        return list({id(b): b for b in [self.current, *self.pinned.values()] if b is not None and b.alive}.values())
+        return [b for b in self._every() if b.alive]
 
     def apply_live(self, items: list) -> None:
         """Apply live items to every loaded version (the current one and the pinned arms), alive or not."""

@@ -146,8 +146,13 @@ def validation_detail(errors: list[dict], prefix: tuple = ()) -> bytes:
     field and problem in one line, ``errors`` lists them (``loc`` as FastAPI gives it)."""
     errors = [{"loc": [_printable(p) for p in (*prefix, *e["loc"])], "msg": _printable(e["msg"]), "type": e["type"]}
               for e in errors]
-    detail = "; ".join(f"{'.'.join(p for p in e['loc'] if p != 'body') or 'body'}: {e['msg']}" for e in errors)
-    return to_json({"detail": detail, "errors": errors})
+    return to_json({"detail": validation_line(errors), "errors": errors})
+
+
+def validation_line(errors: list[dict]) -> str:
+    """Pydantic validation errors in one line, each ``field.path: problem`` (the 422's detail,
+    the page's and the client's refusals)."""
+    return "; ".join(f"{'.'.join(str(p) for p in e['loc'] if p != 'body') or 'body'}: {e['msg']}" for e in errors)
 
 
 def result_json(r: Result, version: str) -> bytes:

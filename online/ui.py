@@ -29,7 +29,7 @@ from pydantic import ValidationError
 from groundrec.online.errors import ERRORS, NotFound, Overloaded, Unavailable, Unprocessable, http_status
 from groundrec.online.guard import KEY_COOKIE as KEY_COOKIE_NAME
 from groundrec.online.recommender import Recommender
-from groundrec.online.schemas import RecommendRequest, SearchRequest
+from groundrec.online.schemas import RecommendRequest, SearchRequest, validation_line
 from groundrec.online.ui_html import PLACEHOLDER, grid, max_per_field, page, parse_max_per, split, thumb, why
 from groundrec.online.ui_online import mount_online
 from groundrec.shared import artifact
@@ -79,7 +79,7 @@ def mount_ui(app: FastAPI, rec: Recommender, report_dir: Path | None = None) -> 
             try:
                 return await render()
             except ValidationError as e:  # a query value out of the API's range (k=0, a 300-character user id)
-                raise Unprocessable("; ".join(f"{'.'.join(map(str, x['loc']))}: {x['msg']}" for x in e.errors())) from None
+                raise Unprocessable(validation_line(e.errors())) from None
         except Overloaded:
             raise  # the one overload answer (JSON, Retry-After), as on every route
         except ERRORS as e:  # the page of the error the API answers

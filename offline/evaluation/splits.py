@@ -114,6 +114,16 @@ def split_interactions(users: np.ndarray, ts: np.ndarray, cfg: SplitConfig,
     return Split(parts, desc)
 
 
+def _coded_parts(order: np.ndarray, users: np.ndarray, part: np.ndarray) -> dict[int, UserParts]:
+    """Each user's positions (``order``: sorted by user, then time) split by ``part`` (0 train,
+    1 validation, 2 test, per interaction)."""
+    parts: dict[int, UserParts] = {}
+    for chunk in np.split(order, np.flatnonzero(np.diff(users[order])) + 1) if len(order) else []:
+        where = part[chunk]
+        parts[int(users[chunk[0]])] = UserParts(chunk[where == 0], chunk[where == 1], chunk[where == 2])
+    return parts
+
+
 def global_cuts(ts: np.ndarray, frac: float) -> tuple[float, float]:
     """(validation's first time, test's first time): the last ``frac`` of the interactions by
     time is test and the ``frac`` before it validation (an interaction at a cut's time falls after it)."""
@@ -127,10 +137,7 @@ def global_cuts(ts: np.ndarray, frac: float) -> tuple[float, float]:
 def _global_time_split(order: np.ndarray, users: np.ndarray, ts: np.ndarray, cfg: SplitConfig) -> Split:
     valid_at, test_at = global_cuts(ts, cfg.frac) if len(ts) else (0.0, 0.0)
     part = np.where(ts >= test_at, 2, np.where(ts >= valid_at, 1, 0))
-    parts: dict[int, UserParts] = {}
-    for chunk in np.split(order, np.flatnonzero(np.diff(users[order])) + 1) if len(order) else []:
-        where = part[chunk]
-        parts[int(users[chunk[0]])] = UserParts(chunk[where == 0], chunk[where == 1], chunk[where == 2])
+    parts = _coded_parts(order, users, part)
     day = lambda t: np.datetime_as_string(np.datetime64(int(t), "s"), unit="D")  # noqa: E731
     desc = (f"global temporal split: one cut in time for every user; interactions from {day(test_at)} on (the last "
             f"{cfg.frac:.0%}) are test, from {day(valid_at)} validation, the rest train: no system learns from "
@@ -141,10 +148,7 @@ def _global_time_split(order: np.ndarray, users: np.ndarray, ts: np.ndarray, cfg
 def _cold_item_split(order: np.ndarray, users: np.ndarray, items: np.ndarray, cfg: SplitConfig) -> Split:
     valid_items, test_items = cold_items(items, cfg)
     part = np.where(np.isin(items, test_items), 2, np.where(np.isin(items, valid_items), 1, 0))
-    parts: dict[int, UserParts] = {}
-    for chunk in np.split(order, np.flatnonzero(np.diff(users[order])) + 1) if len(order) else []:
-        where = part[chunk]
-        parts[int(users[chunk[0]])] = UserParts(chunk[where == 0], chunk[where == 1], chunk[where == 2])
+    parts = _coded_parts(order, users, part)
     desc = (f"item cold-start split: {len(test_items)} random items with interactions ({cfg.cold_share:.0%}, seed "
             f"{cfg.seed}) are test items and {len(valid_items)} others validation items; every interaction with "
             "them is held out, and each user ranks every item with the rest of their interactions as history")
