@@ -70,8 +70,10 @@ def _ratio_var(num: np.ndarray, den: np.ndarray) -> tuple[float, float]:
         return math.nan, math.nan
     r = num.sum() / total
     n = len(num)
+    if n < 2:  # one user: no spread to estimate (a rounding residue must not make it infinite)
+        return float(r), math.nan
     resid = num - r * den
-    var = float((resid ** 2).sum()) / total ** 2 * (n / (n - 1) if n > 1 else math.inf)
+    var = float((resid ** 2).sum()) / total ** 2 * n / (n - 1)
     return float(r), var
 
 

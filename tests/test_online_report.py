@@ -261,3 +261,39 @@ def test_the_cli_names_a_missing_store_instead_of_creating_one(tmp_path):
                                  "--out", str(tmp_path / "o")])
     assert r.exit_code == 2 and "no such file" in r.output
     assert not (tmp_path / "none.db").exists()
+
+
+def test_anonymous_lists_and_lists_without_an_arm_stay_out_of_the_rates_and_the_ab_tests(tmp_path):
+    """Lists shown to no user id can earn no credit (an event names its user): counted, never a
+    zero-click share of the default arm; /search's lists (no arm) are no A/B arm."""
+    url = f"sqlite:///{tmp_path}/events.db"
+    expected = _fill(url, random.Random(3))
+    store = open_store(url)
+    store.add_impressions([Impression(f"anon{i}", None, T0 + i, "v-A", ("i1", "i2"), "A") for i in range(500)]
+                          + [Impression(f"s{i}", f"u{i}", T0 + i, "v-A", ("i3",)) for i in range(40)])
+    store.close()
+    out = tmp_path / "report"
+    r = CliRunner().invoke(app, ["online", "report", "--events", url, "--out", str(out), "--bootstrap", "100"])
+    assert r.exit_code == 0, r.output
+    res = json.loads((out / "results.json").read_text())
+    n, clicks, _ = expected["A"]
+    assert (res["arms"]["A"]["impressions"], res["arms"]["A"]["clicks"]) == (n, clicks)  # not n + 500
+    assert res["anonymous_lists"] == 500 and any("500 lists were shown to no user id" in x for x in res["notes"])
+    assert {(t["a"], t["b"]) for t in res["ab_tests"]} == {("A", "B")}  # no test against "(none)"
+
+
+def test_a_group_of_one_user_has_no_interval_and_the_report_is_written(tmp_path):
+    from groundrec.shared.stats import delta_interval
+
+    r, lo, hi = delta_interval(np.array([1.0]), np.array([49.0]))  # 1/49: a rounding residue, not zero
+    assert r == pytest.approx(1 / 49) and np.isnan(lo) and np.isnan(hi)
+    assert np.isnan(two_sample_test(np.array([1.0]), np.array([49.0]), np.array([3.0, 1]), np.array([9.0, 7]))["p"])
+    url = f"sqlite:///{tmp_path}/events.db"  # one user, 49 lists, one click: was an infinite interval, a crash
+    store = open_store(url)
+    store.add_impressions([_imp(f"r{i}", "u1", i, ["a", "b"]) for i in range(49)])
+    store.add([_ev("u1", "a", 3, "r3")])
+    store.close()
+    r = CliRunner().invoke(app, ["online", "report", "--events", url, "--out", str(tmp_path / "out"), "--bootstrap", "100"])
+    assert r.exit_code == 0, r.output
+    got = json.loads((tmp_path / "out" / "results.json").read_text())["days"]
+    assert [d["ctr"] for d in got.values()] == [pytest.approx(1 / 49)] and list(got.values())[0]["ctr_ci"] == [None, None]

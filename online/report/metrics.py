@@ -24,7 +24,7 @@ from itertools import combinations
 import numpy as np
 import pyarrow as pa
 
-from groundrec.online.report.tally import SUMS, Tally
+from groundrec.online.report.tally import NO_ARM, SUMS, Tally
 from groundrec.shared.stats import bootstrap_ratios, delta_interval, paired_test, sign_test, two_sample_test
 
 POOL_CELLS = 200_000_000  # resample x user cells for the pool's share to be worth its start (about 1 s)
@@ -37,7 +37,7 @@ def _columns(table: pa.Table) -> dict[str, np.ndarray]:
 
 
 def by_user(cells: dict[str, np.ndarray], rows: np.ndarray) -> dict[str, np.ndarray]:
-    """The sums of ``rows`` of the cells, one entry per user (and per anonymous list)."""
+    """The sums of ``rows`` of the cells, one entry per user."""
     users, inverse = np.unique(cells["user"][rows], return_inverse=True)
     out = {s: np.bincount(inverse, weights=cells[s][rows], minlength=len(users)) for s in SUMS}
     out["user"] = users
@@ -82,18 +82,23 @@ def compute(tally: Tally, *, bootstrap: int = 1000, alpha: float = 0.05, seed: i
     arms = {code: name for name, code in tally.arms.items()}
     level = {"bootstrap": bootstrap, "alpha": alpha, "seed": seed}
     out: dict = {"versions": {}, "arms": {}, "days": {}, "days_by_version": {}, "ab_tests": [], "interleaving": []}
-    rows = {("versions", name): np.flatnonzero(cells["version"] == code)
+    # A list shown to no user id can earn no credit (an event names its user): it is left out
+    # of every rate and test, and counted (``anonymous_lists``).
+    known = cells["user"] >= 0
+    out["anonymous_lists"] = int(cells["impressions"][~known].sum())
+    rows = {("versions", name): np.flatnonzero((cells["version"] == code) & known)
             for code, name in sorted(versions.items(), key=lambda kv: kv[1])}
-    rows |= {("arms", name): np.flatnonzero(cells["arm"] == code)
+    rows |= {("arms", name): np.flatnonzero((cells["arm"] == code) & known)
              for code, name in sorted(arms.items(), key=lambda kv: kv[1])}
+    rows = {key: mine for key, mine in rows.items() if len(mine)}
     groups = {key: by_user(cells, mine) for key, mine in rows.items()}  # (versions | arms, name): sums per user
     resampled = _bootstraps(groups, bootstrap, alpha, seed, pool)  # the pool's share goes on meanwhile
     for (kind, name), mine in rows.items():
         if kind == "versions":
             out["days_by_version"][name] = _days(cells, mine, alpha)
-    out["days"] = _days(cells, np.arange(len(cells["user"])), alpha)
-    plain = {name: by_user(cells, np.flatnonzero((cells["arm"] == code) & (cells["interleaved"] == 0)))
-             for code, name in sorted(arms.items(), key=lambda kv: kv[1])}
+    out["days"] = _days(cells, np.flatnonzero(known), alpha)
+    plain = {name: by_user(cells, np.flatnonzero((cells["arm"] == code) & (cells["interleaved"] == 0) & known))
+             for code, name in sorted(arms.items(), key=lambda kv: kv[1]) if name != NO_ARM}  # (none): no experiment
     plain = {name: u for name, u in plain.items() if len(u["user"])}
     for a, b in combinations(plain, 2):
         ua, ub = plain[a], plain[b]

@@ -28,7 +28,7 @@ class Tally:
         self.purchase_types = frozenset(purchase_types)
         self.merge_rows = merge_rows
         self.user_codes: dict[str, int] = {}
-        self.anonymous = 0  # lists shown to no user id: each is its own unit in the statistics
+        self.anonymous = 0  # lists shown to no user id (each its own code; the metrics leave them out)
         self.versions: dict[str, int] = {}
         self.arms: dict[str, int] = {}
         self.teams: dict[str, int] = {}
