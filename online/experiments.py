@@ -15,6 +15,7 @@ from typing import Any, Literal
 
 from pydantic import Field, field_validator, model_validator
 
+from groundrec.shared.artifact import is_version_id
 from groundrec.shared.config import StrictModel
 
 # The request fields an arm may set a default for: how a list is made, never whom it is for.
@@ -34,6 +35,14 @@ class Arm(StrictModel):
     def _simple_name(cls, v: str) -> str:
         if not _NAME.match(v):
             raise ValueError(f"arm name {v!r}: use 1-32 letters, digits, '_', '.' or '-'")
+        return v
+
+    @field_validator("version")
+    @classmethod
+    def _a_version(cls, v: str) -> str:
+        if v != "current" and not is_version_id(v):
+            raise ValueError(f"arm version {v!r} is neither 'current' nor a version id (e.g. "
+                             f"20261202T031500.123456Z-3f9c2a: copy it from `groundrec versions list`)")
         return v
 
     @model_validator(mode="after")
@@ -67,6 +76,10 @@ class Experiment(StrictModel):
             raise ValueError(f"default_arm {self.default_arm!r} is not one of the arms {names}")
         if self.mode == "team_draft" and len(self.arms) != 2:
             raise ValueError(f"team_draft interleaves exactly two arms, not {len(self.arms)}")
+        if self.mode == "team_draft" and any("k" in a.defaults for a in self.arms):
+            # one list of the request's k is drafted from both: an arm answering more would win
+            # positions by its length, not by what it ranks
+            raise ValueError("team_draft: an arm may not set k (both arms answer the request's k, drafted into one)")
         return self
 
     def arm(self, name: str) -> Arm:

@@ -10,8 +10,11 @@ from groundrec.online.experiments import Experiment, with_defaults
 from groundrec.online.schemas import UserQuery
 
 
+V2 = "20261202T031500.123456Z-3f9c2a"  # a version id
+
+
 def exp(**kw):
-    return Experiment.model_validate({"name": "e1", "arms": [{"name": "A"}, {"name": "B", "version": "v2"}], **kw})
+    return Experiment.model_validate({"name": "e1", "arms": [{"name": "A"}, {"name": "B", "version": V2}], **kw})
 
 
 def test_assignment_is_sticky_salted_and_follows_the_weights():
@@ -48,6 +51,10 @@ def test_request_fields_win_over_the_arm_which_wins_over_the_server():
     ({"arms": [{"name": "A", "defaults": {"strategy": "nope"}}, {"name": "B"}]}, "strategy must be one of"),
     ({"arms": [{"name": "A b"}, {"name": "B"}]}, "arm name"),
     ({"mode": "team_draft", "arms": [{"name": "A"}, {"name": "B"}, {"name": "C"}]}, "exactly two"),
+    # a longer list wins more drafted positions whatever it ranks
+    ({"mode": "team_draft", "arms": [{"name": "A", "defaults": {"k": 5}}, {"name": "B"}]}, "may not set k"),
+    # a mistyped id was served by the current version without a word
+    ({"arms": [{"name": "A", "version": "20261202T031500Z-3f9c2a"}, {"name": "B"}]}, "neither 'current' nor a version"),
 ])
 def test_a_bad_experiment_is_refused_naming_the_problem(bad, message):
     with pytest.raises((ValidationError, ValueError), match=message):

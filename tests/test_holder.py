@@ -44,16 +44,19 @@ def test_an_experiment_s_pinned_version_is_loaded_beside_the_current_one(two_ver
         holder.stop()
 
 
+NOPE = "20200101T000000.000000Z-abcdef"  # a version id no version has
+
+
 def test_a_pinned_version_that_cannot_load_is_rejected_and_the_arm_left_to_current(two_versions):
     artifacts, _, second = two_versions
     failures = []
     holder = VersionHolder(ServeConfig(artifacts=artifacts, compute="thread", events="none",
-                                       experiment={"arms": [{"name": "A"}, {"name": "B", "version": "v-nope"}]}),
+                                       experiment={"arms": [{"name": "A"}, {"name": "B", "version": NOPE}]}),
                            on_failed=lambda v, why: failures.append(v))
     try:
         holder.check()
         assert holder.current.version_id == second
-        assert holder.backend("v-nope") is None and "v-nope" in holder.rejected and failures == ["v-nope"]
+        assert holder.backend(NOPE) is None and NOPE in holder.rejected and failures == [NOPE]
     finally:
         holder.stop()
 
