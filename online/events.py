@@ -197,8 +197,16 @@ class Events:
 
     # --- DELETE /users/{user_id} --------------------------------------------------------
     def delete_user(self, user_id: str) -> dict:
-        """Every event of the user and every list shown to them."""
+        """Every event of the user and every list shown to them: this worker's queued lists are
+        written first, and once lists any worker showed before the erasure must have landed
+        (``ImpressionLog.settle_s``), the user is erased again (else those came back)."""
         try:
-            return {"user_id": user_id, "deleted_events": self.store().delete_user(user_id)}
+            if self.impressions is not None:
+                self.impressions.flush()
+            deleted = self.store().delete_user(user_id)
+            if self.impressions is not None:
+                time.sleep(self.impressions.settle_s)
+                deleted += self.store().delete_user(user_id)
+            return {"user_id": user_id, "deleted_events": deleted}
         except StoreUnavailable as e:
             raise Unavailable(f"the event store is unavailable, nothing was erased: {e}") from None

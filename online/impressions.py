@@ -100,7 +100,13 @@ class ImpressionLog:
             return 0.0
         if made > time.time() + WRITE_GRACE_S:  # not an id of ours (clocks of replicas differ less)
             return 0.0
-        return made + self.flush_interval_s + WRITE_GRACE_S
+        return made + self.settle_s
+
+    @property
+    def settle_s(self) -> float:
+        """How long after a list is queued it is in the store at the latest (a flush interval
+        and a write's grace), for a worker with this log's settings."""
+        return self.flush_interval_s + WRITE_GRACE_S
 
     def flush(self, timeout_s: float = 2.0) -> None:
         """Return once everything queued before this call is written (or dropped)."""

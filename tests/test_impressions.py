@@ -137,3 +137,32 @@ def test_an_impression_is_stamped_when_answered_not_when_written(store):
     finally:
         gate.set()
         imp.close()
+
+
+def test_erasing_a_user_erases_its_queued_lists_and_those_another_worker_writes_late(tmp_path):
+    """DELETE /users/{id} (``Events.delete_user``): this worker's queue is written first, and
+    a list another worker showed just before is erased once it must have landed."""
+    from groundrec.online.config import ServeConfig
+    from groundrec.online.events import Events
+
+    url = f"sqlite:///{tmp_path}/events.db"
+    events = Events(ServeConfig(artifacts=str(tmp_path), events=url), serving=None)
+    events.impressions = mine = ImpressionLog(events.store, flush_interval_s=0.3)
+    other_store = open_store(url)
+    other = ImpressionLog(lambda: other_store, flush_interval_s=0.3)  # another worker's log
+    try:
+        queued, late, kept = new_recommendation_id(), new_recommendation_id(), new_recommendation_id()
+        mine.log(queued, "gone", answer("v", "a"), None, {})
+        other.log(late, "gone", answer("v", "b"), None, {})
+        mine.log(kept, "stays", answer("v", "c"), None, {})
+        events.delete_user("gone")
+        mine.flush()
+        other.flush()
+        store = events.store()
+        assert store.impression(queued) is None and store.impression(late) is None
+        assert store.impression(kept).user_id == "stays"
+    finally:
+        mine.close()
+        other.close()
+        other_store.close()
+        events.close()
