@@ -9,6 +9,7 @@ import pytest
 
 from groundrec.shared import artifact
 from groundrec.shared.artifact import Manifest, publish, staging_dir, verify
+from groundrec.shared.errors import UserError
 
 
 def _manifest(vid):
@@ -139,3 +140,49 @@ def test_publishing_publishes_once_or_leaves_what_is_published_as_it_was(tmp_pat
         final = pub.publish(_manifest(pub.version))
     assert artifact.current_version(tmp_path) == pub.version and final == artifact.current_path(tmp_path)
     verify(final)
+
+
+def _to_memory(root, name):
+    import fsspec
+
+    fs = fsspec.filesystem("memory")
+    uri = f"memory://groundrec-{name}"
+    for path in root.rglob("*"):
+        if path.is_file() and not path.name.startswith("."):
+            fs.pipe_file(f"{uri}/{path.relative_to(root).as_posix()}", path.read_bytes())
+    return fs, uri
+
+
+def test_a_remote_version_caught_mid_upload_is_refused_and_never_cached(tmp_path):
+    from groundrec.shared.artifact.store import fetch_version
+
+    vid = _publish_one(tmp_path / "root", b"payload")
+    fs, uri = _to_memory(tmp_path / "root", tmp_path.name + "-upload")
+    whole = fs.cat_file(f"{uri}/versions/{vid}/data.bin")
+    fs.rm_file(f"{uri}/versions/{vid}/data.bin")  # the manifest is there, a file not yet
+    with pytest.raises(UserError, match="data.bin: missing"):
+        fetch_version(uri, vid, tmp_path / "cache")
+    assert not (tmp_path / "cache" / vid).exists() and not list((tmp_path / "cache").iterdir())  # no leftovers
+    fs.pipe_file(f"{uri}/versions/{vid}/data.bin", whole)  # the upload finishes: the next try takes it
+    assert (fetch_version(uri, vid, tmp_path / "cache") / "data.bin").read_bytes() == b"payload"
+
+
+def test_two_processes_fetching_one_remote_version_at_once_both_get_it(tmp_path, monkeypatch):
+    """The second copy to arrive finds the first in place (a folder is not replaced): it uses
+    that one instead of failing (which rejected the version in that process for good)."""
+    import shutil
+
+    from groundrec.shared.artifact import store
+
+    vid = _publish_one(tmp_path / "root", b"payload")
+    _, uri = _to_memory(tmp_path / "root", tmp_path.name + "-race")
+    cache = tmp_path / "cache"
+    real = store.verify
+
+    def another_process_wins(directory):  # while this copy is checked, the other one lands
+        shutil.copytree(directory, cache / vid)
+        return real(directory)
+
+    monkeypatch.setattr(store, "verify", another_process_wins)
+    assert (store.fetch_version(uri, vid, cache) / "data.bin").read_bytes() == b"payload"
+    assert sorted(p.name for p in cache.iterdir()) == [vid]  # this process's copy removed

@@ -5,11 +5,12 @@ from __future__ import annotations
 
 import hashlib
 import os
+import shutil
 import tempfile
 import uuid
 from pathlib import Path
 
-from groundrec.shared.artifact.layout import MANIFEST, VERSIONS, is_version_id
+from groundrec.shared.artifact.layout import MANIFEST, VERSIONS, is_version_id, verify
 from groundrec.shared.artifact.pointer import current_version, is_uri, version_path
 from groundrec.shared.errors import UserError
 
@@ -20,7 +21,10 @@ def default_cache_dir(root: str) -> Path:
 
 def fetch_version(root: str, version_id: str, cache_dir: Path) -> Path:
     """Copy a version from an fsspec location (s3://, gs://, ...) into a local folder, once:
-    FAISS and onnxruntime read local files. The copy is verified like any version."""
+    FAISS and onnxruntime read local files. The copy is verified before it enters the cache
+    (a version caught mid-upload is refused now and fetched whole on a later try, never cached
+    broken); processes fetching the same version at once each copy it, and the first copy in
+    is the one every one of them uses."""
     import fsspec
 
     if not is_version_id(version_id):
@@ -35,11 +39,19 @@ def fetch_version(root: str, version_id: str, cache_dir: Path) -> Path:
         raise FileNotFoundError(f"{root} has no version {version_id} (no {MANIFEST})")
     tmp = local.parent / f".{version_id}.{uuid.uuid4().hex}"
     tmp.mkdir()
-    for remote in fs.find(source):
-        target = tmp / remote[len(source):].lstrip("/")
-        target.parent.mkdir(parents=True, exist_ok=True)
-        fs.get_file(remote, str(target))
-    os.replace(tmp, local)
+    try:
+        for remote in fs.find(source):
+            target = tmp / remote[len(source):].lstrip("/")
+            target.parent.mkdir(parents=True, exist_ok=True)
+            fs.get_file(remote, str(target))
+        verify(tmp)
+        try:
+            os.replace(tmp, local)
+        except OSError:  # another process put its copy in first (a folder is not replaced)
+            if not (local / MANIFEST).is_file():
+                raise
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
     return local
 
 
