@@ -28,6 +28,8 @@ from groundrec.shared.tables import read_table
 
 log = logging.getLogger("groundrec.serve")
 RETIRE_GRACE_S = 10.0  # a swapped-out compute process is stopped this long after the swap
+RETRY_FIRST_S, RETRY_MAX_S = 60.0, 3600.0  # a rejected version is tried again after these (doubling)
+FALLBACK_TRIES = 3  # older versions tried when nothing serves and CURRENT's cannot be loaded
 
 
 def load_popularity(cfg: ServeConfig) -> dict[str, float] | None:
@@ -49,6 +51,9 @@ class VersionHolder:
         self.cfg = cfg
         self.current: Backend | None = None
         self.rejected: dict[str, str] = {}  # version id -> why
+        self._retry: dict[str, tuple[float, float]] = {}  # rejected version id -> (tried again from, delay)
+        self._named: str | None = None  # what CURRENT named at the last check
+        self.fallback_for: str | None = None  # CURRENT's version, when it cannot load and an older one serves
         self._on_loaded, self._on_failed = on_loaded, on_failed
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -132,6 +137,22 @@ class VersionHolder:
                 self._check_pinned()  # after CURRENT: a pin of the version CURRENT names shares its backend
                 self._mark()  # gc keeps the pinned versions too
 
+    def _refused(self, version_id: str) -> bool:
+        """Rejected, and not yet due to be tried again (``_reject``)."""
+        return version_id in self.rejected and time.monotonic() < self._retry.get(version_id, (0.0, 0.0))[0]
+
+    def _reject(self, version_id: str, why: str) -> None:
+        """Refuse a version until it is due again: a failure may pass (a fetch's network error, a
+        process killed for memory), so it is tried again after a minute, then twice as long
+        after each failure (at most an hour); CURRENT naming it anew tries it at once."""
+        delay = min(2 * self._retry.get(version_id, (0.0, RETRY_FIRST_S / 2))[1], RETRY_MAX_S)
+        self.rejected[version_id] = why
+        self._retry[version_id] = (time.monotonic() + delay, delay)
+
+    def _accepted(self, version_id: str) -> None:
+        self.rejected.pop(version_id, None)
+        self._retry.pop(version_id, None)
+
     def _check_current(self) -> bool:
         try:
             wanted = artifact.current_version(self.cfg.artifacts)
@@ -144,12 +165,31 @@ class VersionHolder:
                     self._on_failed(artifact.CURRENT, str(e))
             return False
         self.rejected.pop(artifact.CURRENT, None)
+        if wanted is not None and wanted != self._named:  # CURRENT names it anew (an activation): try it now
+            self._retry.pop(wanted, None)
+        self._named = wanted
         dead = self.current is not None and not self.current.alive
         if dead:
             log.error("the compute process of version %s has died: starting a new one", self.current.version_id)
-            wanted = wanted if wanted and wanted not in self.rejected else self.current.version_id
-        elif wanted is None or (self.current and self.current.version_id == wanted) or wanted in self.rejected:
+            wanted = wanted if wanted and not self._refused(wanted) else self.current.version_id
+        elif wanted is None or (self.current and self.current.version_id == wanted) or self._refused(wanted):
             return False
+        if self._swap_to(wanted, restart=dead and wanted == self.current.version_id):
+            self.fallback_for = None
+            return True
+        if self.current is None:  # nothing serves: the newest older version that loads, until CURRENT's does
+            for older in [v for v in artifact.list_versions(self.cfg.artifacts) if v < wanted][::-1][:FALLBACK_TRIES]:
+                if not self._refused(older) and self._swap_to(older):
+                    log.error("version %s (CURRENT) cannot be loaded: serving the older version %s meanwhile",
+                              wanted, older)
+                    self.fallback_for = wanted
+                    return True
+        return False
+
+    def _swap_to(self, wanted: str, restart: bool = False) -> bool:
+        """Load ``wanted`` and make it the current version; False (rejected, logged and counted;
+        the current version serving on) when it cannot be loaded. ``restart``: it is the current
+        version's dead compute process being replaced (a failure is tried again next check)."""
         started = time.perf_counter()
         try:
             serving = self.build(wanted)
@@ -159,13 +199,14 @@ class VersionHolder:
                 serving.close()
                 raise
         except Exception as e:  # a broken version must never take the service down
-            if not (dead and wanted == self.current.version_id):  # a restart that failed is tried again
-                self.rejected[wanted] = f"{type(e).__name__}: {e}"
+            if not restart:
+                self._reject(wanted, f"{type(e).__name__}: {e}")
             log.error("rejected version %s, still serving %s: %s", wanted,
                       self.current.version_id if self.current else None, e)
             if self._on_failed:
                 self._on_failed(wanted, str(e))
             return False
+        self._accepted(wanted)
         with self._live_lock:
             self._with_live(serving)
             previous, self.current = self.current, serving
@@ -192,7 +233,7 @@ class VersionHolder:
                     self._retired.append((time.monotonic(), self.pinned.pop(version_id)))
                 continue
             loaded = self.pinned.get(version_id)
-            if (loaded is not None and loaded.alive) or version_id in self.rejected:
+            if (loaded is not None and loaded.alive) or self._refused(version_id):
                 continue
             if loaded is not None:  # its compute process died
                 self.pinned.pop(version_id).close()
@@ -206,9 +247,10 @@ class VersionHolder:
                 with self._live_lock:
                     self._with_live(backend)
                     self.pinned[version_id] = backend
+                self._accepted(version_id)
                 log.info("experiment: version %s loaded beside the current one", version_id)
             except Exception as e:  # an arm's broken version never takes the service down
-                self.rejected[version_id] = f"{type(e).__name__}: {e}"
+                self._reject(version_id, f"{type(e).__name__}: {e}")
                 log.error("experiment: version %s could not be loaded, its arm is served by the current "
                           "version: %s", version_id, e)
                 if self._on_failed:

@@ -168,6 +168,8 @@ def _routes(app: FastAPI, rec: Recommender) -> None:
         s = holder.current
         alive = s is not None and s.alive  # a dead compute process: not ready until it is replaced
         body = {"ready": alive, "rejected": {k: public_text(v) for k, v in holder.rejected.items()}}
+        if holder.fallback_for is not None:  # CURRENT's version cannot load: an older one serves meanwhile
+            body["fallback_for"] = holder.fallback_for
         if s is None:
             return JSONResponse(body, status_code=503)
         if not alive:

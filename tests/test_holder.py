@@ -84,3 +84,58 @@ def test_live_items_reach_the_pinned_arm_and_survive_a_hot_swap(two_versions):
     finally:
         holder.stop()
         artifact.activate(artifacts, second)
+
+
+def _copy(two_versions, tmp_path):
+    import shutil
+
+    artifacts, first, second = two_versions
+    shutil.copytree(artifacts, tmp_path / "artifacts", ignore=shutil.ignore_patterns(".serving", ".lock"))
+    return tmp_path / "artifacts", first, second
+
+
+def test_a_version_that_failed_to_load_once_is_tried_again_later_and_at_once_when_activated_anew(
+        two_versions, tmp_path, monkeypatch):
+    """A failure may pass (a network error, a process killed for memory): the version was
+    refused for the life of the process, even after `versions activate` named it again."""
+    import groundrec.online.holder as holder_module
+
+    artifacts, first, second = _copy(two_versions, tmp_path)
+    index = artifacts / artifact.VERSIONS / second / artifact.INDEX
+    artifact.activate(artifacts, first)
+    holder = VersionHolder(ServeConfig(artifacts=artifacts, compute="thread", events="none"))
+    try:
+        assert holder.check() and holder.current.version_id == first
+        index.rename(index.with_suffix(".away"))  # CURRENT moves while the second version cannot be read
+        artifact.activate(artifacts, second)
+        assert not holder.check() and second in holder.rejected
+        index.with_suffix(".away").rename(index)  # the failure passes
+        assert not holder.check() and holder.current.version_id == first  # not due yet
+        monkeypatch.setattr(holder_module.time, "monotonic", lambda real=holder_module.time.monotonic: real() + 61)
+        assert holder.check() and holder.current.version_id == second and not holder.rejected
+        monkeypatch.undo()
+        index.rename(index.with_suffix(".away"))
+        artifact.activate(artifacts, first)
+        assert holder.check() and holder.current.version_id == first
+        artifact.activate(artifacts, second)
+        assert not holder.check() and second in holder.rejected
+        index.with_suffix(".away").rename(index)
+        artifact.activate(artifacts, first)
+        holder.check()
+        artifact.activate(artifacts, second)  # named anew: tried at once, not after the delay
+        assert holder.check() and holder.current.version_id == second
+    finally:
+        holder.stop()
+
+
+def test_a_server_starting_when_current_cannot_be_loaded_serves_the_newest_older_version(two_versions, tmp_path):
+    """A restarted replica served nothing (503) while an older good version was there."""
+    artifacts, first, second = _copy(two_versions, tmp_path)
+    (artifacts / artifact.VERSIONS / second / artifact.INDEX).write_bytes(b"damaged")
+    holder = VersionHolder(ServeConfig(artifacts=artifacts, compute="thread", events="none"))
+    try:
+        assert holder.check() and holder.current.version_id == first
+        assert holder.fallback_for == second and "checksum" in holder.rejected[second]
+        assert not holder.check() and holder.current.version_id == first  # CURRENT's version refused meanwhile
+    finally:
+        holder.stop()
