@@ -16,7 +16,7 @@ function of the two score arrays."""
 from __future__ import annotations
 
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -62,6 +62,17 @@ def serving_version(root: Path) -> str | None:
         return artifact.current_version(root)
     except ValueError:
         return None
+
+
+def unless_moved(gate: GateDecision, now: str | None) -> GateDecision:
+    """``gate``, or not activated when CURRENT no longer names what it named when the gate read
+    it (``now``): a rollback or an activation during the run is the operator's, and the job
+    does not override it."""
+    if not gate.activated or now == gate.serving_version:
+        return gate
+    return replace(gate, activated=False, serving_version=now,
+                   reason=f"CURRENT moved during this run (from {gate.serving_version} to {now}: a rollback or an "
+                          "activation); published, not activated, so as not to override it")
 
 
 def resolve_mode(setting: str, has_interactions: bool, serving_version: str | None) -> str:

@@ -18,7 +18,7 @@ from groundrec.offline import catalog as catalog_stage
 from groundrec.offline.config import JobConfig
 from groundrec.offline.encode import check_encoder, embeddable, encode_cached, load_sentence_transformer
 from groundrec.offline.export import export_encoder
-from groundrec.offline.gate import GateDecision, resolve_mode, run_gate, serving_version
+from groundrec.offline.gate import GateDecision, resolve_mode, run_gate, serving_version, unless_moved
 from groundrec.offline.ground import ground_catalog, not_grounded
 from groundrec.offline.index import build_index
 from groundrec.offline.interactions import load_interactions, on_published_rows
@@ -169,6 +169,8 @@ def run_job(cfg: JobConfig, progress: bool = True) -> JobSummary:
         if absorbed is not None:  # the service skips the changes through this seq (online/live)
             manifest.live_items = absorbed.to_manifest()
         with clock.stage("publish"):
+            gate = unless_moved(gate, serving_version(out))  # under the writer lock, just before CURRENT moves
+            manifest.gate = gate.to_manifest()
             final = pub.publish(manifest, activate_it=gate.activated)
         if gate.activated:
             artifact.record_activation(out, version_id, f"offline run (activate: {gate.mode})", note=gate.reason)

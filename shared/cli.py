@@ -12,23 +12,36 @@ from pathlib import Path
 import typer
 from groundrec.shared import artifact
 from groundrec.shared.cli_errors import USER_ERRORS, fail
+from groundrec.shared.errors import UserError
 
 app = typer.Typer(help="groundrec: VLM-grounded multimodal recommender.", no_args_is_help=True,
                   pretty_exceptions_enable=False)
 versions_app = typer.Typer(help="Published artifact versions.", no_args_is_help=True)
 app.add_typer(versions_app, name="versions")
+ROOT_HELP = "Artifacts directory (a local folder: the one the offline job writes to)."
+
+
+def _local(artifacts: str) -> Path:
+    """The versions commands write and delete where the job publishes: a local folder. An
+    object-store root (read by the service) is refused, naming what to do instead."""
+    if artifact.is_uri(artifacts):
+        fail(UserError(f"--artifacts {artifacts}: the versions commands work on the local folder the "
+                                "offline job writes to; run them there (then sync it), or for a rollback copy a "
+                                f"version id into {artifacts.rstrip('/')}/{artifact.CURRENT}"))
+    return Path(artifacts)
 
 @versions_app.command("gc")
 def versions_gc(keep: int = typer.Option(..., min=1, help="How many versions to keep. Always kept: the active one, the newest that verifies and any a running server reports serving."),
-                artifacts: Path = typer.Option(..., help="Artifacts directory.")):
+                artifacts: str = typer.Option(..., help=ROOT_HELP)):
     """Delete the oldest published versions beyond --keep; never the one CURRENT names."""
-    for v in artifact.gc(artifacts, keep):
+    for v in artifact.gc(_local(artifacts), keep):
         typer.echo(f"deleted {v}")
 
 
 @versions_app.command("list")
-def versions_list(artifacts: Path = typer.Option(..., help="Artifacts directory.")):
+def versions_list(artifacts: str = typer.Option(..., help=ROOT_HELP)):
     """List published versions; * marks the one CURRENT points to."""
+    artifacts = _local(artifacts)
     try:
         current = artifact.current_version(artifacts)
     except USER_ERRORS as e:
@@ -38,9 +51,10 @@ def versions_list(artifacts: Path = typer.Option(..., help="Artifacts directory.
 
 
 @versions_app.command("activate")
-def versions_activate(version: str, artifacts: Path = typer.Option(..., help="Artifacts directory.")):
+def versions_activate(version: str, artifacts: str = typer.Option(..., help=ROOT_HELP)):
     """Point CURRENT at an earlier (or later) published version: a rollback, or the manual
     override of the promotion gate (recorded in activations.jsonl as a bypass)."""
+    artifacts = _local(artifacts)
     try:
         artifact.activate(artifacts, version)
         refused = artifact.gate_refused(artifacts, version)

@@ -106,6 +106,27 @@ def test_versions_cli_lists_rolls_back_and_collects(tmp_path):
     assert rc == 2 and "no published version" in out
     rc, out = cli("gc", "--keep", "1")  # the active one and the newest verified one both stay
     assert rc == 0 and artifact.list_versions(tmp_path) == [vids[0], vids[2]]
+    for args in (["list"], ["activate", vids[0]], ["gc", "--keep", "1"]):  # an object-store root: said, not silent
+        r = subprocess.run([sys.executable, "-m", "groundrec.shared.cli", "versions", *args, "--artifacts",
+                            "s3://bucket/groundrec"], capture_output=True, text=True, timeout=60)
+        assert r.returncode == 2 and "local folder the offline job writes to" in r.stdout + r.stderr, args
+
+
+def test_gc_keeps_a_version_activated_while_it_runs(tmp_path, monkeypatch):
+    """A rollback to an old version while gc hashes the newest: gc read CURRENT before it and
+    deleted the version CURRENT now names."""
+    from groundrec.shared.artifact import retention
+
+    vids = [_publish_one(tmp_path, bytes([i])) for i in range(4)]
+    real = retention.newest_verified
+
+    def rolled_back_meanwhile(*args, **kwargs):
+        artifact.activate(tmp_path, vids[0])
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(retention, "newest_verified", rolled_back_meanwhile)
+    deleted = artifact.gc(tmp_path, keep=1)
+    assert vids[0] not in deleted and vids[0] in artifact.list_versions(tmp_path) and vids[1] in deleted
 
 
 def test_one_writer_per_artifacts_root_and_stale_staging_is_cleaned(tmp_path):
@@ -186,3 +207,30 @@ def test_two_processes_fetching_one_remote_version_at_once_both_get_it(tmp_path,
     monkeypatch.setattr(store, "verify", another_process_wins)
     assert (store.fetch_version(uri, vid, cache) / "data.bin").read_bytes() == b"payload"
     assert sorted(p.name for p in cache.iterdir()) == [vid]  # this process's copy removed
+
+
+def test_a_version_is_on_disk_before_current_names_it(tmp_path, monkeypatch):
+    """Every file of the version is flushed (fsync) before CURRENT moves: after a power cut
+    CURRENT could name a version whose files were still empty."""
+    import os
+
+    synced, order = set(), []
+    real_fsync = os.fsync
+
+    def recording(fd):
+        synced.add(os.path.realpath(f"/proc/self/fd/{fd}"))
+        return real_fsync(fd)
+
+    real_replace = os.replace
+
+    def replacing(src, dst):
+        order.append((str(dst), set(synced)))
+        return real_replace(src, dst)
+
+    monkeypatch.setattr(os, "fsync", recording)
+    monkeypatch.setattr(os, "replace", replacing)
+    vid = _publish_one(tmp_path, b"payload")
+    at_current = next(seen for dst, seen in order if dst.endswith(artifact.CURRENT))
+    staged_files = {str(p) for p in (tmp_path / artifact.VERSIONS / vid).rglob("*") if p.is_file()}
+    moved = {f.replace(f"/{artifact.VERSIONS}/{vid}/", f"/.staging/{vid}/") for f in staged_files}
+    assert moved <= at_current, moved - at_current

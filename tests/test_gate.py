@@ -91,3 +91,26 @@ def test_the_gate_activates_a_better_candidate_and_refuses_a_worse_one(shop):
     assert artifact.current_version(shop["out"]) == newest
     log = artifact.activations(shop["out"])
     assert log[-1]["version"] == newest and log[-1]["gate_bypassed"] and not log[0]["gate_bypassed"]
+
+
+def test_a_rollback_made_while_a_job_runs_is_not_overridden_by_its_activation(shop, monkeypatch):
+    """The job read CURRENT when it gated; an operator rolled back meanwhile: the job publishes
+    its version without activating it (it moved CURRENT over the rollback)."""
+    import groundrec.offline.job as job
+
+    always = _overrides(shop, shop["first"], **{"publish.activate": "always", "collab.weight": [0.0]})
+    while len(artifact.list_versions(shop["out"])) < 2:
+        run_job(load_job_config(None, always), progress=False)
+    target = next(v for v in artifact.list_versions(shop["out"]) if v != artifact.current_version(shop["out"]))
+    real = job.run_gate
+
+    def rolled_back_meanwhile(*args, **kwargs):
+        decision = real(*args, **kwargs)
+        artifact.activate(shop["out"], target)  # the operator's rollback, while the job goes on
+        return decision
+
+    monkeypatch.setattr(job, "run_gate", rolled_back_meanwhile)
+    summary = run_job(load_job_config(None, always), progress=False)
+    assert not summary.gate.activated and "CURRENT moved during this run" in summary.gate.reason
+    assert artifact.current_version(shop["out"]) == target and summary.version in artifact.list_versions(shop["out"])
+    assert not artifact.read_manifest(summary.version_dir).gate["activated"]

@@ -23,8 +23,9 @@ def _parse_pointer(raw: bytes, where: str) -> str | None:
         return None
     if not is_version_id(text):
         shown = text[:40] + ("..." if len(text) > 40 else "")
-        raise UserError(f"{where}/{CURRENT} does not hold a version id ({shown!r}); "
-                         f"fix it with `groundrec versions activate ID --artifacts {where}`")
+        fix = (f"write a version id into it (the versions commands work on the job's local folder)" if is_uri(where)
+               else f"fix it with `groundrec versions activate ID --artifacts {where}`")
+        raise UserError(f"{where}/{CURRENT} does not hold a version id ({shown!r}); {fix}")
     return text
 
 

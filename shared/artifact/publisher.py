@@ -80,14 +80,35 @@ def publish(root: Path, staged: Path, manifest: Manifest, keep: int = 0, activat
     root = Path(root)
     write_manifest(staged, manifest)
     verify(staged)
+    synced(staged)  # on disk before anything names it: a power cut cannot leave CURRENT naming empty files
     final = root / VERSIONS / manifest.version
     final.parent.mkdir(parents=True, exist_ok=True)
     os.replace(staged, final)
+    synced_dir(final.parent)
     if activate_it:
         activate(root, manifest.version)
     if keep:
         gc(root, keep)
     return final
+
+
+def synced(folder: Path) -> None:
+    """Every file under ``folder`` and every folder in it flushed to disk (``fsync``)."""
+    for path in sorted(Path(folder).rglob("*")):
+        if path.is_file():
+            with open(path, "rb") as f:
+                os.fsync(f.fileno())
+    for directory in sorted({p.parent for p in Path(folder).rglob("*")} | {Path(folder)}):
+        synced_dir(directory)
+
+
+def synced_dir(directory: Path) -> None:
+    """A folder's entries (names created, renamed into it) flushed to disk."""
+    fd = os.open(directory, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
 
 
 def discard_staging(staged: Path) -> None:

@@ -92,6 +92,17 @@ def gc(root: Path, keep: int) -> list[str]:
     protected = {current, newest_verified(root, versions), *serving_versions(root)} - {None}
     old = [v for v in versions if v not in protected]
     doomed = old[: max(0, len(old) - max(0, keep - len(protected)))]
+    deleted = []
     for v in doomed:
-        shutil.rmtree(Path(root) / VERSIONS / v)
-    return doomed
+        if _named_now(root) == v:  # activated since gc began (a rollback to an old version): kept
+            continue
+        shutil.rmtree(Path(root) / VERSIONS / v, ignore_errors=True)  # another gc may be deleting it too
+        deleted.append(v)
+    return deleted
+
+
+def _named_now(root: Path) -> str | None:
+    try:
+        return current_version(root)
+    except ValueError:
+        return None
