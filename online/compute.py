@@ -199,6 +199,8 @@ class RemoteServing:
 
     def _replace(self, dead: ComputeProcess) -> ComputeProcess:
         with self._lock:
+            if self._closed:  # retired (a newer version serves): a late call starts no child nobody would stop
+                raise ComputeDied(f"version {self.version_id} is no longer served here")
             if self.process is dead:
                 standby, self.standby = self.standby, None
                 if standby is None or not standby.alive:

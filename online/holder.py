@@ -264,7 +264,8 @@ class VersionHolder:
 
     def _mark(self) -> None:
         if self.current is not None:
-            self._marker = artifact.record_serving(self.cfg.artifacts, self.current.version_id, *self.pinned)
+            # every pin the experiment names, loaded or not yet: gc must not delete one before it loads
+            self._marker = artifact.record_serving(self.cfg.artifacts, self.current.version_id, *self._wanted_pins)
 
     def start(self) -> None:
         self.check()

@@ -175,3 +175,15 @@ def test_a_replacement_that_cannot_load_is_unavailable_not_the_request_s_mistake
         assert http_reply(err.value)[0] == 503
     finally:
         serving.close()
+
+
+def test_a_retired_backend_called_late_starts_no_child(published):
+    """A call that reaches a backend after it was swapped out and closed (a list of backends
+    read before the swap) is refused; it started a compute process nothing would ever stop."""
+    cfg = ServeConfig(artifacts=published["artifacts"], compute_standby=False)
+    version = artifact.current_path(published["artifacts"])
+    serving = RemoteServing.start(cfg, version.name, version)
+    serving.close()
+    with pytest.raises(ComputeDied, match="no longer served here"):
+        serving.item("demo-0001")
+    assert serving.replaced == 0 and not serving.process.alive

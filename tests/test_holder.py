@@ -139,3 +139,19 @@ def test_a_server_starting_when_current_cannot_be_loaded_serves_the_newest_older
         assert not holder.check() and holder.current.version_id == first  # CURRENT's version refused meanwhile
     finally:
         holder.stop()
+
+
+def test_gc_keeps_a_pinned_version_that_has_not_loaded_yet(two_versions, tmp_path):
+    """The serving marker named only the pins loaded: one that failed to load once (and is
+    tried again later) could be deleted by gc meanwhile, its arm then served by current."""
+    artifacts, first, second = _copy(two_versions, tmp_path)
+    index = artifacts / artifact.VERSIONS / first / artifact.INDEX
+    index.rename(index.with_suffix(".away"))
+    holder = _holder(str(artifacts), [{"name": "A"}, {"name": "B", "version": first}])
+    try:
+        holder.check()
+        assert holder.current.version_id == second and first in holder.rejected
+        assert artifact.serving_versions(artifacts) == {first, second}
+        assert first not in artifact.gc(artifacts, keep=1)
+    finally:
+        holder.stop()
