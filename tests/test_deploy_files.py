@@ -79,6 +79,7 @@ def _rayjob_spec_ok(spec: dict) -> None:
     assert spec["entrypoint"].startswith("groundrec offline run")
     assert_cli_accepts(shlex.split(spec["entrypoint"])[1:])
     assert spec["shutdownAfterJobFinishes"] is True
+    assert spec["backoffLimit"] == 0  # exit 3 (the gate) or 2 (input) fails again on a rerun: no retry
     head = spec["rayClusterSpec"]["headGroupSpec"]["template"]["spec"]["containers"][0]
     assert head["image"] and head["resources"]["limits"]["memory"]
     for group in spec["rayClusterSpec"]["workerGroupSpecs"]:
