@@ -45,6 +45,9 @@ class CollabModel:
     # what its narrower widths are cut from (``truncated``).
     basis: np.ndarray | None = field(default=None, repr=False, compare=False)
     seed: int = 0  # of the randomized SVDs
+    # content -> [query, item] (d x 2 rank): how an item nobody interacted with got its vectors
+    # (the ridge map, scaled as ``item``); a live item's vectors are made by it (None: no map).
+    content_map: np.ndarray | None = field(default=None, repr=False, compare=False)
     _item_side: ItemSide | None = field(default=None, repr=False, compare=False)
 
     @property
@@ -72,17 +75,24 @@ class CollabModel:
         the model's own rank: the model itself."""
         if rank >= self.rank:
             return self
+        cmap = self.content_map
         if self.exact:
             basis = self.leading_basis(rank)
             query, item = self.query @ basis, self.item @ basis
+            if cmap is not None:  # the map's rows turn as the items' rows do
+                cmap = np.hstack([cmap[:, :self.rank] @ basis, cmap[:, self.rank:] @ basis])
         else:
             query, item = self.query[:, :rank].copy(), self.item[:, :rank].copy()
+            if cmap is not None:
+                cmap = np.hstack([cmap[:, :rank], cmap[:, self.rank:self.rank + rank]])
         scale = float(np.linalg.norm(item[self.fitted], axis=1).mean()) if self.fitted.any() else 0.0
         if scale > 0:
             item /= scale
+            if cmap is not None:
+                cmap[:, rank:] /= scale
         return CollabModel(query, item, self.fitted, {**self.info, "rank": rank, "full_rank": False,
                                                       "model": model_name(float(self.info.get("dropout", 0.0)))},
-                           seed=self.seed)
+                           seed=self.seed, content_map=cmap)
 
     def leading_basis(self, rank: int) -> np.ndarray:
         """An exact model's ``rank`` leading right singular vectors of B: one randomized SVD at
@@ -203,11 +213,14 @@ def fit(histories: list[np.ndarray], n_items: int, content: np.ndarray | None, r
             "dropout": float(dropout), "users": int(x.shape[0]), "interactions": int(x.nnz),
             "items_with_interactions": int((counts > 0).sum()), "head_items": int(fitted.sum()),
             "max_dense_items": int(max_dense_items), "items_from_content": 0}
+    cmap = None
     if content is not None and fitted.any():
         has_content = np.linalg.norm(content, axis=1) > 0
         train, rest = fitted & has_content, ~fitted & has_content
-        if train.sum() >= 2 and rest.any():
+        if train.sum() >= 2:
             maps = content_map(content[train].astype(np.float64), np.hstack([query[train], item[train]]))
+            cmap = maps.astype(np.float32)
+        if train.sum() >= 2 and rest.any():
             rest_rows = np.flatnonzero(rest)
             for start in range(0, len(rest_rows), 65_536):  # float32 blocks: bounded memory at 1M items
                 rows = rest_rows[start:start + 65_536]
@@ -219,8 +232,10 @@ def fit(histories: list[np.ndarray], n_items: int, content: np.ndarray | None, r
     scale = float(np.linalg.norm(item[fitted], axis=1).mean()) if fitted.any() else 0.0
     if scale > 0:
         item /= scale
+        if cmap is not None:
+            cmap[:, rank:] /= scale
     info["fit_seconds"] = round(time.perf_counter() - started, 3)
-    return CollabModel(query, item, fitted, info, seed=seed)
+    return CollabModel(query, item, fitted, info, seed=seed, content_map=cmap)
 
 
 def fit_grid(histories: list[np.ndarray], n_items: int, content: np.ndarray | None, grid, reg: float,

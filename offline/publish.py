@@ -30,6 +30,8 @@ def write_version_files(staged: Path, index: faiss.Index, vectors: np.ndarray, i
     if learned is not None and learned.hybrid:  # the collaborative model's two matrices
         np.save(files.collab_query, learned.model.query)
         np.save(files.collab_item, learned.model.item)
+        if learned.model.content_map is not None:  # how a live item gets its vectors (as a cold item got them)
+            np.save(files.collab_content_map, learned.model.content_map)
         if learned.projection is not None:  # ... and the projection to the index's width
             np.save(files.project_item, learned.projection.item)
             np.save(files.project_query, learned.projection.query)

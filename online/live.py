@@ -208,10 +208,13 @@ class LiveOverlay:
         self._bufs["vectors"], v.vectors = buf, buf[:n + k]
         weighted = None
         if r.hybrid:
-            for name in ("collab_query", "collab_item"):
+            cmap = v.collab_content_map  # a new item's vectors as a cold catalog item's were made (zeros without)
+            mapped = content @ cmap if cmap is not None else np.zeros((k, 2 * v.collab_query.shape[1]), np.float32)
+            for part, name in enumerate(("collab_query", "collab_item")):
                 cur = getattr(v, name)
+                rank = cur.shape[1]
                 buf = grown(self._bufs.get(name, cur), n, k)
-                buf[n:n + k] = 0.0
+                buf[n:n + k] = mapped[:, part * rank:(part + 1) * rank]
                 buf[n:n + k][known] = cur[old[known]]
                 self._bufs[name] = buf
                 setattr(v, name, buf[:n + k])

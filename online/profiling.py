@@ -6,8 +6,8 @@ built in a few array operations; ``sequence`` is the version's learned profile e
 one ``encode`` call, its output searched as it is (it is trained as a query for the index).
 
 A request that names no strategy gets the version's (``manifest.default_strategy``: mean for
-versions that do not say). For ``sequence``, ids the version does not hold and live items the
-encoder was not exported with are dropped (the runner's rule); a history with none of its
+versions that do not say). For ``sequence``, ids the version does not hold are dropped (the
+runner's rule; a live item is read from its vectors: ``SequenceEncoder.add_items``); a history with none of its
 items left is a zero query, and falls back as any unusable history does. With ``text``, the
 query is ``(1 - text_weight) x`` the encoder's output at unit length ``+ text_weight x`` the
 text's query as a text search is searched. Asking ``sequence`` of a version without the

@@ -32,6 +32,7 @@ class LoadedVersion:
     collab_item: np.ndarray | None = None  # ... and item-side (the index holds them times the weight)
     project_item: np.ndarray | None = None  # projected hybrids: full-width item vector -> index vector
     project_query: np.ndarray | None = None  # ... and full-width profile -> what is searched
+    collab_content_map: np.ndarray | None = None  # content -> [query, item]: a live item's collaborative vectors
 
     @property
     def collab_weight(self) -> float | None:
@@ -74,13 +75,18 @@ def load_version(path: str | Path, cache_dir: Path | None = None) -> LoadedVersi
     if index.d != manifest.index_dim or vectors.shape[1] != manifest.dim:
         problems.append(f"dimension: manifest {manifest.dim} (index {manifest.index_dim}), index {index.d}, "
                         f"vectors {vectors.shape[1]}")
-    query = item = None
+    query = item = content_map = None
     if manifest.collab:
         query, item = np.load(files.collab_query), np.load(files.collab_item)
         rank = int(manifest.collab["rank"])
         if query.shape != (items.num_rows, rank) or item.shape != (items.num_rows, rank):
             problems.append(f"collaborative vectors: query {query.shape}, item {item.shape}, expected "
                             f"({items.num_rows}, {rank}) each")
+        if files.collab_content_map.is_file():  # versions before it have none: live items then get zeros
+            content_map = np.load(files.collab_content_map)
+            if content_map.shape != (vectors.shape[1], 2 * rank):
+                problems.append(f"collaborative content map: {content_map.shape}, expected "
+                                f"({vectors.shape[1]}, {2 * rank})")
     to_item = to_query = None
     if manifest.projected:
         to_item, to_query = np.load(files.project_item), np.load(files.project_query)
@@ -94,7 +100,7 @@ def load_version(path: str | Path, cache_dir: Path | None = None) -> LoadedVersi
         raise VersionError(f"version {path.name} is inconsistent: {'; '.join(problems)}")
     ids = items.column(manifest.id_column).to_pylist()
     return LoadedVersion(path, manifest, index, items, vectors, ids, {iid: i for i, iid in enumerate(ids)}, query, item,
-                         to_item, to_query)
+                         to_item, to_query, content_map)
 
 
 def strategy_info(path: str | Path) -> dict:

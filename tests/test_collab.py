@@ -270,3 +270,21 @@ def test_the_full_rank_budget_counts_what_the_version_holds():
     grid = CollabGrid(rank=16, full_rank_max_mb=0.1)
     assert collab.fit_grid(histories, 48, None, grid, reg=10.0).exact
     assert collab.fit_grid(histories, 48, None, grid.model_copy(update={"full_rank_max_mb": 0}), reg=10.0).rank == 16
+
+
+@pytest.mark.parametrize("full_rank_max_mb", [0.0, 64.0])
+def test_the_content_map_makes_an_unbought_item_s_vectors_at_every_width(full_rank_max_mb):
+    """``content_map``: what a live item's collaborative vectors are made by (online/live); it
+    gives the rows the model gave its unbought items, for the model and its narrower widths."""
+    bundles, histories = _bundles()
+    n = bundles.size + 3
+    rng = np.random.default_rng(2)
+    content = rng.normal(size=(n, 16))
+    content /= np.linalg.norm(content, axis=1, keepdims=True)
+    model = collab.fit(histories, n, content=content, rank=24, reg=10.0, full_rank_max_mb=full_rank_max_mb)
+    assert model.exact == (full_rank_max_mb > 0) and model.info["items_from_content"] == 3
+    for m in (model, model.truncated(12)):
+        mapped = content[-3:].astype(np.float32) @ m.content_map
+        np.testing.assert_allclose(mapped[:, :m.rank], m.query[-3:], rtol=1e-4, atol=1e-5)
+        np.testing.assert_allclose(mapped[:, m.rank:], m.item[-3:], rtol=1e-4, atol=1e-5)
+    assert model.interactions_only().content_map is None

@@ -168,3 +168,45 @@ def test_hiding_showing_and_expiring_change_rules_in_place_without_new_rows(serv
         listed = item in [x.item_id for x in r.recommend(RecommendRequest(history=history, k=70)).items]
         assert listed == (fields.get("hidden") is False or fields.get("available_until") == 4e9), fields
     assert r.v.index.ntotal == n  # no row was added for a change of rules only
+
+
+@pytest.fixture(scope="module")
+def hybrid(tmp_path_factory, tiny_vlm):
+    """A hybrid version (a dense catalog's purchases) in which a dozen catalog items were never
+    bought: their collaborative vectors come from their content."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+    import pyarrow.parquet as pq
+
+    from groundrec.offline.config import load_job_config
+    from groundrec.offline.dev.dense_catalog import make_dense_data
+    from groundrec.offline.job import run_job
+
+    root = tmp_path_factory.mktemp("live-hybrid")
+    paths = make_dense_data(root / "data", n_items=200, n_users=150, per_user=30, seed=2)
+    table = pq.read_table(paths["interactions"])
+    cold = sorted(set(table.column("item_id").to_pylist()))[:12]
+    pq.write_table(table.filter(pc.invert(pc.is_in(table["item_id"], pa.array(cold)))), root / "bought.parquet")
+    overrides = {"catalog.path": str(paths["catalog"]), "out": str(root / "artifacts"),
+                 "interactions.path": str(root / "bought.parquet"), "catalog.text_columns": ["title"],
+                 "encoder.template": "{title}", "run.runner": "local", "export.int8": False,
+                 "thumbnails.enabled": False, "vlm.model": str(tiny_vlm()), "collab.weight": [1.0]}
+    version = run_job(load_job_config(None, overrides), progress=False).version
+    s = build_serving(ServeConfig(artifacts=root / "artifacts", events="none", compute="thread"), version,
+                      artifact.locate(root / "artifacts", version))
+    return s, cold
+
+
+def test_a_live_item_gets_the_collaborative_vectors_the_catalog_gave_the_same_unbought_item(hybrid):
+    """A live item was given zero collaborative vectors: scored (and read by the sequence
+    encoder) unlike the same item in the catalog, which the job maps from its content."""
+    s, cold = hybrid
+    v = s.retriever.v
+    assert s.retriever.hybrid and v.collab_content_map is not None
+    row = v.row_of[cold[0]]
+    assert np.abs(v.collab_item[row]).sum() > 0  # the catalog's unbought item: vectors from its content
+    s.apply_live(([_live("twin", 1, title=v.items.column("title")[row].as_py())], None))
+    twin = v.row_of["twin"]
+    for part in (v.collab_query, v.collab_item):
+        np.testing.assert_allclose(part[twin], part[row], rtol=1e-3, atol=1e-4 * np.abs(part[row]).max())
+    np.testing.assert_allclose(v.index.reconstruct(twin), v.index.reconstruct(row), atol=1e-4)

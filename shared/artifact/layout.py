@@ -43,6 +43,7 @@ THUMBNAILS = "thumbnails.parquet"
 # index holds [embedding, collab.weight * item-side vector]).
 COLLAB_QUERY = "collab_query.npy"
 COLLAB_ITEM = "collab_item.npy"
+COLLAB_CONTENT_MAP = "collab_content_map.npy"  # optional: content -> [query, item], for live items
 # A hybrid indexed at the content's width (manifest.collab.projection set) adds the projection:
 # the index holds [embedding, weight * item-side] @ PROJECT_ITEM, a profile is searched as
 # [content profile, collaborative query] @ PROJECT_QUERY.
@@ -110,6 +111,10 @@ class VersionFiles:
     @property
     def collab_item(self) -> Path:
         return self.root / COLLAB_ITEM
+
+    @property
+    def collab_content_map(self) -> Path:
+        return self.root / COLLAB_CONTENT_MAP
 
     @property
     def project_item(self) -> Path:
