@@ -355,9 +355,9 @@ def test_weight_zero_publishes_content_only_and_keeps_what_was_tried(hybrid):
 
 
 def test_live_items_on_an_exact_hybrid_are_scored_as_its_index_rows(exact):
-    """A changed item keeps its collaborative row (a unit vector: gathered), a new one has none
-    (zeros): after both are applied the split scores still equal the product with every row the
-    index now holds, and the new item is recommendable by its content."""
+    """A changed item keeps its collaborative row (a unit vector: gathered), a new one gets a
+    dense one from the version's content map: after both are applied the split scores still
+    equal the product with every row the index now holds, and the new item is recommendable."""
     import faiss
 
     from groundrec.shared.live_items import LiveItem
@@ -372,7 +372,9 @@ def test_live_items_on_an_exact_hybrid_are_scored_as_its_index_rows(exact):
     r.apply_live([LiveItem(old, {"title": "a changed title"}, False, None, 1.0, 1),
                   LiveItem("brand-new", {"title": "a new thing"}, True, 1.0, 1.0, 2)], given)
     n = v.index.ntotal
-    assert r.flat.n == n == len(v.item_ids) and v.row_of[old] == n - 2 and not v.collab_item[n - 1].any()
+    assert r.flat.n == n == len(v.item_ids) and v.row_of[old] == n - 2
+    rank = v.collab_item.shape[1]
+    np.testing.assert_allclose(v.collab_item[n - 1], given["brand-new"] @ v.collab_content_map[:, rank:], atol=1e-7)
     held = faiss.rev_swig_ptr(v.index.get_xb(), n * v.index.d).reshape(n, v.index.d)
     history = list(v.item_ids[1:5])
     profile, _, _ = r._profile(UserQuery(history=history, k=5))
