@@ -196,13 +196,19 @@ class Retriever(Profiles):
         groups, limits = [self._groups[c] for c in wanted or {}], list((wanted or {}).values())
         return partial(ranking.select, groups=groups, limits=limits, vectors=self.v.vectors, diversity=q.diversity)
 
+    def _ignored(self, q: UserQuery, rows: list[int]) -> int:
+        """The history's known items the profile did not read (the answer's ``history_ignored``):
+        beyond the latest ``max_history``, or for ``sequence`` the encoder's ``max_len``."""
+        sequence = self.sequence is not None and self.strategy_of(q) == "sequence"
+        return max(0, len(rows) - (self.sequence.max_len if sequence else self.max_history))
+
     def _result(self, ranked: list[tuple[int, float]], with_fields: bool, unknown: list[str],
-                fallback: str | None, n_known: int = 0, parts: list[dict] | None = None) -> Result:
+                fallback: str | None, ignored: int = 0, parts: list[dict] | None = None) -> Result:
         recs = []
         for n, (row, score) in enumerate(ranked):
             fields = {c: self.v.items.column(c)[row].as_py() for c in self.field_columns} if with_fields else None
             recs.append(Recommendation(self.v.item_ids[row], score, fields, parts[n] if parts else None))
-        return Result(recs, unknown, fallback, max(0, n_known - self.max_history))
+        return Result(recs, unknown, fallback, ignored)
 
     # --- public API ------------------------------------------------------------------
     def recommend(self, q: UserQuery) -> Result:
@@ -221,7 +227,7 @@ class Retriever(Profiles):
         ranked = self.searcher.search(profile, q.k, seen, allowed, self._prior(q), pick, self._slots(q))
         if self._holds_hybrids_new(q):
             ranked = self._with_hybrids_new([q], [ranked], [profile], [(rows, unknown)])[0]
-        return self._result(ranked, q.with_fields, unknown, None, len(rows),
+        return self._result(ranked, q.with_fields, unknown, None, self._ignored(q, rows),
                             self._parts(q, rows, ranked, profile) if q.explain else None)
 
     def recommend_batch(self, queries: list[UserQuery], errors: Literal["raise", "return"] = "raise") -> list[Result]:
@@ -261,7 +267,7 @@ class Retriever(Profiles):
                         [(meta[i][3], meta[i][2]) for i in held])):
                     lists[i] = ranked
             for (n, q, unknown, rows), ranked in zip(meta, lists):
-                results[n] = self._result(ranked, q.with_fields, unknown, None, len(rows))
+                results[n] = self._result(ranked, q.with_fields, unknown, None, self._ignored(q, rows))
         return results  # type: ignore[return-value]
 
     def search(self, text: str, k: int = 10, filters: dict | None = None, with_fields: bool = False) -> Result:

@@ -126,8 +126,8 @@ class ResultOut(BaseModel):
     teams: list[str] | None = Field(None, description="team_draft: the arm that drafted each item")
     unknown_ids: list[str] = []
     fallback: str | None = None
-    history_ignored: int = Field(0, description="known history items older than the latest max_history, "
-                                 "left out of the profile (still excluded as seen)")
+    history_ignored: int = Field(0, description="known history items older than the latest max_history (sequence: "
+                                 "the encoder's max_len), left out of the profile (still excluded as seen)")
     version: str | None = None
 
 

@@ -158,6 +158,12 @@ def test_a_request_naming_no_strategy_is_the_encoder_s_query_searched(runs):
     assert len(found) >= 8 and sum(found) >= len(found) - 1  # (recall@20 on validation: 1.0)
     mean = retriever.recommend(UserQuery(history=[v.item_ids[r] for r in histories[0]], k=10, strategy="mean"))
     assert [x.item_id for x in mean.items] != [x.item_id for x in answers[0].items]
+    # history_ignored: the encoder reads the latest max_len (30) known items, mean the latest 500
+    long = [v.item_ids[r] for h in list(by_user.values())[:3] for r in h][:40]
+    assert len(long) == 40 and encoder.max_len == 30
+    assert retriever.recommend(UserQuery(history=long, k=5)).history_ignored == 10
+    assert [r.history_ignored for r in retriever.recommend_batch([UserQuery(history=long, k=5)])] == [10]
+    assert retriever.recommend(UserQuery(history=long, k=5, strategy="mean")).history_ignored == 0
 
 
 def test_the_gate_scores_a_hybrid_that_defaults_to_the_encoder_as_the_service_answers(runs):
