@@ -113,7 +113,7 @@ def folds(rank: int, full: np.ndarray, ranks: dict[int, np.ndarray], projected: 
     halves, out = fold_halves(len(full)), []
     for chose_on, other in (halves, halves[::-1]):
         r, is_projected, _ = pick(rank, full, ranks, projected, tolerance, confidence, slices, chose_on)
-        scores = full if r == rank else projected[r] if is_projected else ranks[r]
+        scores = projected[r] if is_projected else full if r == rank else ranks[r]
         base = float(full[other].mean())
         loss = base - float(scores[other].mean())
         out.append({"rank": r, "projected": is_projected, "users": len(chose_on), "other_users": len(other),
@@ -150,7 +150,7 @@ def narrowest(rank: int, full: np.ndarray, tolerance: float, score_at: Callable[
     if projected_score is not None and (project_up_to is None or chosen <= project_up_to):
         projected[chosen] = np.asarray(projected_score(chosen), np.float64)
     chosen, is_projected, judged = pick(rank, full, ranks, projected, tolerance, confidence, slices)
-    score = float(full.mean()) if chosen == rank else next(
+    score = float(full.mean()) if chosen == rank and not is_projected else next(
         w["score"] for w in judged if w["rank"] == chosen and w["projected"] == is_projected)
     return Width(chosen, is_projected, score, [head, *judged],
                  folds(rank, full, ranks, projected, tolerance, confidence, slices))

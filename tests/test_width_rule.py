@@ -134,3 +134,13 @@ def test_a_choice_made_on_one_half_is_checked_on_the_other():
     assert (rank, projected) == (4, True) and [(w["rank"], w["projected"]) for w in judged] == [
         (4, False), (8, False), (4, True)]
     assert folds(16, full[:3], {4: narrow[:3]}, {}, 0.02, 0.0) == []  # too few users to halve
+
+
+def test_the_full_rank_projected_is_reported_at_its_projected_score():
+    """No narrower rank passes and the full rank is published projected: the width's score and
+    the folds' losses are the projection's (they were the unprojected model's: a loss of 0)."""
+    rng = np.random.default_rng(0)
+    full = rng.random(400)
+    w = narrowest(128, full, 0.05, lambda r: full - 0.5, lambda r: full - 0.01, None, 0.0, 384)
+    assert (w.rank, w.projected) == (128, True) and w.score == pytest.approx(full.mean() - 0.01)
+    assert all(f["projected"] and f["loss_on_other"] == pytest.approx(0.01) for f in w.folds)
