@@ -130,3 +130,18 @@ def test_the_principal_start_gives_every_item_its_best_rank_dim_key():
     start_at_principal(narrow, index[:, :3])
     assert torch.equal(narrow.weight[:, 3:], before[:, 3:]) and not torch.equal(narrow.weight[:, :3], before[:, :3])
 
+
+
+def test_encoding_runs_at_the_configured_thread_count_whatever_the_caller_set():
+    """The job's validation and the export's reference encode after the training restored
+    torch's count: they ran at the machine's default, not ``threads``."""
+    model = _model(threads=2)
+    seen = []
+    model.encoder.register_forward_hook(lambda *_: seen.append(torch.get_num_threads()))
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        model.encode([[1, 2], [3]])
+        assert seen and set(seen) == {2} and torch.get_num_threads() == 1  # restored after
+    finally:
+        torch.set_num_threads(before)

@@ -18,6 +18,7 @@ history (no known item) gives a zero query.
 from __future__ import annotations
 
 import math
+from contextlib import contextmanager
 
 import numpy as np
 import torch
@@ -25,6 +26,19 @@ from torch import nn
 
 from groundrec.offline.sequence_config import SequenceConfig  # noqa: F401  (the settings, torch-free)
 from groundrec.shared.sequence_encoder import PAD, pad_histories  # noqa: F401  (PAD: an empty slot)
+
+
+@contextmanager
+def torch_threads(n: int):
+    """torch's intra-op thread count set to ``n`` for the block, and restored after: a training
+    and every encoding of the model run at ``SequenceConfig.threads`` (float sums, and so a
+    decision near a tie, the same whatever the machine's default)."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
 
 
 class Dropout(nn.Dropout):
@@ -184,7 +198,7 @@ class SequenceModel(nn.Module):
         was = self.training
         self.eval()
         out = []
-        with torch.no_grad():
+        with torch.no_grad(), torch_threads(self.cfg.threads):
             table = self.item_table()
             for start in range(0, len(histories), batch_size):
                 items = torch.as_tensor(pad_histories(histories[start:start + batch_size], self.cfg.max_len, self.n_items))

@@ -28,7 +28,7 @@ import torch
 
 from groundrec.offline.holdout import hold_out_last
 from groundrec.offline.sequence.loss import next_item_loss
-from groundrec.offline.sequence.model import PAD, SequenceConfig, SequenceModel, start_at_principal
+from groundrec.offline.sequence.model import PAD, SequenceConfig, SequenceModel, start_at_principal, torch_threads
 from groundrec.shared.errors import UserError
 from groundrec.shared.scoring.ranking import top_k_matrix
 
@@ -166,12 +166,8 @@ def train_sequence_encoder(histories: list, item_vectors: np.ndarray, warm_items
         raise UserError(f"sequence encoder: {len(x_all)} training sequences and {len(v_rel)} validation users; "
                         "it needs histories of at least two items")
     device = torch.device(resolved_device(cfg.device))
-    threads = torch.get_num_threads()
-    torch.set_num_threads(cfg.threads)
-    try:
+    with torch_threads(cfg.threads):
         return _fit(cfg, item_vectors, targets, warm_items, x_all, y_all, v_hist, v_rel, log, start, device)
-    finally:
-        torch.set_num_threads(threads)
 
 
 def carried_over(model: SequenceModel, old_targets: np.ndarray, item_vectors: np.ndarray, targets: np.ndarray) -> dict:
