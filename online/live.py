@@ -236,7 +236,9 @@ class LiveOverlay:
             self._rule(int(row), {c: item.fields.get(c, rec.get(c)) for c in CONTROL}, now)
         self._grow_ranking(new, old, rows)
         if r.sequence is not None:  # the learned profile encoder reads the new rows too (an item's new vectors)
-            r.sequence.add_items(item_inputs(content, *((v.collab_query[new], v.collab_item[new]) if r.hybrid else ())))
+            inputs = lambda rows: item_inputs(v.vectors[rows], *((v.collab_query[rows], v.collab_item[rows])  # noqa: E731
+                                                                  if r.hybrid else ()))
+            r.sequence.add_items(inputs(new), old, inputs(old[known]))  # a changed item keeps its id part
 
     def _grow_ranking(self, new: np.ndarray, old: np.ndarray, rows) -> None:
         """The searcher's view of the catalog: its size, the new items it keeps places for (a

@@ -127,9 +127,14 @@ class SequenceEncoder:
                 out[rows] = self.session.run(None, feed)[0]
         return out
 
-    def add_items(self, inputs: np.ndarray) -> None:
+    def add_items(self, inputs: np.ndarray, replaces: np.ndarray | None = None,
+                  replaced_inputs: np.ndarray | None = None) -> None:
         """Rows for items appended to the version after the export (``inputs``: their
-        ``item_inputs``), numbered on from ``n_items`` as the version numbers them."""
+        ``item_inputs``), numbered on from ``n_items`` as the version numbers them: the
+        projection of their inputs. ``replaces``: per new row, the row of the item it is a new
+        row of (a changed item re-embedded: -1 for a new item), whose learned id part (its row
+        less the projection of its inputs, ``replaced_inputs``, one per such row) it keeps, so
+        that a changed text does not make the encoder forget what it learned of the item."""
         if self._project is None:
             with np.load(self.directory / self.meta.get("project", SEQUENCE_PROJECT)) as f:
                 self._project = (f["W"].astype(np.float32), f["b"].astype(np.float32))
@@ -143,5 +148,9 @@ class SequenceEncoder:
             grown = np.zeros((2 * (n + k) + 1, buf.shape[1]), np.float32)
             grown[:n] = buf[:n]
             buf = grown
-        buf[n:n + k] = inputs.astype(np.float32) @ w.T + b
+        rows = inputs.astype(np.float32) @ w.T + b
+        if replaces is not None and (replaces >= 0).any():
+            at = np.asarray(replaces) >= 0
+            rows[at] += buf[np.asarray(replaces)[at]] - (np.asarray(replaced_inputs, np.float32) @ w.T + b)
+        buf[n:n + k] = rows
         self._rows = (buf, n + k)

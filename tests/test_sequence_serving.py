@@ -243,6 +243,17 @@ def test_in_process_text_explain_zero_query_and_a_mismatched_encoder(versions):
         assert np.allclose(r.sequence.table[N_ITEMS + 1], f["W"] @ v["vectors"][5] + f["b"], atol=1e-5)
     assert r.sequence.table.shape[0] == N_ITEMS + 3 and not r.sequence.table[-1].any()
     assert np.allclose(r.sequence.table[N_ITEMS], row, atol=1e-5)  # the earlier row kept
+    # a catalog item whose text changed: a new row that keeps what the encoder learned of the
+    # item (its id part), only its vectors' projection moved (it was read as a stranger)
+    old_row = r.v.row_of[v["ids"][5]]
+    kept = r.sequence.table[old_row].copy()
+    serving.apply_live(([LiveItem(v["ids"][5], {"title": "renamed"}, whole=False, first_seen=None, updated=3.0,
+                                  seq=3)], {v["ids"][5]: v["vectors"][9]}))
+    new_row = r.v.row_of[v["ids"][5]]
+    with np.load(artifact.VersionFiles(v["seq"]).sequence_dir / SEQUENCE_PROJECT) as f:
+        moved = f["W"] @ (v["vectors"][9] - v["vectors"][5])
+        assert np.abs(kept - (f["W"] @ v["vectors"][5] + f["b"])).max() > 1e-3  # it has an id part to keep
+    assert new_row != old_row and np.allclose(r.sequence.table[new_row], kept + moved, atol=1e-5)
     version = load_version(v["old"])
     version.items = version.items.slice(0, N_ITEMS - 1)  # an encoder exported for other items is refused
     with pytest.raises(VersionError, match="exported for 120 items"):
