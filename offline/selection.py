@@ -203,12 +203,12 @@ def beats_by_one_standard_error(candidate, incumbent) -> dict:
     """The paired rule for replacing a published model by another: on the same validation
     users (per-user scores, aligned), the candidate wins only when the mean of its per-user
     differences from the incumbent is above one standard error of those differences. A gain
-    inside the noise of the validation users keeps the incumbent (the simpler, known model).
-    Returns both means, the mean difference, its standard error, the users and ``wins``."""
+    inside the noise of the validation users keeps the incumbent (the simpler, known model), and
+    so does a single user (a standard error needs two). Returns both means, the mean difference, its standard error, the users and ``wins``."""
     candidate, incumbent = np.asarray(candidate, np.float64), np.asarray(incumbent, np.float64)
     if candidate.shape != incumbent.shape:
         raise ValueError(f"paired scores need the same users: {candidate.shape} vs {incumbent.shape}")
     n = len(candidate)
     mean, se = mean_and_se(candidate - incumbent)
     return {"candidate": float(candidate.mean()) if n else 0.0, "incumbent": float(incumbent.mean()) if n else 0.0,
-            "diff": mean, "se": se, "users": n, "wins": bool(n > 0 and mean > se)}
+            "diff": mean, "se": se, "users": n, "wins": bool(n > 1 and mean > se)}  # one user: no error to beat

@@ -178,6 +178,7 @@ def test_a_candidate_replaces_the_incumbent_only_by_more_than_one_paired_standar
     assert r["diff"] == pytest.approx(0.05) and not r["wins"]
     assert not beats_by_one_standard_error(incumbent, incumbent)["wins"]  # a tie keeps the incumbent
     assert not beats_by_one_standard_error([], [])["wins"]
+    assert not beats_by_one_standard_error([1.0], [0.0])["wins"]  # one user: a hit against a miss is no evidence
     with pytest.raises(ValueError):
         beats_by_one_standard_error([1, 0], [1, 0, 1])
 
