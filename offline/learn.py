@@ -13,9 +13,10 @@ the projection when there is one.
 
 from __future__ import annotations
 
+import math
 import time
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 
 import numpy as np
 
@@ -206,6 +207,15 @@ def fit_chosen(histories: list[np.ndarray], n_items: int, content: np.ndarray | 
     return model if choice.full_rank else model.truncated(choice.rank)
 
 
+def window_time(t: float, up: bool = True) -> str:
+    """A window bound as an ISO time to the microsecond, rounded outwards (``up`` for its end):
+    the gate's window begins after the end, so a bound cut to whole seconds made the last
+    second's events (fractional times, as POST /events stores them) targets of the gate."""
+    micros = math.ceil(float(t) * 1e6) if up else math.floor(float(t) * 1e6)
+    return (datetime.fromtimestamp(micros // 1_000_000, timezone.utc)
+            + timedelta(microseconds=micros % 1_000_000)).isoformat()
+
+
 def learn(inter: Interactions, content: np.ndarray, cfg: CollabConfig, seed: int = 0,
           sequence: SequenceJobConfig | None = None, runner=None) -> Learned:
     """``sequence``: the learned profile encoder's settings; when given and enabled it is trained
@@ -242,12 +252,11 @@ def learn(inter: Interactions, content: np.ndarray, cfg: CollabConfig, seed: int
         final = content if model is None else index_rows(content, choice.weight * model.item,
                                                          projection.item if projection is not None else None)
         learn_sequence.train_published(outcome, sequence, histories, content, model, final, seed, runner=runner)
-    iso = lambda t: datetime.fromtimestamp(int(t), timezone.utc).isoformat()  # noqa: E731
     report = LearnReport(
         model=model.info if model else {"model": collab.model_name(choice.dropout), "rank": cfg.rank, "reg": choice.reg,
                                         "dropout": choice.dropout},
         choice=choice,
-        window=Window(cfg.window_days, iso(inter.ts.min()), iso(inter.ts.max()), int(len(inter.items)), len(histories),
+        window=Window(cfg.window_days, window_time(inter.ts.min(), up=False), window_time(inter.ts.max()), int(len(inter.items)), len(histories),
                       int(inter.dropped_unknown_items)),
         validation_users=len(held_out.users), validation_items=len(held_out.targets),
         axes=tuning.grid.axes if tuning else {axis: getattr(cfg, axis) for axis in HYBRID_AXES},

@@ -114,3 +114,21 @@ def test_a_rollback_made_while_a_job_runs_is_not_overridden_by_its_activation(sh
     assert not summary.gate.activated and "CURRENT moved during this run" in summary.gate.reason
     assert artifact.current_version(shop["out"]) == target and summary.version in artifact.list_versions(shop["out"])
     assert not artifact.read_manifest(summary.version_dir).gate["activated"]
+
+
+def test_a_training_window_s_end_is_kept_to_the_microsecond_so_its_last_events_stay_before_the_gate_s_window():
+    """The window's end was written in whole seconds: the serving version's own last events
+    (fractional times, as POST /events stores them) became the gate's targets."""
+    from datetime import datetime
+
+    from groundrec.offline.gate import cutoff_of
+    from groundrec.offline.learn import window_time
+
+    t = 1_700_000_000.987654
+    end, start = window_time(t), window_time(t, up=False)
+    assert t <= datetime.fromisoformat(end).timestamp() < t + 2e-6
+    assert t - 2e-6 < datetime.fromisoformat(start).timestamp() <= t
+    manifest = artifact.Manifest(version=artifact.new_version_id(), created_at="now", code_version="test", models={},
+                                 prompt={}, text_template="{t}", dim=4, counts={}, index={}, timings_s={},
+                                 learn={"window": {"to": end}})
+    assert cutoff_of(manifest) >= t  # an event at t is before the window, not in it
