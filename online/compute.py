@@ -6,12 +6,10 @@ load the loop takes it, and the worker waits for its next turn. A batch that doe
 more array operations (a hybrid version's profiles) then costs far more than their
 arithmetic. Here the version lives in a child process whose only thread scores batches,
 so the two no longer share a GIL; the HTTP process keeps no copy of the version.
-
 The child is started for one version and serves it until closed: a new version starts a
 new child (the holder swaps them as it swaps in-process versions), so a child never
 changes under a batch in flight. A child that dies makes its calls ``ComputeDied`` (an
-``Unavailable``: 503) until the holder has started a new one.
-"""
+``Unavailable``: 503) until a new one is started; a closed backend starts none."""
 
 from __future__ import annotations
 
