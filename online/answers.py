@@ -54,15 +54,16 @@ def results_by_key(parts: list[tuple[list, bytes]]) -> tuple[dict, str | None]:
 def interleaved(first: bytes, second: bytes, names: tuple[str, str], k: int,
                 recommendation_id: str) -> tuple[bytes, list[str]]:
     """Two arms' answers for one user merged by team draft into one list of ``k`` (each item
-    keeps the score its own arm gave it); the coin flips are seeded by the answer's id, so a
-    list can be replayed. Returns the answer JSON (``arm``: "A+B") and each position's arm."""
+    keeps the score and fields the arm that drafted it gave it; ``unknown_ids``, ``fallback``
+    and ``history_ignored`` are the first arm's); the coin flips are seeded by the answer's id,
+    so a list can be replayed. Returns the answer JSON (``arm``: "A+B") and each position's arm."""
     a, b = json.loads(first), json.loads(second)
-    by_id = {i["item_id"]: i for i in b["items"]}
-    by_id.update({i["item_id"]: i for i in a["items"]})
+    by_arm = {names[0]: {i["item_id"]: i for i in a["items"]}, names[1]: {i["item_id"]: i for i in b["items"]}}
     items, team_names = team_draft([i["item_id"] for i in a["items"]], [i["item_id"] for i in b["items"]], k,
                                    random.Random(recommendation_id), names)
     versions = a.get("version") if a.get("version") == b.get("version") else f"{a.get('version')}|{b.get('version')}"
-    answer = {"recommendation_id": recommendation_id, "arm": "+".join(names), "items": [by_id[i] for i in items],
+    answer = {"recommendation_id": recommendation_id, "arm": "+".join(names),
+              "items": [by_arm[team][i] for i, team in zip(items, team_names)],  # as the arm that drew it gave it
               "teams": team_names, "unknown_ids": a.get("unknown_ids", []), "fallback": a.get("fallback"),
               "history_ignored": a.get("history_ignored", 0), "version": versions}
     return to_json(answer), team_names
