@@ -38,9 +38,9 @@ def test_interleaving_keeps_each_item_s_own_score_and_credits_its_arm():
         assert item["item_id"] in (("a", "b", "c") if team == "A" else ("x", "a", "y"))
     again, _ = interleaved(answer("a", "b", "c"), answer("x", "a", "y", version="v2"), ("A", "B"), 4, "seed-1")
     assert again == body  # the coin flips are seeded by the id: the list can be replayed
-    lists = {"A": ["a", "b", "c"], "B": ["x", "a", "y"]}
+    lists = {"A": ["b", "a", "c"], "B": ["a", "x", "y"]}
     drafted_by_b = 0
-    for seed in range(30):  # "a" is in both lists, at 1.0 in A's and 0.5 in B's: the drafting arm's score
+    for seed in range(30):  # "a" is in both lists, at 0.5 in A's and 1.0 in B's: the drafting arm's score
         out, teams = interleaved(answer(*lists["A"]), answer(*lists["B"]), ("A", "B"), 4, f"seed-{seed}")
         for item, team in zip(json.loads(out)["items"], teams):
             assert item["score"] == 1.0 / (lists[team].index(item["item_id"]) + 1)
