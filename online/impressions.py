@@ -141,22 +141,20 @@ class ImpressionLog:
             batch.append(self._queue.popleft())
         if not batch:
             return 0
+        impressions, done = [], 0  # done: written in full (chunks before a failure stay written)
         try:
             impressions = [impression_of(*entry) for entry in batch]
             store = self.store()
             for start in range(0, len(impressions), WRITE_CHUNK):  # events' commits never wait behind a huge one
                 store.add_impressions(impressions[start:start + WRITE_CHUNK])
+                done = min(start + WRITE_CHUNK, len(impressions))
         except StoreUnavailable as e:
-            with self._cv:
-                self.dropped += len(batch)
-            log.warning("%d impressions not logged: %s", len(batch), e)
-            return len(batch)
+            log.warning("%d impressions not logged: %s", len(batch) - done, e)
         except Exception:  # a bug must not stop the logger: counted and logged with its traceback
-            with self._cv:
-                self.dropped += len(batch)
-            log.exception("%d impressions not logged", len(batch))
-            return len(batch)
-        self.written += len(batch)
-        if self.on_written is not None:
-            self.on_written(impressions)
+            log.exception("%d impressions not logged", len(batch) - done)
+        with self._cv:
+            self.dropped += len(batch) - done
+        self.written += done
+        if self.on_written is not None and done:
+            self.on_written(impressions[:done])
         return len(batch)

@@ -166,3 +166,30 @@ def test_erasing_a_user_erases_its_queued_lists_and_those_another_worker_writes_
         other.close()
         other_store.close()
         events.close()
+
+
+def test_a_store_failing_midway_counts_the_chunks_written_as_written(store, monkeypatch):
+    """Written in chunks: a failure after the first chunk dropped (and counted dropped) the
+    whole batch, though the first chunk was in the store."""
+    import groundrec.online.impressions as impressions
+
+    monkeypatch.setattr(impressions, "WRITE_CHUNK", 2)
+    written, calls = [], []
+
+    class FailsSecond:
+        def add_impressions(self, rows):
+            calls.append(len(rows))
+            if len(calls) == 2:
+                raise StoreUnavailable("lost midway")
+            store.add_impressions(rows)
+
+    imp = ImpressionLog(lambda: FailsSecond(), flush_interval_s=5.0, on_written=written.extend)
+    try:
+        rids = [new_recommendation_id() for _ in range(5)]
+        for rid in rids:
+            imp.log(rid, "u", answer("v", "a"), None, {})
+        imp.flush()
+        assert (imp.written, imp.dropped) == (2, 3) and [w.recommendation_id for w in written] == rids[:2]
+        assert store.impression(rids[0]) is not None and store.impression(rids[2]) is None
+    finally:
+        imp.close()
