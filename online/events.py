@@ -19,6 +19,7 @@ from pydantic_core import to_json
 
 from groundrec.online.config import ServeConfig
 from groundrec.online.errors import Reply, Unavailable, Unprocessable
+from groundrec.online.report.attribution import id_in_time
 from groundrec.online.schemas import EventsRequest, HistoryEntry, RecommendRequest, UserQuery
 from groundrec.shared.errors import UserError
 from groundrec.shared.events import Event, EventStore, StoreUnavailable, open_store
@@ -118,7 +119,8 @@ class Events:
         for e in events:
             rid = e.recommendation_id
             m = found.get(rid) if rid else None
-            if rid and (m is None or m.user_id != e.user_id or e.item_id not in m.items):
+            if rid and (m is None or m.user_id != e.user_id or e.item_id not in m.items
+                        or not id_in_time(m.timestamp, e.timestamp)):  # the report's rule: credited by time instead
                 e, m = replace(e, recommendation_id=None), None
             out.append(e)
             shown.append(m)

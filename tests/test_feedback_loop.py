@@ -61,12 +61,20 @@ def test_answers_carry_ids_their_lists_are_logged_and_feedback_is_credited_only_
                   {"user_id": "u1", "item_id": shown[0], "type": "view", "recommendation_id": "f" * 32},  # unknown id
                   {"user_id": "u1", "item_id": shown[0], "type": "view",
                    "recommendation_id": other["recommendation_id"]},  # shown to another user
-                  {"user_id": "u1", "item_id": history[0], "type": "view", "recommendation_id": rid}]  # not shown
+                  {"user_id": "u1", "item_id": history[0], "type": "view", "recommendation_id": rid},  # not shown
+                  {"user_id": "u1", "item_id": shown[2], "type": "view", "recommendation_id": rid,
+                   "timestamp": logged.timestamp - 60}]  # timed before the list: the report's rule refuses the id
         reply = httpx.post(url + "/events", json={"events": events}).json()
-        assert reply["accepted"] == 4 and reply["unattributed"] == 3
+        assert reply["accepted"] == 5 and reply["unattributed"] == 4
         metrics = httpx.get(url + "/metrics").text
         assert f'groundrec_attributed_events_total{{arm="",type="view",version="{two_versions["new"]}"}} 1.0' in metrics
-        assert "groundrec_unattributed_events_total 3.0" in metrics and "groundrec_impressions_total{" in metrics
+        assert "groundrec_unattributed_events_total 4.0" in metrics and "groundrec_impressions_total{" in metrics
+        store = open_store(store_url)
+        try:  # stored without the id (the report credits it by time, as it would any event without one)
+            early = [e for b in store.scan() for e in b if e.user_id == "u1" and e.item_id == shown[2]]
+            assert [e.recommendation_id for e in early] == [None]
+        finally:
+            store.close()
         batch = httpx.post(url + "/recommend", json={"batch": [{"user_id": "u3", "history": history},
                                                                {"history": history[:1], "k": 2}]}).json()
         ids = [x["recommendation_id"] for x in batch["results"]]

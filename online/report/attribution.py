@@ -10,7 +10,9 @@ through ``attribute_columns`` (``attribute``: the same over objects).
   user at or before the event, no more than ``window_s`` seconds before it.
 - Events and impressions are merged in time order; at equal times the impression comes first
   (a list is shown before it is clicked). An event whose id names an impression logged later
-  than the event itself (a client clock behind the server's) is therefore unverified.
+  than the event itself (a client clock behind the server's) is therefore unverified. The
+  service applies the same time rule (``id_in_time``) before it keeps an event's id, so such an
+  event is stored without its id and credited by the window instead, live and in the report alike.
 
 Each stream comes in chunks, each in time order, as columns: a chunk of events is matched
 against the lists held in one vectorised step (by id; by (user, item) in a sort merge), never
@@ -28,6 +30,14 @@ from itertools import chain
 
 import numpy as np
 import pyarrow as pa
+
+ID_WINDOW_S = 7 * 86_400.0  # an id is looked up among the lists shown this long before its event (the default)
+
+
+def id_in_time(shown_ts, event_ts, id_window_s: float = ID_WINDOW_S):
+    """Whether an event at ``event_ts`` may be credited by id to a list shown at ``shown_ts``:
+    not before it, and no more than ``id_window_s`` after (numbers or arrays)."""
+    return (shown_ts <= event_ts) & (shown_ts >= event_ts - id_window_s)
 
 from groundrec.online.report.held import Held, Reach, Vocab, flat_lists
 from groundrec.shared.events.store import Event, Impression, event_table
@@ -75,7 +85,7 @@ def _credit(held: Held, ts: np.ndarray, users: pa.Array, items: pa.Array, rids: 
     k = g - held.base
     ok = g >= 0
     k_ok, e_ok = k[ok], named[ok]
-    good = (held.ts[k_ok] <= ts[e_ok]) & (held.ts[k_ok] >= ts[e_ok] - id_window_s)
+    good = id_in_time(held.ts[k_ok], ts[e_ok], id_window_s)
     k_ok, e_ok = k_ok[good], e_ok[good]
     plain = np.flatnonzero(~has_id)
     near = np.empty(0, np.int64)
@@ -141,7 +151,7 @@ def _among(keys: np.ndarray, known: np.ndarray) -> np.ndarray:
 
 
 def attribute_columns(events: Iterable[pa.Table], impressions: Iterable[pa.Table], counts: AttributionCounts, *,
-                      since: float | None = None, window_s: float = 1800.0, id_window_s: float = 7 * 86_400.0,
+                      since: float | None = None, window_s: float = 1800.0, id_window_s: float = ID_WINDOW_S,
                       batch: int = 50_000, until: float | None = None) -> Iterator[Attributed]:
     """Stream ``events`` and ``impressions`` (``EVENT_COLUMNS`` and ``IMPRESSION_COLUMNS``
     tables, each stream in time order) and yield, in batches of about ``batch`` impressions,

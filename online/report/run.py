@@ -13,7 +13,7 @@ from pathlib import Path
 from pydantic import Field, field_validator
 
 from groundrec.online.report import report as files
-from groundrec.online.report.attribution import AttributionCounts, attribute_columns
+from groundrec.online.report.attribution import ID_WINDOW_S, AttributionCounts, attribute_columns
 from groundrec.online.report.metrics import compute
 from groundrec.online.report.tally import Tally
 from groundrec.shared.config import StrictModel
@@ -26,7 +26,7 @@ class ReportConfig(StrictModel):
     out: Path
     since: float | None = None  # seconds since the epoch; None: the whole log
     window_s: float = Field(1800.0, gt=0)  # an event without an id: the list shown this long before it, at most
-    id_window_s: float = Field(7 * 86_400.0, gt=0)  # an id is looked up among lists shown this long before
+    id_window_s: float = Field(ID_WINDOW_S, gt=0)  # an id is looked up among lists shown this long before
     purchase_types: list[str] = Field(default_factory=lambda: ["purchase"], min_length=1)
     bootstrap: int = Field(1000, ge=100, le=100_000)
     alpha: float = Field(0.05, gt=0, lt=0.5)
