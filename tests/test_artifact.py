@@ -234,3 +234,22 @@ def test_a_version_is_on_disk_before_current_names_it(tmp_path, monkeypatch):
     staged_files = {str(p) for p in (tmp_path / artifact.VERSIONS / vid).rglob("*") if p.is_file()}
     moved = {f.replace(f"/{artifact.VERSIONS}/{vid}/", f"/.staging/{vid}/") for f in staged_files}
     assert moved <= at_current, moved - at_current
+
+
+def test_the_remote_version_cache_keeps_the_newest_few(tmp_path):
+    """Every version a service ever fetched stayed in /tmp: nightly versions filled the disk."""
+    import os
+
+    from groundrec.shared.artifact.store import CACHE_KEEP, fetch_version
+
+    vids = [_publish_one(tmp_path / "root", bytes([i])) for i in range(CACHE_KEEP + 2)]
+    _, uri = _to_memory(tmp_path / "root", tmp_path.name + "-cache")
+    cache = tmp_path / "cache"
+    cache.mkdir()
+    (cache / ".stale.0123").mkdir()  # a copy a killed fetch left, long ago
+    os.utime(cache / ".stale.0123", (0, 0))
+    for vid in vids:
+        fetch_version(uri, vid, cache)
+    assert sorted(p.name for p in cache.iterdir()) == vids[-CACHE_KEEP:]
+    assert (fetch_version(uri, vids[0], cache) / "data.bin").read_bytes() == bytes([0])  # fetched again, kept
+    assert vids[0] in [p.name for p in cache.iterdir()]

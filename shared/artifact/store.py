@@ -52,7 +52,27 @@ def fetch_version(root: str, version_id: str, cache_dir: Path) -> Path:
                 raise
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
+    evict(local.parent, spare=version_id)
     return local
+
+
+CACHE_KEEP = 3  # remote versions kept in a local cache (the newest; a process reading an older one fetches it again)
+
+
+def evict(cache_dir: Path, keep: int = CACHE_KEEP, spare: str | None = None) -> list[str]:
+    """Remove all but the newest ``keep`` cached versions (never ``spare``, the one just fetched)
+    and copies left half-done by killed fetches over an hour ago: a cache of nightly versions
+    of several GiB each no longer fills the disk."""
+    import time
+
+    versions = sorted(p.name for p in Path(cache_dir).iterdir() if p.is_dir() and is_version_id(p.name))
+    doomed = [v for v in versions[:-keep] if v != spare] if keep else []
+    for v in doomed:
+        shutil.rmtree(Path(cache_dir) / v, ignore_errors=True)
+    for p in Path(cache_dir).glob(".*"):  # a fetch's own copy is named .<id>.<random>
+        if p.is_dir() and time.time() - p.stat().st_mtime > 3600:
+            shutil.rmtree(p, ignore_errors=True)
+    return doomed
 
 
 def locate(root: str | Path, version_id: str | None = None, cache_dir: Path | None = None) -> Path:
