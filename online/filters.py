@@ -24,12 +24,23 @@ def allowed_rows(items: pa.Table, filters: dict[str, object] | None) -> np.ndarr
         values = wanted if isinstance(wanted, (list, tuple, set)) else [wanted]
         col = items.column(column)
         try:
-            value_set = pa.array(list(values), col.type)
+            value_set = _typed(list(values), col.type)
         except (pa.ArrowInvalid, pa.ArrowTypeError, pa.ArrowNotImplementedError, TypeError, OverflowError):
             raise UserError(f"filter {column!r}: {wanted!r} does not match the column's type ({col.type})") from None
         hit = pc.is_in(col, value_set=value_set)
         mask &= np.asarray(pc.fill_null(hit, False))
     return mask
+
+
+def _typed(values: list, type_: pa.DataType) -> pa.Array:
+    """The filter's values as the column's type; text read as that type when it is all text (a
+    query string, the page's "equals" field: ``"10"`` for an integer column, ``"true"``)."""
+    try:
+        return pa.array(values, type_)
+    except (pa.ArrowInvalid, pa.ArrowTypeError):
+        if not values or not all(isinstance(v, str) for v in values):
+            raise
+        return pa.array(values, pa.string()).cast(type_)
 
 
 def group_codes(items: pa.Table, column: str) -> np.ndarray:

@@ -11,6 +11,7 @@ import hmac
 import logging
 import time
 import uuid
+from http.cookies import CookieError, SimpleCookie
 
 from pydantic_core import to_json
 from starlette.exceptions import HTTPException
@@ -48,11 +49,13 @@ def _key(scope, headers: dict) -> bytes:
     key = headers.get(b"x-api-key")
     if key is not None or scope["method"] != "GET" or b"cookie" not in headers:
         return key or b""
-    for part in headers[b"cookie"].split(b";"):
-        name, _, value = part.strip().partition(b"=")
-        if name == KEY_COOKIE:
-            return value.strip(b'"')
-    return b""
+    cookies = SimpleCookie()
+    try:
+        cookies.load(headers[b"cookie"].decode("latin-1"))
+    except CookieError:
+        return b""
+    found = cookies.get(KEY_COOKIE.decode())
+    return found.value.encode() if found is not None else b""  # unquoted: the key as it was set
 
 
 def is_write(method: str, path: str) -> bool:

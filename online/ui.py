@@ -126,12 +126,11 @@ def mount_ui(app: FastAPI, rec: Recommender, report_dir: Path | None = None) -> 
                      max_per: str = ""):
         async def render():
             filters = {column: value} if column and value else None
-            limit, asked = parse_max_per(max_per), dict(text=q, k=min(40, cfg.max_k), filters=filters, with_fields=True)
-            # SearchRequest has no max_per: with one, the same text-only query as a RecommendRequest
+            limit = parse_max_per(max_per)
             found = {"items": []}
-            if q:  # an empty search is the form alone
-                body = SearchRequest(**asked) if limit is None else RecommendRequest(**asked, history=[], max_per=limit)
-                found = await rec.ask(body, request.receive)
+            if q:  # an empty search is the form alone; POST /search's own request (no experiment arm)
+                found = await rec.ask(SearchRequest(text=q, k=min(40, cfg.max_k), filters=filters, with_fields=True,
+                                                    max_per=limit), request.receive)
             form = (f'<form class="inline" action="/ui/search" role="search"><label for="q">Search items</label>'
                     f'<input id="q" name="q" type="search" value="{escape(q)}" required>'
                     f'<label for="column">filter column</label><input id="column" name="column" value="{escape(column)}">'
@@ -175,17 +174,27 @@ def mount_ui(app: FastAPI, rec: Recommender, report_dir: Path | None = None) -> 
             history = split(h)
             body_args = {"history": history, "k": k, "popularity_weight": popularity_weight, "diversity": diversity,
                          "with_fields": True, "explain": True, "filters": {column: value} if column and value else None,
-                         "max_per": parse_max_per(max_per)}
+                         "max_per": parse_max_per(max_per), "order": "popular"}  # no history: the popular list
             if user_id:
                 body_args["user_id"] = user_id
-            answer = await rec.ask(RecommendRequest(**body_args), request.receive)
-            seen = [row for row in [await history_row(i) for i in history[-20:] if i not in answer.get("unknown_ids", [])]
-                    if row is not None]
-            whys = {i["item_id"]: why(i.get("fields") or {}, seen) for i in answer["items"]}
+            asked = RecommendRequest(**body_args)
+            answer = await rec.ask(asked, request.receive)
+            stored = []  # with a user id, the history the answer used: the event store's, then the sent one
+            if user_id and rec.events.url is not None:
+                filled = await rec.events.with_histories(asked)
+                stored = [e if isinstance(e, str) else e.item_id for e in filled.history[:len(filled.history) - len(history)]]
+            shown = [(i, False) for i in stored] + [(i, True) for i in history]  # True: the page's own, removable
+            seen = [(i, row, mine) for i, mine in shown[-20:] if i not in answer.get("unknown_ids", [])
+                    if (row := await history_row(i)) is not None]
+            whys = {i["item_id"]: why(i.get("fields") or {}, [row for _, row, _ in seen]) for i in answer["items"]}
+            params = {"user_id": user_id, "k": k, "popularity_weight": f"{popularity_weight:g}", "diversity": f"{diversity:g}",
+                      "column": column, "value": value, "max_per": max_per}
+            kept = {key: v for key, v in params.items() if v not in ("", "0")}
             hist = ('<ul class="history" aria-label="history">' + "".join(
-                f'<li><a href="/ui/items/{quote(r["item_id"], safe="")}">{thumb(r["item_id"], str(r.get("title") or r["item_id"]))}</a>'
-                f'<a href="/ui/user?{urlencode({"h": ",".join(x for x in history if x != r["item_id"])})}" '
-                f'aria-label="remove {escape(str(r.get("title") or r["item_id"]))}">remove</a></li>' for r in seen)
+                f'<li><a href="/ui/items/{quote(i, safe="")}">{thumb(i, str(row.get("title") or i))}</a>'
+                + (f'<a href="/ui/user?{urlencode({**kept, "h": ",".join(x for x in history if x != i)})}" '
+                   f'aria-label="remove {escape(str(row.get("title") or i))}">remove</a>' if mine else "")
+                + "</li>" for i, row, mine in seen)
                 + "</ul>") if seen else "<p>No history yet: add items from any list, or give a user id.</p>"
             controls = (f'<form class="inline" action="/ui/user"><input type="hidden" name="h" value="{escape(h or "")}">'
                         f'<label for="user_id">user id</label><input id="user_id" name="user_id" value="{escape(user_id)}">'

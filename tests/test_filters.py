@@ -61,6 +61,16 @@ def test_unknown_columns_and_values_of_the_wrong_type_are_the_users_error():
         allowed_rows(items, {"size": "large"})
 
 
+def test_text_is_read_as_the_column_s_type():
+    """The page's "equals" field and a query string send text: "2" filters an integer column
+    (it was refused as of the wrong type, so the page could filter no number)."""
+    items = _items()
+    assert allowed_rows(items, {"size": "2"}).tolist() == allowed_rows(items, {"size": 2}).tolist()
+    assert allowed_rows(items, {"size": ["1", "3"]}).tolist() == _naive(items, {"size": [1, 3]})
+    flags = pa.table({"hidden": [True, False, True]})
+    assert allowed_rows(flags, {"hidden": "false"}).tolist() == [False, True, False]
+
+
 def test_group_codes_give_equal_values_equal_codes_and_nulls_minus_one():
     items = _items()
     codes = group_codes(items, "colour")

@@ -5,6 +5,7 @@ catalog (thumbnails included)."""
 from __future__ import annotations
 
 import os
+import re
 import shutil
 from html import unescape
 from urllib.parse import unquote
@@ -150,6 +151,16 @@ def test_bad_query_values_get_a_4xx_page_and_lists_asked_by_name_ignore_the_fall
                              ({"user_id": "u" * 300}, "user_id")):
             r = httpx.get(url + "/ui/user", params=params)
             assert r.status_code == 422 and says in unescape(r.text), (params, r.text[-300:])
+        nothing = httpx.get(url + "/ui/user")  # no history: the popular list (was the fallback's 422)
+        assert nothing.status_code == 200 and 'data-item="' in nothing.text and 'name="user_id"' in nothing.text
+        httpx.post(url + "/events", json={"events": [{"user_id": "c1", "item_id": i} for i in (first, second)]})
+        known = httpx.get(url + "/ui/user", params={"user_id": "c1", "k": 5})  # the store's history, shown
+        panel = unquote(known.text).split("<h2>Recommended</h2>")[0]
+        assert known.status_code == 200 and f"/ui/items/{first}" in panel and f"/ui/items/{second}" in panel
+        assert "No history yet" not in panel and ">remove<" not in panel  # stored, not the page's to remove
+        added = httpx.get(url + "/ui/user", params={"user_id": "c1", "k": 5, "h": second})
+        remove = re.findall(r'href="(/ui/user\?[^"]*)" aria-label="remove', unescape(added.text))
+        assert len(remove) == 1 and "user_id=c1" in remove[0] and "k=5" in remove[0]  # the page's settings kept
         assert httpx.delete(url + f"/items/{first}").status_code == 200
         page = httpx.get(url + "/ui/user", params={"h": f"{first},{second}"})
         assert page.status_code == 200 and f"/ui/items/{second}" in unquote(page.text)
@@ -265,3 +276,25 @@ def test_the_pages_max_per_field_reads_and_writes_the_apis_max_per():
     assert 'value=""' in field and "at most 1 per title (the server&#x27;s default)" in field
     assert "no limit</span>" in max_per_field("none", {"title": 1})
     assert 'value="x:2"' in max_per_field('x:2', None) and "at most 2 per x</span>" in max_per_field("x:2", None)
+
+
+def test_a_catalog_whose_id_column_is_not_item_id_and_a_key_the_cookie_must_quote(published, tmp_path, monkeypatch):
+    """/ui/user read the history rows' ``item_id`` (a 500 for a catalog keyed by ``sku``); a key
+    with ``;`` or ``"`` is quoted in its cookie, and the page looped back to sign-in."""
+    import pyarrow.parquet as pq
+
+    from groundrec.offline.config import load_job_config
+    from groundrec.offline.job import run_job
+
+    catalog = pq.read_table(published["overrides"]["catalog.path"])  # a copy keyed by sku (its images not found)
+    catalog = catalog.rename_columns(["sku" if c == "item_id" else c for c in catalog.column_names])
+    pq.write_table(catalog, tmp_path / "catalog.parquet")
+    run_job(load_job_config(None, {**published["overrides"], "catalog.path": str(tmp_path / "catalog.parquet"),
+                                   "catalog.id_column": "sku", "out": str(tmp_path / "art")}), progress=False)
+    monkeypatch.setenv("GROUNDREC_API_KEY", 'a;b"c')
+    with running(create_app(ServeConfig(artifacts=tmp_path / "art", events="none"))) as url, \
+            httpx.Client(base_url=url) as client:
+        assert client.post("/ui/login", data={"key": 'a;b"c'}).status_code == 303
+        first = catalog.column("sku")[0].as_py()
+        page = client.get("/ui/user", params={"h": first})
+        assert page.status_code == 200 and f"/ui/items/{first}" in unquote(page.text)
