@@ -19,7 +19,7 @@ import pyarrow as pa
 from groundrec.offline.catalog import IMAGE_URI, resolve_image
 from groundrec.offline.interactions import Interactions
 from groundrec.shared.errors import UserError
-from groundrec.shared.events.store import is_store_url, open_store
+from groundrec.shared.events.store import is_store_url, open_existing
 from groundrec.shared.live_items import CONTROL, LiveItem, catalog_columns, fold, record
 
 PAGE = 10_000  # changes read per call
@@ -56,7 +56,7 @@ def live_items_url(live_items: str | None, interactions: str | None) -> str | No
 
 def read_live_items(url: str, page: int = PAGE) -> tuple[dict[str, LiveItem], int, int]:
     """Every stored item change, folded: (id -> LiveItem, the highest seq read, how many)."""
-    store = open_store(url)
+    store = open_existing(url)
     state: dict[str, LiveItem] = {}
     through = count = 0
     try:

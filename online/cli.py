@@ -133,11 +133,11 @@ def events_export(
     replaced whole: re-running an export is safe."""
     import json
 
-    from groundrec.shared.events import StoreUnavailable, open_store
+    from groundrec.shared.events import StoreUnavailable, open_existing
     from groundrec.shared.events.export import export
 
     try:
-        store = open_store(events)
+        store = open_existing(events)
         try:
             report = export(store, out, _since(since))
         finally:
@@ -161,7 +161,7 @@ def events_prune(
     import json
     import time
 
-    from groundrec.shared.events import StoreUnavailable, open_store
+    from groundrec.shared.events import StoreUnavailable, open_existing
 
     if keep_days is not None and before is not None:
         fail(ValueError("give one of --keep-days and --before, not both"))
@@ -171,7 +171,7 @@ def events_prune(
     cutoff = now - keep_days * 86_400 if keep_days is not None else _since(before)
     shown_cutoff = None if impressions_keep_days is None else now - impressions_keep_days * 86_400
     try:
-        store = open_store(events)
+        store = open_existing(events)
         try:
             erased = store.prune(cutoff) if cutoff is not None else 0
             shown_erased = store.prune_impressions(shown_cutoff) if shown_cutoff is not None else None
@@ -184,6 +184,46 @@ def events_prune(
     if shown_cutoff is not None:
         report.update(impressions_erased=shown_erased, impressions_before=shown_cutoff)
     typer.echo(json.dumps(report))
+
+
+@events_app.command("backup")
+def events_backup(
+    events: str = typer.Option(..., help="The SQLite event store: sqlite:///path/events.db."),
+    out: Path = typer.Option(..., help="The backup file to write (a SQLite database; refused if it exists)."),
+):
+    """A consistent copy of a SQLite store while servers write to it: one read snapshot copied in
+    one step (the sqlite3 shell's .backup restarts whenever a write lands and may never finish
+    under load). Redis: BGSAVE, or copy the AOF directory."""
+    import json
+    import sqlite3
+    import time
+
+    from groundrec.shared.events import StoreUnavailable
+    from groundrec.shared.events.sqlite import path_of
+
+    if not events.lower().startswith("sqlite:"):
+        fail(ValueError(f"--events {events!r}: backup copies a SQLite store; for Redis use BGSAVE "
+                        "(redis-cli BGSAVE, then copy dump.rdb) or copy its AOF directory"))
+    if out.exists():
+        fail(ValueError(f"--out {out}: exists; give a new file (a backup is never written over)"))
+    started = time.perf_counter()
+    try:
+        from groundrec.shared.events import open_existing
+
+        open_existing(events).close()  # refuses a path with no store, migrates an old one
+        source = sqlite3.connect(path_of(events))
+        out.parent.mkdir(parents=True, exist_ok=True)
+        target = sqlite3.connect(out)
+        try:
+            source.backup(target)  # every page at once, under one snapshot
+        finally:
+            target.close()
+            source.close()
+    except (*USER_ERRORS, StoreUnavailable, sqlite3.Error) as e:
+        out.unlink(missing_ok=True)
+        fail(e)
+    typer.echo(json.dumps({"out": str(out), "bytes": out.stat().st_size,
+                           "seconds": round(time.perf_counter() - started, 3)}))
 
 
 online_app = typer.Typer(help="Online results: what the lists shown earned, per version and per arm.")

@@ -20,10 +20,10 @@ def read_table(path: str | Path) -> pa.Table:
     from groundrec.shared.events.store import is_store_url
 
     if is_store_url(str(path)):
-        from groundrec.shared.events import open_store
+        from groundrec.shared.events import open_existing
         from groundrec.shared.events.export import table
 
-        store = open_store(str(path))
+        store = open_existing(str(path))
         try:
             return table(store)
         finally:

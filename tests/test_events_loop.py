@@ -122,3 +122,46 @@ def test_prune_erases_old_impressions_alone_or_with_the_events(tmp_path):
 
 def _seconds(ts) -> float:
     return ts.timestamp() if hasattr(ts, "timestamp") else float(ts)
+
+
+def test_backup_copies_a_store_under_writes_and_read_commands_refuse_a_missing_store(tmp_path):
+    """`events backup`: one snapshot copied in one step while a writer commits every few
+    milliseconds (the sqlite3 shell's .backup restarts at each commit and may never end). A
+    mistyped path made export and prune create an empty store and succeed."""
+    import threading
+
+    url = f"sqlite:///{tmp_path}/events.db"
+    store = open_store(url)
+    store.add([Event(f"u{n % 50}", f"i{n % 300}", 1_700_000_000.0 + n, "view", 0.2, f"e{n}") for n in range(20_000)])
+    stop, written = threading.Event(), []
+
+    def writer():
+        n = 0
+        while not stop.is_set():
+            store.add([Event("w", f"i{n}", time.time(), "view", 0.2, f"w{n}")])
+            written.append(n)
+            n += 1
+            time.sleep(0.002)
+
+    thread = threading.Thread(target=writer)
+    thread.start()
+    try:
+        result = CliRunner().invoke(cli, ["events", "backup", "--events", url, "--out", str(tmp_path / "b" / "copy.db")])
+    finally:
+        stop.set()
+        thread.join()
+        store.close()
+    assert result.exit_code == 0, result.output
+    assert written and json.loads(result.output)["bytes"] > 0
+    copy = open_store(f"sqlite:///{tmp_path}/b/copy.db")
+    try:
+        assert 20_000 <= copy.count() <= 20_000 + len(written)
+    finally:
+        copy.close()
+    again = CliRunner().invoke(cli, ["events", "backup", "--events", url, "--out", str(tmp_path / "b" / "copy.db")])
+    assert again.exit_code == 2 and "never written over" in again.output
+    missing = f"sqlite:///{tmp_path}/typo/events.db"
+    for args in (["export", "--out", str(tmp_path / "x")], ["prune", "--keep-days", "1"]):
+        r = CliRunner().invoke(cli, ["events", *args, "--events", missing])
+        assert r.exit_code == 2 and "no such file" in r.output, r.output
+    assert not (tmp_path / "typo").exists()

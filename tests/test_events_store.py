@@ -424,3 +424,25 @@ def test_item_vectors_are_read_back_by_version_item_and_seq_and_pruned_with_the_
     if hasattr(store, "_writer"):  # SQLite: a cache, committed without fsync
         store.add_item_vectors("v1/fp32", [("c", 9, a.tobytes())])
         assert store._writer.execute("PRAGMA synchronous").fetchone()[0] == 1
+
+
+def test_an_export_after_a_prune_inside_a_day_keeps_that_day_s_archived_hours(store, tmp_path):
+    """The nightly export rewrites each day from the store; a prune cuts the log inside a day,
+    and that day's archive lost the hours the prune took. Erased events still leave it."""
+    import pyarrow.dataset as ds
+
+    from groundrec.shared.events.export import export
+
+    day = 1_767_225_600.0  # 2026-01-01T00:00:00Z
+    store.add([ev(f"u{h % 3}", f"i{h}", day + 3600 * h, eid=f"e{h}") for h in range(24)]
+              + [ev("u0", "late", day + 86_400 + 60, eid="late")])
+    out = tmp_path / "archive"
+    assert export(store, out)["events"] == 25
+    store.prune(day + 3 * 3600 + 1)  # the retention's cut, inside the first day
+    store.delete_user("u2")  # erased: gone from the archive at the next export
+    export(store, out)
+    archived = ds.dataset(out, format="parquet", partitioning="hive").to_table()
+    first = archived.filter(ds.field("day") == "2026-01-01")
+    kept = {h for h in range(24) if h <= 3 or h % 3 != 2}  # the pruned hours stay archived, the erased ones go
+    assert sorted(first.column("item_id").to_pylist()) == sorted(f"i{h}" for h in kept)
+    assert archived.num_rows == len(kept) + 1

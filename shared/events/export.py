@@ -4,6 +4,7 @@ event_id. ``table`` gives the same rows in memory (the job reading a store URL d
 
 from __future__ import annotations
 
+from datetime import datetime, timezone
 from pathlib import Path
 
 import pyarrow as pa
@@ -28,18 +29,39 @@ def table(store: EventStore, since: float | None = None) -> pa.Table:
     return pa.Table.from_batches([_batch(b) for b in store.scan(since)], schema=SCHEMA)
 
 
+def _day(ts: float) -> str:
+    return datetime.fromtimestamp(ts - ts % DAY_S, timezone.utc).strftime("%Y-%m-%d")
+
+
+def _with_pruned_part(t: pa.Table, out: Path) -> pa.Table:
+    """``t`` with the rows an earlier export archived of its first day before its first event:
+    a prune cuts the log inside a day (now - keep_days), and that day written again from the
+    store alone lost the hours the prune took (the archive then held less than it was given)."""
+    if not t.num_rows:
+        return t
+    first = pc.min(t.column("timestamp")).as_py()
+    folder = out / f"day={_day(first)}"
+    if not folder.is_dir():
+        return t
+    archived = ds.dataset(folder, format="parquet").to_table().select(SCHEMA.names).cast(SCHEMA)
+    older = archived.filter(pc.less(archived.column("timestamp"), first))
+    return pa.concat_tables([older, t]) if older.num_rows else t
+
+
 def export(store: EventStore, out: str | Path, since: float | None = None) -> dict:
     """Write the events as Parquet under ``out``, one folder per day (UTC) of their timestamp;
-    a day written again is replaced whole (``delete_matching``), so a re-export is idempotent;
-    ``since`` is taken back to the start of its day, so no day is ever written in part.
+    a day written again is replaced whole (``delete_matching``), so a re-export is idempotent
+    (and drops what was erased since), except the first day's hours before the store's first
+    event, which a prune took: kept as archived; ``since`` is taken back to the start of its
+    day, so no day is ever written in part.
     Returns the counts."""
     if since is not None:
         since -= since % DAY_S
-    t = table(store, since)
+    out = Path(out)
+    t = _with_pruned_part(table(store, since), out)
     ms = pc.floor(pc.multiply(t.column("timestamp"), 1000)).cast(pa.int64())  # arrival times have fractions
     day = pc.strftime(ms.cast(pa.timestamp("ms")), format="%Y-%m-%d")
     t = t.append_column("day", day)
-    out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     ds.write_dataset(t, out, format="parquet", partitioning=ds.partitioning(pa.schema([("day", pa.string())]),
                                                                             flavor="hive"),

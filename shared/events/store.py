@@ -217,5 +217,18 @@ def open_store(url: str) -> EventStore:
     raise UserError(f"events store {url!r}: use sqlite:///path/events.db or redis://host:port/0")
 
 
+def open_existing(url: str) -> EventStore:
+    """``open_store`` for a command that reads (or prunes) a store: a SQLite path that does not
+    exist is refused, naming the forms that work, instead of created empty (a mistyped path
+    made the nightly export write nothing and succeed)."""
+    if url.split(":", 1)[0].lower() == "sqlite":
+        from groundrec.shared.events.sqlite import path_of
+
+        if not path_of(url).is_file():
+            raise UserError(f"events store {url!r}: no such file {str(path_of(url))!r}; sqlite:///abs/path/events.db "
+                            "(three slashes, then the absolute path) or sqlite:relative/path/events.db")
+    return open_store(url)
+
+
 def is_store_url(text: str) -> bool:
     return ":" in str(text) and str(text).split(":", 1)[0].lower() in SCHEMES
