@@ -446,3 +446,56 @@ def test_an_export_after_a_prune_inside_a_day_keeps_that_day_s_archived_hours(st
     kept = {h for h in range(24) if h <= 3 or h % 3 != 2}  # the pruned hours stay archived, the erased ones go
     assert sorted(first.column("item_id").to_pylist()) == sorted(f"i{h}" for h in kept)
     assert archived.num_rows == len(kept) + 1
+
+
+def test_a_group_commit_failing_on_a_row_sqlite_cannot_bind_stores_nothing_and_tells_every_writer(tmp_path):
+    """Only sqlite3 errors were caught: another (a lone surrogate cannot be encoded) left the
+    transaction open holding the lock, the batch's other writers were told their rows were
+    stored, and the next write rolled them back."""
+    import sqlite3
+
+    from groundrec.shared.events.sqlite import INSERT, _Ticket
+
+    s = open_store(f"sqlite:///{tmp_path}/events.db")
+    try:
+        waiting = _Ticket(INSERT, [("e1", "alice", "a", 1.0, "view", 1.0, None)])
+        s._pending.append(waiting)  # another thread's rows, in the same group commit
+        with pytest.raises(StoreUnavailable):
+            s.add([ev("bob\ud800", "b", 2.0, eid="e2")])
+        assert waiting.done and waiting.error is not None and waiting.stored == 0
+        assert not s._writer.in_transaction
+        other = sqlite3.connect(tmp_path / "events.db", timeout=0.5)
+        other.execute("BEGIN IMMEDIATE")  # the write lock is free
+        other.execute("ROLLBACK")
+        other.close()
+        assert s.add([ev("carol", "c", 3.0, eid="e3")]) == 1 and s.count() == 1
+    finally:
+        s.close()
+
+
+def test_an_erasure_beside_a_long_reader_does_not_hold_the_writers_and_scrubs_the_wal_once_it_ends(tmp_path):
+    """The checkpoint after an erasure waited out the busy timeout (10 s) holding the write
+    lock while an export read, then left the erased rows in the WAL without a word."""
+    import time
+
+    from groundrec.shared.events.sqlite_schema import scrub_wal  # noqa: F401  (what runs after the erasure)
+
+    s = open_store(f"sqlite:///{tmp_path}/events.db")
+    reader = open_store(f"sqlite:///{tmp_path}/events.db")
+    try:
+        s.add([ev(f"u{n % 5}", f"i{n}", n, f"e{n}") for n in range(100)] + [ev("erase-me-9c", "x", 1, "e-x")])
+        scan = reader.scan(chunk=10)
+        next(scan)  # an export in the middle of its read: its snapshot stays open
+        s.add([ev("u1", "later", 200, "e-later")])
+        started = time.perf_counter()
+        assert s.delete_user("erase-me-9c") == 1
+        assert s.add([ev("u2", "after", 201, "e-after")]) == 1
+        assert time.perf_counter() - started < 2.0  # not the busy timeout's 10 s
+        scan.close()  # the read ends: the background scrub empties the WAL within a few seconds
+        deadline = time.time() + 10
+        while any(b"erase-me-9c" in f.read_bytes() for f in tmp_path.glob("events.db-wal")) and time.time() < deadline:
+            time.sleep(0.2)
+        assert not any(b"erase-me-9c" in f.read_bytes() for f in tmp_path.glob("events.db*"))
+    finally:
+        reader.close()
+        s.close()

@@ -8,7 +8,7 @@ that arrived meanwhile. ``synchronous=FULL``: an acknowledged event survives a k
 process and a power loss; a commit that holds only impressions (best effort by design: a list
 is shown whether or not it is logged) runs with ``synchronous=NORMAL``, which in WAL mode still
 survives a killed process but skips the fsync (a power loss can take its last commits).
-``secure_delete`` and a WAL checkpoint after an erasure leave no
+``secure_delete`` and a WAL checkpoint after an erasure (``sqlite_schema.scrub_wal``) leave no
 byte of an erased user in the files. The live catalog's change log is in ``sqlite_items``."""
 
 from __future__ import annotations
@@ -21,36 +21,10 @@ from pathlib import Path
 
 from groundrec.shared.errors import UserError
 from groundrec.shared.events.sqlite_items import INSERT_ITEM_VECTOR, ITEMS_SCHEMA, SQLiteItems
+from groundrec.shared.events.sqlite_schema import SCHEMA, migrate, scrub_wal
 from groundrec.shared.events.store import (Event, Impression, StoreUnavailable, impression_from_json,
                                            impression_json)
 
-SCHEMA = """
-CREATE TABLE IF NOT EXISTS events (
-    seq INTEGER PRIMARY KEY AUTOINCREMENT,
-    event_id TEXT UNIQUE,
-    user_id TEXT NOT NULL,
-    item_id TEXT NOT NULL,
-    ts REAL NOT NULL,
-    type TEXT NOT NULL,
-    weight REAL NOT NULL
-);
-CREATE INDEX IF NOT EXISTS events_by_user ON events (user_id, ts);
-CREATE INDEX IF NOT EXISTS events_by_time ON events (ts);
-CREATE TABLE IF NOT EXISTS impressions (
-    seq INTEGER PRIMARY KEY,
-    recommendation_id TEXT NOT NULL UNIQUE,
-    user_id TEXT,
-    ts REAL NOT NULL,
-    body TEXT NOT NULL
-);
-CREATE INDEX IF NOT EXISTS impressions_by_time ON impressions (ts);
-"""
-# Columns added after a store was first written: (table, column, type), added in place on open.
-MIGRATIONS = [("events", "recommendation_id", "TEXT")]
-# Indexes older stores have and this schema dropped: impressions by user (each impression's
-# insert at a random place of it cost more than the rest of the insert; erasing a user scans
-# the impressions instead, docs/operations.md).
-DROPPED_INDEXES = ["impressions_by_user"]
 INSERT = ("INSERT OR IGNORE INTO events (event_id, user_id, item_id, ts, type, weight, recommendation_id) "
           "VALUES (?, ?, ?, ?, ?, ?, ?)")
 INSERT_IMPRESSION = "INSERT OR IGNORE INTO impressions (recommendation_id, user_id, ts, body) VALUES (?, ?, ?, ?)"
@@ -73,20 +47,6 @@ class _Ticket:
 
     def __init__(self, sql: str, rows: list[tuple]):
         self.sql, self.rows, self.stored, self.error, self.done = sql, rows, 0, None, False
-
-
-def migrate(conn: sqlite3.Connection) -> None:
-    """Bring a store written by older code to this schema, in place (new tables are created
-    by SCHEMA; new columns of old tables are added here)."""
-    for table, column, kind in MIGRATIONS:
-        if column not in {row[1] for row in conn.execute(f"PRAGMA table_info({table})")}:
-            try:
-                conn.execute(f"ALTER TABLE {table} ADD COLUMN {column} {kind}")
-            except sqlite3.OperationalError as e:  # another process migrated it between the check and now
-                if "duplicate column" not in str(e):
-                    raise
-    for index in DROPPED_INDEXES:
-        conn.execute(f"DROP INDEX IF EXISTS {index}")
 
 
 class SQLiteStore(SQLiteItems):
@@ -162,13 +122,19 @@ class SQLiteStore(SQLiteItems):
                 conn.executemany(ticket.sql, ticket.rows)
                 ticket.stored = conn.total_changes - before
             conn.execute("COMMIT")
-        except sqlite3.Error as e:
-            if conn.in_transaction:
-                conn.execute("ROLLBACK")
+        except BaseException as e:  # whatever failed (a row sqlite3 cannot bind too): nothing stored, every ticket told
+            try:
+                if conn.in_transaction:
+                    conn.execute("ROLLBACK")  # else the lock stayed held and the next BEGIN failed
+            except sqlite3.Error:
+                pass
             for ticket in batch:
-                ticket.error = e
-        for ticket in batch:
-            ticket.done = True
+                ticket.stored, ticket.error = 0, e
+            if not isinstance(e, Exception):
+                raise
+        finally:
+            for ticket in batch:
+                ticket.done = True
 
     def _synchronous_set(self, level: str) -> None:
         """The writer's ``synchronous`` for its next transaction (set only when it changes)."""
@@ -202,8 +168,6 @@ class SQLiteStore(SQLiteItems):
             for other in more:
                 conn.execute(other, args)
             conn.execute("COMMIT")
-            conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")  # the WAL's copies of the erased pages go too
-            return n
         except sqlite3.Error as e:
             if conn.in_transaction:
                 conn.execute("ROLLBACK")
@@ -212,6 +176,8 @@ class SQLiteStore(SQLiteItems):
             with self._cv:
                 self._committing = False
                 self._cv.notify_all()
+        scrub_wal(self.path)  # the WAL's copies of the erased pages go too (now, or once readers let go)
+        return n
 
     # --- reads --------------------------------------------------------------------------
     def _query(self, sql: str, args: tuple = ()) -> list[tuple]:
