@@ -30,13 +30,14 @@ class LoadReport:
     target_rate: float
     duration_s: float
     sent: int = 0
-    completed: int = 0
+    completed: int = 0  # answered or failed (an error status, a timeout, a refused connection)
+    ok: int = 0  # of those, answered below 400: what the rate and the latencies are made of
     dropped: int = 0  # not sent: the in-flight limit was reached (the client, not the server, saturated)
-    achieved_rps: float = 0.0
+    achieved_rps: float = 0.0  # ok answers per second, from the first send to the last answer
     errors: dict[str, int] = field(default_factory=dict)
     latency_ms: dict[str, float] = field(default_factory=dict)
     by_endpoint: dict[str, int] = field(default_factory=dict)
-    feedback: int = 0  # events sent with the recommendation_id of an answer that showed their item to their user
+    feedback: int = 0  # events with the recommendation_id of an answer that showed their item to their user, accepted
     unattributed: int = 0  # of those, what the server stored without crediting the list (should stay 0)
 
     def to_json(self) -> str:
@@ -106,7 +107,7 @@ async def run_load(url: str, rate: float, duration_s: float, concurrency: int, h
 
     async with aiohttp.ClientSession(url, connector=connector, timeout=client_timeout, headers=headers) as client:
         async def one(path: str, body: dict, user: str | None = None) -> None:
-            nonlocal in_flight
+            nonlocal in_flight, last
             started = time.perf_counter()
             try:
                 async with client.post(path, json=body) as r:
@@ -114,16 +115,19 @@ async def run_load(url: str, rate: float, duration_s: float, concurrency: int, h
                     key = None if r.status < 400 else str(r.status)
             except (aiohttp.ClientError, asyncio.TimeoutError) as e:
                 key = type(e).__name__
-            latencies.append(time.perf_counter() - started)
-            if key is None and user is not None:  # the answer a user's feedback will carry the id of
-                _remember(shown, user, path, body, data, report)
+            last = time.perf_counter()
             report.completed += 1
-            if key:
+            if key is None:  # failures (a fast 503, a timeout) are counted, never timed nor rated
+                latencies.append(last - started)
+                report.ok += 1
+                if user is not None:  # the answer a user's feedback will carry the id of
+                    _remember(shown, user, path, body, data, report)
+            else:
                 report.errors[key] = report.errors.get(key, 0) + 1
             in_flight -= 1
 
         tasks = []
-        start = time.perf_counter()
+        start = last = time.perf_counter()
         for n in range(total):
             delay = start + n / rate - time.perf_counter()
             if delay > 0:
@@ -142,7 +146,6 @@ async def run_load(url: str, rate: float, duration_s: float, concurrency: int, h
                         rid, items = shown[user]
                         event = {"user_id": user, "item_id": rng.choice(items), "type": "view",
                                  "recommendation_id": rid}
-                        report.feedback += 1
                     path, body = "/events", {"events": [event]}
                 else:
                     path, body = "/recommend", {"user_id": user, "k": k}
@@ -154,8 +157,8 @@ async def run_load(url: str, rate: float, duration_s: float, concurrency: int, h
             tasks.append(asyncio.create_task(one(path, body, user)))
         if tasks:
             await asyncio.wait(tasks, timeout=timeout_s + 1)
-        elapsed = time.perf_counter() - start
-    report.achieved_rps = report.completed / elapsed if elapsed > 0 else 0.0
+        elapsed = last - start  # to the last answer, not to the end of the wait for stragglers
+    report.achieved_rps = report.ok / elapsed if elapsed > 0 else 0.0
     report.latency_ms = _percentiles(latencies)
     return report
 
@@ -170,16 +173,19 @@ def _remember(shown: dict, user: str, path: str, body: dict, data: bytes, report
     if path == "/recommend" and answer.get("recommendation_id") and answer.get("items"):
         shown[user] = (answer["recommendation_id"], [i["item_id"] for i in answer["items"]])
     elif path == "/events" and "recommendation_id" in body["events"][0]:
+        report.feedback += 1
         report.unattributed += answer.get("unattributed", 0)
 
 
 def format_report(r: LoadReport) -> str:
     lat = r.latency_ms
     lines = [f"target {r.target_rate:g} req/s for {r.duration_s:g} s against {r.url}",
-             f"sent {r.sent}, completed {r.completed}, achieved {r.achieved_rps:.1f} req/s, dropped {r.dropped}",
+             f"sent {r.sent}, completed {r.completed} ({r.ok} ok), achieved {r.achieved_rps:.1f} ok/s, "
+             f"dropped {r.dropped}",
              f"errors: {r.errors or 'none'}   mix: {r.by_endpoint}"]
     if r.feedback:
         lines.append(f"feedback with a recommendation_id: {r.feedback} events, {r.unattributed} not credited")
     if lat:
-        lines.append(f"latency ms: p50 {lat['p50']:.1f}  p90 {lat['p90']:.1f}  p99 {lat['p99']:.1f}  max {lat['max']:.1f}")
+        lines.append(f"latency ms (ok answers): p50 {lat['p50']:.1f}  p90 {lat['p90']:.1f}  p99 {lat['p99']:.1f}  "
+                     f"max {lat['max']:.1f}")
     return "\n".join(lines)

@@ -48,3 +48,15 @@ def test_feedback_share_out_of_range_is_refused_before_anything_is_sent():
     with pytest.raises(UserError, match="feedback_share 1.5"):
         asyncio.run(run_load("http://127.0.0.1:9", rate=1, duration_s=1, concurrency=1, histories=[["a"]],
                              events_per_recommend=1, feedback_share=1.5))
+
+
+def test_failures_are_counted_but_never_timed_nor_rated():
+    """Against no server every request fails at once: the report gave those failures a p50 of
+    a fraction of a millisecond and an "achieved" rate; the rate and latencies are of answers."""
+    from groundrec.online.testing import free_port
+
+    report = asyncio.run(run_load(f"http://127.0.0.1:{free_port()}", rate=50, duration_s=0.5, concurrency=4,
+                                  histories=[["a", "b"]], search_share=0.0, timeout_s=1.0))
+    assert report.sent > 0 and report.completed == report.sent and report.ok == 0
+    assert sum(report.errors.values()) == report.sent and report.achieved_rps == 0.0 and report.latency_ms == {}
+    assert "(0 ok), achieved 0.0 ok/s" in format_report(report)
