@@ -196,6 +196,17 @@ def _step(url: str, c: int, probed: bool, args, env: dict, script: Path, probe_b
     return r
 
 
+def _workers(serve_args: str) -> int:
+    """The ``--workers`` of serve flags (1 when not given)."""
+    words = serve_args.split()
+    for n, word in enumerate(words):
+        if word == "--workers" and n + 1 < len(words):
+            return int(words[n + 1])
+        if word.startswith("--workers="):
+            return int(word.split("=", 1)[1])
+    return 1
+
+
 def _print_row(r: dict, with_round: bool) -> None:
     print(f"{r['server']:9s} c={r['connections']:<4d}" + (f" round {r['round'] + 1}" if with_round else "")
           + f" {r['req_per_s']:8.1f} req/s ({r['ok_per_s']:.1f} ok/s)  p50 {r['p50_ms']:.2f} ms  "
@@ -254,7 +265,7 @@ def main() -> None:
     servers = [] if args.skip_ceiling else [("ceiling", [sys.executable, "-c", CEILING, "{port}"], "/openapi.json"),
                                             ("refusal floor", [sys.executable, "-c", REFUSAL_FLOOR, "{port}"], "/healthz")]
     servers.append(("groundrec", serve_command(args.artifacts, *args.serve_args.split()), "/readyz"))
-    other = None
+    other, other_args = None, args.serve_args
     if args.compare_artifacts or args.compare_serve_args is not None or args.compare_pythonpath:
         # A second version or other settings, same run: e.g. hybrid vs content-only, thread vs process.
         other_args = args.serve_args if args.compare_serve_args is None else args.compare_serve_args
@@ -278,8 +289,11 @@ def main() -> None:
                     for name in urls:
                         if name == "refusal floor" and c != max(conns):
                             continue
+                        # compute time per request from /metrics: one process's registry, so only
+                        # for a server of one worker (two reads may land on two workers)
+                        flags = other_args if name == "other" else args.serve_args
                         r = _step(urls[name], c, c == max(conns), args, env, script, probe_body,
-                                  measured=name in ("groundrec", "other"))
+                                  measured=name in ("groundrec", "other") and _workers(flags) == 1)
                         r.update(server=name, round=round_)
                         results["rows"].append(r)
                         _print_row(r, args.rounds > 1 and len(group) > 1)
@@ -302,9 +316,10 @@ def main() -> None:
                   f"of {mine}'s rate{rounds}")
             # The same comparison by the servers' own clocks: their compute time per request
             # (batch seconds over requests, from /metrics), free of wrk's and the loop's noise.
-            print(f"c={c}: compute per request {compute[('other', c)]:.3f} vs {compute[('groundrec', c)]:.3f} ms: "
-                  f"{other} at {compute[('groundrec', c)] / max(compute[('other', c)], 1e-9):.1%} "
-                  f"of {mine}'s compute rate")
+            if ("other", c) in compute and ("groundrec", c) in compute:  # one worker each (else not read)
+                print(f"c={c}: compute per request {compute[('other', c)]:.3f} vs {compute[('groundrec', c)]:.3f} ms: "
+                      f"{other} at {compute[('groundrec', c)] / max(compute[('other', c)], 1e-9):.1%} "
+                      f"of {mine}'s compute rate")
         floor = next((r for r in results["rows"] if r["server"] == "refusal floor" and r["connections"] == c), None)
         shed = next((r["probe"].get("503") for r in results["rows"] if r["server"] == "groundrec"
                      and r["connections"] == c and r["probe"].get("503")), None)
