@@ -499,3 +499,29 @@ def test_an_erasure_beside_a_long_reader_does_not_hold_the_writers_and_scrubs_th
     finally:
         reader.close()
         s.close()
+
+
+def test_events_of_one_time_are_read_back_in_the_order_they_were_stored(store):
+    """A request's events without a time all get the same one: SQLite reads them back in the
+    order stored; Redis read them in its members' text order ("ms-10" before "ms-2")."""
+    assert store.add([ev("u", f"i{n:02d}", 50.0) for n in range(20)]) == 20
+    assert [i for i, _, _ in store.history("u", 10)] == [f"i{n:02d}" for n in range(10, 20)]
+    assert store.delete_user("u") == 20 and store.history("u", 10) == []
+    store.add([ev("v", f"j{n:02d}", 60.0) for n in range(15)])
+    assert store.prune(61.0) == 15 and store.history("v", 5) == []
+
+
+def test_redis_history_members_written_before_the_padded_ids_are_still_erased_and_pruned(redis_server):
+    server = redis_server
+    server.flush()
+    s = open_store(server.url)
+    try:
+        r, p = s._r, s.prefix
+        for n, (user, ts) in enumerate([("old", 5.0), ("old", 6.0), ("aged", 1.0)]):  # as the code before wrote them
+            sid = r.xadd(f"{p}log", {"u": user, "i": f"x{n}", "t": repr(ts), "y": "view", "w": "1.0", "e": "", "r": ""})
+            r.zadd(f"{p}h:{user}", {f"{sid}\x1fx{n}\x1f1.0": ts})
+        assert [i for i, _, _ in s.history("old", 5)] == ["x0", "x1"]
+        assert s.delete_user("old") == 2 and r.xlen(f"{p}log") == 1
+        assert s.prune(2.0) == 1 and r.zcard(f"{p}h:aged") == 0 and r.xlen(f"{p}log") == 0
+    finally:
+        s.close()

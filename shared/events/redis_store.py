@@ -24,7 +24,23 @@ TIMEOUT_S = 2.0
 
 # ARGV: prefix, then 7 values per event: event id ('' for none), user, item, ts, type, weight,
 # recommendation id ('' for none).
-ADD = """
+# A history member begins with its stream id zero-padded (``SORTED``), so that events of equal
+# time are read back in the order they were stored, as SQLite reads them (a sorted set orders
+# equal scores by member text, and "ms-10" < "ms-2"); members stored before it begin with the
+# bare stream id, which ``STREAM_ID`` reads back from either form.
+SORTED = """
+local function sorted_id(id)
+  local ms, seq = string.match(id, '^(%d+)-(%d+)$')
+  return string.format('%015d-%010d', tonumber(ms), tonumber(seq))
+end
+"""
+STREAM_ID = """
+local function stream_id(key)
+  local ms, seq = string.match(key, '^(%d+)-(%d+)$')
+  return string.format('%d-%d', tonumber(ms), tonumber(seq))
+end
+"""
+ADD = SORTED + """
 local p = ARGV[1]
 local stored = 0
 for i = 2, #ARGV, 7 do
@@ -36,7 +52,7 @@ for i = 2, #ARGV, 7 do
   if fresh then
     local id = redis.call('XADD', p .. 'log', '*', 'u', user, 'i', item, 't', ts, 'y', typ, 'w', w, 'e', eid,
                           'r', rid)
-    redis.call('ZADD', p .. 'h:' .. user, ts, id .. '\\31' .. item .. '\\31' .. w)
+    redis.call('ZADD', p .. 'h:' .. user, ts, sorted_id(id) .. '\\31' .. item .. '\\31' .. w)
     if eid ~= '' then redis.call('SADD', p .. 'ue:' .. user, eid) end
     stored = stored + 1
   end
@@ -45,11 +61,11 @@ return stored
 """
 
 # ARGV: prefix, user. Erases the user's stream entries, history, event ids.
-DELETE = """
+DELETE = STREAM_ID + """
 local p, user = ARGV[1], ARGV[2]
 local members = redis.call('ZRANGE', p .. 'h:' .. user, 0, -1)
 for _, m in ipairs(members) do
-  local id = string.match(m, '^([^\\31]+)')
+  local id = stream_id(string.match(m, '^([^\\31]+)'))
   redis.call('XDEL', p .. 'log', id)
 end
 for _, eid in ipairs(redis.call('SMEMBERS', p .. 'ue:' .. user)) do
@@ -59,8 +75,9 @@ redis.call('DEL', p .. 'h:' .. user, p .. 'ue:' .. user)
 return #members
 """
 
-PRUNE = chunk_prune("log", """
-    redis.call('ZREM', p .. 'h:' .. f['u'], id .. '\\31' .. f['i'] .. '\\31' .. f['w'])
+PRUNE = SORTED + chunk_prune("log", """
+    local rest = '\\31' .. f['i'] .. '\\31' .. f['w']
+    redis.call('ZREM', p .. 'h:' .. f['u'], sorted_id(id) .. rest, id .. rest)
     if f['e'] ~= '' then
       redis.call('DEL', p .. 'eid:' .. f['e'])
       redis.call('SREM', p .. 'ue:' .. f['u'], f['e'])
