@@ -525,3 +525,21 @@ def test_redis_history_members_written_before_the_padded_ids_are_still_erased_an
         assert s.prune(2.0) == 1 and r.zcard(f"{p}h:aged") == 0 and r.xlen(f"{p}log") == 0
     finally:
         s.close()
+
+
+def test_a_sqlite_prune_erases_in_chunks_of_their_own_transactions(tmp_path, monkeypatch):
+    """One DELETE held the write lock for the whole prune (5 µs a row: millions of rows past
+    the other processes' 10 s busy timeout); each chunk is its own transaction now."""
+    import groundrec.shared.events.sqlite as sqlite
+
+    monkeypatch.setattr(sqlite, "PRUNE_CHUNK", 7)
+    s = open_store(f"sqlite:///{tmp_path}/events.db")
+    try:
+        s.add([ev(f"u{n % 4}", f"i{n}", n, f"e{n}") for n in range(50)])
+        transactions = []
+        erase = s._erase
+        monkeypatch.setattr(s, "_erase", lambda *a, **k: transactions.append(a) or erase(*a, **k))
+        assert s.prune(30.0) == 30 and s.count() == 20 and len(transactions) == 5  # 7+7+7+7+2
+        assert min(ts for _, ts, _ in s.history("u1", 50)) >= 30
+    finally:
+        s.close()

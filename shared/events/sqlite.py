@@ -30,6 +30,7 @@ INSERT = ("INSERT OR IGNORE INTO events (event_id, user_id, item_id, ts, type, w
 INSERT_IMPRESSION = "INSERT OR IGNORE INTO impressions (recommendation_id, user_id, ts, body) VALUES (?, ?, ?, ?)"
 LOSSY = (INSERT_IMPRESSION, INSERT_ITEM_VECTOR)  # a commit of only these runs with synchronous=NORMAL
 BUSY_MS = 10_000  # another process's commit is waited for this long
+PRUNE_CHUNK = 20_000  # rows a prune erases per transaction (about 0.1 s of the write lock)
 
 
 def path_of(url: str) -> Path:
@@ -148,12 +149,24 @@ class SQLiteStore(SQLiteItems):
                            "DELETE FROM impressions WHERE user_id = ?")
 
     def prune(self, before: float) -> int:
-        return self._erase("DELETE FROM events WHERE ts < ?", (before,))
+        return self._erase_in_chunks("events", before)
 
     def prune_impressions(self, before: float) -> int:
-        return self._erase("DELETE FROM impressions WHERE ts < ?", (before,))
+        return self._erase_in_chunks("impressions", before)
 
-    def _erase(self, sql: str, args: tuple, *more: str) -> int:
+    def _erase_in_chunks(self, table: str, before: float) -> int:
+        """The rows of ``table`` older than ``before``, ``PRUNE_CHUNK`` a transaction: the
+        service's writes wait for one chunk at most, never for the whole prune (a first prune of
+        millions of rows held the lock past every other process's busy timeout: 503s)."""
+        total, n = 0, PRUNE_CHUNK
+        while n == PRUNE_CHUNK:
+            n = self._erase(f"DELETE FROM {table} WHERE seq IN (SELECT seq FROM {table} WHERE ts < ? "
+                            f"LIMIT {PRUNE_CHUNK})", (before,), scrub=False)
+            total += n
+        scrub_wal(self.path)
+        return total
+
+    def _erase(self, sql: str, args: tuple, *more: str, scrub: bool = True) -> int:
         """Run ``sql`` (and ``more`` statements with the same arguments) in one transaction;
         the rows the first erased."""
         with self._cv:  # no group commit in flight: the erasure is its own transaction
@@ -176,7 +189,8 @@ class SQLiteStore(SQLiteItems):
             with self._cv:
                 self._committing = False
                 self._cv.notify_all()
-        scrub_wal(self.path)  # the WAL's copies of the erased pages go too (now, or once readers let go)
+        if scrub:  # the WAL's copies of the erased pages go too (now, or once readers let go)
+            scrub_wal(self.path)
         return n
 
     # --- reads --------------------------------------------------------------------------
