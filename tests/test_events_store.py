@@ -543,3 +543,21 @@ def test_a_sqlite_prune_erases_in_chunks_of_their_own_transactions(tmp_path, mon
         assert min(ts for _, ts, _ in s.history("u1", 50)) >= 30
     finally:
         s.close()
+
+
+def test_redis_popularity_reads_only_the_entries_stored_in_its_window(redis_server):
+    """Every worker asks for the popularity each minute: it read the whole log each time. The
+    stream's ids are arrival times; an entry stored long before the window is not read."""
+    import time
+
+    redis_server.flush()
+    s = open_store(redis_server.url)
+    try:
+        now = time.time()
+        s._r.xadd(f"{s.prefix}log", {"u": "u", "i": "old", "t": repr(now), "y": "view", "w": "1.0", "e": "", "r": ""},
+                  id="1000-0")  # stored in 1970 (an entry of the log's far past, read as recent by its time)
+        s.add([ev("u", "new", now)])
+        assert s.popularity(since=now - 60) == {"new": 1.0}
+        assert sorted(e.item_id for b in s.scan(since=now - 60) for e in b) == ["new", "old"]  # scan reads all
+    finally:
+        s.close()

@@ -21,6 +21,7 @@ from groundrec.shared.events.store import Event, StoreUnavailable, event_table
 PREFIX = "groundrec:"
 SEP = "\x1f"
 TIMEOUT_S = 2.0
+POPULARITY_MARGIN_S = 86_400.0  # popularity reads the entries stored from this long before its window
 
 # ARGV: prefix, then 7 values per event: event id ('' for none), user, item, ts, type, weight,
 # recommendation id ('' for none).
@@ -164,8 +165,11 @@ class RedisStore(RedisImpressions, RedisItems):
                 return erased
             start = "(" + last
 
-    def scan(self, since: float | None = None, chunk: int = 50_000) -> Iterator[list[Event]]:
-        start = "-"
+    def scan(self, since: float | None = None, chunk: int = 50_000, stored_since: float | None = None
+             ) -> Iterator[list[Event]]:
+        """``stored_since``: read only the entries stored from then on (the stream's ids are their
+        arrival times), not the whole log."""
+        start = "-" if stored_since is None else f"{max(0, int(stored_since * 1000))}-0"
         while True:
             entries = self._call(self._r.xrange, f"{self.prefix}log", start, "+", chunk)
             if not entries:
@@ -208,8 +212,11 @@ class RedisStore(RedisImpressions, RedisItems):
             start = "(" + entries[-1][0]
 
     def popularity(self, since: float | None = None) -> dict[str, float]:
+        """Weights per item of the events at or after ``since``, read from the entries stored
+        since a day before it (every worker asks each minute: the whole log was read each time;
+        an event stored over a day before its own time, dated in the future, is not counted)."""
         out: dict[str, float] = {}
-        for batch in self.scan(since):
+        for batch in self.scan(since, stored_since=None if since is None else since - POPULARITY_MARGIN_S):
             for e in batch:
                 out[e.item_id] = out.get(e.item_id, 0.0) + e.weight
         return out
