@@ -30,7 +30,8 @@ from groundrec.online.errors import ERRORS, NotFound, Overloaded, Unavailable, U
 from groundrec.online.guard import KEY_COOKIE as KEY_COOKIE_NAME
 from groundrec.online.recommender import Recommender
 from groundrec.online.schemas import RecommendRequest, SearchRequest, validation_line
-from groundrec.online.ui_html import PLACEHOLDER, grid, max_per_field, page, parse_max_per, split, thumb, why
+from groundrec.online.ui_html import (PLACEHOLDER, grid, joined, max_per_field, page, parse_max_per, split, thumb,
+                                      why)
 from groundrec.online.ui_online import mount_online
 from groundrec.shared import artifact
 
@@ -161,7 +162,7 @@ def mount_ui(app: FastAPI, rec: Recommender, report_dir: Path | None = None) -> 
                     + f'<h2>Embedded text</h2><p>{escape(str(row.get("text") or ""))}</p>'
                     + "<h2>Catalog</h2><table aria-label='catalog fields'>" + "".join(
                         f"<tr><th scope='row'>{escape(k)}</th><td>{escape(str(v))}</td></tr>" for k, v in catalog.items())
-                    + f'</table><p><a href="/ui/user?{urlencode({"h": item_id})}">Start a history with this item</a></p>'
+                    + f'</table><p><a href="/ui/user?{urlencode({"h": joined([item_id])})}">Start a history with this item</a></p>'
                     f'</div></div><h2>Nearest items</h2>' + grid(near["items"], [item_id], "nearest items", score=True))
             return page(title, body, version())
         return await guarded(render)
@@ -192,7 +193,7 @@ def mount_ui(app: FastAPI, rec: Recommender, report_dir: Path | None = None) -> 
             kept = {key: v for key, v in params.items() if v not in ("", "0")}
             hist = ('<ul class="history" aria-label="history">' + "".join(
                 f'<li><a href="/ui/items/{quote(i, safe="")}">{thumb(i, str(row.get("title") or i))}</a>'
-                + (f'<a href="/ui/user?{urlencode({**kept, "h": ",".join(x for x in history if x != i)})}" '
+                + (f'<a href="/ui/user?{urlencode({**kept, "h": joined([x for x in history if x != i])})}" '
                    f'aria-label="remove {escape(str(row.get("title") or i))}">remove</a>' if mine else "")
                 + "</li>" for i, row, mine in seen)
                 + "</ul>") if seen else "<p>No history yet: add items from any list, or give a user id.</p>"

@@ -6,7 +6,7 @@ limit). Standard library only."""
 from __future__ import annotations
 
 from html import escape
-from urllib.parse import quote, urlencode
+from urllib.parse import quote, unquote, urlencode
 
 from fastapi.responses import HTMLResponse
 
@@ -57,7 +57,7 @@ def thumb(item_id: str, alt: str, css: str = "") -> str:
 
 def card(item: dict, history: list[str], why: str = "", score: bool = False) -> str:
     iid, title = item["item_id"], title_of(item)
-    add = urlencode({"h": ",".join([*history, iid])})
+    add = urlencode({"h": joined([*history, iid])})
     return (f'<li class="card" data-item="{escape(iid)}">{thumb(iid, title)}'
             f'<a href="/ui/items/{quote(iid, safe="")}">{escape(title[:80])}</a>'
             + (f'<span class="score">score {item["score"]:.4f}</span>' if score else "")
@@ -74,8 +74,14 @@ def grid(items: list[dict], history: list[str], label: str, whys: dict | None = 
             + "".join(card(i, history, (whys or {}).get(i["item_id"], ""), score) for i in items) + "</ul>")
 
 
+def joined(history: list[str]) -> str:
+    """A history as the page's ``h`` parameter: ids joined by commas, each percent-quoted (an id
+    may hold a comma); ``split`` reads it back."""
+    return ",".join(quote(i, safe="") for i in history)
+
+
 def split(text: str | None) -> list[str]:
-    return [x for x in (text or "").split(",") if x]
+    return [unquote(x) for x in (text or "").split(",") if x]
 
 
 def parts(values: dict) -> str:

@@ -298,3 +298,16 @@ def test_a_catalog_whose_id_column_is_not_item_id_and_a_key_the_cookie_must_quot
         first = catalog.column("sku")[0].as_py()
         page = client.get("/ui/user", params={"h": first})
         assert page.status_code == 200 and f"/ui/items/{first}" in unquote(page.text)
+
+
+def test_a_history_of_ids_holding_commas_and_percents_survives_the_page_s_links():
+    """The page's ``h`` joined ids with commas: "coat,red" (an id the catalog and the items API
+    accept) came back as two unknown ids."""
+    from urllib.parse import parse_qs, urlsplit
+
+    from groundrec.online.ui_html import card, joined, split
+
+    history = ["coat,red", "50%-off", "plain-1"]
+    assert split(joined(history)) == history and split("plain-1,plain-2") == ["plain-1", "plain-2"]
+    link = card({"item_id": "a,b", "title": "x", "score": 1.0}, history).split('class="add" href="')[1].split('"')[0]
+    assert split(parse_qs(urlsplit(unescape(link)).query)["h"][0]) == [*history, "a,b"]
