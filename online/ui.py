@@ -209,7 +209,7 @@ def mount_ui(app: FastAPI, rec: Recommender, report_dir: Path | None = None) -> 
                         f'{max_per_field(max_per, cfg.max_per)}<button type="submit">Update</button></form>')
             note = (f'<p>Fallback: {escape(answer["fallback"])} (no usable history).</p>' if answer.get("fallback") else "")
             return page("A user's list", controls + "<h2>History</h2>" + hist + "<h2>Recommended</h2>" + note
-                         + grid(answer["items"], history, "recommended items", whys, score=True), version())
+                         + grid(answer["items"], history, "recommended items", whys, score=True, keep=kept), version())
         return await guarded(render)
 
     @app.get("/ui/version", response_class=HTMLResponse, include_in_schema=False)

@@ -55,9 +55,10 @@ def thumb(item_id: str, alt: str, css: str = "") -> str:
             f'{f" class={css!r}" if css else ""}>')
 
 
-def card(item: dict, history: list[str], why: str = "", score: bool = False) -> str:
+def card(item: dict, history: list[str], why: str = "", score: bool = False, keep: dict | None = None) -> str:
+    """``keep``: the user page's settings its "add to history" link carries on."""
     iid, title = item["item_id"], title_of(item)
-    add = urlencode({"h": joined([*history, iid])})
+    add = urlencode({**(keep or {}), "h": joined([*history, iid])})
     return (f'<li class="card" data-item="{escape(iid)}">{thumb(iid, title)}'
             f'<a href="/ui/items/{quote(iid, safe="")}">{escape(title[:80])}</a>'
             + (f'<span class="score">score {item["score"]:.4f}</span>' if score else "")
@@ -67,11 +68,12 @@ def card(item: dict, history: list[str], why: str = "", score: bool = False) -> 
               f'+ add to history</a></li>')
 
 
-def grid(items: list[dict], history: list[str], label: str, whys: dict | None = None, score: bool = False) -> str:
+def grid(items: list[dict], history: list[str], label: str, whys: dict | None = None, score: bool = False,
+         keep: dict | None = None) -> str:
     if not items:
         return "<p>Nothing to show.</p>"
     return (f'<ul class="grid" aria-label="{escape(label)}">'
-            + "".join(card(i, history, (whys or {}).get(i["item_id"], ""), score) for i in items) + "</ul>")
+            + "".join(card(i, history, (whys or {}).get(i["item_id"], ""), score, keep) for i in items) + "</ul>")
 
 
 def joined(history: list[str]) -> str:

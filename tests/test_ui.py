@@ -161,6 +161,8 @@ def test_bad_query_values_get_a_4xx_page_and_lists_asked_by_name_ignore_the_fall
         added = httpx.get(url + "/ui/user", params={"user_id": "c1", "k": 5, "h": second})
         remove = re.findall(r'href="(/ui/user\?[^"]*)" aria-label="remove', unescape(added.text))
         assert len(remove) == 1 and "user_id=c1" in remove[0] and "k=5" in remove[0]  # the page's settings kept
+        adds = re.findall(r'class="add" href="(/ui/user\?[^"]*)"', unescape(added.text))
+        assert adds and all("user_id=c1" in a and "k=5" in a for a in adds)  # by "add to history" too
         assert httpx.delete(url + f"/items/{first}").status_code == 200
         page = httpx.get(url + "/ui/user", params={"h": f"{first},{second}"})
         assert page.status_code == 200 and f"/ui/items/{second}" in unquote(page.text)
