@@ -50,9 +50,8 @@ class IndexSearch:
         if allowed is not None and allowed.sum() <= self.exact_subset_max:
             ranked = r.rank(self._subset(profiles, np.flatnonzero(allowed)), k, seen, None, prior, pick)
         else:
-            scores, idx = self.candidates(profiles, self._width(k, len(seen), prior is not None or pick, pick),
-                                          allowed)
-            ranked = r.merge(scores, idx, k, seen, prior, pick)
+            ranked = self._widened(profiles, k, seen, allowed, prior, pick,
+                                   self._width(k, len(seen), prior is not None or pick, pick))
         if not r.needs_new(ranked, slots):
             return ranked
         return r.keep_places(ranked, self.among(profiles, slots, seen, allowed, prior), k, slots)
@@ -70,8 +69,30 @@ class IndexSearch:
         priors = [r.prior(a.popularity_weight, a.fresh_weight) for a in asks]
         widths = [self._width(a.k, len(a.seen), prior is not None or a.pick, a.pick) for a, prior in zip(asks, priors)]
         scores, idx = self.candidates(np.asarray(profiles, dtype=np.float32), max(widths))
-        return [r.merge(s_row[None, :w], i_row[None, :w], a.k, a.seen, prior, a.pick)
-                for a, w, s_row, i_row, prior in zip(asks, widths, scores, idx, priors)]
+        lists = [r.merge(s_row[None, :w], i_row[None, :w], a.k, a.seen, prior, a.pick)
+                 for a, w, s_row, i_row, prior in zip(asks, widths, scores, idx, priors)]
+        for n, (a, w, prior) in enumerate(zip(asks, widths, priors)):
+            if len(lists[n]) < a.k:  # short: widened as ``search`` widens it
+                lists[n] = self._widened(profiles[n:n + 1], a.k, a.seen, None, prior, a.pick, w)
+        return lists
+
+    def _widened(self, profiles: np.ndarray, k: int, seen: set[int], allowed: np.ndarray | None,
+                 prior: np.ndarray | None, pick, width: int) -> list[tuple[int, float]]:
+        """The candidates' list, fetched four times as wide while it is short of ``k`` (seen
+        items, a filter's selector, max_per, an IVF's probed lists or a graph search's -1s left
+        too few), then, still short with every item fetched, every allowed item scored exactly:
+        a list is never shorter than the allowed items make it."""
+        r, n = self.ranker, self.v.index.ntotal
+        while True:
+            width = min(n, width)
+            scores, idx = self.candidates(profiles, width, allowed)
+            ranked = r.merge(scores, idx, k, seen, prior, pick)
+            if len(ranked) >= k:
+                return ranked
+            if width >= n:
+                rows = np.flatnonzero(allowed) if allowed is not None else np.arange(n)
+                return r.rank(self._subset(profiles, rows), k, seen, None, prior, pick)
+            width *= 4
 
     def _width(self, k: int, n_seen: int, reordered, pick) -> int:
         """Candidates to fetch: k, over-fetched when a prior or a pick reorders them, plus seen."""

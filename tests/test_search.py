@@ -60,3 +60,31 @@ def test_a_graph_index_asks_faiss_for_candidates_and_a_selective_filter_is_score
     assert [r for r, _ in search.search(p, 5, set(), few, None)] == naive(p, 5, allowed=few)
     [ranked] = search.search_batch(p, [Ask(6, {7})])
     assert [r for r, _ in ranked] == naive(p, 6, {7})
+
+
+def test_an_approximate_list_short_of_k_is_fetched_wider_then_scored_exactly():
+    """An IVF probing few lists, a selector passing few items on a graph and max_per each left
+    fewer than k candidates: the list came back short though enough allowed items exist."""
+    from functools import partial
+
+    from groundrec.shared.scoring import ranking
+
+    quantizer = faiss.IndexFlatIP(16)
+    ivf = faiss.IndexIVFFlat(quantizer, 16, 30, faiss.METRIC_INNER_PRODUCT)
+    ivf.train(VECTORS)
+    ivf.nprobe = 1  # about 10 items a list: a fetch of 40 comes back mostly -1
+    search = IndexSearch(_version(ivf), exact_subset_max=10)
+    p = VECTORS[11][None]
+    assert len(search.search(p, 40, set(), None, None)) == 40
+    [ranked] = search.search_batch(p, [Ask(40, set())])
+    assert len(ranked) == 40
+    graph = faiss.IndexHNSWFlat(16, 8, faiss.METRIC_INNER_PRODUCT)
+    graph.hnsw.efSearch = 16
+    search = IndexSearch(_version(graph), exact_subset_max=10)
+    some = np.zeros(len(VECTORS), bool)
+    some[::12] = True  # 25 pass: above exact_subset_max, through FAISS's selector
+    got = search.search(p, 20, set(), some, None)
+    assert [r for r, _ in got] == naive(p, 20, allowed=some)  # every one of the 20, in the exact order
+    groups = np.arange(len(VECTORS)) // 60  # five groups: max_per 1 can give five items, no more
+    pick = partial(ranking.select, groups=[groups], limits=[1], vectors=VECTORS, diversity=0.0)
+    assert len(search.search(p, 5, set(), None, None, pick)) == 5
