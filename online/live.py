@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import heapq
 import time
-from itertools import islice
 
 import numpy as np
 import pyarrow as pa
@@ -26,6 +25,7 @@ from groundrec.online.flat_scores import grown
 from groundrec.shared.artifact import WINDOW_INTERACTIONS
 from groundrec.shared.errors import UserError
 from groundrec.shared.live_items import CONTROL, LiveItem, patched, record, shown
+from groundrec.shared.scoring import ranking
 from groundrec.shared.scoring.collab import index_rows
 from groundrec.shared.scoring.searcher import Popularity
 from groundrec.shared.sequence_encoder import item_inputs
@@ -278,5 +278,5 @@ def latest_items(r, k: int, seen: set[int], allowed: np.ndarray | None, pick) ->
         r._latest = (key, np.argsort(-when, kind="stable"), np.where(np.isfinite(when), when, 0.0))
     _, order, when = r._latest
     usable = ((int(i), float(when[i])) for i in order if i not in seen and (allowed is None or allowed[i]))
-    return pick(list(islice(usable, 16 * k)), k) if pick else list(islice(usable, k))
+    return ranking.picked_from(usable, k, pick)
 

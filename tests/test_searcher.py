@@ -102,6 +102,19 @@ def test_popular_fallback_by_count_unseen_allowed_ties_to_lower_row():
     assert [r for r, _ in s.popular(2, set())] == [3, 0]
 
 
+def test_the_popular_list_with_max_per_reads_past_a_head_of_one_value():
+    """max_per took its k from the 16k most popular only: when they all share a value the
+    list came back with one item."""
+    from functools import partial
+
+    from groundrec.shared.scoring import ranking
+
+    s = Searcher(100, counts=np.array([100.0 - n for n in range(100)]))
+    groups = np.where(np.arange(100) < 40, 0, np.arange(100))  # the 40 most popular: one value
+    pick = partial(ranking.select, groups=[groups], limits=[1])
+    assert [r for r, _ in s.popular(2, set(), pick=pick)] == [0, 40]
+
+
 def test_top_matrix_gives_users_without_a_profile_the_popular_list():
     s = Searcher(4, counts=np.array([1.0, 5.0, 2.0, 0.0]))
     scores = np.array([[0.1, 0.2, 0.3, 0.4], [9.0, 0.0, 0.0, 0.0]], np.float32)

@@ -4,7 +4,7 @@ eval ranks exactly as the service does)."""
 
 from __future__ import annotations
 
-from itertools import chain
+from itertools import chain, islice
 
 import numpy as np
 
@@ -138,6 +138,22 @@ def reserve(ranked: list[tuple[int, float]], fresh: list[tuple[int, float]], k: 
             del out[at]
             drop -= 1
     return sorted(out + extra, key=lambda p: (-p[1], p[0]))[:k]
+
+
+def picked_from(usable, k: int, pick) -> list[tuple[int, float]]:
+    """``k`` items taken by ``pick`` (max_per, diversity) from an ordered stream of (row, score),
+    read 16k at a time, then more while the pick comes back short (a head of one value's
+    items gave fewer than k); without a pick, the first k."""
+    if not pick:
+        return list(islice(usable, k))
+    head, more = [], 16 * k
+    while True:
+        got = list(islice(usable, more))
+        head += got
+        taken = pick(head, k)
+        if len(taken) >= k or len(got) < more:
+            return taken
+        more *= 4
 
 
 def target_in_top_k(scores: np.ndarray, seen: list, targets: np.ndarray, k: int) -> np.ndarray:

@@ -19,7 +19,6 @@ row. The index's own search (FAISS) stays with the online tier, which hands its 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from itertools import islice
 from typing import Callable, NamedTuple
 
 import numpy as np
@@ -239,6 +238,4 @@ class Searcher:
         allowed, scored by their log count."""
         p = self.popularity
         usable = ((int(i), float(p.log_pop[i])) for i in p.order if i not in seen and (allowed is None or allowed[i]))
-        if pick:
-            return pick(list(islice(usable, 16 * k)), k)
-        return list(islice(usable, k))
+        return ranking.picked_from(usable, k, pick)
