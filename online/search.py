@@ -78,21 +78,23 @@ class IndexSearch:
 
     def _widened(self, profiles: np.ndarray, k: int, seen: set[int], allowed: np.ndarray | None,
                  prior: np.ndarray | None, pick, width: int) -> list[tuple[int, float]]:
-        """The candidates' list, fetched four times as wide while it is short of ``k`` (seen
-        items, a filter's selector, max_per, an IVF's probed lists or a graph search's -1s left
-        too few), then, still short with every item fetched, every allowed item scored exactly:
-        a list is never shorter than the allowed items make it."""
+        """The candidates' list, fetched once more four times as wide when it is short of ``k``
+        (seen items, a filter's selector, max_per, an IVF's probed lists or a graph search's
+        -1s left too few), then, still short, every allowed item scored exactly when they are
+        at most four times ``exact_subset_max``; else the list stays short. Bounded on purpose: a pick
+        that can never fill k (max_per over a column of few values) costs two fetches, never a
+        scan of the catalog on the one thread that scores every batch."""
         r, n = self.ranker, self.v.index.ntotal
-        while True:
-            width = min(n, width)
+        for width in (min(n, width), min(n, 4 * width)):
             scores, idx = self.candidates(profiles, width, allowed)
             ranked = r.merge(scores, idx, k, seen, prior, pick)
             if len(ranked) >= k:
                 return ranked
-            if width >= n:
-                rows = np.flatnonzero(allowed) if allowed is not None else np.arange(n)
-                return r.rank(self._subset(profiles, rows), k, seen, None, prior, pick)
-            width *= 4
+        rows = np.flatnonzero(allowed) if allowed is not None else None
+        if (len(rows) if rows is not None else n) <= 4 * self.exact_subset_max:
+            return r.rank(self._subset(profiles, rows if rows is not None else np.arange(n)), k, seen, None, prior,
+                          pick)
+        return ranked
 
     def _width(self, k: int, n_seen: int, reordered, pick) -> int:
         """Candidates to fetch: k, over-fetched when a prior or a pick reorders them, plus seen."""

@@ -73,7 +73,7 @@ def test_an_approximate_list_short_of_k_is_fetched_wider_then_scored_exactly():
     ivf = faiss.IndexIVFFlat(quantizer, 16, 30, faiss.METRIC_INNER_PRODUCT)
     ivf.train(VECTORS)
     ivf.nprobe = 1  # about 10 items a list: a fetch of 40 comes back mostly -1
-    search = IndexSearch(_version(ivf), exact_subset_max=10)
+    search = IndexSearch(_version(ivf), exact_subset_max=100)  # 300 items: at most four times it
     p = VECTORS[11][None]
     assert len(search.search(p, 40, set(), None, None)) == 40
     [ranked] = search.search_batch(p, [Ask(40, set())])
@@ -88,3 +88,21 @@ def test_an_approximate_list_short_of_k_is_fetched_wider_then_scored_exactly():
     groups = np.arange(len(VECTORS)) // 60  # five groups: max_per 1 can give five items, no more
     pick = partial(ranking.select, groups=[groups], limits=[1], vectors=VECTORS, diversity=0.0)
     assert len(search.search(p, 5, set(), None, None, pick)) == 5
+
+
+def test_a_pick_that_can_never_fill_k_costs_two_fetches_not_a_scan():
+    """max_per over a column of few values on a catalog above exact_subset_max: the list stays
+    short after one wider fetch (it scanned the whole catalog on every such request)."""
+    from functools import partial
+
+    from groundrec.shared.scoring import ranking
+
+    graph = faiss.IndexHNSWFlat(16, 8, faiss.METRIC_INNER_PRODUCT)
+    search = IndexSearch(_version(graph), exact_subset_max=50)  # 300 items: above four times it
+    fetched = []
+    real = search.candidates
+    search.candidates = lambda profiles, fetch, allowed=None: fetched.append(fetch) or real(profiles, fetch, allowed)
+    groups = np.arange(len(VECTORS)) % 3  # three values: max_per 1 never gives more than three
+    pick = partial(ranking.select, groups=[groups], limits=[1])
+    got = search.search(VECTORS[2][None], 10, set(), None, None, pick)
+    assert len(got) == 3 and len(fetched) == 2  # then short: no exact scan of the catalog

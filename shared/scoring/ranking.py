@@ -141,19 +141,17 @@ def reserve(ranked: list[tuple[int, float]], fresh: list[tuple[int, float]], k: 
 
 
 def picked_from(usable, k: int, pick) -> list[tuple[int, float]]:
-    """``k`` items taken by ``pick`` (max_per, diversity) from an ordered stream of (row, score),
-    read 16k at a time, then more while the pick comes back short (a head of one value's
-    items gave fewer than k); without a pick, the first k."""
+    """``k`` items taken by ``pick`` (max_per, diversity) from an ordered stream of (row, score):
+    its first 16k, and once more its next 64k when the pick comes back short (a head of one
+    value's items gave fewer than k). Bounded on purpose: a pick that can never fill k reads
+    80k items, never the whole catalog. Without a pick, the first k."""
     if not pick:
         return list(islice(usable, k))
-    head, more = [], 16 * k
-    while True:
-        got = list(islice(usable, more))
-        head += got
-        taken = pick(head, k)
-        if len(taken) >= k or len(got) < more:
-            return taken
-        more *= 4
+    head = list(islice(usable, 16 * k))
+    taken = pick(head, k)
+    if len(taken) < k and len(head) == 16 * k:
+        taken = pick(head + list(islice(usable, 64 * k)), k)
+    return taken
 
 
 def target_in_top_k(scores: np.ndarray, seen: list, targets: np.ndarray, k: int) -> np.ndarray:
