@@ -435,7 +435,7 @@ def test_an_export_after_a_prune_inside_a_day_keeps_that_day_s_archived_hours(st
 
     day = 1_767_225_600.0  # 2026-01-01T00:00:00Z
     store.add([ev(f"u{h % 3}", f"i{h}", day + 3600 * h, eid=f"e{h}") for h in range(24)]
-              + [ev("u0", "late", day + 86_400 + 60, eid="late")])
+              + [ev("u1", "late", day + 86_400 + 60, eid="late")])
     out = tmp_path / "archive"
     assert export(store, out)["events"] == 25
     store.prune(day + 3 * 3600 + 1)  # the retention's cut, inside the first day
@@ -445,7 +445,11 @@ def test_an_export_after_a_prune_inside_a_day_keeps_that_day_s_archived_hours(st
     first = archived.filter(ds.field("day") == "2026-01-01")
     kept = {h for h in range(24) if h <= 3 or h % 3 != 2}  # the pruned hours stay archived, the erased ones go
     assert sorted(first.column("item_id").to_pylist()) == sorted(f"i{h}" for h in kept)
-    assert archived.num_rows == len(kept) + 1
+    assert archived.num_rows == len(kept) + 1 and store.pruned_before() == day + 3 * 3600 + 1
+    store.delete_user("u0")  # the earliest events the store holds now (hour 6 on): erased, not pruned
+    export(store, out)
+    left = ds.dataset(out, format="parquet", partitioning="hive").to_table().column("item_id").to_pylist()
+    assert "i6" not in left and "i9" not in left and "i0" in left and "late" in left  # before the cut: kept
 
 
 def test_a_group_commit_failing_on_a_row_sqlite_cannot_bind_stores_nothing_and_tells_every_writer(tmp_path):
@@ -539,7 +543,8 @@ def test_a_sqlite_prune_erases_in_chunks_of_their_own_transactions(tmp_path, mon
         transactions = []
         erase = s._erase
         monkeypatch.setattr(s, "_erase", lambda *a, **k: transactions.append(a) or erase(*a, **k))
-        assert s.prune(30.0) == 30 and s.count() == 20 and len(transactions) == 5  # 7+7+7+7+2
+        deletes = lambda: [a for a in transactions if a[0].startswith("DELETE")]  # noqa: E731
+        assert s.prune(30.0) == 30 and s.count() == 20 and len(deletes()) == 5  # 7+7+7+7+2
         assert min(ts for _, ts, _ in s.history("u1", 50)) >= 30
     finally:
         s.close()

@@ -33,32 +33,34 @@ def _day(ts: float) -> str:
     return datetime.fromtimestamp(ts - ts % DAY_S, timezone.utc).strftime("%Y-%m-%d")
 
 
-def _with_pruned_part(t: pa.Table, out: Path) -> pa.Table:
-    """``t`` with the rows an earlier export archived of its first day before its first event:
-    a prune cuts the log inside a day (now - keep_days), and that day written again from the
-    store alone lost the hours the prune took (the archive then held less than it was given)."""
-    if not t.num_rows:
+def _with_pruned_part(t: pa.Table, out: Path, cut: float | None) -> pa.Table:
+    """``t`` with the rows an earlier export archived of the day of the store's prune ``cut``
+    before it: a prune cuts the log inside a day (now - keep_days), and that day written again
+    from the store alone lost the hours the prune took. Only rows before the cut: a row after
+    it that the store no longer holds was erased, and stays out."""
+    if cut is None or not t.num_rows:
         return t
-    first = pc.min(t.column("timestamp")).as_py()
-    folder = out / f"day={_day(first)}"
-    if not folder.is_dir():
+    folder = out / f"day={_day(cut)}"
+    day_start = cut - cut % DAY_S
+    rewritten = pc.any(pc.less(t.column("timestamp"), day_start + DAY_S)).as_py()  # the export writes that day
+    if not folder.is_dir() or not rewritten:
         return t
     archived = ds.dataset(folder, format="parquet").to_table().select(SCHEMA.names).cast(SCHEMA)
-    older = archived.filter(pc.less(archived.column("timestamp"), first))
+    older = archived.filter(pc.less(archived.column("timestamp"), cut))
     return pa.concat_tables([older, t]) if older.num_rows else t
 
 
 def export(store: EventStore, out: str | Path, since: float | None = None) -> dict:
     """Write the events as Parquet under ``out``, one folder per day (UTC) of their timestamp;
     a day written again is replaced whole (``delete_matching``), so a re-export is idempotent
-    (and drops what was erased since), except the first day's hours before the store's first
-    event, which a prune took: kept as archived; ``since`` is taken back to the start of its
+    (and drops what was erased since), except the hours of the prune's day before its cut
+    (``pruned_before``), kept as archived; ``since`` is taken back to the start of its
     day, so no day is ever written in part.
     Returns the counts."""
     if since is not None:
         since -= since % DAY_S
     out = Path(out)
-    t = _with_pruned_part(table(store, since), out)
+    t = _with_pruned_part(table(store, since), out, store.pruned_before())
     ms = pc.floor(pc.multiply(t.column("timestamp"), 1000)).cast(pa.int64())  # arrival times have fractions
     day = pc.strftime(ms.cast(pa.timestamp("ms")), format="%Y-%m-%d")
     t = t.append_column("day", day)

@@ -85,6 +85,12 @@ PRUNE = SORTED + chunk_prune("log", """
     end""")
 
 
+MARK = """
+local old = redis.call('GET', KEYS[1])
+if not old or tonumber(old) < tonumber(ARGV[1]) then redis.call('SET', KEYS[1], ARGV[1]) end
+"""
+
+
 class RedisStore(RedisImpressions, RedisItems):
     def __init__(self, url: str, prefix: str = PREFIX):
         import redis
@@ -95,6 +101,7 @@ class RedisStore(RedisImpressions, RedisItems):
         self._add = self._r.register_script(ADD)
         self._delete = self._r.register_script(DELETE)
         self._prune = self._r.register_script(PRUNE)
+        self._mark = self._r.register_script(MARK)
         self._scripts_for_impressions()
         self._scripts_for_items()
         self._async = None  # redis.asyncio client of the service's event loop (ahistories)
@@ -157,6 +164,7 @@ class RedisStore(RedisImpressions, RedisItems):
         return n
 
     def prune(self, before: float, chunk: int = 5_000) -> int:
+        self._call(lambda: self._mark(keys=[f"{self.prefix}pruned_before"], args=[repr(float(before))]))
         start, erased = "-", 0
         while True:  # one script per chunk: the server is never blocked for the whole log
             last, n = self._call(lambda: self._prune(args=[self.prefix, start, chunk, repr(float(before))]))
@@ -164,6 +172,10 @@ class RedisStore(RedisImpressions, RedisItems):
             if not last:
                 return erased
             start = "(" + last
+
+    def pruned_before(self) -> float | None:
+        found = self._call(self._r.get, f"{self.prefix}pruned_before")
+        return float(found) if found is not None else None
 
     def scan(self, since: float | None = None, chunk: int = 50_000, stored_since: float | None = None
              ) -> Iterator[list[Event]]:

@@ -34,7 +34,14 @@ CREATE TABLE IF NOT EXISTS impressions (
     body TEXT NOT NULL
 );
 CREATE INDEX IF NOT EXISTS impressions_by_time ON impressions (ts);
+CREATE TABLE IF NOT EXISTS marks (
+    name TEXT PRIMARY KEY,
+    value REAL NOT NULL
+);
 """
+# The latest cut of the events' prune, kept as the larger of the old and the new
+PRUNED_MARK = ("INSERT INTO marks (name, value) VALUES ('events_pruned_before', ?) "
+               "ON CONFLICT(name) DO UPDATE SET value = max(value, excluded.value)")
 # Columns added after a store was first written: (table, column, type), added in place on open.
 MIGRATIONS = [("events", "recommendation_id", "TEXT")]
 # Indexes older stores have and this schema dropped: impressions by user (each impression's
