@@ -566,3 +566,25 @@ def test_redis_popularity_reads_only_the_entries_stored_in_its_window(redis_serv
         assert sorted(e.item_id for b in s.scan(since=now - 60) for e in b) == ["new", "old"]  # scan reads all
     finally:
         s.close()
+
+
+def test_many_erasures_beside_a_long_reader_start_one_background_scrubber(tmp_path):
+    """Each erasure (two a DELETE /users) beside a long read started a thread of its own, each
+    holding the write lock a moment every second: one scrubber a file now."""
+    import threading
+
+    s = open_store(f"sqlite:///{tmp_path}/events.db")
+    reader = open_store(f"sqlite:///{tmp_path}/events.db")
+    try:
+        s.add([ev(f"u{n}", f"i{n}", n, f"e{n}") for n in range(60)])
+        scan = reader.scan(chunk=10)
+        next(scan)
+        s.add([ev("x", "y", 100, "e-x")])
+        before = sum(t.name == "groundrec-wal-scrub" for t in threading.enumerate())
+        for n in range(20):
+            s.delete_user(f"u{n}")
+        assert sum(t.name == "groundrec-wal-scrub" for t in threading.enumerate()) - before <= 1
+        scan.close()
+    finally:
+        reader.close()
+        s.close()

@@ -11,7 +11,7 @@ import time
 from pathlib import Path
 
 log = logging.getLogger("groundrec.events")
-SCRUB_BUSY_S = 0.2  # how long one scrub waits for readers (it holds the write lock meanwhile)
+SCRUB_BUSY_S = 0.05  # how long one scrub waits for readers (it holds the write lock meanwhile)
 SCRUB_FOR_S = 600.0  # how long a scrub a reader blocks is tried again, once a second
 
 SCHEMA = """
@@ -85,15 +85,31 @@ def scrub_wal(path: Path) -> bool:
     at most ``SCRUB_BUSY_S``, never the store's writers for a reader's whole read)."""
     if _scrubbed(path):
         return True
+    key = str(Path(path).resolve())
+    with _SCRUBBING_LOCK:
+        if key in _SCRUBBING:  # one scrubber a file: it empties the WAL of every erasure before it
+            _SCRUBBING[key] = time.monotonic() + SCRUB_FOR_S  # and tries for longer
+            return False
+        _SCRUBBING[key] = time.monotonic() + SCRUB_FOR_S
 
     def again() -> None:
-        deadline = time.monotonic() + SCRUB_FOR_S
-        while time.monotonic() < deadline:
-            time.sleep(1.0)
-            if _scrubbed(path):
-                return
-        log.warning("events store %s: a reader kept the write-ahead log for %.0f s after an erasure; the erased "
-                    "rows stay in it until the next erasure or prune", path, SCRUB_FOR_S)
+        try:
+            while True:
+                time.sleep(1.0)
+                if _scrubbed(path):
+                    return
+                with _SCRUBBING_LOCK:
+                    if time.monotonic() >= _SCRUBBING[key]:
+                        break
+            log.warning("events store %s: a reader kept the write-ahead log for %.0f s after an erasure; the "
+                        "erased rows stay in it until the next erasure or prune", path, SCRUB_FOR_S)
+        finally:
+            with _SCRUBBING_LOCK:
+                _SCRUBBING.pop(key, None)
 
     threading.Thread(target=again, name="groundrec-wal-scrub", daemon=True).start()
     return False
+
+
+_SCRUBBING: dict[str, float] = {}  # file -> until when its one background scrubber tries
+_SCRUBBING_LOCK = threading.Lock()
