@@ -9,9 +9,9 @@ from __future__ import annotations
 import asyncio
 import hmac
 import logging
+import re
 import time
 import uuid
-from http.cookies import CookieError, SimpleCookie
 
 from pydantic_core import to_json
 from starlette.exceptions import HTTPException
@@ -49,13 +49,19 @@ def _key(scope, headers: dict) -> bytes:
     key = headers.get(b"x-api-key")
     if key is not None or scope["method"] != "GET" or b"cookie" not in headers:
         return key or b""
-    cookies = SimpleCookie()
-    try:
-        cookies.load(headers[b"cookie"].decode("latin-1"))
-    except CookieError:
-        return b""
-    found = cookies.get(KEY_COOKIE.decode())
-    return found.value.encode() if found is not None else b""  # unquoted: the key as it was set
+    for part in headers[b"cookie"].split(b";"):  # leniently: another cookie on the host may be malformed
+        name, _, value = part.strip().partition(b"=")
+        if name == KEY_COOKIE:
+            return _unquoted(value.decode("latin-1")).encode()
+    return b""
+
+
+def _unquoted(value: str) -> str:
+    """A cookie value as ``http.cookies`` quoted it (``"..."`` with backslash and octal
+    escapes: a key holding ``;``, ``,``, a quote or a space), read back as it was set."""
+    if len(value) < 2 or value[0] != '"' or value[-1] != '"':
+        return value
+    return re.sub(r'\\([0-3][0-7]{2}|.)', lambda m: chr(int(m[1], 8)) if len(m[1]) == 3 else m[1], value[1:-1])
 
 
 def is_write(method: str, path: str) -> bool:

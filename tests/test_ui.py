@@ -300,6 +300,9 @@ def test_a_catalog_whose_id_column_is_not_item_id_and_a_key_the_cookie_must_quot
         first = catalog.column("sku")[0].as_py()
         page = client.get("/ui/user", params={"h": first})
         assert page.status_code == 200 and f"/ui/items/{first}" in unquote(page.text)
+        quoted = client.cookies.get("groundrec_key")  # beside a malformed cookie of another app on the host
+        other = httpx.get(url + "/", headers={"cookie": f'prefs={{"a": 1}}; x=a b; groundrec_key={quoted}'})
+        assert other.status_code == 200 and "/ui/login" not in str(other.url)
 
 
 def test_a_history_of_ids_holding_commas_and_percents_survives_the_page_s_links():
