@@ -53,7 +53,6 @@ class VersionHolder:
         self.rejected: dict[str, str] = {}  # version id -> why
         self._retry: dict[str, tuple[float, float]] = {}  # rejected version id -> (tried again from, delay)
         self._named: str | None = None  # what CURRENT named at the last check
-        self.fallback_for: str | None = None  # CURRENT's version, when it cannot load and an older one serves
         self._on_loaded, self._on_failed = on_loaded, on_failed
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -175,16 +174,23 @@ class VersionHolder:
         elif wanted is None or (self.current and self.current.version_id == wanted) or self._refused(wanted):
             return False
         if self._swap_to(wanted, restart=dead and wanted == self.current.version_id):
-            self.fallback_for = None
             return True
-        if self.current is None:  # nothing serves: the newest older version that loads, until CURRENT's does
-            for older in [v for v in artifact.list_versions(self.cfg.artifacts) if v < wanted][::-1][:FALLBACK_TRIES]:
+        if self.current is None:  # nothing serves: the newest older version once current that loads
+            served = {a.get("version") for a in artifact.activations(self.cfg.artifacts)}  # never a refused one
+            for older in [v for v in artifact.list_versions(self.cfg.artifacts)
+                          if v < wanted and v in served][::-1][:FALLBACK_TRIES]:
                 if not self._refused(older) and self._swap_to(older):
                     log.error("version %s (CURRENT) cannot be loaded: serving the older version %s meanwhile",
                               wanted, older)
-                    self.fallback_for = wanted
                     return True
         return False
+
+    @property
+    def fallback_for(self) -> str | None:
+        """CURRENT's version while it cannot load and another serves in its place (``/readyz``)."""
+        named, current = self._named, self.current
+        return named if named and current is not None and current.version_id != named and named in self.rejected \
+            else None
 
     def _swap_to(self, wanted: str, restart: bool = False) -> bool:
         """Load ``wanted`` and make it the current version; False (rejected, logged and counted;

@@ -130,8 +130,13 @@ def test_a_version_that_failed_to_load_once_is_tried_again_later_and_at_once_whe
 
 def test_a_server_starting_when_current_cannot_be_loaded_serves_the_newest_older_version(two_versions, tmp_path):
     """A restarted replica served nothing (503) while an older good version was there."""
+    import shutil
+
     artifacts, first, second = _copy(two_versions, tmp_path)
     (artifacts / artifact.VERSIONS / second / artifact.INDEX).write_bytes(b"damaged")
+    refused = first[:-6] + "ffffff"  # published after the first, never current (a gate refusal): never a fallback
+    shutil.copytree(artifacts / artifact.VERSIONS / first, artifacts / artifact.VERSIONS / refused)
+    assert first < refused < second and refused not in {a["version"] for a in artifact.activations(artifacts)}
     holder = VersionHolder(ServeConfig(artifacts=artifacts, compute="thread", events="none"))
     try:
         assert holder.check() and holder.current.version_id == first
