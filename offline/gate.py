@@ -38,7 +38,7 @@ EXIT_REFUSED = 3  # the job's exit status when the gate keeps the serving versio
 
 @dataclass(frozen=True)
 class GateDecision:
-    mode: str  # always | gate | never: how this job's version was to be activated
+    mode: str  # always | gate | never: how this job's version was to be activated; held: CURRENT moved meanwhile
     activated: bool
     reason: str
     serving_version: str | None = None
@@ -70,7 +70,7 @@ def unless_moved(gate: GateDecision, now: str | None) -> GateDecision:
     does not override it."""
     if not gate.activated or now == gate.serving_version:
         return gate
-    return replace(gate, activated=False, serving_version=now,
+    return replace(gate, mode="held", activated=False, serving_version=now,  # not the gate's refusal (exit 3)
                    reason=f"CURRENT moved during this run (from {gate.serving_version} to {now}: a rollback or an "
                           "activation); published, not activated, so as not to override it")
 

@@ -115,10 +115,11 @@ async def run_load(url: str, rate: float, duration_s: float, concurrency: int, h
                     key = None if r.status < 400 else str(r.status)
             except (aiohttp.ClientError, asyncio.TimeoutError) as e:
                 key = type(e).__name__
-            last = time.perf_counter()
+            done = time.perf_counter()
             report.completed += 1
             if key is None:  # failures (a fast 503, a timeout) are counted, never timed nor rated
-                latencies.append(last - started)
+                last = done
+                latencies.append(done - started)
                 report.ok += 1
                 if user is not None:  # the answer a user's feedback will carry the id of
                     _remember(shown, user, path, body, data, report)
@@ -157,7 +158,7 @@ async def run_load(url: str, rate: float, duration_s: float, concurrency: int, h
             tasks.append(asyncio.create_task(one(path, body, user)))
         if tasks:
             await asyncio.wait(tasks, timeout=timeout_s + 1)
-        elapsed = last - start  # to the last answer, not to the end of the wait for stragglers
+        elapsed = last - start  # to the last ok answer: a straggler's timeout does not stretch it
     report.achieved_rps = report.ok / elapsed if elapsed > 0 else 0.0
     report.latency_ms = _percentiles(latencies)
     return report

@@ -112,6 +112,7 @@ def test_a_rollback_made_while_a_job_runs_is_not_overridden_by_its_activation(sh
     monkeypatch.setattr(job, "run_gate", rolled_back_meanwhile)
     summary = run_job(load_job_config(None, always), progress=False)
     assert not summary.gate.activated and "CURRENT moved during this run" in summary.gate.reason
+    assert summary.gate.mode == "held" and artifact.gate_refused(shop["out"], summary.version) is None  # no exit 3
     assert artifact.current_version(shop["out"]) == target and summary.version in artifact.list_versions(shop["out"])
     assert not artifact.read_manifest(summary.version_dir).gate["activated"]
 
