@@ -253,3 +253,17 @@ def test_the_remote_version_cache_keeps_the_newest_few(tmp_path):
     assert sorted(p.name for p in cache.iterdir()) == vids[-CACHE_KEEP:]
     assert (fetch_version(uri, vids[0], cache) / "data.bin").read_bytes() == bytes([0])  # fetched again, kept
     assert vids[0] in [p.name for p in cache.iterdir()]
+
+
+def test_a_cached_remote_copy_gone_bad_is_fetched_again(tmp_path):
+    """A cached copy that no longer verifies (a disk, a cache an older release filled) was
+    reused on every retry, forever rejected."""
+    from groundrec.shared.artifact.store import fetch_version
+
+    vid = _publish_one(tmp_path / "root", b"payload")
+    _, uri = _to_memory(tmp_path / "root", tmp_path.name + "-heal")
+    local = fetch_version(uri, vid, tmp_path / "cache")
+    (local / "data.bin").write_bytes(b"rotten")
+    again = fetch_version(uri, vid, tmp_path / "cache")
+    assert (again / "data.bin").read_bytes() == b"payload" and verify(again)
+    assert sorted(p.name for p in (tmp_path / "cache").iterdir()) == [vid]

@@ -31,7 +31,11 @@ def fetch_version(root: str, version_id: str, cache_dir: Path) -> Path:
         raise UserError(f"{version_id!r} is not a version id")
     local = Path(cache_dir) / version_id
     if (local / MANIFEST).is_file():
-        return local
+        try:
+            verify(local)
+            return local
+        except (OSError, ValueError):  # a copy gone bad (a disk, a cache an older release filled): fetched again
+            _removed(local)
     local.parent.mkdir(parents=True, exist_ok=True)
     fs, base = fsspec.core.url_to_fs(str(root).rstrip("/"))
     source = f"{base}/{VERSIONS}/{version_id}"
@@ -59,6 +63,17 @@ def fetch_version(root: str, version_id: str, cache_dir: Path) -> Path:
 CACHE_KEEP = 3  # remote versions kept in a local cache (the newest; a process reading an older one fetches it again)
 
 
+def _removed(folder: Path) -> None:
+    """Renamed aside first (a sibling process never reads a folder half-deleted: it finds no
+    manifest and fetches), then deleted."""
+    aside = folder.parent / f".{folder.name}.gone.{uuid.uuid4().hex}"
+    try:
+        os.replace(folder, aside)
+    except OSError:
+        return
+    shutil.rmtree(aside, ignore_errors=True)
+
+
 def evict(cache_dir: Path, keep: int = CACHE_KEEP, spare: str | None = None) -> list[str]:
     """Remove all but the newest ``keep`` cached versions (never ``spare``, the one just fetched)
     and copies left half-done by killed fetches over an hour ago: a cache of nightly versions
@@ -68,7 +83,7 @@ def evict(cache_dir: Path, keep: int = CACHE_KEEP, spare: str | None = None) -> 
     versions = sorted(p.name for p in Path(cache_dir).iterdir() if p.is_dir() and is_version_id(p.name))
     doomed = [v for v in versions[:-keep] if v != spare] if keep else []
     for v in doomed:
-        shutil.rmtree(Path(cache_dir) / v, ignore_errors=True)
+        _removed(Path(cache_dir) / v)
     for p in Path(cache_dir).glob(".*"):  # a fetch's own copy is named .<id>.<random>
         if p.is_dir() and time.time() - p.stat().st_mtime > 3600:
             shutil.rmtree(p, ignore_errors=True)
