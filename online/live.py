@@ -210,12 +210,13 @@ class LiveOverlay:
         if r.hybrid:
             cmap = v.collab_content_map  # a new item's vectors as a cold catalog item's were made (zeros without)
             mapped = content @ cmap if cmap is not None else np.zeros((k, 2 * v.collab_query.shape[1]), np.float32)
+            kept = known & ~self._content_made(old, cmap)  # a changed item keeps its vectors unless they were its content's
             for part, name in enumerate(("collab_query", "collab_item")):
                 cur = getattr(v, name)
                 rank = cur.shape[1]
                 buf = grown(self._bufs.get(name, cur), n, k)
                 buf[n:n + k] = mapped[:, part * rank:(part + 1) * rank]
-                buf[n:n + k][known] = cur[old[known]]
+                buf[n:n + k][kept] = cur[old[kept]]
                 self._bufs[name] = buf
                 setattr(v, name, buf[:n + k])
             weighted = v.collab_weight * v.collab_item[n:n + k]
@@ -239,6 +240,20 @@ class LiveOverlay:
             inputs = lambda rows: item_inputs(v.vectors[rows], *((v.collab_query[rows], v.collab_item[rows])  # noqa: E731
                                                                   if r.hybrid else ()))
             r.sequence.add_items(inputs(new), old, inputs(old[known]))  # a changed item keeps its id part
+
+    def _content_made(self, old: np.ndarray, cmap: np.ndarray | None) -> np.ndarray:
+        """Per new row, whether it replaces a row whose collaborative vectors its old content
+        made (nobody bought it: the content map's, the job's rule): those are made again from
+        the new text, as the next job would; bought items keep what their buyers taught."""
+        made = np.zeros(len(old), bool)
+        at = np.flatnonzero(old >= 0)
+        if cmap is None or not len(at):
+            return made
+        v = self.r.v
+        want = np.asarray(v.vectors[old[at]], np.float32) @ cmap
+        have = np.hstack([v.collab_query[old[at]], v.collab_item[old[at]]])
+        made[at] = np.all(np.isclose(have, want, rtol=1e-3, atol=1e-5), axis=1)
+        return made
 
     def _grow_ranking(self, new: np.ndarray, old: np.ndarray, rows) -> None:
         """The searcher's view of the catalog: its size, the new items it keeps places for (a

@@ -210,3 +210,21 @@ def test_a_live_item_gets_the_collaborative_vectors_the_catalog_gave_the_same_un
     for part in (v.collab_query, v.collab_item):
         np.testing.assert_allclose(part[twin], part[row], rtol=1e-3, atol=1e-4 * np.abs(part[row]).max())
     np.testing.assert_allclose(v.index.reconstruct(twin), v.index.reconstruct(row), atol=1e-4)
+
+
+def test_a_changed_unbought_item_is_mapped_from_its_new_text_and_a_bought_one_keeps_its_vectors(hybrid):
+    """A changed item kept its old collaborative vectors: for an item nobody bought those were
+    made from its old text, which the next job would make again from the new one."""
+    s, cold = hybrid
+    v = s.retriever.v
+    bought = next(i for i in v.item_ids if i not in cold and v.items.column("window_interactions")[
+        v.row_of[i]].as_py() > 0)
+    before = {i: (v.collab_query[v.row_of[i]].copy(), v.collab_item[v.row_of[i]].copy()) for i in (cold[1], bought)}
+    s.apply_live(([LiveItem(cold[1], {"title": "a lantern of brass"}, False, None, 5.0, 5),
+                   LiveItem(bought, {"title": "a lantern of brass"}, False, None, 6.0, 6),
+                   _live("fresh-twin", 7, title="a lantern of brass")], None))
+    twin, changed, kept = (v.row_of[i] for i in ("fresh-twin", cold[1], bought))
+    np.testing.assert_allclose(v.collab_item[changed], v.collab_item[twin], rtol=1e-4, atol=1e-6)
+    assert not np.allclose(v.collab_item[changed], before[cold[1]][1])  # made again from the new text
+    np.testing.assert_array_equal(v.collab_item[kept], before[bought][1])  # what its buyers taught, kept
+    np.testing.assert_array_equal(v.collab_query[kept], before[bought][0])
