@@ -54,7 +54,8 @@ class IndexSearch:
                                    self._width(k, len(seen), prior is not None or pick, pick))
         if not r.needs_new(ranked, slots):
             return ranked
-        return r.keep_places(ranked, self.among(profiles, slots, seen, allowed, prior), k, slots)
+        fresh = self.among(profiles, slots * (4 if pick else 1), seen, allowed, prior)  # a pick may refuse some
+        return r.keep_places(ranked, fresh, k, slots, pick)
 
     def search_batch(self, profiles: np.ndarray, asks: list[Ask]) -> list[list[tuple[int, float]]]:
         """The lists of many single-row profiles (no filter; a pick only for max_per), each the

@@ -174,3 +174,19 @@ def test_a_pick_that_can_never_fill_k_reads_a_bounded_head():
     pick = partial(ranking.select, groups=[np.arange(10_000) % 3], limits=[1])
     usable = iter(range(10_000))
     assert len(ranking.picked_from(((i, 1.0) for i in usable), 5, pick)) == 3 and next(usable) == 400
+
+
+def test_a_place_kept_for_a_new_item_respects_max_per():
+    """The best new items were put in after the pick, whatever its limits: a list with
+    max_per 1 held two variants of one product (rows 0 and 1 below)."""
+    from functools import partial
+
+    from groundrec.shared.scoring import ranking
+
+    scores = np.array([1.0, 0.9, 0.8, 0.7, 0.6, 0.5, 0.4, 0.3])
+    s = Searcher(8, new_rows=np.array([1, 7]))
+    pick = partial(ranking.select, groups=[np.arange(8) // 2], limits=[1])  # variants: (0, 1), (2, 3), ...
+    got = [r for r, _ in s.rank(scores.copy(), 3, set(), pick=pick, slots=1)]
+    assert got == [0, 2, 7]  # the new item of a group with room takes the place, not row 1 beside row 0
+    batch = s.rank_rows(scores[None, :].copy(), [3], None, [1], [pick])[0]
+    assert [r for r, _ in batch] == got

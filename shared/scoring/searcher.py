@@ -123,9 +123,17 @@ class Searcher:
         """How many new items this list lacks for ``slots`` places (0: leave it as it is)."""
         return ranking.missing_new(ranked, slots, self.is_new) if slots else 0
 
-    def keep_places(self, ranked: Ranked, fresh: Ranked, k: int, slots: int) -> Ranked:
+    def keep_places(self, ranked: Ranked, fresh: Ranked, k: int, slots: int, pick=None) -> Ranked:
         """``ranked`` holding ``slots`` of the new items when there are that many, the best of
-        ``fresh`` (the new items ranked, best first) in the places of its lowest others."""
+        ``fresh`` (the new items ranked, best first) in the places of its lowest others. With a
+        ``pick`` (max_per), a new item only where the list's limits let it in (it is ``pick``'s
+        own test: the item kept when picked from the list beside it)."""
+        if pick is not None and fresh:
+            head, fitting = list(ranked[:k]), []
+            for f in fresh:  # one at a time: two new variants of one product do not both fit
+                if f[0] in {row for row, _ in pick(head + fitting + [f], len(head) + len(fitting) + 1)}:
+                    fitting.append(f)
+            fresh = fitting
         return ranking.reserve(ranked, fresh, k, slots, self.is_new)
 
     def holding_new_of(self, ranked: Ranked, other: list[int], k: int, score_of: Callable) -> Ranked:
@@ -164,7 +172,8 @@ class Searcher:
         ranked = self.take(scores, k, pick)
         if not self.needs_new(ranked, slots):
             return ranked
-        return self.keep_places(ranked, self.best_new(scores[None, :], [0], [slots])[0], k, slots)
+        fresh = self.best_new(scores[None, :], [0], [slots * (HEAD if pick else 1)])[0]  # a pick may refuse some
+        return self.keep_places(ranked, fresh, k, slots, pick)
 
     def rank_asks(self, scores: np.ndarray, asks: list[Ask]) -> list[Ranked]:
         """``rank_rows`` for a batch of asks: each row's priors added (in place), then ranked."""
@@ -195,8 +204,9 @@ class Searcher:
         if slots is None or not self.is_new:
             return lists
         short = [r for r, ranked in enumerate(lists) if self.needs_new(ranked, slots[r])]
-        for r, fresh in zip(short, self.best_new(scores, short, [slots[r] for r in short])):
-            lists[r] = self.keep_places(lists[r], fresh, ks[r], slots[r])
+        wanted = [slots[r] * (HEAD if picks and picks[r] else 1) for r in short]  # a pick may refuse some
+        for r, fresh in zip(short, self.best_new(scores, short, wanted)):
+            lists[r] = self.keep_places(lists[r], fresh, ks[r], slots[r], picks[r] if picks else None)
         return lists
 
     def top_matrix(self, scores: np.ndarray, k: int, seen: list | None = None, slots: int = 0,
