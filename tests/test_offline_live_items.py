@@ -62,7 +62,11 @@ def test_every_change_is_read_page_by_page_and_folded(tmp_path):
     state, through, count = read_live_items(url, page=2)
     assert (through, count) == (5, 5) and set(state) == {"a", "b", "c"}
     assert state["a"].fields == {"title": "A2"} and state["a"].whole and state["b"].deleted
+    open_store(f"sqlite:///{tmp_path}/empty.db").close()  # a store with no item change
     assert read_live_items(f"sqlite:///{tmp_path}/empty.db") == ({}, 0, 0)
+    with pytest.raises(UserError, match="no such file"):  # a mistyped path: said, not read as no change
+        read_live_items(f"sqlite:///{tmp_path}/typo.db")
+    assert not (tmp_path / "typo.db").exists()
 
 
 def test_live_items_are_laid_over_the_catalog_file(tmp_path):
