@@ -450,6 +450,12 @@ def test_an_export_after_a_prune_inside_a_day_keeps_that_day_s_archived_hours(st
     export(store, out)
     left = ds.dataset(out, format="parquet", partitioning="hive").to_table().column("item_id").to_pylist()
     assert "i6" not in left and "i9" not in left and "i0" in left and "late" in left  # before the cut: kept
+    store.add([ev("u9", "day3", day + 2 * 86_400 + 60, eid="d3"), ev("u8", "day4", day + 3 * 86_400 + 60, eid="d4")])
+    export(store, out)
+    store.delete_user("u9")  # every event of 2026-01-03 erased: the day is gone from the archive too
+    report = export(store, out)
+    assert report["days_emptied"] == ["2026-01-03"] and not (out / "day=2026-01-03").exists()
+    assert (out / "day=2026-01-04").is_dir() and (out / "day=2026-01-02").is_dir()
 
 
 def test_a_group_commit_failing_on_a_row_sqlite_cannot_bind_stores_nothing_and_tells_every_writer(tmp_path):

@@ -4,6 +4,7 @@ event_id. ``table`` gives the same rows in memory (the job reading a store URL d
 
 from __future__ import annotations
 
+import shutil
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -50,6 +51,20 @@ def _with_pruned_part(t: pa.Table, out: Path, cut: float | None) -> pa.Table:
     return pa.concat_tables([older, t]) if older.num_rows else t
 
 
+def _erased_days(out: Path, days: list[str]) -> list[str]:
+    """Remove the archive's days between the first and the last day written that this export
+    wrote none of: the store holds every event of those days but none is left (all erased), so
+    the archive must not keep them. Days before or after the written range are left alone."""
+    if len(days) < 2:
+        return []
+    gone = sorted(p.name.removeprefix("day=") for p in out.glob("day=*")
+                  if p.is_dir() and days[0] < p.name.removeprefix("day=") < days[-1]
+                  and p.name.removeprefix("day=") not in set(days))
+    for name in gone:
+        shutil.rmtree(out / f"day={name}")
+    return gone
+
+
 def export(store: EventStore, out: str | Path, since: float | None = None) -> dict:
     """Write the events as Parquet under ``out``, one folder per day (UTC) of their timestamp;
     a day written again is replaced whole (``delete_matching``), so a re-export is idempotent
@@ -69,5 +84,6 @@ def export(store: EventStore, out: str | Path, since: float | None = None) -> di
                                                                             flavor="hive"),
                      existing_data_behavior="delete_matching", basename_template="events-{i}.parquet")
     days = sorted(set(day.to_pylist()))
-    return {"events": t.num_rows, "users": len(set(t.column("user_id").to_pylist())), "days": len(days),
+    emptied = _erased_days(out, days)
+    return {"events": t.num_rows, "days_emptied": emptied, "users": len(set(t.column("user_id").to_pylist())), "days": len(days),
             "first_day": days[0] if days else None, "last_day": days[-1] if days else None, "out": str(out)}
