@@ -18,7 +18,7 @@ from groundrec.online.report.metrics import compute
 from groundrec.online.report.tally import Tally
 from groundrec.shared.config import StrictModel
 from groundrec.shared.errors import UserError
-from groundrec.shared.events.store import is_store_url, open_store
+from groundrec.shared.events.store import is_store_url, missing_file, open_store
 
 
 class ReportConfig(StrictModel):
@@ -42,12 +42,9 @@ class ReportConfig(StrictModel):
         if not is_store_url(url):
             raise UserError(f"--events {url!r}: give the event store's URL, sqlite:///path/events.db or "
                             "redis://host:port/0")
-        if url.lower().startswith("sqlite:"):
-            from groundrec.shared.events.sqlite import path_of
-
-            if not path_of(url).is_file():  # opening it would create an empty store
-                raise UserError(f"--events {url!r}: no such file; give the store the service writes "
-                                "(groundrec serve --events, default ARTIFACTS/events/events.db)")
+        if missing_file(url) is not None:  # opening it would create an empty store
+            raise UserError(f"--events {url!r}: no such file; give the store the service writes "
+                            "(groundrec serve --events, default ARTIFACTS/events/events.db)")
         return url
 
 

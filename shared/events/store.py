@@ -226,13 +226,21 @@ def open_existing(url: str) -> EventStore:
     """``open_store`` for a command that reads (or prunes) a store: a SQLite path that does not
     exist is refused, naming the forms that work, instead of created empty (a mistyped path
     made the nightly export write nothing and succeed)."""
-    if url.split(":", 1)[0].lower() == "sqlite":
-        from groundrec.shared.events.sqlite import path_of
-
-        if not path_of(url).is_file():
-            raise UserError(f"events store {url!r}: no such file {str(path_of(url))!r}; sqlite:///abs/path/events.db "
-                            "(three slashes, then the absolute path) or sqlite:relative/path/events.db")
+    missing = missing_file(url)
+    if missing is not None:
+        raise UserError(f"events store {url!r}: no such file {missing!r}; sqlite:///abs/path/events.db "
+                        "(three slashes, then the absolute path) or sqlite:relative/path/events.db")
     return open_store(url)
+
+
+def missing_file(url: str) -> str | None:
+    """The file a SQLite store URL names when it does not exist (opening it would create an
+    empty store); None for a store that exists or is not a file."""
+    if url.split(":", 1)[0].lower() != "sqlite":
+        return None
+    from groundrec.shared.events.sqlite import path_of
+
+    return None if path_of(url).is_file() else str(path_of(url))
 
 
 def is_store_url(text: str) -> bool:
