@@ -11,6 +11,7 @@ from __future__ import annotations
 import inspect
 import logging
 import os
+import shutil
 import tempfile
 import warnings
 from collections.abc import Iterator
@@ -120,13 +121,38 @@ def _takes_remote_args(map_batches) -> bool:
     return any(p.kind is inspect.Parameter.VAR_KEYWORD for p in inspect.signature(map_batches).parameters.values())
 
 
-def _ray_temp_dir(work_dir: Path) -> str:
-    # Ray's Unix sockets must fit in 107 bytes: fall back to a short folder under /tmp.
+def _ray_temp_dir(work_dir: Path) -> tuple[str, bool]:
+    """Ray's temp folder and whether it is a throwaway one: ``work_dir/ray``, or where that path
+    is too long for Ray's Unix sockets (107 bytes), a short folder under /tmp."""
     candidate = Path(work_dir) / "ray"
     if len(str(candidate.resolve())) <= 40:
         candidate.mkdir(parents=True, exist_ok=True)
-        return str(candidate.resolve())
-    return tempfile.mkdtemp(prefix="grray-", dir="/tmp")
+        return str(candidate.resolve()), False
+    return tempfile.mkdtemp(prefix="grray-", dir="/tmp"), True
+
+
+KEPT_RAY_LOGS = 5  # sessions whose logs a work dir keeps when Ray ran in a throwaway /tmp folder
+
+
+def _keep_logs(temp_dir: str, work_dir: Path) -> Path | None:
+    """The session's logs of a throwaway Ray folder copied to ``work_dir/ray-logs/<session>``
+    (the newest ``KEPT_RAY_LOGS`` kept), then the folder removed: a nightly job leaves no
+    folder behind in /tmp. The copy's path (None: no logs)."""
+    logs = Path(temp_dir) / "session_latest" / "logs"
+    try:
+        if logs.is_dir():
+            keep = Path(work_dir) / "ray-logs"
+            dest = keep / logs.parent.resolve().name
+            shutil.copytree(logs, dest, dirs_exist_ok=True, ignore_dangling_symlinks=True,
+                            ignore=shutil.ignore_patterns("*.sock", "*.pid"))
+            for old in sorted(keep.iterdir(), key=lambda d: d.stat().st_mtime)[:-KEPT_RAY_LOGS]:
+                shutil.rmtree(old, ignore_errors=True)
+            return dest
+        return None
+    except OSError:
+        return None
+    finally:
+        shutil.rmtree(temp_dir, ignore_errors=True)
 
 
 def _console_quiet() -> None:
@@ -146,7 +172,7 @@ def open_runner(kind: str, address: str | None, work_dir: Path, num_cpus: int | 
         return
     import ray
 
-    started_here, log_dir = False, None
+    started_here, log_dir, throwaway = False, None, None
     if not ray.is_initialized():
         address = address or os.environ.get("RAY_ADDRESS")
         if address:
@@ -154,10 +180,18 @@ def open_runner(kind: str, address: str | None, work_dir: Path, num_cpus: int | 
         else:
             # A private in-process cluster: no token file in ~/.ray (set RAY_AUTH_MODE to override).
             os.environ.setdefault("RAY_AUTH_MODE", "disabled")
-            temp_dir = _ray_temp_dir(work_dir)
-            ray.init(num_cpus=num_cpus or os.cpu_count(), include_dashboard=False, _temp_dir=temp_dir,
-                     logging_level=logging.WARNING, log_to_driver=False, configure_logging=True)
-            log_dir = Path(temp_dir) / "session_latest" / "logs"
+            temp_dir, throwaway = _ray_temp_dir(work_dir)
+            try:
+                ray.init(num_cpus=num_cpus or os.cpu_count(), include_dashboard=False, _temp_dir=temp_dir,
+                         logging_level=logging.WARNING, log_to_driver=False, configure_logging=True)
+            except BaseException:
+                ray.shutdown()
+                if throwaway:
+                    _keep_logs(temp_dir, work_dir)
+                raise
+            session = (Path(temp_dir) / "session_latest").resolve().name
+            # Where the logs are once the job is over (a throwaway folder's are copied there).
+            log_dir = Path(work_dir) / "ray-logs" / session if throwaway else Path(temp_dir) / session / "logs"
         started_here = True
     ctx = ray.data.DataContext.get_current()
     ctx.enable_progress_bars = False
@@ -169,3 +203,5 @@ def open_runner(kind: str, address: str | None, work_dir: Path, num_cpus: int | 
     finally:
         if started_here:
             ray.shutdown()
+            if throwaway:
+                _keep_logs(temp_dir, work_dir)

@@ -1,4 +1,5 @@
 import os
+from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
@@ -37,13 +38,19 @@ def test_ray_runner_streams_small_blocks_runs_tasks_and_shuts_down(tmp_path):
     import ray
 
     table = pa.table({"row": np.arange(100)})
-    with open_runner("ray", None, tmp_path) as runner:
+    work = tmp_path / "a-work-dir-too-long-for-ray-sockets"
+    before = set(Path("/tmp").glob("grray-*"))
+    with open_runner("ray", None, work) as runner:
+        (temp,) = set(Path("/tmp").glob("grray-*")) - before  # a throwaway folder: the work dir is too long for sockets
         out = list(runner.map(table, Double, {}, batch_size=5))
         pid, doubled = runner.run_task(where_and_what, (21,), {}, num_cpus=64)  # more CPUs than there are: capped
         assert doubled == 42 and pid != os.getpid()  # a Ray worker's result
         with pytest.raises(UserError, match="^cannot use 5$"):  # our error as itself, not Ray's wrapper
             runner.run_task(where_and_what, (5,), {"fail": True})
     assert not ray.is_initialized()
+    # The throwaway folder is gone; the session's logs are kept in the work dir, where the job says.
+    assert not temp.exists()
+    assert runner.log_dir.parent == work / "ray-logs" and runner.log_dir.is_dir() and any(runner.log_dir.iterdir())
     rows = np.concatenate([b["row"] for b in out])
     assert sorted(rows.tolist()) == list(range(100))
     assert np.array_equal(np.concatenate([b["value"] for b in out]), rows * 2)
