@@ -9,6 +9,7 @@ becomes in HTTP.
 
 from __future__ import annotations
 
+import logging
 import re
 import threading
 from dataclasses import dataclass, field
@@ -23,10 +24,11 @@ from groundrec.online.retrieve import NoHistory, Retriever
 from groundrec.online.version import VersionError, load_version
 from groundrec.shared import artifact
 from groundrec.shared.errors import UserError
-from groundrec.shared.onnx_encoder import OnnxTextEncoder
+from groundrec.shared.onnx_encoder import OnnxTextEncoder, encoder_variants
 from groundrec.online.schemas import (BatchOut, RecommendRequest, ResultOut, SearchRequest, UserQuery, result_json,
                                       result_out, search_query)
 
+log = logging.getLogger("groundrec.serve")
 
 # One user's answer as the batch worker gives it: its JSON, the ids of its items in order and the
 # version that ranked them (a plain tuple: it crosses the compute process's pipe cheaply).
@@ -216,6 +218,17 @@ def check_max_per(cfg: ServeConfig, version) -> None:
                                f"items do not have; columns: {', '.join(sorted(version.items.column_names)[:12])}")
 
 
+def served_variant(wanted: str, encoder_dir: Path, version_id: str) -> str:
+    """The text encoder's variant to load: the configured one, else fp32 with a warning where
+    the version has no int8 graph (the job drops one whose cosine to fp32 is below
+    ``export.int8_min_cosine``, or exports none with ``export.int8: false``): a version is not
+    refused for a faster variant it does not have."""
+    if wanted == "fp32" or wanted in encoder_variants(encoder_dir):
+        return wanted
+    log.warning("version %s has no %s text encoder (the job did not export one): serving fp32", version_id, wanted)
+    return "fp32"
+
+
 def build_serving(cfg: ServeConfig, version_id: str, path, popularity: dict[str, float] | None = None) -> Serving:
     """Load version ``version_id`` from the local folder ``path`` (verified) with its encoders
     (the text encoder; the sequence encoder where the version holds ``sequence/``)."""
@@ -224,7 +237,8 @@ def build_serving(cfg: ServeConfig, version_id: str, path, popularity: dict[str,
     check_default_strategy(version)
     check_max_per(cfg, version)
     files = artifact.VersionFiles(path)
-    encoder = (OnnxTextEncoder(files.encoder_dir, cfg.encoder_variant, threads=cfg.compute_threads)
+    encoder = (OnnxTextEncoder(files.encoder_dir, served_variant(cfg.encoder_variant, files.encoder_dir, version_id),
+                               threads=cfg.compute_threads)
                if files.has_encoder else None)
     retriever = Retriever(version, popularity=popularity, encoder=encoder, fallback=cfg.fallback,
                           half_life_days=cfg.half_life_days, n_interests=cfg.n_interests,

@@ -21,6 +21,14 @@ from groundrec.shared.errors import UserError
 BATCH = 4
 
 
+def encoder_variants(directory: str | Path) -> set[str]:
+    """The variants an exported encoder directory holds (fp32, and int8 where the job kept it)."""
+    try:
+        return set(json.loads((Path(directory) / ENCODER_CONFIG).read_text())["files"])
+    except (OSError, ValueError, KeyError) as e:
+        raise UserError(f"text encoder at {directory}: cannot read {ENCODER_CONFIG} ({e})") from None
+
+
 class OnnxTextEncoder:
     def __init__(self, directory: str | Path, variant: str = "fp32", threads: int | None = None):
         import onnxruntime as ort

@@ -138,6 +138,16 @@ def test_server_settings_that_cannot_hold_are_refused_when_read_or_loaded(publis
         assert ready.status_code == 503 and "prodcut_code" in json.dumps(ready.json()["rejected"])
 
 
+def test_a_server_set_to_int8_serves_a_version_without_one_on_fp32(published, capfd):
+    """A version whose job kept no int8 text encoder (export.int8 false here, or an int8 graph
+    below int8_min_cosine) is served with fp32 and a warning, not refused."""
+    with running(create_app(_cfg(published["artifacts"], encoder_variant="int8"))) as url:
+        assert httpx.get(url + "/readyz").status_code == 200
+        found = httpx.post(url + "/search", json={"text": "red", "k": 3})
+        assert found.status_code == 200 and len(found.json()["items"]) == 3
+    assert "has no int8 text encoder (the job did not export one): serving fp32" in capfd.readouterr().err
+
+
 def test_valid_json_of_the_wrong_kind_gets_4xx_never_500(published):
     """Regressions from the attack run: each of these answered 500 (or an empty 200)."""
     raw = lambda path, text: httpx.post(url + path, content=text.encode(),  # noqa: E731
