@@ -64,8 +64,10 @@ class RayRunner:
 
     name = "ray"
 
-    def __init__(self, cpus_total: float, log_dir: Path | None = None, restart_actors: bool = True):
+    def __init__(self, cpus_total: float, log_dir: Path | None = None, restart_actors: bool = True,
+                 cpus_node: float | None = None):
         self.cpus_total = cpus_total
+        self.cpus_node = cpus_node or cpus_total  # the most CPUs one node has: no actor or task can hold more
         self.log_dir = log_dir  # Ray's session logs, when Ray was started here
         self.restart_actors = restart_actors
 
@@ -75,11 +77,11 @@ class RayRunner:
         return float(ray.cluster_resources().get("GPU", 0))
 
     def run_task(self, fn, args: tuple, kwargs: dict, num_cpus: float = 1, num_gpus: float = 0):
-        """``fn(*args, **kwargs)`` as one Ray task holding ``num_cpus`` (at most the cluster's)
+        """``fn(*args, **kwargs)`` as one Ray task holding ``num_cpus`` (at most one node's)
         and ``num_gpus``, not retried; our own errors come back as themselves."""
         import ray
 
-        task = ray.remote(fn).options(num_cpus=min(float(num_cpus), self.cpus_total), num_gpus=num_gpus,
+        task = ray.remote(fn).options(num_cpus=min(float(num_cpus), self.cpus_node), num_gpus=num_gpus,
                                       max_retries=0)
         try:
             return ray.get(task.remote(*args, **kwargs))
@@ -100,7 +102,7 @@ class RayRunner:
         ds = ray.data.from_arrow([table.slice(i, step) for i in range(0, table.num_rows, step)])
         remote = {"num_gpus": num_gpus} if num_gpus else {}
         # Torch in an actor uses as many threads as the actor has CPUs: give each its share.
-        remote["num_cpus"] = max(1.0, self.cpus_total // concurrency) if not num_gpus else 1
+        remote["num_cpus"] = actor_cpus(self.cpus_total, self.cpus_node, concurrency) if not num_gpus else 1
         with warnings.catch_warnings():
             if not self.restart_actors and _takes_remote_args(ds.map_batches):
                 # Ray Data restarts a dead actor (max_restarts=-1) and passes its constructor
@@ -114,6 +116,13 @@ class RayRunner:
             ds = ds.map_batches(mapper, fn_constructor_kwargs=kwargs, batch_size=batch_size, batch_format="numpy",
                                 compute=ray.data.ActorPoolStrategy(size=concurrency), **remote)
         yield from ds.iter_batches(batch_size=None, batch_format="numpy")
+
+
+def actor_cpus(cpus_total: float, cpus_node: float, concurrency: int) -> float:
+    """CPUs each of ``concurrency`` CPU actors holds: its share of the cluster's, at most what
+    one node has (a share of several nodes' CPUs fits on none of them, and Ray waits for ever),
+    at least 1."""
+    return max(1.0, min(cpus_total // concurrency, cpus_node))
 
 
 def _takes_remote_args(map_batches) -> bool:
@@ -131,7 +140,13 @@ def _ray_temp_dir(work_dir: Path) -> tuple[str, bool]:
     return tempfile.mkdtemp(prefix="grray-", dir="/tmp"), True
 
 
-KEPT_RAY_LOGS = 5  # sessions whose logs a work dir keeps when Ray ran in a throwaway /tmp folder
+KEPT_RAY_LOGS = 5  # Ray sessions (their logs) a work dir keeps, in ray/ or, from a throwaway /tmp folder, in ray-logs/
+
+
+def _prune(folder: Path, pattern: str) -> None:
+    """Of the folders ``pattern`` matches in ``folder``, the newest ``KEPT_RAY_LOGS`` kept."""
+    for old in sorted(folder.glob(pattern), key=lambda d: d.stat().st_mtime)[:-KEPT_RAY_LOGS]:
+        shutil.rmtree(old, ignore_errors=True)
 
 
 def _keep_logs(temp_dir: str, work_dir: Path) -> Path | None:
@@ -145,8 +160,7 @@ def _keep_logs(temp_dir: str, work_dir: Path) -> Path | None:
             dest = keep / logs.parent.resolve().name
             shutil.copytree(logs, dest, dirs_exist_ok=True, ignore_dangling_symlinks=True,
                             ignore=shutil.ignore_patterns("*.sock", "*.pid"))
-            for old in sorted(keep.iterdir(), key=lambda d: d.stat().st_mtime)[:-KEPT_RAY_LOGS]:
-                shutil.rmtree(old, ignore_errors=True)
+            _prune(keep, "*")
             return dest
         return None
     except OSError:
@@ -182,7 +196,8 @@ def open_runner(kind: str, address: str | None, work_dir: Path, num_cpus: int | 
             os.environ.setdefault("RAY_AUTH_MODE", "disabled")
             temp_dir, throwaway = _ray_temp_dir(work_dir)
             try:
-                ray.init(num_cpus=num_cpus or os.cpu_count(), include_dashboard=False, _temp_dir=temp_dir,
+                # num_cpus None: Ray's own count, which reads a container's CPU quota (os.cpu_count() does not)
+                ray.init(num_cpus=num_cpus, include_dashboard=False, _temp_dir=temp_dir,
                          logging_level=logging.WARNING, log_to_driver=False, configure_logging=True)
             except BaseException:
                 ray.shutdown()
@@ -199,9 +214,13 @@ def open_runner(kind: str, address: str | None, work_dir: Path, num_cpus: int | 
     try:
         # On a cluster (joined: no log_dir here) a node may go away, and its actors are restarted
         # elsewhere (Ray Data's default); Ray started in this process is one machine.
-        yield RayRunner(float(ray.cluster_resources().get("CPU", 1)), log_dir, restart_actors=log_dir is None)
+        node = max((float(n["Resources"].get("CPU", 0)) for n in ray.nodes() if n.get("Alive")), default=1.0)
+        yield RayRunner(float(ray.cluster_resources().get("CPU", 1)), log_dir, restart_actors=log_dir is None,
+                        cpus_node=node)
     finally:
         if started_here:
             ray.shutdown()
             if throwaway:
                 _keep_logs(temp_dir, work_dir)
+            elif throwaway is False:  # <work_dir>/ray: one session folder a run, the newest kept
+                _prune(Path(temp_dir), "session_2*")

@@ -39,7 +39,11 @@ class Events:
         self.url = cfg.events_url()
         self._store: EventStore | None = None
         self._lock = threading.Lock()
-        self.reason = "events are off (serve config events: none)" if self.url is None else None
+        self.reason = None
+        if self.url is None:
+            self.reason = ("events are off (serve config events: none)" if cfg.events == "none" else
+                           f"events are off: 'events: auto' keeps no store beside artifacts at a URI "
+                           f"({cfg.artifacts}); give events: sqlite:///path/events.db or redis://host:port/0")
         self._stop = threading.Event()
         self._refresher: threading.Thread | None = None
 

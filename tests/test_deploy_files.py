@@ -84,6 +84,8 @@ def _rayjob_spec_ok(spec: dict) -> None:
     assert head["image"] and head["resources"]["limits"]["memory"]
     for group in spec["rayClusterSpec"]["workerGroupSpecs"]:
         assert group["minReplicas"] <= group["replicas"] <= group["maxReplicas"]
+        if group["minReplicas"] < group["maxReplicas"]:  # a range means nothing without the autoscaler
+            assert spec["rayClusterSpec"].get("enableInTreeAutoscaling") is True
         assert group["template"]["spec"]["containers"][0]["image"]
     assert yaml.safe_load(spec["runtimeEnvYAML"])["env_vars"]
 
@@ -127,7 +129,10 @@ def test_serve_config_builds_the_same_online_app():
     autoscaling = args.pop("autoscaling_config")
     assert autoscaling["min_replicas"] <= autoscaling["max_replicas"]
     args.pop("num_cpus")
-    ServeConfig.model_validate(args)
+    cfg = ServeConfig.model_validate(args)
+    # the replicas write where the nightly job reads (no store at all with 'auto' beside a URI)
+    job = yaml.safe_load(_docs(DEPLOY / "kuberay" / "rayjob.yaml")[1]["data"]["job.yaml"])
+    assert cfg.events_url() == job["interactions"]["path"]
     application = builder(app_cfg["args"])
     assert type(application).__name__ == "Application"
     with pytest.raises(ValueError, match="encoder_variant"):
@@ -162,6 +167,10 @@ def test_compose_runs_the_job_once_then_serves_its_artifacts():
     assert on["depends_on"]["offline"]["condition"] == "service_completed_successfully"
     assert any(v.startswith("artifacts:/artifacts") for v in off["volumes"])
     assert "artifacts:/artifacts:ro" in on["volumes"] and "artifacts" in compose["volumes"]
+    # read-only artifacts: the event store is given a writable volume of its own
+    events = ServeConfig.model_validate({"artifacts": "/artifacts", "events": on["command"][on["command"].index("--events") + 1]})
+    assert events.events_url().startswith("sqlite:////events/") and "events:/events" in on["volumes"]
+    assert "events" in compose["volumes"]
 
 
 def test_single_machine_schedules_call_real_commands():
@@ -180,6 +189,10 @@ def test_single_machine_schedules_call_real_commands():
     runs = [c for c in calls if c[:2] == ["offline", "run"]]
     assert len(exports) == 2 and all(c[c.index("--out") + 1] == r[r.index("--interactions") + 1]
                                      for c, r in zip(exports, runs))
+    # an export is no store: the live items are read from the store the export reads, or never absorbed
+    assert all(r[r.index("--live-items") + 1] == c[c.index("--events") + 1] for c, r in zip(exports, runs))
+    # versions are collected after every run, a failed or gated one too (ExecStartPost runs after success only)
+    assert "ExecStopPost=/srv/groundrec/.venv/bin/groundrec versions gc" in (DEPLOY / "systemd" / "groundrec-offline.service").read_text()
     timer = (DEPLOY / "systemd" / "groundrec-offline.timer").read_text()
     assert "OnCalendar=" in timer and "Persistent=true" in timer
 

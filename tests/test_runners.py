@@ -57,3 +57,24 @@ def test_ray_runner_streams_small_blocks_runs_tasks_and_shuts_down(tmp_path):
     # Results come back block by block, a few batches each: the job writes the cache per block.
     assert max(len(b["row"]) for b in out) <= 5 * BATCHES_PER_BLOCK and len(out) >= 100 // (5 * BATCHES_PER_BLOCK)
     assert max(np.max(b["n"]) for b in out) <= 5
+
+
+def test_a_cpu_actor_holds_its_share_of_the_cluster_but_never_more_than_a_node_has():
+    from groundrec.offline.runners import actor_cpus
+
+    assert actor_cpus(12, 12, 1) == 12  # one node: the whole of it
+    assert actor_cpus(12, 8, 1) == 8  # a head of 4 and a worker of 8: 12 fits on neither node
+    assert actor_cpus(12, 8, 4) == 3 and actor_cpus(2, 2, 4) == 1  # shares, at least one CPU
+
+
+def test_ray_sessions_in_a_work_dir_keep_the_newest(tmp_path):
+    from groundrec.offline.runners import KEPT_RAY_LOGS, _prune
+
+    for n in range(KEPT_RAY_LOGS + 3):
+        d = tmp_path / f"session_2026-12-0{n}_00-00-00"
+        d.mkdir()
+        os.utime(d, (1_000_000 + n, 1_000_000 + n))
+    (tmp_path / "sockets").mkdir()  # not a session: left alone
+    _prune(tmp_path, "session_2*")
+    assert sorted(d.name for d in tmp_path.iterdir()) == [
+        f"session_2026-12-0{n}_00-00-00" for n in range(3, KEPT_RAY_LOGS + 3)] + ["sockets"]
