@@ -59,6 +59,9 @@ def serve(
         if report:
             data["report"] = str(report)
         cfg = ServeConfig.model_validate(data)
+        from groundrec.online.guard import api_keys
+
+        api_keys(cfg)  # refused here in one line, not in every worker's factory
         if cfg.interactions is not None:  # named at once, not as a traceback from the server
             from groundrec.online.holder import load_popularity
 

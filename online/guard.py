@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import hmac
 import logging
+import os
 import re
 import time
 import uuid
@@ -20,6 +21,7 @@ from starlette.requests import ClientDisconnect
 from groundrec.online.errors import ERRORS, Overloaded, Reply, http_reply
 from groundrec.online.hotpath import send_reply
 from groundrec.online.metrics import ServiceMetrics
+from groundrec.shared.errors import UserError
 
 log = logging.getLogger("groundrec.serve")
 OPEN_PATHS = frozenset({"/healthz", "/readyz", "/metrics", "/docs", "/openapi.json", "/ui/login"})
@@ -68,6 +70,22 @@ def is_write(method: str, path: str) -> bool:
     """Requests that change stored data: posting events, erasing a user, changing the live catalog."""
     return ((method == "POST" and path in ("/events", "/items")) or (method == "DELETE" and path.startswith("/users/"))
             or (method in ("PUT", "PATCH", "DELETE") and path.startswith("/items/")))
+
+
+def api_keys(cfg) -> tuple[str | None, str | None]:
+    """The API key and the read-only key from the environment variables the serve config names,
+    checked before anything starts: a read key alone leaves no way to write, and a key is sent
+    in a header, so it must be latin-1 text."""
+    api_key, read_key = os.environ.get(cfg.api_key_env) or None, os.environ.get(cfg.read_api_key_env) or None
+    if read_key and not api_key:
+        raise UserError(f"{cfg.read_api_key_env} is set but {cfg.api_key_env} is not: set the API key too (writes "
+                        "need it), or unset the read-only key")
+    for name, key in ((cfg.api_key_env, api_key), (cfg.read_api_key_env, read_key)):
+        try:
+            (key or "").encode("latin-1")
+        except UnicodeEncodeError:
+            raise UserError(f"{name} holds a character no HTTP header can carry: use ASCII letters and digits") from None
+    return api_key, read_key
 
 
 class Guard:

@@ -26,7 +26,7 @@ from pydantic_core import to_json
 
 from groundrec.online.config import ServeConfig
 from groundrec.online.errors import ERRORS, NotFound
-from groundrec.online.guard import Guard, error_reply
+from groundrec.online.guard import Guard, api_keys, error_reply
 from groundrec.online.hotpath import HotRoutes
 from groundrec.online.items_api import mount_items
 from groundrec.online.metrics import ServiceMetrics
@@ -72,10 +72,7 @@ def create_app(cfg: ServeConfig, watch: bool = True) -> ServiceApp:
     mount_ui(app, rec, cfg.report)
     hot = HotRoutes(app, routes={"/recommend": (RecommendRequest, rec.handle), "/search": (SearchRequest, rec.handle),
                                  "/events": (EventsRequest, rec.events.handle)})
-    api_key, read_key = os.environ.get(cfg.api_key_env) or None, os.environ.get(cfg.read_api_key_env) or None
-    if read_key and not api_key:
-        raise UserError(f"{cfg.read_api_key_env} is set but {cfg.api_key_env} is not: set the API key too (writes "
-                        "need it), or unset the read-only key")
+    api_key, read_key = api_keys(cfg)
     front = Guard(hot, metrics=metrics, api_key=api_key, read_key=read_key,
                   max_body_bytes=cfg.max_body_bytes, body_timeout_s=cfg.body_timeout_s,
                   overloaded=lambda: rec.batcher.full, shed_paths=frozenset({"/recommend", "/search"}),

@@ -69,6 +69,11 @@ def test_a_users_mistake_is_one_line_and_exit_status_2(tmp_path):
     assert "invalid configuration" in r.output and "not_a_setting" in r.output and "max_k" in r.output
     r = runner.invoke(app, ["serve", "--artifacts", str(tmp_path), "--interactions", str(tmp_path / "nope.parquet")])
     assert r.exit_code == 2 and "error:" in r.output and "nope.parquet" in r.output and "Traceback" not in r.output
+    # keys the server cannot use are refused before it starts (in every worker's factory, uvicorn restarted them for ever)
+    for env, says in (({"GROUNDREC_READ_API_KEY": "r"}, "GROUNDREC_API_KEY is not"),
+                      ({"GROUNDREC_API_KEY": "cl\u00e9\u20ac"}, "no HTTP header can carry")):
+        r = runner.invoke(app, ["serve", "--artifacts", str(tmp_path), "--workers", "2"], env=env)
+        assert r.exit_code == 2 and says in r.output and "Traceback" not in r.output, r.output
     bad.write_text("max_k: [1\n")
     (tmp_path / "CURRENT").write_text("../../etc\n")  # a CURRENT someone edited by hand
     for args, says in ((["serve", "--artifacts", str(tmp_path), "--config", str(bad)], "not valid YAML"),
