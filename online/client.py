@@ -27,6 +27,7 @@ from groundrec.online.client_bodies import (GroundrecError, _batch_body, _events
 from groundrec.online.schemas import BatchOut, EventsOut, RecommendRequest, ResultOut, SearchRequest, UserQuery
 
 RETRY_STATUS = {502, 503, 504}
+MAX_RETRY_AFTER_S = 30.0
 
 
 def _raise_for(response: httpx.Response) -> None:
@@ -55,8 +56,15 @@ class _Http:
         last = attempt == self.retries
         return response is not None and (response.status_code not in RETRY_STATUS or last)
 
-    def _delay(self, attempt: int) -> float:
-        return self.backoff_s * 2**attempt
+    def _delay(self, attempt: int, response: httpx.Response | None = None) -> float:
+        """The wait before the next try: the backoff, or the server's ``Retry-After`` (seconds,
+        at most ``MAX_RETRY_AFTER_S``) when it asks for longer (a shed request)."""
+        wait = self.backoff_s * 2**attempt
+        try:
+            asked = float(response.headers.get("retry-after", 0)) if response is not None else 0.0
+        except ValueError:  # an HTTP date: not sent by this server
+            asked = 0.0
+        return max(wait, min(asked, MAX_RETRY_AFTER_S))
 
 
 class Client(_Http):
@@ -73,7 +81,7 @@ class Client(_Http):
             if self._final(r, attempt):
                 _raise_for(r)
                 return r.json()
-            time.sleep(self._delay(attempt))
+            time.sleep(self._delay(attempt, r))
         raise AssertionError("unreachable")
 
     def recommend(self, history=(), k: int = 10, **options) -> ResultOut:
@@ -166,7 +174,7 @@ class AsyncClient(_Http):
             if self._final(r, attempt):
                 _raise_for(r)
                 return r.json()
-            await asyncio.sleep(self._delay(attempt))
+            await asyncio.sleep(self._delay(attempt, r))
         raise AssertionError("unreachable")
 
     async def recommend(self, history=(), k: int = 10, **options) -> ResultOut:

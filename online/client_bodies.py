@@ -44,7 +44,8 @@ def _recommend_body(history, k, **options) -> dict:
 
 @_checked
 def _batch_body(users: list[dict | UserQuery], k: int) -> dict:
-    batch = [u if isinstance(u, UserQuery) else UserQuery(**{"k": k, **u}) for u in users]
+    batch = [(u if "k" in u.model_fields_set else u.model_copy(update={"k": k})) if isinstance(u, UserQuery)
+             else UserQuery(**{"k": k, **u}) for u in users]  # k for each user that names none
     return RecommendRequest(batch=batch).model_dump(exclude_unset=True, exclude_none=True)
 
 

@@ -93,6 +93,10 @@ class RecommendRequest(UserQuery):
     def _one_or_batch(self) -> "RecommendRequest":
         if self.batch is not None and (self.history or self.text or self.user_id):
             raise UserError("give either one user's history/text or a batch, not both")
+        beside = sorted(self.model_fields_set - {"batch"}) if self.batch is not None else []
+        if beside:  # they would be ignored: each user of the batch sets its own
+            raise UserError(f"{', '.join(beside)} beside batch: set them on each user of the batch (they apply to "
+                            f"one user's request only)")
         return self
 
 

@@ -12,6 +12,7 @@ from groundrec.online.client import AsyncClient, Client, GroundrecError
 from groundrec.online.client_bodies import (_batch_body, _feedback_body, _item_path, _items_body, _list_path,
                                             _recommend_body, _search_body)
 from groundrec.online.config import ServeConfig
+from groundrec.online.schemas import RecommendRequest, UserQuery
 from groundrec.online.service import create_app
 from groundrec.shared.events import open_store
 from helpers import publish_demo, running
@@ -22,6 +23,9 @@ def test_bodies_carry_only_what_the_caller_set():
     assert _recommend_body(["a"], 5, diversity=0.2, max_per={}) == {"history": ["a"], "k": 5, "diversity": 0.2,
                                                                    "max_per": {}}
     assert _batch_body([{"history": ["a"]}, {"history": ["b"], "k": 2}], 3) == {
+        "batch": [{"history": ["a"], "k": 3}, {"history": ["b"], "k": 2}]}
+    # the batch's k for a UserQuery that names none, as for a dict
+    assert _batch_body([UserQuery(history=["a"]), UserQuery(history=["b"], k=2)], 3) == {
         "batch": [{"history": ["a"], "k": 3}, {"history": ["b"], "k": 2}]}
     assert _search_body("black top", 4, with_fields=True) == {"text": "black top", "k": 4, "with_fields": True}
     assert _item_path("a/b?c d", "/similar") == "/items/a%2Fb%3Fc%20d/similar"
@@ -34,6 +38,20 @@ def test_bodies_carry_only_what_the_caller_set():
         with pytest.raises(GroundrecError) as refused:  # refused before sending, as the service would refuse it
             bad()
         assert refused.value.status == 422 and field in refused.value.message
+    # what the server would ignore beside a batch is refused, naming it
+    with pytest.raises(ValueError, match="exclude, filters, k beside batch"):
+        RecommendRequest.model_validate({"batch": [{"history": ["a"]}], "k": 3, "filters": {"c": "r"}, "exclude": ["b"]})
+
+
+def test_the_client_waits_as_long_as_the_server_asks_before_retrying():
+    import httpx
+
+    c = Client(backoff_s=0.2)
+    shed = httpx.Response(503, headers={"Retry-After": "2"})
+    assert c._delay(0, shed) == 2.0 and c._delay(4, shed) == 3.2  # the longer of the two
+    assert c._delay(0, None) == 0.2 and c._delay(0, httpx.Response(503)) == 0.2
+    assert c._delay(0, httpx.Response(503, headers={"Retry-After": "3600"})) == 30.0  # bounded
+    assert c._delay(1, httpx.Response(503, headers={"Retry-After": "Wed, 21 Oct 2026 07:28:00 GMT"})) == 0.4
 
 
 # --- feedback with the answer's recommendation_id, against the real server ---------------
