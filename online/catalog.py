@@ -38,6 +38,8 @@ def _id(item_id) -> str:
         raise Unprocessable(f"item_id {item_id!r} holds a control character")
     if "/" in item_id:  # /items/{id} could never address it: servers decode %2F before routing
         raise Unprocessable(f"item_id {item_id!r} holds a '/', which no /items/{{id}} path can carry")
+    if item_id in (".", ".."):  # a client or browser resolves /items/.. to / before sending it
+        raise Unprocessable(f"item_id {item_id!r} is a path segment no /items/{{id}} path can carry")
     return item_id
 
 

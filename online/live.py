@@ -73,14 +73,16 @@ class LiveOverlay:
         return self.frozen
 
     def _rule(self, row: int, fields, now: float) -> None:
-        """Whether ``row`` may be shown, from its ``hidden`` and ``available_until``."""
+        """Whether ``row`` may be shown, from its ``hidden`` and ``available_until`` (an end
+        already in the heap is not pushed again: a feed re-sending an item adds nothing)."""
         self.removed.discard(row)
-        self._until.pop(row, None)
+        before = self._until.pop(row, None)
         if not shown(fields, now):
             self.removed.add(row)
         elif fields.get("available_until") is not None:
             self._until[row] = float(fields["available_until"])
-            heapq.heappush(self._expiring, (self._until[row], row))
+            if self._until[row] != before:
+                heapq.heappush(self._expiring, (self._until[row], row))
 
     def _rules_only(self, item: LiveItem, old: int | None) -> bool:
         """Whether ``item`` differs from what its current row holds only in ``hidden`` or

@@ -168,6 +168,11 @@ def test_hiding_showing_and_expiring_change_rules_in_place_without_new_rows(serv
         listed = item in [x.item_id for x in r.recommend(RecommendRequest(history=history, k=70)).items]
         assert listed == (fields.get("hidden") is False or fields.get("available_until") == 4e9), fields
     assert r.v.index.ntotal == n  # no row was added for a change of rules only
+    queued = len(r.live._expiring)
+    for _ in range(50):  # a feed sending the same end again and again queues it once
+        seq += 1
+        s.apply_live(([LiveItem(item, {"available_until": 4e9}, False, None, float(seq), seq)], None))
+    assert len(r.live._expiring) <= queued + 1
 
 
 @pytest.fixture(scope="module")
