@@ -101,12 +101,12 @@ def record(item: LiveItem, base: Mapping | None, columns: Iterable[str], id_colu
     (grounded fields, unless the image changed), ``text`` left for the caller to fill."""
     row = {c: None for c in columns}
     moved = image_changed(item, base)
-    for c in row:
-        if base is not None and (not item.whole or (derived(c) and not moved)):
+    for c in row:  # a PUT is the item whole: its rules (hidden, available_until) are what it sends, as in fold
+        if base is not None and (not item.whole or (derived(c) and c not in CONTROL and not moved)):
             row[c] = base.get(c)
     if moved:
         for c in row:
-            if c.startswith("vlm_") or c in ("grounded", "parse_ok", "image_sha256", "from_cache"):
+            if c.startswith("vlm_") or c in ("grounded", "parse_ok", "image_sha256", "image_uri", "from_cache"):
                 row[c] = None
     row.update({k: v for k, v in item.fields.items() if k in row})
     if id_column in row:

@@ -50,6 +50,13 @@ def test_record_keeps_grounded_fields_unless_the_image_changed():
     assert record(same, base, columns)["vlm_text"] == "a red dress"
     assert record(LiveItem("x", {"title": "no image"}, whole=True), base, columns)["vlm_text"] is None
     assert catalog_columns(columns) == ["title", "image", "price"]
+    # rules the job took in as columns: a patch keeps them, a PUT is the item whole (as fold reads it), whatever its image
+    ruled = {**base, "hidden": True, "available_until": 4e9, "image_uri": "x.jpg"}
+    for image in ("x.jpg", "y.jpg"):
+        row = record(LiveItem("x", {"title": "new", "image": image}, whole=True), ruled, list(ruled))
+        assert (row["hidden"], row["available_until"]) == (None, None)
+    assert record(LiveItem("x", {"available_until": 5e9}, whole=False), ruled, list(ruled))["hidden"] is True
+    assert record(LiveItem("x", {"image": "y.jpg"}, whole=False), ruled, list(ruled))["image_uri"] is None  # not x.jpg
     assert render("{title}. {vlm_text}", {"title": "new", "vlm_text": None}) == "new"
 
 
