@@ -80,15 +80,14 @@ def build_texts(table: pa.Table, template: str) -> list[str]:
 def embeddable(groundings: pa.Table, template: str, text_columns: list[str],
                id_column: str) -> tuple[pa.Table, list[str], list[dict]]:
     """The rows that have a text to embed, their texts, and the skip record of each row left
-    out (stage "embed"). The template gives the text; an item without a grounding
-    (``grounded`` false) whose template renders empty gets its catalog text columns instead.
-    Only items with nothing to embed are left out."""
+    out (stage "embed"). The template gives the text; an item whose template renders empty
+    (no grounding, or a grounding whose fields the template names did not parse) gets its
+    catalog text columns instead. Only items with nothing to embed are left out."""
     texts = build_texts(groundings, template)
-    grounded = groundings.column("grounded").to_pylist() if "grounded" in groundings.column_names else None
     rows = groundings.select([c for c in text_columns if c in groundings.column_names]).to_pylist()
     for n, text in enumerate(texts):
-        if not text and grounded is not None and not grounded[n]:
-            texts[n] = render(". ".join("{%s}" % c for c in rows[n]), rows[n]) if rows[n] else ""
+        if not text and rows[n]:
+            texts[n] = render(". ".join("{%s}" % c for c in rows[n]), rows[n])
     keep = [bool(t) for t in texts]
     skipped = [{"item_id": iid, "stage": "embed",
                 "reason": "nothing to embed: the template and the catalog text columns are empty"}

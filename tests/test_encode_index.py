@@ -3,7 +3,7 @@ import numpy as np
 import pyarrow as pa
 import pytest
 
-from groundrec.offline.encode import EncodeTexts, build_texts, render, resolve_encoder
+from groundrec.offline.encode import EncodeTexts, build_texts, embeddable, render, resolve_encoder
 from groundrec.offline.index import build_index, choose_nlist, profile_queries, recall_at_k
 from groundrec.offline.config import IndexConfig
 
@@ -73,3 +73,13 @@ def test_recall_helper_and_empty_input():
     assert choose_nlist(100) >= 1
     with pytest.raises(ValueError, match="no vectors"):
         build_index(np.zeros((0, 8), np.float32), IndexConfig())
+
+
+def test_an_item_whose_template_renders_empty_gets_its_catalog_text_grounded_or_not():
+    """A grounded item whose parse failed (the template's field empty) is embedded from its
+    catalog text like an ungrounded one; only an item with no text at all is left out."""
+    table = pa.table({"item_id": ["a", "b", "c"], "title": ["Red dress", "Blue coat", ""],
+                      "grounded": [True, False, True], "vlm_colour": [None, None, None]})
+    kept, texts, skipped = embeddable(table, "{vlm_colour}", ["title"], "item_id")
+    assert kept.column("item_id").to_pylist() == ["a", "b"] and texts == ["Red dress", "Blue coat"]
+    assert [s["item_id"] for s in skipped] == ["c"]
