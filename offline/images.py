@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import io
+import time
 import warnings
 from dataclasses import dataclass
 
@@ -44,7 +45,10 @@ def _read_http(uri: str) -> bytes:
             if r.status_code >= 400:
                 raise BadImage(f"cannot read image: {uri}: HTTP {r.status_code}")
             chunks, size = [], 0
+            deadline = time.monotonic() + REMOTE_TIMEOUT_S  # httpx's timeout bounds each read, not the whole
             for chunk in r.iter_bytes():
+                if time.monotonic() > deadline:  # a server trickling bytes would hold the stage for hours
+                    raise httpx.ReadTimeout("the whole image took longer")
                 size += len(chunk)
                 if size > MAX_BYTES:
                     raise BadImage(f"image larger than {MAX_BYTES} bytes: {uri}")

@@ -79,6 +79,41 @@ def test_a_refused_connection_is_reported_as_such():
         images.read_bytes(f"http://127.0.0.1:{port}/a.jpg")
 
 
+def test_a_server_trickling_an_image_is_cut_at_the_timeout_for_the_whole_image(monkeypatch):
+    """httpx's timeout bounds each read: a server sending a byte every 0.3 s would never hit it."""
+    import socket
+    import threading
+    import time
+
+    monkeypatch.setattr(images, "REMOTE_TIMEOUT_S", 1.0)
+    server = socket.socket()
+    server.bind(("127.0.0.1", 0))
+    server.listen(1)
+    stop = threading.Event()
+
+    def trickle():
+        conn, _ = server.accept()
+        conn.recv(4096)
+        conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\n")
+        while not stop.is_set():
+            try:
+                conn.sendall(b"x")
+            except OSError:
+                break
+            time.sleep(0.3)
+        conn.close()
+
+    threading.Thread(target=trickle, daemon=True).start()
+    started = time.monotonic()
+    try:
+        with pytest.raises(images.BadImage, match="timed out"):
+            images.read_bytes(f"http://127.0.0.1:{server.getsockname()[1]}/slow.jpg")
+        assert time.monotonic() - started < 3  # not the 30 s the 100 bytes take
+    finally:
+        stop.set()
+        server.close()
+
+
 SEEDS = {"jpeg": _encoded("JPEG", (40, 30)), "png": _encoded("PNG", (40, 30)), "gif": _encoded("GIF", (40, 30)),
          "webp": _encoded("WEBP", (40, 30)), "bmp": _encoded("BMP", (20, 10))}
 
