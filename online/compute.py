@@ -70,6 +70,17 @@ class ComputeDied(Unavailable):
     """The compute process exited or hung (and was stopped): the call never got an answer."""
 
 
+TEXT_S = 0.1  # the longest a text may take to encode (a few ms to ~60 ms at 256 tokens on one core), a margin in
+
+
+def answer_timeout(base_s: float, items: list) -> float:
+    """How long a call answering ``items`` may take before its compute process is taken for
+    hung: ``compute_timeout_s`` and ``TEXT_S`` a text to encode (a batch of 256 long texts is
+    seconds of honest work; it was stopped as hung, then again on the standby)."""
+    texts = sum(bool(q.text) for item in items for q in (getattr(item, "batch", None) or [item]))
+    return base_s + TEXT_S * texts
+
+
 class ComputeProcess:
     """A child process serving one version. ``call`` is thread-safe (one call at a time)."""
 
@@ -253,7 +264,7 @@ class RemoteServing:
         return child
 
     def answer(self, items: list) -> list:
-        return self._call("answer", items)
+        return self._call("answer", items, answer_timeout(self.limits.compute_timeout_s, items))
 
     def apply_live(self, arg) -> dict:
         """Apply live items in the child (their texts encoded half by the standby: ``live_sharing``),

@@ -187,3 +187,21 @@ def test_a_retired_backend_called_late_starts_no_child(published):
     with pytest.raises(ComputeDied, match="no longer served here"):
         serving.item("demo-0001")
     assert serving.replaced == 0 and not serving.process.alive
+
+
+def test_a_batch_of_long_texts_is_given_time_to_encode_not_stopped_as_hung(published):
+    """compute_timeout_s bounds a batch of the batcher's size; a request of many long texts
+    (within every limit) gets TEXT_S more a text: answered, with no compute process stopped.
+    (It was stopped as hung, then its standby, and the client got a 503.)"""
+    from groundrec.online.compute import TEXT_S, answer_timeout
+    from groundrec.online.schemas import RecommendRequest, UserQuery
+
+    batch = RecommendRequest(batch=[UserQuery(text="x"), UserQuery(history=["a"])])
+    assert answer_timeout(0.2, [UserQuery(text="y"), batch, UserQuery(history=["a"])]) == pytest.approx(0.2 + 2 * TEXT_S)
+    app = create_app(ServeConfig(artifacts=published["artifacts"], events="none", compute_timeout_s=0.1))
+    text = " ".join(["a red striped summer dress with long sleeves and a belt"] * 18)[:1000]
+    with running(app) as url:
+        backend = app.state.holder.current
+        r = httpx.post(url + "/recommend", json={"batch": [{"text": f"{n} {text}"[:1000]} for n in range(64)]}, timeout=60)
+        assert r.status_code == 200, r.text
+        assert len(r.json()["results"]) == 64 and backend.replaced == 0
