@@ -36,6 +36,22 @@ def error_reply(e: BaseException, metrics: ServiceMetrics, retry_after_s: int) -
     return http_reply(e, retry_after_s)
 
 
+def bug_reply(e: BaseException, path) -> bytes:
+    """The one answer to a bug (a 500's JSON body): its traceback logged once, under a request
+    id the body names. FastAPI's routes answer with it too (``service``'s handler), before the
+    exception reaches the guard, which then logs nothing more."""
+    request_id = getattr(e, "_request_id", None)
+    if request_id is None:
+        request_id = uuid.uuid4().hex[:16]
+        log.error("unhandled error on %s (request id %s)", path, request_id, exc_info=e)
+        try:
+            e._request_id = request_id
+        except AttributeError:  # an exception type with __slots__: logged again if it comes back
+            pass
+    return to_json({"detail": f"internal error ({type(e).__name__}); the server log has its traceback under "
+                              f"request id {request_id}", "request_id": request_id})
+
+
 class _Refused(HTTPException):
     """Raised while FastAPI reads the body, it passes through FastAPI's body parsing (which
     turns other exceptions into a 400) to its HTTPException handler: same JSON, same status."""
@@ -159,12 +175,9 @@ class Guard:
             if not status["sent"]:
                 await _json(sending, e.status_code, e.detail)
         except Exception as e:  # a bug: never let it take the process down, and make it findable
-            request_id = uuid.uuid4().hex[:16]
-            log.exception("unhandled error on %s (request id %s)", scope.get("path"), request_id)
+            body = bug_reply(e, scope.get("path"))
             if not status["sent"]:
-                await send_reply(sending, 500, to_json({
-                    "detail": f"internal error ({type(e).__name__}); the server log has its traceback under "
-                              f"request id {request_id}", "request_id": request_id}))
+                await send_reply(sending, 500, body)
         self._count(scope, status, started)
 
     def _allowed(self, scope, key: bytes) -> bool:

@@ -26,7 +26,7 @@ from pydantic_core import to_json
 
 from groundrec.online.config import ServeConfig
 from groundrec.online.errors import ERRORS, NotFound
-from groundrec.online.guard import Guard, api_keys, error_reply
+from groundrec.online.guard import Guard, api_keys, bug_reply, error_reply
 from groundrec.online.hotpath import HotRoutes
 from groundrec.online.items_api import mount_items
 from groundrec.online.metrics import ServiceMetrics
@@ -87,7 +87,7 @@ def _reply(status: int, body: bytes, headers: list) -> Response:
 
 def _error_handlers(app: FastAPI, metrics: ServiceMetrics, retry_after_s: int) -> None:
     """FastAPI's own errors in our shapes, and the domain's errors (``errors``) answered as on
-    the hot routes (a bug is the guard's 500)."""
+    the hot routes, and a bug as the guard answers it (``bug_reply``)."""
 
     @app.exception_handler(RequestValidationError)
     async def validation_error(request: Request, exc: RequestValidationError):
@@ -98,6 +98,11 @@ def _error_handlers(app: FastAPI, metrics: ServiceMetrics, retry_after_s: int) -
 
     for kind in ERRORS:
         app.add_exception_handler(kind, domain_error)
+
+    async def bug(request: Request, exc: Exception):  # else Starlette sends a text/plain 500 first
+        return Response(bug_reply(exc, request.url.path), status_code=500, media_type="application/json")
+
+    app.add_exception_handler(Exception, bug)
 
 
 def _routes(app: FastAPI, rec: Recommender) -> None:

@@ -48,6 +48,27 @@ def test_a_bug_is_a_500_with_a_request_id_that_the_log_holds_with_its_traceback(
     assert record.exc_info and record.exc_info[0] is KeyError
 
 
+def test_a_bug_under_a_fastapi_route_is_the_same_json_500_logged_once(tmp_path, caplog):
+    """The cold routes (/items/{id}, /popular, ...) are FastAPI's: a bug there was Starlette's
+    text/plain "Internal Server Error", with no request id."""
+    from groundrec.online.config import ServeConfig
+    from groundrec.online.service import create_app
+
+    app = create_app(ServeConfig(artifacts=tmp_path, events="none"))
+
+    @app.api.get("/boom")
+    def boom():
+        raise KeyError("bug")
+
+    with caplog.at_level(logging.ERROR, logger="groundrec.serve"):
+        r = _call(app, path="/boom")
+    assert r.status_code == 500 and r.headers["content-type"] == "application/json"
+    request_id = r.json()["request_id"]
+    assert request_id in r.json()["detail"] and "KeyError" in r.json()["detail"]
+    logged = [rec for rec in caplog.records if "unhandled error" in rec.getMessage()]
+    assert len(logged) == 1 and request_id in logged[0].getMessage() and logged[0].exc_info[0] is KeyError
+
+
 def test_guard_refuses_a_wrong_key_and_a_large_body_with_reasons():
     keyed = _guard(_ok, api_key="s3cret")
     assert _call(keyed).status_code == 401
