@@ -205,8 +205,10 @@ class VersionHolder:
                 serving.close()
                 raise
         except Exception as e:  # a broken version must never take the service down
-            if not restart:
-                self._reject(wanted, f"{type(e).__name__}: {e}")
+            if restart:  # nothing rejected (tried again next check): no reload failure counted
+                log.error("version %s: its compute process could not be restarted: %s", wanted, e)
+                return False
+            self._reject(wanted, f"{type(e).__name__}: {e}")
             log.error("rejected version %s, still serving %s: %s", wanted,
                       self.current.version_id if self.current else None, e)
             if self._on_failed:
@@ -226,7 +228,7 @@ class VersionHolder:
         gc.collect()
         gc.freeze()
         log.info("serving version %s (loaded in %.2f s)", wanted, time.perf_counter() - started)
-        if self._on_loaded:
+        if self._on_loaded and not restart:  # a restarted compute process is no version loaded
             self._on_loaded(wanted)
         return True
 

@@ -70,6 +70,8 @@ def test_the_compute_process_serves_is_replaced_when_it_dies_and_stopped_when_sw
         assert httpx.get(url + "/healthz").status_code == 200
         assert holder.check()
         assert httpx.get(url + "/readyz").status_code == 200
+        metrics = httpx.get(url + "/metrics").text  # a restarted compute process is no version loaded
+        assert "groundrec_reloads_total 1.0" in metrics and "groundrec_reload_failures_total 0.0" in metrics
         second = holder.current
         assert second.version_id == first.version_id and second.process.pid != first.process.pid
         r = httpx.post(url + "/recommend", json=body)
