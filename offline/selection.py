@@ -43,14 +43,17 @@ def mean_and_se(values) -> tuple[float, float]:
     return float(values.mean()), float(values.std(ddof=1) / np.sqrt(len(values))) if len(values) > 1 else 0.0
 
 
-def one_standard_error(per_user: dict, simplest_first: list) -> object:
+def one_standard_error(per_user: dict, simplest_first: list, reference: np.ndarray | None = None) -> object:
     """The one-standard-error rule: the first key of ``simplest_first`` whose mean per-user
     score is within one standard error (over users) of the best key's mean. On a few hundred
     validation users many settings differ by noise; this prefers the simpler one (for a
     hybrid: a smaller collaborative weight, down to content alone) unless the better score
-    stands out of that noise."""
+    stands out of that noise. ``reference``: the per-user scores of the best point an earlier
+    stage of the search scored, when better than any here (the threshold stays that of the
+    best point seen, or each stage would lower it: ``coarse_to_fine``)."""
     best = max(per_user, key=lambda key: (per_user[key].mean(), -simplest_first.index(key)))
-    mean, se = mean_and_se(per_user[best])
+    top = per_user[best] if reference is None or reference.mean() <= per_user[best].mean() else reference
+    mean, se = mean_and_se(top)
     return next(key for key in simplest_first if per_user[key].mean() >= mean - se)
 
 
@@ -96,7 +99,7 @@ class Search:
 def search(axes: dict[str, list], score: Callable[[list[dict]], list[np.ndarray]], *, simplest: str | None = None,
            widenings: int = 0, limits: dict[str, tuple[float, float]] | None = None,
            relevant: Callable[[dict], dict] | None = None, section: str = "tuning",
-           simplest_is_largest: bool = False) -> Search:
+           simplest_is_largest: bool = False, reference: np.ndarray | None = None) -> Search:
     """Score every point of ``axes`` (``score`` gets a batch of points and returns each one's
     per-user validation scores), choose, then widen and rescore while a chosen numeric value
     sits on the edge of its axis, at most ``widenings`` times.
@@ -107,7 +110,8 @@ def search(axes: dict[str, list], score: Callable[[list[dict]], list[np.ndarray]
     largest ``simplest`` value instead (the most of something that costs nothing measurable,
     e.g. the lift of new items). ``relevant(chosen)`` names the values that
     matter (e.g. a hybrid's regularisation does not when its weight is 0): only those are
-    widened or warned about. ``limits``: open bounds per axis (e.g. a share in (0, 1))."""
+    widened or warned about. ``limits``: open bounds per axis (e.g. a share in (0, 1)).
+    ``reference``: an earlier stage's best per-user scores (``one_standard_error``)."""
     axes = {name: sorted(set(values), key=float) if all(_numeric(v) for v in values) else list(values)
             for name, values in axes.items()}
     names, limits, scores, widened = list(axes), limits or {}, {}, []
@@ -124,7 +128,7 @@ def search(axes: dict[str, list], score: Callable[[list[dict]], list[np.ndarray]
             at = names.index(simplest)
             key = one_standard_error({p: scores[p] for p in order},
                                      sorted(order, key=lambda p: (-p[at] if simplest_is_largest else p[at],
-                                                                  -scores[p].mean(), position[p])))
+                                                                  -scores[p].mean(), position[p])), reference)
         chosen = dict(zip(names, key))
         beyond = edges(axes, relevant(chosen), limits)
         if not beyond or round_ == widenings:
@@ -181,8 +185,12 @@ def coarse_to_fine(axes: dict[str, list], score: Callable[[list[dict]], list[np.
 
     found = [search({**axes, later: _merged(axes[later])[:1]}, cached, **rules)]
     tried = lambda: {n: _merged(*(f.axes[n] for f in found)) for n in names}  # noqa: E731  (widenings included)
+    # The rule's threshold is the best point's of every stage so far: a later stage's grid may
+    # lack it (it holds the earlier choice, a simpler point within one standard error of it).
+    best = lambda: max(known.values(), key=lambda u: u.mean())  # noqa: E731
     if len(set(axes[later])) > 1:
-        found.append(search({**tried(), later: list(axes[later]), at: [found[-1].chosen[at]]}, cached, **rules))
+        found.append(search({**tried(), later: list(axes[later]), at: [found[-1].chosen[at]]}, cached,
+                            **rules, reference=best()))
     for axis in refine:
         chosen = found[-1].chosen
         if axis not in relevant(chosen):  # e.g. a hybrid's reg when its weight is 0
@@ -191,7 +199,7 @@ def coarse_to_fine(axes: dict[str, list], score: Callable[[list[dict]], list[np.
         grid[axis] = sorted([chosen[axis], *midpoints(tried()[axis], chosen[axis])], key=float)
         if rules.get("simplest"):
             grid[rules["simplest"]] = tried()[rules["simplest"]]
-        found.append(search(grid, cached, **{**rules, "widenings": 0}))
+        found.append(search(grid, cached, **{**rules, "widenings": 0}, reference=best()))
     merged = tried()
     last = found[-1]
     warnings = _warnings(edges(merged, relevant(last.chosen), limits), last.chosen, rules.get("section", "tuning"))

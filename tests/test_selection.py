@@ -189,3 +189,23 @@ def test_mean_and_se_is_over_users_and_zero_below_two():
     mean, se = mean_and_se([1.0, 0.0, 1.0, 0.0])
     assert mean == 0.5 and se == pytest.approx(np.std([1, 0, 1, 0], ddof=1) / 2)
     assert mean_and_se([3.0]) == (3.0, 0.0) and mean_and_se([]) == (0.0, 0.0)
+
+
+def test_the_rule_keeps_the_best_points_threshold_through_every_stage():
+    """Stage 1 takes a simpler point within one standard error of the best (reg 1, weight 2);
+    the refinement's grid (reg fixed near the choice) lacks that best point: its own best, lower,
+    must not lower the threshold, or the rule drifts to content alone (weight 0, 1.5 se below)."""
+    base = np.random.default_rng(0).standard_normal(400)
+    base = (base - base.mean()) / base.std(ddof=1)  # 400 users: se 0.01 at sd 0.2
+
+    def value(p):
+        if p["weight"] == 0:
+            return 0.285
+        return {(1.0, 2.0): 0.300, (10.0, 1.0): 0.292}.get((p["reg"], p["weight"]), 0.25)
+
+    score = _scorer(lambda p: value(p) + 0.2 * base)
+    axes = {"reg": [1.0, 10.0, 100.0], "dropout": [0.0], "half_life": [0.0], "weight": [0.0, 1.0, 2.0]}
+    rules = dict(simplest="weight", relevant=lambda p: p if p["weight"] else {})
+    assert search(axes, score, **rules).chosen["weight"] == 1.0
+    staged = coarse_to_fine(axes, score, later="dropout", at="reg", refine=("reg", "half_life"), **rules)
+    assert staged.chosen == {"reg": 10.0, "dropout": 0.0, "half_life": 0.0, "weight": 1.0}
