@@ -20,6 +20,7 @@ import time
 from groundrec.online.compute import RemoteServing
 from groundrec.online.config import ServeConfig
 from groundrec.online.backend import Backend
+from groundrec.online.live_checks import apply_or_skip
 from groundrec.online.serving import build_serving
 from groundrec.shared import artifact
 from groundrec.shared.errors import UserError
@@ -105,12 +106,11 @@ class VersionHolder:
         return list({id(b): b for b in [self.current, *self.pinned.values()] if b is not None}.values())
 
     def _apply(self, backend: Backend, items: list) -> None:
-        """Live items applied to one backend, with their cached embeddings when the live catalog
-        keeps them (``self.vectors``: ``live_vectors.LiveVectors``, set by the live catalog)."""
-        if self.vectors is None:
-            backend.apply_live((items, None))
-        else:
-            self.vectors.apply(backend, items)
+        """Live items applied to one backend, with their cached embeddings (``self.vectors``, set by
+        the live catalog) when it keeps them; an item it cannot take skipped (``apply_or_skip``)."""
+        vectors = self.vectors
+        apply_or_skip((lambda batch: backend.apply_live((batch, None))) if vectors is None else
+                      (lambda batch: vectors.apply(backend, batch)), items, backend.version_id)
 
     def _with_live(self, backend: Backend) -> None:
         """Give a backend about to serve every live item: the bulk first, then, under the lock

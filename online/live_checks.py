@@ -1,12 +1,43 @@
 """The live catalog's changes checked against a served version before anything is stored: the
-items API refuses (4xx, naming it) what ``online/live`` could not apply."""
+items API refuses (4xx, naming it) what ``online/live`` could not apply; and a change stored
+all the same (checked against other versions: another worker's, before a rollback) skipped by
+the version that cannot take it, not blocking every change after it."""
 
 from __future__ import annotations
+
+import logging
+from typing import Callable
 
 import pyarrow as pa
 
 from groundrec.online.errors import NotFound, Unprocessable
+from groundrec.shared.errors import UserError
 from groundrec.shared.live_items import CONTROL, catalog_columns
+
+log = logging.getLogger("groundrec.serve")
+# An item's own fault when applied (a value its column cannot hold, a text that cannot be
+# embedded): the item is skipped by that version. Anything else (a dead compute process, the
+# store) fails the whole apply, which is tried again.
+ITEM_ERRORS = (UserError, pa.ArrowException)
+
+
+def apply_or_skip(apply: Callable[[list], object], items: list, version_id: str) -> list[str]:
+    """``apply(items)``; when that fails on an item's own fault, each item alone, those that
+    fail skipped and logged. The ids skipped."""
+    try:
+        apply(items)
+        return []
+    except ITEM_ERRORS:
+        pass
+    skipped = []
+    for item in items:
+        try:
+            apply([item])
+        except ITEM_ERRORS as e:
+            log.error("live item %r (change %s) skipped by version %s, which cannot take it: %s: %s",
+                      item.item_id, item.seq, version_id, type(e).__name__, e)
+            skipped.append(item.item_id)
+    return skipped
 
 
 def check_changes(retriever, changes: list[tuple[str, str, dict]], must_exist: bool = True) -> None:

@@ -86,6 +86,32 @@ def test_live_items_reach_the_pinned_arm_and_survive_a_hot_swap(two_versions):
         artifact.activate(artifacts, second)
 
 
+def test_a_live_change_a_version_cannot_take_is_skipped_and_blocks_nothing(two_versions, caplog):
+    """A change stored through another version (a column of another type there) cannot be
+    applied here: skipped and logged, the others applied, and a swap to this version is not
+    refused for it (the whole batch failed, every later change with it, for ever)."""
+    from groundrec.shared.live_items import LiveItem
+
+    artifacts, first, second = two_versions
+    holder = _holder(artifacts, [{"name": "A"}, {"name": "B", "version": first}])
+    other_type = LiveItem("live-bad", {"title": "coat", "colour": 5}, True, 1.0, 1.0, 1)  # colour is text here
+    fine = LiveItem("live-ok", {"title": "quokka lantern"}, True, 1.0, 1.0, 2)
+    try:
+        assert holder.check()
+        with caplog.at_level("ERROR", logger="groundrec.serve"):
+            holder.apply_live([other_type, fine])
+        for backend in (holder.current, holder.backend(first)):
+            assert "live-ok" in backend.retriever.v.row_of and "live-bad" not in backend.retriever.v.row_of
+        assert any("live-bad" in r.getMessage() and "skipped" in r.getMessage() for r in caplog.records)
+        artifact.activate(artifacts, first)
+        assert holder.check() and holder.current.version_id == first and first not in holder.rejected
+        holder.apply_live([LiveItem("live-later", {"title": "later"}, True, 1.0, 1.0, 3)])
+        assert "live-later" in holder.current.retriever.v.row_of
+    finally:
+        holder.stop()
+        artifact.activate(artifacts, second)
+
+
 def _copy(two_versions, tmp_path):
     import shutil
 
