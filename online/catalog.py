@@ -102,6 +102,7 @@ class LiveCatalog:
         self.backend = backend  # () -> the current Backend (checks a change before it is stored)
         self.state: dict[str, LiveItem] = {}  # every item the changes touched, as they left it
         self.applied = 0  # the seq of the last change applied
+        self.synced = not self.on  # the live catalog read once: until then a removed item could be shown
         self._lock = threading.Lock()
         self._cv = threading.Condition()  # the group of writes in flight
         self._queued: list[_Write] = []
@@ -198,6 +199,7 @@ class LiveCatalog:
                 except StoreUnavailable as e:
                     raise Unavailable(f"the event store is unavailable: {e}") from None
                 if not changes:
+                    self.synced = True
                     return done
                 touched = fold(self.state, changes)
                 self.holder.apply_live([self.state[i] for i in touched])

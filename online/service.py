@@ -177,6 +177,10 @@ def _routes(app: FastAPI, rec: Recommender) -> None:
         if not alive:
             return JSONResponse({**body, "version": s.version_id,
                                  "reason": "the compute process exited; a new one is being started"}, status_code=503)
+        if not rec.catalog.synced:  # items hidden or deleted since the job would be shown, live items missing
+            return JSONResponse({**body, "ready": False, "version": s.version_id,
+                                 "reason": "the live catalog is not read yet: the event store is unavailable"},
+                                status_code=503)
         return {**body, "version": s.version_id, **await run_in_threadpool(profile_of, s.version_id)}
 
     @app.get("/metrics")

@@ -172,6 +172,33 @@ def test_concurrent_writes_are_grouped_and_each_gets_its_own_answer(published, t
         s.close()
 
 
+def test_a_server_is_not_ready_until_it_has_read_the_live_catalog(published, tmp_path):
+    """Started while the store is down, it would show items hidden or deleted since the job:
+    not ready (503, saying why) until the store answers and the live catalog is applied."""
+    from helpers import RedisServer
+
+    if RedisServer.binary() is None:
+        pytest.skip("redis-server is not installed")
+    redis = RedisServer(tmp_path)
+    redis.start()
+    try:
+        with running(create_app(_cfg(published, redis.url, compute="thread"))) as url:
+            assert httpx.put(url + "/items/gone-soon", json=NEW).status_code == 200
+            assert httpx.delete(url + "/items/gone-soon").status_code == 200
+        redis.stop()
+        with running(create_app(_cfg(published, redis.url, compute="thread"))) as url:
+            ready = httpx.get(url + "/readyz")
+            assert ready.status_code == 503 and "live catalog" in ready.json()["reason"]
+            redis.start()
+            deadline = time.monotonic() + 10
+            while httpx.get(url + "/readyz").status_code != 200:
+                assert time.monotonic() < deadline
+                time.sleep(0.1)
+            assert httpx.get(url + "/items/gone-soon").status_code == 404
+    finally:
+        redis.stop()
+
+
 def test_item_writes_need_the_api_key(published, tmp_path, monkeypatch):
     monkeypatch.setenv("GROUNDREC_API_KEY", "write-secret")
     monkeypatch.setenv("GROUNDREC_READ_API_KEY", "read-secret")
