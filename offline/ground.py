@@ -31,6 +31,7 @@ from groundrec.offline.config import PromptConfig
 from groundrec.offline.parse import parse_structured
 from groundrec.offline.skips import Skips
 from groundrec.offline.vlm.registry import VLMConfig, backend_class, load_backend, parse_vlm_config
+from groundrec.shared.errors import UserError
 
 HASH_BATCH = 64
 
@@ -147,6 +148,11 @@ def ground_catalog(runner, items: pa.Table, *, id_column: str, vlm: VLMConfig, p
                                "image_sha256": [sha_by_id[i] for i in todo],
                                "cache_key": [key_by_id[i] for i in todo]})
         new_by_id = _ground(runner, todo_table, vlm, prompt, cache, skips, progress)
+    if len(todo) >= ALL_FAILED_MIN and not new_by_id:  # a wrong model, a rotated key: nothing to publish ungrounded
+        why = skips.reasons()
+        raise UserError(f"the VLM grounded none of the {len(todo)} image(s) it was given "
+                        f"(e.g. {why.get(todo[0], 'no answer')}); nothing was published: check vlm.model and "
+                        f"its endpoint or key; a catalog that is not to be grounded is given without images")
     with timed("cache_compact"):
         cache.compact()
 
@@ -165,6 +171,10 @@ def not_grounded(items: pa.Table, prompt: PromptConfig, reason: str) -> Grounded
     rows = [{**UNGROUNDED, "image_sha256": None, "ground_error": reason}] * items.num_rows
     return Grounded(groundings_table(items, rows, prompt), {}, [], {})
 
+
+# A run whose VLM grounds none of at least this many images stops (a few new items failing in a
+# nightly run are published from their catalog text and asked again next time).
+ALL_FAILED_MIN = 20
 
 # The grounding columns of an item whose image could not be read or grounded.
 UNGROUNDED = {"vlm_text": None, "vlm_fields": None, "parse_ok": False, "parse_error": None, "from_cache": False,

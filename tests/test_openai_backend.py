@@ -31,6 +31,7 @@ class _Handler(BaseHTTPRequestHandler):
     seen: dict[str, int] = {}
     requests = 0
     empty: set[str] = set()  # colours answered with no text (``content: null``)
+    deny = False  # every request refused (a rotated API key)
 
     def log_message(self, *args):
         pass
@@ -38,6 +39,8 @@ class _Handler(BaseHTTPRequestHandler):
     def do_POST(self):
         body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
         type(self).requests += 1
+        if self.deny:
+            return self._send(401, {"error": "invalid API key"})
         content = body["messages"][0]["content"]
         url = next(p["image_url"]["url"] for p in content if p["type"] == "image_url")
         raw = base64.b64decode(url.split(",", 1)[1])
@@ -61,7 +64,7 @@ class _Handler(BaseHTTPRequestHandler):
 
 @pytest.fixture
 def vlm_server():
-    _Handler.seen, _Handler.requests, _Handler.empty = {}, 0, set()
+    _Handler.seen, _Handler.requests, _Handler.empty, _Handler.deny = {}, 0, set(), False
     server = ThreadingHTTPServer(("127.0.0.1", 0), _Handler)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
@@ -120,3 +123,24 @@ def test_an_empty_answer_is_recorded_and_asked_again_never_cached(small_catalog,
     before = _Handler.requests
     again = run_job(load_job_config(None, overrides), progress=False)
     assert again.grounded_cached == 4 and _Handler.requests - before == 1 + 3  # i2 asked again, black i3 too
+
+
+def test_a_vlm_that_grounds_nothing_fails_the_job_and_publishes_nothing(small_catalog, tmp_path, vlm_server,
+                                                                        monkeypatch):
+    """Every call refused (a rotated key, a wrong model name): the job stops saying so, instead
+    of publishing and activating a catalog of catalog text alone."""
+    from groundrec.shared import artifact
+    from groundrec.shared.errors import UserError
+
+    from groundrec.offline import ground
+
+    _Handler.deny = True
+    monkeypatch.setattr(ground, "ALL_FAILED_MIN", 6)  # the six readable images of this small catalog
+    overrides = {
+        "catalog.path": str(small_catalog["path"]), "catalog.images_root": str(small_catalog["images_root"]),
+        "out": str(tmp_path / "o"), "vlm.backend": "openai", "vlm.endpoint": vlm_server, "vlm.model": "served-vlm",
+        "vlm.max_retries": 0, "run.runner": "local", "export.enabled": False,
+    }
+    with pytest.raises(UserError, match=r"the VLM grounded none of the 6 image\(s\).*HTTP 401.*nothing was published"):
+        run_job(load_job_config(None, overrides), progress=False)
+    assert artifact.current_version(tmp_path / "o") is None
