@@ -75,11 +75,14 @@ def text_only(items: pa.Table, cfg: CatalogConfig) -> str | None:
             "catalog.image_column (--image-column)")
 
 
-def resolve_image(value: str | None, root: Path) -> str | None:
-    """An absolute path or URI stays as it is; a relative path is taken under ``root``."""
+def resolve_image(value: str | None, root: str | Path) -> str | None:
+    """An absolute path or URI stays as it is; a relative path is taken under ``root`` (a
+    folder, or a URI such as s3://bucket/images)."""
     if value is None or str(value).strip() == "":
         return None
     value = str(value)
     if "://" in value or Path(value).is_absolute():
         return value
+    if "://" in str(root):
+        return f"{str(root).rstrip('/')}/{value}"
     return str((Path(root) / value).resolve())

@@ -26,7 +26,7 @@ offline_root = typer.Typer()  # top-level commands of this tier: demo, eval
 def offline_run(
     config: Optional[Path] = typer.Option(None, "--config", "-c", help="YAML job config (same schema as JobConfig)."),
     catalog: Optional[Path] = typer.Option(None, help="Catalog table: Parquet, CSV or JSONL."),
-    images_root: Optional[Path] = typer.Option(None, help="Folder that relative image paths start from (default: the catalog's folder)."),
+    images_root: Optional[str] = typer.Option(None, help="Folder or fsspec URI (s3://bucket/images) that relative image paths start from (default: the catalog's folder)."),
     out: Optional[Path] = typer.Option(None, help="Artifacts directory: versions/, CURRENT, cache/."),
     vlm: Optional[str] = typer.Option(None, help="VLM: hub id or local directory (default HuggingFaceTB/SmolVLM-256M-Instruct)."),
     encoder: Optional[str] = typer.Option(None, help="sentence-transformers model: name or local directory."),
@@ -208,7 +208,7 @@ def eval_command(
     config: Optional[Path] = typer.Option(None, "--config", "-c", help="YAML evaluation config (schema: EvalConfig)."),
     catalog: Optional[Path] = typer.Option(None, help="Catalog table: Parquet, CSV or JSONL."),
     interactions: Optional[Path] = typer.Option(None, help="Interactions table: user, item, timestamp columns."),
-    images_root: Optional[Path] = typer.Option(None, help="Folder that relative image paths start from."),
+    images_root: Optional[str] = typer.Option(None, help="Folder or fsspec URI that relative image paths start from."),
     out: Optional[Path] = typer.Option(None, help="Report directory: report.md, report.html, results.json, *.png."),
     set_: Optional[list[str]] = typer.Option(None, "--set", help="Override any config field: --set vlm.model=DIR (repeatable)."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bars."),

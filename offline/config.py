@@ -4,6 +4,7 @@ this structure and CLI flags override single fields."""
 
 from __future__ import annotations
 
+import re
 import string
 from pathlib import Path
 from typing import Literal, get_args
@@ -232,6 +233,15 @@ class JobConfig(StrictModel):
     catalog: JobCatalogConfig = Field(default_factory=JobCatalogConfig)
     out: Path | None = None
     cache_dir: Path | None = Field(None, description="grounding cache; default <out>/cache")
+
+    @field_validator("out", "cache_dir", mode="before")
+    @classmethod
+    def _a_local_folder(cls, v):
+        # s3://b/x, or what a Path made of it (s3:/b/x): a folder called "s3:" was written instead
+        if v is not None and re.match(r"^[A-Za-z][A-Za-z0-9+.-]*:/", str(v)) and not str(v).startswith("file:"):
+            raise ValueError(f"{v} is an object-store URI: the job writes to a local or mounted folder (publish "
+                             f"there, e.g. a shared volume, and point the service at it or at a copy in the store)")
+        return v
     prompt: PromptConfig = Field(default_factory=PromptConfig)
     vlm: VLMConfig = Field(default_factory=default_vlm_config)
     encoder: EncoderConfig = Field(default_factory=EncoderConfig)

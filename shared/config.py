@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import TypeVar
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from groundrec.shared.errors import UserError
 
@@ -26,10 +26,16 @@ class CatalogConfig(StrictModel):
     """Where the catalog is and what its columns are called."""
 
     path: Path | None = None
-    images_root: Path | None = None
+    images_root: str | None = Field(None, description="the folder or fsspec URI (s3://bucket/images) that "
+                                    "relative image paths start from; default: the catalog's folder")
     id_column: str = "item_id"
     image_column: str = "image"
     text_columns: list[str] = Field(default_factory=lambda: ["title", "description"])
+
+    @field_validator("images_root", mode="before")
+    @classmethod
+    def _folder_or_uri(cls, v):
+        return str(v) if isinstance(v, Path) else v  # a folder given as a Path; a URI stays text
 
 
 def require_settings(settings: list[tuple[str, object]]) -> None:

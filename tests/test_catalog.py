@@ -95,3 +95,18 @@ def test_an_unreadable_table_is_a_user_error_naming_it(tmp_path, name, content, 
 
 def test_blank_image_resolves_to_none(tmp_path):
     assert resolve_image("  ", tmp_path) is None and resolve_image(None, tmp_path) is None
+
+
+def test_images_under_an_object_store_root_keep_their_uri(tmp_path):
+    """images_root may be an fsspec URI (a Path made gs://b/x into gs:/b/x, so every image was
+    "not found" and the version published ungrounded)."""
+    assert resolve_image("shoes/a.jpg", "gs://bucket/images/") == "gs://bucket/images/shoes/a.jpg"
+    assert resolve_image("s3://other/b.jpg", "gs://bucket/images") == "s3://other/b.jpg"
+    assert resolve_image("a.jpg", str(tmp_path)) == str(tmp_path / "a.jpg")
+    from typer.testing import CliRunner
+
+    from groundrec.shared.cli import app
+
+    r = CliRunner().invoke(app, ["offline", "run", "--catalog", str(tmp_path / "none.parquet"), "--out",
+                                 str(tmp_path / "o"), "--images-root", "gs://bucket/images"])
+    assert "gs:/bucket" not in r.output  # the URI reaches the job as given (it fails on the missing catalog)

@@ -108,3 +108,12 @@ def test_bad_serve_event_settings_name_the_setting():
     assert ServeConfig(artifacts="/tmp/a", events="none").events_url() is None
     assert ServeConfig(artifacts="s3://bucket/a").events_url() is None  # no default store beside remote artifacts
     assert ServeConfig(artifacts="/tmp/a").events_url() == "sqlite:///tmp/a/events/events.db"
+
+
+@pytest.mark.parametrize("key", ["out", "cache_dir"])
+@pytest.mark.parametrize("value", ["s3://bucket/groundrec", "s3:/bucket/groundrec"])  # the second: a Path's copy
+def test_the_job_refuses_to_write_to_an_object_store_uri(key, value):
+    """It wrote a local folder ./s3:/bucket/... and reported success."""
+    with pytest.raises(ValueError, match="object-store URI"):
+        load_config(None, {"catalog.path": "a.parquet", "out": "o", key: value})
+    assert str(load_config(None, {key: "/srv/groundrec/artifacts"}).model_dump()[key]) == "/srv/groundrec/artifacts"
