@@ -73,7 +73,24 @@ def test_fingerprint_changes_when_weights_change(tiny_vlm, tmp_path):
     assert before == model_fingerprint(str(d))
     (d / "model.safetensors").write_bytes((d / "model.safetensors").read_bytes() + b"\0")
     assert model_fingerprint(str(d)) != before
-    assert model_fingerprint("org/name", "v1") == "hub:org/name@v1"
+    assert model_fingerprint("org/name", "v1") == "hub:org/name@v1"  # not in the cache: the revision as named
+
+
+def test_a_hub_models_fingerprint_is_the_commit_its_revision_names_now(tmp_path, monkeypatch):
+    """main moves: the grounding and embedding caches keyed "hub:name@main" mixed the answers of
+    two sets of weights. The key names the commit the local cache resolves it to."""
+    from huggingface_hub import constants
+
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path))
+    repo = tmp_path / "models--some-org--a-vlm"
+    (repo / "refs").mkdir(parents=True)
+    for commit in ("a" * 40, "b" * 40):
+        (repo / "snapshots" / commit).mkdir(parents=True)
+        (repo / "snapshots" / commit / "config.json").write_text("{}")
+    (repo / "refs" / "main").write_text("a" * 40)
+    assert model_fingerprint("some-org/a-vlm") == f"hub:some-org/a-vlm@{'a' * 40}"
+    (repo / "refs" / "main").write_text("b" * 40)  # main moved (a download of new weights)
+    assert model_fingerprint("some-org/a-vlm") == f"hub:some-org/a-vlm@{'b' * 40}"
 
 
 def test_a_cache_entry_that_cannot_be_read_is_named_in_a_warning_not_swallowed(tmp_path, monkeypatch, caplog):

@@ -110,14 +110,26 @@ def resolve_vlm(name: str, revision: str | None = None, kind: str = "VLM") -> Pa
         ) from None
 
 
+def hub_commit(name: str, revision: str | None = None) -> str | None:
+    """The commit a hub model's ``revision`` (default main) names in the local Hugging Face
+    cache (the snapshot's folder), or None when it is not there."""
+    from huggingface_hub import snapshot_download
+
+    try:
+        return Path(snapshot_download(name, revision=revision, local_files_only=True)).name
+    except (OSError, ValueError):
+        return None
+
+
 def model_fingerprint(name: str, revision: str | None = None) -> str:
-    """What identifies the weights in the cache key: the hub id and revision, or for a local
-    directory the names, sizes and modification times of its files (cheap, changes on retrain)."""
+    """What identifies the weights in the cache key: the hub id and the commit its revision
+    resolves to (main moves: new weights under one name), or for a local directory the names,
+    sizes and modification times of its files (cheap, changes on retrain)."""
     path = Path(name)
     if path.is_dir():
         files = sorted((str(p.relative_to(path)), p.stat().st_size, int(p.stat().st_mtime))
                        for p in path.rglob("*") if p.is_file())
         return "local:" + hashlib.sha256(json.dumps(files).encode()).hexdigest()[:16]
-    return f"hub:{name}@{revision or 'main'}"
+    return f"hub:{name}@{hub_commit(name, revision) or revision or 'main'}"
 
 

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import TYPE_CHECKING, Literal
 
 from pydantic import Field
 
-from groundrec.offline.vlm.base import Resources, VLMSettings, model_fingerprint, resolve_vlm
+from groundrec.offline.vlm.base import Resources, VLMSettings, hub_commit, model_fingerprint, resolve_vlm
 
 if TYPE_CHECKING:
     from PIL import Image
@@ -59,9 +60,11 @@ class HFVLM:
         self.device = "cuda" if torch.cuda.is_available() else "cpu"
         dtype = {"auto": torch.bfloat16 if self.device == "cuda" else torch.float32,
                  "float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}[cfg.dtype]
-        self.processor = AutoProcessor.from_pretrained(cfg.model, revision=cfg.revision)
+        # the commit the cache key names (``identity``), not wherever main has moved meanwhile
+        revision = cfg.revision if Path(cfg.model).is_dir() else hub_commit(cfg.model, cfg.revision) or cfg.revision
+        self.processor = AutoProcessor.from_pretrained(cfg.model, revision=revision)
         self.processor.tokenizer.padding_side = "left"
-        self.model = AutoModelForImageTextToText.from_pretrained(cfg.model, revision=cfg.revision, dtype=dtype)
+        self.model = AutoModelForImageTextToText.from_pretrained(cfg.model, revision=revision, dtype=dtype)
         self.model.to(self.device).eval()
         self.max_new_tokens = cfg.max_new_tokens
         self.chat = bool(getattr(self.processor, "chat_template", None))
