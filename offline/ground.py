@@ -82,13 +82,8 @@ class GroundImages:
                 texts[i] = answer
         fields, ok, perr = [], [], []
         for t, err in zip(texts, errors):
-            if err:
-                fields.append(""), ok.append(False), perr.append("")
-            elif self.prompt.style == "structured":
-                p = parse_structured(t, self.prompt.fields)
-                fields.append(json.dumps(p.fields)), ok.append(p.ok), perr.append(p.error or "")
-            else:
-                fields.append("{}"), ok.append(True), perr.append("")
+            f, o, e = ("", False, "") if err else parsed_answer(t, self.prompt)
+            fields.append(f), ok.append(o), perr.append(e)
         per_item = (time.perf_counter() - started) / max(n, 1)
         obj = lambda xs: np.array(xs, dtype=object)  # noqa: E731
         return {
@@ -156,7 +151,7 @@ def ground_catalog(runner, items: pa.Table, *, id_column: str, vlm: VLMConfig, p
     with timed("cache_compact"):
         cache.compact()
 
-    answer = {i: new_by_id.get(i) or cached_by_key.get(key_by_id.get(i)) for i in ids}
+    answer = {i: new_by_id.get(i) or _reparsed(cached_by_key.get(key_by_id.get(i)), prompt) for i in ids}
     why = skips.reasons()
     rows = [{**answer[i], "image_sha256": sha_by_id[i], "from_cache": i not in new_by_id, "grounded": True,
              "ground_error": None} if answer[i] is not None else
@@ -170,6 +165,24 @@ def not_grounded(items: pa.Table, prompt: PromptConfig, reason: str) -> Grounded
     column): every item ungrounded for ``reason``, nothing skipped, no VLM loaded."""
     rows = [{**UNGROUNDED, "image_sha256": None, "ground_error": reason}] * items.num_rows
     return Grounded(groundings_table(items, rows, prompt), {}, [], {})
+
+
+def parsed_answer(text: str, prompt: PromptConfig) -> tuple[str, bool, str]:
+    """A VLM answer's fields (JSON), whether they parsed, and why not: the one parse of a new
+    answer and of a cached one."""
+    if prompt.style != "structured":
+        return "{}", True, ""
+    p = parse_structured(text, prompt.fields)
+    return json.dumps(p.fields), p.ok, p.error or ""
+
+
+def _reparsed(cached: dict | None, prompt: PromptConfig) -> dict | None:
+    """A cached answer parsed again by the parser of this run (the cache keeps the VLM's text:
+    a fixed parser reaches every cached item, not only the new ones)."""
+    if cached is None or not cached.get("vlm_text"):
+        return cached
+    fields, ok, error = parsed_answer(cached["vlm_text"], prompt)
+    return {**cached, "vlm_fields": fields, "parse_ok": ok, "parse_error": error}
 
 
 # A run whose VLM grounds none of at least this many images stops (a few new items failing in a

@@ -86,6 +86,22 @@ def test_structured_prompt_gives_field_columns(small_catalog, tmp_path, tiny_vlm
     assert summary.parse_failures == 6 and grounded.num_rows == 6 and all(grounded.column("parse_error").to_pylist())
 
 
+def test_a_fixed_parser_reaches_the_cached_answers(small_catalog, tmp_path, tiny_vlm, monkeypatch):
+    """The cache keeps the VLM's text; a rerun parses it again with the run's parser (a cached
+    item kept its old fields until the cache was deleted)."""
+    from groundrec.offline.parse import Parsed
+
+    cfg = _cfg(small_catalog, tmp_path / "s", tiny_vlm(), **{"prompt.style": "structured",
+                                                             "prompt.fields": ["colour", "pattern"]})
+    assert run_job(cfg, progress=False).parse_failures == 6
+    monkeypatch.setattr(ground_module, "parse_structured",  # a parser that now reads these answers
+                        lambda text, fields: Parsed({f: "fixed" for f in fields}, True, None))
+    again = run_job(cfg, progress=False)
+    assert again.grounded_cached == 6 and again.parse_failures == 0
+    items = pq.read_table(again.version_dir / "items.parquet")
+    assert set(items.filter(items.column("grounded")).column("vlm_colour").to_pylist()) == {"fixed"}
+
+
 class _CrashOnSecondBatch(GroundImages):
     calls = 0
 
