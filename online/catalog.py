@@ -20,7 +20,7 @@ import time
 from pydantic_core import to_json
 
 from groundrec.online.config import ServeConfig
-from groundrec.online.errors import NotFound, Unavailable, Unprocessable
+from groundrec.online.errors import Disabled, NotFound, Unavailable, Unprocessable
 from groundrec.shared.events import ItemChange, StoreUnavailable
 from groundrec.shared.live_items import LiveItem, fold
 
@@ -121,7 +121,7 @@ class LiveCatalog:
         one commit, one encoding of all their texts), and each write gets its own answer or
         its own error."""
         if not self.on:
-            raise Unavailable(f"the items API needs the event store: {self.events.reason}")
+            raise Disabled(f"the items API needs the event store: {self.events.reason}")
         if len(changes) > self.cfg.max_items_batch:
             raise Unprocessable(f"{len(changes)} items, more than max_items_batch={self.cfg.max_items_batch}")
         ticket = _Write([(_id(i), op, checked_fields(self.cfg, i, f)) for i, op, f in changes])

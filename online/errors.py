@@ -11,6 +11,7 @@ raised while answering is a bug: the guard's 500 with a request id (``guard``).
 |---|---|
 | ``Overloaded``: the request queue is full | 503, ``Retry-After``, one fixed detail |
 | ``Unavailable``: no version loaded, the event store down, a compute process died | 503 |
+| ``Disabled``: the server is set up without what the request needs (events off) | 501 (no retry helps) |
 | ``NotFound``: an item the version does not hold | 404 |
 | ``Unprocessable``: beyond a limit, an unknown event type, nothing to rank by | 422 |
 | ``UserError`` (``shared.errors``): anything else the request got wrong | 400 |
@@ -38,6 +39,11 @@ class Overloaded(Unavailable):
     client is told the same.)"""
 
 
+class Disabled(UserError):
+    """The server is set up without what the request needs (the event store: events off); the
+    message says which setting. Not the request's mistake, and no retry will help."""
+
+
 class NotFound(UserError):
     """The request names something the version does not hold."""
 
@@ -58,6 +64,8 @@ def http_status(e: BaseException) -> int:
     """The status ``e`` is answered with (``ERRORS`` only)."""
     if isinstance(e, Unavailable):
         return 503
+    if isinstance(e, Disabled):
+        return 501
     if isinstance(e, NotFound):
         return 404
     if isinstance(e, Unprocessable):

@@ -18,7 +18,7 @@ from fastapi.concurrency import run_in_threadpool
 from pydantic_core import to_json
 
 from groundrec.online.config import ServeConfig
-from groundrec.online.errors import Reply, Unavailable, Unprocessable
+from groundrec.online.errors import Disabled, Reply, Unavailable, Unprocessable
 from groundrec.online.report.attribution import id_in_time
 from groundrec.online.schemas import EventsRequest, HistoryEntry, RecommendRequest, UserQuery
 from groundrec.shared.errors import UserError
@@ -51,7 +51,7 @@ class Events:
         """The open store, opened on first use and again after a failure (``Unavailable`` while
         it fails)."""
         if self.url is None:
-            raise Unavailable(self.reason)
+            raise Disabled(self.reason)
         with self._lock:
             if self._store is None:
                 try:

@@ -21,7 +21,7 @@ from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import HTMLResponse
 from pydantic import ValidationError
 
-from groundrec.online.errors import Unavailable
+from groundrec.online.errors import Disabled, Unavailable
 from groundrec.shared.events import StoreUnavailable
 
 
@@ -78,7 +78,7 @@ def mount_online(app: FastAPI, rec, page, guarded, version) -> None:
         async def content():
             url = rec.events.url
             if url is None:
-                raise Unavailable(f"no online report without an event store: {rec.events.reason}")
+                raise Disabled(f"no online report without an event store: {rec.events.reason}")
             flush = rec.impressions.flush if rec.impressions is not None else None
             results, plots = await run_in_threadpool(online_report, url, days, flush)
             return page(f"Online: the last {days:g} day{'' if days == 1 else 's'}", render(results, plots, days), version())

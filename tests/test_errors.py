@@ -9,6 +9,7 @@ import asyncio
 import json
 import logging
 import multiprocessing as mp
+import time
 
 import httpx
 import pytest
@@ -113,4 +114,13 @@ def test_the_hot_routes_fastapi_and_the_page_answer_an_error_alike(tmp_path):
     assert (hot.status_code, hot.content) == (cold.status_code, cold.content) == (
         503, json.dumps({"detail": detail}, separators=(",", ":")).encode())
     assert page.status_code == 503 and f'role="alert">{detail}</p>' in page.text
-    assert (events.status_code, events.json()) == (503, {"detail": "events are off (serve config events: none)"})
+    # a server set up without events: 501, which no client retries (a 503 was retried three times)
+    assert (events.status_code, events.json()) == (501, {"detail": "events are off (serve config events: none)"})
+    from groundrec.online.client import Client, GroundrecError
+
+    with running(create_app(ServeConfig(artifacts=str(tmp_path), events="none"), watch=False)) as url:
+        client = Client(url, backoff_s=1.0)
+        started = time.monotonic()
+        with pytest.raises(GroundrecError) as off:
+            client.add_events([{"user_id": "u", "item_id": "a"}])
+        assert off.value.status == 501 and time.monotonic() - started < 1.0  # answered at once, not retried

@@ -112,4 +112,4 @@ def test_online_view_shows_the_interleaving_result_and_says_when_there_is_no_sto
     with running(create_app(ServeConfig(artifacts=published["artifacts"], events="none"))) as url:
         page, _ = _watched(browser)
         response = page.goto(url + "/ui/online")
-        assert response.status == 503 and "no online report without an event store" in page.inner_text("main")
+        assert response.status == 501 and "no online report without an event store" in page.inner_text("main")
