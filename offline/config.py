@@ -4,7 +4,6 @@ this structure and CLI flags override single fields."""
 
 from __future__ import annotations
 
-import re
 import string
 from pathlib import Path
 from typing import Literal, get_args
@@ -14,6 +13,7 @@ from pydantic import Field, field_validator, model_validator
 from groundrec.offline.interactions import InteractionsConfig
 from groundrec.offline.sequence_config import SequenceJobConfig
 from groundrec.offline.vlm.registry import VLMConfig, default_vlm_config
+from groundrec.shared.artifact.pointer import local_folder
 from groundrec.shared.config import CatalogConfig, StrictModel, load_config, require_settings
 from groundrec.shared.errors import UserError
 
@@ -24,7 +24,6 @@ FREE_PROMPT = (
     "and the occasion it is meant for. Answer in two or three sentences."
 )
 DEFAULT_FIELDS = ["category", "colour", "pattern", "material", "style", "occasion", "target_group"]
-
 
 
 class PromptConfig(StrictModel):
@@ -106,10 +105,9 @@ class CollabGrid(StrictModel):
     """How the collaborative part of a hybrid is chosen on validation: the one declaration of
     its grids, used by the job's learn stage and by ``groundrec eval`` (``tuning.collab``)."""
 
-    rank: int = Field(128, ge=1, le=1024, description="collaborative vector size of a factorised model (one "
-                      "whose exact form does not fit full_rank_max_mb), and the unit of the narrower widths tried: "
-                      "rank/4, rank/2, rank, 2 x rank, 4 x rank below the model's own (the index grows by the "
-                      "published rank)")
+    rank: int = Field(128, ge=1, le=1024, description="collaborative vector size of a factorised model (one whose "
+                      "exact form does not fit full_rank_max_mb), and the unit of the narrower widths tried: rank/4, "
+                      "rank/2, rank, 2 x rank, 4 x rank below the model's own (the index grows by the published rank)")
     full_rank_max_mb: float = Field(0.0, ge=0, description="keep the model exact (full rank: a head item's "
                                     "row of B, no factorisation) when the version's collaborative vectors and "
                                     "index then take at most this many MB: 4 x items x (d + 3 x head items) bytes "
@@ -234,14 +232,7 @@ class JobConfig(StrictModel):
     out: Path | None = None
     cache_dir: Path | None = Field(None, description="grounding cache; default <out>/cache")
 
-    @field_validator("out", "cache_dir", mode="before")
-    @classmethod
-    def _a_local_folder(cls, v):
-        # s3://b/x, or what a Path made of it (s3:/b/x): a folder called "s3:" was written instead
-        if v is not None and re.match(r"^[A-Za-z][A-Za-z0-9+.-]*:/", str(v)) and not str(v).startswith("file:"):
-            raise ValueError(f"{v} is an object-store URI: the job writes to a local or mounted folder (publish "
-                             f"there, e.g. a shared volume, and point the service at it or at a copy in the store)")
-        return v
+    _local_folders = field_validator("out", "cache_dir", mode="before")(local_folder)
     prompt: PromptConfig = Field(default_factory=PromptConfig)
     vlm: VLMConfig = Field(default_factory=default_vlm_config)
     encoder: EncoderConfig = Field(default_factory=EncoderConfig)
@@ -302,7 +293,6 @@ def template_fields(template: str) -> list[str]:
         raise UserError(f"encoder.template {template!r}: {{{bad[0]}}} is not a plain column name in braces (values are "
                         "filled in as text: no format spec, conversion, attribute or index)")
     return [name for name, _, _ in parts]
-
 
 
 def load_job_config(path: Path | None = None, overrides: dict | None = None) -> JobConfig:

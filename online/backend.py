@@ -45,3 +45,14 @@ class Backend(Protocol):
 
     def close(self) -> None:
         """Release what the backend holds (a compute process is stopped)."""
+
+
+TEXT_S = 0.1  # the longest a text may take to encode (a few ms to ~60 ms at 256 tokens on one core), a margin in
+
+
+def answer_timeout(base_s: float, items: list) -> float:
+    """How long a call answering ``items`` may take before its compute process is taken for
+    hung: ``compute_timeout_s`` and ``TEXT_S`` a text to encode (a batch of 256 long texts is
+    seconds of honest work; it was stopped as hung, then again on the standby)."""
+    texts = sum(bool(q.text) for item in items for q in (getattr(item, "batch", None) or [item]))
+    return base_s + TEXT_S * texts

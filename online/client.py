@@ -17,14 +17,13 @@ from __future__ import annotations
 
 import asyncio
 import time
-from pathlib import Path
 from urllib.parse import quote
 
 import httpx
 
 from groundrec.online.client_bodies import (GroundrecError, _batch_body, _events_body, _feedback_body, _item_path,
                                             _items_body, _list_path, _recommend_body, _search_body, _similar_path)
-from groundrec.online.schemas import BatchOut, EventsOut, RecommendRequest, ResultOut, SearchRequest, UserQuery
+from groundrec.online.schemas import BatchOut, EventsOut, ResultOut, UserQuery
 
 RETRY_STATUS = {502, 503, 504}
 MAX_RETRY_AFTER_S = 30.0
@@ -232,45 +231,4 @@ class AsyncClient(_Http):
         await self.aclose()
 
 
-class LocalClient:
-    """The client API with no server: a version loaded in this process, answered by the same
-    serving methods as the HTTP service (same limits; refusals raise ``GroundrecError``)."""
-
-    def __init__(self, artifacts: str | Path, encoder_variant: str = "fp32", **serve_options):
-        from groundrec.online.config import ServeConfig
-        from groundrec.online.holder import VersionHolder
-
-        holder = VersionHolder(ServeConfig(artifacts=str(artifacts), encoder_variant=encoder_variant,
-                                           **{**serve_options, "compute": "thread"}))  # in this process
-        if not holder.check():
-            raise FileNotFoundError(f"no loadable version in {artifacts}: {holder.rejected or 'nothing published'}")
-        self._serving = holder.current
-
-    def _call(self, method, *args):
-        from groundrec.online.errors import ERRORS, http_status
-
-        try:
-            return method(*args)
-        except ERRORS as e:  # the status the service would answer, the same message
-            raise GroundrecError(http_status(e), str(e)) from None
-
-    def recommend(self, history, k: int = 10, **options) -> ResultOut:
-        return self._call(self._serving.recommend, _no_user_id(RecommendRequest(**_recommend_body(history, k, **options))))
-
-    def recommend_batch(self, users: list[dict | UserQuery], k: int = 10) -> BatchOut:
-        return self._call(self._serving.recommend, _no_user_id(RecommendRequest(**_batch_body(users, k))))
-
-    def search(self, text: str, k: int = 10, **options) -> ResultOut:
-        return self._call(self._serving.search, SearchRequest(**_search_body(text, k, **options)))
-
-    def item(self, item_id: str) -> dict:
-        return self._call(self._serving.item, item_id)["item"]
-
-
-def _no_user_id(body: RecommendRequest) -> RecommendRequest:
-    """``LocalClient`` has no event store to read a user's history from: a user_id is refused
-    (503, as a service with events off answers it), never silently ignored."""
-    if any(q.user_id is not None for q in (body.batch or [body])):
-        raise GroundrecError(503, "LocalClient has no event store: send the history itself, or use Client against "
-                                  "a server with events on")
-    return body
+from groundrec.online.local_client import LocalClient  # noqa: E402  (the same API, no server)

@@ -2,9 +2,8 @@
 
 In one process the event loop (HTTP parsing, validation) and the batch worker take turns
 on the GIL. Every BLAS call and every large numpy operation of a batch releases it; under
-load the loop takes it, and the worker waits for its next turn. A batch that does a few
-more array operations (a hybrid version's profiles) then costs far more than their
-arithmetic. Here the version lives in a child process whose only thread scores batches,
+load the loop takes it, and the worker waits for its next turn: a batch's few more array
+operations (a hybrid's profiles) cost far more than their arithmetic. Here the version lives in a child process whose only thread scores batches,
 so the two no longer share a GIL; the HTTP process keeps no copy of the version.
 The child is started for one version and serves it until closed: a new version starts a
 new child (the holder swaps them as it swaps in-process versions), so a child never
@@ -21,6 +20,7 @@ import signal
 import threading
 from pathlib import Path
 
+from groundrec.online.backend import answer_timeout
 from groundrec.online.config import ServeConfig
 from groundrec.online.errors import ERRORS, Unavailable
 from groundrec.online.live_sharing import encoded_vectors, live_timeout
@@ -68,17 +68,6 @@ def _child(conn, cfg_json: str, version_id: str, path: str, popularity: dict | N
 
 class ComputeDied(Unavailable):
     """The compute process exited or hung (and was stopped): the call never got an answer."""
-
-
-TEXT_S = 0.1  # the longest a text may take to encode (a few ms to ~60 ms at 256 tokens on one core), a margin in
-
-
-def answer_timeout(base_s: float, items: list) -> float:
-    """How long a call answering ``items`` may take before its compute process is taken for
-    hung: ``compute_timeout_s`` and ``TEXT_S`` a text to encode (a batch of 256 long texts is
-    seconds of honest work; it was stopped as hung, then again on the standby)."""
-    texts = sum(bool(q.text) for item in items for q in (getattr(item, "batch", None) or [item]))
-    return base_s + TEXT_S * texts
 
 
 class ComputeProcess:

@@ -12,7 +12,7 @@ from pydantic import BaseModel, Field
 from pydantic_core import from_json
 
 from groundrec.online.errors import Unprocessable
-from groundrec.online.schemas import ResultOut
+from groundrec.online.schemas import ResultOut, ordered_fields
 from groundrec.shared.errors import UserError
 
 
@@ -73,5 +73,5 @@ def mount_items(app: FastAPI, rec, query, parse_filters, reply) -> None:
     async def latest(request: Request, k: int = Query(10, ge=1), filters: str | None = None):
         """The items that appeared last (a live item's first PUT, else its first interaction in
         the version's window), filters respected; a list shown like any other."""
-        body = query(history=[], k=k, filters=parse_filters(filters), order="latest")
+        body = query(**ordered_fields("latest", k, parse_filters(filters)))
         return reply(*await rec.handle(body, request.receive))

@@ -115,6 +115,18 @@ def search_query(body: SearchRequest) -> UserQuery:
                      with_fields=body.with_fields)
 
 
+def similar_fields(item_id: str, k: int, filters: dict | None) -> dict:
+    """GET /items/{id}/similar as a request's fields: the item alone as a history (its content
+    vector and, in a hybrid version, its collaborative query), the item itself left out, always
+    the mean profile (likeness, not what comes next: a version's default may be sequence)."""
+    return {"history": [item_id], "k": k, "filters": filters, "exclude": [item_id], "strategy": "mean"}
+
+
+def ordered_fields(order: str, k: int, filters: dict | None) -> dict:
+    """GET /popular or /latest as a request's fields: no history, the list in that order."""
+    return {"history": [], "k": k, "filters": filters, "order": order}
+
+
 class ItemOut(BaseModel):
     item_id: str
     score: float

@@ -32,7 +32,7 @@ from groundrec.online.items_api import mount_items
 from groundrec.online.metrics import ServiceMetrics
 from groundrec.online.recommender import Recommender
 from groundrec.online.schemas import (BatchOut, EventsOut, EventsRequest, RecommendRequest, ResultOut, SearchRequest,
-                                      validation_detail)
+                                      ordered_fields, similar_fields, validation_detail)
 from groundrec.shared import artifact
 from groundrec.shared.errors import UserError
 from groundrec.online.serving import public_text
@@ -134,21 +134,18 @@ def _routes(app: FastAPI, rec: Recommender) -> None:
 
     @app.get("/items/{item_id}/similar", response_model=ResultOut)
     async def similar(item_id: str, request: Request, k: int = Query(10, ge=1), filters: str | None = None):
-        """Items like this one: ranked from the item alone as a history (its content vector and,
-        in a hybrid version, its collaborative query), the item itself left out; ``filters``: a
-        JSON object, as in /recommend. A list shown like any other (an id, an impression). Always
-        the mean profile: likeness, not what comes next (a version's default may be sequence)."""
+        """Items like this one (``schemas.similar_fields``); ``filters``: a JSON object, as in
+        /recommend. A list shown like any other (an id, an impression)."""
         if await run_in_threadpool(rec.serving().unknown, [item_id]):  # the compute process: off the event loop
             raise NotFound(f"no item {item_id!r} in the serving version")
-        body = _query(history=[item_id], k=k, filters=_filters(filters), exclude=[item_id], strategy="mean")
+        body = _query(**similar_fields(item_id, k, _filters(filters)))
         return _reply(*await rec.handle(body, request.receive))
 
     @app.get("/popular", response_model=ResultOut)
     async def popular(request: Request, k: int = Query(10, ge=1), filters: str | None = None):
         """The most popular items (the server's popularity: its window of events, or
         --interactions), filters respected; a list shown like any other."""
-        return _reply(*await rec.handle(_query(history=[], k=k, filters=_filters(filters), order="popular"),
-                                       request.receive))
+        return _reply(*await rec.handle(_query(**ordered_fields("popular", k, _filters(filters))), request.receive))
 
     @app.get("/healthz")
     async def healthz():

@@ -195,7 +195,7 @@ def test_a_batch_of_long_texts_is_given_time_to_encode_not_stopped_as_hung(publi
     """compute_timeout_s bounds a batch of the batcher's size; a request of many long texts
     (within every limit) gets TEXT_S more a text: answered, with no compute process stopped.
     (It was stopped as hung, then its standby, and the client got a 503.)"""
-    from groundrec.online.compute import TEXT_S, answer_timeout
+    from groundrec.online.backend import TEXT_S, answer_timeout
     from groundrec.online.schemas import RecommendRequest, UserQuery
 
     batch = RecommendRequest(batch=[UserQuery(text="x"), UserQuery(history=["a"])])

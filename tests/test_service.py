@@ -67,6 +67,27 @@ def test_client_matches_in_process_core(published):
             assert over_http.value.status in (400, 404, 422)
 
 
+def test_local_client_has_the_lists_of_the_http_client(published):
+    """groundrec.online.local_client: similar, popular and latest as the server answers them,
+    usable in a with block; a user_id (no event store here) is refused as events off are."""
+    from groundrec.online.local_client import LocalClient as Local
+
+    with Local(published["artifacts"]) as local, running(create_app(_cfg(published["artifacts"]))) as url, \
+            Client(url) as client:
+        for ask in (lambda c: c.similar("demo-0003", k=5), lambda c: c.popular(k=4),
+                    lambda c: c.latest(k=3, filters={"colour": "red"})):
+            assert _scores(ask(local)) == _scores(ask(client)) and ask(local).items
+        for call in (lambda c: c.similar("no-such-item"), lambda c: c.popular(k=0)):
+            with pytest.raises(GroundrecError) as over_http:
+                call(client)
+            with pytest.raises(GroundrecError) as in_process:
+                call(local)
+            assert over_http.value.status == in_process.value.status and over_http.value.status in (404, 422)
+        with pytest.raises(GroundrecError) as no_store:
+            local.recommend([], user_id="u1")
+        assert no_store.value.status == 501
+
+
 def test_async_client_gives_the_same(published):
     history = published["histories"][1]
 

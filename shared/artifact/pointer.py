@@ -4,6 +4,7 @@ moving CURRENT atomically."""
 from __future__ import annotations
 
 import os
+import re
 import uuid
 from pathlib import Path
 
@@ -15,6 +16,15 @@ def is_uri(root: str | Path) -> bool:
     """An object-store (or other fsspec) location rather than a local folder."""
     text = str(root)
     return "://" in text and not text.startswith("file://")
+
+
+def local_folder(value):
+    """``value`` (a folder the job writes), refused when it is an object-store URI: s3://b/x, or
+    what a ``Path`` made of one (s3:/b/x), which became a local folder called "s3:"."""
+    if value is not None and re.match(r"^[A-Za-z][A-Za-z0-9+.-]*:/", str(value)) and not str(value).startswith("file:"):
+        raise ValueError(f"{value} is an object-store URI: the job writes to a local or mounted folder (publish "
+                         f"there, e.g. a shared volume, and point the service at it or at a copy in the store)")
+    return value
 
 
 def _parse_pointer(raw: bytes, where: str) -> str | None:
