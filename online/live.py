@@ -4,14 +4,13 @@ process that scores (the compute process and its standby alike), between batches
 A change whose embedded text is the item's current one (a price, a stock) is written over its
 row in place. Any other appends a row: the item's new catalog row (``shared.live_items.record``),
 its vector (embedded with the version's template and ONNX encoder) and, in a hybrid, its
-collaborative vectors (the old row's; zeros for a new item, which then counts as new). The row
+collaborative vectors (the old row's, or mapped from its content: a new item counts as new). The row
 it replaces, and any item hidden, expired or deleted, joins ``removed``: the rows the retriever
 excludes with the seen items (``Retriever._excluded``). Arrays grow with spare room; FAISS adds
 the rows (flat, HNSW, IVF), the learned profile encoder their input rows (``add_items``).
 
-A change the version absorbed already (its manifest's ``live_items.through``) is skipped, as
-is one applied before (by ``seq``): applying is idempotent, so a restart or a hot swap simply
-applies the whole live catalog again."""
+A change the version absorbed already (its manifest's ``live_items.through``) is skipped, as is
+one applied before (by ``seq``): applying is idempotent (a restart or hot swap applies them all)."""
 
 from __future__ import annotations
 
@@ -44,7 +43,8 @@ class LiveOverlay:
         self.through = int(((v.manifest.model_extra or {}).get("live_items") or {}).get("through") or 0)
         self.applied: dict[str, int] = {}  # item id -> seq of the change applied last
         self.deleted: set[str] = set()
-        self.first_seen: dict[str, float] = {}  # live items' first PUT
+        self.first_seen: dict[str, float] = {}  # live items' first PUT (changed first_seen_changes times)
+        self.first_seen_changes = 0
         self.removed: set[int] = set()
         self._expiring: list[tuple[float, int]] = []  # (available_until, row): a heap
         self._until: dict[int, float] = {}  # a row's available_until now (older heap entries are stale)
@@ -179,7 +179,8 @@ class LiveOverlay:
             row = v.row_of.get(item.item_id)  # None: deleted before this version ever held it
             published = item.item_id in self._published or (row is not None and row < self.n_version)
             if item.first_seen is not None and row is not None and not published:  # new to the catalog: /latest shows it
-                self.first_seen[item.item_id] = item.first_seen
+                if self.first_seen.get(item.item_id) != item.first_seen:  # /latest's order made again
+                    self.first_seen[item.item_id], self.first_seen_changes = item.first_seen, self.first_seen_changes + 1
         self.frozen = frozenset(self.removed)
         return computed
 
@@ -284,7 +285,7 @@ def latest_items(r, k: int, seen: set[int], allowed: np.ndarray | None, pick) ->
     live item's first PUT, else the version's ``first_seen`` column (its first interaction in
     the job's window); items with neither last, in row order (cached until the catalog changes)."""
     n, live = r.v.index.ntotal, r.live
-    key = (n, len(live.first_seen) if live is not None else 0)
+    key = (n, live.first_seen_changes if live is not None else 0)
     if getattr(r, "_latest", (None,))[0] != key:
         when = np.full(n, -np.inf)
         if "first_seen" in r.v.items.column_names:

@@ -134,6 +134,14 @@ def test_what_a_version_never_held_is_left_out_and_latest_still_answers(serving)
     assert r.v.index.ntotal == n and s.unknown(["gone", "elsewhere"]) == 2
     latest = [x.item_id for x in r.recommend(RecommendRequest(history=[], k=10, order="latest")).items]
     assert len(latest) == 10 and "gone" not in latest
+    # deleted, then PUT anew with the same text (its row reused): /latest puts it first again
+    newest = lambda: [x.item_id for x in r.recommend(RecommendRequest(history=[], k=2, order="latest")).items]  # noqa: E731
+    s.apply_live(([LiveItem("again-x", {"title": "zebra coat"}, True, 5e9, 5e9, 2101),
+                   LiveItem("again-y", {"title": "lime hat"}, True, 6e9, 6e9, 2102)], None))
+    assert newest() == ["again-y", "again-x"]
+    s.apply_live(([LiveItem("again-x", {}, True, 5e9, 6.5e9, 2103, deleted=True)], None))
+    s.apply_live(([LiveItem("again-x", {"title": "zebra coat"}, True, 7e9, 7e9, 2104)], None))
+    assert newest() == ["again-x", "again-y"]
 
 
 def test_a_change_that_keeps_the_text_is_written_over_its_row_in_place(serving):
