@@ -68,7 +68,11 @@ class GroundImages:
         decoded, where = [], []
         for i, uri in enumerate(batch["image_uri"]):
             try:
-                decoded.append(images.decode(images.read_bytes(uri), uri))
+                data = images.read_bytes(uri)
+                if "image_sha256" in batch and images.sha256(data) != batch["image_sha256"][i]:
+                    # its answer would be cached (and published) under the bytes hashed before
+                    raise images.BadImage(f"image changed while the job ran (hashed, then read again): {uri}")
+                decoded.append(images.decode(data, uri))
                 where.append(i)
             except images.BadImage as e:
                 errors[i] = str(e)

@@ -42,13 +42,19 @@ def test_qwen2_vl_batch_really_pads(tiny_vlm):
 
 def test_ground_mapper_records_bad_images_and_parses(tiny_vlm, small_catalog):
     root = small_catalog["images_root"]
-    batch = {"item_id": np.array(["ok", "missing"], dtype=object),
-             "image_uri": np.array([str(root / "0.jpg"), str(root / "nope.jpg")], dtype=object),
-             "image_sha256": np.array(["x", ""], dtype=object), "cache_key": np.array(["k1", "k2"], dtype=object)}
+    from groundrec.offline import images
+
+    hashed = images.sha256((root / "0.jpg").read_bytes())
+    batch = {"item_id": np.array(["ok", "missing", "replaced"], dtype=object),
+             "image_uri": np.array([str(root / "0.jpg"), str(root / "nope.jpg"), str(root / "1.jpg")], dtype=object),
+             "image_sha256": np.array([hashed, "", hashed], dtype=object),  # 1.jpg: other bytes than were hashed
+             "cache_key": np.array(["k1", "k2", "k3"], dtype=object)}
     fn = GroundImages(vlm=HFVLMConfig(model=str(tiny_vlm("smolvlm")), max_new_tokens=6).model_dump(),
                       prompt=PromptConfig(style="structured").model_dump())
     out = fn(batch)
     assert out["ground_error"][0] == "" and "not found" in out["ground_error"][1]
+    # an image replaced between the hash and the ground stage: its answer is not cached under the old bytes
+    assert "changed while the job ran" in out["ground_error"][2] and out["vlm_text"][2] == ""
     assert out["vlm_text"][0] != "" or out["parse_error"][0] == "empty answer"
     assert out["parse_ok"][0] == False  # noqa: E712 - gibberish from a random model cannot fill 7 fields
     assert out["parse_error"][0]
