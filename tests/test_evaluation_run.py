@@ -130,3 +130,14 @@ def test_the_report_is_written_from_a_small_results_dict(tmp_path):
     assert html.count("<table>") == 3 and "<td>VLM4Rec (mean + cosine) / title</td>" in html
     for png in ("primary_metric.png", "recall_at_k.png", "ndcg_at_k.png"):
         assert (tmp_path / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_the_slices_table_says_it_holds_recall_whatever_the_primary_metric():
+    """The slices are recall at the primary metric's k: with ndcg@10 primary the table said
+    "ndcg@10 on cold items" over recall figures."""
+    from groundrec.offline.evaluation.report import slices_table
+
+    row = {"system": "S", "representation": "r",
+           "slices": {"cold items": {"mean": 0.2, "ci_low": 0.1, "ci_high": 0.3, "users": 4}}}
+    table = slices_table({"protocol": {"primary_metric": "ndcg@10"}, "rows": [row]})
+    assert "recall@10 on cold items [users]" in table[0] and "ndcg" not in table[0]

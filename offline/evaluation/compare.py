@@ -33,7 +33,7 @@ class Row:
     valid_primary: float | None = None
     note: str | None = None
     ci: dict[str, tuple[float, float, float]] = field(default_factory=dict)
-    slices: dict[str, np.ndarray] = field(default_factory=dict)  # "cold items" -> per-user primary metric
+    slices: dict[str, np.ndarray] = field(default_factory=dict)  # "cold items" -> per-user recall at the primary's k
     warnings: list[str] = field(default_factory=list)
     widened: list[dict] = field(default_factory=list)  # grid values added beyond an edge while tuning
     width: list[dict] = field(default_factory=list)  # a hybrid: each width tried on validation (width_rule.narrowest)

@@ -52,11 +52,11 @@ CATALOG_REPS = ("title", "metadata", "description")
 
 def slices_table(result: dict) -> list[str]:
     """Recall on the held-out items that had no training interaction (cold) and on the rest."""
-    primary = result["protocol"]["primary_metric"]
+    k = result["protocol"]["primary_metric"].split("@")[1]  # the slices are recall at the primary metric's k
     names = list(result["rows"][0].get("slices") or {})
     if not names:
         return []
-    lines = ["| System | Representation | " + " | ".join(f"{primary} on {n} [users]" for n in names) + " |",
+    lines = ["| System | Representation | " + " | ".join(f"recall@{k} on {n} [users]" for n in names) + " |",
              "|---|---|" + "---|" * len(names)]
     for r in result["rows"]:
         cells = [f"{_fmt(v)} [{v['users']}]" if v["users"] else "- [0]" for v in (r["slices"][n] for n in names)]
