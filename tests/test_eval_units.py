@@ -75,6 +75,10 @@ def test_random_split_ratios_and_seed():
     assert sum(c.values()) == len(users)
     assert abs(c["train"] / len(users) - 0.8) < 0.03 and abs(c["test"] / len(users) - 0.1) < 0.03
     assert all(np.array_equal(a.parts[u].test, b.parts[u].test) for u in a.parts)
+    # each part in time order (the log is not: sorting positions gave the file's order)
+    for part in a.parts.values():
+        for positions in (part.train, part.valid, part.test):
+            assert (np.diff(ts[positions]) >= 0).all()
 
 
 def test_cold_items_split_holds_out_every_interaction_of_its_items():

@@ -49,6 +49,20 @@ def test_each_stage_sees_only_what_precedes_its_hold_out(demo, tmp_path):
     assert data.pop_test.sum() > data.pop_valid.sum()
 
 
+def test_the_histories_each_stage_sees_are_in_time_order(demo, tmp_path):
+    """SASRec's refit and the recency-weighted queries read a history's order: under the
+    cold_items split the training and validation parts interleave in time (the random split's
+    parts: tests/test_eval_units.py)."""
+    data = read_and_split(_cfg(demo, tmp_path, **{"split.kind": "cold_items"}))
+    interleaved = 0
+    for part, test_h in zip(data.split.parts.values(), data.test_histories):
+        seen = np.concatenate([part.train, part.valid])
+        order = seen[np.lexsort((seen, data.inter.ts[seen]))]
+        assert test_h.tolist() == data.inter.items[order].tolist()
+        interleaved += not np.array_equal(order, seen)
+    assert interleaved  # the case the order is for
+
+
 def test_text_representations_are_unit_vectors_of_their_template(demo, tmp_path):
     cfg = _cfg(demo, tmp_path, representations=["title", "description"],
                templates={"title_colour": "{title}. {colour}"})

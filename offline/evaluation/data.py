@@ -43,7 +43,8 @@ def read_and_split(cfg: EvalConfig) -> EvalData:
     if len(test) == 0 or len(valid) == 0:
         raise UserError(f"no user left to evaluate (validation {len(valid)}, test {len(test)}; dropped "
                          f"{test.dropped}); users need interactions on at least two distinct days/parts")
-    valid_histories = [inter.items[p.train] for p in split.parts.values()]
-    test_histories = [inter.items[np.concatenate([p.train, p.valid])] for p in split.parts.values()]
+    in_time = lambda pos: pos[np.lexsort((pos, inter.ts[pos]))]  # noqa: E731  (the cold_items split interleaves)
+    valid_histories = [inter.items[in_time(p.train)] for p in split.parts.values()]
+    test_histories = [inter.items[in_time(np.concatenate([p.train, p.valid]))] for p in split.parts.values()]
     return EvalData(items, inter, split, valid, test, valid_histories, test_histories,
                     counts_of_rows(valid_histories, len(ids)), counts_of_rows(test_histories, len(ids)))

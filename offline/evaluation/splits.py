@@ -66,13 +66,15 @@ def _temporal_parts(order: np.ndarray, ts: np.ndarray, cfg: SplitConfig) -> User
 
 
 def _random_parts(positions: np.ndarray, rng: np.random.Generator, ratios: tuple[float, float, float]) -> UserParts:
-    shuffled = rng.permutation(positions)
+    """``positions`` (one user's, in time order) drawn at random into the parts, each part in
+    time order (sorting the positions themselves put them in the input file's order)."""
+    shuffled = rng.permutation(len(positions))  # the same draw as permuting the positions
     n = len(shuffled)
     n_test = int(round(ratios[2] * n))
     n_valid = int(round(ratios[1] * n))
     n_train = n - n_test - n_valid
-    return UserParts(np.sort(shuffled[:n_train]), np.sort(shuffled[n_train:n_train + n_valid]),
-                     np.sort(shuffled[n_train + n_valid:]))
+    return UserParts(positions[np.sort(shuffled[:n_train])], positions[np.sort(shuffled[n_train:n_train + n_valid])],
+                     positions[np.sort(shuffled[n_train + n_valid:])])
 
 
 def cold_items(items: np.ndarray, cfg: SplitConfig) -> tuple[np.ndarray, np.ndarray]:
