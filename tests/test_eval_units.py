@@ -135,6 +135,10 @@ def test_fidelity_normalises_synonyms_and_partial_answers():
     assert fidelity.agrees("Stripes", "striped") and fidelity.agrees("T-shirts", "T-shirt")
     assert not fidelity.agrees("red", "blue") and not fidelity.agrees(None, "blue") and not fidelity.agrees("", "")
     assert fidelity.agrees("navy", "blue", {"navy": "blue"})
+    # a hedge or a list is no answer: a constant listing every colour scored 1.0 on H&M's colours
+    assert not fidelity.agrees("black or navy blue", "blue") and not fidelity.agrees("red blue green black", "blue")
+    assert fidelity.agrees("light pink", "pink") and not fidelity.agrees("light dusty pink", "pink")
+    assert fidelity.agrees("black and white", "black and white")  # the catalog's own value may say "and"
     out = fidelity.field_accuracy(["blue", None, "red", "green"], ["blue", "blue", "red", None])
     assert out == {"n": 3, "accuracy": 2 / 3, "answered": 2 / 3, "majority_baseline": 2 / 3}
 

@@ -1,9 +1,11 @@
 """Grounding fidelity: do the VLM's structured fields agree with the catalog's own attributes?
 
 Values are normalised (lower case, words only, plural "s" dropped, synonyms mapped); a field
-counts as right when the catalog value's words are all in the VLM's answer or the other way
-round ("dark blue" vs "blue" agree; "blue" vs "red" do not). The majority baseline (always
-answering the most common catalog value) is reported beside each accuracy for scale.
+counts as right when the VLM's words are all in the catalog value's, or hold all of them and
+one word more, a qualifier ("dark blue" vs "blue" agree; "blue" vs "red" do not). An answer that
+hedges ("black or navy blue", a list of every colour) is wrong: it would be right on every item.
+The majority baseline (always answering the most common catalog value) is reported beside each
+accuracy for scale.
 """
 
 from __future__ import annotations
@@ -26,9 +28,15 @@ def normalise(value: str | None, synonyms: dict[str, str] | None = None) -> froz
     return frozenset(words)
 
 
+HEDGES = frozenset({"or", "and"})  # an answer naming alternatives
+MAX_EXTRA_WORDS = 1  # beyond the catalog value's words: a qualifier ("dark"), not a list
+
+
 def agrees(vlm_value: str | None, catalog_value: str | None, synonyms: dict[str, str] | None = None) -> bool:
     a, b = normalise(vlm_value, synonyms), normalise(catalog_value, synonyms)
-    return bool(a) and bool(b) and (a <= b or b <= a)
+    if not a or not b or (a & HEDGES) - b:
+        return False
+    return a <= b or (b <= a and len(a - b) <= MAX_EXTRA_WORDS)
 
 
 def field_accuracy(vlm_values: list[str | None], catalog_values: list[str | None],
