@@ -212,6 +212,11 @@ def test_the_published_row_learns_from_what_test_may_see_and_nothing_else():
     got = set(zip(seen.users.tolist(), seen.ts.tolist(), seen.items.tolist()))
     assert got == {(int(users[i]), int(ts[i]), int(items[i])) for p in split.parts.values()
                    for i in np.concatenate([p.train, p.valid])} and not got & held
+    # items with nothing to embed (a zero vector) leave the version with their interactions, as in the job
+    vectors = np.ones((300, 4), np.float32)
+    vectors[[3, 7]] = 0
+    kept = training_interactions(data, vectors)
+    assert not {3, 7} & set(kept.items.tolist()) and len(kept.items) == len(seen.items) - np.isin(seen.items, [3, 7]).sum()
 
 
 def test_the_sequence_encoder_row_ranks_by_its_queries_holds_the_hybrids_new_items_and_falls_back_to_popular():

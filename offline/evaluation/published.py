@@ -36,12 +36,15 @@ if TYPE_CHECKING:
 PUBLISHED = "groundrec published"
 
 
-def training_interactions(data: "EvalData") -> Interactions:
+def training_interactions(data: "EvalData", vectors: np.ndarray | None = None) -> Interactions:
     """Every user's training and validation parts (what test may see), as the job reads
-    interactions."""
+    interactions: with ``vectors``, none on an item without one (a zero row: nothing to embed),
+    which the job leaves out of the version with its interactions."""
     parts = [np.concatenate([p.train, p.valid]) for p in data.split.parts.values()]
     at = np.concatenate(parts).astype(np.int64) if parts else np.zeros(0, np.int64)
     inter = data.inter
+    if vectors is not None:
+        at = at[np.abs(vectors[inter.items[at]]).sum(axis=1) > 0]
     return Interactions(inter.users[at], inter.items[at], inter.ts[at], inter.user_ids, 0)
 
 
@@ -53,7 +56,7 @@ def published_systems(runner: "Runner", rep: Representation) -> tuple[System, Sy
     data, grid, cfg = runner.data, runner.cfg.tuning.collab, runner.cfg
     trains = cfg.sequence.active(True) or cfg.sequence_row
     sequence = cfg.sequence.model_copy(update={"enabled": True}) if trains else None
-    inter = training_interactions(data)
+    inter = training_interactions(data, rep.vectors)
     learned = learn(inter, rep.vectors, CollabConfig(**grid.model_dump()), cfg.seed, sequence=sequence)
     content = ContentSystem(PUBLISHED, rep.name, rep.vectors, data.pop_test)  # a request's defaults: mean, no prior
     c = learned.choice
