@@ -175,4 +175,5 @@ def tune_fresh(grid: CollabGrid, scorer: HybridScorer, choice: HybridChoice,
     slots = search({"fresh_slots": grid.fresh_slots},
                    lambda points: scorer.published(choice, [(choice.fresh_weight, p["fresh_slots"]) for p in points]),
                    simplest="fresh_slots", simplest_is_largest=True, section=section)
-    return replace(choice, fresh_slots=int(slots.chosen["fresh_slots"])), fresh, slots
+    # the score of the setting as published: its lift and kept places in it (the manifest's, the summary's)
+    return replace(choice, fresh_slots=int(slots.chosen["fresh_slots"]), score=slots.score), fresh, slots

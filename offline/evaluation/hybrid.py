@@ -165,7 +165,7 @@ def hybrid_rows(runner: "Runner", rep: Representation, profile: dict, grid, on_v
               "projected": c.projected, "fresh_weight": c.fresh_weight, "fresh_slots": c.fresh_slots, **profile}
     projection = project(rep.vectors, test_model, c.weight, data.test_histories, seed, hl) if c.projected else None
     runner.on_test(hybrid_row(runner, rep, data.pop_test, profile, test_model, c.weight, projection, params, hl,
-                              c.fresh_weight, c.fresh_slots, name), tuning.grid.score, rep.note, tuning.grid,
+                              c.fresh_weight, c.fresh_slots, name), c.score, rep.note, tuning.grid,
                    extra_widened=[w for later in (tuning.fresh, tuning.slots) if later for w in later.widened],
                    width=tuning.width, width_folds=tuning.width_folds)
     if c.weight and (not c.full_rank or c.projected) and name == HYBRID:
