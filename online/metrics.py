@@ -1,12 +1,31 @@
-"""The service's Prometheus metrics, one registry per app."""
+"""The service's Prometheus metrics, one registry per app; with ``--workers N`` every worker's
+aggregated (prometheus_client's multiprocess mode: ``serve`` gives the workers a folder in
+``PROMETHEUS_MULTIPROC_DIR``), so a scrape answered by any worker counts them all."""
 
 from __future__ import annotations
 
 import collections
+import os
+from pathlib import Path
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest, multiprocess
 
 from groundrec.shared import artifact
+
+MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
+
+
+def forget_dead_workers() -> None:
+    """A new worker's start: the live gauges of workers gone (killed, replaced) are dropped."""
+    folder = os.environ.get(MULTIPROC_ENV)
+    for f in Path(folder).glob("gauge_live*_*.db") if folder else ():
+        pid = int(f.stem.rsplit("_", 1)[1])
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            multiprocess.mark_process_dead(pid, folder)
+        except PermissionError:  # alive, another user's
+            pass
 
 
 class ServiceMetrics:
@@ -15,12 +34,16 @@ class ServiceMetrics:
         self.requests = Counter("groundrec_requests_total", "HTTP requests", ["endpoint", "status"], registry=r)
         self.latency = Histogram("groundrec_request_seconds", "request latency", ["endpoint"], registry=r,
                                  buckets=(0.001, 0.0025, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1, 2.5))
-        self.version = Gauge("groundrec_version_info", "the serving version (value 1)", ["version"], registry=r)
+        # Gauges with several workers: each worker's (a pid label) or their sum, as each says.
+        self.version = Gauge("groundrec_version_info", "the serving version (value 1)", ["version"], registry=r,
+                             multiprocess_mode="liveall")
         self.reloads = Counter("groundrec_reloads_total", "versions loaded", registry=r)
         self.reload_failures = Counter("groundrec_reload_failures_total", "versions rejected", registry=r)
         self.version_created = Gauge("groundrec_version_created_timestamp_seconds",
-                                     "when the serving version was published (alert on its age)", registry=r)
-        self.queue_depth = Gauge("groundrec_queue_depth", "requests waiting for a retrieval batch", registry=r)
+                                     "when the serving version was published (alert on its age)", registry=r,
+                                     multiprocess_mode="liveall")
+        self.queue_depth = Gauge("groundrec_queue_depth", "requests waiting for a retrieval batch", registry=r,
+                                 multiprocess_mode="livesum")
         self.batch_size = Histogram("groundrec_batch_size", "requests scored together", registry=r,
                                     buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256))
         self.batch_seconds = Histogram("groundrec_batch_seconds", "compute time of one batch", registry=r,
@@ -29,7 +52,7 @@ class ServiceMetrics:
         self.gone = Counter("groundrec_client_gone_total", "requests dropped because the client disconnected", registry=r)
         self.threads = Gauge("groundrec_compute_threads", "threads of each native thread pool in the process that "
                              "scores (the compute process, or this one)",
-                             ["pool"], registry=r)
+                             ["pool"], registry=r, multiprocess_mode="liveall")
         self.live_encoded = Counter("groundrec_live_items_encoded_total", "live items' texts this server encoded "
                                     "(not found among the embeddings kept in the event store)", registry=r)
 
@@ -37,7 +60,8 @@ class ServiceMetrics:
         self.impressions = Counter("groundrec_impressions_total", "lists shown and logged", ["version", "arm"],
                                    registry=r)
         self.impressions_dropped = Gauge("groundrec_impressions_dropped", "lists shown but not logged since the "
-                                         "server started (queue full or event store down)", registry=r)
+                                         "server started (queue full or event store down)", registry=r,
+                                         multiprocess_mode="livesum")
         self.attributed = Counter("groundrec_attributed_events_total", "events sent with the recommendation_id of "
                                   "a list that showed their item to their user", ["version", "arm", "type"], registry=r)
         self.unattributed = Counter("groundrec_unattributed_events_total", "events sent with a recommendation_id "
@@ -48,7 +72,17 @@ class ServiceMetrics:
         for labels, n in counts.items():
             self.impressions.labels(*labels).inc(n)
 
+    def exposition(self) -> bytes:
+        """What /metrics answers: this process's metrics, or every worker's when there are several."""
+        if not os.environ.get(MULTIPROC_ENV):
+            return generate_latest(self.registry)
+        registry = CollectorRegistry()
+        multiprocess.MultiProcessCollector(registry)
+        return generate_latest(registry)
+
     def loaded(self, version_id: str) -> None:
+        for labels in list(self.version._metrics):  # 0 first: a worker's file keeps what clear() forgets
+            self.version.labels(*labels).set(0)
         self.version.clear()
         self.version.labels(version_id).set(1)
         self.version_created.set(artifact.created_at(version_id) or 0)

@@ -15,12 +15,14 @@ from __future__ import annotations
 import json
 import logging
 import os
+import shutil
+import tempfile
 
 from fastapi import FastAPI, Query, Request, Response
 from fastapi.concurrency import run_in_threadpool
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, PlainTextResponse
-from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from prometheus_client import CONTENT_TYPE_LATEST
 from pydantic import ValidationError
 from pydantic_core import to_json
 
@@ -29,7 +31,7 @@ from groundrec.online.errors import ERRORS, NotFound
 from groundrec.online.guard import Guard, api_keys, bug_reply, error_reply
 from groundrec.online.hotpath import HotRoutes
 from groundrec.online.items_api import mount_items
-from groundrec.online.metrics import ServiceMetrics
+from groundrec.online.metrics import MULTIPROC_ENV, ServiceMetrics, forget_dead_workers
 from groundrec.online.recommender import Recommender
 from groundrec.online.schemas import (BatchOut, EventsOut, EventsRequest, RecommendRequest, ResultOut, SearchRequest,
                                       ordered_fields, similar_fields, validation_detail)
@@ -185,7 +187,7 @@ def _routes(app: FastAPI, rec: Recommender) -> None:
         pools = holder.current.threads if holder.current is not None else None  # a compute process's pools
         if pools:
             metrics.set_threads(pools)
-        return PlainTextResponse(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)
+        return PlainTextResponse(metrics.exposition(), media_type=CONTENT_TYPE_LATEST)
 
 
 def _query(**fields) -> RecommendRequest:
@@ -212,6 +214,7 @@ def _filters(text: str | None) -> dict | None:
 
 def app_from_env() -> ServiceApp:
     """The factory each worker process calls (``--workers N``): the config comes as JSON."""
+    forget_dead_workers()
     return create_app(ServeConfig.model_validate(json.loads(os.environ[CONFIG_ENV])))
 
 
@@ -227,4 +230,9 @@ def serve(cfg: ServeConfig) -> None:
         uvicorn.run(create_app(cfg), **common)
         return
     os.environ[CONFIG_ENV] = cfg.model_dump_json()
-    uvicorn.run("groundrec.online.service:app_from_env", factory=True, workers=cfg.workers, **common)
+    # Every worker's metrics in one scrape: prometheus_client's files, one folder a server run.
+    os.environ[MULTIPROC_ENV] = folder = tempfile.mkdtemp(prefix="groundrec-metrics-")
+    try:
+        uvicorn.run("groundrec.online.service:app_from_env", factory=True, workers=cfg.workers, **common)
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)

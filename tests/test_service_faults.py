@@ -123,3 +123,30 @@ def test_a_version_swap_under_load_answers_every_request(published, tmp_path):
         for t in threads:
             t.join(10)
     assert versions == {first, new} and len(statuses) > 50 and set(statuses) == {200}
+
+
+def _sample(text: str, name: str, **labels) -> float:
+    """The sum of the samples of ``name`` with these labels in a Prometheus exposition."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    return sum(s.value for family in text_string_to_metric_families(text) for s in family.samples
+               if s.name == name and all(s.labels.get(k) == v for k, v in labels.items()))
+
+
+def test_with_several_workers_every_scrape_counts_every_worker(published):
+    """Each worker kept its own registry: a scrape answered by one worker showed its share, and
+    rate() read the jumps between workers as counter resets."""
+    with serving(published["artifacts"], "--workers", "2", "--events", "none", timeout=90,
+                 until=lambda server: len(_children(server.pid)) >= 2) as server:
+        deadline = time.time() + 60  # both workers loaded (the second may still be loading when one is ready)
+        while _sample(httpx.get(server.url + "/metrics").text, "groundrec_version_info") < 2:
+            assert time.time() < deadline
+            time.sleep(0.2)
+        with httpx.Client(base_url=server.url) as client:  # a connection a request: both workers get some
+            for n in range(40):
+                assert client.post("/recommend", json={"history": published["histories"][n % 4], "k": 3},
+                                   headers={"Connection": "close"}).status_code == 200
+        scrapes = [httpx.get(server.url + "/metrics", headers={"Connection": "close"}).text for _ in range(6)]
+        for text in scrapes:
+            assert _sample(text, "groundrec_requests_total", endpoint="/recommend", status="200") == 40
+            assert _sample(text, "groundrec_version_info", version=published["version"]) == 2  # one per worker
