@@ -125,9 +125,9 @@ def _routes(app: FastAPI, rec: Recommender) -> None:
         return _reply(*await rec.events.handle(body, request.receive))
 
     @app.delete("/users/{user_id:path}")  # a user id may hold a '/' (servers decode %2F before routing)
-    def delete_user(user_id: str):  # sync: the store's erasure runs in FastAPI's thread pool
+    async def delete_user(user_id: str):  # the store's erasures in the thread pool, the wait between them not
         """Erase every event of the user from the event store (the right to be forgotten)."""
-        return JSONResponse(rec.events.delete_user(user_id))
+        return JSONResponse(await rec.events.delete_user(user_id))
 
     @app.get("/items/{item_id}")
     def item(item_id: str):  # sync: FastAPI runs it in a thread, as it may wait for the compute process
