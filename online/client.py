@@ -112,8 +112,11 @@ class Client(_Http):
     def search(self, text: str, k: int = 10, **options) -> ResultOut:
         return ResultOut.model_validate(self._call("POST", "/search", _search_body(text, k, **options)))
 
-    def item(self, item_id: str) -> dict:
-        return self._call("GET", _item_path(item_id))["item"]
+    def item(self, item_id: str, full: bool = False) -> dict:
+        """The item's columns; ``full``: the whole answer (``item``, ``version``, and for a live
+        catalog ``shown``: whether answers may show it now, ``live``)."""
+        answer = self._call("GET", _item_path(item_id))
+        return answer if full else answer["item"]
 
     def similar(self, item_id: str, k: int = 10, filters: dict | None = None) -> ResultOut:
         """Items like ``item_id`` (GET /items/{id}/similar)."""
@@ -195,8 +198,9 @@ class AsyncClient(_Http):
     async def search(self, text: str, k: int = 10, **options) -> ResultOut:
         return ResultOut.model_validate(await self._call("POST", "/search", _search_body(text, k, **options)))
 
-    async def item(self, item_id: str) -> dict:
-        return (await self._call("GET", _item_path(item_id)))["item"]
+    async def item(self, item_id: str, full: bool = False) -> dict:
+        answer = await self._call("GET", _item_path(item_id))
+        return answer if full else answer["item"]
 
     async def similar(self, item_id: str, k: int = 10, filters: dict | None = None) -> ResultOut:
         return ResultOut.model_validate(await self._call("GET", _similar_path(item_id, k, filters)))

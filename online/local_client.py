@@ -41,8 +41,9 @@ class LocalClient:
     def search(self, text: str, k: int = 10, **options) -> ResultOut:
         return self._call(self._serving.search, SearchRequest(**_search_body(text, k, **options)))
 
-    def item(self, item_id: str) -> dict:
-        return self._call(self._serving.item, item_id)["item"]
+    def item(self, item_id: str, full: bool = False) -> dict:
+        answer = self._call(self._serving.item, item_id)
+        return answer if full else answer["item"]
 
     def similar(self, item_id: str, k: int = 10, filters: dict | None = None) -> ResultOut:
         """Items like ``item_id``, as GET /items/{id}/similar answers."""

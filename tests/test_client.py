@@ -139,7 +139,10 @@ def test_the_items_api_through_the_client_on_a_real_server(published, tmp_path):
 
         assert client.patch_item("live-1", {"hidden": True})["applied_through"] > put["applied_through"]
         assert "live-1" not in _ids(client.search("zebra striped raincoat", k=60))
+        hidden = client.item("live-1", full=True)  # whether answers may show it: the whole answer
+        assert hidden["shown"] is False and hidden["item"]["title"] == NEW["title"] and hidden["version"]
         client.patch_item("live-1", {"hidden": False})
+        assert client.item("live-1", full=True)["shown"] is True
 
         feed = client.put_items([{"item_id": f"feed {n}", **NEW, "title": f"quokka hat {n}"} for n in range(3)])
         assert feed["accepted"] == 3
