@@ -188,9 +188,9 @@ class Recommender:
         for n, arms in enumerate(asked):
             for j, (arm, _) in enumerate(arms):
                 groups.setdefault(arm.version if arm is not None else "current", []).append((n, j))
-        answers = await asyncio.gather(*(self._queued(version, request.model_copy(
+        answers = await _together([self._queued(version, request.model_copy(
             update={"batch": [asked[n][j][1] for n, j in keys]}), receive if first else None)
-            for first, (version, keys) in zip([True] + [False] * len(groups), groups.items())))
+            for first, (version, keys) in zip([True] + [False] * len(groups), groups.items())])
         got, version = results_by_key(list(zip(groups.values(), answers)))
         results = []
         for n, (query, arms) in enumerate(zip(request.batch, asked)):
@@ -209,8 +209,8 @@ class Recommender:
         """team_draft: both arms answer the user (each with its defaults and version), and one
         list is drafted from the two; each position is credited to the arm that gave it."""
         (a, qa), (b, qb) = self._asked(query)
-        first, second = await asyncio.gather(self._queued(a.version, qa, receive),  # one watches the client
-                                             self._queued(b.version, qb, None))
+        first, second = await _together([self._queued(a.version, qa, receive),  # one watches the client
+                                         self._queued(b.version, qb, None)])
         return self._drafted(query, new_recommendation_id(), first[0], second[0])
 
     def _drafted(self, query: UserQuery, rid: str, first: bytes, second: bytes) -> bytes:
@@ -230,3 +230,17 @@ class Recommender:
         """The hot routes' handler: 200 and the answer; an error is raised to the guard, which
         answers it (``errors.http_reply``)."""
         return 200, await self.answer(body, receive), []
+
+
+async def _together(calls: list) -> list:
+    """The answers of several parts of one request (an experiment's arms, a batch's versions);
+    when one fails (the queue full for it), the others are cancelled and dropped from the queue
+    (they were computed for nobody, then counted as a client gone), and the failure raised."""
+    tasks = [asyncio.ensure_future(c) for c in calls]
+    try:
+        return await asyncio.gather(*tasks)
+    except BaseException:
+        for t in tasks:
+            t.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)  # each outcome retrieved: nothing logged as lost
+        raise

@@ -74,3 +74,30 @@ def test_an_arm_default_k_beyond_max_k_is_refused_when_the_config_loads():
 
     with pytest.raises(ValidationError, match="default k=500 exceeds max_k=100"):
         ServeConfig(artifacts="/tmp/x", experiment={"arms": [{"name": "A", "defaults": {"k": 500}}, {"name": "B"}]})
+
+
+def test_the_parts_of_a_request_are_dropped_together_when_one_is_refused():
+    """An experiment's two arms (or a batch's versions) are queued as parts of one request: the
+    queue refusing one (full) left the other computed for nobody, then counted as a client gone
+    and logged as an exception never retrieved. Now the others are cancelled (the batcher drops
+    a cancelled job) and the refusal raised."""
+    import asyncio
+
+    from groundrec.online.errors import Overloaded
+    from groundrec.online.recommender import _together
+
+    async def main():
+        queued = asyncio.get_running_loop().create_future()  # a part waiting for its batch
+
+        async def waiting():
+            return await queued
+
+        async def refused():
+            raise Overloaded("the queue is full")
+
+        with pytest.raises(Overloaded):
+            await _together([waiting(), refused()])
+        assert queued.cancelled()  # dropped from the queue, not computed for nobody
+        assert await _together([asyncio.sleep(0, "a"), asyncio.sleep(0, "b")]) == ["a", "b"]
+
+    asyncio.run(main())
