@@ -34,6 +34,7 @@ from groundrec.online.ui_html import (PLACEHOLDER, grid, joined, max_per_field, 
                                       why)
 from groundrec.online.ui_online import mount_online
 from groundrec.shared import artifact
+from groundrec.shared.live_items import IMAGE, image_changed
 
 KEY_COOKIE = KEY_COOKIE_NAME.decode()
 CACHE_S = 86_400
@@ -50,20 +51,28 @@ class Thumbnails:
         self._rows: dict[str, int] = {}
         self._webp = None
 
-    def get(self, version_id: str, item_id: str) -> bytes | None:
+    def get(self, version_id: str, item_id: str, live=None) -> bytes | None:
+        """The item's thumbnail in the version; None without one, or when ``live`` (its state in
+        the live catalog) has another image than the version's (the old photo is not its)."""
         with self._lock:
             if version_id != self._version:
                 self._open(version_id)
             row = self._rows.get(item_id)
-            return None if row is None else self._webp[row].as_py()
+            if row is None or (live is not None and image_changed(live, {IMAGE: self._images.get(item_id)})):
+                return None
+            return self._webp[row].as_py()
 
     def _open(self, version_id: str) -> None:
         path = artifact.VersionFiles(artifact.locate(self.cfg.artifacts, version_id, self.cfg.version_cache_dir))
-        self._rows, self._webp = {}, None
+        self._rows, self._webp, self._images = {}, None, {}
         if path.thumbnails.is_file():
             table = pq.read_table(path.thumbnails, memory_map=True)
             self._rows = {i: n for n, i in enumerate(table.column("item_id").to_pylist())}
             self._webp = table.column("webp")
+            id_column = json.loads(path.manifest.read_text()).get("id_column", "item_id")
+            if IMAGE in pq.read_schema(path.items).names:
+                items = pq.read_table(path.items, columns=[id_column, IMAGE])
+                self._images = dict(zip(items.column(id_column).to_pylist(), items.column(IMAGE).to_pylist()))
         self._version = version_id
 
 
@@ -101,7 +110,7 @@ def mount_ui(app: FastAPI, rec: Recommender, report_dir: Path | None = None) -> 
     def thumbnail(item_id: str):
         """The item's WebP thumbnail (a placeholder image when it has none)."""
         current = version()
-        data = thumbs.get(current, item_id) if current else None
+        data = thumbs.get(current, item_id, rec.catalog.state.get(item_id)) if current else None
         if data is None:
             return Response(PLACEHOLDER, media_type="image/svg+xml", headers={"Cache-Control": "public, max-age=300"})
         return Response(data, media_type="image/webp",

@@ -172,6 +172,20 @@ def test_concurrent_writes_are_grouped_and_each_gets_its_own_answer(published, t
         s.close()
 
 
+def test_an_item_whose_image_changed_is_not_shown_with_the_old_photo(published, tmp_path):
+    """The version's thumbnail is of the image it grounded: after a PATCH of the image (or a PUT
+    without one) the page shows the placeholder until the next job thumbnails the new one."""
+    store = f"sqlite:///{tmp_path}/events.db"
+    with running(create_app(_cfg(published, store, compute="thread"))) as url:
+        changed, kept = "demo-0003", "demo-0004"
+        for item in (changed, kept):
+            assert httpx.get(f"{url}/items/{item}/thumbnail").headers["content-type"] == "image/webp"
+        assert httpx.patch(f"{url}/items/{changed}", json={"image": "images/new-photo.jpg"}).status_code == 200
+        assert httpx.patch(f"{url}/items/{kept}", json={"title": "renamed"}).status_code == 200
+        assert httpx.get(f"{url}/items/{changed}/thumbnail").headers["content-type"] == "image/svg+xml"
+        assert httpx.get(f"{url}/items/{kept}/thumbnail").headers["content-type"] == "image/webp"
+
+
 def test_a_server_is_not_ready_until_it_has_read_the_live_catalog(published, tmp_path):
     """Started while the store is down, it would show items hidden or deleted since the job:
     not ready (503, saying why) until the store answers and the live catalog is applied."""
