@@ -8,6 +8,7 @@ for, or a call in this process), as the learn stage trains its encoder.
 
 from __future__ import annotations
 
+import atexit
 import inspect
 import logging
 import os
@@ -151,8 +152,10 @@ def _prune(folder: Path, pattern: str) -> None:
 
 def _keep_logs(temp_dir: str, work_dir: Path) -> Path | None:
     """The session's logs of a throwaway Ray folder copied to ``work_dir/ray-logs/<session>``
-    (the newest ``KEPT_RAY_LOGS`` kept), then the folder removed: a nightly job leaves no
-    folder behind in /tmp. The copy's path (None: no logs)."""
+    (the newest ``KEPT_RAY_LOGS`` kept), and the folder removed when this process exits: a
+    nightly job leaves no folder behind in /tmp. (Not at once: Ray keeps loggers pointing into
+    it, and a later Ray session in the same process could still write there.) The copy's path
+    (None: no logs)."""
     logs = Path(temp_dir) / "session_latest" / "logs"
     try:
         if logs.is_dir():
@@ -166,7 +169,22 @@ def _keep_logs(temp_dir: str, work_dir: Path) -> Path | None:
     except OSError:
         return None
     finally:
-        shutil.rmtree(temp_dir, ignore_errors=True)
+        atexit.register(shutil.rmtree, temp_dir, True)
+
+
+def _release_session_logs() -> None:
+    """Ray Data's log handlers in this process keep the file of the session they first wrote
+    in: closed when a session ends (they open the next session's when next used), so a later
+    session in this process neither writes into the old one's logs nor fails on its removed
+    folder."""
+    try:
+        from ray.data._internal.logging import SessionFileHandler
+    except ImportError:  # another Ray: nothing of the kind to release
+        return
+    for name in [n for n in list(logging.root.manager.loggerDict) if n == "ray" or n.startswith("ray.")]:
+        for handler in list(logging.getLogger(name).handlers):
+            if isinstance(handler, SessionFileHandler):
+                handler.close()
 
 
 def _console_quiet() -> None:
@@ -220,6 +238,7 @@ def open_runner(kind: str, address: str | None, work_dir: Path, num_cpus: int | 
     finally:
         if started_here:
             ray.shutdown()
+            _release_session_logs()
             if throwaway:
                 _keep_logs(temp_dir, work_dir)
             elif throwaway is False:  # <work_dir>/ray: one session folder a run, the newest kept

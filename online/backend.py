@@ -47,7 +47,7 @@ class Backend(Protocol):
         """Release what the backend holds (a compute process is stopped)."""
 
 
-TEXT_S = 0.1  # the longest a text may take to encode (a few ms to ~60 ms at 256 tokens on one core), a margin in
+TEXT_S = 0.25  # the longest a text may take to encode (a few ms to ~60 ms at 256 tokens on a free core), a margin in
 
 
 def answer_timeout(base_s: float, items: list) -> float:

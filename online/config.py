@@ -76,7 +76,7 @@ class ServeConfig(StrictModel):
     live_encode_chunk: int = Field(8, ge=0, description="texts of a write group the compute process encodes per call, "
                                    "scoring the request batches waiting in between (0: its whole share in one call)")
     compute_timeout_s: float = Field(2.0, gt=0, description="a compute process that has not answered a batch within "
-                                     "this (plus 0.1 s a text to encode) is taken for hung: stopped, and the batch "
+                                     "this (plus 0.25 s a text to encode) is taken for hung: stopped, and the batch "
                                      "retried on its replacement (p99.9 of a batch: <= 0.02 s on H&M, "
                                      "docs/benchmarks.md; raise it for a "
                                      "version whose batches take longer, e.g. large HNSW with text queries)")

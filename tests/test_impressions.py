@@ -1,5 +1,6 @@
 """The impression log (online/impressions.py) against a real SQLite event store."""
 
+import asyncio
 import json
 import threading
 import time
@@ -155,7 +156,7 @@ def test_erasing_a_user_erases_its_queued_lists_and_those_another_worker_writes_
         mine.log(queued, "gone", answer("v", "a"), None, {})
         other.log(late, "gone", answer("v", "b"), None, {})
         mine.log(kept, "stays", answer("v", "c"), None, {})
-        events.delete_user("gone")
+        asyncio.run(events.delete_user("gone"))
         mine.flush()
         other.flush()
         store = events.store()

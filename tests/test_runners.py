@@ -48,9 +48,14 @@ def test_ray_runner_streams_small_blocks_runs_tasks_and_shuts_down(tmp_path):
         with pytest.raises(UserError, match="^cannot use 5$"):  # our error as itself, not Ray's wrapper
             runner.run_task(where_and_what, (5,), {"fail": True})
     assert not ray.is_initialized()
-    # The throwaway folder is gone; the session's logs are kept in the work dir, where the job says.
-    assert not temp.exists()
+    # The session's logs are kept in the work dir, where the job says (the throwaway folder goes
+    # when the process exits: test_a_throwaway_ray_folder_is_gone_when_the_process_ends).
     assert runner.log_dir.parent == work / "ray-logs" and runner.log_dir.is_dir() and any(runner.log_dir.iterdir())
+    assert temp.exists()
+    # a second session in this process: Ray Data's loggers open its logs, not the removed folder's
+    with open_runner("ray", None, work) as again:
+        assert sorted(np.concatenate([b["row"] for b in again.map(table, Double, {}, batch_size=50)]).tolist()) == list(
+            range(100))
     rows = np.concatenate([b["row"] for b in out])
     assert sorted(rows.tolist()) == list(range(100))
     assert np.array_equal(np.concatenate([b["value"] for b in out]), rows * 2)
@@ -78,3 +83,19 @@ def test_ray_sessions_in_a_work_dir_keep_the_newest(tmp_path):
     _prune(tmp_path, "session_2*")
     assert sorted(d.name for d in tmp_path.iterdir()) == [
         f"session_2026-12-0{n}_00-00-00" for n in range(3, KEPT_RAY_LOGS + 3)] + ["sockets"]
+
+
+def test_a_throwaway_ray_folder_is_gone_when_the_process_ends(tmp_path):
+    """A job's /tmp/grray-* folder was left behind, one a run."""
+    import subprocess
+    import sys
+
+    code = ("from pathlib import Path; from groundrec.offline.runners import open_runner\n"
+            f"before = set(Path('/tmp').glob('grray-*'))\n"
+            f"with open_runner('ray', None, Path({str(tmp_path / 'a-work-dir-too-long-for-ray-sockets')!r})): pass\n"
+            "print(*(set(Path('/tmp').glob('grray-*')) - before))")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr[-2000:]
+    (made,) = done.stdout.split()
+    assert made.startswith("/tmp/grray-") and not Path(made).exists()
+    assert any((tmp_path / "a-work-dir-too-long-for-ray-sockets" / "ray-logs").iterdir())

@@ -354,7 +354,7 @@ def test_serves_from_an_object_store_uri(published, tmp_path):
         assert _scores(Client(url).recommend(history, k=5)) == _scores(local.recommend(history, k=5))
         # events: auto (the default) keeps no store beside artifacts at a URI: the refusal says what to set
         off = httpx.post(url + "/events", json={"events": [{"user_id": "u", "item_id": history[0]}]})
-        assert off.status_code == 503 and "events: auto" in off.json()["detail"] and "redis://" in off.json()["detail"]
+        assert off.status_code == 501 and "events: auto" in off.json()["detail"] and "redis://" in off.json()["detail"]
     assert (tmp_path / "cache" / artifact.current_version(published["artifacts"]) / "manifest.json").is_file()
     assert load_version(root, cache_dir=tmp_path / "cache2").manifest.version == artifact.current_version(root)
     fs.pipe_file(f"{root}/{artifact.CURRENT}", b"no-such-version\n")
