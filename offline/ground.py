@@ -137,6 +137,7 @@ def ground_catalog(runner, items: pa.Table, *, id_column: str, vlm: VLMConfig, p
 
     cache = GroundingCache(cache_dir)
     signature = grounding_signature(vlm, prompt)
+    vlm = getattr(backend_class(vlm), "pinned", lambda cfg: cfg)(vlm)  # every actor loads what the key names
     key_by_id = {iid: cache_key(sha, signature) for iid, sha in sha_by_id.items()}
     with timed("cache_lookup"):
         cached_by_key = {r["cache_key"]: r for r in cache.lookup(set(key_by_id.values())).to_pylist()}

@@ -23,6 +23,7 @@ from pathlib import Path
 from groundrec.online.backend import answer_timeout
 from groundrec.online.config import ServeConfig
 from groundrec.online.errors import ERRORS, Unavailable
+from groundrec.online.live_checks import remembered
 from groundrec.online.live_sharing import encoded_vectors, live_timeout
 from groundrec.online.serving import build_serving
 from groundrec.online.threads import limit_threads
@@ -153,8 +154,7 @@ class RemoteServing:
     version, idle. A child that dies (its pipe closes) or hangs (no answer within
     ``compute_timeout_s``) is replaced by the standby at once and the call in flight is
     retried there, once; a new standby is then started in the background. Without a standby
-    the replacement is started on the spot and the call waits for it (requests queue behind
-    it, and the queue's bound sheds the excess)."""
+    the replacement is started on the spot and the call waits (the queue's bound sheds the rest)."""
 
     def __init__(self, version_id: str, limits: ServeConfig, start_child, popularity: dict | None = None):
         self.version_id, self.limits = version_id, limits
@@ -257,15 +257,15 @@ class RemoteServing:
 
     def apply_live(self, arg) -> dict:
         """Apply live items in the child (their texts encoded half by the standby: ``live_sharing``),
-        then in its standby with those embeddings. They are remembered first, so a child started
-        meanwhile gets them; a child promoted while this ran gets them too (applying twice changes nothing)."""
+        then in its standby with those embeddings. Remembered first, so a child started meanwhile
+        gets them; one promoted while this ran gets them too (applying twice changes nothing)."""
         items, given = arg
-        with self._lock:
-            for item in items:
-                self._live[item.item_id] = item
-                self._vectors.pop(item.item_id, None)
-        given = {**(given or {}), **encoded_vectors(self, items, given)}
-        known = {**given, **self._call("live", (items, given), live_timeout(items, given))}
+        with remembered(self._live, items, self._lock):  # forgotten again if the version refuses them
+            with self._lock:
+                for item in items:
+                    self._vectors.pop(item.item_id, None)
+            given = {**(given or {}), **encoded_vectors(self, items, given)}
+            known = {**given, **self._call("live", (items, given), live_timeout(items, given))}
         with self._lock:
             self._vectors.update(known)
         for child in {id(c): c for c in (self.process, self.standby) if c is not None and c.alive}.values():

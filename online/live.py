@@ -170,7 +170,7 @@ class LiveOverlay:
                 if old is not None:
                     self.removed.add(old)
             else:  # hidden, shown again, a new end of sale: the row's rules change, no new row
-                self._rule(old, {**self._published_rules.get(old, {}), **item.fields}, now)
+                self._rule(old, {**({} if item.whole else self._published_rules.get(old, {})), **item.fields}, now)
         for item in todo:
             self.applied[item.item_id] = item.seq
             self.states[item.item_id] = item

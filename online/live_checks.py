@@ -6,19 +6,40 @@ the version that cannot take it, not blocking every change after it."""
 from __future__ import annotations
 
 import logging
+from contextlib import contextmanager
 from typing import Callable
 
 import pyarrow as pa
 
 from groundrec.online.errors import NotFound, Unprocessable
-from groundrec.shared.errors import UserError
 from groundrec.shared.live_items import CONTROL, catalog_columns
 
 log = logging.getLogger("groundrec.serve")
-# An item's own fault when applied (a value its column cannot hold, a text that cannot be
-# embedded): the item is skipped by that version. Anything else (a dead compute process, the
-# store) fails the whole apply, which is tried again.
-ITEM_ERRORS = (UserError, pa.ArrowException)
+# An item's own fault when applied (a value its column cannot hold, a change the version's
+# checks refuse): the item is skipped by that version. Anything else (a version that cannot
+# take live items at all, a dead compute process, the store) fails the whole apply, which is
+# tried again (and refuses a swap to such a version, as before).
+ITEM_ERRORS = (Unprocessable, pa.ArrowException)
+
+
+@contextmanager
+def remembered(live: dict, items: list, lock):
+    """``items`` kept in ``live`` (id -> item: what a compute process started later is given)
+    while they are applied; put back as they were when the version refuses them (an item's
+    fault), or every child started later would fail on them too."""
+    with lock:
+        before = {item.item_id: live.get(item.item_id) for item in items}
+        live.update((item.item_id, item) for item in items)
+    try:
+        yield
+    except ITEM_ERRORS:
+        with lock:
+            for item_id, old in before.items():
+                if old is None:
+                    live.pop(item_id, None)
+                else:
+                    live[item_id] = old
+        raise
 
 
 def apply_or_skip(apply: Callable[[list], object], items: list, version_id: str) -> list[str]:

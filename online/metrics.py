@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import collections
 import os
+import threading
+import time
 from pathlib import Path
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest, multiprocess
@@ -13,6 +15,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, gene
 from groundrec.shared import artifact
 
 MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
+FOLLOW_S = 1.0  # how stale a worker's queue depth may be in a scrape with several workers
 
 
 def forget_dead_workers() -> None:
@@ -30,6 +33,7 @@ def forget_dead_workers() -> None:
 
 class ServiceMetrics:
     def __init__(self):
+        self._followed: list = []  # (gauge, read): written every FOLLOW_S with several workers
         r = self.registry = CollectorRegistry()
         self.requests = Counter("groundrec_requests_total", "HTTP requests", ["endpoint", "status"], registry=r)
         self.latency = Histogram("groundrec_request_seconds", "request latency", ["endpoint"], registry=r,
@@ -71,6 +75,22 @@ class ServiceMetrics:
         counts = collections.Counter((m.version, m.arm or "") for m in impressions)  # one labelled inc per (version, arm)
         for labels, n in counts.items():
             self.impressions.labels(*labels).inc(n)
+
+    def follow(self, gauge: Gauge, read) -> None:
+        """``gauge`` reads ``read()`` when scraped; with several workers (whose scrape reads
+        the files, not this process) written there every ``FOLLOW_S`` by a thread instead."""
+        if not os.environ.get(MULTIPROC_ENV):
+            gauge.set_function(read)
+            return
+        self._followed.append((gauge, read))
+        if len(self._followed) == 1:
+            def run():
+                while True:
+                    for g, f in list(self._followed):
+                        g.set(f())
+                    time.sleep(FOLLOW_S)
+
+            threading.Thread(target=run, name="groundrec-metrics", daemon=True).start()
 
     def exposition(self) -> bytes:
         """What /metrics answers: this process's metrics, or every worker's when there are several."""

@@ -49,7 +49,7 @@ class Recommender:
         self.batcher = MicroBatcher(self._compute, cfg.batch_max_size if cfg.batching else 1,
                                     cfg.batch_max_wait_ms / 1000, cfg.max_queue, on_batch=metrics.batch,
                                     worker_init=self._scoring_thread_limits if cfg.compute == "thread" else None)
-        metrics.queue_depth.set_function(lambda: self.batcher.depth)
+        metrics.follow(metrics.queue_depth, lambda: self.batcher.depth)
         self.events = Events(cfg, self.serving, metrics)
         self.catalog = LiveCatalog(cfg, self.events, self.holder, self.serving)  # the items API
         if self.catalog.on:  # live items' embeddings kept in the event store: encoded once, by any server
@@ -60,7 +60,7 @@ class Recommender:
                             if self.events.url is not None and cfg.impressions > 0 else None)
         if self.impressions is not None:
             self.events.impressions = self.impressions
-            metrics.impressions_dropped.set_function(lambda: self.impressions.dropped)
+            metrics.follow(metrics.impressions_dropped, lambda: self.impressions.dropped)
 
     def serving(self) -> Backend:
         s = self.holder.current

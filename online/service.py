@@ -25,6 +25,7 @@ from fastapi.responses import JSONResponse, PlainTextResponse
 from prometheus_client import CONTENT_TYPE_LATEST
 from pydantic import ValidationError
 from pydantic_core import to_json
+from starlette.requests import ClientDisconnect
 
 from groundrec.online.config import ServeConfig
 from groundrec.online.errors import ERRORS, NotFound
@@ -102,6 +103,8 @@ def _error_handlers(app: FastAPI, metrics: ServiceMetrics, retry_after_s: int) -
         app.add_exception_handler(kind, domain_error)
 
     async def bug(request: Request, exc: Exception):  # else Starlette sends a text/plain 500 first
+        if isinstance(exc, ClientDisconnect):  # a body cut off: nobody to answer, no bug (the guard's 499)
+            return Response(status_code=499)
         return Response(bug_reply(exc, request.url.path), status_code=500, media_type="application/json")
 
     app.add_exception_handler(Exception, bug)

@@ -207,3 +207,25 @@ def test_a_batch_of_long_texts_is_given_time_to_encode_not_stopped_as_hung(publi
         r = httpx.post(url + "/recommend", json={"batch": [{"text": f"{n} {text}"[:1000]} for n in range(128)]}, timeout=120)
         assert r.status_code == 200, r.text
         assert len(r.json()["results"]) == 128 and backend.replaced == 0
+
+
+def test_a_live_item_the_version_refused_is_not_given_to_the_children_started_later(published):
+    """A change the version cannot take (a column of another type) was kept among the live
+    items a new child is given: every standby and replacement then failed to start on it."""
+    from groundrec.online.holder import VersionHolder
+    from groundrec.shared.live_items import LiveItem
+
+    holder = VersionHolder(ServeConfig(artifacts=published["artifacts"], events="none"))
+    try:
+        assert holder.check()
+        backend = holder.current
+        _wait_for_standby(backend)
+        holder.apply_live([LiveItem("live-bad", {"title": "coat", "colour": 5}, True, 1.0, 1.0, 1),
+                           LiveItem("live-ok", {"title": "quokka lantern"}, True, 1.0, 1.0, 2)])
+        assert backend.unknown(["live-ok", "live-bad"]) == 1
+        for child in (backend.process, backend.standby):  # both gone: the next call starts a child anew
+            os.kill(child.pid, signal.SIGKILL)
+            child._proc.join(10)
+        assert backend.unknown(["live-ok", "live-bad"]) == 1  # started, with the item it could take
+    finally:
+        holder.stop()

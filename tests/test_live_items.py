@@ -144,6 +144,35 @@ def test_what_a_version_never_held_is_left_out_and_latest_still_answers(serving)
     assert newest() == ["again-x", "again-y"]
 
 
+def test_a_put_of_an_item_the_job_hid_shows_it_however_often_it_is_sent(serving):
+    """The job took ``hidden`` in as a column. A PUT (the item whole, sending no rule) shows the
+    item, as the next job's fold reads it; sent again (a feed) or patched with an end of sale
+    only, it was hidden again by the version's own rule."""
+    import pyarrow as pa
+
+    s0, pub = serving
+    vid = artifact.current_version(pub["artifacts"])
+    s = build_serving(ServeConfig(artifacts=pub["artifacts"], events="none", compute="thread"), vid,
+                      artifact.locate(pub["artifacts"], vid))
+    r, item = s.retriever, "demo-0005"
+    hidden = [i == item for i in r.v.item_ids]
+    r.v.items = r.v.items.append_column("hidden", pa.array(hidden))  # as a job that absorbed a PATCH hidden
+    row = r.v.item_ids.index(item)
+    fields = {c: r.v.items.column(c)[row].as_py() for c in catalog_columns(r.v.items.column_names)
+              if c != "hidden"}  # the item as it is: its text kept, its row written in place
+    history = next(h for h in pub["histories"] if item not in h)
+    listed = lambda: item in [x.item_id for x in r.recommend(RecommendRequest(history=history, k=70)).items]  # noqa: E731
+    s.apply_live(([], None))
+    assert not listed()  # the version's own rule
+    n = r.v.index.ntotal
+    for seq, change in ((3001, LiveItem(item, fields, True, 1.0, 1.0, 3001)),
+                        (3002, LiveItem(item, fields, True, 1.0, 2.0, 3002)),  # the feed sends it again
+                        (3003, LiveItem(item, {**fields, "available_until": 4e9}, True, 1.0, 3.0, 3003))):
+        s.apply_live(([change], None))
+        assert listed(), seq
+    assert r.v.index.ntotal == n  # the published row itself, in place
+
+
 def test_a_change_that_keeps_the_text_is_written_over_its_row_in_place(serving):
     """A patch of a column the template does not embed (a price, a stock; here ``pattern``) on a
     published item and on a live one: no new row, nothing removed, the new value served (the

@@ -51,6 +51,8 @@ def test_a_bug_is_a_500_with_a_request_id_that_the_log_holds_with_its_traceback(
 def test_a_bug_under_a_fastapi_route_is_the_same_json_500_logged_once(tmp_path, caplog):
     """The cold routes (/items/{id}, /popular, ...) are FastAPI's: a bug there was Starlette's
     text/plain "Internal Server Error", with no request id."""
+    from fastapi import Request
+
     from groundrec.online.config import ServeConfig
     from groundrec.online.service import create_app
 
@@ -67,6 +69,29 @@ def test_a_bug_under_a_fastapi_route_is_the_same_json_500_logged_once(tmp_path, 
     assert request_id in r.json()["detail"] and "KeyError" in r.json()["detail"]
     logged = [rec for rec in caplog.records if "unhandled error" in rec.getMessage()]
     assert len(logged) == 1 and request_id in logged[0].getMessage() and logged[0].exc_info[0] is KeyError
+
+    @app.api.post("/cut")
+    async def cut(request: Request):
+        await request.body()
+
+    async def cut_off():  # a client that leaves mid-body: no bug, nothing logged
+        sent = []
+
+        async def receive():
+            return {"type": "http.disconnect"}
+
+        async def send(message):
+            sent.append(message)
+
+        await app({"type": "http", "method": "POST", "path": "/cut", "headers": [(b"content-length", b"10")],
+                   "query_string": b"", "root_path": "", "scheme": "http", "server": ("t", 80), "client": ("c", 1),
+                   "http_version": "1.1", "raw_path": b"/cut"}, receive, send)
+        return sent
+
+    caplog.clear()
+    with caplog.at_level(logging.ERROR, logger="groundrec.serve"):
+        asyncio.run(cut_off())
+    assert not [rec for rec in caplog.records if "unhandled error" in rec.getMessage()]
 
 
 def test_guard_refuses_a_wrong_key_and_a_large_body_with_reasons():
@@ -202,3 +227,18 @@ def test_a_client_gone_mid_body_is_counted_499_and_hot_paths_keep_their_names():
     assert 'status="500"' not in text
     assert _call(g, "POST", "/events", json={"n": 1}).status_code == 200
     assert 'groundrec_requests_total{endpoint="/events",status="200"} 1.0' in generate_latest(g.metrics.registry).decode()
+
+
+def test_with_several_workers_a_followed_gauge_is_written_where_the_scrape_reads(tmp_path):
+    """prometheus_client's multiprocess scrape reads the workers' files, never a callback: the
+    queue depth (a set_function) read 0 there. A worker writes it every FOLLOW_S."""
+    import subprocess
+    import sys
+
+    code = ("import time; from groundrec.online.metrics import ServiceMetrics, FOLLOW_S\n"
+            "m = ServiceMetrics(); m.follow(m.queue_depth, lambda: 7)\n"
+            "time.sleep(FOLLOW_S + 0.5); print(m.exposition().decode())")
+    env = {**__import__("os").environ, "PROMETHEUS_MULTIPROC_DIR": str(tmp_path)}
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, env=env)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "groundrec_queue_depth 7.0" in done.stdout

@@ -97,6 +97,10 @@ def test_a_hub_models_fingerprint_is_the_commit_its_revision_names_now(tmp_path,
     assert model_fingerprint("some-org/a-vlm") == f"hub:some-org/a-vlm@{'a' * 40}"
     (repo / "refs" / "main").write_text("b" * 40)  # main moved (a download of new weights)
     assert model_fingerprint("some-org/a-vlm") == f"hub:some-org/a-vlm@{'b' * 40}"
+    # the actors load that commit, not what main is on their node (ground_catalog pins it)
+    pinned = HFVLM.pinned(HFVLMConfig(model="some-org/a-vlm"))
+    assert pinned.revision == "b" * 40 and model_fingerprint(pinned.model, pinned.revision).endswith("b" * 40)
+    assert HFVLM.pinned(HFVLMConfig(model="some-org/not-cached")).revision is None
 
 
 def test_a_cache_entry_that_cannot_be_read_is_named_in_a_warning_not_swallowed(tmp_path, monkeypatch, caplog):

@@ -33,6 +33,13 @@ class HFVLM:
                 "revision": cfg.revision, "dtype": cfg.dtype}
 
     @staticmethod
+    def pinned(cfg: HFVLMConfig) -> HFVLMConfig:
+        """``cfg`` as the actors load it: a hub model at the commit the cache key names (each
+        node would otherwise resolve main in its own cache)."""
+        commit = None if Path(cfg.model).is_dir() else hub_commit(cfg.model, cfg.revision)
+        return cfg.model_copy(update={"revision": commit}) if commit else cfg
+
+    @staticmethod
     def resources(cfg: HFVLMConfig, cluster_gpus: float) -> Resources:
         return Resources(cfg.concurrency, cfg.num_gpus_per_actor or (1.0 if cluster_gpus > 0 else 0.0))
 
