@@ -42,23 +42,20 @@ def remembered(live: dict, items: list, lock):
         raise
 
 
-def apply_or_skip(apply: Callable[[list], object], items: list, version_id: str) -> list[str]:
+def apply_or_skip(apply: Callable[[list], object], items: list, version_id: str) -> None:
     """``apply(items)``; when that fails on an item's own fault, each item alone, those that
-    fail skipped and logged. The ids skipped."""
+    fail skipped and logged."""
     try:
         apply(items)
-        return []
+        return
     except ITEM_ERRORS:
         pass
-    skipped = []
     for item in items:
         try:
             apply([item])
         except ITEM_ERRORS as e:
             log.error("live item %r (change %s) skipped by version %s, which cannot take it: %s: %s",
                       item.item_id, item.seq, version_id, type(e).__name__, e)
-            skipped.append(item.item_id)
-    return skipped
 
 
 def check_changes(retriever, changes: list[tuple[str, str, dict]], must_exist: bool = True) -> None:

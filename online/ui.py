@@ -69,7 +69,7 @@ class Thumbnails:
             table = pq.read_table(path.thumbnails, memory_map=True)
             self._rows = {i: n for n, i in enumerate(table.column("item_id").to_pylist())}
             self._webp = table.column("webp")
-            id_column = json.loads(path.manifest.read_text()).get("id_column", "item_id")
+            id_column = artifact.read_manifest(path.root).id_column
             if IMAGE in pq.read_schema(path.items).names:
                 items = pq.read_table(path.items, columns=[id_column, IMAGE])
                 self._images = dict(zip(items.column(id_column).to_pylist(), items.column(IMAGE).to_pylist()))
