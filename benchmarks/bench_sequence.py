@@ -181,7 +181,9 @@ def kept_places(cfg: EvalConfig, runner: Runner, rep, ref: dict, enc_scores: np.
     filled by the encoder's own ranking, or by the hybrid's base scores (the mean profile a
     version serves, or eval's content profile); and the rule the service applies, each list
     holding the new items of the hybrid's own list (its lift and places; ``Searcher.
-    rank_holding_new_of``). Per way: (per-user recall@20, per-user cold-item recall@20)."""
+    rank_holding_new_of``), and that rule with the hybrid's list asked only among the encoder's
+    best 20, 40 or 80 items and the new items (a cheaper rule, measured and not taken: docs/
+    hybrid.md). Per way: (per-user recall@20, per-user cold-item recall@20)."""
     from groundrec.offline.evaluation.compare import slice_recall
     from groundrec.shared.scoring.popularity import new_items
     from groundrec.shared.scoring.ranking import lift, reserve
@@ -213,6 +215,15 @@ def kept_places(cfg: EvalConfig, runner: Runner, rep, ref: dict, enc_scores: np.
                              20, slots, searcher.is_new) for u, ranked in enumerate(own)]
             out[(f"hybrid ({label}) ranks them", slots)] = measured(lists)
         lift(hybrid, [choice.fresh_weight] * len(hybrid), new)
+        for width in (20, 40, 80):  # the hybrid's list among the encoder's best ``width`` and the new items
+            among = searcher.top_matrix(enc_scores.copy(), width, seen)
+            pool = np.full_like(hybrid, -np.inf)
+            np.put_along_axis(pool, np.maximum(among, 0), np.take_along_axis(hybrid, np.maximum(among, 0), 1), 1)
+            pool[:, new] = hybrid[:, new]
+            listed = searcher.top_matrix(pool, 20, seen, choice.fresh_slots)
+            out[(f"the new items of the hybrid's list among the encoder's {width} and the new items ({label}, "
+                 f"{np.isin(listed, new).sum(1).mean():.2f} a list)", "held")] = measured(
+                searcher.rank_holding_new_of(enc_scores.copy(), listed, 20, seen))
         listed = searcher.top_matrix(hybrid.copy(), 20, seen, choice.fresh_slots)
         out[(f"the new items of the hybrid's list ({label}, {np.isin(listed, new).sum(1).mean():.2f} a list; hybrid "
              f"{measured([[(r, 0) for r in row if r >= 0] for row in listed])[0].mean():.4f})", "held")] = measured(
