@@ -27,6 +27,7 @@ from groundrec.shared.live_items import LiveItem, fold
 log = logging.getLogger("groundrec.serve")
 BAD_ID = re.compile(r"[\x00-\x1f\x7f]")
 MAX_ID_CHARS = 256
+ROUTE_TAILS = ("/similar", "/thumbnail")  # the routes after an id (service._catch_alls_last)
 
 
 def _id(item_id) -> str:
@@ -36,8 +37,9 @@ def _id(item_id) -> str:
         raise Unprocessable(f"item_id has {len(item_id)} characters, more than {MAX_ID_CHARS}")
     if BAD_ID.search(item_id):
         raise Unprocessable(f"item_id {item_id!r} holds a control character")
-    if "/" in item_id:  # /items/{id} could never address it: servers decode %2F before routing
-        raise Unprocessable(f"item_id {item_id!r} holds a '/', which no /items/{{id}} path can carry")
+    if item_id.endswith(ROUTE_TAILS):  # /items/x%2Fsimilar reaches the server as x's similar items
+        raise Unprocessable(f"item_id {item_id!r} ends like the route /items/{{id}}{item_id[item_id.rindex('/'):]}, "
+                            f"so no /items/{{id}} path can address it")
     if item_id in (".", ".."):  # a client or browser resolves /items/.. to / before sending it
         raise Unprocessable(f"item_id {item_id!r} is a path segment no /items/{{id}} path can carry")
     return item_id

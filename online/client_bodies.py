@@ -85,8 +85,7 @@ def _items_body(items) -> dict:
 
 
 def _item_path(item_id: str, tail: str = "") -> str:
-    """/items/{id} with the id escaped (a ``?`` or a space in it stays part of the id; the
-    items API refuses ids holding a ``/``, which no path can carry)."""
+    """/items/{id} with the id escaped (a ``?``, a space or a ``/`` in it stays part of the id)."""
     return f"/items/{quote(item_id, safe='')}{tail}"
 
 

@@ -37,19 +37,19 @@ def mount_items(app: FastAPI, rec, query, parse_filters, reply) -> None:
     async def write(changes) -> JSONResponse:
         return JSONResponse(await run_in_threadpool(catalog.write, changes))
 
-    @app.put("/items/{item_id}", response_model=ItemsOut)
+    @app.put("/items/{item_id:path}", response_model=ItemsOut)
     async def put_item(item_id: str, request: Request):
         """Add or replace an item: a flat JSON object of its catalog columns (those of the
         serving version's item table; ``hidden`` and ``available_until`` too). Recommendable,
         searchable and shown from the next request on."""
         return await write([(item_id, "put", await _json(request))])
 
-    @app.patch("/items/{item_id}", response_model=ItemsOut)
+    @app.patch("/items/{item_id:path}", response_model=ItemsOut)
     async def patch_item(item_id: str, request: Request):
         """Change a few fields of an item (``hidden``, ``available_until``, a price...)."""
         return await write([(item_id, "patch", await _json(request))])
 
-    @app.delete("/items/{item_id}", response_model=ItemsOut)
+    @app.delete("/items/{item_id:path}", response_model=ItemsOut)
     async def delete_item(item_id: str):
         """Remove an item: in no answer from the next request on, and 404 for GET /items/{id}."""
         return await write([(item_id, "delete", {})])

@@ -73,6 +73,7 @@ def create_app(cfg: ServeConfig, watch: bool = True) -> ServiceApp:
     _routes(app, rec)
     mount_items(app, rec, _query, _filters, _reply)
     mount_ui(app, rec, cfg.report)
+    _catch_alls_last(app)
     hot = HotRoutes(app, routes={"/recommend": (RecommendRequest, rec.handle), "/search": (SearchRequest, rec.handle),
                                  "/events": (EventsRequest, rec.events.handle)})
     api_key, read_key = api_keys(cfg)
@@ -81,6 +82,14 @@ def create_app(cfg: ServeConfig, watch: bool = True) -> ServiceApp:
                   overloaded=lambda: rec.batcher.full, shed_paths=frozenset({"/recommend", "/search"}),
                   named_paths=frozenset({"/events"}), retry_after_s=cfg.retry_after_s)
     return ServiceApp(app, front)
+
+
+def _catch_alls_last(app: FastAPI) -> None:
+    """An id may hold a '/' (servers decode %2F before routing, so its routes take the rest of
+    the path): ``/items/{item_id:path}`` would also match ``/items/x/similar``, so the routes that
+    end in such an id are tried after every other (the sort is stable). An id that itself ends
+    in ``/similar`` or ``/thumbnail`` is read as that route of the id before it."""
+    app.router.routes.sort(key=lambda route: getattr(route, "path", "").endswith(":path}"))
 
 
 def _reply(status: int, body: bytes, headers: list) -> Response:
@@ -132,12 +141,12 @@ def _routes(app: FastAPI, rec: Recommender) -> None:
         """Erase every event of the user from the event store (the right to be forgotten)."""
         return JSONResponse(await rec.events.delete_user(user_id))
 
-    @app.get("/items/{item_id}")
+    @app.get("/items/{item_id:path}")  # an item id may hold a '/' (see _catch_alls_last)
     def item(item_id: str):  # sync: FastAPI runs it in a thread, as it may wait for the compute process
         # pydantic-core writes any catalog column's values (dates, decimals, bytes; NaN as null)
         return Response(to_json(rec.serving().item(item_id), inf_nan_mode="null", bytes_mode="base64"), media_type="application/json")
 
-    @app.get("/items/{item_id}/similar", response_model=ResultOut)
+    @app.get("/items/{item_id:path}/similar", response_model=ResultOut)
     async def similar(item_id: str, request: Request, k: int = Query(10, ge=1), filters: str | None = None):
         """Items like this one (``schemas.similar_fields``); ``filters``: a JSON object, as in
         /recommend. A list shown like any other (an id, an impression)."""

@@ -106,7 +106,7 @@ def mount_ui(app: FastAPI, rec: Recommender, report_dir: Path | None = None) -> 
 
     mount_online(app, rec, page, guarded, version)  # /ui/online: the online report (online/ui_online.py)
 
-    @app.get("/items/{item_id}/thumbnail", include_in_schema=True)
+    @app.get("/items/{item_id:path}/thumbnail", include_in_schema=True)
     def thumbnail(item_id: str):
         """The item's WebP thumbnail (a placeholder image when it has none)."""
         current = version()
@@ -150,7 +150,7 @@ def mount_ui(app: FastAPI, rec: Recommender, report_dir: Path | None = None) -> 
                                                                           score=True), version())
         return await guarded(render)
 
-    @app.get("/ui/items/{item_id}", response_class=HTMLResponse, include_in_schema=False)
+    @app.get("/ui/items/{item_id:path}", response_class=HTMLResponse, include_in_schema=False)
     async def item_page(request: Request, item_id: str):
         async def render():
             row = (await run_in_threadpool(rec.serving().item, item_id))["item"]

@@ -222,3 +222,28 @@ def test_item_writes_need_the_api_key(published, tmp_path, monkeypatch):
             assert r.status_code == 401 and "writes need the API key" in r.json()["detail"], (method, r.text)
         assert httpx.put(url + "/items/k1", json=NEW, headers={"X-API-Key": "write-secret"}).status_code == 200
         assert httpx.get(url + "/items/k1", headers={"X-API-Key": "read-secret"}).status_code == 200
+
+
+def test_an_item_id_holding_a_slash_has_every_item_route(published, tmp_path):
+    """Servers decode %2F before routing: an id such as ``shop/42`` took /items/shop/42, which no
+    route matched (404 for GET, PUT, PATCH, DELETE, its similar items, thumbnail and page)."""
+    from groundrec.online.client import Client
+
+    history = published["histories"][0]
+    with running(create_app(_cfg(published, f"sqlite:///{tmp_path}/events.db"))) as url:
+        client = Client(url)
+        assert client.put_item("shop/42", NEW)["accepted"] == 1
+        assert client.item("shop/42")["title"] == NEW["title"]
+        assert "shop/42" in [r.item_id for r in client.similar(history[0], k=60).items]
+        assert [r.item_id for r in client.similar("shop/42", k=3).items]  # its own similar items
+        assert httpx.get(url + "/items/shop%2F42/thumbnail").status_code == 200
+        page = httpx.get(url + "/ui/items/shop%2F42")
+        assert page.status_code == 200 and NEW["title"] in page.text
+        assert client.patch_item("shop/42", {"hidden": True})["accepted"] == 1
+        assert client.item("shop/42", full=True)["shown"] is False
+        assert client.delete_item("shop/42")["accepted"] == 1
+        assert httpx.get(url + "/items/shop%2F42").status_code == 404
+        # the routes after an id still answer as before
+        assert httpx.get(f"{url}/items/{history[0]}/similar", params={"k": 2}).status_code == 200
+        got = httpx.get(f"{url}/items/{history[0]}")
+        assert got.status_code == 200 and got.json()["item"], got.text
