@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from typing import TYPE_CHECKING, Annotated, Literal
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
@@ -193,11 +194,26 @@ def result_out(r: Result, version: str) -> ResultOut:
 Id = Annotated[Text, Field(min_length=1, max_length=256, pattern=r"^[^\x00-\x1f\x7f]+$")]
 
 
+FUTURE_SKEW_S = 86_400.0  # how far past the server's clock an event's time may be (clocks differ), no further
+
+
+def _not_ahead(timestamp: float | None) -> float | None:
+    """An event dated in the future would stay the newest of its user's history, anchor the
+    job's window and the gate's cutoff there (no later user left to compare on) and make the
+    online report read every list as older than it."""
+    now = time.time()
+    if timestamp is not None and timestamp > now + FUTURE_SKEW_S:
+        raise ValueError(f"timestamp {timestamp:.0f} is more than a day past the server's clock ({now:.0f}): "
+                         f"send seconds since the epoch (not milliseconds) from a clock that is set")
+    return timestamp
+
+
 class EventIn(_Body):
     user_id: Id
     item_id: Id
-    timestamp: float | None = Field(None, ge=0, le=1e11, allow_inf_nan=False,
-                                    description="seconds since the epoch; default: when the server receives it")
+    timestamp: Annotated[float | None, AfterValidator(_not_ahead)] = Field(
+        None, ge=0, allow_inf_nan=False,
+        description="seconds since the epoch, at most a day past the server's clock; default: when the server receives it")
     type: Annotated[Text, Field(min_length=1, max_length=32)] | None = Field(
         None, description="one of the server's event_types (default: its default_event_type)")
     weight: float | None = Field(None, ge=0, le=1e6, allow_inf_nan=False, description="default: the type's weight")

@@ -80,6 +80,10 @@ def test_bad_events_get_4xx_naming_the_problem_and_store_nothing(published, even
                             ({"events": [{**ok, "user_id": "x" * 300}]}, "user_id"),
                             ({"events": [{**ok, "item_id": "a\x1fb"}]}, "item_id"),  # no control characters in ids
                             ({"events": [{**ok, "timestamp": -5}]}, "timestamp"),
+                            # a clock two days ahead: it would be the newest event for ever (the job's
+                            # window, the gate's cutoff and the online report all anchor there)
+                            ({"events": [ok, {**ok, "timestamp": time.time() + 2 * 86_400}]}, "past the server's clock"),
+                            ({"events": [{**ok, "timestamp": time.time() * 1000}]}, "not milliseconds"),
                             ({"events": [{**ok, "weight": "heavy"}]}, "weight"),
                             ({"events": []}, "events"),
                             ({"events": [ok], "extra": 1}, "extra")):
