@@ -594,3 +594,34 @@ def test_many_erasures_beside_a_long_reader_start_one_background_scrubber(tmp_pa
     finally:
         reader.close()
         s.close()
+
+
+def test_an_export_after_a_prune_keeps_every_archived_day_an_old_event_reaches_and_counts_rows_once(store, tmp_path):
+    """An event dated before the prune's cut that arrived after it (a clock never set, a
+    backfill) made the export write from that day on: the archived days between, which only
+    the archive holds, were removed as "erased", and that day was written again from the store
+    alone. A prune cut short after its mark left rows both the store and the archive hold:
+    exported twice."""
+    import pyarrow.dataset as ds
+
+    from groundrec.shared.events.export import export
+
+    day = 1_767_225_600.0  # 2026-01-01T00:00:00Z
+    store.add([ev(f"u{d}", f"i{d}", day + d * 86_400 + 60, eid=f"e{d}") for d in range(6)])
+    out = tmp_path / "archive"
+    export(store, out)
+    store.prune(day + 4 * 86_400)  # days 0-3 are only in the archive now
+    store.add([ev("u9", "backfill", day + 86_400 + 120, eid="b1")])  # dated day 1, arrived after the prune
+    report = export(store, out)
+    assert report["days_emptied"] == []
+    archived = ds.dataset(out, format="parquet", partitioning="hive").to_table()
+    assert sorted(archived.column("item_id").to_pylist()) == sorted([f"i{d}" for d in range(6)] + ["backfill"])
+
+    later = day + 10 * 86_400
+    store.add([ev("u7", f"j{h}", later + 3600 * h, eid=f"j{h}") for h in range(6)])
+    export(store, out)
+    store.prune(later + 3 * 3600 + 1)
+    store.add([ev("u7", f"j{h}", later + 3600 * h, eid=f"j{h}") for h in range(3)])  # as if that prune stopped short
+    export(store, out)
+    that_day = ds.dataset(out / "day=2026-01-11", format="parquet").to_table().column("item_id").to_pylist()
+    assert sorted(that_day) == [f"j{h}" for h in range(6)]

@@ -34,31 +34,46 @@ def _day(ts: float) -> str:
     return datetime.fromtimestamp(ts - ts % DAY_S, timezone.utc).strftime("%Y-%m-%d")
 
 
+def _days(timestamps: pa.Array) -> pa.Array:
+    """Each timestamp's day (UTC) as ``YYYY-MM-DD``, the partition it is written to."""
+    ms = pc.floor(pc.multiply(timestamps, 1000)).cast(pa.int64())  # arrival times have fractions
+    return pc.strftime(ms.cast(pa.timestamp("ms")), format="%Y-%m-%d")
+
+
 def _with_pruned_part(t: pa.Table, out: Path, cut: float | None) -> pa.Table:
-    """``t`` with the rows an earlier export archived of the day of the store's prune ``cut``
-    before it: a prune cuts the log inside a day (now - keep_days), and that day written again
-    from the store alone lost the hours the prune took. Only rows before the cut: a row after
-    it that the store no longer holds was erased, and stays out."""
+    """``t`` with the rows an earlier export archived before the store's prune ``cut``, for
+    every day up to the cut's that this export writes: the store holds none of them any more,
+    and a day written again from the store alone lost them (the hours of the cut's day before
+    it; a whole older day where an event dated then arrived after the prune). Rows before the
+    cut that both hold (a prune cut short after its mark, or one running beside the export) are
+    kept once. Only rows before the cut: a row after it that the store no longer holds was
+    erased, and stays out."""
     if cut is None or not t.num_rows:
         return t
-    folder = out / f"day={_day(cut)}"
-    day_start = cut - cut % DAY_S
-    rewritten = pc.any(pc.less(t.column("timestamp"), day_start + DAY_S)).as_py()  # the export writes that day
-    if not folder.is_dir() or not rewritten:
+    early = pc.less(t.column("timestamp"), cut - cut % DAY_S + DAY_S)
+    written = set(_days(t.filter(early).column("timestamp")).to_pylist())
+    folders = [out / f"day={d}" for d in sorted(written) if (out / f"day={d}").is_dir()]
+    if not folders:
         return t
-    archived = ds.dataset(folder, format="parquet").to_table().select(SCHEMA.names).cast(SCHEMA)
-    older = archived.filter(pc.less(archived.column("timestamp"), cut))
-    return pa.concat_tables([older, t]) if older.num_rows else t
+    archived = pa.concat_tables([ds.dataset(f, format="parquet").to_table().select(SCHEMA.names).cast(SCHEMA)
+                                 for f in folders])
+    before = pc.less(t.column("timestamp"), cut)
+    both = pa.concat_tables([archived.filter(pc.less(archived.column("timestamp"), cut)), t.filter(before)])
+    once = both.group_by(SCHEMA.names, use_threads=False).aggregate([]).select(SCHEMA.names)
+    return pa.concat_tables([once, t.filter(pc.invert(before))])
 
 
-def _erased_days(out: Path, days: list[str]) -> list[str]:
+def _erased_days(out: Path, days: list[str], cut: float | None) -> list[str]:
     """Remove the archive's days between the first and the last day written that this export
     wrote none of: the store holds every event of those days but none is left (all erased), so
-    the archive must not keep them. Days before or after the written range are left alone."""
+    the archive must not keep them. Days before or after the written range are left alone, and
+    days before the prune's ``cut`` too (the archive is all that is left of them: an event
+    dated long ago that arrived after the prune does not make them look erased)."""
     if len(days) < 2:
         return []
+    first = max(days[0], _day(cut)) if cut is not None else days[0]
     gone = sorted(p.name.removeprefix("day=") for p in out.glob("day=*")
-                  if p.is_dir() and days[0] < p.name.removeprefix("day=") < days[-1]
+                  if p.is_dir() and first < p.name.removeprefix("day=") < days[-1]
                   and p.name.removeprefix("day=") not in set(days))
     for name in gone:
         shutil.rmtree(out / f"day={name}")
@@ -75,15 +90,16 @@ def export(store: EventStore, out: str | Path, since: float | None = None) -> di
     if since is not None:
         since -= since % DAY_S
     out = Path(out)
-    t = _with_pruned_part(table(store, since), out, store.pruned_before())
-    ms = pc.floor(pc.multiply(t.column("timestamp"), 1000)).cast(pa.int64())  # arrival times have fractions
-    day = pc.strftime(ms.cast(pa.timestamp("ms")), format="%Y-%m-%d")
+    events = table(store, since)
+    cut = store.pruned_before()  # read after the scan: the rows a prune beside it took are archived
+    t = _with_pruned_part(events, out, cut)
+    day = _days(t.column("timestamp"))
     t = t.append_column("day", day)
     out.mkdir(parents=True, exist_ok=True)
     ds.write_dataset(t, out, format="parquet", partitioning=ds.partitioning(pa.schema([("day", pa.string())]),
                                                                             flavor="hive"),
                      existing_data_behavior="delete_matching", basename_template="events-{i}.parquet")
     days = sorted(set(day.to_pylist()))
-    emptied = _erased_days(out, days)
+    emptied = _erased_days(out, days, cut)
     return {"events": t.num_rows, "days_emptied": emptied, "users": len(set(t.column("user_id").to_pylist())), "days": len(days),
             "first_day": days[0] if days else None, "last_day": days[-1] if days else None, "out": str(out)}
