@@ -30,7 +30,6 @@ from groundrec.shared.tables import read_table
 log = logging.getLogger("groundrec.serve")
 RETIRE_GRACE_S = 10.0  # a swapped-out compute process is stopped this long after the swap
 RETRY_FIRST_S, RETRY_MAX_S = 60.0, 3600.0  # a rejected version is tried again after these (doubling)
-FALLBACK_TRIES = 3  # older versions tried when nothing serves and CURRENT's cannot be loaded
 
 
 def load_popularity(cfg: ServeConfig) -> dict[str, float] | None:
@@ -176,9 +175,7 @@ class VersionHolder:
         if self._swap_to(wanted, restart=dead and wanted == self.current.version_id):
             return True
         if self.current is None:  # nothing serves: the newest older version once current that loads
-            served = {a.get("version") for a in artifact.activations(self.cfg.artifacts)}  # never a refused one
-            for older in [v for v in artifact.list_versions(self.cfg.artifacts)
-                          if v < wanted and v in served][::-1][:FALLBACK_TRIES]:
+            for older in artifact.fallbacks(self.cfg.artifacts, wanted, artifact.list_versions(self.cfg.artifacts)):
                 if not self._refused(older) and self._swap_to(older):
                     log.error("version %s (CURRENT) cannot be loaded: serving the older version %s meanwhile",
                               wanted, older)

@@ -267,3 +267,26 @@ def test_a_cached_remote_copy_gone_bad_is_fetched_again(tmp_path):
     again = fetch_version(uri, vid, tmp_path / "cache")
     assert (again / "data.bin").read_bytes() == b"payload" and verify(again)
     assert sorted(p.name for p in (tmp_path / "cache").iterdir()) == [vid]
+
+
+def test_gc_keeps_what_a_server_falls_back_to_when_the_gate_refused_the_newer_versions(tmp_path):
+    """Seven nightly versions activated, then four the gate refused (published, CURRENT kept):
+    gc(keep=5) kept the refused ones and deleted every version that had been current before,
+    so a server whose CURRENT cannot load had nothing to fall back to."""
+    activated = []
+    for i in range(7):
+        activated.append(_publish_one(tmp_path, bytes([i])))
+        artifact.record_activation(tmp_path, activated[-1], "offline run (activate: gate)")
+    refused = []
+    for i in range(4):
+        vid = artifact.new_version_id()
+        staged = staging_dir(tmp_path, vid)
+        for name in artifact.REQUIRED_FILES:
+            (staged / name).write_bytes(b"placeholder")
+        publish(tmp_path, staged, _manifest(vid), activate_it=False)
+        refused.append(vid)
+    assert artifact.current_version(tmp_path) == activated[-1]
+    artifact.gc(tmp_path, keep=5)
+    left = artifact.list_versions(tmp_path)
+    assert set(activated[-1 - artifact.FALLBACK_TRIES:]) <= set(left)  # CURRENT and its fallbacks
+    assert artifact.fallbacks(tmp_path, activated[-1], left) == activated[-2:-2 - artifact.FALLBACK_TRIES:-1]

@@ -14,8 +14,8 @@ adding a file to a version is a change in ``layout`` and in the stage that produ
 The names below are the contract's public surface.
 """
 
-from groundrec.shared.artifact.activations import (ACTIVATIONS, activations, gate_refused,  # noqa: F401
-                                                   record_activation)
+from groundrec.shared.artifact.activations import (ACTIVATIONS, FALLBACK_TRIES, activations, fallbacks,  # noqa: F401
+                                                   gate_refused, record_activation)
 from groundrec.shared.artifact.layout import (COLLAB_ITEM, COLLAB_QUERY, CURRENT, DEFAULT_STRATEGY,  # noqa: F401
                                               EMBEDDINGS, ENCODER_CONFIG, ENCODER_DIR, ENCODER_ONNX, ENCODER_TOKENIZER,
                                               FIRST_SEEN, FORMAT_VERSION, INDEX, ITEMS, MANIFEST, PROJECT_ITEM, PROJECT_QUERY,

@@ -13,6 +13,7 @@ from groundrec.shared.artifact.layout import read_manifest
 from groundrec.shared.artifact.pointer import is_uri, version_path
 
 ACTIVATIONS = "activations.jsonl"
+FALLBACK_TRIES = 3  # older versions a server tries when nothing serves and CURRENT's cannot be loaded
 
 
 def record_activation(root: str | Path, version_id: str, by: str, gate_bypassed: bool = False,
@@ -32,6 +33,14 @@ def activations(root: str | Path) -> list[dict]:
     if is_uri(root) or not path.is_file():
         return []
     return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+def fallbacks(root: str | Path, current: str, versions: list[str]) -> list[str]:
+    """The versions a server tries, newest first, when CURRENT's (``current``) cannot be
+    loaded: the newest ``FALLBACK_TRIES`` older than it that were once current (never one the
+    gate refused or nobody activated). gc keeps them (``retention.gc``)."""
+    served = {a.get("version") for a in activations(root)}
+    return [v for v in versions if v < current and v in served][::-1][:FALLBACK_TRIES]
 
 
 def gate_refused(root: str | Path, version_id: str) -> str | None:

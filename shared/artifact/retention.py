@@ -1,5 +1,6 @@
 """Which versions stay: the serving markers a running server keeps fresh, and gc, which never
-deletes what CURRENT names, the newest verified version or one a server reports serving."""
+deletes what CURRENT names, what a server falls back to, the newest verified version or one a
+server reports serving."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ import shutil
 import uuid
 from pathlib import Path
 
+from groundrec.shared.artifact.activations import fallbacks
 from groundrec.shared.artifact.layout import VERSIONS, is_version_id
 from groundrec.shared.artifact.pointer import current_version, is_uri, list_versions, newest_verified
 
@@ -82,14 +84,16 @@ def serving_versions(root: str | Path, fresh_s: float = SERVING_FRESH_S) -> set[
 
 def gc(root: Path, keep: int) -> list[str]:
     """Delete the oldest versions beyond ``keep``. Never deleted, whatever ``keep`` says: the
-    one CURRENT names, the newest that verifies (what serves if CURRENT is broken) and any a
-    running server reports serving."""
+    one CURRENT names, the versions a server falls back to when CURRENT's cannot be loaded
+    (``activations.fallbacks``: newer versions the gate refused no longer push them out), the
+    newest that verifies and any a running server reports serving."""
     try:
         current = current_version(root)
     except ValueError:
         current = None
     versions = list_versions(root)
-    protected = {current, newest_verified(root, versions), *serving_versions(root)} - {None}
+    protected = {current, newest_verified(root, versions), *serving_versions(root),
+                 *(fallbacks(root, current, versions) if current else [])} - {None}
     old = [v for v in versions if v not in protected]
     doomed = old[: max(0, len(old) - max(0, keep - len(protected)))]
     deleted = []
