@@ -128,8 +128,13 @@ class Retriever(Profiles):
         others = self._hybrid_rows(queries, known)
         new = sorted({row for other in others if other for row in other if row in self.ranker.is_new})
         vectors = dict(zip(new, self.searcher.indexed(np.asarray(new, np.int64)))) if new else {}
+
+        def score_of(rows: list[int], profile: np.ndarray, prior: np.ndarray | None) -> np.ndarray:
+            scores = best_of(np.asarray([vectors[r] for r in rows]), profile)  # as the list's own are scored
+            return scores if prior is None else scores + prior[rows]
+
         return [ranked if other is None else self.ranker.holding_new_of(
-                    ranked, other, q.k, lambda rows, p=profile: best_of(np.asarray([vectors[r] for r in rows]), p))
+                    ranked, other, q.k, partial(score_of, profile=profile, prior=self._prior(q)), self._pick(q))
                 for q, ranked, profile, other in zip(queries, lists, profiles, others)]
 
     def _hybrid_rows(self, queries: list[UserQuery], known: list | None = None) -> list[list[int] | None]:

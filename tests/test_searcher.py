@@ -138,6 +138,21 @@ def test_take_with_a_pick_widens_until_it_has_k():
     assert [r for r, _ in got] == [0, 8]
 
 
+
+def test_a_list_holding_the_hybrid_s_new_items_keeps_its_max_per():
+    """The encoder's list of one item per brand took the hybrid's new item of a brand it
+    already held: ``holding_new_of`` did not ask the list's pick (max_per), as kept places do."""
+    brand = [np.array([0, 1, 2, 3, 4, 0])]  # item 5 (new) is of item 0's brand
+    searcher = Searcher(6, np.array([5]))
+
+    def pick(ranked, k):
+        return ranking.select(ranked, k, brand, [1])
+    ranked = [(0, 0.9), (1, 0.8), (2, 0.7)]
+    held = searcher.holding_new_of(ranked, [5, 3], 3, lambda rows: np.full(len(rows), 0.4), pick)
+    assert [r for r, _ in held] == [0, 1, 2]  # brand 0 is taken: the new item stays out
+    unlimited = searcher.holding_new_of(ranked, [5, 3], 3, lambda rows: np.full(len(rows), 0.4))
+    assert [r for r, _ in unlimited] == [0, 1, 5]  # without a pick it is held, as before
+
 @settings(max_examples=200, deadline=None)
 @given(st.lists(st.lists(st.integers(-8, 8), min_size=40, max_size=40), min_size=1, max_size=6),
        st.lists(st.integers(1, 4), min_size=6, max_size=6), st.integers(1, 3), st.integers(0, 2))

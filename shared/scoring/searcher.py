@@ -136,20 +136,22 @@ class Searcher:
             fresh = fitting
         return ranking.reserve(ranked, fresh, k, slots, self.is_new)
 
-    def holding_new_of(self, ranked: Ranked, other: list[int], k: int, score_of: Callable) -> Ranked:
+    def holding_new_of(self, ranked: Ranked, other: list[int], k: int, score_of: Callable, pick=None) -> Ranked:
         """``ranked`` (the sequence encoder's list) holding the new items of ``other`` (item
         rows of the hybrid's list for the same request, its freshness lift and kept places
         applied): each of them not already in it replaces its lowest other item, at its score
-        in ``ranked``'s query (``score_of``: item rows -> scores). The hybrid decides which new
-        items a list shows and how many, the encoder orders everything else: it cannot rank
-        items nobody has interacted with."""
+        in ``ranked``'s query (``score_of``: item rows -> scores, as ``ranked`` holds scores:
+        its prior too). The hybrid decides which new items a list shows and how many, the
+        encoder orders everything else: it cannot rank items nobody has interacted with. With
+        a ``pick`` (max_per, diversity) a new item only where the list's limits let it in
+        (``keep_places``)."""
         present = {row for row, _ in ranked[:k]}
         extra = [int(row) for row in other if row in self.is_new and row not in present]
         if not extra:
             return list(ranked[:k])
         have = sum(row in self.is_new for row in present)
         fresh = list(zip(extra, (float(s) for s in score_of(extra))))
-        return self.keep_places(ranked, fresh, k, min(k, have + len(extra)))
+        return self.keep_places(ranked, fresh, k, min(k, have + len(extra)), pick)
 
     def rank_holding_new_of(self, scores: np.ndarray, others: np.ndarray, k: int, seen: list | None = None) -> list[Ranked]:
         """Each row's list of k from a (users x items) matrix (``rank_rows``, no places of its
