@@ -30,6 +30,7 @@ from groundrec.offline.evaluation.stats import paired_test
 from groundrec.offline.evaluation.systems import ContentSystem, System, hybrid_system
 from groundrec.offline.interactions import Interactions
 from groundrec.shared import artifact
+from groundrec.shared.errors import UserError
 from groundrec.shared.scoring.collab import Projection, index_rows
 from groundrec.shared.scoring.popularity import counts_of_rows
 
@@ -223,7 +224,7 @@ def run_gate(mode: str, root: Path, inter: Interactions | None, item_ids: list[s
     ours = recall_of(candidate_system(learned, content, before, collab_cfg, seed), row_of, window, k)
     try:
         theirs = recall_of(*serving_system(path), window, k)
-    except (OSError, ValueError, KeyError) as e:
+    except (OSError, ValueError, KeyError, UserError) as e:  # UserError: e.g. its encoder onnxruntime cannot load
         return GateDecision(mode, True, f"the serving version {serving} could not be scored ({e}): activated",
                             seconds=round(time.perf_counter() - started, 2), **common)
     activated, p, reason = decide(ours, theirs, alpha)

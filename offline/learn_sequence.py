@@ -27,6 +27,7 @@ the same validation users, published only where it wins.
 
 from __future__ import annotations
 
+import logging
 import shutil
 import time
 from dataclasses import dataclass, field, replace
@@ -42,6 +43,8 @@ from groundrec.shared.errors import UserError
 from groundrec.shared.scoring.collab import index_rows
 from groundrec.shared.sequence_encoder import item_inputs as encoder_inputs
 from groundrec.shared.scoring.searcher import Searcher
+
+log_failure = logging.getLogger("groundrec.offline").exception  # a failed training or export: the hybrid stands
 
 RULE = "published when mean(encoder - hybrid) > one standard error of the paired per-user differences"
 
@@ -72,7 +75,8 @@ class SequenceOutcome:
         figures = (f"{v['metric']} on {v['users']} validation users: encoder {v['encoder']:.4f}, hybrid "
                    f"{v['hybrid']:.4f}, difference {v['diff']:+.4f} (standard error {v['se']:.4f}); "
                    f"trained in {self.train_s:.0f} s")
-        return f"{'published (default strategy)' if self.published else 'not published'}: {figures}"
+        return (f"published (default strategy): {figures}" if self.published else
+                f"not published: {figures}; {self.reason}")
 
 
 def item_inputs(content: np.ndarray, model) -> np.ndarray:
@@ -192,6 +196,10 @@ def choose(cfg: SequenceJobConfig, scorer, users: list[int], choice: HybridChoic
     except UserError as e:  # too little to train on: the hybrid stands, and the manifest says why
         return SequenceOutcome(False, f"not trained: {e}", {"metric": METRIC, "rule": RULE}, settings.to_dict(),
                                time.perf_counter() - started)
+    except Exception as e:  # out of memory, a Ray task lost...: the encoder is an option of the version
+        log_failure("the sequence encoder's training failed: the version is the hybrid")
+        return SequenceOutcome(False, f"not trained: its training failed ({type(e).__name__}: {e})",
+                               {"metric": METRIC, "rule": RULE}, settings.to_dict(), time.perf_counter() - started)
     train_s = time.perf_counter() - started
     fresh = (choice.fresh_weight, choice.fresh_slots) if choice.hybrid else (0.0, 0)
     others = scorer.published_lists(choice) if choice.hybrid else None  # the new items its lists hold
@@ -225,7 +233,13 @@ def train_published(outcome: SequenceOutcome, cfg: SequenceJobConfig, histories:
     epochs = min(settings.refit_epochs, best) if start is not None else best  # no start: as long as validation's
     settings = replace(settings, epochs=epochs, patience=epochs + 1)  # every epoch runs; the best is kept
     started = time.perf_counter()
-    trained = _train(runner, cfg, histories, inputs, None, settings, targets=index, log=log, start=start)
+    try:
+        trained = _train(runner, cfg, histories, inputs, None, settings, targets=index, log=log, start=start)
+    except Exception as e:  # out of memory, a Ray task lost...: the version is the hybrid, and says why
+        log_failure("the sequence encoder's training for the final version failed: the version is the hybrid")
+        outcome.published, outcome.model, outcome.chosen = False, None, None
+        outcome.reason = f"{outcome.reason}, but its training for the final version failed ({type(e).__name__}: {e})"
+        return outcome
     outcome.train_s += time.perf_counter() - started
     outcome.training["published"] = _trained_report(trained, runner)
     outcome.model, outcome.sample, outcome.chosen = trained.model, list(histories[:1000]), None
@@ -242,8 +256,11 @@ def export(outcome: SequenceOutcome, directory: Path, threads: int = 1) -> dict 
 
     try:
         outcome.parity = export_sequence_encoder(outcome.model, directory, outcome.sample, threads=threads)
-    except SequenceExportError as e:
+    except Exception as e:  # its check, or an exporter or onnxruntime that refuses the graph
+        if not isinstance(e, SequenceExportError):
+            log_failure("the sequence encoder's ONNX export failed: the version is the hybrid")
         shutil.rmtree(directory, ignore_errors=True)
         outcome.published, outcome.model = False, None
-        outcome.reason = f"{outcome.reason}, but its ONNX export failed its check: {e}"
+        failed = "failed its check" if isinstance(e, SequenceExportError) else f"failed ({type(e).__name__})"
+        outcome.reason = f"{outcome.reason}, but its ONNX export {failed}: {e}"
     return outcome.parity

@@ -93,8 +93,12 @@ class SequenceEncoder:
             opts.intra_op_num_threads = threads
             opts.inter_op_num_threads = 1
         opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-        self.session = ort.InferenceSession(str(self.directory / self.meta["files"]["fp32"]), opts,
-                                            providers=["CPUExecutionProvider"])
+        try:
+            self.session = ort.InferenceSession(str(self.directory / self.meta["files"]["fp32"]), opts,
+                                                providers=["CPUExecutionProvider"])
+        except Exception as e:  # onnxruntime's own errors (a graph of a newer opset, a damaged file)
+            raise UserError(f"sequence encoder at {self.directory}: onnxruntime {ort.__version__} cannot load it "
+                            f"({type(e).__name__}: {e})") from None
 
     @property
     def n_items(self) -> int:

@@ -218,6 +218,37 @@ def test_a_losing_encoder_leaves_the_hybrid_with_its_scores(runs, monkeypatch):
     assert manifest["default_strategy"] == "mean" and manifest["sequence"]["published"] is False
 
 
+
+def test_a_training_or_export_that_fails_leaves_the_hybrid_and_says_why(runs, monkeypatch):
+    """Only too little data (UserError) and the export's own check were caught: an out-of-memory
+    training, a lost Ray task or an onnxruntime that refuses the graph stopped the whole job
+    after its work, publishing nothing. The summary line says why too."""
+    import onnxruntime.capi.onnxruntime_pybind11_state as ort_errors
+
+    from groundrec.offline.sequence import export as sequence_export
+
+    def out_of_memory(*args, **kwargs):
+        raise RuntimeError("CUDA out of memory")
+
+    with monkeypatch.context() as patched:
+        patched.setattr(learn_sequence, "_train", out_of_memory)
+        got = job(runs["ordered"], runs["root"] / "oom", runs["root"] / "cache")
+    seq = got["manifest"].sequence
+    assert not seq["published"] and got["manifest"].default_strategy == "mean"
+    assert "training failed (RuntimeError: CUDA out of memory)" in seq["reason"]
+    assert seq["reason"] in got["summary"].sequence
+
+    def refused(*args, **kwargs):
+        raise ort_errors.InvalidGraph("opset 99 is not supported")
+
+    monkeypatch.setattr(sequence_export, "export_sequence_encoder", refused)
+    got = job(runs["ordered"], runs["root"] / "refused", runs["root"] / "cache")
+    m, seq = got["manifest"], got["manifest"].sequence
+    assert not seq["published"] and m.default_strategy == "mean" and not (got["dir"] / artifact.SEQUENCE_DIR).exists()
+    assert "ONNX export failed (InvalidGraph): opset 99" in seq["reason"]
+    assert seq["validation"]["encoder"] > seq["validation"]["hybrid"]  # it won, and says why it is not served
+    assert seq["reason"] in got["summary"].sequence
+
 def test_sequence_off_trains_nothing(runs):
     got = job(runs["ordered"], runs["root"] / "off", runs["root"] / "cache", **{"sequence.enabled": False})
     assert got["manifest"].sequence is None and got["manifest"].default_strategy == "mean"
