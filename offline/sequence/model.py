@@ -140,7 +140,10 @@ def start_at_principal(out: nn.Linear, index: torch.Tensor) -> None:
     (docs/hybrid.md, "The temperature's own rate, and the output layer's start")."""
     dim = out.in_features
     rank = min(dim, *index.shape)
-    with torch.no_grad(), torch.random.fork_rng(devices=[]):  # its own draws: the training's stay as they were
+    # its own draws: the training's stay as they were (manual_seed seeds CUDA's generators too,
+    # so the device of the index is restored as well: a GPU training's draws followed seed 0)
+    gpus = [index.device.index or 0] if index.is_cuda else []
+    with torch.no_grad(), torch.random.fork_rng(devices=gpus):
         torch.manual_seed(0)
         _, _, v = torch.svd_lowrank(index.float(), q=min(rank + 16, *index.shape), niter=4)  # v: [out_dim, q]
         spread = 1.0 / math.sqrt(3 * dim)  # the default start's standard deviation
