@@ -20,7 +20,7 @@ from pydantic_core import to_json
 
 from groundrec.online.config import ServeConfig
 from groundrec.online.errors import Disabled, Reply, Unavailable, Unprocessable
-from groundrec.online.report.attribution import id_in_time
+from groundrec.online.report.attribution import id_in_time, id_time
 from groundrec.online.schemas import EventsRequest, HistoryEntry, RecommendRequest, UserQuery
 from groundrec.shared.errors import UserError
 from groundrec.shared.events import Event, EventStore, StoreUnavailable, open_store
@@ -124,6 +124,8 @@ class Events:
         for e in events:
             rid = e.recommendation_id
             m = found.get(rid) if rid else None
+            if m is not None and m.user_id == e.user_id and e.item_id in m.items:
+                e = replace(e, timestamp=id_time(m.timestamp, e.timestamp))  # a clock a little behind the list's
             if rid and (m is None or m.user_id != e.user_id or e.item_id not in m.items
                         or not id_in_time(m.timestamp, e.timestamp)):  # the report's rule: credited by time instead
                 e, m = replace(e, recommendation_id=None), None

@@ -63,16 +63,19 @@ def test_answers_carry_ids_their_lists_are_logged_and_feedback_is_credited_only_
                    "recommendation_id": other["recommendation_id"]},  # shown to another user
                   {"user_id": "u1", "item_id": history[0], "type": "view", "recommendation_id": rid},  # not shown
                   {"user_id": "u1", "item_id": shown[2], "type": "view", "recommendation_id": rid,
-                   "timestamp": logged.timestamp - 60}]  # timed before the list: the report's rule refuses the id
+                   "timestamp": logged.timestamp - 600},  # long before the list: the report's rule refuses the id
+                  {"user_id": "u1", "item_id": shown[3], "type": "view", "recommendation_id": rid,
+                   "timestamp": logged.timestamp - 60}]  # a client clock a minute behind: kept, at the list's time
         reply = httpx.post(url + "/events", json={"events": events}).json()
-        assert reply["accepted"] == 5 and reply["unattributed"] == 4
+        assert reply["accepted"] == 6 and reply["unattributed"] == 4
         metrics = httpx.get(url + "/metrics").text
-        assert f'groundrec_attributed_events_total{{arm="",type="view",version="{two_versions["new"]}"}} 1.0' in metrics
+        assert f'groundrec_attributed_events_total{{arm="",type="view",version="{two_versions["new"]}"}} 2.0' in metrics
         assert "groundrec_unattributed_events_total 4.0" in metrics and "groundrec_impressions_total{" in metrics
         store = open_store(store_url)
         try:  # stored without the id (the report credits it by time, as it would any event without one)
-            early = [e for b in store.scan() for e in b if e.user_id == "u1" and e.item_id == shown[2]]
-            assert [e.recommendation_id for e in early] == [None]
+            early = {e.item_id: e for b in store.scan() for e in b if e.user_id == "u1"}
+            assert early[shown[2]].recommendation_id is None and early[shown[2]].timestamp == logged.timestamp - 600
+            assert early[shown[3]].recommendation_id == rid and early[shown[3]].timestamp == logged.timestamp
         finally:
             store.close()
         batch = httpx.post(url + "/recommend", json={"batch": [{"user_id": "u3", "history": history},
