@@ -121,7 +121,7 @@ class Recommender:
                 self.impressions.close()
             self.events.close()
 
-    async def answer(self, body: RecommendRequest | SearchRequest, receive=None) -> bytes:
+    async def answer(self, body: RecommendRequest | SearchRequest, receive=None, log_shown: bool = True) -> bytes:
         """The answer to ``body``, as the JSON the batch worker built, with its
         ``recommendation_id`` and arm. The request is checked against the limits once, here,
         before any work is queued (the backend answers checked queries), takes its arm's
@@ -129,19 +129,20 @@ class Recommender:
         batch. Raises the error that stops it (``errors``): ``Unavailable`` at once when no
         version is loaded, ``Overloaded`` when the queue is full, the request's ``UserError``;
         with ``receive`` (the ASGI channel, body read), ``ClientGone`` when the client leaves
-        first: the batcher then skips the request (counted)."""
+        first: the batcher then skips the request (counted). ``log_shown`` False: the list is no
+        impression (the web page's: an operator looking, not the user being shown it)."""
         self.serving()
         query = checked(self.cfg, body)
         if isinstance(query, RecommendRequest) and query.batch is not None:
             return await self._batch(query, receive)
         if isinstance(body, SearchRequest) or self.experiment is None:
             return self._shown(await self._queued("current", query, receive), query, None,
-                               "search" if isinstance(body, SearchRequest) else "recommend")
+                               "search" if isinstance(body, SearchRequest) else "recommend", log_shown)
         if self.experiment.mode == "team_draft" and query.user_id is not None:
-            return await self._interleaved(query, receive)
+            return await self._interleaved(query, receive, log_shown)
         arm = self.experiment.assign(query.user_id)
         query = checked(self.cfg, with_defaults(query, arm.defaults))  # the limits hold for the arm's defaults too
-        return self._shown(await self._queued(arm.version, query, receive), query, arm.name)
+        return self._shown(await self._queued(arm.version, query, receive), query, arm.name, log_shown=log_shown)
 
     async def _queued(self, version: str, query, receive) -> Shown | bytes:
         """``query`` (its user's history filled in) answered by ``version`` in the next batch
@@ -160,10 +161,11 @@ class Recommender:
         finally:
             watcher.cancel()
 
-    def _shown(self, answer: Shown, query: UserQuery, arm: str | None, endpoint: str = "recommend") -> bytes:
+    def _shown(self, answer: Shown, query: UserQuery, arm: str | None, endpoint: str = "recommend",
+               log_shown: bool = True) -> bytes:
         """The answer with a fresh ``recommendation_id``; its list queued for the impression log."""
         rid = new_recommendation_id()
-        if self.impressions is not None:
+        if self.impressions is not None and log_shown:
             self.impressions.log(rid, query.user_id, answer, arm, settings_of(query), endpoint)
         return stamped(answer[0], rid, arm)
 
@@ -205,26 +207,27 @@ class Recommender:
             results.append(stamped_result(got[n, 0], rid, name))
         return to_json({"results": results, "version": version})
 
-    async def _interleaved(self, query: UserQuery, receive) -> bytes:
+    async def _interleaved(self, query: UserQuery, receive, log_shown: bool = True) -> bytes:
         """team_draft: both arms answer the user (each with its defaults and version), and one
         list is drafted from the two; each position is credited to the arm that gave it."""
         (a, qa), (b, qb) = self._asked(query)
         first, second = await _together([self._queued(a.version, qa, receive),  # one watches the client
                                          self._queued(b.version, qb, None)])
-        return self._drafted(query, new_recommendation_id(), first[0], second[0])
+        return self._drafted(query, new_recommendation_id(), first[0], second[0], log_shown)
 
-    def _drafted(self, query: UserQuery, rid: str, first: bytes, second: bytes) -> bytes:
+    def _drafted(self, query: UserQuery, rid: str, first: bytes, second: bytes, log_shown: bool = True) -> bytes:
         """The two arms' answers to ``query`` drafted into one list (``answers.interleaved``),
         logged as shown with each position's arm."""
         a, b = self.experiment.arms
         body, teams = interleaved(first, second, (a.name, b.name), query.k, rid)
-        if self.impressions is not None:
+        if self.impressions is not None and log_shown:
             self.impressions.log(rid, query.user_id, body, f"{a.name}+{b.name}", settings_of(query), teams=teams)
         return body
 
     async def ask(self, body: RecommendRequest | SearchRequest, receive) -> dict:
-        """``answer`` as a dict (the web page)."""
-        return json.loads(await self.answer(body, receive))
+        """``answer`` as a dict (the web page: its lists are no impression, so an operator's view
+        of a user neither lowers that user's arm's rates nor takes their clicks' credit)."""
+        return json.loads(await self.answer(body, receive, log_shown=False))
 
     async def handle(self, body: RecommendRequest | SearchRequest, receive) -> Reply:
         """The hot routes' handler: 200 and the answer; an error is raised to the guard, which

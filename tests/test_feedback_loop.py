@@ -167,3 +167,22 @@ def test_team_draft_interleaves_two_arms_and_credits_each_position(two_versions,
         assert [i["item_id"] for i in anonymous["items"]] == ids_a and anonymous.get("teams") is None
         assert list(_impression(store_url, drafted["recommendation_id"]).teams) == drafted["teams"]
         assert _impression(store_url, anonymous["recommendation_id"]).arm == "A"
+
+
+def test_the_web_page_s_view_of_a_user_is_no_impression_of_theirs(two_versions, tmp_path):
+    """/ui/user?user_id=... answered through the same path as /recommend and was logged as a
+    list shown to that user (in their arm): an operator's look lowered the arm's click rate and
+    took the credit of the user's next clicks on the items it showed."""
+    history = two_versions["histories"][0]
+    server, store_url = _serve(two_versions, tmp_path)
+    with server as url:
+        page = httpx.get(url + "/ui/user", params={"user_id": "looked-at", "h": ",".join(history[:2])})
+        assert page.status_code == 200
+        shown = httpx.post(url + "/recommend", json={"user_id": "served", "history": history, "k": 4}).json()
+        assert _impression(store_url, shown["recommendation_id"]) is not None  # the log is written...
+    store = open_store(store_url)
+    try:
+        users = {i.user_id for batch in store.scan_impressions() for i in batch}
+    finally:
+        store.close()
+    assert users == {"served"}  # ... and holds no list of the page's
