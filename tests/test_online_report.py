@@ -218,7 +218,7 @@ def _fill(url, rng):
         if i % 3 == 0:  # an interleaved list for another user
             teams = tuple(rng.choice("AB") for _ in range(6))
             rid = f"x{i}"
-            imps.append(Impression(rid, f"w{i % 90}", t + 1, "v-AB", tuple(f"k{j}" for j in range(6)),
+            imps.append(Impression(rid, f"w{i % 90}", t + 1, "v-A|v-B", tuple(f"k{j}" for j in range(6)),
                                    "AB", tuple(teams)))
             for pos, team in enumerate(teams):
                 if rng.random() < (0.05 if team == "A" else 0.25):
@@ -251,7 +251,14 @@ def test_the_cli_on_a_sqlite_store_writes_the_report_with_numeric_counts(tmp_pat
     assert ctr["p"] < 0.001 and ctr["diff"] > 0 and ctr["users_in_both"] == 0
     inter = res["interleaving"][0]
     assert (inter["a"], inter["b"]) == ("A", "B") and inter["wins_b"] > inter["wins_a"] and inter["p_sign"] < 0.01
-    assert "| A |" in (out / "report.md").read_text()
+    md = (out / "report.md").read_text().splitlines()
+    assert "| A |" in "\n".join(md) and any("v-A\\|v-B" in line for line in md)  # a team-draft list's versions
+    cells = lambda line: len(line.replace("\\|", "").split("|"))  # noqa: E731  (an escaped | is no cell)
+    for n, line in enumerate(md[:-1]):
+        if md[n + 1].startswith("|---"):  # a table: its header, its rule, its rows
+            rows = [r for r in md[n + 2:][:next((i for i, r in enumerate(md[n + 2:]) if not r.startswith("|")),
+                                                 len(md))]]
+            assert rows and all(cells(r) == cells(line) for r in rows), (line, rows)
     pngs = sorted(p.name for p in out.glob("*.png"))
     assert pngs == sorted(res["plots"]) and ("per_day.png" in pngs or any("matplotlib" in n for n in res["notes"]))
 

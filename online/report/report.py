@@ -84,6 +84,12 @@ def _sections(r: dict) -> list[tuple[str, list[str], tuple | None]]:
     return out
 
 
+def _cell(text) -> str:
+    """A Markdown table cell: a ``|`` (a team-draft list's versions, ``v1|v2``) would start a new
+    cell and shift the row's figures under the wrong headers."""
+    return str(text).replace("|", "\\|")
+
+
 def _markdown(sections, plots: list[str]) -> str:
     lines = ["# groundrec online report", ""]
     for title, paragraphs, table in sections:
@@ -92,8 +98,8 @@ def _markdown(sections, plots: list[str]) -> str:
             lines += [p, ""]
         if table:
             header, rows = table
-            lines += ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-            lines += ["| " + " | ".join(row) + " |" for row in rows]
+            lines += ["| " + " | ".join(map(_cell, header)) + " |", "|" + "---|" * len(header)]
+            lines += ["| " + " | ".join(map(_cell, row)) + " |" for row in rows]
             lines.append("")
     lines += [f"![{p}]({p})\n" for p in plots]
     return "\n".join(lines)
