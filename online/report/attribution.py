@@ -9,13 +9,9 @@ through ``attribute_columns`` (``attribute``: the same over objects).
 - An event without an id is credited to the latest impression that showed its item to its
   user at or before the event, no more than ``window_s`` seconds before it.
 - Events and impressions are merged in time order; at equal times the impression comes first
-  (a list is shown before it is clicked). An event whose id names an impression logged later
-  than the event itself is therefore unverified. The service applies the same time rule
-  (``id_in_time``) before it keeps an event's id, after moving an event dated up to
-  ``CLOCK_SKEW_S`` before the list it names (a client's clock, or a replica's, behind the
-  server that showed it) to the list's time (``id_time``): such an event is stored at that time
-  with its id. One dated earlier still is stored without its id (counted unattributed live,
-  unverified in the report).
+  (a list is shown before it is clicked): an event whose id names a later impression is
+  unverified. The service keeps an event's id by the same rule (``id_in_time``), after moving
+  an event dated up to ``CLOCK_SKEW_S`` before its list to the list's time (``id_time``).
 
 Each stream comes in chunks, each in time order, as columns: a chunk of events is matched
 against the lists held in one vectorised step (by id; by (user, item) in a sort merge), never
@@ -42,9 +38,7 @@ CLOCK_SKEW_S = 300.0  # an event naming a list may be dated this much before it:
 
 def id_time(shown_ts: float, event_ts: float) -> float:
     """When an event naming a list shown at ``shown_ts`` is stored: at its own time, or at the
-    list's when it is dated up to ``CLOCK_SKEW_S`` before it (a click follows its list: the
-    client's or the replica's clock is behind; credited by the window it went to an older list
-    that showed the item, or to none)."""
+    list's when dated up to ``CLOCK_SKEW_S`` before it (a client's or replica's clock behind)."""
     return shown_ts if shown_ts - CLOCK_SKEW_S <= event_ts < shown_ts else event_ts
 
 
