@@ -31,8 +31,6 @@ import numpy as np
 import pyarrow as pa
 
 ID_WINDOW_S = 7 * 86_400.0  # an id is looked up among the lists shown this long before its event (the default)
-
-
 CLOCK_SKEW_S = 300.0  # an event naming a list may be dated this much before it: a clock behind the server's
 
 
