@@ -168,7 +168,7 @@ def run_job(cfg: JobConfig, progress: bool = True) -> JobSummary:
                 manifest.default_strategy = "sequence"
         if absorbed is not None:  # the service skips the changes through this seq (online/live)
             manifest.live_items = absorbed.to_manifest()
-        with clock.stage("publish"):
+        with clock.stage("publish"), artifact.current_lock(out):  # a rollback meanwhile waits, then holds
             gate = unless_moved(gate, serving_version(out))  # under the writer lock, just before CURRENT moves
             manifest.gate = gate.to_manifest()
             final = pub.publish(manifest, activate_it=gate.activated)

@@ -290,3 +290,39 @@ def test_gc_keeps_what_a_server_falls_back_to_when_the_gate_refused_the_newer_ve
     left = artifact.list_versions(tmp_path)
     assert set(activated[-1 - artifact.FALLBACK_TRIES:]) <= set(left)  # CURRENT and its fallbacks
     assert artifact.fallbacks(tmp_path, activated[-1], left) == activated[-2:-2 - artifact.FALLBACK_TRIES:-1]
+
+
+def test_a_rollback_made_while_a_job_activates_waits_and_then_holds(tmp_path):
+    """The job looked at CURRENT, then hashed and renamed its version for seconds, then moved
+    CURRENT: a `versions activate` (rollback) in between was overwritten. The job now holds
+    ``current_lock`` from its look through its activation; the rollback waits, then holds."""
+    import threading
+    import time
+
+    old, served = _publish_one(tmp_path, b"\x01"), _publish_one(tmp_path, b"\x02")
+    with artifact.current_lock(tmp_path):  # the job: its look at CURRENT ... its activation
+        assert artifact.current_version(tmp_path) == served
+        rollback = threading.Thread(target=artifact.activate, args=(tmp_path, old))
+        rollback.start()
+        time.sleep(0.3)
+        assert rollback.is_alive()  # the operator's rollback waits for the job's activation
+        new = _publish_one(tmp_path, b"\x03")  # publish activates it (the lock is re-entrant)
+        assert artifact.current_version(tmp_path) == new
+    rollback.join(10)
+    assert artifact.current_version(tmp_path) == old  # ... and then holds
+
+
+def test_gc_waits_for_an_activation_and_keeps_what_it_activated(tmp_path):
+    import threading
+    import time
+
+    vids = [_publish_one(tmp_path, bytes([i])) for i in range(4)]
+    with artifact.current_lock(tmp_path):  # an activation under way
+        collector = threading.Thread(target=artifact.gc, args=(tmp_path, 1))
+        collector.start()
+        time.sleep(0.3)
+        assert collector.is_alive() or vids[0] in artifact.list_versions(tmp_path)
+        artifact.activate(tmp_path, vids[0])  # a rollback to the oldest, which gc had doomed
+    collector.join(10)
+    assert artifact.current_version(tmp_path) == vids[0] and vids[0] in artifact.list_versions(tmp_path)
+    assert not list(tmp_path.glob(".deleting-*"))

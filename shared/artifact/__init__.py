@@ -24,8 +24,8 @@ from groundrec.shared.artifact.layout import (COLLAB_ITEM, COLLAB_QUERY, CURRENT
                                               Manifest, VersionFiles, checksum_tree, created_at, is_version_id,
                                               new_version_id, read_manifest, sequence_files, sha256_file, verify,
                                               write_manifest)
-from groundrec.shared.artifact.pointer import (activate, current_path, current_version, is_uri,  # noqa: F401
-                                               list_versions, newest_verified, version_path)
+from groundrec.shared.artifact.pointer import (activate, current_lock, current_path, current_version,  # noqa: F401
+                                               is_uri, list_versions, newest_verified, version_path)
 from groundrec.shared.artifact.publisher import (LOCK, Locked, Publication, clean_staging,  # noqa: F401
                                                  discard_staging, publish, publishing, staging_dir, writer_lock)
 from groundrec.shared.artifact.retention import (SERVING, SERVING_FRESH_S, forget_serving, gc,  # noqa: F401

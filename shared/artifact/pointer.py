@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import os
 import re
+import threading
 import uuid
+from contextlib import contextmanager
 from pathlib import Path
 
 from groundrec.shared.artifact.layout import CURRENT, MANIFEST, VERSIONS, is_version_id, verify
@@ -80,16 +82,48 @@ def current_path(root: str | Path) -> Path:
     return path
 
 
+CURRENT_LOCK = ".current.lock"
+_held: dict[str, int] = {}  # roots whose CURRENT lock this process holds, and how deep (re-entrant)
+_held_guard = threading.RLock()
+
+
+@contextmanager
+def current_lock(root: str | Path):
+    """Hold CURRENT still (an OS lock on ``<root>/.current.lock``, re-entrant in this process;
+    a thread of it waits on the holder): the job holds it from its last look at CURRENT through
+    its activation, ``activate`` and gc take it, so a rollback made meanwhile waits and then
+    holds, and gc never deletes a version activated beside it."""
+    import fcntl
+
+    key = str(Path(root).resolve())
+    with _held_guard:
+        if _held.get(key):
+            _held[key] += 1
+            try:
+                yield
+            finally:
+                _held[key] -= 1
+            return
+        with open(Path(root) / CURRENT_LOCK, "a") as handle:
+            fcntl.flock(handle, fcntl.LOCK_EX)  # seconds at most: a job's publication
+            _held[key] = 1
+            try:
+                yield
+            finally:
+                _held.pop(key, None)
+
+
 def activate(root: str | Path, version_id: str) -> None:
-    """Point CURRENT at an existing version, atomically."""
+    """Point CURRENT at an existing version, atomically (under ``current_lock``)."""
     root = Path(root)
-    if version_id not in list_versions(root):
-        raise UserError(f"no published version {version_id!r} in {root}; have {list_versions(root)}")
-    tmp = root / f".{CURRENT}.{uuid.uuid4().hex}.tmp"
-    tmp.write_text(version_id + "\n")
-    with open(tmp) as f:
-        os.fsync(f.fileno())
-    os.replace(tmp, root / CURRENT)
+    with current_lock(root):
+        if version_id not in list_versions(root):
+            raise UserError(f"no published version {version_id!r} in {root}; have {list_versions(root)}")
+        tmp = root / f".{CURRENT}.{uuid.uuid4().hex}.tmp"
+        tmp.write_text(version_id + "\n")
+        with open(tmp) as f:
+            os.fsync(f.fileno())
+        os.replace(tmp, root / CURRENT)
 
 
 def newest_verified(root: Path, candidates: list[str] | None = None) -> str | None:

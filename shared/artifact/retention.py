@@ -11,7 +11,7 @@ from pathlib import Path
 
 from groundrec.shared.artifact.activations import fallbacks
 from groundrec.shared.artifact.layout import VERSIONS, is_version_id
-from groundrec.shared.artifact.pointer import current_version, is_uri, list_versions, newest_verified
+from groundrec.shared.artifact.pointer import current_lock, current_version, is_uri, list_versions, newest_verified
 
 # A server records the version it serves in <root>/.serving/<host>-<pid> and refreshes the
 # file while it runs; gc never deletes a version named there.
@@ -96,11 +96,19 @@ def gc(root: Path, keep: int) -> list[str]:
                  *(fallbacks(root, current, versions) if current else [])} - {None}
     old = [v for v in versions if v not in protected]
     doomed = old[: max(0, len(old) - max(0, keep - len(protected)))]
+    for left in Path(root).glob(".deleting-*"):  # a gc killed while it deleted
+        shutil.rmtree(left, ignore_errors=True)
     deleted = []
     for v in doomed:
-        if _named_now(root) == v:  # activated since gc began (a rollback to an old version): kept
-            continue
-        shutil.rmtree(Path(root) / VERSIONS / v, ignore_errors=True)  # another gc may be deleting it too
+        trash = Path(root) / f".deleting-{v}-{uuid.uuid4().hex}"
+        with current_lock(root):  # no activation between the look at CURRENT and the version leaving it
+            if _named_now(root) == v:  # activated since gc began (a rollback to an old version): kept
+                continue
+            try:
+                os.replace(Path(root) / VERSIONS / v, trash)
+            except FileNotFoundError:  # another gc took it
+                continue
+        shutil.rmtree(trash, ignore_errors=True)
         deleted.append(v)
     return deleted
 
