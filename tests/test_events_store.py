@@ -443,13 +443,13 @@ def test_an_export_after_a_prune_inside_a_day_keeps_that_day_s_archived_hours(st
     export(store, out)
     archived = ds.dataset(out, format="parquet", partitioning="hive").to_table()
     first = archived.filter(ds.field("day") == "2026-01-01")
-    kept = {h for h in range(24) if h <= 3 or h % 3 != 2}  # the pruned hours stay archived, the erased ones go
+    kept = {h for h in range(24) if h % 3 != 2}  # the pruned hours stay archived, the erased user's go (all)
     assert sorted(first.column("item_id").to_pylist()) == sorted(f"i{h}" for h in kept)
     assert archived.num_rows == len(kept) + 1 and store.pruned_before() == day + 3 * 3600 + 1
     store.delete_user("u0")  # the earliest events the store holds now (hour 6 on): erased, not pruned
     export(store, out)
     left = ds.dataset(out, format="parquet", partitioning="hive").to_table().column("item_id").to_pylist()
-    assert "i6" not in left and "i9" not in left and "i0" in left and "late" in left  # before the cut: kept
+    assert "i6" not in left and "i9" not in left and "i0" not in left and "late" in left  # before the cut: scrubbed
     store.add([ev("u9", "day3", day + 2 * 86_400 + 60, eid="d3"), ev("u8", "day4", day + 3 * 86_400 + 60, eid="d4")])
     export(store, out)
     store.delete_user("u9")  # every event of 2026-01-03 erased: the day is gone from the archive too
@@ -625,3 +625,34 @@ def test_an_export_after_a_prune_keeps_every_archived_day_an_old_event_reaches_a
     export(store, out)
     that_day = ds.dataset(out / "day=2026-01-11", format="parquet").to_table().column("item_id").to_pylist()
     assert sorted(that_day) == [f"j{h}" for h in range(6)]
+
+
+def test_an_erased_user_leaves_the_archive_s_days_the_store_no_longer_holds(store, tmp_path):
+    """The export rewrote only the days the store still held: an erased user's events before
+    the prune's cut stayed in the archive (and came back on the cut's day), and the job, which
+    reads the whole archive, trained on them every night. The store remembers erasures (by a
+    hash of the id) and the export scrubs every archived day of them, once."""
+    import time
+
+    import pyarrow.dataset as ds
+
+    from groundrec.shared.events.export import export
+    from groundrec.shared.events.store import user_key
+
+    day = 1_767_225_600.0  # 2026-01-01T00:00:00Z
+    store.add([ev(u, f"{u}-{d}-{h}", day + d * 86_400 + 3600 * h, eid=f"{u}{d}{h}")
+               for u in ("gone", "kept") for d in range(4) for h in (1, 20)])
+    out = tmp_path / "archive"
+    export(store, out)
+    store.prune(day + 2 * 86_400 + 12 * 3600)  # days 0 and 1 and the first hours of day 2: the archive's alone
+    assert store.delete_user("gone") == 3  # day 2's 20:00 and day 3's two
+    assert list(store.erasures()) == [user_key("gone")] and store.erasures()[user_key("gone")] <= time.time()
+    report = export(store, out)
+    archived = ds.dataset(out, format="parquet", partitioning="hive").to_table()
+    assert set(archived.column("user_id").to_pylist()) == {"kept"} and archived.num_rows == 8
+    assert report["days_scrubbed"] == ["2026-01-01", "2026-01-02"]
+    store.add([ev("gone", "back", time.time(), eid="back")])  # a user who comes back after the erasure
+    report = export(store, out)
+    assert report["days_scrubbed"] == []  # each erasure is scrubbed once
+    users = ds.dataset(out, format="parquet", partitioning="hive").to_table().column("user_id").to_pylist()
+    assert users.count("gone") == 1 and users.count("kept") == 8

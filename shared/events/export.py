@@ -4,17 +4,20 @@ event_id. ``table`` gives the same rows in memory (the job reading a store URL d
 
 from __future__ import annotations
 
+import json
 import shutil
 from datetime import datetime, timezone
 from pathlib import Path
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.dataset as ds
 
-from groundrec.shared.events.store import Event, EventStore
+from groundrec.shared.events.store import Event, EventStore, user_key
 
 DAY_S = 86_400
+SCRUBBED = "_erasures.json"  # in the archive: the latest erasure whose user every archived day is scrubbed of
 SCHEMA = pa.schema([("user_id", pa.string()), ("item_id", pa.string()), ("timestamp", pa.float64()),
                     ("type", pa.string()), ("weight", pa.float64()), ("event_id", pa.string())])
 
@@ -80,6 +83,50 @@ def _erased_days(out: Path, days: list[str], cut: float | None) -> list[str]:
     return gone
 
 
+def without_erased(t: pa.Table, erasures: dict[str, float]) -> pa.Table:
+    """``t`` without the events of an erased user (``EventStore.erasures``: by ``user_key``)
+    dated before the erasure (a user may come back: their later events stay)."""
+    if not erasures or not t.num_rows:
+        return t
+    at = {u: erasures[k] for u in pc.unique(t.column("user_id")).to_pylist()
+          if u is not None and (k := user_key(u)) in erasures}
+    if not at:
+        return t
+    found = pc.index_in(t.column("user_id"), value_set=pa.array(list(at), pa.string()))
+    where = found.to_numpy(zero_copy_only=False)  # a float array, NaN where the user was not erased
+    limit = np.full(len(where), -np.inf)
+    hit = ~np.isnan(where)
+    limit[hit] = np.asarray(list(at.values()))[where[hit].astype(np.int64)]
+    return t.filter(pa.array(t.column("timestamp").to_numpy() >= limit))
+
+
+def _scrub(out: Path, written: set[str], erasures: dict[str, float]) -> list[str]:
+    """The archived days this export did not write (pruned from the store, or outside
+    ``since``) rewritten without the users erased since the last scrub (``SCRUBBED``), a day
+    left empty removed: the job reads the whole archive, so an erased user stayed in its
+    training. The days changed."""
+    marker = out / SCRUBBED
+    done = json.loads(marker.read_text())["through"] if marker.is_file() else float("-inf")
+    new = {k: at for k, at in erasures.items() if at > done}
+    if not new:
+        return []
+    changed = []
+    for folder in sorted(out.glob("day=*")):
+        day = folder.name.removeprefix("day=")
+        if day in written or not folder.is_dir():
+            continue
+        users = ds.dataset(folder, format="parquet").to_table(columns=["user_id", "timestamp"])
+        if without_erased(users, new).num_rows == users.num_rows:
+            continue
+        kept = without_erased(ds.dataset(folder, format="parquet").to_table().select(SCHEMA.names).cast(SCHEMA), new)
+        shutil.rmtree(folder)
+        if kept.num_rows:
+            ds.write_dataset(kept, folder, format="parquet", basename_template="events-{i}.parquet")
+        changed.append(day)
+    marker.write_text(json.dumps({"through": max(new.values())}))
+    return changed
+
+
 def export(store: EventStore, out: str | Path, since: float | None = None) -> dict:
     """Write the events as Parquet under ``out``, one folder per day (UTC) of their timestamp;
     a day written again is replaced whole (``delete_matching``), so a re-export is idempotent
@@ -90,9 +137,10 @@ def export(store: EventStore, out: str | Path, since: float | None = None) -> di
     if since is not None:
         since -= since % DAY_S
     out = Path(out)
+    erasures = store.erasures()  # before the scan: an erasure beside it is scrubbed next time
     events = table(store, since)
     cut = store.pruned_before()  # read after the scan: the rows a prune beside it took are archived
-    t = _with_pruned_part(events, out, cut)
+    t = without_erased(_with_pruned_part(events, out, cut), erasures)
     day = _days(t.column("timestamp"))
     t = t.append_column("day", day)
     out.mkdir(parents=True, exist_ok=True)
@@ -101,5 +149,6 @@ def export(store: EventStore, out: str | Path, since: float | None = None) -> di
                      existing_data_behavior="delete_matching", basename_template="events-{i}.parquet")
     days = sorted(set(day.to_pylist()))
     emptied = _erased_days(out, days, cut)
-    return {"events": t.num_rows, "days_emptied": emptied, "users": len(set(t.column("user_id").to_pylist())), "days": len(days),
+    scrubbed = _scrub(out, set(days), erasures)
+    return {"events": t.num_rows, "days_emptied": emptied, "days_scrubbed": scrubbed, "users": len(set(t.column("user_id").to_pylist())), "days": len(days),
             "first_day": days[0] if days else None, "last_day": days[-1] if days else None, "out": str(out)}

@@ -11,12 +11,13 @@ is skipped atomically. Durability is Redis's: run it with ``appendonly yes`` and
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator, Sequence
 
 from groundrec.shared.events.redis_impressions import RedisImpressions
 from groundrec.shared.events.redis_items import RedisItems
 from groundrec.shared.events.redis_lua import chunk_prune
-from groundrec.shared.events.store import Event, StoreUnavailable, event_table
+from groundrec.shared.events.store import Event, StoreUnavailable, event_table, user_key
 
 PREFIX = "groundrec:"
 SEP = "\x1f"
@@ -158,10 +159,16 @@ class RedisStore(RedisImpressions, RedisItems):
         return [self._parse(m) for m in found]
 
     def delete_user(self, user_id: str) -> int:
-        """The user's events, then the lists shown to them."""
+        """The erasure remembered (``erasures``), then the user's events, then the lists shown
+        to them."""
+        at = repr(time.time())
+        self._call(self._r.hset, f"{self.prefix}erasures", user_key(user_id), at)
         n = int(self._call(lambda: self._delete(args=[self.prefix, user_id])))
         self._delete_impressions(user_id)
         return n
+
+    def erasures(self) -> dict[str, float]:
+        return {key: float(at) for key, at in self._call(self._r.hgetall, f"{self.prefix}erasures").items()}
 
     def prune(self, before: float, chunk: int = 5_000) -> int:
         self._call(lambda: self._mark(keys=[f"{self.prefix}pruned_before"], args=[repr(float(before))]))

@@ -16,14 +16,15 @@ from __future__ import annotations
 import asyncio
 import sqlite3
 import threading
+import time
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 from groundrec.shared.errors import UserError
 from groundrec.shared.events.sqlite_items import INSERT_ITEM_VECTOR, ITEMS_SCHEMA, SQLiteItems
-from groundrec.shared.events.sqlite_schema import PRUNED_MARK, SCHEMA, migrate, scrub_wal
+from groundrec.shared.events.sqlite_schema import ERASURE, PRUNED_MARK, SCHEMA, migrate, scrub_wal
 from groundrec.shared.events.store import (Event, Impression, StoreUnavailable, impression_from_json,
-                                           impression_json)
+                                           impression_json, user_key)
 
 INSERT = ("INSERT OR IGNORE INTO events (event_id, user_id, item_id, ts, type, weight, recommendation_id) "
           "VALUES (?, ?, ?, ?, ?, ?, ?)")
@@ -144,9 +145,14 @@ class SQLiteStore(SQLiteItems):
             self._synchronous = level
 
     def delete_user(self, user_id: str) -> int:
-        """The user's events and the lists shown to them, in one transaction."""
+        """The user's events and the lists shown to them, in one transaction; the erasure is
+        remembered first (``erasures``: a crash between leaves it remembered, never forgotten)."""
+        self._erase(ERASURE, (user_key(user_id), time.time()), scrub=False)
         return self._erase("DELETE FROM events WHERE user_id = ?", (user_id,),
                            "DELETE FROM impressions WHERE user_id = ?")
+
+    def erasures(self) -> dict[str, float]:
+        return {key: float(at) for key, at in self._query("SELECT user_key, at FROM erasures")}
 
     def prune(self, before: float) -> int:
         self._erase(PRUNED_MARK, (before,), scrub=False)  # the cut first: an export never takes a pruned day as erased

@@ -38,10 +38,17 @@ CREATE TABLE IF NOT EXISTS marks (
     name TEXT PRIMARY KEY,
     value REAL NOT NULL
 );
+CREATE TABLE IF NOT EXISTS erasures (
+    user_key TEXT PRIMARY KEY,
+    at REAL NOT NULL
+);
 """
 # The latest cut of the events' prune, kept as the larger of the old and the new
 PRUNED_MARK = ("INSERT INTO marks (name, value) VALUES ('events_pruned_before', ?) "
                "ON CONFLICT(name) DO UPDATE SET value = max(value, excluded.value)")
+# An erasure remembered (``EventStore.erasures``): the user's key and when, the latest kept
+ERASURE = ("INSERT INTO erasures (user_key, at) VALUES (?, ?) "
+           "ON CONFLICT(user_key) DO UPDATE SET at = max(at, excluded.at)")
 # Columns added after a store was first written: (table, column, type), added in place on open.
 MIGRATIONS = [("events", "recommendation_id", "TEXT")]
 # Indexes older stores have and this schema dropped: impressions by user (each impression's

@@ -11,6 +11,7 @@ report joins the events to them."""
 
 from __future__ import annotations
 
+import hashlib
 import io
 import json
 from collections.abc import Iterator, Sequence
@@ -24,6 +25,11 @@ from pydantic_core import to_json
 from groundrec.shared.errors import UserError
 
 SCHEMES = ("sqlite", "redis", "rediss")
+
+
+def user_key(user_id: str) -> str:
+    """What an erasure keeps of the user (``EventStore.erasures``): a SHA-256 of the id."""
+    return hashlib.sha256(user_id.encode("utf-8", "surrogatepass")).hexdigest()
 
 
 @dataclass(frozen=True, slots=True)
@@ -139,7 +145,13 @@ class EventStore(Protocol):
         """``histories`` from an event loop, which it never blocks (the service's request path)."""
 
     def delete_user(self, user_id: str) -> int:
-        """Erase every event of the user (and its event ids); how many events there were."""
+        """Erase every event of the user (and its event ids); how many events there were. The
+        erasure is remembered (``erasures``), so that the export scrubs the user from the days
+        only its archive holds."""
+
+    def erasures(self) -> dict[str, float]:
+        """Every erasure: ``user_key`` of the user -> when (seconds since the epoch, the latest
+        for a user erased twice); a hash, not the id of who asked to be forgotten."""
 
     def scan(self, since: float | None = None, chunk: int = 50_000) -> Iterator[list[Event]]:
         """Every event with a timestamp at or after ``since``, in chunks."""
