@@ -126,7 +126,7 @@ def test_the_report_is_written_from_a_small_results_dict(tmp_path):
                       "significant": False}],
         "best": "VLM4Rec (mean + cosine) / title",
         "representations": [{"name": "title", "description": "the title", "status": "run", "reason": None,
-                             "note": None, "example": "red | striped dress"},
+                             "note": None, "example": "red | striped dress <img src=x onerror=alert(1)>"},
                             {"name": "visual", "description": "image features", "status": "not run",
                              "reason": "no vision weights here", "note": None, "example": None}],
         "timings_s": {"systems": 1.5},
@@ -142,6 +142,7 @@ def test_the_report_is_written_from_a_small_results_dict(tmp_path):
     assert "VLM grounding vs catalog text" in verdict and "tiny random-weight model" in verdict
     html = (tmp_path / "report.html").read_text()
     assert html.count("<table>") == 3 and "<td>VLM4Rec (mean + cosine) / title</td>" in html
+    assert "<img src=x" not in html and "&lt;img src=x onerror=alert(1)&gt;" in html  # catalog text is text
     for png in ("primary_metric.png", "recall_at_k.png", "ndcg_at_k.png"):
         assert (tmp_path / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 

@@ -279,7 +279,9 @@ def write_report(result: dict, out: Path) -> None:
     plots = _plots(result, out)
     md = markdown(result, plots)
     (out / "report.md").write_text(md)
-    body = MarkdownIt("commonmark").enable("table").render(md)
+    # html off: a catalog's or a VLM's text in a cell (HTML from a scraped catalog) is shown as
+    # text, never run as script where `serve --report` serves this page on the API's origin
+    body = MarkdownIt("commonmark", {"html": False}).enable("table").render(md)
     (out / "report.html").write_text(
         "<!doctype html><html><head><meta charset='utf-8'><title>groundrec evaluation</title><style>"
         "body{font-family:sans-serif;max-width:1200px;margin:auto}table{border-collapse:collapse;font-size:13px}"
