@@ -13,6 +13,7 @@ import os
 import re
 import time
 import uuid
+from urllib.parse import parse_qsl
 
 from pydantic_core import to_json
 from starlette.exceptions import HTTPException
@@ -86,6 +87,14 @@ def is_write(method: str, path: str) -> bool:
     """Requests that change stored data: posting events, erasing a user, changing the live catalog."""
     return ((method == "POST" and path in ("/events", "/items")) or (method == "DELETE" and path.startswith("/users/"))
             or (method in ("PUT", "PATCH", "DELETE") and path.startswith("/items/")))
+
+
+def is_private(scope) -> bool:
+    """Reads a read-only key may not make: the web page's view of a user by id
+    (``/ui/user?user_id=...``) lists that user's stored history, which no API route shows (a
+    storefront holding the read key must not list anyone's purchases)."""
+    return scope["path"] == "/ui/user" and any(
+        name == "user_id" and value for name, value in parse_qsl(scope.get("query_string", b"").decode("latin-1")))
 
 
 def api_keys(cfg) -> tuple[str | None, str | None]:
@@ -183,7 +192,7 @@ class Guard:
     def _allowed(self, scope, key: bytes) -> bool:
         if self.api_key and hmac.compare_digest(key, self.api_key):
             return True
-        if is_write(scope["method"], scope["path"]):
+        if is_write(scope["method"], scope["path"]) or is_private(scope):
             return not self.api_key and not self.read_key
         if self.read_key:
             return hmac.compare_digest(key, self.read_key)

@@ -148,6 +148,10 @@ def test_writes_need_the_api_key_and_the_read_key_only_reads(published, tmp_path
         assert httpx.post(url + "/events", json=event, headers=write).status_code == 200
         assert httpx.post(url + "/recommend", json={"user_id": "u"}, headers=read).status_code == 200
         assert httpx.post(url + "/recommend", json={"user_id": "u"}, headers={"X-API-Key": "wrong"}).status_code == 401
+        # the page's view of a user by id lists their stored history: the API key's, not the read key's
+        assert httpx.get(url + "/ui/user", params={"user_id": "u"}, headers=read).status_code in (303, 401)
+        assert httpx.get(url + "/ui/user", params={"user_id": "u"}, headers=write).status_code == 200
+        assert httpx.get(url + "/ui/user", params={"h": published["histories"][0][0]}, headers=read).status_code == 200
         assert httpx.delete(url + "/users/u", headers=write).json()["deleted_events"] == 1
     monkeypatch.delenv("GROUNDREC_API_KEY")
     with pytest.raises(Exception, match="set the API key too"):
