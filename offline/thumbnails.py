@@ -22,10 +22,15 @@ class ThumbnailCache(ParquetCache):
         super().__init__(Path(root) / "thumbnails", CACHE_SCHEMA)
 
 
-def thumbnail(uri: str, max_side: int, quality: int) -> bytes | None:
-    """The image at ``uri`` as WebP, longest side at most ``max_side``; None when unreadable."""
+def thumbnail(uri: str, max_side: int, quality: int, sha: str | None = None) -> bytes | None:
+    """The image at ``uri`` as WebP, longest side at most ``max_side``; None when unreadable,
+    or when it is no longer the image the ground stage hashed (``sha``: it changed while the job
+    ran, and its thumbnail would be cached under the old image's key)."""
     try:
-        im = images.decode(images.read_bytes(uri), uri, at_most=max_side)
+        data = images.read_bytes(uri)
+        if sha is not None and images.sha256(data) != sha:
+            return None
+        im = images.decode(data, uri, at_most=max_side)
     except (images.BadImage, OSError, ValueError):
         return None
     im.thumbnail((max_side, max_side))
@@ -41,18 +46,18 @@ def make_thumbnails(groundings: pa.Table, id_column: str, cache_dir: Path, max_s
     ids = groundings.column(id_column).to_pylist()
     shas = groundings.column("image_sha256").to_pylist()
     uris = groundings.column("image_uri").to_pylist()
-    wanted = [(str(i), u, cache_key(s, {"thumbnail": max_side, "quality": quality}))
+    wanted = [(str(i), u, cache_key(s, {"thumbnail": max_side, "quality": quality}), s)
               for i, u, s in zip(ids, uris, shas) if s and u]
     cache = ThumbnailCache(cache_dir)
-    cached = cache.lookup({k for _, _, k in wanted})
+    cached = cache.lookup({k for _, _, k, _ in wanted})
     found = dict(zip(cached.column("cache_key").to_pylist(), cached.column("webp").to_pylist()))
-    todo = [(i, u, k) for i, u, k in wanted if k not in found]
+    todo = [(i, u, k, s) for i, u, k, s in wanted if k not in found]
     with ThreadPoolExecutor(max(1, threads)) as pool:  # PIL decodes and encodes outside the GIL
-        made = list(pool.map(lambda t: thumbnail(t[1], max_side, quality), todo))
-    new = {k: b for (_, _, k), b in zip(todo, made) if b is not None}
+        made = list(pool.map(lambda t: thumbnail(t[1], max_side, quality, t[3]), todo))
+    new = {k: b for (_, _, k, _), b in zip(todo, made) if b is not None}
     cache.append(pa.table({"cache_key": list(new), "webp": list(new.values())}, schema=CACHE_SCHEMA))
     cache.compact()
     found.update(new)
-    rows = [(i, found[k]) for i, _, k in wanted if k in found]
+    rows = [(i, found[k]) for i, _, k, _ in wanted if k in found]
     table = pa.table({"item_id": [i for i, _ in rows], "webp": [b for _, b in rows]}, schema=SCHEMA)
     return table, {"made": len(new), "from_cache": len(wanted) - len(todo), "unreadable": len(todo) - len(new)}

@@ -62,3 +62,15 @@ def test_make_thumbnails_counts_and_caches(tmp_path):
     # Other settings are other cache entries.
     _, counts = make_thumbnails(groundings, "item_id", tmp_path / "cache", max_side=32)
     assert counts["from_cache"] == 0 and counts["unreadable"] == 3
+
+
+def test_an_image_changed_since_the_ground_stage_hashed_it_gets_no_thumbnail(tmp_path):
+    """The thumbnail was made from the file as it is now and cached under the old image's
+    hash: the version showed a picture other than the one grounded, and so did every later
+    version whose image had the old hash."""
+    a = _image(tmp_path / "a.jpg")
+    grounded = _sha(a)
+    _image(tmp_path / "a.jpg", colour=(0, 0, 0))  # replaced while the job ran
+    groundings = pa.table({"item_id": ["a"], "image_sha256": [grounded], "image_uri": [a]})
+    table, counts = make_thumbnails(groundings, "item_id", tmp_path / "cache", max_side=64)
+    assert table.num_rows == 0 and counts == {"made": 0, "from_cache": 0, "unreadable": 1}
