@@ -221,24 +221,29 @@ def mount_ui(app: FastAPI, rec: Recommender, report_dir: Path | None = None) -> 
                          + grid(answer["items"], history, "recommended items", whys, score=True, keep=kept), version())
         return await guarded(render)
 
+    def read_version(current: str) -> tuple:
+        """Whether the version has a sequence encoder, its manifest (no checksums: long and of no
+        use to a reader here) and its first 200 skipped items (only those read)."""
+        files = artifact.VersionFiles(artifact.locate(cfg.artifacts, current, cfg.version_cache_dir))
+        manifest = json.loads(files.manifest.read_text())
+        manifest.pop("files", None)
+        first = next(pq.ParquetFile(files.skipped).iter_batches(200), None) if files.skipped.is_file() else None
+        return files.has_sequence, manifest, first.to_pylist() if first is not None else []
+
     @app.get("/ui/version", response_class=HTMLResponse, include_in_schema=False)
     async def version_page():
         async def render():
             current = version()
             if current is None:
                 raise Unavailable("no version loaded yet")
-            files = artifact.VersionFiles(await run_in_threadpool(artifact.locate, cfg.artifacts, current,
-                                                                  cfg.version_cache_dir))
-            manifest = json.loads(files.manifest.read_text())
-            manifest.pop("files", None)  # checksums: long and of no use to a reader here
-            skipped = pq.read_table(files.skipped).slice(0, 200).to_pylist() if files.skipped.is_file() else []
+            has_sequence, manifest, skipped = await run_in_threadpool(read_version, current)  # the disk: off the loop
             rows = "".join("<tr>" + "".join(f"<td>{escape(str(v))}</td>" for v in r.values()) + "</tr>" for r in skipped)
             head = "".join(f"<th scope='col'>{escape(c)}</th>" for c in (skipped[0] if skipped else {}))
             report = ('<p><a href="/ui/report/report.html">The evaluation report</a></p>' if report_dir else
                       "<p>No evaluation report given (groundrec serve --report DIR).</p>")
             default = str(manifest.get("default_strategy") or artifact.DEFAULT_STRATEGY)
             profiles = (f"<p>Default strategy: <strong>{escape(default)}</strong>; sequence encoder: "
-                        f"{'loaded' if files.has_sequence else 'none in this version'}.</p>")
+                        f"{'loaded' if has_sequence else 'none in this version'}.</p>")
             body = (profiles + report + f"<h2>Manifest</h2><pre>{escape(json.dumps(manifest, indent=2, default=str))}</pre>"
                     f"<h2>Skipped items ({len(skipped)} shown)</h2>"
                     + (f"<table><thead><tr>{head}</tr></thead><tbody>{rows}</tbody></table>" if skipped else "<p>None.</p>"))

@@ -11,10 +11,12 @@ from html import unescape
 from urllib.parse import unquote
 
 import httpx
+import pyarrow.parquet as pq
 import pytest
 
 from groundrec.online.config import ServeConfig
 from groundrec.online.service import create_app
+from groundrec.shared import artifact
 from helpers import publish_demo, running
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
@@ -178,6 +180,9 @@ def test_the_version_view_links_the_eval_report_and_serves_only_its_files(publis
     with running(create_app(cfg)) as url:
         page = httpx.get(url + "/ui/version")
         assert page.status_code == 200 and "/ui/report/report.html" in page.text and published["version"] in page.text
+        files = artifact.VersionFiles(artifact.version_path(published["artifacts"], published["version"]))
+        skipped = pq.read_table(files.skipped).num_rows if files.skipped.is_file() else 0
+        assert f"Skipped items ({min(skipped, 200)} shown)" in page.text  # read off the event loop, the first 200
         assert "recall@20 table" in httpx.get(url + "/ui/report/report.html").text
         for name in ("..%2Fsecret.txt", ".hidden", "nope.html"):
             assert httpx.get(url + f"/ui/report/{name}").status_code == 404
