@@ -37,7 +37,6 @@ from groundrec.shared import artifact
 from groundrec.shared.live_items import IMAGE, image_changed
 
 KEY_COOKIE = KEY_COOKIE_NAME.decode()
-CACHE_S = 86_400
 
 
 class Thumbnails:
@@ -107,15 +106,20 @@ def mount_ui(app: FastAPI, rec: Recommender, report_dir: Path | None = None) -> 
     mount_online(app, rec, page, guarded, version)  # /ui/online: the online report (online/ui_online.py)
 
     @app.get("/items/{item_id:path}/thumbnail", include_in_schema=True)
-    def thumbnail(item_id: str):
-        """The item's WebP thumbnail (a placeholder image when it has none)."""
+    def thumbnail(item_id: str, request: Request):
+        """The item's WebP thumbnail (a placeholder image when it has none). Its URL stays the
+        same when its picture changes (a new version, a live item's new image): a browser asks
+        again each time (``no-cache``; a 304 when its copy is current) and only the browser keeps
+        it (``private``: a shared cache would hand key-protected images to anyone)."""
         current = version()
         data = thumbs.get(current, item_id, rec.catalog.state.get(item_id)) if current else None
-        if data is None:
-            return Response(PLACEHOLDER, media_type="image/svg+xml", headers={"Cache-Control": "public, max-age=300"})
-        return Response(data, media_type="image/webp",
-                        headers={"Cache-Control": f"public, max-age={CACHE_S}",
-                                 "ETag": f'"{hashlib.sha1(data).hexdigest()[:16]}"'})
+        kind = "image/webp" if data is not None else "image/svg+xml"
+        data = PLACEHOLDER if data is None else data
+        tag = f'"{hashlib.sha1(data).hexdigest()[:16]}"'
+        headers = {"Cache-Control": "private, no-cache", "ETag": tag}
+        if tag in request.headers.get("if-none-match", ""):
+            return Response(status_code=304, headers=headers)
+        return Response(data, media_type=kind, headers=headers)
 
     @app.get("/", response_class=HTMLResponse, include_in_schema=False)
     async def home(request: Request, h: str | None = None, max_per: str = ""):

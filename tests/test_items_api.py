@@ -178,12 +178,17 @@ def test_an_item_whose_image_changed_is_not_shown_with_the_old_photo(published, 
     store = f"sqlite:///{tmp_path}/events.db"
     with running(create_app(_cfg(published, store, compute="thread"))) as url:
         changed, kept = "demo-0003", "demo-0004"
+        before = {}
         for item in (changed, kept):
-            assert httpx.get(f"{url}/items/{item}/thumbnail").headers["content-type"] == "image/webp"
+            r = httpx.get(f"{url}/items/{item}/thumbnail")
+            assert r.headers["content-type"] == "image/webp"
+            before[item] = r.headers["etag"]
         assert httpx.patch(f"{url}/items/{changed}", json={"image": "images/new-photo.jpg"}).status_code == 200
         assert httpx.patch(f"{url}/items/{kept}", json={"title": "renamed"}).status_code == 200
-        assert httpx.get(f"{url}/items/{changed}/thumbnail").headers["content-type"] == "image/svg+xml"
-        assert httpx.get(f"{url}/items/{kept}/thumbnail").headers["content-type"] == "image/webp"
+        # a browser holding the old photo asks again (no-cache) and gets the placeholder, not a 304
+        r = httpx.get(f"{url}/items/{changed}/thumbnail", headers={"If-None-Match": before[changed]})
+        assert r.status_code == 200 and r.headers["content-type"] == "image/svg+xml"
+        assert httpx.get(f"{url}/items/{kept}/thumbnail", headers={"If-None-Match": before[kept]}).status_code == 304
 
 
 def test_a_server_is_not_ready_until_it_has_read_the_live_catalog(published, tmp_path):
