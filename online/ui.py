@@ -157,7 +157,8 @@ def mount_ui(app: FastAPI, rec: Recommender, report_dir: Path | None = None) -> 
     @app.get("/ui/items/{item_id:path}", response_class=HTMLResponse, include_in_schema=False)
     async def item_page(request: Request, item_id: str):
         async def render():
-            row = (await run_in_threadpool(rec.serving().item, item_id))["item"]
+            found = await run_in_threadpool(rec.serving().item, item_id)
+            row = found["item"]
             near = await rec.ask(RecommendRequest(history=[item_id], k=min(12, cfg.max_k), with_fields=True,
                                                     strategy="mean"), request.receive)
             grounded = {k: v for k, v in row.items() if k.startswith("vlm_") and v not in (None, "")}
@@ -167,7 +168,9 @@ def mount_ui(app: FastAPI, rec: Recommender, report_dir: Path | None = None) -> 
             source = ("grounded by the VLM" if row.get("grounded") else
                       f"published from catalog text (not grounded: {row.get('ground_error') or 'no image'})")
             title = str(row.get("title") or item_id)
-            body = (f'<div style="display:flex;gap:1.5rem;flex-wrap:wrap">{thumb(item_id, title)}<div>'
+            hidden = ('<p id="not-shown" role="status"><strong>Not shown in any answer now</strong> (hidden, or past '
+                      'its available_until).</p>' if found.get("shown") is False else "")
+            body = (hidden + f'<div style="display:flex;gap:1.5rem;flex-wrap:wrap">{thumb(item_id, title)}<div>'
                     f'<h2>What the VLM said</h2><p id="source">{escape(source)}</p>'
                     + ("<table aria-label='grounded fields'>" + "".join(
                         f"<tr><th scope='row'>{escape(k.removeprefix('vlm_'))}</th><td>{escape(str(v))}</td></tr>"

@@ -56,6 +56,7 @@ def test_a_live_item_is_served_at_once_then_hidden_expired_and_deleted(published
         assert all(_everywhere(url, "live-1", history).values())
         page = httpx.get(url + "/ui/items/live-1")
         assert page.status_code == 200 and NEW["title"] in page.text  # the web page shows it too
+        assert "Not shown in any answer now" not in page.text
         assert "live-1" in httpx.get(url + "/ui/search", params={"q": "zebra striped raincoat"}).text
         got = httpx.get(url + "/items/live-1").json()
         assert got["item"]["title"] == NEW["title"] and got["shown"] and got["live"]["first_seen"]
@@ -66,6 +67,7 @@ def test_a_live_item_is_served_at_once_then_hidden_expired_and_deleted(published
         assert httpx.patch(url + "/items/live-1", json={"hidden": True}).status_code == 200
         assert not any(_everywhere(url, "live-1", history).values())
         assert httpx.get(url + "/items/live-1").json()["shown"] is False
+        assert "Not shown in any answer now" in httpx.get(url + "/ui/items/live-1").text  # the page says so
         assert httpx.patch(url + "/items/live-1", json={"hidden": False}).status_code == 200
         assert _everywhere(url, "live-1", history)["search"]
 
