@@ -102,7 +102,7 @@ def apply_live_items(items: pa.Table, state: dict[str, LiveItem], cfg, root) -> 
         if base is None and not i.whole:
             orphans.append(i.item_id)
             continue
-        rec = record(i, base, items.column_names, id_col)
+        rec = record(i, base, items.column_names, id_col, cfg.image_column)
         for c in cfg.text_columns:
             rec[c] = "" if rec.get(c) is None else str(rec[c])
         if cfg.image_column in rec:

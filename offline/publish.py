@@ -72,6 +72,7 @@ def build_manifest(cfg, version_id: str, encoder_path: str, dim: int, counts: di
         timings_s=timings_s,
         id_column=cfg.catalog.id_column,
         catalog_text_columns=cfg.catalog.text_columns,
+        catalog_image_column=cfg.catalog.image_column,
         collab=recorded if learned is not None and learned.hybrid else None,
         learn=recorded if learned is not None and not learned.hybrid else None,
         notes=list(notes or []),

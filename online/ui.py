@@ -49,6 +49,7 @@ class Thumbnails:
         self._version: str | None = None
         self._rows: dict[str, int] = {}
         self._webp = None
+        self._column = IMAGE  # the catalog's image column (the version's manifest says which)
 
     def get(self, version_id: str, item_id: str, live=None) -> bytes | None:
         """The item's thumbnail in the version; None without one, or when ``live`` (its state in
@@ -57,7 +58,8 @@ class Thumbnails:
             if version_id != self._version:
                 self._open(version_id)
             row = self._rows.get(item_id)
-            if row is None or (live is not None and image_changed(live, {IMAGE: self._images.get(item_id)})):
+            if row is None or (live is not None and (live.deleted or image_changed(
+                    live, {self._column: self._images.get(item_id)}, self._column))):
                 return None
             return self._webp[row].as_py()
 
@@ -68,10 +70,11 @@ class Thumbnails:
             table = pq.read_table(path.thumbnails, memory_map=True)
             self._rows = {i: n for n, i in enumerate(table.column("item_id").to_pylist())}
             self._webp = table.column("webp")
-            id_column = artifact.read_manifest(path.root).id_column
-            if IMAGE in pq.read_schema(path.items).names:
-                items = pq.read_table(path.items, columns=[id_column, IMAGE])
-                self._images = dict(zip(items.column(id_column).to_pylist(), items.column(IMAGE).to_pylist()))
+            manifest = artifact.read_manifest(path.root)
+            id_column, self._column = manifest.id_column, manifest.catalog_image_column
+            if self._column in pq.read_schema(path.items).names:
+                items = pq.read_table(path.items, columns=[id_column, self._column])
+                self._images = dict(zip(items.column(id_column).to_pylist(), items.column(self._column).to_pylist()))
         self._version = version_id
 
 

@@ -87,20 +87,22 @@ def fold(state: dict[str, LiveItem], changes: Iterable) -> list[str]:
     return list(changed)
 
 
-def image_changed(item: LiveItem, base: Mapping | None) -> bool:
-    """Whether the item's image is not the one its published row (``base``) was grounded from."""
+def image_changed(item: LiveItem, base: Mapping | None, column: str = IMAGE) -> bool:
+    """Whether the item's image (the catalog's ``column``) is not the one its published row
+    (``base``) was grounded from."""
     if base is None:
         return False
-    image = item.fields.get(IMAGE) if item.whole else item.fields.get(IMAGE, base.get(IMAGE))
-    return image != base.get(IMAGE)
+    image = item.fields.get(column) if item.whole else item.fields.get(column, base.get(column))
+    return image != base.get(column)
 
 
-def record(item: LiveItem, base: Mapping | None, columns: Iterable[str], id_column: str = "item_id") -> dict:
+def record(item: LiveItem, base: Mapping | None, columns: Iterable[str], id_column: str = "item_id",
+           image_column: str = IMAGE) -> dict:
     """The item's row over ``columns`` (a version's item table): a PUT's fields over an empty
     row, a patch's over ``base`` (its row in the version); the derived columns from ``base``
     (grounded fields, unless the image changed), ``text`` left for the caller to fill."""
     row = {c: None for c in columns}
-    moved = image_changed(item, base)
+    moved = image_changed(item, base, image_column)
     for c in row:  # a PUT is the item whole: its rules (hidden, available_until) are what it sends, as in fold
         if base is not None and (not item.whole or (derived(c) and c not in CONTROL and not moved)):
             row[c] = base.get(c)

@@ -191,6 +191,8 @@ def test_an_item_whose_image_changed_is_not_shown_with_the_old_photo(published, 
         r = httpx.get(f"{url}/items/{changed}/thumbnail", headers={"If-None-Match": before[changed]})
         assert r.status_code == 200 and r.headers["content-type"] == "image/svg+xml"
         assert httpx.get(f"{url}/items/{kept}/thumbnail", headers={"If-None-Match": before[kept]}).status_code == 304
+        assert httpx.delete(f"{url}/items/{kept}").status_code == 200  # a deleted item's photo is not served either
+        assert httpx.get(f"{url}/items/{kept}/thumbnail").headers["content-type"] == "image/svg+xml"
 
 
 def test_a_server_is_not_ready_until_it_has_read_the_live_catalog(published, tmp_path):

@@ -60,6 +60,22 @@ def test_record_keeps_grounded_fields_unless_the_image_changed():
     assert render("{title}. {vlm_text}", {"title": "new", "vlm_text": None}) == "new"
 
 
+def test_a_catalog_whose_image_column_has_another_name_changes_its_image_there():
+    """The rule read the column ``image`` whatever the catalog's was (``--image-column photo``):
+    a new photo kept the old photo's grounded fields and its thumbnail. The version's manifest
+    names the column (``catalog_image_column``; ``image`` for manifests written before it)."""
+    base = {"item_id": "x", "title": "old", "photo": "x.jpg", "vlm_text": "a red dress"}
+    moved = LiveItem("x", {"photo": "y.jpg"}, whole=False)
+    assert record(moved, base, list(base))["vlm_text"] == "a red dress"  # read as the column "image": unchanged
+    assert record(moved, base, list(base), image_column="photo")["vlm_text"] is None
+    assert artifact.Manifest.model_validate({**_manifest_fields(), "id_column": "item_id"}).catalog_image_column == "image"
+
+
+def _manifest_fields() -> dict:
+    return dict(version="v", created_at="now", code_version="test", models={}, prompt={}, text_template="{t}", dim=4,
+                counts={}, index={}, timings_s={})
+
+
 @pytest.fixture(scope="module", params=["flat", "hnsw", "ivf"])
 def serving(request, tmp_path_factory, tiny_vlm):
     root = tmp_path_factory.mktemp(f"live-{request.param}")

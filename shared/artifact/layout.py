@@ -168,6 +168,8 @@ class Manifest(BaseModel):
     timings_s: dict
     id_column: str = "item_id"
     catalog_text_columns: list[str] = []
+    catalog_image_column: str = Field("image", description="the catalog's image column (a live item's change of it "
+                                      "drops its grounded fields and its thumbnail)")
     collab: dict | None = Field(None, description="hybrid versions: the collaborative model (name, rank, reg, "
                                 "weight, interactions window, validation metrics); None: content only")
     learn: dict | None = Field(None, description="content-only versions whose job was given interactions: the learn "
