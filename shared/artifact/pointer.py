@@ -104,13 +104,19 @@ def current_lock(root: str | Path):
             finally:
                 _held[key] -= 1
             return
-        with open(Path(root) / CURRENT_LOCK, "a") as handle:
-            fcntl.flock(handle, fcntl.LOCK_EX)  # seconds at most: a job's publication
+        try:
+            handle = open(Path(root) / CURRENT_LOCK, "a")
+        except OSError:  # a root this process cannot write (a read-only mount): nobody here moves CURRENT
+            handle = None
+        try:
+            if handle is not None:
+                fcntl.flock(handle, fcntl.LOCK_EX)  # seconds at most: a job's publication
             _held[key] = 1
-            try:
-                yield
-            finally:
-                _held.pop(key, None)
+            yield
+        finally:
+            _held.pop(key, None)
+            if handle is not None:
+                handle.close()
 
 
 def activate(root: str | Path, version_id: str) -> None:
