@@ -656,3 +656,40 @@ def test_an_erased_user_leaves_the_archive_s_days_the_store_no_longer_holds(stor
     assert report["days_scrubbed"] == []  # each erasure is scrubbed once
     users = ds.dataset(out, format="parquet", partitioning="hive").to_table().column("user_id").to_pylist()
     assert users.count("gone") == 1 and users.count("kept") == 8
+
+
+def test_the_archive_keeps_twin_events_and_a_crash_mid_scrub_loses_no_day(store, tmp_path):
+    """Rows both the store and the archive hold are written once, but two identical events
+    without an id (one request's two purchases: the same arrival time) are two events. An event
+    dated ahead of the erasure goes with the user. A day the scrub moved aside when it crashed
+    is put back; an erasure stamped by a host whose clock is behind the last one scrubbed is
+    scrubbed too."""
+    import json
+    import shutil
+    import time
+
+    import pyarrow.dataset as ds
+
+    from groundrec.shared.events.export import SCRUBBED, export
+
+    day = 1_767_225_600.0
+    twins = [Event("u1", "i1", day + 60, "purchase", 1.0), Event("u1", "i1", day + 60, "purchase", 1.0)]
+    store.add(twins + [ev("u2", "i2", day + 120, eid="a"), ev("u3", "i3", time.time() + 3600, eid="ahead"),
+                       ev("u4", "i4", day + 7200, eid="b")])  # after the cut: the cut's day is written again
+    out = tmp_path / "archive"
+    export(store, out)
+    store.prune(day + 3600)  # the cut inside the day: the twins are the archive's alone now
+    export(store, out)
+    rows = ds.dataset(out, format="parquet", partitioning="hive").to_table()
+    assert rows.column("item_id").to_pylist().count("i1") == 2
+    store.delete_user("u3")  # its one event is dated an hour ahead of now
+    store.delete_user("u2")
+    archive = {p.name for p in out.glob("day=*")}
+    moved = out / "day=2026-01-01"
+    shutil.copytree(moved, out / ".day=2026-01-01.old")  # as a scrub killed between its two renames
+    shutil.rmtree(moved)
+    (out / SCRUBBED).write_text(json.dumps({"erasures": {}}))
+    export(store, out)
+    assert {p.name for p in out.glob("day=*")} <= archive and moved.is_dir() and not list(out.glob(".day=*"))
+    left = ds.dataset(out, format="parquet", partitioning="hive").to_table().column("user_id").to_pylist()
+    assert sorted(left) == ["u1", "u1", "u4"]  # u2 (archive only) and u3 (dated ahead) scrubbed

@@ -5,7 +5,10 @@ event_id. ``table`` gives the same rows in memory (the job reading a store URL d
 from __future__ import annotations
 
 import json
+import os
 import shutil
+import uuid
+from collections import Counter
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -61,9 +64,24 @@ def _with_pruned_part(t: pa.Table, out: Path, cut: float | None) -> pa.Table:
     archived = pa.concat_tables([ds.dataset(f, format="parquet").to_table().select(SCHEMA.names).cast(SCHEMA)
                                  for f in folders])
     before = pc.less(t.column("timestamp"), cut)
-    both = pa.concat_tables([archived.filter(pc.less(archived.column("timestamp"), cut)), t.filter(before)])
-    once = both.group_by(SCHEMA.names, use_threads=False).aggregate([]).select(SCHEMA.names)
-    return pa.concat_tables([once, t.filter(pc.invert(before))])
+    kept = archived.filter(pc.less(archived.column("timestamp"), cut))
+    return pa.concat_tables([kept, _beyond(t.filter(before), kept), t.filter(pc.invert(before))])
+
+
+def _beyond(rows: pa.Table, held: pa.Table) -> pa.Table:
+    """The ``rows`` beyond the copies ``held`` has of each (the store's rows before the cut that
+    the archive does not hold as often): two identical events without an id (one request's two
+    purchases) stay two, and a row both hold is written once."""
+    if not rows.num_rows:
+        return rows
+    have = Counter(zip(*(held.column(c).to_pylist() for c in SCHEMA.names)))
+    extra = []
+    for n, row in enumerate(zip(*(rows.column(c).to_pylist() for c in SCHEMA.names))):
+        if have[row]:
+            have[row] -= 1  # one of the archive's copies
+        else:
+            extra.append(n)
+    return rows.take(pa.array(extra, pa.int64()))
 
 
 def _erased_days(out: Path, days: list[str], cut: float | None) -> list[str]:
@@ -85,7 +103,7 @@ def _erased_days(out: Path, days: list[str], cut: float | None) -> list[str]:
 
 def without_erased(t: pa.Table, erasures: dict[str, float]) -> pa.Table:
     """``t`` without the events of an erased user (``EventStore.erasures``: by ``user_key``)
-    dated before the erasure (a user may come back: their later events stay)."""
+    dated up to the erasure's time (a user may come back: their later events stay)."""
     if not erasures or not t.num_rows:
         return t
     at = {u: erasures[k] for u in pc.unique(t.column("user_id")).to_pylist()
@@ -97,7 +115,7 @@ def without_erased(t: pa.Table, erasures: dict[str, float]) -> pa.Table:
     limit = np.full(len(where), -np.inf)
     hit = ~np.isnan(where)
     limit[hit] = np.asarray(list(at.values()))[where[hit].astype(np.int64)]
-    return t.filter(pa.array(t.column("timestamp").to_numpy() >= limit))
+    return t.filter(pa.array(t.column("timestamp").to_numpy() > limit))
 
 
 def _scrub(out: Path, written: set[str], erasures: dict[str, float]) -> list[str]:
@@ -106,8 +124,8 @@ def _scrub(out: Path, written: set[str], erasures: dict[str, float]) -> list[str
     left empty removed: the job reads the whole archive, so an erased user stayed in its
     training. The days changed."""
     marker = out / SCRUBBED
-    done = json.loads(marker.read_text())["through"] if marker.is_file() else float("-inf")
-    new = {k: at for k, at in erasures.items() if at > done}
+    done = json.loads(marker.read_text()).get("erasures", {}) if marker.is_file() else {}
+    new = {k: at for k, at in erasures.items() if done.get(k, float("-inf")) < at}  # any host's clock
     if not new:
         return []
     changed = []
@@ -119,12 +137,38 @@ def _scrub(out: Path, written: set[str], erasures: dict[str, float]) -> list[str
         if without_erased(users, new).num_rows == users.num_rows:
             continue
         kept = without_erased(ds.dataset(folder, format="parquet").to_table().select(SCHEMA.names).cast(SCHEMA), new)
-        shutil.rmtree(folder)
-        if kept.num_rows:
-            ds.write_dataset(kept, folder, format="parquet", basename_template="events-{i}.parquet")
+        _replace_day(folder, kept)
         changed.append(day)
-    marker.write_text(json.dumps({"through": max(new.values())}))
+    tmp = out / f".{SCRUBBED}.{uuid.uuid4().hex}"
+    tmp.write_text(json.dumps({"erasures": {**done, **new}}))
+    os.replace(tmp, marker)
     return changed
+
+
+def _replace_day(folder: Path, rows: pa.Table) -> None:
+    """An archived day replaced by ``rows`` (none: removed) without a moment where a crash or
+    a full disk loses it: written beside it (a hidden folder the readers skip), then swapped
+    in; ``_restore_days`` puts back a day a crash left moved aside."""
+    fresh, old = folder.parent / f".{folder.name}.new", folder.parent / f".{folder.name}.old"
+    shutil.rmtree(fresh, ignore_errors=True)
+    if rows.num_rows:
+        ds.write_dataset(rows, fresh, format="parquet", basename_template="events-{i}.parquet")
+    os.replace(folder, old)
+    if rows.num_rows:
+        os.replace(fresh, folder)
+    shutil.rmtree(old)
+
+
+def _restore_days(out: Path) -> None:
+    """A day ``_replace_day`` moved aside and a crash left there: its new rows when they were
+    written whole, else its old ones."""
+    for old in out.glob(".day=*.old"):
+        folder = out / old.name[1:-len(".old")]
+        fresh = out / f".{folder.name}.new"
+        if not folder.exists():
+            os.replace(fresh if fresh.is_dir() else old, folder)
+        shutil.rmtree(old, ignore_errors=True)
+        shutil.rmtree(fresh, ignore_errors=True)
 
 
 def export(store: EventStore, out: str | Path, since: float | None = None) -> dict:
@@ -137,6 +181,7 @@ def export(store: EventStore, out: str | Path, since: float | None = None) -> di
     if since is not None:
         since -= since % DAY_S
     out = Path(out)
+    _restore_days(out)
     erasures = store.erasures()  # before the scan: an erasure beside it is scrubbed next time
     events = table(store, since)
     cut = store.pruned_before()  # read after the scan: the rows a prune beside it took are archived

@@ -159,9 +159,11 @@ class RedisStore(RedisImpressions, RedisItems):
         return [self._parse(m) for m in found]
 
     def delete_user(self, user_id: str) -> int:
-        """The erasure remembered (``erasures``), then the user's events, then the lists shown
-        to them."""
-        at = repr(time.time())
+        """The erasure remembered (``erasures``: at the latest of now and the user's latest event,
+        so that an event dated ahead goes too), then the user's events, then the lists shown to
+        them."""
+        latest = self._call(self._r.zrange, f"{self.prefix}h:{user_id}", -1, -1, False, True)
+        at = repr(max([time.time(), *(float(score) for _, score in latest)]))  # ``erasure_time``
         self._call(self._r.hset, f"{self.prefix}erasures", user_key(user_id), at)
         n = int(self._call(lambda: self._delete(args=[self.prefix, user_id])))
         self._delete_impressions(user_id)

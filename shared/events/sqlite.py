@@ -147,7 +147,9 @@ class SQLiteStore(SQLiteItems):
     def delete_user(self, user_id: str) -> int:
         """The user's events and the lists shown to them, in one transaction; the erasure is
         remembered first (``erasures``: a crash between leaves it remembered, never forgotten)."""
-        self._erase(ERASURE, (user_key(user_id), time.time()), scrub=False)
+        latest = self._query("SELECT max(ts) FROM events WHERE user_id = ?", (user_id,))[0][0]
+        at = max(time.time(), latest if latest is not None else 0.0)  # an event dated ahead goes too
+        self._erase(ERASURE, (user_key(user_id), at), scrub=False)
         return self._erase("DELETE FROM events WHERE user_id = ?", (user_id,),
                            "DELETE FROM impressions WHERE user_id = ?")
 

@@ -150,8 +150,10 @@ class EventStore(Protocol):
         only its archive holds."""
 
     def erasures(self) -> dict[str, float]:
-        """Every erasure: ``user_key`` of the user -> when (seconds since the epoch, the latest
-        for a user erased twice); a hash, not the id of who asked to be forgotten."""
+        """Every erasure: ``user_key`` of the user -> its time (seconds since the epoch: the
+        latest of when it was made and the user's latest event then; the latest erasure of a
+        user erased twice). The export drops the user's events dated up to it. A hash of the
+        id, not the id: pseudonymous (an id that can be guessed, an e-mail, can be confirmed)."""
 
     def scan(self, since: float | None = None, chunk: int = 50_000) -> Iterator[list[Event]]:
         """Every event with a timestamp at or after ``since``, in chunks."""
