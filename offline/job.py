@@ -168,12 +168,15 @@ def run_job(cfg: JobConfig, progress: bool = True) -> JobSummary:
                 manifest.default_strategy = "sequence"
         if absorbed is not None:  # the service skips the changes through this seq (online/live)
             manifest.live_items = absorbed.to_manifest()
-        with clock.stage("publish"), artifact.current_lock(out):  # a rollback meanwhile waits, then holds
-            gate = unless_moved(gate, serving_version(out))  # under the writer lock, just before CURRENT moves
-            manifest.gate = gate.to_manifest()
-            final = pub.publish(manifest, activate_it=gate.activated)
-        if gate.activated:
-            artifact.record_activation(out, version_id, f"offline run (activate: {gate.mode})", note=gate.reason)
+        with clock.stage("publish"):
+            with artifact.current_lock(out):  # a rollback meanwhile waits, then holds
+                gate = unless_moved(gate, serving_version(out))  # under the writer lock, just before CURRENT moves
+                manifest.gate = gate.to_manifest()
+                final = pub.publish(manifest, activate_it=gate.activated, collect=False)
+                if gate.activated:
+                    artifact.record_activation(out, version_id, f"offline run (activate: {gate.mode})",
+                                               note=gate.reason)
+            pub.collect()  # old versions deleted with CURRENT free
 
     parse_ok = groundings.column("parse_ok").to_pylist()
     return JobSummary(

@@ -203,7 +203,7 @@ def _not_ahead(timestamp: float | None) -> float | None:
     online report read every list as older than it."""
     now = time.time()
     if timestamp is not None and timestamp > now + FUTURE_SKEW_S:
-        raise ValueError(f"timestamp {timestamp:.0f} is more than a day past the server's clock ({now:.0f}): "
+        raise ValueError(f"timestamp {timestamp:.10g} is more than a day past the server's clock ({now:.0f}): "
                          f"send seconds since the epoch (not milliseconds) from a clock that is set")
     return timestamp
 

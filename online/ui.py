@@ -120,7 +120,7 @@ def mount_ui(app: FastAPI, rec: Recommender, report_dir: Path | None = None) -> 
         data = PLACEHOLDER if data is None else data
         tag = f'"{hashlib.sha1(data).hexdigest()[:16]}"'
         headers = {"Cache-Control": "private, no-cache", "ETag": tag}
-        if tag in request.headers.get("if-none-match", ""):
+        if tag in request.headers.get("if-none-match", "") or request.headers.get("if-none-match") == "*":
             return Response(status_code=304, headers=headers)
         return Response(data, media_type=kind, headers=headers)
 

@@ -31,7 +31,7 @@ def _local(artifacts: str) -> Path:
     return Path(artifacts)
 
 @versions_app.command("gc")
-def versions_gc(keep: int = typer.Option(..., min=1, help="How many versions to keep. Always kept: the active one, the newest that verifies and any a running server reports serving."),
+def versions_gc(keep: int = typer.Option(..., min=1, help="How many versions to keep. Always kept: the active one, the versions a server falls back to, the newest that verifies and any a running server reports serving."),
                 artifacts: str = typer.Option(..., help=ROOT_HELP)):
     """Delete the oldest published versions beyond --keep; never the one CURRENT names."""
     for v in artifact.gc(_local(artifacts), keep):
@@ -56,10 +56,11 @@ def versions_activate(version: str, artifacts: str = typer.Option(..., help=ROOT
     override of the promotion gate (recorded in activations.jsonl as a bypass)."""
     artifacts = _local(artifacts)
     try:
-        artifact.activate(artifacts, version)
-        refused = artifact.gate_refused(artifacts, version)
-        artifact.record_activation(artifacts, version, "versions activate", gate_bypassed=refused is not None,
-                                   note=f"the gate had refused it: {refused}" if refused else "")
+        with artifact.current_lock(artifacts):  # the activation and its record together
+            artifact.activate(artifacts, version)
+            refused = artifact.gate_refused(artifacts, version)
+            artifact.record_activation(artifacts, version, "versions activate", gate_bypassed=refused is not None,
+                                       note=f"the gate had refused it: {refused}" if refused else "")
     except USER_ERRORS as e:
         fail(e)
     typer.echo(f"CURRENT -> {version}" + (f" (the promotion gate had refused it: {refused}; recorded as a bypass)"

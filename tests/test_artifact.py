@@ -325,4 +325,18 @@ def test_gc_waits_for_an_activation_and_keeps_what_it_activated(tmp_path):
         artifact.activate(tmp_path, vids[0])  # a rollback to the oldest, which gc had doomed
     collector.join(10)
     assert artifact.current_version(tmp_path) == vids[0] and vids[0] in artifact.list_versions(tmp_path)
-    assert not list(tmp_path.glob(".deleting-*"))
+    assert not list((tmp_path / artifact.VERSIONS).glob(".deleting-*")) and not list(tmp_path.glob(".deleting-*"))
+
+
+def test_the_job_deletes_old_versions_after_it_lets_go_of_current(tmp_path):
+    """gc deleting old versions (gigabytes) ran inside the CURRENT lock the job holds through its
+    activation, so a rollback waited on it: ``publish(collect=False)`` then ``collect()``."""
+    for i in range(3):
+        _publish_one(tmp_path, bytes([i]))
+    with artifact.publishing(tmp_path, keep=1) as pub:
+        for name in artifact.REQUIRED_FILES:
+            (pub.staged / name).write_bytes(b"placeholder")
+        with artifact.current_lock(tmp_path):
+            pub.publish(_manifest(pub.version), collect=False)
+            assert len(artifact.list_versions(tmp_path)) == 4  # nothing deleted while CURRENT is held
+        assert len(pub.collect()) == 3 and artifact.list_versions(tmp_path) == [pub.version]

@@ -218,7 +218,6 @@ def test_a_losing_encoder_leaves_the_hybrid_with_its_scores(runs, monkeypatch):
     assert manifest["default_strategy"] == "mean" and manifest["sequence"]["published"] is False
 
 
-
 def test_a_training_or_export_that_fails_leaves_the_hybrid_and_says_why(runs, monkeypatch):
     """Only too little data (UserError) and the export's own check were caught: an out-of-memory
     training, a lost Ray task or an onnxruntime that refuses the graph stopped the whole job
@@ -248,6 +247,7 @@ def test_a_training_or_export_that_fails_leaves_the_hybrid_and_says_why(runs, mo
     assert "ONNX export failed (InvalidGraph): opset 99" in seq["reason"]
     assert seq["validation"]["encoder"] > seq["validation"]["hybrid"]  # it won, and says why it is not served
     assert seq["reason"] in got["summary"].sequence
+
 
 def test_sequence_off_trains_nothing(runs):
     got = job(runs["ordered"], runs["root"] / "off", runs["root"] / "cache", **{"sequence.enabled": False})

@@ -138,7 +138,6 @@ def test_take_with_a_pick_widens_until_it_has_k():
     assert [r for r, _ in got] == [0, 8]
 
 
-
 def test_a_list_holding_the_hybrid_s_new_items_keeps_its_max_per():
     """The encoder's list of one item per brand took the hybrid's new item of a brand it
     already held: ``holding_new_of`` did not ask the list's pick (max_per), as kept places do."""
@@ -152,6 +151,7 @@ def test_a_list_holding_the_hybrid_s_new_items_keeps_its_max_per():
     assert [r for r, _ in held] == [0, 1, 2]  # brand 0 is taken: the new item stays out
     unlimited = searcher.holding_new_of(ranked, [5, 3], 3, lambda rows: np.full(len(rows), 0.4))
     assert [r for r, _ in unlimited] == [0, 1, 5]  # without a pick it is held, as before
+
 
 @settings(max_examples=200, deadline=None)
 @given(st.lists(st.lists(st.integers(-8, 8), min_size=40, max_size=40), min_size=1, max_size=6),

@@ -53,7 +53,6 @@ def test_export_matches_pytorch_on_1000_histories(model, tmp_path):
     assert np.allclose(got[2], enc.encode([list(range(40))[-8:]])[0], atol=1e-5)  # over-long: the latest 8
 
 
-
 def test_a_graph_onnxruntime_cannot_load_is_a_user_error_naming_it(model, tmp_path):
     """onnxruntime's own errors (a damaged file, a newer opset) are no subclass of ours: the
     gate, which keeps a candidate when the serving version cannot be scored, crashed the job."""
@@ -63,6 +62,7 @@ def test_a_graph_onnxruntime_cannot_load_is_a_user_error_naming_it(model, tmp_pa
     (tmp_path / "enc" / "sequence.onnx").write_bytes(b"not a graph")
     with pytest.raises(UserError, match="onnxruntime .* cannot load it"):
         SequenceEncoder(tmp_path / "enc", threads=1)
+
 
 def test_histories_go_in_groups_by_length_with_the_same_queries_as_at_full_length(model, tmp_path):
     """The graph's slots axis is dynamic: each group of histories (by length) is fed only the

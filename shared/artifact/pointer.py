@@ -83,38 +83,55 @@ def current_path(root: str | Path) -> Path:
 
 
 CURRENT_LOCK = ".current.lock"
-_held: dict[str, int] = {}  # roots whose CURRENT lock this process holds, and how deep (re-entrant)
-_held_guard = threading.RLock()
+class _Guard:
+    """A root's lock within this process: its threads wait on the holder; ``depth`` is the
+    holder's (re-entrant)."""
+
+    def __init__(self):
+        self.lock, self.depth = threading.RLock(), 0
+
+
+_guards: dict[str, _Guard] = {}
+_guards_lock = threading.Lock()
 
 
 @contextmanager
 def current_lock(root: str | Path):
     """Hold CURRENT still (an OS lock on ``<root>/.current.lock``, re-entrant in this process;
-    a thread of it waits on the holder): the job holds it from its last look at CURRENT through
-    its activation, ``activate`` and gc take it, so a rollback made meanwhile waits and then
-    holds, and gc never deletes a version activated beside it."""
+    another thread of it waits on the holder): the job holds it from its last look at CURRENT
+    through its activation and the record of it, ``activate`` and gc take it, so a rollback
+    made meanwhile waits (saying so) and then holds, and gc never deletes a version activated
+    beside it. A root this process cannot write takes no OS lock (nobody here moves CURRENT)."""
     import fcntl
+    import logging
 
     key = str(Path(root).resolve())
-    with _held_guard:
-        if _held.get(key):
-            _held[key] += 1
+    with _guards_lock:
+        guard = _guards.setdefault(key, _Guard())
+    with guard.lock:
+        if guard.depth:  # this thread holds it already
+            guard.depth += 1
             try:
                 yield
             finally:
-                _held[key] -= 1
+                guard.depth -= 1
             return
         try:
             handle = open(Path(root) / CURRENT_LOCK, "a")
-        except OSError:  # a root this process cannot write (a read-only mount): nobody here moves CURRENT
+        except OSError:
             handle = None
         try:
             if handle is not None:
-                fcntl.flock(handle, fcntl.LOCK_EX)  # seconds at most: a job's publication
-            _held[key] = 1
+                try:
+                    fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                except BlockingIOError:
+                    logging.getLogger("groundrec").warning(
+                        "waiting for a job activating a version in %s (seconds; tens for a large version)", root)
+                    fcntl.flock(handle, fcntl.LOCK_EX)
+            guard.depth = 1
             yield
         finally:
-            _held.pop(key, None)
+            guard.depth = 0
             if handle is not None:
                 handle.close()
 

@@ -126,9 +126,16 @@ class Publication:
     keep: int = 0
     final: Path | None = None
 
-    def publish(self, manifest: Manifest, activate_it: bool = True) -> Path:
-        self.final = publish(self.root, self.staged, manifest, keep=self.keep, activate_it=activate_it)
+    def publish(self, manifest: Manifest, activate_it: bool = True, collect: bool = True) -> Path:
+        """``collect`` False: the old versions are left for ``collect`` (after the caller lets
+        go of CURRENT)."""
+        self.final = publish(self.root, self.staged, manifest, keep=self.keep if collect else 0,
+                             activate_it=activate_it)
         return self.final
+
+    def collect(self) -> list[str]:
+        """Delete the oldest versions beyond ``keep`` (``retention.gc``)."""
+        return gc(self.root, self.keep) if self.keep else []
 
 
 @contextmanager

@@ -96,11 +96,11 @@ def gc(root: Path, keep: int) -> list[str]:
                  *(fallbacks(root, current, versions) if current else [])} - {None}
     old = [v for v in versions if v not in protected]
     doomed = old[: max(0, len(old) - max(0, keep - len(protected)))]
-    for left in Path(root).glob(".deleting-*"):  # a gc killed while it deleted
+    for left in (Path(root) / VERSIONS).glob(".deleting-*"):  # a gc killed while it deleted
         shutil.rmtree(left, ignore_errors=True)
     deleted = []
     for v in doomed:
-        trash = Path(root) / f".deleting-{v}-{uuid.uuid4().hex}"
+        trash = Path(root) / VERSIONS / f".deleting-{v}-{uuid.uuid4().hex}"  # the same file system
         with current_lock(root):  # no activation between the look at CURRENT and the version leaving it
             if _named_now(root) == v:  # activated since gc began (a rollback to an old version): kept
                 continue
