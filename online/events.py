@@ -107,19 +107,45 @@ class Events:
                              weight if e.weight is None else e.weight, e.event_id, e.recommendation_id))
         return out
 
-    def _attributed(self, events: list[Event]) -> tuple[list[Event], list]:
-        """The events with each ``recommendation_id`` kept only when it names a list shown to
-        that user that held that item (else stored without it: counted, not an error), and the
-        impression each kept id names (None where there is none)."""
+    def _found(self, events: list[Event]) -> dict:
+        """The impression each ``recommendation_id`` of the events names (None: not in the store
+        now), each id read once however many events carry it."""
         if not any(e.recommendation_id for e in events):
-            return events, [None] * len(events)
+            return {}
         if self.impressions is not None:
             self.impressions.flush()  # a click right after its answer finds the list
-        store = self.store()
-        found = {rid: store.impression(rid) for rid in dict.fromkeys(e.recommendation_id for e in events)
-                 if rid}  # each id read once, however many of the events carry it
-        if self.impressions is not None:
-            self._await_landing(store, found, {e.recommendation_id: e.user_id for e in events if e.recommendation_id})
+        return self._read([rid for rid in dict.fromkeys(e.recommendation_id for e in events) if rid])
+
+    async def _await_landing(self, found: dict, users: dict) -> None:
+        """Read again the ids not found whose list another worker (or replica) may still be
+        writing (``ImpressionLog.landed_by``), until each is found or must have landed; the
+        whole wait at most ``MAX_LANDING_WAIT_S``, holding no thread between reads (a pool
+        thread each: 40 requests with fresh made-up ids stalled every route that needs one)."""
+        now = time.time()
+        waiting = {rid: self.impressions.landed_by(rid, users[rid]) for rid, m in found.items() if m is None}
+        waiting = {rid: t for rid, t in waiting.items() if t > now}
+        until = min(max(waiting.values(), default=now), now + MAX_LANDING_WAIT_S)
+        while waiting and time.time() < until:
+            await asyncio.sleep(LANDING_POLL_S)
+            again = await run_in_threadpool(self._read, list(waiting))
+            for rid in list(waiting):
+                found[rid] = again[rid]
+                if found[rid] is not None or waiting[rid] <= time.time():
+                    del waiting[rid]
+
+    def _read(self, ids: list[str]) -> dict:
+        """The impression of each id (None: not in the store now)."""
+        try:
+            store = self.store()
+            return {rid: store.impression(rid) for rid in ids}
+        except StoreUnavailable as e:
+            raise Unavailable(f"the event store is unavailable, nothing was stored: {e}") from None
+
+    def _attributed(self, events: list[Event], found: dict) -> tuple[list[Event], list]:
+        """The events with each ``recommendation_id`` kept only when it names a list shown to
+        that user that held that item (``found``: the impression each id names; else stored
+        without it: counted, not an error), and the impression each kept id names (None where
+        there is none)."""
         out, shown = [], []
         for e in events:
             rid = e.recommendation_id
@@ -133,25 +159,10 @@ class Events:
             shown.append(m)
         return out, shown
 
-    def _await_landing(self, store, found: dict, users: dict) -> None:
-        """Read again the ids not found whose list another worker (or replica) may still be
-        writing (``ImpressionLog.landed_by``), until each is found or must have landed; the
-        whole wait at most ``MAX_LANDING_WAIT_S``."""
-        now = time.time()
-        waiting = {rid: self.impressions.landed_by(rid, users[rid]) for rid, m in found.items() if m is None}
-        waiting = {rid: t for rid, t in waiting.items() if t > now}
-        until = min(max(waiting.values(), default=now), now + MAX_LANDING_WAIT_S)
-        while waiting and time.time() < until:
-            time.sleep(LANDING_POLL_S)
-            for rid in list(waiting):
-                found[rid] = store.impression(rid)
-                if found[rid] is not None or waiting[rid] <= time.time():
-                    del waiting[rid]
-
-    def _add(self, events: list[Event]) -> bytes:
+    def _add(self, events: list[Event], found: dict) -> bytes:
         try:
             sent = sum(e.recommendation_id is not None for e in events)
-            events, shown = self._attributed(events)
+            events, shown = self._attributed(events, found)
             stored = self.store().add(events)
         except StoreUnavailable as e:
             raise Unavailable(f"the event store is unavailable, nothing was stored: {e}") from None
@@ -170,8 +181,13 @@ class Events:
 
     async def handle(self, body: EventsRequest, receive) -> Reply:
         """The hot route's handler: 200 once the events are durable; an error is raised to the
-        guard, which answers it (``errors.http_reply``)."""
-        return 200, await run_in_threadpool(self._add, self._events(body)), []
+        guard, which answers it (``errors.http_reply``). The store's reads and writes run in the
+        thread pool; the wait for lists other workers are writing does not."""
+        events = self._events(body)
+        found = await run_in_threadpool(self._found, events)
+        if self.impressions is not None and any(m is None for m in found.values()):
+            await self._await_landing(found, {e.recommendation_id: e.user_id for e in events if e.recommendation_id})
+        return 200, await run_in_threadpool(self._add, events, found), []
 
     # --- /recommend by user id ----------------------------------------------------------
     async def _histories(self, user_ids: list[str]) -> list[list[tuple[str, float, float]]]:
