@@ -688,6 +688,7 @@ def test_the_archive_keeps_twin_events_and_a_crash_mid_scrub_loses_no_day(store,
     moved = out / "day=2026-01-01"
     shutil.copytree(moved, out / ".day=2026-01-01.old")  # as a scrub killed between its two renames
     shutil.rmtree(moved)
+    (out / ".day=2026-01-09.new").mkdir()  # as a scrub killed while it wrote a day: only the partial copy goes
     (out / SCRUBBED).write_text(json.dumps({"erasures": {}}))
     export(store, out)
     assert {p.name for p in out.glob("day=*")} <= archive and moved.is_dir() and not list(out.glob(".day=*"))

@@ -116,10 +116,7 @@ def current_lock(root: str | Path):
             finally:
                 guard.depth -= 1
             return
-        try:
-            handle = open(Path(root) / CURRENT_LOCK, "a")
-        except OSError:
-            handle = None
+        handle = _lock_file(Path(root) / CURRENT_LOCK)
         try:
             if handle is not None:
                 try:
@@ -133,7 +130,18 @@ def current_lock(root: str | Path):
         finally:
             guard.depth = 0
             if handle is not None:
-                handle.close()
+                os.close(handle)
+
+
+def _lock_file(path: Path) -> int | None:
+    """A descriptor of the lock file, read-only (a lock needs no write access: another user's
+    file locks too); None where it neither exists nor can be made (a read-only mount, no root)."""
+    for flags in (os.O_RDONLY | os.O_CREAT, os.O_RDONLY):
+        try:
+            return os.open(path, flags, 0o644)
+        except OSError:
+            continue
+    return None
 
 
 def activate(root: str | Path, version_id: str) -> None:

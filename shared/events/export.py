@@ -169,6 +169,8 @@ def _restore_days(out: Path) -> None:
             os.replace(fresh if fresh.is_dir() else old, folder)
         shutil.rmtree(old, ignore_errors=True)
         shutil.rmtree(fresh, ignore_errors=True)
+    for fresh in out.glob(".day=*.new"):  # a crash while it was written: the day itself is untouched
+        shutil.rmtree(fresh, ignore_errors=True)
 
 
 def export(store: EventStore, out: str | Path, since: float | None = None) -> dict:
