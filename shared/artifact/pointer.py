@@ -101,7 +101,7 @@ def current_lock(root: str | Path):
     another thread of it waits on the holder): the job holds it from its last look at CURRENT
     through its activation and the record of it, ``activate`` and gc take it, so a rollback
     made meanwhile waits (saying so) and then holds, and gc never deletes a version activated
-    beside it. A root this process cannot write takes no OS lock (nobody here moves CURRENT)."""
+    beside it. A lock file that neither exists nor can be made (a read-only mount) is no lock (nobody moves CURRENT there)."""
     import fcntl
     import logging
 

@@ -163,7 +163,7 @@ class RedisStore(RedisImpressions, RedisItems):
         so that an event dated ahead goes too), then the user's events, then the lists shown to
         them."""
         latest = self._call(self._r.zrange, f"{self.prefix}h:{user_id}", -1, -1, False, True)
-        at = repr(max([time.time(), *(float(score) for _, score in latest)]))  # ``erasure_time``
+        at = repr(max([time.time(), *(float(score) for _, score in latest)]))  # an event dated ahead goes too
         self._call(self._r.hset, f"{self.prefix}erasures", user_key(user_id), at)
         n = int(self._call(lambda: self._delete(args=[self.prefix, user_id])))
         self._delete_impressions(user_id)
