@@ -27,6 +27,7 @@ from groundrec.shared.live_items import LiveItem, fold
 log = logging.getLogger("groundrec.serve")
 BAD_ID = re.compile(r"[\x00-\x1f\x7f]")
 MAX_ID_CHARS = 256
+DOT_SEGMENTS = {".", ".."}
 ROUTE_TAILS = ("/similar", "/thumbnail")  # the routes after an id (service._catch_alls_last)
 
 
@@ -40,8 +41,9 @@ def _id(item_id) -> str:
     if item_id.endswith(ROUTE_TAILS):  # /items/x%2Fsimilar reaches the server as x's similar items
         raise Unprocessable(f"item_id {item_id!r} ends like the route /items/{{id}}{item_id[item_id.rindex('/'):]}, "
                             f"so no /items/{{id}} path can address it")
-    if item_id in (".", ".."):  # a client or browser resolves /items/.. to / before sending it
-        raise Unprocessable(f"item_id {item_id!r} is a path segment no /items/{{id}} path can carry")
+    if DOT_SEGMENTS.intersection(item_id.split("/")):  # a client or browser resolves /items/a/../b to /items/b
+        raise Unprocessable(f"item_id {item_id!r} holds a '.' or '..' path segment, which no /items/{{id}} path "
+                            f"can carry (clients resolve it before sending)")
     return item_id
 
 
