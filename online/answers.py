@@ -52,18 +52,20 @@ def results_by_key(parts: list[tuple[list, bytes]]) -> tuple[dict, str | None]:
 
 
 def interleaved(first: bytes, second: bytes, names: tuple[str, str], k: int,
-                recommendation_id: str) -> tuple[bytes, list[str]]:
+                recommendation_id: str) -> tuple[bytes, list[str | None]]:
     """Two arms' answers for one user merged by team draft into one list of ``k`` (each item
     keeps the score and fields the arm that drafted it gave it; ``unknown_ids``, ``fallback``
     and ``history_ignored`` are the first arm's); the coin flips are seeded by the answer's id,
-    so a list can be replayed. Returns the answer JSON (``arm``: "A+B") and each position's arm."""
+    so a list can be replayed. Returns the answer JSON (``arm``: "A+B") and each position's arm
+    (None: filled after one arm's list ran out, credited to neither: ``team_draft``)."""
     a, b = json.loads(first), json.loads(second)
     by_arm = {names[0]: {i["item_id"]: i for i in a["items"]}, names[1]: {i["item_id"]: i for i in b["items"]}}
     items, team_names = team_draft([i["item_id"] for i in a["items"]], [i["item_id"] for i in b["items"]], k,
                                    random.Random(recommendation_id), names)
     versions = a.get("version") if a.get("version") == b.get("version") else f"{a.get('version')}|{b.get('version')}"
     answer = {"recommendation_id": recommendation_id, "arm": "+".join(names),
-              "items": [by_arm[team][i] for i, team in zip(items, team_names)],  # as the arm that drew it gave it
+              "items": [by_arm[team][i] if team else by_arm[names[0]].get(i) or by_arm[names[1]][i]
+                        for i, team in zip(items, team_names)],  # as the arm that drew it gave it
               "teams": team_names, "unknown_ids": a.get("unknown_ids", []), "fallback": a.get("fallback"),
               "history_ignored": a.get("history_ignored", 0), "version": versions}
     return to_json(answer), team_names

@@ -45,7 +45,7 @@ def sampled(key: str, share: float) -> bool:
 
 
 def impression_of(recommendation_id: str, user_id: str | None, answer, arm: str | None, settings: dict,
-                  endpoint: str = "recommend", teams: list[str] | None = None,
+                  endpoint: str = "recommend", teams: list[str | None] | None = None,
                   shown_at: float | None = None) -> Impression:
     """The impression of one answer (built in the logger's thread, off the hot path), stamped
     with the time it was answered (``shown_at``: before any event it earns). ``answer``: a
@@ -74,7 +74,7 @@ class ImpressionLog:
         self._thread.start()
 
     def log(self, recommendation_id: str, user_id: str | None, answer, arm: str | None, settings: dict,
-            endpoint: str = "recommend", teams: list[str] | None = None) -> bool:
+            endpoint: str = "recommend", teams: list[str | None] | None = None) -> bool:
         """Queue one answer's impression (sampled by ``share``; ``answer`` as ``impression_of``
         takes it); False when not logged."""
         if not sampled(user_id or recommendation_id, self.share):

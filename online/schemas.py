@@ -140,7 +140,8 @@ class ResultOut(BaseModel):
                                           "(POST /events) to credit them to this list")
     arm: str | None = Field(None, description="the experiment arm that answered (None without an experiment)")
     items: list[ItemOut]
-    teams: list[str] | None = Field(None, description="team_draft: the arm that drafted each item")
+    teams: list[str | None] | None = Field(None, description="team_draft: the arm that drafted each item (null: "
+                                           "filled after one arm's list ran out, credited to neither)")
     unknown_ids: list[str] = []
     fallback: str | None = None
     history_ignored: int = Field(0, description="known history items older than the latest max_history (sequence: "

@@ -19,7 +19,11 @@ def test_team_draft_properties(a, b, k, seed):
     assert len(items) == len(teams) == min(k, len(set(a) | set(b)))
     assert len(set(items)) == len(items)
     for item, team in zip(items, teams):
-        assert item in (a if team == "a" else b)
+        assert item in ({"a": a, "b": b}[team] if team else set(a) | set(b))
+    drafted = teams.index(None) if None in teams else len(teams)
+    assert None not in teams[drafted:drafted] + teams[:drafted] and set(teams[drafted:]) <= {None}
+    if drafted < len(items):  # filled once one arm had nothing left to add
+        assert set(a) <= set(items[:drafted]) or set(b) <= set(items[:drafted])
     for team, ranking in (("a", a), ("b", b)):
         picks = [i for i, t in zip(items, teams) if t == team]
         assert picks == sorted(picks, key=ranking.index)  # each arm's picks in its own order
@@ -48,3 +52,14 @@ def test_a_shared_top_item_is_taken_once_and_named_arms():
     items, teams = team_draft(["x", "p", "q"], ["x", "r", "s"], 4, random.Random(0), names=("old", "new"))
     assert items.count("x") == 1 and len(items) == 4 and set(teams) == {"old", "new"}
     assert items[0] == "x"
+
+
+def test_a_shorter_list_earns_its_rival_no_credit_for_the_places_it_could_not_fill():
+    """Team Draft ends where one list does: the longer list's remaining items fill the list,
+    credited to neither arm (as a longer list's arm it took 7 of 10 credited places whatever
+    the lists' quality)."""
+    long, short = [f"a{j}" for j in range(10)], ["b0", "b1", "b2"]
+    for seed in range(200):
+        items, teams = team_draft(long, short, 10, random.Random(seed))
+        assert len(items) == 10 and teams.count("b") == 3 and teams.count("a") in (3, 4)
+        assert teams[teams.index(None):] == [None] * teams.count(None)

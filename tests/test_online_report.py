@@ -219,7 +219,7 @@ def _fill(url, rng):
             teams = tuple(rng.choice("AB") for _ in range(6))
             rid = f"x{i}"
             imps.append(Impression(rid, f"w{i % 90}", t + 1, "v-A|v-B", tuple(f"k{j}" for j in range(6)),
-                                   "AB", tuple(teams)))
+                                   "A+B", tuple(teams)))
             for pos, team in enumerate(teams):
                 if rng.random() < (0.05 if team == "A" else 0.25):
                     events.append(Event(f"w{i % 90}", f"k{pos}", t + 2, "click", 1.0, f"x{i}-{pos}", rid))
@@ -304,3 +304,31 @@ def test_a_group_of_one_user_has_no_interval_and_the_report_is_written(tmp_path)
     assert r.exit_code == 0, r.output
     got = json.loads((tmp_path / "out" / "results.json").read_text())["days"]
     assert [d["ctr"] for d in got.values()] == [pytest.approx(1 / 49)] and list(got.values())[0]["ctr_ci"] == [None, None]
+
+
+def test_interleaving_compares_two_teams_on_the_lists_they_shared_and_credits_no_filled_position(tmp_path):
+    """An A+B experiment, then A+C (arm A reused): A against B counts the A+B lists only (the
+    A+C users, where A's items were clicked, were 20 wins of A), and B and C, never drafted
+    into one list, are not compared. A position filled after one arm's list ran out (team
+    None) is credited to neither."""
+    url = f"sqlite:///{tmp_path}/events.db"
+    store = open_store(url)
+    imps, events = [], []
+    for i in range(20):
+        t = T0 + 60 * i
+        imps.append(Impression(f"ab{i}", f"w{i}", t, "v1|v2", ("a1", "b1", "f1"), "A+B", ("A", "B", None)))
+        events += [Event(f"w{i}", "b1", t + 5, "click", 1.0, f"eb{i}", f"ab{i}"),
+                   Event(f"w{i}", "f1", t + 6, "click", 1.0, f"ef{i}", f"ab{i}")]  # filled: nobody's credit
+        imps.append(Impression(f"ac{i}", f"z{i}", t, "v1|v3", ("c1", "a1"), "A+C", ("C", "A")))
+        events.append(Event(f"z{i}", "a1", t + 5, "click", 1.0, f"ea{i}", f"ac{i}"))
+    store.add_impressions(imps)
+    store.add(events)
+    store.close()
+    out = tmp_path / "report"
+    r = CliRunner().invoke(app, ["online", "report", "--events", url, "--out", str(out), "--bootstrap", "100"])
+    assert r.exit_code == 0, r.output
+    got = {(x["a"], x["b"]): x for x in json.loads((out / "results.json").read_text())["interleaving"]}
+    assert set(got) == {("A", "B"), ("A", "C")}
+    ab, ac = got["A", "B"], got["A", "C"]
+    assert (ab["users"], ab["wins_a"], ab["wins_b"], ab["credits_a"], ab["credits_b"]) == (20, 0, 20, 0, 20)
+    assert (ac["users"], ac["wins_a"], ac["wins_b"], ac["credits_a"], ac["credits_b"]) == (20, 20, 0, 20, 0)

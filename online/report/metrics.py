@@ -111,7 +111,8 @@ def compute(tally: Tally, *, bootstrap: int = 1000, alpha: float = 0.05, seed: i
                                     "users_in_both": both,
                                     "method": "two-sample z-test over users, delta-method (Welch) standard error, "
                                               "two-sided normal p"})
-    out["interleaving"] = interleaving(_columns(tally.credits()), {c: n for n, c in tally.teams.items()}, seed)
+    out["interleaving"] = interleaving(_columns(tally.credits()), {c: n for n, c in tally.teams.items()},
+                                       {c: n for n, c in tally.arms.items()}, seed)
     for (kind, name), per_user in groups.items():
         got = resampled[kind, name]
         out[kind][name] = summary(per_user, coverage=tally.coverage(**{kind[:-1]: name}), **level,
@@ -139,12 +140,22 @@ def _bootstraps(groups: dict, bootstrap: int, alpha: float, seed: int,
             for key in groups}
 
 
-def interleaving(credits: dict[str, np.ndarray], teams: dict[int, str], seed: int = 0) -> list[dict]:
-    """For every two teams (arms) of the interleaved lists: per user the credits each earned
-    on the lists both could be credited on; wins, ties, the sign test and the paired test."""
+def interleaving(credits: dict[str, np.ndarray], teams: dict[int, str], arms: dict[int, str],
+                 seed: int = 0) -> list[dict]:
+    """For every two teams (arms) drafted into the same lists (an interleaved list's arm,
+    ``A+B``; ``B+A`` is the same pair): per user the credits each earned on those lists only
+    (a user of another experiment that reused one of the names is not a win); wins, ties, the
+    sign test and the paired test."""
     results = []
-    for ta, tb in combinations(sorted(teams, key=lambda c: teams[c]), 2):
-        rows = np.isin(credits["team"], (ta, tb))
+    code_of = {name: code for code, name in teams.items()}
+    pairs: dict[tuple[str, str], list[int]] = {}
+    for code, arm in arms.items():
+        names = tuple(sorted(arm.split("+")))  # arm names hold no "+" (experiments._NAME)
+        if len(names) == 2:
+            pairs.setdefault(names, []).append(code)
+    for (name_a, name_b), codes in sorted(pairs.items()):
+        ta, tb = code_of.get(name_a, -1), code_of.get(name_b, -1)
+        rows = np.isin(credits["pair"], codes) & np.isin(credits["team"], (ta, tb))
         users, inverse = np.unique(credits["user"][rows], return_inverse=True)
         got = {t: np.bincount(inverse, weights=np.where(credits["team"][rows] == t, credits["credits"][rows], 0),
                               minlength=len(users)) for t in (ta, tb)}
@@ -153,7 +164,7 @@ def interleaving(credits: dict[str, np.ndarray], teams: dict[int, str], seed: in
             continue
         wins_a, wins_b = int((a > b).sum()), int((b > a).sum())
         results.append({
-            "a": teams[ta], "b": teams[tb], "users": int(len(users)), "users_with_preference": wins_a + wins_b,
+            "a": name_a, "b": name_b, "users": int(len(users)), "users_with_preference": wins_a + wins_b,
             "wins_a": wins_a, "wins_b": wins_b, "ties": int(len(users)) - wins_a - wins_b,
             "credits_a": int(a.sum()), "credits_b": int(b.sum()),
             "preference_a": _num(wins_a / (wins_a + wins_b)) if wins_a + wins_b else None,

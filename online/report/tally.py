@@ -1,6 +1,6 @@
 """Streaming tallies of attributed impressions, small enough to keep: per user, day, version,
 arm and mode (plain or interleaved) the sums the metrics need; the items shown per version and
-per arm (coverage); per user and interleaving team the credits earned.
+per arm (coverage); per user, interleaved arm (the pair of teams) and team the credits earned.
 
 A batch (``Attributed``: the impressions and their credits, as columns) is reduced with
 pyarrow's group-by, with no object per list;
@@ -20,6 +20,7 @@ from groundrec.online.report.held import flat_lists
 
 KEYS = ["user", "day", "version", "arm", "interleaved"]
 SUMS = ["impressions", "clicks", "conversions", "engaged", "position_sum"]
+CREDIT_KEYS = ["user", "pair", "team"]  # pair: the interleaved list's arm ("A+B"), so that only lists two teams shared compare them
 NO_ARM = "(none)"  # the arm of a list logged without one
 
 
@@ -63,18 +64,21 @@ class Tally:
             self._cells = [_reduce(pa.concat_tables(self._cells), KEYS, SUMS)]
             self._cell_rows = self._cells[0].num_rows
         if len(teams):
-            team_codes = _codes(teams, self.teams)
+            team_codes = _codes(teams, self.teams)  # -1: a position credited to neither arm
             won = interleaved[e_row]  # an engaged item of an interleaved list: its position's team
-            credited = team_codes[team_start[e_row[won]] + e_pos[won]]
-            took_part = np.unique(team_row * (len(self.teams) + 1) + team_codes)  # every team of the list
+            rows, credited = e_row[won], team_codes[team_start[e_row[won]] + e_pos[won]]
+            rows, credited = rows[credited >= 0], credited[credited >= 0]
+            named = team_codes >= 0
+            took_part = np.unique(team_row[named] * (len(self.teams) + 1) + team_codes[named])  # every team of the list
             part_row, part_team = took_part // (len(self.teams) + 1), took_part % (len(self.teams) + 1)
             self._credits.append(_reduce(pa.table({
-                "user": np.concatenate([users[e_row[won]], users[part_row]]),
+                "user": np.concatenate([users[rows], users[part_row]]),
+                "pair": np.concatenate([arms[rows], arms[part_row]]),  # the list's arm (A+B): its two teams
                 "team": np.concatenate([credited, part_team]),
                 "credits": np.repeat([1, 0], [len(credited), len(part_row)]),
-                "lists": np.repeat([0, 1], [len(credited), len(part_row)])}), ["user", "team"], ["credits", "lists"]))
+                "lists": np.repeat([0, 1], [len(credited), len(part_row)])}), CREDIT_KEYS, ["credits", "lists"]))
             if len(self._credits) > 64:
-                self._credits = [_reduce(pa.concat_tables(self._credits), ["user", "team"], ["credits", "lists"])]
+                self._credits = [_reduce(pa.concat_tables(self._credits), CREDIT_KEYS, ["credits", "lists"])]
 
     def _users(self, names: pa.ChunkedArray) -> np.ndarray:
         """Codes in order of first appearance; a list shown to no user id is its own unit (a
@@ -114,7 +118,8 @@ class Tally:
         self._cells = [_reduce(pa.concat_tables(self._cells), KEYS, SUMS)]
         self._cell_rows = self._cells[0].num_rows
         credits = later.credits()
-        self._credits.append(pa.table({"user": user(credits["user"]), "team": teams[credits["team"].to_numpy()],
+        self._credits.append(pa.table({"user": user(credits["user"]), "pair": arms[credits["pair"].to_numpy()],
+                                       "team": teams[credits["team"].to_numpy()],
                                        "credits": credits["credits"].to_numpy(), "lists": credits["lists"].to_numpy()}))
         self.anonymous += later.anonymous
 
@@ -130,10 +135,11 @@ class Tally:
         return _reduce(pa.concat_tables(self._cells), KEYS, SUMS)
 
     def credits(self) -> pa.Table:
-        """One row per (user, team): items credited to the team, interleaved lists it took part in."""
+        """One row per (user, pair, team): items credited to the team in lists of that pair's
+        arm, the interleaved lists of that arm it took part in."""
         if not self._credits:
-            return pa.table({k: np.empty(0, np.int64) for k in ("user", "team", "credits", "lists")})
-        return _reduce(pa.concat_tables(self._credits), ["user", "team"], ["credits", "lists"])
+            return pa.table({k: np.empty(0, np.int64) for k in (*CREDIT_KEYS, "credits", "lists")})
+        return _reduce(pa.concat_tables(self._credits), CREDIT_KEYS, ["credits", "lists"])
 
 
 def _reduce(table: pa.Table, keys: list[str], sums: list[str]) -> pa.Table:

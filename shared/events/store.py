@@ -57,7 +57,7 @@ class Impression:
     version: str
     items: tuple[str, ...]
     arm: str | None = None
-    teams: tuple[str, ...] | None = None  # interleaving: the arm credited for each position
+    teams: tuple[str | None, ...] | None = None  # interleaving: the arm credited for each position (None: neither)
     endpoint: str = "recommend"  # or "search"
     settings: str = "{}"  # the request's settings that matter, as JSON text
 
