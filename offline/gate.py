@@ -97,11 +97,19 @@ def decide(candidate: np.ndarray, serving: np.ndarray, alpha: float, min_users: 
                      if worse else f"not worse ({candidate.mean():.4f} vs {serving.mean():.4f}, p = {p:.3g})")
 
 
-def cutoff_of(manifest: artifact.Manifest) -> float:
-    """The last interaction a version learned from (its publication time when it learned from none)."""
+def learned_until(manifest: artifact.Manifest) -> float | None:
+    """The last interaction a version learned from (None: it learned from none)."""
     record = manifest.collab or manifest.learn
     if record and record.get("window", {}).get("to"):
         return datetime.fromisoformat(record["window"]["to"]).timestamp()
+    return None
+
+
+def cutoff_of(manifest: artifact.Manifest) -> float:
+    """The last interaction a version learned from (its publication time when it learned from none)."""
+    until = learned_until(manifest)
+    if until is not None:
+        return until
     return artifact.created_at(manifest.version) or datetime.fromisoformat(manifest.created_at).timestamp()
 
 
@@ -133,17 +141,16 @@ def window_users(inter: Interactions, item_ids: list[str], cutoff: float, max_us
 
 def recall_of(system: System, row_of: dict[str, int], window: Window, k: int) -> np.ndarray:
     """Each window user's recall@k under ``system`` (whose rows ``row_of`` names): history items
-    the system does not hold are left out of the profile, window items it does not hold count
-    and are never found."""
+    the system does not hold are left out of the profile (a user left with none gets the
+    service's popular fallback, as the service answers them), window items it does not hold
+    count and are never found."""
     histories = [np.array([row_of[i] for i in h if i in row_of], dtype=np.int64) for h in window.histories]
     relevant = [{row_of.get(i, -2 - n) for n, i in enumerate(sorted(t))} for t in window.targets]
-    keep = [n for n, h in enumerate(histories) if len(h)]
     out = np.zeros(len(histories))
-    for start in range(0, len(keep), 256):
-        part = keep[start:start + 256]
-        hist = [histories[n] for n in part]
+    for start in range(0, len(histories), 256):
+        hist = histories[start:start + 256]
         ranked = system.top(system.scores(hist, [np.zeros(len(h)) for h in hist]), k, hist)
-        out[part] = per_user_metrics(ranked, [relevant[n] for n in part], [k])[f"recall@{k}"]
+        out[start:start + len(hist)] = per_user_metrics(ranked, relevant[start:start + len(hist)], [k])[f"recall@{k}"]
     return out
 
 
@@ -208,13 +215,21 @@ def run_gate(mode: str, root: Path, inter: Interactions | None, item_ids: list[s
         return GateDecision(mode, True, "no version serving or no interactions: nothing to compare with", serving)
     path = artifact.version_path(root, serving)
     try:
-        cutoff = cutoff_of(artifact.read_manifest(path))
+        manifest = artifact.read_manifest(path)
+        cutoff, until = cutoff_of(manifest), learned_until(manifest)
     except (OSError, ValueError) as e:  # the serving version is broken: nothing sound to keep serving
         return GateDecision(mode, True, f"the serving version {serving} could not be read ({e}): activated", serving)
+    newest = float(inter.ts.max()) if len(inter.ts) else None
+    if until is not None and (newest is None or newest + 1e-3 < until):  # an older snapshot, or another job's newer
+        # data (a millisecond's slack: a window's end is written rounded up to the microsecond)
+        return GateDecision(mode, False, f"this job's interactions end {_iso(newest) if newest else '(none)'}, before "
+                            f"the last one the serving version {serving} learned from ({_iso(until)}): it would "
+                            f"replace a version trained on newer data; read the newer interactions, or activate "
+                            f"by hand (groundrec versions activate)", serving,
+                            seconds=round(time.perf_counter() - started, 2))
     window = window_users(*(catalog or (inter, item_ids)), cutoff, max_users, seed)
-    iso = lambda t: datetime.fromtimestamp(float(t), timezone.utc).isoformat(timespec="seconds")  # noqa: E731
-    common = dict(serving_version=serving, window_from=iso(cutoff),
-                  window_to=iso(inter.ts.max()) if len(inter.ts) else None, users=len(window.histories),
+    common = dict(serving_version=serving, window_from=_iso(cutoff), window_to=_iso(newest) if newest is not None else None,
+                  users=len(window.histories),
                   metric=f"recall@{k} of each user's items in the window", alpha=alpha)
     if not window.histories:
         return GateDecision(mode, True, "no user with a history and a new item in the window: nothing to compare on",
@@ -230,6 +245,10 @@ def run_gate(mode: str, root: Path, inter: Interactions | None, item_ids: list[s
     activated, p, reason = decide(ours, theirs, alpha)
     return GateDecision(mode, activated, reason, candidate=float(ours.mean()), serving=float(theirs.mean()),
                         p_value=p, seconds=round(time.perf_counter() - started, 2), **common)
+
+
+def _iso(t: float) -> str:
+    return datetime.fromtimestamp(float(t), timezone.utc).isoformat(timespec="seconds")
 
 
 def _rows_before(inter: Interactions, cutoff: float, window_days: float | None) -> list[np.ndarray]:

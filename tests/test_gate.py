@@ -133,3 +133,30 @@ def test_a_training_window_s_end_is_kept_to_the_microsecond_so_its_last_events_s
                                  prompt={}, text_template="{t}", dim=4, counts={}, index={}, timings_s={},
                                  learn={"window": {"to": end}})
     assert cutoff_of(manifest) >= t  # an event at t is before the window, not in it
+
+
+def test_a_job_on_older_interactions_does_not_replace_a_version_that_learned_from_newer_ones(shop, tmp_path):
+    """A re-run on an older snapshot had an empty window (no event after the serving version's
+    cutoff) and was activated over the newer version 'with nothing to compare on'."""
+    out = {"out": str(tmp_path / "artifacts")}
+    newer = run_job(load_job_config(None, _overrides(shop, shop["second"], **out)), progress=False)
+    assert newer.gate.activated and artifact.current_version(out["out"]) == newer.version
+    older = run_job(load_job_config(None, _overrides(shop, shop["first"], **out)), progress=False)
+    assert older.gate.mode == "gate" and not older.gate.activated, older.gate
+    assert "before the last one the serving version" in older.gate.reason
+    assert artifact.current_version(out["out"]) == newer.version
+    again = run_job(load_job_config(None, _overrides(shop, shop["second"], **out)), progress=False)
+    assert again.gate.activated and "nothing to compare on" in again.gate.reason  # the same data: no refusal
+
+
+def test_a_user_whose_history_a_version_does_not_hold_is_scored_on_its_popular_fallback():
+    """The service answers such a user with the popular list; the gate scored them 0 (a serving
+    version without the items added since it was published lost every such user)."""
+    from groundrec.offline.evaluation.systems import ContentSystem
+    from groundrec.offline.gate import Window, recall_of
+
+    content = np.eye(4, dtype=np.float32)
+    system = ContentSystem("serving", "published", content, np.array([1.0, 50.0, 2.0, 3.0]))
+    window = Window([["not-held"], ["a"]], [{"b"}, {"c"}])
+    got = recall_of(system, {"a": 0, "b": 1, "c": 2, "d": 3}, window, 1)
+    assert got.tolist() == [1.0, 0.0]  # the most popular item b; a's list (by content) is not c
