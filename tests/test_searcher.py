@@ -138,6 +138,46 @@ def test_take_with_a_pick_widens_until_it_has_k():
     assert [r for r, _ in got] == [0, 8]
 
 
+def test_a_pick_that_can_never_fill_k_reads_a_bounded_head_not_the_catalog():
+    """max_per 1 over a column of two values can never fill k = 10: the head grew four-fold
+    until it held the whole catalog (with diversity, a catalog x catalog matrix: an H&M request
+    took gigabytes and seconds, and the compute process was killed as hung)."""
+    scores = np.random.default_rng(0).random(200_000).astype(np.float32)
+    brand = [np.arange(200_000) % 2]
+    vectors = np.eye(200_000, 8, dtype=np.float32)
+    seen = []
+
+    def pick(ranked, k):
+        seen.append(len(ranked))
+        return ranking.select(ranked, k, brand, [1], vectors, diversity=0.3)
+    got = Searcher.take(scores, 10, pick)
+    assert seen == [40, 160, 640] and len(got) == 2 and len({int(brand[0][r]) for r, _ in got}) == 2
+
+
+@settings(max_examples=100, deadline=None)
+@given(st.integers(0, 10_000), st.integers(1, 8), st.floats(0.05, 0.95), st.integers(1, 3))
+def test_diversity_with_max_per_is_greedy_mmr_over_the_items_the_limits_allow(seed, k, diversity, limit):
+    """``select``: each step takes the allowed candidate of best (1 - d) x score - d x its
+    largest cosine to the items taken (the rule, written out here one step at a time)."""
+    rng = np.random.default_rng(seed)
+    vectors = rng.normal(size=(30, 4))
+    vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
+    groups = [rng.integers(-1, 4, 30)]
+    ranked = sorted(((r, float(s)) for r, s in enumerate(rng.random(30))), key=lambda p: -p[1])
+    want, count = [], {}
+    while len(want) < k:
+        allowed = [(r, s) for r, s in ranked if (r, s) not in want
+                   and (groups[0][r] < 0 or count.get(groups[0][r], 0) < limit)]
+        if not allowed:
+            break
+        near = lambda r: max((float(vectors[r] @ vectors[t]) for t, _ in want), default=0.0)  # noqa: E731
+        best = max(allowed, key=lambda p: (1 - diversity) * p[1] - diversity * max(near(p[0]), 0.0))
+        want.append(best)
+        count[groups[0][best[0]]] = count.get(groups[0][best[0]], 0) + 1
+    got = ranking.select(ranked, k, groups, [limit], vectors, diversity)
+    assert [r for r, _ in got] == [r for r, _ in want]
+
+
 def test_a_list_holding_the_hybrid_s_new_items_keeps_its_max_per():
     """The encoder's list of one item per brand took the hybrid's new item of a brand it
     already held: ``holding_new_of`` did not ask the list's pick (max_per), as kept places do."""

@@ -249,22 +249,23 @@ def select(ranked, k: int, groups: list[np.ndarray] = (), limits: list[int] = ()
     rows = np.array([r for r, _ in cand], dtype=np.intp)
     scores = np.array([s for _, s in cand], dtype=np.float64)
     v = np.asarray(vectors[rows], dtype=np.float64)
-    sims = v @ v.T
+    codes = [np.asarray(g)[rows] for g in groups]
     closest = np.full(len(cand), -np.inf)  # largest cosine to what is taken (none yet: no penalty)
     available = np.ones(len(cand), dtype=bool)
     taken: list[dict[int, int]] = [{} for _ in groups]
     out = []
+    # Linear in the candidates per item taken (no candidates x candidates matrix: a head of
+    # thousands would be gigabytes); an item of a group at its limit leaves with the whole group.
     while len(out) < k and available.any():
         value = (1 - diversity) * scores - diversity * np.maximum(closest, 0.0)
         value[~available] = -np.inf
         j = int(np.argmax(value))
         available[j] = False
-        codes = [int(g[rows[j]]) for g in groups]
-        if any(c >= 0 and taken[i].get(c, 0) >= limits[i] for i, c in enumerate(codes)):
-            continue
-        for i, c in enumerate(codes):
+        for i, c in enumerate(int(code[j]) for code in codes):
             if c >= 0:
                 taken[i][c] = taken[i].get(c, 0) + 1
+                if taken[i][c] >= limits[i]:
+                    available[codes[i] == c] = False
         out.append(cand[j])
-        closest = np.maximum(closest, sims[j])
+        closest = np.maximum(closest, v @ v[j])
     return out
