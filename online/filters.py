@@ -22,12 +22,15 @@ def allowed_rows(items: pa.Table, filters: dict[str, object] | None) -> np.ndarr
                                             if len(names) > 8 else "")
             raise UserError(f"unknown filter column {column[:80]!r}; filterable columns: {shown}")
         values = wanted if isinstance(wanted, (list, tuple, set)) else [wanted]
-        col = items.column(column)
+        col = _plain(items.column(column), f"filter column {column!r}")
         try:
             value_set = _typed(list(values), col.type)
         except (pa.ArrowInvalid, pa.ArrowTypeError, pa.ArrowNotImplementedError, TypeError, OverflowError):
             raise UserError(f"filter {column!r}: {wanted!r} does not match the column's type ({col.type})") from None
-        hit = pc.is_in(col, value_set=value_set)
+        try:
+            hit = pc.is_in(col, value_set=value_set)
+        except (pa.ArrowInvalid, pa.ArrowTypeError, pa.ArrowNotImplementedError) as e:
+            raise UserError(f"filter column {column!r} ({col.type}) cannot be compared with {wanted!r}: {e}") from None
         mask &= np.asarray(pc.fill_null(hit, False))
     return mask
 
@@ -50,5 +53,22 @@ def group_codes(items: pa.Table, column: str) -> np.ndarray:
         names = sorted(items.column_names)
         raise UserError(f"max_per names column {column[:80]!r}, which the items do not have; columns: "
                         + ", ".join(names[:8]) + (" ..." if len(names) > 8 else ""))
-    codes = pc.dictionary_encode(items.column(column).combine_chunks()).indices
+    col = _plain(items.column(column), f"max_per column {column!r}")
+    try:
+        codes = pc.dictionary_encode(col.combine_chunks()).indices
+    except (pa.ArrowInvalid, pa.ArrowTypeError, pa.ArrowNotImplementedError) as e:
+        raise UserError(f"max_per column {column!r} ({col.type}) cannot be grouped by value: {e}") from None
     return np.asarray(pc.fill_null(codes, -1), dtype=np.int64)
+
+
+def _plain(col: pa.ChunkedArray, what: str) -> pa.ChunkedArray:
+    """``col`` as one plain value a row (a dictionary column, e.g. a pandas category, decoded);
+    UserError for a list, struct or map column, which cannot be compared value by value (a
+    request naming one is the request's problem, a 4xx, never a 500 for every request batched
+    with it)."""
+    if pa.types.is_dictionary(col.type):
+        col = col.cast(col.type.value_type)
+    if pa.types.is_nested(col.type):
+        raise UserError(f"{what} holds {col.type} values; filters and max_per take columns of one plain value per "
+                        f"item (text, numbers, booleans, times)")
+    return col

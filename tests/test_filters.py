@@ -90,3 +90,17 @@ def test_group_codes_over_a_chunked_column_are_one_dictionary():
     items = pa.concat_tables([pa.table({"c": ["a", "b"]}), pa.table({"c": ["b", "a"]})])
     codes = group_codes(items, "c").tolist()
     assert codes[0] == codes[3] and codes[1] == codes[2] and codes[0] != codes[1]
+
+
+def test_a_list_column_is_the_user_s_error_and_a_dictionary_column_is_read_by_value():
+    """A catalog column of lists (JSONL tags) raised pyarrow's own error (a 500 for every request
+    batched with it); a dictionary column (a pandas category) failed the same way."""
+    items = _items().append_column("tags", pa.array([["red", "sale"]] * 300))
+    items = items.append_column("category", pa.array([f"c{r % 3}" for r in range(300)]).dictionary_encode())
+    for call in (lambda: allowed_rows(items, {"tags": "red"}), lambda: allowed_rows(items, {"tags": []}),
+                 lambda: group_codes(items, "tags")):
+        with pytest.raises(UserError, match="'tags' holds list"):
+            call()
+    assert allowed_rows(items, {"category": ["c1"]}).tolist() == [r % 3 == 1 for r in range(300)]
+    codes = group_codes(items, "category")
+    assert len(set(codes.tolist())) == 3 and codes[0] == codes[3] != codes[1]
