@@ -193,7 +193,7 @@ class VersionHolder:
         """Load ``wanted`` and make it the current version; False (rejected, logged and counted;
         the current version serving on) when it cannot be loaded. ``restart``: it is the current
         version's dead compute process being replaced (a failure is tried again next check)."""
-        started = time.perf_counter()
+        started, popularity = time.perf_counter(), self._popularity
         try:
             serving = self.build(wanted)
             try:
@@ -215,6 +215,8 @@ class VersionHolder:
         with self._live_lock:
             self._with_live(serving)
             previous, self.current = self.current, serving
+        if self._popularity is not popularity:  # refreshed while it loaded (set_popularity skipped it)
+            serving.set_popularity(self._popularity)
         self._mark()  # at once: gc reads it (the collection below can take a while under load)
         if previous is not None:  # closed (a compute process stopped) once batches begun on it are done
             self._retired.append((time.monotonic(), previous))

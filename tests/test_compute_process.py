@@ -16,6 +16,7 @@ from groundrec.online.client import LocalClient
 from groundrec.online.compute import ComputeDied, ComputeProcess, RemoteServing
 from groundrec.online.config import ServeConfig
 from groundrec.online.errors import NotFound, http_reply
+from groundrec.online.schemas import UserQuery
 from groundrec.online.service import create_app
 from groundrec.online.version import VersionError
 from groundrec.shared import artifact
@@ -229,3 +230,28 @@ def test_a_live_item_the_version_refused_is_not_given_to_the_children_started_la
         assert backend.unknown(["live-ok", "live-bad"]) == 1  # started, with the item it could take
     finally:
         holder.stop()
+
+
+def test_a_standby_that_dies_idle_is_replaced_and_a_popularity_refresh_reaches_the_next_one(published):
+    """The standby killed while idle (for memory, say) was kept, unnoticed, until the serving
+    child died too and the calls waited for a load; one started before a popularity refresh
+    served the old counts once promoted."""
+    cfg = ServeConfig(artifacts=published["artifacts"], compute_timeout_s=5.0)
+    version = artifact.current_version(published["artifacts"])
+    serving = RemoteServing.start(cfg, version, artifact.current_path(published["artifacts"]))
+    try:
+        _wait_for_standby(serving)
+        idle = serving.standby
+        os.kill(idle.pid, signal.SIGKILL)
+        idle._proc.join(10)
+        assert serving.item("demo-0001")["item"]["item_id"] == "demo-0001"  # a call notices it: a new one loads
+        assert serving.standby is None
+        serving.set_popularity({"demo-0003": 1000.0})  # while it loads: no standby to give it to
+        _wait_for_standby(serving)
+        assert serving.standby is not idle and serving.standby.alive and serving.replaced == 0
+        os.kill(serving.process.pid, signal.SIGKILL)  # the new standby takes over, with the refreshed counts
+        serving.process._proc.join(10)
+        popular = serving.answer([UserQuery(history=[], k=1)])[0]  # no history: the popular fallback
+        assert popular[1] == ("demo-0003",) and serving.replaced == 1
+    finally:
+        serving.close()
