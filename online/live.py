@@ -73,8 +73,7 @@ class LiveOverlay:
         return self.frozen
 
     def _rule(self, row: int, fields, now: float) -> None:
-        """Whether ``row`` may be shown, from its ``hidden`` and ``available_until`` (an end
-        already in the heap is not pushed again: a feed re-sending an item adds nothing)."""
+        """Whether ``row`` may be shown (``hidden``, ``available_until``; an end in the heap is not pushed again)."""
         self.removed.discard(row)
         before = self._until.pop(row, None)
         if not shown(fields, now):
@@ -170,7 +169,8 @@ class LiveOverlay:
                 if old is not None:
                     self.removed.add(old)
             else:  # hidden, shown again, a new end of sale: the row's rules change, no new row
-                self._rule(old, {**({} if item.whole else self._published_rules.get(old, {})), **item.fields}, now)
+                kept = {} if item.whole else self._published_rules.get(self._published.get(item.item_id, old), {})
+                self._rule(old, {**kept, **item.fields}, now)  # the version's rules: its published row's
         for item in todo:
             self.applied[item.item_id] = item.seq
             self.states[item.item_id] = item

@@ -189,6 +189,32 @@ def test_a_put_of_an_item_the_job_hid_shows_it_however_often_it_is_sent(serving)
     assert r.v.index.ntotal == n  # the published row itself, in place
 
 
+def test_an_item_the_job_hid_stays_hidden_through_a_text_patch_and_then_an_end_of_sale(serving):
+    """A patch of its title appends a re-embedded row (still hidden: the version's rule); an
+    end of sale patched after it read the version's rules at the new row, found none, and
+    showed the item nobody had shown again."""
+    import pyarrow as pa
+
+    s0, pub = serving
+    vid = artifact.current_version(pub["artifacts"])
+    s = build_serving(ServeConfig(artifacts=pub["artifacts"], events="none", compute="thread"), vid,
+                      artifact.locate(pub["artifacts"], vid))
+    r, item = s.retriever, "demo-0006"
+    r.v.items = r.v.items.append_column("hidden", pa.array([i == item for i in r.v.item_ids]))
+    history = next(h for h in pub["histories"] if item not in h)
+    listed = lambda: item in [x.item_id for x in r.recommend(RecommendRequest(history=history, k=70)).items]  # noqa: E731
+    s.apply_live(([], None))
+    n = r.v.index.ntotal
+    patched = {"title": "a zebra striped raincoat"}  # each state as the store's changes fold into it
+    s.apply_live(([LiveItem(item, patched, False, None, 1.0, 3101)], None))
+    assert r.v.index.ntotal == n + 1 and not listed()  # re-embedded, still the version's rule
+    s.apply_live(([LiveItem(item, {**patched, "available_until": 4e9}, False, None, 2.0, 3102)], None))
+    assert r.v.index.ntotal == n + 1 and not listed()  # a rule only: in place, and still hidden
+    s.apply_live(([LiveItem(item, {**patched, "available_until": 4e9, "hidden": False}, False, None, 3.0, 3103)],
+                  None))
+    assert listed()  # shown again by hand
+
+
 def test_a_change_that_keeps_the_text_is_written_over_its_row_in_place(serving):
     """A patch of a column the template does not embed (a price, a stock; here ``pattern``) on a
     published item and on a live one: no new row, nothing removed, the new value served (the
