@@ -106,7 +106,8 @@ class RemoteServing:
             try:
                 child = self._started(popularity)
             except Exception as e:
-                log.error("version %s: no standby compute process: %s", self.version_id, e)
+                if not self._closed:  # closed meanwhile (retired, the server stopping): its load was stopped
+                    log.error("version %s: no standby compute process: %s", self.version_id, e)
                 return
             with self._lock:
                 if self._closed or self.standby is not None:
@@ -165,7 +166,8 @@ class RemoteServing:
         return known
 
     def check_live(self, arg: tuple[list, bool]) -> None:
-        return self._call("check_live", arg)
+        # a write group's checks (tens of microseconds a field): given time by its size, never taken for a hang
+        return self._call("check_live", arg, 60.0 + 0.001 * len(arg[0]))
 
     def item(self, item_id: str) -> dict:
         return self._call("item", item_id)
