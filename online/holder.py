@@ -20,7 +20,7 @@ import time
 from groundrec.online.compute import RemoteServing
 from groundrec.online.config import ServeConfig
 from groundrec.online.backend import Backend
-from groundrec.online.live_checks import apply_or_skip
+from groundrec.online.live_checks import apply_everywhere, apply_or_skip
 from groundrec.online.serving import build_serving
 from groundrec.shared import artifact
 from groundrec.shared.errors import UserError
@@ -91,14 +91,13 @@ class VersionHolder:
         return [b for b in self._every() if b.alive]
 
     def apply_live(self, items: list) -> None:
-        """Apply live items to every loaded version (the current one and the pinned arms), alive or not."""
+        """Apply live items to every loaded version (the current one and the pinned arms), alive
+        or not (a compute backend starts its next child with every live item it was given); a
+        pinned arm's failure is logged and skipped (``live_checks.apply_everywhere``)."""
         with self._live_lock:
             for item in items:
                 self.live[item.item_id] = item
-            # A dead backend too: a compute backend starts its next child with every live item it
-            # was given, whether the holder's check or a request restarts it first.
-            for backend in self._every():
-                self._apply(backend, items)
+            apply_everywhere(self._every(), self.current, lambda backend: self._apply(backend, items))
 
     def _every(self) -> list[Backend]:
         """The current backend and the pinned arms', each once, alive or not."""

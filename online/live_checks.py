@@ -88,3 +88,23 @@ def check_changes(retriever, changes: list[tuple[str, str, dict]], must_exist: b
             except (pa.ArrowInvalid, pa.ArrowTypeError, TypeError, OverflowError):
                 raise Unprocessable(f"item {item_id!r}: column {column!r} holds {schema.field(column).type}, "
                                     f"not {value!r}") from None
+
+
+def apply_everywhere(backends: list, current, apply: Callable[[object], object]) -> None:
+    """``apply(backend)`` for each loaded version. A pinned arm that cannot take the change (a
+    version without its encoder, a process being retired) is logged and skipped, never keeping
+    it from the others (the current version last of all, and a server's writes answered 4xx
+    for a change already durable); the current version's failure is raised once every other
+    version has had the change."""
+    failed = None
+    for backend in backends:
+        try:
+            apply(backend)
+        except Exception as e:
+            if backend is current:
+                failed = e
+            else:
+                log.error("live items not applied to the pinned version %s: %s: %s", backend.version_id,
+                          type(e).__name__, e)
+    if failed is not None:
+        raise failed

@@ -60,3 +60,26 @@ def test_a_pinned_arm_that_predates_an_item_does_not_refuse_its_patch_or_delete(
     check_changes(retriever, [("ghost", "patch", {"hidden": True}), ("ghost", "delete", {})], must_exist=False)
     with pytest.raises(Unprocessable, match="unknown column"):
         check_changes(retriever, [("ghost", "patch", {"size": "L"})], must_exist=False)
+
+
+def test_a_pinned_arm_that_cannot_take_a_change_keeps_it_from_no_other_version():
+    """An arm's version without its ONNX encoder raised, and the versions after it (the current
+    one among them) never got the change: every write to that server failed although stored."""
+    from types import SimpleNamespace
+
+    from groundrec.online.live_checks import apply_everywhere
+    from groundrec.shared.errors import UserError
+
+    arm, current, other = (SimpleNamespace(version_id=v) for v in ("arm", "current", "other"))
+    got = []
+
+    def apply(backend):
+        if backend is arm or getattr(backend, "broken", False):
+            raise UserError("live items need the version's ONNX encoder, which is not loaded")
+        got.append(backend.version_id)
+    apply_everywhere([arm, current, other], current, apply)
+    assert got == ["current", "other"]
+    current.broken = True
+    with pytest.raises(UserError, match="ONNX"):  # the current version's own failure is the write's
+        apply_everywhere([current, arm, other], current, apply)
+    assert got == ["current", "other", "other"]
