@@ -15,7 +15,7 @@ from groundrec.offline.cache import EmbeddingCache, cache_key
 from groundrec.offline.config import EncoderConfig
 from groundrec.offline.vlm.base import model_fingerprint
 from groundrec.shared.errors import UserError
-from groundrec.shared.text import render  # noqa: F401  (the job's and the service's one template rule)
+from groundrec.shared.text import item_text, render  # the job's and the service's one template rule
 
 ALIASES = {"sentence-transformers/all-MiniLM-L6-v2", "all-MiniLM-L6-v2"}
 
@@ -83,11 +83,8 @@ def embeddable(groundings: pa.Table, template: str, text_columns: list[str],
     out (stage "embed"). The template gives the text; an item whose template renders empty
     (no grounding, or a grounding whose fields the template names did not parse) gets its
     catalog text columns instead. Only items with nothing to embed are left out."""
-    texts = build_texts(groundings, template)
-    rows = groundings.select([c for c in text_columns if c in groundings.column_names]).to_pylist()
-    for n, text in enumerate(texts):
-        if not text and rows[n]:
-            texts[n] = render(". ".join("{%s}" % c for c in rows[n]), rows[n])
+    columns = [c for c in text_columns if c in groundings.column_names]
+    texts = [item_text(template, row, columns) for row in groundings.to_pylist()]
     keep = [bool(t) for t in texts]
     skipped = [{"item_id": iid, "stage": "embed",
                 "reason": "nothing to embed: the template and the catalog text columns are empty"}

@@ -28,7 +28,7 @@ from groundrec.shared.scoring import ranking
 from groundrec.shared.scoring.collab import index_rows
 from groundrec.shared.scoring.searcher import Popularity
 from groundrec.shared.sequence_encoder import item_inputs
-from groundrec.shared.text import render
+from groundrec.shared.text import item_text
 
 COMBINE_CHUNKS = 32  # the item table's chunks are merged beyond this many (one per apply)
 
@@ -123,13 +123,13 @@ class LiveOverlay:
             origin = self._published.get(item.item_id, old if old is not None and old < self.n_version else None)
             base = v.items.slice(origin, 1).to_pylist()[0] if origin is not None else None
             row = record(item, base, v.items.column_names, v.manifest.id_column, v.manifest.catalog_image_column)
-            text = render(v.manifest.text_template, row)
+            text = item_text(v.manifest.text_template, row, v.manifest.catalog_text_columns)
             if "text" in row:  # the embedded text, as the job writes it
                 row["text"] = text
             if WINDOW_INTERACTIONS in row:
                 row[WINDOW_INTERACTIONS] = v.items.column(WINDOW_INTERACTIONS)[old].as_py() if old is not None else 0
             current = base if origin == old else v.items.slice(old, 1).to_pylist()[0] if old is not None else None
-            if current is not None and render(v.manifest.text_template, current) == text:
+            if current is not None and item_text(v.manifest.text_template, current, v.manifest.catalog_text_columns) == text:
                 # the same text, the same vectors (a price or a stock): its row changes in place
                 in_place.append((item, old, row, {c: x for c, x in row.items() if current.get(c) != x}))
                 continue

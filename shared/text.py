@@ -20,3 +20,12 @@ def render(template: str, row: dict) -> str:
     text = template.format_map(values)
     text = _JOINERS.sub(lambda m: m.group(0).strip()[0] + " ", text)
     return re.sub(r"\s+", " ", text).strip(" .,;:") or ""
+
+
+def item_text(template: str, row: dict, text_columns: list[str]) -> str:
+    """An item's text to embed, in the job and for a live item alike: the template filled from
+    its row; where that is empty (no grounding yet, or fields the template names that did not
+    parse), its catalog ``text_columns`` present in the row, joined; "" when both are empty."""
+    text = render(template, row)
+    present = [c for c in text_columns if c in row]
+    return text if text or not present else render(". ".join("{%s}" % c for c in present), row)

@@ -15,7 +15,7 @@ from groundrec.online.serving import build_serving
 from groundrec.shared import artifact
 from groundrec.shared.events import ItemChange
 from groundrec.shared.live_items import LiveItem, catalog_columns, fold, record
-from groundrec.shared.text import render
+from groundrec.shared.text import item_text, render
 from helpers import publish_demo
 
 
@@ -187,6 +187,23 @@ def test_a_put_of_an_item_the_job_hid_shows_it_however_often_it_is_sent(serving)
         s.apply_live(([change], None))
         assert listed(), seq
     assert r.v.index.ntotal == n  # the published row itself, in place
+
+
+def test_a_live_item_the_template_renders_empty_is_embedded_from_its_catalog_text_as_the_job_does(serving):
+    """A template of grounded fields only (a new item has none until the next job) embedded
+    every live item from "": all at one vector, none found by its title."""
+    s0, pub = serving
+    vid = artifact.current_version(pub["artifacts"])
+    s = build_serving(ServeConfig(artifacts=pub["artifacts"], events="none", compute="thread"), vid,
+                      artifact.locate(pub["artifacts"], vid))
+    r = s.retriever
+    r.v.manifest.text_template = "{vlm_colour}"  # none of a live item's columns
+    assert "title" in r.v.manifest.catalog_text_columns
+    computed = s.apply_live(([_live("tpl-1", 4001, title="walrus umbrella"), _live("tpl-2", 4002, title="otter boots")],
+                             None))
+    want = r.encoder.encode([item_text("{vlm_colour}", {"title": t}, ["title"]) for t in ("walrus umbrella", "otter boots")])
+    assert np.allclose(computed["tpl-1"], want[0], atol=1e-5) and not np.allclose(want[0], want[1], atol=1e-2)
+    assert r.search("walrus umbrella", k=3).items[0].item_id == "tpl-1"
 
 
 def test_an_item_the_job_hid_stays_hidden_through_a_text_patch_and_then_an_end_of_sale(serving):
