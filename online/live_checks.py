@@ -13,6 +13,7 @@ import pyarrow as pa
 
 from groundrec.online.errors import NotFound, Unprocessable
 from groundrec.shared.live_items import CONTROL, catalog_columns
+from groundrec.shared.text import item_text
 
 log = logging.getLogger("groundrec.serve")
 # An item's own fault when applied (a value its column cannot hold, a change the version's
@@ -77,6 +78,11 @@ def check_changes(retriever, changes: list[tuple[str, str, dict]], must_exist: b
         if op in ("patch", "delete") and not exists and must_exist:
             raise NotFound(f"no item {item_id!r} to {op}: PUT it first (it is neither in version "
                            f"{v.path.name} nor a live item)")
+        image = v.manifest.catalog_image_column
+        if op == "put" and not item_text(v.manifest.text_template, fields, v.manifest.catalog_text_columns) \
+                and not fields.get(image):  # the next job would leave it out too
+            raise Unprocessable(f"item {item_id!r} has nothing to embed: its text columns "
+                                f"{v.manifest.catalog_text_columns} are empty and it has no {image!r}")
         unknown = sorted(set(fields) - allowed)
         if unknown:
             raise Unprocessable(f"item {item_id!r}: unknown column(s) {unknown}; the columns an item may have: "

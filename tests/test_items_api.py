@@ -122,6 +122,7 @@ def test_the_standby_a_restart_and_another_server_serve_the_same_live_items(publ
     ("put", "/items/bad%01id", NEW, 422, "control character"),
     ("post", "/items", {"items": [{"item_id": "..", **NEW}]}, 422, "path segment"),
     ("post", "/items", {"items": [{"item_id": "shop/../x1", **NEW}]}, 422, "path segment"),  # /items/x1 once sent
+    ("put", "/items/x1", {c: "" for c in NEW}, 422, "nothing to embed"),
     ("put", "/items/x1", {**NEW, "available_until": "soon"}, 422, "available_until"),
     ("put", "/items/x1", {**NEW, "hidden": "yes"}, 422, "hidden"),
     ("put", "/items/x1", {**NEW, "available_until": 10 ** 400}, 422, "available_until"),
