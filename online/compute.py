@@ -150,10 +150,10 @@ class RemoteServing:
         then in its standby with those embeddings. Remembered first, so a child started meanwhile
         gets them; one promoted while this ran gets them too (applying twice changes nothing)."""
         items, given = arg
+        with self._lock:  # before they are remembered: a child started between never pairs a new state with an old vector
+            for item in items:
+                self._vectors.pop(item.item_id, None)
         with remembered(self._live, items, self._lock):  # forgotten again if the version refuses them
-            with self._lock:
-                for item in items:
-                    self._vectors.pop(item.item_id, None)
             given = {**(given or {}), **encoded_vectors(self, items, given)}
             known = {**given, **self._call("live", (items, given), live_timeout(items, given))}
         with self._lock:

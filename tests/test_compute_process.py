@@ -196,11 +196,13 @@ def test_a_batch_of_long_texts_is_given_time_to_encode_not_stopped_as_hung(publi
     """compute_timeout_s bounds a batch of the batcher's size; a request of many long texts
     (within every limit) gets TEXT_S more a text: answered, with no compute process stopped.
     (It was stopped as hung, then its standby, and the client got a 503.)"""
-    from groundrec.online.backend import TEXT_S, answer_timeout
+    from groundrec.online.backend import QUERY_S, TEXT_S, answer_timeout
     from groundrec.online.schemas import RecommendRequest, UserQuery
 
     batch = RecommendRequest(batch=[UserQuery(text="x"), UserQuery(history=["a"])])
     assert answer_timeout(0.2, [UserQuery(text="y"), batch, UserQuery(history=["a"])]) == pytest.approx(0.2 + 2 * TEXT_S)
+    bulk = [RecommendRequest(batch=[UserQuery(history=["a"])] * 256)] * 64  # 16,384 lists in one call
+    assert answer_timeout(2.0, bulk) == pytest.approx(2.0 + QUERY_S * (16_384 - 64)) and answer_timeout(2.0, bulk) > 60
     app = create_app(ServeConfig(artifacts=published["artifacts"], events="none", compute_timeout_s=1.0))  # other calls: a margin under load
     text = " ".join(["a red striped summer dress with long sleeves and a belt"] * 18)[:1000]
     with running(app) as url:
