@@ -39,6 +39,13 @@ def _raise_for(response: httpx.Response) -> None:
     raise GroundrecError(response.status_code, str(message))
 
 
+def _readiness(r: httpx.Response) -> dict:
+    """/readyz's answer (200 ready, 503 not yet: both are answers here, never errors)."""
+    if r.status_code not in (200, 503):
+        _raise_for(r)
+    return r.json()
+
+
 class _Http:
     """What both clients share: connection settings and when to retry."""
 
@@ -69,7 +76,7 @@ class _Http:
 class Client(_Http):
     """Sync client. ``recommend(["id1", "id2"], k=10)`` -> ResultOut."""
 
-    def _call(self, method: str, path: str, body: dict | None = None) -> dict:
+    def _call(self, method: str, path: str, body: dict | None = None, raw: bool = False):
         for attempt in range(self.retries + 1):
             try:
                 r = self._http.request(method, path, json=body)
@@ -79,9 +86,19 @@ class Client(_Http):
                 r = None
             if self._final(r, attempt):
                 _raise_for(r)
-                return r.json()
+                return r.content if raw else r.json()
             time.sleep(self._delay(attempt, r))
         raise AssertionError("unreachable")
+
+    def ready(self) -> dict:
+        """GET /readyz, once, never raised for: ``ready`` (bool), the version serving and, when
+        not ready, the ``reason``."""
+        return _readiness(self._http.get("/readyz"))
+
+    def thumbnail(self, item_id: str) -> bytes:
+        """The item's thumbnail (GET /items/{id}/thumbnail): WebP bytes, or the page's SVG
+        placeholder for an item without one."""
+        return self._call("GET", _item_path(item_id, "/thumbnail"), raw=True)
 
     def recommend(self, history=(), k: int = 10, **options) -> ResultOut:
         """By history (item ids, oldest first), or by ``user_id=`` (the history the server
@@ -165,7 +182,7 @@ class AsyncClient(_Http):
 
     transport = httpx.AsyncClient
 
-    async def _call(self, method: str, path: str, body: dict | None = None) -> dict:
+    async def _call(self, method: str, path: str, body: dict | None = None, raw: bool = False):
         for attempt in range(self.retries + 1):
             try:
                 r = await self._http.request(method, path, json=body)
@@ -175,9 +192,15 @@ class AsyncClient(_Http):
                 r = None
             if self._final(r, attempt):
                 _raise_for(r)
-                return r.json()
+                return r.content if raw else r.json()
             await asyncio.sleep(self._delay(attempt, r))
         raise AssertionError("unreachable")
+
+    async def ready(self) -> dict:
+        return _readiness(await self._http.get("/readyz"))
+
+    async def thumbnail(self, item_id: str) -> bytes:
+        return await self._call("GET", _item_path(item_id, "/thumbnail"), raw=True)
 
     async def recommend(self, history=(), k: int = 10, **options) -> ResultOut:
         return ResultOut.model_validate(await self._call("POST", "/recommend", _recommend_body(history, k, **options)))

@@ -32,7 +32,7 @@ class LocalClient:
         except ERRORS as e:  # the status the service would answer, the same message
             raise GroundrecError(http_status(e), str(e)) from None
 
-    def recommend(self, history, k: int = 10, **options) -> ResultOut:
+    def recommend(self, history=(), k: int = 10, **options) -> ResultOut:
         return self._call(self._serving.recommend, _no_user_id(RecommendRequest(**_recommend_body(history, k, **options))))
 
     def recommend_batch(self, users: list[dict | UserQuery], k: int = 10) -> BatchOut:

@@ -201,3 +201,21 @@ def test_the_items_api_through_the_client_on_a_real_server(published, tmp_path):
         assert put["accepted"] == feed["accepted"] == patched["accepted"] == 1
         assert found == ["async-1"] and newest == ["async-2", "async-1"] and hidden[0] == "async-1"
         assert error.status == 404
+
+
+def test_readiness_and_thumbnails_through_both_clients(published):
+    """Every route of the API has its client method: /readyz (an answer, ready or not, never an
+    error) and an item's thumbnail (bytes, not JSON)."""
+    cfg = ServeConfig(artifacts=published["artifacts"], events="none", compute="thread")
+    item = published["histories"][0][0]
+    with running(create_app(cfg)) as url, Client(url) as client:
+        ready = client.ready()
+        assert ready["ready"] is True and ready["version"]
+        thumb = client.thumbnail(item)
+        assert thumb[:4] == b"RIFF" and thumb[8:12] == b"WEBP"
+        assert b"<svg" in client.thumbnail("no-such-item")  # the page's placeholder, as for an item without one
+
+        async def both():
+            async with AsyncClient(url) as a:
+                return await a.ready(), await a.thumbnail(item)
+        assert asyncio.run(both()) == (ready, thumb)
