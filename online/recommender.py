@@ -30,6 +30,7 @@ from groundrec.online.impressions import ImpressionLog, new_recommendation_id
 from groundrec.online.metrics import ServiceMetrics
 from groundrec.online.schemas import RecommendRequest, SearchRequest, UserQuery
 from groundrec.online.serving import Shown, checked
+from groundrec.shared.errors import UserError
 from groundrec.online.threads import limit_threads
 
 
@@ -190,9 +191,16 @@ class Recommender:
         for n, arms in enumerate(asked):
             for j, (arm, _) in enumerate(arms):
                 groups.setdefault(arm.version if arm is not None else "current", []).append((n, j))
-        answers = await _together([self._queued(version, request.model_copy(
-            update={"batch": [asked[n][j][1] for n, j in keys]}), receive if first else None)
-            for first, (version, keys) in zip([True] + [False] * len(groups), groups.items())])
+        async def group(version: str, keys: list[tuple[int, int]], first: bool):
+            try:
+                return await self._queued(version, request.model_copy(
+                    update={"batch": [asked[n][j][1] for n, j in keys]}), receive if first else None)
+            except UserError as e:  # named by its place in this group: renamed by its place in the request
+                if getattr(e, "entry", None) is None:
+                    raise
+                raise type(e)(f"batch[{keys[e.entry][0]}]: {e.reason}") from None
+        answers = await _together([group(version, keys, first)
+                                   for first, (version, keys) in zip([True] + [False] * len(groups), groups.items())])
         got, version = results_by_key(list(zip(groups.values(), answers)))
         results = []
         for n, (query, arms) in enumerate(zip(request.batch, asked)):

@@ -134,7 +134,9 @@ class Serving:
         for n, r in enumerate(results):
             if isinstance(r, UserError):
                 e = _own(r)
-                raise type(e)(f"batch[{n}]: {e}") from None
+                refusal = type(e)(f"batch[{n}]: {e}")
+                refusal.entry, refusal.reason = n, str(e)  # an experiment's batch renumbers it (recommender)
+                raise refusal from None
         return BatchOut(results=[result_out(r, self.version_id) for r in results], version=self.version_id)
 
     def recommend(self, body: RecommendRequest | SearchRequest | UserQuery) -> ResultOut | BatchOut:

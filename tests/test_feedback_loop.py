@@ -167,6 +167,11 @@ def test_team_draft_interleaves_two_arms_and_credits_each_position(two_versions,
         assert [i["item_id"] for i in anonymous["items"]] == ids_a and anonymous.get("teams") is None
         assert list(_impression(store_url, drafted["recommendation_id"]).teams) == drafted["teams"]
         assert _impression(store_url, anonymous["recommendation_id"]).arm == "A"
+        # a refused entry is named by its place in the request (each drafted entry is asked twice in its group)
+        bad = httpx.post(url + "/recommend", json={"batch": [{"user_id": f"u{n}", "history": history, "k": 6}
+                                                             for n in range(3)] + [{"user_id": "u7", "history": history,
+                                                                                    "filters": {"nope": 1}}]})
+        assert bad.status_code in (400, 422) and bad.json()["detail"].startswith("batch[3]: "), bad.json()
 
 
 def test_the_web_page_s_view_of_a_user_is_no_impression_of_theirs(two_versions, tmp_path):
