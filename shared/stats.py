@@ -132,6 +132,18 @@ def sign_test(wins_a: int, wins_b: int) -> float:
     return min(1.0, math.erfc(max(z, 0.0) / math.sqrt(2)))
 
 
+def holm_adjusted(pvalues: list[float]) -> list[float]:
+    """Holm-Bonferroni adjusted p-values (step-down): a test of the family is significant at
+    family-wise ``alpha`` exactly when its adjusted p is at most ``alpha``. A NaN (no test)
+    stays NaN and is no member of the family."""
+    order = sorted((i for i, p in enumerate(pvalues) if not math.isnan(p)), key=lambda i: pvalues[i])
+    out, running = [math.nan] * len(pvalues), 0.0
+    for rank, i in enumerate(order):
+        running = max(running, min(1.0, (len(order) - rank) * pvalues[i]))
+        out[i] = running
+    return out
+
+
 def _z(alpha: float) -> float:
     """The normal quantile 1 - alpha/2, by bisection on erfc (no scipy)."""
     lo, hi = 0.0, 10.0

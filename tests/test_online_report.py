@@ -248,7 +248,7 @@ def test_the_cli_on_a_sqlite_store_writes_the_report_with_numeric_counts(tmp_pat
         assert res["versions"][f"v-{arm}"]["users"] == 150
     assert res["attribution"]["unverified"] == 1
     ctr = next(t for t in res["ab_tests"] if t["metric"] == "ctr" and {t["a"], t["b"]} == {"A", "B"})
-    assert ctr["p"] < 0.001 and ctr["diff"] > 0 and ctr["users_in_both"] == 0
+    assert ctr["p"] < 0.001 and ctr["diff"] > 0 and ctr["users_in_both"] == 0 and ctr["p_holm"] == ctr["p"]  # 2 arms
     inter = res["interleaving"][0]
     assert (inter["a"], inter["b"]) == ("A", "B") and inter["wins_b"] > inter["wins_a"] and inter["p_sign"] < 0.01
     md = (out / "report.md").read_text().splitlines()
@@ -332,3 +332,12 @@ def test_interleaving_compares_two_teams_on_the_lists_they_shared_and_credits_no
     ab, ac = got["A", "B"], got["A", "C"]
     assert (ab["users"], ab["wins_a"], ab["wins_b"], ab["credits_a"], ab["credits_b"]) == (20, 0, 20, 0, 20)
     assert (ac["users"], ac["wins_a"], ac["wins_b"], ac["credits_a"], ac["credits_b"]) == (20, 20, 0, 20, 0)
+    assert ab["p_sign_holm"] == pytest.approx(2 * ab["p_sign"]) == pytest.approx(ac["p_sign_holm"])  # two pairs
+
+
+def test_holm_adjusted_p_values_are_the_step_down_rule():
+    from groundrec.shared.stats import holm_adjusted
+
+    got = holm_adjusted([0.01, 0.04, 0.03, float("nan")])
+    assert got[:3] == pytest.approx([0.03, 0.06, 0.06]) and np.isnan(got[3])  # 3p, 2p, then never below the last
+    assert holm_adjusted([0.5, 0.9]) == pytest.approx([1.0, 1.0]) and holm_adjusted([]) == []

@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from groundrec.shared.errors import UserError
+from groundrec.shared.stats import holm_adjusted
 
 
 def bootstrap_ci(values: np.ndarray, n_boot: int = 1000, alpha: float = 0.05, seed: int = 0) -> tuple[float, float, float]:
@@ -42,12 +43,7 @@ def paired_test(a: np.ndarray, b: np.ndarray, n_perm: int = 10_000, seed: int = 
 
 def holm(pvalues: dict[tuple[str, str], float], alpha: float) -> dict[tuple[str, str], bool]:
     """Holm-Bonferroni: which of the pairwise differences are significant at family-wise ``alpha``."""
-    ordered = sorted(pvalues.items(), key=lambda kv: kv[1])
-    significant, m, still = {}, len(ordered), True
-    for rank, (pair, p) in enumerate(ordered):
-        still = still and p <= alpha / (m - rank)
-        significant[pair] = still
-    return significant
+    return {pair: p <= alpha for pair, p in zip(pvalues, holm_adjusted(list(pvalues.values())))}
 
 
 def summarise(rows, cfg) -> dict:

@@ -25,7 +25,8 @@ import numpy as np
 import pyarrow as pa
 
 from groundrec.online.report.tally import NO_ARM, SUMS, Tally
-from groundrec.shared.stats import bootstrap_ratios, delta_interval, paired_test, sign_test, two_sample_test
+from groundrec.shared.stats import (bootstrap_ratios, delta_interval, holm_adjusted, paired_test, sign_test,
+                                    two_sample_test)
 
 POOL_CELLS = 200_000_000  # resample x user cells for the pool's share to be worth its start (about 1 s)
 RATES = {"ctr": ("clicks", "impressions"), "cvr": ("conversions", "impressions"),
@@ -111,8 +112,15 @@ def compute(tally: Tally, *, bootstrap: int = 1000, alpha: float = 0.05, seed: i
                                     "users_in_both": both,
                                     "method": "two-sample z-test over users, delta-method (Welch) standard error, "
                                               "two-sided normal p"})
+    for metric in ("ctr", "cvr"):  # each metric's tests between arms are one family
+        family = [t for t in out["ab_tests"] if t["metric"] == metric]
+        for t, p in zip(family, holm_adjusted([math.nan if t["p"] is None else t["p"] for t in family])):
+            t["p_holm"] = _num(p)
     out["interleaving"] = interleaving(_columns(tally.credits()), {c: n for n, c in tally.teams.items()},
                                        {c: n for n, c in tally.arms.items()}, seed)
+    for test in ("p_sign", "p_paired"):  # every pair of teams: one family per test
+        for t, p in zip(out["interleaving"], holm_adjusted([t[test] for t in out["interleaving"]])):
+            t[f"{test}_holm"] = _num(p)
     for (kind, name), per_user in groups.items():
         got = resampled[kind, name]
         out[kind][name] = summary(per_user, coverage=tally.coverage(**{kind[:-1]: name}), **level,

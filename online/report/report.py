@@ -65,17 +65,21 @@ def _sections(r: dict) -> list[tuple[str, list[str], tuple | None]]:
                 _group_table(r["versions"], "version")))
     out.append(("Per arm", ["An arm's lists: those logged with it, interleaved or not."], _group_table(r["arms"], "arm")))
     if r["ab_tests"]:
-        rows = [[t["a"], t["b"], t["metric"], _fmt(t["diff"]), _fmt(t["se"]), _fmt(t["p"]),
+        rows = [[t["a"], t["b"], t["metric"], _fmt(t["diff"]), _fmt(t["se"]), _fmt(t["p"]), _fmt(t.get("p_holm")),
                  f"{t['users_a']} / {t['users_b']}", str(t["users_in_both"])] for t in r["ab_tests"]]
         out.append(("A/B tests between arms", [
-            f"{r['ab_tests'][0]['method']}; diff = b − a; lists not interleaved only. Users in both arms break "
-            "the test's independence: it should be 0 with sticky assignment."],
-            (["a", "b", "metric", "diff", "se", "p", "users a / b", "in both"], rows)))
+            f"{r['ab_tests'][0]['method']}; diff = b − a; lists not interleaved only. p (Holm): adjusted over "
+            "every pair of arms on the same metric (with more than two arms, read that one). Users in both arms "
+            "break the test's independence: it should be 0 with sticky assignment."],
+            (["a", "b", "metric", "diff", "se", "p", "p (Holm)", "users a / b", "in both"], rows)))
     if r["interleaving"]:
         rows = [[t["a"], t["b"], str(t["users"]), f"{t['wins_a']} / {t['wins_b']} / {t['ties']}",
-                 _fmt(t["preference_a"]), _fmt(t["p_sign"]), _fmt(t["p_paired"])] for t in r["interleaving"]]
-        out.append(("Interleaving (team draft)", [r["interleaving"][0]["method"] + "."],
-                    (["a", "b", "users", "wins a / b / ties", "share preferring a", "p (sign)", "p (paired)"], rows)))
+                 _fmt(t["preference_a"]), _fmt(t["p_sign"]), _fmt(t["p_paired"]), _fmt(t.get("p_paired_holm"))]
+                for t in r["interleaving"]]
+        out.append(("Interleaving (team draft)", [r["interleaving"][0]["method"] + "; p (paired, Holm): adjusted "
+                                                  "over every pair of teams."],
+                    (["a", "b", "users", "wins a / b / ties", "share preferring a", "p (sign)", "p (paired)",
+                      "p (paired, Holm)"], rows)))
     out.append(("Per day", ["Intervals: delta method over users."], _group_table(r["days"], "day (UTC)")))
     for version, days in r["days_by_version"].items():
         out.append((f"Per day, version {version}", [], _group_table(days, "day (UTC)")))
