@@ -16,10 +16,12 @@ import warnings
 from dataclasses import dataclass
 
 import fsspec
-from PIL import Image, UnidentifiedImageError
+import numpy as np
+from PIL import Image, ImageOps, UnidentifiedImageError
 
 FORMATS = ("JPEG", "PNG", "WEBP", "GIF", "BMP")
 MAX_PIXELS = 40_000_000  # 8000 x 5000; a product photo is far smaller
+DEEP_GREY = ("I;16", "I;16L", "I;16B", "I;16N", "I", "F")  # greyscale of more than 8 bits a pixel
 MAX_BYTES = 50 * 1024 * 1024
 REMOTE_TIMEOUT_S = 20.0
 Image.MAX_IMAGE_PIXELS = MAX_PIXELS
@@ -123,11 +125,28 @@ def decode(data: bytes, uri: str = "", at_most: int | None = None) -> Image.Imag
             if at_most:
                 img.draft("RGB", (at_most, at_most))
             img.load()  # forces a full decode: truncated files fail here, not later
-            return img.convert("RGB")
+            return as_rgb(img)
     except BadImage:
         raise
     except Exception as e:  # OSError, SyntaxError, ValueError, plugin bugs (NotImplementedError...)
         raise BadImage(f"corrupt or truncated image: {uri}: {type(e).__name__}: {e}") from None
+
+
+def as_rgb(img: Image.Image) -> Image.Image:
+    """A decoded image as the VLM and the thumbnails should see it, in RGB: turned upright by
+    its EXIF orientation (a phone photo stored sideways), 16- and 32-bit greyscale scaled to 8
+    bits (a plain conversion clips them: a 16-bit PNG became white) and a transparent
+    background laid on white (a plain conversion makes it black: "a black top")."""
+    img = ImageOps.exif_transpose(img)
+    if img.mode in DEEP_GREY:
+        values = np.asarray(img, dtype=np.float64)
+        if values.max(initial=0.0) > 255:
+            values = values / 257.0  # 16-bit range to 8
+        img = Image.fromarray(np.clip(np.rint(values), 0, 255).astype(np.uint8), "L")
+    if img.mode in ("RGBA", "LA", "PA", "RGBa", "La") or (img.mode == "P" and "transparency" in img.info):
+        rgba = img.convert("RGBA")
+        img = Image.alpha_composite(Image.new("RGBA", rgba.size, (255, 255, 255, 255)), rgba)
+    return img.convert("RGB")
 
 
 def sha256(data: bytes) -> str:

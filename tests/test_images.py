@@ -160,3 +160,35 @@ def test_a_malformed_image_url_is_a_bad_image_not_a_crash(uri):
     """httpx refuses such URLs with InvalidURL (not an HTTPError): recorded as the item's skip."""
     with pytest.raises(images.BadImage, match="not a valid image URL"):
         images.read_bytes(uri)
+
+
+def _png(img, **kw) -> bytes:
+    import io
+
+    out = io.BytesIO()
+    img.save(out, "PNG", **kw)
+    return out.getvalue()
+
+
+def test_deep_greyscale_transparency_and_exif_orientation_are_decoded_as_a_person_sees_them():
+    """A 16-bit greyscale PNG came out 99.6% white (clipped), a transparent background black
+    (the VLM: "a black top"), and a phone photo tagged to be turned stayed sideways."""
+    import io
+
+    import numpy as np
+    from PIL import Image
+
+    ramp = Image.fromarray((np.arange(64 * 64).reshape(64, 64) * 16).astype(np.uint16))  # 0 .. 65,520
+    grey = np.asarray(images.decode(_png(ramp)))
+    assert grey.shape == (64, 64, 3) and grey.min() == 0 and (grey == 255).mean() < 0.01 and 120 < grey.mean() < 135
+    cut_out = Image.new("RGBA", (10, 10), (0, 0, 0, 0))
+    cut_out.putpixel((0, 0), (200, 10, 10, 255))
+    flat = np.asarray(images.decode(_png(cut_out)))
+    assert flat[5, 5].tolist() == [255, 255, 255] and flat[0, 0].tolist() == [200, 10, 10]
+    assert images.decode(_png(Image.new("P", (4, 4)), transparency=0)).getpixel((1, 1)) == (255, 255, 255)
+    photo = Image.new("RGB", (40, 20), (10, 20, 30))
+    exif = photo.getexif()
+    exif[0x0112] = 6  # stored sideways: turn 90 degrees to view
+    data = io.BytesIO()
+    photo.save(data, "JPEG", exif=exif)
+    assert images.decode(data.getvalue()).size == (20, 40)
