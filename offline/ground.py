@@ -79,9 +79,9 @@ class GroundImages:
         texts = [""] * n
         for i, answer in zip(where, self.backend.generate(decoded, self.prompt) if decoded else []):
             if isinstance(answer, Exception):
-                errors[i] = f"VLM failed: {type(answer).__name__}: {answer}"
+                errors[i] = f"{VLM_ERROR}failed: {type(answer).__name__}: {answer}"
             elif not answer.strip():  # recorded, so never cached as a grounding: the next run asks again
-                errors[i] = "VLM answered nothing (an empty text)"
+                errors[i] = f"{VLM_ERROR}answered nothing (an empty text)"
             else:
                 texts[i] = answer
         fields, ok, perr = [], [], []
@@ -134,6 +134,11 @@ def ground_catalog(runner, items: pa.Table, *, id_column: str, vlm: VLMConfig, p
     uris = items.column(IMAGE_URI).to_pylist()
     with timed("hash"):
         sha_by_id = _hash_images(runner, ids, uris, skips, progress)
+    given = [i for i, u in zip(ids, uris) if u]
+    if len(given) >= ALL_FAILED_MIN and not sha_by_id:  # a wrong images_root, a store without its driver, an outage
+        raise UserError(f"none of the {len(given)} catalog images could be read (e.g. "
+                        f"{skips.reasons().get(given[0], 'no reason')}); nothing was published: check "
+                        f"catalog.images_root and catalog.image_column (and the store's fsspec driver, e.g. s3fs)")
 
     cache = GroundingCache(cache_dir)
     signature = grounding_signature(vlm, prompt)
@@ -147,11 +152,11 @@ def ground_catalog(runner, items: pa.Table, *, id_column: str, vlm: VLMConfig, p
         todo_table = pa.table({"item_id": todo, "image_uri": [uri_by_id[i] for i in todo],
                                "image_sha256": [sha_by_id[i] for i in todo],
                                "cache_key": [key_by_id[i] for i in todo]})
-        new_by_id = _ground(runner, todo_table, vlm, prompt, cache, skips, progress)
-    if len(todo) >= ALL_FAILED_MIN and not new_by_id:  # a wrong model, a rotated key: nothing to publish ungrounded
+        new_by_id, asked = _ground(runner, todo_table, vlm, prompt, cache, skips, progress)
+    if len(asked) >= ALL_FAILED_MIN and not new_by_id:  # a wrong model, a rotated key: nothing to publish ungrounded
         why = skips.reasons()
-        raise UserError(f"the VLM grounded none of the {len(todo)} image(s) it was given "
-                        f"(e.g. {why.get(todo[0], 'no answer')}); nothing was published: check vlm.model and "
+        raise UserError(f"the VLM grounded none of the {len(asked)} image(s) it was given "
+                        f"(e.g. {why.get(asked[0], 'no answer')}); nothing was published: check vlm.model and "
                         f"its endpoint or key; a catalog that is not to be grounded is given without images")
     with timed("cache_compact"):
         cache.compact()
@@ -190,6 +195,7 @@ def _reparsed(cached: dict | None, prompt: PromptConfig) -> dict | None:
     return {**cached, "vlm_fields": fields, "parse_ok": ok, "parse_error": error}
 
 
+VLM_ERROR = "VLM "  # how the reason of an image the VLM was given and did not ground begins (not a decode's)
 # A run whose VLM grounds none of at least this many images stops (a few new items failing in a
 # nightly run are published from their catalog text and asked again next time).
 ALL_FAILED_MIN = 20
@@ -215,24 +221,29 @@ def _hash_images(runner, ids: list[str], uris: list[str | None], skips: Skips, p
 
 
 def _ground(runner, todo: pa.Table, vlm: VLMConfig, prompt: PromptConfig, cache: GroundingCache, skips: Skips,
-            progress: bool) -> dict[str, dict]:
-    """Ground the images the cache lacks; each finished batch goes to the cache at once."""
+            progress: bool) -> tuple[dict[str, dict], list[str]]:
+    """Ground the images the cache lacks; each finished batch goes to the cache at once. The
+    new groundings, and the items whose image reached the VLM (not those that failed to
+    decode: 20 truncated files are no sign of a broken VLM)."""
     res = backend_class(vlm).resources(vlm, runner.gpus())
     kwargs = {"vlm": vlm.model_dump(mode="json"), "prompt": prompt.model_dump(mode="json")}
     new_by_id: dict[str, dict] = {}
+    asked: list[str] = []
     bar = tqdm(total=todo.num_rows, desc="ground (VLM)", unit="img", disable=not progress)
     for b in runner.map(todo, GroundImages, kwargs, vlm.batch_size, concurrency=res.actors,
                         num_gpus=res.gpus_per_actor):
         batch = batch_to_table(b)
         cache.append(batch)  # incremental: a crash keeps every finished batch
         for row in batch.to_pylist():
+            if not row["ground_error"] or row["ground_error"].startswith(VLM_ERROR):
+                asked.append(row["item_id"])
             if row["ground_error"]:
                 skips.add(row["item_id"], "ground", row["ground_error"])
             else:
                 new_by_id[row["item_id"]] = row
         bar.update(batch.num_rows)
     bar.close()
-    return new_by_id
+    return new_by_id, asked
 
 
 def groundings_table(items: pa.Table, rows: list[dict], prompt) -> pa.Table:

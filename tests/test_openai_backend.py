@@ -144,3 +144,40 @@ def test_a_vlm_that_grounds_nothing_fails_the_job_and_publishes_nothing(small_ca
     with pytest.raises(UserError, match=r"the VLM grounded none of the 6 image\(s\).*HTTP 401.*nothing was published"):
         run_job(load_job_config(None, overrides), progress=False)
     assert artifact.current_version(tmp_path / "o") is None
+
+
+def test_images_that_fail_to_decode_are_no_sign_of_a_broken_vlm_and_none_readable_stops_the_job(
+        small_catalog, tmp_path, vlm_server, monkeypatch):
+    """A truncated image passes the hash (its header reads) and fails to decode: counted as the
+    VLM grounding nothing, enough of them stopped the whole run. A wrong images_root (no image
+    readable at all) published and activated a text-only version instead."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    from groundrec.offline import ground
+    from groundrec.shared import artifact
+    from groundrec.shared.errors import UserError
+
+    _Handler.deny = False
+    monkeypatch.setattr(ground, "ALL_FAILED_MIN", 1)
+    photo = io.BytesIO()
+    Image.fromarray((np.random.default_rng(0).random((256, 256, 3)) * 255).astype(np.uint8)).save(photo, "JPEG")
+    (small_catalog["images_root"] / "cut.jpg").write_bytes(photo.getvalue()[:len(photo.getvalue()) * 6 // 10])
+    table = pq.read_table(small_catalog["path"])
+    only_truncated = tmp_path / "truncated.parquet"  # its header reads (hashed), its pixels do not (decode)
+    pq.write_table(table.filter(pc.equal(table.column("item_id"), "truncated")).set_column(
+        1, "image", pa.array(["cut.jpg"])), only_truncated)
+    overrides = {
+        "catalog.path": str(only_truncated), "catalog.images_root": str(small_catalog["images_root"]),
+        "out": str(tmp_path / "o"), "vlm.backend": "openai", "vlm.endpoint": vlm_server, "vlm.model": "served-vlm",
+        "vlm.max_retries": 0, "run.runner": "local", "export.enabled": False,
+    }
+    published = run_job(load_job_config(None, overrides), progress=False)  # recorded, published from its text
+    skipped = {r["item_id"]: r["reason"] for r in pq.read_table(published.version_dir / "skipped.parquet").to_pylist()}
+    assert "truncated" in skipped["truncated"] and artifact.current_version(tmp_path / "o") == published.version
+    empty = tmp_path / "no-images-here"
+    empty.mkdir()
+    wrong_root = {**overrides, "catalog.path": str(small_catalog["path"]), "catalog.images_root": str(empty)}
+    with pytest.raises(UserError, match=r"none of the 9 catalog images could be read .*images_root"):
+        run_job(load_job_config(None, wrong_root), progress=False)
+    assert artifact.current_version(tmp_path / "o") == published.version  # the last good version serves on
