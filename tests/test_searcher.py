@@ -138,10 +138,11 @@ def test_take_with_a_pick_widens_until_it_has_k():
     assert [r for r, _ in got] == [0, 8]
 
 
-def test_a_pick_that_can_never_fill_k_reads_a_bounded_head_not_the_catalog():
-    """max_per 1 over a column of two values can never fill k = 10: the head grew four-fold
-    until it held the whole catalog (with diversity, a catalog x catalog matrix: an H&M request
-    took gigabytes and seconds, and the compute process was killed as hung)."""
+def test_a_pick_that_can_never_fill_k_reads_the_ranking_in_linear_memory():
+    """max_per 1 over a column of two values can never fill k = 10: the head grows four-fold
+    until it holds the whole catalog, and with diversity ``select`` built a candidates x
+    candidates matrix of it (an H&M request took gigabytes and seconds, and the compute
+    process was killed as hung; here 200,000 candidates: 320 GB)."""
     scores = np.random.default_rng(0).random(200_000).astype(np.float32)
     brand = [np.arange(200_000) % 2]
     vectors = np.eye(200_000, 8, dtype=np.float32)
@@ -151,7 +152,12 @@ def test_a_pick_that_can_never_fill_k_reads_a_bounded_head_not_the_catalog():
         seen.append(len(ranked))
         return ranking.select(ranked, k, brand, [1], vectors, diversity=0.3)
     got = Searcher.take(scores, 10, pick)
-    assert seen == [40, 160, 640] and len(got) == 2 and len({int(brand[0][r]) for r, _ in got}) == 2
+    assert seen[-1] == 200_000 and len(got) == 2 and len({int(brand[0][r]) for r, _ in got}) == 2
+    fillable = [np.arange(200_000) % 12]  # 12 brands, each first found far down the ranking: filled, as before
+    order = np.argsort(-scores)
+    fillable[0][order[:5_000]] = 0
+    got = Searcher.take(scores, 10, lambda ranked, k: ranking.select(ranked, k, fillable, [1]))
+    assert len(got) == 10
 
 
 @settings(max_examples=100, deadline=None)

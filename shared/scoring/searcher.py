@@ -28,7 +28,6 @@ from groundrec.shared.scoring import ranking
 
 Ranked = list[tuple[int, float]]
 HEAD = 4  # a pick takes its k from the best HEAD x k, widened HEAD-fold while that is not enough
-MAX_WIDENINGS = 3  # heads of 4k, 16k and 64k at most (``take``)
 
 
 def best_of(vectors: np.ndarray, profiles: np.ndarray) -> np.ndarray:
@@ -109,19 +108,18 @@ class Searcher:
     def take(scores: np.ndarray, k: int, pick=None) -> Ranked:
         """The best ``k`` of a final score vector; with ``pick`` (``ranking.select``: max_per,
         diversity) the k it takes from a widening head of the ranking (``HEAD`` x k first, then
-        ``HEAD`` times as wide while short, at most ``HEAD ** MAX_WIDENINGS`` x k). Bounded on
-        purpose: a pick that can never fill k (max_per over a column of fewer values than k)
-        leaves the list short instead of scanning the whole catalog."""
+        ``HEAD`` times as wide while short, up to the whole ranking: a list that can be filled
+        is). A pick that can never fill k reads the whole ranking once, in time and memory
+        linear in it (``ranking.select``)."""
         if not pick:
             return ranking.top_k(scores, k)
         wide = HEAD * k
-        for _ in range(MAX_WIDENINGS):
+        while True:
             head = ranking.top_k(scores, wide)
             picked = pick(head, k)
             if len(picked) == k or len(head) < wide:
-                break
+                return picked
             wide *= HEAD
-        return picked
 
     # --- places kept for new items ------------------------------------------------------
     def needs_new(self, ranked: Ranked, slots: int) -> int:
