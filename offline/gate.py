@@ -219,7 +219,8 @@ def run_gate(mode: str, root: Path, inter: Interactions | None, item_ids: list[s
         cutoff, until = cutoff_of(manifest), learned_until(manifest)
     except (OSError, ValueError) as e:  # the serving version is broken: nothing sound to keep serving
         return GateDecision(mode, True, f"the serving version {serving} could not be read ({e}): activated", serving)
-    newest = float(inter.ts.max()) if len(inter.ts) else None
+    read = (catalog[0] if catalog else inter).ts  # every interaction on the catalog, published items or not
+    newest = float(read.max()) if len(read) else None
     if until is not None and (newest is None or newest + 1e-3 < until):  # an older snapshot, or another job's newer
         # data (a millisecond's slack: a window's end is written rounded up to the microsecond)
         return GateDecision(mode, False, f"this job's interactions end {_iso(newest) if newest else '(none)'}, before "

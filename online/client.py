@@ -39,11 +39,18 @@ def _raise_for(response: httpx.Response) -> None:
     raise GroundrecError(response.status_code, str(message))
 
 
-def _readiness(r: httpx.Response) -> dict:
-    """/readyz's answer (200 ready, 503 not yet: both are answers here, never errors)."""
-    if r.status_code not in (200, 503):
-        _raise_for(r)
-    return r.json()
+def _readiness(r: httpx.Response | Exception) -> dict:
+    """/readyz's answer (200 ready, 503 not yet: both are answers here), or not ready with the
+    reason when no server answered it (starting, gone) or something else did (a proxy's page)."""
+    if isinstance(r, Exception):
+        return {"ready": False, "reason": f"no answer: {type(r).__name__}: {r}"}
+    try:
+        body = r.json()
+    except ValueError:
+        body = None
+    if r.status_code in (200, 503) and isinstance(body, dict):
+        return body
+    return {"ready": False, "reason": f"HTTP {r.status_code}: {r.text[:200]}"}
 
 
 class _Http:
@@ -93,7 +100,10 @@ class Client(_Http):
     def ready(self) -> dict:
         """GET /readyz, once, never raised for: ``ready`` (bool), the version serving and, when
         not ready, the ``reason``."""
-        return _readiness(self._http.get("/readyz"))
+        try:
+            return _readiness(self._http.get("/readyz"))
+        except httpx.TransportError as e:
+            return _readiness(e)
 
     def thumbnail(self, item_id: str) -> bytes:
         """The item's thumbnail (GET /items/{id}/thumbnail): WebP bytes, or the page's SVG
@@ -197,7 +207,10 @@ class AsyncClient(_Http):
         raise AssertionError("unreachable")
 
     async def ready(self) -> dict:
-        return _readiness(await self._http.get("/readyz"))
+        try:
+            return _readiness(await self._http.get("/readyz"))
+        except httpx.TransportError as e:
+            return _readiness(e)
 
     async def thumbnail(self, item_id: str) -> bytes:
         return await self._call("GET", _item_path(item_id, "/thumbnail"), raw=True)

@@ -102,6 +102,8 @@ class RemoteServing:
     def _refill(self) -> None:
         """Start a standby in the background (a failure is logged; the next death then waits)."""
         def run():
+            if self._closed:  # retired meanwhile: no version loaded for nobody
+                return
             popularity = self._popularity
             try:
                 child = self._started(popularity)
@@ -167,7 +169,7 @@ class RemoteServing:
 
     def check_live(self, arg: tuple[list, bool]) -> None:
         # a write group's checks (tens of microseconds a field): given time by its size, never taken for a hang
-        return self._call("check_live", arg, 60.0 + 0.001 * len(arg[0]))
+        return self._call("check_live", arg, self.limits.compute_timeout_s + 0.001 * len(arg[0]))
 
     def item(self, item_id: str) -> dict:
         return self._call("item", item_id)

@@ -91,9 +91,8 @@ class VersionHolder:
         return [b for b in self._every() if b.alive]
 
     def apply_live(self, items: list) -> None:
-        """Apply live items to every loaded version (the current one and the pinned arms), alive
-        or not (a compute backend starts its next child with every live item it was given); a
-        pinned arm's failure is logged and skipped (``live_checks.apply_everywhere``)."""
+        """Apply live items to every loaded version (current, pinned arms), alive or not (a compute backend
+        starts its next child with them); a pinned arm's failure is skipped (``apply_everywhere``)."""
         with self._live_lock:
             for item in items:
                 self.live[item.item_id] = item
@@ -215,7 +214,10 @@ class VersionHolder:
             self._with_live(serving)
             previous, self.current = self.current, serving
         if self._popularity is not popularity:  # refreshed while it loaded (set_popularity skipped it)
-            serving.set_popularity(self._popularity)
+            try:
+                serving.set_popularity(self._popularity)
+            except Exception as e:  # the next refresh brings it; the swap is done and the old version retires
+                log.error("version %s: the refreshed popularity was not applied: %s", wanted, e)
         self._mark()  # at once: gc reads it (the collection below can take a while under load)
         if previous is not None:  # closed (a compute process stopped) once batches begun on it are done
             self._retired.append((time.monotonic(), previous))

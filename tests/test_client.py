@@ -219,3 +219,5 @@ def test_readiness_and_thumbnails_through_both_clients(published):
             async with AsyncClient(url) as a:
                 return await a.ready(), await a.thumbnail(item)
         assert asyncio.run(both()) == (ready, thumb)
+    gone = Client(url, timeout=2).ready()  # the server stopped: an answer, not an exception
+    assert gone["ready"] is False and "no answer" in gone["reason"]
