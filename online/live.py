@@ -24,7 +24,6 @@ from groundrec.online.flat_scores import grown
 from groundrec.shared.artifact import WINDOW_INTERACTIONS
 from groundrec.shared.errors import UserError
 from groundrec.shared.live_items import CONTROL, LiveItem, patched, record, shown
-from groundrec.shared.scoring import ranking
 from groundrec.shared.scoring.collab import index_rows
 from groundrec.shared.scoring.searcher import Popularity
 from groundrec.shared.sequence_encoder import item_inputs
@@ -46,6 +45,7 @@ class LiveOverlay:
         self.first_seen: dict[str, float] = {}  # live items' first PUT (changed first_seen_changes times)
         self.first_seen_changes = 0
         self.removed: set[int] = set()
+        self.textless: set[int] = set()  # rows with no text to embed (an image alone, not grounded yet): never shown
         self._expiring: list[tuple[float, int]] = []  # (available_until, row): a heap
         self._until: dict[int, float] = {}  # a row's available_until now (older heap entries are stale)
         self.states: dict[str, LiveItem] = {}  # the state applied last per item
@@ -76,7 +76,7 @@ class LiveOverlay:
         """Whether ``row`` may be shown (``hidden``, ``available_until``; an end in the heap is not pushed again)."""
         self.removed.discard(row)
         before = self._until.pop(row, None)
-        if not shown(fields, now):
+        if not shown(fields, now) or row in self.textless:
             self.removed.add(row)
         elif fields.get("available_until") is not None:
             self._until[row] = float(fields["available_until"])
@@ -162,7 +162,7 @@ class LiveOverlay:
             for item, old, row, _ in in_place:
                 self._rule(old, {c: item.fields.get(c, row.get(c)) for c in CONTROL}, now)
         if rows:
-            self._append(rows, olds, content, table, now)
+            self._append(rows, olds, content, table, now, texts)
         for item, old in quick:
             if item.deleted:
                 self.deleted.add(item.item_id)
@@ -199,7 +199,7 @@ class LiveOverlay:
                 computed[rows[n][0].item_id] = out[n]
         return out
 
-    def _append(self, rows, olds, content: np.ndarray, table: pa.Table, now: float) -> None:
+    def _append(self, rows, olds, content: np.ndarray, table: pa.Table, now: float, texts: list[str]) -> None:
         r, v = self.r, self.r.v
         n, k = v.index.ntotal, len(rows)
         new = np.arange(n, n + k)
@@ -230,7 +230,9 @@ class LiveOverlay:
         # the item table, ids and rows
         table = pa.concat_tables([v.items, table])
         v.items = table.combine_chunks() if table.column(0).num_chunks > COMBINE_CHUNKS else table
-        for (item, rec), row, o in zip(rows, new, olds):
+        for (item, rec), row, o, text in zip(rows, new, olds, texts):
+            if not text:  # its vector would be the empty text's, shared by every such item: in no answer until the job
+                self.textless.add(int(row))
             if o is not None and o < self.n_version:
                 self._published[item.item_id] = o  # a patch is over the published row
             v.item_ids.append(item.item_id)
@@ -278,23 +280,3 @@ class LiveOverlay:
         r.counts = counts
         ranker.popularity = Popularity.of(counts)
         r._groups.clear()
-
-
-def latest_items(r, k: int, seen: set[int], allowed: np.ndarray | None, pick) -> list[tuple[int, float]]:
-    """A retriever's items by when each first appeared, newest first, scored by that time: a
-    live item's first PUT, else the version's ``first_seen`` column (its first interaction in
-    the job's window); items with neither last, in row order (cached until the catalog changes)."""
-    n, live = r.v.index.ntotal, r.live
-    key = (n, live.first_seen_changes if live is not None else 0)
-    if getattr(r, "_latest", (None,))[0] != key:
-        when = np.full(n, -np.inf)
-        if "first_seen" in r.v.items.column_names:
-            first = r.v.items.column("first_seen").to_numpy(zero_copy_only=False).astype(np.float64)
-            when[:len(first)] = np.nan_to_num(first, nan=-np.inf)
-        for item_id, t in (live.first_seen.items() if live is not None else ()):
-            when[r.v.row_of[item_id]] = t
-        r._latest = (key, np.argsort(-when, kind="stable"), np.where(np.isfinite(when), when, 0.0))
-    _, order, when = r._latest
-    usable = ((int(i), float(when[i])) for i in order if i not in seen and (allowed is None or allowed[i]))
-    return ranking.picked_from(usable, k, pick)
-

@@ -11,9 +11,9 @@ from typing import Literal
 import numpy as np
 
 from groundrec.online.filters import allowed_rows, group_codes
-from groundrec.online.live import LiveOverlay, latest_items
+from groundrec.online.live import LiveOverlay
 from groundrec.online.profiling import Profiles
-from groundrec.online.search import IndexSearch
+from groundrec.online.search import IndexSearch, latest_items
 from groundrec.online.schemas import UserQuery
 from groundrec.shared.artifact import WINDOW_INTERACTIONS
 from groundrec.online.version import LoadedVersion

@@ -3,7 +3,8 @@ index's vectors held transposed for exact scoring, FAISS with an ID selector and
 over-fetched candidate list for an approximate one, a selective filter on an approximate
 index scored exactly over the items it passes, and the new items' vectors for their places.
 Everything that ranks (exclusion, prior, top-k, places, merging) is the searcher's; this module
-only asks the index for scores or candidates."""
+only asks the index for scores or candidates. ``latest_items``: the items by when each first
+appeared (``/latest``), live items by their first PUT."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ import numpy as np
 
 from groundrec.online.flat_scores import FlatScores
 from groundrec.online.version import LoadedVersion
+from groundrec.shared.scoring import ranking
 from groundrec.shared.scoring.collab import index_rows
 from groundrec.shared.scoring.searcher import Ask, Searcher, best_of
 
@@ -151,3 +153,22 @@ def _search_params(index: faiss.Index, selector) -> faiss.SearchParameters:
     if isinstance(index, faiss.IndexHNSW):
         return faiss.SearchParametersHNSW(sel=selector, efSearch=index.hnsw.efSearch)
     return faiss.SearchParameters(sel=selector)
+
+
+def latest_items(r, k: int, seen: set[int], allowed: np.ndarray | None, pick) -> list[tuple[int, float]]:
+    """A retriever's items by when each first appeared, newest first, scored by that time: a
+    live item's first PUT, else the version's ``first_seen`` column (its first interaction in
+    the job's window); items with neither last, in row order (cached until the catalog changes)."""
+    n, live = r.v.index.ntotal, r.live
+    key = (n, live.first_seen_changes if live is not None else 0)
+    if getattr(r, "_latest", (None,))[0] != key:
+        when = np.full(n, -np.inf)
+        if "first_seen" in r.v.items.column_names:
+            first = r.v.items.column("first_seen").to_numpy(zero_copy_only=False).astype(np.float64)
+            when[:len(first)] = np.nan_to_num(first, nan=-np.inf)
+        for item_id, t in (live.first_seen.items() if live is not None else ()):
+            when[r.v.row_of[item_id]] = t
+        r._latest = (key, np.argsort(-when, kind="stable"), np.where(np.isfinite(when), when, 0.0))
+    _, order, when = r._latest
+    usable = ((int(i), float(when[i])) for i in order if i not in seen and (allowed is None or allowed[i]))
+    return ranking.picked_from(usable, k, pick)

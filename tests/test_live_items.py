@@ -206,6 +206,26 @@ def test_a_live_item_the_template_renders_empty_is_embedded_from_its_catalog_tex
     assert r.search("walrus umbrella", k=3).items[0].item_id == "tpl-1"
 
 
+def test_a_live_item_with_an_image_and_no_text_is_in_no_answer_until_it_has_text(serving):
+    """Its text renders empty until the next job grounds the image: embedded from "", every
+    such item sat at one vector, shown to everyone. It is kept (GET shows it, not shown) and
+    a text given later makes it an item like any other."""
+    s0, pub = serving
+    vid = artifact.current_version(pub["artifacts"])
+    s = build_serving(ServeConfig(artifacts=pub["artifacts"], events="none", compute="thread"), vid,
+                      artifact.locate(pub["artifacts"], vid))
+    r = s.retriever
+    s.apply_live(([_live("pic-1", 5001, image="pic-1.jpg"), _live("pic-2", 5002, image="pic-2.jpg")], None))
+    listed = lambda q: [x.item_id for x in r.recommend(RecommendRequest(history=[], text=q, k=70)).items]  # noqa: E731
+    assert not {"pic-1", "pic-2"} & set(listed("a red striped dress"))
+    assert s.item("pic-1")["shown"] is False
+    s.apply_live(([LiveItem("pic-1", {"image": "pic-1.jpg", "hidden": False}, False, None, 5003.0, 5003)], None))
+    assert s.item("pic-1")["shown"] is False  # a rule cannot show it: it has no text yet
+    s.apply_live(([LiveItem("pic-1", {"image": "pic-1.jpg", "title": "walrus raincoat"}, True, 5001.0, 5004.0, 5004)],
+                  None))
+    assert s.item("pic-1")["shown"] is True and listed("walrus raincoat")[0] == "pic-1"
+
+
 def test_an_item_the_job_hid_stays_hidden_through_a_text_patch_and_then_an_end_of_sale(serving):
     """A patch of its title appends a re-embedded row (still hidden: the version's rule); an
     end of sale patched after it read the version's rules at the new row, found none, and
