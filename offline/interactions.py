@@ -90,6 +90,14 @@ def load_interactions(ic: InteractionsConfig, item_rows: dict[str, int]) -> Inte
     items = [item_rows.get(i) for i in pc.cast(table.column(ic.item_column), pa.string()).to_pylist()]
     users = pc.cast(table.column(ic.user_column), pa.string()).to_pylist()
     keep = [n for n, i in enumerate(items) if i is not None and users[n] is not None]
+    if items and len({items[n] for n in keep}) < 2:  # found now, not after the job's hours of grounding
+        other = next((n for n, i in enumerate(items) if i is None), None)
+        example = "" if other is None else (f", e.g. {table.column(ic.item_column)[other].as_py()!r} is no catalog "
+                                            f"id (catalog ids look like {next(iter(item_rows), '')!r})")
+        raise UserError(f"interactions {ic.path}: {len(keep)} of {len(items)} rows name an item of the catalog "
+                        f"({len({items[n] for n in keep})} distinct; at least 2 are needed){example}; check "
+                        f"interactions.item_column ({ic.item_column!r}) and that its ids are written as the "
+                        f"catalog's (leading zeros, a number read as text)")
     user_ids = sorted({users[n] for n in keep})
     code = {u: c for c, u in enumerate(user_ids)}
     return Interactions(np.array([code[users[n]] for n in keep], dtype=np.int64),

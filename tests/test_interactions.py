@@ -48,3 +48,14 @@ def test_a_csv_of_epoch_seconds_loads(tmp_path):
     got = load_interactions(InteractionsConfig(path=str(path), user_column="user", item_column="item",
                                                timestamp_column="ts"), {"0108775015": 0, "b": 1})
     assert got.ts.tolist() == [DAY, DAY + 5] and got.items.tolist() == [0, 1] and got.dropped_unknown_items == 1
+
+
+def test_interactions_that_name_no_catalog_item_stop_the_job_before_any_work(tmp_path):
+    """Integer item ids (108775015) against the catalog's text ids (0108775015): every row was
+    dropped silently, and the job failed in its learn stage, after the VLM had run."""
+    path = tmp_path / "interactions.csv"
+    path.write_text(f"user,item,ts\nu1,108775015,{DAY}\nu2,108775016,{DAY + 5}\n")
+    cfg = InteractionsConfig(path=str(path), user_column="user", item_column="item", timestamp_column="ts")
+    with pytest.raises(UserError, match=r"0 of 2 rows name an item of the catalog .* '?108775015'? is no catalog id "
+                                        r"\(catalog ids look like '0108775015'\).*leading zeros"):
+        load_interactions(cfg, {"0108775015": 0, "0108775016": 1})
