@@ -9,8 +9,9 @@ from dataclasses import dataclass
 _SYNONYMS = {"color": "colour", "colours": "colour", "colors": "colour", "target": "target_group",
              "gender": "target_group", "audience": "target_group", "type": "category",
              "product_type": "category", "fabric": "material", "occasions": "occasion"}
-_LINE = re.compile(r"^\s*[-*•]?\s*\**([A-Za-z][A-Za-z _-]{0,40}?)\**\s*[:=]\s*(.+?)\s*$")
+_LINE = re.compile(r"^\s*[-*•]?\s*[*_]*([A-Za-z][A-Za-z _-]{0,40}?)[*_]*\s*[:=]\s*(.+?)\s*$")
 _JSON = re.compile(r"\{.*\}", re.S)
+_WRAPPING = " \t\"'*_`"
 
 
 @dataclass(frozen=True)
@@ -30,7 +31,8 @@ def _clean(value: object) -> str | None:
         return None
     if isinstance(value, (list, tuple)):
         value = ", ".join(str(v) for v in value)
-    text = str(value).strip().strip("\"'").strip().rstrip(".,;").strip()
+    # quotes and Markdown emphasis around it (a chat model's "**Colour:** navy" left "** navy")
+    text = str(value).strip(_WRAPPING).rstrip(".,;").strip(_WRAPPING)
     return text or None
 
 

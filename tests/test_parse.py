@@ -27,3 +27,12 @@ def test_garbage_and_empty_do_not_raise():
     assert parse_structured("knitted� pin ategoryBlak {not json", FIELDS).ok is False
     empty = parse_structured("   ", FIELDS)
     assert empty.ok is False and empty.error == "empty answer"
+
+
+def test_markdown_emphasis_around_a_value_or_a_key_is_not_part_of_it():
+    """A chat model's "**Colour:** navy" gave "** navy": stored, embedded and published so (a
+    filter colour == navy missed it), and counted as parsed."""
+    p = parse_structured("**Colour:** navy\n- **Category**: *dress*.\n__Pattern__: `striped`",
+                         ["colour", "category", "pattern"])
+    assert p.ok and p.fields == {"colour": "navy", "category": "dress", "pattern": "striped"}
+    assert parse_structured('{"category": "t_shirt"}', ["category"]).fields == {"category": "t_shirt"}
