@@ -40,6 +40,12 @@ def load_catalog(cfg: CatalogConfig) -> pa.Table:
         )
     if table.num_rows == 0:
         raise CatalogError(f"catalog {cfg.path} is empty: nothing to ground")
+    nested = [c for c in (cfg.id_column, *cfg.text_columns, cfg.image_column) if c in table.column_names
+              and pa.types.is_nested(table.schema.field(c).type)]
+    if nested:  # a cast to text would fail deep in the job with Arrow's own error
+        raise CatalogError(f"catalog {cfg.path}: column(s) {nested} hold lists or records "
+                           f"({[str(table.schema.field(c).type) for c in nested]}); the id, text and image columns "
+                           f"take one value per item: join a list into one text column (e.g. 'red, sale') first")
     ids = pc.cast(table.column(cfg.id_column), pa.string())
     if ids.null_count:
         raise CatalogError(f"catalog {cfg.path}: {ids.null_count} row(s) have no {cfg.id_column!r}")

@@ -110,3 +110,12 @@ def test_images_under_an_object_store_root_keep_their_uri(tmp_path):
     r = CliRunner().invoke(app, ["offline", "run", "--catalog", str(tmp_path / "none.parquet"), "--out",
                                  str(tmp_path / "o"), "--images-root", "gs://bucket/images"])
     assert "gs:/bucket" not in r.output  # the URI reaches the job as given (it fails on the missing catalog)
+
+
+def test_a_list_text_column_is_refused_naming_it_and_what_to_do(tmp_path):
+    """A JSONL catalog's tags as a list, named among the text columns: Arrow's own error (a
+    traceback, exit 1) deep in the read stage."""
+    p = _write(tmp_path, [{"item_id": "a", "image": "a.jpg", "title": "t", "description": "d", "tags": ["red", "sale"]}])
+    with pytest.raises(CatalogError, match=r"column\(s\) \['tags'\] hold lists or records.*join a list"):
+        load_catalog(CatalogConfig(path=p, text_columns=["title", "tags"]))
+    assert load_catalog(CatalogConfig(path=p)).column("tags").to_pylist() == [["red", "sale"]]  # not named: kept
