@@ -24,6 +24,8 @@ MAX_PIXELS = 40_000_000  # 8000 x 5000; a product photo is far smaller
 DEEP_GREY = ("I;16", "I;16L", "I;16B", "I;16N", "I", "F")  # greyscale of more than 8 bits a pixel
 MAX_BYTES = 50 * 1024 * 1024
 REMOTE_TIMEOUT_S = 20.0
+RETRY_STATUS = frozenset({408, 429, 500, 502, 503, 504})  # an image URL's answers worth a second try
+HTTP_TRIES, HTTP_BACKOFF_S = 3, 0.5
 Image.MAX_IMAGE_PIXELS = MAX_PIXELS
 
 
@@ -37,13 +39,33 @@ class LoadedImage:
     image: Image.Image
 
 
+class _Transient(BadImage):
+    """A failure a second try may not meet (a CDN's 503, a connection reset mid-image)."""
+
+
 def _read_http(uri: str) -> bytes:
+    """The image at an http(s) URL; a transient failure (``RETRY_STATUS``, a connection
+    dropped mid-image) is tried again ``HTTP_TRIES`` times in all, with a backoff: one CDN
+    error left a grounded item ungrounded (its hash, hence its cached grounding, unknown)."""
+    for attempt in range(HTTP_TRIES):
+        try:
+            return _get_http(uri)
+        except _Transient as e:
+            if attempt == HTTP_TRIES - 1:
+                raise BadImage(f"{e} (tried {HTTP_TRIES} times)") from None
+            time.sleep(HTTP_BACKOFF_S * 2 ** attempt)
+    raise AssertionError("unreachable")
+
+
+def _get_http(uri: str) -> bytes:
     import httpx
 
     try:
         with httpx.stream("GET", uri, timeout=REMOTE_TIMEOUT_S, follow_redirects=True) as r:
             if r.status_code == 404:
                 raise BadImage(f"image not found (HTTP 404): {uri}")
+            if r.status_code in RETRY_STATUS:
+                raise _Transient(f"cannot read image: {uri}: HTTP {r.status_code}")
             if r.status_code >= 400:
                 raise BadImage(f"cannot read image: {uri}: HTTP {r.status_code}")
             chunks, size = [], 0
@@ -60,6 +82,8 @@ def _read_http(uri: str) -> bytes:
         raise BadImage(f"cannot connect to the image's host (refused or unreachable): {uri}: {e}") from None
     except httpx.TimeoutException:
         raise BadImage(f"timed out after {REMOTE_TIMEOUT_S:g} s reading image: {uri}") from None
+    except (httpx.ReadError, httpx.RemoteProtocolError) as e:  # dropped mid-answer: a reset, a closed connection
+        raise _Transient(f"cannot read image: {uri}: {type(e).__name__}: {e}") from None
     except httpx.HTTPError as e:
         raise BadImage(f"cannot read image: {uri}: {type(e).__name__}: {e}") from None
     except BadImage:

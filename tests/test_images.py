@@ -192,3 +192,37 @@ def test_deep_greyscale_transparency_and_exif_orientation_are_decoded_as_a_perso
     data = io.BytesIO()
     photo.save(data, "JPEG", exif=exif)
     assert images.decode(data.getvalue()).size == (20, 40)
+
+
+def test_a_transient_http_error_is_tried_again_and_a_lasting_one_recorded(monkeypatch):
+    """One 503 from a CDN left an item ungrounded for a night (its hash, hence its cached
+    grounding, unknown); a 503 on every try is recorded with how often it was tried."""
+    import threading
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    monkeypatch.setattr(images, "HTTP_BACKOFF_S", 0.01)
+    body, asked = jpeg_bytes(), []
+
+    class Flaky(BaseHTTPRequestHandler):
+        def do_GET(self):
+            asked.append(self.path)
+            fail = self.path == "/always.jpg" or asked.count(self.path) == 1
+            self.send_response(503 if fail else 200)
+            self.send_header("Content-Length", "0" if fail else str(len(body)))
+            self.end_headers()
+            if not fail:
+                self.wfile.write(body)
+
+        def log_message(self, *args):
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Flaky)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    url = f"http://127.0.0.1:{server.server_address[1]}"
+    try:
+        assert images.read_bytes(url + "/once.jpg") == body and asked.count("/once.jpg") == 2
+        with pytest.raises(images.BadImage, match=r"HTTP 503 \(tried 3 times\)"):
+            images.read_bytes(url + "/always.jpg")
+        assert asked.count("/always.jpg") == 3
+    finally:
+        server.shutdown()
