@@ -70,6 +70,20 @@ def test_resolve_vlm_local_dir_and_offline_hub_name(tiny_vlm, tmp_path, monkeypa
         resolve_vlm("some-org/never-downloaded-vlm")
 
 
+def test_the_check_refuses_a_model_that_does_not_read_images_before_any_work(tiny_vlm, tmp_path):
+    """A text-only model (or a sentence encoder) has a config.json too: it passed, and failed
+    inside the ground actors after every image was hashed, as a traceback."""
+    from groundrec.offline.config import load_job_config
+
+    cfg = load_job_config(None, {"catalog.path": "c.parquet", "vlm.model": str(tiny_vlm("llava"))}).vlm
+    HFVLM.check(cfg)  # a real image-text-to-text architecture
+    text_only = tmp_path / "bert"
+    text_only.mkdir()
+    (text_only / "config.json").write_text('{"model_type": "bert"}')
+    with pytest.raises(VLMUnavailable, match="'bert' model, not one that reads images"):
+        HFVLM.check(cfg.model_copy(update={"model": str(text_only)}))
+
+
 def test_fingerprint_changes_when_weights_change(tiny_vlm, tmp_path):
     import shutil
 

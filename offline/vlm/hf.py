@@ -7,7 +7,8 @@ from typing import TYPE_CHECKING, Literal
 
 from pydantic import Field
 
-from groundrec.offline.vlm.base import Resources, VLMSettings, hub_commit, model_fingerprint, resolve_vlm
+from groundrec.offline.vlm.base import (Resources, VLMSettings, VLMUnavailable, _how_to_fix, hub_commit, model_fingerprint,
+                                        resolve_vlm)
 
 if TYPE_CHECKING:
     from PIL import Image
@@ -45,7 +46,20 @@ class HFVLM:
 
     @staticmethod
     def check(cfg: HFVLMConfig) -> None:
-        resolve_vlm(cfg.model, cfg.revision)
+        """The model is there and is an image-text-to-text one (a text-only model or a sentence
+        encoder has a config.json too, and failed inside the ground actors, after the hashing)."""
+        import json
+
+        from transformers.models.auto.modeling_auto import MODEL_FOR_IMAGE_TEXT_TO_TEXT_MAPPING_NAMES as VLMS
+
+        path = resolve_vlm(cfg.model, cfg.revision)
+        try:
+            kind = json.loads((Path(path) / "config.json").read_text()).get("model_type")
+        except (OSError, ValueError) as e:
+            raise VLMUnavailable(f"VLM {cfg.model}: its config.json cannot be read: {e}") from None
+        if kind not in VLMS:
+            raise VLMUnavailable(f"VLM {cfg.model} is a {kind!r} model, not one that reads images and writes text "
+                                 f"(image-text-to-text: e.g. qwen2_vl, smolvlm, llava); " + _how_to_fix(cfg.model))
 
     def generate(self, images: list[Image.Image], prompt: PromptConfig) -> list[str | Exception]:
         """The batch at once; if the batch fails, image by image, so one bad item cannot sink others."""
