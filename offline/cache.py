@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import os
 import uuid
 from pathlib import Path
@@ -22,6 +23,8 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from groundrec.offline.vlm.registry import backend_class
+
+log = logging.getLogger("groundrec.offline")
 
 GROUNDING_SCHEMA = pa.schema([
     ("cache_key", pa.string()), ("image_sha256", pa.string()), ("vlm_text", pa.string()),
@@ -95,15 +98,28 @@ class ParquetCache:
             p.unlink(missing_ok=True)
 
     def _read(self, shard: Path) -> pa.Table | None:
+        """A shard's rows; None when it is gone (merged by a concurrent compaction) or unreadable
+        (a shard cut short by a crash: set aside as ``*.bad``, logged, and its rows recomputed;
+        every later run failed on it)."""
         try:
             return pq.read_table(shard, schema=self.schema)
         except FileNotFoundError:
+            return None
+        except (pa.ArrowException, OSError) as e:
+            log.warning("cache shard %s cannot be read (%s: %s): set aside as .bad, its rows will be recomputed",
+                        shard, type(e).__name__, e)
+            try:
+                os.replace(shard, shard.with_name(shard.name + ".bad"))
+            except OSError:
+                pass
             return None
 
     def _write(self, table: pa.Table) -> None:
         name = f"shard-{uuid.uuid4().hex}.parquet"
         tmp = self.root / f".{name}.tmp"
         pq.write_table(table, tmp)
+        with open(tmp, "rb") as f:  # on disk before it is named: a crash leaves no empty shard behind
+            os.fsync(f.fileno())
         os.replace(tmp, self.root / name)
 
 

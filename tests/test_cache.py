@@ -79,3 +79,18 @@ def test_concurrent_compactions_lose_nothing_and_raise_nothing(tmp_path):
     assert not errors
     found = GroundingCache(tmp_path).lookup({f"k{n}" for n in range(12)})
     assert sorted(found.column("cache_key").to_pylist()) == sorted(f"k{n}" for n in range(12))
+
+
+def test_a_shard_cut_short_by_a_crash_is_set_aside_and_its_rows_recomputed_not_fatal(tmp_path):
+    """A zero-length shard (renamed into place before its bytes were on disk, then a power
+    cut) made every later run fail in the cache lookup with Arrow's error."""
+    from groundrec.offline.cache import EmbeddingCache
+
+    cache = EmbeddingCache(tmp_path)
+    cache.append(pa.table({"cache_key": ["a"], "vector": [[1.0, 2.0]]}))
+    broken = cache.root / "shard-0000.parquet"
+    broken.write_bytes(b"")
+    got = cache.get({"a", "b"})
+    assert list(got) == ["a"] and not broken.exists() and (cache.root / "shard-0000.parquet.bad").exists()
+    cache.compact(max_shards=0)  # a compaction reads every shard too
+    assert list(cache.get({"a"})) == ["a"]
