@@ -67,6 +67,20 @@ def test_temporal_split_has_no_leakage_and_counts_add_up(holdout):
         assert rel and not (rel & set(hist.tolist()))  # relevant items were never seen
 
 
+@pytest.mark.parametrize("holdout", ["last_n", "last_frac"])
+def test_a_basket_is_never_cut_by_a_per_user_temporal_split(holdout):
+    """Interactions at one moment (an invoice: 99.7% of retail's) were cut by a count: the
+    basket's first items (in the file's item-id order) history, the rest test."""
+    users = np.zeros(10, np.int64)
+    ts = np.array([1, 2, 3, 3, 3, 4, 4, 4, 4, 4], np.float64)  # baskets of 1, 1, 3 and 5 items
+    split = split_interactions(users, ts, SplitConfig(holdout=holdout, n=2, frac=0.2))
+    p = split.parts[0]
+    assert ts[p.test].tolist() == [4] * 5 and ts[p.valid].tolist() == [3] * 3 and ts[p.train].tolist() == [1, 2]
+    assert ts[p.train].max() < ts[p.valid].min() and ts[p.valid].max() < ts[p.test].min()
+    one = split_interactions(np.zeros(4, np.int64), np.full(4, 7.0), SplitConfig(holdout=holdout, n=2, frac=0.2))
+    assert len(one.parts[0].test) == 4 and not len(one.parts[0].train)  # one basket: nothing before it
+
+
 def test_random_split_ratios_and_seed():
     users, items, ts = _random_log()
     a = split_interactions(users, ts, SplitConfig(kind="random", seed=3))

@@ -58,11 +58,19 @@ def _temporal_parts(order: np.ndarray, ts: np.ndarray, cfg: SplitConfig) -> User
         distinct = np.unique(days)
         test_from = np.searchsorted(days, distinct[-1])
         valid_from = np.searchsorted(days, distinct[-2]) if len(distinct) > 1 else test_from
-    else:
+    else:  # a count of interactions, each cut moved back to the start of its moment: a basket stays whole
         size = cfg.n if cfg.holdout == "last_n" else max(1, int(np.ceil(cfg.frac * n)))
-        test_from = max(0, n - size)
-        valid_from = max(0, test_from - size)
+        test_from = _moment_start(ts, max(0, n - size))
+        valid_from = _moment_start(ts, max(0, test_from - size))
     return UserParts(order[:valid_from], order[valid_from:test_from], order[test_from:])
+
+
+def _moment_start(ts: np.ndarray, at: int) -> int:
+    """The first position (``ts`` sorted) with the timestamp of position ``at``: a cut there
+    keeps interactions made at one moment (a basket, an invoice) in one part. A cut inside one
+    showed its other items as history (4,023 of retail's 4,259 test users: the task became
+    completing a visible basket), and the file's order within it (item ids) chose which."""
+    return int(np.searchsorted(ts, ts[at], side="left")) if at < len(ts) else at
 
 
 def _random_parts(positions: np.ndarray, rng: np.random.Generator, ratios: tuple[float, float, float]) -> UserParts:
@@ -109,6 +117,7 @@ def split_interactions(users: np.ndarray, ts: np.ndarray, cfg: SplitConfig,
     if cfg.kind == "temporal":
         what = {"last_day": "last interaction day", "last_n": f"last {cfg.n} interaction(s)",
                 "last_frac": f"last {cfg.frac:.0%} of interactions"}[cfg.holdout]
+        what += "" if cfg.holdout == "last_day" else " (interactions at one moment kept in one part)"
         desc = (f"per-user temporal split: each user's {what} is test, the same amount before it "
                 "validation, the rest train")
     else:
