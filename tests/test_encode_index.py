@@ -4,7 +4,7 @@ import pyarrow as pa
 import pytest
 
 from groundrec.offline.encode import EncodeTexts, build_texts, embeddable, render, resolve_encoder
-from groundrec.offline.index import build_index, choose_nlist, profile_queries, recall_at_k
+from groundrec.offline.index import build_index, choose_nlist, profile_queries, recall_at_k, tied_recall
 from groundrec.offline.config import IndexConfig
 
 
@@ -83,3 +83,19 @@ def test_an_item_whose_template_renders_empty_gets_its_catalog_text_grounded_or_
     kept, texts, skipped = embeddable(table, "{vlm_colour}", ["title"], "item_id")
     assert kept.column("item_id").to_pylist() == ["a", "b"] and texts == ["Red dress", "Blue coat"]
     assert [s["item_id"] for s in skipped] == ["c"]
+
+
+def test_an_item_tied_with_the_k_th_counts_as_found_so_duplicates_do_not_drive_the_tuning():
+    """Groups of 12 items with one vector (identical texts): the exact search keeps 10 of a
+    group, HNSW 10 others of it, each as good; counted by id, recall read 0.84 and efSearch
+    went to its ceiling, 4096."""
+    rng = np.random.default_rng(0)
+    x = np.ascontiguousarray(np.repeat(_clustered(1_700), 12, axis=0)[:20_000])  # exact copies
+    index, report = build_index(x, IndexConfig(kind="hnsw", target_recall=0.95, recall_sample=300))
+    assert report.recall_at_k >= 0.95 and report.ef_search < 1024, report
+    q = profile_queries(x, 50, rng)
+    exact = faiss.IndexFlatIP(x.shape[1])
+    exact.add(x)
+    kth = exact.search(q, 10)[0][:, -1]
+    assert tied_recall(exact.search(q, 10)[1], kth, q, x) == 1.0
+    assert tied_recall(np.full((50, 10), -1), kth, q, x) == 0.0
