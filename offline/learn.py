@@ -127,6 +127,7 @@ class JobScorer:
         self.fits: dict[tuple[float, float], collab.CollabModel] = {}
         self.projections: dict[int, collab.Projection] = {}
         self.new = new_items(counts_of_rows(self.train, len(content)))  # new items: no interaction in the training part
+        self.has_new = len(self.new) > 0
         self.slices = user_slices(held_out.targets_by_user, self.new)  # what the width rule judges apart
 
     def fitted(self, reg: float, dropout: float) -> collab.CollabModel:

@@ -105,6 +105,7 @@ class HybridScorer(Protocol):
 
     content_dim: int
     slices: dict[str, np.ndarray]
+    has_new: bool  # whether any item has no training interaction (else a lift or a place changes no list)
 
     def hybrid(self, reg: float, dropout: float, half_life: float, weights: list[float]) -> list[np.ndarray]:
         """Per-user scores of content + each weight x the collaborative model (reg, dropout)
@@ -167,12 +168,16 @@ def tune_fresh(grid: CollabGrid, scorer: HybridScorer, choice: HybridChoice,
     of new items whose validation score is within one standard error of the best (all the
     exposure that costs nothing measurable), then as many places kept for them as that rule
     allows. A lift is in the scores' own units, so a setting of another width (eval's row at
-    full width) has its own."""
-    fresh = search({"fresh_weight": grid.fresh_weight},
+    full width) has its own. Where validation has no new item nothing can be measured (every
+    lift scores the same, and the largest, widened, was published: 11.1, which would fill a
+    list with the live items added later): no lift and no place then."""
+    measurable = scorer.has_new
+    fresh = search({"fresh_weight": grid.fresh_weight if measurable else [0.0]},
                    lambda points: scorer.published(choice, [(p["fresh_weight"], 0) for p in points]),
-                   simplest="fresh_weight", simplest_is_largest=True, widenings=grid.widenings, section=section)
+                   simplest="fresh_weight", simplest_is_largest=True, widenings=grid.widenings if measurable else 0,
+                   section=section)
     choice = replace(choice, fresh_weight=float(fresh.chosen["fresh_weight"]))
-    slots = search({"fresh_slots": grid.fresh_slots},
+    slots = search({"fresh_slots": grid.fresh_slots if measurable else [0]},
                    lambda points: scorer.published(choice, [(choice.fresh_weight, p["fresh_slots"]) for p in points]),
                    simplest="fresh_slots", simplest_is_largest=True, section=section)
     # the score of the setting as published: its lift and kept places in it (the manifest's, the summary's)

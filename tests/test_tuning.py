@@ -25,6 +25,7 @@ class Scorer:
                        "published": published or (lambda fw, slots: 0.5)}
         self.full, self.calls, self.content_dim = full, [], content_dim
         self.slices = slices if slices is not None else {}
+        self.has_new = True
 
     def hybrid(self, reg, dropout, half_life, weights):
         self.calls.append(("hybrid", (reg, dropout, half_life), list(weights)))
@@ -191,3 +192,16 @@ def test_the_width_is_judged_on_the_scorers_slices_too():
     four = tuning.width[1]
     assert four["rank"] == 4 and four["slices"]["cold"]["loss"] == pytest.approx(0.2) and not four["within"]
     assert four["slices"]["warm"]["loss"] == 0.0 and len(tuning.width_folds) == 2
+
+
+def test_without_a_new_item_in_validation_no_lift_and_no_place_are_published():
+    """Every lift then scores the same (nothing new to lift), and the rule's 'largest that costs
+    nothing measurable' published the widest, 11.1: a live item added later then swamped
+    every list. Nothing measured: none."""
+    scorer = Scorer(lambda reg, d, hl, w: 0.6 if w == 1.0 else 0.3, ranks={4: 0.595, 8: 0.6}, projected={4: 0.59},
+                    published=lambda fw, slots: 0.58)
+    scorer.has_new = False
+    choice, tuning = tune_hybrid(_grid(widenings=2), scorer, "collab")
+    assert (choice.fresh_weight, choice.fresh_slots) == (0.0, 0) and tuning.fresh.chosen == {"fresh_weight": 0.0}
+    scorer.has_new = True
+    assert tune_hybrid(_grid(widenings=2), scorer, "collab")[0].fresh_weight > 1.0  # alike scores: the largest

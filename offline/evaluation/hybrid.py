@@ -51,6 +51,7 @@ class EvalHybridScorer:
         self.content_dim = rep.vectors.shape[1]
         self.valid = runner.data.valid
         self.slices = user_slices(self.valid.relevant, new_items(runner.data.pop_valid))  # what the width rule judges apart
+        self.has_new = len(new_items(runner.data.pop_valid)) > 0
         self._content_scores: np.ndarray | None = None
         self._base: tuple[tuple, np.ndarray] | None = None  # the published scores of one choice
 
