@@ -117,7 +117,7 @@ def test_the_report_is_written_from_a_small_results_dict(tmp_path):
                      "valid_users": 10, "valid_users_dropped": 0, "catalog_items": 50, "ks": [5, 10],
                      "bootstrap": 100, "permutations": 100},
         "rows": [_row("VLM4Rec (mean + cosine)", "title", 0.4),
-                 _row("Random", "-", 0.1, vs_best={"significant": True, "p": 0.001}),
+                 _row("Random", "-", 0.1, vs_best={"significant": True, "p": 0.001, "p_holm": 0.003}),
                  _row("VLM4Rec (mean + cosine)", "vlm_free", 0.2, note="tiny random-weight VLM",
                       vs_best={"significant": False, "p": 0.3})],
         "pairwise": [{"a": "VLM4Rec (mean + cosine) / title", "b": "Random / -", "p": 0.001, "significant": True},
@@ -135,7 +135,7 @@ def test_the_report_is_written_from_a_small_results_dict(tmp_path):
     assert json.loads((tmp_path / "results.json").read_text()) == result
     md = (tmp_path / "report.md").read_text()
     assert "| VLM4Rec (mean + cosine) | title | 0.4000 [0.3900, 0.4100]" in md
-    assert "| Random | - | 0.1000 [0.0900, 0.1100]" in md and "**yes** (p=0.001)" in md
+    assert "| Random | - | 0.1000 [0.0900, 0.1100]" in md and "**yes** (p=0.001, Holm-adjusted 0.003)" in md
     assert "**not run**: no vision weights here" in md and "red / striped dress" in md  # a | would break the table
     verdict = md.split("## Verdict", 1)[1].split("\n## ", 1)[0]
     assert "Best content-based system vs best baseline" in verdict and "higher, significant" in verdict

@@ -18,7 +18,7 @@ def _sig(row: dict) -> str:
     vs = row.get("vs_best")
     if vs is None:
         return "best"
-    return f"{'**yes**' if vs['significant'] else 'no'} (p={vs['p']:.3g})"
+    return f"{'**yes**' if vs['significant'] else 'no'} (p={vs['p']:.3g}{_holm(vs)})"
 
 
 def summary_table(result: dict, k: int | None = None) -> str:
@@ -105,7 +105,12 @@ def _compare(result: dict, a: dict, b: dict) -> str:
     caveat = (f" ⚠ {' and '.join(tiny)} built with a tiny random-weight model: this comparison proves the code "
               "path only, it says nothing about quality") if tiny else ""
     return (f"**{a['label']}** {primary} {ma:.4f} vs **{b['label']}** {mb:.4f}: "
-            f"{'higher' if ma > mb else 'lower' if ma < mb else 'equal'}, {verdict} (p={pair['p']:.3g}, Holm){caveat}")
+            f"{'higher' if ma > mb else 'lower' if ma < mb else 'equal'}, {verdict} (p={pair['p']:.3g}{_holm(pair)}){caveat}")
+
+
+def _holm(test: dict) -> str:
+    """The Holm-adjusted p beside a raw one (what the verdict compares with alpha)."""
+    return f", Holm-adjusted {test['p_holm']:.3g}" if test.get("p_holm") is not None else ", Holm"
 
 
 def verdict(result: dict) -> list[str]:

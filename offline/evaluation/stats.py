@@ -60,13 +60,14 @@ def summarise(rows, cfg) -> dict:
                                                    permutations, cfg.seed)
                for i in range(len(rows)) for j in range(i + 1, len(rows))}
     significant = holm(pvalues, cfg.alpha)
+    adjusted = dict(zip(pvalues, holm_adjusted(list(pvalues.values()))))  # what "Holm" tests: shown beside the raw p
     best = max(range(len(rows)), key=lambda i: rows[i].ci[primary][0])
     vs_best = {}
     for i, label in enumerate(labels):
         if i == best:
             continue
         pair = (labels[min(i, best)], labels[max(i, best)])
-        vs_best[label] = {"p": pvalues[pair], "significant": significant[pair]}
+        vs_best[label] = {"p": pvalues[pair], "p_holm": adjusted[pair], "significant": significant[pair]}
     return {
         "permutations": permutations,
         "rows": [{"label": lab, "system": r.system, "representation": r.representation, "params": r.params,
@@ -79,5 +80,6 @@ def summarise(rows, cfg) -> dict:
                              for c in [bootstrap_ci(v, cfg.bootstrap, cfg.alpha, cfg.seed) if len(v) else None]}}
                  for lab, r in zip(labels, rows)],
         "best": labels[best],
-        "pairwise": [{"a": a, "b": b, "p": p, "significant": significant[(a, b)]} for (a, b), p in pvalues.items()],
+        "pairwise": [{"a": a, "b": b, "p": p, "p_holm": adjusted[(a, b)], "significant": significant[(a, b)]}
+                     for (a, b), p in pvalues.items()],
     }
