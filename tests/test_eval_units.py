@@ -170,6 +170,23 @@ def test_cooccurrence_and_content_systems_by_hand():
     assert np.argmax(scores[1][:3]) == 2  # no usable history: popularity fallback
 
 
+def test_score_fusion_ranks_a_user_with_one_side_only_by_that_side_not_by_popularity():
+    """A history whose items have no visual vector (unreadable images): the visual side's
+    popularity stand-in (1e3 x log popularity) swamped the text cosines."""
+    from groundrec.offline.evaluation.systems import ScoreFusion
+
+    text = np.array([[1, 0], [0.9, 0.1], [0, 1], [0.1, 0.9]], dtype=np.float32)
+    visual = np.array([[0, 0], [1, 0], [0, 1], [0.7, 0.7]], dtype=np.float32)  # item 0: no image
+    popularity = np.array([1, 1, 1, 500.0])
+    fusion = ScoreFusion("f", "title+visual", ContentSystem("t", "title", text, popularity=popularity),
+                         ContentSystem("v", "visual", visual, popularity=popularity), text_weight=0.5)
+    history = [np.array([0])]
+    scores = fusion.scores(history, [np.zeros(1)])
+    assert fusion.top(scores, 2, history)[0].tolist() == [1, 3]  # by its text (item 1 first), not item 3 first
+    both = [np.array([1])]
+    assert fusion.top(fusion.scores(both, [np.zeros(1)]), 1, both)[0].tolist() == [3]  # both sides: blended
+
+
 def test_eval_config_is_validated_at_the_edge():
     with pytest.raises(ValueError, match="unknown representation"):
         EvalConfig(representations=["title", "clip_magic"])

@@ -165,11 +165,23 @@ class ScoreFusion(System):
     params: dict = field(default_factory=dict)
 
     def scores(self, histories, history_ts):
+        """A user with a profile on one side only is ranked by that side (the other's scores
+        are its popularity stand-in, 1e3 x log popularity: mixed in, they made the list a
+        popularity ranking)."""
         a, b = self.text.scores(histories, history_ts), self.visual.scores(histories, history_ts)
-        return self.text_weight * a + (1 - self.text_weight) * b
+        out = self.text_weight * a + (1 - self.text_weight) * b
+        no_text, no_visual = set(self.text.no_profile(histories)), set(self.visual.no_profile(histories))
+        for i in no_visual - no_text:
+            out[i] = a[i]
+        for i in no_text - no_visual:
+            out[i] = b[i]
+        return out
 
     def top(self, scores, k, seen):
-        return self.text.top(scores, k, seen)
+        """The popular fallback for a user with no profile on either side."""
+        neither = sorted(set(self.text.no_profile(seen)) & set(self.visual.no_profile(seen)))
+        return Searcher(len(self.text.vectors), counts=self.text.popularity).top_matrix(scores, k, seen,
+                                                                                       no_profile=neither)
 
 
 @dataclass
