@@ -84,7 +84,8 @@ def _new_positions(h: np.ndarray) -> list[int]:
     return out
 
 
-def hold_out_recent(histories: list[np.ndarray], max_users: int, max_items: int, seed: int = 0) -> HeldOut:
+def hold_out_recent(histories: list[np.ndarray], max_users: int, max_items: int, seed: int = 0,
+                    times: list[np.ndarray] | None = None) -> HeldOut:
     """Every user with a new item in the later half of their history (a random ``max_users`` of
     them when more, and never more users than ``max_items``) holds out their last new items
     there, as many as their share of ``max_items`` (``_shares``; at most ``MAX_PER_USER``): a
@@ -92,20 +93,27 @@ def hold_out_recent(histories: list[np.ndarray], max_users: int, max_items: int,
     training part, at least the first half of the history). One held-out item a user, found
     from the history just before it, chose for one step ahead (on retail reg 31.6 where the
     block chooses 100, 0.0042 lower on eval's test: docs/hybrid.md, "The validation's horizon
-    on every catalog"); few items a user leave every one-standard-error rule sliding by the noise."""
+    on every catalog"); few items a user leave every one-standard-error rule sliding by the noise.
+    ``times`` (each history's timestamps, sorted): a user's training part ends where the moment
+    of their first held-out item begins, so that a basket's other items are not its history (a
+    user whose block starts in their first moment holds out nothing)."""
     news = [[p for p in _new_positions(np.asarray(h)) if p >= len(h) // 2] for h in histories]  # the later half
     users = [u for u, positions in enumerate(news) if positions]
     most = min(max_users, max_items)
     if len(users) > most:
         users = sorted(np.random.default_rng(seed).choice(users, most, replace=False).tolist())
     share = _shares(max_items, len(users), seed)
-    train, rows, targets = list(histories), [], []
+    train, rows, targets, kept = list(histories), [], [], []
     for i, u in enumerate(users):
         positions = news[u][-share[i]:]
-        train[u] = histories[u][:positions[0]]  # all found from one list: the history before the first of them
-        rows += [i] * len(positions)
+        cut = positions[0] if times is None else int(np.searchsorted(times[u], times[u][positions[0]], side="left"))
+        if cut == 0:
+            continue
+        train[u] = histories[u][:cut]  # all found from one list: the history before the first of them
+        rows += [len(kept)] * len(positions)
         targets += [histories[u][p] for p in positions]
-    return HeldOut(train, users, np.asarray(rows, np.int64), np.asarray(targets, np.int64))
+        kept.append(u)
+    return HeldOut(train, kept, np.asarray(rows, np.int64), np.asarray(targets, np.int64))
 
 
 def items_to_hold_out(max_items: int, n_items: int) -> int:

@@ -59,12 +59,16 @@ class Learned:
         return self.choice.weight
 
 
-def histories_in_time_order(inter: Interactions) -> list[np.ndarray]:
-    """Each user's item rows, oldest first (users with no interaction are left out)."""
+def histories_in_time_order(inter: Interactions, with_times: bool = False):
+    """Each user's item rows, oldest first (users with no interaction are left out); with
+    ``with_times``, (histories, each one's timestamps)."""
     order = np.lexsort((inter.ts, inter.users))
     users, items = inter.users[order], inter.items[order]
     cuts = np.flatnonzero(np.diff(users)) + 1
-    return [h for h in np.split(items, cuts) if len(h)]
+    histories = [h for h in np.split(items, cuts) if len(h)]
+    if not with_times:
+        return histories
+    return histories, [t for t in np.split(inter.ts[order], cuts) if len(t)]
 
 
 def in_window(inter: Interactions, days: float | None) -> Interactions:
@@ -224,13 +228,13 @@ def learn(inter: Interactions, content: np.ndarray, cfg: CollabConfig, seed: int
     trainings Ray tasks when ``runner`` is the job's Ray runner."""
     started = time.perf_counter()
     inter = in_window(inter, cfg.window_days)
-    histories = histories_in_time_order(inter)
+    histories, times = histories_in_time_order(inter, with_times=True)
     if len(histories) < 2 or len(np.unique(inter.items)) < 2:
         raise UserError(f"interactions: {len(inter.items)} usable rows from {len(histories)} users; a hybrid version "
                          "needs interactions with at least 2 published items (check interactions.item_column matches "
                          "the catalog ids)")
     n = len(content)
-    held_out = hold_out_recent(histories, cfg.valid_users, items_to_hold_out(cfg.valid_items, n), seed)
+    held_out = hold_out_recent(histories, cfg.valid_users, items_to_hold_out(cfg.valid_items, n), seed, times)
     choice, tuning, scores = HybridChoice.untuned(cfg), None, {}  # no validation user: content only, nothing scored
     outcome = None
     if held_out.users:
