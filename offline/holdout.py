@@ -94,26 +94,36 @@ def hold_out_recent(histories: list[np.ndarray], max_users: int, max_items: int,
     from the history just before it, chose for one step ahead (on retail reg 31.6 where the
     block chooses 100, 0.0042 lower on eval's test: docs/hybrid.md, "The validation's horizon
     on every catalog"); few items a user leave every one-standard-error rule sliding by the noise.
-    ``times`` (each history's timestamps, sorted): a user's training part ends where the moment
-    of their first held-out item begins, so that a basket's other items are not its history (a
-    user whose block starts in their first moment holds out nothing)."""
+    ``times`` (each history's timestamps, sorted): held out by moments (a basket, one invoice, one
+    day's purchases), never across one: a user's training part ends where the moment of their
+    first held-out item begins, the block is the user's share of the new items from there on,
+    drawn at random where there are more (not the last of a basket in file order), and only new
+    items after a user's first moment can be held out (a user of one moment has nothing before
+    it to be found from)."""
     news = [[p for p in _new_positions(np.asarray(h)) if p >= len(h) // 2] for h in histories]  # the later half
+    if times is not None:
+        news = [[p for p in positions if _moment_start(times[u], p) > 0] for u, positions in enumerate(news)]
     users = [u for u, positions in enumerate(news) if positions]
     most = min(max_users, max_items)
     if len(users) > most:
         users = sorted(np.random.default_rng(seed).choice(users, most, replace=False).tolist())
     share = _shares(max_items, len(users), seed)
-    train, rows, targets, kept = list(histories), [], [], []
+    train, rows, targets = list(histories), [], []
     for i, u in enumerate(users):
         positions = news[u][-share[i]:]
-        cut = positions[0] if times is None else int(np.searchsorted(times[u], times[u][positions[0]], side="left"))
-        if cut == 0:
-            continue
+        cut = positions[0] if times is None else _moment_start(times[u], positions[0])
+        positions = [p for p in news[u] if p >= cut]  # with times: every new item of the moments held out
+        if len(positions) > share[i]:  # more than its share: a random one of them, not the last in file order
+            positions = sorted(np.random.default_rng([seed, u]).choice(positions, share[i], replace=False).tolist())
         train[u] = histories[u][:cut]  # all found from one list: the history before the first of them
-        rows += [len(kept)] * len(positions)
+        rows += [i] * len(positions)
         targets += [histories[u][p] for p in positions]
-        kept.append(u)
-    return HeldOut(train, kept, np.asarray(rows, np.int64), np.asarray(targets, np.int64))
+    return HeldOut(train, users, np.asarray(rows, np.int64), np.asarray(targets, np.int64))
+
+
+def _moment_start(times: np.ndarray, at: int) -> int:
+    """The first position (``times`` sorted) of the moment of position ``at``."""
+    return int(np.searchsorted(times, times[at], side="left"))
 
 
 def items_to_hold_out(max_items: int, n_items: int) -> int:

@@ -128,10 +128,15 @@ def test_a_user_s_rows_scored_once_are_the_rows_scored_each_from_the_same_histor
 
 def test_a_held_out_block_is_found_from_the_moments_before_it_never_from_its_own_basket():
     """With times, a user's training part ends where the moment of their first held-out item
-    begins: the items bought with it (a basket, one invoice) were its history."""
+    begins (the items bought with it, a basket, were its history), the block is the whole of
+    that moment (not its last items in file order), and a user of one moment is not drawn (its
+    share of the budget was lost)."""
     histories = [_h(1, 2, 3, 4, 5, 6), _h(7, 8, 9, 10)]
     times = [np.array([1, 2, 3, 3, 3, 3.0]), np.array([5, 5, 5, 5.0])]  # user 1: one basket, nothing before it
-    held = hold_out_recent(histories, 2, 2, seed=0, times=times)
-    assert held.users == [0] and held.targets.tolist() == [6] and held.train[0].tolist() == [1, 2]
+    held = hold_out_recent(histories, 2, 2, seed=0, times=times)  # user 0 alone can be: the budget is theirs
+    assert held.users == [0] and held.train[0].tolist() == [1, 2]
+    assert len(held.targets) == 2 and set(held.targets.tolist()) <= {4, 5, 6}  # its share, drawn from the basket
+    drawn = {tuple(hold_out_recent(histories, 2, 2, seed=s, times=times).targets.tolist()) for s in range(20)}
+    assert len(drawn) > 1  # not always the basket's last items in file order
     assert held.train[1].tolist() == [7, 8, 9, 10]  # holds out nothing: its history stays whole
     assert hold_out_recent(histories, 2, 2, seed=0).train[0].tolist() == [1, 2, 3, 4, 5]  # by position alone

@@ -8,6 +8,8 @@ from itertools import chain, islice
 
 import numpy as np
 
+DIVERSE_HEAD = 64  # diversity takes its k from at most this many times k of the best (``select``)
+
 
 def add_prior(scores: np.ndarray, weights, log_pop: np.ndarray) -> np.ndarray:
     """``scores + w x ln(1 + count)``, in place for a matrix: one weight per row of a
@@ -243,7 +245,7 @@ def select(ranked, k: int, groups: list[np.ndarray] = (), limits: list[int] = ()
     the order is the order of taking."""
     if not diversity or vectors is None:
         return at_most_per(ranked, list(groups), list(limits), k)
-    cand = list(ranked)
+    cand = list(ranked)[:DIVERSE_HEAD * k]  # a bounded head: a catalog's vectors gathered per request were gigabytes
     if not cand:
         return []
     rows = np.array([r for r, _ in cand], dtype=np.intp)
