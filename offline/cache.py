@@ -98,14 +98,15 @@ class ParquetCache:
             p.unlink(missing_ok=True)
 
     def _read(self, shard: Path) -> pa.Table | None:
-        """A shard's rows; None when it is gone (merged by a concurrent compaction) or unreadable
-        (a shard cut short by a crash: set aside as ``*.bad``, logged, and its rows recomputed;
-        every later run failed on it)."""
+        """A shard's rows; None when it is gone (merged by a concurrent compaction) or not a
+        Parquet file (cut short by a crash: set aside as ``*.bad``, logged, and its rows
+        recomputed; every later run failed on it). Other errors (memory, the disk) are raised:
+        they say nothing about the shard."""
         try:
             return pq.read_table(shard, schema=self.schema)
         except FileNotFoundError:
             return None
-        except (pa.ArrowException, OSError) as e:
+        except pa.ArrowInvalid as e:  # not a Parquet file (no magic bytes or footer): a write cut short
             log.warning("cache shard %s cannot be read (%s: %s): set aside as .bad, its rows will be recomputed",
                         shard, type(e).__name__, e)
             try:

@@ -45,7 +45,8 @@ def load_catalog(cfg: CatalogConfig) -> pa.Table:
     if nested:  # a cast to text would fail deep in the job with Arrow's own error
         raise CatalogError(f"catalog {cfg.path}: column(s) {nested} hold lists or records "
                            f"({[str(table.schema.field(c).type) for c in nested]}); the id, text and image columns "
-                           f"take one value per item: join a list into one text column (e.g. 'red, sale') first")
+                           f"take one value per item: join a list of texts into one text (e.g. 'red, sale'), and "
+                           f"of several images keep one (the main picture's path or URL)")
     ids = pc.cast(table.column(cfg.id_column), pa.string())
     if ids.null_count:
         raise CatalogError(f"catalog {cfg.path}: {ids.null_count} row(s) have no {cfg.id_column!r}")

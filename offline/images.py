@@ -167,7 +167,7 @@ def as_rgb(img: Image.Image) -> Image.Image:
         if values.max(initial=0.0) > 255:
             values = values / 257.0  # 16-bit range to 8
         img = Image.fromarray(np.clip(np.rint(values), 0, 255).astype(np.uint8), "L")
-    if img.mode in ("RGBA", "LA", "PA", "RGBa", "La") or (img.mode == "P" and "transparency" in img.info):
+    if img.mode in ("RGBA", "LA", "PA", "RGBa", "La") or "transparency" in img.info:  # a tRNS colour key too
         rgba = img.convert("RGBA")
         img = Image.alpha_composite(Image.new("RGBA", rgba.size, (255, 255, 255, 255)), rgba)
     return img.convert("RGB")

@@ -90,6 +90,9 @@ def load_interactions(ic: InteractionsConfig, item_rows: dict[str, int]) -> Inte
     items = [item_rows.get(i) for i in pc.cast(table.column(ic.item_column), pa.string()).to_pylist()]
     users = pc.cast(table.column(ic.user_column), pa.string()).to_pylist()
     keep = [n for n, i in enumerate(items) if i is not None and users[n] is not None]
+    if items and all(u is None for u in users):
+        raise UserError(f"interactions {ic.path}: column {ic.user_column!r} holds no user id; set "
+                        f"interactions.user_column to the column that names the user")
     if items and len({items[n] for n in keep}) < 2:  # found now, not after the job's hours of grounding
         other = next((n for n, i in enumerate(items) if i is None), None)
         example = "" if other is None else (f", e.g. {table.column(ic.item_column)[other].as_py()!r} is no catalog "

@@ -186,6 +186,10 @@ def test_deep_greyscale_transparency_and_exif_orientation_are_decoded_as_a_perso
     flat = np.asarray(images.decode(_png(cut_out)))
     assert flat[5, 5].tolist() == [255, 255, 255] and flat[0, 0].tolist() == [200, 10, 10]
     assert images.decode(_png(Image.new("P", (4, 4)), transparency=0)).getpixel((1, 1)) == (255, 255, 255)
+    keyed = Image.new("RGB", (4, 4), (0, 0, 0))  # an optimiser's cut-out: RGB with a transparent colour (tRNS)
+    keyed.putpixel((0, 0), (200, 10, 10))
+    keyed_rgb = images.decode(_png(keyed, transparency=(0, 0, 0)))
+    assert keyed_rgb.getpixel((1, 1)) == (255, 255, 255) and keyed_rgb.getpixel((0, 0)) == (200, 10, 10)
     photo = Image.new("RGB", (40, 20), (10, 20, 30))
     exif = photo.getexif()
     exif[0x0112] = 6  # stored sideways: turn 90 degrees to view
