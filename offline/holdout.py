@@ -90,7 +90,7 @@ def hold_out_recent(histories: list[np.ndarray], max_users: int, max_items: int,
     them when more, and never more users than ``max_items``) holds out their last new items
     there, as many as their share of ``max_items`` (``_shares``; at most ``MAX_PER_USER``): a
     block, like ``groundrec eval``'s temporal test, found from the history before it (a user's
-    training part, at least the first half of the history). One held-out item a user, found
+    training part: by position, at least the first half of the history). One held-out item a user, found
     from the history just before it, chose for one step ahead (on retail reg 31.6 where the
     block chooses 100, 0.0042 lower on eval's test: docs/hybrid.md, "The validation's horizon
     on every catalog"); few items a user leave every one-standard-error rule sliding by the noise.

@@ -28,7 +28,8 @@ class SplitConfig(StrictModel):
 
     kind: Literal["temporal", "global_time", "random", "cold_items"] = "temporal"
     holdout: Literal["last_day", "last_n", "last_frac"] = "last_day"
-    n: int = Field(1, ge=1, description="last_n: interactions per hold-out part")
+    n: int = Field(1, ge=1, description="last_n: interactions per hold-out part (each cut moved back to the start "
+                   "of its moment: interactions at one time, a basket, stay in one part)")
     frac: float = Field(0.2, gt=0, lt=0.5, description="last_frac: share of each user's interactions per part; "
                         "global_time: share of all interactions (by time) in each of test and validation")
     ratios: tuple[float, float, float] = (0.8, 0.1, 0.1)
