@@ -89,8 +89,9 @@ class SequenceJobConfig(StrictModel):
         False, description="train the encoder in the learn stage, score it on the hybrid's validation users and "
         "publish it (sequence/, default_strategy sequence) only where it beats the hybrid by more than one "
         "standard error of the paired per-user differences; true or auto: on when the job has interactions; "
-        "false (the default: it costs about 6x the learn stage on retail; docs/hybrid.md): not trained (the "
-        "version is the hybrid, nothing recorded)")
+        "false (the default: it costs about 6x the learn stage on retail, and on retail's whole baskets it "
+        "scores a third of the hybrid; docs/evaluation.md, \"Whole baskets\"): not trained (the version is the "
+        "hybrid, nothing recorded)")
     max_len: int = Field(_D.max_len, ge=1, le=1024, description="the latest items of a history the encoder reads")
     dim: int = Field(_D.dim, ge=4, le=1024, description="the transformer's width")
     blocks: int = Field(_D.blocks, ge=1, le=12, description="transformer blocks (causal self-attention + feed-forward)")
