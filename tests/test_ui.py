@@ -8,6 +8,7 @@ import os
 import re
 import shutil
 from html import unescape
+from pathlib import Path
 from urllib.parse import unquote
 
 import httpx
@@ -296,10 +297,11 @@ def test_a_catalog_whose_id_column_is_not_item_id_and_a_key_the_cookie_must_quot
     from groundrec.offline.config import load_job_config
     from groundrec.offline.job import run_job
 
-    catalog = pq.read_table(published["overrides"]["catalog.path"])  # a copy keyed by sku (its images not found)
+    catalog = pq.read_table(published["overrides"]["catalog.path"])  # a copy keyed by sku, its images where they are
     catalog = catalog.rename_columns(["sku" if c == "item_id" else c for c in catalog.column_names])
     pq.write_table(catalog, tmp_path / "catalog.parquet")
     run_job(load_job_config(None, {**published["overrides"], "catalog.path": str(tmp_path / "catalog.parquet"),
+                                   "catalog.images_root": str(Path(published["overrides"]["catalog.path"]).parent),
                                    "catalog.id_column": "sku", "out": str(tmp_path / "art")}), progress=False)
     monkeypatch.setenv("GROUNDREC_API_KEY", 'a;b"c')
     with running(create_app(ServeConfig(artifacts=tmp_path / "art", events="none"))) as url, \
