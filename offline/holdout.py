@@ -102,7 +102,7 @@ def hold_out_recent(histories: list[np.ndarray], max_users: int, max_items: int,
     it to be found from)."""
     news = [[p for p in _new_positions(np.asarray(h)) if p >= len(h) // 2] for h in histories]  # the later half
     if times is not None:
-        news = [[p for p in positions if _moment_start(times[u], p) > 0] for u, positions in enumerate(news)]
+        news = [[p for p in positions if moment_start(times[u], p) > 0] for u, positions in enumerate(news)]
     users = [u for u, positions in enumerate(news) if positions]
     most = min(max_users, max_items)
     if len(users) > most:
@@ -111,7 +111,7 @@ def hold_out_recent(histories: list[np.ndarray], max_users: int, max_items: int,
     train, rows, targets = list(histories), [], []
     for i, u in enumerate(users):
         positions = news[u][-share[i]:]
-        cut = positions[0] if times is None else _moment_start(times[u], positions[0])
+        cut = positions[0] if times is None else moment_start(times[u], positions[0])
         positions = [p for p in news[u] if p >= cut]  # with times: every new item of the moments held out
         if len(positions) > share[i]:  # more than its share: a random one of them, not the last in file order
             positions = sorted(np.random.default_rng([seed, u]).choice(positions, share[i], replace=False).tolist())
@@ -121,9 +121,11 @@ def hold_out_recent(histories: list[np.ndarray], max_users: int, max_items: int,
     return HeldOut(train, users, np.asarray(rows, np.int64), np.asarray(targets, np.int64))
 
 
-def _moment_start(times: np.ndarray, at: int) -> int:
-    """The first position (``times`` sorted) of the moment of position ``at``."""
-    return int(np.searchsorted(times, times[at], side="left"))
+def moment_start(times: np.ndarray, at: int) -> int:
+    """The first position (``times`` sorted) with the timestamp of position ``at`` (``at`` itself
+    past the end): a cut there keeps interactions made at one moment (a basket, an invoice) in
+    one part, for the job's validation and eval's per-user splits alike."""
+    return int(np.searchsorted(times, times[at], side="left")) if at < len(times) else at
 
 
 def items_to_hold_out(max_items: int, n_items: int) -> int:

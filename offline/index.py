@@ -67,12 +67,6 @@ def profile_queries(vectors: np.ndarray, m: int, rng: np.random.Generator) -> np
     return out / np.maximum(np.linalg.norm(out, axis=1, keepdims=True), 1e-12)
 
 
-def recall_at_k(approx: np.ndarray, exact: np.ndarray) -> float:
-    k = exact.shape[1]
-    hits = sum(len(set(a[a >= 0]) & set(e)) for a, e in zip(approx, exact))
-    return hits / (k * len(exact))
-
-
 def tied_recall(approx: np.ndarray, kth: np.ndarray, queries: np.ndarray, vectors: np.ndarray) -> float:
     """recall@k where a returned item counts when its exact score reaches the exact k-th score
     (``kth``, per query): an item tied with the k-th is as good an answer (identical texts

@@ -50,8 +50,9 @@ class EvalHybridScorer:
         self.runner, self.rep, self.profile, self.on_valid = runner, rep, profile, on_valid
         self.content_dim = rep.vectors.shape[1]
         self.valid = runner.data.valid
-        self.slices = user_slices(self.valid.relevant, new_items(runner.data.pop_valid))  # what the width rule judges apart
-        self.has_new = len(new_items(runner.data.pop_valid)) > 0
+        new = new_items(runner.data.pop_valid)
+        self.slices = user_slices(self.valid.relevant, new)  # what the width rule judges apart
+        self.has_new = len(new) > 0
         self._content_scores: np.ndarray | None = None
         self._base: tuple[tuple, np.ndarray] | None = None  # the published scores of one choice
 

@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from groundrec.offline.evaluation.config import SplitConfig
+from groundrec.offline.holdout import moment_start
 from groundrec.shared.errors import UserError
 
 DAY = 86_400
@@ -59,18 +60,11 @@ def _temporal_parts(order: np.ndarray, ts: np.ndarray, cfg: SplitConfig) -> User
         test_from = np.searchsorted(days, distinct[-1])
         valid_from = np.searchsorted(days, distinct[-2]) if len(distinct) > 1 else test_from
     else:  # a count of interactions, each cut moved back to the start of its moment: a basket stays whole
+        # (cut inside one, its other items were history: retail's test became completing a visible basket)
         size = cfg.n if cfg.holdout == "last_n" else max(1, int(np.ceil(cfg.frac * n)))
-        test_from = _moment_start(ts, max(0, n - size))
-        valid_from = _moment_start(ts, max(0, test_from - size))
+        test_from = moment_start(ts, max(0, n - size))
+        valid_from = moment_start(ts, max(0, test_from - size))
     return UserParts(order[:valid_from], order[valid_from:test_from], order[test_from:])
-
-
-def _moment_start(ts: np.ndarray, at: int) -> int:
-    """The first position (``ts`` sorted) with the timestamp of position ``at``: a cut there
-    keeps interactions made at one moment (a basket, an invoice) in one part. A cut inside one
-    showed its other items as history (4,023 of retail's 4,259 test users: the task became
-    completing a visible basket), and the file's order within it (item ids) chose which."""
-    return int(np.searchsorted(ts, ts[at], side="left")) if at < len(ts) else at
 
 
 def _random_parts(positions: np.ndarray, rng: np.random.Generator, ratios: tuple[float, float, float]) -> UserParts:
