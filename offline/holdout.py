@@ -23,16 +23,27 @@ MAX_PER_USER = 25  # most items held out of one user (when too few users have a 
 SCORED_CELLS = 2_000_000_000  # held-out items x catalog items, at most: what one scoring pass of the validation costs
 
 
-def hold_out_last(histories: list[np.ndarray], max_users: int, seed: int = 0) -> tuple[list[np.ndarray], list[int], np.ndarray]:
-    """Training histories (every user; a held-out user without their last item), the held-out
-    users and their targets: a user's last item when it is new to them."""
-    candidates = [u for u, h in enumerate(histories) if len(h) >= 2 and h[-1] not in set(h[:-1].tolist())]
+def hold_out_last(histories: list[np.ndarray], max_users: int, seed: int = 0,
+                  times: list[np.ndarray] | None = None) -> tuple[list[np.ndarray], list[int], list[np.ndarray]]:
+    """Training histories (every user; a held-out user without their last moment), the held-out
+    users (up to ``max_users``, drawn at random) and each one's targets: the items of their last
+    moment that are new to them. Without ``times`` (each history's sorted timestamps) every
+    item is a moment: a user's last item when it is new to them. A user of one moment has
+    nothing to be found from and is never drawn."""
+    cuts, targets = [], []
+    for u, h in enumerate(histories):
+        cut = len(h) - 1 if times is None or not len(h) else moment_start(np.asarray(times[u])[:len(h)], len(h) - 1)
+        seen = set(h[:cut].tolist()) if cut > 0 else set()
+        cuts.append(cut)
+        targets.append(np.asarray(list(dict.fromkeys(i for i in h[cut:].tolist() if i not in seen)), np.int64)
+                       if cut > 0 else np.zeros(0, np.int64))
+    candidates = [u for u in range(len(histories)) if len(targets[u])]
     rng = np.random.default_rng(seed)
     chosen = sorted(rng.choice(candidates, min(max_users, len(candidates)), replace=False).tolist()) if candidates else []
     train = list(histories)
     for u in chosen:
-        train[u] = histories[u][:-1]
-    return train, chosen, np.array([histories[u][-1] for u in chosen], dtype=np.int64)
+        train[u] = histories[u][:cuts[u]]
+    return train, chosen, [targets[u] for u in chosen]
 
 
 @dataclass(frozen=True)

@@ -242,7 +242,8 @@ def learn(inter: Interactions, content: np.ndarray, cfg: CollabConfig, seed: int
         choice, tuning = tune_hybrid(cfg, scorer, "collab")
         scores = scorer.scores
         if sequence is not None and sequence.active(True):
-            outcome = learn_sequence.choose(sequence, scorer, held_out.users, choice, tuning, seed, runner=runner)
+            outcome = learn_sequence.choose(sequence, scorer, held_out.users, choice, tuning, seed, runner=runner,
+                                            times=times)
     elif sequence is not None and sequence.active(True):
         outcome = learn_sequence.SequenceOutcome(False, "not trained: no validation user (no user's last item is new "
                                                  "to them)")
@@ -256,7 +257,8 @@ def learn(inter: Interactions, content: np.ndarray, cfg: CollabConfig, seed: int
     if outcome is not None and outcome.published:  # trained again for the final index (``index_vectors``)
         final = content if model is None else index_rows(content, choice.weight * model.item,
                                                          projection.item if projection is not None else None)
-        learn_sequence.train_published(outcome, sequence, histories, content, model, final, seed, runner=runner)
+        learn_sequence.train_published(outcome, sequence, histories, content, model, final, seed, runner=runner,
+                                       times=times)
     report = LearnReport(
         model=model.info if model else {"model": collab.model_name(choice.dropout), "rank": cfg.rank, "reg": choice.reg,
                                         "dropout": choice.dropout},

@@ -5,8 +5,9 @@ the same validation users, published only where it wins.
    was tuned on (every history, the held-out users' last new item removed), against the rows
    the index of the hybrid's chosen point holds (its validation fit at the chosen rank,
    weight and projection; content alone when the hybrid chose weight 0): its output is a
-   query for that index, ranked by inner product. Its early stopping holds out the last new
-   item of other users (``early_stopping_split``), never the validation users' items.
+   query for that index, ranked by inner product. Its early stopping holds out the new items
+   of other users' last moments (``early_stopping_split``: a whole basket, as validation holds
+   out), never the validation users' items.
 2. **The score** is recall@K of each validation user's held-out item, exactly as the hybrid's
    chosen point was scored (``holdout``), as the service answers a ``sequence`` request to that
    version: seen items excluded and, on a hybrid, each list holding the new items of the
@@ -164,35 +165,37 @@ def _train(runner, cfg: SequenceJobConfig, *args, **kwargs):
     return runner.run_task(train_sequence_encoder, args, kwargs, num_cpus=cfg.threads, num_gpus=gpus)
 
 
-def early_stopping_split(train: list[np.ndarray], users: list[int], max_users: int,
-                         seed: int = 0) -> tuple[list[np.ndarray], tuple[list, list]]:
-    """The encoder's training histories and its early-stopping set: the last new item of up to
+def early_stopping_split(train: list[np.ndarray], users: list[int], max_users: int, seed: int = 0,
+                         times: list[np.ndarray] | None = None) -> tuple[list[np.ndarray], tuple[list, list]]:
+    """The encoder's training histories and its early-stopping set: the new items of the last
+    moment (``times``: each history's sorted timestamps; none: the last item) of up to
     ``max_users`` users held out, drawn from the users *not* validating the choice (``users``,
-    whose histories already end before their held-out item and are trained on as they are);
-    when no other user has a last new item, from every user's training part."""
+    whose histories already end before their held-out items and are trained on as they are);
+    when no other user has one, from every user's training part."""
     validating = set(users)
     others = [h[:0] if u in validating else h for u, h in enumerate(train)]
-    cut, held, targets = hold_out_last(others, max_users, seed)
-    if not held:  # every candidate validates the choice (a small catalog): their training parts' last items
+    cut, held, targets = hold_out_last(others, max_users, seed, times)
+    if not held:  # every candidate validates the choice (a small catalog): their training parts' last moments
         validating = set()
-        cut, held, targets = hold_out_last(train, max_users, seed)
+        cut, held, targets = hold_out_last(train, max_users, seed, times)
     histories = [train[u] if u in validating else cut[u] for u in range(len(train))]
-    return histories, ([cut[u] for u in held], [[int(t)] for t in targets])
+    return histories, ([cut[u] for u in held], [t.tolist() for t in targets])
 
 
 def choose(cfg: SequenceJobConfig, scorer, users: list[int], choice: HybridChoice, tuning: HybridTuning,
-           seed: int = 0, log=None, runner=None) -> SequenceOutcome:
+           seed: int = 0, log=None, runner=None, times: list[np.ndarray] | None = None) -> SequenceOutcome:
     """Train the encoder on ``scorer``'s training part against the chosen point's index rows
     (``_train``: in this process, or a Ray task with ``runner``), score it on ``scorer``'s
     validation users (``users``, whose held-out items it never sees) as the hybrid was scored,
-    and decide."""
+    and decide. ``times``: each user's sorted timestamps (of the whole history; a training part
+    is a prefix): the encoder learns and stops on whole moments (``training_windows``)."""
     settings = _settings(cfg, seed)
     index, model = validation_index(scorer, choice)
-    train, stopping = early_stopping_split(scorer.train, users, cfg.valid_users, seed)
+    train, stopping = early_stopping_split(scorer.train, users, cfg.valid_users, seed, times)
     started = time.perf_counter()
     try:
         trained = _train(runner, cfg, train, item_inputs(scorer.content, model), None, settings,
-                         targets=index, valid=stopping, log=log)
+                         targets=index, valid=stopping, log=log, times=times)
     except UserError as e:  # too little to train on: the hybrid stands, and the manifest says why
         return SequenceOutcome(False, f"not trained: {e}", {"metric": METRIC, "rule": RULE}, settings.to_dict(),
                                time.perf_counter() - started)
@@ -219,7 +222,7 @@ def choose(cfg: SequenceJobConfig, scorer, users: list[int], choice: HybridChoic
 
 def train_published(outcome: SequenceOutcome, cfg: SequenceJobConfig, histories: list[np.ndarray],
                     content: np.ndarray, model, index: np.ndarray, seed: int = 0, log=None,
-                    runner=None) -> SequenceOutcome:
+                    runner=None, times: list[np.ndarray] | None = None) -> SequenceOutcome:
     """The winning encoder for the final version: validation's weights carried over to the
     final index rows ``index`` (``model``: its refitted collaborative model, None for content
     alone) and trained ``refit_epochs`` more epochs on every history (never more than
@@ -234,7 +237,8 @@ def train_published(outcome: SequenceOutcome, cfg: SequenceJobConfig, histories:
     settings = replace(settings, epochs=epochs, patience=epochs + 1)  # every epoch runs; the best is kept
     started = time.perf_counter()
     try:
-        trained = _train(runner, cfg, histories, inputs, None, settings, targets=index, log=log, start=start)
+        trained = _train(runner, cfg, histories, inputs, None, settings, targets=index, log=log, start=start,
+                         times=times)
     except Exception as e:  # out of memory, a Ray task lost...: the version is the hybrid, and says why
         log_failure("the sequence encoder's training for the final version failed: the version is the hybrid")
         outcome.published, outcome.model, outcome.chosen = False, None, None

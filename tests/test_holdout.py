@@ -15,10 +15,22 @@ def test_a_budget_of_one_item_a_user_holds_out_each_user_s_last_new_item():
     histories = [_h(1, 2, 3), _h(4, 5), _h(6, 6), _h(7, 8, 9)]  # user 2's last item is a repeat
     held = hold_out_recent(histories, 3, 3, seed=0)
     train, users, targets = hold_out_last(histories, 3, seed=0)
-    assert held.users == users == [0, 1, 3] and held.targets.tolist() == targets.tolist() == [3, 5, 9]
+    assert held.users == users == [0, 1, 3] and held.targets.tolist() == [t[0] for t in targets] == [3, 5, 9]
     assert held.rows.tolist() == [0, 1, 2] and [h.tolist() for h in held.histories] == [[1, 2], [4], [7, 8]]
     assert [h.tolist() for h in held.train] == [h.tolist() for h in train] == [[1, 2], [4], [6, 6], [7, 8]]
     assert held.per_user([1.0, 0.0, 1.0]).tolist() == [1.0, 0.0, 1.0]
+
+
+def test_with_times_the_last_new_item_is_the_last_moment_s_new_items():
+    """A basket is held out whole (its items new to the user), the history cut where it begins;
+    a user of one moment, or whose last moment holds nothing new, is never drawn."""
+    histories = [_h(1, 2, 3, 4, 2), _h(5, 6), _h(7, 8, 9), _h(1, 2, 1)]
+    times = [_h(1, 1, 2, 2, 2), _h(3, 3), _h(1, 2, 3, 4), _h(1, 1, 2)]  # user 2's times run past the history
+    train, users, targets = hold_out_last(histories, 10, seed=0, times=times)
+    assert users == [0, 2] and [t.tolist() for t in targets] == [[3, 4], [9]]  # user 0's 2 was seen before
+    assert [h.tolist() for h in train] == [[1, 2], [5, 6], [7, 8], [1, 2, 1]]
+    drawn = hold_out_last(histories, 1, seed=3, times=times)[1]
+    assert len(drawn) == 1 and drawn[0] in (0, 2)
 
 
 def test_the_items_held_out_stay_within_the_scoring_budget_of_a_pass():

@@ -321,6 +321,13 @@ def test_the_early_stopping_users_are_never_the_validation_users():
     # Every candidate validating: the training parts' last items instead.
     _, stopping = learn_sequence.early_stopping_split(histories[:3], [0, 1, 2], 10)
     assert len(stopping[0]) == 3
+    # With times (baskets of two): the last basket's items held out whole, the history cut before it.
+    times = [np.arange(6) // 2 for _ in range(40)]
+    train, stopping = learn_sequence.early_stopping_split(histories, [0, 1, 2, 3], 10, seed=0, times=times)
+    held = [u for u in range(40) if len(train[u]) == 4]
+    assert len(held) == 10 and not set(held) & {0, 1, 2, 3}
+    assert stopping[1] == [histories[u][-2:].tolist() for u in held]
+    assert [h.tolist() for h in stopping[0]] == [histories[u][:4].tolist() for u in held]
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="checks the refusal on a machine without CUDA")

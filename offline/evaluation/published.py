@@ -88,8 +88,9 @@ def _encoder_system(learned, sequence, inter: Interactions, rep: Representation,
         return None
     index = index_vectors(rep.vectors, learned)
     if outcome.model is None:  # not published: refitted as the job would have
-        histories = histories_in_time_order(in_window(inter, learned.report.window.days))
-        learn_sequence.train_published(outcome, sequence, histories, rep.vectors, learned.model, index, seed)
+        histories, times = histories_in_time_order(in_window(inter, learned.report.window.days), with_times=True)
+        learn_sequence.train_published(outcome, sequence, histories, rep.vectors, learned.model, index, seed,
+                                       times=times)
     v = outcome.validation
     params = {**{k: outcome.config[k] for k in ("dim", "blocks", "max_len") if k in outcome.config},
               "published_by_validation": outcome.published, "validation_encoder": v.get("encoder"),

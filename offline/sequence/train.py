@@ -12,9 +12,10 @@ training can start from another model's weights (``carried_over``: the published
 starts from the one validation chose).
 
 Validation: either given (histories and their relevant items, e.g. ``groundrec eval``'s
-validation users) or drawn here: up to ``valid_users`` users whose last item is new to them
-have it held out (``offline.holdout.hold_out_last``, as the learn stage holds out), and the
-encoder trains on the rest.
+validation users) or drawn here: up to ``valid_users`` users have the new items of their last
+moment held out (``offline.holdout.hold_out_last``; without times, the last item when new),
+and the encoder trains on the rest. The training's targets stay the next items in the file's
+order, a basket's too (targets of later moments only were tried on retail and scored lower).
 """
 
 from __future__ import annotations
@@ -128,22 +129,24 @@ def recall_at(queries: np.ndarray, targets: np.ndarray, histories: list, relevan
     return out
 
 
-def _validation(histories: list, cfg: SequenceConfig, valid) -> tuple[list, list, list[set]]:
+def _validation(histories: list, cfg: SequenceConfig, valid, times) -> tuple[list, list, list[set]]:
     if valid is not None:
         v_hist, v_rel = valid
         return list(histories), list(v_hist), [set(map(int, r)) for r in v_rel]
-    train, users, held = hold_out_last([np.asarray(h, np.int64) for h in histories], cfg.valid_users, cfg.seed)
-    return train, [train[u] for u in users], [{int(t)} for t in held]
+    train, users, held = hold_out_last([np.asarray(h, np.int64) for h in histories], cfg.valid_users, cfg.seed, times)
+    return train, [train[u] for u in users], [set(t.tolist()) for t in held]
 
 
 def train_sequence_encoder(histories: list, item_vectors: np.ndarray, warm_items: np.ndarray | None = None,
                            cfg: SequenceConfig | None = None, targets: np.ndarray | None = None,
-                           valid: tuple[list, list] | None = None, log=None, start: dict | None = None) -> Trained:
+                           valid: tuple[list, list] | None = None, log=None, start: dict | None = None,
+                           times: list | None = None) -> Trained:
     """The encoder trained on ``histories`` (item rows, oldest first). ``item_vectors``: each
     item's published vectors (its input); ``targets``: what the index holds per item (the
     output space; default ``item_vectors``); ``warm_items``: bool per item, the items with an
     id embedding (default: those in ``histories``); ``valid``: (histories, relevant item rows)
-    to stop on, else drawn from ``histories``. ``log``: called with each epoch's line.
+    to stop on, else drawn from ``histories``: their last moments (``times``: each history's
+    sorted timestamps; none: the last item). ``log``: called with each epoch's line.
     ``start``: weights to start from (``carried_over``), scored first as epoch 0.
 
     The budget is work, never the clock: at most ``cfg.epochs`` epochs and ``cfg.max_steps``
@@ -156,7 +159,7 @@ def train_sequence_encoder(histories: list, item_vectors: np.ndarray, warm_items
     n = len(item_vectors)
     if len(targets) != n:
         raise UserError(f"sequence encoder: {n} item inputs but {len(targets)} index vectors")
-    train, v_hist, v_rel = _validation(histories, cfg, valid)
+    train, v_hist, v_rel = _validation(histories, cfg, valid, times)
     if warm_items is None:
         warm_items = np.zeros(n, bool)
         for h in train:
