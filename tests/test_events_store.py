@@ -454,7 +454,7 @@ def test_an_export_after_a_prune_inside_a_day_keeps_that_day_s_archived_hours(st
     export(store, out)
     store.delete_user("u9")  # every event of 2026-01-03 erased: the day is gone from the archive too
     report = export(store, out)
-    assert report["days_emptied"] == ["2026-01-03"] and not (out / "day=2026-01-03").exists()
+    assert report["days_scrubbed"] == ["2026-01-03"] and not (out / "day=2026-01-03").exists()
     assert (out / "day=2026-01-04").is_dir() and (out / "day=2026-01-02").is_dir()
 
 
@@ -612,8 +612,7 @@ def test_an_export_after_a_prune_keeps_every_archived_day_an_old_event_reaches_a
     export(store, out)
     store.prune(day + 4 * 86_400)  # days 0-3 are only in the archive now
     store.add([ev("u9", "backfill", day + 86_400 + 120, eid="b1")])  # dated day 1, arrived after the prune
-    report = export(store, out)
-    assert report["days_emptied"] == []
+    export(store, out)
     archived = ds.dataset(out, format="parquet", partitioning="hive").to_table()
     assert sorted(archived.column("item_id").to_pylist()) == sorted([f"i{d}" for d in range(6)] + ["backfill"])
 
@@ -625,6 +624,41 @@ def test_an_export_after_a_prune_keeps_every_archived_day_an_old_event_reaches_a
     export(store, out)
     that_day = ds.dataset(out / "day=2026-01-11", format="parquet").to_table().column("item_id").to_pylist()
     assert sorted(that_day) == [f"j{h}" for h in range(6)]
+
+
+def test_an_export_from_a_store_restored_from_an_older_backup_loses_no_archived_day(tmp_path):
+    """Restoring a backup (or losing the store and starting afresh) leaves the store holding
+    less than the archive: every archived day between the first and the last day written that
+    the store lacked was removed as "erased", and a day written again kept only the store's
+    rows. Only an erasure takes a row out of the archive, and a user erased after the backup
+    (whose erasure the restored store forgot) stays out of it. (The export reads a store
+    through ``EventStore`` alone: one backend shows it.)"""
+    import pyarrow.dataset as ds
+
+    from groundrec.shared.events.export import export
+
+    day = 1_767_225_600.0  # 2026-01-01T00:00:00Z
+    out = tmp_path / "archive"
+    early = [ev("a", f"i{d}", day + d * 86_400 + 60, eid=f"e{d}") for d in range(2)]
+    backup = open_store(f"sqlite:///{tmp_path}/backup.db")  # the backup: days 0 and 1 (the morning)
+    live = open_store(f"sqlite:///{tmp_path}/live.db")
+    try:
+        backup.add(early)
+        live.add(early + [ev("a", "evening", day + 86_400 + 20 * 3600, eid="ev")]
+                 + [ev("b", f"j{d}", day + d * 86_400 + 60, eid=f"f{d}") for d in range(2, 5)]
+                 + [ev("gone", "g", day + 3 * 86_400 + 90, eid="g")])
+        export(live, out)
+        live.delete_user("gone")
+        export(live, out)
+        # The backup restored as the store: the erased user's event is back, and one new event.
+        backup.add([ev("c", "new", day + 5 * 86_400 + 60, eid="n"), ev("gone", "g", day + 3 * 86_400 + 90, eid="g")])
+        report = export(backup, out)
+    finally:
+        backup.close()
+        live.close()
+    archived = ds.dataset(out, format="parquet", partitioning="hive").to_table()
+    assert sorted(archived.column("item_id").to_pylist()) == ["evening", "i0", "i1", "j2", "j3", "j4", "new"]
+    assert report["days"] == 4 and report["events"] == 5  # days 0, 1 (the evening kept), 3 (b's kept, g out) and 5
 
 
 def test_an_erased_user_leaves_the_archive_s_days_the_store_no_longer_holds(store, tmp_path):

@@ -8,7 +8,6 @@ import json
 import os
 import shutil
 import uuid
-from collections import Counter
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -46,59 +45,43 @@ def _days(timestamps: pa.Array) -> pa.Array:
     return pc.strftime(ms.cast(pa.timestamp("ms")), format="%Y-%m-%d")
 
 
-def _with_pruned_part(t: pa.Table, out: Path, cut: float | None) -> pa.Table:
-    """``t`` with the rows an earlier export archived before the store's prune ``cut``, for
-    every day up to the cut's that this export writes: the store holds none of them any more,
-    and a day written again from the store alone lost them (the hours of the cut's day before
-    it; a whole older day where an event dated then arrived after the prune). Rows before the
-    cut that both hold (a prune cut short after its mark, or one running beside the export) are
-    kept once. Only rows before the cut: a row after it that the store no longer holds was
-    erased, and stays out."""
-    if cut is None or not t.num_rows:
-        return t
-    early = pc.less(t.column("timestamp"), cut - cut % DAY_S + DAY_S)
-    written = set(_days(t.filter(early).column("timestamp")).to_pylist())
-    folders = [out / f"day={d}" for d in sorted(written) if (out / f"day={d}").is_dir()]
-    if not folders:
-        return t
-    archived = pa.concat_tables([ds.dataset(f, format="parquet").to_table().select(SCHEMA.names).cast(SCHEMA)
-                                 for f in folders])
-    before = pc.less(t.column("timestamp"), cut)
-    kept = archived.filter(pc.less(archived.column("timestamp"), cut))
-    return pa.concat_tables([kept, _beyond(t.filter(before), kept), t.filter(pc.invert(before))])
-
-
-def _beyond(rows: pa.Table, held: pa.Table) -> pa.Table:
-    """The ``rows`` beyond the copies ``held`` has of each (the store's rows before the cut that
-    the archive does not hold as often): two identical events without an id (one request's two
-    purchases) stay two, and a row both hold is written once."""
-    if not rows.num_rows:
+def _union(archived: pa.Table | None, rows: pa.Table) -> pa.Table:
+    """One day's rows: each distinct row as many times as the side holding more copies of it
+    holds it (the archive or the store). A row both hold is written once; two identical events
+    without an id (one request's two purchases) stay two; a row only the archive holds stays:
+    a prune took it, or the store was restored from a backup older than the archive, or lost
+    and started afresh. Only an erasure takes a row out (``without_erased``, after)."""
+    if archived is None or not archived.num_rows:
         return rows
-    have = Counter(zip(*(held.column(c).to_pylist() for c in SCHEMA.names)))
-    extra = []
-    for n, row in enumerate(zip(*(rows.column(c).to_pylist() for c in SCHEMA.names))):
-        if have[row]:
-            have[row] -= 1  # one of the archive's copies
-        else:
-            extra.append(n)
-    return rows.take(pa.array(extra, pa.int64()))
+    side = lambda t, v: t.append_column("_store", pa.array(np.full(t.num_rows, v, np.int64)))  # noqa: E731
+    grouped = pa.concat_tables([side(archived, 0), side(rows, 1)]).group_by(
+        SCHEMA.names, use_threads=False).aggregate([("_store", "sum"), ("_store", "count")])
+    in_store = grouped.column("_store_sum").to_numpy()
+    copies = np.maximum(in_store, grouped.column("_store_count").to_numpy() - in_store)
+    return grouped.select(SCHEMA.names).take(pa.array(np.repeat(np.arange(grouped.num_rows), copies))).cast(SCHEMA)
 
 
-def _erased_days(out: Path, days: list[str], cut: float | None) -> list[str]:
-    """Remove the archive's days between the first and the last day written that this export
-    wrote none of: the store holds every event of those days but none is left (all erased), so
-    the archive must not keep them. Days before or after the written range are left alone, and
-    days before the prune's ``cut`` too (the archive is all that is left of them: an event
-    dated long ago that arrived after the prune does not make them look erased)."""
-    if len(days) < 2:
-        return []
-    first = max(days[0], _day(cut)) if cut is not None else days[0]
-    gone = sorted(p.name.removeprefix("day=") for p in out.glob("day=*")
-                  if p.is_dir() and first < p.name.removeprefix("day=") < days[-1]
-                  and p.name.removeprefix("day=") not in set(days))
-    for name in gone:
-        shutil.rmtree(out / f"day={name}")
-    return gone
+def _by_day(t: pa.Table):
+    """(day, its rows) for each day (UTC) of ``t``'s timestamps, in order."""
+    if not t.num_rows:
+        return
+    codes = pc.dictionary_encode(_days(t.column("timestamp"))).combine_chunks()
+    names = codes.dictionary.to_pylist()
+    index = codes.indices.to_numpy()
+    order = np.argsort(index, kind="stable")
+    bounds = np.concatenate([[0], np.cumsum(np.bincount(index, minlength=len(names)))])
+    for code in sorted(range(len(names)), key=names.__getitem__):
+        yield names[code], t.take(pa.array(order[bounds[code]:bounds[code + 1]]))
+
+
+def _archived(folder: Path) -> pa.Table | None:
+    return ds.dataset(folder, format="parquet").to_table().select(SCHEMA.names).cast(SCHEMA) if folder.is_dir() else None
+
+
+def _scrubbed_erasures(out: Path) -> dict[str, float]:
+    """The erasures the archive has been scrubbed of (``SCRUBBED``)."""
+    marker = out / SCRUBBED
+    return json.loads(marker.read_text()).get("erasures", {}) if marker.is_file() else {}
 
 
 def without_erased(t: pa.Table, erasures: dict[str, float]) -> pa.Table:
@@ -123,8 +106,7 @@ def _scrub(out: Path, written: set[str], erasures: dict[str, float]) -> list[str
     ``since``) rewritten without the users erased since the last scrub (``SCRUBBED``), a day
     left empty removed: the job reads the whole archive, so an erased user stayed in its
     training. The days changed."""
-    marker = out / SCRUBBED
-    done = json.loads(marker.read_text()).get("erasures", {}) if marker.is_file() else {}
+    marker, done = out / SCRUBBED, _scrubbed_erasures(out)
     new = {k: at for k, at in erasures.items() if done.get(k, float("-inf")) < at}  # any host's clock
     if not new:
         return []
@@ -153,10 +135,11 @@ def _replace_day(folder: Path, rows: pa.Table) -> None:
     shutil.rmtree(fresh, ignore_errors=True)
     if rows.num_rows:
         ds.write_dataset(rows, fresh, format="parquet", basename_template="events-{i}.parquet")
-    os.replace(folder, old)
+    if folder.exists():
+        os.replace(folder, old)
     if rows.num_rows:
         os.replace(fresh, folder)
-    shutil.rmtree(old)
+    shutil.rmtree(old, ignore_errors=True)
 
 
 def _restore_days(out: Path) -> None:
@@ -174,28 +157,29 @@ def _restore_days(out: Path) -> None:
 
 
 def export(store: EventStore, out: str | Path, since: float | None = None) -> dict:
-    """Write the events as Parquet under ``out``, one folder per day (UTC) of their timestamp;
-    a day written again is replaced whole (``delete_matching``), so a re-export is idempotent
-    (and drops what was erased since), except the hours of the prune's day before its cut
-    (``pruned_before``), kept as archived; ``since`` is taken back to the start of its
-    day, so no day is ever written in part.
+    """Write the events as Parquet under ``out``, one folder per day (UTC) of their timestamp.
+    A day written again is the union of what the archive and the store hold of it (``_union``:
+    a re-export is idempotent, and the archive never loses a row a prune took or a store
+    restored from an older backup lacks), less the erased users' events; each day is written
+    beside the old one and swapped in (``_replace_day``: a crash loses no day). ``since`` is
+    taken back to the start of its day, so no day is ever written in part. The erasures applied
+    are the store's and those the archive was scrubbed of (a restored store's may be older).
     Returns the counts."""
     if since is not None:
         since -= since % DAY_S
     out = Path(out)
     _restore_days(out)
     erasures = store.erasures()  # before the scan: an erasure beside it is scrubbed next time
-    events = table(store, since)
-    cut = store.pruned_before()  # read after the scan: the rows a prune beside it took are archived
-    t = without_erased(_with_pruned_part(events, out, cut), erasures)
-    day = _days(t.column("timestamp"))
-    t = t.append_column("day", day)
+    for key, at in _scrubbed_erasures(out).items():
+        erasures[key] = max(at, erasures.get(key, float("-inf")))
     out.mkdir(parents=True, exist_ok=True)
-    ds.write_dataset(t, out, format="parquet", partitioning=ds.partitioning(pa.schema([("day", pa.string())]),
-                                                                            flavor="hive"),
-                     existing_data_behavior="delete_matching", basename_template="events-{i}.parquet")
-    days = sorted(set(day.to_pylist()))
-    emptied = _erased_days(out, days, cut)
+    days, rows, users = [], 0, set()
+    for day, part in _by_day(table(store, since)):
+        kept = without_erased(_union(_archived(out / f"day={day}"), part), erasures).sort_by("timestamp")
+        _replace_day(out / f"day={day}", kept)
+        days.append(day)
+        rows += kept.num_rows
+        users.update(kept.column("user_id").to_pylist())
     scrubbed = _scrub(out, set(days), erasures)
-    return {"events": t.num_rows, "days_emptied": emptied, "days_scrubbed": scrubbed, "users": len(set(t.column("user_id").to_pylist())), "days": len(days),
+    return {"events": rows, "days_scrubbed": scrubbed, "users": len(users), "days": len(days),
             "first_day": days[0] if days else None, "last_day": days[-1] if days else None, "out": str(out)}
