@@ -89,12 +89,27 @@ def is_write(method: str, path: str) -> bool:
             or (method in ("PUT", "PATCH", "DELETE") and path.startswith("/items/")))
 
 
+def route_path(scope) -> str:
+    """The path the app routes on: ``scope["path"]`` less the ``root_path`` a proxy or a route
+    prefix put in front of it (as Starlette routes), so that a request is classified as the
+    route that will run it (``PUT /api/items/x`` under root path ``/api`` is a write)."""
+    path, root = scope["path"], scope.get("root_path") or ""
+    if root and path.startswith(root) and (len(path) == len(root) or path[len(root)] == "/"):
+        return path[len(root):] or "/"
+    return path
+
+
 def is_private(scope) -> bool:
     """Reads a read-only key may not make: the web page's view of a user by id
     (``/ui/user?user_id=...``) lists that user's stored history, which no API route shows (a
     storefront holding the read key must not list anyone's purchases)."""
-    return scope["path"] == "/ui/user" and any(
+    return route_path(scope) == "/ui/user" and any(
         name == "user_id" and value for name, value in parse_qsl(scope.get("query_string", b"").decode("latin-1")))
+
+
+def usable_key(key: str) -> bool:
+    """Whether a key can travel as a header, the page's cookie and the client's: printable ASCII."""
+    return key.isascii() and key.isprintable()
 
 
 def api_keys(cfg) -> tuple[str | None, str | None]:
@@ -106,10 +121,9 @@ def api_keys(cfg) -> tuple[str | None, str | None]:
         raise UserError(f"{cfg.read_api_key_env} is set but {cfg.api_key_env} is not: set the API key too (writes "
                         "need it), or unset the read-only key")
     for name, key in ((cfg.api_key_env, api_key), (cfg.read_api_key_env, read_key)):
-        try:
-            (key or "").encode("latin-1")
-        except UnicodeEncodeError:
-            raise UserError(f"{name} holds a character no HTTP header can carry: use ASCII letters and digits") from None
+        if not usable_key(key or ""):
+            raise UserError(f"{name} holds a character other than printable ASCII (a header, a cookie and the "
+                            "client carry no other): use ASCII letters and digits")
     return api_key, read_key
 
 
@@ -160,11 +174,12 @@ class Guard:
                     raise _Refused(413, f"body larger than max_body_bytes={self.max_body_bytes}")
             return message
 
+        path = route_path(scope)
         try:
-            if scope["path"] not in OPEN_PATHS and not self._allowed(scope, _key(scope, headers)):
-                if scope["method"] == "GET" and (scope["path"] == "/" or scope["path"].startswith("/ui/")):
+            if path not in OPEN_PATHS and not self._allowed(scope, _key(scope, headers)):
+                if scope["method"] == "GET" and (path == "/" or path.startswith("/ui/")):
                     return await send_reply(sending, 303, b"", [(b"location", b"/ui/login")])  # the page signs in
-                raise _Refused(401, "missing or wrong X-API-Key header" if not is_write(scope["method"], scope["path"])
+                raise _Refused(401, "missing or wrong X-API-Key header" if not is_write(scope["method"], path)
                                else "missing or wrong X-API-Key header: writes need the API key, not the read-only key")
             if scope["path"] in self.shed_paths and self.overloaded():
                 return await self._shed(scope, send, started)
@@ -192,7 +207,7 @@ class Guard:
     def _allowed(self, scope, key: bytes) -> bool:
         if self.api_key and hmac.compare_digest(key, self.api_key):
             return True
-        if is_write(scope["method"], scope["path"]) or is_private(scope):
+        if is_write(scope["method"], route_path(scope)) or is_private(scope):
             return not self.api_key and not self.read_key
         if self.read_key:
             return hmac.compare_digest(key, self.read_key)

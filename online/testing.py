@@ -151,12 +151,14 @@ def serving(artifacts, *args: str, **kwargs) -> Iterator[Server]:
 
 
 @contextmanager
-def running(app, timeout: float = 30) -> Iterator[str]:
+def running(app, timeout: float = 30, root_path: str = "") -> Iterator[str]:
     """Serve the ASGI ``app`` with uvicorn on a free loopback port in a thread of this process
-    (its lifespan run); yields its base URL once it listens."""
+    (its lifespan run); yields its base URL once it listens. ``root_path``: uvicorn's (the
+    prefix a proxy serves the app under)."""
     import uvicorn
 
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=0, log_level="warning", lifespan="on"))
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=0, log_level="warning", lifespan="on",
+                                           root_path=root_path))
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
     deadline = time.monotonic() + timeout

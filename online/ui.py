@@ -27,7 +27,7 @@ from fastapi.responses import FileResponse, HTMLResponse, RedirectResponse, Resp
 from pydantic import ValidationError
 
 from groundrec.online.errors import ERRORS, NotFound, Overloaded, Unavailable, Unprocessable, http_status
-from groundrec.online.guard import KEY_COOKIE as KEY_COOKIE_NAME
+from groundrec.online.guard import KEY_COOKIE as KEY_COOKIE_NAME, usable_key
 from groundrec.online.recommender import Recommender
 from groundrec.online.schemas import RecommendRequest, SearchRequest, validation_line
 from groundrec.online.ui_html import (PLACEHOLDER, grid, joined, max_per_field, page, parse_max_per, split, thumb,
@@ -278,6 +278,9 @@ def mount_ui(app: FastAPI, rec: Recommender, report_dir: Path | None = None) -> 
     async def login(request: Request):
         """The key goes into an HttpOnly cookie (never a URL); the guard checks it like the header."""
         key = (parse_qs((await request.body()).decode("utf-8", "replace")).get("key") or [""])[0]
+        if not usable_key(key):  # no key holds it, and a cookie cannot carry it
+            return RedirectResponse("/ui/login?error=" + quote("that is not an API key (printable ASCII only)"),
+                                    status_code=303)
         response = RedirectResponse("/", status_code=303)
         response.set_cookie(KEY_COOKIE, key, httponly=True, samesite="strict")
         return response

@@ -178,6 +178,21 @@ def test_writes_need_the_api_key_and_the_read_key_only_reads(published, tmp_path
         assert httpx.get(url + "/ui/user", params={"user_id": "u"}, headers=write).status_code == 200
         assert httpx.get(url + "/ui/user", params={"h": published["histories"][0][0]}, headers=read).status_code == 200
         assert httpx.delete(url + "/users/u", headers=write).json()["deleted_events"] == 1
+    # Under a root path (uvicorn's --root-path: a proxy strips the prefix, the scope's path holds
+    # it again) the guard classifies the route that will run: the read key wrote (the scope's
+    # path /api/events was no write path).
+    with running(create_app(_cfg(published, f"sqlite:///{tmp_path}/e.db")), root_path="/api") as url:
+        assert httpx.post(url + "/events", json=event, headers=read).status_code == 401
+        assert httpx.put(url + "/items/new", json={"title": "x"}, headers=read).status_code == 401
+        assert httpx.get(url + "/ui/user", params={"user_id": "u"}, headers=read).status_code in (303, 401)
+        assert httpx.post(url + "/events", json=event, headers=write).status_code == 200
+        assert httpx.post(url + "/recommend", json={"user_id": "u"}, headers=read).status_code == 200
+        # a key typed on the page with a character no key holds: the form again, never a 500
+        r = httpx.post(url + "/ui/login", data={"key": "\u20ac-secret"})
+        assert r.status_code == 303 and "/ui/login?error=" in r.headers["location"]
+    monkeypatch.setenv("GROUNDREC_API_KEY", "cl\u00e9")  # latin-1, but no client or cookie carries it
+    with pytest.raises(Exception, match="printable ASCII"):
+        create_app(_cfg(published, f"sqlite:///{tmp_path}/e.db"))
     monkeypatch.delenv("GROUNDREC_API_KEY")
     with pytest.raises(Exception, match="set the API key too"):
         create_app(_cfg(published, f"sqlite:///{tmp_path}/e.db"))
