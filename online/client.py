@@ -17,12 +17,11 @@ from __future__ import annotations
 
 import asyncio
 import time
-from urllib.parse import quote
 
 import httpx
 
 from groundrec.online.client_bodies import (GroundrecError, _batch_body, _events_body, _feedback_body, _item_path,
-                                            _items_body, _list_path, _recommend_body, _search_body, _similar_path)
+                                            _items_body, _list_path, _recommend_body, _search_body, _similar_path, segment)
 from groundrec.online.schemas import BatchOut, EventsOut, ResultOut, UserQuery
 
 RETRY_STATUS = {502, 503, 504}
@@ -33,10 +32,26 @@ def _raise_for(response: httpx.Response) -> None:
     if response.status_code < 400:
         return
     try:
-        message = response.json().get("detail", response.text)
+        body = response.json()
     except ValueError:
-        message = response.text
-    raise GroundrecError(response.status_code, str(message))
+        body = None
+    message = body.get("detail", response.text) if isinstance(body, dict) else response.text
+    raise GroundrecError(response.status_code, str(message)[:2000])
+
+
+def _answer(response: httpx.Response, raw: bool = False):
+    """A final reply's content: raised for (``_raise_for``) when an error, or when it is not
+    the server's answer (a redirect, a proxy's page that is not JSON): a GroundrecError naming
+    it, never a decoding error from deep inside httpx or json."""
+    _raise_for(response)
+    if raw:
+        return response.content
+    try:
+        return response.json()
+    except ValueError:
+        raise GroundrecError(response.status_code, f"the reply is not the server's JSON answer "
+                             f"({response.headers.get('content-type', 'no content type')}): "
+                             f"{response.text[:200]!r}") from None
 
 
 def _readiness(r: httpx.Response | Exception) -> dict:
@@ -92,8 +107,7 @@ class Client(_Http):
                     raise
                 r = None
             if self._final(r, attempt):
-                _raise_for(r)
-                return r.content if raw else r.json()
+                return _answer(r, raw)
             time.sleep(self._delay(attempt, r))
         raise AssertionError("unreachable")
 
@@ -131,7 +145,7 @@ class Client(_Http):
 
     def delete_user(self, user_id: str) -> dict:
         """Erase every event of the user."""
-        return self._call("DELETE", f"/users/{quote(user_id, safe='')}")
+        return self._call("DELETE", f"/users/{segment(user_id)}")
 
     def recommend_batch(self, users: list[dict | UserQuery], k: int = 10) -> BatchOut:
         return BatchOut.model_validate(self._call("POST", "/recommend", _batch_body(users, k)))
@@ -201,8 +215,7 @@ class AsyncClient(_Http):
                     raise
                 r = None
             if self._final(r, attempt):
-                _raise_for(r)
-                return r.content if raw else r.json()
+                return _answer(r, raw)
             await asyncio.sleep(self._delay(attempt, r))
         raise AssertionError("unreachable")
 
@@ -226,7 +239,7 @@ class AsyncClient(_Http):
             result_or_id, item_id, user_id, type, fields)))
 
     async def delete_user(self, user_id: str) -> dict:
-        return await self._call("DELETE", f"/users/{quote(user_id, safe='')}")
+        return await self._call("DELETE", f"/users/{segment(user_id)}")
 
     async def recommend_batch(self, users: list[dict | UserQuery], k: int = 10) -> BatchOut:
         return BatchOut.model_validate(await self._call("POST", "/recommend", _batch_body(users, k)))

@@ -84,9 +84,18 @@ def _items_body(items) -> dict:
     return {"items": items}
 
 
+def segment(value: str) -> str:
+    """An id as one path segment: escaped (a ``?``, a space or a ``/`` in it stays part of the
+    id), and an id of dots alone (``.``, ``..``) with its dots escaped too, which a client or a
+    browser would otherwise resolve as the current or parent folder (``DELETE /users/..`` was
+    ``DELETE /``)."""
+    escaped = quote(value, safe="")
+    return escaped.replace(".", "%2E") if escaped in (".", "..") else escaped
+
+
 def _item_path(item_id: str, tail: str = "") -> str:
-    """/items/{id} with the id escaped (a ``?``, a space or a ``/`` in it stays part of the id)."""
-    return f"/items/{quote(item_id, safe='')}{tail}"
+    """/items/{id} (``segment``)."""
+    return f"/items/{segment(item_id)}{tail}"
 
 
 def _list_path(path: str, k: int, filters: dict | None) -> str:

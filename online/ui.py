@@ -30,7 +30,7 @@ from groundrec.online.errors import ERRORS, NotFound, Overloaded, Unavailable, U
 from groundrec.online.guard import KEY_COOKIE as KEY_COOKIE_NAME, usable_key
 from groundrec.online.recommender import Recommender
 from groundrec.online.schemas import RecommendRequest, SearchRequest, validation_line
-from groundrec.online.ui_html import (PLACEHOLDER, grid, joined, max_per_field, page, parse_max_per, split, thumb,
+from groundrec.online.ui_html import (PLACEHOLDER, grid, joined, max_per_field, page, parse_max_per, segment, split, thumb,
                                       why)
 from groundrec.online.ui_online import mount_online
 from groundrec.shared import artifact
@@ -211,7 +211,7 @@ def mount_ui(app: FastAPI, rec: Recommender, report_dir: Path | None = None) -> 
                       "column": column, "value": value, "max_per": max_per}
             kept = {key: v for key, v in params.items() if v not in ("", "0")}
             hist = ('<ul class="history" aria-label="history">' + "".join(
-                f'<li><a href="/ui/items/{quote(i, safe="")}">{thumb(i, str(row.get("title") or i))}</a>'
+                f'<li><a href="/ui/items/{segment(i)}">{thumb(i, str(row.get("title") or i))}</a>'
                 + (f'<a href="/ui/user?{urlencode({**kept, "h": joined([x for x in history if x != i])})}" '
                    f'aria-label="remove {escape(str(row.get("title") or i))}">remove</a>' if mine else "")
                 + "</li>" for i, row, mine in seen)

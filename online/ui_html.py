@@ -10,6 +10,7 @@ from urllib.parse import quote, unquote, urlencode
 
 from fastapi.responses import HTMLResponse
 
+from groundrec.online.client_bodies import segment
 from groundrec.shared.errors import UserError
 
 PLACEHOLDER = (b'<svg xmlns="http://www.w3.org/2000/svg" width="256" height="256" viewBox="0 0 256 256">'
@@ -51,7 +52,7 @@ def title_of(item: dict) -> str:
 
 
 def thumb(item_id: str, alt: str, css: str = "") -> str:
-    return (f'<img src="/items/{quote(item_id, safe="")}/thumbnail" alt="{escape(alt)}" loading="lazy"'
+    return (f'<img src="/items/{segment(item_id)}/thumbnail" alt="{escape(alt)}" loading="lazy"'
             f'{f" class={css!r}" if css else ""}>')
 
 
@@ -60,7 +61,7 @@ def card(item: dict, history: list[str], why: str = "", score: bool = False, kee
     iid, title = item["item_id"], title_of(item)
     add = urlencode({**(keep or {}), "h": joined([*history, iid])})
     return (f'<li class="card" data-item="{escape(iid)}">{thumb(iid, title)}'
-            f'<a href="/ui/items/{quote(iid, safe="")}">{escape(title[:80])}</a>'
+            f'<a href="/ui/items/{segment(iid)}">{escape(title[:80])}</a>'
             + (f'<span class="score">score {item["score"]:.4f}</span>' if score else "")
             + (f'<span class="score parts">{parts(item["parts"])}</span>' if item.get("parts") else "")
             + (f'<span class="why">{why}</span>' if why else "")
@@ -98,7 +99,7 @@ def why(fields: dict, history: list[dict]) -> str:
             continue
         n = sum(1 for h in history if str(h.get(name) or "").lower() == str(value).lower())
         if n:
-            shared.append(f"{name.removeprefix('vlm_')}: {escape(str(value))} (like {n} in the history)")
+            shared.append(f"{escape(name.removeprefix('vlm_'))}: {escape(str(value))} (like {n} in the history)")
     return "; ".join(shared)
 
 

@@ -103,6 +103,15 @@ def test_feedback_and_add_events_credit_the_list_shown_on_a_real_server(publishe
         assert (async_reply.accepted, async_reply.unattributed) == (1, 0)
         with pytest.raises(ValueError, match="recommendation_id"):
             client.feedback(shown.model_copy(update={"recommendation_id": None}), first, "u1")
+        # Ids of dots alone are ids like any other (a client resolved "/users/.." to "/").
+        for odd in (".", ".."):
+            client.add_events([{"user_id": odd, "item_id": first}])
+            assert client.delete_user(odd)["deleted_events"] == 1
+        # A reply that is not the server's JSON answer (a redirect, a page): a GroundrecError naming it.
+        with pytest.raises(GroundrecError, match="not the server's JSON answer"):
+            client._call("GET", "/ui/search")
+        with pytest.raises(GroundrecError, match="307"):
+            client._call("GET", "/popular/")  # the trailing slash: a redirect, not followed
     store = open_store(store_url)
     try:
         kept = {(e.user_id, e.item_id, e.type): e.recommendation_id for b in store.scan() for e in b}

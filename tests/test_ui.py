@@ -326,3 +326,14 @@ def test_a_history_of_ids_holding_commas_and_percents_survives_the_page_s_links(
     assert split(joined(history)) == history and split("plain-1,plain-2") == ["plain-1", "plain-2"]
     link = card({"item_id": "a,b", "title": "x", "score": 1.0}, history).split('class="add" href="')[1].split('"')[0]
     assert split(parse_qs(urlsplit(unescape(link)).query)["h"][0]) == [*history, "a,b"]
+
+
+def test_why_an_item_was_shown_escapes_the_field_s_name_and_value():
+    """The grounded fields an item shares with the history: a column name from the catalog's
+    header or the prompt config went into the page raw."""
+    from groundrec.online.ui_html import segment, why
+
+    line = why({"vlm_<img src=x onerror=alert(1)>": "<b>red</b>", "vlm_text": "x", "title": "t"},
+               [{"vlm_<img src=x onerror=alert(1)>": "<B>RED</B>"}])
+    assert "<img" not in line and "<b>" not in line and "(like 1 in the history)" in line
+    assert (segment(".."), segment("."), segment("a/..b?"), segment("..x")) == ("%2E%2E", "%2E", "a%2F..b%3F", "..x")
