@@ -19,6 +19,7 @@ from collections import deque
 
 from pydantic_core import from_json, to_json
 
+from groundrec.online.errors import Unavailable
 from groundrec.shared.events.store import Impression, StoreUnavailable
 
 log = logging.getLogger("groundrec.impressions")
@@ -148,7 +149,7 @@ class ImpressionLog:
             for start in range(0, len(impressions), WRITE_CHUNK):  # events' commits never wait behind a huge one
                 store.add_impressions(impressions[start:start + WRITE_CHUNK])
                 done = min(start + WRITE_CHUNK, len(impressions))
-        except StoreUnavailable as e:
+        except (StoreUnavailable, Unavailable) as e:  # the store's own, or the service's (``Events.store``)
             log.warning("%d impressions not logged: %s", len(batch) - done, e)
         except Exception:  # a bug must not stop the logger: counted and logged with its traceback
             log.exception("%d impressions not logged", len(batch) - done)

@@ -661,6 +661,21 @@ def test_an_export_from_a_store_restored_from_an_older_backup_loses_no_archived_
     assert report["days"] == 4 and report["events"] == 5  # days 0, 1 (the evening kept), 3 (b's kept, g out) and 5
 
 
+def test_an_erasure_again_keeps_the_latest_erasure_time_on_both_backends(store):
+    """The service erases twice; the second finds no event and is stamped now, earlier than the
+    first's (the user's event dated ahead): Redis overwrote it, and the export then kept that
+    event in an archived day it did not rewrite. SQLite kept the later one."""
+    import time
+
+    from groundrec.shared.events.store import user_key
+
+    ahead = time.time() + 3_600
+    store.add([ev("u", "i", ahead, eid="a")])
+    store.delete_user("u")
+    store.delete_user("u")
+    assert store.erasures()[user_key("u")] >= ahead
+
+
 def test_an_erased_user_leaves_the_archive_s_days_the_store_no_longer_holds(store, tmp_path):
     """The export rewrote only the days the store still held: an erased user's events before
     the prune's cut stayed in the archive (and came back on the cut's day), and the job, which

@@ -7,6 +7,7 @@ import time
 
 import pytest
 
+from groundrec.online.errors import Unavailable
 from groundrec.online.impressions import ImpressionLog, new_recommendation_id, sampled
 from groundrec.shared.events import StoreUnavailable, open_store
 
@@ -76,9 +77,11 @@ def test_logged_without_flush_within_a_second(store):
         imp.close()
 
 
-def test_a_store_that_is_down_drops_and_counts_never_raises(store):
+@pytest.mark.parametrize("error", [StoreUnavailable, Unavailable])  # the store's, and the service's (Events.store)
+def test_a_store_that_is_down_drops_and_counts_never_raises(store, error, caplog):
+    """A store that cannot be reached is a warning, not a bug's traceback every flush."""
     def down():
-        raise StoreUnavailable("no store")
+        raise error("no store")
 
     imp = ImpressionLog(down, flush_interval_s=0.05)
     try:
@@ -88,6 +91,8 @@ def test_a_store_that_is_down_drops_and_counts_never_raises(store):
         assert imp.dropped == 3 and imp.written == 0
     finally:
         imp.close()
+    found = [r for r in caplog.records if "impressions not logged" in r.getMessage()]
+    assert found and all(r.levelname == "WARNING" and r.exc_info is None for r in found)
 
 
 def test_a_full_queue_drops_instead_of_growing(store):

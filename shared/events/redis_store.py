@@ -91,6 +91,11 @@ local old = redis.call('GET', KEYS[1])
 if not old or tonumber(old) < tonumber(ARGV[1]) then redis.call('SET', KEYS[1], ARGV[1]) end
 """
 
+MARK_FIELD = """
+local old = redis.call('HGET', KEYS[1], ARGV[1])
+if not old or tonumber(old) < tonumber(ARGV[2]) then redis.call('HSET', KEYS[1], ARGV[1], ARGV[2]) end
+"""
+
 
 class RedisStore(RedisImpressions, RedisItems):
     def __init__(self, url: str, prefix: str = PREFIX):
@@ -103,6 +108,7 @@ class RedisStore(RedisImpressions, RedisItems):
         self._delete = self._r.register_script(DELETE)
         self._prune = self._r.register_script(PRUNE)
         self._mark = self._r.register_script(MARK)
+        self._mark_field = self._r.register_script(MARK_FIELD)
         self._scripts_for_impressions()
         self._scripts_for_items()
         self._async = None  # redis.asyncio client of the service's event loop (ahistories)
@@ -164,7 +170,8 @@ class RedisStore(RedisImpressions, RedisItems):
         them."""
         latest = self._call(self._r.zrange, f"{self.prefix}h:{user_id}", -1, -1, False, True)
         at = repr(max([time.time(), *(float(score) for _, score in latest)]))  # an event dated ahead goes too
-        self._call(self._r.hset, f"{self.prefix}erasures", user_key(user_id), at)
+        # the latest erasure kept, as SQLite keeps it (an erasure again, without the event dated ahead, is earlier)
+        self._call(lambda: self._mark_field(keys=[f"{self.prefix}erasures"], args=[user_key(user_id), at]))
         n = int(self._call(lambda: self._delete(args=[self.prefix, user_id])))
         self._delete_impressions(user_id)
         return n

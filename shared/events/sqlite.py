@@ -194,10 +194,15 @@ class SQLiteStore(SQLiteItems):
             for other in more:
                 conn.execute(other, args)
             conn.execute("COMMIT")
-        except sqlite3.Error as e:
-            if conn.in_transaction:
-                conn.execute("ROLLBACK")
-            raise StoreUnavailable(f"events store: {e}") from None
+        except BaseException as e:  # whatever failed: rolled back, or every later write found a transaction open
+            try:
+                if conn.in_transaction:
+                    conn.execute("ROLLBACK")
+            except sqlite3.Error:
+                pass
+            if isinstance(e, sqlite3.Error):
+                raise StoreUnavailable(f"events store: {e}") from None
+            raise
         finally:
             with self._cv:
                 self._committing = False
