@@ -78,11 +78,12 @@ def export_encoder(model, out_dir: Path, cfg: ExportConfig, sample_texts: list[s
     tok = model.tokenizer.backend_tokenizer
     tok = type(tok).from_str(tok.to_str())
     tok.no_padding()
-    tok.enable_truncation(max_length=max_len)
+    side = getattr(model.tokenizer, "truncation_side", "right")  # where sentence-transformers cuts an over-long text
+    tok.enable_truncation(max_length=max_len, direction=side)
     tok.save(str(out_dir / ENCODER_TOKENIZER))
     pad_token = model.tokenizer.pad_token or "[PAD]"
     meta = {"max_seq_length": max_len, "dim": int(model.get_embedding_dimension() if hasattr(model, "get_embedding_dimension") else model.get_sentence_embedding_dimension()),
-            "pooling": mode, "normalized": True, "tokenizer": ENCODER_TOKENIZER,
+            "pooling": mode, "normalized": True, "tokenizer": ENCODER_TOKENIZER, "truncation_side": side,
             "pad_token": pad_token, "pad_id": int(model.tokenizer.pad_token_id or 0), "files": {"fp32": ENCODER_ONNX["fp32"]}}
     (out_dir / ENCODER_CONFIG).write_text(json.dumps(meta, indent=2))
 
@@ -96,7 +97,8 @@ def export_encoder(model, out_dir: Path, cfg: ExportConfig, sample_texts: list[s
                           input_names=["input_ids", "attention_mask", "token_type_ids"],
                           output_names=["embedding"], dynamic_axes=dyn)
 
-    texts = list(CHECK_TEXTS) + [t for t in sample_texts if t][:60]
+    over_long = " ".join(["red cotton shirt"] * max_len + ["steel engine part"] * max_len)  # which side is cut shows
+    texts = list(CHECK_TEXTS) + [over_long] + [t for t in sample_texts if t][:60]
     reference = model.encode(texts, convert_to_numpy=True, normalize_embeddings=True, show_progress_bar=False)
     fp32 = OnnxTextEncoder(out_dir, "fp32").encode(texts)
     report = {"fp32": _compare(fp32, reference), "tolerance": cfg.tolerance, "pooling": mode}

@@ -23,7 +23,7 @@ def serve(
     config: Optional[Path] = typer.Option(None, "--config", "-c", help="YAML with ServeConfig fields (limits, reload...)."),
     interactions: Optional[Path] = typer.Option(None, help="Interactions table: item popularity for the prior and fallback."),
     interactions_item_column: Optional[str] = typer.Option(None, help="Item id column of --interactions (default item_id)."),
-    encoder_variant: Optional[str] = typer.Option(None, help="fp32 | int8 ONNX encoder for text queries."),
+    encoder_variant: Optional[str] = typer.Option(None, help="fp32 | int8 ONNX encoder for text queries and live items' texts."),
     compute: Optional[str] = typer.Option(None, help="Where retrieval runs: process (default; a child process per "
                                           "server holds the version) | thread (in the server process)."),
     report: Optional[Path] = typer.Option(None, help="An evaluation report folder (groundrec eval --out) for the "

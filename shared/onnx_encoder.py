@@ -40,7 +40,8 @@ class OnnxTextEncoder:
         if variant not in files:
             raise UserError(f"encoder variant {variant!r} not exported here; available: {sorted(files)}")
         self.tokenizer = Tokenizer.from_file(str(self.directory / self.meta["tokenizer"]))
-        self.tokenizer.enable_truncation(max_length=int(self.meta["max_seq_length"]))
+        self.tokenizer.enable_truncation(max_length=int(self.meta["max_seq_length"]),  # the side PyTorch cuts
+                                         direction=self.meta.get("truncation_side", "right"))
         self.tokenizer.no_padding()  # encode pads each batch itself
         self.pad_id = int(self.meta["pad_id"])
         opts = ort.SessionOptions()

@@ -72,3 +72,16 @@ def test_export_fails_above_tolerance(minilm, tmp_path):
 def test_unknown_variant_is_refused(exported):
     with pytest.raises(ValueError, match="not exported"):
         OnnxTextEncoder(exported[0], "fp16")
+
+
+def test_a_tokenizer_that_cuts_from_the_left_is_exported_so_and_checked_on_an_over_long_text(tmp_path):
+    """The export always cut an over-long text on the right, whatever side the tokenizer cuts
+    (sentence-transformers follows ``truncation_side``), and its check held no text long enough
+    to see it: the index and the online encoder then disagreed on every long text."""
+    model = load_sentence_transformer("all-MiniLM-L6-v2")
+    model.tokenizer.truncation_side = "left"
+    report = export_encoder(model, tmp_path, ExportConfig(int8=False), TEXTS)
+    assert report["fp32"]["n_texts"] == 4 + 1 + len(TEXTS)  # the built-in texts, an over-long one, the sample's
+    long_text = "tail words matter here " * 10 + " ".join(f"w{n}" for n in range(400))
+    reference = model.encode([long_text], normalize_embeddings=True)
+    assert np.max(np.abs(OnnxTextEncoder(tmp_path).encode([long_text]) - reference)) < 1e-4
