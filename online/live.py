@@ -122,7 +122,8 @@ class LiveOverlay:
                 continue
             origin = self._published.get(item.item_id, old if old is not None and old < self.n_version else None)
             base = v.items.slice(origin, 1).to_pylist()[0] if origin is not None else None
-            row = record(item, base, v.items.column_names, v.manifest.id_column, v.manifest.catalog_image_column)
+            row = record(item, base, v.items.column_names, v.manifest.id_column, v.manifest.catalog_image_column,
+                         v.items.schema)
             text = item_text(v.manifest.text_template, row, v.manifest.catalog_text_columns)
             if "text" in row:  # the embedded text, as the job writes it
                 row["text"] = text

@@ -97,10 +97,12 @@ def image_changed(item: LiveItem, base: Mapping | None, column: str = IMAGE) -> 
 
 
 def record(item: LiveItem, base: Mapping | None, columns: Iterable[str], id_column: str = "item_id",
-           image_column: str = IMAGE) -> dict:
+           image_column: str = IMAGE, schema=None) -> dict:
     """The item's row over ``columns`` (a version's item table): a PUT's fields over an empty
     row, a patch's over ``base`` (its row in the version); the derived columns from ``base``
-    (grounded fields, unless the image changed), ``text`` left for the caller to fill."""
+    (grounded fields, unless the image changed), ``text`` left for the caller to fill. With
+    ``schema`` (the table's pyarrow schema) each field sent is read as its column stores it (a
+    price sent as 20 in a float column is 20.0, as the job's template renders it)."""
     row = {c: None for c in columns}
     moved = image_changed(item, base, image_column)
     for c in row:  # a PUT is the item whole: its rules (hidden, available_until) are what it sends, as in fold
@@ -111,6 +113,12 @@ def record(item: LiveItem, base: Mapping | None, columns: Iterable[str], id_colu
             if c.startswith("vlm_") or c in ("grounded", "parse_ok", "image_sha256", "image_uri", "from_cache"):
                 row[c] = None
     row.update({k: v for k, v in item.fields.items() if k in row})
+    if schema is not None:
+        import pyarrow as pa
+
+        for k in item.fields:
+            if k in row and k in schema.names and row[k] is not None:
+                row[k] = pa.array([row[k]], schema.field(k).type).to_pylist()[0]
     if id_column in row:
         row[id_column] = item.item_id
     return row

@@ -60,6 +60,20 @@ def test_record_keeps_grounded_fields_unless_the_image_changed():
     assert render("{title}. {vlm_text}", {"title": "new", "vlm_text": None}) == "new"
 
 
+def test_a_live_item_s_fields_are_read_as_their_columns_store_them_before_its_text_is_rendered():
+    """A price sent as 20 for a float column rendered "20" online where the job, rendering its
+    stored row, writes "20.0": another text, another vector than the next job's."""
+    import pyarrow as pa
+
+    schema = pa.schema([("item_id", pa.string()), ("title", pa.string()), ("price", pa.float64()),
+                        ("stock", pa.int64())])
+    sent = LiveItem("x", {"title": "coat", "price": 20, "stock": 3}, whole=True)
+    row = record(sent, None, schema.names, schema=schema)
+    stored = pa.Table.from_pylist([record(sent, None, schema.names)], schema=schema).to_pylist()[0]
+    assert row == stored and row["price"] == 20.0 and isinstance(row["price"], float)
+    assert render("{title}, {price}", row) == render("{title}, {price}", stored) == "coat, 20.0"
+
+
 def test_a_catalog_whose_image_column_has_another_name_changes_its_image_there():
     """The rule read the column ``image`` whatever the catalog's was (``--image-column photo``):
     a new photo kept the old photo's grounded fields and its thumbnail. The version's manifest
