@@ -55,7 +55,9 @@ def test_delete_user_erases_events_and_ids_and_nothing_else(store):
     assert store.delete_user("gone") == 2
     assert store.history("gone", 10) == [] and store.history("kept", 10) == [("a", 3.0, 1.0)]
     assert all(e.user_id != "gone" for batch in store.scan() for e in batch)
-    assert store.add([ev("gone", "a", 1, "g1")]) == 1  # its ids are forgotten too: a new event, not a retry
+    assert store.add([ev("gone", "a", 1, "g1")]) == 0  # dated before the erasure: not the user's data back
+    back = max(store.erasures().values()) + 1
+    assert store.add([ev("gone", "a", back, "g1")]) == 1  # its ids are forgotten too: a new event, not a retry
     assert store.delete_user("nobody") == 0
 
 
@@ -159,7 +161,8 @@ def test_erasing_a_user_erases_their_impressions_and_pruning_old_ones_keeps_the_
     assert store.impression("r1") is None and store.impression("r3") is None and store.impression("r2") is not None
     assert store.prune_impressions(before=5) == 1  # r4
     assert [m.recommendation_id for b in store.scan_impressions() for m in b] == ["r2"]
-    assert store.add_impressions([imp("r1", "gone", 13)]) == 1  # an erased id is forgotten
+    assert store.add_impressions([imp("r1", "gone", 13)]) == 0  # dated before the erasure
+    assert store.add_impressions([imp("r1", "gone", max(store.erasures().values()) + 1)]) == 1  # an erased id is forgotten
 
 
 def test_sqlite_commits_impressions_alone_without_fsync_and_events_and_erasures_with_it(tmp_path):
@@ -468,7 +471,7 @@ def test_a_group_commit_failing_on_a_row_sqlite_cannot_bind_stores_nothing_and_t
 
     s = open_store(f"sqlite:///{tmp_path}/events.db")
     try:
-        waiting = _Ticket(INSERT, [("e1", "alice", "a", 1.0, "view", 1.0, None)])
+        waiting = _Ticket(INSERT, [("e1", "alice", "a", 1.0, "view", 1.0, None, "alice-key", 1.0)])
         s._pending.append(waiting)  # another thread's rows, in the same group commit
         with pytest.raises(StoreUnavailable):
             s.add([ev("bob\ud800", "b", 2.0, eid="e2")])
@@ -659,6 +662,28 @@ def test_an_export_from_a_store_restored_from_an_older_backup_loses_no_archived_
     archived = ds.dataset(out, format="parquet", partitioning="hive").to_table()
     assert sorted(archived.column("item_id").to_pylist()) == ["evening", "i0", "i1", "j2", "j3", "j4", "new"]
     assert report["days"] == 4 and report["events"] == 5  # days 0, 1 (the evening kept), 3 (b's kept, g out) and 5
+
+
+def test_rows_of_an_erased_user_written_after_the_erasure_are_not_stored_unless_dated_after_it(store):
+    """Another worker's late impression batch or an event in flight, dated before the erasure,
+    landed after it and stayed: the user's data back after DELETE /users answered. A user who
+    comes back (rows dated after the erasure) is stored as anyone."""
+    import time
+
+    from groundrec.shared.events.store import user_key
+
+    now = time.time()
+    store.add([ev("u", "i", now - 60, eid="a")])
+    store.delete_user("u")
+    assert store.add([ev("u", "late", now - 30, eid="b"), ev("v", "other", now - 30, eid="c")]) == 1
+    assert [i for i, _, _ in store.history("u", 10)] == [] and [i for i, _, _ in store.history("v", 10)] == ["other"]
+    shown = lambda rid, user, ts: Impression(rid, user, ts, "v1", ("x",))  # noqa: E731
+    assert store.add_impressions([shown("r1", "u", now - 10), shown("r2", "v", now - 10), shown("r3", None, now - 10)]) == 2
+    assert store.impression("r1") is None and store.impression("r2") is not None
+    later = store.erasures()[user_key("u")] + 1
+    assert store.add([ev("u", "back", later, eid="d")]) == 1
+    assert store.add_impressions([shown("r4", "u", later)]) == 1
+    assert [i for i, _, _ in store.history("u", 10)] == ["back"]
 
 
 def test_an_erasure_again_keeps_the_latest_erasure_time_on_both_backends(store):

@@ -9,15 +9,17 @@ from __future__ import annotations
 from collections.abc import Iterator, Sequence
 
 from groundrec.shared.events.redis_lua import chunk_prune
-from groundrec.shared.events.store import Impression, impression_from_json, impression_json, impression_table
+from groundrec.shared.events.store import Impression, impression_from_json, impression_json, impression_table, user_key
 
-# ARGV: prefix, then 4 values per impression: recommendation id, user ('' for none), ts, JSON.
+# ARGV: prefix, then 5 values per impression: recommendation id, user ('' for none), ts, JSON, the
+# user's key ('' for none): a list of a user erased at or after its time is not stored.
 ADD = """
 local p = ARGV[1]
 local stored = 0
-for i = 2, #ARGV, 4 do
+for i = 2, #ARGV, 5 do
   local rid, user, ts, body = ARGV[i], ARGV[i+1], ARGV[i+2], ARGV[i+3]
-  if redis.call('EXISTS', p .. 'imp:' .. rid) == 0 then
+  local erased = ARGV[i+4] ~= '' and redis.call('HGET', p .. 'erasures', ARGV[i+4])
+  if not (erased and tonumber(erased) >= tonumber(ts)) and redis.call('EXISTS', p .. 'imp:' .. rid) == 0 then
     local sid = redis.call('XADD', p .. 'ilog', '*', 't', ts, 'j', body)
     redis.call('SET', p .. 'imp:' .. rid, sid)
     if user ~= '' then redis.call('SADD', p .. 'ui:' .. user, sid .. '\\31' .. rid) end
@@ -62,7 +64,8 @@ class RedisImpressions:
             return 0
         args = [self.prefix]
         for m in impressions:
-            args += [m.recommendation_id, m.user_id or "", repr(float(m.timestamp)), impression_json(m)]
+            args += [m.recommendation_id, m.user_id or "", repr(float(m.timestamp)), impression_json(m),
+                     user_key(m.user_id) if m.user_id else ""]
         return int(self._call(lambda: self._add_imp(args=args)))
 
     def impression(self, recommendation_id: str) -> Impression | None:

@@ -24,8 +24,9 @@ SEP = "\x1f"
 TIMEOUT_S = 2.0
 POPULARITY_MARGIN_S = 86_400.0  # popularity reads the entries stored from this long before its window
 
-# ARGV: prefix, then 7 values per event: event id ('' for none), user, item, ts, type, weight,
-# recommendation id ('' for none).
+# ARGV: prefix, then 8 values per event: event id ('' for none), user, item, ts, type, weight,
+# recommendation id ('' for none), the user's key (``user_key``: an event of a user erased at or
+# after its time is not stored, as SQLite's ``NOT_ERASED``).
 # A history member begins with its stream id zero-padded (``SORTED``), so that events of equal
 # time are read back in the order they were stored, as SQLite reads them (a sorted set orders
 # equal scores by member text, and "ms-10" < "ms-2"); members stored before it begin with the
@@ -45,10 +46,11 @@ end
 ADD = SORTED + """
 local p = ARGV[1]
 local stored = 0
-for i = 2, #ARGV, 7 do
+for i = 2, #ARGV, 8 do
   local eid, user, item, ts, typ, w, rid = ARGV[i], ARGV[i+1], ARGV[i+2], ARGV[i+3], ARGV[i+4], ARGV[i+5], ARGV[i+6]
-  local fresh = true
-  if eid ~= '' then
+  local erased = redis.call('HGET', p .. 'erasures', ARGV[i+7])
+  local fresh = not (erased and tonumber(erased) >= tonumber(ts))
+  if fresh and eid ~= '' then
     fresh = redis.call('SET', p .. 'eid:' .. eid, '1', 'NX')
   end
   if fresh then
@@ -125,7 +127,7 @@ class RedisStore(RedisImpressions, RedisItems):
         args = [self.prefix]
         for e in events:
             args += [e.event_id or "", e.user_id, e.item_id, repr(float(e.timestamp)), e.type, repr(float(e.weight)),
-                     e.recommendation_id or ""]
+                     e.recommendation_id or "", user_key(e.user_id)]
         return int(self._call(lambda: self._add(args=args)))
 
     @staticmethod

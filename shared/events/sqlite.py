@@ -26,9 +26,13 @@ from groundrec.shared.events.sqlite_schema import ERASURE, PRUNED_MARK, SCHEMA, 
 from groundrec.shared.events.store import (Event, Impression, StoreUnavailable, impression_from_json,
                                            impression_json, user_key)
 
+# A row of a user erased at or after its time is not stored (the last two values: the user's key
+# and the row's time): written beside the erasure (another worker's late batch), it would be the
+# user's data back after DELETE /users answered; checked in the row's own transaction.
+NOT_ERASED = "WHERE NOT EXISTS (SELECT 1 FROM erasures WHERE user_key = ? AND at >= ?)"
 INSERT = ("INSERT OR IGNORE INTO events (event_id, user_id, item_id, ts, type, weight, recommendation_id) "
-          "VALUES (?, ?, ?, ?, ?, ?, ?)")
-INSERT_IMPRESSION = "INSERT OR IGNORE INTO impressions (recommendation_id, user_id, ts, body) VALUES (?, ?, ?, ?)"
+          f"SELECT ?, ?, ?, ?, ?, ?, ? {NOT_ERASED}")
+INSERT_IMPRESSION = f"INSERT OR IGNORE INTO impressions (recommendation_id, user_id, ts, body) SELECT ?, ?, ?, ? {NOT_ERASED}"
 LOSSY = (INSERT_IMPRESSION, INSERT_ITEM_VECTOR)  # a commit of only these runs with synchronous=NORMAL
 BUSY_MS = 10_000  # another process's commit is waited for this long
 PRUNE_CHUNK = 20_000  # rows a prune erases per transaction (about 0.1 s of the write lock)
@@ -83,10 +87,11 @@ class SQLiteStore(SQLiteItems):
     # --- writes: group commit -----------------------------------------------------------
     def add(self, events: Sequence[Event]) -> int:
         return self._write(INSERT, [(e.event_id, e.user_id, e.item_id, e.timestamp, e.type, e.weight,
-                                     e.recommendation_id) for e in events])
+                                     e.recommendation_id, user_key(e.user_id), e.timestamp) for e in events])
 
     def add_impressions(self, impressions: Sequence[Impression]) -> int:
-        return self._write(INSERT_IMPRESSION, [(m.recommendation_id, m.user_id, m.timestamp, impression_json(m))
+        return self._write(INSERT_IMPRESSION, [(m.recommendation_id, m.user_id, m.timestamp, impression_json(m),
+                                                user_key(m.user_id) if m.user_id else None, m.timestamp)
                                                for m in impressions])
 
     def _write(self, sql: str, rows: list[tuple]) -> int:
