@@ -110,6 +110,7 @@ def test_images_under_an_object_store_root_keep_their_uri(tmp_path):
     r = CliRunner().invoke(app, ["offline", "run", "--catalog", str(tmp_path / "none.parquet"), "--out",
                                  str(tmp_path / "o"), "--images-root", "gs://bucket/images"])
     assert "gs:/bucket" not in r.output  # the URI reaches the job as given (it fails on the missing catalog)
+    assert r.exit_code == 2 and "none.parquet" in r.output and "Traceback" not in r.output
 
 
 def test_a_list_text_column_is_refused_naming_it_and_what_to_do(tmp_path):

@@ -1,4 +1,5 @@
 import pytest
+import yaml
 from pydantic import ValidationError
 
 from groundrec.offline.config import JobConfig, load_job_config as load_config
@@ -65,10 +66,13 @@ def test_require_paths_names_what_is_missing():
 def test_shipped_job_configs_validate():
     from pathlib import Path
 
-    for path in (Path(__file__).resolve().parents[1] / "deploy").glob("*.job.yaml"):
+    paths = sorted((Path(__file__).resolve().parents[1] / "deploy").glob("*.job.yaml"))
+    assert paths  # deploy/hm.job.yaml at least
+    for path in paths:
         cfg = load_config(path)
         cfg.require_paths()
-        assert cfg.encoder.template
+        shipped = yaml.safe_load(path.read_text())["catalog"]
+        assert (cfg.catalog.text_columns, cfg.catalog.id_column) == (shipped["text_columns"], shipped["id_column"])
 
 
 def test_shipped_eval_configs_validate():

@@ -7,7 +7,7 @@ import json
 import numpy as np
 import pytest
 
-torch = pytest.importorskip("torch")
+import torch  # noqa: E402  (installed by make install: a missing one fails, never skips)
 
 from groundrec.offline.evaluation.report import verdict  # noqa: E402
 from groundrec.offline.evaluation.sasrec import SASREC, SASRecSettings, SASRecSystem, train_sasrec  # noqa: E402

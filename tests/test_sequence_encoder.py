@@ -9,8 +9,8 @@ import sys
 import numpy as np
 import pytest
 
-onnx = pytest.importorskip("onnx")
-pytest.importorskip("onnxruntime")
+import onnx  # noqa: E402
+import onnxruntime  # noqa: E402,F401
 
 from onnx import TensorProto, helper  # noqa: E402
 

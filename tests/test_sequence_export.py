@@ -7,8 +7,8 @@ import json
 import numpy as np
 import pytest
 
-torch = pytest.importorskip("torch")
-pytest.importorskip("onnxruntime")
+import torch  # noqa: E402  (installed by make install: a missing one fails, never skips)
+import onnxruntime  # noqa: E402,F401
 
 from groundrec.offline.sequence import export as export_mod  # noqa: E402
 from groundrec.offline.sequence.export import (SequenceExportError, check_histories,  # noqa: E402

@@ -5,7 +5,7 @@ row's target always in and never twice."""
 
 import pytest
 
-torch = pytest.importorskip("torch")
+import torch  # noqa: E402  (installed by make install: a missing one fails, never skips)
 F = torch.nn.functional
 
 from groundrec.offline.sequence import loss  # noqa: E402

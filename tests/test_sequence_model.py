@@ -4,7 +4,7 @@ cold items, empty histories."""
 import numpy as np
 import pytest
 
-torch = pytest.importorskip("torch")
+import torch  # noqa: E402  (installed by make install: a missing one fails, never skips)
 
 from groundrec.offline.sequence.model import SequenceConfig, SequenceModel, start_at_principal  # noqa: E402
 from groundrec.shared.sequence_encoder import pad_histories  # noqa: E402

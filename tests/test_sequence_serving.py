@@ -13,8 +13,8 @@ import numpy as np
 import pyarrow as pa
 import pytest
 
-pytest.importorskip("torch")
-pytest.importorskip("onnxruntime")
+import torch  # noqa: E402,F401
+import onnxruntime  # noqa: E402,F401
 
 from groundrec.offline.config import IndexConfig  # noqa: E402
 from groundrec.offline.index import build_index  # noqa: E402

@@ -4,7 +4,7 @@ pattern learned far above chance, determinism, errors."""
 import numpy as np
 import pytest
 
-torch = pytest.importorskip("torch")
+import torch  # noqa: E402  (installed by make install: a missing one fails, never skips)
 
 from groundrec.offline.sequence.model import SequenceConfig, start_at_principal  # noqa: E402
 from groundrec.offline.sequence.train import (carried_over, recall_at, train_sequence_encoder,  # noqa: E402
@@ -151,7 +151,6 @@ def test_the_softmax_can_leave_out_the_items_nobody_interacted_with():
     alone, targets renumbered to them; with every item warm it is the same training."""
     from groundrec.offline.sequence.train import _warm_softmax
 
-    torch = pytest.importorskip("torch")
     index = torch.arange(12.0).reshape(6, 2)
     kept, y = _warm_softmax(index, torch.tensor([[0, -1, 3], [5, 2, -1]]), np.array([1, 0, 1, 0, 0, 1], bool))
     assert kept.tolist() == [[0, 1], [4, 5], [6, 7], [10, 11]]  # 3 is cold but a target: kept

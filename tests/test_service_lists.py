@@ -33,6 +33,7 @@ def test_similar_items_are_the_item_s_own_list_without_it(served):
     assert ids == [i["item_id"] for i in as_history["items"]]
     cat = httpx.get(f"{url}/items/{ids[0]}").json()["item"]["category"]
     same = httpx.get(f"{url}/items/{item}/similar", params={"k": 3, "filters": json.dumps({"category": cat})}).json()
+    assert ids[0] in [i["item_id"] for i in same["items"]]  # a list, not an empty one: the item's own category
     assert all(httpx.get(f"{url}/items/{i['item_id']}").json()["item"]["category"] == cat for i in same["items"])
 
 
