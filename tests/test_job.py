@@ -4,6 +4,7 @@ import io
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pyarrow.parquet as pq
@@ -86,20 +87,31 @@ def test_structured_prompt_gives_field_columns(small_catalog, tmp_path, tiny_vlm
     assert summary.parse_failures == 6 and grounded.num_rows == 6 and all(grounded.column("parse_error").to_pylist())
 
 
-def test_a_fixed_parser_reaches_the_cached_answers(small_catalog, tmp_path, tiny_vlm, monkeypatch):
+def test_a_fixed_parser_reaches_the_cached_answers(small_catalog, tmp_path, tiny_vlm):
     """The cache keeps the VLM's text; a rerun parses it again with the run's parser (a cached
-    item kept its old fields until the cache was deleted)."""
-    from groundrec.offline.parse import Parsed
+    item kept its old fields until the cache was deleted). The cache is left as an older parser
+    would have left it: well-formed answers recorded as failed, with no fields."""
+    import pyarrow as pa
 
     cfg = _cfg(small_catalog, tmp_path / "s", tiny_vlm(), **{"prompt.style": "structured",
                                                              "prompt.fields": ["colour", "pattern"]})
     assert run_job(cfg, progress=False).parse_failures == 6
-    monkeypatch.setattr(ground_module, "parse_structured",  # a parser that now reads these answers
-                        lambda text, fields: Parsed({f: "fixed" for f in fields}, True, None))
+    shards = sorted((cfg.resolved_cache_dir / "groundings").glob("shard-*.parquet"))
+    assert shards
+    for shard in shards:
+        t = pq.read_table(shard)
+        n = t.num_rows
+        t = t.set_column(t.schema.get_field_index("vlm_text"), "vlm_text",
+                         pa.array(['{"colour": "Red", "pattern": "striped"}'] * n))
+        t = t.set_column(t.schema.get_field_index("vlm_fields"), "vlm_fields", pa.array(["{}"] * n))
+        t = t.set_column(t.schema.get_field_index("parse_ok"), "parse_ok", pa.array([False] * n))
+        pq.write_table(t, shard)
     again = run_job(cfg, progress=False)
     assert again.grounded_cached == 6 and again.parse_failures == 0
     items = pq.read_table(again.version_dir / "items.parquet")
-    assert set(items.filter(items.column("grounded")).column("vlm_colour").to_pylist()) == {"fixed"}
+    grounded = items.filter(items.column("grounded"))
+    assert set(grounded.column("vlm_colour").to_pylist()) == {"Red"}
+    assert set(grounded.column("vlm_pattern").to_pylist()) == {"striped"}
 
 
 class _CrashOnSecondBatch(GroundImages):
