@@ -137,3 +137,4 @@ def test_kill_9_while_lists_are_logged_loses_no_acknowledged_event_and_only_the_
     # answer was on its way when the server died (at most one per client in flight).
     assert len(logged - set(answered)) <= len(threads) and len(logged & set(answered)) >= len(answered) // 2
     assert all(e.recommendation_id in logged for e in credited)  # an event is credited only to a list logged
+    assert len(credited) >= len(acked) // 2  # and events are credited (each acknowledged one named its list)
