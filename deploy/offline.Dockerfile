@@ -19,7 +19,9 @@ COPY offline ./offline
 COPY online ./online
 COPY shared ./shared
 RUN pip install --index-url ${TORCH_INDEX} torch torchvision \
-    && pip install ".[offline,serve]" ${FAISS}
+    && pip install ".[offline,serve]" ${FAISS} \
+    && if [ "${FAISS}" != faiss-cpu ]; then pip uninstall -y faiss-cpu && pip install --force-reinstall --no-deps ${FAISS}; fi
+# (faiss-cpu is a dependency of the package and ships the same `faiss` module: a GPU build replaces it, not beside it)
 
 RUN useradd --create-home --uid 1000 groundrec && mkdir -p /data /artifacts && chown groundrec /data /artifacts
 USER groundrec
