@@ -43,6 +43,28 @@ def grounding_signature(vlm, prompt) -> dict:
     }
 
 
+EMBEDDING_LIBRARIES = ("sentence-transformers", "transformers", "tokenizers")
+
+
+def embedding_signature(model: str, max_seq_length: int | None, libraries: dict | None = None) -> dict:
+    """Everything that changes a text's embedding: the encoder's identity (``model_fingerprint``),
+    its length limit, and the versions of the libraries that tokenize and pool (an upgrade may
+    change them, and the export's check would then compare the ONNX encoder with the new
+    library while the index kept the old one's vectors). ``libraries``: name -> version
+    (default: those installed)."""
+    if libraries is None:
+        from importlib.metadata import PackageNotFoundError, version
+
+        def installed(name: str) -> str:
+            try:
+                return version(name)
+            except PackageNotFoundError:
+                return "absent"
+
+        libraries = {name: installed(name) for name in EMBEDDING_LIBRARIES}
+    return {"encoder": model, "max_seq_length": max_seq_length, "libraries": dict(sorted(libraries.items()))}
+
+
 def cache_key(content: str, signature: dict) -> str:
     blob = json.dumps({"content": content, **signature}, sort_keys=True).encode()
     return hashlib.sha256(blob).hexdigest()

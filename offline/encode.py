@@ -11,7 +11,7 @@ import numpy as np
 import pyarrow as pa
 from tqdm.auto import tqdm
 
-from groundrec.offline.cache import EmbeddingCache, cache_key
+from groundrec.offline.cache import EmbeddingCache, cache_key, embedding_signature
 from groundrec.offline.config import EncoderConfig
 from groundrec.offline.vlm.base import model_fingerprint
 from groundrec.shared.errors import UserError
@@ -116,7 +116,7 @@ def encode_cached(runner, texts: list[str], encoder: EncoderConfig, encoder_path
     the embedding cache in ``cache_dir`` lacks."""
     if not texts:
         raise UserError("no item could be grounded: nothing to encode (see the skipped reasons)")
-    signature = {"encoder": model_fingerprint(encoder_path), "max_seq_length": encoder.max_seq_length}
+    signature = embedding_signature(model_fingerprint(encoder_path), encoder.max_seq_length)
     key_of = {t: cache_key(t, signature) for t in texts}
     cache = EmbeddingCache(cache_dir)
     known = cache.get(set(key_of.values()))

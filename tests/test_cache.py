@@ -1,6 +1,6 @@
 import pyarrow as pa
 
-from groundrec.offline.cache import GroundingCache, cache_key, grounding_signature
+from groundrec.offline.cache import GroundingCache, cache_key, embedding_signature, grounding_signature
 from groundrec.offline.config import PromptConfig
 from groundrec.offline.vlm import HFVLMConfig, OpenAIVLMConfig
 
@@ -94,3 +94,18 @@ def test_a_shard_cut_short_by_a_crash_is_set_aside_and_its_rows_recomputed_not_f
     assert list(got) == ["a"] and not broken.exists() and (cache.root / "shard-0000.parquet.bad").exists()
     cache.compact(max_shards=0)  # a compaction reads every shard too
     assert list(cache.get({"a"})) == ["a"]
+
+
+def test_an_embedding_s_key_changes_with_the_libraries_that_make_it():
+    """An upgrade of sentence-transformers, transformers or tokenizers may tokenize or pool
+    otherwise: the cached vectors are not reused across one (the index and the export's check
+    would disagree)."""
+    from importlib.metadata import version
+
+    now = embedding_signature("hub:m@1", 256)
+    assert now["libraries"]["sentence-transformers"] == version("sentence-transformers")
+    assert set(now["libraries"]) == {"sentence-transformers", "transformers", "tokenizers"}
+    older = embedding_signature("hub:m@1", 256, {**now["libraries"], "transformers": "4.0.0"})
+    assert cache_key("a red coat", now) != cache_key("a red coat", older)
+    assert cache_key("a red coat", now) == cache_key("a red coat", embedding_signature("hub:m@1", 256))
+    assert cache_key("a red coat", now) != cache_key("a red coat", embedding_signature("hub:m@1", 128))
