@@ -34,6 +34,13 @@ def resolve_encoder(name: str) -> str:
     return name
 
 
+def hub_name(path: str) -> str:
+    """The name a ``resolve_encoder`` answer is found under: a local path as is, a hub name
+    without an organisation as sentence-transformers reads it (``sentence-transformers/NAME``)."""
+    local = path.startswith((".", "/")) or Path(path).exists()
+    return path if local or "/" in path else f"sentence-transformers/{path}"
+
+
 def check_encoder(name: str) -> str:
     """``resolve_encoder``'s answer, once it is known to load: a local path that exists, the
     packaged all-MiniLM-L6-v2, or a hub model found in the cache or on the hub (a name without
@@ -42,8 +49,7 @@ def check_encoder(name: str) -> str:
     if not Path(path).is_dir():
         from groundrec.offline.vlm.base import resolve_vlm
 
-        local = path.startswith((".", "/")) or Path(path).exists()
-        resolve_vlm(path if local or "/" in path else f"sentence-transformers/{path}", kind="text encoder")
+        resolve_vlm(hub_name(path), kind="text encoder")
     return path
 
 
@@ -116,7 +122,8 @@ def encode_cached(runner, texts: list[str], encoder: EncoderConfig, encoder_path
     the embedding cache in ``cache_dir`` lacks."""
     if not texts:
         raise UserError("no item could be grounded: nothing to encode (see the skipped reasons)")
-    signature = embedding_signature(model_fingerprint(encoder_path), encoder.max_seq_length)
+    # the weights sentence-transformers loads: a bare hub name is fingerprinted as the organisation's
+    signature = embedding_signature(model_fingerprint(hub_name(encoder_path)), encoder.max_seq_length)
     key_of = {t: cache_key(t, signature) for t in texts}
     cache = EmbeddingCache(cache_dir)
     known = cache.get(set(key_of.values()))

@@ -101,3 +101,14 @@ def test_an_item_tied_with_the_k_th_counts_as_found_so_duplicates_do_not_drive_t
     kth = exact.search(q, 10)[0][:, -1]
     assert tied_recall(exact.search(q, 10)[1], kth, q, x) == 1.0
     assert tied_recall(np.full((50, 10), -1), kth, q, x) == 0.0
+
+
+def test_a_bare_hub_name_is_read_and_fingerprinted_as_sentence_transformers_reads_it(tmp_path):
+    """``--encoder all-mpnet-base-v2`` loads sentence-transformers/all-mpnet-base-v2, but the
+    cache key fingerprinted the bare name (never in the cache: always "@main"), so new weights
+    upstream kept the old vectors."""
+    from groundrec.offline.encode import hub_name
+
+    assert hub_name("all-mpnet-base-v2") == "sentence-transformers/all-mpnet-base-v2"
+    assert hub_name("BAAI/bge-small-en") == "BAAI/bge-small-en"
+    assert hub_name(str(tmp_path)) == str(tmp_path) and hub_name("./models/enc") == "./models/enc"
