@@ -56,6 +56,17 @@ def test_int8_variant_is_close_and_reported(exported):
     assert (out / "model.int8.onnx").stat().st_size < (out / "model.onnx").stat().st_size / 2
 
 
+def test_an_int8_variant_with_one_text_far_off_is_dropped_though_its_mean_passes(minilm, exported, tmp_path):
+    """The gate read the mean cosine alone: a few texts far from fp32 passed behind it."""
+    _, report = exported
+    worst, mean = report["int8"]["min_cosine"], report["int8"]["mean_cosine"]
+    assert worst < mean
+    bar = (worst + mean) / 2  # the mean clears it, the worst text does not
+    dropped = export_encoder(minilm, tmp_path, ExportConfig(int8_min_cosine=bar), TEXTS)
+    assert "a check text's cosine to fp32" in dropped["int8"]["dropped"] and not (tmp_path / "model.int8.onnx").exists()
+    assert "int8" not in json.loads((tmp_path / "encoder.json").read_text())["files"]
+
+
 def test_tokenizer_json_pads_to_longest(exported):
     from tokenizers import Tokenizer
 
