@@ -188,14 +188,14 @@ def choose(cfg: SequenceJobConfig, scorer, users: list[int], choice: HybridChoic
     (``_train``: in this process, or a Ray task with ``runner``), score it on ``scorer``'s
     validation users (``users``, whose held-out items it never sees) as the hybrid was scored,
     and decide. ``times``: each user's sorted timestamps (of the whole history; a training part
-    is a prefix): the encoder learns and stops on whole moments (``training_windows``)."""
+    is a prefix): early stopping holds out whole last moments (``early_stopping_split``)."""
     settings = _settings(cfg, seed)
     index, model = validation_index(scorer, choice)
     train, stopping = early_stopping_split(scorer.train, users, cfg.valid_users, seed, times)
     started = time.perf_counter()
     try:
         trained = _train(runner, cfg, train, item_inputs(scorer.content, model), None, settings,
-                         targets=index, valid=stopping, log=log, times=times)
+                         targets=index, valid=stopping, log=log)
     except UserError as e:  # too little to train on: the hybrid stands, and the manifest says why
         return SequenceOutcome(False, f"not trained: {e}", {"metric": METRIC, "rule": RULE}, settings.to_dict(),
                                time.perf_counter() - started)

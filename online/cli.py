@@ -132,8 +132,9 @@ def events_export(
     since: Optional[str] = typer.Option(None, help="Only events at or after this (ISO date/time, or epoch seconds)."),
 ):
     """Write the events as interactions (user_id, item_id, timestamp, type, weight, event_id) that
-    `groundrec offline run --interactions OUT` and `groundrec eval` read. A day written again is
-    replaced whole: re-running an export is safe."""
+    `groundrec offline run --interactions OUT` and `groundrec eval` read. A day written again holds
+    what the archive and the store hold of it, less erased users: re-running an export is safe, and
+    an archive never loses what a prune or a restored store no longer holds."""
     import json
 
     from groundrec.shared.events import StoreUnavailable, open_existing

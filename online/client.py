@@ -44,6 +44,9 @@ def _answer(response: httpx.Response, raw: bool = False):
     the server's answer (a redirect, a proxy's page that is not JSON): a GroundrecError naming
     it, never a decoding error from deep inside httpx or json."""
     _raise_for(response)
+    if 300 <= response.status_code < 400:  # not followed: no answer of the server's is a redirect
+        raise GroundrecError(response.status_code, f"a redirect to {response.headers.get('location')!r}, not the "
+                             "server's answer (a proxy in front of it?)")
     if raw:
         return response.content
     try:

@@ -86,9 +86,9 @@ def _items_body(items) -> dict:
 
 def segment(value: str) -> str:
     """An id as one path segment: escaped (a ``?``, a space or a ``/`` in it stays part of the
-    id), and an id of dots alone (``.``, ``..``) with its dots escaped too, which a client or a
-    browser would otherwise resolve as the current or parent folder (``DELETE /users/..`` was
-    ``DELETE /``)."""
+    id), and an id of dots alone (``.``, ``..``) with its dots escaped too, which an HTTP client
+    would otherwise resolve as the current or parent folder (``DELETE /users/..`` was ``DELETE
+    /``). A browser reads ``%2E`` as a dot all the same: the page cannot link to such an id."""
     escaped = quote(value, safe="")
     return escaped.replace(".", "%2E") if escaped in (".", "..") else escaped
 

@@ -20,7 +20,7 @@ from starlette.exceptions import HTTPException
 from starlette.requests import ClientDisconnect
 
 from groundrec.online.errors import ERRORS, Overloaded, Reply, http_reply
-from groundrec.online.hotpath import send_reply
+from groundrec.online.hotpath import route_path, send_reply
 from groundrec.online.metrics import ServiceMetrics
 from groundrec.shared.errors import UserError
 
@@ -89,16 +89,6 @@ def is_write(method: str, path: str) -> bool:
             or (method in ("PUT", "PATCH", "DELETE") and path.startswith("/items/")))
 
 
-def route_path(scope) -> str:
-    """The path the app routes on: ``scope["path"]`` less the ``root_path`` a proxy or a route
-    prefix put in front of it (as Starlette routes), so that a request is classified as the
-    route that will run it (``PUT /api/items/x`` under root path ``/api`` is a write)."""
-    path, root = scope["path"], scope.get("root_path") or ""
-    if root and path.startswith(root) and (len(path) == len(root) or path[len(root)] == "/"):
-        return path[len(root):] or "/"
-    return path
-
-
 def is_private(scope) -> bool:
     """Reads a read-only key may not make: the web page's view of a user by id
     (``/ui/user?user_id=...``) lists that user's stored history, which no API route shows (a
@@ -146,7 +136,7 @@ class Guard:
         if scope["type"] != "http":
             return await self.app(scope, receive, send)
         started = time.perf_counter()
-        if not (self.api_key or self.read_key) and scope["path"] in self.shed_paths and self.overloaded():
+        if not (self.api_key or self.read_key) and route_path(scope) in self.shed_paths and self.overloaded():
             return await self._shed(scope, send, started)  # the cheapest answer: nothing else is built
         status = {"code": 500, "sent": False}
         headers = dict(scope.get("headers") or [])
@@ -178,10 +168,11 @@ class Guard:
         try:
             if path not in OPEN_PATHS and not self._allowed(scope, _key(scope, headers)):
                 if scope["method"] == "GET" and (path == "/" or path.startswith("/ui/")):
-                    return await send_reply(sending, 303, b"", [(b"location", b"/ui/login")])  # the page signs in
+                    login = (scope.get("root_path") or "").encode("latin-1") + b"/ui/login"  # the page signs in
+                    return await send_reply(sending, 303, b"", [(b"location", login)])
                 raise _Refused(401, "missing or wrong X-API-Key header" if not is_write(scope["method"], path)
                                else "missing or wrong X-API-Key header: writes need the API key, not the read-only key")
-            if scope["path"] in self.shed_paths and self.overloaded():
+            if path in self.shed_paths and self.overloaded():
                 return await self._shed(scope, send, started)
             length = headers.get(b"content-length")
             if length is not None and (not length.isdigit() or int(length) > self.max_body_bytes):

@@ -49,6 +49,16 @@ def _explained(error: dict) -> dict:
     return error
 
 
+def route_path(scope) -> str:
+    """The path the app routes on: ``scope["path"]`` less the ``root_path`` a proxy or a route
+    prefix put in front of it (as Starlette routes), so that a request is classified as the
+    route that will run it (``PUT /api/items/x`` under root path ``/api`` is a write)."""
+    path, root = scope["path"], scope.get("root_path") or ""
+    if root and path.startswith(root) and (len(path) == len(root) or path[len(root)] == "/"):
+        return path[len(root):] or "/"
+    return path
+
+
 class HotRoutes:
     """``routes``: path -> (request model, handler). POSTs on those paths are answered here,
     their body read as JSON; every other request goes to ``app``."""
@@ -57,7 +67,7 @@ class HotRoutes:
         self.app, self.routes = app, routes
 
     async def __call__(self, scope, receive, send):
-        route = self.routes.get(scope.get("path")) if scope["type"] == "http" and scope["method"] == "POST" else None
+        route = self.routes.get(route_path(scope)) if scope["type"] == "http" and scope["method"] == "POST" else None
         if route is None:
             return await self.app(scope, receive, send)
         model, handler = route

@@ -278,10 +278,11 @@ def mount_ui(app: FastAPI, rec: Recommender, report_dir: Path | None = None) -> 
     async def login(request: Request):
         """The key goes into an HttpOnly cookie (never a URL); the guard checks it like the header."""
         key = (parse_qs((await request.body()).decode("utf-8", "replace")).get("key") or [""])[0]
+        root = request.scope.get("root_path") or ""  # behind a proxy's prefix, the page's paths are under it
         if not usable_key(key):  # no key holds it, and a cookie cannot carry it
-            return RedirectResponse("/ui/login?error=" + quote("that is not an API key (printable ASCII only)"),
+            return RedirectResponse(f"{root}/ui/login?error=" + quote("that is not an API key (printable ASCII only)"),
                                     status_code=303)
-        response = RedirectResponse("/", status_code=303)
+        response = RedirectResponse(f"{root}/", status_code=303)
         response.set_cookie(KEY_COOKIE, key, httponly=True, samesite="strict")
         return response
 

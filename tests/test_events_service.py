@@ -187,9 +187,11 @@ def test_writes_need_the_api_key_and_the_read_key_only_reads(published, tmp_path
         assert httpx.get(url + "/ui/user", params={"user_id": "u"}, headers=read).status_code in (303, 401)
         assert httpx.post(url + "/events", json=event, headers=write).status_code == 200
         assert httpx.post(url + "/recommend", json={"user_id": "u"}, headers=read).status_code == 200
+        page = httpx.get(url + "/ui/search")  # no key: sent to sign in, under the prefix
+        assert page.status_code == 303 and page.headers["location"] == "/api/ui/login"
         # a key typed on the page with a character no key holds: the form again, never a 500
         r = httpx.post(url + "/ui/login", data={"key": "\u20ac-secret"})
-        assert r.status_code == 303 and "/ui/login?error=" in r.headers["location"]
+        assert r.status_code == 303 and r.headers["location"].startswith("/api/ui/login?error=")
     monkeypatch.setenv("GROUNDREC_API_KEY", "cl\u00e9")  # latin-1, but no client or cookie carries it
     with pytest.raises(Exception, match="printable ASCII"):
         create_app(_cfg(published, f"sqlite:///{tmp_path}/e.db"))

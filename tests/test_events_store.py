@@ -702,6 +702,32 @@ def test_an_erasure_again_keeps_the_latest_erasure_time_on_both_backends(store):
     assert store.erasures()[user_key("u")] >= ahead
 
 
+def test_an_archived_day_that_cannot_be_read_is_set_aside_not_fatal(tmp_path):
+    """Every day written again is read first now: an empty day folder, a file an older export's
+    crash cut short or another table put in the archive stopped every nightly export. Such a day
+    is moved aside (hidden from readers, named in the report) and written from the store."""
+    import pyarrow.dataset as ds
+
+    from groundrec.shared.events.export import export
+
+    day = 1_767_225_600.0  # 2026-01-01T00:00:00Z
+    out = tmp_path / "archive"
+    s = open_store(f"sqlite:///{tmp_path}/e.db")
+    try:
+        s.add([ev("a", f"i{d}", day + d * 86_400 + 60, eid=f"e{d}") for d in range(4)])
+        export(s, out)
+        (out / "day=2026-01-01" / "events-0.parquet").write_bytes(b"PAR1 cut short")
+        for f in (out / "day=2026-01-02").iterdir():
+            f.unlink()  # an empty day folder
+        report = export(s, out)
+    finally:
+        s.close()
+    assert sorted(n.split(".unreadable-")[0] for n in report["days_set_aside"]) == [".day=2026-01-01",
+                                                                                 ".day=2026-01-02"]
+    archived = ds.dataset(out, format="parquet", partitioning="hive").to_table()
+    assert sorted(archived.column("item_id").to_pylist()) == ["i0", "i1", "i2", "i3"]
+
+
 def test_an_erased_user_leaves_the_archive_s_days_the_store_no_longer_holds(store, tmp_path):
     """The export rewrote only the days the store still held: an erased user's events before
     the prune's cut stayed in the archive (and came back on the cut's day), and the job, which

@@ -5,6 +5,7 @@ event_id. ``table`` gives the same rows in memory (the job reading a store URL d
 from __future__ import annotations
 
 import json
+import logging
 import os
 import shutil
 import uuid
@@ -18,6 +19,7 @@ import pyarrow.dataset as ds
 
 from groundrec.shared.events.store import Event, EventStore, user_key
 
+log = logging.getLogger("groundrec.events")
 DAY_S = 86_400
 SCRUBBED = "_erasures.json"  # in the archive: the latest erasure whose user every archived day is scrubbed of
 SCHEMA = pa.schema([("user_id", pa.string()), ("item_id", pa.string()), ("timestamp", pa.float64()),
@@ -74,8 +76,29 @@ def _by_day(t: pa.Table):
         yield names[code], t.take(pa.array(order[bounds[code]:bounds[code + 1]]))
 
 
-def _archived(folder: Path) -> pa.Table | None:
-    return ds.dataset(folder, format="parquet").to_table().select(SCHEMA.names).cast(SCHEMA) if folder.is_dir() else None
+def _archived(folder: Path, set_aside: list[str]) -> pa.Table | None:
+    """An archived day's rows; None when there is none, or when it cannot be read as the export
+    wrote it (empty, a file cut short by a crash of an older export, another table put there):
+    then it is moved aside as ``.day=...unreadable-<id>`` (hidden: readers skip it; named in the
+    report's ``days_set_aside`` to look at), logged, and the day written from the store."""
+    if not folder.is_dir():
+        return None
+    try:
+        return ds.dataset(folder, format="parquet").to_table().select(SCHEMA.names).cast(SCHEMA)
+    except UNREADABLE as e:
+        _set_aside(folder, e, set_aside)
+        return None
+
+
+UNREADABLE = (pa.ArrowInvalid, pa.ArrowTypeError, KeyError, ValueError, OSError)
+
+
+def _set_aside(folder: Path, error: Exception, set_aside: list[str]) -> None:
+    aside = folder.parent / f".{folder.name}.unreadable-{uuid.uuid4().hex[:8]}"
+    os.replace(folder, aside)
+    log.warning("archived day %s cannot be read (%s: %s): moved aside as %s", folder.name, type(error).__name__,
+                error, aside.name)
+    set_aside.append(aside.name)
 
 
 def _scrubbed_erasures(out: Path) -> dict[str, float]:
@@ -101,7 +124,7 @@ def without_erased(t: pa.Table, erasures: dict[str, float]) -> pa.Table:
     return t.filter(pa.array(t.column("timestamp").to_numpy() > limit))
 
 
-def _scrub(out: Path, written: set[str], erasures: dict[str, float]) -> list[str]:
+def _scrub(out: Path, written: set[str], erasures: dict[str, float], set_aside: list[str]) -> list[str]:
     """The archived days this export did not write (pruned from the store, or outside
     ``since``) rewritten without the users erased since the last scrub (``SCRUBBED``), a day
     left empty removed: the job reads the whole archive, so an erased user stayed in its
@@ -115,10 +138,17 @@ def _scrub(out: Path, written: set[str], erasures: dict[str, float]) -> list[str
         day = folder.name.removeprefix("day=")
         if day in written or not folder.is_dir():
             continue
-        users = ds.dataset(folder, format="parquet").to_table(columns=["user_id", "timestamp"])
+        try:
+            users = ds.dataset(folder, format="parquet").to_table(columns=["user_id", "timestamp"])
+        except UNREADABLE as e:  # nothing of it can be scrubbed: out of the archive's readers' sight
+            _set_aside(folder, e, set_aside)
+            continue
         if without_erased(users, new).num_rows == users.num_rows:
             continue
-        kept = without_erased(ds.dataset(folder, format="parquet").to_table().select(SCHEMA.names).cast(SCHEMA), new)
+        rows = _archived(folder, set_aside)
+        if rows is None:
+            continue
+        kept = without_erased(rows, new)
         _replace_day(folder, kept)
         changed.append(day)
     tmp = out / f".{SCRUBBED}.{uuid.uuid4().hex}"
@@ -169,17 +199,18 @@ def export(store: EventStore, out: str | Path, since: float | None = None) -> di
         since -= since % DAY_S
     out = Path(out)
     _restore_days(out)
-    erasures = store.erasures()  # before the scan: an erasure beside it is scrubbed next time
+    events = table(store, since)
+    erasures = store.erasures()  # after the scan: a user erased beside it leaves the archive's rows too
     for key, at in _scrubbed_erasures(out).items():
         erasures[key] = max(at, erasures.get(key, float("-inf")))
     out.mkdir(parents=True, exist_ok=True)
-    days, rows, users = [], 0, set()
-    for day, part in _by_day(table(store, since)):
-        kept = without_erased(_union(_archived(out / f"day={day}"), part), erasures).sort_by("timestamp")
+    days, rows, users, set_aside = [], 0, set(), []
+    for day, part in _by_day(events):
+        kept = without_erased(_union(_archived(out / f"day={day}", set_aside), part), erasures).sort_by("timestamp")
         _replace_day(out / f"day={day}", kept)
         days.append(day)
         rows += kept.num_rows
         users.update(kept.column("user_id").to_pylist())
-    scrubbed = _scrub(out, set(days), erasures)
-    return {"events": rows, "days_scrubbed": scrubbed, "users": len(users), "days": len(days),
+    scrubbed = _scrub(out, set(days), erasures, set_aside)
+    return {"events": rows, "days_scrubbed": scrubbed, "days_set_aside": set_aside, "users": len(users), "days": len(days),
             "first_day": days[0] if days else None, "last_day": days[-1] if days else None, "out": str(out)}

@@ -162,7 +162,7 @@ class SQLiteStore(SQLiteItems):
         return {key: float(at) for key, at in self._query("SELECT user_key, at FROM erasures")}
 
     def prune(self, before: float) -> int:
-        self._erase(PRUNED_MARK, (before,), scrub=False)  # the cut first: an export never takes a pruned day as erased
+        self._erase(PRUNED_MARK, (before,), scrub=False)  # the cut first, then the rows
         return self._erase_in_chunks("events", before)
 
     def pruned_before(self) -> float | None:
