@@ -12,6 +12,13 @@ from pydantic_core import to_json
 
 from groundrec.online.interleaving import team_draft
 
+def item_json(answer: dict) -> bytes:
+    """GET /items/{id}'s answer as JSON, written by pydantic-core: any catalog column's values
+    (dates, decimals; bytes as base64; NaN and infinities as null). ``LocalClient.item`` reads
+    the same bytes back, so both clients see the same values."""
+    return to_json(answer, inf_nan_mode="null", bytes_mode="base64")
+
+
 # The request settings an impression records (what made the list, beside its version and arm).
 # ``strategy`` as requested: null when the request (and its arm) named none, i.e. the default
 # strategy of the impression's version (its manifest's ``default_strategy``; mean when absent).

@@ -42,11 +42,20 @@ class LocalClient:
         return self._call(self._serving.search, SearchRequest(**_search_body(text, k, **options)))
 
     def item(self, item_id: str, full: bool = False) -> dict:
-        answer = self._call(self._serving.item, item_id)
+        """As GET /items/{id} answers: the same JSON values (``answers.item_json``: NaN as None,
+        dates as ISO text, bytes as base64), not the catalog's raw ones."""
+        from pydantic_core import from_json
+
+        from groundrec.online.answers import item_json
+
+        answer = from_json(item_json(self._call(self._serving.item, item_id)))
         return answer if full else answer["item"]
 
     def similar(self, item_id: str, k: int = 10, filters: dict | None = None) -> ResultOut:
-        """Items like ``item_id``, as GET /items/{id}/similar answers."""
+        """Items like ``item_id``, as GET /items/{id}/similar answers (a bad k is a 422 before
+        the id is looked up, as there)."""
+        if k < 1:
+            raise GroundrecError(422, f"k must be at least 1, not {k}")
         if self._serving.unknown([item_id]):
             raise GroundrecError(404, f"no item {item_id!r} in the serving version")
         return self._list(similar_fields(item_id, k, filters))

@@ -24,9 +24,9 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, PlainTextResponse
 from prometheus_client import CONTENT_TYPE_LATEST
 from pydantic import ValidationError
-from pydantic_core import to_json
 from starlette.requests import ClientDisconnect
 
+from groundrec.online.answers import item_json
 from groundrec.online.config import ServeConfig
 from groundrec.online.errors import ERRORS, NotFound
 from groundrec.online.guard import Guard, api_keys, bug_reply, error_reply
@@ -143,8 +143,7 @@ def _routes(app: FastAPI, rec: Recommender) -> None:
 
     @app.get("/items/{item_id:path}")  # an item id may hold a '/' (see _catch_alls_last)
     def item(item_id: str):  # sync: FastAPI runs it in a thread, as it may wait for the compute process
-        # pydantic-core writes any catalog column's values (dates, decimals, bytes; NaN as null)
-        return Response(to_json(rec.serving().item(item_id), inf_nan_mode="null", bytes_mode="base64"), media_type="application/json")
+        return Response(item_json(rec.serving().item(item_id)), media_type="application/json")
 
     @app.get("/items/{item_id:path}/similar", response_model=ResultOut)
     async def similar(item_id: str, request: Request, k: int = Query(10, ge=1), filters: str | None = None):

@@ -230,3 +230,37 @@ def test_readiness_and_thumbnails_through_both_clients(published):
         assert asyncio.run(both()) == (ready, thumb)
     gone = Client(url, timeout=2).ready()  # the server stopped: an answer, not an exception
     assert gone["ready"] is False and "no answer" in gone["reason"]
+
+
+def test_the_local_client_answers_an_item_and_a_bad_k_as_the_server_does(published):
+    """LocalClient.item gave the catalog's raw values (NaN, datetimes, bytes) where the server
+    answers JSON; /similar with k=0 was a 404 for an unknown id locally, a 422 from the server."""
+    from groundrec.online.client import LocalClient
+
+    cfg = ServeConfig(artifacts=published["artifacts"], events="none", compute="thread")
+    item = published["histories"][0][0]
+    local = LocalClient(published["artifacts"])
+    with running(create_app(cfg)) as url, Client(url) as client:
+        assert local.item(item, full=True) == client.item(item, full=True)
+        for c in (client, local):
+            with pytest.raises(GroundrecError) as refused:
+                c.similar("no-such-item", k=0)
+            assert refused.value.status == 422
+            with pytest.raises(GroundrecError) as missing:
+                c.similar("no-such-item", k=3)
+            assert missing.value.status == 404
+
+
+def test_an_item_s_values_are_written_as_json_by_one_rule():
+    """What GET /items/{id} and LocalClient.item both return (``answers.item_json``)."""
+    from datetime import datetime, timezone
+    from decimal import Decimal
+
+    from pydantic_core import from_json
+
+    from groundrec.online.answers import item_json
+
+    row = {"price": float("nan"), "photo": b"\x00\x01", "added": datetime(2026, 1, 2, tzinfo=timezone.utc),
+           "cost": Decimal("1.50"), "title": "coat"}
+    assert from_json(item_json({"item": row})) == {"item": {"price": None, "photo": "AAE=", "cost": "1.50",
+                                                            "added": "2026-01-02T00:00:00Z", "title": "coat"}}
