@@ -243,8 +243,22 @@ def eval_command(
 
 
 
-def register(root: typer.Typer) -> None:
-    """Entry point ``groundrec.commands:offline``: mount this tier's commands on the root app."""
+OFFLINE_PACKAGES = ("torch", "transformers", "sentence_transformers", "ray", "faiss")
+
+
+def installed(packages=OFFLINE_PACKAGES) -> bool:
+    """Whether the offline tier's dependencies are installed (``pip install groundrec[offline]``)."""
+    from importlib.util import find_spec
+
+    return all(find_spec(p) is not None for p in packages)
+
+
+def register(root: typer.Typer, packages=OFFLINE_PACKAGES) -> None:
+    """Entry point ``groundrec.commands:offline``: mount this tier's commands on the root app,
+    only where its dependencies are installed (the online image has none of them: its commands
+    failed with a ModuleNotFoundError traceback)."""
+    if not installed(packages):
+        return
     root.add_typer(offline_app, name="offline")
     root.add_typer(dev_app, name="dev")
     root.registered_commands.extend(offline_root.registered_commands)

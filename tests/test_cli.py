@@ -116,3 +116,18 @@ def test_every_relative_link_of_the_readme_and_the_docs_resolves():
             if path and not re.match(r"[a-z]+:", path) and not (doc.parent / path).exists():
                 broken.append(f"{doc.relative_to(root)} -> {target}")
     assert broken == []
+
+
+def test_the_offline_commands_are_mounted_only_where_the_offline_tier_is_installed():
+    """The online image has no torch, transformers or Ray: its `groundrec --help` listed the
+    offline commands, which then failed with a ModuleNotFoundError traceback."""
+    import typer
+
+    from groundrec.offline.cli import register
+
+    names = lambda root: {g.name for g in root.registered_groups} | {c.name or c.callback.__name__  # noqa: E731
+                                                                    for c in root.registered_commands}
+    with_tier, without = typer.Typer(), typer.Typer()
+    register(with_tier)
+    register(without, packages=("torch", "groundrec_no_such_package"))
+    assert {"offline", "dev"} <= names(with_tier) and names(without) == set()
