@@ -86,16 +86,22 @@ def loadtest(
                                                "requests: single events (POST /events) and recommendations by "
                                                "user_id, this many events per recommendation (e.g. 5)."),
     json_out: Optional[Path] = typer.Option(None, help="Also write the figures as JSON here."),
+    api_key_env: str = typer.Option("GROUNDREC_API_KEY", help="Environment variable holding the API key to send "
+                                    "(X-API-Key), for a server run with keys; unset: none sent."),
+    seed: int = typer.Option(0, help="Seed of the requests' draws (histories, texts, users)."),
 ):
-    """Open-loop load test: throughput, errors by status, latency p50/p90/p99/max."""
+    """Open-loop load test: throughput, errors by status, latency p50/p90/p99/max (each request
+    timed from when it was due at the rate)."""
     import asyncio
+    import os
 
     from groundrec.online.loadtest import format_report, load_histories, run_load
 
     try:
         hist = load_histories(histories)
         report = asyncio.run(run_load(url, rate, duration, concurrency, hist, search_share, k,
-                                      max_requests=max_requests, events_per_recommend=events_per_recommend))
+                                      max_requests=max_requests, events_per_recommend=events_per_recommend,
+                                      seed=seed, api_key=os.environ.get(api_key_env) or None))
     except USER_ERRORS as e:
         fail(e)
     typer.echo(format_report(report))

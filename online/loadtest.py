@@ -1,6 +1,7 @@
-"""Open-loop load test of a running service: requests start at a fixed rate whatever the
-latency (so queueing shows up in the numbers), bounded by duration, count and in-flight
-limit, and only against loopback addresses."""
+"""Open-loop load test of a running service: requests are due at a fixed rate whatever the
+latency, and each is timed from when it was due, not when this process got round to sending it
+(so queueing, the server's or this generator's, shows up in the numbers); bounded by duration,
+count and in-flight limit, and only against loopback addresses."""
 
 from __future__ import annotations
 
@@ -32,8 +33,9 @@ class LoadReport:
     sent: int = 0
     completed: int = 0  # answered or failed (an error status, a timeout, a refused connection)
     ok: int = 0  # of those, answered below 400: what the rate and the latencies are made of
-    dropped: int = 0  # not sent: the in-flight limit was reached (the client, not the server, saturated)
-    achieved_rps: float = 0.0  # ok answers per second, from the first send to the last answer
+    dropped: int = 0  # not sent: --concurrency requests were in flight (the server answered too slowly for the rate)
+    achieved_rps: float = 0.0  # ok answers per second, from the first send to the last answer or the end of sending
+    send_lag_ms: float = 0.0  # the most a request was sent after it was due (this generator falling behind)
     errors: dict[str, int] = field(default_factory=dict)
     latency_ms: dict[str, float] = field(default_factory=dict)
     by_endpoint: dict[str, int] = field(default_factory=dict)
@@ -106,31 +108,34 @@ async def run_load(url: str, rate: float, duration_s: float, concurrency: int, h
     client_timeout = aiohttp.ClientTimeout(total=timeout_s)
 
     async with aiohttp.ClientSession(url, connector=connector, timeout=client_timeout, headers=headers) as client:
-        async def one(path: str, body: dict, user: str | None = None) -> None:
+        async def one(path: str, body: dict, user: str | None, due: float) -> None:
             nonlocal in_flight, last
-            started = time.perf_counter()
+            report.send_lag_ms = max(report.send_lag_ms, (time.perf_counter() - due) * 1000)
             try:
-                async with client.post(path, json=body) as r:
-                    data = await r.read()
-                    key = None if r.status < 400 else str(r.status)
-            except (aiohttp.ClientError, asyncio.TimeoutError) as e:
-                key = type(e).__name__
-            done = time.perf_counter()
-            report.completed += 1
-            if key is None:  # failures (a fast 503, a timeout) are counted, never timed nor rated
-                last = done
-                latencies.append(done - started)
-                report.ok += 1
-                if user is not None:  # the answer a user's feedback will carry the id of
-                    _remember(shown, user, path, body, data, report)
-            else:
-                report.errors[key] = report.errors.get(key, 0) + 1
-            in_flight -= 1
+                try:
+                    async with client.post(path, json=body) as r:
+                        data = await r.read()
+                        key = None if r.status < 400 else str(r.status)
+                except (aiohttp.ClientError, asyncio.TimeoutError) as e:
+                    key = type(e).__name__
+                done = time.perf_counter()
+                report.completed += 1
+                if key is None:  # failures (a fast 503, a timeout) are counted, never timed nor rated
+                    last = done
+                    latencies.append(done - due)  # from when it was due: a late send is waiting too
+                    report.ok += 1
+                    if user is not None:  # the answer a user's feedback will carry the id of
+                        _remember(shown, user, path, body, data, report)
+                else:
+                    report.errors[key] = report.errors.get(key, 0) + 1
+            finally:
+                in_flight -= 1
 
         tasks = []
         start = last = time.perf_counter()
         for n in range(total):
-            delay = start + n / rate - time.perf_counter()
+            due = start + n / rate
+            delay = due - time.perf_counter()
             if delay > 0:
                 await asyncio.sleep(delay)
             if in_flight >= concurrency:
@@ -155,10 +160,12 @@ async def run_load(url: str, rate: float, duration_s: float, concurrency: int, h
             report.by_endpoint[path] = report.by_endpoint.get(path, 0) + 1
             in_flight += 1
             report.sent += 1
-            tasks.append(asyncio.create_task(one(path, body, user)))
+            tasks.append(asyncio.create_task(one(path, body, user, due)))
         if tasks:
             await asyncio.wait(tasks, timeout=timeout_s + 1)
-        elapsed = last - start  # to the last ok answer: a straggler's timeout does not stretch it
+        # to the last ok answer (a straggler's timeout does not stretch it), and at least over the
+        # time requests were due (ok answers that stopped early are not a rate kept up)
+        elapsed = max(last, start + total / rate) - start
     report.achieved_rps = report.ok / elapsed if elapsed > 0 else 0.0
     report.latency_ms = _percentiles(latencies)
     return report
@@ -182,11 +189,12 @@ def format_report(r: LoadReport) -> str:
     lat = r.latency_ms
     lines = [f"target {r.target_rate:g} req/s for {r.duration_s:g} s against {r.url}",
              f"sent {r.sent}, completed {r.completed} ({r.ok} ok), achieved {r.achieved_rps:.1f} ok/s, "
-             f"dropped {r.dropped}",
+             f"dropped {r.dropped}" + (" (the in-flight limit: the server answered too slowly for this rate)"
+                                       if r.dropped else "") + f", sent up to {r.send_lag_ms:.1f} ms late",
              f"errors: {r.errors or 'none'}   mix: {r.by_endpoint}"]
     if r.feedback:
         lines.append(f"feedback with a recommendation_id: {r.feedback} events, {r.unattributed} not credited")
     if lat:
-        lines.append(f"latency ms (ok answers): p50 {lat['p50']:.1f}  p90 {lat['p90']:.1f}  p99 {lat['p99']:.1f}  "
+        lines.append(f"latency ms (ok answers, from when each was due): p50 {lat['p50']:.1f}  p90 {lat['p90']:.1f}  p99 {lat['p99']:.1f}  "
                      f"max {lat['max']:.1f}")
     return "\n".join(lines)
