@@ -31,7 +31,8 @@ def bootstrap_ratios(num: np.ndarray, den: np.ndarray, n_boot: int = 1000, seed:
                      alpha: float = 0.05) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(ratio, low, high) per column of ``num`` / ``den`` (users x k, or one column): each
     resample draws the users with replacement and sums both. A resample with no denominator
-    gives no ratio (dropped)."""
+    gives no ratio (dropped). One user has no interval (NaN): every resample is that user, a
+    width of zero that says nothing (as the delta method gives none)."""
     num2, den2 = np.atleast_2d(np.asarray(num, np.float64).T).T, np.atleast_2d(np.asarray(den, np.float64).T).T
     n = len(num2)
     if n == 0:
@@ -55,6 +56,8 @@ def bootstrap_ratios(num: np.ndarray, den: np.ndarray, n_boot: int = 1000, seed:
     with np.errstate(invalid="ignore", divide="ignore"):
         ratios = sums[:, :k] / sums[:, k:]
     lo, hi = np.full(k, np.nan), np.full(k, np.nan)
+    if n < 2:
+        return point, lo, hi
     for j in range(k):
         ok = ratios[np.isfinite(ratios[:, j]), j]
         if len(ok):

@@ -323,3 +323,23 @@ def test_a_global_time_split_is_one_cut_for_every_user():
                                          SplitConfig(kind="global_time", frac=0.25)), "test", np.array([1, 2, 3, 4]),
                       np.array([0, 10, 20, 30]))
     assert late.users == [1] and late.history[0].tolist() == [3] and late.relevant == [{4}]
+
+
+def test_an_item_without_a_vector_adds_no_distance_to_its_list():
+    """A zero row (no text to embed) was as far from every item as can be: popularity and the
+    collaborative baselines, which list such items, read as more diverse."""
+    space = np.array([[1.0, 0.0], [1.0, 0.0], [0.0, 0.0], [0.0, 0.0], [0.0, 1.0]])
+    assert metrics.intra_list_diversity(np.array([[0, 1, 2]]), space) == pytest.approx(0.0)
+    assert metrics.intra_list_diversity(np.array([[2, 3, -1]]), space) == 0.0  # nothing known: no list counted
+    assert metrics.intra_list_diversity(np.array([[0, 4, 3]]), space) == pytest.approx(1.0)
+
+
+def test_one_user_has_no_bootstrap_interval_and_small_p_values_keep_their_digits():
+    from groundrec.online.report.report import _g
+    from groundrec.shared.stats import bootstrap_ratios
+
+    point, lo, hi = bootstrap_ratios(np.array([2.0]), np.array([10.0]))
+    assert point[0] == pytest.approx(0.2) and np.isnan(lo[0]) and np.isnan(hi[0])  # was [0.2, 0.2]
+    point, lo, hi = bootstrap_ratios(np.array([2.0, 0.0]), np.array([10.0, 10.0]))
+    assert lo[0] < hi[0]
+    assert (_g(3e-7), _g(-4e-5), _g(0.0), _g(None), _g(0.0123456)) == ("3e-07", "-4e-05", "< 1e-300", "–", "0.0123")

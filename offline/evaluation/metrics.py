@@ -64,10 +64,14 @@ def list_metrics(ranked: np.ndarray, popularity: np.ndarray, n_items: int, ks: l
 def intra_list_diversity(top: np.ndarray, space: np.ndarray) -> float:
     """Mean over lists (of at least 2 items; -1 pads) of the mean pairwise cosine distance
     ``1 - u.v`` of their items' unit vectors: from the vector sum, ``sum_{i != j} u_i.u_j =
-    |sum u|^2 - sum |u|^2``, no pair loop."""
+    |sum u|^2 - sum |u|^2``, no pair loop. An item without a vector (a zero row: no text to
+    embed) is left out of its list's pairs: it was as far from everything as can be, so rows that
+    list such items (popularity, the collaborative baselines) read as more diverse."""
+    known = np.abs(space).sum(axis=1) > 0
     values = []
     for row in top:
         items = row[row >= 0]
+        items = items[known[items]]
         n = len(items)
         if n < 2:
             continue

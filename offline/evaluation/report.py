@@ -22,7 +22,7 @@ def _sig(row: dict) -> str:
 
 
 def summary_table(result: dict, k: int | None = None) -> str:
-    """The Markdown results table: primary metric family at one cut-off, with 95% CIs."""
+    """The Markdown results table: primary metric family at one cut-off, with the CIs at 1 - alpha."""
     primary = result["protocol"]["primary_metric"]
     k = k or int(primary.split("@")[1])
     level = round(100 * (1 - result["protocol"]["alpha"]))
@@ -189,7 +189,8 @@ def _plots(result: dict, out: Path) -> list[str]:
     ax.barh(range(len(rows)), mean, xerr=err, color=["#c44" if r.get("note") else "#48c" for r in rows], capsize=3)
     ax.set_yticks(range(len(rows)), labels, fontsize=7)
     ax.invert_yaxis()
-    ax.set_xlabel(f"{primary} on test users (95% bootstrap CI; red: tiny/smoke-test model)")
+    level = round(100 * (1 - result["protocol"]["alpha"]))
+    ax.set_xlabel(f"{primary} on test users ({level}% bootstrap CI; red: tiny/smoke-test model)")
     fig.tight_layout()
     fig.savefig(out / "primary_metric.png", dpi=120)
     plt.close(fig)

@@ -29,6 +29,15 @@ def write(results: dict, out: Path) -> list[str]:
     return ["results.json", "report.md", "report.html", *plots]
 
 
+def _g(value) -> str:
+    """A difference, a standard error or a p-value in 3 significant digits (4 fixed decimals
+    printed p = 3e-7 as 0.0000 and a CVR difference of 4e-5 as -0.0000); a p that underflowed to
+    0 as below the smallest float."""
+    if value is None or value != value:
+        return "–"
+    return "< 1e-300" if value == 0 else f"{value:.3g}"
+
+
 def _fmt(value, ci=None) -> str:
     if value is None:
         return "–"
@@ -65,7 +74,7 @@ def _sections(r: dict) -> list[tuple[str, list[str], tuple | None]]:
                 _group_table(r["versions"], "version")))
     out.append(("Per arm", ["An arm's lists: those logged with it, interleaved or not."], _group_table(r["arms"], "arm")))
     if r["ab_tests"]:
-        rows = [[t["a"], t["b"], t["metric"], _fmt(t["diff"]), _fmt(t["se"]), _fmt(t["p"]), _fmt(t.get("p_holm")),
+        rows = [[t["a"], t["b"], t["metric"], _g(t["diff"]), _g(t["se"]), _g(t["p"]), _g(t.get("p_holm")),
                  f"{t['users_a']} / {t['users_b']}", str(t["users_in_both"])] for t in r["ab_tests"]]
         out.append(("A/B tests between arms", [
             f"{r['ab_tests'][0]['method']}; diff = b − a; lists not interleaved only. p (Holm): adjusted over "
@@ -74,7 +83,7 @@ def _sections(r: dict) -> list[tuple[str, list[str], tuple | None]]:
             (["a", "b", "metric", "diff", "se", "p", "p (Holm)", "users a / b", "in both"], rows)))
     if r["interleaving"]:
         rows = [[t["a"], t["b"], str(t["users"]), f"{t['wins_a']} / {t['wins_b']} / {t['ties']}",
-                 _fmt(t["preference_a"]), _fmt(t["p_sign"]), _fmt(t["p_paired"]), _fmt(t.get("p_paired_holm"))]
+                 _fmt(t["preference_a"]), _g(t["p_sign"]), _g(t["p_paired"]), _g(t.get("p_paired_holm"))]
                 for t in r["interleaving"]]
         out.append(("Interleaving (team draft)", [r["interleaving"][0]["method"] + "; p (paired, Holm): adjusted "
                                                   "over every pair of teams."],
@@ -147,7 +156,7 @@ def _plots(r: dict, out: Path) -> list[str]:
             axes[0].plot(x, ctr, marker="o", label=version)
             axes[0].fill_between(x, lo, hi, alpha=0.2)
             axes[1].plot(x, [d["impressions"] for d in days.values()], marker="o", label=version)
-        axes[0].set_ylabel("click-through rate (95% interval)")
+        axes[0].set_ylabel(f"click-through rate ({1 - r['settings']['alpha']:.0%} interval)")
         axes[1].set_ylabel("impressions")
         for ax in axes:
             ax.tick_params(axis="x", labelrotation=60, labelsize=7)
@@ -163,11 +172,11 @@ def _plots(r: dict, out: Path) -> list[str]:
         fig, ax = plt.subplots(figsize=(7, 0.5 * len(groups) + 1.5))
         names = list(groups)
         ctr = [groups[n]["ctr"] for n in names]
-        err = [[c - (groups[n]["ctr_ci"][0] or c) for c, n in zip(ctr, names)],
-               [(groups[n]["ctr_ci"][1] or c) - c for c, n in zip(ctr, names)]]
+        bound = lambda n, i, c: c if groups[n]["ctr_ci"][i] is None else groups[n]["ctr_ci"][i]  # noqa: E731 (0 is a bound)
+        err = [[c - bound(n, 0, c) for c, n in zip(ctr, names)], [bound(n, 1, c) - c for c, n in zip(ctr, names)]]
         ax.barh(range(len(names)), ctr, xerr=err, capsize=4, color="#48c")
         ax.set_yticks(range(len(names)), names, fontsize=8)
-        ax.set_xlabel(f"click-through rate per {kind[:-1]} (95% bootstrap interval over users)")
+        ax.set_xlabel(f"click-through rate per {kind[:-1]} ({1 - r['settings']['alpha']:.0%} bootstrap interval over users)")
         fig.tight_layout()
         fig.savefig(out / f"ctr_per_{kind[:-1]}.png", dpi=110)
         plt.close(fig)
