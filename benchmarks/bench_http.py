@@ -155,7 +155,8 @@ def _loadtest_rows(url: str, args, tmp: Path) -> list[dict]:
                "p99_ms": r["latency_ms"].get("p99"), "errors": r["errors"]}
         rows.append(row)
         print(f"loadtest  rate {rate:7.0f}  achieved {row['achieved_rps']:8.1f} req/s  dropped {row['dropped']}  "
-              f"p99 {row['p99_ms']:.1f} ms  errors {row['errors'] or 0}", flush=True)
+              f"p99 {'-' if row['p99_ms'] is None else format(row['p99_ms'], '.1f')} ms  errors {row['errors'] or 0}",
+              flush=True)  # no ok answer at all: no p99, and the row is still written
     return rows
 
 

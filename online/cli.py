@@ -89,6 +89,8 @@ def loadtest(
     api_key_env: str = typer.Option("GROUNDREC_API_KEY", help="Environment variable holding the API key to send "
                                     "(X-API-Key), for a server run with keys; unset: none sent."),
     seed: int = typer.Option(0, help="Seed of the requests' draws (histories, texts, users)."),
+    history_len: int = typer.Option(50, min=1, help="The latest items of each history a /recommend sends (the "
+                                    "server takes up to its max_history, 500 by default)."),
 ):
     """Open-loop load test: throughput, errors by status, latency p50/p90/p99/max (each request
     timed from when it was due at the rate)."""
@@ -98,7 +100,7 @@ def loadtest(
     from groundrec.online.loadtest import format_report, load_histories, run_load
 
     try:
-        hist = load_histories(histories)
+        hist = load_histories(histories, max_len=history_len)
         report = asyncio.run(run_load(url, rate, duration, concurrency, hist, search_share, k,
                                       max_requests=max_requests, events_per_recommend=events_per_recommend,
                                       seed=seed, api_key=os.environ.get(api_key_env) or None))
