@@ -292,6 +292,23 @@ def test_gc_keeps_what_a_server_falls_back_to_when_the_gate_refused_the_newer_ve
     assert artifact.fallbacks(tmp_path, activated[-1], left) == activated[-2:-2 - artifact.FALLBACK_TRIES:-1]
 
 
+def test_the_fallback_after_a_rollback_is_the_version_rolled_back_to_and_a_broken_log_line_is_skipped(tmp_path):
+    """V1 current, V2 activated and rolled back from, V3 activated and not loadable: the
+    fallbacks went by version id (V2 first, the one rolled away from). And a line of
+    activations.jsonl a full disk cut short stopped every fallback and every gc."""
+    from groundrec.shared.artifact.activations import ACTIVATIONS, activations, record_activation
+
+    v1, v2, v3 = "20260101T000000Z-aaaaaa", "20260102T000000Z-bbbbbb", "20260103T000000Z-cccccc"
+    for v, by in ((v1, "job"), (v2, "job"), (v1, "versions activate"), (v3, "job")):
+        record_activation(tmp_path, v, by)
+    assert artifact.fallbacks(tmp_path, v3, [v1, v2, v3]) == [v1, v2]
+    with open(tmp_path / ACTIVATIONS, "a") as f:
+        f.write('{"at": 1, "version": "2026')  # cut short: no newline, no closing brace
+    record_activation(tmp_path, v2, "versions activate")  # starts on a line of its own
+    assert [a["version"] for a in activations(tmp_path)] == [v1, v2, v1, v3, v2]
+    assert artifact.fallbacks(tmp_path, v3, [v1, v2, v3]) == [v2, v1]
+
+
 def test_a_rollback_made_while_a_job_activates_waits_and_then_holds(tmp_path):
     """The job looked at CURRENT, then hashed and renamed its version for seconds, then moved
     CURRENT: a `versions activate` (rollback) in between was overwritten. The job now holds

@@ -6,12 +6,15 @@ anyway is recorded as such (``gate_bypassed``), so the override shows in the his
 from __future__ import annotations
 
 import json
+import logging
+import os
 import time
 from pathlib import Path
 
 from groundrec.shared.artifact.layout import read_manifest
 from groundrec.shared.artifact.pointer import is_uri, version_path
 
+log = logging.getLogger("groundrec.artifact")
 ACTIVATIONS = "activations.jsonl"
 FALLBACK_TRIES = 3  # older versions a server tries when nothing serves and CURRENT's cannot be loaded
 
@@ -22,25 +25,51 @@ def record_activation(root: str | Path, version_id: str, by: str, gate_bypassed:
     if is_uri(root):
         return None
     entry = {"at": time.time(), "version": version_id, "by": by, "gate_bypassed": gate_bypassed, "note": note}
-    with open(Path(root) / ACTIVATIONS, "a") as f:
-        f.write(json.dumps(entry) + "\n")
+    path = Path(root) / ACTIVATIONS
+    with open(path, "a+b") as f:
+        size, cut = f.seek(0, os.SEEK_END), False
+        if size:  # a last line a full disk cut short: the new record starts on a line of its own
+            f.seek(size - 1)
+            cut = f.read(1) != b"\n"
+        f.write((b"\n" if cut else b"") + json.dumps(entry).encode() + b"\n")
+        f.flush()
+        os.fsync(f.fileno())
     return entry
 
 
 def activations(root: str | Path) -> list[dict]:
-    """Every recorded activation, oldest first."""
+    """Every recorded activation, oldest first. A line that is not a record (cut short by a full
+    disk or a power cut, edited by hand) is skipped with a warning: it stopped a server's
+    fallback at start and every gc."""
     path = Path(root) / ACTIVATIONS
     if is_uri(root) or not path.is_file():
         return []
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    out = []
+    for n, line in enumerate(path.read_text(errors="replace").splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            entry = json.loads(line)
+        except ValueError:
+            entry = None
+        if isinstance(entry, dict):
+            out.append(entry)
+        else:
+            log.warning("%s line %d is not an activation record (skipped): %.80r", path, n, line)
+    return out
 
 
 def fallbacks(root: str | Path, current: str, versions: list[str]) -> list[str]:
-    """The versions a server tries, newest first, when CURRENT's (``current``) cannot be
-    loaded: the newest ``FALLBACK_TRIES`` older than it that were once current (never one the
-    gate refused or nobody activated). gc keeps them (``retention.gc``)."""
-    served = {a.get("version") for a in activations(root)}
-    return [v for v in versions if v < current and v in served][::-1][:FALLBACK_TRIES]
+    """The versions a server tries when CURRENT's (``current``) cannot be loaded: up to
+    ``FALLBACK_TRIES`` that were once current (never one the gate refused or nobody
+    activated), the most recently current first: after a rollback from V2 to V1 and a V3 that
+    cannot be loaded, V1 (the version ids' order put V2, rolled back from, first). gc keeps them
+    (``retention.gc``)."""
+    existing, last = set(versions), {}
+    for n, a in enumerate(activations(root)):
+        last[a.get("version")] = n
+    order = sorted((v for v in last if v in existing and v != current), key=last.__getitem__, reverse=True)
+    return order[:FALLBACK_TRIES]
 
 
 def gate_refused(root: str | Path, version_id: str) -> str | None:

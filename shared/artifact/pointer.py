@@ -134,9 +134,10 @@ def current_lock(root: str | Path):
 
 
 def _lock_file(path: Path) -> int | None:
-    """A descriptor of the lock file, read-only (a lock needs no write access: another user's
-    file locks too); None where it neither exists nor can be made (a read-only mount, no root)."""
-    for flags in (os.O_RDONLY | os.O_CREAT, os.O_RDONLY):
+    """A descriptor of the lock file: read-write where it can be (NFS emulates flock with
+    fcntl locks, and an exclusive one needs a file open for writing), else read-only (another
+    user's file locks too); None where it neither exists nor can be made (a read-only mount)."""
+    for flags in (os.O_RDWR | os.O_CREAT, os.O_RDONLY | os.O_CREAT, os.O_RDONLY):
         try:
             return os.open(path, flags, 0o644)
         except OSError:
