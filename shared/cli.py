@@ -56,6 +56,11 @@ def versions_activate(version: str, artifacts: str = typer.Option(..., help=ROOT
     override of the promotion gate (recorded in activations.jsonl as a bypass)."""
     artifacts = _local(artifacts)
     try:
+        if version in artifact.list_versions(artifacts):  # a damaged copy is refused, naming its files
+            try:
+                artifact.verify(artifact.version_path(artifacts, version))
+            except ValueError as e:
+                raise UserError(f"version {version} does not verify, not activated: {e}") from None
         with artifact.current_lock(artifacts):  # the activation and its record together
             artifact.activate(artifacts, version)
             refused = artifact.gate_refused(artifacts, version)

@@ -52,6 +52,17 @@ def test_a_manifest_must_vouch_for_the_core_files(tmp_path):
         verify(path)
 
 
+def test_a_version_of_a_newer_format_is_refused_with_the_reason(tmp_path):
+    """format_version was written and never read: an older server served a version whose
+    files a newer job gave another meaning."""
+    path = artifact.VersionFiles(tmp_path / artifact.VERSIONS / _publish_one(tmp_path, b"x")).root
+    manifest = artifact.read_manifest(path)
+    (path / artifact.MANIFEST).write_text(manifest.model_copy(update={"format_version": artifact.FORMAT_VERSION + 1})
+                                          .model_dump_json())
+    with pytest.raises(ValueError, match="newer than this groundrec reads"):
+        verify(path)
+
+
 def test_current_must_hold_a_version_id(tmp_path):
     vid = _publish_one(tmp_path, b"x")
     for bad in (b"../../elsewhere/" + vid.encode(), b"\xff\xfe", b"x" * 5_000_000):
@@ -104,6 +115,9 @@ def test_versions_cli_lists_rolls_back_and_collects(tmp_path):
     assert rc == 0 and artifact.current_version(tmp_path) == vids[0]
     rc, out = cli("activate", "no-such-version")
     assert rc == 2 and "no published version" in out
+    (artifact.version_path(tmp_path, vids[1]) / "data.bin").write_bytes(b"damaged")
+    rc, out = cli("activate", vids[1])  # a copy that does not verify: refused, naming the file
+    assert rc == 2 and "data.bin: checksum mismatch" in out and artifact.current_version(tmp_path) == vids[0]
     rc, out = cli("gc", "--keep", "1")  # the active one and the newest verified one both stay
     assert rc == 0 and artifact.list_versions(tmp_path) == [vids[0], vids[2]]
     for args in (["list"], ["activate", vids[0]], ["gc", "--keep", "1"]):  # an object-store root: said, not silent

@@ -154,7 +154,7 @@ class Manifest(BaseModel):
 
     model_config = ConfigDict(extra="allow")
 
-    format_version: int = FORMAT_VERSION
+    format_version: int = FORMAT_VERSION  # raised only by a change an older reader would misread
     version: str
     created_at: str
     code_version: str
@@ -229,11 +229,20 @@ def write_manifest(directory: Path, manifest: Manifest) -> None:
     (Path(directory) / MANIFEST).write_text(json.dumps(manifest.model_dump(mode="json"), indent=2))
 
 
+def _known_format(manifest: Manifest) -> Manifest:
+    """A version of a newer format than this code reads is refused with the reason (additive
+    fields are not a new format: an older server reads around them)."""
+    if manifest.format_version > FORMAT_VERSION:
+        raise ValueError(f"version {manifest.version} is of artifact format {manifest.format_version}, newer than "
+                         f"this groundrec reads ({FORMAT_VERSION}): upgrade groundrec to serve it")
+    return manifest
+
+
 def read_manifest(directory: Path) -> Manifest:
     path = Path(directory) / MANIFEST
     if not path.is_file():
         raise FileNotFoundError(f"{directory} has no {MANIFEST}: not a published groundrec version")
-    return Manifest.model_validate_json(path.read_text())
+    return _known_format(Manifest.model_validate_json(path.read_text()))
 
 
 def verify(directory: Path) -> Manifest:
