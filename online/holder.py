@@ -152,31 +152,31 @@ class VersionHolder:
     def _check_current(self) -> bool:
         try:
             wanted = artifact.current_version(self.cfg.artifacts)
-        except ValueError as e:  # a malformed pointer is refused like a broken version
+        except (ValueError, OSError) as e:  # a malformed or unreadable pointer is refused like a broken version
             if self.rejected.get(artifact.CURRENT) != str(e):
                 self.rejected[artifact.CURRENT] = str(e)
                 log.error("refusing %s, still serving %s: %s", artifact.CURRENT,
                           self.current.version_id if self.current else None, e)
                 if self._on_failed:
                     self._on_failed(artifact.CURRENT, str(e))
-            return False
-        self.rejected.pop(artifact.CURRENT, None)
-        if wanted is not None and wanted != self._named:  # CURRENT names it anew (an activation): try it now
-            self._retry.pop(wanted, None)
-        self._named = wanted
+            wanted = self.current.version_id if self.current else ""  # what serves goes on (restarted if dead)
+        else:
+            self.rejected.pop(artifact.CURRENT, None)
+            if wanted is not None and wanted != self._named:  # CURRENT names it anew (an activation): try it now
+                self._retry.pop(wanted, None)
+            self._named = wanted
         dead = self.current is not None and not self.current.alive
         if dead:
             log.error("the compute process of version %s has died: starting a new one", self.current.version_id)
             wanted = wanted if wanted and not self._refused(wanted) else self.current.version_id
         elif wanted is None or (self.current and self.current.version_id == wanted) or self._refused(wanted):
             return False
-        if self._swap_to(wanted, restart=dead and wanted == self.current.version_id):
+        if wanted and self._swap_to(wanted, restart=dead and wanted == self.current.version_id):
             return True
         if self.current is None:  # nothing serves: the newest older version once current that loads
             for older in artifact.fallbacks(self.cfg.artifacts, wanted, artifact.list_versions(self.cfg.artifacts)):
                 if not self._refused(older) and self._swap_to(older):
-                    log.error("version %s (CURRENT) cannot be loaded: serving the older version %s meanwhile",
-                              wanted, older)
+                    log.error("CURRENT (%s) cannot be loaded: serving %s, once current, meanwhile", wanted, older)
                     return True
         return False
 

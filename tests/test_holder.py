@@ -172,6 +172,21 @@ def test_a_server_starting_when_current_cannot_be_loaded_serves_the_newest_older
         holder.stop()
 
 
+def test_a_server_starting_with_a_current_edited_wrong_serves_the_last_version_once_current(two_versions, tmp_path):
+    """A malformed CURRENT at start served nothing (503) though good versions were there: it is
+    refused with its reason, and the version most recently current serves meanwhile."""
+    artifacts, first, second = _copy(two_versions, tmp_path)
+    (artifacts / artifact.CURRENT).write_text("../../etc\n")
+    holder = VersionHolder(ServeConfig(artifacts=artifacts, compute="thread", events="none"))
+    try:
+        assert holder.check() and holder.current.version_id == second
+        assert "does not hold a version id" in holder.rejected[artifact.CURRENT]
+        artifact.activate(artifacts, first)  # put right: CURRENT is followed again
+        assert holder.check() and holder.current.version_id == first and artifact.CURRENT not in holder.rejected
+    finally:
+        holder.stop()
+
+
 def test_gc_keeps_a_pinned_version_that_has_not_loaded_yet(two_versions, tmp_path):
     """The serving marker named only the pins loaded: one that failed to load once (and is
     tried again later) could be deleted by gc meanwhile, its arm then served by current."""
