@@ -98,9 +98,7 @@ class ExportConfig(StrictModel):
     enabled: bool = True
     int8: bool = True
     tolerance: float = Field(1e-4, gt=0, description="max abs difference ONNX vs PyTorch")
-    int8_min_cosine: float = Field(0.95, gt=0, le=1, description="the int8 variant is kept only where every "
-                                   "check text's embedding has at least this cosine to fp32's (it also embeds "
-                                   "live items' texts when a server runs it)")
+    int8_min_cosine: float = Field(0.95, gt=0, le=1, description="int8 kept where every check text's cosine to fp32 is this or more")
 
 
 class CollabGrid(StrictModel):
