@@ -18,6 +18,7 @@ COPY pyproject.toml setup.py README.md ./
 COPY offline ./offline
 COPY online ./online
 COPY shared ./shared
+COPY deploy/serve.py ./deploy/serve.py
 RUN pip install --index-url ${TORCH_INDEX} torch torchvision \
     && pip install ".[offline,serve]" ${FAISS} \
     && if [ "${FAISS}" != faiss-cpu ]; then pip uninstall -y faiss-cpu && pip install --force-reinstall --no-deps ${FAISS}; fi
@@ -25,6 +26,7 @@ RUN pip install --index-url ${TORCH_INDEX} torch torchvision \
 
 RUN useradd --create-home --uid 1000 groundrec && mkdir -p /data /artifacts && chown groundrec /data /artifacts
 USER groundrec
-ENV HF_HOME=/data/hf
+ENV HF_HOME=/data/hf PYTHONPATH=/app
+# PYTHONPATH: deploy/serve.yaml's app (deploy.serve:build_app) is importable on every Ray node of this image
 ENTRYPOINT ["groundrec"]
 CMD ["offline", "run", "--help"]

@@ -141,6 +141,10 @@ def test_serve_config_builds_the_same_online_app():
     from ray.serve.schema import ServeDeploySchema
 
     ServeDeploySchema.model_validate(yaml.safe_load((DEPLOY / "serve.yaml").read_text()))  # what `serve deploy` checks
+    # ... and the Ray nodes' image can import the app: its file copied under /app, /app on PYTHONPATH
+    image = (DEPLOY / "offline.Dockerfile").read_text()
+    source = module.replace(".", "/") + ".py"
+    assert f"COPY {source} ./{source}" in image and re.search(r"^ENV .*PYTHONPATH=/app\b", image, re.M)
     with pytest.raises(ValueError, match="encoder_variant"):
         builder({"artifacts": "/x", "encoder_variant": "fp64"})
 
@@ -155,6 +159,7 @@ def test_dockerfiles_copy_files_that_exist_and_run_cli_commands(name, tmp_path):
             if (ROOT / s).is_dir():
                 shutil.copytree(ROOT / s, tmp_path / s, ignore=shutil.ignore_patterns("__pycache__"))
             else:
+                (tmp_path / s).parent.mkdir(parents=True, exist_ok=True)
                 shutil.copy(ROOT / s, tmp_path / s)
     # What the image copies is enough to build the package (a file the build needs left out failed every image).
     built = subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q",

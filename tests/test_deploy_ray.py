@@ -1,5 +1,5 @@
 """The deployment paths that run here: `ray job submit` to a local Ray head, and the Ray
-Serve app (online/ray_serve.py) called with the Python client, following `versions activate`."""
+Serve app (deploy/serve.py) called with the Python client, following `versions activate`."""
 
 from __future__ import annotations
 
@@ -90,7 +90,7 @@ def test_ray_serve_app_answers_like_the_core_and_follows_versions_activate(two_v
     from ray import serve
 
     sys.path.insert(0, str(ROOT))
-    from groundrec.online.ray_serve import build_app
+    from deploy.serve import build_app
 
     artifacts = two_versions["artifacts"]
     os.environ["RAY_AUTH_MODE"] = "disabled"

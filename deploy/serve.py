@@ -1,8 +1,11 @@
 """Ray Serve deployment of the online service: the same FastAPI app as `groundrec serve`
 (`groundrec.online.service.create_app`), replicated and autoscaled by Ray Serve.
 
-    serve deploy deploy/serve.yaml                   # a cluster whose image has groundrec installed
-    serve run groundrec.online.ray_serve:build_app artifacts=/srv/groundrec/artifacts
+    serve run deploy/serve.yaml                      # from the repository root (serve run's --app-dir .)
+    serve run deploy.serve:build_app artifacts=/srv/groundrec/artifacts
+    serve deploy deploy/serve.yaml                   # a cluster of the offline image (/app on PYTHONPATH)
+
+Here, not in the package: it imports Ray, which the online tier never does (its image has none).
 
 Each replica loads the CURRENT version and hot-reloads on its own, exactly like one
 `groundrec serve` process; arguments are ServeConfig fields (host/port are Ray Serve's).
