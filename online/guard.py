@@ -89,11 +89,11 @@ def is_write(method: str, path: str) -> bool:
             or (method in ("PUT", "PATCH", "DELETE") and path.startswith("/items/")))
 
 
-def is_private(scope) -> bool:
+def is_private(scope, path: str) -> bool:
     """Reads a read-only key may not make: the web page's view of a user by id
     (``/ui/user?user_id=...``) lists that user's stored history, which no API route shows (a
     storefront holding the read key must not list anyone's purchases)."""
-    return route_path(scope) == "/ui/user" and any(
+    return path == "/ui/user" and any(
         name == "user_id" and value for name, value in parse_qsl(scope.get("query_string", b"").decode("latin-1")))
 
 
@@ -136,7 +136,8 @@ class Guard:
         if scope["type"] != "http":
             return await self.app(scope, receive, send)
         started = time.perf_counter()
-        if not (self.api_key or self.read_key) and route_path(scope) in self.shed_paths and self.overloaded():
+        path = route_path(scope)  # what the router will run: every decision below is on it
+        if not (self.api_key or self.read_key) and path in self.shed_paths and self.overloaded():
             return await self._shed(scope, send, started)  # the cheapest answer: nothing else is built
         status = {"code": 500, "sent": False}
         headers = dict(scope.get("headers") or [])
@@ -164,9 +165,8 @@ class Guard:
                     raise _Refused(413, f"body larger than max_body_bytes={self.max_body_bytes}")
             return message
 
-        path = route_path(scope)
         try:
-            if path not in OPEN_PATHS and not self._allowed(scope, _key(scope, headers)):
+            if path not in OPEN_PATHS and not self._allowed(scope, path, _key(scope, headers)):
                 if scope["method"] == "GET" and (path == "/" or path.startswith("/ui/")):
                     login = (scope.get("root_path") or "").encode("latin-1") + b"/ui/login"  # the page signs in
                     return await send_reply(sending, 303, b"", [(b"location", login)])
@@ -195,10 +195,10 @@ class Guard:
                 await send_reply(sending, 500, body)
         self._count(scope, status, started)
 
-    def _allowed(self, scope, key: bytes) -> bool:
+    def _allowed(self, scope, path: str, key: bytes) -> bool:
         if self.api_key and hmac.compare_digest(key, self.api_key):
             return True
-        if is_write(scope["method"], route_path(scope)) or is_private(scope):
+        if is_write(scope["method"], path) or is_private(scope, path):
             return not self.api_key and not self.read_key
         if self.read_key:
             return hmac.compare_digest(key, self.read_key)

@@ -9,7 +9,6 @@ import logging
 import os
 import shutil
 import uuid
-from datetime import datetime, timezone
 from pathlib import Path
 
 import numpy as np
@@ -35,10 +34,6 @@ def _batch(events: list[Event]) -> pa.RecordBatch:
 def table(store: EventStore, since: float | None = None) -> pa.Table:
     """Every event at or after ``since`` as one table (the interactions format)."""
     return pa.Table.from_batches([_batch(b) for b in store.scan(since)], schema=SCHEMA)
-
-
-def _day(ts: float) -> str:
-    return datetime.fromtimestamp(ts - ts % DAY_S, timezone.utc).strftime("%Y-%m-%d")
 
 
 def _days(timestamps: pa.Array) -> pa.Array:

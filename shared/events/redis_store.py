@@ -88,11 +88,6 @@ PRUNE = SORTED + chunk_prune("log", """
     end""")
 
 
-MARK = """
-local old = redis.call('GET', KEYS[1])
-if not old or tonumber(old) < tonumber(ARGV[1]) then redis.call('SET', KEYS[1], ARGV[1]) end
-"""
-
 MARK_FIELD = """
 local old = redis.call('HGET', KEYS[1], ARGV[1])
 if not old or tonumber(old) < tonumber(ARGV[2]) then redis.call('HSET', KEYS[1], ARGV[1], ARGV[2]) end
@@ -109,7 +104,6 @@ class RedisStore(RedisImpressions, RedisItems):
         self._add = self._r.register_script(ADD)
         self._delete = self._r.register_script(DELETE)
         self._prune = self._r.register_script(PRUNE)
-        self._mark = self._r.register_script(MARK)
         self._mark_field = self._r.register_script(MARK_FIELD)
         self._scripts_for_impressions()
         self._scripts_for_items()
@@ -182,7 +176,6 @@ class RedisStore(RedisImpressions, RedisItems):
         return {key: float(at) for key, at in self._call(self._r.hgetall, f"{self.prefix}erasures").items()}
 
     def prune(self, before: float, chunk: int = 5_000) -> int:
-        self._call(lambda: self._mark(keys=[f"{self.prefix}pruned_before"], args=[repr(float(before))]))
         start, erased = "-", 0
         while True:  # one script per chunk: the server is never blocked for the whole log
             last, n = self._call(lambda: self._prune(args=[self.prefix, start, chunk, repr(float(before))]))
@@ -190,10 +183,6 @@ class RedisStore(RedisImpressions, RedisItems):
             if not last:
                 return erased
             start = "(" + last
-
-    def pruned_before(self) -> float | None:
-        found = self._call(self._r.get, f"{self.prefix}pruned_before")
-        return float(found) if found is not None else None
 
     def scan(self, since: float | None = None, chunk: int = 50_000, stored_since: float | None = None
              ) -> Iterator[list[Event]]:

@@ -22,7 +22,7 @@ from pathlib import Path
 
 from groundrec.shared.errors import UserError
 from groundrec.shared.events.sqlite_items import INSERT_ITEM_VECTOR, ITEMS_SCHEMA, SQLiteItems
-from groundrec.shared.events.sqlite_schema import ERASURE, PRUNED_MARK, SCHEMA, migrate, scrub_wal
+from groundrec.shared.events.sqlite_schema import ERASURE, SCHEMA, migrate, scrub_wal
 from groundrec.shared.events.store import (Event, Impression, StoreUnavailable, impression_from_json,
                                            impression_json, user_key)
 
@@ -162,12 +162,7 @@ class SQLiteStore(SQLiteItems):
         return {key: float(at) for key, at in self._query("SELECT user_key, at FROM erasures")}
 
     def prune(self, before: float) -> int:
-        self._erase(PRUNED_MARK, (before,), scrub=False)  # the cut first, then the rows
         return self._erase_in_chunks("events", before)
-
-    def pruned_before(self) -> float | None:
-        found = self._query("SELECT value FROM marks WHERE name = 'events_pruned_before'")
-        return float(found[0][0]) if found else None
 
     def prune_impressions(self, before: float) -> int:
         return self._erase_in_chunks("impressions", before)

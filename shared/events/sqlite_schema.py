@@ -34,18 +34,11 @@ CREATE TABLE IF NOT EXISTS impressions (
     body TEXT NOT NULL
 );
 CREATE INDEX IF NOT EXISTS impressions_by_time ON impressions (ts);
-CREATE TABLE IF NOT EXISTS marks (
-    name TEXT PRIMARY KEY,
-    value REAL NOT NULL
-);
 CREATE TABLE IF NOT EXISTS erasures (
     user_key TEXT PRIMARY KEY,
     at REAL NOT NULL
 );
 """
-# The latest cut of the events' prune, kept as the larger of the old and the new
-PRUNED_MARK = ("INSERT INTO marks (name, value) VALUES ('events_pruned_before', ?) "
-               "ON CONFLICT(name) DO UPDATE SET value = max(value, excluded.value)")
 # An erasure remembered (``EventStore.erasures``): the user's key and when, the latest kept
 ERASURE = ("INSERT INTO erasures (user_key, at) VALUES (?, ?) "
            "ON CONFLICT(user_key) DO UPDATE SET at = max(at, excluded.at)")

@@ -168,12 +168,8 @@ class EventStore(Protocol):
         of the log's first and last entries, nearly so."""
 
     def prune(self, before: float) -> int:
-        """Erase every event with a timestamp before ``before`` (retention); how many. The
-        store remembers the latest such cut (``pruned_before``)."""
-
-    def pruned_before(self) -> float | None:
-        """The latest cut of ``prune`` (None: never pruned): an archive's rows before it were
-        pruned, not erased (the export keeps them)."""
+        """Erase every event with a timestamp before ``before`` (retention); how many (the
+        export keeps an archive's rows the store no longer holds: ``export._union``)."""
 
     def popularity(self, since: float | None = None) -> dict[str, float]:
         """Summed event weight per item id over events at or after ``since``."""
