@@ -32,7 +32,8 @@ from groundrec.offline.interactions import Interactions
 from groundrec.shared import artifact
 from groundrec.shared.errors import UserError
 from groundrec.shared.scoring.collab import Projection, index_rows
-from groundrec.shared.scoring.popularity import counts_of_rows
+from groundrec.shared.scoring.popularity import counts_of_rows, recent_counts
+from groundrec.shared.scoring.searcher import Searcher
 
 EXIT_REFUSED = 3  # the job's exit status when the gate keeps the serving version (2: the input is wrong)
 
@@ -162,8 +163,12 @@ def serving_system(path: Path) -> tuple[System, dict[str, int]]:
     content = np.load(files.embeddings)
     counts = (table.column(artifact.WINDOW_INTERACTIONS).to_numpy().astype(np.float64)
               if artifact.WINDOW_INTERACTIONS in table.column_names else np.zeros(len(ids)))
-    system = ContentSystem("serving", "published", content, counts)
     c = manifest.collab
+    recorded = c or manifest.learn or {}  # its recent-popularity prior: the weight, and the counts it recorded
+    prior = Searcher.recent_prior_of(float(recorded.get("recent_weight") or 0.0),
+                                     table.column(artifact.RECENT_INTERACTIONS).to_numpy().astype(np.float64)
+                                     if artifact.RECENT_INTERACTIONS in table.column_names else None)
+    system = ContentSystem("serving", "published", content, counts, recent_prior=prior)
     if c:
         model = collab.CollabModel(np.load(files.collab_query), np.load(files.collab_item), np.ones(len(ids), bool))
         projection = (Projection(np.load(files.project_item), np.load(files.project_query))
@@ -179,17 +184,21 @@ def serving_system(path: Path) -> tuple[System, dict[str, int]]:
         index = content if not c else index_rows(content, float(c["weight"]) * model.item,
                                                   projection.item if projection is not None else None)
         system = SequenceSystem("serving", "published", SequenceEncoder(files.sequence_dir), index, counts,
-                                system if c else None)  # its lists hold the new items of the hybrid's
+                                system if c else None, recent_prior=prior)  # its lists hold the hybrid's new items
     return system, {i: n for n, i in enumerate(ids)}
 
 
-def candidate_system(learned, content: np.ndarray, before: list[np.ndarray], cfg, seed: int = 0) -> System:
-    """The candidate's chosen setting fitted on the interactions before the window only."""
+def candidate_system(learned, content: np.ndarray, before: list[np.ndarray], cfg, seed: int = 0,
+                     recent: np.ndarray | None = None) -> System:
+    """The candidate's chosen setting fitted on the interactions before the window only (its
+    recent-popularity prior over ``recent``, the interactions per item of its last
+    ``recent_days`` before the window)."""
     from groundrec.offline.learn import fit_chosen, project
 
     counts = counts_of_rows(before, len(content))
-    system = ContentSystem("candidate", "published", content, counts)
     choice = learned.choice if learned is not None else None
+    prior = Searcher.recent_prior_of(choice.recent_weight, recent) if choice is not None else None
+    system = ContentSystem("candidate", "published", content, counts, recent_prior=prior)
     if choice is None or not choice.hybrid:
         return system
     model = fit_chosen(before, len(content), content, cfg, choice, seed)
@@ -237,7 +246,9 @@ def run_gate(mode: str, root: Path, inter: Interactions | None, item_ids: list[s
                             seconds=round(time.perf_counter() - started, 2), **common)
     row_of = {i: n for n, i in enumerate(item_ids)}
     before = _rows_before(inter, cutoff, collab_cfg.window_days)
-    ours = recall_of(candidate_system(learned, content, before, collab_cfg, seed), row_of, window, k)
+    early = inter.ts <= cutoff  # the candidate's recent-popularity prior counts as of the window's start
+    recent = recent_counts(inter.items[early], inter.ts[early], len(content), collab_cfg.recent_days)
+    ours = recall_of(candidate_system(learned, content, before, collab_cfg, seed, recent), row_of, window, k)
     try:
         theirs = recall_of(*serving_system(path), window, k)
     except (OSError, ValueError, KeyError, UserError) as e:  # UserError: e.g. its encoder onnxruntime cannot load

@@ -204,31 +204,43 @@ def validation_hits(model: collab.CollabModel, content: np.ndarray, profiles: np
     return {key: np.concatenate(value) if value else np.zeros(0, bool) for key, value in found.items()}
 
 
-def published_scores(model: collab.CollabModel, content: np.ndarray, profiles: np.ndarray, held: list[np.ndarray],
-                     weight: float, projection: collab.Projection | None, half_life: float = 0.0,
-                     owner: np.ndarray | None = None):
+def published_scores(model: collab.CollabModel | None, content: np.ndarray, profiles: np.ndarray,
+                     held: list[np.ndarray], weight: float, projection: collab.Projection | None,
+                     half_life: float = 0.0, owner: np.ndarray | None = None, prior: np.ndarray | None = None):
     """The hybrid at ``weight`` scored as the service scores it (projected profiles against the
-    projected index when there is a projection), about ``CHUNK`` rows at a time, each user's
-    once: (the rows' slice, each row's history, their scores). ``profiles``, ``held`` per user,
-    ``owner`` each row's user (None: a row each)."""
-    index = index_rows(content, weight * model.item, projection.item) if projection is not None else None
+    projected index when there is a projection; content alone at weight 0, ``model`` unused),
+    about ``CHUNK`` rows at a time, each user's once: (the rows' slice, each row's history,
+    their scores). ``profiles``, ``held`` per user, ``owner`` each row's user (None: a row
+    each); ``prior``: per item, added to every row (the version's recent-popularity prior)."""
+    index = index_rows(content, weight * model.item, projection.item) if projection is not None and weight else None
     for users, rows, local in _chunks(_owner(owner, len(held))):
+        if not weight:
+            scores = profiles[users] @ content.T
+            yield rows, [held[users][i] for i in local], _with(scores[local], prior)
+            continue
         queries = collab_queries(model.query, [latest(h) for h in held[users]], half_life)
         if projection is not None:
             scores = hybrid_queries(profiles[users], queries, projection.query) @ index.T
         else:  # the content product plus the collaborative part, as the service's flat index scores it
             scores = profiles[users] @ content.T + weight * model.item_side.scores(queries)
-        yield rows, [held[users][i] for i in local], scores[local]
+        yield rows, [held[users][i] for i in local], _with(scores[local], prior)
+
+
+def _with(scores: np.ndarray, prior: np.ndarray | None) -> np.ndarray:
+    if prior is not None:
+        scores += prior
+    return scores
 
 
 def published_hits(model: collab.CollabModel, content: np.ndarray, profiles: np.ndarray, held: list[np.ndarray],
                    targets: np.ndarray, weight: float, projection: collab.Projection | None, half_life: float = 0.0,
                    new: np.ndarray | None = None, fresh: tuple[tuple[float, int], ...] = ((0.0, 0),),
-                   owner: np.ndarray | None = None) -> dict[tuple[float, int], np.ndarray]:
+                   owner: np.ndarray | None = None, prior: np.ndarray | None = None) -> dict[tuple[float, int], np.ndarray]:
     """``validation_hits``'s hybrid at ``weight`` (``published_scores``), for each (freshness
     prior weight added to the new items ``new``, places kept for them) in turn."""
     found: dict[tuple[float, int], list] = {point: [] for point in fresh}
-    for rows, seen, scores in published_scores(model, content, profiles, held, weight, projection, half_life, owner):
+    for rows, seen, scores in published_scores(model, content, profiles, held, weight, projection, half_life, owner,
+                                               prior):
         for fw, slots in fresh:
             scored = lift(scores.copy(), [fw] * len(scores), new)
             if slots:
@@ -241,10 +253,11 @@ def published_hits(model: collab.CollabModel, content: np.ndarray, profiles: np.
 
 def published_lists(model: collab.CollabModel, content: np.ndarray, profiles: np.ndarray, held: list[np.ndarray],
                     weight: float, projection: collab.Projection | None, half_life: float, new: np.ndarray,
-                    fresh_weight: float, slots: int, owner: np.ndarray | None = None) -> np.ndarray:
+                    fresh_weight: float, slots: int, owner: np.ndarray | None = None,
+                    prior: np.ndarray | None = None) -> np.ndarray:
     """The hybrid's top-K lists (item rows, one per validation row, K each) as published:
     ``published_scores`` with its freshness prior and kept places, seen items excluded."""
     lists = [top_k_matrix(lift(scores, [fresh_weight] * len(scores), new), K, seen, new, slots)
              for _, seen, scores in published_scores(model, content, profiles, held, weight, projection, half_life,
-                                                      owner)]
+                                                      owner, prior)]
     return np.concatenate(lists) if lists else np.zeros((0, K), np.int64)

@@ -32,8 +32,9 @@ from groundrec.offline.tuning import HYBRID_AXES, HybridChoice, tune_hybrid
 from groundrec.offline.width_rule import user_slices
 from groundrec.shared.errors import UserError
 from groundrec.shared.scoring.collab import collab_queries, hybrid_queries, index_rows
-from groundrec.shared.scoring.popularity import counts_of_rows, new_items
+from groundrec.shared.scoring.popularity import counts_of_rows, new_items, recent_histories
 from groundrec.shared.scoring.profiles import latest, mean_profiles
+from groundrec.shared.scoring.searcher import Searcher
 
 PROJECTION_USERS = 20_000  # most training users whose profiles fit the projection
 
@@ -45,6 +46,7 @@ class Learned:
     projection: collab.Projection | None = None  # a hybrid indexed at the content's width
     counts: np.ndarray | None = None  # interactions per published item in the window (what "new" means)
     sequence: "SequenceOutcome | None" = None  # the learned profile encoder's scores and decision (None: not trained)
+    recent: np.ndarray | None = None  # interactions per item in the window's last recent_days (a chosen recent prior)
 
     @property
     def hybrid(self) -> bool:
@@ -121,8 +123,11 @@ class JobScorer:
     ``targets`` are per row (a user may have several); ``profiles`` and ``user_held`` per user
     (each user's rows are scored from one list: ``owner``, each row's user)."""
 
-    def __init__(self, content: np.ndarray, held_out: HeldOut, cfg: CollabConfig, seed: int = 0):
+    def __init__(self, content: np.ndarray, held_out: HeldOut, cfg: CollabConfig, seed: int = 0,
+                 recent: np.ndarray | None = None):
         self.content, self.held_out, self.cfg, self.seed = content, held_out, cfg, seed
+        self.recent_counts = recent  # per item, the training part's recent interactions (None: no recent prior)
+        self.recent = recent is not None
         self.train, self.held, self.targets = held_out.train, held_out.histories, held_out.targets
         self.user_held, self.owner = held_out.user_histories, held_out.rows
         self.content_dim = content.shape[1]
@@ -152,10 +157,14 @@ class JobScorer:
                                self.owner)
         return {key: self.held_out.per_user(value) for key, value in hits.items()}
 
+    def prior(self, choice: HybridChoice) -> np.ndarray | None:
+        """The recent-popularity prior ``choice`` adds to every item's score (None: none)."""
+        return Searcher.recent_prior_of(choice.recent_weight, self.recent_counts)
+
     def _published(self, model: collab.CollabModel, weight: float, projection: collab.Projection | None,
-                   half_life: float, new: np.ndarray | None = None, fresh=((0.0, 0),)) -> dict:
+                   half_life: float, new: np.ndarray | None = None, fresh=((0.0, 0),), prior=None) -> dict:
         hits = published_hits(model, self.content, self.profiles, self.user_held, self.targets, weight, projection,
-                              half_life, new, fresh, self.owner)
+                              half_life, new, fresh, self.owner, prior)
         return {key: self.held_out.per_user(value) for key, value in hits.items()}
 
     def published_lists(self, choice: HybridChoice) -> np.ndarray:
@@ -164,7 +173,7 @@ class JobScorer:
         c = choice
         return published_lists(self.fitted(c.reg, c.dropout).truncated(c.rank), self.content, self.profiles,
                                self.user_held, c.weight, self.projections.get(c.rank) if c.projected else None,
-                               c.half_life, self.new, c.fresh_weight, c.fresh_slots, self.owner)
+                               c.half_life, self.new, c.fresh_weight, c.fresh_slots, self.owner, self.prior(c))
 
     def hybrid(self, reg: float, dropout: float, half_life: float, weights: list[float]) -> list[np.ndarray]:
         hits = self._validation(self.fitted(reg, dropout), weights, half_life)
@@ -196,10 +205,11 @@ class JobScorer:
     def published(self, choice: HybridChoice, fresh: list[tuple[float, int]]) -> list[np.ndarray]:
         c = choice
         hits = self._published(self.fitted(c.reg, c.dropout).truncated(c.rank), c.weight,
-                               self.projections.get(c.rank) if c.projected else None, c.half_life, self.new, tuple(fresh))
+                               self.projections.get(c.rank) if c.projected else None, c.half_life, self.new, tuple(fresh),
+                               self.prior(c))
         for fw, slots in fresh:
-            self.scores[f"published fresh_weight={fw:g}" + (f" fresh_slots={slots}" if slots else "")] = float(
-                hits[fw, slots].mean())
+            self.scores[f"published fresh_weight={fw:g}" + (f" fresh_slots={slots}" if slots else "") +
+                        (f" recent_weight={c.recent_weight:g}" if c.recent_weight else "")] = float(hits[fw, slots].mean())
         return [hits[point] for point in fresh]
 
 
@@ -238,7 +248,8 @@ def learn(inter: Interactions, content: np.ndarray, cfg: CollabConfig, seed: int
     choice, tuning, scores = HybridChoice.untuned(cfg), None, {}  # no validation user: content only, nothing scored
     outcome = None
     if held_out.users:
-        scorer = JobScorer(content, held_out, cfg, seed)
+        recent = recent_histories(held_out.train, times, n, cfg.recent_days) if any(cfg.recent_weight) else None
+        scorer = JobScorer(content, held_out, cfg, seed, recent)
         choice, tuning = tune_hybrid(cfg, scorer, "collab")
         scores = scorer.scores
         if sequence is not None and sequence.active(True):
@@ -267,9 +278,11 @@ def learn(inter: Interactions, content: np.ndarray, cfg: CollabConfig, seed: int
                       int(inter.dropped_unknown_items)),
         validation_users=len(held_out.users), validation_items=len(held_out.targets),
         axes=tuning.grid.axes if tuning else {axis: getattr(cfg, axis) for axis in HYBRID_AXES},
-        scores=scores, tuning=tuning, projection=projection.info if projection else None,
+        scores=scores, tuning=tuning, projection=projection.info if projection else None, recent_days=cfg.recent_days,
         seconds=round(time.perf_counter() - started, 2))
-    return Learned(model, report, projection, counts_of_rows(histories, n) if model is not None else None, outcome)
+    recent = recent_histories(histories, times, n, cfg.recent_days) if choice.recent_weight else None
+    return Learned(model, report, projection, counts_of_rows(histories, n) if model is not None else None, outcome,
+                   recent)
 
 
 def index_vectors(content: np.ndarray, learned: Learned | None) -> np.ndarray:

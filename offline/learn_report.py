@@ -39,6 +39,7 @@ class LearnReport:
     projection: dict | None = None  # the projection's description (``Projection.info``), or None
     seconds: float = 0.0
     validation_items: int = 0  # the items held out of those users (one each unless users are few: holdout.HeldOut)
+    recent_days: float = 30.0  # the days the recent-popularity prior counts in (``collab.recent_days``)
 
     @property
     def hybrid(self) -> bool:
@@ -86,7 +87,8 @@ class LearnReport:
         c, t = self.choice, self.tuning
         return {
             **self.model, "weight": c.weight, "query_half_life": c.query_half_life, "fresh_weight": c.fresh_weight,
-            "fresh_slots": c.fresh_slots, "hybrid": self.hybrid, "projection": self.projection,
+            "fresh_slots": c.fresh_slots, "recent_weight": c.recent_weight, "recent_days": self.recent_days,
+            "hybrid": self.hybrid, "projection": self.projection,
             "window": self.window.to_manifest(),
             "validation": {"users": self.validation_users, "items": self.validation_items, "metric": self.metric,
                            "chosen": {"reg": c.reg, "dropout": c.dropout, "half_life": c.half_life, "weight": c.weight,
@@ -96,6 +98,7 @@ class LearnReport:
                            "widened": t.widened if t else [], "grid_warnings": self.warnings,
                            "fresh": t.fresh.report() if t and t.fresh else None,
                            "fresh_slots": t.slots.report() if t and t.slots else None,
+                           "recent": t.recent.report() if t and t.recent else None,
                            "width": t.width if t else [], "width_folds": t.width_folds if t else []},
             "learn_seconds": self.seconds,
         }

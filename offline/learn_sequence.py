@@ -102,20 +102,24 @@ def validation_index(scorer, choice: HybridChoice) -> tuple[np.ndarray, object]:
 def hybrid_hits(tuning: HybridTuning, choice: HybridChoice) -> np.ndarray:
     """The hybrid's per-user hits at its chosen point as published (its freshness prior and
     kept places for a hybrid; content alone's hits for weight 0): what the tuner scored."""
-    last = tuning.slots if choice.hybrid and tuning.slots is not None else tuning.grid
+    last = tuning.last
     return np.asarray(last.scores[tuple(last.chosen[axis] for axis in last.axes)], np.float64)
 
 
 def served_hits(queries: np.ndarray, index: np.ndarray, held: list[np.ndarray], targets: np.ndarray,
-                new: np.ndarray | None = None, others: np.ndarray | None = None) -> np.ndarray:
+                new: np.ndarray | None = None, others: np.ndarray | None = None,
+                prior: np.ndarray | None = None) -> np.ndarray:
     """Whether each user's target is in the top K of ``queries . index`` as the service ranks a
     ``sequence`` query (seen items excluded; on a hybrid version the list holds the ``new``
     items of the hybrid's list ``others``, a row per user: ``Searcher.rank_holding_new_of``),
-    as ``holdout.published_hits`` scores the hybrid."""
+    as ``holdout.published_hits`` scores the hybrid; ``prior``: the version's recent-popularity
+    prior, added to every item's score as the service adds it to every strategy's."""
     found = []
     for start in range(0, len(held), CHUNK):
         part = slice(start, start + CHUNK)
         scores = np.asarray(queries[part], np.float32) @ index.T
+        if prior is not None:
+            scores += prior
         if others is not None and new is not None and len(new):
             top = Searcher(len(index), new).top_matrix(scores, K, held[part], others=others[part])
             found.append((top == targets[part][:, None]).any(axis=1))
@@ -207,8 +211,8 @@ def choose(cfg: SequenceJobConfig, scorer, users: list[int], choice: HybridChoic
     fresh = (choice.fresh_weight, choice.fresh_slots) if choice.hybrid else (0.0, 0)
     others = scorer.published_lists(choice) if choice.hybrid else None  # the new items its lists hold
     queries = trained.model.encode(scorer.user_held)[scorer.owner]  # each user encoded once, a row per held-out item
-    encoder = scorer.held_out.per_user(served_hits(queries, index, scorer.held,
-                                                   scorer.targets, scorer.new if choice.hybrid else None, others))
+    encoder = scorer.held_out.per_user(served_hits(queries, index, scorer.held, scorer.targets,
+                                                   scorer.new if choice.hybrid else None, others, scorer.prior(choice)))
     hybrid = hybrid_hits(tuning, choice)
     rule = beats_by_one_standard_error(encoder, hybrid)
     validation = {"encoder": rule["candidate"], "hybrid": rule["incumbent"], "diff": rule["diff"], "se": rule["se"],

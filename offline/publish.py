@@ -15,7 +15,7 @@ import pyarrow.parquet as pq
 from groundrec.offline.cache import grounding_signature
 from groundrec.offline.catalog import NO_IMAGE_COLUMN
 from groundrec.offline.learn_report import LearnReport
-from groundrec.shared.artifact import FIRST_SEEN, WINDOW_INTERACTIONS, Manifest, VersionFiles
+from groundrec.shared.artifact import FIRST_SEEN, RECENT_INTERACTIONS, WINDOW_INTERACTIONS, Manifest, VersionFiles
 from groundrec.shared.version_info import code_version
 
 
@@ -37,6 +37,8 @@ def write_version_files(staged: Path, index: faiss.Index, vectors: np.ndarray, i
             np.save(files.project_query, learned.projection.query)
     if learned is not None and learned.hybrid and learned.counts is not None:  # what "new item" means to it
         items = items.append_column(WINDOW_INTERACTIONS, pa.array(learned.counts.astype(np.int64)))
+    if learned is not None and learned.recent is not None:  # what its recent-popularity prior counts
+        items = items.append_column(RECENT_INTERACTIONS, pa.array(learned.recent.astype(np.int64)))
     if first_seen is not None:
         items = items.append_column(FIRST_SEEN, first_seen)
     faiss.write_index(index, str(files.index))

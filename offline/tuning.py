@@ -15,7 +15,10 @@ once, on the one selection procedure (``selection.search``, ``selection.coarse_t
    users (cold, warm: the scorer's ``slices``), is published; then the projection to the
    content's width by the same rule;
 3. the freshness prior's weight on the published scoring (the largest within one standard
-   error of the best), then the places kept for new items (the most within it).
+   error of the best), then the places kept for new items (the most within it);
+4. where the scorer can score it (``recent``), the version's recent-popularity prior on the
+   published scoring, content alone's too: the smallest weight within one standard error of
+   the best (0: none).
 
 It returns what was chosen (``HybridChoice``) and what every stage scored (``HybridTuning``).
 """
@@ -50,6 +53,7 @@ class HybridChoice:
     score: float | None = None  # the validation score of the published setting (None: nothing scored)
     fresh_weight: float = 0.0  # added to the score of an item with no interaction
     fresh_slots: int = 0  # of each list, the places kept for such items
+    recent_weight: float = 0.0  # the recent-popularity prior's weight (x ln(1 + recent interactions))
 
     @property
     def hybrid(self) -> bool:
@@ -83,17 +87,25 @@ class HybridTuning:
     slots: Search | None = None
     width: list[dict] = field(default_factory=list)
     width_folds: list[dict] = field(default_factory=list)  # the rule on one half of the users, checked on the other
+    recent: Search | None = None  # the recent-popularity prior's search (None: not scored)
 
     @property
     def widened(self) -> list[dict]:
         """Every value added beyond an edge, in the order of the stages."""
         return [*self.grid.widened, *(self.fresh.widened if self.fresh else []),
-                *(self.slots.widened if self.slots else [])]
+                *(self.slots.widened if self.slots else []), *(self.recent.widened if self.recent else [])]
 
     @property
     def warnings(self) -> list[str]:
         """The grid's and the freshness prior's values still on a widenable edge."""
-        return [*self.grid.warnings, *(self.fresh.warnings if self.fresh else [])]
+        return [*self.grid.warnings, *(self.fresh.warnings if self.fresh else []),
+                *(self.recent.warnings if self.recent else [])]
+
+    @property
+    def last(self) -> Search:
+        """The last stage that scored the published setting: its chosen point's per-user scores
+        are the version's validation scores."""
+        return self.recent or self.slots or self.grid
 
 
 class HybridScorer(Protocol):
@@ -106,6 +118,7 @@ class HybridScorer(Protocol):
     content_dim: int
     slices: dict[str, np.ndarray]
     has_new: bool  # whether any item has no training interaction (else a lift or a place changes no list)
+    recent: bool  # whether ``published`` scores ``choice.recent_weight`` (the recent-popularity prior)
 
     def hybrid(self, reg: float, dropout: float, half_life: float, weights: list[float]) -> list[np.ndarray]:
         """Per-user scores of content + each weight x the collaborative model (reg, dropout)
@@ -121,8 +134,9 @@ class HybridScorer(Protocol):
         """... at ``rank``, projected to the content's width, as the service scores it."""
 
     def published(self, choice: HybridChoice, fresh: list[tuple[float, int]]) -> list[np.ndarray]:
-        """Per-user scores of ``choice`` as published (its rank, its projection), for each
-        (freshness prior weight, places kept for new items)."""
+        """Per-user scores of ``choice`` as published (its rank, its projection, its
+        recent-popularity prior), for each (freshness prior weight, places kept for new items);
+        for content alone (weight 0), content's with its prior."""
 
 
 def by_model(points: list[dict],
@@ -149,7 +163,8 @@ def tune_hybrid(grid: CollabGrid, scorer: HybridScorer, section: str) -> tuple[H
     choice = HybridChoice(float(reg), float(dropout), float(half_life), float(weight), scorer.full_rank(reg, dropout),
                           score=found.score)
     if not choice.weight:
-        return choice, HybridTuning(found)
+        choice, recent = tune_recent(grid, scorer, choice, section)
+        return choice, HybridTuning(found, recent=recent)
     full = found.scores[tuple(found.chosen[axis] for axis in HYBRID_AXES)]  # per user, the full model
     width = narrowest(choice.rank, full, grid.rank_tolerance, lambda r: scorer.at_rank(choice, r),
                       (lambda r: scorer.projected(choice, r)) if grid.project else None, grid.rank,
@@ -159,7 +174,8 @@ def tune_hybrid(grid: CollabGrid, scorer: HybridScorer, section: str) -> tuple[H
     choice = replace(choice, rank=width.rank, projected=width.projected, score=width.score,
                      full_rank=width.rank == choice.rank)
     choice, fresh, slots = tune_fresh(grid, scorer, choice, section)
-    return choice, HybridTuning(found, ranks, projected, fresh, slots, width.tried, width.folds)
+    choice, recent = tune_recent(grid, scorer, choice, section)
+    return choice, HybridTuning(found, ranks, projected, fresh, slots, width.tried, width.folds, recent)
 
 
 def tune_fresh(grid: CollabGrid, scorer: HybridScorer, choice: HybridChoice,
@@ -182,3 +198,19 @@ def tune_fresh(grid: CollabGrid, scorer: HybridScorer, choice: HybridChoice,
                    simplest="fresh_slots", simplest_is_largest=True, section=section)
     # the score of the setting as published: its lift and kept places in it (the manifest's, the summary's)
     return replace(choice, fresh_slots=int(slots.chosen["fresh_slots"]), score=slots.score), fresh, slots
+
+
+def tune_recent(grid: CollabGrid, scorer: HybridScorer, choice: HybridChoice,
+                section: str) -> tuple[HybridChoice, Search | None]:
+    """The version's recent-popularity prior on ``choice`` as published (its freshness lift and
+    kept places): the smallest weight whose validation score is within one standard error of
+    the best (a prior that helps nothing measurable is not published). None where the scorer
+    cannot score it or the grid holds no weight above 0."""
+    if not getattr(scorer, "recent", False) or not any(grid.recent_weight):
+        return choice, None
+    published = (choice.fresh_weight, choice.fresh_slots)
+    found = search({"recent_weight": grid.recent_weight},
+                   lambda points: [scorer.published(replace(choice, recent_weight=p["recent_weight"]), [published])[0]
+                                   for p in points],
+                   simplest="recent_weight", widenings=grid.widenings, section=section)
+    return replace(choice, recent_weight=float(found.chosen["recent_weight"]), score=found.score), found

@@ -276,6 +276,9 @@ class LiveOverlay:
             ranker.is_new = frozenset(r.new_rows.tolist())
             if r.searcher.new_vectors is not None or (len(r.new_rows) and r.flat is None):
                 r.searcher.new_vectors = r.searcher.indexed(r.new_rows)
+        if ranker.recent_prior is not None:  # the version's recent prior: a changed item keeps its own, a new one none
+            carried = np.where(old >= 0, ranker.recent_prior[np.maximum(old, 0)], 0.0).astype(np.float32)
+            ranker.recent_prior = np.concatenate([ranker.recent_prior, carried])
         counts = np.concatenate([r.counts, [float((r.popularity_map or {}).get(item.item_id, 0.0))
                                             for item, _ in rows]])
         r.counts = counts

@@ -22,7 +22,7 @@ BATCH_CHUNK = 256  # users per matrix product
 
 class IndexSearch:
     def __init__(self, version: LoadedVersion, overfetch: int = 4, exact_subset_max: int = 20_000,
-                 new_rows: np.ndarray | None = None):
+                 new_rows: np.ndarray | None = None, recent_prior: np.ndarray | None = None):
         self.v = version
         self.overfetch = overfetch  # candidates per result when a prior or max_per reorders them
         self.exact_subset_max = exact_subset_max  # filters passing fewer items are scored exactly
@@ -31,7 +31,7 @@ class IndexSearch:
         # A flat index is scored exactly, every item by one product (``FlatScores``).
         flat = (FlatScores(version, index)
                 if isinstance(index, faiss.IndexFlat) and index.metric_type == faiss.METRIC_INNER_PRODUCT else None)
-        self.ranker = Searcher(index.ntotal, new_rows, flat)
+        self.ranker = Searcher(index.ntotal, new_rows, flat, recent_prior=recent_prior)
         self.new_rows = self.ranker.new_rows
         # The new items (``among``) as an approximate index holds them, built once: for a
         # projected hybrid that is a product per item, too dear to repeat on every request that

@@ -51,6 +51,13 @@ class LoadedVersion:
         return float((self.manifest.collab or {}).get("fresh_weight") or 0.0)
 
     @property
+    def recent_weight(self) -> float:
+        """The weight of the version's own recent-popularity prior (x ln(1 + its
+        ``RECENT_INTERACTIONS``)), a hybrid's or content alone's; 0: none (and for versions
+        published before it existed)."""
+        return float((self.manifest.collab or self.manifest.learn or {}).get("recent_weight") or 0.0)
+
+    @property
     def collab_fresh_slots(self) -> int:
         """Of each list, the places a hybrid keeps for new items; 0 for versions published
         before it existed."""

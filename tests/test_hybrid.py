@@ -344,8 +344,12 @@ def test_weight_zero_publishes_content_only_and_keeps_what_was_tried(hybrid):
     assert cfg.collab.reg == [1.0, 10.0] and cfg.collab.dropout == [0.0, 0.5]
     tried = [(r, (f" dropout={d:g}" if d else "") + (f" half_life={h:g}" if h else ""))
              for r, d in (("1", 0.0), ("10", 0.0), ("1", 0.5)) for h in cfg.collab.half_life]
+    # then content alone's recent-popularity prior, each weight tried on the published scoring
+    recent = manifest.learn["validation"]["recent"]["grid"]["recent_weight"]
     assert set(manifest.learn["validation"]["scores"]) == {
-        "content", *(f"collaborative reg={r}{h}" for r, h in tried), *(f"hybrid reg={r}{h} weight=0" for r, h in tried)}
+        "content", *(f"collaborative reg={r}{h}" for r, h in tried), *(f"hybrid reg={r}{h} weight=0" for r, h in tried),
+        *(f"published fresh_weight=0" + (f" recent_weight={w:g}" if w else "") for w in recent)}
+    assert set(cfg.collab.recent_weight) <= set(recent)
     assert manifest.learn["query_half_life"] == 0.0  # no collaborative part: nothing to weight
     assert not (summary.version_dir / artifact.COLLAB_QUERY).exists()
     v = load_version(hybrid["root"] / "art0")
@@ -381,3 +385,64 @@ def test_live_items_on_an_exact_hybrid_are_scored_as_its_index_rows(exact):
     np.testing.assert_allclose(r.flat(profile), profile @ held.T, rtol=1e-5, atol=1e-5)
     found = r.recommend(UserQuery(history=history, k=len(v.item_ids) - 4, exclude_seen=True))
     assert "brand-new" in [x.item_id for x in found.items]
+
+
+@pytest.fixture(scope="module")
+def trend(hybrid):
+    """The same catalog whose buyers' last three purchases are all of six items (a trend content
+    cannot know), content alone published: what finds them is the version's recent-popularity
+    prior, chosen on validation."""
+    inter = pq.read_table(hybrid["interactions"])
+    ids = inter.column("item_id").to_pylist()
+    trending = sorted(set(ids))[-6:]
+    end = max(inter.column("timestamp").to_pylist())
+    rng = np.random.default_rng(0)
+    users = sorted(set(inter.column("user_id").to_pylist()))
+    extra = [(u, trending[i], end + 3600 * (n + 1) + 60 * j)  # seconds: each user's last three purchases
+             for n, u in enumerate(users) for j, i in enumerate(rng.choice(6, 3, replace=False))]
+    more = pa.table({"user_id": [u for u, _, _ in extra], "item_id": [i for _, i, _ in extra],
+                     "timestamp": pa.array([t for _, _, t in extra], inter.schema.field("timestamp").type)})
+    path = hybrid["root"] / "trend.parquet"
+    pq.write_table(pa.concat_tables([inter.select(["user_id", "item_id", "timestamp"]), more]), path)
+    cfg = hybrid["cfg"].model_copy(update={
+        "out": hybrid["root"] / "art_trend", "cache_dir": hybrid["cfg"].resolved_cache_dir,
+        "interactions": hybrid["cfg"].interactions.model_copy(update={"path": str(path)}),
+        "collab": hybrid["cfg"].collab.model_copy(update={"weight": [0.0], "recent_weight": [0.0, 0.1, 0.3, 1.0],
+                                                          "valid_users": 20})})  # the others' trend: in training
+    return {"summary": run_job(cfg, progress=False), "art": hybrid["root"] / "art_trend", "trending": trending,
+            "interactions": path}
+
+
+def test_a_trend_is_published_as_the_versions_recent_prior_and_served_as_eval_scores_it(trend):
+    """Validation chooses a recent-popularity prior; the version records its weight and counts;
+    the service adds it to every list (single and batch alike, explained as the prior) exactly
+    as eval's ``ContentSystem`` with that prior ranks, and the gate scores the version with it."""
+    from groundrec.offline.gate import serving_system
+    from groundrec.shared.scoring.searcher import Searcher
+
+    manifest = artifact.verify(trend["summary"].version_dir)
+    learned = manifest.learn
+    assert manifest.collab is None and learned["recent_weight"] > 0 and learned["recent_days"] == 30.0
+    assert learned["validation"]["recent"]["chosen"] == {"recent_weight": learned["recent_weight"]}
+    v = load_version(trend["art"])
+    assert v.recent_weight == learned["recent_weight"]
+    counts = v.items.column(artifact.RECENT_INTERACTIONS).to_numpy().astype(np.float64)
+    assert {v.item_ids[r] for r in np.argsort(-counts, kind="stable")[:6]} == set(trend["trending"])
+    prior = Searcher.recent_prior_of(v.recent_weight, counts)
+    system = ContentSystem("c", "text", np.asarray(v.vectors), np.zeros(len(counts)), recent_prior=prior)
+    histories = [[r, (r + 7) % len(counts)] for r in range(12)]
+    ranked = system.top(system.scores([np.array(h) for h in histories], [np.zeros(2)] * 12), 10,
+                        [np.array(h) for h in histories])
+    retriever = Retriever(v, fallback="error")
+    queries = [UserQuery(history=[v.item_ids[r] for r in h], k=10) for h in histories]
+    batch = retriever.recommend_batch(queries)
+    without = ContentSystem("c", "text", np.asarray(v.vectors), np.zeros(len(counts)))
+    assert (without.top(without.scores([np.array(h) for h in histories], [np.zeros(2)] * 12), 10,
+                        [np.array(h) for h in histories]) != ranked).any()  # the prior changes lists
+    for q, want, got in zip(queries, ranked, batch):
+        assert [v.row_of[x.item_id] for x in got.items] == want.tolist()
+        one = retriever.recommend(q.model_copy(update={"explain": True}))
+        assert [x.item_id for x in one.items] == [x.item_id for x in got.items]
+        assert [x.parts["prior"] for x in one.items] == pytest.approx([prior[v.row_of[x.item_id]] for x in one.items])
+    gate_system, rows = serving_system(trend["summary"].version_dir)
+    np.testing.assert_allclose(gate_system.recent_prior, prior)

@@ -251,3 +251,44 @@ def test_a_place_kept_for_a_new_item_respects_max_per():
     assert got == [0, 2, 7]  # the new item of a group with room takes the place, not row 1 beside row 0
     batch = s.rank_rows(scores[None, :].copy(), [3], None, [1], [pick])[0]
     assert [r for r, _ in batch] == got
+
+
+def test_a_versions_recent_prior_is_added_to_one_query_and_to_a_batch_alike():
+    """``recent_prior`` (a version's own recent-popularity prior) is in every list: the single
+    path's ``prior`` and a batch's ``rank_asks`` rank the same items with the same scores,
+    and without it the lists differ."""
+    from groundrec.shared.scoring.searcher import Ask
+
+    rng = np.random.default_rng(0)
+    scores = rng.random((6, 40)).astype(np.float32)
+    counts = np.zeros(40)
+    counts[[3, 17, 29]] = [50, 20, 5]
+    recent = Searcher.recent_prior_of(0.3, counts)
+    assert Searcher.recent_prior_of(0.0, counts) is None and Searcher.recent_prior_of(0.3, None) is None
+    np.testing.assert_allclose(recent, 0.3 * np.log1p(counts), rtol=1e-6)
+    with_prior, plain = Searcher(40, recent_prior=recent), Searcher(40)
+    seen = [{1, 2}] * len(scores)
+    batch = with_prior.rank_asks(scores.copy(), [Ask(5, s, popularity_weight=0.0) for s in seen])
+    for row, s, listed in zip(scores, seen, batch):
+        one = with_prior.rank(row, 5, s, prior=with_prior.prior(0.0))
+        assert one == listed and 3 in [r for r, _ in one]
+        want = sorted(((r, float(row[r] + recent[r])) for r in range(40) if r not in s), key=lambda p: (-p[1], p[0]))
+        assert [r for r, _ in one] == [r for r, _ in want[:5]]
+        assert np.allclose([v for _, v in one], [v for _, v in want[:5]], atol=1e-6)
+    assert plain.prior(0.0) is None
+    assert batch != plain.rank_asks(scores.copy(), [Ask(5, s) for s in seen])
+
+
+def test_recent_counts_count_the_last_days_before_the_latest_interaction():
+    from groundrec.shared.scoring.popularity import recent_counts, recent_histories
+
+    day = 86_400.0
+    items = np.array([0, 1, 1, 2, 2, 2])
+    times = np.array([0, 5, 30, 31, 40, 40]) * day
+    assert recent_counts(items, times, 4, 10).tolist() == [0, 1, 3, 0]  # day 30 on: the last 10 days before day 40
+    assert recent_counts(items, times, 4, 100).tolist() == [1, 2, 3, 0]
+    assert recent_counts(items[:0], times[:0], 4, 10).tolist() == [0, 0, 0, 0]
+    # histories may be prefixes of their times (a held-out user's training part): the rest is not counted
+    histories, each = [np.array([0, 1]), np.array([1, 2])], [np.array([0, 30]) * day, np.array([5, 40, 41]) * day]
+    assert recent_histories(histories, each, 3, 10).tolist() == [0, 1, 1]
+    assert recent_histories([np.array([], np.int64)], [np.array([])], 3, 10).tolist() == [0, 0, 0]

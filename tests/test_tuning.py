@@ -205,3 +205,42 @@ def test_without_a_new_item_in_validation_no_lift_and_no_place_are_published():
     assert (choice.fresh_weight, choice.fresh_slots) == (0.0, 0) and tuning.fresh.chosen == {"fresh_weight": 0.0}
     scorer.has_new = True
     assert tune_hybrid(_grid(widenings=2), scorer, "collab")[0].fresh_weight > 1.0  # alike scores: the largest
+
+
+class RecentScorer(Scorer):
+    """A scorer that scores the recent-popularity prior: published means by its weight."""
+
+    recent = True
+
+    def __init__(self, hybrid, by_weight, **kw):
+        super().__init__(hybrid, **kw)
+        self.by_weight = by_weight
+
+    def published(self, choice, fresh):
+        self.calls.append(("published", choice, list(fresh)))
+        return [_hits(self.by_weight[choice.recent_weight]) for _ in fresh]
+
+
+def test_the_recent_prior_is_the_smallest_weight_as_good_as_the_best_for_a_hybrid_and_content_alone():
+    """The last stage, on the choice as published (its lift and places): 0.3 and 1.0 score
+    alike, so 0.3; the stage's search is the tuning's last (the version's validation score)."""
+    from groundrec.offline.collab_grid import CollabGrid as Grid
+
+    assert Grid is CollabGrid  # the config module re-exports the one declaration
+    by_weight = {0.0: 0.5, 0.1: 0.6, 0.3: 0.7, 1.0: 0.7}
+    grid = _grid(recent_weight=[0.0, 0.1, 0.3, 1.0])
+    hybrid = RecentScorer(lambda reg, d, hl, w: 0.6 if w == 1.0 else 0.3, by_weight, ranks={4: 0.595, 8: 0.6},
+                          projected={4: 0.59})
+    choice, tuning = tune_hybrid(grid, hybrid, "collab")
+    assert choice.weight == 1.0 and choice.recent_weight == 0.3 and tuning.last is tuning.recent
+    assert choice.score == pytest.approx(0.7) and tuning.recent.chosen == {"recent_weight": 0.3}
+    recent_calls = [c for c in hybrid.named("published") if c[1].recent_weight]
+    assert {c[1].recent_weight for c in recent_calls} == {0.1, 0.3, 1.0}
+    assert all(c[2] == [(choice.fresh_weight, choice.fresh_slots)] for c in recent_calls)  # on the published setting
+    content = RecentScorer(lambda reg, d, hl, w: 0.5, by_weight)
+    choice, tuning = tune_hybrid(grid, content, "collab")
+    assert choice.weight == 0.0 and choice.recent_weight == 0.3 and tuning.fresh is None and tuning.last is tuning.recent
+    flat = RecentScorer(lambda reg, d, hl, w: 0.5, dict.fromkeys(by_weight, 0.5))
+    assert tune_hybrid(grid, flat, "collab")[0].recent_weight == 0.0  # a prior that helps nothing: none
+    assert tune_hybrid(_grid(recent_weight=[0.0]), content, "collab")[1].recent is None  # nothing to try
+    assert tune_hybrid(grid, Scorer(lambda reg, d, hl, w: 0.5), "collab")[1].recent is None  # a scorer without it

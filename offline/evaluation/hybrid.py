@@ -53,6 +53,7 @@ class EvalHybridScorer:
         new = new_items(runner.data.pop_valid)
         self.slices = user_slices(self.valid.relevant, new)  # what the width rule judges apart
         self.has_new = len(new) > 0
+        self.recent = False  # eval's own hybrid row has no recent-popularity prior (the published row's learn stage does)
         self._content_scores: np.ndarray | None = None
         self._base: tuple[tuple, np.ndarray] | None = None  # the published scores of one choice
 

@@ -28,6 +28,7 @@ from groundrec.offline.evaluation.representations import Representation
 from groundrec.offline.evaluation.sequence_system import SEQUENCE, SequenceSystem
 from groundrec.offline.evaluation.systems import ContentSystem, System, hybrid_system
 from groundrec.offline.interactions import Interactions
+from groundrec.shared.scoring.searcher import Searcher
 
 if TYPE_CHECKING:
     from groundrec.offline.evaluation.compare import Runner
@@ -58,14 +59,15 @@ def published_systems(runner: "Runner", rep: Representation) -> tuple[System, Sy
     sequence = cfg.sequence.model_copy(update={"enabled": True}) if trains else None
     inter = training_interactions(data, rep.vectors)
     learned = learn(inter, rep.vectors, CollabConfig(**grid.model_dump()), cfg.seed, sequence=sequence)
-    content = ContentSystem(PUBLISHED, rep.name, rep.vectors, data.pop_test)  # a request's defaults: mean, no prior
     c = learned.choice
+    recent = Searcher.recent_prior_of(c.recent_weight, learned.recent)  # the version's own prior, as it serves it
+    content = ContentSystem(PUBLISHED, rep.name, rep.vectors, data.pop_test, recent_prior=recent)  # a request's defaults
     if not learned.hybrid:
-        hybrid = replace(content, params={"weight": 0.0})
+        hybrid = replace(content, params={"weight": 0.0, "recent_weight": c.recent_weight})
     else:
         params = {"reg": c.reg, "dropout": c.dropout, "half_life": c.query_half_life, "weight": c.weight,
                   "rank": learned.model.rank, "projected": c.projected, "fresh_weight": c.fresh_weight,
-                  "fresh_slots": c.fresh_slots}
+                  "fresh_slots": c.fresh_slots, "recent_weight": c.recent_weight}
         hybrid = hybrid_system(PUBLISHED, f"{rep.name} + interactions", content, learned.model, c.weight,
                                learned.projection, params, c.query_half_life, c.fresh_weight, c.fresh_slots)
     encoder = _encoder_system(learned, sequence, inter, rep, data.pop_test, cfg.seed,
@@ -96,7 +98,8 @@ def _encoder_system(learned, sequence, inter: Interactions, rep: Representation,
               "published_by_validation": outcome.published, "validation_encoder": v.get("encoder"),
               "validation_hybrid": v.get("hybrid"), "new_items": "the hybrid's" if hybrid is not None else "none"}
     representation = f"{rep.name} + interactions" if learned.hybrid else rep.name
-    return SequenceSystem(SEQUENCE, representation, outcome.model, index, popularity, hybrid, params=params)
+    return SequenceSystem(SEQUENCE, representation, outcome.model, index, popularity, hybrid, params=params,
+                          recent_prior=Searcher.recent_prior_of(learned.choice.recent_weight, learned.recent))
 
 
 def published_row(runner: "Runner", rep: Representation) -> None:

@@ -28,6 +28,7 @@ class SequenceSystem(System):
     popularity: np.ndarray  # training interactions per item (0: a new item)
     places: System | None = None  # the version's hybrid: which new items a list holds, and how many
     params: dict = field(default_factory=dict)
+    recent_prior: np.ndarray | None = None  # the version's recent-popularity prior, added to every item's score
 
     def __post_init__(self):
         self.index = np.ascontiguousarray(self.index, np.float32)
@@ -44,7 +45,8 @@ class SequenceSystem(System):
         self._empty = {i for i, q in enumerate(queries) if not q.any()}
         if self.places is not None:
             self._hybrid = self.places.scores(histories, history_ts)
-        return queries @ self.index.T
+        scores = queries @ self.index.T
+        return scores if self.recent_prior is None else scores + self.recent_prior
 
     def top(self, scores, k, seen):
         searcher = Searcher(len(self.index), self.new, counts=self.popularity)

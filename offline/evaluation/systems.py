@@ -102,6 +102,7 @@ class ContentSystem(System):
     params: dict = field(default_factory=dict)
     max_history: int = MAX_HISTORY  # the service's default: the latest this many known items
     scored: np.ndarray | None = None  # what profiles are scored against, if not ``vectors`` (a projected hybrid)
+    recent_prior: np.ndarray | None = None  # a version's recent-popularity prior per item (``Searcher.recent_prior_of``)
 
     def __post_init__(self):
         self.has_vector = np.linalg.norm(self.vectors, axis=1) > 0
@@ -130,6 +131,8 @@ class ContentSystem(System):
             elif len(p) > 1:  # several interests: best cosine over the centroids
                 out[i] = best_of(self.scored, p)
         ranking.add_prior(out, [self.popularity_weight] * len(out), self.log_pop)
+        if self.recent_prior is not None:
+            out += self.recent_prior
         out[:, ~self.has_vector] = -np.inf
         return out
 

@@ -19,6 +19,7 @@ from groundrec.shared.artifact.activations import (ACTIVATIONS, FALLBACK_TRIES, 
 from groundrec.shared.artifact.layout import (COLLAB_ITEM, COLLAB_QUERY, CURRENT, DEFAULT_STRATEGY,  # noqa: F401
                                               EMBEDDINGS, ENCODER_CONFIG, ENCODER_DIR, ENCODER_ONNX, ENCODER_TOKENIZER,
                                               FIRST_SEEN, FORMAT_VERSION, INDEX, ITEMS, MANIFEST, PROJECT_ITEM, PROJECT_QUERY,
+                                              RECENT_INTERACTIONS,
                                               REQUIRED_FILES, SEQUENCE_DIR, SEQUENCE_FILES, SKIPPED, STAGING, VERSION_ID, VERSIONS, WINDOW_INTERACTIONS,
                                               FileEntry,
                                               Manifest, VersionFiles, checksum_tree, created_at, is_version_id,

@@ -52,6 +52,10 @@ PROJECT_QUERY = "project_query.npy"
 # A hybrid's ITEMS has this column: each item's interactions in the learn window (0: a new item,
 # which collab.fresh_weight lifts).
 WINDOW_INTERACTIONS = "window_interactions"
+# Interactions per item in the last ``recent_days`` of the job's window: the version's own
+# recent-popularity prior (``recent_weight`` x ln(1 + count), chosen on validation; the column
+# is written only where that weight is above 0).
+RECENT_INTERACTIONS = "recent_interactions"
 # ITEMS' float64 column of when each item first appeared (seconds since the epoch; null: not
 # known): its first interaction the job read, or a live item's first PUT (``GET /latest``).
 FIRST_SEEN = "first_seen"

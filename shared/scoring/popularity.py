@@ -15,6 +15,25 @@ def counts_of_rows(histories: list[np.ndarray], n_items: int) -> np.ndarray:
     return np.bincount(np.concatenate(histories), minlength=n_items).astype(np.float64)
 
 
+def recent_counts(items: np.ndarray, times: np.ndarray, n_items: int, days: float) -> np.ndarray:
+    """Interactions per item row (repeats count) in the last ``days`` days up to the latest of
+    ``times`` (seconds, one per interaction of ``items``), float64: what a version's
+    recent-popularity prior counts (the learn stage, eval and the gate alike)."""
+    items, times = np.asarray(items, np.int64), np.asarray(times, np.float64)
+    if not len(items):
+        return np.zeros(n_items)
+    return np.bincount(items[times >= times.max() - days * 86_400.0], minlength=n_items).astype(np.float64)
+
+
+def recent_histories(histories: list[np.ndarray], times: list[np.ndarray], n_items: int, days: float) -> np.ndarray:
+    """``recent_counts`` of these histories (item rows, each with its times; a history may be a
+    prefix of its times: a held-out user's training part)."""
+    if not histories or not any(len(h) for h in histories):
+        return np.zeros(n_items)
+    return recent_counts(np.concatenate(histories), np.concatenate([np.asarray(t, np.float64)[:len(h)]
+                                                                    for h, t in zip(histories, times)]), n_items, days)
+
+
 def counts_of_ids(item_ids: Iterable) -> dict[str, float]:
     """Interactions per item id (an id column's values; nulls skipped)."""
     counts: dict[str, float] = {}

@@ -1,7 +1,8 @@
 """One searcher owns ranking: every way a list is made from scores is a method here, on
 arrays only (no index library), so the service and ``groundrec eval`` rank with the same code.
 
-A list is made in one order: the prior added, filtered-out and seen items at -inf
+A list is made in one order: the priors added (the request's popularity prior, a version's
+own recent-popularity prior, the freshness lift), filtered-out and seen items at -inf
 (``final``), the best k taken with ties to the lower row (``take``, through ``pick`` when
 max_per or diversity asks for more than the best k), then the places kept for new items
 (``keep_places``). The ways in:
@@ -70,8 +71,11 @@ class Searcher:
     tier's ``FlatScores``)."""
 
     def __init__(self, n_items: int, new_rows: np.ndarray | None = None, scorer: Callable | None = None,
-                 counts: np.ndarray | None = None):
+                 counts: np.ndarray | None = None, recent_prior: np.ndarray | None = None):
         self.n_items = n_items
+        # The version's own recent-popularity prior, per item (``recent_prior``), added to every
+        # list it ranks: None where its job chose none.
+        self.recent_prior = recent_prior
         self.new_rows = new_rows if new_rows is not None else np.zeros(0, np.int64)
         self.is_new = frozenset(self.new_rows.tolist())
         self.scorer = scorer
@@ -80,15 +84,21 @@ class Searcher:
     def set_counts(self, counts: np.ndarray) -> None:
         self.popularity = Popularity.of(counts)
 
+    @staticmethod
+    def recent_prior_of(weight: float, counts: np.ndarray | None) -> np.ndarray | None:
+        """A version's recent-popularity prior per item, ``weight x ln(1 + count)`` of its
+        recent counts (``RECENT_INTERACTIONS``), float32; None without one."""
+        return None if not weight or counts is None else (weight * pop.log_prior(counts)).astype(np.float32)
+
     # --- scores ----------------------------------------------------------------------
     def prior(self, popularity_weight: float, fresh_weight: float = 0.0) -> np.ndarray | None:
         """What is added to every item's score for one query: ``w x ln(1 + count)`` and the
         freshness lift of the new items (None: nothing)."""
-        if not popularity_weight and not fresh_weight:
+        if not popularity_weight and not fresh_weight and self.recent_prior is None:
             return None
         log_pop = self.popularity.log_pop
-        return ranking.lift(ranking.add_prior(np.zeros_like(log_pop), popularity_weight, log_pop), fresh_weight,
-                            self.new_rows)
+        base = np.zeros_like(log_pop) if self.recent_prior is None else self.recent_prior.astype(np.float32)
+        return ranking.lift(ranking.add_prior(base, popularity_weight, log_pop), fresh_weight, self.new_rows)
 
     def scores_of(self, profiles: np.ndarray) -> np.ndarray:
         """Every item's score for a profile (best over its rows), from ``scorer``."""
@@ -183,6 +193,8 @@ class Searcher:
     def rank_asks(self, scores: np.ndarray, asks: list[Ask]) -> list[Ranked]:
         """``rank_rows`` for a batch of asks: each row's priors added (in place), then ranked."""
         ranking.add_prior(scores, [a.popularity_weight for a in asks], self.popularity.log_pop)
+        if self.recent_prior is not None:
+            scores += self.recent_prior
         ranking.lift(scores, [a.fresh_weight for a in asks], self.new_rows)
         return self.rank_rows(scores, [a.k for a in asks], [a.seen for a in asks], [a.slots for a in asks],
                               [a.pick for a in asks])
