@@ -129,8 +129,10 @@ def print_summary(s) -> None:
                       "on validation; the version is content only")
         if r.validation_users:
             items = f" ({r.validation_items} items)" if r.validation_items > r.validation_users else ""
+            published = "hybrid" if r.hybrid else "published"
+            recent = f" (with its recent-popularity prior, weight {c.recent_weight:g})" if c.recent_weight else ""
             t.add_row("validation", f"{r.metric} on {r.validation_users} users{items}: content {r.content_score:.4f}, "
-                      f"hybrid {c.score:.4f}" + "".join(f"; {warning}" for warning in r.warnings))
+                      f"{published} {c.score:.4f}{recent}" + "".join(f"; {warning}" for warning in r.warnings))
     if s.sequence:
         t.add_row("sequence encoder", s.sequence)
     idx = s.index

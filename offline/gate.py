@@ -246,7 +246,8 @@ def run_gate(mode: str, root: Path, inter: Interactions | None, item_ids: list[s
                             seconds=round(time.perf_counter() - started, 2), **common)
     row_of = {i: n for n, i in enumerate(item_ids)}
     before = _rows_before(inter, cutoff, collab_cfg.window_days)
-    early = inter.ts <= cutoff  # the candidate's recent-popularity prior counts as of the window's start
+    early = (inter.ts <= cutoff) & ((inter.ts >= cutoff - collab_cfg.window_days * 86_400)
+                                    if collab_cfg.window_days else True)  # its prior's counts: as of the window's start
     recent = recent_counts(inter.items[early], inter.ts[early], len(content), collab_cfg.recent_days)
     ours = recall_of(candidate_system(learned, content, before, collab_cfg, seed, recent), row_of, window, k)
     try:

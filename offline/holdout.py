@@ -211,19 +211,21 @@ def published_scores(model: collab.CollabModel | None, content: np.ndarray, prof
     projected index when there is a projection; content alone at weight 0, ``model`` unused),
     about ``CHUNK`` rows at a time, each user's once: (the rows' slice, each row's history,
     their scores). ``profiles``, ``held`` per user, ``owner`` each row's user (None: a row
-    each); ``prior``: per item, added to every row (the version's recent-popularity prior)."""
+    each); ``prior``: per item, added to every row (the version's recent-popularity prior), or
+    a function of the users (an index array) giving a row of it per user."""
     index = index_rows(content, weight * model.item, projection.item) if projection is not None and weight else None
     for users, rows, local in _chunks(_owner(owner, len(held))):
+        each = prior(np.arange(users.start, users.stop))[local] if callable(prior) else prior  # a row each, or one
         if not weight:
             scores = profiles[users] @ content.T
-            yield rows, [held[users][i] for i in local], _with(scores[local], prior)
+            yield rows, [held[users][i] for i in local], _with(scores[local], each)
             continue
         queries = collab_queries(model.query, [latest(h) for h in held[users]], half_life)
         if projection is not None:
             scores = hybrid_queries(profiles[users], queries, projection.query) @ index.T
         else:  # the content product plus the collaborative part, as the service's flat index scores it
             scores = profiles[users] @ content.T + weight * model.item_side.scores(queries)
-        yield rows, [held[users][i] for i in local], _with(scores[local], prior)
+        yield rows, [held[users][i] for i in local], _with(scores[local], each)
 
 
 def _with(scores: np.ndarray, prior: np.ndarray | None) -> np.ndarray:

@@ -32,7 +32,7 @@ from groundrec.offline.tuning import HYBRID_AXES, HybridChoice, tune_hybrid
 from groundrec.offline.width_rule import user_slices
 from groundrec.shared.errors import UserError
 from groundrec.shared.scoring.collab import collab_queries, hybrid_queries, index_rows
-from groundrec.shared.scoring.popularity import counts_of_rows, new_items, recent_histories
+from groundrec.shared.scoring.popularity import RecentAsOf, counts_of_rows, new_items, recent_histories
 from groundrec.shared.scoring.profiles import latest, mean_profiles
 from groundrec.shared.scoring.searcher import Searcher
 
@@ -48,13 +48,8 @@ class Learned:
     sequence: "SequenceOutcome | None" = None  # the learned profile encoder's scores and decision (None: not trained)
     recent: np.ndarray | None = None  # interactions per item in the window's last recent_days (a chosen recent prior)
 
-    @property
-    def hybrid(self) -> bool:
-        return self.model is not None
-
-    @property
-    def choice(self) -> HybridChoice:
-        return self.report.choice
+    hybrid = property(lambda self: self.model is not None)
+    choice = property(lambda self: self.report.choice)
 
     @property
     def weight(self) -> float:
@@ -124,10 +119,9 @@ class JobScorer:
     (each user's rows are scored from one list: ``owner``, each row's user)."""
 
     def __init__(self, content: np.ndarray, held_out: HeldOut, cfg: CollabConfig, seed: int = 0,
-                 recent: np.ndarray | None = None):
+                 recent: RecentAsOf | None = None):
         self.content, self.held_out, self.cfg, self.seed = content, held_out, cfg, seed
-        self.recent_counts = recent  # per item, the training part's recent interactions (None: no recent prior)
-        self.recent = recent is not None
+        self.recent_counts, self.recent = recent, recent is not None  # each validation user's, as of their time
         self.train, self.held, self.targets = held_out.train, held_out.histories, held_out.targets
         self.user_held, self.owner = held_out.user_histories, held_out.rows
         self.content_dim = content.shape[1]
@@ -157,9 +151,15 @@ class JobScorer:
                                self.owner)
         return {key: self.held_out.per_user(value) for key, value in hits.items()}
 
-    def prior(self, choice: HybridChoice) -> np.ndarray | None:
-        """The recent-popularity prior ``choice`` adds to every item's score (None: none)."""
-        return Searcher.recent_prior_of(choice.recent_weight, self.recent_counts)
+    def prior(self, choice: HybridChoice):
+        """``choice``'s recent-popularity prior per validation user (users -> a row each, as of
+        their own time), or None; ``row_prior``: per validation row (a slice -> its users' rows)."""
+        if choice.recent_weight and self.recent_counts is not None:
+            return lambda users: Searcher.recent_prior_of(choice.recent_weight, self.recent_counts(users))
+
+    def row_prior(self, choice: HybridChoice):
+        prior = self.prior(choice)
+        return None if prior is None else (lambda rows: prior(self.owner[rows]))
 
     def _published(self, model: collab.CollabModel, weight: float, projection: collab.Projection | None,
                    half_life: float, new: np.ndarray | None = None, fresh=((0.0, 0),), prior=None) -> dict:
@@ -248,7 +248,9 @@ def learn(inter: Interactions, content: np.ndarray, cfg: CollabConfig, seed: int
     choice, tuning, scores = HybridChoice.untuned(cfg), None, {}  # no validation user: content only, nothing scored
     outcome = None
     if held_out.users:
-        recent = recent_histories(held_out.train, times, n, cfg.recent_days) if any(cfg.recent_weight) else None
+        at = [times[u][len(held_out.train[u])] for u in held_out.users]  # each validation user's held-out time
+        recent = RecentAsOf(np.concatenate(histories), np.concatenate(times), at, n, cfg.recent_days) if any(
+            cfg.recent_weight) else None
         scorer = JobScorer(content, held_out, cfg, seed, recent)
         choice, tuning = tune_hybrid(cfg, scorer, "collab")
         scores = scorer.scores

@@ -113,13 +113,14 @@ def served_hits(queries: np.ndarray, index: np.ndarray, held: list[np.ndarray], 
     ``sequence`` query (seen items excluded; on a hybrid version the list holds the ``new``
     items of the hybrid's list ``others``, a row per user: ``Searcher.rank_holding_new_of``),
     as ``holdout.published_hits`` scores the hybrid; ``prior``: the version's recent-popularity
-    prior, added to every item's score as the service adds it to every strategy's."""
+    prior, added to every item's score as the service adds it to every strategy's (or a function
+    of a slice of the rows giving a row of it each)."""
     found = []
     for start in range(0, len(held), CHUNK):
         part = slice(start, start + CHUNK)
         scores = np.asarray(queries[part], np.float32) @ index.T
         if prior is not None:
-            scores += prior
+            scores += prior(part) if callable(prior) else prior
         if others is not None and new is not None and len(new):
             top = Searcher(len(index), new).top_matrix(scores, K, held[part], others=others[part])
             found.append((top == targets[part][:, None]).any(axis=1))
@@ -212,7 +213,7 @@ def choose(cfg: SequenceJobConfig, scorer, users: list[int], choice: HybridChoic
     others = scorer.published_lists(choice) if choice.hybrid else None  # the new items its lists hold
     queries = trained.model.encode(scorer.user_held)[scorer.owner]  # each user encoded once, a row per held-out item
     encoder = scorer.held_out.per_user(served_hits(queries, index, scorer.held, scorer.targets,
-                                                   scorer.new if choice.hybrid else None, others, scorer.prior(choice)))
+                                                   scorer.new if choice.hybrid else None, others, scorer.row_prior(choice)))
     hybrid = hybrid_hits(tuning, choice)
     rule = beats_by_one_standard_error(encoder, hybrid)
     validation = {"encoder": rule["candidate"], "hybrid": rule["incumbent"], "diff": rule["diff"], "se": rule["se"],

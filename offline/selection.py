@@ -90,10 +90,11 @@ class Search:
     axes: dict[str, list]  # the grid as searched, widenings included
     widened: list[dict] = field(default_factory=list)  # {"axis", "value"}: each value added beyond an edge
     warnings: list[str] = field(default_factory=list)  # values still on a widenable edge when the budget ran out
+    rule: dict | None = None  # a paired rule that decided after the search (``tuning.tune_recent``)
 
     def report(self) -> dict:
         return {"chosen": self.chosen, "score": self.score, "grid": self.axes, "widened": self.widened,
-                "warnings": self.warnings}
+                "warnings": self.warnings, **({"rule": self.rule} if self.rule is not None else {})}
 
 
 def search(axes: dict[str, list], score: Callable[[list[dict]], list[np.ndarray]], *, simplest: str | None = None,

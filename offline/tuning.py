@@ -17,8 +17,8 @@ once, on the one selection procedure (``selection.search``, ``selection.coarse_t
 3. the freshness prior's weight on the published scoring (the largest within one standard
    error of the best), then the places kept for new items (the most within it);
 4. where the scorer can score it (``recent``), the version's recent-popularity prior on the
-   published scoring, content alone's too: the smallest weight within one standard error of
-   the best (0: none).
+   published scoring, content alone's too: the best weight, kept only where it beats none by
+   more than one standard error of the paired per-user differences.
 
 It returns what was chosen (``HybridChoice``) and what every stage scored (``HybridTuning``).
 """
@@ -32,7 +32,7 @@ from typing import Protocol
 import numpy as np
 
 from groundrec.offline.config import CollabGrid
-from groundrec.offline.selection import Search, coarse_to_fine, search
+from groundrec.offline.selection import Search, beats_by_one_standard_error, coarse_to_fine, search
 from groundrec.offline.width_rule import narrowest
 
 HYBRID_AXES = ("reg", "dropout", "half_life", "weight")
@@ -203,14 +203,22 @@ def tune_fresh(grid: CollabGrid, scorer: HybridScorer, choice: HybridChoice,
 def tune_recent(grid: CollabGrid, scorer: HybridScorer, choice: HybridChoice,
                 section: str) -> tuple[HybridChoice, Search | None]:
     """The version's recent-popularity prior on ``choice`` as published (its freshness lift and
-    kept places): the smallest weight whose validation score is within one standard error of
-    the best (a prior that helps nothing measurable is not published). None where the scorer
-    cannot score it or the grid holds no weight above 0."""
+    kept places): the best weight of the grid (widened at its upper edge), published only where
+    it beats no prior on the same users by more than one standard error of the paired per-user
+    differences (``selection.beats_by_one_standard_error``, the rule that publishes the learned
+    encoder: a prior is an addition to a published setting, judged against that setting). The
+    search's ``chosen`` is what is published, its ``rule`` the paired comparison. None where
+    the scorer cannot score it or the grid holds no weight above 0."""
     if not getattr(scorer, "recent", False) or not any(grid.recent_weight):
         return choice, None
     published = (choice.fresh_weight, choice.fresh_slots)
-    found = search({"recent_weight": grid.recent_weight},
+    found = search({"recent_weight": sorted({0.0, *grid.recent_weight})},
                    lambda points: [scorer.published(replace(choice, recent_weight=p["recent_weight"]), [published])[0]
                                    for p in points],
-                   simplest="recent_weight", widenings=grid.widenings, section=section)
-    return replace(choice, recent_weight=float(found.chosen["recent_weight"]), score=found.score), found
+                   widenings=grid.widenings, section=section)
+    best = float(found.chosen["recent_weight"])
+    rule = beats_by_one_standard_error(found.scores[(best,)], found.scores[(0.0,)])
+    weight = best if best and rule["wins"] else 0.0
+    found = replace(found, chosen={"recent_weight": weight}, score=float(found.scores[(weight,)].mean()),
+                    rule={"best": best, **rule})
+    return replace(choice, recent_weight=weight, score=found.score), found

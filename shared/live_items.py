@@ -21,7 +21,8 @@ CONTROL = ("hidden", "available_until")  # whether an item may be shown
 IMAGE = "image"  # the catalog's image column: a change of it drops the grounded fields
 # Columns the job adds to a version's item table (besides ``vlm_*``): never sent by a client.
 DERIVED = frozenset({"image_uri", "image_sha256", "parse_ok", "parse_error", "from_cache", "grounded", "ground_error",
-                     "ground_seconds", "text", "window_interactions", "first_seen", *CONTROL})
+                     "ground_seconds", "text", "window_interactions", "recent_interactions", "first_seen",
+                     *CONTROL})
 
 
 def derived(column: str) -> bool:

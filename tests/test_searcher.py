@@ -292,3 +292,19 @@ def test_recent_counts_count_the_last_days_before_the_latest_interaction():
     histories, each = [np.array([0, 1]), np.array([1, 2])], [np.array([0, 30]) * day, np.array([5, 40, 41]) * day]
     assert recent_histories(histories, each, 3, 10).tolist() == [0, 1, 1]
     assert recent_histories([np.array([], np.int64)], [np.array([])], 3, 10).tolist() == [0, 0, 0]
+
+
+def test_recent_as_of_counts_each_users_days_before_their_own_time():
+    """Validation's counts: for each user only what happened before their time (their own
+    held-out item and every later purchase of anyone are not counted)."""
+    from groundrec.shared.scoring.popularity import RecentAsOf, recent_counts
+
+    day = 86_400.0
+    items = np.array([0, 1, 2, 2, 1, 0])
+    times = np.array([50, 10, 20, 29, 30, 31]) * day  # in no order
+    counts = RecentAsOf(items, times, np.array([30, 31, 100]) * day, 3, 10)
+    assert counts(np.array([0, 1, 2])).tolist() == [[0, 0, 2], [0, 1, 1], [0, 0, 0]]
+    assert counts(np.array([1])).tolist() == [[0, 1, 1]]
+    # just after the latest interaction, with a window reaching the first: what the version counts
+    whole = RecentAsOf(items, times, np.array([50 * day + 1]), 3, 50)
+    assert whole(np.array([0]))[0].tolist() == recent_counts(items, times, 3, 50).tolist() == [2, 2, 2]

@@ -221,9 +221,10 @@ class RecentScorer(Scorer):
         return [_hits(self.by_weight[choice.recent_weight]) for _ in fresh]
 
 
-def test_the_recent_prior_is_the_smallest_weight_as_good_as_the_best_for_a_hybrid_and_content_alone():
+def test_the_recent_prior_is_the_best_weight_where_it_beats_none_for_a_hybrid_and_content_alone():
     """The last stage, on the choice as published (its lift and places): 0.3 and 1.0 score
-    alike, so 0.3; the stage's search is the tuning's last (the version's validation score)."""
+    alike and best, so 0.3 (the first), which beats no prior by far on the same users; the
+    stage's search is the tuning's last (the version's validation score)."""
     from groundrec.offline.collab_grid import CollabGrid as Grid
 
     assert Grid is CollabGrid  # the config module re-exports the one declaration
@@ -244,3 +245,22 @@ def test_the_recent_prior_is_the_smallest_weight_as_good_as_the_best_for_a_hybri
     assert tune_hybrid(grid, flat, "collab")[0].recent_weight == 0.0  # a prior that helps nothing: none
     assert tune_hybrid(_grid(recent_weight=[0.0]), content, "collab")[1].recent is None  # nothing to try
     assert tune_hybrid(grid, Scorer(lambda reg, d, hl, w: 0.5), "collab")[1].recent is None  # a scorer without it
+    assert tuning.recent.report()["rule"]["wins"] and tuning.recent.report()["rule"]["best"] == 0.3
+
+
+def test_a_recent_prior_better_only_within_the_paired_noise_is_not_published():
+    """The best weight's mean is higher, but its per-user gains and losses cancel to less than
+    one standard error of the paired differences: no prior; the search records both."""
+    rng = np.random.default_rng(0)
+    base = rng.random(USERS)
+    noisy = base + rng.choice([-0.2, 0.2], USERS) + 0.004
+
+    class Noisy(RecentScorer):
+        def published(self, choice, fresh):
+            return [noisy if choice.recent_weight else base for _ in fresh]
+
+    choice, tuning = tune_hybrid(_grid(recent_weight=[0.0, 0.1]), Noisy(lambda reg, d, hl, w: 0.5, {}), "collab")
+    rule = tuning.recent.rule
+    assert noisy.mean() > base.mean() and rule["best"] == 0.1 and not rule["wins"] and 0 < rule["diff"] < rule["se"]
+    assert choice.recent_weight == 0.0 and tuning.recent.chosen == {"recent_weight": 0.0}
+    assert choice.score == pytest.approx(base.mean())

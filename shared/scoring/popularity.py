@@ -34,6 +34,29 @@ def recent_histories(histories: list[np.ndarray], times: list[np.ndarray], n_ite
                                                                     for h, t in zip(histories, times)]), n_items, days)
 
 
+class RecentAsOf:
+    """Each user's own ``recent_counts``: the interactions per item in the ``days`` days before
+    the user's time ``at`` (strictly before it), of every interaction given (``items`` with
+    their ``times``). Validation scores a recent prior with these: counted up to the end of the
+    window, a held-out item would be counted from other users' purchases after it, which no
+    request can see."""
+
+    def __init__(self, items: np.ndarray, times: np.ndarray, at: np.ndarray, n_items: int, days: float):
+        order = np.argsort(np.asarray(times, np.float64), kind="stable")
+        self.items, self.n_items = np.asarray(items, np.int64)[order], n_items
+        sorted_times = np.asarray(times, np.float64)[order]
+        at = np.asarray(at, np.float64)
+        self.first = np.searchsorted(sorted_times, at - days * 86_400.0, side="left")
+        self.last = np.searchsorted(sorted_times, at, side="left")
+
+    def __call__(self, users: np.ndarray) -> np.ndarray:
+        """(len(users) x items) counts, float64, a row per user (an index into ``at``)."""
+        out = np.zeros((len(users), self.n_items))
+        for row, u in enumerate(np.asarray(users, np.int64)):
+            out[row] = np.bincount(self.items[self.first[u]:self.last[u]], minlength=self.n_items)
+        return out
+
+
 def counts_of_ids(item_ids: Iterable) -> dict[str, float]:
     """Interactions per item id (an id column's values; nulls skipped)."""
     counts: dict[str, float] = {}

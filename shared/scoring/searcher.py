@@ -94,8 +94,8 @@ class Searcher:
     def prior(self, popularity_weight: float, fresh_weight: float = 0.0) -> np.ndarray | None:
         """What is added to every item's score for one query: ``w x ln(1 + count)`` and the
         freshness lift of the new items (None: nothing)."""
-        if not popularity_weight and not fresh_weight and self.recent_prior is None:
-            return None
+        if not popularity_weight and not fresh_weight:
+            return self.recent_prior  # shared, read only (a batch's asks hold one array, not one each)
         log_pop = self.popularity.log_pop
         base = np.zeros_like(log_pop) if self.recent_prior is None else self.recent_prior.astype(np.float32)
         return ranking.lift(ranking.add_prior(base, popularity_weight, log_pop), fresh_weight, self.new_rows)
