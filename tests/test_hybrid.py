@@ -407,6 +407,7 @@ def trend(hybrid):
     cfg = hybrid["cfg"].model_copy(update={
         "out": hybrid["root"] / "art_trend", "cache_dir": hybrid["cfg"].resolved_cache_dir,
         "interactions": hybrid["cfg"].interactions.model_copy(update={"path": str(path)}),
+        "export": hybrid["cfg"].export.model_copy(update={"enabled": True, "int8": False}),  # live items embed with it
         "collab": hybrid["cfg"].collab.model_copy(update={"weight": [0.0], "recent_weight": [0.0, 0.1, 0.3, 1.0],
                                                           "valid_users": 20})})  # the others' trend: in training
     return {"summary": run_job(cfg, progress=False), "art": hybrid["root"] / "art_trend", "trending": trending,
@@ -446,3 +447,31 @@ def test_a_trend_is_published_as_the_versions_recent_prior_and_served_as_eval_sc
         assert [x.parts["prior"] for x in one.items] == pytest.approx([prior[v.row_of[x.item_id]] for x in one.items])
     gate_system, rows = serving_system(trend["summary"].version_dir)
     np.testing.assert_allclose(gate_system.recent_prior, prior)
+
+
+def test_live_items_keep_the_recent_prior_aligned_a_new_one_without_a_changed_one_with_its_own(trend):
+    """The items API adds rows: a new item has no recent interactions (prior 0), a changed one
+    (a new row for new text) keeps its own; single and batch answers still agree."""
+    from groundrec.online.config import ServeConfig
+    from groundrec.online.schemas import RecommendRequest
+    from groundrec.online.serving import build_serving
+    from groundrec.shared.live_items import LiveItem
+
+    art, version = trend["art"], trend["summary"].version
+    s = build_serving(ServeConfig(artifacts=art, events="none", compute="thread"), version,
+                      artifact.locate(art, version))
+    r = s.retriever
+    before = r.ranker.recent_prior.copy()
+    hot = trend["trending"][0]
+    old = r.v.row_of[hot]
+    assert before[old] > 0
+    s.apply_live(([LiveItem("brand-new", {"title": "a quokka lantern"}, True, 1.0, 1.0, 1),
+                   LiveItem(hot, {"title": "the same item, new words"}, False, None, 2.0, 2)], None))
+    prior = r.ranker.recent_prior
+    assert len(prior) == r.v.index.ntotal == len(before) + 2
+    assert prior[r.v.row_of["brand-new"]] == 0 and r.v.row_of[hot] != old and prior[r.v.row_of[hot]] == before[old]
+    history = [r.v.item_ids[0], "brand-new"]
+    one = r.recommend(RecommendRequest(history=history, k=10))
+    batch = r.recommend_batch([RecommendRequest(history=history, k=10)])[0]
+    assert [x.item_id for x in one.items] == [x.item_id for x in batch.items]
+    assert hot in [x.item_id for x in r.recommend(RecommendRequest(history=[r.v.item_ids[1]], k=10)).items]
