@@ -14,11 +14,13 @@ once, on the one selection procedure (``selection.search``, ``selection.coarse_t
    ``rank_tolerance`` of the full model's score, and that clearly costs neither slice of the
    users (cold, warm: the scorer's ``slices``), is published; then the projection to the
    content's width by the same rule;
-3. the freshness prior's weight on the published scoring (the largest within one standard
-   error of the best), then the places kept for new items (the most within it);
-4. where the scorer can score it (``recent``), the version's recent-popularity prior on the
-   published scoring, content alone's too: the best weight, kept only where it beats none by
-   more than one standard error of the paired per-user differences.
+3. where the scorer can score it (``recent``), the version's recent-popularity prior on the
+   published scoring (content alone's too, its last stage): the best weight, kept only where
+   it beats none by more than one standard error of the paired per-user differences;
+4. the freshness prior's weight on the published scoring with that prior (the largest within
+   one standard error of the best: a new item has no recent interactions, so its lift is
+   chosen against the prior it competes with), then the places kept for new items (the most
+   within it).
 
 It returns what was chosen (``HybridChoice``) and what every stage scored (``HybridTuning``).
 """
@@ -105,7 +107,7 @@ class HybridTuning:
     def last(self) -> Search:
         """The last stage that scored the published setting: its chosen point's per-user scores
         are the version's validation scores."""
-        return self.recent or self.slots or self.grid
+        return self.slots or self.recent or self.grid
 
 
 class HybridScorer(Protocol):
@@ -173,8 +175,8 @@ def tune_hybrid(grid: CollabGrid, scorer: HybridScorer, section: str) -> tuple[H
     projected = {w["rank"]: w["score"] for w in width.tried if w["projected"]}
     choice = replace(choice, rank=width.rank, projected=width.projected, score=width.score,
                      full_rank=width.rank == choice.rank)
+    choice, recent = tune_recent(grid, scorer, choice, section)  # before the lift: new items then compete with it
     choice, fresh, slots = tune_fresh(grid, scorer, choice, section)
-    choice, recent = tune_recent(grid, scorer, choice, section)
     return choice, HybridTuning(found, ranks, projected, fresh, slots, width.tried, width.folds, recent)
 
 
@@ -202,8 +204,8 @@ def tune_fresh(grid: CollabGrid, scorer: HybridScorer, choice: HybridChoice,
 
 def tune_recent(grid: CollabGrid, scorer: HybridScorer, choice: HybridChoice,
                 section: str) -> tuple[HybridChoice, Search | None]:
-    """The version's recent-popularity prior on ``choice`` as published (its freshness lift and
-    kept places): the best weight of the grid (widened at its upper edge), published only where
+    """The version's recent-popularity prior on ``choice`` as published so far (its rank and
+    projection; the lift and places come after, with the prior): the best weight of the grid (widened at its upper edge), published only where
     it beats no prior on the same users by more than one standard error of the paired per-user
     differences (``selection.beats_by_one_standard_error``, the rule that publishes the learned
     encoder: a prior is an addition to a published setting, judged against that setting). The

@@ -222,9 +222,9 @@ class RecentScorer(Scorer):
 
 
 def test_the_recent_prior_is_the_best_weight_where_it_beats_none_for_a_hybrid_and_content_alone():
-    """The last stage, on the choice as published (its lift and places): 0.3 and 1.0 score
-    alike and best, so 0.3 (the first), which beats no prior by far on the same users; the
-    stage's search is the tuning's last (the version's validation score)."""
+    """The stage after the width, before the lift and places (which are then chosen with it):
+    0.3 and 1.0 score alike and best, so 0.3 (the first), which beats no prior by far on the
+    same users; content alone's last stage."""
     from groundrec.offline.collab_grid import CollabGrid as Grid
 
     assert Grid is CollabGrid  # the config module re-exports the one declaration
@@ -233,11 +233,13 @@ def test_the_recent_prior_is_the_best_weight_where_it_beats_none_for_a_hybrid_an
     hybrid = RecentScorer(lambda reg, d, hl, w: 0.6 if w == 1.0 else 0.3, by_weight, ranks={4: 0.595, 8: 0.6},
                           projected={4: 0.59})
     choice, tuning = tune_hybrid(grid, hybrid, "collab")
-    assert choice.weight == 1.0 and choice.recent_weight == 0.3 and tuning.last is tuning.recent
+    assert choice.weight == 1.0 and choice.recent_weight == 0.3 and tuning.last is tuning.slots
     assert choice.score == pytest.approx(0.7) and tuning.recent.chosen == {"recent_weight": 0.3}
-    recent_calls = [c for c in hybrid.named("published") if c[1].recent_weight]
-    assert {c[1].recent_weight for c in recent_calls} == {0.1, 0.3, 1.0}
-    assert all(c[2] == [(choice.fresh_weight, choice.fresh_slots)] for c in recent_calls)  # on the published setting
+    calls = hybrid.named("published")
+    recent_calls = [c for c in calls if c[2] == [(0.0, 0)]]  # before the lift and places
+    assert {c[1].recent_weight for c in recent_calls} == {0.0, 0.1, 0.3, 1.0}
+    later = calls[len(recent_calls):]  # the lift and places, each with the chosen prior
+    assert later and all(c[1].recent_weight == 0.3 for c in later) and calls[:len(recent_calls)] == recent_calls
     content = RecentScorer(lambda reg, d, hl, w: 0.5, by_weight)
     choice, tuning = tune_hybrid(grid, content, "collab")
     assert choice.weight == 0.0 and choice.recent_weight == 0.3 and tuning.fresh is None and tuning.last is tuning.recent
