@@ -66,8 +66,8 @@ class CollabGrid(StrictModel):
     recent_weight: list[float] = Field(default_factory=lambda: [0.0, 0.01, 0.03, 0.1, 0.3], min_length=1,
                                        description="the version's recent-popularity prior: w x ln(1 + the item's "
                                                    "interactions in the window's last recent_days), added to every "
-                                                   "list's scores, chosen on validation last (the smallest within one "
-                                                   "standard error of the best; 0: none)")
+                                                   "list's scores; the best on validation, kept where it beats none by "
+                                                   "more than one standard error of the paired differences (0: none)")
     recent_days: float = Field(30.0, gt=0, description="the days the recent-popularity prior counts interactions in "
                                "(up to the window's latest)")
     refine: bool = Field(True, description="after the grid, try reg and half_life halfway (geometrically) to the "

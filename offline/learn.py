@@ -32,7 +32,8 @@ from groundrec.offline.tuning import HYBRID_AXES, HybridChoice, tune_hybrid
 from groundrec.offline.width_rule import user_slices
 from groundrec.shared.errors import UserError
 from groundrec.shared.scoring.collab import collab_queries, hybrid_queries, index_rows
-from groundrec.shared.scoring.popularity import RecentAsOf, counts_of_rows, new_items, recent_histories
+from groundrec.shared.scoring.popularity import (RecentAsOf, counts_of_rows, flat_histories, new_items,
+                                                 recent_histories)
 from groundrec.shared.scoring.profiles import latest, mean_profiles
 from groundrec.shared.scoring.searcher import Searcher
 
@@ -249,7 +250,7 @@ def learn(inter: Interactions, content: np.ndarray, cfg: CollabConfig, seed: int
     outcome = None
     if held_out.users:
         at = [times[u][len(held_out.train[u])] for u in held_out.users]  # each validation user's held-out time
-        recent = RecentAsOf(np.concatenate(histories), np.concatenate(times), at, n, cfg.recent_days) if any(
+        recent = RecentAsOf(*flat_histories(held_out.train, times), at, n, cfg.recent_days) if any(
             cfg.recent_weight) else None
         scorer = JobScorer(content, held_out, cfg, seed, recent)
         choice, tuning = tune_hybrid(cfg, scorer, "collab")

@@ -94,14 +94,14 @@ class HybridTuning:
     @property
     def widened(self) -> list[dict]:
         """Every value added beyond an edge, in the order of the stages."""
-        return [*self.grid.widened, *(self.fresh.widened if self.fresh else []),
-                *(self.slots.widened if self.slots else []), *(self.recent.widened if self.recent else [])]
+        return [*self.grid.widened, *(self.recent.widened if self.recent else []),
+                *(self.fresh.widened if self.fresh else []), *(self.slots.widened if self.slots else [])]
 
     @property
     def warnings(self) -> list[str]:
-        """The grid's and the freshness prior's values still on a widenable edge."""
-        return [*self.grid.warnings, *(self.fresh.warnings if self.fresh else []),
-                *(self.recent.warnings if self.recent else [])]
+        """The grid's, the recent prior's and the freshness prior's values still on a widenable edge."""
+        return [*self.grid.warnings, *(self.recent.warnings if self.recent else []),
+                *(self.fresh.warnings if self.fresh else [])]
 
     @property
     def last(self) -> Search:
@@ -222,5 +222,5 @@ def tune_recent(grid: CollabGrid, scorer: HybridScorer, choice: HybridChoice,
     rule = beats_by_one_standard_error(found.scores[(best,)], found.scores[(0.0,)])
     weight = best if best and rule["wins"] else 0.0
     found = replace(found, chosen={"recent_weight": weight}, score=float(found.scores[(weight,)].mean()),
-                    rule={"best": best, **rule})
+                    rule={"best": best, **rule}, warnings=found.warnings if weight else [])  # none published: no edge
     return replace(choice, recent_weight=weight, score=found.score), found

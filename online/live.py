@@ -21,7 +21,7 @@ import numpy as np
 import pyarrow as pa
 
 from groundrec.online.flat_scores import grown
-from groundrec.shared.artifact import WINDOW_INTERACTIONS
+from groundrec.shared.artifact import RECENT_INTERACTIONS, WINDOW_INTERACTIONS
 from groundrec.shared.errors import UserError
 from groundrec.shared.live_items import CONTROL, LiveItem, patched, record, shown
 from groundrec.shared.scoring.collab import index_rows
@@ -127,8 +127,9 @@ class LiveOverlay:
             text = item_text(v.manifest.text_template, row, v.manifest.catalog_text_columns)
             if "text" in row:  # the embedded text, as the job writes it
                 row["text"] = text
-            if WINDOW_INTERACTIONS in row:
-                row[WINDOW_INTERACTIONS] = v.items.column(WINDOW_INTERACTIONS)[old].as_py() if old is not None else 0
+            for counted in (WINDOW_INTERACTIONS, RECENT_INTERACTIONS):  # the job's counts: its own, or none
+                if counted in row:
+                    row[counted] = v.items.column(counted)[old].as_py() if old is not None else 0
             current = base if origin == old else v.items.slice(old, 1).to_pylist()[0] if old is not None else None
             if current is not None and item_text(v.manifest.text_template, current, v.manifest.catalog_text_columns) == text:
                 # the same text, the same vectors (a price or a stock): its row changes in place

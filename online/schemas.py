@@ -74,7 +74,7 @@ class UserQuery(_Body):
         "latest (by when each first appeared: a live item's first PUT, else its first interaction); default: the "
         "server's fallback (popular, or a 422 with fallback: error)")
     explain: bool = Field(False, description="each item's score in parts: content cosine, collaborative (weight x "
-                          "its score, hybrid versions), prior (popularity and freshness)")
+                          "its score, hybrid versions), prior (popularity, the version's recent popularity and freshness)")
 
     @model_validator(mode="after")
     def _known_strategy(self) -> "UserQuery":

@@ -167,7 +167,7 @@ def mount_ui(app: FastAPI, rec: Recommender, report_dir: Path | None = None) -> 
             grounded = {k: v for k, v in row.items() if k.startswith("vlm_") and v not in (None, "")}
             catalog = {k: v for k, v in row.items() if not k.startswith("vlm_") and k not in
                        ("text", "image", "image_sha256", "parse_ok", "parse_error", "from_cache", "grounded",
-                        "ground_error", artifact.WINDOW_INTERACTIONS)}
+                        "ground_error", artifact.WINDOW_INTERACTIONS, artifact.RECENT_INTERACTIONS)}
             source = ("grounded by the VLM" if row.get("grounded") else
                       f"published from catalog text (not grounded: {row.get('ground_error') or 'no image'})")
             title = str(row.get("title") or item_id)

@@ -25,21 +25,27 @@ def recent_counts(items: np.ndarray, times: np.ndarray, n_items: int, days: floa
     return np.bincount(items[times >= times.max() - days * 86_400.0], minlength=n_items).astype(np.float64)
 
 
+def flat_histories(histories: list[np.ndarray], times: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+    """Every history's item rows and their times, one flat array each (a history may be a prefix
+    of its times: a held-out user's training part)."""
+    if not histories:
+        return np.zeros(0, np.int64), np.zeros(0)
+    return (np.concatenate([np.asarray(h, np.int64) for h in histories]),
+            np.concatenate([np.asarray(t, np.float64)[:len(h)] for h, t in zip(histories, times)]))
+
+
 def recent_histories(histories: list[np.ndarray], times: list[np.ndarray], n_items: int, days: float) -> np.ndarray:
-    """``recent_counts`` of these histories (item rows, each with its times; a history may be a
-    prefix of its times: a held-out user's training part)."""
-    if not histories or not any(len(h) for h in histories):
-        return np.zeros(n_items)
-    return recent_counts(np.concatenate(histories), np.concatenate([np.asarray(t, np.float64)[:len(h)]
-                                                                    for h, t in zip(histories, times)]), n_items, days)
+    """``recent_counts`` of these histories (``flat_histories``)."""
+    return recent_counts(*flat_histories(histories, times), n_items, days)
 
 
 class RecentAsOf:
     """Each user's own ``recent_counts``: the interactions per item in the ``days`` days before
     the user's time ``at`` (strictly before it), of every interaction given (``items`` with
-    their ``times``). Validation scores a recent prior with these: counted up to the end of the
-    window, a held-out item would be counted from other users' purchases after it, which no
-    request can see."""
+    their ``times``). Validation scores a recent prior with these, over the training parts:
+    counted up to the end of the window, a held-out item would be counted from other users'
+    purchases after it, which no request can see; and an item new to the training parts (lifted,
+    kept a place) has no count, as a new item has none in the service."""
 
     def __init__(self, items: np.ndarray, times: np.ndarray, at: np.ndarray, n_items: int, days: float):
         order = np.argsort(np.asarray(times, np.float64), kind="stable")
