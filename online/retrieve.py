@@ -15,12 +15,12 @@ from groundrec.online.live import LiveOverlay
 from groundrec.online.profiling import Profiles
 from groundrec.online.search import IndexSearch, latest_items
 from groundrec.online.schemas import UserQuery
-from groundrec.shared.artifact import RECENT_INTERACTIONS, WINDOW_INTERACTIONS
+from groundrec.shared.artifact import WINDOW_INTERACTIONS
 from groundrec.online.version import LoadedVersion
 from groundrec.shared.errors import UserError
 from groundrec.shared.scoring import popularity as pop
 from groundrec.shared.scoring import ranking
-from groundrec.shared.scoring.searcher import Ask, Searcher, best_of
+from groundrec.shared.scoring.searcher import Ask, best_of
 from groundrec.shared.scoring.profiles import MAX_HISTORY
 
 
@@ -72,10 +72,7 @@ class Retriever(Profiles):
         fresh = (version.items.column(WINDOW_INTERACTIONS).to_numpy()
                  if self.hybrid and WINDOW_INTERACTIONS in version.items.column_names else None)
         self.new_rows = pop.new_items(fresh) if fresh is not None else None
-        recent = (version.items.column(RECENT_INTERACTIONS).to_numpy().astype(np.float64)
-                  if RECENT_INTERACTIONS in version.items.column_names else None)  # the version's own prior's counts
-        self.searcher = IndexSearch(version, overfetch, exact_subset_max, self.new_rows,
-                                    Searcher.recent_prior_of(version.recent_weight, recent))
+        self.searcher = IndexSearch(version, overfetch, exact_subset_max, self.new_rows, version.recent_prior)
         self.popularity_map: dict[str, float] | None = None
         self.counts = np.zeros(0)
         self.ranker = self.searcher.ranker  # the one searcher: every list is ranked by it

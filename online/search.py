@@ -1,7 +1,9 @@
 """A version's index as the one searcher (``shared/scoring/searcher``) reads it: a flat
 index's vectors held transposed for exact scoring, FAISS with an ID selector and an
-over-fetched candidate list for an approximate one, a selective filter on an approximate
-index scored exactly over the items it passes, and the new items' vectors for their places.
+over-fetched candidate list for an approximate one (with the head of the version's recent
+prior, the items it lifts most, scored exactly beside it: the index finds items by their
+vectors, not by the prior), a selective filter on an approximate index scored exactly over the
+items it passes, and the new items' vectors for their places.
 Everything that ranks (exclusion, prior, top-k, places, merging) is the searcher's; this module
 only asks the index for scores or candidates. ``latest_items``: the items by when each first
 appeared (``/latest``), live items by their first PUT."""
@@ -72,8 +74,10 @@ class IndexSearch:
         priors = [r.prior(a.popularity_weight, a.fresh_weight) for a in asks]
         widths = [self._width(a.k, len(a.seen), prior is not None or a.pick, a.pick) for a, prior in zip(asks, priors)]
         scores, idx = self.candidates(np.asarray(profiles, dtype=np.float32), max(widths))
-        lists = [r.merge(s_row[None, :w], i_row[None, :w], a.k, a.seen, prior, a.pick)
-                 for a, w, s_row, i_row, prior in zip(asks, widths, scores, idx, priors)]
+        head = self.prior_head(max(widths))
+        lists = [r.merge(*self.with_head(profiles[n:n + 1], s_row[None, :w], i_row[None, :w], w, None, head),
+                         a.k, a.seen, prior, a.pick)
+                 for n, (a, w, s_row, i_row, prior) in enumerate(zip(asks, widths, scores, idx, priors))]
         for n, (a, w, prior) in enumerate(zip(asks, widths, priors)):
             if len(lists[n]) < a.k:  # short: widened as ``search`` widens it
                 lists[n] = self._widened(profiles[n:n + 1], a.k, a.seen, None, prior, a.pick, w)
@@ -89,7 +93,7 @@ class IndexSearch:
         scan of the catalog on the one thread that scores every batch."""
         r, n = self.ranker, self.v.index.ntotal
         for width in (min(n, width), min(n, 4 * width)):
-            scores, idx = self.candidates(profiles, width, allowed)
+            scores, idx = self.with_head(profiles, *self.candidates(profiles, width, allowed), width, allowed)
             ranked = r.merge(scores, idx, k, seen, prior, pick)
             if len(ranked) >= k:
                 return ranked
@@ -103,6 +107,35 @@ class IndexSearch:
         """Candidates to fetch: k, over-fetched when a prior or a pick reorders them, plus seen."""
         wide = k * self.overfetch * (4 if pick else 1) if reordered else k
         return min(self.v.index.ntotal, wide + n_seen)
+
+    def prior_head(self, width: int) -> tuple[np.ndarray, np.ndarray] | None:
+        """The ``width`` rows the version's recent prior lifts most (those with a prior above 0,
+        ties to the lower row) and their vectors as the index holds them; None without a prior.
+        Built once per prior array (live items replace it) at the widest asked, cut per call."""
+        prior = self.ranker.recent_prior
+        if prior is None:
+            return None
+        cached = getattr(self, "_head", None)
+        if cached is None or cached[0] is not prior or len(cached[1]) < min(width, cached[3]):
+            order = np.argsort(-prior, kind="stable")
+            rows = order[:max(width, len(cached[1]) if cached is not None and cached[0] is prior else 0)]
+            rows = rows[prior[rows] > 0]
+            self._head = cached = (prior, rows, self.indexed(rows).astype(np.float32), int((prior > 0).sum()))
+        return cached[1][:width], cached[2][:width]
+
+    def with_head(self, profiles: np.ndarray, scores: np.ndarray, idx: np.ndarray, width: int,
+                  allowed: np.ndarray | None, head=None) -> tuple[np.ndarray, np.ndarray]:
+        """An approximate index's candidates (a row per profile row) with ``prior_head``'s rows
+        beside them, scored exactly against each profile row (a filter's ``allowed`` applied):
+        ``merge`` keeps each item's best score, so an item in both counts once."""
+        head = head if head is not None else self.prior_head(width)
+        if head is None or not len(head[0]):
+            return scores, idx
+        rows, vectors = head[0][:width], head[1][:width]
+        extra = np.asarray(profiles, np.float32) @ vectors.T
+        if allowed is not None:
+            extra[:, ~allowed[rows]] = -np.inf
+        return np.hstack([scores, extra]), np.hstack([idx, np.broadcast_to(rows, extra.shape)])
 
     def candidates(self, profiles: np.ndarray, fetch: int, allowed: np.ndarray | None = None):
         """FAISS's ``fetch`` best (scores, ids) per profile row, within ``allowed``."""

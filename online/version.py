@@ -12,6 +12,7 @@ import pyarrow.parquet as pq
 
 from groundrec.shared import artifact
 from groundrec.shared.errors import UserError
+from groundrec.shared.scoring.searcher import Searcher
 from groundrec.shared.artifact import Manifest
 
 
@@ -56,6 +57,15 @@ class LoadedVersion:
         ``RECENT_INTERACTIONS``)), a hybrid's or content alone's; 0: none (and for versions
         published before it existed)."""
         return float((self.manifest.collab or self.manifest.learn or {}).get("recent_weight") or 0.0)
+
+    @property
+    def recent_prior(self) -> np.ndarray | None:
+        """The version's recent-popularity prior per item row (``Searcher.recent_prior_of`` of
+        its weight and its ``RECENT_INTERACTIONS``), or None: what every list it serves adds."""
+        if artifact.RECENT_INTERACTIONS not in self.items.column_names:
+            return None
+        counts = self.items.column(artifact.RECENT_INTERACTIONS).to_numpy(zero_copy_only=False).astype(np.float64)
+        return Searcher.recent_prior_of(self.recent_weight, counts)
 
     @property
     def collab_fresh_slots(self) -> int:

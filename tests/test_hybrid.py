@@ -146,7 +146,7 @@ def test_service_ranks_exactly_as_eval_scores_the_hybrid(either):
     model = CollabModel(v.collab_query, v.collab_item, np.ones(len(v.item_ids), bool))
     # the window's counts: what makes an item new (the freshness prior) in eval as in the service
     counts = v.items.column(artifact.WINDOW_INTERACTIONS).to_numpy().astype(np.float64)
-    content = ContentSystem("c", "text", np.asarray(v.vectors), counts)
+    content = ContentSystem("c", "text", np.asarray(v.vectors), counts, recent_prior=v.recent_prior)  # its own prior
     projection = None if v.project_item is None else Projection(v.project_item, v.project_query)
     system = hybrid_system("hybrid", "text", content, model, v.collab_weight, projection,
                            half_life=v.collab_half_life, fresh_weight=v.collab_fresh_weight,
@@ -177,7 +177,8 @@ def test_places_kept_for_new_items_rank_the_same_in_eval_and_the_service(either)
     new = {v.item_ids[r] for r in np.flatnonzero(counts == 0)}
     model = CollabModel(v.collab_query, v.collab_item, np.ones(len(v.item_ids), bool))
     projection = None if v.project_item is None else Projection(v.project_item, v.project_query)
-    system = hybrid_system("hybrid", "text", ContentSystem("c", "text", np.asarray(v.vectors), counts), model,
+    system = hybrid_system("hybrid", "text", ContentSystem("c", "text", np.asarray(v.vectors), counts,
+                                                           recent_prior=v.recent_prior), model,
                            v.collab_weight, projection, half_life=v.collab_half_life, fresh_slots=2)
     bought = pq.read_table(hybrid["interactions"]).column("item_id").to_pylist()
     users = [[v.row_of[i] for i in bought[n:n + 4]] for n in range(0, 60, 4)]
@@ -227,7 +228,8 @@ def test_a_new_item_reaches_a_list_through_the_freshness_prior(hybrid):
     cfg = hybrid["cfg"].model_copy(update={"out": hybrid["root"] / "art_fresh", "cache_dir": hybrid["cfg"].resolved_cache_dir,
                                            "collab": hybrid["cfg"].collab.model_copy(update={"fresh_weight": [5.0]})})
     summary = run_job(cfg, progress=False)
-    assert summary.learned.choice.fresh_weight == 5.0 and "published fresh_weight=5" in summary.learned.scores
+    assert summary.learned.choice.fresh_weight == 5.0  # scored as "published fresh_weight=5" (+ the recent prior's)
+    assert any(name.split(" recent_weight=")[0] == "published fresh_weight=5" for name in summary.learned.scores)
     v = load_version(hybrid["root"] / "art_fresh")
     counts = v.items.column(artifact.WINDOW_INTERACTIONS).to_pylist()
     bought = set(pq.read_table(hybrid["interactions"]).column("item_id").to_pylist())
@@ -411,7 +413,16 @@ def trend(hybrid):
         "collab": hybrid["cfg"].collab.model_copy(update={"weight": [0.0], "recent_weight": [0.0, 0.1, 0.3, 1.0],
                                                           "valid_users": 20})})  # the others' trend: in training
     return {"summary": run_job(cfg, progress=False), "art": hybrid["root"] / "art_trend", "trending": trending,
-            "interactions": path}
+            "interactions": path, "cfg": cfg}
+
+
+@pytest.fixture(scope="module")
+def trend_graph(trend, hybrid):
+    """The trend's version on an HNSW graph (the index kind above ``flat_max_items``)."""
+    base = trend["cfg"]
+    graph = base.model_copy(update={"out": hybrid["root"] / "art_trend_hnsw",
+                                    "index": base.index.model_copy(update={"kind": "hnsw"})})
+    return {**trend, "summary": run_job(graph, progress=False), "art": hybrid["root"] / "art_trend_hnsw"}
 
 
 def test_a_trend_is_published_as_the_versions_recent_prior_and_served_as_eval_scores_it(trend):
@@ -475,3 +486,30 @@ def test_live_items_keep_the_recent_prior_aligned_a_new_one_without_a_changed_on
     batch = r.recommend_batch([RecommendRequest(history=history, k=10)])[0]
     assert [x.item_id for x in one.items] == [x.item_id for x in batch.items]
     assert hot in [x.item_id for x in r.recommend(RecommendRequest(history=[r.v.item_ids[1]], k=10)).items]
+
+
+def test_on_a_graph_index_the_priors_head_joins_the_candidates_as_eval_ranks_it(trend_graph):
+    """An approximate index finds items by their vectors: a trending item far from a profile is
+    not among its candidates, yet the prior puts it first. The prior's head is scored beside
+    the candidates, so short lists on the graph equal eval's exact ranking, single and batch."""
+    import faiss
+
+    from groundrec.shared.scoring.searcher import Searcher
+
+    v = load_version(trend_graph["art"])
+    assert isinstance(v.index, faiss.IndexHNSW) and v.recent_weight > 0
+    counts = v.items.column(artifact.RECENT_INTERACTIONS).to_numpy().astype(np.float64)
+    system = ContentSystem("c", "text", np.asarray(v.vectors), np.zeros(len(counts)),
+                           recent_prior=Searcher.recent_prior_of(v.recent_weight, counts))
+    retriever = Retriever(v, fallback="error")
+    histories = [[r] for r in range(0, len(counts), 3)]
+    ranked = system.top(system.scores([np.array(h) for h in histories], [np.zeros(1)] * len(histories)), 3,
+                        [np.array(h) for h in histories])
+    queries = [UserQuery(history=[v.item_ids[r] for r in h], k=3) for h in histories]
+    far = 0
+    for q, want, got in zip(queries, ranked, retriever.recommend_batch(queries)):
+        assert [v.row_of[x.item_id] for x in got.items] == want.tolist()
+        assert [x.item_id for x in retriever.recommend(q).items] == [x.item_id for x in got.items]
+        cosine = np.asarray(v.vectors) @ np.asarray(v.vectors[v.row_of[q.history[0]]])
+        far += any(np.sum(cosine > cosine[r]) >= 3 * retriever.searcher.overfetch + 1 for r in want)
+    assert far  # some list holds an item the graph's candidates alone would not
