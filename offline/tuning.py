@@ -205,12 +205,13 @@ def tune_fresh(grid: CollabGrid, scorer: HybridScorer, choice: HybridChoice,
 def tune_recent(grid: CollabGrid, scorer: HybridScorer, choice: HybridChoice,
                 section: str) -> tuple[HybridChoice, Search | None]:
     """The version's recent-popularity prior on ``choice`` as published so far (its rank and
-    projection; the lift and places come after, with the prior): the best weight of the grid (widened at its upper edge), published only where
-    it beats no prior on the same users by more than one standard error of the paired per-user
-    differences (``selection.beats_by_one_standard_error``, the rule that publishes the learned
-    encoder: a prior is an addition to a published setting, judged against that setting). The
-    search's ``chosen`` is what is published, its ``rule`` the paired comparison. None where
-    the scorer cannot score it or the grid holds no weight above 0."""
+    projection; the lift and places come after, with the prior): the best weight of the grid
+    (widened at its upper edge), published only where it beats no prior on the same users by
+    more than one standard error of the paired per-user differences
+    (``selection.beats_by_one_standard_error``, the learned encoder's rule, here for the best
+    of several weights: a looser bar). The search's ``chosen`` is what is published, its
+    ``rule`` the paired comparison. None where the scorer cannot score it or the grid holds no
+    weight above 0."""
     if not getattr(scorer, "recent", False) or not any(grid.recent_weight):
         return choice, None
     published = (choice.fresh_weight, choice.fresh_slots)
