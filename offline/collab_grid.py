@@ -16,14 +16,14 @@ class CollabGrid(StrictModel):
     rank: int = Field(128, ge=1, le=1024, description="collaborative vector size of a factorised model (one whose "
                       "exact form does not fit full_rank_max_mb), and the unit of the narrower widths tried: rank/4, "
                       "rank/2, rank, 2 x rank, 4 x rank below the model's own (the index grows by the published rank)")
-    full_rank_max_mb: float = Field(0.0, ge=0, description="keep the model exact (full rank: a head item's "
+    full_rank_max_mb: float = Field(2048.0, ge=0, description="keep the model exact (full rank: a head item's "
                                     "row of B, no factorisation) when the version's collaborative vectors and "
                                     "index then take at most this many MB: 4 x items x (d + 3 x head items) bytes "
                                     "(retail, 3,658 items: 166 MB; 10,000 items all in the head: 1.2 GB; the "
-                                    "service holds it once per compute process). 0 (the default): always "
-                                    "factorised at rank. Off by default: on retail the exact model serves at "
-                                    "60-72% of the factorised rate (scored split: docs/hybrid.md) for a "
-                                    "published recall not shown higher side by side")
+                                    "service holds it once per compute process); beyond it factorised at rank. "
+                                    "The width rule still publishes a narrower rank where validation shows the "
+                                    "exact model gains nothing. 0: always factorised (serves faster: on retail "
+                                    "the exact model serves at 60-72% of the factorised rate, docs/hybrid.md)")
     rank_tolerance: float = Field(0.02, ge=0, le=1, description="publish the narrowest width (narrower ranks, "
                                   "then the projection) whose validation recall loss against the full model's, "
                                   "plus rank_confidence standard errors of that paired loss, is within this "

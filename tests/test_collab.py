@@ -134,11 +134,11 @@ def test_learn_publishes_the_narrowest_rank_within_the_tolerance():
     from groundrec.offline.config import CollabConfig
     from groundrec.offline.learn import learn
 
-    inter, content = _bundle_interactions()
-    loose = learn(inter, content, CollabConfig(rank=24, reg=[10.0], rank_tolerance=1.0, valid_users=200))
+    inter, content = _bundle_interactions()  # factorised at rank 24 (full_rank_max_mb 0): its ladder 6, 12
+    loose = learn(inter, content, CollabConfig(rank=24, reg=[10.0], rank_tolerance=1.0, valid_users=200, full_rank_max_mb=0))
     assert loose.hybrid and loose.report.rank == 6 == loose.model.query.shape[1]
     assert loose.choice.rank == 6
-    strict = learn(inter, content, CollabConfig(rank=24, reg=[10.0], rank_tolerance=0.0, valid_users=200))
+    strict = learn(inter, content, CollabConfig(rank=24, reg=[10.0], rank_tolerance=0.0, valid_users=200, full_rank_max_mb=0))
     scores = strict.report.scores
     full = scores[f"hybrid reg=10 weight={strict.weight:g}"]  # the chosen setting at the full rank
     chosen = strict.report.rank
@@ -204,14 +204,14 @@ def test_learn_projects_the_hybrid_to_the_content_width_only_within_the_toleranc
     from groundrec.offline.learn import index_vectors, learn
 
     inter, content = _bundle_interactions()
-    loose = learn(inter, content, CollabConfig(rank=24, reg=[10.0], rank_tolerance=1.0, valid_users=200))
+    loose = learn(inter, content, CollabConfig(rank=24, reg=[10.0], rank_tolerance=1.0, valid_users=200, full_rank_max_mb=0))
     assert loose.choice.projected and loose.projection is not None
     assert loose.report.projection["dim"] == 32 and index_vectors(content, loose).shape == (len(content), 32)
     off = learn(inter, content, CollabConfig(rank=24, reg=[10.0], rank_tolerance=1.0, valid_users=200, project=False))
     assert off.projection is None and off.report.projection is None and off.report.projected_from is None
     assert index_vectors(content, off).shape == (len(content), 32 + off.report.rank)
     # Zero tolerance: projected only if the projected validation score is no lower than the full rank's.
-    strict = learn(inter, content, CollabConfig(rank=24, reg=[10.0], rank_tolerance=0.0, valid_users=200))
+    strict = learn(inter, content, CollabConfig(rank=24, reg=[10.0], rank_tolerance=0.0, valid_users=200, full_rank_max_mb=0))
     scores, chosen = strict.report.scores, strict.choice
     key = f"hybrid reg=10 rank={chosen.rank} weight={strict.weight:g} projected to 32"
     assert chosen.projected == (scores[key] >= scores[f"hybrid reg=10 weight={strict.weight:g}"])

@@ -71,7 +71,8 @@ def job(data, out, cache, **extra):
         "export.enabled": False, "catalog.text_columns": ["title"], "encoder.template": "{title}",
         "interactions.path": str(data / "interactions.parquet"), "collab.rank": 32, "collab.reg": [10.0, 100.0],
         "collab.dropout": [0.0], "collab.weight": [0.0, 1.0, 10.0], "collab.half_life": [0.0], "collab.refine": False,
-        "collab.valid_users": 100, "collab.valid_items": 100, "sequence.dim": 32, "sequence.blocks": 1, "sequence.max_len": 30,
+        "collab.valid_users": 100, "collab.valid_items": 100, "collab.full_rank_max_mb": 0,  # factorised at 32
+        "sequence.dim": 32, "sequence.blocks": 1, "sequence.max_len": 30,
         "sequence.batch_size": 16, "sequence.lr": 0.003, "sequence.epochs": 15, "sequence.patience": 3,
         "sequence.enabled": True, **extra})
     summary = run_job(cfg, progress=False)
