@@ -164,10 +164,7 @@ def serving_system(path: Path) -> tuple[System, dict[str, int]]:
     counts = (table.column(artifact.WINDOW_INTERACTIONS).to_numpy().astype(np.float64)
               if artifact.WINDOW_INTERACTIONS in table.column_names else np.zeros(len(ids)))
     c = manifest.collab
-    recorded = c or manifest.learn or {}  # its recent-popularity prior: the weight, and the counts it recorded
-    prior = Searcher.recent_prior_of(float(recorded.get("recent_weight") or 0.0),
-                                     table.column(artifact.RECENT_INTERACTIONS).to_numpy().astype(np.float64)
-                                     if artifact.RECENT_INTERACTIONS in table.column_names else None)
+    prior = Searcher.version_recent_prior(manifest, table)  # as the service reads it
     system = ContentSystem("serving", "published", content, counts, recent_prior=prior)
     if c:
         model = collab.CollabModel(np.load(files.collab_query), np.load(files.collab_item), np.ones(len(ids), bool))

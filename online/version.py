@@ -52,20 +52,10 @@ class LoadedVersion:
         return float((self.manifest.collab or {}).get("fresh_weight") or 0.0)
 
     @property
-    def recent_weight(self) -> float:
-        """The weight of the version's own recent-popularity prior (x ln(1 + its
-        ``RECENT_INTERACTIONS``)), a hybrid's or content alone's; 0: none (and for versions
-        published before it existed)."""
-        return float((self.manifest.collab or self.manifest.learn or {}).get("recent_weight") or 0.0)
-
-    @property
     def recent_prior(self) -> np.ndarray | None:
-        """The version's recent-popularity prior per item row (``Searcher.recent_prior_of`` of
-        its weight and its ``RECENT_INTERACTIONS``), or None: what every list it serves adds."""
-        if artifact.RECENT_INTERACTIONS not in self.items.column_names:
-            return None
-        counts = self.items.column(artifact.RECENT_INTERACTIONS).to_numpy(zero_copy_only=False).astype(np.float64)
-        return Searcher.recent_prior_of(self.recent_weight, counts)
+        """The version's recent-popularity prior per item row (``Searcher.version_recent_prior``),
+        or None: what every list it serves adds."""
+        return Searcher.version_recent_prior(self.manifest, self.items)
 
     @property
     def collab_fresh_slots(self) -> int:

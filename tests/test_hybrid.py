@@ -437,10 +437,10 @@ def test_a_trend_is_published_as_the_versions_recent_prior_and_served_as_eval_sc
     assert manifest.collab is None and learned["recent_weight"] > 0 and learned["recent_days"] == 30.0
     assert learned["validation"]["recent"]["chosen"] == {"recent_weight": learned["recent_weight"]}
     v = load_version(trend["art"])
-    assert v.recent_weight == learned["recent_weight"]
+    assert v.manifest.recent_weight == learned["recent_weight"]
     counts = v.items.column(artifact.RECENT_INTERACTIONS).to_numpy().astype(np.float64)
     assert {v.item_ids[r] for r in np.argsort(-counts, kind="stable")[:6]} == set(trend["trending"])
-    prior = Searcher.recent_prior_of(v.recent_weight, counts)
+    prior = Searcher.recent_prior_of(v.manifest.recent_weight, counts)
     system = ContentSystem("c", "text", np.asarray(v.vectors), np.zeros(len(counts)), recent_prior=prior)
     histories = [[r, (r + 7) % len(counts)] for r in range(12)]
     ranked = system.top(system.scores([np.array(h) for h in histories], [np.zeros(2)] * 12), 10,
@@ -497,10 +497,10 @@ def test_on_a_graph_index_the_priors_head_joins_the_candidates_as_eval_ranks_it(
     from groundrec.shared.scoring.searcher import Searcher
 
     v = load_version(trend_graph["art"])
-    assert isinstance(v.index, faiss.IndexHNSW) and v.recent_weight > 0
+    assert isinstance(v.index, faiss.IndexHNSW) and v.manifest.recent_weight > 0
     counts = v.items.column(artifact.RECENT_INTERACTIONS).to_numpy().astype(np.float64)
     system = ContentSystem("c", "text", np.asarray(v.vectors), np.zeros(len(counts)),
-                           recent_prior=Searcher.recent_prior_of(v.recent_weight, counts))
+                           recent_prior=Searcher.recent_prior_of(v.manifest.recent_weight, counts))
     retriever = Retriever(v, fallback="error")
     histories = [[r] for r in range(0, len(counts), 3)]
     ranked = system.top(system.scores([np.array(h) for h in histories], [np.zeros(1)] * len(histories)), 3,

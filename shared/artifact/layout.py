@@ -194,6 +194,12 @@ class Manifest(BaseModel):
         return bool(self.collab and self.collab.get("projection"))
 
     @property
+    def recent_weight(self) -> float:
+        """The weight of the version's recent-popularity prior (a hybrid's or content alone's);
+        0: none, and for versions published before it existed."""
+        return float((self.collab or self.learn or {}).get("recent_weight") or 0.0)
+
+    @property
     def hybrid_dim(self) -> int:
         """A hybrid vector's full width: the content embedding's plus the collaborative rank."""
         return self.dim + (int(self.collab["rank"]) if self.collab else 0)

@@ -24,6 +24,7 @@ from typing import Callable, NamedTuple
 
 import numpy as np
 
+from groundrec.shared.artifact.layout import RECENT_INTERACTIONS
 from groundrec.shared.scoring import popularity as pop
 from groundrec.shared.scoring import ranking
 
@@ -89,6 +90,16 @@ class Searcher:
         """A version's recent-popularity prior per item, ``weight x ln(1 + count)`` of its
         recent counts (``RECENT_INTERACTIONS``), float32; None without one."""
         return None if not weight or counts is None else (weight * pop.log_prior(counts)).astype(np.float32)
+
+    @staticmethod
+    def version_recent_prior(manifest, items) -> np.ndarray | None:
+        """A published version's prior per item row: its manifest's ``recent_weight`` over its
+        items table's ``RECENT_INTERACTIONS`` (None without them). The service's versions
+        (``LoadedVersion.recent_prior``) and the gate's read it here, the one reader."""
+        if RECENT_INTERACTIONS not in items.column_names:
+            return None
+        counts = items.column(RECENT_INTERACTIONS).to_numpy(zero_copy_only=False).astype(np.float64)
+        return Searcher.recent_prior_of(manifest.recent_weight, counts)
 
     # --- scores ----------------------------------------------------------------------
     def prior(self, popularity_weight: float, fresh_weight: float = 0.0) -> np.ndarray | None:
