@@ -37,7 +37,8 @@ from groundrec.offline.evaluation.published import training_interactions
 from groundrec.offline.evaluation.representations import build_representations
 from groundrec.offline.evaluation.stats import bootstrap_ci, paired_test
 from groundrec.offline.evaluation.systems import ContentSystem, hybrid_system
-from groundrec.offline.learn import fit_chosen, histories_in_time_order, in_window, learn, project
+from groundrec.offline.learn import fit_chosen, histories_in_time_order, in_window, learn
+from groundrec.offline.projection import project
 from groundrec.offline.runners import open_runner
 
 

@@ -51,7 +51,7 @@ from groundrec.offline.evaluation.hybrid import EvalHybridScorer, Fits, recency_
 from groundrec.offline.evaluation.representations import build_representations
 from groundrec.offline.evaluation.stats import bootstrap_ci, paired_test
 from groundrec.offline.evaluation.systems import CollabSystem
-from groundrec.offline.learn import project
+from groundrec.offline.projection import project
 from groundrec.offline.runners import open_runner
 from groundrec.offline.selection import coarse_to_fine
 from groundrec.offline.sequence.export import export_sequence_encoder

@@ -190,7 +190,8 @@ def candidate_system(learned, content: np.ndarray, before: list[np.ndarray], cfg
     """The candidate's chosen setting fitted on the interactions before the window only (its
     recent-popularity prior over ``recent``, the interactions per item of its last
     ``recent_days`` before the window)."""
-    from groundrec.offline.learn import fit_chosen, project
+    from groundrec.offline.learn import fit_chosen
+    from groundrec.offline.projection import project
 
     counts = counts_of_rows(before, len(content))
     choice = learned.choice if learned is not None else None

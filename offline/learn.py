@@ -22,22 +22,17 @@ import numpy as np
 
 from groundrec.offline import collab, learn_sequence
 from groundrec.offline.config import CollabConfig
-from groundrec.offline.holdout import (HeldOut, content_profiles, hold_out_recent, items_to_hold_out, published_hits,
-                                      published_lists, validation_hits)
+from groundrec.offline.holdout import hold_out_recent, items_to_hold_out
 from groundrec.offline.interactions import Interactions
+from groundrec.offline.job_scorer import JobScorer
 from groundrec.offline.learn_report import LearnReport, Window
 from groundrec.offline.learn_sequence import SequenceOutcome
+from groundrec.offline.projection import project
 from groundrec.offline.sequence_config import SequenceJobConfig
 from groundrec.offline.tuning import HYBRID_AXES, HybridChoice, tune_hybrid
-from groundrec.offline.width_rule import user_slices
 from groundrec.shared.errors import UserError
-from groundrec.shared.scoring.collab import collab_queries, hybrid_queries, index_rows
-from groundrec.shared.scoring.popularity import (RecentAsOf, counts_of_rows, flat_histories, new_items,
-                                                 recent_histories)
-from groundrec.shared.scoring.profiles import latest, mean_profiles
-from groundrec.shared.scoring.searcher import Searcher
-
-PROJECTION_USERS = 20_000  # most training users whose profiles fit the projection
+from groundrec.shared.scoring.collab import index_rows
+from groundrec.shared.scoring.popularity import RecentAsOf, counts_of_rows, flat_histories, recent_histories
 
 
 @dataclass
@@ -49,8 +44,13 @@ class Learned:
     sequence: "SequenceOutcome | None" = None  # the learned profile encoder's scores and decision (None: not trained)
     recent: np.ndarray | None = None  # interactions per item in the window's last recent_days (a chosen recent prior)
 
-    hybrid = property(lambda self: self.model is not None)
-    choice = property(lambda self: self.report.choice)
+    @property
+    def hybrid(self) -> bool:
+        return self.model is not None
+
+    @property
+    def choice(self) -> HybridChoice:
+        return self.report.choice
 
     @property
     def weight(self) -> float:
@@ -74,144 +74,6 @@ def in_window(inter: Interactions, days: float | None) -> Interactions:
         return inter
     keep = inter.ts >= inter.ts.max() - days * 86_400
     return Interactions(inter.users[keep], inter.items[keep], inter.ts[keep], inter.user_ids, inter.dropped_unknown_items)
-
-
-def hybrid_profiles(content: np.ndarray, model: collab.CollabModel, histories: list[np.ndarray],
-                    half_life: float = 0.0) -> np.ndarray:
-    """Full-width hybrid profiles, as the service builds them: the mean content profile beside
-    the collaborative query (both over the latest items)."""
-    recent = [latest(h) for h in histories]
-    return hybrid_queries(mean_profiles(content, recent), collab_queries(model.query, recent, half_life), None)
-
-
-def _projection_sample(histories: list[np.ndarray], seed: int) -> list[np.ndarray]:
-    usable = [h for h in histories if len(h)]
-    if len(usable) <= PROJECTION_USERS:
-        return usable
-    return [usable[i] for i in np.sort(np.random.default_rng(seed).choice(len(usable), PROJECTION_USERS, replace=False))]
-
-
-def project(content: np.ndarray, model: collab.CollabModel, weight: float, histories: list[np.ndarray],
-            seed: int = 0, half_life: float = 0.0) -> collab.Projection:
-    """The projection of a hybrid to the content's width, fitted on these users' profiles."""
-    return collab.fit_projection([content, weight * model.item],
-                                 hybrid_profiles(content, model, _projection_sample(histories, seed), half_life),
-                                 content.shape[1])
-
-
-def _dropout(dropout: float) -> str:
-    return f" dropout={dropout:g}" if dropout else ""
-
-
-def _hl(half_life: float) -> str:
-    """The half-life's part of a validation score's name (none when the query has no decay)."""
-    return f" half_life={half_life:g}" if half_life else ""
-
-
-def _name(reg: float, dropout: float, half_life: float) -> str:
-    return f"reg={reg:g}{_dropout(dropout)}{_hl(half_life)}"
-
-
-class JobScorer:
-    """The learn stage's ``tuning.HybridScorer``: per held-out user, the recall of their held-out
-    last new item(s) (``holdout.HeldOut``: hits per row, averaged per user), every mean recorded
-    by name in ``scores`` (what the manifest's ``validation.scores`` holds). ``held`` and
-    ``targets`` are per row (a user may have several); ``profiles`` and ``user_held`` per user
-    (each user's rows are scored from one list: ``owner``, each row's user)."""
-
-    def __init__(self, content: np.ndarray, held_out: HeldOut, cfg: CollabConfig, seed: int = 0,
-                 recent: RecentAsOf | None = None):
-        self.content, self.held_out, self.cfg, self.seed = content, held_out, cfg, seed
-        self.recent_counts, self.recent = recent, recent is not None  # each validation user's, as of their time
-        self.train, self.held, self.targets = held_out.train, held_out.histories, held_out.targets
-        self.user_held, self.owner = held_out.user_histories, held_out.rows
-        self.content_dim = content.shape[1]
-        self.profiles = content_profiles(content, self.user_held)
-        self.scores: dict[str, float] = {}
-        self.fits: dict[tuple[float, float], collab.CollabModel] = {}
-        self.projections: dict[int, collab.Projection] = {}
-        self.new = new_items(counts_of_rows(self.train, len(content)))  # new items: no interaction in the training part
-        self.has_new = len(self.new) > 0
-        self.slices = user_slices(held_out.targets_by_user, self.new)  # what the width rule judges apart
-
-    def fitted(self, reg: float, dropout: float) -> collab.CollabModel:
-        # The grid is scored one model at a time: keep the three fits used last (each is
-        # 2 x items x rank floats, 1 GB at 1M items), not one per grid point; three, so the
-        # chosen model outlives the two fits of the refinement around it.
-        fits = self.fits
-        if (reg, dropout) not in fits:
-            while len(fits) >= 3:
-                fits.pop(next(iter(fits)))
-            fits[reg, dropout] = collab.fit_grid(self.train, len(self.content), self.content, self.cfg, reg, dropout,
-                                                 self.seed)
-        fits[reg, dropout] = fits.pop((reg, dropout))  # the most recently used last
-        return fits[reg, dropout]
-
-    def _validation(self, model: collab.CollabModel, weights: list[float], half_life: float) -> dict:
-        hits = validation_hits(model, self.content, self.profiles, self.user_held, self.targets, weights, half_life,
-                               self.owner)
-        return {key: self.held_out.per_user(value) for key, value in hits.items()}
-
-    def prior(self, choice: HybridChoice):
-        """``choice``'s recent-popularity prior per validation user (users -> a row each, as of
-        their own time), or None; ``row_prior``: per validation row (a slice -> its users' rows)."""
-        if choice.recent_weight and self.recent_counts is not None:
-            return lambda users: Searcher.recent_prior_of(choice.recent_weight, self.recent_counts(users))
-
-    def row_prior(self, choice: HybridChoice):
-        prior = self.prior(choice)
-        return None if prior is None else (lambda rows: prior(self.owner[rows]))
-
-    def _published(self, model: collab.CollabModel, weight: float, projection: collab.Projection | None,
-                   half_life: float, new: np.ndarray | None = None, fresh=((0.0, 0),), prior=None) -> dict:
-        hits = published_hits(model, self.content, self.profiles, self.user_held, self.targets, weight, projection,
-                              half_life, new, fresh, self.owner, prior)
-        return {key: self.held_out.per_user(value) for key, value in hits.items()}
-
-    def published_lists(self, choice: HybridChoice) -> np.ndarray:
-        """The hybrid's top-K lists of the validation rows at ``choice`` as published (its freshness
-        prior and kept places): the new items a ``sequence`` list of that version holds."""
-        c = choice
-        return published_lists(self.fitted(c.reg, c.dropout).truncated(c.rank), self.content, self.profiles,
-                               self.user_held, c.weight, self.projections.get(c.rank) if c.projected else None,
-                               c.half_life, self.new, c.fresh_weight, c.fresh_slots, self.owner, self.prior(c))
-
-    def hybrid(self, reg: float, dropout: float, half_life: float, weights: list[float]) -> list[np.ndarray]:
-        hits = self._validation(self.fitted(reg, dropout), weights, half_life)
-        name = _name(reg, dropout, half_life)
-        self.scores["content"] = float(hits["content"].mean())
-        self.scores[f"collaborative {name}"] = float(hits["collaborative"].mean())
-        for w in weights:
-            self.scores[f"hybrid {name} weight={w:g}"] = float(hits[w].mean())
-        return [hits[w] for w in weights]
-
-    def full_rank(self, reg: float, dropout: float) -> int:
-        return self.fitted(reg, dropout).rank
-
-    def at_rank(self, choice: HybridChoice, rank: int) -> np.ndarray:
-        c, name = choice, _name(choice.reg, choice.dropout, choice.half_life)
-        hits = self._validation(self.fitted(c.reg, c.dropout).truncated(rank), [c.weight], c.half_life)
-        self.scores[f"collaborative {name} rank={rank}"] = float(hits["collaborative"].mean())
-        self.scores[f"hybrid {name} rank={rank} weight={c.weight:g}"] = float(hits[c.weight].mean())
-        return hits[c.weight]
-
-    def projected(self, choice: HybridChoice, rank: int) -> np.ndarray:
-        c, name = choice, _name(choice.reg, choice.dropout, choice.half_life)
-        ranked = self.fitted(c.reg, c.dropout).truncated(rank)
-        self.projections[rank] = project(self.content, ranked, c.weight, self.train, self.seed, c.half_life)
-        hits = self._published(ranked, c.weight, self.projections[rank], c.half_life)[0.0, 0]
-        self.scores[f"hybrid {name} rank={rank} weight={c.weight:g} projected to {self.content_dim}"] = float(hits.mean())
-        return hits
-
-    def published(self, choice: HybridChoice, fresh: list[tuple[float, int]]) -> list[np.ndarray]:
-        c = choice
-        hits = self._published(self.fitted(c.reg, c.dropout).truncated(c.rank), c.weight,
-                               self.projections.get(c.rank) if c.projected else None, c.half_life, self.new, tuple(fresh),
-                               self.prior(c))
-        for fw, slots in fresh:
-            self.scores[f"published fresh_weight={fw:g}" + (f" fresh_slots={slots}" if slots else "") +
-                        (f" recent_weight={c.recent_weight:g}" if c.recent_weight else "")] = float(hits[fw, slots].mean())
-        return [hits[point] for point in fresh]
 
 
 def fit_chosen(histories: list[np.ndarray], n_items: int, content: np.ndarray | None, grid, choice: HybridChoice,

@@ -18,7 +18,8 @@ from groundrec.offline.collab import CollabModel
 from groundrec.offline.evaluation.representations import Representation
 from groundrec.offline.evaluation.systems import CollabSystem, hybrid_system
 from groundrec.offline.evaluation.published import published_row
-from groundrec.offline.learn import fit_chosen, project
+from groundrec.offline.learn import fit_chosen
+from groundrec.offline.projection import project
 from groundrec.offline.selection import coarse_to_fine, search
 from groundrec.offline.tuning import HybridChoice, tune_fresh, tune_hybrid
 from groundrec.offline.width_rule import user_slices
