@@ -2,9 +2,9 @@
 eval``'s training data (its ``groundrec published`` row: the job's learn stage, served with a
 request's defaults), scored on eval's test users, then with one part of its choice undone at a
 time: the place kept for new items, the freshness lift, the projection, the rank, the content
-weight, the query's half-life. Recall@20 with 95% bootstrap intervals and the paired sign-flip
-p against the published version, on the test users (nothing here chooses anything: the
-choices are the job's, on its own validation).
+weight, the query's half-life, the version's recent prior. Recall@20 with 95% bootstrap
+intervals and the paired sign-flip p against the published version, on the test users
+(nothing here chooses anything: the choices are the job's, on its own validation).
 
 Usage (from the repository root; the data is only read; caches go to --out):
   OMP_NUM_THREADS=2 .venv/bin/python benchmarks/bench_published.py --catalog CATALOG --interactions INTERACTIONS
@@ -40,6 +40,7 @@ from groundrec.offline.evaluation.systems import ContentSystem, hybrid_system
 from groundrec.offline.learn import fit_chosen, histories_in_time_order, in_window, learn
 from groundrec.offline.projection import project
 from groundrec.offline.runners import open_runner
+from groundrec.shared.scoring.searcher import Searcher
 
 
 def main() -> None:
@@ -74,9 +75,10 @@ def main() -> None:
         print("content alone was published: nothing to undo")
         return
     histories = histories_in_time_order(in_window(inter, grid.window_days))
-    content = ContentSystem("published", rep.name, rep.vectors, data.pop_test)  # a request's defaults
 
     def scored(choice, projected: bool):
+        prior = Searcher.recent_prior_of(choice.recent_weight, learned.recent)  # the version's own, as it serves it
+        content = ContentSystem("published", rep.name, rep.vectors, data.pop_test, recent_prior=prior)  # a request's defaults
         model = fit_chosen(histories, data.n_items, rep.vectors, grid, choice, cfg.seed)
         hl = choice.query_half_life
         projection = project(rep.vectors, model, choice.weight, histories, cfg.seed, hl) if projected else None
@@ -91,6 +93,8 @@ def main() -> None:
                 "full rank, not projected, no lift or place": (replace(c, full_rank=True, fresh_weight=0.0,
                                                                        fresh_slots=0), False),
                 "half-life 0": (replace(c, half_life=0.0), c.projected)}
+    if c.recent_weight:
+        variants["no recent prior"] = (replace(c, recent_weight=0.0), c.projected)
     for weight in sorted({c.weight * 3, c.weight * 10, c.weight / 3} - {c.weight}):
         variants[f"weight {weight:g}"] = (replace(c, weight=weight), c.projected)
     base = None
