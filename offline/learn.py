@@ -4,7 +4,7 @@ From the interactions (mapped onto the items being published) and the items' con
 embeddings: hold out each sampled user's last new item (``holdout``), tune the hybrid on
 those users with the one tuner (``tuning.tune_hybrid``: the collaborative model, its
 regularisation, the query's half-life and the weight; the width and the projection; the
-freshness prior and the places kept for new items), scored here by ``JobScorer`` (recall@K of
+freshness prior and the places kept for new items), scored by ``job_scorer.JobScorer`` (recall@K of
 content alone, collaborative alone and the hybrid, all recorded), then refit on every
 interaction in the window. The hybrid score is exactly what the service computes: cosine of
 the mean content profile + weight x the collaborative score (``offline.collab``), through
@@ -21,6 +21,7 @@ from datetime import datetime, timedelta, timezone
 import numpy as np
 
 from groundrec.offline import collab, learn_sequence
+from groundrec.offline.collab_grid import CollabGrid
 from groundrec.offline.config import CollabConfig
 from groundrec.offline.holdout import hold_out_recent, items_to_hold_out
 from groundrec.offline.interactions import Interactions
@@ -85,6 +86,18 @@ def fit_chosen(histories: list[np.ndarray], n_items: int, content: np.ndarray | 
     return model if choice.full_rank else model.truncated(choice.rank)
 
 
+def version_form(cfg: CollabGrid, histories: list[np.ndarray], n_items: int, dim: int) -> CollabGrid:
+    """A grid (the job's ``collab``, eval's ``tuning.collab``) with the full-rank budget decided
+    once, on the version's own head (the whole window's, ``histories``): where that head is past
+    ``full_rank_max_mb`` the refit is factorised, and so are validation's fits, whose head
+    (without its held-out items) can be smaller and fit it. The learn stage and eval's
+    collaborative rows call it."""
+    head = collab.head_items(counts_of_rows(histories, n_items), cfg.max_dense_items)
+    if collab.full_rank_fits(len(head), n_items, dim, cfg.full_rank_max_mb):
+        return cfg
+    return cfg.model_copy(update={"full_rank_max_mb": 0.0})
+
+
 def window_time(t: float, up: bool = True) -> str:
     """A window bound as an ISO time to the microsecond, rounded outwards (``up`` for its end):
     the gate's window begins after the end, so a bound cut to whole seconds made the last
@@ -107,6 +120,7 @@ def learn(inter: Interactions, content: np.ndarray, cfg: CollabConfig, seed: int
                          "needs interactions with at least 2 published items (check interactions.item_column matches "
                          "the catalog ids)")
     n = len(content)
+    cfg = version_form(cfg, histories, n, content.shape[1])
     held_out = hold_out_recent(histories, cfg.valid_users, items_to_hold_out(cfg.valid_items, n), seed, times)
     choice, tuning, scores = HybridChoice.untuned(cfg), None, {}  # no validation user: content only, nothing scored
     outcome = None

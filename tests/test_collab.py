@@ -288,3 +288,27 @@ def test_the_content_map_makes_an_unbought_item_s_vectors_at_every_width(full_ra
         np.testing.assert_allclose(mapped[:, :m.rank], m.query[-3:], rtol=1e-4, atol=1e-5)
         np.testing.assert_allclose(mapped[:, m.rank:], m.item[-3:], rtol=1e-4, atol=1e-5)
     assert model.interactions_only().content_map is None
+
+
+def test_validation_fits_the_form_the_version_will_have_when_only_its_smaller_head_fits_the_budget():
+    """A budget that validation's head fits but the whole window's does not (items bought only
+    as validation's held-out items): validation scores the factorised model the refit publishes,
+    not an exact one it never publishes."""
+    from groundrec.offline.config import CollabConfig
+    from groundrec.offline.interactions import Interactions
+    from groundrec.offline.learn import learn
+
+    bundles, histories = _bundles(users=600)
+    n = bundles.size + 6
+    histories = [np.append(h, bundles.size + u % 6) if u % 5 == 0 else h for u, h in enumerate(histories)]
+    users = np.repeat(np.arange(len(histories)), [len(h) for h in histories])
+    inter = Interactions(users, np.concatenate(histories), np.arange(len(users), dtype=np.float64),
+                         [f"u{u}" for u in range(len(histories))], 0)
+    content = np.random.default_rng(2).normal(size=(n, 32)).astype(np.float32)
+    content /= np.linalg.norm(content, axis=1, keepdims=True)
+    budget = 4 * n * (32 + 3 * (n - 3)) / 2**20  # fits a head of n - 3 items, not of n
+    assert collab.full_rank_fits(n - 6, n, 32, budget) and not collab.full_rank_fits(n, n, 32, budget)
+    learned = learn(inter, content, CollabConfig(rank=8, reg=[10.0], valid_users=1000, full_rank_max_mb=budget))
+    assert learned.hybrid and not learned.model.info["full_rank"]  # the whole window's head is past the budget
+    assert learned.report.to_manifest()["validation"]["width"][0]["rank"] == 8  # validation's model: factorised too
+    assert learned.choice.rank == learned.model.query.shape[1]  # the width published is the one validated

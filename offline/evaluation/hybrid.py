@@ -18,7 +18,7 @@ from groundrec.offline.collab import CollabModel
 from groundrec.offline.evaluation.representations import Representation
 from groundrec.offline.evaluation.systems import CollabSystem, hybrid_system
 from groundrec.offline.evaluation.published import published_row
-from groundrec.offline.learn import fit_chosen
+from groundrec.offline.learn import fit_chosen, version_form
 from groundrec.offline.projection import project
 from groundrec.offline.selection import coarse_to_fine, search
 from groundrec.offline.tuning import HybridChoice, tune_fresh, tune_hybrid
@@ -188,8 +188,11 @@ def collab_rows(runner: "Runner", rep: Representation | None, profile: dict | No
     """The EASE rows, then (with a representation) the hybrid (``hybrid_rows``), the hybrid
     of each grid variant (``tuning.collab_variants``) and what the job would publish
     (``published_row``)."""
-    data, grid, seed = runner.data, runner.cfg.tuning.collab, runner.cfg.seed
+    data, seed = runner.data, runner.cfg.seed
     content = rep.vectors if rep is not None else None
+    dim = content.shape[1] if content is not None else 0
+    # exact or factorised as the version refitted on the test histories can be, on validation too
+    grid = version_form(runner.cfg.tuning.collab, data.test_histories, data.n_items, dim)
     on_valid = Fits(data.valid_histories, data.n_items, content, grid, seed)
     on_test = Fits(data.test_histories, data.n_items, content, grid, seed)
     ease_rows(runner, on_valid, on_test)
@@ -199,6 +202,7 @@ def collab_rows(runner: "Runner", rep: Representation | None, profile: dict | No
     on_valid.models.clear()
     on_test.models.clear()
     for variant, other in runner.cfg.tuning.variant_grids().items():
+        other = version_form(other, data.test_histories, data.n_items, dim)
         hybrid_rows(runner, rep, profile, other, Fits(data.valid_histories, data.n_items, content, other, seed),
                     Fits(data.test_histories, data.n_items, content, other, seed), f"{HYBRID} [{variant}]")
     published_row(runner, rep)
