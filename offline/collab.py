@@ -1,5 +1,5 @@
 """Collaborative item vectors with grounded content as side information: EASE or DLAE,
-factorised.
+exact where the version fits its budget, else factorised.
 
 EASE (Steck 2019) scores item j for a user as the sum over the history of B[i, j], with
 B = I - P / diag(P), P = (X'X + reg I)^-1, diag(B) = 0 and X the users x items interaction
@@ -193,7 +193,8 @@ def fit(histories: list[np.ndarray], n_items: int, content: np.ndarray | None, r
     """Learn the model from training histories (rows of the catalog). ``content``: the items'
     unit content vectors (rows of zeros for items without one), or None: then items outside
     the head get zero vectors (they are never recommended by this part). Exact (full rank)
-    when ``full_rank_fits`` the budget, else factorised at ``rank``."""
+    when ``full_rank_fits`` the budget, else factorised at ``rank`` (``full_rank_max_mb`` is 0 by default
+    here; the job's and eval's grids, ``CollabGrid``, pass theirs through ``fit_grid``: 2048 by default)."""
     started = time.perf_counter()
     x = interaction_matrix(histories, n_items)
     counts = np.asarray(x.sum(axis=0)).ravel()

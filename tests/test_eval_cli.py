@@ -247,7 +247,7 @@ def test_the_published_row_the_recency_ease_row_and_a_variant_side_by_side(demo,
     vector per bought item), tuned on the hybrid's grids; a grid variant is a row of its own."""
     out = tmp_path / "r"
     res = _eval(demo, out, "representations=[title]", "tuning.collab.weight=[0.0, 1.0, 10.0]",
-                "tuning.collab.full_rank_max_mb=2048",  # the exact models allowed (off by default)
+                "tuning.collab.full_rank_max_mb=2048",  # the exact models allowed (the default's budget)
                 "tuning.collab_variants={factorised: {full_rank_max_mb: 0, rank_confidence: 0}}")
     assert res.exit_code == 0, res.output
     r = json.loads((out / "results.json").read_text())

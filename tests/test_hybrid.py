@@ -45,12 +45,16 @@ def hybrid(tmp_path_factory, tiny_vlm):
 
 @pytest.fixture(scope="module")
 def full_width(hybrid):
-    """The same job with ``collab.project`` off: a hybrid indexed at its full width, and a
-    collaborative query without recency."""
+    """The same job with ``collab.project`` off and the model factorised (``full_rank_max_mb`` 0):
+    a hybrid indexed at its full width, scored by one product (the exact model's split form is
+    ``exact``'s), and a collaborative query without recency."""
     cfg = hybrid["cfg"].model_copy(update={"out": hybrid["root"] / "art_full", "cache_dir": hybrid["cfg"].resolved_cache_dir,
                                            "collab": hybrid["cfg"].collab.model_copy(update={"project": False,
-                                                                                             "half_life": [0.0]})})
-    return {**hybrid, "summary": run_job(cfg, progress=False), "art": hybrid["root"] / "art_full"}
+                                                                                             "half_life": [0.0],
+                                                                                             "full_rank_max_mb": 0.0})})
+    summary = run_job(cfg, progress=False)
+    assert not artifact.verify(summary.version_dir).collab["model"].endswith("full rank")  # what is tested: factorised
+    return {**hybrid, "summary": summary, "art": hybrid["root"] / "art_full"}
 
 
 @pytest.fixture(scope="module")

@@ -59,7 +59,7 @@ def _recorded(tmp_path, report):
 def test_a_hybrid_report_is_recorded_as_collab_key_for_key(tmp_path):
     inter, content = _bundles()
     cfg = CollabConfig(rank=8, reg=[10.0], weight=[0.0, 1.0], fresh_weight=[0.0, 0.1], valid_users=100, widenings=1,
-                       full_rank_max_mb=64.0)  # the exact model allowed (it is off by default)
+                       full_rank_max_mb=64.0)  # the exact model allowed (a budget for these items)
     learned = learn(inter, content, cfg)
     report, choice = learned.report, learned.choice
     assert report.hybrid and choice.weight > 0

@@ -24,7 +24,7 @@ def test_a_projection_to_the_content_width_keeps_the_hybrid_scores_when_the_item
     histories = [rng.choice(14, size=int(rng.integers(1, 6)), replace=False) for _ in range(40)]
     proj = projection.project(content, model, 3.0, histories, half_life=2.0)
     assert proj.info["dim"] == 6 and proj.info["from"] == 10 and proj.info["profiles"] == 40
-    profiles = projection.hybrid_profiles(content, model, histories, half_life=2.0)
+    profiles = rng.normal(size=(30, 10))  # any profile: the items' space fits in the projection
     full = profiles @ index_rows(content, 3.0 * model.item, None).T
     projected = (profiles @ proj.query) @ index_rows(content, 3.0 * model.item, proj.item).T
     np.testing.assert_allclose(projected, full, atol=1e-3 * np.abs(full).max())

@@ -23,8 +23,9 @@ from dataclasses import dataclass
 from typing import Callable, NamedTuple
 
 import numpy as np
+import pyarrow as pa
 
-from groundrec.shared.artifact.layout import RECENT_INTERACTIONS
+from groundrec.shared.artifact.layout import RECENT_INTERACTIONS, Manifest
 from groundrec.shared.scoring import popularity as pop
 from groundrec.shared.scoring import ranking
 
@@ -92,7 +93,7 @@ class Searcher:
         return None if not weight or counts is None else (weight * pop.log_prior(counts)).astype(np.float32)
 
     @staticmethod
-    def version_recent_prior(manifest, items) -> np.ndarray | None:
+    def version_recent_prior(manifest: Manifest, items: pa.Table) -> np.ndarray | None:
         """A published version's prior per item row: its manifest's ``recent_weight`` over its
         items table's ``RECENT_INTERACTIONS`` (None without them). The service's versions
         (``LoadedVersion.recent_prior``) and the gate's read it here, the one reader."""
