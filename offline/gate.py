@@ -185,11 +185,12 @@ def serving_system(path: Path) -> tuple[System, dict[str, int]]:
     return system, {i: n for n, i in enumerate(ids)}
 
 
-def candidate_system(learned, content: np.ndarray, before: list[np.ndarray], cfg, seed: int = 0,
+def candidate_system(learned, content: np.ndarray, before: list[np.ndarray], seed: int = 0,
                      recent: np.ndarray | None = None) -> System:
-    """The candidate's chosen setting fitted on the interactions before the window only (its
-    recent-popularity prior over ``recent``, the interactions per item of its last
-    ``recent_days`` before the window)."""
+    """The candidate's chosen setting fitted on the interactions before the window only, in the
+    form the version was fitted (``learned.grid``: exact or factorised, although fewer
+    interactions could fit the budget where the version's did not), its recent-popularity prior
+    over ``recent`` (the interactions per item of its last ``recent_days`` before the window)."""
     from groundrec.offline.learn import fit_chosen
     from groundrec.offline.projection import project
 
@@ -199,7 +200,7 @@ def candidate_system(learned, content: np.ndarray, before: list[np.ndarray], cfg
     system = ContentSystem("candidate", "published", content, counts, recent_prior=prior)
     if choice is None or not choice.hybrid:
         return system
-    model = fit_chosen(before, len(content), content, cfg, choice, seed)
+    model = fit_chosen(before, len(content), content, learned.grid, choice, seed)
     projection = project(content, model, choice.weight, before, seed, choice.half_life) if choice.projected else None
     return hybrid_system("candidate", "published", system, model, choice.weight, projection,
                          half_life=choice.query_half_life, fresh_weight=choice.fresh_weight,
@@ -247,7 +248,7 @@ def run_gate(mode: str, root: Path, inter: Interactions | None, item_ids: list[s
     early = (inter.ts <= cutoff) & ((inter.ts >= cutoff - collab_cfg.window_days * 86_400)
                                     if collab_cfg.window_days else True)  # its prior's counts: as of the window's start
     recent = recent_counts(inter.items[early], inter.ts[early], len(content), collab_cfg.recent_days)
-    ours = recall_of(candidate_system(learned, content, before, collab_cfg, seed, recent), row_of, window, k)
+    ours = recall_of(candidate_system(learned, content, before, seed, recent), row_of, window, k)
     try:
         theirs = recall_of(*serving_system(path), window, k)
     except (OSError, ValueError, KeyError, UserError) as e:  # UserError: e.g. its encoder onnxruntime cannot load

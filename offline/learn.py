@@ -44,6 +44,7 @@ class Learned:
     counts: np.ndarray | None = None  # interactions per published item in the window (what "new" means)
     sequence: "SequenceOutcome | None" = None  # the learned profile encoder's scores and decision (None: not trained)
     recent: np.ndarray | None = None  # interactions per item in the window's last recent_days (a chosen recent prior)
+    grid: CollabGrid | None = None  # the grid the version was fitted with (``version_form``: exact or factorised)
 
     @property
     def hybrid(self) -> bool:
@@ -91,7 +92,8 @@ def version_form(cfg: CollabGrid, histories: list[np.ndarray], n_items: int, dim
     once, on the version's own head (the whole window's, ``histories``): where that head is past
     ``full_rank_max_mb`` the refit is factorised, and so are validation's fits, whose head
     (without its held-out items) can be smaller and fit it. The learn stage and eval's
-    collaborative rows call it."""
+    collaborative rows call it; the gate refits the candidate with the grid it returned
+    (``Learned.grid``)."""
     head = collab.head_items(counts_of_rows(histories, n_items), cfg.max_dense_items)
     if collab.full_rank_fits(len(head), n_items, dim, cfg.full_rank_max_mb):
         return cfg
@@ -161,7 +163,7 @@ def learn(inter: Interactions, content: np.ndarray, cfg: CollabConfig, seed: int
         seconds=round(time.perf_counter() - started, 2))
     recent = recent_histories(histories, times, n, cfg.recent_days) if choice.recent_weight else None
     return Learned(model, report, projection, counts_of_rows(histories, n) if model is not None else None, outcome,
-                   recent)
+                   recent, cfg)
 
 
 def index_vectors(content: np.ndarray, learned: Learned | None) -> np.ndarray:

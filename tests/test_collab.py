@@ -312,3 +312,10 @@ def test_validation_fits_the_form_the_version_will_have_when_only_its_smaller_he
     assert learned.hybrid and not learned.model.info["full_rank"]  # the whole window's head is past the budget
     assert learned.report.to_manifest()["validation"]["width"][0]["rank"] == 8  # validation's model: factorised too
     assert learned.choice.rank == learned.model.query.shape[1]  # the width published is the one validated
+    # the promotion gate refits the candidate on fewer interactions (a head that fits): in the version's form
+    from groundrec.offline.gate import candidate_system
+
+    before = [h[h < bundles.size] for h in histories]  # without the items only some users bought
+    assert collab.fit_grid(before, n, content, learned.grid.model_copy(update={"full_rank_max_mb": budget}), 10.0).exact
+    candidate = candidate_system(learned, content, before)
+    assert not candidate.model.exact and candidate.model.rank == learned.model.rank
