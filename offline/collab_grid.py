@@ -68,6 +68,13 @@ class CollabGrid(StrictModel):
                                                    "interactions in the window's last recent_days), added to every "
                                                    "list's scores; the best on validation, kept where it beats none by "
                                                    "more than one standard error of the paired differences (0: none)")
+    profile_half_life_days: list[float] = Field(default_factory=lambda: [1.0, 7.0, 30.0],
+                                                description="content alone (weight 0): the content profile's "
+                                                            "recency, each history item weighted by 0.5 ** (its days "
+                                                            "before the newest / half-life) (the recency strategy); the "
+                                                            "best on validation, kept where it beats the mean by more "
+                                                            "than one standard error of the paired differences, and "
+                                                            "served as the version's default (0 or []: the mean)")
     recent_days: float = Field(30.0, gt=0, description="the days the recent-popularity prior counts interactions in "
                                "(up to the window's latest)")
     refine: bool = Field(True, description="after the grid, try reg and half_life halfway (geometrically) to the "
@@ -77,7 +84,8 @@ class CollabGrid(StrictModel):
     max_dense_items: int = Field(20_000, ge=2, description="EASE fits the most-interacted this many items "
                                  "(~12 bytes x items^2 of memory while fitting); the others come from content")
 
-    @field_validator("reg", "weight", "half_life", "fresh_weight", "fresh_slots", "recent_weight")
+    @field_validator("reg", "weight", "half_life", "fresh_weight", "fresh_slots", "recent_weight",
+                     "profile_half_life_days")
     @classmethod
     def _non_negative(cls, v: list[float]) -> list[float]:
         if any(x < 0 for x in v):

@@ -27,7 +27,7 @@ from groundrec.offline import collab
 from groundrec.offline.evaluation.metrics import per_user_metrics
 from groundrec.offline.evaluation.sequence_system import SequenceSystem
 from groundrec.offline.evaluation.stats import paired_test
-from groundrec.offline.evaluation.systems import ContentSystem, System, hybrid_system
+from groundrec.offline.evaluation.systems import System, hybrid_system, version_content
 from groundrec.offline.interactions import Interactions
 from groundrec.shared import artifact
 from groundrec.shared.errors import UserError
@@ -165,7 +165,7 @@ def serving_system(path: Path) -> tuple[System, dict[str, int]]:
               if artifact.WINDOW_INTERACTIONS in table.column_names else np.zeros(len(ids)))
     c = manifest.collab
     prior = Searcher.version_recent_prior(manifest, table)  # as the service reads it
-    system = ContentSystem("serving", "published", content, counts, recent_prior=prior)
+    system = version_content("serving", "published", content, counts, prior, manifest.profile_half_life_days)
     if c:
         model = collab.CollabModel(np.load(files.collab_query), np.load(files.collab_item), np.ones(len(ids), bool))
         projection = (Projection(np.load(files.project_item), np.load(files.project_query))
@@ -197,7 +197,8 @@ def candidate_system(learned, content: np.ndarray, before: list[np.ndarray], see
     counts = counts_of_rows(before, len(content))
     choice = learned.choice if learned is not None else None
     prior = Searcher.recent_prior_of(choice.recent_weight, recent) if choice is not None else None
-    system = ContentSystem("candidate", "published", content, counts, recent_prior=prior)
+    system = version_content("candidate", "published", content, counts, prior,
+                             choice.profile_half_life_days if choice is not None else 0.0)
     if choice is None or not choice.hybrid:
         return system
     model = fit_chosen(before, len(content), content, learned.grid, choice, seed)

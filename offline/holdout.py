@@ -13,7 +13,7 @@ import numpy as np
 
 from groundrec.offline import collab
 from groundrec.shared.scoring.collab import collab_queries, hybrid_queries, index_rows
-from groundrec.shared.scoring.profiles import latest, mean_profiles
+from groundrec.shared.scoring.profiles import latest, recency_profiles
 from groundrec.shared.scoring.ranking import lift, target_in_top_k, target_in_top_k_of_blends, top_k_matrix
 
 K = 20
@@ -162,8 +162,13 @@ def hits(scores: np.ndarray, seen: list[np.ndarray], targets: np.ndarray) -> np.
     return target_in_top_k(scores, seen, targets, K)
 
 
-def content_profiles(content: np.ndarray, histories: list[np.ndarray]) -> np.ndarray:
-    return mean_profiles(content, [latest(h) for h in histories])
+def content_profiles(content: np.ndarray, histories: list[np.ndarray], times: list[np.ndarray] | None = None,
+                     half_life_days: float = 0.0) -> np.ndarray:
+    """Each history's content profile as the version serves it by default: the mean, or with
+    ``half_life_days`` (and each history's ``times``) the recency profile."""
+    if half_life_days:
+        return recency_profiles(content, histories, times, half_life_days)
+    return recency_profiles(content, [latest(h) for h in histories], [], 0.0)
 
 
 def _chunks(owner: np.ndarray):

@@ -162,6 +162,8 @@ def run_job(cfg: JobConfig, progress: bool = True) -> JobSummary:
                                   index_report.to_dict(), export_report, dict(clock.times),
                                   learned.report if learned else None, notes)
         manifest.gate = gate.to_manifest()
+        if learned is not None and learned.choice.profile_half_life_days:  # the content profile's recency it chose
+            manifest.default_strategy = "recency"
         if learned is not None and learned.sequence is not None:
             manifest.sequence = learned.sequence.to_manifest()
             if learned.sequence.published:

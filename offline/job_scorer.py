@@ -37,13 +37,18 @@ class JobScorer:
     (each user's rows are scored from one list: ``owner``, each row's user)."""
 
     def __init__(self, content: np.ndarray, held_out: HeldOut, cfg: CollabConfig, seed: int = 0,
-                 recent: RecentAsOf | None = None):
+                 recent: RecentAsOf | None = None, times: list[np.ndarray] | None = None):
         self.content, self.held_out, self.cfg, self.seed = content, held_out, cfg, seed
         self.recent_counts, self.recent = recent, recent is not None  # each validation user's, as of their time
         self.train, self.held, self.targets = held_out.train, held_out.histories, held_out.targets
         self.user_held, self.owner = held_out.user_histories, held_out.rows
         self.content_dim = content.shape[1]
         self.profiles = content_profiles(content, self.user_held)
+        # each held-out user's times before their block (``times``: every user's, sorted): the
+        # content profile's recency can be scored (content alone's ``tune_profile``)
+        self.profile_times = times is not None
+        self._user_times = [times[u][:len(self.train[u])] for u in held_out.users] if times is not None else None
+        self._recency: dict[float, np.ndarray] = {0.0: self.profiles}
         self.scores: dict[str, float] = {}
         self.fits: dict[tuple[float, float], collab.CollabModel] = {}
         self.projections: dict[int, collab.Projection] = {}
@@ -79,17 +84,26 @@ class JobScorer:
         prior = self.prior(choice)
         return None if prior is None else (lambda rows: prior(self.owner[rows]))
 
+    def profiles_at(self, half_life_days: float) -> np.ndarray:
+        """The held-out users' content profiles with that recency (0: the mean, ``profiles``)."""
+        if half_life_days not in self._recency:
+            self._recency[half_life_days] = content_profiles(self.content, self.user_held, self._user_times,
+                                                             half_life_days)
+        return self._recency[half_life_days]
+
     def _published(self, model: collab.CollabModel, weight: float, projection: collab.Projection | None,
-                   half_life: float, new: np.ndarray | None = None, fresh=((0.0, 0),), prior=None) -> dict:
-        hits = published_hits(model, self.content, self.profiles, self.user_held, self.targets, weight, projection,
-                              half_life, new, fresh, self.owner, prior)
+                   half_life: float, new: np.ndarray | None = None, fresh=((0.0, 0),), prior=None,
+                   profile_days: float = 0.0) -> dict:
+        hits = published_hits(model, self.content, self.profiles_at(profile_days), self.user_held, self.targets, weight,
+                              projection, half_life, new, fresh, self.owner, prior)
         return {key: self.held_out.per_user(value) for key, value in hits.items()}
 
     def published_lists(self, choice: HybridChoice) -> np.ndarray:
         """The hybrid's top-K lists of the validation rows at ``choice`` as published (its freshness
         prior and kept places): the new items a ``sequence`` list of that version holds."""
         c = choice
-        return published_lists(self.fitted(c.reg, c.dropout).truncated(c.rank), self.content, self.profiles,
+        return published_lists(self.fitted(c.reg, c.dropout).truncated(c.rank), self.content,
+                               self.profiles_at(c.profile_half_life_days),
                                self.user_held, c.weight, self.projections.get(c.rank) if c.projected else None,
                                c.half_life, self.new, c.fresh_weight, c.fresh_slots, self.owner, self.prior(c))
 
@@ -124,8 +138,10 @@ class JobScorer:
         c = choice
         hits = self._published(self.fitted(c.reg, c.dropout).truncated(c.rank), c.weight,
                                self.projections.get(c.rank) if c.projected else None, c.half_life, self.new, tuple(fresh),
-                               self.prior(c))
+                               self.prior(c), c.profile_half_life_days)
         for fw, slots in fresh:
             self.scores[f"published fresh_weight={fw:g}" + (f" fresh_slots={slots}" if slots else "") +
-                        (f" recent_weight={c.recent_weight:g}" if c.recent_weight else "")] = float(hits[fw, slots].mean())
+                        (f" recent_weight={c.recent_weight:g}" if c.recent_weight else "") +
+                        (f" profile_half_life_days={c.profile_half_life_days:g}" if c.profile_half_life_days else "")
+                        ] = float(hits[fw, slots].mean())
         return [hits[point] for point in fresh]

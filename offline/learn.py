@@ -130,7 +130,7 @@ def learn(inter: Interactions, content: np.ndarray, cfg: CollabConfig, seed: int
         at = [times[u][len(held_out.train[u])] for u in held_out.users]  # each validation user's held-out time
         recent = RecentAsOf(*flat_histories(held_out.train, times), at, n, cfg.recent_days) if any(
             cfg.recent_weight) else None
-        scorer = JobScorer(content, held_out, cfg, seed, recent)
+        scorer = JobScorer(content, held_out, cfg, seed, recent, times)
         choice, tuning = tune_hybrid(cfg, scorer, "collab")
         scores = scorer.scores
         if sequence is not None and sequence.active(True):

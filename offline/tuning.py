@@ -14,10 +14,13 @@ once, on the one selection procedure (``selection.search``, ``selection.coarse_t
    ``rank_tolerance`` of the full model's score, and that clearly costs neither slice of the
    users (cold, warm: the scorer's ``slices``), is published; then the projection to the
    content's width by the same rule;
-3. where the scorer can score it (``recent``), the version's recent-popularity prior on the
+3. for content alone, where the scorer has the histories' times (``profile_times``), the
+   content profile's recency (``tune_profile``: the ``recency`` strategy's half-life in days),
+   kept only where it beats the mean by more than one standard error;
+4. where the scorer can score it (``recent``), the version's recent-popularity prior on the
    published scoring (content alone's too, its last stage): the best weight, kept only where
    it beats none by more than one standard error of the paired per-user differences;
-4. the freshness prior's weight on the published scoring with that prior (the largest within
+5. the freshness prior's weight on the published scoring with that prior (the largest within
    one standard error of the best: a new item has no recent interactions, so its lift is
    chosen against the prior it competes with), then the places kept for new items (the most
    within it).
@@ -56,6 +59,7 @@ class HybridChoice:
     fresh_weight: float = 0.0  # added to the score of an item with no interaction
     fresh_slots: int = 0  # of each list, the places kept for such items
     recent_weight: float = 0.0  # the recent-popularity prior's weight (x ln(1 + recent interactions))
+    profile_half_life_days: float = 0.0  # content alone: the content profile's recency in days (0: the mean)
 
     @property
     def hybrid(self) -> bool:
@@ -90,6 +94,7 @@ class HybridTuning:
     width: list[dict] = field(default_factory=list)
     width_folds: list[dict] = field(default_factory=list)  # the rule on one half of the users, checked on the other
     recent: Search | None = None  # the recent-popularity prior's search (None: not scored)
+    profile: Search | None = None  # content alone: the content profile's recency (None: not scored)
 
     @property
     def widened(self) -> list[dict]:
@@ -107,7 +112,7 @@ class HybridTuning:
     def last(self) -> Search:
         """The last stage that scored the published setting: its chosen point's per-user scores
         are the version's validation scores."""
-        return self.slots or self.recent or self.grid
+        return self.slots or self.recent or self.profile or self.grid
 
 
 class HybridScorer(Protocol):
@@ -121,6 +126,7 @@ class HybridScorer(Protocol):
     slices: dict[str, np.ndarray]
     has_new: bool  # whether any item has no training interaction (else a lift or a place changes no list)
     recent: bool  # whether ``published`` scores ``choice.recent_weight`` (the recent-popularity prior)
+    profile_times: bool  # whether ``published`` scores ``choice.profile_half_life_days`` (the histories' times)
 
     def hybrid(self, reg: float, dropout: float, half_life: float, weights: list[float]) -> list[np.ndarray]:
         """Per-user scores of content + each weight x the collaborative model (reg, dropout)
@@ -138,7 +144,7 @@ class HybridScorer(Protocol):
     def published(self, choice: HybridChoice, fresh: list[tuple[float, int]]) -> list[np.ndarray]:
         """Per-user scores of ``choice`` as published (its rank, its projection, its
         recent-popularity prior), for each (freshness prior weight, places kept for new items);
-        for content alone (weight 0), content's with its prior."""
+        for content alone (weight 0), content's with its prior and its profile's recency."""
 
 
 def by_model(points: list[dict],
@@ -165,8 +171,9 @@ def tune_hybrid(grid: CollabGrid, scorer: HybridScorer, section: str) -> tuple[H
     choice = HybridChoice(float(reg), float(dropout), float(half_life), float(weight), scorer.full_rank(reg, dropout),
                           score=found.score)
     if not choice.weight:
+        choice, profile = tune_profile(grid, scorer, choice, section)
         choice, recent = tune_recent(grid, scorer, choice, section)
-        return choice, HybridTuning(found, recent=recent)
+        return choice, HybridTuning(found, recent=recent, profile=profile)
     full = found.scores[tuple(found.chosen[axis] for axis in HYBRID_AXES)]  # per user, the full model
     width = narrowest(choice.rank, full, grid.rank_tolerance, lambda r: scorer.at_rank(choice, r),
                       (lambda r: scorer.projected(choice, r)) if grid.project else None, grid.rank,
@@ -219,9 +226,34 @@ def tune_recent(grid: CollabGrid, scorer: HybridScorer, choice: HybridChoice,
                    lambda points: [scorer.published(replace(choice, recent_weight=p["recent_weight"]), [published])[0]
                                    for p in points],
                    widenings=grid.widenings, section=section)
-    best = float(found.chosen["recent_weight"])
-    rule = beats_by_one_standard_error(found.scores[(best,)], found.scores[(0.0,)])
-    weight = best if best and rule["wins"] else 0.0
-    found = replace(found, chosen={"recent_weight": weight}, score=float(found.scores[(weight,)].mean()),
-                    rule={"best": best, **rule}, warnings=found.warnings if weight else [])  # none published: no edge
+    weight, found = _kept_if_it_beats_none(found, "recent_weight")
     return replace(choice, recent_weight=weight, score=found.score), found
+
+
+def tune_profile(grid: CollabGrid, scorer: HybridScorer, choice: HybridChoice,
+                 section: str) -> tuple[HybridChoice, Search | None]:
+    """Content alone: the content profile's recency, the half-life in days of the ``recency``
+    strategy (each history item weighs 0.5 ** (its days before the newest / half-life)), the
+    best of ``grid.profile_half_life_days`` kept only where it beats the mean on the same users
+    by more than one standard error of the paired differences (``tune_recent``'s rule); the
+    version then serves it by default. A hybrid's recency is its collaborative query's
+    (``half_life``, in items). None where the scorer has no times or the grid holds none."""
+    if not getattr(scorer, "profile_times", False) or not any(grid.profile_half_life_days):
+        return choice, None
+    found = search({"profile_half_life_days": sorted({0.0, *grid.profile_half_life_days})},
+                   lambda points: [scorer.published(replace(choice, profile_half_life_days=p["profile_half_life_days"]),
+                                                    [(0.0, 0)])[0] for p in points], section=section)
+    days, found = _kept_if_it_beats_none(found, "profile_half_life_days")
+    return replace(choice, profile_half_life_days=days, score=found.score), found
+
+
+def _kept_if_it_beats_none(found: Search, axis: str) -> tuple[float, Search]:
+    """The best value of a one-axis search, kept only where it beats 0 (none) by more than one
+    standard error of the paired per-user differences (``selection.beats_by_one_standard_error``,
+    the learned encoder's rule, here for the best of several values: a looser bar); the search
+    with what is published as ``chosen`` and the paired comparison as ``rule``."""
+    best = float(found.chosen[axis])
+    rule = beats_by_one_standard_error(found.scores[(best,)], found.scores[(0.0,)])
+    value = best if best and rule["wins"] else 0.0
+    return value, replace(found, chosen={axis: value}, score=float(found.scores[(value,)].mean()),
+                          rule={"best": best, **rule}, warnings=found.warnings if value else [])  # none: no edge

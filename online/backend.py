@@ -12,6 +12,7 @@ from groundrec.online.schemas import UserQuery
 
 class Backend(Protocol):
     version_id: str
+    default_strategy: str  # the version's profile strategy for a request that names none (its manifest's)
 
     @property
     def alive(self) -> bool:

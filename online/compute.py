@@ -13,6 +13,7 @@ from groundrec.online.config import ServeConfig
 from groundrec.online.live_checks import remembered
 from groundrec.online.live_sharing import encoded_vectors, live_timeout
 from groundrec.online.version import VersionError
+from groundrec.shared import artifact
 
 log = logging.getLogger("groundrec.serve")
 __all__ = ["ComputeDied", "ComputeProcess", "RemoteServing"]
@@ -25,6 +26,8 @@ class RemoteServing:
     ``compute_timeout_s``) is replaced by the standby at once and the call in flight is
     retried there, once; a new standby is then started in the background. Without a standby
     the replacement is started on the spot and the call waits (the queue's bound sheds the rest)."""
+
+    default_strategy: str = artifact.DEFAULT_STRATEGY  # the version's (``start`` reads its manifest)
 
     def __init__(self, version_id: str, limits: ServeConfig, start_child, popularity: dict | None = None):
         self.version_id, self.limits = version_id, limits
@@ -45,7 +48,9 @@ class RemoteServing:
     @classmethod
     def start(cls, cfg: ServeConfig, version_id: str, path: str | Path, popularity: dict | None = None) -> RemoteServing:
         """Start a child (and its standby) serving the version in the local folder ``path``."""
-        return cls(version_id, cfg, lambda pop: ComputeProcess(cfg, version_id, path, pop), popularity)
+        backend = cls(version_id, cfg, lambda pop: ComputeProcess(cfg, version_id, path, pop), popularity)
+        backend.default_strategy = artifact.read_manifest(path).default_strategy  # what the child checked at its load
+        return backend
 
     @property
     def alive(self) -> bool:

@@ -23,7 +23,9 @@ class ServeConfig(StrictModel):
     fallback: Literal["popular", "error"] = "popular"
     interactions: Path | None = Field(None, description="Parquet/CSV/JSONL of interactions: item popularity")
     interactions_item_column: str = "item_id"
-    half_life_days: float = Field(30.0, gt=0)
+    half_life_days: float | None = Field(None, gt=0, description="the recency strategy's half-life in days; None: "
+                                         "the version's own (chosen by its job for a content-only version, then "
+                                         "its default strategy), else 30")
     n_interests: int = Field(3, ge=1, le=16)
     max_per: dict[str, Annotated[int, Field(ge=1)]] | None = Field(
         None, description="default of a request's max_per: at most this many items per value of a column, e.g. "

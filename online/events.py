@@ -22,6 +22,7 @@ from groundrec.online.config import ServeConfig
 from groundrec.online.errors import Disabled, Reply, Unavailable, Unprocessable
 from groundrec.online.report.attribution import id_in_time, id_time
 from groundrec.online.schemas import EventsRequest, HistoryEntry, RecommendRequest, UserQuery
+from groundrec.shared.artifact import DEFAULT_STRATEGY
 from groundrec.shared.errors import UserError
 from groundrec.shared.events import Event, EventStore, StoreUnavailable, open_store
 from groundrec.shared.scoring import READS_TIME_OR_WEIGHT
@@ -199,23 +200,25 @@ class Events:
                               f"in the request still works): {e}") from None
 
     @staticmethod
-    def _entries(q: UserQuery, stored: list[tuple[str, float, float]]) -> list:
+    def _entries(q: UserQuery, stored: list[tuple[str, float, float]], default: str) -> list:
         """The stored events as history entries: with their time and weight where the query's
-        profile reads them (recency, weighted), bare ids otherwise (the same profile, and a
-        query several times cheaper to hand to the compute process)."""
-        if q.strategy in READS_TIME_OR_WEIGHT:
+        profile reads them (recency, weighted: its own strategy, else the version's ``default``),
+        bare ids otherwise (the same profile, and a query several times cheaper to hand to the
+        compute process)."""
+        if (q.strategy or default) in READS_TIME_OR_WEIGHT:
             return [HistoryEntry.model_construct(item_id=i, timestamp=t, weight=w) for i, t, w in stored]
         return [i for i, _, _ in stored]
 
-    async def with_histories(self, body: RecommendRequest | UserQuery):
-        """``body`` with each user_id's stored history before the history it sent."""
+    async def with_histories(self, body: RecommendRequest | UserQuery, default: str = DEFAULT_STRATEGY):
+        """``body`` with each user_id's stored history before the history it sent (``default``:
+        the strategy of the version that answers a query naming none)."""
         batch = isinstance(body, RecommendRequest) and body.batch is not None
         queries = body.batch if batch else [body]
         asking = [q for q in queries if q.user_id is not None]
         if not asking:
             return body
         stored = await self._histories([q.user_id for q in asking])
-        filled = {id(q): q.model_copy(update={"history": self._entries(q, h) + q.history}) for q, h in zip(asking, stored)}
+        filled = {id(q): q.model_copy(update={"history": self._entries(q, h, default) + q.history}) for q, h in zip(asking, stored)}
         if batch:
             return body.model_copy(update={"batch": [filled.get(id(q), q) for q in queries]})
         return filled[id(body)]

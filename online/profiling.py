@@ -56,11 +56,14 @@ def load_sequence(files, version: LoadedVersion, threads: int | None = 1):
 
 def check_default_strategy(version: LoadedVersion) -> str:
     """The version's default strategy, refused when this server cannot serve it to a request
-    that names none (the histories read by user_id carry no times or weights)."""
+    that names none: ``weighted`` (a history read by user_id has no weights), ``recency``
+    without the half-life its job chose (``Manifest.profile_half_life_days``)."""
     default = version.manifest.default_strategy
-    if default not in VECTOR_STRATEGIES + ("sequence",) or default in READS_TIME_OR_WEIGHT:
+    chosen_recency = default == "recency" and version.manifest.profile_half_life_days > 0
+    if default not in VECTOR_STRATEGIES + ("sequence",) or (default in READS_TIME_OR_WEIGHT and not chosen_recency):
         raise VersionError(f"version {version.path.name}: default_strategy {default!r} cannot be a default here; "
-                           f"use one of mean, multi_interest, sequence")
+                           f"use one of mean, multi_interest, sequence, or recency with the manifest's "
+                           f"profile_half_life_days")
     return default
 
 
@@ -70,8 +73,14 @@ class Profiles:
     ``half_life_days``, ``n_interests``, ``encoder``, ``searcher``)."""
 
     def strategy_of(self, q: UserQuery) -> str:
-        """The strategy that builds this query's profile: its own, else the version's."""
-        return q.strategy or self.default_strategy
+        """The strategy that builds this query's profile: its own, else the version's (its
+        ``recency`` the mean where an item of the history has no time: a history sent as bare
+        ids weighs each item alike)."""
+        if q.strategy:
+            return q.strategy
+        if self.default_strategy == "recency" and any(isinstance(h, str) or h.timestamp is None for h in q.history):
+            return "mean"
+        return self.default_strategy
 
     def _profile(self, q: UserQuery, text_vector: np.ndarray | None = None) -> Profile:
         if self.strategy_of(q) == "sequence":

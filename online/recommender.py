@@ -30,6 +30,7 @@ from groundrec.online.impressions import ImpressionLog, new_recommendation_id
 from groundrec.online.metrics import ServiceMetrics
 from groundrec.online.schemas import RecommendRequest, SearchRequest, UserQuery
 from groundrec.online.serving import Shown, checked
+from groundrec.shared import artifact
 from groundrec.shared.errors import UserError
 from groundrec.online.threads import limit_threads
 
@@ -148,7 +149,9 @@ class Recommender:
     async def _queued(self, version: str, query, receive) -> Shown | bytes:
         """``query`` (its user's history filled in) answered by ``version`` in the next batch
         (a ``Shown`` for one user, the JSON of a batch request)."""
-        job = self.batcher.enqueue((version, await self.events.with_histories(query)))
+        backend = self.holder.backend(version) or self.holder.current  # whose default strategy fills the history
+        default = backend.default_strategy if backend is not None else artifact.DEFAULT_STRATEGY
+        job = self.batcher.enqueue((version, await self.events.with_histories(query, default)))
         if receive is None:
             return await job
         watcher = asyncio.ensure_future(_cancel_when_gone(receive, job))

@@ -101,6 +101,10 @@ class Serving:
     alive: ClassVar[bool] = True  # answered in this process (``compute.RemoteServing`` may die)
     threads: ClassVar[None] = None  # this process's pools: the service reports them itself
 
+    @property
+    def default_strategy(self) -> str:
+        return self.retriever.default_strategy
+
     def answer(self, items: list[UserQuery]) -> list[Shown | bytes | UserError]:
         """JSON answers for checked requests gathered from many callers, in order: the
         single-user ones in one batched search, each batch request as its own. A request that
@@ -243,7 +247,8 @@ def build_serving(cfg: ServeConfig, version_id: str, path, popularity: dict[str,
                                threads=cfg.compute_threads)
                if files.has_encoder else None)
     retriever = Retriever(version, popularity=popularity, encoder=encoder, fallback=cfg.fallback,
-                          half_life_days=cfg.half_life_days, n_interests=cfg.n_interests,
+                          half_life_days=cfg.half_life_days or version.manifest.profile_half_life_days or 30.0,
+                          n_interests=cfg.n_interests,
                           max_history=cfg.max_history, max_per=cfg.max_per,
                           sequence=load_sequence(files, version, cfg.compute_threads))
     return Serving(version_id, retriever, cfg)

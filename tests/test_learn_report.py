@@ -19,11 +19,11 @@ from groundrec.shared import artifact
 # The manifest's record of a learn stage, in order: readers (the service, scripts) depend on it.
 HYBRID_KEYS = ["model", "rank", "full_rank", "reg", "dropout", "users", "interactions", "items_with_interactions", "head_items",
                "max_dense_items", "items_from_content", "fit_seconds", "weight", "query_half_life", "fresh_weight",
-               "fresh_slots", "recent_weight", "recent_days", "hybrid", "projection", "window", "validation", "learn_seconds"]
+               "fresh_slots", "recent_weight", "recent_days", "profile_half_life_days", "hybrid", "projection", "window", "validation", "learn_seconds"]
 CONTENT_KEYS = ["model", "rank", "reg", "dropout", *HYBRID_KEYS[HYBRID_KEYS.index("weight"):]]
 WINDOW_KEYS = ["days", "from", "to", "interactions", "users", "unknown_items_dropped"]
 VALIDATION_KEYS = ["users", "items", "metric", "chosen", "scores", "grid", "widened", "grid_warnings", "fresh", "fresh_slots",
-                   "recent", "width", "width_folds"]
+                   "recent", "profile", "width", "width_folds"]
 CHOSEN_KEYS = ["reg", "dropout", "half_life", "weight", "rank", "full_rank", "projected", "score"]
 
 
@@ -170,3 +170,40 @@ def test_a_large_catalog_holds_out_fewer_items_within_the_scoring_budget(monkeyp
     monkeypatch.setattr(holdout, "SCORED_CELLS", 60 * len(content))
     report = learn(inter, content, cfg).report
     assert (report.validation_users, report.validation_items) == (60, 60)
+
+
+def test_content_alone_records_the_profile_recency_its_validation_chose(tmp_path):
+    """Each user's last two days are of one cluster, the ten days before of any: the learn stage
+    (content alone: the grid holds weight 0 only) scores the recency half-lives on validation,
+    keeps the one that beats the mean, and the manifest records it (with its search); the
+    version's content part, as eval and the gate make it, is that recency profile."""
+    from groundrec.offline.evaluation.systems import version_content
+
+    rng = np.random.default_rng(5)
+    centres = rng.normal(size=(12, 16))
+    label = np.repeat(np.arange(12), 10)
+    content = (centres[label] + 0.3 * rng.normal(size=(120, 16))).astype(np.float32)
+    content /= np.linalg.norm(content, axis=1, keepdims=True)
+    rows, items, ts = [], [], []
+    for u in range(300):
+        old = [int(rng.integers(120)) for _ in range(20)]
+        last = rng.choice(np.flatnonzero(label == rng.integers(12)), 5, replace=False).tolist()
+        days = [d // 2 for d in range(20)] + [10, 10, 10, 11, 11]
+        rows += [u] * 25
+        items += old + last
+        ts += [d * 86_400.0 + u for d in days]
+    inter = Interactions(np.array(rows), np.array(items), np.array(ts), [f"u{u}" for u in range(300)], 0)
+    cfg = CollabConfig(rank=16, weight=[0.0], recent_weight=[0.0], valid_items=300)  # one held-out item a user
+    learned = learn(inter, content, cfg)
+    c = learned.choice
+    assert not learned.hybrid and c.profile_half_life_days == 1.0
+    search = learned.report.tuning.profile
+    assert search.rule["wins"] and search.rule["diff"] > 0.1
+    recorded = _recorded(tmp_path, learned.report)
+    assert recorded.profile_half_life_days == c.profile_half_life_days
+    assert recorded.learn["validation"]["profile"]["chosen"] == {"profile_half_life_days": c.profile_half_life_days}
+    system = version_content("v", "r", content, np.ones(120), None, c.profile_half_life_days)
+    assert system.strategy == "recency" and system.half_life_days == c.profile_half_life_days
+    assert version_content("v", "r", content, np.ones(120), None, 0.0).strategy == "mean"
+    kept = learn(inter, content, cfg.model_copy(update={"profile_half_life_days": []}))
+    assert kept.choice.profile_half_life_days == 0.0 and kept.report.tuning.profile is None

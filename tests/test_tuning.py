@@ -266,3 +266,52 @@ def test_a_recent_prior_better_only_within_the_paired_noise_is_not_published():
     assert noisy.mean() > base.mean() and rule["best"] == 0.1 and not rule["wins"] and 0 < rule["diff"] < rule["se"]
     assert choice.recent_weight == 0.0 and tuning.recent.chosen == {"recent_weight": 0.0}
     assert choice.score == pytest.approx(base.mean())
+
+
+class ProfileScorer(RecentScorer):
+    """A scorer with the histories' times: published means by the content profile's half-life
+    (days), plus the recent prior's by its weight."""
+
+    profile_times = True
+
+    def __init__(self, hybrid, by_days, by_weight=None, **kw):
+        super().__init__(hybrid, by_weight or {0.0: 0.0}, **kw)
+        self.by_days = by_days
+
+    def published(self, choice, fresh):
+        self.calls.append(("published", choice, list(fresh)))
+        return [_hits(self.by_days[choice.profile_half_life_days] + self.by_weight.get(choice.recent_weight, 0.0))
+                for _ in fresh]
+
+
+def test_content_alone_serves_the_profile_recency_that_beats_the_mean_and_its_prior_is_chosen_with_it():
+    """Content alone: the best half-life (1 and 7 days tie: the first) beats the mean by far, so
+    it is published, and the recent prior's search after it scores with it; a half-life within
+    the noise of the mean, a hybrid (its recency is the query's), a scorer without times or a
+    grid without half-lives keep the mean."""
+    by_days = {0.0: 0.5, 1.0: 0.6, 7.0: 0.6, 30.0: 0.55}
+    content = ProfileScorer(lambda reg, d, hl, w: 0.5, by_days, {0.0: 0.0, 0.1: 0.1})
+    choice, tuning = tune_hybrid(_grid(recent_weight=[0.0, 0.1]), content, "collab")
+    assert choice.weight == 0.0 and choice.profile_half_life_days == 1.0 and choice.recent_weight == 0.1
+    assert tuning.profile.chosen == {"profile_half_life_days": 1.0} and tuning.profile.rule["wins"]
+    assert choice.score == pytest.approx(0.7) and tuning.last is tuning.recent
+    calls = content.named("published")
+    assert [c[1].profile_half_life_days for c in calls[:4]] == [0.0, 1.0, 7.0, 30.0]  # the profile's stage first
+    assert all(c[1].profile_half_life_days == 1.0 for c in calls[4:]) and {c[1].recent_weight for c in calls[4:]} == {0.0, 0.1}
+    rng = np.random.default_rng(0)
+    base = rng.random(USERS)
+    noisy = base + rng.choice([-0.2, 0.2], USERS) + 0.004  # higher, within the paired noise
+
+    class Noisy(ProfileScorer):
+        def published(self, choice, fresh):
+            return [noisy if choice.profile_half_life_days == 7.0 else base for _ in fresh]
+
+    choice, tuning = tune_hybrid(_grid(), Noisy(lambda reg, d, hl, w: 0.5, by_days), "collab")
+    assert choice.profile_half_life_days == 0.0 and tuning.profile.rule["best"] == 7.0 and not tuning.profile.rule["wins"]
+    hybrid = ProfileScorer(lambda reg, d, hl, w: 0.6 if w == 1.0 else 0.3, by_days, ranks={4: 0.595, 8: 0.6},
+                           projected={4: 0.59})
+    choice, tuning = tune_hybrid(_grid(), hybrid, "collab")
+    assert choice.weight == 1.0 and choice.profile_half_life_days == 0.0 and tuning.profile is None
+    assert all(c[1].profile_half_life_days == 0.0 for c in hybrid.named("published"))
+    assert tune_hybrid(_grid(profile_half_life_days=[]), content, "collab")[1].profile is None
+    assert tune_hybrid(_grid(), Scorer(lambda reg, d, hl, w: 0.5), "collab")[1].profile is None  # no times

@@ -26,7 +26,7 @@ import numpy as np
 from groundrec.offline.config import CollabConfig
 from groundrec.offline.evaluation.representations import Representation
 from groundrec.offline.evaluation.sequence_system import SEQUENCE, SequenceSystem
-from groundrec.offline.evaluation.systems import ContentSystem, System, hybrid_system
+from groundrec.offline.evaluation.systems import System, hybrid_system, version_content
 from groundrec.offline.interactions import Interactions
 from groundrec.shared.scoring.searcher import Searcher
 
@@ -61,9 +61,10 @@ def published_systems(runner: "Runner", rep: Representation) -> tuple[System, Sy
     learned = learn(inter, rep.vectors, CollabConfig(**grid.model_dump()), cfg.seed, sequence=sequence)
     c = learned.choice
     recent = Searcher.recent_prior_of(c.recent_weight, learned.recent)  # the version's own prior, as it serves it
-    content = ContentSystem(PUBLISHED, rep.name, rep.vectors, data.pop_test, recent_prior=recent)  # a request's defaults
+    content = version_content(PUBLISHED, rep.name, rep.vectors, data.pop_test, recent, c.profile_half_life_days)
     if not learned.hybrid:
-        hybrid = replace(content, params={"weight": 0.0, "recent_weight": c.recent_weight})
+        hybrid = replace(content, params={"weight": 0.0, "recent_weight": c.recent_weight,
+                                          "profile_half_life_days": c.profile_half_life_days})
     else:
         params = {"reg": c.reg, "dropout": c.dropout, "half_life": c.query_half_life, "weight": c.weight,
                   "rank": learned.model.rank, "projected": c.projected, "fresh_weight": c.fresh_weight,

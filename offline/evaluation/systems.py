@@ -146,6 +146,15 @@ class ContentSystem(System):
                                                                               no_profile=self.no_profile(seen))
 
 
+def version_content(name: str, representation: str, content: np.ndarray, popularity: np.ndarray,
+                    recent_prior: np.ndarray | None, profile_half_life_days: float = 0.0) -> ContentSystem:
+    """A version's content part as it answers a request that sets nothing: its default profile
+    (the mean, or the ``recency`` its job chose for a content-only version) and its own
+    recent-popularity prior. eval's published row and the gate's two versions are made here."""
+    recency = {"strategy": "recency", "half_life_days": profile_half_life_days} if profile_half_life_days else {}
+    return ContentSystem(name, representation, content, popularity, recent_prior=recent_prior, **recency)
+
+
 def fused_vectors(text: np.ndarray, visual: np.ndarray) -> np.ndarray:
     """Concatenation of the two unit vectors, re-normalised: cosine = mean of the two cosines
     for item-item similarity. Items lacking either vector get none."""

@@ -200,6 +200,12 @@ class Manifest(BaseModel):
         return float((self.collab or self.learn or {}).get("recent_weight") or 0.0)
 
     @property
+    def profile_half_life_days(self) -> float:
+        """The content profile's recency the job chose for a content-only version, in days (the
+        ``recency`` strategy's half-life; its ``default_strategy`` is then ``recency``); 0: none."""
+        return float((self.collab or self.learn or {}).get("profile_half_life_days") or 0.0)
+
+    @property
     def hybrid_dim(self) -> int:
         """A hybrid vector's full width: the content embedding's plus the collaborative rank."""
         return self.dim + (int(self.collab["rank"]) if self.collab else 0)

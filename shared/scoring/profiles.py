@@ -66,6 +66,20 @@ def mean_profiles(vectors: np.ndarray, histories: list[np.ndarray]) -> np.ndarra
     return unit(sums / sizes[:, None].astype(np.float64))
 
 
+def recency_profiles(vectors: np.ndarray, histories: list[np.ndarray], times: list[np.ndarray],
+                     half_life_days: float) -> np.ndarray:
+    """Each history's ``recency`` profile (``build_profile``'s, from its latest items and their
+    times), one row per history: the profile a version whose job chose ``half_life_days`` serves
+    by default (``Manifest.profile_half_life_days``); 0: ``mean_profiles``."""
+    if not half_life_days:
+        return mean_profiles(vectors, histories)
+    out = np.empty((len(histories), vectors.shape[1]), np.float32)
+    for n, (h, t) in enumerate(zip(histories, times)):
+        out[n] = build_profile(np.asarray(vectors[latest(h)]), "recency", latest(np.asarray(t, np.float64)),
+                               None, half_life_days)[0]
+    return out
+
+
 def latest(history, max_history: int = MAX_HISTORY):
     """The part of a history a profile is built from: its latest ``max_history`` items."""
     return history[-max_history:]
