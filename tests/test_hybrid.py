@@ -350,12 +350,18 @@ def test_weight_zero_publishes_content_only_and_keeps_what_was_tried(hybrid):
     assert cfg.collab.reg == [1.0, 10.0] and cfg.collab.dropout == [0.0, 0.5]
     tried = [(r, (f" dropout={d:g}" if d else "") + (f" half_life={h:g}" if h else ""))
              for r, d in (("1", 0.0), ("10", 0.0), ("1", 0.5)) for h in cfg.collab.half_life]
-    # then content alone's recent-popularity prior, each weight tried on the published scoring
+    # then content alone's profile recency (each half-life in days), then its recent-popularity
+    # prior with the recency chosen, each tried on the published scoring
+    days = manifest.learn["validation"]["profile"]["grid"]["profile_half_life_days"]
+    chosen = manifest.learn["profile_half_life_days"]
     recent = manifest.learn["validation"]["recent"]["grid"]["recent_weight"]
     assert set(manifest.learn["validation"]["scores"]) == {
         "content", *(f"collaborative reg={r}{h}" for r, h in tried), *(f"hybrid reg={r}{h} weight=0" for r, h in tried),
-        *(f"published fresh_weight=0" + (f" recent_weight={w:g}" if w else "") for w in recent)}
-    assert set(cfg.collab.recent_weight) <= set(recent)
+        *(f"published fresh_weight=0" + (f" profile_half_life_days={d:g}" if d else "") for d in days),
+        *(f"published fresh_weight=0" + (f" recent_weight={w:g}" if w else "") +
+          (f" profile_half_life_days={chosen:g}" if chosen else "") for w in recent)}
+    assert set(cfg.collab.recent_weight) <= set(recent) and set(cfg.collab.profile_half_life_days) <= set(days)
+    assert manifest.default_strategy == ("recency" if chosen else "mean")
     assert manifest.learn["query_half_life"] == 0.0  # no collaborative part: nothing to weight
     assert not (summary.version_dir / artifact.COLLAB_QUERY).exists()
     v = load_version(hybrid["root"] / "art0")

@@ -87,3 +87,23 @@ def test_a_default_recency_without_the_job_s_half_life_is_refused(catalog, tmp_p
         build_serving(ServeConfig(artifacts=tmp_path / "art"), "v", path)
     chosen = _publish(tmp_path / "ok", catalog, {"profile_half_life_days": 2.0})
     assert build_serving(ServeConfig(artifacts=tmp_path / "ok"), "v", chosen).retriever.half_life_days == 2.0
+
+
+def test_a_batch_of_the_default_recency_is_ranked_as_each_user_alone(catalog, tmp_path):
+    """The batched profiles (``_mean_profiles``, weighted by each item's time) give each user
+    the list they get alone; a history without times in the same batch gets the mean."""
+    from groundrec.online.schemas import HistoryEntry, UserQuery
+
+    path = _publish(tmp_path / "art", catalog, {"profile_half_life_days": 2.0})
+    retriever = build_serving(ServeConfig(artifacts=tmp_path / "art"), "v", path).retriever
+    rng = np.random.default_rng(7)
+    histories = [rng.choice(N, size=n, replace=False).tolist() for n in (1, 3, 6, 9)]
+    times = [np.sort(rng.uniform(0, 20 * DAY, size=len(h))).tolist() for h in histories]
+    queries = [UserQuery(k=6, history=[HistoryEntry(item_id=f"it{r:02d}", timestamp=t) for r, t in zip(h, ts)])
+               for h, ts in zip(histories, times)]
+    queries.append(UserQuery(k=6, history=[f"it{r:02d}" for r in histories[-1]]))  # bare ids
+    batched = retriever.recommend_batch(queries)
+    for q, b, h, ts in zip(queries, batched, histories + [histories[-1]], times + [None]):
+        alone = retriever.recommend(q)
+        assert [i.item_id for i in b.items] == [i.item_id for i in alone.items] == _ranked(catalog, h, ts, ts and 2.0, 6)
+        assert [i.score for i in b.items] == [i.score for i in alone.items]

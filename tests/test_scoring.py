@@ -12,7 +12,8 @@ from hypothesis.extra.numpy import arrays
 
 from groundrec.shared.scoring import popularity, ranking
 from groundrec.shared.scoring.collab import Projection, collab_queries, hybrid_queries, index_rows, recency_parts
-from groundrec.shared.scoring.profiles import build_profile, mean_profile, mean_profiles, multi_interest, recency_weights
+from groundrec.shared.scoring.profiles import (build_profile, mean_profile, mean_profiles, multi_interest,
+                                               recency_profiles, recency_weights)
 
 VALUES = st.sampled_from([-np.inf, -1.0, 0.0, 0.25, 0.5, 1.0])  # few values: many ties
 # ties, and values whose sums round together in float32
@@ -85,6 +86,24 @@ def test_batched_mean_profiles_are_each_user_s_mean_profile_bit_for_bit():
         assert np.array_equal(mean_profile(vectors[h])[0], row)
     with pytest.raises(ValueError, match="empty history"):
         mean_profiles(vectors, [np.array([1]), np.array([], int)])
+
+
+def test_batched_recency_profiles_are_each_user_s_recency_profile_bit_for_bit(monkeypatch):
+    """The weighted batch (a version's default recency: the job's validation, eval's and the
+    service's batches) gives ``build_profile``'s numbers, gathered whole or a few at a time."""
+    import groundrec.shared.scoring.profiles as profiles
+
+    rng = np.random.default_rng(2)
+    vectors = rng.normal(size=(50, 8)).astype(np.float32)
+    histories = [rng.integers(0, 50, size=n) for n in (1, 4, 9, 2, 6)]
+    times = [np.sort(rng.uniform(0, 40 * DAY, size=len(h))) for h in histories]
+    whole = recency_profiles(vectors, histories, times, 3.0)
+    for h, t, row in zip(histories, times, whole):
+        assert np.array_equal(build_profile(vectors[h], "recency", t, None, 3.0)[0], row)
+        assert not np.allclose(row, mean_profile(vectors[h])[0]) or len(h) == 1  # the times count
+    monkeypatch.setattr(profiles, "GATHER_ROWS", 5)
+    assert np.array_equal(recency_profiles(vectors, histories, times, 3.0), whole)
+    assert np.array_equal(recency_profiles(vectors, histories, times, 0.0), mean_profiles(vectors, histories))
 
 
 def test_mean_profiles_gather_a_few_histories_at_a_time_with_the_same_numbers(monkeypatch):

@@ -44,11 +44,13 @@ def mean_profile(vectors: np.ndarray) -> np.ndarray:
     return weighted_profile(vectors, np.ones(len(vectors)))
 
 
-def mean_profiles(vectors: np.ndarray, histories: list[np.ndarray]) -> np.ndarray:
+def mean_profiles(vectors: np.ndarray, histories: list[np.ndarray],
+                  weights: list[np.ndarray] | None = None) -> np.ndarray:
     """The mean profile of each history (rows of ``vectors``; every history non-empty), one
     row per history: float64 sums in history order divided by the count, as ``mean_profile``
-    computes one. A few array operations per ``GATHER_ROWS`` items of the batch's histories,
-    not a few per user."""
+    computes one; with ``weights`` (per history, one per item, each history's summing above 0)
+    the weighted mean, as ``weighted_profile`` computes one. A few array operations per
+    ``GATHER_ROWS`` items of the batch's histories, not a few per user."""
     sizes = np.array([len(h) for h in histories])
     if len(sizes) == 0:
         return np.zeros((0, vectors.shape[1]), np.float32)
@@ -56,28 +58,30 @@ def mean_profiles(vectors: np.ndarray, histories: list[np.ndarray]) -> np.ndarra
         raise UserError("cannot build a profile from an empty history")
     ends = np.cumsum(sizes)
     firsts = ends - sizes  # where each history starts among all of their items
+    stacked_w = np.concatenate(weights).astype(np.float64) if weights is not None else None
     sums = np.empty((len(sizes), vectors.shape[1]), np.float64)
     start = 0
     while start < len(sizes):  # whole histories, about GATHER_ROWS of their items at a time
         stop = max(start + 1, int(np.searchsorted(ends, firsts[start] + GATHER_ROWS, side="right")))
         stacked = np.asarray(vectors[np.concatenate(histories[start:stop])], dtype=np.float64)
+        if stacked_w is not None:
+            stacked = stacked_w[firsts[start]:ends[stop - 1], None] * stacked
         sums[start:stop] = np.add.reduceat(stacked, firsts[start:stop] - firsts[start], axis=0)
         start = stop
-    return unit(sums / sizes[:, None].astype(np.float64))
+    totals = (sizes.astype(np.float64) if weights is None
+              else np.array([np.asarray(w, np.float64).sum() for w in weights]))  # each as ``w.sum()``
+    return unit(sums / totals[:, None])
 
 
 def recency_profiles(vectors: np.ndarray, histories: list[np.ndarray], times: list[np.ndarray],
                      half_life_days: float) -> np.ndarray:
-    """Each history's ``recency`` profile (``build_profile``'s, from its latest items and their
-    times), one row per history: the profile a version whose job chose ``half_life_days`` serves
-    by default (``Manifest.profile_half_life_days``); 0: ``mean_profiles``."""
+    """Each history's ``recency`` profile (``build_profile``'s numbers, from its latest items and
+    their times), one row per history: the profile a version whose job chose ``half_life_days``
+    serves by default (``Manifest.profile_half_life_days``); 0: ``mean_profiles``."""
     if not half_life_days:
         return mean_profiles(vectors, histories)
-    out = np.empty((len(histories), vectors.shape[1]), np.float32)
-    for n, (h, t) in enumerate(zip(histories, times)):
-        out[n] = build_profile(np.asarray(vectors[latest(h)]), "recency", latest(np.asarray(t, np.float64)),
-                               None, half_life_days)[0]
-    return out
+    return mean_profiles(vectors, [latest(h) for h in histories],
+                         [recency_weights(latest(np.asarray(t, np.float64)), half_life_days) for t in times])
 
 
 def latest(history, max_history: int = MAX_HISTORY):
