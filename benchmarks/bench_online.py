@@ -23,7 +23,7 @@ Usage:
   python benchmarks/bench_online.py text --artifacts DIR
   python benchmarks/bench_online.py batch --artifacts DIR --interactions FILE [--batch 32]
                                           [--compare-artifacts OTHER_DIR] [--gil-contender]
-                                          [--compare-request '{"fresh_slots": 0}'] [--one-product]
+                                          [--compare-request '{"fresh_slots": 0}'] [--one-product] [--timed]
   python benchmarks/bench_online.py serve-memory --artifacts DIR [--workers 2] [--compute thread] [--config serve.yaml]
   python benchmarks/bench_online.py ann [--kind both|hnsw|ivf] [--items 1000000]
   python benchmarks/bench_online.py gemm --artifacts DIR [--batches 1,8,16,32,64] [--compare-artifacts OTHER]
@@ -44,9 +44,10 @@ import numpy as np
 from groundrec.online.loadtest import load_histories
 from groundrec.online.profiling import load_sequence
 from groundrec.online.retrieve import Retriever
-from groundrec.online.schemas import UserQuery
+from groundrec.online.schemas import HistoryEntry, UserQuery
 from groundrec.online.version import load_version
 from groundrec.shared.artifact import VersionFiles
+from groundrec.shared.tables import read_table
 
 
 def _pct(times: list[float]) -> str:
@@ -203,6 +204,18 @@ def _gil_contender() -> threading.Event:
     return stop
 
 
+def _timed_histories(path: str, max_len: int = 50) -> list[list[HistoryEntry]]:
+    """Each user's latest ``max_len`` interactions as history entries with their times (seconds)."""
+    table = read_table(path).sort_by([("user_id", "ascending"), ("timestamp", "ascending")])
+    ts = table.column("timestamp")
+    seconds = (ts.cast("int64").to_numpy() / 1e6 if str(ts.type).startswith("timestamp")
+               else ts.to_numpy().astype(np.float64))  # timestamp[us] or epoch seconds
+    users: dict[str, list[HistoryEntry]] = {}
+    for u, i, t in zip(table.column("user_id").to_pylist(), table.column("item_id").to_pylist(), seconds):
+        users.setdefault(str(u), []).append(HistoryEntry(item_id=str(i), timestamp=float(t)))
+    return [h[-max_len:] for h in users.values()]
+
+
 def batch(args) -> None:
     from groundrec.online.threads import limit_threads
 
@@ -214,7 +227,10 @@ def batch(args) -> None:
     arms = {}
     for path in paths:  # with --compare-artifacts, e.g. a hybrid version against content-only
         version = load_version(path)
-        histories = [[i for i in h if i in version.row_of] for h in load_histories(args.interactions)]
+        if args.timed:  # each item with its time, as the service fills a user_id's history for a default that reads times
+            histories = [[e for e in h if e.item_id in version.row_of] for h in _timed_histories(args.interactions)]
+        else:
+            histories = [[i for i in h if i in version.row_of] for h in load_histories(args.interactions)]
         queries = [UserQuery(history=list(h), k=args.k) for h in histories if h]
         sequence = load_sequence(VersionFiles(version.path), version, 1)  # the encoder, where the version has one
         arms[path] = (Retriever(version, fallback="error", sequence=sequence), queries)
@@ -390,6 +406,8 @@ def main() -> None:
                    "hybrid) scored as one product with its index rows, not split (online/flat_scores.py)")
     b.add_argument("--gil-contender", action="store_true", help="time it beside a thread that always wants the GIL, "
                    "as a busy event loop does in the service")
+    b.add_argument("--timed", action="store_true", help="each history item with its time (as the service fills a "
+                   "user_id's history for a version whose default strategy reads times, e.g. recency), not bare ids")
     m = sub.add_parser("serve-memory")
     m.add_argument("--artifacts", required=True)
     m.add_argument("--encoder-variant", default="fp32", choices=["fp32", "int8"])

@@ -2,7 +2,8 @@
 eval``'s training data (its ``groundrec published`` row: the job's learn stage, served with a
 request's defaults), scored on eval's test users, then with one part of its choice undone at a
 time: the place kept for new items, the freshness lift, the projection, the rank, the content
-weight, the query's half-life, the version's recent prior. Recall@20 with 95% bootstrap
+weight, the query's half-life, the version's recent prior; for a content-only version, its
+recent prior and the content profile's recency (the mean instead). Recall@20 with 95% bootstrap
 intervals and the paired sign-flip p against the published version, on the test users
 (nothing here chooses anything: the choices are the job's, on its own validation).
 
@@ -36,7 +37,7 @@ from groundrec.offline.evaluation.data import read_and_split
 from groundrec.offline.evaluation.published import training_interactions
 from groundrec.offline.evaluation.representations import build_representations
 from groundrec.offline.evaluation.stats import bootstrap_ci, paired_test
-from groundrec.offline.evaluation.systems import ContentSystem, hybrid_system
+from groundrec.offline.evaluation.systems import hybrid_system, version_content
 from groundrec.offline.learn import fit_chosen, histories_in_time_order, in_window, learn
 from groundrec.offline.projection import project
 from groundrec.offline.runners import open_runner
@@ -71,14 +72,14 @@ def main() -> None:
     print(f"the job's learn stage: {time.perf_counter() - started:.1f} s; the process's peak RSS "
           f"{resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1e6:.2f} GB ({before / 1e6:.2f} GB before the learn "
           f"stage); validation {report.validation_users} users, {report.validation_items} items; chosen {c}")
-    if not c.hybrid:
-        print("content alone was published: nothing to undo")
-        return
-    histories = histories_in_time_order(in_window(inter, grid.window_days))
+    histories = histories_in_time_order(in_window(inter, grid.window_days)) if c.hybrid else None
 
     def scored(choice, projected: bool):
         prior = Searcher.recent_prior_of(choice.recent_weight, learned.recent)  # the version's own, as it serves it
-        content = ContentSystem("published", rep.name, rep.vectors, data.pop_test, recent_prior=prior)  # a request's defaults
+        content = version_content("published", rep.name, rep.vectors, data.pop_test, prior,  # a request's defaults
+                                  choice.profile_half_life_days)
+        if not choice.hybrid:
+            return evaluate(content, data.test, [20], data.pop_test, data.n_items)[0]["recall@20"]
         model = fit_chosen(histories, data.n_items, rep.vectors, grid, choice, cfg.seed)
         hl = choice.query_half_life
         projection = project(rep.vectors, model, choice.weight, histories, cfg.seed, hl) if projected else None
@@ -86,16 +87,20 @@ def main() -> None:
                                choice.fresh_slots)
         return evaluate(system, data.test, [20], data.pop_test, data.n_items)[0]["recall@20"]
 
-    variants = {"published": (c, c.projected),
-                "no kept place": (replace(c, fresh_slots=0), c.projected),
-                "no freshness lift, no kept place": (replace(c, fresh_weight=0.0, fresh_slots=0), c.projected),
-                "not projected": (c, False),
-                "full rank, not projected, no lift or place": (replace(c, full_rank=True, fresh_weight=0.0,
-                                                                       fresh_slots=0), False),
-                "half-life 0": (replace(c, half_life=0.0), c.projected)}
+    variants = {"published (content alone)": (c, False)}
+    if c.hybrid:
+        variants = {"published": (c, c.projected),
+                    "no kept place": (replace(c, fresh_slots=0), c.projected),
+                    "no freshness lift, no kept place": (replace(c, fresh_weight=0.0, fresh_slots=0), c.projected),
+                    "not projected": (c, False),
+                    "full rank, not projected, no lift or place": (replace(c, full_rank=True, fresh_weight=0.0,
+                                                                           fresh_slots=0), False),
+                    "half-life 0": (replace(c, half_life=0.0), c.projected)}
+    if c.profile_half_life_days:
+        variants["the mean profile"] = (replace(c, profile_half_life_days=0.0), False)
     if c.recent_weight:
         variants["no recent prior"] = (replace(c, recent_weight=0.0), c.projected)
-    for weight in sorted({c.weight * 3, c.weight * 10, c.weight / 3} - {c.weight}):
+    for weight in sorted({c.weight * 3, c.weight * 10, c.weight / 3} - {c.weight}) if c.hybrid else ():
         variants[f"weight {weight:g}"] = (replace(c, weight=weight), c.projected)
     base = None
     print(f"\n{len(data.test)} test users, recall@20 [95% CI], paired p against the published version\n")
