@@ -116,28 +116,30 @@ def cutoff_of(manifest: artifact.Manifest) -> float:
 
 @dataclass
 class Window:
-    """The users of the window: their histories before it (item ids, oldest first) and the
-    items of the window new to them."""
+    """The users of the window: their histories before it (item ids, oldest first), the
+    items of the window new to them and the histories' times (None: unknown, all alike)."""
 
     histories: list[list[str]]
     targets: list[set[str]]
+    times: list[list[float]] | None = None
 
 
 def window_users(inter: Interactions, item_ids: list[str], cutoff: float, max_users: int, seed: int = 0) -> Window:
     order = np.lexsort((inter.ts, inter.users))
     users, items, ts = inter.users[order], inter.items[order], inter.ts[order]
     cuts = np.flatnonzero(np.diff(users)) + 1
-    histories, targets = [], []
+    histories, targets, times = [], [], []
     for u_items, u_ts in zip(np.split(items, cuts), np.split(ts, cuts)):
         before = [item_ids[i] for i in u_items[u_ts <= cutoff]]
         after = {item_ids[i] for i in u_items[u_ts > cutoff]} - set(before)
         if before and after:
             histories.append(before)
             targets.append(after)
+            times.append(u_ts[u_ts <= cutoff].astype(np.float64).tolist())  # what a version's recency weighs
     if len(histories) > max_users:
         keep = sorted(np.random.default_rng(seed).choice(len(histories), max_users, replace=False).tolist())
-        histories, targets = [histories[n] for n in keep], [targets[n] for n in keep]
-    return Window(histories, targets)
+        histories, targets, times = [histories[n] for n in keep], [targets[n] for n in keep], [times[n] for n in keep]
+    return Window(histories, targets, times)
 
 
 def recall_of(system: System, row_of: dict[str, int], window: Window, k: int) -> np.ndarray:
@@ -146,11 +148,13 @@ def recall_of(system: System, row_of: dict[str, int], window: Window, k: int) ->
     service's popular fallback, as the service answers them), window items it does not hold
     count and are never found."""
     histories = [np.array([row_of[i] for i in h if i in row_of], dtype=np.int64) for h in window.histories]
+    times = [np.array([t for i, t in zip(h, ts) if i in row_of], np.float64)  # as the event store fills a user_id's
+             for h, ts in zip(window.histories, window.times or [[0.0] * len(h) for h in window.histories])]
     relevant = [{row_of.get(i, -2 - n) for n, i in enumerate(sorted(t))} for t in window.targets]
     out = np.zeros(len(histories))
     for start in range(0, len(histories), 256):
         hist = histories[start:start + 256]
-        ranked = system.top(system.scores(hist, [np.zeros(len(h)) for h in hist]), k, hist)
+        ranked = system.top(system.scores(hist, times[start:start + 256]), k, hist)
         out[start:start + len(hist)] = per_user_metrics(ranked, relevant[start:start + len(hist)], [k])[f"recall@{k}"]
     return out
 

@@ -160,3 +160,28 @@ def test_a_user_whose_history_a_version_does_not_hold_is_scored_on_its_popular_f
     window = Window([["not-held"], ["a"]], [{"b"}, {"c"}])
     got = recall_of(system, {"a": 0, "b": 1, "c": 2, "d": 3}, window, 1)
     assert got.tolist() == [1.0, 0.0]  # the most popular item b; a's list (by content) is not c
+
+
+def test_a_version_s_recency_is_judged_with_the_window_users_times():
+    """A content-only version whose default is recency is scored on each window user's history
+    with its times (as the service fills a user_id's): the user's last item, a day old, outweighs
+    the old ones, so the list follows it; with the times lost every item weighs alike."""
+    from groundrec.offline.evaluation.systems import version_content
+    from groundrec.offline.gate import recall_of, window_users
+    from groundrec.offline.interactions import Interactions
+
+    content = np.array([[1, 0, 0], [1, 0.1, 0], [1, -0.1, 0], [1, 0, 0.1], [0, 1, 0], [0.1, 1, 0]], np.float32)
+    content /= np.linalg.norm(content, axis=1, keepdims=True)
+    ids = ["a0", "a1", "a2", "a3", "b0", "b1"]
+    day = 86_400.0
+    # old: a0, a1, a2; a day before the cutoff: b0; in the window: b1 (a3: never bought)
+    inter = Interactions(np.zeros(5, np.int64), np.array([0, 1, 2, 4, 5]), np.array([0, day, 2 * day, 30 * day, 32 * day]),
+                         ["u"], 0)
+    window = window_users(inter, ids, 31 * day, 10)
+    assert window.histories == [["a0", "a1", "a2", "b0"]] and window.targets == [{"b1"}]
+    assert window.times == [[0.0, day, 2 * day, 30 * day]]
+    row_of = {i: n for n, i in enumerate(ids)}
+    recency = version_content("serving", "published", content, np.ones(6), None, 1.0)
+    assert recall_of(recency, row_of, window, 1).tolist() == [1.0]  # b1, next to the day-old b0
+    mean = version_content("serving", "published", content, np.ones(6), None, 0.0)
+    assert recall_of(mean, row_of, window, 1).tolist() == [0.0]  # a3, next to the three old items
