@@ -202,10 +202,13 @@ class Events:
     @staticmethod
     def _entries(q: UserQuery, stored: list[tuple[str, float, float]], default: str) -> list:
         """The stored events as history entries: with their time and weight where the query's
-        profile reads them (recency, weighted: its own strategy, else the version's ``default``),
-        bare ids otherwise (the same profile, and a query several times cheaper to hand to the
-        compute process)."""
-        if (q.strategy or default) in READS_TIME_OR_WEIGHT:
+        profile reads them (recency, weighted), with their time alone where the version's
+        ``default`` reads it (a content-only version's recency, chosen by its job on unweighted
+        interactions: an event type's weight is not in it), bare ids otherwise (the same
+        profile, and a query several times cheaper to hand to the compute process)."""
+        if q.strategy is None and default in READS_TIME_OR_WEIGHT:  # the version's recency: times, unit weights,
+            return [HistoryEntry.model_construct(item_id=i, timestamp=t) for i, t, _ in stored]  # as its job scored it
+        if q.strategy in READS_TIME_OR_WEIGHT:
             return [HistoryEntry.model_construct(item_id=i, timestamp=t, weight=w) for i, t, w in stored]
         return [i for i, _, _ in stored]
 

@@ -50,7 +50,7 @@ class NoHistory(UserError):
 class Retriever(Profiles):
     def __init__(self, version: LoadedVersion, popularity: dict[str, float] | None = None,
                  encoder=None, fallback: Literal["popular", "error"] = "popular",
-                 half_life_days: float = 30.0, n_interests: int = 3, overfetch: int = 4,
+                 half_life_days: float | None = None, n_interests: int = 3, overfetch: int = 4,
                  exact_subset_max: int = 20_000, max_history: int = MAX_HISTORY, max_per: dict[str, int] | None = None,
                  sequence=None):
         self.v = version
@@ -58,7 +58,9 @@ class Retriever(Profiles):
         self.sequence = sequence  # a SequenceEncoder (``profiling.load_sequence``): the sequence strategy
         self.default_strategy = version.manifest.default_strategy  # a request's that names none
         self.fallback = fallback
-        self.half_life_days = half_life_days
+        # recency's half-life: the one given (a serve config's), else the version's own (its job's
+        # choice for a content-only version), else 30 days
+        self.half_life_days = half_life_days or version.manifest.profile_half_life_days or 30.0
         self.n_interests = n_interests
         self.max_history = max_history  # the profile uses the latest this many known items
         self.max_per = max_per or None  # a request's default: at most N items per value of a column

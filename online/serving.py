@@ -247,8 +247,7 @@ def build_serving(cfg: ServeConfig, version_id: str, path, popularity: dict[str,
                                threads=cfg.compute_threads)
                if files.has_encoder else None)
     retriever = Retriever(version, popularity=popularity, encoder=encoder, fallback=cfg.fallback,
-                          half_life_days=cfg.half_life_days or version.manifest.profile_half_life_days or 30.0,
-                          n_interests=cfg.n_interests,
+                          half_life_days=cfg.half_life_days, n_interests=cfg.n_interests,
                           max_history=cfg.max_history, max_per=cfg.max_per,
                           sequence=load_sequence(files, version, cfg.compute_threads))
     return Serving(version_id, retriever, cfg)

@@ -68,9 +68,11 @@ def test_a_version_s_chosen_recency_is_its_default_by_user_id_and_the_mean_witho
     assert recency != mean  # the two profiles rank differently here
     cfg = ServeConfig(artifacts=art, events=f"sqlite:///{tmp_path / 'events.db'}", compute_standby=False)
     with running(create_app(cfg)) as url, Client(url) as client:
-        client.add_events([{"user_id": "u1", "item_id": i, "timestamp": t, "weight": 1.0} for i, t in zip(ids, times)])
+        types = ["view", "purchase"] * 4  # weights 0.2 and 1: not in what the job chose on (unweighted purchases)
+        client.add_events([{"user_id": "u1", "item_id": i, "timestamp": t, "type": e}
+                           for i, t, e in zip(ids, times, types)])
         by_user = client.recommend(user_id="u1", k=8)
-        assert [i.item_id for i in by_user.items] == recency  # the events' times, the version's half-life
+        assert [i.item_id for i in by_user.items] == recency  # the events' times alone, the version's half-life
         assert [i.item_id for i in client.recommend(ids, k=8).items] == mean  # bare ids: alike
         timed = [{"item_id": i, "timestamp": t} for i, t in zip(ids, times)]
         assert [i.item_id for i in client.recommend(timed, k=8).items] == recency
@@ -90,8 +92,8 @@ def test_a_default_recency_without_the_job_s_half_life_is_refused(catalog, tmp_p
 
 
 def test_a_batch_of_the_default_recency_is_ranked_as_each_user_alone(catalog, tmp_path):
-    """The batched profiles (``_mean_profiles``, weighted by each item's time) give each user
-    the list they get alone; a history without times in the same batch gets the mean."""
+    """A batch (its mean profiles in a few array operations, the recency ones a user at a time)
+    gives each user the list they get alone; a history without times in it gets the mean."""
     from groundrec.online.schemas import HistoryEntry, UserQuery
 
     path = _publish(tmp_path / "art", catalog, {"profile_half_life_days": 2.0})
