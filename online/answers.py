@@ -21,7 +21,8 @@ def item_json(answer: dict) -> bytes:
 
 # The request settings an impression records (what made the list, beside its version and arm).
 # ``strategy`` as requested: null when the request (and its arm) named none, i.e. the default
-# strategy of the impression's version (its manifest's ``default_strategy``; mean when absent).
+# strategy of the impression's version (its manifest's ``default_strategy``; mean when absent,
+# and for a ``recency`` default the mean where the history carried no times).
 SETTINGS = ("k", "strategy", "popularity_weight", "diversity", "max_per", "filters", "fresh_weight", "fresh_slots",
             "exclude_seen", "text_weight")
 
