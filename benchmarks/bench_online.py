@@ -41,6 +41,7 @@ import time
 
 import numpy as np
 
+from groundrec.offline.interactions import seconds
 from groundrec.online.loadtest import load_histories
 from groundrec.online.profiling import load_sequence
 from groundrec.online.retrieve import Retriever
@@ -207,11 +208,9 @@ def _gil_contender() -> threading.Event:
 def _timed_histories(path: str, max_len: int = 50) -> list[list[HistoryEntry]]:
     """Each user's latest ``max_len`` interactions as history entries with their times (seconds)."""
     table = read_table(path).sort_by([("user_id", "ascending"), ("timestamp", "ascending")])
-    ts = table.column("timestamp")
-    seconds = (ts.cast("int64").to_numpy() / 1e6 if str(ts.type).startswith("timestamp")
-               else ts.to_numpy().astype(np.float64))  # timestamp[us] or epoch seconds
     users: dict[str, list[HistoryEntry]] = {}
-    for u, i, t in zip(table.column("user_id").to_pylist(), table.column("item_id").to_pylist(), seconds):
+    for u, i, t in zip(table.column("user_id").to_pylist(), table.column("item_id").to_pylist(),
+                       seconds(table.column("timestamp"), "timestamp")):  # as the job reads them
         users.setdefault(str(u), []).append(HistoryEntry(item_id=str(i), timestamp=float(t)))
     return [h[-max_len:] for h in users.values()]
 

@@ -117,11 +117,11 @@ def cutoff_of(manifest: artifact.Manifest) -> float:
 @dataclass
 class Window:
     """The users of the window: their histories before it (item ids, oldest first), the
-    items of the window new to them and the histories' times (None: unknown, all alike)."""
+    items of the window new to them and the histories' times."""
 
     histories: list[list[str]]
     targets: list[set[str]]
-    times: list[list[float]] | None = None
+    times: list[list[float]]
 
 
 def window_users(inter: Interactions, item_ids: list[str], cutoff: float, max_users: int, seed: int = 0) -> Window:
@@ -149,7 +149,7 @@ def recall_of(system: System, row_of: dict[str, int], window: Window, k: int) ->
     count and are never found."""
     histories = [np.array([row_of[i] for i in h if i in row_of], dtype=np.int64) for h in window.histories]
     times = [np.array([t for i, t in zip(h, ts) if i in row_of], np.float64)  # as the event store fills a user_id's
-             for h, ts in zip(window.histories, window.times or [[0.0] * len(h) for h in window.histories])]
+             for h, ts in zip(window.histories, window.times)]
     relevant = [{row_of.get(i, -2 - n) for n, i in enumerate(sorted(t))} for t in window.targets]
     out = np.zeros(len(histories))
     for start in range(0, len(histories), 256):

@@ -166,9 +166,7 @@ def content_profiles(content: np.ndarray, histories: list[np.ndarray], times: li
                      half_life_days: float = 0.0) -> np.ndarray:
     """Each history's content profile as the version serves it by default: the mean, or with
     ``half_life_days`` (and each history's ``times``) the recency profile."""
-    if half_life_days:
-        return recency_profiles(content, histories, times, half_life_days)
-    return recency_profiles(content, [latest(h) for h in histories], [], 0.0)
+    return recency_profiles(content, histories, times, half_life_days)
 
 
 def _chunks(owner: np.ndarray):

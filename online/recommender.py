@@ -30,7 +30,6 @@ from groundrec.online.impressions import ImpressionLog, new_recommendation_id
 from groundrec.online.metrics import ServiceMetrics
 from groundrec.online.schemas import RecommendRequest, SearchRequest, UserQuery
 from groundrec.online.serving import Shown, checked
-from groundrec.shared import artifact
 from groundrec.shared.errors import UserError
 from groundrec.online.threads import limit_threads
 
@@ -149,8 +148,7 @@ class Recommender:
     async def _queued(self, version: str, query, receive) -> Shown | bytes:
         """``query`` (its user's history filled in) answered by ``version`` in the next batch
         (a ``Shown`` for one user, the JSON of a batch request)."""
-        backend = self.holder.backend(version) or self.holder.current  # whose default strategy fills the history
-        default = backend.default_strategy if backend is not None else artifact.DEFAULT_STRATEGY
+        default = self.backend(version).default_strategy  # what the history is filled for (Unavailable: none loaded)
         job = self.batcher.enqueue((version, await self.events.with_histories(query, default)))
         if receive is None:
             return await job

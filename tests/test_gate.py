@@ -157,7 +157,7 @@ def test_a_user_whose_history_a_version_does_not_hold_is_scored_on_its_popular_f
 
     content = np.eye(4, dtype=np.float32)
     system = ContentSystem("serving", "published", content, np.array([1.0, 50.0, 2.0, 3.0]))
-    window = Window([["not-held"], ["a"]], [{"b"}, {"c"}])
+    window = Window([["not-held"], ["a"]], [{"b"}, {"c"}], [[0.0], [0.0]])
     got = recall_of(system, {"a": 0, "b": 1, "c": 2, "d": 3}, window, 1)
     assert got.tolist() == [1.0, 0.0]  # the most popular item b; a's list (by content) is not c
 

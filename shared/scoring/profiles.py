@@ -73,14 +73,16 @@ def mean_profiles(vectors: np.ndarray, histories: list[np.ndarray],
     return unit(sums / totals[:, None])
 
 
-def recency_profiles(vectors: np.ndarray, histories: list[np.ndarray], times: list[np.ndarray],
+def recency_profiles(vectors: np.ndarray, histories: list[np.ndarray], times: list[np.ndarray] | None,
                      half_life_days: float) -> np.ndarray:
-    """Each history's ``recency`` profile (``build_profile``'s numbers, from its latest items and
-    their times), one row per history: the profile a version whose job chose ``half_life_days``
-    serves by default (``Manifest.profile_half_life_days``); 0: ``mean_profiles``."""
+    """Each history's profile from its latest items as a version serves it by default: with
+    ``half_life_days`` the ``recency`` profile (``build_profile``'s numbers, weighed by
+    ``times``), the version's when its job chose one (``Manifest.profile_half_life_days``);
+    0: the mean (``times`` unused)."""
+    recent = [latest(h) for h in histories]
     if not half_life_days:
-        return mean_profiles(vectors, histories)
-    return mean_profiles(vectors, [latest(h) for h in histories],
+        return mean_profiles(vectors, recent)
+    return mean_profiles(vectors, recent,
                          [recency_weights(latest(np.asarray(t, np.float64)), half_life_days) for t in times])
 
 
