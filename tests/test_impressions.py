@@ -105,20 +105,22 @@ def test_a_store_that_is_down_drops_and_counts_never_raises(store, error):
 
 
 def test_a_full_queue_drops_instead_of_growing(store):
-    gate = threading.Event()
+    gate, entered = threading.Event(), threading.Event()
 
     def slow():
+        entered.set()
         gate.wait(5)
         return store
 
     imp = ImpressionLog(slow, flush_interval_s=0.01, max_pending=5)
     try:
-        time.sleep(0.05)
+        assert imp.log(new_recommendation_id(), "u", answer("v", "a"), None, {})
+        assert entered.wait(5)  # the writer has taken that one and is blocked on the store
         accepted = sum(imp.log(new_recommendation_id(), "u", answer("v", "a"), None, {}) for _ in range(20))
-        assert accepted <= 6 and imp.dropped >= 14  # the writer may have taken one batch before blocking
+        assert accepted == 5 and imp.dropped == 15
         gate.set()
-        imp.flush()
-        assert imp.written == accepted
+        imp.flush(timeout_s=10)
+        assert imp.written == 6
     finally:
         gate.set()
         imp.close()
