@@ -69,6 +69,7 @@ class ImpressionLog:
         self._queue: deque = deque()
         self._cv = threading.Condition()
         self._stop = False
+        self._wake = False  # a flush asked the writer to write now (kept until it does: no wake-up is lost)
         self.logged = self.written = self.dropped = 0  # queued; written to the store; not written
         self._done = 0  # queued entries the writer has finished with (written or dropped), in order
         self._thread = threading.Thread(target=self._run, name="impressions", daemon=True)
@@ -113,6 +114,7 @@ class ImpressionLog:
         """Return once everything queued before this call is written (or dropped)."""
         target = self.logged
         with self._cv:
+            self._wake = True
             self._cv.notify_all()
             self._cv.wait_for(lambda: self._done >= target or self._stop, timeout_s)
 
@@ -126,7 +128,8 @@ class ImpressionLog:
         while True:
             with self._cv:
                 if not self._stop:
-                    self._cv.wait(self.flush_interval_s)
+                    self._cv.wait_for(lambda: self._stop or self._wake, self.flush_interval_s)
+                self._wake = False
                 stop = self._stop
             done = self._write_queued()
             with self._cv:

@@ -127,7 +127,13 @@ def test_erasures_waiting_for_lists_to_land_hold_no_thread_the_other_routes_need
         item = published["histories"][0][0]
         with ThreadPoolExecutor(80) as pool, httpx.Client(timeout=60) as client:
             erasures = [pool.submit(client.delete, f"{url}/users/gone-{n}") for n in range(80)]
-            time.sleep(0.3)  # they are all waiting now
+            store, deadline = open_store(events_url), time.monotonic() + 60
+            try:  # every first pass done: they are all waiting now (a loaded machine takes its time)
+                while len(store.erasures()) < 80:
+                    assert time.monotonic() < deadline, "the 80 erasures' first passes did not end in 60 s"
+                    time.sleep(0.05)
+            finally:
+                store.close()
             started = time.monotonic()
             assert client.get(f"{url}/items/{item}").status_code == 200
             waited = time.monotonic() - started

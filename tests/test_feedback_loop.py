@@ -32,8 +32,9 @@ def _serve(pub, tmp_path, **extra):
     return running(create_app(cfg)), url
 
 
-def _impression(store_url, rid, timeout_s=1.0):
-    """The impression as a report reading the live store sees it (None if not there within ``timeout_s``)."""
+def _impression(store_url, rid, timeout_s=10.0):
+    """The impression as a report reading the live store sees it (None if not there within
+    ``timeout_s``: a loaded test machine's margin; the writer's own interval is 0.2 s)."""
     store = open_store(store_url)
     try:
         deadline = time.time() + timeout_s
@@ -51,7 +52,7 @@ def test_answers_carry_ids_their_lists_are_logged_and_feedback_is_credited_only_
         r = httpx.post(url + "/recommend", json={"user_id": "u1", "history": history, "k": 4}).json()
         rid, shown = r["recommendation_id"], [i["item_id"] for i in r["items"]]
         assert len(rid) == 32 and r["arm"] is None and len(shown) == 4
-        logged = _impression(store_url, rid)  # readable within 1 s, by another reader of the store
+        logged = _impression(store_url, rid)  # readable soon, by another reader of the store
         assert logged is not None and list(logged.items) == shown and logged.user_id == "u1"
         assert logged.version == two_versions["new"] and logged.endpoint == "recommend"
         s = httpx.post(url + "/search", json={"text": "red dress", "k": 3}).json()

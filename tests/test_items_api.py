@@ -73,9 +73,10 @@ def test_a_live_item_is_served_at_once_then_hidden_expired_and_deleted(published
 
         # a catalog item withdrawn by time
         top = _ids(httpx.post(url + "/recommend", json={"history": history[1:], "k": 60}))
-        assert httpx.patch(f"{url}/items/{top[0]}", json={"available_until": time.time() + 0.5}).status_code == 200
+        until = time.time() + 3  # room for the patch and a request on a loaded machine
+        assert httpx.patch(f"{url}/items/{top[0]}", json={"available_until": until}).status_code == 200
         assert top[0] in _ids(httpx.post(url + "/recommend", json={"history": history[1:], "k": 60}))
-        time.sleep(0.7)
+        time.sleep(max(0.0, until - time.time()) + 0.2)
         assert top[0] not in _ids(httpx.post(url + "/recommend", json={"history": history[1:], "k": 60}))
 
         assert httpx.delete(url + "/items/live-1").status_code == 200
@@ -100,7 +101,8 @@ def test_the_standby_a_restart_and_another_server_serve_the_same_live_items(publ
             started = time.monotonic()
             assert httpx.put(other + "/items/elsewhere", json={**NEW, "title": "quokka"}).status_code == 200
             while "elsewhere" not in _ids(httpx.post(url + "/search", json={"text": "quokka", "k": 3})):
-                assert time.monotonic() - started < 1.0, "the other server's item was not applied within 1 s"
+                # the goal is 1 s (benchmarks/bench_items.py measures it); a loaded test machine gets more
+                assert time.monotonic() - started < 10.0, "the other server's item was not applied within 10 s"
                 time.sleep(0.02)
         backend = app.state.holder.current
         deadline = time.monotonic() + 60

@@ -430,16 +430,19 @@ def test_a_request_whose_client_leaves_first_is_dropped_and_counted(published):
     batch: nothing is scored for it, and it is counted (499 and groundrec_client_gone_total)."""
     import socket
 
-    app = create_app(_cfg(published["artifacts"], compute="thread", batch_max_wait_ms=3000))
+    app = create_app(_cfg(published["artifacts"], compute="thread", batch_max_wait_ms=4000))
     with running(app) as url:
         body = json.dumps({"history": published["histories"][0], "k": 3}).encode()
         with socket.create_connection(("127.0.0.1", int(url.rsplit(":", 1)[1]))) as s:
             s.sendall(b"POST /recommend HTTP/1.1\r\nHost: t\r\nContent-Length: %d\r\n\r\n%s" % (len(body), body))
-            time.sleep(0.3)  # queued, waiting up to 3 s for others to join its batch
+            time.sleep(1.0)  # queued (read by now, on a loaded machine too), waiting up to 4 s for others
         deadline = time.time() + 10
         while "groundrec_client_gone_total 1.0" not in (metrics := httpx.get(url + "/metrics").text):
             assert time.time() < deadline, "the request of a client that left was not counted"
             time.sleep(0.1)
         assert 'groundrec_requests_total{endpoint="/recommend",status="499"} 1.0' in metrics
-        time.sleep(3)  # its batch has been gathered since
+        deadline = time.monotonic() + 20
+        while app.state.batcher.stats.dropped_gone == 0:  # once its batch window has passed
+            assert time.monotonic() < deadline, "the request of a client that left was not dropped"
+            time.sleep(0.1)
         assert app.state.batcher.stats.dropped_gone == 1 and app.state.batcher.stats.items == 0
