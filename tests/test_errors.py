@@ -119,8 +119,8 @@ def test_the_hot_routes_fastapi_and_the_page_answer_an_error_alike(tmp_path):
     from groundrec.online.client import Client, GroundrecError
 
     with running(create_app(ServeConfig(artifacts=str(tmp_path), events="none"), watch=False)) as url:
-        client = Client(url, backoff_s=1.0)
+        client = Client(url, backoff_s=10.0)  # a retry would wait 10 s
         started = time.monotonic()
         with pytest.raises(GroundrecError) as off:
             client.add_events([{"user_id": "u", "item_id": "a"}])
-        assert off.value.status == 501 and time.monotonic() - started < 1.0  # answered at once, not retried
+        assert off.value.status == 501 and time.monotonic() - started < 5.0  # answered at once, not retried

@@ -34,12 +34,21 @@ def _ingest(url: str, item: str, stop: threading.Event, acked: list[str], writer
                 refused.append(r.status_code)
 
 
-def _load_then(url: str, item: str, fault, seconds: float = 1.5, refused: list[int] | None = None) -> list[str]:
+def _until(done, what: str, timeout_s: float = 60) -> None:
+    """Wait for ``done()`` (a count reached, not a time: a loaded machine is slower)."""
+    deadline = time.monotonic() + timeout_s
+    while not done():
+        assert time.monotonic() < deadline, what
+        time.sleep(0.02)
+
+
+def _load_then(url: str, item: str, fault, acks: int = 120, refused: list[int] | None = None) -> list[str]:
+    """Eight writers ingest; ``fault()`` once ``acks`` events are acknowledged, then 0.5 s more."""
     stop, acked = threading.Event(), []
     writers = [threading.Thread(target=_ingest, args=(url, item, stop, acked, w, refused)) for w in range(8)]
     for t in writers:
         t.start()
-    time.sleep(seconds)
+    _until(lambda: len(acked) > acks, f"fewer than {acks} events acknowledged")
     fault()
     time.sleep(0.5)
     stop.set()
@@ -119,7 +128,7 @@ def test_kill_9_while_lists_are_logged_loses_no_acknowledged_event_and_only_the_
         threads = [threading.Thread(target=shop, args=(server.url, w)) for w in range(6)]
         for t in threads:
             t.start()
-        time.sleep(2.0)
+        _until(lambda: len(acked) > 20, "fewer than 20 feedback events acknowledged")
         server.kill()
         time.sleep(0.5)
         stop.set()

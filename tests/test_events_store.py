@@ -503,7 +503,7 @@ def test_an_erasure_beside_a_long_reader_does_not_hold_the_writers_and_scrubs_th
         started = time.perf_counter()
         assert s.delete_user("erase-me-9c") == 1
         assert s.add([ev("u2", "after", 201, "e-after")]) == 1
-        assert time.perf_counter() - started < 2.0  # not the busy timeout's 10 s
+        assert time.perf_counter() - started < 5.0  # not the busy timeout's 10 s
         scan.close()  # the read ends: the background scrub empties the WAL within a few seconds
         deadline = time.time() + 10
         while any(b"erase-me-9c" in f.read_bytes() for f in tmp_path.glob("events.db-wal")) and time.time() < deadline:

@@ -140,7 +140,7 @@ def test_a_click_another_worker_takes_at_once_is_credited_to_the_list_being_writ
         started = time.time()
         forged = {**click, "recommendation_id": "f" * 32}  # a time far ahead: not an id of ours, no wait
         assert httpx.post(url_b + "/events", json={"events": [forged]}).json()["unattributed"] == 1
-        assert time.time() - started < 2.5
+        assert time.time() - started < 4.0  # a wait for its landing would be 5 s or more
 
 
 def test_team_draft_interleaves_two_arms_and_credits_each_position(two_versions, tmp_path):

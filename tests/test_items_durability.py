@@ -35,7 +35,10 @@ def test_kill_9_during_upserts_loses_no_acknowledged_item(tmp_path, tiny_vlm):
         writers = [threading.Thread(target=_upsert, args=(server.url, stop, acked, w)) for w in range(8)]
         for t in writers:
             t.start()
-        time.sleep(3)
+        deadline = time.monotonic() + 60  # a count reached, not a time: a loaded machine is slower
+        while len(acked) <= 20:
+            assert time.monotonic() < deadline, f"{len(acked)} upserts acknowledged in 60 s"
+            time.sleep(0.02)
         server.kill()
         time.sleep(0.5)
         stop.set()

@@ -12,6 +12,7 @@ import pytest
 
 from groundrec.online.compute import RemoteServing
 from groundrec.online.config import ServeConfig
+from groundrec.online import live_sharing
 from groundrec.online.live_sharing import encoded_vectors
 from groundrec.online.schemas import UserQuery
 from groundrec.online.serving import build_serving
@@ -97,6 +98,8 @@ def test_request_batches_are_scored_between_the_primarys_encoding_calls(remote, 
     answered while the feed is still being encoded, not after it."""
     serving, _ = remote
     monkeypatch.setattr(serving, "limits", serving.limits.model_copy(update={"standby_encodes": False}))
+    # the gap between two calls, long enough that a waiting thread wakes in it on a loaded machine
+    monkeypatch.setattr(live_sharing, "PAUSE_S", 0.05)
     assert serving.limits.live_encode_chunk == 8  # the default
     items = _items("feed", 64, 400)
     done = threading.Event()
