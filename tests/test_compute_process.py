@@ -255,6 +255,10 @@ def test_a_standby_that_dies_idle_is_replaced_and_a_popularity_refresh_reaches_t
         serving.set_popularity({"demo-0003": 1000.0})  # while it loads: no standby to give it to
         _wait_for_standby(serving)
         assert serving.standby is not idle and serving.standby.alive and serving.replaced == 0
+        deadline = time.time() + 30  # it is given the refreshed counts just after it is kept as the standby
+        while serving.standby.call("answer", [UserQuery(history=[], k=1)])[0][1] != ("demo-0003",):
+            assert time.time() < deadline, "the new standby never got the refreshed counts"
+            time.sleep(0.05)
         os.kill(serving.process.pid, signal.SIGKILL)  # the new standby takes over, with the refreshed counts
         serving.process._proc.join(10)
         popular = serving.answer([UserQuery(history=[], k=1)])[0]  # no history: the popular fallback

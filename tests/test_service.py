@@ -232,7 +232,7 @@ def test_not_ready_until_something_is_published(tmp_path):
         assert err.value.status == 503
 
 
-def _wait_for(predicate, timeout=15.0):
+def _wait_for(predicate, timeout=60.0):  # a new compute process loads: slow on a loaded machine
     deadline = time.time() + timeout
     while time.time() < deadline:
         if predicate():

@@ -68,6 +68,7 @@ def test_search_build_a_history_and_read_an_item(published, browser):
         # search with the ONNX encoder
         page.fill("#q", "red dress")
         page.click("button[type=submit]")
+        page.wait_for_load_state("load")  # a click waits for the navigation to commit only
         results = page.locator("ul[aria-label='search results'] li.card")
         assert results.count() > 0 and "/ui/search" in page.url
         page.wait_for_load_state("networkidle")
@@ -75,6 +76,7 @@ def test_search_build_a_history_and_read_an_item(published, browser):
         # build a history by clicking: the list is recommended from it and changes as it grows
         first = results.nth(0).get_attribute("data-item")
         results.nth(0).locator("a.add").click()
+        page.wait_for_load_state("load")  # a click waits for the navigation to commit only
         assert page.locator("ul[aria-label='history'] li").count() == 1
         before = page.eval_on_selector_all("ul[aria-label='recommended items'] li.card",
                                            "els => els.map(e => e.dataset.item)")
@@ -93,6 +95,7 @@ def test_search_build_a_history_and_read_an_item(published, browser):
         # the controls change the list: diversity spreads it
         page.fill("#div", "0.9")
         page.click("form.inline button[type=submit]")
+        page.wait_for_load_state("load")  # a click waits for the navigation to commit only
         spread = page.eval_on_selector_all("ul[aria-label='recommended items'] li.card",
                                            "els => els.map(e => e.dataset.item)")
         assert spread != after and "diversity=0.9" in page.url
@@ -127,6 +130,7 @@ def test_the_page_needs_the_key_when_one_is_set_and_never_puts_it_in_a_url(publi
         assert httpx.get(url + "/items/x/thumbnail").status_code == 401
         page.fill("#key", "wrong")
         page.click("button[type=submit]")
+        page.wait_for_load_state("load")  # a click waits for the navigation to commit only
         assert "/ui/login" in page.url
         page.fill("#key", "page-secret")
         page.click("button[type=submit]")
@@ -265,6 +269,7 @@ def test_max_per_in_the_browser_changes_the_users_list(variants, browser):
         assert "no limit (the server's default)" in page.inner_text("#max_per_used")
         page.fill("#max_per", "title:1")
         page.click("form.inline button[type=submit]")
+        page.wait_for_load_state("load")  # a click waits for the navigation to commit only
         after = page.eval_on_selector_all("ul[aria-label='recommended items'] li.card", titles)
         assert "max_per=title%3A1" in page.url and len(after) == len(set(after)) >= 22  # every title (but the seen one's)
         assert page.input_value("#max_per") == "title:1" and "at most 1 per title" in page.inner_text("#max_per_used")

@@ -74,6 +74,7 @@ def test_online_view_reports_versions_arms_and_the_ab_test_of_the_last_days(publ
         page, problems = _watched(browser)
         page.goto(url + "/ui/version")  # a page that shows no list (the home page's would be an impression)
         page.click("nav a:has-text('Online')")  # linked from every page's navigation
+        page.wait_for_load_state("load")  # a click waits for the navigation to commit only
         assert page.url.endswith("/ui/online") and page.locator("h1").inner_text() == "Online: the last 7 days"
         versions = _table(page, "Per version")
         assert list(versions) == [published["version"]]  # the retired version's list is older than 7 days
@@ -92,6 +93,7 @@ def test_online_view_reports_versions_arms_and_the_ab_test_of_the_last_days(publ
         assert all(page.eval_on_selector_all("img.plot", "els => els.map(e => e.complete && e.naturalWidth > 0)"))
         page.fill("#days", "30")
         page.click("form.inline button[type=submit]")
+        page.wait_for_load_state("load")  # a click waits for the navigation to commit only
         assert "days=30" in page.url
         assert set(_table(page, "Per version")) == {published["version"], "retired-version"}
         assert problems == []
