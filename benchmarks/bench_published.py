@@ -2,10 +2,11 @@
 eval``'s training data (its ``groundrec published`` row: the job's learn stage, served with a
 request's defaults), scored on eval's test users, then with one part of its choice undone at a
 time: the place kept for new items, the freshness lift, the projection, the rank, the content
-weight, the query's half-life, the version's recent prior; for a content-only version, its
-recent prior and the content profile's recency (the mean instead). Recall@20 with 95% bootstrap
-intervals and the paired sign-flip p against the published version, on the test users
-(nothing here chooses anything: the choices are the job's, on its own validation).
+weight, the query's half-life, the fit's decay by age, the version's recent prior; for a
+content-only version, its recent prior and the content profile's recency (the mean instead).
+Recall@20 with 95% bootstrap intervals and the paired sign-flip p against the published
+version, on the test users (nothing here chooses anything: the choices are the job's, on its
+own validation; ``--decay-days`` adds choices validation did not make).
 
 Usage (from the repository root; the data is only read; caches go to --out):
   OMP_NUM_THREADS=2 .venv/bin/python benchmarks/bench_published.py --catalog CATALOG --interactions INTERACTIONS
@@ -13,6 +14,7 @@ Usage (from the repository root; the data is only read; caches go to --out):
       [--valid-items N]   (the job's collab.valid_items: the few-user validation's budget)
       [--valid-users N]   (the job's collab.valid_users: the most users holding out a block)
       [--compare OTHER_OUT]   (paired p of this run's published version against another run's, on the same split)
+      [--decay-days 30,90]   (the hybrid refitted with its interactions decayed by age, each half-life a variant)
 Each run keeps its published version's per-user recall in --out (``published_recall.npy``).
 Defaults: ``representations=[title]``, ``split.holdout=last_frac``. A dense synthetic catalog of the shape
 issue 34 names (10,000 items, 400 users with long histories): ``python -m
@@ -53,6 +55,9 @@ def main() -> None:
     p.add_argument("--valid-items", type=int, help="the job's collab.valid_items (default: the job's default)")
     p.add_argument("--valid-users", type=int, help="the job's collab.valid_users (default: the job's default)")
     p.add_argument("--compare", help="another run's --out: its published version against this run's, paired")
+    p.add_argument("--decay-days", default="", help="comma-separated half-lives in days: a hybrid's published "
+                   "choice refitted with its interactions decayed by age (collab.train_half_life_days), each a "
+                   "variant (what validation would have had to choose)")
     args = p.parse_args()
     overrides = {"catalog.path": args.catalog, "interactions.path": args.interactions, "out": args.out,
                  "representations": ["title"], "split.holdout": "last_frac"}
@@ -72,7 +77,8 @@ def main() -> None:
     print(f"the job's learn stage: {time.perf_counter() - started:.1f} s; the process's peak RSS "
           f"{resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1e6:.2f} GB ({before / 1e6:.2f} GB before the learn "
           f"stage); validation {report.validation_users} users, {report.validation_items} items; chosen {c}")
-    histories = histories_in_time_order(in_window(inter, grid.window_days)) if c.hybrid else None
+    histories, times = histories_in_time_order(in_window(inter, grid.window_days), with_times=True) if c.hybrid else (
+        None, None)
 
     def scored(choice, projected: bool):
         prior = Searcher.recent_prior_of(choice.recent_weight, learned.recent)  # the version's own, as it serves it
@@ -80,7 +86,7 @@ def main() -> None:
                                   choice.profile_half_life_days)
         if not choice.hybrid:
             return evaluate(content, data.test, [20], data.pop_test, data.n_items)[0]["recall@20"]
-        model = fit_chosen(histories, data.n_items, rep.vectors, grid, choice, cfg.seed)
+        model = fit_chosen(histories, data.n_items, rep.vectors, grid, choice, cfg.seed, times)
         hl = choice.query_half_life
         projection = project(rep.vectors, model, choice.weight, histories, cfg.seed, hl) if projected else None
         system = hybrid_system("x", "x", content, model, choice.weight, projection, {}, hl, choice.fresh_weight,
@@ -96,6 +102,13 @@ def main() -> None:
                     "full rank, not projected, no lift or place": (replace(c, full_rank=True, fresh_weight=0.0,
                                                                            fresh_slots=0), False),
                     "half-life 0": (replace(c, half_life=0.0), c.projected)}
+        for days in (float(d) for d in args.decay_days.split(",") if d.strip()):
+            if days != c.train_half_life_days:
+                variants[f"the fit decayed by age, {days:g} days"] = (replace(c, train_half_life_days=days), c.projected)
+        if c.train_half_life_days:  # at the weight the grid chose before the decay (it may have moved it)
+            grid_weight = float(report.tuning.grid.chosen["weight"])
+            variants["no decay in the fit"] = (replace(c, train_half_life_days=0.0, weight=grid_weight),
+                                               c.projected)
     if c.profile_half_life_days:
         variants["the mean profile"] = (replace(c, profile_half_life_days=0.0), False)
     if c.recent_weight:

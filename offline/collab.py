@@ -109,13 +109,31 @@ class CollabModel:
                            self.basis, self.seed)
 
 
-def interaction_matrix(histories: list[np.ndarray], n_items: int) -> sp.csr_matrix:
-    """Users x items, 1 where the user interacted with the item (repeats count once)."""
+def interaction_matrix(histories: list[np.ndarray], n_items: int,
+                       weights: list[np.ndarray] | None = None) -> sp.csr_matrix:
+    """Users x items, 1 where the user interacted with the item (repeats count once); with
+    ``weights`` (one per history entry, ``decay_weights``) the largest of its entries' weights."""
     rows = np.repeat(np.arange(len(histories)), [len(h) for h in histories])
     cols = np.concatenate(histories) if histories else np.zeros(0, np.int64)
-    x = sp.csr_matrix((np.ones(len(cols), np.float32), (rows, cols)), shape=(len(histories), n_items))
-    x.data[:] = 1.0
-    return x
+    if weights is None:
+        x = sp.csr_matrix((np.ones(len(cols), np.float32), (rows, cols)), shape=(len(histories), n_items))
+        x.data[:] = 1.0
+        return x
+    w = np.concatenate(weights).astype(np.float32) if histories else np.zeros(0, np.float32)
+    key = rows.astype(np.int64) * n_items + cols
+    order = np.lexsort((-w, key))  # per (user, item) its largest weight first
+    first = order[np.r_[True, np.diff(key[order]) != 0]] if len(order) else order
+    return sp.csr_matrix((w[first], (rows[first], cols[first])), shape=(len(histories), n_items))
+
+
+def decay_weights(times: list[np.ndarray], half_life_days: float) -> list[np.ndarray] | None:
+    """Each interaction's weight in the fit, ``0.5 ** (its age / half_life_days)``, its age in
+    days before the newest interaction fitted (so it does not depend on the clock: the job,
+    the gate and eval weigh alike); None for 0 (every interaction 1)."""
+    if not half_life_days:
+        return None
+    newest = max((float(t.max()) for t in times if len(t)), default=0.0)
+    return [np.power(0.5, (newest - np.asarray(t, np.float64)) / (half_life_days * 86_400.0)) for t in times]
 
 
 def head_items(counts: np.ndarray, max_dense_items: int) -> np.ndarray:
@@ -189,15 +207,15 @@ def content_map(content: np.ndarray, target: np.ndarray, ridge: float = 1.0) -> 
 
 def fit(histories: list[np.ndarray], n_items: int, content: np.ndarray | None, rank: int = 128,
         reg: float = 100.0, seed: int = 0, max_dense_items: int = 20_000, dropout: float = 0.0,
-        full_rank_max_mb: float = 0.0) -> CollabModel:
+        full_rank_max_mb: float = 0.0, weights: list[np.ndarray] | None = None) -> CollabModel:
     """Learn the model from training histories (rows of the catalog). ``content``: the items'
     unit content vectors (rows of zeros for items without one), or None: then items outside
     the head get zero vectors (they are never recommended by this part). Exact (full rank)
     when ``full_rank_fits`` the budget, else factorised at ``rank`` (``full_rank_max_mb`` is 0 by default
     here; the job's and eval's grids, ``CollabGrid``, pass theirs through ``fit_grid``: 2048 by default)."""
     started = time.perf_counter()
-    x = interaction_matrix(histories, n_items)
-    counts = np.asarray(x.sum(axis=0)).ravel()
+    x = interaction_matrix(histories, n_items, weights)
+    counts = np.asarray((x > 0).sum(axis=0)).ravel()
     head = head_items(counts, max_dense_items)
     exact = full_rank_fits(len(head), n_items, content.shape[1] if content is not None else 0, full_rank_max_mb)
     rank = len(head) if exact else max(1, min(rank, len(head) - 1))
@@ -240,11 +258,11 @@ def fit(histories: list[np.ndarray], n_items: int, content: np.ndarray | None, r
 
 
 def fit_grid(histories: list[np.ndarray], n_items: int, content: np.ndarray | None, grid, reg: float,
-             dropout: float = 0.0, seed: int = 0) -> CollabModel:
+             dropout: float = 0.0, seed: int = 0, weights: list[np.ndarray] | None = None) -> CollabModel:
     """``fit`` with a collaborative grid's rank, head and full-rank budget (``config.CollabGrid``):
     how the learn stage, the gate and ``groundrec eval`` fit every model."""
     return fit(histories, n_items, content, grid.rank, reg, seed, grid.max_dense_items, dropout,
-               grid.full_rank_max_mb)
+               grid.full_rank_max_mb, weights)
 
 
 def fit_projection(items: np.ndarray | list[np.ndarray], profiles: np.ndarray, dim: int,

@@ -75,6 +75,16 @@ class CollabGrid(StrictModel):
                                                             "best on validation, kept where it beats the mean by more "
                                                             "than one standard error of the paired differences, and "
                                                             "served as the version's default (0 or []: the mean)")
+    train_half_life_days: list[float] = Field(default_factory=list,
+                                              description="hybrid: the collaborative model fitted with each "
+                                                          "interaction weighted by 0.5 ** (its days before the newest "
+                                                          "interaction fitted / half-life) (co-purchases drift), e.g. "
+                                                          "[30, 90, 365]: tried at the chosen model after the grid, "
+                                                          "judged on a forward validation (the interactions of the "
+                                                          "last recent_days, from what came before), the best kept "
+                                                          "where it beats no decay by more than one standard error of "
+                                                          "the paired differences ([]: every interaction alike, the "
+                                                          "default; docs/hybrid.md, 'The fit's decay by age')")
     recent_days: float = Field(30.0, gt=0, description="the days the recent-popularity prior counts interactions in "
                                "(up to the window's latest)")
     refine: bool = Field(True, description="after the grid, try reg and half_life halfway (geometrically) to the "
@@ -85,7 +95,7 @@ class CollabGrid(StrictModel):
                                  "(~12 bytes x items^2 of memory while fitting); the others come from content")
 
     @field_validator("reg", "weight", "half_life", "fresh_weight", "fresh_slots", "recent_weight",
-                     "profile_half_life_days")
+                     "profile_half_life_days", "train_half_life_days")
     @classmethod
     def _non_negative(cls, v: list[float]) -> list[float]:
         if any(x < 0 for x in v):

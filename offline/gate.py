@@ -190,7 +190,7 @@ def serving_system(path: Path) -> tuple[System, dict[str, int]]:
 
 
 def candidate_system(learned, content: np.ndarray, before: list[np.ndarray], seed: int = 0,
-                     recent: np.ndarray | None = None) -> System:
+                     recent: np.ndarray | None = None, times: list[np.ndarray] | None = None) -> System:
     """The candidate's chosen setting fitted on the interactions before the window only, in the
     form the version was fitted (``learned.grid``: exact or factorised, although fewer
     interactions could fit the budget where the version's did not), its recent-popularity prior
@@ -205,7 +205,7 @@ def candidate_system(learned, content: np.ndarray, before: list[np.ndarray], see
                              choice.profile_half_life_days if choice is not None else 0.0)
     if choice is None or not choice.hybrid:
         return system
-    model = fit_chosen(before, len(content), content, learned.grid, choice, seed)
+    model = fit_chosen(before, len(content), content, learned.grid, choice, seed, times)
     projection = project(content, model, choice.weight, before, seed, choice.half_life) if choice.projected else None
     return hybrid_system("candidate", "published", system, model, choice.weight, projection,
                          half_life=choice.query_half_life, fresh_weight=choice.fresh_weight,
@@ -249,11 +249,11 @@ def run_gate(mode: str, root: Path, inter: Interactions | None, item_ids: list[s
         return GateDecision(mode, True, "no user with a history and a new item in the window: nothing to compare on",
                             seconds=round(time.perf_counter() - started, 2), **common)
     row_of = {i: n for n, i in enumerate(item_ids)}
-    before = _rows_before(inter, cutoff, collab_cfg.window_days)
+    before, before_times = _rows_before(inter, cutoff, collab_cfg.window_days)
     early = (inter.ts <= cutoff) & ((inter.ts >= cutoff - collab_cfg.window_days * 86_400)
                                     if collab_cfg.window_days else True)  # its prior's counts: as of the window's start
     recent = recent_counts(inter.items[early], inter.ts[early], len(content), collab_cfg.recent_days)
-    ours = recall_of(candidate_system(learned, content, before, seed, recent), row_of, window, k)
+    ours = recall_of(candidate_system(learned, content, before, seed, recent, before_times), row_of, window, k)
     try:
         theirs = recall_of(*serving_system(path), window, k)
     except (OSError, ValueError, KeyError, UserError) as e:  # UserError: e.g. its encoder onnxruntime cannot load
@@ -268,11 +268,13 @@ def _iso(t: float) -> str:
     return datetime.fromtimestamp(float(t), timezone.utc).isoformat(timespec="seconds")
 
 
-def _rows_before(inter: Interactions, cutoff: float, window_days: float | None) -> list[np.ndarray]:
-    """Each user's item rows before the cutoff, oldest first: what the candidate is refitted on,
-    within its learn window (``collab.window_days`` before the cutoff) as the learn stage fits."""
+def _rows_before(inter: Interactions, cutoff: float,
+                 window_days: float | None) -> tuple[list[np.ndarray], list[np.ndarray]]:
+    """Each user's item rows before the cutoff, oldest first, and their times: what the
+    candidate is refitted on, within its learn window (``collab.window_days`` before the
+    cutoff) as the learn stage fits."""
+    from groundrec.offline.learn import histories_in_time_order
+
     keep = (inter.ts <= cutoff) & ((inter.ts >= cutoff - window_days * 86_400) if window_days else True)
-    users, items, ts = inter.users[keep], inter.items[keep], inter.ts[keep]
-    order = np.lexsort((ts, users))
-    cuts = np.flatnonzero(np.diff(users[order])) + 1
-    return [h for h in np.split(items[order], cuts) if len(h)] if len(order) else []
+    part = Interactions(inter.users[keep], inter.items[keep], inter.ts[keep], inter.user_ids, 0)
+    return histories_in_time_order(part, with_times=True) if keep.any() else ([], [])

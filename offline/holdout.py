@@ -132,6 +132,30 @@ def hold_out_recent(histories: list[np.ndarray], max_users: int, max_items: int,
     return HeldOut(train, users, np.asarray(rows, np.int64), np.asarray(targets, np.int64))
 
 
+def hold_out_after(histories: list[np.ndarray], times: list[np.ndarray], days: float, max_users: int,
+                   seed: int = 0) -> tuple[HeldOut, list[np.ndarray]] | None:
+    """A forward validation: every history cut ``days`` before the newest interaction, the
+    users with a history before the cut (a random ``max_users`` when more) holding out the items
+    new to them after it, all found from one list; with the training parts' times. None when
+    nobody qualifies. What a nightly version faces (the interactions after it learned), for a
+    choice the per-user blocks cannot judge: they leave the last days' data thin in the fit."""
+    newest = max((float(t.max()) for t in times if len(t)), default=0.0)
+    cut = [int(np.searchsorted(t, newest - days * 86_400, side="right")) for t in times]
+    train, news = [h[:k] for h, k in zip(histories, cut)], {}
+    for u, (h, k) in enumerate(zip(histories, cut)):
+        new = [int(i) for i in dict.fromkeys(h[k:].tolist()) if i not in set(h[:k].tolist())] if k else []
+        if new:
+            news[u] = new
+    users = sorted(news)
+    if len(users) > max_users:
+        users = sorted(np.random.default_rng(seed).choice(users, max_users, replace=False).tolist())
+    if not users:
+        return None
+    rows = np.concatenate([np.full(len(news[u]), i) for i, u in enumerate(users)]).astype(np.int64)
+    targets = np.concatenate([news[u] for u in users]).astype(np.int64)
+    return HeldOut(train, users, rows, targets), [t[:k] for t, k in zip(times, cut)]
+
+
 def moment_start(times: np.ndarray, at: int) -> int:
     """The first position (``times`` sorted) with the timestamp of position ``at`` (``at`` itself
     past the end): a cut there keeps interactions made at one moment (a basket, an invoice) in

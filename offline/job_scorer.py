@@ -25,8 +25,8 @@ def _hl(half_life: float) -> str:
     return f" half_life={half_life:g}" if half_life else ""
 
 
-def _name(reg: float, dropout: float, half_life: float) -> str:
-    return f"reg={reg:g}{_dropout(dropout)}{_hl(half_life)}"
+def _name(reg: float, dropout: float, half_life: float, decay: float = 0.0) -> str:
+    return f"reg={reg:g}{_dropout(dropout)}{_hl(half_life)}" + (f" train_half_life_days={decay:g}" if decay else "")
 
 
 class JobScorer:
@@ -48,6 +48,10 @@ class JobScorer:
         # content profile's recency can be scored (content alone's ``tune_profile``)
         self.profile_times = times is not None
         self._user_times = [times[u][:len(self.train[u])] for u in held_out.users] if times is not None else None
+        # every user's training part's times: a fit can decay its interactions by age (``tune_decay``),
+        # judged on ``forward``: a ``JobScorer`` of the interactions after a cut in time (``hold_out_after``)
+        self._train_times = [t[:len(h)] for t, h in zip(times, self.train)] if times is not None else None
+        self.forward: JobScorer | None = None
         self._recency: dict[float, np.ndarray] = {0.0: self.profiles}
         self.scores: dict[str, float] = {}
         self.fits: dict[tuple[float, float], collab.CollabModel] = {}
@@ -56,18 +60,19 @@ class JobScorer:
         self.has_new = len(self.new) > 0
         self.slices = user_slices(held_out.targets_by_user, self.new)  # what the width rule judges apart
 
-    def fitted(self, reg: float, dropout: float) -> collab.CollabModel:
+    def fitted(self, reg: float, dropout: float, decay: float = 0.0) -> collab.CollabModel:
         # The grid is scored one model at a time: keep the three fits used last (each is
         # 2 x items x rank floats, 1 GB at 1M items), not one per grid point; three, so the
         # chosen model outlives the two fits of the refinement around it.
         fits = self.fits
-        if (reg, dropout) not in fits:
+        key = (reg, dropout, decay)
+        if key not in fits:
             while len(fits) >= 3:
                 fits.pop(next(iter(fits)))
-            fits[reg, dropout] = collab.fit_grid(self.train, len(self.content), self.content, self.cfg, reg, dropout,
-                                                 self.seed)
-        fits[reg, dropout] = fits.pop((reg, dropout))  # the most recently used last
-        return fits[reg, dropout]
+            fits[key] = collab.fit_grid(self.train, len(self.content), self.content, self.cfg, reg, dropout, self.seed,
+                                        collab.decay_weights(self._train_times, decay) if decay else None)
+        fits[key] = fits.pop(key)  # the most recently used last
+        return fits[key]
 
     def _validation(self, model: collab.CollabModel, weights: list[float], half_life: float) -> dict:
         hits = validation_hits(model, self.content, self.profiles, self.user_held, self.targets, weights, half_life,
@@ -102,33 +107,35 @@ class JobScorer:
         """The hybrid's top-K lists of the validation rows at ``choice`` as published (its freshness
         prior and kept places): the new items a ``sequence`` list of that version holds."""
         c = choice
-        return published_lists(self.fitted(c.reg, c.dropout).truncated(c.rank), self.content,
+        return published_lists(self.fitted(c.reg, c.dropout, c.train_half_life_days).truncated(c.rank), self.content,
                                self.profiles_at(c.profile_half_life_days),
                                self.user_held, c.weight, self.projections.get(c.rank) if c.projected else None,
                                c.half_life, self.new, c.fresh_weight, c.fresh_slots, self.owner, self.prior(c))
 
-    def hybrid(self, reg: float, dropout: float, half_life: float, weights: list[float]) -> list[np.ndarray]:
-        hits = self._validation(self.fitted(reg, dropout), weights, half_life)
-        name = _name(reg, dropout, half_life)
+    def hybrid(self, reg: float, dropout: float, half_life: float, weights: list[float],
+               train_half_life_days: float = 0.0) -> list[np.ndarray]:
+        hits = self._validation(self.fitted(reg, dropout, train_half_life_days), weights, half_life)
+        name = _name(reg, dropout, half_life, train_half_life_days)
         self.scores["content"] = float(hits["content"].mean())
         self.scores[f"collaborative {name}"] = float(hits["collaborative"].mean())
         for w in weights:
             self.scores[f"hybrid {name} weight={w:g}"] = float(hits[w].mean())
         return [hits[w] for w in weights]
 
-    def full_rank(self, reg: float, dropout: float) -> int:
-        return self.fitted(reg, dropout).rank
+    def full_rank(self, reg: float, dropout: float, train_half_life_days: float = 0.0) -> int:
+        return self.fitted(reg, dropout, train_half_life_days).rank
 
     def at_rank(self, choice: HybridChoice, rank: int) -> np.ndarray:
-        c, name = choice, _name(choice.reg, choice.dropout, choice.half_life)
-        hits = self._validation(self.fitted(c.reg, c.dropout).truncated(rank), [c.weight], c.half_life)
+        c, name = choice, _name(choice.reg, choice.dropout, choice.half_life, choice.train_half_life_days)
+        model = self.fitted(c.reg, c.dropout, c.train_half_life_days).truncated(rank)
+        hits = self._validation(model, [c.weight], c.half_life)
         self.scores[f"collaborative {name} rank={rank}"] = float(hits["collaborative"].mean())
         self.scores[f"hybrid {name} rank={rank} weight={c.weight:g}"] = float(hits[c.weight].mean())
         return hits[c.weight]
 
     def projected(self, choice: HybridChoice, rank: int) -> np.ndarray:
-        c, name = choice, _name(choice.reg, choice.dropout, choice.half_life)
-        ranked = self.fitted(c.reg, c.dropout).truncated(rank)
+        c, name = choice, _name(choice.reg, choice.dropout, choice.half_life, choice.train_half_life_days)
+        ranked = self.fitted(c.reg, c.dropout, c.train_half_life_days).truncated(rank)
         self.projections[rank] = project(self.content, ranked, c.weight, self.train, self.seed, c.half_life)
         hits = self._published(ranked, c.weight, self.projections[rank], c.half_life)[0.0, 0]
         self.scores[f"hybrid {name} rank={rank} weight={c.weight:g} projected to {self.content_dim}"] = float(hits.mean())
@@ -136,9 +143,9 @@ class JobScorer:
 
     def published(self, choice: HybridChoice, fresh: list[tuple[float, int]]) -> list[np.ndarray]:
         c = choice
-        hits = self._published(self.fitted(c.reg, c.dropout).truncated(c.rank), c.weight,
-                               self.projections.get(c.rank) if c.projected else None, c.half_life, self.new, tuple(fresh),
-                               self.prior(c), c.profile_half_life_days)
+        model = self.fitted(c.reg, c.dropout, c.train_half_life_days).truncated(c.rank)
+        hits = self._published(model, c.weight, self.projections.get(c.rank) if c.projected else None, c.half_life,
+                               self.new, tuple(fresh), self.prior(c), c.profile_half_life_days)
         for fw, slots in fresh:
             self.scores[f"published fresh_weight={fw:g}" + (f" fresh_slots={slots}" if slots else "") +
                         (f" recent_weight={c.recent_weight:g}" if c.recent_weight else "") +

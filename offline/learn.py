@@ -23,7 +23,7 @@ import numpy as np
 from groundrec.offline import collab, learn_sequence
 from groundrec.offline.collab_grid import CollabGrid
 from groundrec.offline.config import CollabConfig
-from groundrec.offline.holdout import hold_out_recent, items_to_hold_out
+from groundrec.offline.holdout import hold_out_after, hold_out_recent, items_to_hold_out
 from groundrec.offline.interactions import Interactions
 from groundrec.offline.job_scorer import JobScorer
 from groundrec.offline.learn_report import LearnReport, Window
@@ -79,11 +79,15 @@ def in_window(inter: Interactions, days: float | None) -> Interactions:
 
 
 def fit_chosen(histories: list[np.ndarray], n_items: int, content: np.ndarray | None, grid, choice: HybridChoice,
-               seed: int = 0) -> collab.CollabModel:
+               seed: int = 0, times: list[np.ndarray] | None = None) -> collab.CollabModel:
     """The chosen model refitted on ``histories`` (more than it was chosen on) as published:
     at its own full rank when validation kept the full rank (an exact model's head may have
-    grown), else truncated to the chosen rank. The learn stage, the gate and eval refit so."""
-    model = collab.fit_grid(histories, n_items, content, grid, choice.reg, choice.dropout, seed)
+    grown), else truncated to the chosen rank, its interactions decayed by age as chosen
+    (``times``: each history's, required then). The learn stage, the gate and eval refit so."""
+    if choice.train_half_life_days and times is None:
+        raise ValueError("a model chosen with its interactions decayed by age is refitted with their times")
+    weights = collab.decay_weights(times, choice.train_half_life_days) if choice.train_half_life_days else None
+    model = collab.fit_grid(histories, n_items, content, grid, choice.reg, choice.dropout, seed, weights)
     return model if choice.full_rank else model.truncated(choice.rank)
 
 
@@ -131,6 +135,9 @@ def learn(inter: Interactions, content: np.ndarray, cfg: CollabConfig, seed: int
         recent = RecentAsOf(*flat_histories(held_out.train, times), at, n, cfg.recent_days) if any(
             cfg.recent_weight) else None
         scorer = JobScorer(content, held_out, cfg, seed, recent, times)
+        after = hold_out_after(histories, times, cfg.recent_days, cfg.valid_users, seed) if any(
+            cfg.train_half_life_days) else None  # the fit's decay by age is judged on what came after a cut
+        scorer.forward = JobScorer(content, after[0], cfg, seed, None, after[1]) if after is not None else None
         choice, tuning = tune_hybrid(cfg, scorer, "collab")
         scores = scorer.scores
         if sequence is not None and sequence.active(True):
@@ -143,7 +150,7 @@ def learn(inter: Interactions, content: np.ndarray, cfg: CollabConfig, seed: int
     # wider than the embeddings) and keep the report of what was tried.
     model = projection = None
     if choice.hybrid:
-        model = fit_chosen(histories, n, content, cfg, choice, seed)
+        model = fit_chosen(histories, n, content, cfg, choice, seed, times)
         if choice.projected:
             projection = project(content, model, choice.weight, histories, seed, choice.half_life)
     if outcome is not None and outcome.published:  # trained again for the final index (``index_vectors``)

@@ -88,7 +88,7 @@ class LearnReport:
         return {
             **self.model, "weight": c.weight, "query_half_life": c.query_half_life, "fresh_weight": c.fresh_weight,
             "fresh_slots": c.fresh_slots, "recent_weight": c.recent_weight, "recent_days": self.recent_days,
-            "profile_half_life_days": c.profile_half_life_days,
+            "profile_half_life_days": c.profile_half_life_days, "train_half_life_days": c.train_half_life_days,
             "hybrid": self.hybrid, "projection": self.projection,
             "window": self.window.to_manifest(),
             "validation": {"users": self.validation_users, "items": self.validation_items, "metric": self.metric,
@@ -101,6 +101,7 @@ class LearnReport:
                            "fresh_slots": t.slots.report() if t and t.slots else None,
                            "recent": t.recent.report() if t and t.recent else None,
                            "profile": t.profile.report() if t and t.profile else None,
+                           "decay": t.decay.report() if t and t.decay else None,
                            "width": t.width if t else [], "width_folds": t.width_folds if t else []},
             "learn_seconds": self.seconds,
         }

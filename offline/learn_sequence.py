@@ -93,7 +93,7 @@ def validation_index(scorer, choice: HybridChoice) -> tuple[np.ndarray, object]:
     the chosen rank, weight and projection), and that fit (None: content alone)."""
     if not choice.hybrid:
         return np.ascontiguousarray(scorer.content, np.float32), None
-    model = scorer.fitted(choice.reg, choice.dropout).truncated(choice.rank)
+    model = scorer.fitted(choice.reg, choice.dropout, choice.train_half_life_days).truncated(choice.rank)
     projection = scorer.projections.get(choice.rank) if choice.projected else None
     rows = index_rows(scorer.content, choice.weight * model.item, projection.item if projection is not None else None)
     return np.ascontiguousarray(rows, np.float32), model

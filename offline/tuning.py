@@ -7,7 +7,8 @@ once, on the one selection procedure (``selection.search``, ``selection.coarse_t
 1. reg x half_life x weight with the first dropout (EASE by default), then the dropout grid at
    the chosen reg only (each dropout value costs one fit, not one per reg), then reg and
    half_life each refined halfway to their neighbours: the smallest weight (0: content alone)
-   within one standard error of the best validation score;
+   within one standard error of the best validation score; for a weight above 0, the fit
+   decayed by age where a forward validation says it wins (``tune_decay``);
 2. for a weight above 0, the width (``width_rule.narrowest``): every narrower rank of the
    ladder (``width_rule.smaller_ranks``) is scored, and the narrowest whose paired loss
    against the full model, plus ``rank_confidence`` standard errors of it, is within
@@ -21,9 +22,8 @@ once, on the one selection procedure (``selection.search``, ``selection.coarse_t
    published scoring (content alone's too, its last stage): the best weight, kept only where
    it beats none by more than one standard error of the paired per-user differences;
 5. the freshness prior's weight on the published scoring with that prior (the largest within
-   one standard error of the best: a new item has no recent interactions, so its lift is
-   chosen against the prior it competes with), then the places kept for new items (the most
-   within it).
+   one standard error of the best: a new item has no recent interactions, so its lift is chosen
+   against the prior it competes with), then the places kept for new items (the most within it).
 
 It returns what was chosen (``HybridChoice``) and what every stage scored (``HybridTuning``).
 """
@@ -60,6 +60,7 @@ class HybridChoice:
     fresh_slots: int = 0  # of each list, the places kept for such items
     recent_weight: float = 0.0  # the recent-popularity prior's weight (x ln(1 + recent interactions))
     profile_half_life_days: float = 0.0  # content alone: the content profile's recency in days (0: the mean)
+    train_half_life_days: float = 0.0  # hybrid: the fit's interactions decayed by their age in days (0: alike)
 
     @property
     def hybrid(self) -> bool:
@@ -95,11 +96,13 @@ class HybridTuning:
     width_folds: list[dict] = field(default_factory=list)  # the rule on one half of the users, checked on the other
     recent: Search | None = None  # the recent-popularity prior's search (None: not scored)
     profile: Search | None = None  # content alone: the content profile's recency (None: not scored)
+    decay: Search | None = None  # hybrid: the fit's decay by age, searched with the weight (None: not scored)
 
     @property
     def widened(self) -> list[dict]:
         """Every value added beyond an edge, in the order of the stages."""
-        return [*self.grid.widened, *(self.recent.widened if self.recent else []),
+        return [*self.grid.widened, *(self.decay.widened if self.decay else []),
+                *(self.recent.widened if self.recent else []),
                 *(self.fresh.widened if self.fresh else []), *(self.slots.widened if self.slots else [])]
 
     @property
@@ -127,12 +130,14 @@ class HybridScorer(Protocol):
     has_new: bool  # whether any item has no training interaction (else a lift or a place changes no list)
     recent: bool  # whether ``published`` scores ``choice.recent_weight`` (the recent-popularity prior)
     profile_times: bool  # whether ``published`` scores ``choice.profile_half_life_days`` (the histories' times)
+    forward: "HybridScorer | None"  # scores the interactions after a cut in time (None: no decay by age)
 
-    def hybrid(self, reg: float, dropout: float, half_life: float, weights: list[float]) -> list[np.ndarray]:
-        """Per-user scores of content + each weight x the collaborative model (reg, dropout)
-        with the query's half-life: one model, every weight."""
+    def hybrid(self, reg: float, dropout: float, half_life: float, weights: list[float],
+               train_half_life_days: float = 0.0) -> list[np.ndarray]:
+        """Per-user scores of content + each weight x the collaborative model (reg, dropout,
+        its fit's decay) with the query's half-life: one model, every weight."""
 
-    def full_rank(self, reg: float, dropout: float) -> int:
+    def full_rank(self, reg: float, dropout: float, train_half_life_days: float = 0.0) -> int:
         """The model's own rank, the narrower ones are compared with (exact: its head's)."""
 
     def at_rank(self, choice: HybridChoice, rank: int) -> np.ndarray:
@@ -175,6 +180,7 @@ def tune_hybrid(grid: CollabGrid, scorer: HybridScorer, section: str) -> tuple[H
         choice, recent = tune_recent(grid, scorer, choice, section)
         return choice, HybridTuning(found, recent=recent, profile=profile)
     full = found.scores[tuple(found.chosen[axis] for axis in HYBRID_AXES)]  # per user, the full model
+    choice, decay, full = tune_decay(grid, scorer, choice, full, section)
     width = narrowest(choice.rank, full, grid.rank_tolerance, lambda r: scorer.at_rank(choice, r),
                       (lambda r: scorer.projected(choice, r)) if grid.project else None, grid.rank,
                       grid.rank_confidence, scorer.content_dim, scorer.slices)
@@ -184,7 +190,42 @@ def tune_hybrid(grid: CollabGrid, scorer: HybridScorer, section: str) -> tuple[H
                      full_rank=width.rank == choice.rank)
     choice, recent = tune_recent(grid, scorer, choice, section)  # before the lift: new items then compete with it
     choice, fresh, slots = tune_fresh(grid, scorer, choice, section)
-    return choice, HybridTuning(found, ranks, projected, fresh, slots, width.tried, width.folds, recent)
+    return choice, HybridTuning(found, ranks, projected, fresh, slots, width.tried, width.folds, recent, decay=decay)
+
+
+def tune_decay(grid: CollabGrid, scorer: HybridScorer, choice: HybridChoice, before: np.ndarray,
+               section: str) -> tuple[HybridChoice, Search | None, np.ndarray]:
+    """The model fitted with each interaction weighted by ``0.5 ** (age / half-life)``, judged on
+    ``scorer.forward`` (the interactions after a cut in time; per-user blocks leave the last days
+    thin in the fit, which a decay leans on): each of ``grid.train_half_life_days`` and none at
+    every weight (the grid's rule), the best kept where it beats none at its best weight by more
+    than one standard error of the paired differences; the weight is then chosen again on the
+    validation users (a decayed fit scores on another scale). Returns the choice, the forward
+    search (None: not scored) and the validation users' scores of the choice."""
+    c, days, forward = choice, [d for d in grid.train_half_life_days if d], getattr(scorer, "forward", None)
+    if not days or forward is None:
+        return choice, None, before
+
+    def on(judge, d_axis: list[float]):  # one fit per half-life, every weight from it
+        def score(points: list[dict]) -> list[np.ndarray]:
+            out = {}
+            for d in dict.fromkeys(p["train_half_life_days"] for p in points):
+                weights = [p["weight"] for p in points if p["train_half_life_days"] == d]
+                out.update({(d, w): s for w, s in zip(weights, judge.hybrid(c.reg, c.dropout, c.half_life, weights, d))})
+            return [out[p["train_half_life_days"], p["weight"]] for p in points]
+        return search({"train_half_life_days": d_axis, "weight": [w for w in grid.weight if w]}, score,
+                      simplest="weight", section=section)  # not widened: the grid's weights, the half-lives given
+
+    found = on(forward, [0.0, *days])
+    none = max(((0.0, w) for w in found.axes["weight"]), key=lambda p: found.scores[p].mean())
+    best = (found.chosen["train_half_life_days"], found.chosen["weight"])
+    rule = {"best": dict(found.chosen), **beats_by_one_standard_error(found.scores[best], found.scores[none])}
+    if not best[0] or not rule["wins"]:
+        return c, replace(found, rule={**rule, "wins": False}, chosen={"train_half_life_days": 0.0}), before
+    mine = on(scorer, [best[0]])  # the weight, on the validation users
+    d, w = float(best[0]), float(mine.chosen["weight"])
+    c = replace(c, weight=w, train_half_life_days=d, rank=scorer.full_rank(c.reg, c.dropout, d), score=mine.score)
+    return c, replace(found, rule=rule, chosen={"train_half_life_days": d}), mine.scores[(d, w)]
 
 
 def tune_fresh(grid: CollabGrid, scorer: HybridScorer, choice: HybridChoice,

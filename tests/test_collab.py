@@ -319,3 +319,71 @@ def test_validation_fits_the_form_the_version_will_have_when_only_its_smaller_he
     assert collab.fit_grid(before, n, content, learned.grid.model_copy(update={"full_rank_max_mb": budget}), 10.0).exact
     candidate = candidate_system(learned, content, before)
     assert not candidate.model.exact and candidate.model.rank == learned.model.rank
+
+
+def test_a_fit_decayed_by_age_follows_what_is_bought_together_now():
+    """Each interaction weighs 0.5 ** (its days before the newest one fitted / half-life), the
+    same whatever the clock (only ages count); a repeat keeps its latest (largest) weight. Item
+    0 was bought with item 1 by many users a year ago and with item 2 by fewer users now: the
+    plain fit ranks 1 first after 0, the decayed fit 2."""
+    day = 86_400.0
+    times = [np.array([0.0, 30 * day]), np.array([60 * day])]
+    weights = collab.decay_weights(times, 30.0)
+    assert np.allclose(weights[0], [0.25, 0.5]) and np.allclose(weights[1], [1.0])
+    shifted = collab.decay_weights([t + 1e9 for t in times], 30.0)
+    assert all(np.allclose(a, b) for a, b in zip(weights, shifted)) and collab.decay_weights(times, 0.0) is None
+    x = collab.interaction_matrix([np.array([2, 2, 1])], 3, [np.array([0.25, 1.0, 0.5])]).toarray()
+    assert x.tolist() == [[0.0, 0.5, 1.0]]
+    assert collab.interaction_matrix([np.array([2, 2, 1])], 3).toarray().tolist() == [[0.0, 1.0, 1.0]]
+    histories = [np.array([0, 1])] * 100 + [np.array([0, 2])] * 80
+    at = [np.full(2, 0.0)] * 100 + [np.full(2, 365 * day)] * 80
+
+    def after_item_0(weights) -> np.ndarray:
+        model = collab.fit(histories, 3, None, reg=10.0, full_rank_max_mb=100, weights=weights)
+        return model.item_side.scores(collab_queries(model.query, [np.array([0])], 0.0))[0]
+
+    plain, decayed = after_item_0(None), after_item_0(collab.decay_weights(at, 30.0))
+    assert plain[1] > plain[2] and decayed[2] > decayed[1]
+
+
+def test_learn_fits_with_decay_by_age_where_what_sells_together_changed_and_records_it():
+    """Each anchor item was bought a year ago with 25 others by many users (one basket each),
+    and lately, by a few users, before one new partner (some of them after the forward
+    validation's cut, 30 days before the newest): that validation chooses a fit decayed by age,
+    the refit is decayed as chosen (the new partner first after the anchor) and the manifest
+    records it; without the decay the old partners come first."""
+    from groundrec.offline.config import CollabConfig
+    from groundrec.offline.interactions import Interactions
+    from groundrec.offline.learn import learn
+
+    day, anchors, old = 86_400.0, 20, 25
+    new_partner = lambda a: anchors * (old + 1) + a  # noqa: E731
+    n = new_partner(anchors)
+    users, items, ts = [], [], []
+    for a in range(anchors):
+        for p in range(old):
+            for _ in range(10):
+                users += [len(users) and users[-1] + 1] * 2
+                items += [a, anchors + a * old + p]
+                ts += [0.0, 0.0]
+        for wave in (250, 250, 250, 300, 300, 300):  # the anchor, then the new partner
+            u = users[-1] + 1
+            users += [u, u]
+            items += [a, new_partner(a)]
+            ts += [wave * day, (wave + 1 if wave == 250 else 340) * day]
+    inter = Interactions(np.array(users), np.array(items), np.array(ts), [f"u{u}" for u in range(users[-1] + 1)], 0)
+    content = np.random.default_rng(0).normal(size=(n, 16)).astype(np.float32)
+    content /= np.linalg.norm(content, axis=1, keepdims=True)
+    cfg = CollabConfig(valid_users=60, reg=[10.0], half_life=[0.0], recent_weight=[0.0], fresh_weight=[0.0],
+                       train_half_life_days=[30.0, 90.0, 365.0])
+    learned = learn(inter, content, cfg)
+    c, record = learned.choice, learned.report.to_manifest()
+    assert learned.hybrid and c.train_half_life_days > 0 and record["train_half_life_days"] == c.train_half_life_days
+    assert record["validation"]["decay"]["rule"]["wins"] and record["validation"]["decay"]["chosen"] == {
+        "train_half_life_days": c.train_half_life_days}
+    scores = learned.model.item_side.scores(collab_queries(learned.model.query, [np.array([3])], 0.0))[0]
+    assert np.argsort(-scores)[0] == new_partner(3)  # the refit is decayed too
+    plain = learn(inter, content, cfg.model_copy(update={"train_half_life_days": []}))
+    assert plain.choice.train_half_life_days == 0.0 and plain.report.to_manifest()["validation"]["decay"] is None
+    scores = plain.model.item_side.scores(collab_queries(plain.model.query, [np.array([3])], 0.0))[0]
+    assert np.argsort(-scores)[0] != new_partner(3)

@@ -41,4 +41,4 @@ def test_only_the_three_fits_used_last_are_kept():
     for reg in (1.0, 10.0, 100.0, 1000.0):
         scorer.fitted(reg, 0.0)
     scorer.fitted(10.0, 0.0)  # used again: now the most recent
-    assert list(scorer.fits) == [(100.0, 0.0), (1000.0, 0.0), (10.0, 0.0)]
+    assert list(scorer.fits) == [(100.0, 0.0, 0.0), (1000.0, 0.0, 0.0), (10.0, 0.0, 0.0)]  # (reg, dropout, decay)

@@ -19,11 +19,11 @@ from groundrec.shared import artifact
 # The manifest's record of a learn stage, in order: readers (the service, scripts) depend on it.
 HYBRID_KEYS = ["model", "rank", "full_rank", "reg", "dropout", "users", "interactions", "items_with_interactions", "head_items",
                "max_dense_items", "items_from_content", "fit_seconds", "weight", "query_half_life", "fresh_weight",
-               "fresh_slots", "recent_weight", "recent_days", "profile_half_life_days", "hybrid", "projection", "window", "validation", "learn_seconds"]
+               "fresh_slots", "recent_weight", "recent_days", "profile_half_life_days", "train_half_life_days", "hybrid", "projection", "window", "validation", "learn_seconds"]
 CONTENT_KEYS = ["model", "rank", "reg", "dropout", *HYBRID_KEYS[HYBRID_KEYS.index("weight"):]]
 WINDOW_KEYS = ["days", "from", "to", "interactions", "users", "unknown_items_dropped"]
 VALIDATION_KEYS = ["users", "items", "metric", "chosen", "scores", "grid", "widened", "grid_warnings", "fresh", "fresh_slots",
-                   "recent", "profile", "width", "width_folds"]
+                   "recent", "profile", "decay", "width", "width_folds"]
 CHOSEN_KEYS = ["reg", "dropout", "half_life", "weight", "rank", "full_rank", "projected", "score"]
 
 

@@ -55,6 +55,7 @@ class EvalHybridScorer:
         self.slices = user_slices(self.valid.relevant, new)  # what the width rule judges apart
         self.has_new = len(new) > 0
         self.recent = False  # eval's own hybrid row has no recent-popularity prior (the published row's learn stage does)
+        self.forward = None  # nor a fit decayed by age (``tuning.tune_decay``; the published row's learn stage can)
         self._content_scores: np.ndarray | None = None
         self._base: tuple[tuple, np.ndarray] | None = None  # the published scores of one choice
 
@@ -71,11 +72,12 @@ class EvalHybridScorer:
     def _collab(self, model: CollabModel, half_life: float) -> np.ndarray:
         return self._scores(CollabSystem(HYBRID, self.rep.name, model, half_life=half_life))
 
-    def hybrid(self, reg: float, dropout: float, half_life: float, weights: list[float]) -> list[np.ndarray]:
+    def hybrid(self, reg: float, dropout: float, half_life: float, weights: list[float],
+               train_half_life_days: float = 0.0) -> list[np.ndarray]:  # no decay here (``forward``)
         cf = self._collab(self.on_valid(reg, dropout), half_life)
         return [self.runner.valid_per_user(self.content_scores() + w * cf) for w in weights]
 
-    def full_rank(self, reg: float, dropout: float) -> int:
+    def full_rank(self, reg: float, dropout: float, train_half_life_days: float = 0.0) -> int:
         return self.on_valid(reg, dropout).rank
 
     def at_rank(self, choice: HybridChoice, rank: int) -> np.ndarray:
