@@ -112,7 +112,8 @@ class CollabModel:
 def interaction_matrix(histories: list[np.ndarray], n_items: int,
                        weights: list[np.ndarray] | None = None) -> sp.csr_matrix:
     """Users x items, 1 where the user interacted with the item (repeats count once); with
-    ``weights`` (one per history entry, ``decay_weights``) the largest of its entries' weights."""
+    ``weights`` (one per history entry, ``decay_weights``) the largest of its entries' weights,
+    all scaled to a mean square of 1: X'X keeps its scale, so ``reg`` means what it means without."""
     rows = np.repeat(np.arange(len(histories)), [len(h) for h in histories])
     cols = np.concatenate(histories) if histories else np.zeros(0, np.int64)
     if weights is None:
@@ -123,7 +124,8 @@ def interaction_matrix(histories: list[np.ndarray], n_items: int,
     key = rows.astype(np.int64) * n_items + cols
     order = np.lexsort((-w, key))  # per (user, item) its largest weight first
     first = order[np.r_[True, np.diff(key[order]) != 0]] if len(order) else order
-    return sp.csr_matrix((w[first], (rows[first], cols[first])), shape=(len(histories), n_items))
+    kept = w[first] * np.float32(np.sqrt(len(first) / max(float(np.square(w[first], dtype=np.float64).sum()), 1e-300)))
+    return sp.csr_matrix((kept, (rows[first], cols[first])), shape=(len(histories), n_items))
 
 
 def decay_weights(times: list[np.ndarray], half_life_days: float) -> list[np.ndarray] | None:

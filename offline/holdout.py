@@ -136,14 +136,15 @@ def hold_out_after(histories: list[np.ndarray], times: list[np.ndarray], days: f
                    seed: int = 0) -> tuple[HeldOut, list[np.ndarray]] | None:
     """A forward validation: every history cut ``days`` before the newest interaction, the
     users with a history before the cut (a random ``max_users`` when more) holding out the items
-    new to them after it, all found from one list; with the training parts' times. None when
+    new to them after it (their first ``MAX_PER_USER``), all found from one list; with the training parts' times. None when
     nobody qualifies. What a nightly version faces (the interactions after it learned), for a
     choice the per-user blocks cannot judge: they leave the last days' data thin in the fit."""
     newest = max((float(t.max()) for t in times if len(t)), default=0.0)
     cut = [int(np.searchsorted(t, newest - days * 86_400, side="right")) for t in times]
     train, news = [h[:k] for h, k in zip(histories, cut)], {}
     for u, (h, k) in enumerate(zip(histories, cut)):
-        new = [int(i) for i in dict.fromkeys(h[k:].tolist()) if i not in set(h[:k].tolist())] if k else []
+        seen = set(h[:k].tolist())
+        new = [int(i) for i in dict.fromkeys(h[k:].tolist()) if i not in seen][:MAX_PER_USER] if k else []
         if new:
             news[u] = new
     users = sorted(news)

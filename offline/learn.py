@@ -139,6 +139,7 @@ def learn(inter: Interactions, content: np.ndarray, cfg: CollabConfig, seed: int
             cfg.train_half_life_days) else None  # the fit's decay by age is judged on what came after a cut
         scorer.forward = JobScorer(content, after[0], cfg, seed, None, after[1]) if after is not None else None
         choice, tuning = tune_hybrid(cfg, scorer, "collab")
+        scorer.forward = None  # its fits are not needed past the tuner
         scores = scorer.scores
         if sequence is not None and sequence.active(True):
             outcome = learn_sequence.choose(sequence, scorer, held_out.users, choice, tuning, seed, runner=runner,

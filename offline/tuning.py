@@ -15,12 +15,10 @@ once, on the one selection procedure (``selection.search``, ``selection.coarse_t
    ``rank_tolerance`` of the full model's score, and that clearly costs neither slice of the
    users (cold, warm: the scorer's ``slices``), is published; then the projection to the
    content's width by the same rule;
-3. for content alone, where the scorer has the histories' times (``profile_times``), the
-   content profile's recency (``tune_profile``: the ``recency`` strategy's half-life in days),
-   kept only where it beats the mean by more than one standard error;
-4. where the scorer can score it (``recent``), the version's recent-popularity prior on the
-   published scoring (content alone's too, its last stage): the best weight, kept only where
-   it beats none by more than one standard error of the paired per-user differences;
+3. for content alone, where the scorer has the histories' times (``profile_times``), the content
+   profile's recency (``tune_profile``), kept where it beats the mean by more than one standard error;
+4. where the scorer can score it (``recent``), the version's recent-popularity prior on the published
+   scoring (content alone's too, its last stage): the best weight, kept where it beats none so;
 5. the freshness prior's weight on the published scoring with that prior (the largest within
    one standard error of the best: a new item has no recent interactions, so its lift is chosen
    against the prior it competes with), then the places kept for new items (the most within it).
@@ -180,7 +178,7 @@ def tune_hybrid(grid: CollabGrid, scorer: HybridScorer, section: str) -> tuple[H
         choice, recent = tune_recent(grid, scorer, choice, section)
         return choice, HybridTuning(found, recent=recent, profile=profile)
     full = found.scores[tuple(found.chosen[axis] for axis in HYBRID_AXES)]  # per user, the full model
-    choice, decay, full = tune_decay(grid, scorer, choice, full, section)
+    choice, decay, full = tune_decay(grid, scorer, choice, full, section, found.axes["weight"])
     width = narrowest(choice.rank, full, grid.rank_tolerance, lambda r: scorer.at_rank(choice, r),
                       (lambda r: scorer.projected(choice, r)) if grid.project else None, grid.rank,
                       grid.rank_confidence, scorer.content_dim, scorer.slices)
@@ -193,39 +191,41 @@ def tune_hybrid(grid: CollabGrid, scorer: HybridScorer, section: str) -> tuple[H
     return choice, HybridTuning(found, ranks, projected, fresh, slots, width.tried, width.folds, recent, decay=decay)
 
 
-def tune_decay(grid: CollabGrid, scorer: HybridScorer, choice: HybridChoice, before: np.ndarray,
-               section: str) -> tuple[HybridChoice, Search | None, np.ndarray]:
+def tune_decay(grid: CollabGrid, scorer: HybridScorer, choice: HybridChoice, before: np.ndarray, section: str,
+               weights: list[float]) -> tuple[HybridChoice, Search | None, np.ndarray]:
     """The model fitted with each interaction weighted by ``0.5 ** (age / half-life)``, judged on
     ``scorer.forward`` (the interactions after a cut in time; per-user blocks leave the last days
-    thin in the fit, which a decay leans on): each of ``grid.train_half_life_days`` and none at
-    every weight (the grid's rule), the best kept where it beats none at its best weight by more
-    than one standard error of the paired differences; the weight is then chosen again on the
-    validation users (a decayed fit scores on another scale). Returns the choice, the forward
-    search (None: not scored) and the validation users' scores of the choice."""
+    thin in the fit, which a decay leans on): each of ``grid.train_half_life_days`` and none, each
+    at its best of ``weights`` (the grid's, as widened); the best half-life kept where it beats
+    none by more than one standard error of the paired differences, its weight then chosen again
+    on the validation users (a decayed fit scores on another scale). Returns the choice, the
+    forward search (None: not scored) and the validation users' scores of the choice."""
     c, days, forward = choice, [d for d in grid.train_half_life_days if d], getattr(scorer, "forward", None)
     if not days or forward is None:
         return choice, None, before
 
-    def on(judge, d_axis: list[float]):  # one fit per half-life, every weight from it
+    def on(judge, d_axis: list[float]) -> Search:  # one fit per half-life, every weight from it
         def score(points: list[dict]) -> list[np.ndarray]:
             out = {}
             for d in dict.fromkeys(p["train_half_life_days"] for p in points):
-                weights = [p["weight"] for p in points if p["train_half_life_days"] == d]
-                out.update({(d, w): s for w, s in zip(weights, judge.hybrid(c.reg, c.dropout, c.half_life, weights, d))})
+                ws = [p["weight"] for p in points if p["train_half_life_days"] == d]
+                out.update({(d, w): s for w, s in zip(ws, judge.hybrid(c.reg, c.dropout, c.half_life, ws, d))})
             return [out[p["train_half_life_days"], p["weight"]] for p in points]
-        return search({"train_half_life_days": d_axis, "weight": [w for w in grid.weight if w]}, score,
-                      simplest="weight", section=section)  # not widened: the grid's weights, the half-lives given
+        return search({"train_half_life_days": d_axis, "weight": [w for w in weights if w]}, score,
+                      simplest="weight", section=section)  # not widened
 
     found = on(forward, [0.0, *days])
-    none = max(((0.0, w) for w in found.axes["weight"]), key=lambda p: found.scores[p].mean())
-    best = (found.chosen["train_half_life_days"], found.chosen["weight"])
-    rule = {"best": dict(found.chosen), **beats_by_one_standard_error(found.scores[best], found.scores[none])}
-    if not best[0] or not rule["wins"]:
-        return c, replace(found, rule={**rule, "wins": False}, chosen={"train_half_life_days": 0.0}), before
+    mean = lambda p: found.scores[p].mean()  # noqa: E731
+    top = lambda d: max(((d, w) for w in found.axes["weight"]), key=mean)  # noqa: E731  (a half-life's best weight)
+    best, none = max(map(top, days), key=mean), top(0.0)
+    rule = {"best": dict(zip(("train_half_life_days", "weight"), best)),
+            **beats_by_one_standard_error(found.scores[best], found.scores[none])}
+    if not rule["wins"]:
+        return c, replace(found, rule=rule, chosen={"train_half_life_days": 0.0}, score=float(mean(none))), before
     mine = on(scorer, [best[0]])  # the weight, on the validation users
     d, w = float(best[0]), float(mine.chosen["weight"])
     c = replace(c, weight=w, train_half_life_days=d, rank=scorer.full_rank(c.reg, c.dropout, d), score=mine.score)
-    return c, replace(found, rule=rule, chosen={"train_half_life_days": d}), mine.scores[(d, w)]
+    return c, replace(found, rule=rule, chosen={"train_half_life_days": d}, score=float(mean(best))), mine.scores[d, w]
 
 
 def tune_fresh(grid: CollabGrid, scorer: HybridScorer, choice: HybridChoice,

@@ -333,7 +333,8 @@ def test_a_fit_decayed_by_age_follows_what_is_bought_together_now():
     shifted = collab.decay_weights([t + 1e9 for t in times], 30.0)
     assert all(np.allclose(a, b) for a, b in zip(weights, shifted)) and collab.decay_weights(times, 0.0) is None
     x = collab.interaction_matrix([np.array([2, 2, 1])], 3, [np.array([0.25, 1.0, 0.5])]).toarray()
-    assert x.tolist() == [[0.0, 0.5, 1.0]]
+    assert x[0, 0] == 0 and x[0, 2] == pytest.approx(2 * x[0, 1])  # item 2: its latest weight, 1
+    assert np.mean(x[x > 0] ** 2) == pytest.approx(1.0)  # X'X keeps its scale: reg means what it means
     assert collab.interaction_matrix([np.array([2, 2, 1])], 3).toarray().tolist() == [[0.0, 1.0, 1.0]]
     histories = [np.array([0, 1])] * 100 + [np.array([0, 2])] * 80
     at = [np.full(2, 0.0)] * 100 + [np.full(2, 365 * day)] * 80

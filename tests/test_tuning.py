@@ -357,6 +357,13 @@ def test_a_fit_decayed_by_age_is_judged_on_what_came_after_a_cut_and_its_weight_
     assert ("hybrid", (10.0, 0.0, 0.0, 30.0), [1.0, 3.0]) in scorer.calls  # the weight, on the validation users
     assert ("full_rank", (10.0, 0.0, 30.0)) in scorer.calls
     assert all(c[1].train_half_life_days == 30.0 for c in scorer.named("at_rank") + scorer.named("published"))
+    # each half-life at its own best weight: no decay's small weight within the (unpaired) noise of
+    # the best point does not hide a decay that wins, paired, at a larger one
+    ahead = {(0.0, 1.0): 0.48, (0.0, 3.0): 0.47, (30.0, 1.0): 0.40, (30.0, 3.0): 0.50, (90.0, 1.0): 0.4, (90.0, 3.0): 0.4}
+    forward = DecayScorer(lambda reg, d, hl, w: ahead[0.0, w], lambda days, w: ahead[days, w] - ahead[0.0, w])
+    choice, tuning = tune_hybrid(grid, DecayScorer(base, lambda days, w: 0.0, forward=forward, **kw), "collab")
+    assert choice.train_half_life_days == 30.0 and tuning.decay.rule["best"] == {"train_half_life_days": 30.0,
+                                                                                  "weight": 3.0}
     # higher on what came after, but within its paired noise: no decay, and the search says why
     plain = _hits(0.4)
     noisy = plain + np.where(np.arange(USERS) % 2, 0.2, -0.2) + 0.004  # +0.004, its standard error 0.01

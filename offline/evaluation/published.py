@@ -68,7 +68,8 @@ def published_systems(runner: "Runner", rep: Representation) -> tuple[System, Sy
     else:
         params = {"reg": c.reg, "dropout": c.dropout, "half_life": c.query_half_life, "weight": c.weight,
                   "rank": learned.model.rank, "projected": c.projected, "fresh_weight": c.fresh_weight,
-                  "fresh_slots": c.fresh_slots, "recent_weight": c.recent_weight}
+                  "fresh_slots": c.fresh_slots, "recent_weight": c.recent_weight,
+                  "train_half_life_days": c.train_half_life_days}
         hybrid = hybrid_system(PUBLISHED, f"{rep.name} + interactions", content, learned.model, c.weight,
                                learned.projection, params, c.query_half_life, c.fresh_weight, c.fresh_slots)
     encoder = _encoder_system(learned, sequence, inter, rep, data.pop_test, cfg.seed,
