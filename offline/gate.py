@@ -28,6 +28,7 @@ from groundrec.offline.evaluation.metrics import per_user_metrics
 from groundrec.offline.evaluation.sequence_system import SequenceSystem
 from groundrec.offline.evaluation.stats import paired_test
 from groundrec.offline.evaluation.systems import System, hybrid_system, version_content
+from groundrec.offline.holdout import split_at
 from groundrec.offline.interactions import Interactions
 from groundrec.shared import artifact
 from groundrec.shared.errors import UserError
@@ -125,17 +126,16 @@ class Window:
 
 
 def window_users(inter: Interactions, item_ids: list[str], cutoff: float, max_users: int, seed: int = 0) -> Window:
-    order = np.lexsort((inter.ts, inter.users))
-    users, items, ts = inter.users[order], inter.items[order], inter.ts[order]
-    cuts = np.flatnonzero(np.diff(users)) + 1
+    from groundrec.offline.learn import histories_in_time_order
+
+    rows, row_times = histories_in_time_order(inter, with_times=True)
+    cut, after = split_at(rows, row_times, cutoff)
     histories, targets, times = [], [], []
-    for u_items, u_ts in zip(np.split(items, cuts), np.split(ts, cuts)):
-        before = [item_ids[i] for i in u_items[u_ts <= cutoff]]
-        after = {item_ids[i] for i in u_items[u_ts > cutoff]} - set(before)
-        if before and after:
-            histories.append(before)
-            targets.append(after)
-            times.append(u_ts[u_ts <= cutoff].astype(np.float64).tolist())  # what a version's recency weighs
+    for h, t, k, new in zip(rows, row_times, cut, after):
+        if new:
+            histories.append([item_ids[i] for i in h[:k]])
+            targets.append({item_ids[i] for i in new})
+            times.append(t[:k].astype(np.float64).tolist())  # what a version's recency weighs
     if len(histories) > max_users:
         keep = sorted(np.random.default_rng(seed).choice(len(histories), max_users, replace=False).tolist())
         histories, targets, times = [histories[n] for n in keep], [targets[n] for n in keep], [times[n] for n in keep]

@@ -13,7 +13,7 @@ import numpy as np
 
 from groundrec.offline import collab
 from groundrec.shared.scoring.collab import collab_queries, hybrid_queries, index_rows
-from groundrec.shared.scoring.profiles import latest, recency_profiles
+from groundrec.shared.scoring.profiles import latest
 from groundrec.shared.scoring.ranking import lift, target_in_top_k, target_in_top_k_of_blends, top_k_matrix
 
 K = 20
@@ -132,6 +132,19 @@ def hold_out_recent(histories: list[np.ndarray], max_users: int, max_items: int,
     return HeldOut(train, users, np.asarray(rows, np.int64), np.asarray(targets, np.int64))
 
 
+def split_at(histories: list[np.ndarray], times: list[np.ndarray],
+             cutoff: float) -> tuple[list[int], list[list[int]]]:
+    """Each history (``times`` sorted) cut at ``cutoff``: where its part at or before it ends,
+    and the items new to it after (in order, once each; none for a history with no part
+    before). The one rule of the forward validation and the promotion gate's window."""
+    cut = [int(np.searchsorted(t, cutoff, side="right")) for t in times]
+    after = []
+    for h, k in zip(histories, cut):
+        seen = set(h[:k].tolist())
+        after.append([int(i) for i in dict.fromkeys(h[k:].tolist()) if i not in seen] if k else [])
+    return cut, after
+
+
 def hold_out_after(histories: list[np.ndarray], times: list[np.ndarray], days: float, max_users: int,
                    seed: int = 0) -> tuple[HeldOut, list[np.ndarray]] | None:
     """A forward validation: every history cut ``days`` before the newest interaction, the
@@ -140,13 +153,9 @@ def hold_out_after(histories: list[np.ndarray], times: list[np.ndarray], days: f
     nobody qualifies. What a nightly version faces (the interactions after it learned), for a
     choice the per-user blocks cannot judge: they leave the last days' data thin in the fit."""
     newest = max((float(t.max()) for t in times if len(t)), default=0.0)
-    cut = [int(np.searchsorted(t, newest - days * 86_400, side="right")) for t in times]
-    train, news = [h[:k] for h, k in zip(histories, cut)], {}
-    for u, (h, k) in enumerate(zip(histories, cut)):
-        seen = set(h[:k].tolist())
-        new = [int(i) for i in dict.fromkeys(h[k:].tolist()) if i not in seen][:MAX_PER_USER] if k else []
-        if new:
-            news[u] = new
+    cut, after = split_at(histories, times, newest - days * 86_400)
+    train = [h[:k] for h, k in zip(histories, cut)]
+    news = {u: new[:MAX_PER_USER] for u, new in enumerate(after) if new}
     users = sorted(news)
     if len(users) > max_users:
         users = sorted(np.random.default_rng(seed).choice(users, max_users, replace=False).tolist())
@@ -185,13 +194,6 @@ def _shares(budget: int, n: int, seed: int = 0) -> np.ndarray:
 def hits(scores: np.ndarray, seen: list[np.ndarray], targets: np.ndarray) -> np.ndarray:
     """Whether each row's target is in its top K (seen items excluded, in place)."""
     return target_in_top_k(scores, seen, targets, K)
-
-
-def content_profiles(content: np.ndarray, histories: list[np.ndarray], times: list[np.ndarray] | None = None,
-                     half_life_days: float = 0.0) -> np.ndarray:
-    """Each history's content profile as the version serves it by default: the mean, or with
-    ``half_life_days`` (and each history's ``times``) the recency profile."""
-    return recency_profiles(content, histories, times, half_life_days)
 
 
 def _chunks(owner: np.ndarray):

@@ -8,11 +8,12 @@ import numpy as np
 
 from groundrec.offline import collab
 from groundrec.offline.config import CollabConfig
-from groundrec.offline.holdout import HeldOut, content_profiles, published_hits, published_lists, validation_hits
+from groundrec.offline.holdout import HeldOut, published_hits, published_lists, validation_hits
 from groundrec.offline.projection import project
 from groundrec.offline.tuning import HybridChoice
 from groundrec.offline.width_rule import user_slices
 from groundrec.shared.scoring.popularity import RecentAsOf, counts_of_rows, new_items
+from groundrec.shared.scoring.profiles import recency_profiles
 from groundrec.shared.scoring.searcher import Searcher
 
 
@@ -43,7 +44,7 @@ class JobScorer:
         self.train, self.held, self.targets = held_out.train, held_out.histories, held_out.targets
         self.user_held, self.owner = held_out.user_histories, held_out.rows
         self.content_dim = content.shape[1]
-        self.profiles = content_profiles(content, self.user_held)
+        self.profiles = recency_profiles(content, self.user_held)
         # each held-out user's times before their block (``times``: every user's, sorted): the
         # content profile's recency can be scored (content alone's ``tune_profile``)
         self.profile_times = times is not None
@@ -54,7 +55,7 @@ class JobScorer:
         self.forward: JobScorer | None = None
         self._recency: dict[float, np.ndarray] = {0.0: self.profiles}
         self.scores: dict[str, float] = {}
-        self.fits: dict[tuple[float, float], collab.CollabModel] = {}
+        self.fits: dict[tuple[float, float, float], collab.CollabModel] = {}  # (reg, dropout, decay)
         self.projections: dict[int, collab.Projection] = {}
         self.new = new_items(counts_of_rows(self.train, len(content)))  # new items: no interaction in the training part
         self.has_new = len(self.new) > 0
@@ -92,7 +93,7 @@ class JobScorer:
     def profiles_at(self, half_life_days: float) -> np.ndarray:
         """The held-out users' content profiles with that recency (0: the mean, ``profiles``)."""
         if half_life_days not in self._recency:
-            self._recency[half_life_days] = content_profiles(self.content, self.user_held, self._user_times,
+            self._recency[half_life_days] = recency_profiles(self.content, self.user_held, self._user_times,
                                                              half_life_days)
         return self._recency[half_life_days]
 

@@ -110,7 +110,8 @@ def test_a_user_s_rows_scored_once_are_the_rows_scored_each_from_the_same_histor
     """``owner`` (each row's user): profiles and histories per user, each scored once, give every
     row the hits it gets when scored on its own, across chunks that never split a user."""
     from groundrec.offline import collab
-    from groundrec.offline.holdout import CHUNK, content_profiles, published_hits, published_lists, validation_hits
+    from groundrec.offline.holdout import CHUNK, published_hits, published_lists, validation_hits
+    from groundrec.shared.scoring.profiles import recency_profiles
 
     rng = np.random.default_rng(0)
     n_items = 60
@@ -121,22 +122,22 @@ def test_a_user_s_rows_scored_once_are_the_rows_scored_each_from_the_same_histor
     model = collab.fit(held.train, n_items, content, rank=8, reg=10.0)
     per_user, per_row = held.user_histories, held.histories
     assert len(held.targets) > CHUNK and np.bincount(held.rows).min() > 1
-    once = validation_hits(model, content, content_profiles(content, per_user), per_user, held.targets, [0.5, 2.0],
+    once = validation_hits(model, content, recency_profiles(content, per_user), per_user, held.targets, [0.5, 2.0],
                            3.0, held.rows)
-    each = validation_hits(model, content, content_profiles(content, per_row), per_row, held.targets, [0.5, 2.0], 3.0)
+    each = validation_hits(model, content, recency_profiles(content, per_row), per_row, held.targets, [0.5, 2.0], 3.0)
     assert set(once) == set(each) and all(np.array_equal(once[k], each[k]) for k in each)
     assert 0 < once[2.0].mean() < 1  # hits and misses both
     new = np.arange(50, 60)
     fresh = ((0.0, 0), (0.3, 2))
-    once = published_hits(model, content, content_profiles(content, per_user), per_user, held.targets, 2.0, None, 3.0,
+    once = published_hits(model, content, recency_profiles(content, per_user), per_user, held.targets, 2.0, None, 3.0,
                           new, fresh, held.rows)
-    each = published_hits(model, content, content_profiles(content, per_row), per_row, held.targets, 2.0, None, 3.0,
+    each = published_hits(model, content, recency_profiles(content, per_row), per_row, held.targets, 2.0, None, 3.0,
                           new, fresh)
     assert all(np.array_equal(once[k], each[k]) for k in fresh)
-    lists = published_lists(model, content, content_profiles(content, per_user), per_user, 2.0, None, 3.0, new, 0.3,
+    lists = published_lists(model, content, recency_profiles(content, per_user), per_user, 2.0, None, 3.0, new, 0.3,
                             2, held.rows)
     assert lists.shape == (len(held.targets), 20) and np.array_equal(lists, published_lists(
-        model, content, content_profiles(content, per_row), per_row, 2.0, None, 3.0, new, 0.3, 2))
+        model, content, recency_profiles(content, per_row), per_row, 2.0, None, 3.0, new, 0.3, 2))
 
 
 def test_a_held_out_block_is_found_from_the_moments_before_it_never_from_its_own_basket():

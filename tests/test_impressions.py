@@ -31,8 +31,8 @@ def test_answers_are_written_after_the_fact_and_readable_after_flush(store):
         assert imp.log(rid, "u1", answer("v7", "a", "b", "c"), "B", {"strategy": "mean", "k": 3})
         imp.log(new_recommendation_id(), None, answer("v7", "d"), None, {}, endpoint="search")
         start = time.perf_counter()
-        imp.flush()
-        assert time.perf_counter() - start < 2.5  # flush wakes the writer: no waiting out the 5 s interval
+        imp.flush(timeout_s=10)
+        assert time.perf_counter() - start < 4  # flush wakes the writer: no waiting out the 5 s interval
         got = store.impression(rid)
         assert got.items == ("a", "b", "c") and got.version == "v7" and got.arm == "B" and got.user_id == "u1"
         assert json.loads(got.settings) == {"k": 3, "strategy": "mean"}
@@ -143,7 +143,7 @@ def test_a_flush_asked_while_the_writer_is_busy_is_not_lost(store):
         assert entered.wait(10)  # the writer is writing the first one
         rid = new_recommendation_id()
         imp.log(rid, "u", answer("v", "b"), None, {})
-        threading.Timer(0.3, gate.set).start()  # the write ends after this flush has asked
+        threading.Timer(1.0, gate.set).start()  # the write ends after this flush has asked
         imp.flush(timeout_s=8)
         first.join(10)
         assert imp.written == 2 and store.impression(rid) is not None

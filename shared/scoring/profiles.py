@@ -73,8 +73,8 @@ def mean_profiles(vectors: np.ndarray, histories: list[np.ndarray],
     return unit(sums / totals[:, None])
 
 
-def recency_profiles(vectors: np.ndarray, histories: list[np.ndarray], times: list[np.ndarray] | None,
-                     half_life_days: float) -> np.ndarray:
+def recency_profiles(vectors: np.ndarray, histories: list[np.ndarray], times: list[np.ndarray] | None = None,
+                     half_life_days: float = 0.0) -> np.ndarray:
     """Each history's profile from its latest items as a version serves it by default: with
     ``half_life_days`` the ``recency`` profile (``build_profile``'s numbers, weighed by
     ``times``), the version's when its job chose one (``Manifest.profile_half_life_days``);
