@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import itertools
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 
@@ -221,3 +221,15 @@ def beats_by_one_standard_error(candidate, incumbent) -> dict:
     mean, se = mean_and_se(candidate - incumbent)
     return {"candidate": float(candidate.mean()) if n else 0.0, "incumbent": float(incumbent.mean()) if n else 0.0,
             "diff": mean, "se": se, "users": n, "wins": bool(n > 1 and mean > se)}  # one user: no error to beat
+
+
+def kept_if_it_beats_none(found: Search, axis: str) -> tuple[float, Search]:
+    """The best value of a one-axis search, kept only where it beats 0 (none) by more than one
+    standard error of the paired per-user differences (``beats_by_one_standard_error``,
+    the learned encoder's rule, here for the best of several values: a looser bar); the search
+    with what is published as ``chosen`` and the paired comparison as ``rule``."""
+    best = float(found.chosen[axis])
+    rule = beats_by_one_standard_error(found.scores[(best,)], found.scores[(0.0,)])
+    value = best if best and rule["wins"] else 0.0
+    return value, replace(found, chosen={axis: value}, score=float(found.scores[(value,)].mean()),
+                          rule={"best": best, **rule}, warnings=found.warnings if value else [])  # none: no edge

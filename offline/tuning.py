@@ -35,7 +35,7 @@ from typing import Protocol
 import numpy as np
 
 from groundrec.offline.config import CollabGrid
-from groundrec.offline.selection import Search, beats_by_one_standard_error, coarse_to_fine, search
+from groundrec.offline.selection import Search, beats_by_one_standard_error, coarse_to_fine, kept_if_it_beats_none, search
 from groundrec.offline.width_rule import narrowest
 
 HYBRID_AXES = ("reg", "dropout", "half_life", "weight")
@@ -267,7 +267,7 @@ def tune_recent(grid: CollabGrid, scorer: HybridScorer, choice: HybridChoice,
                    lambda points: [scorer.published(replace(choice, recent_weight=p["recent_weight"]), [published])[0]
                                    for p in points],
                    widenings=grid.widenings, section=section)
-    weight, found = _kept_if_it_beats_none(found, "recent_weight")
+    weight, found = kept_if_it_beats_none(found, "recent_weight")
     return replace(choice, recent_weight=weight, score=found.score), found
 
 
@@ -284,17 +284,6 @@ def tune_profile(grid: CollabGrid, scorer: HybridScorer, choice: HybridChoice,
     found = search({"profile_half_life_days": sorted({0.0, *grid.profile_half_life_days})},
                    lambda points: [scorer.published(replace(choice, profile_half_life_days=p["profile_half_life_days"]),
                                                     [(0.0, 0)])[0] for p in points], section=section)
-    days, found = _kept_if_it_beats_none(found, "profile_half_life_days")
+    days, found = kept_if_it_beats_none(found, "profile_half_life_days")
     return replace(choice, profile_half_life_days=days, score=found.score), found
 
-
-def _kept_if_it_beats_none(found: Search, axis: str) -> tuple[float, Search]:
-    """The best value of a one-axis search, kept only where it beats 0 (none) by more than one
-    standard error of the paired per-user differences (``selection.beats_by_one_standard_error``,
-    the learned encoder's rule, here for the best of several values: a looser bar); the search
-    with what is published as ``chosen`` and the paired comparison as ``rule``."""
-    best = float(found.chosen[axis])
-    rule = beats_by_one_standard_error(found.scores[(best,)], found.scores[(0.0,)])
-    value = best if best and rule["wins"] else 0.0
-    return value, replace(found, chosen={axis: value}, score=float(found.scores[(value,)].mean()),
-                          rule={"best": best, **rule}, warnings=found.warnings if value else [])  # none: no edge

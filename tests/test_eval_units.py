@@ -343,3 +343,55 @@ def test_one_user_has_no_bootstrap_interval_and_small_p_values_keep_their_digits
     point, lo, hi = bootstrap_ratios(np.array([2.0, 0.0]), np.array([10.0, 10.0]))
     assert lo[0] < hi[0]
     assert (_g(3e-7), _g(-4e-5), _g(0.0), _g(None), _g(0.0123456)) == ("3e-07", "-4e-05", "< 1e-300", "–", "0.0123")
+
+
+def test_the_recency_ease_row_decays_its_fit_by_age_where_validation_after_a_cut_in_time_says_so(tmp_path):
+    """With ``tuning.collab.train_half_life_days`` and one cut in time, eval's recency-EASE row
+    scores each half-life on its validation users (what came after the first cut) at its chosen
+    reg and half-life, and keeps the best where it beats none by one standard error. Each anchor
+    item was bought with 25 others by many users a year ago and lately with one new partner by a
+    few; the partner is what validation and test hold out: the decayed row finds it (its note
+    says kept), the plain row, without half-lives, does not (and has no decay in its params)."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from groundrec.offline.evaluation.compare import Runner
+    from groundrec.offline.evaluation.config import EvalConfig
+    from groundrec.offline.evaluation.data import read_and_split
+    from groundrec.offline.evaluation.hybrid import RECENCY_FULL, collab_rows
+
+    day, anchors, old = 86_400.0, 20, 25
+    partner = lambda a: anchors * (old + 1) + a  # noqa: E731
+    rows = []  # (user, item, day)
+    for a in range(anchors):
+        for p in range(old):
+            for _ in range(10):
+                u = len(rows) // 2
+                rows += [(u, a, 0), (u, anchors + a * old + p, 0)]
+        for first, then in [(250, 251)] * 3 + [(300, 330)] * 3 + [(300, 340)] * 3:
+            u = len(rows) // 2
+            rows += [(u, a, first), (u, partner(a), then)]
+    users, items, days = map(np.array, zip(*rows))
+    pq.write_table(pa.table({"item_id": [f"i{i}" for i in range(partner(anchors))]}), tmp_path / "items.parquet")
+    pq.write_table(pa.table({"user_id": [f"u{u}" for u in users], "item_id": [f"i{i}" for i in items],
+                             "timestamp": (days * day).astype("int64")}), tmp_path / "inter.parquet")
+
+    def recency_row(days_grid: list[float]):
+        cfg = EvalConfig.model_validate({
+            "catalog": {"path": tmp_path / "items.parquet", "text_columns": []},
+            "interactions": {"path": tmp_path / "inter.parquet"},
+            "split": {"kind": "global_time", "frac": 0.005},
+            "tuning": {"collab": {"reg": [10.0], "half_life": [0.0], "widenings": 0,
+                                  "train_half_life_days": days_grid}}})
+        data = read_and_split(cfg)
+        assert {int(t) for t in np.concatenate(data.history_times("test"))} <= {0, 250 * 86_400, 251 * 86_400,
+                                                                               300 * 86_400, 330 * 86_400}
+        runner = Runner(cfg, data, progress=False)
+        collab_rows(runner, None)
+        return next(r for r in runner.rows if r.system == RECENCY_FULL)
+
+    decayed, plain = recency_row([30.0, 365.0]), recency_row([])
+    assert decayed.params["train_half_life_days"] == 30.0 and "kept" in decayed.note and "not kept" not in decayed.note
+    assert "train_half_life_days" not in plain.params and plain.note is None
+    recall = lambda row: row.per_user["recall@20"].mean()  # noqa: E731
+    assert recall(decayed) == 1.0 and recall(plain) == 0.0

@@ -32,6 +32,19 @@ class EvalData:
     def n_items(self) -> int:
         return self.items.num_rows
 
+    def history_times(self, stage: str) -> list[np.ndarray]:
+        """Each interaction's time (seconds) in ``valid_histories`` (``stage`` "valid") or
+        ``test_histories`` ("test"), aligned with them: what a fit decayed by age weighs."""
+        parts = self.split.parts.values()
+        positions = ([p.train for p in parts] if stage == "valid"
+                     else [np.concatenate([p.train, p.valid]) for p in parts])
+        return [self.inter.ts[in_time(self.inter, pos)].astype(np.float64) for pos in positions]
+
+
+def in_time(inter: Interactions, positions: np.ndarray) -> np.ndarray:
+    """``positions`` in time order, ties in input order (the cold_items split interleaves)."""
+    return positions[np.lexsort((positions, inter.ts[positions]))]
+
 
 def read_and_split(cfg: EvalConfig) -> EvalData:
     items = catalog_stage.load_catalog(cfg.catalog)
@@ -43,8 +56,7 @@ def read_and_split(cfg: EvalConfig) -> EvalData:
     if len(test) == 0 or len(valid) == 0:
         raise UserError(f"no user left to evaluate (validation {len(valid)}, test {len(test)}; dropped "
                          f"{test.dropped}); users need interactions on at least two distinct days/parts")
-    in_time = lambda pos: pos[np.lexsort((pos, inter.ts[pos]))]  # noqa: E731  (the cold_items split interleaves)
-    valid_histories = [inter.items[in_time(p.train)] for p in split.parts.values()]
-    test_histories = [inter.items[in_time(np.concatenate([p.train, p.valid]))] for p in split.parts.values()]
+    valid_histories = [inter.items[in_time(inter, p.train)] for p in split.parts.values()]
+    test_histories = [inter.items[in_time(inter, np.concatenate([p.train, p.valid]))] for p in split.parts.values()]
     return EvalData(items, inter, split, valid, test, valid_histories, test_histories,
                     counts_of_rows(valid_histories, len(ids)), counts_of_rows(test_histories, len(ids)))

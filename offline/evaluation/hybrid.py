@@ -20,7 +20,7 @@ from groundrec.offline.evaluation.systems import CollabSystem, hybrid_system
 from groundrec.offline.evaluation.published import published_row
 from groundrec.offline.learn import fit_chosen, version_form
 from groundrec.offline.projection import project
-from groundrec.offline.selection import coarse_to_fine, search
+from groundrec.offline.selection import coarse_to_fine, kept_if_it_beats_none, search
 from groundrec.offline.tuning import HybridChoice, tune_fresh, tune_hybrid
 from groundrec.offline.width_rule import user_slices
 from groundrec.shared.scoring.popularity import new_items
@@ -106,25 +106,29 @@ class EvalHybridScorer:
 
 
 class Fits:
-    """The models of one grid fitted on a training part, by (reg, dropout), kept while they
-    fit in ``max_bytes`` (at least the three used last: the chosen model and the two fits
-    of the refinement around it), as the job keeps its fits."""
+    """The models of one grid fitted on a training part, by (reg, dropout, decay), kept while
+    they fit in ``max_bytes`` (at least the three used last: the chosen model and the two fits
+    of the refinement around it), as the job keeps its fits. ``times`` (aligned with
+    ``histories``) are needed only for a fit decayed by age (``decay_days``)."""
 
     def __init__(self, histories: list[np.ndarray], n_items: int, content: np.ndarray | None, grid, seed: int,
-                 max_bytes: float = 4 * 2**30):
+                 max_bytes: float = 4 * 2**30, times: list[np.ndarray] | None = None):
         self.histories, self.n_items, self.content, self.grid, self.seed = histories, n_items, content, grid, seed
-        self.max_bytes, self.models = max_bytes, {}
+        self.max_bytes, self.times, self.models = max_bytes, times, {}
 
-    def __call__(self, reg: float, dropout: float = 0.0) -> CollabModel:
-        models = self.models
-        if (reg, dropout) not in models:
+    def __call__(self, reg: float, dropout: float = 0.0, decay_days: float = 0.0) -> CollabModel:
+        models, key = self.models, (reg, dropout, decay_days)
+        if key not in models:
+            if decay_days and self.times is None:
+                raise ValueError("a fit decayed by age needs the histories' times")
             size = lambda m: m.query.nbytes + m.item.nbytes  # noqa: E731
             while len(models) >= 3 and sum(map(size, models.values())) > self.max_bytes:
                 models.pop(next(iter(models)))
-            models[reg, dropout] = collab.fit_grid(self.histories, self.n_items, self.content, self.grid, reg, dropout,
-                                                   self.seed)
-        models[reg, dropout] = models.pop((reg, dropout))  # the most recently used last
-        return models[reg, dropout]
+            weights = collab.decay_weights(self.times, decay_days) if decay_days else None
+            models[key] = collab.fit_grid(self.histories, self.n_items, self.content, self.grid, reg, dropout,
+                                          self.seed, weights)
+        models[key] = models.pop(key)  # the most recently used last
+        return models[key]
 
 
 def ease_rows(runner: "Runner", on_valid: Fits, on_test: Fits) -> None:
@@ -147,10 +151,31 @@ def ease_rows(runner: "Runner", on_valid: Fits, on_test: Fits) -> None:
                            refine=("reg", "half_life") if grid.refine else (), widenings=grid.widenings,
                            section="tuning.collab")
     reg, half_life = found.chosen["reg"], found.chosen["half_life"]
-    model = on_test(reg)
+    decay, note = recency_decay(runner, on_valid, name, reg, half_life)
+    model = on_test(reg, 0.0, decay)
+    params = {"reg": reg, "half_life": half_life, "rank": model.rank}
     runner.on_test(CollabSystem(recency_name(model), "interactions", model.interactions_only(), half_life=half_life,
-                                params={"reg": reg, "half_life": half_life, "rank": model.rank}), found.score,
-                   search=found)
+                                params={**params, "train_half_life_days": decay} if note else params),
+                   found.score, note, search=found)
+
+
+def recency_decay(runner: "Runner", on_valid: Fits, name: str, reg: float, half_life: float) -> tuple[float, str | None]:
+    """The recency row's fit decayed by age (``tuning.collab.train_half_life_days``; none by
+    default), at its chosen reg and half-life: each half-life scored on eval's validation
+    users (with a ``global_time`` split, the interactions after a cut in time: a forward
+    validation, as the job judges its own decay), the best kept where it beats none by more
+    than one standard error of the paired differences (``selection.kept_if_it_beats_none``,
+    the job's rule). Returns the half-life (0.0: none) and the row's note (None: not searched)."""
+    days = [d for d in runner.cfg.tuning.collab.train_half_life_days if d]
+    if not days:
+        return 0.0, None
+    found = search({"train_half_life_days": [0.0, *days]}, lambda points: [runner.valid_users_scores(CollabSystem(
+        name, "interactions", on_valid(reg, 0.0, p["train_half_life_days"]).interactions_only(), half_life=half_life))
+        for p in points], section="tuning.collab")
+    decay, found = kept_if_it_beats_none(found, "train_half_life_days")
+    r = found.rule
+    return decay, (f"fit decayed by age: best half-life {r['best']:g} days, {r['diff']:+.4f} (standard error "
+                   f"{r['se']:.4f}) against none on validation: {'kept' if decay else 'not kept'}")
 
 
 def recency_name(model: CollabModel) -> str:
@@ -195,8 +220,8 @@ def collab_rows(runner: "Runner", rep: Representation | None, profile: dict | No
     dim = content.shape[1] if content is not None else 0
     # exact or factorised as the version refitted on the test histories can be, on validation too
     grid = version_form(runner.cfg.tuning.collab, data.test_histories, data.n_items, dim)
-    on_valid = Fits(data.valid_histories, data.n_items, content, grid, seed)
-    on_test = Fits(data.test_histories, data.n_items, content, grid, seed)
+    on_valid = Fits(data.valid_histories, data.n_items, content, grid, seed, times=data.history_times("valid"))
+    on_test = Fits(data.test_histories, data.n_items, content, grid, seed, times=data.history_times("test"))
     ease_rows(runner, on_valid, on_test)
     if rep is None:
         return
