@@ -351,14 +351,16 @@ def test_the_recency_ease_row_decays_its_fit_by_age_where_validation_after_a_cut
     reg and half-life, and keeps the best where it beats none by one standard error. Each anchor
     item was bought with 25 others by many users a year ago and lately with one new partner by a
     few; the partner is what validation and test hold out: the decayed row finds it (its note
-    says kept), the plain row, without half-lives, does not (and has no decay in its params)."""
+    says kept), the plain row, without half-lives, does not (and has no decay in its params).
+    eval's hybrid (random content beside) is decayed so too."""
     import pyarrow as pa
     import pyarrow.parquet as pq
 
     from groundrec.offline.evaluation.compare import Runner
     from groundrec.offline.evaluation.config import EvalConfig
     from groundrec.offline.evaluation.data import read_and_split
-    from groundrec.offline.evaluation.hybrid import RECENCY_FULL, collab_rows
+    from groundrec.offline.evaluation.hybrid import HYBRID, RECENCY_FULL, Fits, collab_rows, hybrid_rows
+    from groundrec.offline.evaluation.representations import Representation
 
     day, anchors, old = 86_400.0, 20, 25
     partner = lambda a: anchors * (old + 1) + a  # noqa: E731
@@ -376,7 +378,7 @@ def test_the_recency_ease_row_decays_its_fit_by_age_where_validation_after_a_cut
     pq.write_table(pa.table({"user_id": [f"u{u}" for u in users], "item_id": [f"i{i}" for i in items],
                              "timestamp": (days * day).astype("int64")}), tmp_path / "inter.parquet")
 
-    def recency_row(days_grid: list[float]):
+    def rows(days_grid: list[float], hybrid: bool = False) -> dict:
         cfg = EvalConfig.model_validate({
             "catalog": {"path": tmp_path / "items.parquet", "text_columns": []},
             "interactions": {"path": tmp_path / "inter.parquet"},
@@ -388,10 +390,19 @@ def test_the_recency_ease_row_decays_its_fit_by_age_where_validation_after_a_cut
                                                                                300 * 86_400, 330 * 86_400}
         runner = Runner(cfg, data, progress=False)
         collab_rows(runner, None)
-        return next(r for r in runner.rows if r.system == RECENCY_FULL)
+        if hybrid:  # eval's hybrid of random content vectors: its tuner judges the decay on the same users
+            content = np.random.default_rng(0).normal(size=(data.n_items, 16)).astype(np.float32)
+            content /= np.linalg.norm(content, axis=1, keepdims=True)
+            fits = {stage: Fits(getattr(data, f"{stage}_histories"), data.n_items, content, cfg.tuning.collab, 0,
+                                times=data.history_times(stage)) for stage in ("valid", "test")}
+            hybrid_rows(runner, Representation("random", "random unit vectors", content), {}, cfg.tuning.collab,
+                        fits["valid"], fits["test"])
+        return {r.system: r for r in runner.rows}
 
-    decayed, plain = recency_row([30.0, 365.0]), recency_row([])
-    assert decayed.params["train_half_life_days"] == 30.0 and "kept" in decayed.note and "not kept" not in decayed.note
-    assert "train_half_life_days" not in plain.params and plain.note is None
     recall = lambda row: row.per_user["recall@20"].mean()  # noqa: E731
-    assert recall(decayed) == 1.0 and recall(plain) == 0.0
+    decayed, plain = rows([30.0, 365.0], hybrid=True), rows([])
+    ease = decayed[RECENCY_FULL]
+    assert ease.params["train_half_life_days"] == 30.0 and "kept" in ease.note and "not kept" not in ease.note
+    assert "train_half_life_days" not in plain[RECENCY_FULL].params and plain[RECENCY_FULL].note is None
+    assert recall(ease) == 1.0 and recall(plain[RECENCY_FULL]) == 0.0
+    assert decayed[HYBRID].params["train_half_life_days"] == 30.0 and recall(decayed[HYBRID]) == 1.0

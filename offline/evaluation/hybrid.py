@@ -4,7 +4,10 @@ the hybrid tuned by the job's tuner (``offline.tuning.tune_hybrid``) with eval's
 beside the collaborative part), the same hybrid at its full width when the width rule
 narrowed it, the hybrid of each grid variant, and what the job would publish. Each model is
 fitted on validation's training part to choose its parameters, then refitted on test's
-training part (training + validation interactions): no test interaction is ever seen."""
+training part (training + validation interactions): no test interaction is ever seen. With
+``tuning.collab.train_half_life_days`` the recency-EASE row and the hybrids may fit their
+interactions decayed by age, judged on eval's validation users (the job judges its own on a
+forward validation; with a ``global_time`` split eval's validation is one)."""
 
 from __future__ import annotations
 
@@ -55,7 +58,7 @@ class EvalHybridScorer:
         self.slices = user_slices(self.valid.relevant, new)  # what the width rule judges apart
         self.has_new = len(new) > 0
         self.recent = False  # eval's own hybrid row has no recent-popularity prior (the published row's learn stage does)
-        self.forward = None  # nor a fit decayed by age (``tuning.tune_decay``; the published row's learn stage can)
+        self.forward = self  # a fit decayed by age (``tuning.tune_decay``) is judged on eval's validation users
         self._content_scores: np.ndarray | None = None
         self._base: tuple[tuple, np.ndarray] | None = None  # the published scores of one choice
 
@@ -73,15 +76,18 @@ class EvalHybridScorer:
         return self._scores(CollabSystem(HYBRID, self.rep.name, model, half_life=half_life))
 
     def hybrid(self, reg: float, dropout: float, half_life: float, weights: list[float],
-               train_half_life_days: float = 0.0) -> list[np.ndarray]:  # no decay here (``forward``)
-        cf = self._collab(self.on_valid(reg, dropout), half_life)
+               train_half_life_days: float = 0.0) -> list[np.ndarray]:
+        cf = self._collab(self.on_valid(reg, dropout, train_half_life_days), half_life)
         return [self.runner.valid_per_user(self.content_scores() + w * cf) for w in weights]
 
     def full_rank(self, reg: float, dropout: float, train_half_life_days: float = 0.0) -> int:
-        return self.on_valid(reg, dropout).rank
+        return self.on_valid(reg, dropout, train_half_life_days).rank
+
+    def _model(self, choice: HybridChoice) -> CollabModel:
+        return self.on_valid(choice.reg, choice.dropout, choice.train_half_life_days)
 
     def at_rank(self, choice: HybridChoice, rank: int) -> np.ndarray:
-        cf = self._collab(self.on_valid(choice.reg, choice.dropout).truncated(rank), choice.half_life)
+        cf = self._collab(self._model(choice).truncated(rank), choice.half_life)
         return self.runner.valid_per_user(self.content_scores() + choice.weight * cf)
 
     def _published_scores(self, choice: HybridChoice, model: CollabModel, projected: bool) -> np.ndarray:
@@ -92,14 +98,14 @@ class EvalHybridScorer:
                                        projection, half_life=choice.half_life))
 
     def projected(self, choice: HybridChoice, rank: int) -> np.ndarray:
-        ranked = self.on_valid(choice.reg, choice.dropout).truncated(rank)
-        return self.runner.valid_per_user(self._published_scores(choice, ranked, True))
+        return self.runner.valid_per_user(self._published_scores(choice, self._model(choice).truncated(rank), True))
 
     def published(self, choice: HybridChoice, fresh: list[tuple[float, int]]) -> list[np.ndarray]:
         self._content_scores = None  # not needed past the width (recomputed if asked again)
-        key = (choice.reg, choice.dropout, choice.half_life, choice.weight, choice.rank, choice.projected)
+        key = (choice.reg, choice.dropout, choice.train_half_life_days, choice.half_life, choice.weight, choice.rank,
+               choice.projected)
         if self._base is None or self._base[0] != key:
-            model = self.on_valid(choice.reg, choice.dropout).truncated(choice.rank)
+            model = self._model(choice).truncated(choice.rank)
             self._base = key, self._published_scores(choice, model, choice.projected)
         base, new = self._base[1], new_items(self.runner.data.pop_valid)
         return [self.runner.valid_per_user(lift(base.copy(), [fw] * len(base), new), new, slots) for fw, slots in fresh]
@@ -191,9 +197,10 @@ def hybrid_rows(runner: "Runner", rep: Representation, profile: dict, grid, on_v
     scorer = EvalHybridScorer(runner, rep, profile, on_valid)
     c, tuning = tune_hybrid(grid, scorer, "tuning.collab")
     hl = c.query_half_life
-    test_model = fit_chosen(data.test_histories, data.n_items, rep.vectors, grid, c, seed)
+    test_model = fit_chosen(data.test_histories, data.n_items, rep.vectors, grid, c, seed, on_test.times)
     params = {"reg": c.reg, "dropout": c.dropout, "half_life": hl, "weight": c.weight, "rank": test_model.rank,
-              "projected": c.projected, "fresh_weight": c.fresh_weight, "fresh_slots": c.fresh_slots, **profile}
+              "projected": c.projected, "fresh_weight": c.fresh_weight, "fresh_slots": c.fresh_slots, **profile,
+              **({"train_half_life_days": c.train_half_life_days} if any(grid.train_half_life_days) else {})}
     projection = project(rep.vectors, test_model, c.weight, data.test_histories, seed, hl) if c.projected else None
     runner.on_test(hybrid_row(runner, rep, data.pop_test, profile, test_model, c.weight, projection, params, hl,
                               c.fresh_weight, c.fresh_slots, name), c.score, rep.note, tuning.grid,
@@ -202,9 +209,10 @@ def hybrid_rows(runner: "Runner", rep: Representation, profile: dict, grid, on_v
     if c.weight and (not c.full_rank or c.projected) and name == HYBRID:
         # What the width rule cost: the same hybrid at its full width, beside the published one,
         # with the freshness lift and places chosen for that width (a lift is in its scores' units).
-        wide, _, kept = tune_fresh(grid, scorer, replace(c, rank=on_valid(c.reg, c.dropout).rank, projected=False,
-                                                      full_rank=True), "tuning.collab")
-        full = on_test(c.reg, c.dropout)
+        at_full = replace(c, rank=scorer.full_rank(c.reg, c.dropout, c.train_half_life_days), projected=False,
+                          full_rank=True)
+        wide, _, kept = tune_fresh(grid, scorer, at_full, "tuning.collab")
+        full = on_test(c.reg, c.dropout, c.train_half_life_days)
         runner.on_test(hybrid_row(runner, rep, data.pop_test, profile, full, c.weight, None,
                                   {**params, "rank": full.rank, "projected": False, "fresh_weight": wide.fresh_weight,
                                    "fresh_slots": wide.fresh_slots}, hl, wide.fresh_weight, wide.fresh_slots,
@@ -220,8 +228,9 @@ def collab_rows(runner: "Runner", rep: Representation | None, profile: dict | No
     dim = content.shape[1] if content is not None else 0
     # exact or factorised as the version refitted on the test histories can be, on validation too
     grid = version_form(runner.cfg.tuning.collab, data.test_histories, data.n_items, dim)
-    on_valid = Fits(data.valid_histories, data.n_items, content, grid, seed, times=data.history_times("valid"))
-    on_test = Fits(data.test_histories, data.n_items, content, grid, seed, times=data.history_times("test"))
+    times = {stage: data.history_times(stage) for stage in ("valid", "test")}
+    on_valid = Fits(data.valid_histories, data.n_items, content, grid, seed, times=times["valid"])
+    on_test = Fits(data.test_histories, data.n_items, content, grid, seed, times=times["test"])
     ease_rows(runner, on_valid, on_test)
     if rep is None:
         return
@@ -230,6 +239,8 @@ def collab_rows(runner: "Runner", rep: Representation | None, profile: dict | No
     on_test.models.clear()
     for variant, other in runner.cfg.tuning.variant_grids().items():
         other = version_form(other, data.test_histories, data.n_items, dim)
-        hybrid_rows(runner, rep, profile, other, Fits(data.valid_histories, data.n_items, content, other, seed),
-                    Fits(data.test_histories, data.n_items, content, other, seed), f"{HYBRID} [{variant}]")
+        hybrid_rows(runner, rep, profile, other,
+                    Fits(data.valid_histories, data.n_items, content, other, seed, times=times["valid"]),
+                    Fits(data.test_histories, data.n_items, content, other, seed, times=times["test"]),
+                    f"{HYBRID} [{variant}]")
     published_row(runner, rep)
