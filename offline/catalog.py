@@ -9,11 +9,12 @@ import pyarrow.compute as pc
 
 from groundrec.shared.config import CatalogConfig
 from groundrec.shared.errors import UserError
-from groundrec.shared.live_items import CONTROL, derived
+from groundrec.shared.live_items import CONTROL, derived, epoch_seconds
 from groundrec.shared.tables import read_table
 
 IMAGE_URI = "image_uri"
 NO_IMAGE_COLUMN = "the catalog has no image column"
+CONTROL_TYPES = {"hidden": pa.bool_(), "available_until": pa.float64()}  # as the service reads them
 
 
 class CatalogError(UserError):
@@ -60,7 +61,7 @@ def load_catalog(cfg: CatalogConfig) -> pa.Table:
     if written:
         raise CatalogError(f"catalog {cfg.path}: column(s) {written} are written by the job (image URIs, groundings, "
                            f"the embedded text); rename them in the catalog (an image column: catalog.image_column)")
-    table = table.set_column(table.column_names.index(cfg.id_column), cfg.id_column, ids)
+    table = control_columns(table.set_column(table.column_names.index(cfg.id_column), cfg.id_column, ids), cfg.path)
     for col in cfg.text_columns:
         i = table.column_names.index(col)
         table = table.set_column(i, col, pc.fill_null(pc.cast(table.column(col), pa.string()), ""))
@@ -69,6 +70,59 @@ def load_catalog(cfg: CatalogConfig) -> pa.Table:
     root = cfg.images_root or Path(cfg.path).parent
     uris = [resolve_image(v, root) for v in table.column(cfg.image_column).to_pylist()]
     return table.append_column(IMAGE_URI, pa.array(uris, pa.string()))
+
+
+def control_columns(table: pa.Table, path) -> pa.Table:
+    """The catalog's own ``hidden`` and ``available_until`` columns, where it has them, as the
+    service reads them (``CONTROL_TYPES``): ``hidden`` true or false (booleans, 0 and 1, or
+    the words true, false, 1 and 0), ``available_until`` seconds since the epoch (numbers,
+    dates and times, naive ones as UTC, or texts of either: ``shared.live_items.epoch_seconds``).
+    Anything else is refused, naming the column and a value: read as it is, a text of a
+    date would hide every item."""
+    for name, kind in CONTROL_TYPES.items():
+        if name not in table.column_names:
+            continue
+        col, i = table.column(name), table.column_names.index(name)
+        try:
+            values = _control_values(name, col)
+        except (ValueError, pa.ArrowException) as e:
+            raise CatalogError(f"catalog {path}: column {name!r} ({col.type}) cannot be read: {e}; {name} holds "
+                               + ("true or false" if name == "hidden" else
+                                  "seconds since the epoch, a date or time, or an ISO 8601 text")
+                               + " (empty: no rule)") from None
+        table = table.set_column(i, pa.field(name, kind), pa.array(values, kind))
+    return table
+
+
+def _control_values(name: str, col: pa.ChunkedArray) -> list:
+    kind = col.type
+    if name == "hidden":
+        if pa.types.is_boolean(kind) or pa.types.is_null(kind):
+            return col.to_pylist()
+        words = {"true": True, "false": False, "1": True, "0": False, "": None}
+        out = []
+        for v in col.to_pylist():
+            key = ("" if v is None else str(int(v)) if isinstance(v, float) and v in (0.0, 1.0)
+                   else str(v).strip().lower())
+            if key not in words:
+                raise ValueError(f"{v!r} is not true or false")
+            out.append(words[key])
+        return out
+    if pa.types.is_date(kind):
+        col = pc.cast(col, pa.timestamp("s"))
+        kind = col.type
+    if pa.types.is_timestamp(kind):
+        micros = pc.cast(pc.cast(col, pa.timestamp("us", kind.tz)), pa.int64())
+        return [None if v is None else v / 1e6 for v in micros.to_pylist()]
+    return [epoch_seconds(_number(v) if isinstance(v, str) else v) for v in col.to_pylist()]
+
+
+def _number(text: str):
+    """A CSV cell (read as text): a number where it spells one, None where blank, else itself."""
+    try:
+        return float(text) if text.strip() else None
+    except ValueError:
+        return text
 
 
 def text_only(items: pa.Table, cfg: CatalogConfig) -> str | None:

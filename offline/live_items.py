@@ -16,14 +16,13 @@ from dataclasses import dataclass, field
 import numpy as np
 import pyarrow as pa
 
-from groundrec.offline.catalog import IMAGE_URI, resolve_image
+from groundrec.offline.catalog import CONTROL_TYPES, IMAGE_URI, resolve_image
 from groundrec.offline.interactions import Interactions
 from groundrec.shared.errors import UserError
 from groundrec.shared.events.store import is_store_url, open_existing
 from groundrec.shared.live_items import CONTROL, LiveItem, catalog_columns, fold, record
 
 PAGE = 10_000  # changes read per call
-CONTROL_TYPES = {"hidden": pa.bool_(), "available_until": pa.float64()}
 
 
 @dataclass

@@ -10,7 +10,6 @@ share a sync: whoever holds the lock applies what the others stored meanwhile.""
 
 from __future__ import annotations
 
-import datetime as dt
 import logging
 import math
 import re
@@ -22,7 +21,7 @@ from pydantic_core import to_json
 from groundrec.online.config import ServeConfig
 from groundrec.online.errors import Disabled, NotFound, Unavailable, Unprocessable
 from groundrec.shared.events import ItemChange, StoreUnavailable
-from groundrec.shared.live_items import LiveItem, fold
+from groundrec.shared.live_items import LiveItem, epoch_seconds, fold
 
 log = logging.getLogger("groundrec.serve")
 BAD_ID = re.compile(r"[\x00-\x1f\x7f]")
@@ -48,25 +47,11 @@ def _id(item_id) -> str:
 
 
 def _when(item_id: str, value) -> float | None:
-    """``available_until`` as seconds since the epoch: a number, or an ISO 8601 time (UTC when
-    it names no zone)."""
-    if value is None:
-        return None
-    if isinstance(value, (int, float)) and not isinstance(value, bool):
-        try:
-            when = float(value)
-        except OverflowError:
-            when = math.nan
-        if math.isfinite(when):
-            return when
-    if isinstance(value, str):
-        try:
-            t = dt.datetime.fromisoformat(value.replace("Z", "+00:00"))
-            return (t if t.tzinfo else t.replace(tzinfo=dt.timezone.utc)).timestamp()
-        except ValueError:
-            pass
-    raise Unprocessable(f"item {item_id!r}: available_until must be seconds since the epoch or an ISO 8601 time, "
-                        f"not {value!r}")
+    """``available_until`` as seconds since the epoch (``shared.live_items.epoch_seconds``)."""
+    try:
+        return epoch_seconds(value)
+    except ValueError as e:
+        raise Unprocessable(f"item {item_id!r}: {e}") from None
 
 
 def checked_fields(cfg: ServeConfig, item_id: str, fields) -> dict:

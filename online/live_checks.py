@@ -89,11 +89,22 @@ def check_changes(retriever, changes: list[tuple[str, str, dict]], must_exist: b
                                 f"{sorted(allowed)}")
         typed = {c: val for c, val in fields.items() if c in schema.names}
         for column, value in typed.items():
-            try:
-                pa.array([value], schema.field(column).type)
-            except (pa.ArrowInvalid, pa.ArrowTypeError, TypeError, OverflowError):
+            if not held(value, schema.field(column).type):
                 raise Unprocessable(f"item {item_id!r}: column {column!r} holds {schema.field(column).type}, "
-                                    f"not {value!r}") from None
+                                    f"not {value!r}")
+
+
+def held(value, kind: pa.DataType) -> bool:
+    """Whether a column of ``kind`` holds ``value`` as sent: Arrow converts it, and what it
+    stores still says the same (not 19 for 19.99 in an integer column, nor ['x'] for 'x' in a
+    list column; a float column's own rounding, 0.1 as float32, is its precision, not a change)."""
+    try:
+        pa.array([value], kind)
+    except (pa.ArrowInvalid, pa.ArrowTypeError, TypeError, OverflowError):
+        return False
+    if pa.types.is_integer(kind) and isinstance(value, float):
+        return value.is_integer()
+    return not pa.types.is_nested(kind) or isinstance(value, (list, dict)) or value is None
 
 
 def apply_everywhere(backends: list, current, apply: Callable[[object], object]) -> None:

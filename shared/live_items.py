@@ -62,6 +62,30 @@ def shown(fields: Mapping, now: float) -> bool:
     return until is None or (isinstance(until, float | int) and not math.isnan(until) and until > now)
 
 
+def epoch_seconds(value) -> float | None:
+    """An ``available_until`` as seconds since the epoch: a finite number (seconds), or an ISO
+    8601 time (UTC when it names no zone); None stays None. ValueError for anything else. The
+    items API and the catalog file's own column read it so."""
+    if value is None:
+        return None
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        try:
+            when = float(value)
+        except OverflowError:
+            when = math.nan
+        if math.isfinite(when):
+            return when
+    if isinstance(value, str):
+        import datetime as dt
+
+        try:
+            t = dt.datetime.fromisoformat(value.replace("Z", "+00:00"))
+            return (t if t.tzinfo else t.replace(tzinfo=dt.timezone.utc)).timestamp()
+        except ValueError:
+            pass
+    raise ValueError(f"available_until must be seconds since the epoch or an ISO 8601 time, not {value!r}")
+
+
 def fold(state: dict[str, LiveItem], changes: Iterable) -> list[str]:
     """Apply ``changes`` (``ItemChange``s, by seq ascending) to ``state`` (id -> LiveItem), in
     place; the ids changed, each once, in the order first changed. A patch of a deleted item

@@ -120,3 +120,31 @@ def test_a_list_text_column_is_refused_naming_it_and_what_to_do(tmp_path):
     with pytest.raises(CatalogError, match=r"column\(s\) \['tags'\] hold lists or records.*join a list"):
         load_catalog(CatalogConfig(path=p, text_columns=["title", "tags"]))
     assert load_catalog(CatalogConfig(path=p)).column("tags").to_pylist() == [["red", "sale"]]  # not named: kept
+
+
+def test_the_catalogs_own_hidden_and_available_until_are_read_as_the_service_reads_them(tmp_path):
+    """A CSV's ``hidden`` and ``available_until`` are texts: read as they are, every item with a
+    date would be hidden by the service. They become booleans and seconds since the epoch
+    (an ISO date as UTC midnight, an offset honoured, a blank no rule), as the items API reads a
+    PATCH's; a value that is neither is refused, naming the column and the value."""
+    from groundrec.shared.live_items import shown
+
+    p = tmp_path / "c.csv"
+    p.write_text("item_id,title,hidden,available_until\n"
+                 "a,Dress,false,2030-01-01\nb,Top,TRUE,\nc,Skirt,0,2030-01-01T00:00:00+01:00\nd,Coat,,1e9\n")
+    t = load_catalog(CatalogConfig(path=p, text_columns=["title"]))
+    assert t.schema.field("hidden").type == pa.bool_() and t.schema.field("available_until").type == pa.float64()
+    assert t.column("hidden").to_pylist() == [False, True, False, None]
+    assert t.column("available_until").to_pylist() == [1893456000.0, None, 1893456000.0 - 3600, 1e9]
+    now = 1.7e9  # 2023: a and c are on sale until 2030, b is hidden, d ended in 2001
+    assert [shown(row, now) for row in t.select(["hidden", "available_until"]).to_pylist()] == [
+        True, False, True, False]
+    import datetime as dt
+
+    typed = _write(tmp_path, [{"item_id": "a", "title": "x", "hidden": 1,
+                               "available_until": dt.datetime(2030, 1, 1)}])  # a naive time: UTC
+    assert load_catalog(CatalogConfig(path=typed, text_columns=["title"])).to_pylist()[0]["available_until"] == 1893456000.0
+    for column, value in [("hidden", "maybe"), ("hidden", 2), ("available_until", "soon")]:
+        bad = _write(tmp_path, [{"item_id": "a", "title": "x", column: value}], name=f"bad_{column}.parquet")
+        with pytest.raises(CatalogError, match=f"column '{column}'.*{value!r}"):
+            load_catalog(CatalogConfig(path=bad, text_columns=["title"]))

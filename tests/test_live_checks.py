@@ -38,6 +38,22 @@ def test_a_change_the_version_cannot_take_is_refused_naming_it(retriever, change
     assert says in str(e.value) and change[0] in str(e.value)
 
 
+@pytest.mark.parametrize("value, kind, ok", [
+    (19.99, "int64", False),  # Arrow would store 19
+    (20.0, "int64", True), (20, "float64", True), (0.1, "float32", True),  # the column's own precision
+    ("x", "list<string>", False), (["x"], "list<string>", True),  # a scalar is not a list of it
+    (True, "int64", False), (7, "string", False), (None, "int64", True),
+])
+def test_a_value_is_held_only_where_its_column_keeps_what_it_says(value, kind, ok):
+    import pyarrow as pa
+
+    from groundrec.online.live_checks import held
+
+    types = {"int64": pa.int64(), "float64": pa.float64(), "float32": pa.float32(), "string": pa.string(),
+             "list<string>": pa.list_(pa.string())}
+    assert held(value, types[kind]) is ok
+
+
 def test_a_change_it_can_take_passes_and_changes_nothing(retriever):
     n, first = retriever.v.index.ntotal, retriever.v.item_ids[0]
     check_changes(retriever, [("x2", "put", NEW), (first, "patch", {"hidden": True}), (first, "delete", {})])
