@@ -157,31 +157,28 @@ def ease_rows(runner: "Runner", on_valid: Fits, on_test: Fits) -> None:
                            refine=("reg", "half_life") if grid.refine else (), widenings=grid.widenings,
                            section="tuning.collab")
     reg, half_life = found.chosen["reg"], found.chosen["half_life"]
-    decay, note = recency_decay(runner, on_valid, name, reg, half_life)
-    model = on_test(reg, 0.0, decay)
+    decay = recency_decay(runner, on_valid, name, reg, half_life)
+    model = on_test(reg, 0.0, decay or 0.0)
     params = {"reg": reg, "half_life": half_life, "rank": model.rank}
     runner.on_test(CollabSystem(recency_name(model), "interactions", model.interactions_only(), half_life=half_life,
-                                params={**params, "train_half_life_days": decay} if note else params),
-                   found.score, note, search=found)
+                                params=params if decay is None else {**params, "train_half_life_days": decay}),
+                   found.score, search=found)
 
 
-def recency_decay(runner: "Runner", on_valid: Fits, name: str, reg: float, half_life: float) -> tuple[float, str | None]:
+def recency_decay(runner: "Runner", on_valid: Fits, name: str, reg: float, half_life: float) -> float | None:
     """The recency row's fit decayed by age (``tuning.collab.train_half_life_days``; none by
     default), at its chosen reg and half-life: each half-life scored on eval's validation
     users (with a ``global_time`` split, the interactions after a cut in time: a forward
     validation, as the job judges its own decay), the best kept where it beats none by more
     than one standard error of the paired differences (``selection.kept_if_it_beats_none``,
-    the job's rule). Returns the half-life (0.0: none) and the row's note (None: not searched)."""
+    the job's rule). Returns the half-life (0.0: none; None: no half-life to search)."""
     days = [d for d in runner.cfg.tuning.collab.train_half_life_days if d]
     if not days:
-        return 0.0, None
+        return None
     found = search({"train_half_life_days": [0.0, *days]}, lambda points: [runner.valid_users_scores(CollabSystem(
         name, "interactions", on_valid(reg, 0.0, p["train_half_life_days"]).interactions_only(), half_life=half_life))
         for p in points], section="tuning.collab")
-    decay, found = kept_if_it_beats_none(found, "train_half_life_days")
-    r = found.rule
-    return decay, (f"fit decayed by age: best half-life {r['best']:g} days, {r['diff']:+.4f} (standard error "
-                   f"{r['se']:.4f}) against none on validation: {'kept' if decay else 'not kept'}")
+    return kept_if_it_beats_none(found, "train_half_life_days")[0]
 
 
 def recency_name(model: CollabModel) -> str:
