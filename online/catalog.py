@@ -157,6 +157,8 @@ class LiveCatalog:
         one check each when they pass; otherwise each write alone, a refused one answered with
         its own error (nothing of it stored)."""
         backends, current = self.holder.loaded(), self.holder.current
+        if current is not None and not any(b is current for b in backends):
+            backends = [current, *backends]  # its compute process and standby both dead: checking starts the next
         # a patch or delete needs the item in the current version, not in a pinned arm that predates it
         try:
             for backend in backends:

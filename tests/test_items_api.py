@@ -26,8 +26,8 @@ def published(tmp_path_factory, tiny_vlm):
 
 
 def _cfg(pub, store, **kw) -> ServeConfig:
-    return ServeConfig(artifacts=pub["artifacts"], events=store, interactions=pub["interactions"],
-                       reload_interval_s=0.2, live_poll_s=0.1, **kw)
+    return ServeConfig(**{"artifacts": pub["artifacts"], "events": store, "interactions": pub["interactions"],
+                          "reload_interval_s": 0.2, "live_poll_s": 0.1, **kw})
 
 
 def _ids(r: httpx.Response) -> list[str]:
@@ -114,6 +114,35 @@ def test_the_standby_a_restart_and_another_server_serve_the_same_live_items(publ
         assert backend.replaced == 1
     with running(create_app(_cfg(published, store, compute="thread"))) as url:  # a restart re-applies them
         assert _ids(httpx.post(url + "/search", json={"text": "zebra striped raincoat 7", "k": 5})) == before
+
+
+def test_a_write_while_both_compute_processes_are_dead_is_still_checked_before_it_is_stored(published, tmp_path):
+    """The current version's compute process and its standby killed: a write does not skip the
+    check of the version nobody can ask (a 200 that stored an unknown column); the check starts
+    the next process and waits, as a request does, then refuses it or stores and serves it."""
+    store = f"sqlite:///{tmp_path}/events.db"
+    app = create_app(_cfg(published, store, compute="process", reload_interval_s=60))
+    with running(app) as url:
+        backend = app.state.holder.current
+        deadline = time.monotonic() + 60
+        while backend.standby is None:
+            assert time.monotonic() < deadline
+            time.sleep(0.1)
+        for child in (backend.standby, backend.process):
+            os.kill(child.pid, signal.SIGKILL)
+        while backend.alive:
+            assert time.monotonic() < deadline
+            time.sleep(0.01)
+        r = httpx.put(url + "/items/dead1", json={**NEW, "colour_code": 3}, timeout=60)
+        assert r.status_code == 422 and "colour_code" in r.json()["detail"]
+        r = httpx.put(url + "/items/dead2", json={**NEW, "title": "quokka raincoat"}, timeout=60)
+        assert r.status_code == 200, r.text
+        assert _ids(httpx.post(url + "/search", json={"text": "quokka raincoat", "k": 3}))[0] == "dead2"
+    s = open_store(store)
+    try:
+        assert [c.item_id for c in s.item_changes()] == ["dead2"]
+    finally:
+        s.close()
 
 
 @pytest.mark.parametrize("method, path, body, status, says", [
