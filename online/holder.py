@@ -112,9 +112,13 @@ class VersionHolder:
     def _with_live(self, backend: Backend) -> None:
         """Give a backend about to serve every live item: the bulk first, then, under the lock
         its caller holds while it swaps the backend in, what arrived meanwhile (skipped when
-        applied already)."""
-        if self.live:
-            self._apply(backend, list(dict(self.live).values()))  # a copy: applied to meanwhile
+        applied already). One that fails is closed (never swapped in: its processes stopped)."""
+        try:
+            if self.live:
+                self._apply(backend, list(dict(self.live).values()))  # a copy: applied to meanwhile
+        except BaseException:
+            backend.close()
+            raise
 
     def build(self, version_id: str) -> Backend:
         path = artifact.locate(self.cfg.artifacts, version_id, self.cfg.version_cache_dir)  # copied here if remote
@@ -194,11 +198,7 @@ class VersionHolder:
         started, popularity = time.perf_counter(), self._popularity
         try:
             serving = self.build(wanted)
-            try:
-                self._with_live(serving)  # the bulk, while the old version still serves
-            except BaseException:
-                serving.close()
-                raise
+            self._with_live(serving)  # the bulk, while the old version still serves
         except Exception as e:  # a broken version must never take the service down
             if restart:  # nothing rejected (tried again next check): no reload failure counted
                 log.error("version %s: its compute process could not be restarted: %s", wanted, e)
@@ -211,7 +211,7 @@ class VersionHolder:
             return False
         self._accepted(wanted)
         with self._live_lock:
-            self._with_live(serving)
+            self._with_live(serving)  # what arrived meanwhile
             previous, self.current = self.current, serving
         if self._popularity is not popularity:  # refreshed while it loaded (set_popularity skipped it)
             try:
@@ -247,11 +247,7 @@ class VersionHolder:
                 self.pinned.pop(version_id).close()
             try:
                 backend = self.build(version_id)
-                try:
-                    self._with_live(backend)
-                except BaseException:
-                    backend.close()
-                    raise
+                self._with_live(backend)
                 with self._live_lock:
                     self._with_live(backend)
                     self.pinned[version_id] = backend

@@ -112,6 +112,51 @@ def test_a_live_change_a_version_cannot_take_is_skipped_and_blocks_nothing(two_v
         artifact.activate(artifacts, second)
 
 
+def test_a_version_whose_last_live_apply_fails_during_a_swap_is_closed_not_leaked(two_versions):
+    """A swap applies the live items twice: the bulk while the old version serves, then under the
+    lock what arrived meanwhile. The second failing (its compute process died between them)
+    left the new backend, and its processes, running and unreferenced: it is closed, and the old
+    version serves on."""
+    from groundrec.shared.live_items import LiveItem
+
+    artifacts, first, second = two_versions
+    holder = VersionHolder(ServeConfig(artifacts=artifacts, compute="thread", events="none"))
+    closed, real_build = [], holder.build
+
+    class Dying:  # the real backend, whose compute process dies after its first live apply
+        def __init__(self, inner):
+            self.inner, self.calls = inner, 0
+
+        def __getattr__(self, name):
+            return getattr(self.inner, name)
+
+        def apply_live(self, arg):
+            self.calls += 1
+            if self.calls == 2:
+                raise RuntimeError("the compute process died between the two applies")
+            return self.inner.apply_live(arg)
+
+        def close(self):
+            closed.append(self.inner.version_id)
+            self.inner.close()
+
+    def build(version_id):
+        backend = real_build(version_id)
+        return Dying(backend) if version_id == first else backend
+
+    holder.build = build
+    try:
+        assert holder.check() and holder.current.version_id == second
+        holder.apply_live([LiveItem("live-x", {"title": "quokka lantern"}, True, 1.0, 1.0, 1)])
+        artifact.activate(artifacts, first)
+        with pytest.raises(RuntimeError, match="died between"):
+            holder.check()
+        assert closed == [first] and holder.current.version_id == second
+    finally:
+        holder.stop()
+        artifact.activate(artifacts, second)
+
+
 def _copy(two_versions, tmp_path):
     import shutil
 
