@@ -144,16 +144,17 @@ class Events:
 
     def _attributed(self, events: list[Event], found: dict) -> tuple[list[Event], list]:
         """The events with each ``recommendation_id`` kept only when it names a list shown to
-        that user that held that item (``found``: the impression each id names; else stored
-        without it: counted, not an error), and the impression each kept id names (None where
-        there is none)."""
+        that user (or to no user id: a search's, a similar or popular list) that held that item
+        (``found``: the impression each id names; else stored without it: counted, not an
+        error), and the impression each kept id names (None where there is none)."""
         out, shown = [], []
         for e in events:
             rid = e.recommendation_id
             m = found.get(rid) if rid else None
-            if m is not None and m.user_id == e.user_id and e.item_id in m.items:
+            ours = m is not None and m.user_id in (None, e.user_id)
+            if ours and e.item_id in m.items:
                 e = replace(e, timestamp=id_time(m.timestamp, e.timestamp))  # a clock a little behind the list's
-            if rid and (m is None or m.user_id != e.user_id or e.item_id not in m.items
+            if rid and (not ours or e.item_id not in m.items
                         or not id_in_time(m.timestamp, e.timestamp)):  # the report's rule: credited by time instead
                 e, m = replace(e, recommendation_id=None), None
             out.append(e)

@@ -1,6 +1,6 @@
 """The feedback loop on the real HTTP service (issue 32): every answer has a
 recommendation_id, the list shown is logged as an impression, an event sent with the id is
-credited to that list only when it was shown to that user with that item, experiment arms
+credited to that list only when it was shown to that user (or to no user id: a search's) with that item, experiment arms
 (their versions and request defaults) and team-draft interleaving, erasure of what was shown."""
 
 from __future__ import annotations
@@ -66,9 +66,11 @@ def test_answers_carry_ids_their_lists_are_logged_and_feedback_is_credited_only_
                   {"user_id": "u1", "item_id": shown[2], "type": "view", "recommendation_id": rid,
                    "timestamp": logged.timestamp - 600},  # long before the list: the report's rule refuses the id
                   {"user_id": "u1", "item_id": shown[3], "type": "view", "recommendation_id": rid,
-                   "timestamp": logged.timestamp - 60}]  # a client clock a minute behind: kept, at the list's time
+                   "timestamp": logged.timestamp - 60},  # a client clock a minute behind: kept, at the list's time
+                  {"user_id": "u1", "item_id": s["items"][0]["item_id"], "type": "cart",
+                   "recommendation_id": s["recommendation_id"]}]  # a search's list, shown to no user id: kept
         reply = httpx.post(url + "/events", json={"events": events}).json()
-        assert reply["accepted"] == 6 and reply["unattributed"] == 4
+        assert reply["accepted"] == 7 and reply["unattributed"] == 4
         metrics = httpx.get(url + "/metrics").text
         assert f'groundrec_attributed_events_total{{arm="",type="view",version="{two_versions["new"]}"}} 2.0' in metrics
         assert "groundrec_unattributed_events_total 4.0" in metrics and "groundrec_impressions_total{" in metrics
@@ -77,6 +79,8 @@ def test_answers_carry_ids_their_lists_are_logged_and_feedback_is_credited_only_
             early = {e.item_id: e for b in store.scan() for e in b if e.user_id == "u1"}
             assert early[shown[2]].recommendation_id is None and early[shown[2]].timestamp == logged.timestamp - 600
             assert early[shown[3]].recommendation_id == rid and early[shown[3]].timestamp == logged.timestamp
+            # the search's click keeps its list (else the report credited it to u1's list by time)
+            assert [e.recommendation_id for b in store.scan() for e in b if e.type == "cart"] == [s["recommendation_id"]]
         finally:
             store.close()
         batch = httpx.post(url + "/recommend", json={"batch": [{"user_id": "u3", "history": history},

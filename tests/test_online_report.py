@@ -111,7 +111,7 @@ def _naive(events, impressions, window_s, id_window_s):
     for e in events:
         if e.recommendation_id is not None:
             m = by_id.get(e.recommendation_id)
-            if (m is not None and m.user_id == e.user_id and e.item_id in m.items
+            if (m is not None and m.user_id in (None, e.user_id) and e.item_id in m.items
                     and e.timestamp - id_window_s <= m.timestamp <= e.timestamp):
                 credit[m.recommendation_id].append((m.items.index(e.item_id), e.type))
             continue
@@ -287,6 +287,30 @@ def test_anonymous_lists_and_lists_without_an_arm_stay_out_of_the_rates_and_the_
     assert (res["arms"]["A"]["impressions"], res["arms"]["A"]["clicks"]) == (n, clicks)  # not n + 500
     assert res["anonymous_lists"] == 500 and any("500 lists were shown to no user id" in x for x in res["notes"])
     assert {(t["a"], t["b"]) for t in res["ab_tests"]} == {("A", "B")}  # no test against "(none)"
+
+
+def test_lists_shown_to_no_user_id_cost_one_cell_not_one_each_and_stay_out_of_interleaving():
+    """Every anonymous list had a code of its own: 10,000 searches were 10,000 cells, each batch
+    past the merge threshold regrouped them all. They are one cell a (day, version, arm) now,
+    counted, and an interleaved list shown to no user id is no user's win or tie."""
+    from groundrec.online.report.attribution import attribute_columns, impressions_table
+    from groundrec.online.report.metrics import interleaving
+    from groundrec.online.report.tally import Tally
+
+    imps = [_imp(f"s{i}", None, i, "ab") for i in range(10_000)]
+    imps += [_imp(f"k{i}", f"u{i}", 20_000 + i, "ab", arm="A+B", teams=("A", "B")) for i in range(3)]
+    imps += [_imp("anon-drafted", None, 20_010, "ab", arm="A+B", teams=("B", "A"))]
+    tally = Tally()
+    for att in attribute_columns([], [impressions_table(imps)], AttributionCounts(), batch=2_000):
+        tally.add(att)
+    cells = tally.cells()
+    assert tally.anonymous == 10_001 and cells.num_rows == 5  # 10,000 searches one cell; 3 users; the drafted list
+    assert sum(cells["impressions"].to_pylist()) == len(imps)
+    credits = {k: v.to_numpy() for k, v in zip(tally.credits().column_names, tally.credits().columns)}
+    teams = {c: n for n, c in tally.teams.items()}
+    arms = {c: n for n, c in tally.arms.items()}
+    (pair,) = interleaving(credits, teams, arms)
+    assert pair["users"] == 3 and pair["ties"] == 3  # the three users, not the anonymous list
 
 
 def test_a_group_of_one_user_has_no_interval_and_the_report_is_written(tmp_path):

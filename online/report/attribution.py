@@ -45,7 +45,7 @@ def id_in_time(shown_ts, event_ts, id_window_s: float = ID_WINDOW_S):
     not before it, and no more than ``id_window_s`` after (numbers or arrays)."""
     return (shown_ts <= event_ts) & (shown_ts >= event_ts - id_window_s)
 
-from groundrec.online.report.held import Held, Reach, Vocab, flat_lists
+from groundrec.online.report.held import NULL, Held, Reach, Vocab, flat_lists
 from groundrec.shared.events.store import Event, Impression, event_table
 
 # What an impression earned: (0-based position of the engaged item, event type), one entry per
@@ -100,7 +100,7 @@ def _credit(held: Held, ts: np.ndarray, users: pa.Array, items: pa.Array, rids: 
     reach = Reach(held, _distinct(np.concatenate([k_ok, near])))
     user = reach.user_codes(users)  # in the lists reached' codes
     j_id = np.searchsorted(reach.k, k_ok)
-    same = reach.user[j_id] == user[e_ok]
+    same = (reach.user[j_id] == user[e_ok]) | (reach.user[j_id] == NULL)  # a list shown to no user id: anyone's
     j_id, e_ok = j_id[same], e_ok[same]
     pos_id = reach.position(j_id, reach.item_codes(items.take(pa.array(e_ok))))
     shown = pos_id >= 0

@@ -83,8 +83,8 @@ def compute(tally: Tally, *, bootstrap: int = 1000, alpha: float = 0.05, seed: i
     arms = {code: name for name, code in tally.arms.items()}
     level = {"bootstrap": bootstrap, "alpha": alpha, "seed": seed}
     out: dict = {"versions": {}, "arms": {}, "days": {}, "days_by_version": {}, "ab_tests": [], "interleaving": []}
-    # A list shown to no user id can earn no credit (an event names its user): it is left out
-    # of every rate and test, and counted (``anonymous_lists``).
+    # A list shown to no user id (a search's, a popular list) is no user's: credited only through
+    # its id, it is left out of every rate and test, and counted (``anonymous_lists``).
     known = cells["user"] >= 0
     out["anonymous_lists"] = int(cells["impressions"][~known].sum())
     rows = {("versions", name): np.flatnonzero((cells["version"] == code) & known)
@@ -152,8 +152,8 @@ def interleaving(credits: dict[str, np.ndarray], teams: dict[int, str], arms: di
                  seed: int = 0) -> list[dict]:
     """For every two teams (arms) drafted into the same lists (an interleaved list's arm,
     ``A+B``; ``B+A`` is the same pair): per user the credits each earned on those lists only
-    (a user of another experiment that reused one of the names is not a win); wins, ties, the
-    sign test and the paired test."""
+    (a user of another experiment that reused one of the names is not a win; lists shown to no
+    user id are no user's, left out); wins, ties, the sign test and the paired test."""
     results = []
     code_of = {name: code for code, name in teams.items()}
     pairs: dict[tuple[str, str], list[int]] = {}
@@ -163,7 +163,7 @@ def interleaving(credits: dict[str, np.ndarray], teams: dict[int, str], arms: di
             pairs.setdefault(names, []).append(code)
     for (name_a, name_b), codes in sorted(pairs.items()):
         ta, tb = code_of.get(name_a, -1), code_of.get(name_b, -1)
-        rows = np.isin(credits["pair"], codes) & np.isin(credits["team"], (ta, tb))
+        rows = np.isin(credits["pair"], codes) & np.isin(credits["team"], (ta, tb)) & (credits["user"] >= 0)
         users, inverse = np.unique(credits["user"][rows], return_inverse=True)
         got = {t: np.bincount(inverse, weights=np.where(credits["team"][rows] == t, credits["credits"][rows], 0),
                               minlength=len(users)) for t in (ta, tb)}

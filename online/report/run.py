@@ -82,8 +82,8 @@ def run(cfg: ReportConfig) -> dict:
         results["notes"].append("no impressions in the period: is impression logging on in the service "
                                 "(and --since before the traffic)?")
     if results["anonymous_lists"]:
-        results["notes"].append(f"{results['anonymous_lists']} lists were shown to no user id (no event can be credited "
-                                "to them): left out of every rate and test.")
+        results["notes"].append(f"{results['anonymous_lists']} lists were shown to no user id (searches, similar, popular "
+                                "and latest lists, requests without user_id): left out of every rate and test.")
     results["timing_s"] = {"read_and_attribute": round(read_s, 3),
                            "statistics": round(time.perf_counter() - started - read_s, 3)}
     results["files"] = files.write(results, cfg.out)

@@ -29,7 +29,7 @@ class Tally:
         self.purchase_types = frozenset(purchase_types)
         self.merge_rows = merge_rows
         self.user_codes: dict[str, int] = {}
-        self.anonymous = 0  # lists shown to no user id (each its own code; the metrics leave them out)
+        self.anonymous = 0  # lists shown to no user id (all coded -1: counted, left out of every rate and test)
         self.versions: dict[str, int] = {}
         self.arms: dict[str, int] = {}
         self.teams: dict[str, int] = {}
@@ -81,12 +81,11 @@ class Tally:
                 self._credits = [_reduce(pa.concat_tables(self._credits), CREDIT_KEYS, ["credits", "lists"])]
 
     def _users(self, names: pa.ChunkedArray) -> np.ndarray:
-        """Codes in order of first appearance; a list shown to no user id is its own unit (a
-        negative code)."""
+        """Codes in order of first appearance; every list shown to no user id is -1: they are
+        only counted, so millions of them (searches, popular lists) cost one cell a day, version
+        and arm, not one each."""
         codes = _codes(names, self.user_codes)
-        anonymous = np.flatnonzero(codes < 0)
-        codes[anonymous] = -self.anonymous - 1 - np.arange(len(anonymous))
-        self.anonymous += len(anonymous)
+        self.anonymous += int((codes < 0).sum())
         return codes
 
     def _cover(self, t: pa.Table, versions: np.ndarray, arms: np.ndarray) -> None:
@@ -109,7 +108,7 @@ class Tally:
 
         def user(col: pa.ChunkedArray) -> np.ndarray:
             code = col.to_numpy()
-            return np.where(code >= 0, users[np.maximum(code, 0)], code - self.anonymous)
+            return np.where(code >= 0, users[np.maximum(code, 0)], -1)
 
         cells = later.cells()
         self._cells.append(pa.table({**{k: cells[k].to_numpy() for k in (*KEYS, *SUMS)}, "user": user(cells["user"]),
