@@ -107,9 +107,10 @@ class Experiment(StrictModel):
 
 
 def with_defaults(query, defaults: dict[str, Any]):
-    """``query`` (a ``UserQuery``) with ``defaults`` for the fields it did not send itself; a
-    combination that is not a valid request (say an arm's fresh_slots above the k sent) is the
-    request's ``UserError``, naming both."""
+    """``query`` (a ``UserQuery``) with ``defaults`` for the fields it did not send itself; an
+    arm's ``fresh_slots`` above the k asked is cut to k (refused, the arm alone would lose the
+    request: its users' share of traffic skewed); any other combination that is not a valid
+    request is the request's ``UserError``, naming both."""
     from pydantic import ValidationError
 
     from groundrec.shared.errors import UserError
@@ -117,6 +118,9 @@ def with_defaults(query, defaults: dict[str, Any]):
     missing = {f: v for f, v in defaults.items() if f not in query.model_fields_set}
     if not missing:
         return query
+    if missing.get("fresh_slots") is not None:  # an arm's places for new items fit the k asked: a request the
+        missing["fresh_slots"] = min(missing["fresh_slots"], missing.get("k", query.k))  # other arm answers
+
     try:
         return query.model_validate({**query.model_dump(exclude_unset=True), **missing})
     except (ValidationError, UserError) as e:

@@ -61,12 +61,18 @@ def test_a_bad_experiment_is_refused_naming_the_problem(bad, message):
         exp(**bad)
 
 
-def test_an_arm_default_that_makes_the_request_invalid_is_the_request_s_error_naming_it():
+def test_an_arm_s_places_for_new_items_fit_the_k_asked_instead_of_refusing_in_one_arm():
+    """An arm keeping 8 places answered a request for 5 with a 400 its other arm did not give:
+    that arm lost the request (its share of traffic skewed). Its places are cut to the k asked
+    (or the arm's own k); another default the request cannot take is its error, naming it."""
     from groundrec.shared.errors import UserError
 
     sent = UserQuery.model_validate({"history": ["i1"], "k": 5})
-    with pytest.raises(UserError, match="arm's defaults .*fresh_slots"):
-        with_defaults(sent, {"fresh_slots": 8})
+    assert with_defaults(sent, {"fresh_slots": 8}).fresh_slots == 5
+    assert with_defaults(UserQuery.model_validate({"history": ["i1"]}), {"fresh_slots": 8, "k": 6}).fresh_slots == 6
+    assert with_defaults(sent, {"fresh_slots": 2}).fresh_slots == 2
+    with pytest.raises(UserError, match="arm's defaults .*strategy"):  # any other invalid default: named
+        with_defaults(sent, {"strategy": "telepathy"})
 
 
 def test_an_arm_default_k_beyond_max_k_is_refused_when_the_config_loads():
