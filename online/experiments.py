@@ -10,6 +10,7 @@ experiment's ``default_arm``."""
 from __future__ import annotations
 
 import hashlib
+import math
 import re
 from typing import Any, Literal
 
@@ -90,20 +91,27 @@ class Experiment(StrictModel):
         return self.arm(self.default_arm) if self.default_arm else self.arms[0]
 
     def assign(self, user_id: str | None) -> Arm:
-        """The user's arm: a salted hash of the id mapped onto the arms' weights (sticky)."""
+        """The user's arm (sticky): each arm draws a salted hash of (arm, user) scaled by its
+        weight, the best draw wins (weighted rendezvous hashing: arm a with probability
+        weight_a / the weights' sum). Editing the arms moves no user it need not: an arm added
+        takes its share from every other arm, and only those users move; an arm removed gives
+        its users to the others; a weight raised moves users into that arm only. (Ranges of one
+        hash laid end to end moved 17% of the users between two arms that were not touched
+        when a third was added.)"""
         if user_id is None:
             return self.fallback_arm
-        digest = hashlib.sha256(f"{self.salt if self.salt is not None else self.name}\x1f{user_id}".encode()).digest()
-        at = int.from_bytes(digest[:8], "big") / 2**64 * sum(a.weight for a in self.arms)
-        for arm in self.arms:
-            at -= arm.weight
-            if at < 0:
-                return arm
-        return self.arms[-1]
+        salt = self.salt if self.salt is not None else self.name
+        return min(self.arms, key=lambda arm: _draw(salt, arm.name, user_id) / arm.weight)
 
     def versions(self) -> set[str]:
         """The versions the arms need loaded ('current' included when any arm follows it)."""
         return {a.version for a in self.arms}
+
+
+def _draw(salt: str, arm: str, user_id: str) -> float:
+    """An exponential draw (-ln u, u uniform in (0, 1)) from a hash of (salt, arm, user)."""
+    digest = hashlib.sha256(f"{salt}\x1f{arm}\x1f{user_id}".encode()).digest()
+    return -math.log((int.from_bytes(digest[:8], "big") + 0.5) / 2**64)
 
 
 def with_defaults(query, defaults: dict[str, Any]):

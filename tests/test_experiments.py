@@ -29,6 +29,25 @@ def test_assignment_is_sticky_salted_and_follows_the_weights():
     assert 0.3 < moved < 0.45  # a new salt reshuffles (independent draws: 2 x 0.75 x 0.25 = 0.375)
 
 
+def test_editing_the_arms_moves_only_the_users_it_must():
+    """An arm added takes users from each other arm and nobody moves between the others (17% of
+    all users went from A to B when C was added); a weight raised moves users into that arm
+    only; an arm removed gives only its own users away."""
+    users = [f"u{n}" for n in range(20_000)]
+    two = exp()
+    before = [two.assign(u).name for u in users]
+    three = Experiment.model_validate({"name": "e1", "arms": [{"name": "A"}, {"name": "B", "version": V2},
+                                                              {"name": "C"}]})
+    after = [three.assign(u).name for u in users]
+    moved = Counter((a, b) for a, b in zip(before, after) if a != b)
+    assert set(moved) == {("A", "C"), ("B", "C")} and 0.31 < sum(moved.values()) / len(users) < 0.36
+    heavier = Experiment.model_validate({"name": "e1", "arms": [{"name": "A"}, {"name": "B", "version": V2,
+                                                                                 "weight": 3}]})
+    moved = Counter((a, b) for a, b in zip(before, [heavier.assign(u).name for u in users]) if a != b)
+    assert set(moved) == {("A", "B")} and 0.23 < moved["A", "B"] / len(users) < 0.27  # 1/2 -> 1/4 of them in A
+    assert all(b == a for a, b in zip(after, [two.assign(u).name for u in users]) if a != "C")  # C removed
+
+
 def test_a_request_without_user_goes_to_the_default_arm():
     assert exp().assign(None).name == "A"
     assert exp(default_arm="B").assign(None).name == "B"
