@@ -78,9 +78,9 @@ def main() -> None:
           f"{resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1e6:.2f} GB ({before / 1e6:.2f} GB before the learn "
           f"stage); validation {report.validation_users} users, {report.validation_items} items; chosen {c}")
     decay = report.tuning.decay if report.tuning is not None else None
-    if decay is not None:  # collab.train_half_life_days: the forward validation's verdict
+    if decay is not None:  # collab.train_half_life_days: the validation's verdict
         r = decay.rule
-        print(f"the fit's decay by age, on the forward validation ({r['users']} users): best {r['best']}, "
+        print(f"the fit's decay by age, on the validation users ({r['users']} users): best {r['best']}, "
               f"{r['diff']:+.4f} (standard error {r['se']:.4f}) against none: {'kept' if r['wins'] else 'not kept'}")
     histories, times = histories_in_time_order(in_window(inter, grid.window_days), with_times=True) if c.hybrid else (
         None, None)

@@ -80,8 +80,7 @@ class CollabGrid(StrictModel):
                                                           "interaction weighted by 0.5 ** (its days before the newest "
                                                           "interaction fitted / half-life) (co-purchases drift), e.g. "
                                                           "[30, 90, 365]: tried at the chosen model after the grid, "
-                                                          "judged on a forward validation (the interactions of the "
-                                                          "last recent_days, from what came before), the best kept "
+                                                          "judged on the validation users, the best kept "
                                                           "where it beats no decay by more than one standard error of "
                                                           "the paired differences ([]: every interaction alike, the "
                                                           "default; docs/hybrid.md, 'The fit's decay by age')")

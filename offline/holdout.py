@@ -136,34 +136,13 @@ def split_at(histories: list[np.ndarray], times: list[np.ndarray],
              cutoff: float) -> tuple[list[int], list[list[int]]]:
     """Each history (``times`` sorted) cut at ``cutoff``: where its part at or before it ends,
     and the items new to it after (in order, once each; none for a history with no part
-    before). The one rule of the forward validation and the promotion gate's window."""
+    before). The promotion gate's window's rule."""
     cut = [int(np.searchsorted(t, cutoff, side="right")) for t in times]
     after = []
     for h, k in zip(histories, cut):
         seen = set(h[:k].tolist())
         after.append([int(i) for i in dict.fromkeys(h[k:].tolist()) if i not in seen] if k else [])
     return cut, after
-
-
-def hold_out_after(histories: list[np.ndarray], times: list[np.ndarray], days: float, max_users: int,
-                   seed: int = 0) -> tuple[HeldOut, list[np.ndarray]] | None:
-    """A forward validation: every history cut ``days`` before the newest interaction, the
-    users with a history before the cut (a random ``max_users`` when more) holding out the items
-    new to them after it (their first ``MAX_PER_USER``), all found from one list; with the training parts' times. None when
-    nobody qualifies. What a nightly version faces (the interactions after it learned), for a
-    choice the per-user blocks cannot judge: they leave the last days' data thin in the fit."""
-    newest = max((float(t.max()) for t in times if len(t)), default=0.0)
-    cut, after = split_at(histories, times, newest - days * 86_400)
-    train = [h[:k] for h, k in zip(histories, cut)]
-    news = {u: new[:MAX_PER_USER] for u, new in enumerate(after) if new}
-    users = sorted(news)
-    if len(users) > max_users:
-        users = sorted(np.random.default_rng(seed).choice(users, max_users, replace=False).tolist())
-    if not users:
-        return None
-    rows = np.concatenate([np.full(len(news[u]), i) for i, u in enumerate(users)]).astype(np.int64)
-    targets = np.concatenate([news[u] for u in users]).astype(np.int64)
-    return HeldOut(train, users, rows, targets), [t[:k] for t, k in zip(times, cut)]
 
 
 def moment_start(times: np.ndarray, at: int) -> int:

@@ -49,10 +49,9 @@ class JobScorer:
         # content profile's recency can be scored (content alone's ``tune_profile``)
         self.profile_times = times is not None
         self._user_times = [times[u][:len(self.train[u])] for u in held_out.users] if times is not None else None
-        # every user's training part's times: a fit can decay its interactions by age (``tune_decay``),
-        # judged on ``forward``: a ``JobScorer`` of the interactions after a cut in time (``hold_out_after``)
+        # every user's training part's times: a fit can decay its interactions by age (``tune_decay``)
         self._train_times = [t[:len(h)] for t, h in zip(times, self.train)] if times is not None else None
-        self.forward: JobScorer | None = None
+        self.fit_times = times is not None
         self._recency: dict[float, np.ndarray] = {0.0: self.profiles}
         self.scores: dict[str, float] = {}
         self.fits: dict[tuple[float, float, float], collab.CollabModel] = {}  # (reg, dropout, decay)

@@ -23,7 +23,7 @@ import numpy as np
 from groundrec.offline import collab, learn_sequence
 from groundrec.offline.collab_grid import CollabGrid
 from groundrec.offline.config import CollabConfig
-from groundrec.offline.holdout import hold_out_after, hold_out_recent, items_to_hold_out
+from groundrec.offline.holdout import hold_out_recent, items_to_hold_out
 from groundrec.offline.interactions import Interactions
 from groundrec.offline.job_scorer import JobScorer
 from groundrec.offline.learn_report import LearnReport, Window
@@ -135,11 +135,7 @@ def learn(inter: Interactions, content: np.ndarray, cfg: CollabConfig, seed: int
         recent = RecentAsOf(*flat_histories(held_out.train, times), at, n, cfg.recent_days) if any(
             cfg.recent_weight) else None
         scorer = JobScorer(content, held_out, cfg, seed, recent, times)
-        after = hold_out_after(histories, times, cfg.recent_days, cfg.valid_users, seed) if any(
-            cfg.train_half_life_days) else None  # the fit's decay by age is judged on what came after a cut
-        scorer.forward = JobScorer(content, after[0], cfg, seed, None, after[1]) if after is not None else None
         choice, tuning = tune_hybrid(cfg, scorer, "collab")
-        scorer.forward = None  # its fits are not needed past the tuner
         scores = scorer.scores
         if sequence is not None and sequence.active(True):
             outcome = learn_sequence.choose(sequence, scorer, held_out.users, choice, tuning, seed, runner=runner,

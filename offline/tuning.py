@@ -8,7 +8,7 @@ once, on the one selection procedure (``selection.search``, ``selection.coarse_t
    the chosen reg only (each dropout value costs one fit, not one per reg), then reg and
    half_life each refined halfway to their neighbours: the smallest weight (0: content alone)
    within one standard error of the best validation score; for a weight above 0, the fit
-   decayed by age where a forward validation says it wins (``tune_decay``);
+   decayed by age where the validation users say it wins (``tune_decay``);
 2. for a weight above 0, the width (``width_rule.narrowest``): every narrower rank of the
    ladder (``width_rule.smaller_ranks``) is scored, and the narrowest whose paired loss
    against the full model, plus ``rank_confidence`` standard errors of it, is within
@@ -128,7 +128,7 @@ class HybridScorer(Protocol):
     has_new: bool  # whether any item has no training interaction (else a lift or a place changes no list)
     recent: bool  # whether ``published`` scores ``choice.recent_weight`` (the recent-popularity prior)
     profile_times: bool  # whether ``published`` scores ``choice.profile_half_life_days`` (the histories' times)
-    forward: "HybridScorer | None"  # scores the interactions after a cut in time (None: no decay by age)
+    fit_times: bool  # whether ``hybrid`` fits a model decayed by age (the training parts' times)
 
     def hybrid(self, reg: float, dropout: float, half_life: float, weights: list[float],
                train_half_life_days: float = 0.0) -> list[np.ndarray]:
@@ -194,27 +194,27 @@ def tune_hybrid(grid: CollabGrid, scorer: HybridScorer, section: str) -> tuple[H
 def tune_decay(grid: CollabGrid, scorer: HybridScorer, choice: HybridChoice, before: np.ndarray, section: str,
                weights: list[float]) -> tuple[HybridChoice, Search | None, np.ndarray]:
     """The model fitted with each interaction weighted by ``0.5 ** (age / half-life)``, judged on
-    ``scorer.forward`` (the interactions after a cut in time; per-user blocks leave the last days
-    thin in the fit, which a decay leans on): each of ``grid.train_half_life_days`` and none, each
-    at its best of ``weights`` (the grid's, as widened); the best half-life kept where it beats
-    none by more than one standard error of the paired differences, its weight then chosen again
-    on the validation users (a decayed fit scores on another scale). Returns the choice, the
-    forward search (None: not scored) and the validation users' scores of the choice."""
-    c, days, forward = choice, [d for d in grid.train_half_life_days if d], getattr(scorer, "forward", None)
-    if not days or forward is None:
+    the validation users, as every other choice: each of ``grid.train_half_life_days`` and none,
+    each at its best of ``weights`` (the grid's, as widened); the best half-life kept where it
+    beats none by more than one standard error of the paired differences, its weight then the
+    simplest within one standard error of the best (a decayed fit scores on another scale).
+    (Judged on a forward validation instead, the interactions of the last days after a cut in
+    time, retail kept 30 days where one cut in time gains most and each user's last part loses
+    9%; the validation users keep 90 days, which gains under either: docs/hybrid.md.) Returns
+    the choice, the search (None: not scored) and the validation users' scores of the choice."""
+    c, days = choice, [d for d in grid.train_half_life_days if d]
+    if not days or not getattr(scorer, "fit_times", False):
         return choice, None, before
 
-    def on(judge, d_axis: list[float]) -> Search:  # one fit per half-life, every weight from it
-        def score(points: list[dict]) -> list[np.ndarray]:
-            out = {}
-            for d in dict.fromkeys(p["train_half_life_days"] for p in points):
-                ws = [p["weight"] for p in points if p["train_half_life_days"] == d]
-                out.update({(d, w): s for w, s in zip(ws, judge.hybrid(c.reg, c.dropout, c.half_life, ws, d))})
-            return [out[p["train_half_life_days"], p["weight"]] for p in points]
-        return search({"train_half_life_days": d_axis, "weight": [w for w in weights if w]}, score,
-                      simplest="weight", section=section)  # not widened
+    def score(points: list[dict]) -> list[np.ndarray]:  # one fit per half-life, every weight from it
+        out = {}
+        for d in dict.fromkeys(p["train_half_life_days"] for p in points):
+            ws = [p["weight"] for p in points if p["train_half_life_days"] == d]
+            out.update({(d, w): s for w, s in zip(ws, scorer.hybrid(c.reg, c.dropout, c.half_life, ws, d))})
+        return [out[p["train_half_life_days"], p["weight"]] for p in points]
 
-    found = on(forward, [0.0, *days])
+    axes = lambda d_axis: {"train_half_life_days": d_axis, "weight": [w for w in weights if w]}  # noqa: E731
+    found = search(axes([0.0, *days]), score, simplest="weight", section=section)  # not widened
     mean = lambda p: found.scores[p].mean()  # noqa: E731
     top = lambda d: max(((d, w) for w in found.axes["weight"]), key=mean)  # noqa: E731  (a half-life's best weight)
     best, none = max(map(top, days), key=mean), top(0.0)
@@ -222,7 +222,8 @@ def tune_decay(grid: CollabGrid, scorer: HybridScorer, choice: HybridChoice, bef
             **beats_by_one_standard_error(found.scores[best], found.scores[none])}
     if not rule["wins"]:
         return c, replace(found, rule=rule, chosen={"train_half_life_days": 0.0}, score=float(mean(none))), before
-    mine = on(scorer, [best[0]])  # the weight, on the validation users
+    mine = search(axes([best[0]]), lambda points: [found.scores[p["train_half_life_days"], p["weight"]]
+                                                   for p in points], simplest="weight", section=section)
     d, w = float(best[0]), float(mine.chosen["weight"])
     c = replace(c, weight=w, train_half_life_days=d, rank=scorer.full_rank(c.reg, c.dropout, d), score=mine.score)
     return c, replace(found, rule=rule, chosen={"train_half_life_days": d}, score=float(mean(best))), mine.scores[d, w]

@@ -349,8 +349,8 @@ def test_a_fit_decayed_by_age_follows_what_is_bought_together_now():
 
 def test_learn_fits_with_decay_by_age_where_what_sells_together_changed_and_records_it():
     """Each anchor item was bought a year ago with 25 others by many users (one basket each),
-    and lately, by a few users, before one new partner (some of them after the forward
-    validation's cut, 30 days before the newest): that validation chooses a fit decayed by age,
+    and lately, by a few users, before one new partner (held out as their last new item by some
+    of them): the validation users choose a fit decayed by age,
     the refit is decayed as chosen (the new partner first after the anchor) and the manifest
     records it; without the decay the old partners come first."""
     from groundrec.offline.config import CollabConfig

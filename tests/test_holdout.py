@@ -4,8 +4,8 @@ user."""
 
 import numpy as np
 
-from groundrec.offline.holdout import (MAX_PER_USER, SCORED_CELLS, hold_out_after, hold_out_last, hold_out_recent,
-                                      items_to_hold_out)
+from groundrec.offline.holdout import (MAX_PER_USER, SCORED_CELLS, hold_out_last, hold_out_recent, items_to_hold_out,
+                                      split_at)
 
 
 def _h(*items):
@@ -200,18 +200,12 @@ def test_a_per_user_prior_reaches_each_users_rows_across_chunks(monkeypatch):
     assert found.all()
 
 
-def test_the_forward_validation_holds_out_what_came_after_a_cut_in_time():
-    """Every history is cut ``days`` before the newest interaction; a user with a history
-    before the cut holds out the items new to them after it (a repeat is not new), found from
-    the part before; a user who only came after the cut is no validation user but is cut too."""
+def test_a_cut_in_time_ends_each_history_s_part_before_it_and_keeps_the_items_new_after_it():
+    """``split_at`` (the promotion gate's window): where each history's part at or before the cut
+    ends, and the items new to it after (a repeat is not new; once each); a user who only came
+    after the cut has none."""
     day = 86_400.0
-    histories = [np.array([0, 1, 2, 1]), np.array([3, 4]), np.array([5, 6])]
-    times = [np.array([0.0, 10, 45, 50]) * day, np.array([1.0, 2]) * day, np.array([48.0, 49]) * day]
-    held, train_times = hold_out_after(histories, times, days=10, max_users=10)
-    assert held.users == [0] and held.targets.tolist() == [2] and held.rows.tolist() == [0]
-    assert [h.tolist() for h in held.train] == [[0, 1], [3, 4], []]
-    assert [len(t) for t in train_times] == [2, 2, 0]
-    assert held.user_histories[0].tolist() == [0, 1]
-    sampled, _ = hold_out_after([np.array([0, u + 1]) for u in range(50)], [np.array([0.0, 20 * day])] * 50, 10, 7)
-    assert len(sampled.users) == 7 and sorted(sampled.targets.tolist()) == sorted(u + 1 for u in sampled.users)
-    assert hold_out_after([np.array([0, 1])], [np.array([0.0, 1.0])], days=10, max_users=5) is None  # nobody before
+    histories = [np.array([0, 1, 2, 1, 3, 3]), np.array([3, 4]), np.array([5, 6])]
+    times = [np.array([0.0, 10, 40, 45, 50, 51]) * day, np.array([1.0, 2]) * day, np.array([48.0, 49]) * day]
+    cut, after = split_at(histories, times, 40 * day)
+    assert cut == [3, 2, 0] and after == [[3], [], []]  # the interaction at the cut's time is before it

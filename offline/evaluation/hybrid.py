@@ -6,8 +6,7 @@ narrowed it, the hybrid of each grid variant, and what the job would publish. Ea
 fitted on validation's training part to choose its parameters, then refitted on test's
 training part (training + validation interactions): no test interaction is ever seen. With
 ``tuning.collab.train_half_life_days`` the recency-EASE row and the hybrids may fit their
-interactions decayed by age, judged on eval's validation users (the job judges its own on a
-forward validation; with a ``global_time`` split eval's validation is one)."""
+interactions decayed by age, judged on eval's validation users as the job judges its own."""
 
 from __future__ import annotations
 
@@ -58,7 +57,7 @@ class EvalHybridScorer:
         self.slices = user_slices(self.valid.relevant, new)  # what the width rule judges apart
         self.has_new = len(new) > 0
         self.recent = False  # eval's own hybrid row has no recent-popularity prior (the published row's learn stage does)
-        self.forward = self  # a fit decayed by age (``tuning.tune_decay``) is judged on eval's validation users
+        self.fit_times = on_valid.times is not None  # a fit decayed by age (``tuning.tune_decay``)
         self._content_scores: np.ndarray | None = None
         self._base: tuple[tuple, np.ndarray] | None = None  # the published scores of one choice
 
@@ -168,8 +167,7 @@ def ease_rows(runner: "Runner", on_valid: Fits, on_test: Fits) -> None:
 def recency_decay(runner: "Runner", on_valid: Fits, name: str, reg: float, half_life: float) -> float | None:
     """The recency row's fit decayed by age (``tuning.collab.train_half_life_days``; none by
     default), at its chosen reg and half-life: each half-life scored on eval's validation
-    users (with a ``global_time`` split, the interactions after a cut in time: a forward
-    validation, as the job judges its own decay), the best kept where it beats none by more
+    users, the best kept where it beats none by more
     than one standard error of the paired differences (``selection.kept_if_it_beats_none``,
     the job's rule). Returns the half-life (0.0: none; None: no half-life to search)."""
     days = [d for d in runner.cfg.tuning.collab.train_half_life_days if d]
