@@ -22,7 +22,7 @@ import pyarrow as pa
 
 from groundrec.online.flat_scores import grown
 from groundrec.shared.artifact import RECENT_INTERACTIONS, WINDOW_INTERACTIONS
-from groundrec.shared.errors import UserError
+from groundrec.online.errors import Unprocessable
 from groundrec.shared.live_items import CONTROL, LiveItem, patched, record, shown
 from groundrec.shared.scoring.collab import index_rows
 from groundrec.shared.scoring.searcher import Popularity
@@ -194,8 +194,9 @@ class LiveOverlay:
             if item.item_id in given:
                 out[n] = given[item.item_id]
         if todo:
-            if self.r.encoder is None:
-                raise UserError("live items need the version's ONNX encoder, which is not loaded")
+            if self.r.encoder is None:  # the item's fault here (a pinned arm skips it, deletes still apply)
+                raise Unprocessable(f"version {self.r.v.path.name} has no ONNX text encoder to embed live item(s) "
+                                    f"{[rows[n][0].item_id for n in todo][:5]}")
             out[todo] = self.r.encoder.encode([texts[n] for n in todo])
             for n in todo:
                 computed[rows[n][0].item_id] = out[n]

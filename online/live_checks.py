@@ -61,17 +61,18 @@ def apply_or_skip(apply: Callable[[list], object], items: list, version_id: str)
 
 def check_changes(retriever, changes: list[tuple[str, str, dict]], must_exist: bool = True) -> None:
     """Refuse what a version cannot take, naming it: a column its item table does not have or
-    the job derives (``Unprocessable``), a value of the wrong type for its column, a change that
-    needs its text embedded on a version without the ONNX text encoder, and with ``must_exist``
-    (the current version; not an experiment's pinned arm, which may predate the item) a patch or
-    a delete of an item that does not exist (``NotFound``). Nothing is stored before this passes."""
+    the job derives (``Unprocessable``), a value of the wrong type for its column, and with
+    ``must_exist`` (the current version; not an experiment's pinned arm, which may predate the
+    item or lack the encoder: it skips such a change, logged) a change that needs its text
+    embedded on a version without the ONNX text encoder and a patch or a delete of an item that
+    does not exist (``NotFound``). Nothing is stored before this passes."""
     v, live = retriever.v, retriever.live
     allowed = set(catalog_columns(v.items.column_names, v.manifest.id_column)) | set(CONTROL)
     schema = v.items.schema
     for item_id, op, fields in changes:
         exists = item_id in v.row_of and not (live is not None and item_id in live.deleted)
         # a PUT gives the item's columns whole (its text embedded anew), a patch of a catalog column may change it
-        if retriever.encoder is None and (op == "put" or (op == "patch" and set(fields) - set(CONTROL))):
+        if must_exist and retriever.encoder is None and needs_text(op, fields):
             raise Unprocessable(f"item {item_id!r}: version {v.path.name} has no ONNX text encoder to embed it "
                                 "(published without export); only patches of hidden and available_until, and "
                                 "deletes, can be applied")
@@ -105,6 +106,18 @@ def held(value, kind: pa.DataType) -> bool:
     if pa.types.is_integer(kind) and isinstance(value, float):
         return value.is_integer()
     return not pa.types.is_nested(kind) or isinstance(value, (list, dict)) or value is None
+
+
+def needs_text(op: str, fields: dict) -> bool:
+    """Whether a change is embedded anew: a PUT gives the item whole, a patch of a catalog column
+    may change its text (``hidden`` and ``available_until`` do not)."""
+    return op == "put" or (op == "patch" and bool(set(fields) - set(CONTROL)))
+
+
+def waiting_for_text(items) -> list[str]:
+    """The ids of the live items (``LiveItem``s, deleted ones aside) a version must embed to
+    serve them: what a version without its text encoder cannot take."""
+    return [i.item_id for i in items if not i.deleted and needs_text("put" if i.whole else "patch", i.fields)]
 
 
 def apply_everywhere(backends: list, current, apply: Callable[[object], object]) -> None:

@@ -112,6 +112,44 @@ def test_a_live_change_a_version_cannot_take_is_skipped_and_blocks_nothing(two_v
         artifact.activate(artifacts, second)
 
 
+def test_a_version_without_its_text_encoder_skips_live_puts_as_an_arm_and_is_refused_as_current(two_versions):
+    """A version published without its ONNX text encoder cannot embed a live item. Pinned as an
+    arm it skips the PUT (logged) and still applies the delete after it in the same batch (the
+    batch stopped at the PUT: a deleted item stayed in the arm's answers); writes are checked
+    against the current version only for that. Named by CURRENT while live PUTs wait, it is
+    refused and the version with an encoder serves on."""
+    from groundrec.online.live_checks import check_changes
+    from groundrec.shared.live_items import LiveItem
+
+    artifacts, first, second = two_versions
+    holder = _holder(artifacts, [{"name": "A"}, {"name": "B", "version": first}])
+    real_build = holder.build
+
+    def build(version_id):  # ``first`` as published without export
+        backend = real_build(version_id)
+        if version_id == first:
+            backend.retriever.encoder = None
+        return backend
+
+    holder.build = build
+    try:
+        assert holder.check()
+        arm = holder.backend(first)
+        assert not arm.embeds and holder.current.embeds
+        gone = arm.retriever.v.item_ids[0]
+        check_changes(arm.retriever, [("live-x", "put", {"title": "quokka lantern"})], must_exist=False)  # no 422
+        holder.apply_live([LiveItem("live-x", {"title": "quokka lantern"}, True, 1.0, 1.0, 1),
+                           LiveItem(gone, {}, False, None, 1.0, 2, deleted=True)])
+        assert "live-x" not in arm.retriever.v.row_of and gone in arm.retriever.live.deleted
+        assert "live-x" in holder.current.retriever.v.row_of and gone in holder.current.retriever.live.deleted
+        artifact.activate(artifacts, first)
+        assert not holder.check() and holder.current.version_id == second
+        assert "no ONNX text encoder" in holder.rejected[first] and "live-x" in holder.rejected[first]
+    finally:
+        holder.stop()
+        artifact.activate(artifacts, second)
+
+
 def test_a_version_whose_last_live_apply_fails_during_a_swap_is_closed_not_leaked(two_versions):
     """A swap applies the live items twice: the bulk while the old version serves, then under the
     lock what arrived meanwhile. The second failing (its compute process died between them)
