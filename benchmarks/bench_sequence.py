@@ -88,7 +88,8 @@ def references(cfg: EvalConfig, runner: Runner, rep, args) -> dict:
         return pickle.loads(cache.read_bytes())
     data, grid, started = runner.data, cfg.tuning.collab, time.perf_counter()
     profile = json.loads(args.profile) if args.profile else runner._tuned(rep)  # eval's best content profile
-    on_valid = Fits(data.valid_histories, data.n_items, rep.vectors, grid, cfg.seed)
+    on_valid = Fits(data.valid_histories, data.n_items, rep.vectors, grid, cfg.seed,
+                    times=data.history_times("valid"))
     scorer = EvalHybridScorer(runner, rep, profile, on_valid)
     choice, _ = tune_hybrid(grid, scorer, "tuning.collab")
     out = {"profile": profile, "choice": choice, "seconds": {}}
@@ -125,7 +126,8 @@ def full_rank_ease(cfg: EvalConfig, runner: Runner, rep, args) -> tuple[np.ndarr
         grid = cfg.tuning.collab.model_copy(update={"full_rank_max_mb": args.ease_full_rank_mb})
         data = runner.data
         cache.write_bytes(pickle.dumps(recency_ease(runner, Fits(data.valid_histories, data.n_items, rep.vectors,
-                                                                 grid, cfg.seed), grid)))
+                                                                 grid, cfg.seed, times=data.history_times("valid")),
+                                                            grid)))
     return pickle.loads(cache.read_bytes())
 
 
@@ -135,7 +137,8 @@ def index_and_inputs(cfg: EvalConfig, data, rep, choice, inputs: str) -> tuple[n
     content = rep.vectors
     if not choice.hybrid:
         return content, content
-    model = Fits(data.valid_histories, data.n_items, content, cfg.tuning.collab, cfg.seed)(choice.reg, choice.dropout)
+    model = Fits(data.valid_histories, data.n_items, content, cfg.tuning.collab, cfg.seed,
+                 times=data.history_times("valid"))(choice.reg, choice.dropout, choice.train_half_life_days)
     model = model.truncated(choice.rank)
     projection = (project(content, model, choice.weight, data.valid_histories, cfg.seed, choice.query_half_life)
                   if choice.projected else None)
@@ -159,8 +162,9 @@ def blends(cfg: EvalConfig, runner: Runner, rep, ref: dict, enc_scores: np.ndarr
     from groundrec.shared.scoring.ranking import lift
 
     data, choice = runner.data, ref["choice"]
-    on_valid = Fits(data.valid_histories, data.n_items, rep.vectors, cfg.tuning.collab, cfg.seed)
-    model = on_valid(choice.reg, choice.dropout).truncated(choice.rank)
+    on_valid = Fits(data.valid_histories, data.n_items, rep.vectors, cfg.tuning.collab, cfg.seed,
+                    times=data.history_times("valid"))
+    model = on_valid(choice.reg, choice.dropout, choice.train_half_life_days).truncated(choice.rank)
     hybrid = EvalHybridScorer(runner, rep, profile, on_valid)._published_scores(choice, model, choice.projected)
     new, cold = new_items(data.pop_valid), data.pop_valid == 0
     out = {}
@@ -190,8 +194,9 @@ def kept_places(cfg: EvalConfig, runner: Runner, rep, ref: dict, enc_scores: np.
     from groundrec.shared.scoring.searcher import Searcher
 
     data, choice = runner.data, ref["choice"]
-    on_valid = Fits(data.valid_histories, data.n_items, rep.vectors, cfg.tuning.collab, cfg.seed)
-    model = on_valid(choice.reg, choice.dropout).truncated(choice.rank)
+    on_valid = Fits(data.valid_histories, data.n_items, rep.vectors, cfg.tuning.collab, cfg.seed,
+                    times=data.history_times("valid"))
+    model = on_valid(choice.reg, choice.dropout, choice.train_half_life_days).truncated(choice.rank)
     new, cold = new_items(data.pop_valid), data.pop_valid == 0
     searcher, seen = Searcher(data.n_items, new), data.valid.history
 

@@ -102,8 +102,8 @@ def _control_values(name: str, col: pa.ChunkedArray) -> list:
         words = {"true": True, "false": False, "1": True, "0": False, "": None}
         out = []
         for v in col.to_pylist():
-            key = ("" if v is None else str(int(v)) if isinstance(v, float) and v in (0.0, 1.0)
-                   else str(v).strip().lower())
+            key = ("" if v is None or v != v else str(int(v)) if isinstance(v, float) and v in (0.0, 1.0)
+                   else str(v).strip().lower())  # v != v: NaN, a float column's missing value
             if key not in words:
                 raise ValueError(f"{v!r} is not true or false")
             out.append(words[key])
@@ -118,7 +118,10 @@ def _control_values(name: str, col: pa.ChunkedArray) -> list:
 
 
 def _number(text: str):
-    """A CSV cell (read as text): a number where it spells one, None where blank, else itself."""
+    """A CSV cell (read as text): a number where it spells one, None where blank, else itself.
+    A year alone ("2030") would be 2030 seconds after 1970: every item expired; refused."""
+    if text.strip().isdigit() and len(text.strip()) <= 4:
+        raise ValueError(f"{text!r} looks like a year, not seconds since the epoch: give a date (2030-01-01)")
     try:
         return float(text) if text.strip() else None
     except ValueError:

@@ -13,7 +13,6 @@ from groundrec.online.schemas import UserQuery
 class Backend(Protocol):
     version_id: str
     default_strategy: str  # the version's profile strategy for a request that names none (its manifest's)
-    embeds: bool  # whether it holds the ONNX text encoder (a live item's text can be embedded)
 
     @property
     def alive(self) -> bool:

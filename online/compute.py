@@ -50,7 +50,6 @@ class RemoteServing:
         """Start a child (and its standby) serving the version in the local folder ``path``."""
         backend = cls(version_id, cfg, lambda pop: ComputeProcess(cfg, version_id, path, pop), popularity)
         backend.default_strategy = artifact.read_manifest(path).default_strategy  # what the child checked at its load
-        backend.embeds = artifact.VersionFiles(path).has_encoder  # what the child loads its text encoder from
         return backend
 
     @property

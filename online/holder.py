@@ -20,9 +20,8 @@ import time
 from groundrec.online.compute import RemoteServing
 from groundrec.online.config import ServeConfig
 from groundrec.online.backend import Backend
-from groundrec.online.live_checks import apply_everywhere, apply_or_skip, waiting_for_text
+from groundrec.online.live_checks import apply_everywhere, apply_or_skip
 from groundrec.online.serving import build_serving
-from groundrec.online.version import VersionError
 from groundrec.shared import artifact
 from groundrec.shared.errors import UserError
 from groundrec.shared.scoring.popularity import counts_of_ids
@@ -107,16 +106,11 @@ class VersionHolder:
         apply_or_skip((lambda batch: backend.apply_live((batch, None))) if vectors is None else
                       (lambda batch: vectors.apply(backend, batch)), items, backend.version_id)
 
-    def _with_live(self, backend: Backend, current: bool = False) -> None:
+    def _with_live(self, backend: Backend) -> None:
         """Give a backend about to serve every live item: the bulk first, then, under the lock
         its caller holds while it swaps the backend in, what arrived meanwhile (skipped when
-        applied already). One that fails is closed (never swapped in: its processes stopped), as
-        is a ``current`` one without the text encoder live items need (a pinned arm skips them)."""
+        applied already). One that fails is closed (never swapped in: its processes stopped)."""
         try:
-            if waiting := (waiting_for_text(self.live.values()) if current and not backend.embeds else []):
-                raise VersionError(f"version {backend.version_id} has no ONNX text encoder, and {len(waiting)} live "
-                                   f"item(s) need their text embedded (e.g. {waiting[:3]}): publish it with its "
-                                   "encoder (without --no-export), or let the next job absorb them first")
             if self.live:
                 self._apply(backend, list(dict(self.live).values()))  # a copy: applied to meanwhile
         except BaseException:
@@ -201,7 +195,7 @@ class VersionHolder:
         started, popularity = time.perf_counter(), self._popularity
         try:
             serving = self.build(wanted)
-            self._with_live(serving, current=True)  # the bulk, while the old version still serves
+            self._with_live(serving)  # the bulk, while the old version still serves
         except Exception as e:  # a broken version must never take the service down
             if restart:  # nothing rejected (tried again next check): no reload failure counted
                 log.error("version %s: its compute process could not be restarted: %s", wanted, e)
@@ -214,7 +208,7 @@ class VersionHolder:
             return False
         self._accepted(wanted)
         with self._live_lock:
-            self._with_live(serving, current=True)  # what arrived meanwhile
+            self._with_live(serving)  # what arrived meanwhile
             previous, self.current = self.current, serving
         if self._popularity is not popularity:  # refreshed while it loaded (set_popularity skipped it)
             try:

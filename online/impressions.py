@@ -93,8 +93,9 @@ class ImpressionLog:
         """When the list answered as ``recommendation_id`` is in the store at the latest, had a
         worker with this log's settings logged it (the id's time, a flush interval and a write's
         grace): a click another worker takes waits that long for it (``Events``); 0 when it was
-        not logged (outside the share) or the id holds no time."""
-        if not sampled(user_id or recommendation_id, self.share):
+        not logged (outside the share: neither the clicking user's lists nor, for a list shown to
+        no user id, a search's, its id are sampled) or the id holds no time."""
+        if not sampled(recommendation_id, self.share) and not (user_id is not None and sampled(user_id, self.share)):
             return 0.0
         try:
             made = int(recommendation_id[:12], 16) / 1000

@@ -6,6 +6,7 @@ the version that cannot take it, not blocking every change after it."""
 from __future__ import annotations
 
 import logging
+import math
 from contextlib import contextmanager
 from typing import Callable
 
@@ -17,9 +18,9 @@ from groundrec.shared.text import item_text
 
 log = logging.getLogger("groundrec.serve")
 # An item's own fault when applied (a value its column cannot hold, a change the version's
-# checks refuse): the item is skipped by that version. Anything else (a version that cannot
-# take live items at all, a dead compute process, the store) fails the whole apply, which is
-# tried again (and refuses a swap to such a version, as before).
+# checks refuse, a text to embed on a version published without its text encoder): the item
+# is skipped by that version, logged. Anything else (a dead compute process, the store) fails
+# the whole apply, which is tried again (and refuses a swap to that version).
 ITEM_ERRORS = (Unprocessable, pa.ArrowException)
 
 
@@ -103,8 +104,10 @@ def held(value, kind: pa.DataType) -> bool:
         pa.array([value], kind)
     except (pa.ArrowInvalid, pa.ArrowTypeError, TypeError, OverflowError):
         return False
-    if pa.types.is_integer(kind) and isinstance(value, float):
-        return value.is_integer()
+    if isinstance(value, float) and (pa.types.is_integer(kind) or pa.types.is_temporal(kind)):
+        return value.is_integer()  # not cut to a whole number (of the column's unit)
+    if pa.types.is_floating(kind) and isinstance(value, int | float) and not isinstance(value, bool):
+        return math.isfinite(pa.array([value], kind)[0].as_py())  # 1e300 is no float32 (inf)
     return not pa.types.is_nested(kind) or isinstance(value, (list, dict)) or value is None
 
 
@@ -114,15 +117,9 @@ def needs_text(op: str, fields: dict) -> bool:
     return op == "put" or (op == "patch" and bool(set(fields) - set(CONTROL)))
 
 
-def waiting_for_text(items) -> list[str]:
-    """The ids of the live items (``LiveItem``s, deleted ones aside) a version must embed to
-    serve them: what a version without its text encoder cannot take."""
-    return [i.item_id for i in items if not i.deleted and needs_text("put" if i.whole else "patch", i.fields)]
-
-
 def apply_everywhere(backends: list, current, apply: Callable[[object], object]) -> None:
     """``apply(backend)`` for each loaded version. A pinned arm that cannot take the change (a
-    version without its encoder, a process being retired) is logged and skipped, never keeping
+    process being retired) is logged and skipped, never keeping
     it from the others (the current version last of all, and a server's writes answered 4xx
     for a change already durable); the current version's failure is raised once every other
     version has had the change."""

@@ -105,10 +105,6 @@ class Serving:
     def default_strategy(self) -> str:
         return self.retriever.default_strategy
 
-    @property
-    def embeds(self) -> bool:
-        return self.retriever.encoder is not None
-
     def answer(self, items: list[UserQuery]) -> list[Shown | bytes | UserError]:
         """JSON answers for checked requests gathered from many callers, in order: the
         single-user ones in one batched search, each batch request as its own. A request that

@@ -144,6 +144,13 @@ def test_the_catalogs_own_hidden_and_available_until_are_read_as_the_service_rea
     typed = _write(tmp_path, [{"item_id": "a", "title": "x", "hidden": 1,
                                "available_until": dt.datetime(2030, 1, 1)}])  # a naive time: UTC
     assert load_catalog(CatalogConfig(path=typed, text_columns=["title"])).to_pylist()[0]["available_until"] == 1893456000.0
+    nan = _write(tmp_path, [{"item_id": "a", "title": "x", "hidden": 1.0}, {"item_id": "b", "title": "y",
+                                                                          "hidden": float("nan")}], name="nan.parquet")
+    assert load_catalog(CatalogConfig(path=nan, text_columns=["title"])).column("hidden").to_pylist() == [True, None]
+    year = tmp_path / "year.csv"
+    year.write_text("item_id,title,available_until\na,Dress,2030\n")
+    with pytest.raises(CatalogError, match="'2030' looks like a year"):
+        load_catalog(CatalogConfig(path=year, text_columns=["title"]))
     for column, value in [("hidden", "maybe"), ("hidden", 2), ("available_until", "soon")]:
         bad = _write(tmp_path, [{"item_id": "a", "title": "x", column: value}], name=f"bad_{column}.parquet")
         with pytest.raises(CatalogError, match=f"column '{column}'.*{value!r}"):

@@ -160,6 +160,23 @@ def test_sampling_keeps_whole_users_at_about_the_share():
     assert sampled("x", 1.0) and not sampled("x", 0.0)
 
 
+def test_a_click_waits_for_a_list_that_was_logged_its_user_s_or_a_search_s_sampled_by_its_id(store):
+    """With a share below 1 a list shown to no user id (a search's) is sampled by its id: a click
+    on it by a user outside the share waits for it to land (it dropped the id before), and one
+    on a list nobody logged does not wait."""
+    imp = ImpressionLog(lambda: store, share=0.5, flush_interval_s=60)
+    try:
+        ids = [new_recommendation_id() for _ in range(200)]
+        outside = next(u for u in (f"user-{n}" for n in range(1000)) if not sampled(u, 0.5))
+        inside = next(u for u in (f"user-{n}" for n in range(1000)) if sampled(u, 0.5))
+        logged, not_logged = (next(i for i in ids if sampled(i, 0.5) is want) for want in (True, False))
+        assert imp.landed_by(logged, outside) > time.time()  # the search's list, logged by its id
+        assert imp.landed_by(not_logged, outside) == 0.0  # neither logged
+        assert imp.landed_by(not_logged, inside) > time.time()  # the user's own list
+    finally:
+        imp.close()
+
+
 def test_an_impression_is_stamped_when_answered_not_when_written(store):
     gate = threading.Event()
 

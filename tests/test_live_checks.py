@@ -43,6 +43,8 @@ def test_a_change_the_version_cannot_take_is_refused_naming_it(retriever, change
     (20.0, "int64", True), (20, "float64", True), (0.1, "float32", True),  # the column's own precision
     ("x", "list<string>", False), (["x"], "list<string>", True),  # a scalar is not a list of it
     (True, "int64", False), (7, "string", False), (None, "int64", True),
+    (1.5, "timestamp[s]", False), (1.0, "timestamp[s]", True),  # not cut to whole seconds
+    (1e300, "float32", False), (1e30, "float32", True),  # overflows to inf; within range
 ])
 def test_a_value_is_held_only_where_its_column_keeps_what_it_says(value, kind, ok):
     import pyarrow as pa
@@ -50,7 +52,7 @@ def test_a_value_is_held_only_where_its_column_keeps_what_it_says(value, kind, o
     from groundrec.online.live_checks import held
 
     types = {"int64": pa.int64(), "float64": pa.float64(), "float32": pa.float32(), "string": pa.string(),
-             "list<string>": pa.list_(pa.string())}
+             "list<string>": pa.list_(pa.string()), "timestamp[s]": pa.timestamp("s")}
     assert held(value, types[kind]) is ok
 
 

@@ -46,8 +46,8 @@ def hybrid_row(runner: "Runner", rep: Representation, pop: np.ndarray, profile: 
 
 class EvalHybridScorer:
     """eval's ``tuning.HybridScorer``: each validation user's primary metric, the content part
-    scored with the best content profile; ``on_valid(reg, dropout)`` is the model fitted on
-    validation's training part."""
+    scored with the best content profile; ``on_valid(reg, dropout, decay)`` is the model fitted
+    on validation's training part."""
 
     def __init__(self, runner: "Runner", rep: Representation, profile: dict, on_valid):
         self.runner, self.rep, self.profile, self.on_valid = runner, rep, profile, on_valid
@@ -156,27 +156,30 @@ def ease_rows(runner: "Runner", on_valid: Fits, on_test: Fits) -> None:
                            refine=("reg", "half_life") if grid.refine else (), widenings=grid.widenings,
                            section="tuning.collab")
     reg, half_life = found.chosen["reg"], found.chosen["half_life"]
-    decay = recency_decay(runner, on_valid, name, reg, half_life)
+    decay, score = recency_decay(runner, on_valid, name, reg, half_life)
     model = on_test(reg, 0.0, decay or 0.0)
     params = {"reg": reg, "half_life": half_life, "rank": model.rank}
     runner.on_test(CollabSystem(recency_name(model), "interactions", model.interactions_only(), half_life=half_life,
                                 params=params if decay is None else {**params, "train_half_life_days": decay}),
-                   found.score, search=found)
+                   found.score if score is None else score, search=found)
 
 
-def recency_decay(runner: "Runner", on_valid: Fits, name: str, reg: float, half_life: float) -> float | None:
+def recency_decay(runner: "Runner", on_valid: Fits, name: str, reg: float,
+                  half_life: float) -> tuple[float | None, float | None]:
     """The recency row's fit decayed by age (``tuning.collab.train_half_life_days``; none by
     default), at its chosen reg and half-life: each half-life scored on eval's validation
     users, the best kept where it beats none by more
     than one standard error of the paired differences (``selection.kept_if_it_beats_none``,
-    the job's rule). Returns the half-life (0.0: none; None: no half-life to search)."""
+    the job's rule). Returns the half-life (0.0: none; None: no half-life to search) and its
+    validation score (None: not searched)."""
     days = [d for d in runner.cfg.tuning.collab.train_half_life_days if d]
     if not days:
-        return None
+        return None, None
     found = search({"train_half_life_days": [0.0, *days]}, lambda points: [runner.valid_users_scores(CollabSystem(
         name, "interactions", on_valid(reg, 0.0, p["train_half_life_days"]).interactions_only(), half_life=half_life))
         for p in points], section="tuning.collab")
-    return kept_if_it_beats_none(found, "train_half_life_days")[0]
+    decay, kept = kept_if_it_beats_none(found, "train_half_life_days")
+    return decay, kept.score
 
 
 def recency_name(model: CollabModel) -> str:
