@@ -75,15 +75,15 @@ class CollabGrid(StrictModel):
                                                             "best on validation, kept where it beats the mean by more "
                                                             "than one standard error of the paired differences, and "
                                                             "served as the version's default (0 or []: the mean)")
-    train_half_life_days: list[float] = Field(default_factory=list,
+    train_half_life_days: list[float] = Field(default_factory=lambda: [30.0, 90.0, 365.0],
                                               description="hybrid: the collaborative model fitted with each "
                                                           "interaction weighted by 0.5 ** (its days before the newest "
-                                                          "interaction fitted / half-life) (co-purchases drift), e.g. "
-                                                          "[30, 90, 365]: tried at the chosen model after the grid, "
-                                                          "judged on the validation users, the best kept "
-                                                          "where it beats no decay by more than one standard error of "
-                                                          "the paired differences ([]: every interaction alike, the "
-                                                          "default; docs/hybrid.md, 'The fit's decay by age')")
+                                                          "interaction fitted / half-life) (co-purchases drift): each "
+                                                          "tried at the chosen model after the grid, judged on the "
+                                                          "validation users, the best kept where it beats no decay by "
+                                                          "more than one standard error of the paired differences ([]: "
+                                                          "every interaction alike; docs/hybrid.md, 'The fit's decay "
+                                                          "by age')")
     recent_days: float = Field(30.0, gt=0, description="the days the recent-popularity prior counts interactions in "
                                "(up to the window's latest)")
     refine: bool = Field(True, description="after the grid, try reg and half_life halfway (geometrically) to the "
