@@ -176,8 +176,12 @@ def run_job(cfg: JobConfig, progress: bool = True) -> JobSummary:
                 manifest.gate = gate.to_manifest()
                 final = pub.publish(manifest, activate_it=gate.activated, collect=False)
                 if gate.activated:
-                    artifact.record_activation(out, version_id, f"offline run (activate: {gate.mode})",
-                                               note=gate.reason)
+                    try:
+                        artifact.record_activation(out, version_id, f"offline run (activate: {gate.mode})",
+                                                   note=gate.reason)
+                    except OSError as e:  # it serves already: said, not a failed job
+                        notes.append(f"version {version_id} is serving, but its activation could not be logged "
+                                     f"({e}): it will not be offered as a fallback")
             pub.collect()  # old versions deleted with CURRENT free
 
     parse_ok = groundings.column("parse_ok").to_pylist()

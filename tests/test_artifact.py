@@ -80,6 +80,30 @@ def test_gc_never_deletes_the_active_version(tmp_path):
     assert artifact.list_versions(tmp_path) == sorted([vids[0], vids[3]]) and len(deleted) == 2
 
 
+def test_gc_keeps_an_old_version_it_cannot_move_and_collects_the_rest(tmp_path, monkeypatch, caplog):
+    """An old version's folder the job cannot move (its permissions, a busy mount) raised out of
+    gc: the job that had just activated its version failed after it was serving. It is kept
+    and logged; the others are collected."""
+    import os
+
+    from groundrec.shared.artifact import retention
+
+    vids = [_publish_one(tmp_path, bytes([i])) for i in range(4)]
+    real = os.replace
+
+    def replace(src, dst):
+        if str(src).endswith(vids[0]):
+            raise PermissionError(13, "Permission denied", str(src))
+        return real(src, dst)
+
+    monkeypatch.setattr(retention.os, "replace", replace)
+    with caplog.at_level("WARNING", logger="groundrec.artifact"):
+        deleted = artifact.gc(tmp_path, keep=1)
+    left = artifact.list_versions(tmp_path)
+    assert deleted and deleted[0] == vids[1] and vids[0] in left and not set(deleted) & set(left)  # oldest kept
+    assert any(vids[0] in r.getMessage() and "could not be collected" in r.getMessage() for r in caplog.records)
+
+
 def test_gc_keeps_the_newest_verified_version_when_current_is_broken(tmp_path):
     vids = [_publish_one(tmp_path, bytes([i])) for i in range(3)]
     broken = artifact.version_path(tmp_path, vids[2])

@@ -141,6 +141,22 @@ def test_crash_keeps_published_version_and_finished_batches(small_catalog, tmp_p
     assert again.grounded_cached == 2 and again.grounded_new == 4  # the finished batch was kept
 
 
+def test_a_version_serving_is_a_job_that_succeeded_even_if_its_activation_could_not_be_logged(
+        small_catalog, tmp_path, tiny_vlm, monkeypatch):
+    """CURRENT has moved when the activation is appended to the log: a full disk there made the
+    job fail although its version was serving. It succeeds now and says what was not logged."""
+    from groundrec.offline import job as job_module
+
+    def full_disk(*args, **kwargs):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(job_module.artifact, "record_activation", full_disk)
+    out = tmp_path / "log"
+    done = run_job(_cfg(small_catalog, out, tiny_vlm()), progress=False)
+    assert artifact.current_version(out) == done.version
+    assert any("could not be logged" in n and "No space left" in n for n in done.notes)
+
+
 def test_rerun_is_cached_and_new_items_only_are_grounded(small_catalog, tmp_path, tiny_vlm):
     out = tmp_path / "r"
     first = run_job(_cfg(small_catalog, out, tiny_vlm()), progress=False)

@@ -156,6 +156,16 @@ def activate(root: str | Path, version_id: str) -> None:
         with open(tmp) as f:
             os.fsync(f.fileno())
         os.replace(tmp, root / CURRENT)
+        synced_dir(root)  # the rename itself on disk: a power cut cannot take the activation back
+
+
+def synced_dir(directory: Path) -> None:
+    """A folder's entries (names created, renamed into it) flushed to disk."""
+    fd = os.open(directory, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
 
 
 def newest_verified(root: Path, candidates: list[str] | None = None) -> str | None:

@@ -13,7 +13,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from groundrec.shared.artifact.layout import STAGING, VERSIONS, Manifest, new_version_id, verify, write_manifest
-from groundrec.shared.artifact.pointer import activate
+from groundrec.shared.artifact.pointer import activate, synced_dir
 from groundrec.shared.artifact.retention import gc
 from groundrec.shared.errors import UserError
 
@@ -100,15 +100,6 @@ def synced(folder: Path) -> None:
                 os.fsync(f.fileno())
     for directory in sorted({p.parent for p in Path(folder).rglob("*")} | {Path(folder)}):
         synced_dir(directory)
-
-
-def synced_dir(directory: Path) -> None:
-    """A folder's entries (names created, renamed into it) flushed to disk."""
-    fd = os.open(directory, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def discard_staging(staged: Path) -> None:

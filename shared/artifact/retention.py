@@ -4,6 +4,7 @@ server reports serving."""
 
 from __future__ import annotations
 
+import logging
 import os
 import shutil
 import uuid
@@ -12,6 +13,8 @@ from pathlib import Path
 from groundrec.shared.artifact.activations import fallbacks
 from groundrec.shared.artifact.layout import VERSIONS, is_version_id
 from groundrec.shared.artifact.pointer import current_lock, current_version, is_uri, list_versions, newest_verified
+
+log = logging.getLogger("groundrec.artifact")
 
 # A server records the version it serves in <root>/.serving/<host>-<pid> and refreshes the
 # file while it runs; gc never deletes a version named there.
@@ -107,6 +110,9 @@ def gc(root: Path, keep: int) -> list[str]:
             try:
                 os.replace(Path(root) / VERSIONS / v, trash)
             except FileNotFoundError:  # another gc took it
+                continue
+            except OSError as e:  # e.g. its folder's permissions: kept, and said, never the publishing job's failure
+                log.warning("old version %s could not be collected, kept: %s", v, e)
                 continue
         shutil.rmtree(trash, ignore_errors=True)
         deleted.append(v)
