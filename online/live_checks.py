@@ -101,13 +101,13 @@ def held(value, kind: pa.DataType) -> bool:
     stores still says the same (not 19 for 19.99 in an integer column, nor ['x'] for 'x' in a
     list column; a float column's own rounding, 0.1 as float32, is its precision, not a change)."""
     try:
-        pa.array([value], kind)
+        stored = pa.array([value], kind)[0].as_py()
     except (pa.ArrowInvalid, pa.ArrowTypeError, TypeError, OverflowError):
         return False
     if isinstance(value, float) and (pa.types.is_integer(kind) or pa.types.is_temporal(kind)):
         return value.is_integer()  # not cut to a whole number (of the column's unit)
     if pa.types.is_floating(kind) and isinstance(value, int | float) and not isinstance(value, bool):
-        return math.isfinite(pa.array([value], kind)[0].as_py())  # 1e300 is no float32 (inf)
+        return math.isfinite(stored)  # 1e300 is no float32 (inf)
     return not pa.types.is_nested(kind) or isinstance(value, (list, dict)) or value is None
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import time
 
 from groundrec.online.testing import running  # noqa: F401  (re-exported: tests import it from here)
 
@@ -88,3 +89,11 @@ class RedisServer:
         import redis
 
         redis.Redis(port=self.port).flushall()
+
+
+def wait_for_standby(serving, timeout_s: float = 60.0) -> None:
+    """Until a ``compute.RemoteServing``'s standby compute process (loaded in the background) is up."""
+    deadline = time.monotonic() + timeout_s
+    while serving.standby is None or not serving.standby.alive:
+        assert time.monotonic() < deadline, "no standby compute process was started"
+        time.sleep(0.05)

@@ -21,7 +21,7 @@ from groundrec.online.service import create_app
 from groundrec.online.version import VersionError
 from groundrec.shared import artifact
 from helpers import publish_demo
-from helpers import running
+from helpers import running, wait_for_standby
 
 
 @pytest.fixture(scope="module")
@@ -51,7 +51,7 @@ def test_the_compute_process_serves_is_replaced_when_it_dies_and_stopped_when_sw
         assert httpx.get(url + "/items/nope").status_code == 404  # the child's refusal crosses the pipe intact
 
         # A dead child is replaced by the warm standby at once, and the request is answered.
-        _wait_for_standby(first)
+        wait_for_standby(first)
         dead, standby = first.process.pid, first.standby.pid
         os.kill(dead, signal.SIGKILL)
         first.process._proc.join(10)
@@ -59,7 +59,7 @@ def test_the_compute_process_serves_is_replaced_when_it_dies_and_stopped_when_sw
         r = httpx.post(url + "/recommend", json=body)
         assert r.status_code == 200 and _ids(r.json()) == expected
         assert first.replaced == 1 and first.process.pid == standby
-        _wait_for_standby(first)  # ... and a new standby is started behind it
+        wait_for_standby(first)  # ... and a new standby is started behind it
         assert first.standby.pid not in (dead, standby)
         # both gone (no standby to take over): /readyz says so and the watcher's check starts a new one
         os.kill(first.process.pid, signal.SIGKILL)
@@ -123,13 +123,6 @@ def test_a_version_the_child_cannot_load_is_refused_with_its_reason(published, t
         ComputeProcess(cfg, broken.name, broken)
 
 
-def _wait_for_standby(serving: RemoteServing, timeout_s: float = 60.0) -> None:
-    deadline = time.time() + timeout_s
-    while serving.standby is None or not serving.standby.alive:
-        assert time.time() < deadline, "no standby compute process was started"
-        time.sleep(0.05)
-
-
 @pytest.mark.parametrize("standby", [True, False])
 def test_a_hung_or_dead_compute_process_is_replaced_and_the_call_retried_there(published, standby):
     """Hung (SIGSTOP): stopped after compute_timeout_s, the call answered by the replacement.
@@ -140,7 +133,7 @@ def test_a_hung_or_dead_compute_process_is_replaced_and_the_call_retried_there(p
     serving = RemoteServing.start(cfg, version, artifact.current_path(published["artifacts"]))
     try:
         if standby:
-            _wait_for_standby(serving)
+            wait_for_standby(serving)
         assert serving.item("demo-0001")["item"]["item_id"] == "demo-0001"
         hung = serving.process
         os.kill(hung.pid, signal.SIGSTOP)  # alive, but never answers
@@ -150,14 +143,14 @@ def test_a_hung_or_dead_compute_process_is_replaced_and_the_call_retried_there(p
         hung._proc.join(10)
         assert not hung.alive  # the hung child was stopped
         if standby:  # the next standby loads in the background: a call starved by it meanwhile would be replaced
-            _wait_for_standby(serving)
+            wait_for_standby(serving)
         dead = serving.process
         os.kill(dead.pid, signal.SIGKILL)
         dead._proc.join(10)
         assert serving.item("demo-0003")["item"]["item_id"] == "demo-0003"
         assert serving.replaced == 2 and serving.alive
         if standby:
-            _wait_for_standby(serving)
+            wait_for_standby(serving)
         with pytest.raises(NotFound, match="no item 'nope'"):  # a refusal of the child is not a death: no retry
             serving.item("nope")
         assert serving.replaced == 2
@@ -226,7 +219,7 @@ def test_a_live_item_the_version_refused_is_not_given_to_the_children_started_la
     try:
         assert holder.check()
         backend = holder.current
-        _wait_for_standby(backend)
+        wait_for_standby(backend)
         holder.apply_live([LiveItem("live-bad", {"title": "coat", "colour": 5}, True, 1.0, 1.0, 1),
                            LiveItem("live-ok", {"title": "quokka lantern"}, True, 1.0, 1.0, 2)])
         assert backend.unknown(["live-ok", "live-bad"]) == 1
@@ -246,14 +239,14 @@ def test_a_standby_that_dies_idle_is_replaced_and_a_popularity_refresh_reaches_t
     version = artifact.current_version(published["artifacts"])
     serving = RemoteServing.start(cfg, version, artifact.current_path(published["artifacts"]))
     try:
-        _wait_for_standby(serving)
+        wait_for_standby(serving)
         idle = serving.standby
         os.kill(idle.pid, signal.SIGKILL)
         idle._proc.join(10)
         assert serving.item("demo-0001")["item"]["item_id"] == "demo-0001"  # a call notices it: a new one loads
         assert serving.standby is None
         serving.set_popularity({"demo-0003": 1000.0})  # while it loads: no standby to give it to
-        _wait_for_standby(serving)
+        wait_for_standby(serving)
         assert serving.standby is not idle and serving.standby.alive and serving.replaced == 0
         deadline = time.time() + 30  # it is given the refreshed counts just after it is kept as the standby
         while serving.standby.call("answer", [UserQuery(history=[], k=1)])[0][1] != ("demo-0003",):

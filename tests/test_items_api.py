@@ -14,7 +14,7 @@ import pytest
 from groundrec.online.config import ServeConfig
 from groundrec.online.service import create_app
 from groundrec.shared.events import open_store
-from helpers import publish_demo, running
+from helpers import publish_demo, running, wait_for_standby
 
 NEW = {"title": "zebra striped raincoat", "description": "A zebra striped raincoat.", "category": "raincoat",
        "colour": "zebra"}
@@ -105,10 +105,7 @@ def test_the_standby_a_restart_and_another_server_serve_the_same_live_items(publ
                 assert time.monotonic() - started < 10.0, "the other server's item was not applied within 10 s"
                 time.sleep(0.02)
         backend = app.state.holder.current
-        deadline = time.monotonic() + 60
-        while backend.standby is None:  # the standby loads in the background
-            assert time.monotonic() < deadline
-            time.sleep(0.1)
+        wait_for_standby(backend)
         os.kill(backend.process.pid, signal.SIGKILL)  # the standby takes over with the same live items
         assert _ids(httpx.post(url + "/search", json={"text": "zebra striped raincoat 7", "k": 5})) == before
         assert backend.replaced == 1
@@ -124,10 +121,8 @@ def test_a_write_while_both_compute_processes_are_dead_is_still_checked_before_i
     app = create_app(_cfg(published, store, compute="process", reload_interval_s=60))
     with running(app) as url:
         backend = app.state.holder.current
+        wait_for_standby(backend)
         deadline = time.monotonic() + 60
-        while backend.standby is None:
-            assert time.monotonic() < deadline
-            time.sleep(0.1)
         for child in (backend.standby, backend.process):
             os.kill(child.pid, signal.SIGKILL)
         while backend.alive:

@@ -5,7 +5,6 @@ texts, a busy standby leaves its share to the primary, and both processes then s
 from __future__ import annotations
 
 import threading
-import time
 
 import numpy as np
 import pytest
@@ -18,7 +17,7 @@ from groundrec.online.schemas import UserQuery
 from groundrec.online.serving import build_serving
 from groundrec.shared import artifact
 from groundrec.shared.live_items import LiveItem
-from helpers import publish_demo
+from helpers import publish_demo, wait_for_standby
 
 
 @pytest.fixture(scope="module")
@@ -28,10 +27,7 @@ def remote(tmp_path_factory, tiny_vlm):
     path = artifact.locate(pub["artifacts"], vid)
     cfg = ServeConfig(artifacts=pub["artifacts"], events="none", compute_standby=True)
     serving = RemoteServing.start(cfg, vid, path)
-    deadline = time.time() + 120
-    while serving.standby is None or not serving.standby.alive:
-        assert time.time() < deadline, "no standby compute process was started"
-        time.sleep(0.1)
+    wait_for_standby(serving, 120)
     local = build_serving(ServeConfig(artifacts=pub["artifacts"], events="none", compute="thread"), vid, path)
     yield serving, local
     serving.close()

@@ -17,7 +17,7 @@ from groundrec.online.client import Client
 from groundrec.online.config import ServeConfig
 from groundrec.online.service import create_app
 from groundrec.online.testing import running, serving
-from helpers import publish_demo
+from helpers import publish_demo, wait_for_standby
 
 
 @pytest.fixture(scope="module")
@@ -38,10 +38,7 @@ def test_killing_the_compute_process_under_load_costs_the_client_nothing(publish
     app = create_app(ServeConfig(artifacts=published["artifacts"], events="none"))
     with running(app) as url:
         serving = app.state.holder.current
-        deadline = time.time() + 60
-        while serving.standby is None:
-            assert time.time() < deadline
-            time.sleep(0.05)
+        wait_for_standby(serving)
         failures: list[Exception] = []
         answered = [0]
         stop = threading.Event()
