@@ -1,6 +1,7 @@
 """The artifact contract (shared/artifact/): publishing, CURRENT, verification, gc and the
 writer lock."""
 
+import os
 import socket
 import subprocess
 import sys
@@ -116,13 +117,28 @@ def test_gc_keeps_the_newest_verified_version_when_current_is_broken(tmp_path):
 def test_gc_never_deletes_what_a_server_reports_serving(tmp_path):
     vids = [_publish_one(tmp_path, bytes([i])) for i in range(4)]
     marker = artifact.record_serving(tmp_path, vids[0])  # this (live) process serves the oldest
-    gone = tmp_path / artifact.SERVING / f"{socket.gethostname()}-999999999"
+    place = marker.name.rpartition("-")[0]  # this host and PID namespace
+    gone = tmp_path / artifact.SERVING / f"{place}-999999999"
     gone.write_text(vids[1] + "\n")  # a server that died without cleaning up protects nothing
     assert artifact.serving_versions(tmp_path) == {vids[0]} and not gone.exists()
     assert artifact.gc(tmp_path, keep=1) == [vids[1], vids[2]]
     assert artifact.list_versions(tmp_path) == [vids[0], vids[3]]
     artifact.forget_serving(marker)
     assert artifact.gc(tmp_path, keep=1) == [vids[0]]
+
+
+def test_a_marker_from_another_container_with_the_same_hostname_is_not_pruned_by_its_pid(tmp_path, monkeypatch):
+    """Containers sharing a hostname and a mounted root number their processes apart: a pid
+    gone here may be serving there."""
+    vids = [_publish_one(tmp_path, bytes([i])) for i in range(3)]
+    with monkeypatch.context() as other:  # a server in another container: its own PID namespace and pids
+        other.setattr(os, "readlink", lambda path: "pid:[4026599999]")
+        other.setattr(os, "getpid", lambda: 999_999_999)
+        there = artifact.record_serving(tmp_path, vids[0])
+    assert artifact.serving_versions(tmp_path) == {vids[0]} and there.exists()
+    assert artifact.gc(tmp_path, keep=1) == [vids[1]]
+    os.utime(there, (0, 0))  # no longer refreshed: it protects nothing, and stays for its host to prune
+    assert artifact.serving_versions(tmp_path) == set() and there.exists()
 
 
 def test_versions_cli_lists_rolls_back_and_collects(tmp_path):

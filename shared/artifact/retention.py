@@ -16,10 +16,24 @@ from groundrec.shared.artifact.pointer import current_lock, current_version, is_
 
 log = logging.getLogger("groundrec.artifact")
 
-# A server records the version it serves in <root>/.serving/<host>-<pid> and refreshes the
-# file while it runs; gc never deletes a version named there.
+# A server records the version it serves in <root>/.serving/<place>-<pid> and refreshes the
+# file while it runs; gc never deletes a version named there. Its place is its host and, on
+# Linux, its PID namespace: containers sharing a hostname (and a mounted root) number their
+# processes apart, so a pid is only looked up where it was given.
 SERVING = ".serving"
 SERVING_FRESH_S = 24 * 3600.0
+
+
+def _place() -> str:
+    """Where this process's pid means something: its host name, and its PID namespace where
+    the system names one (``pid:[4026531836]`` on Linux)."""
+    import socket
+
+    try:
+        namespace = os.readlink("/proc/self/ns/pid")
+    except OSError:
+        return socket.gethostname()
+    return f"{socket.gethostname()}@{namespace.partition('[')[2].rstrip(']') or namespace}"
 
 
 def record_serving(root: str | Path, version_id: str, *more: str) -> Path | None:
@@ -27,12 +41,10 @@ def record_serving(root: str | Path, version_id: str, *more: str) -> Path | None
     pinned versions, one per line); None for an object-store root or
     a root this process cannot write (a read-only mount): gc there keeps CURRENT and the
     newest verified version only."""
-    import socket
-
     if is_uri(root):
         return None
     folder = Path(root) / SERVING
-    marker = folder / f"{socket.gethostname()}-{os.getpid()}"
+    marker = folder / f"{_place()}-{os.getpid()}"
     try:
         folder.mkdir(exist_ok=True)
         tmp = folder / f".{marker.name}.{uuid.uuid4().hex}.tmp"
@@ -59,21 +71,21 @@ def _alive(pid: int) -> bool:
 
 
 def serving_versions(root: str | Path, fresh_s: float = SERVING_FRESH_S) -> set[str]:
-    """Versions that running servers report serving. A marker of a process gone from this host
-    is removed; one from another host counts while refreshed within ``fresh_s``."""
-    import socket
+    """Versions that running servers report serving. A marker of a process gone from this
+    place (host and PID namespace) is removed; one from another place counts while refreshed
+    within ``fresh_s``."""
     import time
 
     folder = Path(root) / SERVING
     if is_uri(root) or not folder.is_dir():
         return set()
-    host, now, found = socket.gethostname(), time.time(), set()
+    here, now, found = _place(), time.time(), set()
     for marker in folder.iterdir():
         if marker.name.startswith("."):
             continue
-        name_host, _, pid = marker.name.rpartition("-")
+        place, _, pid = marker.name.rpartition("-")
         try:
-            if name_host == host and pid.isdigit() and not _alive(int(pid)):
+            if place == here and pid.isdigit() and not _alive(int(pid)):
                 marker.unlink(missing_ok=True)
                 continue
             if now - marker.stat().st_mtime > fresh_s:
