@@ -48,7 +48,7 @@ def parse_structured(answer: str, fields: list[str]) -> Parsed:
             obj = json.loads(match.group(0))
             if isinstance(obj, dict):
                 found = {_norm_key(str(k)): _clean(v) for k, v in obj.items()}
-        except json.JSONDecodeError:
+        except (json.JSONDecodeError, RecursionError):  # a model stuck on "[" nests past the parser's depth
             pass
     if not found:
         for line in (answer or "").splitlines():

@@ -29,6 +29,14 @@ def test_garbage_and_empty_do_not_raise():
     assert empty.ok is False and empty.error == "empty answer"
 
 
+def test_an_answer_nested_past_the_json_parser_depth_is_a_parse_failure_not_a_crash():
+    """A greedy model stuck on "[" wrote JSON deeper than the parser's recursion limit: the
+    RecursionError failed the whole job, and every rerun again (failures are not cached)."""
+    answer = '{"colour": ' + "[" * 5000 + "}\ncategory: skirt"
+    p = parse_structured(answer, FIELDS)
+    assert not p.ok and p.fields["category"] == "skirt" and p.error == "missing field(s): colour, pattern, target_group"
+
+
 def test_markdown_emphasis_around_a_value_or_a_key_is_not_part_of_it():
     """A chat model's "**Colour:** navy" gave "** navy": stored, embedded and published so (a
     filter colour == navy missed it), and counted as parsed."""
