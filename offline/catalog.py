@@ -51,6 +51,10 @@ def load_catalog(cfg: CatalogConfig) -> pa.Table:
     ids = pc.cast(table.column(cfg.id_column), pa.string())
     if ids.null_count:
         raise CatalogError(f"catalog {cfg.path}: {ids.null_count} row(s) have no {cfg.id_column!r}")
+    blank = pc.indices_nonzero(pc.equal(pc.utf8_trim_whitespace(ids), "")).to_pylist()
+    if blank:  # an empty CSV cell reads as "": its grounding would be stored as no id's
+        raise CatalogError(f"catalog {cfg.path}: {len(blank)} row(s) have an empty {cfg.id_column!r} "
+                           f"(rows {blank[:5]}, counted from 0); give every item an id")
     counts = pc.value_counts(ids)
     dupes = [v["values"] for v in counts.to_pylist() if v["counts"] > 1]
     if dupes:

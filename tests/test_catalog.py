@@ -55,6 +55,15 @@ def test_null_id(tmp_path):
         load_catalog(CatalogConfig(path=p))
 
 
+def test_an_empty_id_cell_is_refused_naming_its_row(tmp_path):
+    """A CSV's empty id cell reads as "", not null: its grounding was stored as no id's and the
+    item published ungrounded with no reason, then grounded from the cache on the next run."""
+    p = tmp_path / "c.csv"
+    p.write_text("item_id,title\na,Strap top\n,Dress\n  ,Skirt\n")
+    with pytest.raises(CatalogError, match=r"2 row\(s\) have an empty 'item_id' \(rows \[1, 2\]"):
+        load_catalog(CatalogConfig(path=p, text_columns=["title"]))
+
+
 def test_csv_keeps_leading_zero_ids(tmp_path):
     p = tmp_path / "c.csv"
     p.write_text("sku,img,name\n0108775015,x.jpg,Strap top\n0200000001,y.jpg,Dress\n")
