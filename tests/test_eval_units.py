@@ -155,6 +155,11 @@ def test_fidelity_normalises_synonyms_and_partial_answers():
     assert fidelity.agrees("black and white", "black and white")  # the catalog's own value may say "and"
     out = fidelity.field_accuracy(["blue", None, "red", "green"], ["blue", "blue", "red", None])
     assert out == {"n": 3, "accuracy": 2 / 3, "answered": 2 / 3, "majority_baseline": 2 / 3}
+    # the baseline is the best constant answer by the same rule: "blue" is right on 4 of 5 here
+    # (the most common whole value, "blue", counted 2 of 5)
+    colours = ["blue", "blue", "dark blue", "light blue", "red"]
+    assert fidelity.field_accuracy(["red"] * 5, colours)["majority_baseline"] == 4 / 5
+    assert fidelity.best_constant(["dark blue", "dark green", "dark red", "black", "white"]) == 3  # "dark"
 
 
 def test_cooccurrence_and_content_systems_by_hand():
