@@ -350,6 +350,21 @@ def test_one_user_has_no_bootstrap_interval_and_small_p_values_keep_their_digits
     assert (_g(3e-7), _g(-4e-5), _g(0.0), _g(None), _g(0.0123456)) == ("3e-07", "-4e-05", "< 1e-300", "–", "0.0123")
 
 
+def test_eval_gives_a_slice_of_one_user_no_interval_and_writes_it_as_strict_json():
+    """eval's own bootstrap gave one user (a cold slice of one on a small catalog) a zero-width
+    interval [x, x], as the online report's did before."""
+    import json
+
+    from groundrec.offline.evaluation.report import _fmt, _no_nan
+
+    mean, lo, hi = stats.bootstrap_ci(np.array([0.5]))
+    assert mean == 0.5 and np.isnan(lo) and np.isnan(hi)
+    assert _fmt({"mean": mean, "ci_low": lo, "ci_high": hi}) == "0.5000 [no interval: one user]"
+    cell = {"slices": {"cold": {"users": 1, "mean": mean, "ci_low": lo, "ci_high": np.float32("nan")}}}
+    assert json.loads(json.dumps(_no_nan(cell), allow_nan=False))["slices"]["cold"]["ci_low"] is None
+    assert stats.bootstrap_ci(np.array([0.0, 1.0]))[1] < stats.bootstrap_ci(np.array([0.0, 1.0]))[2]
+
+
 def test_the_recency_ease_row_decays_its_fit_by_age_where_validation_after_a_cut_in_time_says_so(tmp_path):
     """With ``tuning.collab.train_half_life_days`` and one cut in time, eval's recency-EASE row
     scores each half-life on its validation users (what came after the first cut) at its chosen

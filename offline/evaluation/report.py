@@ -11,7 +11,20 @@ PLOT_METRICS = ("recall", "ndcg")
 
 
 def _fmt(m: dict) -> str:
+    if m["ci_low"] is None or np.isnan(m["ci_low"]):  # one user: no interval
+        return f"{m['mean']:.4f} [no interval: one user]"
     return f"{m['mean']:.4f} [{m['ci_low']:.4f}, {m['ci_high']:.4f}]"
+
+
+def _no_nan(value):
+    """``value`` with every NaN float as None: results.json stays strict JSON."""
+    if isinstance(value, (float, np.floating)) and np.isnan(value):
+        return None
+    if isinstance(value, dict):
+        return {k: _no_nan(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_no_nan(v) for v in value]
+    return value
 
 
 def _sig(row: dict) -> str:
@@ -281,7 +294,7 @@ def write_report(result: dict, out: Path) -> None:
     from markdown_it import MarkdownIt
 
     out.mkdir(parents=True, exist_ok=True)
-    (out / "results.json").write_text(json.dumps(result, indent=2, default=float))
+    (out / "results.json").write_text(json.dumps(_no_nan(result), indent=2, default=float, allow_nan=False))
     plots = _plots(result, out)
     md = markdown(result, plots)
     (out / "report.md").write_text(md)

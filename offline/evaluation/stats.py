@@ -9,10 +9,13 @@ from groundrec.shared.stats import holm_adjusted
 
 
 def bootstrap_ci(values: np.ndarray, n_boot: int = 1000, alpha: float = 0.05, seed: int = 0) -> tuple[float, float, float]:
-    """(mean, low, high): percentile bootstrap over users of the mean of ``values``."""
+    """(mean, low, high): percentile bootstrap over users of the mean of ``values``. One user
+    has no interval (NaN, as ``shared.stats.bootstrap_ratios``): every resample is that user."""
     values = np.asarray(values, dtype=np.float64)
     if len(values) == 0:
         raise UserError("no users to bootstrap over")
+    if len(values) == 1:
+        return float(values[0]), float("nan"), float("nan")
     rng = np.random.default_rng(seed)
     means = np.empty(n_boot)
     for start in range(0, n_boot, 200):  # bounded memory: 200 resamples at a time
