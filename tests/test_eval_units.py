@@ -426,3 +426,46 @@ def test_the_recency_ease_row_decays_its_fit_by_age_where_validation_after_a_cut
     assert "train_half_life_days" not in plain[RECENCY_FULL].params
     assert recall(ease) == 1.0 and recall(plain[RECENCY_FULL]) == 0.0
     assert decayed[HYBRID].params["train_half_life_days"] == 30.0 and recall(decayed[HYBRID]) == 1.0
+
+
+def test_the_hybrid_tuner_scores_validation_users_as_the_row_itself_is_scored(tmp_path):
+    """A validation user whose history has no item with a content vector gets the popular
+    fallback on test (``CollabSystem.top``); the tuner's validation path ranked that user's raw
+    scores instead, so a choice was made on other lists than the row is measured by."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from groundrec.offline.evaluation.compare import Runner
+    from groundrec.offline.evaluation.config import EvalConfig
+    from groundrec.offline.evaluation.data import read_and_split
+    from groundrec.offline.evaluation.hybrid import EvalHybridScorer, Fits, hybrid_row
+    from groundrec.offline.evaluation.representations import Representation
+
+    rng, n_items, rows = np.random.default_rng(0), 40, []
+    for u in range(120):  # items 30.. have no content vector; a third of the users bought only those
+        pool = np.arange(30, 40) if u % 3 == 0 else np.arange(0, 40)
+        bought = rng.choice(pool, 4, replace=False).tolist()
+        popular = [i for i in rng.permutation(5).tolist() if i not in bought][:2]  # validation, then test
+        for day, item in enumerate(bought + popular):
+            rows.append((u, item, day))
+    users, items, days = map(np.array, zip(*rows))
+    pq.write_table(pa.table({"item_id": [f"i{i}" for i in range(n_items)]}), tmp_path / "items.parquet")
+    pq.write_table(pa.table({"user_id": [f"u{u}" for u in users], "item_id": [f"i{i}" for i in items],
+                             "timestamp": (days * 86_400).astype("int64")}), tmp_path / "inter.parquet")
+    cfg = EvalConfig.model_validate({"catalog": {"path": tmp_path / "items.parquet", "text_columns": []},
+                                     "interactions": {"path": tmp_path / "inter.parquet"},
+                                     "split": {"holdout": "last_n", "n": 1},
+                                     "tuning": {"collab": {"reg": [10.0], "half_life": [0.0], "widenings": 0}}})
+    data = read_and_split(cfg)
+    runner = Runner(cfg, data, progress=False)
+    content = rng.normal(size=(data.n_items, 8)).astype(np.float32)
+    content /= np.linalg.norm(content, axis=1, keepdims=True)
+    content[[data.items.column("item_id").to_pylist().index(f"i{i}") for i in range(30, 40)]] = 0.0
+    rep = Representation("some", "content for items 0-29 only", content)
+    on_valid = Fits(data.valid_histories, data.n_items, content, cfg.tuning.collab, 0)
+    scorer = EvalHybridScorer(runner, rep, {}, on_valid)
+    assert scorer.no_profile  # the users this is about
+    for weight in (0.0, 0.5):
+        tuned = scorer.hybrid(10.0, 0.0, 0.0, [weight])[0]
+        row = hybrid_row(runner, rep, data.pop_valid, {}, on_valid(10.0), weight)
+        np.testing.assert_array_equal(tuned, runner.valid_users_scores(row))

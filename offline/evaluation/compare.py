@@ -18,7 +18,7 @@ from groundrec.offline.evaluation.hybrid import collab_rows
 from groundrec.offline.evaluation.systems import (ContentSystem, ImplicitALS, ItemCooccurrence, MostPopular,
                                                   RandomSystem, ScoreFusion, System, fused_vectors)
 from groundrec.offline.selection import Search, search
-from groundrec.shared.scoring.ranking import top_k_matrix
+from groundrec.shared.scoring.searcher import Searcher
 
 
 @dataclass
@@ -114,11 +114,14 @@ class Runner:
                              width=list(width), width_folds=list(width_folds)))
         self._bar.update()
 
-    def valid_per_user(self, scores: np.ndarray, new_rows: np.ndarray | None = None, slots: int = 0) -> np.ndarray:
+    def valid_per_user(self, scores: np.ndarray, new_rows: np.ndarray | None = None, slots: int = 0,
+                       no_profile: list[int] = ()) -> np.ndarray:
         """The primary metric of each validation user for a precomputed (users x items) score
-        matrix (with ``slots`` of each list kept for ``new_rows``)."""
+        matrix (with ``slots`` of each list kept for ``new_rows``); the users ``no_profile``
+        (nothing in their history to rank by) get the popular fallback, as on test (``System.top``)."""
         users, k = self.data.valid, int(self.cfg.primary_metric.split("@")[1])
-        ranked = top_k_matrix(scores, k, users.history, new_rows, slots)
+        ranked = Searcher(scores.shape[1], new_rows, counts=self.data.pop_valid).top_matrix(
+            scores, k, users.history, slots, no_profile)
         return metrics.per_user_metrics(ranked, users.relevant, [k])[self.cfg.primary_metric]
 
     def valid_users_scores(self, system: System) -> np.ndarray:

@@ -59,6 +59,8 @@ class EvalHybridScorer:
         self.recent = False  # eval's own hybrid row has no recent-popularity prior (the published row's learn stage does)
         self.fit_times = on_valid.times is not None  # a fit decayed by age (``tuning.tune_decay``)
         self._content_scores: np.ndarray | None = None
+        # users with nothing to rank by: the popular fallback, as ``CollabSystem.top`` gives it on test
+        self.no_profile = runner.content(rep, runner.data.pop_valid, **profile).no_profile(self.valid.history)
         self._base: tuple[tuple, np.ndarray] | None = None  # the published scores of one choice
 
     def _scores(self, system) -> np.ndarray:
@@ -77,7 +79,7 @@ class EvalHybridScorer:
     def hybrid(self, reg: float, dropout: float, half_life: float, weights: list[float],
                train_half_life_days: float = 0.0) -> list[np.ndarray]:
         cf = self._collab(self.on_valid(reg, dropout, train_half_life_days), half_life)
-        return [self.runner.valid_per_user(self.content_scores() + w * cf) for w in weights]
+        return [self.runner.valid_per_user(self.content_scores() + w * cf, no_profile=self.no_profile) for w in weights]
 
     def full_rank(self, reg: float, dropout: float, train_half_life_days: float = 0.0) -> int:
         return self.on_valid(reg, dropout, train_half_life_days).rank
@@ -87,7 +89,7 @@ class EvalHybridScorer:
 
     def at_rank(self, choice: HybridChoice, rank: int) -> np.ndarray:
         cf = self._collab(self._model(choice).truncated(rank), choice.half_life)
-        return self.runner.valid_per_user(self.content_scores() + choice.weight * cf)
+        return self.runner.valid_per_user(self.content_scores() + choice.weight * cf, no_profile=self.no_profile)
 
     def _published_scores(self, choice: HybridChoice, model: CollabModel, projected: bool) -> np.ndarray:
         runner = self.runner
@@ -97,7 +99,8 @@ class EvalHybridScorer:
                                        projection, half_life=choice.half_life))
 
     def projected(self, choice: HybridChoice, rank: int) -> np.ndarray:
-        return self.runner.valid_per_user(self._published_scores(choice, self._model(choice).truncated(rank), True))
+        return self.runner.valid_per_user(self._published_scores(choice, self._model(choice).truncated(rank), True),
+                                          no_profile=self.no_profile)
 
     def published(self, choice: HybridChoice, fresh: list[tuple[float, int]]) -> list[np.ndarray]:
         self._content_scores = None  # not needed past the width (recomputed if asked again)
@@ -107,7 +110,8 @@ class EvalHybridScorer:
             model = self._model(choice).truncated(choice.rank)
             self._base = key, self._published_scores(choice, model, choice.projected)
         base, new = self._base[1], new_items(self.runner.data.pop_valid)
-        return [self.runner.valid_per_user(lift(base.copy(), [fw] * len(base), new), new, slots) for fw, slots in fresh]
+        return [self.runner.valid_per_user(lift(base.copy(), [fw] * len(base), new), new, slots, self.no_profile)
+                for fw, slots in fresh]
 
 
 class Fits:
