@@ -127,9 +127,10 @@ class Client(_Http):
         placeholder for an item without one."""
         return self._call("GET", _item_path(item_id, "/thumbnail"), raw=True)
 
-    def recommend(self, history=(), k: int = 10, **options) -> ResultOut:
+    def recommend(self, history=(), k: int | None = None, **options) -> ResultOut:
         """By history (item ids, oldest first), or by ``user_id=`` (the history the server
-        stored from events), or both."""
+        stored from events), or both; ``k`` None leaves the list's length to the server (its
+        default, or the user's experiment arm's)."""
         return ResultOut.model_validate(self._call("POST", "/recommend", _recommend_body(history, k, **options)))
 
     def add_events(self, events) -> EventsOut:
@@ -150,7 +151,7 @@ class Client(_Http):
         """Erase every event of the user."""
         return self._call("DELETE", f"/users/{segment(user_id)}")
 
-    def recommend_batch(self, users: list[dict | UserQuery], k: int = 10) -> BatchOut:
+    def recommend_batch(self, users: list[dict | UserQuery], k: int | None = None) -> BatchOut:
         return BatchOut.model_validate(self._call("POST", "/recommend", _batch_body(users, k)))
 
     def search(self, text: str, k: int = 10, **options) -> ResultOut:
@@ -231,7 +232,7 @@ class AsyncClient(_Http):
     async def thumbnail(self, item_id: str) -> bytes:
         return await self._call("GET", _item_path(item_id, "/thumbnail"), raw=True)
 
-    async def recommend(self, history=(), k: int = 10, **options) -> ResultOut:
+    async def recommend(self, history=(), k: int | None = None, **options) -> ResultOut:
         return ResultOut.model_validate(await self._call("POST", "/recommend", _recommend_body(history, k, **options)))
 
     async def add_events(self, events) -> EventsOut:
@@ -244,7 +245,7 @@ class AsyncClient(_Http):
     async def delete_user(self, user_id: str) -> dict:
         return await self._call("DELETE", f"/users/{segment(user_id)}")
 
-    async def recommend_batch(self, users: list[dict | UserQuery], k: int = 10) -> BatchOut:
+    async def recommend_batch(self, users: list[dict | UserQuery], k: int | None = None) -> BatchOut:
         return BatchOut.model_validate(await self._call("POST", "/recommend", _batch_body(users, k)))
 
     async def search(self, text: str, k: int = 10, **options) -> ResultOut:

@@ -38,14 +38,21 @@ def _checked(build):
 
 
 @_checked
-def _recommend_body(history, k, **options) -> dict:
-    return RecommendRequest(history=list(history), k=k, **options).model_dump(exclude_unset=True, exclude_none=True)
+def _recommend_body(history, k: int | None = None, **options) -> dict:
+    """``k`` None: not sent (the server's default, or its experiment arm's, decides)."""
+    if isinstance(history, (str, bytes)):  # list("a-1") would send its characters as three item ids
+        raise GroundrecError(422, f"history must be a list of item ids (oldest first), not the text {history!r:.60}: "
+                                  "recommend(['a-1'])")
+    fields = {"history": list(history), **({"k": k} if k is not None else {}), **options}
+    return RecommendRequest(**fields).model_dump(exclude_unset=True, exclude_none=True)
 
 
 @_checked
-def _batch_body(users: list[dict | UserQuery], k: int) -> dict:
-    batch = [(u if "k" in u.model_fields_set else u.model_copy(update={"k": k})) if isinstance(u, UserQuery)
-             else UserQuery(**{"k": k, **u}) for u in users]  # k for each user that names none
+def _batch_body(users: list[dict | UserQuery], k: int | None = None) -> dict:
+    """``k`` for each user that names none (None: none sent, the server decides)."""
+    at = {} if k is None else {"k": k}
+    batch = [(u if "k" in u.model_fields_set or not at else u.model_copy(update=at)) if isinstance(u, UserQuery)
+             else UserQuery(**{**at, **u}) for u in users]
     return RecommendRequest(batch=batch).model_dump(exclude_unset=True, exclude_none=True)
 
 
@@ -53,8 +60,12 @@ def _batch_body(users: list[dict | UserQuery], k: int) -> dict:
 def _events_body(events) -> dict:
     """Each event (a dict or ``EventIn``) with an ``event_id``: one is drawn for an event
     without, so a retried request never stores it twice."""
+    if isinstance(events, (dict, EventIn, str, bytes)):
+        raise GroundrecError(422, f"events must be a list of events, not one {type(events).__name__}: add_events([event])")
     out = []
-    for e in events:
+    for n, e in enumerate(events):
+        if not isinstance(e, (dict, EventIn)):
+            raise GroundrecError(422, f"events[{n}] must be a dict or an EventIn, not {e!r:.80}")
         e = e if isinstance(e, EventIn) else EventIn(**e)
         out.append(e if e.event_id else e.model_copy(update={"event_id": uuid.uuid4().hex}))
     return EventsRequest(events=out).model_dump(exclude_none=True)
@@ -64,8 +75,8 @@ def _feedback_body(result_or_id, item_id: str, user_id: str, type: str, fields: 
     """One event carrying the answer's recommendation_id (from a ``ResultOut`` or the id itself)."""
     rid = result_or_id.recommendation_id if isinstance(result_or_id, ResultOut) else result_or_id
     if not isinstance(rid, str) or not rid:
-        raise ValueError(f"feedback needs an answer's recommendation_id (a ResultOut or its id), not {rid!r}: "
-                         "this answer has none")
+        raise GroundrecError(422, f"feedback needs an answer's recommendation_id (a ResultOut or its id), not {rid!r}: "
+                                  "this answer has none")
     return _events_body([{"user_id": user_id, "item_id": item_id, "type": type, **fields, "recommendation_id": rid}])
 
 
@@ -75,12 +86,14 @@ def _search_body(text, k, **options) -> dict:
 
 
 def _items_body(items) -> dict:
-    """POST /items: ``{"items": [...]}``, each item a dict holding its ``item_id`` (ValueError
-    naming the first without one, before anything is sent)."""
+    """POST /items: ``{"items": [...]}``, each item a dict holding its ``item_id`` (422 naming
+    the first without one, before anything is sent)."""
+    if isinstance(items, (dict, str, bytes)):
+        raise GroundrecError(422, f"items must be a list of items, not one {type(items).__name__}: put_items([item])")
     items = list(items)
     for n, item in enumerate(items):
         if not isinstance(item, dict) or "item_id" not in item:
-            raise ValueError(f"items[{n}] must be a dict with item_id and the item's columns, not {item!r:.80}")
+            raise GroundrecError(422, f"items[{n}] must be a dict with item_id and the item's columns, not {item!r:.80}")
     return {"items": items}
 
 

@@ -32,10 +32,10 @@ class LocalClient:
         except ERRORS as e:  # the status the service would answer, the same message
             raise GroundrecError(http_status(e), str(e)) from None
 
-    def recommend(self, history=(), k: int = 10, **options) -> ResultOut:
+    def recommend(self, history=(), k: int | None = None, **options) -> ResultOut:
         return self._call(self._serving.recommend, _no_user_id(RecommendRequest(**_recommend_body(history, k, **options))))
 
-    def recommend_batch(self, users: list[dict | UserQuery], k: int = 10) -> BatchOut:
+    def recommend_batch(self, users: list[dict | UserQuery], k: int | None = None) -> BatchOut:
         return self._call(self._serving.recommend, _no_user_id(RecommendRequest(**_batch_body(users, k))))
 
     def search(self, text: str, k: int = 10, **options) -> ResultOut:

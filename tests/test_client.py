@@ -9,7 +9,7 @@ import asyncio
 import pytest
 
 from groundrec.online.client import AsyncClient, Client, GroundrecError
-from groundrec.online.client_bodies import (_batch_body, _feedback_body, _item_path, _items_body, _list_path,
+from groundrec.online.client_bodies import (_batch_body, _events_body, _feedback_body, _item_path, _items_body, _list_path,
                                             _recommend_body, _search_body)
 from groundrec.online.config import ServeConfig
 from groundrec.online.schemas import RecommendRequest, UserQuery
@@ -31,8 +31,20 @@ def test_bodies_carry_only_what_the_caller_set():
     assert _item_path("a/b?c d", "/similar") == "/items/a%2Fb%3Fc%20d/similar"
     assert _list_path("/latest", 3, {"colour": "red"}) == "/latest?k=3&filters=%7B%22colour%22%3A+%22red%22%7D"
     assert _items_body(iter([{"item_id": "a", "title": "t"}])) == {"items": [{"item_id": "a", "title": "t"}]}
-    with pytest.raises(ValueError, match=r"items\[1\].*item_id"):
+    with pytest.raises(GroundrecError, match=r"items\[1\].*item_id"):
         _items_body([{"item_id": "a"}, {"title": "no id"}])
+    # no k unless asked: the server's default, or the user's experiment arm's, decides
+    assert _recommend_body(["a"]) == {"history": ["a"]} and _batch_body([{"history": ["a"]}]) == {
+        "batch": [{"history": ["a"]}]}
+    # arguments the service would refuse, or misread, are refused before sending (422, naming them)
+    for bad, says in ((lambda: _recommend_body("demo-0001", 5), "list of item ids"),
+                      (lambda: _events_body({"user_id": "u", "item_id": "a"}), "list of events"),
+                      (lambda: _events_body(["u"]), r"events\[0\]"),
+                      (lambda: _feedback_body(None, "a", "u", "view", {}), "recommendation_id"),
+                      (lambda: _items_body({"item_id": "a"}), "list of items")):
+        with pytest.raises(GroundrecError, match=says) as refused:
+            bad()
+        assert refused.value.status == 422
     for bad, field in ((lambda: _recommend_body(["a"], 0), "k"), (lambda: _search_body("x", 3, k2=1), "k2"),
                        (lambda: _batch_body([{"history": ["a"], "diversity": 3}], 3), "diversity")):
         with pytest.raises(GroundrecError) as refused:  # refused before sending, as the service would refuse it
@@ -66,7 +78,7 @@ def test_feedback_needs_an_answer_id_and_always_carries_an_event_id():
     [event] = body["events"]
     assert event["recommendation_id"] == "r" * 32 and event["type"] == "view" and len(event["event_id"]) == 32
     assert _feedback_body("r1", "i1", "u1", "cart", {"event_id": "mine", "weight": 2.0})["events"][0]["event_id"] == "mine"
-    with pytest.raises(ValueError, match="recommendation_id"):
+    with pytest.raises(GroundrecError, match="recommendation_id"):
         _feedback_body(None, "i1", "u1", "view", {})
 
 
@@ -101,7 +113,7 @@ def test_feedback_and_add_events_credit_the_list_shown_on_a_real_server(publishe
         async_answer, async_reply = asyncio.run(from_async())
         assert async_answer.recommendation_id != shown.recommendation_id
         assert (async_reply.accepted, async_reply.unattributed) == (1, 0)
-        with pytest.raises(ValueError, match="recommendation_id"):
+        with pytest.raises(GroundrecError, match="recommendation_id"):
             client.feedback(shown.model_copy(update={"recommendation_id": None}), first, "u1")
         # Ids of dots alone are ids like any other (a client resolved "/users/.." to "/").
         for odd in (".", ".."):

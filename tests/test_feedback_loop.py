@@ -12,6 +12,7 @@ import pytest
 
 from groundrec.offline.config import load_job_config
 from groundrec.offline.job import run_job
+from groundrec.online.client import Client
 from groundrec.online.config import ServeConfig
 from groundrec.online.service import create_app
 from groundrec.shared.events import open_store
@@ -118,6 +119,10 @@ def test_experiment_arms_get_their_version_and_defaults_and_stick_to_their_users
         assert _impression(store_url, again["recommendation_id"]).arm == "B"
         anonymous = httpx.post(url + "/recommend", json={"history": history}).json()
         assert anonymous["arm"] == "A"  # no user_id: the default arm (the first)
+        with Client(url) as client:  # the client sends no k unless asked: the arm's default holds for its traffic
+            assert len(client.recommend(history, user_id=b_user).items) == 3
+            assert len(client.recommend_batch([{"history": history, "user_id": b_user}]).results[0].items) == 3
+            assert len(client.recommend(history, k=5, user_id=b_user).items) == 5
 
 
 def test_a_click_another_worker_takes_at_once_is_credited_to_the_list_being_written(two_versions, tmp_path,
