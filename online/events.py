@@ -21,7 +21,7 @@ from pydantic_core import to_json
 from groundrec.online.config import ServeConfig
 from groundrec.online.errors import Disabled, Reply, Unavailable, Unprocessable
 from groundrec.online.report.attribution import id_in_time, id_time
-from groundrec.online.schemas import EventsRequest, HistoryEntry, RecommendRequest, UserQuery
+from groundrec.online.schemas import EventsRequest, HistoryEntry, RecommendRequest, UserQuery, checked_id
 from groundrec.shared.artifact import DEFAULT_STRATEGY
 from groundrec.shared.errors import UserError
 from groundrec.shared.events import Event, EventStore, StoreUnavailable, open_store
@@ -232,7 +232,12 @@ class Events:
         """Every event of the user and every list shown to them: this worker's queued lists are
         written first, and once lists any worker showed before the erasure must have landed
         (``ImpressionLog.settle_s``), the user is erased again (else those came back). The wait
-        holds no thread (a second in the shared pool each, 200 erasures stalled every route)."""
+        holds no thread (a second in the shared pool each, 200 erasures stalled every route).
+        An id no event can hold (empty, over-long, a control character) is a 422, as ``/events`` answers it."""
+        try:
+            checked_id(user_id, "user_id")
+        except ValueError as e:
+            raise Unprocessable(str(e)) from None
         deleted = await run_in_threadpool(self._erase, user_id, True)
         if self.impressions is not None:
             await asyncio.sleep(self.impressions.settle_s)

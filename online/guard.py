@@ -13,7 +13,7 @@ import os
 import re
 import time
 import uuid
-from urllib.parse import parse_qsl
+from urllib.parse import parse_qsl, unquote_to_bytes
 
 from pydantic_core import to_json
 from starlette.exceptions import HTTPException
@@ -81,6 +81,16 @@ def _unquoted(value: str) -> str:
     if len(value) < 2 or value[0] != '"' or value[-1] != '"':
         return value
     return re.sub(r'\\([0-3][0-7]{2}|.)', lambda m: chr(int(m[1], 8)) if len(m[1]) == 3 else m[1], value[1:-1])
+
+
+def _utf8_path(scope) -> bool:
+    """Whether the path as sent (``raw_path``, percent-escapes undone) is UTF-8."""
+    raw = scope.get("raw_path")
+    try:
+        unquote_to_bytes(raw if raw is not None else scope["path"].encode()).decode("utf-8")
+    except UnicodeDecodeError:
+        return False
+    return True
 
 
 def is_write(method: str, path: str) -> bool:
@@ -174,6 +184,9 @@ class Guard:
                                else "missing or wrong X-API-Key header: writes need the API key, not the read-only key")
             if path in self.shed_paths and self.overloaded():
                 return await self._shed(scope, send, started)
+            if "\ufffd" in scope.get("path", "") and not _utf8_path(scope):
+                raise _Refused(400, "the request path holds percent-escapes that are not UTF-8 (the server would read "
+                                    "each as U+FFFD, so two ids would be one): escape ids as UTF-8")
             length = headers.get(b"content-length")
             if length is not None and (not length.isdigit() or int(length) > self.max_body_bytes):
                 raise _Refused(413, f"body larger than max_body_bytes={self.max_body_bytes}")

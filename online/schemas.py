@@ -5,7 +5,7 @@ from __future__ import annotations
 import time
 from typing import TYPE_CHECKING, Annotated, Literal
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, TypeAdapter, ValidationError, model_validator
 from pydantic_core import to_json
 
 from groundrec.shared.errors import UserError
@@ -174,8 +174,10 @@ def validation_line(errors: list[dict]) -> str:
 
 
 def result_json(r: Result, version: str) -> bytes:
-    """``result_out(r, version)`` as JSON bytes, built without the model (the service's hot path)."""
-    return to_json(_result_dict(r, version))
+    """``result_out(r, version)`` as JSON bytes, built without the model (the service's hot path);
+    a field's NaN as null and its bytes as base64, as ``answers.item_json`` writes an item (a bare
+    NaN is no JSON; bytes that are not UTF-8 raised in the batch, a 500 for every request in it)."""
+    return to_json(_result_dict(r, version), inf_nan_mode="null", bytes_mode="base64")
 
 
 def _result_dict(r: Result, version: str) -> dict:
@@ -193,6 +195,16 @@ def result_out(r: Result, version: str) -> ResultOut:
 # An id the event store keeps: no control characters (as the items API's ids; a store may join
 # ids with one, e.g. the Redis store's history members).
 Id = Annotated[Text, Field(min_length=1, max_length=256, pattern=r"^[^\x00-\x1f\x7f]+$")]
+_ID = TypeAdapter(Id)
+
+
+def checked_id(value: str, name: str) -> str:
+    """``value`` as the event store keeps ids (``Id``), else ValueError naming ``name`` and the problem."""
+    try:
+        return _ID.validate_python(value)
+    except ValidationError as e:
+        raise ValueError(f"{name} {value!r:.60}: an id is 1-256 characters with no control character "
+                         f"({e.errors()[0]['msg']})") from None
 
 
 FUTURE_SKEW_S = 86_400.0  # how far past the server's clock an event's time may be (clocks differ), no further

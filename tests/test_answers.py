@@ -59,3 +59,19 @@ def test_an_impression_records_the_strategy_as_requested_null_for_the_version_s_
     the impression's settings say null, and its version says which."""
     assert settings_of(UserQuery(history=["a"]))["strategy"] is None
     assert settings_of(UserQuery(history=["a"], strategy="sequence"))["strategy"] == "sequence"
+
+
+def test_an_answer_s_fields_are_strict_json_whatever_the_catalog_holds():
+    """A NaN in a numeric catalog column came out as a bare NaN (no JSON parser reads it) in a
+    single answer, and bytes that are not UTF-8 raised in the batch worker: a 500 for every
+    request of the micro-batch. Both as ``answers.item_json`` writes an item."""
+    import base64
+
+    from groundrec.online.retrieve import Recommendation, Result
+    from groundrec.online.schemas import ResultOut, result_json
+
+    body = result_json(Result([Recommendation("a", 0.5, {"price": float("nan"), "code": b"\xff\x00"})]), "v1")
+    answer = json.loads(body, parse_constant=lambda c: (_ for _ in ()).throw(ValueError(c)))  # strict: no NaN
+    fields = answer["items"][0]["fields"]
+    assert fields["price"] is None and base64.urlsafe_b64decode(fields["code"]) == b"\xff\x00"  # as item_json: URL-safe
+    assert ResultOut.model_validate(answer).items[0].item_id == "a"
