@@ -164,8 +164,8 @@ def as_rgb(img: Image.Image) -> Image.Image:
     img = ImageOps.exif_transpose(img)
     if img.mode in DEEP_GREY:
         values = np.asarray(img, dtype=np.float64)
-        if values.max(initial=0.0) > 255:
-            values = values / 257.0  # 16-bit range to 8
+        if img.mode.startswith("I;16") or values.max(initial=0.0) > 255:  # 16 bits by the mode, else by the values
+            values = values / 257.0  # 16-bit range to 8 (a dark 16-bit image stays dark)
         img = Image.fromarray(np.clip(np.rint(values), 0, 255).astype(np.uint8), "L")
     if img.mode in ("RGBA", "LA", "PA", "RGBa", "La") or "transparency" in img.info:  # a tRNS colour key too
         rgba = img.convert("RGBA")

@@ -181,6 +181,8 @@ def test_deep_greyscale_transparency_and_exif_orientation_are_decoded_as_a_perso
     ramp = Image.fromarray((np.arange(64 * 64).reshape(64, 64) * 16).astype(np.uint16))  # 0 .. 65,520
     grey = np.asarray(images.decode(_png(ramp)))
     assert grey.shape == (64, 64, 3) and grey.min() == 0 and (grey == 255).mean() < 0.01 and 120 < grey.mean() < 135
+    dark = Image.fromarray(np.full((8, 8), 200, np.uint16))  # nearly black in 16 bits: was read as 8-bit 200
+    assert images.decode(_png(dark)).getpixel((0, 0)) == (1, 1, 1)
     cut_out = Image.new("RGBA", (10, 10), (0, 0, 0, 0))
     cut_out.putpixel((0, 0), (200, 10, 10, 255))
     flat = np.asarray(images.decode(_png(cut_out)))
