@@ -148,11 +148,16 @@ def ground_catalog(runner, items: pa.Table, *, id_column: str, vlm: VLMConfig, p
         cached_by_key = {r["cache_key"]: r for r in cache.lookup(set(key_by_id.values())).to_pylist()}
     uri_by_id = dict(zip(ids, uris))
     todo = [i for i in ids if i in key_by_id and key_by_id[i] not in cached_by_key]
+    first: dict[str, str] = {}  # one item per image and settings (its cache key): items sharing an image ask once
+    for i in todo:
+        first.setdefault(key_by_id[i], i)
+    asking = list(first.values())
     with timed("ground"):
-        todo_table = pa.table({"item_id": todo, "image_uri": [uri_by_id[i] for i in todo],
-                               "image_sha256": [sha_by_id[i] for i in todo],
-                               "cache_key": [key_by_id[i] for i in todo]})
+        todo_table = pa.table({"item_id": asking, "image_uri": [uri_by_id[i] for i in asking],
+                               "image_sha256": [sha_by_id[i] for i in asking],
+                               "cache_key": [key_by_id[i] for i in asking]})
         new_by_id, asked = _ground(runner, todo_table, vlm, prompt, cache, skips, progress)
+        _share(todo, first, key_by_id, new_by_id, skips)
     if len(asked) >= ALL_FAILED_MIN and not new_by_id:  # a wrong model, a rotated key: nothing to publish ungrounded
         why = skips.reasons()
         raise UserError(f"the VLM grounded none of the {len(asked)} image(s) it was given "
@@ -168,6 +173,23 @@ def ground_catalog(runner, items: pa.Table, *, id_column: str, vlm: VLMConfig, p
             {**UNGROUNDED, "image_sha256": sha_by_id.get(i), "ground_error": why.get(i, "no grounding")}
             for i in ids]
     return Grounded(groundings_table(items, rows, prompt), new_by_id, skips.rows, timings)
+
+
+def _share(todo: list[str], first: dict[str, str], key_by_id: dict[str, str], new_by_id: dict[str, dict],
+           skips: Skips) -> None:
+    """The items that share an image with the one asked (``first``, by cache key) get its
+    answer, or its reason for having none."""
+    why = None
+    for i in todo:
+        asked = first[key_by_id[i]]
+        if i == asked:
+            continue
+        if asked in new_by_id:
+            new_by_id[i] = {**new_by_id[asked], "item_id": i}
+        else:
+            why = why if why is not None else {r["item_id"]: r for r in skips.rows}
+            if asked in why:
+                skips.add(i, why[asked]["stage"], why[asked]["reason"])
 
 
 def not_grounded(items: pa.Table, prompt: PromptConfig, reason: str) -> Grounded:

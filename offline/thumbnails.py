@@ -51,13 +51,15 @@ def make_thumbnails(groundings: pa.Table, id_column: str, cache_dir: Path, max_s
     cache = ThumbnailCache(cache_dir)
     cached = cache.lookup({k for _, _, k, _ in wanted})
     found = dict(zip(cached.column("cache_key").to_pylist(), cached.column("webp").to_pylist()))
-    todo = [(i, u, k, s) for i, u, k, s in wanted if k not in found]
+    todo = list({k: (u, s) for _, u, k, s in wanted if k not in found}.items())  # one image shared by items: once
     with ThreadPoolExecutor(max(1, threads)) as pool:  # PIL decodes and encodes outside the GIL
-        made = list(pool.map(lambda t: thumbnail(t[1], max_side, quality, t[3]), todo))
-    new = {k: b for (_, _, k, _), b in zip(todo, made) if b is not None}
+        made = list(pool.map(lambda t: thumbnail(t[1][0], max_side, quality, t[1][1]), todo))
+    new = {k: b for (k, _), b in zip(todo, made) if b is not None}
     cache.append(pa.table({"cache_key": list(new), "webp": list(new.values())}, schema=CACHE_SCHEMA))
     cache.compact()
+    cached_before = set(found)
     found.update(new)
     rows = [(i, found[k]) for i, _, k, _ in wanted if k in found]
     table = pa.table({"item_id": [i for i, _ in rows], "webp": [b for _, b in rows]}, schema=SCHEMA)
-    return table, {"made": len(new), "from_cache": len(wanted) - len(todo), "unreadable": len(todo) - len(new)}
+    counts = {"made": sum(k in new for _, _, k, _ in wanted), "from_cache": sum(k in cached_before for _, _, k, _ in wanted)}
+    return table, {**counts, "unreadable": len(wanted) - counts["made"] - counts["from_cache"]}  # items, each counted once

@@ -124,6 +124,29 @@ class _CrashOnSecondBatch(GroundImages):
         return super().__call__(batch)
 
 
+def test_items_sharing_one_image_ask_the_vlm_once_and_each_gets_its_answer(small_catalog, tmp_path, tiny_vlm,
+                                                                          monkeypatch):
+    """Colour variants sold with one photo: each item sent its image to the VLM (two answers
+    under one cache key) and all but one were counted as unreadable thumbnails."""
+    import pyarrow as pa
+
+    catalog = pq.read_table(small_catalog["path"]).to_pylist()[:6]
+    catalog += [{**catalog[0], "item_id": f"i0-{c}", "title": f"{c} solid t-shirt"} for c in ("navy", "olive")]
+    path = tmp_path / "catalog.parquet"
+    pq.write_table(pa.Table.from_pylist(catalog), path)
+    sent = []
+    real = GroundImages.__call__
+    monkeypatch.setattr(GroundImages, "__call__", lambda self, batch: sent.extend(batch["item_id"]) or real(self, batch))
+    summary = run_job(_cfg(small_catalog, tmp_path / "a", tiny_vlm(), **{"catalog.path": str(path)}), progress=False)
+    assert sorted(sent) == [f"i{i}" for i in range(6)] and summary.grounded_new == 8 and not summary.skipped
+    rows = {r["item_id"]: r for r in load_version(tmp_path / "a").items.to_pylist()}
+    assert rows["i0-navy"]["vlm_text"] == rows["i0-olive"]["vlm_text"] == rows["i0"]["vlm_text"] is not None
+    assert rows["i0-navy"]["grounded"] and rows["i0-navy"]["text"] != rows["i0"]["text"]  # its own title
+    manifest = json.loads((summary.version_dir / "manifest.json").read_text())
+    counts = manifest["counts"]
+    assert counts["thumbnails_made"] == 8 and counts["thumbnails_unreadable"] == 0, counts
+
+
 def test_crash_keeps_published_version_and_finished_batches(small_catalog, tmp_path, tiny_vlm, monkeypatch):
     out = tmp_path / "c"
     first = run_job(_cfg(small_catalog, out, tiny_vlm()), progress=False)

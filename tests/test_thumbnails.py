@@ -64,6 +64,21 @@ def test_make_thumbnails_counts_and_caches(tmp_path):
     assert counts["from_cache"] == 0 and counts["unreadable"] == 3
 
 
+def test_items_sharing_one_image_are_each_counted_made_and_it_is_made_once(tmp_path, monkeypatch):
+    """Three items with one image counted two as unreadable (the manifest's
+    thumbnails_unreadable), and the image was decoded and encoded once per item."""
+    from groundrec.offline import thumbnails
+
+    shared = _image(tmp_path / "shared.jpg")
+    calls = []
+    real = thumbnails.thumbnail
+    monkeypatch.setattr(thumbnails, "thumbnail", lambda *a, **k: calls.append(a[0]) or real(*a, **k))
+    groundings = pa.table({"item_id": ["a", "b", "c"], "image_sha256": [_sha(shared)] * 3, "image_uri": [shared] * 3})
+    table, counts = make_thumbnails(groundings, "item_id", tmp_path / "cache", max_side=64)
+    assert counts == {"made": 3, "from_cache": 0, "unreadable": 0} and len(calls) == 1
+    assert table.column("item_id").to_pylist() == ["a", "b", "c"] and len(set(table.column("webp").to_pylist())) == 1
+
+
 def test_an_image_changed_since_the_ground_stage_hashed_it_gets_no_thumbnail(tmp_path):
     """The thumbnail was made from the file as it is now and cached under the old image's
     hash: the version showed a picture other than the one grounded, and so did every later
