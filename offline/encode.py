@@ -144,6 +144,7 @@ def _encode(runner, texts: list[str], encoder: EncoderConfig, encoder_path: str,
     kwargs = {"model": encoder_path, "batch_size": encoder.batch_size, "max_seq_length": encoder.max_seq_length}
     gpus = 1.0 if runner.gpus() > 0 else 0.0
     out: np.ndarray | None = None
+    filled = np.zeros(len(texts), bool)
     bar = tqdm(total=len(texts), desc="encode", unit="item", disable=not progress)
     # Blocks of several encoder batches: fewer Ray tasks, same per-batch work.
     for b in runner.map(table, EncodeTexts, kwargs, encoder.batch_size * 4, concurrency=encoder.concurrency,
@@ -151,9 +152,14 @@ def _encode(runner, texts: list[str], encoder: EncoderConfig, encoder_path: str,
         vec = np.asarray(b["vector"], dtype=np.float32)
         if out is None:
             out = np.empty((len(texts), vec.shape[1]), dtype=np.float32)
-        out[np.asarray(b["row"], dtype=np.int64)] = vec
+        rows = np.asarray(b["row"], dtype=np.int64)
+        out[rows] = vec
+        filled[rows] = True
         bar.update(len(vec))
     bar.close()
     if out is None:
         raise UserError("no item could be grounded: nothing to encode (see the skipped reasons)")
+    if not filled.all():  # np.empty's leftovers would be published as those items' vectors
+        raise RuntimeError(f"the encode stage returned no vector for {int((~filled).sum())} of {len(texts)} texts "
+                           f"(e.g. {texts[int(np.flatnonzero(~filled)[0])]!r:.80}); nothing was published")
     return out

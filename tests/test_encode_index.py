@@ -112,3 +112,23 @@ def test_a_bare_hub_name_is_read_and_fingerprinted_as_sentence_transformers_read
     assert hub_name("all-mpnet-base-v2") == "sentence-transformers/all-mpnet-base-v2"
     assert hub_name("BAAI/bge-small-en") == "BAAI/bge-small-en"
     assert hub_name(str(tmp_path)) == str(tmp_path) and hub_name("./models/enc") == "./models/enc"
+
+
+def test_the_encode_stage_refuses_to_publish_when_a_text_came_back_without_its_vector():
+    """Vectors are written by each row's position into an empty array: a row the runner never
+    returned left whatever memory held behind a valid id."""
+    from groundrec.offline.config import EncoderConfig
+    from groundrec.offline.encode import _encode
+    from groundrec.offline.runners import LocalRunner
+
+    class LosesABatch(LocalRunner):  # a block a pipeline dropped
+        def map(self, *args, **kwargs):
+            batches = list(super().map(*args, **kwargs))
+            yield from batches[:-1]
+
+    texts = [f"item {n}" for n in range(9)]
+    encoder = EncoderConfig(batch_size=2)
+    path = resolve_encoder("all-MiniLM-L6-v2")
+    assert _encode(LocalRunner(), texts, encoder, path, False).shape == (9, 384)
+    with pytest.raises(RuntimeError, match="no vector for 1 of 9 texts"):
+        _encode(LosesABatch(), texts, encoder, path, False)
