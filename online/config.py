@@ -34,6 +34,9 @@ class ServeConfig(StrictModel):
     max_history: int = Field(MAX_HISTORY, ge=1, description="a profile uses the latest this many known history "
                              "items (eval does the same); older ones still count as seen, the answer's "
                              "history_ignored says how many were left out")
+    max_seen: int = Field(5_000, ge=1, description="events read per user_id from the store: all of them count as "
+                          "seen (as in eval, which excludes a whole history), the profile uses their latest "
+                          "max_history known items; at least max_history")
     max_text_chars: int = Field(1000, ge=1)
     max_batch: int = Field(256, ge=1)
     max_body_bytes: int = Field(1_000_000, ge=1024)
@@ -95,6 +98,13 @@ class ServeConfig(StrictModel):
                                 "web page's version view")
     access_log: bool = Field(False, description="log every request (costly at high rates), with the client address "
                              "from X-Forwarded-For when the proxy is trusted (uvicorn's FORWARDED_ALLOW_IPS)")
+
+    @model_validator(mode="after")
+    def _seen_holds_a_history(self) -> "ServeConfig":
+        if self.max_seen < self.max_history:
+            raise ValueError(f"max_seen={self.max_seen} is below max_history={self.max_history}: a profile could not "
+                             f"be read whole; raise max_seen")
+        return self
 
     @model_validator(mode="after")
     def _arms_within_limits(self) -> "ServeConfig":

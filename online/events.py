@@ -195,7 +195,7 @@ class Events:
     async def _histories(self, user_ids: list[str]) -> list[list[tuple[str, float, float]]]:
         try:
             store = self._store or await run_in_threadpool(self.store)  # opening may touch the disk
-            return await store.ahistories(user_ids, self.cfg.max_history)
+            return await store.ahistories(user_ids, self.cfg.max_seen)  # the profile takes its latest max_history
         except StoreUnavailable as e:
             raise Unavailable(f"the event store is unavailable, so no history by user_id (a history sent "
                               f"in the request still works): {e}") from None

@@ -40,8 +40,9 @@ class HistoryEntry(_Body):
 
 class UserQuery(_Body):
     user_id: Text | None = Field(None, min_length=1, max_length=256,
-                                 description="read the history from the event store (the latest max_history "
-                                             "events); a history sent beside it is added after them (newest)")
+                                 description="read the history from the event store (the latest max_seen "
+                                             "events: all seen, the profile from the latest max_history); a "
+                                             "history sent beside it is added after them (newest)")
     history: list[HistoryEntry | Text] = Field(default_factory=list, description="item ids, oldest first")
     text: Text | None = None
     k: int = Field(10, ge=1)

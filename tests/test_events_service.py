@@ -94,6 +94,25 @@ def test_bad_events_get_4xx_naming_the_problem_and_store_nothing(published, even
     store.close()
 
 
+def test_a_stored_history_longer_than_max_history_is_all_seen_as_a_sent_one_is(published, events_url):
+    """By user_id the server read only the latest max_history events: items bought before them
+    could be recommended again (eval excludes a whole history), and unknown items took places
+    of the profile's known ones."""
+    history = published["histories"][0][:5]
+    with running(create_app(_cfg(published, events_url, max_history=3))) as url:
+        events = [{"user_id": "long", "item_id": item, "timestamp": 1000 + n} for n, item in enumerate(history)]
+        events += [{"user_id": "long", "item_id": f"gone-{n}", "timestamp": 2000 + n} for n in range(2)]
+        assert httpx.post(url + "/events", json={"events": events}).status_code == 200
+        k = 40  # a list that would reach the items bought first
+        by_user = httpx.post(url + "/recommend", json={"user_id": "long", "k": k}).json()
+        sent = httpx.post(url + "/recommend", json={"history": history + ["gone-0", "gone-1"], "k": k}).json()
+        assert [i["item_id"] for i in by_user["items"]] == [i["item_id"] for i in sent["items"]]
+        assert not {i["item_id"] for i in by_user["items"]} & set(history)
+        assert by_user["history_ignored"] == sent["history_ignored"] == 2
+    with pytest.raises(ValueError, match="max_seen=2 is below max_history=3"):
+        _cfg(published, events_url, max_history=3, max_seen=2)
+
+
 def test_delete_user_erases_them_and_nothing_else(published, events_url, tmp_path):
     with running(create_app(_cfg(published, events_url))) as url:
         item = published["histories"][0][0]
