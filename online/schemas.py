@@ -32,9 +32,25 @@ class _Body(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
+FUTURE_SKEW_S = 86_400.0  # how far past the server's clock an event's time may be (clocks differ), no further
+
+
+def _not_ahead(timestamp: float | None) -> float | None:
+    """An event dated in the future would stay the newest of its user's history, anchor the
+    job's window and the gate's cutoff there (no later user left to compare on) and make the
+    online report read every list as older than it."""
+    now = time.time()
+    if timestamp is not None and timestamp > now + FUTURE_SKEW_S:
+        raise ValueError(f"timestamp {timestamp:.10g} is more than a day past the server's clock ({now:.0f}): "
+                         f"send seconds since the epoch (not milliseconds) from a clock that is set")
+    return timestamp
+
+
 class HistoryEntry(_Body):
     item_id: Text = Field(min_length=1)
-    timestamp: float | None = Field(None, description="seconds since the epoch", allow_inf_nan=False)
+    # a time in milliseconds made every item 1000 times older to the recency profile: the last one alone counted
+    timestamp: Annotated[float | None, AfterValidator(_not_ahead)] = Field(
+        None, description="seconds since the epoch, at most a day past the server's clock", allow_inf_nan=False)
     weight: float = Field(1.0, ge=0, le=1e6, allow_inf_nan=False)
 
 
@@ -206,20 +222,6 @@ def checked_id(value: str, name: str) -> str:
     except ValidationError as e:
         raise ValueError(f"{name} {value!r:.60}: an id is 1-256 characters with no control character "
                          f"({e.errors()[0]['msg']})") from None
-
-
-FUTURE_SKEW_S = 86_400.0  # how far past the server's clock an event's time may be (clocks differ), no further
-
-
-def _not_ahead(timestamp: float | None) -> float | None:
-    """An event dated in the future would stay the newest of its user's history, anchor the
-    job's window and the gate's cutoff there (no later user left to compare on) and make the
-    online report read every list as older than it."""
-    now = time.time()
-    if timestamp is not None and timestamp > now + FUTURE_SKEW_S:
-        raise ValueError(f"timestamp {timestamp:.10g} is more than a day past the server's clock ({now:.0f}): "
-                         f"send seconds since the epoch (not milliseconds) from a clock that is set")
-    return timestamp
 
 
 class EventIn(_Body):
