@@ -52,6 +52,15 @@ QUERY_S = 0.005  # a user's list in a batch request, with a margin (0.2-1.4 ms e
 TEXT_S = 0.25  # the longest a text may take to encode (a few ms to ~60 ms at 256 tokens on a free core), a margin in
 
 
+POPULARITY_S = 5e-6  # an item id of a popularity refresh sent to a compute process (1.4 s for 3M ids measured), a margin in
+
+
+def popularity_timeout(base_s: float, popularity: dict | None) -> float:
+    """How long a popularity refresh may take: a few million ids are seconds of pickling, not a
+    hang (under the batch timeout alone, each compute process was killed at every refresh)."""
+    return base_s + POPULARITY_S * len(popularity or ())
+
+
 def answer_timeout(base_s: float, items: list) -> float:
     """How long a call answering ``items`` may take before its compute process is taken for
     hung: ``compute_timeout_s``, ``TEXT_S`` a text to encode (a batch of 256 long texts is

@@ -7,7 +7,7 @@ import logging
 import threading
 from pathlib import Path
 
-from groundrec.online.backend import answer_timeout
+from groundrec.online.backend import answer_timeout, popularity_timeout
 from groundrec.online.compute_process import ComputeDied, ComputeProcess
 from groundrec.online.config import ServeConfig
 from groundrec.online.live_checks import remembered
@@ -130,7 +130,8 @@ class RemoteServing:
                 if live:
                     child.call("live", (live, vectors), live_timeout(live, vectors))
                 if self._popularity is not popularity:  # refreshed while it loaded (set_popularity skipped it)
-                    child.call("popularity", self._popularity)
+                    child.call("popularity", self._popularity,
+                               popularity_timeout(self.limits.compute_timeout_s, self._popularity))
             except ComputeDied:
                 pass
 
@@ -184,10 +185,11 @@ class RemoteServing:
 
     def set_popularity(self, popularity: dict[str, float] | None) -> None:
         self._popularity = popularity
-        self._call("popularity", popularity)
+        timeout = popularity_timeout(self.limits.compute_timeout_s, popularity)
+        self._call("popularity", popularity, timeout)
         standby = self.standby
         if standby is not None and standby.alive:
-            standby.call("popularity", popularity)
+            standby.call("popularity", popularity, timeout)
 
     def close(self) -> None:
         with self._lock:

@@ -17,7 +17,7 @@ import logging
 import threading
 import time
 
-from groundrec.online.compute import RemoteServing
+from groundrec.online.compute import ComputeDied, RemoteServing
 from groundrec.online.config import ServeConfig
 from groundrec.online.backend import Backend
 from groundrec.online.live_checks import apply_everywhere, apply_or_skip
@@ -81,7 +81,10 @@ class VersionHolder:
         """New popularity for the serving version now and for every version loaded later."""
         self._popularity = popularity
         for backend in self.loaded():  # a dead one gets the next refresh (its next child starts with the old)
-            backend.set_popularity(popularity)
+            try:  # one backend's failure leaves the others refreshed (the pinned arms too)
+                backend.set_popularity(popularity)
+            except ComputeDied as e:
+                log.error("version %s missed a popularity refresh: %s", getattr(backend, "version_id", "?"), e)
 
     def loaded(self) -> list[Backend]:
         """Every backend serving now (the current version and the pinned arms), each once."""

@@ -258,3 +258,20 @@ def test_a_standby_that_dies_idle_is_replaced_and_a_popularity_refresh_reaches_t
         assert popular[1] == ("demo-0003",) and serving.replaced == 1
     finally:
         serving.close()
+
+
+def test_a_popularity_refresh_of_a_large_catalog_is_given_time_not_taken_for_a_hang(published):
+    """The refresh went with the batch timeout alone: a few million ids take seconds to send,
+    and each compute process (the standby too) was killed as hung at every refresh."""
+    cfg = ServeConfig(artifacts=published["artifacts"], compute_timeout_s=0.25)  # a million ids: ~0.6 s to send
+    version = artifact.current_version(published["artifacts"])
+    serving = RemoteServing.start(cfg, version, artifact.current_path(published["artifacts"]))
+    try:
+        wait_for_standby(serving)
+        first, standby = serving.process, serving.standby
+        popularity = {f"sold-out-{n}": 1.0 for n in range(1_000_000)} | {"demo-0003": 1e6}
+        serving.set_popularity(popularity)
+        assert serving.replaced == 0 and serving.process is first and serving.standby is standby and standby.alive
+        assert serving.answer([UserQuery(history=[], k=1)])[0][1] == ("demo-0003",)
+    finally:
+        serving.close()
