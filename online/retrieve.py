@@ -231,7 +231,8 @@ class Retriever(Profiles):
             if self.fallback == "error" and q.order is None:  # a list asked for by its order is no fallback
                 raise NoHistory(f"no known item in the history ({len(unknown)} unknown) and no text: nothing to rank by")
             return self._result(self.ranker.popular(q.k, seen, allowed, pick), q.with_fields, unknown, "popular")
-        ranked = self.searcher.search(profile, q.k, seen, allowed, self._prior(q), pick, self._slots(q))
+        ranked = self.searcher.search(profile, q.k, seen, allowed, self._prior(q), pick, self._slots(q),
+                                      (q.popularity_weight > 0, self._fresh(q) > 0))
         if self._holds_hybrids_new(q):
             ranked = self._with_hybrids_new([q], [ranked], [profile], [(rows, unknown)])[0]
         return self._result(ranked, q.with_fields, unknown, None, self._ignored(q, rows),

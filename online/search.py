@@ -46,8 +46,10 @@ class IndexSearch:
         return self.ranker.scorer
 
     def search(self, profiles: np.ndarray, k: int, seen: set[int], allowed: np.ndarray | None,
-               prior: np.ndarray | None, pick=None, slots: int = 0) -> list[tuple[int, float]]:
-        """The list for one profile (one or several rows), with ``slots`` places for new items."""
+               prior: np.ndarray | None, pick=None, slots: int = 0, lifts: tuple[bool, bool] = (False, False)
+               ) -> list[tuple[int, float]]:
+        """The list for one profile (one or several rows), with ``slots`` places for new items;
+        ``lifts``: whether ``prior`` holds a popularity prior and a freshness lift (``with_head``)."""
         r = self.ranker
         if self.flat is not None:
             return r.rank(r.scores_of(profiles), k, seen, allowed, prior, pick, slots)
@@ -55,7 +57,7 @@ class IndexSearch:
             ranked = r.rank(self._subset(profiles, np.flatnonzero(allowed)), k, seen, None, prior, pick)
         else:
             ranked = self._widened(profiles, k, seen, allowed, prior, pick,
-                                   self._width(k, len(seen), prior is not None or pick, pick))
+                                   self._width(k, len(seen), prior is not None or pick, pick), lifts)
         if not r.needs_new(ranked, slots):
             return ranked
         fresh = self.among(profiles, slots * (4 if pick else 1), seen, allowed, prior)  # a pick may refuse some
@@ -75,16 +77,17 @@ class IndexSearch:
         widths = [self._width(a.k, len(a.seen), prior is not None or a.pick, a.pick) for a, prior in zip(asks, priors)]
         scores, idx = self.candidates(np.asarray(profiles, dtype=np.float32), max(widths))
         head = self.prior_head(max(widths))
-        lists = [r.merge(*self.with_head(profiles[n:n + 1], s_row[None, :w], i_row[None, :w], w, None, head),
+        lifts = [(a.popularity_weight > 0, a.fresh_weight > 0) for a in asks]
+        lists = [r.merge(*self.with_head(profiles[n:n + 1], s_row[None, :w], i_row[None, :w], w, None, head, lift),
                          a.k, a.seen, prior, a.pick)
-                 for n, (a, w, s_row, i_row, prior) in enumerate(zip(asks, widths, scores, idx, priors))]
+                 for n, (a, w, s_row, i_row, prior, lift) in enumerate(zip(asks, widths, scores, idx, priors, lifts))]
         for n, (a, w, prior) in enumerate(zip(asks, widths, priors)):
             if len(lists[n]) < a.k:  # short: widened as ``search`` widens it
-                lists[n] = self._widened(profiles[n:n + 1], a.k, a.seen, None, prior, a.pick, w)
+                lists[n] = self._widened(profiles[n:n + 1], a.k, a.seen, None, prior, a.pick, w, lifts[n])
         return lists
 
     def _widened(self, profiles: np.ndarray, k: int, seen: set[int], allowed: np.ndarray | None,
-                 prior: np.ndarray | None, pick, width: int) -> list[tuple[int, float]]:
+                 prior: np.ndarray | None, pick, width: int, lifts=(False, False)) -> list[tuple[int, float]]:
         """The candidates' list, fetched once more four times as wide when it is short of ``k``
         (seen items, a filter's selector, max_per, an IVF's probed lists or a graph search's
         -1s left too few), then, still short, every allowed item scored exactly when they are
@@ -93,7 +96,8 @@ class IndexSearch:
         scan of the catalog on the one thread that scores every batch."""
         r, n = self.ranker, self.v.index.ntotal
         for width in (min(n, width), min(n, 4 * width)):
-            scores, idx = self.with_head(profiles, *self.candidates(profiles, width, allowed), width, allowed)
+            scores, idx = self.with_head(profiles, *self.candidates(profiles, width, allowed), width, allowed,
+                                         lifts=lifts)
             ranked = r.merge(scores, idx, k, seen, prior, pick)
             if len(ranked) >= k:
                 return ranked
@@ -124,18 +128,41 @@ class IndexSearch:
         return cached[1][:width], cached[2][:width]
 
     def with_head(self, profiles: np.ndarray, scores: np.ndarray, idx: np.ndarray, width: int,
-                  allowed: np.ndarray | None, head=None) -> tuple[np.ndarray, np.ndarray]:
-        """An approximate index's candidates (a row per profile row) with ``prior_head``'s rows
-        beside them, scored exactly against each profile row (a filter's ``allowed`` applied):
-        ``merge`` keeps each item's best score, so an item in both counts once."""
+                  allowed: np.ndarray | None, head=None, lifts: tuple[bool, bool] = (False, False)
+                  ) -> tuple[np.ndarray, np.ndarray]:
+        """An approximate index's candidates (a row per profile row) with the rows a prior lifts
+        most beside them, scored exactly against each profile row (a filter's ``allowed``
+        applied): ``prior_head``'s (the version's recent prior), and with ``lifts`` the most
+        popular (a request's popularity prior) and the best new items (a freshness lift, the
+        same for every new item: the best by score), as eval ranks them; ``merge`` keeps each
+        item's best score, so an item in several counts once. FAISS fetches by score alone."""
+        profiles = np.asarray(profiles, np.float32)
         head = head if head is not None else self.prior_head(width)
-        if head is None or not len(head[0]):
+        blocks = [(head[0][:width], profiles @ head[1][:width].T)] if head is not None and len(head[0]) else []
+        if lifts[0]:
+            rows, vectors = self.popular_head(width)
+            blocks.append((rows, profiles @ vectors.T))
+        if lifts[1] and self.new_vectors is not None:
+            best = best_of(self.new_vectors, profiles)
+            at = np.argsort(-best, kind="stable")[:width]  # ties to the lower row: new rows ascend
+            blocks.append((self.new_rows[at], profiles @ self.new_vectors[at].T))
+        if not blocks:
             return scores, idx
-        rows, vectors = head[0][:width], head[1][:width]
-        extra = np.asarray(profiles, np.float32) @ vectors.T
-        if allowed is not None:
-            extra[:, ~allowed[rows]] = -np.inf
-        return np.hstack([scores, extra]), np.hstack([idx, np.broadcast_to(rows, extra.shape)])
+        for rows, extra in blocks:
+            if allowed is not None:
+                extra[:, ~allowed[rows]] = -np.inf
+        return (np.hstack([scores, *(extra for _, extra in blocks)]),
+                np.hstack([idx, *(np.broadcast_to(rows, extra.shape) for rows, extra in blocks)]))
+
+    def popular_head(self, width: int) -> tuple[np.ndarray, np.ndarray]:
+        """The ``width`` most popular rows (``Popularity.order``) and their vectors as the index
+        holds them, built once per popularity (a refresh replaces it) at the widest asked."""
+        popularity = self.ranker.popularity
+        cached = getattr(self, "_popular", None)
+        if cached is None or cached[0] is not popularity or len(cached[1]) < min(width, len(popularity.order)):
+            rows = popularity.order[:max(width, len(cached[1]) if cached is not None and cached[0] is popularity else 0)]
+            self._popular = cached = (popularity, rows, self.indexed(rows).astype(np.float32))
+        return cached[1][:width], cached[2][:width]
 
     def candidates(self, profiles: np.ndarray, fetch: int, allowed: np.ndarray | None = None):
         """FAISS's ``fetch`` best (scores, ids) per profile row, within ``allowed``."""

@@ -523,3 +523,34 @@ def test_on_a_graph_index_the_priors_head_joins_the_candidates_as_eval_ranks_it(
         cosine = np.asarray(v.vectors) @ np.asarray(v.vectors[v.row_of[q.history[0]]])
         far += any(np.sum(cosine > cosine[r]) >= 3 * retriever.searcher.overfetch + 1 for r in want)
     assert far  # some list holds an item the graph's candidates alone would not
+
+
+@pytest.mark.parametrize("lift", [{"fresh_weight": 1.0}, {"popularity_weight": 0.5}, {"fresh_weight": 0.3,
+                                                                                      "popularity_weight": 0.2}])
+def test_on_a_graph_index_a_request_s_prior_reaches_items_beyond_the_candidates_as_exact_search_does(hybrid, lift):
+    """A graph fetches its candidates by score alone: a freshness lift or a popularity prior
+    added only to them left out the new and popular items exact search (eval, the job's
+    validation, the gate) puts in the list (with a lift of 1, every list differed). The new
+    items ranked exactly and the most popular are scored beside the candidates."""
+    import faiss
+
+    flat = load_version(hybrid["art"])
+    graph = load_version(hybrid["art"])
+    rows = faiss.rev_swig_ptr(flat.index.get_xb(), flat.index.ntotal * flat.index.d).reshape(flat.index.ntotal, -1)
+    graph.index = faiss.IndexHNSWFlat(flat.index.d, 32, faiss.METRIC_INNER_PRODUCT)
+    graph.index.hnsw.efSearch = 256  # the graph itself exact at this size: what differs is what is fetched
+    graph.index.add(np.ascontiguousarray(rows))
+    from collections import Counter
+
+    popularity = dict(Counter(pq.read_table(hybrid["interactions"]).column("item_id").to_pylist()))
+    exact, approximate = (Retriever(v, popularity, fallback="error") for v in (flat, graph))
+    assert approximate.searcher.flat is None and len(approximate.searcher.new_rows)
+    histories = [h for h in pq.read_table(hybrid["interactions"]).group_by("user_id").aggregate(
+        [("item_id", "list")]).column("item_id_list").to_pylist()]
+    queries = [UserQuery(history=h[-3:], k=3, **lift) for h in histories]
+    want = [[x.item_id for x in r.items] for r in exact.recommend_batch(queries)]
+    without = [[x.item_id for x in r.items] for r in exact.recommend_batch([q.model_copy(
+        update={"fresh_weight": 0.0, "popularity_weight": 0.0}) for q in queries])]
+    assert want != without  # the prior changes lists
+    assert [[x.item_id for x in r.items] for r in approximate.recommend_batch(queries)] == want
+    assert [[x.item_id for x in approximate.recommend(q).items] for q in queries] == want
