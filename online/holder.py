@@ -23,9 +23,7 @@ from groundrec.online.backend import Backend
 from groundrec.online.live_checks import apply_everywhere, apply_or_skip
 from groundrec.online.serving import build_serving
 from groundrec.shared import artifact
-from groundrec.shared.errors import UserError
-from groundrec.shared.scoring.popularity import counts_of_ids
-from groundrec.shared.tables import read_table
+from groundrec.shared.scoring.popularity import counts_of_file
 
 log = logging.getLogger("groundrec.serve")
 RETIRE_GRACE_S = 10.0  # a swapped-out compute process is stopped this long after the swap
@@ -33,17 +31,8 @@ RETRY_FIRST_S, RETRY_MAX_S = 60.0, 3600.0  # a rejected version is tried again a
 
 
 def load_popularity(cfg: ServeConfig) -> dict[str, float] | None:
-    """Purchases per item id from ``cfg.interactions``; ValueError naming the columns when the
-    item column is not there."""
-    if cfg.interactions is None:
-        return None
-    table = read_table(cfg.interactions)
-    column = cfg.interactions_item_column
-    if column not in table.column_names:
-        raise UserError(f"interactions {cfg.interactions} have no column {column!r} (they have "
-                         f"{table.column_names[:20]}); name the item column with --interactions-item-column "
-                         "or interactions_item_column in the serve config")
-    return counts_of_ids(table.column(column).to_pylist())
+    """Purchases per item id from ``cfg.interactions`` (None without)."""
+    return None if cfg.interactions is None else counts_of_file(cfg.interactions, cfg.interactions_item_column)
 
 
 class VersionHolder:
@@ -196,8 +185,9 @@ class VersionHolder:
         the current version serving on) when it cannot be loaded. ``restart``: it is the current
         version's dead compute process being replaced (a failure is tried again next check)."""
         started, popularity = time.perf_counter(), self._popularity
+        reused = None if restart else self.pinned.get(wanted)  # an arm's backend becomes current: no second copy
         try:
-            serving = self.build(wanted)
+            serving = reused if reused is not None and reused.alive else self.build(wanted)
             self._with_live(serving)  # the bulk, while the old version still serves
         except Exception as e:  # a broken version must never take the service down
             if restart:  # nothing rejected (tried again next check): no reload failure counted
@@ -211,8 +201,19 @@ class VersionHolder:
             return False
         self._accepted(wanted)
         with self._live_lock:
-            self._with_live(serving)  # what arrived meanwhile
-            previous, self.current = self.current, serving
+            stopped = self._stop.is_set()  # stopped while it loaded: nothing installed, nothing left running
+            if not stopped:
+                self._with_live(serving)  # what arrived meanwhile
+                previous, self.current = self.current, serving
+                if self.pinned.get(wanted) is serving:
+                    del self.pinned[wanted]
+                if previous is not None and previous.version_id in self._wanted_pins and previous.alive \
+                        and previous.version_id not in self.pinned:  # an arm pinned to it serves on from it
+                    self.pinned[previous.version_id], previous = previous, None
+        if stopped:
+            if serving is not reused:
+                serving.close()
+            return False
         if self._popularity is not popularity:  # refreshed while it loaded (set_popularity skipped it)
             try:
                 serving.set_popularity(self._popularity)
@@ -249,6 +250,9 @@ class VersionHolder:
                 backend = self.build(version_id)
                 self._with_live(backend)
                 with self._live_lock:
+                    if self._stop.is_set():  # stopped while it loaded
+                        backend.close()
+                        return
                     self._with_live(backend)
                     self.pinned[version_id] = backend
                 self._accepted(version_id)
@@ -267,7 +271,7 @@ class VersionHolder:
             self._retired.pop(0)[1].close()
 
     def _mark(self) -> None:
-        if self.current is not None:
+        if self.current is not None and not self._stop.is_set():  # a stopped server's marker stays gone
             # every pin the experiment names, loaded or not yet: gc must not delete one before it loads
             self._marker = artifact.record_serving(self.cfg.artifacts, self.current.version_id, *self._wanted_pins)
 
@@ -290,7 +294,7 @@ class VersionHolder:
             self._thread.join(timeout=5)
         artifact.forget_serving(self._marker)
         self._close_retired(grace_s=0)
-        if self.current is not None:
-            self.current.close()
-        for backend in self.pinned.values():
+        with self._live_lock:  # a swap still loading installs nothing after this (``_swap_to``)
+            serving = [b for b in (self.current, *self.pinned.values()) if b is not None]
+        for backend in serving:
             backend.close()

@@ -286,3 +286,55 @@ def test_gc_keeps_a_pinned_version_that_has_not_loaded_yet(two_versions, tmp_pat
         assert first not in artifact.gc(artifacts, keep=1)
     finally:
         holder.stop()
+
+
+def test_a_pinned_arm_is_served_by_its_own_backend_while_current_moves_on_and_off_its_version(two_versions):
+    """CURRENT moving off a pinned version retired its backend and loaded the version again
+    for the arm: meanwhile the arm's answers came from the new current version. Moving onto it
+    loaded a second copy beside the arm's."""
+    artifacts, first, second = two_versions
+    holder = _holder(artifacts, [{"name": "A"}, {"name": "B", "version": first}])
+    built = []
+    build = holder.build
+    holder.build = lambda version_id: built.append(version_id) or build(version_id)
+    try:
+        assert holder.check() and built == [second, first]
+        arm = holder.backend(first)
+        artifact.activate(artifacts, first)  # onto the pinned version: its backend becomes current
+        assert holder.check() and holder.current is arm and holder.backend(first) is arm and built == [second, first]
+        was_current = arm
+        artifact.activate(artifacts, second)  # and off it: the arm keeps that backend, none is loaded for it
+        holder._swap_to(second)  # the swap alone, before any check of the pins
+        assert holder.current.version_id == second and holder.backend(first) is was_current
+        assert built == [second, first, second] and all(b is not was_current for _, b in holder._retired)
+    finally:
+        holder.stop()
+        artifact.activate(artifacts, second)
+
+
+def test_a_server_stopped_while_a_version_loads_installs_nothing_and_leaves_nothing_running(two_versions):
+    """stop() waited 5 s for the reload thread; a load taking longer then installed the new
+    version after the stop: its compute processes ran on and its gc marker came back."""
+    artifacts, first, second = two_versions
+    cfg = ServeConfig(artifacts=artifacts, compute="process", events="none")
+    holder = VersionHolder(cfg)
+    built = []
+    build = holder.build
+
+    def stopped_meanwhile(version_id):
+        backend = build(version_id)
+        built.append(backend)
+        if len(built) == 2:
+            holder.stop()  # the server stops while the second version loads
+        return backend
+
+    holder.build = stopped_meanwhile
+    try:
+        assert holder.check() and holder.current.version_id == second
+        artifact.activate(artifacts, first)
+        assert not holder.check()
+        assert holder.current is built[0] and not built[1].alive and not built[0].alive
+        assert holder._marker is None or not holder._marker.exists()
+    finally:
+        holder.stop()
+        artifact.activate(artifacts, second)

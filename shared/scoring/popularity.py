@@ -72,6 +72,20 @@ def counts_of_ids(item_ids: Iterable) -> dict[str, float]:
     return counts
 
 
+def counts_of_file(path, column: str) -> dict[str, float]:
+    """Interactions per item id in a file of interactions (Parquet, CSV or JSONL); a UserError
+    naming the columns when ``column`` is not one of them."""
+    from groundrec.shared.errors import UserError
+    from groundrec.shared.tables import read_table
+
+    table = read_table(path)
+    if column not in table.column_names:
+        raise UserError(f"interactions {path} have no column {column!r} (they have "
+                        f"{table.column_names[:20]}); name the item column with --interactions-item-column "
+                        "or interactions_item_column in the serve config")
+    return counts_of_ids(table.column(column).to_pylist())
+
+
 def counts_by_row(counts: Mapping[str, float] | None, row_of: Mapping[str, int], n_items: int) -> np.ndarray:
     """Per-id counts laid out on a version's rows (ids it does not hold are ignored)."""
     out = np.zeros(n_items, dtype=np.float64)
