@@ -20,6 +20,7 @@ import multiprocessing as mp
 import pickle
 import signal
 import threading
+import time
 from pathlib import Path
 
 from groundrec.online.config import ServeConfig
@@ -30,6 +31,7 @@ from groundrec.online.version import VersionError
 
 log = logging.getLogger("groundrec.serve")
 START_TIMEOUT_S = 600.0  # a version that does not load within this is refused
+WATCHDOG_S = 0.25  # how often a call's deadline is checked (a sleep, not a timer per call: calls are many)
 
 
 def _child(conn, cfg_json: str, version_id: str, path: str, popularity: dict | None) -> None:
@@ -98,6 +100,19 @@ class ComputeProcess:
             self.close()
             raise VersionError(payload)
         self.threads: dict[str, int] = payload  # the native thread pools the child runs with
+        # A call's deadline beyond the wait for its first byte (``call``'s poll): a child that stops
+        # reading a large argument or stalls in the middle of a large reply is killed by the watchdog.
+        self._deadline: float | None = None
+        threading.Thread(target=self._watchdog, name=f"groundrec-watchdog-{version_id}", daemon=True).start()
+
+    def _watchdog(self) -> None:
+        while self._proc.is_alive():
+            deadline = self._deadline
+            if deadline is not None and time.monotonic() > deadline:
+                log.error("the compute process of version %s stalled in the middle of a call: stopping it", self.version_id)
+                self._proc.kill()
+                return
+            time.sleep(WATCHDOG_S)
 
     @property
     def alive(self) -> bool:
@@ -115,7 +130,8 @@ class ComputeProcess:
         if not self._lock.acquire(blocking=wait):
             raise BlockingIOError(f"the compute process of version {self.version_id} is busy")
         try:
-            try:
+            try:  # the watchdog's deadline leaves the poll below its own timeout first (its message)
+                self._deadline = time.monotonic() + 2 * timeout_s + WATCHDOG_S
                 self._conn.send((op, arg))
                 if not self._conn.poll(timeout_s):  # hung: stop it, the holder's next check replaces it
                     self._proc.kill()
@@ -128,6 +144,7 @@ class ComputeProcess:
                 raise ComputeDied(f"the compute process of version {self.version_id} exited (code "
                                   f"{self._proc.exitcode}); a new one is being started, retry later") from None
         finally:
+            self._deadline = None
             self._lock.release()
         if kind == "error":
             raise value

@@ -275,3 +275,36 @@ def test_a_popularity_refresh_of_a_large_catalog_is_given_time_not_taken_for_a_h
         assert serving.answer([UserQuery(history=[], k=1)])[0][1] == ("demo-0003",)
     finally:
         serving.close()
+
+
+def test_a_child_that_stops_reading_in_the_middle_of_a_call_is_stopped_not_waited_for_forever(published):
+    """The call's timeout bounded the wait for the first byte of the reply only: a child
+    stopped while a large argument (or reply) was on its way blocked the caller, and with it the
+    one thread that runs every batch, until someone killed the child by hand."""
+    import threading
+
+    cfg = ServeConfig(artifacts=published["artifacts"], compute_timeout_s=0.5)
+    child = ComputeProcess(cfg, artifact.current_version(published["artifacts"]),
+                           artifact.current_path(published["artifacts"]))
+    outcome = []
+    try:
+        os.kill(child.pid, signal.SIGSTOP)  # frozen (a cgroup freeze, a debugger): it reads nothing more
+        big = {f"id-{n}": 1.0 for n in range(300_000)}  # megabytes: more than the pipe holds
+
+        def call():
+            try:
+                child.call("popularity", big)
+            except ComputeDied as e:
+                outcome.append(e)
+
+        caller = threading.Thread(target=call, daemon=True)
+        started = time.monotonic()
+        caller.start()
+        caller.join(20)
+        assert not caller.is_alive() and len(outcome) == 1 and not child.alive
+        assert time.monotonic() - started < 10
+    finally:
+        if child.alive:
+            os.kill(child.pid, signal.SIGKILL)
+        if outcome:  # else the caller may still hold the call's lock: close() would wait for it
+            child.close()
