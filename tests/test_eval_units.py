@@ -355,13 +355,14 @@ def test_eval_gives_a_slice_of_one_user_no_interval_and_writes_it_as_strict_json
     interval [x, x], as the online report's did before."""
     import json
 
-    from groundrec.offline.evaluation.report import _fmt, _no_nan
+    from groundrec.offline.evaluation.report import _fmt, results_json
 
     mean, lo, hi = stats.bootstrap_ci(np.array([0.5]))
     assert mean == 0.5 and np.isnan(lo) and np.isnan(hi)
     assert _fmt({"mean": mean, "ci_low": lo, "ci_high": hi}) == "0.5000 [no interval: one user]"
     cell = {"slices": {"cold": {"users": 1, "mean": mean, "ci_low": lo, "ci_high": np.float32("nan")}}}
-    assert json.loads(json.dumps(_no_nan(cell), allow_nan=False))["slices"]["cold"]["ci_low"] is None
+    strict = json.loads(results_json(cell), parse_constant=lambda c: 1 / 0)  # NaN would raise
+    assert strict["slices"]["cold"]["ci_low"] is None and strict["slices"]["cold"]["ci_high"] is None
     assert stats.bootstrap_ci(np.array([0.0, 1.0]))[1] < stats.bootstrap_ci(np.array([0.0, 1.0]))[2]
 
 

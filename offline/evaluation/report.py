@@ -2,29 +2,17 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import numpy as np
+from pydantic_core import to_json
 
 PLOT_METRICS = ("recall", "ndcg")
 
 
-def _fmt(m: dict) -> str:
-    if m["ci_low"] is None or np.isnan(m["ci_low"]):  # one user: no interval
-        return f"{m['mean']:.4f} [no interval: one user]"
-    return f"{m['mean']:.4f} [{m['ci_low']:.4f}, {m['ci_high']:.4f}]"
-
-
-def _no_nan(value):
-    """``value`` with every NaN float as None: results.json stays strict JSON."""
-    if isinstance(value, (float, np.floating)) and np.isnan(value):
-        return None
-    if isinstance(value, dict):
-        return {k: _no_nan(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_no_nan(v) for v in value]
-    return value
+def _fmt(m: dict) -> str:  # one user has no interval
+    ci = "no interval: one user" if m["ci_low"] is None or np.isnan(m["ci_low"]) else f"{m['ci_low']:.4f}, {m['ci_high']:.4f}"
+    return f"{m['mean']:.4f} [{ci}]"
 
 
 def _sig(row: dict) -> str:
@@ -290,11 +278,15 @@ def markdown(result: dict, plots: list[str]) -> str:
     return "\n".join(lines)
 
 
+def results_json(result: dict) -> bytes:  # strict JSON: a NaN (one user's interval) as null, numpy's numbers as floats
+    return to_json(result, indent=2, inf_nan_mode="null", fallback=float)
+
+
 def write_report(result: dict, out: Path) -> None:
     from markdown_it import MarkdownIt
 
     out.mkdir(parents=True, exist_ok=True)
-    (out / "results.json").write_text(json.dumps(_no_nan(result), indent=2, default=float, allow_nan=False))
+    (out / "results.json").write_bytes(results_json(result))
     plots = _plots(result, out)
     md = markdown(result, plots)
     (out / "report.md").write_text(md)
