@@ -143,7 +143,7 @@ class LiveCatalog:
             try:
                 self.events.store().add_item_changes(rows)
             except StoreUnavailable as e:
-                raise Unavailable(f"the event store is unavailable, nothing was stored: {e}") from None
+                raise Unavailable(e.reply()) from None
             self.sync()
             for t in ok:
                 t.answer = {"accepted": len(t.changes), "applied_through": self.applied}

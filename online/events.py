@@ -139,7 +139,7 @@ class Events:
         try:
             store = self.store()
             return {rid: store.impression(rid) for rid in ids}
-        except StoreUnavailable as e:
+        except StoreUnavailable as e:  # a read, before anything is written
             raise Unavailable(f"the event store is unavailable, nothing was stored: {e}") from None
 
     def _attributed(self, events: list[Event], found: dict) -> tuple[list[Event], list]:
@@ -167,7 +167,7 @@ class Events:
             events, shown = self._attributed(events, found)
             stored = self.store().add(events)
         except StoreUnavailable as e:
-            raise Unavailable(f"the event store is unavailable, nothing was stored: {e}") from None
+            raise Unavailable(e.reply()) from None
         unattributed = sent - sum(m is not None for m in shown)
         if self.metrics is not None and stored == len(events):  # a retry (duplicates) is not counted again
             for e, m in zip(events, shown):
@@ -250,4 +250,4 @@ class Events:
                 self.impressions.flush()
             return self.store().delete_user(user_id)
         except StoreUnavailable as e:
-            raise Unavailable(f"the event store is unavailable, nothing was erased: {e}") from None
+            raise Unavailable(e.reply("erased")) from None

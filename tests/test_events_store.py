@@ -795,3 +795,31 @@ def test_the_archive_keeps_twin_events_and_a_crash_mid_scrub_loses_no_day(store,
     assert {p.name for p in out.glob("day=*")} <= archive and moved.is_dir() and not list(out.glob(".day=*"))
     left = ds.dataset(out, format="parquet", partitioning="hive").to_table().column("user_id").to_pylist()
     assert sorted(left) == ["u1", "u1", "u4"]  # u2 (archive only) and u3 (dated ahead) scrubbed
+
+
+def test_a_redis_timeout_says_the_write_may_have_been_stored_not_that_nothing_was(redis_server):
+    """A Redis call that times out has been sent: Redis runs it all the same once free. The
+    503 said "nothing was stored", which invited a retry that stored an event without an
+    event_id twice."""
+    import redis
+
+    redis_server.flush()
+    store = open_store(redis_server.url)
+    store.add([Event("before", "i", 1.0, "view", 1.0)])  # connected, its script loaded: the write below is sent whole
+    busy = threading.Thread(target=lambda: redis.Redis.from_url(redis_server.url).eval(
+        "local t = redis.call('TIME') while true do local n = redis.call('TIME') "
+        "if (n[1] - t[1]) * 1e6 + (n[2] - t[2]) > 3e6 then break end end return 1", 0))
+    busy.start()  # Redis busy for 3 s, past the store's 2 s timeout
+    try:
+        import time
+
+        time.sleep(0.3)
+        with pytest.raises(StoreUnavailable) as timed_out:
+            store.add([Event("u", "i", 10.0, "view", 1.0)])
+        assert timed_out.value.maybe_done and "may have stored it" in timed_out.value.reply()
+    finally:
+        busy.join()
+    assert [i for i, *_ in store.history("u", 10)] == ["i"]  # it was stored after all
+    refused = StoreUnavailable("connection refused")
+    assert not refused.maybe_done and "nothing was erased" in refused.reply("erased")
+    store.close()

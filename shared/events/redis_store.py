@@ -98,7 +98,7 @@ class RedisStore(RedisImpressions, RedisItems):
     def __init__(self, url: str, prefix: str = PREFIX):
         import redis
 
-        self.url, self.prefix, self._errors = url, prefix, (redis.RedisError, OSError)
+        self.url, self.prefix, self._errors, self._timeout = url, prefix, (redis.RedisError, OSError), redis.TimeoutError
         self._r = redis.Redis.from_url(url, socket_timeout=TIMEOUT_S, socket_connect_timeout=TIMEOUT_S,
                                        health_check_interval=10, decode_responses=True)
         self._add = self._r.register_script(ADD)
@@ -112,8 +112,8 @@ class RedisStore(RedisImpressions, RedisItems):
     def _call(self, fn, *args):
         try:
             return fn(*args)
-        except self._errors as e:
-            raise StoreUnavailable(f"events store {self.url}: {e}") from None
+        except self._errors as e:  # a timeout came after the call was sent: Redis may have run it
+            raise StoreUnavailable(f"events store {self.url}: {e}", maybe_done=isinstance(e, self._timeout)) from None
 
     def add(self, events: Sequence[Event]) -> int:
         if not events:
@@ -156,8 +156,8 @@ class RedisStore(RedisImpressions, RedisItems):
             for u in user_ids:
                 pipe.zrange(f"{self.prefix}h:{u}", -limit, -1, withscores=True)
             found = await pipe.execute()
-        except self._errors as e:
-            raise StoreUnavailable(f"events store {self.url}: {e}") from None
+        except self._errors as e:  # a timeout came after the call was sent: Redis may have run it
+            raise StoreUnavailable(f"events store {self.url}: {e}", maybe_done=isinstance(e, self._timeout)) from None
         return [self._parse(m) for m in found]
 
     def delete_user(self, user_id: str) -> int:

@@ -125,7 +125,20 @@ def impression_table(bodies: Sequence[bytes | str]) -> pa.Table:
 
 class StoreUnavailable(Exception):
     """The store cannot be reached or written now (the reason says why); the caller answers
-    503 and the store is tried again on the next request."""
+    503 and the store is tried again on the next request. ``maybe_done``: the call was sent and
+    not answered in time (a Redis timeout), so the store may have carried it out all the same."""
+
+    def __init__(self, message: str, maybe_done: bool = False):
+        super().__init__(message)
+        self.maybe_done = maybe_done
+
+    def reply(self, what: str = "stored") -> str:
+        """What a 503 says of it: nothing ``what`` (stored, erased), or, when it may have been, that a retry is safe
+        for events with an event_id, item writes and erasures (an event without an id may be stored twice)."""
+        if self.maybe_done:
+            return (f"the event store did not answer in time and may have {what} it all the same: retry (safe for "
+                    f"events with an event_id, item writes and erasures; an event without one may be stored twice): {self}")
+        return f"the event store is unavailable, nothing was {what}: {self}"
 
 
 class EventStore(Protocol):
