@@ -5,7 +5,8 @@ from __future__ import annotations
 import time
 from typing import TYPE_CHECKING, Annotated, Literal
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, TypeAdapter, ValidationError, model_validator
+from pydantic import (AfterValidator, BaseModel, ConfigDict, Discriminator, Field, Tag, TypeAdapter, ValidationError,
+                      model_validator)
 from pydantic_core import to_json
 
 from groundrec.shared.errors import UserError
@@ -54,12 +55,21 @@ class HistoryEntry(_Body):
     weight: float = Field(1.0, ge=0, le=1e6, allow_inf_nan=False)
 
 
+def _history_kind(value) -> str:
+    return "id" if isinstance(value, str) else "entry"
+
+
+# An item id, or an entry with its time and weight: one branch checked, so a refusal names the
+# entry's problem alone (not also "history.0.function-after[_utf8(), str]: not a string").
+HistoryItem = Annotated[Annotated[HistoryEntry, Tag("entry")] | Annotated[Text, Tag("id")], Discriminator(_history_kind)]
+
+
 class UserQuery(_Body):
     user_id: Text | None = Field(None, min_length=1, max_length=256,
                                  description="read the history from the event store (the latest max_seen "
                                              "events: all seen, the profile from the latest max_history); a "
                                              "history sent beside it is added after them (newest)")
-    history: list[HistoryEntry | Text] = Field(default_factory=list, description="item ids, oldest first")
+    history: list[HistoryItem] = Field(default_factory=list, description="item ids, oldest first")
     text: Text | None = None
     k: int = Field(10, ge=1)
     strategy: str | None = Field(None, description="the profile: mean, recency, weighted, multi_interest, or "

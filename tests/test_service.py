@@ -118,6 +118,7 @@ def test_bad_requests_get_4xx_with_reasons_and_the_server_survives(published):
         r = post("/recommend", json={"history": [{"item_id": "demo-0001", "timestamp": time.time() * 1000}],
                                      "strategy": "recency"})
         assert r.status_code == 422 and "not milliseconds" in r.json()["detail"]
+        assert "function-after" not in r.json()["detail"]  # the entry's problem alone, not the id branch's noise
         r = post("/recommend", json={"history": ["demo-0001"], "filters": {"nope": "x"}})
         assert r.status_code == 400 and "unknown filter column 'nope'" in r.json()["detail"]
         assert "in all" in r.json()["detail"] and len(r.json()["detail"]) < 400  # a few columns, not all
