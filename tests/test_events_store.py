@@ -823,3 +823,36 @@ def test_a_redis_timeout_says_the_write_may_have_been_stored_not_that_nothing_wa
     refused = StoreUnavailable("connection refused")
     assert not refused.maybe_done and "nothing was erased" in refused.reply("erased")
     store.close()
+
+
+def test_an_erasure_during_the_background_scrubber_s_last_try_gets_a_try_of_its_own(tmp_path, monkeypatch):
+    """The scrubber emptied the WAL, and before it unregistered, another erasure whose own
+    scrub failed found it still registered and left its rows to it: they stayed in the WAL."""
+    from groundrec.shared.events import sqlite_schema
+
+    tries, inside, go_on = [], threading.Event(), threading.Event()
+
+    def scrubbed(path):
+        tries.append(path)
+        if len(tries) == 1:
+            return False  # the first erasure's own try: a reader holds a snapshot
+        if len(tries) == 2:  # the scrubber's first try succeeds; meanwhile a second erasure's own try fails
+            inside.set()
+            go_on.wait(5)
+            return True
+        if len(tries) == 3:
+            return False
+        return True  # the scrubber's next try: the second erasure's rows go too
+
+    monkeypatch.setattr(sqlite_schema, "_scrubbed", scrubbed)
+    db = tmp_path / "events.db"
+    assert sqlite_schema.scrub_wal(db) is False  # a scrubber starts in the background
+    assert inside.wait(5)
+    assert sqlite_schema.scrub_wal(db) is False  # the second erasure: its own try fails, the scrubber has it
+    go_on.set()
+    import time
+
+    deadline = time.monotonic() + 10
+    while str(db.resolve()) in sqlite_schema._SCRUBBING and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert len(tries) == 4 and str(db.resolve()) not in sqlite_schema._SCRUBBING  # it tried once more, then left

@@ -88,28 +88,34 @@ def scrub_wal(path: Path) -> bool:
     key = str(Path(path).resolve())
     with _SCRUBBING_LOCK:
         if key in _SCRUBBING:  # one scrubber a file: it empties the WAL of every erasure before it
-            _SCRUBBING[key] = time.monotonic() + SCRUB_FOR_S  # and tries for longer
+            _SCRUBBING[key][0] = time.monotonic() + SCRUB_FOR_S  # and tries for longer,
+            _SCRUBBING[key][1] += 1  # and once more after the try in flight (it may have begun before this erasure)
             return False
-        _SCRUBBING[key] = time.monotonic() + SCRUB_FOR_S
+        _SCRUBBING[key] = [time.monotonic() + SCRUB_FOR_S, 0]
 
     def again() -> None:
-        try:
-            while True:
-                time.sleep(1.0)
-                if _scrubbed(path):
-                    return
+        while True:
+            time.sleep(1.0)
+            with _SCRUBBING_LOCK:
+                _SCRUBBING[key][1] = 0  # an erasure from now on is this try's or the next's
+            try:
+                scrubbed = _scrubbed(path)
+            except BaseException:  # unregistered, so the next erasure starts a scrubber of its own
                 with _SCRUBBING_LOCK:
-                    if time.monotonic() >= _SCRUBBING[key]:
-                        break
+                    del _SCRUBBING[key]
+                raise
+            with _SCRUBBING_LOCK:  # done, checked and unregistered at once: a later erasure finds no scrubber
+                until, since = _SCRUBBING[key]
+                if (scrubbed and not since) or (not scrubbed and time.monotonic() >= until):
+                    del _SCRUBBING[key]
+                    break
+        if not scrubbed:
             log.warning("events store %s: a reader kept the write-ahead log for %.0f s after an erasure; the "
                         "erased rows stay in it until the next erasure or prune", path, SCRUB_FOR_S)
-        finally:
-            with _SCRUBBING_LOCK:
-                _SCRUBBING.pop(key, None)
 
     threading.Thread(target=again, name="groundrec-wal-scrub", daemon=True).start()
     return False
 
 
-_SCRUBBING: dict[str, float] = {}  # file -> until when its one background scrubber tries
+_SCRUBBING: dict[str, list] = {}  # file -> [until when its one background scrubber tries, erasures since its try]
 _SCRUBBING_LOCK = threading.Lock()
