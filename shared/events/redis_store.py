@@ -19,6 +19,12 @@ from groundrec.shared.events.redis_items import RedisItems
 from groundrec.shared.events.redis_lua import chunk_prune
 from groundrec.shared.events.store import Event, StoreUnavailable, event_table, user_key
 
+def _stored_order(member: tuple[str, float]) -> tuple[float, int, int]:
+    """A history member's time, then its stream id as numbers (either form of the id)."""
+    ms, _, seq = member[0].split(SEP, 1)[0].partition("-")
+    return member[1], int(ms), int(seq)
+
+
 PREFIX = "groundrec:"
 SEP = "\x1f"
 TIMEOUT_S = 2.0
@@ -126,6 +132,8 @@ class RedisStore(RedisImpressions, RedisItems):
 
     @staticmethod
     def _parse(members: list[tuple[str, float]]) -> list[tuple[str, float, float]]:
+        if any(member[:1] != "0" for member, _ in members):  # stored before ids were zero-padded (``SORTED``):
+            members = sorted(members, key=_stored_order)  # ties in time by stream id, not member text
         out = []
         for member, ts in members:
             item, weight = member.split(SEP, 1)[1].rsplit(SEP, 1)  # log id, item, weight (an old item id may hold SEP)
