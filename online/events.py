@@ -222,7 +222,7 @@ class Events:
         if not asking:
             return body
         stored = await self._histories([q.user_id for q in asking])
-        filled = {id(q): q.model_copy(update={"history": self._entries(q, h, default) + q.history}) for q, h in zip(asking, stored)}
+        filled = {id(q): _with_stored(q, self._entries(q, h, default)) for q, h in zip(asking, stored)}
         if batch:
             return body.model_copy(update={"batch": [filled.get(id(q), q) for q in queries]})
         return filled[id(body)]
@@ -251,3 +251,10 @@ class Events:
             return self.store().delete_user(user_id)
         except StoreUnavailable as e:
             raise Unavailable(e.reply("erased")) from None
+
+
+def _with_stored(q: UserQuery, stored: list) -> UserQuery:
+    """``q`` with its user's stored entries before the history it sent, counted (``UserQuery._stored``)."""
+    filled = q.model_copy(update={"history": stored + q.history})
+    filled._stored = len(stored)
+    return filled

@@ -114,11 +114,15 @@ class Profiles:
         return profile, rows, unknown
 
     def _known(self, q: UserQuery) -> tuple[list[int], list[str]]:
-        rows, unknown = [], []
-        for h in q.history:
+        """The history's known rows, and the unknown ids the request sent (not those the store gave)."""
+        rows, unknown, stored = [], [], q._stored
+        for n, h in enumerate(q.history):
             item_id = h if isinstance(h, str) else h.item_id
             row = self.v.row_of.get(item_id)
-            (unknown.append(item_id) if row is None else rows.append(row))
+            if row is not None:
+                rows.append(row)
+            elif n >= stored:
+                unknown.append(item_id)
         return rows, unknown
 
     def _sequence_profiles(self, queries: list[UserQuery], text_vectors: dict | None = None,

@@ -5,8 +5,8 @@ from __future__ import annotations
 import time
 from typing import TYPE_CHECKING, Annotated, Literal
 
-from pydantic import (AfterValidator, BaseModel, ConfigDict, Discriminator, Field, Tag, TypeAdapter, ValidationError,
-                      model_validator)
+from pydantic import (AfterValidator, BaseModel, ConfigDict, Discriminator, Field, PrivateAttr, Tag, TypeAdapter,
+                      ValidationError, model_validator)
 from pydantic_core import to_json
 
 from groundrec.shared.errors import UserError
@@ -77,6 +77,9 @@ class UserQuery(_Body):
                                  "default_strategy (mean for versions that do not say)")
     filters: dict[Text, FilterValue | list[FilterValue]] | None = None
     exclude_seen: bool = True
+    # How many of ``history``'s first entries the event store gave (``events.with_histories``): the
+    # answer's unknown_ids name none of them (a read-only key would read a user's stored items there).
+    _stored: int = PrivateAttr(0)
     exclude: list[Text] | None = Field(None, max_length=10_000, description="item ids never to show in this answer "
                                        "(excluded with the seen items; ids the version does not hold are ignored)")
     popularity_weight: float = Field(0.0, ge=0, le=100, allow_inf_nan=False,
@@ -169,7 +172,8 @@ class ResultOut(BaseModel):
     items: list[ItemOut]
     teams: list[str | None] | None = Field(None, description="team_draft: the arm that drafted each item (null: "
                                            "filled after one arm's list ran out, credited to neither)")
-    unknown_ids: list[str] = []
+    unknown_ids: list[str] = Field([], description="ids of the history sent that the version does not hold (not "
+                                   "those read from the event store by user_id)")
     fallback: str | None = None
     history_ignored: int = Field(0, description="known history items older than the latest max_history (sequence: "
                                  "the encoder's max_len), left out of the profile (still excluded as seen)")
