@@ -276,13 +276,20 @@ def mount_ui(app: FastAPI, rec: Recommender, report_dir: Path | None = None) -> 
 
     @app.post("/ui/login", include_in_schema=False)
     async def login(request: Request):
-        """The key goes into an HttpOnly cookie (never a URL); the guard checks it like the header."""
+        """The key goes into an HttpOnly cookie (never a URL); the guard checks it like the header.
+        A form another site posts is refused (login CSRF: it would sign the browser in with the
+        other site's key); the cookie is Secure when the page came over https (a proxy's
+        X-Forwarded-Proto too: a client that lies only loses its own cookie)."""
+        if request.headers.get("sec-fetch-site") in ("cross-site", "same-site"):
+            return Response(b'{"detail": "sign in from this server\'s own page"}', status_code=403,
+                            media_type="application/json")
         key = (parse_qs((await request.body()).decode("utf-8", "replace")).get("key") or [""])[0]
         root = request.scope.get("root_path") or ""  # behind a proxy's prefix, the page's paths are under it
-        if not usable_key(key):  # no key holds it, and a cookie cannot carry it
+        if not key.strip() or not usable_key(key):  # no key holds it, and a cookie cannot carry it
             return RedirectResponse(f"{root}/ui/login?error=" + quote("that is not an API key (printable ASCII only)"),
                                     status_code=303)
+        https = "https" in (request.url.scheme, request.headers.get("x-forwarded-proto", "").split(",")[0].strip())
         response = RedirectResponse(f"{root}/", status_code=303)
-        response.set_cookie(KEY_COOKIE, key, httponly=True, samesite="strict")
+        response.set_cookie(KEY_COOKIE, key, httponly=True, samesite="strict", secure=https)
         return response
 

@@ -342,3 +342,21 @@ def test_why_an_item_was_shown_escapes_the_field_s_name_and_value():
                [{"vlm_<img src=x onerror=alert(1)>": "<B>RED</B>"}])
     assert "<img" not in line and "<b>" not in line and "(like 1 in the history)" in line
     assert (segment(".."), segment("."), segment("a/..b?"), segment("..x")) == ("%2E%2E", "%2E", "a%2F..b%3F", "..x")
+
+
+def test_sign_in_refuses_another_site_s_form_and_a_blank_key_and_marks_the_cookie_secure_over_https(published,
+                                                                                                   monkeypatch):
+    """Another site's page could post its own key to /ui/login (login CSRF: the browser signed
+    in as someone else); a blank key was stored as the cookie; the cookie carrying the full key
+    was never Secure, so one plain-http request sent it in clear."""
+    monkeypatch.setenv("GROUNDREC_API_KEY", "full-key")
+    with running(create_app(ServeConfig(artifacts=published["artifacts"], events="none"))) as url, \
+            httpx.Client(base_url=url) as client:
+        forged = client.post("/ui/login", data={"key": "attacker"}, headers={"sec-fetch-site": "cross-site"})
+        assert forged.status_code == 403 and "own page" in forged.json()["detail"] and not client.cookies
+        blank = client.post("/ui/login", data={"key": "  "})
+        assert blank.status_code == 303 and "error=" in blank.headers["location"] and not client.cookies
+        plain = client.post("/ui/login", data={"key": "full-key"}, headers={"sec-fetch-site": "same-origin"})
+        assert plain.status_code == 303 and "secure" not in plain.headers["set-cookie"].lower()
+        proxied = client.post("/ui/login", data={"key": "full-key"}, headers={"x-forwarded-proto": "https"})
+        assert "secure" in proxied.headers["set-cookie"].lower() and "httponly" in proxied.headers["set-cookie"].lower()
