@@ -67,14 +67,16 @@ def serving_version(root: Path) -> str | None:
         return None
 
 
-def unless_moved(gate: GateDecision, now: str | None) -> GateDecision:
-    """``gate``, or not activated when CURRENT no longer names what it named when the gate read
-    it (``now``): a rollback or an activation during the run is the operator's, and the job
-    does not override it."""
-    if not gate.activated or now == gate.serving_version:
+def unless_moved(gate: GateDecision, now: str | None, started_on: str | None) -> GateDecision:
+    """``gate``, or not activated when CURRENT (``now``) no longer names what it named when the
+    run began (``started_on``; the gate reads it hours later, after grounding and learning) or
+    when the gate read it: a rollback or an activation during the run is the operator's, and
+    the job does not override it."""
+    if not gate.activated or now == gate.serving_version == started_on:
         return gate
+    was = started_on if started_on != now else gate.serving_version
     return replace(gate, mode="held", activated=False, serving_version=now,  # not the gate's refusal (exit 3)
-                   reason=f"CURRENT moved during this run (from {gate.serving_version} to {now}: a rollback or an "
+                   reason=f"CURRENT moved during this run (from {was} to {now}: a rollback or an "
                           "activation); published, not activated, so as not to override it")
 
 
@@ -85,11 +87,20 @@ def resolve_mode(setting: str, has_interactions: bool, serving_version: str | No
     return "gate" if has_interactions and serving_version is not None else "always"
 
 
+def fewest_users(alpha: float) -> int:
+    """The fewest users on which the paired sign-flip test can reach p < ``alpha`` (its p is at
+    least 2^(1-n) on n users): 6 at 0.05. On fewer, a candidate worse for every user passed as
+    "not significantly worse"."""
+    return int(np.floor(1 + np.log2(1 / alpha))) + 1
+
+
 def decide(candidate: np.ndarray, serving: np.ndarray, alpha: float, min_users: int = 1) -> tuple[bool, float | None, str]:
     """Activate unless the candidate's mean is below the serving version's and the paired
     test says so at ``alpha``: (activate, p, reason)."""
     if len(candidate) < min_users:
-        return True, None, f"{len(candidate)} users in the window (fewer than {min_users}): nothing to compare on"
+        means = f" ({candidate.mean():.4f} vs {serving.mean():.4f})" if len(candidate) else ""
+        return True, None, (f"{len(candidate)} users in the window, fewer than the {min_users} a paired test at {alpha} "
+                            f"can refuse on: not compared{means}, activated")
     p = paired_test(candidate, serving)
     worse = candidate.mean() < serving.mean()
     if worse and p < alpha:
@@ -259,7 +270,7 @@ def run_gate(mode: str, root: Path, inter: Interactions | None, item_ids: list[s
     except (OSError, ValueError, KeyError, UserError) as e:  # UserError: e.g. its encoder onnxruntime cannot load
         return GateDecision(mode, True, f"the serving version {serving} could not be scored ({e}): activated",
                             seconds=round(time.perf_counter() - started, 2), **common)
-    activated, p, reason = decide(ours, theirs, alpha)
+    activated, p, reason = decide(ours, theirs, alpha, fewest_users(alpha))
     return GateDecision(mode, activated, reason, candidate=float(ours.mean()), serving=float(theirs.mean()),
                         p_value=p, seconds=round(time.perf_counter() - started, 2), **common)
 

@@ -79,6 +79,7 @@ def run_job(cfg: JobConfig, progress: bool = True) -> JobSummary:
     out = Path(cfg.out)
     out.mkdir(parents=True, exist_ok=True)
     clock = StageClock()
+    started_on = serving_version(out)  # what serves as the run begins: a rollback during it holds (``unless_moved``)
 
     with clock.stage("read"):
         items = catalog_stage.load_catalog(cfg.catalog)
@@ -172,7 +173,7 @@ def run_job(cfg: JobConfig, progress: bool = True) -> JobSummary:
             manifest.live_items = absorbed.to_manifest()
         with clock.stage("publish"):
             with artifact.current_lock(out):  # a rollback meanwhile waits, then holds
-                gate = unless_moved(gate, serving_version(out))  # under the writer lock, just before CURRENT moves
+                gate = unless_moved(gate, serving_version(out), started_on)  # under the lock, just before CURRENT moves
                 manifest.gate = gate.to_manifest()
                 final = pub.publish(manifest, activate_it=gate.activated, collect=False)
                 if gate.activated:

@@ -14,7 +14,7 @@ import pytest
 
 from groundrec.offline.config import load_job_config
 from groundrec.offline.dev.dense_catalog import make_dense_data
-from groundrec.offline.gate import EXIT_REFUSED, decide, resolve_mode
+from groundrec.offline.gate import EXIT_REFUSED, decide, fewest_users, resolve_mode
 from groundrec.offline.job import run_job
 from groundrec.shared import artifact
 
@@ -28,6 +28,12 @@ def test_the_decision_refuses_only_a_significantly_worse_candidate():
     assert ok and p > 0.05  # a tiny difference either way: not refused
     assert decide(serving + 0.1, serving, 0.05)[0]  # better: activated
     assert decide(np.zeros(0), np.zeros(0), 0.05)[0]  # nobody to compare on: activated, said so
+    # on 5 users the test's p is at least 2^-4 > 0.05: a candidate worse for each passed as "not significantly
+    # worse"; the gate says it could not compare (6 users: it can refuse)
+    assert fewest_users(0.05) == 6 and fewest_users(0.01) == 8
+    ok, p, reason = decide(np.zeros(5), np.ones(5), 0.05, fewest_users(0.05))
+    assert ok and p is None and "fewer than the 6" in reason and "not compared" in reason
+    assert not decide(np.zeros(6), np.ones(6), 0.05, fewest_users(0.05))[0]
 
 
 def test_auto_gates_only_with_interactions_and_a_serving_version():
@@ -115,6 +121,28 @@ def test_a_rollback_made_while_a_job_runs_is_not_overridden_by_its_activation(sh
     assert summary.gate.mode == "held" and artifact.gate_refused(shop["out"], summary.version) is None  # no exit 3
     assert artifact.current_version(shop["out"]) == target and summary.version in artifact.list_versions(shop["out"])
     assert not artifact.read_manifest(summary.version_dir).gate["activated"]
+
+
+def test_a_rollback_made_before_the_gate_reads_current_holds_too(shop, monkeypatch):
+    """The job read CURRENT only when it gated, hours into the run (after grounding and
+    learning): a rollback made during the learn stage became the gate's baseline, and the job
+    activated its version over it."""
+    import groundrec.offline.job as job
+
+    always = _overrides(shop, shop["first"], **{"publish.activate": "always", "collab.weight": [0.0]})
+    while len(artifact.list_versions(shop["out"])) < 2:
+        run_job(load_job_config(None, always), progress=False)
+    target = next(v for v in artifact.list_versions(shop["out"]) if v != artifact.current_version(shop["out"]))
+    real = job.learn
+
+    def rolled_back_while_learning(*args, **kwargs):
+        artifact.activate(shop["out"], target)  # the operator's rollback, before the gate reads CURRENT
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(job, "learn", rolled_back_while_learning)
+    summary = run_job(load_job_config(None, always), progress=False)
+    assert not summary.gate.activated and summary.gate.mode == "held" and "CURRENT moved" in summary.gate.reason
+    assert artifact.current_version(shop["out"]) == target
 
 
 def test_a_training_window_s_end_is_kept_to_the_microsecond_so_its_last_events_stay_before_the_gate_s_window():
