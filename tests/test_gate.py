@@ -99,15 +99,20 @@ def test_the_gate_activates_a_better_candidate_and_refuses_a_worse_one(shop):
     assert log[-1]["version"] == newest and log[-1]["gate_bypassed"] and not log[0]["gate_bypassed"]
 
 
+def _an_older_version_to_roll_back_to(shop) -> tuple[dict, str]:
+    """The job's settings (activating always) and a published version CURRENT does not name."""
+    always = _overrides(shop, shop["first"], **{"publish.activate": "always", "collab.weight": [0.0]})
+    while len(artifact.list_versions(shop["out"])) < 2:
+        run_job(load_job_config(None, always), progress=False)
+    return always, next(v for v in artifact.list_versions(shop["out"]) if v != artifact.current_version(shop["out"]))
+
+
 def test_a_rollback_made_while_a_job_runs_is_not_overridden_by_its_activation(shop, monkeypatch):
     """The job read CURRENT when it gated; an operator rolled back meanwhile: the job publishes
     its version without activating it (it moved CURRENT over the rollback)."""
     import groundrec.offline.job as job
 
-    always = _overrides(shop, shop["first"], **{"publish.activate": "always", "collab.weight": [0.0]})
-    while len(artifact.list_versions(shop["out"])) < 2:
-        run_job(load_job_config(None, always), progress=False)
-    target = next(v for v in artifact.list_versions(shop["out"]) if v != artifact.current_version(shop["out"]))
+    always, target = _an_older_version_to_roll_back_to(shop)
     real = job.run_gate
 
     def rolled_back_meanwhile(*args, **kwargs):
@@ -129,10 +134,7 @@ def test_a_rollback_made_before_the_gate_reads_current_holds_too(shop, monkeypat
     activated its version over it."""
     import groundrec.offline.job as job
 
-    always = _overrides(shop, shop["first"], **{"publish.activate": "always", "collab.weight": [0.0]})
-    while len(artifact.list_versions(shop["out"])) < 2:
-        run_job(load_job_config(None, always), progress=False)
-    target = next(v for v in artifact.list_versions(shop["out"]) if v != artifact.current_version(shop["out"]))
+    always, target = _an_older_version_to_roll_back_to(shop)
     real = job.learn
 
     def rolled_back_while_learning(*args, **kwargs):
