@@ -78,6 +78,10 @@ class Thumbnails:
         self._version = version_id
 
 
+def root(request: Request) -> str:  # the prefix a proxy serves the page under: its links are relative to it
+    return request.scope.get("root_path") or ""
+
+
 def mount_ui(app: FastAPI, rec: Recommender, report_dir: Path | None = None) -> None:
     cfg = rec.cfg
     thumbs = Thumbnails(cfg)
@@ -86,7 +90,7 @@ def mount_ui(app: FastAPI, rec: Recommender, report_dir: Path | None = None) -> 
         current = rec.holder.current
         return current.version_id if current is not None else None
 
-    async def guarded(render) -> HTMLResponse:
+    async def guarded(render, request: Request) -> HTMLResponse:
         try:
             try:
                 return await render()
@@ -95,7 +99,7 @@ def mount_ui(app: FastAPI, rec: Recommender, report_dir: Path | None = None) -> 
         except Overloaded:
             raise  # the one overload answer (JSON, Retry-After), as on every route
         except ERRORS as e:  # the page of the error the API answers
-            shown = page("Not available", f'<p class="error" role="alert">{escape(str(e))}</p>', version())
+            shown = page("Not available", f'<p class="error" role="alert">{escape(str(e))}</p>', version(), root(request))
             shown.status_code = http_status(e)
             return shown
 
@@ -129,14 +133,14 @@ def mount_ui(app: FastAPI, rec: Recommender, report_dir: Path | None = None) -> 
         async def render():
             popular = await rec.ask(RecommendRequest(history=[], k=min(40, cfg.max_k), with_fields=True, order="popular",
                                                      max_per=parse_max_per(max_per)), request.receive)
-            form = ('<form class="inline" action="/ui/search" role="search"><label for="q">Search items</label>'
+            form = ('<form class="inline" action="ui/search" role="search"><label for="q">Search items</label>'
                     '<input id="q" name="q" type="search" required placeholder="e.g. black strap top">'
                     f'<input type="hidden" name="max_per" value="{escape(max_per)}">'
                     '<button type="submit">Search</button></form>')
-            limit = f'<form class="inline" action="/">{max_per_field(max_per, cfg.max_per)}<button type="submit">Update</button></form>'
+            limit = f'<form class="inline" action="./">{max_per_field(max_per, cfg.max_per)}<button type="submit">Update</button></form>'
             return page("Items", form + "<h2>Most popular</h2>" + limit
-                        + grid(popular["items"], split(h), "most popular items"), version())
-        return await guarded(render)
+                        + grid(popular["items"], split(h), "most popular items"), version(), root(request))
+        return await guarded(render, request)
 
     @app.get("/ui/search", response_class=HTMLResponse, include_in_schema=False)
     async def search(request: Request, q: str = "", column: str = "", value: str = "", h: str | None = None,
@@ -148,14 +152,14 @@ def mount_ui(app: FastAPI, rec: Recommender, report_dir: Path | None = None) -> 
             if q:  # an empty search is the form alone; POST /search's own request (no experiment arm)
                 found = await rec.ask(SearchRequest(text=q, k=min(40, cfg.max_k), filters=filters, with_fields=True,
                                                     max_per=limit), request.receive)
-            form = (f'<form class="inline" action="/ui/search" role="search"><label for="q">Search items</label>'
+            form = (f'<form class="inline" action="ui/search" role="search"><label for="q">Search items</label>'
                     f'<input id="q" name="q" type="search" value="{escape(q)}" required>'
                     f'<label for="column">filter column</label><input id="column" name="column" value="{escape(column)}">'
                     f'<label for="value">equals</label><input id="value" name="value" value="{escape(value)}">'
                     f'{max_per_field(max_per, cfg.max_per)}<button type="submit">Search</button></form>')
             return page(f"Search: {q}" if q else "Search", form + grid(found["items"], split(h), "search results",
-                                                                          score=True), version())
-        return await guarded(render)
+                                                                          score=True), version(), root(request))
+        return await guarded(render, request)
 
     @app.get("/ui/items/{item_id:path}", response_class=HTMLResponse, include_in_schema=False)
     async def item_page(request: Request, item_id: str):
@@ -181,10 +185,10 @@ def mount_ui(app: FastAPI, rec: Recommender, report_dir: Path | None = None) -> 
                     + f'<h2>Embedded text</h2><p>{escape(str(row.get("text") or ""))}</p>'
                     + "<h2>Catalog</h2><table aria-label='catalog fields'>" + "".join(
                         f"<tr><th scope='row'>{escape(k)}</th><td>{escape(str(v))}</td></tr>" for k, v in catalog.items())
-                    + f'</table><p><a href="/ui/user?{urlencode({"h": joined([item_id])})}">Start a history with this item</a></p>'
+                    + f'</table><p><a href="ui/user?{urlencode({"h": joined([item_id])})}">Start a history with this item</a></p>'
                     f'</div></div><h2>Nearest items</h2>' + grid(near["items"], [item_id], "nearest items", score=True))
-            return page(title, body, version())
-        return await guarded(render)
+            return page(title, body, version(), root(request))
+        return await guarded(render, request)
 
     @app.get("/ui/user", response_class=HTMLResponse, include_in_schema=False)
     async def user_page(request: Request, h: str | None = None, user_id: str = "", k: int = 12,
@@ -211,12 +215,12 @@ def mount_ui(app: FastAPI, rec: Recommender, report_dir: Path | None = None) -> 
                       "column": column, "value": value, "max_per": max_per}
             kept = {key: v for key, v in params.items() if v not in ("", "0")}
             hist = ('<ul class="history" aria-label="history">' + "".join(
-                f'<li><a href="/ui/items/{segment(i)}">{thumb(i, str(row.get("title") or i))}</a>'
-                + (f'<a href="/ui/user?{urlencode({**kept, "h": joined([x for x in history if x != i])})}" '
+                f'<li><a href="ui/items/{segment(i)}">{thumb(i, str(row.get("title") or i))}</a>'
+                + (f'<a href="ui/user?{urlencode({**kept, "h": joined([x for x in history if x != i])})}" '
                    f'aria-label="remove {escape(str(row.get("title") or i))}">remove</a>' if mine else "")
                 + "</li>" for i, row, mine in seen)
                 + "</ul>") if seen else "<p>No history yet: add items from any list, or give a user id.</p>"
-            controls = (f'<form class="inline" action="/ui/user"><input type="hidden" name="h" value="{escape(h or "")}">'
+            controls = (f'<form class="inline" action="ui/user"><input type="hidden" name="h" value="{escape(h or "")}">'
                         f'<label for="user_id">user id</label><input id="user_id" name="user_id" value="{escape(user_id)}">'
                         f'<label for="k">k</label><input id="k" name="k" type="number" min="1" value="{k}">'
                         f'<label for="pw">popularity weight</label><input id="pw" name="popularity_weight" type="number" '
@@ -228,8 +232,9 @@ def mount_ui(app: FastAPI, rec: Recommender, report_dir: Path | None = None) -> 
                         f'{max_per_field(max_per, cfg.max_per)}<button type="submit">Update</button></form>')
             note = (f'<p>Fallback: {escape(answer["fallback"])} (no usable history).</p>' if answer.get("fallback") else "")
             return page("A user's list", controls + "<h2>History</h2>" + hist + "<h2>Recommended</h2>" + note
-                         + grid(answer["items"], history, "recommended items", whys, score=True, keep=kept), version())
-        return await guarded(render)
+                         + grid(answer["items"], history, "recommended items", whys, score=True, keep=kept), version(),
+                         root(request))
+        return await guarded(render, request)
 
     def read_version(current: str) -> tuple:
         """Whether the version has a sequence encoder, its manifest (no checksums: long and of no
@@ -241,7 +246,7 @@ def mount_ui(app: FastAPI, rec: Recommender, report_dir: Path | None = None) -> 
         return files.has_sequence, manifest, first.to_pylist() if first is not None else []
 
     @app.get("/ui/version", response_class=HTMLResponse, include_in_schema=False)
-    async def version_page():
+    async def version_page(request: Request):
         async def render():
             current = version()
             if current is None:
@@ -249,7 +254,7 @@ def mount_ui(app: FastAPI, rec: Recommender, report_dir: Path | None = None) -> 
             has_sequence, manifest, skipped = await run_in_threadpool(read_version, current)  # the disk: off the loop
             rows = "".join("<tr>" + "".join(f"<td>{escape(str(v))}</td>" for v in r.values()) + "</tr>" for r in skipped)
             head = "".join(f"<th scope='col'>{escape(c)}</th>" for c in (skipped[0] if skipped else {}))
-            report = ('<p><a href="/ui/report/report.html">The evaluation report</a></p>' if report_dir else
+            report = ('<p><a href="ui/report/report.html">The evaluation report</a></p>' if report_dir else
                       "<p>No evaluation report given (groundrec serve --report DIR).</p>")
             default = str(manifest.get("default_strategy") or artifact.DEFAULT_STRATEGY)
             profiles = (f"<p>Default strategy: <strong>{escape(default)}</strong>; sequence encoder: "
@@ -257,8 +262,8 @@ def mount_ui(app: FastAPI, rec: Recommender, report_dir: Path | None = None) -> 
             body = (profiles + report + f"<h2>Manifest</h2><pre>{escape(json.dumps(manifest, indent=2, default=str))}</pre>"
                     f"<h2>Skipped items ({len(skipped)} shown)</h2>"
                     + (f"<table><thead><tr>{head}</tr></thead><tbody>{rows}</tbody></table>" if skipped else "<p>None.</p>"))
-            return page("Version", body, current)
-        return await guarded(render)
+            return page("Version", body, current, root(request))
+        return await guarded(render, request)
 
     @app.get("/ui/report/{name}", include_in_schema=False)
     def report_file(name: str):
@@ -268,11 +273,11 @@ def mount_ui(app: FastAPI, rec: Recommender, report_dir: Path | None = None) -> 
         return FileResponse(path)
 
     @app.get("/ui/login", response_class=HTMLResponse, include_in_schema=False)
-    def login_form(error: str = ""):
+    def login_form(request: Request, error: str = ""):
         return page("Sign in", (f'<p class="error" role="alert">{escape(error)}</p>' if error else "")
-                     + '<form method="post" action="/ui/login"><label for="key">API key</label> '
+                     + '<form method="post" action="ui/login"><label for="key">API key</label> '
                        '<input id="key" name="key" type="password" autocomplete="current-password" required> '
-                       '<button type="submit">Sign in</button></form>')
+                       '<button type="submit">Sign in</button></form>', root=root(request))
 
     @app.post("/ui/login", include_in_schema=False)
     async def login(request: Request):
@@ -284,12 +289,12 @@ def mount_ui(app: FastAPI, rec: Recommender, report_dir: Path | None = None) -> 
             return Response(b'{"detail": "sign in from this server\'s own page"}', status_code=403,
                             media_type="application/json")
         key = (parse_qs((await request.body()).decode("utf-8", "replace")).get("key") or [""])[0]
-        root = request.scope.get("root_path") or ""  # behind a proxy's prefix, the page's paths are under it
+        prefix = root(request)  # behind a proxy's prefix, the page's paths are under it
         if not key.strip() or not usable_key(key):  # no key holds it, and a cookie cannot carry it
-            return RedirectResponse(f"{root}/ui/login?error=" + quote("that is not an API key (printable ASCII only)"),
+            return RedirectResponse(f"{prefix}/ui/login?error=" + quote("that is not an API key (printable ASCII only)"),
                                     status_code=303)
         https = "https" in (request.url.scheme, request.headers.get("x-forwarded-proto", "").split(",")[0].strip())
-        response = RedirectResponse(f"{root}/", status_code=303)
+        response = RedirectResponse(f"{prefix}/", status_code=303)
         response.set_cookie(KEY_COOKIE, key, httponly=True, samesite="strict", secure=https)
         return response
 

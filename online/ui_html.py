@@ -36,11 +36,13 @@ pre{background:#f6f6f6;padding:.6rem;overflow:auto;max-height:30rem}
 """
 
 
-def page(title: str, body: str, version: str | None = None) -> HTMLResponse:
+def page(title: str, body: str, version: str | None = None, root: str = "") -> HTMLResponse:
+    """A page whose links are relative to ``<base href="{root}/">`` (``root``: the proxy's prefix,
+    the request's ``root_path``): served under /api, its links, images and forms stay under /api."""
     nav = ('<header><strong>groundrec</strong><nav aria-label="pages" style="display:flex;gap:1rem">'
-           '<a href="/">Items</a><a href="/ui/user">A user\'s list</a><a href="/ui/version">Version</a><a href="/ui/online">Online</a></nav>'
+           '<a href="./">Items</a><a href="ui/user">A user\'s list</a><a href="ui/version">Version</a><a href="ui/online">Online</a></nav>'
            + (f'<span style="margin-left:auto">version {escape(version)}</span>' if version else "") + "</header>")
-    return HTMLResponse(f'<!doctype html><html lang="en"><head><meta charset="utf-8">'
+    return HTMLResponse(f'<!doctype html><html lang="en"><head><meta charset="utf-8"><base href="{escape(root)}/">'
                         f'<meta name="viewport" content="width=device-width,initial-scale=1"><link rel="icon" href="data:,">'
                         f'<title>{escape(title)} · groundrec</title><style>{STYLE}</style></head>'
                         f'<body>{nav}<main><h1>{escape(title)}</h1>{body}</main></body></html>')
@@ -52,7 +54,7 @@ def title_of(item: dict) -> str:
 
 
 def thumb(item_id: str, alt: str, css: str = "") -> str:
-    return (f'<img src="/items/{segment(item_id)}/thumbnail" alt="{escape(alt)}" loading="lazy"'
+    return (f'<img src="items/{segment(item_id)}/thumbnail" alt="{escape(alt)}" loading="lazy"'
             f'{f" class={css!r}" if css else ""}>')
 
 
@@ -61,11 +63,11 @@ def card(item: dict, history: list[str], why: str = "", score: bool = False, kee
     iid, title = item["item_id"], title_of(item)
     add = urlencode({**(keep or {}), "h": joined([*history, iid])})
     return (f'<li class="card" data-item="{escape(iid)}">{thumb(iid, title)}'
-            f'<a href="/ui/items/{segment(iid)}">{escape(title[:80])}</a>'
+            f'<a href="ui/items/{segment(iid)}">{escape(title[:80])}</a>'
             + (f'<span class="score">score {item["score"]:.4f}</span>' if score else "")
             + (f'<span class="score parts">{parts(item["parts"])}</span>' if item.get("parts") else "")
             + (f'<span class="why">{why}</span>' if why else "")
-            + f'<a class="add" href="/ui/user?{add}" aria-label="add {escape(title[:60])} to the history">'
+            + f'<a class="add" href="ui/user?{add}" aria-label="add {escape(title[:60])} to the history">'
               f'+ add to history</a></li>')
 
 

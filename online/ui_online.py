@@ -16,7 +16,7 @@ import time
 from html import escape
 from pathlib import Path
 
-from fastapi import FastAPI, Query
+from fastapi import FastAPI, Query, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import HTMLResponse
 from pydantic import ValidationError
@@ -48,7 +48,7 @@ def online_report(events_url: str, days: float, flush=None) -> tuple[dict, dict[
 def render(results: dict, plots: dict[str, str], days: float) -> str:
     """The page's body: a form for the period, then the report's sections and plots."""
     from groundrec.online.report import report as report_files
-    form = ('<form class="inline" action="/ui/online"><label for="days">days</label>'
+    form = ('<form class="inline" action="ui/online"><label for="days">days</label>'
             f'<input id="days" name="days" type="number" min="0.01" step="any" value="{days:g}">'
             '<button type="submit">Update</button></form>')
     body = [form, f'<p id="period">The lists shown and the events of the last {days:g} days, attributed as '
@@ -74,12 +74,14 @@ def mount_online(app: FastAPI, rec, page, guarded, version) -> None:
     (``groundrec.online.ui``): its layout, its error pages and the serving version."""
 
     @app.get("/ui/online", response_class=HTMLResponse, include_in_schema=False)
-    async def online_page(days: float = Query(7.0, gt=0, le=3660, description="the period, in days back from now")):
+    async def online_page(request: Request, days: float = Query(7.0, gt=0, le=3660,
+                                                                description="the period, in days back from now")):
         async def content():
             url = rec.events.url
             if url is None:
                 raise Disabled(f"no online report without an event store: {rec.events.reason}")
             flush = rec.impressions.flush if rec.impressions is not None else None
             results, plots = await run_in_threadpool(online_report, url, days, flush)
-            return page(f"Online: the last {days:g} day{'' if days == 1 else 's'}", render(results, plots, days), version())
-        return await guarded(content)
+            return page(f"Online: the last {days:g} day{'' if days == 1 else 's'}", render(results, plots, days), version(),
+                        request.scope.get("root_path") or "")
+        return await guarded(content, request)

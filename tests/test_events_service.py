@@ -4,6 +4,7 @@ erased, and a store that goes away costs only what needs it."""
 
 from __future__ import annotations
 
+import re
 import time
 
 import httpx
@@ -218,6 +219,17 @@ def test_writes_need_the_api_key_and_the_read_key_only_reads(published, tmp_path
         assert httpx.post(url + "/recommend", json={"user_id": "u"}, headers=read).status_code == 200
         page = httpx.get(url + "/ui/search")  # no key: sent to sign in, under the prefix
         assert page.status_code == 303 and page.headers["location"] == "/api/ui/login"
+        # the page's own links, images and forms stay under the prefix too (they began at "/": the sign-in form
+        # posted to /ui/login, past the proxy, and no thumbnail loaded)
+        from urllib.parse import urljoin
+
+        form = httpx.get(url + "/ui/login").text
+        base = re.search(r'<base href="([^"]*)">', form).group(1)
+        assert base == "/api/" and urljoin(base, re.search(r'action="([^"]*)"', form).group(1)) == "/api/ui/login"
+        home = httpx.get(url + "/", headers=write).text
+        links = re.findall(r'(?:href|src|action)="([^"#:]+)"', home)
+        assert links and all(urljoin(base, link).startswith("/api/") for link in links)
+        assert any(urljoin(base, link).endswith("/thumbnail") for link in links)
         # a key typed on the page with a character no key holds: the form again, never a 500
         r = httpx.post(url + "/ui/login", data={"key": "\u20ac-secret"})
         assert r.status_code == 303 and r.headers["location"].startswith("/api/ui/login?error=")

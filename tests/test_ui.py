@@ -166,17 +166,17 @@ def test_bad_query_values_get_a_4xx_page_and_lists_asked_by_name_ignore_the_fall
         httpx.post(url + "/events", json={"events": [{"user_id": "c1", "item_id": i} for i in (first, second)]})
         known = httpx.get(url + "/ui/user", params={"user_id": "c1", "k": 5})  # the store's history, shown
         panel = unquote(known.text).split("<h2>Recommended</h2>")[0]
-        assert known.status_code == 200 and f"/ui/items/{first}" in panel and f"/ui/items/{second}" in panel
+        assert known.status_code == 200 and f"ui/items/{first}" in panel and f"ui/items/{second}" in panel
         assert "No history yet" not in panel and ">remove<" not in panel  # stored, not the page's to remove
         added = httpx.get(url + "/ui/user", params={"user_id": "c1", "k": 5, "h": second})
-        remove = re.findall(r'href="(/ui/user\?[^"]*)" aria-label="remove', unescape(added.text))
+        remove = re.findall(r'href="(ui/user\?[^"]*)" aria-label="remove', unescape(added.text))
         assert len(remove) == 1 and "user_id=c1" in remove[0] and "k=5" in remove[0]  # the page's settings kept
-        adds = re.findall(r'class="add" href="(/ui/user\?[^"]*)"', unescape(added.text))
+        adds = re.findall(r'class="add" href="(ui/user\?[^"]*)"', unescape(added.text))
         assert adds and all("user_id=c1" in a and "k=5" in a for a in adds)  # by "add to history" too
         assert httpx.delete(url + f"/items/{first}").status_code == 200
         page = httpx.get(url + "/ui/user", params={"h": f"{first},{second}"})
-        assert page.status_code == 200 and f"/ui/items/{second}" in unquote(page.text)
-        assert f"/ui/items/{first}" not in unquote(page.text)
+        assert page.status_code == 200 and f"ui/items/{second}" in unquote(page.text)
+        assert f"ui/items/{first}" not in unquote(page.text)
 
 
 def test_the_version_view_links_the_eval_report_and_serves_only_its_files(published, tmp_path):
@@ -187,7 +187,7 @@ def test_the_version_view_links_the_eval_report_and_serves_only_its_files(publis
     cfg = ServeConfig(artifacts=published["artifacts"], events="none", report=report)
     with running(create_app(cfg)) as url:
         page = httpx.get(url + "/ui/version")
-        assert page.status_code == 200 and "/ui/report/report.html" in page.text and published["version"] in page.text
+        assert page.status_code == 200 and "ui/report/report.html" in page.text and published["version"] in page.text
         files = artifact.VersionFiles(artifact.version_path(published["artifacts"], published["version"]))
         skipped = pq.read_table(files.skipped).num_rows if files.skipped.is_file() else 0
         assert f"Skipped items ({min(skipped, 200)} shown)" in page.text  # read off the event loop, the first 200
@@ -224,7 +224,7 @@ def _titles(html: str, label: str) -> list[str]:
     import re
 
     (grid,) = re.findall(rf'<ul class="grid" aria-label="{label}">(.*?)</ul>', html, re.S)
-    return [unescape(t) for t in re.findall(r'<a href="/ui/items/[^"]+">([^<]*)</a>', grid)]
+    return [unescape(t) for t in re.findall(r'<a href="ui/items/[^"]+">([^<]*)</a>', grid)]
 
 
 def test_every_list_of_the_page_takes_max_per_and_shows_the_one_in_force(variants):
@@ -263,7 +263,7 @@ def test_max_per_in_the_browser_changes_the_users_list(variants, browser):
         page.goto(url + "/")
         first = page.locator("ul[aria-label='most popular items'] li.card").first.get_attribute("data-item")
         page.goto(url + f"/ui/user?h={first}&k=30")  # 30 of 39 items: more than their 23 titles
-        titles = "els => els.map(e => e.querySelector('a[href^=\"/ui/items/\"]').textContent)"
+        titles = "els => els.map(e => e.querySelector('a[href^=\"ui/items/\"]').textContent)"
         before = page.eval_on_selector_all("ul[aria-label='recommended items'] li.card", titles)
         assert len(set(before)) < len(before)  # variants side by side
         assert "no limit (the server's default)" in page.inner_text("#max_per_used")
@@ -314,7 +314,7 @@ def test_a_catalog_whose_id_column_is_not_item_id_and_a_key_the_cookie_must_quot
         assert client.post("/ui/login", data={"key": 'a;b"c'}).status_code == 303
         first = catalog.column("sku")[0].as_py()
         page = client.get("/ui/user", params={"h": first})
-        assert page.status_code == 200 and f"/ui/items/{first}" in unquote(page.text)
+        assert page.status_code == 200 and f"ui/items/{first}" in unquote(page.text)
         quoted = client.cookies.get("groundrec_key")  # beside a malformed cookie of another app on the host
         other = httpx.get(url + "/", headers={"cookie": f'prefs={{"a": 1}}; x=a b; groundrec_key={quoted}'})
         assert other.status_code == 200 and "/ui/login" not in str(other.url)
