@@ -179,7 +179,8 @@ def _routes(app: FastAPI, rec: Recommender) -> None:
     async def readyz():
         s = holder.current
         alive = s is not None and s.alive  # a dead compute process: not ready until it is replaced
-        body = {"ready": alive, "rejected": {k: public_text(v) for k, v in holder.rejected.items()}}
+        rejected = dict(holder.rejected)  # a copy: the reload thread writes it (iterated, a 500 when it changed)
+        body = {"ready": alive, "rejected": {k: public_text(v) for k, v in rejected.items()}}
         if holder.fallback_for is not None:  # CURRENT's version cannot load: an older one serves meanwhile
             body["fallback_for"] = holder.fallback_for
         if s is None:
