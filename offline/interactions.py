@@ -78,10 +78,16 @@ def _parsed_times(column: pa.ChunkedArray, what: str) -> pa.ChunkedArray:
                     f"for every row), e.g. {column[0].as_py()!r}")
 
 
+class NoInteractions(UserError):
+    """The interactions given hold no row at all."""
+
+
 def load_interactions(ic: InteractionsConfig, item_rows: dict[str, int]) -> Interactions:
     """The interactions whose item is in ``item_rows`` (catalog id -> row), users coded 0..U-1,
     timestamps in whole seconds; the count of the others is kept."""
     table = read_table(ic.path)
+    if not table.num_rows:  # e.g. an events export of a store no event reached yet (a folder of no files)
+        raise NoInteractions(f"interactions {ic.path} hold no rows (an events export before the first event?)")
     missing = [c for c in (ic.user_column, ic.item_column, ic.timestamp_column) if c not in table.column_names]
     if missing:
         raise UserError(f"interactions {ic.path} lack column(s) {missing}; they have {table.column_names}. "

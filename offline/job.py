@@ -21,7 +21,7 @@ from groundrec.offline.export import export_encoder
 from groundrec.offline.gate import GateDecision, resolve_mode, run_gate, serving_version, unless_moved
 from groundrec.offline.ground import ground_catalog, not_grounded
 from groundrec.offline.index import build_index
-from groundrec.offline.interactions import load_interactions, on_published_rows
+from groundrec.offline.interactions import NoInteractions, load_interactions, on_published_rows
 from groundrec.offline.learn import index_vectors, learn
 from groundrec.offline.learn_sequence import check_device, export as export_sequence
 from groundrec.offline.learn_report import LearnReport
@@ -74,6 +74,14 @@ class StageClock:
             self.times[name] = round(self.times.get(name, 0.0) + time.perf_counter() - start, 3)
 
 
+def learned_from_interactions(root: Path, version_id: str | None) -> bool:
+    """Whether ``version_id`` (published under ``root``) learned from interactions (its manifest's ``learn``)."""
+    try:
+        return version_id is not None and artifact.read_manifest(artifact.version_path(root, version_id)).learn is not None
+    except (OSError, ValueError):  # unreadable: taken as learned, the careful side
+        return True
+
+
 def run_job(cfg: JobConfig, progress: bool = True) -> JobSummary:
     cfg.require_paths()
     out = Path(cfg.out)
@@ -85,12 +93,18 @@ def run_job(cfg: JobConfig, progress: bool = True) -> JobSummary:
         items = catalog_stage.load_catalog(cfg.catalog)
         items, absorbed = absorb(items, live_items_url(cfg.catalog.live_items, cfg.interactions.path), cfg.catalog,
                                  cfg.catalog.images_root or Path(cfg.catalog.path).parent)
-        interactions = None
+        interactions, none_yet = None, None
         if cfg.interactions.path is not None:  # read before any model runs: a bad table fails in seconds
             catalog_ids = items.column(cfg.catalog.id_column).to_pylist()
-            interactions = load_interactions(cfg.interactions, {str(i): r for r, i in enumerate(catalog_ids)})
+            try:
+                interactions = load_interactions(cfg.interactions, {str(i): r for r, i in enumerate(catalog_ids)})
+            except NoInteractions as e:  # a fresh install's first nights: its content alone, said
+                if learned_from_interactions(out, started_on):  # never one learned from nothing over it (ungated)
+                    raise NoInteractions(f"{e}; version {started_on} serves, learned from interactions: nothing is "
+                                         f"published from none (check the export and its event store)") from None
+                none_yet = f"{e}: published from its content alone, as before the first events"
     no_images = catalog_stage.text_only(items, cfg.catalog)
-    notes = ([no_images] if no_images else []) + (absorbed.notes if absorbed is not None else [])
+    notes = [n for n in (no_images, none_yet) if n] + (absorbed.notes if absorbed is not None else [])
     with clock.stage("resolve_models"):  # fail in seconds, before any cluster starts
         if not no_images:
             backend_class(cfg.vlm).check(cfg.vlm)

@@ -147,6 +147,34 @@ def test_items_sharing_one_image_ask_the_vlm_once_and_each_gets_its_answer(small
     assert counts["thumbnails_made"] == 8 and counts["thumbnails_unreadable"] == 0, counts
 
 
+def test_an_empty_events_export_gives_a_fresh_install_its_first_version_and_never_replaces_a_learned_one(
+        small_catalog, tmp_path, tiny_vlm):
+    """The nightly unit exports the event store, then runs the job on the export: before the
+    first event the export is a folder of no files, and every night failed (exit 2) telling
+    the operator to rename columns."""
+    import pyarrow as pa
+
+    from groundrec.offline.interactions import NoInteractions
+
+    empty = tmp_path / "events-export"
+    empty.mkdir()
+    cfg = _cfg(small_catalog, tmp_path / "a", tiny_vlm(), **{"interactions.path": str(empty)})
+    first = run_job(cfg, progress=False)
+    assert artifact.current_version(tmp_path / "a") == first.version and first.learned is None
+    assert any("hold no rows" in n and "content alone" in n for n in first.notes), first.notes
+    second = run_job(cfg, progress=False)  # the next night, still before the first event: the same again
+    assert artifact.current_version(tmp_path / "a") == second.version
+    events = tmp_path / "interactions.parquet"  # then a version learned from interactions serves
+    pq.write_table(pa.table({"user_id": ["u1", "u1", "u2", "u2"], "item_id": ["i0", "i1", "i1", "i2"],
+                             "timestamp": [1, 2, 3, 4]}), events)
+    learned = run_job(_cfg(small_catalog, tmp_path / "a", tiny_vlm(), **{"interactions.path": str(events)}),
+                      progress=False)
+    assert learned.learned is not None and artifact.current_version(tmp_path / "a") == learned.version
+    with pytest.raises(NoInteractions, match="serves, learned from interactions: nothing is published"):
+        run_job(cfg, progress=False)  # an empty export now (a wiped store?): none learned from nothing replaces it
+    assert artifact.list_versions(tmp_path / "a")[-1] == learned.version
+
+
 def test_crash_keeps_published_version_and_finished_batches(small_catalog, tmp_path, tiny_vlm, monkeypatch):
     out = tmp_path / "c"
     first = run_job(_cfg(small_catalog, out, tiny_vlm()), progress=False)
