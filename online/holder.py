@@ -75,8 +75,7 @@ class VersionHolder:
             except ComputeDied as e:
                 log.error("version %s missed a popularity refresh: %s", getattr(backend, "version_id", "?"), e)
 
-    def loaded(self) -> list[Backend]:
-        """Every backend serving now (the current version and the pinned arms), each once."""
+    def loaded(self) -> list[Backend]:  # every backend serving now (the current version and the pinned arms), each once
         return [b for b in self._every() if b.alive]
 
     def apply_live(self, items: list) -> None:
@@ -87,8 +86,7 @@ class VersionHolder:
                 self.live[item.item_id] = item
             apply_everywhere(self._every(), self.current, lambda backend: self._apply(backend, items))
 
-    def _every(self) -> list[Backend]:
-        """The current backend and the pinned arms', each once, alive or not."""
+    def _every(self) -> list[Backend]:  # the current backend and the pinned arms', each once, alive or not
         return list({id(b): b for b in [self.current, *self.pinned.values()] if b is not None}.values())
 
     def _apply(self, backend: Backend, items: list) -> None:
@@ -188,7 +186,8 @@ class VersionHolder:
         reused = None if restart else self.pinned.get(wanted)  # an arm's backend becomes current: no second copy
         try:
             serving = reused if reused is not None and reused.alive else self.build(wanted)
-            self._with_live(serving)  # the bulk, while the old version still serves
+            if serving is not reused:  # an arm's backend holds every live item already (never closed here)
+                self._with_live(serving)  # the bulk, while the old version still serves
         except Exception as e:  # a broken version must never take the service down
             if restart:  # nothing rejected (tried again next check): no reload failure counted
                 log.error("version %s: its compute process could not be restarted: %s", wanted, e)
@@ -203,13 +202,16 @@ class VersionHolder:
         with self._live_lock:
             stopped = self._stop.is_set()  # stopped while it loaded: nothing installed, nothing left running
             if not stopped:
-                self._with_live(serving)  # what arrived meanwhile
+                if serving is not reused:
+                    self._with_live(serving)  # what arrived meanwhile
                 previous, self.current = self.current, serving
                 if self.pinned.get(wanted) is serving:
                     del self.pinned[wanted]
                 if previous is not None and previous.version_id in self._wanted_pins and previous.alive \
                         and previous.version_id not in self.pinned:  # an arm pinned to it serves on from it
                     self.pinned[previous.version_id], previous = previous, None
+                if previous is not None:  # closed once batches begun on it are done (by stop() if it comes first)
+                    self._retired.append((time.monotonic(), previous))
         if stopped:
             if serving is not reused:
                 serving.close()
@@ -220,8 +222,6 @@ class VersionHolder:
             except Exception as e:  # the next refresh brings it; the swap is done and the old version retires
                 log.error("version %s: the refreshed popularity was not applied: %s", wanted, e)
         self._mark()  # at once: gc reads it (the collection below can take a while under load)
-        if previous is not None:  # closed (a compute process stopped) once batches begun on it are done
-            self._retired.append((time.monotonic(), previous))
         del previous
         # The version's objects (id maps, tables) live until the next swap: move them out of
         # the collector's sight, so its full passes under load stop walking them (the p99).
@@ -293,8 +293,8 @@ class VersionHolder:
         if self._thread:
             self._thread.join(timeout=5)
         artifact.forget_serving(self._marker)
-        self._close_retired(grace_s=0)
-        with self._live_lock:  # a swap still loading installs nothing after this (``_swap_to``)
-            serving = [b for b in (self.current, *self.pinned.values()) if b is not None]
+        with self._live_lock:  # a swap still loading installs (or retires) nothing after this (``_swap_to``)
+            serving = [b for b in (self.current, *self.pinned.values(), *(b for _, b in self._retired)) if b is not None]
+            self._retired.clear()
         for backend in serving:
             backend.close()

@@ -92,11 +92,12 @@ class Profiles:
 
     def _content_profile(self, q: UserQuery, text_vector: np.ndarray | None = None):
         rows, unknown, ts, ws = [], [], [], []
-        for h in q.history:
+        for n, h in enumerate(q.history):
             item_id, timestamp, weight = _entry(h)
             row = self.v.row_of.get(item_id)
             if row is None:
-                unknown.append(item_id)
+                if n >= q._stored:  # the ids the request sent, not those the store gave (``_known``)
+                    unknown.append(item_id)
                 continue
             rows.append(row)
             ts.append(timestamp)

@@ -58,6 +58,11 @@ def test_posted_events_are_durable_and_shape_that_user_s_next_list(published, ev
         # a stored id the version lacks is not echoed (a read-only key would read the user's items there); a sent one is
         assert by_user.json()["unknown_ids"] == [] and httpx.post(url + "/recommend", json={
             "user_id": "shopper", "history": ["sent-not-sold"], "k": 5}).json()["unknown_ids"] == ["sent-not-sold"]
+        httpx.post(url + "/events", json={"events": [{"user_id": "only-unknown", "item_id": "secret-item"}]})
+        for other in ({"strategy": "recency"}, {"text": "red"}, {}):  # every way a profile is made, and none made
+            for who in ("shopper", "only-unknown"):
+                answer = httpx.post(url + "/recommend", json={"user_id": who, "k": 3, **other}).json()
+                assert answer["unknown_ids"] == [], (who, other, answer)
         # a retried request stores nothing twice
         again = httpx.post(url + "/events", json={"events": events[:2]})
         assert again.json()["accepted"] == 0 and again.json()["duplicates"] == 2

@@ -338,3 +338,23 @@ def test_a_server_stopped_while_a_version_loads_installs_nothing_and_leaves_noth
     finally:
         holder.stop()
         artifact.activate(artifacts, second)
+
+
+def test_a_server_stopped_just_after_a_swap_closes_the_version_it_swapped_out(two_versions):
+    """The swapped-out version joined the retired ones after the swap's last steps: a stop()
+    that came between (its wait for the reload thread is 5 s) closed the retired ones first, and
+    that version's compute processes ran on."""
+    artifacts, first, second = two_versions
+    holder = VersionHolder(ServeConfig(artifacts=artifacts, compute="process", events="none"))
+    mark = holder._mark
+    try:
+        assert holder.check() and holder.current.version_id == second
+        old = holder.current
+        holder._mark = lambda: holder.stop()  # the server stops as the swap below marks its new version
+        artifact.activate(artifacts, first)
+        assert holder.check() and holder.current.version_id == first
+        assert not old.alive and not holder.current.alive  # both stopped: nothing left running
+    finally:
+        holder._mark = mark
+        holder.stop()
+        artifact.activate(artifacts, second)
