@@ -179,17 +179,13 @@ def _share(todo: list[str], first: dict[str, str], key_by_id: dict[str, str], ne
            skips: Skips) -> None:
     """The items that share an image with the one asked (``first``, by cache key) get its
     answer, or its reason for having none."""
-    why = None
+    why = {r["item_id"]: r for r in skips.rows}
     for i in todo:
         asked = first[key_by_id[i]]
-        if i == asked:
-            continue
-        if asked in new_by_id:
+        if i != asked and asked in new_by_id:
             new_by_id[i] = {**new_by_id[asked], "item_id": i}
-        else:
-            why = why if why is not None else {r["item_id"]: r for r in skips.rows}
-            if asked in why:
-                skips.add(i, why[asked]["stage"], why[asked]["reason"])
+        elif i != asked and asked in why:
+            skips.add(i, why[asked]["stage"], why[asked]["reason"])
 
 
 def not_grounded(items: pa.Table, prompt: PromptConfig, reason: str) -> Grounded:

@@ -91,17 +91,10 @@ class Profiles:
         return profile, rows, unknown
 
     def _content_profile(self, q: UserQuery, text_vector: np.ndarray | None = None):
-        rows, unknown, ts, ws = [], [], [], []
-        for n, h in enumerate(q.history):
-            item_id, timestamp, weight = _entry(h)
-            row = self.v.row_of.get(item_id)
-            if row is None:
-                if n >= q._stored:  # the ids the request sent, not those the store gave (``_known``)
-                    unknown.append(item_id)
-                continue
-            rows.append(row)
-            ts.append(timestamp)
-            ws.append(weight)
+        at: list[int] = []
+        rows, unknown = self._known(q, at)
+        entries = [_entry(q.history[n]) for n in at]
+        ts, ws = [t for _, t, _ in entries], [w for _, _, w in entries]
         profile = None
         if rows:
             ts, ws = latest(ts, self.max_history), latest(ws, self.max_history)
@@ -114,14 +107,17 @@ class Profiles:
             profile = t if profile is None else unit((1 - q.text_weight) * profile + q.text_weight * t)
         return profile, rows, unknown
 
-    def _known(self, q: UserQuery) -> tuple[list[int], list[str]]:
-        """The history's known rows, and the unknown ids the request sent (not those the store gave)."""
+    def _known(self, q: UserQuery, at: list[int] | None = None) -> tuple[list[int], list[str]]:
+        """The history's known rows, and the unknown ids the request sent (not those the store
+        gave: ``UserQuery._stored``); ``at``, when given, gets the known entries' positions."""
         rows, unknown, stored = [], [], q._stored
         for n, h in enumerate(q.history):
             item_id = h if isinstance(h, str) else h.item_id
             row = self.v.row_of.get(item_id)
             if row is not None:
                 rows.append(row)
+                if at is not None:
+                    at.append(n)
             elif n >= stored:
                 unknown.append(item_id)
         return rows, unknown

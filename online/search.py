@@ -39,6 +39,7 @@ class IndexSearch:
         # projected hybrid that is a product per item, too dear to repeat on every request that
         # keeps a place (a flat index scores them with every other item, in ``rank``).
         self.new_vectors = self.indexed(self.new_rows) if len(self.new_rows) and self.flat is None else None
+        self._heads: dict[str, tuple] = {}  # ``_head``'s: name -> (source, rows, their vectors, rows ranked)
 
     @property
     def flat(self) -> FlatScores | None:
@@ -78,7 +79,10 @@ class IndexSearch:
         scores, idx = self.candidates(np.asarray(profiles, dtype=np.float32), max(widths))
         head = self.prior_head(max(widths))
         lifts = [(a.popularity_weight > 0, a.fresh_weight > 0) for a in asks]
-        lists = [r.merge(*self.with_head(profiles[n:n + 1], s_row[None, :w], i_row[None, :w], w, None, head, lift),
+        new_scores = (np.asarray(profiles, np.float32) @ self.new_vectors.T  # the batch's one product, not one a user
+                      if self.new_vectors is not None and any(fresh for _, fresh in lifts) else None)
+        lists = [r.merge(*self.with_head(profiles[n:n + 1], s_row[None, :w], i_row[None, :w], w, None, head, lift,
+                                         new_scores[n:n + 1] if new_scores is not None else None),
                          a.k, a.seen, prior, a.pick)
                  for n, (a, w, s_row, i_row, prior, lift) in enumerate(zip(asks, widths, scores, idx, priors, lifts))]
         for n, (a, w, prior) in enumerate(zip(asks, widths, priors)):
@@ -115,27 +119,40 @@ class IndexSearch:
     def prior_head(self, width: int) -> tuple[np.ndarray, np.ndarray] | None:
         """The ``width`` rows the version's recent prior lifts most (those with a prior above 0,
         ties to the lower row) and their vectors as the index holds them; None without a prior.
-        Built once per prior array (live items replace it) at the widest asked, cut per call."""
+        Built once per prior array (live items replace it)."""
         prior = self.ranker.recent_prior
         if prior is None:
             return None
-        cached = getattr(self, "_head", None)
-        if cached is None or cached[0] is not prior or len(cached[1]) < min(width, cached[3]):
-            order = np.argsort(-prior, kind="stable")
-            rows = order[:max(width, len(cached[1]) if cached is not None and cached[0] is prior else 0)]
-            rows = rows[prior[rows] > 0]
-            self._head = cached = (prior, rows, self.indexed(rows).astype(np.float32), int((prior > 0).sum()))
+        return self._head("recent", prior, lambda: (order := np.argsort(-prior, kind="stable"))[prior[order] > 0], width)
+
+    def popular_head(self, width: int) -> tuple[np.ndarray, np.ndarray]:
+        """The ``width`` most popular rows (``Popularity.order``) and their vectors as the index
+        holds them, built once per popularity (a refresh replaces it)."""
+        popularity = self.ranker.popularity
+        return self._head("popular", popularity, lambda: popularity.order, width)
+
+    def _head(self, name: str, source, ranked, width: int) -> tuple[np.ndarray, np.ndarray]:
+        """The first ``width`` rows of ``ranked()`` (best first) and their vectors as the index
+        holds them: built at the widest asked while ``source`` (what ``ranked`` reads, replaced
+        whole when it changes) is the same, cut per call."""
+        heads = self._heads
+        cached = heads.get(name)
+        if cached is None or cached[0] is not source or len(cached[1]) < min(width, cached[3]):
+            order = ranked()
+            rows = order[:max(width, len(cached[1]) if cached is not None and cached[0] is source else 0)]
+            heads[name] = cached = (source, rows, self.indexed(rows).astype(np.float32), len(order))
         return cached[1][:width], cached[2][:width]
 
     def with_head(self, profiles: np.ndarray, scores: np.ndarray, idx: np.ndarray, width: int,
-                  allowed: np.ndarray | None, head=None, lifts: tuple[bool, bool] = (False, False)
-                  ) -> tuple[np.ndarray, np.ndarray]:
+                  allowed: np.ndarray | None, head=None, lifts: tuple[bool, bool] = (False, False),
+                  new_scores: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
         """An approximate index's candidates (a row per profile row) with the rows a prior lifts
         most beside them, scored exactly against each profile row (a filter's ``allowed``
         applied): ``prior_head``'s (the version's recent prior), and with ``lifts`` the most
         popular (a request's popularity prior) and the best new items (a freshness lift, the
         same for every new item: the best by score), as eval ranks them; ``merge`` keeps each
-        item's best score, so an item in several counts once. FAISS fetches by score alone."""
+        item's best score, so an item in several counts once. FAISS fetches by score alone.
+        ``new_scores``: the profile rows' scores of the new items, when the caller has them (a batch's one product)."""
         profiles = np.asarray(profiles, np.float32)
         head = head if head is not None else self.prior_head(width)
         blocks = [(head[0][:width], profiles @ head[1][:width].T)] if head is not None and len(head[0]) else []
@@ -143,9 +160,9 @@ class IndexSearch:
             rows, vectors = self.popular_head(width)
             blocks.append((rows, profiles @ vectors.T))
         if lifts[1] and self.new_vectors is not None:
-            best = best_of(self.new_vectors, profiles)
-            at = np.argsort(-best, kind="stable")[:width]  # ties to the lower row: new rows ascend
-            blocks.append((self.new_rows[at], profiles @ self.new_vectors[at].T))
+            raw = profiles @ self.new_vectors.T if new_scores is None else new_scores  # profile rows x new items
+            at = np.argsort(-raw.max(axis=0), kind="stable")[:width]  # ties to the lower row: new rows ascend
+            blocks.append((self.new_rows[at], raw[:, at]))
         if not blocks:
             return scores, idx
         for rows, extra in blocks:
@@ -153,16 +170,6 @@ class IndexSearch:
                 extra[:, ~allowed[rows]] = -np.inf
         return (np.hstack([scores, *(extra for _, extra in blocks)]),
                 np.hstack([idx, *(np.broadcast_to(rows, extra.shape) for rows, extra in blocks)]))
-
-    def popular_head(self, width: int) -> tuple[np.ndarray, np.ndarray]:
-        """The ``width`` most popular rows (``Popularity.order``) and their vectors as the index
-        holds them, built once per popularity (a refresh replaces it) at the widest asked."""
-        popularity = self.ranker.popularity
-        cached = getattr(self, "_popular", None)
-        if cached is None or cached[0] is not popularity or len(cached[1]) < min(width, len(popularity.order)):
-            rows = popularity.order[:max(width, len(cached[1]) if cached is not None and cached[0] is popularity else 0)]
-            self._popular = cached = (popularity, rows, self.indexed(rows).astype(np.float32))
-        return cached[1][:width], cached[2][:width]
 
     def candidates(self, profiles: np.ndarray, fetch: int, allowed: np.ndarray | None = None):
         """FAISS's ``fetch`` best (scores, ids) per profile row, within ``allowed``."""

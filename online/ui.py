@@ -30,8 +30,8 @@ from groundrec.online.errors import ERRORS, NotFound, Overloaded, Unavailable, U
 from groundrec.online.guard import KEY_COOKIE as KEY_COOKIE_NAME, usable_key
 from groundrec.online.recommender import Recommender
 from groundrec.online.schemas import RecommendRequest, SearchRequest, validation_line
-from groundrec.online.ui_html import (PLACEHOLDER, grid, joined, max_per_field, page, parse_max_per, segment, split, thumb,
-                                      why)
+from groundrec.online.ui_html import (PLACEHOLDER, grid, joined, max_per_field, page, parse_max_per, root, segment, split,
+                                      thumb, why)
 from groundrec.online.ui_online import mount_online
 from groundrec.shared import artifact
 from groundrec.shared.live_items import IMAGE, image_changed
@@ -76,10 +76,6 @@ class Thumbnails:
                 items = pq.read_table(path.items, columns=[id_column, self._column])
                 self._images = dict(zip(items.column(id_column).to_pylist(), items.column(self._column).to_pylist()))
         self._version = version_id
-
-
-def root(request: Request) -> str:  # the prefix a proxy serves the page under: its links are relative to it
-    return request.scope.get("root_path") or ""
 
 
 def mount_ui(app: FastAPI, rec: Recommender, report_dir: Path | None = None) -> None:

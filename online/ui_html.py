@@ -36,6 +36,10 @@ pre{background:#f6f6f6;padding:.6rem;overflow:auto;max-height:30rem}
 """
 
 
+def root(request) -> str:  # the prefix a proxy serves the page under (``root_path``): its links are relative to it
+    return request.scope.get("root_path") or ""
+
+
 def page(title: str, body: str, version: str | None = None, root: str = "") -> HTMLResponse:
     """A page whose links are relative to ``<base href="{root}/">`` (``root``: the proxy's prefix,
     the request's ``root_path``): served under /api, its links, images and forms stay under /api."""

@@ -22,6 +22,7 @@ from fastapi.responses import HTMLResponse
 from pydantic import ValidationError
 
 from groundrec.online.errors import Disabled, Unavailable
+from groundrec.online.ui_html import root
 from groundrec.shared.events import StoreUnavailable
 
 
@@ -83,5 +84,5 @@ def mount_online(app: FastAPI, rec, page, guarded, version) -> None:
             flush = rec.impressions.flush if rec.impressions is not None else None
             results, plots = await run_in_threadpool(online_report, url, days, flush)
             return page(f"Online: the last {days:g} day{'' if days == 1 else 's'}", render(results, plots, days), version(),
-                        request.scope.get("root_path") or "")
+                        root(request))
         return await guarded(content, request)

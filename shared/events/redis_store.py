@@ -115,11 +115,15 @@ class RedisStore(RedisImpressions, RedisItems):
         self._scripts_for_items()
         self._async = None  # redis.asyncio client of the service's event loop (ahistories)
 
+    def _unavailable(self, e: Exception) -> StoreUnavailable:
+        """``e`` as the store's failure; a timeout came after the call was sent: Redis may have run it."""
+        return StoreUnavailable(f"events store {self.url}: {e}", maybe_done=isinstance(e, self._timeout))
+
     def _call(self, fn, *args):
         try:
             return fn(*args)
-        except self._errors as e:  # a timeout came after the call was sent: Redis may have run it
-            raise StoreUnavailable(f"events store {self.url}: {e}", maybe_done=isinstance(e, self._timeout)) from None
+        except self._errors as e:
+            raise self._unavailable(e) from None
 
     def add(self, events: Sequence[Event]) -> int:
         if not events:
@@ -164,8 +168,8 @@ class RedisStore(RedisImpressions, RedisItems):
             for u in user_ids:
                 pipe.zrange(f"{self.prefix}h:{u}", -limit, -1, withscores=True)
             found = await pipe.execute()
-        except self._errors as e:  # a timeout came after the call was sent: Redis may have run it
-            raise StoreUnavailable(f"events store {self.url}: {e}", maybe_done=isinstance(e, self._timeout)) from None
+        except self._errors as e:
+            raise self._unavailable(e) from None
         return [self._parse(m) for m in found]
 
     def delete_user(self, user_id: str) -> int:
