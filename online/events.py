@@ -143,10 +143,15 @@ class Events:
             raise Unavailable(f"the event store is unavailable, nothing was stored: {e}") from None
 
     def _attributed(self, events: list[Event], found: dict) -> tuple[list[Event], list]:
-        """The events with each ``recommendation_id`` kept only when it names a list shown to
-        that user (or to no user id: a search's, a similar or popular list) that held that item
-        (``found``: the impression each id names; else stored without it: counted, not an
-        error), and the impression each kept id names (None where there is none)."""
+        """The events with each ``recommendation_id`` kept unless it names a list that is in
+        the store and was not shown to that user (nor to no user id: a search's, a similar or
+        popular list), did not hold that item or came after the event (``found``: the impression
+        each id names; such an id is dropped, and the report credits the event by time: counted,
+        not an error), and the impression each id names where it checks out (None elsewhere).
+        An id whose list is not in the store yet is kept as sent: another worker's list may land
+        after the wait (``_await_landing``), and the report, reading the whole log, credits it
+        by id or counts it unverified (dropped here, it was credited by time to whichever list
+        of that user's showed the item last)."""
         out, shown = [], []
         for e in events:
             rid = e.recommendation_id
@@ -154,8 +159,8 @@ class Events:
             ours = m is not None and m.user_id in (None, e.user_id)
             if ours and e.item_id in m.items:
                 e = replace(e, timestamp=id_time(m.timestamp, e.timestamp))  # a clock a little behind the list's
-            if rid and (not ours or e.item_id not in m.items
-                        or not id_in_time(m.timestamp, e.timestamp)):  # the report's rule: credited by time instead
+            if m is not None and (not ours or e.item_id not in m.items
+                                  or not id_in_time(m.timestamp, e.timestamp)):  # the report's rule: by time instead
                 e, m = replace(e, recommendation_id=None), None
             out.append(e)
             shown.append(m)

@@ -261,5 +261,7 @@ class EventsOut(BaseModel):
     duplicates: int = Field(description="events whose event_id was stored before: skipped")
     unknown_items: int | None = Field(description="events whose item the serving version does not hold (kept: the "
                                                   "next job may publish it)")
-    unattributed: int = Field(0, description="events sent with a recommendation_id that is unknown, was shown to "
-                                             "another user or did not show the item: stored without it")
+    unattributed: int = Field(0, description="events sent with a recommendation_id that was shown to another "
+                                             "user, did not show the item or came after the event (stored without "
+                                             "it), or whose list is not in the store yet (stored with it: the "
+                                             "report checks it against the whole log)")

@@ -14,8 +14,10 @@ from groundrec.offline.config import load_job_config
 from groundrec.offline.job import run_job
 from groundrec.online.client import Client
 from groundrec.online.config import ServeConfig
+from groundrec.online.report.attribution import AttributionCounts, attribute
 from groundrec.online.service import create_app
 from groundrec.shared.events import open_store
+from groundrec.shared.events.store import Impression
 from helpers import publish_demo, running
 
 
@@ -82,6 +84,14 @@ def test_answers_carry_ids_their_lists_are_logged_and_feedback_is_credited_only_
             assert early[shown[3]].recommendation_id == rid and early[shown[3]].timestamp == logged.timestamp
             # the search's click keeps its list (else the report credited it to u1's list by time)
             assert [e.recommendation_id for b in store.scan() for e in b if e.type == "cart"] == [s["recommendation_id"]]
+            # an id whose list was not in the store is kept as sent: a list that lands late (a slow
+            # worker's) is credited by id in the report, not by time to u1's other list of that item
+            assert [e.item_id for b in store.scan() for e in b if e.recommendation_id == "f" * 32] == [shown[0]]
+            store.add_impressions([Impression("f" * 32, "u1", logged.timestamp, logged.version, (shown[0],))])
+            counts = AttributionCounts()
+            earned = {m.recommendation_id: engaged for b in attribute(store.scan(), store.scan_impressions(), counts)
+                      for m, engaged in b}
+            assert (0, "view") in earned["f" * 32] and (counts.by_id, counts.unverified) == (4, 0)  # before: 3 by id
         finally:
             store.close()
         batch = httpx.post(url + "/recommend", json={"batch": [{"user_id": "u3", "history": history},
