@@ -10,8 +10,10 @@ a ratio of per-user sums, ``sum(num) / sum(den)``; its spread is taken over user
 - ``delta_interval``: the normal interval of a ratio of sums by the delta method over users
   (the bootstrap's large-sample limit, for many small groups such as days).
 - ``two_sample_test``: two groups holding different users (A/B arms): the difference of two
-  ratios, its standard error by the delta method per group, a two-sided normal p-value
-  (Welch's z on users' linearised contributions; valid for hundreds of users per arm or more).
+  ratios, its standard error by the delta method per group, and a two-sided p-value: Welch's
+  normal z on users' linearised contributions where both groups hold ``PERMUTE_BELOW`` users
+  or more, else a permutation test over users (the normal p of 2 users an arm could read
+  0.003 where no split of 4 users can be rarer than 1 in 6).
 - ``paired_test``: the same users under two systems (interleaving credits, the gate).
 - ``sign_test``: how many users preferred each side (exact binomial up to 2000 users)."""
 
@@ -87,16 +89,46 @@ def delta_interval(num: np.ndarray, den: np.ndarray, alpha: float = 0.05) -> tup
     return r, r - half, r + half
 
 
-def two_sample_test(num_a: np.ndarray, den_a: np.ndarray, num_b: np.ndarray, den_b: np.ndarray) -> dict:
+PERMUTE_BELOW = 500  # users in the smaller group under which ``two_sample_test`` permutes instead of z
+
+
+def two_sample_test(num_a: np.ndarray, den_a: np.ndarray, num_b: np.ndarray, den_b: np.ndarray,
+                    n_perm: int = 10_000, seed: int = 0) -> dict:
     """Whether two groups of different users have the same ratio: ``diff`` = ratio b - ratio a,
-    its standard error, z and the two-sided normal p-value."""
+    its standard error, z, the two-sided p-value and ``test``, how p was found: ``normal``
+    (both groups ``PERMUTE_BELOW`` users or more) or ``permutation`` (``n_perm`` random splits
+    of the pooled users into groups of the same sizes, seeded; p = (splits at least as far
+    apart + 1) / (n_perm + 1))."""
     ra, va = _ratio_var(num_a, den_a)
     rb, vb = _ratio_var(num_b, den_b)
     se = math.sqrt(va + vb) if va == va and vb == vb else math.nan
+    small = min(len(num_a), len(num_b)) < PERMUTE_BELOW
     if not se > 0:  # no users or no spread: nothing to test
-        return {"diff": rb - ra, "se": se, "z": math.nan, "p": math.nan}
+        return {"diff": rb - ra, "se": se, "z": math.nan, "p": math.nan, "test": "permutation" if small else "normal"}
     z = (rb - ra) / se
-    return {"diff": rb - ra, "se": se, "z": z, "p": math.erfc(abs(z) / math.sqrt(2))}
+    if not small:
+        return {"diff": rb - ra, "se": se, "z": z, "p": math.erfc(abs(z) / math.sqrt(2)), "test": "normal"}
+    return {"diff": rb - ra, "se": se, "z": z, "test": "permutation",
+            "p": _permutation_p(np.concatenate([num_a, num_b]), np.concatenate([den_a, den_b]), len(num_a),
+                                abs(rb - ra), n_perm, seed)}
+
+
+def _permutation_p(num: np.ndarray, den: np.ndarray, n_a: int, observed: float, n_perm: int, seed: int) -> float:
+    """The share of random splits of the users (``num``, ``den``: one entry each) into ``n_a``
+    and the rest whose ratios of sums lie at least ``observed`` apart (+1 on both sides)."""
+    num, den = np.asarray(num, np.float64), np.asarray(den, np.float64)
+    n = len(num)
+    side = min(n_a, n - n_a)  # the smaller side is drawn, the other is the rest
+    total_num, total_den = num.sum(), den.sum()
+    rng = np.random.default_rng(seed)
+    extreme, step = 0, max(1, _CELLS // n)
+    for start in range(0, n_perm, step):
+        drawn = np.argpartition(rng.random((min(step, n_perm - start), n)), side - 1, axis=1)[:, :side]
+        s_num, s_den = num[drawn].sum(axis=1), den[drawn].sum(axis=1)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            apart = np.abs(s_num / s_den - (total_num - s_num) / (total_den - s_den))
+        extreme += int((apart >= observed * (1 - 1e-12)).sum())  # NaN (a side with no lists) is not as far apart
+    return (extreme + 1) / (n_perm + 1)
 
 
 def paired_test(a: np.ndarray, b: np.ndarray, n_perm: int = 10_000, seed: int = 0) -> float:

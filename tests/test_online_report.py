@@ -181,6 +181,19 @@ def test_the_two_sample_test_finds_a_planted_difference_and_holds_its_level():
     assert 0.025 <= (null < 0.05).mean() <= 0.085
 
 
+def test_the_two_sample_test_permutes_users_when_an_arm_is_small():
+    ten = np.array([10.0, 10.0])
+    tiny = two_sample_test(np.array([0.0, 0.0]), ten, np.array([1.0, 2.0]), ten)
+    # the normal p was 0.0027; 2 users an arm can be split 6 ways, 2 of them as far apart
+    assert tiny["test"] == "permutation" and 0.25 <= tiny["p"] <= 0.42 and tiny["diff"] == pytest.approx(0.15)
+    rng = np.random.default_rng(3)
+    assert two_sample_test(*_arm(rng, 150, 0.15), *_arm(rng, 150, 0.30))["p"] < 1e-3  # a planted difference
+    null = np.array([two_sample_test(*_arm(rng, 12, 0.2), *_arm(rng, 9, 0.2), n_perm=999, seed=n)["p"]
+                     for n in range(300)])
+    assert 0.01 <= (null < 0.05).mean() <= 0.08
+    assert two_sample_test(*_arm(rng, 500, 0.2), *_arm(rng, 600, 0.2))["test"] == "normal"
+
+
 def test_paired_test_and_sign_test():
     rng = np.random.default_rng(2)
     a = rng.poisson(1.0, 300).astype(float)

@@ -25,10 +25,13 @@ import numpy as np
 import pyarrow as pa
 
 from groundrec.online.report.tally import NO_ARM, SUMS, Tally
-from groundrec.shared.stats import (bootstrap_ratios, delta_interval, holm_adjusted, paired_test, sign_test,
-                                    two_sample_test)
+from groundrec.shared.stats import (PERMUTE_BELOW, bootstrap_ratios, delta_interval, holm_adjusted, paired_test,
+                                    sign_test, two_sample_test)
 
 POOL_CELLS = 200_000_000  # resample x user cells for the pool's share to be worth its start (about 1 s)
+AB_METHODS = {"normal": "two-sample z-test over users, delta-method (Welch) standard error, two-sided normal p",
+              "permutation": f"permutation test over users (fewer than {PERMUTE_BELOW} in an arm): random splits "
+                             "of the pooled users, two-sided p; z and its delta-method (Welch) standard error shown"}
 RATES = {"ctr": ("clicks", "impressions"), "cvr": ("conversions", "impressions"),
          "mean_position": ("position_sum", "engaged")}
 
@@ -106,12 +109,11 @@ def compute(tally: Tally, *, bootstrap: int = 1000, alpha: float = 0.05, seed: i
         both = int(np.isin(ua["user"][ua["user"] >= 0], ub["user"]).sum())
         for metric in ("ctr", "cvr"):
             num, den = RATES[metric]
-            test = two_sample_test(ua[num], ua[den], ub[num], ub[den])
+            test = two_sample_test(ua[num], ua[den], ub[num], ub[den], seed=seed)
+            how = test.pop("test")
             out["ab_tests"].append({"a": a, "b": b, "metric": metric, **{k: _num(v) for k, v in test.items()},
                                     "users_a": int(len(ua["user"])), "users_b": int(len(ub["user"])),
-                                    "users_in_both": both,
-                                    "method": "two-sample z-test over users, delta-method (Welch) standard error, "
-                                              "two-sided normal p"})
+                                    "users_in_both": both, "method": AB_METHODS[how]})
     for metric in ("ctr", "cvr"):  # each metric's tests between arms are one family
         family = [t for t in out["ab_tests"] if t["metric"] == metric]
         for t, p in zip(family, holm_adjusted([math.nan if t["p"] is None else t["p"] for t in family])):
