@@ -260,7 +260,9 @@ def test_the_cli_on_a_sqlite_store_writes_the_report_with_numeric_counts(tmp_pat
         assert got["ctr_ci"][0] < got["ctr"] < got["ctr_ci"][1]
         assert res["versions"][f"v-{arm}"]["users"] == 150
     assert res["attribution"]["unverified"] == 1
+    assert res["arm_versions"]["A"]["v-A"] > 0 and "v-A" not in res["arm_versions"]["B"]
     ctr = next(t for t in res["ab_tests"] if t["metric"] == "ctr" and {t["a"], t["b"]} == {"A", "B"})
+    assert ctr["one_version"] is None
     assert ctr["p"] < 0.001 and ctr["diff"] > 0 and ctr["users_in_both"] == 0 and ctr["p_holm"] == ctr["p"]  # 2 arms
     inter = res["interleaving"][0]
     assert (inter["a"], inter["b"]) == ("A", "B") and inter["wins_b"] > inter["wins_a"] and inter["p_sign"] < 0.01
@@ -274,6 +276,24 @@ def test_the_cli_on_a_sqlite_store_writes_the_report_with_numeric_counts(tmp_pat
             assert rows and all(cells(r) == cells(line) for r in rows), (line, rows)
     pngs = sorted(p.name for p in out.glob("*.png"))
     assert pngs == sorted(res["plots"]) and "per_day.png" in pngs  # matplotlib is installed: a plot, not a note
+
+
+def test_arms_served_by_one_version_are_named_in_the_report(tmp_path):
+    """An arm pinned to a version that did not load is served by the current one under its own
+    name: the report says which versions served each arm, and that the test compared one with itself."""
+    url = f"sqlite:///{tmp_path}/events.db"
+    store = open_store(url)
+    store.add_impressions([Impression(f"r{i}", f"u{i}", T0 + i, "v1", ("i1", "i2"), "AB"[i % 2]) for i in range(60)])
+    store.add([_ev(f"u{i}", "i1", i + 1, f"r{i}") for i in range(0, 60, 3)])
+    store.close()
+    out = tmp_path / "report"
+    r = CliRunner().invoke(app, ["online", "report", "--events", url, "--out", str(out), "--bootstrap", "100"])
+    assert r.exit_code == 0, r.output
+    res = json.loads((out / "results.json").read_text())
+    assert res["arm_versions"] == {"A": {"v1": 30}, "B": {"v1": 30}}
+    assert all(t["one_version"] == "v1" and t["test"] == "permutation" for t in res["ab_tests"])
+    md = (out / "report.md").read_text()
+    assert "Arms A and B were both served by version v1 alone" in md and "A: v1 (30 lists)" in md
 
 
 def test_the_cli_names_a_missing_store_instead_of_creating_one(tmp_path):

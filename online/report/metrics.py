@@ -101,6 +101,11 @@ def compute(tally: Tally, *, bootstrap: int = 1000, alpha: float = 0.05, seed: i
         if kind == "versions":
             out["days_by_version"][name] = _days(cells, mine, alpha)
     out["days"] = _days(cells, np.flatnonzero(known), alpha)
+    # The versions that served each arm's lists (impressions by version): an arm pinned to a
+    # version that did not load is served by the current one, under its own name.
+    out["arm_versions"] = served = {
+        name: {versions[int(c)]: int(n) for c, n in zip(*_sums_by(cells["version"][mine], cells["impressions"][mine]))}
+        for (kind, name), mine in rows.items() if kind == "arms"}
     plain = {name: by_user(cells, np.flatnonzero((cells["arm"] == code) & (cells["interleaved"] == 0) & known))
              for code, name in sorted(arms.items(), key=lambda kv: kv[1]) if name != NO_ARM}  # (none): no experiment
     plain = {name: u for name, u in plain.items() if len(u["user"])}
@@ -113,7 +118,8 @@ def compute(tally: Tally, *, bootstrap: int = 1000, alpha: float = 0.05, seed: i
             how = test.pop("test")
             out["ab_tests"].append({"a": a, "b": b, "metric": metric, **{k: _num(v) for k, v in test.items()},
                                     "users_a": int(len(ua["user"])), "users_b": int(len(ub["user"])),
-                                    "users_in_both": both, "method": AB_METHODS[how]})
+                                    "users_in_both": both, "test": how, "method": AB_METHODS[how],
+                                    "one_version": _one_version(served, a, b)})
     for metric in ("ctr", "cvr"):  # each metric's tests between arms are one family
         family = [t for t in out["ab_tests"] if t["metric"] == metric]
         for t, p in zip(family, holm_adjusted([math.nan if t["p"] is None else t["p"] for t in family])):
@@ -128,6 +134,19 @@ def compute(tally: Tally, *, bootstrap: int = 1000, alpha: float = 0.05, seed: i
         out[kind][name] = summary(per_user, coverage=tally.coverage(**{kind[:-1]: name}), **level,
                                   resampled=got.result() if isinstance(got, Future) else got)
     return out
+
+
+def _sums_by(codes: np.ndarray, weights: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The distinct ``codes`` and the sum of ``weights`` for each."""
+    distinct, inverse = np.unique(codes, return_inverse=True)
+    return distinct, np.bincount(inverse, weights=weights, minlength=len(distinct))
+
+
+def _one_version(served: dict, a: str, b: str) -> str | None:
+    """The version that served every list of both arms (their A/B test then compares a version
+    with itself), else None."""
+    both = set(served.get(a, {})) | set(served.get(b, {}))
+    return next(iter(both)) if len(both) == 1 else None
 
 
 def _bootstraps(groups: dict, bootstrap: int, alpha: float, seed: int,

@@ -72,15 +72,22 @@ def _sections(r: dict) -> list[tuple[str, list[str], tuple | None]]:
         f"engaged items. Intervals at {1 - s['alpha']:.0%}, the user the unit."], None)]
     out.append(("Per version", [f"Intervals: bootstrap over users ({s['bootstrap']} resamples, seed {s['seed']})."],
                 _group_table(r["versions"], "version")))
-    out.append(("Per arm", ["An arm's lists: those logged with it, interleaved or not."], _group_table(r["arms"], "arm")))
+    served = r.get("arm_versions", {})
+    out.append(("Per arm", ["An arm's lists: those logged with it, interleaved or not. Served by: " + "; ".join(
+        f"{arm}: " + ", ".join(f"{v} ({n} lists)" for v, n in sorted(vs.items())) for arm, vs in served.items())
+        + ". An arm served by a version other than its own (its pinned version did not load, or not yet) is "
+          "served by the current one under its own name."], _group_table(r["arms"], "arm")))
     if r["ab_tests"]:
         rows = [[t["a"], t["b"], t["metric"], _g(t["diff"]), _g(t["se"]), _g(t["p"]), _g(t.get("p_holm")),
-                 f"{t['users_a']} / {t['users_b']}", str(t["users_in_both"])] for t in r["ab_tests"]]
+                 t.get("test", ""), f"{t['users_a']} / {t['users_b']}", str(t["users_in_both"])] for t in r["ab_tests"]]
+        same = sorted({(t["a"], t["b"], t["one_version"]) for t in r["ab_tests"] if t.get("one_version")})
         out.append(("A/B tests between arms", [
-            f"{r['ab_tests'][0]['method']}; diff = b − a; lists not interleaved only. p (Holm): adjusted over "
-            "every pair of arms on the same metric (with more than two arms, read that one). Users in both arms "
-            "break the test's independence: it should be 0 with sticky assignment."],
-            (["a", "b", "metric", "diff", "se", "p", "p (Holm)", "users a / b", "in both"], rows)))
+            "; ".join(sorted({t["method"] for t in r["ab_tests"]})) + "; diff = b − a; lists not interleaved only. "
+            "p (Holm): adjusted over every pair of arms on the same metric (with more than two arms, read that one). "
+            "Users in both arms break the test's independence: it should be 0 with sticky assignment.",
+            *(f"Arms {a} and {b} were both served by version {v} alone: their test compares that version with "
+              "itself." for a, b, v in same)],
+            (["a", "b", "metric", "diff", "se", "p", "p (Holm)", "p by", "users a / b", "in both"], rows)))
     if r["interleaving"]:
         rows = [[t["a"], t["b"], str(t["users"]), f"{t['wins_a']} / {t['wins_b']} / {t['ties']}",
                  _fmt(t["preference_a"]), _g(t["p_sign"]), _g(t["p_paired"]), _g(t.get("p_paired_holm"))]
