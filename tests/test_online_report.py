@@ -56,6 +56,13 @@ def test_an_id_that_does_not_check_out_is_unverified_and_not_credited_by_the_win
     assert (counts.unverified, counts.by_id, counts.by_window, counts.unattributed, counts.events) == (4, 0, 0, 0, 4)
 
 
+def test_a_list_logged_after_a_later_one_is_still_found_by_its_id():
+    """A log in write order (Redis, several workers) is only nearly in time order: r1 was
+    written after r2 though shown before it; the event naming r1 comes between them."""
+    got, counts = _run([_ev("u", "x", 100.2, "r1")], [_imp("r2", "u", 100.5, ["x"]), _imp("r1", "u", 100.0, ["x"])])
+    assert got == {"r1": [(0, "click")], "r2": []} and (counts.by_id, counts.unverified) == (1, 0)
+
+
 def test_without_an_id_the_latest_list_showing_the_item_to_the_user_within_the_window():
     imps = [_imp("r1", "u1", 0, "abc"), _imp("r2", "u1", 10, "ad"), _imp("r3", "u2", 15, "a")]
     events = [_ev("u1", "a", 20),  # r2: latest showing a to u1 (r3 is u2's)

@@ -217,7 +217,7 @@ def attribute_columns(events: Iterable[pa.Table], impressions: Iterable[pa.Table
 
     for chunk in _gather(events, keep):
         ts = chunk["timestamp"].to_numpy()
-        pull(float(ts.max()))
+        pull(float(ts.max()) + CLOCK_SKEW_S)  # past the chunk: a log in write order (Redis) is only nearly in time order
         ev, g, pos, n_id, named = _credit(held, ts, chunk["user_id"].combine_chunks(), chunk["item_id"].combine_chunks(),
                                           chunk["recommendation_id"].combine_chunks(), window_s, id_window_s)
         if len(ev):
