@@ -20,11 +20,12 @@ from pydantic_core import to_json
 
 from groundrec.online.config import ServeConfig
 from groundrec.online.errors import Disabled, NotFound, Unavailable, Unprocessable
+from groundrec.online.schemas import CONTROL
 from groundrec.shared.events import ItemChange, StoreUnavailable
 from groundrec.shared.live_items import LiveItem, epoch_seconds, fold
 
 log = logging.getLogger("groundrec.serve")
-BAD_ID = re.compile(r"[\x00-\x1f\x7f]")
+BAD_ID = re.compile(f"[{CONTROL}]")
 MAX_ID_CHARS = 256
 DOT_SEGMENTS = {".", ".."}
 ROUTE_TAILS = ("/similar", "/thumbnail")  # the routes after an id (service._catch_alls_last)

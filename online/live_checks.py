@@ -71,6 +71,10 @@ def check_changes(retriever, changes: list[tuple[str, str, dict]], must_exist: b
     allowed = set(catalog_columns(v.items.column_names, v.manifest.id_column)) | set(CONTROL)
     schema = v.items.schema
     for item_id, op, fields in changes:
+        unknown = sorted(set(fields) - allowed)  # named first: a misspelt text column left the item no text
+        if unknown:
+            raise Unprocessable(f"item {item_id!r}: unknown column(s) {unknown}; the columns an item may have: "
+                                f"{sorted(allowed)}")
         exists = item_id in v.row_of and not (live is not None and item_id in live.deleted)
         # a PUT gives the item's columns whole (its text embedded anew), a patch of a catalog column may change it
         if must_exist and retriever.encoder is None and needs_text(op, fields):
@@ -85,10 +89,6 @@ def check_changes(retriever, changes: list[tuple[str, str, dict]], must_exist: b
                 and not fields.get(image):  # the next job would leave it out too
             raise Unprocessable(f"item {item_id!r} has nothing to embed: its text columns "
                                 f"{v.manifest.catalog_text_columns} are empty and it has no {image!r}")
-        unknown = sorted(set(fields) - allowed)
-        if unknown:
-            raise Unprocessable(f"item {item_id!r}: unknown column(s) {unknown}; the columns an item may have: "
-                                f"{sorted(allowed)}")
         typed = {c: val for c, val in fields.items() if c in schema.names}
         for column, value in typed.items():
             if not held(value, schema.field(column).type):
@@ -104,6 +104,8 @@ def held(value, kind: pa.DataType) -> bool:
         stored = pa.array([value], kind)[0].as_py()
     except (pa.ArrowInvalid, pa.ArrowTypeError, TypeError, OverflowError):
         return False
+    if isinstance(value, bool) and not pa.types.is_boolean(kind):
+        return False  # true is no price (Arrow stores it as 1.0)
     if isinstance(value, float) and (pa.types.is_integer(kind) or pa.types.is_temporal(kind)):
         return value.is_integer()  # not cut to a whole number (of the column's unit)
     if pa.types.is_floating(kind) and isinstance(value, int | float) and not isinstance(value, bool):

@@ -224,8 +224,10 @@ def result_out(r: Result, version: str) -> ResultOut:
 
 
 # An id the event store keeps: no control characters (as the items API's ids; a store may join
-# ids with one, e.g. the Redis store's history members).
-Id = Annotated[Text, Field(min_length=1, max_length=256, pattern=r"^[^\x00-\x1f\x7f]+$")]
+# ids with one, e.g. the Redis store's history members), C0, DEL and C1, nor the line and
+# paragraph separators (a log line or a CSV row split in two).
+CONTROL = r"\x00-\x1f\x7f-\x9f\u2028\u2029"  # a regex character class's ranges
+Id = Annotated[Text, Field(min_length=1, max_length=256, pattern=rf"^[^{CONTROL}]+$")]
 _ID = TypeAdapter(Id)
 
 

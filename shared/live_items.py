@@ -25,9 +25,18 @@ DERIVED = frozenset({"image_uri", "image_sha256", "parse_ok", "parse_error", "fr
                      *CONTROL})
 
 
+GROUNDED = frozenset({"image_uri", "image_sha256", "parse_ok", "parse_error", "from_cache", "grounded",
+                      "ground_error", "ground_seconds"})  # with ``vlm_*``: what the job reads from the image
+
+
 def derived(column: str) -> bool:
     """Whether the job, not the catalog, writes ``column``."""
     return column.startswith("vlm_") or column in DERIVED
+
+
+def grounded(column: str) -> bool:
+    """Whether the job derives ``column`` from the item's image (gone when the image changes)."""
+    return column.startswith("vlm_") or column in GROUNDED
 
 
 def catalog_columns(columns: Iterable[str], id_column: str = "item_id") -> list[str]:
@@ -130,12 +139,13 @@ def record(item: LiveItem, base: Mapping | None, columns: Iterable[str], id_colu
     price sent as 20 in a float column is 20.0, as the job's template renders it)."""
     row = {c: None for c in columns}
     moved = image_changed(item, base, image_column)
-    for c in row:  # a PUT is the item whole: its rules (hidden, available_until) are what it sends, as in fold
-        if base is not None and (not item.whole or (derived(c) and c not in CONTROL and not moved)):
+    for c in row:  # a PUT is the item whole: its rules (hidden, available_until) are what it sends, as in fold;
+        # what the job derived from its interactions (first_seen, counts) stays, from its image only while it is the same
+        if base is not None and (not item.whole or (derived(c) and c not in CONTROL and not (moved and grounded(c)))):
             row[c] = base.get(c)
     if moved:
         for c in row:
-            if c.startswith("vlm_") or c in ("grounded", "parse_ok", "image_sha256", "image_uri", "from_cache"):
+            if grounded(c):
                 row[c] = None
     row.update({k: v for k, v in item.fields.items() if k in row})
     if schema is not None:

@@ -87,6 +87,7 @@ def test_bad_events_get_4xx_naming_the_problem_and_store_nothing(published, even
                             ({"events": [{"item_id": "i"}]}, "user_id"),
                             ({"events": [{**ok, "user_id": "x" * 300}]}, "user_id"),
                             ({"events": [{**ok, "item_id": "a\x1fb"}]}, "item_id"),  # no control characters in ids
+                            ({"events": [{**ok, "item_id": "a\u2028b"}]}, "item_id"),  # nor line separators
                             ({"events": [{**ok, "timestamp": -5}]}, "timestamp"),
                             # a clock two days ahead: it would be the newest event for ever (the job's
                             # window, the gate's cutoff and the online report all anchor there)

@@ -146,6 +146,7 @@ def test_a_write_while_both_compute_processes_are_dead_is_still_checked_before_i
     ("put", "/items/x1", {**NEW, "description": "a" * 20_000}, 422, "max_item_chars"),
     ("put", "/items/x1", {**NEW, "title": {"nested": 1}}, 422, "flat object"),
     ("put", "/items/bad%01id", NEW, 422, "control character"),
+    ("put", "/items/bad%C2%85id", NEW, 422, "control character"),  # C1 (NEL): a log line cut in two
     ("put", "/items/q%FFq", NEW, 400, "not UTF-8"),  # read as q\ufffdq, one id with q%FEq (a Latin-1 client's é)
     ("delete", "/users/", None, 422, "user_id"),  # an erasure is recorded for no id /events could have stored
     ("delete", "/users/u%01", None, 422, "control character"),

@@ -27,6 +27,7 @@ def retriever(tmp_path_factory, tiny_vlm):
 
 @pytest.mark.parametrize("change, error, says", [
     (("x1", "put", {**NEW, "size": "L"}), Unprocessable, "unknown column(s) ['size']"),
+    (("x1", "put", {"titel": "zebra coat"}), Unprocessable, "unknown column(s) ['titel']"),  # not "nothing to embed"
     (("x1", "put", {**NEW, "vlm_text": "forged"}), Unprocessable, "vlm_text"),  # the job derives it
     (("x1", "put", {**NEW, "title": 7}), Unprocessable, "column 'title' holds string, not 7"),
     (("ghost", "patch", {"hidden": True}), NotFound, "no item 'ghost' to patch"),
@@ -42,7 +43,7 @@ def test_a_change_the_version_cannot_take_is_refused_naming_it(retriever, change
     (19.99, "int64", False),  # Arrow would store 19
     (20.0, "int64", True), (20, "float64", True), (0.1, "float32", True),  # the column's own precision
     ("x", "list<string>", False), (["x"], "list<string>", True),  # a scalar is not a list of it
-    (True, "int64", False), (7, "string", False), (None, "int64", True),
+    (True, "int64", False), (True, "float64", False), (True, "bool", True), (7, "string", False), (None, "int64", True),
     (1.5, "timestamp[s]", False), (1.0, "timestamp[s]", True),  # not cut to whole seconds
     (1e300, "float32", False), (1e30, "float32", True),  # overflows to inf; within range
 ])
@@ -51,7 +52,7 @@ def test_a_value_is_held_only_where_its_column_keeps_what_it_says(value, kind, o
 
     from groundrec.online.live_checks import held
 
-    types = {"int64": pa.int64(), "float64": pa.float64(), "float32": pa.float32(), "string": pa.string(),
+    types = {"int64": pa.int64(), "float64": pa.float64(), "float32": pa.float32(), "string": pa.string(), "bool": pa.bool_(),
              "list<string>": pa.list_(pa.string()), "timestamp[s]": pa.timestamp("s")}
     assert held(value, types[kind]) is ok
 

@@ -49,6 +49,12 @@ def test_record_keeps_grounded_fields_unless_the_image_changed():
     same = LiveItem("x", {"image": "x.jpg", "title": "new"}, whole=False)  # a feed re-sending the same image
     assert record(same, base, columns)["vlm_text"] == "a red dress"
     assert record(LiveItem("x", {"title": "no image"}, whole=True), base, columns)["vlm_text"] is None
+    # what the job learned of it from interactions is not the image's: /latest and the prior keep it
+    seen = {**base, "first_seen": 1e9, "recent_interactions": 3, "ground_error": "", "parse_error": ""}
+    for item in (LiveItem("x", {"title": "new", "image": "y.jpg"}, whole=True), moved):
+        row = record(item, seen, list(seen))
+        assert (row["first_seen"], row["recent_interactions"]) == (1e9, 3)
+        assert row["ground_error"] is None and row["parse_error"] is None and row["vlm_text"] is None
     assert catalog_columns(columns) == ["title", "image", "price"]
     # rules the job took in as columns: a patch keeps them, a PUT is the item whole (as fold reads it), whatever its image
     ruled = {**base, "hidden": True, "available_until": 4e9, "image_uri": "x.jpg"}
