@@ -96,15 +96,16 @@ class VersionHolder:
         apply_or_skip((lambda batch: backend.apply_live((batch, None))) if vectors is None else
                       (lambda batch: vectors.apply(backend, batch)), items, backend.version_id)
 
-    def _with_live(self, backend: Backend) -> None:
+    def _with_live(self, backend: Backend, close: bool = True) -> None:
         """Give a backend about to serve every live item: the bulk first, then, under the lock
         its caller holds while it swaps the backend in, what arrived meanwhile (skipped when
-        applied already). One that fails is closed (never swapped in: its processes stopped)."""
+        applied already). One that fails is closed unless ``close`` is False (an arm's, serving on)."""
         try:
             if self.live:
                 self._apply(backend, list(dict(self.live).values()))  # a copy: applied to meanwhile
         except BaseException:
-            backend.close()
+            if close:  # never swapped in: its processes stopped
+                backend.close()
             raise
 
     def build(self, version_id: str) -> Backend:
@@ -186,8 +187,7 @@ class VersionHolder:
         reused = None if restart else self.pinned.get(wanted)  # an arm's backend becomes current: no second copy
         try:
             serving = reused if reused is not None and reused.alive else self.build(wanted)
-            if serving is not reused:  # an arm's backend holds every live item already (never closed here)
-                self._with_live(serving)  # the bulk, while the old version still serves
+            self._with_live(serving, close=serving is not reused)  # the bulk (an arm's: what it missed, skipped)
         except Exception as e:  # a broken version must never take the service down
             if restart:  # nothing rejected (tried again next check): no reload failure counted
                 log.error("version %s: its compute process could not be restarted: %s", wanted, e)

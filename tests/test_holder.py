@@ -86,6 +86,28 @@ def test_live_items_reach_the_pinned_arm_and_survive_a_hot_swap(two_versions):
         artifact.activate(artifacts, second)
 
 
+def test_a_pinned_arm_made_current_catches_up_on_the_live_changes_it_missed(two_versions):
+    """A change the arm could not take (its compute call failed: logged and skipped) was never
+    applied to it again: made current, it served an item deleted meanwhile."""
+    from groundrec.shared.live_items import LiveItem
+
+    artifacts, first, second = two_versions
+    holder = _holder(artifacts, [{"name": "A"}, {"name": "B", "version": first}])
+    item = LiveItem("live-y", {"title": "quokka lantern", "description": "A quokka lantern."}, True, 1.0, 1.0, 1)
+    try:
+        assert holder.check()
+        arm = holder.backend(first)
+        holder.live[item.item_id] = item  # where apply_live leaves it when the arm's call failed (skipped):
+        holder._apply(holder.current, [item])  # held, applied to the current version alone
+        assert "live-y" not in arm.retriever.v.row_of
+        artifact.activate(artifacts, first)  # the arm's backend becomes current
+        assert holder.check() and holder.current is arm
+        assert arm.retriever.search("quokka lantern", k=1).items[0].item_id == "live-y"
+    finally:
+        holder.stop()
+        artifact.activate(artifacts, second)
+
+
 def test_a_live_change_a_version_cannot_take_is_skipped_and_blocks_nothing(two_versions, caplog):
     """A change stored through another version (a column of another type there) cannot be
     applied here: skipped and logged, the others applied, and a swap to this version is not
