@@ -154,11 +154,13 @@ class LiveOverlay:
         v, now = self.r.v, time.time()
         todo, rows, texts, olds, quick, in_place = self._plan(items)
         computed: dict[str, np.ndarray] = {}
-        items_now = patched(v.items, [(old, values) for _, old, _, values in in_place if values], COMBINE_CHUNKS)
+        ruled = [(item, old, self._ruled(item, old)) for item, old in quick if not item.deleted]
+        items_now = patched(v.items, [(old, values) for _, old, _, values in in_place if values]
+                            + [(old, columns) for _, old, (_, columns) in ruled if columns], COMBINE_CHUNKS)
         if rows:
             content = self._vectors(rows, texts, vectors or {}, computed)
             table = pa.Table.from_pylist([row for _, row in rows], schema=v.items.schema)
-        if in_place:
+        if in_place or any(columns for _, _, (_, columns) in ruled):
             v.items = items_now
             self.r._groups.clear()  # max_per's groups read the columns
             for item, old, row, _ in in_place:
@@ -170,9 +172,8 @@ class LiveOverlay:
                 self.deleted.add(item.item_id)
                 if old is not None:
                     self.removed.add(old)
-            else:  # hidden, shown again, a new end of sale: the row's rules change, no new row
-                kept = {} if item.whole else self._published_rules.get(self._published.get(item.item_id, old), {})
-                self._rule(old, {**kept, **item.fields}, now)  # the version's rules: its published row's
+        for _, old, (rules, _) in ruled:  # hidden, shown again, a new end of sale: the row's rules change, no new row
+            self._rule(old, rules, now)
         for item in todo:
             self.applied[item.item_id] = item.seq
             self.states[item.item_id] = item
@@ -185,6 +186,14 @@ class LiveOverlay:
                     self.first_seen[item.item_id], self.first_seen_changes = item.first_seen, self.first_seen_changes + 1
         self.frozen = frozenset(self.removed)
         return computed
+
+    def _ruled(self, item: LiveItem, old: int) -> tuple[dict, dict]:
+        """A rules-only change's rules (a patch's over its published row's) and the item table's
+        columns of them to write over its row (a version whose job took them in as columns)."""
+        kept = {} if item.whole else self._published_rules.get(self._published.get(item.item_id, old), {})
+        rules = {**kept, **item.fields}  # the version's rules: its published row's
+        names = self.r.v.items.column_names
+        return rules, {c: rules.get(c) for c in CONTROL if c in names and (item.whole or c in rules)}
 
     def _vectors(self, rows, texts, given, computed) -> np.ndarray:
         """The rows' vectors: ``given`` (by the primary) or encoded here (kept in ``computed``)."""

@@ -376,3 +376,27 @@ def test_a_changed_unbought_item_is_mapped_from_its_new_text_and_a_bought_one_ke
     assert not np.allclose(v.collab_item[changed], before[cold[1]][1])  # made again from the new text
     np.testing.assert_array_equal(v.collab_item[kept], before[bought][1])  # what its buyers taught, kept
     np.testing.assert_array_equal(v.collab_query[kept], before[bought][0])
+
+
+def test_a_rules_only_change_writes_the_version_s_rule_columns_too(serving):
+    """A version whose job took hidden and available_until in as columns: hiding, showing or
+    ending an item changed whether answers showed it, not its row, so GET /items and a filter
+    on the column read the old rule."""
+    import pyarrow as pa
+
+    _, pub = serving
+    vid = artifact.current_version(pub["artifacts"])
+    s = build_serving(ServeConfig(artifacts=pub["artifacts"], events="none", compute="thread"), vid,
+                      artifact.locate(pub["artifacts"], vid))
+    r = s.retriever
+    n = r.v.index.ntotal
+    r.v.items = r.v.items.append_column("hidden", pa.array([False] * n)).append_column(
+        "available_until", pa.array([None] * n, pa.float64()))
+    target = r.v.item_ids[3]
+    row = r.v.row_of[target]
+    column = lambda name: r.v.items.column(name)[row].as_py()  # noqa: E731
+    s.apply_live(([LiveItem(target, {"hidden": True}, whole=False, seq=1)], None))
+    assert column("hidden") is True and r.v.index.ntotal == n and row in r.live.excluded()
+    s.apply_live(([LiveItem(target, {"hidden": False, "available_until": 4e9}, whole=False, seq=2)], None))
+    assert (column("hidden"), column("available_until")) == (False, 4e9) and row not in r.live.excluded()
+    assert r.v.items.column("hidden").to_pylist().count(True) == 0 and r.v.index.ntotal == n  # no new row
