@@ -145,7 +145,12 @@ class LiveCatalog:
                 self.events.store().add_item_changes(rows)
             except StoreUnavailable as e:
                 raise Unavailable(e.reply()) from None
-            self.sync()
+            try:
+                self.sync()
+            except Exception as e:  # stored: no error may say it was not (a retried DELETE would answer 404)
+                raise Unavailable(f"stored durably, not yet applied here ({type(e).__name__}: {e}): the server "
+                                  f"applies it as soon as it can (it retries every live_poll_s); sent again, it "
+                                  f"is stored again") from None
             for t in ok:
                 t.answer = {"accepted": len(t.changes), "applied_through": self.applied}
         except Exception as e:  # the whole group's (no version, the store, the compute process)

@@ -140,6 +140,34 @@ def test_a_write_while_both_compute_processes_are_dead_is_still_checked_before_i
         s.close()
 
 
+def test_a_change_stored_but_not_applied_is_answered_as_stored_and_applied_after(published, tmp_path):
+    """The apply after the commit failed (a compute call): the answer was that call's error, as
+    if nothing was stored, and a client retrying a DELETE then got a 404."""
+    store = f"sqlite:///{tmp_path}/events.db"
+    app = create_app(_cfg(published, store, compute="thread", reload_interval_s=60))
+    with running(app) as url:
+        holder = app.state.holder
+        fail = [True]
+
+        def once(items, real=holder.apply_live):
+            if fail.pop() if fail else False:
+                raise RuntimeError("compute call failed")
+            return real(items)
+
+        holder.apply_live = once
+        r = httpx.put(url + "/items/late1", json={**NEW, "title": "quokka raincoat"}, timeout=60)
+        assert r.status_code == 503 and "stored durably, not yet applied" in r.json()["detail"], r.text
+        deadline = time.monotonic() + 30  # the follower applies it (live_poll_s)
+        while "late1" not in _ids(httpx.post(url + "/search", json={"text": "quokka raincoat", "k": 3})):
+            assert time.monotonic() < deadline
+            time.sleep(0.1)
+    s = open_store(store)
+    try:
+        assert [c.item_id for c in s.item_changes()] == ["late1"]
+    finally:
+        s.close()
+
+
 @pytest.mark.parametrize("method, path, body, status, says", [
     ("put", "/items/x1", {**NEW, "colour_code": 3}, 422, "colour_code"),
     ("put", "/items/x1", {**NEW, "vlm_text": "forged"}, 422, "vlm_text"),
