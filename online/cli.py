@@ -116,20 +116,28 @@ def loadtest(
 events_app = typer.Typer(help="The event log: export it as interactions for the nightly job.")
 
 
-def _since(text: Optional[str]) -> Optional[float]:
-    """Seconds since the epoch, from a number or an ISO date/time (UTC when it has no zone)."""
+def _since(text: Optional[str], option: str = "--since") -> Optional[float]:
+    """Seconds since the epoch, from a number or an ISO date/time (UTC when it has no zone); a
+    number past tomorrow is refused (milliseconds: ``prune --before`` would erase every event)."""
     if text is None:
         return None
     try:
-        return float(text)
+        value = float(text)
     except ValueError:
-        pass
+        value = None
+    if value is not None:
+        import time
+
+        if not value < time.time() + 86_400:
+            raise typer.BadParameter(f"{option} {text!r} is past tomorrow: give seconds since the epoch (not "
+                                     f"milliseconds) or an ISO date such as 2026-11-30")
+        return value
     from datetime import datetime, timezone
 
     try:
         when = datetime.fromisoformat(text)
     except ValueError:
-        raise typer.BadParameter(f"--since {text!r}: give seconds since the epoch or an ISO date such as 2026-11-30")
+        raise typer.BadParameter(f"{option} {text!r}: give seconds since the epoch or an ISO date such as 2026-11-30")
     return (when if when.tzinfo else when.replace(tzinfo=timezone.utc)).timestamp()
 
 
@@ -180,7 +188,7 @@ def events_prune(
     if keep_days is None and before is None and impressions_keep_days is None:
         fail(ValueError("give --keep-days or --before (events), and/or --impressions-keep-days (impressions)"))
     now = time.time()
-    cutoff = now - keep_days * 86_400 if keep_days is not None else _since(before)
+    cutoff = now - keep_days * 86_400 if keep_days is not None else _since(before, "--before")
     shown_cutoff = None if impressions_keep_days is None else now - impressions_keep_days * 86_400
     try:
         store = open_existing(events)

@@ -114,6 +114,9 @@ def test_prune_erases_old_impressions_alone_or_with_the_events(tmp_path):
         assert [e.event_id for b in store.scan() for e in b] == ["e-new"]
     finally:
         store.close()
+    code, output = prune("--before", str(now * 1000))  # milliseconds: every event would go
+    assert code == 2 and "not milliseconds" in output and "--before" in output
+    assert [e.event_id for b in open_store(events_url).scan() for e in b] == ["e-new"]
     code, output = prune("--keep-days", "5", "--before", "2020-01-01")
     assert code == 2 and "not both" in output
     code, output = prune()
