@@ -77,6 +77,10 @@ class SequenceEncoder:
         try:
             self.meta = json.loads((self.directory / SEQUENCE_CONFIG).read_text())
             table = np.load(self.directory / self.meta["items"])
+            # W, b of live items' rows, read now like every array of a version (a file read at the
+            # first PUT could be gone by then: a cached remote version evicted while it serves)
+            with np.load(self.directory / self.meta.get("project", SEQUENCE_PROJECT)) as f:
+                self._project = (f["W"].astype(np.float32), f["b"].astype(np.float32))
         except (OSError, ValueError, KeyError) as e:
             raise UserError(f"sequence encoder at {self.directory}: cannot read it ({e})") from None
         self.max_len, n_items = int(self.meta["max_len"]), int(self.meta["n_items"])
@@ -87,7 +91,6 @@ class SequenceEncoder:
         # (buffer, items): the buffer's rows past the items are zeros, the first of them the pad.
         # Added items fill its spare rows (grown twice as big when full), so an add copies nothing.
         self._rows = (table, n_items)
-        self._project: tuple[np.ndarray, np.ndarray] | None = None  # W, b: read when items are first added
         opts = ort.SessionOptions()
         if threads:  # set on purpose: onnxruntime would otherwise take every core
             opts.intra_op_num_threads = threads
@@ -139,9 +142,6 @@ class SequenceEncoder:
         row of (a changed item re-embedded: -1 for a new item), whose learned id part (its row
         less the projection of its inputs, ``replaced_inputs``, one per such row) it keeps, so
         that a changed text does not make the encoder forget what it learned of the item."""
-        if self._project is None:
-            with np.load(self.directory / self.meta.get("project", SEQUENCE_PROJECT)) as f:
-                self._project = (f["W"].astype(np.float32), f["b"].astype(np.float32))
         w, b = self._project
         if inputs.shape[1] != w.shape[1]:
             raise UserError(f"sequence encoder at {self.directory}: new items' inputs have {inputs.shape[1]} "

@@ -278,3 +278,20 @@ def test_the_gate_scores_a_version_that_defaults_to_the_encoder_as_the_service_a
             mean = np.stack([v["vectors"][r].mean(0) for r in rows])
             assert got != [_expected(v, h, 10) for h in v["histories"]] and got[0][0] == v["ids"][int(np.argmax(
                 np.where(np.isin(np.arange(N_ITEMS), rows[0]), -np.inf, v["vectors"] @ mean[0])))]
+
+
+def test_the_encoder_reads_its_live_items_projection_at_load(versions, tmp_path):
+    """The projection was read at the first live item, after the version's rows were added: a
+    cached remote version evicted while it served failed there, half applied, and every retry
+    appended its rows again."""
+    import shutil
+
+    source = artifact.VersionFiles(versions["seq"]).sequence_dir
+    copy = tmp_path / "sequence"
+    shutil.copytree(source, copy)
+    encoder = SequenceEncoder(copy)
+    with np.load(copy / SEQUENCE_PROJECT) as f:
+        row = f["W"] @ versions["vectors"][3] + f["b"]
+    (copy / SEQUENCE_PROJECT).unlink()  # gone from the disk after the load
+    encoder.add_items(versions["vectors"][3:4].astype(np.float32))
+    assert encoder.n_items == N_ITEMS + 1 and np.allclose(encoder.table[N_ITEMS], row, atol=1e-5)
