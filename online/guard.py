@@ -101,8 +101,9 @@ def is_write(method: str, path: str) -> bool:
 
 def is_private(scope, path: str) -> bool:
     """Reads a read-only key may not make: the web page's view of a user by id
-    (``/ui/user?user_id=...``) lists that user's stored history, which no API route shows (a
-    storefront holding the read key must not list anyone's purchases)."""
+    (``/ui/user?user_id=...``) lists that user's stored history, which no API route shows. A
+    list for a ``user_id`` leaves that user's stored items out, so the read key can still infer
+    them by asking (docs/operations.md, "Keys"): it belongs on a storefront's server."""
     return path == "/ui/user" and any(
         name == "user_id" and value for name, value in parse_qsl(scope.get("query_string", b"").decode("latin-1")))
 

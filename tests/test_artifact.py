@@ -242,6 +242,32 @@ def test_a_remote_version_caught_mid_upload_is_refused_and_never_cached(tmp_path
     assert (fetch_version(uri, vid, tmp_path / "cache") / "data.bin").read_bytes() == b"payload"
 
 
+def test_a_remote_object_key_reaching_outside_the_version_is_refused_before_anything_is_written(tmp_path):
+    """Object stores allow '..' in keys: it was written outside the local copy, before the
+    manifest's checksums were read."""
+    from groundrec.shared.artifact.store import fetch_version
+
+    vid = _publish_one(tmp_path / "root", b"payload")
+    fs, uri = _to_memory(tmp_path / "root", tmp_path.name + "-escape")
+    fs.pipe_file(f"{uri}/versions/{vid}/../../../../escaped.txt", b"x")
+    with pytest.raises(UserError, match="not a file name inside version folder"):
+        fetch_version(uri, vid, tmp_path / "deep" / "cache")
+    assert not list(tmp_path.rglob("escaped.txt")) and not (tmp_path / "deep" / "cache" / vid).exists()
+
+
+def test_a_version_cache_of_another_user_is_refused(tmp_path, monkeypatch):
+    import os
+
+    from groundrec.shared.artifact.store import fetch_version
+
+    vid = _publish_one(tmp_path / "root", b"payload")
+    _, uri = _to_memory(tmp_path / "root", tmp_path.name + "-owner")
+    (tmp_path / "cache").mkdir()
+    monkeypatch.setattr(os, "getuid", lambda: os.stat(tmp_path / "cache").st_uid + 1)  # as another user would see it
+    with pytest.raises(UserError, match="belongs to another user"):
+        fetch_version(uri, vid, tmp_path / "cache")
+
+
 def test_two_processes_fetching_one_remote_version_at_once_both_get_it(tmp_path, monkeypatch):
     """The second copy to arrive finds the first in place (a folder is not replaced): it uses
     that one instead of failing (which rejected the version in that process for good)."""

@@ -30,13 +30,15 @@ def fetch_version(root: str, version_id: str, cache_dir: Path) -> Path:
     if not is_version_id(version_id):
         raise UserError(f"{version_id!r} is not a version id")
     local = Path(cache_dir) / version_id
+    _owned(local.parent)
     if (local / MANIFEST).is_file():
         try:
             verify(local)
             return local
         except (OSError, ValueError):  # a copy gone bad (a disk, a cache an older release filled): fetched again
             _removed(local)
-    local.parent.mkdir(parents=True, exist_ok=True)
+    local.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    _owned(local.parent)
     fs, base = fsspec.core.url_to_fs(str(root).rstrip("/"))
     source = f"{base}/{VERSIONS}/{version_id}"
     if not fs.exists(f"{source}/{MANIFEST}"):
@@ -45,7 +47,7 @@ def fetch_version(root: str, version_id: str, cache_dir: Path) -> Path:
     tmp.mkdir()
     try:
         for remote in fs.find(source):
-            target = tmp / remote[len(source):].lstrip("/")
+            target = tmp / _inside(remote, source, root)
             target.parent.mkdir(parents=True, exist_ok=True)
             fs.get_file(remote, str(target))
         verify(tmp)
@@ -58,6 +60,30 @@ def fetch_version(root: str, version_id: str, cache_dir: Path) -> Path:
         shutil.rmtree(tmp, ignore_errors=True)
     evict(local.parent, spare=version_id)
     return local
+
+
+def _inside(remote: str, source: str, root) -> str:
+    """``remote``'s path within the version folder ``source``, refused (``UserError``) when it
+    is not one: an object key holding a ``..`` or ``.`` segment (an object store allows them)
+    would be written outside the local copy, before the manifest's checksums are read."""
+    rel = remote[len(source):] if remote.startswith(source + "/") else None
+    parts = rel.strip("/").split("/") if rel else []
+    if not parts or any(p in ("", ".", "..") for p in parts):
+        raise UserError(f"{root}: {remote!r} is not a file name inside version folder {source!r}: refused "
+                        f"(a '..' or '.' segment would be written outside the local copy)")
+    return "/".join(parts)
+
+
+def _owned(folder: Path) -> None:
+    """The local cache folder, and the folder above it when that is the shared default's
+    (``groundrec-versions`` under the temporary directory), belong to this user: another local
+    user could otherwise plant a version, checksums and all, that the cache serves as it is."""
+    if not hasattr(os, "getuid"):
+        return
+    for f in (folder, folder.parent) if folder.parent.name == "groundrec-versions" else (folder,):
+        if f.exists() and f.stat().st_uid != os.getuid():
+            raise UserError(f"the version cache {f} belongs to another user (uid {f.stat().st_uid}): set "
+                            f"version_cache_dir to a folder of this user's")
 
 
 CACHE_KEEP = 3  # remote versions kept in a local cache (the newest; a process reading an older one fetches it again)
