@@ -5,13 +5,16 @@ files show: per version and per arm impressions, clicks, conversions and the rat
 intervals, the A/B tests between arms, the interleaving results, the days, the notes, and the
 plots inline (data: URIs) when matplotlib is installed. The report is computed on each visit
 (its files go to a temporary folder, removed after): on a large store it takes as long as the
-command does. The report is imported on the first visit, not with the server."""
+command does, so one is computed at a time (``REPORTING``): a visit meanwhile gets a 503 (else
+a read key's visits in parallel took every thread of the pool the other routes share). The
+report is imported on the first visit, not with the server."""
 
 from __future__ import annotations
 
 import base64
 import json
 import tempfile
+import threading
 import time
 from html import escape
 from pathlib import Path
@@ -26,10 +29,22 @@ from groundrec.online.ui_html import root
 from groundrec.shared.events import StoreUnavailable
 
 
+REPORTING = threading.Lock()  # held while a report is computed (one at a time in this process)
+
+
 def online_report(events_url: str, days: float, flush=None) -> tuple[dict, dict[str, str]]:
     """The report's results (as in ``results.json``) over the last ``days`` days of the store
     at ``events_url``, and its plots as data: URIs by file name. ``flush`` (the impression
-    log's) first writes the lists answered so far."""
+    log's) first writes the lists answered so far. ``Unavailable`` while another is computed."""
+    if not REPORTING.acquire(blocking=False):
+        raise Unavailable("another visit's online report is being computed; try again when it is done")
+    try:
+        return _report(events_url, days, flush)
+    finally:
+        REPORTING.release()
+
+
+def _report(events_url: str, days: float, flush=None) -> tuple[dict, dict[str, str]]:
     from groundrec.online.report.run import ReportConfig, run  # numpy and the statistics: on first visit
 
     if flush is not None:

@@ -116,3 +116,16 @@ def test_online_view_shows_the_interleaving_result_and_says_when_there_is_no_sto
         page, _ = _watched(browser)
         response = page.goto(url + "/ui/online")
         assert response.status == 501 and "no online report without an event store" in page.inner_text("main")
+
+
+def test_one_online_report_is_computed_at_a_time(published, tmp_path):
+    """Each visit ran the whole report in the thread pool every other route shares: a read key's
+    visits in parallel took every thread. A visit while one is computed gets a 503."""
+    from groundrec.online.ui_online import REPORTING
+
+    server, _ = _serve(published, tmp_path, "ab")
+    with server as url:
+        with REPORTING:  # another visit's report in progress
+            busy = httpx.get(url + "/ui/online?days=1")
+        assert busy.status_code == 503 and "online report is being computed" in busy.text
+        assert httpx.get(url + "/ui/online?days=1").status_code == 200
