@@ -84,10 +84,11 @@ def test_online_view_reports_versions_arms_and_the_ab_test_of_the_last_days(publ
         assert {a: int(v[0]) for a, v in per_arm.items()} == arms
         ctr = per_arm["plain"][4]
         assert ctr.startswith("1.0000 [") and ctr.endswith("]")  # every list was clicked: the CTR, its interval
-        ab = _rows(page, "A/B tests between arms")  # a, b, metric, diff, se, p, p (Holm), users a / b, in both
+        ab = _rows(page, "A/B tests between arms")  # a, b, metric, diff, se, p, p (Holm), p by, users a / b, in both
         assert [(r[0], r[1], r[2]) for r in ab] == [("diverse", "plain", "ctr"), ("diverse", "plain", "cvr")]
         assert ab[0][6] == ab[0][5]  # two arms: one test per metric, nothing to adjust
-        assert ab[0][7] == f"{arms['diverse']} / {arms['plain']}" and ab[0][8] == "0"  # sticky: no user in both
+        assert ab[0][7] == "permutation"  # a few users an arm
+        assert ab[0][8] == f"{arms['diverse']} / {arms['plain']}" and ab[0][9] == "0"  # sticky: no user in both
         plots = page.locator("img.plot")
         assert plots.count() >= 2  # matplotlib is installed here: per day, per arm, per version
         assert all(page.eval_on_selector_all("img.plot", "els => els.map(e => e.complete && e.naturalWidth > 0)"))
