@@ -13,6 +13,7 @@ from groundrec.online.schemas import UserQuery
 class Backend(Protocol):
     version_id: str
     default_strategy: str  # the version's profile strategy for a request that names none (its manifest's)
+    has_sequence: bool  # whether the version holds a learned profile encoder (the ``sequence`` strategy)
 
     @property
     def alive(self) -> bool:

@@ -28,6 +28,7 @@ class RemoteServing:
     the replacement is started on the spot and the call waits (the queue's bound sheds the rest)."""
 
     default_strategy: str = artifact.DEFAULT_STRATEGY  # the version's (``start`` reads its manifest)
+    has_sequence: bool = False  # whether it holds a learned profile encoder (``start`` looks)
 
     def __init__(self, version_id: str, limits: ServeConfig, start_child, popularity: dict | None = None):
         self.version_id, self.limits = version_id, limits
@@ -50,6 +51,7 @@ class RemoteServing:
         """Start a child (and its standby) serving the version in the local folder ``path``."""
         backend = cls(version_id, cfg, lambda pop: ComputeProcess(cfg, version_id, path, pop), popularity)
         backend.default_strategy = artifact.read_manifest(path).default_strategy  # what the child checked at its load
+        backend.has_sequence = artifact.VersionFiles(Path(path)).has_sequence
         return backend
 
     @property

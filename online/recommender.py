@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import sys
 from contextlib import asynccontextmanager
 
@@ -33,6 +34,8 @@ from groundrec.online.serving import Shown, checked
 from groundrec.shared.errors import UserError
 from groundrec.online.threads import limit_threads
 
+log = logging.getLogger("groundrec.serve")
+
 
 async def _cancel_when_gone(receive, job: asyncio.Future) -> None:
     """Cancel ``job`` when the client has gone (the body was read already, so the next
@@ -56,6 +59,7 @@ class Recommender:
         if self.catalog.on:  # live items' embeddings kept in the event store: encoded once, by any server
             self.holder.vectors = LiveVectors(self.events, cfg.encoder_variant, metrics.live_encoded.inc)
         self.experiment = cfg.experiment
+        self._warned: set[tuple[str, str]] = set()  # (arm, version) told it cannot serve the arm's strategy
         # The lists shown, logged after the answer (with events on and a share above 0).
         self.impressions = (ImpressionLog(self.events.store, cfg.impressions, on_written=metrics.impressions_written)
                             if self.events.url is not None and cfg.impressions > 0 else None)
@@ -142,7 +146,7 @@ class Recommender:
         if self.experiment.mode == "team_draft" and query.user_id is not None:
             return await self._interleaved(query, receive, log_shown)
         arm = self.experiment.assign(query.user_id)
-        query = checked(self.cfg, with_defaults(query, arm.defaults))  # the limits hold for the arm's defaults too
+        query = checked(self.cfg, with_defaults(query, self._defaults(arm)))  # the limits hold for the arm's defaults too
         return self._shown(await self._queued(arm.version, query, receive), query, arm.name, log_shown=log_shown)
 
     async def _queued(self, version: str, query, receive) -> Shown | bytes:
@@ -171,6 +175,21 @@ class Recommender:
             self.impressions.log(rid, query.user_id, answer, arm, settings_of(query), endpoint)
         return stamped(answer[0], rid, arm)
 
+    def _defaults(self, arm: Arm) -> dict:
+        """An arm's request defaults, less a ``strategy: sequence`` its version cannot serve (no
+        learned profile encoder: tonight's job kept the hybrid), which would refuse every one of
+        its users' requests with a 422 they cannot fix; logged once per version."""
+        if arm.defaults.get("strategy") != "sequence":
+            return arm.defaults
+        backend = self.holder.backend(arm.version) or self.holder.current
+        if backend is None or getattr(backend, "has_sequence", True):
+            return arm.defaults
+        if (arm.name, backend.version_id) not in self._warned:
+            self._warned.add((arm.name, backend.version_id))
+            log.warning("experiment arm %r: version %s has no sequence encoder; its default strategy is served "
+                        "instead of the arm's 'sequence'", arm.name, backend.version_id)
+        return {k: v for k, v in arm.defaults.items() if k != "strategy"}
+
     def _arm_of(self, query: UserQuery) -> Arm | None:
         return self.experiment.assign(query.user_id) if self.experiment is not None else None
 
@@ -179,9 +198,9 @@ class Recommender:
         request under team_draft (drafted into one list); else its arm (or none)."""
         exp = self.experiment
         if exp is not None and exp.mode == "team_draft" and query.user_id is not None:
-            return [(arm, checked(self.cfg, with_defaults(query, arm.defaults))) for arm in exp.arms]
+            return [(arm, checked(self.cfg, with_defaults(query, self._defaults(arm)))) for arm in exp.arms]
         arm = self._arm_of(query)
-        return [(arm, checked(self.cfg, with_defaults(query, arm.defaults)) if arm is not None else query)]
+        return [(arm, checked(self.cfg, with_defaults(query, self._defaults(arm))) if arm is not None else query)]
 
     async def _batch(self, request: RecommendRequest, receive) -> bytes:
         """A batch request: each entry asked as a single request would be (``_asked``), the

@@ -105,6 +105,10 @@ class Serving:
     def default_strategy(self) -> str:
         return self.retriever.default_strategy
 
+    @property
+    def has_sequence(self) -> bool:
+        return self.retriever.sequence is not None
+
     def answer(self, items: list[UserQuery]) -> list[Shown | bytes | UserError]:
         """JSON answers for checked requests gathered from many callers, in order: the
         single-user ones in one batched search, each batch request as its own. A request that

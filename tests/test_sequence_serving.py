@@ -163,6 +163,25 @@ def test_an_old_version_defaults_to_mean_and_refuses_sequence_with_the_reason(ve
         assert r.status_code == 422 and "no sequence encoder" in r.json()["detail"]
 
 
+@pytest.mark.parametrize("compute", ["thread", "process"])
+def test_an_arm_s_sequence_default_on_a_version_without_the_encoder_serves_its_default(versions, compute, caplog):
+    """An arm's ``strategy: sequence`` following a version the job published without the
+    encoder refused every one of its users' requests with a 422 they could not fix."""
+    old = versions["old"]
+    arms = [{"name": "a"}, {"name": "seq", "defaults": {"strategy": "sequence"}}]
+    h = versions["histories"][2]
+    with running(create_app(_cfg(old.parent.parent, compute=compute, experiment={"arms": arms}))) as url, \
+            Client(url) as client:
+        answers = [client.recommend(h, k=5, user_id=f"u{n}") for n in range(12)]
+        assert {a.arm for a in answers} == {"a", "seq"}  # both arms answered, none refused
+        assert all(a.items == client.recommend(h, k=5, strategy="mean").items for a in answers)
+        with pytest.raises(GroundrecError) as refused:  # a request's own strategy is still refused
+            client.recommend(h, k=5, user_id=next(f"u{n}" for n, a in enumerate(answers) if a.arm == "seq"),
+                             strategy="sequence")
+        assert refused.value.status == 422
+    assert "has no sequence encoder; its default strategy is served" in caplog.text
+
+
 def test_the_manifest_and_the_checksums_cover_the_encoder(versions, tmp_path):
     seq = versions["seq"]
     manifest = artifact.verify(seq)
