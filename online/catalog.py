@@ -20,23 +20,25 @@ from pydantic_core import to_json
 
 from groundrec.online.config import ServeConfig
 from groundrec.online.errors import Disabled, NotFound, Unavailable, Unprocessable
-from groundrec.online.schemas import CONTROL
+from groundrec.online.schemas import CONTROL, STORED_BEFORE
 from groundrec.shared.events import ItemChange, StoreUnavailable
 from groundrec.shared.live_items import LiveItem, epoch_seconds, fold
 
 log = logging.getLogger("groundrec.serve")
-BAD_ID = re.compile(f"[{CONTROL}]")
+BAD_ID, BAD_STORED_ID = re.compile(f"[{CONTROL}]"), re.compile(f"[{STORED_BEFORE}]")
 MAX_ID_CHARS = 256
 DOT_SEGMENTS = {".", ".."}
 ROUTE_TAILS = ("/similar", "/thumbnail")  # the routes after an id (service._catch_alls_last)
 
 
-def _id(item_id) -> str:
+def _id(item_id, new: bool = True) -> str:
+    """``item_id`` as the items API takes it, else a 422 naming the problem; ``new`` False (a
+    patch or a delete): an id the looser rule of before may have stored (``STORED_BEFORE``)."""
     if not isinstance(item_id, str) or not item_id.strip():
         raise Unprocessable(f"item_id must be a non-empty string, not {item_id!r}")
     if len(item_id) > MAX_ID_CHARS:
         raise Unprocessable(f"item_id has {len(item_id)} characters, more than {MAX_ID_CHARS}")
-    if BAD_ID.search(item_id):
+    if (BAD_ID if new else BAD_STORED_ID).search(item_id):
         raise Unprocessable(f"item_id {item_id!r} holds a control character")
     if item_id.endswith(ROUTE_TAILS):  # /items/x%2Fsimilar reaches the server as x's similar items
         raise Unprocessable(f"item_id {item_id!r} ends like the route /items/{{id}}{item_id[item_id.rindex('/'):]}, "
@@ -114,7 +116,7 @@ class LiveCatalog:
             raise Disabled(f"the items API needs the event store: {self.events.reason}")
         if len(changes) > self.cfg.max_items_batch:
             raise Unprocessable(f"{len(changes)} items, more than max_items_batch={self.cfg.max_items_batch}")
-        ticket = _Write([(_id(i), op, checked_fields(self.cfg, i, f)) for i, op, f in changes])
+        ticket = _Write([(_id(i, op == "put"), op, checked_fields(self.cfg, i, f)) for i, op, f in changes])
         with self._cv:
             self._queued.append(ticket)
             while ticket.answer is None and self._leading:

@@ -227,14 +227,17 @@ def result_out(r: Result, version: str) -> ResultOut:
 # ids with one, e.g. the Redis store's history members), C0, DEL and C1, nor the line and
 # paragraph separators (a log line or a CSV row split in two).
 CONTROL = r"\x00-\x1f\x7f-\x9f\u2028\u2029"  # a regex character class's ranges
+STORED_BEFORE = r"\x00-\x1f\x7f"  # the class refused until 2026-12-07: ids stored since may hold C1 or U+2028
 Id = Annotated[Text, Field(min_length=1, max_length=256, pattern=rf"^[^{CONTROL}]+$")]
-_ID = TypeAdapter(Id)
+_ID, _STORED_ID = TypeAdapter(Id), TypeAdapter(Annotated[Text, Field(min_length=1, max_length=256,
+                                                                     pattern=rf"^[^{STORED_BEFORE}]+$")])
 
 
-def checked_id(value: str, name: str) -> str:
-    """``value`` as the event store keeps ids (``Id``), else ValueError naming ``name`` and the problem."""
+def checked_id(value: str, name: str, new: bool = True) -> str:
+    """``value`` as the event store keeps ids (``Id``), else ValueError naming ``name`` and the
+    problem; ``new`` False: an id that may have been stored before (an erasure: ``STORED_BEFORE``)."""
     try:
-        return _ID.validate_python(value)
+        return (_ID if new else _STORED_ID).validate_python(value)
     except ValidationError as e:
         raise ValueError(f"{name} {value!r:.60}: an id is 1-256 characters with no control character "
                          f"({e.errors()[0]['msg']})") from None

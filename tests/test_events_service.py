@@ -13,7 +13,7 @@ import pytest
 from groundrec.online.client import Client
 from groundrec.online.config import ServeConfig
 from groundrec.online.service import create_app
-from groundrec.shared.events import open_store
+from groundrec.shared.events import Event, open_store
 from groundrec.shared.events.export import export
 from groundrec.shared.tables import read_table
 from helpers import publish_demo, running
@@ -134,6 +134,11 @@ def test_delete_user_erases_them_and_nothing_else(published, events_url, tmp_pat
         httpx.post(url + "/events", json={"events": [{"user_id": "shop/42", "item_id": item}]})
         slashed = Client(url).delete_user("shop/42")  # a '/' in a user id: %2F reaches the server decoded
         assert slashed == {"user_id": "shop/42", "deleted_events": 1}
+        stored = open_store(events_url)  # an id the rule of before stored (a C1 control: refused for new events now)
+        stored.add([Event("old\x85id", item, time.time(), "view", 0.2, "old-1")])
+        stored.close()
+        assert httpx.post(url + "/events", json={"events": [{"user_id": "new\x85id", "item_id": item}]}).status_code == 422
+        assert Client(url).delete_user("old\x85id") == {"user_id": "old\x85id", "deleted_events": 1}
     store = open_store(events_url)
     assert {e.user_id for batch in store.scan() for e in batch} == {"keep-me"}
     export(store, tmp_path / "export")

@@ -318,3 +318,16 @@ def test_an_item_id_holding_a_slash_has_every_item_route(published, tmp_path):
         assert httpx.get(f"{url}/items/{history[0]}/similar", params={"k": 2}).status_code == 200
         got = httpx.get(f"{url}/items/{history[0]}")
         assert got.status_code == 200 and got.json()["item"], got.text
+
+
+def test_an_item_id_stored_under_the_looser_rule_of_before_can_still_be_patched_and_deleted():
+    """C1 controls and U+2028 are refused in new ids since 2026-12-07; an item stored with one
+    before must stay removable."""
+    from groundrec.online.catalog import _id
+    from groundrec.online.errors import Unprocessable
+
+    with pytest.raises(Unprocessable, match="control character"):
+        _id("old\x85id")
+    assert _id("old\x85id", new=False) == "old\x85id"
+    with pytest.raises(Unprocessable, match="control character"):
+        _id("old\x01id", new=False)
