@@ -253,6 +253,10 @@ def test_a_remote_object_key_reaching_outside_the_version_is_refused_before_anyt
     with pytest.raises(UserError, match="not a file name inside version folder"):
         fetch_version(uri, vid, tmp_path / "deep" / "cache")
     assert not list(tmp_path.rglob("escaped.txt")) and not (tmp_path / "deep" / "cache" / vid).exists()
+    fs.rm_file(f"{uri}/versions/{vid}/../../../../escaped.txt")
+    fs.pipe_file(f"{uri}/versions/{vid}/..\\..\\escaped.txt", b"x")  # a Windows path's escape
+    with pytest.raises(UserError, match="not a file name inside version folder"):
+        fetch_version(uri, vid, tmp_path / "deep" / "cache")
 
 
 def test_a_version_cache_of_another_user_is_refused(tmp_path, monkeypatch):
@@ -263,9 +267,18 @@ def test_a_version_cache_of_another_user_is_refused(tmp_path, monkeypatch):
     vid = _publish_one(tmp_path / "root", b"payload")
     _, uri = _to_memory(tmp_path / "root", tmp_path.name + "-owner")
     (tmp_path / "cache").mkdir()
-    monkeypatch.setattr(os, "getuid", lambda: os.stat(tmp_path / "cache").st_uid + 1)  # as another user would see it
+    (tmp_path / "open").mkdir(mode=0o777)
+    (tmp_path / "open").chmod(0o777)
+    with pytest.raises(UserError, match="anyone may write"):
+        fetch_version(uri, vid, tmp_path / "open")
+    assert (fetch_version(uri, vid, tmp_path / "cache") / "data.bin").read_bytes() == b"payload"  # its own: fetched
+    (tmp_path / "theirs").mkdir()
+    if os.getuid() == 0:
+        os.chown(tmp_path / "theirs", 4321, -1)  # another user's folder
+    else:  # this user's folder, as another user would see it (root's folders are trusted: a root-owned volume)
+        monkeypatch.setattr(os, "getuid", lambda: os.stat(tmp_path / "theirs").st_uid + 1)
     with pytest.raises(UserError, match="belongs to another user"):
-        fetch_version(uri, vid, tmp_path / "cache")
+        fetch_version(uri, vid, tmp_path / "theirs")
 
 
 def test_two_processes_fetching_one_remote_version_at_once_both_get_it(tmp_path, monkeypatch):

@@ -47,6 +47,8 @@ def fetch_version(root: str, version_id: str, cache_dir: Path) -> Path:
     tmp.mkdir()
     try:
         for remote in fs.find(source):
+            if remote.rstrip("/") == source or remote.endswith("/"):  # a folder marker (S3 consoles make them)
+                continue
             target = tmp / _inside(remote, source, root)
             target.parent.mkdir(parents=True, exist_ok=True)
             fs.get_file(remote, str(target))
@@ -68,22 +70,24 @@ def _inside(remote: str, source: str, root) -> str:
     would be written outside the local copy, before the manifest's checksums are read."""
     rel = remote[len(source):] if remote.startswith(source + "/") else None
     parts = rel.strip("/").split("/") if rel else []
-    if not parts or any(p in ("", ".", "..") for p in parts):
+    if not parts or any(p in ("", ".", "..") or "\\" in p or ":" in p for p in parts):
         raise UserError(f"{root}: {remote!r} is not a file name inside version folder {source!r}: refused "
-                        f"(a '..' or '.' segment would be written outside the local copy)")
+                        f"(a '..' or '.' segment, a backslash or a drive would be written outside the local copy)")
     return "/".join(parts)
 
 
 def _owned(folder: Path) -> None:
     """The local cache folder, and the folder above it when that is the shared default's
-    (``groundrec-versions`` under the temporary directory), belong to this user: another local
-    user could otherwise plant a version, checksums and all, that the cache serves as it is."""
+    (``groundrec-versions`` under the temporary directory), belong to this user or root and no
+    other user may write to them: another local user could otherwise plant a version, checksums
+    and all, that the cache serves as it is (a root-owned, group-writable volume is allowed)."""
     if not hasattr(os, "getuid"):
         return
     for f in (folder, folder.parent) if folder.parent.name == "groundrec-versions" else (folder,):
-        if f.exists() and f.stat().st_uid != os.getuid():
-            raise UserError(f"the version cache {f} belongs to another user (uid {f.stat().st_uid}): set "
-                            f"version_cache_dir to a folder of this user's")
+        st = f.stat() if f.exists() else None
+        if st is not None and (st.st_uid not in (os.getuid(), 0) or st.st_mode & 0o002):
+            raise UserError(f"the version cache {f} belongs to another user (uid {st.st_uid}) or anyone may write "
+                            f"to it (mode {st.st_mode & 0o777:o}): set version_cache_dir to a folder of this user's")
 
 
 CACHE_KEEP = 3  # remote versions kept in a local cache (the newest; a process reading an older one fetches it again)
