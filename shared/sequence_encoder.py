@@ -78,9 +78,13 @@ class SequenceEncoder:
             self.meta = json.loads((self.directory / SEQUENCE_CONFIG).read_text())
             table = np.load(self.directory / self.meta["items"])
             # W, b of live items' rows, read now like every array of a version (a file read at the
-            # first PUT could be gone by then: a cached remote version evicted while it serves)
-            with np.load(self.directory / self.meta.get("project", SEQUENCE_PROJECT)) as f:
-                self._project = (f["W"].astype(np.float32), f["b"].astype(np.float32))
+            # first PUT could be gone by then: a cached remote version evicted while it serves);
+            # None: exported before live items had rows (they stay out of its histories)
+            project = self.directory / self.meta.get("project", SEQUENCE_PROJECT)
+            self._project = None
+            if project.is_file():
+                with np.load(project) as f:
+                    self._project = (f["W"].astype(np.float32), f["b"].astype(np.float32))
         except (OSError, ValueError, KeyError) as e:
             raise UserError(f"sequence encoder at {self.directory}: cannot read it ({e})") from None
         self.max_len, n_items = int(self.meta["max_len"]), int(self.meta["n_items"])
@@ -142,6 +146,8 @@ class SequenceEncoder:
         row of (a changed item re-embedded: -1 for a new item), whose learned id part (its row
         less the projection of its inputs, ``replaced_inputs``, one per such row) it keeps, so
         that a changed text does not make the encoder forget what it learned of the item."""
+        if self._project is None:  # rows past n_items are left out of histories, as before any was added
+            return
         w, b = self._project
         if inputs.shape[1] != w.shape[1]:
             raise UserError(f"sequence encoder at {self.directory}: new items' inputs have {inputs.shape[1]} "

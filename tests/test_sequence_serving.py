@@ -314,3 +314,6 @@ def test_the_encoder_reads_its_live_items_projection_at_load(versions, tmp_path)
     (copy / SEQUENCE_PROJECT).unlink()  # gone from the disk after the load
     encoder.add_items(versions["vectors"][3:4].astype(np.float32))
     assert encoder.n_items == N_ITEMS + 1 and np.allclose(encoder.table[N_ITEMS], row, atol=1e-5)
+    older = SequenceEncoder(copy)  # exported before live items had rows: it loads, and leaves them out
+    older.add_items(versions["vectors"][3:4].astype(np.float32))
+    assert older.n_items == N_ITEMS and np.allclose(older.encode([[1, 2, N_ITEMS]]), older.encode([[1, 2]]))
