@@ -13,7 +13,7 @@ a ratio of per-user sums, ``sum(num) / sum(den)``; its spread is taken over user
   ratios, its standard error by the delta method per group, and a two-sided p-value: Welch's
   normal z on users' linearised contributions where both groups hold ``PERMUTE_BELOW`` users
   or more, else a permutation test over users (the normal p of 2 users an arm could read
-  0.003 where no split of 4 users can be rarer than 1 in 6).
+  0.003 where no split of 4 users can be rarer than 1 in 3).
 - ``paired_test``: the same users under two systems (interleaving credits, the gate).
 - ``sign_test``: how many users preferred each side (exact binomial up to 2000 users)."""
 
@@ -102,15 +102,14 @@ def two_sample_test(num_a: np.ndarray, den_a: np.ndarray, num_b: np.ndarray, den
     ra, va = _ratio_var(num_a, den_a)
     rb, vb = _ratio_var(num_b, den_b)
     se = math.sqrt(va + vb) if va == va and vb == vb else math.nan
-    small = min(len(num_a), len(num_b)) < PERMUTE_BELOW
-    if not se > 0:  # no users or no spread: nothing to test
-        return {"diff": rb - ra, "se": se, "z": math.nan, "p": math.nan, "test": "permutation" if small else "normal"}
-    z = (rb - ra) / se
-    if not small:
-        return {"diff": rb - ra, "se": se, "z": z, "p": math.erfc(abs(z) / math.sqrt(2)), "test": "normal"}
-    return {"diff": rb - ra, "se": se, "z": z, "test": "permutation",
-            "p": _permutation_p(np.concatenate([num_a, num_b]), np.concatenate([den_a, den_b]), len(num_a),
-                                abs(rb - ra), n_perm, seed)}
+    z = (rb - ra) / se if se > 0 else math.nan
+    if min(len(num_a), len(num_b)) < PERMUTE_BELOW:  # a spread of 0 within each arm is testable too
+        p = (_permutation_p(np.concatenate([num_a, num_b]), np.concatenate([den_a, den_b]), len(num_a),
+                            abs(rb - ra), n_perm, seed) if len(num_a) and len(num_b) and rb == rb and ra == ra
+             else math.nan)
+        return {"diff": rb - ra, "se": se, "z": z, "p": p, "test": "permutation"}
+    p = math.erfc(abs(z) / math.sqrt(2)) if se > 0 else math.nan  # no spread: nothing to test
+    return {"diff": rb - ra, "se": se, "z": z, "p": p, "test": "normal"}
 
 
 def _permutation_p(num: np.ndarray, den: np.ndarray, n_a: int, observed: float, n_perm: int, seed: int) -> float:

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
-from groundrec.online.report.attribution import AttributionCounts, attribute
+from groundrec.online.report.attribution import CLOCK_SKEW_S, AttributionCounts, attribute
 from groundrec.shared.cli import app
 from groundrec.shared.events.store import Event, Impression, open_store
 from groundrec.shared.stats import bootstrap_ratios, paired_test, sign_test, two_sample_test
@@ -54,6 +54,14 @@ def test_an_id_that_does_not_check_out_is_unverified_and_not_credited_by_the_win
     got, counts = _run(events, imps)
     assert got == {"r1": [], "r2": []}
     assert (counts.unverified, counts.by_id, counts.by_window, counts.unattributed, counts.events) == (4, 0, 0, 0, 4)
+
+
+def test_an_id_dated_a_little_before_its_list_is_credited_as_the_service_keeps_it():
+    """A list that had not landed when its event came: the service kept the id at the event's
+    own time, a client's clock a minute behind the list's; more than CLOCK_SKEW_S before, unverified."""
+    imps = [_imp("r1", "u", 1000, ["x"])]
+    got, counts = _run([_ev("u", "x", 1000 - 60, "r1"), _ev("u", "x", 1000 - CLOCK_SKEW_S - 1, "r1")], imps)
+    assert got == {"r1": [(0, "click")]} and (counts.by_id, counts.unverified) == (1, 1)
 
 
 def test_a_list_logged_after_a_later_one_is_still_found_by_its_id():
@@ -119,7 +127,7 @@ def _naive(events, impressions, window_s, id_window_s):
         if e.recommendation_id is not None:
             m = by_id.get(e.recommendation_id)
             if (m is not None and m.user_id in (None, e.user_id) and e.item_id in m.items
-                    and e.timestamp - id_window_s <= m.timestamp <= e.timestamp):
+                    and e.timestamp - id_window_s <= m.timestamp <= e.timestamp + CLOCK_SKEW_S):
                 credit[m.recommendation_id].append((m.items.index(e.item_id), e.type))
             continue
         before = [m for m in impressions if m.user_id == e.user_id and e.item_id in m.items
@@ -199,6 +207,8 @@ def test_the_two_sample_test_permutes_users_when_an_arm_is_small():
                      for n in range(300)])
     assert 0.01 <= (null < 0.05).mean() <= 0.08
     assert two_sample_test(*_arm(rng, 500, 0.2), *_arm(rng, 600, 0.2))["test"] == "normal"
+    apart = two_sample_test(np.zeros(10), np.ones(10), np.ones(10), np.ones(10))  # no spread within either arm
+    assert apart["se"] == 0 and apart["p"] < 0.001  # 2 of 184,756 splits are as far apart (was NaN)
 
 
 def test_paired_test_and_sign_test():
@@ -358,7 +368,8 @@ def test_a_group_of_one_user_has_no_interval_and_the_report_is_written(tmp_path)
 
     r, lo, hi = delta_interval(np.array([1.0]), np.array([49.0]))  # 1/49: a rounding residue, not zero
     assert r == pytest.approx(1 / 49) and np.isnan(lo) and np.isnan(hi)
-    assert np.isnan(two_sample_test(np.array([1.0]), np.array([49.0]), np.array([3.0, 1]), np.array([9.0, 7]))["p"])
+    one = two_sample_test(np.array([1.0]), np.array([49.0]), np.array([3.0, 1]), np.array([9.0, 7]))
+    assert np.isnan(one["se"]) and one["test"] == "permutation" and 1 / 3 <= one["p"] <= 1  # 3 ways to split 3 users
     url = f"sqlite:///{tmp_path}/events.db"  # one user, 49 lists, one click: was an infinite interval, a crash
     store = open_store(url)
     store.add_impressions([_imp(f"r{i}", "u1", i, ["a", "b"]) for i in range(49)])

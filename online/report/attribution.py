@@ -9,9 +9,9 @@ through ``attribute_columns`` (``attribute``: the same over objects).
 - An event without an id is credited to the latest impression that showed its item to its
   user at or before the event, no more than ``window_s`` seconds before it.
 - Events and impressions are merged in time order; at equal times the impression comes first
-  (a list is shown before it is clicked): an event whose id names a later impression is
-  unverified. The service keeps an event's id by the same rule (``id_in_time``), after moving
-  an event dated up to ``CLOCK_SKEW_S`` before its list to the list's time (``id_time``).
+  (a list is shown before it is clicked): an event whose id names a list shown more than
+  ``CLOCK_SKEW_S`` after it is unverified. The service keeps an event's id by the same rule
+  (``id_in_time``), storing one dated up to that much before its list at the list's time (``id_time``).
 
 Each stream comes in chunks, each in time order, as columns: a chunk of events is matched
 against the lists held in one vectorised step (by id; by (user, item) in a sort merge), never
@@ -91,7 +91,7 @@ def _credit(held: Held, ts: np.ndarray, users: pa.Array, items: pa.Array, rids: 
     k = g - held.base
     ok = g >= 0
     k_ok, e_ok = k[ok], named[ok]
-    good = id_in_time(held.ts[k_ok], ts[e_ok], id_window_s)
+    good = id_in_time(held.ts[k_ok], ts[e_ok] + CLOCK_SKEW_S, id_window_s + CLOCK_SKEW_S)  # a clock behind the list's
     k_ok, e_ok = k_ok[good], e_ok[good]
     plain = np.flatnonzero(~has_id)
     near = np.empty(0, np.int64)

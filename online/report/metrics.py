@@ -143,8 +143,8 @@ def _sums_by(codes: np.ndarray, weights: np.ndarray) -> tuple[np.ndarray, np.nda
 
 
 def _one_version(served: dict, a: str, b: str) -> str | None:
-    """The version that served every list of both arms (their A/B test then compares a version
-    with itself), else None."""
+    """The version that served every list of both arms (their A/B test then compares their
+    request defaults alone, on that version), else None."""
     both = set(served.get(a, {})) | set(served.get(b, {}))
     return next(iter(both)) if len(both) == 1 else None
 

@@ -85,8 +85,9 @@ def _sections(r: dict) -> list[tuple[str, list[str], tuple | None]]:
             "; ".join(sorted({t["method"] for t in r["ab_tests"]})) + "; diff = b − a; lists not interleaved only. "
             "p (Holm): adjusted over every pair of arms on the same metric (with more than two arms, read that one). "
             "Users in both arms break the test's independence: it should be 0 with sticky assignment.",
-            *(f"Arms {a} and {b} were both served by version {v} alone: their test compares that version with "
-              "itself." for a, b, v in same)],
+            *(f"Arms {a} and {b} were both served by version {v} alone: their test compares their request "
+              "defaults on that one version (an arm pinned to another version that did not load was served by the "
+              "current one)." for a, b, v in same)],
             (["a", "b", "metric", "diff", "se", "p", "p (Holm)", "p by", "users a / b", "in both"], rows)))
     if r["interleaving"]:
         rows = [[t["a"], t["b"], str(t["users"]), f"{t['wins_a']} / {t['wins_b']} / {t['ties']}",
