@@ -170,7 +170,8 @@ def test_an_arm_s_sequence_default_on_a_version_without_the_encoder_serves_its_d
     old = versions["old"]
     arms = [{"name": "a"}, {"name": "seq", "defaults": {"strategy": "sequence"}}]
     h = versions["histories"][2]
-    with running(create_app(_cfg(old.parent.parent, compute=compute, experiment={"arms": arms}))) as url, \
+    with caplog.at_level("WARNING", logger="groundrec.serve"), \
+            running(create_app(_cfg(old.parent.parent, compute=compute, experiment={"arms": arms}))) as url, \
             Client(url) as client:
         answers = [client.recommend(h, k=5, user_id=f"u{n}") for n in range(12)]
         assert {a.arm for a in answers} == {"a", "seq"}  # both arms answered, none refused
