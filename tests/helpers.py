@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import io
+import logging
 import time
+from contextlib import contextmanager
 
 from groundrec.online.testing import running  # noqa: F401  (re-exported: tests import it from here)
 
@@ -97,3 +99,20 @@ def wait_for_standby(serving, timeout_s: float = 60.0) -> None:
     while serving.standby is None or not serving.standby.alive:
         assert time.monotonic() < deadline, "no standby compute process was started"
         time.sleep(0.05)
+
+
+@contextmanager
+def logged(name: str, level: int = logging.WARNING):
+    """The records ``name``'s logger emits at ``level`` or above meanwhile (a list), read by a
+    handler on the logger itself: another library's logging setup may have disabled it, or the
+    records may not reach the root logger pytest's caplog reads."""
+    logger, records = logging.getLogger(name), []
+    handler = logging.Handler(level)
+    handler.emit = records.append
+    was, logger.disabled = logger.disabled, False
+    logger.addHandler(handler)
+    try:
+        yield records
+    finally:
+        logger.removeHandler(handler)
+        logger.disabled = was

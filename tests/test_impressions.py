@@ -2,6 +2,7 @@
 
 import asyncio
 import json
+import logging
 import threading
 import time
 
@@ -10,6 +11,7 @@ import pytest
 from groundrec.online.errors import Unavailable
 from groundrec.online.impressions import ImpressionLog, new_recommendation_id, sampled
 from groundrec.shared.events import StoreUnavailable, open_store
+from helpers import logged
 
 
 def answer(version, *items):
@@ -79,26 +81,18 @@ def test_logged_without_flush_by_the_writers_own_interval(store):
 @pytest.mark.parametrize("error", [StoreUnavailable, Unavailable])  # the store's, and the service's (Events.store)
 def test_a_store_that_is_down_drops_and_counts_never_raises(store, error):
     """A store that cannot be reached is a warning, not a bug's traceback every flush."""
-    import logging
-
     def down():
         raise error("no store")
 
-    logger, records = logging.getLogger("groundrec.impressions"), []
-    handler = logging.Handler(logging.DEBUG)
-    handler.emit = records.append  # on the logger itself: another library's logging setup may have disabled it
-    was, logger.disabled = logger.disabled, False
-    logger.addHandler(handler)
-    imp = ImpressionLog(down, flush_interval_s=0.05)
-    try:
-        for _ in range(3):
-            imp.log(new_recommendation_id(), "u", answer("v", "a"), None, {})
-        imp.flush()
-        assert imp.dropped == 3 and imp.written == 0
-    finally:
-        imp.close()
-        logger.removeHandler(handler)
-        logger.disabled = was
+    with logged("groundrec.impressions", logging.DEBUG) as records:
+        imp = ImpressionLog(down, flush_interval_s=0.05)
+        try:
+            for _ in range(3):
+                imp.log(new_recommendation_id(), "u", answer("v", "a"), None, {})
+            imp.flush()
+            assert imp.dropped == 3 and imp.written == 0
+        finally:
+            imp.close()
     found = [r for r in records if "impressions not logged" in r.getMessage()]
     assert found and all(r.levelname == "WARNING" and r.exc_info is None for r in found)
 

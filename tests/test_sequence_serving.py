@@ -36,7 +36,7 @@ from groundrec.shared.errors import UserError  # noqa: E402
 from groundrec.shared.live_items import LiveItem  # noqa: E402
 from groundrec.shared.sequence_encoder import (SEQUENCE_CONFIG, SEQUENCE_ITEMS, SEQUENCE_ONNX,  # noqa: E402
                                                SEQUENCE_PROJECT, SequenceEncoder)
-from helpers import running  # noqa: E402
+from helpers import logged, running  # noqa: E402
 
 N_ITEMS, DIM, CLUSTERS = 120, 16, 8
 
@@ -164,13 +164,13 @@ def test_an_old_version_defaults_to_mean_and_refuses_sequence_with_the_reason(ve
 
 
 @pytest.mark.parametrize("compute", ["thread", "process"])
-def test_an_arm_s_sequence_default_on_a_version_without_the_encoder_serves_its_default(versions, compute, caplog):
+def test_an_arm_s_sequence_default_on_a_version_without_the_encoder_serves_its_default(versions, compute):
     """An arm's ``strategy: sequence`` following a version the job published without the
     encoder refused every one of its users' requests with a 422 they could not fix."""
     old = versions["old"]
     arms = [{"name": "a"}, {"name": "seq", "defaults": {"strategy": "sequence"}}]
     h = versions["histories"][2]
-    with caplog.at_level("WARNING", logger="groundrec.serve"), \
+    with logged("groundrec.serve") as records, \
             running(create_app(_cfg(old.parent.parent, compute=compute, experiment={"arms": arms}))) as url, \
             Client(url) as client:
         answers = [client.recommend(h, k=5, user_id=f"u{n}") for n in range(12)]
@@ -180,7 +180,7 @@ def test_an_arm_s_sequence_default_on_a_version_without_the_encoder_serves_its_d
             client.recommend(h, k=5, user_id=next(f"u{n}" for n, a in enumerate(answers) if a.arm == "seq"),
                              strategy="sequence")
         assert refused.value.status == 422
-    assert "has no sequence encoder; its default strategy is served" in caplog.text
+    assert any("has no sequence encoder; its default strategy is served" in r.getMessage() for r in records)
 
 
 def test_the_manifest_and_the_checksums_cover_the_encoder(versions, tmp_path):
