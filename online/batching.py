@@ -5,18 +5,24 @@ waiting) and handed to one function call in one worker thread: on a flat index t
 matrix is then read once per batch instead of once per user, and the event loop stays free
 for HTTP parsing and probes. Beyond ``max_queue`` waiting requests a new one is refused at
 once (``errors.Overloaded``: 503 with Retry-After) instead of queueing for seconds. A request
-whose caller has gone (its future was cancelled) is dropped before it is computed.
+whose caller has gone (its future was cancelled) is dropped before it is computed, and stops
+counting as waiting at once (else callers gone during a long batch refused the live ones).
+A batch whose bookkeeping fails answers its callers with the error and the loop goes on; a
+stop answers every caller still waiting (``Unavailable``), none is left hanging.
 """
 
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
-from groundrec.online.errors import Overloaded
+from groundrec.online.errors import Overloaded, Unavailable
+
+log = logging.getLogger("groundrec.serve")
 
 
 @dataclass
@@ -24,6 +30,15 @@ class BatchStats:
     batches: int = 0
     items: int = 0
     dropped_gone: int = 0
+
+
+class _Entry:
+    """A request in the queue: its item, its future and whether it still counts as waiting."""
+
+    __slots__ = ("item", "future", "queued")
+
+    def __init__(self, item, future: asyncio.Future):
+        self.item, self.future, self.queued = item, future, True
 
 
 class MicroBatcher:
@@ -38,13 +53,14 @@ class MicroBatcher:
         self.stats = BatchStats()
         self._queue: asyncio.Queue | None = None
         self._task: asyncio.Task | None = None
+        self._waiting = 0  # queued entries whose caller is still there (``depth``)
         # ``worker_init`` runs in the worker thread before its first batch: settings that are
         # per thread, such as OpenMP's thread count (FAISS), must be made there.
         self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="groundrec-batch", initializer=worker_init)
 
     @property
     def depth(self) -> int:
-        return self._queue.qsize() if self._queue is not None else 0
+        return self._waiting
 
     @property
     def full(self) -> bool:
@@ -64,6 +80,8 @@ class MicroBatcher:
                 await self._task
             except asyncio.CancelledError:
                 pass
+        while self._queue is not None and not self._queue.empty():  # never answered: told so
+            _settle(self._queue.get_nowait().future, Unavailable("the server is stopping; send it again"))
         self._pool.shutdown(wait=False, cancel_futures=True)
 
     def enqueue(self, item) -> asyncio.Future:
@@ -72,12 +90,21 @@ class MicroBatcher:
         if self._queue is None:
             raise RuntimeError("MicroBatcher.start() was not called")
         if self.full:
-            raise Overloaded(f"{self._queue.qsize()} requests already waiting (max_queue={self.max_queue})")
+            raise Overloaded(f"{self._waiting} requests already waiting (max_queue={self.max_queue})")
         future = asyncio.get_running_loop().create_future()
-        self._queue.put_nowait((item, future))
+        entry = _Entry(item, future)
+        future.add_done_callback(lambda _: self._left(entry))  # a caller gone stops counting at once
+        self._waiting += 1
+        self._queue.put_nowait(entry)
         return future
 
-    async def _gather(self) -> list[tuple]:
+    def _left(self, entry: _Entry) -> None:
+        """``entry`` no longer waits: taken into a batch, or its caller has gone."""
+        if entry.queued:
+            entry.queued = False
+            self._waiting -= 1
+
+    async def _gather(self) -> list[_Entry]:
         batch = [await self._queue.get()]
         deadline = time.perf_counter() + self.max_wait_s
         while len(batch) < self.max_batch:
@@ -93,29 +120,45 @@ class MicroBatcher:
                 batch.append(await asyncio.wait_for(self._queue.get(), left))
             except asyncio.TimeoutError:
                 break
+        for entry in batch:
+            self._left(entry)
         return batch
 
     async def _run(self) -> None:
         loop = asyncio.get_running_loop()
         while True:
             batch = await self._gather()
-            live = [(item, fut) for item, fut in batch if not fut.done()]  # done = cancelled: caller gone
+            live = [e for e in batch if not e.future.done()]  # done = cancelled: caller gone
             self.stats.dropped_gone += len(batch) - len(live)
             if not live:
                 continue
             started = time.perf_counter()
             try:
-                results = await loop.run_in_executor(self._pool, self.fn, [item for item, _ in live])
-            except Exception as e:  # the whole call failed: every caller gets the error
-                results = [e] * len(live)
-            self.stats.batches += 1
-            self.stats.items += len(live)
-            if self.on_batch:
-                self.on_batch(len(live), time.perf_counter() - started)
-            for (_, fut), result in zip(live, results):
-                if fut.done():
-                    continue
-                if isinstance(result, BaseException):
-                    fut.set_exception(result)
-                else:
-                    fut.set_result(result)
+                try:
+                    results = await loop.run_in_executor(self._pool, self.fn, [e.item for e in live])
+                except Exception as e:  # the whole call failed: every caller gets the error
+                    results = [e] * len(live)
+                self.stats.batches += 1
+                self.stats.items += len(live)
+                if self.on_batch:
+                    self.on_batch(len(live), time.perf_counter() - started)
+                for entry, result in zip(live, results):
+                    _settle(entry.future, result)
+            except asyncio.CancelledError:  # stopped mid-batch: its callers are told, not left waiting
+                for entry in live:
+                    _settle(entry.future, Unavailable("the server is stopping; send it again"))
+                raise
+            except Exception as e:  # the bookkeeping failed (a metric): its callers get the error, the loop goes on
+                log.exception("a batch's results could not be handed on")
+                for entry in live:
+                    _settle(entry.future, e)
+
+
+def _settle(future: asyncio.Future, result) -> None:
+    """``result`` (an exception raised to the caller) into ``future``, unless it is done (gone)."""
+    if future.done():
+        return
+    if isinstance(result, BaseException):
+        future.set_exception(result)
+    else:
+        future.set_result(result)

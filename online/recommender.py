@@ -80,7 +80,8 @@ class Recommender:
     def _compute(self, items: list) -> list:
         """The batcher's worker: each (version, query) answered by that version's backend, the
         queries of one version together, answers in order (an error of a whole backend call,
-        such as ``Unavailable``, goes to each of its callers)."""
+        such as ``Unavailable`` or a bug, goes to each of its callers alone, not to the other
+        versions' in the batch)."""
         groups: dict[str, list[int]] = {}
         for n, (version, _) in enumerate(items):
             groups.setdefault(version, []).append(n)
@@ -90,7 +91,7 @@ class Recommender:
         for version, positions in groups.items():
             try:
                 answers = self.backend(version).answer([items[n][1] for n in positions])
-            except Unavailable as e:
+            except Exception as e:  # that version's callers only (a bug there is their 500, not everyone's)
                 answers = [e] * len(positions)
             for n, a in zip(positions, answers):
                 out[n] = a

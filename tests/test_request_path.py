@@ -3,6 +3,7 @@ each driven through ASGI (httpx's in-process transport) or asyncio directly."""
 
 import asyncio
 import logging
+import threading
 
 import httpx
 import pytest
@@ -10,7 +11,7 @@ from prometheus_client import generate_latest
 from pydantic import BaseModel, ConfigDict
 
 from groundrec.online.batching import MicroBatcher
-from groundrec.online.errors import Overloaded
+from groundrec.online.errors import Overloaded, Unavailable
 from groundrec.online.guard import Guard
 from groundrec.online.hotpath import HotRoutes
 from groundrec.online.metrics import ServiceMetrics
@@ -203,6 +204,55 @@ def test_micro_batcher_drops_a_request_whose_caller_has_gone():
     assert result == "kept" and calls == [["kept"]] and stats.dropped_gone == 1
 
 
+def test_callers_gone_stop_counting_against_the_queue_and_a_stop_answers_every_waiting_caller():
+    """Requests whose clients left during a long batch stayed in the count until the batch
+    ended: every new request was refused (503) with no live one waiting. A failing metric
+    ended the batcher's loop (every later request hung), and a stop left waiting callers
+    unanswered."""
+    release = threading.Event()
+    seen = []
+
+    def slow(items):
+        seen.append(list(items))
+        release.wait(10)
+        return items
+
+    def metric(n, seconds):
+        if n == 2:
+            raise RuntimeError("a metric failed")
+
+    async def go():
+        b = MicroBatcher(slow, max_batch=2, max_wait_s=0.01, max_queue=2, on_batch=metric)
+        b.start()
+        first = b.enqueue("busy")
+        await asyncio.sleep(0.1)  # the worker holds the first batch
+        gone = [b.enqueue(f"gone-{n}") for n in range(2)]
+        for job in gone:
+            job.cancel()
+        await asyncio.sleep(0)  # the done callbacks run
+        assert b.depth == 0
+        kept = [b.enqueue("kept-1"), b.enqueue("kept-2")]  # was Overloaded: "2 requests already waiting"
+        release.set()
+        assert await first == "busy"
+        with pytest.raises(RuntimeError, match="a metric failed"):  # that batch's callers get the error
+            await asyncio.gather(*kept)
+        assert await b.enqueue("after") == "after"  # the loop went on
+        release.clear()
+        held = b.enqueue("held")
+        await asyncio.sleep(0.1)
+        waiting = b.enqueue("waiting")
+        stopping = asyncio.ensure_future(b.stop())
+        await asyncio.sleep(0.1)
+        release.set()
+        await stopping
+        for job in (held, waiting):
+            with pytest.raises(Unavailable, match="stopping"):
+                await job
+
+    asyncio.run(go())
+    assert ["gone-0"] not in seen and all("gone-0" not in batch for batch in seen)
+
+
 def test_a_client_gone_mid_body_is_counted_499_and_hot_paths_keep_their_names():
     """A body cut off by the client is nobody's error: counted 499 under its path (a hot route
     has no FastAPI route, so the guard names it), never a 500."""
@@ -242,3 +292,24 @@ def test_with_several_workers_a_followed_gauge_is_written_where_the_scrape_reads
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, env=env)
     assert done.returncode == 0, done.stderr[-2000:]
     assert "groundrec_queue_depth 7.0" in done.stdout
+
+
+def test_a_bug_in_one_version_of_a_batch_fails_its_callers_only():
+    """A micro-batch holding two experiment arms' versions: a bug in one version's answer went
+    to every caller of the batch (the other version's too), where only Unavailable was per version."""
+    from types import SimpleNamespace
+
+    from groundrec.online.recommender import Recommender
+
+    class Broken:
+        def answer(self, queries):
+            raise KeyError("a bug")
+
+    class Echo:
+        def answer(self, queries):
+            return [f"answer to {q}" for q in queries]
+
+    backends = {"v-broken": Broken(), "v-ok": Echo()}
+    rec = SimpleNamespace(backend=backends.__getitem__)
+    out = Recommender._compute(rec, [("v-ok", "a"), ("v-broken", "b"), ("v-ok", "c")])
+    assert out[0] == "answer to a" and out[2] == "answer to c" and isinstance(out[1], KeyError)
