@@ -49,14 +49,15 @@ def stamped_result(result: dict, recommendation_id: str, arm: str | None) -> dic
 
 def results_by_key(parts: list[tuple[list, bytes]]) -> tuple[dict, str | None]:
     """Batch answers of parts of one batch (each with the keys of the entries its results
-    answer, in order) as key -> result, and the first part's ``version``."""
+    answer, in order) as key -> result, and the ``version`` every part answered with (None when
+    the parts' versions differ, an experiment's arms: each result names its own)."""
     results: dict = {}
-    version = None
+    versions = set()
     for keys, body in parts:
         answer = json.loads(body)
-        version = version or answer.get("version")
+        versions.add(answer.get("version"))
         results.update(zip(keys, answer["results"]))
-    return results, version
+    return results, versions.pop() if len(versions) == 1 else None
 
 
 def interleaved(first: bytes, second: bytes, names: tuple[str, str], k: int,

@@ -182,7 +182,9 @@ class ResultOut(BaseModel):
 
 class BatchOut(BaseModel):
     results: list[ResultOut]
-    version: str | None = None
+    version: str | None = Field(None, description="the version that answered every entry; null when entries were "
+                                                  "answered by different versions (experiment arms: each result "
+                                                  "names its own)")
 
 
 def _printable(x) -> str:

@@ -23,7 +23,9 @@ def test_batch_parts_come_back_by_key_and_each_result_gets_its_own_id_first():
     batch = json.dumps({"results": [json.loads(answer("a")), json.loads(answer("b"))], "version": "v1"}).encode()
     other = json.dumps({"results": [json.loads(answer("c", version="v2"))], "version": "v2"}).encode()
     got, version = results_by_key([([(0, 0), (2, 0)], batch), ([(1, 0)], other)])
-    assert version == "v1" and [got[n, 0]["items"][0]["item_id"] for n in range(3)] == ["a", "c", "b"]
+    # two versions answered (an experiment's arms): no one top-level version (was the first part's, "v1")
+    assert version is None and [got[n, 0]["items"][0]["item_id"] for n in range(3)] == ["a", "c", "b"]
+    assert got[1, 0]["version"] == "v2" and results_by_key([([(0, 0), (2, 0)], batch)])[1] == "v1"
     out = stamped_result({**got[1, 0], "arm": "stale"}, "r2", "B")
     assert list(out)[:3] == ["recommendation_id", "arm", "items"] and (out["recommendation_id"], out["arm"]) == ("r2", "B")
 
