@@ -267,10 +267,16 @@ def test_a_version_cache_of_another_user_is_refused(tmp_path, monkeypatch):
     vid = _publish_one(tmp_path / "root", b"payload")
     _, uri = _to_memory(tmp_path / "root", tmp_path.name + "-owner")
     (tmp_path / "cache").mkdir()
-    (tmp_path / "open").mkdir(mode=0o777)
+    (tmp_path / "open").mkdir()
     (tmp_path / "open").chmod(0o777)
-    with pytest.raises(UserError, match="anyone may write"):
-        fetch_version(uri, vid, tmp_path / "open")
+    with monkeypatch.context() as m:  # a folder not this user's that anyone may write (root's: a volume left open)
+        m.setattr(os, "getuid", lambda: os.stat(tmp_path / "open").st_uid + 1)
+        with pytest.raises(UserError, match="anyone may write"):
+            fetch_version(uri, vid, tmp_path / "open")
+    (tmp_path / "mine").mkdir()
+    (tmp_path / "mine").chmod(0o777)  # this user's own, made under a umask of 0: closed, then used
+    assert (fetch_version(uri, vid, tmp_path / "mine") / "data.bin").read_bytes() == b"payload"
+    assert os.stat(tmp_path / "mine").st_mode & 0o022 == 0
     assert (fetch_version(uri, vid, tmp_path / "cache") / "data.bin").read_bytes() == b"payload"  # its own: fetched
     (tmp_path / "theirs").mkdir()
     if os.getuid() == 0:

@@ -85,6 +85,9 @@ def _owned(folder: Path) -> None:
         return
     for f in (folder, folder.parent) if folder.parent.name == "groundrec-versions" else (folder,):
         st = f.stat() if f.exists() else None
+        if st is not None and st.st_uid == os.getuid() and st.st_mode & 0o022:  # ours, made under a umask of 0
+            os.chmod(f, st.st_mode & 0o755)
+            st = f.stat()
         if st is not None and (st.st_uid not in (os.getuid(), 0) or st.st_mode & 0o002):
             raise UserError(f"the version cache {f} belongs to another user (uid {st.st_uid}) or anyone may write "
                             f"to it (mode {st.st_mode & 0o777:o}): set version_cache_dir to a folder of this user's")
