@@ -154,13 +154,13 @@ class LiveOverlay:
         v, now = self.r.v, time.time()
         todo, rows, texts, olds, quick, in_place = self._plan(items)
         computed: dict[str, np.ndarray] = {}
-        ruled = [(item, old, self._ruled(item, old)) for item, old in quick if not item.deleted]
-        items_now = patched(v.items, [(old, values) for _, old, _, values in in_place if values]
-                            + [(old, columns) for _, old, (_, columns) in ruled if columns], COMBINE_CHUNKS)
+        ruled = [(old, *self._ruled(item, old)) for item, old in quick if not item.deleted]  # (row, rules, columns)
+        written = [(old, values) for _, old, _, values in in_place if values] + [(old, c) for old, _, c in ruled if c]
+        items_now = patched(v.items, written, COMBINE_CHUNKS)
         if rows:
             content = self._vectors(rows, texts, vectors or {}, computed)
             table = pa.Table.from_pylist([row for _, row in rows], schema=v.items.schema)
-        if in_place or any(columns for _, _, (_, columns) in ruled):
+        if in_place or written:
             v.items = items_now
             self.r._groups.clear()  # max_per's groups read the columns
             for item, old, row, _ in in_place:
@@ -172,7 +172,7 @@ class LiveOverlay:
                 self.deleted.add(item.item_id)
                 if old is not None:
                     self.removed.add(old)
-        for _, old, (rules, _) in ruled:  # hidden, shown again, a new end of sale: the row's rules change, no new row
+        for old, rules, _ in ruled:  # hidden, shown again, a new end of sale: the row's rules change, no new row
             self._rule(old, rules, now)
         for item in todo:
             self.applied[item.item_id] = item.seq

@@ -182,8 +182,8 @@ class Recommender:
         its users' requests with a 422 they cannot fix; logged once per version."""
         if arm.defaults.get("strategy") != "sequence":
             return arm.defaults
-        backend = self.holder.backend(arm.version) or self.holder.current
-        if backend is None or getattr(backend, "has_sequence", True):
+        backend = self.backend(arm.version)
+        if backend.has_sequence:
             return arm.defaults
         if (arm.name, backend.version_id) not in self._warned:
             self._warned.add((arm.name, backend.version_id))

@@ -42,8 +42,9 @@ def id_time(shown_ts: float, event_ts: float) -> float:
 
 def id_in_time(shown_ts, event_ts, id_window_s: float = ID_WINDOW_S):
     """Whether an event at ``event_ts`` may be credited by id to a list shown at ``shown_ts``:
-    not before it, and no more than ``id_window_s`` after (numbers or arrays)."""
-    return (shown_ts <= event_ts) & (shown_ts >= event_ts - id_window_s)
+    no more than ``CLOCK_SKEW_S`` before it (a clock behind the list's: ``id_time``), and no
+    more than ``id_window_s`` after (numbers or arrays)."""
+    return (shown_ts - CLOCK_SKEW_S <= event_ts) & (shown_ts >= event_ts - id_window_s)
 
 from groundrec.online.report.held import NULL, Held, Reach, Vocab, flat_lists
 from groundrec.shared.events.store import Event, Impression, event_table
@@ -91,7 +92,7 @@ def _credit(held: Held, ts: np.ndarray, users: pa.Array, items: pa.Array, rids: 
     k = g - held.base
     ok = g >= 0
     k_ok, e_ok = k[ok], named[ok]
-    good = id_in_time(held.ts[k_ok], ts[e_ok] + CLOCK_SKEW_S, id_window_s + CLOCK_SKEW_S)  # a clock behind the list's
+    good = id_in_time(held.ts[k_ok], ts[e_ok], id_window_s)
     k_ok, e_ok = k_ok[good], e_ok[good]
     plain = np.flatnonzero(~has_id)
     near = np.empty(0, np.int64)

@@ -30,6 +30,7 @@ def fetch_version(root: str, version_id: str, cache_dir: Path) -> Path:
     if not is_version_id(version_id):
         raise UserError(f"{version_id!r} is not a version id")
     local = Path(cache_dir) / version_id
+    local.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
     _owned(local.parent)
     if (local / MANIFEST).is_file():
         try:
@@ -37,8 +38,6 @@ def fetch_version(root: str, version_id: str, cache_dir: Path) -> Path:
             return local
         except (OSError, ValueError):  # a copy gone bad (a disk, a cache an older release filled): fetched again
             _removed(local)
-    local.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-    _owned(local.parent)
     fs, base = fsspec.core.url_to_fs(str(root).rstrip("/"))
     source = f"{base}/{VERSIONS}/{version_id}"
     if not fs.exists(f"{source}/{MANIFEST}"):
